@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# Both are idempotent: the virtual environment is rebuilt only when the dependency files change.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DATA_DIR ?= /usr/share/datasets/fashion-mnist
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-slow data venv size clean
+
+demo: $(STAMP) data
+	$(VENV)/bin/prunekit train --model simple_cnn --data fashion-mnist --epochs 2 --out runs/demo
+
+test: $(STAMP) data
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: $(STAMP) data
+	PRUNEKIT_SLOW=1 $(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c requirements/constraints-dev.txt -e ".[dev]"
+	touch $(STAMP)
+
+data:
+	@DATA_DIR="$(DATA_DIR)" sh scripts/ensure_data.sh
+
+size:
+	@find prunekit -name '*.py' | xargs wc -l | sort -n | tail -25
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

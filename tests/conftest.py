@@ -1,0 +1,29 @@
+"""Shared pytest set-up: the `slow` marker is skipped unless --runslow or PRUNEKIT_SLOW=1."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    run_slow = config.getoption("--runslow") or os.environ.get("PRUNEKIT_SLOW") == "1"
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow or PRUNEKIT_SLOW=1")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _few_threads() -> None:
+    # NOTE: CI has 2 cores; more threads than cores makes every test slower.
+    torch.set_num_threads(2)
