@@ -1,0 +1,66 @@
+"""The data contract shared by every dataset: three tensor splits and a fast, seeded batch loader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, TensorDataset
+
+from prunekit.errors import ConfigError
+
+__all__ = ["DataSplits", "make_loader", "set_epoch", "split_indices"]
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """A dataset ready for training: train/val/test ``TensorDataset``s of (inputs, labels).
+
+    Inputs are float32 ``[N, C, H, W]`` (or ``[N, F]``), already normalised; labels are int64 ``[N]``.
+    """
+
+    name: str
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+    num_classes: int
+    input_shape: tuple[int, ...]
+    class_names: tuple[str, ...] = ()
+
+    def example_input(self, batch_size: int = 1) -> torch.Tensor:
+        """The first ``batch_size`` test inputs, for tracing and profiling."""
+        return self.test.tensors[0][:batch_size].clone()
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic (train, val) index split of ``range(n)``; the same seed gives the same split."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(
+            f"val_fraction must be in [0, 1); got {val_fraction}. Pass e.g. 0.1 to hold out 10 %."
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = int(round(n * val_fraction))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def make_loader(dataset: TensorDataset, *, batch_size: int, shuffle: bool, seed: int = 0,
+                drop_last: bool = False, num_replicas: int = 1, rank: int = 0) -> DataLoader:
+    """A loader that indexes the tensors a whole batch at a time (no per-sample collate).
+
+    Shuffling is a pure function of ``(seed, epoch)`` (call :func:`set_epoch` each epoch), so a
+    resumed run sees the same batches as an uninterrupted one. With ``num_replicas > 1`` each rank
+    gets its own shard, as DistributedDataParallel expects.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer; got {batch_size}. Pass e.g. 64.")
+    sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                                 seed=seed, drop_last=drop_last)
+    return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last), batch_size=None)
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Reseed the loader's shuffle for ``epoch`` (a no-op for loaders not made by make_loader)."""
+    batch_sampler = loader.sampler
+    inner = getattr(batch_sampler, "sampler", None)
+    if isinstance(inner, DistributedSampler):
+        inner.set_epoch(epoch)

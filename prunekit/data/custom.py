@@ -1,0 +1,303 @@
+"""A user's own data: a ``.npz`` file of arrays, or a folder of images sorted by class.
+
+Both are read whole into memory as tensors, so they are meant for small datasets (up to a few
+hundred MB). Every split is standardised per channel with the train split's mean and std.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from prunekit.data.base import DataSplits, split_indices
+from prunekit.errors import ConfigError, DataError, DataNotFoundError, require
+
+__all__ = ["IMAGE_EXTENSIONS", "assemble", "from_arrays", "load_image_folder", "load_npz", "split_three"]
+
+Split = tuple[torch.Tensor, torch.Tensor]
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                              ".ppm", ".pgm"})
+_NPZ_LAYOUTS = ("x_train, y_train, x_test, y_test (optionally x_val, y_val)", "x, y (split for you)")
+
+
+# --- shared by every loader built from arrays ------------------------------------------------
+
+def split_three(n: int, val_fraction: float, test_fraction: float,
+                seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Deterministic (train, val, test) index split of ``range(n)``; fractions are of ``n``."""
+    for label, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= fraction < 1.0:
+            raise ConfigError(f"{label} must be in [0, 1); got {fraction}. Pass e.g. 0.1 to hold out 10 %.")
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    if n_test + n_val >= n:
+        raise ConfigError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} leave no training samples "
+            f"out of {n}. Pass smaller fractions (their sum must stay well below 1)."
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    parts = perm[n_test + n_val:], perm[n_test:n_test + n_val], perm[:n_test]
+    return parts[0].sort().values, parts[1].sort().values, parts[2].sort().values
+
+
+def assemble(name: str, train: Split, val: Split, test: Split, *, class_names: Sequence[str] = (),
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> DataSplits:
+    """Standardise the inputs (per channel; train-split stats unless ``mean``/``std`` are given)
+    and wrap the three splits as :class:`DataSplits`; ``num_classes`` is max label + 1 overall."""
+    x_train = train[0]
+    dims = [0] + list(range(2, x_train.dim()))  # every axis but the channel/feature axis
+    shape = [1, x_train.shape[1]] + [1] * (x_train.dim() - 2)
+    if mean is None or std is None:
+        m = x_train.mean(dim=dims, dtype=torch.float64).float()
+        s = x_train.double().std(dim=dims).float() if len(x_train) > 1 else torch.ones_like(m)
+    else:
+        m, s = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+    scale = 1.0 / torch.where(s > 1e-8, s, torch.ones_like(s)).reshape(shape)
+    shift = -m.reshape(shape) * scale
+    # NOTE: (x - m) / s as one fused pass: one new tensor per split, however large.
+    splits = [TensorDataset(torch.addcmul(shift, x, scale), y.long()) for x, y in (train, val, test)]
+    num_classes = 1 + max(int(y.max()) for _, y in (train, val, test) if len(y))
+    return DataSplits(name=name, train=splits[0], val=splits[1], test=splits[2],
+                      num_classes=num_classes, input_shape=tuple(x_train.shape[1:]),
+                      class_names=tuple(class_names))
+
+
+def from_arrays(x: torch.Tensor, y: torch.Tensor, *, name: str, val_fraction: float = 0.1,
+                test_fraction: float = 0.2, seed: int = 0, class_names: Sequence[str] = ()) -> DataSplits:
+    """Split one float input tensor and its labels deterministically, then :func:`assemble`."""
+    train, val, test = split_three(len(x), val_fraction, test_fraction, seed)
+    return assemble(name, (x[train], y[train]), (x[val], y[val]), (x[test], y[test]),
+                    class_names=class_names)
+
+
+# --- .npz ------------------------------------------------------------------------------------
+
+def load_npz(path: str | PathLike[str], *, val_fraction: float = 0.1, test_fraction: float = 0.2,
+             seed: int = 0) -> DataSplits:
+    """Load a ``.npz`` of arrays: ``x_train, y_train, x_test, y_test`` (optionally ``x_val, y_val``,
+    else ``val_fraction`` of train is held out), or ``x, y`` (split by both fractions).
+
+    Inputs may be ``[N, F]`` features, ``[N, H, W]`` images (a channel axis is added),
+    ``[N, C, H, W]``, or ``[N, H, W, C]``. The rule: a 4-D array is channels-last only when its
+    last axis is 1 or 3 and its axis 1 is not (so ``[N, 3, 32, 32]`` and ``[N, 1, 28, 1]`` stay
+    channels-first). uint8 inputs are scaled to [0, 1]. Labels are integer class indices.
+    """
+    path = Path(path)
+    arrays = _read_npz(path)
+    if {"x", "y"} <= arrays.keys() and "x_train" not in arrays:
+        x, y = _pair(path, arrays, "x", "y")
+        return from_arrays(x, y, name=path.stem, val_fraction=val_fraction,
+                           test_fraction=test_fraction, seed=seed)
+    if not {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
+        raise DataError(
+            f"'{path}' has arrays {sorted(arrays) or 'none'}; expected one of these layouts: "
+            f"{' | '.join(_NPZ_LAYOUTS)}. Fix: re-save it, e.g. numpy.savez(path, x=images, y=labels)."
+        )
+    train, test = _pair(path, arrays, "x_train", "y_train"), _pair(path, arrays, "x_test", "y_test")
+    if ("x_val" in arrays) != ("y_val" in arrays):
+        raise DataError(f"'{path}' has only one of x_val / y_val; expected both or neither. "
+                        f"Fix: add the missing array, or drop the other to split val from train.")
+    if "x_val" in arrays:
+        val = _pair(path, arrays, "x_val", "y_val")
+    else:
+        keep, held = split_indices(len(train[0]), val_fraction, seed)
+        train, val = (train[0][keep], train[1][keep]), (train[0][held], train[1][held])
+    for key, (x, _) in (("x_val", val), ("x_test", test)):
+        if len(x) and x.shape[1:] != train[0].shape[1:]:
+            raise DataError(f"'{path}': expected '{key}' samples of shape {tuple(train[0].shape[1:])} "
+                            f"like x_train, found {tuple(x.shape[1:])}. Fix: store every split alike.")
+    return assemble(path.stem, train, val, test)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array in the archive (never unpickled); missing or malformed files raise our errors."""
+    fix = "Fix: re-save it with numpy.savez(path, x=..., y=...)."
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise DataNotFoundError(f"Data file '{path}' does not exist. Fix: check the path.") from None
+    except IsADirectoryError:
+        raise DataError(f"'{path}' is a folder; expected a .npz file. Fix: pass the file's path, or "
+                        f"load the folder as images with load_image_folder.") from None
+    with f:  # NOTE: our own handle: np.load leaks its handle when a zip turns out to be damaged.
+        head = f.read(6)
+        if head.startswith(b"\x93NUMPY"):
+            raise DataError(f"'{path}': expected a .npz archive of named arrays, found a single .npy "
+                            f"array. {fix}")
+        if not head.startswith(b"PK"):
+            raise DataError(f"'{path}': expected a .npz (zip) archive, found a file without a zip "
+                            f"header. {fix}")
+        f.seek(0)
+        try:
+            with np.load(f, allow_pickle=False) as archive:
+                return {key: archive[key] for key in archive.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            reason = "an object (pickled) array" if "pickle" in str(exc) else f"a damaged archive ({exc})"
+            raise DataError(f"'{path}': expected a .npz archive of numeric arrays, found {reason}. "
+                            f"{fix}") from None
+
+
+def _pair(path: Path, arrays: Mapping[str, np.ndarray], x_key: str, y_key: str) -> Split:
+    """Checked (inputs, labels) tensors for one split."""
+    x, y = _inputs(path, x_key, arrays[x_key]), _labels(path, y_key, arrays[y_key])
+    if len(x) != len(y):
+        raise DataError(f"'{path}': expected '{x_key}' and '{y_key}' to have the same length, found "
+                        f"{len(x)} and {len(y)}. Fix: store one label per sample.")
+    return x, y
+
+
+def _inputs(path: Path, key: str, a: np.ndarray) -> torch.Tensor:
+    """float32 ``[N, C, H, W]`` or ``[N, F]``, following the layout rule in :func:`load_npz`."""
+    if a.ndim == 0 or a.shape[0] == 0 or a.size == 0:
+        raise DataError(f"'{path}': expected a non-empty array '{key}', found shape {a.shape}. "
+                        f"Fix: store at least one sample.")
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"'{path}': expected numeric '{key}', found dtype {a.dtype}. "
+                        f"Fix: convert it, e.g. {key}.astype('float32').")
+    if a.ndim not in (2, 3, 4):
+        raise DataError(f"'{path}': expected '{key}' as [N, F], [N, H, W], [N, C, H, W] or "
+                        f"[N, H, W, C], found shape {a.shape}. Fix: reshape it to one of those.")
+    x = torch.from_numpy(np.ascontiguousarray(a))
+    x = x.float() / 255.0 if a.dtype == np.uint8 else x.float()
+    if x.dim() == 3:
+        return x.unsqueeze(1)
+    if x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        return x.permute(0, 3, 1, 2).contiguous()
+    return x
+
+
+def _labels(path: Path, key: str, a: np.ndarray) -> torch.Tensor:
+    """int64 ``[N]`` class indices, or a DataError saying how to make them."""
+    if a.dtype.kind not in "iu":
+        raise DataError(f"'{path}': expected integer class labels in '{key}', found dtype {a.dtype}. "
+                        f"Fix: store class indices 0..K-1, e.g. {key}.astype('int64').")
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1 or a.size == 0:
+        raise DataError(f"'{path}': expected '{key}' as a non-empty 1-D array of class indices, found "
+                        f"shape {a.shape}. Fix: store one index per sample (not one-hot rows).")
+    if a.min() < 0:
+        raise DataError(f"'{path}': expected class indices >= 0 in '{key}', found {a.min()}. "
+                        f"Fix: map the labels to 0..K-1.")
+    return torch.from_numpy(a.astype(np.int64))
+
+
+# --- image folder ----------------------------------------------------------------------------
+
+def load_image_folder(path: str | PathLike[str], *, image_size: int | tuple[int, int] | None = None,
+                      grayscale: bool | None = None, val_fraction: float = 0.1,
+                      test_fraction: float = 0.2, seed: int = 0) -> DataSplits:
+    """Load ``root/<class>/<image>`` (or ``root/train/<class>/...`` + ``root/test/<class>/...``).
+
+    Images are resized to ``image_size`` (an int or ``(h, w)``) when given; otherwise they must all
+    share one size. ``grayscale=None`` picks 1 channel when every image is mode "L", else RGB.
+    Everything is decoded into memory: meant for small datasets.
+    """
+    image = require("PIL.Image", pip_name="pillow", extra="images", feature="Loading an image folder")
+    root = Path(path)
+    if not root.is_dir():
+        if not root.exists():
+            raise DataNotFoundError(f"Image folder '{root}' does not exist. Fix: check the path.")
+        raise DataError(f"'{root}': expected a folder of class subfolders, found a file. "
+                        f"Fix: pass the folder that holds one subfolder per class.")
+    has_split = (root / "train").is_dir() and (root / "test").is_dir()
+    roots = [root / "train", root / "test"] if has_split else [root]
+    classes = sorted({d.name for r in roots for d in _visible(r) if d.is_dir()})
+    if not classes:
+        found = "nothing" if not any(_visible(r) for r in roots) else "only files"
+        raise DataError(f"Image folder '{roots[0]}': expected one subfolder per class "
+                        f"(root/<class>/<image>), found {found}. Fix: sort the images into "
+                        f"class subfolders.")
+    files = [_scan(r, classes) for r in roots]
+    size = _target_size(image, [f for part in files for f, _ in part], image_size)
+    gray = grayscale if grayscale is not None else _all_gray(image, files)
+    tensors = [_decode(image, part, size, gray) for part in files]
+    name = root.name
+    if has_split:
+        (x, y), test = tensors
+        keep, held = split_indices(len(x), val_fraction, seed)
+        return assemble(name, (x[keep], y[keep]), (x[held], y[held]), test, class_names=classes)
+    x, y = tensors[0]
+    return from_arrays(x, y, name=name, val_fraction=val_fraction, test_fraction=test_fraction,
+                       seed=seed, class_names=classes)
+
+
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _scan(root: Path, classes: Sequence[str]) -> list[tuple[Path, int]]:
+    """(image file, class index) for every image under ``root/<class>/``, in a stable order."""
+    out: list[tuple[Path, int]] = []
+    for label, cls in enumerate(classes):
+        folder = root / cls
+        if not folder.is_dir():
+            continue  # NOTE: a class may appear only in train/ or only in test/.
+        images = [p for p in _visible(folder) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+        if not images:
+            raise DataError(f"Class folder '{folder}': expected image files "
+                            f"({', '.join(sorted(IMAGE_EXTENSIONS))}), found none. "
+                            f"Fix: add images or remove the folder.")
+        out += [(p, label) for p in images]
+    return out
+
+
+def _header(image: Any, file: Path) -> tuple[str, tuple[int, int]]:
+    """(mode, (width, height)) read from the file header, without decoding the pixels."""
+    try:
+        with image.open(file) as im:
+            return im.mode, im.size
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Image '{file}': expected a readable image, found {exc}. "
+                        f"Fix: re-export the image or delete it.") from None
+
+
+def _target_size(image: Any, files: Sequence[Path], image_size: int | tuple[int, int] | None,
+                 ) -> tuple[int, int]:
+    """The (h, w) every image ends up with; without ``image_size`` all images must agree."""
+    if image_size is not None:
+        h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        if h < 1 or w < 1:
+            raise ConfigError(f"image_size must be positive; got {image_size}. Pass e.g. 32 or (32, 32).")
+        return int(h), int(w)
+    first_w, first_h = _header(image, files[0])[1]
+    for file in files[1:]:
+        w, h = _header(image, file)[1]
+        if (w, h) != (first_w, first_h):
+            raise DataError(
+                f"Image '{file}' is {h}x{w} (HxW), but '{files[0]}' is {first_h}x{first_w}; without "
+                f"image_size all images must share one size. Fix: pass image_size=(H, W) "
+                f"(CLI: --image-size) to resize them all."
+            )
+    return first_h, first_w
+
+
+def _all_gray(image: Any, files: Sequence[Sequence[tuple[Path, int]]]) -> bool:
+    return all(_header(image, f)[0] == "L" for part in files for f, _ in part)
+
+
+def _decode(image: Any, part: Sequence[tuple[Path, int]], size: tuple[int, int], gray: bool) -> Split:
+    """Decode, convert and resize every image: float32 ``[N, C, H, W]`` in [0, 1] and labels."""
+    h, w = size
+    pixels = []
+    for file, _ in part:
+        try:
+            with image.open(file) as im:
+                im = im.convert("L" if gray else "RGB")
+                if im.size != (w, h):
+                    im = im.resize((w, h), image.Resampling.BILINEAR)
+                pixels.append(np.asarray(im, dtype=np.uint8))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"Image '{file}': expected a readable image, found {exc}. "
+                            f"Fix: re-export the image or delete it.") from None
+    if not pixels:
+        return torch.zeros(0, 1 if gray else 3, h, w), torch.zeros(0, dtype=torch.long)
+    x = torch.from_numpy(np.stack(pixels)).float() / 255.0
+    x = x.unsqueeze(1) if gray else x.permute(0, 3, 1, 2).contiguous()
+    return x, torch.tensor([label for _, label in part], dtype=torch.long)
