@@ -1,0 +1,189 @@
+"""Wall-clock latency of one forward pass, in PyTorch eager or ONNX Runtime, with its spread.
+
+Protocol: fixed thread count, warm-up calls first, then each call timed on its own with
+``time.perf_counter`` (garbage collector paused). Unless ``repeats`` is given, calls continue
+until they add up to ``min_time_s``, within [MIN_REPEATS, MAX_REPEATS] calls: a tiny model gets
+many repeats, ResNet-50 at batch 64 a few. Median and p10-p90 are reported, not the minimum.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError, require
+from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
+
+__all__ = ["LatencyStats", "measure_latency", "measure_latencies", "BACKENDS",
+           "MIN_REPEATS", "MAX_REPEATS"]
+
+BACKENDS = ("torch", "onnxruntime")
+MIN_REPEATS = 5
+MAX_REPEATS = 200
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency of one forward pass at ``batch_size``, in milliseconds, over ``repeats`` calls."""
+
+    backend: str
+    batch_size: int
+    threads: int
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    std_ms: float
+    repeats: int
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default) on sorted data."""
+    pos = (len(ordered) - 1) * q
+    low, high = math.floor(pos), math.ceil(pos)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def _summarise(times_s: list[float], backend: str, batch_size: int, threads: int) -> LatencyStats:
+    ms = sorted(t * 1000.0 for t in times_s)
+    return LatencyStats(
+        backend=backend, batch_size=batch_size, threads=threads,
+        median_ms=statistics.median(ms), p10_ms=_percentile(ms, 0.1), p90_ms=_percentile(ms, 0.9),
+        mean_ms=statistics.fmean(ms), std_ms=statistics.stdev(ms) if len(ms) > 1 else 0.0,
+        repeats=len(ms))
+
+
+@dataclass(frozen=True)
+class _Timing:
+    warmup: int
+    repeats: int | None
+    min_time_s: float
+
+    def done(self, times: list[float]) -> bool:
+        if self.repeats is not None:
+            return len(times) >= self.repeats
+        return len(times) >= MAX_REPEATS or (
+            len(times) >= MIN_REPEATS and sum(times) >= self.min_time_s)
+
+
+def _time_calls(call: Callable[[], object], timing: _Timing) -> list[float]:
+    """Seconds per call of ``call`` after the warm-up calls (protocol in the module docstring)."""
+    for _ in range(timing.warmup):
+        call()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # NOTE: as timeit does; a collection inside one call is noise, not latency.
+    times: list[float] = []
+    try:
+        while not timing.done(times):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return times
+
+
+def _check(backend: str, batch_sizes: Sequence[int], threads: int, warmup: int,
+           repeats: int | None, min_time_s: float) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"Latency backend must be one of {', '.join(BACKENDS)}; got "
+                          f"'{backend}'. Pass backend='torch' or backend='onnxruntime'.")
+    for name, value, low in [("threads", threads, 1), ("warmup", warmup, 0),
+                             *[("batch_size", b, 1) for b in batch_sizes],
+                             *([("repeats", repeats, 1)] if repeats is not None else [])]:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"Latency: '{name}' must be an integer >= {low}; got {value!r}. "
+                              f"Pass e.g. {name}={max(low, 1)}.")
+    if not batch_sizes:
+        raise ConfigError("Latency: batch_sizes is empty. Pass at least one, e.g. (1, 64).")
+    if not min_time_s >= 0:
+        raise ConfigError(f"Latency: 'min_time_s' must be >= 0 seconds; got {min_time_s!r}.")
+
+
+def _sync_for(inputs: tuple[torch.Tensor, ...]) -> Callable[[], None]:
+    if any(x.is_cuda for x in inputs):
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def _torch_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
+                     batch_sizes: Sequence[int], threads: int,
+                     timing: _Timing) -> tuple[LatencyStats, ...]:
+    was_training, old_threads = model.training, torch.get_num_threads()
+    model.eval()
+    torch.set_num_threads(threads)
+    sync, results = _sync_for(inputs), []
+    try:
+        with torch.inference_mode():
+            for size in batch_sizes:
+                batch = batch_of(inputs, size)
+
+                def call(batch: tuple[torch.Tensor, ...] = batch) -> None:
+                    model(*batch)
+                    sync()
+
+                results.append(_summarise(_time_calls(call, timing), "torch", size, threads))
+    finally:
+        torch.set_num_threads(old_threads)
+        model.train(was_training)
+    return tuple(results)
+
+
+def _onnxruntime_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
+                           batch_sizes: Sequence[int], threads: int,
+                           timing: _Timing) -> tuple[LatencyStats, ...]:
+    ort = require("onnxruntime", extra="onnx", feature="ONNX Runtime latency")
+    from prunekit.measure.onnx import export_onnx
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # NOTE: errors only; ORT warns about unused initialisers.
+    with tempfile.TemporaryDirectory(prefix="prunekit-latency-") as tmp:
+        file = export_onnx(model, inputs, Path(tmp) / "model.onnx", dynamic_batch=True)
+        session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    results = []
+    for size in batch_sizes:
+        feed = {n: x.detach().cpu().numpy() for n, x in zip(names, batch_of(inputs, size))}
+        times = _time_calls(lambda feed=feed: session.run(None, feed), timing)
+        results.append(_summarise(times, "onnxruntime", size, threads))
+    return tuple(results)
+
+
+def measure_latencies(model: nn.Module, example_input: ExampleInput, *, backend: str = "torch",
+                      batch_sizes: Sequence[int] = (1,), threads: int = 2, warmup: int = 3,
+                      repeats: int | None = None, min_time_s: float = 1.0) -> tuple[LatencyStats, ...]:
+    """:func:`measure_latency` at several batch sizes; onnxruntime exports the model only once."""
+    _check(backend, batch_sizes, threads, warmup, repeats, min_time_s)
+    inputs = as_inputs(example_input)
+    timing = _Timing(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
+    measure = _torch_latencies if backend == "torch" else _onnxruntime_latencies
+    return measure(model, inputs, tuple(batch_sizes), threads, timing)
+
+
+def measure_latency(model: nn.Module, example_input: ExampleInput, *, backend: str = "torch",
+                    batch_size: int = 1, threads: int = 2, warmup: int = 3,
+                    repeats: int | None = None, min_time_s: float = 1.0) -> LatencyStats:
+    """Latency of ``model`` on ``example_input`` tiled along dim 0 to ``batch_size`` rows.
+
+    backend: "torch" (eager, ``inference_mode``) or "onnxruntime" (exported with
+    :func:`export_onnx`, CPU, sequential, all graph optimisations). ``threads`` is the intra-op
+    thread count for either; torch's own setting is restored afterwards. ``repeats`` None means
+    adaptive (module docstring). The model's train/eval mode and weights are unchanged.
+    """
+    return measure_latencies(model, example_input, backend=backend, batch_sizes=(batch_size,),
+                             threads=threads, warmup=warmup, repeats=repeats,
+                             min_time_s=min_time_s)[0]

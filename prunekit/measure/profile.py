@@ -1,0 +1,253 @@
+"""One model's numbers in one frozen record, and the side-by-side table every command prints.
+
+``profile`` measures params, MACs (per sample), safetensors size, latency per backend and batch
+size, and accuracy/loss when a dataset is given. ``compare`` renders profiles as columns, with a
+"first/last" column (e.g. "2.03x smaller", "1.80x faster") when there are two or more.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from prunekit.errors import ConfigError, DataError
+from prunekit.measure.accuracy import evaluate
+from prunekit.measure.latency import BACKENDS, LatencyStats, measure_latencies
+from prunekit.measure.macs import ExampleInput, as_inputs, batch_of, count_macs
+from prunekit.measure.params import count_params
+from prunekit.measure.size import size_on_disk
+
+__all__ = ["Profile", "profile", "compare", "compare_markdown"]
+
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What ``profile`` measured. ``macs`` is per sample; ``size_bytes`` is the safetensors file.
+
+    ``accuracy`` (in [0, 1]) and ``loss`` are None without a dataset; ``notes`` says what could not
+    be measured and why (e.g. an ONNX export failure), so one failure does not lose the rest.
+    """
+
+    name: str
+    params: int
+    macs: int
+    size_bytes: int
+    latency: tuple[LatencyStats, ...] = ()
+    accuracy: float | None = None
+    loss: float | None = None
+    input_shape: tuple[int, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (lists for tuples); :meth:`from_dict` reads it back."""
+        data = asdict(self)
+        data["latency"] = [asdict(stats) for stats in self.latency]
+        data["input_shape"] = list(self.input_shape)
+        data["notes"] = list(self.notes)
+        return {"version": _FORMAT_VERSION, **data}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Profile:
+        """Rebuild a profile from :meth:`to_dict` output (e.g. a results.json entry)."""
+        required = [f.name for f in fields(cls) if f.name not in ("latency", "accuracy", "loss",
+                                                                   "input_shape", "notes")]
+        missing = [key for key in required if key not in data]
+        if missing:
+            raise DataError(f"Profile record lacks {missing}; got keys {sorted(data)}. Use a dict "
+                            f"written by Profile.to_dict().")
+        try:
+            latency = tuple(LatencyStats(**stats) for stats in data.get("latency", ()))
+        except TypeError as exc:
+            raise DataError(f"Profile record '{data['name']}' has a malformed latency entry "
+                            f"({exc}). Use a dict written by Profile.to_dict().") from exc
+        return cls(name=str(data["name"]), params=int(data["params"]), macs=int(data["macs"]),
+                   size_bytes=int(data["size_bytes"]), latency=latency,
+                   accuracy=data.get("accuracy"), loss=data.get("loss"),
+                   input_shape=tuple(data.get("input_shape", ())),
+                   notes=tuple(data.get("notes", ())))
+
+    def latency_for(self, backend: str, batch_size: int) -> LatencyStats | None:
+        """The latency entry for ``backend`` at ``batch_size``, or None if not measured."""
+        return next((s for s in self.latency
+                     if s.backend == backend and s.batch_size == batch_size), None)
+
+
+def profile(model: nn.Module, example_input: ExampleInput, *, name: str = "model",
+            batch_sizes: Sequence[int] = (1, 64), threads: int = 2,
+            backends: Sequence[str] = BACKENDS, dataset: TensorDataset | None = None,
+            warmup: int = 3, repeats: int | None = None, min_time_s: float = 1.0,
+            progress: Callable[[str], None] | None = None) -> Profile:
+    """Measure ``model`` on ``example_input`` (batch 1 is enough; it is tiled for larger batches).
+
+    Latency uses :func:`measure_latency`'s protocol for each backend x batch size. An
+    onnxruntime failure is recorded in ``notes`` and the other numbers are kept. ``progress`` is
+    called with a short message before each step. The model is not changed.
+    """
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise ConfigError(f"profile: backends must be among {', '.join(BACKENDS)}; got "
+                          f"{unknown}. Pass e.g. backends=('torch',).")
+    step = progress or (lambda message: None)
+    sample = batch_of(as_inputs(example_input), 1)
+    step("counting parameters and MACs")
+    params, macs = count_params(model), count_macs(model, sample)
+    step("measuring size on disk")
+    size = size_on_disk(model)
+    latency: list[LatencyStats] = []
+    notes = [note] if backends and (note := _busy_machine_note()) else []
+    for backend in backends:
+        step(f"measuring {backend} latency at batch sizes {', '.join(map(str, batch_sizes))}")
+        try:
+            latency += measure_latencies(model, sample, backend=backend, batch_sizes=batch_sizes,
+                                         threads=threads, warmup=warmup, repeats=repeats,
+                                         min_time_s=min_time_s)
+        except Exception as exc:  # NOTE: ORT and the exporter raise many types; torch must work.
+            if backend == "torch" or isinstance(exc, ConfigError):
+                raise
+            notes.append(f"{backend} latency not measured: {' '.join(str(exc).split())[:400]}")
+    accuracy = loss = None
+    if dataset is not None:
+        step("evaluating accuracy")
+        metrics = evaluate(model, dataset)
+        accuracy, loss = metrics.accuracy, metrics.loss
+    return Profile(name=name, params=params, macs=macs, size_bytes=size, latency=tuple(latency),
+                   accuracy=accuracy, loss=loss, input_shape=tuple(sample[0].shape),
+                   notes=tuple(notes))
+
+
+def _busy_machine_note() -> str | None:
+    """A warning when other work competes for the cores, so noisy latency is not taken at face value."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # NOTE: not available on Windows
+        return None
+    cores = os.cpu_count() or 1
+    if load <= cores:
+        return None
+    return (f"machine busy when latency was measured (1-min load average {load:.1f} on {cores} "
+            f"cores): latency is noisy; re-measure on an idle machine")
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+def _count(n: float) -> str:
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f}"
+
+
+def _bytes(n: float) -> str:
+    for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _ms(x: float) -> str:
+    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:.0f}"
+
+
+def _ratio(first: float, last: float, fewer: str, more: str) -> str:
+    """How many times ``last`` is below ``first``, in words ("2.03x smaller", "1.10x larger")."""
+    if first <= 0 or last <= 0:
+        return "-"
+    ratio = first / last
+    if abs(ratio - 1) < 0.005:
+        return "same"
+    return f"{ratio:.2f}x {fewer}" if ratio > 1 else f"{1 / ratio:.2f}x {more}"
+
+
+def _latency_keys(profiles: Sequence[Profile]) -> list[tuple[str, int, int]]:
+    keys: list[tuple[str, int, int]] = []
+    for p in profiles:
+        keys += [k for k in ((s.backend, s.batch_size, s.threads) for s in p.latency) if k not in keys]
+    return sorted(keys, key=lambda k: (BACKENDS.index(k[0]) if k[0] in BACKENDS else 99, k[1], k[2]))
+
+
+def _latency_rows(profiles: Sequence[Profile]) -> list[list[str]]:
+    keys = _latency_keys(profiles)
+    show_threads = len({k[2] for k in keys}) > 1
+    rows = []
+    for backend, batch, threads in keys:
+        found = [next((s for s in p.latency if (s.backend, s.batch_size, s.threads)
+                       == (backend, batch, threads)), None) for p in profiles]
+        cells = ["-" if s is None else f"{_ms(s.median_ms)} ms ({_ms(s.p10_ms)}-{_ms(s.p90_ms)})"
+                 for s in found]
+        label = f"{backend} batch {batch}" + (f", {threads} threads" if show_threads else "")
+        first, last = found[0], found[-1]
+        change = _ratio(first.median_ms, last.median_ms, "faster", "slower") if first and last else "-"
+        rows.append([label, *cells, change])
+    return rows
+
+
+def _metric_row(label: str, values: list[float | None], render: Callable[[float], str],
+                change: Callable[[float, float], str]) -> list[str]:
+    cells = ["-" if v is None else render(v) for v in values]
+    first, last = values[0], values[-1]
+    return [label, *cells, "-" if first is None or last is None else change(first, last)]
+
+
+def _rows(profiles: Sequence[Profile]) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header, body rows (label, one cell per profile, first/last) and footnotes."""
+    if not profiles:
+        raise ConfigError("compare() needs at least one Profile; got none. Pass profile(...) results.")
+    rows = [
+        ["input", *["x".join(map(str, p.input_shape)) or "-" for p in profiles], ""],
+        _metric_row("params", [p.params for p in profiles], _count,
+                    lambda a, b: _ratio(a, b, "smaller", "larger")),
+        _metric_row("MACs / sample", [p.macs for p in profiles], _count,
+                    lambda a, b: _ratio(a, b, "fewer", "more")),
+        _metric_row("size (safetensors)", [p.size_bytes for p in profiles], _bytes,
+                    lambda a, b: _ratio(a, b, "smaller", "larger")),
+        *_latency_rows(profiles),
+    ]
+    if any(p.accuracy is not None for p in profiles):
+        rows.append(_metric_row("accuracy", [p.accuracy for p in profiles],
+                                lambda a: f"{100 * a:.2f} %", lambda a, b: f"{100 * (b - a):+.2f} pp"))
+    if any(p.loss is not None for p in profiles):
+        rows.append(_metric_row("loss", [p.loss for p in profiles], lambda v: f"{v:.4f}",
+                                lambda a, b: f"{b - a:+.4f}"))
+    threads = sorted({s.threads for p in profiles for s in p.latency})
+    notes = []
+    if threads:
+        notes.append(f"latency: median ms (p10-p90) per forward pass, "
+                     f"{'/'.join(map(str, threads))} threads")
+    notes += [f"{p.name}: {note}" for p in profiles for note in p.notes]
+    header = ["", *[p.name for p in profiles], "first/last"]
+    if len(profiles) == 1:
+        header, rows = header[:-1], [row[:-1] for row in rows]
+    return header, rows, notes
+
+
+def compare(*profiles: Profile) -> str:
+    """Plain-text table of ``profiles`` side by side (one column each), plus footnotes."""
+    header, rows, notes = _rows(profiles)
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = []
+    for row in table:
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "-" * (sum(widths) + 2 * (len(widths) - 1)))
+    return "\n".join(lines + notes)
+
+
+def _escape(cell: str) -> str:
+    return cell.replace("|", "\\|")
+
+
+def compare_markdown(*profiles: Profile) -> str:
+    """The :func:`compare` table as Markdown (benchmarks write these), footnotes as a list."""
+    header, rows, notes = _rows(profiles)
+    lines = ["| " + " | ".join(_escape(c) or " " for c in header) + " |",
+             "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+    lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines + ([""] + [f"- {_escape(n)}" for n in notes] if notes else []))
