@@ -1,0 +1,116 @@
+"""Options shared by several commands, and options generated from a config model's fields.
+
+Generating ``--epochs``/``--lr``/... from :class:`~prunekit.recover.TrainConfig` keeps the CLI, the
+Python object and (later) the YAML recipe stage describing exactly the same parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+
+__all__ = ["add_model_options", "add_output_options", "add_profile_options", "add_config_options",
+           "config_from_args", "int_list"]
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, data_required: bool = True) -> None:
+    """--model, --weights, --data, --data-dir."""
+    parser.add_argument("--model", required=True, metavar="NAME",
+                        help="model name from the registry (`prunekit models` lists them), "
+                             "e.g. simple_cnn, resnet20, resnet18")
+    parser.add_argument("--weights", metavar="FILE", default=None,
+                        help="weights to start from: a .safetensors file written by `prunekit train` "
+                             "(for torchvision models also a local .pth or a weights name found in "
+                             "the torch hub cache; nothing is downloaded)")
+    data_help = ("dataset: a registered name (fashion-mnist, digits), an .npz file or an image "
+                 "folder")
+    parser.add_argument("--data", metavar="NAME|PATH", default="fashion-mnist" if data_required else None,
+                        help=data_help + (" (default: fashion-mnist)" if data_required else
+                                          "; when given, accuracy is measured too"))
+    parser.add_argument("--data-dir", metavar="DIR", default=None,
+                        help="folder with the Fashion-MNIST IDX files (default: $PRUNEKIT_DATA, "
+                             "else /usr/share/datasets/fashion-mnist from Debian's "
+                             "dataset-fashion-mnist package)")
+
+
+def add_output_options(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """--out (where results.json, checkpoints and weights go)."""
+    parser.add_argument("--out", metavar="DIR", default=default,
+                        help="output folder for results.json (and checkpoints/weights when training)"
+                             + (f"; default: {default}" if default else ""))
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """Parse "1,64" into (1, 64) for argparse."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,64; got '{text}'")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers such as 1,64; got '{text}'")
+    return values
+
+
+def add_profile_options(parser: argparse.ArgumentParser) -> None:
+    """--batch-sizes, --threads, --no-onnx."""
+    parser.add_argument("--batch-sizes", type=int_list, default=(1, 64), metavar="N[,N...]",
+                        help="batch sizes at which latency is measured (default: 1,64)")
+    parser.add_argument("--threads", type=int, default=2, metavar="N",
+                        help="intra-op threads for PyTorch and ONNX Runtime (default: 2)")
+    parser.add_argument("--no-onnx", action="store_true",
+                        help="skip the ONNX Runtime latency (PyTorch eager only)")
+
+
+def backends(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("torch",) if args.no_onnx else ("torch", "onnxruntime")
+
+
+def _choices(annotation: Any) -> tuple[Any, ...] | None:
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    return None
+
+
+def _scalar_type(annotation: Any) -> Any:
+    """``int | None`` -> ``int``; other annotations unchanged."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def add_config_options(parser: argparse.ArgumentParser, model: type[BaseModel],
+                       skip: tuple[str, ...] = ()) -> None:
+    """One ``--field-name`` option per field of ``model``, with its description as help."""
+    group = parser.add_argument_group(f"{model.__name__} (same keys as the recipe stage)")
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        help_text = (field.description or name.replace("_", " ")) + f" (default: {field.default})"
+        annotation = _scalar_type(field.annotation)
+        choices = _choices(annotation)
+        if annotation is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+        elif choices is not None:
+            group.add_argument(flag, dest=name, choices=choices, default=None, help=help_text)
+        else:
+            kind = annotation if annotation in (int, float, str) else str
+            group.add_argument(flag, dest=name, type=kind, default=None, metavar=name.upper(),
+                               help=help_text)
+
+
+def config_from_args(args: argparse.Namespace, model: type[BaseModel], **overrides: Any) -> Any:
+    """Build ``model`` from the options the user gave; unset options keep the model's defaults."""
+    values = {name: getattr(args, name) for name in model.model_fields
+              if getattr(args, name, None) is not None}
+    values.update(overrides)
+    from prunekit.recover import parse_config
+
+    return parse_config(model, values)

@@ -1,0 +1,45 @@
+"""`prunekit train`: train a baseline (or fine-tune from --weights), then print its profile."""
+
+from __future__ import annotations
+
+import argparse
+
+from prunekit import pipeline
+from prunekit.cli import options
+from prunekit.cli.report import print_profile, print_training
+from prunekit.recover import TrainConfig
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a model on a dataset and profile the result",
+        description="Train (or fine-tune from --weights) a model, with a checkpoint after every "
+                    "epoch, then print params, MACs, latency and accuracy. Runs unchanged under "
+                    "`torchrun --nproc_per_node=N -m prunekit train ...` (DistributedDataParallel).",
+    )
+    options.add_model_options(parser)
+    options.add_output_options(parser, default="runs/train")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/checkpoint.pt (same options as the interrupted run)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="skip the profile (params, MACs, latency) after training")
+    options.add_profile_options(parser)
+    options.add_config_options(parser, TrainConfig)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = options.config_from_args(args, TrainConfig)
+    results = pipeline.train(
+        args.model, args.data, config, data_dir=args.data_dir, weights=args.weights,
+        out_dir=args.out, resume=args.resume, progress=not args.no_progress,
+        profile_after=not args.no_profile, batch_sizes=args.batch_sizes, threads=args.threads,
+        backends=options.backends(args),
+    )
+    if pipeline.is_rank_zero():
+        print_training(results)
+        if "profile" in results:
+            print_profile(results)
+        print(f"results: {args.out}/results.json")
+    return 0
