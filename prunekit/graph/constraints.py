@@ -1,0 +1,230 @@
+"""Channel layouts of traced tensors, and the constraint store that solves them into groups.
+
+Every op that creates channels (a conv's output rows, a linear's output features, an embedding's
+columns) opens a *source*: a numbered run of ``size`` channels. A tensor dimension that carries
+channels has a :class:`Tracked` layout, a tuple of :class:`Segment` s naming source ranges in order
+(a ``cat`` concatenates layouts, a ``flatten`` multiplies ``inner``). Ops then add constraints:
+
+- ``equal``: two source ranges are the same channels (residual add, depthwise conv) -> cut together;
+- ``use``: a parameter axis holds a source range (a consumer's input columns, a BN's scale);
+- ``freeze``: a range must not be cut (model input/output, unknown op, constant shape).
+
+:meth:`ConstraintStore.solve` splits sources at every boundary any constraint mentions, unions the
+resulting atoms, and returns one :class:`~prunekit.graph.groups.ChannelGroup` per class.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from prunekit.graph.groups import ChannelGroup, Member, Role
+
+__all__ = ["FIXED", "Segment", "Tracked", "ParamDim", "Dim", "ConstraintStore"]
+
+
+FIXED = -1  # the source id of positions that carry no prunable channels (e.g. an input's part of a cat)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Channels ``start .. start+length-1`` of ``source``, each spanning ``inner`` positions.
+
+    A segment of source :data:`FIXED` stands for ``length`` positions that are never cut.
+    """
+
+    source: int
+    start: int
+    length: int
+    inner: int = 1
+
+    @property
+    def extent(self) -> int:
+        return self.length * self.inner
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """A tensor dimension that carries channels: its segments, in order along the dimension."""
+
+    segments: tuple[Segment, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(s.extent for s in self.segments)
+
+    def scaled(self, factor: int) -> Tracked:
+        """The layout after merging this dim with trailing dims of ``factor`` positions (flatten)."""
+        return Tracked(tuple(Segment(s.source, s.start, s.length, s.inner * factor) for s in self.segments))
+
+
+@dataclass(frozen=True)
+class ParamDim:
+    """A dimension that is axis ``axis`` of parameter/buffer ``tensor`` (positions ``start..``)."""
+
+    tensor: str
+    axis: int
+    start: int = 0
+
+
+Dim = Tracked | ParamDim | None  # None: a plain fixed-size dimension (batch, spatial, tokens, ...)
+
+
+@dataclass(frozen=True)
+class _Use:
+    source: int
+    start: int
+    length: int
+    tensor: str
+    axis: int
+    offset: int  # index in the tensor's axis of channel `start`
+    inner: int
+    role: Role
+
+
+class ConstraintStore:
+    """Collects sources and constraints while a trace is interpreted; ``solve()`` makes groups."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.names: list[str] = []
+        self._equal: list[tuple[int, int, int, int, int]] = []
+        self._uses: list[_Use] = []
+        self._frozen: list[tuple[int, int, int, str]] = []
+        self._inexact: list[tuple[int, int, int, str]] = []
+
+    # -- building ---------------------------------------------------------------------------
+    def new_source(self, size: int, name: str) -> Tracked:
+        """Open a run of ``size`` new channels; ``name`` identifies it (its producer tensor)."""
+        self.sizes.append(size)
+        self.names.append(name)
+        return Tracked((Segment(len(self.sizes) - 1, 0, size),))
+
+    def use(self, layout: Tracked, tensor: str, axis: int, role: Role, offset: int = 0) -> None:
+        """Axis ``axis`` of ``tensor``, from index ``offset``, holds the channels of ``layout``."""
+        position = offset
+        for seg in layout.segments:
+            if seg.source != FIXED:
+                self._uses.append(_Use(seg.source, seg.start, seg.length, tensor, axis, position,
+                                       seg.inner, role))
+            position += seg.extent
+
+    def freeze(self, layout: Tracked, reason: str) -> None:
+        """Forbid cutting any channel of ``layout``."""
+        self._frozen.extend((s.source, s.start, s.length, reason) for s in layout.segments if s.source != FIXED)
+
+    def inexact(self, layout: Tracked, reason: str) -> None:
+        """Mark ``layout``'s channels as mixed by an op (pruning them changes the function)."""
+        self._inexact.extend((s.source, s.start, s.length, reason) for s in layout.segments if s.source != FIXED)
+
+    def unify(self, a: Dim, b: Dim, where: str) -> Dim:
+        """Record that dims ``a`` and ``b`` hold the same positions; returns the merged layout."""
+        if isinstance(a, Tracked) and isinstance(b, Tracked):
+            self._equate(a, b, where)
+            return a
+        if isinstance(b, Tracked):
+            a, b = b, a
+        if isinstance(a, Tracked):
+            if isinstance(b, ParamDim):
+                self.use(a, b.tensor, b.axis, "passive", offset=b.start)
+            else:
+                self.freeze(a, f"meets a fixed-size tensor in {where}")
+            return a
+        return a if a is not None else b
+
+    def _equate(self, a: Tracked, b: Tracked, where: str) -> None:
+        pieces_a, pieces_b = list(a.segments), list(b.segments)
+        while pieces_a and pieces_b:
+            sa, sb = pieces_a.pop(0), pieces_b.pop(0)
+            if sa.inner != sb.inner:
+                self.freeze(Tracked((sa,)), f"layouts do not line up in {where}")
+                self.freeze(Tracked((sb,)), f"layouts do not line up in {where}")
+                continue
+            n = min(sa.length, sb.length)
+            if FIXED in (sa.source, sb.source):
+                for seg in (sa, sb):  # channels lined up against fixed positions cannot be cut
+                    self.freeze(Tracked((Segment(seg.source, seg.start, n, seg.inner),)), f"meets fixed positions in {where}")
+            else:
+                self._equal.append((sa.source, sa.start, sb.source, sb.start, n))
+            if sa.length > n:
+                pieces_a.insert(0, Segment(sa.source, sa.start + n, sa.length - n, sa.inner))
+            if sb.length > n:
+                pieces_b.insert(0, Segment(sb.source, sb.start + n, sb.length - n, sb.inner))
+
+    # -- solving ----------------------------------------------------------------------------
+    def _cuts(self) -> list[list[int]]:
+        cuts: list[set[int]] = [{0, n} for n in self.sizes]
+        for src, start, length, *_ in self._frozen + self._inexact:
+            cuts[src] |= {start, start + length}
+        for use in self._uses:
+            cuts[use.source] |= {use.start, use.start + use.length}
+        for s1, a1, s2, a2, n in self._equal:
+            cuts[s1] |= {a1, a1 + n}
+            cuts[s2] |= {a2, a2 + n}
+        changed = True
+        while changed:  # a cut inside one side of an equality is a cut on the other side too
+            changed = False
+            for s1, a1, s2, a2, n in self._equal:
+                inner1 = {c - a1 for c in cuts[s1] if a1 < c < a1 + n}
+                inner2 = {c - a2 for c in cuts[s2] if a2 < c < a2 + n}
+                for c in inner1 - inner2:
+                    cuts[s2].add(a2 + c)
+                    changed = True
+                for c in inner2 - inner1:
+                    cuts[s1].add(a1 + c)
+                    changed = True
+        return [sorted(c) for c in cuts]
+
+    def solve(self) -> tuple[ChannelGroup, ...]:
+        """Split sources into atoms, union equal atoms, and build one group per class."""
+        cuts = self._cuts()
+        atoms: dict[tuple[int, int], int] = {}  # (source, start) -> atom id
+        spans: list[tuple[int, int, int]] = []  # atom id -> (source, start, length)
+        for src, points in enumerate(cuts):
+            for lo, hi in zip(points, points[1:]):
+                atoms[(src, lo)] = len(spans)
+                spans.append((src, lo, hi - lo))
+        parent = list(range(len(spans)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        def covered(src: int, start: int, length: int) -> list[int]:
+            return [atoms[(src, p)] for p in cuts[src] if start <= p < start + length]
+
+        for s1, a1, s2, a2, n in self._equal:
+            for i, j in zip(covered(s1, a1, n), covered(s2, a2, n)):
+                parent[find(i)] = find(j)
+        return self._groups(spans, find, covered)
+
+    def _groups(self, spans, find, covered) -> tuple[ChannelGroup, ...]:  # type: ignore[no-untyped-def]
+        members: dict[int, set[Member]] = defaultdict(set)
+        for use in self._uses:
+            for atom in covered(use.source, use.start, use.length):
+                _, start, _ = spans[atom]
+                offset = use.offset + (start - use.start) * use.inner
+                members[find(atom)].add(Member(use.tensor, use.axis, offset, use.inner, use.role))
+        reasons: dict[int, list[str]] = defaultdict(list)
+        for src, start, length, reason in self._frozen:
+            for atom in covered(src, start, length):
+                reasons[find(atom)].append(reason)
+        mixed = {find(a) for src, start, length, _ in self._inexact for a in covered(src, start, length)}
+        first: dict[int, int] = {}  # class root -> its first atom (groups come out in trace order)
+        for atom in range(len(spans)):
+            first.setdefault(find(atom), atom)
+        groups = []
+        for root, atom in first.items():
+            src, start, length = spans[atom]
+            ms = tuple(sorted(members[root], key=lambda m: (m.role != "producer", not m.tensor.endswith("weight"),
+                                                            m.tensor, m.start)))
+            why = list(dict.fromkeys(reasons[root]))
+            if not any(m.role == "producer" for m in ms):
+                why.append("no parameter produces these channels")
+            producer = next((m for m in ms if m.role == "producer"), None)
+            gid = f"{producer.tensor}:{producer.start}" if producer else f"{self.names[src]}:{start}"
+            groups.append(ChannelGroup(gid, length, ms, prunable=not why, exact=root not in mixed,
+                                       reasons=tuple(dict.fromkeys(why))))
+        return tuple(groups)

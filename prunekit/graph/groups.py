@@ -1,0 +1,92 @@
+"""ChannelGroup and Member: frozen data saying which tensor slices must be cut together.
+
+Worked example — ``conv1 -> bn1 -> relu -> conv2`` with ``conv1`` producing 4 channels::
+
+    ChannelGroup(id="conv1.weight:0", size=4, members=(
+        Member("conv1.weight", axis=0, start=0, inner=1, role="producer"),
+        Member("conv1.bias",   axis=0, start=0, inner=1, role="producer"),
+        Member("bn1.weight",   axis=0, ...role="passive"),  # also bias, running_mean, running_var
+        Member("conv2.weight", axis=1, start=0, inner=1, role="consumer"),
+    ))
+
+Channel ``j`` of the group is index ``start + j*inner ... start + (j+1)*inner - 1`` along ``axis`` of
+each member's tensor (``inner > 1`` when a flatten turned one channel into H·W features). Removing
+channel ``j`` removes those indices from every member at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+__all__ = ["Member", "ChannelGroup", "Role", "tensor_of"]
+
+Role = Literal["producer", "consumer", "passive"]
+
+
+@dataclass(frozen=True, order=True)
+class Member:
+    """One slice of one parameter or buffer, named by its fully-qualified name.
+
+    Args:
+        tensor: fqn of the parameter or buffer (``"layer1.0.conv1.weight"``).
+        axis: the axis that is sliced.
+        start: index along ``axis`` of the group's channel 0.
+        inner: indices per channel (``H*W`` after a flatten, else 1).
+        role: ``producer`` writes the channel (conv/linear output rows), ``consumer`` reads and mixes
+            it (the next conv's input columns), ``passive`` acts on it channel-wise (BN, bias, scale).
+    """
+
+    tensor: str
+    axis: int
+    start: int
+    inner: int
+    role: Role
+
+    def indices(self, channels: torch.Tensor) -> torch.Tensor:
+        """Indices along ``axis`` that hold ``channels`` (a 1-D long tensor of group channels)."""
+        offsets = torch.arange(self.inner, dtype=torch.long)
+        return (self.start + channels[:, None] * self.inner + offsets[None, :]).reshape(-1)
+
+    @property
+    def module(self) -> str:
+        """Fully-qualified name of the module owning the tensor ("" for the root)."""
+        return self.tensor.rpartition(".")[0]
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """A coupled dimension of ``size`` channels; pruning keeps or cuts each channel in all members.
+
+    ``prunable`` is False when something forbids cutting (a model input or output, an op the graph
+    does not know, a constant shape); ``reasons`` then says what. ``exact`` is False when a member
+    mixes channels (LayerNorm over the group, softmax), so pruning changes the function and the
+    masked-equivalence check does not apply.
+    """
+
+    id: str
+    size: int
+    members: tuple[Member, ...]
+    prunable: bool = True
+    exact: bool = True
+    reasons: tuple[str, ...] = field(default=())
+
+    def by_role(self, role: Role) -> tuple[Member, ...]:
+        """Members with this role."""
+        return tuple(m for m in self.members if m.role == role)
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """Names of the modules touched by this group, in first-seen order."""
+        return tuple(dict.fromkeys(m.module for m in self.members))
+
+
+def tensor_of(model: nn.Module, name: str) -> torch.Tensor:
+    """The parameter or buffer called ``name``."""
+    module_name, _, attr = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    tensor = module._parameters.get(attr)
+    return tensor if tensor is not None else module._buffers[attr]

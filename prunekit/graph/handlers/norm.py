@@ -1,0 +1,100 @@
+"""Normalisations and PReLU: per-channel parameters follow the channels they scale.
+
+BatchNorm and InstanceNorm act on each channel alone (exact). LayerNorm/RMSNorm over a channel dim
+mix channels (inexact: pruning changes the statistics). GroupNorm is frozen for now: its group
+count would have to divide the pruned width.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from prunekit.graph.constraints import ParamDim, Tracked
+from prunekit.graph.handlers.conv import _arg
+from prunekit.graph.registry import register_refresh, register_rule, resolve
+
+
+def _scale(ctx, layout, tensor) -> object:  # type: ignore[no-untyped-def]
+    """Unify a channel layout with dim 0 of a per-channel parameter (if given)."""
+    if tensor is None:
+        return layout
+    return ctx.store.unify(layout, ctx.dims(tensor)[0], ctx.where)
+
+
+@register_rule(*resolve("batch_norm", "instance_norm"))
+def batch_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """F.batch_norm(x, running_mean, running_var, weight, bias, ...); same order for instance_norm."""
+    import torch
+
+    x = args[0]
+    dims = ctx.dims(x)
+    if ctx.current == "torch.batch_norm":  # torch.batch_norm(x, weight, bias, mean, var, ...)
+        tensors = [a for a in args[1:5] if isinstance(a, torch.Tensor)]
+    else:
+        names = ("running_mean", "running_var", "weight", "bias")
+        tensors = [_arg(args, kwargs, i + 1, n, None) for i, n in enumerate(names)]
+    c = 1 if x.dim() > 1 else 0
+    layout = dims[c]
+    for t in tensors:
+        if t is not None:
+            layout = _scale(ctx, layout, t)
+    dims[c] = layout
+    ctx.set(out, dims)
+
+
+@register_rule(*resolve("layer_norm", "rms_norm"))
+def layer_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    x, shape = args[0], _arg(args, kwargs, 1, "normalized_shape", ())
+    weight = _arg(args, kwargs, 2, "weight", None)
+    bias = _arg(args, kwargs, 3, "bias", None) if ctx.current.endswith("layer_norm") else None
+    dims = ctx.dims(x)
+    n = len(shape) if not isinstance(shape, int) else 1
+    for k in range(1, n + 1):
+        layout = dims[-k]
+        if not isinstance(layout, Tracked):
+            continue
+        if weight is None or not isinstance(ctx.dims(weight)[-k], ParamDim):
+            ctx.store.freeze(layout, f"normalized_shape is a constant without affine weight in {ctx.where}")
+            continue
+        ctx.store.inexact(layout, f"LayerNorm statistics over channels in {ctx.where}")
+        for t in (weight, bias):
+            if t is not None:
+                layout = ctx.store.unify(layout, ctx.dims(t)[-k], ctx.where)
+        dims[-k] = layout
+    ctx.set(out, dims)
+
+
+@register_rule(*resolve("group_norm"))
+def group_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    dims = ctx.dims(args[0])
+    if isinstance(dims[1], Tracked):
+        ctx.store.freeze(dims[1], f"GroupNorm channels are not pruned yet ({ctx.where})")
+    ctx.set(out, dims)
+
+
+@register_rule(*resolve("prelu"))
+def prelu(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    x, weight = args[0], _arg(args, kwargs, 1, "weight", None)
+    dims = ctx.dims(x)
+    if weight is not None and weight.numel() > 1:
+        c = 1 if x.dim() > 1 else 0
+        dims[c] = _scale(ctx, dims[c], weight)
+    ctx.set(out, dims)
+
+
+@register_refresh(nn.modules.batchnorm._NormBase)
+def refresh_norm(module: nn.Module) -> None:
+    source = module.weight if module.weight is not None else module.running_mean
+    if source is not None:
+        module.num_features = source.shape[0]
+
+
+@register_refresh(nn.LayerNorm)
+def refresh_layer_norm(module: nn.Module) -> None:
+    if module.weight is not None:
+        module.normalized_shape = tuple(module.weight.shape)
+
+
+@register_refresh(nn.PReLU)
+def refresh_prelu(module: nn.Module) -> None:
+    module.num_parameters = module.weight.numel()

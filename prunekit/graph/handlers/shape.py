@@ -1,0 +1,270 @@
+"""Ops that move positions around: reshape/flatten, permute, cat/stack, chunk, getitem, expand.
+
+Constant sizes in user code do not follow a pruned width, so any op that would cut a channel run
+at a fixed position (``x[:, :64]``, ``split(x, [64, 32])``, ``repeat``) freezes those channels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from prunekit.graph.constraints import FIXED, Dim, ParamDim, Segment, Tracked
+from prunekit.graph.registry import register_rule, resolve
+
+
+def _dim_arg(args: tuple[Any, ...], kwargs: dict[str, Any], pos: int, name: str, default: Any) -> Any:
+    if name in kwargs:
+        return kwargs[name]
+    return args[pos] if len(args) > pos else default
+
+
+def _groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
+    """Pair runs of non-1 dims of ``src`` and ``dst`` with equal products (None if impossible)."""
+    a = [i for i, s in enumerate(src) if s != 1]
+    b = [j for j, s in enumerate(dst) if s != 1]
+    pairs, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        ga, gb = [a[i]], [b[j]]
+        pa, pb = src[a[i]], dst[b[j]]
+        i, j = i + 1, j + 1
+        while pa != pb:
+            if pa < pb and i < len(a):
+                ga.append(a[i]); pa *= src[a[i]]; i += 1  # noqa: E702
+            elif pb < pa and j < len(b):
+                gb.append(b[j]); pb *= dst[b[j]]; j += 1  # noqa: E702
+            else:
+                return None
+        pairs.append((ga, gb))
+    return pairs if i == len(a) and j == len(b) else None
+
+
+@register_rule(*resolve("view", "reshape", "flatten", "unflatten", "view_as", "reshape_as",
+                        "squeeze", "unsqueeze", "squeeze_", "unsqueeze_"))
+def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """Match dims by products; merging a channel dim with trailing plain dims scales ``inner``."""
+    x = args[0]
+    if not isinstance(out, torch.Tensor):
+        return ctx.opaque(args, kwargs, out, "unexpected output")
+    dims, result = ctx.dims(x), [None] * out.dim()
+    groups = _groups(tuple(x.shape), tuple(out.shape))
+    if groups is None:
+        return ctx.opaque(args, kwargs, out, "reshape that does not regroup dims")
+    dropped = [d for i, d in enumerate(dims) if x.shape[i] == 1 and isinstance(d, Tracked)]
+    for d in dropped:
+        ctx.store.freeze(d, f"a 1-channel dim disappears in {ctx.where}")
+    for src, dst in groups:
+        layouts = [dims[i] for i in src]
+        if len(src) == 1 and len(dst) == 1:
+            result[dst[0]] = layouts[0]
+        elif len(dst) == 1 and isinstance(layouts[0], Tracked) and all(d is None for d in layouts[1:]):
+            result[dst[0]] = layouts[0].scaled(math.prod(x.shape[i] for i in src[1:]))
+        elif len(src) == 1 and isinstance(layouts[0], Tracked):
+            result[dst[0]] = _split_outer(ctx, layouts[0], math.prod(out.shape[j] for j in dst[1:]))
+        else:
+            for d in layouts:
+                if isinstance(d, Tracked):
+                    ctx.store.freeze(d, f"channels mixed with other dims by {ctx.where}")
+    ctx.set(out, result)
+
+
+def _split_outer(ctx, layout: Tracked, factor: int) -> Dim:  # type: ignore[no-untyped-def]
+    """Undo a flatten: ``[C*f] -> [C, f]`` keeps the channels on the outer dim when inner is f."""
+    if all(s.inner % factor == 0 for s in layout.segments):
+        return Tracked(tuple(Segment(s.source, s.start, s.length, s.inner // factor) for s in layout.segments))
+    # NOTE: splitting channels into (heads, head_dim) needs head-level groups; not done yet.
+    ctx.store.freeze(layout, f"channels split into several dims by {ctx.where}")
+    return None
+
+
+def _permutation(args: tuple[Any, ...], kwargs: dict[str, Any], ndim: int, func: str) -> list[int]:
+    if func.endswith(("transpose", "swapaxes", "swapdims", "transpose_")):
+        a, b = _dim_arg(args, kwargs, 1, "dim0", 0), _dim_arg(args, kwargs, 2, "dim1", 1)
+        perm = list(range(ndim))
+        perm[a % ndim], perm[b % ndim] = perm[b % ndim], perm[a % ndim]
+        return perm
+    if func.endswith((".t", ".t_")) or func == "torch.t":
+        return list(reversed(range(ndim)))
+    if func.endswith(("movedim", "moveaxis")):
+        src, dst = _dim_arg(args, kwargs, 1, "source", 0), _dim_arg(args, kwargs, 2, "destination", 0)
+        src, dst = ([src], [dst]) if isinstance(src, int) else (list(src), list(dst))
+        src, dst = [s % ndim for s in src], [d % ndim for d in dst]
+        rest = iter(i for i in range(ndim) if i not in src)
+        placed = dict(zip(dst, src))
+        return [placed[j] if j in placed else next(rest) for j in range(ndim)]
+    dims = _dim_arg(args, kwargs, 1, "dims", None)
+    if isinstance(dims, int):
+        dims = list(args[1:])
+    return [d % ndim for d in dims]
+
+
+@register_rule(*resolve("permute", "transpose", "transpose_", "swapaxes", "swapdims", "t", "t_",
+                        "movedim", "moveaxis"))
+def permute(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """Output dim ``j`` is input dim ``perm[j]``."""
+    dims = ctx.dims(args[0])
+    if out.dim() != len(dims):
+        return ctx.opaque(args, kwargs, out, "unexpected output rank")
+    perm = _permutation(args, kwargs, len(dims), ctx.current)
+    ctx.set(out, [dims[p] for p in perm])
+
+
+def _as_segments(d: Dim, size: int) -> tuple[Segment, ...]:
+    if isinstance(d, Tracked):
+        return d.segments
+    return (Segment(FIXED, 0, size),)
+
+
+@register_rule(*resolve("cat", "concat", "concatenate"))
+def cat(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """Layouts along ``dim`` are concatenated; the other dims are shared."""
+    tensors = [t for t in _dim_arg(args, kwargs, 0, "tensors", ()) if t.numel() > 0 or t.dim() > 1]
+    dim = _dim_arg(args, kwargs, 1, "dim", 0) % out.dim()
+    result: list[Dim] = list(ctx.dims(tensors[0]))
+    for t in tensors[1:]:
+        for i, d in enumerate(ctx.dims(t)):
+            if i != dim:
+                result[i] = ctx.store.unify(result[i], d, ctx.where)
+    parts = [(ctx.dims(t)[dim], t.shape[dim]) for t in tensors]
+    if any(isinstance(d, Tracked) for d, _ in parts):
+        result[dim] = Tracked(tuple(s for d, n in parts for s in _as_segments(d, n)))
+    else:
+        result[dim] = None
+    ctx.set(out, result)
+
+
+@register_rule(*resolve("stack"))
+def stack(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """A new dim is inserted; the stacked tensors' dims are shared."""
+    tensors = list(_dim_arg(args, kwargs, 0, "tensors", ()))
+    dim = _dim_arg(args, kwargs, 1, "dim", 0) % out.dim()
+    result = list(ctx.dims(tensors[0]))
+    for t in tensors[1:]:
+        result = [ctx.store.unify(a, b, ctx.where) for a, b in zip(result, ctx.dims(t))]
+    ctx.set(out, result[:dim] + [None] + result[dim:])
+
+
+@register_rule(*resolve("chunk", "split", "tensor_split", "unbind", "split_with_sizes"))
+def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """Equal chunks along channels are cut alike (chunk i channel j == chunk 0 channel j)."""
+    x = args[0]
+    pieces = list(out)
+    dims = ctx.dims(x)
+    name = ctx.current
+    dim = _dim_arg(args, kwargs, 1 if name.endswith("unbind") else 2, "dim", 0) % x.dim()
+    sizes = [p.shape[dim] if p.dim() == x.dim() else 1 for p in pieces]
+    layout = dims[dim]
+    adaptive = name.endswith("chunk") and len(set(sizes)) == 1
+    for k, piece in enumerate(pieces):
+        piece_dims = list(dims)
+        if isinstance(layout, Tracked):
+            if adaptive:
+                piece_dims[dim] = _slice(layout, k * sizes[0], sizes[0], ctx)
+                if k > 0:
+                    ctx.store.unify(_slice(layout, 0, sizes[0], ctx), piece_dims[dim], ctx.where)
+            else:
+                ctx.store.freeze(layout, f"split at constant sizes by {ctx.where}")
+                piece_dims[dim] = None
+        elif isinstance(layout, ParamDim):
+            piece_dims[dim] = None
+        if piece.dim() < x.dim():  # unbind drops the dim
+            del piece_dims[dim]
+        ctx.set(piece, piece_dims)
+
+
+def _slice(layout: Tracked, start: int, length: int, ctx) -> Dim:  # type: ignore[no-untyped-def]
+    """Positions ``start .. start+length`` of a layout, as a layout (whole channels only)."""
+    segments, position = [], 0
+    for s in layout.segments:
+        lo, hi = max(start, position), min(start + length, position + s.extent)
+        if lo < hi:
+            if (lo - position) % s.inner or (hi - position) % s.inner:
+                ctx.store.freeze(layout, f"slice cuts through a channel in {ctx.where}")
+                return None
+            a = (lo - position) // s.inner
+            segments.append(Segment(s.source, s.start + a, (hi - lo) // s.inner, s.inner))
+        position += s.extent
+    return Tracked(tuple(segments))
+
+
+@register_rule(*resolve("__getitem__"))
+def getitem(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """Basic indexing: ``:`` keeps a dim, an int drops it, ``None`` adds one; bounded slices of
+    channels freeze them (the bounds are constants that would not follow pruning)."""
+    x, index = args[0], args[1]
+    index = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(i, torch.Tensor) or isinstance(i, (list, bool)) for i in index):
+        return ctx.opaque(args, kwargs, out, "advanced (tensor) indexing")
+    dims, result, d = ctx.dims(x), [], 0
+    n_real = sum(1 for i in index if i is not None and i is not Ellipsis)
+    for i in index:
+        if i is Ellipsis:
+            skip = x.dim() - n_real
+            result.extend(dims[d:d + skip])
+            d += skip
+        elif i is None:
+            result.append(None)
+        elif isinstance(i, int):
+            if isinstance(dims[d], Tracked):
+                ctx.store.freeze(dims[d], f"one channel picked by {ctx.where}")
+            d += 1
+        elif isinstance(i, slice):
+            full = i == slice(None) or (i.start in (None, 0) and i.stop is None and i.step in (None, 1))
+            if isinstance(dims[d], Tracked) and not full:
+                ctx.store.freeze(dims[d], f"constant slice of channels in {ctx.where}")
+            result.append(dims[d] if full else None)
+            d += 1
+        else:
+            return ctx.opaque(args, kwargs, out, f"index of type {type(i).__name__}")
+    result.extend(dims[d:])
+    ctx.set(out, result)
+
+
+@register_rule(*resolve("expand", "expand_as", "broadcast_to", "repeat", "tile"))
+def expand(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """Right-aligned: same-size dims keep their channels; grown dims carry none."""
+    x = args[0]
+    dims = ctx.dims(x)
+    result: list[Dim] = [None] * out.dim()
+    for k in range(1, x.dim() + 1):
+        if x.shape[-k] == out.shape[-k]:
+            result[-k] = dims[-k]
+        elif isinstance(dims[-k], Tracked):
+            ctx.store.freeze(dims[-k], f"channels repeated by {ctx.where}")
+    ctx.set(out, result)
+
+
+@register_rule(*resolve("roll", "flip", "fliplr", "flipud", "rot90"))
+def reorder(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """Ops that reorder positions along some dims: channels elsewhere stay in place; reordered
+    channels are frozen (a kept channel would land at another index)."""
+    x = args[0]
+    name = ctx.current
+    if name.endswith("roll"):
+        moved = _dim_arg(args, kwargs, 2, "dims", None)
+        moved = range(x.dim()) if moved is None else ([moved] if isinstance(moved, int) else moved)
+    elif name.endswith("fliplr"):
+        moved = [1]
+    elif name.endswith("flipud"):
+        moved = [0]
+    else:
+        moved = _dim_arg(args, kwargs, 1, "dims", (0, 1))
+        moved = [moved] if isinstance(moved, int) else moved
+    moved = {d % x.dim() for d in moved}
+    dims = ctx.dims(x)
+    for d in moved:
+        if isinstance(dims[d], Tracked):
+            ctx.store.freeze(dims[d], f"channels reordered by {ctx.where}")
+            dims[d] = None
+    if name.endswith("rot90") and out.shape != x.shape:
+        return ctx.opaque(args, kwargs, out, "rot90 swaps dims")
+    ctx.set(out, dims)
+
+
+@register_rule(*resolve("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "arange",
+                        "zeros", "ones", "full", "empty", "tensor", "as_tensor", "linspace", "eye"))
+def create(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """New tensors of an explicit shape: the source tensor (if any) only lends dtype and device."""
+    ctx.set(out, [None] * out.dim())

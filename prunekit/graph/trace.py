@@ -1,0 +1,145 @@
+"""Trace a model by running it once and interpreting every torch call into channel constraints.
+
+The model runs for real on the example inputs under a :class:`torch.overrides.TorchFunctionMode`,
+so Python control flow, Hugging Face models and custom modules need no symbolic tracing. Each call
+is handed to the rule registered for its function (``prunekit.graph.rules``), which reads the
+channel layouts of the inputs and writes those of the outputs. Parameters are recognised by
+identity, so ``F.conv2d(x, self.weight)`` is all a rule needs to know which tensor to slice.
+A call with no rule that touches tracked channels freezes them and is reported: an op the graph
+does not know is never assumed to keep channels in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from prunekit.graph.constraints import ConstraintStore, Dim, ParamDim, Tracked
+from prunekit.graph.registry import RULES
+
+__all__ = ["Context", "interpret", "func_name"]
+
+
+def func_name(func: Any) -> str:
+    """A readable name for a torch function or Tensor method (``torch.Tensor.view``)."""
+    qual = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    module = getattr(func, "__module__", None) or ""
+    if "Tensor" in qual or module.startswith("torch._C") or not module:
+        return qual if qual.startswith("Tensor") else f"torch.{qual}"
+    return f"{module}.{qual}"
+
+
+@dataclass
+class Context:
+    """What rules see: tensor layouts, the constraint store, and where the call happened."""
+
+    store: ConstraintStore
+    params: dict[int, str]
+    scope: list[str] = field(default_factory=lambda: [""])
+    unknown: list[str] = field(default_factory=list)
+    _dims: dict[int, list[Dim]] = field(default_factory=dict)
+    _alive: list[torch.Tensor] = field(default_factory=list)
+    current: str = ""
+
+    @property
+    def where(self) -> str:
+        scope = self.scope[-1]
+        return f"{self.current} in '{scope}'" if scope else f"{self.current} in the root module"
+
+    def dims(self, t: torch.Tensor) -> list[Dim]:
+        """The layout of every dimension of ``t`` (parameters are named, new tensors plain)."""
+        known = self._dims.get(id(t))
+        if known is not None and len(known) == t.dim():
+            return list(known)
+        name = self.params.get(id(t))
+        if name is not None:
+            return [ParamDim(name, axis) for axis in range(t.dim())]
+        return [None] * t.dim()
+
+    def set(self, t: torch.Tensor, dims: list[Dim]) -> None:
+        """Record the layouts of a result tensor."""
+        if len(dims) != t.dim():
+            raise RuntimeError(f"internal: rule for {self.where} gave {len(dims)} dims for a {t.dim()}-d tensor")
+        self._dims[id(t)] = list(dims)
+        self._alive.append(t)  # NOTE: keeps ids unique for the whole trace
+
+    def tracked(self, *tensors: Any) -> list[Tracked]:
+        """Every tracked layout found on the given tensors."""
+        found: list[Tracked] = []
+        for t in tensors:
+            if isinstance(t, torch.Tensor):
+                found.extend(d for d in self.dims(t) if isinstance(d, Tracked))
+        return found
+
+    def opaque(self, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, reason: str) -> None:
+        """The default: freeze every tracked input channel; outputs carry no channels."""
+        inputs, _ = tree_flatten((args, kwargs))
+        layouts = self.tracked(*inputs)
+        if layouts:
+            self.unknown.append(f"{self.where}: {reason}")
+            for layout in layouts:
+                self.store.freeze(layout, f"{reason} ({self.where})")
+        outputs, _ = tree_flatten(out)
+        for t in outputs:
+            if isinstance(t, torch.Tensor):
+                self.set(t, [None] * t.dim())
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self, ctx: Context) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        outputs, _ = tree_flatten(out)
+        if not any(isinstance(t, torch.Tensor) for t in outputs):
+            return out  # .size(), .dim(), shape reads: nothing to track
+        self.ctx.current = func_name(func)
+        handler = RULES.get(func)
+        if handler is None:
+            self.ctx.opaque(args, kwargs, out, f"no rule for {self.ctx.current}")
+        else:
+            handler(self.ctx, args, kwargs, out)
+        return out
+
+
+@contextmanager
+def _scopes(model: nn.Module, ctx: Context) -> Iterator[None]:
+    """Keep ``ctx.scope`` naming the module whose forward is running (for messages)."""
+    def enter(name: str) -> Any:
+        return lambda module, args: ctx.scope.append(name)  # returns None: inputs unchanged
+
+    def leave(module: nn.Module, args: Any, output: Any) -> None:  # None: output unchanged
+        ctx.scope.pop()
+
+    handles = []
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(enter(name)))
+        handles.append(module.register_forward_hook(leave))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def interpret(model: nn.Module, example_inputs: tuple[Any, ...], example_kwargs: dict[str, Any],
+              store: ConstraintStore) -> tuple[Context, Any]:
+    """Run ``model`` once under the recorder; returns the context and the model's output."""
+    from prunekit.graph import handlers  # noqa: F401  (registers the built-in handlers)
+
+    params = {id(t): name for name, t in model.named_parameters(remove_duplicate=True)}
+    params.update({id(t): name for name, t in model.named_buffers(remove_duplicate=True)})
+    ctx = Context(store, params)
+    with torch.no_grad(), _scopes(model, ctx), _Recorder(ctx):
+        out = model(*example_inputs, **example_kwargs)
+    return ctx, out
