@@ -22,8 +22,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
 
-
-@pytest.fixture(autouse=True)
-def _few_threads() -> None:
-    # NOTE: CI has 2 cores; more threads than cores makes every test slower.
-    torch.set_num_threads(2)
+# NOTE: set once, at import, so module-scoped fixtures see it too. Test tensors are tiny: one
+# thread avoids oversubscribing CI's 2 cores (torchrun children and subprocesses set their own).
+torch.set_num_threads(1)

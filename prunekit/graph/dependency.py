@@ -44,11 +44,10 @@ class DependencyGraph:
                 touching them are marked not prunable.
         """
         inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-        store = ConstraintStore()
         was_training = model.training
         model.eval()
         try:
-            ctx, out = interpret(model, inputs, example_kwargs or {}, store)
+            ctx, out, store = interpret(model, inputs, example_kwargs or {}, ConstraintStore)
         except PrunekitError:
             raise
         except Exception as exc:

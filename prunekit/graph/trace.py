@@ -11,6 +11,7 @@ does not know is never assumed to keep channels in place.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -132,14 +133,51 @@ def _scopes(model: nn.Module, ctx: Context) -> Iterator[None]:
             h.remove()
 
 
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the meta device (no data copied).
+
+    ``deepcopy`` with a memo that maps every tensor to an empty meta tensor of the same shape:
+    the module tree and names are the same, nothing of the user's model is touched, and a forward
+    pass costs only shape arithmetic.
+    """
+    memo: dict[int, Any] = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        meta = torch.empty_like(t, device="meta")
+        memo[id(t)] = nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
+    return copy.deepcopy(model, memo)
+
+
+def _to_meta(obj: Any) -> Any:
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, obj)
+
+
 def interpret(model: nn.Module, example_inputs: tuple[Any, ...], example_kwargs: dict[str, Any],
-              store: ConstraintStore) -> tuple[Context, Any]:
-    """Run ``model`` once under the recorder; returns the context and the model's output."""
+              store_factory: Any, *, meta: bool = True) -> tuple[Context, Any, ConstraintStore]:
+    """Run ``model`` once under the recorder; returns the context, the output and the constraints.
+
+    With ``meta`` (default) the run happens on the meta device: shapes only, no arithmetic, which
+    makes tracing nearly free. Models whose Python code needs real values (``.item()``, data-
+    dependent branches) fail there and are traced again on the real inputs.
+    """
     from prunekit.graph import handlers  # noqa: F401  (registers the built-in handlers)
 
+    if meta:
+        try:
+            shadow = _meta_copy(model)
+            return _run(shadow, _to_meta(example_inputs), _to_meta(example_kwargs), store_factory)
+        except Exception:  # noqa: BLE001  (any failure on meta: retry for real, which reports it)
+            pass
+    return _run(model, example_inputs, example_kwargs, store_factory)
+
+
+def _run(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any],
+         store_factory: Any) -> tuple[Context, Any, ConstraintStore]:
     params = {id(t): name for name, t in model.named_parameters(remove_duplicate=True)}
     params.update({id(t): name for name, t in model.named_buffers(remove_duplicate=True)})
+    store = store_factory()
     ctx = Context(store, params)
     with torch.no_grad(), _scopes(model, ctx), _Recorder(ctx):
-        out = model(*example_inputs, **example_kwargs)
-    return ctx, out
+        out = model(*inputs, **kwargs)
+    return ctx, out, store
