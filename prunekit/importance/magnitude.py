@@ -1,7 +1,8 @@
 """Magnitude criteria: a channel matters as much as the weights that write and read it.
 
-Each criterion is a pure function ``(group, model, stats=None) -> Tensor[size]``: same inputs, same
-scores, and the model is never changed.
+Each criterion is a pure function ``(group, model, stats=None, **options) -> Tensor[size]``: same
+inputs, same scores, and the model is never changed. Options shared by every criterion:
+``aggregate`` (how per-member scores combine) and ``normalize`` (see ``aggregate.py``).
 """
 
 from __future__ import annotations
@@ -12,42 +13,57 @@ import torch
 from torch import nn
 
 from prunekit.graph.groups import ChannelGroup, Member, Role, tensor_of
+from prunekit.importance.aggregate import AGGREGATES, combine, normalize as _normalize, pick_members
 
-__all__ = ["l1", "l2", "member_rows", "random"]
+__all__ = ["l1", "l2", "member_rows", "random", "rows_of"]
 
 _DEFAULT_ROLES: tuple[Role, ...] = ("producer", "consumer")
 
 
+def rows_of(member: Member, tensor: torch.Tensor, size: int) -> torch.Tensor:
+    """``tensor`` (shaped like the member's tensor) as ``[size, -1]``: row ``j`` holds channel ``j``."""
+    t = tensor.detach().movedim(member.axis, 0)
+    return t[member.indices(torch.arange(size))].reshape(size, -1).float()
+
+
 def member_rows(member: Member, model: nn.Module, size: int) -> torch.Tensor:
     """The member's tensor as ``[size, -1]``: row ``j`` holds every value tied to channel ``j``."""
-    t = tensor_of(model, member.tensor).detach().movedim(member.axis, 0)
-    idx = member.indices(torch.arange(size))
-    return t[idx].reshape(size, -1).float()
+    return rows_of(member, tensor_of(model, member.tensor), size)
 
 
-def _aggregate(group: ChannelGroup, model: nn.Module, power: int, roles: Sequence[Role]) -> torch.Tensor:
-    score = torch.zeros(group.size)
-    for member in group.members:
-        if member.role in roles:
-            score += member_rows(member, model, group.size).abs().pow(power).sum(dim=1)
-    return score
+def _powers(group: ChannelGroup, model: nn.Module, power: int, roles: Sequence[Role]) -> list[torch.Tensor]:
+    return [member_rows(m, model, group.size).abs().pow(power).sum(dim=1) for m in pick_members(group, roles)]
 
 
 def l1(group: ChannelGroup, model: nn.Module, stats: object = None, *,
-       roles: Sequence[Role] = _DEFAULT_ROLES) -> torch.Tensor:
+       roles: Sequence[Role] = _DEFAULT_ROLES, aggregate: str = "sum", normalize: str | None = None) -> torch.Tensor:
     """Sum of |w| over every weight that writes (producer) or reads (consumer) each channel
-    (Li et al. 2017, "Pruning Filters for Efficient ConvNets", extended to the whole group)."""
-    return _aggregate(group, model, 1, roles)
+    (Li et al. 2017, "Pruning Filters for Efficient ConvNets", extended to the whole group).
+
+    Per member: ``Σ|w|`` over the channel's slice; then ``aggregate`` over members.
+    """
+    return combine(_powers(group, model, 1, roles), aggregate=aggregate, normalize=normalize)
 
 
 def l2(group: ChannelGroup, model: nn.Module, stats: object = None, *,
-       roles: Sequence[Role] = _DEFAULT_ROLES) -> torch.Tensor:
-    """L2 norm of all weights tied to each channel across the group (DepGraph's group norm)."""
-    return _aggregate(group, model, 2, roles).sqrt()
+       roles: Sequence[Role] = _DEFAULT_ROLES, aggregate: str = "sum", normalize: str | None = None) -> torch.Tensor:
+    """L2 norm of all weights tied to each channel across the group (DepGraph's group norm).
+
+    Per member: ``Σw²`` over the channel's slice; ``sqrt(aggregate(...))``, so ``aggregate="sum"``
+    is the norm of the whole group slice and ``"max"`` the largest member norm.
+    """
+    squares = combine(_powers(group, model, 2, roles), aggregate=aggregate)
+    return _normalize(squares.sqrt(), normalize)
 
 
-def random(group: ChannelGroup, model: nn.Module, stats: object = None, *, seed: int = 0) -> torch.Tensor:
-    """Uniform random scores, seeded per group (a baseline every criterion should beat)."""
+def random(group: ChannelGroup, model: nn.Module, stats: object = None, *, seed: int = 0,
+           aggregate: str = "sum", normalize: str | None = None) -> torch.Tensor:
+    """Uniform random scores, seeded per group (a baseline every criterion should beat).
+
+    ``aggregate`` is accepted for a uniform interface and has no effect.
+    """
+    if aggregate not in AGGREGATES:
+        combine([torch.zeros(1)], aggregate=aggregate)  # raises the shared ConfigError
     digest = sum((i + 1) * ord(c) for i, c in enumerate(group.id))
     generator = torch.Generator().manual_seed(seed * 1_000_003 + digest)
-    return torch.rand(group.size, generator=generator)
+    return _normalize(torch.rand(group.size, generator=generator), normalize)

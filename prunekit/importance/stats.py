@@ -1,0 +1,241 @@
+"""Calibration statistics: the only code in ``importance`` that runs batches through a model.
+
+``collect(model, batches, groups)`` runs the model in eval mode with forward hooks (activations) and
+``torch.autograd.grad`` on detached copies of the parameters (gradients), then returns a frozen
+:class:`Stats`. The model is left exactly as it was: no hook stays, no ``.grad`` is written, no
+parameter or ``requires_grad`` flag changes, and every module's ``training`` flag is restored.
+Criteria then score from ``Stats`` without running anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from prunekit.errors import ConfigError, did_you_mean
+from prunekit.graph.groups import ChannelGroup
+
+__all__ = ["NEEDS", "Stats", "channel_dim", "collect", "missing_batches", "require"]
+
+Side = Literal["input", "output"]
+NEEDS = ("activations", "gradients")
+LossFn = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True, eq=False)
+class Stats:
+    """What calibration batches taught us; plain data, read by the data-driven criteria.
+
+    Args:
+        batches: how many batches were run.
+        weight_grad: tensor fqn -> ``w ⊙ mean_b ∂L_b/∂w`` (signed, same shape as the tensor), for
+            every parameter named by a group member (tied aliases included).
+        activation_mean: ``(module fqn, "input"|"output")`` -> ``Tensor[C]``, mean ``|a|`` per channel
+            of the module's first input or output (channel dim: 1 for conv, last for linear/embedding).
+        apoz: same keys -> ``Tensor[C]``, the fraction of exact zeros per channel (Hu et al. 2016).
+    """
+
+    batches: int
+    weight_grad: Mapping[str, torch.Tensor]
+    activation_mean: Mapping[tuple[str, Side], torch.Tensor]
+    apoz: Mapping[tuple[str, Side], torch.Tensor]
+
+
+def channel_dim(module: nn.Module) -> int | None:
+    """The channel dim of a module's input and output activations, or None when not known."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return 1
+    if isinstance(module, (nn.Linear, nn.Embedding, nn.EmbeddingBag)):
+        return -1
+    return None
+
+
+def _probes(model: nn.Module, groups: Sequence[ChannelGroup]) -> dict[str, set[Side]]:
+    """Module fqn -> the sides to record: outputs of producers, inputs of consumers."""
+    probes: dict[str, set[Side]] = {}
+    for member in (m for g in groups for m in g.members if m.role != "passive"):
+        if channel_dim(model.get_submodule(member.module)) is not None:
+            probes.setdefault(member.module, set()).add("output" if member.role == "producer" else "input")
+    return probes
+
+
+class _Activations:
+    """Running per-channel sums of ``|a|`` and of zeros, fed by forward hooks."""
+
+    def __init__(self) -> None:
+        self.abs: dict[tuple[str, Side], torch.Tensor] = {}
+        self.zeros: dict[tuple[str, Side], torch.Tensor] = {}
+        self.count: dict[tuple[str, Side], int] = {}
+
+    def add(self, key: tuple[str, Side], x: Any, dim: int) -> None:
+        if isinstance(x, (tuple, list)) and x:
+            x = x[0]
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
+            return
+        a = x.detach().float().movedim(dim, 0).reshape(x.shape[dim], -1)
+        if key in self.abs and self.abs[key].numel() != a.shape[0]:
+            return
+        self.abs[key] = self.abs.get(key, 0) + a.abs().sum(1).double().cpu()
+        self.zeros[key] = self.zeros.get(key, 0) + (a == 0).sum(1).double().cpu()
+        self.count[key] = self.count.get(key, 0) + a.shape[1]
+
+    def hooks(self, model: nn.Module, probes: Mapping[str, set[Side]]) -> list[Any]:
+        handles = []
+        for name, sides in sorted(probes.items()):
+            module = model.get_submodule(name)
+            dim = channel_dim(module)
+
+            def hook(_m: nn.Module, args: Any, out: Any, name: str = name, sides: set[Side] = sides,
+                     dim: int | None = dim) -> None:
+                if "input" in sides:
+                    self.add((name, "input"), args, dim)  # type: ignore[arg-type]
+                if "output" in sides:
+                    self.add((name, "output"), out, dim)  # type: ignore[arg-type]
+
+            handles.append(module.register_forward_hook(hook))
+        return handles
+
+    def means(self) -> tuple[dict[tuple[str, Side], torch.Tensor], dict[tuple[str, Side], torch.Tensor]]:
+        mean = {k: (v / self.count[k]).float() for k, v in self.abs.items()}
+        apoz = {k: (v / self.count[k]).float() for k, v in self.zeros.items()}
+        return mean, apoz
+
+
+def _split(batch: Any, device: torch.device) -> tuple[tuple[Any, ...], Any]:
+    """A batch -> (positional inputs, labels or None); tensors or (inputs, labels) tuples."""
+    if isinstance(batch, torch.Tensor):
+        inputs, labels = (batch,), None
+    elif isinstance(batch, (tuple, list)) and batch:
+        first = batch[0]
+        inputs = tuple(first) if isinstance(first, (tuple, list)) else (first,)
+        labels = batch[1] if len(batch) > 1 else None
+    else:
+        raise ConfigError(
+            f"collect: a calibration batch must be a tensor or an (inputs, labels) tuple; got "
+            f"{type(batch).__name__}. Wrap your data loader so it yields one of those."
+        )
+    move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+    return tuple(move(t) for t in inputs), move(labels)
+
+
+def _loss(out: Any, labels: Any, loss_fn: LossFn | None) -> torch.Tensor:
+    """Default: cross-entropy over the last dim of the logits when labels are given."""
+    logits = getattr(out, "logits", out)
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    if loss_fn is not None:
+        return loss_fn(logits, labels) if labels is not None else loss_fn(logits)
+    if labels is None:
+        raise ConfigError(
+            "collect: gradients need a loss, but the calibration batches have no labels. "
+            "Pass (inputs, labels) batches (cross-entropy is used) or loss_fn=lambda output: ..."
+        )
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+
+def _param_names(model: nn.Module, groups: Sequence[ChannelGroup]) -> dict[str, str]:
+    """Member tensor fqn -> the canonical parameter name (tied weights have several fqns)."""
+    canonical: dict[int, str] = {}
+    names: dict[str, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names[name] = canonical.setdefault(id(p), name)
+    wanted = {m.tensor for g in groups for m in g.members}
+    return {n: c for n, c in names.items() if n in wanted}
+
+
+def _gradients(model: nn.Module, inputs: tuple[Any, ...], labels: Any, loss_fn: LossFn | None,
+               wanted: Sequence[str]) -> list[torch.Tensor | None]:
+    """``∂L/∂p`` for the canonical parameters ``wanted``, never touching the model's ``.grad``."""
+    leaves = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()}
+    with torch.enable_grad():
+        loss = _loss(functional_call(model, leaves, inputs), labels, loss_fn)
+        grads = torch.autograd.grad(loss, [leaves[n] for n in wanted], allow_unused=True)
+    return list(grads)
+
+
+def _check_needs(needs: Iterable[str]) -> tuple[str, ...]:
+    needs = tuple(needs)
+    for need in needs:
+        if need not in NEEDS:
+            raise ConfigError(f"collect: unknown need {need!r}; expected some of {NEEDS}.{did_you_mean(need, NEEDS)}")
+    return needs
+
+
+def _take(batches: Iterable[Any], max_batches: int | None) -> Iterator[Any]:
+    if max_batches is not None and max_batches < 1:
+        raise ConfigError(f"collect: 'max_batches' must be a positive int or None; got {max_batches}.")
+    return itertools.islice(iter(batches), max_batches)
+
+
+def collect(model: nn.Module, batches: Iterable[Any], groups: Sequence[ChannelGroup], *,
+            needs: Iterable[str] = NEEDS, loss_fn: LossFn | None = None,
+            max_batches: int | None = None) -> Stats:
+    """Run calibration ``batches`` once and gather what data-driven criteria need for ``groups``.
+
+    Args:
+        batches: tensors (inputs only) or ``(inputs, labels)`` tuples; inputs may be a tuple.
+        groups: the groups to be scored (usually ``graph.prunable``).
+        needs: ``"activations"`` (forward hooks) and/or ``"gradients"`` (one backward per batch).
+        loss_fn: ``loss_fn(logits, labels)`` (or ``loss_fn(logits)`` without labels); default
+            cross-entropy, which needs labels.
+        max_batches: stop after this many batches.
+
+    The model runs in eval mode (no dropout, BN uses its running statistics) so results are
+    deterministic and the model's buffers are not updated.
+    """
+    needs, groups = _check_needs(needs), tuple(groups)
+    aliases = _param_names(model, groups) if "gradients" in needs else {}
+    wanted = sorted(set(aliases.values()))
+    acts = _Activations()
+    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
+    flags = {name: m.training for name, m in model.named_modules()}
+    handles = acts.hooks(model, _probes(model, groups)) if "activations" in needs else []
+    sums: dict[str, torch.Tensor] = {}
+    seen = 0
+    try:
+        model.eval()
+        for batch in _take(batches, max_batches):
+            inputs, labels = _split(batch, device)
+            if "gradients" in needs:
+                for name, g in zip(wanted, _gradients(model, inputs, labels, loss_fn, wanted)):
+                    if g is not None:
+                        sums[name] = sums.get(name, 0) + g.detach()
+            else:
+                with torch.no_grad():
+                    model(*inputs)
+            seen += 1
+    finally:
+        for handle in handles:
+            handle.remove()
+        for name, module in model.named_modules():
+            module.training = flags[name]
+    if seen == 0:
+        raise ConfigError("collect: the calibration batches were empty. Pass at least one batch.")
+    params = dict(model.named_parameters())
+    weight_grad = {alias: (params[c].detach() * sums.get(c, torch.zeros_like(params[c])) / seen).float()
+                   for alias, c in aliases.items()}
+    mean, apoz = acts.means()
+    return Stats(seen, MappingProxyType(weight_grad), MappingProxyType(mean), MappingProxyType(apoz))
+
+
+def missing_batches(criterion: str) -> ConfigError:
+    """The error for a data-driven criterion that got no calibration data."""
+    return ConfigError(
+        f"criterion '{criterion}' needs calibration batches: pass batches=... (CLI: --calib-batches N)"
+    )
+
+
+def require(stats: object, criterion: str) -> Stats:
+    """``stats`` as :class:`Stats`, or the missing-batches error (criteria called directly)."""
+    if not isinstance(stats, Stats):
+        error = missing_batches(criterion)
+        raise ConfigError(f"{error} to score(), or stats=collect(model, batches, groups) to the criterion.")
+    return stats
