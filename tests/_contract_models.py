@@ -1,0 +1,110 @@
+"""Tiny models for the contract battery and the save/load tests, one per graph pattern.
+
+Copied from tests/graph/_pattern_models.py (test folders cannot import each other's fixtures).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+class Residual(nn.Module):
+    """conv -> BN -> (+ identity) twice: the residual stream is one group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.a = nn.Conv2d(8, 6, 3, padding=1)
+        self.b = nn.Conv2d(6, 8, 3, padding=1)
+        self.bn_b = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.stem(x)))
+        x = F.relu(x + self.bn_b(self.b(F.relu(self.a(x)))))
+        return self.head(x.mean((2, 3)))
+
+
+class Concat(nn.Module):
+    """Two branches concatenated, then a consumer: the consumer's columns split across groups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left = nn.Conv2d(3, 5, 1)
+        self.right = nn.Conv2d(3, 7, 3, padding=1)
+        self.mix = nn.Conv2d(12, 6, 1)
+        self.fc = nn.Linear(6 * 4 * 4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([F.relu(self.left(x)), F.relu(self.right(x))], dim=1)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.mix(y), 4), 1))
+
+
+class DepthwiseSE(nn.Module):
+    """Inverted residual with depthwise conv and squeeze-and-excitation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(3, 12, 1)
+        self.dw = nn.Conv2d(12, 12, 3, padding=1, groups=12)
+        self.se1 = nn.Conv2d(12, 4, 1)
+        self.se2 = nn.Conv2d(4, 12, 1)
+        self.project = nn.Conv2d(12, 6, 1)
+        self.prelu = nn.PReLU(6)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.hardswish(self.dw(F.relu6(self.expand(x))))
+        s = torch.sigmoid(self.se2(F.relu(self.se1(F.adaptive_avg_pool2d(h, 1)))))
+        return self.fc(self.prelu(self.project(h * s)).amax((2, 3)))
+
+
+class ChannelsLast(nn.Module):
+    """ConvNeXt-style: permute to channels-last, LayerNorm + MLP, layer scale, permute back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 2, stride=2)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.norm = nn.LayerNorm(8)
+        self.up = nn.Linear(8, 16)
+        self.down = nn.Linear(16, 8)
+        self.gamma = nn.Parameter(torch.full((8,), 0.5))
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.gamma * self.down(F.gelu(self.up(self.norm(y))))
+        x = x + y.permute(0, 3, 1, 2)
+        return self.head(x.mean((2, 3)))
+
+
+class Transposed1d3d(nn.Module):
+    """Conv1d, ConvTranspose1d and a Conv3d in one model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(2, 6, 3, padding=1)
+        self.bn = nn.BatchNorm1d(6)
+        self.up = nn.ConvTranspose1d(6, 5, 2, stride=2)
+        self.c3 = nn.Conv3d(5, 4, 1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(F.relu(self.bn(self.c1(x))))
+        return self.fc(self.c3(h[:, :, None, None, :]).mean((2, 3, 4)))
+
+
+IMAGE = (2, 3, 16, 16)
+PATTERNS = {
+    "residual": (Residual, IMAGE), "concat": (Concat, IMAGE), "depthwise_se": (DepthwiseSE, IMAGE),
+    "channels_last": (ChannelsLast, IMAGE), "conv1d_3d_transposed": (Transposed1d3d, (2, 2, 8)),
+}
+
+
+def example(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """A seeded random input of ``shape``."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
