@@ -9,6 +9,11 @@ channels has a :class:`Tracked` layout, a tuple of :class:`Segment` s naming sou
 - ``use``: a parameter axis holds a source range (a consumer's input columns, a BN's scale);
 - ``freeze``: a range must not be cut (model input/output, unknown op, constant shape).
 
+Attention heads are units of ``d`` consecutive channels. :meth:`ConstraintStore.coarsen` records that
+a source is seen in such units (a view ``[H*d] -> [H, d]``): unit ``r`` of the coarse source is
+channels ``r*d .. r*d+d-1`` of the fine one. Before cutting, ``solve`` rewrites every constraint into
+the coarsest units (a member's ``inner`` is multiplied by ``d``) and freezes what does not align.
+
 :meth:`ConstraintStore.solve` splits sources at every boundary any constraint mentions, unions the
 resulting atoms, and returns one :class:`~prunekit.graph.groups.ChannelGroup` per class.
 """
@@ -16,7 +21,7 @@ resulting atoms, and returns one :class:`~prunekit.graph.groups.ChannelGroup` pe
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prunekit.graph.groups import ChannelGroup, Member, Role
 
@@ -92,6 +97,7 @@ class ConstraintStore:
         self._uses: list[_Use] = []
         self._frozen: list[tuple[int, int, int, str]] = []
         self._inexact: list[tuple[int, int, int, str]] = []
+        self._alias: dict[int, tuple[int, int]] = {}  # fine source -> (coarse source, factor)
 
     # -- building ---------------------------------------------------------------------------
     def new_source(self, size: int, name: str) -> Tracked:
@@ -99,6 +105,36 @@ class ConstraintStore:
         self.sizes.append(size)
         self.names.append(name)
         return Tracked((Segment(len(self.sizes) - 1, 0, size),))
+
+    def coarsen(self, source: int, factor: int) -> int | None:
+        """A source whose unit ``r`` is channels ``r*factor .. r*factor+factor-1`` of ``source``.
+
+        Used for heads (``factor`` = head_dim) and GQA query groups; None if the size does not divide.
+        Coarsening twice composes (``d`` then ``n_rep`` = units of ``d*n_rep`` channels).
+        """
+        if factor == 1:
+            return source
+        if self.sizes[source] % factor:
+            return None
+        known = self._alias.get(source)
+        if known is None:
+            coarse = self._new(self.sizes[source] // factor, f"{self.names[source]}/{factor}")
+            self._alias[source] = (coarse, factor)
+            return coarse
+        coarse, f = known
+        if factor % f == 0:
+            return self.coarsen(coarse, factor // f)
+        if f % factor == 0:  # NOTE: insert a finer level: source -> mid (factor) -> coarse (f/factor)
+            mid = self._new(self.sizes[source] // factor, f"{self.names[source]}/{factor}")
+            self._alias[source] = (mid, factor)
+            self._alias[mid] = (coarse, f // factor)
+            return mid
+        return None
+
+    def _new(self, size: int, name: str) -> int:
+        self.sizes.append(size)
+        self.names.append(name)
+        return len(self.sizes) - 1
 
     def use(self, layout: Tracked, tensor: str, axis: int, role: Role, offset: int = 0) -> None:
         """Axis ``axis`` of ``tensor``, from index ``offset``, holds the channels of ``layout``."""
@@ -137,6 +173,12 @@ class ConstraintStore:
         while pieces_a and pieces_b:
             sa, sb = pieces_a.pop(0), pieces_b.pop(0)
             if sa.inner != sb.inner:
+                fine, other = (sa, sb) if sa.inner < sb.inner else (sb, sa)
+                grouped = self._group_units(fine, other)
+                if grouped is not None:  # GQA: one key/value head spans n_rep query heads
+                    (pieces_a if fine is sa else pieces_b).insert(0, grouped)
+                    (pieces_b if fine is sa else pieces_a).insert(0, other)
+                    continue
                 self.freeze(Tracked((sa,)), f"layouts do not line up in {where}")
                 self.freeze(Tracked((sb,)), f"layouts do not line up in {where}")
                 continue
@@ -151,20 +193,81 @@ class ConstraintStore:
             if sb.length > n:
                 pieces_b.insert(0, Segment(sb.source, sb.start + n, sb.length - n, sb.inner))
 
+    def _group_units(self, fine: Segment, coarse: Segment) -> Segment | None:
+        """``fine`` seen in units of ``coarse.inner`` positions (coarsening its source), if aligned."""
+        if coarse.inner % fine.inner or fine.source == FIXED:
+            return None
+        r = coarse.inner // fine.inner
+        if fine.start % r or fine.length % r:
+            return None
+        source = self.coarsen(fine.source, r)
+        if source is None:
+            return None
+        return Segment(source, fine.start // r, fine.length // r, coarse.inner)
+
     # -- solving ----------------------------------------------------------------------------
-    def _cuts(self) -> list[list[int]]:
-        cuts: list[set[int]] = [{0, n} for n in self.sizes]
-        for src, start, length, *_ in self._frozen + self._inexact:
-            cuts[src] |= {start, start + length}
-        for use in self._uses:
-            cuts[use.source] |= {use.start, use.start + use.length}
+    def _root(self, source: int) -> tuple[int, int]:
+        """The coarsest source ``source`` is aliased to, and how many of its channels make one unit."""
+        factor = 1
+        while source in self._alias:
+            source, f = self._alias[source]
+            factor *= f
+        return source, factor
+
+    def _propagate(self) -> None:
+        """Equal ranges must be seen in the same units: coarsen the finer side (to a fixpoint)."""
+        changed = True
+        while changed:
+            changed = False
+            for s1, _, s2, _, _ in self._equal:
+                (r1, f1), (r2, f2) = self._root(s1), self._root(s2)
+                if f1 == f2 or r1 == r2:
+                    continue
+                fine, ratio = (r1, f2 // f1) if f1 < f2 else (r2, f1 // f2)
+                if max(f1, f2) % min(f1, f2) == 0 and self.coarsen(fine, ratio) is not None:
+                    changed = True
+
+    def _in_units(self, src: int, start: int, length: int) -> tuple[int, int, int, int, bool]:
+        """A fine range as (root, start, length, factor, aligned); unaligned ranges are widened."""
+        root, f = self._root(src)
+        lo, hi = start // f, -(-(start + length) // f)
+        return root, lo, hi - lo, f, start % f == 0 and length % f == 0
+
+    def _rewritten(self) -> tuple[list, list, list, list]:  # type: ignore[type-arg]
+        """Every constraint in root-source units (heads); what cannot be expressed is frozen."""
+        self._propagate()
+        frozen = [(r, a, n, why) for s, st, ln, why in self._frozen for r, a, n, _, _ in [self._in_units(s, st, ln)]]
+        inexact = [(r, a, n, why) for s, st, ln, why in self._inexact
+                   for r, a, n, _, _ in [self._in_units(s, st, ln)]]
+        equal = []
         for s1, a1, s2, a2, n in self._equal:
+            r1, b1, m1, f1, ok1 = self._in_units(s1, a1, n)
+            r2, b2, m2, f2, ok2 = self._in_units(s2, a2, n)
+            if ok1 and ok2 and f1 == f2:
+                equal.append((r1, b1, r2, b2, m1))
+            else:
+                why = "channels grouped into heads of different sizes"
+                frozen += [(r1, b1, m1, why), (r2, b2, m2, why)]
+        uses = []
+        for u in self._uses:
+            root, start, length, f, ok = self._in_units(u.source, u.start, u.length)
+            if ok:
+                uses.append(replace(u, source=root, start=start, length=length, inner=u.inner * f))
+            else:
+                frozen.append((root, start, length, f"{u.tensor} reads part of a head"))
+        return equal, uses, frozen, inexact
+
+    def _cuts(self, sizes: list[int], equal: list, bounds: list) -> list[list[int]]:  # type: ignore[type-arg]
+        cuts: list[set[int]] = [{0, n} for n in sizes]
+        for src, start, length in bounds:
+            cuts[src] |= {start, start + length}
+        for s1, a1, s2, a2, n in equal:
             cuts[s1] |= {a1, a1 + n}
             cuts[s2] |= {a2, a2 + n}
         changed = True
         while changed:  # a cut inside one side of an equality is a cut on the other side too
             changed = False
-            for s1, a1, s2, a2, n in self._equal:
+            for s1, a1, s2, a2, n in equal:
                 inner1 = {c - a1 for c in cuts[s1] if a1 < c < a1 + n}
                 inner2 = {c - a2 for c in cuts[s2] if a2 < c < a2 + n}
                 for c in inner1 - inner2:
@@ -177,7 +280,10 @@ class ConstraintStore:
 
     def solve(self) -> tuple[ChannelGroup, ...]:
         """Split sources into atoms, union equal atoms, and build one group per class."""
-        cuts = self._cuts()
+        equal, uses, frozen, inexact = self._rewritten()
+        sizes = [0 if src in self._alias else n for src, n in enumerate(self.sizes)]  # aliased: no atoms
+        bounds = [(s, a, n) for s, a, n, _ in frozen + inexact] + [(u.source, u.start, u.length) for u in uses]
+        cuts = self._cuts(sizes, equal, bounds)
         atoms: dict[tuple[int, int], int] = {}  # (source, start) -> atom id
         spans: list[tuple[int, int, int]] = []  # atom id -> (source, start, length)
         for src, points in enumerate(cuts):
@@ -195,23 +301,23 @@ class ConstraintStore:
         def covered(src: int, start: int, length: int) -> list[int]:
             return [atoms[(src, p)] for p in cuts[src] if start <= p < start + length]
 
-        for s1, a1, s2, a2, n in self._equal:
+        for s1, a1, s2, a2, n in equal:
             for i, j in zip(covered(s1, a1, n), covered(s2, a2, n)):
                 parent[find(i)] = find(j)
-        return self._groups(spans, find, covered)
+        return self._groups(spans, find, covered, uses, frozen, inexact)
 
-    def _groups(self, spans, find, covered) -> tuple[ChannelGroup, ...]:  # type: ignore[no-untyped-def]
+    def _groups(self, spans, find, covered, uses, frozen, inexact) -> tuple[ChannelGroup, ...]:  # type: ignore[no-untyped-def]
         members: dict[int, set[Member]] = defaultdict(set)
-        for use in self._uses:
+        for use in uses:
             for atom in covered(use.source, use.start, use.length):
                 _, start, _ = spans[atom]
                 offset = use.offset + (start - use.start) * use.inner
                 members[find(atom)].add(Member(use.tensor, use.axis, offset, use.inner, use.role))
         reasons: dict[int, list[str]] = defaultdict(list)
-        for src, start, length, reason in self._frozen:
+        for src, start, length, reason in frozen:
             for atom in covered(src, start, length):
                 reasons[find(atom)].append(reason)
-        mixed = {find(a) for src, start, length, _ in self._inexact for a in covered(src, start, length)}
+        mixed = {find(a) for src, start, length, _ in inexact for a in covered(src, start, length)}
         first: dict[int, int] = {}  # class root -> its first atom (groups come out in trace order)
         for atom in range(len(spans)):
             first.setdefault(find(atom), atom)

@@ -85,13 +85,26 @@ def apply(model: nn.Module, graph: DependencyGraph, plan: Plan, *, example_input
             else:
                 module._buffers[attr] = new.clone()
             touched.add(module)
-    for module in touched:
-        refresh = refresh_for(module)
-        if refresh is not None:
-            refresh(module)
+    _refresh(pruned, touched)
     if verify_result and example_inputs is not None:
         verify(model, pruned, graph, plan, example_inputs, rtol=rtol, atol=atol)
     return pruned
+
+
+def _refresh(model: nn.Module, touched: set[nn.Module]) -> None:
+    """Update width attributes of every sliced module and of all its ancestors, deepest first.
+
+    Parents need it too: an attention block records its head count, a Hugging Face model its
+    config, though neither owns the sliced tensors.
+    """
+    names = {name for name, module in model.named_modules() if module in touched}
+    scope = {".".join(name.split(".")[:i]) for name in names for i in range(name.count(".") + 2)}
+    scope |= {""}
+    for name in sorted(scope, key=lambda n: (-(n.count(".") + bool(n)), n)):
+        module = model.get_submodule(name)
+        refresh = refresh_for(module)
+        if refresh is not None:
+            refresh(module)
 
 
 def mask(model: nn.Module, graph: DependencyGraph, plan: Plan) -> nn.Module:

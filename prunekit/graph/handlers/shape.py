@@ -7,6 +7,7 @@ at a fixed position (``x[:, :64]``, ``split(x, [64, 32])``, ``repeat``) freezes 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -62,7 +63,10 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         elif len(dst) == 1 and isinstance(layouts[0], Tracked) and all(d is None for d in layouts[1:]):
             result[dst[0]] = layouts[0].scaled(math.prod(x.shape[i] for i in src[1:]))
         elif len(src) == 1 and isinstance(layouts[0], Tracked):
-            result[dst[0]] = _split_outer(ctx, layouts[0], math.prod(out.shape[j] for j in dst[1:]))
+            requested = _requested(args, kwargs, ctx.current, out.dim())
+            derived = [requested is not None and requested[j] == -1 for j in dst]
+            for j, d in zip(dst, _split_outer(ctx, layouts[0], [out.shape[j] for j in dst], derived)):
+                result[j] = d
         else:
             for d in layouts:
                 if isinstance(d, Tracked):
@@ -70,13 +74,73 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     ctx.set(out, result)
 
 
-def _split_outer(ctx, layout: Tracked, factor: int) -> Dim:  # type: ignore[no-untyped-def]
-    """Undo a flatten: ``[C*f] -> [C, f]`` keeps the channels on the outer dim when inner is f."""
+# Callables that return True when the module running now keeps its head count up to date itself
+# (a refresh updates the attribute its reshape reads); attention handlers register them.
+HEAD_COUNT_FOLLOWS: list[Callable[[], bool]] = []
+
+
+def _requested(args: tuple[Any, ...], kwargs: dict[str, Any], func: str, ndim: int) -> list[int] | None:
+    """The sizes a view/reshape was asked for (-1 where derived), one per output dim, if known."""
+    if func.endswith(("view", "reshape")):
+        sizes = kwargs.get("shape", kwargs.get("size", args[1:]))
+        if len(sizes) == 1 and not isinstance(sizes[0], int):
+            sizes = sizes[0]
+    elif func.endswith("unflatten"):
+        dim, inner = _dim_arg(args, kwargs, 1, "dim", 0), list(_dim_arg(args, kwargs, 2, "sizes", ()))
+        dim %= ndim - len(inner) + 1
+        sizes = [0] * dim + inner + [0] * (ndim - dim - len(inner))
+    else:
+        return None
+    sizes = [int(s) if isinstance(s, int) else 0 for s in sizes]
+    return sizes if len(sizes) == ndim else None
+
+
+def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) -> list[Dim]:  # type: ignore[no-untyped-def]
+    """Layouts of the dims a channel dim is split into (``view(B, N, H, d)``).
+
+    ``[C*f] -> [C, f]`` undoes a flatten (channels stay on the outer dim). Otherwise the last dim is
+    a head: channels are coarsened into heads of ``sizes[-1]`` (see ``ConstraintStore.coarsen``) on
+    the dim before it, and any leading dims index equal chunks, as ``chunk`` does (``[3, H, d]`` of
+    a fused qkv projection: head ``h`` of q, k and v is cut together). The head count must follow
+    pruning: written as -1 (``derived``), or kept by the module's refresh (``HEAD_COUNT_FOLLOWS``);
+    a constant head count (``reshape(B, N, self.num_heads, d)``) freezes the channels.
+    """
+    rest: list[Dim] = [None] * (len(sizes) - 1)
+    factor = math.prod(sizes[1:])
     if all(s.inner % factor == 0 for s in layout.segments):
-        return Tracked(tuple(Segment(s.source, s.start, s.length, s.inner // factor) for s in layout.segments))
-    # NOTE: splitting channels into (heads, head_dim) needs head-level groups; not done yet.
-    ctx.store.freeze(layout, f"channels split into several dims by {ctx.where}")
-    return None
+        return [Tracked(tuple(Segment(s.source, s.start, s.length, s.inner // factor) for s in layout.segments))] + rest
+    if not derived[-2] and not any(follows() for follows in HEAD_COUNT_FOLLOWS):
+        ctx.store.freeze(layout, f"channels split into several dims (heads) by {ctx.where} with a constant "
+                                 f"head count (write -1 for it, or register a refresh that updates it)")
+        return [None] * len(sizes)
+    heads = _heads(ctx, layout, sizes[-1])
+    if heads is None:
+        ctx.store.freeze(layout, f"channels split into several dims by {ctx.where}")
+        return [None] * len(sizes)
+    if len(sizes) == 2:
+        return [heads, None]
+    per = sizes[-2]
+    first = _slice(heads, 0, per, ctx)
+    for k in range(1, math.prod(sizes[:-2])):
+        ctx.store.unify(first, _slice(heads, k * per, per, ctx), ctx.where)
+    return [None] * (len(sizes) - 2) + [first, None]
+
+
+def _heads(ctx, layout: Tracked, head_dim: int) -> Tracked | None:  # type: ignore[no-untyped-def]
+    """``layout`` in units of ``head_dim`` positions (one per head), or None if a head would straddle."""
+    segments = []
+    for s in layout.segments:
+        if s.inner % head_dim == 0:
+            segments.append(Segment(s.source, s.start, s.length, s.inner // head_dim))
+            continue
+        r = head_dim // s.inner
+        if head_dim % s.inner or s.start % r or s.length % r:
+            return None
+        source = FIXED if s.source == FIXED else ctx.store.coarsen(s.source, r)
+        if source is None:
+            return None
+        segments.append(Segment(source, 0 if source == FIXED else s.start // r, s.length // r))
+    return Tracked(tuple(segments))
 
 
 def _permutation(args: tuple[Any, ...], kwargs: dict[str, Any], ndim: int, func: str) -> list[int]:

@@ -1,0 +1,300 @@
+"""Modules whose attributes or forward must follow pruned attention widths, and their refreshes.
+
+``nn.MultiheadAttention`` and torchvision's Swin attention compute ``head_dim`` from the embedding
+width, so they cannot hold fewer heads than ``embed_dim / head_dim`` (nor a pruned embedding with
+all heads). When pruning makes the inner width ``num_heads * head_dim`` differ from the embedding
+width, the refresh turns the module into a subclass with the same parameters (same state_dict)
+whose forward keeps the widths apart. Classes of torchvision and Hugging Face transformers are
+registered when their modules are already imported: prunekit never imports those libraries.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS
+from prunekit.graph.registry import register_refresh
+
+__all__ = ["PrunedMultiheadAttention", "register_libraries"]
+
+
+class PrunedMultiheadAttention(nn.MultiheadAttention):
+    """``nn.MultiheadAttention`` whose inner width ``num_heads * head_dim`` may differ from ``embed_dim``.
+
+    Same parameters and state_dict keys; made by the refresh after heads or the embedding dim are
+    pruned. Supports the options the graph prunes through (masks, ``batch_first``, unbatched inputs,
+    ``need_weights``); ``add_bias_kv`` / ``add_zero_attn`` modules are never pruned by head.
+    """
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,  # type: ignore[override]
+                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
+                attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batched = query.dim() == 3
+        if not batched:  # (L, E) -> (1, L, E), batch first
+            query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
+            if key_padding_mask is not None:
+                key_padding_mask = key_padding_mask.unsqueeze(0)
+        batch_first = self.batch_first or not batched
+        if not batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        (n, length, _), source = query.shape, key.shape[1]
+        inner = self.num_heads * self.head_dim
+        if self._qkv_same_embed_dim:
+            wq, wk, wv = self.in_proj_weight.split(inner)
+        else:
+            wq, wk, wv = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+        bq, bk, bv = self.in_proj_bias.split(inner) if self.in_proj_bias is not None else (None, None, None)
+
+        def heads(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+            return F.linear(x, w, b).view(n, x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = heads(query, wq, bq), heads(key, wk, bk), heads(value, wv, bv)
+        mask = _additive_mask(attn_mask, key_padding_mask, n, self.num_heads, length, source, q.dtype)
+        causal = is_causal and mask is None
+        dropout = self.dropout if self.training else 0.0
+        weights = None
+        if need_weights:
+            scores = q @ k.transpose(-2, -1) * self.head_dim ** -0.5
+            if causal:
+                mask = torch.full((length, source), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+            weights = torch.softmax(scores if mask is None else scores + mask, dim=-1)
+            o = F.dropout(weights, dropout) @ v
+            if average_attn_weights:
+                weights = weights.mean(1)
+            if not batched:
+                weights = weights.squeeze(0)
+        else:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)
+        o = self.out_proj(o.transpose(1, 2).reshape(n, length, inner))
+        if not batch_first:
+            o = o.transpose(0, 1)
+        return (o if batched else o.squeeze(0)), weights
+
+
+def _additive_mask(attn_mask: torch.Tensor | None, key_padding_mask: torch.Tensor | None, n: int, heads: int,
+                   length: int, source: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """One float mask (N or 1, H or 1, L, S) from MHA's masks (bool True = not allowed)."""
+
+    def additive(m: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(m, dtype=dtype).masked_fill(m, float("-inf")) if m.dtype == torch.bool else m.to(dtype)
+
+    mask = None
+    if attn_mask is not None:
+        mask = additive(attn_mask)
+        mask = mask.view(n, heads, length, source) if mask.dim() == 3 else mask.view(1, 1, length, source)
+    if key_padding_mask is not None:
+        padding = additive(key_padding_mask).view(n, 1, 1, source)
+        mask = padding if mask is None else mask + padding
+    return mask
+
+
+@register_refresh(nn.MultiheadAttention)
+def refresh_multihead_attention(module: nn.Module) -> None:
+    """num_heads, embed_dim, kdim, vdim from the sliced weights; head_dim is kept."""
+    same = module._qkv_same_embed_dim
+    q_weight = module.in_proj_weight if same else module.q_proj_weight
+    inner = q_weight.shape[0] // (3 if same else 1)
+    module.num_heads = inner // module.head_dim
+    module.embed_dim = q_weight.shape[1]
+    module.kdim = module.embed_dim if same else module.k_proj_weight.shape[1]
+    module.vdim = module.embed_dim if same else module.v_proj_weight.shape[1]
+    if inner != module.embed_dim or module.out_proj.weight.shape[0] != module.embed_dim:
+        module.__class__ = PrunedMultiheadAttention
+
+
+# -- torchvision and Hugging Face classes (registered when their modules are loaded) -------------
+
+_SEEN: set[str] = set()
+
+
+def register_libraries() -> None:
+    """Register refreshes for the library classes already imported (prunekit never imports them)."""
+    for module_name, classes in _LIBRARIES.items():
+        module = sys.modules.get(module_name)
+        if module is None or module_name in _SEEN:
+            continue
+        _SEEN.add(module_name)
+        for class_name, refresh, widths in classes:
+            klass = getattr(module, class_name, None)
+            if klass is None:
+                continue
+            if refresh is not None:
+                register_refresh(klass)(refresh)
+            if refresh is _refresh_swin_attention:
+                _HEADS_REFRESHED.append(klass)
+            if widths is not None:
+                _WIDTHS[klass] = widths
+
+
+_WIDTHS: dict[type, Callable[[nn.Module], dict[str, int]]] = {}  # class -> its config widths
+
+
+def _refresh_config(model: nn.Module) -> None:
+    """A Hugging Face model's config follows its layers' widths (``num_attention_heads``, ...).
+
+    When every layer agrees the config field is set; otherwise the field keeps its old value and
+    ``config.prunekit_layer_widths[field]`` lists the width of each layer (None: not found).
+    """
+    config = getattr(model, "config", None)
+    layers = getattr(config, "num_hidden_layers", None)
+    if config is None or not layers:
+        return
+    per_layer: dict[str, list[int | None]] = {}
+    for name, module in model.named_modules():
+        widths, layer = _WIDTHS.get(type(module)), _layer_of(name)
+        if widths is None or layer is None or layer >= layers:
+            continue
+        for field_name, value in widths(module).items():
+            per_layer.setdefault(field_name, [None] * layers)[layer] = value
+    table = dict(getattr(config, "prunekit_layer_widths", None) or {})
+    for field_name, values in per_layer.items():
+        if len(set(values)) == 1 and values[0] is not None:
+            setattr(config, field_name, values[0])
+            table.pop(field_name, None)
+        else:
+            table[field_name] = values
+    config.prunekit_layer_widths = table or None
+
+
+def _layer_of(name: str) -> int | None:
+    """The layer index in a module name (``encoder.layer.3.attention.self`` -> 3)."""
+    parts = name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("layer", "layers", "h", "blocks") and parts[i + 1].isdigit():
+            return int(parts[i + 1])
+    return None
+
+
+def _refresh_bert_attention(module: nn.Module) -> None:
+    module.all_head_size = module.query.weight.shape[0]
+    module.num_attention_heads = module.all_head_size // module.attention_head_size
+
+
+def _refresh_llama_attention(module: nn.Module) -> None:
+    heads = module.q_proj.weight.shape[0] // module.head_dim
+    module.num_key_value_groups = heads // (module.k_proj.weight.shape[0] // module.head_dim)  # unchanged
+
+
+def _refresh_llama_mlp(module: nn.Module) -> None:
+    module.intermediate_size = module.up_proj.weight.shape[0]
+
+
+def _swin_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """torchvision's ``shifted_window_attention`` with the inner width (heads) apart from C (v1 and v2)."""
+    b, h, w, _ = x.shape
+    ws, shift = self.window_size, list(self.shift_size)
+    x = F.pad(x, (0, 0, 0, (ws[1] - w % ws[1]) % ws[1], 0, (ws[0] - h % ws[0]) % ws[0]))
+    _, ph, pw, c = x.shape
+    shift = [0 if ws[i] >= (ph, pw)[i] else shift[i] for i in range(2)]
+    if sum(shift) > 0:
+        x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+    windows = (ph // ws[0]) * (pw // ws[1])
+    x = x.view(b, ph // ws[0], ws[0], pw // ws[1], ws[1], c).permute(0, 1, 3, 2, 4, 5)
+    x = x.reshape(b * windows, ws[0] * ws[1], c)
+    logit_scale, qkv_bias = getattr(self, "logit_scale", None), self.qkv.bias
+    inner = self.qkv.weight.shape[0] // 3
+    heads, n = self.num_heads, x.size(1)
+    if logit_scale is not None and qkv_bias is not None:
+        qkv_bias = torch.cat([qkv_bias[:inner], torch.zeros_like(qkv_bias[inner:2 * inner]), qkv_bias[2 * inner:]])
+    qkv = F.linear(x, self.qkv.weight, qkv_bias).reshape(x.size(0), n, 3, heads, inner // heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    if logit_scale is not None:
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = attn * torch.clamp(logit_scale, max=math.log(100.0)).exp()
+    else:
+        attn = (q * (inner // heads) ** -0.5).matmul(k.transpose(-2, -1))
+    attn = attn + self.get_relative_position_bias()
+    if sum(shift) > 0:
+        mask = _shift_mask(x, ph, pw, ws, shift)
+        attn = (attn.view(-1, windows, heads, n, n) + mask.unsqueeze(1).unsqueeze(0)).view(-1, heads, n, n)
+    attn = F.dropout(F.softmax(attn, dim=-1), p=self.attention_dropout, training=self.training)
+    x = attn.matmul(v).transpose(1, 2).reshape(x.size(0), n, inner)
+    x = F.dropout(F.linear(x, self.proj.weight, self.proj.bias), p=self.dropout, training=self.training)
+    c = x.shape[-1]
+    x = x.view(b, ph // ws[0], pw // ws[1], ws[0], ws[1], c).permute(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, c)
+    if sum(shift) > 0:
+        x = torch.roll(x, shifts=(shift[0], shift[1]), dims=(1, 2))
+    return x[:, :h, :w, :].contiguous()
+
+
+def _shift_mask(x: torch.Tensor, ph: int, pw: int, ws: list[int], shift: list[int]) -> torch.Tensor:
+    """Swin's mask between positions that the cyclic shift brought into one window (as torchvision)."""
+    mask = x.new_zeros((ph, pw))
+    count = 0
+    for hs in ((0, -ws[0]), (-ws[0], -shift[0]), (-shift[0], None)):
+        for wsl in ((0, -ws[1]), (-ws[1], -shift[1]), (-shift[1], None)):
+            mask[hs[0]:hs[1], wsl[0]:wsl[1]] = count
+            count += 1
+    mask = mask.view(ph // ws[0], ws[0], pw // ws[1], ws[1]).permute(0, 2, 1, 3).reshape(-1, ws[0] * ws[1])
+    mask = mask.unsqueeze(1) - mask.unsqueeze(2)
+    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+_HEADS_REFRESHED: list[type] = []  # module classes whose refresh keeps the head count their forward reads
+
+
+def _running_module_refreshes_heads() -> bool:
+    """Whether the innermost ``nn.Module`` on the Python stack is one whose refresh updates its head count.
+
+    NOTE: rules see tensors, not modules; torchvision's Swin passes ``self.num_heads`` to a free
+    function, so the caller's ``self`` is the only way to know the constant will be refreshed.
+    """
+    register_libraries()
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, nn.Module):
+            return isinstance(owner, tuple(_HEADS_REFRESHED))
+        frame = frame.f_back
+    return False
+
+
+_SUBCLASSES: dict[type, type] = {}
+
+
+def _with_forward(klass: type, forward: Callable[..., torch.Tensor]) -> type:
+    """``klass`` with ``forward`` replaced (one subclass per class; picklable from this module)."""
+    if klass not in _SUBCLASSES:
+        name = f"Pruned{klass.__name__}"
+        sub = type(name, (klass,), {"forward": forward, "__module__": __name__, "__qualname__": name,
+                                    "__doc__": f"{klass.__name__} with pruned heads (same parameters)."})
+        globals()[name] = _SUBCLASSES[klass] = sub
+    return _SUBCLASSES[klass]
+
+
+def _refresh_swin_attention(module: nn.Module) -> None:
+    """num_heads from the per-head parameters; a subclass forward once heads and C differ."""
+    per_head = getattr(module, "logit_scale", None)
+    module.num_heads = per_head.shape[0] if per_head is not None else module.relative_position_bias_table.shape[1]
+    inner, c = module.qkv.weight.shape[0] // 3, module.qkv.weight.shape[1]
+    if (inner != c or module.proj.weight.shape[0] != c) and type(module) not in _SUBCLASSES.values():
+        module.__class__ = _with_forward(type(module), _swin_forward)
+
+
+def _refresh_vision_transformer(module: nn.Module) -> None:
+    module.hidden_dim = module.class_token.shape[-1]  # NOTE: used as a constant in _process_input
+
+
+_LIBRARIES: dict[str, list[tuple[str, Callable[[nn.Module], None] | None, Callable[..., dict[str, int]] | None]]] = {
+    "torchvision.models.vision_transformer": [("VisionTransformer", _refresh_vision_transformer, None)],
+    "torchvision.models.swin_transformer": [("ShiftedWindowAttention", _refresh_swin_attention, None)],
+    "transformers.modeling_utils": [("PreTrainedModel", _refresh_config, None)],
+    "transformers.models.bert.modeling_bert": [
+        ("BertSelfAttention", _refresh_bert_attention, lambda m: {"num_attention_heads": m.query.weight.shape[0]
+                                                                  // m.attention_head_size}),
+        ("BertIntermediate", None, lambda m: {"intermediate_size": m.dense.weight.shape[0]})],
+    "transformers.models.llama.modeling_llama": [
+        ("LlamaAttention", _refresh_llama_attention, lambda m: {
+            "num_attention_heads": m.q_proj.weight.shape[0] // m.head_dim,
+            "num_key_value_heads": m.k_proj.weight.shape[0] // m.head_dim}),
+        ("LlamaMLP", _refresh_llama_mlp, lambda m: {"intermediate_size": m.up_proj.weight.shape[0]})],
+}
+
+HEAD_COUNT_FOLLOWS.append(_running_module_refreshes_heads)
