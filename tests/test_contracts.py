@@ -25,7 +25,8 @@ from prunekit.measure import export_onnx
 from prunekit.models import create
 from prunekit.structured import Plan, allocate, apply, verify
 
-from _contract_models import PATTERNS, example
+from _models import CONTRACT_PATTERNS as PATTERNS
+from _models import example
 
 
 class Case(NamedTuple):

@@ -18,7 +18,8 @@ from prunekit.models import create
 from prunekit.structured import Plan, allocate, apply
 from prunekit.structured.depth import remove_blocks
 
-from _contract_models import PATTERNS, Residual, example
+from _models import CONTRACT_PATTERNS as PATTERNS
+from _models import Residual, example
 
 
 def _pruned(model: nn.Module, x: torch.Tensor, ratio: float = 0.5) -> tuple[nn.Module, Plan]:

@@ -12,7 +12,7 @@ from prunekit.importance.magnitude import l2, random
 from prunekit.structured.allocate import allocate
 from prunekit.structured.apply import apply, mask
 
-from _pattern_models import (PATTERNS, ChannelShuffle, ChannelsLast, Chunked, Concat, CustomAutograd, EmbeddingMLP,
+from _models import (PATTERNS, ChannelShuffle, ChannelsLast, Chunked, Concat, CustomAutograd, EmbeddingMLP,
                              Residual, TokensWithClassToken, example)
 
 

@@ -1,6 +1,6 @@
-"""Tiny models for the contract battery and the save/load tests, one per graph pattern.
+"""Tiny fixture models shared by every test folder, one per graph pattern (named after the pattern).
 
-Copied from tests/graph/_pattern_models.py (test folders cannot import each other's fixtures).
+Importable as ``_models`` from any test: the root conftest puts ``tests/`` on ``sys.path``.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 
 class Residual(nn.Module):
     """conv -> BN -> (+ identity) twice: the residual stream is one group."""
@@ -40,6 +41,19 @@ class Concat(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.cat([F.relu(self.left(x)), F.relu(self.right(x))], dim=1)
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.mix(y), 4), 1))
+
+
+class Chunked(nn.Module):
+    """chunk(2) along channels: both halves are cut alike."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.conv(x).chunk(2, dim=1)
+        return self.fc((a * torch.sigmoid(b)).mean((2, 3)))
 
 
 class DepthwiseSE(nn.Module):
@@ -82,6 +96,25 @@ class ChannelsLast(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
+class TokensWithClassToken(nn.Module):
+    """ViT-style tokens: class token and position embedding used directly as parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 4, stride=4)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, 8))
+        self.pos = nn.Parameter(torch.randn(1, 5, 8))
+        self.fc1 = nn.Linear(8, 12)
+        self.fc2 = nn.Linear(12, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), t], dim=1) + self.pos
+        t = t + self.fc2(F.gelu(self.fc1(t)))
+        return self.head(t[:, 0])
+
+
 class Transposed1d3d(nn.Module):
     """Conv1d, ConvTranspose1d and a Conv3d in one model."""
 
@@ -98,13 +131,66 @@ class Transposed1d3d(nn.Module):
         return self.fc(self.c3(h[:, :, None, None, :]).mean((2, 3, 4)))
 
 
+class EmbeddingMLP(nn.Module):
+    """Embedding -> Linear: the embedding's columns are a prunable group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.fc = nn.Linear(8, 6)
+        self.out = nn.Linear(6, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(F.relu(self.fc(self.emb(ids))).mean(1))
+
+
+class ChannelShuffle(nn.Module):
+    """view/transpose/view channel shuffle: the graph must not assume channels stay in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.b = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        n, c, h, w = y.shape
+        y = y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.b(y).mean((2, 3))
+
+
+class _Twice(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[no-untyped-def, override]
+        return torch.flip(x, dims=[1]) * 2
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
+        return torch.flip(grad, dims=[1]) * 2
+
+
+class CustomAutograd(nn.Module):
+    """A custom autograd function that flips channels: never assumed to keep them in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 6, 1)
+        self.b = nn.Conv2d(6, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(_Twice.apply(self.a(x))).mean((2, 3))
+
+
 IMAGE = (2, 3, 16, 16)
 PATTERNS = {
-    "residual": (Residual, IMAGE), "concat": (Concat, IMAGE), "depthwise_se": (DepthwiseSE, IMAGE),
-    "channels_last": (ChannelsLast, IMAGE), "conv1d_3d_transposed": (Transposed1d3d, (2, 2, 8)),
+    "residual": (Residual, IMAGE), "concat": (Concat, IMAGE), "chunk": (Chunked, IMAGE),
+    "depthwise_se": (DepthwiseSE, IMAGE), "channels_last": (ChannelsLast, IMAGE),
+    "class_token": (TokensWithClassToken, (2, 3, 8, 8)), "conv1d_3d_transposed": (Transposed1d3d, (2, 2, 8)),
 }
+# The patterns the contract battery (export, ONNX, atomicity) runs over: one per handler family.
+CONTRACT_PATTERNS = {name: PATTERNS[name] for name in
+                     ("residual", "concat", "depthwise_se", "channels_last", "conv1d_3d_transposed")}
 
 
 def example(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
-    """A seeded random input of ``shape``."""
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
