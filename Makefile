@@ -7,10 +7,12 @@ STAMP  := $(VENV)/.installed
 DATA_DIR ?= /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow data venv size clean
+.PHONY: demo test test-slow data venv size clean bench-deps
 
 demo: $(STAMP) data
 	$(VENV)/bin/prunekit train --model simple_cnn --data fashion-mnist --epochs 2 --out runs/demo
+	$(VENV)/bin/prunekit prune --model simple_cnn --data fashion-mnist --weights runs/demo/model.safetensors --layer-channels conv1=2 --criterion l1 --finetune-epochs 1 --out runs/demo/prune-conv1
+	$(VENV)/bin/prunekit prune --model resnet20 --data fashion-mnist --target-macs 0.5 --criterion l2 --baseline-epochs 1 --finetune-epochs 1 --out runs/demo/resnet20-half-macs
 
 test: $(STAMP) data
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -25,6 +27,9 @@ $(STAMP): pyproject.toml requirements/constraints-dev.txt
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -c requirements/constraints-dev.txt -e ".[dev]"
 	touch $(STAMP)
+
+bench-deps: $(STAMP)
+	$(PY) -m pip install --quiet -c requirements/constraints-dev.txt -e ".[dev,bench]"
 
 data:
 	@DATA_DIR="$(DATA_DIR)" sh scripts/ensure_data.sh

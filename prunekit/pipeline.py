@@ -1,4 +1,4 @@
-"""The reference pipeline's steps as library calls: build, train, evaluate, profile.
+"""The reference pipeline's steps as library calls: build, train, evaluate, profile, prune.
 
 Each step takes plain arguments, does its work through the package's own functions, and returns a
 JSON-ready results dict (also written to ``out_dir/results.json`` when an ``out_dir`` is given).
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,13 @@ from torch import nn
 from prunekit import data as datasets
 from prunekit import models
 from prunekit.data import DataSplits
-from prunekit.io import save_json
+from prunekit.graph import DependencyGraph
+from prunekit.io import RECORD_FILE, WEIGHTS_FILE, save_json, save_pruned
 from prunekit.measure import Profile, compare, evaluate, profile
-from prunekit.recover import TrainConfig, fit
+from prunekit.recover import TrainConfig, fit, parse_config
+from prunekit.structured import Plan, StructuredPruner, allocate, compose, prune_iteratively
 
-__all__ = ["build", "train", "evaluate_model", "profile_model", "environment", "is_rank_zero"]
+__all__ = ["build", "train", "evaluate_model", "profile_model", "prune", "environment", "is_rank_zero"]
 
 
 def build(model: str, data: str, *, data_dir: str | None = None, weights: str | None = None,
@@ -130,3 +132,98 @@ def profile_model(model: str, data: str | None = None, *, weights: str | None = 
     results = {"command": "profile", "model": model, "data": splits.name if splits else None,
                "weights": weights, "profile": prof.to_dict(), "table": compare(prof)}
     return prof, _finish(results, out_dir)
+
+
+def _with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
+    return parse_config(TrainConfig, {**config.model_dump(), "epochs": epochs})
+
+
+def _calibration(splits: DataSplits, count: int, size: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``count`` (inputs, labels) training batches, for criteria that need data."""
+    x, y = splits.train.tensors
+    return [(x[i:i + size], y[i:i + size]) for i in range(0, min(len(x), count * size), size)]
+
+
+def _prune_model(net: nn.Module, splits: DataSplits, pruner: StructuredPruner, finetune: TrainConfig,
+                 progress: bool) -> tuple[nn.Module, Plan, dict[str, Any], list[dict[str, Any]]]:
+    """Prune ``net`` (fine-tuning between steps when there are several); the model and its plan."""
+    example, batches = splits.example_input(1), _calibration(splits, 4)
+    if pruner.steps == 1 or finetune.epochs == 0:
+        pruned = pruner.fit_transform(net, example, batches)
+        return pruned, pruner.plan_, dict(pruner.achieved_), []
+    params = pruner.get_params()
+
+    def between(model: nn.Module, step: int) -> nn.Module:
+        fit(model, splits, finetune, progress=progress)
+        return model
+
+    params.pop("steps")
+    pruned, records = prune_iteratively(net, example, params.pop("target"), steps=pruner.steps,
+                                        **params, batches=batches, finetune=between)
+    plan = compose([Plan.from_dict(r["plan"]) for r in records])
+    steps = [{k: r[k] for k in ("step", "goal", "achieved")} for r in records]
+    return pruned, plan, {**records[-1]["achieved"], "channels_removed": plan.ratio}, steps
+
+
+def prune(model: str, data: str = "fashion_mnist", *, target: Mapping[str, Any],
+          criterion: str = "l2", scope: str = "local", round_to: int = 1, ignore: Sequence[str] = (),
+          steps: int = 1, options: Mapping[str, Any] | None = None, weights: str | None = None,
+          baseline_epochs: int = 1, finetune_epochs: int = 1, train_config: TrainConfig | None = None,
+          data_dir: str | None = None, out_dir: str | os.PathLike[str] | None = None,
+          progress: bool = True, batch_sizes: Sequence[int] = (1, 64), threads: int = 2,
+          backends: Sequence[str] = ("torch", "onnxruntime")) -> dict[str, Any]:
+    """The source documents' pipeline: baseline, profile, prune, fine-tune, profile again.
+
+    Trains ``baseline_epochs`` when no ``weights`` are given, profiles the dense model (with test
+    accuracy), prunes to ``target`` (a :class:`~prunekit.structured.Target` mapping: ``ratio``
+    removed, or ``macs``/``params``/``latency`` kept), fine-tunes ``finetune_epochs`` with
+    ``train_config`` (default Adam, lr 1e-3) and profiles the result. With ``out_dir`` it writes
+    ``results.json`` and the folder ``pruned/`` (``weights.safetensors`` + ``plan.json``: the plan
+    against the dense model and the layout), which ``prunekit.load`` reads back.
+    """
+    config = train_config or TrainConfig()
+    pruner = StructuredPruner(dict(target), importance=criterion, scope=scope, round_to=round_to,
+                              ignore=tuple(ignore), steps=steps, seed=config.seed,
+                              options=dict(options) if options else None)
+    pruner.validate_params()  # NOTE: a bad option fails before seconds of data loading and training.
+    net, splits = build(model, data, data_dir=data_dir, weights=weights, seed=config.seed)
+    _precheck(net, splits, pruner)
+    results: dict[str, Any] = {"command": "prune", "model": model, "data": splits.name,
+                               "weights": weights, "pruner": pruner.get_params()}
+    if weights is None and baseline_epochs > 0:
+        baseline = fit(net, splits, _with_epochs(config, baseline_epochs), progress=progress)
+        results["baseline"] = {"history": list(baseline.history), "wall_time_s": baseline.wall_time_s}
+    measure = {"batch_sizes": tuple(batch_sizes), "threads": threads, "backends": tuple(backends),
+               "dataset": splits.test}
+    before = profile(net, splits.example_input(1), name=model, **measure)
+    finetune = _with_epochs(config, finetune_epochs)
+    pruned, plan, achieved, records = _prune_model(net, splits, pruner, finetune, progress)
+    if finetune_epochs > 0:
+        tuned = fit(pruned, splits, finetune, progress=progress)
+        results["finetune"] = {"history": list(tuned.history), "wall_time_s": tuned.wall_time_s}
+    after = profile(pruned, splits.example_input(1), name=f"{model} pruned", **measure)
+    architecture = _architecture(model, splits)
+    results.update({"before": before.to_dict(), "after": after.to_dict(), "plan": plan.to_dict(),
+                    "architecture": architecture,
+                    "target": dict(target), "achieved": achieved, "steps": records,
+                    "table": compare(before, after)})
+    if out_dir is not None and is_rank_zero():
+        results["files"] = _save_pruned(pruned, plan, architecture, Path(out_dir))
+    return _finish(results, out_dir)
+
+
+def _precheck(net: nn.Module, splits: DataSplits, pruner: StructuredPruner) -> None:
+    """Fail on a misspelt layer name before the baseline is trained, not after."""
+    graph = DependencyGraph.trace(net, splits.example_input(1), ignore=tuple(pruner.ignore))
+    allocate(graph, {}, 0.0, **{k: v for k, v in pruner.allocate_kwargs().items() if k != "meta"})
+
+
+def _architecture(model: str, splits: DataSplits) -> dict[str, Any]:
+    """What rebuilding the dense model needs: ``prunekit.models.create(**architecture)``."""
+    return {"model": model, "num_classes": splits.num_classes, "in_channels": splits.input_shape[0]}
+
+
+def _save_pruned(pruned: nn.Module, plan: Plan, architecture: dict[str, Any], out: Path) -> dict[str, str]:
+    """``out/pruned/`` (weights.safetensors + plan.json, read back by ``prunekit.load``)."""
+    folder = save_pruned(pruned, plan, out / "pruned", architecture=architecture)
+    return {"pruned": str(folder), "weights": str(folder / WEIGHTS_FILE), "plan": str(folder / RECORD_FILE)}

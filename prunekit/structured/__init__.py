@@ -1,7 +1,9 @@
-"""Scores + target in, Plan out (``allocate``); Plan + model in, a smaller plain module out (``apply``).
+"""Scores + target in, Plan out (``allocate``, ``search``); Plan + model in, a smaller plain module out
+(``apply``). ``StructuredPruner`` wraps the whole path in scikit-learn's fit/transform shape.
 
-``ratio`` always means the fraction of channels *removed*. ``apply`` works on a copy and verifies
-the result against the masked dense model before returning it.
+``ratio`` always means the fraction of channels *removed*; a :class:`Target`'s ``macs``, ``params``
+and ``latency`` are the fraction *kept* relative to the dense model. ``apply`` works on a copy and
+verifies the result against the masked dense model before returning it.
 """
 
 from prunekit.structured.allocate import allocate as allocate
@@ -9,6 +11,13 @@ from prunekit.structured.apply import VerificationError as VerificationError
 from prunekit.structured.apply import apply as apply
 from prunekit.structured.apply import mask as mask
 from prunekit.structured.apply import verify as verify
+from prunekit.structured.iterative import compose as compose
+from prunekit.structured.iterative import prune_iteratively as prune_iteratively
 from prunekit.structured.plan import Plan as Plan
+from prunekit.structured.pruner import PrunerOptions as PrunerOptions
+from prunekit.structured.pruner import StructuredPruner as StructuredPruner
+from prunekit.structured.target import Target as Target
+from prunekit.structured.target import search as search
 
-__all__ = ["Plan", "allocate", "apply", "mask", "verify", "VerificationError"]
+__all__ = ["Plan", "allocate", "apply", "mask", "verify", "VerificationError", "Target", "search",
+           "StructuredPruner", "PrunerOptions", "prune_iteratively", "compose"]

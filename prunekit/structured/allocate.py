@@ -3,18 +3,25 @@
 ``ratio`` is always the fraction of channels *removed*. ``scope="local"`` removes that fraction
 from every prunable group; ``scope="global"`` ranks all channels together (scores normalised per
 group by their mean) and removes the lowest ``ratio`` of them, at most ``max_ratio`` of any group.
+
+Per-layer controls name a module (``"conv1"``, ``"layer1.0.conv1"``): ``ignored_layers`` keeps every
+group that touches the module whole; ``layer_ratios`` / ``layer_channels`` set the fraction / the
+number of channels removed from the group the module *produces* (its output channels), overriding
+the shared ratio. A group always keeps at least one channel, and the model's output is never cut
+(the graph freezes it).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import torch
 
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, did_you_mean
 from prunekit.graph.dependency import DependencyGraph
+from prunekit.graph.groups import ChannelGroup
 from prunekit.structured.plan import Plan
 
 __all__ = ["allocate"]
@@ -45,7 +52,10 @@ def _top(scores: torch.Tensor, k: int) -> tuple[int, ...]:
 
 def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: float, *,
              scope: Literal["local", "global"] = "local", round_to: int = 1, min_keep: int = 1,
-             max_ratio: float = 0.9, meta: Mapping[str, Any] | None = None) -> Plan:
+             max_ratio: float = 0.9, ignored_layers: Iterable[str] = (),
+             layer_ratios: Mapping[str, float] | None = None,
+             layer_channels: Mapping[str, int] | None = None,
+             meta: Mapping[str, Any] | None = None) -> Plan:
     """A Plan keeping the highest-scoring channels of every prunable group.
 
     Args:
@@ -56,17 +66,80 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
         round_to: kept widths are rounded up to a multiple of this (e.g. 8 for hardware).
         min_keep: no group keeps fewer channels.
         max_ratio: no group loses more than this fraction (global scope).
+        ignored_layers: module names whose groups keep every channel.
+        layer_ratios: module name -> fraction removed from the group it produces (overrides ratio).
+        layer_channels: module name -> number of channels removed from the group it produces.
     """
     _check(ratio, round_to, min_keep, max_ratio)
     if scope not in ("local", "global"):
-        raise ConfigError(f"scope must be 'local' or 'global'; got '{scope}'.")
-    groups = [g for g in graph.prunable if g.id in scores]
-    removed = {g.id: math.floor(g.size * ratio) for g in groups}
-    if scope == "global" and groups:
-        removed = _global_counts(groups, scores, ratio, max_ratio)
+        raise ConfigError(f"scope must be 'local' or 'global'; got '{scope}'. Pass 'local' (same "
+                          f"ratio per group) or 'global' (one ranking over all groups).")
+    ignored = tuple(ignored_layers)
+    _check_modules(graph, ignored, "ignored_layers")
+    fixed = _overrides(graph, layer_ratios or {}, layer_channels or {})
+    groups = [g for g in graph.prunable if g.id in scores and not _touches(g, ignored)]
+    free = [g for g in groups if g.id not in fixed]
+    removed = {g.id: math.floor(g.size * ratio) for g in free}
+    if scope == "global" and free:
+        removed = _global_counts(free, scores, ratio, max_ratio)
+    removed.update({g.id: fixed[g.id] for g in groups if g.id in fixed})
     keep = {g.id: _top(scores[g.id], _n_keep(g.size, removed[g.id], round_to, min_keep)) for g in groups}
     info = {"ratio": ratio, "scope": scope, "round_to": round_to, "min_keep": min_keep, **(meta or {})}
     return Plan(keep=keep, sizes={g.id: g.size for g in groups}, meta=info)
+
+
+def _touches(group: ChannelGroup, modules: tuple[str, ...]) -> bool:
+    return any(m == n or m.startswith(n + ".") for n in modules for m in group.modules)
+
+
+def _known_modules(graph: DependencyGraph) -> set[str]:
+    """Every module (and parent module) that owns a parameter or buffer of the traced model."""
+    names: set[str] = set()
+    for tensor in graph.tensors:
+        parts = tensor.split(".")[:-1]
+        names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return names
+
+
+def _check_modules(graph: DependencyGraph, names: Iterable[str], option: str) -> None:
+    known = _known_modules(graph)
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"{option}: the model has no module '{name}' with weights."
+                              f"{did_you_mean(name, known)} Use a name from model.named_modules().")
+
+
+def _produced_group(graph: DependencyGraph, module: str, option: str) -> ChannelGroup:
+    """The group holding ``module``'s output channels (where it is a producer)."""
+    _check_modules(graph, [module], option)
+    for g in graph.groups:
+        if any(m.module == module for m in g.by_role("producer")):
+            if not g.prunable:
+                raise ConfigError(f"{option}: the output channels of '{module}' cannot be pruned "
+                                  f"({'; '.join(g.reasons)}). Remove '{module}' from {option}.")
+            return g
+    raise ConfigError(f"{option}: '{module}' produces no channel group (it has no output channels "
+                      f"of its own). Name a conv or linear layer, e.g. the one feeding it.")
+
+
+def _overrides(graph: DependencyGraph, layer_ratios: Mapping[str, float],
+               layer_channels: Mapping[str, int]) -> dict[str, int]:
+    """Group id -> channels removed, from the per-layer ratios and channel counts."""
+    fixed: dict[str, int] = {}
+    for module, value in layer_ratios.items():
+        if not 0.0 <= float(value) < 1.0:
+            raise ConfigError(f"layer_ratios: the ratio for '{module}' must be in [0, 1); got {value}. "
+                              f"Pass the fraction of its output channels to remove, e.g. 0.5.")
+        group = _produced_group(graph, module, "layer_ratios")
+        fixed[group.id] = math.floor(group.size * float(value))
+    for module, count in layer_channels.items():
+        group = _produced_group(graph, module, "layer_channels")
+        if not isinstance(count, int) or not 0 <= count < group.size:
+            raise ConfigError(f"layer_channels: '{module}' has {group.size} output channels, so "
+                              f"between 0 and {group.size - 1} can be removed; got {count!r}. "
+                              f"Pass a smaller count.")
+        fixed[group.id] = count
+    return fixed
 
 
 def _global_counts(groups: list, scores: Mapping[str, torch.Tensor], ratio: float,

@@ -1,0 +1,138 @@
+"""`prunekit prune`: baseline (or --weights), profile, structured pruning to a target, fine-tune, profile.
+
+Targets: ``--ratio`` is the fraction of channels *removed*; ``--target-macs``, ``--target-params``
+and ``--target-latency`` are the fraction *kept* of the dense model (``--target-macs 0.5`` = half
+the MACs). The options become the same StructuredPruner stage a recipe would hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from prunekit import pipeline
+from prunekit.cli import options
+from prunekit.errors import ConfigError
+from prunekit.recover import TrainConfig
+
+_TARGETS = (("ratio", "ratio"), ("target_macs", "macs"), ("target_params", "params"),
+            ("target_latency", "latency"))
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "prune", help="remove whole channels to reach a target, fine-tune, and compare profiles",
+        description="Train a short baseline (or load --weights), profile it, remove the least "
+                    "important channels until the target is met, fine-tune, and print the "
+                    "before/after profiles. Writes OUT/results.json and OUT/pruned/ (weights + plan; "
+                    "load it with prunekit.load).",
+    )
+    options.add_model_options(parser)
+    _add_target_options(parser)
+    _add_pruner_options(parser)
+    parser.add_argument("--baseline-epochs", type=int, default=1, metavar="N",
+                        help="epochs of baseline training when no --weights are given (default: 1, "
+                             "a quick baseline; pass --weights from `prunekit train` for a real one)")
+    parser.add_argument("--finetune-epochs", type=int, default=1, metavar="N",
+                        help="epochs of fine-tuning after pruning (and between --steps) (default: 1)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    options.add_output_options(parser, default="runs/prune")
+    options.add_profile_options(parser)
+    options.add_config_options(parser, TrainConfig, skip=("epochs",))
+    parser.set_defaults(run=run)
+
+
+def _add_target_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("target (give exactly one)")
+    group.add_argument("--ratio", type=float, default=None, metavar="R",
+                       help="fraction of each group's channels to REMOVE, in [0, 1), e.g. 0.3")
+    group.add_argument("--target-macs", type=float, default=None, metavar="F",
+                       help="fraction of the dense MACs to KEEP, in (0, 1]; 0.5 = half the MACs")
+    group.add_argument("--target-params", type=float, default=None, metavar="F",
+                       help="fraction of the dense parameters to KEEP, in (0, 1]")
+    group.add_argument("--target-latency", type=float, default=None, metavar="F",
+                       help="fraction of the dense PyTorch latency to KEEP, in (0, 1] (measured, "
+                            "2 threads, at --latency-batch-size)")
+    group.add_argument("--latency-batch-size", type=int, default=1, metavar="N",
+                       help="batch size at which --target-latency is measured (default: 1)")
+
+
+def _add_pruner_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pruner (same keys as the recipe stage)")
+    group.add_argument("--criterion", default="l2", metavar="NAME",
+                       help="importance criterion, e.g. l1, l2, random (default: l2)")
+    group.add_argument("--scope", choices=("local", "global"), default="local",
+                       help="local: every group loses the same fraction; global: one ranking over "
+                            "all groups (default: local)")
+    group.add_argument("--round-to", type=int, default=1, metavar="N",
+                       help="round kept widths up to a multiple of N, e.g. 8 (default: 1)")
+    group.add_argument("--ignore", action="append", default=[], metavar="MODULE",
+                       help="never cut channels of this module (repeatable), e.g. --ignore conv1")
+    group.add_argument("--layer-channels", action="append", default=[], metavar="MODULE=N",
+                       help="remove exactly N output channels of MODULE (repeatable), e.g. conv1=2; "
+                            "without a target, only these layers are cut")
+    group.add_argument("--layer-ratio", action="append", default=[], metavar="MODULE=R",
+                       help="remove this fraction of MODULE's output channels (repeatable), "
+                            "overriding the shared ratio, e.g. layer3.0.conv1=0.7")
+    group.add_argument("--steps", type=int, default=1, metavar="K",
+                       help="reach the target in K steps, re-scoring (and fine-tuning) between "
+                            "steps (default: 1)")
+
+
+def _pairs(items: list[str], flag: str, kind: type) -> dict[str, Any]:
+    """["conv1=2"] -> {"conv1": 2}; a malformed item is a one-line ConfigError."""
+    result: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            result[name.strip()] = kind(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ConfigError(f"{flag}: expected MODULE={'N' if kind is int else 'R'}; got '{item}'. "
+                              f"Pass e.g. {flag} conv1={'2' if kind is int else '0.5'}.")
+    return result
+
+
+def stage(args: argparse.Namespace) -> dict[str, Any]:
+    """The StructuredPruner parameters (the recipe stage) the options describe."""
+    target = {key: getattr(args, dest) for dest, key in _TARGETS if getattr(args, dest) is not None}
+    if args.target_latency is not None:
+        target["batch_size"] = args.latency_batch_size
+    layers = {"layer_channels": _pairs(args.layer_channels, "--layer-channels", int),
+              "layer_ratios": _pairs(args.layer_ratio, "--layer-ratio", float)}
+    if not target and any(layers.values()):
+        target = {"ratio": 0.0}  # NOTE: only the named layers are cut.
+    return {"target": target, "importance": args.criterion, "scope": args.scope,
+            "round_to": args.round_to, "ignore": list(args.ignore), "steps": args.steps,
+            "options": {k: v for k, v in layers.items() if v} or None}
+
+
+def run(args: argparse.Namespace) -> int:
+    params = stage(args)
+    config = options.config_from_args(args, TrainConfig)
+    results = pipeline.prune(
+        args.model, args.data, target=params["target"], criterion=params["importance"],
+        scope=params["scope"], round_to=params["round_to"], ignore=params["ignore"],
+        steps=params["steps"], options=params["options"], weights=args.weights,
+        baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
+        train_config=config, data_dir=args.data_dir, out_dir=args.out,
+        progress=not args.no_progress, batch_sizes=args.batch_sizes, threads=args.threads,
+        backends=options.backends(args),
+    )
+    print(results["table"])
+    print(_achieved_line(results))
+    print(f"results: {args.out}/results.json  pruned model: {args.out}/pruned/ "
+          f"(prunekit.load reads it)")
+    return 0
+
+
+def _achieved_line(results: dict[str, Any]) -> str:
+    achieved, target = results["achieved"], results["target"]
+    wanted = ", ".join(f"{k} {'removed' if k == 'ratio' else 'kept'} {v}" for k, v in target.items()
+                       if k != "batch_size")
+    got = (f"MACs kept {100 * achieved['macs']:.1f} %, params kept {100 * achieved['params']:.1f} %, "
+           f"channels removed {100 * achieved['channels_removed']:.1f} %")
+    if "latency" in achieved:
+        got += f", latency kept {100 * achieved['latency']:.1f} %"
+    return f"target: {wanted or 'none'} -> achieved: {got}"

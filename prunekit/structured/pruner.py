@@ -1,0 +1,168 @@
+"""StructuredPruner: trace, score, allocate against a Target, then apply, in scikit-learn's shape.
+
+``__init__`` only stores its arguments; ``fit`` validates them, traces the model and finds the plan
+(``graph_``, ``scores_``, ``plan_``, ``achieved_``) without changing the model; ``transform`` applies
+the plan to a copy and verifies it. ``get_params()`` is the recipe stage: plain data that survives
+a YAML round trip and rebuilds an equal pruner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from prunekit.errors import ConfigError, NotFittedError
+from prunekit.graph.dependency import DependencyGraph
+from prunekit.importance import score
+from prunekit.recover.config import parse_config
+from prunekit.structured.apply import apply
+from prunekit.structured.plan import Plan
+from prunekit.structured.target import Target, search
+
+__all__ = ["StructuredPruner", "PrunerOptions"]
+
+
+class PrunerOptions(BaseModel):
+    """Rare options of :class:`StructuredPruner` (the ``options`` key of the recipe stage)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    layer_ratios: dict[str, float] = Field(
+        default_factory=dict, description="module -> fraction of its output channels to remove")
+    layer_channels: dict[str, int] = Field(
+        default_factory=dict, description="module -> number of its output channels to remove")
+    max_ratio: float = Field(0.9, gt=0, le=1, description="most any group loses (global scope)")
+    min_keep: int = Field(1, ge=1, description="fewest channels any group keeps")
+
+
+def _is_int(lo: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _is_criterion(value: Any) -> bool:
+    from prunekit.importance import CRITERIA
+
+    if isinstance(value, str):
+        CRITERIA.get(value)  # NOTE: raises UnknownNameError with a "did you mean".
+        return True
+    return False
+
+
+# NOTE: name -> (check, what is expected, what to do); validated in fit, never in __init__.
+_CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
+    "importance": (_is_criterion, "a criterion name", "Pass e.g. 'l2' or 'l1'."),
+    "scope": (lambda v: v in ("local", "global"), "'local' or 'global'",
+              "Use 'local' (same ratio per group) or 'global' (one ranking over all groups)."),
+    "round_to": (_is_int(1), "an int >= 1", "Pass e.g. 8 to keep widths multiples of 8, or 1."),
+    "ignore": (lambda v: not isinstance(v, str) and all(isinstance(n, str) for n in v),
+               "a list of module names", "Pass e.g. ['conv1'], not a bare string."),
+    "steps": (_is_int(1), "an int >= 1", "Pass the number of pruning steps, e.g. 1."),
+    "seed": (_is_int(0), "an int >= 0", "Pass e.g. 0."),
+}
+
+
+class StructuredPruner:
+    """Remove whole channels until ``target`` is met.
+
+    Args:
+        target: a :class:`Target` or its mapping, e.g. ``{"macs": 0.5}`` (keep half the MACs) or
+            ``{"ratio": 0.3}`` (remove 30 % of each group's channels).
+        importance: criterion name from ``prunekit.importance.CRITERIA``.
+        scope: ``local`` (every group cut alike) or ``global`` (one ranking over all groups).
+        round_to: kept widths are rounded up to a multiple of this.
+        ignore: module names whose channels are never cut.
+        steps: prune in this many steps, re-tracing and re-scoring the smaller model each time.
+        seed: for random criteria.
+        options: :class:`PrunerOptions` or its mapping (per-layer ratios/counts, caps).
+    """
+
+    def __init__(self, target: Target | Mapping[str, Any], *, importance: str = "l2",
+                 scope: str = "local", round_to: int = 1, ignore: Iterable[str] = (),
+                 steps: int = 1, seed: int = 0,
+                 options: PrunerOptions | Mapping[str, Any] | None = None) -> None:
+        self.target = target
+        self.importance = importance
+        self.scope = scope
+        self.round_to = round_to
+        self.ignore = ignore
+        self.steps = steps
+        self.seed = seed
+        self.options = options
+
+    def get_params(self) -> dict[str, Any]:
+        """The recipe stage: plain data; ``StructuredPruner(**get_params())`` is an equal pruner."""
+        target = self.target.to_dict() if isinstance(self.target, Target) else dict(self.target)
+        options = self.options.model_dump() if isinstance(self.options, PrunerOptions) else self.options
+        return {"target": target, "importance": self.importance, "scope": self.scope,
+                "round_to": self.round_to, "ignore": list(self.ignore), "steps": self.steps,
+                "seed": self.seed, "options": dict(options) if options is not None else None}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StructuredPruner) and self.get_params() == other.get_params()
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"StructuredPruner({args})"
+
+    def validate_params(self) -> tuple[Target, PrunerOptions]:
+        """Check every parameter against the constraints table; ``fit`` calls this first."""
+        for name, (check, expected, hint) in _CONSTRAINTS.items():
+            value = getattr(self, name)
+            if not check(value):
+                raise ConfigError(f"StructuredPruner: '{name}' must be {expected}; got {value!r}. {hint}")
+        if isinstance(self.target, (int, float)):
+            raise ConfigError(f"StructuredPruner: 'target' must be a Target or a mapping; got "
+                              f"{self.target!r}. Pass e.g. {{'macs': 0.5}} or {{'ratio': {self.target}}}.")
+        target = parse_config(Target, self.target)
+        options = parse_config(PrunerOptions, self.options or {})
+        return target, options
+
+    def allocate_kwargs(self, options: PrunerOptions | None = None) -> dict[str, Any]:
+        """The keyword arguments this pruner passes to :func:`~prunekit.structured.allocate`."""
+        options = options or parse_config(PrunerOptions, self.options or {})
+        return {"scope": self.scope, "round_to": self.round_to, "min_keep": options.min_keep,
+                "max_ratio": options.max_ratio, "layer_ratios": options.layer_ratios,
+                "layer_channels": options.layer_channels,
+                "meta": {"criterion": self.importance, "pruner": self.get_params()}}
+
+    def fit(self, model: nn.Module, example_inputs: Any,
+            batches: Iterable[Any] | None = None) -> StructuredPruner:
+        """Trace ``model``, score its channels and find the plan meeting the target; ``model`` is unchanged.
+
+        Sets ``graph_``, ``scores_``, ``plan_`` (against this model's graph) and ``achieved_``
+        (what the plan reaches: kept fractions of MACs and params, the ratio used).
+        """
+        target, options = self.validate_params()
+        batches = list(batches) if batches is not None else None
+        graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore))
+        scores = score(graph, model, self.importance, batches=batches, seed=self.seed)
+        if self.steps == 1:
+            plan, achieved = search(model, graph, scores, target, example_inputs=example_inputs,
+                                    allocate_kwargs=self.allocate_kwargs(options))
+        else:
+            from prunekit.structured.iterative import plan_iteratively
+
+            plan, achieved = plan_iteratively(model, example_inputs, self, graph, batches=batches)
+        self.graph_, self.scores_, self.plan_, self.achieved_ = graph, scores, plan, achieved
+        self.example_inputs_ = example_inputs
+        return self
+
+    def transform(self, model: nn.Module) -> nn.Module:
+        """A new, smaller module with ``plan_`` applied and verified; ``model`` is never changed."""
+        plan: Plan = self.plan_
+        return apply(model, self.graph_, plan, example_inputs=self.example_inputs_, verify_result=True)
+
+    def fit_transform(self, model: nn.Module, example_inputs: Any,
+                      batches: Iterable[Any] | None = None) -> nn.Module:
+        """``fit`` then ``transform`` the same model."""
+        return self.fit(model, example_inputs, batches).transform(model)
+
+    def __getattr__(self, name: str) -> Any:
+        # NOTE: only reached for missing attributes; learned ones get the "not fitted" message.
+        if name.endswith("_") and not name.startswith("_"):
+            raise NotFittedError(f"StructuredPruner: '{name}' is not set because this pruner is not "
+                                 f"fitted yet. Call pruner.fit(model, example_inputs) first.")
+        raise AttributeError(name)

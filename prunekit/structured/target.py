@@ -1,0 +1,187 @@
+"""Target: how small the pruned model must be; ``search`` finds the plan that reaches it.
+
+Conventions (the same in Python, YAML and the CLI):
+
+- ``ratio`` is the fraction of channels *removed* from every prunable group, in [0, 1).
+- ``macs``, ``params`` and ``latency`` are the fraction *kept* relative to the dense model, in
+  (0, 1]: ``macs=0.5`` means "half the MACs" (``prunekit prune --target-macs 0.5``).
+
+A ratio is allocated directly. The other three are reached by bisection over the ratio: more
+channels removed never means more MACs, params or (up to noise) latency, so the smallest ratio
+that meets the target is found in a few steps, each applying the plan to a copy of the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from prunekit.errors import ConfigError
+from prunekit.graph.dependency import DependencyGraph
+from prunekit.measure import count_macs, count_params, measure_latency
+from prunekit.structured.allocate import allocate
+from prunekit.structured.apply import apply
+from prunekit.structured.plan import Plan
+
+__all__ = ["Target", "search", "KINDS"]
+
+KINDS = ("ratio", "macs", "params", "latency")
+Kind = Literal["ratio", "macs", "params", "latency"]
+
+_HIGHEST_RATIO = 1.0 - 1e-6  # NOTE: allocate needs ratio < 1; min_keep decides what is left.
+_STEPS = {"macs": 12, "params": 12, "latency": 6}  # NOTE: latency is measured, so few steps.
+
+
+_MEANING = {
+    "ratio": "the fraction of channels to remove, e.g. 0.5",
+    "macs": "the fraction of the dense MACs to keep, e.g. 0.5 for half",
+    "params": "the fraction of the dense parameters to keep, e.g. 0.5 for half",
+    "latency": "the fraction of the dense latency to keep, e.g. 0.5 for twice as fast",
+}
+
+
+class Target(BaseModel):
+    """How small the pruned model must be: exactly one of ``ratio``, ``macs``, ``params``, ``latency``.
+
+    ``ratio`` is the fraction of channels removed; the others are the fraction kept relative to the
+    dense model. ``batch_size`` is the batch at which latency is measured (PyTorch eager, 2 threads).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ratio: float | None = Field(None, ge=0, lt=1, description="fraction of channels to remove, in [0, 1)")
+    macs: float | None = Field(None, gt=0, le=1, description="fraction of the dense MACs to keep, in (0, 1]")
+    params: float | None = Field(None, gt=0, le=1,
+                                 description="fraction of the dense parameters to keep, in (0, 1]")
+    latency: float | None = Field(None, gt=0, le=1,
+                                  description="fraction of the dense latency to keep, in (0, 1]")
+    batch_size: int = Field(1, ge=1, description="batch size at which latency is measured")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _in_range(cls, data: Any) -> Any:
+        # NOTE: runs before the field bounds so the message says what the number means.
+        for key, text in _MEANING.items():
+            value = data.get(key) if isinstance(data, Mapping) else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                ok = 0 <= value < 1 if key == "ratio" else 0 < value <= 1
+                if not ok:
+                    interval = "[0, 1)" if key == "ratio" else "(0, 1]"
+                    raise ValueError(f"Target: '{key}' must be a float in {interval}; got {value}. "
+                                     f"Pass {text}.")
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Target:
+        given = [k for k in KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"Target: exactly one of ratio, macs, params, latency must be given; got "
+                f"{given or 'none'}. Pass e.g. {{macs: 0.5}} (keep half the MACs) or "
+                f"{{ratio: 0.3}} (remove 30 % of the channels).")
+        return self
+
+    @property
+    def kind(self) -> Kind:
+        """Which quantity is targeted."""
+        return next(k for k in KINDS if getattr(self, k) is not None)  # type: ignore[return-value]
+
+    @property
+    def value(self) -> float:
+        """The targeted number (removed fraction for ratio, kept fraction otherwise)."""
+        return float(getattr(self, self.kind))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML/JSON data with only the fields that were set (``{"macs": 0.5}``)."""
+        return self.model_dump(exclude_defaults=True)
+
+
+def _signature(plan: Plan) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted((g, len(k)) for g, k in plan.keep.items()))
+
+
+class _Meter:
+    """Measures (and caches per kept widths) the targeted quantity of a model pruned by a plan."""
+
+    def __init__(self, model: nn.Module, graph: DependencyGraph, example_inputs: Any, target: Target):
+        self.model, self.graph, self.inputs, self.target = model, graph, example_inputs, target
+        self.cache: dict[tuple[tuple[str, int], ...], dict[str, float]] = {}
+        self.dense = self._measure(model)
+
+    def _measure(self, model: nn.Module) -> dict[str, float]:
+        values = {"macs": float(count_macs(model, self.inputs)), "params": float(count_params(model))}
+        if self.target.kind == "latency":
+            stats = measure_latency(model, self.inputs, backend="torch", batch_size=self.target.batch_size,
+                                    threads=2, min_time_s=0.3)
+            values["latency"] = stats.median_ms
+        return values
+
+    def __call__(self, plan: Plan) -> dict[str, float]:
+        """Kept fractions (relative to dense) and absolute counts for the model pruned by ``plan``."""
+        key = _signature(plan)
+        if all(len(k) == plan.sizes[g] for g, k in plan.keep.items()):
+            self.cache[key] = self.dense  # NOTE: nothing removed; skip one (costly) measurement.
+        if key not in self.cache:
+            pruned = apply(self.model, self.graph, plan, example_inputs=self.inputs, verify_result=False)
+            self.cache[key] = self._measure(pruned)
+        absolute = self.cache[key]
+        kept = {k: absolute[k] / max(self.dense[k], 1e-12) for k in absolute}
+        return {**kept, **{f"{k}_count": absolute[k] for k in absolute}}
+
+
+def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.Tensor], target: Target, *,
+           allocate_kwargs: Mapping[str, Any] | None = None, example_inputs: Any,
+           verify_result: bool = True) -> tuple[Plan, dict[str, Any]]:
+    """The plan that meets ``target`` with the fewest channels removed, and what it achieved.
+
+    Args:
+        model, graph, scores: the dense model, its traced graph and per-group scores.
+        target: a :class:`Target`.
+        allocate_kwargs: passed to :func:`~prunekit.structured.allocate` (scope, round_to, ...).
+        example_inputs: input for MAC counting, latency and the final verification.
+
+    Returns ``(plan, achieved)``; ``achieved`` holds the kept fractions ``macs``, ``params`` (and
+    ``latency``), their absolute values (``macs_count``...), the allocation ``ratio`` and
+    ``channels_removed`` (fraction of the listed channels cut).
+    """
+    kwargs = dict(allocate_kwargs or {})
+    meter = _Meter(model, graph, example_inputs, target)
+    plan_at: Callable[[float], Plan] = lambda r: allocate(graph, scores, r, **kwargs)  # noqa: E731
+    if target.kind == "ratio":
+        ratio = target.value
+    else:
+        ratio = _bisect(plan_at, lambda p: meter(p)[target.kind], target, graph)
+    plan = plan_at(ratio)
+    plan = Plan(keep=plan.keep, sizes=plan.sizes, meta={**plan.meta, "target": target.to_dict()})
+    if verify_result:
+        apply(model, graph, plan, example_inputs=example_inputs, verify_result=True)
+    achieved = {"ratio": ratio, "channels_removed": plan.ratio, **meter(plan)}
+    return plan, achieved
+
+
+def _bisect(plan_at: Callable[[float], Plan], kept: Callable[[Plan], float], target: Target,
+            graph: DependencyGraph) -> float:
+    """Smallest ratio whose plan keeps at most ``target.value`` (kept fraction is monotone in ratio)."""
+    goal = target.value
+    if kept(plan_at(0.0)) <= goal:
+        return 0.0
+    best = kept(plan_at(_HIGHEST_RATIO))
+    if best > goal:
+        frozen = len(graph.groups) - len(graph.prunable)
+        raise ConfigError(
+            f"Target {target.kind}={goal} cannot be reached: the smallest model these options allow keeps "
+            f"{best:.3f} of the dense {target.kind} ({len(graph.prunable)} prunable groups, {frozen} "
+            f"fixed). Ask for {target.kind} >= {math.ceil(best * 1000) / 1000}, or ignore fewer layers.")
+    lo, hi = 0.0, _HIGHEST_RATIO
+    for _ in range(_STEPS[target.kind]):
+        mid = (lo + hi) / 2
+        if kept(plan_at(mid)) <= goal:
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -1,0 +1,82 @@
+"""`prunekit prune` end to end on SimpleCNN with tiny budgets, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from prunekit.cli import build_parser, main
+from prunekit.io import load_pruned
+from prunekit.structured import Plan
+
+_TINY = ["--model", "simple_cnn", "--baseline-epochs", "1", "--finetune-epochs", "1",
+         "--max-steps-per-epoch", "5", "--no-progress", "--no-onnx", "--batch-sizes", "1"]
+
+
+def test_every_prune_option_is_explained_in_help() -> None:
+    sub = build_parser()._subparsers._group_actions[0].choices["prune"]  # type: ignore[union-attr]
+    for action in sub._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"prune {action.option_strings} has no help text"
+
+
+def test_prune_to_half_the_macs_writes_profiles_and_a_loadable_model(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(["prune", *_TINY, "--target-macs", "0.5", "--criterion", "l1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "simple_cnn pruned" in printed and "MACs" in printed and "achieved" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["command"] == "prune" and results["target"] == {"macs": 0.5}
+    before, after = results["before"], results["after"]
+    assert before["macs"] == 110400 and after["macs"] <= before["macs"] / 2
+    assert after["accuracy"] is not None and before["accuracy"] is not None
+    assert results["achieved"]["macs"] == pytest.approx(after["macs"] / before["macs"])
+    assert results["pruner"]["target"] == {"macs": 0.5} and results["pruner"]["importance"] == "l1"
+    assert sorted(p.name for p in out.iterdir()) == ["pruned", "results.json"]
+    # The saved folder rebuilds the pruned model without pickle, with the fine-tuned weights.
+    plan = Plan.from_dict(results["plan"])
+    assert results["architecture"] == {"model": "simple_cnn", "num_classes": 10, "in_channels": 1}
+    loaded = load_pruned(out / "pruned")
+    assert loaded.conv1.out_channels == len(plan.keep["conv1.weight:0"])
+    weights = load_file(str(out / "pruned" / "weights.safetensors"))
+    assert all(torch.equal(weights[k], v) for k, v in loaded.state_dict().items())
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--ratio", "0.3", "--target-macs", "0.5"], "exactly one"),
+    (["--ratio", "1.5"], "'ratio' must be a float in [0, 1); got 1.5. Pass the fraction"),
+    ([], "exactly one"),
+    (["--ratio", "0.3", "--criterion", "l3"], "Unknown importance criterion 'l3'"),
+    (["--layer-channels", "conv1"], "expected MODULE=N"),
+    (["--layer-channels", "conv9=2"], "no module 'conv9'"),
+    (["--ratio", "0.3", "--ignore", "cnv1"], "Did you mean 'conv1'"),
+])
+def test_bad_options_give_one_line_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                          argv: list[str], words: str) -> None:
+    code = main(["prune", *_TINY, *argv, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("prunekit prune: error:") and words in lines[0], lines[0]
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_prune_in_steps_with_a_fixed_layer(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "steps"
+    assert main(["prune", *_TINY, "--ratio", "0.5", "--steps", "2", "--layer-channels", "conv1=1",
+                 "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [s["step"] for s in results["steps"]] == [0, 1] and "finetune" in results
+    plan = Plan.from_dict(results["plan"])
+    assert len(plan.keep["conv1.weight:0"]) == 3  # removed once in step 0, then held fixed
+    weights = load_file(str(out / "pruned" / "weights.safetensors"))
+    for group, tensor in (("conv1.weight:0", "conv1.weight"), ("conv2.weight:0", "conv2.weight"),
+                          ("fc1.weight:0", "fc1.weight")):
+        assert weights[tensor].shape[0] == len(plan.keep[group])
+    assert results["after"]["macs"] < results["before"]["macs"]

@@ -1,0 +1,73 @@
+"""allocate's per-layer controls: ignored layers, per-layer ratios and counts, rounding, minimum width."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prunekit import models
+from prunekit.errors import ConfigError
+from prunekit.graph import DependencyGraph
+from prunekit.importance import score
+from prunekit.structured import allocate, apply
+
+
+@pytest.fixture(scope="module")
+def cnn() -> tuple[torch.nn.Module, torch.Tensor, DependencyGraph, dict]:
+    torch.manual_seed(0)
+    model = models.create("simple_cnn")
+    x = models.example_input("simple_cnn")
+    graph = DependencyGraph.trace(model, x)
+    return model, x, graph, dict(score(graph, model, "l1"))
+
+
+def test_output_classes_are_never_pruned(cnn) -> None:  # type: ignore[no-untyped-def]
+    model, x, graph, scores = cnn
+    assert "fc2.weight:0" not in scores and not graph.group("fc2.weight:0").prunable
+    plan = allocate(graph, scores, 0.9)
+    assert "fc2.weight:0" not in plan.keep
+    assert apply(model, graph, plan, example_inputs=x)(x).shape == (1, 10)
+
+
+def test_ignored_layers_keep_every_channel(cnn) -> None:  # type: ignore[no-untyped-def]
+    _, _, graph, scores = cnn
+    plan = allocate(graph, scores, 0.5, ignored_layers=("conv2",))
+    # conv2 reads conv1's channels and writes its own: both groups stay whole.
+    assert "conv1.weight:0" not in plan.keep and "conv2.weight:0" not in plan.keep
+    assert len(plan.keep["fc1.weight:0"]) == 32
+    with pytest.raises(ConfigError, match="no module 'conv3'.*Did you mean"):
+        allocate(graph, scores, 0.5, ignored_layers=("conv3",))
+
+
+def test_layer_channels_remove_the_lowest_scoring_channels(cnn) -> None:  # type: ignore[no-untyped-def]
+    _, _, graph, scores = cnn
+    plan = allocate(graph, scores, 0.0, layer_channels={"conv1": 2})
+    lowest = set(torch.argsort(scores["conv1.weight:0"])[:2].tolist())
+    assert set(plan.removed("conv1.weight:0")) == lowest
+    assert plan.removed("conv2.weight:0") == () and plan.removed("fc1.weight:0") == ()
+
+
+def test_layer_ratios_override_the_shared_ratio(cnn) -> None:  # type: ignore[no-untyped-def]
+    _, _, graph, scores = cnn
+    for scope in ("local", "global"):
+        plan = allocate(graph, scores, 0.25, scope=scope, layer_ratios={"fc1": 0.75})
+        assert len(plan.keep["fc1.weight:0"]) == 16
+
+
+def test_layer_overrides_are_checked(cnn) -> None:  # type: ignore[no-untyped-def]
+    _, _, graph, scores = cnn
+    with pytest.raises(ConfigError, match="'fc2' cannot be pruned"):
+        allocate(graph, scores, 0.0, layer_channels={"fc2": 1})
+    with pytest.raises(ConfigError, match="between 0 and 3"):
+        allocate(graph, scores, 0.0, layer_channels={"conv1": 4})
+    with pytest.raises(ConfigError, match=r"\[0, 1\)"):
+        allocate(graph, scores, 0.0, layer_ratios={"conv1": 1.0})
+
+
+def test_round_to_and_minimum_width(cnn) -> None:  # type: ignore[no-untyped-def]
+    _, _, graph, scores = cnn
+    plan = allocate(graph, scores, 0.4, round_to=8)
+    assert len(plan.keep["fc1.weight:0"]) % 8 == 0
+    assert len(plan.keep["conv2.weight:0"]) == 8  # 5 kept, rounded up to 8
+    tiny = allocate(graph, scores, 0.999)
+    assert all(len(k) == 1 for k in tiny.keep.values())

@@ -1,0 +1,107 @@
+"""StructuredPruner: scikit-learn's shape, pure fit, atomic transform, params as the recipe stage."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+import yaml
+
+from prunekit import models
+from prunekit.errors import ConfigError, NotFittedError, UnknownNameError
+from prunekit.measure import count_macs
+from prunekit.structured import StructuredPruner, Target
+
+
+def _cnn() -> tuple[torch.nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return models.create("simple_cnn"), models.example_input("simple_cnn")
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_init_stores_only_and_fit_does_not_change_the_model() -> None:
+    model, x = _cnn()
+    pruner = StructuredPruner({"ratio": 5.0}, importance="nope")  # nothing is checked yet
+    assert pruner.target == {"ratio": 5.0} and pruner.importance == "nope"
+    before, training = _state(model), model.training
+    pruner = StructuredPruner(Target(macs=0.5), importance="l1").fit(model, x)
+    assert model.training == training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert set(pruner.scores_) == {g.id for g in pruner.graph_.prunable}
+    assert pruner.achieved_["macs"] <= 0.5 and pruner.plan_.ratio > 0
+
+
+def test_transform_gives_a_smaller_verified_model() -> None:
+    model, x = _cnn()
+    pruner = StructuredPruner({"ratio": 0.5})
+    pruned = pruner.fit_transform(model, x)
+    assert pruned is not model and pruned.conv1.out_channels == 2 and model.conv1.out_channels == 4
+    assert count_macs(pruned, x) == pruner.achieved_["macs_count"]
+    assert pruned(x).shape == model(x).shape
+
+
+def test_transform_is_atomic(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x = _cnn()
+    pruner = StructuredPruner({"ratio": 0.5}).fit(model, x)
+    before = _state(model)
+
+    def broken(module: torch.nn.Module) -> None:
+        raise RuntimeError("simulated failure half-way through apply")
+
+    # NOTE: the package re-exports the function `apply`, which shadows the module of that name.
+    monkeypatch.setattr(sys.modules["prunekit.structured.apply"], "refresh_for", lambda module: broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        pruner.transform(model)
+    assert model.conv1.out_channels == 4 and model.conv1.weight.shape == (4, 1, 3, 3)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_get_params_round_trips_through_yaml() -> None:
+    pruner = StructuredPruner(Target(macs=0.5), importance="l1", scope="global", round_to=4,
+                              ignore=("conv1",), steps=2, seed=3,
+                              options={"layer_ratios": {"fc1": 0.5}})
+    params = pruner.get_params()
+    assert set(params) == {"target", "importance", "scope", "round_to", "ignore", "steps", "seed",
+                           "options"}
+    again = StructuredPruner(**yaml.safe_load(yaml.safe_dump(params)))
+    assert again == pruner and again.get_params() == params
+    assert StructuredPruner({"ratio": 0.1}).get_params()["options"] is None
+
+
+def test_learned_attributes_before_fit_raise_not_fitted() -> None:
+    pruner = StructuredPruner({"ratio": 0.5})
+    for name in ("plan_", "graph_", "scores_", "achieved_"):
+        with pytest.raises(NotFittedError, match=f"'{name}'.*not fitted.*fit\\(model"):
+            getattr(pruner, name)
+    with pytest.raises(NotFittedError):
+        pruner.transform(models.create("simple_cnn"))
+
+
+@pytest.mark.parametrize(("kwargs", "error", "words"), [
+    ({"target": {"ratio": 1.5}}, ConfigError, "ratio"),
+    ({"target": {"ratio": 0.2, "macs": 0.5}}, ConfigError, "exactly one"),
+    ({"target": 0.5}, ConfigError, "mapping"),
+    ({"target": {"ratio": 0.2}, "importance": "l3"}, UnknownNameError, "Unknown importance criterion 'l3'"),
+    ({"target": {"ratio": 0.2}, "scope": "globl"}, ConfigError, "'scope' must be"),
+    ({"target": {"ratio": 0.2}, "round_to": 0}, ConfigError, "'round_to' must be an int >= 1; got 0"),
+    ({"target": {"ratio": 0.2}, "ignore": "conv1"}, ConfigError, "not a bare string"),
+    ({"target": {"ratio": 0.2}, "options": {"max_ratio": 2}}, ConfigError, "max_ratio"),
+])
+def test_fit_validates_every_parameter(kwargs: dict, error: type, words: str) -> None:
+    model, x = _cnn()
+    with pytest.raises(error, match=words):
+        StructuredPruner(**kwargs).fit(model, x)
+
+
+def test_several_steps_give_one_plan_against_the_dense_model() -> None:
+    torch.manual_seed(0)
+    model, x = models.create("lenet5"), models.example_input("lenet5")
+    pruner = StructuredPruner({"macs": 0.5}, steps=2).fit(model, x)
+    pruned = pruner.transform(model)
+    assert pruner.plan_.meta["steps"] == 2
+    assert count_macs(pruned, x) / count_macs(model, x) == pytest.approx(pruner.achieved_["macs"])
+    assert pruner.achieved_["macs"] <= 0.5

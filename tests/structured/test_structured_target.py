@@ -1,0 +1,92 @@
+"""Target: one quantity, one convention; search meets it and reports what it achieved."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prunekit import models
+from prunekit.errors import ConfigError
+from prunekit.graph import DependencyGraph
+from prunekit.importance import score
+from prunekit.measure import count_macs, count_params
+from prunekit.recover import parse_config
+from prunekit.structured import Target, apply, search
+
+
+def test_target_takes_exactly_one_quantity() -> None:
+    assert Target(macs=0.5).kind == "macs" and Target(macs=0.5).value == 0.5
+    assert Target(ratio=0.3).to_dict() == {"ratio": 0.3}
+    with pytest.raises(ConfigError, match="exactly one"):
+        parse_config(Target, {"macs": 0.5, "ratio": 0.2})
+    with pytest.raises(ConfigError, match="exactly one"):
+        parse_config(Target, {})
+    with pytest.raises(ConfigError, match="ratio.*1.5"):
+        parse_config(Target, {"ratio": 1.5})
+    with pytest.raises(ConfigError, match="macs"):
+        parse_config(Target, {"macs": 0.0})
+
+
+def _setup(name: str) -> tuple[torch.nn.Module, torch.Tensor, DependencyGraph, dict]:
+    torch.manual_seed(0)
+    model = models.create(name).eval()
+    x = models.example_input(name)
+    graph = DependencyGraph.trace(model, x)
+    return model, x, graph, dict(score(graph, model, "l2"))
+
+
+@pytest.mark.parametrize(("name", "kind", "scope"), [
+    ("lenet5", "macs", "local"), ("lenet5", "params", "global"),
+    pytest.param("resnet20", "macs", "global", marks=pytest.mark.slow),
+])
+def test_search_meets_the_target_closely_and_reports_it(name: str, kind: str, scope: str) -> None:
+    model, x, graph, scores = _setup(name)
+    plan, achieved = search(model, graph, scores, Target(**{kind: 0.5}), example_inputs=x,
+                            allocate_kwargs={"scope": scope})
+    pruned = apply(model, graph, plan, example_inputs=x)
+    dense = count_macs(model, x) if kind == "macs" else count_params(model)
+    got = count_macs(pruned, x) if kind == "macs" else count_params(pruned)
+    assert got / dense == pytest.approx(achieved[kind])
+    assert 0.44 <= achieved[kind] <= 0.5  # never above the target, and close below it
+    assert achieved[f"{kind}_count"] == got and 0 < achieved["ratio"] < 1
+    assert plan.meta["target"] == {kind: 0.5}
+
+
+def test_ratio_target_is_allocated_directly() -> None:
+    model, x, graph, scores = _setup("simple_cnn")
+    plan, achieved = search(model, graph, scores, Target(ratio=0.5), example_inputs=x)
+    assert achieved["ratio"] == 0.5 and achieved["channels_removed"] == pytest.approx(0.5)
+    assert achieved["macs"] < 1 and achieved["params"] < 1
+
+
+def test_macs_kept_fraction_one_means_no_pruning() -> None:
+    model, x, graph, scores = _setup("simple_cnn")
+    plan, achieved = search(model, graph, scores, Target(macs=1.0), example_inputs=x)
+    assert achieved["macs"] == 1.0 and plan.ratio == 0.0
+
+
+def test_unreachable_target_names_the_best_reachable_value() -> None:
+    model = models.create("simple_cnn")
+    x = models.example_input("simple_cnn")
+    graph = DependencyGraph.trace(model, x, ignore=("conv1",))
+    scores = dict(score(graph, model, "l2"))
+    with pytest.raises(ConfigError, match=r"cannot be reached.*keeps 0\.\d+ of the dense macs"):
+        search(model, graph, scores, Target(macs=0.01), example_inputs=x)
+
+
+def test_latency_target_uses_the_measured_latency(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x, graph, scores = _setup("lenet5")
+    calls: list[int] = []
+
+    class Stats:
+        def __init__(self, m: torch.nn.Module) -> None:
+            self.median_ms = count_macs(m, x) / 1e4  # a noise-free stand-in for a timer
+
+    def fake(m: torch.nn.Module, inputs: object, **kwargs: object) -> Stats:
+        calls.append(int(kwargs["batch_size"]))  # type: ignore[call-overload]
+        return Stats(m)
+
+    monkeypatch.setattr("prunekit.structured.target.measure_latency", fake)
+    plan, achieved = search(model, graph, scores, Target(latency=0.6, batch_size=8), example_inputs=x)
+    assert 0.5 <= achieved["latency"] <= 0.6 and achieved["latency"] == pytest.approx(achieved["macs"])
+    assert set(calls) == {8} and len(calls) <= 8  # dense + at most a handful of cached steps
