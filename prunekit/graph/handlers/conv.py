@@ -1,7 +1,17 @@
 """Convolutions: a conv reads input channels through ``weight[:, j]`` and writes ``weight[i]``.
 
-Depthwise convs (``groups == in_channels``) keep channel ``i`` in place, so input and output share
-one group. Other grouped convs (1 < groups < in_channels) are frozen for now.
+A conv with ``g`` groups reads its input in ``g`` equal blocks and writes its output in ``g`` equal
+blocks; block ``i`` of the output sees only block ``i`` of the input. Pruning keeps ``groups == g``
+and narrows every block alike: the blocks of a dim are equated (block ``i`` channel ``j`` ==
+block 0 channel ``j``, as a ``chunk`` does), so one group channel ``j`` stands for ``g`` channels
+(one per block) and removes one weight column (which all blocks share) plus ``g`` weight rows.
+NOTE: keeping ``g`` and shrinking the group width is what ResNeXt/RegNet stages are built from
+(a constant group width per stage) and it removes MACs in every group, so it is as fast as
+removing whole groups would be, with no change to the module's ``groups`` attribute.
+
+Depthwise convs (one input channel per group, ``groups == in_channels``) are the exception: each
+channel is its own block, so input channel ``c`` and its ``multiplier`` output rows
+``c*m .. c*m+m-1`` form one group and ``groups`` follows the pruned width.
 """
 
 from __future__ import annotations
@@ -10,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from prunekit.graph.constraints import ParamDim, Tracked
+from prunekit.graph.constraints import FIXED, Dim, ParamDim, Segment, Tracked
 from prunekit.graph.registry import register_refresh, register_rule, resolve
 
 
@@ -31,42 +41,91 @@ def conv_transpose(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-d
 def _conv(ctx, args, kwargs, out, *, transposed: bool) -> None:  # type: ignore[no-untyped-def]
     x, weight = args[0], _arg(args, kwargs, 1, "weight", None)
     bias = _arg(args, kwargs, 2, "bias", None)
-    groups = _arg(args, kwargs, 6, "groups", 1)
+    groups = _arg(args, kwargs, 6, "groups", 1)  # 6th after input for conv and conv_transpose alike
     batched = x.dim() == weight.dim()
     c = 1 if batched else 0
     xd, wd = ctx.dims(x), ctx.dims(weight)
-    result = [xd[0] if batched else None] + [None] * (out.dim() - 1) if batched else [None] * out.dim()
+    result: list[Dim] = [xd[0] if batched else None] + [None] * (out.dim() - 1) if batched else [None] * out.dim()
     in_axis, out_axis = (0, 1) if transposed else (1, 0)
     in_channels = x.shape[c]
-    if groups == 1:
-        layout = xd[c]
-        if isinstance(layout, Tracked):
-            if isinstance(wd[in_axis], ParamDim):
-                ctx.store.use(layout, wd[in_axis].tensor, in_axis, "consumer")
-            else:
-                ctx.store.freeze(layout, f"conv weight is not a parameter in {ctx.where}")
-        new = ctx.store.new_source(out.shape[c], _name(wd[out_axis], ctx.where))
-        _produce(ctx, new, wd[out_axis], out_axis, bias)
-        result[c] = new
-    elif groups == in_channels and not transposed and weight.shape[1] == 1:
-        multiplier = weight.shape[0] // groups
-        layout = xd[c] if isinstance(xd[c], Tracked) else ctx.store.new_source(in_channels, _name(wd[0], ctx.where))
-        if not isinstance(xd[c], Tracked):
-            ctx.store.freeze(layout, f"depthwise conv on fixed input channels in {ctx.where}")
-        scaled = layout.scaled(multiplier) if multiplier > 1 else layout
-        if isinstance(wd[0], ParamDim):
-            ctx.store.use(scaled, wd[0].tensor, 0, "producer")
-            if bias is not None and isinstance(ctx.dims(bias)[0], ParamDim):
-                ctx.store.use(scaled, ctx.dims(bias)[0].tensor, 0, "producer")
-        else:
-            ctx.store.freeze(layout, f"conv weight is not a parameter in {ctx.where}")
-        result[c] = scaled
-    else:
+    if not isinstance(wd[0], ParamDim):
         if isinstance(xd[c], Tracked):
-            ctx.store.freeze(xd[c], f"grouped conv (groups={groups}) in {ctx.where}")
-        result[c] = ctx.store.new_source(out.shape[c], _name(wd[out_axis], ctx.where))
-        ctx.store.freeze(result[c], f"grouped conv (groups={groups}) in {ctx.where}")
+            ctx.store.freeze(xd[c], f"conv weight is not a parameter in {ctx.where}")
+        result[c] = None
+    elif groups > 1 and groups == in_channels:
+        result[c] = _depthwise(ctx, xd[c], wd, bias, in_channels, out.shape[c] // groups, transposed)
+    else:
+        result[c] = _grouped(ctx, xd[c], wd, bias, groups, out.shape[c], in_axis, out_axis)
     ctx.set(out, result)
+
+
+def _grouped(ctx, layout: Dim, wd: list[Dim], bias: Any, groups: int, out_channels: int,  # type: ignore[no-untyped-def]
+             in_axis: int, out_axis: int) -> Tracked:
+    """Dense (``groups == 1``) or grouped conv: equal blocks in, equal blocks out, ``groups`` kept."""
+    # Of the two weight axes, the one of size C/g (shared by all blocks) holds block 0's channels;
+    # the one of size C holds every channel (block i at offset i*C/g).
+    per_block_in = in_axis == 1  # conv: weight[out, in/g]; conv_transpose: weight[in, out/g]
+    if isinstance(layout, Tracked):
+        blocks = _blocks(ctx, layout, groups)
+        if blocks is not None:
+            ctx.store.use(blocks[0] if per_block_in else layout, wd[in_axis].tensor, in_axis, "consumer")
+    new = ctx.store.new_source(out_channels, wd[out_axis].tensor)
+    out_blocks = _blocks(ctx, new, groups) or [new]  # a fresh source always divides evenly
+    ctx.store.use(new if per_block_in else out_blocks[0], wd[out_axis].tensor, out_axis, "producer")
+    _bias(ctx, new, bias)
+    return new
+
+
+def _depthwise(ctx, layout: Dim, wd: list[Dim], bias: Any, channels: int, multiplier: int,  # type: ignore[no-untyped-def]
+               transposed: bool) -> Tracked:
+    """Depthwise conv: input channel ``c`` and output rows ``c*m .. c*m+m-1`` are one channel."""
+    if not isinstance(layout, Tracked):
+        layout = ctx.store.new_source(channels, wd[0].tensor)
+        ctx.store.freeze(layout, f"depthwise conv on fixed input channels in {ctx.where}")
+    scaled = layout.scaled(multiplier) if multiplier > 1 else layout
+    # conv: weight[C*m, 1] (rows c*m+k); conv_transpose: weight[C, m] (row c, column k)
+    ctx.store.use(layout if transposed else scaled, wd[0].tensor, 0, "producer")
+    _bias(ctx, scaled, bias)
+    return scaled
+
+
+def _blocks(ctx, layout: Tracked, groups: int) -> list[Tracked] | None:  # type: ignore[no-untyped-def]
+    """``layout`` cut into ``groups`` equal blocks, each equated with block 0 (None: frozen)."""
+    if groups == 1:
+        return [layout]
+    width = layout.size // groups
+    blocks = [_slice(layout, i * width, width) for i in range(groups)]
+    if any(b is None for b in blocks):
+        ctx.store.freeze(layout, f"conv groups (groups={groups}) cut through a channel in {ctx.where}")
+        return None
+    for block in blocks[1:]:
+        ctx.store.unify(blocks[0], block, ctx.where)
+    return blocks  # type: ignore[return-value]
+
+
+def _slice(layout: Tracked, start: int, length: int) -> Tracked | None:
+    """Positions ``start .. start+length`` of ``layout`` (None if that splits a channel)."""
+    segments, position = [], 0
+    for s in layout.segments:
+        lo, hi = max(start, position), min(start + length, position + s.extent)
+        if lo < hi:
+            if s.source != FIXED and ((lo - position) % s.inner or (hi - position) % s.inner):
+                return None
+            inner = s.inner if s.source != FIXED else 1
+            segments.append(Segment(s.source, s.start + (lo - position) // inner, (hi - lo) // inner, s.inner))
+        position += s.extent
+    return Tracked(tuple(segments))
+
+
+def _bias(ctx, layout: Tracked, bias: Any) -> None:  # type: ignore[no-untyped-def]
+    """The bias (if any) holds one entry per output channel."""
+    if bias is None:
+        return
+    bias_dim = ctx.dims(bias)[0]
+    if isinstance(bias_dim, ParamDim):
+        ctx.store.use(layout, bias_dim.tensor, 0, "producer")
+    else:
+        ctx.store.freeze(layout, f"bias is not a parameter in {ctx.where}")
 
 
 def _name(d: Any, where: str) -> str:
@@ -74,28 +133,26 @@ def _name(d: Any, where: str) -> str:
 
 
 def _produce(ctx, layout: Tracked, weight_dim: Any, axis: int, bias: Any) -> None:  # type: ignore[no-untyped-def]
-    """Register the producer rows (weight axis and bias) of a new channel source."""
+    """Register the producer rows (weight axis and bias) of a new channel source (used by linear)."""
     if isinstance(weight_dim, ParamDim):
         ctx.store.use(layout, weight_dim.tensor, axis, "producer")
-    if bias is not None:
-        bias_dim = ctx.dims(bias)[0]
-        if isinstance(bias_dim, ParamDim):
-            ctx.store.use(layout, bias_dim.tensor, 0, "producer")
-        else:
-            ctx.store.freeze(layout, f"bias is not a parameter in {ctx.where}")
+    _bias(ctx, layout, bias)
 
 
 @register_refresh(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 def refresh_conv(module: nn.Module) -> None:
-    """in_channels / out_channels / groups from the sliced weight."""
+    """in_channels / out_channels / groups from the sliced weight (groups change only if depthwise)."""
     w = module.weight
     old_in, old_out, old_groups = module.in_channels, module.out_channels, module.groups
-    if module.transposed:
-        module.in_channels, module.out_channels = w.shape[0], w.shape[1] * old_groups
+    depthwise = old_groups > 1 and old_groups == old_in
+    if module.transposed:  # weight[in, out/g]
+        module.in_channels = w.shape[0]
+        module.groups = w.shape[0] if depthwise else old_groups
+        module.out_channels = w.shape[1] * module.groups
         return
-    if old_groups > 1 and old_groups == old_in:  # depthwise: groups follow the channels
+    if depthwise:  # weight[C*m, 1]
         multiplier = old_out // old_groups
         module.out_channels = w.shape[0]
         module.groups = module.in_channels = w.shape[0] // multiplier
-    else:
+    else:  # weight[out, in/g]
         module.out_channels, module.in_channels = w.shape[0], w.shape[1] * old_groups

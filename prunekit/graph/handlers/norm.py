@@ -1,8 +1,11 @@
 """Normalisations and PReLU: per-channel parameters follow the channels they scale.
 
 BatchNorm and InstanceNorm act on each channel alone (exact). LayerNorm/RMSNorm over a channel dim
-mix channels (inexact: pruning changes the statistics). GroupNorm is frozen for now: its group
-count would have to divide the pruned width.
+mix channels (inexact: pruning changes the statistics). GroupNorm normalises ``num_groups`` equal
+blocks of channels: every block loses the same channels (block ``i`` channel ``j`` == block 0
+channel ``j``, as for grouped convs), so ``num_groups`` still divides the width. That changes each
+block's statistics (inexact), except when every block is one channel (``num_groups == C``, exact;
+``num_groups`` then follows the width).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from prunekit.graph.constraints import ParamDim, Tracked
-from prunekit.graph.handlers.conv import _arg
+from prunekit.graph.handlers.conv import _arg, _blocks
 from prunekit.graph.registry import register_refresh, register_rule, resolve
 
 
@@ -66,9 +69,22 @@ def layer_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
 
 @register_rule(*resolve("group_norm"))
 def group_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
-    dims = ctx.dims(args[0])
-    if isinstance(dims[1], Tracked):
-        ctx.store.freeze(dims[1], f"GroupNorm channels are not pruned yet ({ctx.where})")
+    """F.group_norm(x, num_groups, weight, bias, eps); torch.group_norm has the same order."""
+    x, num_groups = args[0], _arg(args, kwargs, 1, "num_groups", 1)
+    dims = ctx.dims(x)
+    layout = dims[1] if x.dim() > 1 else None
+    if isinstance(layout, Tracked):
+        weight, bias = _arg(args, kwargs, 2, "weight", None), _arg(args, kwargs, 3, "bias", None)
+        if num_groups == x.shape[1] and num_groups > 1:  # one channel per block: a per-channel norm
+            if weight is None:  # NOTE: num_groups could not follow the width without a weight to read it from
+                ctx.store.freeze(layout, f"GroupNorm with one channel per group and no weight in {ctx.where}")
+        else:
+            _blocks(ctx, layout, num_groups)
+            ctx.store.inexact(layout, f"GroupNorm statistics over channels in {ctx.where}")
+        for t in (weight, bias):
+            if t is not None:
+                layout = _scale(ctx, layout, t)
+        dims[1] = layout
     ctx.set(out, dims)
 
 
@@ -87,6 +103,16 @@ def refresh_norm(module: nn.Module) -> None:
     source = module.weight if module.weight is not None else module.running_mean
     if source is not None:
         module.num_features = source.shape[0]
+
+
+@register_refresh(nn.GroupNorm)
+def refresh_group_norm(module: nn.Module) -> None:
+    """num_channels from the affine weight; per-channel GroupNorm (num_groups == C) keeps that."""
+    if module.weight is None:
+        return
+    if module.num_groups == module.num_channels:
+        module.num_groups = module.weight.shape[0]
+    module.num_channels = module.weight.shape[0]
 
 
 @register_refresh(nn.LayerNorm)
