@@ -20,8 +20,11 @@ from prunekit.graph import register_rule as register_rule
 
 # structured pruning: scores -> plan -> smaller model
 from prunekit.structured import Plan as Plan
+from prunekit.structured import StructuredPruner as StructuredPruner
+from prunekit.structured import Target as Target
 from prunekit.structured import allocate as allocate
 from prunekit.structured import apply as apply
+from prunekit.structured import prune_depth as prune_depth
 
 # recovery: training and fine-tuning
 from prunekit.recover import TrainConfig as TrainConfig
@@ -34,7 +37,9 @@ from prunekit.measure import evaluate as evaluate
 from prunekit.measure import profile as profile
 
 # io: no pickle
+from prunekit.io import load_pruned as load
 from prunekit.io import load_weights as load_weights
+from prunekit.io import save_pruned as save_pruned
 from prunekit.io import save_weights as save_weights
 
 # errors
@@ -43,9 +48,9 @@ from prunekit.errors import PrunekitError as PrunekitError
 __all__ = [
     "DataSplits", "load_data", "create_model",
     "ChannelGroup", "DependencyGraph", "register_refresh", "register_rule",
-    "Plan", "allocate", "apply",
+    "Plan", "StructuredPruner", "Target", "allocate", "apply", "prune_depth",
     "TrainConfig", "fit",
     "Profile", "compare", "evaluate", "profile",
-    "load_weights", "save_weights",
+    "load", "load_weights", "save_pruned", "save_weights",
     "PrunekitError",
 ]

@@ -11,6 +11,11 @@ from prunekit.structured.apply import VerificationError as VerificationError
 from prunekit.structured.apply import apply as apply
 from prunekit.structured.apply import mask as mask
 from prunekit.structured.apply import verify as verify
+from prunekit.structured.depth import DepthRecord as DepthRecord
+from prunekit.structured.depth import block_importance as block_importance
+from prunekit.structured.depth import prune_depth as prune_depth
+from prunekit.structured.depth import remove_blocks as remove_blocks
+from prunekit.structured.depth import residual_blocks as residual_blocks
 from prunekit.structured.iterative import compose as compose
 from prunekit.structured.iterative import prune_iteratively as prune_iteratively
 from prunekit.structured.plan import Plan as Plan
@@ -20,4 +25,5 @@ from prunekit.structured.target import Target as Target
 from prunekit.structured.target import search as search
 
 __all__ = ["Plan", "allocate", "apply", "mask", "verify", "VerificationError", "Target", "search",
-           "StructuredPruner", "PrunerOptions", "prune_iteratively", "compose"]
+           "StructuredPruner", "PrunerOptions", "prune_iteratively", "compose",
+           "DepthRecord", "block_importance", "prune_depth", "remove_blocks", "residual_blocks"]
