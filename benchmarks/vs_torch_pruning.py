@@ -1,0 +1,115 @@
+"""prunekit vs Torch-Pruning, side by side in one run; writes a section of benchmarks/RESULTS.md.
+
+Run by hand on a quiet machine (needs `make bench-deps` for torch-pruning):
+    .venv/bin/python benchmarks/vs_torch_pruning.py --part time      # graph + prune time, memory
+    .venv/bin/python benchmarks/vs_torch_pruning.py --part accuracy  # Fashion-MNIST ResNet-20, 2x/4x MACs
+Each (tool, model) timing runs in a fresh process (benchmarks/_vs_tp_worker.py), alternating the
+tools, and the median of --repeats runs is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODELS = ["resnet50", "vit_b_16", "densenet121", "convnext_tiny", "mobilenet_v3_large"]
+MEMORY_MODELS = ["swin_t", "vit_b_16", "resnet50"]
+TOOLS = ["prunekit", "torch_pruning", "prunekit+verify"]
+
+
+def _worker(tool: str, model: str, ratio: float) -> dict:
+    proc = subprocess.run([sys.executable, str(HERE / "_vs_tp_worker.py"), tool, model, str(ratio)],
+                          capture_output=True, text=True, timeout=1800)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        reason = f"killed (exit {proc.returncode})" if proc.returncode < 0 else last
+        return {"tool": tool, "model": model, "ok": False, "error": reason[:200]}
+    return json.loads(lines[-1])
+
+
+def _fmt(record: dict | None, key: str, unit: str = "s") -> str:
+    if not record or not record.get("ok"):
+        return "failed" if record else "-"
+    return f"{record[key]:.2f} {unit}" if unit else f"{record[key]:,}"
+
+
+def part_time(repeats: int, ratio: float) -> list[str]:
+    """Median graph-building + pruning time, and peak resident memory, per tool and model."""
+    results: dict[tuple[str, str], list[dict]] = {}
+    for model in dict.fromkeys(MODELS + MEMORY_MODELS):
+        for _ in range(repeats):
+            for tool in TOOLS:  # alternate tools so drifting machine load hits both alike
+                record = _worker(tool, model, ratio)
+                print(json.dumps(record), flush=True)
+                results.setdefault((tool, model), []).append(record)
+    rows = [
+        f"### Graph building + pruning time ({int(ratio * 100)} % of channels, L2 group magnitude, "
+        f"median of {repeats})", "",
+        "| model | prunekit | Torch-Pruning | prunekit / TP | prunekit + verification | params after (pk / TP) "
+        "| peak RSS prunekit | peak RSS TP |", "|---|---|---|---|---|---|---|---|",
+    ]
+    for model in dict.fromkeys(MODELS + MEMORY_MODELS):
+        med = {t: _median(results[(t, model)]) for t in TOOLS}
+        pk, tp, pv = med["prunekit"], med["torch_pruning"], med["prunekit+verify"]
+        ratio_text = f"{pk['total_s'] / tp['total_s']:.2f}" if pk.get("ok") and tp.get("ok") else "-"
+        params = f"{pk.get('params_after', 0):,} / {tp.get('params_after', 0):,}"
+        rows.append(f"| {model} | {_fmt(pk, 'total_s')} | {_fmt(tp, 'total_s')} | {ratio_text} | "
+                    f"{_fmt(pv, 'total_s')} | {params} | {_fmt(pk, 'peak_rss_mb', 'MB')} | "
+                    f"{_fmt(tp, 'peak_rss_mb', 'MB')} |")
+        for t in TOOLS:
+            if not med[t].get("ok"):
+                rows.append(f"|  | {t} failed: {med[t].get('error', '?')[:160]} |||||||")
+    return rows
+
+
+def _median(records: list[dict]) -> dict:
+    ok = [r for r in records if r.get("ok")]
+    if not ok:
+        return records[-1]
+    for r in ok:
+        r["total_s"] = r["graph_s"] + r["prune_s"]
+    ok.sort(key=lambda r: r["total_s"])
+    best = dict(ok[len(ok) // 2])
+    best["peak_rss_mb"] = statistics.median(r["peak_rss_mb"] for r in ok)
+    return best
+
+
+def write_section(title: str, rows: list[str]) -> Path:
+    """Replace (or append) the section ``## title`` of benchmarks/RESULTS.md."""
+    out = HERE / "RESULTS.md"
+    text = out.read_text() if out.exists() else "# Benchmark results\n\nEach section is written by the script it names.\n"
+    head = f"## {title}"
+    body = "\n".join([head, "", f"Written by `benchmarks/vs_torch_pruning.py` on {time.strftime('%Y-%m-%d')}.", ""] + rows) + "\n"
+    if head in text:
+        start = text.index(head)
+        end = text.find("\n## ", start + len(head))
+        text = text[:start] + body + (text[end + 1:] if end != -1 else "")
+    else:
+        text = text.rstrip() + "\n\n" + body
+    out.write_text(text)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=["time", "accuracy"], action="append", required=True)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ratio", type=float, default=0.5)
+    args = parser.parse_args()
+    if "time" in args.part:
+        print(f"wrote {write_section('prunekit vs Torch-Pruning: time and memory', part_time(args.repeats, args.ratio))}")
+    if "accuracy" in args.part:
+        from _vs_tp_accuracy import part_accuracy
+
+        print(f"wrote {write_section('prunekit vs Torch-Pruning: accuracy on Fashion-MNIST ResNet-20', part_accuracy())}")
+
+
+if __name__ == "__main__":
+    main()
