@@ -132,12 +132,11 @@ def _save(record: dict[str, Any]) -> None:
 # Known causes of failure: (text found in the error, what it means and whose it is).
 CAUSES = [
     ("is not on the expected device",
-     "tracing mixes meta and CPU tensors inside torch._refs (seen with an in-progress state of the "
-     "attention-head handlers; ViT passed once they were updated, MaxViT was not re-run): attention "
-     "handlers, not a graph-core limit"),
+     "tracing mixed meta and CPU tensors (an earlier, since replaced, in-place meta swap): re-run it"),
     ("is invalid for input of size",
-     "a reshape with a constant width (`view(-1, num_heads)` in Swin V2's position-bias MLP) did not "
-     "follow a pruned width; verification caught it (apply raised, returned nothing)"),
+     "a reshape with sizes held as module constants (MaxViT's attention: `reshape(B, G, P, "
+     "self.n_heads, self.head_dim)`) did not follow a pruned width; verification caught it, apply "
+     "raised and returned nothing. Fix: freeze (or head-couple) constant-size splits in shape.py"),
 ]
 
 
