@@ -59,8 +59,10 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_pruner_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pruner (same keys as the recipe stage)")
+    from prunekit.importance import CRITERIA
+
     group.add_argument("--criterion", default="l2", metavar="NAME",
-                       help="importance criterion, e.g. l1, l2, random (default: l2)")
+                       help=f"importance criterion: {', '.join(CRITERIA.names())} (default: l2)")
     group.add_argument("--scope", choices=("local", "global"), default="local",
                        help="local: every group loses the same fraction; global: one ranking over "
                             "all groups (default: local)")

@@ -20,7 +20,7 @@ def test_unknown_criterion_suggests_the_closest_name() -> None:
 @pytest.mark.parametrize("criterion", CRITERIA.names(needs_data=True))
 def test_a_data_criterion_without_batches_says_how_to_pass_them(criterion: str) -> None:
     model, graph, _ = build("mlp")
-    want = f"criterion '{criterion}' needs calibration batches: pass batches=... (CLI: --calib-batches N)"
+    want = f"criterion '{criterion}' needs calibration batches: pass batches=[(inputs, labels), ...] (prunekit prune passes 4 training batches itself)"
     with pytest.raises(ConfigError) as info:
         score(graph, model, criterion)
     assert str(info.value) == want
