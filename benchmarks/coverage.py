@@ -134,9 +134,11 @@ CAUSES = [
     ("is not on the expected device",
      "tracing mixed meta and CPU tensors (an earlier, since replaced, in-place meta swap): re-run it"),
     ("is invalid for input of size",
-     "a reshape with sizes held as module constants (MaxViT's attention: `reshape(B, G, P, "
-     "self.n_heads, self.head_dim)`) did not follow a pruned width; verification caught it, apply "
-     "raised and returned nothing. Fix: freeze (or head-couple) constant-size splits in shape.py"),
+     "a hidden integer dependency: MaxViT's attention reads `B, G, P, D = x.shape` and later "
+     "reshapes its output to `(B, G, P, D)`, tying the attention's inner width to the block's input "
+     "width through a Python int the trace cannot see; cutting one without the other breaks that "
+     "reshape. Verification caught it (apply raised, returned nothing). Fix planned: symbolic shapes "
+     "(SymInt) in the trace, or bisect-and-freeze of the offending groups when verification fails"),
 ]
 
 
