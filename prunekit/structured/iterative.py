@@ -15,9 +15,9 @@ from typing import Any
 from torch import nn
 
 from prunekit.graph.dependency import DependencyGraph
-from prunekit.measure import count_macs, count_params, measure_latency
+from prunekit.measure import count_macs, count_params
 from prunekit.structured.plan import Plan
-from prunekit.structured.target import Target
+from prunekit.structured.target import Target, measure
 
 __all__ = ["prune_iteratively", "plan_iteratively", "compose", "schedule"]
 
@@ -31,13 +31,8 @@ def schedule(kept: float, steps: int) -> list[float]:
 
 def _amount(model: nn.Module, example_inputs: Any, target: Target, ignore: Sequence[str]) -> float:
     """The targeted quantity of ``model`` (prunable channels for a ratio target)."""
-    if target.kind == "macs":
-        return float(count_macs(model, example_inputs))
-    if target.kind == "params":
-        return float(count_params(model))
-    if target.kind == "latency":
-        return measure_latency(model, example_inputs, batch_size=target.batch_size, threads=2,
-                               min_time_s=0.3).median_ms
+    if target.kind in ("macs", "params", "latency"):
+        return measure(model, example_inputs, target.kind, batch_size=target.batch_size)
     graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(ignore))
     return float(sum(g.size for g in graph.prunable))
 

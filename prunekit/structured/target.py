@@ -101,6 +101,19 @@ class Target(BaseModel):
         return self.model_dump(exclude_defaults=True)
 
 
+def measure(model: nn.Module, example_inputs: Any, kind: str, *, batch_size: int = 1) -> float:
+    """The quantity a ``macs``/``params``/``latency`` target constrains (latency: median ms,
+    PyTorch eager, 2 threads), as measured for every target search and pruning step."""
+    if kind == "macs":
+        return float(count_macs(model, example_inputs))
+    if kind == "params":
+        return float(count_params(model))
+    if kind == "latency":
+        return measure_latency(model, example_inputs, backend="torch", batch_size=batch_size,
+                               threads=2, min_time_s=0.3).median_ms
+    raise ConfigError(f"measure: kind must be macs, params or latency; got '{kind}'.")
+
+
 def _signature(plan: Plan) -> tuple[tuple[str, int], ...]:
     return tuple(sorted((g, len(k)) for g, k in plan.keep.items()))
 
@@ -114,12 +127,8 @@ class _Meter:
         self.dense = self._measure(model)
 
     def _measure(self, model: nn.Module) -> dict[str, float]:
-        values = {"macs": float(count_macs(model, self.inputs)), "params": float(count_params(model))}
-        if self.target.kind == "latency":
-            stats = measure_latency(model, self.inputs, backend="torch", batch_size=self.target.batch_size,
-                                    threads=2, min_time_s=0.3)
-            values["latency"] = stats.median_ms
-        return values
+        kinds = ("macs", "params", "latency") if self.target.kind == "latency" else ("macs", "params")
+        return {k: measure(model, self.inputs, k, batch_size=self.target.batch_size) for k in kinds}
 
     def __call__(self, plan: Plan) -> dict[str, float]:
         """Kept fractions (relative to dense) and absolute counts for the model pruned by ``plan``."""

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from prunekit.graph.constraints import Dim, ParamDim, Segment, Tracked
 from prunekit.graph.handlers import shape
 from prunekit.graph.handlers.attention_modules import register_libraries
-from prunekit.graph.handlers.conv import _arg
+from prunekit.graph.handlers.common import arg
 from prunekit.graph.registry import register_rule, resolve
 
 
@@ -52,9 +52,9 @@ def _broadcast(ctx, shapes: list[tuple[int, ...]], dims: list[list[Dim]], out: t
     """Right-aligned broadcast of several dim lists onto ``out`` (size-1 dims carry nothing)."""
     merged: list[Dim] = [None] * len(out)
     seen = [False] * len(out)
-    for shape, ds in zip(shapes, dims):
-        for k in range(1, len(shape) + 1):
-            if shape[-k] == 1 and out[-k] != 1:
+    for sizes, ds in zip(shapes, dims):
+        for k in range(1, len(sizes) + 1):
+            if sizes[-k] == 1 and out[-k] != 1:
                 continue
             merged[-k] = ctx.store.unify(merged[-k], ds[-k], ctx.where) if seen[-k] else ds[-k]
             seen[-k] = True
@@ -80,7 +80,7 @@ def _matmul_dims(ctx, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> li
 def matmul(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """Batched matmul: batch dims broadcast like elementwise ops, ``a[-1]`` meets ``b[-2]``."""
     register_libraries()
-    ctx.set(out, _matmul_dims(ctx, args[0], _arg(args, kwargs, 1, "mat2", kwargs.get("other")), out))
+    ctx.set(out, _matmul_dims(ctx, args[0], arg(args, kwargs, 1, "mat2", kwargs.get("other")), out))
 
 
 @register_rule(*resolve("__rmatmul__"))
@@ -109,8 +109,8 @@ def _heads(ctx, q: Dim, kv: Dim, n_rep: int) -> Dim:  # type: ignore[no-untyped-
 def scaled_dot_product_attention(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """q (..., Hq, L, E), k (..., Hkv, S, E), v (..., Hkv, S, Ev) -> (..., Hq, L, Ev)."""
     register_libraries()
-    q, k, v = (_arg(args, kwargs, i, n, None) for i, n in enumerate(("query", "key", "value")))
-    mask = _arg(args, kwargs, 3, "attn_mask", None)
+    q, k, v = (arg(args, kwargs, i, n, None) for i, n in enumerate(("query", "key", "value")))
+    mask = arg(args, kwargs, 3, "attn_mask", None)
     qd, kd, vd = ctx.dims(q), ctx.dims(k), ctx.dims(v)
     _contract(ctx, qd[-1], kd[-1])
     ctx.store.unify(kd[-2], vd[-2], ctx.where)

@@ -20,12 +20,9 @@ from typing import Any
 
 from torch import nn
 
-from prunekit.graph.constraints import FIXED, Dim, ParamDim, Segment, Tracked
+from prunekit.graph.constraints import Dim, ParamDim, Tracked
+from prunekit.graph.handlers.common import add_bias, arg, equal_blocks
 from prunekit.graph.registry import register_refresh, register_rule, resolve
-
-
-def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], pos: int, name: str, default: Any) -> Any:
-    return kwargs.get(name, args[pos] if len(args) > pos else default)
 
 
 @register_rule(*resolve("conv1d", "conv2d", "conv3d"))
@@ -39,9 +36,9 @@ def conv_transpose(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-d
 
 
 def _conv(ctx, args, kwargs, out, *, transposed: bool) -> None:  # type: ignore[no-untyped-def]
-    x, weight = args[0], _arg(args, kwargs, 1, "weight", None)
-    bias = _arg(args, kwargs, 2, "bias", None)
-    groups = _arg(args, kwargs, 6, "groups", 1)  # 6th after input for conv and conv_transpose alike
+    x, weight = args[0], arg(args, kwargs, 1, "weight", None)
+    bias = arg(args, kwargs, 2, "bias", None)
+    groups = arg(args, kwargs, 6, "groups", 1)  # 6th after input for conv and conv_transpose alike
     batched = x.dim() == weight.dim()
     c = 1 if batched else 0
     xd, wd = ctx.dims(x), ctx.dims(weight)
@@ -66,13 +63,13 @@ def _grouped(ctx, layout: Dim, wd: list[Dim], bias: Any, groups: int, out_channe
     # the one of size C holds every channel (block i at offset i*C/g).
     per_block_in = in_axis == 1  # conv: weight[out, in/g]; conv_transpose: weight[in, out/g]
     if isinstance(layout, Tracked):
-        blocks = _blocks(ctx, layout, groups)
+        blocks = equal_blocks(ctx, layout, groups)
         if blocks is not None:
             ctx.store.use(blocks[0] if per_block_in else layout, wd[in_axis].tensor, in_axis, "consumer")
     new = ctx.store.new_source(out_channels, wd[out_axis].tensor)
-    out_blocks = _blocks(ctx, new, groups) or [new]  # a fresh source always divides evenly
+    out_blocks = equal_blocks(ctx, new, groups) or [new]  # a fresh source always divides evenly
     ctx.store.use(new if per_block_in else out_blocks[0], wd[out_axis].tensor, out_axis, "producer")
-    _bias(ctx, new, bias)
+    add_bias(ctx, new, bias)
     return new
 
 
@@ -85,58 +82,8 @@ def _depthwise(ctx, layout: Dim, wd: list[Dim], bias: Any, channels: int, multip
     scaled = layout.scaled(multiplier) if multiplier > 1 else layout
     # conv: weight[C*m, 1] (rows c*m+k); conv_transpose: weight[C, m] (row c, column k)
     ctx.store.use(layout if transposed else scaled, wd[0].tensor, 0, "producer")
-    _bias(ctx, scaled, bias)
+    add_bias(ctx, scaled, bias)
     return scaled
-
-
-def _blocks(ctx, layout: Tracked, groups: int) -> list[Tracked] | None:  # type: ignore[no-untyped-def]
-    """``layout`` cut into ``groups`` equal blocks, each equated with block 0 (None: frozen)."""
-    if groups == 1:
-        return [layout]
-    width = layout.size // groups
-    blocks = [_slice(layout, i * width, width) for i in range(groups)]
-    if any(b is None for b in blocks):
-        ctx.store.freeze(layout, f"conv groups (groups={groups}) cut through a channel in {ctx.where}")
-        return None
-    for block in blocks[1:]:
-        ctx.store.unify(blocks[0], block, ctx.where)
-    return blocks  # type: ignore[return-value]
-
-
-def _slice(layout: Tracked, start: int, length: int) -> Tracked | None:
-    """Positions ``start .. start+length`` of ``layout`` (None if that splits a channel)."""
-    segments, position = [], 0
-    for s in layout.segments:
-        lo, hi = max(start, position), min(start + length, position + s.extent)
-        if lo < hi:
-            if s.source != FIXED and ((lo - position) % s.inner or (hi - position) % s.inner):
-                return None
-            inner = s.inner if s.source != FIXED else 1
-            segments.append(Segment(s.source, s.start + (lo - position) // inner, (hi - lo) // inner, s.inner))
-        position += s.extent
-    return Tracked(tuple(segments))
-
-
-def _bias(ctx, layout: Tracked, bias: Any) -> None:  # type: ignore[no-untyped-def]
-    """The bias (if any) holds one entry per output channel."""
-    if bias is None:
-        return
-    bias_dim = ctx.dims(bias)[0]
-    if isinstance(bias_dim, ParamDim):
-        ctx.store.use(layout, bias_dim.tensor, 0, "producer")
-    else:
-        ctx.store.freeze(layout, f"bias is not a parameter in {ctx.where}")
-
-
-def _name(d: Any, where: str) -> str:
-    return d.tensor if isinstance(d, ParamDim) else where
-
-
-def _produce(ctx, layout: Tracked, weight_dim: Any, axis: int, bias: Any) -> None:  # type: ignore[no-untyped-def]
-    """Register the producer rows (weight axis and bias) of a new channel source (used by linear)."""
-    if isinstance(weight_dim, ParamDim):
-        ctx.store.use(layout, weight_dim.tensor, axis, "producer")
-    _bias(ctx, layout, bias)
 
 
 @register_refresh(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)

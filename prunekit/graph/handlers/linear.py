@@ -5,14 +5,14 @@ from __future__ import annotations
 from torch import nn
 
 from prunekit.graph.constraints import ParamDim, Tracked
-from prunekit.graph.handlers.conv import _arg, _name, _produce
+from prunekit.graph.handlers.common import arg, produce, source_name
 from prunekit.graph.registry import register_refresh, register_rule, resolve
 
 
 @register_rule(*resolve("linear"))
 def linear(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
-    x, weight = args[0], _arg(args, kwargs, 1, "weight", None)
-    bias = _arg(args, kwargs, 2, "bias", None)
+    x, weight = args[0], arg(args, kwargs, 1, "weight", None)
+    bias = arg(args, kwargs, 2, "bias", None)
     xd, wd = ctx.dims(x), ctx.dims(weight)
     if weight.dim() != 2:
         return ctx.opaque(args, kwargs, out, "linear weight is not 2-d")
@@ -22,17 +22,17 @@ def linear(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             ctx.store.use(layout, wd[1].tensor, 1, "consumer")
         else:
             ctx.store.freeze(layout, f"linear weight is not a parameter in {ctx.where}")
-    new = ctx.store.new_source(out.shape[-1], _name(wd[0], ctx.where))
-    _produce(ctx, new, wd[0], 0, bias)
+    new = ctx.store.new_source(out.shape[-1], source_name(wd[0], ctx.where))
+    produce(ctx, new, wd[0], 0, bias)
     ctx.set(out, xd[:-1] + [new])
 
 
 @register_rule(*resolve("embedding"))
 def embedding(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """Looked-up rows carry the embedding's columns as new channels."""
-    indices, weight = args[0], _arg(args, kwargs, 1, "weight", None)
+    indices, weight = args[0], arg(args, kwargs, 1, "weight", None)
     wd = ctx.dims(weight)
-    new = ctx.store.new_source(out.shape[-1], _name(wd[1], ctx.where))
+    new = ctx.store.new_source(out.shape[-1], source_name(wd[1], ctx.where))
     if isinstance(wd[1], ParamDim):
         ctx.store.use(new, wd[1].tensor, 1, "producer")
     ctx.set(out, [None] * indices.dim() + [new])

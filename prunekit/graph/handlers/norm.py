@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from prunekit.graph.constraints import ParamDim, Tracked
-from prunekit.graph.handlers.conv import _arg, _blocks
+from prunekit.graph.handlers.common import arg, equal_blocks
 from prunekit.graph.registry import register_refresh, register_rule, resolve
 
 
@@ -35,7 +35,7 @@ def batch_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         tensors = [a for a in args[1:5] if isinstance(a, torch.Tensor)]
     else:
         names = ("running_mean", "running_var", "weight", "bias")
-        tensors = [_arg(args, kwargs, i + 1, n, None) for i, n in enumerate(names)]
+        tensors = [arg(args, kwargs, i + 1, n, None) for i, n in enumerate(names)]
     c = 1 if x.dim() > 1 else 0
     layout = dims[c]
     for t in tensors:
@@ -47,9 +47,9 @@ def batch_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
 
 @register_rule(*resolve("layer_norm", "rms_norm"))
 def layer_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
-    x, shape = args[0], _arg(args, kwargs, 1, "normalized_shape", ())
-    weight = _arg(args, kwargs, 2, "weight", None)
-    bias = _arg(args, kwargs, 3, "bias", None) if ctx.current.endswith("layer_norm") else None
+    x, shape = args[0], arg(args, kwargs, 1, "normalized_shape", ())
+    weight = arg(args, kwargs, 2, "weight", None)
+    bias = arg(args, kwargs, 3, "bias", None) if ctx.current.endswith("layer_norm") else None
     dims = ctx.dims(x)
     n = len(shape) if not isinstance(shape, int) else 1
     for k in range(1, n + 1):
@@ -70,16 +70,16 @@ def layer_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
 @register_rule(*resolve("group_norm"))
 def group_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """F.group_norm(x, num_groups, weight, bias, eps); torch.group_norm has the same order."""
-    x, num_groups = args[0], _arg(args, kwargs, 1, "num_groups", 1)
+    x, num_groups = args[0], arg(args, kwargs, 1, "num_groups", 1)
     dims = ctx.dims(x)
     layout = dims[1] if x.dim() > 1 else None
     if isinstance(layout, Tracked):
-        weight, bias = _arg(args, kwargs, 2, "weight", None), _arg(args, kwargs, 3, "bias", None)
+        weight, bias = arg(args, kwargs, 2, "weight", None), arg(args, kwargs, 3, "bias", None)
         if num_groups == x.shape[1] and num_groups > 1:  # one channel per block: a per-channel norm
             if weight is None:  # NOTE: num_groups could not follow the width without a weight to read it from
                 ctx.store.freeze(layout, f"GroupNorm with one channel per group and no weight in {ctx.where}")
         else:
-            _blocks(ctx, layout, num_groups)
+            equal_blocks(ctx, layout, num_groups)
             ctx.store.inexact(layout, f"GroupNorm statistics over channels in {ctx.where}")
         for t in (weight, bias):
             if t is not None:
@@ -90,7 +90,7 @@ def group_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
 
 @register_rule(*resolve("prelu"))
 def prelu(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
-    x, weight = args[0], _arg(args, kwargs, 1, "weight", None)
+    x, weight = args[0], arg(args, kwargs, 1, "weight", None)
     dims = ctx.dims(x)
     if weight is not None and weight.numel() > 1:
         c = 1 if x.dim() > 1 else 0

@@ -13,13 +13,8 @@ from typing import Any
 import torch
 
 from prunekit.graph.constraints import FIXED, Dim, ParamDim, Segment, Tracked
+from prunekit.graph.handlers.common import arg, slice_layout
 from prunekit.graph.registry import register_rule, resolve
-
-
-def _dim_arg(args: tuple[Any, ...], kwargs: dict[str, Any], pos: int, name: str, default: Any) -> Any:
-    if name in kwargs:
-        return kwargs[name]
-    return args[pos] if len(args) > pos else default
 
 
 def _groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
@@ -86,7 +81,7 @@ def _requested(args: tuple[Any, ...], kwargs: dict[str, Any], func: str, ndim: i
         if len(sizes) == 1 and not isinstance(sizes[0], int):
             sizes = sizes[0]
     elif func.endswith("unflatten"):
-        dim, inner = _dim_arg(args, kwargs, 1, "dim", 0), list(_dim_arg(args, kwargs, 2, "sizes", ()))
+        dim, inner = arg(args, kwargs, 1, "dim", 0), list(arg(args, kwargs, 2, "sizes", ()))
         dim %= ndim - len(inner) + 1
         sizes = [0] * dim + inner + [0] * (ndim - dim - len(inner))
     else:
@@ -145,20 +140,20 @@ def _heads(ctx, layout: Tracked, head_dim: int) -> Tracked | None:  # type: igno
 
 def _permutation(args: tuple[Any, ...], kwargs: dict[str, Any], ndim: int, func: str) -> list[int]:
     if func.endswith(("transpose", "swapaxes", "swapdims", "transpose_")):
-        a, b = _dim_arg(args, kwargs, 1, "dim0", 0), _dim_arg(args, kwargs, 2, "dim1", 1)
+        a, b = arg(args, kwargs, 1, "dim0", 0), arg(args, kwargs, 2, "dim1", 1)
         perm = list(range(ndim))
         perm[a % ndim], perm[b % ndim] = perm[b % ndim], perm[a % ndim]
         return perm
     if func.endswith((".t", ".t_")) or func == "torch.t":
         return list(reversed(range(ndim)))
     if func.endswith(("movedim", "moveaxis")):
-        src, dst = _dim_arg(args, kwargs, 1, "source", 0), _dim_arg(args, kwargs, 2, "destination", 0)
+        src, dst = arg(args, kwargs, 1, "source", 0), arg(args, kwargs, 2, "destination", 0)
         src, dst = ([src], [dst]) if isinstance(src, int) else (list(src), list(dst))
         src, dst = [s % ndim for s in src], [d % ndim for d in dst]
         rest = iter(i for i in range(ndim) if i not in src)
         placed = dict(zip(dst, src))
         return [placed[j] if j in placed else next(rest) for j in range(ndim)]
-    dims = _dim_arg(args, kwargs, 1, "dims", None)
+    dims = arg(args, kwargs, 1, "dims", None)
     if isinstance(dims, int):
         dims = list(args[1:])
     return [d % ndim for d in dims]
@@ -184,8 +179,8 @@ def _as_segments(d: Dim, size: int) -> tuple[Segment, ...]:
 @register_rule(*resolve("cat", "concat", "concatenate"))
 def cat(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """Layouts along ``dim`` are concatenated; the other dims are shared."""
-    tensors = [t for t in _dim_arg(args, kwargs, 0, "tensors", ()) if t.numel() > 0 or t.dim() > 1]
-    dim = _dim_arg(args, kwargs, 1, "dim", 0) % out.dim()
+    tensors = [t for t in arg(args, kwargs, 0, "tensors", ()) if t.numel() > 0 or t.dim() > 1]
+    dim = arg(args, kwargs, 1, "dim", 0) % out.dim()
     result: list[Dim] = list(ctx.dims(tensors[0]))
     for t in tensors[1:]:
         for i, d in enumerate(ctx.dims(t)):
@@ -202,8 +197,8 @@ def cat(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
 @register_rule(*resolve("stack"))
 def stack(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """A new dim is inserted; the stacked tensors' dims are shared."""
-    tensors = list(_dim_arg(args, kwargs, 0, "tensors", ()))
-    dim = _dim_arg(args, kwargs, 1, "dim", 0) % out.dim()
+    tensors = list(arg(args, kwargs, 0, "tensors", ()))
+    dim = arg(args, kwargs, 1, "dim", 0) % out.dim()
     result = list(ctx.dims(tensors[0]))
     for t in tensors[1:]:
         result = [ctx.store.unify(a, b, ctx.where) for a, b in zip(result, ctx.dims(t))]
@@ -217,7 +212,7 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     pieces = list(out)
     dims = ctx.dims(x)
     name = ctx.current
-    dim = _dim_arg(args, kwargs, 1 if name.endswith("unbind") else 2, "dim", 0) % x.dim()
+    dim = arg(args, kwargs, 1 if name.endswith("unbind") else 2, "dim", 0) % x.dim()
     sizes = [p.shape[dim] if p.dim() == x.dim() else 1 for p in pieces]
     layout = dims[dim]
     adaptive = name.endswith("chunk") and len(set(sizes)) == 1
@@ -239,18 +234,11 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
 
 
 def _slice(layout: Tracked, start: int, length: int, ctx) -> Dim:  # type: ignore[no-untyped-def]
-    """Positions ``start .. start+length`` of a layout, as a layout (whole channels only)."""
-    segments, position = [], 0
-    for s in layout.segments:
-        lo, hi = max(start, position), min(start + length, position + s.extent)
-        if lo < hi:
-            if (lo - position) % s.inner or (hi - position) % s.inner:
-                ctx.store.freeze(layout, f"slice cuts through a channel in {ctx.where}")
-                return None
-            a = (lo - position) // s.inner
-            segments.append(Segment(s.source, s.start + a, (hi - lo) // s.inner, s.inner))
-        position += s.extent
-    return Tracked(tuple(segments))
+    """Positions ``start .. start+length`` of a layout (whole channels only; else frozen, None)."""
+    part = slice_layout(layout, start, length)
+    if part is None:
+        ctx.store.freeze(layout, f"slice cuts through a channel in {ctx.where}")
+    return part
 
 
 @register_rule(*resolve("__getitem__"))
@@ -307,14 +295,14 @@ def reorder(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     x = args[0]
     name = ctx.current
     if name.endswith("roll"):
-        moved = _dim_arg(args, kwargs, 2, "dims", None)
+        moved = arg(args, kwargs, 2, "dims", None)
         moved = range(x.dim()) if moved is None else ([moved] if isinstance(moved, int) else moved)
     elif name.endswith("fliplr"):
         moved = [1]
     elif name.endswith("flipud"):
         moved = [0]
     else:
-        moved = _dim_arg(args, kwargs, 1, "dims", (0, 1))
+        moved = arg(args, kwargs, 1, "dims", (0, 1))
         moved = [moved] if isinstance(moved, int) else moved
     moved = {d % x.dim() for d in moved}
     dims = ctx.dims(x)

@@ -1,0 +1,65 @@
+"""Helpers shared by the handlers: reading call arguments, slicing layouts, registering producers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prunekit.graph.constraints import FIXED, ParamDim, Segment, Tracked
+
+__all__ = ["arg", "slice_layout", "equal_blocks", "add_bias", "source_name", "produce"]
+
+
+def arg(args: tuple[Any, ...], kwargs: dict[str, Any], pos: int, name: str, default: Any) -> Any:
+    """A call argument given by keyword ``name`` or at position ``pos`` (else ``default``)."""
+    return kwargs.get(name, args[pos] if len(args) > pos else default)
+
+
+def slice_layout(layout: Tracked, start: int, length: int) -> Tracked | None:
+    """Positions ``start .. start+length`` of ``layout`` (None if that splits a channel)."""
+    segments, position = [], 0
+    for s in layout.segments:
+        lo, hi = max(start, position), min(start + length, position + s.extent)
+        if lo < hi:
+            if s.source != FIXED and ((lo - position) % s.inner or (hi - position) % s.inner):
+                return None
+            inner = s.inner if s.source != FIXED else 1
+            segments.append(Segment(s.source, s.start + (lo - position) // inner, (hi - lo) // inner, s.inner))
+        position += s.extent
+    return Tracked(tuple(segments))
+
+
+def equal_blocks(ctx, layout: Tracked, groups: int) -> list[Tracked] | None:  # type: ignore[no-untyped-def]
+    """``layout`` cut into ``groups`` equal blocks, each equated with block 0 (None: frozen)."""
+    if groups == 1:
+        return [layout]
+    width = layout.size // groups
+    blocks = [slice_layout(layout, i * width, width) for i in range(groups)]
+    if any(b is None for b in blocks):
+        ctx.store.freeze(layout, f"conv groups (groups={groups}) cut through a channel in {ctx.where}")
+        return None
+    for block in blocks[1:]:
+        ctx.store.unify(blocks[0], block, ctx.where)
+    return blocks  # type: ignore[return-value]
+
+
+def add_bias(ctx, layout: Tracked, bias: Any) -> None:  # type: ignore[no-untyped-def]
+    """The bias (if any) holds one entry per output channel."""
+    if bias is None:
+        return
+    bias_dim = ctx.dims(bias)[0]
+    if isinstance(bias_dim, ParamDim):
+        ctx.store.use(layout, bias_dim.tensor, 0, "producer")
+    else:
+        ctx.store.freeze(layout, f"bias is not a parameter in {ctx.where}")
+
+
+def source_name(d: Any, where: str) -> str:
+    """A new source's name: the producing parameter, else the call site."""
+    return d.tensor if isinstance(d, ParamDim) else where
+
+
+def produce(ctx, layout: Tracked, weight_dim: Any, axis: int, bias: Any) -> None:  # type: ignore[no-untyped-def]
+    """Register the producer rows (weight axis and bias) of a new channel source."""
+    if isinstance(weight_dim, ParamDim):
+        ctx.store.use(layout, weight_dim.tensor, axis, "producer")
+    add_bias(ctx, layout, bias)
