@@ -1,0 +1,144 @@
+"""Sparsity patterns: which entries of a weight a score tensor keeps.
+
+A pattern turns per-entry scores (higher = more important) into a boolean keep-mask of the same
+shape. Weights are viewed as a 2-D matrix ``[out, in * k...]``: the reduction dimension of the
+GEMM the layer lowers to, which is the dimension hardware N:M kernels (2:4 on Ampere and later)
+group along. Ties are broken by position so the same scores always give the same mask.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from prunekit.errors import ConfigError
+
+__all__ = ["Pattern", "mask_from_scores", "topk_mask", "nm_mask", "block_mask"]
+
+_NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+_BLOCK = re.compile(r"^\s*(\d+)\s*[x×]\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Unstructured, N:M (``n`` kept of every ``m`` along the input dim) or ``bh x bw`` blocks."""
+
+    kind: Literal["unstructured", "nm", "block"] = "unstructured"
+    n: int = 0
+    m: int = 0
+    block: tuple[int, int] = (1, 1)
+
+    @classmethod
+    def parse(cls, spec: str | Pattern | None) -> Pattern:
+        """Read ``"unstructured"``, ``"2:4"``, ``"4:8"``, ``"1x4"`` or ``"4x4"``."""
+        if spec is None:
+            return cls()
+        if isinstance(spec, Pattern):
+            return spec
+        text = str(spec).strip().lower()
+        if text in ("", "unstructured", "none"):
+            return cls()
+        if match := _NM.match(text):
+            n, m = int(match[1]), int(match[2])
+            if not 0 < n < m:
+                raise ConfigError(f"N:M pattern '{spec}' needs 0 < N < M (e.g. 2:4 keeps 2 of every 4)")
+            return cls(kind="nm", n=n, m=m)
+        if match := _BLOCK.match(text):
+            bh, bw = int(match[1]), int(match[2])
+            if bh < 1 or bw < 1 or bh * bw == 1:
+                raise ConfigError(f"block pattern '{spec}' needs blocks of at least 2 entries, e.g. 1x4 or 4x4")
+            return cls(kind="block", block=(bh, bw))
+        raise ConfigError(
+            f"sparsity pattern '{spec}' is not understood; use 'unstructured', an N:M pattern such "
+            "as '2:4' or '4:8', or a block shape such as '1x4' or '4x4'"
+        )
+
+    @property
+    def fixed_sparsity(self) -> float | None:
+        """The sparsity an N:M pattern implies (``1 - n/m``); None for the others."""
+        return 1.0 - self.n / self.m if self.kind == "nm" else None
+
+    def __str__(self) -> str:
+        if self.kind == "nm":
+            return f"{self.n}:{self.m}"
+        if self.kind == "block":
+            return f"{self.block[0]}x{self.block[1]}"
+        return "unstructured"
+
+
+def _as_matrix(scores: torch.Tensor) -> torch.Tensor:
+    if scores.dim() == 0:
+        raise ConfigError("cannot sparsify a scalar parameter")
+    return scores.reshape(scores.shape[0], -1) if scores.dim() > 1 else scores.reshape(1, -1)
+
+
+def _keep_largest(flat: torch.Tensor, keep: int) -> torch.Tensor:
+    """Boolean mask keeping the ``keep`` largest entries of a 1-D tensor (stable on ties)."""
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    if keep > 0:
+        order = torch.argsort(flat, descending=True, stable=True)
+        mask[order[:keep]] = True
+    return mask
+
+
+def _check_sparsity(sparsity: float) -> float:
+    if not 0.0 <= float(sparsity) <= 1.0 or math.isnan(sparsity):
+        raise ConfigError(f"sparsity must be a fraction in [0, 1] of weights set to zero; got {sparsity}")
+    return float(sparsity)
+
+
+def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep the ``round((1 - sparsity) * numel)`` highest-scoring entries of the whole tensor."""
+    sparsity = _check_sparsity(sparsity)
+    flat = scores.detach().reshape(-1).float()
+    keep = flat.numel() - int(round(sparsity * flat.numel()))
+    return _keep_largest(flat, keep).reshape(scores.shape)
+
+
+def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep the ``n`` highest of every ``m`` consecutive entries along the input dimension."""
+    matrix = _as_matrix(scores.detach().float())
+    rows, cols = matrix.shape
+    if cols % m:
+        raise ConfigError(
+            f"an {n}:{m} pattern needs the input dimension to be a multiple of {m}; this weight "
+            f"{tuple(scores.shape)} has {cols} inputs per output. Exclude the layer or use 'unstructured'"
+        )
+    groups = matrix.reshape(rows, cols // m, m)
+    # Stable ranking inside each group: argsort twice gives every entry its rank.
+    order = torch.argsort(groups, dim=-1, descending=True, stable=True)
+    rank = torch.argsort(order, dim=-1, stable=True)
+    return (rank < n).reshape(scores.shape)
+
+
+def block_mask(scores: torch.Tensor, sparsity: float, block: tuple[int, int]) -> torch.Tensor:
+    """Zero whole ``bh x bw`` blocks of the ``[out, in]`` matrix, ranked by their summed score."""
+    sparsity = _check_sparsity(sparsity)
+    matrix = _as_matrix(scores.detach().float())
+    rows, cols = matrix.shape
+    bh, bw = block
+    if rows % bh or cols % bw:
+        raise ConfigError(
+            f"a {bh}x{bw} block pattern needs the weight's [out, in] = [{rows}, {cols}] to be "
+            f"divisible by the block; exclude this layer or choose another block shape"
+        )
+    tiles = matrix.reshape(rows // bh, bh, cols // bw, bw).sum(dim=(1, 3))
+    kept = topk_mask(tiles, sparsity)
+    full = kept.repeat_interleave(bh, dim=0).repeat_interleave(bw, dim=1)
+    return full.reshape(scores.shape)
+
+
+def mask_from_scores(scores: torch.Tensor, sparsity: float | None, pattern: str | Pattern | None = None) -> torch.Tensor:
+    """The keep-mask for ``scores`` under ``pattern``; N:M patterns ignore ``sparsity``."""
+    pattern = Pattern.parse(pattern)
+    if pattern.kind == "nm":
+        return nm_mask(scores, pattern.n, pattern.m)
+    if sparsity is None:
+        raise ConfigError(f"pattern '{pattern}' needs a sparsity (the fraction of weights to zero)")
+    if pattern.kind == "block":
+        return block_mask(scores, sparsity, pattern.block)
+    return topk_mask(scores, sparsity)
