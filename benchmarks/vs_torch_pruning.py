@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _results import write_section as _write_section  # noqa: E402
 MODELS = ["resnet50", "vit_b_16", "densenet121", "convnext_tiny", "mobilenet_v3_large"]
 MEMORY_MODELS = ["swin_t", "vit_b_16", "resnet50"]
 TOOLS = ["prunekit", "torch_pruning", "prunekit+verify"]
@@ -82,19 +84,8 @@ def _median(records: list[dict]) -> dict:
 
 
 def write_section(title: str, rows: list[str]) -> Path:
-    """Replace (or append) the section ``## title`` of benchmarks/RESULTS.md."""
-    out = HERE / "RESULTS.md"
-    text = out.read_text() if out.exists() else "# Benchmark results\n\nEach section is written by the script it names.\n"
-    head = f"## {title}"
-    body = "\n".join([head, "", f"Written by `benchmarks/vs_torch_pruning.py` on {time.strftime('%Y-%m-%d')}.", ""] + rows) + "\n"
-    if head in text:
-        start = text.index(head)
-        end = text.find("\n## ", start + len(head))
-        text = text[:start] + body + (text[end + 1:] if end != -1 else "")
-    else:
-        text = text.rstrip() + "\n\n" + body
-    out.write_text(text)
-    return out
+    """This script's sections of RESULTS.md."""
+    return _write_section(title, rows, script="benchmarks/vs_torch_pruning.py")
 
 
 def main() -> None:

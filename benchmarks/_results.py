@@ -1,0 +1,30 @@
+"""Shared by the benchmark scripts: replace one ``## section`` of benchmarks/RESULTS.md."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def write_section(title: str, rows: list[str], *, script: str) -> Path:
+    """Replace (or append) the section ``## title`` of RESULTS.md, naming the script that wrote it.
+
+    The file is rewritten atomically so two benchmarks finishing at once cannot interleave lines.
+    """
+    out = HERE / "RESULTS.md"
+    text = out.read_text() if out.exists() else "# Benchmark results\n\nEach section is written by the script it names.\n"
+    head = f"## {title}"
+    body = "\n".join([head, "", f"Written by `{script}` on {time.strftime('%Y-%m-%d')}.", ""] + rows) + "\n"
+    if head in text:
+        start = text.index(head)
+        end = text.find("\n## ", start + len(head))
+        text = text[:start] + body + (text[end + 1:] if end != -1 else "")
+    else:
+        text = text.rstrip() + "\n\n" + body
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    return out
