@@ -23,7 +23,8 @@ _DEFAULT_ROLES: tuple[Role, ...] = ("producer", "consumer")
 def rows_of(member: Member, tensor: torch.Tensor, size: int) -> torch.Tensor:
     """``tensor`` (shaped like the member's tensor) as ``[size, -1]``: row ``j`` holds channel ``j``."""
     t = tensor.detach().movedim(member.axis, 0)
-    return t[member.indices(torch.arange(size))].reshape(size, -1).float()
+    # NOTE: channel j holds indices start + j*inner ... (j+1)*inner - 1: one contiguous run, a view.
+    return t.narrow(0, member.start, size * member.inner).reshape(size, -1).float()
 
 
 def member_rows(member: Member, model: nn.Module, size: int) -> torch.Tensor:
@@ -32,7 +33,8 @@ def member_rows(member: Member, model: nn.Module, size: int) -> torch.Tensor:
 
 
 def _powers(group: ChannelGroup, model: nn.Module, power: int, roles: Sequence[Role]) -> list[torch.Tensor]:
-    return [member_rows(m, model, group.size).abs().pow(power).sum(dim=1) for m in pick_members(group, roles)]
+    rows = (member_rows(m, model, group.size) for m in pick_members(group, roles))
+    return [r.square().sum(dim=1) if power == 2 else r.abs().pow(power).sum(dim=1) for r in rows]
 
 
 def l1(group: ChannelGroup, model: nn.Module, stats: object = None, *,

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from prunekit._gc import without_gc
 from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import tensor_of
@@ -49,16 +50,7 @@ def _removals(graph: DependencyGraph, plan: Plan) -> dict[tuple[str, int], set[i
     return removals
 
 
-def _owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str]]]:
-    """id(tensor) -> every (module, attribute) holding it (tied weights have several)."""
-    owners: dict[int, list[tuple[nn.Module, str]]] = defaultdict(list)
-    for module in model.modules():
-        for attr, t in list(module._parameters.items()) + list(module._buffers.items()):
-            if t is not None:
-                owners[id(t)].append((module, attr))
-    return owners
-
-
+@without_gc
 def apply(model: nn.Module, graph: DependencyGraph, plan: Plan, *, example_inputs: Any = None,
           verify_result: bool = True, rtol: float = 1e-4, atol: float = 1e-5) -> nn.Module:
     """A new, smaller, ordinary ``nn.Module`` with the plan's channels removed.
@@ -67,24 +59,25 @@ def apply(model: nn.Module, graph: DependencyGraph, plan: Plan, *, example_input
     the result is checked against the masked dense model before it is returned.
     """
     removals = _removals(graph, plan)
-    pruned = copy.deepcopy(model)
-    owners = _owners(pruned)
-    touched: set[nn.Module] = set()
     by_tensor: dict[str, list[tuple[int, set[int]]]] = defaultdict(list)
     for (name, axis), indices in removals.items():
         by_tensor[name].append((axis, indices))
+    # NOTE: the copy gets the sliced tensors through deepcopy's memo, so the full-size weights
+    # that are cut are never copied first (tied tensors share one id, hence one slice).
+    memo: dict[int, Any] = {}
+    sliced_ids: set[int] = set()
     for name, cuts in by_tensor.items():
-        old = tensor_of(pruned, name)
+        old = tensor_of(model, name)
         new = old.detach()
         for axis, indices in cuts:
             keep = torch.tensor([i for i in range(new.shape[axis]) if i not in indices], dtype=torch.long)
             new = new.index_select(axis, keep)
-        for module, attr in owners[id(old)]:
-            if attr in module._parameters:
-                module._parameters[attr] = nn.Parameter(new.clone(), requires_grad=old.requires_grad)
-            else:
-                module._buffers[attr] = new.clone()
-            touched.add(module)
+        memo[id(old)] = nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new
+        sliced_ids.add(id(memo[id(old)]))
+    pruned = copy.deepcopy(model, memo)
+    touched = {module for module in pruned.modules()
+               if any(t is not None and id(t) in sliced_ids
+                      for t in list(module._parameters.values()) + list(module._buffers.values()))}
     _refresh(pruned, touched)
     if verify_result and example_inputs is not None:
         verify(model, pruned, graph, plan, example_inputs, rtol=rtol, atol=atol)

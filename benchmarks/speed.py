@@ -1,0 +1,193 @@
+"""Real speed of structurally pruned models on this CPU; writes sections of benchmarks/RESULTS.md.
+
+Run by hand on a quiet machine (needs `make bench-deps` for the Torch-Pruning comparison):
+    .venv/bin/python benchmarks/speed.py                 # all parts (~15 min on 2 cores)
+    .venv/bin/python benchmarks/speed.py --part resnet50 # or: mobilenet, sweep
+
+Parts (PyTorch eager at batch 16 and ONNX Runtime at batch 1, 2 intra-op threads, random init):
+- resnet50: prunekit at 1/2 and 1/4 of the MACs (L2, local, round_to 1 and 8) against Torch-Pruning
+  at the same MACs (its ratio bisected to match), speed-up against the MACs reduction.
+- mobilenet: MobileNetV2 with a latency target of 0.5 (2x faster), re-measured afterwards.
+- sweep: resnet50 and mobilenet_v2 at channel ratios 0.1 ... 0.7: never slower than dense.
+Every latency in one table is measured in the same process, one model after another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _results import write_section  # noqa: E402
+
+from prunekit import models  # noqa: E402
+from prunekit.measure import count_macs, count_params, measure_latency  # noqa: E402
+from prunekit.structured import StructuredPruner  # noqa: E402
+
+THREADS = 2
+SCRIPT = "benchmarks/speed.py"
+
+
+def _dense(name: str) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return models.create(name, num_classes=1000).eval(), models.example_input(name, batch_size=1)
+
+
+def _latency(model: nn.Module, x: torch.Tensor, min_time_s: float) -> dict[str, float]:
+    torch_ms = measure_latency(model, x, backend="torch", batch_size=16, threads=THREADS,
+                               min_time_s=min_time_s).median_ms
+    ort_ms = measure_latency(model, x, backend="onnxruntime", batch_size=1, threads=THREADS,
+                             min_time_s=min_time_s).median_ms
+    return {"torch16_ms": torch_ms, "ort1_ms": ort_ms}
+
+
+def _prunekit(model: nn.Module, x: torch.Tensor, target: dict, round_to: int = 1) -> nn.Module:
+    pruner = StructuredPruner(target, importance="l2", round_to=round_to)
+    return pruner.fit_transform(model, x)
+
+
+def _torch_pruning_at(model_name: str, macs_kept: float) -> nn.Module:
+    """Torch-Pruning (L2 group magnitude, its defaults) with the ratio bisected to keep ``macs_kept``."""
+    import torch_pruning as tp
+
+    def pruned_at(ratio: float) -> nn.Module:
+        model, x = _dense(model_name)
+        last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        pruner = tp.pruner.MetaPruner(model, x, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                      pruning_ratio=ratio, ignored_layers=[last])
+        pruner.step()
+        return model
+
+    dense_model, x = _dense(model_name)
+    dense = count_macs(dense_model, x)
+    lo, hi = 0.0, 0.95
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        if count_macs(pruned_at(mid), x) / dense <= macs_kept:
+            hi = mid
+        else:
+            lo = mid
+    return pruned_at(hi)
+
+
+def _row(label: str, model: nn.Module, x: torch.Tensor, dense: dict[str, float], min_time_s: float) -> tuple[str, dict]:
+    macs = count_macs(model, x)
+    lat = _latency(model, x, min_time_s)
+    mac_x = dense["macs"] / macs
+    s16, s1 = dense["torch16_ms"] / lat["torch16_ms"], dense["ort1_ms"] / lat["ort1_ms"]
+    record = {"macs": macs, **lat, "mac_x": mac_x, "speed16": s16, "speed1": s1}
+    line = (f"| {label} | {macs / 1e9:.3f} G | {count_params(model) / 1e6:.2f} M | {mac_x:.2f}x | "
+            f"{lat['torch16_ms']:.1f} ms | {s16:.2f}x ({s16 / mac_x:.2f}) | {lat['ort1_ms']:.2f} ms | "
+            f"{s1:.2f}x ({s1 / mac_x:.2f}) |")
+    print(line, flush=True)
+    return line, record
+
+
+_HEADER = ["| model | MACs | params | MACs reduction | torch bs16 | speed-up (÷ MACs red.) | ORT bs1 | "
+           "speed-up (÷ MACs red.) |", "|---|---|---|---|---|---|---|---|"]
+
+
+def part_resnet50(min_time_s: float, with_tp: bool) -> list[str]:
+    model, x = _dense("resnet50")
+    dense_lat = _latency(model, x, min_time_s)
+    dense = {"macs": count_macs(model, x), **dense_lat}
+    rows = list(_HEADER)
+    rows.append(f"| resnet50 dense | {dense['macs'] / 1e9:.3f} G | {count_params(model) / 1e6:.2f} M | 1.00x | "
+                f"{dense['torch16_ms']:.1f} ms | 1.00x | {dense['ort1_ms']:.2f} ms | 1.00x |")
+    print(rows[-1], flush=True)
+    checks = []
+    for kept in (0.5, 0.25):
+        for round_to in (1, 8):
+            line, rec = _row(f"prunekit macs={kept} round_to={round_to}",
+                             _prunekit(model, x, {"macs": kept}, round_to), x, dense, min_time_s)
+            rows.append(line)
+            checks.append((kept, round_to, rec))
+        if with_tp:
+            line, rec = _row(f"Torch-Pruning at {kept} of the MACs", _torch_pruning_at("resnet50", kept), x,
+                             dense, min_time_s)
+            rows.append(line)
+            checks.append((kept, "tp", rec))
+    rows += ["", "Acceptance: speed-up at least 0.9x the MACs reduction (the number in brackets); at equal "
+             "MACs not slower than Torch-Pruning.", ""]
+    for kept, who, rec in checks:
+        if who != "tp":
+            ok = rec["speed16"] / rec["mac_x"] >= 0.9 and rec["speed1"] / rec["mac_x"] >= 0.9
+            tp = next((r for k, w, r in checks if k == kept and w == "tp"), None)
+            vs = "" if tp is None else (f"; vs Torch-Pruning torch bs16 {tp['torch16_ms'] / rec['torch16_ms']:.2f}x, "
+                                        f"ORT bs1 {tp['ort1_ms'] / rec['ort1_ms']:.2f}x (>1: prunekit faster)")
+            rows.append(f"- macs={kept}, round_to={who}: speed-up/MACs reduction torch {rec['speed16'] / rec['mac_x']:.2f}, "
+                        f"ORT {rec['speed1'] / rec['mac_x']:.2f} -> {'meets' if ok else 'MISSES'} 0.9{vs}")
+    return rows
+
+
+def part_mobilenet(min_time_s: float) -> list[str]:
+    model, x = _dense("mobilenet_v2")
+    pruner = StructuredPruner({"latency": 0.5, "batch_size": 1}, importance="l2")
+    pruned = pruner.fit_transform(model, x)
+    rows = ["| model | MACs | params | torch bs1 (2 threads) | speed-up |", "|---|---|---|---|---|"]
+    base = measure_latency(model, x, batch_size=1, threads=THREADS, min_time_s=min_time_s).median_ms
+    after = measure_latency(pruned, x, batch_size=1, threads=THREADS, min_time_s=min_time_s).median_ms
+    rows.append(f"| mobilenet_v2 dense | {count_macs(model, x) / 1e6:.1f} M | {count_params(model) / 1e6:.2f} M | "
+                f"{base:.2f} ms | 1.00x |")
+    rows.append(f"| prunekit latency=0.5 | {count_macs(pruned, x) / 1e6:.1f} M | {count_params(pruned) / 1e6:.2f} M | "
+                f"{after:.2f} ms | {base / after:.2f}x |")
+    achieved = pruner.achieved_
+    rows += ["", f"The search measured {achieved['latency']:.3f} of the dense latency at ratio "
+             f"{achieved['ratio']:.3f}; re-measured afterwards in this run: {after / base:.3f} "
+             f"({'meets' if after / base <= 0.5 * 1.05 else 'MISSES'} the 2x target within 5 % noise)."]
+    return rows
+
+
+def part_sweep(min_time_s: float) -> list[str]:
+    rows = ["| model | channel ratio removed | MACs kept | torch bs16 vs dense | ORT bs1 vs dense |",
+            "|---|---|---|---|---|"]
+    worst = 0.0
+    for name in ("resnet50", "mobilenet_v2"):
+        model, x = _dense(name)
+        dense = _latency(model, x, min_time_s)
+        macs = count_macs(model, x)
+        for ratio in (0.1, 0.2, 0.3, 0.5, 0.7):
+            pruned = _prunekit(model, x, {"ratio": ratio})
+            lat = _latency(pruned, x, min_time_s)
+            r16, r1 = lat["torch16_ms"] / dense["torch16_ms"], lat["ort1_ms"] / dense["ort1_ms"]
+            worst = max(worst, r16, r1)
+            rows.append(f"| {name} | {ratio} | {count_macs(pruned, x) / macs:.3f} | {r16:.3f} | {r1:.3f} |")
+            print(rows[-1], flush=True)
+    rows += ["", f"Largest pruned/dense latency ratio: {worst:.3f} ({'never slower' if worst < 1.0 else 'SLOWER'} "
+             "than dense)."]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", choices=("all", "resnet50", "mobilenet", "sweep"), default="all")
+    parser.add_argument("--min-time", type=float, default=2.0, help="seconds of timed calls per latency")
+    parser.add_argument("--dry-run", action="store_true", help="print the tables, leave RESULTS.md alone")
+    parser.add_argument("--no-tp", action="store_true", help="skip the Torch-Pruning rows")
+    args = parser.parse_args()
+    load = os.getloadavg()[0]
+    note = [f"2 intra-op threads, random-init weights (latency does not depend on values), 224x224; "
+            f"1-minute load average at start: {load:.2f} on {os.cpu_count()} cores.", ""]
+    parts: dict[str, tuple[str, Callable[[], list[str]]]] = {
+        "resnet50": ("Real speed: ResNet-50 at 1/2 and 1/4 of the MACs",
+                     lambda: part_resnet50(args.min_time, not args.no_tp)),
+        "mobilenet": ("Real speed: MobileNetV2 with a 2x latency target", lambda: part_mobilenet(args.min_time)),
+        "sweep": ("Real speed: no ratio slower than dense", lambda: part_sweep(args.min_time)),
+    }
+    for key, (title, run) in parts.items():
+        if args.part in ("all", key):
+            rows = run()
+            print("\n".join(rows), flush=True)
+            if not args.dry_run:
+                print(f"wrote {write_section(title, note + rows, script=SCRIPT)}")
+
+
+if __name__ == "__main__":
+    main()
