@@ -25,7 +25,7 @@ from torch.utils._pytree import tree_flatten
 from prunekit.graph.constraints import ConstraintStore, Dim, ParamDim, Tracked
 from prunekit.graph.registry import RULES
 
-__all__ = ["Context", "interpret", "func_name"]
+__all__ = ["Context", "ChannelInt", "interpret", "func_name"]
 
 
 def func_name(func: Any) -> str:
@@ -93,6 +93,38 @@ class Context:
                 self.set(t, [None] * t.dim())
 
 
+class ChannelInt(int):
+    """A size read from a tracked dimension (``B, N, D = x.shape``), remembering whose size it is.
+
+    Code that reshapes another tensor to ``D`` ties that tensor's channels to ``x``'s: after
+    pruning, ``D`` is read at run time from the pruned ``x``. The reshape rule sees the tag and
+    records the tie (or freezes ``x``'s channels); arithmetic on it gives a plain int.
+    """
+
+    layout: Tracked
+
+    def __new__(cls, value: int, layout: Tracked) -> ChannelInt:
+        self = super().__new__(cls, value)
+        self.layout = layout
+        return self
+
+
+def _tag_sizes(ctx: Context, func: Any, args: tuple[Any, ...], out: Any) -> Any:
+    """``x.shape`` / ``x.size()`` / ``x.size(d)`` with the sizes of tracked dims as ChannelInts."""
+    x = args[0] if args else None
+    if not isinstance(x, torch.Tensor) or not (isinstance(out, int) or isinstance(out, torch.Size)):
+        return out
+    dims = ctx.dims(x)
+    if isinstance(out, torch.Size):
+        if len(out) != len(dims) or not any(isinstance(d, Tracked) for d in dims):
+            return out
+        return torch.Size([ChannelInt(v, d) if isinstance(d, Tracked) else v for v, d in zip(out, dims)])
+    if func_name(func) in ("Tensor.size", "torch.Tensor.size") and len(args) > 1 and isinstance(args[1], int):
+        d = dims[args[1]] if -len(dims) <= args[1] < len(dims) else None
+        return ChannelInt(out, d) if isinstance(d, Tracked) and not isinstance(out, bool) else out
+    return out
+
+
 class _Recorder(TorchFunctionMode):
     def __init__(self, ctx: Context) -> None:
         super().__init__()
@@ -103,7 +135,7 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **kwargs)
         outputs, _ = tree_flatten(out)
         if not any(isinstance(t, torch.Tensor) for t in outputs):
-            return out  # .size(), .dim(), shape reads: nothing to track
+            return _tag_sizes(self.ctx, func, args, out)  # .size(), .dim(), shape reads
         self.ctx.current = func_name(func)
         handler = RULES.get(func)
         if handler is None:

@@ -66,7 +66,30 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             for d in layouts:
                 if isinstance(d, Tracked):
                     ctx.store.freeze(d, f"channels mixed with other dims by {ctx.where}")
+    _tie_sizes_read_elsewhere(ctx, args, kwargs, result)
     ctx.set(out, result)
+
+
+def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim]) -> None:  # type: ignore[no-untyped-def]
+    """``y.reshape(B, N, D)`` with ``D`` read from ``x.shape``: at run time ``D`` follows ``x``'s
+    pruned width, so ``y``'s channels there must be ``x``'s channels (or neither is cut)."""
+    from prunekit.graph.trace import ChannelInt
+
+    if not ctx.current.endswith(("view", "reshape")) or any(follows() for follows in HEAD_COUNT_FOLLOWS):
+        return  # NOTE: a module whose refresh rewrites its widths (Swin's attention) reads them anew
+    sizes = kwargs.get("shape", kwargs.get("size", args[1:]))
+    if len(sizes) == 1 and not isinstance(sizes[0], int):
+        sizes = sizes[0]
+    if len(sizes) != len(result):
+        return
+    for j, size in enumerate(sizes):
+        if not isinstance(size, ChannelInt) or size.layout == result[j]:
+            continue
+        if isinstance(result[j], Tracked):
+            ctx.store.unify(size.layout, result[j], ctx.where)
+        else:
+            ctx.store.freeze(size.layout, f"the width of these channels is read from a shape and used "
+                                          f"as a size for other data in {ctx.where}")
 
 
 # Callables that return True when the module running now keeps its head count up to date itself
