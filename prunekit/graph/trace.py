@@ -22,6 +22,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from prunekit.graph.fastmeta import fast_result
 from prunekit.graph.constraints import ConstraintStore, Dim, ParamDim, Tracked
 from prunekit.graph.registry import RULES
 
@@ -132,7 +133,9 @@ class _Recorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
+        out = fast_result(func, args, kwargs)
+        if out is NotImplemented:
+            out = func(*args, **kwargs)
         outputs, _ = tree_flatten(out)
         if not any(isinstance(t, torch.Tensor) for t in outputs):
             return _tag_sizes(self.ctx, func, args, out)  # .size(), .dim(), shape reads
