@@ -52,6 +52,13 @@ def _broadcast(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return torch.empty(shape, dtype=torch.result_type(a, b), device="meta")
 
 
+def _true_divide(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    out = _broadcast(args, kwargs)
+    if out is _NO or out.dtype.is_floating_point or out.dtype.is_complex:
+        return out
+    return torch.empty(out.shape, dtype=torch.get_default_dtype(), device="meta")  # int / int -> float
+
+
 def _broadcast_reflected(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return _broadcast(args, kwargs)  # radd/rmul: the output shape does not depend on the order
 
@@ -77,11 +84,12 @@ for _fn in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.batch_norm, torc
             F.layer_norm, F.group_norm, F.instance_norm, torch.Tensor.contiguous):
     _TABLE[_fn] = _like_input
 for _name in ("add", "sub", "mul", "div"):
-    _TABLE[getattr(torch, _name)] = _broadcast
-    _TABLE[getattr(torch.Tensor, _name)] = _broadcast
+    _TABLE[getattr(torch, _name)] = _true_divide if _name == "div" else _broadcast
+    _TABLE[getattr(torch.Tensor, _name)] = _true_divide if _name == "div" else _broadcast
     _TABLE[getattr(torch.Tensor, f"{_name}_")] = _in_place
-for _name in ("__add__", "__sub__", "__mul__", "__truediv__"):
+for _name in ("__add__", "__sub__", "__mul__"):
     _TABLE[getattr(torch.Tensor, _name)] = _broadcast
+_TABLE[torch.Tensor.__truediv__] = _true_divide
 for _name in ("__radd__", "__rmul__"):
     _TABLE[getattr(torch.Tensor, _name)] = _broadcast_reflected
 for _name in ("__iadd__", "__isub__", "__imul__", "__itruediv__"):

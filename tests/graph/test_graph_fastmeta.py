@@ -49,3 +49,9 @@ def test_real_tensors_and_out_fall_back(args) -> None:  # type: ignore[no-untype
     func = F.relu if len(args) == 1 else torch.add
     assert fast_result(func, args, {}) is NotImplemented
     assert fast_result(torch.add, (_m(2), _m(2)), {"out": _m(2)}) is NotImplemented
+
+
+def test_division_of_integers_is_float() -> None:
+    for func in (torch.div, torch.Tensor.div, torch.Tensor.__truediv__):
+        args = (_m(2, 3, dtype=torch.int64), _m(3, dtype=torch.int32))
+        assert fast_result(func, args, {}).dtype == func(*args).dtype == torch.float32
