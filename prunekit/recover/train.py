@@ -64,11 +64,13 @@ class TrainResult:
 
 
 class Callback(Protocol):
-    """Hooks into the loop; both methods are optional (implement either or both).
+    """Hooks into the loop; every method is optional (implement any of them).
 
     ``on_step_end(step, model, loss)`` runs after each optimizer step (``loss`` a float, this
     rank's batch loss); ``on_epoch_end(epoch, model, metrics)`` after validation, with that
-    epoch's history dict. ``model`` is the user's module (never the DDP wrapper). Under torchrun
+    epoch's history dict. ``on_loss(step, model, inputs, labels, logits, loss)`` returns the loss
+    to optimise (distillation and regularisers add their terms there), and ``parameters()``
+    yields extra trainable tensors (learnable gates) that join the optimizer. ``model`` is the user's module (never the DDP wrapper). Under torchrun
     callbacks run on every rank, so a callback that edits weights keeps the ranks in step. A
     callback with ``state_dict()``/``load_state_dict()`` has its state checkpointed and restored.
     """
@@ -76,6 +78,11 @@ class Callback(Protocol):
     def on_epoch_end(self, epoch: int, model: nn.Module, metrics: Mapping[str, Any]) -> None: ...
 
     def on_step_end(self, step: int, model: nn.Module, loss: float) -> None: ...
+
+    def on_loss(self, step: int, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                logits: torch.Tensor, loss: torch.Tensor) -> torch.Tensor: ...
+
+    def parameters(self) -> Iterable[torch.Tensor]: ...
 
 
 @dataclass
@@ -181,7 +188,14 @@ def _build_loop(model: nn.Module, data: DataSplits, config: TrainConfig,
     steps = len(loader)
     if config.max_steps_per_epoch is not None:
         steps = min(steps, config.max_steps_per_epoch)
-    trainable = (p for p in model.parameters() if p.requires_grad)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    known = {id(p) for p in trainable}
+    for callback in callbacks:
+        extra = getattr(callback, "parameters", None)
+        for p in (extra() if extra is not None else ()):
+            if p.requires_grad and id(p) not in known:
+                trainable.append(p)
+                known.add(id(p))
     return _Loop(model=model, wrapped=distributed.wrap(model, context),
                  optimizer=_build_optimizer(trainable, config), loader=loader, config=config,
                  context=context, device=device, steps_per_epoch=steps, callbacks=callbacks)
@@ -223,6 +237,10 @@ def _train_epoch(loop: _Loop, epoch: int, progress: bool) -> tuple[float, float]
         inputs, labels = inputs.to(device), labels.to(device)
         logits = loop.wrapped(inputs)
         loss = nn.functional.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+        for callback in loop.callbacks:
+            add_terms = getattr(callback, "on_loss", None)
+            if add_terms is not None:
+                loss = add_terms(loop.step, loop.model, inputs, labels, logits, loss)
         loop.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:

@@ -55,7 +55,7 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
              max_ratio: float = 0.9, ignored_layers: Iterable[str] = (),
              layer_ratios: Mapping[str, float] | None = None,
              layer_channels: Mapping[str, int] | None = None,
-             meta: Mapping[str, Any] | None = None) -> Plan:
+             meta: Mapping[str, Any] | None = None, normalize: bool = True) -> Plan:
     """A Plan keeping the highest-scoring channels of every prunable group.
 
     Args:
@@ -69,6 +69,9 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
         ignored_layers: module names whose groups keep every channel.
         layer_ratios: module name -> fraction removed from the group it produces (overrides ratio).
         layer_channels: module name -> number of channels removed from the group it produces.
+        normalize: in global scope, divide each group's scores by their mean before ranking
+            (magnitudes differ by layer); False ranks raw scores that are already comparable
+            (gate values in [0, 1]).
     """
     _check(ratio, round_to, min_keep, max_ratio)
     if scope not in ("local", "global"):
@@ -81,7 +84,7 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
     free = [g for g in groups if g.id not in fixed]
     removed = {g.id: math.floor(g.size * ratio) for g in free}
     if scope == "global" and free:
-        removed = _global_counts(free, scores, ratio, max_ratio)
+        removed = _global_counts(free, scores, ratio, max_ratio, normalize)
     removed.update({g.id: fixed[g.id] for g in groups if g.id in fixed})
     keep = {g.id: _top(scores[g.id], _n_keep(g.size, removed[g.id], round_to, min_keep)) for g in groups}
     info = {"ratio": ratio, "scope": scope, "round_to": round_to, "min_keep": min_keep, **(meta or {})}
@@ -143,9 +146,10 @@ def _overrides(graph: DependencyGraph, layer_ratios: Mapping[str, float],
 
 
 def _global_counts(groups: list, scores: Mapping[str, torch.Tensor], ratio: float,
-                   max_ratio: float) -> dict[str, int]:
+                   max_ratio: float, normalize: bool = True) -> dict[str, int]:
     """How many channels each group loses when all channels are ranked together."""
-    normalised = [scores[g.id].float() / scores[g.id].float().mean().clamp_min(1e-12) for g in groups]
+    normalised = [scores[g.id].float() / (scores[g.id].float().mean().clamp_min(1e-12) if normalize else 1.0)
+                  for g in groups]
     owners = torch.cat([torch.full((g.size,), i) for i, g in enumerate(groups)])
     flat = torch.cat(normalised)
     budget = math.floor(flat.numel() * ratio)
