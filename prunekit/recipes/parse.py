@@ -1,0 +1,106 @@
+"""Validate a recipe file into a :class:`Recipe`; every problem names the file, line and field.
+
+Checks run before any work: the schema (pydantic), then names that registries know (model,
+dataset, criterion) so a misspelt name fails in a second, not after an hour of training.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from prunekit.errors import ConfigError, PrunekitError, did_you_mean
+from prunekit.recipes.loader import load_yaml, where
+from prunekit.recipes.schema import STAGE_KINDS, Recipe, stage_kind, stage_options
+from prunekit.recover.config import _expected, _literal_choices
+
+__all__ = ["load_recipe", "parse_recipe"]
+
+
+def _field(loc: Sequence[Any]) -> tuple[Any, ...]:
+    """Pydantic's loc without the tagged-union repetition (``stages,1,prune,prune,x`` -> ``stages,1,prune,x``)."""
+    out: list[Any] = []
+    for part in loc:
+        if out and part == out[-1] and isinstance(part, str) and part in STAGE_KINDS:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _dotted(loc: Sequence[Any]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind, got = error["type"], error.get("input")
+    if kind == "stage_kind":
+        name = next(iter(got)) if isinstance(got, dict) and got else got
+        return (f"unknown stage {name!r}; a stage is one key naming its kind, one of "
+                f"{', '.join(STAGE_KINDS)}.{did_you_mean(str(name), STAGE_KINDS)}")
+    if kind == "extra_forbidden":
+        return "unknown key; remove it or fix its spelling (`prunekit run --help` lists the stage options)"
+    if kind == "value_error":
+        return str(error["msg"]).removeprefix("Value error, ")
+    allowed = ""
+    if kind == "literal_error":
+        choices = _literal_choices(error)
+        allowed = f" Allowed: {', '.join(choices)}.{did_you_mean(str(got), choices)}"
+    shown = "" if kind == "missing" else f"; got {got!r}"
+    return f"{_expected(error)}{shown}.{allowed}"
+
+
+def parse_recipe(data: Any, lines: dict[tuple[Any, ...], int] | None = None, *, source: str = "recipe") -> Recipe:
+    """Validate already-loaded recipe data (``lines`` maps key paths to lines for messages)."""
+    lines = lines or {}
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        first = errors[0]
+        loc = _field(first["loc"])
+        line = where(lines, loc)
+        at = f"{source}:{line}" if line else source
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"{at}: {_dotted(loc)}: {_message(first)}{more}") from None
+    _check_names(recipe, lines, source)
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike[str]) -> Recipe:
+    """Read and validate a YAML recipe file."""
+    data, lines = load_yaml(path)
+    return parse_recipe(data, lines, source=str(Path(path)))
+
+
+def _check_names(recipe: Recipe, lines: dict[tuple[Any, ...], int], source: str) -> None:
+    """Registry names (model, dataset, criteria) exist; the error points at the line."""
+    from prunekit import data as datasets
+    from prunekit import models
+    from prunekit.importance import CRITERIA
+
+    def check(loc: tuple[Any, ...], lookup: Any) -> None:
+        try:
+            lookup()
+        except PrunekitError as exc:
+            line = where(lines, loc)
+            at = f"{source}:{line}" if line else source
+            raise ConfigError(f"{at}: {_dotted(loc)}: {' '.join(str(exc).split())}") from None
+
+    check(("model", "name"), lambda: models.MODELS.get(recipe.model.name))
+    if not (Path(recipe.data.name).exists() or recipe.data.name.endswith(".npz")):
+        check(("data", "name"), lambda: datasets.DATASETS.get(recipe.data.name))
+    for i, stage in enumerate(recipe.stages):
+        kind, options = stage_kind(stage), stage_options(stage)
+        if kind == "prune":
+            check(("stages", i, kind, "importance"), lambda o=options: CRITERIA.get(o.importance))
+            for j, step in enumerate(options.schedule or []):
+                if step.importance is not None:
+                    check(("stages", i, kind, "schedule", j, "importance"),
+                          lambda s=step: CRITERIA.get(s.importance))

@@ -1,0 +1,128 @@
+"""Run a recipe's stages in order: a checkpoint after each, ``resume`` from the last completed one.
+
+Layout of ``out``::
+
+    state.json                 {"completed": k, "recipe": <the validated recipe>}
+    checkpoints/stage-01-train/   weights.safetensors + plan.json (prunekit.load reads it)
+    results.json               per stage: options, summary, profile (params, MACs, size, accuracy)
+
+Stage ``i`` runs with seed ``recipe.seed + i`` and the model is rebuilt from the checkpoint on
+resume, so a run stopped after any stage and resumed ends with the same weights as one that was
+never stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from prunekit.errors import ConfigError
+from prunekit.io import load_json, save_json
+from prunekit.recipes.checkpoint import load_model, save_model
+from prunekit.recipes.parse import load_recipe, parse_recipe
+from prunekit.recipes.schema import Recipe, stage_kind, stage_options
+from prunekit.recipes.stages import STAGES, RunState
+
+__all__ = ["run_recipe", "STATE_FILE"]
+
+STATE_FILE = "state.json"
+
+
+def _build(recipe: Recipe) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    from prunekit import pipeline
+
+    net, splits = pipeline.build(recipe.model.name, recipe.data.name, data_dir=recipe.data.data_dir,
+                                 weights=recipe.model.weights, seed=recipe.seed)
+    architecture = {"model": recipe.model.name, "num_classes": splits.num_classes,
+                    "in_channels": splits.input_shape[0]}
+    return net, splits, architecture
+
+
+def _profile(state: RunState, name: str, latency: bool) -> dict[str, Any]:
+    from prunekit.measure import profile
+
+    backends = ("torch", "onnxruntime") if latency else ()
+    return profile(state.model, state.example(1), name=name, backends=backends,
+                   dataset=state.splits.test).to_dict()
+
+
+def _checkpoint_dir(out: Path, index: int, kind: str) -> Path:
+    return out / "checkpoints" / f"stage-{index + 1:02d}-{kind}"
+
+
+def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.PathLike[str] | None = None,
+               resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """Execute ``recipe`` (a :class:`Recipe` or a YAML path); returns the results dict.
+
+    Args:
+        out_dir: where checkpoints and results go (default: the recipe's ``out``, else ``runs/recipe``).
+        resume: continue after the last completed stage recorded in ``out_dir/state.json``.
+        stop_after: stop after this many stages in total (for tests and partial runs; resumable).
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    out = Path(out_dir or recipe.out or "runs/recipe")
+    plain = recipe.model_dump(mode="json")
+    net, splits, architecture = _build(recipe)
+    original = copy.deepcopy(net).eval()
+    results: dict[str, Any] = {"command": "run", "recipe": plain, "stages": []}
+    first = 0
+    if resume:
+        first, results = _resume_point(out, plain)
+        if first > 0:
+            net = load_model(_checkpoint_dir(out, first - 1, stage_kind(recipe.stages[first - 1])))
+    state = RunState(model=net, splits=splits, original=original, architecture=architecture,
+                     seed=recipe.seed, out=out, progress=progress)
+    if first == 0:
+        results["initial"] = _profile(state, recipe.model.name, recipe.profile_latency)
+    last = len(recipe.stages) if stop_after is None else min(stop_after, len(recipe.stages))
+    bar = tqdm(range(first, last), desc="recipe", file=sys.stderr, disable=not progress,
+               initial=first, total=len(recipe.stages))
+    for index in bar:
+        stage = recipe.stages[index]
+        kind = stage_kind(stage)
+        bar.set_postfix_str(kind)
+        torch.manual_seed(recipe.seed + index)
+        started = time.perf_counter()
+        summary = STAGES.get(kind).factory(state, stage_options(stage), recipe.seed + index)
+        record = {"index": index, "kind": kind, "options": stage_options(stage).model_dump(mode="json"),
+                  "summary": summary, "seconds": time.perf_counter() - started,
+                  "profile": _profile(state, f"after {kind}", recipe.profile_latency)}
+        results["stages"].append(record)
+        save_model(state.model, architecture, _checkpoint_dir(out, index, kind))
+        save_json(results, out / "results.json")
+        save_json({"completed": index + 1, "recipe": plain}, out / STATE_FILE)
+    bar.close()
+    results["completed"] = last
+    results["model"] = state.model
+    return results
+
+
+def _resume_point(out: Path, plain: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """How many stages ``out`` completed for this same recipe, and the results so far."""
+    state_file = out / STATE_FILE
+    if not state_file.is_file():
+        return 0, {"command": "run", "recipe": plain, "stages": []}
+    saved = load_json(state_file)
+    if saved.get("recipe") != plain:
+        raise ConfigError(f"resume: '{out}' holds a run of a different recipe (its {STATE_FILE} differs). "
+                          f"Use a new --out folder, or the recipe that started this run.")
+    results = load_json(out / "results.json")
+    completed = int(saved["completed"])
+    results["stages"] = results["stages"][:completed]
+    return completed, results
+
+
+def validate(path: str | os.PathLike[str]) -> Recipe:
+    """Parse and check a recipe without running anything (``prunekit run --check``)."""
+    return load_recipe(path)
+
+
+__all__ += ["validate", "parse_recipe"]

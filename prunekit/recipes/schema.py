@@ -1,0 +1,223 @@
+"""The recipe file, validated into typed stages (pydantic): what a run does, as plain data.
+
+A recipe names a model and data and lists stages in order; each stage is a one-key mapping from
+its kind to its options::
+
+    model: resnet20
+    data: fashion-mnist
+    stages:
+      - train: {epochs: 2}
+      - prune: {schedule: [{target: {ratio: 0.2}, importance: l1, finetune_epochs: 1},
+                           {target: {ratio: 0.5}, importance: l2, finetune_epochs: 1}]}
+      - finetune: {epochs: 1, distill: {temperature: 4.0, alpha: 0.7}}
+      - evaluate: {}
+
+Every stage's options are the keyword arguments of one library call with the same names (see
+``prunekit.recipes.stages``). Training options are :class:`~prunekit.recover.TrainConfig`'s fields.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+from prunekit.recover.config import TrainConfig
+from prunekit.structured.target import Target
+
+__all__ = ["Recipe", "ModelSpec", "DataSpec", "STAGE_KINDS", "stage_kind", "stage_options"]
+
+_STRICT = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSpec(BaseModel):
+    """``prunekit.models.create(name, weights=...)``; classes and input channels follow the data."""
+
+    model_config = _STRICT
+    name: str = Field(description="a registered model, e.g. resnet20 (`prunekit models` lists them)")
+    weights: str | None = Field(None, description="safetensors file of trained weights")
+
+
+class DataSpec(BaseModel):
+    """``prunekit.data.load(name, data_dir=...)``."""
+
+    model_config = _STRICT
+    name: str = Field("fashion_mnist", description="a registered dataset, a .npz file or an image folder")
+    data_dir: str | None = Field(None, description="folder holding the dataset's files")
+
+
+class Distill(BaseModel):
+    """Knowledge distillation from the model as it was before the recipe's first stage."""
+
+    model_config = _STRICT
+    temperature: float = Field(4.0, gt=0, description="softening temperature T")
+    alpha: float = Field(0.7, ge=0, le=1, description="weight of the teacher's term")
+
+
+class TrainOptions(TrainConfig):
+    """``train``: TrainConfig's fields (epochs, lr, optimizer, ...)."""
+
+
+class FinetuneOptions(TrainConfig):
+    """``finetune``: TrainConfig's fields, plus optional distillation from the original model."""
+
+    distill: Distill | None = Field(None, description="distil from the original model")
+
+
+class DistillOptions(TrainConfig):
+    """``distill``: fine-tune with distillation (``finetune`` with ``distill`` set)."""
+
+    temperature: float = Field(4.0, gt=0, description="softening temperature T")
+    alpha: float = Field(0.7, ge=0, le=1, description="weight of the teacher's term")
+
+
+class PruneStep(BaseModel):
+    """One step of a pruning schedule: prune to ``target`` (relative to the stage's input model)
+    with ``importance``, then fine-tune ``finetune_epochs``."""
+
+    model_config = _STRICT
+    target: Target
+    importance: str | None = Field(None, description="criterion for this step (default: the stage's)")
+    finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after this step")
+
+
+class PruneOptions(BaseModel):
+    """``prune``: StructuredPruner's arguments, or a ``schedule`` of steps (ratio rising, criterion switching)."""
+
+    model_config = _STRICT
+    target: Target | None = Field(None, description="ratio removed, or macs/params/latency kept")
+    importance: str = Field("l2", description="criterion (`prunekit prune --help` lists them)")
+    scope: Literal["local", "global"] = "local"
+    round_to: int = Field(1, ge=1)
+    ignore: list[str] = Field(default_factory=list, description="module names never cut")
+    steps: int = Field(1, ge=1, description="reach the target in this many steps")
+    finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning between steps")
+    schedule: list[PruneStep] | None = Field(None, description="explicit steps (instead of target/steps)")
+    options: dict[str, Any] | None = Field(None, description="PrunerOptions (layer ratios, caps)")
+    calibration_batches: int = Field(4, ge=1, description="training batches for data-driven criteria")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> PruneOptions:
+        if (self.target is None) == (self.schedule is None):
+            raise ValueError("a prune stage needs exactly one of 'target' (with optional 'steps') or "
+                             "'schedule' (a list of {target, importance, finetune_epochs}); "
+                             "e.g. target: {macs: 0.5}")
+        return self
+
+
+class GatesOptions(TrainConfig):
+    """``gates``: train Hard Concrete gates to a MACs budget for ``epochs``, then harden them."""
+
+    target_macs: float = Field(gt=0, le=1, description="fraction of the dense MACs to keep")
+    warmup_steps: int = Field(0, ge=0, description="steps over which the budget falls to the target")
+    init_log_alpha: float = Field(3.0, description="initial gate log-alpha (3: fully open)")
+    ignore: list[str] = Field(default_factory=list, description="module names never gated")
+
+
+class SparsifyOptions(BaseModel):
+    """``sparsify``: options of ``prunekit.sparsity`` (method, sparsity, pattern, schedule, ...)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    method: Literal["magnitude", "wanda", "sparsegpt"] = "magnitude"
+    sparsity: float | None = Field(0.5, ge=0, lt=1, description="fraction of weights set to zero")
+    pattern: str = Field("unstructured", description="unstructured, N:M (2:4) or blocks (4x4)")
+
+
+class DecomposeOptions(BaseModel):
+    """``decompose``: options of ``prunekit.decompose.decompose`` (method, rank / energy / target_macs)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    method: Literal["svd", "asvd", "tucker", "cp", "auto"] = "svd"
+
+
+class EvaluateOptions(BaseModel):
+    """``evaluate``: accuracy and loss on one split, with a profile (latency optional)."""
+
+    model_config = _STRICT
+    split: Literal["train", "val", "test"] = "test"
+    latency: bool = Field(False, description="also measure latency (PyTorch and ONNX Runtime)")
+
+
+class ExportOptions(BaseModel):
+    """``export``: weights + layout record (``prunekit.load``), and optionally ONNX."""
+
+    model_config = _STRICT
+    onnx: bool = Field(True, description="also write model.onnx")
+
+
+_OPTIONS: dict[str, type[BaseModel]] = {
+    "train": TrainOptions, "prune": PruneOptions, "sparsify": SparsifyOptions, "gates": GatesOptions,
+    "finetune": FinetuneOptions, "distill": DistillOptions, "decompose": DecomposeOptions,
+    "evaluate": EvaluateOptions, "export": ExportOptions,
+}
+STAGE_KINDS: tuple[str, ...] = tuple(_OPTIONS)
+
+
+def _item(kind: str, options: type[BaseModel]) -> type[BaseModel]:
+    """A one-key mapping ``{kind: options}`` as a pydantic model (the union member for ``kind``)."""
+    fields = {kind: (options, Field(default_factory=options) if kind != "gates" else ...)}
+    from pydantic import create_model
+
+    return create_model(f"{kind.capitalize()}Stage", __config__=_STRICT, **fields)  # type: ignore[call-overload]
+
+
+_ITEMS = {kind: _item(kind, options) for kind, options in _OPTIONS.items()}
+
+
+def _tag(value: Any) -> str | None:
+    if isinstance(value, dict) and len(value) == 1:
+        return next(iter(value))
+    if isinstance(value, BaseModel):
+        return next(iter(type(value).model_fields))
+    return None
+
+
+Stage = Annotated[Union[tuple(Annotated[item, Tag(kind)] for kind, item in _ITEMS.items())],  # type: ignore[misc]
+                  Discriminator(_tag, custom_error_type="stage_kind",
+                                custom_error_message=f"each stage is one key naming its kind, one of: "
+                                                     f"{', '.join(STAGE_KINDS)}")]
+
+
+def _none_to_empty(value: Any) -> Any:
+    """``- evaluate:`` (no options) reads as ``None`` in YAML: treat it as ``{}``."""
+    if isinstance(value, dict) and len(value) == 1:
+        key, options = next(iter(value.items()))
+        if options is None:
+            return {key: {}}
+    return value
+
+
+class Recipe(BaseModel):
+    """A whole recipe file."""
+
+    model_config = _STRICT
+    model: ModelSpec
+    data: DataSpec = Field(default_factory=DataSpec)
+    seed: int = Field(0, ge=0, description="seed of every stage (stage i uses seed + i)")
+    out: str | None = Field(None, description="output folder (the CLI's --out overrides it)")
+    profile_latency: bool = Field(False, description="measure latency in the profile after each stage")
+    stages: list[Stage] = Field(min_length=1)  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("model"), str):
+            data["model"] = {"name": data["model"]}
+        if isinstance(data.get("data"), str):
+            data["data"] = {"name": data["data"]}
+        if isinstance(data.get("stages"), list):
+            data["stages"] = [_none_to_empty(s) for s in data["stages"]]
+        return data
+
+
+def stage_kind(stage: BaseModel) -> str:
+    """The kind of a validated stage (``"prune"``)."""
+    return next(iter(type(stage).model_fields))
+
+
+def stage_options(stage: BaseModel) -> BaseModel:
+    """The options object of a validated stage."""
+    return getattr(stage, stage_kind(stage))

@@ -1,0 +1,123 @@
+"""Recipes: every example runs end to end on a tiny budget; resume equals an uninterrupted run;
+a broken recipe fails before any work with the file, the line and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from prunekit.cli import main
+from prunekit.errors import ConfigError
+from prunekit.recipes import load_recipe, parse_recipe, run_recipe
+
+RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """384 training and 128 test images of the real Fashion-MNIST, as an .npz."""
+    from prunekit import data
+
+    splits = data.load("fashion_mnist")
+    x, y = splits.train.tensors
+    xt, yt = splits.test.tensors
+    path = tmp_path_factory.mktemp("data") / "fmnist_tiny.npz"
+    np.savez(path, x_train=x[:384].numpy(), y_train=y[:384].numpy(), x_test=xt[:128].numpy(), y_test=yt[:128].numpy())
+    return path
+
+
+def _tiny(recipe: Path, npz: Path) -> dict:
+    """The recipe with tiny data and budget: at most 1 epoch of 2 steps per training stage."""
+    data = yaml.safe_load(recipe.read_text())
+    data["data"] = str(npz)
+    for stage in data["stages"]:
+        (kind, options), = stage.items()
+        options = options or {}
+        if "epochs" in options or kind in ("train", "finetune", "distill", "gates"):
+            options["epochs"] = min(options.get("epochs", 1), 1)
+            options["max_steps_per_epoch"] = 2
+        if "warmup_steps" in options:
+            options["warmup_steps"] = 1
+        for step in options.get("schedule") or []:
+            step["finetune_epochs"] = min(step.get("finetune_epochs", 0), 1)
+        stage[kind] = options
+    return data
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_example_recipe_runs_end_to_end(recipe: Path, tiny_npz: Path, tmp_path: Path) -> None:
+    load_recipe(recipe)  # the file itself is valid as shipped
+    parsed = parse_recipe(_tiny(recipe, tiny_npz), source=str(recipe))
+    results = run_recipe(parsed, out_dir=tmp_path / "out", progress=False)
+    assert results["completed"] == len(parsed.stages)
+    assert [s["kind"] for s in results["stages"]] == [next(iter(type(s).model_fields)) for s in parsed.stages]
+    first, last = results["initial"], results["stages"][-1]["profile"]
+    assert last["params"] <= first["params"] and 0.0 <= last["accuracy"] <= 1.0
+    assert (tmp_path / "out" / "results.json").is_file()
+    model = results["model"]
+    with torch.no_grad():
+        assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_resume_after_a_stop_gives_the_uninterrupted_result(tiny_npz: Path, tmp_path: Path) -> None:
+    data = _tiny(RECIPES[[p.stem for p in RECIPES].index("simple_cnn")], tiny_npz)
+    recipe = parse_recipe(data)
+    whole = run_recipe(recipe, out_dir=tmp_path / "whole", progress=False)["model"]
+    stopped = run_recipe(recipe, out_dir=tmp_path / "split", progress=False, stop_after=2)
+    assert stopped["completed"] == 2
+    resumed = run_recipe(recipe, out_dir=tmp_path / "split", progress=False, resume=True)
+    assert [s["index"] for s in resumed["stages"]] == list(range(len(recipe.stages)))
+    a, b = whole.state_dict(), resumed["model"].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_different_recipe(tiny_npz: Path, tmp_path: Path) -> None:
+    data = _tiny(RECIPES[[p.stem for p in RECIPES].index("simple_cnn")], tiny_npz)
+    run_recipe(parse_recipe(data), out_dir=tmp_path / "o", progress=False, stop_after=1)
+    data["seed"] = 7
+    with pytest.raises(ConfigError, match="different recipe"):
+        run_recipe(parse_recipe(data), out_dir=tmp_path / "o", progress=False, resume=True)
+
+
+BROKEN = {
+    "unknown stage": ("model: simple_cnn\nstages:\n  - train: {epochs: 1}\n  - prunee: {}\n",
+                      r":4: stages\[1\]: unknown stage 'prunee'.*Did you mean 'prune'"),
+    "wrong type": ("model: simple_cnn\nstages:\n  - train:\n      epochs: two\n",
+                   r":4: stages\[0\]\.train\.epochs: must be a whole number; got 'two'"),
+    "ratio 1.5": ("model: simple_cnn\nstages:\n  - prune:\n      target: {ratio: 1.5}\n",
+                  r":4: stages\[0\]\.prune\.target: .*'ratio' must be a float in \[0, 1\); got 1.5"),
+    "missing model": ("data: fashion-mnist\nstages:\n  - train: {epochs: 1}\n", r":1: model: is required"),
+    "bad choice": ("model: simple_cnn\nstages:\n  - prune:\n      target: {macs: 0.5}\n      scope: globl\n",
+                   r":5: stages\[0\]\.prune\.scope: must be one of .*Allowed: local, global\. Did you mean 'global'"),
+    "unknown criterion": ("model: simple_cnn\nstages:\n  - prune:\n      target: {macs: 0.5}\n      importance: l3\n",
+                          r":5: stages\[0\]\.prune\.importance: .*'l3'"),
+    "misspelt model": ("model: simple_cn\nstages:\n  - evaluate: {}\n", r":1: model\.name: .*Did you mean 'simple_cnn'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN), ids=list(BROKEN))
+def test_broken_recipe_fails_before_any_work(case: str, tmp_path: Path) -> None:
+    text, pattern = BROKEN[case]
+    file = tmp_path / "recipe.yaml"
+    file.write_text(text)
+    with pytest.raises(ConfigError, match=str(file).replace(".", r"\.") + pattern):
+        run_recipe(file, out_dir=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_run_prints_the_table_and_errors_in_one_line(tiny_npz: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    file = tmp_path / "r.yaml"
+    file.write_text(yaml.safe_dump(_tiny(RECIPES[[p.stem for p in RECIPES].index("simple_cnn")], tiny_npz)))
+    assert main(["run", str(file), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "1. train" in out and "3. finetune" in out and "results:" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BROKEN["ratio 1.5"][0])
+    assert main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.yaml:4" in err[0]
