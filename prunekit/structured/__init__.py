@@ -21,9 +21,11 @@ from prunekit.structured.iterative import prune_iteratively as prune_iteratively
 from prunekit.structured.plan import Plan as Plan
 from prunekit.structured.pruner import PrunerOptions as PrunerOptions
 from prunekit.structured.pruner import StructuredPruner as StructuredPruner
+from prunekit.structured.scheduled import ScheduledPruner as ScheduledPruner
+from prunekit.structured.scheduled import ScheduleEntry as ScheduleEntry
 from prunekit.structured.target import Target as Target
 from prunekit.structured.target import search as search
 
 __all__ = ["Plan", "allocate", "apply", "mask", "verify", "VerificationError", "Target", "search",
-           "StructuredPruner", "PrunerOptions", "prune_iteratively", "compose",
+           "StructuredPruner", "PrunerOptions", "ScheduledPruner", "ScheduleEntry", "prune_iteratively", "compose",
            "DepthRecord", "block_importance", "prune_depth", "remove_blocks", "residual_blocks"]
