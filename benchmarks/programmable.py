@@ -1,0 +1,125 @@
+"""Programmable pruning on Fashion-MNIST ResNet-20: gates vs L2 magnitude, with/without distillation.
+
+Run by hand on a quiet machine (the baseline comes from benchmarks/baselines.py, or is trained here):
+    .venv/bin/python benchmarks/programmable.py --budget 2      # epochs after the baseline, per method
+
+Every method starts from the same trained baseline and gets the same number of training epochs
+(``--budget``) after it, at 2x and at 4x fewer MACs:
+- one-shot L2: prune once to the target, fine-tune ``budget`` epochs;
+- iterative L2: ``budget`` steps, each pruning further and fine-tuning one epoch;
+- gates: Hard Concrete gates trained ``budget - 1`` epochs with the MACs Lagrangian, hardened to
+  the target, then one epoch of fine-tuning;
+each once with plain cross-entropy and once with distillation from the baseline (T=4, alpha=0.7).
+Writes the section "Programmable pruning: gates, iterative, distillation" of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _results import write_section  # noqa: E402
+
+from prunekit import data, models  # noqa: E402
+from prunekit.gates import ChannelGates  # noqa: E402
+from prunekit.measure import count_macs, evaluate, measure_latency  # noqa: E402
+from prunekit.recover import Distiller, TrainConfig, fit  # noqa: E402
+from prunekit.structured import StructuredPruner, prune_iteratively  # noqa: E402
+
+BASELINE = Path("runs/baselines/resnet20/model.safetensors")
+TUNE = dict(batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4, scheduler="cosine", seed=0)
+
+
+def _config(epochs: int, **extra: object) -> TrainConfig:
+    return TrainConfig(epochs=epochs, **{**TUNE, **extra})
+
+
+def _baseline(splits: data.DataSplits) -> nn.Module:
+    if BASELINE.is_file():
+        return models.create("resnet20", weights=str(BASELINE)).eval()
+    torch.manual_seed(0)
+    model = models.create("resnet20")
+    fit(model, splits, TrainConfig(epochs=3, batch_size=128, lr=0.1, optimizer="sgd", weight_decay=5e-4,
+                                   nesterov=True, momentum=0.9, scheduler="cosine"), progress=False)
+    return model.eval()
+
+
+def _callbacks(teacher: nn.Module, distill: bool) -> list:
+    return [Distiller(teacher, temperature=4.0, alpha=0.7)] if distill else []
+
+
+def one_shot(base: nn.Module, splits, keep: float, budget: int, distill: bool) -> nn.Module:
+    pruned = StructuredPruner({"macs": keep}, importance="l2").fit_transform(base, splits.example_input(1))
+    fit(pruned, splits, _config(budget), progress=False, callbacks=_callbacks(base, distill))
+    return pruned
+
+
+def iterative(base: nn.Module, splits, keep: float, budget: int, distill: bool) -> nn.Module:
+    def tune(model: nn.Module, step: int) -> nn.Module:
+        fit(model, splits, _config(1), progress=False, callbacks=_callbacks(base, distill))
+        return model
+
+    pruned, _ = prune_iteratively(base, splits.example_input(1), {"macs": keep}, steps=budget,
+                                  importance="l2", finetune=tune)  # tunes between steps: budget - 1 epochs
+    return tune(pruned, budget - 1)
+
+
+def gates(base: nn.Module, splits, keep: float, budget: int, distill: bool) -> nn.Module:
+    model = copy.deepcopy(base)
+    x = splits.example_input(1)
+    steps = (len(splits.train) // TUNE["batch_size"]) * max(budget - 1, 1)
+    gated = ChannelGates(model, x, target_macs=keep, warmup_steps=steps // 2)
+    fit(model, splits, _config(max(budget - 1, 1)), progress=False, callbacks=[gated, *_callbacks(base, distill)])
+    pruned = gated.harden().model
+    fit(pruned, splits, _config(1), progress=False, callbacks=_callbacks(base, distill))
+    return pruned
+
+
+METHODS = {"one-shot L2": one_shot, "iterative L2": iterative, "gates": gates}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=int, default=2, help="training epochs after the baseline, per method")
+    parser.add_argument("--speedups", type=int, nargs="+", default=[2, 4])
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    splits = data.load("fashion_mnist")
+    base = _baseline(splits)
+    x = splits.example_input(1)
+    dense_macs = count_macs(base, x)
+    dense_ms = measure_latency(base, x, batch_size=16, threads=2).median_ms
+    rows = ["| MACs reduction | method | distillation | MACs kept | accuracy | torch bs16 latency | wall time |",
+            "|---|---|---|---|---|---|---|",
+            f"| 1x | dense baseline | - | 100 % | {100 * evaluate(base, splits.test).accuracy:.2f} % | "
+            f"{dense_ms:.2f} ms | - |"]
+    for speedup in args.speedups:
+        for name, method in METHODS.items():
+            for distill in (False, True):
+                started = time.perf_counter()
+                torch.manual_seed(0)
+                pruned = method(base, splits, 1 / speedup, args.budget, distill).eval()
+                seconds = time.perf_counter() - started
+                acc = evaluate(pruned, splits.test).accuracy
+                ms = measure_latency(pruned, x, batch_size=16, threads=2).median_ms
+                rows.append(f"| {speedup}x | {name} | {'yes' if distill else 'no'} | "
+                            f"{100 * count_macs(pruned, x) / dense_macs:.1f} % | {100 * acc:.2f} % | "
+                            f"{ms:.2f} ms | {seconds:.0f} s |")
+                print(rows[-1], flush=True)
+    rows += ["", f"Budget: {args.budget} training epochs after the baseline for every method (fine-tune: "
+             f"{TUNE}); baseline `{BASELINE}` (benchmarks/baselines.py) or 3 SGD epochs trained here. "
+             f"1-minute load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores."]
+    print(f"wrote {write_section('Programmable pruning: gates, iterative, distillation', rows, script='benchmarks/programmable.py')}")
+
+
+if __name__ == "__main__":
+    main()
