@@ -30,6 +30,7 @@ $(STAMP): pyproject.toml requirements/constraints-dev.txt
 
 bench-deps: $(STAMP)
 	$(PY) -m pip install --quiet -c requirements/constraints-dev.txt -e ".[dev,bench]"
+	@sh scripts/ensure_corpus.sh
 
 data:
 	@DATA_DIR="$(DATA_DIR)" sh scripts/ensure_data.sh

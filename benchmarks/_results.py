@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -21,9 +22,10 @@ def write_section(title: str, rows: list[str], *, script: str) -> Path:
     if head in text:
         start = text.index(head)
         end = text.find("\n## ", start + len(head))
-        text = text[:start] + body + (text[end + 1:] if end != -1 else "")
+        text = text[:start] + body + ("\n" + text[end + 1:] if end != -1 else "")
     else:
         text = text.rstrip() + "\n\n" + body
+    text = re.sub(r"([^\n])\n(## )", r"\1\n\n\2", text).rstrip() + "\n"  # a blank line before every section
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(text)
     tmp.replace(out)

@@ -1,0 +1,246 @@
+"""Calibration data for one-shot pruning: batches, the model's repeated blocks, captured inputs.
+
+One-shot pruning works block by block: the inputs of the first repeated
+block (``BertEncoder.layer``, GPT-2's ``transformer.h``, Llama's ``model.layers``) are captured
+once for every calibration batch, then each block is calibrated, pruned and re-run on those
+inputs to give the next block's inputs. Only one block's activations are held at a time.
+A model without such a block list is treated as one block whose inputs are the batches.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError
+from prunekit.sparsity.oneshot.layers import input_rows, is_supported
+
+__all__ = ["Call", "LayerStats", "as_call", "find_blocks", "capture_block_inputs", "run_call",
+           "collect_stats", "call_order", "carried", "with_carried"]
+
+
+@dataclass
+class Call:
+    """The positional and keyword arguments of one forward call (of the model or of a block)."""
+
+    args: tuple
+    kwargs: dict[str, Any]
+
+
+@dataclass
+class LayerStats:
+    """What a layer saw: ``gram = Σ xᵀx`` over its input rows ``x[tokens, in]`` (float32)."""
+
+    gram: torch.Tensor
+    tokens: int = 0
+
+    @property
+    def column_norms(self) -> torch.Tensor:
+        """``‖X_j‖₂`` of every input feature j (Wanda's activation norm), ``Tensor[in]``."""
+        return self.gram.diagonal().clamp_min(0).sqrt()
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, Mapping):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
+def as_call(batch: Any, model: nn.Module, device: torch.device) -> Call:
+    """Turn one calibration batch into the model's forward arguments.
+
+    A Tensor is the positional input; a Mapping is keyword arguments (Hugging Face
+    ``input_ids``/``attention_mask``, a tokenizer's ``BatchEncoding``); a tuple or list is what a
+    DataLoader yields, ``(inputs, targets, ...)``: only its first element is used, and that element
+    may itself be a Tensor, a Mapping, or a tuple of positional arguments.
+    """
+    if isinstance(batch, (tuple, list)):
+        if not batch:
+            raise ConfigError("one_shot: a calibration batch is an empty tuple; expected (inputs, targets) "
+                              "or a Tensor. Pass batches of model inputs.")
+        batch = batch[0]
+    batch = _to_device(batch, device)
+    if isinstance(batch, torch.Tensor):
+        return Call((batch,), {})
+    if isinstance(batch, Mapping):
+        kwargs = dict(batch)
+        # NOTE: a KV cache would grow each time a block is re-run on the stored inputs.
+        if "use_cache" in inspect.signature(model.forward).parameters:
+            kwargs.setdefault("use_cache", False)
+        return Call((), kwargs)
+    if isinstance(batch, (tuple, list)):
+        return Call(tuple(batch), {})
+    raise ConfigError(
+        f"one_shot: a calibration batch must be a Tensor, a Mapping of keyword inputs or an "
+        f"(inputs, targets) tuple; got {type(batch).__name__}. Wrap your data in a DataLoader or a list of tensors."
+    )
+
+
+def run_call(module: nn.Module, call: Call) -> Any:
+    """``module(*call.args, **call.kwargs)`` without autograd."""
+    with torch.no_grad():
+        return module(*call.args, **call.kwargs)
+
+
+def carried(call: Call) -> torch.Tensor:
+    """The hidden state a block passes on: its first positional Tensor, else ``hidden_states=``."""
+    if call.args and isinstance(call.args[0], torch.Tensor):
+        return call.args[0]
+    value = call.kwargs.get("hidden_states")
+    if isinstance(value, torch.Tensor):
+        return value
+    raise ConfigError("one_shot: cannot find the hidden state a block receives (no positional Tensor and no "
+                      "'hidden_states=' keyword). Pass include=... to prune the model as one block.")
+
+
+def with_carried(call: Call, value: torch.Tensor) -> Call:
+    """The same call with its hidden state replaced by ``value`` (the previous block's output)."""
+    if call.args and isinstance(call.args[0], torch.Tensor):
+        return Call((value, *call.args[1:]), call.kwargs)
+    return Call(call.args, {**call.kwargs, "hidden_states": value})
+
+
+def _block_output(output: Any) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    return None
+
+
+def block_output(output: Any) -> torch.Tensor:
+    """The hidden state in a block's output (the Tensor, or the first element of a tuple)."""
+    value = _block_output(output)
+    if value is None:
+        raise ConfigError(f"one_shot: a block returned {type(output).__name__}; expected a Tensor or a tuple "
+                          "starting with one. Prune this model as one block with include=[...].")
+    return value
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
+    """The model's repeated blocks: the ModuleList of same-type modules holding the most parameters
+    that contains prunable layers (``encoder.layer``, ``transformer.h``, ``model.layers``)."""
+    best: tuple[tuple[int, int], str, nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        if len({type(m) for m in module}) != 1 or not any(is_supported(m) for m in module.modules()):
+            continue
+        key = (sum(p.numel() for p in module.parameters()), len(module))
+        if best is None or key > best[0]:
+            best = (key, name, module)
+    return None if best is None else (best[1], best[2])
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the first block's inputs are captured."""
+
+
+def _chained(model: nn.Module, blocks: nn.ModuleList, call: Call) -> tuple[bool, Call | None]:
+    """Run ``call`` once and check every block is called once and is fed the previous block's output."""
+    seen: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
+    first: list[Call] = []
+
+    def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        call_ = Call(tuple(args), dict(kwargs))
+        if module is blocks[0] and not first:
+            first.append(call_)
+        try:
+            seen.append((carried(call_), None))
+        except ConfigError:
+            seen.append((None, None))
+
+    def post(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        seen[-1] = (seen[-1][0], _block_output(output))
+
+    handles = [b.register_forward_pre_hook(pre, with_kwargs=True) for b in blocks]
+    handles += [b.register_forward_hook(post, with_kwargs=True) for b in blocks]
+    try:
+        run_call(model, call)
+    finally:
+        for h in handles:
+            h.remove()
+    ok = len(seen) == len(blocks) and all(x is not None for x, _ in seen)
+    ok = ok and all(seen[i][0] is seen[i - 1][1] for i in range(1, len(seen)))
+    return ok, (first[0] if first else None)
+
+
+def capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calls: list[Call]) -> list[Call] | None:
+    """The first block's arguments for every calibration call, or None when the blocks do not
+    form a chain (block i+1 fed block i's output) and the model must be pruned as one block."""
+    ok, first = _chained(model, blocks, calls[0])
+    if not ok or first is None:
+        return None
+    captured = [first]
+
+    def stop(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        captured.append(Call(tuple(args), dict(kwargs)))
+        raise _Stop
+
+    handle = blocks[0].register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        for call in calls[1:]:
+            try:
+                run_call(model, call)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return captured
+
+
+def call_order(block: nn.Module, names: dict[nn.Module, str], call: Call) -> list[list[str]]:
+    """Layers of ``block`` in the order they first run, grouped when consecutive layers read the
+    same input tensor (q, k and v read one hidden state): SparseGPT prunes one group at a time."""
+    order: list[tuple[str, int]] = []
+
+    def hook(module: nn.Module, args: tuple) -> None:
+        if names[module] not in (n for n, _ in order) and args:
+            order.append((names[module], id(args[0])))
+
+    handles = [m.register_forward_pre_hook(hook) for m in names]
+    try:
+        run_call(block, call)
+    finally:
+        for h in handles:
+            h.remove()
+    groups: list[list[str]] = []
+    for i, (name, ident) in enumerate(order):
+        if i and ident == order[i - 1][1]:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    missing = [n for n in names.values() if n not in {n for n, _ in order}]
+    return groups + ([missing] if missing else [])
+
+
+def collect_stats(block: nn.Module, layers: dict[str, nn.Module], calls: Iterable[Call]) -> dict[str, LayerStats]:
+    """Run ``block`` on every call and accumulate each layer's input Gram matrix ``Σ xᵀx``."""
+    stats: dict[str, LayerStats] = {}
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            rows = input_rows(module, args[0].detach())
+            if name not in stats:
+                stats[name] = LayerStats(torch.zeros(rows.shape[1], rows.shape[1], device=rows.device))
+            stats[name].gram.addmm_(rows.t(), rows)
+            stats[name].tokens += rows.shape[0]
+        return hook
+
+    handles = [m.register_forward_pre_hook(make_hook(n)) for n, m in layers.items()]
+    try:
+        for call in calls:
+            run_call(block, call)
+    finally:
+        for h in handles:
+            h.remove()
+    return stats

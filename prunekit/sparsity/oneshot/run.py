@@ -1,0 +1,282 @@
+"""``one_shot``: prune a trained model in one pass over calibration data, block by block."""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from prunekit.errors import ConfigError
+from prunekit.registry import Entry
+from prunekit.sparsity.oneshot.calibrate import (
+    Call, as_call, block_output, call_order, capture_block_inputs, collect_stats, find_blocks,
+    run_call, with_carried,
+)
+from prunekit.sparsity.oneshot.layers import (
+    get_matrix, is_supported, matrix_shape, set_matrix, unsupported_reason,
+)
+from prunekit.sparsity.oneshot.methods import METHODS
+from prunekit.sparsity.patterns import Pattern
+
+__all__ = ["one_shot", "OneShotResult", "LayerReport"]
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """One pruned layer: its name, ``W[out, in]`` shape, fraction of zero weights, relative
+    reconstruction error ``‖WX − ŴX‖/‖WX‖`` on its calibration inputs, and seconds spent solving."""
+
+    name: str
+    shape: tuple[int, int]
+    sparsity: float
+    error: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class OneShotResult:
+    """What ``one_shot`` did: the pruned model, one report per layer, wall time in seconds, the
+    achieved sparsity over the pruned layers, the block list used (None: the whole model as one
+    block) and the layers skipped, each with the reason."""
+
+    model: nn.Module
+    layers: tuple[LayerReport, ...]
+    seconds: float
+    method: str
+    pattern: str
+    sparsity: float
+    blocks: str | None
+    skipped: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (everything except the model)."""
+        return {
+            "method": self.method, "pattern": self.pattern, "sparsity": self.sparsity,
+            "seconds": self.seconds, "blocks": self.blocks, "skipped": list(self.skipped),
+            "layers": [asdict(r) for r in self.layers],
+        }
+
+
+def _check_args(sparsity: float, blocksize: int, percdamp: float) -> None:
+    if not isinstance(sparsity, (int, float)) or math.isnan(sparsity) or not 0.0 <= sparsity < 1.0:
+        raise ConfigError(f"one_shot: 'sparsity' must be a fraction in [0, 1) of weights set to zero; got "
+                          f"{sparsity!r}. Pass e.g. sparsity=0.5.")
+    if not isinstance(blocksize, int) or blocksize < 1:
+        raise ConfigError(f"one_shot: 'blocksize' must be a positive int (columns per SparseGPT block); got "
+                          f"{blocksize!r}. The paper uses 128.")
+    if not isinstance(percdamp, (int, float)) or not percdamp >= 0:
+        raise ConfigError(f"one_shot: 'percdamp' must be >= 0 (dampening as a fraction of mean(diag H)); got "
+                          f"{percdamp!r}. The paper uses 0.01.")
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    """Shell-style patterns; a plain name also selects everything under it."""
+    return any(fnmatch.fnmatchcase(name, p) or name.startswith(p.rstrip(".") + ".") for p in patterns)
+
+
+def _select(model: nn.Module, inside: str | None, include: Sequence[str] | None, exclude: Sequence[str],
+            skipped: list[str]) -> dict[str, nn.Module]:
+    """The layers to prune: by default every supported layer inside the blocks (or, without blocks,
+    every one but the last Linear, the classifier head); ``include``/``exclude`` filter by name."""
+    named = [(n, m) for n, m in model.named_modules() if n]
+    if include is not None:
+        chosen = [(n, m) for n, m in named if _matches(n, include) and not any(True for _ in m.children())]
+    elif inside is not None:
+        chosen = [(n, m) for n, m in named if n.startswith(inside) and is_supported(m)]
+    else:
+        chosen = [(n, m) for n, m in named if is_supported(m)]
+        heads = [n for n, m in chosen if not isinstance(m, nn.Conv2d)]
+        if heads:
+            skipped.append(f"{heads[-1]}: the last Linear is taken as the classifier head "
+                           "(name it in include= to prune it)")
+            chosen = [(n, m) for n, m in chosen if n != heads[-1]]
+    layers: dict[str, nn.Module] = {}
+    for name, module in chosen:
+        if _matches(name, exclude):
+            continue
+        reason = unsupported_reason(module)
+        if reason is None:
+            layers[name] = module
+        elif isinstance(module, nn.modules.conv._ConvNd) or (
+                include is not None and any(fnmatch.fnmatchcase(name, p) for p in include)):
+            # NOTE: only layers named explicitly (or convs) are reported, not every LayerNorm under a prefix.
+            skipped.append(f"{name}: {reason}")
+    if not layers:
+        known = [n for n, m in named if is_supported(m)][:12]
+        raise ConfigError(
+            f"one_shot: no layer to prune matched include={list(include) if include is not None else None}, "
+            f"exclude={list(exclude)}; expected Linear, Conv1D or Conv2d layers. Prunable layers include: "
+            f"{', '.join(known) or 'none'}. Fix the name patterns."
+        )
+    return layers
+
+
+def _check_pattern(layers: Mapping[str, nn.Module], pattern: Pattern) -> None:
+    for name, module in layers.items():
+        rows, cols = matrix_shape(module)
+        if pattern.kind == "nm" and cols % pattern.m:
+            raise ConfigError(f"one_shot: layer '{name}' has W[out, in] = [{rows}, {cols}]; an {pattern} pattern "
+                              f"needs 'in' divisible by {pattern.m}. Exclude it with exclude=['{name}'] or use "
+                              "'unstructured'.")
+        if pattern.kind == "block" and (rows % pattern.block[0] or cols % pattern.block[1]):
+            raise ConfigError(f"one_shot: layer '{name}' has W[out, in] = [{rows}, {cols}], not divisible by the "
+                              f"{pattern} block. Exclude it with exclude=['{name}'] or choose another block.")
+
+
+def _relative_error(before: torch.Tensor, after: torch.Tensor, gram: torch.Tensor) -> float:
+    """``‖(W − Ŵ)X‖ / ‖WX‖`` from the Gram matrix ``XXᵀ``: ``tr(ΔW G ΔWᵀ) / tr(W G Wᵀ)``."""
+    delta = before - after
+    num = ((delta @ gram) * delta).sum().item()
+    den = ((before @ gram) * before).sum().item()
+    return math.sqrt(max(num, 0.0) / den) if den > 0 else 0.0
+
+
+@dataclass
+class _Job:
+    entry: Entry
+    sparsity: float
+    pattern: Pattern
+    blocksize: int
+    percdamp: float
+    backup: dict[str, torch.Tensor] | None
+    skipped: list[str]
+    bar: Any
+
+
+def _prune_block(block: nn.Module, calls: list[Call], layers: dict[str, nn.Module], job: _Job) -> list[LayerReport]:
+    """Calibrate and prune ``layers`` of ``block``, one group at a time for sequential methods."""
+    groups = [list(layers)]
+    if job.entry.meta["sequential"] and len(layers) > 1:
+        groups = call_order(block, {m: n for n, m in layers.items()}, calls[0])
+    reports = []
+    for group in groups:
+        stats = collect_stats(block, {n: layers[n] for n in group}, calls)
+        for name in group:
+            if name not in stats:
+                job.skipped.append(f"{name}: never ran on the calibration data")
+                continue
+            job.bar.set_postfix_str(name, refresh=False)
+            module, start = layers[name], time.perf_counter()
+            weight = get_matrix(module)
+            pruned = job.entry.factory(weight, stats[name], sparsity=job.sparsity, pattern=job.pattern,
+                                       blocksize=job.blocksize, percdamp=job.percdamp)
+            seconds = time.perf_counter() - start
+            if job.backup is not None:
+                job.backup[name] = module.weight.detach().clone()
+            set_matrix(module, pruned)
+            reports.append(LayerReport(name, tuple(weight.shape), float((pruned == 0).float().mean()),
+                                       _relative_error(weight, pruned, stats[name].gram), seconds))
+    return reports
+
+
+def _run(model: nn.Module, calls: list[Call], include: Sequence[str] | None, exclude: Sequence[str],
+         job: _Job, progress: bool) -> tuple[list[LayerReport], str | None]:
+    found = find_blocks(model)
+    captured = capture_block_inputs(model, found[1], calls) if found else None
+    if found and captured is None:
+        job.skipped.append(f"{found[0] or 'the ModuleList'}: its blocks do not feed each other, so the model "
+                           "was calibrated as one block")
+    prefix = None if captured is None else (f"{found[0]}." if found[0] else "")
+    layers = _select(model, prefix, include, exclude, job.skipped)
+    _check_pattern(layers, job.pattern)
+    reports: list[LayerReport] = []
+    if captured is None:
+        with tqdm(total=1, desc=f"one-shot {job.entry.name}", disable=not progress) as job.bar:
+            reports += _prune_block(model, calls, layers, job)
+            job.bar.update()
+        return reports, None
+    blocks = found[1]
+    inner = {i: {n: m for n, m in layers.items() if n.startswith(f"{prefix}{i}.")} for i in range(len(blocks))}
+    outside = {n: m for n, m in layers.items() if not any(n in group for group in inner.values())}
+    last = max((i for i, group in inner.items() if group), default=-1)
+    with tqdm(total=len(blocks), desc=f"one-shot {job.entry.name}", disable=not progress) as job.bar:
+        for i, block in enumerate(blocks):
+            if i > last:
+                break
+            if inner[i]:
+                reports += _prune_block(block, captured, inner[i], job)
+            if i < last:
+                captured = [with_carried(c, block_output(run_call(block, c))) for c in captured]
+            job.bar.update()
+        # NOTE: layers named outside the blocks (a pooler, a head) are calibrated on the whole
+        # model afterwards, so they see the pruned blocks' outputs.
+        if outside:
+            reports += _prune_block(model, calls, outside, job)
+    return reports, found[0]
+
+
+def one_shot(model: nn.Module, calibration: Iterable[torch.Tensor | Mapping[str, torch.Tensor] | tuple], *,
+             method: str = "wanda", sparsity: float = 0.5, pattern: str | Pattern = "unstructured",
+             include: Sequence[str] | None = None, exclude: Sequence[str] = (), blocksize: int = 128,
+             percdamp: float = 0.01, inplace: bool = False, progress: bool = True) -> OneShotResult:
+    """Prune ``model`` in one shot from calibration batches: magnitude, Wanda or SparseGPT.
+
+    The model's repeated blocks (``encoder.layer``, ``transformer.h``, ``model.layers``: the largest
+    ModuleList whose blocks feed each other) are processed in order: the first block's inputs are
+    captured for every batch, each block's layers are calibrated and pruned, and the block is re-run
+    to give the next block its (pruned) inputs. A model without such blocks is one block.
+    Within a block, SparseGPT prunes the layers in the order they run, layers that read the same
+    input (q, k, v) together, each group calibrated on the outputs of the groups already pruned;
+    Wanda and magnitude calibrate all of a block's layers in one pass, as Wanda's paper does.
+
+    Args:
+        model: the trained model; with ``inplace=False`` (default) it is deep-copied first and never
+            changed. With ``inplace=True`` it is pruned in place, and if anything fails every layer
+            already pruned gets its original weight back.
+        calibration: batches of model inputs: Tensors (positional input), Mappings (keyword inputs,
+            e.g. ``input_ids``/``attention_mask``) or DataLoader tuples ``(inputs, targets)``, of
+            which only ``inputs`` is used. A lone Tensor or Mapping is one batch. All batches are kept
+            in memory. Magnitude pruning uses them only to report each layer's error.
+        method: a name in ``METHODS``: "magnitude", "wanda" or "sparsegpt".
+        sparsity: fraction of each layer's weights set to zero, in [0, 1); N:M patterns imply it.
+        pattern: "unstructured", N:M such as "2:4" (along the input dim), or blocks "1x4".
+        include, exclude: name patterns (shell-style; a name also selects what is under it).
+            Default: every Linear/Conv1D/Conv2d inside the blocks, or without blocks every layer but
+            the last Linear (the classifier head).
+        blocksize, percdamp: SparseGPT's column block size and Hessian dampening.
+        progress: show a tqdm bar over the blocks.
+    """
+    start = time.perf_counter()
+    include = [include] if isinstance(include, str) else include
+    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+    entry = METHODS.get(method)
+    pattern = Pattern.parse(pattern)
+    _check_args(sparsity, blocksize, percdamp)
+    if pattern.kind == "block" and entry.name == "sparsegpt":
+        raise ConfigError(f"one_shot: sparsegpt supports 'unstructured' and N:M patterns, not '{pattern}'. "
+                          "Use method='wanda' or 'magnitude' for block sparsity.")
+    target = model if inplace else copy.deepcopy(model)
+    param = next(target.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    if isinstance(calibration, (torch.Tensor, Mapping)):
+        calibration = [calibration]  # one batch, not an iterable of rows or of keys
+    calls = [as_call(batch, target, device) for batch in calibration]
+    if not calls:
+        raise ConfigError("one_shot: the calibration data is empty; expected at least one batch of model inputs. "
+                          "Pass e.g. 128 samples from the training set.")
+    job = _Job(entry, float(sparsity), pattern, blocksize, float(percdamp), {} if inplace else None, [], None)
+    was_training = target.training
+    target.eval()
+    try:
+        reports, blocks = _run(target, calls, include, exclude, job, progress)
+    except BaseException:
+        if job.backup:
+            modules = dict(target.named_modules())
+            with torch.no_grad():
+                for name, weight in job.backup.items():
+                    modules[name].weight.copy_(weight)
+        raise
+    finally:
+        target.train(was_training)
+    total = sum(r.shape[0] * r.shape[1] for r in reports)
+    zeros = sum(r.sparsity * r.shape[0] * r.shape[1] for r in reports)
+    return OneShotResult(target, tuple(reports), time.perf_counter() - start, entry.name, str(pattern),
+                         zeros / total if total else 0.0, blocks, tuple(job.skipped))
