@@ -25,12 +25,36 @@ MEMORY_MODELS = ["swin_t", "vit_b_16", "resnet50"]
 TOOLS = ["prunekit", "torch_pruning", "prunekit+verify"]
 
 
+RSS_LIMIT_MB = 12_000  # a tool passing this is stopped (the machine has 23 GB) and reported as such
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def _worker(tool: str, model: str, ratio: float) -> dict:
-    proc = subprocess.run([sys.executable, str(HERE / "_vs_tp_worker.py"), tool, model, str(ratio)],
-                          capture_output=True, text=True, timeout=1800)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    """One fresh process per measurement; stopped when it exceeds RSS_LIMIT_MB or 30 minutes."""
+    proc = subprocess.Popen([sys.executable, str(HERE / "_vs_tp_worker.py"), tool, model, str(ratio)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started, peak = time.monotonic(), 0.0
+    while proc.poll() is None:
+        peak = max(peak, _rss_mb(proc.pid))
+        if peak > RSS_LIMIT_MB or time.monotonic() - started > 1800:
+            proc.kill()
+            proc.wait()
+            return {"tool": tool, "model": model, "ok": False, "peak_rss_mb": peak,
+                    "error": f"stopped at {peak / 1024:.1f} GB resident after {time.monotonic() - started:.0f} s"}
+        time.sleep(0.2)
+    stdout, stderr = proc.communicate()
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
     if not lines:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        last = (stderr.strip().splitlines() or ["no output"])[-1]
         reason = f"killed (exit {proc.returncode})" if proc.returncode < 0 else last
         return {"tool": tool, "model": model, "ok": False, "error": reason[:200]}
     return json.loads(lines[-1])

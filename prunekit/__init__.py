@@ -2,7 +2,8 @@
 
 The public API, grouped in the order data flows (see DESIGN.md). Sub-packages hold the rest:
 ``prunekit.data``, ``prunekit.models``, ``prunekit.graph``, ``prunekit.importance``,
-``prunekit.structured``, ``prunekit.recover``, ``prunekit.measure``.
+``prunekit.structured``, ``prunekit.sparsity``, ``prunekit.decompose``, ``prunekit.gates``,
+``prunekit.recipes``, ``prunekit.recover``, ``prunekit.measure``, ``prunekit.hf``.
 """
 
 __version__ = "0.1.0"
@@ -25,6 +26,12 @@ from prunekit.structured import Target as Target
 from prunekit.structured import allocate as allocate
 from prunekit.structured import apply as apply
 from prunekit.structured import prune_depth as prune_depth
+
+# sparsity, decomposition, recipes
+from prunekit.sparsity import Sparsifier as Sparsifier
+from prunekit.sparsity import one_shot as one_shot
+from prunekit.decompose import decompose as decompose
+from prunekit.recipes import run_recipe as run_recipe
 
 # recovery: training and fine-tuning
 from prunekit.recover import TrainConfig as TrainConfig
@@ -49,6 +56,7 @@ __all__ = [
     "DataSplits", "load_data", "create_model",
     "ChannelGroup", "DependencyGraph", "register_refresh", "register_rule",
     "Plan", "StructuredPruner", "Target", "allocate", "apply", "prune_depth",
+    "Sparsifier", "one_shot", "decompose", "run_recipe",
     "TrainConfig", "fit",
     "Profile", "compare", "evaluate", "profile",
     "load", "load_weights", "save_pruned", "save_weights",

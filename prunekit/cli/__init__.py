@@ -11,12 +11,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from prunekit.cli import evaluate, listing, partition, profile, prune, run, train
+from prunekit.cli import decompose, evaluate, listing, partition, profile, prune, run, sparsify, train
 from prunekit.errors import PrunekitError
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = (train, evaluate, profile, prune, run, partition, listing)
+COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, run, listing)
 
 
 def build_parser() -> argparse.ArgumentParser:

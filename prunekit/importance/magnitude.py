@@ -33,8 +33,16 @@ def member_rows(member: Member, model: nn.Module, size: int) -> torch.Tensor:
 
 
 def _powers(group: ChannelGroup, model: nn.Module, power: int, roles: Sequence[Role]) -> list[torch.Tensor]:
-    rows = (member_rows(m, model, group.size) for m in pick_members(group, roles))
-    return [r.square().sum(dim=1) if power == 2 else r.abs().pow(power).sum(dim=1) for r in rows]
+    return [_channel_powers(m, tensor_of(model, m.tensor), group.size, power) for m in pick_members(group, roles)]
+
+
+def _channel_powers(member: Member, tensor: torch.Tensor, size: int, power: int) -> torch.Tensor:
+    """``sum |w|^p`` per channel: the same numbers as ``rows_of(...).abs().pow(p).sum(1)``, without
+    moving the axis first (a consumer's axis 1 would need a copy of the whole weight)."""
+    t = tensor.detach().float()
+    others = [d for d in range(t.dim()) if d != member.axis]
+    per_index = torch.linalg.vector_norm(t, ord=power, dim=others).pow(power) if others else t.abs().pow(power)
+    return per_index.narrow(0, member.start, size * member.inner).reshape(size, member.inner).sum(dim=1)
 
 
 def l1(group: ChannelGroup, model: nn.Module, stats: object = None, *,

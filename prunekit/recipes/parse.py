@@ -96,11 +96,25 @@ def _check_names(recipe: Recipe, lines: dict[tuple[Any, ...], int], source: str)
     check(("model", "name"), lambda: models.MODELS.get(recipe.model.name))
     if not (Path(recipe.data.name).exists() or recipe.data.name.endswith(".npz")):
         check(("data", "name"), lambda: datasets.DATASETS.get(recipe.data.name))
+    factorised_at = None
     for i, stage in enumerate(recipe.stages):
         kind, options = stage_kind(stage), stage_options(stage)
+        if kind == "decompose":
+            if factorised_at is not None:
+                _fail(lines, source, ("stages", i), "a recipe factorises its model once; merge this "
+                      f"decompose stage with stages[{factorised_at}].")
+            factorised_at = i
+        if kind in ("prune", "gates") and factorised_at is not None:
+            _fail(lines, source, ("stages", i), f"structural '{kind}' cannot follow the decompose stage "
+                  f"stages[{factorised_at}] (it would cut factorised layers). Put structural stages first.")
         if kind == "prune":
             check(("stages", i, kind, "importance"), lambda o=options: CRITERIA.get(o.importance))
             for j, step in enumerate(options.schedule or []):
                 if step.importance is not None:
                     check(("stages", i, kind, "schedule", j, "importance"),
                           lambda s=step: CRITERIA.get(s.importance))
+
+
+def _fail(lines: dict[tuple[Any, ...], int], source: str, loc: tuple[Any, ...], message: str) -> None:
+    line = where(lines, loc)
+    raise ConfigError(f"{source}:{line}: {_dotted(loc)}: {message}" if line else f"{source}: {_dotted(loc)}: {message}")

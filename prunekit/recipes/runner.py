@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from prunekit.errors import ConfigError
 from prunekit.io import load_json, save_json
-from prunekit.recipes.checkpoint import load_model, save_model
+from prunekit.recipes.checkpoint import load_state
 from prunekit.recipes.parse import load_recipe, parse_recipe
 from prunekit.recipes.schema import Recipe, stage_kind, stage_options
 from prunekit.recipes.stages import STAGES, RunState
@@ -73,13 +73,15 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
     net, splits, architecture = _build(recipe)
     original = copy.deepcopy(net).eval()
     results: dict[str, Any] = {"command": "run", "recipe": plain, "stages": []}
-    first = 0
+    first, factorised_from, factorised = 0, None, []
     if resume:
         first, results = _resume_point(out, plain)
         if first > 0:
-            net = load_model(_checkpoint_dir(out, first - 1, stage_kind(recipe.stages[first - 1])))
+            net, factorised_from, factorised = load_state(
+                _checkpoint_dir(out, first - 1, stage_kind(recipe.stages[first - 1])))
     state = RunState(model=net, splits=splits, original=original, architecture=architecture,
-                     seed=recipe.seed, out=out, progress=progress)
+                     seed=recipe.seed, out=out, progress=progress, factorised_from=factorised_from,
+                     factorised=factorised)
     if first == 0:
         results["initial"] = _profile(state, recipe.model.name, recipe.profile_latency)
     last = len(recipe.stages) if stop_after is None else min(stop_after, len(recipe.stages))
@@ -96,7 +98,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
                   "summary": summary, "seconds": time.perf_counter() - started,
                   "profile": _profile(state, f"after {kind}", recipe.profile_latency)}
         results["stages"].append(record)
-        save_model(state.model, architecture, _checkpoint_dir(out, index, kind))
+        state.save(_checkpoint_dir(out, index, kind))
         save_json(results, out / "results.json")
         save_json({"completed": index + 1, "recipe": plain}, out / STATE_FILE)
     bar.close()

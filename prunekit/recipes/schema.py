@@ -114,20 +114,34 @@ class GatesOptions(TrainConfig):
     ignore: list[str] = Field(default_factory=list, description="module names never gated")
 
 
-class SparsifyOptions(BaseModel):
-    """``sparsify``: options of ``prunekit.sparsity`` (method, sparsity, pattern, schedule, ...)."""
+class SparsifyOptions(TrainConfig):
+    """``sparsify``: ``prunekit.sparsity.sparsify_model`` — masks (one-shot or on a schedule while
+    fine-tuning ``epochs``) or one-shot calibration (wanda, sparsegpt); zeros kept during fine-tuning."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
-    method: Literal["magnitude", "wanda", "sparsegpt"] = "magnitude"
+    epochs: int = Field(0, ge=0, description="fine-tuning epochs under the masks (gradual: >= 1)")
+    method: Literal["magnitude", "random", "taylor", "movement", "wanda", "sparsegpt"] = "magnitude"
     sparsity: float | None = Field(0.5, ge=0, lt=1, description="fraction of weights set to zero")
     pattern: str = Field("unstructured", description="unstructured, N:M (2:4) or blocks (4x4)")
+    scope: Literal["layer", "global"] = "layer"
+    schedule: Literal["one_shot", "gradual", "iterative"] = "one_shot"
+    ramp: float = Field(0.75, gt=0, le=1, description="fraction of fine-tuning over which sparsity ramps")
+    updates: int = Field(20, ge=1, description="mask updates during the ramp")
+    exclude: list[str] = Field(default_factory=list, description="module names left dense")
+    calibration_batches: int = Field(8, ge=1, description="training batches for calibration methods")
 
 
-class DecomposeOptions(BaseModel):
-    """``decompose``: options of ``prunekit.decompose.decompose`` (method, rank / energy / target_macs)."""
+class DecomposeStageOptions(BaseModel):
+    """``decompose``: ``prunekit.decompose.decompose`` (method, and one of rank / energy / target_macs)."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
-    method: Literal["svd", "asvd", "tucker", "cp", "auto"] = "svd"
+    model_config = _STRICT
+    method: Literal["auto", "svd", "asvd", "tucker", "cp"] = "auto"
+    rank: int | float | list[int] | Literal["vbmf"] | None = Field(None, description="rank, fraction or vbmf")
+    energy: float | None = Field(None, gt=0, le=1, description="fraction of squared singular values kept")
+    target_macs: float | None = Field(None, gt=0, le=1, description="fraction of the MACs to keep")
+    include: list[str] | None = Field(None, description="module-name patterns to consider")
+    exclude: list[str] = Field(default_factory=list, description="module-name patterns to leave alone")
+    calibration_batches: int = Field(8, ge=1, description="training batches for asvd")
+    options: dict[str, Any] | None = Field(None, description="DecomposeOptions (force, cp iterations, ...)")
 
 
 class EvaluateOptions(BaseModel):
@@ -147,7 +161,7 @@ class ExportOptions(BaseModel):
 
 _OPTIONS: dict[str, type[BaseModel]] = {
     "train": TrainOptions, "prune": PruneOptions, "sparsify": SparsifyOptions, "gates": GatesOptions,
-    "finetune": FinetuneOptions, "distill": DistillOptions, "decompose": DecomposeOptions,
+    "finetune": FinetuneOptions, "distill": DistillOptions, "decompose": DecomposeStageOptions,
     "evaluate": EvaluateOptions, "export": ExportOptions,
 }
 STAGE_KINDS: tuple[str, ...] = tuple(_OPTIONS)
@@ -155,7 +169,7 @@ STAGE_KINDS: tuple[str, ...] = tuple(_OPTIONS)
 
 def _item(kind: str, options: type[BaseModel]) -> type[BaseModel]:
     """A one-key mapping ``{kind: options}`` as a pydantic model (the union member for ``kind``)."""
-    fields = {kind: (options, Field(default_factory=options) if kind != "gates" else ...)}
+    fields = {kind: (options, ... if kind == "gates" else Field(default_factory=options))}
     from pydantic import create_model
 
     return create_model(f"{kind.capitalize()}Stage", __config__=_STRICT, **fields)  # type: ignore[call-overload]

@@ -36,6 +36,15 @@ class RunState:
     out: Path
     progress: bool = True
     plans: list[dict[str, Any]] = field(default_factory=list)
+    factorised_from: nn.Module | None = None  # the model the (first) decompose stage started from
+    factorised: list[Any] = field(default_factory=list)  # its LayerRecords
+
+    def save(self, folder: Path) -> Path:
+        """A checkpoint of the current model (see :mod:`prunekit.recipes.checkpoint`)."""
+        from prunekit.recipes.checkpoint import save_model
+
+        return save_model(self.model, self.architecture, folder, factorised_from=self.factorised_from,
+                          factorised=self.factorised)
 
     def example(self, batch: int = 1) -> torch.Tensor:
         """An input batch of the data's shape."""
@@ -155,6 +164,41 @@ def gates(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
             "skipped_groups": gated.skipped}
 
 
+@STAGES.register("sparsify")
+def sparsify(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
+    """``prunekit.sparsity.sparsify_model``: masks or calibration, fine-tuning under the zeros."""
+    from prunekit.sparsity.pipeline import sparsify_model
+
+    o = options
+    state.model, rows, info = sparsify_model(
+        state.model, state.splits, method=o.method, sparsity=o.sparsity, pattern=o.pattern,  # type: ignore[attr-defined]
+        scope=o.scope, schedule=o.schedule, exclude=tuple(o.exclude), ramp=o.ramp, updates=o.updates,  # type: ignore[attr-defined]
+        calibration_batches=o.calibration_batches, finetune=_train_config(options, seed),  # type: ignore[attr-defined]
+        progress=state.progress)
+    return {"achieved_sparsity": info["achieved_sparsity"], "target": info["sparsity"],
+            "finetune": info["finetune"], "layers": [asdict(r) for r in rows]}
+
+
+@STAGES.register("decompose")
+def decompose_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
+    """``prunekit.decompose.decompose``: factorised layers chosen by rank, energy or a MACs target."""
+    from prunekit.decompose import decompose
+
+    o = options
+    if state.factorised:
+        raise ConfigError("a recipe can factorise its model once: a second decompose stage would factorise "
+                          "already factorised layers. Merge the two stages into one.")
+    rank = tuple(o.rank) if isinstance(o.rank, list) else o.rank  # type: ignore[attr-defined]
+    result = decompose(state.model, example_input=state.example(), method=o.method, rank=rank,  # type: ignore[attr-defined]
+                       energy=o.energy, target_macs=o.target_macs, include=o.include,  # type: ignore[attr-defined]
+                       exclude=tuple(o.exclude), options=o.options,  # type: ignore[attr-defined]
+                       calibration=state.calibration(o.calibration_batches), progress=state.progress)  # type: ignore[attr-defined]
+    if result.layers:
+        state.factorised_from, state.factorised = state.model, list(result.layers)
+    state.model = result.model
+    return result.to_dict()
+
+
 @STAGES.register("evaluate")
 def evaluate_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     """Accuracy and loss on one split (the profile after every stage adds params, MACs, size)."""
@@ -168,10 +212,9 @@ def evaluate_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, 
 def export(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     """Weights + layout record (``prunekit.recipes.load_result`` / ``prunekit.load``) and ONNX."""
     from prunekit.measure import export_onnx
-    from prunekit.recipes.checkpoint import save_model
 
     folder = state.out / "export"
-    files = {"model": str(save_model(state.model, state.architecture, folder))}
+    files = {"model": str(state.save(folder))}
     if options.onnx:  # type: ignore[attr-defined]
         files["onnx"] = str(export_onnx(state.model.eval(), state.example(), folder / "model.onnx"))
     return {"files": files}

@@ -17,7 +17,8 @@ import torch
 
 from prunekit.errors import ConfigError
 
-__all__ = ["Pattern", "mask_from_scores", "topk_mask", "nm_mask", "block_mask"]
+__all__ = ["Pattern", "mask_from_scores", "topk_mask", "nm_mask", "block_mask", "block_scores",
+           "expand_blocks", "check_layer"]
 
 _NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 _BLOCK = re.compile(r"^\s*(\d+)\s*[x×]\s*(\d+)\s*$")
@@ -118,6 +119,11 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
 def block_mask(scores: torch.Tensor, sparsity: float, block: tuple[int, int]) -> torch.Tensor:
     """Zero whole ``bh x bw`` blocks of the ``[out, in]`` matrix, ranked by their summed score."""
     sparsity = _check_sparsity(sparsity)
+    return expand_blocks(topk_mask(block_scores(scores, block), sparsity), scores.shape, block)
+
+
+def block_scores(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """Summed score of every ``bh x bw`` tile of the ``[out, in]`` matrix: ``[out/bh, in/bw]``."""
     matrix = _as_matrix(scores.detach().float())
     rows, cols = matrix.shape
     bh, bw = block
@@ -126,10 +132,13 @@ def block_mask(scores: torch.Tensor, sparsity: float, block: tuple[int, int]) ->
             f"a {bh}x{bw} block pattern needs the weight's [out, in] = [{rows}, {cols}] to be "
             f"divisible by the block; exclude this layer or choose another block shape"
         )
-    tiles = matrix.reshape(rows // bh, bh, cols // bw, bw).sum(dim=(1, 3))
-    kept = topk_mask(tiles, sparsity)
-    full = kept.repeat_interleave(bh, dim=0).repeat_interleave(bw, dim=1)
-    return full.reshape(scores.shape)
+    return matrix.reshape(rows // bh, bh, cols // bw, bw).sum(dim=(1, 3))
+
+
+def expand_blocks(kept: torch.Tensor, shape: torch.Size | tuple[int, ...], block: tuple[int, int]) -> torch.Tensor:
+    """A per-tile keep-mask ``[out/bh, in/bw]`` blown up to a weight of ``shape``."""
+    full = kept.repeat_interleave(block[0], dim=0).repeat_interleave(block[1], dim=1)
+    return full.reshape(shape)
 
 
 def mask_from_scores(scores: torch.Tensor, sparsity: float | None, pattern: str | Pattern | None = None) -> torch.Tensor:
@@ -142,3 +151,21 @@ def mask_from_scores(scores: torch.Tensor, sparsity: float | None, pattern: str 
     if pattern.kind == "block":
         return block_mask(scores, sparsity, pattern.block)
     return topk_mask(scores, sparsity)
+
+
+def check_layer(name: str, shape: tuple[int, ...], pattern: Pattern) -> None:
+    """Raise a ConfigError naming ``name`` when its ``[out, in]`` view cannot hold ``pattern``."""
+    module = name.removesuffix(".weight")
+    rows = shape[0] if len(shape) > 1 else 1
+    cols = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+    if pattern.kind == "nm" and cols % pattern.m:
+        raise ConfigError(
+            f"layer '{name}' {tuple(shape)} has {cols} inputs per output, not a multiple of "
+            f"{pattern.m}, so the {pattern} pattern cannot be applied. Exclude it (exclude=['{module}']"
+            f" / --exclude {module}) or use pattern 'unstructured'."
+        )
+    if pattern.kind == "block" and (rows % pattern.block[0] or cols % pattern.block[1]):
+        raise ConfigError(
+            f"layer '{name}' has [out, in] = [{rows}, {cols}], not divisible by the {pattern} block. "
+            f"Exclude it (exclude=['{module}'] / --exclude {module}) or choose another block shape."
+        )

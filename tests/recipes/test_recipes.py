@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from torch import nn
 
 from prunekit.cli import main
 from prunekit.errors import ConfigError
@@ -42,7 +43,7 @@ def _tiny(recipe: Path, npz: Path) -> dict:
             options["max_steps_per_epoch"] = 2
         if "warmup_steps" in options:
             options["warmup_steps"] = 1
-        for step in options.get("schedule") or []:
+        for step in (options.get("schedule") or []) if kind == "prune" else []:
             step["finetune_epochs"] = min(step.get("finetune_epochs", 0), 1)
         stage[kind] = options
     return data
@@ -121,3 +122,21 @@ def test_cli_run_prints_the_table_and_errors_in_one_line(tiny_npz: Path, tmp_pat
     assert main(["run", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.yaml:4" in err[0]
+
+
+def test_resume_after_a_decompose_stage(tiny_npz: Path, tmp_path: Path) -> None:
+    recipe = parse_recipe(_tiny(RECIPES[[p.stem for p in RECIPES].index("prune_then_decompose")], tiny_npz))
+    whole = run_recipe(recipe, out_dir=tmp_path / "whole", progress=False)["model"]
+    run_recipe(recipe, out_dir=tmp_path / "split", progress=False, stop_after=3)  # train, prune, decompose
+    resumed = run_recipe(recipe, out_dir=tmp_path / "split", progress=False, resume=True)["model"]
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert any(isinstance(m, nn.Sequential) for m in resumed.modules())  # factorised layers came back
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_structural_stage_after_decompose_is_refused(tmp_path: Path) -> None:
+    file = tmp_path / "r.yaml"
+    file.write_text("model: vgg_small\nstages:\n  - decompose: {method: svd, energy: 0.9}\n"
+                    "  - prune: {target: {ratio: 0.3}}\n")
+    with pytest.raises(ConfigError, match=r"r\.yaml:4: stages\[1\]: structural 'prune' cannot follow"):
+        load_recipe(file)

@@ -1,0 +1,98 @@
+"""`prunekit decompose`: baseline (or --weights), profile, low-rank factorisation, fine-tune, profile.
+
+The rank rule is one of ``--target-macs`` (fraction of the dense MACs to KEEP; ranks chosen over
+the whole model), ``--rank`` (an int, a fraction of full rank such as 0.5, or ``vbmf``) or
+``--energy`` (fraction of squared singular values kept). Prints the per-layer table and the
+before/after profiles; writes OUT/results.json and OUT/decomposed/ (weights + decomposition.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from prunekit.cli import options
+from prunekit.recover import TrainConfig
+
+METHODS = ("auto", "svd", "asvd", "tucker", "cp")
+
+
+def _rank(text: str) -> int | float | str:
+    """--rank: "16" -> 16, "0.5" -> 0.5, "vbmf" -> "vbmf"."""
+    if text.lower() == "vbmf":
+        return "vbmf"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int rank (16), a fraction of full rank (0.5) or "
+                                         f"'vbmf'; got '{text}'") from None
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``decompose`` sub-command and its options."""
+    parser = subparsers.add_parser(
+        "decompose", help="factorise Linear/Conv2d layers into low-rank ones, fine-tune, compare profiles",
+        description="Train a short baseline (or load --weights), profile it, replace Linear and Conv2d "
+                    "layers by low-rank factorisations (SVD, activation-aware SVD, Tucker-2, CP), "
+                    "fine-tune, and print the per-layer table and the before/after profiles. Writes "
+                    "OUT/results.json and OUT/decomposed/ (prunekit.decompose.load_decomposed reads it).")
+    options.add_model_options(parser)
+    group = parser.add_argument_group("decomposition (same keys as the recipe stage)")
+    group.add_argument("--method", choices=METHODS, default="auto",
+                       help="svd (Linear, Conv2d), asvd (Linear, whitened by calibration batches), "
+                            "tucker (Tucker-2, Conv2d), cp (Conv2d), auto (Linear: asvd, k x k conv: "
+                            "tucker, 1x1 conv: svd) (default: auto)")
+    rule = group.add_mutually_exclusive_group()
+    rule.add_argument("--target-macs", type=float, default=None, metavar="F",
+                      help="fraction of the dense MACs to KEEP, in (0, 1]; 0.5 = half the MACs")
+    rule.add_argument("--rank", type=_rank, default=None, metavar="R",
+                      help="an int rank, a fraction of each layer's full rank (0.5) or 'vbmf'")
+    rule.add_argument("--energy", type=float, default=None, metavar="E",
+                      help="fraction of squared singular values each layer keeps, e.g. 0.9 (the "
+                           "default rule)")
+    group.add_argument("--include", action="append", default=None, metavar="PATTERN",
+                       help="only factorise layers whose name matches (fnmatch, repeatable), e.g. 'layer3.*'")
+    group.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                       help="never factorise layers whose name matches (repeatable), e.g. fc")
+    group.add_argument("--calibration-batches", type=int, default=4, metavar="N",
+                       help="training batches of 64 used to whiten inputs for asvd (default: 4)")
+    group.add_argument("--force", action="store_true",
+                       help="factorise chosen layers even where it does not save MACs")
+    parser.add_argument("--baseline-epochs", type=int, default=1, metavar="N",
+                        help="epochs of baseline training when no --weights are given (default: 1)")
+    parser.add_argument("--finetune-epochs", type=int, default=1, metavar="N",
+                        help="epochs of fine-tuning after factorising (default: 1)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    options.add_output_options(parser, default="runs/decompose")
+    options.add_profile_options(parser)
+    options.add_config_options(parser, TrainConfig, skip=("epochs",))
+    parser.set_defaults(run=run)
+
+
+def stage(args: argparse.Namespace) -> dict[str, Any]:
+    """The decomposition parameters (the recipe stage) the options describe."""
+    return {"method": args.method, "rank": args.rank, "energy": args.energy,
+            "target_macs": args.target_macs, "include": args.include, "exclude": list(args.exclude),
+            "options": {"force": True} if args.force else None}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the pipeline (prunekit.decompose.run.decompose_model) and print its tables; returns 0."""
+    from prunekit.decompose.run import decompose_model
+
+    config = options.config_from_args(args, TrainConfig)
+    results = decompose_model(
+        args.model, args.data, **stage(args), weights=args.weights,
+        baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
+        train_config=config, calibration_batches=args.calibration_batches, data_dir=args.data_dir,
+        out_dir=args.out, progress=not args.no_progress, batch_sizes=args.batch_sizes,
+        threads=args.threads, backends=options.backends(args))
+    print(results["layers_table"])
+    print(results["table"])
+    print(f"results: {args.out}/results.json  factorised model: {args.out}/decomposed/ "
+          f"(prunekit.decompose.load_decomposed reads it)")
+    return 0

@@ -1,0 +1,102 @@
+"""The only code in ``decompose`` that runs a model: layer shapes and input Gram matrices.
+
+Both run the model in eval mode under ``no_grad`` with forward hooks, remove the hooks and restore
+the train/eval mode afterwards, so the model is left as it was.
+
+Calibration batches may be tensors (``model(x)``), ``(inputs, labels)`` tuples whose inputs are a
+tensor or a tuple of tensors (``model(*inputs)``), or mappings of keyword inputs (``model(**batch)``,
+as a Hugging Face tokenizer returns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.decompose.layers import LayerIO
+from prunekit.errors import ConfigError
+from prunekit.measure.macs import as_inputs
+
+__all__ = ["capture_io", "collect_grams", "run_batch"]
+
+
+@contextmanager
+def _hooked(model: nn.Module, names: Sequence[str], hook: Any) -> Iterator[None]:
+    modules = dict(model.named_modules())
+    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(n, i, o)) for n in names]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def run_batch(model: nn.Module, batch: Any) -> Any:
+    """Call ``model`` on one calibration batch (see the module docstring for the accepted forms)."""
+    device = _device(model)
+    if isinstance(batch, Mapping):
+        return model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    if isinstance(batch, torch.Tensor):
+        return model(batch.to(device))
+    if isinstance(batch, (tuple, list)) and batch:
+        inputs = batch[0]
+        inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+        return model(*(x.to(device) for x in inputs))
+    raise ConfigError(f"calibration: each batch must be a tensor, an (inputs, labels) tuple or a dict "
+                      f"of keyword inputs; got {type(batch).__name__}. Pass e.g. [x1, x2] or a "
+                      f"DataLoader of (x, y).")
+
+
+def capture_io(model: nn.Module, example_input: Any, names: Sequence[str]) -> dict[str, tuple[LayerIO, int]]:
+    """For each named layer: the shapes it saw on ``example_input`` and how often it was called."""
+    inputs = as_inputs(example_input)
+    seen: dict[str, tuple[LayerIO, int]] = {}
+
+    def hook(name: str, args: tuple[Any, ...], output: Any) -> None:
+        io = LayerIO(tuple(args[0].shape), tuple(output.shape))
+        calls = seen[name][1] + 1 if name in seen else 1
+        seen[name] = (io, calls)
+
+    with _hooked(model, names, hook):
+        device = _device(model)
+        model(*(x.to(device) for x in inputs))
+    return seen
+
+
+def collect_grams(model: nn.Module, batches: Iterable[Any] | None, names: Sequence[str], *,
+                  max_batches: int | None = None) -> dict[str, torch.Tensor]:
+    """X^T X (float64, on CPU) of each named Linear's inputs over the calibration batches."""
+    grams: dict[str, torch.Tensor] = {}
+
+    def hook(name: str, args: tuple[Any, ...], output: Any) -> None:
+        x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+        g = (x.T @ x).cpu()
+        grams[name] = grams[name] + g if name in grams else g
+
+    count = 0
+    with _hooked(model, names, hook):
+        for batch in batches or ():
+            if max_batches is not None and count >= max_batches:
+                break
+            run_batch(model, batch)
+            count += 1
+    if count == 0:
+        raise ConfigError("calibration: no batches were given. Pass a few batches of real inputs, "
+                          "e.g. calibration=[x[:64], x[64:128]].")
+    missing = [n for n in names if n not in grams]
+    if missing:
+        raise ConfigError(f"calibration: layer '{missing[0]}' was never run by the calibration batches "
+                          f"({len(missing)} such). Pass batches that go through it, or exclude it.")
+    return grams

@@ -1,0 +1,52 @@
+"""CP decomposition of a Conv2d kernel, computed by TensorLy (ALS).
+
+Lebedev et al., "Speeding-up convolutional neural networks using fine-tuned CP-decomposition",
+ICLR 2015: W[N, C, kh, kw] ~= sum_r a_N[:, r] o a_C[:, r] o a_h[:, r] o a_w[:, r], run as
+1x1 Conv(C, R) -> depthwise kh x 1 -> depthwise 1 x kw -> 1x1 Conv(R, N). ALS is a fit, not a
+closed form: it is exact only when the kernel's CP rank is at most R (and ALS converges).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from prunekit.decompose.layers import copy_bias, shell
+from prunekit.decompose.tucker import _check_conv, _kernel, _relative_error, _tensorly
+from prunekit.errors import ConfigError
+
+__all__ = ["cp_conv", "cp_factorization"]
+
+
+def cp_factorization(conv: nn.Conv2d, rank: int, *, iterations: int = 100, tol: float = 1e-10,
+                     seed: int = 0) -> tuple[nn.Sequential, float]:
+    """:func:`cp_conv` that also returns the kernel's relative reconstruction error."""
+    _check_conv(conv, "cp_conv")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ConfigError(f"cp_conv: rank must be an int >= 1; got {rank!r}. Pass e.g. rank=16.")
+    tl = _tensorly("CP decomposition")
+    from tensorly.decomposition import parafac
+
+    kernel = _kernel(conv)
+    with tl.backend_context("pytorch"), warnings.catch_warnings():
+        # NOTE: TensorLy warns when R exceeds a mode's size at the SVD start; that is expected.
+        warnings.simplefilter("ignore", UserWarning)
+        cp = parafac(kernel, rank, n_iter_max=iterations, init="svd", tol=tol,
+                     random_state=seed, normalize_factors=False)
+        approx = tl.cp_to_tensor(cp)
+    a_out, a_in, a_h, a_w = cp.factors
+    a_out = a_out * cp.weights[None, :]
+    out = shell("cp", conv, (rank,))
+    with torch.no_grad():
+        for layer, factor in zip(out, (a_in.T, a_h.T, a_w.T, a_out)):
+            layer.weight.copy_(factor.reshape(layer.weight.shape))
+    copy_bias(out[3], conv)
+    return out.train(conv.training), _relative_error(kernel, approx)
+
+
+def cp_conv(conv: nn.Conv2d, rank: int, *, iterations: int = 100, seed: int = 0) -> nn.Sequential:
+    """Replace ``conv`` by its rank-``rank`` CP form (ALS, ``iterations`` at most, SVD start);
+    ``conv`` is not changed. Exact when the kernel's CP rank is <= ``rank``; otherwise a fit."""
+    return cp_factorization(conv, rank, iterations=iterations, seed=seed)[0]

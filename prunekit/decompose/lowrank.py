@@ -1,0 +1,335 @@
+"""``decompose``: replace a model's Linear and Conv2d layers by low-rank factorised ones.
+
+Each chosen layer becomes an ``nn.Sequential`` of standard layers (see
+:mod:`prunekit.decompose.layers`), so the result is an ordinary module that trains, saves with
+safetensors and exports to ONNX. Ranks follow one rule for the whole model: a fixed rank, a
+fraction of full rank, the energy kept, EVBMF, or ``target_macs`` (the fraction of the model's
+MACs to keep; one shared level, the energy kept, is bisected until the estimate meets it). A layer whose
+factorised form would not have fewer MACs than the original is left alone and reported.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from prunekit.decompose.calibration import capture_io, collect_grams
+from prunekit.decompose.layers import LayerIO, original_macs
+from prunekit.decompose.methods import METHODS, Method
+from prunekit.decompose.rank import RankSpec, Spectrum, rank_spec
+from prunekit.errors import ConfigError, UnknownNameError, did_you_mean
+from prunekit.measure import count_macs
+from prunekit.recover.config import parse_config
+
+__all__ = ["decompose", "check_arguments", "DecomposeOptions", "DecomposeResult", "LayerRecord"]
+
+
+class DecomposeOptions(BaseModel):
+    """Rare options of :func:`decompose` (the ``options`` key of a recipe stage)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    damping: float = Field(0.01, ge=0, description="asvd: X^T X is damped by this x mean(diag)")
+    cp_iterations: int = Field(100, ge=1, description="cp: most ALS iterations per layer")
+    seed: int = Field(0, ge=0, description="cp: seed of the ALS fit")
+    force: bool = Field(False, description="factorise chosen layers even when it saves no MACs")
+    max_batches: int | None = Field(None, ge=1, description="asvd: most calibration batches used")
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One factorised layer: its name, kind, original weight shape, ranks, MACs and error.
+
+    ``error`` is the relative Frobenius error of the reconstructed weight (for ``asvd``, of the
+    weight times the whitening factor, i.e. of the layer's outputs on the calibration inputs).
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    ranks: tuple[int, ...]
+    macs_before: int
+    macs_after: int
+    error: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"name": self.name, "kind": self.kind, "shape": list(self.shape),
+                "ranks": list(self.ranks), "macs_before": self.macs_before,
+                "macs_after": self.macs_after, "error": self.error}
+
+
+@dataclass(frozen=True)
+class DecomposeResult:
+    """What :func:`decompose` returns: the model and what happened to each layer."""
+
+    model: nn.Module
+    layers: tuple[LayerRecord, ...]
+    skipped: tuple[tuple[str, str], ...]
+    macs_before: int
+    macs_after: int
+    target_macs: float | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def macs_kept(self) -> float:
+        """Fraction of the model's MACs kept (measured by ``count_macs``)."""
+        return self.macs_after / max(self.macs_before, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no model)."""
+        return {"layers": [r.to_dict() for r in self.layers],
+                "skipped": [{"name": n, "reason": why} for n, why in self.skipped],
+                "macs_before": self.macs_before, "macs_after": self.macs_after,
+                "macs_kept": self.macs_kept, "target_macs": self.target_macs, "notes": list(self.notes)}
+
+    def table(self) -> str:
+        """Per-layer table: kind, shape, ranks, MACs before -> after, error."""
+        head = ("layer", "kind", "weight shape", "ranks", "MACs before", "MACs after", "rel. error")
+        rows = [(r.name, r.kind, "x".join(map(str, r.shape)), ",".join(map(str, r.ranks)),
+                 f"{r.macs_before:,}", f"{r.macs_after:,}", f"{r.error:.4f}") for r in self.layers]
+        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths)),
+                 "  ".join("-" * w for w in widths)]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+        lines.append(f"{len(self.layers)} layers factorised, {len(self.skipped)} left alone; MACs "
+                     f"{self.macs_before:,} -> {self.macs_after:,} ({100 * self.macs_kept:.1f} % kept"
+                     + (f", target {100 * self.target_macs:.1f} %)" if self.target_macs else ")"))
+        return "\n".join(lines)
+
+
+@dataclass
+class _Layer:
+    name: str
+    module: nn.Module
+    method: Method
+    io: LayerIO
+    calls: int
+    spectra: tuple[Spectrum, ...] = ()
+    gram: torch.Tensor | None = None
+
+    def before(self) -> int:
+        return self.calls * original_macs(self.module, self.io)
+
+    def after(self, ranks: Sequence[int]) -> int:
+        return self.calls * self.method.macs(self.module, ranks, self.io)
+
+
+_BUILTIN_CHOICES = ("auto",)
+
+
+def _method_for(name: str, module: nn.Module, calibrated: bool, options: DecomposeOptions) -> Method | str:
+    """The method object for ``module`` under the user's ``name``, or the reason it is left alone."""
+    is_pointwise_conv = isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)
+    if name == "auto":
+        if isinstance(module, nn.Linear):
+            name = "asvd" if calibrated else "svd"
+        else:
+            name = "svd" if is_pointwise_conv else "tucker"
+    elif name in ("tucker", "cp") and is_pointwise_conv:
+        name = "svd"  # NOTE: Tucker-2/CP of a 1x1 kernel is a matrix factorisation.
+    kwargs: dict[str, Any] = {}
+    if name == "asvd":
+        kwargs = {"damping": options.damping}
+    elif name == "cp":
+        kwargs = {"iterations": options.cp_iterations, "seed": options.seed}
+    method = METHODS.create(name, **kwargs)
+    reason = method.supports(module)
+    return method if reason is None else f"{name}: {reason}"
+
+
+def _check_method(method: str) -> None:
+    if not isinstance(method, str):
+        raise ConfigError(f"decompose: 'method' must be a name such as 'svd'; got {method!r}.")
+    if method not in _BUILTIN_CHOICES and method not in METHODS:
+        known = [*METHODS.names(), *_BUILTIN_CHOICES]
+        raise UnknownNameError(f"Unknown decomposition method '{method}'.{did_you_mean(method, known)} "
+                               f"Known: {', '.join(known)}.")
+
+
+def _check_target(target_macs: float | None, rank: Any, energy: Any) -> None:
+    if target_macs is None:
+        return
+    if rank is not None or energy is not None:
+        raise ConfigError("decompose: 'target_macs' chooses every rank itself; got it together with "
+                          f"rank={rank!r}/energy={energy!r}. Pass only one of rank, energy, target_macs.")
+    if isinstance(target_macs, bool) or not isinstance(target_macs, (int, float)) or not 0 < target_macs <= 1:
+        raise ConfigError(f"decompose: 'target_macs' is the fraction of the model's MACs to keep, in "
+                          f"(0, 1]; got {target_macs!r}. Pass e.g. 0.5 for half the MACs.")
+
+
+def _select(model: nn.Module, include: Sequence[str] | None, exclude: Sequence[str]) -> list[tuple[str, nn.Module]]:
+    """Linear and Conv2d layers whose names match ``include`` (all if None) and not ``exclude``."""
+    if isinstance(include, str) or isinstance(exclude, str):
+        raise ConfigError("decompose: 'include' and 'exclude' are lists of module-name patterns; got a "
+                          "bare string. Pass e.g. include=['features.*'].")
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    names = [n for n, _ in layers]
+    for pattern in [*(include or ()), *exclude]:
+        if not fnmatch.filter(names, pattern):
+            raise ConfigError(f"decompose: the pattern '{pattern}' matches no nn.Linear/nn.Conv2d layer."
+                              f"{did_you_mean(pattern, names)} Layers are named as in "
+                              f"model.named_modules(), e.g. {names[:3]}.")
+    return [(n, m) for n, m in layers
+            if (include is None or any(fnmatch.fnmatchcase(n, p) for p in include))
+            and not any(fnmatch.fnmatchcase(n, p) for p in exclude)]
+
+
+def _level_ranks(layer: _Layer, level: float) -> tuple[int, ...]:
+    """Ranks at a shared level; methods without ``level_ranks`` use energy = level."""
+    chooser = getattr(layer.method, "level_ranks", None)
+    if chooser is None:
+        return layer.method.ranks(layer.module, layer.spectra, RankSpec("energy", level))
+    return chooser(layer.module, layer.spectra, level, layer.io)
+
+
+def _plan(layers: list[_Layer], spec: RankSpec | None, target: float | None, total: int,
+          force: bool) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """Ranks per layer (only the layers worth factorising) and notes about the search."""
+    def ranks_at(rule: RankSpec) -> dict[str, tuple[int, ...]]:
+        out = {}
+        for layer in layers:
+            ranks = (layer.method.ranks(layer.module, layer.spectra, rule) if rule.kind != "level"
+                     else _level_ranks(layer, float(rule.value)))
+            if force or layer.after(ranks) < layer.before():
+                out[layer.name] = ranks
+        return out
+
+    if target is None:
+        return ranks_at(spec), []
+    by_name = {layer.name: layer for layer in layers}
+
+    def estimate(chosen: dict[str, tuple[int, ...]]) -> int:
+        return total - sum(by_name[n].before() - by_name[n].after(r) for n, r in chosen.items())
+
+    lowest = estimate(ranks_at(RankSpec("level", 0.0)))
+    if lowest > target * total:
+        raise ConfigError(f"decompose: 'target_macs' {target} cannot be reached: with every "
+                          f"factorisable layer at rank 1 the model keeps {lowest / total:.3f} of its MACs "
+                          f"({len(layers)} layers can be factorised). Pass a target >= {lowest / total:.3f}, "
+                          f"or include more layers.")
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if estimate(ranks_at(RankSpec("level", mid))) <= target * total:
+            lo = mid
+        else:
+            hi = mid
+    chosen = ranks_at(RankSpec("level", lo))
+    return chosen, [f"shared level {lo:.6f} (energy kept, or for cp the fraction of the break-even rank) meets target_macs {target} "
+                    f"(estimated {estimate(chosen) / total:.4f} of the MACs kept)"]
+
+
+def _progress(items: Iterable[Any], enabled: bool, desc: str, total: int) -> Iterable[Any]:
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, total=total, leave=False)
+
+
+def decompose(model: nn.Module, *, example_input: torch.Tensor | tuple[torch.Tensor, ...],
+              method: str = "auto", rank: int | float | tuple[int, int] | str | None = None,
+              energy: float | None = None, target_macs: float | None = None,
+              calibration: Iterable[Any] | None = None, include: Sequence[str] | None = None,
+              exclude: Sequence[str] = (), options: DecomposeOptions | dict[str, Any] | None = None,
+              inplace: bool = False, progress: bool = True) -> DecomposeResult:
+    """Factorise ``model``'s nn.Linear and nn.Conv2d layers; returns a :class:`DecomposeResult`.
+
+    Args:
+        example_input: one input batch (a tensor or a tuple of positional inputs); it gives each
+            layer's shapes for the MAC counts.
+        method: ``svd``, ``asvd`` (needs ``calibration``), ``tucker``, ``cp`` or ``auto`` (Linear:
+            asvd with calibration else svd; k x k conv: tucker; 1x1 conv: svd). A layer the method
+            does not take is left alone and listed in ``skipped``.
+        rank: an int rank, an (r_in, r_out) pair (Tucker-2), a float fraction of full rank, or
+            ``"vbmf"``. ``energy``: fraction of squared singular values kept (default 0.9 when no
+            rule is given). ``target_macs``: fraction of the model's MACs to keep; ranks are chosen
+            for the whole model by bisecting one shared level (the energy kept; for cp, a fraction
+            of each layer's break-even rank). The achieved fraction is measured by ``count_macs``.
+        calibration: batches for ``asvd``: tensors, ``(inputs, labels)`` tuples or keyword dicts.
+        include / exclude: module-name patterns (fnmatch) of the layers to consider.
+        options: :class:`DecomposeOptions` or its mapping.
+        inplace: change ``model`` itself (only once everything succeeded) instead of a copy.
+
+    ``model`` is never changed when ``inplace`` is False or when anything fails.
+    """
+    spec, opts = check_arguments(model, method=method, rank=rank, energy=energy,
+                                 target_macs=target_macs, include=include, exclude=exclude,
+                                 options=options)
+    if calibration is not None:
+        calibration = list(itertools.islice(calibration, opts.max_batches))
+    layers, skipped = _prepare(model, example_input, method, calibration, include, exclude, opts)
+    total = count_macs(model, example_input)
+    chosen, notes = _plan(layers, spec, target_macs, total, opts.force)
+    for layer in layers:
+        if layer.name not in chosen:
+            skipped.append((layer.name, "the factorised form would not have fewer MACs"))
+    replacements: dict[str, nn.Module] = {}
+    records: list[LayerRecord] = []
+    todo = [layer for layer in layers if layer.name in chosen]
+    for layer in _progress(todo, progress, "decompose", len(todo)):
+        ranks = chosen[layer.name]
+        new, error = layer.method.factorize(layer.module, ranks, layer.gram)
+        replacements[layer.name] = new
+        records.append(LayerRecord(layer.name, layer.method.kind, tuple(layer.module.weight.shape),
+                                   tuple(int(r) for r in ranks), layer.before(), layer.after(ranks), error))
+    out = model if inplace else copy.deepcopy(model)
+    for name, new in replacements.items():
+        out.set_submodule(name, new)
+    after = count_macs(out, example_input)
+    return DecomposeResult(out, tuple(records), tuple(skipped), total, after, target_macs, tuple(notes))
+
+
+def check_arguments(model: nn.Module, *, method: str = "auto", rank: Any = None, energy: Any = None,
+                    target_macs: Any = None, include: Sequence[str] | None = None,
+                    exclude: Sequence[str] = (), options: Any = None) -> tuple[RankSpec | None, DecomposeOptions]:
+    """Validate :func:`decompose`'s arguments without running anything (cheap; raises ConfigError)."""
+    _check_method(method)
+    _check_target(target_macs, rank, energy)
+    spec = None if target_macs is not None else rank_spec(rank, energy)
+    if spec is not None and isinstance(spec.value, tuple) and method != "tucker":
+        raise ConfigError(f"decompose: an (r_in, r_out) rank pair is for method='tucker'; got "
+                          f"rank={rank!r} with method='{method}'. Pass an int rank, or method='tucker'.")
+    opts = options if isinstance(options, DecomposeOptions) else parse_config(DecomposeOptions, dict(options or {}))
+    _select(model, include, exclude)
+    return spec, opts
+
+
+def _prepare(model: nn.Module, example_input: Any, method: str, calibration: list[Any] | None,
+             include: Sequence[str] | None, exclude: Sequence[str],
+             opts: DecomposeOptions) -> tuple[list[_Layer], list[tuple[str, str]]]:
+    """The candidate layers with their method, shapes, Gram matrices and spectra; and the skipped."""
+    skipped: list[tuple[str, str]] = []
+    resolved: list[tuple[str, nn.Module, Method]] = []
+    for name, module in _select(model, include, exclude):
+        got = _method_for(method, module, calibration is not None, opts)
+        if isinstance(got, str):
+            skipped.append((name, got))
+        else:
+            resolved.append((name, module, got))
+    needs = [name for name, _, m in resolved if m.needs_calibration]
+    if needs and not calibration:
+        raise ConfigError(f"decompose: method '{method}' needs calibration batches for {len(needs)} "
+                          f"layer(s) (e.g. '{needs[0]}') to whiten their inputs; got none. Pass "
+                          f"calibration=[batch, ...] (real inputs), or use method='svd'.")
+    ios = capture_io(model, example_input, [n for n, _, _ in resolved])
+    grams = collect_grams(model, calibration, needs, max_batches=opts.max_batches) if needs else {}
+    layers = []
+    for name, module, m in resolved:
+        io, calls = ios.get(name, (None, 0))
+        if calls == 0:
+            skipped.append((name, "not run by example_input"))
+            continue
+        layer = _Layer(name, module, m, io, calls, gram=grams.get(name))
+        layer.spectra = m.spectra(module, layer.gram)
+        layers.append(layer)
+    return layers, skipped

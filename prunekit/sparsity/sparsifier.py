@@ -1,0 +1,350 @@
+"""The Sparsifier: masks on a model's weights that follow a schedule while it trains.
+
+Usage from a plain PyTorch loop (torch.ao's shape)::
+
+    sparsifier = Sparsifier(0.9, schedule={"name": "gradual", "end": 3000, "frequency": 100})
+    sparsifier.prepare(model)              # all-ones masks on every Conv/Linear weight but the head
+    for step, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y); optimizer.zero_grad(); loss.backward(); optimizer.step()
+        sparsifier.step(step)              # recomputes the masks when the schedule says so
+    sparsifier.finalize()                  # plain weights holding the zeros
+
+Pruning is monotone: a pruned weight scores -inf at the next update, so while the schedule's
+sparsity does not fall, a weight pruned once stays pruned (the masks only grow). ``scope="layer"`` gives every parameter the schedule's
+sparsity; ``scope="global"`` ranks all targeted weights (or blocks) together, so layers end at
+different sparsities with the requested overall one. N:M is defined per group of M weights, so it
+has no global variant and fixes the sparsity at ``1 - N/M``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from prunekit.errors import ConfigError, NotFittedError, did_you_mean
+from prunekit.sparsity import masks as masking
+from prunekit.sparsity.criteria import CRITERIA, Evidence
+from prunekit.sparsity.patterns import (Pattern, _keep_largest, block_scores, check_layer,
+                                        expand_blocks, mask_from_scores)
+from prunekit.sparsity.report import LAYER_TYPES, LayerSparsity, sparsity_report
+from prunekit.sparsity.schedule import Constant, OneShot, Schedule, make_schedule
+
+__all__ = ["Sparsifier", "select_targets"]
+
+Selector = str | type[nn.Module]
+_STATE_VERSION = 1
+
+
+def _matches(name: str, module: nn.Module, selector: Selector) -> bool:
+    if isinstance(selector, type):
+        return isinstance(module, selector)
+    return fnmatch.fnmatchcase(name, selector) or fnmatch.fnmatchcase(f"{name}.weight", selector)
+
+
+def _check_selectors(model: nn.Module, selectors: Sequence[Selector], what: str) -> None:
+    names = [n for n, _ in model.named_modules() if n]
+    for selector in selectors:
+        if isinstance(selector, type):
+            continue
+        if not isinstance(selector, str):
+            raise ConfigError(f"Sparsifier: '{what}' entries must be module names, glob patterns or "
+                              f"module types; got {selector!r}. Pass e.g. ['features.0', 'fc*'].")
+        if not any(_matches(n, m, selector) for n, m in model.named_modules() if n):
+            raise ConfigError(f"Sparsifier: '{what}' entry '{selector}' matches no module of "
+                              f"{type(model).__name__}.{did_you_mean(selector, names)} Module names "
+                              f"are those of model.named_modules(), e.g. '{names[0] if names else 'fc'}'.")
+
+
+def select_targets(model: nn.Module, include: Sequence[Selector] | None = None,
+                   exclude: Sequence[Selector] = ()) -> list[str]:
+    """Names of the weights to sparsify, in model order.
+
+    Default (``include=None``): every Linear/Conv weight except the last such layer (the
+    classifier, whose few weights matter most). ``include``/``exclude`` take module names, glob
+    patterns (``"layer1.*"``) or module types (``nn.Linear``); ``exclude`` wins.
+    """
+    _check_selectors(model, list(include or ()), "include")
+    _check_selectors(model, list(exclude), "exclude")
+    candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
+    if include is None:
+        chosen = candidates[:-1]
+    else:
+        chosen = [(n, m) for n, m in model.named_modules()
+                  if any(_matches(n, m, s) for s in include) and isinstance(
+                      getattr(m, "weight", None), torch.Tensor)]
+    return [f"{n}.weight" if n else "weight" for n, m in chosen
+            if not any(_matches(n, m, s) for s in exclude)]
+
+
+class Sparsifier:
+    """Masks on a model's weights, moved along a schedule; ``finalize`` leaves plain zeros.
+
+    Args:
+        sparsity: fraction of each targeted weight (``scope="layer"``) or of all of them
+            (``"global"``) set to zero at the end of the schedule. Ignored by N:M patterns,
+            which fix it at ``1 - N/M``; pass None there.
+        pattern: ``"unstructured"``, N:M (``"2:4"``, ``"4:8"``, along the input dimension) or
+            blocks (``"1x4"``, ``"4x4"``), see :class:`~prunekit.sparsity.Pattern`.
+        criterion: a name in :data:`~prunekit.sparsity.CRITERIA`: ``magnitude``, ``random``,
+            ``taylor`` or ``movement``.
+        scope: ``"layer"`` (same sparsity per weight) or ``"global"`` (one ranking).
+        schedule: a name in :data:`~prunekit.sparsity.SCHEDULES`, a ``{"name": ..., **options}``
+            mapping, or a schedule object; default one-shot at step 0.
+        include, exclude: module names, glob patterns or types (see :func:`select_targets`).
+        seed: seed of the random criterion.
+    """
+
+    def __init__(self, sparsity: float | None = 0.5, *, pattern: str | Pattern = "unstructured",
+                 criterion: str = "magnitude", scope: str = "layer",
+                 schedule: str | Mapping[str, Any] | Schedule | None = None,
+                 include: Sequence[Selector] | None = None, exclude: Sequence[Selector] = (),
+                 seed: int = 0) -> None:
+        self.sparsity = sparsity
+        self.pattern = pattern
+        self.criterion = criterion
+        self.scope = scope
+        self.schedule = schedule
+        self.include = include
+        self.exclude = exclude
+        self.seed = seed
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's arguments, as given (the recipe stage)."""
+        return {"sparsity": self.sparsity, "pattern": str(self.pattern), "criterion": self.criterion,
+                "scope": self.scope, "schedule": self.schedule,
+                "include": None if self.include is None else list(self.include),
+                "exclude": list(self.exclude), "seed": self.seed}
+
+    # ---- validation --------------------------------------------------------------------------
+
+    def validate_params(self) -> tuple[Pattern, float, Schedule]:
+        """Check the arguments (no model needed); returns the parsed pattern, sparsity, schedule."""
+        pattern = Pattern.parse(self.pattern)
+        sparsity = self._resolve_sparsity(pattern)
+        if self.scope not in ("layer", "global"):
+            raise ConfigError(f"Sparsifier: 'scope' must be 'layer' or 'global'; got "
+                              f"{self.scope!r}.{did_you_mean(str(self.scope), ['layer', 'global'])}")
+        if pattern.kind == "nm" and self.scope == "global":
+            raise ConfigError(f"Sparsifier: scope 'global' has no meaning for the {pattern} pattern: "
+                              f"every group of {pattern.m} weights keeps {pattern.n}, in every layer. "
+                              f"Use scope='layer'.")
+        CRITERIA.get(self.criterion)
+        schedule = make_schedule(self.schedule, sparsity)
+        if pattern.kind == "nm" and not _is_fixed(schedule):
+            raise ConfigError(f"Sparsifier: the {pattern} pattern fixes the sparsity at "
+                              f"{sparsity:g}, so schedule {type(schedule).__name__} cannot ramp it. "
+                              f"Use schedule 'one_shot' or 'constant'.")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"Sparsifier: 'seed' must be an int; got {self.seed!r}.")
+        return pattern, sparsity, schedule
+
+    def _resolve_sparsity(self, pattern: Pattern) -> float:
+        fixed = pattern.fixed_sparsity
+        if fixed is not None:
+            if self.sparsity is not None and not math.isclose(float(self.sparsity), fixed):
+                raise ConfigError(f"Sparsifier: the {pattern} pattern zeroes exactly {fixed:g} of the "
+                                  f"weights, but sparsity={self.sparsity} was asked for. Pass "
+                                  f"sparsity={fixed:g} (or None) with this pattern.")
+            return fixed
+        try:
+            value = float(self.sparsity)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            value = math.nan
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"Sparsifier: 'sparsity' must be a fraction in [0, 1] of the weights "
+                              f"to zero; got {self.sparsity!r}. Pass e.g. 0.9.")
+        return value
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def prepare(self, model: nn.Module) -> Sparsifier:
+        """Attach all-ones masks to the targeted weights of ``model`` (in place); returns self.
+
+        Weights that already carry a prunekit mask keep it, so a new sparsifier continues from
+        there (pruned weights stay pruned).
+
+        Everything is checked first (arguments, names, every layer's shape against the pattern),
+        so a refusal leaves ``model`` untouched.
+        """
+        pattern, sparsity, schedule = self.validate_params()
+        targets = select_targets(model, self.include, self.exclude)
+        if not targets:
+            raise ConfigError(f"Sparsifier: no weights to sparsify in {type(model).__name__} "
+                              f"(include={self.include!r}, exclude={list(self.exclude)!r}). Widen "
+                              f"include, or note the default skips the last Linear/Conv layer.")
+        for name in targets:
+            check_layer(name, tuple(_weight(model, name).shape), pattern)
+        # NOTE: a weight that already carries a mask keeps it (a second sparsifier continues).
+        present = masking.masks(model)
+        masking.attach(model, {n: torch.ones_like(_weight(model, n), dtype=torch.bool)
+                               for n in targets if n not in present})
+        self.model_, self.targets_ = model, targets
+        self.pattern_, self.sparsity_, self.schedule_ = pattern, sparsity, schedule
+        self.step_: int = -1
+        self.needs_gradients_ = bool(CRITERIA.get(self.criterion).meta.get("needs_gradients"))
+        self.taylor_: dict[str, torch.Tensor] = {}
+        self.movement_: dict[str, torch.Tensor] = {}
+        return self
+
+    def _fitted(self) -> nn.Module:
+        if not hasattr(self, "model_"):
+            raise NotFittedError("Sparsifier: call prepare(model) before step(), apply(), "
+                                 "finalize() or sparsity_report().")
+        if self.model_ is None:
+            raise NotFittedError("Sparsifier: finalize() already removed the masks; prepare a model "
+                                 "again to continue sparsifying.")
+        return self.model_
+
+    def step(self, step: int | None = None) -> bool:
+        """Call once after each optimizer step; returns True when the masks were recomputed.
+
+        ``step`` is the optimizer step just taken (from 0); without it, the last step + 1. Criteria
+        that need gradients read each weight's ``.grad`` here, so call it before ``zero_grad``.
+        """
+        self._fitted()
+        current = self.step_ + 1 if step is None else int(step)
+        if self.needs_gradients_:
+            self._accumulate_grads()
+        self.step_ = current
+        if not self.schedule_.is_update(current):
+            return False
+        self._update(self.schedule_.sparsity_at(current), current)
+        return True
+
+    def apply(self, sparsity: float | None = None) -> Sparsifier:
+        """Recompute the masks now, at ``sparsity`` (default: the final one): one-shot pruning."""
+        self._fitted()
+        target = self.sparsity_ if sparsity is None else float(sparsity)
+        self._update(target, max(self.step_, 0))
+        return self
+
+    def accumulate(self, batches: Iterable[Any], *,
+                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                   progress: bool = True) -> Sparsifier:
+        """Gather gradient statistics from ``(inputs, labels)`` batches without training.
+
+        For one-shot ``taylor``/``movement``: the model runs in eval mode (BatchNorm statistics
+        are not updated), weights and existing ``.grad`` are restored afterwards.
+        """
+        model = self._fitted()
+        loss_fn = loss_fn or nn.functional.cross_entropy
+        params = list(model.parameters())
+        saved = [None if p.grad is None else p.grad.clone() for p in params]
+        was_training = model.training
+        model.eval()
+        try:
+            device = next((p.device for p in params), torch.device("cpu"))
+            for inputs, labels in tqdm(batches, desc="gradients", file=sys.stderr, leave=False,
+                                       disable=not progress):
+                model.zero_grad(set_to_none=True)
+                loss_fn(model(inputs.to(device)), labels.to(device)).backward()
+                self._accumulate_grads()
+        finally:
+            for p, grad in zip(params, saved):
+                p.grad = grad
+            model.train(was_training)
+        return self
+
+    def finalize(self) -> nn.Module:
+        """Remove the masks, leaving plain weights with the zeros; returns the model."""
+        model = masking.finalize(self._fitted())
+        self.model_ = None
+        return model
+
+    def sparsity_report(self) -> list[LayerSparsity]:
+        """Zeros per targeted weight, as a forward pass sees them."""
+        return sparsity_report(self._fitted(), self.targets_)
+
+    # ---- state -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The step and the gradient statistics (the masks live in the model's ``state_dict``)."""
+        self._fitted()
+        return {"version": _STATE_VERSION, "step": self.step_, "targets": list(self.targets_),
+                "taylor": dict(self.taylor_), "movement": dict(self.movement_)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output onto a sparsifier prepared on the same layers."""
+        self._fitted()
+        if list(state.get("targets", [])) != list(self.targets_):
+            raise ConfigError(f"Sparsifier: the saved state covers {list(state.get('targets', []))[:4]}"
+                              f"... but this sparsifier targets {self.targets_[:4]}... Prepare it "
+                              f"with the same include/exclude as the run that saved it.")
+        self.step_ = int(state["step"])
+        self.taylor_ = {k: v.clone() for k, v in state.get("taylor", {}).items()}
+        self.movement_ = {k: v.clone() for k, v in state.get("movement", {}).items()}
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _accumulate_grads(self) -> None:
+        model = self.model_
+        for name in self.targets_:
+            module, attr = masking.split_name(model, name)
+            original = module.parametrizations[attr].original
+            if original.grad is None:
+                continue
+            product = original.detach() * original.grad
+            if name not in self.taylor_:
+                self.taylor_[name] = torch.zeros_like(product)
+                self.movement_[name] = torch.zeros_like(product)
+            self.taylor_[name] += product.square()
+            self.movement_[name] -= product
+
+    @torch.no_grad()
+    def _update(self, sparsity: float, step: int) -> None:
+        model, criterion = self.model_, CRITERIA.get(self.criterion).factory
+        current = masking.masks(model)
+        scores = {}
+        for name in self.targets_:
+            weight = _weight(model, name)
+            evidence = Evidence(name=name, weight=weight.detach(), seed=self.seed, step=step,
+                                taylor=self.taylor_.get(name) if self.needs_gradients_ else None,
+                                movement=self.movement_.get(name) if self.needs_gradients_ else None)
+            score = criterion(evidence).detach().float()
+            if tuple(score.shape) != tuple(weight.shape):
+                raise ConfigError(f"criterion '{self.criterion}' returned shape {tuple(score.shape)} "
+                                  f"for '{name}' {tuple(weight.shape)}; a criterion must return one "
+                                  f"score per weight.")
+            # NOTE: pruned weights stay pruned: masks only grow with the schedule's sparsity.
+            scores[name] = score.masked_fill(~current[name].mask, -math.inf)
+        if self.pattern_.kind == "nm" and sparsity == 0.0:
+            new = {n: torch.ones_like(s, dtype=torch.bool) for n, s in scores.items()}
+        elif self.scope == "global":
+            new = _global_masks(scores, sparsity, self.pattern_)
+        else:
+            new = {n: mask_from_scores(s, sparsity, self.pattern_) for n, s in scores.items()}
+        masking.attach(model, new)
+
+
+def _is_fixed(schedule: Schedule) -> bool:
+    return isinstance(schedule, (OneShot, Constant))
+
+
+def _weight(model: nn.Module, name: str) -> torch.Tensor:
+    module, attr = masking.split_name(model, name)
+    return getattr(module, attr)
+
+
+def _global_masks(scores: Mapping[str, torch.Tensor], sparsity: float,
+                  pattern: Pattern) -> dict[str, torch.Tensor]:
+    """One ranking over every layer's entries (or blocks); the kept set is split back per layer."""
+    units = {n: block_scores(s, pattern.block) if pattern.kind == "block" else s.reshape(-1)
+             for n, s in scores.items()}
+    flat = torch.cat([u.reshape(-1) for u in units.values()])
+    keep = flat.numel() - int(round(sparsity * flat.numel()))
+    kept = _keep_largest(flat, keep)
+    out, offset = {}, 0
+    for name, unit in units.items():
+        part = kept[offset:offset + unit.numel()].reshape(unit.shape)
+        offset += unit.numel()
+        shape = scores[name].shape
+        out[name] = expand_blocks(part, shape, pattern.block) if pattern.kind == "block" else part.reshape(shape)
+    return out
