@@ -145,7 +145,7 @@ def part_mobilenet(min_time_s: float) -> list[str]:
     return rows
 
 
-def part_sweep(min_time_s: float) -> list[str]:
+def part_sweep(min_time_s: float, round_to: int = 1) -> list[str]:
     rows = ["| model | channel ratio removed | MACs kept | torch bs16 vs dense | ORT bs1 vs dense |",
             "|---|---|---|---|---|"]
     worst = 0.0
@@ -154,14 +154,14 @@ def part_sweep(min_time_s: float) -> list[str]:
         dense = _latency(model, x, min_time_s)
         macs = count_macs(model, x)
         for ratio in (0.1, 0.2, 0.3, 0.5, 0.7):
-            pruned = _prunekit(model, x, {"ratio": ratio})
+            pruned = _prunekit(model, x, {"ratio": ratio}, round_to)
             lat = _latency(pruned, x, min_time_s)
             r16, r1 = lat["torch16_ms"] / dense["torch16_ms"], lat["ort1_ms"] / dense["ort1_ms"]
             worst = max(worst, r16, r1)
             rows.append(f"| {name} | {ratio} | {count_macs(pruned, x) / macs:.3f} | {r16:.3f} | {r1:.3f} |")
             print(rows[-1], flush=True)
-    rows += ["", f"Largest pruned/dense latency ratio: {worst:.3f} ({'never slower' if worst < 1.0 else 'SLOWER'} "
-             "than dense)."]
+    rows += ["", f"round_to {round_to}. Largest pruned/dense latency ratio: {worst:.3f} "
+             f"({'never slower' if worst < 1.0 else 'SLOWER'} than dense)."]
     return rows
 
 
@@ -170,6 +170,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("all", "resnet50", "mobilenet", "sweep"), default="all")
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds of timed calls per latency")
     parser.add_argument("--dry-run", action="store_true", help="print the tables, leave RESULTS.md alone")
+    parser.add_argument("--round-to", type=int, default=1, help="round_to of the sweep's pruned widths")
     parser.add_argument("--no-tp", action="store_true", help="skip the Torch-Pruning rows")
     args = parser.parse_args()
     load = os.getloadavg()[0]
@@ -179,7 +180,8 @@ def main() -> None:
         "resnet50": ("Real speed: ResNet-50 at 1/2 and 1/4 of the MACs",
                      lambda: part_resnet50(args.min_time, not args.no_tp)),
         "mobilenet": ("Real speed: MobileNetV2 with a 2x latency target", lambda: part_mobilenet(args.min_time)),
-        "sweep": ("Real speed: no ratio slower than dense", lambda: part_sweep(args.min_time)),
+        "sweep": (f"Real speed: no ratio slower than dense (round_to {args.round_to})",
+                  lambda: part_sweep(args.min_time, args.round_to)),
     }
     for key, (title, run) in parts.items():
         if args.part in ("all", key):
