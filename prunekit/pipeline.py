@@ -134,6 +134,15 @@ def profile_model(model: str, data: str | None = None, *, weights: str | None = 
     return prof, _finish(results, out_dir)
 
 
+def train_baseline(net: nn.Module, splits: DataSplits, config: TrainConfig, epochs: int, *,
+                   weights: str | None, progress: bool) -> dict[str, Any] | None:
+    """Train ``epochs`` of baseline when no ``weights`` were given; the results.json entry, or None."""
+    if weights is not None or epochs <= 0:
+        return None
+    baseline = fit(net, splits, _with_epochs(config, epochs), progress=progress)
+    return {"history": list(baseline.history), "wall_time_s": baseline.wall_time_s}
+
+
 def _with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
     return parse_config(TrainConfig, {**config.model_dump(), "epochs": epochs})
 
@@ -190,9 +199,8 @@ def prune(model: str, data: str = "fashion_mnist", *, target: Mapping[str, Any],
     _precheck(net, splits, pruner)
     results: dict[str, Any] = {"command": "prune", "model": model, "data": splits.name,
                                "weights": weights, "pruner": pruner.get_params()}
-    if weights is None and baseline_epochs > 0:
-        baseline = fit(net, splits, _with_epochs(config, baseline_epochs), progress=progress)
-        results["baseline"] = {"history": list(baseline.history), "wall_time_s": baseline.wall_time_s}
+    if (baseline := train_baseline(net, splits, config, baseline_epochs, weights=weights, progress=progress)):
+        results["baseline"] = baseline
     measure = {"batch_sizes": tuple(batch_sizes), "threads": threads, "backends": tuple(backends),
                "dataset": splits.test}
     before = profile(net, splits.example_input(1), name=model, **measure)

@@ -22,6 +22,7 @@ from prunekit.decompose.partition import Partition, partition
 from prunekit.io import save_json
 from prunekit.measure.latency import measure_latency
 from prunekit.measure.macs import as_inputs, batch_of, count_macs
+from prunekit.measure.profile import format_count
 
 __all__ = ["partition_model", "render_table"]
 
@@ -91,25 +92,18 @@ def _load() -> float | None:
         return None
 
 
-def _count(n: float) -> str:
-    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n:.0f}"
-
-
 def _bytes(n: float) -> str:
-    return "-" if n == 0 else _count(n) + "B"
+    return "-" if n == 0 else format_count(n) + "B"
 
 
 def render_table(results: dict[str, Any]) -> str:
     """The before (whole model) / after (one row per stage) table that the CLI prints."""
     whole, rows, info = results["whole"], results["stages"], results["summary"]
     head = ["", "nodes", "first .. last node", "MACs", "share", "latency ms", "share", "out", "tensors"]
-    body = [["whole model", str(results["num_nodes"]), "", _count(whole["macs"]), "100%",
+    body = [["whole model", str(results["num_nodes"]), "", format_count(whole["macs"]), "100%",
              f"{whole['latency_ms']:.3f}", "", "", ""]]
     body += [[f"stage {r['stage']}", str(r["nodes"]), f"{r['first_node']} .. {r['last_node']}",
-              _count(r["macs"]), f"{r['macs_share']:.0%}", f"{r['latency_ms']:.3f}",
+              format_count(r["macs"]), f"{r['macs_share']:.0%}", f"{r['latency_ms']:.3f}",
               f"{r['latency_share']:.0%}", _bytes(r["bytes_out"]), str(r["tensors_out"] or "")]
              for r in rows]
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]

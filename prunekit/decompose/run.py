@@ -16,7 +16,7 @@ from prunekit.decompose.lowrank import check_arguments, decompose
 from prunekit.decompose.save import RECORD_FILE, WEIGHTS_FILE, save_decomposed
 from prunekit.io import save_json
 from prunekit.measure import compare, profile
-from prunekit.pipeline import build, environment, is_rank_zero
+from prunekit.pipeline import build, environment, is_rank_zero, train_baseline
 from prunekit.recover import TrainConfig, fit, parse_config
 
 __all__ = ["decompose_model"]
@@ -47,9 +47,8 @@ def decompose_model(model: str, data: str = "fashion_mnist", *, method: str = "a
     # NOTE: a bad rank, method or layer pattern fails here, before seconds of training.
     check_arguments(net, method=method, rank=rank, energy=energy, target_macs=target_macs,
                     include=include, exclude=exclude, options=options)
-    if weights is None and baseline_epochs > 0:
-        baseline = fit(net, splits, _with_epochs(config, baseline_epochs), progress=progress)
-        results["baseline"] = {"history": list(baseline.history), "wall_time_s": baseline.wall_time_s}
+    if (baseline := train_baseline(net, splits, config, baseline_epochs, weights=weights, progress=progress)):
+        results["baseline"] = baseline
     measure = {"batch_sizes": tuple(batch_sizes), "threads": threads, "backends": tuple(backends),
                "dataset": splits.test}
     before = profile(net, example, name=model, **measure)

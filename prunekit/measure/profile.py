@@ -137,7 +137,8 @@ def _busy_machine_note() -> str | None:
 
 # ---- rendering -------------------------------------------------------------------------------
 
-def _count(n: float) -> str:
+def format_count(n: float) -> str:
+    """12345678 -> "12.35 M": a count with a G/M/K suffix, as the tables print it."""
     for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
         if abs(n) >= scale:
             return f"{n / scale:.2f} {unit}"
@@ -201,9 +202,9 @@ def _rows(profiles: Sequence[Profile]) -> tuple[list[str], list[list[str]], list
         raise ConfigError("compare() needs at least one Profile; got none. Pass profile(...) results.")
     rows = [
         ["input", *["x".join(map(str, p.input_shape)) or "-" for p in profiles], ""],
-        _metric_row("params", [p.params for p in profiles], _count,
+        _metric_row("params", [p.params for p in profiles], format_count,
                     lambda a, b: _ratio(a, b, "smaller", "larger")),
-        _metric_row("MACs / sample", [p.macs for p in profiles], _count,
+        _metric_row("MACs / sample", [p.macs for p in profiles], format_count,
                     lambda a, b: _ratio(a, b, "fewer", "more")),
         _metric_row("size (safetensors)", [p.size_bytes for p in profiles], _bytes,
                     lambda a, b: _ratio(a, b, "smaller", "larger")),

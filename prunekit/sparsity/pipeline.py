@@ -179,7 +179,7 @@ def sparsify(model: str, data: str = "fashion_mnist", *, method: str = "magnitud
     classifier is sparsified, minus ``exclude``. With ``out_dir``: ``results.json`` and
     ``sparse.safetensors`` (read back by :func:`prunekit.sparsity.load_sparse`).
     """
-    from prunekit.pipeline import _architecture, _finish, build, is_rank_zero
+    from prunekit.pipeline import _architecture, _finish, build, is_rank_zero, train_baseline
 
     _check(method, schedule, finetune_epochs, ramp, updates)
     parsed = Pattern.parse(pattern)
@@ -197,9 +197,8 @@ def sparsify(model: str, data: str = "fashion_mnist", *, method: str = "magnitud
     results: dict[str, Any] = {"command": "sparsify", "model": model, "data": splits.name,
                                "weights": weights, "method": method, "sparsity": target,
                                "pattern": str(parsed), "scope": scope, "schedule": schedule}
-    if weights is None and baseline_epochs > 0:
-        baseline = fit(net, splits, _with_epochs(config, baseline_epochs), progress=progress)
-        results["baseline"] = {"history": list(baseline.history), "wall_time_s": baseline.wall_time_s}
+    if (baseline := train_baseline(net, splits, config, baseline_epochs, weights=weights, progress=progress)):
+        results["baseline"] = baseline
     measure = {"batch_sizes": tuple(batch_sizes), "threads": threads, "backends": tuple(backends),
                "dataset": splits.test}
     before = profile(net, splits.example_input(1), name=model, **measure)
