@@ -139,16 +139,17 @@ def train_baseline(net: nn.Module, splits: DataSplits, config: TrainConfig, epoc
     """Train ``epochs`` of baseline when no ``weights`` were given; the results.json entry, or None."""
     if weights is not None or epochs <= 0:
         return None
-    baseline = fit(net, splits, _with_epochs(config, epochs), progress=progress)
+    baseline = fit(net, splits, with_epochs(config, epochs), progress=progress)
     return {"history": list(baseline.history), "wall_time_s": baseline.wall_time_s}
 
 
-def _with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
+def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
+    """``config`` with another epoch count (baseline, fine-tune and between-step runs share the rest)."""
     return parse_config(TrainConfig, {**config.model_dump(), "epochs": epochs})
 
 
-def _calibration(splits: DataSplits, count: int, size: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first ``count`` (inputs, labels) training batches, for criteria that need data."""
+def calibration_batches(splits: DataSplits, count: int, size: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``count`` (inputs, labels) training batches: calibration for data-driven methods."""
     x, y = splits.train.tensors
     return [(x[i:i + size], y[i:i + size]) for i in range(0, min(len(x), count * size), size)]
 
@@ -156,7 +157,7 @@ def _calibration(splits: DataSplits, count: int, size: int = 64) -> list[tuple[t
 def _prune_model(net: nn.Module, splits: DataSplits, pruner: StructuredPruner, finetune: TrainConfig,
                  progress: bool) -> tuple[nn.Module, Plan, dict[str, Any], list[dict[str, Any]]]:
     """Prune ``net`` (fine-tuning between steps when there are several); the model and its plan."""
-    example, batches = splits.example_input(1), _calibration(splits, 4)
+    example, batches = splits.example_input(1), calibration_batches(splits, 4)
     if pruner.steps == 1 or finetune.epochs == 0:
         pruned = pruner.fit_transform(net, example, batches)
         return pruned, pruner.plan_, dict(pruner.achieved_), []
@@ -204,7 +205,7 @@ def prune(model: str, data: str = "fashion_mnist", *, target: Mapping[str, Any],
     measure = {"batch_sizes": tuple(batch_sizes), "threads": threads, "backends": tuple(backends),
                "dataset": splits.test}
     before = profile(net, splits.example_input(1), name=model, **measure)
-    finetune = _with_epochs(config, finetune_epochs)
+    finetune = with_epochs(config, finetune_epochs)
     pruned, plan, achieved, records = _prune_model(net, splits, pruner, finetune, progress)
     if finetune_epochs > 0:
         tuned = fit(pruned, splits, finetune, progress=progress)

@@ -62,11 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="training batches of 64 used to whiten inputs for asvd (default: 4)")
     group.add_argument("--force", action="store_true",
                        help="factorise chosen layers even where it does not save MACs")
-    parser.add_argument("--baseline-epochs", type=int, default=1, metavar="N",
-                        help="epochs of baseline training when no --weights are given (default: 1)")
-    parser.add_argument("--finetune-epochs", type=int, default=1, metavar="N",
-                        help="epochs of fine-tuning after factorising (default: 1)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    options.add_pipeline_options(parser, finetune_help="after factorising")
     options.add_output_options(parser, default="runs/decompose")
     options.add_profile_options(parser)
     options.add_config_options(parser, TrainConfig, skip=("epochs",))

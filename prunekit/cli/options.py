@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["add_model_options", "add_output_options", "add_profile_options", "add_config_options",
+__all__ = ["add_model_options", "add_pipeline_options", "add_output_options", "add_profile_options", "add_config_options",
            "config_from_args", "int_list"]
 
 
@@ -35,6 +35,16 @@ def add_model_options(parser: argparse.ArgumentParser, *, data_required: bool = 
                         help="folder with the Fashion-MNIST IDX files (default: $PRUNEKIT_DATA, "
                              "else /usr/share/datasets/fashion-mnist from Debian's "
                              "dataset-fashion-mnist package)")
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser, *, finetune_help: str) -> None:
+    """--baseline-epochs, --finetune-epochs, --no-progress: the steps every compress command shares."""
+    parser.add_argument("--baseline-epochs", type=int, default=1, metavar="N",
+                        help="epochs of baseline training when no --weights are given (default: 1, "
+                             "a quick baseline; pass --weights from `prunekit train` for a real one)")
+    parser.add_argument("--finetune-epochs", type=int, default=1, metavar="N",
+                        help=f"epochs of fine-tuning {finetune_help} (default: 1)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
 def add_output_options(parser: argparse.ArgumentParser, default: str | None) -> None:

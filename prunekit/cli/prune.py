@@ -30,12 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     options.add_model_options(parser)
     _add_target_options(parser)
     _add_pruner_options(parser)
-    parser.add_argument("--baseline-epochs", type=int, default=1, metavar="N",
-                        help="epochs of baseline training when no --weights are given (default: 1, "
-                             "a quick baseline; pass --weights from `prunekit train` for a real one)")
-    parser.add_argument("--finetune-epochs", type=int, default=1, metavar="N",
-                        help="epochs of fine-tuning after pruning (and between --steps) (default: 1)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    options.add_pipeline_options(parser, finetune_help="after pruning (and between --steps)")
     options.add_output_options(parser, default="runs/prune")
     options.add_profile_options(parser)
     options.add_config_options(parser, TrainConfig, skip=("epochs",))

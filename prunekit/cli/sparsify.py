@@ -28,12 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     options.add_model_options(parser)
     _add_sparsity_options(parser)
-    parser.add_argument("--baseline-epochs", type=int, default=1, metavar="N",
-                        help="epochs of baseline training when no --weights are given (default: 1)")
-    parser.add_argument("--finetune-epochs", type=int, default=1, metavar="N",
-                        help="epochs of fine-tuning under the masks; gradual/iterative schedules "
-                             "prune during them (default: 1)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    options.add_pipeline_options(parser, finetune_help="under the masks; gradual/iterative schedules prune during them")
     options.add_output_options(parser, default="runs/sparsify")
     options.add_profile_options(parser)
     options.add_config_options(parser, TrainConfig, skip=("epochs",))

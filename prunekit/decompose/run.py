@@ -16,8 +16,9 @@ from prunekit.decompose.lowrank import check_arguments, decompose
 from prunekit.decompose.save import RECORD_FILE, WEIGHTS_FILE, save_decomposed
 from prunekit.io import save_json
 from prunekit.measure import compare, profile
-from prunekit.pipeline import build, environment, is_rank_zero, train_baseline
-from prunekit.recover import TrainConfig, fit, parse_config
+from prunekit.pipeline import build, environment, is_rank_zero, train_baseline, with_epochs
+from prunekit.pipeline import calibration_batches as calibration_batches_of
+from prunekit.recover import TrainConfig, fit
 
 __all__ = ["decompose_model"]
 
@@ -54,10 +55,11 @@ def decompose_model(model: str, data: str = "fashion_mnist", *, method: str = "a
     before = profile(net, example, name=model, **measure)
     result = decompose(net, example_input=example, method=method, rank=rank, energy=energy,
                        target_macs=target_macs, include=include, exclude=exclude, options=options,
-                       calibration=_calibration(splits, calibration_batches), progress=progress)
+                       calibration=[x for x, _ in calibration_batches_of(splits, calibration_batches)],
+                       progress=progress)
     factorised = result.model
     if finetune_epochs > 0:
-        tuned = fit(factorised, splits, _with_epochs(config, finetune_epochs), progress=progress)
+        tuned = fit(factorised, splits, with_epochs(config, finetune_epochs), progress=progress)
         results["finetune"] = {"history": list(tuned.history), "wall_time_s": tuned.wall_time_s}
     after = profile(factorised, example, name=f"{model} {method}", **measure)
     architecture = {"model": model, "num_classes": splits.num_classes, "in_channels": splits.input_shape[0]}
@@ -74,11 +76,3 @@ def decompose_model(model: str, data: str = "fashion_mnist", *, method: str = "a
     return results
 
 
-def _with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
-    return parse_config(TrainConfig, {**config.model_dump(), "epochs": epochs})
-
-
-def _calibration(splits: Any, count: int, size: int = 64) -> list[Any]:
-    """The first ``count`` training batches of ``size`` inputs (no labels needed)."""
-    x = splits.train.tensors[0]
-    return [x[i:i + size] for i in range(0, min(len(x), count * size), size)]

@@ -52,8 +52,9 @@ class RunState:
 
     def calibration(self, count: int, size: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The first ``count`` training batches (inputs, labels)."""
-        x, y = self.splits.train.tensors
-        return [(x[i:i + size], y[i:i + size]) for i in range(0, min(len(x), count * size), size)]
+        from prunekit.pipeline import calibration_batches
+
+        return calibration_batches(self.splits, count, size)
 
 
 StageFn = Callable[[RunState, BaseModel, int], dict[str, Any]]

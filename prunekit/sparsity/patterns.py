@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from prunekit.errors import ConfigError
 
-__all__ = ["Pattern", "mask_from_scores", "topk_mask", "nm_mask", "block_mask", "block_scores",
+__all__ = ["check_fraction", "Pattern", "mask_from_scores", "topk_mask", "nm_mask", "block_mask", "block_scores",
            "expand_blocks", "check_layer"]
 
 _NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
@@ -86,15 +86,21 @@ def _keep_largest(flat: torch.Tensor, keep: int) -> torch.Tensor:
     return mask
 
 
-def _check_sparsity(sparsity: float) -> float:
-    if not 0.0 <= float(sparsity) <= 1.0 or math.isnan(sparsity):
-        raise ConfigError(f"sparsity must be a fraction in [0, 1] of weights set to zero; got {sparsity}")
-    return float(sparsity)
+def check_fraction(value: Any, *, owner: str, name: str = "sparsity") -> float:
+    """``value`` as a float in [0, 1] (a fraction of weights set to zero), or the four-part error."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0.0 <= number <= 1.0:  # NOTE: also rejects NaN
+        raise ConfigError(f"{owner}: '{name}' must be a fraction in [0, 1] of the weights to zero; "
+                          f"got {value!r}. Pass e.g. {name}=0.9.")
+    return number
 
 
 def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Keep the ``round((1 - sparsity) * numel)`` highest-scoring entries of the whole tensor."""
-    sparsity = _check_sparsity(sparsity)
+    sparsity = check_fraction(sparsity, owner="topk_mask")
     flat = scores.detach().reshape(-1).float()
     keep = flat.numel() - int(round(sparsity * flat.numel()))
     return _keep_largest(flat, keep).reshape(scores.shape)
@@ -118,7 +124,7 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 def block_mask(scores: torch.Tensor, sparsity: float, block: tuple[int, int]) -> torch.Tensor:
     """Zero whole ``bh x bw`` blocks of the ``[out, in]`` matrix, ranked by their summed score."""
-    sparsity = _check_sparsity(sparsity)
+    sparsity = check_fraction(sparsity, owner="block_mask")
     return expand_blocks(topk_mask(block_scores(scores, block), sparsity), scores.shape, block)
 
 

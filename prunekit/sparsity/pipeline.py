@@ -14,14 +14,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from prunekit.data import DataSplits
 from prunekit.data.base import make_loader
 from prunekit.errors import ConfigError, did_you_mean
 from prunekit.measure import compare, count_nonzero, profile
-from prunekit.recover import TrainConfig, fit, parse_config
+from prunekit.recover import TrainConfig, fit
 from prunekit.sparsity import masks as masking
 from prunekit.sparsity.callback import SparsityCallback
 from prunekit.sparsity.criteria import CRITERIA
@@ -72,18 +71,9 @@ def _schedule(kind: str, total_steps: int, ramp: float, updates: int) -> dict[st
     return {"name": "one_shot"}
 
 
-def _calibration(splits: DataSplits, count: int, size: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    x, y = splits.train.tensors
-    return [(x[i:i + size], y[i:i + size]) for i in range(0, min(len(x), count * size), size)]
-
-
 def _steps_per_epoch(splits: DataSplits, config: TrainConfig) -> int:
     steps = len(make_loader(splits.train, batch_size=config.batch_size, shuffle=True, seed=config.seed))
     return min(steps, config.max_steps_per_epoch or steps)
-
-
-def _with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
-    return parse_config(TrainConfig, {**config.model_dump(), "epochs": epochs})
 
 
 def _sparsify_with_criterion(net: nn.Module, splits: DataSplits, sparsifier: Sparsifier,
@@ -147,7 +137,9 @@ def sparsify_model(net: nn.Module, splits: DataSplits, *, method: str = "magnitu
                           f"scope '{scope}' is only for the criterion methods. Use scope 'layer'.")
     for name in select_targets(net, None, tuple(exclude)):
         check_layer(name, tuple(net.get_parameter(name).shape), parsed)
-    calibration = _calibration(splits, calibration_batches)
+    from prunekit.pipeline import calibration_batches as first_batches
+
+    calibration = first_batches(splits, calibration_batches)
     info: dict[str, Any] = {"sparsity": target, "pattern": str(parsed), "method": method}
     if method in CALIBRATION_METHODS:
         net, rows, tuned = _sparsify_with_calibration(net, splits, method, target, parsed, exclude,
@@ -179,7 +171,7 @@ def sparsify(model: str, data: str = "fashion_mnist", *, method: str = "magnitud
     classifier is sparsified, minus ``exclude``. With ``out_dir``: ``results.json`` and
     ``sparse.safetensors`` (read back by :func:`prunekit.sparsity.load_sparse`).
     """
-    from prunekit.pipeline import _architecture, _finish, build, is_rank_zero, train_baseline
+    from prunekit.pipeline import _architecture, _finish, build, is_rank_zero, train_baseline, with_epochs
 
     _check(method, schedule, finetune_epochs, ramp, updates)
     parsed = Pattern.parse(pattern)
@@ -203,7 +195,7 @@ def sparsify(model: str, data: str = "fashion_mnist", *, method: str = "magnitud
                "dataset": splits.test}
     before = profile(net, splits.example_input(1), name=model, **measure)
     dense_nonzero = count_nonzero(net)
-    finetune = _with_epochs(config, finetune_epochs)
+    finetune = with_epochs(config, finetune_epochs)
     net, rows, info = sparsify_model(net, splits, method=method, sparsity=sparsity, pattern=parsed,
                                      scope=scope, schedule=schedule, exclude=exclude, finetune=finetune,
                                      ramp=ramp, updates=updates, calibration_batches=calibration_batches,

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from prunekit.errors import ConfigError
 from prunekit.registry import Registry
+from prunekit.sparsity.patterns import check_fraction
 
 __all__ = ["Schedule", "OneShot", "Constant", "Iterative", "Gradual", "SCHEDULES", "make_schedule",
            "cubic_sparsity"]
@@ -41,14 +42,7 @@ class Schedule(Protocol):
 
 
 def _fraction(owner: str, name: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not 0.0 <= number <= 1.0:
-        raise ConfigError(f"{owner}: '{name}' must be a fraction in [0, 1] of weights set to zero; "
-                          f"got {value!r}. Pass e.g. {name}=0.9.")
-    return number
+    return check_fraction(value, owner=owner, name=name)
 
 
 def _step(owner: str, name: str, value: Any, minimum: int = 0) -> int:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from prunekit.errors import ConfigError, NotFittedError, did_you_mean
 from prunekit.sparsity import masks as masking
 from prunekit.sparsity.criteria import CRITERIA, Evidence
-from prunekit.sparsity.patterns import (Pattern, _keep_largest, block_scores, check_layer,
+from prunekit.sparsity.patterns import (Pattern, _keep_largest, block_scores, check_fraction, check_layer,
                                         expand_blocks, mask_from_scores)
 from prunekit.sparsity.report import LAYER_TYPES, LayerSparsity, sparsity_report
 from prunekit.sparsity.schedule import Constant, OneShot, Schedule, make_schedule
@@ -153,14 +153,7 @@ class Sparsifier:
                                   f"weights, but sparsity={self.sparsity} was asked for. Pass "
                                   f"sparsity={fixed:g} (or None) with this pattern.")
             return fixed
-        try:
-            value = float(self.sparsity)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            value = math.nan
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"Sparsifier: 'sparsity' must be a fraction in [0, 1] of the weights "
-                              f"to zero; got {self.sparsity!r}. Pass e.g. 0.9.")
-        return value
+        return check_fraction(self.sparsity, owner="Sparsifier")
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
