@@ -176,7 +176,7 @@ def _prune_model(net: nn.Module, splits: DataSplits, pruner: StructuredPruner, f
 
 
 def prune(model: str, data: str = "fashion_mnist", *, target: Mapping[str, Any],
-          criterion: str = "l2", scope: str = "local", round_to: int = 1, ignore: Sequence[str] = (),
+          criterion: str = "l2", scope: str = "local", round_to: int | str = "auto", ignore: Sequence[str] = (),
           steps: int = 1, options: Mapping[str, Any] | None = None, weights: str | None = None,
           baseline_epochs: int = 1, finetune_epochs: int = 1, train_config: TrainConfig | None = None,
           data_dir: str | None = None, out_dir: str | os.PathLike[str] | None = None,

@@ -52,6 +52,18 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
                        help="batch size at which --target-latency is measured (default: 1)")
 
 
+def _round_to(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an int >= 1, got '{text}'")
+    return value
+
+
 def _add_pruner_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pruner (same keys as the recipe stage)")
     from prunekit.importance import CRITERIA
@@ -61,8 +73,9 @@ def _add_pruner_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scope", choices=("local", "global"), default="local",
                        help="local: every group loses the same fraction; global: one ranking over "
                             "all groups (default: local)")
-    group.add_argument("--round-to", type=int, default=1, metavar="N",
-                       help="round kept widths up to a multiple of N, e.g. 8 (default: 1)")
+    group.add_argument("--round-to", type=_round_to, default="auto", metavar="N",
+                       help="round kept widths up to a multiple of N: 1 keeps exact widths, 8 suits "
+                            "CPU kernels; auto rounds groups of >= 32 channels to 8 (default: auto)")
     group.add_argument("--ignore", action="append", default=[], metavar="MODULE",
                        help="never cut channels of this module (repeatable), e.g. --ignore conv1")
     group.add_argument("--layer-channels", action="append", default=[], metavar="MODULE=N",

@@ -88,7 +88,8 @@ class PruneOptions(BaseModel):
     target: Target | None = Field(None, description="ratio removed, or macs/params/latency kept")
     importance: str = Field("l2", description="criterion (`prunekit prune --help` lists them)")
     scope: Literal["local", "global"] = "local"
-    round_to: int = Field(1, ge=1)
+    round_to: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="kept widths rounded up to this multiple; 'auto': 8 for groups of >= 32 channels")
     ignore: list[str] = Field(default_factory=list, description="module names never cut")
     steps: int = Field(1, ge=1, description="reach the target in this many steps")
     finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning between steps")

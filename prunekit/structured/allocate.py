@@ -9,6 +9,13 @@ group that touches the module whole; ``layer_ratios`` / ``layer_channels`` set t
 number of channels removed from the group the module *produces* (its output channels), overriding
 the shared ratio. A group always keeps at least one channel, and the model's output is never cut
 (the graph freezes it).
+
+``round_to="auto"`` (the default) rounds the kept width of every group of at least
+:data:`AUTO_MIN_SIZE` channels up to a multiple of :data:`AUTO_MULTIPLE`, and leaves smaller groups
+and per-layer overrides exact: odd widths of wide layers fall off the vectorised paths of CPU
+kernels (measured in benchmarks/RESULTS.md: ResNet-50 at half the MACs ran 0.72x of its MACs
+reduction under ONNX Runtime with exact widths, 0.88x rounded to 8; a 10 % cut of MobileNetV2 was
+2x slower than dense), while rounding a 16-channel layer to 8 would halve the choices.
 """
 
 from __future__ import annotations
@@ -24,16 +31,33 @@ from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup
 from prunekit.structured.plan import Plan
 
-__all__ = ["allocate"]
+__all__ = ["allocate", "round_multiple", "RoundTo", "AUTO_MIN_SIZE", "AUTO_MULTIPLE"]
+
+RoundTo = int | Literal["auto"]
+AUTO_MIN_SIZE = 32
+AUTO_MULTIPLE = 8
 
 
-def _check(ratio: float, round_to: int, min_keep: int, max_ratio: float) -> None:
+def round_multiple(size: int, round_to: RoundTo) -> int:
+    """The multiple a group of ``size`` channels is rounded to under ``round_to``."""
+    if round_to == "auto":
+        return AUTO_MULTIPLE if size >= AUTO_MIN_SIZE else 1
+    return int(round_to)
+
+
+def _valid_round_to(value: Any) -> bool:
+    return value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+
+
+def _check(ratio: float, round_to: RoundTo, min_keep: int, max_ratio: float) -> None:
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"ratio must be a float in [0, 1); got {ratio}. Pass the fraction of "
                           f"channels to remove, e.g. 0.5.")
-    if round_to < 1 or min_keep < 1:
-        raise ConfigError(f"round_to and min_keep must be >= 1; got round_to={round_to}, "
-                          f"min_keep={min_keep}.")
+    if not _valid_round_to(round_to):
+        raise ConfigError(f"round_to must be 'auto' or an int >= 1; got {round_to!r}. Pass e.g. 8 "
+                          f"to keep widths multiples of 8, 1 for exact widths, or 'auto'.")
+    if not isinstance(min_keep, int) or min_keep < 1:
+        raise ConfigError(f"min_keep must be an int >= 1; got {min_keep!r}.")
     if not 0.0 < max_ratio <= 1.0:
         raise ConfigError(f"max_ratio must be in (0, 1]; got {max_ratio}.")
 
@@ -51,7 +75,7 @@ def _top(scores: torch.Tensor, k: int) -> tuple[int, ...]:
 
 
 def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: float, *,
-             scope: Literal["local", "global"] = "local", round_to: int = 1, min_keep: int = 1,
+             scope: Literal["local", "global"] = "local", round_to: RoundTo = "auto", min_keep: int = 1,
              max_ratio: float = 0.9, ignored_layers: Iterable[str] = (),
              layer_ratios: Mapping[str, float] | None = None,
              layer_channels: Mapping[str, int] | None = None,
@@ -63,7 +87,8 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
         scores: group id -> ``Tensor[size]`` (higher = more important).
         ratio: fraction of channels to remove, in [0, 1).
         scope: ``local`` (same ratio per group) or ``global`` (one ranking for all groups).
-        round_to: kept widths are rounded up to a multiple of this (e.g. 8 for hardware).
+        round_to: kept widths are rounded up to a multiple of this (e.g. 8 for hardware); ``"auto"``
+            rounds groups of at least 32 channels to 8 and keeps per-layer overrides exact.
         min_keep: no group keeps fewer channels.
         max_ratio: no group loses more than this fraction (global scope).
         ignored_layers: module names whose groups keep every channel.
@@ -86,7 +111,10 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
     if scope == "global" and free:
         removed = _global_counts(free, scores, ratio, max_ratio, normalize)
     removed.update({g.id: fixed[g.id] for g in groups if g.id in fixed})
-    keep = {g.id: _top(scores[g.id], _n_keep(g.size, removed[g.id], round_to, min_keep)) for g in groups}
+    multiple = {g.id: 1 if round_to == "auto" and g.id in fixed else round_multiple(g.size, round_to)
+                for g in groups}
+    keep = {g.id: _top(scores[g.id], _n_keep(g.size, removed[g.id], multiple[g.id], min_keep))
+            for g in groups}
     info = {"ratio": ratio, "scope": scope, "round_to": round_to, "min_keep": min_keep, **(meta or {})}
     return Plan(keep=keep, sizes={g.id: g.size for g in groups}, meta=info)
 

@@ -53,7 +53,7 @@ def _step_options(options: Mapping[str, Any] | None, step: int) -> dict[str, Any
 
 
 def prune_iteratively(model: nn.Module, example_inputs: Any, target: Target | Mapping[str, Any], *,
-                      steps: int, importance: str = "l2", scope: str = "local", round_to: int = 1,
+                      steps: int, importance: str = "l2", scope: str = "local", round_to: int | str = "auto",
                       ignore: Iterable[str] = (), seed: int = 0,
                       options: Mapping[str, Any] | None = None,
                       batches: Callable[[nn.Module], Iterable[Any]] | Iterable[Any] | None = None,

@@ -56,7 +56,8 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "importance": (_is_criterion, "a criterion name", "Pass e.g. 'l2' or 'l1'."),
     "scope": (lambda v: v in ("local", "global"), "'local' or 'global'",
               "Use 'local' (same ratio per group) or 'global' (one ranking over all groups)."),
-    "round_to": (_is_int(1), "an int >= 1", "Pass e.g. 8 to keep widths multiples of 8, or 1."),
+    "round_to": (lambda v: v == "auto" or _is_int(1)(v), "'auto' or an int >= 1",
+                 "Pass e.g. 8 to keep widths multiples of 8, 1 for exact widths, or 'auto'."),
     "ignore": (lambda v: not isinstance(v, str) and all(isinstance(n, str) for n in v),
                "a list of module names", "Pass e.g. ['conv1'], not a bare string."),
     "steps": (_is_int(1), "an int >= 1", "Pass the number of pruning steps, e.g. 1."),
@@ -72,7 +73,8 @@ class StructuredPruner:
             ``{"ratio": 0.3}`` (remove 30 % of each group's channels).
         importance: criterion name from ``prunekit.importance.CRITERIA``.
         scope: ``local`` (every group cut alike) or ``global`` (one ranking over all groups).
-        round_to: kept widths are rounded up to a multiple of this.
+        round_to: kept widths are rounded up to a multiple of this; ``"auto"`` rounds groups of at
+            least 32 channels to multiples of 8 (fast CPU kernels) and leaves the rest exact.
         ignore: module names whose channels are never cut.
         steps: prune in this many steps, re-tracing and re-scoring the smaller model each time.
         seed: for random criteria.
@@ -80,7 +82,7 @@ class StructuredPruner:
     """
 
     def __init__(self, target: Target | Mapping[str, Any], *, importance: str = "l2",
-                 scope: str = "local", round_to: int = 1, ignore: Iterable[str] = (),
+                 scope: str = "local", round_to: int | str = "auto", ignore: Iterable[str] = (),
                  steps: int = 1, seed: int = 0,
                  options: PrunerOptions | Mapping[str, Any] | None = None) -> None:
         self.target = target

@@ -65,7 +65,7 @@ class ScheduledPruner:
 
     def __init__(self, model: nn.Module, example_inputs: Any, *,
                  schedule: Sequence[ScheduleEntry | Mapping[str, Any]], scope: str = "local",
-                 round_to: int = 1, ignore: Iterable[str] = (), batches: Sequence[Any] | None = None,
+                 round_to: int | str = "auto", ignore: Iterable[str] = (), batches: Sequence[Any] | None = None,
                  seed: int = 0) -> None:
         entries = [parse_config(ScheduleEntry, e) for e in schedule]
         if not entries:

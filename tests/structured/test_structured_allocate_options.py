@@ -69,5 +69,19 @@ def test_round_to_and_minimum_width(cnn) -> None:  # type: ignore[no-untyped-def
     plan = allocate(graph, scores, 0.4, round_to=8)
     assert len(plan.keep["fc1.weight:0"]) % 8 == 0
     assert len(plan.keep["conv2.weight:0"]) == 8  # 5 kept, rounded up to 8
-    tiny = allocate(graph, scores, 0.999)
+    tiny = allocate(graph, scores, 0.999, round_to=1)
     assert all(len(k) == 1 for k in tiny.keep.values())
+    with pytest.raises(ConfigError, match="round_to must be 'auto' or an int >= 1"):
+        allocate(graph, scores, 0.5, round_to=0)
+
+
+def test_auto_rounding_rounds_wide_groups_and_keeps_overrides_exact(cnn) -> None:  # type: ignore[no-untyped-def]
+    _, _, graph, scores = cnn
+    assert graph.group("fc1.weight:0").size == 64 and graph.group("conv2.weight:0").size < 32
+    plan = allocate(graph, scores, 0.3)  # default "auto"
+    assert len(plan.keep["fc1.weight:0"]) == 48  # 64 - floor(19.2) = 45 kept, rounded up to 48
+    conv2 = graph.group("conv2.weight:0").size
+    assert len(plan.keep["conv2.weight:0"]) == conv2 - int(conv2 * 0.3)  # narrow: exact
+    exact = allocate(graph, scores, 0.0, layer_channels={"fc1": 3})
+    assert len(exact.keep["fc1.weight:0"]) == 61  # a per-layer count is what the user asked for
+    assert len(allocate(graph, scores, 0.0, layer_channels={"fc1": 3}, round_to=8).keep["fc1.weight:0"]) == 64
