@@ -10,5 +10,6 @@ from prunekit.graph.groups import ChannelGroup as ChannelGroup
 from prunekit.graph.groups import Member as Member
 from prunekit.graph.registry import register_refresh as register_refresh
 from prunekit.graph.registry import register_rule as register_rule
+from prunekit.graph import handlers as _handlers  # noqa: F401,E402  (registers the built-in handlers)
 
 __all__ = ["DependencyGraph", "ChannelGroup", "Member", "register_rule", "register_refresh"]

@@ -11,7 +11,6 @@ does not know is never assumed to keep channels in place.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from prunekit._clone import clone_module
 from prunekit.graph.fastmeta import fast_result
 from prunekit.graph.constraints import ConstraintStore, Dim, ParamDim, Tracked
 from prunekit.graph.registry import RULES
@@ -179,7 +179,7 @@ def _meta_copy(model: nn.Module) -> nn.Module:
     for t in list(model.parameters()) + list(model.buffers()):
         meta = torch.empty_like(t, device="meta")
         memo[id(t)] = nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
-    return copy.deepcopy(model, memo)
+    return clone_module(model, memo)
 
 
 def _to_meta(obj: Any) -> Any:
@@ -196,8 +196,6 @@ def interpret(model: nn.Module, example_inputs: tuple[Any, ...], example_kwargs:
     makes tracing nearly free. Models whose Python code needs real values (``.item()``, data-
     dependent branches) fail there and are traced again on the real inputs.
     """
-    from prunekit.graph import handlers  # noqa: F401  (registers the built-in handlers)
-
     if meta:
         try:
             shadow = _meta_copy(model)

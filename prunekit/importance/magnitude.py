@@ -14,6 +14,7 @@ from torch import nn
 
 from prunekit.graph.groups import ChannelGroup, Member, Role, tensor_of
 from prunekit.importance.aggregate import AGGREGATES, combine, normalize as _normalize, pick_members
+from prunekit.importance.reductions import index_powers
 
 __all__ = ["l1", "l2", "member_rows", "random", "rows_of"]
 
@@ -39,9 +40,7 @@ def _powers(group: ChannelGroup, model: nn.Module, power: int, roles: Sequence[R
 def _channel_powers(member: Member, tensor: torch.Tensor, size: int, power: int) -> torch.Tensor:
     """``sum |w|^p`` per channel: the same numbers as ``rows_of(...).abs().pow(p).sum(1)``, without
     moving the axis first (a consumer's axis 1 would need a copy of the whole weight)."""
-    t = tensor.detach().float()
-    others = [d for d in range(t.dim()) if d != member.axis]
-    per_index = torch.linalg.vector_norm(t, ord=power, dim=others).pow(power) if others else t.abs().pow(power)
+    per_index = index_powers(tensor, member.axis, power)
     return per_index.narrow(0, member.start, size * member.inner).reshape(size, member.inner).sum(dim=1)
 
 

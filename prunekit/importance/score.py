@@ -12,6 +12,7 @@ from torch import nn
 from prunekit._gc import without_gc
 from prunekit.errors import ConfigError, did_you_mean
 from prunekit.graph.dependency import DependencyGraph
+from prunekit.importance.reductions import shared_reductions
 from prunekit.importance.stats import LossFn, Stats, collect, missing_batches
 
 __all__ = ["score"]
@@ -44,7 +45,8 @@ def score(graph: DependencyGraph, model: nn.Module, criterion: str = "l2", *,
     if entry.meta.get("seeded", False):
         options = {"seed": seed, **options}
     _check_options(entry.name, entry.factory, options)
-    return {g.id: entry.factory(g, model, stats, **options) for g in graph.prunable}
+    with shared_reductions():
+        return {g.id: entry.factory(g, model, stats, **options) for g in graph.prunable}
 
 
 def _check_options(name: str, fn: Callable[..., Any], options: Mapping[str, Any]) -> None:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from prunekit._clone import clone_module
 from prunekit._gc import without_gc
 from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph.dependency import DependencyGraph
@@ -70,11 +71,13 @@ def apply(model: nn.Module, graph: DependencyGraph, plan: Plan, *, example_input
         old = tensor_of(model, name)
         new = old.detach()
         for axis, indices in cuts:
-            keep = torch.tensor([i for i in range(new.shape[axis]) if i not in indices], dtype=torch.long)
+            kept = torch.ones(new.shape[axis], dtype=torch.bool)
+            kept[torch.tensor(sorted(indices), dtype=torch.long)] = False
+            keep = kept.nonzero().squeeze(1)
             new = new.index_select(axis, keep)
         memo[id(old)] = nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new
         sliced_ids.add(id(memo[id(old)]))
-    pruned = copy.deepcopy(model, memo)
+    pruned = clone_module(model, memo)
     touched = {module for module in pruned.modules()
                if any(t is not None and id(t) in sliced_ids
                       for t in list(module._parameters.values()) + list(module._buffers.values()))}

@@ -1,0 +1,56 @@
+"""``sum |w|^p`` along one axis of a weight, computed once per tensor while a model is scored.
+
+A conv or linear weight belongs to two groups: its output rows (producer) and its input columns
+(consumer). Inside :func:`shared_reductions` both sums come from one pass over the weight, reduced
+to an ``[out, in]`` matrix first, instead of one strided reduction per group: half the memory
+traffic, and about 2x faster on ResNet-50 (the scoring step of ``benchmarks/vs_torch_pruning.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+
+__all__ = ["index_powers", "shared_reductions"]
+
+_Key = tuple[int, int, int]  # id(tensor), tensor._version, power
+_MEMO: ContextVar[dict[_Key, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None] = ContextVar(
+    "prunekit_reductions", default=None)
+
+
+@contextmanager
+def shared_reductions() -> Iterator[None]:
+    """Reuse per-tensor reductions inside the block (the weights must not change in it)."""
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def _powered(t: torch.Tensor, power: int) -> torch.Tensor:
+    return t * t if power == 2 else t.abs().pow(power)
+
+
+def index_powers(tensor: torch.Tensor, axis: int, power: int) -> torch.Tensor:
+    """``Tensor[tensor.shape[axis]]``: ``sum |w|^power`` over every other axis, in float32."""
+    t = tensor.detach()
+    if t.dim() == 1:
+        return _powered(t.float(), power)
+    if axis > 1:
+        others = [d for d in range(t.dim()) if d != axis]
+        return torch.linalg.vector_norm(t.float(), ord=power, dim=others).pow(power)
+    memo = _MEMO.get()
+    key = (id(tensor), tensor._version, power)
+    if memo is not None and key in memo:
+        return memo[key][axis]
+    # NOTE: [out, in, rest] -> [out, in] is a contiguous reduction; the two 1-D sums are cheap.
+    powered = _powered(t.float().reshape(t.shape[0], t.shape[1], -1), power)
+    matrix = powered.sum(dim=2) if powered.shape[2] > 1 else powered.squeeze(2)
+    sums = (matrix.sum(dim=1), matrix.sum(dim=0))
+    if memo is not None:
+        memo[key] = (sums[0], sums[1], tensor)  # NOTE: holding the tensor keeps its id unique.
+    return sums[axis]
