@@ -21,13 +21,8 @@ from torch import nn
 
 __all__ = ["clone_module"]
 
-_ATOMS = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size)
-
-
-def _is_atom(value: Any) -> bool:
-    if type(value) in _ATOMS:
-        return True
-    return type(value) is tuple and all(type(v) in _ATOMS for v in value)
+_ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size})
+_CONTAINERS = frozenset({dict, OrderedDict, set, list})
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,14 +49,17 @@ def _clone(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
     memo[id(module)] = new
     state: dict[str, Any] = {}
     for key, value in module.__dict__.items():
-        if key == "_modules":
-            state[key] = type(value)((n, None if m is None else _clone(m, memo)) for n, m in value.items())
-        elif key in ("_parameters", "_buffers"):
-            state[key] = type(value)((n, _tensor(t, memo)) for n, t in value.items())
-        elif _is_atom(value):
+        kind = type(value)
+        if kind in _ATOMS:
             state[key] = value
-        elif type(value) in (dict, OrderedDict, set, list) and not value:
-            state[key] = type(value)()
+        elif kind in _CONTAINERS and not value:
+            state[key] = kind()
+        elif key == "_modules":
+            state[key] = kind((n, None if m is None else _clone(m, memo)) for n, m in value.items())
+        elif key in ("_parameters", "_buffers"):
+            state[key] = kind((n, _tensor(t, memo)) for n, t in value.items())
+        elif kind is tuple and all(type(v) in _ATOMS for v in value):
+            state[key] = value
         else:
             state[key] = copy.deepcopy(value, memo)
     new.__dict__.update(state)

@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["Member", "ChannelGroup", "Role", "tensor_of"]
+__all__ = ["Member", "ChannelGroup", "Role", "submodule", "tensor_of"]
 
 Role = Literal["producer", "consumer", "passive"]
 
@@ -84,9 +84,23 @@ class ChannelGroup:
         return tuple(dict.fromkeys(m.module for m in self.members))
 
 
+def submodule(model: nn.Module, name: str) -> nn.Module:
+    """``model.get_submodule(name)`` by direct lookups (get_submodule's checks cost more than the
+    slicing on hot paths); a missing name falls back to it for its error message."""
+    module = model
+    try:
+        for atom in name.split(".") if name else ():
+            module = module._modules[atom]  # type: ignore[assignment]
+    except KeyError:
+        return model.get_submodule(name)
+    if module is None:
+        return model.get_submodule(name)
+    return module
+
+
 def tensor_of(model: nn.Module, name: str) -> torch.Tensor:
     """The parameter or buffer called ``name``."""
     module_name, _, attr = name.rpartition(".")
-    module = model.get_submodule(module_name)
+    module = submodule(model, module_name)
     tensor = module._parameters.get(attr)
     return tensor if tensor is not None else module._buffers[attr]

@@ -11,6 +11,7 @@ does not know is never assumed to keep channels in place.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
@@ -150,17 +152,24 @@ class _Recorder(TorchFunctionMode):
 
 @contextmanager
 def _scopes(model: nn.Module, ctx: Context) -> Iterator[None]:
-    """Keep ``ctx.scope`` naming the module whose forward is running (for messages)."""
-    def enter(name: str) -> Any:
-        return lambda module, args: ctx.scope.append(name)  # returns None: inputs unchanged
+    """Keep ``ctx.scope`` naming the module whose forward is running (for messages).
+
+    Two global module hooks instead of two per module (registering those cost more than the
+    meta forward itself); calls from other threads are ignored, and a module that is not part of
+    ``model`` (built inside a forward) keeps its caller's scope.
+    """
+    names = {id(module): name for name, module in model.named_modules(remove_duplicate=False)}
+    thread = threading.get_ident()
+
+    def enter(module: nn.Module, args: Any) -> None:  # None: inputs unchanged
+        if threading.get_ident() == thread:
+            ctx.scope.append(names.get(id(module), ctx.scope[-1]))
 
     def leave(module: nn.Module, args: Any, output: Any) -> None:  # None: output unchanged
-        ctx.scope.pop()
+        if threading.get_ident() == thread and len(ctx.scope) > 1:
+            ctx.scope.pop()
 
-    handles = []
-    for name, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(enter(name)))
-        handles.append(module.register_forward_hook(leave))
+    handles = [register_module_forward_pre_hook(enter), register_module_forward_hook(leave)]
     try:
         yield
     finally:

@@ -20,7 +20,7 @@ from prunekit._clone import clone_module
 from prunekit._gc import without_gc
 from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph.dependency import DependencyGraph
-from prunekit.graph.groups import tensor_of
+from prunekit.graph.groups import submodule, tensor_of
 from prunekit.graph.registry import refresh_for
 from prunekit.structured.plan import Plan
 
@@ -45,9 +45,13 @@ def _removals(graph: DependencyGraph, plan: Plan) -> dict[tuple[str, int], set[i
         if not group.prunable:
             raise ConfigError(f"Plan cuts group '{group_id}', which cannot be pruned: "
                               f"{'; '.join(group.reasons)}.")
-        channels = torch.tensor(removed, dtype=torch.long)
         for member in group.members:
-            removals[(member.tensor, member.axis)].update(member.indices(channels).tolist())
+            start, inner = member.start, member.inner
+            if inner == 1:
+                removals[(member.tensor, member.axis)].update(start + c for c in removed)
+            else:
+                removals[(member.tensor, member.axis)].update(
+                    start + c * inner + o for c in removed for o in range(inner))
     return removals
 
 
@@ -78,26 +82,26 @@ def apply(model: nn.Module, graph: DependencyGraph, plan: Plan, *, example_input
         memo[id(old)] = nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new
         sliced_ids.add(id(memo[id(old)]))
     pruned = clone_module(model, memo)
-    touched = {module for module in pruned.modules()
-               if any(t is not None and id(t) in sliced_ids
-                      for t in list(module._parameters.values()) + list(module._buffers.values()))}
+    # NOTE: by identity, so a module holding a tied copy of a sliced tensor is refreshed too.
+    touched = {name for name, module in pruned.named_modules()
+               if any(id(t) in sliced_ids for t in (*module._parameters.values(), *module._buffers.values()))}
     _refresh(pruned, touched)
     if verify_result and example_inputs is not None:
         verify(model, pruned, graph, plan, example_inputs, rtol=rtol, atol=atol)
     return pruned
 
 
-def _refresh(model: nn.Module, touched: set[nn.Module]) -> None:
-    """Update width attributes of every sliced module and of all its ancestors, deepest first.
+def _refresh(model: nn.Module, names: set[str]) -> None:
+    """Update width attributes of every sliced module (by name) and of all its ancestors, deepest
+    first.
 
     Parents need it too: an attention block records its head count, a Hugging Face model its
     config, though neither owns the sliced tensors.
     """
-    names = {name for name, module in model.named_modules() if module in touched}
     scope = {".".join(name.split(".")[:i]) for name in names for i in range(name.count(".") + 2)}
     scope |= {""}
     for name in sorted(scope, key=lambda n: (-(n.count(".") + bool(n)), n)):
-        module = model.get_submodule(name)
+        module = submodule(model, name)
         refresh = refresh_for(module)
         if refresh is not None:
             refresh(module)

@@ -55,3 +55,40 @@ def test_division_of_integers_is_float() -> None:
     for func in (torch.div, torch.Tensor.div, torch.Tensor.__truediv__):
         args = (_m(2, 3, dtype=torch.int64), _m(3, dtype=torch.int32))
         assert fast_result(func, args, {}).dtype == func(*args).dtype == torch.float32
+
+
+def _conv_cases() -> list[tuple]:
+    cases = []
+    for stride, padding, dilation, groups in [(1, 0, 1, 1), (2, 1, 1, 1), ((2, 1), (0, 2), (1, 2), 2), (3, "valid", 1, 4)]:
+        cases.append((torch.conv2d, (_m(2, 8, 17, 13), _m(6 if groups != 4 else 8, 8 // groups, 3, 5), _m(6 if groups != 4 else 8),
+                                     stride, padding, dilation, groups), {}))
+    cases.append((torch.conv1d, (_m(3, 4, 20), _m(5, 4, 3)), {"stride": 2, "padding": 1}))
+    cases.append((torch.conv3d, (_m(1, 2, 5, 6, 7), _m(4, 2, 1, 3, 3)), {"padding": (0, 1, 1)}))
+    return cases
+
+
+SHAPED = _conv_cases() + [
+    (F.linear, (_m(2, 5, 7), _m(3, 7), _m(3)), {}),
+    (F.linear, (_m(7), _m(3, 7)), {}),
+    (F.adaptive_avg_pool2d, (_m(2, 3, 9, 7), 1), {}),
+    (F.adaptive_avg_pool2d, (_m(3, 9, 7), (4, None)), {}),
+    (F.adaptive_avg_pool1d, (_m(2, 3, 9), 4), {}),
+    (F.adaptive_avg_pool3d, (_m(1, 2, 5, 6, 7), (1, 2, 3)), {}),
+]
+
+
+@pytest.mark.parametrize(("func", "args", "kwargs"), SHAPED, ids=lambda c: getattr(c, "__name__", ""))
+def test_closed_form_shapes_match_the_real_op(func, args, kwargs) -> None:  # type: ignore[no-untyped-def]
+    test_shape_and_dtype_match_the_real_op(func, args, kwargs)
+
+
+@pytest.mark.parametrize(("func", "args", "kwargs"), [
+    (torch.conv2d, (_m(2, 8, 5, 5), _m(6, 4, 3, 3)), {}),  # channel mismatch: the real op raises
+    (torch.conv2d, (_m(2, 8, 5, 5), _m(6, 8, 3, 3)), {"padding": "same"}),
+    (torch.conv2d, (_m(2, 8, 2, 2), _m(6, 8, 3, 3)), {}),  # empty output
+    (torch.conv2d, (_m(2, 8, 5, 5).to(memory_format=torch.channels_last), _m(6, 8, 3, 3)), {}),
+    (F.linear, (_m(2, 5), _m(3, 4)), {}),
+    (F.linear, (_m(2, 5), _m(3, 5, dtype=torch.float16)), {}),
+])
+def test_unusual_inputs_fall_back_to_the_real_op(func, args, kwargs) -> None:  # type: ignore[no-untyped-def]
+    assert fast_result(func, args, kwargs) is NotImplemented
