@@ -2,7 +2,14 @@
 
 Both tools start from the same trained baseline (benchmarks/baselines.py writes it), use the same
 criterion (L2 magnitude over the coupled group), reach the same MACs budget by bisection over their
-pruning ratio (MACs counted by the same counter), and get the same 1-epoch fine-tune.
+pruning ratio (MACs counted by the same counter), and get the same 1-epoch fine-tune, repeated with
+``SEEDS`` (the fine-tune's data order and augmentation), mean reported.
+
+Torch-Pruning goes first; prunekit's budget is then the MACs Torch-Pruning reached, so prunekit never
+keeps more. prunekit runs twice: ``local`` (every group loses the same fraction, as Torch-Pruning
+does here) and ``global`` (one ranking of the same L2 scores over all groups). Both use exact widths
+(``round_to=1``): Torch-Pruning does not round, and rounding 16/32/64-channel layers to multiples of
+8 would leave only a few reachable MACs values.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from prunekit.measure import count_macs, evaluate
 from prunekit.recover import TrainConfig, fit
 
 BASELINE = Path("runs/baselines/resnet20/model.safetensors")
+SEEDS = (0, 1)
 FINETUNE = TrainConfig(epochs=1, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9,
                        weight_decay=5e-4, scheduler="cosine", seed=0)
 
@@ -38,14 +46,18 @@ def _bisect(prune: Callable[[float], nn.Module], x: torch.Tensor, dense_macs: in
     return best
 
 
-def _prunekit(model: nn.Module, x: torch.Tensor) -> Callable[[float], nn.Module]:
-    from prunekit.graph import DependencyGraph
-    from prunekit.importance import score
-    from prunekit.structured import allocate, apply
+def _prunekit(scope: str) -> Callable[[nn.Module, torch.Tensor], Callable[[float], nn.Module]]:
+    def make(model: nn.Module, x: torch.Tensor) -> Callable[[float], nn.Module]:
+        from prunekit.graph import DependencyGraph
+        from prunekit.importance import score
+        from prunekit.structured import allocate, apply
 
-    graph = DependencyGraph.trace(model, x)
-    scores = score(graph, model, "l2")
-    return lambda ratio: apply(model, graph, allocate(graph, scores, ratio), verify_result=False)
+        graph = DependencyGraph.trace(model, x)
+        scores = score(graph, model, "l2")
+        return lambda ratio: apply(model, graph, allocate(graph, scores, ratio, scope=scope, round_to=1),
+                                   verify_result=False)
+
+    return make
 
 
 def _torch_pruning(model: nn.Module, x: torch.Tensor) -> Callable[[float], nn.Module]:
@@ -68,28 +80,35 @@ def part_accuracy() -> list[str]:
     x = splits.example_input(1)
     dense_macs = count_macs(base, x)
     dense_acc = evaluate(base, splits.test).accuracy
-    rows = ["| tool | MACs reduction | MACs kept | params | accuracy after pruning | after 1-epoch fine-tune |",
-            "|---|---|---|---|---|---|",
-            f"| dense baseline | 1x | 100 % | {sum(p.numel() for p in base.parameters()):,} | {100 * dense_acc:.2f} % | - |"]
+    rows = ["| tool | MACs reduction | MACs kept | params | accuracy after pruning | after 1-epoch fine-tune "
+            f"(mean of seeds {', '.join(map(str, SEEDS))}) | per seed |",
+            "|---|---|---|---|---|---|---|",
+            f"| dense baseline | 1x | 100 % | {sum(p.numel() for p in base.parameters()):,} | {100 * dense_acc:.2f} % | - | - |"]
+    tools = (("Torch-Pruning", _torch_pruning), ("prunekit local", _prunekit("local")),
+             ("prunekit global", _prunekit("global")))
     for speedup in (2, 4):
         budget = 1 / speedup
-        # NOTE: Torch-Pruning first; prunekit then gets at most the MACs Torch-Pruning reached, so
-        # prunekit is never compared with more MACs than its peer.
-        for name, make in (("Torch-Pruning", _torch_pruning), ("prunekit", _prunekit)):
+        for name, make in tools:
             pruned = _bisect(make(base, x), x, dense_macs, budget)
-            budget = min(budget, count_macs(pruned, x) / dense_macs)
+            if name == "Torch-Pruning":
+                budget = min(budget, count_macs(pruned, x) / dense_macs)
             before = evaluate(pruned, splits.test).accuracy
-            fit(pruned, splits, FINETUNE, progress=False)
-            after = evaluate(pruned, splits.test).accuracy
+            after = []
+            for seed in SEEDS:
+                tuned = copy.deepcopy(pruned)
+                fit(tuned, splits, FINETUNE.model_copy(update={"seed": seed}), progress=False)
+                after.append(evaluate(tuned, splits.test).accuracy)
             macs = count_macs(pruned, x)
             row = (f"| {name} | {speedup}x | {100 * macs / dense_macs:.1f} % | "
-                   f"{sum(p.numel() for p in pruned.parameters()):,} | {100 * before:.2f} % | {100 * after:.2f} % |")
+                   f"{sum(p.numel() for p in pruned.parameters()):,} | {100 * before:.2f} % | "
+                   f"{100 * sum(after) / len(after):.2f} % | {', '.join(f'{100 * a:.2f}' for a in after)} |")
             print(row, flush=True)
             rows.append(row)
     rows += ["", f"Baseline: `{BASELINE}` from benchmarks/baselines.py (ResNet-20, 3 epochs). Fine-tune: "
-             f"{FINETUNE.model_dump(exclude_defaults=True)}. Criterion: L2 norm over the coupled group "
-             "(prunekit `l2`, Torch-Pruning `GroupMagnitudeImportance(p=2)`), local (uniform) pruning ratio "
-             "found by bisection so the MACs stay within the budget (prunekit's budget is the MACs "
-             "Torch-Pruning reached, so prunekit never keeps more); MACs counted by "
-             "prunekit.measure.count_macs for both."]
+             f"{FINETUNE.model_dump(exclude_defaults=True)}, seeds {SEEDS}. Criterion: L2 norm over the coupled "
+             "group (prunekit `l2`, Torch-Pruning `GroupMagnitudeImportance(p=2)`); pruning ratio found by "
+             "bisection so the MACs stay within the budget (prunekit's budget is the MACs Torch-Pruning "
+             "reached, so prunekit never keeps more); prunekit `local` cuts every group alike as "
+             "Torch-Pruning does, `global` ranks the same scores over all groups; exact widths "
+             "(round_to=1) for both. MACs counted by prunekit.measure.count_macs for both."]
     return rows

@@ -36,6 +36,7 @@ from prunekit.recover import Distiller, TrainConfig, fit  # noqa: E402
 from prunekit.structured import StructuredPruner, prune_iteratively  # noqa: E402
 
 BASELINE = Path("runs/baselines/resnet20/model.safetensors")
+ROUND_TO = 1  # exact widths for every method: an accuracy comparison at equal MACs, not a latency one
 TUNE = dict(batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4, scheduler="cosine", seed=0)
 
 
@@ -58,7 +59,8 @@ def _callbacks(teacher: nn.Module, distill: bool) -> list:
 
 
 def one_shot(base: nn.Module, splits, keep: float, budget: int, distill: bool) -> nn.Module:
-    pruned = StructuredPruner({"macs": keep}, importance="l2").fit_transform(base, splits.example_input(1))
+    pruned = StructuredPruner({"macs": keep}, importance="l2", round_to=ROUND_TO).fit_transform(
+        base, splits.example_input(1))
     fit(pruned, splits, _config(budget), progress=False, callbacks=_callbacks(base, distill))
     return pruned
 
@@ -69,7 +71,7 @@ def iterative(base: nn.Module, splits, keep: float, budget: int, distill: bool) 
         return model
 
     pruned, _ = prune_iteratively(base, splits.example_input(1), {"macs": keep}, steps=budget,
-                                  importance="l2", finetune=tune)  # tunes between steps: budget - 1 epochs
+                                  importance="l2", round_to=ROUND_TO, finetune=tune)  # tunes between steps: budget - 1 epochs
     return tune(pruned, budget - 1)
 
 
@@ -77,7 +79,7 @@ def gates(base: nn.Module, splits, keep: float, budget: int, distill: bool) -> n
     model = copy.deepcopy(base)
     x = splits.example_input(1)
     steps = (len(splits.train) // TUNE["batch_size"]) * max(budget - 1, 1)
-    gated = ChannelGates(model, x, target_macs=keep, warmup_steps=steps // 2)
+    gated = ChannelGates(model, x, target_macs=keep, warmup_steps=steps // 2, round_to=ROUND_TO)
     fit(model, splits, _config(max(budget - 1, 1)), progress=False, callbacks=[gated, *_callbacks(base, distill)])
     pruned = gated.harden().model
     fit(pruned, splits, _config(1), progress=False, callbacks=_callbacks(base, distill))

@@ -5,7 +5,8 @@ Run by hand on a quiet machine (needs `make bench-deps` for the Torch-Pruning co
     .venv/bin/python benchmarks/speed.py --part resnet50 # or: mobilenet, sweep
 
 Parts (PyTorch eager at batch 16 and ONNX Runtime at batch 1, 2 intra-op threads, random init):
-- resnet50: prunekit at 1/2 and 1/4 of the MACs (L2, local, round_to 1 and 8) against Torch-Pruning
+- resnet50: prunekit at 1/2 and 1/4 of the MACs (L2, local, round_to auto = the default, which is 8
+  on every ResNet-50 group, and exact widths with round_to 1) against Torch-Pruning
   at the same MACs (its ratio bisected to match), speed-up against the MACs reduction.
 - mobilenet: MobileNetV2 with a latency target of 0.5 (2x faster), re-measured afterwards.
 - sweep: resnet50 and mobilenet_v2 at channel ratios 0.1 ... 0.7: never slower than dense.
@@ -48,7 +49,7 @@ def _latency(model: nn.Module, x: torch.Tensor, min_time_s: float) -> dict[str, 
     return {"torch16_ms": torch_ms, "ort1_ms": ort_ms}
 
 
-def _prunekit(model: nn.Module, x: torch.Tensor, target: dict, round_to: int = 1) -> nn.Module:
+def _prunekit(model: nn.Module, x: torch.Tensor, target: dict, round_to: int | str = "auto") -> nn.Module:
     pruner = StructuredPruner(target, importance="l2", round_to=round_to)
     return pruner.fit_transform(model, x)
 
@@ -104,7 +105,7 @@ def part_resnet50(min_time_s: float, with_tp: bool) -> list[str]:
     print(rows[-1], flush=True)
     checks = []
     for kept in (0.5, 0.25):
-        for round_to in (1, 8):
+        for round_to in ("auto", 1):
             line, rec = _row(f"prunekit macs={kept} round_to={round_to}",
                              _prunekit(model, x, {"macs": kept}, round_to), x, dense, min_time_s)
             rows.append(line)
@@ -145,7 +146,7 @@ def part_mobilenet(min_time_s: float) -> list[str]:
     return rows
 
 
-def part_sweep(min_time_s: float, round_to: int = 1) -> list[str]:
+def part_sweep(min_time_s: float, round_to: int | str = "auto") -> list[str]:
     rows = ["| model | channel ratio removed | MACs kept | torch bs16 vs dense | ORT bs1 vs dense |",
             "|---|---|---|---|---|"]
     worst = 0.0
@@ -170,7 +171,8 @@ def main() -> None:
     parser.add_argument("--part", choices=("all", "resnet50", "mobilenet", "sweep"), default="all")
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds of timed calls per latency")
     parser.add_argument("--dry-run", action="store_true", help="print the tables, leave RESULTS.md alone")
-    parser.add_argument("--round-to", type=int, default=1, help="round_to of the sweep's pruned widths")
+    parser.add_argument("--round-to", type=lambda v: v if v == "auto" else int(v), default="auto",
+                        help="round_to of the sweep's pruned widths (default: auto, the library default)")
     parser.add_argument("--no-tp", action="store_true", help="skip the Torch-Pruning rows")
     args = parser.parse_args()
     load = os.getloadavg()[0]

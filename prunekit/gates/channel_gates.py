@@ -76,6 +76,7 @@ class ChannelGates:
         ignore: module names whose channels are not gated (as for structural pruning).
         init_log_alpha: start value of every gate's ``log_alpha`` (3.0: fully open in eval).
         warmup_steps: optimizer steps over which the budget falls linearly from 1 to the target.
+        round_to: kept widths at :meth:`harden`, as for :func:`~prunekit.structured.allocate`.
 
     Use: ``gates = ChannelGates(model, x, target_macs=0.5)``; ``fit(model, splits, cfg,
     callbacks=[gates])`` (or call ``gates.penalty()`` and ``gates.step()`` in your own loop, with
@@ -85,7 +86,7 @@ class ChannelGates:
 
     def __init__(self, model: nn.Module, example_inputs: Any, *, target_macs: float,
                  graph: DependencyGraph | None = None, ignore: Iterable[str] = (),
-                 init_log_alpha: float = 3.0, warmup_steps: int = 0) -> None:
+                 init_log_alpha: float = 3.0, warmup_steps: int = 0, round_to: int | str = "auto") -> None:
         if not 0.0 < float(target_macs) <= 1.0:
             raise ConfigError(f"ChannelGates: target_macs is the fraction of the dense MACs to keep, in "
                               f"(0, 1]; got {target_macs}. Pass e.g. 0.5 for half the MACs.")
@@ -95,6 +96,7 @@ class ChannelGates:
         self.example_inputs = example_inputs
         self.target = float(target_macs)
         self.warmup_steps = int(warmup_steps)
+        self.round_to = round_to
         self.graph = graph if graph is not None else DependencyGraph.trace(model, example_inputs, ignore=tuple(ignore))
         self.skipped: dict[str, str] = {}
         self.groups: list[ChannelGroup] = self._choose_groups()
@@ -309,7 +311,8 @@ class ChannelGates:
                     t.mul_(scale.view(shape))
         open_gates = self.open_gates()
         plan, achieved = search(folded, self.graph, scores, Target(macs=self.target),
-                                allocate_kwargs={"scope": "global", "max_ratio": 1.0, "normalize": False},
+                                allocate_kwargs={"scope": "global", "max_ratio": 1.0, "normalize": False,
+                                                 "round_to": self.round_to},
                                 example_inputs=self.example_inputs, verify_result=False)
         pruned = apply(folded, self.graph, plan, example_inputs=self.example_inputs, verify_result=verify_result)
         return Hardened(model=pruned, plan=plan, achieved=achieved, open_gates=open_gates)

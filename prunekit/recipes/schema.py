@@ -81,6 +81,10 @@ class PruneStep(BaseModel):
     finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after this step")
 
 
+RoundTo = Annotated[int, Field(ge=1)] | Literal["auto"]
+_ROUND_TO = "kept widths rounded up to this multiple; 'auto': 8 for groups of >= 32 channels, else exact"
+
+
 class PruneOptions(BaseModel):
     """``prune``: StructuredPruner's arguments, or a ``schedule`` of steps (ratio rising, criterion switching)."""
 
@@ -88,8 +92,7 @@ class PruneOptions(BaseModel):
     target: Target | None = Field(None, description="ratio removed, or macs/params/latency kept")
     importance: str = Field("l2", description="criterion (`prunekit prune --help` lists them)")
     scope: Literal["local", "global"] = "local"
-    round_to: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
-        "auto", description="kept widths rounded up to this multiple; 'auto': 8 for groups of >= 32 channels")
+    round_to: RoundTo = Field("auto", description=_ROUND_TO)
     ignore: list[str] = Field(default_factory=list, description="module names never cut")
     steps: int = Field(1, ge=1, description="reach the target in this many steps")
     finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning between steps")
@@ -113,6 +116,7 @@ class GatesOptions(TrainConfig):
     warmup_steps: int = Field(0, ge=0, description="steps over which the budget falls to the target")
     init_log_alpha: float = Field(3.0, description="initial gate log-alpha (3: fully open)")
     ignore: list[str] = Field(default_factory=list, description="module names never gated")
+    round_to: RoundTo = Field("auto", description=_ROUND_TO)
 
 
 class SparsifyOptions(TrainConfig):
