@@ -77,21 +77,30 @@ class ChannelGates:
         init_log_alpha: start value of every gate's ``log_alpha`` (3.0: fully open in eval).
         warmup_steps: optimizer steps over which the budget falls linearly from 1 to the target.
         round_to: kept widths at :meth:`harden`, as for :func:`~prunekit.structured.allocate`.
+        lr: learning rate of the gates' own Adam optimizer (log-alphas and multipliers, no weight
+            decay), stepped by :meth:`step`. Gate gradients are tiny next to weight gradients, so
+            plain SGD at the weights' learning rate (and their weight decay pulling every gate to
+            half open) barely moves them in a short fine-tune; Adam's steps do not depend on the
+            gradient's scale. ``None`` hands :meth:`parameters` to the training optimizer instead.
 
     Use: ``gates = ChannelGates(model, x, target_macs=0.5)``; ``fit(model, splits, cfg,
-    callbacks=[gates])`` (or call ``gates.penalty()`` and ``gates.step()`` in your own loop, with
-    ``gates.parameters()`` in the optimizer); then ``gates.harden().model``. Single process only:
-    under DDP the gate parameters would not be averaged across ranks.
+    callbacks=[gates])`` (or add ``gates.penalty()`` to your loss and call ``gates.step()`` after
+    your optimizer's step); then ``gates.harden().model``. Single process only: under DDP the gate
+    parameters would not be averaged across ranks.
     """
 
     def __init__(self, model: nn.Module, example_inputs: Any, *, target_macs: float,
                  graph: DependencyGraph | None = None, ignore: Iterable[str] = (),
-                 init_log_alpha: float = 3.0, warmup_steps: int = 0, round_to: int | str = "auto") -> None:
+                 init_log_alpha: float = 3.0, warmup_steps: int = 0, round_to: int | str = "auto",
+                 lr: float | None = 0.1) -> None:
         if not 0.0 < float(target_macs) <= 1.0:
             raise ConfigError(f"ChannelGates: target_macs is the fraction of the dense MACs to keep, in "
                               f"(0, 1]; got {target_macs}. Pass e.g. 0.5 for half the MACs.")
         if warmup_steps < 0:
             raise ConfigError(f"ChannelGates: warmup_steps must be >= 0; got {warmup_steps}.")
+        if lr is not None and not float(lr) > 0:
+            raise ConfigError(f"ChannelGates: lr must be > 0 (or None to train the gates with the model's "
+                              f"optimizer); got {lr}. Pass e.g. 0.1.")
         self.model = model
         self.example_inputs = example_inputs
         self.target = float(target_macs)
@@ -105,6 +114,8 @@ class ChannelGates:
         self.multipliers = nn.Parameter(torch.zeros(2))
         self.multipliers.register_hook(lambda grad: -grad)  # NOTE: gradient ascent on the multipliers
         self.steps = 0
+        self.lr = lr
+        self._optimizer = None if lr is None else torch.optim.Adam(list(self.gate_parameters()), lr=float(lr))
         self._sites = self._consumer_sites()
         self._shapes = self._weight_shapes()
         self._macs, self._fixed_macs, self._dense_macs = self._mac_table()
@@ -251,10 +262,16 @@ class ChannelGates:
         gap = self.expected_macs() - self.budget()
         return self.multipliers[0] * gap + self.multipliers[1] * gap * gap
 
-    def parameters(self) -> Iterator[nn.Parameter]:
-        """Gate ``log_alpha``s and the two multipliers (to add to the optimizer)."""
+    def gate_parameters(self) -> Iterator[nn.Parameter]:
+        """Gate ``log_alpha``s and the two multipliers (ascended: their gradient is negated)."""
         yield from self.gates.parameters()
         yield self.multipliers
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """What joins the training optimizer (``fit`` asks): the gate parameters when ``lr`` is
+        None, else nothing (the gates' own optimizer trains them in :meth:`step`)."""
+        if self._optimizer is None:
+            yield from self.gate_parameters()
 
     # -- training-loop callback -------------------------------------------------------------
     def on_loss(self, step: int, model: nn.Module, inputs: Any, labels: Any, logits: Any,
@@ -267,13 +284,20 @@ class ChannelGates:
         self.step()
 
     def step(self) -> None:
-        """Count one optimizer step (call it after ``optimizer.step()`` in your own loop)."""
+        """One step of the gates' optimizer (if they have their own) and of the budget's warm-up;
+        call it after ``optimizer.step()`` in your own loop."""
+        if self._optimizer is not None:
+            self._optimizer.step()
+            self._optimizer.zero_grad(set_to_none=True)
         self.steps += 1
 
     def state_dict(self) -> dict[str, Any]:
-        """Gate parameters, multipliers and the step count (checkpointed by ``fit``)."""
-        return {"gates": self.gates.state_dict(), "multipliers": self.multipliers.detach().clone(),
-                "steps": self.steps}
+        """Gate parameters, multipliers, the gates' optimizer and the step count (checkpointed by ``fit``)."""
+        state = {"gates": self.gates.state_dict(), "multipliers": self.multipliers.detach().clone(),
+                 "steps": self.steps}
+        if self._optimizer is not None:
+            state["optimizer"] = self._optimizer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
@@ -281,6 +305,8 @@ class ChannelGates:
         with torch.no_grad():
             self.multipliers.copy_(state["multipliers"])
         self.steps = int(state["steps"])
+        if self._optimizer is not None and "optimizer" in state:
+            self._optimizer.load_state_dict(state["optimizer"])
 
     def open_gates(self) -> dict[str, int]:
         """Group id -> how many of its gates are open (deterministic value > 0)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, model_validator
 
 from prunekit.recover.config import TrainConfig
 from prunekit.structured.target import Target
@@ -81,7 +81,14 @@ class PruneStep(BaseModel):
     finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after this step")
 
 
-RoundTo = Annotated[int, Field(ge=1)] | Literal["auto"]
+def _round_to(value: Any) -> int | str:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f"must be 'auto' or a whole number >= 1; got {value!r}. Use 8 to keep widths "
+                     f"multiples of 8, 1 for exact widths, auto for 8 on groups of >= 32 channels")
+
+
+RoundTo = Annotated[int | str, PlainValidator(_round_to)]
 _ROUND_TO = "kept widths rounded up to this multiple; 'auto': 8 for groups of >= 32 channels, else exact"
 
 
@@ -117,6 +124,7 @@ class GatesOptions(TrainConfig):
     init_log_alpha: float = Field(3.0, description="initial gate log-alpha (3: fully open)")
     ignore: list[str] = Field(default_factory=list, description="module names never gated")
     round_to: RoundTo = Field("auto", description=_ROUND_TO)
+    gate_lr: float | None = Field(0.1, gt=0, description="Adam learning rate of the gates (null: the stage's optimizer)")
 
 
 class SparsifyOptions(TrainConfig):

@@ -67,6 +67,15 @@ def test_bad_options_give_one_line_errors(capsys: pytest.CaptureFixture[str], tm
 
 
 @pytest.mark.slow
+def test_round_to_takes_auto_or_a_positive_int(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["prune", "--model", "simple_cnn", "--ratio", "0.5"]).round_to == "auto"
+    assert parser.parse_args(["prune", "--model", "simple_cnn", "--ratio", "0.5", "--round-to", "8"]).round_to == 8
+    with pytest.raises(SystemExit):
+        parser.parse_args(["prune", "--model", "simple_cnn", "--ratio", "0.5", "--round-to", "0"])
+    assert "expected 'auto' or an int >= 1, got '0'" in capsys.readouterr().err
+
+
 def test_prune_in_steps_with_a_fixed_layer(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out = tmp_path / "steps"
     assert main(["prune", *_TINY, "--ratio", "0.5", "--steps", "2", "--layer-channels", "conv1=1",

@@ -107,14 +107,27 @@ def test_expected_macs_tracks_the_counted_macs() -> None:
 
 def test_lagrangian_drives_expected_macs_to_the_target() -> None:
     net = _net()
-    gates = ChannelGates(net, X, target_macs=0.4)
-    optimizer = torch.optim.Adam(list(gates.parameters()), lr=0.1)
+    gates = ChannelGates(net, X, target_macs=0.4)  # the gates' own Adam, lr 0.1
+    assert list(gates.parameters()) == []  # nothing joins the model's optimizer
+    for _ in range(300):
+        gates.penalty().backward()
+        gates.step()
+    assert abs(float(gates.expected_macs().detach()) - 0.4) < 0.06
+
+
+def test_gates_can_train_with_the_models_optimizer() -> None:
+    gates = ChannelGates(_net(), X, target_macs=0.4, lr=None)
+    params = list(gates.parameters())
+    assert len(params) == len(list(gates.gate_parameters())) > 1
+    optimizer = torch.optim.Adam(params, lr=0.1)
     for _ in range(300):
         optimizer.zero_grad()
         gates.penalty().backward()
         optimizer.step()
         gates.step()
     assert abs(float(gates.expected_macs().detach()) - 0.4) < 0.06
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        ChannelGates(_net(), X, target_macs=0.4, lr=0.0)
 
 
 def test_harden_cuts_to_the_target_and_keeps_the_gated_function() -> None:

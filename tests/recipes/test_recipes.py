@@ -96,6 +96,8 @@ BROKEN = {
                    r":5: stages\[0\]\.prune\.scope: must be one of .*Allowed: local, global\. Did you mean 'global'"),
     "unknown criterion": ("model: simple_cnn\nstages:\n  - prune:\n      target: {macs: 0.5}\n      importance: l3\n",
                           r":5: stages\[0\]\.prune\.importance: .*'l3'"),
+    "round_to 0": ("model: simple_cnn\nstages:\n  - prune:\n      target: {macs: 0.5}\n      round_to: 0\n",
+                   r":5: stages\[0\]\.prune\.round_to: must be 'auto' or a whole number >= 1; got 0\. Use 8"),
     "misspelt model": ("model: simple_cn\nstages:\n  - evaluate: {}\n", r":1: model\.name: .*Did you mean 'simple_cnn'"),
 }
 
