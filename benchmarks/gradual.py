@@ -11,7 +11,8 @@ Per model, with the same optimizer and learning-rate schedule everywhere:
   3. sparse: the baseline fine-tuned ``--finetune-epochs`` epochs with the same config while a
      Sparsifier ramps every Conv/Linear weight but the classifier from 0 to 90 % along the cubic
      schedule over the first 75 % of the steps (20 mask updates), then finalized.
-``--steps-per-epoch`` caps an epoch (the machine is a shared 2-core CPU); validation uses the first
+The dense phases are saved under ``runs/gradual`` as they finish, so a killed run restarted with the
+same arguments resumes after the last finished phase. ``--steps-per-epoch`` caps an epoch (the machine is a shared 2-core CPU); validation uses the first
 ``--val-size`` validation images, test accuracy the full 10,000-image test set. Each finished model is
 stored in ``runs/gradual/<model>-<baseline steps>-<fine-tune steps>.json`` and the RESULTS.md
 section is re-rendered from all the records there (several budgets per model are kept).
@@ -25,6 +26,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -32,6 +34,7 @@ import torch
 from _results import write_section
 from torch.utils.data import TensorDataset
 
+from prunekit.io import load_weights, save_weights
 from prunekit.measure import measure_latency
 from prunekit.pipeline import build
 from prunekit.recover import TrainConfig, fit
@@ -71,7 +74,7 @@ def remeasure_latency(name: str, runs: Path) -> None:
     Sparsifier(0.9).prepare(sparse).apply().finalize()
     example = splits.example_input(1)
     latency = {f"batch {b}": _latency_pair(net, sparse, example, b) for b in (1, 64)}
-    for file in runs.glob(f"{name}-*.json"):
+    for file in _record_files(runs, f"{name}-*.json"):
         record = json.loads(file.read_text())
         record.update(latency=latency, load_average=os.getloadavg()[0],
                       latency_note="re-measured with --latency-only on freshly built weights "
@@ -79,22 +82,25 @@ def remeasure_latency(name: str, runs: Path) -> None:
         file.write_text(json.dumps(record, indent=1))
 
 
-def run_model(name: str, args: argparse.Namespace) -> dict:
+def run_model(name: str, args: argparse.Namespace, runs: Path) -> dict:
     """Baseline, dense control and gradual-sparse model of ``name``; returns the record."""
     started = time.perf_counter()
     net, splits = build(name, "fashion_mnist", seed=0)
     x, y = splits.val.tensors
     splits = replace(splits, val=TensorDataset(x[:args.val_size], y[:args.val_size]))
+    stem = runs / f"{name}-{args.baseline_epochs * args.steps_per_epoch}"  # dense phases: scope-free
     print(f"[{name}] baseline: {args.baseline_epochs} epochs", flush=True)
-    base = fit(net, splits, _config(args.baseline_epochs, 0.1, args), progress=args.progress)
+    base_acc = _phase(stem.with_name(stem.name + "-baseline"), net, lambda: fit(
+        net, splits, _config(args.baseline_epochs, 0.1, args), progress=args.progress).test.accuracy)
     finetune = _config(args.finetune_epochs, 0.01, args)
     dense, sparse = net, _copy(net)
     print(f"[{name}] dense control: {args.finetune_epochs} more epochs", flush=True)
-    dense_run = fit(dense, splits, finetune, progress=args.progress)
+    control = stem.with_name(f"{stem.name}-{args.finetune_epochs * args.steps_per_epoch}-dense")
+    dense_acc = _phase(control, dense, lambda: fit(dense, splits, finetune, progress=args.progress).test.accuracy)
     steps = args.finetune_epochs * min(args.steps_per_epoch or 10**9, -(-len(splits.train) // 128))
     end = int(0.75 * steps) - 1
     schedule = {"name": "gradual", "start": 0, "end": end, "frequency": max(1, end // 20)}
-    sparsifier = Sparsifier(args.sparsity, schedule=schedule).prepare(sparse)
+    sparsifier = Sparsifier(args.sparsity, schedule=schedule, scope=args.scope).prepare(sparse)
     print(f"[{name}] sparse: {args.finetune_epochs} epochs, schedule {schedule}", flush=True)
     sparse_run = fit(sparse, splits, finetune, progress=args.progress,
                      callbacks=[SparsityCallback(sparsifier)])
@@ -105,16 +111,31 @@ def run_model(name: str, args: argparse.Namespace) -> dict:
     load = os.getloadavg()[0]
     latency = {f"batch {b}": _latency_pair(dense, sparse, example, b) for b in (1, 64)}
     record = {
-        "model": name, "baseline_test": base.test.accuracy, "dense_test": dense_run.test.accuracy,
+        "model": name, "baseline_test": base_acc, "dense_test": dense_acc,
         "sparse_test": sparse_run.test.accuracy, "sparsity": total_sparsity(check),
         "sizes_dense_model": asdict(sparse_sizes(dense)), "sizes": asdict(sparse_sizes(sparse)),
         "latency": latency, "load_average": load, "schedule": schedule,
         "config": {"baseline_epochs": args.baseline_epochs, "finetune_epochs": args.finetune_epochs,
+                   "scope": args.scope,
                    "steps_per_epoch": args.steps_per_epoch, "val_size": args.val_size},
         "wall_time_s": time.perf_counter() - started,
     }
     print(json.dumps(record, indent=1), flush=True)
     return record
+
+
+def _phase(stem: Path, model: torch.nn.Module, train: Callable[[], float]) -> float:
+    """Run one dense training phase, or load it from ``stem``.safetensors/.json when a previous
+    (killed) run finished it: a rerun resumes after the last finished phase."""
+    weights, record = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    if weights.is_file() and record.is_file():
+        load_weights(model, weights)
+        print(f"  loaded {weights} (finished by an earlier run)", flush=True)
+        return float(json.loads(record.read_text())["test_accuracy"])
+    accuracy = train()
+    save_weights(model, weights)
+    record.write_text(json.dumps({"test_accuracy": accuracy}))
+    return accuracy
 
 
 def _copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -142,18 +163,19 @@ def render(records: list[dict]) -> list[str]:
         "75 % of those steps (20 mask updates). Steps are optimizer steps of 128 images (an epoch of "
         "the 54,000 training images is 422 steps); validation on the first 500-1,000 validation "
         "images, test accuracy on all 10,000 test images. Sparsified: every Conv/Linear weight "
-        "except the classifier.",
+        "except the classifier; scope `layer` prunes 90 % of each layer, `global` 90 % of all of "
+        "them by one magnitude ranking.",
         "",
-        "| model | baseline steps | fine-tune steps | baseline | dense, same budget | 90 % sparse | "
+        "| model | baseline steps | fine-tune steps | scope | baseline | dense, same budget | 90 % sparse | "
         "difference | sparsity | dense file | dense deflate | sparse file | sparse deflate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         s, d = r["sizes"], r["sizes_dense_model"]
         c = r["config"]
         rows.append(
             f"| {r['model']} | {c['baseline_epochs'] * c['steps_per_epoch']} | "
-            f"{c['finetune_epochs'] * c['steps_per_epoch']} | {100 * r['baseline_test']:.2f} % | {100 * r['dense_test']:.2f} % | "
+            f"{c['finetune_epochs'] * c['steps_per_epoch']} | {c.get('scope', 'layer')} | {100 * r['baseline_test']:.2f} % | {100 * r['dense_test']:.2f} % | "
             f"{100 * r['sparse_test']:.2f} % | {100 * (r['sparse_test'] - r['dense_test']):+.2f} pp | "
             f"{100 * r['sparsity']:.1f} % | {d['dense'] / 1e3:.0f} KB | {d['dense_compressed'] / 1e3:.0f} KB | "
             f"{s['sparse'] / 1e3:.0f} KB | {s['sparse_compressed'] / 1e3:.0f} KB |")
@@ -182,8 +204,13 @@ def render(records: list[dict]) -> list[str]:
     return rows
 
 
+def _record_files(runs: Path, pattern: str = "*.json") -> list[Path]:
+    """Finished models' records (not the saved dense phases)."""
+    return [f for f in runs.glob(pattern) if not f.stem.endswith(("-baseline", "-dense"))]
+
+
 def _records(runs: Path) -> list[dict]:
-    return sorted((json.loads(f.read_text()) for f in runs.glob("*.json")),
+    return sorted((json.loads(f.read_text()) for f in _record_files(runs)),
                   key=lambda r: (r["model"] != "vgg_small", r["config"]["finetune_epochs"]))
 
 
@@ -195,6 +222,9 @@ def main() -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=150)
     parser.add_argument("--val-size", type=int, default=1000)
     parser.add_argument("--sparsity", type=float, default=0.9)
+    parser.add_argument("--scope", choices=("layer", "global"), default="global",
+                        help="90 %% in every layer, or 90 %% overall with one magnitude ranking "
+                             "(default: global; small first layers stay denser)")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--latency-only", action="store_true",
                         help="only re-measure the latency of --model on fresh weights, update its "
@@ -212,9 +242,10 @@ def main() -> None:
             remeasure_latency(name, runs)
             write_section(TITLE, render(_records(runs)), script="benchmarks/gradual.py")
             continue
-        record = run_model(name, args)
+        record = run_model(name, args, runs)
         steps = (args.baseline_epochs * args.steps_per_epoch, args.finetune_epochs * args.steps_per_epoch)
-        (runs / f"{name}-{steps[0]}-{steps[1]}.json").write_text(json.dumps(record, indent=1))
+        suffix = "" if args.scope == "layer" else f"-{args.scope}"
+        (runs / f"{name}-{steps[0]}-{steps[1]}{suffix}.json").write_text(json.dumps(record, indent=1))
         records = _records(runs)
         if args.smoke:
             print("\n".join(render(records)))

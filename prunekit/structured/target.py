@@ -126,8 +126,8 @@ class _Meter:
         self.cache: dict[tuple[tuple[str, int], ...], dict[str, float]] = {}
         self.dense = self._measure(model)
 
-    def _measure(self, model: nn.Module) -> dict[str, float]:
-        kinds = ("macs", "params", "latency") if self.target.kind == "latency" else ("macs", "params")
+    def _measure(self, model: nn.Module, *, latency: bool = True) -> dict[str, float]:
+        kinds = ("macs", "params", "latency") if self.target.kind == "latency" and latency else ("macs", "params")
         return {k: measure(model, self.inputs, k, batch_size=self.target.batch_size) for k in kinds}
 
     def __call__(self, plan: Plan) -> dict[str, float]:
@@ -137,10 +137,22 @@ class _Meter:
             self.cache[key] = self.dense  # NOTE: nothing removed; skip one (costly) measurement.
         if key not in self.cache:
             pruned = apply(self.model, self.graph, plan, example_inputs=self.inputs, verify_result=False)
-            self.cache[key] = self._measure(pruned)
+            self.cache[key] = self._measure(pruned, latency=False)
+            if self.target.kind == "latency":
+                self.cache[key]["latency"] = self._paired_latency(pruned)
         absolute = self.cache[key]
         kept = {k: absolute[k] / max(self.dense[k], 1e-12) for k in absolute}
         return {**kept, **{f"{k}_count": absolute[k] for k in absolute}}
+
+    def _paired_latency(self, pruned: nn.Module, rounds: int = 2) -> float:
+        """The pruned model's latency, measured alternately with the dense model, as a fraction of
+        the dense latency times the first dense reading: load that drifts during the search (a
+        shared CPU) hits both sides of the ratio alike. Each side keeps its fastest reading."""
+        dense, cut = [], []
+        for _ in range(rounds):
+            dense.append(measure(self.model, self.inputs, "latency", batch_size=self.target.batch_size))
+            cut.append(measure(pruned, self.inputs, "latency", batch_size=self.target.batch_size))
+        return min(cut) / min(dense) * self.dense["latency"]
 
 
 def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.Tensor], target: Target, *,
