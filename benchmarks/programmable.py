@@ -40,8 +40,11 @@ ROUND_TO = 1  # exact widths for every method: an accuracy comparison at equal M
 TUNE = dict(batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4, scheduler="cosine", seed=0)
 
 
+SEED = [0]  # the fine-tune's seed (data order, gate samples); --seeds repeats the chosen rows
+
+
 def _config(epochs: int, **extra: object) -> TrainConfig:
-    return TrainConfig(epochs=epochs, **{**TUNE, **extra})
+    return TrainConfig(epochs=epochs, **{**TUNE, "seed": SEED[0], **extra})
 
 
 def _baseline(splits: data.DataSplits) -> nn.Module:
@@ -93,34 +96,52 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=int, default=2, help="training epochs after the baseline, per method")
     parser.add_argument("--speedups", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--distill", choices=("both", "no", "yes"), default="both")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="repeat each chosen row with these fine-tune seeds and report the mean "
+                             "(written to its own RESULTS.md section)")
     args = parser.parse_args()
+    seeds = args.seeds or [0]
     torch.set_num_threads(2)
     splits = data.load("fashion_mnist")
     base = _baseline(splits)
     x = splits.example_input(1)
     dense_macs = count_macs(base, x)
     dense_ms = measure_latency(base, x, batch_size=16, threads=2).median_ms
-    rows = ["| MACs reduction | method | distillation | MACs kept | accuracy | torch bs16 latency | wall time |",
-            "|---|---|---|---|---|---|---|",
+    rows = ["| MACs reduction | method | distillation | MACs kept | accuracy | torch bs16 latency | wall time |"
+            + (" per seed |" if args.seeds else ""),
+            "|---|---|---|---|---|---|---|" + ("---|" if args.seeds else ""),
             f"| 1x | dense baseline | - | 100 % | {100 * evaluate(base, splits.test).accuracy:.2f} % | "
             f"{dense_ms:.2f} ms | - |"]
     for speedup in args.speedups:
-        for name, method in METHODS.items():
-            for distill in (False, True):
+        for name in args.methods:
+            method = METHODS[name]
+            for distill in {"both": (False, True), "no": (False,), "yes": (True,)}[args.distill]:
                 started = time.perf_counter()
-                torch.manual_seed(0)
-                pruned = method(base, splits, 1 / speedup, args.budget, distill).eval()
-                seconds = time.perf_counter() - started
-                acc = evaluate(pruned, splits.test).accuracy
+                accs = []
+                for seed in seeds:
+                    SEED[0] = seed
+                    torch.manual_seed(seed)
+                    pruned = method(base, splits, 1 / speedup, args.budget, distill).eval()
+                    accs.append(evaluate(pruned, splits.test).accuracy)
+                seconds = (time.perf_counter() - started) / len(seeds)
+                acc = sum(accs) / len(accs)
                 ms = measure_latency(pruned, x, batch_size=16, threads=2).median_ms
                 rows.append(f"| {speedup}x | {name} | {'yes' if distill else 'no'} | "
                             f"{100 * count_macs(pruned, x) / dense_macs:.1f} % | {100 * acc:.2f} % | "
-                            f"{ms:.2f} ms | {seconds:.0f} s |")
+                            f"{ms:.2f} ms | {seconds:.0f} s |"
+                            + (f" {', '.join(f'{100 * a:.2f}' for a in accs)} |" if args.seeds else ""))
                 print(rows[-1], flush=True)
     rows += ["", f"Budget: {args.budget} training epochs after the baseline for every method (fine-tune: "
              f"{TUNE}); baseline `{BASELINE}` (benchmarks/baselines.py) or 3 SGD epochs trained here. "
              f"1-minute load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores."]
-    print(f"wrote {write_section('Programmable pruning: gates, iterative, distillation', rows, script='benchmarks/programmable.py')}")
+    title = "Programmable pruning: gates, iterative, distillation"
+    if args.seeds:
+        title += f" (mean of fine-tune seeds {', '.join(map(str, seeds))})"
+        rows[-1] += (f" Rows: {', '.join(args.methods)} at {', '.join(f'{s}x' for s in args.speedups)}, "
+                     f"distillation {args.distill}; accuracy is the mean over the seeds, wall time per seed.")
+    print(f"wrote {write_section(title, rows, script='benchmarks/programmable.py')}")
 
 
 if __name__ == "__main__":
