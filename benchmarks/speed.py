@@ -11,14 +11,15 @@ Parts (PyTorch eager at batch 16 and ONNX Runtime at batch 1, 2 intra-op threads
 - mobilenet: MobileNetV2 with a latency target of 0.5 (2x faster), re-measured afterwards.
 - sweep: resnet50 and mobilenet_v2 at channel ratios 0.1 ... 0.7: never slower than dense.
 Every latency in one table is measured in the same process, in ``--rounds`` interleaved rounds
-(dense, pruned, Torch-Pruning, dense, ...); each model keeps its fastest median, the reading least
-disturbed by other work on a shared CPU.
+(dense, pruned, Torch-Pruning, dense, ...); a model's latency is the dense median times the median
+of its per-round ratio to dense (see ``_latencies``), which cancels the machine's drift.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -56,14 +57,24 @@ def _latency(model: nn.Module, x: torch.Tensor, min_time_s: float) -> dict[str, 
 
 def _latencies(candidates: dict[str, nn.Module], x: torch.Tensor, min_time_s: float,
                measure: Callable[[nn.Module, torch.Tensor, float], dict[str, float]] = _latency) -> dict[str, dict[str, float]]:
-    """Every model measured in ``ROUNDS`` interleaved rounds; the fastest reading of each is kept."""
-    best: dict[str, dict[str, float]] = {}
+    """Every model measured in ``ROUNDS`` interleaved rounds (``candidates`` holds "dense").
+
+    This machine's speed drifts by up to 2x within minutes (dense ResNet-50 at batch 16 read 580 to
+    1230 ms in one afternoon), so each model's latency is reported as the dense median times the
+    median over rounds of its ratio to the dense reading of the same round: a slow stretch that hits
+    a whole round cancels out, and one disturbed reading does not decide the result.
+    """
+    readings: dict[str, dict[str, list[float]]] = {}
     for round_ in range(ROUNDS):
         for key, model in candidates.items():
             for metric, ms in measure(model, x, min_time_s).items():
-                best.setdefault(key, {})[metric] = min(ms, best.get(key, {}).get(metric, float("inf")))
-        print(f"  round {round_ + 1}/{ROUNDS}: {best}", flush=True)
-    return best
+                readings.setdefault(key, {}).setdefault(metric, []).append(ms)
+        print(f"  round {round_ + 1}/{ROUNDS}: {readings}", flush=True)
+    dense = readings["dense"]
+    return {key: {metric: statistics.median(dense[metric])
+                  * statistics.median(m / d for m, d in zip(values, dense[metric], strict=True))
+                  for metric, values in per_metric.items()}
+            for key, per_metric in readings.items()}
 
 
 def _prunekit(model: nn.Module, x: torch.Tensor, target: dict, round_to: int | str = "auto") -> nn.Module:
@@ -200,7 +211,8 @@ def main() -> None:
     ROUNDS = args.rounds
     load = os.getloadavg()[0]
     note = [f"2 intra-op threads, random-init weights (latency does not depend on values), 224x224; "
-            f"{ROUNDS} interleaved rounds of {args.min_time:g} s per latency, fastest median kept; "
+            f"{ROUNDS} interleaved rounds of {args.min_time:g} s per latency, reported as dense median x "
+            f"median per-round ratio to dense; "
             f"1-minute load average at start: {load:.2f} on {os.cpu_count()} cores.", ""]
     parts: dict[str, tuple[str, Callable[[], list[str]]]] = {
         "resnet50": ("Real speed: ResNet-50 at 1/2 and 1/4 of the MACs",
