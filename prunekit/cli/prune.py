@@ -53,13 +53,10 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _round_to(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
+    from prunekit.structured.allocate import valid_round_to
+
+    value: int | str = int(text) if text.lstrip("-").isdigit() else text
+    if not valid_round_to(value):
         raise argparse.ArgumentTypeError(f"expected 'auto' or an int >= 1, got '{text}'")
     return value
 

@@ -180,7 +180,8 @@ def _scopes(model: nn.Module, ctx: Context) -> Iterator[None]:
 def _meta_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose parameters and buffers live on the meta device (no data copied).
 
-    ``deepcopy`` with a memo that maps every tensor to an empty meta tensor of the same shape:
+    :func:`~prunekit._clone.clone_module` with a memo that maps every tensor to an empty meta
+    tensor of the same shape:
     the module tree and names are the same, nothing of the user's model is touched, and a forward
     pass costs only shape arithmetic.
     """

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, model_validator
 
 from prunekit.recover.config import TrainConfig
+from prunekit.structured.allocate import valid_round_to
 from prunekit.structured.target import Target
 
 __all__ = ["Recipe", "ModelSpec", "DataSpec", "STAGE_KINDS", "stage_kind", "stage_options"]
@@ -82,7 +83,7 @@ class PruneStep(BaseModel):
 
 
 def _round_to(value: Any) -> int | str:
-    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+    if valid_round_to(value):
         return value
     raise ValueError(f"must be 'auto' or a whole number >= 1; got {value!r}. Use 8 to keep widths "
                      f"multiples of 8, 1 for exact widths, auto for 8 on groups of >= 32 channels")

@@ -31,7 +31,7 @@ from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup
 from prunekit.structured.plan import Plan
 
-__all__ = ["allocate", "round_multiple", "RoundTo", "AUTO_MIN_SIZE", "AUTO_MULTIPLE"]
+__all__ = ["allocate", "round_multiple", "valid_round_to", "RoundTo", "AUTO_MIN_SIZE", "AUTO_MULTIPLE"]
 
 RoundTo = int | Literal["auto"]
 AUTO_MIN_SIZE = 32
@@ -45,7 +45,8 @@ def round_multiple(size: int, round_to: RoundTo) -> int:
     return int(round_to)
 
 
-def _valid_round_to(value: Any) -> bool:
+def valid_round_to(value: Any) -> bool:
+    """True for ``"auto"`` or an int >= 1: the one rule every entry point (API, recipe, CLI) checks."""
     return value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
 
 
@@ -53,7 +54,7 @@ def _check(ratio: float, round_to: RoundTo, min_keep: int, max_ratio: float) -> 
     if not 0.0 <= ratio < 1.0:
         raise ConfigError(f"ratio must be a float in [0, 1); got {ratio}. Pass the fraction of "
                           f"channels to remove, e.g. 0.5.")
-    if not _valid_round_to(round_to):
+    if not valid_round_to(round_to):
         raise ConfigError(f"round_to must be 'auto' or an int >= 1; got {round_to!r}. Pass e.g. 8 "
                           f"to keep widths multiples of 8, 1 for exact widths, or 'auto'.")
     if not isinstance(min_keep, int) or min_keep < 1:

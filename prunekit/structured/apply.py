@@ -67,7 +67,7 @@ def apply(model: nn.Module, graph: DependencyGraph, plan: Plan, *, example_input
     by_tensor: dict[str, list[tuple[int, set[int]]]] = defaultdict(list)
     for (name, axis), indices in removals.items():
         by_tensor[name].append((axis, indices))
-    # NOTE: the copy gets the sliced tensors through deepcopy's memo, so the full-size weights
+    # NOTE: the copy gets the sliced tensors through clone_module's memo, so the full-size weights
     # that are cut are never copied first (tied tensors share one id, hence one slice).
     memo: dict[int, Any] = {}
     sliced_ids: set[int] = set()

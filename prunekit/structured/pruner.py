@@ -18,6 +18,7 @@ from prunekit.errors import ConfigError, NotFittedError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.importance import score
 from prunekit.recover.config import parse_config
+from prunekit.structured.allocate import valid_round_to
 from prunekit.structured.apply import apply
 from prunekit.structured.plan import Plan
 from prunekit.structured.target import Target, search
@@ -56,7 +57,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "importance": (_is_criterion, "a criterion name", "Pass e.g. 'l2' or 'l1'."),
     "scope": (lambda v: v in ("local", "global"), "'local' or 'global'",
               "Use 'local' (same ratio per group) or 'global' (one ranking over all groups)."),
-    "round_to": (lambda v: v == "auto" or _is_int(1)(v), "'auto' or an int >= 1",
+    "round_to": (valid_round_to, "'auto' or an int >= 1",
                  "Pass e.g. 8 to keep widths multiples of 8, 1 for exact widths, or 'auto'."),
     "ignore": (lambda v: not isinstance(v, str) and all(isinstance(n, str) for n in v),
                "a list of module names", "Pass e.g. ['conv1'], not a bare string."),
