@@ -1,9 +1,10 @@
 """Accuracy part of vs_torch_pruning.py: Fashion-MNIST ResNet-20 at 2x and 4x fewer MACs.
 
 Both tools start from the same trained baseline (benchmarks/baselines.py writes it), use the same
-criterion (L2 magnitude over the coupled group), reach the same MACs budget by bisection over their
-pruning ratio (MACs counted by the same counter), and get the same 1-epoch fine-tune, repeated with
-``SEEDS`` (the fine-tune's data order and augmentation), mean reported.
+criterion (L2 magnitude over the coupled group), reach the same MACs budget (MACs counted by the same
+counter) and get the same 1-epoch fine-tune, repeated with ``SEEDS`` (the fine-tune's data order and
+augmentation), mean reported. Torch-Pruning's ratio is bisected to the budget (it has no MACs target);
+prunekit uses its own ``Target(macs=...)`` search, which bisects and then fills the budget back.
 
 Torch-Pruning goes first; prunekit's budget is then the MACs Torch-Pruning reached, so prunekit never
 keeps more. prunekit runs twice: ``local`` (every group loses the same fraction, as Torch-Pruning
@@ -46,21 +47,24 @@ def _bisect(prune: Callable[[float], nn.Module], x: torch.Tensor, dense_macs: in
     return best
 
 
-def _prunekit(scope: str) -> Callable[[nn.Module, torch.Tensor], Callable[[float], nn.Module]]:
-    def make(model: nn.Module, x: torch.Tensor) -> Callable[[float], nn.Module]:
+def _prunekit(scope: str) -> Callable[[nn.Module, torch.Tensor, float], nn.Module]:
+    """prunekit's own MACs target: bisection over the ratio, then the budget filled back greedily."""
+    def prune(model: nn.Module, x: torch.Tensor, keep: float) -> nn.Module:
         from prunekit.graph import DependencyGraph
         from prunekit.importance import score
-        from prunekit.structured import allocate, apply
+        from prunekit.structured import Target, apply, search
 
         graph = DependencyGraph.trace(model, x)
         scores = score(graph, model, "l2")
-        return lambda ratio: apply(model, graph, allocate(graph, scores, ratio, scope=scope, round_to=1),
-                                   verify_result=False)
+        plan, _ = search(model, graph, scores, Target(macs=keep), example_inputs=x,
+                         allocate_kwargs={"scope": scope, "round_to": 1})
+        return apply(model, graph, plan, example_inputs=x)
 
-    return make
+    return prune
 
 
-def _torch_pruning(model: nn.Module, x: torch.Tensor) -> Callable[[float], nn.Module]:
+def _torch_pruning(model: nn.Module, x: torch.Tensor, keep: float) -> nn.Module:
+    """Torch-Pruning has no MACs target: its pruning ratio is bisected to the budget."""
     import torch_pruning as tp
 
     def prune(ratio: float) -> nn.Module:
@@ -69,7 +73,7 @@ def _torch_pruning(model: nn.Module, x: torch.Tensor) -> Callable[[float], nn.Mo
                              pruning_ratio=ratio, ignored_layers=[m.fc]).step()
         return m
 
-    return prune
+    return _bisect(prune, x, count_macs(model, x), keep)
 
 
 def part_accuracy() -> list[str]:
@@ -89,7 +93,7 @@ def part_accuracy() -> list[str]:
     for speedup in (2, 4):
         budget = 1 / speedup
         for name, make in tools:
-            pruned = _bisect(make(base, x), x, dense_macs, budget)
+            pruned = make(base, x, budget)
             if name == "Torch-Pruning":
                 budget = min(budget, count_macs(pruned, x) / dense_macs)
             before = evaluate(pruned, splits.test).accuracy
@@ -106,9 +110,10 @@ def part_accuracy() -> list[str]:
             rows.append(row)
     rows += ["", f"Baseline: `{BASELINE}` from benchmarks/baselines.py (ResNet-20, 3 epochs). Fine-tune: "
              f"{FINETUNE.model_dump(exclude_defaults=True)}, seeds {SEEDS}. Criterion: L2 norm over the coupled "
-             "group (prunekit `l2`, Torch-Pruning `GroupMagnitudeImportance(p=2)`); pruning ratio found by "
-             "bisection so the MACs stay within the budget (prunekit's budget is the MACs Torch-Pruning "
-             "reached, so prunekit never keeps more); prunekit `local` cuts every group alike as "
+             "group (prunekit `l2`, Torch-Pruning `GroupMagnitudeImportance(p=2)`); Torch-Pruning's ratio "
+             "found by bisection so the MACs stay within the budget, prunekit's by its own "
+             "`Target(macs=...)` search (bisection, then the best removed channels added back while the "
+             "budget holds); prunekit's budget is the MACs Torch-Pruning reached, so it never keeps more; prunekit `local` cuts every group alike as "
              "Torch-Pruning does, `global` ranks the same scores over all groups; exact widths "
              "(round_to=1) for both. MACs counted by prunekit.measure.count_macs for both."]
     return rows

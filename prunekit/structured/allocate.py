@@ -31,7 +31,7 @@ from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup
 from prunekit.structured.plan import Plan
 
-__all__ = ["allocate", "round_multiple", "valid_round_to", "RoundTo", "AUTO_MIN_SIZE", "AUTO_MULTIPLE"]
+__all__ = ["allocate", "fill_candidates", "grow", "round_multiple", "valid_round_to", "RoundTo", "AUTO_MIN_SIZE", "AUTO_MULTIPLE"]
 
 RoundTo = int | Literal["auto"]
 AUTO_MIN_SIZE = 32
@@ -192,3 +192,35 @@ def _global_counts(groups: list, scores: Mapping[str, torch.Tensor], ratio: floa
             counts[owner] += 1
             budget -= 1
     return {g.id: counts[i] for i, g in enumerate(groups)}
+
+
+def fill_candidates(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], plan: Plan, *,
+                    only: str | None = None, round_to: RoundTo = "auto", normalize: bool = True,
+                    ignored_layers: Iterable[str] = (), layer_ratios: Mapping[str, float] | None = None,
+                    layer_channels: Mapping[str, int] | None = None, **_: Any) -> dict[str, tuple[float, int]]:
+    """Group id -> (priority, channels) of the next step that may add channels back to ``plan``:
+    the group's best removed channel (score over the group mean when ``normalize``) and one
+    ``round_to`` step. Per-layer overrides and ignored layers keep their widths; full groups have no step."""
+    fixed = set(_overrides(graph, layer_ratios or {}, layer_channels or {}))
+    ignored = tuple(ignored_layers)
+    steps: dict[str, tuple[float, int]] = {}
+    for group in graph.prunable:
+        gid = group.id
+        if gid not in plan.keep or gid in fixed or (only is not None and gid != only) or _touches(group, ignored):
+            continue
+        kept = len(plan.keep[gid])
+        if kept >= group.size:
+            continue
+        values = scores[gid].float()
+        scale = values.mean().clamp_min(1e-12) if normalize else 1.0
+        removed = torch.tensor(plan.removed(gid))
+        multiple = round_multiple(group.size, round_to)
+        size = min(group.size, math.ceil((kept + 1) / multiple) * multiple) - kept
+        steps[gid] = (float(values[removed].max() / scale), size)
+    return steps
+
+
+def grow(plan: Plan, scores: Mapping[str, torch.Tensor], group_id: str, n: int) -> Plan:
+    """``plan`` with the ``n`` best-scoring removed channels of ``group_id`` kept again."""
+    keep = {**plan.keep, group_id: _top(scores[group_id], len(plan.keep[group_id]) + n)}
+    return Plan(keep=keep, sizes=plan.sizes, meta=plan.meta)

@@ -9,6 +9,10 @@ Conventions (the same in Python, YAML and the CLI):
 A ratio is allocated directly. The other three are reached by bisection over the ratio: more
 channels removed never means more MACs, params or (up to noise) latency, so the smallest ratio
 that meets the target is found in a few steps, each applying the plan to a copy of the model.
+A ``macs``/``params`` plan is then *filled*: widths floored from one shared ratio move in steps of
+a whole channel of the narrowest group, so the bisected plan can land well under the budget (ResNet-20
+at 4x: 19.2 % of the MACs for a 25 % target). The best-scoring removed channels are added back, one
+``round_to`` step of one group at a time, while the target still holds.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from torch import nn
 from prunekit.errors import ConfigError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.measure import count_macs, count_params, measure_latency
-from prunekit.structured.allocate import allocate
+from prunekit.measure.latency import interleaved
+from prunekit.structured.allocate import allocate, fill_candidates, grow
 from prunekit.structured.apply import apply
 from prunekit.structured.plan import Plan
 
@@ -145,19 +150,19 @@ class _Meter:
         return {**kept, **{f"{k}_count": absolute[k] for k in absolute}}
 
     def _paired_latency(self, pruned: nn.Module, rounds: int = 2) -> float:
-        """The pruned model's latency, measured alternately with the dense model, as a fraction of
-        the dense latency times the first dense reading: load that drifts during the search (a
-        shared CPU) hits both sides of the ratio alike. Each side keeps its fastest reading."""
-        dense, cut = [], []
-        for _ in range(rounds):
-            dense.append(measure(self.model, self.inputs, "latency", batch_size=self.target.batch_size))
-            cut.append(measure(pruned, self.inputs, "latency", batch_size=self.target.batch_size))
-        return min(cut) / min(dense) * self.dense["latency"]
+        """The pruned model's latency, measured in rounds interleaved with the dense model, as the
+        dense reading taken at the start times the per-round ratio: load that drifts during the
+        search (a shared CPU) hits both sides of the ratio alike."""
+        def latency(model: nn.Module) -> float:
+            return measure(model, self.inputs, "latency", batch_size=self.target.batch_size)
+
+        pair = interleaved({"dense": self.model, "pruned": pruned}, latency, reference="dense", rounds=rounds)
+        return pair["pruned"].ratio * self.dense["latency"]
 
 
 def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.Tensor], target: Target, *,
            allocate_kwargs: Mapping[str, Any] | None = None, example_inputs: Any,
-           verify_result: bool = True) -> tuple[Plan, dict[str, Any]]:
+           verify_result: bool = True, fill: bool = True) -> tuple[Plan, dict[str, Any]]:
     """The plan that meets ``target`` with the fewest channels removed, and what it achieved.
 
     Args:
@@ -165,10 +170,12 @@ def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.
         target: a :class:`Target`.
         allocate_kwargs: passed to :func:`~prunekit.structured.allocate` (scope, round_to, ...).
         example_inputs: input for MAC counting, latency and the final verification.
+        fill: for ``macs``/``params`` targets, add back the best removed channels while the target
+            holds (see the module docstring); False keeps the bisected plan as allocated.
 
     Returns ``(plan, achieved)``; ``achieved`` holds the kept fractions ``macs``, ``params`` (and
     ``latency``), their absolute values (``macs_count``...), the allocation ``ratio`` and
-    ``channels_removed`` (fraction of the listed channels cut).
+    ``channels_removed`` (fraction of the listed channels cut) and ``filled_channels`` (added back).
     """
     kwargs = dict(allocate_kwargs or {})
     meter = _Meter(model, graph, example_inputs, target)
@@ -178,11 +185,36 @@ def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.
     else:
         ratio = _bisect(plan_at, lambda p: meter(p)[target.kind], target, graph)
     plan = plan_at(ratio)
-    plan = Plan(keep=plan.keep, sizes=plan.sizes, meta={**plan.meta, "target": target.to_dict()})
+    added = 0
+    if fill and target.kind in ("macs", "params"):
+        plan, added = _fill(plan, graph, scores, lambda p: meter(p)[target.kind], target.value, kwargs)
+    plan = Plan(keep=plan.keep, sizes=plan.sizes,
+                meta={**plan.meta, "target": target.to_dict(), "filled_channels": added})
     if verify_result:
         apply(model, graph, plan, example_inputs=example_inputs, verify_result=True)
-    achieved = {"ratio": ratio, "channels_removed": plan.ratio, **meter(plan)}
+    achieved = {"ratio": ratio, "channels_removed": plan.ratio, "filled_channels": added, **meter(plan)}
     return plan, achieved
+
+
+def _fill(plan: Plan, graph: DependencyGraph, scores: Mapping[str, torch.Tensor],
+          kept: Callable[[Plan], float], goal: float, kwargs: Mapping[str, Any]) -> tuple[Plan, int]:
+    """Add back removed channels while ``kept(plan) <= goal``: always the group whose best removed
+    channel scores highest (normalised like a global ranking), one rounding step at a time; a
+    group whose next step breaks the target is closed. Returns the plan and the channels added."""
+    steps = fill_candidates(graph, scores, plan, **kwargs)
+    added = 0
+    while steps:
+        group_id = max(steps, key=lambda g: (steps[g][0], g))
+        _, size = steps[group_id]
+        trial = grow(plan, scores, group_id, size)
+        if kept(trial) <= goal:
+            plan, added = trial, added + size
+            nxt = fill_candidates(graph, scores, plan, only=group_id, **kwargs)
+            steps.pop(group_id)
+            steps.update(nxt)
+        else:
+            steps.pop(group_id)
+    return plan, added
 
 
 def _bisect(plan_at: Callable[[float], Plan], kept: Callable[[Plan], float], target: Target,

@@ -12,6 +12,7 @@ from prunekit.importance import score
 from prunekit.measure import count_macs, count_params
 from prunekit.recover import parse_config
 from prunekit.structured import Target, apply, search
+from prunekit.structured.allocate import fill_candidates, grow
 
 
 def test_target_takes_exactly_one_quantity() -> None:
@@ -91,3 +92,43 @@ def test_latency_target_uses_the_measured_latency(monkeypatch: pytest.MonkeyPatc
     assert 0.5 <= achieved["latency"] <= 0.6 and achieved["latency"] == pytest.approx(achieved["macs"])
     # dense once, then each (cached) step measured alternately with dense: 2 rounds of 2 calls
     assert set(calls) == {8} and (len(calls) - 1) % 4 == 0 and len(calls) <= 1 + 4 * 8
+
+
+@pytest.mark.parametrize("round_to", [1, 4])
+def test_fill_adds_the_best_removed_channels_back_until_the_budget_is_used(round_to: int) -> None:
+    model, x, graph, scores = _setup("resnet20")
+    kwargs = {"round_to": round_to}
+    bisected, before = search(model, graph, scores, Target(macs=0.25), example_inputs=x,
+                              allocate_kwargs=kwargs, fill=False, verify_result=False)
+    plan, after = search(model, graph, scores, Target(macs=0.25), example_inputs=x, allocate_kwargs=kwargs)
+    assert before["filled_channels"] == 0 and after["filled_channels"] > 0
+    assert before["macs"] < after["macs"] <= 0.25
+    assert after["ratio"] == before["ratio"] and plan.meta["filled_channels"] == after["filled_channels"]
+    added = 0
+    for gid, kept in plan.keep.items():
+        assert set(bisected.keep[gid]) <= set(kept)  # only adds channels back
+        extra = len(kept) - len(bisected.keep[gid])
+        added += extra
+        if extra:  # the added ones are the best-scoring of those the bisected plan removed
+            removed = torch.tensor(bisected.removed(gid))
+            best = removed[scores[gid][removed].argsort(descending=True)[:extra]]
+            assert set(best.tolist()) <= set(kept)
+            assert len(kept) % round_to == 0 or len(kept) == graph.group(gid).size
+    assert added == after["filled_channels"]
+    dense = count_macs(model, x)
+    pruned = apply(model, graph, plan, example_inputs=x)  # verified against the masked model
+    assert count_macs(pruned, x) / dense == pytest.approx(after["macs"])
+    # maximal: one more step of any group would break the budget
+    for gid, (_, size) in fill_candidates(graph, scores, plan, **kwargs).items():
+        bigger = apply(model, graph, grow(plan, scores, gid, size), example_inputs=x, verify_result=False)
+        assert count_macs(bigger, x) / dense > 0.25, gid
+
+
+def test_fill_leaves_per_layer_overrides_and_ignored_layers_alone() -> None:
+    model, x, graph, scores = _setup("resnet20")
+    kwargs = {"round_to": 1, "layer_channels": {"layer1.0.conv1": 3}, "ignored_layers": ["layer2.0.conv1"]}
+    plan, achieved = search(model, graph, scores, Target(macs=0.4), example_inputs=x, allocate_kwargs=kwargs)
+    producer = {m.module: g.id for g in graph.groups for m in g.by_role("producer")}
+    assert len(plan.keep[producer["layer1.0.conv1"]]) == 16 - 3
+    assert producer["layer2.0.conv1"] not in plan.keep
+    assert achieved["macs"] <= 0.4
