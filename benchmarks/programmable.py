@@ -8,7 +8,8 @@ Every method starts from the same trained baseline and gets the same number of t
 - one-shot L2: prune once to the target, fine-tune ``budget`` epochs;
 - iterative L2: ``budget`` steps, each pruning further and fine-tuning one epoch;
 - gates: Hard Concrete gates trained ``budget - 1`` epochs with the MACs Lagrangian, hardened to
-  the target, then one epoch of fine-tuning;
+  the target, then one epoch of fine-tuning; "gates, L2 init" starts the gates from the L2 ranking
+  (``init_importance="l2"``) instead of all equal;
 each once with plain cross-entropy and once with distillation from the baseline (T=4, alpha=0.7).
 Writes the section "Programmable pruning: gates, iterative, distillation" of RESULTS.md.
 """
@@ -78,18 +79,24 @@ def iterative(base: nn.Module, splits, keep: float, budget: int, distill: bool) 
     return tune(pruned, budget - 1)
 
 
-def gates(base: nn.Module, splits, keep: float, budget: int, distill: bool) -> nn.Module:
+def gates(base: nn.Module, splits, keep: float, budget: int, distill: bool,
+          init_importance: str | None = None) -> nn.Module:
     model = copy.deepcopy(base)
     x = splits.example_input(1)
     steps = (len(splits.train) // TUNE["batch_size"]) * max(budget - 1, 1)
-    gated = ChannelGates(model, x, target_macs=keep, warmup_steps=steps // 2, round_to=ROUND_TO)
+    gated = ChannelGates(model, x, target_macs=keep, warmup_steps=steps // 2, round_to=ROUND_TO,
+                         init_importance=init_importance)
     fit(model, splits, _config(max(budget - 1, 1)), progress=False, callbacks=[gated, *_callbacks(base, distill)])
     pruned = gated.harden().model
     fit(pruned, splits, _config(1), progress=False, callbacks=_callbacks(base, distill))
     return pruned
 
 
-METHODS = {"one-shot L2": one_shot, "iterative L2": iterative, "gates": gates}
+def gates_l2_init(base: nn.Module, splits, keep: float, budget: int, distill: bool) -> nn.Module:
+    return gates(base, splits, keep, budget, distill, init_importance="l2")
+
+
+METHODS = {"one-shot L2": one_shot, "iterative L2": iterative, "gates": gates, "gates, L2 init": gates_l2_init}
 
 
 def main() -> None:

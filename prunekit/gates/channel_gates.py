@@ -75,6 +75,10 @@ class ChannelGates:
         graph: an already traced :class:`DependencyGraph` of ``model`` (default: traced here).
         ignore: module names whose channels are not gated (as for structural pruning).
         init_log_alpha: start value of every gate's ``log_alpha`` (3.0: fully open in eval).
+        init_importance: a data-free criterion (``"l2"``, ``"l1"``, ``"bn_scale"``, ...) that sets
+            each gate's start to ``init_log_alpha * score / mean score of its group``: the budget's
+            pressure then closes the weakest channels first and training only has to correct the
+            ranking, instead of discovering it from all-equal gates in a short fine-tune.
         warmup_steps: optimizer steps over which the budget falls linearly from 1 to the target.
         round_to: kept widths at :meth:`harden`, as for :func:`~prunekit.structured.allocate`.
         lr: learning rate of the gates' own Adam optimizer (log-alphas and multipliers, no weight
@@ -92,7 +96,7 @@ class ChannelGates:
     def __init__(self, model: nn.Module, example_inputs: Any, *, target_macs: float,
                  graph: DependencyGraph | None = None, ignore: Iterable[str] = (),
                  init_log_alpha: float = 3.0, warmup_steps: int = 0, round_to: int | str = "auto",
-                 lr: float | None = 0.1) -> None:
+                 lr: float | None = 0.1, init_importance: str | None = None) -> None:
         if not 0.0 < float(target_macs) <= 1.0:
             raise ConfigError(f"ChannelGates: target_macs is the fraction of the dense MACs to keep, in "
                               f"(0, 1]; got {target_macs}. Pass e.g. 0.5 for half the MACs.")
@@ -111,6 +115,9 @@ class ChannelGates:
         self.groups: list[ChannelGroup] = self._choose_groups()
         self.gates = nn.ModuleDict({_key(g.id): HardConcrete(g.size, init_log_alpha=init_log_alpha)
                                     for g in self.groups})
+        self.init_importance = init_importance
+        if init_importance is not None:
+            self._init_from(init_importance, float(init_log_alpha))
         self.multipliers = nn.Parameter(torch.zeros(2))
         self.multipliers.register_hook(lambda grad: -grad)  # NOTE: gradient ascent on the multipliers
         self.steps = 0
@@ -122,6 +129,19 @@ class ChannelGates:
         self._current: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
         self.attach()
+
+    def _init_from(self, criterion: str, scale: float) -> None:
+        """Start each gate at ``scale * score / group mean`` of a data-free criterion."""
+        from prunekit.importance import CRITERIA, score
+
+        if CRITERIA.get(criterion).meta.get("needs_data"):
+            raise ConfigError(f"ChannelGates: init_importance='{criterion}' needs calibration data; use a "
+                              f"data-free criterion such as 'l2', 'l1' or 'bn_scale'.")
+        scores = score(self.graph, self.model, criterion)
+        with torch.no_grad():
+            for g in self.groups:
+                values = scores[g.id].float()
+                self.gates[_key(g.id)].log_alpha.copy_(scale * values / values.mean().clamp_min(1e-12))
 
     # -- which groups get gates --------------------------------------------------------------
     def _choose_groups(self) -> list[ChannelGroup]:

@@ -123,6 +123,8 @@ class GatesOptions(TrainConfig):
     target_macs: float = Field(gt=0, le=1, description="fraction of the dense MACs to keep")
     warmup_steps: int = Field(0, ge=0, description="steps over which the budget falls to the target")
     init_log_alpha: float = Field(3.0, description="initial gate log-alpha (3: fully open)")
+    init_importance: str | None = Field(None, description="data-free criterion that spreads the initial "
+                                                          "log-alphas (l2, l1, bn_scale); null: all equal")
     ignore: list[str] = Field(default_factory=list, description="module names never gated")
     round_to: RoundTo = Field("auto", description=_ROUND_TO)
     gate_lr: float | None = Field(0.1, gt=0, description="Adam learning rate of the gates (null: the stage's optimizer)")

@@ -154,7 +154,7 @@ def gates(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     gated = ChannelGates(state.model, state.example(), target_macs=o.target_macs,  # type: ignore[attr-defined]
                          warmup_steps=o.warmup_steps, init_log_alpha=o.init_log_alpha,  # type: ignore[attr-defined]
                          ignore=tuple(o.ignore), round_to=o.round_to,  # type: ignore[attr-defined]
-                         lr=o.gate_lr)  # type: ignore[attr-defined]
+                         lr=o.gate_lr, init_importance=o.init_importance)  # type: ignore[attr-defined]
     try:
         trained = _fit(state, _train_config(options, seed), [gated])
     finally:

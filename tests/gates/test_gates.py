@@ -170,3 +170,20 @@ def test_bad_target_and_ungateable_models_are_clear_errors() -> None:
     only_output = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
     with pytest.raises(ConfigError, match="no group"):
         ChannelGates(only_output, X, target_macs=0.5)
+
+
+def test_init_importance_spreads_the_gates_by_the_criterion() -> None:
+    from prunekit.importance import score
+
+    net = _net()
+    gates = ChannelGates(net, X, target_macs=0.5, init_importance="l2", init_log_alpha=2.0)
+    scores = score(gates.graph, net, "l2")
+    for g in gates.groups:
+        alpha = gates.gates[_key(g.id)].log_alpha.detach()
+        assert torch.allclose(alpha, 2.0 * scores[g.id] / scores[g.id].mean())
+        # the budget's pressure meets the weakest channel first: same order as the criterion
+        assert torch.equal(alpha.argsort(), scores[g.id].argsort())
+    plain = ChannelGates(_net(), X, target_macs=0.5)
+    assert all(torch.all(p == 3.0) for p in plain.gates.parameters())
+    with pytest.raises(ConfigError, match="needs calibration data.*'l2'"):
+        ChannelGates(_net(), X, target_macs=0.5, init_importance="taylor")
