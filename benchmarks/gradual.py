@@ -35,7 +35,7 @@ from _results import write_section
 from torch.utils.data import TensorDataset
 
 from prunekit.io import load_weights, save_weights
-from prunekit.measure import measure_latency
+from prunekit.measure import paired_latency
 from prunekit.pipeline import build
 from prunekit.recover import TrainConfig, fit
 from prunekit.sparsity import Sparsifier, SparsityCallback, sparse_sizes, sparsity_report
@@ -53,17 +53,12 @@ def _config(epochs: int, lr: float, args: argparse.Namespace) -> TrainConfig:
 
 def _latency_pair(dense: torch.nn.Module, sparse: torch.nn.Module, example: torch.Tensor,
                   batch: int, rounds: int = 5) -> dict:
-    """Dense and sparse measured alternately ``rounds`` times; the lowest median of each is kept
-    (the least disturbed by other jobs on a shared CPU), with every round's median alongside."""
-    medians: dict[str, list[float]] = {"dense": [], "sparse": []}
-    best: dict[str, dict] = {}
-    for _ in range(rounds):
-        for key, model in (("dense", dense), ("sparse", sparse)):
-            stats = asdict(measure_latency(model, example, batch_size=batch, threads=2, min_time_s=0.5))
-            medians[key].append(stats["median_ms"])
-            if key not in best or stats["median_ms"] < best[key]["median_ms"]:
-                best[key] = stats
-    return {key: {**best[key], "round_medians_ms": medians[key]} for key in best}
+    """Dense and sparse measured in ``rounds`` interleaved rounds (``prunekit.measure.paired_latency``):
+    each side's ``median_ms`` is the dense median times its median per-round ratio to dense."""
+    pairs = paired_latency({"dense": dense, "sparse": sparse}, example, reference="dense", rounds=rounds,
+                           batch_size=batch, threads=2, min_time_s=0.5)
+    return {key: {"median_ms": pair.median_ms, "round_medians_ms": list(pair.round_ms)}
+            for key, pair in pairs.items()}
 
 
 def remeasure_latency(name: str, runs: Path) -> None:
@@ -78,7 +73,7 @@ def remeasure_latency(name: str, runs: Path) -> None:
         record = json.loads(file.read_text())
         record.update(latency=latency, load_average=os.getloadavg()[0],
                       latency_note="re-measured with --latency-only on freshly built weights "
-                                   "(dense vs 90 % magnitude zeros), 5 alternating rounds")
+                                   "(dense vs 90 % magnitude zeros), 5 interleaved rounds")
         file.write_text(json.dumps(record, indent=1))
 
 
@@ -195,8 +190,9 @@ def render(records: list[dict]) -> list[str]:
             rows.append(f"| {r['model']} ({steps} fine-tune steps) | {batch.split()[1]} | {_ms(pair['dense'])} | "
                         f"{_ms(pair['sparse'])} | {ratio:.2f}x |")
     notes = sorted({f"{r['model']}: {r['latency_note']}" for r in records if "latency_note" in r})
-    rows += ["", "Each latency is the lowest of 5 medians measured alternately (dense, sparse, dense, "
-             "...) with `prunekit.measure.measure_latency` at 2 threads."] + [f"- {n}" for n in notes]
+    rows += ["", "Each pair is measured in 5 interleaved rounds (dense, sparse, dense, ...) at 2 threads by "
+             "`prunekit.measure.paired_latency`: the sparse latency is the dense median times the median "
+             "per-round ratio, so drift of the shared CPU cancels."] + [f"- {n}" for n in notes]
     rows += ["", "Unstructured zeros give no speed-up in dense kernels: the sparse model runs exactly "
              "the same convolutions and GEMMs, so any latency difference above is noise. The gain is "
              "the file size (bitmask + values, `prunekit.sparsity.save_sparse`) and, with a sparse "

@@ -10,16 +10,16 @@ Parts (PyTorch eager at batch 16 and ONNX Runtime at batch 1, 2 intra-op threads
   at the same MACs (its ratio bisected to match), speed-up against the MACs reduction.
 - mobilenet: MobileNetV2 with a latency target of 0.5 (2x faster), re-measured afterwards.
 - sweep: resnet50 and mobilenet_v2 at channel ratios 0.1 ... 0.7: never slower than dense.
-Every latency in one table is measured in the same process, in ``--rounds`` interleaved rounds
-(dense, pruned, Torch-Pruning, dense, ...); a model's latency is the dense median times the median
-of its per-round ratio to dense (see ``_latencies``), which cancels the machine's drift.
+Every latency in one table is measured in the same process, in ``--rounds`` interleaved rounds per
+metric (dense, pruned, Torch-Pruning, dense, ...); a model's latency is the dense median times the
+median of its per-round ratio to dense (``prunekit.measure.latency.interleaved``), which cancels the
+machine's drift.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +33,7 @@ from _results import write_section  # noqa: E402
 
 from prunekit import models  # noqa: E402
 from prunekit.measure import count_macs, count_params, measure_latency  # noqa: E402
+from prunekit.measure.latency import interleaved  # noqa: E402
 from prunekit.structured import StructuredPruner  # noqa: E402
 
 THREADS = 2
@@ -47,34 +48,34 @@ def _dense(name: str) -> tuple[nn.Module, torch.Tensor]:
 ROUNDS = 3
 
 
-def _latency(model: nn.Module, x: torch.Tensor, min_time_s: float) -> dict[str, float]:
-    torch_ms = measure_latency(model, x, backend="torch", batch_size=16, threads=THREADS,
-                               min_time_s=min_time_s).median_ms
-    ort_ms = measure_latency(model, x, backend="onnxruntime", batch_size=1, threads=THREADS,
-                             min_time_s=min_time_s).median_ms
-    return {"torch16_ms": torch_ms, "ort1_ms": ort_ms}
+Metric = Callable[[nn.Module, torch.Tensor, float], float]
+METRICS: dict[str, Metric] = {
+    "torch16_ms": lambda m, x, t: measure_latency(m, x, backend="torch", batch_size=16, threads=THREADS,
+                                                  min_time_s=t).median_ms,
+    "ort1_ms": lambda m, x, t: measure_latency(m, x, backend="onnxruntime", batch_size=1, threads=THREADS,
+                                               min_time_s=t).median_ms,
+}
 
 
 def _latencies(candidates: dict[str, nn.Module], x: torch.Tensor, min_time_s: float,
-               measure: Callable[[nn.Module, torch.Tensor, float], dict[str, float]] = _latency) -> dict[str, dict[str, float]]:
-    """Every model measured in ``ROUNDS`` interleaved rounds (``candidates`` holds "dense").
+               metrics: dict[str, Metric] = METRICS) -> dict[str, dict[str, float]]:
+    """Every model measured in ``ROUNDS`` interleaved rounds per metric (``candidates`` holds "dense"),
+    by :func:`prunekit.measure.latency.interleaved`.
 
     This machine's speed drifts by up to 2x within minutes (dense ResNet-50 at batch 16 read 580 to
     1230 ms in one afternoon), so each model's latency is reported as the dense median times the
     median over rounds of its ratio to the dense reading of the same round: a slow stretch that hits
     a whole round cancels out, and one disturbed reading does not decide the result.
     """
-    readings: dict[str, dict[str, list[float]]] = {}
-    for round_ in range(ROUNDS):
-        for key, model in candidates.items():
-            for metric, ms in measure(model, x, min_time_s).items():
-                readings.setdefault(key, {}).setdefault(metric, []).append(ms)
-        print(f"  round {round_ + 1}/{ROUNDS}: {readings}", flush=True)
-    dense = readings["dense"]
-    return {key: {metric: statistics.median(dense[metric])
-                  * statistics.median(m / d for m, d in zip(values, dense[metric], strict=True))
-                  for metric, values in per_metric.items()}
-            for key, per_metric in readings.items()}
+    result: dict[str, dict[str, float]] = {key: {} for key in candidates}
+    for metric, measure in metrics.items():
+        pairs = interleaved(candidates, lambda m, measure=measure: measure(m, x, min_time_s),
+                            reference="dense", rounds=ROUNDS)
+        for key, pair in pairs.items():
+            result[key][metric] = pair.median_ms
+        print(f"  {metric}: " + ", ".join(f"{k} {[round(v, 2) for v in p.round_ms]}" for k, p in pairs.items()),
+              flush=True)
+    return result
 
 
 def _prunekit(model: nn.Module, x: torch.Tensor, target: dict, round_to: int | str = "auto") -> nn.Module:
@@ -161,7 +162,8 @@ def part_mobilenet(min_time_s: float) -> list[str]:
     pruner = StructuredPruner({"latency": 0.5, "batch_size": 1}, importance="l2")
     pruned = pruner.fit_transform(model, x)
     rows = ["| model | MACs | params | torch bs1 (2 threads) | speed-up |", "|---|---|---|---|---|"]
-    bs1 = lambda m, x, t: {"ms": measure_latency(m, x, batch_size=1, threads=THREADS, min_time_s=t).median_ms}  # noqa: E731
+    bs1: dict[str, Metric] = {"ms": lambda m, x, t: measure_latency(m, x, batch_size=1, threads=THREADS,
+                                                                     min_time_s=t).median_ms}
     lat = _latencies({"dense": model, "pruned": pruned}, x, min_time_s, bs1)
     base, after = lat["dense"]["ms"], lat["pruned"]["ms"]
     rows.append(f"| mobilenet_v2 dense | {count_macs(model, x) / 1e6:.1f} M | {count_params(model) / 1e6:.2f} M | "

@@ -5,7 +5,9 @@ Out: a ``Profile`` (params, MACs, size, latency in PyTorch and ONNX Runtime), an
 from prunekit.measure.accuracy import Metrics as Metrics
 from prunekit.measure.accuracy import evaluate as evaluate
 from prunekit.measure.latency import LatencyStats as LatencyStats
+from prunekit.measure.latency import PairedLatency as PairedLatency
 from prunekit.measure.latency import measure_latency as measure_latency
+from prunekit.measure.latency import paired_latency as paired_latency
 from prunekit.measure.macs import count_macs as count_macs
 from prunekit.measure.macs import macs_by_module as macs_by_module
 from prunekit.measure.onnx import export_onnx as export_onnx
@@ -23,7 +25,7 @@ __all__ = [
     "Profile", "profile", "compare", "compare_markdown",
     # the single measurements
     "count_params", "count_nonzero", "count_macs", "macs_by_module", "size_on_disk",
-    "compressed_size", "LatencyStats", "measure_latency", "export_onnx",
+    "compressed_size", "LatencyStats", "measure_latency", "PairedLatency", "paired_latency", "export_onnx",
     # accuracy
     "Metrics", "evaluate",
 ]

@@ -13,7 +13,7 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +23,8 @@ from torch import nn
 from prunekit.errors import ConfigError, require
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
-__all__ = ["LatencyStats", "measure_latency", "measure_latencies", "BACKENDS",
-           "MIN_REPEATS", "MAX_REPEATS"]
+__all__ = ["LatencyStats", "measure_latency", "measure_latencies", "PairedLatency", "paired_latency",
+           "interleaved", "BACKENDS", "MIN_REPEATS", "MAX_REPEATS"]
 
 BACKENDS = ("torch", "onnxruntime")
 MIN_REPEATS = 5
@@ -187,3 +187,53 @@ def measure_latency(model: nn.Module, example_input: ExampleInput, *, backend: s
     return measure_latencies(model, example_input, backend=backend, batch_sizes=(batch_size,),
                              threads=threads, warmup=warmup, repeats=repeats,
                              min_time_s=min_time_s)[0]
+
+
+@dataclass(frozen=True)
+class PairedLatency:
+    """One model's latency from rounds interleaved with a reference model's.
+
+    ``ratio`` is the median over rounds of (this model / the reference in the same round), and
+    ``median_ms`` the reference's median times that ratio; ``round_ms`` holds every round's reading.
+    """
+
+    median_ms: float
+    ratio: float
+    round_ms: tuple[float, ...]
+
+
+def interleaved(models: Mapping[str, nn.Module], measure: Callable[[nn.Module], float], *,
+                reference: str, rounds: int = 3) -> dict[str, PairedLatency]:
+    """Measure every model once per round, ``rounds`` times, with any ``measure`` (ms).
+
+    Slowdowns that hit a whole round cancel out in the per-round ratio, and a single disturbed
+    reading does not decide the result (the median over rounds does).
+    """
+    if reference not in models:
+        raise ConfigError(f"paired_latency: reference '{reference}' is not one of the models "
+                          f"{sorted(models)}. Name the model the others are compared with.")
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ConfigError(f"paired_latency: rounds must be an int >= 1; got {rounds!r}. Use e.g. 3.")
+    readings: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            readings[name].append(float(measure(model)))
+    ref = readings[reference]
+    base = statistics.median(ref)
+    result = {}
+    for name, values in readings.items():
+        ratio = statistics.median(v / r for v, r in zip(values, ref, strict=True))
+        result[name] = PairedLatency(median_ms=base * ratio, ratio=ratio, round_ms=tuple(values))
+    return result
+
+
+def paired_latency(models: Mapping[str, nn.Module], example_input: ExampleInput, *, reference: str,
+                   rounds: int = 3, backend: str = "torch", batch_size: int = 1, threads: int = 2,
+                   min_time_s: float = 1.0) -> dict[str, PairedLatency]:
+    """:func:`measure_latency` of several models in interleaved rounds, each relative to ``reference``
+    (see :func:`interleaved`): how much faster a pruned model is than its dense original."""
+    def measure(model: nn.Module) -> float:
+        return measure_latency(model, example_input, backend=backend, batch_size=batch_size,
+                               threads=threads, min_time_s=min_time_s).median_ms
+
+    return interleaved(models, measure, reference=reference, rounds=rounds)

@@ -61,3 +61,33 @@ def test_bad_numbers_are_config_errors(mlp: nn.Module, option: dict) -> None:
     name = next(iter(option))
     with pytest.raises(ConfigError, match=name):
         measure_latency(mlp, torch.randn(1, 8), **option)
+
+
+def test_interleaved_rounds_cancel_drift_that_hits_a_whole_round() -> None:
+    from prunekit.measure.latency import interleaved
+
+    dense, pruned, other = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)
+    slowdown = iter([1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 1.5, 1.5, 9.0])  # round 3: `other` disturbed
+    cost = {id(dense): 10.0, id(pruned): 4.0, id(other): 5.0}
+    pairs = interleaved({"dense": dense, "pruned": pruned, "other": other},
+                        lambda m: cost[id(m)] * next(slowdown), reference="dense", rounds=3)
+    assert pairs["pruned"].ratio == pytest.approx(0.4)  # every round says 0.4, whatever the drift
+    assert pairs["pruned"].median_ms == pytest.approx(15.0 * 0.4)  # dense median 15 ms x ratio
+    assert pairs["pruned"].round_ms == (4.0, 8.0, 6.0)
+    assert pairs["other"].ratio == pytest.approx(0.5)  # one disturbed round (3.0) is outvoted
+    assert pairs["dense"].ratio == 1.0
+
+
+def test_paired_latency_measures_real_models_and_rejects_bad_arguments() -> None:
+    from prunekit.errors import ConfigError
+    from prunekit.measure import paired_latency
+
+    big, small = nn.Linear(256, 256), nn.Linear(256, 8)
+    pairs = paired_latency({"big": big, "small": small}, torch.randn(1, 256), reference="big",
+                           rounds=2, batch_size=4, min_time_s=0.01)
+    assert set(pairs) == {"big", "small"} and all(len(p.round_ms) == 2 for p in pairs.values())
+    assert pairs["big"].ratio == 1.0 and pairs["small"].median_ms > 0
+    with pytest.raises(ConfigError, match="reference 'dense' is not one of"):
+        paired_latency({"big": big}, torch.randn(1, 256), reference="dense")
+    with pytest.raises(ConfigError, match="rounds must be an int >= 1"):
+        paired_latency({"big": big}, torch.randn(1, 256), reference="big", rounds=0)
