@@ -108,6 +108,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="repeat each chosen row with these fine-tune seeds and report the mean "
                              "(written to its own RESULTS.md section)")
+    parser.add_argument("--label", default="",
+                        help="with --seeds: appended to the section title, so runs of different rows "
+                             "keep their own RESULTS.md sections")
     args = parser.parse_args()
     seeds = args.seeds or [0]
     torch.set_num_threads(2)
@@ -146,6 +149,8 @@ def main() -> None:
     title = "Programmable pruning: gates, iterative, distillation"
     if args.seeds:
         title += f" (mean of fine-tune seeds {', '.join(map(str, seeds))})"
+        if args.label:
+            title += f": {args.label}"
         rows[-1] += (f" Rows: {', '.join(args.methods)} at {', '.join(f'{s}x' for s in args.speedups)}, "
                      f"distillation {args.distill}; accuracy is the mean over the seeds, wall time per seed.")
     print(f"wrote {write_section(title, rows, script='benchmarks/programmable.py')}")
