@@ -66,17 +66,21 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def add_profile_options(parser: argparse.ArgumentParser) -> None:
-    """--batch-sizes, --threads, --no-onnx."""
+    """--batch-sizes, --threads, --fused, --no-onnx."""
     parser.add_argument("--batch-sizes", type=int_list, default=(1, 64), metavar="N[,N...]",
                         help="batch sizes at which latency is measured (default: 1,64)")
     parser.add_argument("--threads", type=int, default=2, metavar="N",
                         help="intra-op threads for PyTorch and ONNX Runtime (default: 2)")
+    parser.add_argument("--fused", action="store_true",
+                        help="also measure PyTorch with every Conv/Linear -> BatchNorm pair folded "
+                             "(the deployed form; ONNX Runtime folds at load by itself)")
     parser.add_argument("--no-onnx", action="store_true",
                         help="skip the ONNX Runtime latency (PyTorch eager only)")
 
 
 def backends(args: argparse.Namespace) -> tuple[str, ...]:
-    return ("torch",) if args.no_onnx else ("torch", "onnxruntime")
+    """The latency backends the profile options ask for, in table order."""
+    return ("torch",) + (("torch-fused",) if args.fused else ()) + (() if args.no_onnx else ("onnxruntime",))
 
 
 def _choices(annotation: Any) -> tuple[Any, ...] | None:

@@ -4,6 +4,8 @@ Out: a ``Profile`` (params, MACs, size, latency in PyTorch and ONNX Runtime), an
 
 from prunekit.measure.accuracy import Metrics as Metrics
 from prunekit.measure.accuracy import evaluate as evaluate
+from prunekit.measure.fuse import Folded as Folded
+from prunekit.measure.fuse import fold_batchnorm as fold_batchnorm
 from prunekit.measure.latency import LatencyStats as LatencyStats
 from prunekit.measure.latency import PairedLatency as PairedLatency
 from prunekit.measure.latency import measure_latency as measure_latency
@@ -26,6 +28,7 @@ __all__ = [
     # the single measurements
     "count_params", "count_nonzero", "count_macs", "macs_by_module", "size_on_disk",
     "compressed_size", "LatencyStats", "measure_latency", "PairedLatency", "paired_latency", "export_onnx",
+    "Folded", "fold_batchnorm",
     # accuracy
     "Metrics", "evaluate",
 ]

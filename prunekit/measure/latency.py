@@ -21,12 +21,13 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, require
+from prunekit.measure.fuse import fold_batchnorm
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
 __all__ = ["LatencyStats", "measure_latency", "measure_latencies", "PairedLatency", "paired_latency",
            "interleaved", "BACKENDS", "MIN_REPEATS", "MAX_REPEATS"]
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "torch-fused", "onnxruntime")
 MIN_REPEATS = 5
 MAX_REPEATS = 200
 
@@ -97,7 +98,7 @@ def _check(backend: str, batch_sizes: Sequence[int], threads: int, warmup: int,
            repeats: int | None, min_time_s: float) -> None:
     if backend not in BACKENDS:
         raise ConfigError(f"Latency backend must be one of {', '.join(BACKENDS)}; got "
-                          f"'{backend}'. Pass backend='torch' or backend='onnxruntime'.")
+                          f"'{backend}'. Pass backend='torch', 'torch-fused' or 'onnxruntime'.")
     for name, value, low in [("threads", threads, 1), ("warmup", warmup, 0),
                              *[("batch_size", b, 1) for b in batch_sizes],
                              *([("repeats", repeats, 1)] if repeats is not None else [])]:
@@ -118,7 +119,9 @@ def _sync_for(inputs: tuple[torch.Tensor, ...]) -> Callable[[], None]:
 
 def _torch_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
                      batch_sizes: Sequence[int], threads: int,
-                     timing: _Timing) -> tuple[LatencyStats, ...]:
+                     timing: _Timing, backend: str = "torch") -> tuple[LatencyStats, ...]:
+    if backend == "torch-fused":
+        model = fold_batchnorm(model).model  # NOTE: a copy; the folding is not timed.
     was_training, old_threads = model.training, torch.get_num_threads()
     model.eval()
     torch.set_num_threads(threads)
@@ -132,7 +135,7 @@ def _torch_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
                     model(*batch)
                     sync()
 
-                results.append(_summarise(_time_calls(call, timing), "torch", size, threads))
+                results.append(_summarise(_time_calls(call, timing), backend, size, threads))
     finally:
         torch.set_num_threads(old_threads)
         model.train(was_training)
@@ -170,8 +173,9 @@ def measure_latencies(model: nn.Module, example_input: ExampleInput, *, backend:
     _check(backend, batch_sizes, threads, warmup, repeats, min_time_s)
     inputs = as_inputs(example_input)
     timing = _Timing(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
-    measure = _torch_latencies if backend == "torch" else _onnxruntime_latencies
-    return measure(model, inputs, tuple(batch_sizes), threads, timing)
+    if backend == "onnxruntime":
+        return _onnxruntime_latencies(model, inputs, tuple(batch_sizes), threads, timing)
+    return _torch_latencies(model, inputs, tuple(batch_sizes), threads, timing, backend)
 
 
 def measure_latency(model: nn.Module, example_input: ExampleInput, *, backend: str = "torch",
@@ -179,8 +183,10 @@ def measure_latency(model: nn.Module, example_input: ExampleInput, *, backend: s
                     repeats: int | None = None, min_time_s: float = 1.0) -> LatencyStats:
     """Latency of ``model`` on ``example_input`` tiled along dim 0 to ``batch_size`` rows.
 
-    backend: "torch" (eager, ``inference_mode``) or "onnxruntime" (exported with
-    :func:`export_onnx`, CPU, sequential, all graph optimisations). ``threads`` is the intra-op
+    backend: "torch" (eager, ``inference_mode``), "torch-fused" (the same after folding every
+    Conv/Linear -> BatchNorm pair, :func:`prunekit.measure.fuse.fold_batchnorm`: the deployed form,
+    as ONNX Runtime folds at load) or "onnxruntime" (exported with :func:`export_onnx`, CPU,
+    sequential, all graph optimisations). ``threads`` is the intra-op
     thread count for either; torch's own setting is restored afterwards. ``repeats`` None means
     adaptive (module docstring). The model's train/eval mode and weights are unchanged.
     """

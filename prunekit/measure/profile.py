@@ -81,12 +81,13 @@ class Profile:
 
 def profile(model: nn.Module, example_input: ExampleInput, *, name: str = "model",
             batch_sizes: Sequence[int] = (1, 64), threads: int = 2,
-            backends: Sequence[str] = BACKENDS, dataset: TensorDataset | None = None,
+            backends: Sequence[str] = ("torch", "onnxruntime"), dataset: TensorDataset | None = None,
             warmup: int = 3, repeats: int | None = None, min_time_s: float = 1.0,
             progress: Callable[[str], None] | None = None) -> Profile:
     """Measure ``model`` on ``example_input`` (batch 1 is enough; it is tiled for larger batches).
 
-    Latency uses :func:`measure_latency`'s protocol for each backend x batch size. An
+    Latency uses :func:`measure_latency`'s protocol for each backend x batch size (add
+    "torch-fused" for the BatchNorm-folded deployed form). An
     onnxruntime failure is recorded in ``notes`` and the other numbers are kept. ``progress`` is
     called with a short message before each step. The model is not changed.
     """

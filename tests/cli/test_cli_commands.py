@@ -45,6 +45,13 @@ def test_profile_without_data(capsys: pytest.CaptureFixture[str]) -> None:
     assert "params" in printed and "MACs" in printed and "latency" in printed
 
 
+def test_profile_fused_adds_the_folded_row(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profile", "--model", "resnet20", "--fused", "--no-onnx", "--batch-sizes", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "torch batch 1" in printed and "torch-fused batch 1" in printed
+    assert "onnxruntime" not in printed
+
+
 def test_models_lists_prunekit_and_torchvision(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "resnet*"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]

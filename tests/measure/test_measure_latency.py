@@ -21,7 +21,7 @@ def _check_stats(stats: LatencyStats, backend: str, batch_size: int) -> None:
     assert stats.p10_ms <= stats.median_ms <= stats.p90_ms
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["torch", "torch-fused", "onnxruntime"])
 def test_model_and_threads_unchanged(backend: str) -> None:
     if backend == "onnxruntime":
         pytest.importorskip("onnxruntime")
@@ -50,7 +50,7 @@ def test_adaptive_repeats_are_bounded(mlp: nn.Module) -> None:
 
 
 def test_unknown_backend_lists_allowed(mlp: nn.Module) -> None:
-    with pytest.raises(ConfigError, match="torch, onnxruntime") as info:
+    with pytest.raises(ConfigError, match="torch, torch-fused, onnxruntime") as info:
         measure_latency(mlp, torch.randn(1, 8), backend="tensorrt")
     assert "tensorrt" in str(info.value)
 

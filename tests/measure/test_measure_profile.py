@@ -89,7 +89,7 @@ def test_compare_markdown_is_a_table() -> None:
 def test_errors() -> None:
     with pytest.raises(ConfigError, match="at least one"):
         compare()
-    with pytest.raises(ConfigError, match="torch, onnxruntime"):
+    with pytest.raises(ConfigError, match="torch, torch-fused, onnxruntime"):
         profile(nn.Linear(2, 2), torch.randn(1, 2), backends=("tvm",))
     with pytest.raises(DataError, match="params"):
         Profile.from_dict({"name": "x"})
