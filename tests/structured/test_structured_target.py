@@ -88,10 +88,33 @@ def test_latency_target_uses_the_measured_latency(monkeypatch: pytest.MonkeyPatc
         return Stats(m)
 
     monkeypatch.setattr("prunekit.structured.target.measure_latency", fake)
-    plan, achieved = search(model, graph, scores, Target(latency=0.6, batch_size=8), example_inputs=x)
+    plan, achieved = search(model, graph, scores, Target(latency=0.6, batch_size=8), example_inputs=x,
+                            allocate_kwargs={"round_to": 1})
     assert 0.5 <= achieved["latency"] <= 0.6 and achieved["latency"] == pytest.approx(achieved["macs"])
-    # dense once, then each (cached) step measured alternately with dense: 2 rounds of 2 calls
-    assert set(calls) == {8} and (len(calls) - 1) % 4 == 0 and len(calls) <= 1 + 4 * 8
+    # dense once, each (cached) bisection step alternately with dense in 2 rounds of 2 calls,
+    # then the answer confirmed in 5 rounds (10 calls)
+    assert set(calls) == {8} and (len(calls) - 11) % 4 == 0 and len(calls) <= 11 + 4 * 8
+
+
+def test_latency_answer_is_confirmed_and_a_lucky_reading_is_not_returned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every new model's first timing reads 40 % fast (a lucky stretch): the two-round bisection
+    settles on a plan that is really too slow; the five-round confirmation catches it."""
+    model, x, graph, scores = _setup("lenet5")
+    seen: set[int] = set()
+
+    class Stats:
+        def __init__(self, m: torch.nn.Module) -> None:
+            lucky = id(m) not in seen and m is not model
+            seen.add(id(m))
+            self.median_ms = count_macs(m, x) / 1e4 * (0.6 if lucky else 1.0)
+
+    monkeypatch.setattr("prunekit.structured.target.measure_latency", lambda m, inputs, **kw: Stats(m))
+    dense = count_macs(model, x)
+    plan, achieved = search(model, graph, scores, Target(latency=0.6), example_inputs=x,
+                                 allocate_kwargs={"round_to": 1})
+    true_kept = count_macs(apply(model, graph, plan, example_inputs=x), x) / dense
+    assert true_kept <= 0.6, "a plan whose real latency misses the target was returned"
+    assert achieved["latency"] == pytest.approx(true_kept) and true_kept >= 0.4
 
 
 @pytest.mark.parametrize("round_to", [1, 4])
