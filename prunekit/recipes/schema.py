@@ -86,11 +86,11 @@ def _round_to(value: Any) -> int | str:
     if valid_round_to(value):
         return value
     raise ValueError(f"must be 'auto' or a whole number >= 1; got {value!r}. Use 8 to keep widths "
-                     f"multiples of 8, 1 for exact widths, auto for 8 on groups of >= 32 channels")
+                     f"multiples of 8, 1 for exact widths, auto for 8 on groups of >= 16 channels")
 
 
 RoundTo = Annotated[int | str, PlainValidator(_round_to)]
-_ROUND_TO = "kept widths rounded up to this multiple; 'auto': 8 for groups of >= 32 channels, else exact"
+_ROUND_TO = "kept widths rounded up to this multiple; 'auto': 8 for groups of >= 16 channels, else exact"
 
 
 class PruneOptions(BaseModel):

@@ -12,10 +12,10 @@ the shared ratio. A group always keeps at least one channel, and the model's out
 
 ``round_to="auto"`` (the default) rounds the kept width of every group of at least
 :data:`AUTO_MIN_SIZE` channels up to a multiple of :data:`AUTO_MULTIPLE`, and leaves smaller groups
-and per-layer overrides exact: odd widths of wide layers fall off the vectorised paths of CPU
-kernels (measured in benchmarks/RESULTS.md: ResNet-50 at half the MACs ran 0.72x of its MACs
-reduction under ONNX Runtime with exact widths, 0.88x rounded to 8; a 10 % cut of MobileNetV2 was
-2x slower than dense), while rounding a 16-channel layer to 8 would halve the choices.
+and per-layer overrides exact: odd widths fall off the vectorised paths of CPU kernels (measured in
+benchmarks/RESULTS.md: ResNet-50 at half the MACs ran 0.66x of its MACs reduction under ONNX Runtime
+with exact widths, 0.93x rounded to 8; MobileNetV2 cut by 10 % with its 16- and 24-channel groups
+left at 15 and 22 ran 1.14-1.19x *slower* than dense under ONNX Runtime, 0.95x with them at 16 and 24).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from prunekit.structured.plan import Plan
 __all__ = ["allocate", "fill_candidates", "grow", "round_multiple", "valid_round_to", "RoundTo", "AUTO_MIN_SIZE", "AUTO_MULTIPLE"]
 
 RoundTo = int | Literal["auto"]
-AUTO_MIN_SIZE = 32
+AUTO_MIN_SIZE = 16
 AUTO_MULTIPLE = 8
 
 
@@ -89,7 +89,7 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
         ratio: fraction of channels to remove, in [0, 1).
         scope: ``local`` (same ratio per group) or ``global`` (one ranking for all groups).
         round_to: kept widths are rounded up to a multiple of this (e.g. 8 for hardware); ``"auto"``
-            rounds groups of at least 32 channels to 8 and keeps per-layer overrides exact.
+            rounds groups of at least 16 channels to 8 and keeps per-layer overrides exact.
         min_keep: no group keeps fewer channels.
         max_ratio: no group loses more than this fraction (global scope).
         ignored_layers: module names whose groups keep every channel.

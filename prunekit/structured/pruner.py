@@ -75,7 +75,7 @@ class StructuredPruner:
         importance: criterion name from ``prunekit.importance.CRITERIA``.
         scope: ``local`` (every group cut alike) or ``global`` (one ranking over all groups).
         round_to: kept widths are rounded up to a multiple of this; ``"auto"`` rounds groups of at
-            least 32 channels to multiples of 8 (fast CPU kernels) and leaves the rest exact.
+            least 16 channels to multiples of 8 (fast CPU kernels) and leaves the rest exact.
         ignore: module names whose channels are never cut.
         steps: prune in this many steps, re-tracing and re-scoring the smaller model each time.
         seed: for random criteria.
