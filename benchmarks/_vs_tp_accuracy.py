@@ -76,8 +76,8 @@ def _torch_pruning(model: nn.Module, x: torch.Tensor, keep: float) -> nn.Module:
     return _bisect(prune, x, count_macs(model, x), keep)
 
 
-def part_accuracy() -> list[str]:
-    """Rows of the accuracy table (one per tool and MACs reduction)."""
+def part_accuracy(seeds: tuple[int, ...] = SEEDS) -> list[str]:
+    """Rows of the accuracy table (one per tool and MACs reduction), fine-tunes repeated per seed."""
     torch.set_num_threads(2)
     splits = data.load("fashion_mnist")
     base = models.create("resnet20", weights=str(BASELINE)).eval()
@@ -85,7 +85,7 @@ def part_accuracy() -> list[str]:
     dense_macs = count_macs(base, x)
     dense_acc = evaluate(base, splits.test).accuracy
     rows = ["| tool | MACs reduction | MACs kept | params | accuracy after pruning | after 1-epoch fine-tune "
-            f"(mean of seeds {', '.join(map(str, SEEDS))}) | per seed |",
+            f"(mean of seeds {', '.join(map(str, seeds))}) | per seed |",
             "|---|---|---|---|---|---|---|",
             f"| dense baseline | 1x | 100 % | {sum(p.numel() for p in base.parameters()):,} | {100 * dense_acc:.2f} % | - | - |"]
     tools = (("Torch-Pruning", _torch_pruning), ("prunekit local", _prunekit("local")),
@@ -98,7 +98,7 @@ def part_accuracy() -> list[str]:
                 budget = min(budget, count_macs(pruned, x) / dense_macs)
             before = evaluate(pruned, splits.test).accuracy
             after = []
-            for seed in SEEDS:
+            for seed in seeds:
                 tuned = copy.deepcopy(pruned)
                 fit(tuned, splits, FINETUNE.model_copy(update={"seed": seed}), progress=False)
                 after.append(evaluate(tuned, splits.test).accuracy)
@@ -109,7 +109,7 @@ def part_accuracy() -> list[str]:
             print(row, flush=True)
             rows.append(row)
     rows += ["", f"Baseline: `{BASELINE}` from benchmarks/baselines.py (ResNet-20, 3 epochs). Fine-tune: "
-             f"{FINETUNE.model_dump(exclude_defaults=True)}, seeds {SEEDS}. Criterion: L2 norm over the coupled "
+             f"{FINETUNE.model_dump(exclude_defaults=True)}, seeds {seeds}. Criterion: L2 norm over the coupled "
              "group (prunekit `l2`, Torch-Pruning `GroupMagnitudeImportance(p=2)`); Torch-Pruning's ratio "
              "found by bisection so the MACs stay within the budget, prunekit's by its own "
              "`Target(macs=...)` search (bisection, then the best removed channels added back while the "

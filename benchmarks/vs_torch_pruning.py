@@ -117,13 +117,15 @@ def main() -> None:
     parser.add_argument("--part", choices=["time", "accuracy"], action="append", required=True)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--seeds", type=lambda s: tuple(int(v) for v in s.split(",")), default=(0, 1),
+                        help="fine-tune seeds of the accuracy part, comma-separated (default: 0,1)")
     args = parser.parse_args()
     if "time" in args.part:
         print(f"wrote {write_section('prunekit vs Torch-Pruning: time and memory', part_time(args.repeats, args.ratio))}")
     if "accuracy" in args.part:
         from _vs_tp_accuracy import part_accuracy
 
-        print(f"wrote {write_section('prunekit vs Torch-Pruning: accuracy on Fashion-MNIST ResNet-20', part_accuracy())}")
+        print(f"wrote {write_section('prunekit vs Torch-Pruning: accuracy on Fashion-MNIST ResNet-20', part_accuracy(args.seeds))}")
 
 
 if __name__ == "__main__":
