@@ -59,9 +59,9 @@ def pruned_2_4(weight: torch.Tensor) -> torch.Tensor:
     return weight * nm_mask(weight.abs(), 2, 4).to(weight.dtype)
 
 
-def _ms(stmt, **env) -> float:
-    """Median milliseconds of ``stmt`` (a callable) by torch.utils.benchmark, CUDA-synchronised."""
-    timer = Timer(stmt="fn()", globals={"fn": stmt, **env})
+def _ms(fn) -> float:
+    """Median milliseconds of ``fn()`` by torch.utils.benchmark, CUDA-synchronised."""
+    timer = Timer(stmt="fn()", globals={"fn": fn})
     return timer.blocked_autorange(min_run_time=1.0).median * 1e3
 
 

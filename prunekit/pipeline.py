@@ -24,6 +24,7 @@ from prunekit.data import DataSplits
 from prunekit.graph import DependencyGraph
 from prunekit.io import RECORD_FILE, WEIGHTS_FILE, save_json, save_pruned
 from prunekit.measure import Profile, compare, evaluate, profile
+from prunekit.measure.latency import DEFAULT_BACKENDS
 from prunekit.recover import TrainConfig, fit, parse_config
 from prunekit.structured import Plan, StructuredPruner, allocate, compose, prune_iteratively
 
@@ -74,7 +75,7 @@ def train(model: str, data: str = "fashion_mnist", config: TrainConfig | None = 
           data_dir: str | None = None, weights: str | None = None,
           out_dir: str | os.PathLike[str] | None = None, resume: bool = False, progress: bool = True,
           profile_after: bool = True, batch_sizes: Sequence[int] = (1, 64), threads: int = 2,
-          backends: Sequence[str] = ("torch", "onnxruntime")) -> dict[str, Any]:
+          backends: Sequence[str] = DEFAULT_BACKENDS) -> dict[str, Any]:
     """Train ``model`` on ``data`` (baseline or fine-tune from ``weights``), then profile it.
 
     Returns the results dict: config, per-epoch history, validation/test metrics, wall time and
@@ -118,7 +119,7 @@ def evaluate_model(model: str, data: str = "fashion_mnist", *, weights: str | No
 def profile_model(model: str, data: str | None = None, *, weights: str | None = None,
                   data_dir: str | None = None, in_channels: int | None = None,
                   batch_sizes: Sequence[int] = (1, 64), threads: int = 2,
-                  backends: Sequence[str] = ("torch", "onnxruntime"),
+                  backends: Sequence[str] = DEFAULT_BACKENDS,
                   out_dir: str | os.PathLike[str] | None = None) -> tuple[Profile, dict[str, Any]]:
     """Params, MACs, size, latency (and accuracy when ``data`` is given) of one model."""
     splits: DataSplits | None = None
@@ -181,7 +182,7 @@ def prune(model: str, data: str = "fashion_mnist", *, target: Mapping[str, Any],
           baseline_epochs: int = 1, finetune_epochs: int = 1, train_config: TrainConfig | None = None,
           data_dir: str | None = None, out_dir: str | os.PathLike[str] | None = None,
           progress: bool = True, batch_sizes: Sequence[int] = (1, 64), threads: int = 2,
-          backends: Sequence[str] = ("torch", "onnxruntime")) -> dict[str, Any]:
+          backends: Sequence[str] = DEFAULT_BACKENDS) -> dict[str, Any]:
     """The source documents' pipeline: baseline, profile, prune, fine-tune, profile again.
 
     Trains ``baseline_epochs`` when no ``weights`` are given, profiles the dense model (with test

@@ -14,6 +14,7 @@ from prunekit import pipeline
 from prunekit.cli import options
 from prunekit.errors import ConfigError
 from prunekit.recover import TrainConfig
+from prunekit.structured.allocate import AUTO_RULE
 
 _TARGETS = (("ratio", "ratio"), ("target_macs", "macs"), ("target_params", "params"),
             ("target_latency", "latency"))
@@ -72,7 +73,7 @@ def _add_pruner_options(parser: argparse.ArgumentParser) -> None:
                             "all groups (default: local)")
     group.add_argument("--round-to", type=_round_to, default="auto", metavar="N",
                        help="round kept widths up to a multiple of N: 1 keeps exact widths, 8 suits "
-                            "CPU kernels; auto rounds groups of >= 16 channels to 8 (default: auto)")
+                            f"CPU kernels; auto: {AUTO_RULE} (default: auto)")
     group.add_argument("--ignore", action="append", default=[], metavar="MODULE",
                        help="never cut channels of this module (repeatable), e.g. --ignore conv1")
     group.add_argument("--layer-channels", action="append", default=[], metavar="MODULE=N",

@@ -16,6 +16,7 @@ from prunekit.decompose.lowrank import check_arguments, decompose
 from prunekit.decompose.save import RECORD_FILE, WEIGHTS_FILE, save_decomposed
 from prunekit.io import save_json
 from prunekit.measure import compare, profile
+from prunekit.measure.latency import DEFAULT_BACKENDS
 from prunekit.pipeline import build, environment, is_rank_zero, train_baseline, with_epochs
 from prunekit.pipeline import calibration_batches as calibration_batches_of
 from prunekit.recover import TrainConfig, fit
@@ -31,7 +32,7 @@ def decompose_model(model: str, data: str = "fashion_mnist", *, method: str = "a
                     train_config: TrainConfig | None = None, calibration_batches: int = 4,
                     data_dir: str | None = None, out_dir: str | os.PathLike[str] | None = None,
                     progress: bool = True, batch_sizes: Sequence[int] = (1, 64), threads: int = 2,
-                    backends: Sequence[str] = ("torch", "onnxruntime")) -> dict[str, Any]:
+                    backends: Sequence[str] = DEFAULT_BACKENDS) -> dict[str, Any]:
     """Train ``baseline_epochs`` (when no ``weights``), profile, factorise, fine-tune, profile.
 
     The rank rule is one of ``rank``, ``energy`` or ``target_macs`` (see

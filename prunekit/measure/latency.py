@@ -25,9 +25,10 @@ from prunekit.measure.fuse import fold_batchnorm
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
 __all__ = ["LatencyStats", "measure_latency", "measure_latencies", "PairedLatency", "paired_latency",
-           "interleaved", "BACKENDS", "MIN_REPEATS", "MAX_REPEATS"]
+           "interleaved", "BACKENDS", "DEFAULT_BACKENDS", "MIN_REPEATS", "MAX_REPEATS"]
 
 BACKENDS = ("torch", "torch-fused", "onnxruntime")
+DEFAULT_BACKENDS = ("torch", "onnxruntime")  # NOTE: what a profile measures unless asked for more
 MIN_REPEATS = 5
 MAX_REPEATS = 200
 

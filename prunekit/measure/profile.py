@@ -17,7 +17,7 @@ from torch.utils.data import TensorDataset
 
 from prunekit.errors import ConfigError, DataError
 from prunekit.measure.accuracy import evaluate
-from prunekit.measure.latency import BACKENDS, LatencyStats, measure_latencies
+from prunekit.measure.latency import BACKENDS, DEFAULT_BACKENDS, LatencyStats, measure_latencies
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of, count_macs
 from prunekit.measure.params import count_params
 from prunekit.measure.size import size_on_disk
@@ -81,7 +81,7 @@ class Profile:
 
 def profile(model: nn.Module, example_input: ExampleInput, *, name: str = "model",
             batch_sizes: Sequence[int] = (1, 64), threads: int = 2,
-            backends: Sequence[str] = ("torch", "onnxruntime"), dataset: TensorDataset | None = None,
+            backends: Sequence[str] = DEFAULT_BACKENDS, dataset: TensorDataset | None = None,
             warmup: int = 3, repeats: int | None = None, min_time_s: float = 1.0,
             progress: Callable[[str], None] | None = None) -> Profile:
     """Measure ``model`` on ``example_input`` (batch 1 is enough; it is tiled for larger batches).

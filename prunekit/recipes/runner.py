@@ -47,8 +47,9 @@ def _build(recipe: Recipe) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
 
 def _profile(state: RunState, name: str, latency: bool) -> dict[str, Any]:
     from prunekit.measure import profile
+    from prunekit.measure.latency import DEFAULT_BACKENDS
 
-    backends = ("torch", "onnxruntime") if latency else ()
+    backends = DEFAULT_BACKENDS if latency else ()
     return profile(state.model, state.example(1), name=name, backends=backends,
                    dataset=state.splits.test).to_dict()
 

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, model_validator
 
 from prunekit.recover.config import TrainConfig
-from prunekit.structured.allocate import valid_round_to
+from prunekit.structured.allocate import AUTO_RULE, valid_round_to
 from prunekit.structured.target import Target
 
 __all__ = ["Recipe", "ModelSpec", "DataSpec", "STAGE_KINDS", "stage_kind", "stage_options"]
@@ -86,11 +86,11 @@ def _round_to(value: Any) -> int | str:
     if valid_round_to(value):
         return value
     raise ValueError(f"must be 'auto' or a whole number >= 1; got {value!r}. Use 8 to keep widths "
-                     f"multiples of 8, 1 for exact widths, auto for 8 on groups of >= 16 channels")
+                     f"multiples of 8, 1 for exact widths, auto for {AUTO_RULE}")
 
 
 RoundTo = Annotated[int | str, PlainValidator(_round_to)]
-_ROUND_TO = "kept widths rounded up to this multiple; 'auto': 8 for groups of >= 16 channels, else exact"
+_ROUND_TO = f"kept widths rounded up to this multiple; 'auto': {AUTO_RULE}"
 
 
 class PruneOptions(BaseModel):

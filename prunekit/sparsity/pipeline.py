@@ -20,6 +20,7 @@ from prunekit.data import DataSplits
 from prunekit.data.base import make_loader
 from prunekit.errors import ConfigError, did_you_mean
 from prunekit.measure import compare, count_nonzero, profile
+from prunekit.measure.latency import DEFAULT_BACKENDS
 from prunekit.recover import TrainConfig, fit
 from prunekit.sparsity import masks as masking
 from prunekit.sparsity.callback import SparsityCallback
@@ -162,7 +163,7 @@ def sparsify(model: str, data: str = "fashion_mnist", *, method: str = "magnitud
              ramp: float = 0.75, updates: int = 20, calibration_batches: int = 8,
              data_dir: str | None = None, out_dir: str | os.PathLike[str] | None = None,
              progress: bool = True, batch_sizes: Sequence[int] = (1, 64), threads: int = 2,
-             backends: Sequence[str] = ("torch", "onnxruntime")) -> dict[str, Any]:
+             backends: Sequence[str] = DEFAULT_BACKENDS) -> dict[str, Any]:
     """Baseline (or ``weights``), profile, sparsify, fine-tune under the masks, profile, save.
 
     ``schedule="gradual"`` (Zhu & Gupta's cubic) or ``"iterative"`` ramps the sparsity over the

@@ -13,9 +13,10 @@ the shared ratio. A group always keeps at least one channel, and the model's out
 ``round_to="auto"`` (the default) rounds the kept width of every group of at least
 :data:`AUTO_MIN_SIZE` channels up to a multiple of :data:`AUTO_MULTIPLE`, and leaves smaller groups
 and per-layer overrides exact: odd widths fall off the vectorised paths of CPU kernels (measured in
-benchmarks/RESULTS.md: ResNet-50 at half the MACs ran 0.66x of its MACs reduction under ONNX Runtime
-with exact widths, 0.93x rounded to 8; MobileNetV2 cut by 10 % with its 16- and 24-channel groups
-left at 15 and 22 ran 1.14-1.19x *slower* than dense under ONNX Runtime, 0.95x with them at 16 and 24).
+benchmarks/RESULTS.md, ``benchmarks/speed.py``: ResNet-50 at half the MACs ran 0.63x of its MACs
+reduction under ONNX Runtime with exact widths, 0.92x rounded to 8; MobileNetV2 cut by 10 % with its
+16- and 24-channel groups left at 15 and 22 ran 1.14x *slower* than dense under ONNX Runtime, 0.94x
+with them at 16 and 24).
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup
 from prunekit.structured.plan import Plan
 
-__all__ = ["allocate", "fill_candidates", "grow", "round_multiple", "valid_round_to", "RoundTo", "AUTO_MIN_SIZE", "AUTO_MULTIPLE"]
+__all__ = ["allocate", "fill_candidates", "grow", "round_multiple", "valid_round_to", "RoundTo", "AUTO_MIN_SIZE",
+           "AUTO_MULTIPLE", "AUTO_RULE"]
 
 RoundTo = int | Literal["auto"]
 AUTO_MIN_SIZE = 16
 AUTO_MULTIPLE = 8
+AUTO_RULE = f"{AUTO_MULTIPLE} for groups of >= {AUTO_MIN_SIZE} channels, else exact"  # NOTE: help texts say it
 
 
 def round_multiple(size: int, round_to: RoundTo) -> int:
@@ -89,7 +92,7 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
         ratio: fraction of channels to remove, in [0, 1).
         scope: ``local`` (same ratio per group) or ``global`` (one ranking for all groups).
         round_to: kept widths are rounded up to a multiple of this (e.g. 8 for hardware); ``"auto"``
-            rounds groups of at least 16 channels to 8 and keeps per-layer overrides exact.
+            rounds by :data:`AUTO_RULE` and keeps per-layer overrides exact.
         min_keep: no group keeps fewer channels.
         max_ratio: no group loses more than this fraction (global scope).
         ignored_layers: module names whose groups keep every channel.

@@ -74,8 +74,8 @@ class StructuredPruner:
             ``{"ratio": 0.3}`` (remove 30 % of each group's channels).
         importance: criterion name from ``prunekit.importance.CRITERIA``.
         scope: ``local`` (every group cut alike) or ``global`` (one ranking over all groups).
-        round_to: kept widths are rounded up to a multiple of this; ``"auto"`` rounds groups of at
-            least 16 channels to multiples of 8 (fast CPU kernels) and leaves the rest exact.
+        round_to: kept widths are rounded up to a multiple of this; ``"auto"`` follows
+            ``allocate.AUTO_RULE`` (multiples of 8 for fast CPU kernels, small groups exact).
         ignore: module names whose channels are never cut.
         steps: prune in this many steps, re-tracing and re-scoring the smaller model each time.
         seed: for random criteria.
