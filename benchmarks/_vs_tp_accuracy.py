@@ -76,7 +76,7 @@ def _torch_pruning(model: nn.Module, x: torch.Tensor, keep: float) -> nn.Module:
     return _bisect(prune, x, count_macs(model, x), keep)
 
 
-def part_accuracy(seeds: tuple[int, ...] = SEEDS) -> list[str]:
+def part_accuracy(seeds: tuple[int, ...] = SEEDS, speedups: tuple[int, ...] = (2, 4)) -> list[str]:
     """Rows of the accuracy table (one per tool and MACs reduction), fine-tunes repeated per seed."""
     torch.set_num_threads(2)
     splits = data.load("fashion_mnist")
@@ -90,7 +90,7 @@ def part_accuracy(seeds: tuple[int, ...] = SEEDS) -> list[str]:
             f"| dense baseline | 1x | 100 % | {sum(p.numel() for p in base.parameters()):,} | {100 * dense_acc:.2f} % | - | - |"]
     tools = (("Torch-Pruning", _torch_pruning), ("prunekit local", _prunekit("local")),
              ("prunekit global", _prunekit("global")))
-    for speedup in (2, 4):
+    for speedup in speedups:
         budget = 1 / speedup
         for name, make in tools:
             pruned = make(base, x, budget)

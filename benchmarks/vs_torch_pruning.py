@@ -119,13 +119,18 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--seeds", type=lambda s: tuple(int(v) for v in s.split(",")), default=(0, 1),
                         help="fine-tune seeds of the accuracy part, comma-separated (default: 0,1)")
+    parser.add_argument("--speedups", type=lambda s: tuple(int(v) for v in s.split(",")), default=(2, 4),
+                        help="MACs reductions of the accuracy part, comma-separated (default: 2,4)")
+    parser.add_argument("--dry-run", action="store_true", help="print the accuracy table, leave RESULTS.md alone")
     args = parser.parse_args()
     if "time" in args.part:
         print(f"wrote {write_section('prunekit vs Torch-Pruning: time and memory', part_time(args.repeats, args.ratio))}")
     if "accuracy" in args.part:
         from _vs_tp_accuracy import part_accuracy
 
-        print(f"wrote {write_section('prunekit vs Torch-Pruning: accuracy on Fashion-MNIST ResNet-20', part_accuracy(args.seeds))}")
+        rows = part_accuracy(args.seeds, args.speedups)
+        if not args.dry_run:
+            print(f"wrote {write_section('prunekit vs Torch-Pruning: accuracy on Fashion-MNIST ResNet-20', rows)}")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,12 @@ def _add_pruner_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--layer-ratio", action="append", default=[], metavar="MODULE=R",
                        help="remove this fraction of MODULE's output channels (repeatable), "
                             "overriding the shared ratio, e.g. layer3.0.conv1=0.7")
+    group.add_argument("--cost", choices=("none", "latency"), default="none",
+                       help="latency: time every layer on this machine (PyTorch, at --cost-batch-size) "
+                            "and cut more where time per MAC is high, so the target buys more speed "
+                            "(default: none)")
+    group.add_argument("--cost-batch-size", type=int, default=1, metavar="N",
+                       help="batch size at which --cost latency times the layers (default: 1)")
     group.add_argument("--steps", type=int, default=1, metavar="K",
                        help="reach the target in K steps, re-scoring (and fine-tuning) between "
                             "steps (default: 1)")
@@ -111,9 +117,12 @@ def stage(args: argparse.Namespace) -> dict[str, Any]:
               "layer_ratios": _pairs(args.layer_ratio, "--layer-ratio", float)}
     if not target and any(layers.values()):
         target = {"ratio": 0.0}  # NOTE: only the named layers are cut.
+    extra: dict[str, Any] = {k: v for k, v in layers.items() if v}
+    if args.cost != "none":
+        extra.update(cost=args.cost, cost_batch_size=args.cost_batch_size)
     return {"target": target, "importance": args.criterion, "scope": args.scope,
             "round_to": args.round_to, "ignore": list(args.ignore), "steps": args.steps,
-            "options": {k: v for k, v in layers.items() if v} or None}
+            "options": extra or None}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from prunekit.measure.accuracy import evaluate as evaluate
 from prunekit.measure.fuse import Folded as Folded
 from prunekit.measure.fuse import fold_batchnorm as fold_batchnorm
 from prunekit.measure.latency import LatencyStats as LatencyStats
+from prunekit.measure.layers import latency_by_module as latency_by_module
 from prunekit.measure.latency import PairedLatency as PairedLatency
 from prunekit.measure.latency import measure_latency as measure_latency
 from prunekit.measure.latency import paired_latency as paired_latency
@@ -28,6 +29,7 @@ __all__ = [
     # the single measurements
     "count_params", "count_nonzero", "count_macs", "macs_by_module", "size_on_disk",
     "compressed_size", "LatencyStats", "measure_latency", "PairedLatency", "paired_latency", "export_onnx",
+    "latency_by_module",
     "Folded", "fold_batchnorm",
     # accuracy
     "Metrics", "evaluate",

@@ -10,11 +10,15 @@ number of channels removed from the group the module *produces* (its output chan
 the shared ratio. A group always keeps at least one channel, and the model's output is never cut
 (the graph freezes it).
 
+Cost weights (``weights=``, from :func:`prunekit.structured.cost.latency_weights`) make the cut
+follow time rather than channel count: in local scope a group of weight ``w`` keeps
+``(1 - ratio) ** w`` of its channels, in global scope its scores are divided by ``w``.
+
 ``round_to="auto"`` (the default) rounds the kept width of every group of at least
 :data:`AUTO_MIN_SIZE` channels up to a multiple of :data:`AUTO_MULTIPLE`, and leaves smaller groups
 and per-layer overrides exact: odd widths fall off the vectorised paths of CPU kernels (measured in
-benchmarks/RESULTS.md, ``benchmarks/speed.py``: ResNet-50 at half the MACs ran 0.63x of its MACs
-reduction under ONNX Runtime with exact widths, 0.92x rounded to 8; MobileNetV2 cut by 10 % with its
+benchmarks/RESULTS.md, ``benchmarks/speed.py``: ResNet-50 at half the MACs ran 0.64x of its MACs
+reduction under ONNX Runtime with exact widths, 0.89x rounded to 8; MobileNetV2 cut by 10 % with its
 16- and 24-channel groups left at 15 and 22 ran 1.14x *slower* than dense under ONNX Runtime, 0.94x
 with them at 16 and 24).
 """
@@ -83,7 +87,8 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
              max_ratio: float = 0.9, ignored_layers: Iterable[str] = (),
              layer_ratios: Mapping[str, float] | None = None,
              layer_channels: Mapping[str, int] | None = None,
-             meta: Mapping[str, Any] | None = None, normalize: bool = True) -> Plan:
+             meta: Mapping[str, Any] | None = None, normalize: bool = True,
+             weights: Mapping[str, float] | None = None) -> Plan:
     """A Plan keeping the highest-scoring channels of every prunable group.
 
     Args:
@@ -101,6 +106,9 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
         normalize: in global scope, divide each group's scores by their mean before ranking
             (magnitudes differ by layer); False ranks raw scores that are already comparable
             (gate values in [0, 1]).
+        weights: group id -> cost weight (``prunekit.structured.cost``): in local scope the group
+            keeps ``(1 - ratio) ** weight`` of its channels (at most ``max_ratio`` removed), in
+            global scope its scores are divided by the weight; missing groups weigh 1.
     """
     _check(ratio, round_to, min_keep, max_ratio)
     if scope not in ("local", "global"):
@@ -112,8 +120,11 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
     groups = [g for g in graph.prunable if g.id in scores and not _touches(g, ignored)]
     free = [g for g in groups if g.id not in fixed]
     removed = {g.id: math.floor(g.size * ratio) for g in free}
+    if weights is not None:
+        removed = {g.id: min(math.floor(g.size * (1.0 - (1.0 - ratio) ** weights.get(g.id, 1.0))),
+                             math.floor(g.size * max_ratio)) for g in free}
     if scope == "global" and free:
-        removed = _global_counts(free, scores, ratio, max_ratio, normalize)
+        removed = _global_counts(free, scores, ratio, max_ratio, normalize, weights or {})
     removed.update({g.id: fixed[g.id] for g in groups if g.id in fixed})
     multiple = {g.id: 1 if round_to == "auto" and g.id in fixed else round_multiple(g.size, round_to)
                 for g in groups}
@@ -178,10 +189,13 @@ def _overrides(graph: DependencyGraph, layer_ratios: Mapping[str, float],
 
 
 def _global_counts(groups: list, scores: Mapping[str, torch.Tensor], ratio: float,
-                   max_ratio: float, normalize: bool = True) -> dict[str, int]:
-    """How many channels each group loses when all channels are ranked together."""
+                   max_ratio: float, normalize: bool = True,
+                   weights: Mapping[str, float] | None = None) -> dict[str, int]:
+    """How many channels each group loses when all channels are ranked together (a group's
+    scores divided by its cost weight, so costly groups are cut first at equal importance)."""
+    weights = weights or {}
     normalised = [scores[g.id].float() / (scores[g.id].float().mean().clamp_min(1e-12) if normalize else 1.0)
-                  for g in groups]
+                  / weights.get(g.id, 1.0) for g in groups]
     owners = torch.cat([torch.full((g.size,), i) for i, g in enumerate(groups)])
     flat = torch.cat(normalised)
     budget = math.floor(flat.numel() * ratio)
@@ -200,10 +214,13 @@ def _global_counts(groups: list, scores: Mapping[str, torch.Tensor], ratio: floa
 def fill_candidates(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], plan: Plan, *,
                     only: str | None = None, round_to: RoundTo = "auto", normalize: bool = True,
                     ignored_layers: Iterable[str] = (), layer_ratios: Mapping[str, float] | None = None,
-                    layer_channels: Mapping[str, int] | None = None, **_: Any) -> dict[str, tuple[float, int]]:
+                    layer_channels: Mapping[str, int] | None = None, weights: Mapping[str, float] | None = None,
+                    costs: Mapping[str, float] | None = None, **_: Any) -> dict[str, tuple[float, int]]:
     """Group id -> (priority, channels) of the next step that may add channels back to ``plan``:
-    the group's best removed channel (score over the group mean when ``normalize``) and one
-    ``round_to`` step. Per-layer overrides and ignored layers keep their widths; full groups have no step."""
+    the group's best removed channel (score over the group mean when ``normalize``, divided by
+    the group's cost weight and by what one of its channels costs in ``costs``, e.g. MACs) and
+    one ``round_to`` step. Per-layer overrides and ignored layers keep their widths; full groups
+    have no step."""
     fixed = set(_overrides(graph, layer_ratios or {}, layer_channels or {}))
     ignored = tuple(ignored_layers)
     steps: dict[str, tuple[float, int]] = {}
@@ -219,7 +236,8 @@ def fill_candidates(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], 
         removed = torch.tensor(plan.removed(gid))
         multiple = round_multiple(group.size, round_to)
         size = min(group.size, math.ceil((kept + 1) / multiple) * multiple) - kept
-        steps[gid] = (float(values[removed].max() / scale), size)
+        price = (weights or {}).get(gid, 1.0) * max((costs or {}).get(gid, 1.0), 1e-12)
+        steps[gid] = (float(values[removed].max() / scale) / price, size)
     return steps
 
 

@@ -9,7 +9,7 @@ a YAML round trip and rebuilds an equal pruner.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -37,6 +37,11 @@ class PrunerOptions(BaseModel):
         default_factory=dict, description="module -> number of its output channels to remove")
     max_ratio: float = Field(0.9, gt=0, le=1, description="most any group loses (global scope)")
     min_keep: int = Field(1, ge=1, description="fewest channels any group keeps")
+    cost: Literal["none", "latency"] = Field(
+        "none", description="'latency': cut more where time per MAC is high (layers timed on this "
+                            "machine at cost_batch_size; prunekit.structured.cost), so a MACs or "
+                            "params target buys more speed")
+    cost_batch_size: int = Field(1, ge=1, description="batch size at which cost='latency' times the layers")
 
 
 def _is_int(lo: int) -> Callable[[Any], bool]:
@@ -143,8 +148,13 @@ class StructuredPruner:
         graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore))
         scores = score(graph, model, self.importance, batches=batches, seed=self.seed)
         if self.steps == 1:
+            kwargs = self.allocate_kwargs(options)
+            if options.cost == "latency":
+                from prunekit.structured.cost import latency_weights
+
+                kwargs["weights"] = latency_weights(model, graph, example_inputs, batch_size=options.cost_batch_size)
             plan, achieved = search(model, graph, scores, target, example_inputs=example_inputs,
-                                    allocate_kwargs=self.allocate_kwargs(options))
+                                    allocate_kwargs=kwargs)
         else:
             from prunekit.structured.iterative import plan_iteratively
 

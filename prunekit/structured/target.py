@@ -12,7 +12,8 @@ that meets the target is found in a few steps, each applying the plan to a copy 
 A ``macs``/``params`` plan is then *filled*: widths floored from one shared ratio move in steps of
 a whole channel of the narrowest group, so the bisected plan can land well under the budget (ResNet-20
 at 4x: 19.2 % of the MACs for a 25 % target). The best-scoring removed channels are added back, one
-``round_to`` step of one group at a time, while the target still holds.
+``round_to`` step of one group at a time, while the target still holds, ranked by score per MAC
+(or per parameter) a channel costs, so cheap channels of an important group come back first.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from prunekit.measure import count_macs, count_params, measure_latency
 from prunekit.measure.latency import interleaved
 from prunekit.structured.allocate import allocate, fill_candidates, grow
 from prunekit.structured.apply import apply
+from prunekit.structured.cost import channel_costs
 from prunekit.structured.plan import Plan
 
 __all__ = ["Target", "search", "KINDS"]
@@ -199,7 +201,9 @@ def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.
     plan = plan_at(ratio)
     added = 0
     if fill and target.kind in ("macs", "params"):
-        plan, added = _fill(plan, graph, scores, lambda p: meter(p)[target.kind], target.value, kwargs)
+        costs = channel_costs(model, graph, example_inputs, target.kind)
+        plan, added = _fill(plan, graph, scores, lambda p: meter(p)[target.kind], target.value,
+                            {**kwargs, "costs": costs})
     plan = Plan(keep=plan.keep, sizes=plan.sizes,
                 meta={**plan.meta, "target": target.to_dict(), "filled_channels": added})
     if verify_result:
@@ -211,7 +215,8 @@ def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.
 def _fill(plan: Plan, graph: DependencyGraph, scores: Mapping[str, torch.Tensor],
           kept: Callable[[Plan], float], goal: float, kwargs: Mapping[str, Any]) -> tuple[Plan, int]:
     """Add back removed channels while ``kept(plan) <= goal``: always the group whose best removed
-    channel scores highest (normalised like a global ranking), one rounding step at a time; a
+    channel scores highest per unit of budget (normalised like a global ranking, over
+    ``kwargs["costs"]``: the MACs or params one channel costs), one rounding step at a time; a
     group whose next step breaks the target is closed. Returns the plan and the channels added."""
     steps = fill_candidates(graph, scores, plan, **kwargs)
     added = 0

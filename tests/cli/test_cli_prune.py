@@ -89,3 +89,17 @@ def test_prune_in_steps_with_a_fixed_layer(capsys: pytest.CaptureFixture[str], t
                           ("fc1.weight:0", "fc1.weight")):
         assert weights[tensor].shape[0] == len(plan.keep[group])
     assert results["after"]["macs"] < results["before"]["macs"]
+
+
+def test_cost_options_become_the_pruner_options() -> None:
+    from prunekit.cli.prune import stage
+    from prunekit.structured import StructuredPruner
+
+    parser = build_parser()
+    plain = stage(parser.parse_args(["prune", "--model", "simple_cnn", "--target-macs", "0.5"]))
+    assert plain["options"] is None
+    args = parser.parse_args(["prune", "--model", "simple_cnn", "--target-macs", "0.5", "--cost", "latency",
+                              "--cost-batch-size", "16", "--layer-ratio", "fc1=0.5"])
+    params = stage(args)
+    assert params["options"] == {"layer_ratios": {"fc1": 0.5}, "cost": "latency", "cost_batch_size": 16}
+    assert StructuredPruner(**params).validate_params()[1].cost == "latency"
