@@ -7,10 +7,10 @@ from prunekit.measure.accuracy import evaluate as evaluate
 from prunekit.measure.fuse import Folded as Folded
 from prunekit.measure.fuse import fold_batchnorm as fold_batchnorm
 from prunekit.measure.latency import LatencyStats as LatencyStats
-from prunekit.measure.layers import latency_by_module as latency_by_module
 from prunekit.measure.latency import PairedLatency as PairedLatency
 from prunekit.measure.latency import measure_latency as measure_latency
 from prunekit.measure.latency import paired_latency as paired_latency
+from prunekit.measure.layers import latency_by_module as latency_by_module
 from prunekit.measure.macs import count_macs as count_macs
 from prunekit.measure.macs import macs_by_module as macs_by_module
 from prunekit.measure.onnx import export_onnx as export_onnx

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from prunekit.errors import ConfigError
+from prunekit.measure.latency import _check, _sync_for
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
 __all__ = ["latency_by_module"]
@@ -33,12 +33,9 @@ def latency_by_module(model: nn.Module, example_input: ExampleInput, *, batch_si
     A module called twice in one pass (a shared ``nn.ReLU``) reports the sum of its calls. The
     model is left as it was (mode, hooks, thread count).
     """
-    if not isinstance(repeats, int) or repeats < 1:
-        raise ConfigError(f"latency_by_module: 'repeats' must be an int >= 1; got {repeats!r}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"latency_by_module: 'batch_size' must be an int >= 1; got {batch_size!r}.")
+    _check("torch", (batch_size,), threads, 0, repeats, 0.0)  # NOTE: measure_latency's own argument rules
     inputs = batch_of(as_inputs(example_input), batch_size)
-    sync: Callable[[], None] = torch.cuda.synchronize if any(x.is_cuda for x in inputs) else (lambda: None)
+    sync = _sync_for(inputs)
     leaves = _leaves(model)
     started: dict[str, float] = {}
     totals: dict[str, float] = {}

@@ -119,12 +119,13 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
     fixed = _overrides(graph, layer_ratios or {}, layer_channels or {})
     groups = [g for g in graph.prunable if g.id in scores and not _touches(g, ignored)]
     free = [g for g in groups if g.id not in fixed]
-    removed = {g.id: math.floor(g.size * ratio) for g in free}
-    if weights is not None:
-        removed = {g.id: min(math.floor(g.size * (1.0 - (1.0 - ratio) ** weights.get(g.id, 1.0))),
-                             math.floor(g.size * max_ratio)) for g in free}
     if scope == "global" and free:
         removed = _global_counts(free, scores, ratio, max_ratio, normalize, weights or {})
+    elif weights is None:
+        removed = {g.id: math.floor(g.size * ratio) for g in free}
+    else:  # NOTE: a group of weight w keeps (1 - ratio) ** w, at most max_ratio removed
+        removed = {g.id: min(math.floor(g.size * (1.0 - (1.0 - ratio) ** weights.get(g.id, 1.0))),
+                             math.floor(g.size * max_ratio)) for g in free}
     removed.update({g.id: fixed[g.id] for g in groups if g.id in fixed})
     multiple = {g.id: 1 if round_to == "auto" and g.id in fixed else round_multiple(g.size, round_to)
                 for g in groups}
