@@ -9,6 +9,11 @@ Layout of ``out``::
 Stage ``i`` runs with seed ``recipe.seed + i`` and the model is rebuilt from the checkpoint on
 resume, so a run stopped after any stage and resumed ends with the same weights as one that was
 never stopped.
+
+The distillation teacher (``RunState.original``) is the model as it stands before the first
+compressing stage (prune, gates, sparsify, decompose): after a leading ``train`` or ``finetune``,
+the trained model, not the untrained one the recipe started from. On resume it is reloaded from
+that stage's checkpoint.
 """
 
 from __future__ import annotations
@@ -33,6 +38,13 @@ from prunekit.recipes.stages import STAGES, RunState
 __all__ = ["run_recipe", "STATE_FILE"]
 
 STATE_FILE = "state.json"
+COMPRESSING = frozenset({"prune", "gates", "sparsify", "decompose"})
+
+
+def _teacher_stage(kinds: list[str]) -> int:
+    """Index of the stage after which the model is the distillation teacher (-1: the model the
+    recipe builds): the last stage before the first compressing one."""
+    return next((i for i, kind in enumerate(kinds) if kind in COMPRESSING), len(kinds)) - 1
 
 
 def _build(recipe: Recipe) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
@@ -75,11 +87,14 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
     original = copy.deepcopy(net).eval()
     results: dict[str, Any] = {"command": "run", "recipe": plain, "stages": []}
     first, factorised_from, factorised = 0, None, []
+    kinds = [stage_kind(stage) for stage in recipe.stages]
+    teacher_at = _teacher_stage(kinds)
     if resume:
         first, results = _resume_point(out, plain)
         if first > 0:
-            net, factorised_from, factorised = load_state(
-                _checkpoint_dir(out, first - 1, stage_kind(recipe.stages[first - 1])))
+            net, factorised_from, factorised = load_state(_checkpoint_dir(out, first - 1, kinds[first - 1]))
+        if 0 <= teacher_at < first:
+            original = load_state(_checkpoint_dir(out, teacher_at, kinds[teacher_at]))[0].eval()
     state = RunState(model=net, splits=splits, original=original, architecture=architecture,
                      seed=recipe.seed, out=out, progress=progress, factorised_from=factorised_from,
                      factorised=factorised)
@@ -99,6 +114,8 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
                   "summary": summary, "seconds": time.perf_counter() - started,
                   "profile": _profile(state, f"after {kind}", recipe.profile_latency)}
         results["stages"].append(record)
+        if index == teacher_at:
+            state.original = copy.deepcopy(state.model).eval()
         state.save(_checkpoint_dir(out, index, kind))
         save_json(results, out / "results.json")
         save_json({"completed": index + 1, "recipe": plain}, out / STATE_FILE)

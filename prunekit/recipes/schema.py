@@ -48,7 +48,8 @@ class DataSpec(BaseModel):
 
 
 class Distill(BaseModel):
-    """Knowledge distillation from the model as it was before the recipe's first stage."""
+    """Knowledge distillation from the model as it was before the recipe's first compressing stage
+    (prune, gates, sparsify, decompose): the trained model when the recipe starts with ``train``."""
 
     model_config = _STRICT
     temperature: float = Field(4.0, gt=0, description="softening temperature T")
@@ -128,6 +129,7 @@ class GatesOptions(TrainConfig):
     ignore: list[str] = Field(default_factory=list, description="module names never gated")
     round_to: RoundTo = Field("auto", description=_ROUND_TO)
     gate_lr: float | None = Field(0.1, gt=0, description="Adam learning rate of the gates (null: the stage's optimizer)")
+    distill: Distill | None = Field(None, description="distil from the original model while the gates train")
 
 
 class SparsifyOptions(TrainConfig):

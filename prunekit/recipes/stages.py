@@ -86,10 +86,14 @@ def train(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
 @STAGES.register("finetune")
 def finetune(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     """``fit`` with an optional :class:`~prunekit.recover.Distiller` from the original model."""
+    return _fit(state, _train_config(options, seed), _distillers(state, options))
+
+
+def _distillers(state: RunState, options: BaseModel) -> list[Distiller]:
+    """A :class:`~prunekit.recover.Distiller` from the original model if the stage sets ``distill``."""
     distill = getattr(options, "distill", None)
-    callbacks = [] if distill is None else [Distiller(state.original, temperature=distill.temperature,
-                                                      alpha=distill.alpha)]
-    return _fit(state, _train_config(options, seed), callbacks)
+    return [] if distill is None else [Distiller(state.original, temperature=distill.temperature,
+                                                 alpha=distill.alpha)]
 
 
 @STAGES.register("distill")
@@ -156,7 +160,7 @@ def gates(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
                          ignore=tuple(o.ignore), round_to=o.round_to,  # type: ignore[attr-defined]
                          lr=o.gate_lr, init_importance=o.init_importance)  # type: ignore[attr-defined]
     try:
-        trained = _fit(state, _train_config(options, seed), [gated])
+        trained = _fit(state, _train_config(options, seed), [gated, *_distillers(state, options)])
     finally:
         gated.detach()
     hardened = gated.harden()

@@ -142,3 +142,38 @@ def test_structural_stage_after_decompose_is_refused(tmp_path: Path) -> None:
                     "  - prune: {target: {ratio: 0.3}}\n")
     with pytest.raises(ConfigError, match=r"r\.yaml:4: stages\[1\]: structural 'prune' cannot follow"):
         load_recipe(file)
+
+
+def test_distillation_teacher_is_the_trained_model_also_after_resume(tiny_npz: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recipe that trains first distils from the trained model (not the random init it was built
+    with), in the gates stage too, and a resumed run reloads that same teacher."""
+    from prunekit.recipes import stages
+    from prunekit.recipes.checkpoint import load_state
+
+    teachers: list[dict[str, torch.Tensor]] = []
+
+    class Recording(stages.Distiller):
+        def __init__(self, teacher: nn.Module, **kwargs: float) -> None:
+            super().__init__(teacher, **kwargs)
+            teachers.append({k: v.clone() for k, v in self.teacher.state_dict().items()})
+
+    monkeypatch.setattr(stages, "Distiller", Recording)
+    tiny = {"epochs": 1, "max_steps_per_epoch": 2}
+    recipe = parse_recipe({"model": "simple_cnn", "data": str(tiny_npz), "seed": 0, "stages": [
+        {"train": {**tiny, "lr": 0.05}},
+        {"gates": {**tiny, "target_macs": 0.6, "warmup_steps": 1, "distill": {"alpha": 0.5}}},
+        {"finetune": {**tiny, "distill": {}}}]})
+    initial = run_recipe(recipe, out_dir=tmp_path / "probe", progress=False, stop_after=0)["model"].state_dict()
+    run_recipe(recipe, out_dir=tmp_path / "whole", progress=False)
+    trained = load_state(tmp_path / "whole" / "checkpoints" / "stage-01-train")[0].state_dict()
+    assert len(teachers) == 2  # the gates stage and the finetune stage each distil
+    assert any(not torch.equal(initial[k], trained[k]) for k in trained)  # the train stage changed it
+    for teacher in teachers:
+        assert teacher.keys() == trained.keys() and all(torch.equal(teacher[k], trained[k]) for k in trained)
+
+    teachers.clear()
+    run_recipe(recipe, out_dir=tmp_path / "split", progress=False, stop_after=2)
+    teachers.clear()
+    run_recipe(recipe, out_dir=tmp_path / "split", progress=False, resume=True)  # only the finetune runs
+    assert len(teachers) == 1 and all(torch.equal(teachers[0][k], trained[k]) for k in trained)
