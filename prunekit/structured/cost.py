@@ -65,9 +65,10 @@ def latency_weights(model: nn.Module, graph: DependencyGraph, example_inputs: An
 def channel_costs(model: nn.Module, graph: DependencyGraph, example_inputs: Any, kind: str) -> dict[str, float]:
     """Group id -> the ``"macs"`` or ``"params"`` one channel of each prunable group accounts for
     in the dense model: every weight that writes or reads the channel contributes its module's MACs
-    (or its own size) times the channel's share of that axis. A linear estimate: each count scales
+    (or, if it is a parameter, its own size) times the channel's share of that axis. A linear estimate: each count scales
     with each of a layer's widths, so relative costs hold as the model shrinks."""
     macs = macs_by_module(model, example_inputs) if kind == "macs" else {}
+    parameters = {name for name, _ in model.named_parameters()}  # NOTE: not BatchNorm's running stats
     costs: dict[str, float] = {}
     for group in graph.prunable:
         total = 0.0
@@ -75,7 +76,7 @@ def channel_costs(model: nn.Module, graph: DependencyGraph, example_inputs: Any,
             tensor = tensor_of(model, member.tensor)
             share = member.inner / max(tensor.shape[member.axis], 1)
             if kind == "params":
-                total += tensor.numel() * share
+                total += tensor.numel() * share if member.tensor in parameters else 0.0
             elif member.role != "passive" and member.tensor.endswith("weight"):
                 total += macs.get(member.module, 0) * share
         costs[group.id] = total

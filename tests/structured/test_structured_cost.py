@@ -39,6 +39,21 @@ def test_channel_costs_are_the_macs_and_params_one_channel_accounts_for(cnn) -> 
     assert count_macs(model, x) - count_macs(pruned, x) == pytest.approx(macs["conv1.weight:0"])
 
 
+def test_params_cost_is_the_parameters_one_channel_removes() -> None:
+    """Through BatchNorm: its weight and bias count, its running statistics (buffers) do not."""
+    from prunekit.measure import count_params
+
+    torch.manual_seed(0)
+    model = models.create("resnet20")
+    x = models.example_input("resnet20")
+    graph = DependencyGraph.trace(model, x)
+    params = channel_costs(model, graph, x, "params")
+    for layer in ("layer1.0.conv1", "layer3.2.conv1"):
+        gid = next(g.id for g in graph.prunable if any(m.module == layer and m.role == "producer" for m in g.members))
+        pruned = StructuredPruner({"ratio": 0.0}, options={"layer_channels": {layer: 1}}).fit_transform(model, x)
+        assert count_params(model) - count_params(pruned) == pytest.approx(params[gid])
+
+
 def test_weights_follow_time_per_mac_and_are_clipped(cnn, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     model, x, graph = cnn
     fake = {"conv1": 8.0, "conv2": 6.0, "fc1": 0.001, "fc2": 0.001, "relu1": 1.0}
