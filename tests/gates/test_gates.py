@@ -105,14 +105,26 @@ def test_expected_macs_tracks_the_counted_macs() -> None:
     assert abs(expected - counted) < 0.03
 
 
-def test_lagrangian_drives_expected_macs_to_the_target() -> None:
+def _wants_open(gates: ChannelGates) -> torch.Tensor:
+    """A stand-in for the task loss: every gate is better open (the pull the budget works against)."""
+    probs = torch.cat([gates.gates[key].open_probability() for key in gates.gates])
+    return -0.5 * probs.mean()
+
+
+def test_lagrangian_drives_expected_macs_to_the_target_and_keeps_it_there() -> None:
     net = _net()
-    gates = ChannelGates(net, X, target_macs=0.4)  # the gates' own Adam, lr 0.1
+    gates = ChannelGates(net, X, target_macs=0.4, warmup_steps=100)  # the gates' own Adam, lr 0.1
     assert list(gates.parameters()) == []  # nothing joins the model's optimizer
-    for _ in range(300):
-        gates.penalty().backward()
+    below = []  # expected MACs minus the budget of the moment
+    for _ in range(400):
+        (_wants_open(gates) + gates.penalty()).backward()
         gates.step()
-    assert abs(float(gates.expected_macs().detach()) - 0.4) < 0.06
+        below.append(float(gates.expected_macs().detach()) - gates.budget())
+    # the budget falls to 0.4 by step 100; the expected MACs follow it down without sinking far
+    # below it (the penalty acts on the excess only: the equality form's multiplier, wound up
+    # while the gates lagged, drove them to 0.42 under the budget here), then stay at it
+    assert min(below) > -0.25, min(below)
+    assert all(-0.06 < gap < 0.03 for gap in below[150:]), (min(below[150:]), max(below[150:]))
 
 
 def test_gates_can_train_with_the_models_optimizer() -> None:
@@ -122,7 +134,7 @@ def test_gates_can_train_with_the_models_optimizer() -> None:
     optimizer = torch.optim.Adam(params, lr=0.1)
     for _ in range(300):
         optimizer.zero_grad()
-        gates.penalty().backward()
+        (_wants_open(gates) + gates.penalty()).backward()
         optimizer.step()
         gates.step()
     assert abs(float(gates.expected_macs().detach()) - 0.4) < 0.06
