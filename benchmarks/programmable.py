@@ -11,6 +11,9 @@ Every method starts from the same trained baseline and gets the same number of t
   the target, then one epoch of fine-tuning; "gates, L2 init" starts the gates from the L2 ranking
   (``init_importance="l2"``) instead of all equal;
 each once with plain cross-entropy and once with distillation from the baseline (T=4, alpha=0.7).
+``--baseline resnet20_long`` starts from ResNet-20 trained 10 epochs instead of 3 (train it with
+``benchmarks/baselines.py --only resnet20_long``): after 3 epochs the teacher is barely better than
+the pruned model's own continued training, so distillation has little to teach.
 Writes the section "Programmable pruning: gates, iterative, distillation" of RESULTS.md.
 """
 
@@ -36,7 +39,8 @@ from prunekit.measure import count_macs, evaluate, measure_latency  # noqa: E402
 from prunekit.recover import Distiller, TrainConfig, fit  # noqa: E402
 from prunekit.structured import StructuredPruner, prune_iteratively  # noqa: E402
 
-BASELINE = Path("runs/baselines/resnet20/model.safetensors")
+BASELINES = Path("runs/baselines")
+BASELINE = [BASELINES / "resnet20" / "model.safetensors"]  # --baseline picks another benchmarks/baselines.py run
 ROUND_TO = 1  # exact widths for every method: an accuracy comparison at equal MACs, not a latency one
 TUNE = dict(batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4, scheduler="cosine", seed=0)
 
@@ -49,8 +53,11 @@ def _config(epochs: int, **extra: object) -> TrainConfig:
 
 
 def _baseline(splits: data.DataSplits) -> nn.Module:
-    if BASELINE.is_file():
-        return models.create("resnet20", weights=str(BASELINE)).eval()
+    if BASELINE[0].is_file():
+        return models.create("resnet20", weights=str(BASELINE[0])).eval()
+    if BASELINE[0].parent.name != "resnet20":
+        raise SystemExit(f"no baseline at {BASELINE[0]}: train it first with "
+                         f"`.venv/bin/python benchmarks/baselines.py --only {BASELINE[0].parent.name}`")
     torch.manual_seed(0)
     model = models.create("resnet20")
     fit(model, splits, TrainConfig(epochs=3, batch_size=128, lr=0.1, optimizer="sgd", weight_decay=5e-4,
@@ -108,11 +115,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="repeat each chosen row with these fine-tune seeds and report the mean "
                              "(written to its own RESULTS.md section)")
+    parser.add_argument("--baseline", default="resnet20", choices=("resnet20", "resnet20_long"),
+                        help="the benchmarks/baselines.py run every method starts from (and distils from): "
+                             "resnet20 (3 epochs; trained here if missing) or resnet20_long (10 epochs)")
     parser.add_argument("--label", default="",
                         help="with --seeds: appended to the section title, so runs of different rows "
                              "keep their own RESULTS.md sections")
     args = parser.parse_args()
     seeds = args.seeds or [0]
+    BASELINE[0] = BASELINES / args.baseline / "model.safetensors"
     torch.set_num_threads(2)
     splits = data.load("fashion_mnist")
     base = _baseline(splits)
@@ -144,7 +155,7 @@ def main() -> None:
                             + (f" {', '.join(f'{100 * a:.2f}' for a in accs)} |" if args.seeds else ""))
                 print(rows[-1], flush=True)
     rows += ["", f"Budget: {args.budget} training epochs after the baseline for every method (fine-tune: "
-             f"{TUNE}); baseline `{BASELINE}` (benchmarks/baselines.py) or 3 SGD epochs trained here. "
+             f"{TUNE}); baseline `{BASELINE[0]}` (benchmarks/baselines.py) or 3 SGD epochs trained here. "
              f"1-minute load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores."]
     title = "Programmable pruning: gates, iterative, distillation"
     if args.seeds:
