@@ -7,16 +7,23 @@ Run by hand on a quiet machine (needs `make bench-deps` for the Torch-Pruning co
 Parts (PyTorch eager at batch 16, unfolded and with BatchNorm folded into the convolutions, and
 ONNX Runtime at batch 1; 2 intra-op threads, random init):
 - resnet50: prunekit at 1/2 and 1/4 of the MACs (L2, local; ``VARIANTS``: round_to auto = the
-  default, which is 8 on every ResNet-50 group, exact widths with round_to 1, round_to 16 = the
-  AVX-512 float32 vector width, and latency-aware allocation with the layers timed in PyTorch at
-  batch 16, ``cost="latency"``, alone and with round_to 16) against Torch-Pruning at the same MACs
-  (its ratio bisected to match), speed-up against the MACs reduction.
+  default, which is 16 on every ResNet-50 group, exact widths with round_to 1, round_to 8 (auto's
+  rule before 2026-12-03), and latency-aware allocation with the layers timed in PyTorch at batch 16,
+  ``cost="latency"``) against Torch-Pruning at the same MACs (its ratio bisected to match), speed-up
+  against the MACs reduction.
 - mobilenet: MobileNetV2 with a latency target of 0.5 (2x faster), re-measured afterwards.
 - sweep: resnet50 and mobilenet_v2 at channel ratios 0.1 ... 0.7: never slower than dense.
 Every latency in one table is measured in the same process, in ``--rounds`` interleaved rounds per
 metric (dense, pruned, Torch-Pruning, dense, ...); a model's latency is the dense median times the
 median of its per-round ratio to dense (``prunekit.measure.latency.interleaved``), which cancels the
 machine's drift.
+
+The script re-runs itself with glibc's mmap allocation off (``STEADY_MALLOC``) unless
+``--glibc-default``: with the default, every tensor above 32 MB (dense ResNet-50 at batch 16 has
+several 51 MB activations) can be mmapped and page-faulted in again on every call. Dense ResNet-50
+read 700-900 ms in small probe processes and 540-590 ms in this script's earlier runs and under
+``STEADY_MALLOC``: the "slow and fast states" of earlier notes were allocator states, not the machine. jemalloc and tcmalloc, which
+PyTorch's CPU tuning guide recommends, also keep freed memory mapped.
 """
 
 from __future__ import annotations
@@ -41,6 +48,16 @@ from prunekit.structured import StructuredPruner  # noqa: E402
 
 THREADS = 2
 SCRIPT = "benchmarks/speed.py"
+STEADY_MALLOC = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
+
+
+def _steady_allocator(glibc_default: bool) -> str:
+    """Re-exec under ``STEADY_MALLOC`` unless asked not to or already there; returns the regime's label."""
+    if glibc_default:
+        return "glibc malloc defaults (large activations mmapped and page-faulted on every call)"
+    if os.environ.get("GLIBC_TUNABLES") != STEADY_MALLOC:
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": STEADY_MALLOC})
+    return f"GLIBC_TUNABLES={STEADY_MALLOC} (freed memory stays mapped: no page faults per call)"
 
 
 def _dense(name: str) -> tuple[nn.Module, torch.Tensor]:
@@ -137,10 +154,9 @@ _HEADER = ["| model | MACs | params | MACs reduction | "
 
 
 VARIANTS: dict[str | int, dict] = {  # NOTE: how prunekit cuts in the resnet50 part, and the row labels
-    "auto": dict(round_to="auto"), 1: dict(round_to=1), 16: dict(round_to=16),
-    "latency": dict(options=LATENCY_AWARE), "latency16": dict(round_to=16, options=LATENCY_AWARE)}
-_WHAT = {"latency": "cost=latency (layers timed in torch at bs16)",
-         "latency16": "cost=latency (layers timed in torch at bs16), round_to=16"}
+    "auto": dict(round_to="auto"), 1: dict(round_to=1), 8: dict(round_to=8),
+    "latency": dict(options=LATENCY_AWARE)}
+_WHAT = {"latency": "cost=latency (layers timed in torch at bs16), round_to=auto"}
 
 
 def part_resnet50(min_time_s: float, with_tp: bool) -> list[str]:
@@ -184,12 +200,13 @@ def part_resnet50(min_time_s: float, with_tp: bool) -> list[str]:
              "the gap to the MACs reduction at batch 16 comes from them.",
              "", "cost=latency: `options={'cost': 'latency', 'cost_batch_size': 16}` "
              "(`prunekit.structured.cost`): the same MACs budget, allocated by each group's measured "
-             "milliseconds per MAC in PyTorch at batch 16, so the stem and the first stage, whose time "
-             "does not fall with their MACs, are cut more and the compute-bound stages less. The weights "
-             "describe the runtime they were timed on; the ORT column shows what they do elsewhere.",
-             "", "round_to=16: kept widths multiples of 16, the float32 vector width of this CPU's AVX-512 "
-             "(the blocked layouts of oneDNN and ONNX Runtime's NCHWc kernels hold 16 channels); "
-             "round_to=auto rounds to 8."]
+             "milliseconds per MAC in PyTorch at batch 16 (the max-pool and ReLU calls that read a "
+             "group's channels included), so the stem and the first stage, whose time does not fall with "
+             "their MACs, are cut more and the compute-bound stages less. The weights describe the runtime "
+             "they were timed on; the ORT column shows what they do elsewhere.",
+             "", "round_to=auto: kept widths multiples of 16 on groups of 64 channels or more (all of "
+             "ResNet-50's), the float32 vector width of this CPU's AVX-512 (the blocked layouts of oneDNN "
+             "and ONNX Runtime's NCHWc kernels hold 16 channels); round_to=8 was auto's rule before."]
     return rows
 
 
@@ -246,12 +263,17 @@ def main() -> None:
                         help="round_to of the sweep's pruned widths (default: auto, the library default)")
     parser.add_argument("--no-tp", action="store_true", help="skip the Torch-Pruning rows")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved measurement rounds per table")
+    parser.add_argument("--glibc-default", action="store_true",
+                        help="keep glibc's default malloc (large tensors mmapped per call) instead of re-running "
+                             "with STEADY_MALLOC")
     args = parser.parse_args()
     ROUNDS = args.rounds
+    allocator = _steady_allocator(args.glibc_default)
     load = os.getloadavg()[0]
     note = [f"2 intra-op threads, random-init weights (latency does not depend on values), 224x224; "
             f"{ROUNDS} interleaved rounds of {args.min_time:g} s per latency, reported as dense median x "
             f"median per-round ratio to dense; "
+            f"allocator: {allocator}; "
             f"1-minute load average at start: {load:.2f} on {os.cpu_count()} cores.", ""]
     parts: dict[str, tuple[str, Callable[[], list[str]]]] = {
         "resnet50": ("Real speed: ResNet-50 at 1/2 and 1/4 of the MACs",

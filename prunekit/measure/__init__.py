@@ -10,6 +10,8 @@ from prunekit.measure.latency import LatencyStats as LatencyStats
 from prunekit.measure.latency import PairedLatency as PairedLatency
 from prunekit.measure.latency import measure_latency as measure_latency
 from prunekit.measure.latency import paired_latency as paired_latency
+from prunekit.measure.layers import input_producers as input_producers
+from prunekit.measure.layers import latency_by_call as latency_by_call
 from prunekit.measure.layers import latency_by_module as latency_by_module
 from prunekit.measure.macs import count_macs as count_macs
 from prunekit.measure.macs import macs_by_module as macs_by_module
@@ -29,7 +31,7 @@ __all__ = [
     # the single measurements
     "count_params", "count_nonzero", "count_macs", "macs_by_module", "size_on_disk",
     "compressed_size", "LatencyStats", "measure_latency", "PairedLatency", "paired_latency", "export_onnx",
-    "latency_by_module",
+    "latency_by_module", "latency_by_call", "input_producers",
     "Folded", "fold_batchnorm",
     # accuracy
     "Metrics", "evaluate",

@@ -190,6 +190,11 @@ def measure_latency(model: nn.Module, example_input: ExampleInput, *, backend: s
     sequential, all graph optimisations). ``threads`` is the intra-op
     thread count for either; torch's own setting is restored afterwards. ``repeats`` None means
     adaptive (module docstring). The model's train/eval mode and weights are unchanged.
+
+    On Linux CPUs, glibc's default malloc may hand large tensors (above 32 MB: a ResNet-50's
+    activations at batch 16) out by mmap and page-fault them in again on every call, so a wide
+    model's eager time depends on the allocator: run under ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0``
+    (or jemalloc/tcmalloc) to time it as a long-running server would (``benchmarks/speed.py`` does).
     """
     return measure_latencies(model, example_input, backend=backend, batch_sizes=(batch_size,),
                              threads=threads, warmup=warmup, repeats=repeats,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -18,28 +19,28 @@ from torch import nn
 from prunekit.measure.latency import _check, _sync_for
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
-__all__ = ["latency_by_module"]
+__all__ = ["Call", "input_producers", "latency_by_call", "latency_by_module"]
+
+Call = tuple[str, int]  # NOTE: (leaf module name, index of the call within one forward pass)
 
 
 def _leaves(model: nn.Module) -> dict[str, nn.Module]:
     return {name: module for name, module in model.named_modules() if not next(module.children(), None)}
 
 
-def latency_by_module(model: nn.Module, example_input: ExampleInput, *, batch_size: int = 1,
-                      threads: int = 2, repeats: int = 5) -> dict[str, float]:
-    """Median milliseconds of each leaf module's forward (name as in ``named_modules()``), over
-    ``repeats`` timed passes after one warm-up, at ``batch_size`` with ``threads`` intra-op threads.
-
-    A module called twice in one pass (a shared ``nn.ReLU``) reports the sum of its calls. The
-    model is left as it was (mode, hooks, thread count).
-    """
+def latency_by_call(model: nn.Module, example_input: ExampleInput, *, batch_size: int = 1,
+                    threads: int = 2, repeats: int = 5) -> dict[Call, float]:
+    """Median milliseconds of each call of each leaf module's forward, keyed ``(name, i)`` for the
+    ``i``-th call in a pass (a shared ``nn.ReLU`` has several), over ``repeats`` timed passes after
+    one warm-up, at ``batch_size`` with ``threads`` intra-op threads. The model is left as it was
+    (mode, hooks, thread count)."""
     _check("torch", (batch_size,), threads, 0, repeats, 0.0)  # NOTE: measure_latency's own argument rules
     inputs = batch_of(as_inputs(example_input), batch_size)
     sync = _sync_for(inputs)
     leaves = _leaves(model)
     started: dict[str, float] = {}
-    totals: dict[str, float] = {}
-    runs: dict[str, list[float]] = {name: [] for name in leaves}
+    calls: dict[str, int] = {}
+    runs: dict[Call, list[float]] = {}
 
     def before(name: str) -> Callable[..., None]:
         def hook(*_: object) -> None:
@@ -50,7 +51,10 @@ def latency_by_module(model: nn.Module, example_input: ExampleInput, *, batch_si
     def after(name: str) -> Callable[..., None]:
         def hook(*_: object) -> None:
             sync()
-            totals[name] = totals.get(name, 0.0) + time.perf_counter() - started[name]
+            elapsed = time.perf_counter() - started[name]
+            index = calls.get(name, 0)
+            calls[name] = index + 1
+            runs.setdefault((name, index), []).append(elapsed)
         return hook
 
     handles = [h for name, module in leaves.items()
@@ -61,14 +65,78 @@ def latency_by_module(model: nn.Module, example_input: ExampleInput, *, batch_si
     try:
         with torch.inference_mode():
             for run in range(repeats + 1):
-                totals.clear()
+                calls.clear()
                 model(*inputs)
-                if run:  # NOTE: the first pass is the warm-up (allocations, kernel selection).
-                    for name in leaves:
-                        runs[name].append(totals.get(name, 0.0))
+                if not run:  # NOTE: the first pass is the warm-up (allocations, kernel selection).
+                    runs.clear()
     finally:
         for handle in handles:
             handle.remove()
         torch.set_num_threads(old_threads)
         model.train(was_training)
-    return {name: statistics.median(values) * 1000.0 for name, values in runs.items() if any(values)}
+    return {call: statistics.median(values) * 1000.0 for call, values in runs.items()}
+
+
+def latency_by_module(model: nn.Module, example_input: ExampleInput, *, batch_size: int = 1,
+                      threads: int = 2, repeats: int = 5) -> dict[str, float]:
+    """Median milliseconds of each leaf module's forward (name as in ``named_modules()``, in that
+    order), as :func:`latency_by_call` measures it; a module called twice in one pass (a shared
+    ``nn.ReLU``) reports the sum of its calls."""
+    by_call = latency_by_call(model, example_input, batch_size=batch_size, threads=threads, repeats=repeats)
+    totals: dict[str, float] = {}
+    for (name, _), ms in by_call.items():
+        totals[name] = totals.get(name, 0.0) + ms
+    return {name: totals[name] for name in _leaves(model) if totals.get(name)}
+
+
+def input_producers(model: nn.Module, example_input: ExampleInput) -> dict[Call, str]:
+    """Each call of a parameter-free leaf module (``MaxPool2d``, ``ReLU``, ``GELU``...) -> the leaf
+    module with parameters or buffers whose output the call's first tensor input is, followed back
+    through other parameter-free leaves (keys as in :func:`latency_by_call`). Calls whose input no
+    such module produced (the model input, a functional op's new tensor) are absent; an in-place
+    ``out += identity`` keeps its left operand's producer. One eval pass on ``example_input``; the
+    model is left as it was.
+
+    Latency-aware allocation charges a pooling or activation module's time to the channels it
+    carries: a ResNet-50's stem max-pool takes about as long as the stem convolution itself.
+    """
+    leaves = _leaves(model)
+    free = {name for name, module in leaves.items()
+            if next(module.parameters(), None) is None and next(module.buffers(), None) is None}
+    produced: dict[int, tuple[str | None, weakref.ref[torch.Tensor]]] = {}
+    calls: dict[str, int] = {}
+    source_now: dict[str, str | None] = {}
+    found: dict[Call, str] = {}
+
+    def source_of(tensor: object) -> str | None:
+        entry = produced.get(id(tensor)) if isinstance(tensor, torch.Tensor) else None
+        return entry[0] if entry is not None and entry[1]() is tensor else None  # NOTE: ids of dead tensors are reused
+
+    def before(name: str) -> Callable[..., None]:
+        def hook(_: nn.Module, args: tuple[object, ...]) -> None:
+            source = source_of(next((a for a in args if isinstance(a, torch.Tensor)), None))
+            index = calls.get(name, 0)
+            calls[name] = index + 1
+            source_now[name] = source
+            if source is not None:
+                found[(name, index)] = source
+        return hook
+
+    def after(name: str) -> Callable[..., None]:
+        def hook(_: nn.Module, __: object, output: object) -> None:
+            if isinstance(output, torch.Tensor):  # NOTE: a parameter-free leaf passes its input's producer on
+                produced[id(output)] = (source_now.get(name) if name in free else name, weakref.ref(output))
+        return hook
+
+    handles = [module.register_forward_hook(after(name)) for name, module in leaves.items()]
+    handles += [leaves[name].register_forward_pre_hook(before(name)) for name in free]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            model(*as_inputs(example_input))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return found

@@ -14,13 +14,16 @@ Cost weights (``weights=``, from :func:`prunekit.structured.cost.latency_weights
 follow time rather than channel count: in local scope a group of weight ``w`` keeps
 ``(1 - ratio) ** w`` of its channels, in global scope its scores are divided by ``w``.
 
-``round_to="auto"`` (the default) rounds the kept width of every group of at least
-:data:`AUTO_MIN_SIZE` channels up to a multiple of :data:`AUTO_MULTIPLE`, and leaves smaller groups
-and per-layer overrides exact: odd widths fall off the vectorised paths of CPU kernels (measured in
-benchmarks/RESULTS.md, ``benchmarks/speed.py``: ResNet-50 at half the MACs ran 0.64x of its MACs
-reduction under ONNX Runtime with exact widths, 0.89x rounded to 8; MobileNetV2 cut by 10 % with its
-16- and 24-channel groups left at 15 and 22 ran 1.14x *slower* than dense under ONNX Runtime, 0.94x
-with them at 16 and 24).
+``round_to="auto"`` (the default) rounds the kept width of every group up to the multiple
+:data:`AUTO_MULTIPLES` gives its size (16 from 64 channels, 8 from 16) and leaves smaller groups and
+per-layer overrides exact: odd widths fall off the vectorised paths of CPU kernels, whose blocked
+layouts (oneDNN's nChw16c, ONNX Runtime's NCHWc) hold 16 float32 channels on AVX-512 and 8 on AVX2.
+Measured in benchmarks/RESULTS.md (``benchmarks/speed.py``, 2 threads): ResNet-50 at half the MACs ran
+0.64x of its MACs reduction under ONNX Runtime with exact widths, 0.89x rounded to 8 and 0.99x rounded
+to 16; MobileNetV2 cut by 10 % with its 16- and 24-channel groups left at 15 and 22 ran 1.14x *slower*
+than dense under ONNX Runtime, 0.94x with them at 16 and 24; with its wide groups rounded to 8 it
+still ran 0.99-1.02x of dense in PyTorch at batch 16 (1.02-1.05x with BatchNorm folded), 0.96x (0.98x)
+with them rounded to 16.
 """
 
 from __future__ import annotations
@@ -36,19 +39,18 @@ from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup
 from prunekit.structured.plan import Plan
 
-__all__ = ["allocate", "fill_candidates", "grow", "round_multiple", "valid_round_to", "RoundTo", "AUTO_MIN_SIZE",
-           "AUTO_MULTIPLE", "AUTO_RULE"]
+__all__ = ["allocate", "fill_candidates", "grow", "round_multiple", "valid_round_to", "RoundTo", "AUTO_MULTIPLES",
+           "AUTO_RULE"]
 
 RoundTo = int | Literal["auto"]
-AUTO_MIN_SIZE = 16
-AUTO_MULTIPLE = 8
-AUTO_RULE = f"{AUTO_MULTIPLE} for groups of >= {AUTO_MIN_SIZE} channels, else exact"  # NOTE: help texts say it
+AUTO_MULTIPLES: tuple[tuple[int, int], ...] = ((64, 16), (16, 8))  # (smallest group size, multiple), widest first
+AUTO_RULE = ", ".join(f"{m} for groups of >= {n} channels" for n, m in AUTO_MULTIPLES) + ", else exact"  # NOTE: help texts say it
 
 
 def round_multiple(size: int, round_to: RoundTo) -> int:
     """The multiple a group of ``size`` channels is rounded to under ``round_to``."""
     if round_to == "auto":
-        return AUTO_MULTIPLE if size >= AUTO_MIN_SIZE else 1
+        return next((multiple for least, multiple in AUTO_MULTIPLES if size >= least), 1)
     return int(round_to)
 
 

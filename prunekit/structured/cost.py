@@ -8,7 +8,9 @@ Cutting those layers more and compute-bound ones less, at the same MACs, narrows
 (the idea of HALP, Shen et al. 2022, which ranks neurons by importance per latency saved).
 
 The weight of a group is its milliseconds per MAC (summed over the modules its channels live in,
-from :func:`prunekit.measure.layers.latency_by_module` at the given batch size) over the whole
+plus the calls of parameter-free modules that read them, such as the stem's max-pool or a shared
+ReLU's call after a block's BatchNorm, found by :func:`prunekit.measure.layers.input_producers`;
+times from :func:`prunekit.measure.layers.latency_by_call` at the given batch size) over the whole
 model's, clipped to [1/4, 4]; groups whose modules do no counted MACs weigh 1. The allocator then
 keeps ``(1 - ratio) ** weight`` of a group in local scope, or divides its scores by the weight
 in global scope.
@@ -33,7 +35,7 @@ from torch import nn
 
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import tensor_of
-from prunekit.measure.layers import latency_by_module
+from prunekit.measure.layers import input_producers, latency_by_call
 from prunekit.measure.macs import macs_by_module
 
 __all__ = ["channel_costs", "latency_weights", "WEIGHT_RANGE"]
@@ -45,7 +47,13 @@ def latency_weights(model: nn.Module, graph: DependencyGraph, example_inputs: An
                     batch_size: int = 1, threads: int = 2, repeats: int = 5) -> dict[str, float]:
     """Group id -> cost weight (ms per MAC of the group's modules over the model's) for every
     prunable group of ``graph``, timed on ``model`` at ``batch_size`` with ``threads`` threads."""
-    times = latency_by_module(model, example_inputs, batch_size=batch_size, threads=threads, repeats=repeats)
+    by_call = latency_by_call(model, example_inputs, batch_size=batch_size, threads=threads, repeats=repeats)
+    times: dict[str, float] = {}
+    for (name, _), ms in by_call.items():
+        times[name] = times.get(name, 0.0) + ms
+    carried: dict[str, float] = {}  # NOTE: module -> ms of the parameter-free calls reading its output
+    for call, source in input_producers(model, example_inputs).items():
+        carried[source] = carried.get(source, 0.0) + by_call.get(call, 0.0)
     macs = macs_by_module(model, example_inputs)
     leaf_macs = {name: macs.get(name, 0) for name in times}
     model_rate = sum(times.values()) / max(sum(leaf_macs.values()), 1)
@@ -53,12 +61,13 @@ def latency_weights(model: nn.Module, graph: DependencyGraph, example_inputs: An
     weights: dict[str, float] = {}
     for group in graph.prunable:
         modules = {member.module for member in group.members}
+        writers = {member.module for member in group.members if member.role != "consumer"}
         group_macs = sum(leaf_macs.get(m, 0) for m in modules)
         if group_macs == 0 or model_rate == 0:
             weights[group.id] = 1.0
             continue
-        rate = sum(times.get(m, 0.0) for m in modules) / group_macs
-        weights[group.id] = min(max(rate / model_rate, low), high)
+        own = sum(times.get(m, 0.0) for m in modules) + sum(carried.get(m, 0.0) for m in writers)
+        weights[group.id] = min(max(own / group_macs / model_rate, low), high)
     return weights
 
 

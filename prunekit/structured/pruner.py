@@ -80,7 +80,7 @@ class StructuredPruner:
         importance: criterion name from ``prunekit.importance.CRITERIA``.
         scope: ``local`` (every group cut alike) or ``global`` (one ranking over all groups).
         round_to: kept widths are rounded up to a multiple of this; ``"auto"`` follows
-            ``allocate.AUTO_RULE`` (multiples of 8 for fast CPU kernels, small groups exact).
+            ``allocate.AUTO_RULE`` (multiples of 16 or 8 for fast CPU kernels, small groups exact).
         ignore: module names whose channels are never cut.
         steps: prune in this many steps, re-tracing and re-scoring the smaller model each time.
         seed: for random criteria.

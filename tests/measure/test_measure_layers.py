@@ -1,4 +1,4 @@
-"""latency_by_module: per-leaf-module milliseconds from forward hooks, leaving the model as it was."""
+"""latency_by_call/_by_module: per-leaf milliseconds from forward hooks; input_producers: who feeds each\nparameter-free call. All leave the model as they found it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import torch
 
 from prunekit import models
 from prunekit.errors import ConfigError
-from prunekit.measure.layers import latency_by_module
+import torchvision
+
+from prunekit.measure.layers import input_producers, latency_by_call, latency_by_module
 
 
 def test_every_leaf_module_that_runs_gets_a_positive_time_and_the_model_is_left_alone() -> None:
@@ -32,3 +34,33 @@ def test_a_costlier_layer_reads_slower() -> None:
 def test_bad_arguments_are_named(bad: dict) -> None:
     with pytest.raises(ConfigError, match=next(iter(bad))):
         latency_by_module(models.create("simple_cnn"), models.example_input("simple_cnn"), **bad)
+
+
+def test_a_shared_module_is_timed_per_call_and_each_call_knows_what_it_reads() -> None:
+    model = torchvision.models.resnet18(num_classes=10).train()
+    x = torch.randn(1, 3, 64, 64)
+    by_call = latency_by_call(model, x, repeats=2)
+    assert ("layer1.0.relu", 0) in by_call and ("layer1.0.relu", 1) in by_call  # called twice per block
+    modules = latency_by_module(model, x, repeats=2)
+    assert set(modules) == {name for name, _ in by_call}
+    sources = input_producers(model, x)
+    # the stem's relu and max-pool carry bn1's channels; a block's relu reads bn1, then, after the
+    # in-place residual add, bn2's output; avgpool reads the last block's output the same way
+    assert sources[("relu", 0)] == sources[("maxpool", 0)] == "bn1"
+    assert sources[("layer1.0.relu", 0)] == "layer1.0.bn1" and sources[("layer1.0.relu", 1)] == "layer1.0.bn2"
+    assert sources[("avgpool", 0)] == "layer4.1.bn2"
+    assert not any(name.endswith(("conv1", "bn1", "fc")) for name, _ in sources)  # only parameter-free leaves
+    assert model.training and all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_a_call_on_a_functional_result_has_no_producer() -> None:
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.act = torch.nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(self.conv(x) * 2)  # a new tensor no module produced
+
+    assert input_producers(Model(), torch.randn(1, 3, 8, 8)) == {}

@@ -10,6 +10,7 @@ from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import score
 from prunekit.structured import allocate, apply
+from prunekit.structured.allocate import round_multiple
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,11 @@ def test_round_to_and_minimum_width(cnn) -> None:  # type: ignore[no-untyped-def
     assert all(len(k) == 1 for k in tiny.keep.values())
     with pytest.raises(ConfigError, match="round_to must be 'auto' or an int >= 1"):
         allocate(graph, scores, 0.5, round_to=0)
+
+
+def test_auto_rounding_follows_the_group_width() -> None:
+    assert [round_multiple(n, "auto") for n in (1, 15, 16, 63, 64, 2048)] == [1, 1, 8, 8, 16, 16]
+    assert round_multiple(64, 4) == 4  # an explicit multiple applies to every group
 
 
 def test_auto_rounding_rounds_wide_groups_and_keeps_overrides_exact(cnn) -> None:  # type: ignore[no-untyped-def]

@@ -56,12 +56,14 @@ def test_params_cost_is_the_parameters_one_channel_removes() -> None:
 
 def test_weights_follow_time_per_mac_and_are_clipped(cnn, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     model, x, graph = cnn
-    fake = {"conv1": 8.0, "conv2": 6.0, "fc1": 0.001, "fc2": 0.001, "relu1": 1.0}
-    monkeypatch.setattr(cost, "latency_by_module", lambda *a, **k: dict(fake))
+    fake = {("conv1", 0): 8.0, ("conv2", 0): 6.0, ("fc1", 0): 0.001, ("fc2", 0): 0.001, ("relu1", 0): 1.0,
+            ("pool1", 0): 2.0}
+    monkeypatch.setattr(cost, "latency_by_call", lambda *a, **k: dict(fake))
     weights = latency_weights(model, graph, x)
-    rate = sum(fake.values()) / 110_400  # the whole model's ms per MAC (relu1's time included)
-    # a group's modules: conv1's channels live in conv1 (28,224 MACs) and conv2 (56,448), ...
-    assert weights["conv1.weight:0"] == pytest.approx((8.0 + 6.0) / (28_224 + 56_448) / rate)
+    rate = sum(fake.values()) / 110_400  # the whole model's ms per MAC (relu1's and pool1's time included)
+    # a group's modules: conv1's channels live in conv1 (28,224 MACs) and conv2 (56,448), and relu1
+    # and pool1 carry them (their time is charged to conv1's group, which writes what they read)
+    assert weights["conv1.weight:0"] == pytest.approx((8.0 + 6.0 + 1.0 + 2.0) / (28_224 + 56_448) / rate)
     assert weights["conv2.weight:0"] == pytest.approx((6.0 + 0.001) / (56_448 + 25_088) / rate)
     assert weights["conv1.weight:0"] > 1 > weights["conv2.weight:0"]
     assert weights["fc1.weight:0"] == cost.WEIGHT_RANGE[0]  # nearly free per MAC: clipped at 1/4
@@ -100,8 +102,8 @@ def test_fill_adds_back_the_channels_that_cost_least_per_score(cnn) -> None:  # 
 
 def test_cost_latency_cuts_the_slow_layer_more(cnn, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     model, x, _ = cnn
-    fake = {"conv1": 0.05, "conv2": 0.05, "fc1": 5.0, "fc2": 0.01}
-    monkeypatch.setattr(cost, "latency_by_module", lambda *a, **k: dict(fake))
+    fake = {("conv1", 0): 0.05, ("conv2", 0): 0.05, ("fc1", 0): 5.0, ("fc2", 0): 0.01}
+    monkeypatch.setattr(cost, "latency_by_call", lambda *a, **k: dict(fake))
     plain = StructuredPruner({"ratio": 0.25}).fit(model, x)
     aware = StructuredPruner({"ratio": 0.25}, options={"cost": "latency", "cost_batch_size": 4}).fit(model, x)
     assert len(aware.plan_.keep["fc1.weight:0"]) < len(plain.plan_.keep["fc1.weight:0"])
