@@ -9,8 +9,8 @@ ONNX Runtime at batch 1; 2 intra-op threads, random init):
 - resnet50: prunekit at 1/2 and 1/4 of the MACs (L2, local; ``VARIANTS``: round_to auto = the
   default, which is 16 on every ResNet-50 group, exact widths with round_to 1, round_to 8 (auto's
   rule before 2026-12-03), and latency-aware allocation with the layers timed in PyTorch at batch 16,
-  ``cost="latency"``) against Torch-Pruning at the same MACs (its ratio bisected to match), speed-up
-  against the MACs reduction.
+  ``cost="latency"``, in local and in global scope) against Torch-Pruning at the same MACs (its
+  ratio bisected to match), speed-up against the MACs reduction.
 - mobilenet: MobileNetV2 with a latency target of 0.5 (2x faster), re-measured afterwards.
 - sweep: resnet50 and mobilenet_v2 at channel ratios 0.1 ... 0.7: never slower than dense.
 Every latency in one table is measured in the same process, in ``--rounds`` interleaved rounds per
@@ -101,8 +101,8 @@ def _latencies(candidates: dict[str, nn.Module], x: torch.Tensor, min_time_s: fl
 
 
 def _prunekit(model: nn.Module, x: torch.Tensor, target: dict, round_to: int | str = "auto",
-              options: dict | None = None) -> nn.Module:
-    pruner = StructuredPruner(target, importance="l2", round_to=round_to, options=options)
+              options: dict | None = None, scope: str = "local") -> nn.Module:
+    pruner = StructuredPruner(target, importance="l2", scope=scope, round_to=round_to, options=options)
     return pruner.fit_transform(model, x)
 
 
@@ -155,8 +155,9 @@ _HEADER = ["| model | MACs | params | MACs reduction | "
 
 VARIANTS: dict[str | int, dict] = {  # NOTE: how prunekit cuts in the resnet50 part, and the row labels
     "auto": dict(round_to="auto"), 1: dict(round_to=1), 8: dict(round_to=8),
-    "latency": dict(options=LATENCY_AWARE)}
-_WHAT = {"latency": "cost=latency (layers timed in torch at bs16), round_to=auto"}
+    "latency": dict(options=LATENCY_AWARE), "latency-global": dict(options=LATENCY_AWARE, scope="global")}
+_WHAT = {"latency": "cost=latency (layers timed in torch at bs16), round_to=auto",
+         "latency-global": "cost=latency, scope=global"}
 
 
 def part_resnet50(min_time_s: float, with_tp: bool) -> list[str]:
@@ -203,7 +204,11 @@ def part_resnet50(min_time_s: float, with_tp: bool) -> list[str]:
              "milliseconds per MAC in PyTorch at batch 16 (the max-pool and ReLU calls that read a "
              "group's channels included), so the stem and the first stage, whose time does not fall with "
              "their MACs, are cut more and the compute-bound stages less. The weights describe the runtime "
-             "they were timed on; the ORT column shows what they do elsewhere.",
+             "they were timed on; the ORT column shows what they do elsewhere. In global scope one ranking of "
+             "score / weight over all groups decides (each group's L2 scores normalised by their mean); "
+             "on these random-init weights the scores are nearly flat, so the weights alone shape the "
+             "cut: the residual streams, whose BatchNorm, ReLU and add passes run at full width in "
+             "every block, are cut hardest. On a trained model the scores take part.",
              "", "round_to=auto: kept widths multiples of 16 on groups of 64 channels or more (all of "
              "ResNet-50's), the float32 vector width of this CPU's AVX-512 (the blocked layouts of oneDNN "
              "and ONNX Runtime's NCHWc kernels hold 16 channels); round_to=8 was auto's rule before."]
