@@ -76,11 +76,15 @@ def _torch_pruning(model: nn.Module, x: torch.Tensor, keep: float) -> nn.Module:
     return _bisect(prune, x, count_macs(model, x), keep)
 
 
-def part_accuracy(seeds: tuple[int, ...] = SEEDS, speedups: tuple[int, ...] = (2, 4)) -> list[str]:
+def part_accuracy(seeds: tuple[int, ...] = SEEDS, speedups: tuple[int, ...] = (2, 4),
+                  baseline: Path = BASELINE) -> list[str]:
     """Rows of the accuracy table (one per tool and MACs reduction), fine-tunes repeated per seed."""
     torch.set_num_threads(2)
     splits = data.load("fashion_mnist")
-    base = models.create("resnet20", weights=str(BASELINE)).eval()
+    if not baseline.is_file():
+        raise SystemExit(f"no baseline at {baseline}: train it first with "
+                         f"`.venv/bin/python benchmarks/baselines.py --only {baseline.parent.name}`")
+    base = models.create("resnet20", weights=str(baseline)).eval()
     x = splits.example_input(1)
     dense_macs = count_macs(base, x)
     dense_acc = evaluate(base, splits.test).accuracy
@@ -108,7 +112,8 @@ def part_accuracy(seeds: tuple[int, ...] = SEEDS, speedups: tuple[int, ...] = (2
                    f"{100 * sum(after) / len(after):.2f} % | {', '.join(f'{100 * a:.2f}' for a in after)} |")
             print(row, flush=True)
             rows.append(row)
-    rows += ["", f"Baseline: `{BASELINE}` from benchmarks/baselines.py (ResNet-20, 3 epochs). Fine-tune: "
+    epochs = "10 epochs" if baseline.parent.name == "resnet20_long" else "3 epochs"
+    rows += ["", f"Baseline: `{baseline}` from benchmarks/baselines.py (ResNet-20, {epochs}). Fine-tune: "
              f"{FINETUNE.model_dump(exclude_defaults=True)}, seeds {seeds}. Criterion: L2 norm over the coupled "
              "group (prunekit `l2`, Torch-Pruning `GroupMagnitudeImportance(p=2)`); Torch-Pruning's ratio "
              "found by bisection so the MACs stay within the budget, prunekit's by its own "

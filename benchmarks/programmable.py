@@ -11,6 +11,9 @@ Every method starts from the same trained baseline and gets the same number of t
   the target, then one epoch of fine-tuning; "gates, L2 init" starts the gates from the L2 ranking
   (``init_importance="l2"``) instead of all equal;
 each once with plain cross-entropy and once with distillation from the baseline (T=4, alpha=0.7).
+Other ``--methods`` (not run by default) price the speed-oriented allocations of benchmarks/speed.py
+in accuracy: one-shot L2 with round_to auto, with cost="latency" (layers timed at batch 16), in
+global scope, and both.
 ``--baseline resnet20_long`` starts from ResNet-20 trained 10 epochs instead of 3 (train it with
 ``benchmarks/baselines.py --only resnet20_long``): after 3 epochs the teacher is barely better than
 the pruned model's own continued training, so distillation has little to teach.
@@ -103,14 +106,32 @@ def gates_l2_init(base: nn.Module, splits, keep: float, budget: int, distill: bo
     return gates(base, splits, keep, budget, distill, init_importance="l2")
 
 
+def one_shot_with(**pruner: object):  # noqa: ANN201
+    """One-shot L2 with other pruner settings (rounding, latency-aware allocation, scope)."""
+    def method(base: nn.Module, splits, keep: float, budget: int, distill: bool) -> nn.Module:
+        pruned = StructuredPruner({"macs": keep}, importance="l2", **pruner).fit_transform(base, splits.example_input(1))
+        fit(pruned, splits, _config(budget), progress=False, callbacks=_callbacks(base, distill))
+        return pruned
+    return method
+
+
+LATENCY_AWARE = {"cost": "latency", "cost_batch_size": 16}
 METHODS = {"one-shot L2": one_shot, "iterative L2": iterative, "gates": gates, "gates, L2 init": gates_l2_init}
+DEFAULT_METHODS = list(METHODS)
+# NOTE: what the speed-oriented allocations of benchmarks/speed.py cost in accuracy (not run by default)
+METHODS |= {"one-shot L2, round_to auto": one_shot_with(),
+            "one-shot L2, cost=latency": one_shot_with(options=LATENCY_AWARE),
+            "one-shot L2, global": one_shot_with(scope="global"),
+            "one-shot L2, cost=latency, global": one_shot_with(options=LATENCY_AWARE, scope="global")}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=int, default=2, help="training epochs after the baseline, per method")
     parser.add_argument("--speedups", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=DEFAULT_METHODS,
+                        help=f"default: {', '.join(DEFAULT_METHODS)}; the others are the speed-oriented "
+                             "allocations of benchmarks/speed.py (round_to auto, cost=latency, global scope)")
     parser.add_argument("--distill", choices=("both", "no", "yes"), default="both")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="repeat each chosen row with these fine-tune seeds and report the mean "

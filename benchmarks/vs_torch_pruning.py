@@ -121,6 +121,9 @@ def main() -> None:
                         help="fine-tune seeds of the accuracy part, comma-separated (default: 0,1)")
     parser.add_argument("--speedups", type=lambda s: tuple(int(v) for v in s.split(",")), default=(2, 4),
                         help="MACs reductions of the accuracy part, comma-separated (default: 2,4)")
+    parser.add_argument("--baseline", default="resnet20", choices=("resnet20", "resnet20_long"),
+                        help="the benchmarks/baselines.py run both tools start from: resnet20 (3 epochs) or "
+                             "resnet20_long (10 epochs, its own RESULTS.md section)")
     parser.add_argument("--dry-run", action="store_true", help="print the accuracy table, leave RESULTS.md alone")
     args = parser.parse_args()
     if "time" in args.part:
@@ -128,9 +131,12 @@ def main() -> None:
     if "accuracy" in args.part:
         from _vs_tp_accuracy import part_accuracy
 
-        rows = part_accuracy(args.seeds, args.speedups)
+        rows = part_accuracy(args.seeds, args.speedups, Path("runs/baselines") / args.baseline / "model.safetensors")
+        title = "prunekit vs Torch-Pruning: accuracy on Fashion-MNIST ResNet-20"
+        if args.baseline != "resnet20":
+            title += " (10-epoch baseline)"
         if not args.dry_run:
-            print(f"wrote {write_section('prunekit vs Torch-Pruning: accuracy on Fashion-MNIST ResNet-20', rows)}")
+            print(f"wrote {write_section(title, rows)}")
 
 
 if __name__ == "__main__":
