@@ -18,7 +18,7 @@ from prunekit.importance.reductions import index_powers
 
 __all__ = ["l1", "l2", "member_rows", "random", "rows_of"]
 
-_DEFAULT_ROLES: tuple[Role, ...] = ("producer", "consumer")
+_DEFAULT_ROLES: tuple[Role, ...] = ("producer", "consumer", "passive")
 
 
 def rows_of(member: Member, tensor: torch.Tensor, size: int) -> torch.Tensor:
@@ -33,8 +33,15 @@ def member_rows(member: Member, model: nn.Module, size: int) -> torch.Tensor:
     return rows_of(member, tensor_of(model, member.tensor), size)
 
 
+def _scales_only(members: Sequence[Member]) -> tuple[Member, ...]:
+    """Passive members count by their scale (a norm's ``weight``, which multiplies the channel's output),
+    never by a bias or a running statistic; producers and consumers always count."""
+    return tuple(m for m in members if m.role != "passive" or m.tensor.endswith("weight"))
+
+
 def _powers(group: ChannelGroup, model: nn.Module, power: int, roles: Sequence[Role]) -> list[torch.Tensor]:
-    return [_channel_powers(m, tensor_of(model, m.tensor), group.size, power) for m in pick_members(group, roles)]
+    members = _scales_only(pick_members(group, roles)) or pick_members(group, roles)
+    return [_channel_powers(m, tensor_of(model, m.tensor), group.size, power) for m in members]
 
 
 def _channel_powers(member: Member, tensor: torch.Tensor, size: int, power: int) -> torch.Tensor:
@@ -46,8 +53,9 @@ def _channel_powers(member: Member, tensor: torch.Tensor, size: int, power: int)
 
 def l1(group: ChannelGroup, model: nn.Module, stats: object = None, *,
        roles: Sequence[Role] = _DEFAULT_ROLES, aggregate: str = "sum", normalize: str | None = None) -> torch.Tensor:
-    """Sum of |w| over every weight that writes (producer) or reads (consumer) each channel
-    (Li et al. 2017, "Pruning Filters for Efficient ConvNets", extended to the whole group).
+    """Sum of |w| over every weight that writes (producer) or reads (consumer) each channel, and the
+    scale of every norm on it (Li et al. 2017, "Pruning Filters for Efficient ConvNets", extended to
+    the whole group).
 
     Per member: ``Σ|w|`` over the channel's slice; then ``aggregate`` over members.
     """
@@ -56,7 +64,11 @@ def l1(group: ChannelGroup, model: nn.Module, stats: object = None, *,
 
 def l2(group: ChannelGroup, model: nn.Module, stats: object = None, *,
        roles: Sequence[Role] = _DEFAULT_ROLES, aggregate: str = "sum", normalize: str | None = None) -> torch.Tensor:
-    """L2 norm of all weights tied to each channel across the group (DepGraph's group norm).
+    """L2 norm of all weights tied to each channel across the group, a BatchNorm's or LayerNorm's
+    scale included (DepGraph's group norm; Torch-Pruning's GroupMagnitudeImportance counts it too).
+    Without the scale, ResNet-20 at half the MACs fine-tuned to 92.88 % against 93.02 % with it
+    (Fashion-MNIST, 4 seeds; benchmarks/vs_torch_pruning.py): on a trained network the filter
+    weights are small and the scale carries most of a channel's size.
 
     Per member: ``Σw²`` over the channel's slice; ``sqrt(aggregate(...))``, so ``aggregate="sum"``
     is the norm of the whole group slice and ``"max"`` the largest member norm.

@@ -61,6 +61,23 @@ def test_taylor_equals_the_first_order_term_computed_by_hand() -> None:
 
 
 @torch.no_grad()
+def test_magnitude_counts_a_norms_scale_but_not_its_bias_or_statistics() -> None:
+    model, graph, _ = build("convnet")
+    group = _group(graph, "conv1.weight")
+    model.bn1.weight.copy_(torch.linspace(0.1, 3.0, 6))
+    squares = (model.conv1.weight.pow(2).sum((1, 2, 3)) + model.conv1.bias.pow(2) + model.bn1.weight.pow(2)
+               + model.conv2.weight.pow(2).sum((0, 2, 3)))
+    torch.testing.assert_close(l2(group, model), squares.sqrt())
+    before = l1(group, model)
+    model.bn1.bias.fill_(5.0)
+    model.bn1.running_var.fill_(100.0)
+    model.bn1.running_mean.fill_(-7.0)
+    torch.testing.assert_close(l1(group, model), before)  # bias and running statistics do not count
+    torch.testing.assert_close(l2(group, model, roles=("producer", "consumer")),
+                               (squares - model.bn1.weight.pow(2)).sqrt())  # the scale only via 'passive'
+
+
+@torch.no_grad()
 def test_bn_scale_is_abs_gamma_summed_over_the_groups_batchnorms() -> None:
     model, graph, _ = build("residual")
     model.bn.weight[0] = -3.0
