@@ -19,7 +19,7 @@ from torch import nn
 from prunekit.measure.latency import _check, _sync_for
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
-__all__ = ["Call", "input_producers", "latency_by_call", "latency_by_module"]
+__all__ = ["Call", "input_producers", "latency_by_call", "latency_by_module", "per_module"]
 
 Call = tuple[str, int]  # NOTE: (leaf module name, index of the call within one forward pass)
 
@@ -82,11 +82,17 @@ def latency_by_module(model: nn.Module, example_input: ExampleInput, *, batch_si
     """Median milliseconds of each leaf module's forward (name as in ``named_modules()``, in that
     order), as :func:`latency_by_call` measures it; a module called twice in one pass (a shared
     ``nn.ReLU``) reports the sum of its calls."""
-    by_call = latency_by_call(model, example_input, batch_size=batch_size, threads=threads, repeats=repeats)
+    totals = per_module(latency_by_call(model, example_input, batch_size=batch_size, threads=threads,
+                                        repeats=repeats))
+    return {name: totals[name] for name in _leaves(model) if totals.get(name)}
+
+
+def per_module(by_call: dict[Call, float]) -> dict[str, float]:
+    """Per-call milliseconds summed per module (a shared module's calls added up)."""
     totals: dict[str, float] = {}
     for (name, _), ms in by_call.items():
         totals[name] = totals.get(name, 0.0) + ms
-    return {name: totals[name] for name in _leaves(model) if totals.get(name)}
+    return totals
 
 
 def input_producers(model: nn.Module, example_input: ExampleInput) -> dict[Call, str]:

@@ -36,7 +36,7 @@ from torch import nn
 
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import tensor_of
-from prunekit.measure.layers import input_producers, latency_by_call
+from prunekit.measure.layers import input_producers, latency_by_call, per_module
 from prunekit.measure.macs import macs_by_module
 
 __all__ = ["channel_costs", "latency_weights", "WEIGHT_RANGE"]
@@ -49,9 +49,7 @@ def latency_weights(model: nn.Module, graph: DependencyGraph, example_inputs: An
     """Group id -> cost weight (ms per MAC of the group's modules over the model's) for every
     prunable group of ``graph``, timed on ``model`` at ``batch_size`` with ``threads`` threads."""
     by_call = latency_by_call(model, example_inputs, batch_size=batch_size, threads=threads, repeats=repeats)
-    times: dict[str, float] = {}
-    for (name, _), ms in by_call.items():
-        times[name] = times.get(name, 0.0) + ms
+    times = per_module(by_call)
     carried: dict[str, float] = {}  # NOTE: module -> ms of the parameter-free calls reading its output
     for call, source in input_producers(model, example_inputs).items():
         carried[source] = carried.get(source, 0.0) + by_call.get(call, 0.0)
