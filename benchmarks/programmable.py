@@ -72,11 +72,16 @@ def _callbacks(teacher: nn.Module, distill: bool) -> list:
     return [Distiller(teacher, temperature=4.0, alpha=0.7)] if distill else []
 
 
-def one_shot(base: nn.Module, splits, keep: float, budget: int, distill: bool) -> nn.Module:
-    pruned = StructuredPruner({"macs": keep}, importance="l2", round_to=ROUND_TO).fit_transform(
-        base, splits.example_input(1))
-    fit(pruned, splits, _config(budget), progress=False, callbacks=_callbacks(base, distill))
-    return pruned
+def one_shot_with(**pruner: object):  # noqa: ANN201
+    """One-shot L2 to the MACs target with these pruner settings, then ``budget`` epochs of fine-tuning."""
+    def method(base: nn.Module, splits, keep: float, budget: int, distill: bool) -> nn.Module:
+        pruned = StructuredPruner({"macs": keep}, importance="l2", **pruner).fit_transform(base, splits.example_input(1))
+        fit(pruned, splits, _config(budget), progress=False, callbacks=_callbacks(base, distill))
+        return pruned
+    return method
+
+
+one_shot = one_shot_with(round_to=ROUND_TO)
 
 
 def iterative(base: nn.Module, splits, keep: float, budget: int, distill: bool) -> nn.Module:
@@ -104,15 +109,6 @@ def gates(base: nn.Module, splits, keep: float, budget: int, distill: bool,
 
 def gates_l2_init(base: nn.Module, splits, keep: float, budget: int, distill: bool) -> nn.Module:
     return gates(base, splits, keep, budget, distill, init_importance="l2")
-
-
-def one_shot_with(**pruner: object):  # noqa: ANN201
-    """One-shot L2 with other pruner settings (rounding, latency-aware allocation, scope)."""
-    def method(base: nn.Module, splits, keep: float, budget: int, distill: bool) -> nn.Module:
-        pruned = StructuredPruner({"macs": keep}, importance="l2", **pruner).fit_transform(base, splits.example_input(1))
-        fit(pruned, splits, _config(budget), progress=False, callbacks=_callbacks(base, distill))
-        return pruned
-    return method
 
 
 LATENCY_AWARE = {"cost": "latency", "cost_batch_size": 16}

@@ -40,7 +40,8 @@ def _scales_only(members: Sequence[Member]) -> tuple[Member, ...]:
 
 
 def _powers(group: ChannelGroup, model: nn.Module, power: int, roles: Sequence[Role]) -> list[torch.Tensor]:
-    members = _scales_only(pick_members(group, roles)) or pick_members(group, roles)
+    picked = pick_members(group, roles)
+    members = _scales_only(picked) or picked
     return [_channel_powers(m, tensor_of(model, m.tensor), group.size, power) for m in members]
 
 

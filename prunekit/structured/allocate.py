@@ -22,8 +22,8 @@ Measured in benchmarks/RESULTS.md (``benchmarks/speed.py``, 2 threads): ResNet-5
 0.64x of its MACs reduction under ONNX Runtime with exact widths, 0.89x rounded to 8 and 0.99x rounded
 to 16; MobileNetV2 cut by 10 % with its 16- and 24-channel groups left at 15 and 22 ran 1.14x *slower*
 than dense under ONNX Runtime, 0.94x with them at 16 and 24; with its wide groups rounded to 8 it
-still ran 0.99-1.02x of dense in PyTorch at batch 16 (1.02-1.05x with BatchNorm folded), 0.96x (0.98x)
-with them rounded to 16. The price is granularity: ResNet-20 (16-64 channels) at a quarter of the MACs
+still ran 1.02x of dense in PyTorch at batch 16 (1.05x with BatchNorm folded), 0.97x (0.96x) under
+the 16 rule (``speed.py --part sweep``, two runs). The price is granularity: ResNet-20 (16-64 channels) at a quarter of the MACs
 lost 0.3 points of Fashion-MNIST accuracy against exact widths (``round_to=1``).
 """
 
