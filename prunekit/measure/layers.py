@@ -2,8 +2,9 @@
 
 Used by latency-aware allocation (``PrunerOptions.cost="latency"``) to find the layers whose time
 does not fall with their MACs, and useful on its own to see what to prune. The per-module times
-are eager PyTorch, measured one call at a time: a pass's time outside any module (a functional
-``add`` or ``relu``) is in no entry, so the entries add up to less than the whole forward.
+are eager PyTorch, measured one call at a time. With ``functional=True`` the torch functions called
+outside every leaf module (a block's residual ``add``, a ``flatten``) are timed too, caught by a
+``TorchFunctionMode`` and keyed ``("<add>", i)``; without it, their time is in no entry.
 """
 
 from __future__ import annotations
@@ -12,28 +13,58 @@ import statistics
 import time
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from prunekit.measure.latency import _check, _sync_for
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
 __all__ = ["Call", "input_producers", "latency_by_call", "latency_by_module", "per_module"]
 
-Call = tuple[str, int]  # NOTE: (leaf module name, index of the call within one forward pass)
+Call = tuple[str, int]  # NOTE: (leaf module name or "<function>", index of the call within one forward pass)
 
 
 def _leaves(model: nn.Module) -> dict[str, nn.Module]:
     return {name: module for name, module in model.named_modules() if not next(module.children(), None)}
 
 
+class _OutsideLeaves(TorchFunctionMode):
+    """Sees each torch function called while no leaf module runs (the leaves' hooks keep ``depth``)
+    and hands it to ``handle(call, func, args, kwargs)``, which calls it; calls inside leaves (a
+    Conv2d's ``conv2d``) just run. Call indices count per function name, as leaf calls count per name."""
+
+    def __init__(self, handle: Callable[[Call, Callable[..., Any], tuple, dict], Any]) -> None:
+        super().__init__()
+        self.handle = handle
+        self.depth = 0
+        self.calls: dict[str, int] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if self.depth:
+            return func(*args, **kwargs)
+        name = f"<{getattr(func, '__name__', type(func).__name__)}>"
+        index = self.calls.get(name, 0)
+        self.calls[name] = index + 1
+        return self.handle((name, index), func, args, kwargs)
+
+    def enter(self, *_: object) -> None:
+        self.depth += 1
+
+    def leave(self, *_: object) -> None:
+        self.depth -= 1
+
+
 def latency_by_call(model: nn.Module, example_input: ExampleInput, *, batch_size: int = 1,
-                    threads: int = 2, repeats: int = 5) -> dict[Call, float]:
+                    threads: int = 2, repeats: int = 5, functional: bool = False) -> dict[Call, float]:
     """Median milliseconds of each call of each leaf module's forward, keyed ``(name, i)`` for the
     ``i``-th call in a pass (a shared ``nn.ReLU`` has several), over ``repeats`` timed passes after
-    one warm-up, at ``batch_size`` with ``threads`` intra-op threads. The model is left as it was
-    (mode, hooks, thread count)."""
+    one warm-up, at ``batch_size`` with ``threads`` intra-op threads; with ``functional``, also of
+    each torch function called outside the leaves, keyed ``("<add_>", i)``. The model is left as it
+    was (mode, hooks, thread count)."""
     _check("torch", (batch_size,), threads, 0, repeats, 0.0)  # NOTE: measure_latency's own argument rules
     inputs = batch_of(as_inputs(example_input), batch_size)
     sync = _sync_for(inputs)
@@ -57,8 +88,20 @@ def latency_by_call(model: nn.Module, example_input: ExampleInput, *, batch_size
             runs.setdefault((name, index), []).append(elapsed)
         return hook
 
+    def timed(call: Call, func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        sync()
+        start = time.perf_counter()
+        out = func(*args, **kwargs)
+        sync()
+        runs.setdefault(call, []).append(time.perf_counter() - start)
+        return out
+
+    mode = _OutsideLeaves(timed)
     handles = [h for name, module in leaves.items()
                for h in (module.register_forward_pre_hook(before(name)), module.register_forward_hook(after(name)))]
+    if functional:
+        handles += [h for module in leaves.values()
+                    for h in (module.register_forward_pre_hook(mode.enter), module.register_forward_hook(mode.leave))]
     was_training, old_threads = model.training, torch.get_num_threads()
     model.eval()
     torch.set_num_threads(threads)
@@ -66,7 +109,12 @@ def latency_by_call(model: nn.Module, example_input: ExampleInput, *, batch_size
         with torch.inference_mode():
             for run in range(repeats + 1):
                 calls.clear()
-                model(*inputs)
+                mode.calls.clear()
+                if functional:
+                    with mode:
+                        model(*inputs)
+                else:
+                    model(*inputs)
                 if not run:  # NOTE: the first pass is the warm-up (allocations, kernel selection).
                     runs.clear()
     finally:
@@ -95,13 +143,18 @@ def per_module(by_call: dict[Call, float]) -> dict[str, float]:
     return totals
 
 
-def input_producers(model: nn.Module, example_input: ExampleInput) -> dict[Call, str]:
+def input_producers(model: nn.Module, example_input: ExampleInput, *, functional: bool = False) -> dict[Call, str]:
     """Each call of a parameter-free leaf module (``MaxPool2d``, ``ReLU``, ``GELU``...) -> the leaf
     module with parameters or buffers whose output the call's first tensor input is, followed back
     through other parameter-free leaves (keys as in :func:`latency_by_call`). Calls whose input no
     such module produced (the model input, a functional op's new tensor) are absent; an in-place
     ``out += identity`` keeps its left operand's producer. One eval pass on ``example_input``; the
     model is left as it was.
+
+    With ``functional``, the torch functions called outside every leaf (keys as in
+    :func:`latency_by_call` with ``functional``) are calls too: each maps to the producer of its
+    first tensor argument that has one, and passes it on to its outputs, so the ReLU after
+    ``relu(out + shortcut)`` reads the block's last BatchNorm, and the ``add`` is charged to it.
 
     Latency-aware allocation charges a pooling or activation module's time to the channels it
     carries: a ResNet-50's stem max-pool takes about as long as the stem convolution itself.
@@ -134,13 +187,32 @@ def input_producers(model: nn.Module, example_input: ExampleInput) -> dict[Call,
                 produced[id(output)] = (source_now.get(name) if name in free else name, weakref.ref(output))
         return hook
 
+    def passed_on(call: Call, func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        out = func(*args, **kwargs)
+        tensors = [t for a in (*args, *kwargs.values()) for t in (a if isinstance(a, (list, tuple)) else (a,))]
+        source = next((s for s in map(source_of, tensors) if s is not None), None)
+        if source is not None:
+            found[call] = source
+            for tensor in out if isinstance(out, (list, tuple)) else (out,):
+                if isinstance(tensor, torch.Tensor):
+                    produced[id(tensor)] = (source, weakref.ref(tensor))
+        return out
+
+    mode = _OutsideLeaves(passed_on)
     handles = [module.register_forward_hook(after(name)) for name, module in leaves.items()]
     handles += [leaves[name].register_forward_pre_hook(before(name)) for name in free]
+    if functional:
+        handles += [h for module in leaves.values()
+                    for h in (module.register_forward_pre_hook(mode.enter), module.register_forward_hook(mode.leave))]
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            model(*as_inputs(example_input))
+            if functional:
+                with mode:
+                    model(*as_inputs(example_input))
+            else:
+                model(*as_inputs(example_input))
     finally:
         for handle in handles:
             handle.remove()

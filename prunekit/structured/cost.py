@@ -8,10 +8,11 @@ Cutting those layers more and compute-bound ones less, at the same MACs, narrows
 (the idea of HALP, Shen et al. 2022, which ranks neurons by importance per latency saved).
 
 The weight of a group is its milliseconds per MAC (summed over the modules its channels live in,
-plus the calls of parameter-free modules that read them, such as the stem's max-pool or a shared
-ReLU's call after a block's BatchNorm, found by :func:`prunekit.measure.layers.input_producers`;
-times from :func:`prunekit.measure.layers.latency_by_call` at the given batch size) over the whole
-model's, clipped to [1/4, 4]; groups whose modules do no counted MACs weigh 1. The allocator then
+plus the calls that read them without weights of their own: the stem's max-pool, a shared ReLU's
+call after a block's BatchNorm, the residual ``add`` a block's forward does outside any module,
+found by :func:`prunekit.measure.layers.input_producers`; times from
+:func:`prunekit.measure.layers.latency_by_call` at the given batch size, functional calls included)
+over the whole model's, clipped to [1/4, 4]; groups whose modules do no counted MACs weigh 1. The allocator then
 keeps ``(1 - ratio) ** weight`` of a group in local scope, or divides its scores by the weight
 in global scope.
 
@@ -21,11 +22,12 @@ each group is worth, by which a MACs or params target's fill ranks the channels 
 
 The weights describe the runtime they were timed on (PyTorch eager at ``batch_size``), and they
 are measured, so two fits on a noisy machine can give slightly different plans. On ResNet-50
-(2 threads, ``benchmarks/speed.py``, steady allocator) a quarter of the MACs ran 3.52x faster than
-dense in PyTorch at batch 16 against 3.11x for the uniform cut, and 4.30x in global scope (half the
-MACs: 2.00x and 2.41x against 1.79x); ONNX Runtime at batch 1 went from 3.83x to 3.79x and 4.11x.
-Before the pooling and activation calls were charged to their groups the stem's max-pool was
-invisible, and the local-scope quarter read 3.0x.
+(2 threads, ``benchmarks/speed.py``, steady allocator, one run) a quarter of the MACs ran 3.40x
+faster than dense in PyTorch at batch 16 against 3.02x for the default cut, 4.27x in global scope
+and 3.96x in global scope with ``max_ratio=0.8`` (half the MACs: 1.92x, 2.32x and 2.27x against
+1.77x). Local scope cuts every group, so at a quarter it is held back by narrow convolutions that
+use the CPU less well (0.85-0.88 of the MACs reduction over several runs); global scope takes more
+from the residual streams, whose BatchNorm, ReLU and ``add`` passes run in every block.
 """
 
 from __future__ import annotations
@@ -48,10 +50,11 @@ def latency_weights(model: nn.Module, graph: DependencyGraph, example_inputs: An
                     batch_size: int = 1, threads: int = 2, repeats: int = 5) -> dict[str, float]:
     """Group id -> cost weight (ms per MAC of the group's modules over the model's) for every
     prunable group of ``graph``, timed on ``model`` at ``batch_size`` with ``threads`` threads."""
-    by_call = latency_by_call(model, example_inputs, batch_size=batch_size, threads=threads, repeats=repeats)
+    by_call = latency_by_call(model, example_inputs, batch_size=batch_size, threads=threads, repeats=repeats,
+                              functional=True)
     times = per_module(by_call)
     carried: dict[str, float] = {}  # NOTE: module -> ms of the parameter-free calls reading its output
-    for call, source in input_producers(model, example_inputs).items():
+    for call, source in input_producers(model, example_inputs, functional=True).items():
         carried[source] = carried.get(source, 0.0) + by_call.get(call, 0.0)
     macs = macs_by_module(model, example_inputs)
     leaf_macs = {name: macs.get(name, 0) for name in times}

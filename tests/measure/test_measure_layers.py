@@ -64,3 +64,23 @@ def test_a_call_on_a_functional_result_has_no_producer() -> None:
             return self.act(self.conv(x) * 2)  # a new tensor no module produced
 
     assert input_producers(Model(), torch.randn(1, 3, 8, 8)) == {}
+
+
+def test_functional_calls_outside_modules_are_timed_and_pass_their_producer_on() -> None:
+    # ResNet-20's block ends in relu2(out + shortcut(x)): the add is a torch function outside every
+    # module, and without following it relu2 reads a tensor no module produced
+    model = models.create("resnet20").train()
+    x = models.example_input("resnet20")
+    plain = input_producers(model, x)
+    assert ("layer1.0.relu2", 0) not in plain and not any(name.startswith("<") for name, _ in plain)
+    sources = input_producers(model, x, functional=True)
+    assert sources[("<add>", 0)] == sources[("layer1.0.relu2", 0)] == "layer1.0.bn2"  # the add's left operand
+    assert sources[("<add>", 8)] == "layer3.2.bn2" and ("<add>", 9) not in sources  # one per block
+    assert ("layer1.0.conv1", 0) not in sources  # leaves with parameters are still no calls to charge
+    by_call = latency_by_call(model, x, repeats=2, functional=True)
+    assert set(sources) <= set(by_call) and all(by_call[("<add>", i)] > 0 for i in range(9))
+    assert not any(name.startswith("<") for name, _ in latency_by_call(model, x, repeats=1))
+    # functions inside a module (Conv2d's conv2d) stay the module's: no "<conv2d>" entries
+    assert not any(name in ("<conv2d>", "<batch_norm>", "<relu>") for name, _ in by_call)
+    assert model.training and all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert not torch.overrides._get_current_function_mode_stack()  # the mode is gone after the pass

@@ -110,3 +110,21 @@ def test_cost_latency_cuts_the_slow_layer_more(cnn, monkeypatch: pytest.MonkeyPa
     assert aware.plan_.meta["pruner"]["options"]["cost"] == "latency"  # recorded in the plan
     with pytest.raises(ConfigError, match="cost"):
         StructuredPruner({"ratio": 0.25}, options={"cost": "time"}).fit(model, x)
+
+
+def test_a_residual_add_is_charged_to_the_stream_it_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The functional add after a block's last BatchNorm counts towards the residual stream's group."""
+    torch.manual_seed(0)
+    model = models.create("resnet20")
+    x = models.example_input("resnet20")
+    graph = DependencyGraph.trace(model, x)
+    real = cost.latency_by_call(model, x, repeats=1, functional=True)
+    fake = {call: 1.0 for call in real}
+    monkeypatch.setattr(cost, "latency_by_call", lambda *a, **k: dict(fake))
+    before = latency_weights(model, graph, x)
+    fake[("<add>", 0)] = 50.0  # layer1.0's residual add made slow
+    after = latency_weights(model, graph, x)
+    stream = next(g.id for g in graph.prunable if any(m.module == "layer1.0.bn2" for m in g.members))
+    inner = next(g.id for g in graph.prunable if any(m.module == "layer1.0.bn1" for m in g.members))
+    assert after[stream] > before[stream]
+    assert after[inner] <= before[inner]  # only through the whole model's rate, which includes the add
