@@ -118,7 +118,9 @@ DEFAULT_METHODS = list(METHODS)
 METHODS |= {"one-shot L2, round_to auto": one_shot_with(),
             "one-shot L2, cost=latency": one_shot_with(options=LATENCY_AWARE),
             "one-shot L2, global": one_shot_with(scope="global"),
-            "one-shot L2, cost=latency, global": one_shot_with(options=LATENCY_AWARE, scope="global")}
+            "one-shot L2, cost=latency, global": one_shot_with(options=LATENCY_AWARE, scope="global"),
+            "one-shot L2, cost=latency, global, max_ratio 0.8": one_shot_with(
+                options={**LATENCY_AWARE, "max_ratio": 0.8}, scope="global")}
 
 
 def main() -> None:
