@@ -12,12 +12,14 @@ from __future__ import annotations
 import statistics
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils.hooks import RemovableHandle
 
 from prunekit.measure.latency import _check, _sync_for
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
@@ -51,10 +53,15 @@ class _OutsideLeaves(TorchFunctionMode):
         self.calls[name] = index + 1
         return self.handle((name, index), func, args, kwargs)
 
-    def enter(self, *_: object) -> None:
+    def watch(self, leaves: Iterable[nn.Module]) -> list[RemovableHandle]:
+        """Hooks on ``leaves`` that keep ``depth`` (remove them when done)."""
+        return [h for module in leaves for h in (module.register_forward_pre_hook(self._enter),
+                                                 module.register_forward_hook(self._leave))]
+
+    def _enter(self, *_: object) -> None:
         self.depth += 1
 
-    def leave(self, *_: object) -> None:
+    def _leave(self, *_: object) -> None:
         self.depth -= 1
 
 
@@ -99,9 +106,7 @@ def latency_by_call(model: nn.Module, example_input: ExampleInput, *, batch_size
     mode = _OutsideLeaves(timed)
     handles = [h for name, module in leaves.items()
                for h in (module.register_forward_pre_hook(before(name)), module.register_forward_hook(after(name)))]
-    if functional:
-        handles += [h for module in leaves.values()
-                    for h in (module.register_forward_pre_hook(mode.enter), module.register_forward_hook(mode.leave))]
+    handles += mode.watch(leaves.values()) if functional else []
     was_training, old_threads = model.training, torch.get_num_threads()
     model.eval()
     torch.set_num_threads(threads)
@@ -110,10 +115,7 @@ def latency_by_call(model: nn.Module, example_input: ExampleInput, *, batch_size
             for run in range(repeats + 1):
                 calls.clear()
                 mode.calls.clear()
-                if functional:
-                    with mode:
-                        model(*inputs)
-                else:
+                with mode if functional else nullcontext():
                     model(*inputs)
                 if not run:  # NOTE: the first pass is the warm-up (allocations, kernel selection).
                     runs.clear()
@@ -201,17 +203,12 @@ def input_producers(model: nn.Module, example_input: ExampleInput, *, functional
     mode = _OutsideLeaves(passed_on)
     handles = [module.register_forward_hook(after(name)) for name, module in leaves.items()]
     handles += [leaves[name].register_forward_pre_hook(before(name)) for name in free]
-    if functional:
-        handles += [h for module in leaves.values()
-                    for h in (module.register_forward_pre_hook(mode.enter), module.register_forward_hook(mode.leave))]
+    handles += mode.watch(leaves.values()) if functional else []
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            if functional:
-                with mode:
-                    model(*as_inputs(example_input))
-            else:
+            with mode if functional else nullcontext():
                 model(*as_inputs(example_input))
     finally:
         for handle in handles:
