@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 from torch.utils.hooks import RemovableHandle
 
 from prunekit.measure.latency import _check, _sync_for
@@ -191,11 +192,10 @@ def input_producers(model: nn.Module, example_input: ExampleInput, *, functional
 
     def passed_on(call: Call, func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         out = func(*args, **kwargs)
-        tensors = [t for a in (*args, *kwargs.values()) for t in (a if isinstance(a, (list, tuple)) else (a,))]
-        source = next((s for s in map(source_of, tensors) if s is not None), None)
+        source = next((s for s in map(source_of, tree_flatten((args, kwargs))[0]) if s is not None), None)
         if source is not None:
             found[call] = source
-            for tensor in out if isinstance(out, (list, tuple)) else (out,):
+            for tensor in tree_flatten(out)[0]:
                 if isinstance(tensor, torch.Tensor):
                     produced[id(tensor)] = (source, weakref.ref(tensor))
         return out
