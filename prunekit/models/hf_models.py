@@ -61,9 +61,11 @@ def create(path_text: str, *, spec: str, task: str | None = None, options: Mappi
         return model_class.from_pretrained(str(folder), config=config, local_files_only=True,
                                            use_safetensors=True)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        hint = (" The folder holds manifest.json: load the prunekit result by naming the folder without "
+                "'hf:'." if (folder / "manifest.json").is_file() else "")
         raise DataError(f"Model spec '{spec}': {class_name} could not load '{folder}' "
                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Expected "
-                        f"weights saved by save_pretrained for this config.") from exc
+                        f"weights saved by save_pretrained for this config.{hint}") from exc
 
 
 def model_class_name(config: Any, task: str | None, *, spec: str = "hf:") -> str:

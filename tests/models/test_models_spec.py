@@ -214,6 +214,12 @@ def test_hf_errors(gpt2_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="task 'causal_lm' does not fit model type 'vit'"):
         models.resolve(f"hf:{vit}", task="causal_lm")
     assert type(models.resolve(f"hf:{vit}", task="classification")).__name__ == "ViTForImageClassification"
+    models.resolve(f"hf:{gpt2_folder}", task="causal_lm").save_pretrained(gpt2_folder)
+    (gpt2_folder / "manifest.json").write_text("{}")
+    with pytest.raises(DataError, match="could not load .*naming the folder without 'hf:'"):
+        models.resolve(f"hf:{gpt2_folder}", task="causal_lm", n_embd=32)  # NOTE: weights != config.
+    for file in gpt2_folder.glob("*.safetensors"):
+        file.unlink()
     torch.save({}, gpt2_folder / "pytorch_model.bin")
     with pytest.raises(DataError, match="pytorch_model.bin but no .safetensors"):
         models.resolve(f"hf:{gpt2_folder}")
