@@ -1,10 +1,14 @@
-"""The model zoo: a name (+ class count, input channels, optional local weights) -> an nn.Module.
+"""Models in: a spec string (+ task, local weights, options) -> an nn.Module.
 
-Holds prunekit's small models for 28x28 images and every torchvision classifier, all offline.
+A spec is a zoo name (prunekit's small models for 28x28 images and every torchvision classifier),
+``timm:NAME``, ``hf:PATH``, ``path/to/file.py:factory``, ``package.module:factory`` or a folder
+prunekit saved; :func:`resolve` builds any of them, offline. Importing this package imports neither
+torchvision, timm nor transformers; each is imported when a model that needs it is built.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -13,25 +17,46 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError
-from prunekit.io import load_weights
-from prunekit.models import torchvision_models
 from prunekit.models.resnet_cifar import ResNetCifar, resnet20, resnet56
 from prunekit.models.small import LeNet5, SimpleCNN, VGGSmall
+from prunekit.models.spec import ModelSpec, from_source, parse_spec, resolve, source_of
+from prunekit.models.task_fit import check_task_fits
+from prunekit.models.torchvision_names import INPUT_SIZES as _TORCHVISION_INPUT_SIZES
+from prunekit.models.weights import load_state, read_state_dict
 from prunekit.registry import Registry
 
-__all__ = ["MODELS", "create", "names", "input_shape", "example_input",
-           "SimpleCNN", "LeNet5", "VGGSmall", "ResNetCifar"]
+__all__ = [
+    "MODELS",
+    "LeNet5",
+    "ModelSpec",
+    "ResNetCifar",
+    "SimpleCNN",
+    "VGGSmall",
+    "check_task_fits",
+    "create",
+    "example_input",
+    "from_source",
+    "input_shape",
+    "load_state",
+    "names",
+    "parse_spec",
+    "read_state_dict",
+    "resolve",
+    "source_of",
+]
 
 MODELS: Registry[nn.Module] = Registry("model", list_hint="`prunekit models` lists them all")
 
 
 def _prunekit_factory(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Wrap a prunekit model class so it takes ``weights`` (a local safetensors file) too."""
+    """Wrap a prunekit model class so it takes ``weights`` (a local .safetensors or .pth file) too."""
 
     def factory(*, num_classes: int = 10, in_channels: int = 1,
                 weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> nn.Module:
         model = builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
-        return load_weights(model, weights) if weights is not None else model
+        if weights is None:
+            return model
+        return load_state(model, read_state_dict(weights), source=os.fspath(weights))
 
     factory.__doc__ = builder.__doc__
     return factory
@@ -40,7 +65,16 @@ def _prunekit_factory(builder: Callable[..., nn.Module]) -> Callable[..., nn.Mod
 for _name, _builder in [("simple_cnn", SimpleCNN), ("lenet5", LeNet5), ("vgg_small", VGGSmall),
                         ("resnet20", resnet20), ("resnet56", resnet56)]:
     MODELS.add(_name, _prunekit_factory(_builder), source="prunekit", input_shape=(1, 28, 28))
-torchvision_models.register_all(MODELS)
+
+
+def _torchvision(name: str, **kwargs: Any) -> nn.Module:
+    """Build torchvision's ``name``; torchvision is imported here, on first use."""
+    from prunekit.models import torchvision_models
+    return torchvision_models.create(name, **kwargs)
+
+
+for _name, _size in _TORCHVISION_INPUT_SIZES.items():
+    MODELS.add(_name, functools.partial(_torchvision, _name), source="torchvision", input_shape=(3, _size, _size))
 
 
 def create(name: str, *, num_classes: int = 10, in_channels: int | None = None,
@@ -49,8 +83,8 @@ def create(name: str, *, num_classes: int = 10, in_channels: int | None = None,
 
     Args:
         in_channels: input channels; default 1 for prunekit models, 3 for torchvision models.
-        weights: for prunekit models a local ``.safetensors`` file (``prunekit train`` writes
-            one); for torchvision models also a ``.pth``/``.pt`` state dict or a weights name
+        weights: a local ``.safetensors`` file (``prunekit train`` writes one) or a ``.pth``/``.pt``
+            state dict (read with ``weights_only=True``); for torchvision models also a weights name
             found in the torch hub cache (see :func:`torchvision_models.create`). Never downloads.
         kwargs: extra options for the model's constructor (e.g. ``widths`` for vgg_small).
     """

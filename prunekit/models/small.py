@@ -13,7 +13,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 
-__all__ = ["SimpleCNN", "LeNet5", "VGGSmall"]
+__all__ = ["LeNet5", "SimpleCNN", "VGGSmall"]
 
 
 class SimpleCNN(nn.Module):

@@ -12,10 +12,7 @@ Terms used below:
 from __future__ import annotations
 
 import functools
-import math
 import os
-import re
-from collections import OrderedDict
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -26,11 +23,24 @@ import torchvision
 from torch import nn
 from torchvision.models import get_model, get_model_weights, list_models
 
-from prunekit.errors import ConfigError, DataError, DataNotFoundError, UnknownNameError, did_you_mean
+from prunekit.errors import (
+    ConfigError,
+    DataNotFoundError,
+    UnknownNameError,
+    did_you_mean,
+)
+from prunekit.models.weights import adapt_conv_weight, load_compatible, read_state_dict
 from prunekit.registry import Registry
 
-__all__ = ["create", "register_all", "default_input_size", "hub_cache_path", "replace_first_conv",
-           "adapt_conv_weight", "load_compatible"]
+__all__ = [
+    "adapt_conv_weight",
+    "create",
+    "default_input_size",
+    "hub_cache_path",
+    "load_compatible",
+    "register_all",
+    "replace_first_conv",
+]
 
 # NOTE: ViT and MaxViT size their position embeddings / attention partitions at build time, and
 # torchvision builds them for 224x224 when no weights are given, whatever size the DEFAULT weights
@@ -39,12 +49,7 @@ _BUILT_FOR_224 = ("vit_", "maxvit_")
 # Torchvision's own builders set these when given weights; googlenet/inception were trained on
 # inputs normalised differently, which ``transform_input`` undoes (it needs 3 input channels).
 _TRANSFORM_INPUT_MODELS = ("googlenet", "inception_v3")
-# NOTE: old densenet checkpoints name layers 'norm.1'; torchvision renames them on load the same way.
-_DENSENET_OLD_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
-)
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
-_ABSENT = object()
 
 
 def default_input_size(name: str) -> int:
@@ -56,7 +61,11 @@ def default_input_size(name: str) -> int:
 
 
 def register_all(registry: Registry[nn.Module]) -> None:
-    """Add every torchvision classification model to ``registry`` under its torchvision name."""
+    """Add every torchvision classification model to ``registry`` under its torchvision name.
+
+    ``prunekit.models`` registers them from a static table instead (:mod:`torchvision_names`), so
+    that importing it does not import torchvision.
+    """
     for name in list_models(module=torchvision.models):
         size = default_input_size(name)
         registry.add(name, functools.partial(create, name), source="torchvision",
@@ -137,23 +146,6 @@ def replace_first_conv(model: nn.Module, in_channels: int) -> str:
     return name
 
 
-def adapt_conv_weight(weight: torch.Tensor, in_channels: int, *, pretrained: bool) -> torch.Tensor:
-    """Map a conv weight ``[out, c, kh, kw]`` to ``[out, in_channels, kh, kw]``.
-
-    Pretrained (as timm's ``adapt_input_conv``): for one channel, sum over the c channels, so a
-    grayscale image gives exactly the response the RGB filters give to that image replicated to c
-    channels; otherwise tile the channels and scale by ``c / in_channels`` to keep the response's
-    scale. Random init (``pretrained=False``): tile and cut without scaling, which keeps each
-    weight's init distribution.
-    """
-    channels = weight.shape[1]
-    if pretrained and in_channels == 1:
-        return weight.sum(dim=1, keepdim=True)
-    repeats = math.ceil(in_channels / channels)
-    tiled = weight.repeat(1, repeats, 1, 1)[:, :in_channels]
-    return tiled * (channels / in_channels) if pretrained else tiled.clone()
-
-
 def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
@@ -214,83 +206,4 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise DataNotFoundError(f"Weights file '{path}' does not exist. Check the path, or pass a "
                                 f"torchvision weights name such as 'DEFAULT'.")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # NOTE: corrupt files raise many types (pickle, zip, safetensors).
-        raise DataError(f"'{path}' is not a readable state dict ({type(exc).__name__}: {exc}). Re-save "
-                        f"it with torch.save(model.state_dict(), path) or prunekit.io.save_weights.") from exc
-    for wrapper in ("state_dict", "model"):  # NOTE: training checkpoints often nest the weights.
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict):
-        raise DataError(f"'{path}' holds a {type(state).__name__}, not a state dict. Save "
-                        f"model.state_dict(), not the model.")
-    return state
-
-
-def load_compatible(model: nn.Module, state: dict[str, torch.Tensor], *, source: str,
-                    num_classes: int) -> list[str]:
-    """Load ``state`` into ``model`` in place, tolerating a different head and input channels.
-
-    Tensors of the same shape are copied. The head is skipped when only its class count differs
-    (it keeps its init); the first conv is adapted when only its input channels differ. Auxiliary
-    heads the model dropped (``aux_logits=False``) are ignored. Anything else that does not match
-    raises DataError naming the tensor. Returns the names of the skipped head tensors.
-    """
-    own = model.state_dict()
-    conv_key, head = _first_and_last_layer(model)
-    metadata = getattr(state, "_metadata", None) or getattr(own, "_metadata", None)
-    kept: OrderedDict[str, torch.Tensor] = OrderedDict()
-    skipped: list[str] = []
-    for key, value in state.items():
-        key = _DENSENET_OLD_KEY.sub(r"\1\2", key)
-        target = own.get(key)
-        if target is None or target.shape == value.shape:
-            kept[key] = value
-        elif key == f"{conv_key}.weight" and _same_but_dim(value, target, 1):
-            kept[key] = adapt_conv_weight(value, target.shape[1], pretrained=True)
-        elif key.startswith(f"{head}.") and target.shape[0] == num_classes and _same_but_dim(value, target, 0):
-            skipped.append(key)
-        else:
-            raise DataError(f"'{source}': tensor '{key}' has shape {tuple(value.shape)} but the model "
-                            f"expects {tuple(target.shape)}. The weights belong to another "
-                            f"architecture or variant; pass weights saved from this model.")
-    kept._metadata = metadata  # type: ignore[attr-defined]  # NOTE: versioned modules (MNASNet) need it.
-    try:
-        missing, unexpected = model.load_state_dict(kept, strict=False)
-    except RuntimeError as exc:
-        raise DataError(f"'{source}' does not fit the model: {exc}") from exc
-    # NOTE: BN step counters are absent from old checkpoints and never affect outputs.
-    missing = [k for k in missing if k not in skipped and not k.endswith(".num_batches_tracked")]
-    unexpected = [k for k in unexpected if not _in_dropped_module(model, k)]
-    if missing or unexpected:
-        raise DataError(f"'{source}' does not match the model: missing {missing[:5]}, unexpected "
-                        f"{unexpected[:5]}. Pass weights saved from this architecture.")
-    return skipped
-
-
-def _first_and_last_layer(model: nn.Module) -> tuple[str, str]:
-    """Names of the first conv and of the last Linear/Conv2d (the classifier head), in module order."""
-    layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    return (convs[0] if convs else ""), (layers[-1] if layers else "")
-
-
-def _same_but_dim(a: torch.Tensor, b: torch.Tensor, dim: int) -> bool:
-    """Same rank and the same size on every dimension except ``dim``."""
-    return a.dim() == b.dim() and all(x == y for i, (x, y) in enumerate(zip(a.shape, b.shape)) if i != dim)
-
-
-def _in_dropped_module(model: nn.Module, key: str) -> bool:
-    """True for tensors of a submodule set to None, such as ``AuxLogits`` with ``aux_logits=False``."""
-    module: Any = model
-    for part in key.split(".")[:-1]:
-        module = getattr(module, part, _ABSENT)
-        if module is None:
-            return True
-        if module is _ABSENT:
-            return False
-    return False
+    return read_state_dict(path)

@@ -12,7 +12,11 @@ from torchvision.models import GoogLeNet_Weights, ResNet18_Weights, get_model
 from prunekit import models
 from prunekit.errors import DataError, DataNotFoundError, UnknownNameError
 from prunekit.io import save_weights
-from prunekit.models.torchvision_models import adapt_conv_weight, hub_cache_path, load_compatible
+from prunekit.models.torchvision_models import (
+    adapt_conv_weight,
+    hub_cache_path,
+    load_compatible,
+)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "squeezenet1_0", "efficientnet_b0"])
@@ -149,3 +153,16 @@ def test_every_torchvision_model_takes_imagenet_weights_for_grayscale(name: str)
     model.eval()
     with torch.no_grad():
         assert model(models.example_input(name, in_channels=1)).shape == (1, 10)
+
+
+def test_static_table_matches_torchvision() -> None:
+    """The zoo lists torchvision's models from a static table (no import); it must match torchvision."""
+    import torchvision
+    from torchvision.models import list_models
+
+    from prunekit.models.torchvision_models import default_input_size
+    from prunekit.models.torchvision_names import INPUT_SIZES
+
+    names = list_models(module=torchvision.models)
+    assert sorted(INPUT_SIZES) == sorted(names)
+    assert {n: default_input_size(n) for n in names} == INPUT_SIZES

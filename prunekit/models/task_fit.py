@@ -1,0 +1,119 @@
+"""Does a task fit a model? One forward pass on example inputs, and a clear error when it does not.
+
+What each task needs from the model's output:
+- "classification": logits ``[batch, classes]`` (a tensor, or an output with ``.logits``).
+- "causal_lm": an output with ``.logits`` ``[batch, seq, vocab]`` from a forward that takes
+  ``labels=`` (a Hugging Face ``...ForCausalLM``), whose own loss the task uses.
+- "embedding": a float tensor ``[batch, ...]`` (or ``.last_hidden_state`` / ``.pooler_output``).
+- "custom": anything (the user's loss decides).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError
+
+__all__ = ["TASK_NAMES", "check_task_fits"]
+
+TASK_NAMES = ("classification", "causal_lm", "embedding", "custom")
+
+
+def check_task_fits(model: nn.Module, task: Any, example_inputs: Any) -> None:
+    """Raise ConfigError unless ``model``'s output on ``example_inputs`` is what ``task`` needs.
+
+    ``task`` is a task name or a Task (its ``name``); ``example_inputs`` a tensor, a tuple of
+    tensors (positional) or a dict (keyword inputs, as HF batches). The model runs once in eval
+    mode under ``no_grad``; its training flag is restored.
+    """
+    name = task if isinstance(task, str) else getattr(task, "name", None)
+    if name not in TASK_NAMES:
+        raise ConfigError(f"task {task!r}: expected one of {', '.join(TASK_NAMES)}.")
+    if name == "custom":
+        return
+    if name == "causal_lm" and "labels" not in _parameters(model):
+        raise ConfigError(f"The task 'causal_lm' does not fit {type(model).__name__}: it needs a model whose "
+                          f"forward takes labels= and returns .logits [batch, seq, vocab] (a Hugging Face "
+                          f"...ForCausalLM, e.g. hf:PATH with task causal_lm); got forward"
+                          f"{_signature(model)}. Pick another task, or a causal LM.")
+    output = _run(model, example_inputs, name)
+    _CHECKS[name](model, output, _batch_size(example_inputs))
+
+
+def _check_classification(model: nn.Module, output: Any, batch: int | None) -> None:
+    logits = getattr(output, "logits", output)
+    if not (isinstance(logits, torch.Tensor) and logits.is_floating_point() and logits.dim() == 2
+            and (batch is None or logits.shape[0] == batch)):
+        raise ConfigError(f"The task 'classification' does not fit {type(model).__name__}: it needs logits "
+                          f"[batch, classes] (batch {batch}); got {_describe(logits)}. Pick the task that "
+                          f"matches the model's output (causal_lm, embedding, or custom with your loss).")
+
+
+def _check_causal_lm(model: nn.Module, output: Any, batch: int | None) -> None:
+    logits = getattr(output, "logits", None)
+    if not (isinstance(logits, torch.Tensor) and logits.dim() == 3):
+        raise ConfigError(f"The task 'causal_lm' does not fit {type(model).__name__}: it needs an output with "
+                          f".logits [batch, seq, vocab]; got {_describe(output)}. Pick another task, or load "
+                          f"the model with hf:PATH and task causal_lm.")
+
+
+def _check_embedding(model: nn.Module, output: Any, batch: int | None) -> None:
+    for field in ("pooler_output", "last_hidden_state", "logits"):
+        value = getattr(output, field, None)
+        if isinstance(value, torch.Tensor):
+            output = value
+            break
+    if not (isinstance(output, torch.Tensor) and output.is_floating_point() and output.dim() >= 2):
+        raise ConfigError(f"The task 'embedding' does not fit {type(model).__name__}: it needs a float tensor "
+                          f"[batch, ...] (or .last_hidden_state); got {_describe(output)}. Pick another task.")
+
+
+_CHECKS = {"classification": _check_classification, "causal_lm": _check_causal_lm,
+           "embedding": _check_embedding}
+
+
+def _run(model: nn.Module, example_inputs: Any, task: str) -> Any:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if isinstance(example_inputs, Mapping):
+                return model(**example_inputs)
+            args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+            return model(*args)
+    except Exception as exc:  # NOTE: the model is the user's; any error means the inputs do not fit.
+        raise ConfigError(f"The task '{task}' cannot be checked: {type(model).__name__} failed on the example "
+                          f"inputs ({type(exc).__name__}: {exc}). Pass inputs the model accepts.") from exc
+    finally:
+        model.train(was_training)
+
+
+def _batch_size(example_inputs: Any) -> int | None:
+    first = next(iter(example_inputs.values()), None) if isinstance(example_inputs, Mapping) else (
+        example_inputs[0] if isinstance(example_inputs, tuple) and example_inputs else example_inputs)
+    return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() > 0 else None
+
+
+def _parameters(model: nn.Module) -> set[str]:
+    try:
+        return set(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _signature(model: nn.Module) -> str:
+    try:
+        return str(inspect.signature(model.forward))
+    except (TypeError, ValueError):
+        return "(...)"
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
