@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["add_model_options", "add_pipeline_options", "add_output_options", "add_profile_options", "add_config_options",
-           "config_from_args", "int_list"]
+__all__ = ["add_model_options", "add_pipeline_options", "add_output_options", "add_profile_options",
+           "add_config_options", "config_from_args", "int_list"]
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, data_required: bool = True) -> None:
@@ -59,7 +59,7 @@ def int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,64; got '{text}'")
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,64; got '{text}'") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers such as 1,64; got '{text}'")
     return values

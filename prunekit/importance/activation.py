@@ -9,6 +9,7 @@ outputs of their producer modules.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,7 +22,7 @@ from prunekit.importance.stats import require
 __all__ = ["activation", "apoz"]
 
 
-def _per_member(group: ChannelGroup, model: nn.Module, table: Mapping[tuple[str, str], torch.Tensor],
+def _per_member(group: ChannelGroup, model: nn.Module, table: Mapping[tuple[str, Any], torch.Tensor],
                 roles: Sequence[Role]) -> list[torch.Tensor]:
     """Per member with one of ``roles``: the recorded statistic of each group channel, ``Tensor[size]``."""
     found = []
@@ -36,7 +37,7 @@ def _per_member(group: ChannelGroup, model: nn.Module, table: Mapping[tuple[str,
     return found
 
 
-def _channel_stats(group: ChannelGroup, model: nn.Module, table: Mapping[tuple[str, str], torch.Tensor],
+def _channel_stats(group: ChannelGroup, model: nn.Module, table: Mapping[tuple[str, Any], torch.Tensor],
                    roles: Sequence[Role], criterion: str) -> list[torch.Tensor]:
     found = _per_member(group, model, table, roles) or _per_member(group, model, table, ("producer",))
     if not found:

@@ -10,10 +10,10 @@ Criteria then score from ``Stats`` without running anything.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -229,7 +229,8 @@ def collect(model: nn.Module, batches: Iterable[Any], groups: Sequence[ChannelGr
 def missing_batches(criterion: str) -> ConfigError:
     """The error for a data-driven criterion that got no calibration data."""
     return ConfigError(
-        f"criterion '{criterion}' needs calibration batches: pass batches=[(inputs, labels), ...] (prunekit prune passes 4 training batches itself)"
+        f"criterion '{criterion}' needs calibration batches: pass batches=[(inputs, labels), ...] "
+        f"(prunekit prune passes 4 training batches itself)"
     )
 
 

@@ -94,7 +94,7 @@ class ScheduledPruner:
         if entry is None:
             return None
         scores = score(self.graph, self.model, entry.importance, batches=self.batches, seed=self.seed)
-        self.plan = allocate(self.graph, scores, entry.ratio, scope=self.scope, round_to=self.round_to,
+        self.plan = allocate(self.graph, scores, entry.ratio, scope=self.scope, round_to=self.round_to,  # type: ignore[arg-type]
                              meta={"criterion": entry.importance, "epoch": epoch})
         self._zero = self._masks(self.plan)
         self.step()
@@ -103,7 +103,7 @@ class ScheduledPruner:
         return self.plan
 
     def _masks(self, plan: Plan) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
-        zero = []
+        zero: list[tuple[torch.Tensor, int, torch.Tensor]] = []
         for group_id in plan.sizes:
             removed = plan.removed(group_id)
             if not removed:
