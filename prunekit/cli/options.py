@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["add_model_options", "add_pipeline_options", "add_output_options", "add_profile_options",
-           "add_config_options", "config_from_args", "int_list"]
+__all__ = ["add_model_options", "add_pipeline_options", "add_output_options", "add_profile_options", "add_config_options",
+           "config_from_args", "int_list"]
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, data_required: bool = True) -> None:

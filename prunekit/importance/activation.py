@@ -9,7 +9,6 @@ outputs of their producer modules.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +21,7 @@ from prunekit.importance.stats import require
 __all__ = ["activation", "apoz"]
 
 
-def _per_member(group: ChannelGroup, model: nn.Module, table: Mapping[tuple[str, Any], torch.Tensor],
+def _per_member(group: ChannelGroup, model: nn.Module, table: Mapping[tuple[str, str], torch.Tensor],
                 roles: Sequence[Role]) -> list[torch.Tensor]:
     """Per member with one of ``roles``: the recorded statistic of each group channel, ``Tensor[size]``."""
     found = []
@@ -37,7 +36,7 @@ def _per_member(group: ChannelGroup, model: nn.Module, table: Mapping[tuple[str,
     return found
 
 
-def _channel_stats(group: ChannelGroup, model: nn.Module, table: Mapping[tuple[str, Any], torch.Tensor],
+def _channel_stats(group: ChannelGroup, model: nn.Module, table: Mapping[tuple[str, str], torch.Tensor],
                    roles: Sequence[Role], criterion: str) -> list[torch.Tensor]:
     found = _per_member(group, model, table, roles) or _per_member(group, model, table, ("producer",))
     if not found:
@@ -58,7 +57,7 @@ def activation(group: ChannelGroup, model: nn.Module, stats: object = None, *,
     deep face representations"): channels that carry little signal change the output little.
     """
     table = require(stats, "activation").activation_mean
-    return combine(_channel_stats(group, model, table, roles, "activation"), aggregate=aggregate,
+    return combine(_channel_stats(group, model, table, roles, "activation"), aggregate=aggregate,  # type: ignore[arg-type]
                    normalize=normalize)
 
 
@@ -72,5 +71,5 @@ def apoz(group: ChannelGroup, model: nn.Module, stats: object = None, *,
     contributes little. Measured before a consumer, so it sees the activation function's output.
     """
     table = require(stats, "apoz").apoz
-    zeros = _channel_stats(group, model, table, roles, "apoz")
+    zeros = _channel_stats(group, model, table, roles, "apoz")  # type: ignore[arg-type]
     return combine([1.0 - z for z in zeros], aggregate=aggregate, normalize=normalize)

@@ -229,8 +229,7 @@ def collect(model: nn.Module, batches: Iterable[Any], groups: Sequence[ChannelGr
 def missing_batches(criterion: str) -> ConfigError:
     """The error for a data-driven criterion that got no calibration data."""
     return ConfigError(
-        f"criterion '{criterion}' needs calibration batches: pass batches=[(inputs, labels), ...] "
-        f"(prunekit prune passes 4 training batches itself)"
+        f"criterion '{criterion}' needs calibration batches: pass batches=[(inputs, labels), ...] (prunekit prune passes 4 training batches itself)"
     )
 
 

@@ -69,7 +69,7 @@ def _counting(model: nn.Module) -> Iterator[None]:
 
 def _flop_counts(model: nn.Module, example_input: ExampleInput) -> dict[str, dict[object, int]]:
     inputs = as_inputs(example_input)
-    with _counting(model), FlopCounterMode(display=False, depth=None) as counter:  # type: ignore[arg-type]
+    with _counting(model), FlopCounterMode(display=False, depth=None) as counter:
         model(*inputs)
     return counter.get_flop_counts()
 

@@ -70,10 +70,9 @@ class Callback(Protocol):
     rank's batch loss); ``on_epoch_end(epoch, model, metrics)`` after validation, with that
     epoch's history dict. ``on_loss(step, model, inputs, labels, logits, loss)`` returns the loss
     to optimise (distillation and regularisers add their terms there), and ``parameters()``
-    yields extra trainable tensors (learnable gates) that join the optimizer. ``model`` is the user's
-    module (never the DDP wrapper). Under torchrun callbacks run on every rank, so a callback that
-    edits weights keeps the ranks in step. A callback with ``state_dict()``/``load_state_dict()``
-    has its state checkpointed and restored.
+    yields extra trainable tensors (learnable gates) that join the optimizer. ``model`` is the user's module (never the DDP wrapper). Under torchrun
+    callbacks run on every rank, so a callback that edits weights keeps the ranks in step. A
+    callback with ``state_dict()``/``load_state_dict()`` has its state checkpointed and restored.
     """
 
     def on_epoch_end(self, epoch: int, model: nn.Module, metrics: Mapping[str, Any]) -> None: ...

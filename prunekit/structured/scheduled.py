@@ -94,7 +94,7 @@ class ScheduledPruner:
         if entry is None:
             return None
         scores = score(self.graph, self.model, entry.importance, batches=self.batches, seed=self.seed)
-        self.plan = allocate(self.graph, scores, entry.ratio, scope=self.scope, round_to=self.round_to,  # type: ignore[arg-type]
+        self.plan = allocate(self.graph, scores, entry.ratio, scope=self.scope, round_to=self.round_to,
                              meta={"criterion": entry.importance, "epoch": epoch})
         self._zero = self._masks(self.plan)
         self.step()

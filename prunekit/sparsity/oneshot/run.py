@@ -170,9 +170,9 @@ def _prune_block(block: nn.Module, calls: list[Call], layers: dict[str, nn.Modul
                                        blocksize=job.blocksize, percdamp=job.percdamp)
             seconds = time.perf_counter() - start
             if job.backup is not None:
-                job.backup[name] = module.weight.detach().clone()  # type: ignore[operator]
+                job.backup[name] = module.weight.detach().clone()
             set_matrix(module, pruned)
-            reports.append(LayerReport(name, (weight.shape[0], weight.shape[1]), float((pruned == 0).float().mean()),
+            reports.append(LayerReport(name, tuple(weight.shape), float((pruned == 0).float().mean()),
                                        _relative_error(weight, pruned, stats[name].gram), seconds))
     return reports
 
@@ -184,7 +184,7 @@ def _run(model: nn.Module, calls: list[Call], include: Sequence[str] | None, exc
     if found and captured is None:
         job.skipped.append(f"{found[0] or 'the ModuleList'}: its blocks do not feed each other, so the model "
                            "was calibrated as one block")
-    prefix = None if captured is None or found is None else (f"{found[0]}." if found[0] else "")
+    prefix = None if captured is None else (f"{found[0]}." if found[0] else "")
     layers = _select(model, prefix, include, exclude, job.skipped)
     _check_pattern(layers, job.pattern)
     reports: list[LayerReport] = []
@@ -193,7 +193,6 @@ def _run(model: nn.Module, calls: list[Call], include: Sequence[str] | None, exc
             reports += _prune_block(model, calls, layers, job)
             job.bar.update()
         return reports, None
-    assert found is not None  # captured inputs come from the blocks found
     blocks = found[1]
     inner = {i: {n: m for n, m in layers.items() if n.startswith(f"{prefix}{i}.")} for i in range(len(blocks))}
     outside = {n: m for n, m in layers.items() if not any(n in group for group in inner.values())}
