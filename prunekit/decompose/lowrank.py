@@ -224,8 +224,7 @@ def _plan(layers: list[_Layer], spec: RankSpec | None, target: float | None, tot
         else:
             hi = mid
     chosen = ranks_at(RankSpec("level", lo))
-    return chosen, [f"shared level {lo:.6f} (energy kept, or for cp the fraction of the break-even rank) "
-                    f"meets target_macs {target} "
+    return chosen, [f"shared level {lo:.6f} (energy kept, or for cp the fraction of the break-even rank) meets target_macs {target} "
                     f"(estimated {estimate(chosen) / total:.4f} of the MACs kept)"]
 
 
