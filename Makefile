@@ -7,18 +7,28 @@ STAMP  := $(VENV)/.installed
 DATA_DIR ?= /usr/share/datasets/fashion-mnist
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slow data venv size clean bench-deps
+.PHONY: demo test test-slow lint docs data venv size clean bench-deps
 
 demo: $(STAMP) data
 	$(VENV)/bin/prunekit train --model simple_cnn --data fashion-mnist --epochs 2 --out runs/demo
 	$(VENV)/bin/prunekit prune --model simple_cnn --data fashion-mnist --weights runs/demo/model.safetensors --layer-channels conv1=2 --criterion l1 --finetune-epochs 1 --out runs/demo/prune-conv1
 	$(VENV)/bin/prunekit prune --model resnet20 --data fashion-mnist --target-macs 0.5 --criterion l2 --baseline-epochs 1 --finetune-epochs 1 --out runs/demo/resnet20-half-macs
 
-test: $(STAMP) data
+# Lint and types first (seconds), then the documentation site, then the tests.
+test: $(STAMP) lint docs data
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-slow: $(STAMP) data
 	PRUNEKIT_SLOW=1 $(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+# ruff over the whole repository; mypy over the core packages (both configured in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# The documentation site (mkdocs.yml, docs/) into site/; any warning fails the build.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
 venv: $(STAMP)
 
@@ -39,4 +49,4 @@ size:
 	@find prunekit -name '*.py' | xargs wc -l | sort -n | tail -25
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) runs site .pytest_cache .hypothesis .mypy_cache .ruff_cache

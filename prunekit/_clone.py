@@ -25,7 +25,7 @@ _ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, torch.dty
 _CONTAINERS = frozenset({dict, OrderedDict, set, list})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _plain(cls: type) -> bool:
     """True when ``cls`` copies like ``nn.Module`` (no copy/pickle protocol of its own)."""
     return ("__deepcopy__" not in dir(cls) and cls.__reduce_ex__ is object.__reduce_ex__

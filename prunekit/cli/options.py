@@ -59,7 +59,7 @@ def int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,64; got '{text}'")
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,64; got '{text}'") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers such as 1,64; got '{text}'")
     return values

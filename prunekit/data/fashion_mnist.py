@@ -36,7 +36,8 @@ FILES = {
 _FIX = ("install the Debian package with `sudo apt-get install dataset-fashion-mnist` (or run "
         "`make demo`, which installs it), or put the four IDX files ({files}) in a folder and pass "
         "`--data-dir DIR` / set `PRUNEKIT_DATA=DIR`")
-_FIX_CORRUPT = "re-install dataset-fashion-mnist (`sudo apt-get install --reinstall dataset-fashion-mnist`) or re-download the file"
+_FIX_CORRUPT = ("re-install dataset-fashion-mnist (`sudo apt-get install --reinstall dataset-fashion-mnist`) "
+                "or re-download the file")
 
 
 def load_fashion_mnist(*, data_dir: str | PathLike[str] | None = None, val_fraction: float = 0.1,

@@ -71,7 +71,8 @@ def _check_rank(module: nn.Module, rank: int, full: int, where: str) -> None:
                           f"{tuple(module.weight.shape)} weight. Pass a rank <= {full}.")
 
 
-def linear_factorization(linear: nn.Linear, rank: int, *, chol: torch.Tensor | None = None) -> tuple[nn.Sequential, float]:
+def linear_factorization(linear: nn.Linear, rank: int, *,
+                         chol: torch.Tensor | None = None) -> tuple[nn.Sequential, float]:
     """:func:`factorize_linear` that also returns the relative reconstruction error."""
     w = matrix_of(linear)
     _check_rank(linear, rank, min(w.shape), "factorize_linear")
@@ -117,6 +118,7 @@ def svd_conv(conv: nn.Conv2d, rank: int) -> nn.Sequential:
     its N x C*k*k kernel matrix; on a 1x1 conv this is exactly Tucker-2. ``conv`` is not changed."""
     if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
         raise ConfigError(f"svd_conv: expected an nn.Conv2d with groups=1; got "
-                          f"{type(conv).__name__}{f' with groups={conv.groups}' if isinstance(conv, nn.Conv2d) else ''}. "
+                          f"{type(conv).__name__}"
+                          f"{f' with groups={conv.groups}' if isinstance(conv, nn.Conv2d) else ''}. "
                           f"Grouped and depthwise convs are left alone by decompose.")
     return conv_factorization(conv, rank)[0]

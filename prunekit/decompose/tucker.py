@@ -56,7 +56,8 @@ def tucker2_factorization(conv: nn.Conv2d, ranks: Sequence[int]) -> tuple[nn.Seq
     n, c = conv.out_channels, conv.in_channels
     if not (1 <= r_in <= c and 1 <= r_out <= n):
         raise ConfigError(f"tucker2_conv: ranks (r_in, r_out) must be within (1..{c}, 1..{n}) for a "
-                          f"{tuple(conv.weight.shape)} kernel; got {tuple(ranks)}. Pass e.g. ({max(1, c // 2)}, {max(1, n // 2)}).")
+                          f"{tuple(conv.weight.shape)} kernel; got {tuple(ranks)}. "
+                          f"Pass e.g. ({max(1, c // 2)}, {max(1, n // 2)}).")
     tl = _tensorly("Tucker-2 decomposition")
     from tensorly.decomposition import partial_tucker
 

@@ -12,8 +12,9 @@ constraint is met rather than traded off. The constraint is the inequality ``c <
 the excess ``max(c - t, 0)``: the equality form ``g = c - t`` kept pushing after the budget was met
 (its multiplier's momentum) and left ResNet-20's expected MACs at 0.21 for a 0.25 target, training
 a smaller network than allowed; with the excess, ``c`` follows ``t`` and stays at it. ``t`` can fall
-linearly from 1 to the target over ``warmup_steps``. ``harden()`` folds the deterministic gate values into the consumer weights,
-ranks channels by them globally, and lets the structural engine cut to the MACs target exactly.
+linearly from 1 to the target over ``warmup_steps``. ``harden()`` folds the deterministic gate
+values into the consumer weights, ranks channels by them globally, and lets the structural engine
+cut to the MACs target exactly.
 """
 
 from __future__ import annotations

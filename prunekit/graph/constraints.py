@@ -185,7 +185,8 @@ class ConstraintStore:
             n = min(sa.length, sb.length)
             if FIXED in (sa.source, sb.source):
                 for seg in (sa, sb):  # channels lined up against fixed positions cannot be cut
-                    self.freeze(Tracked((Segment(seg.source, seg.start, n, seg.inner),)), f"meets fixed positions in {where}")
+                    self.freeze(Tracked((Segment(seg.source, seg.start, n, seg.inner),)),
+                                f"meets fixed positions in {where}")
             else:
                 self._equal.append((sa.source, sa.start, sb.source, sb.start, n))
             if sa.length > n:

@@ -97,7 +97,8 @@ class DependencyGraph:
         return "\n".join(lines)
 
 
-def _apply_ignore(groups: tuple[ChannelGroup, ...], ignore: tuple[str, ...], model: nn.Module) -> tuple[ChannelGroup, ...]:
+def _apply_ignore(groups: tuple[ChannelGroup, ...], ignore: tuple[str, ...],
+                  model: nn.Module) -> tuple[ChannelGroup, ...]:
     if not ignore:
         return groups
     modules = {name for name, _ in model.named_modules()}

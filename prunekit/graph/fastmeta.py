@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+from typing_extensions import TypeIs
 
 __all__ = ["fast_result"]
 
@@ -23,7 +24,7 @@ _Fast = Callable[[tuple[Any, ...], dict[str, Any]], Any]
 _NO = NotImplemented
 
 
-def _meta(t: Any) -> bool:
+def _meta(t: Any) -> TypeIs[torch.Tensor]:
     return isinstance(t, torch.Tensor) and t.device.type == "meta"
 
 

@@ -103,4 +103,4 @@ def tensor_of(model: nn.Module, name: str) -> torch.Tensor:
     module_name, _, attr = name.rpartition(".")
     module = submodule(model, module_name)
     tensor = module._parameters.get(attr)
-    return tensor if tensor is not None else module._buffers[attr]
+    return tensor if tensor is not None else module._buffers[attr]  # type: ignore[return-value]

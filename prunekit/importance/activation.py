@@ -57,7 +57,7 @@ def activation(group: ChannelGroup, model: nn.Module, stats: object = None, *,
     deep face representations"): channels that carry little signal change the output little.
     """
     table = require(stats, "activation").activation_mean
-    return combine(_channel_stats(group, model, table, roles, "activation"), aggregate=aggregate,
+    return combine(_channel_stats(group, model, table, roles, "activation"), aggregate=aggregate,  # type: ignore[arg-type]
                    normalize=normalize)
 
 
@@ -71,5 +71,5 @@ def apoz(group: ChannelGroup, model: nn.Module, stats: object = None, *,
     contributes little. Measured before a consumer, so it sees the activation function's output.
     """
     table = require(stats, "apoz").apoz
-    zeros = _channel_stats(group, model, table, roles, "apoz")
+    zeros = _channel_stats(group, model, table, roles, "apoz")  # type: ignore[arg-type]
     return combine([1.0 - z for z in zeros], aggregate=aggregate, normalize=normalize)

@@ -162,7 +162,7 @@ def _onnxruntime_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
     results = []
     for size in batch_sizes:
         feed = {n: x.detach().cpu().numpy() for n, x in zip(names, batch_of(inputs, size))}
-        times = _time_calls(lambda feed=feed: session.run(None, feed), timing)
+        times = _time_calls(lambda feed=feed: session.run(None, feed), timing)  # type: ignore[misc]
         results.append(_summarise(times, "onnxruntime", size, threads))
     return tuple(results)
 

@@ -60,7 +60,7 @@ def _run_exporter(model: nn.Module, inputs: tuple[torch.Tensor, ...], file: Path
 
 
 def _failure(model: nn.Module, exc: Exception) -> PrunekitError:
-    root = exc
+    root: BaseException = exc
     while root.__cause__ is not None and len(str(root.__cause__).strip()) > 0:
         root = root.__cause__  # NOTE: the exporter wraps the real cause in generic advice.
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(root)).strip()

@@ -128,7 +128,8 @@ class GatesOptions(TrainConfig):
                                                           "log-alphas (l2, l1, bn_scale); null: all equal")
     ignore: list[str] = Field(default_factory=list, description="module names never gated")
     round_to: RoundTo = Field("auto", description=_ROUND_TO)
-    gate_lr: float | None = Field(0.1, gt=0, description="Adam learning rate of the gates (null: the stage's optimizer)")
+    gate_lr: float | None = Field(0.1, gt=0,
+                                  description="Adam learning rate of the gates (null: the stage's optimizer)")
     distill: Distill | None = Field(None, description="distil from the original model while the gates train")
 
 
@@ -204,7 +205,7 @@ def _tag(value: Any) -> str | None:
     return None
 
 
-Stage = Annotated[Union[tuple(Annotated[item, Tag(kind)] for kind, item in _ITEMS.items())],  # type: ignore[misc]
+Stage = Annotated[Union[tuple(Annotated[item, Tag(kind)] for kind, item in _ITEMS.items())],  # type: ignore[misc]  # noqa: UP007
                   Discriminator(_tag, custom_error_type="stage_kind",
                                 custom_error_message=f"each stage is one key naming its kind, one of: "
                                                      f"{', '.join(STAGE_KINDS)}")]

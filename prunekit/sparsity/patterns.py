@@ -147,7 +147,8 @@ def expand_blocks(kept: torch.Tensor, shape: torch.Size | tuple[int, ...], block
     return full.reshape(shape)
 
 
-def mask_from_scores(scores: torch.Tensor, sparsity: float | None, pattern: str | Pattern | None = None) -> torch.Tensor:
+def mask_from_scores(scores: torch.Tensor, sparsity: float | None,
+                     pattern: str | Pattern | None = None) -> torch.Tensor:
     """The keep-mask for ``scores`` under ``pattern``; N:M patterns ignore ``sparsity``."""
     pattern = Pattern.parse(pattern)
     if pattern.kind == "nm":

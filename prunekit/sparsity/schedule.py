@@ -30,7 +30,8 @@ SCHEDULES: Registry[Schedule] = Registry(
 class Schedule(Protocol):
     """What the sparsifier asks of a schedule; ``sparsity`` is its final (target) sparsity."""
 
-    sparsity: float
+    @property
+    def sparsity(self) -> float: ...
 
     def sparsity_at(self, step: int) -> float:
         """Fraction of weights that should be zero after optimizer step ``step``."""

@@ -10,10 +10,11 @@ Usage from a plain PyTorch loop (torch.ao's shape)::
     sparsifier.finalize()                  # plain weights holding the zeros
 
 Pruning is monotone: a pruned weight scores -inf at the next update, so while the schedule's
-sparsity does not fall, a weight pruned once stays pruned (the masks only grow). ``scope="layer"`` gives every parameter the schedule's
-sparsity; ``scope="global"`` ranks all targeted weights (or blocks) together, so layers end at
-different sparsities with the requested overall one. N:M is defined per group of M weights, so it
-has no global variant and fixes the sparsity at ``1 - N/M``.
+sparsity does not fall, a weight pruned once stays pruned (the masks only grow).
+``scope="layer"`` gives every parameter the schedule's sparsity; ``scope="global"`` ranks all
+targeted weights (or blocks) together, so layers end at different sparsities with the requested
+overall one. N:M is defined per group of M weights, so it has no global variant and fixes the
+sparsity at ``1 - N/M``.
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ Measured in benchmarks/RESULTS.md (``benchmarks/speed.py``, 2 threads): ResNet-5
 to 16; MobileNetV2 cut by 10 % with its 16- and 24-channel groups left at 15 and 22 ran 1.14x *slower*
 than dense under ONNX Runtime, 0.94x with them at 16 and 24; with its wide groups rounded to 8 it
 still ran 1.02x of dense in PyTorch at batch 16 (1.05x with BatchNorm folded), 0.97x (0.96x) under
-the 16 rule (``speed.py --part sweep``, two runs). The price is granularity: ResNet-20 (16-64 channels) at a quarter of the MACs
-lost 0.3 points of Fashion-MNIST accuracy against exact widths (``round_to=1``).
+the 16 rule (``speed.py --part sweep``, two runs). The price is granularity: ResNet-20
+(16-64 channels) at a quarter of the MACs lost 0.3 points of Fashion-MNIST accuracy against exact
+widths (``round_to=1``).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ __all__ = ["allocate", "fill_candidates", "grow", "round_multiple", "valid_round
 
 RoundTo = int | Literal["auto"]
 AUTO_MULTIPLES: tuple[tuple[int, int], ...] = ((64, 16), (16, 8))  # (smallest group size, multiple), widest first
-AUTO_RULE = ", ".join(f"{m} for groups of >= {n} channels" for n, m in AUTO_MULTIPLES) + ", else exact"  # NOTE: help texts say it
+# NOTE: help texts say it
+AUTO_RULE = ", ".join(f"{m} for groups of >= {n} channels" for n, m in AUTO_MULTIPLES) + ", else exact"
 
 
 def round_multiple(size: int, round_to: RoundTo) -> int:

@@ -76,8 +76,8 @@ def latency_weights(model: nn.Module, graph: DependencyGraph, example_inputs: An
 def channel_costs(model: nn.Module, graph: DependencyGraph, example_inputs: Any, kind: str) -> dict[str, float]:
     """Group id -> the ``"macs"`` or ``"params"`` one channel of each prunable group accounts for
     in the dense model: every weight that writes or reads the channel contributes its module's MACs
-    (or, if it is a parameter, its own size) times the channel's share of that axis. A linear estimate: each count scales
-    with each of a layer's widths, so relative costs hold as the model shrinks."""
+    (or, if it is a parameter, its own size) times the channel's share of that axis. A linear
+    estimate: each count scales with each of a layer's widths, so relative costs hold as the model shrinks."""
     macs = macs_by_module(model, example_inputs) if kind == "macs" else {}
     parameters = {name for name, _ in model.named_parameters()}  # NOTE: not BatchNorm's running stats
     costs: dict[str, float] = {}

@@ -103,7 +103,7 @@ class ScheduledPruner:
         return self.plan
 
     def _masks(self, plan: Plan) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
-        zero = []
+        zero: list[tuple[torch.Tensor, int, torch.Tensor]] = []
         for group_id in plan.sizes:
             removed = plan.removed(group_id)
             if not removed:

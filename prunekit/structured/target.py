@@ -97,7 +97,7 @@ class Target(BaseModel):
     @property
     def kind(self) -> Kind:
         """Which quantity is targeted."""
-        return next(k for k in KINDS if getattr(self, k) is not None)  # type: ignore[return-value]
+        return next(k for k in KINDS if getattr(self, k) is not None)  # type: ignore[misc]
 
     @property
     def value(self) -> float:

@@ -4,8 +4,6 @@ one group at a time, each calibrated on the outputs of the groups already pruned
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from prunekit.registry import Registry
@@ -15,7 +13,7 @@ from prunekit.sparsity.oneshot.wanda import wanda
 
 __all__ = ["METHODS"]
 
-METHODS: Registry[Callable[..., torch.Tensor]] = Registry(
+METHODS: Registry[torch.Tensor] = Registry(
     "one-shot method", list_hint="Known: magnitude, wanda, sparsegpt (prunekit.sparsity.oneshot.METHODS.names())"
 )
 # NOTE: Wanda's paper calibrates all layers of a block at once (its speed is the point);
