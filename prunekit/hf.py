@@ -49,7 +49,7 @@ def reference(model: nn.Module) -> nn.Module:
 
 def write(model: nn.Module, folder: Path) -> None:
     """``model.save_pretrained(folder)`` with safetensors (config.json + model.safetensors)."""
-    model.save_pretrained(folder, safe_serialization=True)
+    model.save_pretrained(folder, safe_serialization=True)  # type: ignore[operator]
 
 
 def build(folder: Path, record: Mapping[str, Any], model_class: Callable[..., nn.Module] | None = None) -> nn.Module:

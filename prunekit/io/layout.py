@@ -172,9 +172,8 @@ def restore_layout(model: nn.Module, layout: Mapping[str, Any], *, where: str = 
     return restore_tensors(restore_modules(model, layout, where=where), layout, where=where)
 
 
-def _replace(owners: list[tuple[nn.Module, str]], new: torch.Tensor, old: torch.Tensor) -> None:
-    if isinstance(old, nn.Parameter):
-        new = nn.Parameter(new, requires_grad=old.requires_grad)
+def _replace(owners: list[tuple[nn.Module, str]], empty: torch.Tensor, old: torch.Tensor) -> None:
+    new: Any = nn.Parameter(empty, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else empty
     for module, attr in owners:
         if attr in module._parameters:
             module._parameters[attr] = new

@@ -106,17 +106,23 @@ def save(model: nn.Module, folder: str | os.PathLike[str], *, source: None | str
             :func:`prunekit.load` rebuilds it. Not needed for Hugging Face models (their config is).
         original: an un-pruned instance, for models no spec builds (then load takes ``model=``).
         transforms: in the order applied: a Plan, a DecomposeResult, a Partition, or records
-            ``{"kind": "prune" | "depth" | "factorise" | "sparse" | "partition", ...}``.
+            ``{"kind": "prune" | "depth" | "factorise" | "partition", ...}`` (an earlier
+            manifest's ``transforms`` can be passed on; its ``sparse`` record is replaced).
         metrics: measured numbers to keep beside the model (Profiles become dicts).
         sparse: store the weights as bitmask + non-zero values (loaded dense).
         overwrite: replace a non-empty ``folder``; otherwise such a folder is refused.
     """
     from prunekit import hf
+    from prunekit.io.stages import Stages
 
+    if isinstance(model, Stages):
+        raise ConfigError("save: a loaded Stages module holds only the cut stages. Save the model they "
+                          "were cut from, with transforms=[stages.partition()].")
     target = Path(folder)
     _check_target(target, overwrite)
     _check_plain(model)
-    records = [record(t) for t in transforms]
+    # NOTE: how weights are stored is this save's choice (``sparse``), not an earlier one's record.
+    records = [r for r in (record(t) for t in transforms) if r["kind"] != "sparse"]
     check_factorised(model, records)
     is_hf = hf.is_hf(model)
     if is_hf and sparse:
@@ -128,7 +134,7 @@ def save(model: nn.Module, folder: str | os.PathLike[str], *, source: None | str
     note_source_shapes(records, reference)
     if layout["identity"] and not any(r["kind"] == "depth" for r in records):
         records.append({"kind": "depth", "blocks": list(layout["identity"])})
-    entries, storage = _weights(model, sparse)
+    entries, storage = _weights(model, sparse) if not is_hf else ({}, None)
     if storage is not None:
         records.append(storage)
     from prunekit import __version__

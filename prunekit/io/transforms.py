@@ -27,11 +27,12 @@ _LAYER_FIELDS = ("name", "kind", "ranks", "shape")
 
 def _layer(entry: Any) -> dict[str, Any]:
     values = dict(entry) if isinstance(entry, Mapping) else {f: getattr(entry, f, None) for f in _LAYER_FIELDS}
-    if not isinstance(values.get("name"), str) or values.get("ranks") is None or values.get("shape") is None:
+    name, ranks, shape = values.get("name"), values.get("ranks"), values.get("shape")
+    if not isinstance(name, str) or ranks is None or shape is None:
         raise ConfigError(f"save: a factorised layer record needs name, kind, ranks and shape; got "
                           f"{entry!r}. Pass the DecomposeResult (or its .layers).")
-    return {"name": values["name"], "kind": values["kind"], "ranks": [int(r) for r in values["ranks"]],
-            "shape": [int(s) for s in values["shape"]]}
+    return {"name": name, "kind": values.get("kind"), "ranks": [int(r) for r in ranks],
+            "shape": [int(s) for s in shape]}
 
 
 def record(transform: Any) -> dict[str, Any]:
@@ -77,11 +78,20 @@ def check_factorised(model: nn.Module, transforms: Sequence[Mapping[str, Any]]) 
                               f"with these layers (result.model).")
 
 
+def _weight(module: nn.Module, where: str, name: str) -> torch.Tensor:
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise DataError(f"{where}: '{name}' is recorded as a factorised layer but this model has a "
+                        f"{type(module).__name__} there. Load it into the architecture it was saved from.")
+    return weight
+
+
 def _stand_in(module: nn.Module, shape: Sequence[int], where: str, name: str) -> nn.Module:
     """``module`` with the weight shape it had when factorised (pruned before, perhaps)."""
-    if list(module.weight.shape) == list(shape):
+    w = _weight(module, where, name)
+    if list(w.shape) == list(shape):
         return module
-    w, bias = module.weight, getattr(module, "bias", None) is not None
+    bias = getattr(module, "bias", None) is not None
     make = {"device": w.device, "dtype": w.dtype}
     if isinstance(module, nn.Linear) and len(shape) == 2:
         return nn.utils.skip_init(nn.Linear, shape[1], shape[0], bias=bias, **make)
@@ -110,11 +120,11 @@ def restore_factorised(model: nn.Module, transform: Mapping[str, Any], where: st
 
     for layer in transform["layers"]:
         original = module_at(model, layer["name"], where)
-        source_shape = layer.get("source_shape")
-        if source_shape is not None and list(original.weight.shape) != list(source_shape):
+        source_shape, got = layer.get("source_shape"), list(_weight(original, where, layer["name"]).shape)
+        if source_shape is not None and got != list(source_shape):
             raise DataError(f"{where}: '{layer['name']}' had weight shape {list(source_shape)} in the source "
-                            f"model when saved; this model's is {list(original.weight.shape)}. Load it "
-                            f"into the architecture it was saved from.")
+                            f"model when saved; this model's is {got}. Load it into the architecture it "
+                            f"was saved from.")
         base = _stand_in(original, layer["shape"], where, layer["name"])
         model.set_submodule(layer["name"], shell(layer["kind"], base, layer["ranks"]))
 

@@ -185,3 +185,12 @@ def test_bad_transforms_and_masked_models_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'conv2' still carries parametrizations"):
         prunekit.save(model, tmp_path / "t", source=SOURCE)
     assert not (tmp_path / "t").exists()
+
+
+def test_loaded_stages_are_not_saved_as_a_model(tmp_path: Path) -> None:
+    from prunekit.decompose import partition
+
+    model, x = create("simple_cnn").eval(), example((1, 1, 28, 28))
+    folder = prunekit.save(model, tmp_path / "st", source=SOURCE, transforms=[partition(model, x, 2, repeats=1)])
+    with pytest.raises(ConfigError, match="Save the model they were cut from, with transforms="):
+        prunekit.save(prunekit.load(folder), tmp_path / "again")

@@ -167,3 +167,23 @@ def test_tied_weights_stay_tied(tmp_path: Path) -> None:
     loaded = prunekit.load(tmp_path / "t", model=Tied())
     assert loaded.out.weight is loaded.emb.weight
     assert_same(loaded, small, torch.tensor([[1, 2, 3]]))
+
+
+def test_a_loaded_result_pruned_again_saves_with_the_earlier_manifest(cnn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model, x = cnn
+    small, plan = pruned(model, x)
+    first = prunekit.save(small, tmp_path / "one", source=SOURCE, transforms=[plan], sparse=True)
+    earlier = read_manifest(first)
+    smaller, again = pruned(prunekit.load(first), x)
+    folder = prunekit.save(smaller, tmp_path / "two", source=earlier.source, transforms=[*earlier.transforms, again])
+    assert [t["kind"] for t in _manifest(folder)["transforms"]] == ["prune", "prune"]  # stored dense now
+    assert_same(prunekit.load(folder), smaller, x)
+
+
+def test_torchvision_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, x = create("mobilenet_v2", num_classes=10).eval(), example((1, 3, 32, 32))
+    small, plan = pruned(model, x)
+    prunekit.save(small, tmp_path / "mb", source={"spec": "mobilenet_v2", "kwargs": {"num_classes": 10}},
+                  transforms=[plan])
+    assert_same(prunekit.load(tmp_path / "mb"), small, x)
