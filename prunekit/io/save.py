@@ -113,17 +113,10 @@ def save(model: nn.Module, folder: str | os.PathLike[str], *, source: None | str
         overwrite: replace a non-empty ``folder``; otherwise such a folder is refused.
     """
     from prunekit import hf
-    from prunekit.io.stages import Stages
 
-    if isinstance(model, Stages):
-        raise ConfigError("save: a loaded Stages module holds only the cut stages. Save the model they "
-                          "were cut from, with transforms=[stages.partition()].")
     target = Path(folder)
     _check_target(target, overwrite)
-    _check_plain(model)
-    # NOTE: how weights are stored is this save's choice (``sparse``), not an earlier one's record.
-    records = [r for r in (record(t) for t in transforms) if r["kind"] != "sparse"]
-    check_factorised(model, records)
+    records = _records(model, transforms)
     is_hf = hf.is_hf(model)
     if is_hf and sparse:
         raise ConfigError("save: sparse storage is not a save_pretrained folder; save a Hugging Face "
@@ -137,15 +130,37 @@ def save(model: nn.Module, folder: str | os.PathLike[str], *, source: None | str
     entries, storage = _weights(model, sparse) if not is_hf else ({}, None)
     if storage is not None:
         records.append(storage)
-    from prunekit import __version__
-
-    manifest = Manifest(source=source_rec if source_rec is not None or not is_hf else {"spec": "hf:.", "kwargs": {}},
-                        transforms=tuple(records), layout=layout, metrics=_metrics(metrics),
-                        hf={"class": type(model).__name__} if is_hf else None,
-                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), prunekit=__version__).to_dict()
-    json.dumps(manifest)  # NOTE: fail before writing anything.
+    if is_hf and source_rec is None:
+        source_rec = {"spec": "hf:.", "kwargs": {}}  # NOTE: the config.json in the folder itself.
+    manifest = _manifest(source_rec, records, layout, _metrics(metrics),
+                         {"class": type(model).__name__} if is_hf else None)
     _write_folder(target, lambda tmp: _fill(tmp, model if is_hf else None, entries, manifest))
     return target
+
+
+def _records(model: nn.Module, transforms: Iterable[Any]) -> list[dict[str, Any]]:
+    """The transforms' records, checked against the model being saved."""
+    from prunekit.io.stages import Stages
+
+    if isinstance(model, Stages):
+        raise ConfigError("save: a loaded Stages module holds only the cut stages. Save the model they "
+                          "were cut from, with transforms=[stages.partition()].")
+    _check_plain(model)
+    # NOTE: how weights are stored is this save's choice (``sparse``), not an earlier one's record.
+    records = [r for r in (record(t) for t in transforms) if r["kind"] != "sparse"]
+    check_factorised(model, records)
+    return records
+
+
+def _manifest(source: dict[str, Any] | None, records: list[dict[str, Any]], layout: dict[str, Any],
+              metrics: dict[str, Any], hf_record: dict[str, Any] | None) -> dict[str, Any]:
+    from prunekit import __version__
+
+    manifest = Manifest(source=source, transforms=tuple(records), layout=layout, metrics=metrics,
+                        hf=hf_record, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        prunekit=__version__).to_dict()
+    json.dumps(manifest)  # NOTE: fail before writing anything.
+    return manifest
 
 
 def _fill(tmp: Path, hf_model: nn.Module | None, entries: dict[str, torch.Tensor], manifest: dict[str, Any]) -> None:
