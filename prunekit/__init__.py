@@ -44,10 +44,8 @@ from prunekit.measure import evaluate as evaluate
 from prunekit.measure import profile as profile
 
 # io: no pickle
-from prunekit.io import load_pruned as load
-from prunekit.io import load_weights as load_weights
-from prunekit.io import save_pruned as save_pruned
-from prunekit.io import save_weights as save_weights
+from prunekit.io import load as load
+from prunekit.io import save as save
 
 # errors
 from prunekit.errors import PrunekitError as PrunekitError
@@ -59,6 +57,6 @@ __all__ = [
     "Sparsifier", "one_shot", "decompose", "run_recipe",
     "TrainConfig", "fit",
     "Profile", "compare", "evaluate", "profile",
-    "load", "load_weights", "save_pruned", "save_weights",
+    "load", "save",
     "PrunekitError",
 ]

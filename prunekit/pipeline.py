@@ -22,7 +22,7 @@ from prunekit import data as datasets
 from prunekit import models
 from prunekit.data import DataSplits
 from prunekit.graph import DependencyGraph
-from prunekit.io import RECORD_FILE, WEIGHTS_FILE, save_json, save_pruned
+from prunekit.io import MANIFEST_FILE, WEIGHTS_FILE, save, save_json
 from prunekit.measure import Profile, compare, evaluate, profile
 from prunekit.measure.latency import DEFAULT_BACKENDS
 from prunekit.recover import TrainConfig, fit, parse_config
@@ -189,7 +189,7 @@ def prune(model: str, data: str = "fashion_mnist", *, target: Mapping[str, Any],
     accuracy), prunes to ``target`` (a :class:`~prunekit.structured.Target` mapping: ``ratio``
     removed, or ``macs``/``params``/``latency`` kept), fine-tunes ``finetune_epochs`` with
     ``train_config`` (default Adam, lr 1e-3) and profiles the result. With ``out_dir`` it writes
-    ``results.json`` and the folder ``pruned/`` (``weights.safetensors`` + ``plan.json``: the plan
+    ``results.json`` and the folder ``pruned/`` (``model.safetensors`` + ``manifest.json``: the plan
     against the dense model and the layout), which ``prunekit.load`` reads back.
     """
     config = train_config or TrainConfig()
@@ -234,6 +234,7 @@ def _architecture(model: str, splits: DataSplits) -> dict[str, Any]:
 
 
 def _save_pruned(pruned: nn.Module, plan: Plan, architecture: dict[str, Any], out: Path) -> dict[str, str]:
-    """``out/pruned/`` (weights.safetensors + plan.json, read back by ``prunekit.load``)."""
-    folder = save_pruned(pruned, plan, out / "pruned", architecture=architecture)
-    return {"pruned": str(folder), "weights": str(folder / WEIGHTS_FILE), "plan": str(folder / RECORD_FILE)}
+    """``out/pruned/`` (model.safetensors + manifest.json, read back by ``prunekit.load``)."""
+    source = {"spec": architecture["model"], "kwargs": {k: v for k, v in architecture.items() if k != "model"}}
+    folder = save(pruned, out / "pruned", source=source, transforms=[plan], overwrite=True)
+    return {"pruned": str(folder), "weights": str(folder / WEIGHTS_FILE), "manifest": str(folder / MANIFEST_FILE)}

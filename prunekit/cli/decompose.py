@@ -3,7 +3,7 @@
 The rank rule is one of ``--target-macs`` (fraction of the dense MACs to KEEP; ranks chosen over
 the whole model), ``--rank`` (an int, a fraction of full rank such as 0.5, or ``vbmf``) or
 ``--energy`` (fraction of squared singular values kept). Prints the per-layer table and the
-before/after profiles; writes OUT/results.json and OUT/decomposed/ (weights + decomposition.json).
+before/after profiles; writes OUT/results.json and OUT/decomposed/ (model.safetensors + manifest.json).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Train a short baseline (or load --weights), profile it, replace Linear and Conv2d "
                     "layers by low-rank factorisations (SVD, activation-aware SVD, Tucker-2, CP), "
                     "fine-tune, and print the per-layer table and the before/after profiles. Writes "
-                    "OUT/results.json and OUT/decomposed/ (prunekit.decompose.load_decomposed reads it).")
+                    "OUT/results.json and OUT/decomposed/ (prunekit.load reads it).")
     options.add_model_options(parser)
     group = parser.add_argument_group("decomposition (same keys as the recipe stage)")
     group.add_argument("--method", choices=METHODS, default="auto",
@@ -90,5 +90,5 @@ def run(args: argparse.Namespace) -> int:
     print(results["layers_table"])
     print(results["table"])
     print(f"results: {args.out}/results.json  factorised model: {args.out}/decomposed/ "
-          f"(prunekit.decompose.load_decomposed reads it)")
+          f"(prunekit.load reads it)")
     return 0

@@ -3,7 +3,7 @@
 ``--sparsity`` is the fraction of each sparsified weight set to ZERO (N:M patterns fix it at
 1 - N/M). Methods: magnitude, random, taylor, movement (masks, one-shot or ramped by --schedule
 during fine-tuning) and wanda, sparsegpt (one-shot from calibration batches). Writes
-OUT/results.json and OUT/sparse.safetensors (bitmask + values; prunekit.sparsity.load_sparse).
+OUT/results.json and OUT/sparse/ (bitmask + values; prunekit.load reads it).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "weights to zero (in one shot, or gradually while fine-tuning), fine-tune with "
                     "the zeros held, and print the before/after profiles with the sparsity and the "
                     "sparse size on disk. Zeros do not speed up dense kernels; the table says so. "
-                    "Writes OUT/results.json and OUT/sparse.safetensors.",
+                    "Writes OUT/results.json and OUT/sparse/.",
     )
     options.add_model_options(parser)
     _add_sparsity_options(parser)
@@ -83,6 +83,6 @@ def run(args: argparse.Namespace) -> int:
         batch_sizes=args.batch_sizes, threads=args.threads, backends=options.backends(args),
     )
     print(results["table"])
-    print(f"results: {args.out}/results.json  sparse weights: {args.out}/sparse.safetensors "
-          f"(prunekit.sparsity.load_sparse reads it)")
+    print(f"results: {args.out}/results.json  sparse model: {args.out}/sparse/ "
+          f"(prunekit.load reads it)")
     return 0

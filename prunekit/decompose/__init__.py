@@ -2,7 +2,7 @@
 
 In: a model, an example input (and, for activation-aware SVD, calibration batches). Out: the same
 model with chosen nn.Linear / nn.Conv2d layers replaced by ``nn.Sequential``s of smaller standard
-layers (:func:`decompose`), plus a JSON layout record to save and rebuild it; or the same model
+layers (:func:`decompose`), which prunekit.save records and prunekit.load rebuilds; or the same model
 split into K sequential stages (:func:`partition`) that run as a pipeline over processes.
 *Rank* is the inner width of a factorisation; *energy* is the fraction of squared singular values
 kept; ``target_macs`` is the fraction of the model's MACs to keep.
@@ -21,8 +21,6 @@ from prunekit.decompose.partition import partition as partition
 from prunekit.decompose.partition_cuts import best_cuts as best_cuts
 from prunekit.decompose.pipelined import PipelineRun as PipelineRun
 from prunekit.decompose.pipelined import run_pipeline as run_pipeline
-from prunekit.decompose.save import load_decomposed as load_decomposed
-from prunekit.decompose.save import save_decomposed as save_decomposed
 from prunekit.decompose.svd import factorize_linear as factorize_linear
 from prunekit.decompose.svd import svd_conv as svd_conv
 from prunekit.decompose.tucker import tucker2_conv as tucker2_conv
@@ -35,8 +33,6 @@ __all__ = [
     "factorize_linear", "svd_conv", "tucker2_conv", "cp_conv", "evbmf_rank",
     # methods by name
     "METHODS", "Method",
-    # save / load
-    "save_decomposed", "load_decomposed",
     # partitioning into pipeline stages
     "partition", "Partition", "load_partition", "best_cuts", "run_pipeline", "PipelineRun",
 ]

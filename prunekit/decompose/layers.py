@@ -1,7 +1,7 @@
 """The factorised layers as plain ``nn.Sequential`` shells, and their MACs, per kind.
 
 A *shell* has the factorised architecture with uninitialised weights; the factorisations fill it
-and :func:`prunekit.decompose.load_decomposed` rebuilds it from the saved record. Ranks are in
+and :func:`prunekit.load` rebuilds it from the saved manifest. Ranks are in
 data-flow order: ``svd``/``asvd`` ``(r,)``, ``tucker2`` ``(r_in, r_out)``, ``cp`` ``(R,)``.
 
 =========  ===================================================================================

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from prunekit.decompose.lowrank import check_arguments, decompose
-from prunekit.decompose.save import RECORD_FILE, WEIGHTS_FILE, save_decomposed
-from prunekit.io import save_json
+from prunekit.io import MANIFEST_FILE, WEIGHTS_FILE, save, save_json
 from prunekit.measure import compare, profile
 from prunekit.measure.latency import DEFAULT_BACKENDS
 from prunekit.pipeline import build, environment, is_rank_zero, train_baseline, with_epochs
@@ -68,9 +67,10 @@ def decompose_model(model: str, data: str = "fashion_mnist", *, method: str = "a
                     "architecture": architecture, "layers_table": result.table(),
                     "table": compare(before, after)})
     if out_dir is not None and is_rank_zero():
-        folder = save_decomposed(factorised, result, Path(out_dir) / "decomposed", architecture=architecture)
+        source = {"spec": model, "kwargs": {k: v for k, v in architecture.items() if k != "model"}}
+        folder = save(factorised, Path(out_dir) / "decomposed", source=source, transforms=[result], overwrite=True)
         results["files"] = {"decomposed": str(folder), "weights": str(folder / WEIGHTS_FILE),
-                            "record": str(folder / RECORD_FILE)}
+                            "manifest": str(folder / MANIFEST_FILE)}
     results["environment"] = environment()
     if out_dir is not None and is_rank_zero():
         save_json(results, Path(out_dir) / "results.json")

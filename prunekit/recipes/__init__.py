@@ -5,11 +5,10 @@ executes the stages (train, prune, sparsify, gates, finetune, distill, decompose
 export), each a single library call with the same option names.
 """
 
-from prunekit.recipes.checkpoint import load_model, save_model
 from prunekit.recipes.parse import load_recipe, parse_recipe
 from prunekit.recipes.runner import run_recipe, validate
 from prunekit.recipes.schema import STAGE_KINDS, Recipe
 from prunekit.recipes.stages import STAGES, RunState
 
 __all__ = ["Recipe", "STAGE_KINDS", "STAGES", "RunState", "load_recipe", "parse_recipe", "run_recipe",
-           "validate", "load_model", "save_model"]
+           "validate"]

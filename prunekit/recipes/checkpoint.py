@@ -1,71 +1,57 @@
-"""A model at any point of a recipe, saved as weights + records and rebuilt without pickle.
+"""A model at any point of a recipe, saved in the one format (``prunekit.save``) and rebuilt.
 
-Before any decomposition the format is ``prunekit.save_pruned``'s (``weights.safetensors`` +
-``plan.json``), so a checkpoint or the exported model loads with ``prunekit.load(folder)``. After
-a ``decompose`` stage the folder holds ``base_layout.json`` (the channel layout of the model that
-was factorised, against the original architecture) and ``decomposed/`` (``save_decomposed``).
+A checkpoint is an ordinary saved folder: the recipe's model spec as the source, the plans of its
+prune stages and the factorised layers of a decompose stage as transforms, so
+``prunekit.load(folder)`` reads a checkpoint and the exported model alike.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from prunekit.io import _build, layout_record, load_json, load_pruned, restore_layout, save_json, save_pruned
+from prunekit.io import load, read_manifest, save
 
-__all__ = ["save_model", "load_model", "load_state"]
-
-BASE_LAYOUT = "base_layout.json"
-DECOMPOSED = "decomposed"
+__all__ = ["save_model", "load_state"]
 
 
-def save_model(model: nn.Module, architecture: dict[str, Any], folder: str | os.PathLike[str], *,
-               plan: Any = None, factorised_from: nn.Module | None = None,
+def _source(architecture: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"model": name, **kwargs}`` (the runner's form) as a manifest source record."""
+    kwargs = {k: v for k, v in architecture.items() if k != "model"}
+    return {"spec": architecture["model"], "kwargs": kwargs}
+
+
+def save_model(model: nn.Module, architecture: Mapping[str, Any], folder: str | os.PathLike[str], *,
+               plans: Sequence[Mapping[str, Any]] = (), factorised_from: nn.Module | None = None,
                factorised: Sequence[Any] | None = None) -> Path:
-    """Write ``model``; pass ``factorised_from`` (the model ``decompose`` started from) and the
-    ``factorised`` layer records once the model holds factorised layers."""
-    target = Path(folder)
-    if not factorised:
-        return save_pruned(model, plan, target, architecture=architecture)
-    from prunekit.decompose import save_decomposed
+    """Write ``model`` (replacing an earlier checkpoint in ``folder``); ``plans`` are the applied
+    plans' dicts, ``factorised`` the LayerRecords of a decompose stage. ``factorised_from`` is no
+    longer needed (the records hold each layer's shape) and is ignored."""
+    transforms: list[Any] = [{"kind": "prune", "plan": dict(p)} for p in plans]
+    if factorised:
+        transforms.append(list(factorised))
+    return save(model, folder, source=_source(architecture), transforms=transforms, overwrite=True)
 
-    original = _build(architecture, "save_model")
-    save_decomposed(model, list(factorised), target / DECOMPOSED)
-    save_json({"architecture": dict(architecture), "layout": layout_record(factorised_from, original)},
-              target / BASE_LAYOUT)
-    return target
+
+def load_state(folder: str | os.PathLike[str]) -> tuple[nn.Module, nn.Module | None, list[Any]]:
+    """``(model, None, factorised layer records)`` of a :func:`save_model` folder (the middle item
+    is kept for the runner's resume, which no longer needs the pre-factorisation model)."""
+    manifest = read_manifest(Path(folder))
+    layers = [layer for t in manifest.of_kind("factorise") for layer in t["layers"]]
+    return load(folder).train(), None, [_Layer(e["name"], e["kind"], tuple(e["ranks"]), tuple(e["shape"]))
+                                  for e in layers]
 
 
 @dataclass(frozen=True)
-class _Factorised:
-    """What ``save_decomposed`` reads of a layer record."""
+class _Layer:
+    """What a resumed run keeps of a factorised layer record."""
 
     name: str
     kind: str
     ranks: tuple[int, ...]
     shape: tuple[int, ...]
-
-
-def load_state(folder: str | os.PathLike[str]) -> tuple[nn.Module, nn.Module | None, list[Any]]:
-    """``(model, factorised_from, factorised layer records)`` of a :func:`save_model` folder."""
-    source = Path(folder)
-    if not (source / BASE_LAYOUT).is_file():
-        return load_pruned(source), None, []
-    from prunekit.decompose import load_decomposed
-
-    record = load_json(source / BASE_LAYOUT)
-    base = restore_layout(_build(record["architecture"], str(source / BASE_LAYOUT)), record["layout"],
-                          where=str(source / BASE_LAYOUT))
-    layers = [_Factorised(e["name"], e["kind"], tuple(e["ranks"]), tuple(e["shape"]))
-              for e in load_json(source / DECOMPOSED / "decomposition.json")["layers"]]
-    return load_decomposed(source / DECOMPOSED, model=base), base, layers
-
-
-def load_model(folder: str | os.PathLike[str]) -> nn.Module:
-    """Rebuild a model written by :func:`save_model`."""
-    return load_state(folder)[0]

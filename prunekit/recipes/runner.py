@@ -3,7 +3,7 @@
 Layout of ``out``::
 
     state.json                 {"completed": k, "recipe": <the validated recipe>}
-    checkpoints/stage-01-train/   weights.safetensors + plan.json (prunekit.load reads it)
+    checkpoints/stage-01-train/   model.safetensors + manifest.json (prunekit.load reads it)
     results.json               per stage: options, summary, profile (params, MACs, size, accuracy)
 
 Stage ``i`` runs with seed ``recipe.seed + i`` and the model is rebuilt from the checkpoint on

@@ -44,7 +44,7 @@ class RunState:
         from prunekit.recipes.checkpoint import save_model
 
         return save_model(self.model, self.architecture, folder, factorised_from=self.factorised_from,
-                          factorised=self.factorised)
+                          factorised=self.factorised, plans=self.plans)
 
     def example(self, batch: int = 1) -> torch.Tensor:
         """An input batch of the data's shape."""

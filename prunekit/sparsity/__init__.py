@@ -34,8 +34,6 @@ from prunekit.sparsity.schedule import cubic_sparsity as cubic_sparsity
 from prunekit.sparsity.sparsifier import Sparsifier as Sparsifier
 from prunekit.sparsity.sparsifier import select_targets as select_targets
 from prunekit.sparsity.storage import SparseSizes as SparseSizes
-from prunekit.sparsity.storage import load_sparse as load_sparse
-from prunekit.sparsity.storage import save_sparse as save_sparse
 from prunekit.sparsity.storage import sparse_sizes as sparse_sizes
 from prunekit.sparsity.pipeline import sparsify_model as sparsify_model
 
@@ -49,7 +47,7 @@ __all__ = [
     "CRITERIA", "Evidence", "SCHEDULES", "OneShot", "Constant", "Iterative", "Gradual",
     "cubic_sparsity",
     # reports and storage
-    "LayerSparsity", "sparsity_report", "format_report", "save_sparse", "load_sparse",
+    "LayerSparsity", "sparsity_report", "format_report",
     "SparseSizes", "sparse_sizes",
     # the model-level call the CLI and recipes use
     "sparsify_model",

@@ -28,13 +28,14 @@ from prunekit.sparsity.criteria import CRITERIA
 from prunekit.sparsity.patterns import Pattern, check_layer
 from prunekit.sparsity.report import LayerSparsity, sparsity_report, total_sparsity
 from prunekit.sparsity.sparsifier import Sparsifier, select_targets
-from prunekit.sparsity.storage import save_sparse, sparse_sizes
+from prunekit.io import save
+from prunekit.sparsity.storage import sparse_sizes
 
 __all__ = ["sparsify", "sparsify_model", "CALIBRATION_METHODS", "SCHEDULE_CHOICES", "SPARSE_FILE", "LATENCY_NOTE"]
 
 CALIBRATION_METHODS = ("wanda", "sparsegpt")
 SCHEDULE_CHOICES = ("one_shot", "gradual", "iterative")
-SPARSE_FILE = "sparse.safetensors"
+SPARSE_FILE = "sparse"  # the saved folder (prunekit.save(..., sparse=True))
 LATENCY_NOTE = ("Zeros in weights give no speed-up in PyTorch's dense kernels: the sparse model runs "
                 "the same dense GEMMs, so its latency is expected to match the dense one. The gain "
                 "is on disk (sparse format) and on hardware/kernels for the pattern (2:4 on GPUs).")
@@ -170,7 +171,7 @@ def sparsify(model: str, data: str = "fashion_mnist", *, method: str = "magnitud
     first ``ramp`` fraction of the ``finetune_epochs`` in ``updates`` mask updates, then trains at
     the target; ``"one_shot"`` prunes before fine-tuning. Every Conv/Linear weight but the
     classifier is sparsified, minus ``exclude``. With ``out_dir``: ``results.json`` and
-    ``sparse.safetensors`` (read back by :func:`prunekit.sparsity.load_sparse`).
+    ``sparse/`` (``prunekit.save(..., sparse=True)``, read back by ``prunekit.load``).
     """
     from prunekit.pipeline import _architecture, _finish, build, is_rank_zero, train_baseline, with_epochs
 
@@ -216,9 +217,10 @@ def sparsify(model: str, data: str = "fashion_mnist", *, method: str = "magnitud
     })
     results["table"] = compare(before, after) + "\n" + _sparse_lines(results)
     if out_dir is not None and is_rank_zero():
-        file = save_sparse(net, Path(out_dir) / SPARSE_FILE,
-                           metadata={"model": model, "architecture": str(results["architecture"])})
-        results["files"] = {"sparse_weights": str(file)}
+        arch = results["architecture"]
+        file = save(net, Path(out_dir) / SPARSE_FILE, sparse=True, overwrite=True, source={
+            "spec": model, "kwargs": {k: v for k, v in arch.items() if k != "model"}})
+        results["files"] = {"sparse": str(file)}
     return _finish(results, out_dir)
 
 

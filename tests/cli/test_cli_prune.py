@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from prunekit.cli import build_parser, main
-from prunekit.io import load_pruned
+from prunekit.io import load
 from prunekit.structured import Plan
 
 _TINY = ["--model", "simple_cnn", "--baseline-epochs", "1", "--finetune-epochs", "1",
@@ -41,9 +41,9 @@ def test_prune_to_half_the_macs_writes_profiles_and_a_loadable_model(
     # The saved folder rebuilds the pruned model without pickle, with the fine-tuned weights.
     plan = Plan.from_dict(results["plan"])
     assert results["architecture"] == {"model": "simple_cnn", "num_classes": 10, "in_channels": 1}
-    loaded = load_pruned(out / "pruned")
+    loaded = load(out / "pruned")
     assert loaded.conv1.out_channels == len(plan.keep["conv1.weight:0"])
-    weights = load_file(str(out / "pruned" / "weights.safetensors"))
+    weights = load_file(str(out / "pruned" / "model.safetensors"))
     assert all(torch.equal(weights[k], v) for k, v in loaded.state_dict().items())
 
 
@@ -84,7 +84,7 @@ def test_prune_in_steps_with_a_fixed_layer(capsys: pytest.CaptureFixture[str], t
     assert [s["step"] for s in results["steps"]] == [0, 1] and "finetune" in results
     plan = Plan.from_dict(results["plan"])
     assert len(plan.keep["conv1.weight:0"]) == 3  # removed once in step 0, then held fixed
-    weights = load_file(str(out / "pruned" / "weights.safetensors"))
+    weights = load_file(str(out / "pruned" / "model.safetensors"))
     for group, tensor in (("conv1.weight:0", "conv1.weight"), ("conv2.weight:0", "conv2.weight"),
                           ("fc1.weight:0", "fc1.weight")):
         assert weights[tensor].shape[0] == len(plan.keep[group])

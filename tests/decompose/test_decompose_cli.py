@@ -44,7 +44,7 @@ def test_every_option_has_help() -> None:
 
 @pytest.mark.slow
 def test_decompose_end_to_end(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
-    from prunekit.decompose import load_decomposed
+    import prunekit
 
     out = tmp_path / "run"
     args = _parser().parse_args([
@@ -57,5 +57,5 @@ def test_decompose_end_to_end(tmp_path, capsys: pytest.CaptureFixture[str]) -> N
     results = json.loads((out / "results.json").read_text())
     assert results["after"]["macs"] <= 0.5 * results["before"]["macs"]
     assert results["decomposition"]["macs_after"] == results["after"]["macs"]
-    loaded = load_decomposed(out / "decomposed")
+    loaded = prunekit.load(out / "decomposed")
     assert sum(p.numel() for p in loaded.parameters()) == results["after"]["params"]

@@ -7,7 +7,8 @@ from torch.utils.data import TensorDataset
 
 from _models import Residual
 from prunekit.data import DataSplits
-from prunekit.decompose import decompose, load_decomposed, save_decomposed
+import prunekit
+from prunekit.decompose import decompose
 from prunekit.measure import count_macs
 from prunekit.recover import TrainConfig, fit
 from prunekit.structured import StructuredPruner
@@ -35,6 +36,6 @@ def test_prune_then_factorise_then_finetune(tmp_path) -> None:
     fit(result.model, splits, TrainConfig(epochs=1, batch_size=16, max_steps_per_epoch=2), progress=False)
     assert any(not torch.equal(a, b) for a, b in zip(before, result.model.parameters()))
     # The factorised pruned model saves and rebuilds from the pruned model + the record.
-    save_decomposed(result.model, result, tmp_path / "dec")
-    loaded = load_decomposed(tmp_path / "dec", model=pruned).eval()
+    prunekit.save(result.model, tmp_path / "dec", original=pruned, transforms=[result])
+    loaded = prunekit.load(tmp_path / "dec", model=pruned).eval()
     assert torch.allclose(loaded(x), result.model.eval()(x), atol=1e-6)

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.decompose import METHODS, decompose, load_decomposed, save_decomposed
+import prunekit
+from prunekit.decompose import METHODS, decompose
 from prunekit.errors import ConfigError, UnknownNameError
 from prunekit.measure import count_macs
 
@@ -155,9 +156,9 @@ def test_user_registered_method_is_used(net: Net) -> None:
 
 def test_save_load_round_trip(net: Net, tmp_path) -> None:
     result = decompose(net, example_input=X, method="auto", rank=3, progress=False)
-    folder = save_decomposed(result.model, result, tmp_path / "dec")
-    assert sorted(p.name for p in folder.iterdir()) == ["decomposition.json", "weights.safetensors"]
-    loaded = load_decomposed(folder, model=Net())
+    folder = prunekit.save(result.model, tmp_path / "dec", original=Net(), transforms=[result])
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.safetensors"]
+    loaded = prunekit.load(folder, model=Net())
     assert torch.equal(loaded.eval()(X), result.model(X))
 
 
@@ -179,11 +180,11 @@ def test_load_rejects_a_different_architecture(net: Net, tmp_path) -> None:
     from prunekit.errors import DataError
 
     result = decompose(net, example_input=X, method="svd", rank=2, progress=False)
-    save_decomposed(result.model, result, tmp_path / "dec")
+    prunekit.save(result.model, tmp_path / "dec", original=Net(), transforms=[result])
     other = Net()
     other.stem = nn.Conv2d(3, 8, 3, padding=1)
     with pytest.raises(DataError, match="'stem' had weight shape"):
-        load_decomposed(tmp_path / "dec", model=other)
+        prunekit.load(tmp_path / "dec", model=other)
 
 
 def test_vbmf_rank_finds_the_rank_of_a_noisy_low_rank_layer() -> None:

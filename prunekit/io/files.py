@@ -1,0 +1,140 @@
+"""Files without pickle: safetensors weights and JSON records, each written atomically.
+
+A write goes to a temporary name beside its target and is renamed into place, so a crash never
+leaves a half-written file where a good one was. New files get the user's umask (as ``open``
+gives), not the 0600 of ``tempfile.mkstemp``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import DataError, DataNotFoundError
+
+__all__ = ["atomic_path", "save_weights", "load_weights", "read_weights", "save_json", "load_json",
+           "fresh_name", "umask", "as_user_file"]
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``/proc/self/status``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)  # NOTE: elsewhere the only way to read it is to set it, then restore it.
+    os.umask(old)
+    return old
+
+
+def as_user_file(path: Path) -> None:
+    """Give ``path`` the mode ``open`` would (safetensors writes its files as 0600)."""
+    os.chmod(path, 0o666 & ~umask())
+
+
+def fresh_name(target: Path, suffix: str) -> Path:
+    """An unused hidden name beside ``target`` (``.name.<random><suffix>``)."""
+    return target.parent / f".{target.name}.{secrets.token_hex(6)}{suffix}"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = fresh_name(target, ".tmp")
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # NOTE: umask applies.
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _plain(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # NOTE: safetensors refuses shared or non-contiguous storage; clone each tensor on its own.
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+def save_weights(model: nn.Module | Mapping[str, torch.Tensor], path: str | os.PathLike[str],
+                 metadata: Mapping[str, str] | None = None) -> Path:
+    """Write a model's ``state_dict`` (or a tensor dict) as safetensors; returns the path."""
+    from safetensors.torch import save_file
+
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    with atomic_path(path) as tmp:
+        save_file(_plain(state), str(tmp), metadata=dict(metadata or {}))
+        as_user_file(tmp)
+    return Path(path)
+
+
+def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the metadata of a safetensors file; a missing or damaged file is named."""
+    from safetensors import SafetensorError, safe_open
+
+    file = Path(path)
+    if not file.is_file():
+        raise DataNotFoundError(f"Weights file '{file}' does not exist. Check the path, or save the "
+                                f"model again with prunekit.save (it writes model.safetensors).")
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"'{file}' is not a readable safetensors file ({exc}). Re-create it with "
+                        f"prunekit.save or prunekit.io.save_weights.") from exc
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], where: str, *, strict: bool = True,
+               tied: frozenset[str] = frozenset()) -> nn.Module:
+    """Load ``state`` into ``model`` in place; a wrong shape names the tensor, a wrong key set the keys.
+
+    ``tied`` keys may be missing (weights saved once and tied again by the model).
+    """
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise DataError(
+                f"'{where}': tensor '{key}' has shape {tuple(value.shape)} but the model expects "
+                f"{tuple(own[key].shape)}. The file was saved from a different architecture "
+                f"(another model, class count or input channels).")
+    missing, unexpected = model.load_state_dict(dict(state), strict=False)
+    missing = [k for k in missing if k not in tied]
+    if strict and (missing or unexpected):
+        raise DataError(f"'{where}' does not match the model: missing {list(missing)[:5]}, unexpected "
+                        f"{list(unexpected)[:5]}. Load it into the architecture it was saved from.")
+    return model
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str], *, strict: bool = True) -> nn.Module:
+    """Load safetensors weights into ``model`` in place; shape mismatches name the tensor."""
+    state, _ = read_weights(path)
+    return load_state(model, state, str(path), strict=strict)
+
+
+def save_json(data: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    return Path(path)
+
+
+def load_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file written by :func:`save_json`."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataNotFoundError(f"JSON file '{file}' does not exist. Check the path.")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"'{file}' is not valid JSON ({exc}). Re-create it.") from exc

@@ -1,0 +1,94 @@
+"""``prunekit.load``: rebuild any folder :func:`prunekit.save` wrote, without unpickling anything.
+
+The dense source is built from the manifest's spec (or copied from ``model=``; a Hugging Face
+model from the folder's config), reshaped to the recorded layout, its factorised layers replaced
+by their shells, and the weights (dense, or decoded from sparse storage) loaded strictly. A
+partitioned result comes back as :class:`~prunekit.io.stages.Stages`. Every result is in eval mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError
+from prunekit.io import sparse as sparse_storage
+from prunekit.io.files import load_state, read_weights
+from prunekit.io.layout import restore_modules, restore_tensors
+from prunekit.io.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
+from prunekit.io.stages import cut
+from prunekit.io.transforms import restore_factorised
+
+__all__ = ["load"]
+
+
+def _build_source(record: Mapping[str, Any]) -> nn.Module:
+    """The dense model a ``{"spec": ..., "kwargs": {...}}`` record names."""
+    from prunekit import models
+
+    if hasattr(models, "from_source"):
+        return models.from_source(record)
+    return models.create(record["spec"], **dict(record.get("kwargs") or {}))
+
+
+def _base(folder: Path, manifest: Manifest, model: nn.Module | None) -> nn.Module:
+    if manifest.hf is not None:
+        from prunekit import hf
+
+        return hf.build(folder, manifest.hf, type(model) if model is not None else None)
+    if model is not None:
+        return copy.deepcopy(model)
+    if manifest.source is None:
+        raise ConfigError(f"load: '{folder / MANIFEST_FILE}' records no source model. Pass model=, an "
+                          f"un-pruned instance of its architecture (prunekit.load(folder, model=net)).")
+    return _build_source(manifest.source)
+
+
+def _state(folder: Path, manifest: Manifest) -> dict[str, torch.Tensor]:
+    stored = manifest.of_kind("sparse")
+    if stored:
+        entries, _ = read_weights(folder / WEIGHTS_FILE)
+        return sparse_storage.decode(entries, stored[-1].get("tensors", {}), str(folder / WEIGHTS_FILE))
+    if manifest.hf is not None:
+        from prunekit import hf
+
+        return hf.read_state(folder)
+    return read_weights(folder / WEIGHTS_FILE)[0]
+
+
+def _tied_missing(model: nn.Module, state: Mapping[str, torch.Tensor]) -> frozenset[str]:
+    """Keys absent from ``state`` that share their tensor with a key it has (saved once)."""
+    groups: dict[int, list[str]] = {}
+    for key, value in model.state_dict(keep_vars=True).items():
+        groups.setdefault(id(value), []).append(key)
+    return frozenset(k for keys in groups.values() if any(k in state for k in keys)
+                     for k in keys if k not in state)
+
+
+def load(folder: str | os.PathLike[str], *, model: nn.Module | None = None) -> nn.Module:
+    """Rebuild the module saved in ``folder``: same outputs as the model that was saved.
+
+    ``model``: an un-pruned instance of the architecture, for models no spec builds (it is
+    copied, not changed); for a Hugging Face folder, an instance of the class to build.
+    A partitioned result returns :class:`~prunekit.io.stages.Stages` (``stages[k]`` is stage k;
+    calling it runs them chained).
+    """
+    path = Path(folder)
+    manifest = read_manifest(path)
+    where = str(path / MANIFEST_FILE)
+    built = _base(path, manifest, model)
+    restore_modules(built, manifest.layout, where=where)
+    for transform in manifest.of_kind("factorise"):
+        restore_factorised(built, transform, where)
+    restore_tensors(built, manifest.layout, where=where)
+    state = _state(path, manifest)
+    load_state(built, state, str(path / WEIGHTS_FILE), tied=_tied_missing(built, state))
+    built.eval()
+    partitions = manifest.of_kind("partition")
+    return cut(built, partitions[-1], where) if partitions else built

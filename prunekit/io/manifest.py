@@ -1,0 +1,110 @@
+"""``manifest.json``: the one record of a saved result, and the check of its format version.
+
+``{"format": "prunekit", "version": 1, "source": {"spec": ..., "kwargs": {...}} | null,
+"transforms": [{"kind": ...}, ...], "layout": {...}, "metrics": {...}, "hf": {"class": ...} | null,
+"created": ..., "prunekit": ...}``. Transforms are in the order they were applied; kinds are
+``prune`` (a Plan), ``depth`` (blocks replaced by nn.Identity), ``factorise`` (layers and ranks),
+``sparse`` (how the weights are stored) and ``partition`` (the cut points of the stages).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prunekit.errors import DataError, DataNotFoundError
+from prunekit.io.files import load_json
+from prunekit.io.layout import LAYOUT_KEYS
+
+__all__ = ["Manifest", "read_manifest", "FORMAT", "VERSION", "MANIFEST_FILE", "WEIGHTS_FILE", "KINDS"]
+
+FORMAT, VERSION = "prunekit", 1
+MANIFEST_FILE, WEIGHTS_FILE = "manifest.json", "model.safetensors"
+KINDS = ("prune", "depth", "factorise", "sparse", "partition")
+
+# NOTE: files that name the formats before version 1, and what to do with each.
+_OLD = {"plan.json": "an old plan.json folder (save_pruned)",
+        "decomposition.json": "an old decomposition.json folder (save_decomposed)",
+        "base_layout.json": "an old recipe checkpoint (base_layout.json)",
+        "prunekit_layout.json": "an old Hugging Face layout folder (prunekit_layout.json)",
+        "sparse.safetensors": "an old sparse.safetensors folder (save_sparse)"}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a saved folder holds: the source model, the transforms applied, the layout, metrics."""
+
+    source: dict[str, Any] | None
+    transforms: tuple[dict[str, Any], ...]
+    layout: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    hf: dict[str, Any] | None = None
+    created: str = ""
+    prunekit: str = ""
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        """The transforms of one kind, in order."""
+        return [t for t in self.transforms if t["kind"] == kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form written to ``manifest.json``."""
+        return {"format": FORMAT, "version": VERSION, "source": self.source,
+                "transforms": list(self.transforms), "layout": self.layout, "metrics": self.metrics,
+                "hf": self.hf, "created": self.created, "prunekit": self.prunekit}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> Manifest:
+        """Check and read a manifest; a foreign file or another version is a one-line DataError."""
+        if isinstance(data, dict) and data.get("format") == "prunekit.partition":
+            raise DataError(f"'{where}' lists the stage files Partition.save wrote; load them with "
+                            f"prunekit.decompose.load_partition, or save the model with "
+                            f"prunekit.save(model, folder, transforms=[partition]).")
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            got = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise DataError(f"'{where}' is not a prunekit manifest (format {got!r}, expected {FORMAT!r}). "
+                            f"Save the model with prunekit.save.")
+        if data.get("version") != VERSION:
+            raise DataError(f"'{where}' has format version {data.get('version')!r}; this prunekit reads "
+                            f"version {VERSION}. Load it with the prunekit that wrote it, or re-save it.")
+        layout, transforms = data.get("layout"), data.get("transforms")
+        if not isinstance(layout, dict) or not set(LAYOUT_KEYS) - {"none"} <= set(layout):
+            raise DataError(f"'{where}' has no complete 'layout' ({', '.join(LAYOUT_KEYS)}). The file is "
+                            f"damaged; save the model again with prunekit.save.")
+        if not isinstance(transforms, list) or not all(
+                isinstance(t, dict) and t.get("kind") in KINDS for t in transforms):
+            raise DataError(f"'{where}' has a 'transforms' list with an unknown kind (known: "
+                            f"{', '.join(KINDS)}). The file is damaged; save the model again.")
+        source = data.get("source")
+        if source is not None and not (isinstance(source, dict) and "spec" in source):
+            raise DataError(f"'{where}': 'source' must be null or {{\"spec\": ..., \"kwargs\": {{...}}}}; got "
+                            f"{source!r}. Fix the file or save the model again.")
+        return cls(source=source, transforms=tuple(transforms), layout=layout,
+                   metrics=dict(data.get("metrics") or {}), hf=data.get("hf"),
+                   created=str(data.get("created", "")), prunekit=str(data.get("prunekit", "")))
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """The manifest of a saved folder; a folder without one gets an error naming what it is."""
+    file = folder / MANIFEST_FILE
+    if not file.is_file():
+        raise DataNotFoundError(f"'{folder}' has no {MANIFEST_FILE}: {_what(folder)}.")
+    return Manifest.from_dict(load_json(file), str(file))
+
+
+def _what(folder: Path) -> str:
+    if not folder.exists():
+        return "no such folder. Check the path"
+    if not folder.is_dir():
+        return "it is a file, not a folder prunekit.save wrote. Pass the folder"
+    for name, what in _OLD.items():
+        if (folder / name).is_file():
+            return f"{what}; re-save it with prunekit.save from the prunekit version that wrote it"
+    if (folder / "config.json").is_file():
+        return ("a Hugging Face folder prunekit did not write; load it with transformers' "
+                "from_pretrained, or name it as the spec 'hf:PATH'")
+    saved = sorted(p.name for p in folder.iterdir() if (p / MANIFEST_FILE).is_file())
+    if saved:
+        return f"a results folder; the saved model is in its subfolder {', '.join(saved)}"
+    return "not a folder prunekit.save wrote. Pass the folder that holds manifest.json"
+

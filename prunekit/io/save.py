@@ -1,0 +1,201 @@
+"""``prunekit.save``: any result as a folder of ``model.safetensors`` + ``manifest.json``.
+
+The folder is written beside its final place and renamed in, so a failed save leaves what was
+there before (and no temporary) behind. A Hugging Face model's folder is also a
+``save_pretrained`` folder (``config.json`` + ``model.safetensors``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError
+from prunekit.io import sparse as sparse_storage
+from prunekit.io.files import as_user_file, fresh_name, save_json
+from prunekit.io.layout import layout_record
+from prunekit.io.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest
+from prunekit.io.transforms import check_factorised, factorised_names, note_source_shapes, record
+
+__all__ = ["save", "source_record"]
+
+
+def source_record(source: None | str | Mapping[str, Any]) -> dict[str, Any] | None:
+    """``{"spec": ..., "kwargs": {...}}`` from a spec string or such a mapping (``None`` stays)."""
+    if source is None:
+        return None
+    if isinstance(source, str):
+        return {"spec": source, "kwargs": {}}
+    if isinstance(source, Mapping) and isinstance(source.get("spec"), str):
+        out = {"spec": source["spec"], "kwargs": dict(source.get("kwargs") or {})}
+        try:
+            json.dumps(out)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"save: source {out!r} is not JSON data ({exc}). Pass plain values as "
+                              f"kwargs.") from exc
+        return out
+    raise ConfigError(f"save: source must be a spec string or {{'spec': ..., 'kwargs': {{...}}}}; got "
+                      f"{source!r}. Pass e.g. source={{'spec': 'resnet20', 'kwargs': {{'num_classes': 10}}}}.")
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"save: '{target}' is a file, not a folder. Pick a folder path; nothing was written.")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise ConfigError(f"save: '{target}' exists and is not empty. Pass overwrite=True to replace it, "
+                          f"or pick a new folder; nothing was written.")
+
+
+def _check_plain(model: nn.Module) -> None:
+    from torch.nn.utils import parametrize
+
+    named = [n for n, m in model.named_modules() if parametrize.is_parametrized(m)]
+    if named:
+        raise ConfigError(f"save: module '{named[0]}' still carries parametrizations (sparsity masks). "
+                          f"Finalize the sparsifier first (sparsifier.finalize(model)), then save.")
+
+
+def _metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
+    out = {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in dict(metrics or {}).items()}
+    try:
+        json.loads(json.dumps(out))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"save: metrics are not JSON data ({exc}). Pass numbers, strings, lists, dicts "
+                          f"or objects with to_dict() (a Profile).") from exc
+    return out
+
+
+def _reference(model: nn.Module, source: dict[str, Any] | None, original: nn.Module | None) -> nn.Module:
+    """The architecture the layout is taken against: ``original``, else the built source."""
+    if original is not None:
+        return original
+    if source is None:
+        raise ConfigError("save: pass source= (a spec such as 'resnet20', or {'spec': ..., 'kwargs': "
+                          "{...}}) or original= (the un-pruned model), so the layout can be recorded.")
+    from prunekit.io.load import _build_source
+
+    return _build_source(source)
+
+
+def _weights(model: nn.Module, sparse: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    if not sparse:
+        return state, None
+    entries, tensors = sparse_storage.encode(state)
+    kept = sum(t.get("nonzero", 0) for t in tensors.values() if t["layout"] != "dense")
+    stored = sum(1 for t in tensors.values() if t["layout"] != "dense")
+    return entries, {"kind": "sparse", "encoding": sparse_storage.ENCODING, "sparse_tensors": stored,
+                     "nonzero": kept, "tensors": tensors}
+
+
+def save(model: nn.Module, folder: str | os.PathLike[str], *, source: None | str | Mapping[str, Any] = None,
+         original: nn.Module | None = None, transforms: Iterable[Any] = (),
+         metrics: Mapping[str, Any] | None = None, sparse: bool = False, overwrite: bool = False) -> Path:
+    """Write ``model`` to ``folder`` (``model.safetensors`` + ``manifest.json``); returns the folder.
+
+    Args:
+        source: the dense model's spec, ``"resnet20"`` or ``{"spec": ..., "kwargs": {...}}``;
+            :func:`prunekit.load` rebuilds it. Not needed for Hugging Face models (their config is).
+        original: an un-pruned instance, for models no spec builds (then load takes ``model=``).
+        transforms: in the order applied: a Plan, a DecomposeResult, a Partition, or records
+            ``{"kind": "prune" | "depth" | "factorise" | "partition", ...}`` (an earlier
+            manifest's ``transforms`` can be passed on; its ``sparse`` record is replaced).
+        metrics: measured numbers to keep beside the model (Profiles become dicts).
+        sparse: store the weights as bitmask + non-zero values (loaded dense).
+        overwrite: replace a non-empty ``folder``; otherwise such a folder is refused.
+    """
+    from prunekit import hf
+
+    target = Path(folder)
+    _check_target(target, overwrite)
+    records = _records(model, transforms)
+    is_hf = hf.is_hf(model)
+    if is_hf and sparse:
+        raise ConfigError("save: sparse storage is not a save_pretrained folder; save a Hugging Face "
+                          "model with sparse=False (its zeros compress well with any archiver).")
+    source_rec = source_record(source)
+    reference = hf.reference(model) if is_hf else _reference(model, source_rec, original)
+    layout = layout_record(model, reference, opaque=factorised_names(records))
+    note_source_shapes(records, reference)
+    if layout["identity"] and not any(r["kind"] == "depth" for r in records):
+        records.append({"kind": "depth", "blocks": list(layout["identity"])})
+    entries, storage = _weights(model, sparse) if not is_hf else ({}, None)
+    if storage is not None:
+        records.append(storage)
+    if is_hf and source_rec is None:
+        source_rec = {"spec": "hf:.", "kwargs": {}}  # NOTE: the config.json in the folder itself.
+    manifest = _manifest(source_rec, records, layout, _metrics(metrics),
+                         {"class": type(model).__name__} if is_hf else None)
+    _write_folder(target, lambda tmp: _fill(tmp, model if is_hf else None, entries, manifest))
+    return target
+
+
+def _records(model: nn.Module, transforms: Iterable[Any]) -> list[dict[str, Any]]:
+    """The transforms' records, checked against the model being saved."""
+    from prunekit.io.stages import Stages
+
+    if isinstance(model, Stages):
+        raise ConfigError("save: a loaded Stages module holds only the cut stages. Save the model they "
+                          "were cut from, with transforms=[stages.partition()].")
+    _check_plain(model)
+    # NOTE: how weights are stored is this save's choice (``sparse``), not an earlier one's record.
+    records = [r for r in (record(t) for t in transforms) if r["kind"] != "sparse"]
+    check_factorised(model, records)
+    return records
+
+
+def _manifest(source: dict[str, Any] | None, records: list[dict[str, Any]], layout: dict[str, Any],
+              metrics: dict[str, Any], hf_record: dict[str, Any] | None) -> dict[str, Any]:
+    from prunekit import __version__
+
+    manifest = Manifest(source=source, transforms=tuple(records), layout=layout, metrics=metrics,
+                        hf=hf_record, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        prunekit=__version__).to_dict()
+    json.dumps(manifest)  # NOTE: fail before writing anything.
+    return manifest
+
+
+def _fill(tmp: Path, hf_model: nn.Module | None, entries: dict[str, torch.Tensor], manifest: dict[str, Any]) -> None:
+    if hf_model is not None:
+        from prunekit import hf
+
+        hf.write(hf_model, tmp)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(entries, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+    save_json(manifest, tmp / MANIFEST_FILE)
+
+
+def _write_folder(target: Path, fill: Any) -> None:
+    """Fill a new folder beside ``target``, then rename it in (an existing one moved aside first)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = fresh_name(target, ".tmp")
+    os.mkdir(tmp, 0o777)  # NOTE: the user's umask applies, unlike tempfile.mkdtemp's 0700.
+    try:
+        fill(tmp)
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                as_user_file(path)
+        if not target.exists():
+            os.replace(tmp, target)
+            return
+        old = fresh_name(target, ".old")
+        os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

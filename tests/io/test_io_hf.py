@@ -1,0 +1,132 @@
+"""Hugging Face results: a save_pretrained folder that transformers loads (uniform widths) and that
+prunekit.load rebuilds with per-layer widths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import prunekit
+from prunekit.graph import DependencyGraph
+from prunekit.importance import random
+from prunekit.structured import allocate, apply
+
+transformers = pytest.importorskip("transformers")
+
+
+def _tokens(vocab: int = 100) -> torch.Tensor:
+    return torch.randint(0, vocab, (2, 7), generator=torch.Generator().manual_seed(0))
+
+
+def _bert() -> nn.Module:
+    config = transformers.BertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                                     num_hidden_layers=2, vocab_size=100, max_position_embeddings=32,
+                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                     attn_implementation="eager")
+    return transformers.BertModel(config, add_pooling_layer=False).eval()
+
+
+def _llama() -> nn.Module:
+    config = transformers.LlamaConfig(hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                                      intermediate_size=64, num_hidden_layers=2, vocab_size=100,
+                                      max_position_embeddings=32, attn_implementation="eager",
+                                      tie_word_embeddings=True)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def _gpt2(*, uniform: bool) -> nn.Module:
+    """A GPT-2 LM with tied embeddings whose FFN is cut by hand to 48 of 128 neurons (every layer,
+    or layer 0 only); the Conv1D weights are (in, out)."""
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=100, n_positions=16,
+                                     attn_implementation="eager")
+    model = transformers.GPT2LMHeadModel(config).eval()
+    keep = torch.arange(0, 128, 128 // 48)[:48]
+    for block in model.transformer.h[: 2 if uniform else 1]:
+        fc, proj = block.mlp.c_fc, block.mlp.c_proj
+        fc.weight, fc.bias = nn.Parameter(fc.weight[:, keep].detach()), nn.Parameter(fc.bias[keep].detach())
+        fc.nf, proj.weight = 48, nn.Parameter(proj.weight[keep].detach())
+    if uniform:
+        model.config.n_inner = 48
+    return model
+
+
+def _heads(graph: DependencyGraph) -> list:  # type: ignore[type-arg]
+    return [g for g in graph.prunable if any(m.inner > 1 and m.role == "producer" for m in g.members)]
+
+
+def _prune(model: nn.Module, *, uniform: bool) -> nn.Module:
+    x = _tokens()
+    graph = DependencyGraph.trace(model, x)
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
+    if not uniform:  # layer 0 keeps all its heads, layer 1 loses half: widths differ by layer
+        first = _heads(graph)[0]
+        plan = type(plan)(keep={**plan.keep, first.id: tuple(range(first.size))}, sizes=plan.sizes, meta=plan.meta)
+    return apply(model, graph, plan, example_inputs=x).eval()
+
+
+def _out(model: nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        out = model.eval()(_tokens())
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+def _same_state(loaded: nn.Module, saved: nn.Module) -> None:
+    want = saved.state_dict()
+    assert list(loaded.state_dict()) == list(want)
+    for name, value in loaded.state_dict().items():
+        assert torch.equal(value, want[name]), name
+
+
+def test_uniform_llama_loads_with_transformers_and_prunekit(tmp_path: Path) -> None:
+    small = _prune(_llama(), uniform=True)
+    assert not small.config.prunekit_layer_widths
+    folder = prunekit.save(small, tmp_path / "m")
+    assert {"config.json", "model.safetensors", "manifest.json"} <= {p.name for p in folder.iterdir()}
+    plain = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    # NOTE: a reloaded config may pick another attention kernel (eager vs sdpa): float-close only.
+    torch.testing.assert_close(_out(plain), _out(small), rtol=1e-4, atol=1e-5)
+    loaded = prunekit.load(folder)
+    assert type(loaded) is type(small) and loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    _same_state(loaded, small)
+    torch.testing.assert_close(_out(loaded), _out(small), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("factory", [_bert, _llama])
+def test_per_layer_widths_load_with_prunekit(factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    small = _prune(factory(), uniform=False)
+    assert small.config.prunekit_layer_widths  # the config alone cannot describe this model
+    prunekit.save(small, tmp_path / "m")
+    with pytest.raises(Exception, match="(?i)size|shape"):
+        type(small).from_pretrained(tmp_path / "m", local_files_only=True)
+    loaded = prunekit.load(tmp_path / "m")
+    assert type(loaded) is type(small)
+    _same_state(loaded, small)
+    torch.testing.assert_close(_out(loaded), _out(small), rtol=1e-4, atol=1e-5)
+
+
+def test_bert_built_without_pooler_round_trip(tmp_path: Path) -> None:
+    # NOTE: BERT derives the head size from hidden_size / num_attention_heads, so pruned heads
+    # never fit its config: prunekit.load rebuilds it from the recorded layout.
+    small = _prune(_bert(), uniform=True)
+    prunekit.save(small, tmp_path / "b")
+    assert "pooler" in dict(transformers.BertModel(small.config).named_children())
+    loaded = prunekit.load(tmp_path / "b")  # the recorded layout drops the pooler the class builds
+    assert loaded.pooler is None
+    _same_state(loaded, small)
+    torch.testing.assert_close(_out(loaded), _out(small), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+def test_gpt2_round_trip(uniform: bool, tmp_path: Path) -> None:
+    small = _gpt2(uniform=uniform)
+    prunekit.save(small, tmp_path / "g")
+    if uniform:
+        plain = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "g", local_files_only=True)
+        torch.testing.assert_close(_out(plain), _out(small), rtol=1e-4, atol=1e-5)
+    loaded = prunekit.load(tmp_path / "g")
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    _same_state(loaded, small)
+    torch.testing.assert_close(_out(loaded), _out(small), rtol=1e-4, atol=1e-5)

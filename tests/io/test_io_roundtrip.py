@@ -1,0 +1,189 @@
+"""Every kind of result survives prunekit.save -> prunekit.load with the same outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from _io_helpers import assert_same, outputs, pruned
+from _models import CONTRACT_PATTERNS, Residual, example
+from torch import nn
+
+import prunekit
+from prunekit.decompose import decompose, partition
+from prunekit.io import Stages, read_manifest
+from prunekit.models import create
+from prunekit.structured import Plan
+from prunekit.structured.depth import remove_blocks
+
+SOURCE = {"spec": "simple_cnn", "kwargs": {"num_classes": 10}}
+
+
+@pytest.fixture
+def cnn() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return create("simple_cnn", num_classes=10).eval(), example((2, 1, 28, 28))
+
+
+def _manifest(folder: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def test_pruned_round_trip_from_the_spec(cnn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model, x = cnn
+    small, plan = pruned(model, x)
+    folder = prunekit.save(small, tmp_path / "p", source=SOURCE, transforms=[plan], metrics={"top1": 0.5})
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.safetensors"]
+    assert_same(prunekit.load(folder), small, x)
+    record = _manifest(folder)
+    assert (record["format"], record["version"], record["source"]) == ("prunekit", 1, SOURCE)
+    assert [t["kind"] for t in record["transforms"]] == ["prune"]
+    assert Plan.from_dict(record["transforms"][0]["plan"]) == plan
+    assert record["layout"]["attributes"]["conv1"] == {"out_channels": small.conv1.out_channels}
+    assert record["metrics"] == {"top1": 0.5}
+
+
+@pytest.mark.parametrize("pattern", sorted(CONTRACT_PATTERNS))
+def test_pruned_user_model_round_trip_with_model_argument(pattern: str, tmp_path: Path) -> None:
+    factory, shape = CONTRACT_PATTERNS[pattern]
+    torch.manual_seed(1)
+    original, x = factory().eval(), example(shape)
+    small, plan = pruned(original, x)
+    prunekit.save(small, tmp_path / pattern, original=original, transforms=[plan])
+    assert _manifest(tmp_path / pattern)["source"] is None
+    before = {k: v.clone() for k, v in original.state_dict().items()}
+    assert_same(prunekit.load(tmp_path / pattern, model=factory()), small, x)
+    assert all(torch.equal(before[k], v) for k, v in original.state_dict().items())
+
+
+def test_depth_pruned_round_trip_records_identity(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, x = create("resnet20").eval(), example((2, 1, 28, 28))
+    shallow = remove_blocks(model, ["layer1.1", "layer3.2"])
+    prunekit.save(shallow, tmp_path / "d", source="resnet20")
+    record = _manifest(tmp_path / "d")
+    assert record["layout"]["identity"] == ["layer1.1", "layer3.2"]
+    assert record["transforms"] == [{"kind": "depth", "blocks": ["layer1.1", "layer3.2"]}]
+    loaded = prunekit.load(tmp_path / "d")
+    assert isinstance(loaded.layer1[1], nn.Identity)
+    assert_same(loaded, shallow, x)
+
+
+def test_factorised_round_trip(cnn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model, x = cnn
+    result = decompose(model, example_input=x, method="svd", rank=3, progress=False)
+    assert result.layers
+    prunekit.save(result.model, tmp_path / "f", source=SOURCE, transforms=[result])
+    layers = _manifest(tmp_path / "f")["transforms"][0]["layers"]
+    assert [(e["name"], e["kind"], e["ranks"]) for e in layers] == [
+        (r.name, r.kind, list(r.ranks)) for r in result.layers]
+    loaded = prunekit.load(tmp_path / "f")
+    assert all(isinstance(loaded.get_submodule(r.name), nn.Sequential) for r in result.layers)
+    assert_same(loaded, result.model, x)
+
+
+def test_pruned_then_factorised_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    original, x = Residual().eval(), example((2, 3, 16, 16))
+    small, plan = pruned(original, x)
+    result = decompose(small, example_input=x, method="svd", rank=2, progress=False)
+    prunekit.save(result.model, tmp_path / "pf", original=original, transforms=[plan, result])
+    assert [t["kind"] for t in _manifest(tmp_path / "pf")["transforms"]] == ["prune", "factorise"]
+    assert_same(prunekit.load(tmp_path / "pf", model=Residual()), result.model, x)
+
+
+def test_sparse_round_trip_stores_compressed_and_loads_dense(cnn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model, x = cnn
+    with torch.no_grad():
+        for layer in (model.conv2, model.fc1):
+            w = layer.weight
+            w[w.abs() < w.abs().flatten().kthvalue(int(0.8 * w.numel())).values] = 0.0
+    folder = prunekit.save(model, tmp_path / "s", source=SOURCE, sparse=True)
+    dense = prunekit.save(model, tmp_path / "dense", source=SOURCE)
+    sparse_bytes = (folder / "model.safetensors").stat().st_size
+    assert sparse_bytes < 0.5 * (dense / "model.safetensors").stat().st_size
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
+        assert "fc1.weight::mask" in set(handle.keys()) and "fc1.weight" not in set(handle.keys())
+    storage = _manifest(folder)["transforms"][-1]
+    assert storage["kind"] == "sparse" and storage["tensors"]["fc1.weight"]["layout"] == "bitmask"
+    from prunekit.sparsity import sparse_sizes
+
+    assert sparse_sizes(model).sparse == sparse_bytes
+    assert_same(prunekit.load(folder), model, x)
+
+
+def test_partitioned_round_trip_gives_the_stages(cnn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model, x = cnn
+    part = partition(model, x, 2, repeats=1)
+    prunekit.save(model, tmp_path / "st", source=SOURCE, transforms=[part])
+    record = _manifest(tmp_path / "st")["transforms"][0]
+    assert record["kind"] == "partition" and record["cuts"] == part.manifest["cuts"]
+    loaded = prunekit.load(tmp_path / "st")
+    assert isinstance(loaded, Stages) and len(loaded.stages) == 2
+    assert torch.equal(outputs(loaded, x), outputs(model, x))
+    again = loaded.partition()
+    assert torch.equal(again.run(x), part.run(x))
+
+
+def test_recipe_checkpoint_is_a_saved_folder(cnn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from prunekit.recipes.checkpoint import load_state, save_model
+
+    model, x = cnn
+    small, plan = pruned(model, x)
+    result = decompose(small, example_input=x, method="svd", rank=3, progress=False)
+    architecture = {"model": "simple_cnn", "num_classes": 10}
+    folder = save_model(result.model, architecture, tmp_path / "ck", plans=[plan.to_dict()],
+                        factorised=result.layers)
+    manifest = read_manifest(folder)
+    assert manifest.source == SOURCE
+    assert [t["kind"] for t in manifest.transforms] == ["prune", "factorise"]
+    assert_same(prunekit.load(folder), result.model, x)
+    resumed, _, layers = load_state(folder)
+    assert [layer.name for layer in layers] == [r.name for r in result.layers]
+    assert_same(resumed, result.model, x)
+    save_model(small, architecture, folder, plans=[plan.to_dict()])  # a later checkpoint replaces it
+    assert_same(prunekit.load(folder), small, x)
+
+
+def test_tied_weights_stay_tied(tmp_path: Path) -> None:
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.out = nn.Embedding(10, 8), nn.Linear(8, 10, bias=False)
+            self.out.weight = self.emb.weight
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.out(self.emb(ids))
+
+    small = Tied()
+    small.emb.weight = nn.Parameter(small.emb.weight[:, :5].detach().clone())
+    small.out.weight = small.emb.weight
+    small.emb.embedding_dim, small.out.in_features = 5, 5
+    prunekit.save(small, tmp_path / "t", original=Tied())
+    loaded = prunekit.load(tmp_path / "t", model=Tied())
+    assert loaded.out.weight is loaded.emb.weight
+    assert_same(loaded, small, torch.tensor([[1, 2, 3]]))
+
+
+def test_a_loaded_result_pruned_again_saves_with_the_earlier_manifest(cnn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model, x = cnn
+    small, plan = pruned(model, x)
+    first = prunekit.save(small, tmp_path / "one", source=SOURCE, transforms=[plan], sparse=True)
+    earlier = read_manifest(first)
+    smaller, again = pruned(prunekit.load(first), x)
+    folder = prunekit.save(smaller, tmp_path / "two", source=earlier.source, transforms=[*earlier.transforms, again])
+    assert [t["kind"] for t in _manifest(folder)["transforms"]] == ["prune", "prune"]  # stored dense now
+    assert_same(prunekit.load(folder), smaller, x)
+
+
+def test_torchvision_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, x = create("mobilenet_v2", num_classes=10).eval(), example((1, 3, 32, 32))
+    small, plan = pruned(model, x)
+    prunekit.save(small, tmp_path / "mb", source={"spec": "mobilenet_v2", "kwargs": {"num_classes": 10}},
+                  transforms=[plan])
+    assert_same(prunekit.load(tmp_path / "mb"), small, x)
