@@ -32,9 +32,8 @@ def _build_source(record: Mapping[str, Any]) -> nn.Module:
     """The dense model a ``{"spec": ..., "kwargs": {...}}`` record names."""
     from prunekit import models
 
-    if hasattr(models, "from_source"):
-        return models.from_source(record)
-    return models.create(record["spec"], **dict(record.get("kwargs") or {}))
+    # NOTE: the saved weights replace the source's, so its own weights file is not read (it may be gone).
+    return models.from_source(record, load_weights=False)
 
 
 def _base(folder: Path, manifest: Manifest, model: nn.Module | None) -> nn.Module:

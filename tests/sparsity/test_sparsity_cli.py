@@ -95,7 +95,7 @@ def test_wanda_2_4_holds_its_zeros_through_fine_tuning(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert cli.main(["sparsify", *_TINY, "--method", "wanda", "--pattern", "2:4",
                      "--exclude", "features.0", "--out", str(out)]) == 0
-    results = _check_run(out, 0.5)
+    _check_run(out, 0.5)
     rebuilt = prunekit.load(out / "sparse")
     weight = rebuilt.features[3].weight.reshape(64, -1, 4)
     assert torch.all((weight != 0).sum(-1) == 2)
