@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from prunekit import pipeline
+from prunekit.workflows import prune as pipeline
 from prunekit.recover import TrainConfig
 
 RUNS = {

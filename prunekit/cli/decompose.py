@@ -77,8 +77,8 @@ def stage(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the pipeline (prunekit.decompose.run.decompose_model) and print its tables; returns 0."""
-    from prunekit.decompose.run import decompose_model
+    """Run the pipeline (prunekit.workflows.decompose.decompose_model) and print its tables; returns 0."""
+    from prunekit.workflows.decompose import decompose_model
 
     config = options.config_from_args(args, TrainConfig)
     results = decompose_model(

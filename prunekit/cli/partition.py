@@ -49,7 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Partition, print the before/after table; 0 when the chained stages match the model."""
-    from prunekit.decompose.partition_run import partition_model
+    from prunekit.workflows.partition import partition_model
 
     results = partition_model(
         args.model, stages=args.stages, balance=args.balance, data=args.data,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from prunekit import pipeline
+from prunekit.workflows import prune as pipeline
 from prunekit.cli import options
 
 

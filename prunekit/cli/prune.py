@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from prunekit import pipeline
+from prunekit.workflows import prune as pipeline
 from prunekit.cli import options
 from prunekit.errors import ConfigError
 from prunekit.recover import TrainConfig

@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_sparsity_options(parser: argparse.ArgumentParser) -> None:
     from prunekit.sparsity import CRITERIA
-    from prunekit.sparsity.pipeline import CALIBRATION_METHODS, SCHEDULE_CHOICES
+    from prunekit.workflows.sparsify import CALIBRATION_METHODS, SCHEDULE_CHOICES
 
     group = parser.add_argument_group("sparsity")
     methods = [*CRITERIA.names(), *CALIBRATION_METHODS]
@@ -70,7 +70,7 @@ def _add_sparsity_options(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse into the library call, run it, print the table."""
-    from prunekit.sparsity.pipeline import sparsify
+    from prunekit.workflows.sparsify import sparsify
 
     sparsity = args.sparsity if args.sparsity is not None or ":" in args.pattern else 0.5
     results = sparsify(

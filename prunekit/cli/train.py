@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from prunekit import pipeline
+from prunekit.workflows import prune as pipeline
 from prunekit.cli import options
 from prunekit.cli.report import print_profile, print_training
 from prunekit.recover import TrainConfig

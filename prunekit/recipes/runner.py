@@ -48,7 +48,7 @@ def _teacher_stage(kinds: list[str]) -> int:
 
 
 def _build(recipe: Recipe) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    from prunekit import pipeline
+    from prunekit.workflows import prune as pipeline
 
     net, splits = pipeline.build(recipe.model.name, recipe.data.name, data_dir=recipe.data.data_dir,
                                  weights=recipe.model.weights, seed=recipe.seed)

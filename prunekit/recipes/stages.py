@@ -52,7 +52,7 @@ class RunState:
 
     def calibration(self, count: int, size: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The first ``count`` training batches (inputs, labels)."""
-        from prunekit.pipeline import calibration_batches
+        from prunekit.workflows.prune import calibration_batches
 
         return calibration_batches(self.splits, count, size)
 
@@ -121,7 +121,7 @@ def _relative(target: Any, state: RunState, start_model: nn.Module, removed_befo
 @STAGES.register("prune")
 def prune(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     """``StructuredPruner(...).fit_transform``; a ``schedule`` prunes step by step with fine-tuning."""
-    from prunekit.pipeline import _prune_model
+    from prunekit.workflows.prune import _prune_model
     from prunekit.structured import StructuredPruner
 
     o = options
@@ -173,7 +173,7 @@ def gates(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
 @STAGES.register("sparsify")
 def sparsify(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     """``prunekit.sparsity.sparsify_model``: masks or calibration, fine-tuning under the zeros."""
-    from prunekit.sparsity.pipeline import sparsify_model
+    from prunekit.workflows.sparsify import sparsify_model
 
     o = options
     state.model, rows, info = sparsify_model(

@@ -37,7 +37,6 @@ from prunekit.sparsity.storage import SparseSizes as SparseSizes
 from prunekit.sparsity.storage import load_sparse as load_sparse
 from prunekit.sparsity.storage import save_sparse as save_sparse
 from prunekit.sparsity.storage import sparse_sizes as sparse_sizes
-from prunekit.sparsity.pipeline import sparsify_model as sparsify_model
 
 __all__ = [
     # masks and patterns
@@ -51,6 +50,4 @@ __all__ = [
     # reports and storage
     "LayerSparsity", "sparsity_report", "format_report", "save_sparse", "load_sparse",
     "SparseSizes", "sparse_sizes",
-    # the model-level call the CLI and recipes use
-    "sparsify_model",
 ]

@@ -29,7 +29,8 @@ __all__ = ["partition_model", "render_table"]
 
 def _build(model: str, data: str | None, *, weights: str | None, data_dir: str | None,
            in_channels: int | None, batch_size: int) -> tuple[nn.Module, torch.Tensor]:
-    from prunekit import models, pipeline
+    from prunekit import models
+    from prunekit.workflows import prune as pipeline
 
     if data:
         net, splits = pipeline.build(model, data, data_dir=data_dir, weights=weights)
@@ -163,7 +164,7 @@ def partition_model(model: str, *, stages: int = 2, balance: str = "macs", data:
     own input shape. Latency: median at ``threads`` intra-op threads (``measure_latency``).
     ``pipeline`` also runs the stages as processes (gloo) and compares with the model.
     """
-    from prunekit.pipeline import environment
+    from prunekit.workflows.prune import environment
 
     net, example = _build(model, data, weights=weights, data_dir=data_dir,
                           in_channels=in_channels, batch_size=batch_size)

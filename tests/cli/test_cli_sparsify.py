@@ -110,7 +110,7 @@ def test_wanda_2_4_holds_its_zeros_through_fine_tuning(tmp_path: Path) -> None:
 
 
 def test_the_pipeline_ramps_over_the_first_part_of_fine_tuning() -> None:
-    from prunekit.sparsity.pipeline import _schedule
+    from prunekit.workflows.sparsify import _schedule
 
     assert _schedule("gradual", 400, 0.75, 20) == {"name": "gradual", "start": 0, "end": 299, "frequency": 14}
     assert _schedule("iterative", 100, 0.5, 3) == {"name": "iterative", "milestones": [0, 24, 49]}

@@ -138,7 +138,7 @@ def sparsify_model(net: nn.Module, splits: DataSplits, *, method: str = "magnitu
                           f"scope '{scope}' is only for the criterion methods. Use scope 'layer'.")
     for name in select_targets(net, None, tuple(exclude)):
         check_layer(name, tuple(net.get_parameter(name).shape), parsed)
-    from prunekit.pipeline import calibration_batches as first_batches
+    from prunekit.workflows.prune import calibration_batches as first_batches
 
     calibration = first_batches(splits, calibration_batches)
     info: dict[str, Any] = {"sparsity": target, "pattern": str(parsed), "method": method}
@@ -172,7 +172,7 @@ def sparsify(model: str, data: str = "fashion_mnist", *, method: str = "magnitud
     classifier is sparsified, minus ``exclude``. With ``out_dir``: ``results.json`` and
     ``sparse.safetensors`` (read back by :func:`prunekit.sparsity.load_sparse`).
     """
-    from prunekit.pipeline import _architecture, _finish, build, is_rank_zero, train_baseline, with_epochs
+    from prunekit.workflows.prune import _architecture, _finish, build, is_rank_zero, train_baseline, with_epochs
 
     _check(method, schedule, finetune_epochs, ramp, updates)
     parsed = Pattern.parse(pattern)

@@ -1,6 +1,6 @@
 """The ``prunekit decompose`` pipeline: baseline, profile, factorise, fine-tune, profile again.
 
-Mirrors :func:`prunekit.pipeline.prune` with :func:`~prunekit.decompose.decompose` in place of
+Mirrors :func:`prunekit.workflows.prune.prune` with :func:`~prunekit.decompose.decompose` in place of
 channel pruning, and returns the same kind of JSON-ready results dict (written to
 ``out_dir/results.json``), plus the factorised model in ``out_dir/decomposed/``.
 """
@@ -17,8 +17,8 @@ from prunekit.decompose.save import RECORD_FILE, WEIGHTS_FILE, save_decomposed
 from prunekit.io import save_json
 from prunekit.measure import compare, profile
 from prunekit.measure.latency import DEFAULT_BACKENDS
-from prunekit.pipeline import build, environment, is_rank_zero, train_baseline, with_epochs
-from prunekit.pipeline import calibration_batches as calibration_batches_of
+from prunekit.workflows.prune import build, environment, is_rank_zero, train_baseline, with_epochs
+from prunekit.workflows.prune import calibration_batches as calibration_batches_of
 from prunekit.recover import TrainConfig, fit
 
 __all__ = ["decompose_model"]
