@@ -11,10 +11,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from prunekit.cli import decompose, evaluate, listing, partition, profile, prune, run, sparsify, train
+from prunekit.cli import (
+    decompose,
+    evaluate,
+    listing,
+    partition,
+    profile,
+    prune,
+    run,
+    sparsify,
+    train,
+)
 from prunekit.errors import PrunekitError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, run, listing)
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from torch import nn
 
-from prunekit.io import _build, layout_record, load_json, load_pruned, restore_layout, save_json, save_pruned
+from prunekit.errors import ConfigError
+from prunekit.io import layout_record, load_json, load_pruned, restore_layout, save_json, save_pruned
 
 __all__ = ["save_model", "load_model", "load_state"]
 
@@ -39,6 +40,18 @@ def save_model(model: nn.Module, architecture: dict[str, Any], folder: str | os.
     save_json({"architecture": dict(architecture), "layout": layout_record(factorised_from, original)},
               target / BASE_LAYOUT)
     return target
+
+
+def _build(architecture: dict[str, Any], where: str) -> nn.Module:
+    """The dense model ``prunekit.models.create(**architecture)`` names."""
+    from prunekit.models import create
+
+    spec = dict(architecture)
+    name = spec.pop("model", None)
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: the architecture {dict(architecture)} has no 'model' name. Save "
+                          f"the checkpoint with e.g. {{'model': 'resnet20', 'num_classes': 10}}.")
+    return create(name, **spec)
 
 
 @dataclass(frozen=True)

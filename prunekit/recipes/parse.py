@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from prunekit.errors import ConfigError, PrunekitError, did_you_mean
 from prunekit.recipes.loader import load_yaml, where
 from prunekit.recipes.schema import STAGE_KINDS, Recipe, stage_kind, stage_options
-from prunekit.recover.config import _expected, _literal_choices
+from prunekit.config import expected, literal_choices
 
 __all__ = ["load_recipe", "parse_recipe"]
 
@@ -50,10 +50,10 @@ def _message(error: dict[str, Any]) -> str:
         return str(error["msg"]).removeprefix("Value error, ")
     allowed = ""
     if kind == "literal_error":
-        choices = _literal_choices(error)
+        choices = literal_choices(error)
         allowed = f" Allowed: {', '.join(choices)}.{did_you_mean(str(got), choices)}"
     shown = "" if kind == "missing" else f"; got {got!r}"
-    return f"{_expected(error)}{shown}.{allowed}"
+    return f"{expected(error)}{shown}.{allowed}"
 
 
 def parse_recipe(data: Any, lines: dict[tuple[Any, ...], int] | None = None, *, source: str = "recipe") -> Recipe:

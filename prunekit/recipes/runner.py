@@ -33,9 +33,9 @@ from prunekit.io import load_json, save_json
 from prunekit.recipes.checkpoint import load_state
 from prunekit.recipes.parse import load_recipe, parse_recipe
 from prunekit.recipes.schema import Recipe, stage_kind, stage_options
-from prunekit.recipes.stages import STAGES, RunState
+from prunekit.recipes.stages import STAGES, TRAINING_KINDS, RunState, training_config
 
-__all__ = ["run_recipe", "STATE_FILE"]
+__all__ = ["STATE_FILE", "run_recipe"]
 
 STATE_FILE = "state.json"
 COMPRESSING = frozenset({"prune", "gates", "sparsify", "decompose"})
@@ -48,13 +48,11 @@ def _teacher_stage(kinds: list[str]) -> int:
 
 
 def _build(recipe: Recipe) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    from prunekit.workflows import prune as pipeline
+    from prunekit.workflows.common import build, source_architecture
 
-    net, splits = pipeline.build(recipe.model.name, recipe.data.name, data_dir=recipe.data.data_dir,
-                                 weights=recipe.model.weights, seed=recipe.seed)
-    architecture = {"model": recipe.model.name, "num_classes": splits.num_classes,
-                    "in_channels": splits.input_shape[0]}
-    return net, splits, architecture
+    net, splits = build(recipe.model.name, recipe.data.name, data_dir=recipe.data.data_dir,
+                        weights=recipe.model.weights, seed=recipe.seed)
+    return net, splits, source_architecture(recipe.model.name, splits)
 
 
 def _profile(state: RunState, name: str, latency: bool) -> dict[str, Any]:
@@ -71,13 +69,15 @@ def _checkpoint_dir(out: Path, index: int, kind: str) -> Path:
 
 
 def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.PathLike[str] | None = None,
-               resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+               resume: bool = False, progress: bool = True, stop_after: int | None = None,
+               device: str | None = None) -> dict[str, Any]:
     """Execute ``recipe`` (a :class:`Recipe` or a YAML path); returns the results dict.
 
     Args:
         out_dir: where checkpoints and results go (default: the recipe's ``out``, else ``runs/recipe``).
         resume: continue after the last completed stage recorded in ``out_dir/state.json``.
         stop_after: stop after this many stages in total (for tests and partial runs; resumable).
+        device: where training stages run (cpu, cuda, ...); the rest runs on the CPU.
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
@@ -97,7 +97,10 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
             original = load_state(_checkpoint_dir(out, teacher_at, kinds[teacher_at]))[0].eval()
     state = RunState(model=net, splits=splits, original=original, architecture=architecture,
                      seed=recipe.seed, out=out, progress=progress, factorised_from=factorised_from,
-                     factorised=factorised)
+                     factorised=factorised, device=device)
+    for index in range(first):  # NOTE: on resume, prune steps fine-tune as they would have.
+        if kinds[index] in TRAINING_KINDS:
+            state.train_config = training_config(stage_options(recipe.stages[index]), recipe.seed + index)
     if first == 0:
         results["initial"] = _profile(state, recipe.model.name, recipe.profile_latency)
     last = len(recipe.stages) if stop_after is None else min(stop_after, len(recipe.stages))
@@ -107,9 +110,10 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
         stage = recipe.stages[index]
         kind = stage_kind(stage)
         bar.set_postfix_str(kind)
-        torch.manual_seed(recipe.seed + index)
         started = time.perf_counter()
-        summary = STAGES.get(kind).factory(state, stage_options(stage), recipe.seed + index)
+        with torch.random.fork_rng(devices=[]):  # NOTE: stage i's seed, without leaking it to the caller.
+            torch.manual_seed(recipe.seed + index)
+            summary = STAGES.get(kind).factory(state, stage_options(stage), recipe.seed + index)
         record = {"index": index, "kind": kind, "options": stage_options(stage).model_dump(mode="json"),
                   "summary": summary, "seconds": time.perf_counter() - started,
                   "profile": _profile(state, f"after {kind}", recipe.profile_latency)}
@@ -145,4 +149,4 @@ def validate(path: str | os.PathLike[str]) -> Recipe:
     return load_recipe(path)
 
 
-__all__ += ["validate", "parse_recipe"]
+__all__ += ["parse_recipe", "validate"]

@@ -27,7 +27,7 @@ def test_every_prune_option_is_explained_in_help() -> None:
 def test_prune_to_half_the_macs_writes_profiles_and_a_loadable_model(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert main(["prune", *_TINY, "--target-macs", "0.5", "--criterion", "l1", "--out", str(out)]) == 0
+    assert main(["prune", *_TINY, "--target-macs", "0.5", "--importance", "l1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "simple_cnn pruned" in printed and "MACs" in printed and "achieved" in printed
     results = json.loads((out / "results.json").read_text())
@@ -51,7 +51,7 @@ def test_prune_to_half_the_macs_writes_profiles_and_a_loadable_model(
     (["--ratio", "0.3", "--target-macs", "0.5"], "exactly one"),
     (["--ratio", "1.5"], "'ratio' must be a float in [0, 1); got 1.5. Pass the fraction"),
     ([], "exactly one"),
-    (["--ratio", "0.3", "--criterion", "l3"], "Unknown importance criterion 'l3'"),
+    (["--ratio", "0.3", "--importance", "l3"], "Unknown importance criterion 'l3'"),
     (["--layer-channels", "conv1"], "expected MODULE=N"),
     (["--layer-channels", "conv9=2"], "no module 'conv9'"),
     (["--ratio", "0.3", "--ignore", "cnv1"], "Did you mean 'conv1'"),
