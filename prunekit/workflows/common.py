@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,20 +26,9 @@ from prunekit.io import RECORD_FILE, load_json, save_json
 from prunekit.measure import Profile, profile
 from prunekit.measure.latency import DEFAULT_BACKENDS
 
-__all__ = [
-    "Measure",
-    "build",
-    "calibration_batches",
-    "capped",
-    "capped_splits",
-    "check_device",
-    "environment",
-    "finish",
-    "is_rank_zero",
-    "load_model",
-    "measure_profile",
-    "source_architecture",
-]
+__all__ = ["Measure", "build", "calibration_batches", "capped", "capped_splits", "check_device", "environment",
+           "finish", "has_weights", "is_rank_zero", "is_saved_folder", "load_model", "measure_profile",
+           "source_architecture"]
 
 
 @dataclass(frozen=True)
@@ -110,8 +98,14 @@ def check_device(device: str | torch.device | None) -> torch.device | None:
     return target
 
 
-def _is_saved_folder(spec: str) -> bool:
-    return Path(spec).is_dir() and (Path(spec) / RECORD_FILE).is_file()
+def is_saved_folder(spec: str) -> bool:
+    """True when ``spec`` is a folder prunekit saved (its weights come with it)."""
+    return Path(spec).is_dir() and any((Path(spec) / name).is_file() for name in (RECORD_FILE, "manifest.json"))
+
+
+def has_weights(spec: str, weights: str | None) -> bool:
+    """Whether the model starts trained: ``weights`` were given or ``spec`` is a saved folder."""
+    return weights is not None or is_saved_folder(spec)
 
 
 def load_model(spec: str, *, num_classes: int | None = None, in_channels: int | None = None,
@@ -125,7 +119,7 @@ def load_model(spec: str, *, num_classes: int | None = None, in_channels: int | 
         resolve = getattr(models, "resolve", None)
         if resolve is not None:
             return resolve(spec, weights=weights, **sizes)
-        if _is_saved_folder(spec):
+        if is_saved_folder(spec):
             from prunekit.io import load_pruned, load_weights
 
             net = load_pruned(spec)
@@ -137,7 +131,7 @@ def source_architecture(spec: str, splits: DataSplits | None = None,
                         in_channels: int | None = None) -> dict[str, Any]:
     """What rebuilding the dense model needs (``prunekit.models.create(**architecture)``): a saved
     folder's own record, else the registry name sized for the data."""
-    if _is_saved_folder(spec):
+    if is_saved_folder(spec):
         return dict(load_json(Path(spec) / RECORD_FILE)["architecture"])
     if splits is not None:
         return {"model": spec, "num_classes": splits.num_classes, "in_channels": splits.input_shape[0]}
@@ -146,7 +140,7 @@ def source_architecture(spec: str, splits: DataSplits | None = None,
 
 def _check_registry_name(spec: str) -> None:
     """Fail on a misspelt model name before seconds of data loading (specs are checked on use)."""
-    if not (_is_saved_folder(spec) or ":" in spec or "/" in spec or os.sep in spec):
+    if not (is_saved_folder(spec) or ":" in spec or "/" in spec or os.sep in spec):
         models.MODELS.get(spec)
 
 
@@ -193,14 +187,3 @@ def calibration_batches(splits: DataSplits, count: int, size: int = 64) -> list[
     """The first ``count`` (inputs, labels) training batches: calibration for data-driven methods."""
     x, y = splits.train.tensors
     return [(x[i:i + size], y[i:i + size]) for i in range(0, min(len(x), count * size), size)]
-
-
-def measure_kwargs(measure: Measure | None, **overrides: Any) -> Measure:
-    """``measure`` (default: :class:`Measure`) with ``overrides`` that are not None."""
-    base = measure or Measure()
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def as_mapping(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A plain dict copy of ``value`` (None stays None)."""
-    return dict(value) if value is not None else None

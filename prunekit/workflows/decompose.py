@@ -33,6 +33,7 @@ from prunekit.workflows.common import (
     capped_splits,
     check_device,
     finish,
+    has_weights,
     is_rank_zero,
     measure_profile,
     source_architecture,
@@ -100,7 +101,7 @@ def decompose(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, An
     results: dict[str, Any] = {"command": "decompose", "model": model, "data": splits.name,
                                "weights": weights, "stage": options}
     _check(net, **options)  # NOTE: a bad rank, method or layer pattern fails before seconds of training.
-    if (baseline := train_baseline(net, splits, config, baseline_epochs, weights=weights,
+    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=has_weights(model, weights),
                                    progress=progress, device=device)):
         results["baseline"] = baseline
     before = measure_profile(net, splits.example_input(1), model, measure, splits.test)

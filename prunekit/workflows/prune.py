@@ -34,6 +34,7 @@ from prunekit.workflows.common import (
     capped_splits,
     check_device,
     finish,
+    has_weights,
     is_rank_zero,
     measure_profile,
     source_architecture,
@@ -98,7 +99,7 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
     precheck(net, splits.example_input(1), pruner)
     results: dict[str, Any] = {"command": "prune", "model": model, "data": splits.name,
                                "weights": weights, "pruner": pruner.get_params()}
-    if (baseline := train_baseline(net, splits, config, baseline_epochs, weights=weights,
+    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=has_weights(model, weights),
                                    progress=progress, device=device)):
         results["baseline"] = baseline
     before = measure_profile(net, splits.example_input(1), model, measure, splits.test)

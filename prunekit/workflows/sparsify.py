@@ -37,6 +37,7 @@ from prunekit.workflows.common import (
     capped_splits,
     check_device,
     finish,
+    has_weights,
     is_rank_zero,
     measure_profile,
     source_architecture,
@@ -222,7 +223,7 @@ def sparsify(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any
                                "method": options.get("method"), "sparsity": target, "pattern": str(parsed),
                                "scope": options.get("scope", "layer"),
                                "schedule": options.get("schedule", "one_shot")}
-    if (baseline := train_baseline(net, splits, config, baseline_epochs, weights=weights,
+    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=has_weights(model, weights),
                                    progress=progress, device=device)):
         results["baseline"] = baseline
     before = measure_profile(net, splits.example_input(1), model, measure, splits.test)

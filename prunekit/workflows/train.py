@@ -57,10 +57,10 @@ def history(result: TrainResult) -> dict[str, Any]:
 
 
 def train_baseline(net: nn.Module, splits: DataSplits, config: TrainConfig, epochs: int, *,
-                   weights: str | None, progress: bool,
+                   trained: bool, progress: bool,
                    device: str | torch.device | None = None) -> dict[str, Any] | None:
-    """Train ``epochs`` of baseline when no ``weights`` were given; the results.json entry, or None."""
-    if weights is not None or epochs <= 0:
+    """Train ``epochs`` of baseline unless the model starts ``trained``; the results.json entry, or None."""
+    if trained or epochs <= 0:
         return None
     return history(fine_tune(net, splits, with_epochs(config, epochs), progress=progress, device=device))
 
