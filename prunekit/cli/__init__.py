@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from prunekit.cli import (
     decompose,
     evaluate,
+    export,
     listing,
     partition,
     profile,
@@ -26,7 +27,7 @@ from prunekit.errors import PrunekitError
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, run, listing)
+COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, export, run, listing)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -82,8 +82,8 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
 def _check_names(recipe: Recipe, lines: dict[tuple[Any, ...], int], source: str) -> None:
     """Registry names (model, dataset, criteria) exist; the error points at the line."""
     from prunekit import data as datasets
-    from prunekit import models
     from prunekit.importance import CRITERIA
+    from prunekit.workflows.common import check_model_name
 
     def check(loc: tuple[Any, ...], lookup: Any) -> None:
         try:
@@ -93,7 +93,7 @@ def _check_names(recipe: Recipe, lines: dict[tuple[Any, ...], int], source: str)
             at = f"{source}:{line}" if line else source
             raise ConfigError(f"{at}: {_dotted(loc)}: {' '.join(str(exc).split())}") from None
 
-    check(("model", "name"), lambda: models.MODELS.get(recipe.model.name))
+    check(("model", "name"), lambda: check_model_name(recipe.model.name))
     if not (Path(recipe.data.name).exists() or recipe.data.name.endswith(".npz")):
         check(("data", "name"), lambda: datasets.DATASETS.get(recipe.data.name))
     factorised_at = None

@@ -26,9 +26,23 @@ from prunekit.io import RECORD_FILE, load_json, save_json
 from prunekit.measure import Profile, profile
 from prunekit.measure.latency import DEFAULT_BACKENDS
 
-__all__ = ["Measure", "build", "calibration_batches", "capped", "capped_splits", "check_device", "environment",
-           "finish", "has_weights", "is_rank_zero", "is_saved_folder", "load_model", "measure_profile",
-           "source_architecture"]
+__all__ = [
+    "Measure",
+    "build",
+    "calibration_batches",
+    "capped",
+    "capped_splits",
+    "check_device",
+    "check_model_name",
+    "environment",
+    "finish",
+    "has_weights",
+    "is_rank_zero",
+    "is_saved_folder",
+    "load_model",
+    "measure_profile",
+    "source_architecture",
+]
 
 
 @dataclass(frozen=True)
@@ -138,7 +152,7 @@ def source_architecture(spec: str, splits: DataSplits | None = None,
     return {"model": spec, **({"in_channels": in_channels} if in_channels is not None else {})}
 
 
-def _check_registry_name(spec: str) -> None:
+def check_model_name(spec: str) -> None:
     """Fail on a misspelt model name before seconds of data loading (specs are checked on use)."""
     if not (is_saved_folder(spec) or ":" in spec or "/" in spec or os.sep in spec):
         models.MODELS.get(spec)
@@ -147,7 +161,7 @@ def _check_registry_name(spec: str) -> None:
 def build(model: str, data: str, *, data_dir: str | None = None, weights: str | None = None,
           seed: int = 0) -> tuple[nn.Module, DataSplits]:
     """Load ``data`` and the model ``model`` names, sized for it (class count and input channels)."""
-    _check_registry_name(model)
+    check_model_name(model)
     splits = datasets.load(data, data_dir=data_dir, seed=seed)
     net = load_model(model, num_classes=splits.num_classes, in_channels=splits.input_shape[0],
                      weights=weights, seed=seed)

@@ -121,3 +121,33 @@ def test_train_and_eval_on_cuda(tmp_path: Path) -> None:
     on_cpu = evaluate("simple_cnn", weights=str(out / "model.safetensors"), max_batches=2)
     assert on_gpu["metrics"]["count"] == on_cpu["metrics"]["count"] == 1024
     assert on_gpu["metrics"]["accuracy"] == pytest.approx(on_cpu["metrics"]["accuracy"], abs=2 / 1024)
+
+
+def test_export_of_a_saved_folder_loads_back_equal(pruned_run: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    import onnxruntime
+
+    capsys.readouterr()
+    out = tmp_path / "export"
+    assert main(["export", "--model", str(pruned_run / "pruned"), "--out", str(out)]) == 0
+    assert f"results: {out / 'results.json'}" in capsys.readouterr().out
+    source, exported = load_pruned(pruned_run / "pruned").eval(), load_pruned(out / "model").eval()
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = source(x)
+    assert torch.equal(exported(x), want)
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_a_recipe_starts_from_a_saved_folder(pruned_run: Path, tmp_path: Path) -> None:
+    from prunekit.recipes import parse_recipe, run_recipe
+
+    recipe = parse_recipe({"model": str(pruned_run / "pruned"), "stages": [{"evaluate": {}}]})
+    results = run_recipe(recipe, out_dir=tmp_path / "recipe", progress=False)
+    saved = json.loads((pruned_run / "results.json").read_text())
+    assert results["initial"]["params"] == saved["after"]["params"]
+    assert results["stages"][0]["summary"]["metrics"]["count"] == 10000
