@@ -83,24 +83,9 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
         recipe = load_recipe(recipe)
     out = Path(out_dir or recipe.out or "runs/recipe")
     plain = recipe.model_dump(mode="json")
-    net, splits, architecture = _build(recipe)
-    original = copy.deepcopy(net).eval()
-    results: dict[str, Any] = {"command": "run", "recipe": plain, "stages": []}
-    first, factorised_from, factorised = 0, None, []
     kinds = [stage_kind(stage) for stage in recipe.stages]
     teacher_at = _teacher_stage(kinds)
-    if resume:
-        first, results = _resume_point(out, plain)
-        if first > 0:
-            net, factorised_from, factorised = load_state(_checkpoint_dir(out, first - 1, kinds[first - 1]))
-        if 0 <= teacher_at < first:
-            original = load_state(_checkpoint_dir(out, teacher_at, kinds[teacher_at]))[0].eval()
-    state = RunState(model=net, splits=splits, original=original, architecture=architecture,
-                     seed=recipe.seed, out=out, progress=progress, factorised_from=factorised_from,
-                     factorised=factorised, device=device)
-    for index in range(first):  # NOTE: on resume, prune steps fine-tune as they would have.
-        if kinds[index] in TRAINING_KINDS:
-            state.train_config = training_config(stage_options(recipe.stages[index]), recipe.seed + index)
+    state, first, results = _start(recipe, out, plain, kinds, resume=resume, progress=progress, device=device)
     if first == 0:
         results["initial"] = _profile(state, recipe.model.name, recipe.profile_latency)
     last = len(recipe.stages) if stop_after is None else min(stop_after, len(recipe.stages))
@@ -127,6 +112,31 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
     results["completed"] = last
     results["model"] = state.model
     return results
+
+
+def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *, resume: bool,
+           progress: bool, device: str | None) -> tuple[RunState, int, dict[str, Any]]:
+    """The run's state before its first stage to run, that stage's index and the results so far:
+    the built model, or on ``resume`` the last checkpoint (and the teacher and training options
+    the stages before it left)."""
+    net, splits, architecture = _build(recipe)
+    original = copy.deepcopy(net).eval()
+    results: dict[str, Any] = {"command": "run", "recipe": plain, "stages": []}
+    first, factorised_from, factorised = 0, None, []
+    teacher_at = _teacher_stage(kinds)
+    if resume:
+        first, results = _resume_point(out, plain)
+        if first > 0:
+            net, factorised_from, factorised = load_state(_checkpoint_dir(out, first - 1, kinds[first - 1]))
+        if 0 <= teacher_at < first:
+            original = load_state(_checkpoint_dir(out, teacher_at, kinds[teacher_at]))[0].eval()
+    state = RunState(model=net, splits=splits, original=original, architecture=architecture,
+                     seed=recipe.seed, out=out, progress=progress, factorised_from=factorised_from,
+                     factorised=factorised, device=device)
+    for index in range(first):  # NOTE: on resume, prune steps fine-tune as they would have.
+        if kinds[index] in TRAINING_KINDS:
+            state.train_config = training_config(stage_options(recipe.stages[index]), recipe.seed + index)
+    return state, first, results
 
 
 def _resume_point(out: Path, plain: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -235,21 +235,26 @@ def sparsify(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any
     if info["finetune"] is not None:
         results["finetune"] = info["finetune"]
     after = measure_profile(net, splits.example_input(1), f"{model} sparse", measure, splits.test)
-    sizes = sparse_sizes(net)
-    results.update({
-        "before": before.to_dict(), "after": after.to_dict(),
-        "architecture": source_architecture(model, splits),
-        "layers": [asdict(r) | {"sparsity": r.sparsity} for r in rows],
-        "achieved_sparsity": total_sparsity(rows),
-        "nonzero_params": {"before": dense_nonzero, "after": count_nonzero(net)},
-        "sizes": asdict(sizes), "latency_note": LATENCY_NOTE,
-    })
+    _record(results, net, rows, before.to_dict(), after.to_dict(), dense_nonzero)
+    results["architecture"] = source_architecture(model, splits)
     results["table"] = compare(before, after) + "\n" + _sparse_lines(results)
     if out_dir is not None and is_rank_zero():
         file = save_sparse(net, Path(out_dir) / SPARSE_FILE,
                            metadata={"model": model, "architecture": str(results["architecture"])})
         results["files"] = {"sparse_weights": str(file)}
     return finish(results, out_dir)
+
+
+def _record(results: dict[str, Any], net: nn.Module, rows: list[LayerSparsity], before: dict[str, Any],
+            after: dict[str, Any], dense_nonzero: int) -> None:
+    """Add the profiles, per-layer sparsity, non-zero counts and sizes on disk to ``results``."""
+    results.update({
+        "before": before, "after": after,
+        "layers": [asdict(r) | {"sparsity": r.sparsity} for r in rows],
+        "achieved_sparsity": total_sparsity(rows),
+        "nonzero_params": {"before": dense_nonzero, "after": count_nonzero(net)},
+        "sizes": asdict(sparse_sizes(net)), "latency_note": LATENCY_NOTE,
+    })
 
 
 def _sparse_lines(results: Mapping[str, Any]) -> str:
