@@ -122,7 +122,8 @@ def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *
     net, splits, architecture = _build(recipe)
     original = copy.deepcopy(net).eval()
     results: dict[str, Any] = {"command": "run", "recipe": plain, "stages": []}
-    first, factorised_from, factorised = 0, None, []
+    first, factorised_from = 0, None
+    factorised: list[Any] = []
     teacher_at = _teacher_stage(kinds)
     if resume:
         first, results = _resume_point(out, plain)

@@ -9,7 +9,7 @@ the CLI commands run.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,8 +62,8 @@ class RunState:
         return calibration_batches(self.splits, count, size)
 
 
-StageFn = Callable[[RunState, BaseModel, int], dict[str, Any]]
-STAGES: Registry[StageFn] = Registry("recipe stage", list_hint="see prunekit.recipes.schema")
+StageFn = Callable[[RunState, BaseModel, int], dict[str, Any]]  # what STAGES holds: (state, options, seed) -> summary
+STAGES: Registry[dict[str, Any]] = Registry("recipe stage", list_hint="see prunekit.recipes.schema")
 
 
 def _train_config(options: BaseModel, seed: int) -> TrainConfig:
@@ -217,7 +217,7 @@ def sparsify(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     importance, method = getattr(o, "importance", None), o.method  # type: ignore[attr-defined]
     if method not in (None, *_SPARSITY_METHODS):  # NOTE: schema before the importance/method split.
         importance, method = method, None
-    ignore = getattr(o, "ignore", None) or getattr(o, "exclude", ())
+    ignore: Sequence[str] = getattr(o, "ignore", None) or getattr(o, "exclude", None) or ()
     state.model, rows, info = sparsify_model(
         state.model, state.splits, importance=importance or "magnitude", method=method,
         sparsity=o.sparsity, pattern=o.pattern, scope=o.scope, schedule=o.schedule,  # type: ignore[attr-defined]
@@ -241,7 +241,7 @@ def decompose_stage(state: RunState, options: BaseModel, seed: int) -> dict[str,
     target = getattr(o, "target", None)
     if target is None and getattr(o, "target_macs", None) is not None:  # NOTE: schema before Target.
         target = {"macs": o.target_macs}  # type: ignore[attr-defined]
-    ignore = getattr(o, "ignore", None) or getattr(o, "exclude", ())
+    ignore: Sequence[str] = getattr(o, "ignore", None) or getattr(o, "exclude", None) or ()
     result = decompose_model(state.model, state.splits, method=o.method, rank=o.rank,  # type: ignore[attr-defined]
                              energy=o.energy, target=target, include=o.include, ignore=tuple(ignore),  # type: ignore[attr-defined]
                              options=o.options, calibration_batches=o.calibration_batches,  # type: ignore[attr-defined]

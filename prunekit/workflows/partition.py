@@ -50,7 +50,7 @@ def _measure(part: Partition, net: nn.Module, inputs: tuple[torch.Tensor, ...], 
              min_time_s: float, progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     batch = inputs[0].shape[0]
     feeds = part.stage_inputs(*inputs)
-    timing = {"batch_size": batch, "threads": threads, "min_time_s": min_time_s}
+    timing: dict[str, Any] = {"batch_size": batch, "threads": threads, "min_time_s": min_time_s}
     bar = tqdm(total=len(part.stages) + 1, desc="measuring stages", disable=not progress)
     with bar:
         whole = {"macs": count_macs(net, inputs),

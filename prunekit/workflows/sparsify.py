@@ -110,7 +110,7 @@ def _with_importance(net: nn.Module, splits: DataSplits, sparsifier: Sparsifier,
         tuned = fine_tune(net, splits, finetune, progress=progress, callbacks=callbacks, device=device)
     rows = sparsifier.sparsity_report()
     sparsifier.finalize()
-    return rows, tuned and history(tuned)
+    return rows, history(tuned) if tuned is not None else None
 
 
 def _with_calibration(net: nn.Module, splits: DataSplits, method: str, sparsity: float, pattern: Pattern,
@@ -132,7 +132,7 @@ def _with_calibration(net: nn.Module, splits: DataSplits, method: str, sparsity:
         tuned = fine_tune(sparse, splits, finetune, progress=progress, device=device)
         masking.finalize(sparse)
     rows = sparsity_report(sparse, names)
-    return sparse, rows, tuned and history(tuned)
+    return sparse, rows, history(tuned) if tuned is not None else None
 
 
 def _sparsifier(*, importance: str = "magnitude", method: str | None = None, sparsity: float | None = 0.5,
