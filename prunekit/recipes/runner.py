@@ -70,7 +70,7 @@ def _checkpoint_dir(out: Path, index: int, kind: str) -> Path:
 
 def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.PathLike[str] | None = None,
                resume: bool = False, progress: bool = True, stop_after: int | None = None,
-               device: str | None = None) -> dict[str, Any]:
+               device: str | None = None, max_eval_batches: int | None = None) -> dict[str, Any]:
     """Execute ``recipe`` (a :class:`Recipe` or a YAML path); returns the results dict.
 
     Args:
@@ -78,6 +78,8 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
         resume: continue after the last completed stage recorded in ``out_dir/state.json``.
         stop_after: stop after this many stages in total (for tests and partial runs; resumable).
         device: where training stages run (cpu, cuda, ...); the rest runs on the CPU.
+        max_eval_batches: evaluate validation and test accuracy (per epoch, per stage and in
+            ``evaluate`` stages) on only the first this many batches of 512.
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
@@ -85,7 +87,8 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
     plain = recipe.model_dump(mode="json")
     kinds = [stage_kind(stage) for stage in recipe.stages]
     teacher_at = _teacher_stage(kinds)
-    state, first, results = _start(recipe, out, plain, kinds, resume=resume, progress=progress, device=device)
+    state, first, results = _start(recipe, out, plain, kinds, resume=resume, progress=progress, device=device,
+                                   max_eval_batches=max_eval_batches)
     if first == 0:
         results["initial"] = _profile(state, recipe.model.name, recipe.profile_latency)
     last = len(recipe.stages) if stop_after is None else min(stop_after, len(recipe.stages))
@@ -115,11 +118,16 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
 
 
 def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *, resume: bool,
-           progress: bool, device: str | None) -> tuple[RunState, int, dict[str, Any]]:
+           progress: bool, device: str | None, max_eval_batches: int | None
+           ) -> tuple[RunState, int, dict[str, Any]]:
     """The run's state before its first stage to run, that stage's index and the results so far:
     the built model, or on ``resume`` the last checkpoint (and the teacher and training options
     the stages before it left)."""
+    from prunekit.workflows import Measure
+    from prunekit.workflows.common import capped_splits
+
     net, splits, architecture = _build(recipe)
+    splits = capped_splits(splits, Measure(max_eval_batches=max_eval_batches))
     original = copy.deepcopy(net).eval()
     results: dict[str, Any] = {"command": "run", "recipe": plain, "stages": []}
     first, factorised_from = 0, None

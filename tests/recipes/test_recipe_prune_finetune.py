@@ -55,3 +55,20 @@ def test_a_bad_finetune_option_names_the_field(tiny_npz: Path) -> None:
     prune = {"target": {"ratio": 0.3}, "finetune": {"optimizr": "sgd"}}
     with pytest.raises(ConfigError, match=r"stages\[1\]\.prune\.finetune\.optimizr: unknown key"):
         parse_recipe(_recipe(tiny_npz, prune))
+
+
+def test_max_eval_batches_caps_every_evaluation_of_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from prunekit.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: simple_cnn\nstages:\n  - train: {epochs: 1, max_steps_per_epoch: 2}\n"
+                      "  - evaluate: {split: val}\n")
+    assert main(["run", str(recipe), "--out", str(tmp_path / "out"), "--no-progress",
+                 "--max-eval-batches", "1"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["stages"][1]["summary"]["metrics"]["count"] == 512
+    # NOTE: 1 batch of 512 test images: the profiles' accuracies are multiples of 1/512.
+    for profile in (results["initial"], results["stages"][0]["profile"]):
+        assert profile["accuracy"] * 512 == pytest.approx(round(profile["accuracy"] * 512))
