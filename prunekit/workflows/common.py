@@ -123,16 +123,19 @@ def has_weights(spec: str, weights: str | None) -> bool:
 
 
 def load_model(spec: str, *, num_classes: int | None = None, in_channels: int | None = None,
-               weights: str | None = None, seed: int = 0) -> nn.Module:
+               weights: str | None = None, task: str | None = None, seed: int = 0) -> nn.Module:
     """The model ``spec`` names: a registry name, a folder prunekit saved, or (with
-    ``prunekit.models.resolve``) any spec it accepts. New weights are initialised from ``seed``
-    without touching the global RNG."""
+    ``prunekit.models.resolve``) any spec it accepts, for ``task`` (None: classification). New
+    weights are initialised from ``seed`` without touching the global RNG."""
     sizes = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels)) if v is not None}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         resolve = getattr(models, "resolve", None)
         if resolve is not None:
-            return resolve(spec, weights=weights, **sizes)
+            return resolve(spec, task=task, weights=weights, **sizes)
+        if task not in (None, "classification"):
+            raise ConfigError(f"task '{task}' needs prunekit.models.resolve, which this prunekit lacks; "
+                              f"only classification models can be built. Leave the task out.")
         if is_saved_folder(spec):
             from prunekit.io import load_pruned, load_weights
 
@@ -159,12 +162,12 @@ def check_model_name(spec: str) -> None:
 
 
 def build(model: str, data: str, *, data_dir: str | None = None, weights: str | None = None,
-          seed: int = 0) -> tuple[nn.Module, DataSplits]:
+          task: str | None = None, seed: int = 0) -> tuple[nn.Module, DataSplits]:
     """Load ``data`` and the model ``model`` names, sized for it (class count and input channels)."""
     check_model_name(model)
     splits = datasets.load(data, data_dir=data_dir, seed=seed)
     net = load_model(model, num_classes=splits.num_classes, in_channels=splits.input_shape[0],
-                     weights=weights, seed=seed)
+                     weights=weights, task=task, seed=seed)
     return net, splits
 
 
