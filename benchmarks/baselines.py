@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-from prunekit import pipeline
 from prunekit.recover import TrainConfig
+from prunekit.workflows import Measure
+from prunekit.workflows.train import train
 
 RUNS = {
     "simple_cnn": dict(model="simple_cnn", config=TrainConfig(epochs=2, batch_size=64, lr=1e-3, optimizer="adam"),
@@ -44,8 +45,8 @@ def main() -> None:
     for name in args.only or sorted(RUNS):
         spec = RUNS[name]
         start = time.perf_counter()
-        results = pipeline.train(spec["model"], "fashion_mnist", spec["config"], out_dir=f"{args.out}/{name}",
-                                 progress=True, profile_after=True, batch_sizes=(1, 64), threads=2)
+        results = train(spec["model"], "fashion_mnist", spec["config"], out_dir=f"{args.out}/{name}",
+                        progress=True, profile_after=True, measure=Measure(batch_sizes=(1, 64), threads=2))
         wall = time.perf_counter() - start
         test = results["train"]["test"]
         prof = results["profile"]

@@ -36,7 +36,7 @@ from torch.utils.data import TensorDataset
 
 from prunekit.io import load_weights, save_weights
 from prunekit.measure import paired_latency
-from prunekit.pipeline import build
+from prunekit.workflows.common import build
 from prunekit.recover import TrainConfig, fit
 from prunekit.sparsity import Sparsifier, SparsityCallback, sparse_sizes, sparsity_report
 from prunekit.sparsity.report import total_sparsity

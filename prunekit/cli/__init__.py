@@ -11,12 +11,23 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from prunekit.cli import decompose, evaluate, listing, partition, profile, prune, run, sparsify, train
+from prunekit.cli import (
+    decompose,
+    evaluate,
+    export,
+    listing,
+    partition,
+    profile,
+    prune,
+    run,
+    sparsify,
+    train,
+)
 from prunekit.errors import PrunekitError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
-COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, run, listing)
+COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, export, run, listing)
 
 
 def build_parser() -> argparse.ArgumentParser:

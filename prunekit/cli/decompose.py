@@ -1,9 +1,9 @@
 """`prunekit decompose`: baseline (or --weights), profile, low-rank factorisation, fine-tune, profile.
 
-The rank rule is one of ``--target-macs`` (fraction of the dense MACs to KEEP; ranks chosen over
-the whole model), ``--rank`` (an int, a fraction of full rank such as 0.5, or ``vbmf``) or
+The rank rule is one of ``--target-macs`` (the target ``{macs: F}``: fraction of the dense MACs
+to KEEP; ranks chosen over the whole model), ``--rank`` (an int, a fraction of full rank such as 0.5, or ``vbmf``) or
 ``--energy`` (fraction of squared singular values kept). Prints the per-layer table and the
-before/after profiles; writes OUT/results.json and OUT/decomposed/ (model.safetensors + manifest.json).
+before/after profiles; writes OUT/results.json and OUT/model/ (model.safetensors + manifest.json).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Train a short baseline (or load --weights), profile it, replace Linear and Conv2d "
                     "layers by low-rank factorisations (SVD, activation-aware SVD, Tucker-2, CP), "
                     "fine-tune, and print the per-layer table and the before/after profiles. Writes "
-                    "OUT/results.json and OUT/decomposed/ (prunekit.load reads it).")
+                    "OUT/results.json and OUT/model/ (prunekit.load reads it).")
     options.add_model_options(parser)
     group = parser.add_argument_group("decomposition (same keys as the recipe stage)")
     group.add_argument("--method", choices=METHODS, default="auto",
@@ -48,7 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                             "tucker, 1x1 conv: svd) (default: auto)")
     rule = group.add_mutually_exclusive_group()
     rule.add_argument("--target-macs", type=float, default=None, metavar="F",
-                      help="fraction of the dense MACs to KEEP, in (0, 1]; 0.5 = half the MACs")
+                      help="the target {macs: F}: fraction of the dense MACs to KEEP, in (0, 1]; "
+                           "0.5 = half the MACs")
     rule.add_argument("--rank", type=_rank, default=None, metavar="R",
                       help="an int rank, a fraction of each layer's full rank (0.5) or 'vbmf'")
     rule.add_argument("--energy", type=float, default=None, metavar="E",
@@ -56,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                            "default rule)")
     group.add_argument("--include", action="append", default=None, metavar="PATTERN",
                        help="only factorise layers whose name matches (fnmatch, repeatable), e.g. 'layer3.*'")
-    group.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+    group.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
                        help="never factorise layers whose name matches (repeatable), e.g. fc")
     group.add_argument("--calibration-batches", type=int, default=4, metavar="N",
                        help="training batches of 64 used to whiten inputs for asvd (default: 4)")
@@ -64,31 +65,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="factorise chosen layers even where it does not save MACs")
     options.add_pipeline_options(parser, finetune_help="after factorising")
     options.add_output_options(parser, default="runs/decompose")
+    options.add_device_option(parser)
+    options.add_eval_options(parser)
     options.add_profile_options(parser)
     options.add_config_options(parser, TrainConfig, skip=("epochs",))
     parser.set_defaults(run=run)
 
 
 def stage(args: argparse.Namespace) -> dict[str, Any]:
-    """The decomposition parameters (the recipe stage) the options describe."""
+    """The decompose stage (the recipe's keys) the options describe."""
     return {"method": args.method, "rank": args.rank, "energy": args.energy,
-            "target_macs": args.target_macs, "include": args.include, "exclude": list(args.exclude),
-            "options": {"force": True} if args.force else None}
+            "target": {"macs": args.target_macs} if args.target_macs is not None else None,
+            "include": args.include, "ignore": list(args.ignore),
+            "options": {"force": True} if args.force else None,
+            "calibration_batches": args.calibration_batches}
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the pipeline (prunekit.decompose.run.decompose_model) and print its tables; returns 0."""
-    from prunekit.decompose.run import decompose_model
+    """Run the workflow (prunekit.workflows.decompose.decompose) and print its tables; returns 0."""
+    from prunekit.workflows.decompose import decompose
 
-    config = options.config_from_args(args, TrainConfig)
-    results = decompose_model(
-        args.model, args.data, **stage(args), weights=args.weights,
-        baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
-        train_config=config, calibration_batches=args.calibration_batches, data_dir=args.data_dir,
-        out_dir=args.out, progress=not args.no_progress, batch_sizes=args.batch_sizes,
-        threads=args.threads, backends=options.backends(args))
+    results = decompose(args.model, args.data, stage=stage(args), weights=args.weights,
+                        baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
+                        train_config=options.config_from_args(args, TrainConfig), data_dir=args.data_dir,
+                        out_dir=args.out, progress=not args.no_progress,
+                        measure=options.measure_from_args(args), device=args.device)
     print(results["layers_table"])
     print(results["table"])
-    print(f"results: {args.out}/results.json  factorised model: {args.out}/decomposed/ "
-          f"(prunekit.load reads it)")
+    options.print_written(results, f"factorised model: {args.out}/model/ "
+                                   f"(prunekit.load reads it)")
     return 0

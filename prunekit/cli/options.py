@@ -13,15 +13,28 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["add_model_options", "add_pipeline_options", "add_output_options", "add_profile_options", "add_config_options",
-           "config_from_args", "int_list"]
+__all__ = [
+    "add_config_options",
+    "add_device_option",
+    "add_eval_options",
+    "add_model_options",
+    "add_output_options",
+    "add_pipeline_options",
+    "add_profile_options",
+    "backends",
+    "config_from_args",
+    "int_list",
+    "measure_from_args",
+    "print_written",
+]
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, data_required: bool = True) -> None:
     """--model, --weights, --data, --data-dir."""
-    parser.add_argument("--model", required=True, metavar="NAME",
-                        help="model name from the registry (`prunekit models` lists them), "
-                             "e.g. simple_cnn, resnet20, resnet18")
+    parser.add_argument("--model", required=True, metavar="SPEC",
+                        help="a model name from the registry (`prunekit models` lists them), e.g. "
+                             "simple_cnn, resnet20, resnet18, or a folder an earlier command saved "
+                             "(e.g. runs/r20-half/pruned)")
     parser.add_argument("--weights", metavar="FILE", default=None,
                         help="weights to start from: a .safetensors file written by `prunekit train` "
                              "(for torchvision models also a local .pth or a weights name found in "
@@ -54,6 +67,20 @@ def add_output_options(parser: argparse.ArgumentParser, default: str | None) -> 
                              + (f"; default: {default}" if default else ""))
 
 
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """--device: where training and evaluation run."""
+    parser.add_argument("--device", metavar="DEVICE", default=None,
+                        help="where training and evaluation run: cpu, cuda, cuda:1 (default: where the "
+                             "model is, the CPU); pruning, profiling and saving run on the CPU")
+
+
+def add_eval_options(parser: argparse.ArgumentParser) -> None:
+    """--max-eval-batches: a cap on every accuracy evaluation, so a quick try is quick."""
+    parser.add_argument("--max-eval-batches", type=int, default=None, metavar="N",
+                        help="evaluate accuracy on only the first N batches of 512 (validation, test "
+                             "and profiles; default: the whole split)")
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """Parse "1,64" into (1, 64) for argparse."""
     try:
@@ -76,6 +103,9 @@ def add_profile_options(parser: argparse.ArgumentParser) -> None:
                              "(the deployed form; ONNX Runtime folds at load by itself)")
     parser.add_argument("--no-onnx", action="store_true",
                         help="skip the ONNX Runtime latency (PyTorch eager only)")
+    parser.add_argument("--min-time-s", type=float, default=1.0, metavar="S",
+                        help="seconds of timed calls per latency measurement, at least 5 calls "
+                             "(default: 1.0; 0 for a quick look)")
 
 
 def backends(args: argparse.Namespace) -> tuple[str, ...]:
@@ -96,6 +126,25 @@ def _scalar_type(annotation: Any) -> Any:
         if len(args) == 1:
             return args[0]
     return annotation
+
+
+def measure_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~prunekit.workflows.Measure` the profile and evaluation options describe."""
+    from prunekit.workflows import Measure
+
+    return Measure(batch_sizes=tuple(getattr(args, "batch_sizes", (1, 64))), threads=getattr(args, "threads", 2),
+                   backends=backends(args) if hasattr(args, "no_onnx") else Measure().backends,
+                   min_time_s=getattr(args, "min_time_s", 1.0),
+                   max_eval_batches=getattr(args, "max_eval_batches", None))
+
+
+def print_written(results: dict[str, Any], what: str = "") -> None:
+    """Say where the results (and ``what`` else) went, or how to keep them."""
+    file = results.get("results_file")
+    if file is None:
+        print("nothing written (pass --out DIR to keep results.json" + (f" and {what}" if what else "") + ")")
+    else:
+        print(f"results: {file}" + (f"  {what}" if what else ""))
 
 
 def add_config_options(parser: argparse.ArgumentParser, model: type[BaseModel],
@@ -125,6 +174,6 @@ def config_from_args(args: argparse.Namespace, model: type[BaseModel], **overrid
     values = {name: getattr(args, name) for name in model.model_fields
               if getattr(args, name, None) is not None}
     values.update(overrides)
-    from prunekit.recover import parse_config
+    from prunekit.config import parse_config
 
     return parse_config(model, values)

@@ -15,7 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "stages that balance MACs or measured latency and, within --tolerance of the "
                     "best bottleneck, cross the fewest bytes. Prints the whole model and each "
                     "stage (nodes, MACs, latency, bytes out) and writes the stages (safetensors "
-                    "+ ONNX) and manifest.json under --out.",
+                    "+ ONNX), manifest.json and results.json under --out when it is given.",
     )
     options.add_model_options(parser, data_required=False)
     parser.add_argument("--in-channels", type=int, default=None, metavar="C",
@@ -49,9 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Partition, print the before/after table; 0 when the chained stages match the model."""
-    from prunekit.decompose.partition_run import partition_model
+    from prunekit.workflows.partition import partition
 
-    results = partition_model(
+    results = partition(
         args.model, stages=args.stages, balance=args.balance, data=args.data,
         weights=args.weights, data_dir=args.data_dir, in_channels=args.in_channels,
         batch_size=args.batch_size, threads=args.threads, tolerance=args.tolerance,
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         min_time_s=args.min_time_s,
         out_dir=args.out, progress=not args.no_progress)
     print(results["table"])
-    if args.out:
-        print(f"wrote {args.out}/results.json and {results['files']['stages']}/")
+    options.print_written(results, f"stages: {results['files']['stages']}/" if "files" in results
+                          else "the stages (safetensors + ONNX + manifest)")
     ok = results["check"]["exact"] and results.get("pipeline", {}).get("allclose", True)
     return 0 if ok else 1

@@ -4,30 +4,32 @@ from __future__ import annotations
 
 import argparse
 
-from prunekit import pipeline
 from prunekit.cli import options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "profile", help="measure params, MACs, size and latency of a model",
-        description="Profile a model: parameters, MACs (torch.utils.flop_counter), size on disk "
-                    "(safetensors), latency in PyTorch eager and ONNX Runtime (median and p10-p90 "
-                    "over repeats, after warm-up, threads fixed), and accuracy when --data is given.",
+        description="Profile a model (a registry name, or a folder an earlier command saved): "
+                    "parameters, MACs (torch.utils.flop_counter), size on disk (safetensors), "
+                    "latency in PyTorch eager and ONNX Runtime (median and p10-p90 over repeats, "
+                    "after warm-up, threads fixed), and accuracy when --data is given.",
     )
     options.add_model_options(parser, data_required=False)
     parser.add_argument("--in-channels", type=int, default=None, metavar="C",
                         help="input channels when no --data is given (default: the model's own)")
+    options.add_eval_options(parser)
     options.add_profile_options(parser)
     options.add_output_options(parser, default=None)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    _, results = pipeline.profile_model(
-        args.model, args.data, weights=args.weights, data_dir=args.data_dir,
-        in_channels=args.in_channels, batch_sizes=args.batch_sizes, threads=args.threads,
-        backends=options.backends(args), out_dir=args.out,
-    )
+    from prunekit.workflows.profile import profile
+
+    _, results = profile(args.model, args.data, weights=args.weights, data_dir=args.data_dir,
+                         in_channels=args.in_channels, measure=options.measure_from_args(args),
+                         out_dir=args.out)
     print(results["table"])
+    options.print_written(results)
     return 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from prunekit import pipeline
 from prunekit.cli import options
 from prunekit.errors import ConfigError
 from prunekit.recover import TrainConfig
@@ -25,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "prune", help="remove whole channels to reach a target, fine-tune, and compare profiles",
         description="Train a short baseline (or load --weights), profile it, remove the least "
                     "important channels until the target is met, fine-tune, and print the "
-                    "before/after profiles. Writes OUT/results.json and OUT/pruned/ (weights + plan; "
+                    "before/after profiles. Writes OUT/results.json and OUT/model/ (weights + manifest; "
                     "load it with prunekit.load).",
     )
     options.add_model_options(parser)
@@ -33,6 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_pruner_options(parser)
     options.add_pipeline_options(parser, finetune_help="after pruning (and between --steps)")
     options.add_output_options(parser, default="runs/prune")
+    options.add_device_option(parser)
+    options.add_eval_options(parser)
     options.add_profile_options(parser)
     options.add_config_options(parser, TrainConfig, skip=("epochs",))
     parser.set_defaults(run=run)
@@ -66,8 +67,8 @@ def _add_pruner_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pruner (same keys as the recipe stage)")
     from prunekit.importance import CRITERIA
 
-    group.add_argument("--criterion", default="l2", metavar="NAME",
-                       help=f"importance criterion: {', '.join(CRITERIA.names())} (default: l2)")
+    group.add_argument("--importance", default="l2", metavar="NAME",
+                       help=f"how channels are scored: {', '.join(CRITERIA.names())} (default: l2)")
     group.add_argument("--scope", choices=("local", "global"), default="local",
                        help="local: every group loses the same fraction; global: one ranking over "
                             "all groups (default: local)")
@@ -120,27 +121,22 @@ def stage(args: argparse.Namespace) -> dict[str, Any]:
     extra: dict[str, Any] = {k: v for k, v in layers.items() if v}
     if args.cost != "none":
         extra.update(cost=args.cost, cost_batch_size=args.cost_batch_size)
-    return {"target": target, "importance": args.criterion, "scope": args.scope,
+    return {"target": target, "importance": args.importance, "scope": args.scope,
             "round_to": args.round_to, "ignore": list(args.ignore), "steps": args.steps,
             "options": extra or None}
 
 
 def run(args: argparse.Namespace) -> int:
-    params = stage(args)
-    config = options.config_from_args(args, TrainConfig)
-    results = pipeline.prune(
-        args.model, args.data, target=params["target"], criterion=params["importance"],
-        scope=params["scope"], round_to=params["round_to"], ignore=params["ignore"],
-        steps=params["steps"], options=params["options"], weights=args.weights,
-        baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
-        train_config=config, data_dir=args.data_dir, out_dir=args.out,
-        progress=not args.no_progress, batch_sizes=args.batch_sizes, threads=args.threads,
-        backends=options.backends(args),
-    )
+    from prunekit.workflows.prune import prune
+
+    results = prune(args.model, args.data, stage=stage(args), weights=args.weights,
+                    baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
+                    train_config=options.config_from_args(args, TrainConfig), data_dir=args.data_dir,
+                    out_dir=args.out, progress=not args.no_progress,
+                    measure=options.measure_from_args(args), device=args.device)
     print(results["table"])
     print(_achieved_line(results))
-    print(f"results: {args.out}/results.json  pruned model: {args.out}/pruned/ "
-          f"(prunekit.load reads it)")
+    options.print_written(results, f"pruned model: {args.out}/model/ (prunekit.load and --model read it)")
     return 0
 
 

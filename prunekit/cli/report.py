@@ -6,7 +6,7 @@ from typing import Any
 
 from prunekit.measure import Profile, compare
 
-__all__ = ["print_training", "print_profile"]
+__all__ = ["print_profile", "print_training"]
 
 
 def _pct(value: float | None) -> str:

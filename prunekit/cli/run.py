@@ -22,6 +22,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="continue after the last completed stage in OUT (same recipe)")
     parser.add_argument("--check", action="store_true", help="only validate the recipe and list its stages")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--device", metavar="DEVICE", default=None,
+                        help="where training stages run: cpu, cuda, cuda:1 (default: the CPU); the "
+                             "other stages run on the CPU")
+    parser.add_argument("--max-eval-batches", type=int, default=None, metavar="N",
+                        help="evaluate validation and test accuracy on only the first N batches of 512 "
+                             "(per epoch, after every stage, in evaluate stages; default: all)")
     parser.set_defaults(run=run)
 
 
@@ -33,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         kinds = ", ".join(stage_kind(s) for s in recipe.stages)
         print(f"{args.recipe}: valid; model {recipe.model.name}, data {recipe.data.name}, stages: {kinds}")
         return 0
-    results = run_recipe(recipe, out_dir=args.out, resume=args.resume, progress=not args.no_progress)
+    results = run_recipe(recipe, out_dir=args.out, resume=args.resume, progress=not args.no_progress,
+                         device=args.device, max_eval_batches=args.max_eval_batches)
     rows = [("stage", "params", "MACs", "size MB", "accuracy", "seconds")]
     initial = results.get("initial")
     if initial:

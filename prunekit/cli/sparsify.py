@@ -1,19 +1,21 @@
 """`prunekit sparsify`: baseline (or --weights), profile, zero weights to a sparsity, fine-tune, profile.
 
 ``--sparsity`` is the fraction of each sparsified weight set to ZERO (N:M patterns fix it at
-1 - N/M). Methods: magnitude, random, taylor, movement (masks, one-shot or ramped by --schedule
-during fine-tuning) and wanda, sparsegpt (one-shot from calibration batches). Writes
-OUT/results.json and OUT/sparse/ (bitmask + values; prunekit.load reads it).
+1 - N/M). Weights are scored by ``--importance`` (magnitude, random, taylor, movement: masks,
+one-shot or ramped by --schedule during fine-tuning), or zeroed by a calibration ``--method``
+(wanda, sparsegpt: one-shot from calibration batches). Writes OUT/results.json and
+OUT/model/ (weights stored as bitmask + values; prunekit.load reads them back dense).
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from prunekit.cli import options
 from prunekit.recover import TrainConfig
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "stage"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,12 +26,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "weights to zero (in one shot, or gradually while fine-tuning), fine-tune with "
                     "the zeros held, and print the before/after profiles with the sparsity and the "
                     "sparse size on disk. Zeros do not speed up dense kernels; the table says so. "
-                    "Writes OUT/results.json and OUT/sparse/.",
+                    "Writes OUT/results.json and OUT/model/.",
     )
     options.add_model_options(parser)
     _add_sparsity_options(parser)
     options.add_pipeline_options(parser, finetune_help="under the masks; gradual/iterative schedules prune during them")
     options.add_output_options(parser, default="runs/sparsify")
+    options.add_device_option(parser)
+    options.add_eval_options(parser)
     options.add_profile_options(parser)
     options.add_config_options(parser, TrainConfig, skip=("epochs",))
     parser.set_defaults(run=run)
@@ -37,12 +41,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_sparsity_options(parser: argparse.ArgumentParser) -> None:
     from prunekit.sparsity import CRITERIA
-    from prunekit.sparsity.pipeline import CALIBRATION_METHODS, SCHEDULE_CHOICES
+    from prunekit.workflows.sparsify import METHODS, SCHEDULE_CHOICES
 
-    group = parser.add_argument_group("sparsity")
-    methods = [*CRITERIA.names(), *CALIBRATION_METHODS]
-    group.add_argument("--method", default="magnitude", metavar="NAME",
-                       help=f"how weights are scored: {', '.join(methods)} (default: magnitude)")
+    group = parser.add_argument_group("sparsity (same keys as the recipe stage)")
+    group.add_argument("--importance", default="magnitude", metavar="NAME",
+                       help=f"how weights are scored: {', '.join(CRITERIA.names())} (default: magnitude)")
+    group.add_argument("--method", default=None, metavar="NAME",
+                       help=f"a one-shot calibration algorithm instead of masks from --importance: "
+                            f"{', '.join(METHODS)} (default: none)")
     group.add_argument("--sparsity", type=float, default=None, metavar="S",
                        help="fraction of weights set to zero, e.g. 0.9 (default: 0.5, or 1 - N/M "
                             "with an N:M pattern)")
@@ -60,29 +66,33 @@ def _add_sparsity_options(parser: argparse.ArgumentParser) -> None:
                             "sparsity ramps up; the rest trains at the target (default: 0.75)")
     group.add_argument("--updates", type=int, default=20, metavar="N",
                        help="gradual/iterative: number of mask updates during the ramp (default: 20)")
-    group.add_argument("--exclude", action="append", default=[], metavar="MODULE",
+    group.add_argument("--ignore", action="append", default=[], metavar="MODULE",
                        help="never sparsify this module (repeatable; glob patterns allowed), e.g. "
-                            "--exclude features.0. The classifier is always left dense")
+                            "--ignore features.0. The classifier is always left dense")
     group.add_argument("--calibration-batches", type=int, default=8, metavar="N",
                        help="batches of 64 training images for wanda/sparsegpt and one-shot "
                             "taylor/movement (default: 8)")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Parse into the library call, run it, print the table."""
-    from prunekit.sparsity.pipeline import sparsify
-
+def stage(args: argparse.Namespace) -> dict[str, Any]:
+    """The sparsify stage (the recipe's keys) the options describe."""
     sparsity = args.sparsity if args.sparsity is not None or ":" in args.pattern else 0.5
-    results = sparsify(
-        args.model, args.data, method=args.method, sparsity=sparsity, pattern=args.pattern,
-        scope=args.scope, schedule=args.schedule, exclude=args.exclude, weights=args.weights,
-        baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
-        train_config=options.config_from_args(args, TrainConfig), ramp=args.ramp,
-        updates=args.updates, calibration_batches=args.calibration_batches,
-        data_dir=args.data_dir, out_dir=args.out, progress=not args.no_progress,
-        batch_sizes=args.batch_sizes, threads=args.threads, backends=options.backends(args),
-    )
+    return {"importance": args.importance, "method": args.method, "sparsity": sparsity,
+            "pattern": args.pattern, "scope": args.scope, "schedule": args.schedule,
+            "ignore": list(args.ignore), "ramp": args.ramp, "updates": args.updates,
+            "calibration_batches": args.calibration_batches}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Parse into the workflow call, run it, print the table."""
+    from prunekit.workflows.sparsify import sparsify
+
+    results = sparsify(args.model, args.data, stage=stage(args), weights=args.weights,
+                       baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
+                       train_config=options.config_from_args(args, TrainConfig), data_dir=args.data_dir,
+                       out_dir=args.out, progress=not args.no_progress,
+                       measure=options.measure_from_args(args), device=args.device)
     print(results["table"])
-    print(f"results: {args.out}/results.json  sparse model: {args.out}/sparse/ "
-          f"(prunekit.load reads it)")
+    options.print_written(results, f"sparse model: {args.out}/model/ "
+                                   f"(stored sparse; prunekit.load and --model read it)")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from prunekit import pipeline
 from prunekit.cli import options
 from prunekit.cli.report import print_profile, print_training
 from prunekit.recover import TrainConfig
@@ -24,22 +23,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the profile (params, MACs, latency) after training")
+    options.add_device_option(parser)
+    options.add_eval_options(parser)
     options.add_profile_options(parser)
     options.add_config_options(parser, TrainConfig)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunekit.workflows.common import is_rank_zero
+    from prunekit.workflows.train import train
+
     config = options.config_from_args(args, TrainConfig)
-    results = pipeline.train(
-        args.model, args.data, config, data_dir=args.data_dir, weights=args.weights,
-        out_dir=args.out, resume=args.resume, progress=not args.no_progress,
-        profile_after=not args.no_profile, batch_sizes=args.batch_sizes, threads=args.threads,
-        backends=options.backends(args),
-    )
-    if pipeline.is_rank_zero():
+    results = train(args.model, args.data, config, data_dir=args.data_dir, weights=args.weights,
+                    out_dir=args.out, resume=args.resume, progress=not args.no_progress,
+                    profile_after=not args.no_profile, measure=options.measure_from_args(args),
+                    device=args.device)
+    if is_rank_zero():
         print_training(results)
         if "profile" in results:
             print_profile(results)
-        print(f"results: {args.out}/results.json")
+        options.print_written(results)
     return 0

@@ -27,7 +27,7 @@ from prunekit.decompose.methods import METHODS, Method
 from prunekit.decompose.rank import RankSpec, Spectrum, rank_spec
 from prunekit.errors import ConfigError, UnknownNameError, did_you_mean
 from prunekit.measure import count_macs
-from prunekit.recover.config import parse_config
+from prunekit.config import parse_config
 
 __all__ = ["decompose", "check_arguments", "DecomposeOptions", "DecomposeResult", "LayerRecord"]
 

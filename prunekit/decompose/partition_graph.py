@@ -29,7 +29,7 @@ from torch import fx, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from prunekit.errors import ConfigError, PrunekitError
-from prunekit.measure.macs import _counting, batch_of
+from prunekit.measure.macs import batch_of, counting_mode
 
 __all__ = ["NodeInfo", "GraphCosts", "trace", "measure_nodes", "COMPUTE_OPS"]
 
@@ -194,7 +194,7 @@ def measure_nodes(module: fx.GraphModule, inputs: tuple[torch.Tensor, ...], meth
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        with _counting(module):
+        with counting_mode(module):
             counter = _Recorder(module, count_flops=True)
             counter.run(*inputs)
             timer = _Recorder(module, count_flops=False)

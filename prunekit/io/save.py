@@ -154,7 +154,7 @@ def _records(model: nn.Module, transforms: Iterable[Any]) -> list[dict[str, Any]
 
 def _manifest(source: dict[str, Any] | None, records: list[dict[str, Any]], layout: dict[str, Any],
               metrics: dict[str, Any], hf_record: dict[str, Any] | None) -> dict[str, Any]:
-    from prunekit import __version__
+    from prunekit.version import __version__
 
     manifest = Manifest(source=source, transforms=tuple(records), layout=layout, metrics=metrics,
                         hf=hf_record, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prunekit.errors import ConfigError
 
-__all__ = ["count_macs", "macs_by_module", "as_inputs", "batch_of"]
+__all__ = ["count_macs", "macs_by_module", "as_inputs", "batch_of", "counting_mode"]
 
 ExampleInput = torch.Tensor | tuple[torch.Tensor, ...]
 
@@ -49,7 +49,7 @@ def batch_of(inputs: tuple[torch.Tensor, ...], batch_size: int) -> tuple[torch.T
 
 
 @contextmanager
-def _counting(model: nn.Module) -> Iterator[None]:
+def counting_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode, no grad, and attention run as plain matmuls, so the counter sees every MAC."""
     # NOTE: nn.MultiheadAttention / TransformerEncoderLayer take a fused "fast path" in eval under
     # no_grad, and CPU SDPA dispatches to a fused kernel; FlopCounterMode has no formula for
@@ -69,7 +69,7 @@ def _counting(model: nn.Module) -> Iterator[None]:
 
 def _flop_counts(model: nn.Module, example_input: ExampleInput) -> dict[str, dict[object, int]]:
     inputs = as_inputs(example_input)
-    with _counting(model), FlopCounterMode(display=False, depth=None) as counter:
+    with counting_mode(model), FlopCounterMode(display=False, depth=None) as counter:
         model(*inputs)
     return counter.get_flop_counts()
 

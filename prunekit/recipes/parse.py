@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from prunekit.errors import ConfigError, PrunekitError, did_you_mean
 from prunekit.recipes.loader import load_yaml, where
 from prunekit.recipes.schema import STAGE_KINDS, Recipe, stage_kind, stage_options
-from prunekit.recover.config import _expected, _literal_choices
+from prunekit.config import expected, literal_choices
 
 __all__ = ["load_recipe", "parse_recipe"]
 
@@ -50,10 +50,10 @@ def _message(error: dict[str, Any]) -> str:
         return str(error["msg"]).removeprefix("Value error, ")
     allowed = ""
     if kind == "literal_error":
-        choices = _literal_choices(error)
+        choices = literal_choices(error)
         allowed = f" Allowed: {', '.join(choices)}.{did_you_mean(str(got), choices)}"
     shown = "" if kind == "missing" else f"; got {got!r}"
-    return f"{_expected(error)}{shown}.{allowed}"
+    return f"{expected(error)}{shown}.{allowed}"
 
 
 def parse_recipe(data: Any, lines: dict[tuple[Any, ...], int] | None = None, *, source: str = "recipe") -> Recipe:
@@ -82,8 +82,8 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
 def _check_names(recipe: Recipe, lines: dict[tuple[Any, ...], int], source: str) -> None:
     """Registry names (model, dataset, criteria) exist; the error points at the line."""
     from prunekit import data as datasets
-    from prunekit import models
     from prunekit.importance import CRITERIA
+    from prunekit.workflows.common import check_model_name
 
     def check(loc: tuple[Any, ...], lookup: Any) -> None:
         try:
@@ -93,7 +93,7 @@ def _check_names(recipe: Recipe, lines: dict[tuple[Any, ...], int], source: str)
             at = f"{source}:{line}" if line else source
             raise ConfigError(f"{at}: {_dotted(loc)}: {' '.join(str(exc).split())}") from None
 
-    check(("model", "name"), lambda: models.MODELS.get(recipe.model.name))
+    check(("model", "name"), lambda: check_model_name(recipe.model.name))
     if not (Path(recipe.data.name).exists() or recipe.data.name.endswith(".npz")):
         check(("data", "name"), lambda: datasets.DATASETS.get(recipe.data.name))
     factorised_at = None

@@ -33,9 +33,9 @@ from prunekit.io import load_json, save_json
 from prunekit.recipes.checkpoint import load_state
 from prunekit.recipes.parse import load_recipe, parse_recipe
 from prunekit.recipes.schema import Recipe, stage_kind, stage_options
-from prunekit.recipes.stages import STAGES, RunState
+from prunekit.recipes.stages import STAGES, TRAINING_KINDS, RunState, training_config
 
-__all__ = ["run_recipe", "STATE_FILE"]
+__all__ = ["STATE_FILE", "run_recipe"]
 
 STATE_FILE = "state.json"
 COMPRESSING = frozenset({"prune", "gates", "sparsify", "decompose"})
@@ -48,13 +48,11 @@ def _teacher_stage(kinds: list[str]) -> int:
 
 
 def _build(recipe: Recipe) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    from prunekit import pipeline
+    from prunekit.workflows.common import build, source_architecture
 
-    net, splits = pipeline.build(recipe.model.name, recipe.data.name, data_dir=recipe.data.data_dir,
-                                 weights=recipe.model.weights, seed=recipe.seed)
-    architecture = {"model": recipe.model.name, "num_classes": splits.num_classes,
-                    "in_channels": splits.input_shape[0]}
-    return net, splits, architecture
+    net, splits = build(recipe.model.name, recipe.data.name, data_dir=recipe.data.data_dir,
+                        weights=recipe.model.weights, seed=recipe.seed)
+    return net, splits, source_architecture(recipe.model.name, splits)
 
 
 def _profile(state: RunState, name: str, latency: bool) -> dict[str, Any]:
@@ -71,33 +69,26 @@ def _checkpoint_dir(out: Path, index: int, kind: str) -> Path:
 
 
 def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.PathLike[str] | None = None,
-               resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+               resume: bool = False, progress: bool = True, stop_after: int | None = None,
+               device: str | None = None, max_eval_batches: int | None = None) -> dict[str, Any]:
     """Execute ``recipe`` (a :class:`Recipe` or a YAML path); returns the results dict.
 
     Args:
         out_dir: where checkpoints and results go (default: the recipe's ``out``, else ``runs/recipe``).
         resume: continue after the last completed stage recorded in ``out_dir/state.json``.
         stop_after: stop after this many stages in total (for tests and partial runs; resumable).
+        device: where training stages run (cpu, cuda, ...); the rest runs on the CPU.
+        max_eval_batches: evaluate validation and test accuracy (per epoch, per stage and in
+            ``evaluate`` stages) on only the first this many batches of 512.
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     out = Path(out_dir or recipe.out or "runs/recipe")
     plain = recipe.model_dump(mode="json")
-    net, splits, architecture = _build(recipe)
-    original = copy.deepcopy(net).eval()
-    results: dict[str, Any] = {"command": "run", "recipe": plain, "stages": []}
-    first, factorised_from, factorised = 0, None, []
     kinds = [stage_kind(stage) for stage in recipe.stages]
     teacher_at = _teacher_stage(kinds)
-    if resume:
-        first, results = _resume_point(out, plain)
-        if first > 0:
-            net, factorised_from, factorised = load_state(_checkpoint_dir(out, first - 1, kinds[first - 1]))
-        if 0 <= teacher_at < first:
-            original = load_state(_checkpoint_dir(out, teacher_at, kinds[teacher_at]))[0].eval()
-    state = RunState(model=net, splits=splits, original=original, architecture=architecture,
-                     seed=recipe.seed, out=out, progress=progress, factorised_from=factorised_from,
-                     factorised=factorised)
+    state, first, results = _start(recipe, out, plain, kinds, resume=resume, progress=progress, device=device,
+                                   max_eval_batches=max_eval_batches)
     if first == 0:
         results["initial"] = _profile(state, recipe.model.name, recipe.profile_latency)
     last = len(recipe.stages) if stop_after is None else min(stop_after, len(recipe.stages))
@@ -107,9 +98,10 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
         stage = recipe.stages[index]
         kind = stage_kind(stage)
         bar.set_postfix_str(kind)
-        torch.manual_seed(recipe.seed + index)
         started = time.perf_counter()
-        summary = STAGES.get(kind).factory(state, stage_options(stage), recipe.seed + index)
+        with torch.random.fork_rng(devices=[]):  # NOTE: stage i's seed, without leaking it to the caller.
+            torch.manual_seed(recipe.seed + index)
+            summary = STAGES.get(kind).factory(state, stage_options(stage), recipe.seed + index)
         record = {"index": index, "kind": kind, "options": stage_options(stage).model_dump(mode="json"),
                   "summary": summary, "seconds": time.perf_counter() - started,
                   "profile": _profile(state, f"after {kind}", recipe.profile_latency)}
@@ -123,6 +115,37 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
     results["completed"] = last
     results["model"] = state.model
     return results
+
+
+def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *, resume: bool,
+           progress: bool, device: str | None, max_eval_batches: int | None
+           ) -> tuple[RunState, int, dict[str, Any]]:
+    """The run's state before its first stage to run, that stage's index and the results so far:
+    the built model, or on ``resume`` the last checkpoint (and the teacher and training options
+    the stages before it left)."""
+    from prunekit.workflows import Measure
+    from prunekit.workflows.common import capped_splits
+
+    net, splits, architecture = _build(recipe)
+    splits = capped_splits(splits, Measure(max_eval_batches=max_eval_batches))
+    original = copy.deepcopy(net).eval()
+    results: dict[str, Any] = {"command": "run", "recipe": plain, "stages": []}
+    first, factorised_from = 0, None
+    factorised: list[Any] = []
+    teacher_at = _teacher_stage(kinds)
+    if resume:
+        first, results = _resume_point(out, plain)
+        if first > 0:
+            net, factorised_from, factorised = load_state(_checkpoint_dir(out, first - 1, kinds[first - 1]))
+        if 0 <= teacher_at < first:
+            original = load_state(_checkpoint_dir(out, teacher_at, kinds[teacher_at]))[0].eval()
+    state = RunState(model=net, splits=splits, original=original, architecture=architecture,
+                     seed=recipe.seed, out=out, progress=progress, factorised_from=factorised_from,
+                     factorised=factorised, device=device)
+    for index in range(first):  # NOTE: on resume, prune steps fine-tune as they would have.
+        if kinds[index] in TRAINING_KINDS:
+            state.train_config = training_config(stage_options(recipe.stages[index]), recipe.seed + index)
+    return state, first, results
 
 
 def _resume_point(out: Path, plain: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -145,4 +168,4 @@ def validate(path: str | os.PathLike[str]) -> Recipe:
     return load_recipe(path)
 
 
-__all__ += ["validate", "parse_recipe"]
+__all__ += ["parse_recipe", "validate"]

@@ -108,6 +108,9 @@ class PruneOptions(BaseModel):
     schedule: list[PruneStep] | None = Field(None, description="explicit steps (instead of target/steps)")
     options: dict[str, Any] | None = Field(None, description="PrunerOptions (layer ratios, caps)")
     calibration_batches: int = Field(4, ge=1, description="training batches for data-driven criteria")
+    finetune: TrainConfig | None = Field(None, description="training options of the fine-tuning between "
+                                         "and after steps (epochs: finetune_epochs); default: those of "
+                                         "the recipe's last train/finetune stage")
 
     @model_validator(mode="after")
     def _one_way(self) -> PruneOptions:

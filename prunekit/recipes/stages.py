@@ -1,13 +1,15 @@
-"""What each recipe stage does: one library call each, with the recipe's option names.
+"""What each recipe stage does: one workflow call each, with the recipe's option names.
 
 Every function takes the run's :class:`RunState` and the stage's validated options, may replace
-``state.model`` (pruning returns a new, smaller module), and returns a JSON-able summary.
+``state.model`` (pruning returns a new, smaller module), and returns a JSON-able summary. The
+training, pruning, sparsifying and factorising steps are :mod:`prunekit.workflows`' own, the same
+the CLI commands run.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,12 +18,15 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from prunekit.config import parse_config
 from prunekit.data.base import DataSplits
 from prunekit.errors import ConfigError
-from prunekit.recover import Distiller, TrainConfig, fit
+from prunekit.recover import Distiller, TrainConfig
 from prunekit.registry import Registry
+from prunekit.workflows.common import calibration_batches
+from prunekit.workflows.train import fine_tune
 
-__all__ = ["RunState", "STAGES"]
+__all__ = ["STAGES", "TRAINING_KINDS", "RunState", "step_config", "training_config"]
 
 
 @dataclass
@@ -38,6 +43,8 @@ class RunState:
     plans: list[dict[str, Any]] = field(default_factory=list)
     factorised_from: nn.Module | None = None  # the model the (first) decompose stage started from
     factorised: list[Any] = field(default_factory=list)  # its LayerRecords
+    train_config: TrainConfig | None = None  # the last train/finetune stage's options
+    device: str | None = None  # where training runs (None: where the model is)
 
     def save(self, folder: Path) -> Path:
         """A checkpoint of the current model (see :mod:`prunekit.recipes.checkpoint`)."""
@@ -52,13 +59,11 @@ class RunState:
 
     def calibration(self, count: int, size: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The first ``count`` training batches (inputs, labels)."""
-        from prunekit.pipeline import calibration_batches
-
         return calibration_batches(self.splits, count, size)
 
 
-StageFn = Callable[[RunState, BaseModel, int], dict[str, Any]]
-STAGES: Registry[StageFn] = Registry("recipe stage", list_hint="see prunekit.recipes.schema")
+StageFn = Callable[[RunState, BaseModel, int], dict[str, Any]]  # what STAGES holds: (state, options, seed) -> summary
+STAGES: Registry[dict[str, Any]] = Registry("recipe stage", list_hint="see prunekit.recipes.schema")
 
 
 def _train_config(options: BaseModel, seed: int) -> TrainConfig:
@@ -72,21 +77,36 @@ def _train_config(options: BaseModel, seed: int) -> TrainConfig:
 def _fit(state: RunState, config: TrainConfig, callbacks: list[Any]) -> dict[str, Any]:
     if config.epochs == 0:
         return {"epochs": 0}
-    result = fit(state.model, state.splits, config, progress=state.progress, callbacks=callbacks)
+    result = fine_tune(state.model, state.splits, config, progress=state.progress, callbacks=callbacks,
+                       device=state.device)
     return {"epochs": config.epochs, "history": list(result.history), "val": asdict(result.val),
             "wall_time_s": result.wall_time_s}
+
+
+TRAINING_KINDS = ("train", "finetune", "distill")
+
+
+def _training(state: RunState, options: BaseModel, seed: int) -> TrainConfig:
+    """The stage's TrainConfig, remembered as the run's training options (prune steps reuse them)."""
+    state.train_config = _train_config(options, seed)
+    return state.train_config
+
+
+def training_config(options: BaseModel, seed: int) -> TrainConfig:
+    """The TrainConfig a train/finetune/distill stage runs with (``seed`` unless it sets its own)."""
+    return _train_config(options, seed)
 
 
 @STAGES.register("train")
 def train(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     """``fit(model, data, TrainConfig(**options))``."""
-    return _fit(state, _train_config(options, seed), [])
+    return _fit(state, _training(state, options, seed), [])
 
 
 @STAGES.register("finetune")
 def finetune(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     """``fit`` with an optional :class:`~prunekit.recover.Distiller` from the original model."""
-    return _fit(state, _train_config(options, seed), _distillers(state, options))
+    return _fit(state, _training(state, options, seed), _distillers(state, options))
 
 
 def _distillers(state: RunState, options: BaseModel) -> list[Distiller]:
@@ -100,7 +120,7 @@ def _distillers(state: RunState, options: BaseModel) -> list[Distiller]:
 def distill(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     """``fit`` with distillation (temperature, alpha) from the original model."""
     teacher = Distiller(state.original, temperature=options.temperature, alpha=options.alpha)  # type: ignore[attr-defined]
-    return _fit(state, _train_config(options, seed), [teacher])
+    return _fit(state, _training(state, options, seed), [teacher])
 
 
 def _relative(target: Any, state: RunState, start_model: nn.Module, removed_before: float) -> dict[str, float]:
@@ -118,23 +138,35 @@ def _relative(target: Any, state: RunState, start_model: nn.Module, removed_befo
                       f"Use a single prune stage with target: {{latency: ...}} instead.")
 
 
+def step_config(state: RunState, options: BaseModel, epochs: int, seed: int) -> TrainConfig:
+    """How a prune stage fine-tunes between and after its steps: the stage's ``finetune`` options,
+    else the run's last train/finetune stage's, else TrainConfig's defaults, for ``epochs`` epochs
+    with ``seed``."""
+    own = getattr(options, "finetune", None)
+    base = own if own is not None else (state.train_config or TrainConfig())
+    values = {k: getattr(base, k) for k in TrainConfig.model_fields}
+    values.update(epochs=epochs, seed=seed, warmup_epochs=min(values["warmup_epochs"], epochs))
+    return parse_config(TrainConfig, values)
+
+
 @STAGES.register("prune")
 def prune(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     """``StructuredPruner(...).fit_transform``; a ``schedule`` prunes step by step with fine-tuning."""
-    from prunekit.pipeline import _prune_model
     from prunekit.structured import StructuredPruner
+    from prunekit.workflows.prune import prune_model
 
     o = options
     batches = state.calibration(o.calibration_batches)  # type: ignore[attr-defined]
     common = {"scope": o.scope, "round_to": o.round_to, "ignore": tuple(o.ignore), "seed": seed,  # type: ignore[attr-defined]
               "options": o.options}  # type: ignore[attr-defined]
-    finetune_cfg = TrainConfig(epochs=o.finetune_epochs, seed=seed)  # type: ignore[attr-defined]
     if o.schedule is None:  # type: ignore[attr-defined]
         pruner = StructuredPruner(o.target.to_dict(), importance=o.importance, steps=o.steps, **common)  # type: ignore[attr-defined]
-        state.model, plan, achieved, steps = _prune_model(state.model, state.splits, pruner, finetune_cfg,
-                                                          state.progress)
+        config = step_config(state, o, o.finetune_epochs, seed)  # type: ignore[attr-defined]
+        state.model, plan, achieved, steps = prune_model(
+            state.model, state.splits, pruner, finetune_epochs=o.finetune_epochs,  # type: ignore[attr-defined]
+            tune=lambda m: fine_tune(m, state.splits, config, progress=state.progress, device=state.device))
         state.plans.append(plan.to_dict())
-        return {"achieved": achieved, "steps": steps}
+        return {"achieved": achieved, "steps": steps, "finetune_config": config.model_dump()}
     start, records, removed = copy.deepcopy(state.model), [], 0.0
     for i, step in enumerate(o.schedule):  # type: ignore[attr-defined]
         target = _relative(step.target, state, start, removed)
@@ -143,9 +175,11 @@ def prune(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
         state.plans.append(pruner.plan_.to_dict())
         if step.target.kind == "ratio":
             removed = step.target.value
-        tuned = _fit(state, TrainConfig(epochs=step.finetune_epochs, seed=seed + i), [])
+        config = step_config(state, o, step.finetune_epochs, seed + i)
+        tuned = _fit(state, config, [])
         records.append({"step": i, "target": step.target.to_dict(), "importance": step.importance or o.importance,  # type: ignore[attr-defined]
-                        "achieved": dict(pruner.achieved_), "finetune": tuned})
+                        "achieved": dict(pruner.achieved_), "finetune": tuned,
+                        "finetune_config": config.model_dump() if step.finetune_epochs else None})
     return {"steps": records}
 
 
@@ -170,35 +204,48 @@ def gates(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
             "skipped_groups": gated.skipped}
 
 
+_SPARSITY_METHODS = ("wanda", "sparsegpt")
+
+
 @STAGES.register("sparsify")
 def sparsify(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
-    """``prunekit.sparsity.sparsify_model``: masks or calibration, fine-tuning under the zeros."""
-    from prunekit.sparsity.pipeline import sparsify_model
+    """:func:`prunekit.workflows.sparsify.sparsify_model`: masks from an importance, or a calibration
+    method, fine-tuning under the zeros."""
+    from prunekit.workflows.sparsify import sparsify_model
 
     o = options
+    importance, method = getattr(o, "importance", None), o.method  # type: ignore[attr-defined]
+    if method not in (None, *_SPARSITY_METHODS):  # NOTE: schema before the importance/method split.
+        importance, method = method, None
+    ignore: Sequence[str] = getattr(o, "ignore", None) or getattr(o, "exclude", None) or ()
     state.model, rows, info = sparsify_model(
-        state.model, state.splits, method=o.method, sparsity=o.sparsity, pattern=o.pattern,  # type: ignore[attr-defined]
-        scope=o.scope, schedule=o.schedule, exclude=tuple(o.exclude), ramp=o.ramp, updates=o.updates,  # type: ignore[attr-defined]
+        state.model, state.splits, importance=importance or "magnitude", method=method,
+        sparsity=o.sparsity, pattern=o.pattern, scope=o.scope, schedule=o.schedule,  # type: ignore[attr-defined]
+        ignore=tuple(ignore), ramp=o.ramp, updates=o.updates,  # type: ignore[attr-defined]
         calibration_batches=o.calibration_batches, finetune=_train_config(options, seed),  # type: ignore[attr-defined]
-        progress=state.progress)
+        progress=state.progress, device=state.device)
     return {"achieved_sparsity": info["achieved_sparsity"], "target": info["sparsity"],
             "finetune": info["finetune"], "layers": [asdict(r) for r in rows]}
 
 
 @STAGES.register("decompose")
 def decompose_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
-    """``prunekit.decompose.decompose``: factorised layers chosen by rank, energy or a MACs target."""
-    from prunekit.decompose import decompose
+    """:func:`prunekit.workflows.decompose.decompose_model`: factorised layers chosen by rank,
+    energy or a MACs target."""
+    from prunekit.workflows.decompose import decompose_model
 
     o = options
     if state.factorised:
         raise ConfigError("a recipe can factorise its model once: a second decompose stage would factorise "
                           "already factorised layers. Merge the two stages into one.")
-    rank = tuple(o.rank) if isinstance(o.rank, list) else o.rank  # type: ignore[attr-defined]
-    result = decompose(state.model, example_input=state.example(), method=o.method, rank=rank,  # type: ignore[attr-defined]
-                       energy=o.energy, target_macs=o.target_macs, include=o.include,  # type: ignore[attr-defined]
-                       exclude=tuple(o.exclude), options=o.options,  # type: ignore[attr-defined]
-                       calibration=state.calibration(o.calibration_batches), progress=state.progress)  # type: ignore[attr-defined]
+    target = getattr(o, "target", None)
+    if target is None and getattr(o, "target_macs", None) is not None:  # NOTE: schema before Target.
+        target = {"macs": o.target_macs}  # type: ignore[attr-defined]
+    ignore: Sequence[str] = getattr(o, "ignore", None) or getattr(o, "exclude", None) or ()
+    result = decompose_model(state.model, state.splits, method=o.method, rank=o.rank,  # type: ignore[attr-defined]
+                             energy=o.energy, target=target, include=o.include, ignore=tuple(ignore),  # type: ignore[attr-defined]
+                             options=o.options, calibration_batches=o.calibration_batches,  # type: ignore[attr-defined]
+                             progress=state.progress)
     if result.layers:
         state.factorised_from, state.factorised = state.model, list(result.layers)
     state.model = result.model

@@ -35,7 +35,6 @@ from prunekit.sparsity.sparsifier import Sparsifier as Sparsifier
 from prunekit.sparsity.sparsifier import select_targets as select_targets
 from prunekit.sparsity.storage import SparseSizes as SparseSizes
 from prunekit.sparsity.storage import sparse_sizes as sparse_sizes
-from prunekit.sparsity.pipeline import sparsify_model as sparsify_model
 
 __all__ = [
     # masks and patterns
@@ -49,6 +48,4 @@ __all__ = [
     # reports and storage
     "LayerSparsity", "sparsity_report", "format_report",
     "SparseSizes", "sparse_sizes",
-    # the model-level call the CLI and recipes use
-    "sparsify_model",
 ]

@@ -66,7 +66,7 @@ def prune_iteratively(model: nn.Module, example_inputs: Any, target: Target | Ma
     (kept fraction of dense), ``achieved`` (kept fractions of dense: ``macs``, ``params``, and the
     targeted quantity) and ``plan`` (against that step's model).
     """
-    from prunekit.recover.config import parse_config
+    from prunekit.config import parse_config
     from prunekit.structured.pruner import PrunerOptions, StructuredPruner
 
     target = parse_config(Target, target)

@@ -17,7 +17,7 @@ from torch import nn
 from prunekit.errors import ConfigError, NotFittedError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.importance import score
-from prunekit.recover.config import parse_config
+from prunekit.config import parse_config
 from prunekit.structured.allocate import valid_round_to
 from prunekit.structured.apply import apply
 from prunekit.structured.plan import Plan

@@ -34,7 +34,7 @@ from prunekit.errors import ConfigError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import tensor_of
 from prunekit.importance.score import score
-from prunekit.recover.config import parse_config
+from prunekit.config import parse_config
 from prunekit.structured.allocate import allocate
 from prunekit.structured.apply import apply
 from prunekit.structured.plan import Plan

@@ -10,7 +10,7 @@ import pytest
 from prunekit.cli import build_parser, main
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "profile", "prune", "models", "datasets"])
+@pytest.mark.parametrize("command", ["train", "eval", "profile", "prune", "export", "run", "models", "datasets"])
 def test_every_option_is_explained_in_help(command: str) -> None:
     sub = build_parser()._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
     for action in sub._actions:

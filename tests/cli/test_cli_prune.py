@@ -27,7 +27,7 @@ def test_every_prune_option_is_explained_in_help() -> None:
 def test_prune_to_half_the_macs_writes_profiles_and_a_loadable_model(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert main(["prune", *_TINY, "--target-macs", "0.5", "--criterion", "l1", "--out", str(out)]) == 0
+    assert main(["prune", *_TINY, "--target-macs", "0.5", "--importance", "l1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "simple_cnn pruned" in printed and "MACs" in printed and "achieved" in printed
     results = json.loads((out / "results.json").read_text())
@@ -37,13 +37,13 @@ def test_prune_to_half_the_macs_writes_profiles_and_a_loadable_model(
     assert after["accuracy"] is not None and before["accuracy"] is not None
     assert results["achieved"]["macs"] == pytest.approx(after["macs"] / before["macs"])
     assert results["pruner"]["target"] == {"macs": 0.5} and results["pruner"]["importance"] == "l1"
-    assert sorted(p.name for p in out.iterdir()) == ["pruned", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["model", "results.json"]
     # The saved folder rebuilds the pruned model without pickle, with the fine-tuned weights.
     plan = Plan.from_dict(results["plan"])
     assert results["architecture"] == {"model": "simple_cnn", "num_classes": 10, "in_channels": 1}
-    loaded = load(out / "pruned")
+    loaded = load(out / "model")
     assert loaded.conv1.out_channels == len(plan.keep["conv1.weight:0"])
-    weights = load_file(str(out / "pruned" / "model.safetensors"))
+    weights = load_file(str(out / "model" / "model.safetensors"))
     assert all(torch.equal(weights[k], v) for k, v in loaded.state_dict().items())
 
 
@@ -51,7 +51,7 @@ def test_prune_to_half_the_macs_writes_profiles_and_a_loadable_model(
     (["--ratio", "0.3", "--target-macs", "0.5"], "exactly one"),
     (["--ratio", "1.5"], "'ratio' must be a float in [0, 1); got 1.5. Pass the fraction"),
     ([], "exactly one"),
-    (["--ratio", "0.3", "--criterion", "l3"], "Unknown importance criterion 'l3'"),
+    (["--ratio", "0.3", "--importance", "l3"], "Unknown importance criterion 'l3'"),
     (["--layer-channels", "conv1"], "expected MODULE=N"),
     (["--layer-channels", "conv9=2"], "no module 'conv9'"),
     (["--ratio", "0.3", "--ignore", "cnv1"], "Did you mean 'conv1'"),
@@ -84,7 +84,7 @@ def test_prune_in_steps_with_a_fixed_layer(capsys: pytest.CaptureFixture[str], t
     assert [s["step"] for s in results["steps"]] == [0, 1] and "finetune" in results
     plan = Plan.from_dict(results["plan"])
     assert len(plan.keep["conv1.weight:0"]) == 3  # removed once in step 0, then held fixed
-    weights = load_file(str(out / "pruned" / "model.safetensors"))
+    weights = load_file(str(out / "model" / "model.safetensors"))
     for group, tensor in (("conv1.weight:0", "conv1.weight"), ("conv2.weight:0", "conv2.weight"),
                           ("fc1.weight:0", "fc1.weight")):
         assert weights[tensor].shape[0] == len(plan.keep[group])

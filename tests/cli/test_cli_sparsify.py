@@ -33,7 +33,9 @@ def test_every_sparsify_option_is_explained_in_help() -> None:
 
 
 @pytest.mark.parametrize(("argv", "words"), [
-    (["--method", "magnitud"], "unknown method 'magnitud'. Did you mean 'magnitude'"),
+    (["--importance", "magnitud"], "unknown importance 'magnitud'. Did you mean 'magnitude'"),
+    (["--method", "wand"], "unknown method 'wand'. Did you mean 'wanda'"),
+    (["--method", "magnitude"], "unknown method 'magnitude'"),
     (["--sparsity", "1.5"], r"'sparsity' must be a fraction in \[0, 1\] of the weights to zero; got 1.5"),
     (["--pattern", "2:4", "--schedule", "gradual"], "the 2:4 pattern fixes the sparsity at 0.5"),
     (["--pattern", "2:4", "--sparsity", "0.9"], "zeroes exactly 0.5 of the weights, but sparsity=0.9"),
@@ -58,7 +60,7 @@ def test_a_layer_the_pattern_cannot_fit_is_named_before_the_baseline_trains(
                      "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert re.search(r"layer 'features.0.weight' \(32, 1, 3, 3\) has 9 inputs per output.*"
-                     r"--exclude features.0", err), err
+                     r"--(ignore|exclude) features.0", err), err
 
 
 def _check_run(out: Path, sparsity: float) -> dict:
@@ -68,10 +70,10 @@ def _check_run(out: Path, sparsity: float) -> dict:
     before, after = results["before"], results["after"]
     assert before["params"] == after["params"] and after["accuracy"] is not None
     assert results["nonzero_params"]["after"] < results["nonzero_params"]["before"]
-    rebuilt = prunekit.load(out / "sparse")
+    rebuilt = prunekit.load(out / "model")
     rows = sparsity_report(rebuilt, [r["name"] for r in results["layers"]])
     assert [r.zeros for r in rows] == [r["zeros"] for r in results["layers"]]
-    assert (out / "sparse" / "model.safetensors").stat().st_size == results["sizes"]["sparse"]
+    assert (out / "model" / "model.safetensors").stat().st_size == results["sizes"]["sparse"]
     return results
 
 
@@ -94,15 +96,15 @@ def test_wanda_2_4_holds_its_zeros_through_fine_tuning(tmp_path: Path) -> None:
     pytest.importorskip("prunekit.sparsity.oneshot")
     out = tmp_path / "run"
     assert cli.main(["sparsify", *_TINY, "--method", "wanda", "--pattern", "2:4",
-                     "--exclude", "features.0", "--out", str(out)]) == 0
+                     "--ignore", "features.0", "--out", str(out)]) == 0
     _check_run(out, 0.5)
-    rebuilt = prunekit.load(out / "sparse")
+    rebuilt = prunekit.load(out / "model")
     weight = rebuilt.features[3].weight.reshape(64, -1, 4)
     assert torch.all((weight != 0).sum(-1) == 2)
 
 
-def test_the_pipeline_ramps_over_the_first_part_of_fine_tuning() -> None:
-    from prunekit.sparsity.pipeline import _schedule
+def test_the_workflow_ramps_over_the_first_part_of_fine_tuning() -> None:
+    from prunekit.workflows.sparsify import _schedule
 
     assert _schedule("gradual", 400, 0.75, 20) == {"name": "gradual", "start": 0, "end": 299, "frequency": 14}
     assert _schedule("iterative", 100, 0.5, 3) == {"name": "iterative", "milestones": [0, 24, 49]}

@@ -1,7 +1,7 @@
-"""`prunekit partition` as one library call: build a model, cut it into stages, measure, save.
+"""The ``partition`` workflow: build a model, cut it into stages, measure, save.
 
-:func:`partition_model` builds the model from the registry (optionally with weights and a
-dataset), partitions it, checks that the chained stages give the model's output exactly,
+:func:`partition` builds the model its spec names (optionally with weights and a dataset),
+partitions it, checks that the chained stages give the model's output exactly,
 measures the whole model and each stage (MACs, median latency at a fixed thread count), and
 optionally runs the stages as a pipeline of processes. It returns a JSON-ready results dict with
 a before/after ``table``; with ``out_dir`` it writes ``results.json`` and ``stages/`` (manifest,
@@ -18,24 +18,24 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from prunekit.decompose.partition import Partition, partition
-from prunekit.io import save_json
+from prunekit.decompose.partition import Partition
+from prunekit.decompose.partition import partition as cut
 from prunekit.measure.latency import measure_latency
 from prunekit.measure.macs import as_inputs, batch_of, count_macs
 from prunekit.measure.profile import format_count
+from prunekit.workflows.common import build, finish, load_model
+from prunekit.workflows.profile import example_input
 
-__all__ = ["partition_model", "render_table"]
+__all__ = ["partition", "render_table"]
 
 
 def _build(model: str, data: str | None, *, weights: str | None, data_dir: str | None,
            in_channels: int | None, batch_size: int) -> tuple[nn.Module, torch.Tensor]:
-    from prunekit import models, pipeline
-
     if data:
-        net, splits = pipeline.build(model, data, data_dir=data_dir, weights=weights)
+        net, splits = build(model, data, data_dir=data_dir, weights=weights)
         return net.eval(), splits.example_input(batch_size)
-    net = models.create(model, weights=weights, in_channels=in_channels)
-    return net.eval(), models.example_input(model, batch_size=batch_size, in_channels=in_channels)
+    net = load_model(model, weights=weights, in_channels=in_channels)
+    return net.eval(), example_input(model, None, in_channels, batch_size)
 
 
 def _exactness(part: Partition, net: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
@@ -50,7 +50,7 @@ def _measure(part: Partition, net: nn.Module, inputs: tuple[torch.Tensor, ...], 
              min_time_s: float, progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     batch = inputs[0].shape[0]
     feeds = part.stage_inputs(*inputs)
-    timing = {"batch_size": batch, "threads": threads, "min_time_s": min_time_s}
+    timing: dict[str, Any] = {"batch_size": batch, "threads": threads, "min_time_s": min_time_s}
     bar = tqdm(total=len(part.stages) + 1, desc="measuring stages", disable=not progress)
     with bar:
         whole = {"macs": count_macs(net, inputs),
@@ -150,25 +150,21 @@ def _pipeline(part: Partition, net: nn.Module, inputs: tuple[torch.Tensor, ...],
             "max_abs_diff": max(float((a - b).abs().max()) for a, b in pairs)}
 
 
-def partition_model(model: str, *, stages: int = 2, balance: str = "macs", data: str | None = None,
-                    weights: str | None = None, data_dir: str | None = None,
-                    in_channels: int | None = None, batch_size: int = 1, threads: int = 2,
-                    tolerance: float = 0.05, onnx: bool = True, pipeline: bool = False,
-                    n_microbatches: int | None = None, min_time_s: float = 1.0,
-                    out_dir: str | os.PathLike[str] | None = None,
-                    progress: bool = True) -> dict[str, Any]:
-    """Partition registry model ``model`` into ``stages``, measure, and (with ``out_dir``) save.
+def partition(model: str, *, stages: int = 2, balance: str = "macs", data: str | None = None,
+              weights: str | None = None, data_dir: str | None = None, in_channels: int | None = None,
+              batch_size: int = 1, threads: int = 2, tolerance: float = 0.05, onnx: bool = True,
+              pipeline: bool = False, n_microbatches: int | None = None, min_time_s: float = 1.0,
+              out_dir: str | os.PathLike[str] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Partition the model ``model`` names into ``stages``, measure, and (with ``out_dir``) save.
 
     The example batch is ``batch_size`` rows of the dataset's shape (``data``) or of the model's
     own input shape. Latency: median at ``threads`` intra-op threads (``measure_latency``).
     ``pipeline`` also runs the stages as processes (gloo) and compares with the model.
     """
-    from prunekit.pipeline import environment
-
     net, example = _build(model, data, weights=weights, data_dir=data_dir,
                           in_channels=in_channels, batch_size=batch_size)
     inputs = as_inputs(example)
-    part = partition(net, inputs, stages, balance=balance, tolerance=tolerance, threads=threads)
+    part = cut(net, inputs, stages, balance=balance, tolerance=tolerance, threads=threads)
     whole, rows = _measure(part, net, inputs, threads=threads, min_time_s=min_time_s,
                            progress=progress)
     results: dict[str, Any] = {
@@ -183,7 +179,4 @@ def partition_model(model: str, *, stages: int = 2, balance: str = "macs", data:
         folder = part.save(Path(out_dir) / "stages", onnx=onnx, progress=progress)
         results["files"] = {"stages": str(folder), "manifest": str(folder / "manifest.json")}
     results["table"] = render_table(results)
-    results["environment"] = environment()
-    if out_dir is not None:
-        save_json(results, Path(out_dir) / "results.json")
-    return results
+    return finish(results, out_dir)

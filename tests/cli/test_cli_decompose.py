@@ -18,9 +18,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def test_options_become_the_stage() -> None:
     args = _parser().parse_args(["decompose", "--model", "resnet20", "--method", "tucker",
-                                 "--target-macs", "0.5", "--exclude", "fc", "--include", "layer*"])
-    assert command.stage(args) == {"method": "tucker", "rank": None, "energy": None, "target_macs": 0.5,
-                                   "include": ["layer*"], "exclude": ["fc"], "options": None}
+                                 "--target-macs", "0.5", "--ignore", "fc", "--include", "layer*"])
+    assert command.stage(args) == {"method": "tucker", "rank": None, "energy": None,
+                                   "target": {"macs": 0.5}, "include": ["layer*"], "ignore": ["fc"],
+                                   "options": None, "calibration_batches": 4}
     for text, value in (("16", 16), ("0.5", 0.5), ("vbmf", "vbmf")):
         args = _parser().parse_args(["decompose", "--model", "m", "--rank", text, "--force"])
         assert command.stage(args)["rank"] == value and command.stage(args)["options"] == {"force": True}
@@ -57,5 +58,5 @@ def test_decompose_end_to_end(tmp_path, capsys: pytest.CaptureFixture[str]) -> N
     results = json.loads((out / "results.json").read_text())
     assert results["after"]["macs"] <= 0.5 * results["before"]["macs"]
     assert results["decomposition"]["macs_after"] == results["after"]["macs"]
-    loaded = prunekit.load(out / "decomposed")
+    loaded = prunekit.load(out / "model")
     assert sum(p.numel() for p in loaded.parameters()) == results["after"]["params"]

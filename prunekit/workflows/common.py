@@ -1,0 +1,232 @@
+"""What every workflow shares: the model and data it starts from, how it measures, where it writes.
+
+``build`` turns a model spec and a dataset name into ``(model, DataSplits)``; ``Measure`` holds
+the profiling options (latency batch sizes, threads, backends) and the evaluation cap that makes
+a quick try quick; ``finish`` stamps the environment and writes ``results.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from prunekit import data as datasets
+from prunekit import models
+from prunekit.data import DataSplits
+from prunekit.errors import ConfigError
+from prunekit.io import MANIFEST_FILE, WEIGHTS_FILE, read_manifest, save, save_json
+from prunekit.measure import Profile, profile
+from prunekit.measure.latency import DEFAULT_BACKENDS
+
+__all__ = [
+    "Measure",
+    "build",
+    "calibration_batches",
+    "capped",
+    "capped_splits",
+    "check_device",
+    "check_model_name",
+    "environment",
+    "finish",
+    "has_weights",
+    "is_rank_zero",
+    "is_saved_folder",
+    "load_model",
+    "measure_profile",
+    "source_architecture",
+    "save_result",
+    "model_folder",
+    "MODEL_DIR",
+]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """How a workflow measures a model.
+
+    ``batch_sizes``, ``threads``, ``backends`` and ``min_time_s`` are the latency protocol of
+    :func:`prunekit.measure.profile`; ``max_eval_batches`` caps every accuracy evaluation (the
+    profile's, ``eval``'s and the per-epoch validation) at that many batches of
+    ``eval_batch_size`` (None: the whole split).
+    """
+
+    batch_sizes: tuple[int, ...] = (1, 64)
+    threads: int = 2
+    backends: tuple[str, ...] = DEFAULT_BACKENDS
+    min_time_s: float = 1.0
+    max_eval_batches: int | None = None
+    eval_batch_size: int = 512
+
+
+def is_rank_zero() -> bool:
+    """True unless this is a non-zero rank of a torchrun/DDP job (only rank 0 writes and prints)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def environment() -> dict[str, Any]:
+    """Where the numbers were measured: versions, processor and thread count."""
+    return {
+        "prunekit": _version(), "torch": torch.__version__, "python": platform.python_version(),
+        "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _version() -> str:
+    from prunekit.version import __version__
+
+    return __version__
+
+
+def finish(results: dict[str, Any], out_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """Add the environment; with ``out_dir`` (rank 0) write ``results.json`` and record its path."""
+    results["environment"] = environment()
+    if out_dir is not None and is_rank_zero():
+        file = Path(out_dir) / "results.json"
+        results["results_file"] = str(file)
+        save_json(results, file)
+    return results
+
+
+def check_device(device: str | torch.device | None) -> torch.device | None:
+    """``device`` as a torch.device, failing in one line when it is unknown or absent here."""
+    if device is None:
+        return None
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device: '{device}' is not a torch device. Pass cpu, cuda or cuda:1.") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: '{device}' was asked for, but this machine has no CUDA device. "
+                          f"Pass --device cpu.")
+    return target
+
+
+MODEL_DIR = "model"  # every command's saved model: OUT/model/ (model.safetensors + manifest.json)
+
+
+def model_folder(spec: str) -> str:
+    """``spec``, or ``spec/model`` when ``spec`` is a command's output folder: the folder an earlier
+    command wrote stands for the model it saved."""
+    folder = Path(spec)
+    if folder.is_dir() and not (folder / MANIFEST_FILE).is_file() and (folder / MODEL_DIR / MANIFEST_FILE).is_file():
+        return str(folder / MODEL_DIR)
+    return spec
+
+
+def is_saved_folder(spec: str) -> bool:
+    """True when ``spec`` is a folder prunekit saved (its weights come with it)."""
+    return (Path(model_folder(spec)) / MANIFEST_FILE).is_file()
+
+
+def has_weights(spec: str, weights: str | None) -> bool:
+    """Whether the model starts trained: ``weights`` were given or ``spec`` is a saved folder."""
+    return weights is not None or is_saved_folder(spec)
+
+
+def load_model(spec: str, *, num_classes: int | None = None, in_channels: int | None = None,
+               weights: str | None = None, task: str | None = None, seed: int = 0) -> nn.Module:
+    """The model ``spec`` names: a registry name, a folder prunekit saved, or (with
+    ``prunekit.models.resolve``) any spec it accepts, for ``task`` (None: classification). New
+    weights are initialised from ``seed`` without touching the global RNG."""
+    sizes = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels)) if v is not None}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if is_saved_folder(spec):
+            # NOTE: a saved folder carries its own widths and classes; sizes from the data do not apply.
+            return models.resolve(model_folder(spec), weights=weights)
+        return models.resolve(spec, task=task, weights=weights, **sizes)
+
+
+def source_architecture(spec: str, splits: DataSplits | None = None,
+                        in_channels: int | None = None) -> dict[str, Any]:
+    """What rebuilding the dense model needs (``prunekit.models.create(**architecture)``): a saved
+    folder's own record, else the registry name sized for the data."""
+    if is_saved_folder(spec):
+        source = read_manifest(Path(model_folder(spec))).source or {}
+        return {"model": source.get("spec"), **dict(source.get("kwargs") or {})}
+    if splits is not None:
+        return {"model": spec, "num_classes": splits.num_classes, "in_channels": splits.input_shape[0]}
+    return {"model": spec, **({"in_channels": in_channels} if in_channels is not None else {})}
+
+
+def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str, *, splits: DataSplits | None = None,
+                in_channels: int | None = None, task: str | None = None, transforms: Sequence[Any] = (),
+                sparse: bool = False) -> dict[str, str]:
+    """Save ``net`` as ``out/model/`` (one format: ``prunekit.load`` and ``--model OUT`` read it).
+
+    The manifest names the dense source ``spec`` sized for the data (a saved folder passes on its
+    own source and earlier transforms), then ``transforms`` in the order applied.
+    """
+    earlier: list[Any] = []
+    if is_saved_folder(spec):
+        manifest = read_manifest(Path(model_folder(spec)))
+        source, earlier = manifest.source, list(manifest.transforms)
+    else:
+        sizes = {"num_classes": splits.num_classes, "in_channels": splits.input_shape[0]} if splits else {}
+        if in_channels is not None:
+            sizes["in_channels"] = in_channels
+        source = models.source_of(spec, task=task, **sizes)
+    folder = save(net, Path(out) / MODEL_DIR, source=source, transforms=[*earlier, *transforms],
+                  sparse=sparse, overwrite=True)
+    return {"model": str(folder), "weights": str(folder / WEIGHTS_FILE), "manifest": str(folder / MANIFEST_FILE)}
+
+
+def check_model_name(spec: str) -> None:
+    """Fail on a misspelt model name before seconds of data loading (specs are checked on use)."""
+    if not (is_saved_folder(spec) or ":" in spec or "/" in spec or os.sep in spec):
+        models.MODELS.get(spec)
+
+
+def build(model: str, data: str, *, data_dir: str | None = None, weights: str | None = None,
+          task: str | None = None, seed: int = 0) -> tuple[nn.Module, DataSplits]:
+    """Load ``data`` and the model ``model`` names, sized for it (class count and input channels)."""
+    check_model_name(model)
+    splits = datasets.load(data, data_dir=data_dir, seed=seed)
+    net = load_model(model, num_classes=splits.num_classes, in_channels=splits.input_shape[0],
+                     weights=weights, task=task, seed=seed)
+    return net, splits
+
+
+def capped(dataset: TensorDataset, max_batches: int | None, batch_size: int) -> TensorDataset:
+    """The first ``max_batches * batch_size`` samples of ``dataset`` (all of it for None)."""
+    if max_batches is None:
+        return dataset
+    if max_batches < 1:
+        raise ConfigError(f"max_eval_batches must be >= 1 (or None for the whole split); got "
+                          f"{max_batches}. Pass e.g. --max-eval-batches 4.")
+    rows = max_batches * batch_size
+    return TensorDataset(*(t[:rows] for t in dataset.tensors))
+
+
+def capped_splits(splits: DataSplits, measure: Measure) -> DataSplits:
+    """``splits`` with its validation and test sets capped as ``measure`` says (training untouched)."""
+    if measure.max_eval_batches is None:
+        return splits
+    cap = (measure.max_eval_batches, measure.eval_batch_size)
+    return replace(splits, val=capped(splits.val, *cap), test=capped(splits.test, *cap))
+
+
+def measure_profile(net: nn.Module, example: torch.Tensor, name: str, measure: Measure,
+                    dataset: TensorDataset | None = None) -> Profile:
+    """:func:`prunekit.measure.profile` with ``measure``'s protocol and evaluation cap (on the CPU)."""
+    if dataset is not None:
+        dataset = capped(dataset, measure.max_eval_batches, measure.eval_batch_size)
+    return profile(net, example, name=name, batch_sizes=tuple(measure.batch_sizes),
+                   threads=measure.threads, backends=tuple(measure.backends),
+                   min_time_s=measure.min_time_s, dataset=dataset)
+
+
+def calibration_batches(splits: DataSplits, count: int, size: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``count`` (inputs, labels) training batches: calibration for data-driven methods."""
+    x, y = splits.train.tensors
+    return [(x[i:i + size], y[i:i + size]) for i in range(0, min(len(x), count * size), size)]

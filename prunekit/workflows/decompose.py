@@ -1,0 +1,120 @@
+"""The ``decompose`` workflow: baseline, profile, low-rank factorisation, fine-tune, profile, save.
+
+Mirrors :mod:`prunekit.workflows.prune` with :func:`prunekit.decompose.decompose` in place of
+channel pruning; :func:`decompose_model` is the step a recipe's ``decompose`` stage shares. The
+budget is a :class:`~prunekit.structured.Target` (``{"macs": 0.5}``: keep half the MACs), or a
+per-layer ``rank`` / ``energy`` rule.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.config import parse_config
+from prunekit.data import DataSplits
+from prunekit.decompose import DecomposeResult
+from prunekit.decompose import decompose as factorise
+from prunekit.decompose.lowrank import check_arguments
+from prunekit.errors import ConfigError
+from prunekit.measure import compare
+from prunekit.recover import TrainConfig
+from prunekit.structured import Target
+from prunekit.workflows.common import (
+    Measure,
+    build,
+    calibration_batches,
+    capped_splits,
+    check_device,
+    finish,
+    has_weights,
+    is_rank_zero,
+    measure_profile,
+    save_result,
+    source_architecture,
+)
+from prunekit.workflows.train import fine_tune, history, train_baseline, with_epochs
+
+__all__ = ["decompose", "decompose_model", "target_macs"]
+
+
+def target_macs(target: Target | Mapping[str, Any] | None) -> float | None:
+    """The fraction of MACs a decomposition ``target`` keeps (None: no target)."""
+    if target is None:
+        return None
+    parsed = parse_config(Target, target)
+    if parsed.kind != "macs":
+        raise ConfigError(f"decompose: a target must be {{macs: F}} (the fraction of the MACs to keep); "
+                          f"got {parsed.kind}. Use target: {{macs: 0.5}}, or a rank or energy rule.")
+    return float(parsed.value)
+
+
+def _check(net: nn.Module, *, method: str = "auto", rank: Any = None, energy: float | None = None,
+           target: Any = None, include: Sequence[str] | None = None, ignore: Sequence[str] = (),
+           options: Mapping[str, Any] | None = None, calibration_batches: int = 4) -> None:
+    check_arguments(net, method=method, rank=rank, energy=energy, target_macs=target_macs(target),
+                    include=include, exclude=tuple(ignore), options=options)
+
+
+def decompose_model(net: nn.Module, splits: DataSplits, *, method: str = "auto", rank: Any = None,
+                    energy: float | None = None, target: Target | Mapping[str, Any] | None = None,
+                    include: Sequence[str] | None = None, ignore: Sequence[str] = (),
+                    options: Mapping[str, Any] | None = None, calibration_batches: int = 4,
+                    progress: bool = True) -> DecomposeResult:
+    """Factorise ``net``'s layers (a copy) by ``method`` to the ``target``/``rank``/``energy`` rule;
+    ``asvd``/``auto`` whiten with the first ``calibration_batches`` training batches of 64."""
+    rank = tuple(rank) if isinstance(rank, list) else rank
+    return factorise(net, example_input=splits.example_input(1), method=method, rank=rank, energy=energy,
+                     target_macs=target_macs(target), include=include, exclude=tuple(ignore),
+                     options=dict(options) if options else None,
+                     calibration=calibration_batches_of(splits, calibration_batches), progress=progress)
+
+
+def calibration_batches_of(splits: DataSplits, count: int) -> list[torch.Tensor]:
+    """The inputs of the first ``count`` training batches of 64."""
+    return [x for x, _ in calibration_batches(splits, count)]
+
+
+def decompose(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
+              weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
+              train_config: TrainConfig | None = None, data_dir: str | None = None,
+              out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+              measure: Measure | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
+    """Train ``baseline_epochs`` (when no ``weights``), profile, factorise, fine-tune, profile, save.
+
+    ``stage`` holds :func:`decompose_model`'s options, the keys of a recipe's ``decompose`` stage
+    (``method``, one of ``target``/``rank``/``energy``, ``include``, ``ignore``, ``options``,
+    ``calibration_batches``). Returns the results dict with the before/after profiles, the
+    per-layer records and the comparison ``table``; ``out_dir`` gets ``decomposed/`` too.
+    """
+    options = dict(stage)
+    config = train_config or TrainConfig()
+    measure = measure or Measure()
+    check_device(device)
+    net, splits = build(model, data, data_dir=data_dir, weights=weights, seed=config.seed)
+    splits = capped_splits(splits, measure)
+    results: dict[str, Any] = {"command": "decompose", "model": model, "data": splits.name,
+                               "weights": weights, "stage": options}
+    _check(net, **options)  # NOTE: a bad rank, method or layer pattern fails before seconds of training.
+    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=has_weights(model, weights),
+                                   progress=progress, device=device)):
+        results["baseline"] = baseline
+    before = measure_profile(net, splits.example_input(1), model, measure, splits.test)
+    result = decompose_model(net, splits, **options, progress=progress)
+    factorised = result.model
+    if finetune_epochs > 0:
+        results["finetune"] = history(fine_tune(factorised, splits, with_epochs(config, finetune_epochs),
+                                                progress=progress, device=device))
+    after = measure_profile(factorised, splits.example_input(1), f"{model} {options.get('method', 'auto')}",
+                            measure, splits.test)
+    architecture = source_architecture(model, splits)
+    results.update({"before": before.to_dict(), "after": after.to_dict(), "decomposition": result.to_dict(),
+                    "architecture": architecture, "layers_table": result.table(),
+                    "table": compare(before, after)})
+    if out_dir is not None and is_rank_zero():
+        results["files"] = save_result(factorised, out_dir, model, splits=splits, transforms=[result])
+    return finish(results, out_dir)

@@ -1,0 +1,118 @@
+"""The ``prune`` workflow: baseline, profile, structured pruning to a target, fine-tune, profile, save.
+
+:func:`prune_model` is the step a recipe's ``prune`` stage shares with the command: a
+:class:`~prunekit.structured.StructuredPruner` applied in one step, or in several with fine-tuning
+between them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.data import DataSplits
+from prunekit.graph import DependencyGraph
+from prunekit.measure import compare
+from prunekit.recover import TrainConfig
+from prunekit.structured import (
+    Plan,
+    StructuredPruner,
+    allocate,
+    compose,
+    prune_iteratively,
+)
+from prunekit.workflows.common import (
+    Measure,
+    build,
+    calibration_batches,
+    capped_splits,
+    check_device,
+    finish,
+    has_weights,
+    is_rank_zero,
+    measure_profile,
+    save_result,
+    source_architecture,
+)
+from prunekit.workflows.train import fine_tune, history, train_baseline, with_epochs
+
+__all__ = ["precheck", "prune", "prune_model"]
+
+Tuner = Callable[[nn.Module], Any]
+
+
+def prune_model(net: nn.Module, splits: DataSplits, pruner: StructuredPruner, *, finetune_epochs: int,
+                tune: Tuner | None = None) -> tuple[nn.Module, Plan, dict[str, Any], list[dict[str, Any]]]:
+    """Prune ``net`` with ``pruner``; with ``pruner.steps > 1`` and ``finetune_epochs > 0`` call
+    ``tune(model)`` between the steps. Returns ``(pruned model, plan against net, achieved, steps)``."""
+    example, batches = splits.example_input(1), calibration_batches(splits, 4)
+    if pruner.steps == 1 or finetune_epochs == 0 or tune is None:
+        pruned = pruner.fit_transform(net, example, batches)
+        return pruned, pruner.plan_, dict(pruner.achieved_), []
+    params = pruner.get_params()
+
+    def between(model: nn.Module, step: int) -> nn.Module:
+        tune(model)
+        return model
+
+    params.pop("steps")
+    pruned, records = prune_iteratively(net, example, params.pop("target"), steps=pruner.steps,
+                                        **params, batches=batches, finetune=between)
+    plan = compose([Plan.from_dict(r["plan"]) for r in records])
+    steps = [{k: r[k] for k in ("step", "goal", "achieved")} for r in records]
+    return pruned, plan, {**records[-1]["achieved"], "channels_removed": plan.ratio}, steps
+
+
+def precheck(net: nn.Module, example: torch.Tensor, pruner: StructuredPruner) -> None:
+    """Fail on a misspelt layer name before the baseline is trained, not after."""
+    graph = DependencyGraph.trace(net, example, ignore=tuple(pruner.ignore))
+    allocate(graph, {}, 0.0, **{k: v for k, v in pruner.allocate_kwargs().items() if k != "meta"})
+
+
+def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
+          weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
+          train_config: TrainConfig | None = None, data_dir: str | None = None,
+          out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+          measure: Measure | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
+    """Baseline (or ``weights``), profile, prune, fine-tune, profile again, save.
+
+    ``stage`` holds the :class:`~prunekit.structured.StructuredPruner` arguments, the keys of a
+    recipe's ``prune`` stage: ``target`` (a :class:`~prunekit.structured.Target` mapping: ``ratio``
+    removed, or ``macs``/``params``/``latency`` kept), ``importance``, ``scope``, ``round_to``,
+    ``ignore``, ``steps``, ``options``. Trains ``baseline_epochs`` when no ``weights`` are given
+    and fine-tunes ``finetune_epochs`` with ``train_config`` (default Adam, lr 1e-3) on ``device``.
+    With ``out_dir`` it writes ``results.json`` and ``model/`` (weights + manifest: the plan against
+    the dense model), which ``prunekit.load`` and ``--model OUT`` read back.
+    """
+    config = train_config or TrainConfig()
+    measure = measure or Measure()
+    pruner = StructuredPruner(**{"scope": "local", **stage}, seed=config.seed)
+    pruner.validate_params()  # NOTE: a bad option fails before seconds of data loading and training.
+    check_device(device)
+    net, splits = build(model, data, data_dir=data_dir, weights=weights, seed=config.seed)
+    splits = capped_splits(splits, measure)
+    precheck(net, splits.example_input(1), pruner)
+    results: dict[str, Any] = {"command": "prune", "model": model, "data": splits.name,
+                               "weights": weights, "pruner": pruner.get_params()}
+    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=has_weights(model, weights),
+                                   progress=progress, device=device)):
+        results["baseline"] = baseline
+    before = measure_profile(net, splits.example_input(1), model, measure, splits.test)
+    finetune = with_epochs(config, finetune_epochs)
+    pruned, plan, achieved, records = prune_model(
+        net, splits, pruner, finetune_epochs=finetune_epochs,
+        tune=lambda m: fine_tune(m, splits, finetune, progress=progress, device=device))
+    if finetune_epochs > 0:
+        results["finetune"] = history(fine_tune(pruned, splits, finetune, progress=progress, device=device))
+    after = measure_profile(pruned, splits.example_input(1), f"{model} pruned", measure, splits.test)
+    architecture = source_architecture(model, splits)
+    results.update({"before": before.to_dict(), "after": after.to_dict(), "plan": plan.to_dict(),
+                    "architecture": architecture, "target": dict(stage["target"]), "achieved": achieved,
+                    "steps": records, "table": compare(before, after)})
+    if out_dir is not None and is_rank_zero():
+        results["files"] = save_result(pruned, out_dir, model, splits=splits, transforms=[plan])
+    return finish(results, out_dir)

@@ -1,0 +1,270 @@
+"""The ``sparsify`` workflow: baseline, profile, sparsify, fine-tune under the masks, profile, save.
+
+Weights are scored by an ``importance`` (``magnitude``, ``random``, ``taylor``, ``movement``:
+masks set in one shot or ramped by a schedule during fine-tuning), or zeroed by a calibration
+``method`` (``wanda`` / ``sparsegpt``, :mod:`prunekit.sparsity.oneshot`, one-shot only).
+Fine-tuning always keeps the zeros: the weights train under masks, which are finalized into
+plain zeros at the end. :func:`sparsify_model` is the step a recipe's ``sparsify`` stage shares.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.data import DataSplits
+from prunekit.data.base import make_loader
+from prunekit.errors import ConfigError, did_you_mean
+from prunekit.measure import compare, count_nonzero
+from prunekit.recover import TrainConfig
+from prunekit.sparsity import masks as masking
+from prunekit.sparsity.callback import SparsityCallback
+from prunekit.sparsity.criteria import CRITERIA
+from prunekit.sparsity.patterns import Pattern, check_layer
+from prunekit.sparsity.report import LayerSparsity, sparsity_report, total_sparsity
+from prunekit.sparsity.sparsifier import Sparsifier, select_targets
+from prunekit.sparsity.storage import sparse_sizes
+from prunekit.workflows import common
+from prunekit.workflows.common import (
+    Measure,
+    build,
+    capped_splits,
+    check_device,
+    finish,
+    has_weights,
+    is_rank_zero,
+    measure_profile,
+    save_result,
+    source_architecture,
+)
+from prunekit.workflows.train import fine_tune, history, train_baseline, with_epochs
+
+__all__ = ["LATENCY_NOTE", "METHODS", "SCHEDULE_CHOICES", "SPARSE_FILE", "sparsify", "sparsify_model"]
+
+METHODS = ("wanda", "sparsegpt")
+SCHEDULE_CHOICES = ("one_shot", "gradual", "iterative")
+SPARSE_FILE = "model"  # OUT/model/: the saved folder, weights stored sparse
+LATENCY_NOTE = ("Zeros in weights give no speed-up in PyTorch's dense kernels: the sparse model runs "
+                "the same dense GEMMs, so its latency is expected to match the dense one. The gain "
+                "is on disk (sparse format) and on hardware/kernels for the pattern (2:4 on GPUs).")
+
+
+def _check(importance: str, method: str | None, schedule: str, finetune_epochs: int, ramp: float,
+           updates: int) -> None:
+    if importance not in CRITERIA.names():
+        raise ConfigError(f"sparsify: unknown importance '{importance}'."
+                          f"{did_you_mean(importance, CRITERIA.names())} Choose one of "
+                          f"{', '.join(CRITERIA.names())}.")
+    if method is not None and method not in METHODS:
+        raise ConfigError(f"sparsify: unknown method '{method}'.{did_you_mean(method, METHODS)} "
+                          f"Choose one of {', '.join(METHODS)}, or none for masks from the importance.")
+    if schedule not in SCHEDULE_CHOICES:
+        raise ConfigError(f"sparsify: 'schedule' must be one of {', '.join(SCHEDULE_CHOICES)}; got "
+                          f"'{schedule}'.{did_you_mean(schedule, SCHEDULE_CHOICES)}")
+    if schedule != "one_shot" and method is not None:
+        raise ConfigError(f"sparsify: method '{method}' prunes in one shot from calibration data; "
+                          f"schedule '{schedule}' needs an importance the loop can re-apply. Use "
+                          f"--schedule one_shot with {method}, or leave --method out.")
+    if schedule != "one_shot" and finetune_epochs < 1:
+        raise ConfigError(f"sparsify: schedule '{schedule}' prunes during fine-tuning, but "
+                          f"finetune_epochs is {finetune_epochs}. Pass --finetune-epochs N (N >= 1).")
+    if not 0.0 < ramp <= 1.0 or updates < 1:
+        raise ConfigError(f"sparsify: 'ramp' must be in (0, 1] and 'updates' >= 1; got ramp {ramp}, "
+                          f"updates {updates}. E.g. ramp 0.75 prunes over the first 3/4 of fine-tuning.")
+
+
+def _schedule(kind: str, total_steps: int, ramp: float, updates: int) -> dict[str, Any]:
+    """The schedule mapping: prune over the first ``ramp`` of fine-tuning, then recover."""
+    end = max(1, int(round(ramp * total_steps)) - 1)
+    if kind == "gradual":
+        return {"name": "gradual", "start": 0, "end": end, "frequency": max(1, end // updates)}
+    if kind == "iterative":
+        count = min(updates, end + 1)
+        return {"name": "iterative",
+                "milestones": sorted({round(k * end / max(count - 1, 1)) for k in range(count)})}
+    return {"name": "one_shot"}
+
+
+def _steps_per_epoch(splits: DataSplits, config: TrainConfig) -> int:
+    steps = len(make_loader(splits.train, batch_size=config.batch_size, shuffle=True, seed=config.seed))
+    return min(steps, config.max_steps_per_epoch or steps)
+
+
+def _with_importance(net: nn.Module, splits: DataSplits, sparsifier: Sparsifier, finetune: TrainConfig,
+                     calibration: list, *, progress: bool, ramped: bool, device: str | torch.device | None
+                     ) -> tuple[list[LayerSparsity], dict[str, Any] | None]:
+    """Masks from the Sparsifier, one-shot (then fine-tune under them) or ramped during fine-tuning."""
+    sparsifier.prepare(net)
+    if not ramped:
+        if sparsifier.needs_gradients_:
+            sparsifier.accumulate(calibration, progress=progress)
+        sparsifier.apply()
+    tuned = None
+    if finetune.epochs > 0:
+        callbacks = [SparsityCallback(sparsifier)] if ramped else []
+        tuned = fine_tune(net, splits, finetune, progress=progress, callbacks=callbacks, device=device)
+    rows = sparsifier.sparsity_report()
+    sparsifier.finalize()
+    return rows, history(tuned) if tuned is not None else None
+
+
+def _with_calibration(net: nn.Module, splits: DataSplits, method: str, sparsity: float, pattern: Pattern,
+                      ignore: Sequence[str], finetune: TrainConfig, calibration: list, *, progress: bool,
+                      device: str | torch.device | None
+                      ) -> tuple[nn.Module, list[LayerSparsity], dict[str, Any] | None]:
+    """Wanda / SparseGPT in one shot, then fine-tuning with their zeros held by masks."""
+    from prunekit.sparsity.oneshot import (
+        one_shot,  # NOTE: lazy: the one-shot code is optional here.
+    )
+
+    result = one_shot(net, calibration, method=method, sparsity=sparsity, pattern=pattern,
+                      exclude=list(ignore), progress=progress, inplace=False)
+    sparse = result.model
+    names = [f"{layer.name}.weight" for layer in result.layers]
+    tuned = None
+    if finetune.epochs > 0:
+        masking.attach(sparse, {n: sparse.get_parameter(n).detach() != 0 for n in names})
+        tuned = fine_tune(sparse, splits, finetune, progress=progress, device=device)
+        masking.finalize(sparse)
+    rows = sparsity_report(sparse, names)
+    return sparse, rows, history(tuned) if tuned is not None else None
+
+
+def _sparsifier(*, importance: str = "magnitude", method: str | None = None, sparsity: float | None = 0.5,
+                pattern: str | Pattern = "unstructured", scope: str = "layer", schedule: str = "one_shot",
+                ignore: Sequence[str] = (), ramp: float = 0.75, updates: int = 20, seed: int = 0,
+                finetune_epochs: int = 0) -> tuple[Sparsifier, Pattern, float]:
+    """The validated Sparsifier of a stage, its pattern and target sparsity (no model needed)."""
+    _check(importance, method, schedule, finetune_epochs, ramp, updates)
+    parsed = Pattern.parse(pattern)
+    sparsifier = Sparsifier(sparsity, pattern=parsed, criterion=importance, scope=scope,
+                            schedule=_schedule(schedule, 100, ramp, updates), exclude=tuple(ignore),
+                            seed=seed)
+    _, target, _ = sparsifier.validate_params()
+    if method is not None and scope != "layer":
+        raise ConfigError(f"sparsify: method '{method}' prunes each layer to the same sparsity; "
+                          f"scope '{scope}' is only for masks from an importance. Use scope 'layer'.")
+    return sparsifier, parsed, target
+
+
+def _check_layers(net: nn.Module, ignore: Sequence[str], pattern: Pattern) -> None:
+    """Every layer to sparsify fits the pattern (fails before any training)."""
+    for name in select_targets(net, None, tuple(ignore)):
+        check_layer(name, tuple(net.get_parameter(name).shape), pattern)
+
+
+def sparsify_model(net: nn.Module, splits: DataSplits, *, importance: str = "magnitude",
+                   method: str | None = None, sparsity: float | None = 0.5,
+                   pattern: str | Pattern = "unstructured", scope: str = "layer", schedule: str = "one_shot",
+                   ignore: Sequence[str] = (), ramp: float = 0.75, updates: int = 20,
+                   calibration_batches: int = 8, finetune: TrainConfig | None = None,
+                   progress: bool = True, device: str | torch.device | None = None
+                   ) -> tuple[nn.Module, list[LayerSparsity], dict[str, Any]]:
+    """Sparsify an in-memory model on ``splits`` and fine-tune under the masks (the recipe stage).
+
+    Returns ``(model, per-layer report, info)``: the model holds plain zeros (masks finalized); it is
+    ``net`` itself for masks from an ``importance`` and a new module for a calibration ``method``.
+    ``info`` has the target sparsity, the schedule in steps and the fine-tune history.
+    """
+    finetune = finetune or TrainConfig(epochs=0)
+    sparsifier, parsed, target = _sparsifier(
+        importance=importance, method=method, sparsity=sparsity, pattern=pattern, scope=scope,
+        schedule=schedule, ignore=ignore, ramp=ramp, updates=updates, seed=finetune.seed,
+        finetune_epochs=finetune.epochs)
+    _check_layers(net, ignore, parsed)
+    calibration = common.calibration_batches(splits, calibration_batches)
+    info: dict[str, Any] = {"sparsity": target, "pattern": str(parsed), "importance": importance,
+                            "method": method}
+    if method is not None:
+        net, rows, tuned = _with_calibration(net, splits, method, target, parsed, ignore, finetune,
+                                             calibration, progress=progress, device=device)
+    else:
+        plan = _schedule(schedule, finetune.epochs * _steps_per_epoch(splits, finetune), ramp, updates)
+        sparsifier.schedule = plan
+        info["schedule_steps"] = plan
+        rows, tuned = _with_importance(net, splits, sparsifier, finetune, calibration, progress=progress,
+                                       ramped=schedule != "one_shot", device=device)
+    info["finetune"] = tuned
+    info["achieved_sparsity"] = total_sparsity(rows)
+    return net, rows, info
+
+
+def sparsify(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
+             weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
+             train_config: TrainConfig | None = None, data_dir: str | None = None,
+             out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+             measure: Measure | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
+    """Baseline (or ``weights``), profile, sparsify, fine-tune under the masks, profile, save.
+
+    ``stage`` holds :func:`sparsify_model`'s options, the keys of a recipe's ``sparsify`` stage
+    (``importance``, ``method``, ``sparsity``, ``pattern``, ``scope``, ``schedule``, ``ignore``,
+    ``ramp``, ``updates``, ``calibration_batches``). ``schedule="gradual"`` (Zhu & Gupta's cubic)
+    or ``"iterative"`` ramps the sparsity over the first ``ramp`` fraction of the
+    ``finetune_epochs`` in ``updates`` mask updates; ``"one_shot"`` prunes before fine-tuning.
+    Every Conv/Linear weight but the classifier is sparsified, minus ``ignore``. With ``out_dir``:
+    ``results.json`` and ``model/`` (stored sparse; ``prunekit.load`` reads it back dense).
+    """
+    options = dict(stage)
+    config = train_config or TrainConfig()
+    measure = measure or Measure()
+    checks = {k: v for k, v in options.items() if k != "calibration_batches"}
+    _, parsed, target = _sparsifier(**checks, seed=config.seed, finetune_epochs=finetune_epochs)
+    check_device(device)  # NOTE: bad options fail before data and training.
+    net, splits = build(model, data, data_dir=data_dir, weights=weights, seed=config.seed)
+    splits = capped_splits(splits, measure)
+    _check_layers(net, options.get("ignore", ()), parsed)  # NOTE: fail before the baseline trains.
+    results: dict[str, Any] = {"command": "sparsify", "model": model, "data": splits.name,
+                               "weights": weights, "importance": options.get("importance", "magnitude"),
+                               "method": options.get("method"), "sparsity": target, "pattern": str(parsed),
+                               "scope": options.get("scope", "layer"),
+                               "schedule": options.get("schedule", "one_shot")}
+    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=has_weights(model, weights),
+                                   progress=progress, device=device)):
+        results["baseline"] = baseline
+    before = measure_profile(net, splits.example_input(1), model, measure, splits.test)
+    dense_nonzero = count_nonzero(net)
+    net, rows, info = sparsify_model(net, splits, **options, finetune=with_epochs(config, finetune_epochs),
+                                     progress=progress, device=device)
+    if "schedule_steps" in info:
+        results["schedule_steps"] = info["schedule_steps"]
+    if info["finetune"] is not None:
+        results["finetune"] = info["finetune"]
+    after = measure_profile(net, splits.example_input(1), f"{model} sparse", measure, splits.test)
+    _record(results, net, rows, before.to_dict(), after.to_dict(), dense_nonzero)
+    results["architecture"] = source_architecture(model, splits)
+    results["table"] = compare(before, after) + "\n" + _sparse_lines(results)
+    if out_dir is not None and is_rank_zero():
+        results["files"] = save_result(net, out_dir, model, splits=splits, sparse=True)
+    return finish(results, out_dir)
+
+
+def _record(results: dict[str, Any], net: nn.Module, rows: list[LayerSparsity], before: dict[str, Any],
+            after: dict[str, Any], dense_nonzero: int) -> None:
+    """Add the profiles, per-layer sparsity, non-zero counts and sizes on disk to ``results``."""
+    results.update({
+        "before": before, "after": after,
+        "layers": [asdict(r) | {"sparsity": r.sparsity} for r in rows],
+        "achieved_sparsity": total_sparsity(rows),
+        "nonzero_params": {"before": dense_nonzero, "after": count_nonzero(net)},
+        "sizes": asdict(sparse_sizes(net)), "latency_note": LATENCY_NOTE,
+    })
+
+
+def _sparse_lines(results: Mapping[str, Any]) -> str:
+    """The rows ``compare`` does not know: sparsity, non-zeros and the sparse file size."""
+    sizes, nonzero = results["sizes"], results["nonzero_params"]
+    return "\n".join([
+        f"sparsity of the sparsified layers: {100 * results['achieved_sparsity']:.2f} % "
+        f"({results['pattern']}, {results['method'] or results['importance']}, {results['scope']} scope)",
+        f"non-zero parameters: {nonzero['before']:,} -> {nonzero['after']:,}",
+        f"size on disk: dense safetensors {sizes['dense'] / 1e3:.1f} KB "
+        f"(deflate {sizes['dense_compressed'] / 1e3:.1f} KB) -> sparse format "
+        f"{sizes['sparse'] / 1e3:.1f} KB (deflate {sizes['sparse_compressed'] / 1e3:.1f} KB), "
+        f"{sizes['dense'] / sizes['sparse']:.2f}x smaller",
+        f"note: {LATENCY_NOTE}",
+    ])

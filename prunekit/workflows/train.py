@@ -1,0 +1,99 @@
+"""Training as a workflow: the ``train`` command, and the fine-tuning every other workflow shares.
+
+:func:`fine_tune` is the one place a workflow or a recipe stage trains a model: it runs
+:func:`prunekit.recover.fit` on ``device`` and hands the model back on the CPU, where pruning,
+profiling and saving happen.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.config import parse_config
+from prunekit.data import DataSplits
+from prunekit.recover import TrainConfig, TrainResult, fit
+from prunekit.workflows.common import (
+    Measure,
+    build,
+    capped_splits,
+    check_device,
+    finish,
+    is_rank_zero,
+    measure_profile,
+)
+
+__all__ = ["fine_tune", "history", "train", "train_baseline", "with_epochs"]
+
+
+def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
+    """``config`` with another epoch count (baseline, fine-tune and between-step runs share the rest)."""
+    return parse_config(TrainConfig, {**config.model_dump(), "epochs": epochs})
+
+
+def fine_tune(net: nn.Module, splits: DataSplits, config: TrainConfig, *, progress: bool = True,
+              callbacks: Sequence[Any] = (), device: str | torch.device | None = None,
+              out_dir: str | os.PathLike[str] | None = None, resume: bool = False) -> TrainResult:
+    """Train ``net`` in place on ``splits`` with ``config`` on ``device``; ``net`` ends on the CPU
+    when it was moved off it."""
+    target = check_device(device)
+    try:
+        return fit(net, splits, config, out_dir=out_dir, resume=resume, progress=progress,
+                   callbacks=callbacks, device=target)
+    finally:
+        if target is not None and target.type != "cpu":
+            net.to("cpu")
+
+
+def history(result: TrainResult) -> dict[str, Any]:
+    """The results.json entry of a fine-tuning run: per-epoch history and wall time."""
+    return {"history": list(result.history), "wall_time_s": result.wall_time_s}
+
+
+def train_baseline(net: nn.Module, splits: DataSplits, config: TrainConfig, epochs: int, *,
+                   trained: bool, progress: bool,
+                   device: str | torch.device | None = None) -> dict[str, Any] | None:
+    """Train ``epochs`` of baseline unless the model starts ``trained``; the results.json entry, or None."""
+    if trained or epochs <= 0:
+        return None
+    return history(fine_tune(net, splits, with_epochs(config, epochs), progress=progress, device=device))
+
+
+def train(model: str, data: str = "fashion_mnist", config: TrainConfig | None = None, *,
+          data_dir: str | None = None, weights: str | None = None,
+          out_dir: str | os.PathLike[str] | None = None, resume: bool = False, progress: bool = True,
+          profile_after: bool = True, measure: Measure | None = None,
+          device: str | torch.device | None = None) -> dict[str, Any]:
+    """Train ``model`` on ``data`` (baseline or fine-tune from ``weights``), then profile it.
+
+    Returns the results dict: config, per-epoch history, validation/test metrics, wall time and
+    (when ``profile_after``) the trained model's :class:`~prunekit.measure.Profile` under
+    ``"profile"``. ``measure.max_eval_batches`` caps validation, test and profile evaluation.
+    """
+    config = config or TrainConfig(epochs=1)
+    measure = measure or Measure()
+    check_device(device)
+    net, splits = build(model, data, data_dir=data_dir, weights=weights, seed=config.seed)
+    splits = capped_splits(splits, measure)
+    result = fine_tune(net, splits, config, out_dir=out_dir, resume=resume, progress=progress,
+                       device=device)
+    results: dict[str, Any] = {
+        "command": "train", "model": model, "data": splits.name,
+        "config": config.model_dump(), "train": {
+            "history": list(result.history), "val": asdict(result.val),
+            "test": asdict(result.test) if result.test is not None else None,
+            "epochs_run": result.epochs_run, "wall_time_s": result.wall_time_s,
+        },
+    }
+    if out_dir is not None:
+        results["weights"] = str(Path(out_dir) / "model.safetensors")
+    if profile_after and is_rank_zero():
+        prof = measure_profile(net, splits.example_input(1), model, measure, splits.test)
+        results["profile"] = prof.to_dict()
+    return finish(results, out_dir)

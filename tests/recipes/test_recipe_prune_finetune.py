@@ -1,0 +1,74 @@
+"""A prune stage fine-tunes between its steps with the recipe's training options (or its own
+``finetune`` options), not with TrainConfig's defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from prunekit.errors import ConfigError
+from prunekit.recipes import parse_recipe, run_recipe
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """256 training and 64 test images of the real Fashion-MNIST, as an .npz."""
+    from prunekit import data
+
+    splits = data.load("fashion_mnist")
+    (x, y), (xt, yt) = splits.train.tensors, splits.test.tensors
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, x_train=x[:256].numpy(), y_train=y[:256].numpy(), x_test=xt[:64].numpy(), y_test=yt[:64].numpy())
+    return path
+
+
+_TRAIN = {"epochs": 1, "max_steps_per_epoch": 2, "optimizer": "sgd", "lr": 0.05, "batch_size": 32}
+
+
+def _recipe(npz: Path, prune: dict) -> dict:
+    return {"model": "simple_cnn", "data": str(npz), "stages": [{"train": dict(_TRAIN)}, {"prune": prune}]}
+
+
+def test_schedule_steps_fine_tune_with_the_recipes_training_options(tiny_npz: Path, tmp_path: Path) -> None:
+    prune = {"schedule": [{"target": {"ratio": 0.2}, "finetune_epochs": 1},
+                          {"target": {"ratio": 0.4}, "finetune_epochs": 0}]}
+    results = run_recipe(parse_recipe(_recipe(tiny_npz, prune)), out_dir=tmp_path / "a", progress=False)
+    first, second = results["stages"][1]["summary"]["steps"]
+    config = first["finetune_config"]
+    assert {k: config[k] for k in _TRAIN} == {**_TRAIN, "epochs": 1}
+    assert config["seed"] == 1 and second["finetune_config"] is None
+
+
+def test_the_stage_can_set_its_own_fine_tuning(tiny_npz: Path, tmp_path: Path) -> None:
+    prune = {"target": {"ratio": 0.3}, "steps": 2, "finetune_epochs": 1,
+             "finetune": {"optimizer": "adamw", "lr": 0.002, "max_steps_per_epoch": 1}}
+    results = run_recipe(parse_recipe(_recipe(tiny_npz, prune)), out_dir=tmp_path / "b", progress=False)
+    summary = results["stages"][1]["summary"]
+    config = summary["finetune_config"]
+    assert (config["optimizer"], config["lr"], config["max_steps_per_epoch"], config["epochs"]) == ("adamw", 0.002, 1, 1)
+    assert [s["step"] for s in summary["steps"]] == [0, 1]
+
+
+def test_a_bad_finetune_option_names_the_field(tiny_npz: Path) -> None:
+    prune = {"target": {"ratio": 0.3}, "finetune": {"optimizr": "sgd"}}
+    with pytest.raises(ConfigError, match=r"stages\[1\]\.prune\.finetune\.optimizr: unknown key"):
+        parse_recipe(_recipe(tiny_npz, prune))
+
+
+def test_max_eval_batches_caps_every_evaluation_of_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from prunekit.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: simple_cnn\nstages:\n  - train: {epochs: 1, max_steps_per_epoch: 2}\n"
+                      "  - evaluate: {split: val}\n")
+    assert main(["run", str(recipe), "--out", str(tmp_path / "out"), "--no-progress",
+                 "--max-eval-batches", "1"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["stages"][1]["summary"]["metrics"]["count"] == 512
+    # NOTE: 1 batch of 512 test images: the profiles' accuracies are multiples of 1/512.
+    for profile in (results["initial"], results["stages"][0]["profile"]):
+        assert profile["accuracy"] * 512 == pytest.approx(round(profile["accuracy"] * 512))
