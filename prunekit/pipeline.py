@@ -25,7 +25,8 @@ from prunekit.graph import DependencyGraph
 from prunekit.io import RECORD_FILE, WEIGHTS_FILE, save_json, save_pruned
 from prunekit.measure import Profile, compare, evaluate, profile
 from prunekit.measure.latency import DEFAULT_BACKENDS
-from prunekit.recover import TrainConfig, fit, parse_config
+from prunekit.recover import TrainConfig, parse_config
+from prunekit.recover.train import train as train_loop
 from prunekit.structured import Plan, StructuredPruner, allocate, compose, prune_iteratively
 
 __all__ = ["build", "train", "evaluate_model", "profile_model", "prune", "environment", "is_rank_zero"]
@@ -83,12 +84,12 @@ def train(model: str, data: str = "fashion_mnist", config: TrainConfig | None = 
     """
     config = config or TrainConfig(epochs=1)
     net, splits = build(model, data, data_dir=data_dir, weights=weights, seed=config.seed)
-    result = fit(net, splits, config, out_dir=out_dir, resume=resume, progress=progress)
+    result = train_loop(net, splits, config, out_dir=out_dir, resume=resume, progress=progress)
     results: dict[str, Any] = {
         "command": "train", "model": model, "data": splits.name,
         "config": config.model_dump(), "train": {
-            "history": list(result.history), "val": asdict(result.val),
-            "test": asdict(result.test) if result.test is not None else None,
+            "history": list(result.history), "val": result.val,
+            "test": result.test,
             "epochs_run": result.epochs_run, "wall_time_s": result.wall_time_s,
         },
     }
@@ -140,7 +141,7 @@ def train_baseline(net: nn.Module, splits: DataSplits, config: TrainConfig, epoc
     """Train ``epochs`` of baseline when no ``weights`` were given; the results.json entry, or None."""
     if weights is not None or epochs <= 0:
         return None
-    baseline = fit(net, splits, with_epochs(config, epochs), progress=progress)
+    baseline = train_loop(net, splits, with_epochs(config, epochs), progress=progress)
     return {"history": list(baseline.history), "wall_time_s": baseline.wall_time_s}
 
 
@@ -165,7 +166,7 @@ def _prune_model(net: nn.Module, splits: DataSplits, pruner: StructuredPruner, f
     params = pruner.get_params()
 
     def between(model: nn.Module, step: int) -> nn.Module:
-        fit(model, splits, finetune, progress=progress)
+        train_loop(model, splits, finetune, progress=progress)
         return model
 
     params.pop("steps")
@@ -209,7 +210,7 @@ def prune(model: str, data: str = "fashion_mnist", *, target: Mapping[str, Any],
     finetune = with_epochs(config, finetune_epochs)
     pruned, plan, achieved, records = _prune_model(net, splits, pruner, finetune, progress)
     if finetune_epochs > 0:
-        tuned = fit(pruned, splits, finetune, progress=progress)
+        tuned = train_loop(pruned, splits, finetune, progress=progress)
         results["finetune"] = {"history": list(tuned.history), "wall_time_s": tuned.wall_time_s}
     after = profile(pruned, splits.example_input(1), name=f"{model} pruned", **measure)
     architecture = _architecture(model, splits)

@@ -19,7 +19,7 @@ from prunekit.measure import compare, profile
 from prunekit.measure.latency import DEFAULT_BACKENDS
 from prunekit.pipeline import build, environment, is_rank_zero, train_baseline, with_epochs
 from prunekit.pipeline import calibration_batches as calibration_batches_of
-from prunekit.recover import TrainConfig, fit
+from prunekit.recover import TrainConfig, train
 
 __all__ = ["decompose_model"]
 
@@ -60,7 +60,7 @@ def decompose_model(model: str, data: str = "fashion_mnist", *, method: str = "a
                        progress=progress)
     factorised = result.model
     if finetune_epochs > 0:
-        tuned = fit(factorised, splits, with_epochs(config, finetune_epochs), progress=progress)
+        tuned = train(factorised, splits, with_epochs(config, finetune_epochs), progress=progress)
         results["finetune"] = {"history": list(tuned.history), "wall_time_s": tuned.wall_time_s}
     after = profile(factorised, example, name=f"{model} {method}", **measure)
     architecture = {"model": model, "num_classes": splits.num_classes, "in_channels": splits.input_shape[0]}

@@ -18,7 +18,8 @@ from torch import nn
 
 from prunekit.data.base import DataSplits
 from prunekit.errors import ConfigError
-from prunekit.recover import Distiller, TrainConfig, fit
+from prunekit.recover import Distiller, TrainConfig
+from prunekit.recover.train import train as train_loop
 from prunekit.registry import Registry
 
 __all__ = ["RunState", "STAGES"]
@@ -72,8 +73,8 @@ def _train_config(options: BaseModel, seed: int) -> TrainConfig:
 def _fit(state: RunState, config: TrainConfig, callbacks: list[Any]) -> dict[str, Any]:
     if config.epochs == 0:
         return {"epochs": 0}
-    result = fit(state.model, state.splits, config, progress=state.progress, callbacks=callbacks)
-    return {"epochs": config.epochs, "history": list(result.history), "val": asdict(result.val),
+    result = train_loop(state.model, state.splits, config, progress=state.progress, callbacks=callbacks)
+    return {"epochs": config.epochs, "history": list(result.history), "val": result.val,
             "wall_time_s": result.wall_time_s}
 
 

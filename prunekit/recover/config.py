@@ -21,7 +21,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class TrainConfig(BaseModel):
-    """Options of :func:`prunekit.recover.fit`; a frozen pydantic model (unknown keys are errors).
+    """Options of :func:`prunekit.recover.train`; a frozen pydantic model (unknown keys are errors).
 
     The learning rate follows ``scheduler`` per optimizer step: linear warm-up over
     ``warmup_epochs``, then constant (``none``), cosine decay to 0 at the last step (``cosine``) or

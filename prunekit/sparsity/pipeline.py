@@ -21,7 +21,7 @@ from prunekit.data.base import make_loader
 from prunekit.errors import ConfigError, did_you_mean
 from prunekit.measure import compare, count_nonzero, profile
 from prunekit.measure.latency import DEFAULT_BACKENDS
-from prunekit.recover import TrainConfig, fit
+from prunekit.recover import TrainConfig, train
 from prunekit.sparsity import masks as masking
 from prunekit.sparsity.callback import SparsityCallback
 from prunekit.sparsity.criteria import CRITERIA
@@ -89,7 +89,7 @@ def _sparsify_with_criterion(net: nn.Module, splits: DataSplits, sparsifier: Spa
     tuned = None
     if finetune.epochs > 0:
         callbacks = [SparsityCallback(sparsifier)] if ramped else []
-        tuned = fit(net, splits, finetune, progress=progress, callbacks=callbacks)
+        tuned = train(net, splits, finetune, progress=progress, callbacks=callbacks)
     rows = sparsifier.sparsity_report()
     sparsifier.finalize()
     return rows, tuned and {"history": list(tuned.history), "wall_time_s": tuned.wall_time_s}
@@ -109,7 +109,7 @@ def _sparsify_with_calibration(net: nn.Module, splits: DataSplits, method: str, 
     tuned = None
     if finetune.epochs > 0:
         masking.attach(sparse, {n: sparse.get_parameter(n).detach() != 0 for n in names})
-        tuned = fit(sparse, splits, finetune, progress=progress)
+        tuned = train(sparse, splits, finetune, progress=progress)
         masking.finalize(sparse)
     rows = sparsity_report(sparse, names)
     return sparse, rows, tuned and {"history": list(tuned.history), "wall_time_s": tuned.wall_time_s}

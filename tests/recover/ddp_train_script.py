@@ -15,7 +15,7 @@ import torch.distributed as dist
 from _recover_fixtures import quadrant_splits, tiny_net
 
 from prunekit.io import save_weights
-from prunekit.recover import TrainConfig, fit
+from prunekit.recover import TrainConfig, train
 
 
 def main(out: Path) -> None:
@@ -26,7 +26,7 @@ def main(out: Path) -> None:
     if rank == 0:
         save_weights(model, out / "initial.safetensors")
     config = TrainConfig(epochs=1, batch_size=16, lr=0.05, max_steps_per_epoch=4)
-    result = fit(model, quadrant_splits(n_train=128), config, out_dir=out / "run", progress=False)
+    result = train(model, quadrant_splits(n_train=128), config, out_dir=out / "run", progress=False)
     save_weights(model, out / f"rank{rank}.safetensors")
     info = {"rank": rank, "world_size": int(os.environ["WORLD_SIZE"]),
             "group_destroyed": not dist.is_initialized(), "history": list(result.history)}

@@ -1,4 +1,4 @@
-"""fit under `torchrun --nproc_per_node=2` (gloo on CPU): every rank ends with the same weights."""
+"""train under `torchrun --nproc_per_node=2` (gloo on CPU): every rank ends with the same weights."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_two_ranks_end_with_identical_trained_weights(tmp_path: Path) -> None:
     assert _state_equal(rank0, load_file(str(tmp_path / "run" / "model.safetensors")))
     infos = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [i["world_size"] for i in infos] == [2, 2]
-    assert all(i["group_destroyed"] for i in infos), "fit must destroy the group it created"
+    assert all(i["group_destroyed"] for i in infos), "train must destroy the group it created"
     assert infos[0]["history"] == infos[1]["history"], "metrics are reduced over ranks"
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
 
