@@ -21,10 +21,11 @@ def _state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_two_ranks_end_with_identical_trained_weights(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["splits", "loader"])
+def test_two_ranks_end_with_identical_trained_weights(tmp_path: Path, mode: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", str(SCRIPT), str(tmp_path)]
+               "--nproc_per_node=2", str(SCRIPT), str(tmp_path), mode]
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired as exc:
@@ -41,6 +42,9 @@ def test_two_ranks_end_with_identical_trained_weights(tmp_path: Path) -> None:
     assert all(i["group_destroyed"] for i in infos), "train must destroy the group it created"
     assert infos[0]["history"] == infos[1]["history"], "metrics are reduced over ranks"
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    if mode == "loader":  # NOTE: sharded by rank: disjoint halves of one shuffled order
+        seen = [set(i["indices"]) for i in infos]
+        assert len(seen[0]) == len(seen[1]) == 4 * 16 and not seen[0] & seen[1]
 
 
 def test_single_process_context_touches_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
