@@ -11,7 +11,6 @@ import os
 import platform
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +112,7 @@ def evaluate_model(model: str, data: str = "fashion_mnist", *, weights: str | No
     net, splits = build(model, data, data_dir=data_dir, weights=weights)
     metrics = evaluate(net, getattr(splits, split), batch_size=batch_size)
     results = {"command": "eval", "model": model, "data": splits.name, "split": split,
-               "weights": weights, "metrics": asdict(metrics)}
+               "weights": weights, "metrics": dict(metrics)}
     return _finish(results, out_dir)
 
 

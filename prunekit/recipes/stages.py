@@ -212,7 +212,7 @@ def evaluate_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, 
     from prunekit.measure import evaluate
 
     split = getattr(state.splits, options.split)  # type: ignore[attr-defined]
-    return {"split": options.split, "metrics": asdict(evaluate(state.model, split))}  # type: ignore[attr-defined]
+    return {"split": options.split, "metrics": dict(evaluate(state.model, split))}  # type: ignore[attr-defined]
 
 
 @STAGES.register("export")

@@ -34,7 +34,7 @@ from prunekit.measure.accuracy import evaluate
 from prunekit.recover import checkpoint, distributed
 from prunekit.recover.config import TrainConfig, parse_config
 from prunekit.recover.sources import Source, build_source, epoch_batches
-from prunekit.tasks import Classification, Task, resolve
+from prunekit.tasks import Classification, Metrics, Task, resolve
 from prunekit.tasks.batches import batch_size_of, to_device
 
 __all__ = [
@@ -60,13 +60,14 @@ class TrainResult:
     ``history`` holds one dict per epoch (``epoch``, ``lr``, ``train_loss``, ``train_accuracy`` for
     classification, and ``val_<metric>`` for each of the task's validation metrics, e.g.
     ``val_loss``, ``val_accuracy``), including epochs restored from a checkpoint. ``val`` and
-    ``test`` are the task's metrics of the final model (None without such data). ``epochs_run``
+    ``test`` are the task's :class:`~prunekit.tasks.Metrics` of the final model (a dict whose keys
+    read as attributes: ``result.test.accuracy``; None without such data). ``epochs_run``
     counts the epochs trained by this call; ``wall_time_s`` is this call's wall time in seconds.
     """
 
     history: tuple[dict[str, Any], ...]
-    val: dict[str, float] | None
-    test: dict[str, float] | None
+    val: Metrics | None
+    test: Metrics | None
     epochs_run: int
     wall_time_s: float
     task: str = "classification"
@@ -244,10 +245,10 @@ def _begin(loop: _Loop) -> None:
             hook(loop.model, loop.task)
 
 
-def _validate(loop: _Loop, batches: Iterable[Any] | None) -> dict[str, float] | None:
+def _validate(loop: _Loop, batches: Iterable[Any] | None) -> Metrics | None:
     if batches is None:
         return None
-    return dict(loop.task.evaluate(loop.model, batches))
+    return Metrics(loop.task.evaluate(loop.model, batches))
 
 
 def _run_epoch(loop: _Loop, epoch: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 from prunekit.errors import ConfigError
 from prunekit.registry import Registry
 from prunekit.tasks.base import BaseTask as BaseTask
+from prunekit.tasks.base import Metrics as Metrics
 from prunekit.tasks.base import Task as Task
 from prunekit.tasks.base import soft_kl as soft_kl
 from prunekit.tasks.batches import to_device as to_device
@@ -31,6 +32,7 @@ __all__ = [
     "Classification",
     "Custom",
     "Embedding",
+    "Metrics",
     "Task",
     "create",
     "mean_pool",

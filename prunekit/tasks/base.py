@@ -20,7 +20,22 @@ from torch.nn import functional as F
 from prunekit.errors import ConfigError
 from prunekit.tasks.batches import device_of, to_device
 
-__all__ = ["BaseTask", "Task", "capped", "soft_kl"]
+__all__ = ["BaseTask", "Metrics", "Task", "capped", "soft_kl"]
+
+
+class Metrics(dict):  # type: ignore[type-arg]
+    """A task's metrics by name, readable as keys or attributes: ``m["accuracy"] == m.accuracy``.
+
+    A plain dict otherwise (JSON-ready); like scikit-learn's ``Bunch``. Every task's ``evaluate``
+    returns one, e.g. ``{"loss", "accuracy", "top5", "count"}`` for classification.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no metric '{name}'; this task reports {sorted(self)}") from None
+
 
 
 @runtime_checkable
@@ -119,7 +134,7 @@ class BaseTask:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable[Any], *,
-                 max_batches: int | None = None) -> dict[str, float]:
+                 max_batches: int | None = None) -> Metrics:
         """Metrics of ``model`` over ``batches`` in eval mode; the model's mode is restored."""
         limited = capped(batches, max_batches, owner=f"{type(self).__name__}.evaluate")
         device = device_of(model)
@@ -132,7 +147,7 @@ class BaseTask:
                     totals[key] = totals.get(key, 0.0) + float(value)
         finally:
             model.train(was_training)
-        return self.summarise(totals)
+        return Metrics(self.summarise(totals))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, DataError
-from prunekit.tasks.base import BaseTask, capped
+from prunekit.tasks.base import BaseTask, Metrics, capped
 from prunekit.tasks.batches import (
     TARGET_KEYS,
     batch_size_of,
@@ -106,7 +106,7 @@ class Custom(BaseTask):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable[Any], *,
-                 max_batches: int | None = None) -> dict[str, float]:
+                 max_batches: int | None = None) -> Metrics:
         """``metric_fn``'s result on the capped batches; without it, the mean loss (``loss``,
         ``count``). One pass either way, so a one-shot iterable of batches works too."""
         if self.metric_fn is None:
@@ -121,9 +121,9 @@ class Custom(BaseTask):
             if self.metric not in value:
                 raise DataError(f"Custom: metric_fn returned keys {sorted(value)}; expected "
                                 f"'{self.metric}' among them. Fix: return it, or pass metric=<key>.")
-            return {k: float(v) for k, v in value.items()}
+            return Metrics({k: float(v) for k, v in value.items()})
         try:
-            return {self.metric: float(value)}
+            return Metrics({self.metric: float(value)})
         except (TypeError, ValueError):
             raise DataError(f"Custom: metric_fn must return a number or a dict of numbers; got "
                             f"{type(value).__name__}. Fix: return e.g. a float.") from None
