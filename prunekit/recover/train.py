@@ -248,7 +248,7 @@ def _begin(loop: _Loop) -> None:
 def _validate(loop: _Loop, batches: Iterable[Any] | None) -> Metrics | None:
     if batches is None:
         return None
-    return Metrics(loop.task.evaluate(loop.model, batches))
+    return Metrics(loop.task.evaluate(loop.model, batches, max_batches=loop.config.max_eval_batches))
 
 
 def _run_epoch(loop: _Loop, epoch: int) -> dict[str, Any]:

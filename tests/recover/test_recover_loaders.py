@@ -171,3 +171,34 @@ def test_custom_task_trains() -> None:
     model = nn.Linear(3, 1)
     result = train(model, loader, TrainConfig(epochs=20, lr=0.05), task=Custom(mse), val=loader)
     assert result.history[-1]["val_loss"] < 0.1 * result.history[0]["val_loss"]
+
+
+def test_max_eval_batches_caps_validation_and_test() -> None:
+    config = TrainConfig(epochs=1, batch_size=32, max_steps_per_epoch=1, max_eval_batches=1)
+    result = train(tiny_net(), quadrant_splits(n_val=600, n_test=600), config)
+    assert result.val is not None and result.val.count == 512
+    assert result.test is not None and result.test.count == 512
+
+
+def test_hugging_face_causal_lm_trains_with_its_own_loss(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(vocab_size=16, n_positions=8, n_embd=16, n_layer=1, n_head=2,
+                                     bos_token_id=0, eos_token_id=0)
+
+    def build() -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return transformers.GPT2LMHeadModel(config)
+
+    straight, settings = build(), TrainConfig(epochs=3, lr=0.01)
+    result = train(straight, _token_loader(), settings, task="causal_lm", val=_token_loader())
+    assert result.history[-1]["val_perplexity"] < result.history[0]["val_perplexity"]
+    with pytest.raises(KeyboardInterrupt):
+        train(build(), _token_loader(), settings, task="causal_lm", val=_token_loader(),
+              out_dir=tmp_path, callbacks=[_Interrupt(step=3)])
+    resumed = build()
+    again = train(resumed, _token_loader(), settings, task="causal_lm", val=_token_loader(),
+                  out_dir=tmp_path, resume=True)
+    assert again.history == result.history and state_equal(straight, resumed)
+    with pytest.raises(ConfigError, match="task \\(checkpoint 'causal_lm', now 'classification'\\)"):
+        train(build(), _token_loader(), settings, out_dir=tmp_path, resume=True)
