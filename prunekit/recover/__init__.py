@@ -5,6 +5,7 @@ Callbacks add distillation from the unpruned model (:class:`Distiller`, through 
 sparsity-inducing regularisers (:class:`BNScaleL1`, :class:`GroupLasso`) to the loss.
 """
 
+from prunekit.recover.callbacks import Callback as Callback
 from prunekit.recover.config import TrainConfig as TrainConfig
 from prunekit.recover.config import config_error as config_error
 from prunekit.recover.config import parse_config as parse_config
@@ -12,7 +13,6 @@ from prunekit.recover.distill import Distiller as Distiller
 from prunekit.recover.distill import distillation_loss as distillation_loss
 from prunekit.recover.regularize import BNScaleL1 as BNScaleL1
 from prunekit.recover.regularize import GroupLasso as GroupLasso
-from prunekit.recover.train import Callback as Callback
 from prunekit.recover.train import TrainResult as TrainResult
 from prunekit.recover.train import evaluate as evaluate
 from prunekit.recover.train import fit as fit  # NOTE: removed at integration; use train

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ from prunekit.errors import ConfigError
 from prunekit.io import save_json, save_weights
 from prunekit.measure.accuracy import evaluate
 from prunekit.recover import checkpoint, distributed
+from prunekit.recover.callbacks import Callback
 from prunekit.recover.config import TrainConfig, parse_config
 from prunekit.recover.sources import Source, build_source, epoch_batches
 from prunekit.tasks import Classification, Metrics, Task, resolve
@@ -71,35 +72,6 @@ class TrainResult:
     epochs_run: int
     wall_time_s: float
     task: str = "classification"
-
-
-class Callback(Protocol):
-    """Hooks into the loop; every method is optional (implement any of them).
-
-    - ``on_train_begin(model, task)``: once, before training (a Distiller takes the task here).
-    - ``on_loss(step, model, batch, outputs, loss) -> Tensor``: the loss to optimise;
-      distillation and regularisers add their terms. ``batch`` is on the device; ``outputs`` is
-      what ``task.outputs`` gives (logits, embeddings), or None when the task does not produce
-      them in its loss (then call ``task.outputs(model, batch)`` if needed).
-    - ``on_step_end(step, model, loss)``: after each optimizer step (``loss`` a float).
-    - ``on_epoch_end(epoch, model, metrics)``: after validation, with that epoch's history dict.
-    - ``parameters()``: extra trainable tensors (learnable gates) that join the optimizer.
-    - ``state_dict()`` / ``load_state_dict()``: state checkpointed and restored (plain data).
-
-    ``model`` is the user's module (never the DDP wrapper). Under torchrun callbacks run on every
-    rank, so a callback that edits weights keeps the ranks in step.
-    """
-
-    def on_train_begin(self, model: nn.Module, task: Task) -> None: ...
-
-    def on_loss(self, step: int, model: nn.Module, batch: Any, outputs: torch.Tensor | None,
-                loss: torch.Tensor) -> torch.Tensor: ...
-
-    def on_step_end(self, step: int, model: nn.Module, loss: float) -> None: ...
-
-    def on_epoch_end(self, epoch: int, model: nn.Module, metrics: Mapping[str, Any]) -> None: ...
-
-    def parameters(self) -> Iterable[torch.Tensor]: ...
 
 
 @dataclass
