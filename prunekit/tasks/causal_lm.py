@@ -90,6 +90,13 @@ class CausalLM(BaseTask):
         loss = getattr(output, "loss", None) if own else None
         return (loss if isinstance(loss, torch.Tensor) else None), logits_of(output), labels
 
+    def outputs(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """The logits ``[B, T, V]`` (a forward pass without labels, so no loss is computed)."""
+        ids, mask, _ = self._fields(to_device(batch, device_of(model)))
+        kwargs = {"attention_mask": mask} if mask is not None and model_accepts(
+            model, "attention_mask") else {}
+        return logits_of(call_model(model, (ids,), kwargs))
+
     @staticmethod
     def _tokens(labels: torch.Tensor) -> int:
         return int((labels[..., 1:] != IGNORE_INDEX).sum())

@@ -66,6 +66,20 @@ class Classification(BaseTask):
         raise DataError(f"Classification: expected a batch of (inputs, labels) or a mapping with "
                         f"'labels'; got {got}. Fix: yield (inputs, labels) pairs.")
 
+    @staticmethod
+    def _split_inputs(batch: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The model inputs alone; labels may be missing (distilling on unlabelled batches)."""
+        if isinstance(batch, Mapping):
+            return (), {k: v for k, v in batch.items() if k not in TARGET_KEYS}
+        if isinstance(batch, (tuple, list)):
+            return tuple(batch[:-1]) if len(batch) >= 2 else tuple(batch), {}
+        return (batch,), {}
+
+    def outputs(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """The logits of ``batch`` (a forward pass only; labels are not needed)."""
+        args, kwargs = self._split_inputs(to_device(batch, device_of(model)))
+        return logits_of(call_model(model, args, model_kwargs(model, kwargs) if kwargs else {}))
+
     def _forward(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, labels) of a batch moved to the model's device."""
         args, kwargs, labels = self._split(to_device(batch, device_of(model)))

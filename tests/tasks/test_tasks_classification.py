@@ -95,3 +95,11 @@ def test_bad_options() -> None:
         Classification(label_smoothing=1.0)
     with pytest.raises(ConfigError, match="top_k"):
         Classification(top_k=0)
+
+
+def test_outputs_need_no_labels() -> None:
+    model, x = nn.Linear(4, 3), torch.randn(2, 4)
+    for batch in (x, (x,), (x, torch.tensor([0, 1]))):
+        torch.testing.assert_close(Classification().outputs(model, batch), model(x))
+    hf = _HFStyle()
+    torch.testing.assert_close(Classification().outputs(hf, {"pixel_values": x}), hf.fc(x))
