@@ -64,7 +64,7 @@ def make_loader(dataset: TensorDataset, *, batch_size: int, shuffle: bool, seed:
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer; got {batch_size}. Pass e.g. 64.")
-    sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+    sampler: DistributedSampler[int] = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
                                  seed=seed, drop_last=drop_last)
     return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last), batch_size=None)
 

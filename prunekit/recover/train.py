@@ -112,7 +112,7 @@ def train(model: nn.Module, data: Any, config: TrainConfig | Mapping[str, Any], 
         device: defaults to where the model's parameters are.
     """
     config = parse_config(TrainConfig, config)
-    scorer = resolve(task, label_smoothing=config.label_smoothing) if task is None else resolve(task)
+    scorer = _task_for(task, config)
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ConfigError("train: resume=True needs out_dir (the folder holding checkpoint.pt); "
@@ -149,6 +149,17 @@ def fit(model: nn.Module, data: Any, config: TrainConfig | Mapping[str, Any], *,
     NOTE: removed at integration; kept only so branches written against ``fit`` keep working.
     """
     return train(model, data, config, progress=progress, **kwargs)
+
+
+def _task_for(task: Task | str | None, config: TrainConfig) -> Task:
+    """The task to train with; ``config.label_smoothing`` goes to a classification task by name."""
+    if task is None or task == "classification":
+        return Classification(label_smoothing=config.label_smoothing)
+    resolved = resolve(task)
+    if config.label_smoothing and not isinstance(resolved, Classification):
+        raise ConfigError(f"train: label_smoothing={config.label_smoothing} applies only to "
+                          f"classification; got task {resolved.name!r}. Fix: set label_smoothing: 0.")
+    return resolved
 
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:

@@ -202,3 +202,10 @@ def test_hugging_face_causal_lm_trains_with_its_own_loss(tmp_path: Path) -> None
     assert again.history == result.history and state_equal(straight, resumed)
     with pytest.raises(ConfigError, match="task \\(checkpoint 'causal_lm', now 'classification'\\)"):
         train(build(), _token_loader(), settings, out_dir=tmp_path, resume=True)
+
+
+def test_label_smoothing_goes_to_classification_only() -> None:
+    config = TrainConfig(epochs=1, max_steps_per_epoch=1, label_smoothing=0.1)
+    assert train(tiny_net(), quadrant_splits(), config, task="classification").epochs_run == 1
+    with pytest.raises(ConfigError, match="label_smoothing=0.1 applies only to classification"):
+        train(TinyLM(), _token_loader(), config, task="causal_lm")
