@@ -24,7 +24,7 @@ from torch import nn
 
 from prunekit import data, models
 from prunekit.measure import count_macs, evaluate
-from prunekit.recover import TrainConfig, fit
+from prunekit.recover import TrainConfig, train
 
 BASELINE = Path("runs/baselines/resnet20/model.safetensors")
 SEEDS = (0, 1)
@@ -104,7 +104,7 @@ def part_accuracy(seeds: tuple[int, ...] = SEEDS, speedups: tuple[int, ...] = (2
             after = []
             for seed in seeds:
                 tuned = copy.deepcopy(pruned)
-                fit(tuned, splits, FINETUNE.model_copy(update={"seed": seed}), progress=False)
+                train(tuned, splits, FINETUNE.model_copy(update={"seed": seed}), progress=False)
                 after.append(evaluate(tuned, splits.test).accuracy)
             macs = count_macs(pruned, x)
             row = (f"| {name} | {speedup}x | {100 * macs / dense_macs:.1f} % | "

@@ -34,7 +34,7 @@ from _results import write_section  # noqa: E402
 from prunekit import data, models  # noqa: E402
 from prunekit.decompose import decompose  # noqa: E402
 from prunekit.measure import count_macs, count_params, evaluate, measure_latency  # noqa: E402
-from prunekit.recover import TrainConfig, fit  # noqa: E402
+from prunekit.recover import TrainConfig, train  # noqa: E402
 
 THREADS = 1  # NOTE: with 2 threads on 2 shared, busy cores, OpenMP waits dominated (10-100x noise).
 BASELINE = TrainConfig(epochs=1, batch_size=64, lr=1e-3, optimizer="adam", seed=0)
@@ -129,7 +129,7 @@ def part_cnn(model_name: str) -> None:
     test = TensorDataset(*(t[:TEST_SIZE] for t in splits.test.tensors))
     base = models.create(model_name, num_classes=splits.num_classes, in_channels=1)
     start = time.perf_counter()
-    fit(base, splits, BASELINE, progress=False)
+    train(base, splits, BASELINE, progress=False)
     base_time = time.perf_counter() - start
     x = splits.example_input(1)
     batches = [splits.train.tensors[0][i:i + 64] for i in range(0, 256, 64)]
@@ -148,7 +148,7 @@ def part_cnn(model_name: str) -> None:
         small = _compressed(name, base, x, batches)
         made = time.perf_counter() - start
         before = evaluate(small, test).accuracy
-        fit(small, splits, FINETUNE, progress=False)
+        train(small, splits, FINETUNE, progress=False)
         after = evaluate(small, test).accuracy
         ms = latency(small)
         row = (f"| {name} | {100 * count_macs(small, x) / dense_macs:.1f} % | {count_params(small):,} | "

@@ -37,7 +37,7 @@ from torch.utils.data import TensorDataset
 from prunekit.io import load_weights, save_weights
 from prunekit.measure import paired_latency
 from prunekit.workflows.common import build
-from prunekit.recover import TrainConfig, fit
+from prunekit.recover import TrainConfig, train
 from prunekit.sparsity import Sparsifier, SparsityCallback, sparse_sizes, sparsity_report
 from prunekit.sparsity.report import total_sparsity
 
@@ -85,19 +85,19 @@ def run_model(name: str, args: argparse.Namespace, runs: Path) -> dict:
     splits = replace(splits, val=TensorDataset(x[:args.val_size], y[:args.val_size]))
     stem = runs / f"{name}-{args.baseline_epochs * args.steps_per_epoch}"  # dense phases: scope-free
     print(f"[{name}] baseline: {args.baseline_epochs} epochs", flush=True)
-    base_acc = _phase(stem.with_name(stem.name + "-baseline"), net, lambda: fit(
+    base_acc = _phase(stem.with_name(stem.name + "-baseline"), net, lambda: train(
         net, splits, _config(args.baseline_epochs, 0.1, args), progress=args.progress).test.accuracy)
     finetune = _config(args.finetune_epochs, 0.01, args)
     dense, sparse = net, _copy(net)
     print(f"[{name}] dense control: {args.finetune_epochs} more epochs", flush=True)
     control = stem.with_name(f"{stem.name}-{args.finetune_epochs * args.steps_per_epoch}-dense")
-    dense_acc = _phase(control, dense, lambda: fit(dense, splits, finetune, progress=args.progress).test.accuracy)
+    dense_acc = _phase(control, dense, lambda: train(dense, splits, finetune, progress=args.progress).test.accuracy)
     steps = args.finetune_epochs * min(args.steps_per_epoch or 10**9, -(-len(splits.train) // 128))
     end = int(0.75 * steps) - 1
     schedule = {"name": "gradual", "start": 0, "end": end, "frequency": max(1, end // 20)}
     sparsifier = Sparsifier(args.sparsity, schedule=schedule, scope=args.scope).prepare(sparse)
     print(f"[{name}] sparse: {args.finetune_epochs} epochs, schedule {schedule}", flush=True)
-    sparse_run = fit(sparse, splits, finetune, progress=args.progress,
+    sparse_run = train(sparse, splits, finetune, progress=args.progress,
                      callbacks=[SparsityCallback(sparsifier)])
     rows = sparsifier.sparsity_report()
     sparsifier.finalize()

@@ -39,7 +39,7 @@ from _results import write_section  # noqa: E402
 from prunekit import data, models  # noqa: E402
 from prunekit.gates import ChannelGates  # noqa: E402
 from prunekit.measure import count_macs, evaluate, measure_latency  # noqa: E402
-from prunekit.recover import Distiller, TrainConfig, fit  # noqa: E402
+from prunekit.recover import Distiller, TrainConfig, train  # noqa: E402
 from prunekit.structured import StructuredPruner, prune_iteratively  # noqa: E402
 
 BASELINES = Path("runs/baselines")
@@ -63,7 +63,7 @@ def _baseline(splits: data.DataSplits) -> nn.Module:
                          f"`.venv/bin/python benchmarks/baselines.py --only {BASELINE[0].parent.name}`")
     torch.manual_seed(0)
     model = models.create("resnet20")
-    fit(model, splits, TrainConfig(epochs=3, batch_size=128, lr=0.1, optimizer="sgd", weight_decay=5e-4,
+    train(model, splits, TrainConfig(epochs=3, batch_size=128, lr=0.1, optimizer="sgd", weight_decay=5e-4,
                                    nesterov=True, momentum=0.9, scheduler="cosine"), progress=False)
     return model.eval()
 
@@ -76,7 +76,7 @@ def one_shot_with(**pruner: object):  # noqa: ANN201
     """One-shot L2 to the MACs target with these pruner settings, then ``budget`` epochs of fine-tuning."""
     def method(base: nn.Module, splits, keep: float, budget: int, distill: bool) -> nn.Module:
         pruned = StructuredPruner({"macs": keep}, importance="l2", **pruner).fit_transform(base, splits.example_input(1))
-        fit(pruned, splits, _config(budget), progress=False, callbacks=_callbacks(base, distill))
+        train(pruned, splits, _config(budget), progress=False, callbacks=_callbacks(base, distill))
         return pruned
     return method
 
@@ -86,7 +86,7 @@ one_shot = one_shot_with(round_to=ROUND_TO)
 
 def iterative(base: nn.Module, splits, keep: float, budget: int, distill: bool) -> nn.Module:
     def tune(model: nn.Module, step: int) -> nn.Module:
-        fit(model, splits, _config(1), progress=False, callbacks=_callbacks(base, distill))
+        train(model, splits, _config(1), progress=False, callbacks=_callbacks(base, distill))
         return model
 
     pruned, _ = prune_iteratively(base, splits.example_input(1), {"macs": keep}, steps=budget,
@@ -101,9 +101,9 @@ def gates(base: nn.Module, splits, keep: float, budget: int, distill: bool,
     steps = (len(splits.train) // TUNE["batch_size"]) * max(budget - 1, 1)
     gated = ChannelGates(model, x, target_macs=keep, warmup_steps=steps // 2, round_to=ROUND_TO,
                          init_importance=init_importance)
-    fit(model, splits, _config(max(budget - 1, 1)), progress=False, callbacks=[gated, *_callbacks(base, distill)])
+    train(model, splits, _config(max(budget - 1, 1)), progress=False, callbacks=[gated, *_callbacks(base, distill)])
     pruned = gated.harden().model
-    fit(pruned, splits, _config(1), progress=False, callbacks=_callbacks(base, distill))
+    train(pruned, splits, _config(1), progress=False, callbacks=_callbacks(base, distill))
     return pruned
 
 

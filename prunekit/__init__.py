@@ -35,7 +35,7 @@ from prunekit.recipes import run_recipe as run_recipe
 
 # recovery: training and fine-tuning
 from prunekit.recover import TrainConfig as TrainConfig
-from prunekit.recover import fit as fit
+from prunekit.recover import train as train
 
 # measurement
 from prunekit.measure import Profile as Profile
@@ -55,7 +55,7 @@ __all__ = [
     "ChannelGroup", "DependencyGraph", "register_refresh", "register_rule",
     "Plan", "StructuredPruner", "Target", "allocate", "apply", "prune_depth",
     "Sparsifier", "one_shot", "decompose", "run_recipe",
-    "TrainConfig", "fit",
+    "TrainConfig", "train",
     "Profile", "compare", "evaluate", "profile",
     "load", "save",
     "PrunekitError",

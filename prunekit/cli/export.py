@@ -30,5 +30,6 @@ def run(args: argparse.Namespace) -> int:
                      in_channels=args.in_channels, onnx=args.onnx, out_dir=args.out)
     print(f"{args.model}: {results['params']:,} params, {results['macs']:,} MACs")
     files = results["files"]
-    options.print_written(results, f"model: {files['model']}/" + (f"  onnx: {files['onnx']}" if "onnx" in files else ""))
+    onnx = f"  onnx: {files['onnx']}" if "onnx" in files else ""
+    options.print_written(results, f"model: {files['model']}/{onnx}")
     return 0

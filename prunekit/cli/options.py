@@ -76,6 +76,8 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 def add_eval_options(parser: argparse.ArgumentParser) -> None:
     """--max-eval-batches: a cap on every accuracy evaluation, so a quick try is quick."""
+    if "--max-eval-batches" in parser._option_string_actions:
+        return  # NOTE: TrainConfig's field of the same name is this option: one flag caps both.
     parser.add_argument("--max-eval-batches", type=int, default=None, metavar="N",
                         help="evaluate accuracy on only the first N batches of 512 (validation, test "
                              "and profiles; default: the whole split)")
@@ -155,6 +157,8 @@ def add_config_options(parser: argparse.ArgumentParser, model: type[BaseModel],
         if name in skip:
             continue
         flag = "--" + name.replace("_", "-")
+        if flag in parser._option_string_actions:
+            continue  # NOTE: already an option of the command (e.g. --max-eval-batches); one flag, one dest.
         help_text = (field.description or name.replace("_", " ")) + f" (default: {field.default})"
         annotation = _scalar_type(field.annotation)
         choices = _choices(annotation)

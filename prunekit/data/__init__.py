@@ -1,5 +1,7 @@
-"""Datasets in: a registered name ("fashion-mnist", "digits"), a ``.npz`` file, or an image folder.
-Out: :class:`DataSplits` (normalised train/val/test tensors) and seeded whole-batch loaders.
+"""Datasets in: a registered name ("fashion-mnist", "digits"), a ``.npz`` file, an image folder, a
+``datasets.load_from_disk`` folder, or a plain text file (tokenised with the model's tokenizer).
+Out: :class:`DataSplits` (normalised train/val/test tensors, also as DataLoaders through
+:meth:`DataSplits.loaders`) or :class:`Loaders` (iterables of batches, e.g. causal LM token blocks).
 """
 
 from __future__ import annotations
@@ -13,18 +15,28 @@ from prunekit.data.base import DataSplits, make_loader, set_epoch, split_indices
 from prunekit.data.custom import load_image_folder, load_npz
 from prunekit.data.digits import load_digits
 from prunekit.data.fashion_mnist import load_fashion_mnist
+from prunekit.data.loaders import Loaders, TensorBatches
+from prunekit.data.saved_dataset import is_dataset_folder, load_dataset_folder
+from prunekit.data.text import load_text, load_tokenizer
 from prunekit.errors import ConfigError, DataError, DataNotFoundError, UnknownNameError, did_you_mean
 from prunekit.registry import Registry
 
 __all__ = [
     "DATASETS",
     "DataSplits",
+    "Loaders",
+    "TensorBatches",
+    "TEXT_SUFFIXES",
     "create",
+    "is_dataset_folder",
     "load",
+    "load_dataset_folder",
     "load_digits",
     "load_fashion_mnist",
     "load_image_folder",
     "load_npz",
+    "load_text",
+    "load_tokenizer",
     "make_loader",
     "names",
     "set_epoch",
@@ -40,7 +52,9 @@ DATASETS.add("digits", load_digits,
                          "(bundled with scikit-learn)")
 
 _FORMS = ("a registered name ({names}; `prunekit datasets` lists them all), a path to a .npz file, "
-          "or a path to an image folder (root/<class>/<image>)")
+          "an image folder (root/<class>/<image>), a datasets.save_to_disk folder, or a text file "
+          "(.txt, with a tokenizer)")
+TEXT_SUFFIXES = (".txt", ".text", ".md")
 
 
 def create(name: str, **kwargs: object) -> DataSplits:
@@ -55,11 +69,16 @@ def names(pattern: str = "*") -> list[str]:
 
 def load(spec: str | PathLike[str], *, data_dir: str | PathLike[str] | None = None,
          val_fraction: float = 0.1, seed: int = 0,
-         image_size: int | tuple[int, int] | None = None) -> DataSplits:
-    """Load whatever ``spec`` names: a registered dataset, a ``.npz`` file, or an image folder.
+         image_size: int | tuple[int, int] | None = None, tokenizer: object = None,
+         block_size: int = 128, batch_size: int = 8) -> DataSplits | Loaders:
+    """Load whatever ``spec`` names: a registered dataset, a ``.npz`` file, an image folder, a
+    ``datasets.save_to_disk`` folder, or a text file.
 
     Registered names win over same-named local paths. ``data_dir`` goes only to datasets that take
-    it (fashion_mnist); ``image_size`` is an error where it cannot apply.
+    it (fashion_mnist); ``image_size`` is an error where it cannot apply. Text (a ``.txt`` file, or
+    a saved dataset with a text column) needs ``tokenizer`` (the model's folder or a tokenizer)
+    and gives :class:`Loaders` of ``block_size``-token blocks in batches of ``batch_size``;
+    everything else gives :class:`DataSplits`.
     """
     text = os.fspath(spec)
     if text in DATASETS:
@@ -75,8 +94,18 @@ def load(spec: str | PathLike[str], *, data_dir: str | PathLike[str] | None = No
             kwargs["image_size"] = image_size
         return factory(**kwargs)
     path = Path(text).expanduser()
+    if path.is_dir() and is_dataset_folder(path):
+        return load_dataset_folder(path, tokenizer=tokenizer, block_size=block_size,
+                                   batch_size=batch_size, val_fraction=val_fraction, seed=seed,
+                                   image_size=image_size)
     if path.is_dir():
         return load_image_folder(path, image_size=image_size, val_fraction=val_fraction, seed=seed)
+    if path.suffix.lower() in TEXT_SUFFIXES and path.is_file():
+        if tokenizer is None:
+            raise ConfigError(f"'{path}' is a text file; expected a tokenizer to tokenise it (the "
+                              f"model's own); got none. Fix: pass tokenizer=<the model's folder>.")
+        return load_text(path, tokenizer, block_size=block_size, batch_size=batch_size,
+                         val_fraction=val_fraction, seed=seed)
     if path.suffix.lower() == ".npz":
         if image_size is not None:
             raise ConfigError(f"'{path}': image_size applies only to image folders, not .npz files. "

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, TensorDataset
 
+from prunekit.data.loaders import Loaders
 from prunekit.errors import ConfigError
 
 __all__ = ["DataSplits", "make_loader", "set_epoch", "split_indices"]
@@ -31,6 +32,16 @@ class DataSplits:
         """The first ``batch_size`` test inputs, for tracing and profiling."""
         return self.test.tensors[0][:batch_size].clone()
 
+    def loaders(self, batch_size: int = 64, *, seed: int = 0, eval_batch_size: int = 512) -> Loaders:
+        """The three splits as DataLoaders of ``(inputs, labels)`` batches (train shuffled by
+        ``seed`` and the epoch, see :func:`make_loader`); for code that takes any iterable."""
+        train = make_loader(self.train, batch_size=batch_size, shuffle=True, seed=seed)
+        val = make_loader(self.val, batch_size=eval_batch_size, shuffle=False)
+        test = make_loader(self.test, batch_size=eval_batch_size, shuffle=False)
+        return Loaders(name=self.name, train=train, val=val, test=test, task="classification",
+                       info={"num_classes": self.num_classes, "input_shape": self.input_shape,
+                             "class_names": self.class_names})
+
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Deterministic (train, val) index split of ``range(n)``; the same seed gives the same split."""
@@ -53,14 +64,16 @@ def make_loader(dataset: TensorDataset, *, batch_size: int, shuffle: bool, seed:
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer; got {batch_size}. Pass e.g. 64.")
-    sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
-                                 seed=seed, drop_last=drop_last)
+    sampler: DistributedSampler[int] = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank,
+                                                          shuffle=shuffle, seed=seed, drop_last=drop_last)
     return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last), batch_size=None)
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:
-    """Reseed the loader's shuffle for ``epoch`` (a no-op for loaders not made by make_loader)."""
-    batch_sampler = loader.sampler
-    inner = getattr(batch_sampler, "sampler", None)
-    if isinstance(inner, DistributedSampler):
-        inner.set_epoch(epoch)
+    """Reseed the loader's shuffle for ``epoch`` when its sampler (or its batch sampler's) is a
+    DistributedSampler; a no-op for other loaders."""
+    for owner in (loader, getattr(loader, "batch_sampler", None)):
+        sampler = getattr(owner, "sampler", None)
+        for candidate in (sampler, getattr(sampler, "sampler", None)):
+            if isinstance(candidate, DistributedSampler):
+                candidate.set_epoch(epoch)

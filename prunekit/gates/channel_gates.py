@@ -299,7 +299,7 @@ class ChannelGates:
             yield from self.gate_parameters()
 
     # -- training-loop callback -------------------------------------------------------------
-    def on_loss(self, step: int, model: nn.Module, inputs: Any, labels: Any, logits: Any,
+    def on_loss(self, step: int, model: nn.Module, batch: Any, outputs: Any,
                 loss: torch.Tensor) -> torch.Tensor:
         """``loss + penalty()``."""
         return loss + self.penalty()

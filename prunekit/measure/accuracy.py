@@ -1,43 +1,44 @@
-"""Accuracy and loss of a classifier on a dataset, without changing the model."""
+"""A model's task metrics on data, without changing the model.
+
+``evaluate(model, data)`` scores a classifier (mean cross-entropy ``loss``, top-1 ``accuracy``,
+``top5``, ``count``); ``task=`` scores any task instead, e.g. ``{"loss", "perplexity", "count"}``
+for ``task="causal_lm"``. ``data`` is a labelled ``TensorDataset`` (batched here) or any iterable
+of batches, such as a DataLoader. The result is a :class:`Metrics`: a dict whose keys also read as
+attributes (``metrics.accuracy``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from prunekit.data.loaders import TensorBatches
+from prunekit.errors import ConfigError
+from prunekit.tasks import Metrics, Task, resolve
+from prunekit.tasks.batches import device_of
+
 __all__ = ["Metrics", "evaluate"]
 
 
-@dataclass(frozen=True)
-class Metrics:
-    """Mean cross-entropy ``loss``, top-1 ``accuracy`` in [0, 1], over ``count`` samples."""
+def evaluate(model: nn.Module, data: TensorDataset | Iterable[Any], *, task: Task | str | None = None,
+             batch_size: int = 512, device: torch.device | str | None = None,
+             max_batches: int | None = None) -> Metrics:
+    """Score ``model`` on ``data`` (at most ``max_batches`` batches); its train/eval mode is restored.
 
-    loss: float
-    accuracy: float
-    count: int
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset: TensorDataset, *, batch_size: int = 512,
-             device: torch.device | str | None = None) -> Metrics:
-    """Top-1 accuracy and mean loss of ``model`` on ``dataset``; the model's train/eval mode is restored."""
-    inputs, labels = dataset.tensors[0], dataset.tensors[1]
-    device = torch.device(device) if device is not None else next(
-        (p.device for p in model.parameters()), torch.device("cpu"))
-    was_training = model.training
-    model.eval()
-    total_loss, correct = 0.0, 0
-    try:
-        for start in range(0, len(inputs), batch_size):
-            x = inputs[start:start + batch_size].to(device)
-            y = labels[start:start + batch_size].to(device)
-            logits = model(x)
-            total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(dim=1) == y).sum().item()
-    finally:
-        model.train(was_training)
-    n = len(inputs)
-    return Metrics(loss=total_loss / max(n, 1), accuracy=correct / max(n, 1), count=n)
+    Args:
+        data: a ``TensorDataset`` (sliced into batches of ``batch_size``) or an iterable of batches.
+        task: a Task or registered task name; None scores classification.
+        device: where the model is expected to be (default: wherever it is); batches are moved
+            there. The model itself is never moved.
+    """
+    if device is not None:
+        wanted, have = torch.device(device), device_of(model)
+        if not (wanted.type == have.type and wanted.index in (None, have.index)):
+            raise ConfigError(f"evaluate: device={device} but the model is on {have}. Fix: move the "
+                              f"model first (model.to('{device}')), or drop device.")
+    batches = TensorBatches(data, batch_size) if isinstance(data, TensorDataset) else data
+    return Metrics(resolve(task).evaluate(model, batches, max_batches=max_batches))

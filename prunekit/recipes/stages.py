@@ -79,7 +79,7 @@ def _fit(state: RunState, config: TrainConfig, callbacks: list[Any]) -> dict[str
         return {"epochs": 0}
     result = fine_tune(state.model, state.splits, config, progress=state.progress, callbacks=callbacks,
                        device=state.device)
-    return {"epochs": config.epochs, "history": list(result.history), "val": asdict(result.val),
+    return {"epochs": config.epochs, "history": list(result.history), "val": dict(result.val),
             "wall_time_s": result.wall_time_s}
 
 
@@ -99,7 +99,7 @@ def training_config(options: BaseModel, seed: int) -> TrainConfig:
 
 @STAGES.register("train")
 def train(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
-    """``fit(model, data, TrainConfig(**options))``."""
+    """``train(model, data, TrainConfig(**options))``."""
     return _fit(state, _training(state, options, seed), [])
 
 
@@ -258,7 +258,7 @@ def evaluate_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, 
     from prunekit.measure import evaluate
 
     split = getattr(state.splits, options.split)  # type: ignore[attr-defined]
-    return {"split": options.split, "metrics": asdict(evaluate(state.model, split))}  # type: ignore[attr-defined]
+    return {"split": options.split, "metrics": dict(evaluate(state.model, split))}  # type: ignore[attr-defined]
 
 
 @STAGES.register("export")

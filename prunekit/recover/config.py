@@ -17,7 +17,7 @@ __all__ = ["TrainConfig", "config_error", "parse_config"]
 
 
 class TrainConfig(BaseModel):
-    """Options of :func:`prunekit.recover.fit`; a frozen pydantic model (unknown keys are errors).
+    """Options of :func:`prunekit.recover.train`; a frozen pydantic model (unknown keys are errors).
 
     The learning rate follows ``scheduler`` per optimizer step: linear warm-up over
     ``warmup_epochs``, then constant (``none``), cosine decay to 0 at the last step (``cosine``) or
@@ -41,6 +41,8 @@ class TrainConfig(BaseModel):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
     seed: int = Field(0, ge=0, description="seed for shuffling and dropout")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch")
+    max_eval_batches: int | None = Field(None, ge=1, description="cap on batches per validation "
+                                         "or test evaluation")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
 
     @model_validator(mode="after")

@@ -49,6 +49,9 @@ def setup(device: torch.device) -> Context:
     if world_size <= 1:
         return Context()
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        # NOTE: NCCL collectives run on the current device; each torchrun process owns its own.
+        torch.cuda.set_device(device)
     dist.init_process_group(backend, rank=_env_int("RANK", 0), world_size=world_size)
     return Context(world_size, dist.get_rank(), _env_int("LOCAL_RANK", 0), True)
 
@@ -72,10 +75,16 @@ def wrap(model: nn.Module, context: Context) -> nn.Module:
 
 
 def all_reduce_sum(values: torch.Tensor, context: Context) -> torch.Tensor:
-    """Element-wise sum of ``values`` over all ranks (``values`` itself on a single process)."""
+    """Element-wise sum of ``values`` over all ranks (``values`` itself on a single process).
+
+    NCCL reduces only CUDA tensors: CPU ``values`` make a round trip through the current GPU.
+    """
     if context.distributed:
-        values = values.clone()
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        on = (torch.device("cuda", torch.cuda.current_device())
+              if dist.get_backend() == "nccl" else values.device)
+        reduced = values.to(on, copy=True)
+        dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+        values = reduced.to(values.device)
     return values
 
 

@@ -1,4 +1,4 @@
-"""Sparsity-inducing regularisers added to the training loss (``fit`` callbacks).
+"""Sparsity-inducing regularisers added to the training loss (``train`` callbacks).
 
 - :class:`BNScaleL1` — network slimming (Liu et al. 2017): ``lambda * sum |gamma|`` over the
   BatchNorm scales, so unimportant channels' scales shrink and ``bn_scale`` importance finds them.
@@ -43,7 +43,7 @@ class BNScaleL1:
                               "BatchNorm scales. Use GroupLasso instead.")
         return torch.stack(scales).sum()
 
-    def on_loss(self, step: int, model: nn.Module, inputs: Any, labels: Any, logits: Any,
+    def on_loss(self, step: int, model: nn.Module, batch: Any, outputs: Any,
                 loss: torch.Tensor) -> torch.Tensor:
         """``loss + strength * sum |gamma|``."""
         return loss + self.strength * self.penalty(model)
@@ -81,7 +81,7 @@ class GroupLasso:
                               "that is being trained, and leave its weights trainable.")
         return total
 
-    def on_loss(self, step: int, model: nn.Module, inputs: Any, labels: Any, logits: Any,
+    def on_loss(self, step: int, model: nn.Module, batch: Any, outputs: Any,
                 loss: torch.Tensor) -> torch.Tensor:
         """``loss + strength * penalty``."""
         return loss + self.strength * self.penalty(model)

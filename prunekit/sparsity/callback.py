@@ -1,6 +1,6 @@
-"""Gradual pruning inside :func:`prunekit.recover.fit`: a training-loop callback around a Sparsifier.
+"""Gradual pruning inside :func:`prunekit.recover.train`: a training-loop callback around a Sparsifier.
 
-``fit`` calls ``on_step_end(step, model, loss)`` after every optimizer step (``step`` counted over
+``train`` calls ``on_step_end(step, model, loss)`` after every optimizer step (``step`` counted over
 the whole run) and checkpoints ``state_dict()`` with each epoch, so ``--resume`` continues the
 schedule where it stopped. The masks themselves are buffers in the model's ``state_dict``, which the
 checkpoint already holds.
@@ -19,12 +19,12 @@ __all__ = ["SparsityCallback"]
 
 
 class SparsityCallback:
-    """Steps a prepared :class:`Sparsifier` once per optimizer step of ``fit``.
+    """Steps a prepared :class:`Sparsifier` once per optimizer step of ``train``.
 
     Example::
 
         sparsifier = Sparsifier(0.9, schedule={"name": "gradual", "end": 2000}).prepare(model)
-        fit(model, data, config, callbacks=[SparsityCallback(sparsifier)])
+        train(model, data, config, callbacks=[SparsityCallback(sparsifier)])
         sparsifier.finalize()
     """
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -36,5 +35,5 @@ def evaluate(model: str, data: str = "fashion_mnist", *, weights: str | None = N
         net.to(target)
     metrics = evaluate_split(net, dataset, batch_size=batch_size, device=target)
     results = {"command": "eval", "model": model, "data": splits.name, "split": split,
-               "weights": weights, "max_batches": max_batches, "metrics": asdict(metrics)}
+               "weights": weights, "max_batches": max_batches, "metrics": dict(metrics)}
     return finish(results, out_dir)

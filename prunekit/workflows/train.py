@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ from torch import nn
 
 from prunekit.config import parse_config
 from prunekit.data import DataSplits
-from prunekit.recover import TrainConfig, TrainResult, fit
+from prunekit.recover import TrainConfig, TrainResult
+from prunekit.recover import train as train_loop
 from prunekit.workflows.common import (
     Measure,
     build,
@@ -44,7 +44,7 @@ def fine_tune(net: nn.Module, splits: DataSplits, config: TrainConfig, *, progre
     when it was moved off it."""
     target = check_device(device)
     try:
-        return fit(net, splits, config, out_dir=out_dir, resume=resume, progress=progress,
+        return train_loop(net, splits, config, out_dir=out_dir, resume=resume, progress=progress,
                    callbacks=callbacks, device=target)
     finally:
         if target is not None and target.type != "cpu":
@@ -86,8 +86,8 @@ def train(model: str, data: str = "fashion_mnist", config: TrainConfig | None = 
     results: dict[str, Any] = {
         "command": "train", "model": model, "data": splits.name,
         "config": config.model_dump(), "train": {
-            "history": list(result.history), "val": asdict(result.val),
-            "test": asdict(result.test) if result.test is not None else None,
+            "history": list(result.history), "val": dict(result.val),
+            "test": dict(result.test) if result.test is not None else None,
             "epochs_run": result.epochs_run, "wall_time_s": result.wall_time_s,
         },
     }

@@ -76,7 +76,11 @@ def test_paths_that_do_not_fit(tmp_path: Path) -> None:
         data.load(str(tmp_path / "missing.npz"))
     with pytest.raises(DataNotFoundError, match="no/such/dir"):
         data.load(str(tmp_path / "no" / "such" / "dir"))
+    table = tmp_path / "notes.csv"
+    table.write_text("hello")
+    with pytest.raises(DataError, match=r"notes.csv.*'\.csv' file"):
+        data.load(str(table))
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    with pytest.raises(DataError, match=r"notes.txt.*'\.txt' file"):
+    with pytest.raises(ConfigError, match=r"notes.txt' is a text file; expected a tokenizer"):
         data.load(str(text))

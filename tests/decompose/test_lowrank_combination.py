@@ -10,7 +10,7 @@ from prunekit.data import DataSplits
 import prunekit
 from prunekit.decompose import decompose
 from prunekit.measure import count_macs
-from prunekit.recover import TrainConfig, fit
+from prunekit.recover import TrainConfig, train
 from prunekit.structured import StructuredPruner
 
 
@@ -33,7 +33,7 @@ def test_prune_then_factorise_then_finetune(tmp_path) -> None:
     assert kinds == {"stem": "tucker2", "a": "tucker2", "b": "tucker2", "head": "asvd"}
     assert result.macs_after < count_macs(pruned, x) < count_macs(dense, x)
     before = [p.detach().clone() for p in result.model.parameters()]
-    fit(result.model, splits, TrainConfig(epochs=1, batch_size=16, max_steps_per_epoch=2), progress=False)
+    train(result.model, splits, TrainConfig(epochs=1, batch_size=16, max_steps_per_epoch=2), progress=False)
     assert any(not torch.equal(a, b) for a, b in zip(before, result.model.parameters()))
     # The factorised pruned model saves and rebuilds from the pruned model + the record.
     prunekit.save(result.model, tmp_path / "dec", original=pruned, transforms=[result])

@@ -13,7 +13,7 @@ from prunekit.errors import ConfigError
 from prunekit.gates import ChannelGates, HardConcrete
 from prunekit.gates.channel_gates import _key
 from prunekit.measure import count_macs
-from prunekit.recover import TrainConfig, fit
+from prunekit.recover import TrainConfig, train
 from prunekit.structured import Plan
 from prunekit.structured.apply import mask
 
@@ -166,7 +166,7 @@ def test_fit_trains_the_gates_with_the_model() -> None:
     net = Net()
     gates = ChannelGates(net, splits.example_input(2), target_macs=0.5, warmup_steps=8)
     before = [p.detach().clone() for p in gates.gates.parameters()]
-    fit(net, splits, TrainConfig(epochs=2, batch_size=32, lr=0.05, max_steps_per_epoch=8), progress=False,
+    train(net, splits, TrainConfig(epochs=2, batch_size=32, lr=0.05, max_steps_per_epoch=8), progress=False,
         callbacks=[gates])
     assert gates.steps == 16 and gates.budget() == 0.5
     assert any(not torch.equal(a, b) for a, b in zip(before, gates.gates.parameters()))

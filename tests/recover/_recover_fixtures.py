@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from prunekit.data.base import DataSplits
 
@@ -54,3 +56,16 @@ def state_equal(a: nn.Module | dict, b: nn.Module | dict) -> bool:
     sa = a.state_dict() if isinstance(a, nn.Module) else a
     sb = b.state_dict() if isinstance(b, nn.Module) else b
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+class DictImages(Dataset):
+    """Hugging Face-style samples: {"x", "labels", "index"} ("index" is not a model input)."""
+
+    def __init__(self, data: TensorDataset) -> None:
+        self.x, self.y = data.tensors
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"x": self.x[i], "labels": self.y[i], "index": i}

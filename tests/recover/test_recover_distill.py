@@ -1,4 +1,4 @@
-"""Distillation from the unpruned model and the sparsity regularisers, as fit callbacks."""
+"""Distillation from the unpruned model and the sparsity regularisers, as training-loop callbacks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
-from prunekit.recover import BNScaleL1, Distiller, GroupLasso, TrainConfig, distillation_loss, fit
+from prunekit.recover import BNScaleL1, Distiller, GroupLasso, TrainConfig, distillation_loss, train
 
 CONFIG = TrainConfig(epochs=1, batch_size=32, lr=0.05, max_steps_per_epoch=6)
 
@@ -29,11 +29,11 @@ def test_distiller_mixes_terms_and_never_touches_the_teacher() -> None:
     x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
     logits = student(x)
     ce = nn.functional.cross_entropy(logits, y)
-    assert torch.equal(Distiller(teacher, alpha=0.0).on_loss(0, student, x, y, logits, ce), ce)
-    only_kd = Distiller(teacher, alpha=1.0, temperature=2.0).on_loss(0, student, x, y, logits, ce)
+    assert torch.equal(Distiller(teacher, alpha=0.0).on_loss(0, student, (x, y), logits, ce), ce)
+    only_kd = Distiller(teacher, alpha=1.0, temperature=2.0).on_loss(0, student, (x, y), logits, ce)
     want = distillation_loss(logits, teacher.eval()(x), temperature=2.0)
     torch.testing.assert_close(only_kd, want)
-    fit(student, quadrant_splits(), CONFIG, progress=False, callbacks=[Distiller(teacher)])
+    train(student, quadrant_splits(), CONFIG, progress=False, callbacks=[Distiller(teacher)])
     assert state_equal(teacher.state_dict(), frozen)
 
 
@@ -47,8 +47,8 @@ def test_bn_scale_l1_penalty_and_its_effect() -> None:
     net = tiny_net()
     assert float(BNScaleL1(1.0).penalty(net)) == pytest.approx(float(net.bn.weight.abs().sum()))
     base, slim = tiny_net(), tiny_net()
-    fit(base, quadrant_splits(), CONFIG, progress=False)
-    fit(slim, quadrant_splits(), CONFIG, progress=False, callbacks=[BNScaleL1(0.5)])
+    train(base, quadrant_splits(), CONFIG, progress=False)
+    train(slim, quadrant_splits(), CONFIG, progress=False, callbacks=[BNScaleL1(0.5)])
     assert slim.bn.weight.abs().sum() < base.bn.weight.abs().sum()
     with pytest.raises(ConfigError, match="BatchNorm"):
         BNScaleL1().penalty(nn.Linear(2, 2))
@@ -66,5 +66,5 @@ def test_group_lasso_sums_per_channel_norms_over_the_group() -> None:
     lasso = GroupLasso(graph, 1.0)
     assert float(lasso.penalty(net)) == pytest.approx(float(want.sqrt().sum()), rel=1e-5)
     before = float(lasso.penalty(net))
-    fit(net, quadrant_splits(), CONFIG, progress=False, callbacks=[GroupLasso(graph, 0.2)])
+    train(net, quadrant_splits(), CONFIG, progress=False, callbacks=[GroupLasso(graph, 0.2)])
     assert float(lasso.penalty(net)) < before

@@ -1,4 +1,4 @@
-"""fit under `torchrun --nproc_per_node=2` (gloo on CPU): every rank ends with the same weights."""
+"""train under `torchrun --nproc_per_node=2` (gloo on CPU): every rank ends with the same weights."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ def _state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_two_ranks_end_with_identical_trained_weights(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["splits", "loader"])
+def test_two_ranks_end_with_identical_trained_weights(tmp_path: Path, mode: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", str(SCRIPT), str(tmp_path)]
+               "--nproc_per_node=2", str(SCRIPT), str(tmp_path), mode]
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired as exc:
@@ -38,9 +39,12 @@ def test_two_ranks_end_with_identical_trained_weights(tmp_path: Path) -> None:
     assert _state_equal(rank0, load_file(str(tmp_path / "run" / "model.safetensors")))
     infos = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [i["world_size"] for i in infos] == [2, 2]
-    assert all(i["group_destroyed"] for i in infos), "fit must destroy the group it created"
+    assert all(i["group_destroyed"] for i in infos), "train must destroy the group it created"
     assert infos[0]["history"] == infos[1]["history"], "metrics are reduced over ranks"
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    if mode == "loader":  # NOTE: sharded by rank: disjoint halves of one shuffled order
+        seen = [set(i["indices"]) for i in infos]
+        assert len(seen[0]) == len(seen[1]) == 4 * 16 and not seen[0] & seen[1]
 
 
 def test_single_process_context_touches_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""Gradual pruning inside prunekit.recover.fit through SparsityCallback, including --resume."""
+"""Gradual pruning inside prunekit.recover.train through SparsityCallback, including --resume."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from _sparsity_models import conv_mlp, splits
 
-from prunekit.recover import TrainConfig, fit
+from prunekit.recover import TrainConfig, train
 from prunekit.sparsity import Sparsifier, SparsityCallback
 from prunekit.sparsity.masks import masks
 
@@ -29,7 +29,7 @@ def test_fit_with_the_callback_prunes_gradually_to_the_target() -> None:
         def on_step_end(self, step: int, model: torch.nn.Module, loss: float) -> None:
             seen.append(sparsifier.sparsity_report()[1].sparsity)
 
-    fit(model, splits(), _CONFIG, progress=False, callbacks=[SparsityCallback(sparsifier), Spy()])
+    train(model, splits(), _CONFIG, progress=False, callbacks=[SparsityCallback(sparsifier), Spy()])
     schedule = sparsifier.schedule_
     numel = model.fc1.parametrizations.weight.original.numel()
     assert seen == [round(schedule.sparsity_at(t) * numel) / numel for t in range(24)]
@@ -40,16 +40,16 @@ def test_fit_with_the_callback_prunes_gradually_to_the_target() -> None:
 
 def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path: Path) -> None:
     straight, sparsifier = _prepared()
-    fit(straight, splits(), _CONFIG, progress=False, callbacks=[SparsityCallback(sparsifier)])
+    train(straight, splits(), _CONFIG, progress=False, callbacks=[SparsityCallback(sparsifier)])
     first, first_sparsifier = _prepared()
     short = TrainConfig(**{**_CONFIG.model_dump(), "epochs": 1})
-    fit(first, splits(), short, out_dir=tmp_path, progress=False,
+    train(first, splits(), short, out_dir=tmp_path, progress=False,
         callbacks=[SparsityCallback(first_sparsifier)])
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     checkpoint["config"] = _CONFIG.model_dump()  # NOTE: continue the same run for more epochs
     torch.save(checkpoint, tmp_path / "checkpoint.pt")
     resumed, resumed_sparsifier = _prepared()
-    fit(resumed, splits(), _CONFIG, out_dir=tmp_path, resume=True, progress=False,
+    train(resumed, splits(), _CONFIG, out_dir=tmp_path, resume=True, progress=False,
         callbacks=[SparsityCallback(resumed_sparsifier)])
     assert resumed_sparsifier.step_ == 23
     expected, got = straight.state_dict(), resumed.state_dict()

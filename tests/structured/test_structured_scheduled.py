@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError
-from prunekit.recover import TrainConfig, fit
+from prunekit.recover import TrainConfig, train
 from prunekit.structured import ScheduledPruner
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "recover"))
@@ -65,7 +65,7 @@ def test_as_a_fit_callback_with_resume_state() -> None:
     torch.manual_seed(0)
     splits, net = quadrant_splits(), Net()
     pruner = ScheduledPruner(net, splits.example_input(2), schedule=SCHEDULE[:1])
-    fit(net, splits, TrainConfig(epochs=2, batch_size=32, lr=0.05, max_steps_per_epoch=4), progress=False,
+    train(net, splits, TrainConfig(epochs=2, batch_size=32, lr=0.05, max_steps_per_epoch=4), progress=False,
         callbacks=[pruner])
     assert pruner.plan is not None and _removed_rows_are_zero(pruner)
     again = ScheduledPruner(net, splits.example_input(2), schedule=SCHEDULE[:1])

@@ -1,0 +1,137 @@
+"""A user's own task: ``loss_fn(model, batch) -> Tensor`` and optionally
+``metric_fn(model, batches) -> float | dict``.
+
+``evaluate`` reports ``metric_fn``'s result; without ``metric_fn`` the headline metric is the mean
+loss (lower is better). Batches reach the
+functions already on the model's device. ``outputs`` (for distillation) calls the model on the
+batch's inputs unless ``outputs_fn(model, batch)`` is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError, DataError
+from prunekit.tasks.base import BaseTask, Metrics, capped
+from prunekit.tasks.batches import (
+    TARGET_KEYS,
+    batch_size_of,
+    call_model,
+    device_of,
+    logits_of,
+    model_kwargs,
+    to_device,
+)
+
+__all__ = ["Custom"]
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+MetricFn = Callable[[nn.Module, Iterable[Any]], "float | Mapping[str, float]"]
+
+
+class Custom(BaseTask):
+    """A task made of the user's functions.
+
+    Args:
+        loss_fn: ``loss_fn(model, batch)`` -> scalar tensor with a gradient.
+        metric_fn: ``metric_fn(model, batches)`` -> a number (reported as ``metric``) or a dict of
+            numbers (which must hold ``metric``); None reports the mean loss.
+        metric: the headline metric's name (default "metric"; "loss" without ``metric_fn``).
+        higher_is_better: whether a larger ``metric`` is better (default True; False without
+            ``metric_fn``).
+        outputs_fn: ``outputs_fn(model, batch)`` -> what distillation compares (default: the
+            model's output on the batch's inputs).
+    """
+
+    name = "custom"
+
+    def __init__(self, loss_fn: LossFn, metric_fn: MetricFn | None = None, metric: str | None = None,
+                 higher_is_better: bool | None = None, *,
+                 outputs_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None) -> None:
+        for label, fn in (("loss_fn", loss_fn), ("metric_fn", metric_fn), ("outputs_fn", outputs_fn)):
+            if fn is not None and not callable(fn):
+                raise ConfigError(f"Custom: '{label}' must be a function; got {type(fn).__name__}. "
+                                  f"Pass e.g. lambda model, batch: ...")
+        if loss_fn is None:
+            raise ConfigError("Custom: 'loss_fn' is required; got None. Pass loss_fn(model, batch) "
+                              "returning a scalar tensor.")
+        if metric_fn is None and (metric not in (None, "loss") or higher_is_better):
+            raise ConfigError(f"Custom: metric={metric!r} / higher_is_better={higher_is_better!r} "
+                              f"need a metric_fn; got none (the metric is then the mean loss). Fix: "
+                              f"pass metric_fn(model, batches), or drop metric/higher_is_better.")
+        self.loss_fn, self.metric_fn, self.outputs_fn = loss_fn, metric_fn, outputs_fn
+        self.metric = metric or ("metric" if metric_fn is not None else "loss")
+        self.higher_is_better = (metric_fn is not None) if higher_is_better is None else higher_is_better
+
+    def _split(self, batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
+        if isinstance(batch, Mapping):
+            return (), {k: v for k, v in batch.items() if k not in TARGET_KEYS}, None
+        if isinstance(batch, (tuple, list)):
+            return (tuple(batch[:-1]) if len(batch) > 1 else tuple(batch)), {}, None
+        return (batch,), {}, None
+
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """``loss_fn(model, batch)``, checked to be a scalar tensor."""
+        value = self.loss_fn(model, to_device(batch, device_of(model)))
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise DataError(f"Custom: loss_fn must return a scalar tensor; got {got}. Fix: reduce "
+                            f"the loss, e.g. with .mean().")
+        return value.reshape(())
+
+    def outputs(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """``outputs_fn(model, batch)``, else the model's logits on the batch's inputs."""
+        batch = to_device(batch, device_of(model))
+        if self.outputs_fn is not None:
+            return self.outputs_fn(model, batch)
+        args, kwargs, _ = self._split(batch)
+        return logits_of(call_model(model, args, model_kwargs(model, kwargs) if kwargs else {}),
+                         what="outputs")
+
+    def loss_and_outputs(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        """The loss; outputs are None (computed only when a callback asks, by :meth:`outputs`)."""
+        return self.loss(model, batch), None
+
+    def batch_sums(self, model: nn.Module, batch: Any) -> dict[str, float]:
+        n = batch_size_of(batch)
+        return {"loss": float(self.loss(model, batch)) * n, "count": float(n)}
+
+    def summarise(self, totals: dict[str, float]) -> dict[str, float]:
+        count = totals.get("count", 0.0)
+        return {"loss": totals.get("loss", 0.0) / max(count, 1.0), "count": int(count)}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[Any], *,
+                 max_batches: int | None = None) -> Metrics:
+        """``metric_fn``'s result on the capped batches; without it, the mean loss (``loss``,
+        ``count``). One pass either way, so a one-shot iterable of batches works too."""
+        if self.metric_fn is None:
+            return super().evaluate(model, batches, max_batches=max_batches)
+        device, was_training = device_of(model), model.training
+        model.eval()
+        try:
+            value = self.metric_fn(model, _moved(capped(batches, max_batches, owner="Custom"), device))
+        finally:
+            model.train(was_training)
+        if isinstance(value, Mapping):
+            if self.metric not in value:
+                raise DataError(f"Custom: metric_fn returned keys {sorted(value)}; expected "
+                                f"'{self.metric}' among them. Fix: return it, or pass metric=<key>.")
+            return Metrics({k: float(v) for k, v in value.items()})
+        try:
+            return Metrics({self.metric: float(value)})
+        except (TypeError, ValueError):
+            raise DataError(f"Custom: metric_fn must return a number or a dict of numbers; got "
+                            f"{type(value).__name__}. Fix: return e.g. a float.") from None
+
+    def __repr__(self) -> str:
+        return f"Custom(metric={self.metric!r}, higher_is_better={self.higher_is_better})"
+
+
+def _moved(batches: Iterable[Any], device: torch.device) -> Iterator[Any]:
+    for batch in batches:
+        yield to_device(batch, device)
