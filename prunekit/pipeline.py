@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from prunekit import data as datasets
+from prunekit._seed import seeded
 from prunekit import models
 from prunekit.data import DataSplits
 from prunekit.graph import DependencyGraph
@@ -36,9 +37,9 @@ def build(model: str, data: str, *, data_dir: str | None = None, weights: str | 
     """Load ``data`` and create ``model`` sized for it (class count and input channels)."""
     models.MODELS.get(model)  # NOTE: a misspelt model name fails before seconds of data loading.
     splits = datasets.load(data, data_dir=data_dir, seed=seed)
-    torch.manual_seed(seed)
-    net = models.create(model, num_classes=splits.num_classes, in_channels=splits.input_shape[0],
-                        weights=weights)
+    with seeded(seed):  # NOTE: the initial weights; the caller's RNG state is restored after.
+        net = models.create(model, num_classes=splits.num_classes, in_channels=splits.input_shape[0],
+                            weights=weights)
     return net, splits
 
 

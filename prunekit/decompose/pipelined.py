@@ -50,7 +50,7 @@ def _worker(rank: int, stages: tuple[nn.Module, ...], inputs: tuple[torch.Tensor
 
     from prunekit.io import save_json, save_weights
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads)  # NOTE: a spawned worker process of its own; nothing to restore.
     world_size = len(stages)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world_size)

@@ -9,16 +9,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit._gc import without_gc
 from prunekit.errors import ConfigError, did_you_mean
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.importance.reductions import shared_reductions
 from prunekit.importance.stats import LossFn, Stats, collect, missing_batches
 
 __all__ = ["score"]
-
-
-@without_gc
 def score(graph: DependencyGraph, model: nn.Module, criterion: str = "l2", *,
           batches: Iterable[Any] | None = None, seed: int = 0, stats: Stats | None = None,
           loss_fn: LossFn | None = None, max_batches: int | None = None,

@@ -1,7 +1,7 @@
 """Wall-clock latency of one forward pass, in PyTorch eager or ONNX Runtime, with its spread.
 
 Protocol: fixed thread count, warm-up calls first, then each call timed on its own with
-``time.perf_counter`` (garbage collector paused). Unless ``repeats`` is given, calls continue
+``time.perf_counter`` (one garbage collection before, the collector left on). Unless ``repeats`` is given, calls continue
 until they add up to ``min_time_s``, within [MIN_REPEATS, MAX_REPEATS] calls: a tiny model gets
 many repeats, ResNet-50 at batch 64 a few. Median and p10-p90 are reported, not the minimum.
 """
@@ -81,17 +81,14 @@ def _time_calls(call: Callable[[], object], timing: _Timing) -> list[float]:
     """Seconds per call of ``call`` after the warm-up calls (protocol in the module docstring)."""
     for _ in range(timing.warmup):
         call()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # NOTE: as timeit does; a collection inside one call is noise, not latency.
+    # NOTE: the collector stays on (other threads and the model's own code run meanwhile); one
+    # collection first clears the warm-up's garbage, and the median ignores a rare collection.
+    gc.collect()
     times: list[float] = []
-    try:
-        while not timing.done(times):
-            start = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - start)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    while not timing.done(times):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
     return times
 
 

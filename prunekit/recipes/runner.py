@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from prunekit._seed import seeded
 from prunekit.errors import ConfigError
 from prunekit.io import load_json, save_json
 from prunekit.recipes.checkpoint import load_state
@@ -107,9 +108,9 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
         stage = recipe.stages[index]
         kind = stage_kind(stage)
         bar.set_postfix_str(kind)
-        torch.manual_seed(recipe.seed + index)
         started = time.perf_counter()
-        summary = STAGES.get(kind).factory(state, stage_options(stage), recipe.seed + index)
+        with seeded(recipe.seed + index):  # NOTE: the caller's RNG state is restored after the stage.
+            summary = STAGES.get(kind).factory(state, stage_options(stage), recipe.seed + index)
         record = {"index": index, "kind": kind, "options": stage_options(stage).model_dump(mode="json"),
                   "summary": summary, "seconds": time.perf_counter() - started,
                   "profile": _profile(state, f"after {kind}", recipe.profile_latency)}

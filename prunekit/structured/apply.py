@@ -17,7 +17,6 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from prunekit._clone import clone_module
-from prunekit._gc import without_gc
 from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import submodule, tensor_of
@@ -53,9 +52,6 @@ def _removals(graph: DependencyGraph, plan: Plan) -> dict[tuple[str, int], set[i
                 removals[(member.tensor, member.axis)].update(
                     start + c * inner + o for c in removed for o in range(inner))
     return removals
-
-
-@without_gc
 def apply(model: nn.Module, graph: DependencyGraph, plan: Plan, *, example_inputs: Any = None,
           verify_result: bool = True, rtol: float = 1e-4, atol: float = 1e-5) -> nn.Module:
     """A new, smaller, ordinary ``nn.Module`` with the plan's channels removed.
