@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _results import write_section  # noqa: E402
+from _results import write_section
 
 STATEMENTS = {
     "python (nothing)": "pass",
@@ -36,9 +36,9 @@ def _seconds(statement: str) -> float:
 
 
 def _commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, check=True,
                            text=True, cwd=Path(__file__).resolve().parent).stdout.strip()
     return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
 
@@ -63,9 +63,9 @@ def main() -> None:
         beyond = f"{extra:+.3f} s" if label.startswith("import prunekit") else ""
         rows.append(f"| `{label}` | {median[label]:.3f} | {min(values):.3f} | {max(values):.3f} | {beyond} |")
     command = f"`.venv/bin/python benchmarks/import_time.py --repeats {args.repeats}`"
-    rows = [f"Command: {command}; git commit {_commit()}; Python {sys.version.split()[0]}, "
-            f"torch {__import__('torch').__version__}. Each statement runs in a fresh interpreter "
-            f"{args.repeats} times, interleaved; wall time of the whole run.",
+    rows = [(f"Command: {command}; git commit {_commit()}; Python {sys.version.split()[0]}, "
+             f"torch {__import__('torch').__version__}. Each statement runs in a fresh interpreter "
+             f"{args.repeats} times, interleaved; wall time of the whole run."),
             *([args.note] if args.note else []), "", *rows, "",
             f"Optional heavy modules loaded by `import prunekit`: {loaded} (of {', '.join(HEAVY)})."]
     print("\n".join(rows))

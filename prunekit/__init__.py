@@ -60,7 +60,34 @@ _SUBPACKAGES = frozenset({
     "recipes", "recover", "measure", "hf", "io", "errors", "cli", "integrations", "registry",
 })
 
-__all__ = sorted(_PUBLIC)
+__all__ = [
+    "ChannelGates",
+    "ChannelGroup",
+    "DataSplits",
+    "DependencyGraph",
+    "Plan",
+    "Profile",
+    "PrunekitError",
+    "Sparsifier",
+    "StructuredPruner",
+    "Target",
+    "TrainConfig",
+    "allocate",
+    "apply",
+    "compare",
+    "create_model",
+    "decompose",
+    "evaluate",
+    "load",
+    "load_data",
+    "one_shot",
+    "profile",
+    "prune_depth",
+    "register_rule",
+    "run_recipe",
+    "save",
+    "train",
+]
 
 
 def __getattr__(name: str) -> Any:

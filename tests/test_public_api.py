@@ -31,6 +31,10 @@ def test_top_level_api_is_small_and_documented() -> None:
         assert getattr(prunekit, attr).__doc__, f"prunekit.{attr} has no docstring"
 
 
+def test_all_is_the_lazy_mapping() -> None:
+    assert sorted(prunekit.__all__) == sorted(prunekit._PUBLIC)
+
+
 def test_dir_lists_the_surface() -> None:
     listed = dir(prunekit)
     assert set(prunekit.__all__) <= set(listed)
