@@ -178,7 +178,7 @@ def _prune_model(net: nn.Module, splits: DataSplits, pruner: StructuredPruner, f
 
 
 def prune(model: str, data: str = "fashion_mnist", *, target: Mapping[str, Any],
-          criterion: str = "l2", scope: str = "local", round_to: int | str = "auto", ignore: Sequence[str] = (),
+          importance: str = "l2", scope: str = "local", round_to: int | str = "auto", ignore: Sequence[str] = (),
           steps: int = 1, options: Mapping[str, Any] | None = None, weights: str | None = None,
           baseline_epochs: int = 1, finetune_epochs: int = 1, train_config: TrainConfig | None = None,
           data_dir: str | None = None, out_dir: str | os.PathLike[str] | None = None,
@@ -194,7 +194,7 @@ def prune(model: str, data: str = "fashion_mnist", *, target: Mapping[str, Any],
     against the dense model and the layout), which ``prunekit.load`` reads back.
     """
     config = train_config or TrainConfig()
-    pruner = StructuredPruner(dict(target), importance=criterion, scope=scope, round_to=round_to,
+    pruner = StructuredPruner(dict(target), importance=importance, scope=scope, round_to=round_to,
                               ignore=tuple(ignore), steps=steps, seed=config.seed,
                               options=dict(options) if options else None)
     pruner.validate_params()  # NOTE: a bad option fails before seconds of data loading and training.

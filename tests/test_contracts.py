@@ -1,8 +1,8 @@
-"""The contract battery (STYLE.md guideline 16): every pattern model and zoo model, every criterion.
+"""The contract battery (STYLE.md guideline 16): every pattern model and zoo model, every importance.
 
 A model pruned 50 % by l2 is an ordinary ``nn.Module`` (no hooks, no parametrizations), exports
 with ``torch.export`` and to ONNX (ONNX Runtime agrees with torch), the same seed gives the same
-plan, and ``apply`` is atomic. Every registered importance criterion is pure: the model is left
+plan, and ``apply`` is atomic. Every registered importance is pure: the model is left
 unchanged, the scores have shape ``[size]`` and repeat exactly.
 """
 
@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from prunekit.graph import DependencyGraph
-from prunekit.importance import CRITERIA, score
+from prunekit.importance import IMPORTANCE, score
 from prunekit.measure import export_onnx
 from prunekit.models import create
 from prunekit.structured import Plan, allocate, apply, verify
@@ -160,17 +160,17 @@ def _batches(case: Case) -> list[tuple[torch.Tensor, torch.Tensor]]:
 CRITERION_MODELS = [n for n in MODELS if n not in HEAVY and n != "mobilenet_v3_small"]
 
 
-@pytest.mark.parametrize("criterion", CRITERIA.names())
+@pytest.mark.parametrize("importance", IMPORTANCE.names())
 @pytest.mark.parametrize("name", CRITERION_MODELS)
-def test_criterion_is_pure(criterion: str, name: str) -> None:
+def test_importance_is_pure(importance: str, name: str) -> None:
     case = _case(name)
-    entry = CRITERIA.get(criterion)
+    entry = IMPORTANCE.get(importance)
     data = {"batches": _batches(case)} if entry.meta.get("needs_data") or entry.meta.get("needs") else {}
     before = _snapshot(case.model)
-    first = score(case.graph, case.model, criterion, **data)
-    second = score(case.graph, case.model, criterion, **data)
+    first = score(case.graph, case.model, importance, **data)
+    second = score(case.graph, case.model, importance, **data)
     _assert_unchanged(before, _snapshot(case.model))
     assert set(first) == {g.id for g in case.graph.prunable}
     for group in case.graph.prunable:
-        assert first[group.id].shape == (group.size,), (criterion, group.id)
-        assert torch.equal(first[group.id], second[group.id]), (criterion, group.id)
+        assert first[group.id].shape == (group.size,), (importance, group.id)
+        assert torch.equal(first[group.id], second[group.id]), (importance, group.id)

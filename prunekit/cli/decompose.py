@@ -72,7 +72,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def stage(args: argparse.Namespace) -> dict[str, Any]:
     """The decomposition parameters (the recipe stage) the options describe."""
     return {"method": args.method, "rank": args.rank, "energy": args.energy,
-            "target_macs": args.target_macs, "include": args.include, "exclude": list(args.exclude),
+            "target": None if args.target_macs is None else {"macs": args.target_macs},
+            "include": args.include, "ignore": list(args.exclude),
             "options": {"force": True} if args.force else None}
 
 

@@ -64,10 +64,10 @@ def _round_to(text: str) -> int | str:
 
 def _add_pruner_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pruner (same keys as the recipe stage)")
-    from prunekit.importance import CRITERIA
+    from prunekit.importance import IMPORTANCE
 
     group.add_argument("--criterion", default="l2", metavar="NAME",
-                       help=f"importance criterion: {', '.join(CRITERIA.names())} (default: l2)")
+                       help=f"importance (how channels are scored): {', '.join(IMPORTANCE.names())} (default: l2)")
     group.add_argument("--scope", choices=("local", "global"), default="local",
                        help="local: every group loses the same fraction; global: one ranking over "
                             "all groups (default: local)")
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     params = stage(args)
     config = options.config_from_args(args, TrainConfig)
     results = pipeline.prune(
-        args.model, args.data, target=params["target"], criterion=params["importance"],
+        args.model, args.data, target=params["target"], importance=params["importance"],
         scope=params["scope"], round_to=params["round_to"], ignore=params["ignore"],
         steps=params["steps"], options=params["options"], weights=args.weights,
         baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,

@@ -36,11 +36,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_sparsity_options(parser: argparse.ArgumentParser) -> None:
-    from prunekit.sparsity import CRITERIA
+    from prunekit.sparsity import IMPORTANCE
     from prunekit.sparsity.pipeline import CALIBRATION_METHODS, SCHEDULE_CHOICES
 
     group = parser.add_argument_group("sparsity")
-    methods = [*CRITERIA.names(), *CALIBRATION_METHODS]
+    methods = [*IMPORTANCE.names(), *CALIBRATION_METHODS]
     group.add_argument("--method", default="magnitude", metavar="NAME",
                        help=f"how weights are scored: {', '.join(methods)} (default: magnitude)")
     group.add_argument("--sparsity", type=float, default=None, metavar="S",
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     sparsity = args.sparsity if args.sparsity is not None or ":" in args.pattern else 0.5
     results = sparsify(
         args.model, args.data, method=args.method, sparsity=sparsity, pattern=args.pattern,
-        scope=args.scope, schedule=args.schedule, exclude=args.exclude, weights=args.weights,
+        scope=args.scope, schedule=args.schedule, ignore=args.exclude, weights=args.weights,
         baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
         train_config=options.config_from_args(args, TrainConfig), ramp=args.ramp,
         updates=args.updates, calibration_batches=args.calibration_batches,

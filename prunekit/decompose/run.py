@@ -26,8 +26,8 @@ __all__ = ["decompose_model"]
 
 def decompose_model(model: str, data: str = "fashion_mnist", *, method: str = "auto",
                     rank: int | float | str | None = None, energy: float | None = None,
-                    target_macs: float | None = None, include: Sequence[str] | None = None,
-                    exclude: Sequence[str] = (), options: Mapping[str, Any] | None = None,
+                    target: Mapping[str, Any] | None = None, include: Sequence[str] | None = None,
+                    ignore: Sequence[str] = (), options: Mapping[str, Any] | None = None,
                     weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
                     train_config: TrainConfig | None = None, calibration_batches: int = 4,
                     data_dir: str | None = None, out_dir: str | os.PathLike[str] | None = None,
@@ -35,7 +35,7 @@ def decompose_model(model: str, data: str = "fashion_mnist", *, method: str = "a
                     backends: Sequence[str] = DEFAULT_BACKENDS) -> dict[str, Any]:
     """Train ``baseline_epochs`` (when no ``weights``), profile, factorise, fine-tune, profile.
 
-    The rank rule is one of ``rank``, ``energy`` or ``target_macs`` (see
+    The rank rule is one of ``rank``, ``energy`` or ``target`` (``{"macs": 0.5}``, see
     :func:`~prunekit.decompose.decompose`); ``asvd``/``auto`` whiten with the first
     ``calibration_batches`` training batches of 64. Returns the results dict with the before/after
     profiles, the per-layer records and the comparison ``table``.
@@ -45,17 +45,17 @@ def decompose_model(model: str, data: str = "fashion_mnist", *, method: str = "a
     example = splits.example_input(1)
     results: dict[str, Any] = {"command": "decompose", "model": model, "data": splits.name,
                                "weights": weights, "method": method, "rank": rank, "energy": energy,
-                               "target_macs": target_macs}
+                               "target": target}
     # NOTE: a bad rank, method or layer pattern fails here, before seconds of training.
-    check_arguments(net, method=method, rank=rank, energy=energy, target_macs=target_macs,
-                    include=include, exclude=exclude, options=options)
+    check_arguments(net, method=method, rank=rank, energy=energy, target=target,
+                    include=include, ignore=ignore, options=options)
     if (baseline := train_baseline(net, splits, config, baseline_epochs, weights=weights, progress=progress)):
         results["baseline"] = baseline
     measure = {"batch_sizes": tuple(batch_sizes), "threads": threads, "backends": tuple(backends),
                "dataset": splits.test}
     before = profile(net, example, name=model, **measure)
-    result = decompose(net, example_input=example, method=method, rank=rank, energy=energy,
-                       target_macs=target_macs, include=include, exclude=exclude, options=options,
+    result = decompose(net, example_inputs=example, method=method, rank=rank, energy=energy,
+                       target=target, include=include, ignore=ignore, options=options,
                        calibration=[x for x, _ in calibration_batches_of(splits, calibration_batches)],
                        progress=progress)
     factorised = result.model

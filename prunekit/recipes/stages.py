@@ -155,10 +155,10 @@ def gates(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     from prunekit.gates import ChannelGates
 
     o = options
-    gated = ChannelGates(state.model, state.example(), target_macs=o.target_macs,  # type: ignore[attr-defined]
+    gated = ChannelGates(o.target,  # type: ignore[attr-defined]
                          warmup_steps=o.warmup_steps, init_log_alpha=o.init_log_alpha,  # type: ignore[attr-defined]
                          ignore=tuple(o.ignore), round_to=o.round_to,  # type: ignore[attr-defined]
-                         lr=o.gate_lr, init_importance=o.init_importance)  # type: ignore[attr-defined]
+                         lr=o.gate_lr, init_importance=o.init_importance).fit(state.model, state.example())  # type: ignore[attr-defined]
     try:
         trained = _fit(state, _train_config(options, seed), [gated, *_distillers(state, options)])
     finally:
@@ -167,7 +167,7 @@ def gates(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     state.model = hardened.model
     state.plans.append(hardened.plan.to_dict())
     return {"train": trained, "achieved": hardened.achieved, "open_gates": hardened.open_gates,
-            "skipped_groups": gated.skipped}
+            "skipped_groups": gated.skipped_}
 
 
 @STAGES.register("sparsify")
@@ -178,7 +178,7 @@ def sparsify(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     o = options
     state.model, rows, info = sparsify_model(
         state.model, state.splits, method=o.method, sparsity=o.sparsity, pattern=o.pattern,  # type: ignore[attr-defined]
-        scope=o.scope, schedule=o.schedule, exclude=tuple(o.exclude), ramp=o.ramp, updates=o.updates,  # type: ignore[attr-defined]
+        scope=o.scope, schedule=o.schedule, ignore=tuple(o.ignore), ramp=o.ramp, updates=o.updates,  # type: ignore[attr-defined]
         calibration_batches=o.calibration_batches, finetune=_train_config(options, seed),  # type: ignore[attr-defined]
         progress=state.progress)
     return {"achieved_sparsity": info["achieved_sparsity"], "target": info["sparsity"],
@@ -195,9 +195,9 @@ def decompose_stage(state: RunState, options: BaseModel, seed: int) -> dict[str,
         raise ConfigError("a recipe can factorise its model once: a second decompose stage would factorise "
                           "already factorised layers. Merge the two stages into one.")
     rank = tuple(o.rank) if isinstance(o.rank, list) else o.rank  # type: ignore[attr-defined]
-    result = decompose(state.model, example_input=state.example(), method=o.method, rank=rank,  # type: ignore[attr-defined]
-                       energy=o.energy, target_macs=o.target_macs, include=o.include,  # type: ignore[attr-defined]
-                       exclude=tuple(o.exclude), options=o.options,  # type: ignore[attr-defined]
+    result = decompose(state.model, example_inputs=state.example(), method=o.method, rank=rank,  # type: ignore[attr-defined]
+                       energy=o.energy, target=o.target, include=o.include,  # type: ignore[attr-defined]
+                       ignore=tuple(o.ignore), options=o.options,  # type: ignore[attr-defined]
                        calibration=state.calibration(o.calibration_batches), progress=state.progress)  # type: ignore[attr-defined]
     if result.layers:
         state.factorised_from, state.factorised = state.model, list(result.layers)

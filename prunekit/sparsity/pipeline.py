@@ -1,6 +1,6 @@
 """`prunekit sparsify` as one library call: baseline, profile, sparsify, fine-tune, profile, save.
 
-Methods: the Sparsifier's criteria (``magnitude``, ``random``, ``taylor``, ``movement``), one-shot
+Methods: the Sparsifier's importance (``magnitude``, ``random``, ``taylor``, ``movement``), one-shot
 or ramped by a schedule during fine-tuning, and the calibration methods ``wanda`` / ``sparsegpt``
 (:mod:`prunekit.sparsity.oneshot`, one-shot only). Fine-tuning always keeps the zeros: the weights
 train under masks, which are finalized into plain zeros at the end.
@@ -24,7 +24,7 @@ from prunekit.measure.latency import DEFAULT_BACKENDS
 from prunekit.recover import TrainConfig, fit
 from prunekit.sparsity import masks as masking
 from prunekit.sparsity.callback import SparsityCallback
-from prunekit.sparsity.criteria import CRITERIA
+from prunekit.sparsity.importance import IMPORTANCE
 from prunekit.sparsity.patterns import Pattern, check_layer
 from prunekit.sparsity.report import LayerSparsity, sparsity_report, total_sparsity
 from prunekit.sparsity.sparsifier import Sparsifier, select_targets
@@ -41,7 +41,7 @@ LATENCY_NOTE = ("Zeros in weights give no speed-up in PyTorch's dense kernels: t
 
 
 def _check(method: str, schedule: str, finetune_epochs: int, ramp: float, updates: int) -> None:
-    methods = [*CRITERIA.names(), *CALIBRATION_METHODS]
+    methods = [*IMPORTANCE.names(), *CALIBRATION_METHODS]
     if method not in methods:
         raise ConfigError(f"sparsify: unknown method '{method}'.{did_you_mean(method, methods)} "
                           f"Choose one of {', '.join(methods)}.")
@@ -50,7 +50,7 @@ def _check(method: str, schedule: str, finetune_epochs: int, ramp: float, update
                           f"'{schedule}'.{did_you_mean(schedule, SCHEDULE_CHOICES)}")
     if schedule != "one_shot" and method in CALIBRATION_METHODS:
         raise ConfigError(f"sparsify: method '{method}' prunes in one shot from calibration data; "
-                          f"schedule '{schedule}' needs a criterion the loop can re-apply. Use "
+                          f"schedule '{schedule}' needs an importance the loop can re-apply. Use "
                           f"--schedule one_shot with {method}, or --method magnitude.")
     if schedule != "one_shot" and finetune_epochs < 1:
         raise ConfigError(f"sparsify: schedule '{schedule}' prunes during fine-tuning, but "
@@ -77,7 +77,7 @@ def _steps_per_epoch(splits: DataSplits, config: TrainConfig) -> int:
     return min(steps, config.max_steps_per_epoch or steps)
 
 
-def _sparsify_with_criterion(net: nn.Module, splits: DataSplits, sparsifier: Sparsifier,
+def _sparsify_with_importance(net: nn.Module, splits: DataSplits, sparsifier: Sparsifier,
                              finetune: TrainConfig, calibration: list, progress: bool,
                              ramped: bool) -> tuple[list[LayerSparsity], dict[str, Any] | None]:
     """Masks from the Sparsifier, one-shot (then fine-tune under them) or ramped during fine-tuning."""
@@ -96,14 +96,14 @@ def _sparsify_with_criterion(net: nn.Module, splits: DataSplits, sparsifier: Spa
 
 
 def _sparsify_with_calibration(net: nn.Module, splits: DataSplits, method: str, sparsity: float,
-                               pattern: Pattern, exclude: Sequence[str], finetune: TrainConfig,
+                               pattern: Pattern, ignore: Sequence[str], finetune: TrainConfig,
                                calibration: list, progress: bool
                                ) -> tuple[nn.Module, list[LayerSparsity], dict[str, Any] | None]:
     """Wanda / SparseGPT in one shot, then fine-tuning with their zeros held by masks."""
     from prunekit.sparsity.oneshot import one_shot  # NOTE: lazy: the one-shot code is optional here.
 
     result = one_shot(net, calibration, method=method, sparsity=sparsity, pattern=pattern,
-                      exclude=list(exclude), progress=progress, inplace=False)
+                      ignore=list(ignore), progress=progress, inplace=False)
     sparse = result.model
     names = [f"{layer.name}.weight" for layer in result.layers]
     tuned = None
@@ -117,39 +117,39 @@ def _sparsify_with_calibration(net: nn.Module, splits: DataSplits, method: str, 
 
 def sparsify_model(net: nn.Module, splits: DataSplits, *, method: str = "magnitude",
                    sparsity: float | None = 0.5, pattern: str | Pattern = "unstructured", scope: str = "layer",
-                   schedule: str = "one_shot", exclude: Sequence[str] = (), finetune: TrainConfig | None = None,
+                   schedule: str = "one_shot", ignore: Sequence[str] = (), finetune: TrainConfig | None = None,
                    ramp: float = 0.75, updates: int = 20, calibration_batches: int = 8,
                    progress: bool = True) -> tuple[nn.Module, list[LayerSparsity], dict[str, Any]]:
     """Sparsify an in-memory model on ``splits`` and fine-tune under the masks (the recipe stage).
 
     Returns ``(model, per-layer report, info)``: the model holds plain zeros (masks finalized); it is
-    ``net`` itself for the criterion methods and a new module for wanda/sparsegpt. ``info`` has the
+    ``net`` itself for the importance methods and a new module for wanda/sparsegpt. ``info`` has the
     target sparsity, the schedule in steps and the fine-tune history.
     """
     finetune = finetune or TrainConfig(epochs=0)
     _check(method, schedule, finetune.epochs, ramp, updates)
     parsed = Pattern.parse(pattern)
-    sparsifier = Sparsifier(sparsity, pattern=parsed, criterion=method if method in CRITERIA else "magnitude",
+    sparsifier = Sparsifier(sparsity, pattern=parsed, importance=method if method in IMPORTANCE else "magnitude",
                             scope=scope, schedule=_schedule(schedule, 100, ramp, updates),
-                            exclude=tuple(exclude), seed=finetune.seed)
+                            ignore=tuple(ignore), seed=finetune.seed)
     _, target, _ = sparsifier.validate_params()
     if method in CALIBRATION_METHODS and scope != "layer":
         raise ConfigError(f"sparsify: method '{method}' prunes each layer to the same sparsity; "
-                          f"scope '{scope}' is only for the criterion methods. Use scope 'layer'.")
-    for name in select_targets(net, None, tuple(exclude)):
+                          f"scope '{scope}' is only for the importance methods. Use scope 'layer'.")
+    for name in select_targets(net, None, tuple(ignore)):
         check_layer(name, tuple(net.get_parameter(name).shape), parsed)
     from prunekit.pipeline import calibration_batches as first_batches
 
     calibration = first_batches(splits, calibration_batches)
     info: dict[str, Any] = {"sparsity": target, "pattern": str(parsed), "method": method}
     if method in CALIBRATION_METHODS:
-        net, rows, tuned = _sparsify_with_calibration(net, splits, method, target, parsed, exclude,
+        net, rows, tuned = _sparsify_with_calibration(net, splits, method, target, parsed, ignore,
                                                       finetune, calibration, progress)
     else:
         plan = _schedule(schedule, finetune.epochs * _steps_per_epoch(splits, finetune), ramp, updates)
         sparsifier.schedule = plan
         info["schedule_steps"] = plan
-        rows, tuned = _sparsify_with_criterion(net, splits, sparsifier, finetune, calibration,
+        rows, tuned = _sparsify_with_importance(net, splits, sparsifier, finetune, calibration,
                                                progress, ramped=schedule != "one_shot")
     info["finetune"] = tuned
     info["achieved_sparsity"] = total_sparsity(rows)
@@ -158,7 +158,7 @@ def sparsify_model(net: nn.Module, splits: DataSplits, *, method: str = "magnitu
 
 def sparsify(model: str, data: str = "fashion_mnist", *, method: str = "magnitude",
              sparsity: float | None = 0.5, pattern: str = "unstructured", scope: str = "layer",
-             schedule: str = "one_shot", exclude: Sequence[str] = (), weights: str | None = None,
+             schedule: str = "one_shot", ignore: Sequence[str] = (), weights: str | None = None,
              baseline_epochs: int = 1, finetune_epochs: int = 1, train_config: TrainConfig | None = None,
              ramp: float = 0.75, updates: int = 20, calibration_batches: int = 8,
              data_dir: str | None = None, out_dir: str | os.PathLike[str] | None = None,
@@ -169,7 +169,7 @@ def sparsify(model: str, data: str = "fashion_mnist", *, method: str = "magnitud
     ``schedule="gradual"`` (Zhu & Gupta's cubic) or ``"iterative"`` ramps the sparsity over the
     first ``ramp`` fraction of the ``finetune_epochs`` in ``updates`` mask updates, then trains at
     the target; ``"one_shot"`` prunes before fine-tuning. Every Conv/Linear weight but the
-    classifier is sparsified, minus ``exclude``. With ``out_dir``: ``results.json`` and
+    classifier is sparsified, minus ``ignore``. With ``out_dir``: ``results.json`` and
     ``sparse.safetensors`` (read back by :func:`prunekit.sparsity.load_sparse`).
     """
     from prunekit.pipeline import _architecture, _finish, build, is_rank_zero, train_baseline, with_epochs
@@ -177,15 +177,15 @@ def sparsify(model: str, data: str = "fashion_mnist", *, method: str = "magnitud
     _check(method, schedule, finetune_epochs, ramp, updates)
     parsed = Pattern.parse(pattern)
     config = train_config or TrainConfig()
-    sparsifier = Sparsifier(sparsity, pattern=parsed, criterion=method if method in CRITERIA else "magnitude",
+    sparsifier = Sparsifier(sparsity, pattern=parsed, importance=method if method in IMPORTANCE else "magnitude",
                             scope=scope, schedule=_schedule(schedule, 100, ramp, updates),
-                            exclude=tuple(exclude), seed=config.seed)
+                            ignore=tuple(ignore), seed=config.seed)
     _, target, _ = sparsifier.validate_params()  # NOTE: bad options fail before data and training.
     if method in CALIBRATION_METHODS and scope != "layer":
         raise ConfigError(f"sparsify: method '{method}' prunes each layer to the same sparsity; "
-                          f"scope '{scope}' is only for the criterion methods. Use --scope layer.")
+                          f"scope '{scope}' is only for the importance methods. Use --scope layer.")
     net, splits = build(model, data, data_dir=data_dir, weights=weights, seed=config.seed)
-    for name in select_targets(net, None, tuple(exclude)):  # NOTE: fail before the baseline trains.
+    for name in select_targets(net, None, tuple(ignore)):  # NOTE: fail before the baseline trains.
         check_layer(name, tuple(net.get_parameter(name).shape), parsed)
     results: dict[str, Any] = {"command": "sparsify", "model": model, "data": splits.name,
                                "weights": weights, "method": method, "sparsity": target,
@@ -198,7 +198,7 @@ def sparsify(model: str, data: str = "fashion_mnist", *, method: str = "magnitud
     dense_nonzero = count_nonzero(net)
     finetune = with_epochs(config, finetune_epochs)
     net, rows, info = sparsify_model(net, splits, method=method, sparsity=sparsity, pattern=parsed,
-                                     scope=scope, schedule=schedule, exclude=exclude, finetune=finetune,
+                                     scope=scope, schedule=schedule, ignore=ignore, finetune=finetune,
                                      ramp=ramp, updates=updates, calibration_batches=calibration_batches,
                                      progress=progress)
     if "schedule_steps" in info:

@@ -19,8 +19,8 @@ def _parser() -> argparse.ArgumentParser:
 def test_options_become_the_stage() -> None:
     args = _parser().parse_args(["decompose", "--model", "resnet20", "--method", "tucker",
                                  "--target-macs", "0.5", "--exclude", "fc", "--include", "layer*"])
-    assert command.stage(args) == {"method": "tucker", "rank": None, "energy": None, "target_macs": 0.5,
-                                   "include": ["layer*"], "exclude": ["fc"], "options": None}
+    assert command.stage(args) == {"method": "tucker", "rank": None, "energy": None, "target": {"macs": 0.5},
+                                   "include": ["layer*"], "ignore": ["fc"], "options": None}
     for text, value in (("16", 16), ("0.5", 0.5), ("vbmf", "vbmf")):
         args = _parser().parse_args(["decompose", "--model", "m", "--rank", text, "--force"])
         assert command.stage(args)["rank"] == value and command.stage(args)["options"] == {"force": True}
