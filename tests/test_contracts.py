@@ -157,11 +157,11 @@ def _batches(case: Case) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(case.x, out.argmax(-1))]
 
 
-CRITERION_MODELS = [n for n in MODELS if n not in HEAVY and n != "mobilenet_v3_small"]
+IMPORTANCE_MODELS = [n for n in MODELS if n not in HEAVY and n != "mobilenet_v3_small"]
 
 
 @pytest.mark.parametrize("importance", IMPORTANCE.names())
-@pytest.mark.parametrize("name", CRITERION_MODELS)
+@pytest.mark.parametrize("name", IMPORTANCE_MODELS)
 def test_importance_is_pure(importance: str, name: str) -> None:
     case = _case(name)
     entry = IMPORTANCE.get(importance)
@@ -174,3 +174,52 @@ def test_importance_is_pure(importance: str, name: str) -> None:
     for group in case.graph.prunable:
         assert first[group.id].shape == (group.size,), (importance, group.id)
         assert torch.equal(first[group.id], second[group.id]), (importance, group.id)
+
+
+def _process_state() -> dict[str, Any]:
+    """What no prunekit call may leave changed: GC, torch's RNG, thread count, torch's classes."""
+    import gc
+
+    return {"gc": gc.isenabled(), "rng": torch.random.get_rng_state(), "threads": torch.get_num_threads(),
+            "mha": nn.MultiheadAttention.forward}
+
+
+_GC_SEEN: list[bool] = []  # NOTE: gc.isenabled() each time user code (a forward) runs
+
+
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.attn, self.head = nn.Linear(6, 16), nn.MultiheadAttention(16, 4, batch_first=True), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import gc
+
+        _GC_SEEN.append(gc.isenabled())
+        h = self.embed(x)
+        return self.head(self.attn(h, h, h, need_weights=False)[0] + h)
+
+
+def test_trace_score_apply_measure_leave_the_process_as_it_was() -> None:
+    """No process-wide side effects (DESIGN.md): the collector stays on while prunekit traces,
+    scores, applies and times, the global RNG is not reseeded, thread counts are restored, and
+    pruned attention is a new module of a real class, not a class swap of the user's module."""
+    from prunekit.graph.handlers.attention_modules import PrunedMultiheadAttention
+    from prunekit.measure import measure_latency
+
+    torch.manual_seed(0)
+    model, x = _Attention().eval(), torch.randn(2, 5, 6)
+    before, classes = _process_state(), [type(m) for m in model.modules()]
+    _GC_SEEN.clear()
+    with torch.no_grad():
+        graph = DependencyGraph.trace(model, x)
+        heads = next(g for g in graph.prunable if g.size == 4)  # NOTE: only heads: inner width < embed_dim
+        plan = allocate(graph, {heads.id: score(graph, model, "random", seed=1)[heads.id]}, 0.5)
+        pruned = apply(model, graph, plan, example_inputs=x)  # NOTE: verify runs both models
+        measure_latency(pruned, x, threads=1, repeats=2, warmup=1)
+    after = _process_state()
+    assert len(_GC_SEEN) >= 4 and all(_GC_SEEN), f"user code ran with the garbage collector off: {_GC_SEEN}"
+    assert after["gc"]
+    assert torch.equal(after["rng"], before["rng"]) and after["threads"] == before["threads"]
+    assert after["mha"] is before["mha"] and [type(m) for m in model.modules()] == classes
+    assert type(pruned.attn) is PrunedMultiheadAttention and pruned.attn.num_heads == 2
