@@ -154,7 +154,7 @@ def _additive_mask(attn_mask: torch.Tensor | None, key_padding_mask: torch.Tenso
 
 
 @register_refresh(nn.MultiheadAttention)
-def refresh_multihead_attention(module: nn.Module) -> nn.Module | None:
+def refresh_multihead_attention(module: Any) -> nn.Module | None:
     """num_heads, embed_dim, kdim, vdim from the sliced weights; head_dim is kept. Returns a
     :class:`PrunedMultiheadAttention` to use in the module's place once the widths differ."""
     same = module._qkv_same_embed_dim
@@ -261,7 +261,7 @@ def _running_module_refreshes_heads(ctx: Any) -> bool:
     return isinstance(ctx.module, tuple(_HEADS_REFRESHED))
 
 
-def _refresh_swin_attention(module: nn.Module) -> nn.Module | None:
+def _refresh_swin_attention(module: Any) -> nn.Module | None:
     """num_heads from the per-head parameters; a :class:`PrunedShiftedWindowAttention` in the
     module's place once heads and C differ."""
     per_head = getattr(module, "logit_scale", None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ class PrunedShiftedWindowAttention(nn.Module):
         self.qkv, self.proj = qkv, proj
 
     @classmethod
-    def from_module(cls, attention: nn.Module) -> PrunedShiftedWindowAttention:
+    def from_module(cls, attention: Any) -> PrunedShiftedWindowAttention:
         """This class holding ``attention``'s tensors and submodules (shared, not copied) and settings."""
         new = cls(attention.qkv, attention.proj, window_size=attention.window_size,
                   shift_size=attention.shift_size, num_heads=attention.num_heads,
@@ -47,10 +48,11 @@ class PrunedShiftedWindowAttention(nn.Module):
     def get_relative_position_bias(self) -> torch.Tensor:
         """The (1, heads, N, N) bias of every pair of window positions (as torchvision, v1 or v2)."""
         n = self.window_size[0] * self.window_size[1]
-        v2 = hasattr(self, "cpb_mlp")
-        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads) if v2 \
-            else self.relative_position_bias_table
-        bias = table[self.relative_position_index].view(n, n, -1).permute(2, 0, 1).contiguous().unsqueeze(0)
+        own: Any = self  # NOTE: the tables are adopted from the torchvision module by name
+        v2 = hasattr(own, "cpb_mlp")
+        table = own.cpb_mlp(own.relative_coords_table).view(-1, self.num_heads) if v2 \
+            else own.relative_position_bias_table
+        bias = table[own.relative_position_index].view(n, n, -1).permute(2, 0, 1).contiguous().unsqueeze(0)
         return 16 * torch.sigmoid(bias) if v2 else bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,11 +77,12 @@ class PrunedShiftedWindowAttention(nn.Module):
     def _attend(self, x: torch.Tensor, mask: torch.Tensor | None, windows: int) -> torch.Tensor:
         """Attention inside each window of ``x`` (windows * B, N, C) -> (windows * B, N, C_out)."""
         logit_scale, qkv_bias = getattr(self, "logit_scale", None), self.qkv.bias
+        bias: torch.Tensor | None = qkv_bias
         inner = self.qkv.weight.shape[0] // 3
         heads, n = self.num_heads, x.size(1)
         if logit_scale is not None and qkv_bias is not None:
-            qkv_bias = torch.cat([qkv_bias[:inner], torch.zeros_like(qkv_bias[inner:2 * inner]), qkv_bias[2 * inner:]])
-        qkv = F.linear(x, self.qkv.weight, qkv_bias).reshape(x.size(0), n, 3, heads, inner // heads)
+            bias = torch.cat([qkv_bias[:inner], torch.zeros_like(qkv_bias[inner:2 * inner]), qkv_bias[2 * inner:]])
+        qkv = F.linear(x, self.qkv.weight, bias).reshape(x.size(0), n, 3, heads, inner // heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
         if logit_scale is not None:
             attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
