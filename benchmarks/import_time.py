@@ -3,13 +3,17 @@
 Each import runs in a fresh interpreter (``python -X importtime`` is not used: its own overhead
 distorts small modules), ``--repeats`` times, alternating torch and prunekit so drift on a shared
 machine hits both alike; the table reports the median wall time of the whole interpreter run, and
-what prunekit adds on top of torch. Run by hand:
-    .venv/bin/python benchmarks/import_time.py --repeats 15
+what prunekit adds on top of torch. ``import prunekit`` itself loads no sub-package (not even
+torch); the row that touches ``prunekit.StructuredPruner`` shows the cost of first use.
+``--baseline DIR`` adds a row for ``import prunekit`` from another checkout (e.g. before a change).
+Run by hand:
+    .venv/bin/python benchmarks/import_time.py --repeats 15 [--baseline /path/to/old/checkout]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -29,9 +33,10 @@ STATEMENTS = {
 HEAVY = ("torchvision", "transformers", "pydantic", "yaml", "onnx", "tensorly")
 
 
-def _seconds(statement: str) -> float:
+def _seconds(statement: str, path: str | None = None) -> float:
+    env = {**os.environ, "PYTHONPATH": path} if path else None
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", statement], check=True)
+    subprocess.run([sys.executable, "-c", statement], check=True, env=env)
     return time.perf_counter() - start
 
 
@@ -47,13 +52,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="runs per statement (median reported)")
     parser.add_argument("--note", default="", help="a line about the machine (e.g. shared, load)")
+    parser.add_argument("--baseline", default=None, help="another checkout whose import prunekit to time too")
     args = parser.parse_args()
-    times: dict[str, list[float]] = {k: [] for k in STATEMENTS}
-    for statement in STATEMENTS.values():
-        _seconds(statement)  # NOTE: one warm-up each fills the OS file cache.
+    runs = {label: (statement, None) for label, statement in STATEMENTS.items()}
+    if args.baseline:
+        runs["import prunekit (baseline checkout)"] = ("import prunekit", args.baseline)
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for statement, path in runs.values():
+        _seconds(statement, path)  # NOTE: one warm-up each fills the OS file cache.
     for _ in range(args.repeats):
-        for label, statement in STATEMENTS.items():
-            times[label].append(_seconds(statement))
+        for label, (statement, path) in runs.items():
+            times[label].append(_seconds(statement, path))
     probe = ("import prunekit, sys; print(sorted(m for m in " + repr(HEAVY) + " if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     median = {k: statistics.median(v) for k, v in times.items()}
@@ -62,7 +71,8 @@ def main() -> None:
         extra = median[label] - median["import torch"]
         beyond = f"{extra:+.3f} s" if label.startswith("import prunekit") else ""
         rows.append(f"| `{label}` | {median[label]:.3f} | {min(values):.3f} | {max(values):.3f} | {beyond} |")
-    command = f"`.venv/bin/python benchmarks/import_time.py --repeats {args.repeats}`"
+    baseline = f" --baseline {args.baseline}" if args.baseline else ""
+    command = f"`.venv/bin/python benchmarks/import_time.py --repeats {args.repeats}{baseline}`"
     rows = [(f"Command: {command}; git commit {_commit()}; Python {sys.version.split()[0]}, "
              f"torch {__import__('torch').__version__}. Each statement runs in a fresh interpreter "
              f"{args.repeats} times, interleaved; wall time of the whole run."),
