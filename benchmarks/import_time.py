@@ -30,13 +30,16 @@ STATEMENTS = {
     "import prunekit": "import prunekit",
     "import prunekit, then prunekit.StructuredPruner": "import prunekit; prunekit.StructuredPruner",
 }
+ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torchvision", "transformers", "pydantic", "yaml", "onnx", "tensorly")
 
 
 def _seconds(statement: str, path: str | None = None) -> float:
+    """Wall time of a fresh interpreter running ``statement`` in ``path`` (default: this checkout),
+    which comes first on its sys.path."""
     env = {**os.environ, "PYTHONPATH": path} if path else None
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", statement], check=True, env=env)
+    subprocess.run([sys.executable, "-c", statement], check=True, env=env, cwd=path or ROOT)
     return time.perf_counter() - start
 
 
@@ -64,7 +67,8 @@ def main() -> None:
         for label, (statement, path) in runs.items():
             times[label].append(_seconds(statement, path))
     probe = ("import prunekit, sys; print(sorted(m for m in " + repr(HEAVY) + " if m in sys.modules))")
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            cwd=ROOT).stdout.strip()
     median = {k: statistics.median(v) for k, v in times.items()}
     rows = ["| statement | median s | min s | max s | beyond `import torch` |", "|---|---:|---:|---:|---:|"]
     for label, values in times.items():
