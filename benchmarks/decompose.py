@@ -84,7 +84,7 @@ def part_minilm() -> None:
     for fraction in (0.5, 0.75):
         for method in ("svd", "asvd"):
             start = time.perf_counter()
-            result = decompose(dense, example_input=example, method=method, rank=fraction,
+            result = decompose(dense, example_inputs=example, method=method, rank=fraction,
                                include=["encoder.*"], options={"force": True},
                                calibration=calibration if method == "asvd" else None, progress=False)
             with torch.no_grad():
@@ -115,7 +115,7 @@ def _compressed(name: str, base: nn.Module, x: torch.Tensor, batches: list[torch
 
         return StructuredPruner({"macs": 0.5}, importance="l2").fit_transform(base, x, batches)
     method = "tucker" if name == "Tucker-2" else "cp"
-    result = decompose(base, example_input=x, method=method, target_macs=0.5,
+    result = decompose(base, example_inputs=x, method=method, target={"macs": 0.5},
                        options={"cp_iterations": CP_ITERATIONS}, progress=False)
     print(result.table(), flush=True)
     return result.model
@@ -158,7 +158,7 @@ def part_cnn(model_name: str) -> None:
     rows += ["", f"{model_name} on Fashion-MNIST. Dense baseline: {BASELINE.model_dump(exclude_defaults=True)} "
              f"({base_time:.0f} s; a short baseline, not a converged one; validation on {VAL_SIZE} images). Each compressed model gets the same "
              f"fine-tune: {FINETUNE.model_dump(exclude_defaults=True)}. Accuracy on the first {TEST_SIZE} test "
-             "images. Tucker-2 / CP: `decompose(model, method=..., target_macs=0.5)` (ranks chosen over the "
+             "images. Tucker-2 / CP: `decompose(model, method=..., target=Target(macs=0.5))` (ranks chosen over the "
              "whole model: Tucker-2 by one shared energy threshold, CP by one shared fraction of each "
              f"layer's break-even rank; CP by ALS, {CP_ITERATIONS} iterations; 1x1 convs by SVD; the "
              "classifier Linear is left alone). Channel pruning: `StructuredPruner({'macs': 0.5}, "

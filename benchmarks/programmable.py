@@ -40,7 +40,7 @@ from prunekit import data, models  # noqa: E402
 from prunekit.gates import ChannelGates  # noqa: E402
 from prunekit.measure import count_macs, evaluate, measure_latency  # noqa: E402
 from prunekit.recover import Distiller, TrainConfig, train  # noqa: E402
-from prunekit.structured import StructuredPruner, prune_iteratively  # noqa: E402
+from prunekit.structured import StructuredPruner, Target, prune_iteratively  # noqa: E402
 
 BASELINES = Path("runs/baselines")
 BASELINE = [BASELINES / "resnet20" / "model.safetensors"]  # --baseline picks another benchmarks/baselines.py run
@@ -99,8 +99,8 @@ def gates(base: nn.Module, splits, keep: float, budget: int, distill: bool,
     model = copy.deepcopy(base)
     x = splits.example_input(1)
     steps = (len(splits.train) // TUNE["batch_size"]) * max(budget - 1, 1)
-    gated = ChannelGates(model, x, target_macs=keep, warmup_steps=steps // 2, round_to=ROUND_TO,
-                         init_importance=init_importance)
+    gated = ChannelGates(Target(macs=keep), warmup_steps=steps // 2, round_to=ROUND_TO,
+                         init_importance=init_importance).fit(model, x)
     train(model, splits, _config(max(budget - 1, 1)), progress=False, callbacks=[gated, *_callbacks(base, distill)])
     pruned = gated.harden().model
     train(pruned, splits, _config(1), progress=False, callbacks=_callbacks(base, distill))

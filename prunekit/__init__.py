@@ -1,62 +1,107 @@
 """prunekit: make PyTorch models smaller and faster, and prove it with measurements.
 
-The public API, grouped in the order data flows (see DESIGN.md). Sub-packages hold the rest:
-``prunekit.data``, ``prunekit.models``, ``prunekit.graph``, ``prunekit.importance``,
-``prunekit.structured``, ``prunekit.sparsity``, ``prunekit.decompose``, ``prunekit.gates``,
-``prunekit.recipes``, ``prunekit.recover``, ``prunekit.measure``, ``prunekit.hf``.
+The public API is the short list below, grouped in the order data flows (see DESIGN.md). It is
+lazy (PEP 562): ``import prunekit`` loads no sub-package, so it costs little beyond ``import
+torch`` and pulls in none of torchvision, transformers, pydantic, yaml, onnx or tensorly; a name
+imports its module on first use. Sub-packages hold the rest: ``prunekit.data``, ``prunekit.models``,
+``prunekit.graph``, ``prunekit.importance``, ``prunekit.structured``, ``prunekit.sparsity``,
+``prunekit.decompose``, ``prunekit.gates``, ``prunekit.recipes``, ``prunekit.recover``,
+``prunekit.measure``, ``prunekit.hf``.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-# data and models
-from prunekit.data import DataSplits as DataSplits
-from prunekit.data import load as load_data
-from prunekit.models import create as create_model
+import importlib
+from typing import Any
 
-# graph: which channels must be cut together
-from prunekit.graph import ChannelGroup as ChannelGroup
-from prunekit.graph import DependencyGraph as DependencyGraph
-from prunekit.graph import register_refresh as register_refresh
-from prunekit.graph import register_rule as register_rule
+from prunekit.version import __version__ as __version__
 
-# structured pruning: scores -> plan -> smaller model
-from prunekit.structured import Plan as Plan
-from prunekit.structured import StructuredPruner as StructuredPruner
-from prunekit.structured import Target as Target
-from prunekit.structured import allocate as allocate
-from prunekit.structured import apply as apply
-from prunekit.structured import prune_depth as prune_depth
+# name -> (module, attribute in that module). One place lists the whole public surface.
+_PUBLIC: dict[str, tuple[str, str]] = {
+    # models and data in
+    "create_model": ("prunekit.models", "create"),
+    "load_data": ("prunekit.data", "load"),
+    "DataSplits": ("prunekit.data", "DataSplits"),
+    # graph: which channels must be cut together
+    "DependencyGraph": ("prunekit.graph", "DependencyGraph"),
+    "ChannelGroup": ("prunekit.graph", "ChannelGroup"),
+    "register_rule": ("prunekit.graph", "register_rule"),
+    # structured pruning: scores -> plan -> smaller model
+    "StructuredPruner": ("prunekit.structured", "StructuredPruner"),
+    "Target": ("prunekit.structured", "Target"),
+    "Plan": ("prunekit.structured", "Plan"),
+    "allocate": ("prunekit.structured", "allocate"),
+    "apply": ("prunekit.structured", "apply"),
+    "prune_depth": ("prunekit.structured", "prune_depth"),
+    "ChannelGates": ("prunekit.gates", "ChannelGates"),
+    # sparsity and decomposition
+    "Sparsifier": ("prunekit.sparsity", "Sparsifier"),
+    "one_shot": ("prunekit.sparsity", "one_shot"),
+    "decompose": ("prunekit.decompose", "decompose"),
+    # recovery: the training loop, on any iterable of batches, for a task
+    "TrainConfig": ("prunekit.recover", "TrainConfig"),
+    "train": ("prunekit.recover", "train"),
+    # measurement
+    "profile": ("prunekit.measure", "profile"),
+    "Profile": ("prunekit.measure", "Profile"),
+    "compare": ("prunekit.measure", "compare"),
+    "evaluate": ("prunekit.measure", "evaluate"),
+    # recipes
+    "run_recipe": ("prunekit.recipes", "run_recipe"),
+    # saved results: model.safetensors + manifest.json, no pickle
+    "save": ("prunekit.io", "save"),
+    "load": ("prunekit.io", "load"),
+    # errors
+    "PrunekitError": ("prunekit.errors", "PrunekitError"),
+}
 
-# sparsity, decomposition, recipes
-from prunekit.sparsity import Sparsifier as Sparsifier
-from prunekit.sparsity import one_shot as one_shot
-from prunekit.decompose import decompose as decompose
-from prunekit.recipes import run_recipe as run_recipe
-
-# recovery: training and fine-tuning
-from prunekit.recover import TrainConfig as TrainConfig
-from prunekit.recover import train as train
-
-# measurement
-from prunekit.measure import Profile as Profile
-from prunekit.measure import compare as compare
-from prunekit.measure import evaluate as evaluate
-from prunekit.measure import profile as profile
-
-# io: no pickle
-from prunekit.io import load as load
-from prunekit.io import save as save
-
-# errors
-from prunekit.errors import PrunekitError as PrunekitError
+_SUBPACKAGES = frozenset({
+    "data", "models", "graph", "importance", "structured", "sparsity", "decompose", "gates",
+    "recipes", "recover", "measure", "hf", "io", "errors", "cli", "integrations", "registry",
+    "tasks", "workflows", "config", "version",
+})
 
 __all__ = [
-    "DataSplits", "load_data", "create_model",
-    "ChannelGroup", "DependencyGraph", "register_refresh", "register_rule",
-    "Plan", "StructuredPruner", "Target", "allocate", "apply", "prune_depth",
-    "Sparsifier", "one_shot", "decompose", "run_recipe",
-    "TrainConfig", "train",
-    "Profile", "compare", "evaluate", "profile",
-    "load", "save",
+    "ChannelGates",
+    "ChannelGroup",
+    "DataSplits",
+    "DependencyGraph",
+    "Plan",
+    "Profile",
     "PrunekitError",
+    "Sparsifier",
+    "StructuredPruner",
+    "Target",
+    "TrainConfig",
+    "allocate",
+    "apply",
+    "compare",
+    "create_model",
+    "decompose",
+    "evaluate",
+    "load",
+    "load_data",
+    "one_shot",
+    "profile",
+    "prune_depth",
+    "register_rule",
+    "run_recipe",
+    "save",
+    "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (and cache the name here)."""
+    if name in _PUBLIC:
+        module, attr = _PUBLIC[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'prunekit' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, "__version__"])

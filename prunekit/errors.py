@@ -35,7 +35,7 @@ class ConfigError(PrunekitError, ValueError):
 
 
 class UnknownNameError(PrunekitError, ValueError):
-    """A registry lookup (model, dataset, criterion, ...) found no entry of that name."""
+    """A registry lookup (model, dataset, importance, ...) found no entry of that name."""
 
 
 class DataError(PrunekitError, ValueError):

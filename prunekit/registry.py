@@ -1,4 +1,4 @@
-"""One kind of registry for everything that is chosen by name (models, datasets, criteria, ...).
+"""One kind of registry for everything that is chosen by name (models, datasets, importance, ...).
 
 A registry is plain data: ``register`` adds a factory under a lower_snake name, ``create(name,
 **kwargs)`` calls it, ``names(pattern)`` lists them. Each name is also its YAML key and CLI choice.

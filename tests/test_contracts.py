@@ -1,8 +1,8 @@
-"""The contract battery (STYLE.md guideline 16): every pattern model and zoo model, every criterion.
+"""The contract battery (STYLE.md guideline 16): every pattern model and zoo model, every importance.
 
 A model pruned 50 % by l2 is an ordinary ``nn.Module`` (no hooks, no parametrizations), exports
 with ``torch.export`` and to ONNX (ONNX Runtime agrees with torch), the same seed gives the same
-plan, and ``apply`` is atomic. Every registered importance criterion is pure: the model is left
+plan, and ``apply`` is atomic. Every registered importance is pure: the model is left
 unchanged, the scores have shape ``[size]`` and repeat exactly.
 """
 
@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from prunekit.graph import DependencyGraph
-from prunekit.importance import CRITERIA, score
+from prunekit.importance import IMPORTANCE, score
 from prunekit.measure import export_onnx
 from prunekit.models import create
 from prunekit.structured import Plan, allocate, apply, verify
@@ -157,20 +157,69 @@ def _batches(case: Case) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(case.x, out.argmax(-1))]
 
 
-CRITERION_MODELS = [n for n in MODELS if n not in HEAVY and n != "mobilenet_v3_small"]
+IMPORTANCE_MODELS = [n for n in MODELS if n not in HEAVY and n != "mobilenet_v3_small"]
 
 
-@pytest.mark.parametrize("criterion", CRITERIA.names())
-@pytest.mark.parametrize("name", CRITERION_MODELS)
-def test_criterion_is_pure(criterion: str, name: str) -> None:
+@pytest.mark.parametrize("importance", IMPORTANCE.names())
+@pytest.mark.parametrize("name", IMPORTANCE_MODELS)
+def test_importance_is_pure(importance: str, name: str) -> None:
     case = _case(name)
-    entry = CRITERIA.get(criterion)
+    entry = IMPORTANCE.get(importance)
     data = {"batches": _batches(case)} if entry.meta.get("needs_data") or entry.meta.get("needs") else {}
     before = _snapshot(case.model)
-    first = score(case.graph, case.model, criterion, **data)
-    second = score(case.graph, case.model, criterion, **data)
+    first = score(case.graph, case.model, importance, **data)
+    second = score(case.graph, case.model, importance, **data)
     _assert_unchanged(before, _snapshot(case.model))
     assert set(first) == {g.id for g in case.graph.prunable}
     for group in case.graph.prunable:
-        assert first[group.id].shape == (group.size,), (criterion, group.id)
-        assert torch.equal(first[group.id], second[group.id]), (criterion, group.id)
+        assert first[group.id].shape == (group.size,), (importance, group.id)
+        assert torch.equal(first[group.id], second[group.id]), (importance, group.id)
+
+
+def _process_state() -> dict[str, Any]:
+    """What no prunekit call may leave changed: GC, torch's RNG, thread count, torch's classes."""
+    import gc
+
+    return {"gc": gc.isenabled(), "rng": torch.random.get_rng_state(), "threads": torch.get_num_threads(),
+            "mha": nn.MultiheadAttention.forward}
+
+
+_GC_SEEN: list[bool] = []  # NOTE: gc.isenabled() each time user code (a forward) runs
+
+
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.attn, self.head = nn.Linear(6, 16), nn.MultiheadAttention(16, 4, batch_first=True), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import gc
+
+        _GC_SEEN.append(gc.isenabled())
+        h = self.embed(x)
+        return self.head(self.attn(h, h, h, need_weights=False)[0] + h)
+
+
+def test_trace_score_apply_measure_leave_the_process_as_it_was() -> None:
+    """No process-wide side effects (DESIGN.md): the collector stays on while prunekit traces,
+    scores, applies and times, the global RNG is not reseeded, thread counts are restored, and
+    pruned attention is a new module of a real class, not a class swap of the user's module."""
+    from prunekit.graph.handlers.attention_modules import PrunedMultiheadAttention
+    from prunekit.measure import measure_latency
+
+    torch.manual_seed(0)
+    model, x = _Attention().eval(), torch.randn(2, 5, 6)
+    before, classes = _process_state(), [type(m) for m in model.modules()]
+    _GC_SEEN.clear()
+    with torch.no_grad():
+        graph = DependencyGraph.trace(model, x)
+        heads = next(g for g in graph.prunable if g.size == 4)  # NOTE: only heads: inner width < embed_dim
+        plan = allocate(graph, {heads.id: score(graph, model, "random", seed=1)[heads.id]}, 0.5)
+        pruned = apply(model, graph, plan, example_inputs=x)  # NOTE: verify runs both models
+        measure_latency(pruned, x, threads=1, repeats=2, warmup=1)
+    after = _process_state()
+    assert len(_GC_SEEN) >= 4 and all(_GC_SEEN), f"user code ran with the garbage collector off: {_GC_SEEN}"
+    assert after["gc"]
+    assert torch.equal(after["rng"], before["rng"]) and after["threads"] == before["threads"]
+    assert after["mha"] is before["mha"] and [type(m) for m in model.modules()] == classes
+    assert type(pruned.attn) is PrunedMultiheadAttention and pruned.attn.num_heads == 2

@@ -65,10 +65,10 @@ def _round_to(text: str) -> int | str:
 
 def _add_pruner_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pruner (same keys as the recipe stage)")
-    from prunekit.importance import CRITERIA
+    from prunekit.importance import IMPORTANCE
 
     group.add_argument("--importance", default="l2", metavar="NAME",
-                       help=f"how channels are scored: {', '.join(CRITERIA.names())} (default: l2)")
+                       help=f"how channels are scored: {', '.join(IMPORTANCE.names())} (default: l2)")
     group.add_argument("--scope", choices=("local", "global"), default="local",
                        help="local: every group loses the same fraction; global: one ranking over "
                             "all groups (default: local)")

@@ -40,12 +40,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_sparsity_options(parser: argparse.ArgumentParser) -> None:
-    from prunekit.sparsity import CRITERIA
+    from prunekit.sparsity import IMPORTANCE
     from prunekit.workflows.sparsify import METHODS, SCHEDULE_CHOICES
 
     group = parser.add_argument_group("sparsity (same keys as the recipe stage)")
     group.add_argument("--importance", default="magnitude", metavar="NAME",
-                       help=f"how weights are scored: {', '.join(CRITERIA.names())} (default: magnitude)")
+                       help=f"how weights are scored: {', '.join(IMPORTANCE.names())} (default: magnitude)")
     group.add_argument("--method", default=None, metavar="NAME",
                        help=f"a one-shot calibration algorithm instead of masks from --importance: "
                             f"{', '.join(METHODS)} (default: none)")

@@ -5,7 +5,7 @@ model with chosen nn.Linear / nn.Conv2d layers replaced by ``nn.Sequential``s of
 layers (:func:`decompose`), which prunekit.save records and prunekit.load rebuilds; or the same model
 split into K sequential stages (:func:`partition`) that run as a pipeline over processes.
 *Rank* is the inner width of a factorisation; *energy* is the fraction of squared singular values
-kept; ``target_macs`` is the fraction of the model's MACs to keep.
+kept; a ``Target(macs=...)`` is the fraction of the model's MACs to keep.
 """
 
 from prunekit.decompose.cp import cp_conv as cp_conv

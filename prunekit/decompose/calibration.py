@@ -59,9 +59,9 @@ def run_batch(model: nn.Module, batch: Any) -> Any:
                       f"DataLoader of (x, y).")
 
 
-def capture_io(model: nn.Module, example_input: Any, names: Sequence[str]) -> dict[str, tuple[LayerIO, int]]:
-    """For each named layer: the shapes it saw on ``example_input`` and how often it was called."""
-    inputs = as_inputs(example_input)
+def capture_io(model: nn.Module, example_inputs: Any, names: Sequence[str]) -> dict[str, tuple[LayerIO, int]]:
+    """For each named layer: the shapes it saw on ``example_inputs`` and how often it was called."""
+    inputs = as_inputs(example_inputs)
     seen: dict[str, tuple[LayerIO, int]] = {}
 
     def hook(name: str, args: tuple[Any, ...], output: Any) -> None:
@@ -98,5 +98,5 @@ def collect_grams(model: nn.Module, batches: Iterable[Any] | None, names: Sequen
     missing = [n for n in names if n not in grams]
     if missing:
         raise ConfigError(f"calibration: layer '{missing[0]}' was never run by the calibration batches "
-                          f"({len(missing)} such). Pass batches that go through it, or exclude it.")
+                          f"({len(missing)} such). Pass batches that go through it, or leave it out with ignore=.")
     return grams

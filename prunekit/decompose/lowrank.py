@@ -3,8 +3,8 @@
 Each chosen layer becomes an ``nn.Sequential`` of standard layers (see
 :mod:`prunekit.decompose.layers`), so the result is an ordinary module that trains, saves with
 safetensors and exports to ONNX. Ranks follow one rule for the whole model: a fixed rank, a
-fraction of full rank, the energy kept, EVBMF, or ``target_macs`` (the fraction of the model's
-MACs to keep; one shared level, the energy kept, is bisected until the estimate meets it). A layer whose
+fraction of full rank, the energy kept, EVBMF, or a ``target`` (``Target(macs=...)``: the fraction
+of the model's MACs to keep; one shared level, the energy kept, is bisected until the estimate meets it). A layer whose
 factorised form would not have fewer MACs than the original is left alone and reported.
 """
 
@@ -76,7 +76,7 @@ class DecomposeResult:
     skipped: tuple[tuple[str, str], ...]
     macs_before: int
     macs_after: int
-    target_macs: float | None = None
+    target: float | None = None  # NOTE: the MACs fraction a Target(macs=...) asked for
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -89,7 +89,8 @@ class DecomposeResult:
         return {"layers": [r.to_dict() for r in self.layers],
                 "skipped": [{"name": n, "reason": why} for n, why in self.skipped],
                 "macs_before": self.macs_before, "macs_after": self.macs_after,
-                "macs_kept": self.macs_kept, "target_macs": self.target_macs, "notes": list(self.notes)}
+                "macs_kept": self.macs_kept,
+                "target": None if self.target is None else {"macs": self.target}, "notes": list(self.notes)}
 
     def table(self) -> str:
         """Per-layer table: kind, shape, ranks, MACs before -> after, error."""
@@ -102,7 +103,7 @@ class DecomposeResult:
         lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
         lines.append(f"{len(self.layers)} layers factorised, {len(self.skipped)} left alone; MACs "
                      f"{self.macs_before:,} -> {self.macs_after:,} ({100 * self.macs_kept:.1f} % kept"
-                     + (f", target {100 * self.target_macs:.1f} %)" if self.target_macs else ")"))
+                     + (f", target {100 * self.target:.1f} %)" if self.target else ")"))
         return "\n".join(lines)
 
 
@@ -155,32 +156,40 @@ def _check_method(method: str) -> None:
                                f"Known: {', '.join(known)}.")
 
 
-def _check_target(target_macs: float | None, rank: Any, energy: Any) -> None:
-    if target_macs is None:
-        return
+def _check_target(target: Any, rank: Any, energy: Any) -> float | None:
+    """The MACs fraction a ``Target(macs=...)`` (or its mapping) asks for; None without a target."""
+    if target is None:
+        return None
     if rank is not None or energy is not None:
-        raise ConfigError("decompose: 'target_macs' chooses every rank itself; got it together with "
-                          f"rank={rank!r}/energy={energy!r}. Pass only one of rank, energy, target_macs.")
-    if isinstance(target_macs, bool) or not isinstance(target_macs, (int, float)) or not 0 < target_macs <= 1:
-        raise ConfigError(f"decompose: 'target_macs' is the fraction of the model's MACs to keep, in "
-                          f"(0, 1]; got {target_macs!r}. Pass e.g. 0.5 for half the MACs.")
+        raise ConfigError("decompose: 'target' chooses every rank itself; got it together with "
+                          f"rank={rank!r}/energy={energy!r}. Pass only one of rank, energy, target.")
+    from prunekit.structured.target import Target  # NOTE: lazy: the budget object, not the search.
+
+    if isinstance(target, (int, float)):
+        raise ConfigError(f"decompose: 'target' is a Target of kind macs; got {target!r}. Pass e.g. "
+                          f"Target(macs={target}) or {{'macs': {target}}} to keep that fraction of the MACs.")
+    parsed = parse_config(Target, target)
+    if parsed.kind != "macs":
+        raise ConfigError(f"decompose: ranks are chosen for a MACs budget; got Target({parsed.kind}="
+                          f"{parsed.value}). Pass e.g. Target(macs=0.5) for half the model's MACs.")
+    return parsed.value
 
 
-def _select(model: nn.Module, include: Sequence[str] | None, exclude: Sequence[str]) -> list[tuple[str, nn.Module]]:
-    """Linear and Conv2d layers whose names match ``include`` (all if None) and not ``exclude``."""
-    if isinstance(include, str) or isinstance(exclude, str):
-        raise ConfigError("decompose: 'include' and 'exclude' are lists of module-name patterns; got a "
+def _select(model: nn.Module, include: Sequence[str] | None, ignore: Sequence[str]) -> list[tuple[str, nn.Module]]:
+    """Linear and Conv2d layers whose names match ``include`` (all if None) and not ``ignore``."""
+    if isinstance(include, str) or isinstance(ignore, str):
+        raise ConfigError("decompose: 'include' and 'ignore' are lists of module-name patterns; got a "
                           "bare string. Pass e.g. include=['features.*'].")
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     names = [n for n, _ in layers]
-    for pattern in [*(include or ()), *exclude]:
+    for pattern in [*(include or ()), *ignore]:
         if not fnmatch.filter(names, pattern):
             raise ConfigError(f"decompose: the pattern '{pattern}' matches no nn.Linear/nn.Conv2d layer."
                               f"{did_you_mean(pattern, names)} Layers are named as in "
                               f"model.named_modules(), e.g. {names[:3]}.")
     return [(n, m) for n, m in layers
             if (include is None or any(fnmatch.fnmatchcase(n, p) for p in include))
-            and not any(fnmatch.fnmatchcase(n, p) for p in exclude)]
+            and not any(fnmatch.fnmatchcase(n, p) for p in ignore)]
 
 
 def _level_ranks(layer: _Layer, level: float) -> tuple[int, ...]:
@@ -212,7 +221,7 @@ def _plan(layers: list[_Layer], spec: RankSpec | None, target: float | None, tot
 
     lowest = estimate(ranks_at(RankSpec("level", 0.0)))
     if lowest > target * total:
-        raise ConfigError(f"decompose: 'target_macs' {target} cannot be reached: with every "
+        raise ConfigError(f"decompose: the target macs={target} cannot be reached: with every "
                           f"factorisable layer at rank 1 the model keeps {lowest / total:.3f} of its MACs "
                           f"({len(layers)} layers can be factorised). Pass a target >= {lowest / total:.3f}, "
                           f"or include more layers.")
@@ -224,7 +233,7 @@ def _plan(layers: list[_Layer], spec: RankSpec | None, target: float | None, tot
         else:
             hi = mid
     chosen = ranks_at(RankSpec("level", lo))
-    return chosen, [f"shared level {lo:.6f} (energy kept, or for cp the fraction of the break-even rank) meets target_macs {target} "
+    return chosen, [f"shared level {lo:.6f} (energy kept, or for cp the fraction of the break-even rank) meets the target macs={target} "
                     f"(estimated {estimate(chosen) / total:.4f} of the MACs kept)"]
 
 
@@ -236,40 +245,41 @@ def _progress(items: Iterable[Any], enabled: bool, desc: str, total: int) -> Ite
     return tqdm(items, desc=desc, total=total, leave=False)
 
 
-def decompose(model: nn.Module, *, example_input: torch.Tensor | tuple[torch.Tensor, ...],
+def decompose(model: nn.Module, *, example_inputs: torch.Tensor | tuple[torch.Tensor, ...],
               method: str = "auto", rank: int | float | tuple[int, int] | str | None = None,
-              energy: float | None = None, target_macs: float | None = None,
+              energy: float | None = None, target: Any = None,
               calibration: Iterable[Any] | None = None, include: Sequence[str] | None = None,
-              exclude: Sequence[str] = (), options: DecomposeOptions | dict[str, Any] | None = None,
-              inplace: bool = False, progress: bool = True) -> DecomposeResult:
+              ignore: Sequence[str] = (), options: DecomposeOptions | dict[str, Any] | None = None,
+              inplace: bool = False, progress: bool = False) -> DecomposeResult:
     """Factorise ``model``'s nn.Linear and nn.Conv2d layers; returns a :class:`DecomposeResult`.
 
     Args:
-        example_input: one input batch (a tensor or a tuple of positional inputs); it gives each
+        example_inputs: one input batch (a tensor or a tuple of positional inputs); it gives each
             layer's shapes for the MAC counts.
         method: ``svd``, ``asvd`` (needs ``calibration``), ``tucker``, ``cp`` or ``auto`` (Linear:
             asvd with calibration else svd; k x k conv: tucker; 1x1 conv: svd). A layer the method
             does not take is left alone and listed in ``skipped``.
         rank: an int rank, an (r_in, r_out) pair (Tucker-2), a float fraction of full rank, or
             ``"vbmf"``. ``energy``: fraction of squared singular values kept (default 0.9 when no
-            rule is given). ``target_macs``: fraction of the model's MACs to keep; ranks are chosen
+            rule is given). ``target``: a ``Target(macs=...)`` (or ``{"macs": ...}``), the fraction
+            of the model's MACs to keep; ranks are chosen
             for the whole model by bisecting one shared level (the energy kept; for cp, a fraction
             of each layer's break-even rank). The achieved fraction is measured by ``count_macs``.
         calibration: batches for ``asvd``: tensors, ``(inputs, labels)`` tuples or keyword dicts.
-        include / exclude: module-name patterns (fnmatch) of the layers to consider.
+        include / ignore: module-name patterns (fnmatch) of the layers to consider / leave alone.
         options: :class:`DecomposeOptions` or its mapping.
         inplace: change ``model`` itself (only once everything succeeded) instead of a copy.
 
     ``model`` is never changed when ``inplace`` is False or when anything fails.
     """
     spec, opts = check_arguments(model, method=method, rank=rank, energy=energy,
-                                 target_macs=target_macs, include=include, exclude=exclude,
-                                 options=options)
+                                 target=target, include=include, ignore=ignore, options=options)
+    macs_goal = _check_target(target, rank, energy)
     if calibration is not None:
         calibration = list(itertools.islice(calibration, opts.max_batches))
-    layers, skipped = _prepare(model, example_input, method, calibration, include, exclude, opts)
-    total = count_macs(model, example_input)
-    chosen, notes = _plan(layers, spec, target_macs, total, opts.force)
+    layers, skipped = _prepare(model, example_inputs, method, calibration, include, ignore, opts)
+    total = count_macs(model, example_inputs)
+    chosen, notes = _plan(layers, spec, macs_goal, total, opts.force)
     for layer in layers:
         if layer.name not in chosen:
             skipped.append((layer.name, "the factorised form would not have fewer MACs"))
@@ -285,32 +295,31 @@ def decompose(model: nn.Module, *, example_input: torch.Tensor | tuple[torch.Ten
     out = model if inplace else copy.deepcopy(model)
     for name, new in replacements.items():
         out.set_submodule(name, new)
-    after = count_macs(out, example_input)
-    return DecomposeResult(out, tuple(records), tuple(skipped), total, after, target_macs, tuple(notes))
+    after = count_macs(out, example_inputs)
+    return DecomposeResult(out, tuple(records), tuple(skipped), total, after, macs_goal, tuple(notes))
 
 
 def check_arguments(model: nn.Module, *, method: str = "auto", rank: Any = None, energy: Any = None,
-                    target_macs: Any = None, include: Sequence[str] | None = None,
-                    exclude: Sequence[str] = (), options: Any = None) -> tuple[RankSpec | None, DecomposeOptions]:
+                    target: Any = None, include: Sequence[str] | None = None,
+                    ignore: Sequence[str] = (), options: Any = None) -> tuple[RankSpec | None, DecomposeOptions]:
     """Validate :func:`decompose`'s arguments without running anything (cheap; raises ConfigError)."""
     _check_method(method)
-    _check_target(target_macs, rank, energy)
-    spec = None if target_macs is not None else rank_spec(rank, energy)
+    spec = None if _check_target(target, rank, energy) is not None else rank_spec(rank, energy)
     if spec is not None and isinstance(spec.value, tuple) and method != "tucker":
         raise ConfigError(f"decompose: an (r_in, r_out) rank pair is for method='tucker'; got "
                           f"rank={rank!r} with method='{method}'. Pass an int rank, or method='tucker'.")
     opts = options if isinstance(options, DecomposeOptions) else parse_config(DecomposeOptions, dict(options or {}))
-    _select(model, include, exclude)
+    _select(model, include, ignore)
     return spec, opts
 
 
-def _prepare(model: nn.Module, example_input: Any, method: str, calibration: list[Any] | None,
-             include: Sequence[str] | None, exclude: Sequence[str],
+def _prepare(model: nn.Module, example_inputs: Any, method: str, calibration: list[Any] | None,
+             include: Sequence[str] | None, ignore: Sequence[str],
              opts: DecomposeOptions) -> tuple[list[_Layer], list[tuple[str, str]]]:
     """The candidate layers with their method, shapes, Gram matrices and spectra; and the skipped."""
     skipped: list[tuple[str, str]] = []
     resolved: list[tuple[str, nn.Module, Method]] = []
-    for name, module in _select(model, include, exclude):
+    for name, module in _select(model, include, ignore):
         got = _method_for(method, module, calibration is not None, opts)
         if isinstance(got, str):
             skipped.append((name, got))
@@ -321,13 +330,13 @@ def _prepare(model: nn.Module, example_input: Any, method: str, calibration: lis
         raise ConfigError(f"decompose: method '{method}' needs calibration batches for {len(needs)} "
                           f"layer(s) (e.g. '{needs[0]}') to whiten their inputs; got none. Pass "
                           f"calibration=[batch, ...] (real inputs), or use method='svd'.")
-    ios = capture_io(model, example_input, [n for n, _, _ in resolved])
+    ios = capture_io(model, example_inputs, [n for n, _, _ in resolved])
     grams = collect_grams(model, calibration, needs, max_batches=opts.max_batches) if needs else {}
     layers = []
     for name, module, m in resolved:
         io, calls = ios.get(name, (None, 0))
         if calls == 0:
-            skipped.append((name, "not run by example_input"))
+            skipped.append((name, "not run by example_inputs"))
             continue
         layer = _Layer(name, module, m, io, calls, gram=grams.get(name))
         layer.spectra = m.spectra(module, layer.gram)

@@ -11,7 +11,7 @@ Rules of the built-in methods (documented choices):
 - on a 1x1 conv, Tucker-2 and CP reduce to a matrix factorisation, so ``tucker`` and ``cp`` use
   ``svd`` there;
 - ``cp`` ranks from energy, a fraction or VBMF are the larger of the two Tucker-2 ranks the same
-  rule gives (CP has no spectrum of its own); a fixed int is used as given. Under ``target_macs``
+  rule gives (CP has no spectrum of its own); a fixed int is used as given. Under a ``Target(macs=...)``
   a CP layer's rank is a shared fraction of its break-even rank instead.
 """
 
@@ -58,7 +58,7 @@ class Method(Protocol):
 
     def level_ranks(self, module: nn.Module, spectra: Sequence[Spectrum], level: float,
                     io: LayerIO) -> tuple[int, ...]:
-        """Ranks at a shared ``level`` in [0, 1], monotone in it; ``target_macs`` bisects on it."""
+        """Ranks at a shared ``level`` in [0, 1], monotone in it; a MACs target bisects on it."""
 
     def factorize(self, module: nn.Module, ranks: Sequence[int], gram: torch.Tensor | None,
                   **options: Any) -> tuple[nn.Module, float]:

@@ -117,13 +117,13 @@ def _check_balance(balance: str) -> None:
                           f"{balance!r}. Pass balance='macs' (counted) or 'latency' (measured).")
 
 
-def partition(model: nn.Module, example_input: ExampleInput, stages: int, *,
+def partition(model: nn.Module, example_inputs: ExampleInput, stages: int, *,
               balance: str = "macs", tolerance: float = 0.05, method: str = "auto",
               repeats: int = 5, threads: int | None = None) -> Partition:
     """Split ``model`` into ``stages`` sequential stages (objective: ``partition_cuts``).
 
     balance: "macs" (counted per node) or "latency" (each node timed under an fx Interpreter,
-    median of ``repeats`` runs at ``threads`` intra-op threads, on ``example_input``'s batch).
+    median of ``repeats`` runs at ``threads`` intra-op threads, on ``example_inputs``'s batch).
     tolerance: how far above the best bottleneck a cut may go to cross fewer bytes (0.05 = 5%).
     The stages work on a deep copy in eval mode; ``model`` is not changed.
     """
@@ -131,7 +131,7 @@ def partition(model: nn.Module, example_input: ExampleInput, stages: int, *,
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ConfigError(f"partition: 'repeats' must be an integer >= 1; got {repeats!r}. Pass "
                           f"the number of timed runs per node, e.g. 5.")
-    inputs = as_inputs(example_input)
+    inputs = as_inputs(example_inputs)
     module, traced_by = trace(model, inputs, method=method)
     costs = measure_nodes(module, inputs, traced_by, latency=True, repeats=repeats, threads=threads)
     cuts = best_cuts(costs.costs(balance), costs.cut_bytes, stages, tolerance=tolerance)

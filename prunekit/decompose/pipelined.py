@@ -50,7 +50,7 @@ def _worker(rank: int, stages: tuple[nn.Module, ...], inputs: tuple[torch.Tensor
 
     from prunekit.io import save_json, save_weights
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads)  # NOTE: a spawned worker process of its own; nothing to restore.
     world_size = len(stages)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world_size)
@@ -89,7 +89,7 @@ def _check(world_size: int, batch: int, n_microbatches: int) -> None:
                           f"of n_microbatches, or another n_microbatches.")
 
 
-def run_pipeline(partition_or_model: Any, example_input: ExampleInput, *,
+def run_pipeline(partition_or_model: Any, example_inputs: ExampleInput, *,
                  n_microbatches: int | None = None, world_size: int | None = None,
                  threads: int = 1, balance: str = "macs", timeout_s: float = 300.0) -> PipelineRun:
     """Run the stages of a :class:`~prunekit.decompose.partition.Partition` (or of ``model``
@@ -102,7 +102,7 @@ def run_pipeline(partition_or_model: Any, example_input: ExampleInput, *,
     """
     from prunekit.decompose.partition import Partition, partition
 
-    inputs = as_inputs(example_input)
+    inputs = as_inputs(example_inputs)
     if isinstance(partition_or_model, Partition):
         part = partition_or_model
     elif isinstance(partition_or_model, nn.Module):

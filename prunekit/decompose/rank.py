@@ -39,7 +39,7 @@ class RankSpec:
     fixed: an int rank (or an (r_in, r_out) pair for Tucker-2), clipped to full rank;
     fraction: a float in (0, 1], that fraction of each axis's full rank (rounded, at least 1);
     energy: a float in (0, 1], the energy to keep; vbmf: EVBMF's estimate (no value); level: the
-    shared knob ``target_macs`` bisects (see ``Method.level_ranks``).
+    shared knob a MACs ``target`` bisects (see ``Method.level_ranks``).
     """
 
     kind: Literal["fixed", "fraction", "energy", "vbmf", "level"]

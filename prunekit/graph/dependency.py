@@ -10,7 +10,6 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from prunekit._gc import without_gc
 from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph.constraints import ConstraintStore, Tracked
 from prunekit.graph.groups import ChannelGroup
@@ -33,7 +32,6 @@ class DependencyGraph:
     tensors: tuple[str, ...]
 
     @classmethod
-    @without_gc
     def trace(cls, model: nn.Module, example_inputs: Any, *, example_kwargs: dict[str, Any] | None = None,
               ignore: Iterable[str] = ()) -> DependencyGraph:
         """Run ``model`` once on ``example_inputs`` and derive its channel groups.

@@ -2,8 +2,10 @@
 
 A *rule* ``(ctx, args, kwargs, out) -> None`` is registered per torch function or Tensor method; it
 reads input layouts with ``ctx.dims(t)`` and records output layouts with ``ctx.set(t, dims)``.
-A *refresh* ``(module) -> None`` is registered per module type; after slicing it updates the
-attributes that record widths (``out_channels``, ``num_features``, ...). A new layer type needs
+A *refresh* ``(module) -> None | nn.Module`` is registered per module type; after slicing it updates
+the attributes that record widths (``out_channels``, ``num_features``, ...), or returns a module of
+a real class to put in the old one's place when the old class cannot hold the new widths (pruned
+attention). A new layer type needs
 one rule (if it calls a function the graph does not know) and one refresh, nothing else.
 """
 
@@ -18,7 +20,8 @@ __all__ = ["RULES", "REFRESH", "register_rule", "register_refresh", "refresh_for
 
 Rule = Callable[..., None]
 RULES: dict[Any, Rule] = {}
-REFRESH: dict[type, Callable[[nn.Module], None]] = {}
+Refresh = Callable[[nn.Module], "nn.Module | None"]
+REFRESH: dict[type, Refresh] = {}
 
 
 def register_rule(*funcs: Any) -> Callable[[Rule], Rule]:
@@ -33,10 +36,11 @@ def register_rule(*funcs: Any) -> Callable[[Rule], Rule]:
     return decorator
 
 
-def register_refresh(*types: type) -> Callable[[Callable[[nn.Module], None]], Callable[[nn.Module], None]]:
-    """Decorator: ``fn(module)`` updates width attributes of ``types`` after their tensors are sliced."""
+def register_refresh(*types: type) -> Callable[[Refresh], Refresh]:
+    """Decorator: ``fn(module)`` updates width attributes of ``types`` after their tensors are sliced
+    (or returns the module to use in their place)."""
 
-    def decorator(fn: Callable[[nn.Module], None]) -> Callable[[nn.Module], None]:
+    def decorator(fn: Refresh) -> Refresh:
         for t in types:
             REFRESH[t] = fn
         return fn
@@ -44,7 +48,7 @@ def register_refresh(*types: type) -> Callable[[Callable[[nn.Module], None]], Ca
     return decorator
 
 
-def refresh_for(module: nn.Module) -> Callable[[nn.Module], None] | None:
+def refresh_for(module: nn.Module) -> Refresh | None:
     """The refresh of the closest registered base class of ``module``'s type, if any."""
     for klass in type(module).__mro__:
         if klass in REFRESH:

@@ -47,10 +47,16 @@ class Context:
     store: ConstraintStore
     params: dict[int, str]
     scope: list[str] = field(default_factory=lambda: [""])
+    modules: list[nn.Module] = field(default_factory=list)  # the modules whose forward is running
     unknown: list[str] = field(default_factory=list)
     _dims: dict[int, list[Dim]] = field(default_factory=dict)
     _alive: list[torch.Tensor] = field(default_factory=list)
     current: str = ""
+
+    @property
+    def module(self) -> nn.Module | None:
+        """The innermost module whose forward is running (None at the top level)."""
+        return self.modules[-1] if self.modules else None
 
     @property
     def where(self) -> str:
@@ -152,7 +158,8 @@ class _Recorder(TorchFunctionMode):
 
 @contextmanager
 def _scopes(model: nn.Module, ctx: Context) -> Iterator[None]:
-    """Keep ``ctx.scope`` naming the module whose forward is running (for messages).
+    """Keep ``ctx.scope`` naming the module whose forward is running (for messages), and
+    ``ctx.modules`` holding it (for rules that depend on the module, such as Swin's head count).
 
     Two global module hooks instead of two per module (registering those cost more than the
     meta forward itself); calls from other threads are ignored, and a module that is not part of
@@ -164,10 +171,12 @@ def _scopes(model: nn.Module, ctx: Context) -> Iterator[None]:
     def enter(module: nn.Module, args: Any) -> None:  # None: inputs unchanged
         if threading.get_ident() == thread:
             ctx.scope.append(names.get(id(module), ctx.scope[-1]))
+            ctx.modules.append(module)
 
     def leave(module: nn.Module, args: Any, output: Any) -> None:  # None: output unchanged
         if threading.get_ident() == thread and len(ctx.scope) > 1:
             ctx.scope.pop()
+            ctx.modules.pop()
 
     handles = [register_module_forward_pre_hook(enter), register_module_forward_hook(leave)]
     try:

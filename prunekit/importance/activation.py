@@ -1,4 +1,4 @@
-"""Activation criteria: a channel matters as much as the signal it carries on calibration data.
+"""Activation importance functions: a channel matters as much as the signal it carries on calibration data.
 
 A channel's activation is read where the network passes it on: the input of each consumer module
 (after BN, ReLU, pooling — where dead channels show as zeros). Groups with no recorded consumer
@@ -37,13 +37,13 @@ def _per_member(group: ChannelGroup, model: nn.Module, table: Mapping[tuple[str,
 
 
 def _channel_stats(group: ChannelGroup, model: nn.Module, table: Mapping[tuple[str, str], torch.Tensor],
-                   roles: Sequence[Role], criterion: str) -> list[torch.Tensor]:
+                   roles: Sequence[Role], importance: str) -> list[torch.Tensor]:
     found = _per_member(group, model, table, roles) or _per_member(group, model, table, ("producer",))
     if not found:
         raise ConfigError(
-            f"{criterion}: no activation was recorded for group '{group.id}' (modules "
+            f"{importance}: no activation was recorded for group '{group.id}' (modules "
             f"{', '.join(group.modules)}): its producers and consumers are not conv, linear or embedding "
-            f"modules, or the stats were collected for other groups. Use a weight criterion such as 'l2'."
+            f"modules, or the stats were collected for other groups. Use a weight importance such as 'l2'."
         )
     return found
 
@@ -53,7 +53,7 @@ def activation(group: ChannelGroup, model: nn.Module, stats: object = None, *,
                normalize: str | None = None) -> torch.Tensor:
     """Mean ``|a|`` of each channel over the calibration batches, averaged over where it is read.
 
-    The activation-magnitude criterion (e.g. Polyak & Wolf 2015, "Channel-level acceleration of
+    The activation-magnitude importance (e.g. Polyak & Wolf 2015, "Channel-level acceleration of
     deep face representations"): channels that carry little signal change the output little.
     """
     table = require(stats, "activation").activation_mean

@@ -1,6 +1,6 @@
 """Turn per-member channel scores into one score per channel, and put groups on a common scale.
 
-Every criterion first scores each member (one tensor slice) of a group, giving ``[members, size]``;
+Every importance first scores each member (one tensor slice) of a group, giving ``[members, size]``;
 ``aggregate`` reduces over members, ``normalize`` rescales the group's ``Tensor[size]`` so that scores
 of different groups can be compared when allocating globally.
 """
@@ -60,14 +60,14 @@ def normalize(scores: torch.Tensor, how: str | None = None) -> torch.Tensor:
 
 
 def combine(per_member: Sequence[torch.Tensor], **options: str | None) -> torch.Tensor:
-    """``normalize(aggregate(per_member))`` with the criterion's ``aggregate=`` and ``normalize=``
-    options (defaults ``"sum"`` and ``None``): the last step of every criterion."""
+    """``normalize(aggregate(per_member))`` with the importance's ``aggregate=`` and ``normalize=``
+    options (defaults ``"sum"`` and ``None``): the last step of every importance."""
     reduced = aggregate(per_member, options.get("aggregate") or "sum")
     return normalize(reduced, options.get("normalize"))
 
 
 def pick_members(group: ChannelGroup, roles: Sequence[Role]) -> tuple[Member, ...]:
     """Members with one of ``roles``; every member when none has them (e.g. a group written only by
-    a parameter used directly), so a criterion always has something to score."""
+    a parameter used directly), so an importance always has something to score."""
     chosen = tuple(m for m in group.members if m.role in roles)
     return chosen or group.members

@@ -29,7 +29,7 @@ def bn_scale(group: ChannelGroup, model: nn.Module, stats: object = None, *, fal
     gamma scales each channel, so a small ``|gamma|`` marks a channel the network barely uses.
 
     Args:
-        fallback: criterion used for groups with no BatchNorm (default ``"l1"``, so any model can be
+        fallback: importance used for groups with no BatchNorm (default ``"l1"``, so any model can be
             scored, e.g. MLP hidden layers); ``None`` raises ConfigError instead. Weight norms and
             ``|gamma|`` are on different scales: with ``scope="global"`` pass ``normalize="mean"``.
     """
@@ -39,11 +39,11 @@ def bn_scale(group: ChannelGroup, model: nn.Module, stats: object = None, *, fal
             raise ConfigError(
                 f"bn_scale: group '{group.id}' (modules {', '.join(group.modules)}) has no BatchNorm, so "
                 f"it has no gamma to rank by, and fallback=None. Pass fallback='l1' (best with "
-                f"normalize='mean'), choose another criterion, or exclude those modules with ignore=[...]."
+                f"normalize='mean'), choose another importance, or leave those modules out with ignore=[...]."
             )
-        from prunekit.importance import CRITERIA
+        from prunekit.importance import IMPORTANCE
 
-        return CRITERIA.get(fallback).factory(group, model, stats, aggregate=aggregate, normalize=normalize)
+        return IMPORTANCE.get(fallback).factory(group, model, stats, aggregate=aggregate, normalize=normalize)
     size = torch.arange(group.size)
     per_member = [tensor_of(model, m.tensor).detach()[m.indices(size)].reshape(group.size, -1).abs().mean(1)
                   for m in members]

@@ -1,7 +1,7 @@
-"""Magnitude criteria: a channel matters as much as the weights that write and read it.
+"""Magnitude importance functions: a channel matters as much as the weights that write and read it.
 
-Each criterion is a pure function ``(group, model, stats=None, **options) -> Tensor[size]``: same
-inputs, same scores, and the model is never changed. Options shared by every criterion:
+Each importance is a pure function ``(group, model, stats=None, **options) -> Tensor[size]``: same
+inputs, same scores, and the model is never changed. Options shared by every importance:
 ``aggregate`` (how per-member scores combine) and ``normalize`` (see ``aggregate.py``).
 """
 
@@ -80,7 +80,7 @@ def l2(group: ChannelGroup, model: nn.Module, stats: object = None, *,
 
 def random(group: ChannelGroup, model: nn.Module, stats: object = None, *, seed: int = 0,
            aggregate: str = "sum", normalize: str | None = None) -> torch.Tensor:
-    """Uniform random scores, seeded per group (a baseline every criterion should beat).
+    """Uniform random scores, seeded per group (a baseline every importance should beat).
 
     ``aggregate`` is accepted for a uniform interface and has no effect.
     """

@@ -4,7 +4,7 @@
 ``torch.autograd.grad`` on detached copies of the parameters (gradients), then returns a frozen
 :class:`Stats`. The model is left exactly as it was: no hook stays, no ``.grad`` is written, no
 parameter or ``requires_grad`` flag changes, and every module's ``training`` flag is restored.
-Criteria then score from ``Stats`` without running anything.
+Importance functions then score from ``Stats`` without running anything.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ LossFn = Callable[..., torch.Tensor]
 
 @dataclass(frozen=True, eq=False)
 class Stats:
-    """What calibration batches taught us; plain data, read by the data-driven criteria.
+    """What calibration batches taught us; plain data, read by the data-driven importance functions.
 
     Args:
         batches: how many batches were run.
@@ -178,7 +178,7 @@ def _take(batches: Iterable[Any], max_batches: int | None) -> Iterator[Any]:
 def collect(model: nn.Module, batches: Iterable[Any], groups: Sequence[ChannelGroup], *,
             needs: Iterable[str] = NEEDS, loss_fn: LossFn | None = None,
             max_batches: int | None = None) -> Stats:
-    """Run calibration ``batches`` once and gather what data-driven criteria need for ``groups``.
+    """Run calibration ``batches`` once and gather what data-driven importance functions need for ``groups``.
 
     Args:
         batches: tensors (inputs only) or ``(inputs, labels)`` tuples; inputs may be a tuple.
@@ -226,16 +226,16 @@ def collect(model: nn.Module, batches: Iterable[Any], groups: Sequence[ChannelGr
     return Stats(seen, MappingProxyType(weight_grad), MappingProxyType(mean), MappingProxyType(apoz))
 
 
-def missing_batches(criterion: str) -> ConfigError:
-    """The error for a data-driven criterion that got no calibration data."""
+def missing_batches(importance: str) -> ConfigError:
+    """The error for a data-driven importance that got no calibration data."""
     return ConfigError(
-        f"criterion '{criterion}' needs calibration batches: pass batches=[(inputs, labels), ...] (prunekit prune passes 4 training batches itself)"
+        f"importance '{importance}' needs calibration batches: pass batches=[(inputs, labels), ...] (prunekit prune passes 4 training batches itself)"
     )
 
 
-def require(stats: object, criterion: str) -> Stats:
-    """``stats`` as :class:`Stats`, or the missing-batches error (criteria called directly)."""
+def require(stats: object, importance: str) -> Stats:
+    """``stats`` as :class:`Stats`, or the missing-batches error (importance functions called directly)."""
     if not isinstance(stats, Stats):
-        error = missing_batches(criterion)
-        raise ConfigError(f"{error} to score(), or stats=collect(model, batches, groups) to the criterion.")
+        error = missing_batches(importance)
+        raise ConfigError(f"{error} to score(), or stats=collect(model, batches, groups) to the importance.")
     return stats

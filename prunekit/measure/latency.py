@@ -1,9 +1,9 @@
 """Wall-clock latency of one forward pass, in PyTorch eager or ONNX Runtime, with its spread.
 
 Protocol: fixed thread count, warm-up calls first, then each call timed on its own with
-``time.perf_counter`` (garbage collector paused). Unless ``repeats`` is given, calls continue
-until they add up to ``min_time_s``, within [MIN_REPEATS, MAX_REPEATS] calls: a tiny model gets
-many repeats, ResNet-50 at batch 64 a few. Median and p10-p90 are reported, not the minimum.
+``time.perf_counter`` (one garbage collection before, the collector left on). Unless ``repeats``
+is given, calls continue until they add up to ``min_time_s``, within [MIN_REPEATS, MAX_REPEATS]
+calls: a tiny model gets many repeats, ResNet-50 at batch 64 a few. Median and p10-p90 are reported, not the minimum.
 """
 
 from __future__ import annotations
@@ -81,17 +81,14 @@ def _time_calls(call: Callable[[], object], timing: _Timing) -> list[float]:
     """Seconds per call of ``call`` after the warm-up calls (protocol in the module docstring)."""
     for _ in range(timing.warmup):
         call()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # NOTE: as timeit does; a collection inside one call is noise, not latency.
+    # NOTE: the collector stays on (other threads and the model's own code run meanwhile); one
+    # collection first clears the warm-up's garbage, and the median ignores a rare collection.
+    gc.collect()
     times: list[float] = []
-    try:
-        while not timing.done(times):
-            start = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - start)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    while not timing.done(times):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
     return times
 
 
@@ -167,22 +164,22 @@ def _onnxruntime_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
     return tuple(results)
 
 
-def measure_latencies(model: nn.Module, example_input: ExampleInput, *, backend: str = "torch",
+def measure_latencies(model: nn.Module, example_inputs: ExampleInput, *, backend: str = "torch",
                       batch_sizes: Sequence[int] = (1,), threads: int = 2, warmup: int = 3,
                       repeats: int | None = None, min_time_s: float = 1.0) -> tuple[LatencyStats, ...]:
     """:func:`measure_latency` at several batch sizes; onnxruntime exports the model only once."""
     _check(backend, batch_sizes, threads, warmup, repeats, min_time_s)
-    inputs = as_inputs(example_input)
+    inputs = as_inputs(example_inputs)
     timing = _Timing(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
     if backend == "onnxruntime":
         return _onnxruntime_latencies(model, inputs, tuple(batch_sizes), threads, timing)
     return _torch_latencies(model, inputs, tuple(batch_sizes), threads, timing, backend)
 
 
-def measure_latency(model: nn.Module, example_input: ExampleInput, *, backend: str = "torch",
+def measure_latency(model: nn.Module, example_inputs: ExampleInput, *, backend: str = "torch",
                     batch_size: int = 1, threads: int = 2, warmup: int = 3,
                     repeats: int | None = None, min_time_s: float = 1.0) -> LatencyStats:
-    """Latency of ``model`` on ``example_input`` tiled along dim 0 to ``batch_size`` rows.
+    """Latency of ``model`` on ``example_inputs`` tiled along dim 0 to ``batch_size`` rows.
 
     backend: "torch" (eager, ``inference_mode``), "torch-fused" (the same after folding every
     Conv/Linear -> BatchNorm pair, :func:`prunekit.measure.fuse.fold_batchnorm`: the deployed form,
@@ -196,7 +193,7 @@ def measure_latency(model: nn.Module, example_input: ExampleInput, *, backend: s
     model's eager time depends on the allocator: run under ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0``
     (or jemalloc/tcmalloc) to time it as a long-running server would (``benchmarks/speed.py`` does).
     """
-    return measure_latencies(model, example_input, backend=backend, batch_sizes=(batch_size,),
+    return measure_latencies(model, example_inputs, backend=backend, batch_sizes=(batch_size,),
                              threads=threads, warmup=warmup, repeats=repeats,
                              min_time_s=min_time_s)[0]
 
@@ -239,13 +236,13 @@ def interleaved(models: Mapping[str, nn.Module], measure: Callable[[nn.Module], 
     return result
 
 
-def paired_latency(models: Mapping[str, nn.Module], example_input: ExampleInput, *, reference: str,
+def paired_latency(models: Mapping[str, nn.Module], example_inputs: ExampleInput, *, reference: str,
                    rounds: int = 3, backend: str = "torch", batch_size: int = 1, threads: int = 2,
                    min_time_s: float = 1.0) -> dict[str, PairedLatency]:
     """:func:`measure_latency` of several models in interleaved rounds, each relative to ``reference``
     (see :func:`interleaved`): how much faster a pruned model is than its dense original."""
     def measure(model: nn.Module) -> float:
-        return measure_latency(model, example_input, backend=backend, batch_size=batch_size,
+        return measure_latency(model, example_inputs, backend=backend, batch_size=batch_size,
                                threads=threads, min_time_s=min_time_s).median_ms
 
     return interleaved(models, measure, reference=reference, rounds=rounds)

@@ -66,7 +66,7 @@ class _OutsideLeaves(TorchFunctionMode):
         self.depth -= 1
 
 
-def latency_by_call(model: nn.Module, example_input: ExampleInput, *, batch_size: int = 1,
+def latency_by_call(model: nn.Module, example_inputs: ExampleInput, *, batch_size: int = 1,
                     threads: int = 2, repeats: int = 5, functional: bool = False) -> dict[Call, float]:
     """Median milliseconds of each call of each leaf module's forward, keyed ``(name, i)`` for the
     ``i``-th call in a pass (a shared ``nn.ReLU`` has several), over ``repeats`` timed passes after
@@ -74,7 +74,7 @@ def latency_by_call(model: nn.Module, example_input: ExampleInput, *, batch_size
     each torch function called outside the leaves, keyed ``("<add_>", i)``. The model is left as it
     was (mode, hooks, thread count)."""
     _check("torch", (batch_size,), threads, 0, repeats, 0.0)  # NOTE: measure_latency's own argument rules
-    inputs = batch_of(as_inputs(example_input), batch_size)
+    inputs = batch_of(as_inputs(example_inputs), batch_size)
     sync = _sync_for(inputs)
     leaves = _leaves(model)
     started: dict[str, float] = {}
@@ -128,12 +128,12 @@ def latency_by_call(model: nn.Module, example_input: ExampleInput, *, batch_size
     return {call: statistics.median(values) * 1000.0 for call, values in runs.items()}
 
 
-def latency_by_module(model: nn.Module, example_input: ExampleInput, *, batch_size: int = 1,
+def latency_by_module(model: nn.Module, example_inputs: ExampleInput, *, batch_size: int = 1,
                       threads: int = 2, repeats: int = 5) -> dict[str, float]:
     """Median milliseconds of each leaf module's forward (name as in ``named_modules()``, in that
     order), as :func:`latency_by_call` measures it; a module called twice in one pass (a shared
     ``nn.ReLU``) reports the sum of its calls."""
-    totals = per_module(latency_by_call(model, example_input, batch_size=batch_size, threads=threads,
+    totals = per_module(latency_by_call(model, example_inputs, batch_size=batch_size, threads=threads,
                                         repeats=repeats))
     return {name: totals[name] for name in _leaves(model) if totals.get(name)}
 
@@ -146,12 +146,12 @@ def per_module(by_call: dict[Call, float]) -> dict[str, float]:
     return totals
 
 
-def input_producers(model: nn.Module, example_input: ExampleInput, *, functional: bool = False) -> dict[Call, str]:
+def input_producers(model: nn.Module, example_inputs: ExampleInput, *, functional: bool = False) -> dict[Call, str]:
     """Each call of a parameter-free leaf module (``MaxPool2d``, ``ReLU``, ``GELU``...) -> the leaf
     module with parameters or buffers whose output the call's first tensor input is, followed back
     through other parameter-free leaves (keys as in :func:`latency_by_call`). Calls whose input no
     such module produced (the model input, a functional op's new tensor) are absent; an in-place
-    ``out += identity`` keeps its left operand's producer. One eval pass on ``example_input``; the
+    ``out += identity`` keeps its left operand's producer. One eval pass on ``example_inputs``; the
     model is left as it was.
 
     With ``functional``, the torch functions called outside every leaf (keys as in
@@ -209,7 +209,7 @@ def input_producers(model: nn.Module, example_input: ExampleInput, *, functional
     try:
         with torch.inference_mode():
             with mode if functional else nullcontext():
-                model(*as_inputs(example_input))
+                model(*as_inputs(example_inputs))
     finally:
         for handle in handles:
             handle.remove()

@@ -21,14 +21,14 @@ __all__ = ["count_macs", "macs_by_module", "as_inputs", "batch_of", "counting_mo
 ExampleInput = torch.Tensor | tuple[torch.Tensor, ...]
 
 
-def as_inputs(example_input: ExampleInput) -> tuple[torch.Tensor, ...]:
+def as_inputs(example_inputs: ExampleInput) -> tuple[torch.Tensor, ...]:
     """The example input as a tuple of tensors (the positional arguments of ``forward``)."""
-    inputs = (example_input,) if isinstance(example_input, torch.Tensor) else tuple(example_input)
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     bad = [type(x).__name__ for x in inputs if not isinstance(x, torch.Tensor)]
     if not inputs or bad:
         raise ConfigError(
-            f"example_input must be a tensor or a non-empty tuple of tensors; got "
-            f"{type(example_input).__name__}{f' holding {bad}' if bad else ''}. Pass e.g. "
+            f"example_inputs must be a tensor or a non-empty tuple of tensors; got "
+            f"{type(example_inputs).__name__}{f' holding {bad}' if bad else ''}. Pass e.g. "
             f"torch.randn(1, 3, 224, 224), or (ids, mask) for a model with two inputs.")
     return inputs
 
@@ -67,29 +67,29 @@ def counting_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _flop_counts(model: nn.Module, example_input: ExampleInput) -> dict[str, dict[object, int]]:
-    inputs = as_inputs(example_input)
+def _flop_counts(model: nn.Module, example_inputs: ExampleInput) -> dict[str, dict[object, int]]:
+    inputs = as_inputs(example_inputs)
     with counting_mode(model), FlopCounterMode(display=False, depth=None) as counter:
         model(*inputs)
     return counter.get_flop_counts()
 
 
-def count_macs(model: nn.Module, example_input: ExampleInput) -> int:
-    """MACs of one forward pass on ``example_input`` (the whole batch it holds).
+def count_macs(model: nn.Module, example_inputs: ExampleInput) -> int:
+    """MACs of one forward pass on ``example_inputs`` (the whole batch it holds).
 
     The model runs once in eval mode under ``no_grad``; its train/eval mode is restored.
     """
-    counts = _flop_counts(model, example_input)
+    counts = _flop_counts(model, example_inputs)
     return sum(counts.get("Global", {}).values()) // 2
 
 
-def macs_by_module(model: nn.Module, example_input: ExampleInput) -> dict[str, int]:
+def macs_by_module(model: nn.Module, example_inputs: ExampleInput) -> dict[str, int]:
     """MACs per module, keyed by qualified name as in ``named_modules()`` ("" is the whole model).
 
     A parent's count includes its children's. Modules that do no counted work are left out;
     the order is ``named_modules()`` order, so the dict reads as the model's outline.
     """
-    counts = _flop_counts(model, example_input)
+    counts = _flop_counts(model, example_inputs)
     root = type(model).__name__
     by_name: dict[str, int] = {}
     for key, ops in counts.items():

@@ -71,7 +71,7 @@ def _failure(model: nn.Module, exc: Exception) -> PrunekitError:
         f"torch.export.export(model, args) traces it; pass verbose=True to see the exporter's log.")
 
 
-def export_onnx(model: nn.Module, example_input: ExampleInput, path: str | os.PathLike[str], *,
+def export_onnx(model: nn.Module, example_inputs: ExampleInput, path: str | os.PathLike[str], *,
                 dynamic_batch: bool = True, opset: int | None = None,
                 verbose: bool = False) -> Path:
     """Export ``model`` (in eval mode) to ONNX at ``path`` and return the path.
@@ -83,7 +83,7 @@ def export_onnx(model: nn.Module, example_input: ExampleInput, path: str | os.Pa
     """
     require("onnx", extra="onnx", feature="ONNX export")
     require("onnxscript", extra="onnx", feature="ONNX export")
-    inputs = as_inputs(example_input)
+    inputs = as_inputs(example_inputs)
     if dynamic_batch:
         # NOTE: torch.export specialises dimensions of size 1; exporting at batch 1 can bake the
         # batch into reshapes (a ViT exported at batch 1 then fails at batch 5 in ONNX Runtime).

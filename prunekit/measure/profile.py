@@ -79,12 +79,12 @@ class Profile:
                      if s.backend == backend and s.batch_size == batch_size), None)
 
 
-def profile(model: nn.Module, example_input: ExampleInput, *, name: str = "model",
+def profile(model: nn.Module, example_inputs: ExampleInput, *, name: str = "model",
             batch_sizes: Sequence[int] = (1, 64), threads: int = 2,
             backends: Sequence[str] = DEFAULT_BACKENDS, dataset: TensorDataset | None = None,
             warmup: int = 3, repeats: int | None = None, min_time_s: float = 1.0,
             progress: Callable[[str], None] | None = None) -> Profile:
-    """Measure ``model`` on ``example_input`` (batch 1 is enough; it is tiled for larger batches).
+    """Measure ``model`` on ``example_inputs`` (batch 1 is enough; it is tiled for larger batches).
 
     Latency uses :func:`measure_latency`'s protocol for each backend x batch size (add
     "torch-fused" for the BatchNorm-folded deployed form). An
@@ -96,7 +96,7 @@ def profile(model: nn.Module, example_input: ExampleInput, *, name: str = "model
         raise ConfigError(f"profile: backends must be among {', '.join(BACKENDS)}; got "
                           f"{unknown}. Pass e.g. backends=('torch',).")
     step = progress or (lambda message: None)
-    sample = batch_of(as_inputs(example_input), 1)
+    sample = batch_of(as_inputs(example_inputs), 1)
     step("counting parameters and MACs")
     params, macs = count_params(model), count_macs(model, sample)
     step("measuring size on disk")

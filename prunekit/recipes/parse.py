@@ -1,7 +1,7 @@
 """Validate a recipe file into a :class:`Recipe`; every problem names the file, line and field.
 
 Checks run before any work: the schema (pydantic), then names that registries know (model,
-dataset, criterion) so a misspelt name fails in a second, not after an hour of training.
+dataset, importance) so a misspelt name fails in a second, not after an hour of training.
 """
 
 from __future__ import annotations
@@ -80,9 +80,9 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
 
 
 def _check_names(recipe: Recipe, lines: dict[tuple[Any, ...], int], source: str) -> None:
-    """Registry names (model, dataset, criteria) exist; the error points at the line."""
+    """Registry names (model, dataset, importance) exist; the error points at the line."""
     from prunekit import data as datasets
-    from prunekit.importance import CRITERIA
+    from prunekit.importance import IMPORTANCE
     from prunekit.workflows.common import check_model_name
 
     def check(loc: tuple[Any, ...], lookup: Any) -> None:
@@ -108,11 +108,11 @@ def _check_names(recipe: Recipe, lines: dict[tuple[Any, ...], int], source: str)
             _fail(lines, source, ("stages", i), f"structural '{kind}' cannot follow the decompose stage "
                   f"stages[{factorised_at}] (it would cut factorised layers). Put structural stages first.")
         if kind == "prune":
-            check(("stages", i, kind, "importance"), lambda o=options: CRITERIA.get(o.importance))
+            check(("stages", i, kind, "importance"), lambda o=options: IMPORTANCE.get(o.importance))
             for j, step in enumerate(options.schedule or []):
                 if step.importance is not None:
                     check(("stages", i, kind, "schedule", j, "importance"),
-                          lambda s=step: CRITERIA.get(s.importance))
+                          lambda s=step: IMPORTANCE.get(s.importance))
 
 
 def _fail(lines: dict[tuple[Any, ...], int], source: str, loc: tuple[Any, ...], message: str) -> None:

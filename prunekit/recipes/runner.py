@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from prunekit._seed import seeded
 from prunekit.errors import ConfigError
 from prunekit.io import load_json, save_json
 from prunekit.recipes.checkpoint import load_state
@@ -99,8 +100,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
         kind = stage_kind(stage)
         bar.set_postfix_str(kind)
         started = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):  # NOTE: stage i's seed, without leaking it to the caller.
-            torch.manual_seed(recipe.seed + index)
+        with seeded(recipe.seed + index):  # NOTE: the caller's RNG state is restored after the stage.
             summary = STAGES.get(kind).factory(state, stage_options(stage), recipe.seed + index)
         record = {"index": index, "kind": kind, "options": stage_options(stage).model_dump(mode="json"),
                   "summary": summary, "seconds": time.perf_counter() - started,

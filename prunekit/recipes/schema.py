@@ -79,7 +79,7 @@ class PruneStep(BaseModel):
 
     model_config = _STRICT
     target: Target
-    importance: str | None = Field(None, description="criterion for this step (default: the stage's)")
+    importance: str | None = Field(None, description="importance for this step (default: the stage's)")
     finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after this step")
 
 
@@ -95,11 +95,11 @@ _ROUND_TO = f"kept widths rounded up to this multiple; 'auto': {AUTO_RULE}"
 
 
 class PruneOptions(BaseModel):
-    """``prune``: StructuredPruner's arguments, or a ``schedule`` of steps (ratio rising, criterion switching)."""
+    """``prune``: StructuredPruner's arguments, or a ``schedule`` of steps (ratio rising, importance switching)."""
 
     model_config = _STRICT
     target: Target | None = Field(None, description="ratio removed, or macs/params/latency kept")
-    importance: str = Field("l2", description="criterion (`prunekit prune --help` lists them)")
+    importance: str = Field("l2", description="how channels are scored (`prunekit prune --help` lists them)")
     scope: Literal["local", "global"] = "local"
     round_to: RoundTo = Field("auto", description=_ROUND_TO)
     ignore: list[str] = Field(default_factory=list, description="module names never cut")
@@ -107,7 +107,7 @@ class PruneOptions(BaseModel):
     finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning between steps")
     schedule: list[PruneStep] | None = Field(None, description="explicit steps (instead of target/steps)")
     options: dict[str, Any] | None = Field(None, description="PrunerOptions (layer ratios, caps)")
-    calibration_batches: int = Field(4, ge=1, description="training batches for data-driven criteria")
+    calibration_batches: int = Field(4, ge=1, description="training batches for data-driven importance")
     finetune: TrainConfig | None = Field(None, description="training options of the fine-tuning between "
                                          "and after steps (epochs: finetune_epochs); default: those of "
                                          "the recipe's last train/finetune stage")
@@ -124,10 +124,10 @@ class PruneOptions(BaseModel):
 class GatesOptions(TrainConfig):
     """``gates``: train Hard Concrete gates to a MACs budget for ``epochs``, then harden them."""
 
-    target_macs: float = Field(gt=0, le=1, description="fraction of the dense MACs to keep")
+    target: Target = Field(description="the MACs budget, e.g. {macs: 0.5} (half the dense MACs)")
     warmup_steps: int = Field(0, ge=0, description="steps over which the budget falls to the target")
     init_log_alpha: float = Field(3.0, description="initial gate log-alpha (3: fully open)")
-    init_importance: str | None = Field(None, description="data-free criterion that spreads the initial "
+    init_importance: str | None = Field(None, description="data-free importance that spreads the initial "
                                                           "log-alphas (l2, l1, bn_scale); null: all equal")
     ignore: list[str] = Field(default_factory=list, description="module names never gated")
     round_to: RoundTo = Field("auto", description=_ROUND_TO)
@@ -141,27 +141,30 @@ class SparsifyOptions(TrainConfig):
     fine-tuning ``epochs``) or one-shot calibration (wanda, sparsegpt); zeros kept during fine-tuning."""
 
     epochs: int = Field(0, ge=0, description="fine-tuning epochs under the masks (gradual: >= 1)")
-    method: Literal["magnitude", "random", "taylor", "movement", "wanda", "sparsegpt"] = "magnitude"
+    importance: Literal["magnitude", "random", "taylor", "movement"] = Field(
+        "magnitude", description="how weights are scored for the masks")
+    method: Literal["wanda", "sparsegpt"] | None = Field(
+        None, description="a one-shot calibration algorithm instead of masks from importance")
     sparsity: float | None = Field(0.5, ge=0, lt=1, description="fraction of weights set to zero")
     pattern: str = Field("unstructured", description="unstructured, N:M (2:4) or blocks (4x4)")
     scope: Literal["layer", "global"] = "layer"
     schedule: Literal["one_shot", "gradual", "iterative"] = "one_shot"
     ramp: float = Field(0.75, gt=0, le=1, description="fraction of fine-tuning over which sparsity ramps")
     updates: int = Field(20, ge=1, description="mask updates during the ramp")
-    exclude: list[str] = Field(default_factory=list, description="module names left dense")
+    ignore: list[str] = Field(default_factory=list, description="module names left dense")
     calibration_batches: int = Field(8, ge=1, description="training batches for calibration methods")
 
 
 class DecomposeStageOptions(BaseModel):
-    """``decompose``: ``prunekit.decompose.decompose`` (method, and one of rank / energy / target_macs)."""
+    """``decompose``: ``prunekit.decompose.decompose`` (method, and one of rank / energy / target)."""
 
     model_config = _STRICT
     method: Literal["auto", "svd", "asvd", "tucker", "cp"] = "auto"
     rank: int | float | list[int] | Literal["vbmf"] | None = Field(None, description="rank, fraction or vbmf")
     energy: float | None = Field(None, gt=0, le=1, description="fraction of squared singular values kept")
-    target_macs: float | None = Field(None, gt=0, le=1, description="fraction of the MACs to keep")
+    target: Target | None = Field(None, description="the MACs budget, e.g. {macs: 0.5}; ranks chosen to meet it")
     include: list[str] | None = Field(None, description="module-name patterns to consider")
-    exclude: list[str] = Field(default_factory=list, description="module-name patterns to leave alone")
+    ignore: list[str] = Field(default_factory=list, description="module-name patterns to leave alone")
     calibration_batches: int = Field(8, ge=1, description="training batches for asvd")
     options: dict[str, Any] | None = Field(None, description="DecomposeOptions (force, cp iterations, ...)")
 

@@ -9,7 +9,7 @@ the CLI commands run.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,10 +189,10 @@ def gates(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     from prunekit.gates import ChannelGates
 
     o = options
-    gated = ChannelGates(state.model, state.example(), target_macs=o.target_macs,  # type: ignore[attr-defined]
+    gated = ChannelGates(o.target,  # type: ignore[attr-defined]
                          warmup_steps=o.warmup_steps, init_log_alpha=o.init_log_alpha,  # type: ignore[attr-defined]
                          ignore=tuple(o.ignore), round_to=o.round_to,  # type: ignore[attr-defined]
-                         lr=o.gate_lr, init_importance=o.init_importance)  # type: ignore[attr-defined]
+                         lr=o.gate_lr, init_importance=o.init_importance).fit(state.model, state.example())  # type: ignore[attr-defined]
     try:
         trained = _fit(state, _train_config(options, seed), [gated, *_distillers(state, options)])
     finally:
@@ -201,10 +201,7 @@ def gates(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     state.model = hardened.model
     state.plans.append(hardened.plan.to_dict())
     return {"train": trained, "achieved": hardened.achieved, "open_gates": hardened.open_gates,
-            "skipped_groups": gated.skipped}
-
-
-_SPARSITY_METHODS = ("wanda", "sparsegpt")
+            "skipped_groups": gated.skipped_}
 
 
 @STAGES.register("sparsify")
@@ -214,14 +211,10 @@ def sparsify(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     from prunekit.workflows.sparsify import sparsify_model
 
     o = options
-    importance, method = getattr(o, "importance", None), o.method  # type: ignore[attr-defined]
-    if method not in (None, *_SPARSITY_METHODS):  # NOTE: schema before the importance/method split.
-        importance, method = method, None
-    ignore: Sequence[str] = getattr(o, "ignore", None) or getattr(o, "exclude", None) or ()
     state.model, rows, info = sparsify_model(
-        state.model, state.splits, importance=importance or "magnitude", method=method,
+        state.model, state.splits, importance=o.importance, method=o.method,  # type: ignore[attr-defined]
         sparsity=o.sparsity, pattern=o.pattern, scope=o.scope, schedule=o.schedule,  # type: ignore[attr-defined]
-        ignore=tuple(ignore), ramp=o.ramp, updates=o.updates,  # type: ignore[attr-defined]
+        ignore=tuple(o.ignore), ramp=o.ramp, updates=o.updates,  # type: ignore[attr-defined]
         calibration_batches=o.calibration_batches, finetune=_train_config(options, seed),  # type: ignore[attr-defined]
         progress=state.progress, device=state.device)
     return {"achieved_sparsity": info["achieved_sparsity"], "target": info["sparsity"],
@@ -238,12 +231,9 @@ def decompose_stage(state: RunState, options: BaseModel, seed: int) -> dict[str,
     if state.factorised:
         raise ConfigError("a recipe can factorise its model once: a second decompose stage would factorise "
                           "already factorised layers. Merge the two stages into one.")
-    target = getattr(o, "target", None)
-    if target is None and getattr(o, "target_macs", None) is not None:  # NOTE: schema before Target.
-        target = {"macs": o.target_macs}  # type: ignore[attr-defined]
-    ignore: Sequence[str] = getattr(o, "ignore", None) or getattr(o, "exclude", None) or ()
     result = decompose_model(state.model, state.splits, method=o.method, rank=o.rank,  # type: ignore[attr-defined]
-                             energy=o.energy, target=target, include=o.include, ignore=tuple(ignore),  # type: ignore[attr-defined]
+                             energy=o.energy, target=o.target, include=o.include,  # type: ignore[attr-defined]
+                             ignore=tuple(o.ignore),  # type: ignore[attr-defined]
                              options=o.options, calibration_batches=o.calibration_batches,  # type: ignore[attr-defined]
                              progress=state.progress)
     if result.layers:

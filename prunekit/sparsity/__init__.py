@@ -1,17 +1,17 @@
-"""Unstructured, N:M and block sparsity: masks, criteria, schedules, sparse storage.
+"""Unstructured, N:M and block sparsity: masks, importance, schedules, sparse storage.
 
-In: a model (and, for data-driven criteria, gradients from training or calibration batches).
+In: a model (and, for data-driven importance, gradients from training or calibration batches).
 Out: the same architecture with zeros in its weights (after ``finalize``), and a sparse file.
 
 Terms used throughout: *sparsity* is the fraction of a weight's entries set to zero; a *pattern*
 says which entries may be zeroed together (any, N of every M along the input dimension, or whole
-blocks); a *schedule* gives the sparsity at each optimizer step; a *criterion* scores each weight
+blocks); a *schedule* gives the sparsity at each optimizer step; an *importance* scores each weight
 (higher = keep).
 """
 
 from prunekit.sparsity.callback import SparsityCallback as SparsityCallback
-from prunekit.sparsity.criteria import CRITERIA as CRITERIA
-from prunekit.sparsity.criteria import Evidence as Evidence
+from prunekit.sparsity.importance import IMPORTANCE as IMPORTANCE
+from prunekit.sparsity.importance import Evidence as Evidence
 from prunekit.sparsity.masks import Mask as Mask
 from prunekit.sparsity.masks import attach as attach
 from prunekit.sparsity.masks import finalize as finalize
@@ -42,8 +42,8 @@ __all__ = [
     "mask_from_scores", "topk_mask", "nm_mask", "block_mask",
     # one-shot calibration (Wanda, SparseGPT)
     "one_shot", "OneShotResult",
-    # criteria and schedules
-    "CRITERIA", "Evidence", "SCHEDULES", "OneShot", "Constant", "Iterative", "Gradual",
+    # importance and schedules
+    "IMPORTANCE", "Evidence", "SCHEDULES", "OneShot", "Constant", "Iterative", "Gradual",
     "cubic_sparsity",
     # reports and storage
     "LayerSparsity", "sparsity_report", "format_report",

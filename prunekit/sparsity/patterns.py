@@ -17,8 +17,8 @@ import torch
 
 from prunekit.errors import ConfigError
 
-__all__ = ["check_fraction", "Pattern", "mask_from_scores", "topk_mask", "nm_mask", "block_mask", "block_scores",
-           "expand_blocks", "check_layer"]
+__all__ = ["check_fraction", "sparsity_of", "Pattern", "mask_from_scores", "topk_mask", "nm_mask", "block_mask",
+           "block_scores", "expand_blocks", "check_layer"]
 
 _NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 _BLOCK = re.compile(r"^\s*(\d+)\s*[x×]\s*(\d+)\s*$")
@@ -98,6 +98,22 @@ def check_fraction(value: Any, *, owner: str, name: str = "sparsity") -> float:
     return number
 
 
+def sparsity_of(value: Any, *, owner: str) -> Any:
+    """The fraction of weights to zero that a budget names: a :class:`~prunekit.structured.Target`
+    of kind ``ratio`` (the fraction removed) gives its value; numbers and None pass unchanged."""
+    if value is None or isinstance(value, (int, float, str)):
+        return value
+    from prunekit.structured.target import Target  # NOTE: lazy: pydantic only when a Target is passed.
+
+    if isinstance(value, Target):
+        if value.kind != "ratio":
+            raise ConfigError(f"{owner}: a sparsity budget is the fraction of weights set to zero, "
+                              f"Target(ratio=...); got Target({value.kind}={value.value}). Pass e.g. "
+                              f"Target(ratio=0.9) to zero 90 % of the weights.")
+        return value.value
+    return value
+
+
 def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Keep the ``round((1 - sparsity) * numel)`` highest-scoring entries of the whole tensor."""
     sparsity = check_fraction(sparsity, owner="topk_mask")
@@ -136,7 +152,7 @@ def block_scores(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
     if rows % bh or cols % bw:
         raise ConfigError(
             f"a {bh}x{bw} block pattern needs the weight's [out, in] = [{rows}, {cols}] to be "
-            f"divisible by the block; exclude this layer or choose another block shape"
+            f"divisible by the block; leave this layer out (ignore=) or choose another block shape"
         )
     return matrix.reshape(rows // bh, bh, cols // bw, bw).sum(dim=(1, 3))
 
@@ -168,11 +184,11 @@ def check_layer(name: str, shape: tuple[int, ...], pattern: Pattern) -> None:
     if pattern.kind == "nm" and cols % pattern.m:
         raise ConfigError(
             f"layer '{name}' {tuple(shape)} has {cols} inputs per output, not a multiple of "
-            f"{pattern.m}, so the {pattern} pattern cannot be applied. Exclude it (exclude=['{module}']"
+            f"{pattern.m}, so the {pattern} pattern cannot be applied. Leave it out (ignore=['{module}']"
             f" / --exclude {module}) or use pattern 'unstructured'."
         )
     if pattern.kind == "block" and (rows % pattern.block[0] or cols % pattern.block[1]):
         raise ConfigError(
             f"layer '{name}' has [out, in] = [{rows}, {cols}], not divisible by the {pattern} block. "
-            f"Exclude it (exclude=['{module}'] / --exclude {module}) or choose another block shape."
+            f"Leave it out (ignore=['{module}'] / --exclude {module}) or choose another block shape."
         )

@@ -78,7 +78,7 @@ class Constant:
     """Hold ``sparsity`` from ``start`` to ``end``, recomputing the masks every ``frequency`` steps.
 
     TF-MOT's ``ConstantSparsity``. Pruned weights stay pruned (the sparsifier never regrows), so a
-    re-computation only matters for weights that a data-driven criterion now ranks differently
+    re-computation only matters for weights that a data-driven importance now ranks differently
     among the survivors; with magnitude it re-applies the same mask.
     """
 

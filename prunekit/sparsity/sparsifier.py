@@ -31,9 +31,9 @@ from tqdm import tqdm
 
 from prunekit.errors import ConfigError, NotFittedError, did_you_mean
 from prunekit.sparsity import masks as masking
-from prunekit.sparsity.criteria import CRITERIA, Evidence
+from prunekit.sparsity.importance import IMPORTANCE, Evidence
 from prunekit.sparsity.patterns import (Pattern, _keep_largest, block_scores, check_fraction, check_layer,
-                                        expand_blocks, mask_from_scores)
+                                        expand_blocks, mask_from_scores, sparsity_of)
 from prunekit.sparsity.report import LAYER_TYPES, LayerSparsity, sparsity_report
 from prunekit.sparsity.schedule import Constant, OneShot, Schedule, make_schedule
 
@@ -64,15 +64,15 @@ def _check_selectors(model: nn.Module, selectors: Sequence[Selector], what: str)
 
 
 def select_targets(model: nn.Module, include: Sequence[Selector] | None = None,
-                   exclude: Sequence[Selector] = ()) -> list[str]:
+                   ignore: Sequence[Selector] = ()) -> list[str]:
     """Names of the weights to sparsify, in model order.
 
     Default (``include=None``): every Linear/Conv weight except the last such layer (the
-    classifier, whose few weights matter most). ``include``/``exclude`` take module names, glob
-    patterns (``"layer1.*"``) or module types (``nn.Linear``); ``exclude`` wins.
+    classifier, whose few weights matter most). ``include``/``ignore`` take module names, glob
+    patterns (``"layer1.*"``) or module types (``nn.Linear``); ``ignore`` wins.
     """
     _check_selectors(model, list(include or ()), "include")
-    _check_selectors(model, list(exclude), "exclude")
+    _check_selectors(model, list(ignore), "ignore")
     candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
     if include is None:
         chosen = candidates[:-1]
@@ -81,7 +81,7 @@ def select_targets(model: nn.Module, include: Sequence[Selector] | None = None,
                   if any(_matches(n, m, s) for s in include) and isinstance(
                       getattr(m, "weight", None), torch.Tensor)]
     return [f"{n}.weight" if n else "weight" for n, m in chosen
-            if not any(_matches(n, m, s) for s in exclude)]
+            if not any(_matches(n, m, s) for s in ignore)]
 
 
 class Sparsifier:
@@ -89,39 +89,40 @@ class Sparsifier:
 
     Args:
         sparsity: fraction of each targeted weight (``scope="layer"``) or of all of them
-            (``"global"``) set to zero at the end of the schedule. Ignored by N:M patterns,
-            which fix it at ``1 - N/M``; pass None there.
+            (``"global"``) set to zero at the end of the schedule, as a float or a
+            ``Target(ratio=...)``. Ignored by N:M patterns, which fix it at ``1 - N/M``; pass None
+            there.
         pattern: ``"unstructured"``, N:M (``"2:4"``, ``"4:8"``, along the input dimension) or
             blocks (``"1x4"``, ``"4x4"``), see :class:`~prunekit.sparsity.Pattern`.
-        criterion: a name in :data:`~prunekit.sparsity.CRITERIA`: ``magnitude``, ``random``,
-            ``taylor`` or ``movement``.
+        importance: how weights are scored, a name in :data:`~prunekit.sparsity.IMPORTANCE`:
+            ``magnitude``, ``random``, ``taylor`` or ``movement``.
         scope: ``"layer"`` (same sparsity per weight) or ``"global"`` (one ranking).
         schedule: a name in :data:`~prunekit.sparsity.SCHEDULES`, a ``{"name": ..., **options}``
             mapping, or a schedule object; default one-shot at step 0.
-        include, exclude: module names, glob patterns or types (see :func:`select_targets`).
-        seed: seed of the random criterion.
+        include, ignore: module names, glob patterns or types (see :func:`select_targets`).
+        seed: seed of the random importance.
     """
 
-    def __init__(self, sparsity: float | None = 0.5, *, pattern: str | Pattern = "unstructured",
-                 criterion: str = "magnitude", scope: str = "layer",
+    def __init__(self, sparsity: float | Any | None = 0.5, *, pattern: str | Pattern = "unstructured",
+                 importance: str = "magnitude", scope: str = "layer",
                  schedule: str | Mapping[str, Any] | Schedule | None = None,
-                 include: Sequence[Selector] | None = None, exclude: Sequence[Selector] = (),
+                 include: Sequence[Selector] | None = None, ignore: Sequence[Selector] = (),
                  seed: int = 0) -> None:
         self.sparsity = sparsity
         self.pattern = pattern
-        self.criterion = criterion
+        self.importance = importance
         self.scope = scope
         self.schedule = schedule
         self.include = include
-        self.exclude = exclude
+        self.ignore = ignore
         self.seed = seed
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's arguments, as given (the recipe stage)."""
-        return {"sparsity": self.sparsity, "pattern": str(self.pattern), "criterion": self.criterion,
-                "scope": self.scope, "schedule": self.schedule,
+        return {"sparsity": sparsity_of(self.sparsity, owner="Sparsifier"), "pattern": str(self.pattern),
+                "importance": self.importance, "scope": self.scope, "schedule": self.schedule,
                 "include": None if self.include is None else list(self.include),
-                "exclude": list(self.exclude), "seed": self.seed}
+                "ignore": list(self.ignore), "seed": self.seed}
 
     # ---- validation --------------------------------------------------------------------------
 
@@ -136,7 +137,7 @@ class Sparsifier:
             raise ConfigError(f"Sparsifier: scope 'global' has no meaning for the {pattern} pattern: "
                               f"every group of {pattern.m} weights keeps {pattern.n}, in every layer. "
                               f"Use scope='layer'.")
-        CRITERIA.get(self.criterion)
+        IMPORTANCE.get(self.importance)
         schedule = make_schedule(self.schedule, sparsity)
         if pattern.kind == "nm" and not _is_fixed(schedule):
             raise ConfigError(f"Sparsifier: the {pattern} pattern fixes the sparsity at "
@@ -147,14 +148,14 @@ class Sparsifier:
         return pattern, sparsity, schedule
 
     def _resolve_sparsity(self, pattern: Pattern) -> float:
-        fixed = pattern.fixed_sparsity
+        fixed, asked = pattern.fixed_sparsity, sparsity_of(self.sparsity, owner="Sparsifier")
         if fixed is not None:
-            if self.sparsity is not None and not math.isclose(float(self.sparsity), fixed):
+            if asked is not None and not math.isclose(float(asked), fixed):
                 raise ConfigError(f"Sparsifier: the {pattern} pattern zeroes exactly {fixed:g} of the "
-                                  f"weights, but sparsity={self.sparsity} was asked for. Pass "
+                                  f"weights, but sparsity={asked} was asked for. Pass "
                                   f"sparsity={fixed:g} (or None) with this pattern.")
             return fixed
-        return check_fraction(self.sparsity, owner="Sparsifier")
+        return check_fraction(asked, owner="Sparsifier")
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -168,10 +169,10 @@ class Sparsifier:
         so a refusal leaves ``model`` untouched.
         """
         pattern, sparsity, schedule = self.validate_params()
-        targets = select_targets(model, self.include, self.exclude)
+        targets = select_targets(model, self.include, self.ignore)
         if not targets:
             raise ConfigError(f"Sparsifier: no weights to sparsify in {type(model).__name__} "
-                              f"(include={self.include!r}, exclude={list(self.exclude)!r}). Widen "
+                              f"(include={self.include!r}, ignore={list(self.ignore)!r}). Widen "
                               f"include, or note the default skips the last Linear/Conv layer.")
         for name in targets:
             check_layer(name, tuple(_weight(model, name).shape), pattern)
@@ -182,7 +183,7 @@ class Sparsifier:
         self.model_, self.targets_ = model, targets
         self.pattern_, self.sparsity_, self.schedule_ = pattern, sparsity, schedule
         self.step_: int = -1
-        self.needs_gradients_ = bool(CRITERIA.get(self.criterion).meta.get("needs_gradients"))
+        self.needs_gradients_ = bool(IMPORTANCE.get(self.importance).meta.get("needs_gradients"))
         self.taylor_: dict[str, torch.Tensor] = {}
         self.movement_: dict[str, torch.Tensor] = {}
         return self
@@ -221,7 +222,7 @@ class Sparsifier:
 
     def accumulate(self, batches: Iterable[Any], *,
                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                   progress: bool = True) -> Sparsifier:
+                   progress: bool = False) -> Sparsifier:
         """Gather gradient statistics from ``(inputs, labels)`` batches without training.
 
         For one-shot ``taylor``/``movement``: the model runs in eval mode (BatchNorm statistics
@@ -270,7 +271,7 @@ class Sparsifier:
         if list(state.get("targets", [])) != list(self.targets_):
             raise ConfigError(f"Sparsifier: the saved state covers {list(state.get('targets', []))[:4]}"
                               f"... but this sparsifier targets {self.targets_[:4]}... Prepare it "
-                              f"with the same include/exclude as the run that saved it.")
+                              f"with the same include/ignore as the run that saved it.")
         self.step_ = int(state["step"])
         self.taylor_ = {k: v.clone() for k, v in state.get("taylor", {}).items()}
         self.movement_ = {k: v.clone() for k, v in state.get("movement", {}).items()}
@@ -294,7 +295,7 @@ class Sparsifier:
 
     @torch.no_grad()
     def _update(self, sparsity: float, step: int) -> None:
-        model, criterion = self.model_, CRITERIA.get(self.criterion).factory
+        model, importance = self.model_, IMPORTANCE.get(self.importance).factory
         current = masking.masks(model)
         scores = {}
         for name in self.targets_:
@@ -302,10 +303,10 @@ class Sparsifier:
             evidence = Evidence(name=name, weight=weight.detach(), seed=self.seed, step=step,
                                 taylor=self.taylor_.get(name) if self.needs_gradients_ else None,
                                 movement=self.movement_.get(name) if self.needs_gradients_ else None)
-            score = criterion(evidence).detach().float()
+            score = importance(evidence).detach().float()
             if tuple(score.shape) != tuple(weight.shape):
-                raise ConfigError(f"criterion '{self.criterion}' returned shape {tuple(score.shape)} "
-                                  f"for '{name}' {tuple(weight.shape)}; a criterion must return one "
+                raise ConfigError(f"importance '{self.importance}' returned shape {tuple(score.shape)} "
+                                  f"for '{name}' {tuple(weight.shape)}; an importance must return one "
                                   f"score per weight.")
             # NOTE: pruned weights stay pruned: masks only grow with the schedule's sparsity.
             scores[name] = score.masked_fill(~current[name].mask, -math.inf)

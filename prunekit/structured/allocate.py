@@ -4,7 +4,7 @@
 from every prunable group; ``scope="global"`` ranks all channels together (scores normalised per
 group by their mean) and removes the lowest ``ratio`` of them, at most ``max_ratio`` of any group.
 
-Per-layer controls name a module (``"conv1"``, ``"layer1.0.conv1"``): ``ignored_layers`` keeps every
+Per-layer controls name a module (``"conv1"``, ``"layer1.0.conv1"``): ``ignore`` keeps every
 group that touches the module whole; ``layer_ratios`` / ``layer_channels`` set the fraction / the
 number of channels removed from the group the module *produces* (its output channels), overriding
 the shared ratio. A group always keeps at least one channel, and the model's output is never cut
@@ -89,7 +89,7 @@ def _top(scores: torch.Tensor, k: int) -> tuple[int, ...]:
 
 def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: float, *,
              scope: Literal["local", "global"] = "local", round_to: RoundTo = "auto", min_keep: int = 1,
-             max_ratio: float = 0.9, ignored_layers: Iterable[str] = (),
+             max_ratio: float = 0.9, ignore: Iterable[str] = (),
              layer_ratios: Mapping[str, float] | None = None,
              layer_channels: Mapping[str, int] | None = None,
              meta: Mapping[str, Any] | None = None, normalize: bool = True,
@@ -105,7 +105,7 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
             rounds by :data:`AUTO_RULE` and keeps per-layer overrides exact.
         min_keep: no group keeps fewer channels.
         max_ratio: no group loses more than this fraction (global scope).
-        ignored_layers: module names whose groups keep every channel.
+        ignore: module names whose groups keep every channel.
         layer_ratios: module name -> fraction removed from the group it produces (overrides ratio).
         layer_channels: module name -> number of channels removed from the group it produces.
         normalize: in global scope, divide each group's scores by their mean before ranking
@@ -119,8 +119,8 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
     if scope not in ("local", "global"):
         raise ConfigError(f"scope must be 'local' or 'global'; got '{scope}'. Pass 'local' (same "
                           f"ratio per group) or 'global' (one ranking over all groups).")
-    ignored = tuple(ignored_layers)
-    _check_modules(graph, ignored, "ignored_layers")
+    ignored = tuple(ignore)
+    _check_modules(graph, ignored, "ignore")
     fixed = _overrides(graph, layer_ratios or {}, layer_channels or {})
     groups = [g for g in graph.prunable if g.id in scores and not _touches(g, ignored)]
     free = [g for g in groups if g.id not in fixed]
@@ -219,7 +219,7 @@ def _global_counts(groups: list, scores: Mapping[str, torch.Tensor], ratio: floa
 
 def fill_candidates(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], plan: Plan, *,
                     only: str | None = None, round_to: RoundTo = "auto", normalize: bool = True,
-                    ignored_layers: Iterable[str] = (), layer_ratios: Mapping[str, float] | None = None,
+                    ignore: Iterable[str] = (), layer_ratios: Mapping[str, float] | None = None,
                     layer_channels: Mapping[str, int] | None = None, weights: Mapping[str, float] | None = None,
                     costs: Mapping[str, float] | None = None, **_: Any) -> dict[str, tuple[float, int]]:
     """Group id -> (priority, channels) of the next step that may add channels back to ``plan``:
@@ -228,7 +228,7 @@ def fill_candidates(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], 
     one ``round_to`` step. Per-layer overrides and ignored layers keep their widths; full groups
     have no step."""
     fixed = set(_overrides(graph, layer_ratios or {}, layer_channels or {}))
-    ignored = tuple(ignored_layers)
+    ignored = tuple(ignore)
     steps: dict[str, tuple[float, int]] = {}
     for group in graph.prunable:
         gid = group.id

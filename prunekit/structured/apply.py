@@ -17,7 +17,6 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from prunekit._clone import clone_module
-from prunekit._gc import without_gc
 from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import submodule, tensor_of
@@ -53,9 +52,6 @@ def _removals(graph: DependencyGraph, plan: Plan) -> dict[tuple[str, int], set[i
                 removals[(member.tensor, member.axis)].update(
                     start + c * inner + o for c in removed for o in range(inner))
     return removals
-
-
-@without_gc
 def apply(model: nn.Module, graph: DependencyGraph, plan: Plan, *, example_inputs: Any = None,
           verify_result: bool = True, rtol: float = 1e-4, atol: float = 1e-5) -> nn.Module:
     """A new, smaller, ordinary ``nn.Module`` with the plan's channels removed.
@@ -85,15 +81,16 @@ def apply(model: nn.Module, graph: DependencyGraph, plan: Plan, *, example_input
     # NOTE: by identity, so a module holding a tied copy of a sliced tensor is refreshed too.
     touched = {name for name, module in pruned.named_modules()
                if any(id(t) in sliced_ids for t in (*module._parameters.values(), *module._buffers.values()))}
-    _refresh(pruned, touched)
+    pruned = _refresh(pruned, touched)
     if verify_result and example_inputs is not None:
         verify(model, pruned, graph, plan, example_inputs, rtol=rtol, atol=atol)
     return pruned
 
 
-def _refresh(model: nn.Module, names: set[str]) -> None:
+def _refresh(model: nn.Module, names: set[str]) -> nn.Module:
     """Update width attributes of every sliced module (by name) and of all its ancestors, deepest
-    first.
+    first; a refresh that returns a module (a pruned attention class) puts it in the old one's
+    place. Returns the model (a new root if the root itself was replaced).
 
     Parents need it too: an attention block records its head count, a Hugging Face model its
     config, though neither owns the sliced tensors.
@@ -103,8 +100,19 @@ def _refresh(model: nn.Module, names: set[str]) -> None:
     for name in sorted(scope, key=lambda n: (-(n.count(".") + bool(n)), n)):
         module = submodule(model, name)
         refresh = refresh_for(module)
-        if refresh is not None:
-            refresh(module)
+        replacement = refresh(module) if refresh is not None else None
+        if replacement is not None and replacement is not module:
+            model = replacement if not name else _replace(model, module, replacement)
+    return model
+
+
+def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> nn.Module:
+    """Put ``new`` wherever ``old`` is a child in ``model`` (every place, if it is shared)."""
+    for parent in list(model.modules()):
+        for key, child in list(parent._modules.items()):
+            if child is old:
+                setattr(parent, key, new)
+    return model
 
 
 def mask(model: nn.Module, graph: DependencyGraph, plan: Plan) -> nn.Module:

@@ -210,19 +210,21 @@ class DepthRecord:
 
 
 def prune_depth(model: nn.Module, example_inputs: Any, *, n_blocks: int | None = None,
-                target_macs: float | None = None, batches: Iterable[Any] | None = None,
+                target: Any = None, batches: Iterable[Any] | None = None,
                 metric: Metric = "output_change") -> tuple[nn.Module, DepthRecord]:
     """Remove the least important residual blocks; returns ``(new model, DepthRecord)``.
 
     Blocks are scored once, each removed alone (:func:`block_importance`), and removed cheapest
-    first until ``n_blocks`` are gone or the model's MACs are at most ``target_macs`` (an
-    absolute count for one forward pass of ``example_inputs``). ``model`` is not changed.
+    first until ``n_blocks`` are gone or the model's MACs are at most a ``target`` of kind macs
+    (``Target(macs=0.8)``: the fraction of the dense MACs of one forward pass of
+    ``example_inputs``). ``model`` is not changed.
     """
     from prunekit.measure.macs import macs_by_module
 
-    if (n_blocks is None) == (target_macs is None):
+    if (n_blocks is None) == (target is None):
         raise ConfigError("prune_depth: pass exactly one of n_blocks (how many blocks to remove) or "
-                          "target_macs (the MAC count to reach), e.g. n_blocks=2.")
+                          "target (a Target(macs=...) to reach), e.g. n_blocks=2.")
+    goal = _macs_fraction(target)
     blocks = residual_blocks(model, example_inputs)
     if n_blocks is not None and not 0 <= n_blocks <= len(blocks):
         raise ConfigError(f"prune_depth: n_blocks must be in [0, {len(blocks)}] (the removable blocks "
@@ -231,18 +233,37 @@ def prune_depth(model: nn.Module, example_inputs: Any, *, n_blocks: int | None =
     order = sorted(blocks, key=lambda n: (scores[n], blocks.index(n)))
     by_module = macs_by_module(model, example_inputs)
     macs_before = by_module.get("", 0)
+    target_count = None if goal is None else goal * macs_before
     removed: list[str] = []
     macs = macs_before
     for name in order:
-        if len(removed) == n_blocks or (target_macs is not None and macs <= target_macs):
+        if len(removed) == n_blocks or (target_count is not None and macs <= target_count):
             break
         removed.append(name)
         macs -= by_module.get(name, 0)  # NOTE: an Identity does no work; the block's MACs are saved.
     pruned = remove_blocks(model, removed)
     params = (_params(model), _params(pruned))
     record = DepthRecord(tuple(removed), scores, metric, (macs_before, macs), params,
-                         {"n_blocks": n_blocks, "target_macs": target_macs, "candidates": len(blocks)})
+                         {"n_blocks": n_blocks, "target": None if goal is None else {"macs": goal},
+                          "candidates": len(blocks)})
     return pruned, record
+
+
+def _macs_fraction(target: Any) -> float | None:
+    """The kept MACs fraction of a ``Target(macs=...)`` or its mapping (None without a target)."""
+    if target is None:
+        return None
+    from prunekit.recover.config import parse_config
+    from prunekit.structured.target import Target
+
+    if isinstance(target, (int, float)):
+        raise ConfigError(f"prune_depth: 'target' is a Target of kind macs; got {target!r}. Pass e.g. "
+                          f"Target(macs=0.8) to keep 80 % of the dense MACs.")
+    parsed = parse_config(Target, target)
+    if parsed.kind != "macs":
+        raise ConfigError(f"prune_depth: blocks are removed to a MACs budget; got Target({parsed.kind}="
+                          f"{parsed.value}). Pass e.g. Target(macs=0.8), or n_blocks=2.")
+    return parsed.value
 
 
 def _params(model: nn.Module) -> int:

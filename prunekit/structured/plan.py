@@ -21,7 +21,7 @@ class Plan:
     Args:
         keep: group id -> sorted channel indices kept (groups not listed keep everything).
         sizes: group id -> the group's original size (so a plan can be checked against a graph).
-        meta: how the plan was made (criterion, ratio, target, ...), for the record.
+        meta: how the plan was made (importance, ratio, target, ...), for the record.
     """
 
     keep: Mapping[str, tuple[int, ...]]

@@ -48,18 +48,18 @@ def _is_int(lo: int) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
 
 
-def _is_criterion(value: Any) -> bool:
-    from prunekit.importance import CRITERIA
+def _is_importance(value: Any) -> bool:
+    from prunekit.importance import IMPORTANCE
 
     if isinstance(value, str):
-        CRITERIA.get(value)  # NOTE: raises UnknownNameError with a "did you mean".
+        IMPORTANCE.get(value)  # NOTE: raises UnknownNameError with a "did you mean".
         return True
     return False
 
 
 # NOTE: name -> (check, what is expected, what to do); validated in fit, never in __init__.
 _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
-    "importance": (_is_criterion, "a criterion name", "Pass e.g. 'l2' or 'l1'."),
+    "importance": (_is_importance, "an importance name", "Pass e.g. 'l2' or 'l1'."),
     "scope": (lambda v: v in ("local", "global"), "'local' or 'global'",
               "Use 'local' (same ratio per group) or 'global' (one ranking over all groups)."),
     "round_to": (valid_round_to, "'auto' or an int >= 1",
@@ -77,13 +77,13 @@ class StructuredPruner:
     Args:
         target: a :class:`Target` or its mapping, e.g. ``{"macs": 0.5}`` (keep half the MACs) or
             ``{"ratio": 0.3}`` (remove 30 % of each group's channels).
-        importance: criterion name from ``prunekit.importance.CRITERIA``.
+        importance: how channels are scored, a name from ``prunekit.importance.IMPORTANCE``.
         scope: ``local`` (every group cut alike) or ``global`` (one ranking over all groups).
         round_to: kept widths are rounded up to a multiple of this; ``"auto"`` follows
             ``allocate.AUTO_RULE`` (multiples of 16 or 8 for fast CPU kernels, small groups exact).
         ignore: module names whose channels are never cut.
         steps: prune in this many steps, re-tracing and re-scoring the smaller model each time.
-        seed: for random criteria.
+        seed: for random importance.
         options: :class:`PrunerOptions` or its mapping (per-layer ratios/counts, caps).
     """
 
@@ -134,7 +134,7 @@ class StructuredPruner:
         return {"scope": self.scope, "round_to": self.round_to, "min_keep": options.min_keep,
                 "max_ratio": options.max_ratio, "layer_ratios": options.layer_ratios,
                 "layer_channels": options.layer_channels,
-                "meta": {"criterion": self.importance, "pruner": self.get_params()}}
+                "meta": {"importance": self.importance, "pruner": self.get_params()}}
 
     def fit(self, model: nn.Module, example_inputs: Any,
             batches: Iterable[Any] | None = None) -> StructuredPruner:

@@ -3,21 +3,23 @@
 During training the model keeps its shape: at each scheduled epoch the pruner re-scores the
 channels and zeroes every weight tied to the ones it removes (producer rows, norm scales, consumer
 columns), and ``step()`` re-zeroes them after each optimizer step so training cannot revive them.
-The ratio can rise and the criterion can change from one entry to the next. ``finalize()`` then
+The ratio can rise and the importance can change from one entry to the next. ``finalize()`` then
 removes the masked channels physically; because their consumers read zeros, the smaller model
 computes exactly what the masked one did (the structural engine verifies it).
 
 Plain loop::
 
-    pruner = ScheduledPruner(model, x, schedule=[{"epoch": 0, "ratio": 0.2, "importance": "l1"},
-                                                 {"epoch": 2, "ratio": 0.5, "importance": "l2"}])
+    pruner = ScheduledPruner([{"epoch": 0, "ratio": 0.2, "importance": "l1"},
+                              {"epoch": 2, "ratio": 0.5, "importance": "l2"}]).fit(model, x)
     for epoch in range(4):
         for batch in loader:
             ...; optimizer.step(); pruner.step()
         pruner.epoch_end(epoch)
     small = pruner.finalize()
 
-It is also a ``prunekit.recover.fit`` callback (``on_step_end``/``on_epoch_end``), and
+``__init__`` only stores the arguments; ``fit(model, example_inputs)`` checks them and traces the
+model (``model_``, ``graph_``); ``plan_``, ``epochs_done_`` and ``history_`` follow the schedule.
+It is also a training-loop callback (``on_step_end``/``on_epoch_end``), and
 ``prunekit.integrations.PrunekitTrainerCallback`` adapts it to a Hugging Face ``Trainer``.
 """
 
@@ -30,7 +32,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, NotFittedError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import tensor_of
 from prunekit.importance.score import score
@@ -48,59 +50,75 @@ class ScheduleEntry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     epoch: int = Field(ge=0, description="epoch at whose end this entry takes effect (from 0)")
     ratio: float = Field(ge=0, lt=1, description="fraction of each group's channels removed")
-    importance: str = Field("l2", description="criterion for this entry")
+    importance: str = Field("l2", description="how channels are scored for this entry")
 
 
 class ScheduledPruner:
     """Masks whole channels on a schedule while training; ``finalize()`` cuts them out.
 
     Args:
-        model: the model being trained (weights are zeroed in place; the shape never changes).
-        example_inputs: an input batch for tracing.
         schedule: entries ``{"epoch", "ratio", "importance"}`` (epochs strictly increasing).
         scope, round_to, ignore: as for :func:`~prunekit.structured.allocate`.
-        batches: calibration batches for data-driven criteria (taylor, activation, ...).
-        seed: for random criteria.
+        seed: for random importance.
+
+    :meth:`fit` traces the model; the weights are then zeroed in place as the schedule says (the
+    shape never changes until :meth:`finalize`).
     """
 
-    def __init__(self, model: nn.Module, example_inputs: Any, *,
-                 schedule: Sequence[ScheduleEntry | Mapping[str, Any]], scope: str = "local",
-                 round_to: int | str = "auto", ignore: Iterable[str] = (), batches: Sequence[Any] | None = None,
-                 seed: int = 0) -> None:
-        entries = [parse_config(ScheduleEntry, e) for e in schedule]
+    def __init__(self, schedule: Sequence[ScheduleEntry | Mapping[str, Any]], *, scope: str = "local",
+                 round_to: int | str = "auto", ignore: Iterable[str] = (), seed: int = 0) -> None:
+        self.schedule = schedule
+        self.scope, self.round_to, self.ignore, self.seed = scope, round_to, ignore, seed
+
+    def validate_params(self) -> list[ScheduleEntry]:
+        """The schedule's entries, checked (``fit`` calls this first)."""
+        entries = [parse_config(ScheduleEntry, e) for e in self.schedule]
         if not entries:
             raise ConfigError("ScheduledPruner: the schedule is empty. Pass e.g. "
                               "[{'epoch': 0, 'ratio': 0.3, 'importance': 'l2'}].")
         epochs = [e.epoch for e in entries]
         if epochs != sorted(set(epochs)):
             raise ConfigError(f"ScheduledPruner: schedule epochs must be strictly increasing; got {epochs}.")
-        self.model = model
-        self.example_inputs = example_inputs
-        self.schedule = entries
-        self.scope, self.round_to, self.seed = scope, round_to, seed
-        self.batches = list(batches) if batches is not None else None
-        self.graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(ignore))
-        self.plan: Plan | None = None
-        self.epochs_done = 0
-        self.history: list[dict[str, Any]] = []
+        return entries
+
+    def fit(self, model: nn.Module, example_inputs: Any, batches: Sequence[Any] | None = None) -> ScheduledPruner:
+        """Trace ``model`` (the one being trained; its weights are zeroed in place from now on).
+
+        ``batches``: calibration batches for data-driven importance (taylor, activation, ...).
+        """
+        self.entries_ = self.validate_params()
+        self.graph_ = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore))
+        self.model_, self.example_inputs_ = model, example_inputs
+        self.batches_ = list(batches) if batches is not None else None
+        self.plan_: Plan | None = None
+        self.epochs_done_ = 0
+        self.history_: list[dict[str, Any]] = []
         self._zero: list[tuple[torch.Tensor, int, torch.Tensor]] = []
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        # NOTE: only reached for missing attributes; learned ones get the "not fitted" message.
+        if name.endswith("_") and not name.startswith("_"):
+            raise NotFittedError(f"ScheduledPruner: '{name}' is not set because this pruner is not fitted "
+                                 f"yet. Call pruner.fit(model, example_inputs) before training.")
+        raise AttributeError(name)
 
     # -- the schedule -------------------------------------------------------------------------
     def epoch_end(self, epoch: int | None = None) -> Plan | None:
         """Call at the end of each epoch; re-plans and re-masks when an entry is due. Returns the plan."""
-        epoch = self.epochs_done if epoch is None else int(epoch)
-        self.epochs_done = epoch + 1
-        entry = next((e for e in self.schedule if e.epoch == epoch), None)
+        epoch = self.epochs_done_ if epoch is None else int(epoch)
+        self.epochs_done_ = epoch + 1
+        entry = next((e for e in self.entries_ if e.epoch == epoch), None)
         if entry is None:
             return None
-        scores = score(self.graph, self.model, entry.importance, batches=self.batches, seed=self.seed)
-        self.plan = allocate(self.graph, scores, entry.ratio, scope=self.scope, round_to=self.round_to,
-                             meta={"criterion": entry.importance, "epoch": epoch})
-        self._zero = self._masks(self.plan)
+        scores = score(self.graph_, self.model_, entry.importance, batches=self.batches_, seed=self.seed)
+        self.plan_ = allocate(self.graph_, scores, entry.ratio, scope=self.scope, round_to=self.round_to,
+                              meta={"importance": entry.importance, "epoch": epoch})
+        self._zero = self._masks(self.plan_)
         self.step()
-        self.history.append({"epoch": epoch, "ratio": entry.ratio, "importance": entry.importance,
-                             "channels_removed": self.plan.ratio})
-        return self.plan
+        self.history_.append({"epoch": epoch, "ratio": entry.ratio, "importance": entry.importance,
+                              "channels_removed": self.plan_.ratio})
+        return self.plan_
 
     def _masks(self, plan: Plan) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
         zero: list[tuple[torch.Tensor, int, torch.Tensor]] = []
@@ -109,14 +127,16 @@ class ScheduledPruner:
             if not removed:
                 continue
             channels = torch.tensor(removed, dtype=torch.long)
-            for member in self.graph.group(group_id).members:
-                tensor = tensor_of(self.model, member.tensor)
+            for member in self.graph_.group(group_id).members:
+                tensor = tensor_of(self.model_, member.tensor)
                 if isinstance(tensor, nn.Parameter):
                     zero.append((tensor, member.axis, member.indices(channels)))
         return zero
 
     def step(self) -> None:
         """Re-zero the masked channels (call after every ``optimizer.step()``)."""
+        if not hasattr(self, "_zero"):
+            raise NotFittedError("ScheduledPruner: call fit(model, example_inputs) before step().")
         with torch.no_grad():
             for tensor, axis, index in self._zero:
                 tensor.index_fill_(axis, index.to(tensor.device), 0.0)
@@ -132,21 +152,21 @@ class ScheduledPruner:
 
     def state_dict(self) -> dict[str, Any]:
         """Plan and progress (``fit`` checkpoints it for ``--resume``)."""
-        return {"plan": None if self.plan is None else self.plan.to_dict(), "epochs_done": self.epochs_done,
-                "history": list(self.history)}
+        return {"plan": None if self.plan_ is None else self.plan_.to_dict(), "epochs_done": self.epochs_done_,
+                "history": list(self.history_)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        self.plan = None if state["plan"] is None else Plan.from_dict(state["plan"])
-        self.epochs_done = int(state["epochs_done"])
-        self.history = list(state["history"])
-        self._zero = self._masks(self.plan) if self.plan is not None else []
+        """Restore what :meth:`state_dict` returned (onto a pruner fitted on the same model)."""
+        self.plan_ = None if state["plan"] is None else Plan.from_dict(state["plan"])
+        self.epochs_done_ = int(state["epochs_done"])
+        self.history_ = list(state["history"])
+        self._zero = self._masks(self.plan_) if self.plan_ is not None else []
 
     # -- the smaller model --------------------------------------------------------------------
     def finalize(self, *, verify_result: bool = True) -> nn.Module:
         """A new model with the masked channels removed (the trained model itself is unchanged)."""
-        if self.plan is None:
+        if self.plan_ is None:
             raise ConfigError("ScheduledPruner.finalize: no schedule entry has taken effect yet (the first is "
-                              f"at the end of epoch {self.schedule[0].epoch}). Call epoch_end() as epochs end.")
-        return apply(self.model, self.graph, self.plan, example_inputs=self.example_inputs,
+                              f"at the end of epoch {self.entries_[0].epoch}). Call epoch_end() as epochs end.")
+        return apply(self.model_, self.graph_, self.plan_, example_inputs=self.example_inputs_,
                      verify_result=verify_result)

@@ -15,12 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.config import parse_config
 from prunekit.data import DataSplits
 from prunekit.decompose import DecomposeResult
 from prunekit.decompose import decompose as factorise
 from prunekit.decompose.lowrank import check_arguments
-from prunekit.errors import ConfigError
 from prunekit.measure import compare
 from prunekit.recover import TrainConfig
 from prunekit.structured import Target
@@ -39,25 +37,14 @@ from prunekit.workflows.common import (
 )
 from prunekit.workflows.train import fine_tune, history, train_baseline, with_epochs
 
-__all__ = ["decompose", "decompose_model", "target_macs"]
-
-
-def target_macs(target: Target | Mapping[str, Any] | None) -> float | None:
-    """The fraction of MACs a decomposition ``target`` keeps (None: no target)."""
-    if target is None:
-        return None
-    parsed = parse_config(Target, target)
-    if parsed.kind != "macs":
-        raise ConfigError(f"decompose: a target must be {{macs: F}} (the fraction of the MACs to keep); "
-                          f"got {parsed.kind}. Use target: {{macs: 0.5}}, or a rank or energy rule.")
-    return float(parsed.value)
+__all__ = ["decompose", "decompose_model"]
 
 
 def _check(net: nn.Module, *, method: str = "auto", rank: Any = None, energy: float | None = None,
            target: Any = None, include: Sequence[str] | None = None, ignore: Sequence[str] = (),
            options: Mapping[str, Any] | None = None, calibration_batches: int = 4) -> None:
-    check_arguments(net, method=method, rank=rank, energy=energy, target_macs=target_macs(target),
-                    include=include, exclude=tuple(ignore), options=options)
+    check_arguments(net, method=method, rank=rank, energy=energy, target=target,
+                    include=include, ignore=tuple(ignore), options=options)
 
 
 def decompose_model(net: nn.Module, splits: DataSplits, *, method: str = "auto", rank: Any = None,
@@ -68,8 +55,8 @@ def decompose_model(net: nn.Module, splits: DataSplits, *, method: str = "auto",
     """Factorise ``net``'s layers (a copy) by ``method`` to the ``target``/``rank``/``energy`` rule;
     ``asvd``/``auto`` whiten with the first ``calibration_batches`` training batches of 64."""
     rank = tuple(rank) if isinstance(rank, list) else rank
-    return factorise(net, example_input=splits.example_input(1), method=method, rank=rank, energy=energy,
-                     target_macs=target_macs(target), include=include, exclude=tuple(ignore),
+    return factorise(net, example_inputs=splits.example_input(1), method=method, rank=rank, energy=energy,
+                     target=target, include=include, ignore=tuple(ignore),
                      options=dict(options) if options else None,
                      calibration=calibration_batches_of(splits, calibration_batches), progress=progress)
 

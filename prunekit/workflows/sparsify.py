@@ -24,7 +24,7 @@ from prunekit.measure import compare, count_nonzero
 from prunekit.recover import TrainConfig
 from prunekit.sparsity import masks as masking
 from prunekit.sparsity.callback import SparsityCallback
-from prunekit.sparsity.criteria import CRITERIA
+from prunekit.sparsity.importance import IMPORTANCE
 from prunekit.sparsity.patterns import Pattern, check_layer
 from prunekit.sparsity.report import LayerSparsity, sparsity_report, total_sparsity
 from prunekit.sparsity.sparsifier import Sparsifier, select_targets
@@ -56,10 +56,10 @@ LATENCY_NOTE = ("Zeros in weights give no speed-up in PyTorch's dense kernels: t
 
 def _check(importance: str, method: str | None, schedule: str, finetune_epochs: int, ramp: float,
            updates: int) -> None:
-    if importance not in CRITERIA.names():
+    if importance not in IMPORTANCE.names():
         raise ConfigError(f"sparsify: unknown importance '{importance}'."
-                          f"{did_you_mean(importance, CRITERIA.names())} Choose one of "
-                          f"{', '.join(CRITERIA.names())}.")
+                          f"{did_you_mean(importance, IMPORTANCE.names())} Choose one of "
+                          f"{', '.join(IMPORTANCE.names())}.")
     if method is not None and method not in METHODS:
         raise ConfigError(f"sparsify: unknown method '{method}'.{did_you_mean(method, METHODS)} "
                           f"Choose one of {', '.join(METHODS)}, or none for masks from the importance.")
@@ -123,7 +123,7 @@ def _with_calibration(net: nn.Module, splits: DataSplits, method: str, sparsity:
     )
 
     result = one_shot(net, calibration, method=method, sparsity=sparsity, pattern=pattern,
-                      exclude=list(ignore), progress=progress, inplace=False)
+                      ignore=list(ignore), progress=progress, inplace=False)
     sparse = result.model
     names = [f"{layer.name}.weight" for layer in result.layers]
     tuned = None
@@ -142,8 +142,8 @@ def _sparsifier(*, importance: str = "magnitude", method: str | None = None, spa
     """The validated Sparsifier of a stage, its pattern and target sparsity (no model needed)."""
     _check(importance, method, schedule, finetune_epochs, ramp, updates)
     parsed = Pattern.parse(pattern)
-    sparsifier = Sparsifier(sparsity, pattern=parsed, criterion=importance, scope=scope,
-                            schedule=_schedule(schedule, 100, ramp, updates), exclude=tuple(ignore),
+    sparsifier = Sparsifier(sparsity, pattern=parsed, importance=importance, scope=scope,
+                            schedule=_schedule(schedule, 100, ramp, updates), ignore=tuple(ignore),
                             seed=seed)
     _, target, _ = sparsifier.validate_params()
     if method is not None and scope != "layer":

@@ -14,13 +14,9 @@ _ARGS = {
     "sparsify": (sparsify.stage, SparsifyOptions, []),
     "decompose": (decompose.stage, DecomposeStageOptions, ["--target-macs", "0.5"]),
 }
-_SCHEMA_RENAMES = pytest.mark.xfail(
-    strict=True, reason="recipes/schema.py takes importance/ignore/target in the vocabulary work package; "
-                        "remove this marker when it lands")
 
 
-@pytest.mark.parametrize("command", ["prune", pytest.param("sparsify", marks=_SCHEMA_RENAMES),
-                                     pytest.param("decompose", marks=_SCHEMA_RENAMES)])
+@pytest.mark.parametrize("command", ["prune", "sparsify", "decompose"])
 def test_a_commands_stage_is_a_valid_recipe_stage(command: str) -> None:
     to_stage, schema, extra = _ARGS[command]
     args = build_parser().parse_args([command, "--model", "simple_cnn", *extra])

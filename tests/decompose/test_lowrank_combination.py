@@ -27,7 +27,7 @@ def test_prune_then_factorise_then_finetune(tmp_path) -> None:
     x = splits.example_input(2)
     pruned = StructuredPruner({"ratio": 0.5}).fit_transform(dense, x)
     assert (pruned.stem.out_channels, pruned.a.out_channels) == (4, 3)
-    result = decompose(pruned, example_input=x, method="auto", rank=2,
+    result = decompose(pruned, example_inputs=x, method="auto", rank=2,
                        calibration=[splits.train.tensors[0][:16]], progress=False)
     kinds = {r.name: r.kind for r in result.layers}
     assert kinds == {"stem": "tucker2", "a": "tucker2", "b": "tucker2", "head": "asvd"}

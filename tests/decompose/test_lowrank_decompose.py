@@ -11,6 +11,7 @@ import prunekit
 from prunekit.decompose import METHODS, decompose
 from prunekit.errors import ConfigError, UnknownNameError
 from prunekit.measure import count_macs
+from prunekit.structured import Target
 
 
 class Net(nn.Module):
@@ -46,7 +47,7 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("method", ["svd", "tucker", "auto"])
 def test_full_rank_model_reproduces_outputs(net: Net, method: str) -> None:
-    result = decompose(net, example_input=X, method=method, energy=1.0, options={"force": True},
+    result = decompose(net, example_inputs=X, method=method, energy=1.0, options={"force": True},
                        progress=False)
     assert {r.name for r in result.layers} >= {"stem", "pw", "down"}
     assert torch.allclose(result.model(X), net(X), atol=1e-4)
@@ -55,7 +56,7 @@ def test_full_rank_model_reproduces_outputs(net: Net, method: str) -> None:
 
 def test_asvd_full_rank_model_reproduces_outputs(net: Net) -> None:
     calibration = [torch.randn(4, 3, 12, 12), (torch.randn(4, 3, 12, 12), torch.zeros(4))]
-    result = decompose(net, example_input=X, method="asvd", rank=1.0, calibration=calibration,
+    result = decompose(net, example_inputs=X, method="asvd", rank=1.0, calibration=calibration,
                        options={"force": True}, progress=False)
     assert [r.name for r in result.layers] == ["fc1", "fc2"] and {r.kind for r in result.layers} == {"asvd"}
     assert dict(result.skipped)["stem"] == "asvd: asvd factorises nn.Linear only"
@@ -63,7 +64,7 @@ def test_asvd_full_rank_model_reproduces_outputs(net: Net) -> None:
 
 
 def test_depthwise_left_alone_and_1x1_by_svd(net: Net) -> None:
-    result = decompose(net, example_input=X, method="tucker", rank=(2, 3), progress=False)
+    result = decompose(net, example_inputs=X, method="tucker", rank=(2, 3), progress=False)
     assert {r.name: r.ranks for r in result.layers} == {"stem": (2, 3), "pw": (2,), "down": (2, 3)}
     skipped = dict(result.skipped)
     assert "grouped/depthwise" in skipped["dw"]
@@ -72,14 +73,14 @@ def test_depthwise_left_alone_and_1x1_by_svd(net: Net) -> None:
 
 
 def test_layers_that_would_not_save_macs_are_left_alone(net: Net) -> None:
-    result = decompose(net, example_input=X, method="svd", rank=1.0, progress=False)
+    result = decompose(net, example_inputs=X, method="svd", rank=1.0, progress=False)
     assert result.layers == ()
     assert all(why == "the factorised form would not have fewer MACs" for n, why in result.skipped if n != "dw")
     assert result.macs_after == result.macs_before
 
 
 def test_macs_and_ranks_are_reported_and_match_the_counter(net: Net) -> None:
-    result = decompose(net, example_input=X, method="auto", rank=3, progress=False)
+    result = decompose(net, example_inputs=X, method="auto", rank=3, progress=False)
     ranks = {r.name: r.ranks for r in result.layers}
     assert ranks["stem"] == (3, 3) and ranks["pw"] == (3,) and ranks["fc1"] == (3,)
     saved = sum(r.macs_before - r.macs_after for r in result.layers)
@@ -89,38 +90,38 @@ def test_macs_and_ranks_are_reported_and_match_the_counter(net: Net) -> None:
 
 @pytest.mark.parametrize("method", ["tucker", "cp"])
 def test_macs_target_is_reached_and_reported(net: Net, method: str) -> None:
-    result = decompose(net, example_input=X, method=method, target_macs=0.5,
+    result = decompose(net, example_inputs=X, method=method, target=Target(macs=0.5),
                        options={"cp_iterations": 10}, progress=False)
     assert result.macs_after == count_macs(result.model, X)
     assert 0.35 < result.macs_kept <= 0.5
-    assert result.target_macs == 0.5 and "target_macs 0.5" in result.notes[0]
+    assert result.target == 0.5 and "target macs=0.5" in result.notes[0]
     assert result.model(X).shape == (2, 5)
 
 
 def test_unreachable_macs_target_is_a_clear_error(net: Net) -> None:
     with pytest.raises(ConfigError, match="cannot be reached"):
-        decompose(net, example_input=X, method="svd", target_macs=0.01, include=["fc*"], progress=False)
+        decompose(net, example_inputs=X, method="svd", target={"macs": 0.01}, include=["fc*"], progress=False)
 
 
 def test_energy_rank_grows_with_energy(net: Net) -> None:
-    ranks = [decompose(net, example_input=X, method="svd", energy=e, options={"force": True},
+    ranks = [decompose(net, example_inputs=X, method="svd", energy=e, options={"force": True},
                        progress=False).layers[0].ranks[0] for e in (0.5, 0.8, 0.99)]
     assert ranks == sorted(ranks) and ranks[0] < ranks[-1]
 
 
 def test_model_untouched_and_inplace(net: Net) -> None:
     before = _state(net)
-    result = decompose(net, example_input=X, method="svd", rank=2, progress=False)
+    result = decompose(net, example_inputs=X, method="svd", rank=2, progress=False)
     assert result.model is not net and isinstance(net.stem, nn.Conv2d)
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
-    same = decompose(net, example_input=X, method="svd", rank=2, inplace=True, progress=False)
+    same = decompose(net, example_inputs=X, method="svd", rank=2, inplace=True, progress=False)
     assert same.model is net and isinstance(net.stem, nn.Sequential)
 
 
 def test_failure_leaves_model_unchanged_even_inplace(net: Net) -> None:
     before = _state(net)
     with pytest.raises(ConfigError, match="needs calibration batches"):
-        decompose(net, example_input=X, method="asvd", rank=2, inplace=True, progress=False)
+        decompose(net, example_inputs=X, method="asvd", rank=2, inplace=True, progress=False)
     assert isinstance(net.fc1, nn.Linear) and net.training is False
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
 
@@ -129,7 +130,10 @@ def test_failure_leaves_model_unchanged_even_inplace(net: Net) -> None:
     ({"rank": 0}, ConfigError, "'rank' must be >= 1"),
     ({"energy": 1.5}, ConfigError, r"'energy' must be a float in \(0, 1\]"),
     ({"rank": 2, "energy": 0.5}, ConfigError, "either 'rank' or 'energy'"),
-    ({"target_macs": 0.0}, ConfigError, "fraction of the model's MACs to keep"),
+    ({"target": {"macs": 0.0}}, ConfigError, r"'macs' must be a float in \(0, 1\]"),
+    ({"target": 0.5}, ConfigError, r"Target of kind macs; got 0.5. Pass e.g. Target\(macs=0.5\)"),
+    ({"target": Target(ratio=0.5)}, ConfigError, "ranks are chosen for a MACs budget"),
+    ({"target": {"macs": 0.5}, "rank": 2}, ConfigError, "'target' chooses every rank itself"),
     ({"method": "tuker"}, UnknownNameError, "Did you mean 'tucker'"),
     ({"rank": "vbfm"}, ConfigError, "must be 'vbmf'"),
     ({"rank": (2, 3), "method": "svd"}, ConfigError, "pair is for method='tucker'"),
@@ -138,7 +142,7 @@ def test_failure_leaves_model_unchanged_even_inplace(net: Net) -> None:
 ])
 def test_bad_arguments_raise_clear_errors(net: Net, kwargs: dict, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
-        decompose(net, example_input=X, progress=False, **kwargs)
+        decompose(net, example_inputs=X, progress=False, **kwargs)
 
 
 def test_user_registered_method_is_used(net: Net) -> None:
@@ -148,14 +152,14 @@ def test_user_registered_method_is_used(net: Net) -> None:
 
     METHODS.add("only_fc1", OnlyFc1)
     try:
-        result = decompose(net, example_input=X, method="only_fc1", rank=2, progress=False)
+        result = decompose(net, example_inputs=X, method="only_fc1", rank=2, progress=False)
     finally:
         METHODS.remove("only_fc1")
     assert [r.name for r in result.layers] == ["fc1"]
 
 
 def test_save_load_round_trip(net: Net, tmp_path) -> None:
-    result = decompose(net, example_input=X, method="auto", rank=3, progress=False)
+    result = decompose(net, example_inputs=X, method="auto", rank=3, progress=False)
     folder = prunekit.save(result.model, tmp_path / "dec", original=Net(), transforms=[result])
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.safetensors"]
     loaded = prunekit.load(folder, model=Net())
@@ -168,7 +172,7 @@ def test_onnx_export_matches_pytorch(net: Net, method: str, tmp_path) -> None:
     ort = pytest.importorskip("onnxruntime")
     from prunekit.measure import export_onnx
 
-    model = decompose(net, example_input=X, method=method, rank=3, options={"cp_iterations": 10},
+    model = decompose(net, example_inputs=X, method=method, rank=3, options={"cp_iterations": 10},
                       progress=False).model
     path = export_onnx(model, X, tmp_path / "dec.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -179,7 +183,7 @@ def test_onnx_export_matches_pytorch(net: Net, method: str, tmp_path) -> None:
 def test_load_rejects_a_different_architecture(net: Net, tmp_path) -> None:
     from prunekit.errors import DataError
 
-    result = decompose(net, example_input=X, method="svd", rank=2, progress=False)
+    result = decompose(net, example_inputs=X, method="svd", rank=2, progress=False)
     prunekit.save(result.model, tmp_path / "dec", original=Net(), transforms=[result])
     other = Net()
     other.stem = nn.Conv2d(3, 8, 3, padding=1)
@@ -194,7 +198,7 @@ def test_vbmf_rank_finds_the_rank_of_a_noisy_low_rank_layer() -> None:
         layer.weight.copy_(torch.randn(64, 4, generator=g) @ torch.randn(4, 96, generator=g)
                            + 0.05 * torch.randn(64, 96, generator=g))
     model = nn.Sequential(layer)
-    result = decompose(model, example_input=torch.randn(3, 96), method="svd", rank="vbmf", progress=False)
+    result = decompose(model, example_inputs=torch.randn(3, 96), method="svd", rank="vbmf", progress=False)
     assert [r.ranks for r in result.layers] == [(4,)]
 
 
@@ -205,4 +209,4 @@ def test_missing_tensorly_names_the_install_line(net: Net, monkeypatch: pytest.M
 
     monkeypatch.setitem(sys.modules, "tensorly", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'prunekit\[decompose\]'"):
-        decompose(net, example_input=X, method="tucker", rank=2, progress=False)
+        decompose(net, example_inputs=X, method="tucker", rank=2, progress=False)

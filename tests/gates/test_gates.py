@@ -14,7 +14,7 @@ from prunekit.gates import ChannelGates, HardConcrete
 from prunekit.gates.channel_gates import _key
 from prunekit.measure import count_macs
 from prunekit.recover import TrainConfig, train
-from prunekit.structured import Plan
+from prunekit.structured import Plan, Target
 from prunekit.structured.apply import mask
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "recover"))
@@ -66,7 +66,7 @@ def test_hard_concrete_probability_matches_sampling() -> None:
 def test_open_gates_leave_the_model_unchanged() -> None:
     net = _net()
     want = net(X)
-    gates = ChannelGates(net, X, target_macs=0.5)
+    gates = ChannelGates(Target(macs=0.5)).fit(net, X)
     torch.testing.assert_close(net(X), want)
     assert 0.95 < float(gates.expected_macs().detach()) <= 1.0
     gates.detach()
@@ -75,45 +75,45 @@ def test_open_gates_leave_the_model_unchanged() -> None:
 
 def test_closed_gates_equal_the_masked_model() -> None:
     net = _net()
-    gates = ChannelGates(net, X, target_macs=0.5)
+    gates = ChannelGates(Target(macs=0.5)).fit(net, X)
     closed = {}
     with torch.no_grad():
-        for i, g in enumerate(gates.groups):
+        for i, g in enumerate(gates.groups_):
             shut = list(range(0, g.size, 2 + i))
-            gates.gates[_key(g.id)].log_alpha[shut] = -10.0
+            gates.gates_[_key(g.id)].log_alpha[shut] = -10.0
             closed[g.id] = shut
-    plan = Plan(keep={g.id: tuple(c for c in range(g.size) if c not in closed[g.id]) for g in gates.groups},
-                sizes={g.id: g.size for g in gates.groups})
+    plan = Plan(keep={g.id: tuple(c for c in range(g.size) if c not in closed[g.id]) for g in gates.groups_},
+                sizes={g.id: g.size for g in gates.groups_})
     gated = net(X)
     gates.detach()
-    torch.testing.assert_close(gated, mask(net, gates.graph, plan)(X), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gated, mask(net, gates.graph_, plan)(X), rtol=1e-5, atol=1e-6)
 
 
 def test_expected_macs_tracks_the_counted_macs() -> None:
     net = _net()
-    gates = ChannelGates(net, X, target_macs=0.5)
-    c1 = next(g for g in gates.groups if any(m.tensor == "c1.weight" for m in g.members))
+    gates = ChannelGates(Target(macs=0.5)).fit(net, X)
+    c1 = next(g for g in gates.groups_ if any(m.tensor == "c1.weight" for m in g.members))
     with torch.no_grad():
-        gates.gates[_key(c1.id)].log_alpha[:4] = -20.0
+        gates.gates_[_key(c1.id)].log_alpha[:4] = -20.0
     plan = Plan(keep={c1.id: tuple(range(4, c1.size))}, sizes={c1.id: c1.size})
     from prunekit.structured import apply
 
     expected = float(gates.expected_macs().detach())
     gates.detach()
-    pruned = apply(net, gates.graph, plan, verify_result=False)
+    pruned = apply(net, gates.graph_, plan, verify_result=False)
     counted = count_macs(pruned, X) / count_macs(net, X)
     assert abs(expected - counted) < 0.03
 
 
 def _wants_open(gates: ChannelGates) -> torch.Tensor:
     """A stand-in for the task loss: every gate is better open (the pull the budget works against)."""
-    probs = torch.cat([gates.gates[key].open_probability() for key in gates.gates])
+    probs = torch.cat([gates.gates_[key].open_probability() for key in gates.gates_])
     return -0.5 * probs.mean()
 
 
 def test_lagrangian_drives_expected_macs_to_the_target_and_keeps_it_there() -> None:
     net = _net()
-    gates = ChannelGates(net, X, target_macs=0.4, warmup_steps=100)  # the gates' own Adam, lr 0.1
+    gates = ChannelGates(Target(macs=0.4), warmup_steps=100).fit(net, X)  # the gates' own Adam, lr 0.1
     assert list(gates.parameters()) == []  # nothing joins the model's optimizer
     below = []  # expected MACs minus the budget of the moment
     for _ in range(400):
@@ -128,7 +128,7 @@ def test_lagrangian_drives_expected_macs_to_the_target_and_keeps_it_there() -> N
 
 
 def test_gates_can_train_with_the_models_optimizer() -> None:
-    gates = ChannelGates(_net(), X, target_macs=0.4, lr=None)
+    gates = ChannelGates(Target(macs=0.4), lr=None).fit(_net(), X)
     params = list(gates.parameters())
     assert len(params) == len(list(gates.gate_parameters())) > 1
     optimizer = torch.optim.Adam(params, lr=0.1)
@@ -139,15 +139,15 @@ def test_gates_can_train_with_the_models_optimizer() -> None:
         gates.step()
     assert abs(float(gates.expected_macs().detach()) - 0.4) < 0.06
     with pytest.raises(ConfigError, match="lr must be > 0"):
-        ChannelGates(_net(), X, target_macs=0.4, lr=0.0)
+        ChannelGates(Target(macs=0.4), lr=0.0).fit(_net(), X)
 
 
 def test_harden_cuts_to_the_target_and_keeps_the_gated_function() -> None:
     net = _net()
-    gates = ChannelGates(net, X, target_macs=0.5)
+    gates = ChannelGates(Target(macs=0.5)).fit(net, X)
     with torch.no_grad():
-        for g in gates.groups:  # gates half closed, half partly open: folding must keep the values
-            la = gates.gates[_key(g.id)].log_alpha
+        for g in gates.groups_:  # gates half closed, half partly open: folding must keep the values
+            la = gates.gates_[_key(g.id)].log_alpha
             la.copy_(torch.linspace(-8.0, 1.0, g.size))  # ~2/3 closed
     gated = net(X).detach()
     hardened = gates.harden()
@@ -164,12 +164,12 @@ def test_fit_trains_the_gates_with_the_model() -> None:
     splits = quadrant_splits()
     torch.manual_seed(0)
     net = Net()
-    gates = ChannelGates(net, splits.example_input(2), target_macs=0.5, warmup_steps=8)
-    before = [p.detach().clone() for p in gates.gates.parameters()]
+    gates = ChannelGates(Target(macs=0.5), warmup_steps=8).fit(net, splits.example_input(2))
+    before = [p.detach().clone() for p in gates.gates_.parameters()]
     train(net, splits, TrainConfig(epochs=2, batch_size=32, lr=0.05, max_steps_per_epoch=8), progress=False,
         callbacks=[gates])
-    assert gates.steps == 16 and gates.budget() == 0.5
-    assert any(not torch.equal(a, b) for a, b in zip(before, gates.gates.parameters()))
+    assert gates.steps_ == 16 and gates.budget() == 0.5
+    assert any(not torch.equal(a, b) for a, b in zip(before, gates.gates_.parameters()))
     hardened = gates.harden()
     x = splits.example_input(2)
     assert count_macs(hardened.model, x) <= 0.5 * count_macs(net, x) * 1.0001
@@ -177,25 +177,39 @@ def test_fit_trains_the_gates_with_the_model() -> None:
 
 
 def test_bad_target_and_ungateable_models_are_clear_errors() -> None:
-    with pytest.raises(ConfigError, match="target_macs"):
-        ChannelGates(_net(), X, target_macs=1.5)
+    with pytest.raises(ConfigError, match="'macs' must be a float in"):
+        ChannelGates({"macs": 1.5}).fit(_net(), X)
+    with pytest.raises(ConfigError, match="MACs target"):
+        ChannelGates(Target(ratio=0.5)).fit(_net(), X)
     only_output = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
     with pytest.raises(ConfigError, match="no group"):
-        ChannelGates(only_output, X, target_macs=0.5)
+        ChannelGates(Target(macs=0.5)).fit(only_output, X)
 
 
-def test_init_importance_spreads_the_gates_by_the_criterion() -> None:
+def test_init_importance_spreads_the_gates_by_the_importance() -> None:
     from prunekit.importance import score
 
     net = _net()
-    gates = ChannelGates(net, X, target_macs=0.5, init_importance="l2", init_log_alpha=2.0)
-    scores = score(gates.graph, net, "l2")
-    for g in gates.groups:
-        alpha = gates.gates[_key(g.id)].log_alpha.detach()
+    gates = ChannelGates(Target(macs=0.5), init_importance="l2", init_log_alpha=2.0).fit(net, X)
+    scores = score(gates.graph_, net, "l2")
+    for g in gates.groups_:
+        alpha = gates.gates_[_key(g.id)].log_alpha.detach()
         assert torch.allclose(alpha, 2.0 * scores[g.id] / scores[g.id].mean())
-        # the budget's pressure meets the weakest channel first: same order as the criterion
+        # the budget's pressure meets the weakest channel first: same order as the importance
         assert torch.equal(alpha.argsort(), scores[g.id].argsort())
-    plain = ChannelGates(_net(), X, target_macs=0.5)
-    assert all(torch.all(p == 3.0) for p in plain.gates.parameters())
+    plain = ChannelGates(Target(macs=0.5)).fit(_net(), X)
+    assert all(torch.all(p == 3.0) for p in plain.gates_.parameters())
     with pytest.raises(ConfigError, match="needs calibration data.*'l2'"):
-        ChannelGates(_net(), X, target_macs=0.5, init_importance="taylor")
+        ChannelGates(Target(macs=0.5), init_importance="taylor").fit(_net(), X)
+
+
+def test_the_constructor_only_stores_and_use_before_fit_is_a_clear_error() -> None:
+    from prunekit.errors import NotFittedError
+
+    gates = ChannelGates(Target(macs=0.5), warmup_steps=-1)  # NOTE: checked in fit, nothing traced yet
+    assert gates.warmup_steps == -1
+    for use in (lambda: gates.groups_, gates.expected_macs, gates.penalty, gates.step, gates.harden):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            use()
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        gates.fit(_net(), X)

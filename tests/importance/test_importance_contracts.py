@@ -1,4 +1,4 @@
-"""One battery over every registered criterion: pure, deterministic, one finite score per channel."""
+"""One battery over every registered importance: pure, deterministic, one finite score per channel."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from prunekit.importance import CRITERIA, collect, score
+from prunekit.importance import IMPORTANCE, collect, score
 
 from _importance_models import MODELS, build
 
-# NOTE: per-criterion options for the battery (none needed today; bn_scale falls back to l1).
+# NOTE: per-importance options for the battery (none needed today; bn_scale falls back to l1).
 OPTIONS: dict[str, dict[str, Any]] = {}
 
 
@@ -47,13 +47,13 @@ def _unusual_state(model: nn.Module) -> None:
 
 
 @pytest.mark.parametrize("model_name", sorted(MODELS))
-@pytest.mark.parametrize("criterion", CRITERIA.names())
-def test_criterion_is_pure_deterministic_and_shaped(criterion: str, model_name: str) -> None:
+@pytest.mark.parametrize("importance", IMPORTANCE.names())
+def test_importance_is_pure_deterministic_and_shaped(importance: str, model_name: str) -> None:
     model, graph, batches = build(model_name)
     _unusual_state(model)
     before = _snapshot(model)
-    first = score(graph, model, criterion, batches=batches, **OPTIONS.get(criterion, {}))
-    second = score(graph, model, criterion, batches=batches, **OPTIONS.get(criterion, {}))
+    first = score(graph, model, importance, batches=batches, **OPTIONS.get(importance, {}))
+    second = score(graph, model, importance, batches=batches, **OPTIONS.get(importance, {}))
     _same(before, _snapshot(model))
     assert first.keys() == {g.id for g in graph.prunable}
     for group in graph.prunable:
@@ -69,13 +69,13 @@ def residual() -> tuple[nn.Module, Any, Any]:
     return model, graph, collect(model, batches, graph.prunable)
 
 
-@pytest.mark.parametrize("criterion", CRITERIA.names())
-def test_aggregate_and_normalize_options_are_accepted(criterion: str, residual: tuple[nn.Module, Any, Any]) -> None:
+@pytest.mark.parametrize("importance", IMPORTANCE.names())
+def test_aggregate_and_normalize_options_are_accepted(importance: str, residual: tuple[nn.Module, Any, Any]) -> None:
     model, graph, stats = residual
     combos = [(a, n) for a in ("sum", "mean", "max") for n in (None, "mean", "max", "sum", "standardize")]
     for (aggregate, normalize), group in ((c, g) for c in combos for g in graph.prunable):
-        options = {**OPTIONS.get(criterion, {}), "aggregate": aggregate, "normalize": normalize}
-        s = CRITERIA.get(criterion).factory(group, model, stats, **options)
+        options = {**OPTIONS.get(importance, {}), "aggregate": aggregate, "normalize": normalize}
+        s = IMPORTANCE.get(importance).factory(group, model, stats, **options)
         assert s.shape == (group.size,) and torch.isfinite(s).all()
         if normalize == "max" and s.max() > 0:
             assert s.max().item() == pytest.approx(1.0, rel=1e-5)
@@ -83,8 +83,8 @@ def test_aggregate_and_normalize_options_are_accepted(criterion: str, residual: 
             assert s.mean().item() == pytest.approx(0.0, abs=1e-5)
 
 
-def test_every_criterion_declares_whether_it_needs_data() -> None:
-    for name in CRITERIA.names():
-        meta = CRITERIA.get(name).meta
+def test_every_importance_declares_whether_it_needs_data() -> None:
+    for name in IMPORTANCE.names():
+        meta = IMPORTANCE.get(name).meta
         assert isinstance(meta["needs_data"], bool) and meta["description"]
         assert bool(meta.get("needs")) == meta["needs_data"]

@@ -1,4 +1,4 @@
-"""Each criterion on a hand-made case whose answer is known."""
+"""Each importance on a hand-made case whose answer is known."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def test_an_all_zero_channel_scores_lowest_by_magnitude_and_taylor() -> None:
     assert taylor(group, model, stats).argmin() == 2
     assert taylor(group, model, stats)[2] == 0.0
     model.fc.weight[:, 2] = 0.0
-    for criterion in (l1, l2):
-        scores = criterion(group, model)
+    for importance in (l1, l2):
+        scores = importance(group, model)
         assert scores[2] == 0.0 and (scores[torch.arange(4) != 2] > 0).all()
 
 
@@ -137,8 +137,8 @@ def test_a_channel_dead_after_relu_has_apoz_one_and_scores_lowest() -> None:
     model.bn1.bias[1] = -100.0
     stats = collect(model, batches, graph.prunable, needs=("activations",))
     assert stats.apoz[("conv2", "input")][1] == 1.0
-    for criterion in (apoz, activation):
-        scores = criterion(group, model, stats)
+    for importance in (apoz, activation):
+        scores = importance(group, model, stats)
         assert scores[1] == 0.0 and (scores[torch.arange(6) != 1] > 0).all()
 
 

@@ -73,7 +73,7 @@ def test_depth_pruned_round_trip_records_identity(tmp_path: Path) -> None:
 
 def test_factorised_round_trip(cnn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     model, x = cnn
-    result = decompose(model, example_input=x, method="svd", rank=3, progress=False)
+    result = decompose(model, example_inputs=x, method="svd", rank=3, progress=False)
     assert result.layers
     prunekit.save(result.model, tmp_path / "f", source=SOURCE, transforms=[result])
     layers = _manifest(tmp_path / "f")["transforms"][0]["layers"]
@@ -88,7 +88,7 @@ def test_pruned_then_factorised_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(2)
     original, x = Residual().eval(), example((2, 3, 16, 16))
     small, plan = pruned(original, x)
-    result = decompose(small, example_input=x, method="svd", rank=2, progress=False)
+    result = decompose(small, example_inputs=x, method="svd", rank=2, progress=False)
     prunekit.save(result.model, tmp_path / "pf", original=original, transforms=[plan, result])
     assert [t["kind"] for t in _manifest(tmp_path / "pf")["transforms"]] == ["prune", "factorise"]
     assert_same(prunekit.load(tmp_path / "pf", model=Residual()), result.model, x)
@@ -134,7 +134,7 @@ def test_recipe_checkpoint_is_a_saved_folder(cnn, tmp_path: Path) -> None:  # ty
 
     model, x = cnn
     small, plan = pruned(model, x)
-    result = decompose(small, example_input=x, method="svd", rank=3, progress=False)
+    result = decompose(small, example_inputs=x, method="svd", rank=3, progress=False)
     architecture = {"model": "simple_cnn", "num_classes": 10}
     folder = save_model(result.model, architecture, tmp_path / "ck", plans=[plan.to_dict()],
                         factorised=result.layers)

@@ -94,7 +94,7 @@ BROKEN = {
     "missing model": ("data: fashion-mnist\nstages:\n  - train: {epochs: 1}\n", r":1: model: is required"),
     "bad choice": ("model: simple_cnn\nstages:\n  - prune:\n      target: {macs: 0.5}\n      scope: globl\n",
                    r":5: stages\[0\]\.prune\.scope: must be one of .*Allowed: local, global\. Did you mean 'global'"),
-    "unknown criterion": ("model: simple_cnn\nstages:\n  - prune:\n      target: {macs: 0.5}\n      importance: l3\n",
+    "unknown importance": ("model: simple_cnn\nstages:\n  - prune:\n      target: {macs: 0.5}\n      importance: l3\n",
                           r":5: stages\[0\]\.prune\.importance: .*'l3'"),
     "round_to 0": ("model: simple_cnn\nstages:\n  - prune:\n      target: {macs: 0.5}\n      round_to: 0\n",
                    r":5: stages\[0\]\.prune\.round_to: must be 'auto' or a whole number >= 1; got 0\. Use 8"),
@@ -162,7 +162,7 @@ def test_distillation_teacher_is_the_trained_model_also_after_resume(tiny_npz: P
     tiny = {"epochs": 1, "max_steps_per_epoch": 2}
     recipe = parse_recipe({"model": "simple_cnn", "data": str(tiny_npz), "seed": 0, "stages": [
         {"train": {**tiny, "lr": 0.05}},
-        {"gates": {**tiny, "target_macs": 0.6, "warmup_steps": 1, "distill": {"alpha": 0.5}}},
+        {"gates": {**tiny, "target": {"macs": 0.6}, "warmup_steps": 1, "distill": {"alpha": 0.5}}},
         {"finetune": {**tiny, "distill": {}}}]})
     initial = run_recipe(recipe, out_dir=tmp_path / "probe", progress=False, stop_after=0)["model"].state_dict()
     run_recipe(recipe, out_dir=tmp_path / "whole", progress=False)

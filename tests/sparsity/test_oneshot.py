@@ -90,7 +90,7 @@ def test_linear_stack_skips_the_head_unless_included() -> None:
     assert result.blocks is None and [r.name for r in result.layers] == ["0", "2"]
     assert any(s.startswith("4:") and "classifier head" in s for s in result.skipped)
     assert torch.equal(result.model[4].weight, model[4].weight)
-    result = one_shot(model, batches, method="wanda", include=["0", "4"], exclude=["0"], progress=False)
+    result = one_shot(model, batches, method="wanda", include=["0", "4"], ignore=["0"], progress=False)
     assert [r.name for r in result.layers] == ["4"]
     result = one_shot(model, batches, method="wanda", include="2", progress=False)  # one name as a str
     assert [r.name for r in result.layers] == ["2"] and result.skipped == ()

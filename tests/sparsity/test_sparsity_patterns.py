@@ -61,7 +61,7 @@ def test_bad_pattern_specs_say_what_is_accepted(spec: str, words: str) -> None:
 
 def test_a_layer_that_cannot_hold_the_pattern_is_named_and_nothing_is_masked() -> None:
     model = conv_mlp()  # fc2 has 16 inputs: fine for 2:4; its 4 outputs do not divide into 8x1 blocks
-    with pytest.raises(ConfigError, match=r"layer 'fc2.weight' has \[out, in\] = \[4, 16\].*Exclude it"):
+    with pytest.raises(ConfigError, match=r"layer 'fc2.weight' has \[out, in\] = \[4, 16\].*Leave it out"):
         Sparsifier(0.5, pattern="8x1", include=["fc1", "fc2"]).prepare(model)
     assert masks(model) == {}
     with pytest.raises(ConfigError, match="not a multiple of 3"):

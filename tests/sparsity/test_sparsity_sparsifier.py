@@ -1,4 +1,4 @@
-"""The Sparsifier: targets, criteria, scopes, steps along a schedule, state, and clear refusals."""
+"""The Sparsifier: targets, importance, scopes, steps along a schedule, state, and clear refusals."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from _sparsity_models import batch, conv_mlp
 from torch import nn
 
 from prunekit.errors import ConfigError, NotFittedError, UnknownNameError
-from prunekit.sparsity import CRITERIA, Evidence, Sparsifier, select_targets
+from prunekit.sparsity import IMPORTANCE, Evidence, Sparsifier, select_targets
 from prunekit.sparsity.masks import masks
 
 
@@ -26,9 +26,9 @@ def test_default_targets_are_conv_and_linear_weights_except_the_classifier() -> 
     model = conv_mlp()
     assert select_targets(model) == ["conv.weight", "fc1.weight"]
     assert select_targets(model, include=[nn.Linear]) == ["fc1.weight", "fc2.weight"]
-    assert select_targets(model, include=["fc*"], exclude=["fc2"]) == ["fc1.weight"]
-    with pytest.raises(ConfigError, match="'exclude' entry 'fc3' matches no module.*Did you mean"):
-        select_targets(model, exclude=["fc3"])
+    assert select_targets(model, include=["fc*"], ignore=["fc2"]) == ["fc1.weight"]
+    with pytest.raises(ConfigError, match="'ignore' entry 'fc3' matches no module.*Did you mean"):
+        select_targets(model, ignore=["fc3"])
 
 
 def test_magnitude_layer_scope_zeroes_the_smallest_weights_of_each_layer() -> None:
@@ -74,21 +74,21 @@ def test_step_follows_the_schedule_and_pruning_is_monotone() -> None:
     assert sparsifier.step_ == 9
 
 
-def test_random_criterion_is_seeded_and_leaves_the_global_rng_alone() -> None:
+def test_random_importance_is_seeded_and_leaves_the_global_rng_alone() -> None:
     state = torch.random.get_rng_state()
-    first = Sparsifier(0.5, criterion="random", seed=3).prepare(conv_mlp()).apply()
-    again = Sparsifier(0.5, criterion="random", seed=3).prepare(conv_mlp()).apply()
-    other = Sparsifier(0.5, criterion="random", seed=4).prepare(conv_mlp()).apply()
+    first = Sparsifier(0.5, importance="random", seed=3).prepare(conv_mlp()).apply()
+    again = Sparsifier(0.5, importance="random", seed=3).prepare(conv_mlp()).apply()
+    other = Sparsifier(0.5, importance="random", seed=4).prepare(conv_mlp()).apply()
     assert torch.equal(torch.random.get_rng_state(), state)
     mask = masks(first.model_)["fc1.weight"].mask
     assert torch.equal(mask, masks(again.model_)["fc1.weight"].mask)
     assert not torch.equal(mask, masks(other.model_)["fc1.weight"].mask)
 
 
-@pytest.mark.parametrize("criterion", ["taylor", "movement"])
-def test_gradient_criteria_score_from_accumulated_w_times_grad(criterion: str) -> None:
+@pytest.mark.parametrize("importance", ["taylor", "movement"])
+def test_gradient_importance_score_from_accumulated_w_times_grad(importance: str) -> None:
     model = conv_mlp()
-    sparsifier = Sparsifier(0.5, criterion=criterion, include=["fc1"]).prepare(model)
+    sparsifier = Sparsifier(0.5, importance=importance, include=["fc1"]).prepare(model)
     weight = model.fc1.parametrizations.weight.original
     expected = torch.zeros_like(weight)
     data = [batch(seed) for seed in range(3)]
@@ -96,42 +96,42 @@ def test_gradient_criteria_score_from_accumulated_w_times_grad(criterion: str) -
         model.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         product = weight.detach() * weight.grad
-        expected += product.square() if criterion == "taylor" else -product
+        expected += product.square() if importance == "taylor" else -product
     before = weight.detach().clone()
     model.zero_grad()
     sparsifier.accumulate(data, progress=False).apply()
     assert weight.grad is None  # restored to what it was before accumulate()
-    assert torch.allclose(sparsifier.state_dict()[criterion]["fc1.weight"], expected, atol=1e-6)
+    assert torch.allclose(sparsifier.state_dict()[importance]["fc1.weight"], expected, atol=1e-6)
     kept = masks(model)["fc1.weight"].mask
     assert expected[kept].min() >= expected[~kept].max()
     assert torch.equal(weight.detach()[kept], before[kept])
 
 
-def test_gradient_criteria_without_gradients_say_how_to_get_them() -> None:
-    sparsifier = Sparsifier(0.5, criterion="movement").prepare(conv_mlp())
+def test_gradient_importance_without_gradients_say_how_to_get_them() -> None:
+    sparsifier = Sparsifier(0.5, importance="movement").prepare(conv_mlp())
     with pytest.raises(ConfigError, match="needs gradients of 'conv.weight'.*sparsifier.accumulate"):
         sparsifier.apply()
 
 
-def test_a_registered_criterion_is_used_by_name() -> None:
+def test_a_registered_importance_is_used_by_name() -> None:
     def last_columns(evidence: Evidence) -> torch.Tensor:
         matrix = evidence.weight.reshape(evidence.weight.shape[0], -1)
         return torch.arange(matrix.shape[1], dtype=torch.float32).expand_as(matrix).reshape(evidence.weight.shape)
 
-    CRITERIA.add("test_last_columns", last_columns, needs_gradients=False)
+    IMPORTANCE.add("test_last_columns", last_columns, needs_gradients=False)
     try:
         model = conv_mlp()
-        Sparsifier(0.5, criterion="test_last_columns", include=["fc1"]).prepare(model).apply()
+        Sparsifier(0.5, importance="test_last_columns", include=["fc1"]).prepare(model).apply()
         assert torch.count_nonzero(model.fc1.weight[:, :16]) == 0
         assert torch.all(model.fc1.weight[:, 16:] != 0)
     finally:
-        CRITERIA.remove("test_last_columns")
+        IMPORTANCE.remove("test_last_columns")
 
 
 def test_state_dict_lets_a_fresh_sparsifier_continue_identically() -> None:
     def run(split: int | None) -> dict[str, torch.Tensor]:
         model = conv_mlp()
-        options = dict(criterion="movement", schedule={"name": "gradual", "end": 6, "frequency": 2})
+        options = dict(importance="movement", schedule={"name": "gradual", "end": 6, "frequency": 2})
         sparsifier = Sparsifier(0.5, **options).prepare(model)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         for t in range(8):
@@ -168,7 +168,7 @@ def test_finalize_returns_zeros_and_further_use_is_refused() -> None:
     (dict(sparsity=None, pattern="2:4", schedule={"name": "gradual", "end": 9}), ConfigError,
      "cannot ramp it. Use schedule 'one_shot' or 'constant'"),
     (dict(scope="local"), ConfigError, "'scope' must be 'layer' or 'global'"),
-    (dict(criterion="magnitud"), UnknownNameError, "Did you mean 'magnitude'"),
+    (dict(importance="magnitud"), UnknownNameError, "Did you mean 'magnitude'"),
     (dict(include=["nothing*"]), ConfigError, "'include' entry 'nothing\\*' matches no module"),
 ])
 def test_bad_arguments_are_refused_before_the_model_changes(kwargs: dict, error: type, words: str) -> None:

@@ -10,6 +10,7 @@ from prunekit.errors import ConfigError
 from prunekit.measure.macs import count_macs
 from prunekit.models import create
 from prunekit.models.resnet_cifar import BasicBlock
+from prunekit.structured import Target
 from prunekit.structured.depth import block_importance, prune_depth, remove_blocks, residual_blocks
 
 X = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
@@ -87,10 +88,12 @@ def test_prune_depth_by_count_removes_the_cheapest(resnet20: nn.Module) -> None:
 
 def test_prune_depth_to_a_mac_target(resnet20: nn.Module) -> None:
     target = 0.8 * count_macs(resnet20, X)
-    smaller, record = prune_depth(resnet20, X, target_macs=target)
+    smaller, record = prune_depth(resnet20, X, target=Target(macs=0.8))
     assert count_macs(smaller, X) == record.macs[1] <= target
     with pytest.raises(ConfigError, match="exactly one"):
         prune_depth(resnet20, X)
+    with pytest.raises(ConfigError, match="MACs budget"):
+        prune_depth(resnet20, X, target=Target(ratio=0.2))
 
 
 def test_prune_depth_by_calibration_loss(resnet20: nn.Module) -> None:

@@ -85,7 +85,7 @@ def test_learned_attributes_before_fit_raise_not_fitted() -> None:
     ({"target": {"ratio": 1.5}}, ConfigError, "ratio"),
     ({"target": {"ratio": 0.2, "macs": 0.5}}, ConfigError, "exactly one"),
     ({"target": 0.5}, ConfigError, "mapping"),
-    ({"target": {"ratio": 0.2}, "importance": "l3"}, UnknownNameError, "Unknown importance criterion 'l3'"),
+    ({"target": {"ratio": 0.2}, "importance": "l3"}, UnknownNameError, "Unknown importance 'l3'"),
     ({"target": {"ratio": 0.2}, "scope": "globl"}, ConfigError, "'scope' must be"),
     ({"target": {"ratio": 0.2}, "round_to": 0}, ConfigError, "'round_to' must be 'auto' or an int >= 1; got 0"),
     ({"target": {"ratio": 0.2}, "ignore": "conv1"}, ConfigError, "not a bare string"),

@@ -38,11 +38,11 @@ def _removed_rows_are_zero(pruner: ScheduledPruner) -> bool:
     return all(bool((t.index_select(axis, idx) == 0).all()) for t, axis, idx in pruner._zero)
 
 
-def test_plain_loop_ratio_rises_and_criterion_switches() -> None:
+def test_plain_loop_ratio_rises_and_importance_switches() -> None:
     torch.manual_seed(0)
     splits, net = quadrant_splits(), Net()
     x = splits.example_input(4)
-    pruner = ScheduledPruner(net, x, schedule=SCHEDULE)
+    pruner = ScheduledPruner(SCHEDULE).fit(net, x)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
     loader = torch.utils.data.DataLoader(splits.train, batch_size=32)
     for epoch in range(3):
@@ -51,10 +51,10 @@ def test_plain_loop_ratio_rises_and_criterion_switches() -> None:
             nn.functional.cross_entropy(net(inputs), labels).backward()
             optimizer.step()
             pruner.step()
-            if pruner.plan is not None:
+            if pruner.plan_ is not None:
                 assert _removed_rows_are_zero(pruner)  # training cannot revive a masked channel
         pruner.epoch_end(epoch)
-    assert [(h["ratio"], h["importance"]) for h in pruner.history] == [(0.25, "l1"), (0.5, "l2")]
+    assert [(h["ratio"], h["importance"]) for h in pruner.history_] == [(0.25, "l1"), (0.5, "l2")]
     small = pruner.finalize()
     assert small.c1.out_channels == small.c2.out_channels == 4
     net.eval(), small.eval()
@@ -64,13 +64,13 @@ def test_plain_loop_ratio_rises_and_criterion_switches() -> None:
 def test_as_a_fit_callback_with_resume_state() -> None:
     torch.manual_seed(0)
     splits, net = quadrant_splits(), Net()
-    pruner = ScheduledPruner(net, splits.example_input(2), schedule=SCHEDULE[:1])
+    pruner = ScheduledPruner(SCHEDULE[:1]).fit(net, splits.example_input(2))
     train(net, splits, TrainConfig(epochs=2, batch_size=32, lr=0.05, max_steps_per_epoch=4), progress=False,
         callbacks=[pruner])
-    assert pruner.plan is not None and _removed_rows_are_zero(pruner)
-    again = ScheduledPruner(net, splits.example_input(2), schedule=SCHEDULE[:1])
+    assert pruner.plan_ is not None and _removed_rows_are_zero(pruner)
+    again = ScheduledPruner(SCHEDULE[:1]).fit(net, splits.example_input(2))
     again.load_state_dict(pruner.state_dict())
-    assert again.plan == pruner.plan and again.epochs_done == 2
+    assert again.plan_ == pruner.plan_ and again.epochs_done_ == 2
 
 
 def test_hugging_face_trainer_callback_drives_the_pruner() -> None:
@@ -95,10 +95,23 @@ def test_hugging_face_trainer_callback_drives_the_pruner() -> None:
                                                    ([{"epoch": 0, "ratio": 1.2}], "ratio")])
 def test_bad_schedules(schedule: list, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        ScheduledPruner(Net(), torch.zeros(1, 1, 8, 8), schedule=schedule)
+        ScheduledPruner(schedule).fit(Net(), torch.zeros(1, 1, 8, 8))
 
 
 def test_finalize_before_any_entry_is_a_clear_error() -> None:
-    pruner = ScheduledPruner(Net(), torch.zeros(1, 1, 8, 8), schedule=[{"epoch": 3, "ratio": 0.5}])
+    pruner = ScheduledPruner([{"epoch": 3, "ratio": 0.5}]).fit(Net(), torch.zeros(1, 1, 8, 8))
     with pytest.raises(ConfigError, match="epoch 3"):
         pruner.finalize()
+
+
+def test_the_constructor_only_stores_and_use_before_fit_is_a_clear_error() -> None:
+    from prunekit.errors import NotFittedError
+
+    pruner = ScheduledPruner([{"epoch": 0, "ratio": 1.5}])  # NOTE: checked in fit, like StructuredPruner
+    assert pruner.schedule == [{"epoch": 0, "ratio": 1.5}]
+    with pytest.raises(NotFittedError, match="not fitted"):
+        pruner.plan_  # noqa: B018
+    with pytest.raises(NotFittedError, match="fit"):
+        pruner.step()
+    with pytest.raises(NotFittedError, match="not fitted"):
+        pruner.epoch_end(0)

@@ -147,9 +147,9 @@ def test_fill_adds_the_best_removed_channels_back_until_the_budget_is_used(round
         assert count_macs(bigger, x) / dense > 0.25, gid
 
 
-def test_fill_leaves_per_layer_overrides_and_ignored_layers_alone() -> None:
+def test_fill_leaves_per_layer_overrides_and_ignored_modules_alone() -> None:
     model, x, graph, scores = _setup("resnet20")
-    kwargs = {"round_to": 1, "layer_channels": {"layer1.0.conv1": 3}, "ignored_layers": ["layer2.0.conv1"]}
+    kwargs = {"round_to": 1, "layer_channels": {"layer1.0.conv1": 3}, "ignore": ["layer2.0.conv1"]}
     plan, achieved = search(model, graph, scores, Target(macs=0.4), example_inputs=x, allocate_kwargs=kwargs)
     producer = {m.module: g.id for g in graph.groups for m in g.by_role("producer")}
     assert len(plan.keep[producer["layer1.0.conv1"]]) == 16 - 3

@@ -3,34 +3,92 @@
 ``nn.MultiheadAttention`` and torchvision's Swin attention compute ``head_dim`` from the embedding
 width, so they cannot hold fewer heads than ``embed_dim / head_dim`` (nor a pruned embedding with
 all heads). When pruning makes the inner width ``num_heads * head_dim`` differ from the embedding
-width, the refresh turns the module into a subclass with the same parameters (same state_dict)
-whose forward keeps the widths apart. Classes of torchvision and Hugging Face transformers are
-registered when their modules are already imported: prunekit never imports those libraries.
+width, the refresh returns a :class:`PrunedMultiheadAttention` (or
+:class:`~prunekit.graph.handlers.pruned_swin.PrunedShiftedWindowAttention`) holding the same
+parameters (same state_dict), whose forward keeps the widths apart; ``apply`` puts it in the
+module's place. Classes of torchvision and Hugging Face transformers are registered when their
+modules are already imported: prunekit never imports those libraries.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
+from prunekit.graph.handlers.pruned_swin import PrunedShiftedWindowAttention
 from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS
 from prunekit.graph.registry import register_refresh
 
-__all__ = ["PrunedMultiheadAttention", "register_libraries"]
+__all__ = ["PrunedMultiheadAttention", "PrunedShiftedWindowAttention", "register_libraries"]
 
 
 class PrunedMultiheadAttention(nn.MultiheadAttention):
     """``nn.MultiheadAttention`` whose inner width ``num_heads * head_dim`` may differ from ``embed_dim``.
 
-    Same parameters and state_dict keys; made by the refresh after heads or the embedding dim are
-    pruned. Supports the options the graph prunes through (masks, ``batch_first``, unbatched inputs,
-    ``need_weights``); ``add_bias_kv`` / ``add_zero_attn`` modules are never pruned by head.
+    The arguments are ``nn.MultiheadAttention``'s, plus ``head_dim`` (default ``embed_dim //
+    num_heads``) and ``out_dim`` (the output projection's width, default ``embed_dim``). Same
+    parameter names and state_dict keys; the refresh makes one with :meth:`from_module` after heads
+    or the embedding dim are pruned. Supports the options the graph prunes through (masks,
+    ``batch_first``, unbatched inputs, ``need_weights``); ``add_bias_kv`` / ``add_zero_attn``
+    modules are never pruned by head.
     """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 add_bias_kv: bool = False, add_zero_attn: bool = False, kdim: int | None = None,
+                 vdim: int | None = None, batch_first: bool = False, device: Any = None, dtype: Any = None, *,
+                 head_dim: int | None = None, out_dim: int | None = None) -> None:
+        nn.Module.__init__(self)  # NOTE: MultiheadAttention's own __init__ insists on heads * head_dim == embed_dim.
+        factory = {"device": device, "dtype": dtype}
+        self.embed_dim, self.num_heads, self.dropout, self.batch_first = embed_dim, num_heads, dropout, batch_first
+        self.kdim = kdim if kdim is not None else embed_dim
+        self.vdim = vdim if vdim is not None else embed_dim
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        self.head_dim = head_dim if head_dim is not None else embed_dim // num_heads
+        inner = num_heads * self.head_dim
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = nn.Parameter(torch.empty((3 * inner, embed_dim), **factory))
+            for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                self.register_parameter(name, None)
+        else:
+            self.q_proj_weight = nn.Parameter(torch.empty((inner, embed_dim), **factory))
+            self.k_proj_weight = nn.Parameter(torch.empty((inner, self.kdim), **factory))
+            self.v_proj_weight = nn.Parameter(torch.empty((inner, self.vdim), **factory))
+            self.register_parameter("in_proj_weight", None)
+        if bias:
+            self.in_proj_bias = nn.Parameter(torch.empty(3 * inner, **factory))
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = NonDynamicallyQuantizableLinear(inner, out_dim or embed_dim, bias=bias, **factory)
+        if add_bias_kv:
+            self.bias_k = nn.Parameter(torch.empty((1, 1, inner), **factory))
+            self.bias_v = nn.Parameter(torch.empty((1, 1, inner), **factory))
+        else:
+            self.bias_k = self.bias_v = None
+        self.add_zero_attn = add_zero_attn
+        self._reset_parameters()
+
+    @classmethod
+    def from_module(cls, module: nn.MultiheadAttention) -> PrunedMultiheadAttention:
+        """This class holding ``module``'s parameters and output projection (shared, not copied),
+        with its widths read from them (``module.head_dim`` is kept)."""
+        same = module._qkv_same_embed_dim
+        q_weight = module.in_proj_weight if same else module.q_proj_weight
+        heads = q_weight.shape[0] // (3 if same else 1) // module.head_dim
+        new = cls(q_weight.shape[1], heads, module.dropout, module.in_proj_bias is not None,
+                  module.bias_k is not None, module.add_zero_attn,
+                  kdim=None if same else module.k_proj_weight.shape[1],
+                  vdim=None if same else module.v_proj_weight.shape[1], batch_first=module.batch_first,
+                  device="meta", head_dim=module.head_dim, out_dim=module.out_proj.out_features)
+        for name, param in module._parameters.items():
+            new.register_parameter(name, param)
+        new.out_proj = module.out_proj
+        return new.train(module.training)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,  # type: ignore[override]
                 key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
@@ -96,8 +154,9 @@ def _additive_mask(attn_mask: torch.Tensor | None, key_padding_mask: torch.Tenso
 
 
 @register_refresh(nn.MultiheadAttention)
-def refresh_multihead_attention(module: nn.Module) -> None:
-    """num_heads, embed_dim, kdim, vdim from the sliced weights; head_dim is kept."""
+def refresh_multihead_attention(module: Any) -> nn.Module | None:
+    """num_heads, embed_dim, kdim, vdim from the sliced weights; head_dim is kept. Returns a
+    :class:`PrunedMultiheadAttention` to use in the module's place once the widths differ."""
     same = module._qkv_same_embed_dim
     q_weight = module.in_proj_weight if same else module.q_proj_weight
     inner = q_weight.shape[0] // (3 if same else 1)
@@ -105,8 +164,10 @@ def refresh_multihead_attention(module: nn.Module) -> None:
     module.embed_dim = q_weight.shape[1]
     module.kdim = module.embed_dim if same else module.k_proj_weight.shape[1]
     module.vdim = module.embed_dim if same else module.v_proj_weight.shape[1]
-    if inner != module.embed_dim or module.out_proj.weight.shape[0] != module.embed_dim:
-        module.__class__ = PrunedMultiheadAttention
+    differ = inner != module.embed_dim or module.out_proj.weight.shape[0] != module.embed_dim
+    if differ and not isinstance(module, PrunedMultiheadAttention):
+        return PrunedMultiheadAttention.from_module(module)
+    return None
 
 
 # -- torchvision and Hugging Face classes (registered when their modules are loaded) -------------
@@ -186,103 +247,41 @@ def _refresh_llama_mlp(module: nn.Module) -> None:
     module.intermediate_size = module.up_proj.weight.shape[0]
 
 
-def _swin_forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """torchvision's ``shifted_window_attention`` with the inner width (heads) apart from C (v1 and v2)."""
-    b, h, w, _ = x.shape
-    ws, shift = self.window_size, list(self.shift_size)
-    x = F.pad(x, (0, 0, 0, (ws[1] - w % ws[1]) % ws[1], 0, (ws[0] - h % ws[0]) % ws[0]))
-    _, ph, pw, c = x.shape
-    shift = [0 if ws[i] >= (ph, pw)[i] else shift[i] for i in range(2)]
-    if sum(shift) > 0:
-        x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-    windows = (ph // ws[0]) * (pw // ws[1])
-    x = x.view(b, ph // ws[0], ws[0], pw // ws[1], ws[1], c).permute(0, 1, 3, 2, 4, 5)
-    x = x.reshape(b * windows, ws[0] * ws[1], c)
-    logit_scale, qkv_bias = getattr(self, "logit_scale", None), self.qkv.bias
-    inner = self.qkv.weight.shape[0] // 3
-    heads, n = self.num_heads, x.size(1)
-    if logit_scale is not None and qkv_bias is not None:
-        qkv_bias = torch.cat([qkv_bias[:inner], torch.zeros_like(qkv_bias[inner:2 * inner]), qkv_bias[2 * inner:]])
-    qkv = F.linear(x, self.qkv.weight, qkv_bias).reshape(x.size(0), n, 3, heads, inner // heads)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4)
-    if logit_scale is not None:
-        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
-        attn = attn * torch.clamp(logit_scale, max=math.log(100.0)).exp()
-    else:
-        attn = (q * (inner // heads) ** -0.5).matmul(k.transpose(-2, -1))
-    attn = attn + self.get_relative_position_bias()
-    if sum(shift) > 0:
-        mask = _shift_mask(x, ph, pw, ws, shift)
-        attn = (attn.view(-1, windows, heads, n, n) + mask.unsqueeze(1).unsqueeze(0)).view(-1, heads, n, n)
-    attn = F.dropout(F.softmax(attn, dim=-1), p=self.attention_dropout, training=self.training)
-    x = attn.matmul(v).transpose(1, 2).reshape(x.size(0), n, inner)
-    x = F.dropout(F.linear(x, self.proj.weight, self.proj.bias), p=self.dropout, training=self.training)
-    c = x.shape[-1]
-    x = x.view(b, ph // ws[0], pw // ws[1], ws[0], ws[1], c).permute(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, c)
-    if sum(shift) > 0:
-        x = torch.roll(x, shifts=(shift[0], shift[1]), dims=(1, 2))
-    return x[:, :h, :w, :].contiguous()
+# Module classes whose refresh keeps the head count their forward reads as a constant.
+_HEADS_REFRESHED: list[type] = [PrunedShiftedWindowAttention]
 
 
-def _shift_mask(x: torch.Tensor, ph: int, pw: int, ws: list[int], shift: list[int]) -> torch.Tensor:
-    """Swin's mask between positions that the cyclic shift brought into one window (as torchvision)."""
-    mask = x.new_zeros((ph, pw))
-    count = 0
-    for hs in ((0, -ws[0]), (-ws[0], -shift[0]), (-shift[0], None)):
-        for wsl in ((0, -ws[1]), (-ws[1], -shift[1]), (-shift[1], None)):
-            mask[hs[0]:hs[1], wsl[0]:wsl[1]] = count
-            count += 1
-    mask = mask.view(ph // ws[0], ws[0], pw // ws[1], ws[1]).permute(0, 2, 1, 3).reshape(-1, ws[0] * ws[1])
-    mask = mask.unsqueeze(1) - mask.unsqueeze(2)
-    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+def _running_module_refreshes_heads(ctx: Any) -> bool:
+    """Whether the innermost module running in the trace is one whose refresh updates its head count.
 
-
-_HEADS_REFRESHED: list[type] = []  # module classes whose refresh keeps the head count their forward reads
-
-
-def _running_module_refreshes_heads() -> bool:
-    """Whether the innermost ``nn.Module`` on the Python stack is one whose refresh updates its head count.
-
-    NOTE: rules see tensors, not modules; torchvision's Swin passes ``self.num_heads`` to a free
-    function, so the caller's ``self`` is the only way to know the constant will be refreshed.
+    NOTE: torchvision's Swin passes ``self.num_heads`` to a free function as a constant; the tracer's
+    module stack (``ctx.module``) tells that its refresh will keep the constant right.
     """
     register_libraries()
-    frame = sys._getframe(1)
-    while frame is not None:
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, nn.Module):
-            return isinstance(owner, tuple(_HEADS_REFRESHED))
-        frame = frame.f_back
-    return False
+    return isinstance(ctx.module, tuple(_HEADS_REFRESHED))
 
 
-_SUBCLASSES: dict[type, type] = {}
-
-
-def _with_forward(klass: type, forward: Callable[..., torch.Tensor]) -> type:
-    """``klass`` with ``forward`` replaced (one subclass per class; picklable from this module)."""
-    if klass not in _SUBCLASSES:
-        name = f"Pruned{klass.__name__}"
-        sub = type(name, (klass,), {"forward": forward, "__module__": __name__, "__qualname__": name,
-                                    "__doc__": f"{klass.__name__} with pruned heads (same parameters)."})
-        globals()[name] = _SUBCLASSES[klass] = sub
-    return _SUBCLASSES[klass]
-
-
-def _refresh_swin_attention(module: nn.Module) -> None:
-    """num_heads from the per-head parameters; a subclass forward once heads and C differ."""
+def _refresh_swin_attention(module: Any) -> nn.Module | None:
+    """num_heads from the per-head parameters; a :class:`PrunedShiftedWindowAttention` in the
+    module's place once heads and C differ."""
     per_head = getattr(module, "logit_scale", None)
     module.num_heads = per_head.shape[0] if per_head is not None else module.relative_position_bias_table.shape[1]
     inner, c = module.qkv.weight.shape[0] // 3, module.qkv.weight.shape[1]
-    if (inner != c or module.proj.weight.shape[0] != c) and type(module) not in _SUBCLASSES.values():
-        module.__class__ = _with_forward(type(module), _swin_forward)
+    if (inner != c or module.proj.weight.shape[0] != c) and not isinstance(module, PrunedShiftedWindowAttention):
+        return PrunedShiftedWindowAttention.from_module(module)
+    return None
+
+
+register_refresh(PrunedShiftedWindowAttention)(_refresh_swin_attention)
 
 
 def _refresh_vision_transformer(module: nn.Module) -> None:
     module.hidden_dim = module.class_token.shape[-1]  # NOTE: used as a constant in _process_input
 
 
-_LIBRARIES: dict[str, list[tuple[str, Callable[[nn.Module], None] | None, Callable[..., dict[str, int]] | None]]] = {
+# NOTE: a refresh may return a replacement module (a real, importable class) or None.
+_Refresh = Callable[[nn.Module], "nn.Module | None"]
+_LIBRARIES: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] | None]]] = {
     "torchvision.models.vision_transformer": [("VisionTransformer", _refresh_vision_transformer, None)],
     "torchvision.models.swin_transformer": [("ShiftedWindowAttention", _refresh_swin_attention, None)],
     "transformers.modeling_utils": [("PreTrainedModel", _refresh_config, None)],

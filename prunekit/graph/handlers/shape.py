@@ -75,7 +75,7 @@ def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim]) -> None:  # 
     pruned width, so ``y``'s channels there must be ``x``'s channels (or neither is cut)."""
     from prunekit.graph.trace import ChannelInt
 
-    if not ctx.current.endswith(("view", "reshape")) or any(follows() for follows in HEAD_COUNT_FOLLOWS):
+    if not ctx.current.endswith(("view", "reshape")) or any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS):
         return  # NOTE: a module whose refresh rewrites its widths (Swin's attention) reads them anew
     sizes = kwargs.get("shape", kwargs.get("size", args[1:]))
     if len(sizes) == 1 and not isinstance(sizes[0], int):
@@ -92,9 +92,9 @@ def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim]) -> None:  # 
                                           f"as a size for other data in {ctx.where}")
 
 
-# Callables that return True when the module running now keeps its head count up to date itself
-# (a refresh updates the attribute its reshape reads); attention handlers register them.
-HEAD_COUNT_FOLLOWS: list[Callable[[], bool]] = []
+# Callables ``(ctx) -> bool``: True when the module running now (``ctx.module``) keeps its head count
+# up to date itself (a refresh updates the attribute its reshape reads); attention handlers add them.
+HEAD_COUNT_FOLLOWS: list[Callable[[Any], bool]] = []
 
 
 def _requested(args: tuple[Any, ...], kwargs: dict[str, Any], func: str, ndim: int) -> list[int] | None:
@@ -127,7 +127,7 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
     factor = math.prod(sizes[1:])
     if all(s.inner % factor == 0 for s in layout.segments):
         return [Tracked(tuple(Segment(s.source, s.start, s.length, s.inner // factor) for s in layout.segments))] + rest
-    if not derived[-2] and not any(follows() for follows in HEAD_COUNT_FOLLOWS):
+    if not derived[-2] and not any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS):
         ctx.store.freeze(layout, f"channels split into several dims (heads) by {ctx.where} with a constant "
                                  f"head count (write -1 for it, or register a refresh that updates it)")
         return [None] * len(sizes)

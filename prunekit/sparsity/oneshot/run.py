@@ -24,7 +24,7 @@ from prunekit.sparsity.oneshot.layers import (
     get_matrix, is_supported, matrix_shape, set_matrix, unsupported_reason,
 )
 from prunekit.sparsity.oneshot.methods import METHODS
-from prunekit.sparsity.patterns import Pattern
+from prunekit.sparsity.patterns import Pattern, sparsity_of
 
 __all__ = ["one_shot", "OneShotResult", "LayerReport"]
 
@@ -82,10 +82,10 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) or name.startswith(p.rstrip(".") + ".") for p in patterns)
 
 
-def _select(model: nn.Module, inside: str | None, include: Sequence[str] | None, exclude: Sequence[str],
+def _select(model: nn.Module, inside: str | None, include: Sequence[str] | None, ignore: Sequence[str],
             skipped: list[str]) -> dict[str, nn.Module]:
     """The layers to prune: by default every supported layer inside the blocks (or, without blocks,
-    every one but the last Linear, the classifier head); ``include``/``exclude`` filter by name."""
+    every one but the last Linear, the classifier head); ``include``/``ignore`` filter by name."""
     named = [(n, m) for n, m in model.named_modules() if n]
     if include is not None:
         chosen = [(n, m) for n, m in named if _matches(n, include) and not any(True for _ in m.children())]
@@ -100,7 +100,7 @@ def _select(model: nn.Module, inside: str | None, include: Sequence[str] | None,
             chosen = [(n, m) for n, m in chosen if n != heads[-1]]
     layers: dict[str, nn.Module] = {}
     for name, module in chosen:
-        if _matches(name, exclude):
+        if _matches(name, ignore):
             continue
         reason = unsupported_reason(module)
         if reason is None:
@@ -113,7 +113,7 @@ def _select(model: nn.Module, inside: str | None, include: Sequence[str] | None,
         known = [n for n, m in named if is_supported(m)][:12]
         raise ConfigError(
             f"one_shot: no layer to prune matched include={list(include) if include is not None else None}, "
-            f"exclude={list(exclude)}; expected Linear, Conv1D or Conv2d layers. Prunable layers include: "
+            f"ignore={list(ignore)}; expected Linear, Conv1D or Conv2d layers. Prunable layers include: "
             f"{', '.join(known) or 'none'}. Fix the name patterns."
         )
     return layers
@@ -124,11 +124,11 @@ def _check_pattern(layers: Mapping[str, nn.Module], pattern: Pattern) -> None:
         rows, cols = matrix_shape(module)
         if pattern.kind == "nm" and cols % pattern.m:
             raise ConfigError(f"one_shot: layer '{name}' has W[out, in] = [{rows}, {cols}]; an {pattern} pattern "
-                              f"needs 'in' divisible by {pattern.m}. Exclude it with exclude=['{name}'] or use "
+                              f"needs 'in' divisible by {pattern.m}. Leave it out with ignore=['{name}'] or use "
                               "'unstructured'.")
         if pattern.kind == "block" and (rows % pattern.block[0] or cols % pattern.block[1]):
             raise ConfigError(f"one_shot: layer '{name}' has W[out, in] = [{rows}, {cols}], not divisible by the "
-                              f"{pattern} block. Exclude it with exclude=['{name}'] or choose another block.")
+                              f"{pattern} block. Leave it out with ignore=['{name}'] or choose another block.")
 
 
 def _relative_error(before: torch.Tensor, after: torch.Tensor, gram: torch.Tensor) -> float:
@@ -177,7 +177,7 @@ def _prune_block(block: nn.Module, calls: list[Call], layers: dict[str, nn.Modul
     return reports
 
 
-def _run(model: nn.Module, calls: list[Call], include: Sequence[str] | None, exclude: Sequence[str],
+def _run(model: nn.Module, calls: list[Call], include: Sequence[str] | None, ignore: Sequence[str],
          job: _Job, progress: bool) -> tuple[list[LayerReport], str | None]:
     found = find_blocks(model)
     captured = capture_block_inputs(model, found[1], calls) if found else None
@@ -185,7 +185,7 @@ def _run(model: nn.Module, calls: list[Call], include: Sequence[str] | None, exc
         job.skipped.append(f"{found[0] or 'the ModuleList'}: its blocks do not feed each other, so the model "
                            "was calibrated as one block")
     prefix = None if captured is None else (f"{found[0]}." if found[0] else "")
-    layers = _select(model, prefix, include, exclude, job.skipped)
+    layers = _select(model, prefix, include, ignore, job.skipped)
     _check_pattern(layers, job.pattern)
     reports: list[LayerReport] = []
     if captured is None:
@@ -214,9 +214,9 @@ def _run(model: nn.Module, calls: list[Call], include: Sequence[str] | None, exc
 
 
 def one_shot(model: nn.Module, calibration: Iterable[torch.Tensor | Mapping[str, torch.Tensor] | tuple], *,
-             method: str = "wanda", sparsity: float = 0.5, pattern: str | Pattern = "unstructured",
-             include: Sequence[str] | None = None, exclude: Sequence[str] = (), blocksize: int = 128,
-             percdamp: float = 0.01, inplace: bool = False, progress: bool = True) -> OneShotResult:
+             method: str = "wanda", sparsity: float | Any = 0.5, pattern: str | Pattern = "unstructured",
+             include: Sequence[str] | None = None, ignore: Sequence[str] = (), blocksize: int = 128,
+             percdamp: float = 0.01, inplace: bool = False, progress: bool = False) -> OneShotResult:
     """Prune ``model`` in one shot from calibration batches: magnitude, Wanda or SparseGPT.
 
     The model's repeated blocks (``encoder.layer``, ``transformer.h``, ``model.layers``: the largest
@@ -236,9 +236,10 @@ def one_shot(model: nn.Module, calibration: Iterable[torch.Tensor | Mapping[str,
             which only ``inputs`` is used. A lone Tensor or Mapping is one batch. All batches are kept
             in memory. Magnitude pruning uses them only to report each layer's error.
         method: a name in ``METHODS``: "magnitude", "wanda" or "sparsegpt".
-        sparsity: fraction of each layer's weights set to zero, in [0, 1); N:M patterns imply it.
+        sparsity: fraction of each layer's weights set to zero, in [0, 1) (a float or a
+            ``Target(ratio=...)``); N:M patterns imply it.
         pattern: "unstructured", N:M such as "2:4" (along the input dim), or blocks "1x4".
-        include, exclude: name patterns (shell-style; a name also selects what is under it).
+        include, ignore: name patterns (shell-style; a name also selects what is under it).
             Default: every Linear/Conv1D/Conv2d inside the blocks, or without blocks every layer but
             the last Linear (the classifier head).
         blocksize, percdamp: SparseGPT's column block size and Hessian dampening.
@@ -246,9 +247,10 @@ def one_shot(model: nn.Module, calibration: Iterable[torch.Tensor | Mapping[str,
     """
     start = time.perf_counter()
     include = [include] if isinstance(include, str) else include
-    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+    ignore = [ignore] if isinstance(ignore, str) else list(ignore)
     entry = METHODS.get(method)
     pattern = Pattern.parse(pattern)
+    sparsity = sparsity_of(sparsity, owner="one_shot")
     _check_args(sparsity, blocksize, percdamp)
     if pattern.kind == "block" and entry.name == "sparsegpt":
         raise ConfigError(f"one_shot: sparsegpt supports 'unstructured' and N:M patterns, not '{pattern}'. "
@@ -266,7 +268,7 @@ def one_shot(model: nn.Module, calibration: Iterable[torch.Tensor | Mapping[str,
     was_training = target.training
     target.eval()
     try:
-        reports, blocks = _run(target, calls, include, exclude, job, progress)
+        reports, blocks = _run(target, calls, include, ignore, job, progress)
     except BaseException:
         if job.backup:
             modules = dict(target.named_modules())

@@ -1,10 +1,11 @@
 """Per-weight importance for sparsity: pure functions ``(Evidence) -> Tensor`` (higher = keep).
 
-A criterion sees one parameter at a time through :class:`Evidence`: its current (masked) weight
-and, for criteria registered with ``needs_gradients=True``, gradient statistics the sparsifier
-accumulated over the optimizer steps so far. New criteria register by name in :data:`CRITERIA`::
+An importance function sees one parameter at a time through :class:`Evidence`: its current
+(masked) weight and, for those registered with ``needs_gradients=True``, gradient statistics the
+sparsifier accumulated over the optimizer steps so far. New ones register by name in
+:data:`IMPORTANCE`::
 
-    @CRITERIA.register("my_score", needs_gradients=False)
+    @IMPORTANCE.register("my_score", needs_gradients=False)
     def my_score(evidence): return evidence.weight.abs() ** 2
 """
 
@@ -19,12 +20,12 @@ import torch
 from prunekit.errors import ConfigError
 from prunekit.registry import Registry
 
-__all__ = ["Evidence", "CRITERIA", "Criterion", "magnitude", "random", "taylor", "movement"]
+__all__ = ["Evidence", "IMPORTANCE", "Importance", "magnitude", "random", "taylor", "movement"]
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """What a criterion may read about one parameter (all tensors have the parameter's shape).
+    """What an importance function may read about one parameter (all tensors have the parameter's shape).
 
     Attributes:
         name: the parameter's name, e.g. ``"features.0.weight"``.
@@ -43,39 +44,39 @@ class Evidence:
     step: int = 0
 
 
-Criterion = Callable[[Evidence], torch.Tensor]
+Importance = Callable[[Evidence], torch.Tensor]
 
-CRITERIA: Registry[torch.Tensor] = Registry(
-    "sparsity criterion", list_hint="Known: magnitude, random, taylor, movement")
+IMPORTANCE: Registry[torch.Tensor] = Registry(
+    "sparsity importance", list_hint="Known: magnitude, random, taylor, movement")
 
 
 def _needs(evidence: Evidence, field: str) -> torch.Tensor:
     value = getattr(evidence, field)
     if value is None:
         raise ConfigError(
-            f"criterion '{field}' needs gradients of '{evidence.name}', but none were seen. Call "
+            f"importance '{field}' needs gradients of '{evidence.name}', but none were seen. Call "
             f"sparsifier.step() after loss.backward() and optimizer.step() in the training loop, "
             f"or sparsifier.accumulate(batches) before a one-shot apply()."
         )
     return value
 
 
-@CRITERIA.register("magnitude", needs_gradients=False)
+@IMPORTANCE.register("magnitude", needs_gradients=False)
 def magnitude(evidence: Evidence) -> torch.Tensor:
     """``|w|`` (L1 magnitude): the classic baseline of Han et al. (2015) and Zhu & Gupta (2017)."""
     return evidence.weight.detach().abs()
 
 
-@CRITERIA.register("random", needs_gradients=False)
+@IMPORTANCE.register("random", needs_gradients=False)
 def random(evidence: Evidence) -> torch.Tensor:
     """Uniform noise from a generator seeded by ``(seed, name, step)``: the control every
-    criterion should beat. Deterministic; the global RNG is untouched."""
+    importance should beat. Deterministic; the global RNG is untouched."""
     seed = (evidence.seed * 1_000_003 + zlib.crc32(evidence.name.encode()) * 7_919 + evidence.step)
     generator = torch.Generator().manual_seed(seed % (2**63))
     return torch.rand(evidence.weight.shape, generator=generator).to(evidence.weight.device)
 
 
-@CRITERIA.register("taylor", needs_gradients=True)
+@IMPORTANCE.register("taylor", needs_gradients=True)
 def taylor(evidence: Evidence) -> torch.Tensor:
     """Accumulated ``(w * g) ** 2``: the first-order Taylor estimate of the loss change from
     removing each weight (Molchanov et al., 2019, "Importance Estimation for Neural Network
@@ -83,7 +84,7 @@ def taylor(evidence: Evidence) -> torch.Tensor:
     return _needs(evidence, "taylor")
 
 
-@CRITERIA.register("movement", needs_gradients=True)
+@IMPORTANCE.register("movement", needs_gradients=True)
 def movement(evidence: Evidence) -> torch.Tensor:
     """Accumulated ``-w * g`` (Sanh et al., 2020, "Movement Pruning"): weights moving away from
     zero during training score high, those shrinking towards zero score low."""
