@@ -13,7 +13,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Report top-1 accuracy and mean cross-entropy of --model (with --weights, or a "
                     "folder an earlier command saved) on one split of --data.",
     )
-    options.add_model_options(parser)
+    options.add_model_options(parser, task=True)
     parser.add_argument("--split", choices=("train", "val", "test"), default="test",
                         help="which split to evaluate (default: test)")
     parser.add_argument("--batch-size", type=int, default=512, metavar="N",
@@ -25,14 +25,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def _metrics(metrics: dict[str, float]) -> str:
+    """``accuracy 91.20 %  loss 0.2500  (10000 samples)``; other tasks' numbers as they come."""
+    parts = [f"{k} {100 * v:.2f} %" if k in ("accuracy", "top5") else f"{k} {v:.4g}"
+             for k, v in metrics.items() if k != "count"]
+    count = f"  ({int(metrics['count'])} samples)" if "count" in metrics else ""
+    return "  ".join(parts) + count
+
+
 def run(args: argparse.Namespace) -> int:
     from prunekit.workflows.evaluate import evaluate
 
     results = evaluate(args.model, args.data, weights=args.weights, data_dir=args.data_dir,
                        split=args.split, batch_size=args.batch_size, max_batches=args.max_eval_batches,
-                       device=args.device, out_dir=args.out)
-    m = results["metrics"]
-    print(f"{args.model} on {results['data']} [{args.split}]: accuracy {100 * m['accuracy']:.2f} %  "
-          f"loss {m['loss']:.4f}  ({m['count']} samples)")
+                       device=args.device, out_dir=args.out, task=args.task)
+    print(f"{args.model} on {results['data']} [{results['split']}]: {_metrics(results['metrics'])}")
     options.print_written(results)
     return 0

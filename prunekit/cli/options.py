@@ -29,18 +29,25 @@ __all__ = [
 ]
 
 
-def add_model_options(parser: argparse.ArgumentParser, *, data_required: bool = True) -> None:
-    """--model, --weights, --data, --data-dir."""
+def add_model_options(parser: argparse.ArgumentParser, *, data_required: bool = True,
+                      task: bool = False) -> None:
+    """--model, --weights, --data, --data-dir (and --task for the commands that score any task)."""
     parser.add_argument("--model", required=True, metavar="SPEC",
-                        help="a model name from the registry (`prunekit models` lists them), e.g. "
-                             "simple_cnn, resnet20, resnet18, or a folder an earlier command saved "
-                             "(e.g. runs/r20-half/pruned)")
+                        help="a registry name (`prunekit models` lists them), timm:NAME, hf:FOLDER "
+                             "(a local Hugging Face folder), path/to/file.py:factory or "
+                             "package.module:factory (this runs your code), or a folder an earlier "
+                             "command wrote (e.g. runs/r20-half)")
+    if task:
+        parser.add_argument("--task", default=None, metavar="NAME",
+                            help="what the metric is: classification, causal_lm, embedding (default: "
+                                 "what the data fits; a text file means causal_lm, else classification)")
     parser.add_argument("--weights", metavar="FILE", default=None,
                         help="weights to start from: a .safetensors file written by `prunekit train` "
                              "(for torchvision models also a local .pth or a weights name found in "
                              "the torch hub cache; nothing is downloaded)")
-    data_help = ("dataset: a registered name (fashion-mnist, digits), an .npz file or an image "
-                 "folder")
+    data_help = ("dataset: a registered name (fashion-mnist, digits), an .npz file, an image folder "
+                 "(one sub-folder per class), a datasets.save_to_disk folder, or a text file (tokenised "
+                 "with the model's own tokenizer)")
     parser.add_argument("--data", metavar="NAME|PATH", default="fashion-mnist" if data_required else None,
                         help=data_help + (" (default: fashion-mnist)" if data_required else
                                           "; when given, accuracy is measured too"))

@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "before/after profiles. Writes OUT/results.json and OUT/model/ (weights + manifest; "
                     "load it with prunekit.load).",
     )
-    options.add_model_options(parser)
+    options.add_model_options(parser, task=True)
     _add_target_options(parser)
     _add_pruner_options(parser)
     options.add_pipeline_options(parser, finetune_help="after pruning (and between --steps)")
@@ -129,7 +129,7 @@ def stage(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from prunekit.workflows.prune import prune
 
-    results = prune(args.model, args.data, stage=stage(args), weights=args.weights,
+    results = prune(args.model, args.data, stage=stage(args), weights=args.weights, task=args.task,
                     baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
                     train_config=options.config_from_args(args, TrainConfig), data_dir=args.data_dir,
                     out_dir=args.out, progress=not args.no_progress,

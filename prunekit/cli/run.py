@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
     out = args.out or recipe.out or "runs/recipe"
-    print(f"results: {out}/results.json")
+    model = results.get("files", {}).get("model")
+    print(f"results: {out}/results.json" + (f"  model: {model}/ (prunekit.load and --model read it)" if model else ""))
     return 0
 
 

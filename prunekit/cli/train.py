@@ -16,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "epoch, then print params, MACs, latency and accuracy. Runs unchanged under "
                     "`torchrun --nproc_per_node=N -m prunekit train ...` (DistributedDataParallel).",
     )
-    options.add_model_options(parser)
+    options.add_model_options(parser, task=True)
     options.add_output_options(parser, default="runs/train")
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUT/checkpoint.pt (same options as the interrupted run)")
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     results = train(args.model, args.data, config, data_dir=args.data_dir, weights=args.weights,
                     out_dir=args.out, resume=args.resume, progress=not args.no_progress,
                     profile_after=not args.no_profile, measure=options.measure_from_args(args),
-                    device=args.device)
+                    device=args.device, task=args.task)
     if is_rank_zero():
         print_training(results)
         if "profile" in results:

@@ -8,8 +8,8 @@ size, and accuracy/loss when a dataset is given. ``compare`` renders profiles as
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from torch import nn
@@ -25,14 +25,17 @@ from prunekit.measure.size import size_on_disk
 __all__ = ["Profile", "profile", "compare", "compare_markdown"]
 
 _FORMAT_VERSION = 1
+# NOTE: task metrics that are fractions in [0, 1], shown as percentages like accuracy.
+_FRACTIONS = frozenset({"top5"})
 
 
 @dataclass(frozen=True)
 class Profile:
     """What ``profile`` measured. ``macs`` is per sample; ``size_bytes`` is the safetensors file.
 
-    ``accuracy`` (in [0, 1]) and ``loss`` are None without a dataset; ``notes`` says what could not
-    be measured and why (e.g. an ONNX export failure), so one failure does not lose the rest.
+    ``accuracy`` (in [0, 1]) and ``loss`` are None without a dataset; ``metrics`` holds the task's
+    other numbers (``perplexity`` of a language model, ``top5``, ``cosine``...); ``notes`` says what
+    could not be measured and why (e.g. an ONNX export failure), so one failure does not lose the rest.
     """
 
     name: str
@@ -44,6 +47,7 @@ class Profile:
     loss: float | None = None
     input_shape: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (lists for tuples); :meth:`from_dict` reads it back."""
@@ -57,7 +61,7 @@ class Profile:
     def from_dict(cls, data: Mapping[str, Any]) -> Profile:
         """Rebuild a profile from :meth:`to_dict` output (e.g. a results.json entry)."""
         required = [f.name for f in fields(cls) if f.name not in ("latency", "accuracy", "loss",
-                                                                   "input_shape", "notes")]
+                                                                   "input_shape", "notes", "metrics")]
         missing = [key for key in required if key not in data]
         if missing:
             raise DataError(f"Profile record lacks {missing}; got keys {sorted(data)}. Use a dict "
@@ -71,7 +75,7 @@ class Profile:
                    size_bytes=int(data["size_bytes"]), latency=latency,
                    accuracy=data.get("accuracy"), loss=data.get("loss"),
                    input_shape=tuple(data.get("input_shape", ())),
-                   notes=tuple(data.get("notes", ())))
+                   notes=tuple(data.get("notes", ())), metrics=dict(data.get("metrics") or {}))
 
     def latency_for(self, backend: str, batch_size: int) -> LatencyStats | None:
         """The latency entry for ``backend`` at ``batch_size``, or None if not measured."""
@@ -81,15 +85,17 @@ class Profile:
 
 def profile(model: nn.Module, example_inputs: ExampleInput, *, name: str = "model",
             batch_sizes: Sequence[int] = (1, 64), threads: int = 2,
-            backends: Sequence[str] = DEFAULT_BACKENDS, dataset: TensorDataset | None = None,
-            warmup: int = 3, repeats: int | None = None, min_time_s: float = 1.0,
-            progress: Callable[[str], None] | None = None) -> Profile:
+            backends: Sequence[str] = DEFAULT_BACKENDS, dataset: TensorDataset | Iterable[Any] | None = None,
+            task: Any = None, max_batches: int | None = None, warmup: int = 3, repeats: int | None = None,
+            min_time_s: float = 1.0, progress: Callable[[str], None] | None = None) -> Profile:
     """Measure ``model`` on ``example_inputs`` (batch 1 is enough; it is tiled for larger batches).
 
     Latency uses :func:`measure_latency`'s protocol for each backend x batch size (add
     "torch-fused" for the BatchNorm-folded deployed form). An
     onnxruntime failure is recorded in ``notes`` and the other numbers are kept. ``progress`` is
-    called with a short message before each step. The model is not changed.
+    called with a short message before each step. ``dataset`` (a TensorDataset or any iterable of
+    batches) is scored by ``task`` (a Task or name; default classification), on at most
+    ``max_batches`` batches. The model is not changed.
     """
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
@@ -114,13 +120,15 @@ def profile(model: nn.Module, example_inputs: ExampleInput, *, name: str = "mode
                 raise
             notes.append(f"{backend} latency not measured: {' '.join(str(exc).split())[:400]}")
     accuracy = loss = None
+    extra: dict[str, float] = {}
     if dataset is not None:
-        step("evaluating accuracy")
-        metrics = evaluate(model, dataset)
-        accuracy, loss = metrics.accuracy, metrics.loss
+        step("evaluating the task's metric")
+        metrics = evaluate(model, dataset, task=task, max_batches=max_batches)
+        accuracy, loss = metrics.get("accuracy"), metrics.get("loss")
+        extra = {k: float(v) for k, v in metrics.items() if k not in ("accuracy", "loss", "count")}
     return Profile(name=name, params=params, macs=macs, size_bytes=size, latency=tuple(latency),
                    accuracy=accuracy, loss=loss, input_shape=tuple(sample[0].shape),
-                   notes=tuple(notes))
+                   notes=tuple(notes), metrics=extra)
 
 
 def _busy_machine_note() -> str | None:
@@ -217,6 +225,13 @@ def _rows(profiles: Sequence[Profile]) -> tuple[list[str], list[list[str]], list
     if any(p.loss is not None for p in profiles):
         rows.append(_metric_row("loss", [p.loss for p in profiles], lambda v: f"{v:.4f}",
                                 lambda a, b: f"{b - a:+.4f}"))
+    for metric in dict.fromkeys(k for p in profiles for k in p.metrics):
+        values = [p.metrics.get(metric) for p in profiles]
+        if metric in _FRACTIONS:
+            rows.append(_metric_row(metric, values, lambda a: f"{100 * a:.2f} %",
+                                    lambda a, b: f"{100 * (b - a):+.2f} pp"))
+        else:
+            rows.append(_metric_row(metric, values, lambda v: f"{v:.4g}", lambda a, b: f"{b - a:+.4g}"))
     threads = sorted({s.threads for p in profiles for s in p.latency})
     notes = []
     if threads:

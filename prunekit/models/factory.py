@@ -73,10 +73,18 @@ def from_module(module_name: str, name: str, *, spec: str, options: Mapping[str,
 def _run_file(path: Path, spec: str) -> ModuleType:
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     module_name = f"prunekit_user_{_identifier(path.stem)}_{digest}"
+    stat = path.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    existing = sys.modules.get(module_name)
+    if existing is not None and getattr(existing, "__prunekit_stamp__", None) == stamp:
+        # NOTE: the same unchanged file gives the same classes, so a model built twice from one spec
+        # (the dense source and a rebuilt copy) has modules of one type, as save and load compare.
+        return existing
     loader_spec = importlib.util.spec_from_file_location(module_name, path)
     if loader_spec is None or loader_spec.loader is None:
         raise ConfigError(f"Model spec '{spec}': '{path}' cannot be loaded as Python; expected a .py file.")
     module = importlib.util.module_from_spec(loader_spec)
+    module.__prunekit_stamp__ = stamp  # type: ignore[attr-defined]
     sys.modules[module_name] = module  # NOTE: dataclasses and typing look classes up there.
     try:
         loader_spec.loader.exec_module(module)

@@ -4,6 +4,7 @@ Layout of ``out``::
 
     state.json                 {"completed": k, "recipe": <the validated recipe>}
     checkpoints/stage-01-train/   model.safetensors + manifest.json (prunekit.load reads it)
+    model/                        the finished model, in the same format (``--model OUT`` reads it)
     results.json               per stage: options, summary, profile (params, MACs, size, accuracy)
 
 Stage ``i`` runs with seed ``recipe.seed + i`` and the model is rebuilt from the checkpoint on
@@ -112,6 +113,11 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
         save_json(results, out / "results.json")
         save_json({"completed": index + 1, "recipe": plain}, out / STATE_FILE)
     bar.close()
+    if last == len(recipe.stages) and last > first:
+        # NOTE: the finished model also sits where every command puts its result: OUT/model/.
+        state.save(out / "model")
+        results["files"] = {"model": str(out / "model")}
+        save_json(results, out / "results.json")
     results["completed"] = last
     results["model"] = state.model
     return results

@@ -7,8 +7,10 @@ a quick try quick; ``finish`` stamps the environment and writes ``results.json``
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -21,7 +23,7 @@ from torch.utils.data import TensorDataset
 
 from prunekit import data as datasets
 from prunekit import models
-from prunekit.data import DataSplits
+from prunekit.data import DataSplits, Loaders
 from prunekit.errors import ConfigError
 from prunekit.io import MANIFEST_FILE, WEIGHTS_FILE, read_manifest, save, save_json
 from prunekit.measure import Profile, profile
@@ -43,6 +45,12 @@ __all__ = [
     "load_model",
     "measure_profile",
     "source_architecture",
+    "task_of",
+    "example_of",
+    "eval_data",
+    "sizes_of",
+    "tokenizer_of",
+    "hf_folder",
     "save_result",
     "model_folder",
     "MODEL_DIR",
@@ -129,8 +137,60 @@ def is_saved_folder(spec: str) -> bool:
 
 
 def has_weights(spec: str, weights: str | None) -> bool:
-    """Whether the model starts trained: ``weights`` were given or ``spec`` is a saved folder."""
-    return weights is not None or is_saved_folder(spec)
+    """Whether the model starts trained: ``weights`` were given, ``spec`` is a saved folder, or an
+    ``hf:`` folder that holds weights."""
+    if weights is not None or is_saved_folder(spec):
+        return True
+    folder = hf_folder(spec)
+    return folder is not None and any(folder.glob("*.safetensors"))
+
+
+def hf_folder(spec: str) -> Path | None:
+    """The local folder an ``hf:`` spec names (its config's folder), else None."""
+    if not spec.startswith("hf:"):
+        return None
+    path = Path(spec[3:]).expanduser()
+    return path if path.is_dir() else path.parent
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                    "vocab.json", "merges.txt", "tokenizer.model")
+
+
+def tokenizer_of(spec: str) -> str | None:
+    """The folder holding the model's tokenizer: an ``hf:`` folder, or a saved folder that kept one."""
+    folder = hf_folder(spec) or Path(model_folder(spec))
+    return str(folder) if any((folder / name).is_file() for name in _TOKENIZER_FILES[:2]) else None
+
+
+def task_of(data: Any, task: Any = None) -> Any:
+    """The Task to score with: ``task`` (a Task or name), else the one the data says it fits (text
+    gives causal_lm), else classification."""
+    from prunekit import tasks
+
+    return tasks.resolve(task or getattr(data, "task", None) or "classification")
+
+
+def example_of(data: DataSplits | Loaders, task: Any, batch_size: int = 1) -> Any:
+    """The first ``batch_size`` inputs of the data: what tracing and latency run the model on."""
+    if isinstance(data, DataSplits):
+        return data.example_input(batch_size)
+    inputs = task.inputs(next(iter(data.train)))
+    return tuple(x[:batch_size] for x in inputs) if len(inputs) > 1 else inputs[0][:batch_size]
+
+
+def eval_data(data: DataSplits | Loaders) -> Any:
+    """What profiles score the metric on: the test split (a text file's held-out blocks)."""
+    if isinstance(data, DataSplits):
+        return data.test
+    return data.test if data.test is not None else data.val
+
+
+def sizes_of(data: DataSplits | Loaders | None) -> dict[str, int]:
+    """The sizes a new model takes from image data (class count, input channels); none for text."""
+    if isinstance(data, DataSplits):
+        return {"num_classes": data.num_classes, "in_channels": data.input_shape[0]}
+    return {}
 
 
 def load_model(spec: str, *, num_classes: int | None = None, in_channels: int | None = None,
@@ -147,7 +207,7 @@ def load_model(spec: str, *, num_classes: int | None = None, in_channels: int | 
         return models.resolve(spec, task=task, weights=weights, **sizes)
 
 
-def source_architecture(spec: str, splits: DataSplits | None = None,
+def source_architecture(spec: str, splits: Any = None,
                         in_channels: int | None = None) -> dict[str, Any]:
     """What rebuilding the dense model needs (``prunekit.models.create(**architecture)``): a saved
     folder's own record, else the registry name sized for the data."""
@@ -155,11 +215,11 @@ def source_architecture(spec: str, splits: DataSplits | None = None,
         source = read_manifest(Path(model_folder(spec))).source or {}
         return {"model": source.get("spec"), **dict(source.get("kwargs") or {})}
     if splits is not None:
-        return {"model": spec, "num_classes": splits.num_classes, "in_channels": splits.input_shape[0]}
+        return {"model": spec, **sizes_of(splits)}
     return {"model": spec, **({"in_channels": in_channels} if in_channels is not None else {})}
 
 
-def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str, *, splits: DataSplits | None = None,
+def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str, *, splits: Any = None,
                 in_channels: int | None = None, task: str | None = None, transforms: Sequence[Any] = (),
                 sparse: bool = False) -> dict[str, str]:
     """Save ``net`` as ``out/model/`` (one format: ``prunekit.load`` and ``--model OUT`` read it).
@@ -172,13 +232,25 @@ def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str, *, split
         manifest = read_manifest(Path(model_folder(spec)))
         source, earlier = manifest.source, list(manifest.transforms)
     else:
-        sizes = {"num_classes": splits.num_classes, "in_channels": splits.input_shape[0]} if splits else {}
+        sizes = sizes_of(splits)
         if in_channels is not None:
             sizes["in_channels"] = in_channels
-        source = models.source_of(spec, task=task, **sizes)
+        # NOTE: only an hf: spec builds a different class per task; other specs ignore it.
+        source = models.source_of(spec, task=task if hf_folder(spec) else None, **sizes)
     folder = save(net, Path(out) / MODEL_DIR, source=source, transforms=[*earlier, *transforms],
                   sparse=sparse, overwrite=True)
+    _copy_tokenizer(tokenizer_of(spec), folder)
     return {"model": str(folder), "weights": str(folder / WEIGHTS_FILE), "manifest": str(folder / MANIFEST_FILE)}
+
+
+def _copy_tokenizer(source: str | None, folder: Path) -> None:
+    """Keep the model's tokenizer beside it, so the saved folder is a whole Hugging Face folder
+    (``AutoTokenizer.from_pretrained``) and text data can be tokenised for ``--model OUT``."""
+    if source is None or Path(source).resolve() == folder.resolve():
+        return
+    for name in _TOKENIZER_FILES:
+        if (Path(source) / name).is_file():
+            shutil.copyfile(Path(source) / name, folder / name)
 
 
 def check_model_name(spec: str) -> None:
@@ -188,13 +260,17 @@ def check_model_name(spec: str) -> None:
 
 
 def build(model: str, data: str, *, data_dir: str | None = None, weights: str | None = None,
-          task: str | None = None, seed: int = 0) -> tuple[nn.Module, DataSplits]:
-    """Load ``data`` and the model ``model`` names, sized for it (class count and input channels)."""
+          task: str | None = None, seed: int = 0) -> tuple[nn.Module, Any]:
+    """Load ``data`` and the model ``model`` names, sized for it (class count and input channels of
+    image data). Text is tokenised with the model's own tokenizer and gives :class:`Loaders`."""
     check_model_name(model)
-    splits = datasets.load(data, data_dir=data_dir, seed=seed)
-    net = load_model(model, num_classes=splits.num_classes, in_channels=splits.input_shape[0],
-                     weights=weights, task=task, seed=seed)
-    return net, splits
+    loaded = datasets.load(data, data_dir=data_dir, seed=seed, tokenizer=tokenizer_of(model))
+    if task is None:
+        task = getattr(loaded, "task", None)
+    net = load_model(model, weights=weights, task=task, seed=seed, **sizes_of(loaded))
+    if not isinstance(loaded, DataSplits):
+        models.check_task_fits(net, task_of(loaded, task), example_of(loaded, task_of(loaded, task)))
+    return net, loaded
 
 
 def capped(dataset: TensorDataset, max_batches: int | None, batch_size: int) -> TensorDataset:
@@ -208,25 +284,35 @@ def capped(dataset: TensorDataset, max_batches: int | None, batch_size: int) -> 
     return TensorDataset(*(t[:rows] for t in dataset.tensors))
 
 
-def capped_splits(splits: DataSplits, measure: Measure) -> DataSplits:
-    """``splits`` with its validation and test sets capped as ``measure`` says (training untouched)."""
-    if measure.max_eval_batches is None:
+def capped_splits(splits: Any, measure: Measure) -> Any:
+    """``splits`` with its validation and test sets capped as ``measure`` says (training untouched);
+    other data is capped where it is scored (``measure_profile``)."""
+    if measure.max_eval_batches is None or not isinstance(splits, DataSplits):
         return splits
     cap = (measure.max_eval_batches, measure.eval_batch_size)
     return replace(splits, val=capped(splits.val, *cap), test=capped(splits.test, *cap))
 
 
-def measure_profile(net: nn.Module, example: torch.Tensor, name: str, measure: Measure,
-                    dataset: TensorDataset | None = None) -> Profile:
-    """:func:`prunekit.measure.profile` with ``measure``'s protocol and evaluation cap (on the CPU)."""
-    if dataset is not None:
+def measure_profile(net: nn.Module, example: Any, name: str, measure: Measure,
+                    dataset: Any = None, task: Any = None) -> Profile:
+    """:func:`prunekit.measure.profile` with ``measure``'s protocol and evaluation cap (on the CPU);
+    ``dataset`` is scored by ``task`` (default classification)."""
+    max_batches = None
+    if isinstance(dataset, TensorDataset):
         dataset = capped(dataset, measure.max_eval_batches, measure.eval_batch_size)
+    elif dataset is not None:
+        max_batches = measure.max_eval_batches
     return profile(net, example, name=name, batch_sizes=tuple(measure.batch_sizes),
                    threads=measure.threads, backends=tuple(measure.backends),
-                   min_time_s=measure.min_time_s, dataset=dataset)
+                   min_time_s=measure.min_time_s, dataset=dataset, task=task, max_batches=max_batches)
 
 
-def calibration_batches(splits: DataSplits, count: int, size: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first ``count`` (inputs, labels) training batches: calibration for data-driven methods."""
+def calibration_batches(splits: Any, count: int, size: int = 64, task: Any = None) -> list[Any]:
+    """The first ``count`` training batches, for data-driven methods: (inputs, labels) of image data,
+    the model inputs of other data (``task.inputs``)."""
+    if not isinstance(splits, DataSplits):
+        task = task_of(splits, task)
+        batches = list(itertools.islice(iter(splits.train), count))
+        return [inputs if len(inputs := task.inputs(b)) > 1 else inputs[0] for b in batches]
     x, y = splits.train.tensors
     return [(x[i:i + size], y[i:i + size]) for i in range(0, min(len(x), count * size), size)]

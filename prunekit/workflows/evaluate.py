@@ -1,4 +1,4 @@
-"""The ``eval`` workflow: accuracy and loss of a model (a name with weights, or a saved folder)."""
+"""The ``eval`` workflow: a model's task metric (accuracy and loss, perplexity...) on one split of its data."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch
 
 from prunekit.errors import ConfigError
 from prunekit.measure import evaluate as evaluate_split
-from prunekit.workflows.common import build, capped, check_device, finish
+from prunekit.data import DataSplits
+from prunekit.workflows.common import build, capped, check_device, finish, task_of
 
 __all__ = ["SPLITS", "evaluate"]
 
@@ -19,21 +20,31 @@ SPLITS = ("train", "val", "test")
 def evaluate(model: str, data: str = "fashion_mnist", *, weights: str | None = None,
              data_dir: str | None = None, split: str = "test", batch_size: int = 512,
              max_batches: int | None = None, device: str | torch.device | None = None,
-             out_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Accuracy and loss of ``model`` (with ``weights``) on one split of ``data``.
+             out_dir: str | os.PathLike[str] | None = None, task: str | None = None) -> dict[str, Any]:
+    """``task``'s metrics (default: what the data fits) of ``model`` (with ``weights``) on one split
+    of ``data``.
 
-    ``max_batches`` evaluates only the first that many batches of ``batch_size`` (a quick look);
-    ``device`` is where the batches run. With ``out_dir``: ``results.json``.
+    ``max_batches`` evaluates only the first that many batches (of ``batch_size`` for image data; a
+    quick look); ``device`` is where the batches run. With ``out_dir``: ``results.json``.
     """
     if split not in SPLITS:
         raise ConfigError(f"eval: 'split' must be one of {', '.join(SPLITS)}; got '{split}'. "
                           f"Pass e.g. --split test.")
     target = check_device(device)
-    net, splits = build(model, data, data_dir=data_dir, weights=weights)
-    dataset = capped(getattr(splits, split), max_batches, batch_size)
+    net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task)
+    scorer = task_of(splits, task)
+    if split == "test" and getattr(splits, "test", None) is None:
+        split = "val"  # NOTE: a text file is cut into train and val blocks only; val is its held-out text.
+    dataset = getattr(splits, split)
+    if dataset is None:
+        raise ConfigError(f"eval: '{data}' has no {split} split; expected one of the splits it has. "
+                          f"Pass --split val.")
+    if isinstance(splits, DataSplits):
+        dataset, max_batches = capped(dataset, max_batches, batch_size), None
     if target is not None:
         net.to(target)
-    metrics = evaluate_split(net, dataset, batch_size=batch_size, device=target)
-    results = {"command": "eval", "model": model, "data": splits.name, "split": split,
+    metrics = evaluate_split(net, dataset, task=scorer, batch_size=batch_size, device=target,
+                             max_batches=max_batches)
+    results = {"command": "eval", "model": model, "data": splits.name, "split": split, "task": scorer.name,
                "weights": weights, "max_batches": max_batches, "metrics": dict(metrics)}
     return finish(results, out_dir)

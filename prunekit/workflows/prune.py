@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.data import DataSplits
 from prunekit.graph import DependencyGraph
 from prunekit.measure import compare
 from prunekit.recover import TrainConfig
@@ -30,6 +29,8 @@ from prunekit.workflows.common import (
     build,
     calibration_batches,
     capped_splits,
+    eval_data,
+    example_of,
     check_device,
     finish,
     has_weights,
@@ -37,6 +38,7 @@ from prunekit.workflows.common import (
     measure_profile,
     save_result,
     source_architecture,
+    task_of,
 )
 from prunekit.workflows.train import fine_tune, history, train_baseline, with_epochs
 
@@ -45,11 +47,13 @@ __all__ = ["precheck", "prune", "prune_model"]
 Tuner = Callable[[nn.Module], Any]
 
 
-def prune_model(net: nn.Module, splits: DataSplits, pruner: StructuredPruner, *, finetune_epochs: int,
-                tune: Tuner | None = None) -> tuple[nn.Module, Plan, dict[str, Any], list[dict[str, Any]]]:
+def prune_model(net: nn.Module, splits: Any, pruner: StructuredPruner, *, finetune_epochs: int,
+                tune: Tuner | None = None, task: Any = None
+                ) -> tuple[nn.Module, Plan, dict[str, Any], list[dict[str, Any]]]:
     """Prune ``net`` with ``pruner``; with ``pruner.steps > 1`` and ``finetune_epochs > 0`` call
     ``tune(model)`` between the steps. Returns ``(pruned model, plan against net, achieved, steps)``."""
-    example, batches = splits.example_input(1), calibration_batches(splits, 4)
+    task = task_of(splits, task)
+    example, batches = example_of(splits, task), calibration_batches(splits, 4, task=task)
     if pruner.steps == 1 or finetune_epochs == 0 or tune is None:
         pruned = pruner.fit_transform(net, example, batches)
         return pruned, pruner.plan_, dict(pruner.achieved_), []
@@ -67,7 +71,7 @@ def prune_model(net: nn.Module, splits: DataSplits, pruner: StructuredPruner, *,
     return pruned, plan, {**records[-1]["achieved"], "channels_removed": plan.ratio}, steps
 
 
-def precheck(net: nn.Module, example: torch.Tensor, pruner: StructuredPruner) -> None:
+def precheck(net: nn.Module, example: Any, pruner: StructuredPruner) -> None:
     """Fail on a misspelt layer name before the baseline is trained, not after."""
     graph = DependencyGraph.trace(net, example, ignore=tuple(pruner.ignore))
     allocate(graph, {}, 0.0, **{k: v for k, v in pruner.allocate_kwargs().items() if k != "meta"})
@@ -77,7 +81,8 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
           weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
           train_config: TrainConfig | None = None, data_dir: str | None = None,
           out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
-          measure: Measure | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
+          measure: Measure | None = None, device: str | torch.device | None = None,
+          task: str | None = None) -> dict[str, Any]:
     """Baseline (or ``weights``), profile, prune, fine-tune, profile again, save.
 
     ``stage`` holds the :class:`~prunekit.structured.StructuredPruner` arguments, the keys of a
@@ -85,6 +90,7 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
     removed, or ``macs``/``params``/``latency`` kept), ``importance``, ``scope``, ``round_to``,
     ``ignore``, ``steps``, ``options``. Trains ``baseline_epochs`` when no ``weights`` are given
     and fine-tunes ``finetune_epochs`` with ``train_config`` (default Adam, lr 1e-3) on ``device``.
+    ``task`` says what the metric is (classification by default; a text file gives causal_lm).
     With ``out_dir`` it writes ``results.json`` and ``model/`` (weights + manifest: the plan against
     the dense model), which ``prunekit.load`` and ``--model OUT`` read back.
     """
@@ -93,26 +99,27 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
     pruner = StructuredPruner(**{"scope": "local", **stage}, seed=config.seed)
     pruner.validate_params()  # NOTE: a bad option fails before seconds of data loading and training.
     check_device(device)
-    net, splits = build(model, data, data_dir=data_dir, weights=weights, seed=config.seed)
-    splits = capped_splits(splits, measure)
-    precheck(net, splits.example_input(1), pruner)
-    results: dict[str, Any] = {"command": "prune", "model": model, "data": splits.name,
+    net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed)
+    splits, task = capped_splits(splits, measure), task_of(splits, task)
+    example = example_of(splits, task)
+    precheck(net, example, pruner)
+    results: dict[str, Any] = {"command": "prune", "model": model, "data": splits.name, "task": task.name,
                                "weights": weights, "pruner": pruner.get_params()}
     if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=has_weights(model, weights),
-                                   progress=progress, device=device)):
+                                   progress=progress, device=device, task=task)):
         results["baseline"] = baseline
-    before = measure_profile(net, splits.example_input(1), model, measure, splits.test)
+    before = measure_profile(net, example, model, measure, eval_data(splits), task)
     finetune = with_epochs(config, finetune_epochs)
     pruned, plan, achieved, records = prune_model(
-        net, splits, pruner, finetune_epochs=finetune_epochs,
-        tune=lambda m: fine_tune(m, splits, finetune, progress=progress, device=device))
+        net, splits, pruner, finetune_epochs=finetune_epochs, task=task,
+        tune=lambda m: fine_tune(m, splits, finetune, progress=progress, device=device, task=task))
     if finetune_epochs > 0:
-        results["finetune"] = history(fine_tune(pruned, splits, finetune, progress=progress, device=device))
-    after = measure_profile(pruned, splits.example_input(1), f"{model} pruned", measure, splits.test)
-    architecture = source_architecture(model, splits)
+        results["finetune"] = history(fine_tune(pruned, splits, finetune, progress=progress, device=device,
+                                                task=task))
+    after = measure_profile(pruned, example, f"{model} pruned", measure, eval_data(splits), task)
     results.update({"before": before.to_dict(), "after": after.to_dict(), "plan": plan.to_dict(),
-                    "architecture": architecture, "target": dict(stage["target"]), "achieved": achieved,
-                    "steps": records, "table": compare(before, after)})
+                    "architecture": source_architecture(model, splits), "target": dict(stage["target"]),
+                    "achieved": achieved, "steps": records, "table": compare(before, after)})
     if out_dir is not None and is_rank_zero():
-        results["files"] = save_result(pruned, out_dir, model, splits=splits, transforms=[plan])
+        results["files"] = save_result(pruned, out_dir, model, splits=splits, task=task.name, transforms=[plan])
     return finish(results, out_dir)

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from prunekit.config import parse_config
-from prunekit.data import DataSplits
 from prunekit.recover import TrainConfig, TrainResult
 from prunekit.recover import train as train_loop
 from prunekit.workflows.common import (
@@ -24,9 +23,13 @@ from prunekit.workflows.common import (
     build,
     capped_splits,
     check_device,
+    eval_data,
+    example_of,
     finish,
     is_rank_zero,
     measure_profile,
+    save_result,
+    task_of,
 )
 
 __all__ = ["fine_tune", "history", "train", "train_baseline", "with_epochs"]
@@ -37,15 +40,16 @@ def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
     return parse_config(TrainConfig, {**config.model_dump(), "epochs": epochs})
 
 
-def fine_tune(net: nn.Module, splits: DataSplits, config: TrainConfig, *, progress: bool = True,
+def fine_tune(net: nn.Module, splits: Any, config: TrainConfig, *, progress: bool = True,
               callbacks: Sequence[Any] = (), device: str | torch.device | None = None,
-              out_dir: str | os.PathLike[str] | None = None, resume: bool = False) -> TrainResult:
-    """Train ``net`` in place on ``splits`` with ``config`` on ``device``; ``net`` ends on the CPU
-    when it was moved off it."""
+              out_dir: str | os.PathLike[str] | None = None, resume: bool = False,
+              task: Any = None) -> TrainResult:
+    """Train ``net`` in place on ``splits`` (DataSplits or Loaders) for ``task`` with ``config`` on
+    ``device``; ``net`` ends on the CPU when it was moved off it."""
     target = check_device(device)
     try:
         return train_loop(net, splits, config, out_dir=out_dir, resume=resume, progress=progress,
-                   callbacks=callbacks, device=target)
+                          callbacks=callbacks, device=target, task=task_of(splits, task))
     finally:
         if target is not None and target.type != "cpu":
             net.to("cpu")
@@ -56,20 +60,21 @@ def history(result: TrainResult) -> dict[str, Any]:
     return {"history": list(result.history), "wall_time_s": result.wall_time_s}
 
 
-def train_baseline(net: nn.Module, splits: DataSplits, config: TrainConfig, epochs: int, *,
-                   trained: bool, progress: bool,
-                   device: str | torch.device | None = None) -> dict[str, Any] | None:
+def train_baseline(net: nn.Module, splits: Any, config: TrainConfig, epochs: int, *,
+                   trained: bool, progress: bool, device: str | torch.device | None = None,
+                   task: Any = None) -> dict[str, Any] | None:
     """Train ``epochs`` of baseline unless the model starts ``trained``; the results.json entry, or None."""
     if trained or epochs <= 0:
         return None
-    return history(fine_tune(net, splits, with_epochs(config, epochs), progress=progress, device=device))
+    return history(fine_tune(net, splits, with_epochs(config, epochs), progress=progress, device=device,
+                             task=task))
 
 
 def train(model: str, data: str = "fashion_mnist", config: TrainConfig | None = None, *,
           data_dir: str | None = None, weights: str | None = None,
           out_dir: str | os.PathLike[str] | None = None, resume: bool = False, progress: bool = True,
           profile_after: bool = True, measure: Measure | None = None,
-          device: str | torch.device | None = None) -> dict[str, Any]:
+          device: str | torch.device | None = None, task: str | None = None) -> dict[str, Any]:
     """Train ``model`` on ``data`` (baseline or fine-tune from ``weights``), then profile it.
 
     Returns the results dict: config, per-epoch history, validation/test metrics, wall time and
@@ -79,21 +84,22 @@ def train(model: str, data: str = "fashion_mnist", config: TrainConfig | None = 
     config = config or TrainConfig(epochs=1)
     measure = measure or Measure()
     check_device(device)
-    net, splits = build(model, data, data_dir=data_dir, weights=weights, seed=config.seed)
-    splits = capped_splits(splits, measure)
+    net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed)
+    splits, scorer = capped_splits(splits, measure), task_of(splits, task)
     result = fine_tune(net, splits, config, out_dir=out_dir, resume=resume, progress=progress,
-                       device=device)
+                       device=device, task=scorer)
     results: dict[str, Any] = {
-        "command": "train", "model": model, "data": splits.name,
+        "command": "train", "model": model, "data": splits.name, "task": scorer.name,
         "config": config.model_dump(), "train": {
             "history": list(result.history), "val": dict(result.val),
             "test": dict(result.test) if result.test is not None else None,
             "epochs_run": result.epochs_run, "wall_time_s": result.wall_time_s,
         },
     }
-    if out_dir is not None:
+    if out_dir is not None and is_rank_zero():
         results["weights"] = str(Path(out_dir) / "model.safetensors")
+        results["files"] = save_result(net, out_dir, model, splits=splits, task=scorer.name)
     if profile_after and is_rank_zero():
-        prof = measure_profile(net, splits.example_input(1), model, measure, splits.test)
+        prof = measure_profile(net, example_of(splits, scorer), model, measure, eval_data(splits), scorer)
         results["profile"] = prof.to_dict()
     return finish(results, out_dir)

@@ -207,6 +207,7 @@ def _refresh_config(model: nn.Module) -> None:
     layers = getattr(config, "num_hidden_layers", None)
     if config is None or not layers:
         return
+    _refresh_hidden_size(model, config)
     per_layer: dict[str, list[int | None]] = {}
     for name, module in model.named_modules():
         widths, layer = _WIDTHS.get(type(module)), _layer_of(name)
@@ -222,6 +223,20 @@ def _refresh_config(model: nn.Module) -> None:
         else:
             table[field_name] = values
     config.prunekit_layer_widths = table or None
+
+
+def _refresh_hidden_size(model: nn.Module, config: Any) -> None:
+    """``hidden_size`` follows the residual stream, which the input embedding writes.
+
+    NOTE: configs with a separate ``embedding_size`` (ALBERT) project embeddings into the stream,
+    so their embedding width says nothing about ``hidden_size``; they are left alone.
+    """
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(embeddings, "weight", None)
+    if (not isinstance(weight, torch.Tensor) or weight.dim() != 2 or getattr(config, "embedding_size", None)
+            or not isinstance(getattr(config, "hidden_size", None), int)):
+        return
+    config.hidden_size = int(weight.shape[1])
 
 
 def _layer_of(name: str) -> int | None:
