@@ -33,7 +33,7 @@ from prunekit.gates.hard_concrete import HardConcrete
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup, Member, tensor_of
 from prunekit.measure.macs import macs_by_module
-from prunekit.recover.config import parse_config
+from prunekit.config import parse_config
 from prunekit.structured.apply import apply
 from prunekit.structured.plan import Plan
 from prunekit.structured.target import Target, search

@@ -253,7 +253,7 @@ def _macs_fraction(target: Any) -> float | None:
     """The kept MACs fraction of a ``Target(macs=...)`` or its mapping (None without a target)."""
     if target is None:
         return None
-    from prunekit.recover.config import parse_config
+    from prunekit.config import parse_config
     from prunekit.structured.target import Target
 
     if isinstance(target, (int, float)):
