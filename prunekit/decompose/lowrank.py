@@ -163,16 +163,9 @@ def _check_target(target: Any, rank: Any, energy: Any) -> float | None:
     if rank is not None or energy is not None:
         raise ConfigError("decompose: 'target' chooses every rank itself; got it together with "
                           f"rank={rank!r}/energy={energy!r}. Pass only one of rank, energy, target.")
-    from prunekit.structured.target import Target  # NOTE: lazy: the budget object, not the search.
+    from prunekit.structured.target import macs_fraction  # NOTE: lazy: the budget object, not the search.
 
-    if isinstance(target, (int, float)):
-        raise ConfigError(f"decompose: 'target' is a Target of kind macs; got {target!r}. Pass e.g. "
-                          f"Target(macs={target}) or {{'macs': {target}}} to keep that fraction of the MACs.")
-    parsed = parse_config(Target, target)
-    if parsed.kind != "macs":
-        raise ConfigError(f"decompose: ranks are chosen for a MACs budget; got Target({parsed.kind}="
-                          f"{parsed.value}). Pass e.g. Target(macs=0.5) for half the model's MACs.")
-    return parsed.value
+    return macs_fraction(target, where="decompose", what="ranks are chosen", example=0.5)
 
 
 def _select(model: nn.Module, include: Sequence[str] | None, ignore: Sequence[str]) -> list[tuple[str, nn.Module]]:

@@ -21,7 +21,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,7 @@ class Partition:
 
         out = Path(folder)
         manifest = {**self.manifest, "stages": [dict(s) for s in self.manifest["stages"]]}
-        feeds = self.stage_inputs(*_example(self.manifest["inputs"])) if onnx else []
+        feeds = self.stage_inputs(*example_inputs(self.manifest["inputs"])) if onnx else []
         bar = tqdm(self.stages, desc="saving stages", disable=not progress)
         for k, stage in enumerate(bar):
             entry = manifest["stages"][k]
@@ -101,7 +101,8 @@ def _as_tuple(values: Any) -> tuple[Any, ...]:
     return tuple(values) if isinstance(values, (tuple, list)) else (values,)
 
 
-def _example(specs: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, ...]:
+def example_inputs(specs: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, ...]:
+    """Inputs of the recorded shapes and dtypes (random floats from a fixed generator, int zeros)."""
     generator = torch.Generator().manual_seed(0)
     out = []
     for spec in specs:
@@ -221,7 +222,7 @@ def load_partition(model: nn.Module, folder: str | os.PathLike[str]) -> Partitio
         raise DataError(f"'{path / MANIFEST_FILE}' is not a partition manifest (format "
                         f"{manifest.get('format') if isinstance(manifest, dict) else None!r}, "
                         f"expected {FORMAT!r}). Write it with Partition.save.")
-    inputs = _example(manifest["inputs"])
+    inputs = example_inputs(manifest["inputs"])
     module, traced_by = trace(model, inputs, method=manifest["method"])
     costs = measure_nodes(module, inputs, traced_by, latency=False)
     names = [n.name for n in costs.nodes]

@@ -130,11 +130,7 @@ def restore_factorised(model: nn.Module, transform: Mapping[str, Any], where: st
 
 
 def example_inputs(specs: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, ...]:
-    """Inputs of the recorded shapes and dtypes (random floats from a fixed generator, int zeros)."""
-    generator = torch.Generator().manual_seed(0)
-    out = []
-    for spec in specs:
-        dtype = getattr(torch, spec["dtype"])
-        out.append(torch.randn(spec["shape"], generator=generator, dtype=dtype)
-                   if dtype.is_floating_point else torch.zeros(spec["shape"], dtype=dtype))
-    return tuple(out)
+    """Inputs of the recorded shapes and dtypes, as the partition that recorded them makes them."""
+    from prunekit.decompose.partition import example_inputs as from_specs
+
+    return from_specs(specs)

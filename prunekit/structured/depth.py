@@ -224,7 +224,9 @@ def prune_depth(model: nn.Module, example_inputs: Any, *, n_blocks: int | None =
     if (n_blocks is None) == (target is None):
         raise ConfigError("prune_depth: pass exactly one of n_blocks (how many blocks to remove) or "
                           "target (a Target(macs=...) to reach), e.g. n_blocks=2.")
-    goal = _macs_fraction(target)
+    from prunekit.structured.target import macs_fraction
+
+    goal = macs_fraction(target, where="prune_depth", what="blocks are removed", example=0.8)
     blocks = residual_blocks(model, example_inputs)
     if n_blocks is not None and not 0 <= n_blocks <= len(blocks):
         raise ConfigError(f"prune_depth: n_blocks must be in [0, {len(blocks)}] (the removable blocks "
@@ -247,23 +249,6 @@ def prune_depth(model: nn.Module, example_inputs: Any, *, n_blocks: int | None =
                          {"n_blocks": n_blocks, "target": None if goal is None else {"macs": goal},
                           "candidates": len(blocks)})
     return pruned, record
-
-
-def _macs_fraction(target: Any) -> float | None:
-    """The kept MACs fraction of a ``Target(macs=...)`` or its mapping (None without a target)."""
-    if target is None:
-        return None
-    from prunekit.config import parse_config
-    from prunekit.structured.target import Target
-
-    if isinstance(target, (int, float)):
-        raise ConfigError(f"prune_depth: 'target' is a Target of kind macs; got {target!r}. Pass e.g. "
-                          f"Target(macs=0.8) to keep 80 % of the dense MACs.")
-    parsed = parse_config(Target, target)
-    if parsed.kind != "macs":
-        raise ConfigError(f"prune_depth: blocks are removed to a MACs budget; got Target({parsed.kind}="
-                          f"{parsed.value}). Pass e.g. Target(macs=0.8), or n_blocks=2.")
-    return parsed.value
 
 
 def _params(model: nn.Module) -> int:

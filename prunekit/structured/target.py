@@ -35,7 +35,7 @@ from prunekit.structured.apply import apply
 from prunekit.structured.cost import channel_costs
 from prunekit.structured.plan import Plan
 
-__all__ = ["Target", "search", "KINDS"]
+__all__ = ["Target", "search", "KINDS", "macs_fraction"]
 
 KINDS = ("ratio", "macs", "params", "latency")
 Kind = Literal["ratio", "macs", "params", "latency"]
@@ -107,6 +107,27 @@ class Target(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON data with only the fields that were set (``{"macs": 0.5}``)."""
         return self.model_dump(exclude_defaults=True)
+
+
+def macs_fraction(target: Any, *, where: str, what: str, example: float) -> float | None:
+    """The kept MACs fraction of a ``Target(macs=...)`` or its mapping; None without a target.
+
+    For the methods whose budget can only be MACs (decompose's ranks, depth's blocks): a number or
+    another kind of target is refused, naming ``where`` (the function), ``what`` it chooses, and
+    an ``example`` fraction.
+    """
+    if target is None:
+        return None
+    from prunekit.config import parse_config
+
+    if isinstance(target, (int, float)):
+        raise ConfigError(f"{where}: 'target' is a Target of kind macs; got {target!r}. Pass e.g. "
+                          f"Target(macs={example}) to keep {example:.0%} of the dense MACs.")
+    parsed = parse_config(Target, target)
+    if parsed.kind != "macs":
+        raise ConfigError(f"{where}: {what} for a MACs budget; got Target({parsed.kind}={parsed.value}). "
+                          f"Pass e.g. Target(macs={example}).")
+    return float(parsed.value)
 
 
 def measure(model: nn.Module, example_inputs: Any, kind: str, *, batch_size: int = 1) -> float:
