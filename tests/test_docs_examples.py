@@ -77,3 +77,20 @@ def test_recipe_example_validates(page: str, text: str, tmp_path: Path) -> None:
     recipe = load_recipe(file)
     assert recipe.stages, page
     assert set(re.findall(r"^  - (\w+):", text, flags=re.M)) <= set(STAGE_KINDS)
+
+
+def test_the_manifest_guide_matches_the_format() -> None:
+    """The saving guide's manifest example has the keys prunekit.save writes, and the guide names
+    every transform kind and layout key the format knows."""
+    import json
+
+    from prunekit.io.layout import LAYOUT_KEYS
+    from prunekit.io.manifest import FORMAT, KINDS, VERSION, Manifest
+
+    text = (DOCS / "guides" / "saving-and-loading.md").read_text()
+    example = json.loads(re.findall(r"```json\n(.*?)```", text, flags=re.S)[0])
+    written = Manifest(source=None, transforms=(), layout={}).to_dict()
+    assert set(example) == set(written)
+    assert (example["format"], example["version"]) == (FORMAT, VERSION)
+    assert set(example["layout"]) == set(LAYOUT_KEYS)
+    assert all(f"`{kind}`" in text for kind in (*KINDS, *LAYOUT_KEYS))
