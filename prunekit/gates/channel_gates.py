@@ -346,7 +346,8 @@ class ChannelGates:
         self.steps_ += 1
 
     def state_dict(self) -> dict[str, Any]:
-        """Gate parameters, multipliers, the gates' optimizer and the step count (checkpointed by ``fit``)."""
+        """Gate parameters, multipliers, the gates' optimizer and the step count (checkpointed by
+        ``prunekit.train``)."""
         state = {"gates": self.gates_.state_dict(), "multipliers": self.multipliers_.detach().clone(),
                  "steps": self.steps_}
         if self._optimizer is not None:

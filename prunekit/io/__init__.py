@@ -19,14 +19,16 @@ from prunekit.io.manifest import MANIFEST_FILE as MANIFEST_FILE
 from prunekit.io.manifest import VERSION as VERSION
 from prunekit.io.manifest import WEIGHTS_FILE as WEIGHTS_FILE
 from prunekit.io.manifest import Manifest as Manifest
+from prunekit.io.manifest import MODEL_DIR as MODEL_DIR
+from prunekit.io.manifest import model_folder as model_folder
 from prunekit.io.manifest import read_manifest as read_manifest
 from prunekit.io.save import save as save
 from prunekit.io.stages import Stages as Stages
 
 __all__ = [
     # the format
-    "save", "load", "Manifest", "read_manifest", "Stages",
-    "FORMAT", "VERSION", "MANIFEST_FILE", "WEIGHTS_FILE",
+    "save", "load", "Manifest", "read_manifest", "model_folder", "Stages",
+    "FORMAT", "VERSION", "MANIFEST_FILE", "WEIGHTS_FILE", "MODEL_DIR",
     # the layout record
     "layout_record", "restore_layout",
     # plain files

@@ -21,7 +21,7 @@ from prunekit.errors import ConfigError
 from prunekit.io import sparse as sparse_storage
 from prunekit.io.files import load_state, read_weights
 from prunekit.io.layout import restore_modules, restore_tensors
-from prunekit.io.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
+from prunekit.io.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest, model_folder, read_manifest
 from prunekit.io.stages import cut
 from prunekit.io.transforms import restore_factorised
 
@@ -76,9 +76,9 @@ def load(folder: str | os.PathLike[str], *, model: nn.Module | None = None) -> n
     ``model``: an un-pruned instance of the architecture, for models no spec builds (it is
     copied, not changed); for a Hugging Face folder, an instance of the class to build.
     A partitioned result returns :class:`~prunekit.io.stages.Stages` (``stages[k]`` is stage k;
-    calling it runs them chained).
+    calling it runs them chained). A command's output folder (``OUT``) loads its ``OUT/model``.
     """
-    path = Path(folder)
+    path = model_folder(folder)
     manifest = read_manifest(path)
     where = str(path / MANIFEST_FILE)
     built = _base(path, manifest, model)

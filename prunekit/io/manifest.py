@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,18 @@ class Manifest:
         return cls(source=source, transforms=tuple(transforms), layout=layout,
                    metrics=dict(data.get("metrics") or {}), hf=data.get("hf"),
                    created=str(data.get("created", "")), prunekit=str(data.get("prunekit", "")))
+
+
+MODEL_DIR = "model"  # where every command writes its saved model: OUT/model/
+
+
+def model_folder(folder: str | os.PathLike[str]) -> Path:
+    """``folder``, or ``folder/model`` when ``folder`` is a command's output folder (no manifest of
+    its own, the saved model under ``model/``): the folder a command wrote stands for its model."""
+    path = Path(folder)
+    if not (path / MANIFEST_FILE).is_file() and (path / MODEL_DIR / MANIFEST_FILE).is_file():
+        return path / MODEL_DIR
+    return path
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -60,7 +60,7 @@ def _check_plain(model: nn.Module) -> None:
     named = [n for n, m in model.named_modules() if parametrize.is_parametrized(m)]
     if named:
         raise ConfigError(f"save: module '{named[0]}' still carries parametrizations (sparsity masks). "
-                          f"Finalize the sparsifier first (sparsifier.finalize(model)), then save.")
+                          f"Finalize the sparsifier first (sparsifier.finalize()), then save.")
 
 
 def _metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any]:

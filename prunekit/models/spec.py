@@ -168,6 +168,8 @@ def _factory(parsed: ModelSpec, spec: str, task: str | None, weights: Any, optio
 def _saved(parsed: ModelSpec, spec: str, task: str | None, weights: Any, options: dict[str, Any],
          folder_weights: bool) -> nn.Module:
     folder = Path(parsed.target).expanduser()
+    if not (folder / "manifest.json").is_file() and (folder / "model" / "manifest.json").is_file():
+        folder = folder / "model"  # NOTE: a command's output folder stands for the model it saved.
     if not (folder / "manifest.json").is_file():
         hint = (f" It holds config.json: for a Hugging Face folder write 'hf:{parsed.target}'."
                 if (folder / "config.json").is_file() else "")

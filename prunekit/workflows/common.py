@@ -25,7 +25,8 @@ from prunekit import data as datasets
 from prunekit import models
 from prunekit.data import DataSplits, Loaders
 from prunekit.errors import ConfigError
-from prunekit.io import MANIFEST_FILE, WEIGHTS_FILE, read_manifest, save, save_json
+from prunekit.io import MANIFEST_FILE, MODEL_DIR, WEIGHTS_FILE, read_manifest, save, save_json
+from prunekit.io import model_folder as io_model_folder
 from prunekit.measure import Profile, profile
 from prunekit.measure.latency import DEFAULT_BACKENDS
 
@@ -119,16 +120,10 @@ def check_device(device: str | torch.device | None) -> torch.device | None:
     return target
 
 
-MODEL_DIR = "model"  # every command's saved model: OUT/model/ (model.safetensors + manifest.json)
-
-
 def model_folder(spec: str) -> str:
     """``spec``, or ``spec/model`` when ``spec`` is a command's output folder: the folder an earlier
     command wrote stands for the model it saved."""
-    folder = Path(spec)
-    if folder.is_dir() and not (folder / MANIFEST_FILE).is_file() and (folder / MODEL_DIR / MANIFEST_FILE).is_file():
-        return str(folder / MODEL_DIR)
-    return spec
+    return str(io_model_folder(spec)) if Path(spec).is_dir() else spec
 
 
 def is_saved_folder(spec: str) -> bool:
