@@ -9,6 +9,9 @@ channels has a :class:`Tracked` layout, a tuple of :class:`Segment` s naming sou
 - ``use``: a parameter axis holds a source range (a consumer's input columns, a BN's scale);
 - ``freeze``: a range must not be cut (model input/output, unknown op, constant shape).
 
+A tensor is sliced once, so uses of the same positions of one tensor axis (a tied weight read in two
+places) make their ranges equal too (``_shared_positions``).
+
 Attention heads are units of ``d`` consecutive channels. :meth:`ConstraintStore.coarsen` records that
 a source is seen in such units (a view ``[H*d] -> [H, d]``): unit ``r`` of the coarse source is
 channels ``r*d .. r*d+d-1`` of the fine one. Before cutting, ``solve`` rewrites every constraint into
@@ -256,7 +259,8 @@ class ConstraintStore:
                 uses.append(replace(u, source=root, start=start, length=length, inner=u.inner * f))
             else:
                 frozen.append((root, start, length, f"{u.tensor} reads part of a head"))
-        return equal, uses, frozen, inexact
+        shared_equal, shared_frozen = _shared_positions(uses)
+        return equal + shared_equal, uses, frozen + shared_frozen, inexact
 
     def _cuts(self, sizes: list[int], equal: list, bounds: list) -> list[list[int]]:  # type: ignore[type-arg]
         cuts: list[set[int]] = [{0, n} for n in sizes]
@@ -335,3 +339,33 @@ class ConstraintStore:
             groups.append(ChannelGroup(gid, length, ms, prunable=not why, exact=root not in mixed,
                                        reasons=tuple(dict.fromkeys(why))))
         return tuple(groups)
+
+
+def _shared_positions(uses: list[_Use]) -> tuple[list, list]:  # type: ignore[type-arg]
+    """Uses that hold the same positions of one tensor axis hold the same channels (equalities).
+
+    A tensor is sliced once, so a tied weight (an embedding read back by an LM head after its own
+    dense layer) makes the channels of both places one group. Layouts that overlap but do not
+    line up (other ``inner``, shifted within a unit) are frozen.
+    """
+    by_axis: dict[tuple[str, int], list[_Use]] = defaultdict(list)
+    for u in uses:
+        by_axis[(u.tensor, u.axis)].append(u)
+    equal: list[tuple[int, int, int, int, int]] = []
+    frozen: list[tuple[int, int, int, str]] = []
+    for (tensor, axis), group in by_axis.items():
+        group.sort(key=lambda u: u.offset)
+        for i, a in enumerate(group):
+            end = a.offset + a.length * a.inner
+            for b in group[i + 1:]:
+                if b.offset >= end:
+                    break
+                lo, hi = b.offset, min(end, b.offset + b.length * b.inner)
+                if a.inner != b.inner or (lo - a.offset) % a.inner:
+                    why = f"axis {axis} of {tensor} is read as two channel layouts that do not line up"
+                    frozen += [(a.source, a.start, a.length, why), (b.source, b.start, b.length, why)]
+                    continue
+                start_a = a.start + (lo - a.offset) // a.inner
+                if (a.source, start_a) != (b.source, b.start):
+                    equal.append((a.source, start_a, b.source, b.start, (hi - lo) // a.inner))
+    return equal, frozen

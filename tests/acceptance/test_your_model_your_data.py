@@ -26,6 +26,11 @@ def _results(folder: Path) -> dict:
     return json.loads((folder / "results.json").read_text())
 
 
+def _ffn_width(config) -> int:  # type: ignore[no-untyped-def]
+    """The feed-forward width: ``intermediate_size``, or GPT-2's ``n_inner`` (None: 4 x hidden)."""
+    return getattr(config, "intermediate_size", None) or config.n_inner or 4 * config.hidden_size
+
+
 def test_timm_resnet18_on_an_image_folder_pruned_to_half_the_macs(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("timm")
@@ -72,14 +77,17 @@ def test_a_model_from_the_users_own_file_through_a_recipe(tmp_path: Path) -> Non
     assert type(loaded).__name__ == "Net" and sum(p.numel() for p in loaded.parameters()) == last["params"]
 
 
-@pytest.mark.parametrize("architecture", ["llama"])
+# NOTE: gpt2 fails only because text is cut into 128-token blocks, past this GPT-2's n_positions=64
+# (block_size must follow the model's context length); with 64-token blocks it passes. Drop the mark then.
+@pytest.mark.parametrize("architecture", ["llama", pytest.param("gpt2", marks=pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="text blocks longer than GPT-2's n_positions"))])
 def test_a_hugging_face_causal_lm_pruned_and_fine_tuned_on_a_text_file(
         tmp_path: Path, architecture: str, capsys: pytest.CaptureFixture[str]) -> None:
     transformers = pytest.importorskip("transformers")
     corpus = write_text_file(tmp_path / "corpus.txt")
     source = write_tiny_causal_lm(tmp_path / "lm", corpus, architecture=architecture)
     dense = transformers.AutoModelForCausalLM.from_pretrained(source)
-    heads, ffn = dense.config.num_attention_heads, dense.config.intermediate_size
+    heads, ffn = dense.config.num_attention_heads, _ffn_width(dense.config)
     out = tmp_path / "pruned"
     capsys.readouterr()
     assert main(["prune", "--model", f"hf:{source}", "--data", str(corpus), "--ratio", "0.5",
@@ -96,7 +104,7 @@ def test_a_hugging_face_causal_lm_pruned_and_fine_tuned_on_a_text_file(
     theirs = transformers.AutoModelForCausalLM.from_pretrained(out / "model").eval()
     ours = prunekit.load(out / "model").eval()
     assert theirs.config.num_attention_heads == heads // 2
-    assert theirs.config.intermediate_size == ffn // 2
+    assert _ffn_width(theirs.config) == ffn // 2
     ids = torch.randint(0, dense.config.vocab_size, (2, 16))
     assert torch.allclose(theirs(ids).logits, ours(ids).logits, atol=1e-6)
     assert transformers.AutoTokenizer.from_pretrained(out / "model")("the model").input_ids

@@ -6,7 +6,7 @@ all heads). When pruning makes the inner width ``num_heads * head_dim`` differ f
 width, the refresh returns a :class:`PrunedMultiheadAttention` (or
 :class:`~prunekit.graph.handlers.pruned_swin.PrunedShiftedWindowAttention`) holding the same
 parameters (same state_dict), whose forward keeps the widths apart; ``apply`` puts it in the
-module's place. Classes of torchvision and Hugging Face transformers are registered when their
+module's place. Classes of torchvision and Hugging Face transformers (``hf_modules``) are registered when their
 modules are already imported: prunekit never imports those libraries.
 """
 
@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
+from prunekit.graph.handlers import hf_modules
 from prunekit.graph.handlers.pruned_swin import PrunedShiftedWindowAttention
-from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS
+from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS, SPLIT_SIZE_FOLLOWS
 from prunekit.graph.registry import register_refresh
 
 __all__ = ["PrunedMultiheadAttention", "PrunedShiftedWindowAttention", "register_libraries"]
@@ -188,78 +189,12 @@ def register_libraries() -> None:
                 continue
             if refresh is not None:
                 register_refresh(klass)(refresh)
-            if refresh is _refresh_swin_attention:
+            if refresh is _refresh_swin_attention or refresh in hf_modules.KEEP_HEADS:
                 _HEADS_REFRESHED.append(klass)
+            if refresh in hf_modules.KEEP_SPLIT:
+                _SPLIT_REFRESHED[klass] = hf_modules.KEEP_SPLIT[refresh]
             if widths is not None:
-                _WIDTHS[klass] = widths
-
-
-_WIDTHS: dict[type, Callable[[nn.Module], dict[str, int]]] = {}  # class -> its config widths
-
-
-def _refresh_config(model: nn.Module) -> None:
-    """A Hugging Face model's config follows its layers' widths (``num_attention_heads``, ...).
-
-    When every layer agrees the config field is set; otherwise the field keeps its old value and
-    ``config.prunekit_layer_widths[field]`` lists the width of each layer (None: not found).
-    """
-    config = getattr(model, "config", None)
-    layers = getattr(config, "num_hidden_layers", None)
-    if config is None or not layers:
-        return
-    _refresh_hidden_size(model, config)
-    per_layer: dict[str, list[int | None]] = {}
-    for name, module in model.named_modules():
-        widths, layer = _WIDTHS.get(type(module)), _layer_of(name)
-        if widths is None or layer is None or layer >= layers:
-            continue
-        for field_name, value in widths(module).items():
-            per_layer.setdefault(field_name, [None] * layers)[layer] = value
-    table = dict(getattr(config, "prunekit_layer_widths", None) or {})
-    for field_name, values in per_layer.items():
-        if len(set(values)) == 1 and values[0] is not None:
-            setattr(config, field_name, values[0])
-            table.pop(field_name, None)
-        else:
-            table[field_name] = values
-    config.prunekit_layer_widths = table or None
-
-
-def _refresh_hidden_size(model: nn.Module, config: Any) -> None:
-    """``hidden_size`` follows the residual stream, which the input embedding writes.
-
-    NOTE: configs with a separate ``embedding_size`` (ALBERT) project embeddings into the stream,
-    so their embedding width says nothing about ``hidden_size``; they are left alone.
-    """
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    weight = getattr(embeddings, "weight", None)
-    if (not isinstance(weight, torch.Tensor) or weight.dim() != 2 or getattr(config, "embedding_size", None)
-            or not isinstance(getattr(config, "hidden_size", None), int)):
-        return
-    config.hidden_size = int(weight.shape[1])
-
-
-def _layer_of(name: str) -> int | None:
-    """The layer index in a module name (``encoder.layer.3.attention.self`` -> 3)."""
-    parts = name.split(".")
-    for i, part in enumerate(parts[:-1]):
-        if part in ("layer", "layers", "h", "blocks") and parts[i + 1].isdigit():
-            return int(parts[i + 1])
-    return None
-
-
-def _refresh_bert_attention(module: nn.Module) -> None:
-    module.all_head_size = module.query.weight.shape[0]
-    module.num_attention_heads = module.all_head_size // module.attention_head_size
-
-
-def _refresh_llama_attention(module: nn.Module) -> None:
-    heads = module.q_proj.weight.shape[0] // module.head_dim
-    module.num_key_value_groups = heads // (module.k_proj.weight.shape[0] // module.head_dim)  # unchanged
-
-
-def _refresh_llama_mlp(module: nn.Module) -> None:
-    module.intermediate_size = module.up_proj.weight.shape[0]
+                hf_modules.WIDTHS[klass] = widths
 
 
 # Module classes whose refresh keeps the head count their forward reads as a constant.
@@ -274,6 +209,19 @@ def _running_module_refreshes_heads(ctx: Any) -> bool:
     """
     register_libraries()
     return isinstance(ctx.module, tuple(_HEADS_REFRESHED))
+
+
+# Module classes whose refresh keeps the size their forward splits a fused projection at, with the
+# number of equal parts it splits into (GPT-2's ``c_attn(x).split(self.split_size)``).
+_SPLIT_REFRESHED: dict[type, Callable[[nn.Module], int]] = {}
+
+
+def _running_module_refreshes_split(ctx: Any, pieces: int) -> bool:
+    """Whether the innermost module running in the trace splits into ``pieces`` equal parts at a
+    size its refresh keeps (so the parts are cut alike, as ``chunk``'s are)."""
+    register_libraries()
+    parts = next((n for klass, n in _SPLIT_REFRESHED.items() if isinstance(ctx.module, klass)), None)
+    return parts is not None and parts(ctx.module) == pieces
 
 
 def _refresh_swin_attention(module: Any) -> nn.Module | None:
@@ -299,16 +247,8 @@ _Refresh = Callable[[nn.Module], "nn.Module | None"]
 _LIBRARIES: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] | None]]] = {
     "torchvision.models.vision_transformer": [("VisionTransformer", _refresh_vision_transformer, None)],
     "torchvision.models.swin_transformer": [("ShiftedWindowAttention", _refresh_swin_attention, None)],
-    "transformers.modeling_utils": [("PreTrainedModel", _refresh_config, None)],
-    "transformers.models.bert.modeling_bert": [
-        ("BertSelfAttention", _refresh_bert_attention, lambda m: {"num_attention_heads": m.query.weight.shape[0]
-                                                                  // m.attention_head_size}),
-        ("BertIntermediate", None, lambda m: {"intermediate_size": m.dense.weight.shape[0]})],
-    "transformers.models.llama.modeling_llama": [
-        ("LlamaAttention", _refresh_llama_attention, lambda m: {
-            "num_attention_heads": m.q_proj.weight.shape[0] // m.head_dim,
-            "num_key_value_heads": m.k_proj.weight.shape[0] // m.head_dim}),
-        ("LlamaMLP", _refresh_llama_mlp, lambda m: {"intermediate_size": m.up_proj.weight.shape[0]})],
+    **hf_modules.TRANSFORMERS,
 }
 
 HEAD_COUNT_FOLLOWS.append(_running_module_refreshes_heads)
+SPLIT_SIZE_FOLLOWS.append(_running_module_refreshes_split)

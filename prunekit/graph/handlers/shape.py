@@ -95,6 +95,9 @@ def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim]) -> None:  # 
 # Callables ``(ctx) -> bool``: True when the module running now (``ctx.module``) keeps its head count
 # up to date itself (a refresh updates the attribute its reshape reads); attention handlers add them.
 HEAD_COUNT_FOLLOWS: list[Callable[[Any], bool]] = []
+# Callables ``(ctx, pieces) -> bool``: True when the module running now splits a tensor into
+# ``pieces`` equal parts at a stored size its refresh keeps up to date (GPT-2's fused q|k|v).
+SPLIT_SIZE_FOLLOWS: list[Callable[[Any, int], bool]] = []
 
 
 def _requested(args: tuple[Any, ...], kwargs: dict[str, Any], func: str, ndim: int) -> list[int] | None:
@@ -230,7 +233,11 @@ def stack(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
 
 @register_rule(*resolve("chunk", "split", "tensor_split", "unbind", "split_with_sizes"))
 def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
-    """Equal chunks along channels are cut alike (chunk i channel j == chunk 0 channel j)."""
+    """Equal chunks along channels are cut alike (chunk i channel j == chunk 0 channel j).
+
+    ``chunk`` follows pruned widths; ``split`` at a constant size does only where the running
+    module's refresh updates that size (``SPLIT_SIZE_FOLLOWS``); other constant sizes freeze.
+    """
     x = args[0]
     pieces = list(out)
     dims = ctx.dims(x)
@@ -238,7 +245,9 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     dim = arg(args, kwargs, 1 if name.endswith("unbind") else 2, "dim", 0) % x.dim()
     sizes = [p.shape[dim] if p.dim() == x.dim() else 1 for p in pieces]
     layout = dims[dim]
-    adaptive = name.endswith("chunk") and len(set(sizes)) == 1
+    equal = len(set(sizes)) == 1
+    adaptive = equal and (name.endswith("chunk") or (
+        name.rsplit(".", 1)[-1] == "split" and any(follows(ctx, len(pieces)) for follows in SPLIT_SIZE_FOLLOWS)))
     for k, piece in enumerate(pieces):
         piece_dims = list(dims)
         if isinstance(layout, Tracked):
