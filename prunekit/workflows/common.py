@@ -51,6 +51,7 @@ __all__ = [
     "eval_data",
     "sizes_of",
     "tokenizer_of",
+    "block_size_for",
     "hf_folder",
     "save_result",
     "model_folder",
@@ -158,6 +159,23 @@ def tokenizer_of(spec: str) -> str | None:
     return str(folder) if any((folder / name).is_file() for name in _TOKENIZER_FILES[:2]) else None
 
 
+TEXT_BLOCK = 128  # tokens per training block of a text file, unless the model's context is shorter
+
+
+def block_size_for(spec: str) -> int:
+    """Tokens per block of text data: ``TEXT_BLOCK``, capped at the model's context length (its
+    config's ``n_positions`` / ``max_position_embeddings``) so no block runs past its positions."""
+    folder = hf_folder(spec) or Path(model_folder(spec))
+    config = folder / "config.json"
+    if not config.is_file():
+        return TEXT_BLOCK
+    import json
+
+    fields = json.loads(config.read_text())
+    limits = [v for k in ("n_positions", "max_position_embeddings") if isinstance(v := fields.get(k), int) and v > 0]
+    return min([TEXT_BLOCK, *limits])
+
+
 def task_of(data: Any, task: Any = None) -> Any:
     """The Task to score with: ``task`` (a Task or name), else the one the data says it fits (text
     gives causal_lm), else classification."""
@@ -259,7 +277,8 @@ def build(model: str, data: str, *, data_dir: str | None = None, weights: str | 
     """Load ``data`` and the model ``model`` names, sized for it (class count and input channels of
     image data). Text is tokenised with the model's own tokenizer and gives :class:`Loaders`."""
     check_model_name(model)
-    loaded = datasets.load(data, data_dir=data_dir, seed=seed, tokenizer=tokenizer_of(model))
+    loaded = datasets.load(data, data_dir=data_dir, seed=seed, tokenizer=tokenizer_of(model),
+                           block_size=block_size_for(model))
     if task is None:
         task = getattr(loaded, "task", None)
     net = load_model(model, weights=weights, task=task, seed=seed, **sizes_of(loaded))
