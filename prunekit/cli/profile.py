@@ -15,7 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "latency in PyTorch eager and ONNX Runtime (median and p10-p90 over repeats, "
                     "after warm-up, threads fixed), and accuracy when --data is given.",
     )
-    options.add_model_options(parser, data_required=False)
+    options.add_model_options(parser, data_required=False, task=True)
     parser.add_argument("--in-channels", type=int, default=None, metavar="C",
                         help="input channels when no --data is given (default: the model's own)")
     options.add_eval_options(parser)
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     _, results = profile(args.model, args.data, weights=args.weights, data_dir=args.data_dir,
                          in_channels=args.in_channels, measure=options.measure_from_args(args),
-                         out_dir=args.out)
+                         out_dir=args.out, task=args.task)
     print(results["table"])
     options.print_written(results)
     return 0

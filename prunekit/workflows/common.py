@@ -37,6 +37,7 @@ __all__ = [
     "capped_splits",
     "check_device",
     "check_model_name",
+    "copy_tokenizer",
     "environment",
     "finish",
     "has_weights",
@@ -239,11 +240,11 @@ def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str, *, split
         source = models.source_of(spec, task=task if hf_folder(spec) else None, **sizes)
     folder = save(net, Path(out) / MODEL_DIR, source=source, transforms=[*earlier, *transforms],
                   sparse=sparse, overwrite=True)
-    _copy_tokenizer(tokenizer_of(spec), folder)
+    copy_tokenizer(tokenizer_of(spec), folder)
     return {"model": str(folder), "weights": str(folder / WEIGHTS_FILE), "manifest": str(folder / MANIFEST_FILE)}
 
 
-def _copy_tokenizer(source: str | None, folder: Path) -> None:
+def copy_tokenizer(source: str | None, folder: Path) -> None:
     """Keep the model's tokenizer beside it, so the saved folder is a whole Hugging Face folder
     (``AutoTokenizer.from_pretrained``) and text data can be tokenised for ``--model OUT``."""
     if source is None or Path(source).resolve() == folder.resolve():
