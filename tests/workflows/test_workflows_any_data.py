@@ -21,6 +21,8 @@ from acceptance._acceptance_fixtures import (
 from prunekit.cli import build_parser, main
 from prunekit.errors import ConfigError
 from prunekit.workflows import Measure
+from prunekit.workflows.common import load_model
+from prunekit.workflows.inputs import TEXT_BLOCK, model_example
 from prunekit.workflows.profile import profile
 from prunekit.workflows.prune import prune
 from prunekit.workflows.sparsify import sparsify
@@ -120,7 +122,8 @@ def test_partition_a_llama_on_text(text: tuple[str, Path], tmp_path: Path) -> No
     assert results["check"]["exact"] and len(results["stages"]) == 2
 
 
-def test_a_recipe_trains_prunes_sparsifies_and_evaluates_a_llama(text: tuple[str, Path], tmp_path: Path) -> None:
+def test_a_recipe_trains_prunes_sparsifies_and_evaluates_a_llama(text: tuple[str, Path], tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     transformers = pytest.importorskip("transformers")
     spec, corpus = text
     recipe = tmp_path / "recipe.yaml"
@@ -132,6 +135,8 @@ def test_a_recipe_trains_prunes_sparsifies_and_evaluates_a_llama(text: tuple[str
     _run(["run", str(recipe), "--out", str(tmp_path / "run"), "--no-progress"])
     results = _results(tmp_path / "run")
     evaluated = results["stages"][-1]
+    header = capsys.readouterr().out.splitlines()[0].split()
+    assert header == ["stage", "params", "MACs", "size", "MB", "perplexity", "seconds"]
     assert evaluated["summary"]["task"] == "causal_lm"
     assert evaluated["summary"]["metrics"]["perplexity"] == pytest.approx(evaluated["profile"]["metrics"]["perplexity"])
     assert results["stages"][1]["profile"]["params"] < results["initial"]["params"]
@@ -139,6 +144,17 @@ def test_a_recipe_trains_prunes_sparsifies_and_evaluates_a_llama(text: tuple[str
     theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
     assert transformers.AutoTokenizer.from_pretrained(tmp_path / "run" / "model")("the model").input_ids
     assert sum(p.numel() for p in theirs.parameters()) == evaluated["profile"]["params"]
+
+
+def test_without_data_the_example_input_comes_from_the_model(text: tuple[str, Path]) -> None:
+    spec, _ = text
+    llama = load_model(spec, task="causal_lm")
+    ids = model_example(llama, spec, batch_size=2)
+    assert ids.shape == (2, TEXT_BLOCK) and not ids.is_floating_point() and int(ids.max()) < llama.config.vocab_size
+    assert model_example(load_model("simple_cnn"), "simple_cnn").shape == (1, 1, 28, 28)
+    pytest.importorskip("timm")
+    grey = load_model("timm:resnet18", in_channels=1)
+    assert model_example(grey, "timm:resnet18").shape == (1, 1, 224, 224)  # NOTE: pretrained_cfg's size, its channels.
 
 
 # ---- the user's own model file on a folder of PNG images ---------------------------------------
