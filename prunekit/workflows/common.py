@@ -266,10 +266,12 @@ def build(model: str, data: str, *, data_dir: str | None = None, weights: str | 
     image data). Text is tokenised with the model's own tokenizer and gives :class:`Loaders`."""
     check_model_name(model)
     loaded = datasets.load(data, data_dir=data_dir, seed=seed, tokenizer=tokenizer_of(model))
+    asked = task is not None
     if task is None:
         task = getattr(loaded, "task", None)
     net = load_model(model, weights=weights, task=task, seed=seed, **sizes_of(loaded))
-    if not isinstance(loaded, DataSplits):
+    if asked or not isinstance(loaded, DataSplits):
+        # NOTE: a task the user names is checked on image data too: a mismatch fails here, not mid-training.
         models.check_task_fits(net, task_of(loaded, task), example_of(loaded, task_of(loaded, task)))
     return net, loaded
 

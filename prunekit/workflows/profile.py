@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from prunekit.measure import Profile, compare
+from prunekit.models import check_task_fits
 from prunekit.workflows.common import (
     Measure,
     build,
@@ -43,9 +44,11 @@ def load_with_example(model: str, data: str | None, *, weights: str | None, data
         net, loaded = build(model, data, data_dir=data_dir, weights=weights, task=task)
         scorer = task_of(loaded, task)
         return net, loaded, scorer, example_of(loaded, scorer, batch_size)
-    task = default_task(model, task)
+    asked, task = task is not None, default_task(model, task)
     net = load_model(model, weights=weights, in_channels=in_channels, task=task)
     example = model_example(net, model, in_channels=in_channels, batch_size=batch_size, command=command)
+    if asked:
+        check_task_fits(net, task_of(None, task), example)
     return net, None, task_of(None, task), example
 
 

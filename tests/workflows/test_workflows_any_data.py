@@ -257,3 +257,12 @@ def test_a_recipe_names_an_unknown_task(tmp_path: Path, capsys: pytest.CaptureFi
 def test_every_command_that_scores_a_model_takes_task(command: str) -> None:
     args = build_parser().parse_args([command, "--model", "simple_cnn", "--task", "causal_lm"])
     assert args.task == "causal_lm"
+
+
+def test_a_task_that_does_not_fit_the_model_fails_before_anything_runs(images: tuple[str, Path]) -> None:
+    spec, folder = images
+    with pytest.raises(ConfigError, match=r"The task 'causal_lm' does not fit Net: it needs a model whose "
+                                          r"forward takes labels="):
+        sparsify(spec, str(folder), stage={}, task="causal_lm")
+    with pytest.raises(ConfigError, match=r"The task 'causal_lm' does not fit Net"):
+        profile(spec, str(folder), task="causal_lm")
