@@ -77,6 +77,14 @@ def _profile(state: RunState, name: str, latency: bool) -> dict[str, Any]:
                    task=state.task, max_batches=state.max_eval_batches).to_dict()
 
 
+def _reseed(data: Any, seed: int) -> None:
+    """Restart the shuffling of a training DataLoader that owns a generator (text Loaders) at ``seed``,
+    so stage i sees the same batches in a run resumed before it as in one never stopped."""
+    generator = getattr(getattr(data, "train", None), "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(seed)
+
+
 def _check_fits(recipe: Recipe, state: RunState) -> None:
     """Refuse, before any stage trains, a stage whose importance needs labels the data lacks."""
     from prunekit.workflows.prune import check_fits as prune_fits
@@ -128,6 +136,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
         kind = stage_kind(stage)
         bar.set_postfix_str(kind)
         started = time.perf_counter()
+        _reseed(state.splits, recipe.seed + index)
         with seeded(recipe.seed + index):  # NOTE: the caller's RNG state is restored after the stage.
             summary = STAGES.get(kind).factory(state, stage_options(stage), recipe.seed + index)
         record = {"index": index, "kind": kind, "options": stage_options(stage).model_dump(mode="json"),

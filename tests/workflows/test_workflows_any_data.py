@@ -266,3 +266,20 @@ def test_a_task_that_does_not_fit_the_model_fails_before_anything_runs(images: t
         sparsify(spec, str(folder), stage={}, task="causal_lm")
     with pytest.raises(ConfigError, match=r"The task 'causal_lm' does not fit Net"):
         profile(spec, str(folder), task="causal_lm")
+
+
+def test_a_text_recipe_resumed_after_any_stage_ends_with_the_same_weights(text: tuple[str, Path],
+                                                                         tmp_path: Path) -> None:
+    from prunekit.recipes.runner import run_recipe
+
+    spec, corpus = text
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model: {spec}\ndata: {corpus}\nstages:\n"
+                      "  - train: {epochs: 1, max_steps_per_epoch: 2}\n"
+                      "  - prune: {target: {ratio: 0.5}, round_to: 1}\n"
+                      "  - finetune: {epochs: 1, max_steps_per_epoch: 2}\n")
+    whole = run_recipe(recipe, out_dir=tmp_path / "whole", progress=False)["model"]
+    run_recipe(recipe, out_dir=tmp_path / "parts", progress=False, stop_after=2)
+    resumed = run_recipe(recipe, out_dir=tmp_path / "parts", progress=False, resume=True)["model"]
+    assert whole.state_dict().keys() == resumed.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
