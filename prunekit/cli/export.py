@@ -10,7 +10,7 @@ from prunekit.cli import options
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export", help="write a model as a saved folder and an ONNX file",
-        description="Write --model (a folder an earlier command saved, or a registry name with "
+        description="Write --model (a folder an earlier command saved, or any spec with "
                     "--weights) to OUT/model/ (prunekit.load and --model read it) and OUT/model.onnx "
                     "(dynamic batch), with OUT/results.json.",
     )

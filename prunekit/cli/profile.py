@@ -10,10 +10,12 @@ from prunekit.cli import options
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "profile", help="measure params, MACs, size and latency of a model",
-        description="Profile a model (a registry name, or a folder an earlier command saved): "
+        description="Profile a model (any --model spec, or a folder an earlier command saved): "
                     "parameters, MACs (torch.utils.flop_counter), size on disk (safetensors), "
                     "latency in PyTorch eager and ONNX Runtime (median and p10-p90 over repeats, "
-                    "after warm-up, threads fixed), and accuracy when --data is given.",
+                    "after warm-up, threads fixed), and the task's metric (accuracy, perplexity) "
+                    "when --data is given. Without --data the input comes from the model: a registry "
+                    "or timm model's input size, token ids for a Hugging Face text model.",
     )
     options.add_model_options(parser, data_required=False, task=True)
     parser.add_argument("--in-channels", type=int, default=None, metavar="C",

@@ -5,7 +5,7 @@ Layout of ``out``::
     state.json                 {"completed": k, "recipe": <the validated recipe>}
     checkpoints/stage-01-train/   model.safetensors + manifest.json (prunekit.load reads it)
     model/                        the finished model, in the same format (``--model OUT`` reads it)
-    results.json               per stage: options, summary, profile (params, MACs, size, accuracy)
+    results.json               per stage: options, summary, profile (params, MACs, size, task metric)
 
 Stage ``i`` runs with seed ``recipe.seed + i`` and the model is rebuilt from the checkpoint on
 resume, so a run stopped after any stage and resumed ends with the same weights as one that was
