@@ -40,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "layers by low-rank factorisations (SVD, activation-aware SVD, Tucker-2, CP), "
                     "fine-tune, and print the per-layer table and the before/after profiles. Writes "
                     "OUT/results.json and OUT/model/ (prunekit.load reads it).")
-    options.add_model_options(parser)
+    options.add_model_options(parser, task=True)
     group = parser.add_argument_group("decomposition (same keys as the recipe stage)")
     group.add_argument("--method", choices=METHODS, default="auto",
                        help="svd (Linear, Conv2d), asvd (Linear, whitened by calibration batches), "
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                         baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
                         train_config=options.config_from_args(args, TrainConfig), data_dir=args.data_dir,
                         out_dir=args.out, progress=not args.no_progress,
-                        measure=options.measure_from_args(args), device=args.device)
+                        measure=options.measure_from_args(args), device=args.device, task=args.task)
     print(results["layers_table"])
     print(results["table"])
     options.print_written(results, f"factorised model: {args.out}/model/ "

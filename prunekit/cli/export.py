@@ -10,11 +10,11 @@ from prunekit.cli import options
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export", help="write a model as a saved folder and an ONNX file",
-        description="Write --model (a folder an earlier command saved, or a registry name with "
+        description="Write --model (a folder an earlier command saved, or any spec with "
                     "--weights) to OUT/model/ (prunekit.load and --model read it) and OUT/model.onnx "
                     "(dynamic batch), with OUT/results.json.",
     )
-    options.add_model_options(parser, data_required=False)
+    options.add_model_options(parser, data_required=False, task=True)
     parser.add_argument("--in-channels", type=int, default=None, metavar="C",
                         help="input channels when no --data is given (default: the model's own)")
     parser.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from prunekit.workflows.export import export
 
     results = export(args.model, args.data, weights=args.weights, data_dir=args.data_dir,
-                     in_channels=args.in_channels, onnx=args.onnx, out_dir=args.out)
+                     in_channels=args.in_channels, onnx=args.onnx, out_dir=args.out, task=args.task)
     print(f"{args.model}: {results['params']:,} params, {results['macs']:,} MACs")
     files = results["files"]
     onnx = f"  onnx: {files['onnx']}" if "onnx" in files else ""

@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "stage (nodes, MACs, latency, bytes out) and writes the stages (safetensors "
                     "+ ONNX), manifest.json and results.json under --out when it is given.",
     )
-    options.add_model_options(parser, data_required=False)
+    options.add_model_options(parser, data_required=False, task=True)
     parser.add_argument("--in-channels", type=int, default=None, metavar="C",
                         help="input channels when no --data is given (default: the model's own)")
     parser.add_argument("--stages", type=int, default=2, metavar="K",
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, threads=args.threads, tolerance=args.tolerance,
         onnx=args.onnx, pipeline=args.pipeline, n_microbatches=args.microbatches,
         min_time_s=args.min_time_s,
-        out_dir=args.out, progress=not args.no_progress)
+        out_dir=args.out, progress=not args.no_progress, task=args.task)
     print(results["table"])
     options.print_written(results, f"stages: {results['files']['stages']}/" if "files" in results
                           else "the stages (safetensors + ONNX + manifest)")

@@ -37,16 +37,19 @@ def run(args: argparse.Namespace) -> int:
         from prunekit.recipes.schema import stage_kind
 
         kinds = ", ".join(stage_kind(s) for s in recipe.stages)
-        print(f"{args.recipe}: valid; model {recipe.model.name}, data {recipe.data.name}, stages: {kinds}")
+        task = f", task {recipe.task}" if recipe.task else ""
+        print(f"{args.recipe}: valid; model {recipe.model.name}, data {recipe.data.name}{task}, stages: {kinds}")
         return 0
     results = run_recipe(recipe, out_dir=args.out, resume=args.resume, progress=not args.no_progress,
                          device=args.device, max_eval_batches=args.max_eval_batches)
-    rows = [("stage", "params", "MACs", "size MB", "accuracy", "seconds")]
     initial = results.get("initial")
+    profiles = ([initial] if initial else []) + [record["profile"] for record in results["stages"]]
+    metric = _metric(profiles)
+    rows = [("stage", "params", "MACs", "size MB", metric, "seconds")]
     if initial:
-        rows.append(("(start)", *_cells(initial), "-"))
+        rows.append(("(start)", *_cells(initial, metric), "-"))
     for record in results["stages"]:
-        rows.append((f"{record['index'] + 1}. {record['kind']}", *_cells(record["profile"]),
+        rows.append((f"{record['index'] + 1}. {record['kind']}", *_cells(record["profile"], metric),
                      f"{record['seconds']:.1f}"))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -57,7 +60,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cells(profile: dict) -> tuple[str, str, str, str]:
-    accuracy = profile.get("accuracy")
-    acc = f"{100 * accuracy:.2f} %" if isinstance(accuracy, (int, float)) else "-"
-    return (f"{profile['params']:,}", f"{profile['macs']:,}", f"{profile['size_bytes'] / 1e6:.3f}", acc)
+def _metric(profiles: list[dict]) -> str:
+    """The column the task's headline metric goes in: accuracy, else the first other metric
+    the profiles carry (perplexity of a language model), else accuracy."""
+    if any(isinstance(p.get("accuracy"), (int, float)) for p in profiles):
+        return "accuracy"
+    names = [k for p in profiles for k in (p.get("metrics") or {}) if k not in ("loss", "count")]
+    return names[0] if names else "accuracy"
+
+
+def _cells(profile: dict, metric: str = "accuracy") -> tuple[str, str, str, str]:
+    if metric == "accuracy":
+        value = profile.get("accuracy")
+        shown = f"{100 * value:.2f} %" if isinstance(value, (int, float)) else "-"
+    else:
+        value = (profile.get("metrics") or {}).get(metric)
+        shown = f"{value:.4g}" if isinstance(value, (int, float)) else "-"
+    return (f"{profile['params']:,}", f"{profile['macs']:,}", f"{profile['size_bytes'] / 1e6:.3f}", shown)

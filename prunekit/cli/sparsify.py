@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "sparse size on disk. Zeros do not speed up dense kernels; the table says so. "
                     "Writes OUT/results.json and OUT/model/.",
     )
-    options.add_model_options(parser)
+    options.add_model_options(parser, task=True)
     _add_sparsity_options(parser)
     options.add_pipeline_options(parser, finetune_help="under the masks; gradual/iterative schedules prune during them")
     options.add_output_options(parser, default="runs/sparsify")
@@ -91,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
                        baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
                        train_config=options.config_from_args(args, TrainConfig), data_dir=args.data_dir,
                        out_dir=args.out, progress=not args.no_progress,
-                       measure=options.measure_from_args(args), device=args.device)
+                       measure=options.measure_from_args(args), device=args.device, task=args.task)
     print(results["table"])
+    stored = "a save_pretrained folder" if results.get("stored_dense") else "stored sparse"
     options.print_written(results, f"sparse model: {args.out}/model/ "
-                                   f"(stored sparse; prunekit.load and --model read it)")
+                                   f"({stored}; prunekit.load and --model read it)")
     return 0

@@ -5,7 +5,7 @@ Layout of ``out``::
     state.json                 {"completed": k, "recipe": <the validated recipe>}
     checkpoints/stage-01-train/   model.safetensors + manifest.json (prunekit.load reads it)
     model/                        the finished model, in the same format (``--model OUT`` reads it)
-    results.json               per stage: options, summary, profile (params, MACs, size, accuracy)
+    results.json               per stage: options, summary, profile (params, MACs, size, task metric)
 
 Stage ``i`` runs with seed ``recipe.seed + i`` and the model is rebuilt from the checkpoint on
 resume, so a run stopped after any stage and resumed ends with the same weights as one that was
@@ -50,11 +50,20 @@ def _teacher_stage(kinds: list[str]) -> int:
 
 
 def _build(recipe: Recipe) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    from prunekit.workflows.common import build, source_architecture
+    """The model the recipe's spec names, sized for its data, the data, and the dense source record
+    (``{"model": spec, **kwargs}``) its checkpoints name."""
+    from prunekit import models
+    from prunekit.workflows.common import build, hf_folder, is_saved_folder, sizes_of, source_architecture, task_of
 
-    net, splits = build(recipe.model.name, recipe.data.name, data_dir=recipe.data.data_dir,
-                        weights=recipe.model.weights, seed=recipe.seed)
-    return net, splits, source_architecture(recipe.model.name, splits)
+    spec = recipe.model.name
+    net, splits = build(spec, recipe.data.name, data_dir=recipe.data.data_dir, weights=recipe.model.weights,
+                        task=recipe.task, seed=recipe.seed)
+    if is_saved_folder(spec):
+        return net, splits, source_architecture(spec, splits)
+    # NOTE: only an hf: spec builds a different class per task; other specs ignore it.
+    task = task_of(splits, recipe.task).name if hf_folder(spec) else None
+    source = models.source_of(spec, task=task, **sizes_of(splits))
+    return net, splits, {"model": source["spec"], **source["kwargs"]}
 
 
 def _profile(state: RunState, name: str, latency: bool) -> dict[str, Any]:
@@ -62,8 +71,33 @@ def _profile(state: RunState, name: str, latency: bool) -> dict[str, Any]:
     from prunekit.measure.latency import DEFAULT_BACKENDS
 
     backends = DEFAULT_BACKENDS if latency else ()
-    return profile(state.model, state.example(1), name=name, backends=backends,
-                   dataset=state.splits.test).to_dict()
+    from prunekit.workflows.common import eval_data
+
+    return profile(state.model, state.example(1), name=name, backends=backends, dataset=eval_data(state.splits),
+                   task=state.task, max_batches=state.max_eval_batches).to_dict()
+
+
+def _reseed(data: Any, seed: int) -> None:
+    """Restart the shuffling of a training DataLoader that owns a generator (text Loaders) at ``seed``,
+    so stage i sees the same batches in a run resumed before it as in one never stopped."""
+    generator = getattr(getattr(data, "train", None), "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(seed)
+
+
+def _check_fits(recipe: Recipe, state: RunState) -> None:
+    """Refuse, before any stage trains, a stage whose importance needs labels the data lacks."""
+    from prunekit.workflows.prune import check_fits as prune_fits
+    from prunekit.workflows.sparsify import check_fits as sparsify_fits
+
+    for stage in recipe.stages:
+        kind, o = stage_kind(stage), stage_options(stage)
+        if kind == "prune":
+            for name in {o.importance, *(s.importance for s in o.schedule or () if s.importance)}:  # type: ignore[attr-defined]
+                prune_fits(name, state.splits, state.task)
+        elif kind == "sparsify":
+            sparsify_fits(state.splits, state.task, importance=o.importance, method=o.method,  # type: ignore[attr-defined]
+                          schedule=o.schedule)  # type: ignore[attr-defined]
 
 
 def _checkpoint_dir(out: Path, index: int, kind: str) -> Path:
@@ -91,6 +125,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
     teacher_at = _teacher_stage(kinds)
     state, first, results = _start(recipe, out, plain, kinds, resume=resume, progress=progress, device=device,
                                    max_eval_batches=max_eval_batches)
+    _check_fits(recipe, state)
     if first == 0:
         results["initial"] = _profile(state, recipe.model.name, recipe.profile_latency)
     last = len(recipe.stages) if stop_after is None else min(stop_after, len(recipe.stages))
@@ -101,6 +136,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
         kind = stage_kind(stage)
         bar.set_postfix_str(kind)
         started = time.perf_counter()
+        _reseed(state.splits, recipe.seed + index)
         with seeded(recipe.seed + index):  # NOTE: the caller's RNG state is restored after the stage.
             summary = STAGES.get(kind).factory(state, stage_options(stage), recipe.seed + index)
         record = {"index": index, "kind": kind, "options": stage_options(stage).model_dump(mode="json"),
@@ -130,7 +166,7 @@ def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *
     the built model, or on ``resume`` the last checkpoint (and the teacher and training options
     the stages before it left)."""
     from prunekit.workflows import Measure
-    from prunekit.workflows.common import capped_splits
+    from prunekit.workflows.common import capped_splits, tokenizer_of
 
     net, splits, architecture = _build(recipe)
     splits = capped_splits(splits, Measure(max_eval_batches=max_eval_batches))
@@ -147,7 +183,8 @@ def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *
             original = load_state(_checkpoint_dir(out, teacher_at, kinds[teacher_at]))[0].eval()
     state = RunState(model=net, splits=splits, original=original, architecture=architecture,
                      seed=recipe.seed, out=out, progress=progress, factorised_from=factorised_from,
-                     factorised=factorised, device=device)
+                     factorised=factorised, device=device, task=recipe.task,
+                     max_eval_batches=max_eval_batches, tokenizer=tokenizer_of(recipe.model.name))
     for index in range(first):  # NOTE: on resume, prune steps fine-tune as they would have.
         if kinds[index] in TRAINING_KINDS:
             state.train_config = training_config(stage_options(recipe.stages[index]), recipe.seed + index)

@@ -20,7 +20,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PlainValidator, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from prunekit.recover.config import TrainConfig
 from prunekit.structured.allocate import AUTO_RULE, valid_round_to
@@ -32,18 +41,21 @@ _STRICT = ConfigDict(frozen=True, extra="forbid")
 
 
 class ModelSpec(BaseModel):
-    """``prunekit.models.create(name, weights=...)``; classes and input channels follow the data."""
+    """``prunekit.models.resolve(name, weights=...)``: the same specs as the CLI's ``--model``;
+    classes and input channels follow image data."""
 
     model_config = _STRICT
-    name: str = Field(description="a registered model, e.g. resnet20 (`prunekit models` lists them)")
+    name: str = Field(description="a model spec: a registry name (resnet20), timm:NAME, hf:FOLDER, "
+                                  "path/to/file.py:factory, package.module:factory or a saved folder")
     weights: str | None = Field(None, description="safetensors file of trained weights")
 
 
 class DataSpec(BaseModel):
-    """``prunekit.data.load(name, data_dir=...)``."""
+    """``prunekit.data.load(name, data_dir=...)``: the same data as the CLI's ``--data``."""
 
     model_config = _STRICT
-    name: str = Field("fashion_mnist", description="a registered dataset, a .npz file or an image folder")
+    name: str = Field("fashion_mnist", description="a registered dataset, a .npz file, an image folder, "
+                                                   "a datasets.save_to_disk folder or a text file")
     data_dir: str | None = Field(None, description="folder holding the dataset's files")
 
 
@@ -170,7 +182,8 @@ class DecomposeStageOptions(BaseModel):
 
 
 class EvaluateOptions(BaseModel):
-    """``evaluate``: accuracy and loss on one split, with a profile (latency optional)."""
+    """``evaluate``: the task's metrics (accuracy and loss, perplexity...) on one split, with a
+    profile (latency optional); ``test`` falls back to ``val`` for data without a test split."""
 
     model_config = _STRICT
     split: Literal["train", "val", "test"] = "test"
@@ -232,10 +245,22 @@ class Recipe(BaseModel):
     model_config = _STRICT
     model: ModelSpec
     data: DataSpec = Field(default_factory=DataSpec)
+    task: str | None = Field(None, description="what the metric and loss are: classification, causal_lm, "
+                                               "embedding (default: what the data fits; text: causal_lm)")
     seed: int = Field(0, ge=0, description="seed of every stage (stage i uses seed + i)")
     out: str | None = Field(None, description="output folder (the CLI's --out overrides it)")
     profile_latency: bool = Field(False, description="measure latency in the profile after each stage")
     stages: list[Stage] = Field(min_length=1)  # type: ignore[valid-type]
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str | None) -> str | None:
+        from prunekit import tasks
+
+        if value is not None and value not in tasks.names():
+            raise ValueError(f"unknown task {value!r}; expected one of {', '.join(tasks.names())} (or leave "
+                             f"it out: the data says)")
+        return value
 
     @model_validator(mode="before")
     @classmethod

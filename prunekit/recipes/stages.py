@@ -14,16 +14,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import BaseModel
 from torch import nn
 
 from prunekit.config import parse_config
-from prunekit.data.base import DataSplits
 from prunekit.errors import ConfigError
 from prunekit.recover import Distiller, TrainConfig
 from prunekit.registry import Registry
-from prunekit.workflows.common import calibration_batches
+from prunekit.workflows.common import calibration_batches, copy_tokenizer, eval_data, example_of, task_of
 from prunekit.workflows.train import fine_tune
 
 __all__ = ["STAGES", "TRAINING_KINDS", "RunState", "step_config", "training_config"]
@@ -31,10 +29,11 @@ __all__ = ["STAGES", "TRAINING_KINDS", "RunState", "step_config", "training_conf
 
 @dataclass
 class RunState:
-    """What stages share: the current model, the data, the original model (distillation teacher)."""
+    """What stages share: the current model, the data (image DataSplits or Loaders) and its task,
+    the original model (distillation teacher)."""
 
     model: nn.Module
-    splits: DataSplits
+    splits: Any
     original: nn.Module
     architecture: dict[str, Any]
     seed: int
@@ -45,21 +44,40 @@ class RunState:
     factorised: list[Any] = field(default_factory=list)  # its LayerRecords
     train_config: TrainConfig | None = None  # the last train/finetune stage's options
     device: str | None = None  # where training runs (None: where the model is)
+    task: Any = None  # the Task every stage scores and trains with (None: what the data fits)
+    max_eval_batches: int | None = None  # cap on evaluating data other than image DataSplits
+    tokenizer: str | None = None  # the folder of the model's tokenizer, copied beside each saved model
+
+    def __post_init__(self) -> None:
+        self.task = task_of(self.splits, self.task)
 
     def save(self, folder: Path) -> Path:
-        """A checkpoint of the current model (see :mod:`prunekit.recipes.checkpoint`)."""
+        """A checkpoint of the current model (see :mod:`prunekit.recipes.checkpoint`), with the
+        model's tokenizer beside it when it has one."""
         from prunekit.recipes.checkpoint import save_model
 
-        return save_model(self.model, self.architecture, folder, factorised_from=self.factorised_from,
-                          factorised=self.factorised, plans=self.plans)
+        saved = save_model(self.model, self.architecture, folder, factorised_from=self.factorised_from,
+                           factorised=self.factorised, plans=self.plans)
+        copy_tokenizer(self.tokenizer, saved)
+        return saved
 
-    def example(self, batch: int = 1) -> torch.Tensor:
-        """An input batch of the data's shape."""
-        return self.splits.example_input(batch)
+    def example(self, batch: int = 1) -> Any:
+        """The data's first ``batch`` inputs (what tracing and profiling run the model on)."""
+        return example_of(self.splits, self.task, batch)
 
-    def calibration(self, count: int, size: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The first ``count`` training batches (inputs, labels)."""
-        return calibration_batches(self.splits, count, size)
+    def calibration(self, count: int, size: int = 64) -> list[Any]:
+        """The first ``count`` training batches: (inputs, labels) of image data, model inputs of other data."""
+        return calibration_batches(self.splits, count, size, task=self.task)
+
+    def eval_split(self, split: str) -> Any:
+        """The ``split`` to score (``test`` of data without one: its held-out ``val``)."""
+        data = getattr(self.splits, split, None)
+        if data is None and split == "test":
+            data = eval_data(self.splits)
+        if data is None:
+            raise ConfigError(f"evaluate: the data '{getattr(self.splits, 'name', '?')}' has no {split} split; "
+                              f"expected one of the splits it has. Use split: val.")
+        return data
 
 
 StageFn = Callable[[RunState, BaseModel, int], dict[str, Any]]  # what STAGES holds: (state, options, seed) -> summary
@@ -78,7 +96,7 @@ def _fit(state: RunState, config: TrainConfig, callbacks: list[Any]) -> dict[str
     if config.epochs == 0:
         return {"epochs": 0}
     result = fine_tune(state.model, state.splits, config, progress=state.progress, callbacks=callbacks,
-                       device=state.device)
+                       device=state.device, task=state.task)
     return {"epochs": config.epochs, "history": list(result.history), "val": dict(result.val),
             "wall_time_s": result.wall_time_s}
 
@@ -153,9 +171,11 @@ def step_config(state: RunState, options: BaseModel, epochs: int, seed: int) -> 
 def prune(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     """``StructuredPruner(...).fit_transform``; a ``schedule`` prunes step by step with fine-tuning."""
     from prunekit.structured import StructuredPruner
-    from prunekit.workflows.prune import prune_model
+    from prunekit.workflows.prune import check_fits, prune_model
 
     o = options
+    for name in {o.importance, *(s.importance for s in o.schedule or () if s.importance)}:  # type: ignore[attr-defined]
+        check_fits(name, state.splits, state.task)
     batches = state.calibration(o.calibration_batches)  # type: ignore[attr-defined]
     common = {"scope": o.scope, "round_to": o.round_to, "ignore": tuple(o.ignore), "seed": seed,  # type: ignore[attr-defined]
               "options": o.options}  # type: ignore[attr-defined]
@@ -163,8 +183,9 @@ def prune(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
         pruner = StructuredPruner(o.target.to_dict(), importance=o.importance, steps=o.steps, **common)  # type: ignore[attr-defined]
         config = step_config(state, o, o.finetune_epochs, seed)  # type: ignore[attr-defined]
         state.model, plan, achieved, steps = prune_model(
-            state.model, state.splits, pruner, finetune_epochs=o.finetune_epochs,  # type: ignore[attr-defined]
-            tune=lambda m: fine_tune(m, state.splits, config, progress=state.progress, device=state.device))
+            state.model, state.splits, pruner, finetune_epochs=o.finetune_epochs, task=state.task,  # type: ignore[attr-defined]
+            tune=lambda m: fine_tune(m, state.splits, config, progress=state.progress, device=state.device,
+                                     task=state.task))
         state.plans.append(plan.to_dict())
         return {"achieved": achieved, "steps": steps, "finetune_config": config.model_dump()}
     start, records, removed = copy.deepcopy(state.model), [], 0.0
@@ -216,7 +237,7 @@ def sparsify(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
         sparsity=o.sparsity, pattern=o.pattern, scope=o.scope, schedule=o.schedule,  # type: ignore[attr-defined]
         ignore=tuple(o.ignore), ramp=o.ramp, updates=o.updates,  # type: ignore[attr-defined]
         calibration_batches=o.calibration_batches, finetune=_train_config(options, seed),  # type: ignore[attr-defined]
-        progress=state.progress, device=state.device)
+        progress=state.progress, device=state.device, task=state.task)
     return {"achieved_sparsity": info["achieved_sparsity"], "target": info["sparsity"],
             "finetune": info["finetune"], "layers": [asdict(r) for r in rows]}
 
@@ -235,7 +256,7 @@ def decompose_stage(state: RunState, options: BaseModel, seed: int) -> dict[str,
                              energy=o.energy, target=o.target, include=o.include,  # type: ignore[attr-defined]
                              ignore=tuple(o.ignore),  # type: ignore[attr-defined]
                              options=o.options, calibration_batches=o.calibration_batches,  # type: ignore[attr-defined]
-                             progress=state.progress)
+                             progress=state.progress, task=state.task)
     if result.layers:
         state.factorised_from, state.factorised = state.model, list(result.layers)
     state.model = result.model
@@ -244,20 +265,23 @@ def decompose_stage(state: RunState, options: BaseModel, seed: int) -> dict[str,
 
 @STAGES.register("evaluate")
 def evaluate_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
-    """Accuracy and loss on one split (the profile after every stage adds params, MACs, size)."""
+    """The task's metrics on one split (the profile after every stage adds params, MACs, size)."""
     from prunekit.measure import evaluate
 
-    split = getattr(state.splits, options.split)  # type: ignore[attr-defined]
-    return {"split": options.split, "metrics": dict(evaluate(state.model, split))}  # type: ignore[attr-defined]
+    data = state.eval_split(options.split)  # type: ignore[attr-defined]
+    metrics = evaluate(state.model, data, task=state.task, max_batches=state.max_eval_batches)
+    return {"split": options.split, "task": state.task.name, "metrics": dict(metrics)}  # type: ignore[attr-defined]
 
 
 @STAGES.register("export")
 def export(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     """Weights + layout record (``prunekit.recipes.load_result`` / ``prunekit.load``) and ONNX."""
     from prunekit.measure import export_onnx
+    from prunekit.workflows.inputs import without_cache
 
     folder = state.out / "export"
     files = {"model": str(state.save(folder))}
     if options.onnx:  # type: ignore[attr-defined]
-        files["onnx"] = str(export_onnx(state.model.eval(), state.example(), folder / "model.onnx"))
+        with without_cache(state.model):
+            files["onnx"] = str(export_onnx(state.model.eval(), state.example(), folder / "model.onnx"))
     return {"files": files}

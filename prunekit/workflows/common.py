@@ -38,6 +38,7 @@ __all__ = [
     "capped_splits",
     "check_device",
     "check_model_name",
+    "copy_tokenizer",
     "environment",
     "finish",
     "has_weights",
@@ -159,21 +160,21 @@ def tokenizer_of(spec: str) -> str | None:
     return str(folder) if any((folder / name).is_file() for name in _TOKENIZER_FILES[:2]) else None
 
 
-TEXT_BLOCK = 128  # tokens per training block of a text file, unless the model's context is shorter
+TRAIN_BLOCK = 128  # tokens per training block of a text file, unless the model's context is shorter
 
 
 def block_size_for(spec: str) -> int:
-    """Tokens per block of text data: ``TEXT_BLOCK``, capped at the model's context length (its
+    """Tokens per block of text data: ``TRAIN_BLOCK``, capped at the model's context length (its
     config's ``n_positions`` / ``max_position_embeddings``) so no block runs past its positions."""
     folder = hf_folder(spec) or Path(model_folder(spec))
     config = folder / "config.json"
     if not config.is_file():
-        return TEXT_BLOCK
+        return TRAIN_BLOCK
     import json
 
     fields = json.loads(config.read_text())
     limits = [v for k in ("n_positions", "max_position_embeddings") if isinstance(v := fields.get(k), int) and v > 0]
-    return min([TEXT_BLOCK, *limits])
+    return min([TRAIN_BLOCK, *limits])
 
 
 def task_of(data: Any, task: Any = None) -> Any:
@@ -252,11 +253,11 @@ def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str, *, split
         source = models.source_of(spec, task=task if hf_folder(spec) else None, **sizes)
     folder = save(net, Path(out) / MODEL_DIR, source=source, transforms=[*earlier, *transforms],
                   sparse=sparse, overwrite=True)
-    _copy_tokenizer(tokenizer_of(spec), folder)
+    copy_tokenizer(tokenizer_of(spec), folder)
     return {"model": str(folder), "weights": str(folder / WEIGHTS_FILE), "manifest": str(folder / MANIFEST_FILE)}
 
 
-def _copy_tokenizer(source: str | None, folder: Path) -> None:
+def copy_tokenizer(source: str | None, folder: Path) -> None:
     """Keep the model's tokenizer beside it, so the saved folder is a whole Hugging Face folder
     (``AutoTokenizer.from_pretrained``) and text data can be tokenised for ``--model OUT``."""
     if source is None or Path(source).resolve() == folder.resolve():
@@ -279,10 +280,12 @@ def build(model: str, data: str, *, data_dir: str | None = None, weights: str | 
     check_model_name(model)
     loaded = datasets.load(data, data_dir=data_dir, seed=seed, tokenizer=tokenizer_of(model),
                            block_size=block_size_for(model))
+    asked = task is not None
     if task is None:
         task = getattr(loaded, "task", None)
     net = load_model(model, weights=weights, task=task, seed=seed, **sizes_of(loaded))
-    if not isinstance(loaded, DataSplits):
+    if asked or not isinstance(loaded, DataSplits):
+        # NOTE: a task the user names is checked on image data too: a mismatch fails here, not mid-training.
         models.check_task_fits(net, task_of(loaded, task), example_of(loaded, task_of(loaded, task)))
     return net, loaded
 

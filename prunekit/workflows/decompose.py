@@ -28,12 +28,15 @@ from prunekit.workflows.common import (
     calibration_batches,
     capped_splits,
     check_device,
+    eval_data,
+    example_of,
     finish,
     has_weights,
     is_rank_zero,
     measure_profile,
     save_result,
     source_architecture,
+    task_of,
 )
 from prunekit.workflows.train import fine_tune, history, train_baseline, with_epochs
 
@@ -47,61 +50,68 @@ def _check(net: nn.Module, *, method: str = "auto", rank: Any = None, energy: fl
                     include=include, ignore=tuple(ignore), options=options)
 
 
-def decompose_model(net: nn.Module, splits: DataSplits, *, method: str = "auto", rank: Any = None,
+def decompose_model(net: nn.Module, splits: Any, *, method: str = "auto", rank: Any = None,
                     energy: float | None = None, target: Target | Mapping[str, Any] | None = None,
                     include: Sequence[str] | None = None, ignore: Sequence[str] = (),
                     options: Mapping[str, Any] | None = None, calibration_batches: int = 4,
-                    progress: bool = True) -> DecomposeResult:
+                    progress: bool = True, task: Any = None) -> DecomposeResult:
     """Factorise ``net``'s layers (a copy) by ``method`` to the ``target``/``rank``/``energy`` rule;
-    ``asvd``/``auto`` whiten with the first ``calibration_batches`` training batches of 64."""
+    ``asvd``/``auto`` whiten with the inputs of the first ``calibration_batches`` training batches
+    (image DataSplits or Loaders; ``task`` says where a batch holds its inputs)."""
     rank = tuple(rank) if isinstance(rank, list) else rank
-    return factorise(net, example_inputs=splits.example_input(1), method=method, rank=rank, energy=energy,
+    task = task_of(splits, task)
+    return factorise(net, example_inputs=example_of(splits, task), method=method, rank=rank, energy=energy,
                      target=target, include=include, ignore=tuple(ignore),
                      options=dict(options) if options else None,
-                     calibration=calibration_batches_of(splits, calibration_batches), progress=progress)
+                     calibration=calibration_batches_of(splits, calibration_batches, task), progress=progress)
 
 
-def calibration_batches_of(splits: DataSplits, count: int) -> list[torch.Tensor]:
-    """The inputs of the first ``count`` training batches of 64."""
-    return [x for x, _ in calibration_batches(splits, count)]
+def calibration_batches_of(splits: Any, count: int, task: Any = None) -> list[Any]:
+    """The model inputs of the first ``count`` training batches (of 64 for image data)."""
+    batches = calibration_batches(splits, count, task=task)
+    return [b[0] for b in batches] if isinstance(splits, DataSplits) else batches
 
 
 def decompose(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
               weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
               train_config: TrainConfig | None = None, data_dir: str | None = None,
               out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
-              measure: Measure | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
+              measure: Measure | None = None, device: str | torch.device | None = None,
+              task: str | None = None) -> dict[str, Any]:
     """Train ``baseline_epochs`` (when no ``weights``), profile, factorise, fine-tune, profile, save.
 
     ``stage`` holds :func:`decompose_model`'s options, the keys of a recipe's ``decompose`` stage
     (``method``, one of ``target``/``rank``/``energy``, ``include``, ``ignore``, ``options``,
     ``calibration_batches``). Returns the results dict with the before/after profiles, the
-    per-layer records and the comparison ``table``; ``out_dir`` gets ``decomposed/`` too.
+    per-layer records and the comparison ``table``; ``out_dir`` gets ``model/`` too. ``task`` says
+    what the metric and loss are (default: what the data fits).
     """
     options = dict(stage)
     config = train_config or TrainConfig()
     measure = measure or Measure()
     check_device(device)
-    net, splits = build(model, data, data_dir=data_dir, weights=weights, seed=config.seed)
-    splits = capped_splits(splits, measure)
-    results: dict[str, Any] = {"command": "decompose", "model": model, "data": splits.name,
+    net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed)
+    splits, scorer = capped_splits(splits, measure), task_of(splits, task)
+    example = example_of(splits, scorer)
+    results: dict[str, Any] = {"command": "decompose", "model": model, "data": splits.name, "task": scorer.name,
                                "weights": weights, "stage": options}
     _check(net, **options)  # NOTE: a bad rank, method or layer pattern fails before seconds of training.
     if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=has_weights(model, weights),
-                                   progress=progress, device=device)):
+                                   progress=progress, device=device, task=scorer)):
         results["baseline"] = baseline
-    before = measure_profile(net, splits.example_input(1), model, measure, splits.test)
-    result = decompose_model(net, splits, **options, progress=progress)
+    before = measure_profile(net, example, model, measure, eval_data(splits), scorer)
+    result = decompose_model(net, splits, **options, progress=progress, task=scorer)
     factorised = result.model
     if finetune_epochs > 0:
         results["finetune"] = history(fine_tune(factorised, splits, with_epochs(config, finetune_epochs),
-                                                progress=progress, device=device))
-    after = measure_profile(factorised, splits.example_input(1), f"{model} {options.get('method', 'auto')}",
-                            measure, splits.test)
+                                                progress=progress, device=device, task=scorer))
+    after = measure_profile(factorised, example, f"{model} {options.get('method', 'auto')}",
+                            measure, eval_data(splits), scorer)
     architecture = source_architecture(model, splits)
     results.update({"before": before.to_dict(), "after": after.to_dict(), "decomposition": result.to_dict(),
                     "architecture": architecture, "layers_table": result.table(),
                     "table": compare(before, after)})
     if out_dir is not None and is_rank_zero():
-        results["files"] = save_result(factorised, out_dir, model, splits=splits, transforms=[result])
+        results["files"] = save_result(factorised, out_dir, model, splits=splits, task=scorer.name,
+                                       transforms=[result])
     return finish(results, out_dir)

@@ -11,6 +11,7 @@ per-stage safetensors and ONNX files).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +24,42 @@ from prunekit.decompose.partition import partition as cut
 from prunekit.measure.latency import measure_latency
 from prunekit.measure.macs import as_inputs, batch_of, count_macs
 from prunekit.measure.profile import format_count
-from prunekit.workflows.common import build, finish, load_model
-from prunekit.workflows.profile import example_input
+from prunekit.workflows.common import finish
+from prunekit.workflows.inputs import without_cache
+from prunekit.workflows.profile import load_with_example
 
 __all__ = ["partition", "render_table"]
 
 
 def _build(model: str, data: str | None, *, weights: str | None, data_dir: str | None,
-           in_channels: int | None, batch_size: int) -> tuple[nn.Module, torch.Tensor]:
-    if data:
-        net, splits = build(model, data, data_dir=data_dir, weights=weights)
-        return net.eval(), splits.example_input(batch_size)
-    net = load_model(model, weights=weights, in_channels=in_channels)
-    return net.eval(), example_input(model, None, in_channels, batch_size)
+           in_channels: int | None, batch_size: int, task: str | None) -> tuple[nn.Module, Any]:
+    """The model in eval mode and ``batch_size`` example inputs (from the data, else the model)."""
+    net, _, _, example = load_with_example(model, data, weights=weights, data_dir=data_dir,
+                                           in_channels=in_channels, task=task, batch_size=batch_size,
+                                           command="partition")
+    return net.eval(), example
+
+
+def _tensors(output: Any) -> list[torch.Tensor]:
+    """The tensors of a model output: a tensor, a tuple/list, or a mapping (a Hugging Face ModelOutput)."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, Mapping):
+        return [t for value in output.values() for t in _tensors(value)]
+    if isinstance(output, (tuple, list)):
+        return [t for value in output for t in _tensors(value)]
+    return []
+
+
+def _pairs(want: Any, got: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The model's and the stages' output tensors, side by side."""
+    return list(zip(_tensors(want), _tensors(got), strict=True))
 
 
 def _exactness(part: Partition, net: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
     with torch.no_grad():
         want, got = net(*inputs), part.run(*inputs)
-    pairs = list(zip(want, got)) if isinstance(want, (tuple, list)) else [(want, got)]
+    pairs = _pairs(want, got)
     return {"exact": all(torch.equal(a, b) for a, b in pairs),
             "max_abs_diff": max(float((a - b).abs().max()) for a, b in pairs)}
 
@@ -143,7 +161,7 @@ def _pipeline(part: Partition, net: nn.Module, inputs: tuple[torch.Tensor, ...],
     run = run_pipeline(part, batch, n_microbatches=micro)
     with torch.no_grad():
         want = net(*batch)
-    pairs = list(zip(want, run.output)) if isinstance(want, (tuple, list)) else [(want, run.output)]
+    pairs = _pairs(want, run.output)
     return {"world_size": run.world_size, "n_microbatches": run.n_microbatches,
             "batch_size": batch[0].shape[0], "wall_time_s": run.wall_time_s,
             "allclose": all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in pairs),
@@ -154,15 +172,29 @@ def partition(model: str, *, stages: int = 2, balance: str = "macs", data: str |
               weights: str | None = None, data_dir: str | None = None, in_channels: int | None = None,
               batch_size: int = 1, threads: int = 2, tolerance: float = 0.05, onnx: bool = True,
               pipeline: bool = False, n_microbatches: int | None = None, min_time_s: float = 1.0,
-              out_dir: str | os.PathLike[str] | None = None, progress: bool = True) -> dict[str, Any]:
+              out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+              task: str | None = None) -> dict[str, Any]:
     """Partition the model ``model`` names into ``stages``, measure, and (with ``out_dir``) save.
 
-    The example batch is ``batch_size`` rows of the dataset's shape (``data``) or of the model's
-    own input shape. Latency: median at ``threads`` intra-op threads (``measure_latency``).
+    The example batch is the first ``batch_size`` inputs of ``data`` (image or text data; ``task``
+    says how a batch holds its inputs), else inputs derived from the model itself. Latency: median
+    at ``threads`` intra-op threads (``measure_latency``).
     ``pipeline`` also runs the stages as processes (gloo) and compares with the model.
     """
     net, example = _build(model, data, weights=weights, data_dir=data_dir,
-                          in_channels=in_channels, batch_size=batch_size)
+                          in_channels=in_channels, batch_size=batch_size, task=task)
+    with without_cache(net):
+        return _partition(net, example, model=model, stages=stages, balance=balance, data=data,
+                          weights=weights, batch_size=batch_size, threads=threads, tolerance=tolerance,
+                          onnx=onnx, pipeline=pipeline, n_microbatches=n_microbatches,
+                          min_time_s=min_time_s, out_dir=out_dir, progress=progress)
+
+
+def _partition(net: nn.Module, example: Any, *, model: str, stages: int, balance: str, data: str | None,
+               weights: str | None, batch_size: int, threads: int, tolerance: float, onnx: bool,
+               pipeline: bool, n_microbatches: int | None, min_time_s: float,
+               out_dir: str | os.PathLike[str] | None, progress: bool) -> dict[str, Any]:
+    """Cut, check, measure and save (the model's key/value cache off)."""
     inputs = as_inputs(example)
     part = cut(net, inputs, stages, balance=balance, tolerance=tolerance, threads=threads)
     whole, rows = _measure(part, net, inputs, threads=threads, min_time_s=min_time_s,

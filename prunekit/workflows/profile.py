@@ -1,54 +1,71 @@
-"""The ``profile`` workflow: params, MACs, size, latency (and accuracy with data) of one model."""
+"""The ``profile`` workflow: params, MACs, size, latency (and the task metric with data) of one model."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
-import torch
+from torch import nn
 
-from prunekit import models
-from prunekit.data import DataSplits
 from prunekit.measure import Profile, compare
+from prunekit.models import check_task_fits
 from prunekit.workflows.common import (
     Measure,
     build,
+    eval_data,
+    example_of,
     finish,
     load_model,
     measure_profile,
-    source_architecture,
+    task_of,
 )
+from prunekit.workflows.inputs import default_task, model_example
 
-__all__ = ["example_input", "profile"]
+__all__ = ["example_input", "load_with_example", "profile"]
 
 
-def example_input(model: str, splits: DataSplits | None, in_channels: int | None = None,
-                  batch_size: int = 1) -> torch.Tensor:
-    """An input batch: the data's first test inputs, else the input shape of the registry model
-    ``model`` names (a saved folder: the model it was made from)."""
-    if splits is not None:
-        return splits.example_input(batch_size)
-    architecture = source_architecture(model, None, in_channels)
-    channels = in_channels if in_channels is not None else architecture.get("in_channels")
-    return models.example_input(architecture["model"], batch_size=batch_size, in_channels=channels)
+def example_input(model: str, data: Any, in_channels: int | None = None, batch_size: int = 1, *,
+                  net: nn.Module | None = None, task: Any = None, command: str = "profile") -> Any:
+    """An input batch: the data's first inputs, else one derived from the model ``model`` names
+    (its input shape, a timm model's input size, token ids of a text model)."""
+    if data is not None:
+        return example_of(data, task_of(data, task), batch_size)
+    if net is None:
+        net = load_model(model, in_channels=in_channels, task=default_task(model, task))
+    return model_example(net, model, in_channels=in_channels, batch_size=batch_size, command=command)
+
+
+def load_with_example(model: str, data: str | None, *, weights: str | None, data_dir: str | None,
+                      in_channels: int | None, task: str | None, batch_size: int = 1,
+                      command: str = "profile") -> tuple[nn.Module, Any, Any, Any]:
+    """``(model, data or None, task, example input)``: built for ``data`` when given, else with an
+    example derived from the model (the commands that can run without data share this)."""
+    if data:
+        net, loaded = build(model, data, data_dir=data_dir, weights=weights, task=task)
+        scorer = task_of(loaded, task)
+        return net, loaded, scorer, example_of(loaded, scorer, batch_size)
+    asked, task = task is not None, default_task(model, task)
+    net = load_model(model, weights=weights, in_channels=in_channels, task=task)
+    example = model_example(net, model, in_channels=in_channels, batch_size=batch_size, command=command)
+    if asked:
+        check_task_fits(net, task_of(None, task), example)
+    return net, None, task_of(None, task), example
 
 
 def profile(model: str, data: str | None = None, *, weights: str | None = None,
             data_dir: str | None = None, in_channels: int | None = None,
-            measure: Measure | None = None,
-            out_dir: str | os.PathLike[str] | None = None) -> tuple[Profile, dict[str, Any]]:
-    """Params, MACs, size, latency (and accuracy when ``data`` is given) of one model.
+            measure: Measure | None = None, out_dir: str | os.PathLike[str] | None = None,
+            task: str | None = None) -> tuple[Profile, dict[str, Any]]:
+    """Params, MACs, size, latency (and ``task``'s metric when ``data`` is given) of one model.
 
-    ``measure.max_eval_batches`` caps the accuracy evaluation. With ``out_dir``: ``results.json``.
+    Without ``data`` the example input comes from the model (see :func:`example_input`).
+    ``measure.max_eval_batches`` caps the evaluation. With ``out_dir``: ``results.json``.
     """
     measure = measure or Measure()
-    splits: DataSplits | None = None
-    if data:
-        net, splits = build(model, data, data_dir=data_dir, weights=weights)
-    else:
-        net = load_model(model, weights=weights, in_channels=in_channels)
-    prof = measure_profile(net, example_input(model, splits, in_channels), model, measure,
-                           splits.test if splits is not None else None)
-    results = {"command": "profile", "model": model, "data": splits.name if splits else None,
-               "weights": weights, "profile": prof.to_dict(), "table": compare(prof)}
+    net, loaded, scorer, example = load_with_example(model, data, weights=weights, data_dir=data_dir,
+                                                     in_channels=in_channels, task=task)
+    prof = measure_profile(net, example, model, measure, eval_data(loaded) if loaded is not None else None,
+                           scorer)
+    results = {"command": "profile", "model": model, "data": loaded.name if loaded is not None else None,
+               "task": scorer.name, "weights": weights, "profile": prof.to_dict(), "table": compare(prof)}
     return prof, finish(results, out_dir)

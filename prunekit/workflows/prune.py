@@ -40,9 +40,10 @@ from prunekit.workflows.common import (
     source_architecture,
     task_of,
 )
+from prunekit.workflows.inputs import check_labels
 from prunekit.workflows.train import fine_tune, history, train_baseline, with_epochs
 
-__all__ = ["precheck", "prune", "prune_model"]
+__all__ = ["check_fits", "precheck", "prune", "prune_model"]
 
 Tuner = Callable[[nn.Module], Any]
 
@@ -69,6 +70,17 @@ def prune_model(net: nn.Module, splits: Any, pruner: StructuredPruner, *, finetu
     plan = compose([Plan.from_dict(r["plan"]) for r in records])
     steps = [{k: r[k] for k in ("step", "goal", "achieved")} for r in records]
     return pruned, plan, {**records[-1]["achieved"], "channels_removed": plan.ratio}, steps
+
+
+def check_fits(importance: Any, splits: Any, task: Any) -> None:
+    """Refuse, before any training, an importance scored by gradients of a labelled loss (taylor)
+    on data without labels."""
+    from prunekit.importance import IMPORTANCE
+
+    needs = isinstance(importance, str) and importance in IMPORTANCE \
+        and "gradients" in IMPORTANCE.get(importance).meta.get("needs", ())
+    check_labels("prune", str(importance), needs, splits, task,
+                 "Use a data-free importance (l2, l1, fpgm) or one from activations (activation, apoz).")
 
 
 def precheck(net: nn.Module, example: Any, pruner: StructuredPruner) -> None:
@@ -102,6 +114,7 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed)
     splits, task = capped_splits(splits, measure), task_of(splits, task)
     example = example_of(splits, task)
+    check_fits(pruner.importance, splits, task)
     precheck(net, example, pruner)
     results: dict[str, Any] = {"command": "prune", "model": model, "data": splits.name, "task": task.name,
                                "weights": weights, "pruner": pruner.get_params()}

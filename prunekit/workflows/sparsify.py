@@ -35,13 +35,17 @@ from prunekit.workflows.common import (
     build,
     capped_splits,
     check_device,
+    eval_data,
+    example_of,
     finish,
     has_weights,
     is_rank_zero,
     measure_profile,
     save_result,
     source_architecture,
+    task_of,
 )
+from prunekit.workflows.inputs import check_labels
 from prunekit.workflows.train import fine_tune, history, train_baseline, with_epochs
 
 __all__ = ["LATENCY_NOTE", "METHODS", "SCHEDULE_CHOICES", "SPARSE_FILE", "sparsify", "sparsify_model"]
@@ -90,14 +94,33 @@ def _schedule(kind: str, total_steps: int, ramp: float, updates: int) -> dict[st
     return {"name": "one_shot"}
 
 
-def _steps_per_epoch(splits: DataSplits, config: TrainConfig) -> int:
-    steps = len(make_loader(splits.train, batch_size=config.batch_size, shuffle=True, seed=config.seed))
+def _steps_per_epoch(splits: Any, config: TrainConfig) -> int:
+    """Optimizer steps in one fine-tuning epoch (image data: batches of ``batch_size``; other data:
+    its training loader's length, 1 when it has none)."""
+    if isinstance(splits, DataSplits):
+        steps = len(make_loader(splits.train, batch_size=config.batch_size, shuffle=True, seed=config.seed))
+    else:
+        try:
+            steps = len(splits.train)
+        except TypeError:  # NOTE: an iterable without a length: the cap, else one step an epoch.
+            steps = config.max_steps_per_epoch or 1
     return min(steps, config.max_steps_per_epoch or steps)
 
 
-def _with_importance(net: nn.Module, splits: DataSplits, sparsifier: Sparsifier, finetune: TrainConfig,
-                     calibration: list, *, progress: bool, ramped: bool, device: str | torch.device | None
-                     ) -> tuple[list[LayerSparsity], dict[str, Any] | None]:
+def check_fits(splits: Any, task: Any, *, importance: str = "magnitude", method: str | None = None,
+               schedule: str = "one_shot") -> None:
+    """Refuse, before any training, a one-shot importance scored by gradients of a labelled loss on
+    data without labels (a ramped schedule takes its gradients from fine-tuning, with the task's loss)."""
+    needs = method is None and schedule == "one_shot" and importance in IMPORTANCE.names() \
+        and bool(IMPORTANCE.get(importance).meta.get("needs_gradients"))
+    check_labels("sparsify", importance, needs, splits, task,
+                 "Use importance magnitude, a calibration method (wanda, sparsegpt: no labels needed), "
+                 "or schedule gradual (gradients from fine-tuning).")
+
+
+def _with_importance(net: nn.Module, splits: Any, sparsifier: Sparsifier, finetune: TrainConfig,
+                     calibration: list, *, progress: bool, ramped: bool, device: str | torch.device | None,
+                     task: Any) -> tuple[list[LayerSparsity], dict[str, Any] | None]:
     """Masks from the Sparsifier, one-shot (then fine-tune under them) or ramped during fine-tuning."""
     sparsifier.prepare(net)
     if not ramped:
@@ -107,15 +130,16 @@ def _with_importance(net: nn.Module, splits: DataSplits, sparsifier: Sparsifier,
     tuned = None
     if finetune.epochs > 0:
         callbacks = [SparsityCallback(sparsifier)] if ramped else []
-        tuned = fine_tune(net, splits, finetune, progress=progress, callbacks=callbacks, device=device)
+        tuned = fine_tune(net, splits, finetune, progress=progress, callbacks=callbacks, device=device,
+                          task=task)
     rows = sparsifier.sparsity_report()
     sparsifier.finalize()
     return rows, history(tuned) if tuned is not None else None
 
 
-def _with_calibration(net: nn.Module, splits: DataSplits, method: str, sparsity: float, pattern: Pattern,
+def _with_calibration(net: nn.Module, splits: Any, method: str, sparsity: float, pattern: Pattern,
                       ignore: Sequence[str], finetune: TrainConfig, calibration: list, *, progress: bool,
-                      device: str | torch.device | None
+                      device: str | torch.device | None, task: Any
                       ) -> tuple[nn.Module, list[LayerSparsity], dict[str, Any] | None]:
     """Wanda / SparseGPT in one shot, then fine-tuning with their zeros held by masks."""
     from prunekit.sparsity.oneshot import (
@@ -129,7 +153,7 @@ def _with_calibration(net: nn.Module, splits: DataSplits, method: str, sparsity:
     tuned = None
     if finetune.epochs > 0:
         masking.attach(sparse, {n: sparse.get_parameter(n).detach() != 0 for n in names})
-        tuned = fine_tune(sparse, splits, finetune, progress=progress, device=device)
+        tuned = fine_tune(sparse, splits, finetune, progress=progress, device=device, task=task)
         masking.finalize(sparse)
     rows = sparsity_report(sparse, names)
     return sparse, rows, history(tuned) if tuned is not None else None
@@ -158,14 +182,15 @@ def _check_layers(net: nn.Module, ignore: Sequence[str], pattern: Pattern) -> No
         check_layer(name, tuple(net.get_parameter(name).shape), pattern)
 
 
-def sparsify_model(net: nn.Module, splits: DataSplits, *, importance: str = "magnitude",
+def sparsify_model(net: nn.Module, splits: Any, *, importance: str = "magnitude",
                    method: str | None = None, sparsity: float | None = 0.5,
                    pattern: str | Pattern = "unstructured", scope: str = "layer", schedule: str = "one_shot",
                    ignore: Sequence[str] = (), ramp: float = 0.75, updates: int = 20,
                    calibration_batches: int = 8, finetune: TrainConfig | None = None,
-                   progress: bool = True, device: str | torch.device | None = None
+                   progress: bool = True, device: str | torch.device | None = None, task: Any = None
                    ) -> tuple[nn.Module, list[LayerSparsity], dict[str, Any]]:
-    """Sparsify an in-memory model on ``splits`` and fine-tune under the masks (the recipe stage).
+    """Sparsify an in-memory model on ``splits`` (image DataSplits or Loaders) and fine-tune under the
+    masks with ``task``'s loss (default: what the data fits) (the recipe stage).
 
     Returns ``(model, per-layer report, info)``: the model holds plain zeros (masks finalized); it is
     ``net`` itself for masks from an ``importance`` and a new module for a calibration ``method``.
@@ -176,19 +201,21 @@ def sparsify_model(net: nn.Module, splits: DataSplits, *, importance: str = "mag
         importance=importance, method=method, sparsity=sparsity, pattern=pattern, scope=scope,
         schedule=schedule, ignore=ignore, ramp=ramp, updates=updates, seed=finetune.seed,
         finetune_epochs=finetune.epochs)
+    task = task_of(splits, task)
+    check_fits(splits, task, importance=importance, method=method, schedule=schedule)
     _check_layers(net, ignore, parsed)
-    calibration = common.calibration_batches(splits, calibration_batches)
+    calibration = common.calibration_batches(splits, calibration_batches, task=task)
     info: dict[str, Any] = {"sparsity": target, "pattern": str(parsed), "importance": importance,
                             "method": method}
     if method is not None:
         net, rows, tuned = _with_calibration(net, splits, method, target, parsed, ignore, finetune,
-                                             calibration, progress=progress, device=device)
+                                             calibration, progress=progress, device=device, task=task)
     else:
         plan = _schedule(schedule, finetune.epochs * _steps_per_epoch(splits, finetune), ramp, updates)
         sparsifier.schedule = plan
         info["schedule_steps"] = plan
         rows, tuned = _with_importance(net, splits, sparsifier, finetune, calibration, progress=progress,
-                                       ramped=schedule != "one_shot", device=device)
+                                       ramped=schedule != "one_shot", device=device, task=task)
     info["finetune"] = tuned
     info["achieved_sparsity"] = total_sparsity(rows)
     return net, rows, info
@@ -198,7 +225,8 @@ def sparsify(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any
              weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
              train_config: TrainConfig | None = None, data_dir: str | None = None,
              out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
-             measure: Measure | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
+             measure: Measure | None = None, device: str | torch.device | None = None,
+             task: str | None = None) -> dict[str, Any]:
     """Baseline (or ``weights``), profile, sparsify, fine-tune under the masks, profile, save.
 
     ``stage`` holds :func:`sparsify_model`'s options, the keys of a recipe's ``sparsify`` stage
@@ -207,7 +235,9 @@ def sparsify(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any
     or ``"iterative"`` ramps the sparsity over the first ``ramp`` fraction of the
     ``finetune_epochs`` in ``updates`` mask updates; ``"one_shot"`` prunes before fine-tuning.
     Every Conv/Linear weight but the classifier is sparsified, minus ``ignore``. With ``out_dir``:
-    ``results.json`` and ``model/`` (stored sparse; ``prunekit.load`` reads it back dense).
+    ``results.json`` and ``model/`` (stored sparse, a Hugging Face model as a save_pretrained folder;
+    ``prunekit.load`` reads it back dense).
+    ``task`` says what the metric and loss are (default: what the data fits).
     """
     options = dict(stage)
     config = train_config or TrainConfig()
@@ -215,31 +245,39 @@ def sparsify(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any
     checks = {k: v for k, v in options.items() if k != "calibration_batches"}
     _, parsed, target = _sparsifier(**checks, seed=config.seed, finetune_epochs=finetune_epochs)
     check_device(device)  # NOTE: bad options fail before data and training.
-    net, splits = build(model, data, data_dir=data_dir, weights=weights, seed=config.seed)
-    splits = capped_splits(splits, measure)
-    _check_layers(net, options.get("ignore", ()), parsed)  # NOTE: fail before the baseline trains.
-    results: dict[str, Any] = {"command": "sparsify", "model": model, "data": splits.name,
+    net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed)
+    splits, scorer = capped_splits(splits, measure), task_of(splits, task)
+    # NOTE: fail before the baseline trains.
+    check_fits(splits, scorer, **{k: options[k] for k in ("importance", "method", "schedule") if k in options})
+    _check_layers(net, options.get("ignore", ()), parsed)
+    example = example_of(splits, scorer)
+    results: dict[str, Any] = {"command": "sparsify", "model": model, "data": splits.name, "task": scorer.name,
                                "weights": weights, "importance": options.get("importance", "magnitude"),
                                "method": options.get("method"), "sparsity": target, "pattern": str(parsed),
                                "scope": options.get("scope", "layer"),
                                "schedule": options.get("schedule", "one_shot")}
     if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=has_weights(model, weights),
-                                   progress=progress, device=device)):
+                                   progress=progress, device=device, task=scorer)):
         results["baseline"] = baseline
-    before = measure_profile(net, splits.example_input(1), model, measure, splits.test)
+    before = measure_profile(net, example, model, measure, eval_data(splits), scorer)
     dense_nonzero = count_nonzero(net)
     net, rows, info = sparsify_model(net, splits, **options, finetune=with_epochs(config, finetune_epochs),
-                                     progress=progress, device=device)
+                                     progress=progress, device=device, task=scorer)
     if "schedule_steps" in info:
         results["schedule_steps"] = info["schedule_steps"]
     if info["finetune"] is not None:
         results["finetune"] = info["finetune"]
-    after = measure_profile(net, splits.example_input(1), f"{model} sparse", measure, splits.test)
+    after = measure_profile(net, example, f"{model} sparse", measure, eval_data(splits), scorer)
     _record(results, net, rows, before.to_dict(), after.to_dict(), dense_nonzero)
     results["architecture"] = source_architecture(model, splits)
     results["table"] = compare(before, after) + "\n" + _sparse_lines(results)
     if out_dir is not None and is_rank_zero():
-        results["files"] = save_result(net, out_dir, model, splits=splits, sparse=True)
+        from prunekit import hf
+
+        # NOTE: a Hugging Face model stays a save_pretrained folder, so its zeros are stored dense.
+        results["stored_dense"] = hf.is_hf(net)
+        results["files"] = save_result(net, out_dir, model, splits=splits, task=scorer.name,
+                                       sparse=not results["stored_dense"])
     return finish(results, out_dir)
 
 
