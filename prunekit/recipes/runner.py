@@ -105,7 +105,7 @@ def _checkpoint_dir(out: Path, index: int, kind: str) -> Path:
 
 
 def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.PathLike[str] | None = None,
-               resume: bool = False, progress: bool = True, stop_after: int | None = None,
+               resume: bool = False, progress: bool = False, stop_after: int | None = None,
                device: str | None = None, max_eval_batches: int | None = None) -> dict[str, Any]:
     """Execute ``recipe`` (a :class:`Recipe` or a YAML path); returns the results dict.
 

@@ -38,7 +38,7 @@ class RunState:
     architecture: dict[str, Any]
     seed: int
     out: Path
-    progress: bool = True
+    progress: bool = False
     plans: list[dict[str, Any]] = field(default_factory=list)
     factorised_from: nn.Module | None = None  # the model the (first) decompose stage started from
     factorised: list[Any] = field(default_factory=list)  # its LayerRecords

@@ -54,7 +54,7 @@ def decompose_model(net: nn.Module, splits: Any, *, method: str = "auto", rank: 
                     energy: float | None = None, target: Target | Mapping[str, Any] | None = None,
                     include: Sequence[str] | None = None, ignore: Sequence[str] = (),
                     options: Mapping[str, Any] | None = None, calibration_batches: int = 4,
-                    progress: bool = True, task: Any = None) -> DecomposeResult:
+                    progress: bool = False, task: Any = None) -> DecomposeResult:
     """Factorise ``net``'s layers (a copy) by ``method`` to the ``target``/``rank``/``energy`` rule;
     ``asvd``/``auto`` whiten with the inputs of the first ``calibration_batches`` training batches
     (image DataSplits or Loaders; ``task`` says where a batch holds its inputs)."""
@@ -75,7 +75,7 @@ def calibration_batches_of(splits: Any, count: int, task: Any = None) -> list[An
 def decompose(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
               weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
               train_config: TrainConfig | None = None, data_dir: str | None = None,
-              out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+              out_dir: str | os.PathLike[str] | None = None, progress: bool = False,
               measure: Measure | None = None, device: str | torch.device | None = None,
               task: str | None = None) -> dict[str, Any]:
     """Train ``baseline_epochs`` (when no ``weights``), profile, factorise, fine-tune, profile, save.

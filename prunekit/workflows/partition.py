@@ -172,7 +172,7 @@ def partition(model: str, *, stages: int = 2, balance: str = "macs", data: str |
               weights: str | None = None, data_dir: str | None = None, in_channels: int | None = None,
               batch_size: int = 1, threads: int = 2, tolerance: float = 0.05, onnx: bool = True,
               pipeline: bool = False, n_microbatches: int | None = None, min_time_s: float = 1.0,
-              out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+              out_dir: str | os.PathLike[str] | None = None, progress: bool = False,
               task: str | None = None) -> dict[str, Any]:
     """Partition the model ``model`` names into ``stages``, measure, and (with ``out_dir``) save.
 

@@ -92,7 +92,7 @@ def precheck(net: nn.Module, example: Any, pruner: StructuredPruner) -> None:
 def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
           weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
           train_config: TrainConfig | None = None, data_dir: str | None = None,
-          out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+          out_dir: str | os.PathLike[str] | None = None, progress: bool = False,
           measure: Measure | None = None, device: str | torch.device | None = None,
           task: str | None = None) -> dict[str, Any]:
     """Baseline (or ``weights``), profile, prune, fine-tune, profile again, save.

@@ -187,7 +187,7 @@ def sparsify_model(net: nn.Module, splits: Any, *, importance: str = "magnitude"
                    pattern: str | Pattern = "unstructured", scope: str = "layer", schedule: str = "one_shot",
                    ignore: Sequence[str] = (), ramp: float = 0.75, updates: int = 20,
                    calibration_batches: int = 8, finetune: TrainConfig | None = None,
-                   progress: bool = True, device: str | torch.device | None = None, task: Any = None
+                   progress: bool = False, device: str | torch.device | None = None, task: Any = None
                    ) -> tuple[nn.Module, list[LayerSparsity], dict[str, Any]]:
     """Sparsify an in-memory model on ``splits`` (image DataSplits or Loaders) and fine-tune under the
     masks with ``task``'s loss (default: what the data fits) (the recipe stage).
@@ -224,7 +224,7 @@ def sparsify_model(net: nn.Module, splits: Any, *, importance: str = "magnitude"
 def sparsify(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
              weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
              train_config: TrainConfig | None = None, data_dir: str | None = None,
-             out_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+             out_dir: str | os.PathLike[str] | None = None, progress: bool = False,
              measure: Measure | None = None, device: str | torch.device | None = None,
              task: str | None = None) -> dict[str, Any]:
     """Baseline (or ``weights``), profile, sparsify, fine-tune under the masks, profile, save.

@@ -40,7 +40,7 @@ def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
     return parse_config(TrainConfig, {**config.model_dump(), "epochs": epochs})
 
 
-def fine_tune(net: nn.Module, splits: Any, config: TrainConfig, *, progress: bool = True,
+def fine_tune(net: nn.Module, splits: Any, config: TrainConfig, *, progress: bool = False,
               callbacks: Sequence[Any] = (), device: str | torch.device | None = None,
               out_dir: str | os.PathLike[str] | None = None, resume: bool = False,
               task: Any = None) -> TrainResult:
@@ -72,7 +72,7 @@ def train_baseline(net: nn.Module, splits: Any, config: TrainConfig, epochs: int
 
 def train(model: str, data: str = "fashion_mnist", config: TrainConfig | None = None, *,
           data_dir: str | None = None, weights: str | None = None,
-          out_dir: str | os.PathLike[str] | None = None, resume: bool = False, progress: bool = True,
+          out_dir: str | os.PathLike[str] | None = None, resume: bool = False, progress: bool = False,
           profile_after: bool = True, measure: Measure | None = None,
           device: str | torch.device | None = None, task: str | None = None) -> dict[str, Any]:
     """Train ``model`` on ``data`` (baseline or fine-tune from ``weights``), then profile it.
