@@ -19,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     options.add_model_options(parser, task=True)
     options.add_output_options(parser, default="runs/train")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/checkpoint.pt (same options as the interrupted run)")
+                        help="continue from OUT/checkpoint.safetensors (same options as the interrupted run)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the profile (params, MACs, latency) after training")

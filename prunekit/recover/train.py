@@ -49,7 +49,7 @@ __all__ = [
     "train",
 ]
 
-CHECKPOINT, WEIGHTS, RECORD = "checkpoint.pt", "model.safetensors", "train.json"
+CHECKPOINT, WEIGHTS, RECORD = checkpoint.FILE, "model.safetensors", "train.json"
 logger = logging.getLogger(__name__)
 
 
@@ -104,7 +104,7 @@ def train(model: nn.Module, data: Any, config: TrainConfig | Mapping[str, Any], 
             batches such as a DataLoader (its own batch size applies).
         task: a Task or registered name; default classification (with ``config.label_smoothing``).
         val: batches to validate on (overrides the splits' own).
-        out_dir: rank 0 writes ``checkpoint.pt`` after every epoch and ``model.safetensors`` plus
+        out_dir: rank 0 writes ``checkpoint.safetensors`` after every epoch and ``model.safetensors`` plus
             ``train.json`` at the end. ``resume=True`` continues from its checkpoint (same config
             required); the final weights equal those of an uninterrupted run.
         progress: show a progress bar on stderr (rank 0); messages go to ``logging``.
@@ -114,7 +114,7 @@ def train(model: nn.Module, data: Any, config: TrainConfig | Mapping[str, Any], 
     scorer = _task_for(task, config)
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
-        raise ConfigError("train: resume=True needs out_dir (the folder holding checkpoint.pt); "
+        raise ConfigError("train: resume=True needs out_dir (the folder holding checkpoint.safetensors); "
                           "got None. Pass the out_dir of the run to continue.")
     started = time.perf_counter()
     target = _resolve_device(model, device)

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from prunekit.recover import distributed
+from prunekit.recover import checkpoint
 
 SCRIPT = Path(__file__).with_name("ddp_train_script.py")
 
@@ -41,7 +42,7 @@ def test_two_ranks_end_with_identical_trained_weights(tmp_path: Path, mode: str)
     assert [i["world_size"] for i in infos] == [2, 2]
     assert all(i["group_destroyed"] for i in infos), "train must destroy the group it created"
     assert infos[0]["history"] == infos[1]["history"], "metrics are reduced over ranks"
-    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    assert (tmp_path / "run" / checkpoint.FILE).is_file()
     if mode == "loader":  # NOTE: sharded by rank: disjoint halves of one shuffled order
         seen = [set(i["indices"]) for i in infos]
         assert len(seen[0]) == len(seen[1]) == 4 * 16 and not seen[0] & seen[1]

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from prunekit.errors import ConfigError
 from prunekit.recover import Distiller, TrainConfig, train
 from prunekit.tasks import CausalLM, Custom, Embedding
+from prunekit.recover import checkpoint
 
 CONFIG = TrainConfig(epochs=2, batch_size=32, lr=0.02)
 
@@ -72,7 +73,7 @@ def test_generator_state_is_what_makes_resume_exact(tmp_path: Path) -> None:
     generator = torch.Generator().manual_seed(3)
     loader = _loaders(generator, dicts=False)[0]
     train(tiny_net(), loader, config, out_dir=tmp_path)
-    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["generators"]
+    saved = checkpoint.load(tmp_path / checkpoint.FILE, torch.device("cpu"))["generators"]
     assert len(saved) == 1 and torch.equal(saved[0], generator.get_state())
     assert not torch.equal(saved[0], torch.Generator().manual_seed(3).get_state())
 

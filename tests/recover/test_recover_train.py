@@ -15,6 +15,7 @@ from prunekit.errors import ConfigError, DataNotFoundError
 from prunekit.io import load_weights
 from prunekit.recover import TrainConfig, TrainResult, train
 from prunekit.recover.train import learning_rate
+from prunekit.recover import checkpoint
 
 QUICK = dict(epochs=2, batch_size=32, lr=0.01)
 
@@ -65,7 +66,7 @@ def test_resume_is_bit_identical(tmp_path: Path, interrupt: _Interrupt) -> None:
     expected = train(straight, data, config, progress=False)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_net(), data, config, out_dir=tmp_path, progress=False, callbacks=[interrupt])
-    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    saved = checkpoint.load(tmp_path / checkpoint.FILE, torch.device("cpu"))
     resumed = tiny_net()
     result = train(resumed, data, config, out_dir=tmp_path, resume=True, progress=False)
     assert result.epochs_run == 3 - (saved["epoch"] + 1)
@@ -73,16 +74,21 @@ def test_resume_is_bit_identical(tmp_path: Path, interrupt: _Interrupt) -> None:
     assert result.history == expected.history
 
 
-def test_checkpoint_loads_with_weights_only(tmp_path: Path) -> None:
+def test_checkpoint_holds_the_whole_state_without_pickle(tmp_path: Path) -> None:
     model = tiny_net()
     train(model, quadrant_splits(), TrainConfig(**QUICK, optimizer="sgd", scheduler="step"),
         out_dir=tmp_path, progress=False)
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state = checkpoint.load(tmp_path / checkpoint.FILE, torch.device("cpu"))
     assert state["epoch"] == 1 and len(state["history"]) == 2
     assert state["config"] == TrainConfig(**QUICK, optimizer="sgd", scheduler="step").model_dump()
     assert state["scheduler"]["step"] == 16
     assert state_equal(model.state_dict(), state["model"])
     assert state["optimizer"]["state"], "optimizer state (momentum buffers) must be saved"
+    assert all(isinstance(k, int) for k in state["optimizer"]["state"]), "int keys stay ints"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".pt", ".pth", ".pkl")) == []
+    raw = (tmp_path / checkpoint.FILE).read_bytes()  # NOTE: a safetensors file: JSON header, raw tensors
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    assert "prunekit.checkpoint" in header["__metadata__"] and b"pickle" not in raw
 
 
 def test_out_dir_files(tmp_path: Path) -> None:
@@ -107,7 +113,7 @@ def test_resume_with_other_config_names_fields(tmp_path: Path) -> None:
 
 
 def test_resume_without_checkpoint_is_clear(tmp_path: Path) -> None:
-    with pytest.raises(DataNotFoundError, match="checkpoint.pt' does not exist"):
+    with pytest.raises(DataNotFoundError, match="checkpoint.safetensors' does not exist"):
         train(tiny_net(), quadrant_splits(), TrainConfig(**QUICK), out_dir=tmp_path, resume=True)
     with pytest.raises(ConfigError, match="resume=True needs out_dir"):
         train(tiny_net(), quadrant_splits(), TrainConfig(**QUICK), resume=True)

@@ -10,6 +10,7 @@ from _sparsity_models import conv_mlp, splits
 from prunekit.recover import TrainConfig, train
 from prunekit.sparsity import Sparsifier, SparsityCallback
 from prunekit.sparsity.masks import masks
+from prunekit.recover import checkpoint
 
 _CONFIG = TrainConfig(epochs=3, batch_size=32, lr=0.02, seed=1)  # 8 steps per epoch on 256 samples
 _SCHEDULE = {"name": "gradual", "start": 2, "end": 14, "frequency": 4}
@@ -45,9 +46,9 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path: Path
     short = TrainConfig(**{**_CONFIG.model_dump(), "epochs": 1})
     train(first, splits(), short, out_dir=tmp_path, progress=False,
         callbacks=[SparsityCallback(first_sparsifier)])
-    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    checkpoint["config"] = _CONFIG.model_dump()  # NOTE: continue the same run for more epochs
-    torch.save(checkpoint, tmp_path / "checkpoint.pt")
+    saved = checkpoint.load(tmp_path / checkpoint.FILE, torch.device("cpu"))
+    saved["config"] = _CONFIG.model_dump()  # NOTE: continue the same run for more epochs
+    checkpoint.save(saved, tmp_path / checkpoint.FILE)
     resumed, resumed_sparsifier = _prepared()
     train(resumed, splits(), _CONFIG, out_dir=tmp_path, resume=True, progress=False,
         callbacks=[SparsityCallback(resumed_sparsifier)])
