@@ -21,7 +21,14 @@ from prunekit.config import parse_config
 from prunekit.errors import ConfigError
 from prunekit.recover import Distiller, TrainConfig
 from prunekit.registry import Registry
-from prunekit.workflows.common import calibration_batches, copy_tokenizer, eval_data, example_of, task_of
+from prunekit.workflows.common import (
+    calibration_batches,
+    copy_tokenizer,
+    eval_data,
+    example_of,
+    task_of,
+    with_teacher,
+)
 from prunekit.workflows.train import fine_tune
 
 __all__ = ["STAGES", "TRAINING_KINDS", "RunState", "step_config", "training_config"]
@@ -49,7 +56,7 @@ class RunState:
     tokenizer: str | None = None  # the folder of the model's tokenizer, copied beside each saved model
 
     def __post_init__(self) -> None:
-        self.task = task_of(self.splits, self.task)
+        self.task = with_teacher(task_of(self.splits, self.task), self.model)
 
     def save(self, folder: Path) -> Path:
         """A checkpoint of the current model (see :mod:`prunekit.recipes.checkpoint`), with the

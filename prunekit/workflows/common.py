@@ -24,7 +24,7 @@ from torch.utils.data import TensorDataset
 from prunekit import data as datasets
 from prunekit import models
 from prunekit.data import DataSplits, Loaders
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, PrunekitError
 from prunekit.io import MANIFEST_FILE, MODEL_DIR, WEIGHTS_FILE, read_manifest, save, save_json
 from prunekit.io import model_folder as io_model_folder
 from prunekit.measure import Profile, profile
@@ -48,6 +48,7 @@ __all__ = [
     "measure_profile",
     "source_architecture",
     "task_of",
+    "with_teacher",
     "example_of",
     "eval_data",
     "sizes_of",
@@ -183,6 +184,24 @@ def task_of(data: Any, task: Any = None) -> Any:
     from prunekit import tasks
 
     return tasks.resolve(task or getattr(data, "task", None) or "classification")
+
+
+def with_teacher(task: Any, net: nn.Module, spec: str | None = None) -> Any:
+    """``task``, with the dense model as the teacher an embedding task scores against (cosine): the
+    source a saved folder was made from, else ``net`` itself (the dense model of this run)."""
+    if getattr(task, "name", None) != "embedding" or getattr(task, "teacher", None) is not None:
+        return task
+    teacher = net
+    if spec is not None and is_saved_folder(spec):
+        source = read_manifest(Path(model_folder(spec))).source
+        try:
+            teacher = models.from_source(source) if source else net
+        except PrunekitError as exc:
+            raise ConfigError(f"task embedding: '{spec}' is scored by cosine to the dense model it came "
+                              f"from, which cannot be built ({exc}). Keep the source model where it was "
+                              f"saved from, or pass the dense model's spec as --model.") from None
+    task.teacher = teacher
+    return task
 
 
 def example_of(data: DataSplits | Loaders, task: Any, batch_size: int = 1) -> Any:

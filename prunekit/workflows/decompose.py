@@ -37,6 +37,7 @@ from prunekit.workflows.common import (
     save_result,
     source_architecture,
     task_of,
+    with_teacher,
 )
 from prunekit.workflows.train import fine_tune, history, train_baseline, with_epochs
 
@@ -91,7 +92,7 @@ def decompose(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, An
     measure = measure or Measure()
     check_device(device)
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed)
-    splits, scorer = capped_splits(splits, measure), task_of(splits, task)
+    splits, scorer = capped_splits(splits, measure), with_teacher(task_of(splits, task), net, model)
     example = example_of(splits, scorer)
     results: dict[str, Any] = {"command": "decompose", "model": model, "data": splits.name, "task": scorer.name,
                                "weights": weights, "stage": options}

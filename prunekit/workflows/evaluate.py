@@ -10,7 +10,7 @@ import torch
 from prunekit.errors import ConfigError
 from prunekit.measure import evaluate as evaluate_split
 from prunekit.data import DataSplits
-from prunekit.workflows.common import build, capped, check_device, finish, task_of
+from prunekit.workflows.common import build, capped, check_device, finish, task_of, with_teacher
 
 __all__ = ["SPLITS", "evaluate"]
 
@@ -32,7 +32,7 @@ def evaluate(model: str, data: str = "fashion_mnist", *, weights: str | None = N
                           f"Pass e.g. --split test.")
     target = check_device(device)
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task)
-    scorer = task_of(splits, task)
+    scorer = with_teacher(task_of(splits, task), net, model)
     if split == "test" and getattr(splits, "test", None) is None:
         split = "val"  # NOTE: a text file is cut into train and val blocks only; val is its held-out text.
     dataset = getattr(splits, split)

@@ -18,6 +18,7 @@ from prunekit.workflows.common import (
     load_model,
     measure_profile,
     task_of,
+    with_teacher,
 )
 from prunekit.workflows.inputs import default_task, model_example
 
@@ -42,7 +43,7 @@ def load_with_example(model: str, data: str | None, *, weights: str | None, data
     example derived from the model (the commands that can run without data share this)."""
     if data:
         net, loaded = build(model, data, data_dir=data_dir, weights=weights, task=task)
-        scorer = task_of(loaded, task)
+        scorer = with_teacher(task_of(loaded, task), net, model)
         return net, loaded, scorer, example_of(loaded, scorer, batch_size)
     asked, task = task is not None, default_task(model, task)
     net = load_model(model, weights=weights, in_channels=in_channels, task=task)

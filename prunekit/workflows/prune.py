@@ -39,6 +39,7 @@ from prunekit.workflows.common import (
     save_result,
     source_architecture,
     task_of,
+    with_teacher,
 )
 from prunekit.workflows.inputs import check_labels
 from prunekit.workflows.train import fine_tune, history, train_baseline, with_epochs
@@ -112,7 +113,7 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
     pruner.validate_params()  # NOTE: a bad option fails before seconds of data loading and training.
     check_device(device)
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed)
-    splits, task = capped_splits(splits, measure), task_of(splits, task)
+    splits, task = capped_splits(splits, measure), with_teacher(task_of(splits, task), net, model)
     example = example_of(splits, task)
     check_fits(pruner.importance, splits, task)
     precheck(net, example, pruner)

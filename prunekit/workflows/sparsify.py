@@ -44,6 +44,7 @@ from prunekit.workflows.common import (
     save_result,
     source_architecture,
     task_of,
+    with_teacher,
 )
 from prunekit.workflows.inputs import check_labels
 from prunekit.workflows.train import fine_tune, history, train_baseline, with_epochs
@@ -246,7 +247,7 @@ def sparsify(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any
     _, parsed, target = _sparsifier(**checks, seed=config.seed, finetune_epochs=finetune_epochs)
     check_device(device)  # NOTE: bad options fail before data and training.
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed)
-    splits, scorer = capped_splits(splits, measure), task_of(splits, task)
+    splits, scorer = capped_splits(splits, measure), with_teacher(task_of(splits, task), net, model)
     # NOTE: fail before the baseline trains.
     check_fits(splits, scorer, **{k: options[k] for k in ("importance", "method", "schedule") if k in options})
     _check_layers(net, options.get("ignore", ()), parsed)

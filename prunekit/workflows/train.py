@@ -30,6 +30,7 @@ from prunekit.workflows.common import (
     measure_profile,
     save_result,
     task_of,
+    with_teacher,
 )
 
 __all__ = ["fine_tune", "history", "train", "train_baseline", "with_epochs"]
@@ -85,7 +86,7 @@ def train(model: str, data: str = "fashion_mnist", config: TrainConfig | None = 
     measure = measure or Measure()
     check_device(device)
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed)
-    splits, scorer = capped_splits(splits, measure), task_of(splits, task)
+    splits, scorer = capped_splits(splits, measure), with_teacher(task_of(splits, task), net, model)
     result = fine_tune(net, splits, config, out_dir=out_dir, resume=resume, progress=progress,
                        device=device, task=scorer)
     results: dict[str, Any] = {

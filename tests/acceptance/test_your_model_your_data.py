@@ -110,3 +110,21 @@ def test_a_hugging_face_causal_lm_pruned_and_fine_tuned_on_a_text_file(
     capsys.readouterr()
     assert main(["eval", "--model", str(out), "--data", str(corpus)]) == 0
     assert f"perplexity {results['after']['metrics']['perplexity']:.4g}" in capsys.readouterr().out
+
+
+def test_sentence_embeddings_are_scored_by_cosine_to_the_dense_model(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    corpus = write_text_file(tmp_path / "corpus.txt")
+    source = write_tiny_causal_lm(tmp_path / "lm", corpus, architecture="llama")
+    out = tmp_path / "pruned"
+    assert main(["prune", "--model", f"hf:{source}", "--task", "embedding", "--data", str(corpus),
+                 "--ratio", "0.3", "--baseline-epochs", "0", "--finetune-epochs", "0", *_QUICK,
+                 "--out", str(out)]) == 0
+    results = _results(out)
+    assert results["task"] == "embedding"
+    assert results["before"]["metrics"]["cosine"] == pytest.approx(1.0, abs=1e-5)  # the teacher itself
+    assert results["after"]["metrics"]["cosine"] < 0.999
+    assert main(["eval", "--model", str(out), "--task", "embedding", "--data", str(corpus),
+                 "--out", str(tmp_path / "eval")]) == 0
+    cosine = _results(tmp_path / "eval")["metrics"]["cosine"]
+    assert cosine == pytest.approx(results["after"]["metrics"]["cosine"], rel=1e-4)
