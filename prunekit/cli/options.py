@@ -141,10 +141,13 @@ def measure_from_args(args: argparse.Namespace) -> Any:
     """The :class:`~prunekit.workflows.Measure` the profile and evaluation options describe."""
     from prunekit.workflows import Measure
 
-    return Measure(batch_sizes=tuple(getattr(args, "batch_sizes", (1, 64))), threads=getattr(args, "threads", 2),
-                   backends=backends(args) if hasattr(args, "no_onnx") else Measure().backends,
-                   min_time_s=getattr(args, "min_time_s", 1.0),
-                   max_eval_batches=getattr(args, "max_eval_batches", None))
+    # NOTE: options a command lacks keep Measure's own defaults (one place for them).
+    given = {k: getattr(args, k) for k in ("threads", "min_time_s", "max_eval_batches") if hasattr(args, k)}
+    if hasattr(args, "batch_sizes"):
+        given["batch_sizes"] = tuple(args.batch_sizes)
+    if hasattr(args, "no_onnx"):
+        given["backends"] = backends(args)
+    return Measure(**given)
 
 
 def print_written(results: dict[str, Any], what: str = "") -> None:

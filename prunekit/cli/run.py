@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from prunekit.cli import options
 from prunekit.recipes import STAGE_KINDS, load_recipe, run_recipe
 
 
@@ -54,9 +55,8 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
-    out = args.out or recipe.out or "runs/recipe"
     model = results.get("files", {}).get("model")
-    print(f"results: {out}/results.json" + (f"  model: {model}/ (prunekit.load and --model read it)" if model else ""))
+    options.print_written(results, f"model: {model}/ (prunekit.load and --model read it)" if model else "")
     return 0
 
 

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import DataError, DataNotFoundError
+from prunekit.errors import ConfigError, DataError, DataNotFoundError
 
 __all__ = ["atomic_path", "save_weights", "load_weights", "read_weights", "save_json", "load_json",
-           "fresh_name", "umask", "as_user_file"]
+           "fresh_name", "umask", "as_user_file", "require_json"]
 
 
 def umask() -> int:
@@ -138,3 +138,12 @@ def load_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(file.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"'{file}' is not valid JSON ({exc}). Re-create it.") from exc
+
+
+def require_json(value: Any, what: str, fix: str) -> None:
+    """Fail before anything is written when ``value`` is not JSON data: "``what`` is not JSON data
+    (why). ``fix``"."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what} is not JSON data ({exc}). {fix}") from exc

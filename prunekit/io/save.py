@@ -20,7 +20,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.io import sparse as sparse_storage
-from prunekit.io.files import as_user_file, fresh_name, save_json
+from prunekit.io.files import as_user_file, fresh_name, require_json, save_json
 from prunekit.io.layout import layout_record
 from prunekit.io.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest
 from prunekit.io.transforms import check_factorised, factorised_names, note_source_shapes, record
@@ -36,11 +36,7 @@ def source_record(source: None | str | Mapping[str, Any]) -> dict[str, Any] | No
         return {"spec": source, "kwargs": {}}
     if isinstance(source, Mapping) and isinstance(source.get("spec"), str):
         out = {"spec": source["spec"], "kwargs": dict(source.get("kwargs") or {})}
-        try:
-            json.dumps(out)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"save: source {out!r} is not JSON data ({exc}). Pass plain values as "
-                              f"kwargs.") from exc
+        require_json(out, f"save: source {out!r}", "Pass plain values as kwargs.")
         return out
     raise ConfigError(f"save: source must be a spec string or {{'spec': ..., 'kwargs': {{...}}}}; got "
                       f"{source!r}. Pass e.g. source={{'spec': 'resnet20', 'kwargs': {{'num_classes': 10}}}}.")

@@ -9,7 +9,6 @@ shells; ``partition`` retraces the rebuilt model and cuts it at the recorded nod
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError, DataError
+from prunekit.io.files import require_json
 from prunekit.io.manifest import KINDS
 
 __all__ = ["record", "factorised_names", "check_factorised", "note_source_shapes", "restore_factorised",
@@ -55,11 +55,7 @@ def record(transform: Any) -> dict[str, Any]:
                           f"Pass e.g. {{'kind': 'prune', 'plan': plan.to_dict()}}.")
     if out["kind"] == "factorise":
         out["layers"] = [_layer(e) for e in out.get("layers", ())]
-    try:
-        json.dumps(out)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"save: the {out['kind']} transform is not JSON data ({exc}). Pass plain "
-                          f"numbers, strings, lists and dicts.") from exc
+    require_json(out, f"save: the {out['kind']} transform", "Pass plain numbers, strings, lists and dicts.")
     return out
 
 

@@ -167,9 +167,9 @@ def _factory(parsed: ModelSpec, spec: str, task: str | None, weights: Any, optio
 
 def _saved(parsed: ModelSpec, spec: str, task: str | None, weights: Any, options: dict[str, Any],
          folder_weights: bool) -> nn.Module:
-    folder = Path(parsed.target).expanduser()
-    if not (folder / "manifest.json").is_file() and (folder / "model" / "manifest.json").is_file():
-        folder = folder / "model"  # NOTE: a command's output folder stands for the model it saved.
+    from prunekit.io import load, model_folder
+
+    folder = model_folder(Path(parsed.target).expanduser())  # NOTE: OUT stands for OUT/model
     if not (folder / "manifest.json").is_file():
         hint = (f" It holds config.json: for a Hugging Face folder write 'hf:{parsed.target}'."
                 if (folder / "config.json").is_file() else "")
@@ -179,11 +179,6 @@ def _saved(parsed: ModelSpec, spec: str, task: str | None, weights: Any, options
         given = sorted(options) + (["weights"] if weights is not None else [])
         raise ConfigError(f"Model spec '{spec}' is a saved folder, which carries its own architecture and "
                           f"weights; got the options {given}. Drop them.")
-    from prunekit import io
-    load: Callable[..., nn.Module] | None = getattr(io, "load", None)
-    if load is None:
-        raise ConfigError(f"Model spec '{spec}': this prunekit has no prunekit.io.load to read saved "
-                          f"folders. Update prunekit.")
     return load(folder)
 
 

@@ -27,23 +27,20 @@ def _source(architecture: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def save_model(model: nn.Module, architecture: Mapping[str, Any], folder: str | os.PathLike[str], *,
-               plans: Sequence[Mapping[str, Any]] = (), factorised_from: nn.Module | None = None,
-               factorised: Sequence[Any] | None = None) -> Path:
+               plans: Sequence[Mapping[str, Any]] = (), factorised: Sequence[Any] | None = None) -> Path:
     """Write ``model`` (replacing an earlier checkpoint in ``folder``); ``plans`` are the applied
-    plans' dicts, ``factorised`` the LayerRecords of a decompose stage. ``factorised_from`` is no
-    longer needed (the records hold each layer's shape) and is ignored."""
+    plans' dicts, ``factorised`` the LayerRecords of a decompose stage (they hold each layer's shape)."""
     transforms: list[Any] = [{"kind": "prune", "plan": dict(p)} for p in plans]
     if factorised:
         transforms.append(list(factorised))
     return save(model, folder, source=_source(architecture), transforms=transforms, overwrite=True)
 
 
-def load_state(folder: str | os.PathLike[str]) -> tuple[nn.Module, nn.Module | None, list[Any]]:
-    """``(model, None, factorised layer records)`` of a :func:`save_model` folder (the middle item
-    is kept for the runner's resume, which no longer needs the pre-factorisation model)."""
+def load_state(folder: str | os.PathLike[str]) -> tuple[nn.Module, list[Any]]:
+    """``(model, factorised layer records)`` of a :func:`save_model` folder."""
     manifest = read_manifest(Path(folder))
     layers = [layer for t in manifest.of_kind("factorise") for layer in t["layers"]]
-    return load(folder).train(), None, [_Layer(e["name"], e["kind"], tuple(e["ranks"]), tuple(e["shape"]))
+    return load(folder).train(), [_Layer(e["name"], e["kind"], tuple(e["ranks"]), tuple(e["shape"]))
                                   for e in layers]
 
 

@@ -155,6 +155,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
         results["files"] = {"model": str(out / "model")}
         save_json(results, out / "results.json")
     results["completed"] = last
+    results["results_file"] = str(out / "results.json")  # NOTE: after the saves: not a recorded result
     results["model"] = state.model
     return results
 
@@ -172,17 +173,17 @@ def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *
     splits = capped_splits(splits, Measure(max_eval_batches=max_eval_batches))
     original = copy.deepcopy(net).eval()
     results: dict[str, Any] = {"command": "run", "recipe": plain, "stages": []}
-    first, factorised_from = 0, None
+    first = 0
     factorised: list[Any] = []
     teacher_at = _teacher_stage(kinds)
     if resume:
         first, results = _resume_point(out, plain)
         if first > 0:
-            net, factorised_from, factorised = load_state(_checkpoint_dir(out, first - 1, kinds[first - 1]))
+            net, factorised = load_state(_checkpoint_dir(out, first - 1, kinds[first - 1]))
         if 0 <= teacher_at < first:
             original = load_state(_checkpoint_dir(out, teacher_at, kinds[teacher_at]))[0].eval()
     state = RunState(model=net, splits=splits, original=original, architecture=architecture,
-                     seed=recipe.seed, out=out, progress=progress, factorised_from=factorised_from,
+                     seed=recipe.seed, out=out, progress=progress,
                      factorised=factorised, device=device, task=recipe.task,
                      max_eval_batches=max_eval_batches, tokenizer=tokenizer_of(recipe.model.name))
     for index in range(first):  # NOTE: on resume, prune steps fine-tune as they would have.

@@ -9,7 +9,6 @@ the CLI commands run.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,6 @@ class RunState:
     out: Path
     progress: bool = False
     plans: list[dict[str, Any]] = field(default_factory=list)
-    factorised_from: nn.Module | None = None  # the model the (first) decompose stage started from
     factorised: list[Any] = field(default_factory=list)  # its LayerRecords
     train_config: TrainConfig | None = None  # the last train/finetune stage's options
     device: str | None = None  # where training runs (None: where the model is)
@@ -63,8 +61,7 @@ class RunState:
         model's tokenizer beside it when it has one."""
         from prunekit.recipes.checkpoint import save_model
 
-        saved = save_model(self.model, self.architecture, folder, factorised_from=self.factorised_from,
-                           factorised=self.factorised, plans=self.plans)
+        saved = save_model(self.model, self.architecture, folder, factorised=self.factorised, plans=self.plans)
         copy_tokenizer(self.tokenizer, saved)
         return saved
 
@@ -87,11 +84,10 @@ class RunState:
         return data
 
 
-StageFn = Callable[[RunState, BaseModel, int], dict[str, Any]]  # what STAGES holds: (state, options, seed) -> summary
 STAGES: Registry[dict[str, Any]] = Registry("recipe stage", list_hint="see prunekit.recipes.schema")
 
 
-def _train_config(options: BaseModel, seed: int) -> TrainConfig:
+def training_config(options: BaseModel, seed: int) -> TrainConfig:
     """TrainConfig from a stage's options (stage i trains with seed + i unless it sets its own)."""
     values = {k: getattr(options, k) for k in TrainConfig.model_fields}
     if "seed" not in options.model_fields_set:
@@ -113,13 +109,8 @@ TRAINING_KINDS = ("train", "finetune", "distill")
 
 def _training(state: RunState, options: BaseModel, seed: int) -> TrainConfig:
     """The stage's TrainConfig, remembered as the run's training options (prune steps reuse them)."""
-    state.train_config = _train_config(options, seed)
+    state.train_config = training_config(options, seed)
     return state.train_config
-
-
-def training_config(options: BaseModel, seed: int) -> TrainConfig:
-    """The TrainConfig a train/finetune/distill stage runs with (``seed`` unless it sets its own)."""
-    return _train_config(options, seed)
 
 
 @STAGES.register("train")
@@ -178,11 +169,9 @@ def step_config(state: RunState, options: BaseModel, epochs: int, seed: int) -> 
 def prune(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     """``StructuredPruner(...).fit_transform``; a ``schedule`` prunes step by step with fine-tuning."""
     from prunekit.structured import StructuredPruner
-    from prunekit.workflows.prune import check_fits, prune_model
+    from prunekit.workflows.prune import prune_model
 
     o = options
-    for name in {o.importance, *(s.importance for s in o.schedule or () if s.importance)}:  # type: ignore[attr-defined]
-        check_fits(name, state.splits, state.task)
     batches = state.calibration(o.calibration_batches)  # type: ignore[attr-defined]
     common = {"scope": o.scope, "round_to": o.round_to, "ignore": tuple(o.ignore), "seed": seed,  # type: ignore[attr-defined]
               "options": o.options}  # type: ignore[attr-defined]
@@ -222,7 +211,7 @@ def gates(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
                          ignore=tuple(o.ignore), round_to=o.round_to,  # type: ignore[attr-defined]
                          lr=o.gate_lr, init_importance=o.init_importance).fit(state.model, state.example())  # type: ignore[attr-defined]
     try:
-        trained = _fit(state, _train_config(options, seed), [gated, *_distillers(state, options)])
+        trained = _fit(state, training_config(options, seed), [gated, *_distillers(state, options)])
     finally:
         gated.detach()
     hardened = gated.harden()
@@ -243,7 +232,7 @@ def sparsify(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
         state.model, state.splits, importance=o.importance, method=o.method,  # type: ignore[attr-defined]
         sparsity=o.sparsity, pattern=o.pattern, scope=o.scope, schedule=o.schedule,  # type: ignore[attr-defined]
         ignore=tuple(o.ignore), ramp=o.ramp, updates=o.updates,  # type: ignore[attr-defined]
-        calibration_batches=o.calibration_batches, finetune=_train_config(options, seed),  # type: ignore[attr-defined]
+        calibration_batches=o.calibration_batches, finetune=training_config(options, seed),  # type: ignore[attr-defined]
         progress=state.progress, device=state.device, task=state.task)
     return {"achieved_sparsity": info["achieved_sparsity"], "target": info["sparsity"],
             "finetune": info["finetune"], "layers": [asdict(r) for r in rows]}
@@ -265,7 +254,7 @@ def decompose_stage(state: RunState, options: BaseModel, seed: int) -> dict[str,
                              options=o.options, calibration_batches=o.calibration_batches,  # type: ignore[attr-defined]
                              progress=state.progress, task=state.task)
     if result.layers:
-        state.factorised_from, state.factorised = state.model, list(result.layers)
+        state.factorised = list(result.layers)
     state.model = result.model
     return result.to_dict()
 

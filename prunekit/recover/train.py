@@ -36,7 +36,7 @@ from prunekit.recover.callbacks import Callback
 from prunekit.recover.config import TrainConfig, parse_config
 from prunekit.recover.sources import Source, build_source, epoch_batches
 from prunekit.tasks import Classification, Metrics, Task, resolve
-from prunekit.tasks.batches import batch_size_of, to_device
+from prunekit.tasks.batches import batch_size_of, device_of, to_device
 
 __all__ = [
     "CHECKPOINT",
@@ -173,7 +173,7 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float
 
 def _resolve_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
     if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        device = device_of(model)
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         # NOTE: under torchrun each process owns the GPU matching its LOCAL_RANK.

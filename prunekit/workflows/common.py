@@ -57,7 +57,6 @@ __all__ = [
     "hf_folder",
     "save_result",
     "model_folder",
-    "MODEL_DIR",
 ]
 
 

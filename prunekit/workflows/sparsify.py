@@ -49,11 +49,10 @@ from prunekit.workflows.common import (
 from prunekit.workflows.inputs import check_labels
 from prunekit.workflows.train import fine_tune, history, train_baseline, with_epochs
 
-__all__ = ["LATENCY_NOTE", "METHODS", "SCHEDULE_CHOICES", "SPARSE_FILE", "sparsify", "sparsify_model"]
+__all__ = ["LATENCY_NOTE", "METHODS", "SCHEDULE_CHOICES", "sparsify", "sparsify_model"]
 
 METHODS = ("wanda", "sparsegpt")
 SCHEDULE_CHOICES = ("one_shot", "gradual", "iterative")
-SPARSE_FILE = "model"  # OUT/model/: the saved folder, weights stored sparse
 LATENCY_NOTE = ("Zeros in weights give no speed-up in PyTorch's dense kernels: the sparse model runs "
                 "the same dense GEMMs, so its latency is expected to match the dense one. The gain "
                 "is on disk (sparse format) and on hardware/kernels for the pattern (2:4 on GPUs).")

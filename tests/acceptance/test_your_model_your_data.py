@@ -77,8 +77,6 @@ def test_a_model_from_the_users_own_file_through_a_recipe(tmp_path: Path) -> Non
     assert type(loaded).__name__ == "Net" and sum(p.numel() for p in loaded.parameters()) == last["params"]
 
 
-# NOTE: gpt2 fails only because text is cut into 128-token blocks, past this GPT-2's n_positions=64
-# (block_size must follow the model's context length); with 64-token blocks it passes. Drop the mark then.
 @pytest.mark.parametrize("architecture", ["llama", "gpt2"])
 def test_a_hugging_face_causal_lm_pruned_and_fine_tuned_on_a_text_file(
         tmp_path: Path, architecture: str, capsys: pytest.CaptureFixture[str]) -> None:

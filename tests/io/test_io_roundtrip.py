@@ -142,7 +142,7 @@ def test_recipe_checkpoint_is_a_saved_folder(cnn, tmp_path: Path) -> None:  # ty
     assert manifest.source == SOURCE
     assert [t["kind"] for t in manifest.transforms] == ["prune", "factorise"]
     assert_same(prunekit.load(folder), result.model, x)
-    resumed, _, layers = load_state(folder)
+    resumed, layers = load_state(folder)
     assert [layer.name for layer in layers] == [r.name for r in result.layers]
     assert_same(resumed, result.model, x)
     save_model(small, architecture, folder, plans=[plan.to_dict()])  # a later checkpoint replaces it

@@ -166,7 +166,7 @@ def test_sparsify_with_taylor_on_an_image_folder(images: tuple[str, Path], tmp_p
           "--batch-size", "16", *_TUNE, *_QUICK, "--out", str(tmp_path)])
     results = _results(tmp_path)
     assert results["task"] == "classification" and results["achieved_sparsity"] == pytest.approx(0.5, abs=1e-3)
-    assert "accuracy" in results["after"]
+    assert 0 <= results["after"]["accuracy"] <= 1  # NOTE: measured, not the None of a profile without data
     assert _zeros(prunekit.load(tmp_path / "model"), "features.3.weight") == pytest.approx(0.5)
 
 
