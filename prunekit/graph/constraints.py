@@ -68,11 +68,13 @@ class Tracked:
 
 @dataclass(frozen=True)
 class ParamDim:
-    """A dimension that is axis ``axis`` of parameter/buffer ``tensor`` (positions ``start..``)."""
+    """A dimension that is axis ``axis`` of parameter/buffer ``tensor`` (positions ``start..``);
+    ``size`` is the dim's length (0 where unknown)."""
 
     tensor: str
     axis: int
     start: int = 0
+    size: int = 0
 
 
 Dim = Tracked | ParamDim | None  # None: a plain fixed-size dimension (batch, spatial, tokens, ...)
@@ -169,7 +171,19 @@ class ConstraintStore:
             else:
                 self.freeze(a, f"meets a fixed-size tensor in {where}")
             return a
+        if isinstance(a, ParamDim) and isinstance(b, ParamDim) and a != b and a.size and a.size == b.size:
+            return self.param_source(a, b)
         return a if a is not None else b
+
+    def param_source(self, *dims: ParamDim) -> Tracked:
+        """Parameter axes that hold the same positions before any channel reaches them
+        (``addcmul(bias.view(..), weight.view(..), x)``, ``cat(cls_token, dist_token, x)``): a new
+        source that every one of them uses, so all of them are sliced once it meets channels (and
+        none is, if it never does: a source without a producer is not prunable)."""
+        layout = self.new_source(dims[0].size, "+".join(f"{d.tensor}[{d.axis}]" for d in dims))
+        for d in dims:
+            self.use(layout, d.tensor, d.axis, "passive", offset=d.start)
+        return layout
 
     def _equate(self, a: Tracked, b: Tracked, where: str) -> None:
         pieces_a, pieces_b = list(a.segments), list(b.segments)

@@ -70,7 +70,7 @@ class Context:
             return list(known)
         name = self.params.get(id(t))
         if name is not None:
-            return [ParamDim(name, axis) for axis in range(t.dim())]
+            return [ParamDim(name, axis, 0, t.shape[axis]) for axis in range(t.dim())]
         return [None] * t.dim()
 
     def set(self, t: torch.Tensor, dims: list[Dim]) -> None:
