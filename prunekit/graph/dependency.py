@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,12 +25,15 @@ class DependencyGraph:
 
     Build it with :meth:`trace`. ``groups`` lists every coupled dimension (prunable or not, with the
     reason); ``blocked`` lists the ops that stopped pruning through a tensor, as
-    ``"<op> in '<module>': <why>"``.
+    ``"<op> in '<module>': <why>"``. ``branches`` lists the Python decisions the forward took on
+    values computed from the input (``if x.sum() > 0``): the trace saw one branch only, so pruning
+    may break the other (a warning says so when the graph is built).
     """
 
     groups: tuple[ChannelGroup, ...]
     blocked: tuple[str, ...]
     tensors: tuple[str, ...]
+    branches: tuple[str, ...] = ()
 
     @classmethod
     def trace(cls, model: nn.Module, example_inputs: Any, *, example_kwargs: dict[str, Any] | None = None,
@@ -65,7 +69,14 @@ class DependencyGraph:
                         store.freeze(d, "model output (its width is part of the model's interface)")
         groups = _apply_ignore(store.solve(), tuple(ignore), model)
         names = tuple(n for n, _ in model.named_parameters()) + tuple(n for n, _ in model.named_buffers())
-        return cls(groups=groups, blocked=tuple(dict.fromkeys(ctx.unknown)), tensors=names)
+        branches = tuple(dict.fromkeys(ctx.branches))
+        if branches:
+            warnings.warn(f"{type(model).__name__}'s forward takes a Python decision on a value computed "
+                          f"from the input ({branches[0]}{'; ...' if len(branches) > 1 else ''}): the trace "
+                          f"saw one branch only, so pruning may break the other. Make the decision "
+                          f"without tensor values, or check the pruned model on inputs taking each "
+                          f"branch (graph.branches lists them).", stacklevel=2)
+        return cls(groups=groups, blocked=tuple(dict.fromkeys(ctx.unknown)), tensors=names, branches=branches)
 
     @property
     def prunable(self) -> tuple[ChannelGroup, ...]:

@@ -52,6 +52,10 @@ class Context:
     _dims: dict[int, list[Dim]] = field(default_factory=dict)
     _alive: list[torch.Tensor] = field(default_factory=list)
     current: str = ""
+    in_rule: bool = False  # a rule is running (its size comparisons are not the model's decisions)
+    data: set[int] | None = None  # ids of activations (see _taint; real runs only)
+    derived: set[int] | None = None  # ids of other tensors computed from the inputs (masks, ids)
+    branches: list[str] = field(default_factory=list)  # Python decisions taken on such tensors
 
     @property
     def module(self) -> nn.Module | None:
@@ -107,15 +111,63 @@ class ChannelInt(int):
 
     Code that reshapes another tensor to ``D`` ties that tensor's channels to ``x``'s: after
     pruning, ``D`` is read at run time from the pruned ``x``. The reshape rule sees the tag and
-    records the tie (or freezes ``x``'s channels); arithmetic on it gives a plain int.
+    records the tie (or freezes ``x``'s channels); arithmetic on it gives a plain int. Comparing it
+    (``if x.shape[1] == 64``) is a Python decision on the channel count that pruning could flip, so
+    those channels are frozen and the comparison is reported.
     """
 
     layout: Tracked
+    ctx: Context | None
 
-    def __new__(cls, value: int, layout: Tracked) -> ChannelInt:
+    def __new__(cls, value: int, layout: Tracked, ctx: Context | None = None) -> ChannelInt:
         self = super().__new__(cls, value)
         self.layout = layout
+        self.ctx = ctx
         return self
+
+    def _decided(self, op: str, other: Any) -> None:
+        ctx = self.ctx
+        if ctx is None or ctx.in_rule or not isinstance(other, int):
+            return
+        if isinstance(other, ChannelInt):
+            if other.layout == self.layout:
+                return
+            layouts = [self.layout, other.layout]
+        else:
+            layouts = [self.layout]
+        scope = ctx.scope[-1]
+        place = f"'{scope}'" if scope else "the root module"
+        why = (f"Python code compares a channel count ({int(self)} {op} {int(other)}) in {place}; "
+               f"the pruned model could take another branch")
+        ctx.unknown.append(f"comparison in {place}: {why}")
+        for layout in layouts:
+            ctx.store.freeze(layout, why)
+
+    __hash__ = int.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        self._decided("==", other)
+        return int.__eq__(self, other)  # type: ignore[no-any-return]
+
+    def __ne__(self, other: object) -> bool:
+        self._decided("!=", other)
+        return int.__ne__(self, other)  # type: ignore[no-any-return]
+
+    def __lt__(self, other: Any) -> bool:
+        self._decided("<", other)
+        return int.__lt__(self, other)
+
+    def __le__(self, other: Any) -> bool:
+        self._decided("<=", other)
+        return int.__le__(self, other)
+
+    def __gt__(self, other: Any) -> bool:
+        self._decided(">", other)
+        return int.__gt__(self, other)
+
+    def __ge__(self, other: Any) -> bool:
+        self._decided(">=", other)
+        return int.__ge__(self, other)
 
 
 def _tag_sizes(ctx: Context, func: Any, args: tuple[Any, ...], out: Any) -> Any:
@@ -127,11 +179,17 @@ def _tag_sizes(ctx: Context, func: Any, args: tuple[Any, ...], out: Any) -> Any:
     if isinstance(out, torch.Size):
         if len(out) != len(dims) or not any(isinstance(d, Tracked) for d in dims):
             return out
-        return torch.Size([ChannelInt(v, d) if isinstance(d, Tracked) else v for v, d in zip(out, dims)])
+        return torch.Size([ChannelInt(v, d, ctx) if isinstance(d, Tracked) else v for v, d in zip(out, dims)])
     if func_name(func) in ("Tensor.size", "torch.Tensor.size") and len(args) > 1 and isinstance(args[1], int):
         d = dims[args[1]] if -len(dims) <= args[1] < len(dims) else None
-        return ChannelInt(out, d) if isinstance(d, Tracked) and not isinstance(out, bool) else out
+        return ChannelInt(out, d, ctx) if isinstance(d, Tracked) and not isinstance(out, bool) else out
     return out
+
+
+# Tensor methods that hand a value to Python: a branch on it follows the example input only.
+_DECISIONS = frozenset({"Tensor.__bool__", "Tensor.item", "Tensor.tolist", "Tensor.__int__",
+                        "Tensor.__float__", "Tensor.__index__"})
+_WRITES = frozenset({torch.Tensor.__setitem__})
 
 
 class _Recorder(TorchFunctionMode):
@@ -140,20 +198,94 @@ class _Recorder(TorchFunctionMode):
         self.ctx = ctx
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        kwargs = kwargs or {}
+        ctx = self.ctx
+        ctx.in_rule = True  # NOTE: size comparisons in torch's own code and in rules are not the model's
+        try:
+            return self._record(func, args, kwargs or {})
+        finally:
+            ctx.in_rule = False
+
+    def _record(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        ctx = self.ctx
         out = fast_result(func, args, kwargs)
         if out is NotImplemented:
             out = func(*args, **kwargs)
+        if func in _WRITES:
+            ctx.current = func_name(func)
+            _write(ctx, args)
+            return out
         outputs, _ = tree_flatten(out)
-        if not any(isinstance(t, torch.Tensor) for t in outputs):
-            return _tag_sizes(self.ctx, func, args, out)  # .size(), .dim(), shape reads
-        self.ctx.current = func_name(func)
+        tensors_out = [t for t in outputs if isinstance(t, torch.Tensor)]
+        if ctx.data is not None:
+            _taint(ctx, func, args, kwargs, tensors_out)
+        if not tensors_out:
+            return _tag_sizes(ctx, func, args, out)  # .size(), .dim(), shape reads
+        ctx.current = func_name(func)
         handler = RULES.get(func)
         if handler is None:
-            self.ctx.opaque(args, kwargs, out, f"no rule for {self.ctx.current}")
+            ctx.opaque(args, kwargs, out, f"no rule for {ctx.current}")
         else:
-            handler(self.ctx, args, kwargs, out)
+            handler(ctx, args, kwargs, out)
         return out
+
+
+def _taint(ctx: Context, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+           outputs: list[torch.Tensor]) -> None:
+    """Follow which tensors are activations (computed from a floating-point input, or from any
+    input through a parameter) and report Python decisions taken on their values. Decisions on
+    integer inputs alone (token ids, attention masks) do not involve the channels and are not
+    reported."""
+    assert ctx.data is not None and ctx.derived is not None
+    inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+    active = any(id(t) in ctx.data for t in inputs)
+    derived = active or any(id(t) in ctx.derived for t in inputs)
+    if not derived:
+        return
+    if outputs:
+        active = active or any(id(t) in ctx.params for t in inputs)
+        for t in outputs:
+            (ctx.data if active else ctx.derived).add(id(t))
+            ctx._alive.append(t)  # NOTE: keeps ids unique for the whole trace
+        return
+    name = "Tensor." + func_name(func).rpartition(".")[2]
+    if active and name in _DECISIONS:
+        scope = ctx.scope[-1]
+        ctx.branches.append(f"{name} in {repr(scope) if scope else 'the root module'}: a Python value "
+                            f"read from an activation")
+
+
+def _write(ctx: Context, args: tuple[Any, ...]) -> None:
+    """``x[index] = value``: a write at constant channel positions does not follow pruning (it
+    would hit other channels), so those channels are frozen; so are the channels of a value written
+    into a tensor whose channels are not tracked."""
+    x, index, value = args[0], args[1], args[2] if len(args) > 2 else None
+    if not isinstance(x, torch.Tensor):
+        return
+    dims = ctx.dims(x)
+    index = index if isinstance(index, tuple) else (index,)
+    why = f"in-place write at constant channel positions ({ctx.where})"
+    if any(isinstance(i, (torch.Tensor, list, bool)) for i in index):
+        touched = list(range(len(dims)))  # advanced indexing: any dim may be written piecewise
+    else:
+        touched, d = [], 0
+        n_real = sum(1 for i in index if i is not None and i is not Ellipsis)
+        for i in index:
+            if i is Ellipsis:
+                d += x.dim() - n_real
+            elif i is None:
+                continue
+            else:
+                full = isinstance(i, slice) and i.start in (None, 0) and i.stop is None and i.step in (None, 1)
+                if not full:
+                    touched.append(d)
+                d += 1
+    frozen = [dims[k] for k in touched if k < len(dims) and isinstance(dims[k], Tracked)]
+    if isinstance(value, torch.Tensor):
+        frozen += [d for d in ctx.dims(value) if isinstance(d, Tracked)]
+    if frozen:
+        ctx.unknown.append(f"{ctx.where}: {why}")
+        for layout in frozen:
+            ctx.store.freeze(layout, why)
 
 
 @contextmanager
@@ -221,15 +353,19 @@ def interpret(model: nn.Module, example_inputs: tuple[Any, ...], example_kwargs:
             return _run(shadow, _to_meta(example_inputs), _to_meta(example_kwargs), store_factory)
         except Exception:  # noqa: BLE001  (any failure on meta: retry for real, which reports it)
             pass
-    return _run(model, example_inputs, example_kwargs, store_factory)
+    return _run(model, example_inputs, example_kwargs, store_factory, track_data=True)
 
 
 def _run(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any],
-         store_factory: Any) -> tuple[Context, Any, ConstraintStore]:
+         store_factory: Any, track_data: bool = False) -> tuple[Context, Any, ConstraintStore]:
     params = {id(t): name for name, t in model.named_parameters(remove_duplicate=True)}
     params.update({id(t): name for name, t in model.named_buffers(remove_duplicate=True)})
     store = store_factory()
     ctx = Context(store, params)
+    if track_data:
+        given = [t for t in tree_flatten((inputs, kwargs))[0] if isinstance(t, torch.Tensor)]
+        ctx.data = {id(t) for t in given if t.is_floating_point()}
+        ctx.derived = {id(t) for t in given}
     with torch.no_grad(), _scopes(model, ctx), _Recorder(ctx):
         out = model(*inputs, **kwargs)
     return ctx, out, store
