@@ -327,11 +327,13 @@ class ConstraintStore:
 
     def _groups(self, spans, find, covered, uses, frozen, inexact) -> tuple[ChannelGroup, ...]:  # type: ignore[no-untyped-def]
         members: dict[int, set[Member]] = defaultdict(set)
+        attrs: dict[int, set[Member]] = defaultdict(set)  # sizes held by module attributes
         for use in uses:
             for atom in covered(use.source, use.start, use.length):
                 _, start, _ = spans[atom]
                 offset = use.offset + (start - use.start) * use.inner
-                members[find(atom)].add(Member(use.tensor, use.axis, offset, use.inner, use.role))
+                holder = attrs if use.tensor.startswith("@") else members
+                holder[find(atom)].add(Member(use.tensor, use.axis, offset, use.inner, use.role))
         reasons: dict[int, list[str]] = defaultdict(list)
         for src, start, length, reason in frozen:
             for atom in covered(src, start, length):
@@ -351,7 +353,7 @@ class ConstraintStore:
             producer = next((m for m in ms if m.role == "producer"), None)
             gid = f"{producer.tensor}:{producer.start}" if producer else f"{self.names[src]}:{start}"
             groups.append(ChannelGroup(gid, length, ms, prunable=not why, exact=root not in mixed,
-                                       reasons=tuple(dict.fromkeys(why))))
+                                       reasons=tuple(dict.fromkeys(why)), attrs=tuple(sorted(attrs[root]))))
         return tuple(groups)
 
 

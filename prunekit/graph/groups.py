@@ -64,7 +64,8 @@ class ChannelGroup:
     ``prunable`` is False when something forbids cutting (a model input or output, an op the graph
     does not know, a constant shape); ``reasons`` then says what. ``exact`` is False when a member
     mixes channels (LayerNorm over the group, softmax), so pruning changes the function and the
-    masked-equivalence check does not apply.
+    masked-equivalence check does not apply. ``attrs`` are module attributes that record a size
+    these channels are part of (see :meth:`size_attributes`); ``apply`` rewrites them.
     """
 
     id: str
@@ -73,6 +74,16 @@ class ChannelGroup:
     prunable: bool = True
     exact: bool = True
     reasons: tuple[str, ...] = field(default=())
+    attrs: tuple[Member, ...] = field(default=())
+
+    def size_attributes(self) -> tuple[tuple[str, str, int | None, Member], ...]:
+        """Module attributes recording a size that holds this group's channels (a view to
+        ``self.nf`` or ``self.shape``): (module name, attribute, index in it or None, member)."""
+        found = []
+        for m in self.attrs:
+            module, attr, index = m.tensor[1:].split("|")
+            found.append((module, attr, int(index) if index else None, m))
+        return tuple(found)
 
     def by_role(self, role: Role) -> tuple[Member, ...]:
         """Members with this role."""

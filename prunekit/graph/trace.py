@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_flatten
 from prunekit._clone import clone_module
 from prunekit.graph.fastmeta import fast_result
 from prunekit.graph.constraints import ConstraintStore, Dim, ParamDim, Tracked
-from prunekit.graph.registry import RULES
+from prunekit.graph.registry import RULES, refresh_for
 
 __all__ = ["Context", "ChannelInt", "interpret", "func_name"]
 
@@ -129,6 +129,8 @@ class ChannelInt(int):
         ctx = self.ctx
         if ctx is None or ctx.in_rule or not isinstance(other, int):
             return
+        if ctx.module is not None and refresh_for(ctx.module) is not None:
+            return  # NOTE: a module with a refresh keeps the sizes it checks (InstanceNorm's num_features)
         if isinstance(other, ChannelInt):
             if other.layout == self.layout:
                 return
@@ -180,7 +182,7 @@ def _tag_sizes(ctx: Context, func: Any, args: tuple[Any, ...], out: Any) -> Any:
         if len(out) != len(dims) or not any(isinstance(d, Tracked) for d in dims):
             return out
         return torch.Size([ChannelInt(v, d, ctx) if isinstance(d, Tracked) else v for v, d in zip(out, dims)])
-    if func_name(func) in ("Tensor.size", "torch.Tensor.size") and len(args) > 1 and isinstance(args[1], int):
+    if func_name(func).rpartition(".")[2] == "size" and len(args) > 1 and isinstance(args[1], int):
         d = dims[args[1]] if -len(dims) <= args[1] < len(dims) else None
         return ChannelInt(out, d, ctx) if isinstance(d, Tracked) and not isinstance(out, bool) else out
     return out

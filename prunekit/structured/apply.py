@@ -78,6 +78,7 @@ def apply(model: nn.Module, graph: DependencyGraph, plan: Plan, *, example_input
         memo[id(old)] = nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new
         sliced_ids.add(id(memo[id(old)]))
     pruned = clone_module(model, memo)
+    _shrink_size_attributes(pruned, graph, plan)
     # NOTE: by identity, so a module holding a tied copy of a sliced tensor is refreshed too.
     touched = {name for name, module in pruned.named_modules()
                if any(id(t) in sliced_ids for t in (*module._parameters.values(), *module._buffers.values()))}
@@ -85,6 +86,25 @@ def apply(model: nn.Module, graph: DependencyGraph, plan: Plan, *, example_input
     if verify_result and example_inputs is not None:
         verify(model, pruned, graph, plan, example_inputs, rtol=rtol, atol=atol)
     return pruned
+
+
+def _shrink_size_attributes(model: nn.Module, graph: DependencyGraph, plan: Plan) -> None:
+    """Rewrite the module attributes that record a cut width (``self.nf``, ``self.shape[1]``)."""
+    removed: dict[tuple[str, str, int | None], int] = defaultdict(int)
+    for group_id in plan.sizes:
+        cut = len(plan.removed(group_id))
+        if cut:
+            for module, attr, index, member in graph.group(group_id).size_attributes():
+                removed[(module, attr, index)] += cut * member.inner
+    for (module_name, attr, index), n in removed.items():
+        module = submodule(model, module_name)
+        value = getattr(module, attr)
+        if index is None:
+            setattr(module, attr, value - n)
+        else:
+            entries = list(value)
+            entries[index] -= n
+            setattr(module, attr, torch.Size(entries) if isinstance(value, torch.Size) else type(value)(entries))
 
 
 def _refresh(model: nn.Module, names: set[str]) -> nn.Module:

@@ -117,7 +117,8 @@ def test_parameter_viewed_to_a_stored_shape_refreshes_it() -> None:
 
 def test_output_viewed_with_a_stored_width_refreshes_it() -> None:
     pruned = _prune_and_check(TwoStoredWidths(), torch.randn(2, 5, 4))
-    assert pruned.up.nf == 6 and pruned.up.weight.shape == (4, 6) and pruned.down.nf == 4
+    assert pruned.up.nf == 6 and pruned.up.weight.shape == (4, 6)
+    assert pruned.down.nf == 2 and pruned.down.weight.shape == (6, 2)
 
 
 class Ambiguous(nn.Module):

@@ -54,7 +54,7 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     for src, dst in groups:
         layouts = [dims[i] for i in src]
         if len(src) == 1 and len(dst) == 1:
-            result[dst[0]] = layouts[0]
+            result[dst[0]] = _stored_size(ctx, args, kwargs, dst[0], layouts[0])
         elif len(dst) == 1 and isinstance(layouts[0], Tracked) and all(d is None for d in layouts[1:]):
             result[dst[0]] = layouts[0].scaled(math.prod(x.shape[i] for i in src[1:]))
         elif len(src) == 1 and isinstance(layouts[0], Tracked):
@@ -68,6 +68,71 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
                     ctx.store.freeze(d, f"channels mixed with other dims by {ctx.where}")
     _tie_sizes_read_elsewhere(ctx, args, kwargs, result)
     ctx.set(out, result)
+
+
+def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-untyped-def]
+    """Dim ``j`` of a view keeps the channels (or parameter axis) ``d``; if the size asked for it
+    is a constant int, it must follow pruning too. When exactly one attribute of the running module
+    holds that size (``self.nf``, ``self.shape[1]``), the attribute joins the group and ``apply``
+    rewrites it; otherwise the channels are frozen with the reason."""
+    from prunekit.graph.registry import refresh_for
+    from prunekit.graph.trace import ChannelInt
+
+    if not isinstance(d, (Tracked, ParamDim)) or not ctx.current.endswith(("view", "reshape")):
+        return d
+    sizes = _raw_sizes(args, kwargs)
+    if sizes is None or j >= len(sizes):
+        return d
+    size = sizes[j]
+    if type(size) is not int or size in (-1, 1) or isinstance(size, ChannelInt):
+        return d
+    module = ctx.module
+    if module is not None and refresh_for(module) is not None:
+        return d  # NOTE: the module's own refresh keeps its sizes (attention classes, Conv1D)
+    found = _attributes_holding(module, size, j, len(sizes)) if module is not None else []
+    layout = d if isinstance(d, Tracked) else (ctx.store.param_source(d) if d.size else None)
+    if layout is None:
+        return d
+    scope = ctx.scope[-1]
+    owner = f"'{scope}'" if scope else "the root module"
+    if len(found) == 1:
+        attr, index = found[0]
+        ctx.store.use(layout, size_attribute(scope, attr, index), 0, "passive")
+        return layout
+    if found:
+        names = ", ".join(attr if index is None else f"{attr}[{index}]" for attr, index in found)
+        why = (f"{ctx.where} views to the constant size {size}, held by several attributes of "
+               f"{owner} ({names}); which one the view reads is unknown, so it cannot follow pruning")
+    else:
+        why = (f"{ctx.where} views to the constant size {size}, which no attribute of {owner} holds; "
+               f"it would not follow pruning")
+    ctx.unknown.append(why)
+    ctx.store.freeze(layout, why)
+    return layout
+
+
+def size_attribute(module: str, attr: str, index: int | None) -> str:
+    """The name under which a size attribute joins a group (see ``ChannelGroup.attrs``)."""
+    return f"@{module}|{attr}|{'' if index is None else index}"
+
+
+def _raw_sizes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any] | None:
+    sizes = kwargs.get("shape", kwargs.get("size", args[1:]))
+    if len(sizes) == 1 and not isinstance(sizes[0], int):
+        sizes = sizes[0]
+    return list(sizes) if isinstance(sizes, (tuple, list, torch.Size)) else None
+
+
+def _attributes_holding(module: Any, size: int, j: int, ndim: int) -> list[tuple[str, int | None]]:
+    """Attributes of ``module`` that hold ``size``: an int, or entry ``j`` of a shape of ``ndim``."""
+    found: list[tuple[str, int | None]] = []
+    for key, value in vars(module).items():
+        if type(value) is int and value == size:
+            found.append((key, None))
+        elif (type(value) in (tuple, list, torch.Size) and len(value) == ndim
+              and all(type(v) is int for v in value) and value[j] == size):
+            found.append((key, j))
+    return found
 
 
 def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim]) -> None:  # type: ignore[no-untyped-def]
