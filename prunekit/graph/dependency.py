@@ -16,7 +16,7 @@ from prunekit.graph.constraints import ConstraintStore, Tracked
 from prunekit.graph.groups import ChannelGroup
 from prunekit.graph.trace import interpret
 
-__all__ = ["DependencyGraph"]
+__all__ = ["DependencyGraph", "keeps_outputs"]
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,18 @@ class DependencyGraph:
 
     @classmethod
     def trace(cls, model: nn.Module, example_inputs: Any, *, example_kwargs: dict[str, Any] | None = None,
-              ignore: Iterable[str] = ()) -> DependencyGraph:
+              ignore: Iterable[str] = (), freeze: Iterable[str] = ()) -> DependencyGraph:
         """Run ``model`` once on ``example_inputs`` and derive its channel groups.
 
         Args:
             model: any ``nn.Module``; it is run in eval mode and left exactly as it was.
             example_inputs: a tensor or a tuple of positional inputs.
             example_kwargs: keyword inputs (e.g. ``attention_mask`` for Hugging Face models).
-            ignore: module names (or prefixes) whose parameters must keep every channel; groups
-                touching them are marked not prunable.
+            ignore: module names whose *outputs* keep every channel (their input channels may
+                still be cut, as for a classifier): groups they produce or act on channel-wise are
+                marked not prunable; groups they only read are not.
+            freeze: module names whose channels are all kept, inputs and outputs: every group
+                touching them is marked not prunable.
         """
         inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
         was_training = model.training
@@ -67,7 +70,7 @@ class DependencyGraph:
                 for d in ctx.dims(t):
                     if isinstance(d, Tracked):
                         store.freeze(d, "model output (its width is part of the model's interface)")
-        groups = _apply_ignore(store.solve(), tuple(ignore), model)
+        groups = _apply_ignore(store.solve(), tuple(ignore), tuple(freeze), model)
         names = tuple(n for n, _ in model.named_parameters()) + tuple(n for n, _ in model.named_buffers())
         branches = tuple(dict.fromkeys(ctx.branches))
         if branches:
@@ -106,23 +109,44 @@ class DependencyGraph:
         return "\n".join(lines)
 
 
-def _apply_ignore(groups: tuple[ChannelGroup, ...], ignore: tuple[str, ...],
+def keeps_outputs(group: ChannelGroup, modules: Iterable[str]) -> str | None:
+    """The first of ``modules`` (or a module under it) whose outputs are in ``group``: it produces
+    these channels or acts on them channel-wise. A module that only reads them is not counted."""
+    for name in modules:
+        for m in group.members:
+            if m.role != "consumer" and (m.module == name or m.module.startswith(name + ".")):
+                return name
+    return None
+
+
+def _touching(group: ChannelGroup, modules: Iterable[str]) -> str | None:
+    for name in modules:
+        if any(m == name or m.startswith(name + ".") for m in group.modules):
+            return name
+    return None
+
+
+def _apply_ignore(groups: tuple[ChannelGroup, ...], ignore: tuple[str, ...], freeze: tuple[str, ...],
                   model: nn.Module) -> tuple[ChannelGroup, ...]:
-    if not ignore:
+    if not ignore and not freeze:
         return groups
     modules = {name for name, _ in model.named_modules()}
-    unknown = [name for name in ignore if name not in modules]
-    if unknown:
-        from prunekit.errors import did_you_mean
+    for option, names in (("ignore", ignore), ("freeze", freeze)):
+        unknown = [name for name in names if name not in modules]
+        if unknown:
+            from prunekit.errors import did_you_mean
 
-        raise ConfigError(f"ignore names modules the model does not have: {unknown}."
-                          f"{did_you_mean(unknown[0], modules)} Use names from model.named_modules().")
+            raise ConfigError(f"{option} names modules the model does not have: {unknown}."
+                              f"{did_you_mean(unknown[0], modules)} Use names from model.named_modules().")
     from dataclasses import replace
 
     result = []
     for g in groups:
-        hit = [n for n in ignore if any(m == n or m.startswith(n + ".") for m in g.modules)]
-        if hit and g.prunable:
-            g = replace(g, prunable=False, reasons=g.reasons + (f"ignored: {hit[0]}",))
+        if g.prunable:
+            frozen, ignored = _touching(g, freeze), keeps_outputs(g, ignore)
+            if frozen is not None:
+                g = replace(g, prunable=False, reasons=g.reasons + (f"frozen: {frozen}",))
+            elif ignored is not None:
+                g = replace(g, prunable=False, reasons=g.reasons + (f"ignored: {ignored} (its outputs are kept)",))
         result.append(g)
     return tuple(result)

@@ -281,7 +281,7 @@ def _write(ctx: Context, args: tuple[Any, ...]) -> None:
                 if not full:
                     touched.append(d)
                 d += 1
-    frozen = [dims[k] for k in touched if k < len(dims) and isinstance(dims[k], Tracked)]
+    frozen: list[Tracked] = [t for k in touched if k < len(dims) and isinstance(t := dims[k], Tracked)]
     if isinstance(value, torch.Tensor):
         frozen += [d for d in ctx.dims(value) if isinstance(d, Tracked)]
     if frozen:

@@ -4,8 +4,9 @@
 from every prunable group; ``scope="global"`` ranks all channels together (scores normalised per
 group by their mean) and removes the lowest ``ratio`` of them, at most ``max_ratio`` of any group.
 
-Per-layer controls name a module (``"conv1"``, ``"layer1.0.conv1"``): ``ignore`` keeps every
-group that touches the module whole; ``layer_ratios`` / ``layer_channels`` set the fraction / the
+Per-layer controls name a module (``"conv1"``, ``"layer1.0.conv1"``): ``ignore`` keeps the
+module's outputs whole (every group it produces or acts on channel-wise; its input channels may
+still be cut, as for a classifier); ``layer_ratios`` / ``layer_channels`` set the fraction / the
 number of channels removed from the group the module *produces* (its output channels), overriding
 the shared ratio. A group always keeps at least one channel, and the model's output is never cut
 (the graph freezes it).
@@ -37,7 +38,7 @@ from typing import Any, Literal
 import torch
 
 from prunekit.errors import ConfigError, did_you_mean
-from prunekit.graph.dependency import DependencyGraph
+from prunekit.graph.dependency import DependencyGraph, keeps_outputs
 from prunekit.graph.groups import ChannelGroup
 from prunekit.structured.plan import Plan
 
@@ -105,7 +106,7 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
             rounds by :data:`AUTO_RULE` and keeps per-layer overrides exact.
         min_keep: no group keeps fewer channels.
         max_ratio: no group loses more than this fraction (global scope).
-        ignore: module names whose groups keep every channel.
+        ignore: module names whose outputs keep every channel (their inputs may still be cut).
         layer_ratios: module name -> fraction removed from the group it produces (overrides ratio).
         layer_channels: module name -> number of channels removed from the group it produces.
         normalize: in global scope, divide each group's scores by their mean before ranking
@@ -141,7 +142,8 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
 
 
 def _touches(group: ChannelGroup, modules: tuple[str, ...]) -> bool:
-    return any(m == n or m.startswith(n + ".") for n in modules for m in group.modules)
+    """True when one of ``modules`` keeps its outputs in ``group`` (``ignore`` semantics)."""
+    return keeps_outputs(group, modules) is not None
 
 
 def _known_modules(graph: DependencyGraph) -> set[str]:

@@ -94,8 +94,8 @@ def _shrink_size_attributes(model: nn.Module, graph: DependencyGraph, plan: Plan
     for group_id in plan.sizes:
         cut = len(plan.removed(group_id))
         if cut:
-            for module, attr, index, member in graph.group(group_id).size_attributes():
-                removed[(module, attr, index)] += cut * member.inner
+            for owner, attr, index, member in graph.group(group_id).size_attributes():
+                removed[(owner, attr, index)] += cut * member.inner
     for (module_name, attr, index), n in removed.items():
         module = submodule(model, module_name)
         value = getattr(module, attr)

@@ -29,11 +29,12 @@ def schedule(kept: float, steps: int) -> list[float]:
     return [kept ** (i / steps) for i in range(1, steps + 1)]
 
 
-def _amount(model: nn.Module, example_inputs: Any, target: Target, ignore: Sequence[str]) -> float:
+def _amount(model: nn.Module, example_inputs: Any, target: Target, ignore: Sequence[str],
+            freeze: Sequence[str] = ()) -> float:
     """The targeted quantity of ``model`` (prunable channels for a ratio target)."""
     if target.kind in ("macs", "params", "latency"):
         return measure(model, example_inputs, target.kind, batch_size=target.batch_size)
-    graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(ignore))
+    graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(ignore), freeze=tuple(freeze))
     return float(sum(g.size for g in graph.prunable))
 
 
@@ -57,7 +58,8 @@ def prune_iteratively(model: nn.Module, example_inputs: Any, target: Target | Ma
                       ignore: Iterable[str] = (), seed: int = 0,
                       options: Mapping[str, Any] | None = None,
                       batches: Callable[[nn.Module], Iterable[Any]] | Iterable[Any] | None = None,
-                      finetune: FineTune | None = None) -> tuple[nn.Module, list[dict[str, Any]]]:
+                      finetune: FineTune | None = None,
+                      freeze: Iterable[str] = ()) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Prune ``model`` to ``target`` in ``steps`` steps; returns the final model and one record per step.
 
     ``model`` is not changed (each step applies its plan to a copy). ``finetune(model, step)`` runs
@@ -71,22 +73,22 @@ def prune_iteratively(model: nn.Module, example_inputs: Any, target: Target | Ma
 
     target = parse_config(Target, target)
     options = parse_config(PrunerOptions, options or {}).model_dump()
-    ignore = list(ignore)
+    ignore, freeze = list(ignore), list(freeze)
     dense = {"macs": float(count_macs(model, example_inputs)), "params": float(count_params(model)),
-             target.kind: _amount(model, example_inputs, target, ignore)}
+             target.kind: _amount(model, example_inputs, target, ignore, freeze)}
     kept = 1.0 - target.value if target.kind == "ratio" else target.value
     current, records = model, []
     for step, goal in enumerate(schedule(kept, steps)):
-        relative = goal * dense[target.kind] / _amount(current, example_inputs, target, ignore)
+        relative = goal * dense[target.kind] / _amount(current, example_inputs, target, ignore, freeze)
         pruner = StructuredPruner(_step_target(target, relative), importance=importance, scope=scope,
-                                  round_to=round_to, ignore=ignore, seed=seed,
+                                  round_to=round_to, ignore=ignore, freeze=freeze, seed=seed,
                                   options=_step_options(options, step))
         step_batches = batches(current) if callable(batches) else batches
         pruned = pruner.fit_transform(current, example_inputs, step_batches)
         achieved = {"macs": count_macs(pruned, example_inputs) / dense["macs"],
                     "params": count_params(pruned) / dense["params"]}
         if target.kind not in achieved:
-            achieved[target.kind] = _amount(pruned, example_inputs, target, ignore) / dense[target.kind]
+            achieved[target.kind] = _amount(pruned, example_inputs, target, ignore, freeze) / dense[target.kind]
         records.append({"step": step, "goal": goal, "achieved": achieved,
                         "plan": pruner.plan_.to_dict(), "step_target": pruner.plan_.meta.get("target")})
         current = pruned
@@ -118,7 +120,8 @@ def plan_iteratively(model: nn.Module, example_inputs: Any, pruner: Any, graph: 
     _, records = prune_iteratively(model, example_inputs, params["target"], steps=params["steps"],
                                    importance=params["importance"], scope=params["scope"],
                                    round_to=params["round_to"], ignore=params["ignore"],
-                                   seed=params["seed"], options=params["options"], batches=batches)
+                                   seed=params["seed"], options=params["options"], batches=batches,
+                                   freeze=params["freeze"])
     plan = compose([Plan.from_dict(r["plan"]) for r in records])
     unknown = [g for g in plan.keep if g not in {x.id for x in graph.groups}]
     if unknown:

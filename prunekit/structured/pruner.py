@@ -66,6 +66,8 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
                  "Pass e.g. 8 to keep widths multiples of 8, 1 for exact widths, or 'auto'."),
     "ignore": (lambda v: not isinstance(v, str) and all(isinstance(n, str) for n in v),
                "a list of module names", "Pass e.g. ['conv1'], not a bare string."),
+    "freeze": (lambda v: not isinstance(v, str) and all(isinstance(n, str) for n in v),
+               "a list of module names", "Pass e.g. ['fc'], not a bare string."),
     "steps": (_is_int(1), "an int >= 1", "Pass the number of pruning steps, e.g. 1."),
     "seed": (_is_int(0), "an int >= 0", "Pass e.g. 0."),
 }
@@ -81,7 +83,9 @@ class StructuredPruner:
         scope: ``local`` (every group cut alike) or ``global`` (one ranking over all groups).
         round_to: kept widths are rounded up to a multiple of this; ``"auto"`` follows
             ``allocate.AUTO_RULE`` (multiples of 16 or 8 for fast CPU kernels, small groups exact).
-        ignore: module names whose channels are never cut.
+        ignore: module names whose outputs are kept whole (their input channels may still be cut,
+            as Torch-Pruning does for a classifier).
+        freeze: module names whose channels are never cut, inputs or outputs.
         steps: prune in this many steps, re-tracing and re-scoring the smaller model each time.
         seed: for random importance.
         options: :class:`PrunerOptions` or its mapping (per-layer ratios/counts, caps).
@@ -90,7 +94,7 @@ class StructuredPruner:
     def __init__(self, target: Target | Mapping[str, Any], *, importance: str = "l2",
                  scope: str = "local", round_to: int | str = "auto", ignore: Iterable[str] = (),
                  steps: int = 1, seed: int = 0,
-                 options: PrunerOptions | Mapping[str, Any] | None = None) -> None:
+                 options: PrunerOptions | Mapping[str, Any] | None = None, freeze: Iterable[str] = ()) -> None:
         self.target = target
         self.importance = importance
         self.scope = scope
@@ -99,6 +103,7 @@ class StructuredPruner:
         self.steps = steps
         self.seed = seed
         self.options = options
+        self.freeze = freeze
 
     def get_params(self) -> dict[str, Any]:
         """The recipe stage: plain data; ``StructuredPruner(**get_params())`` is an equal pruner."""
@@ -106,7 +111,8 @@ class StructuredPruner:
         options = self.options.model_dump() if isinstance(self.options, PrunerOptions) else self.options
         return {"target": target, "importance": self.importance, "scope": self.scope,
                 "round_to": self.round_to, "ignore": list(self.ignore), "steps": self.steps,
-                "seed": self.seed, "options": dict(options) if options is not None else None}
+                "seed": self.seed, "options": dict(options) if options is not None else None,
+                "freeze": list(self.freeze)}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StructuredPruner) and self.get_params() == other.get_params()
@@ -145,7 +151,7 @@ class StructuredPruner:
         """
         target, options = self.validate_params()
         batches = list(batches) if batches is not None else None
-        graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore))
+        graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore), freeze=tuple(self.freeze))
         scores = score(graph, model, self.importance, batches=batches, seed=self.seed)
         if self.steps == 1:
             kwargs = self.allocate_kwargs(options)

@@ -66,7 +66,7 @@ def test_get_params_round_trips_through_yaml() -> None:
                               options={"layer_ratios": {"fc1": 0.5}})
     params = pruner.get_params()
     assert set(params) == {"target", "importance", "scope", "round_to", "ignore", "steps", "seed",
-                           "options"}
+                           "options", "freeze"}
     again = StructuredPruner(**yaml.safe_load(yaml.safe_dump(params)))
     assert again == pruner and again.get_params() == params
     assert StructuredPruner({"ratio": 0.1}).get_params()["options"] is None
