@@ -102,6 +102,7 @@ class ConstraintStore:
         self._uses: list[_Use] = []
         self._frozen: list[tuple[int, int, int, str]] = []
         self._inexact: list[tuple[int, int, int, str]] = []
+        self._zero_safe: set[int] = set()  # indices into _inexact of mixes exact on zeroed channels
         self._alias: dict[int, tuple[int, int]] = {}  # fine source -> (coarse source, factor)
 
     # -- building ---------------------------------------------------------------------------
@@ -154,9 +155,17 @@ class ConstraintStore:
         """Forbid cutting any channel of ``layout``."""
         self._frozen.extend((s.source, s.start, s.length, reason) for s in layout.segments if s.source != FIXED)
 
-    def inexact(self, layout: Tracked, reason: str) -> None:
-        """Mark ``layout``'s channels as mixed by an op (pruning them changes the function)."""
-        self._inexact.extend((s.source, s.start, s.length, reason) for s in layout.segments if s.source != FIXED)
+    def inexact(self, layout: Tracked, reason: str, *, zero_safe: bool = False) -> None:
+        """Mark ``layout``'s channels as mixed by an op (pruning them changes the function).
+
+        ``zero_safe``: the op gives the pruned result when the removed channels hold zeros (a sum
+        over channels, a contraction of two activations), so verification can still check values.
+        """
+        for s in layout.segments:
+            if s.source != FIXED:
+                if zero_safe:
+                    self._zero_safe.add(len(self._inexact))
+                self._inexact.append((s.source, s.start, s.length, reason))
 
     def unify(self, a: Dim, b: Dim, where: str) -> Dim:
         """Record that dims ``a`` and ``b`` hold the same positions; returns the merged layout."""
@@ -255,7 +264,7 @@ class ConstraintStore:
         """Every constraint in root-source units (heads); what cannot be expressed is frozen."""
         self._propagate()
         frozen = [(r, a, n, why) for s, st, ln, why in self._frozen for r, a, n, _, _ in [self._in_units(s, st, ln)]]
-        inexact = [(r, a, n, why) for s, st, ln, why in self._inexact
+        inexact = [(r, a, n, why, i in self._zero_safe) for i, (s, st, ln, why) in enumerate(self._inexact)
                    for r, a, n, _, _ in [self._in_units(s, st, ln)]]
         equal = []
         for s1, a1, s2, a2, n in self._equal:
@@ -301,7 +310,7 @@ class ConstraintStore:
         """Split sources into atoms, union equal atoms, and build one group per class."""
         equal, uses, frozen, inexact = self._rewritten()
         sizes = [0 if src in self._alias else n for src, n in enumerate(self.sizes)]  # aliased: no atoms
-        bounds = [(s, a, n) for s, a, n, _ in frozen + inexact] + [(u.source, u.start, u.length) for u in uses]
+        bounds = [(s, a, n) for s, a, n, *_ in frozen + inexact] + [(u.source, u.start, u.length) for u in uses]
         cuts = self._cuts(sizes, equal, bounds)
         atoms: dict[tuple[int, int], int] = {}  # (source, start) -> atom id
         spans: list[tuple[int, int, int]] = []  # atom id -> (source, start, length)
@@ -338,7 +347,8 @@ class ConstraintStore:
         for src, start, length, reason in frozen:
             for atom in covered(src, start, length):
                 reasons[find(atom)].append(reason)
-        mixed = {find(a) for src, start, length, _ in inexact for a in covered(src, start, length)}
+        mixed = {find(a) for src, start, length, _, _ in inexact for a in covered(src, start, length)}
+        unsafe = {find(a) for src, start, length, _, safe in inexact if not safe for a in covered(src, start, length)}
         first: dict[int, int] = {}  # class root -> its first atom (groups come out in trace order)
         for atom in range(len(spans)):
             first.setdefault(find(atom), atom)
@@ -353,7 +363,8 @@ class ConstraintStore:
             producer = next((m for m in ms if m.role == "producer"), None)
             gid = f"{producer.tensor}:{producer.start}" if producer else f"{self.names[src]}:{start}"
             groups.append(ChannelGroup(gid, length, ms, prunable=not why, exact=root not in mixed,
-                                       reasons=tuple(dict.fromkeys(why)), attrs=tuple(sorted(attrs[root]))))
+                                       reasons=tuple(dict.fromkeys(why)), attrs=tuple(sorted(attrs[root])),
+                                       zero_exact=root not in unsafe))
         return tuple(groups)
 
 

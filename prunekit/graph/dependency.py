@@ -27,13 +27,16 @@ class DependencyGraph:
     reason); ``blocked`` lists the ops that stopped pruning through a tensor, as
     ``"<op> in '<module>': <why>"``. ``branches`` lists the Python decisions the forward took on
     values computed from the input (``if x.sum() > 0``): the trace saw one branch only, so pruning
-    may break the other (a warning says so when the graph is built).
+    may break the other (a warning says so when the graph is built). ``mixing`` names the modules
+    whose own code mixes channels (a LayerNorm, a channel mean): verification expects their outputs,
+    and only theirs, to differ from the masked dense model's.
     """
 
     groups: tuple[ChannelGroup, ...]
     blocked: tuple[str, ...]
     tensors: tuple[str, ...]
     branches: tuple[str, ...] = ()
+    mixing: tuple[str, ...] = ()
 
     @classmethod
     def trace(cls, model: nn.Module, example_inputs: Any, *, example_kwargs: dict[str, Any] | None = None,
@@ -79,7 +82,8 @@ class DependencyGraph:
                           f"saw one branch only, so pruning may break the other. Make the decision "
                           f"without tensor values, or check the pruned model on inputs taking each "
                           f"branch (graph.branches lists them).", stacklevel=2)
-        return cls(groups=groups, blocked=tuple(dict.fromkeys(ctx.unknown)), tensors=names, branches=branches)
+        return cls(groups=groups, blocked=tuple(dict.fromkeys(ctx.unknown)), tensors=names, branches=branches,
+                   mixing=tuple(sorted(ctx.mixing)))
 
     @property
     def prunable(self) -> tuple[ChannelGroup, ...]:

@@ -64,8 +64,10 @@ class ChannelGroup:
     ``prunable`` is False when something forbids cutting (a model input or output, an op the graph
     does not know, a constant shape); ``reasons`` then says what. ``exact`` is False when a member
     mixes channels (LayerNorm over the group, softmax), so pruning changes the function and the
-    masked-equivalence check does not apply. ``attrs`` are module attributes that record a size
-    these channels are part of (see :meth:`size_attributes`); ``apply`` rewrites them.
+    masked-equivalence check does not apply; ``zero_exact`` says it does again once the removed
+    channels' activations are zero (the only mixing is a sum over them). ``attrs`` are module
+    attributes that record a size these channels are part of (see :meth:`size_attributes`);
+    ``apply`` rewrites them.
     """
 
     id: str
@@ -75,6 +77,7 @@ class ChannelGroup:
     exact: bool = True
     reasons: tuple[str, ...] = field(default=())
     attrs: tuple[Member, ...] = field(default=())
+    zero_exact: bool = True
 
     def size_attributes(self) -> tuple[tuple[str, str, int | None, Member], ...]:
         """Module attributes recording a size that holds this group's channels (a view to

@@ -56,6 +56,7 @@ class Context:
     data: set[int] | None = None  # ids of activations (see _taint; real runs only)
     derived: set[int] | None = None  # ids of other tensors computed from the inputs (masks, ids)
     branches: list[str] = field(default_factory=list)  # Python decisions taken on such tensors
+    mixing: set[str] = field(default_factory=set)  # modules whose own code mixes channels (norms)
 
     @property
     def module(self) -> nn.Module | None:
@@ -224,10 +225,13 @@ class _Recorder(TorchFunctionMode):
             return _tag_sizes(ctx, func, args, out)  # .size(), .dim(), shape reads
         ctx.current = func_name(func)
         handler = RULES.get(func)
+        mixes = len(ctx.store._inexact)
         if handler is None:
             ctx.opaque(args, kwargs, out, f"no rule for {ctx.current}")
         else:
             handler(ctx, args, kwargs, out)
+        if len(ctx.store._inexact) > mixes:
+            ctx.mixing.add(ctx.scope[-1])
         return out
 
 

@@ -1,9 +1,9 @@
 """Apply a Plan: the only place a model changes shape. Works on a copy; the input is never touched.
 
-After slicing, a cheap verification (on by default) runs the pruned model and the dense model with
-the removed channels masked out (every consumer's weights that read a removed channel set to zero)
-on the example input. They must agree wherever DESIGN.md's invariant says they do; a wrong model is
-never returned silently.
+After slicing, a cheap verification (on by default, :mod:`prunekit.structured.verify`) runs the
+pruned model and the dense model with the removed channels masked out on the example input, and
+compares them by value; a wrong model is never returned silently. Slicing copies only the tensors it
+cuts; the masked reference is the original model itself, masked for one pass and restored.
 """
 
 from __future__ import annotations
@@ -14,20 +14,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
 from prunekit._clone import clone_module
-from prunekit.errors import ConfigError, PrunekitError
+from prunekit.errors import ConfigError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import submodule, tensor_of
 from prunekit.graph.registry import refresh_for
 from prunekit.structured.plan import Plan
+from prunekit.structured.verify import VerificationError, verify
 
 __all__ = ["apply", "mask", "verify", "VerificationError"]
-
-
-class VerificationError(PrunekitError, RuntimeError):
-    """The pruned model does not compute what the masked dense model computes."""
 
 
 def _removals(graph: DependencyGraph, plan: Plan) -> dict[tuple[str, int], set[int]]:
@@ -147,59 +143,3 @@ def mask(model: nn.Module, graph: DependencyGraph, plan: Plan) -> nn.Module:
             for member in graph.group(group_id).by_role("consumer"):
                 tensor_of(masked, member.tensor).index_fill_(member.axis, member.indices(channels), 0.0)
     return masked
-
-
-def _outputs(model: nn.Module, example_inputs: Any) -> list[torch.Tensor]:
-    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(*inputs)
-    finally:
-        model.train(was_training)
-    return [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-
-
-def verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: Plan, example_inputs: Any,
-           *, rtol: float = 1e-4, atol: float = 1e-5) -> None:
-    """Raise :class:`VerificationError` unless ``pruned`` matches the masked dense model.
-
-    Groups that pass through an op mixing channels (LayerNorm over them, a channel mean) are
-    inexact: cutting them legitimately changes the values. For such plans the output shapes are
-    compared, and the plan's exact groups are re-applied on their own and checked by value.
-    """
-    try:
-        got = _outputs(pruned, example_inputs)
-    except Exception as exc:
-        raise VerificationError(f"The pruned {type(model).__name__} fails on the example input: "
-                                f"{type(exc).__name__}: {exc}. This is a prunekit bug; please report "
-                                f"it with the model. The original model is unchanged.") from exc
-    cut = [g for g in plan.sizes if plan.removed(g)]
-    exact = [g for g in cut if graph.group(g).exact]
-    if len(exact) < len(cut):
-        want = _outputs(model, example_inputs)
-        _compare(got, want, rtol, atol, values=False)
-        if exact:
-            sub = Plan(keep={g: plan.keep[g] for g in exact}, sizes={g: plan.sizes[g] for g in exact},
-                       meta=dict(plan.meta))
-            sub_pruned = apply(model, graph, sub, verify_result=False)
-            _compare(_outputs(sub_pruned, example_inputs), _outputs(mask(model, graph, sub), example_inputs),
-                     rtol, atol, values=True)
-        return
-    _compare(got, _outputs(mask(model, graph, plan), example_inputs), rtol, atol, values=True)
-
-
-def _compare(got: list[torch.Tensor], want: list[torch.Tensor], rtol: float, atol: float, *,
-             values: bool) -> None:
-    for i, (a, b) in enumerate(zip(got, want)):
-        if a.shape != b.shape:
-            raise VerificationError(f"Output {i} of the pruned model has shape {tuple(a.shape)}, the "
-                                    f"original {tuple(b.shape)}. The original model is unchanged.")
-        scale = b.abs().max().clamp_min(1.0)
-        if values and not torch.allclose(a, b, rtol=rtol, atol=atol * float(scale)):
-            diff = (a - b).abs().max().item()
-            raise VerificationError(
-                f"The pruned model's output {i} differs from the masked dense model by up to {diff:.3g} "
-                f"(tolerance rtol={rtol}). A channel dependency was missed; the original model is "
-                f"unchanged. Please report this model, or pass ignore=[...] for the module involved.")

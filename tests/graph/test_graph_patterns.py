@@ -154,28 +154,33 @@ def test_l2_scores_are_pure_and_shaped() -> None:
 
 def test_verification_catches_a_wrong_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """If a dependency were missed, apply must raise instead of returning a wrong model."""
+    import contextlib
     import importlib
 
     from prunekit.structured.apply import VerificationError
 
-    # NOTE: `prunekit.structured.apply` the attribute is the function; the module lives in sys.modules.
-    apply_module = importlib.import_module("prunekit.structured.apply")
-
+    verify_module = importlib.import_module("prunekit.structured.verify")
     model = Residual().eval()
     x = example((2, 3, 16, 16))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     graph = DependencyGraph.trace(model, x)
     plan = allocate(graph, {g.id: l2(g, model) for g in graph.prunable}, 0.5)
-    real_mask = apply_module.mask
+    real_mask = verify_module.masked_in_place
 
+    @contextlib.contextmanager
     def wrong_mask(m, g, p):  # type: ignore[no-untyped-def]
-        masked = real_mask(m, g, p)
-        with torch.no_grad():
-            masked.head.bias.add_(1.0)  # the "reference" now disagrees with the pruned model
-        return masked
+        with real_mask(m, g, p), torch.no_grad():
+            saved = m.head.bias.clone()
+            m.head.bias.add_(1.0)  # the "reference" now disagrees with the pruned model
+            try:
+                yield
+            finally:
+                m.head.bias.copy_(saved)
 
-    monkeypatch.setattr(apply_module, "mask", wrong_mask)
+    monkeypatch.setattr(verify_module, "masked_in_place", wrong_mask)
     with pytest.raises(VerificationError, match="differs from the masked dense model"):
         apply(model, graph, plan, example_inputs=x)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_inexact_plan_still_checks_its_exact_groups() -> None:

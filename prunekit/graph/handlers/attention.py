@@ -30,7 +30,7 @@ def _contract(ctx, a: Dim, b: Dim) -> None:  # type: ignore[no-untyped-def]
     """A matmul sums over ``a`` (last dim of the left) and ``b`` (second-last of the right)."""
     if isinstance(a, Tracked) and isinstance(b, Tracked):
         ctx.store.unify(a, b, ctx.where)
-        ctx.store.inexact(a, f"two activations contracted over channels in {ctx.where}")
+        ctx.store.inexact(a, f"two activations contracted over channels in {ctx.where}", zero_safe=True)
     elif isinstance(a, Tracked) and isinstance(b, ParamDim):
         ctx.store.use(a, b.tensor, b.axis, "consumer", offset=b.start)
     elif isinstance(b, Tracked) and isinstance(a, ParamDim):

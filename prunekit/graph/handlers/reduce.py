@@ -61,7 +61,8 @@ def reduction(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     reduced, keepdim = _reduced(args, kwargs, x.dim())
     for d in reduced:
         if isinstance(dims[d], Tracked):
-            ctx.store.inexact(dims[d], f"reduced over by {ctx.where}")
+            ctx.store.inexact(dims[d], f"reduced over by {ctx.where}",
+                              zero_safe=ctx.current.endswith(("sum", "nansum")))
     kept = [None if i in reduced else d for i, d in enumerate(dims)] if keepdim else \
         [d for i, d in enumerate(dims) if i not in reduced]
     for t in (out if isinstance(out, tuple) else (out,)):

@@ -1,0 +1,264 @@
+"""Check a pruned model against the masked dense model by value, without copying the dense model.
+
+The reference is the original model with, for one forward pass, every consumer weight that reads a
+removed channel set to zero and the removed channels' activations zeroed where standard layers
+produce them (conv, linear, embedding, norm outputs); the weights are restored exactly afterwards.
+Zeroed activations make sums and contractions over channels agree with the pruned model too, so
+groups whose only mixing is such a sum are checked by value like exact ones. Where a layer truly
+mixes channels (LayerNorm statistics, a channel mean), the model outputs may differ; then every
+layer holding a cut tensor is checked on its own: whenever its input agrees with the reference's
+(kept channels), its output must agree too. Only the layers named in ``graph.mixing`` may differ.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten
+
+from prunekit.errors import PrunekitError
+from prunekit.graph.dependency import DependencyGraph
+from prunekit.graph.groups import submodule, tensor_of
+from prunekit.structured.plan import Plan
+
+__all__ = ["verify", "VerificationError", "masked_in_place"]
+
+
+class VerificationError(PrunekitError, RuntimeError):
+    """The pruned model does not compute what the masked dense model computes."""
+
+
+# Layers whose channel dim in inputs and outputs is known: (types, dim).
+_CHANNELS_FIRST = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
+                   nn.modules.instancenorm._InstanceNorm)
+_CHANNELS_LAST = (nn.Linear, nn.LayerNorm, nn.Embedding, nn.RMSNorm)
+
+
+def _channel_dim(module: nn.Module) -> int | None:
+    if isinstance(module, _CHANNELS_FIRST):
+        return 1
+    if isinstance(module, _CHANNELS_LAST):
+        return -1
+    return None
+
+
+@dataclass
+class _Cuts:
+    """Removed positions per module: of its output channels and of its input channels."""
+
+    out: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    inp: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+
+
+def _axes(module: nn.Module) -> tuple[int | None, int | None]:
+    """The weight axes that index the layer's output and input channels absolutely (None: not so)."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        if module.transposed:
+            return (1 if module.groups == 1 else None), 0
+        return 0, (1 if module.groups == 1 else None)
+    if isinstance(module, nn.Linear):
+        return 0, 1
+    if isinstance(module, nn.Embedding):
+        return 1, None
+    return None, None
+
+
+def _cuts(model: nn.Module, graph: DependencyGraph, plan: Plan) -> _Cuts:
+    cuts = _Cuts()
+    axes: dict[str, tuple[int | None, int | None]] = {}
+    for group_id in plan.sizes:
+        removed = plan.removed(group_id)
+        if not removed:
+            continue
+        channels = torch.tensor(removed, dtype=torch.long)
+        for m in graph.group(group_id).members:
+            if m.module not in axes:
+                axes[m.module] = _axes(submodule(model, m.module))
+            out_axis, in_axis = axes[m.module]
+            vector = tensor_of(model, m.tensor).dim() == 1  # a bias, a norm's scale or statistics
+            positions = m.indices(channels).tolist()
+            if m.role in ("producer", "passive") and (vector or m.axis == out_axis):
+                cuts.out[m.module].update(positions)
+            if (m.role == "consumer" and m.axis == in_axis) or (m.role == "passive" and vector):
+                cuts.inp[m.module].update(positions)
+    return cuts
+
+
+@contextmanager
+def masked_in_place(model: nn.Module, graph: DependencyGraph, plan: Plan) -> Iterator[None]:
+    """Zero, for the duration of the block, every consumer weight slice reading a removed channel;
+    the exact old values are put back afterwards (also on error). Tied tensors are handled by
+    restoring in reverse order."""
+    saved: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for group_id in plan.sizes:
+                removed = plan.removed(group_id)
+                if not removed:
+                    continue
+                channels = torch.tensor(removed, dtype=torch.long)
+                for member in graph.group(group_id).by_role("consumer"):
+                    t = tensor_of(model, member.tensor)
+                    index = member.indices(channels).to(t.device)
+                    saved.append((t, member.axis, index, t.index_select(member.axis, index)))
+                    t.index_fill_(member.axis, index, 0.0)
+        yield
+    finally:
+        with torch.no_grad():
+            for t, axis, index, old in reversed(saved):
+                t.index_copy_(axis, index, old)
+
+
+def _first_tensor(obj: Any) -> torch.Tensor | None:
+    for t in tree_flatten(obj)[0]:
+        if isinstance(t, torch.Tensor):
+            return t
+    return None
+
+
+def _drop(t: torch.Tensor, dim: int, positions: set[int]) -> torch.Tensor | None:
+    """``t`` without ``positions`` along ``dim`` (None if they do not fit)."""
+    if not positions:
+        return t
+    size = t.shape[dim]
+    if max(positions) >= size:
+        return None
+    keep = torch.ones(size, dtype=torch.bool)
+    keep[torch.tensor(sorted(positions), dtype=torch.long)] = False
+    return t.index_select(dim, keep.nonzero().squeeze(1).to(t.device))
+
+
+@dataclass
+class _Record:
+    inputs: list[torch.Tensor | None] = field(default_factory=list)
+    outputs: list[torch.Tensor | None] = field(default_factory=list)
+
+
+def _run(model: nn.Module, inputs: tuple[Any, ...], modules: dict[str, int], cuts: _Cuts, *,
+         zero: bool, record: bool) -> tuple[list[torch.Tensor], dict[str, _Record]]:
+    """One eval-mode forward; with ``zero``, removed output channels of known layers are zeroed;
+    with ``record``, the first tensor input and the output of each of ``modules`` are kept."""
+    records: dict[str, _Record] = defaultdict(_Record)
+    handles = []
+
+    def hook(name: str, dim: int) -> Any:
+        positions = sorted(cuts.out.get(name, ()))
+
+        def run(module: nn.Module, args: Any, out: Any) -> Any:
+            if zero and positions and isinstance(out, torch.Tensor) and out.dim() > 0 \
+                    and out.shape[dim] > positions[-1]:
+                out = out.index_fill(dim, torch.tensor(positions, device=out.device), 0.0)
+            if record:
+                x = _first_tensor(args)
+                records[name].inputs.append(None if x is None else x.detach().clone())
+                records[name].outputs.append(out.detach().clone() if isinstance(out, torch.Tensor) else None)
+            return out
+
+        return run
+
+    for name, dim in modules.items():
+        handles.append(submodule(model, name).register_forward_hook(hook(name, dim)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(*inputs)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)], records
+
+
+def verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: Plan, example_inputs: Any,
+           *, rtol: float = 1e-4, atol: float = 1e-5) -> None:
+    """Raise :class:`VerificationError` unless ``pruned`` matches the masked dense model by value.
+
+    Two forward passes (the pruned model, then ``model`` masked in place and restored); ``model``
+    is left exactly as it was. See the module docstring for what is compared.
+    """
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    cut = [graph.group(g) for g in plan.sizes if plan.removed(g)]
+    strict = all(g.exact or g.zero_exact for g in cut)
+    cuts = _cuts(model, graph, plan)
+    names = {m.module for g in cut for m in g.members}
+    modules: dict[str, int] = {}
+    for name in names:
+        if name:
+            dim = _channel_dim(submodule(model, name))
+            if dim is not None:
+                modules[name] = dim
+    record = not strict
+    try:
+        got, pruned_records = _run(pruned, inputs, modules if record else {}, cuts, zero=False, record=record)
+    except Exception as exc:
+        raise VerificationError(f"The pruned {type(model).__name__} fails on the example input: "
+                                f"{type(exc).__name__}: {exc}. This is a prunekit bug; please report "
+                                f"it with the model. The original model is unchanged.") from exc
+    with masked_in_place(model, graph, plan):
+        want, dense_records = _run(model, inputs, modules, cuts, zero=True, record=record)
+    _compare_shapes(got, want)
+    mismatch = _first_mismatch(got, want, rtol, atol)
+    if mismatch is None:
+        return
+    if strict:
+        i, diff = mismatch
+        raise VerificationError(
+            f"The pruned model's output {i} differs from the masked dense model by up to {diff:.3g} "
+            f"(tolerance rtol={rtol}). A channel dependency was missed; the original model is "
+            f"unchanged. Please report this model, or pass freeze=[...] for the module involved.")
+    _check_layers(pruned_records, dense_records, modules, cuts, set(graph.mixing), rtol, atol)
+
+
+def _compare_shapes(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
+    for i, (a, b) in enumerate(zip(got, want)):
+        if a.shape != b.shape:
+            raise VerificationError(f"Output {i} of the pruned model has shape {tuple(a.shape)}, the "
+                                    f"original {tuple(b.shape)}. The original model is unchanged.")
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:
+    if a.shape != b.shape:
+        return False
+    if not a.is_floating_point():
+        return bool(torch.equal(a, b))
+    scale = float(b.abs().max().clamp_min(1.0)) if b.numel() else 1.0
+    return bool(torch.allclose(a.float(), b.float(), rtol=rtol, atol=atol * scale))
+
+
+def _first_mismatch(got: list[torch.Tensor], want: list[torch.Tensor], rtol: float,
+                    atol: float) -> tuple[int, float] | None:
+    for i, (a, b) in enumerate(zip(got, want)):
+        if not _close(a, b, rtol, atol):
+            diff = float((a.float() - b.float()).abs().max()) if a.is_floating_point() else float("nan")
+            return i, diff
+    return None
+
+
+def _check_layers(pruned: dict[str, _Record], dense: dict[str, _Record], modules: dict[str, int],
+                  cuts: _Cuts, mixing: set[str], rtol: float, atol: float) -> None:
+    """Each layer holding a cut tensor, fed what the reference fed it, must answer the same."""
+    for name, dim in modules.items():
+        if name in mixing:
+            continue
+        for x, y, dx, dy in zip(pruned[name].inputs, pruned[name].outputs, dense[name].inputs, dense[name].outputs):
+            if x is None or y is None or dx is None or dy is None:
+                continue
+            fed = dx if x.is_floating_point() is False else _drop(dx, dim, cuts.inp.get(name, set()))
+            if fed is None or not _close(x, fed, rtol, atol):
+                continue  # its input already differs (a legitimate mix upstream): not comparable
+            expected = _drop(dy, dim, cuts.out.get(name, set()))
+            if expected is None or expected.shape != y.shape:
+                continue
+            if not _close(y, expected, rtol, atol):
+                diff = float((y.float() - expected.float()).abs().max())
+                raise VerificationError(
+                    f"The pruned '{name}' computes other values than the masked dense model from the "
+                    f"same input (up to {diff:.3g} apart). A channel dependency was missed; the "
+                    f"original model is unchanged. Please report this model, or pass freeze=['{name}'].")

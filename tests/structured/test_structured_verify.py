@@ -1,0 +1,110 @@
+"""Verification compares values for every group, inexact ones included, without copying the model.
+
+The two silent-wrong constructions of issue 19 (``y[:, 0] = 0`` and a branch on the channel count,
+each followed by a sum over channels) are now frozen by the tracer; here the graph is forced to
+cut them anyway, and verification must refuse the result.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.graph import DependencyGraph
+from prunekit.importance import score
+from prunekit.structured import Plan, allocate, apply
+from prunekit.structured.apply import VerificationError, verify
+
+
+class WriteAtChannel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Conv2d(3, 8, 1)
+        self.out = nn.Linear(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.inp(x)
+        y[:, 0] = 0
+        return self.out(y.sum(1).mean((1, 2)).unsqueeze(1))
+
+
+class BranchOnWidth(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Conv2d(3, 8, 1)
+        self.out = nn.Linear(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.inp(x))
+        if y.shape[1] == 8:
+            y = y * 2
+        return self.out(y.sum(1).mean((1, 2)).unsqueeze(1))
+
+
+def _forced(graph: DependencyGraph) -> DependencyGraph:
+    """The graph as it was before the tracer froze these constructions."""
+    groups = tuple(replace(g, prunable=True, reasons=()) if g.id == "inp.weight:0" else g for g in graph.groups)
+    return replace(graph, groups=groups)
+
+
+@pytest.mark.parametrize("cls", [WriteAtChannel, BranchOnWidth])
+def test_a_wrong_cut_through_a_channel_sum_is_refused(cls: type[nn.Module]) -> None:
+    torch.manual_seed(0)
+    model, x = cls().eval(), torch.rand(2, 3, 4, 4) + 0.5
+    graph = _forced(DependencyGraph.trace(model, x))
+    assert not graph.group("inp.weight:0").exact  # only a shape check before
+    plan = Plan(keep={"inp.weight:0": (4, 5, 6, 7)}, sizes={"inp.weight:0": 8})  # channel 0 is cut
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(VerificationError, match="differs from the masked dense model"):
+        apply(model, graph, plan, example_inputs=x)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class NormedStream(nn.Module):
+    """A LayerNorm over the cut channels (inexact) after an exact stem and before an MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(4, 8)
+        self.norm = nn.LayerNorm(8)
+        self.up = nn.Linear(8, 16)
+        self.down = nn.Linear(16, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.inp(x))
+        h = self.norm(h)
+        return self.head(h + self.down(torch.relu(self.up(h))))
+
+
+def test_inexact_plan_checks_each_layer_by_value() -> None:
+    model, x = NormedStream().eval(), torch.randn(2, 5, 4)
+    graph = DependencyGraph.trace(model, x)
+    assert "norm" in graph.mixing
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    (stream,) = [g for g in graph.groups if ("inp.weight", 0) in {(m.tensor, m.axis) for m in g.members}]
+    assert not stream.exact and plan.removed(stream.id)
+    pruned = apply(model, graph, plan, example_inputs=x)  # passes: only the norm's output differs
+    with torch.no_grad():
+        pruned.inp.weight[0, 0] += 1.0  # a wrong value in a layer fed the same input
+    with pytest.raises(VerificationError, match="pruned 'inp' computes other values"):
+        verify(model, pruned, graph, plan, x)
+
+
+def test_verification_copies_nothing_and_restores_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x = NormedStream().eval(), torch.randn(2, 5, 4)
+    graph = DependencyGraph.trace(model, x)
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    pruned = apply(model, graph, plan, example_inputs=None)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def no_copy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("verification copied the model")
+
+    monkeypatch.setattr(copy, "deepcopy", no_copy)
+    verify(model, pruned, graph, plan, x)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
