@@ -69,7 +69,7 @@ def apply(model: nn.Module, graph: DependencyGraph, plan: Plan, *, example_input
         for axis, indices in cuts:
             kept = torch.ones(new.shape[axis], dtype=torch.bool)
             kept[torch.tensor(sorted(indices), dtype=torch.long)] = False
-            keep = kept.nonzero().squeeze(1)
+            keep = kept.nonzero().squeeze(1).to(new.device)
             new = new.index_select(axis, keep)
         memo[id(old)] = nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new
         sliced_ids.add(id(memo[id(old)]))

@@ -159,8 +159,9 @@ class StructuredPruner:
                 from prunekit.structured.cost import latency_weights
 
                 kwargs["weights"] = latency_weights(model, graph, example_inputs, batch_size=options.cost_batch_size)
+            # NOTE: transform verifies the model it returns; verifying here too cost a copy and two forwards.
             plan, achieved = search(model, graph, scores, target, example_inputs=example_inputs,
-                                    allocate_kwargs=kwargs)
+                                    allocate_kwargs=kwargs, verify_result=False)
         else:
             from prunekit.structured.iterative import plan_iteratively
 

@@ -147,23 +147,58 @@ def _signature(plan: Plan) -> tuple[tuple[str, int], ...]:
     return tuple(sorted((g, len(k)) for g, k in plan.keep.items()))
 
 
+def _meta_twin(model: nn.Module, example_inputs: Any) -> tuple[nn.Module, Any]:
+    """``model`` and its input on the meta device (shapes only): counting MACs there costs no
+    arithmetic and pruning it copies no data."""
+    from torch.utils._pytree import tree_map
+
+    from prunekit._clone import clone_module
+
+    memo: dict[int, Any] = {}
+    for t in (*model.parameters(), *model.buffers()):
+        meta = torch.empty_like(t, device="meta")
+        memo[id(t)] = nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
+    twin = clone_module(model, memo)
+    inputs = tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) else t, example_inputs)
+    return twin, inputs
+
+
 class _Meter:
-    """Measures (and caches per kept widths) the targeted quantity of a model pruned by a plan."""
+    """Measures (and caches per kept widths) the targeted quantity of a model pruned by a plan.
+
+    MACs and params are counted on a meta-device twin of the model when it runs there (the pruned
+    twin is sliced without copying data); latency, and models that need real values, use the
+    real model.
+    """
 
     def __init__(self, model: nn.Module, graph: DependencyGraph, example_inputs: Any, target: Target):
         self.model, self.graph, self.inputs, self.target = model, graph, example_inputs, target
         self.cache: dict[tuple[tuple[str, int], ...], dict[str, float]] = {}
+        self.twin: tuple[nn.Module, Any] | None = None
+        if target.kind != "latency":
+            try:
+                self.twin = _meta_twin(model, example_inputs)
+                self.dense = self._measure_twin(self.twin[0])
+                return
+            except Exception:  # noqa: BLE001  (the forward needs real values: measure the real model)
+                self.twin = None
         self.dense = self._measure(model)
 
     def _measure(self, model: nn.Module, *, latency: bool = True) -> dict[str, float]:
         kinds = ("macs", "params", "latency") if self.target.kind == "latency" and latency else ("macs", "params")
         return {k: measure(model, self.inputs, k, batch_size=self.target.batch_size) for k in kinds}
 
+    def _measure_twin(self, twin: nn.Module) -> dict[str, float]:
+        assert self.twin is not None
+        return {"macs": float(count_macs(twin, self.twin[1])), "params": float(count_params(twin))}
+
     def __call__(self, plan: Plan) -> dict[str, float]:
         """Kept fractions (relative to dense) and absolute counts for the model pruned by ``plan``."""
         key = _signature(plan)
         if all(len(k) == plan.sizes[g] for g, k in plan.keep.items()):
             self.cache[key] = self.dense  # NOTE: nothing removed; skip one (costly) measurement.
+        if key not in self.cache and self.twin is not None:
+            self.cache[key] = self._measure_twin(apply(self.twin[0], self.graph, plan, verify_result=False))
         if key not in self.cache:
             pruned = apply(self.model, self.graph, plan, example_inputs=self.inputs, verify_result=False)
             self.cache[key] = self._measure(pruned, latency=False)
