@@ -42,6 +42,17 @@ def run_prunekit(model: nn.Module, x: torch.Tensor, ratio: float, verify: bool =
     return pruned, {"graph_s": t1 - t0, "prune_s": t2 - t1}
 
 
+def run_prunekit_default(model: nn.Module, x: torch.Tensor, ratio: float) -> tuple[nn.Module, dict]:
+    """The default user path: ``StructuredPruner(...).fit_transform`` (trace, score, allocate,
+    slice, verify), with the classifier's outputs kept as Torch-Pruning's ``ignored_layers``."""
+    from prunekit.structured import StructuredPruner
+
+    last = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    t0 = time.perf_counter()
+    pruned = StructuredPruner({"ratio": ratio}, ignore=[last]).fit_transform(model, x)
+    return pruned, {"graph_s": 0.0, "prune_s": time.perf_counter() - t0}
+
+
 def run_torch_pruning(model: nn.Module, x: torch.Tensor, ratio: float) -> tuple[nn.Module, dict]:
     import torch_pruning as tp
 
@@ -63,7 +74,8 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     base_rss = _rss_mb()
     runners = {"prunekit": run_prunekit, "torch_pruning": run_torch_pruning,
-               "prunekit+verify": lambda m, x, r: run_prunekit(m, x, r, verify=True)}
+               "prunekit+verify": lambda m, x, r: run_prunekit(m, x, r, verify=True),
+               "prunekit-default": run_prunekit_default}
     runner = runners[tool]
     record: dict = {"tool": tool, "model": name, "ratio": ratio, "params_before": params}
     try:

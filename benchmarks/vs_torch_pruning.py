@@ -1,7 +1,8 @@
 """prunekit vs Torch-Pruning, side by side in one run; writes a section of benchmarks/RESULTS.md.
 
 Run by hand on a quiet machine (needs `make bench-deps` for torch-pruning):
-    .venv/bin/python benchmarks/vs_torch_pruning.py --part time      # graph + prune time, memory
+    .venv/bin/python benchmarks/vs_torch_pruning.py --part time      # graph + prune time, memory;
+        # "default path" is StructuredPruner({"ratio": r}, ignore=[classifier]).fit_transform, verified
     .venv/bin/python benchmarks/vs_torch_pruning.py --part accuracy  # Fashion-MNIST ResNet-20, 2x/4x MACs
 Each (tool, model) timing runs in a fresh process (benchmarks/_vs_tp_worker.py), alternating the
 tools, and the median of --repeats runs is reported.
@@ -22,7 +23,7 @@ sys.path.insert(0, str(HERE))
 from _results import write_section as _write_section  # noqa: E402
 MODELS = ["resnet50", "vit_b_16", "densenet121", "convnext_tiny", "mobilenet_v3_large"]
 MEMORY_MODELS = ["swin_t", "vit_b_16", "resnet50"]
-TOOLS = ["prunekit", "torch_pruning", "prunekit+verify"]
+TOOLS = ["prunekit", "torch_pruning", "prunekit+verify", "prunekit-default"]
 
 
 RSS_LIMIT_MB = 12_000  # a tool passing this is stopped (the machine has 23 GB) and reported as such
@@ -78,20 +79,23 @@ def part_time(repeats: int, ratio: float) -> list[str]:
     rows = [
         f"### Graph building + pruning time ({int(ratio * 100)} % of channels, L2 group magnitude, "
         f"median of {repeats})", "",
-        "| model | prunekit | Torch-Pruning | prunekit / TP | prunekit + verification | params after (pk / TP) "
-        "| peak RSS prunekit | peak RSS TP |", "|---|---|---|---|---|---|---|---|",
+        "| model | prunekit | Torch-Pruning | prunekit / TP | prunekit + verification | default path "
+        "| default / TP | params after (pk / TP) | peak RSS prunekit | peak RSS TP |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model in dict.fromkeys(MODELS + MEMORY_MODELS):
         med = {t: _median(results[(t, model)]) for t in TOOLS}
-        pk, tp, pv = med["prunekit"], med["torch_pruning"], med["prunekit+verify"]
+        pk, tp, pv, pd = med["prunekit"], med["torch_pruning"], med["prunekit+verify"], med["prunekit-default"]
         ratio_text = f"{pk['total_s'] / tp['total_s']:.2f}" if pk.get("ok") and tp.get("ok") else "-"
+        default_text = f"{pd['total_s'] / tp['total_s']:.2f}" if pd.get("ok") and tp.get("ok") else "-"
         params = f"{pk.get('params_after', 0):,} / {tp.get('params_after', 0):,}"
         rows.append(f"| {model} | {_fmt(pk, 'total_s')} | {_fmt(tp, 'total_s')} | {ratio_text} | "
-                    f"{_fmt(pv, 'total_s')} | {params} | {_fmt(pk, 'peak_rss_mb', 'MB')} | "
+                    f"{_fmt(pv, 'total_s')} | {_fmt(pd, 'total_s')} | {default_text} | {params} | "
+                    f"{_fmt(pk, 'peak_rss_mb', 'MB')} | "
                     f"{_fmt(tp, 'peak_rss_mb', 'MB')} |")
         for t in TOOLS:
             if not med[t].get("ok"):
-                rows.append(f"|  | {t} failed: {med[t].get('error', '?')[:160]} |||||||")
+                rows.append(f"|  | {t} failed: {med[t].get('error', '?')[:160]} |||||||||")
     return rows
 
 

@@ -168,8 +168,8 @@ def test_verification_catches_a_wrong_model(monkeypatch: pytest.MonkeyPatch) -> 
     real_mask = verify_module.masked_in_place
 
     @contextlib.contextmanager
-    def wrong_mask(m, g, p):  # type: ignore[no-untyped-def]
-        with real_mask(m, g, p), torch.no_grad():
+    def wrong_mask(m, g, p, **kwargs):  # type: ignore[no-untyped-def]
+        with real_mask(m, g, p, **kwargs), torch.no_grad():
             saved = m.head.bias.clone()
             m.head.bias.add_(1.0)  # the "reference" now disagrees with the pruned model
             try:
