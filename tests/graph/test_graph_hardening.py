@@ -193,6 +193,43 @@ class CopyIntoChannels(nn.Module):
         return self.out(y)
 
 
+class OtherWrites(nn.Module):
+    """``masked_fill_`` with a constant channel mask, ``index_put_`` and ``copy_`` into channels; a
+    mask kept in a buffer is sliced with the channels instead (the write follows them exactly)."""
+
+    def __init__(self, kind: str = "masked_fill_") -> None:
+        super().__init__()
+        self.kind = kind
+        self.inp = nn.Conv2d(3, 8, 1)
+        self.out = nn.Conv2d(8, 2, 1)
+        self.register_buffer("keep", torch.arange(8).view(1, 8, 1, 1) % 2 == 0, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.inp(x))
+        if self.kind == "masked_fill_":
+            y.masked_fill_(torch.arange(8).view(1, 8, 1, 1) % 2 == 0, 0.0)
+        elif self.kind == "masked_fill_buffer":
+            y.masked_fill_(self.keep, 0.0)
+        elif self.kind == "index_put_":
+            y.index_put_((torch.tensor([0]), torch.tensor([3])), torch.tensor(0.0))
+        else:
+            y[:, :2].copy_(torch.zeros_like(y[:, :2]))
+        return self.out(y)
+
+
+@pytest.mark.parametrize("kind", ["masked_fill_", "index_put_", "copy_"])
+def test_other_in_place_writes_at_channels_freeze_the_group(kind: str) -> None:
+    graph = DependencyGraph.trace(OtherWrites(kind).eval(), torch.randn(2, 3, 4, 4))
+    (group,) = [g for g in graph.groups if any(m.tensor == "inp.weight" and m.axis == 0 for m in g.members)]
+    assert not group.prunable, graph.summary()
+
+
+def test_a_channel_mask_in_a_buffer_is_sliced_with_the_channels() -> None:
+    model = OtherWrites("masked_fill_buffer")
+    pruned = _prune_and_check(model, torch.randn(2, 3, 4, 4))
+    assert pruned.keep.shape == (1, 4, 1, 1)
+
+
 class BranchOnWidth(nn.Module):
     """A Python branch on the channel count: the pruned model would take the other branch."""
 
