@@ -257,7 +257,8 @@ def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.
     plan = plan_at(ratio)
     added = 0
     if fill and target.kind in ("macs", "params"):
-        costs = channel_costs(model, graph, example_inputs, target.kind)
+        twin = meter.twin or (model, example_inputs)  # NOTE: shapes are all the costs need
+        costs = channel_costs(twin[0], graph, twin[1], target.kind)
         plan, added = _fill(plan, graph, scores, lambda p: meter(p)[target.kind], target.value,
                             {**kwargs, "costs": costs})
     plan = Plan(keep=plan.keep, sizes=plan.sizes,
