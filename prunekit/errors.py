@@ -21,6 +21,7 @@ __all__ = [
     "DataNotFoundError",
     "MissingDependencyError",
     "NotFittedError",
+    "OutputError",
     "did_you_mean",
     "require",
 ]
@@ -52,6 +53,10 @@ class MissingDependencyError(PrunekitError, ImportError):
 
 class NotFittedError(PrunekitError, AttributeError):
     """A learned attribute (``plan_``, ``scores_``, ...) was used before ``fit``."""
+
+
+class OutputError(PrunekitError, OSError):
+    """An output folder cannot be used: it holds earlier results, is not writable, or is in use."""
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
