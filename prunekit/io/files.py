@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import ConfigError, DataError, DataNotFoundError
+from prunekit.errors import ConfigError, DataError, path_error
 
 __all__ = ["atomic_path", "save_weights", "load_weights", "read_weights", "save_json", "load_json",
            "fresh_name", "umask", "as_user_file", "require_json", "clean_stale", "TEMP_PREFIX"]
@@ -126,8 +126,8 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
 
     file = Path(path)
     if not file.is_file():
-        raise DataNotFoundError(f"Weights file '{file}' does not exist. Check the path, or save the "
-                                f"model again with prunekit.save (it writes model.safetensors).")
+        raise path_error(file, "a weights file (.safetensors)", "Check the path, or save the model again "
+                                                                "with prunekit.save (it writes model.safetensors).")
     try:
         with safe_open(str(file), framework="pt") as handle:
             return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
@@ -174,7 +174,7 @@ def load_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file written by :func:`save_json`."""
     file = Path(path)
     if not file.is_file():
-        raise DataNotFoundError(f"JSON file '{file}' does not exist. Check the path.")
+        raise path_error(file, "a JSON file", "Check the path.")
     try:
         return json.loads(file.read_text())
     except json.JSONDecodeError as exc:
