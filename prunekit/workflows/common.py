@@ -40,6 +40,7 @@ __all__ = [
     "check_finite",
     "check_fits",
     "check_model_name",
+    "compare_models",
     "copy_tokenizer",
     "environment",
     "finish",
@@ -395,6 +396,22 @@ def measure_profile(net: nn.Module, example: Any, name: str, measure: Measure,
     return profile(net, example, name=name, batch_sizes=tuple(measure.batch_sizes),
                    threads=measure.threads, backends=tuple(measure.backends),
                    min_time_s=measure.min_time_s, dataset=dataset, task=task, max_batches=max_batches)
+
+
+def compare_models(before_net: nn.Module, after_net: nn.Module, before: Profile, after: Profile, example: Any,
+                   measure: Measure) -> tuple[str, list[dict[str, Any]]]:
+    """The before/after table, its latency ratios measured against an A/A control in this run (the
+    dense model timed twice, interleaved with the result; ratios inside that noise read "within
+    noise"); and the controls as JSON data for results.json."""
+    from dataclasses import asdict
+
+    from prunekit.measure import compare
+    from prunekit.measure.latency import aa_controls
+
+    controls = aa_controls(before_net, after_net, example, backends=tuple(measure.backends),
+                           batch_sizes=tuple(measure.batch_sizes), threads=measure.threads,
+                           min_time_s=measure.min_time_s / 8) if measure.backends else ()
+    return compare(before, after, controls=controls), [asdict(c) for c in controls]
 
 
 def calibration_batches(splits: Any, count: int, size: int = 64, task: Any = None) -> list[Any]:

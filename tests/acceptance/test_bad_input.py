@@ -436,3 +436,20 @@ def test_every_flag_a_message_names_exists() -> None:
                 unknown += [f"{file.name}:{node.lineno}: {flag}" for flag in pattern.findall(node.value)
                             if flag not in flags and flag not in _FOREIGN_FLAGS]
     assert unknown == []
+
+
+# ---- numbers that mislead: latency ratios only against an A/A control of the same run ---------------
+
+def test_prune_prints_latency_ratios_only_with_the_a_a_control(ws: dict[str, Path], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    out = tmp_path / "run"
+    assert main(["prune", "--model", "simple_cnn", "--data", str(ws["npz"]), "--ratio", "0.5", "--out", str(out),
+                 *QUICK]) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith("torch batch 1"))
+    assert "(A/A ±" in row and ("within noise" in row or "faster" in row or "slower" in row)
+    assert "latency first/last: median of 4 interleaved rounds" in table
+    control = json.loads((out / "results.json").read_text())["latency_control"]
+    assert [(c["backend"], c["batch_size"], c["rounds"]) for c in control] == [("torch", 1, 4)]
