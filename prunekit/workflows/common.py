@@ -408,9 +408,13 @@ def compare_models(before_net: nn.Module, after_net: nn.Module, before: Profile,
     from prunekit.measure import compare
     from prunekit.measure.latency import aa_controls
 
-    controls = aa_controls(before_net, after_net, example, backends=tuple(measure.backends),
+    # NOTE: only what both profiles measured (a backend that failed there, e.g. ONNX Runtime not
+    # installed or a model it cannot export, is left out here too).
+    timed = [b for b in measure.backends if before.latency_for(b, measure.batch_sizes[0])
+             and after.latency_for(b, measure.batch_sizes[0])]
+    controls = aa_controls(before_net, after_net, example, backends=tuple(timed),
                            batch_sizes=tuple(measure.batch_sizes), threads=measure.threads,
-                           min_time_s=measure.min_time_s / 8) if measure.backends else ()
+                           min_time_s=measure.min_time_s / 8) if timed else ()
     return compare(before, after, controls=controls), [asdict(c) for c in controls]
 
 
