@@ -453,3 +453,20 @@ def test_prune_prints_latency_ratios_only_with_the_a_a_control(ws: dict[str, Pat
     assert "latency first/last: median of 4 interleaved rounds" in table
     control = json.loads((out / "results.json").read_text())["latency_control"]
     assert [(c["backend"], c["batch_size"], c["rounds"]) for c in control] == [("torch", 1, 4)]
+
+
+@pytest.mark.parametrize("command", [
+    ("eval", "--model", "{saved}", "--data", "{npz}"),
+    ("profile", "--model", "{saved}", "--no-onnx", "--batch-sizes", "1", "--min-time-s", "0"),
+    ("partition", "--model", "{saved}", "--no-onnx", "--min-time-s", "0", "--no-progress"),
+], ids=["eval", "profile", "partition"])
+def test_read_only_commands_write_results_where_they_say(command: tuple[str, ...], ws: dict[str, Path],
+                                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    before = _hashes([ws["saved"], ws["npz"]])
+    assert main([*_fill(command, ws), "--out", str(out)]) == 0
+    assert f"results: {out / 'results.json'}" in capsys.readouterr().out
+    assert (out / "results.json").is_file() and not (out / LOCK_FILE).exists()
+    assert _hashes([ws["saved"], ws["npz"]]) == before
+    assert main(_fill(command, ws)) == 0  # NOTE: without --out nothing is written, and it says how to keep it
+    assert "nothing written (pass --out DIR to keep results.json" in capsys.readouterr().out
