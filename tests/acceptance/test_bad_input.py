@@ -183,6 +183,28 @@ def test_read_only_out_fails_before_the_work(ws: dict[str, Path], capsys: pytest
         out.chmod(0o755)
 
 
+def test_unwritable_out_fails_before_the_work(ws: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """As root every folder is writable, so the permission answer is what a normal user would get."""
+    import prunekit.workflows.outputs as outputs
+    import prunekit.workflows.prune as prune_workflow
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the work started")
+
+    monkeypatch.setattr(outputs.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(prune_workflow, "prune", never)
+    out = tmp_path / "ro"
+    out.mkdir()
+    _run(Case("unwritable-out", ("prune", "--model", "simple_cnn", "--ratio", "0.5", "--out", str(out), *QUICK),
+              (f"--out '{out}' is not writable by this user",), ("Pass a folder you can write to with --out",
+                                                               "nothing was run")), ws, capsys)
+    _run(Case("uncreatable-out", ("prune", "--model", "simple_cnn", "--ratio", "0.5", "--out", str(out / "new"),
+                                  *QUICK),
+              (f"--out '{out / 'new'}' cannot be created ('{out}' is not a writable folder)",),
+              ("Pass a folder you can write to with --out",)), ws, capsys)
+
+
 @pytest.fixture
 def busy_out(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     """An output folder whose lock a live process holds."""

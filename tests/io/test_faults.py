@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -200,3 +201,23 @@ def test_ctrl_c_during_train_then_the_printed_resume_command_ends_bit_identical(
     assert list(got) == list(want)
     for key in want:
         assert torch.equal(got[key], want[key]), key
+
+
+def test_ctrl_c_during_a_recipe_names_its_state_and_the_resume_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import prunekit.cli.run as run_command
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text("model: simple_cnn\ndata: digits\nstages:\n  - train: {epochs: 1}\n")
+    out = tmp_path / "out"
+
+    def stopped_after_a_stage(recipe: Any, *, out_dir: Any, **kwargs: Any) -> Any:
+        (Path(out_dir) / "state.json").write_text('{"completed": 1}')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_command, "run_recipe", stopped_after_a_stage)
+    assert main(["run", str(recipe), "--out", str(out), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted; a checkpoint was saved in {out / 'state.json'}" in err
+    assert f"Resume with: prunekit run {recipe} --out {out} --no-progress --resume" in err
+    assert not (out / LOCK_FILE).exists()
