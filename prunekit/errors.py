@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from types import ModuleType
 
 __all__ = [
@@ -21,7 +23,9 @@ __all__ = [
     "DataNotFoundError",
     "MissingDependencyError",
     "NotFittedError",
+    "OutputError",
     "did_you_mean",
+    "path_error",
     "require",
 ]
 
@@ -54,10 +58,24 @@ class NotFittedError(PrunekitError, AttributeError):
     """A learned attribute (``plan_``, ``scores_``, ...) was used before ``fit``."""
 
 
+class OutputError(PrunekitError, OSError):
+    """An output folder cannot be used: it holds earlier results, is not writable, or is in use."""
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return " Did you mean 'x'?" for the closest choice, or "" when none is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def path_error(path: str | os.PathLike[str], expected: str, fix: str) -> PrunekitError:
+    """The error for a path that is not the ``expected`` thing ("a file", "a folder", ...): "does
+    not exist" only when nothing is there; otherwise what kind of thing it is."""
+    where = Path(path)
+    if not where.exists():
+        return DataNotFoundError(f"'{where}' does not exist (expected {expected}). {fix}")
+    kind = "a folder" if where.is_dir() else "a file" if where.is_file() else "not a regular file"
+    return DataError(f"'{where}' is {kind}; expected {expected}. {fix}")
 
 
 def require(module: str, *, pip_name: str | None = None, extra: str | None = None,

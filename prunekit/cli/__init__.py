@@ -8,14 +8,17 @@ fix (:class:`~prunekit.errors.PrunekitError`) are caught here, in one place, and
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from prunekit.cli import (
     decompose,
     evaluate,
     export,
     listing,
+    options,
     partition,
     profile,
     prune,
@@ -49,9 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `prunekit` console script; returns the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args))
+        out = getattr(args, "out", None) if getattr(args, "claim_out", True) else None
+        with options.claimed(args, out):
+            return int(args.run(args))
     except PrunekitError as exc:
         if args.debug:
             raise
@@ -59,8 +65,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prunekit {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"prunekit {args.command}: interrupted", file=sys.stderr)
+        print(f"prunekit {args.command}: interrupted; {_resume_hint(args, argv)}", file=sys.stderr)
         return 130
+
+
+# NOTE: the file each resumable command's --resume continues from.
+_RESUMABLE = {"train": "checkpoint.safetensors", "run": "state.json"}
+
+
+def _resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
+    """Where the checkpoint is and the exact command that resumes, or that there is none."""
+    name = _RESUMABLE.get(args.command)
+    if name is None:
+        return "nothing was saved; run the command again."
+    out = args.out if args.command != "run" or args.out else None
+    if out is None:
+        from prunekit.recipes import load_recipe
+
+        out = load_recipe(args.recipe).out or "runs/recipe"
+    checkpoint = Path(out) / name
+    if not checkpoint.is_file():
+        return "no checkpoint was saved yet (one is written after each epoch or stage); run the command again."
+    again = argv + ([] if "--resume" in argv else ["--resume"])
+    return f"a checkpoint was saved in {checkpoint}. Resume with: prunekit {shlex.join(again)}"
 
 
 if __name__ == "__main__":  # pragma: no cover

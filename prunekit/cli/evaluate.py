@@ -34,8 +34,13 @@ def _metrics(metrics: dict[str, float]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunekit.workflows.common import has_weights
     from prunekit.workflows.evaluate import evaluate
 
+    if not has_weights(args.model, args.weights):
+        print(f"note: '{args.model}' has random weights (no --weights, not a folder an earlier command "
+              f"saved), so expect chance-level numbers. Pass --weights FILE (e.g. from `prunekit train`) "
+              f"or --model OUT of an earlier command.")
     results = evaluate(args.model, args.data, weights=args.weights, data_dir=args.data_dir,
                        split=args.split, batch_size=args.batch_size, max_batches=args.max_eval_batches,
                        device=args.device, out_dir=args.out, task=args.task)

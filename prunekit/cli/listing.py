@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from prunekit import data, models
+from prunekit.errors import UnknownNameError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +23,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_models(args: argparse.Namespace) -> int:
     meta = {"source": args.source} if args.source else {}
-    for name in models.names(args.pattern, **meta):
+    found = models.names(args.pattern, **meta)
+    if not found:
+        within = f" from {args.source}" if args.source else ""
+        raise UnknownNameError(f"no model name{within} matches '{args.pattern}'. Patterns are shell-style "
+                               f"(e.g. 'resnet*'); run `prunekit models` to list every name.")
+    for name in found:
         shape = "x".join(str(d) for d in models.input_shape(name))
         print(f"{name:<32} {models.MODELS.get(name).meta.get('source', ''):<12} input {shape}")
     return 0

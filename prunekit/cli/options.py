@@ -7,8 +7,10 @@ Python object and (later) the YAML recipe stage describing exactly the same para
 from __future__ import annotations
 
 import argparse
+import contextlib
 import types
 import typing
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel
@@ -22,6 +24,7 @@ __all__ = [
     "add_pipeline_options",
     "add_profile_options",
     "backends",
+    "claimed",
     "config_from_args",
     "int_list",
     "measure_from_args",
@@ -68,10 +71,13 @@ def add_pipeline_options(parser: argparse.ArgumentParser, *, finetune_help: str)
 
 
 def add_output_options(parser: argparse.ArgumentParser, default: str | None) -> None:
-    """--out (where results.json, checkpoints and weights go)."""
+    """--out (where results.json, checkpoints and weights go) and --overwrite."""
     parser.add_argument("--out", metavar="DIR", default=default,
                         help="output folder for results.json (and checkpoints/weights when training)"
-                             + (f"; default: {default}" if default else ""))
+                             + (f"; default: {default}" if default else "")
+                             + "; a folder holding earlier results is refused unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into --out even when it holds earlier results (they are replaced)")
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +154,22 @@ def measure_from_args(args: argparse.Namespace) -> Any:
     if hasattr(args, "no_onnx"):
         given["backends"] = backends(args)
     return Measure(**given)
+
+
+@contextlib.contextmanager
+def claimed(args: argparse.Namespace, out: str | None) -> Iterator[None]:
+    """Check ``out`` before any work and hold it while the command runs (rank 0 only; nothing for
+    commands that write nothing): earlier results need --overwrite (or --resume), a second run into
+    the same folder is refused."""
+    from prunekit.workflows.common import is_rank_zero
+    from prunekit.workflows.outputs import claim
+
+    if out is None or getattr(args, "check", False) or not is_rank_zero():
+        yield
+        return
+    with claim(out, command=args.command, overwrite=getattr(args, "overwrite", False),
+               resume=getattr(args, "resume", False)):
+        yield
 
 
 def print_written(results: dict[str, Any], what: str = "") -> None:

@@ -19,6 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("recipe", metavar="RECIPE", help="path of the YAML recipe")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="output folder (default: the recipe's 'out', else runs/recipe)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into OUT even when it holds earlier results (they are replaced)")
     parser.add_argument("--resume", action="store_true",
                         help="continue after the last completed stage in OUT (same recipe)")
     parser.add_argument("--check", action="store_true", help="only validate the recipe and list its stages")
@@ -29,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-eval-batches", type=int, default=None, metavar="N",
                         help="evaluate validation and test accuracy on only the first N batches of 512 "
                              "(per epoch, after every stage, in evaluate stages; default: all)")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, claim_out=False)  # NOTE: OUT is known once the recipe is read.
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
         task = f", task {recipe.task}" if recipe.task else ""
         print(f"{args.recipe}: valid; model {recipe.model.name}, data {recipe.data.name}{task}, stages: {kinds}")
         return 0
-    results = run_recipe(recipe, out_dir=args.out, resume=args.resume, progress=not args.no_progress,
-                         device=args.device, max_eval_batches=args.max_eval_batches)
+    out = args.out or recipe.out or "runs/recipe"
+    with options.claimed(args, out):
+        results = run_recipe(recipe, out_dir=out, resume=args.resume, progress=not args.no_progress,
+                             device=args.device, max_eval_batches=args.max_eval_batches)
     initial = results.get("initial")
     profiles = ([initial] if initial else []) + [record["profile"] for record in results["stages"]]
     metric = _metric(profiles)

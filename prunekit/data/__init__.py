@@ -90,7 +90,7 @@ def load(spec: str | PathLike[str], *, data_dir: str | PathLike[str] | None = No
         if image_size is not None:
             if "image_size" not in params:
                 raise ConfigError(f"Dataset '{text}' has a fixed image size; image_size={image_size} "
-                                  f"applies only to image folders. Fix: drop image_size / --image-size.")
+                                  f"applies only to image folders. Fix: drop image_size.")
             kwargs["image_size"] = image_size
         return factory(**kwargs)
     path = Path(text).expanduser()
@@ -109,7 +109,7 @@ def load(spec: str | PathLike[str], *, data_dir: str | PathLike[str] | None = No
     if path.suffix.lower() == ".npz":
         if image_size is not None:
             raise ConfigError(f"'{path}': image_size applies only to image folders, not .npz files. "
-                              f"Fix: drop image_size / --image-size, or resize the arrays yourself.")
+                              f"Fix: drop image_size, or resize the arrays yourself.")
         return load_npz(path, val_fraction=val_fraction, seed=seed)
     forms = _FORMS.format(names=", ".join(names()))
     if path.exists():

@@ -27,7 +27,7 @@ from prunekit.data.base import DataSplits, split_indices
 from prunekit.data.custom import assemble, from_arrays
 from prunekit.data.loaders import Loaders
 from prunekit.data.text import load_tokenizer, text_loaders, to_blocks, tokenize_lines
-from prunekit.errors import ConfigError, DataError, DataNotFoundError, require
+from prunekit.errors import ConfigError, DataError, path_error, require
 
 __all__ = ["is_dataset_folder", "load_dataset_folder"]
 
@@ -50,7 +50,7 @@ def load_dataset_folder(path: str | os.PathLike[str], *, tokenizer: Any = None,
     for a text (needs ``tokenizer``: the model's folder or a tokenizer) or ``input_ids`` column."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise DataNotFoundError(f"Dataset folder '{folder}' does not exist. Fix: check the path.")
+        raise path_error(folder, "a dataset folder (datasets.save_to_disk)", "Fix: check the path.")
     if not is_dataset_folder(folder):
         raise DataError(f"'{folder}' is not a saved datasets folder (no dataset_dict.json, or "
                         f"state.json + dataset_info.json). Fix: write it with "
@@ -131,7 +131,8 @@ def _images(folder: Path, dataset: Any, column: str, label: str, size: tuple[int
     shapes = {p.shape for p in pixels}
     if len(shapes) > 1:
         raise DataError(f"'{folder}': images in '{column}' have several sizes {sorted(shapes)[:3]}; "
-                        f"expected one. Fix: pass image_size=(H, W) (CLI: --image-size).")
+                        f"expected one. Fix: pass image_size=(H, W) to "
+                        f"prunekit.data.load, or resize the images to one size for the CLI.")
     x = torch.from_numpy(np.stack(pixels)).float() / 255.0
     x = x.unsqueeze(1) if gray else x.permute(0, 3, 1, 2).contiguous()
     y = torch.tensor([int(v) for v in dataset[label]], dtype=torch.long)

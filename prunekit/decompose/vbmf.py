@@ -20,10 +20,18 @@ Kim et al. (2016) use it to pick Tucker-2 ranks from the kernel's unfoldings.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-from scipy.optimize import brentq, minimize_scalar
+
+from prunekit.errors import require
 
 __all__ = ["evbmf_rank", "evbmf_threshold_tau", "evbmf_noise_variance"]
+
+
+def _optimize() -> Any:
+    """scipy.optimize, imported on use: scipy is optional (the decompose extra), not needed to import prunekit."""
+    return require("scipy.optimize", pip_name="scipy", extra="decompose", feature="EVBMF rank selection")
 
 
 def evbmf_threshold_tau(alpha: float) -> float:
@@ -32,7 +40,7 @@ def evbmf_threshold_tau(alpha: float) -> float:
     def phi(z: float) -> float:
         return float(np.log1p(z) / z - 0.5)
 
-    return float(brentq(lambda t: phi(t) + phi(t / alpha), 1e-6, 1e3 * max(1.0, alpha), xtol=1e-12))
+    return float(_optimize().brentq(lambda t: phi(t) + phi(t / alpha), 1e-6, 1e3 * max(1.0, alpha), xtol=1e-12))
 
 
 def _objective(sigma2: float, gammas2: np.ndarray, m: int, alpha: float, tau: float) -> float:
@@ -65,7 +73,7 @@ def evbmf_noise_variance(singular_values: np.ndarray, rows: int, cols: int) -> f
     lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
     if hi <= lo:
         return float(grid[best])
-    found = minimize_scalar(lambda s: _objective(np.exp(s), gammas2, m, alpha, tau),
+    found = _optimize().minimize_scalar(lambda s: _objective(np.exp(s), gammas2, m, alpha, tau),
                             bounds=(np.log(lo), np.log(hi)), method="bounded",
                             options={"xatol": 1e-10})
     return float(np.exp(found.x))

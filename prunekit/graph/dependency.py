@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from prunekit._checks import check_entry
 from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph.constraints import ConstraintStore, Tracked
 from prunekit.graph.groups import ChannelGroup
@@ -53,6 +54,7 @@ class DependencyGraph:
             freeze: module names whose channels are all kept, inputs and outputs: every group
                 touching them is marked not prunable.
         """
+        check_entry(model, example_inputs, "DependencyGraph.trace")
         inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
         was_training = model.training
         model.eval()

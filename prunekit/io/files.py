@@ -1,8 +1,10 @@
 """Files without pickle: safetensors weights and JSON records, each written atomically.
 
 A write goes to a temporary name beside its target and is renamed into place, so a crash never
-leaves a half-written file where a good one was. New files get the user's umask (as ``open``
-gives), not the 0600 of ``tempfile.mkstemp``.
+leaves a half-written file where a good one was. Temporaries are named ``.prunekit-tmp-<pid>-...``;
+one whose process no longer runs (a save killed with ``kill -9``) is removed by the next write
+into the same folder. New files get the user's umask (as ``open`` gives), not the 0600 of
+``tempfile.mkstemp`` or safetensors.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,10 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import ConfigError, DataError, DataNotFoundError
+from prunekit.errors import ConfigError, DataError, path_error
 
 __all__ = ["atomic_path", "save_weights", "load_weights", "read_weights", "save_json", "load_json",
-           "fresh_name", "umask", "as_user_file", "require_json"]
+           "fresh_name", "umask", "as_user_file", "require_json", "clean_stale", "TEMP_PREFIX"]
+
+TEMP_PREFIX = ".prunekit-tmp-"  # every temporary file or folder prunekit writes starts with this
 
 
 def umask() -> int:
@@ -43,8 +48,42 @@ def as_user_file(path: Path) -> None:
 
 
 def fresh_name(target: Path, suffix: str) -> Path:
-    """An unused hidden name beside ``target`` (``.name.<random><suffix>``)."""
-    return target.parent / f".{target.name}.{secrets.token_hex(6)}{suffix}"
+    """An unused hidden name beside ``target``: ``.prunekit-tmp-<pid>-<random>-<name><suffix>``."""
+    return target.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}-{target.name}{suffix}"
+
+
+def _owner_alive(name: str) -> bool:
+    try:
+        pid = int(name[len(TEMP_PREFIX):].split("-", 1)[0])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid > 0
+    return True
+
+
+def clean_stale(folder: Path) -> list[Path]:
+    """Remove the temporaries in ``folder`` whose writing process no longer runs; returns them."""
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for path in entries:
+        if not path.name.startswith(TEMP_PREFIX) or _owner_alive(path.name):
+            continue
+        try:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
 
 
 @contextmanager
@@ -52,10 +91,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(target.parent)
     tmp = fresh_name(target, ".tmp")
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # NOTE: umask applies.
     try:
         yield tmp
+        as_user_file(tmp)  # NOTE: writers that recreate the file (safetensors) make it 0600.
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -85,8 +126,8 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
 
     file = Path(path)
     if not file.is_file():
-        raise DataNotFoundError(f"Weights file '{file}' does not exist. Check the path, or save the "
-                                f"model again with prunekit.save (it writes model.safetensors).")
+        raise path_error(file, "a weights file (.safetensors)", "Check the path, or save the model again "
+                                                                "with prunekit.save (it writes model.safetensors).")
     try:
         with safe_open(str(file), framework="pt") as handle:
             return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
@@ -133,7 +174,7 @@ def load_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file written by :func:`save_json`."""
     file = Path(path)
     if not file.is_file():
-        raise DataNotFoundError(f"JSON file '{file}' does not exist. Check the path.")
+        raise path_error(file, "a JSON file", "Check the path.")
     try:
         return json.loads(file.read_text())
     except json.JSONDecodeError as exc:

@@ -1,7 +1,9 @@
 """``prunekit.save``: any result as a folder of ``model.safetensors`` + ``manifest.json``.
 
-The folder is written beside its final place and renamed in, so a failed save leaves what was
-there before (and no temporary) behind. A Hugging Face model's folder is also a
+The folder is written beside its final place (``.prunekit-tmp-<pid>-...``, manifest last) and
+renamed in, so a failed save leaves what was there before behind, and a killed one leaves only a
+temporary that the next save into the same place removes; a folder without its manifest never
+loads. A Hugging Face model's folder is also a
 ``save_pretrained`` folder (``config.json`` + ``model.safetensors``).
 """
 
@@ -20,7 +22,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.io import sparse as sparse_storage
-from prunekit.io.files import as_user_file, fresh_name, require_json, save_json
+from prunekit.io.files import as_user_file, clean_stale, fresh_name, require_json, save_json
 from prunekit.io.layout import layout_record
 from prunekit.io.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest
 from prunekit.io.transforms import check_factorised, factorised_names, note_source_shapes, record
@@ -174,6 +176,7 @@ def _fill(tmp: Path, hf_model: nn.Module | None, entries: dict[str, torch.Tensor
 def _write_folder(target: Path, fill: Any) -> None:
     """Fill a new folder beside ``target``, then rename it in (an existing one moved aside first)."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(target.parent)
     tmp = fresh_name(target, ".tmp")
     os.mkdir(tmp, 0o777)  # NOTE: the user's umask applies, unlike tempfile.mkdtemp's 0700.
     try:

@@ -6,7 +6,9 @@ from prunekit.measure.accuracy import Metrics as Metrics
 from prunekit.measure.accuracy import evaluate as evaluate
 from prunekit.measure.fuse import Folded as Folded
 from prunekit.measure.fuse import fold_batchnorm as fold_batchnorm
+from prunekit.measure.latency import LatencyControl as LatencyControl
 from prunekit.measure.latency import LatencyStats as LatencyStats
+from prunekit.measure.latency import aa_controls as aa_controls
 from prunekit.measure.latency import PairedLatency as PairedLatency
 from prunekit.measure.latency import measure_latency as measure_latency
 from prunekit.measure.latency import paired_latency as paired_latency
@@ -30,7 +32,8 @@ __all__ = [
     "Profile", "profile", "compare", "compare_markdown",
     # the single measurements
     "count_params", "count_nonzero", "count_macs", "macs_by_module", "size_on_disk",
-    "compressed_size", "LatencyStats", "measure_latency", "PairedLatency", "paired_latency", "export_onnx",
+    "compressed_size", "LatencyStats", "measure_latency", "PairedLatency", "paired_latency",
+    "LatencyControl", "aa_controls", "export_onnx",
     "latency_by_module", "latency_by_call", "input_producers",
     "Folded", "fold_batchnorm",
     # accuracy

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,7 +26,8 @@ from prunekit.measure.fuse import fold_batchnorm
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
 __all__ = ["LatencyStats", "measure_latency", "measure_latencies", "PairedLatency", "paired_latency",
-           "interleaved", "BACKENDS", "DEFAULT_BACKENDS", "MIN_REPEATS", "MAX_REPEATS"]
+           "interleaved", "LatencyControl", "aa_control", "aa_controls", "BACKENDS", "DEFAULT_BACKENDS",
+           "MIN_REPEATS", "MAX_REPEATS", "NOISY"]
 
 BACKENDS = ("torch", "torch-fused", "onnxruntime")
 DEFAULT_BACKENDS = ("torch", "onnxruntime")  # NOTE: what a profile measures unless asked for more
@@ -140,9 +142,8 @@ def _torch_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
     return tuple(results)
 
 
-def _onnxruntime_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
-                           batch_sizes: Sequence[int], threads: int,
-                           timing: _Timing) -> tuple[LatencyStats, ...]:
+def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], threads: int) -> Any:
+    """An ONNX Runtime session of ``model`` (CPU, sequential, all graph optimisations)."""
     ort = require("onnxruntime", extra="onnx", feature="ONNX Runtime latency")
     from prunekit.measure.onnx import export_onnx
 
@@ -154,11 +155,21 @@ def _onnxruntime_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
     options.log_severity_level = 3  # NOTE: errors only; ORT warns about unused initialisers.
     with tempfile.TemporaryDirectory(prefix="prunekit-latency-") as tmp:
         file = export_onnx(model, inputs, Path(tmp) / "model.onnx", dynamic_batch=True)
-        session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+
+
+def _ort_feed(session: Any, inputs: tuple[torch.Tensor, ...], size: int) -> dict[str, Any]:
     names = [i.name for i in session.get_inputs()]
+    return {n: x.detach().cpu().numpy() for n, x in zip(names, batch_of(inputs, size))}
+
+
+def _onnxruntime_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
+                           batch_sizes: Sequence[int], threads: int,
+                           timing: _Timing) -> tuple[LatencyStats, ...]:
+    session = _ort_session(model, inputs, threads)
     results = []
     for size in batch_sizes:
-        feed = {n: x.detach().cpu().numpy() for n, x in zip(names, batch_of(inputs, size))}
+        feed = _ort_feed(session, inputs, size)
         times = _time_calls(lambda feed=feed: session.run(None, feed), timing)  # type: ignore[misc]
         results.append(_summarise(times, "onnxruntime", size, threads))
     return tuple(results)
@@ -246,3 +257,84 @@ def paired_latency(models: Mapping[str, nn.Module], example_inputs: ExampleInput
                                threads=threads, min_time_s=min_time_s).median_ms
 
     return interleaved(models, measure, reference=reference, rounds=rounds)
+
+
+NOISY = 0.10  # an A/A spread above this (10 %) means the machine is too busy for latency ratios
+
+
+@dataclass(frozen=True)
+class LatencyControl:
+    """How much faster ``after`` is than ``before`` at one backend and batch size, with the noise
+    band measured in the same run: the dense model timed twice (A and A'), interleaved with the
+    other, in ``rounds`` rounds.
+
+    ``ratio`` is the median over rounds of before / after (2.0: twice as fast); ``noise`` the
+    largest relative A/A difference over the rounds (0.05: identical models differed by up to 5 %).
+    """
+
+    backend: str
+    batch_size: int
+    threads: int
+    ratio: float
+    noise: float
+    rounds: int
+
+    @property
+    def within_noise(self) -> bool:
+        """True when the change is no larger than the same model's difference from itself."""
+        return abs(math.log(self.ratio)) <= math.log1p(self.noise) if self.ratio > 0 else True
+
+    @property
+    def noisy(self) -> bool:
+        """True when the A/A spread says the machine is too busy for a latency ratio."""
+        return self.noise > NOISY
+
+    def describe(self) -> str:
+        """"1.85x faster (A/A ±3 %)", or "within noise (A/A ±12 %)"."""
+        band = f"(A/A ±{100 * self.noise:.0f} %)"
+        if self.within_noise:
+            return f"within noise {band}"
+        words = f"{self.ratio:.2f}x faster" if self.ratio > 1 else f"{1 / self.ratio:.2f}x slower"
+        return f"{words} {band}"
+
+
+def _reader(backend: str, inputs: tuple[torch.Tensor, ...], batch_size: int, threads: int,
+            timing: _Timing) -> Callable[[nn.Module], float]:
+    """Median ms of one reading of a model; ONNX sessions are built once per model."""
+    sessions: dict[int, Any] = {}
+
+    def read(model: nn.Module) -> float:
+        if backend != "onnxruntime":
+            return _torch_latencies(model, inputs, (batch_size,), threads, timing, backend)[0].median_ms
+        if id(model) not in sessions:
+            sessions[id(model)] = _ort_session(model, inputs, threads)
+        session = sessions[id(model)]
+        feed = _ort_feed(session, inputs, batch_size)
+        times = _time_calls(lambda: session.run(None, feed), timing)
+        return _summarise(times, backend, batch_size, threads).median_ms
+
+    return read
+
+
+def aa_control(before: nn.Module, after: nn.Module, example_inputs: ExampleInput, *, backend: str = "torch",
+               batch_size: int = 1, threads: int = 2, rounds: int = 4, min_time_s: float = 0.1,
+               warmup: int = 2) -> LatencyControl:
+    """Time ``before`` twice and ``after`` once per round, interleaved, for ``rounds`` rounds: the
+    after/before ratio and, from before's two readings, the noise band it must clear."""
+    _check(backend, (batch_size,), threads, warmup, None, min_time_s)
+    timing = _Timing(warmup=warmup, repeats=None, min_time_s=min_time_s)
+    read = _reader(backend, as_inputs(example_inputs), batch_size, threads, timing)
+    paired = interleaved({"A": before, "B": after, "A2": before}, read, reference="A", rounds=rounds)
+    aa = [a2 / a for a, a2 in zip(paired["A"].round_ms, paired["A2"].round_ms, strict=True)]
+    noise = max(abs(r - 1) for r in aa) if aa else 0.0
+    return LatencyControl(backend=backend, batch_size=batch_size, threads=threads,
+                          ratio=1.0 / paired["B"].ratio, noise=noise, rounds=rounds)
+
+
+def aa_controls(before: nn.Module, after: nn.Module, example_inputs: ExampleInput, *,
+                backends: Sequence[str] = ("torch",), batch_sizes: Sequence[int] = (1,), threads: int = 2,
+                rounds: int = 4, min_time_s: float = 0.1) -> tuple[LatencyControl, ...]:
+    """:func:`aa_control` for every backend and batch size (what a before/after table compares)."""
+    return tuple(aa_control(before, after, example_inputs, backend=backend, batch_size=size, threads=threads,
+                            rounds=rounds, min_time_s=min_time_s)
+                 for backend in backends for size in batch_sizes)

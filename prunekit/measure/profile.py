@@ -2,7 +2,8 @@
 
 ``profile`` measures params, MACs (per sample), safetensors size, latency per backend and batch
 size, and accuracy/loss when a dataset is given. ``compare`` renders profiles as columns, with a
-"first/last" column (e.g. "2.03x smaller", "1.80x faster") when there are two or more.
+"first/last" column (e.g. "2.03x smaller") when there are two or more; latency ratios only with an
+A/A control measured in the same run ("1.80x faster (A/A ±3 %)", or "within noise").
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch.utils.data import TensorDataset
 
 from prunekit.errors import ConfigError, DataError
 from prunekit.measure.accuracy import evaluate
-from prunekit.measure.latency import BACKENDS, DEFAULT_BACKENDS, LatencyStats, measure_latencies
+from prunekit.measure.latency import BACKENDS, DEFAULT_BACKENDS, LatencyControl, LatencyStats, measure_latencies
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of, count_macs
 from prunekit.measure.params import count_params
 from prunekit.measure.size import size_on_disk
@@ -182,8 +183,11 @@ def _latency_keys(profiles: Sequence[Profile]) -> list[tuple[str, int, int]]:
     return sorted(keys, key=lambda k: (BACKENDS.index(k[0]) if k[0] in BACKENDS else 99, k[1], k[2]))
 
 
-def _latency_rows(profiles: Sequence[Profile]) -> list[list[str]]:
+def _latency_rows(profiles: Sequence[Profile], controls: Sequence[LatencyControl]) -> list[list[str]]:
+    """One row per backend x batch size; the first/last ratio only where an A/A control measured it
+    (the profiles themselves were timed minutes apart, so their ratio mixes in the machine's drift)."""
     keys = _latency_keys(profiles)
+    measured = {(c.backend, c.batch_size, c.threads): c for c in controls}
     show_threads = len({k[2] for k in keys}) > 1
     rows = []
     for backend, batch, threads in keys:
@@ -192,9 +196,8 @@ def _latency_rows(profiles: Sequence[Profile]) -> list[list[str]]:
         cells = ["-" if s is None else f"{_ms(s.median_ms)} ms ({_ms(s.p10_ms)}-{_ms(s.p90_ms)})"
                  for s in found]
         label = f"{backend} batch {batch}" + (f", {threads} threads" if show_threads else "")
-        first, last = found[0], found[-1]
-        change = _ratio(first.median_ms, last.median_ms, "faster", "slower") if first and last else "-"
-        rows.append([label, *cells, change])
+        control = measured.get((backend, batch, threads))
+        rows.append([label, *cells, control.describe() if control is not None else "-"])
     return rows
 
 
@@ -205,7 +208,8 @@ def _metric_row(label: str, values: list[float | None], render: Callable[[float]
     return [label, *cells, "-" if first is None or last is None else change(first, last)]
 
 
-def _rows(profiles: Sequence[Profile]) -> tuple[list[str], list[list[str]], list[str]]:
+def _rows(profiles: Sequence[Profile],
+          controls: Sequence[LatencyControl] = ()) -> tuple[list[str], list[list[str]], list[str]]:
     """Header, body rows (label, one cell per profile, first/last) and footnotes."""
     if not profiles:
         raise ConfigError("compare() needs at least one Profile; got none. Pass profile(...) results.")
@@ -217,7 +221,7 @@ def _rows(profiles: Sequence[Profile]) -> tuple[list[str], list[list[str]], list
                     lambda a, b: _ratio(a, b, "fewer", "more")),
         _metric_row("size (safetensors)", [p.size_bytes for p in profiles], _bytes,
                     lambda a, b: _ratio(a, b, "smaller", "larger")),
-        *_latency_rows(profiles),
+        *_latency_rows(profiles, controls),
     ]
     if any(p.accuracy is not None for p in profiles):
         rows.append(_metric_row("accuracy", [p.accuracy for p in profiles],
@@ -238,15 +242,37 @@ def _rows(profiles: Sequence[Profile]) -> tuple[list[str], list[list[str]], list
         notes.append(f"latency: median ms (p10-p90) per forward pass, "
                      f"{'/'.join(map(str, threads))} threads")
     notes += [f"{p.name}: {note}" for p in profiles for note in p.notes]
+    notes += _control_notes(profiles, controls)
     header = ["", *[p.name for p in profiles], "first/last"]
     if len(profiles) == 1:
         header, rows = header[:-1], [row[:-1] for row in rows]
     return header, rows, notes
 
 
-def compare(*profiles: Profile) -> str:
-    """Plain-text table of ``profiles`` side by side (one column each), plus footnotes."""
-    header, rows, notes = _rows(profiles)
+def _control_notes(profiles: Sequence[Profile], controls: Sequence[LatencyControl]) -> list[str]:
+    """What the latency first/last column means, and a warning when the A/A spread is wide."""
+    if len(profiles) < 2 or not any(p.latency for p in profiles):
+        return []
+    if not controls:
+        return ["latency first/last: not shown; the profiles were timed at different moments and no "
+                "A/A control was measured (pass controls=aa_controls(before, after, example))"]
+    notes = [f"latency first/last: median of {controls[0].rounds} interleaved rounds; 'within noise' when "
+             f"the change is no larger than the same model timed twice (A/A)"]
+    noisy = [c for c in controls if c.noisy]
+    if noisy:
+        worst = max(c.noise for c in noisy)
+        notes.append(f"machine busy: the same model timed twice differed by up to {100 * worst:.0f} %; "
+                     f"latency ratios are unreliable, re-measure on an idle machine")
+    return notes
+
+
+def compare(*profiles: Profile, controls: Sequence[LatencyControl] = ()) -> str:
+    """Plain-text table of ``profiles`` side by side (one column each), plus footnotes.
+
+    ``controls`` (:func:`~prunekit.measure.latency.aa_controls` of the first and last model) give
+    the latency first/last column; without them no latency ratio is printed.
+    """
+    header, rows, notes = _rows(profiles, controls)
     table = [header, *rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = []
@@ -261,9 +287,9 @@ def _escape(cell: str) -> str:
     return cell.replace("|", "\\|")
 
 
-def compare_markdown(*profiles: Profile) -> str:
+def compare_markdown(*profiles: Profile, controls: Sequence[LatencyControl] = ()) -> str:
     """The :func:`compare` table as Markdown (benchmarks write these), footnotes as a list."""
-    header, rows, notes = _rows(profiles)
+    header, rows, notes = _rows(profiles, controls)
     lines = ["| " + " | ".join(_escape(c) or " " for c in header) + " |",
              "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
     lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in rows]

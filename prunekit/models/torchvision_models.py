@@ -24,6 +24,7 @@ from torch import nn
 from torchvision.models import get_model, get_model_weights, list_models
 
 from prunekit.errors import (
+    path_error,
     ConfigError,
     DataNotFoundError,
     UnknownNameError,
@@ -204,6 +205,6 @@ def _cached_weights_file(name: str, member: Enum) -> Path:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a torch file (read with ``weights_only=True``)."""
     if not path.is_file():
-        raise DataNotFoundError(f"Weights file '{path}' does not exist. Check the path, or pass a "
-                                f"torchvision weights name such as 'DEFAULT'.")
+        raise path_error(path, "a weights file", "Check the path, or pass a torchvision weights name "
+                                                 "such as 'DEFAULT'.")
     return read_state_dict(path)

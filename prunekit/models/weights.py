@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import DataError, DataNotFoundError
+from prunekit.errors import DataError, path_error
 
 __all__ = ["adapt_conv_weight", "load_compatible", "load_state", "read_state_dict"]
 
@@ -36,7 +36,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataNotFoundError(f"Weights file '{path}' does not exist (or is not a file). Check the path.")
+        raise path_error(path, "a weights file", "Check the path (--weights takes a file, e.g. "
+                                                 "runs/train/model.safetensors).")
     if path.stat().st_size == 0:
         raise DataError(f"Weights file '{path}' is empty (0 bytes); expected a .safetensors or .pth state "
                         f"dict. {_RESAVE}")

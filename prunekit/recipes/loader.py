@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from prunekit.errors import ConfigError, DataNotFoundError
+from prunekit.errors import ConfigError, path_error
 
 __all__ = ["load_yaml", "where"]
 
@@ -37,9 +37,15 @@ def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, Lines]:
     """The recipe file's data and the line of every key; YAML errors name the file and line."""
     file = Path(path)
     if not file.is_file():
-        raise DataNotFoundError(f"recipe '{file}' does not exist. Pass the path of a YAML recipe, e.g. "
-                                f"recipes/simple_cnn.yaml.")
-    text = file.read_text()
+        raise path_error(file, "a recipe file (YAML)", "Pass the path of a YAML recipe, e.g. "
+                                                       "recipes/simple_cnn.yaml.")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        text = "\x00"
+    if "\x00" in text:
+        raise ConfigError(f"recipe '{file}' is a binary file, not a YAML recipe (text). Pass the path of "
+                          f"a YAML recipe, e.g. recipes/simple_cnn.yaml.")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:

@@ -20,7 +20,7 @@ import torch
 from prunekit.errors import ConfigError, DataError, DataNotFoundError
 from prunekit.io import atomic_path
 
-__all__ = ["FILE", "VERSION", "check_plain", "load", "save"]
+__all__ = ["FILE", "VERSION", "check_model", "check_plain", "load", "save"]
 
 FILE = "checkpoint.safetensors"
 VERSION = 3
@@ -85,6 +85,25 @@ def save(state: Mapping[str, Any], path: Path) -> None:
     skeleton = json.dumps(_encode(dict(state), tensors))
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={_KEY: skeleton})
+
+
+def check_model(saved: Mapping[str, torch.Tensor], model: torch.nn.Module, path: Path) -> None:
+    """Refuse a checkpoint whose weights are of another architecture than ``model``, naming the
+    first differing tensor (a raw ``load_state_dict`` error lists them all, over many lines)."""
+    own = model.state_dict()
+    where = f"train: --resume: '{path}' was saved from another architecture"
+    fix = ("Resume with the --model (and --data) of the interrupted run, or train into a new --out "
+           "without --resume.")
+    for key, value in saved.items():
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
+            raise ConfigError(f"{where}: tensor '{key}' has shape {tuple(value.shape)} there but "
+                              f"{tuple(own[key].shape)} in {type(model).__name__}. {fix}")
+    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    if missing or unexpected:
+        shown = "; ".join(part for part in (
+            f"missing {', '.join(missing[:3])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:3])}" if unexpected else "") if part)
+        raise ConfigError(f"{where} (its tensors do not match {type(model).__name__}'s: {shown}). {fix}")
 
 
 def load(path: Path, device: torch.device) -> dict[str, Any]:

@@ -334,6 +334,7 @@ def _restore(loop: _Loop, path: Path) -> list[dict[str, Any]]:
     """Load ``path`` into the loop (weights, optimizer, step, generators, callbacks)."""
     state = checkpoint.load(path, loop.device)
     _check_same_run(state, loop, path)
+    checkpoint.check_model(state["model"], loop.model, path)
     loop.model.load_state_dict(state["model"])
     loop.optimizer.load_state_dict(state["optimizer"])
     loop.step = int(state["scheduler"]["step"])

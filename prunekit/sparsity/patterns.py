@@ -185,10 +185,10 @@ def check_layer(name: str, shape: tuple[int, ...], pattern: Pattern) -> None:
         raise ConfigError(
             f"layer '{name}' {tuple(shape)} has {cols} inputs per output, not a multiple of "
             f"{pattern.m}, so the {pattern} pattern cannot be applied. Leave it out (ignore=['{module}']"
-            f" / --exclude {module}) or use pattern 'unstructured'."
+            f" / --ignore {module}) or use pattern 'unstructured'."
         )
     if pattern.kind == "block" and (rows % pattern.block[0] or cols % pattern.block[1]):
         raise ConfigError(
             f"layer '{name}' has [out, in] = [{rows}, {cols}], not divisible by the {pattern} block. "
-            f"Leave it out (ignore=['{module}'] / --exclude {module}) or choose another block shape."
+            f"Leave it out (ignore=['{module}'] / --ignore {module}) or choose another block shape."
         )

@@ -155,7 +155,11 @@ class Sparsifier:
                                   f"weights, but sparsity={asked} was asked for. Pass "
                                   f"sparsity={fixed:g} (or None) with this pattern.")
             return fixed
-        return check_fraction(asked, owner="Sparsifier")
+        fraction = check_fraction(asked, owner="Sparsifier")
+        if fraction == 1.0:  # NOTE: like a prune ratio of 1: every weight zero is no model.
+            raise ConfigError("Sparsifier: sparsity 1 zeroes every weight, which leaves no model; expected "
+                              "a fraction in [0, 1). Pass e.g. sparsity=0.9 (--sparsity 0.9).")
+        return fraction
 
     # ---- lifecycle ---------------------------------------------------------------------------
 

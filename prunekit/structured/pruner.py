@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from prunekit._checks import check_entry
 from prunekit.errors import ConfigError, NotFittedError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.importance import score
@@ -149,6 +150,7 @@ class StructuredPruner:
         Sets ``graph_``, ``scores_``, ``plan_`` (against this model's graph) and ``achieved_``
         (what the plan reaches: kept fractions of MACs and params, the ratio used).
         """
+        check_entry(model, example_inputs, "StructuredPruner.fit")
         target, options = self.validate_params()
         batches = list(batches) if batches is not None else None
         graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore), freeze=tuple(self.freeze))

@@ -24,7 +24,7 @@ from torch.utils.data import TensorDataset
 from prunekit import data as datasets
 from prunekit import models
 from prunekit.data import DataSplits, Loaders
-from prunekit.errors import ConfigError, PrunekitError
+from prunekit.errors import ConfigError, DataError, PrunekitError
 from prunekit.io import MANIFEST_FILE, MODEL_DIR, WEIGHTS_FILE, read_manifest, save, save_json
 from prunekit.io import model_folder as io_model_folder
 from prunekit.measure import Profile, profile
@@ -37,7 +37,10 @@ __all__ = [
     "capped",
     "capped_splits",
     "check_device",
+    "check_finite",
+    "check_fits",
     "check_model_name",
+    "compare_models",
     "copy_tokenizer",
     "environment",
     "finish",
@@ -301,11 +304,64 @@ def build(model: str, data: str, *, data_dir: str | None = None, weights: str | 
     asked = task is not None
     if task is None:
         task = getattr(loaded, "task", None)
+    if isinstance(loaded, DataSplits):
+        check_finite(loaded, data)
     net = load_model(model, weights=weights, task=task, seed=seed, **sizes_of(loaded))
+    if isinstance(loaded, DataSplits):
+        check_fits(net, loaded, model, data)
     if asked or not isinstance(loaded, DataSplits):
         # NOTE: a task the user names is checked on image data too: a mismatch fails here, not mid-training.
         models.check_task_fits(net, task_of(loaded, task), example_of(loaded, task_of(loaded, task)))
     return net, loaded
+
+
+def check_finite(splits: DataSplits, data: str) -> None:
+    """Refuse data whose inputs hold NaN or inf (every loss would be NaN), naming the set and count."""
+    for split in ("train", "val", "test"):
+        inputs = getattr(splits, split).tensors[0]
+        if not inputs.is_floating_point():
+            continue
+        bad = (~torch.isfinite(inputs.reshape(len(inputs), -1))).any(1)
+        if bool(bad.any()):
+            first = int(bad.nonzero()[0, 0])
+            raise DataError(f"data '{data}': {int(bad.sum())} of {len(inputs)} samples of the {split} set "
+                            f"hold NaN or inf inputs (the first is sample {first}). Replace them (e.g. "
+                            f"numpy.nan_to_num) or drop those samples, then pass the data again.")
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(str(int(d)) for d in shape)
+
+
+def check_fits(net: nn.Module, splits: DataSplits, spec: str, data: str) -> None:
+    """Run ``net`` once on two samples of ``splits``: an input it cannot take, or an output width
+    other than the class count, fails here, naming what the model expects and what the data gives."""
+    x = splits.test.tensors[0][:2].clone()
+    given = _shape(splits.input_shape)
+    expects = ""
+    if spec in models.MODELS:
+        expects = f" (it is built for {_shape(models.input_shape(spec, in_channels=splits.input_shape[0]))} inputs)"
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = net(x)
+    except PrunekitError:
+        raise
+    except Exception as exc:  # NOTE: a shape error can come from any layer, as any exception type.
+        reason = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"model '{spec}' does not fit data '{data}': one batch of its {given} inputs "
+                          f"fails in the forward pass{expects}: {type(exc).__name__}: {reason}. Pick a "
+                          f"model made for {given} inputs (`prunekit models` lists input sizes) or data "
+                          f"of the size the model expects.") from None
+    finally:
+        net.train(was_training)
+    width = out.shape[-1] if isinstance(out, torch.Tensor) and out.dim() == 2 else None
+    if width is not None and width != splits.num_classes:
+        raise ConfigError(f"model '{spec}' gives {width} outputs per sample but data '{data}' has "
+                          f"{splits.num_classes} classes. Pass a model with {splits.num_classes} outputs "
+                          f"(a registry name is sized for the data; a saved folder keeps its own head) "
+                          f"or data with {width} classes.")
 
 
 def capped(dataset: TensorDataset, max_batches: int | None, batch_size: int) -> TensorDataset:
@@ -340,6 +396,26 @@ def measure_profile(net: nn.Module, example: Any, name: str, measure: Measure,
     return profile(net, example, name=name, batch_sizes=tuple(measure.batch_sizes),
                    threads=measure.threads, backends=tuple(measure.backends),
                    min_time_s=measure.min_time_s, dataset=dataset, task=task, max_batches=max_batches)
+
+
+def compare_models(before_net: nn.Module, after_net: nn.Module, before: Profile, after: Profile, example: Any,
+                   measure: Measure) -> tuple[str, list[dict[str, Any]]]:
+    """The before/after table, its latency ratios measured against an A/A control in this run (the
+    dense model timed twice, interleaved with the result; ratios inside that noise read "within
+    noise"); and the controls as JSON data for results.json."""
+    from dataclasses import asdict
+
+    from prunekit.measure import compare
+    from prunekit.measure.latency import aa_controls
+
+    # NOTE: only what both profiles measured (a backend that failed there, e.g. ONNX Runtime not
+    # installed or a model it cannot export, is left out here too).
+    timed = [b for b in measure.backends if before.latency_for(b, measure.batch_sizes[0])
+             and after.latency_for(b, measure.batch_sizes[0])]
+    controls = aa_controls(before_net, after_net, example, backends=tuple(timed),
+                           batch_sizes=tuple(measure.batch_sizes), threads=measure.threads,
+                           min_time_s=measure.min_time_s / 8) if timed else ()
+    return compare(before, after, controls=controls), [asdict(c) for c in controls]
 
 
 def calibration_batches(splits: Any, count: int, size: int = 64, task: Any = None) -> list[Any]:

@@ -19,13 +19,13 @@ from prunekit.data import DataSplits
 from prunekit.decompose import DecomposeResult
 from prunekit.decompose import decompose as factorise
 from prunekit.decompose.lowrank import check_arguments
-from prunekit.measure import compare
 from prunekit.recover import TrainConfig
 from prunekit.structured import Target
 from prunekit.workflows.common import (
     Measure,
     build,
     calibration_batches,
+    compare_models,
     capped_splits,
     check_device,
     eval_data,
@@ -110,8 +110,8 @@ def decompose(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, An
                             measure, eval_data(splits), scorer)
     architecture = source_architecture(model, splits)
     results.update({"before": before.to_dict(), "after": after.to_dict(), "decomposition": result.to_dict(),
-                    "architecture": architecture, "layers_table": result.table(),
-                    "table": compare(before, after)})
+                    "architecture": architecture, "layers_table": result.table()})
+    results["table"], results["latency_control"] = compare_models(net, factorised, before, after, example, measure)
     if out_dir is not None and is_rank_zero():
         results["files"] = save_result(factorised, out_dir, model, splits=splits, task=scorer.name,
                                        transforms=[result])

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from prunekit.graph import DependencyGraph
-from prunekit.measure import compare
 from prunekit.recover import TrainConfig
 from prunekit.structured import (
     Plan,
@@ -25,6 +24,7 @@ from prunekit.structured import (
     prune_iteratively,
 )
 from prunekit.workflows.common import (
+    compare_models,
     Measure,
     build,
     calibration_batches,
@@ -133,7 +133,8 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
     after = measure_profile(pruned, example, f"{model} pruned", measure, eval_data(splits), task)
     results.update({"before": before.to_dict(), "after": after.to_dict(), "plan": plan.to_dict(),
                     "architecture": source_architecture(model, splits), "target": dict(stage["target"]),
-                    "achieved": achieved, "steps": records, "table": compare(before, after)})
+                    "achieved": achieved, "steps": records})
+    results["table"], results["latency_control"] = compare_models(net, pruned, before, after, example, measure)
     if out_dir is not None and is_rank_zero():
         results["files"] = save_result(pruned, out_dir, model, splits=splits, task=task.name, transforms=[plan])
     return finish(results, out_dir)

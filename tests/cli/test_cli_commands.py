@@ -30,7 +30,7 @@ def test_train_then_eval_then_profile(capsys: pytest.CaptureFixture[str], tmp_pa
     weights = out / "model.safetensors"
     assert weights.is_file()
 
-    assert main(["eval", "--model", "simple_cnn", "--weights", str(weights), "--out", str(out)]) == 0
+    assert main(["eval", "--model", "simple_cnn", "--weights", str(weights), "--out", str(out), "--overwrite"]) == 0
     printed = capsys.readouterr().out
     evaluated = json.loads((out / "results.json").read_text())["metrics"]["accuracy"]
     # 30 Adam steps already lift the SimpleCNN well above chance (10 %) on Fashion-MNIST.

@@ -10,6 +10,7 @@ from torch.utils.data import TensorDataset
 
 from prunekit.errors import ConfigError, DataError
 from prunekit.measure import LatencyStats, Profile, compare, compare_markdown, profile
+from prunekit.measure.latency import LatencyControl, aa_control, interleaved
 
 FAST = {"warmup": 1, "repeats": 5}
 
@@ -64,13 +65,17 @@ def test_busy_machine_is_noted(mlp: nn.Module, monkeypatch: pytest.MonkeyPatch) 
     assert "busy" in compare(result)
 
 
+_CONTROLS = (LatencyControl("torch", 1, 2, ratio=20 / 11, noise=0.03, rounds=4),
+             LatencyControl("onnxruntime", 1, 2, ratio=2.0, noise=0.02, rounds=4))
+
+
 def test_compare_has_every_row_and_ratio() -> None:
-    table = compare(*_pair())
+    table = compare(*_pair(), controls=_CONTROLS)
     for row in ("params", "MACs", "size", "torch batch 1", "onnxruntime batch 1", "accuracy",
                 "loss", "first/last", "dense", "pruned"):
         assert row in table
     assert "2.03x smaller" in table  # params 11.69 M -> 5.76 M
-    assert "2.00x faster" in table  # onnxruntime 10 ms -> 5 ms
+    assert "2.00x faster (A/A ±2 %)" in table  # onnxruntime 10 ms -> 5 ms, from the control
     assert "-0.52 pp" in table
     assert "11.69 M" in table and "46.83 MB" in table and "20.0 ms (18.0-24.0)" in table
 
@@ -80,7 +85,7 @@ def test_single_profile_has_no_ratio_column() -> None:
 
 
 def test_compare_markdown_is_a_table() -> None:
-    lines = compare_markdown(*_pair()).splitlines()
+    lines = compare_markdown(*_pair(), controls=_CONTROLS).splitlines()
     assert lines[0].startswith("| ") and "dense" in lines[0] and "first/last" in lines[0]
     assert set(lines[1]) <= set("|:-")
     assert any(line.startswith("| params |") and "2.03x smaller" in line for line in lines)
@@ -93,3 +98,26 @@ def test_errors() -> None:
         profile(nn.Linear(2, 2), torch.randn(1, 2), backends=("tvm",))
     with pytest.raises(DataError, match="params"):
         Profile.from_dict({"name": "x"})
+
+
+def test_latency_ratios_need_the_a_a_control() -> None:
+    """Profiles timed minutes apart give no latency ratio; inside the A/A band it says so; a wide
+    A/A band says the machine is busy."""
+    plain = compare(*_pair())
+    assert "faster" not in plain and "A/A control" in plain
+    quiet = compare(*_pair(), controls=(LatencyControl("torch", 1, 2, ratio=1.04, noise=0.06, rounds=4),))
+    assert "within noise (A/A ±6 %)" in quiet and "machine busy" not in quiet
+    busy = compare(*_pair(), controls=(LatencyControl("torch", 1, 2, ratio=3.0, noise=0.4, rounds=4),))
+    assert "3.00x faster (A/A ±40 %)" in busy
+    assert "machine busy: the same model timed twice differed by up to 40 %" in busy
+
+
+def test_aa_control_times_the_same_model_against_itself(simple_cnn: nn.Module) -> None:
+    """Smoke only (no timing claims): the same model as "after" gives a ratio whose size is the
+    control's own noise, and the reading order interleaves A, B, A'."""
+    control = aa_control(simple_cnn, simple_cnn, torch.randn(1, 1, 28, 28), rounds=3, min_time_s=0.0)
+    assert (control.backend, control.batch_size, control.rounds) == ("torch", 1, 3)
+    assert control.ratio > 0 and control.noise >= 0
+    order: list[str] = []
+    interleaved({"A": "a", "B": "b", "A2": "a2"}, lambda m: order.append(m) or 1.0, reference="A", rounds=2)
+    assert order == ["a", "b", "a2", "a", "b", "a2"]

@@ -1,0 +1,55 @@
+"""Checks at the public entry points (``DependencyGraph.trace``, ``StructuredPruner.fit``): what
+is not an ordinary eager ``nn.Module`` or not a valid example input fails in one line there, not as
+a library error deep inside the tracer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError
+
+__all__ = ["check_entry", "check_example_inputs", "check_model"]
+
+
+def check_model(model: Any, where: str) -> None:
+    """Refuse what cannot be traced and pruned: a non-module (a plain function), a TorchScript
+    module (its code is compiled; the tracer cannot follow it and nothing would be cut), and a
+    model whose tensors are on the meta device (no values to score or keep)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ConfigError(f"{where}: the model is a TorchScript module ({type(model).__name__}); prunekit "
+                          f"traces eager nn.Modules only, so nothing would be pruned. Pass the Python "
+                          f"nn.Module it was scripted from, and script the pruned result.")
+    if not isinstance(model, nn.Module):
+        kind = "a plain function" if callable(model) else f"a {type(model).__name__}"
+        raise ConfigError(f"{where}: the model is {kind}, not a torch.nn.Module. Pass an nn.Module "
+                          f"instance (e.g. wrap the function's weights and code in a Module subclass).")
+    meta = next((name for name, t in _tensors(model) if t.is_meta), None)
+    if meta is not None:
+        raise ConfigError(f"{where}: tensor '{meta}' is on the meta device (no values), so channels "
+                          f"cannot be scored or kept. Materialise the model first, e.g. "
+                          f"model.to_empty(device='cpu') then load its weights (load_state_dict).")
+
+
+def _tensors(model: nn.Module) -> Any:
+    yield from model.named_parameters()
+    yield from model.named_buffers()
+
+
+def check_example_inputs(example_inputs: Any, where: str) -> None:
+    """Refuse a list of inputs (ambiguous: one list-typed argument or several positional ones)."""
+    if isinstance(example_inputs, list):
+        raise ConfigError(f"{where}: example_inputs is a list of {len(example_inputs)}; expected a tensor "
+                          f"(one input) or a tuple (one item per positional input). Pass "
+                          f"tuple(example_inputs) for several inputs, or the tensor itself for one.")
+    if example_inputs is None:
+        raise ConfigError(f"{where}: example_inputs is None; expected a tensor or a tuple of the model's "
+                          f"inputs. Pass e.g. torch.randn(1, 3, 224, 224).")
+
+
+def check_entry(model: Any, example_inputs: Any, where: str) -> None:
+    """Both checks, as the public entry points run them."""
+    check_model(model, where)
+    check_example_inputs(example_inputs, where)

@@ -1,0 +1,130 @@
+"""The output folder a command writes to, checked before any work and held while it runs.
+
+``claim(out, command=..., overwrite=..., resume=...)`` refuses a folder that holds earlier results
+(unless ``overwrite`` or ``resume``), a path that is a file, and a folder that cannot be written,
+all before seconds of training; then it holds ``OUT/.prunekit.lock`` (the owner's pid) so that a
+second run into the same folder is refused. A lock left by a process that no longer runs is taken
+over. A folder the claim created and the run left empty is removed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from prunekit.errors import OutputError
+from prunekit.io.files import TEMP_PREFIX
+
+__all__ = ["LOCK_FILE", "claim", "check_out"]
+
+LOCK_FILE = ".prunekit.lock"
+
+
+def _ours(name: str) -> bool:
+    """Entries that are no earlier result: our lock and temporaries a killed save left."""
+    return name == LOCK_FILE or name.startswith(TEMP_PREFIX)
+
+
+def check_out(out: str | os.PathLike[str], *, command: str, overwrite: bool = False,
+              resume: bool = False) -> None:
+    """Refuse ``out`` before any work: a file, a folder with earlier results (without ``overwrite``
+    or ``resume``), or a folder this user cannot write."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{command}: --out '{path}' is a file, not a folder. Pass a folder path, "
+                          f"e.g. --out runs/{command or 'out'}-2; nothing was written.")
+    if path.is_dir():
+        earlier = sorted(p.name for p in path.iterdir() if not _ours(p.name))
+        if earlier and not (overwrite or resume):
+            shown = ", ".join(earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+            raise OutputError(f"{command}: --out '{path}' already holds results ({shown}). Pass "
+                              f"--overwrite to replace them, or pick a new folder with --out; "
+                              f"nothing was written.")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputError(f"{command}: --out '{path}' is not writable by this user. Pass a folder "
+                              f"you can write to with --out, or fix its permissions; nothing was run.")
+        return
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{command}: --out '{path}' cannot be created ('{parent}' is not a writable "
+                          f"folder). Pass a folder you can write to with --out; nothing was run.")
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # NOTE: it runs, under another user.
+    return True
+
+
+def _take_lock(lock: Path, command: str) -> None:
+    """Create ``lock`` with this pid; a live owner refuses, a dead one's lock is taken over."""
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            try:
+                owner = int(lock.read_text().strip() or "0")
+            except (OSError, ValueError):
+                owner = 0
+            if owner != os.getpid() and _alive(owner):
+                raise OutputError(f"{command}: another prunekit run (pid {owner}) is writing to "
+                                  f"'{lock.parent}'. Wait for it to finish, or pass another --out."
+                                  ) from None
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()  # NOTE: a stale lock of a process that no longer runs.
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+                raise OutputError(f"{command}: --out '{lock.parent}' is not writable ({exc.strerror}). "
+                                  f"Pass a folder you can write to with --out; nothing was run."
+                                  ) from None
+            raise
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return
+    raise OutputError(f"{command}: could not take the lock '{lock}'. Remove it if no prunekit run "
+                      f"writes to that folder, then run again.")
+
+
+@contextlib.contextmanager
+def claim(out: str | os.PathLike[str], *, command: str, overwrite: bool = False,
+          resume: bool = False) -> Iterator[Path]:
+    """Check ``out`` (see :func:`check_out`), create it and hold its lock while the body runs."""
+    path = Path(out)
+    check_out(path, command=command, overwrite=overwrite, resume=resume)
+    created = [p for p in (path, *path.absolute().parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{command}: --out '{path}' cannot be created ({exc.strerror}). Pass a "
+                          f"folder you can write to with --out; nothing was run.") from None
+    lock = path / LOCK_FILE
+    try:
+        _take_lock(lock, command)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        _remove_empty(created)
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the folders the claim created, innermost first, where the run left them empty."""
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
