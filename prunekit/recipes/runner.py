@@ -154,10 +154,18 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
         state.save(out / "model")
         results["files"] = {"model": str(out / "model")}
         save_json(results, out / "results.json")
+        results["report"] = _report(state, out)
     results["completed"] = last
     results["results_file"] = str(out / "results.json")  # NOTE: after the saves: not a recorded result
     results["model"] = state.model
     return results
+
+
+def _report(state: RunState, out: Path) -> str | None:
+    """The run's evidence (the model before the first pruning stage against the finished one) and its report."""
+    from prunekit.workflows.common import evidence_of, write_run_report
+
+    return write_run_report(out, evidence_of(state.original, state.model, state.splits, state.task, out))
 
 
 def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *, resume: bool,

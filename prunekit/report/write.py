@@ -36,9 +36,10 @@ def figures(run: Run) -> list[Figure]:
     before, after = run.profiles()
     evidence = run.evidence
     classes = evidence.get("classes")
+    widths = evidence.get("widths") or ()
     found = [
         plots.latency_boxes(before, after),
-        plots.widths(evidence.get("widths") or ()),
+        plots.widths(widths if any(r["before"] != r["after"] for r in widths) else ()),
         plots.sparsity(run.sparsity()),
         plots.ranks(run.ranks()),
         plots.importance(evidence.get("importance") or ()),

@@ -32,7 +32,8 @@ from prunekit.workflows.common import (
     eval_data,
     example_of,
     check_device,
-    finish,
+    evidence_of,
+    finish_with_report,
     has_weights,
     is_rank_zero,
     measure_profile,
@@ -136,4 +137,6 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
                     "achieved": achieved, "steps": records, "table": compare(before, after)})
     if out_dir is not None and is_rank_zero():
         results["files"] = save_result(pruned, out_dir, model, splits=splits, task=task.name, transforms=[plan])
-    return finish(results, out_dir)
+    evidence = evidence_of(net, pruned, splits, task, out_dir, plan=plan, example_inputs=example,
+                           scores=getattr(pruner, "scores_", None), ignore=pruner.ignore)
+    return finish_with_report(results, out_dir, evidence)
