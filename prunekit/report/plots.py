@@ -83,9 +83,12 @@ def latency_boxes(before: Profile | None, after: Profile | None) -> Figure | Non
     first = keys[0]
     b = before.latency_for(*first) if before else None
     a = after.latency_for(*first) if after else None
-    key = (f"median {first[0]} batch {first[1]}: {_ms(b.median_ms)} before, {_ms(a.median_ms)} after "
-           f"({b.median_ms / a.median_ms:.2f}x)" if a and b and a.median_ms > 0 else
-           f"{len(pairs)} latency measurements")
+    if a and b and a.median_ms > 0 and b.median_ms > 0:
+        ratio = b.median_ms / a.median_ms
+        change = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+        key = f"median {first[0]} batch {first[1]}: {_ms(b.median_ms)} before, {_ms(a.median_ms)} after ({change})"
+    else:
+        key = f"{len(pairs)} latency measurements"
     return _image("latency", "Latency", f"Box plots of forward-pass latency per backend and batch size; {key}.",
                   f"Latency of every timed call (box: quartiles, line: median, whiskers: 5th-95th percentile). "
                   f"{key[0].upper() + key[1:]}.", draw, (max(3.0, 2.6 * len(keys)), 3.0))

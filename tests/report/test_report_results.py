@@ -117,3 +117,16 @@ def test_malformed_optional_files_fail_in_one_line(tmp_path: Path, name: str, co
     (tmp_path / name).write_text(json.dumps(content))
     with pytest.raises(DataError, match=re.escape(words)):
         load_run(tmp_path)
+
+
+@pytest.mark.slow
+def test_the_resnet20_report_stays_under_5_mb(tmp_path: Path) -> None:
+    """`make demo`'s third run (ResNet-20 to half the MACs) at tiny training budgets."""
+    out = tmp_path / "resnet20-half-macs"
+    assert main(["prune", "--model", "resnet20", "--data", "fashion-mnist", "--target-macs", "0.5", "--importance",
+                 "l2", "--baseline-epochs", "1", "--finetune-epochs", "1", "--max-steps-per-epoch", "2",
+                 "--max-eval-batches", "1", "--no-progress", "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert (out / "report.html").stat().st_size < 5 * 1024 * 1024
+    for key in ("latency", "widths", "importance", "gallery", "classes", "confusion", "attribution"):
+        assert f'<section id="{key}">' in page, key
