@@ -93,7 +93,7 @@ def _head_groups(graph: DependencyGraph) -> list[tuple[str, ChannelGroup]]:
     found = []
     for group in graph.groups:
         member = next((m for m in group.by_role("producer")
-                       if m.axis == 0 and m.inner > 1 and m.tensor.endswith("weight")), None)
+                       if m.inner > 1 and m.tensor.endswith("weight")), None)
         if member is not None:
             found.append((member.module, group))
     return found

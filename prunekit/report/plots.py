@@ -15,6 +15,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import MaxNLocator
 
 from prunekit.measure import Profile, per_class_accuracy
 from prunekit.report.results import pareto_front
@@ -51,6 +52,10 @@ def _image(key: str, title: str, alt: str, caption: str, draw: Callable[[MplFigu
            size: tuple[float, float]) -> Figure:
     body = f'<img src="{png(draw, size)}" alt="{html.escape(alt)}">'
     return Figure(key, title, alt, caption, body)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _ms(x: float) -> str:
@@ -205,12 +210,14 @@ def curves(histories: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> Figu
                     if any(y is not None for y in ys):
                         ax.plot([x + 1 for x in xs], ys, marker="o", label=f"{phase} {name}")
             ax.set_xlabel("epoch (all phases in order)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(key if key == "loss" else (metric or "no validation metric"), fontsize=9)
             ax.legend(fontsize=6)
 
     last = next((r[metric] for _, r in reversed(points) if metric and r.get(metric) is not None), None)
-    key = f"{len(points)} epochs in {len(histories)} phases" + (f"; last {metric} {last:.4g}" if last is not None
-                                                                 else "")
+    key = f"{_count(len(points), 'epoch')} in {_count(len(histories), 'phase')}"
+    if last is not None:
+        key += f"; last {metric} {last:.4g}"
     return _image("curves", "Training curves", f"Line charts of loss and {metric or 'metric'} per epoch; {key}.",
                   f"Training and validation curves of every training phase of the run. {key}.", draw, (8.0, 3.0))
 

@@ -68,8 +68,11 @@ class Run:
         return str(self.results.get("command", "?"))
 
     def profiles(self) -> tuple[Profile | None, Profile | None]:
-        """The model's profile before and after (a recipe: its initial profile and its last stage's)."""
+        """The model's profile before and after (a recipe: its initial profile and its last stage's;
+        train and profile: only "after", the one model they measured)."""
         before, after = self.results.get("before"), self.results.get("after")
+        if before is None and after is None:  # NOTE: train and profile measure one model.
+            after = self.results.get("profile")
         if self.command == "run":
             stages = self.results.get("stages") or []
             before = self.results.get("initial")

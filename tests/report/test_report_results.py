@@ -130,3 +130,14 @@ def test_the_resnet20_report_stays_under_5_mb(tmp_path: Path) -> None:
     assert (out / "report.html").stat().st_size < 5 * 1024 * 1024
     for key in ("latency", "widths", "importance", "gallery", "classes", "confusion", "attribution"):
         assert f'<section id="{key}">' in page, key
+
+
+def test_a_train_folder_reports_its_one_profile_and_its_curves(tmp_path: Path) -> None:
+    history = [{"epoch": i, "train_loss": 1.0 / (i + 1), "val_loss": 1.2 / (i + 1), "val_accuracy": 0.5 + i / 10}
+               for i in range(3)]
+    (tmp_path / "results.json").write_text(json.dumps({"command": "train", "model": "m", "profile": _profile("m", 0.7),
+                                                       "train": {"history": history}}))
+    write_report(tmp_path)
+    table = _table((tmp_path / "report.md").read_text())
+    assert table["params"] == ("-", "1000") and table["accuracy"] == ("-", "0.7")
+    assert "3 epochs in 1 phase; last val_accuracy 0.7" in (tmp_path / "report.html").read_text()
