@@ -165,7 +165,9 @@ def _report(state: RunState, out: Path) -> str | None:
     """The run's evidence (the model before the first pruning stage against the finished one) and its report."""
     from prunekit.workflows.common import evidence_of, write_run_report
 
-    return write_run_report(out, evidence_of(state.original, state.model, state.splits, state.task, out))
+    label = "the model before the first compressing stage"
+    return write_run_report(out, evidence_of(state.original, state.model, state.splits, state.task, out,
+                                             before_label=label))
 
 
 def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *, resume: bool,

@@ -137,11 +137,14 @@ def _try(notes: list[str], what: str, compute: Any) -> Any:
 def collect(before: nn.Module, after: nn.Module, *, example_inputs: Any = None, plan: Plan | None = None,
             scores: Mapping[str, torch.Tensor] | None = None, dataset: Any = None,
             num_classes: int | None = None, max_batches: int | None = None,
-            ignore: Sequence[str] = ()) -> dict[str, Any]:
+            ignore: Sequence[str] = (), before_label: str | None = None) -> dict[str, Any]:
     """The evidence record for a run (module docstring). ``dataset`` is a labelled image
-    TensorDataset (classification); ``plan`` is against ``before``; neither model is changed."""
+    TensorDataset (classification); ``plan`` is against ``before``; neither model is changed.
+    ``before_label`` says which model ``before`` is when it is not the run's first profile."""
     notes: list[str] = []
     evidence: dict[str, Any] = {"version": _VERSION, "widths": widths(before, after)}
+    if before_label:
+        evidence["before_label"] = before_label
     if plan is not None and example_inputs is not None:
         graph = _try(notes, "the dependency graph", lambda: DependencyGraph.trace(before, example_inputs,
                                                                                   ignore=tuple(ignore)))

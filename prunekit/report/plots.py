@@ -54,6 +54,11 @@ def _image(key: str, title: str, alt: str, caption: str, draw: Callable[[MplFigu
     return Figure(key, title, alt, caption, body)
 
 
+def _which(part: Mapping[str, Any]) -> str:
+    """" (LABEL)" when the evidence says which model "before" is."""
+    return f" ({part['before_label']})" if part.get("before_label") else ""
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -229,10 +234,12 @@ def class_accuracy(classes: Mapping[str, Any]) -> Figure | None:
     if not change:
         return None
     worst, cls = min(change)
-    key = f"class {cls} changed most: {100 * worst:+.1f} pp"
+    key = f"class {cls} lost most: {100 * worst:+.1f} pp" if worst < 0 else \
+        f"no class lost accuracy (smallest change: class {cls}, {100 * worst:+.1f} pp)"
     labels = [str(i) for i in range(len(before))]
     return _image("classes", "Per-class accuracy", f"Bar chart of accuracy per class before and after; {key}.",
-                  f"Accuracy of each class on the test samples, before (grey) and after (blue). {key}.",
+                  f"Accuracy of each class on the test samples, before{_which(classes)} (grey) and after "
+                  f"(blue). {key[0].upper() + key[1:]}.",
                   lambda fig: _bars(fig, labels, [("before", [b or 0.0 for b in before], BEFORE),
                                                   ("after", [a or 0.0 for a in after], AFTER)], "accuracy"),
                   _wide(len(labels)))
@@ -261,7 +268,8 @@ def confusion_change(classes: Mapping[str, Any]) -> Figure | None:
         fig.colorbar(shown, ax=ax, label="after - before (samples)")
 
     return _image("confusion", "Change in the confusion matrix", f"Heat map of confusion counts after minus "
-                  f"before; {key}.", f"Confusion matrix after pruning minus before (red: more samples). {key}.",
+                  f"before; {key}.", f"Confusion matrix after minus before{_which(classes)} (red: more samples). "
+                  f"{key[0].upper() + key[1:]}.",
                   draw, (4.6, 3.8))
 
 
@@ -290,8 +298,9 @@ def attribution_grid(record: Mapping[str, Any]) -> Figure | None:
         f"mean Spearman rank correlation of the maps {mean:.3f}"
     return _image("attribution", "Attribution before and after", f"Grid of test images with their "
                   f"{record['method']} maps before and after; {key}.",
-                  f"{record['method']} on the first {len(images)} test images, for their true class, before "
-                  f"and after. {key[0].upper() + key[1:]}.", draw, (4.5, 1.5 * len(images) + 0.3))
+                  f"{record['method']} on the first {len(images)} test images, for their true class, "
+                  f"before{_which(record)} and after. {key[0].upper() + key[1:]}.", draw,
+                  (4.5, 1.5 * len(images) + 0.3))
 
 
 def sensitivity(data: Mapping[str, Any]) -> Figure | None:

@@ -35,7 +35,8 @@ def figures(run: Run) -> list[Figure]:
     """Every figure the run has data for, in reading order."""
     before, after = run.profiles()
     evidence = run.evidence
-    classes = evidence.get("classes")
+    label = {"before_label": evidence["before_label"]} if evidence.get("before_label") else {}
+    classes = {**evidence["classes"], **label} if evidence.get("classes") else None
     widths = evidence.get("widths") or ()
     found = [
         plots.latency_boxes(before, after),
@@ -50,7 +51,7 @@ def figures(run: Run) -> list[Figure]:
         plots.curves(run.histories()),
         plots.class_accuracy(classes) if classes else None,
         plots.confusion_change(classes) if classes else None,
-        plots.attribution_grid(evidence["attribution"]) if evidence.get("attribution") else None,
+        plots.attribution_grid({**evidence["attribution"], **label}) if evidence.get("attribution") else None,
     ]
     return [f for f in found if f is not None]
 

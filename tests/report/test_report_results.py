@@ -64,6 +64,8 @@ def test_a_recipe_run_writes_its_report(recipe_run: Path) -> None:
     _check_markdown_equals_results(recipe_run, results["initial"], results["stages"][-1]["profile"])
     page = (recipe_run / "report.html").read_text()
     assert '<section id="curves">' in page and '<section id="classes">' in page
+    # NOTE: per-class and attribution compare the model before the first compressing stage (trained).
+    assert "before (the model before the first compressing stage)" in page
 
 
 def test_prunekit_report_rewrites_the_report_and_fails_in_one_line_elsewhere(
