@@ -66,6 +66,11 @@ def test_a_recipe_run_writes_its_report(recipe_run: Path) -> None:
     assert '<section id="curves">' in page and '<section id="classes">' in page
     # NOTE: per-class and attribution compare the model before the first compressing stage (trained).
     assert "before (the model before the first compressing stage)" in page
+    # The prune stage's plan marks the gallery: as many filters removed as conv1 lost.
+    evidence = json.loads((recipe_run / "evidence.json").read_text())
+    conv1 = next(r for r in evidence["widths"] if r["layer"] == "conv1")
+    assert len(evidence["gallery"]["removed"]) == conv1["before"] - conv1["after"] > 0
+    assert page.count('class="tile removed"') == conv1["before"] - conv1["after"]
 
 
 def test_prunekit_report_rewrites_the_report_and_fails_in_one_line_elsewhere(
