@@ -22,6 +22,7 @@ from prunekit.cli import (
     partition,
     profile,
     prune,
+    report,
     run,
     sparsify,
     train,
@@ -30,7 +31,7 @@ from prunekit.errors import PrunekitError
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, export, run, listing)
+COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, export, run, report, listing)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -179,6 +179,8 @@ def print_written(results: dict[str, Any], what: str = "") -> None:
         print("nothing written (pass --out DIR to keep results.json" + (f" and {what}" if what else "") + ")")
     else:
         print(f"results: {file}" + (f"  {what}" if what else ""))
+    if results.get("report"):
+        print(f"report: {results['report']} (open it in a browser; report.md beside it)")
 
 
 def add_config_options(parser: argparse.ArgumentParser, model: type[BaseModel],

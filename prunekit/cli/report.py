@@ -1,45 +1,26 @@
-"""Plain-text rendering of pipeline results for the terminal (no computation here)."""
+"""`prunekit report RUN_DIR`: write (again) a run folder's self-contained report.html and report.md."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from prunekit.measure import Profile, compare
-
-__all__ = ["print_profile", "print_training"]
+import argparse
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:6.2f} %"
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report", help="write a run folder's HTML report and Markdown summary",
+        description="Read a folder a command wrote with --out (results.json, evidence.json, and "
+                    "sensitivity.json / pareto.json when present) and write report.html (one "
+                    "self-contained page: every image and all data inline, it opens offline) and "
+                    "report.md (the before/after numbers exactly as results.json holds them). "
+                    "prune, sparsify, decompose, partition and run write it themselves.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the folder a command wrote with --out")
+    parser.set_defaults(run=run)
 
 
-def _cell(name: str, value: float | None) -> str:
-    if value is None:
-        return "-"
-    return _pct(value).strip() if name.endswith(("accuracy", "top5")) else f"{value:.4f}"
+def run(args: argparse.Namespace) -> int:
+    from prunekit.report import write_report
 
-
-def print_training(results: dict[str, Any]) -> None:
-    """One line per epoch (train/val loss and the task's metrics), then the test result and wall time."""
-    train = results["train"]
-    history = train["history"]
-    columns = [k for k in dict.fromkeys(k for row in history for k in row) if k not in ("epoch", "lr")]
-    widths = [max(len(c), 9) for c in columns]
-    print("  ".join([f"{'epoch':>5}", *(f"{c.replace('_', ' '):>{w}}" for c, w in zip(columns, widths)),
-                     f"{'lr':>9}"]))
-    for row in history:
-        cells = [f"{_cell(c, row.get(c)):>{w}}" for c, w in zip(columns, widths)]
-        print("  ".join([f"{row['epoch'] + 1:>5}", *cells, f"{row.get('lr', float('nan')):>9.2e}"]))
-    test = train.get("test")
-    if test:
-        # NOTE: the headline first: accuracy for a classifier, then the rest as the task reports them.
-        names = sorted((k for k in test if k != "count"), key=lambda k: k != "accuracy")
-        metrics = "  ".join(f"{k} {_cell(k, test[k])}" for k in names)
-        print(f"test {metrics}  ({test['count']} samples)")
-    print(f"wall time {train['wall_time_s']:.1f} s")
-
-
-def print_profile(results: dict[str, Any]) -> None:
-    """The trained model's profile table."""
-    print()
-    print(compare(Profile.from_dict(results["profile"])))
+    page = write_report(args.run_dir)
+    print(f"report: {page}  summary: {page.with_name('report.md')}")
+    return 0

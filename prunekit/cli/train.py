@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from prunekit.cli import options
-from prunekit.cli.report import print_profile, print_training
+from prunekit.cli.render import print_profile, print_training
 from prunekit.recover import TrainConfig
 
 

@@ -4,6 +4,8 @@ Out: a ``Profile`` (params, MACs, size, latency in PyTorch and ONNX Runtime), an
 
 from prunekit.measure.accuracy import Metrics as Metrics
 from prunekit.measure.accuracy import evaluate as evaluate
+from prunekit.measure.classes import confusion_matrix as confusion_matrix
+from prunekit.measure.classes import per_class_accuracy as per_class_accuracy
 from prunekit.measure.fuse import Folded as Folded
 from prunekit.measure.fuse import fold_batchnorm as fold_batchnorm
 from prunekit.measure.latency import LatencyControl as LatencyControl
@@ -37,5 +39,5 @@ __all__ = [
     "latency_by_module", "latency_by_call", "input_producers",
     "Folded", "fold_batchnorm",
     # accuracy
-    "Metrics", "evaluate",
+    "Metrics", "evaluate", "confusion_matrix", "per_class_accuracy",
 ]

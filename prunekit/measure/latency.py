@@ -37,7 +37,8 @@ MAX_REPEATS = 200
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Latency of one forward pass at ``batch_size``, in milliseconds, over ``repeats`` calls."""
+    """Latency of one forward pass at ``batch_size``, in milliseconds, over ``repeats`` calls
+    (``samples_ms``: each call's time, in the order timed)."""
 
     backend: str
     batch_size: int
@@ -48,6 +49,8 @@ class LatencyStats:
     mean_ms: float
     std_ms: float
     repeats: int
+    # NOTE: every timed call in milliseconds (rounded to 0.1 us), kept for box plots in the report.
+    samples_ms: tuple[float, ...] = ()
 
 
 def _percentile(ordered: Sequence[float], q: float) -> float:
@@ -58,12 +61,13 @@ def _percentile(ordered: Sequence[float], q: float) -> float:
 
 
 def _summarise(times_s: list[float], backend: str, batch_size: int, threads: int) -> LatencyStats:
+    raw = tuple(round(t * 1000.0, 4) for t in times_s)
     ms = sorted(t * 1000.0 for t in times_s)
     return LatencyStats(
         backend=backend, batch_size=batch_size, threads=threads,
         median_ms=statistics.median(ms), p10_ms=_percentile(ms, 0.1), p90_ms=_percentile(ms, 0.9),
         mean_ms=statistics.fmean(ms), std_ms=statistics.stdev(ms) if len(ms) > 1 else 0.0,
-        repeats=len(ms))
+        repeats=len(ms), samples_ms=raw)
 
 
 @dataclass(frozen=True)

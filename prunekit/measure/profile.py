@@ -53,7 +53,7 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (lists for tuples); :meth:`from_dict` reads it back."""
         data = asdict(self)
-        data["latency"] = [asdict(stats) for stats in self.latency]
+        data["latency"] = [asdict(stats) | {"samples_ms": list(stats.samples_ms)} for stats in self.latency]
         data["input_shape"] = list(self.input_shape)
         data["notes"] = list(self.notes)
         return {"version": _FORMAT_VERSION, **data}
@@ -68,7 +68,8 @@ class Profile:
             raise DataError(f"Profile record lacks {missing}; got keys {sorted(data)}. Use a dict "
                             f"written by Profile.to_dict().")
         try:
-            latency = tuple(LatencyStats(**stats) for stats in data.get("latency", ()))
+            latency = tuple(LatencyStats(**{**stats, "samples_ms": tuple(stats.get("samples_ms", ()))})
+                            for stats in data.get("latency", ()))
         except TypeError as exc:
             raise DataError(f"Profile record '{data['name']}' has a malformed latency entry "
                             f"({exc}). Use a dict written by Profile.to_dict().") from exc

@@ -154,10 +154,25 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
         state.save(out / "model")
         results["files"] = {"model": str(out / "model")}
         save_json(results, out / "results.json")
+        results["report"] = _report(state, out, kinds, first)
     results["completed"] = last
     results["results_file"] = str(out / "results.json")  # NOTE: after the saves: not a recorded result
     results["model"] = state.model
     return results
+
+
+def _report(state: RunState, out: Path, kinds: list[str], first: int) -> str | None:
+    """The run's evidence (the model before the first compressing stage against the finished one,
+    with that stage's plan when it prunes and ran in this process) and its report."""
+    from prunekit.structured import Plan
+    from prunekit.workflows.common import evidence_of, write_run_report
+
+    start = _teacher_stage(kinds) + 1
+    parts: dict[str, Any] = {"before_label": "the model before the first compressing stage"}
+    # NOTE: a resumed run does not restore earlier stages' plans, so only a plan made here is its first.
+    if state.plans and start < len(kinds) and kinds[start] in ("prune", "gates") and first <= start:
+        parts.update(plan=Plan.from_dict(state.plans[0]), example_inputs=state.example())
+    return write_run_report(out, evidence_of(state.original, state.model, state.splits, state.task, out, **parts))
 
 
 def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *, resume: bool,

@@ -44,6 +44,8 @@ class TrainConfig(BaseModel):
     max_eval_batches: int | None = Field(None, ge=1, description="cap on batches per validation "
                                          "or test evaluation")
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
+    tensorboard: str | None = Field(None, description="write a TensorBoard log of every step's loss and "
+                                    "every epoch's metrics under this folder (one run-N subfolder per training)")
 
     @model_validator(mode="after")
     def _check_warmup_and_nesterov(self) -> TrainConfig:

@@ -35,6 +35,7 @@ from prunekit.recover import checkpoint, distributed
 from prunekit.recover.callbacks import Callback
 from prunekit.recover.config import TrainConfig, parse_config
 from prunekit.recover.sources import Source, build_source, epoch_batches
+from prunekit.recover.tensorboard import TensorBoardLog
 from prunekit.tasks import Classification, Metrics, Task, resolve
 from prunekit.tasks.batches import batch_size_of, device_of, to_device
 
@@ -119,6 +120,8 @@ def train(model: nn.Module, data: Any, config: TrainConfig | Mapping[str, Any], 
     started = time.perf_counter()
     target = _resolve_device(model, device)
     context = distributed.setup(target)
+    log = TensorBoardLog(config.tensorboard) if config.tensorboard and context.is_main else None
+    callbacks = (*callbacks, log) if log is not None else tuple(callbacks)
     try:
         model.to(target)
         source = build_source(data, val, config, context)
@@ -137,6 +140,8 @@ def train(model: nn.Module, data: Any, config: TrainConfig | Mapping[str, Any], 
             _write_outputs(model, result, config, context, out)
         distributed.barrier(context)
     finally:
+        if log is not None:
+            log.close()
         distributed.teardown(context)
     return result
 

@@ -60,6 +60,10 @@ __all__ = [
     "hf_folder",
     "save_result",
     "model_folder",
+    "evidence_of",
+    "finish_with_report",
+    "wants_evidence",
+    "write_run_report",
 ]
 
 
@@ -108,6 +112,47 @@ def finish(results: dict[str, Any], out_dir: str | os.PathLike[str] | None) -> d
         file = Path(out_dir) / "results.json"
         results["results_file"] = str(file)
         save_json(results, file)
+    return results
+
+
+def wants_evidence(splits: Any, task: Any, out_dir: str | os.PathLike[str] | None) -> bool:
+    """Whether a run saves per-class and attribution evidence: it writes a folder and scores a
+    classifier on image data."""
+    return out_dir is not None and is_rank_zero() and isinstance(splits, DataSplits) \
+        and getattr(task, "name", None) == "classification"
+
+
+def evidence_of(before: nn.Module, after: nn.Module, splits: Any, task: Any,
+                out_dir: str | os.PathLike[str] | None, **parts: Any) -> dict[str, Any] | None:
+    """What the report shows beyond results.json (``prunekit.report.collect_evidence``; ``parts``:
+    ``plan``, ``scores``, ``example_inputs``, ``ignore``); None when nothing is written."""
+    if out_dir is None or not is_rank_zero():
+        return None
+    from prunekit.report import collect_evidence
+
+    labelled = wants_evidence(splits, task, out_dir)
+    return collect_evidence(before, after, dataset=eval_data(splits) if labelled else None,
+                            num_classes=splits.num_classes if labelled else None, **parts)
+
+
+def write_run_report(out_dir: str | os.PathLike[str] | None, evidence: dict[str, Any] | None = None) -> str | None:
+    """(Rank 0, with ``out_dir``, after results.json) save ``evidence.json`` and write the run's
+    ``report.html`` and ``report.md``; returns the HTML file's path."""
+    if out_dir is None or not is_rank_zero():
+        return None
+    from prunekit.report import write_report
+
+    if evidence is not None:
+        save_json(evidence, Path(out_dir) / "evidence.json")
+    return str(write_report(out_dir))
+
+
+def finish_with_report(results: dict[str, Any], out_dir: str | os.PathLike[str] | None,
+                       evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`finish`, then :func:`write_run_report` (its path as ``results["report"]``)."""
+    results = finish(results, out_dir)
+    if (report := write_run_report(out_dir, evidence)) is not None:
+        results["report"] = report
     return results
 
 

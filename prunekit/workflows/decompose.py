@@ -30,7 +30,8 @@ from prunekit.workflows.common import (
     check_device,
     eval_data,
     example_of,
-    finish,
+    evidence_of,
+    finish_with_report,
     has_weights,
     is_rank_zero,
     measure_profile,
@@ -115,4 +116,4 @@ def decompose(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, An
     if out_dir is not None and is_rank_zero():
         results["files"] = save_result(factorised, out_dir, model, splits=splits, task=scorer.name,
                                        transforms=[result])
-    return finish(results, out_dir)
+    return finish_with_report(results, out_dir, evidence_of(net, factorised, splits, scorer, out_dir))

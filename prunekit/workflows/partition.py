@@ -24,7 +24,7 @@ from prunekit.decompose.partition import partition as cut
 from prunekit.measure.latency import measure_latency
 from prunekit.measure.macs import as_inputs, batch_of, count_macs
 from prunekit.measure.profile import format_count
-from prunekit.workflows.common import finish
+from prunekit.workflows.common import finish_with_report
 from prunekit.workflows.inputs import without_cache
 from prunekit.workflows.profile import load_with_example
 
@@ -211,4 +211,4 @@ def _partition(net: nn.Module, example: Any, *, model: str, stages: int, balance
         folder = part.save(Path(out_dir) / "stages", onnx=onnx, progress=progress)
         results["files"] = {"stages": str(folder), "manifest": str(folder / "manifest.json")}
     results["table"] = render_table(results)
-    return finish(results, out_dir)
+    return finish_with_report(results, out_dir)

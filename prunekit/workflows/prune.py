@@ -32,7 +32,8 @@ from prunekit.workflows.common import (
     eval_data,
     example_of,
     check_device,
-    finish,
+    evidence_of,
+    finish_with_report,
     has_weights,
     is_rank_zero,
     measure_profile,
@@ -137,4 +138,6 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
     results["table"], results["latency_control"] = compare_models(net, pruned, before, after, example, measure)
     if out_dir is not None and is_rank_zero():
         results["files"] = save_result(pruned, out_dir, model, splits=splits, task=task.name, transforms=[plan])
-    return finish(results, out_dir)
+    evidence = evidence_of(net, pruned, splits, task, out_dir, plan=plan, example_inputs=example,
+                           scores=getattr(pruner, "scores_", None), ignore=pruner.ignore)
+    return finish_with_report(results, out_dir, evidence)

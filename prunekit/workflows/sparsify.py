@@ -9,6 +9,8 @@ plain zeros at the end. :func:`sparsify_model` is the step a recipe's ``sparsify
 
 from __future__ import annotations
 
+import copy
+
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -37,7 +39,9 @@ from prunekit.workflows.common import (
     check_device,
     eval_data,
     example_of,
-    finish,
+    evidence_of,
+    finish_with_report,
+    wants_evidence,
     has_weights,
     is_rank_zero,
     measure_profile,
@@ -261,6 +265,7 @@ def sparsify(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any
         results["baseline"] = baseline
     before = measure_profile(net, example, model, measure, eval_data(splits), scorer)
     dense_nonzero = count_nonzero(net)
+    dense = copy.deepcopy(net) if wants_evidence(splits, scorer, out_dir) else None  # NOTE: for the report
     net, rows, info = sparsify_model(net, splits, **options, finetune=with_epochs(config, finetune_epochs),
                                      progress=progress, device=device, task=scorer)
     if "schedule_steps" in info:
@@ -278,7 +283,8 @@ def sparsify(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any
         results["stored_dense"] = hf.is_hf(net)
         results["files"] = save_result(net, out_dir, model, splits=splits, task=scorer.name,
                                        sparse=not results["stored_dense"])
-    return finish(results, out_dir)
+    evidence = evidence_of(net if dense is None else dense, net, splits, scorer, out_dir)
+    return finish_with_report(results, out_dir, evidence)
 
 
 def _record(results: dict[str, Any], net: nn.Module, rows: list[LayerSparsity], before: dict[str, Any],

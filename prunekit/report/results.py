@@ -1,0 +1,196 @@
+"""What a run folder holds, read once into a :class:`Run` the plots and pages draw from.
+
+A run folder is what a command's ``--out`` wrote: ``results.json`` (always), ``evidence.json``
+(what the workflow saved for the report: :mod:`prunekit.report.evidence`), and, when a sensitivity
+analysis or a search wrote them, ``sensitivity.json`` and ``pareto.json``. Their shapes:
+
+``sensitivity.json`` (one curve per layer: the metric after pruning that layer alone)::
+
+    {"version": 1, "metric": "accuracy", "baseline": 0.91,
+     "layers": {"conv1": {"ratios": [0.1, 0.3, 0.5], "metric": [0.90, 0.86, 0.70]}, ...}}
+
+``pareto.json`` (every trial as a point; ``chosen`` indexes ``points``; ``x_better`` and
+``y_better`` say which way is better, default lower x and higher y)::
+
+    {"version": 1, "x": "macs", "y": "accuracy", "x_better": "lower", "y_better": "higher",
+     "points": [{"x": 0.42, "y": 0.90, "label": "trial 3"}, ...], "chosen": 0}
+
+``baseline``, ``x_better``, ``y_better`` and ``label`` may be left out.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prunekit.errors import DataError
+from prunekit.io import load_json
+from prunekit.measure import Profile
+
+__all__ = ["EVIDENCE_FILE", "HTML_FILE", "MARKDOWN_FILE", "PARETO_FILE", "RESULTS_FILE", "SENSITIVITY_FILE",
+           "Row", "Run", "load_run", "pareto_front", "summary_rows"]
+
+RESULTS_FILE = "results.json"
+EVIDENCE_FILE = "evidence.json"
+SENSITIVITY_FILE = "sensitivity.json"
+PARETO_FILE = "pareto.json"
+HTML_FILE = "report.html"
+MARKDOWN_FILE = "report.md"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the before/after table: raw numbers as results.json holds them, and their unit."""
+
+    label: str
+    before: float | None
+    after: float | None
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder's JSON files; ``evidence`` is empty when the run saved none."""
+
+    folder: Path
+    results: dict[str, Any]
+    evidence: dict[str, Any] = field(default_factory=dict)
+    sensitivity: dict[str, Any] | None = None
+    pareto: dict[str, Any] | None = None
+
+    @property
+    def command(self) -> str:
+        """The command that wrote the folder (prune, sparsify, decompose, partition, run...)."""
+        return str(self.results.get("command", "?"))
+
+    def profiles(self) -> tuple[Profile | None, Profile | None]:
+        """The model's profile before and after (a recipe: its initial profile and its last stage's;
+        train and profile: only "after", the one model they measured)."""
+        before, after = self.results.get("before"), self.results.get("after")
+        if before is None and after is None:  # NOTE: train and profile measure one model.
+            after = self.results.get("profile")
+        if self.command == "run":
+            stages = self.results.get("stages") or []
+            before = self.results.get("initial")
+            after = stages[-1].get("profile") if stages else None
+        return (Profile.from_dict(before) if isinstance(before, Mapping) else None,
+                Profile.from_dict(after) if isinstance(after, Mapping) else None)
+
+    def histories(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Every training history in the run, labelled and in order: baseline, fine-tune, recipe stages."""
+        found: list[tuple[str, list[dict[str, Any]]]] = []
+        for key in ("train", "baseline", "finetune"):
+            if isinstance(part := self.results.get(key), Mapping) and part.get("history"):
+                found.append((key, list(part["history"])))
+        for stage in self.results.get("stages") or []:
+            if not isinstance(stage, Mapping):
+                continue
+            summary = stage.get("summary") or {}
+            for source in (summary, summary.get("train") or {}, summary.get("finetune") or {}):
+                if isinstance(source, Mapping) and source.get("history"):
+                    found.append((f"stage {stage.get('index', 0) + 1} {stage.get('kind', '')}",
+                                  list(source["history"])))
+                    break
+        return found
+
+    def sparsity(self) -> list[dict[str, Any]]:
+        """Per-layer sparsity records of a sparsify run (name, numel, zeros, sparsity)."""
+        return [dict(r) for r in self.results.get("layers") or [] if isinstance(r, Mapping) and "sparsity" in r]
+
+    def ranks(self) -> list[dict[str, Any]]:
+        """Per-layer decomposition records (name, kind, shape, ranks) of a decompose run."""
+        decomposition = self.results.get("decomposition") or {}
+        return [dict(r) for r in decomposition.get("layers") or []]
+
+
+def summary_rows(before: Profile | None, after: Profile | None) -> list[Row]:
+    """The before/after table as numbers: params, MACs, size, latency medians per backend and batch,
+    accuracy, loss and the task's other metrics."""
+    profiles = [p for p in (before, after) if p is not None]
+    if not profiles:
+        return []
+
+    def pair(get: Any) -> tuple[Any, Any]:
+        return (None if before is None else get(before), None if after is None else get(after))
+
+    rows = [Row("params", *pair(lambda p: p.params)), Row("MACs / sample", *pair(lambda p: p.macs)),
+            Row("size", *pair(lambda p: p.size_bytes), "bytes")]
+    keys = list(dict.fromkeys((s.backend, s.batch_size) for p in profiles for s in p.latency))
+    for backend, batch in keys:
+        def median(p: Profile, b: str = backend, n: int = batch) -> float | None:
+            stats = p.latency_for(b, n)
+            return None if stats is None else stats.median_ms
+        rows.append(Row(f"latency {backend} batch {batch}", *pair(median), "ms (median)"))
+    if any(p.accuracy is not None for p in profiles):
+        rows.append(Row("accuracy", *pair(lambda p: p.accuracy)))
+    if any(p.loss is not None for p in profiles):
+        rows.append(Row("loss", *pair(lambda p: p.loss)))
+    for metric in dict.fromkeys(k for p in profiles for k in p.metrics):
+        rows.append(Row(metric, *pair(lambda p, m=metric: p.metrics.get(m))))
+    return rows
+
+
+def pareto_front(points: Sequence[Mapping[str, Any]], *, x_better: str = "lower",
+                 y_better: str = "higher") -> list[int]:
+    """Indices of the points no other point beats on both axes, in order of x."""
+    sx = 1.0 if x_better == "lower" else -1.0
+    sy = 1.0 if y_better == "higher" else -1.0
+    values = [(sx * float(p["x"]), sy * float(p["y"])) for p in points]
+    front = [i for i, (x, y) in enumerate(values)
+             if not any((ox <= x and oy >= y) and (ox < x or oy > y) for ox, oy in values)]
+    return sorted(front, key=lambda i: float(points[i]["x"]))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_sensitivity(data: Any, file: Path) -> dict[str, Any]:
+    fix = f"Write it as the shape in prunekit/report/results.py documents, or remove '{file}'."
+    layers = data.get("layers") if isinstance(data, Mapping) else None
+    if not isinstance(layers, Mapping) or not layers:
+        raise DataError(f"'{file}' has no 'layers' mapping of curves. {fix}")
+    for name, curve in layers.items():
+        ratios, metric = (curve.get("ratios"), curve.get("metric")) if isinstance(curve, Mapping) else (None, None)
+        if not (isinstance(ratios, list) and isinstance(metric, list) and len(ratios) == len(metric) > 0
+                and all(map(_number, ratios + metric))):
+            raise DataError(f"'{file}': layer '{name}' needs equally long number lists 'ratios' and "
+                            f"'metric'. {fix}")
+    return dict(data)
+
+
+def _check_pareto(data: Any, file: Path) -> dict[str, Any]:
+    fix = f"Write it as the shape in prunekit/report/results.py documents, or remove '{file}'."
+    points = data.get("points") if isinstance(data, Mapping) else None
+    if not isinstance(points, list) or not points:
+        raise DataError(f"'{file}' has no 'points' list. {fix}")
+    if not all(isinstance(p, Mapping) and _number(p.get("x")) and _number(p.get("y")) for p in points):
+        raise DataError(f"'{file}': every point needs numbers 'x' and 'y'. {fix}")
+    chosen = data.get("chosen")
+    if chosen is not None and not (isinstance(chosen, int) and 0 <= chosen < len(points)):
+        raise DataError(f"'{file}': 'chosen' must index 'points' (0..{len(points) - 1}); got {chosen!r}. {fix}")
+    for key in ("x_better", "y_better"):
+        if data.get(key, "lower" if key == "x_better" else "higher") not in ("lower", "higher"):
+            raise DataError(f"'{file}': '{key}' must be 'lower' or 'higher'; got {data[key]!r}. {fix}")
+    return dict(data)
+
+
+def load_run(run_dir: str | os.PathLike[str]) -> Run:
+    """Read a run folder; a folder without ``results.json`` or with a malformed optional file fails
+    in one line."""
+    folder = Path(run_dir)
+    if not (folder / RESULTS_FILE).is_file():
+        raise DataError(f"'{folder}' holds no {RESULTS_FILE}. Pass a folder a prunekit command wrote "
+                        f"with --out (e.g. runs/demo/prune-conv1).")
+    results = load_json(folder / RESULTS_FILE)
+    evidence = load_json(folder / EVIDENCE_FILE) if (folder / EVIDENCE_FILE).is_file() else {}
+    sensitivity = pareto = None
+    if (file := folder / SENSITIVITY_FILE).is_file():
+        sensitivity = _check_sensitivity(load_json(file), file)
+    if (file := folder / PARETO_FILE).is_file():
+        pareto = _check_pareto(load_json(file), file)
+    return Run(folder=folder, results=results, evidence=evidence, sensitivity=sensitivity, pareto=pareto)

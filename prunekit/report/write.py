@@ -1,0 +1,96 @@
+"""``write_report(run_dir)``: read a run folder, draw what it holds, write ``report.html`` and ``report.md``."""
+
+from __future__ import annotations
+
+import html as html_text
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from prunekit.io import atomic_path
+from prunekit.report import html, markdown, plots
+from prunekit.report.plots import Figure
+from prunekit.report.results import HTML_FILE, MARKDOWN_FILE, Run, load_run, summary_rows
+
+__all__ = ["figures", "write_report"]
+
+
+def _stages_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A partition's stages as a table of their numbers."""
+    keys = [k for k in ("stage", "nodes", "macs", "macs_share", "latency_ms", "latency_share", "bytes_out")
+            if any(k in r for r in rows)]
+    head = "".join(f"<th>{k}</th>" for k in keys)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(k))}</td>" for k in keys) + "</tr>" for r in rows)
+    return f"<h2>Stages</h2><table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html_text.escape("-" if value is None else f"{value:,}" if isinstance(value, int) else str(value))
+
+
+def figures(run: Run) -> list[Figure]:
+    """Every figure the run has data for, in reading order."""
+    before, after = run.profiles()
+    evidence = run.evidence
+    label = {"before_label": evidence["before_label"]} if evidence.get("before_label") else {}
+    classes = {**evidence["classes"], **label} if evidence.get("classes") else None
+    widths = evidence.get("widths") or ()
+    found = [
+        plots.latency_boxes(before, after),
+        plots.widths(widths if any(r["before"] != r["after"] for r in widths) else ()),
+        plots.sparsity(run.sparsity()),
+        plots.ranks(run.ranks()),
+        plots.importance(evidence.get("importance") or ()),
+        html.filter_gallery(evidence["gallery"]) if evidence.get("gallery") else None,
+        html.head_map(evidence["heads"]) if evidence.get("heads") else None,
+        plots.sensitivity(run.sensitivity) if run.sensitivity else None,
+        plots.pareto(run.pareto) if run.pareto else None,
+        plots.curves(run.histories()),
+        plots.class_accuracy(classes) if classes else None,
+        plots.confusion_change(classes) if classes else None,
+        plots.attribution_grid({**evidence["attribution"], **label}) if evidence.get("attribution") else None,
+    ]
+    return [f for f in found if f is not None]
+
+
+def _title(run: Run) -> str:
+    results = run.results
+    model = results.get("model") if isinstance(results.get("model"), str) else \
+        ((results.get("recipe") or {}).get("model") or {}).get("name", "")
+    return f"prunekit {run.command}: {model}".rstrip(": ")
+
+
+def _summary_line(run: Run) -> str:
+    results = run.results
+    parts = [f"data {results['data']}" if results.get("data") else "",
+             f"task {results['task']}" if results.get("task") else "",
+             f"target {results['target']}" if results.get("target") else "",
+             f"{len(results.get('stages') or [])} stages" if run.command in ("run", "partition") else "",
+             f"written {results.get('environment', {}).get('created', '')}".strip()]
+    return "; ".join(p for p in parts if p and p != "written") + "."
+
+
+def write_report(run_dir: str | os.PathLike[str]) -> Path:
+    """Write ``report.html`` (self-contained) and ``report.md`` into the run folder ``run_dir``;
+    returns the HTML file. Reads only the folder's JSON files; fails in one line without results.json."""
+    run = load_run(run_dir)
+    before, after = run.profiles()
+    rows = summary_rows(before, after)
+    names = (before.name if before else "before", after.name if after else "after")
+    drawn = figures(run)
+    notes = list(dict.fromkeys([*(before.notes if before else ()), *(after.notes if after else ()),
+                                *run.evidence.get("notes", ())]))
+    title, line = _title(run), _summary_line(run)
+    overview = html.table(rows, names) if rows else ""
+    if run.command == "partition" and run.results.get("stages"):
+        overview += _stages_table(run.results["stages"])
+    page = html.page(title, line, overview, drawn, notes)
+    target = Path(run_dir) / HTML_FILE
+    with atomic_path(target) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    with atomic_path(Path(run_dir) / MARKDOWN_FILE) as tmp:
+        tmp.write_text(markdown.summary(title, line, rows, names, drawn, notes, HTML_FILE), encoding="utf-8")
+    return target
