@@ -19,6 +19,7 @@ from prunekit.cli import (
     partition,
     profile,
     prune,
+    quantize,
     run,
     sparsify,
     train,
@@ -27,7 +28,7 @@ from prunekit.errors import PrunekitError
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, export, run, listing)
+COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, quantize, export, run, listing)
 
 
 def build_parser() -> argparse.ArgumentParser:
