@@ -7,6 +7,7 @@ names ONNX nodes kept in fp32; a metric ``drop`` is fp32 metric minus int8 metri
 higher is better (accuracy, cosine) and the reverse otherwise.
 """
 
+from prunekit.quantize.bundle import write_bundle as write_bundle
 from prunekit.quantize.fallback import Fallback as Fallback
 from prunekit.quantize.fallback import quantize_within as quantize_within
 from prunekit.quantize.ptq import METHODS as METHODS
@@ -19,5 +20,5 @@ __all__ = [
     # post-training int8
     "METHODS", "quantize_onnx", "quantisable_nodes", "Fallback", "quantize_within",
     # running and shipping the ONNX file
-    "OnnxModel", "evaluate_onnx",
+    "OnnxModel", "evaluate_onnx", "write_bundle",
 ]
