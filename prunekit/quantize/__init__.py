@@ -13,12 +13,16 @@ from prunekit.quantize.fallback import quantize_within as quantize_within
 from prunekit.quantize.ptq import METHODS as METHODS
 from prunekit.quantize.ptq import quantisable_nodes as quantisable_nodes
 from prunekit.quantize.ptq import quantize_onnx as quantize_onnx
+from prunekit.quantize.qat import QATResult as QATResult
+from prunekit.quantize.qat import qat as qat
 from prunekit.quantize.runtime import OnnxModel as OnnxModel
 from prunekit.quantize.runtime import evaluate_onnx as evaluate_onnx
 
 __all__ = [
     # post-training int8
     "METHODS", "quantize_onnx", "quantisable_nodes", "Fallback", "quantize_within",
+    # quantisation-aware fine-tuning
+    "QATResult", "qat",
     # running and shipping the ONNX file
     "OnnxModel", "evaluate_onnx", "write_bundle",
 ]

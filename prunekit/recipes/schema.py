@@ -197,6 +197,12 @@ class ExportOptions(BaseModel):
     onnx: bool = Field(True, description="also write model.onnx")
 
 
+class QatOptions(TrainConfig):
+    """``qat``: quantisation-aware fine-tuning for ``epochs`` (TrainConfig's fields): torchao's PT2E
+    QAT flow, or fake-quantised weights where the model does not trace; a later ``quantize`` stage
+    writes the int8 file."""
+
+
 class QuantizeOptions(BaseModel):
     """``quantize``: int8 ONNX of the current model by ONNX Runtime (``prunekit quantize``'s options)."""
 
@@ -212,7 +218,8 @@ class QuantizeOptions(BaseModel):
 _OPTIONS: dict[str, type[BaseModel]] = {
     "train": TrainOptions, "prune": PruneOptions, "sparsify": SparsifyOptions, "gates": GatesOptions,
     "finetune": FinetuneOptions, "distill": DistillOptions, "decompose": DecomposeStageOptions,
-    "evaluate": EvaluateOptions, "export": ExportOptions, "quantize": QuantizeOptions,
+    "evaluate": EvaluateOptions, "export": ExportOptions, "qat": QatOptions,
+    "quantize": QuantizeOptions,
 }
 STAGE_KINDS: tuple[str, ...] = tuple(_OPTIONS)
 

@@ -283,6 +283,21 @@ def export(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     return {"files": files}
 
 
+@STAGES.register("qat")
+def qat_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
+    """:func:`prunekit.quantize.qat`: fine-tune under int8 fake quantisation (the weights change;
+    a later ``quantize`` stage exports the int8 file)."""
+    from prunekit.quantize import qat
+
+    config = training_config(options, seed)
+    result = qat(state.model, state.example(2), lambda m: fine_tune(
+        m, state.splits, config, progress=state.progress, device=state.device, task=state.task))
+    state.model = result.model
+    tuned = result.fit_result
+    return {"flow": result.flow, "note": result.note, "epochs": config.epochs,
+            "history": list(tuned.history), "val": dict(tuned.val)}
+
+
 @STAGES.register("quantize")
 def quantize_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     """:func:`prunekit.workflows.quantize.quantize_model`: ``quantize/model.onnx`` (int8) and
