@@ -15,6 +15,7 @@ from prunekit.errors import ConfigError
 from prunekit.measure import count_macs, count_params, export_onnx
 from prunekit.measure.latency import measure_onnx_latencies
 from prunekit.quantize import evaluate_onnx, write_bundle
+from prunekit.quantize.ptq import strip_metadata
 from prunekit.workflows.common import Measure, capped, eval_data, finish, save_result, source_architecture
 from prunekit.workflows.inputs import default_task, without_cache
 from prunekit.workflows.profile import load_with_example
@@ -80,7 +81,7 @@ def bundle_model(net: nn.Module, splits: Any, folder: str | os.PathLike[str], *,
         else:
             record = None
             with without_cache(net):
-                file = export_onnx(net, splits.example_input(1), Path(tmp) / FP32_FILE)
+                file = strip_metadata(export_onnx(net, splits.example_input(1), Path(tmp) / FP32_FILE))
         test = capped(eval_data(splits), measure.max_eval_batches, measure.eval_batch_size)
         metrics = dict(evaluate_onnx(file, test, task=task, batch_size=measure.eval_batch_size))
         latency = measure_onnx_latencies(file, splits.example_input(1), batch_sizes=measure.batch_sizes,

@@ -26,7 +26,7 @@ from prunekit.measure import Profile, compare, count_macs, count_params, export_
 from prunekit.measure.latency import measure_onnx_latencies
 from prunekit.quantize import evaluate_onnx, quantize_within
 from prunekit.quantize.calibration import feeds
-from prunekit.quantize.ptq import check_method, preprocess
+from prunekit.quantize.ptq import check_method, preprocess, strip_metadata
 from prunekit.quantize.runtime import session
 from prunekit.workflows.common import (
     Measure,
@@ -79,14 +79,14 @@ def quantize_model(net: nn.Module, splits: Any, folder: str | os.PathLike[str], 
     The recipe's ``quantize`` stage and :func:`quantize` share this.
     """
     check_method(method)
-    measure = measure or Measure()
+    measure, task = measure or Measure(), task_of(splits, task)
     if calibration_batches < 1 and not dynamic:
         raise _empty_calibration()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     example = example_of(splits, task, 1)
     with without_cache(net):
-        fp32 = export_onnx(net.eval(), example, folder / FP32_FILE)
+        fp32 = strip_metadata(export_onnx(net.eval(), example, folder / FP32_FILE))
     step = print if progress else None
     with tempfile.TemporaryDirectory(prefix=".quantize.", dir=folder) as tmp:
         prepared = preprocess(fp32, Path(tmp) / "prepared.onnx")
