@@ -22,6 +22,7 @@ from prunekit.cli import (
     partition,
     profile,
     prune,
+    quantize,
     report,
     run,
     sparsify,
@@ -31,7 +32,8 @@ from prunekit.errors import PrunekitError
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, export, run, report, listing)
+COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, quantize, export, run, report,
+            listing)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,12 @@ class DataSplits:
     num_classes: int
     input_shape: tuple[int, ...]
     class_names: tuple[str, ...] = ()
+    # NOTE: how raw inputs became these tensors, for code that repeats it outside prunekit (an edge
+    # bundle): inputs = (raw - mean) / std per channel, raw = 8-bit pixel * pixel_scale for images
+    # (None: not decoded from 8-bit pixels). Empty / None when unknown.
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    pixel_scale: float | None = None
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         """The first ``batch_size`` test inputs, for tracing and profiling."""

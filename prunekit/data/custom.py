@@ -47,9 +47,11 @@ def split_three(n: int, val_fraction: float, test_fraction: float,
 
 
 def assemble(name: str, train: Split, val: Split, test: Split, *, class_names: Sequence[str] = (),
-             mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> DataSplits:
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+             pixel_scale: float | None = None) -> DataSplits:
     """Standardise the inputs (per channel; train-split stats unless ``mean``/``std`` are given)
-    and wrap the three splits as :class:`DataSplits`; ``num_classes`` is max label + 1 overall."""
+    and wrap the three splits as :class:`DataSplits`; ``num_classes`` is max label + 1 overall.
+    ``pixel_scale``: the raw inputs are 8-bit pixels times this (recorded, for edge bundles)."""
     x_train = train[0]
     dims = [0] + list(range(2, x_train.dim()))  # every axis but the channel/feature axis
     shape = [1, x_train.shape[1]] + [1] * (x_train.dim() - 2)
@@ -63,17 +65,20 @@ def assemble(name: str, train: Split, val: Split, test: Split, *, class_names: S
     # NOTE: (x - m) / s as one fused pass: one new tensor per split, however large.
     splits = [TensorDataset(torch.addcmul(shift, x, scale), y.long()) for x, y in (train, val, test)]
     num_classes = 1 + max(int(y.max()) for _, y in (train, val, test) if len(y))
+    safe = torch.where(s > 1e-8, s, torch.ones_like(s))
     return DataSplits(name=name, train=splits[0], val=splits[1], test=splits[2],
                       num_classes=num_classes, input_shape=tuple(x_train.shape[1:]),
-                      class_names=tuple(class_names))
+                      class_names=tuple(class_names), mean=tuple(float(v) for v in m.flatten()),
+                      std=tuple(float(v) for v in safe.flatten()), pixel_scale=pixel_scale)
 
 
 def from_arrays(x: torch.Tensor, y: torch.Tensor, *, name: str, val_fraction: float = 0.1,
-                test_fraction: float = 0.2, seed: int = 0, class_names: Sequence[str] = ()) -> DataSplits:
+                test_fraction: float = 0.2, seed: int = 0, class_names: Sequence[str] = (),
+                pixel_scale: float | None = None) -> DataSplits:
     """Split one float input tensor and its labels deterministically, then :func:`assemble`."""
     train, val, test = split_three(len(x), val_fraction, test_fraction, seed)
     return assemble(name, (x[train], y[train]), (x[val], y[val]), (x[test], y[test]),
-                    class_names=class_names)
+                    class_names=class_names, pixel_scale=pixel_scale)
 
 
 # --- .npz ------------------------------------------------------------------------------------
@@ -222,10 +227,11 @@ def load_image_folder(path: str | PathLike[str], *, image_size: int | tuple[int,
     if has_split:
         (x, y), test = tensors
         keep, held = split_indices(len(x), val_fraction, seed)
-        return assemble(name, (x[keep], y[keep]), (x[held], y[held]), test, class_names=classes)
+        return assemble(name, (x[keep], y[keep]), (x[held], y[held]), test, class_names=classes,
+                        pixel_scale=1 / 255)
     x, y = tensors[0]
     return from_arrays(x, y, name=name, val_fraction=val_fraction, test_fraction=test_fraction,
-                       seed=seed, class_names=classes)
+                       seed=seed, class_names=classes, pixel_scale=1 / 255)
 
 
 def _visible(folder: Path) -> list[Path]:

@@ -58,7 +58,7 @@ def load_fashion_mnist(*, data_dir: str | PathLike[str] | None = None, val_fract
     return assemble("fashion_mnist", part(images[keep.numpy()], labels[keep.numpy()]),
                     part(images[held.numpy()], labels[held.numpy()]),
                     part(test_images.copy(), test_labels.copy()),
-                    class_names=CLASS_NAMES, mean=(MEAN * 255,), std=(STD * 255,))
+                    class_names=CLASS_NAMES, mean=(MEAN * 255,), std=(STD * 255,), pixel_scale=1.0)
 
 
 def resolve_dir(data_dir: str | PathLike[str] | None = None) -> tuple[Path, str]:

@@ -4,7 +4,8 @@
 "transforms": [{"kind": ...}, ...], "layout": {...}, "metrics": {...}, "hf": {"class": ...} | null,
 "created": ..., "prunekit": ...}``. Transforms are in the order they were applied; kinds are
 ``prune`` (a Plan), ``depth`` (blocks replaced by nn.Identity), ``factorise`` (layers and ranks),
-``sparse`` (how the weights are stored) and ``partition`` (the cut points of the stages).
+``sparse`` (how the weights are stored), ``partition`` (the cut points of the stages) and
+``quantize`` (an int8 ONNX file made from these weights: method, nodes kept fp32; loading ignores it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ __all__ = ["Manifest", "read_manifest", "FORMAT", "VERSION", "MANIFEST_FILE", "W
 
 FORMAT, VERSION = "prunekit", 1
 MANIFEST_FILE, WEIGHTS_FILE = "manifest.json", "model.safetensors"
-KINDS = ("prune", "depth", "factorise", "sparse", "partition")
+KINDS = ("prune", "depth", "factorise", "sparse", "partition", "quantize")
 
 # NOTE: files that name the formats before version 1, and what to do with each.
 _OLD = {"plan.json": "an old plan.json folder (save_pruned)",

@@ -25,9 +25,9 @@ from prunekit.errors import ConfigError, require
 from prunekit.measure.fuse import fold_batchnorm
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
-__all__ = ["LatencyStats", "measure_latency", "measure_latencies", "PairedLatency", "paired_latency",
-           "interleaved", "LatencyControl", "aa_control", "aa_controls", "BACKENDS", "DEFAULT_BACKENDS",
-           "MIN_REPEATS", "MAX_REPEATS", "NOISY"]
+__all__ = ["LatencyStats", "measure_latency", "measure_latencies", "measure_onnx_latencies", "PairedLatency",
+           "paired_latency", "interleaved", "LatencyControl", "aa_control", "aa_controls", "BACKENDS",
+           "DEFAULT_BACKENDS", "MIN_REPEATS", "MAX_REPEATS", "NOISY"]
 
 BACKENDS = ("torch", "torch-fused", "onnxruntime")
 DEFAULT_BACKENDS = ("torch", "onnxruntime")  # NOTE: what a profile measures unless asked for more
@@ -146,20 +146,26 @@ def _torch_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
     return tuple(results)
 
 
-def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], threads: int) -> Any:
-    """An ONNX Runtime session of ``model`` (CPU, sequential, all graph optimisations)."""
+def _ort_file_session(file: Path, threads: int) -> Any:
+    """An ONNX Runtime session of an ONNX file (CPU, sequential, all graph optimisations)."""
     ort = require("onnxruntime", extra="onnx", feature="ONNX Runtime latency")
-    from prunekit.measure.onnx import export_onnx
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # NOTE: errors only; ORT warns about unused initialisers.
+    return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+
+
+def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], threads: int) -> Any:
+    """An ONNX Runtime session of ``model``, exported to a temporary file."""
+    require("onnxruntime", extra="onnx", feature="ONNX Runtime latency")
+    from prunekit.measure.onnx import export_onnx
+
     with tempfile.TemporaryDirectory(prefix="prunekit-latency-") as tmp:
         file = export_onnx(model, inputs, Path(tmp) / "model.onnx", dynamic_batch=True)
-        return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        return _ort_file_session(file, threads)
 
 
 def _ort_feed(session: Any, inputs: tuple[torch.Tensor, ...], size: int) -> dict[str, Any]:
@@ -167,16 +173,34 @@ def _ort_feed(session: Any, inputs: tuple[torch.Tensor, ...], size: int) -> dict
     return {n: x.detach().cpu().numpy() for n, x in zip(names, batch_of(inputs, size))}
 
 
-def _onnxruntime_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
-                           batch_sizes: Sequence[int], threads: int,
-                           timing: _Timing) -> tuple[LatencyStats, ...]:
-    session = _ort_session(model, inputs, threads)
+def _session_latencies(session: Any, inputs: tuple[torch.Tensor, ...], batch_sizes: Sequence[int],
+                       threads: int, timing: _Timing) -> tuple[LatencyStats, ...]:
     results = []
     for size in batch_sizes:
         feed = _ort_feed(session, inputs, size)
         times = _time_calls(lambda feed=feed: session.run(None, feed), timing)  # type: ignore[misc]
         results.append(_summarise(times, "onnxruntime", size, threads))
     return tuple(results)
+
+
+def _onnxruntime_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
+                           batch_sizes: Sequence[int], threads: int,
+                           timing: _Timing) -> tuple[LatencyStats, ...]:
+    return _session_latencies(_ort_session(model, inputs, threads), inputs, batch_sizes, threads, timing)
+
+
+def _onnx_file_latencies(file: Path, inputs: tuple[torch.Tensor, ...], batch_sizes: Sequence[int],
+                         threads: int, timing: _Timing) -> tuple[LatencyStats, ...]:
+    return _session_latencies(_ort_file_session(file, threads), inputs, batch_sizes, threads, timing)
+
+
+def measure_onnx_latencies(path: str | Path, example_inputs: ExampleInput, *, batch_sizes: Sequence[int] = (1,),
+                           threads: int = 2, warmup: int = 3, repeats: int | None = None,
+                           min_time_s: float = 1.0) -> tuple[LatencyStats, ...]:
+    """ONNX Runtime latency of an ONNX file (e.g. an int8 one) with :func:`measure_latency`'s protocol."""
+    _check("onnxruntime", batch_sizes, threads, warmup, repeats, min_time_s)
+    timing = _Timing(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
+    return _onnx_file_latencies(Path(path), as_inputs(example_inputs), tuple(batch_sizes), threads, timing)
 
 
 def measure_latencies(model: nn.Module, example_inputs: ExampleInput, *, backend: str = "torch",

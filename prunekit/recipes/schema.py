@@ -197,10 +197,29 @@ class ExportOptions(BaseModel):
     onnx: bool = Field(True, description="also write model.onnx")
 
 
+class QatOptions(TrainConfig):
+    """``qat``: quantisation-aware fine-tuning for ``epochs`` (TrainConfig's fields): torchao's PT2E
+    QAT flow, or fake-quantised weights where the model does not trace; a later ``quantize`` stage
+    writes the int8 file."""
+
+
+class QuantizeOptions(BaseModel):
+    """``quantize``: int8 ONNX of the current model by ONNX Runtime (``prunekit quantize``'s options)."""
+
+    model_config = _STRICT
+    method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="activation calibration")
+    calibration_batches: int = Field(8, ge=1, description="training batches observed for activation ranges")
+    per_channel: bool = Field(True, description="one weight scale per output channel")
+    dynamic: bool = Field(False, description="dynamic int8 of MatMul/Gemm (transformers) instead of static QDQ")
+    max_metric_drop: float | None = Field(None, ge=0, description="keep the most damaging layers fp32 until "
+                                                                  "the validation metric drops by at most this")
+
+
 _OPTIONS: dict[str, type[BaseModel]] = {
     "train": TrainOptions, "prune": PruneOptions, "sparsify": SparsifyOptions, "gates": GatesOptions,
     "finetune": FinetuneOptions, "distill": DistillOptions, "decompose": DecomposeStageOptions,
-    "evaluate": EvaluateOptions, "export": ExportOptions,
+    "evaluate": EvaluateOptions, "export": ExportOptions, "qat": QatOptions,
+    "quantize": QuantizeOptions,
 }
 STAGE_KINDS: tuple[str, ...] = tuple(_OPTIONS)
 

@@ -281,3 +281,38 @@ def export(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
         with without_cache(state.model):
             files["onnx"] = str(export_onnx(state.model.eval(), state.example(), folder / "model.onnx"))
     return {"files": files}
+
+
+@STAGES.register("qat")
+def qat_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
+    """:func:`prunekit.quantize.qat`: fine-tune under int8 fake quantisation (the weights change;
+    a later ``quantize`` stage exports the int8 file)."""
+    from prunekit.quantize import qat
+
+    config = training_config(options, seed)
+    result = qat(state.model, state.example(2), lambda m: fine_tune(
+        m, state.splits, config, progress=state.progress, device=state.device, task=state.task))
+    state.model = result.model
+    tuned = result.fit_result
+    return {"flow": result.flow, "note": result.note, "epochs": config.epochs,
+            "history": list(tuned.history), "val": dict(tuned.val)}
+
+
+@STAGES.register("quantize")
+def quantize_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
+    """:func:`prunekit.workflows.quantize.quantize_model`: ``quantize/model.onnx`` (int8) and
+    ``quantize/model.fp32.onnx``, both scored by ONNX Runtime on the test split."""
+    from prunekit.quantize import evaluate_onnx
+    from prunekit.workflows import Measure
+    from prunekit.workflows.quantize import FP32_FILE, INT8_FILE, quantize_model
+
+    folder = state.out / "quantize"
+    record = quantize_model(state.model, state.splits, folder, task=state.task,
+                            measure=Measure(max_eval_batches=state.max_eval_batches),
+                            progress=state.progress, **options.model_dump())
+    test = state.eval_split("test")
+    scores = {name: dict(evaluate_onnx(folder / file, test, task=state.task, max_batches=state.max_eval_batches))
+              for name, file in (("fp32", FP32_FILE), ("int8", INT8_FILE))}
+    return {"quantize": record, "test": scores,
+            "files": {"onnx": str(folder / INT8_FILE), "fp32_onnx": str(folder / FP32_FILE),
+                      "model": str(state.save(folder / "model"))}}

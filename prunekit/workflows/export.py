@@ -1,30 +1,47 @@
 """The ``export`` workflow: a model (a saved folder, or a spec with weights) as a saved folder
-that ``prunekit.load`` reads, plus an ONNX file for deployment."""
+that ``prunekit.load`` reads, plus an ONNX file for deployment, and optionally an edge bundle."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
+from prunekit.data import DataSplits
+from prunekit.errors import ConfigError
 from prunekit.measure import count_macs, count_params, export_onnx
-from prunekit.workflows.common import finish, save_result, source_architecture
+from prunekit.measure.latency import measure_onnx_latencies
+from prunekit.quantize import evaluate_onnx, write_bundle
+from prunekit.quantize.ptq import strip_metadata
+from prunekit.workflows.common import Measure, capped, eval_data, finish, save_result, source_architecture
 from prunekit.workflows.inputs import default_task, without_cache
 from prunekit.workflows.profile import load_with_example
 
-__all__ = ["export"]
+__all__ = ["export", "bundle_model"]
 
 
 def export(model: str, data: str | None = None, *, out_dir: str | os.PathLike[str],
            weights: str | None = None, data_dir: str | None = None, in_channels: int | None = None,
-           onnx: bool = True, task: str | None = None) -> dict[str, Any]:
+           onnx: bool = True, task: str | None = None, bundle: str | os.PathLike[str] | None = None,
+           int8: bool = False, measure: Measure | None = None) -> dict[str, Any]:
     """Write ``out_dir/model/`` (weights + layout, ``prunekit.load`` reads it) and, with ``onnx``,
     ``out_dir/model.onnx`` (batch dimension dynamic), then ``results.json``.
 
     The example input that fixes the ONNX graph's shapes comes from ``data`` when given, else from
     the model itself (its input shape, a timm model's input size, token ids of a text model).
     ``task`` picks the class of an ``hf:`` model (default: what the data or its config says).
+    ``bundle``: also write an edge bundle there (:func:`bundle_model`; needs image ``data``), int8
+    with ``int8``.
     """
+    if bundle is not None and not data:
+        raise ConfigError("export: --bundle needs --data: the bundle's preprocessing (size, mean, std) and "
+                          "labels come from the data the model was trained on. Pass e.g. --data images/.")
+    if int8 and bundle is None:
+        raise ConfigError("export: --int8 applies to the bundle's model; pass --bundle DIR too (or use "
+                          "`prunekit quantize` for an int8 ONNX file with its fp32 comparison).")
     net, loaded, scorer, example = load_with_example(model, data, weights=weights, data_dir=data_dir,
                                                      in_channels=in_channels, task=task, command="export")
     net.eval()
@@ -39,4 +56,40 @@ def export(model: str, data: str | None = None, *, out_dir: str | os.PathLike[st
     results = {"command": "export", "model": model, "data": loaded.name if loaded is not None else None,
                "task": scorer.name, "weights": weights, "architecture": architecture,
                "params": count_params(net), "macs": count_macs(net, example), "files": files}
+    if bundle is not None:
+        results["bundle"] = bundle_model(net, loaded, bundle, task=scorer, int8=int8, measure=measure)
+        files["bundle"] = str(bundle)
     return finish(results, out)
+
+
+def bundle_model(net: nn.Module, splits: Any, folder: str | os.PathLike[str], *, task: Any, int8: bool = False,
+                 measure: Measure | None = None) -> dict[str, Any]:
+    """Write an edge bundle of ``net`` (image classification data) into ``folder`` and return its
+    manifest's numbers: the metric of the bundled ONNX file on the eval data (ONNX Runtime) and its
+    latency at ``measure.batch_sizes``. ``int8``: static QDQ int8 calibrated on 8 training batches."""
+    from prunekit.workflows.quantize import FP32_FILE, INT8_FILE, quantize_model
+
+    measure = measure or Measure(batch_sizes=(1,))
+    if not isinstance(splits, DataSplits) or splits.pixel_scale is None or task.name != "classification":
+        raise ConfigError("export: --bundle writes an image classifier (predict.py reads image files); the data "
+                          f"'{getattr(splits, 'name', splits)}' is not 8-bit images with classes. Pass an image "
+                          "folder or fashion-mnist as --data.")
+    with tempfile.TemporaryDirectory(prefix="prunekit-bundle-") as tmp:
+        if int8:
+            record = quantize_model(net, splits, tmp, task=task, measure=measure)
+            file = Path(tmp) / INT8_FILE
+        else:
+            record = None
+            with without_cache(net):
+                file = strip_metadata(export_onnx(net, splits.example_input(1), Path(tmp) / FP32_FILE))
+        test = capped(eval_data(splits), measure.max_eval_batches, measure.eval_batch_size)
+        metrics = dict(evaluate_onnx(file, test, task=task, batch_size=measure.eval_batch_size))
+        latency = measure_onnx_latencies(file, splits.example_input(1), batch_sizes=measure.batch_sizes,
+                                         threads=measure.threads, min_time_s=measure.min_time_s)
+        measured = {"metrics": metrics, "eval_samples": len(test),
+                    "latency_ms": {f"batch {s.batch_size}": s.median_ms for s in latency},
+                    "threads": measure.threads, "quantize": record}
+        write_bundle(file, folder, input_name="input", input_shape=splits.input_shape, mean=splits.mean,
+                     std=splits.std, pixel_scale=splits.pixel_scale, labels=splits.class_names,
+                     precision="int8" if int8 else "fp32", measured=measured)
+    return {"folder": str(folder), "precision": "int8" if int8 else "fp32", **measured}

@@ -1,0 +1,71 @@
+"""Classify image files with the ONNX model beside this script: ``python predict.py IMAGE...``.
+
+Standalone: needs only onnxruntime, numpy and Pillow (no torch, no prunekit). It checks every file
+against the sha256 sums in manifest.json, prepares each image as the training data was prepared
+(mode, size, pixel scale, per-channel mean and std from the manifest), and prints one line per
+image: the file, the label and its probability.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+
+
+def verify(manifest: dict) -> None:
+    """Stop with a message when a file is missing or differs from the manifest's sha256."""
+    for name, expected in manifest["checksums"].items():
+        file = HERE / name
+        if not file.is_file():
+            sys.exit(f"predict.py: '{name}' is missing from {HERE}; copy the whole bundle folder.")
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        if digest != expected:
+            sys.exit(f"predict.py: '{name}' does not match its sha256 in manifest.json (got {digest[:12]}..., "
+                     f"expected {expected[:12]}...); the bundle was changed or damaged. Copy it again.")
+
+
+def prepare(path: str, spec: dict) -> np.ndarray:
+    """One image as the model's input ``[C, H, W]`` float32."""
+    channels, height, width = spec["input"]["shape"][1:]
+    steps = spec["preprocessing"]
+    with Image.open(path) as file:
+        image = file.convert("L" if channels == 1 else "RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    # NOTE: divide as the training pipeline did (8-bit / 255.0 in float32), bit for bit.
+    pixels = np.asarray(image, dtype=np.uint8).astype(np.float32) / np.float32(1.0 / steps["pixel_scale"])
+    pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+    std = np.asarray(steps["std"], dtype=np.float32).reshape(-1, 1, 1)
+    scale = np.float32(1.0) / std
+    shift = -np.asarray(steps["mean"], dtype=np.float32).reshape(-1, 1, 1) * scale
+    return pixels * scale + shift
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: python predict.py IMAGE [IMAGE ...]", file=sys.stderr)
+        return 2
+    manifest = json.loads((HERE / "manifest.json").read_text())
+    verify(manifest)
+    session = onnxruntime.InferenceSession(str(HERE / manifest["model"]), providers=["CPUExecutionProvider"])
+    batch = np.stack([prepare(path, manifest) for path in argv])
+    logits = session.run(None, {manifest["input"]["name"]: batch})[0]
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    labels = manifest["labels"]
+    for path, row in zip(argv, probabilities):
+        best = int(row.argmax())
+        print(f"{path}\t{labels[best] if best < len(labels) else best}\t{row[best]:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,104 @@
+"""Quantisation-aware fine-tuning: train under int8 rounding, so the int8 export loses less.
+
+The PT2E flow of torchao (``torch.export`` -> ``prepare_qat_pt2e`` with ``X86InductorQuantizer``'s
+QAT configuration: per-channel symmetric int8 weights, uint8 activations, Conv-BN folded as it will
+be at inference) is tried first. Where the model does not trace, the weights of every Conv and
+Linear are fake-quantised per output channel with torch's ``fake_quantize_per_channel_affine``
+(a parametrization; activations stay fp32). Either way the result is the original architecture with
+the trained weights, ready for :func:`prunekit.quantize.quantize_onnx`, whose static QDQ scheme
+(int8 per-channel weights, uint8 activations) is the one trained for.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from prunekit.errors import require
+
+__all__ = ["QATResult", "qat", "FLOWS"]
+
+FLOWS = ("pt2e", "weight-fake-quant")
+
+
+@dataclass(frozen=True)
+class QATResult:
+    """The model after QAT (same architecture, trained weights, eval mode), which flow ran, why the
+    fallback was needed (empty for pt2e), and what ``fit`` returned."""
+
+    model: nn.Module
+    flow: str
+    note: str = ""
+    fit_result: Any = None
+
+
+def _traced(model: nn.Module, example: tuple[torch.Tensor, ...]) -> nn.Module:
+    """The model captured by ``torch.export`` in train mode, batch size left free, prepared for QAT."""
+    require("torchao", pip_name="torchao", feature="Quantisation-aware training")
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    inputs = tuple(torch.cat([x, x]) if x.shape[0] == 1 else x for x in example)  # NOTE: export fixes size 1
+    batch = torch.export.Dim("batch")
+    captured = torch.export.export(model.train(), inputs, dynamic_shapes=tuple({0: batch} for _ in inputs)).module()
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=True))
+    prepared = prepare_qat_pt2e(captured, quantizer)
+    allow_exported_model_train_eval(prepared)  # NOTE: the training loop switches train/eval itself.
+    return prepared
+
+
+class _PerChannelInt8(nn.Module):
+    """Weight parametrization: symmetric int8 per output channel (scale = max |w| / 127)."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        scale = weight.detach().abs().flatten(1).amax(1).clamp_min(1e-8) / 127.0
+        zero = torch.zeros_like(scale, dtype=torch.int32)
+        return torch.fake_quantize_per_channel_affine(weight, scale.float(), zero, 0, -127, 127)
+
+
+def _weight_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+
+
+def qat(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...],
+        fit: Callable[[nn.Module], Any]) -> QATResult:
+    """Fine-tune a copy of ``model`` with ``fit`` (e.g. ``lambda m: fine_tune(m, data, config)``)
+    under int8 fake quantisation and return it with the trained weights (``model`` is unchanged).
+
+    ``fit`` trains the module it is given in place; it may call ``train()``/``eval()`` on it.
+    """
+    work = copy.deepcopy(model)
+    example = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    try:
+        prepared = _traced(copy.deepcopy(model), example)
+    except Exception as exc:  # NOTE: torch.export and the quantizer raise many types.
+        note = (f"torch.export could not capture {type(model).__name__} ({type(exc).__name__}); "
+                f"fake-quantised weights only")
+        return _weights_only(work, fit, note)
+    result = fit(prepared)
+    trained = prepared.state_dict()
+    work.load_state_dict({k: trained[k] for k in work.state_dict()}, strict=True)
+    return QATResult(model=work.eval(), flow="pt2e", fit_result=result)
+
+
+def _weights_only(work: nn.Module, fit: Callable[[nn.Module], Any], note: str) -> QATResult:
+    layers = _weight_layers(work)
+    for layer in layers:
+        parametrize.register_parametrization(layer, "weight", _PerChannelInt8())
+    try:
+        result = fit(work)
+    finally:
+        for layer in layers:
+            # NOTE: keep the rounded weights: int8 export then reproduces them exactly.
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+    return QATResult(model=work.eval(), flow="weight-fake-quant", note=note, fit_result=result)

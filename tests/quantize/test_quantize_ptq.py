@@ -1,0 +1,109 @@
+"""Post-training int8 with ONNX Runtime: static QDQ (three calibration methods), dynamic, the
+per-layer fp32 fallback, and the one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from _quantize_models import labelled_by, tiny_cnn, with_outlier
+from torch import nn
+
+from prunekit.errors import ConfigError, DataNotFoundError, PrunekitError
+from prunekit.measure import evaluate, export_onnx
+from prunekit.quantize import evaluate_onnx, quantisable_nodes, quantize_onnx, quantize_within
+from prunekit.quantize.calibration import feeds
+from prunekit.quantize.ptq import preprocess
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path, list, object]:
+    root = tmp_path_factory.mktemp("ptq")
+    model = tiny_cnn()
+    data = labelled_by(model)
+    fp32 = preprocess(export_onnx(model, data.tensors[0][:2], root / "fp32.onnx"), root / "prepared.onnx")
+    calibration = feeds([data.tensors[0][i:i + 32] for i in range(0, 128, 32)], ["input"], ["tensor(float)"])
+    return model, fp32, calibration, data
+
+
+def _ops(path: Path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_static_qdq_is_int8_and_keeps_predictions(exported, tmp_path: Path, method: str) -> None:
+    model, fp32, calibration, data = exported
+    int8 = quantize_onnx(fp32, tmp_path / "int8.onnx", calibration=calibration, method=method)
+    graph = onnx.load(str(int8)).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(int8)
+    weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert len(weights) == 2  # both convolutions store int8 weights
+    scales = {t.name: t for t in graph.initializer}
+    per_channel = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in {w.name for w in weights}]
+    assert all(len(scales[n.input[1]].dims) == 1 and scales[n.input[1]].dims[0] == 8 for n in per_channel)
+    accuracy = evaluate_onnx(int8, data)["accuracy"]
+    assert accuracy >= 0.9, accuracy  # labels are the fp32 model's own argmax
+
+
+def test_fp32_onnx_scores_like_pytorch(exported) -> None:
+    model, fp32, _, data = exported
+    ort, torch_metrics = evaluate_onnx(fp32, data), evaluate(model, data)
+    assert ort["accuracy"] == torch_metrics["accuracy"] == 1.0
+    assert ort["loss"] == pytest.approx(torch_metrics["loss"], rel=1e-4)
+
+
+def test_dynamic_quantises_linear_weights(exported, tmp_path: Path) -> None:
+    _, fp32, _, data = exported
+    int8 = quantize_onnx(fp32, tmp_path / "dyn.onnx", dynamic=True)
+    assert "DynamicQuantizeLinear" in _ops(int8) or "MatMulInteger" in _ops(int8)
+    assert "Conv" in _ops(int8)  # convolutions stay fp32 in dynamic mode
+    assert evaluate_onnx(int8, data)["accuracy"] >= 0.9
+
+
+def test_errors_are_one_line(exported, tmp_path: Path) -> None:
+    _, fp32, calibration, _ = exported
+    with pytest.raises(ConfigError, match="unknown calibration method 'kl'; expected one of minmax, entropy, percentile"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", calibration=calibration, method="kl")
+    with pytest.raises(ConfigError, match="calibration data is empty"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", calibration=[])
+    with pytest.raises(ConfigError, match="calibration data is empty"):
+        feeds([], ["input"], ["tensor(float)"])
+    with pytest.raises(ConfigError, match=r"exclude names \['nope'\]"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", calibration=calibration, exclude=["nope"])
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        quantize_onnx(tmp_path / "missing.onnx", tmp_path / "x.onnx", calibration=calibration)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_model_that_does_not_export_fails_in_one_line(tmp_path: Path) -> None:
+    class Unexportable(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * int(x.abs().sum().item() > 1)  # branches on a value: no graph to trace
+
+    with pytest.raises(PrunekitError, match="ONNX export of Unexportable failed"):
+        export_onnx(Unexportable(), torch.randn(2, 3), tmp_path / "u.onnx")
+
+
+def test_fallback_keeps_the_damaging_layer_fp32(tmp_path: Path) -> None:
+    model = with_outlier(tiny_cnn())
+    data = labelled_by(model, 256)
+    fp32 = preprocess(export_onnx(model, data.tensors[0][:2], tmp_path / "fp32.onnx"), tmp_path / "prepared.onnx")
+    calibration = feeds([data.tensors[0][:128]], ["input"], ["tensor(float)"])
+
+    def score(path: Path) -> float:
+        return evaluate_onnx(path, data)["accuracy"]
+
+    everything = quantize_within(fp32, tmp_path / "all.onnx", score=score, fp32_metric=1.0, calibration=calibration)
+    assert everything.excluded == () and everything.metric < 0.95  # the outlier channel hurts int8
+    chosen = quantize_within(fp32, tmp_path / "within.onnx", score=score, fp32_metric=1.0,
+                             max_metric_drop=0.02, calibration=calibration)
+    assert set(chosen.damage) == set(quantisable_nodes(fp32))
+    assert 1 <= len(chosen.excluded) < len(chosen.damage)
+    assert chosen.metric >= 0.98 and chosen.metric == score(tmp_path / "within.onnx")
+    worst = max(chosen.damage, key=chosen.damage.__getitem__)
+    assert worst in chosen.excluded
+    with pytest.raises(ConfigError, match="max_metric_drop must be >= 0"):
+        quantize_within(fp32, tmp_path / "bad.onnx", score=score, fp32_metric=1.0, max_metric_drop=-1,
+                        calibration=calibration)
