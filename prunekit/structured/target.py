@@ -19,8 +19,9 @@ Under ``round_to="auto"`` with ``timings`` in ``allocate_kwargs`` (a
 :class:`~prunekit.structured.rounding.RoundingTable`) the plan is first found with exact widths;
 then each group whose kept width, rounded up to its step, is measurably faster is pinned at the
 rounded width and the others are searched again around it. Rounding is kept only if that plan
-still lands within :data:`BAND` of a ``macs``/``params`` target, so it never costs more than 2 % of
-the budget, and the timings are asked once per group (not at every bisection step).
+still lands within :data:`BAND` of a ``macs``/``params`` target (else the half of the roundings that
+cost the most budget is dropped and the rest tried again), so it never costs more than 2 % of the
+budget, and the timings are asked once per group (not at every bisection step).
 """
 
 from __future__ import annotations
@@ -225,15 +226,17 @@ def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.
     plan, achieved = _search(model, graph, scores, target, meter, kwargs, example_inputs, fill)
     pinned = _faster_rounded(graph, plan, timings) if timings is not None else {}
     if pinned:
-        try:
-            trial, reached = _search(model, graph, scores, target, meter, {**kwargs, "widths": pinned},
-                                     example_inputs, fill)
-        except ConfigError:  # NOTE: the rounded widths alone exceed the target: keep exact widths
-            trial, reached = plan, {}
-        in_band = target.kind not in ("macs", "params") or reached.get(target.kind, -1.0) >= (1.0 - BAND) * target.value
-        if reached and in_band:
-            plan = Plan(keep=trial.keep, sizes=trial.sizes, meta={**trial.meta, "rounded": pinned})
-            achieved = reached
+        price = channel_costs(model, graph, example_inputs, "params" if target.kind == "params" else "macs")
+        exact = {g: len(k) for g, k in plan.keep.items()}
+        # NOTE: cheapest roundings first, so halving the list drops the ones that cost the budget most
+        order = sorted(pinned, key=lambda g: ((pinned[g] - exact[g]) * price.get(g, 0.0), g))
+        while order:
+            rounded = _pinned_search(model, graph, scores, target, meter, {**kwargs, "widths": {
+                g: pinned[g] for g in order}}, example_inputs, fill)
+            if rounded is not None:
+                plan, achieved = rounded
+                break
+            order = order[:len(order) // 2]
     if verify_result:
         apply(model, graph, plan, example_inputs=example_inputs, verify_result=True)
     return plan, achieved
@@ -258,6 +261,20 @@ def _search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch
                 meta={**plan.meta, "target": target.to_dict(), "filled_channels": added})
     achieved = {"ratio": ratio, "channels_removed": plan.ratio, "filled_channels": added, **meter(plan)}
     return plan, achieved
+
+
+def _pinned_search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.Tensor], target: Target,
+                   meter: _Meter, kwargs: dict[str, Any], example_inputs: Any,
+                   fill: bool) -> tuple[Plan, dict[str, Any]] | None:
+    """The plan with ``kwargs["widths"]`` pinned, or None where those widths cannot meet the target
+    or leave a ``macs``/``params`` plan more than :data:`BAND` under it."""
+    try:
+        plan, achieved = _search(model, graph, scores, target, meter, kwargs, example_inputs, fill)
+    except ConfigError:
+        return None
+    if target.kind in ("macs", "params") and achieved[target.kind] < (1.0 - BAND) * target.value:
+        return None
+    return Plan(keep=plan.keep, sizes=plan.sizes, meta={**plan.meta, "rounded": dict(kwargs["widths"])}), achieved
 
 
 def _faster_rounded(graph: DependencyGraph, plan: Plan, timings: RoundingTable) -> dict[str, int]:

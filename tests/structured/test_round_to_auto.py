@@ -146,3 +146,17 @@ def test_layer_timings_builds_the_group_layers_and_caches_readings(tmp_path: Pat
     monkeypatch.setattr(LayerTimings, "_measure", lambda *a: pytest.fail("measured again"))
     again = LayerTimings(model, graph, X, cache=cache)
     assert again.pays("features.7.weight:0", 45, 48) and not again.pays("features.7.weight:0", 44, 48)
+
+
+def test_roundings_that_miss_the_band_are_dropped_costliest_first() -> None:
+    from prunekit.structured.target import Target, search
+
+    model = build("two_conv")
+    graph = DependencyGraph.trace(model, X)
+    plan, achieved = search(model, graph, score(graph, model, "l2"), Target(macs=0.5), example_inputs=X,
+                            allocate_kwargs={"timings": rounding_always_pays(graph)})
+    # NOTE: exact 22/46; both rounded (24/48) miss the band, so the half costing the most MACs (conv1's two
+    # channels, read by every conv2 filter) is dropped and conv1 is searched again around conv2 at 48
+    assert plan.meta["rounded"] == {"conv2.weight:0": 48}
+    assert len(plan.keep["conv2.weight:0"]) == 48
+    assert 0.98 * 0.5 <= achieved["macs"] <= 0.5
