@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -125,6 +126,7 @@ def main() -> None:
              f"{FINETUNE.model_dump(exclude_defaults=True)}, seeds {seeds}; importance l2, local scope. "
              "Latency: batch 1, 2 threads, 5 interleaved rounds with the dense model (ratio in brackets)."]
     if args.quick:
+        shutil.rmtree(root, ignore_errors=True)
         print("quick run: nothing written")
         return
     write_section("Rounding that earns its place (round_to='auto')", rows, script="benchmarks/rounding.py")
