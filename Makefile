@@ -17,6 +17,7 @@ demo: $(STAMP) data
 # Lint and types first (seconds), then the documentation site, then the tests.
 test: $(STAMP) lint docs data
 	@sh scripts/ensure_chromium.sh
+	@sh scripts/ensure_postgres.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-slow: $(STAMP) data

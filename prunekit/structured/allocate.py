@@ -15,9 +15,13 @@ Cost weights (``weights=``, from :func:`prunekit.structured.cost.latency_weights
 follow time rather than channel count: in local scope a group of weight ``w`` keeps
 ``(1 - ratio) ** w`` of its channels, in global scope its scores are divided by ``w``.
 
-``round_to="auto"`` (the default) rounds the kept width of every group up to the multiple
-:data:`AUTO_MULTIPLES` gives its size (16 from 64 channels, 8 from 16) and leaves smaller groups and
-per-layer overrides exact: odd widths fall off the vectorised paths of CPU kernels, whose blocked
+``round_to="auto"`` (the default) rounds a group's kept width up to the multiple :data:`AUTO_MULTIPLES`
+gives its size (16 from 64 channels, 8 from 16) only where ``timings`` (a
+:class:`~prunekit.structured.rounding.RoundingTable`) says the group's layers run measurably faster
+so; otherwise, and without timings, widths are exact, as are smaller groups and per-layer overrides.
+Rounding used to be unconditional; on small networks it cost accuracy for speed that was not there
+and overshot MACs targets (issue 20, :mod:`prunekit.structured.rounding`). Where it pays: odd widths
+fall off the vectorised paths of CPU kernels, whose blocked
 layouts (oneDNN's nChw16c, ONNX Runtime's NCHWc) hold 16 float32 channels on AVX-512 and 8 on AVX2.
 Measured in benchmarks/RESULTS.md (``benchmarks/speed.py``, 2 threads): ResNet-50 at half the MACs ran
 0.64x of its MACs reduction under ONNX Runtime with exact widths, 0.89x rounded to 8 and 0.99x rounded
@@ -41,14 +45,16 @@ from prunekit.errors import ConfigError, did_you_mean
 from prunekit.graph.dependency import DependencyGraph, keeps_outputs
 from prunekit.graph.groups import ChannelGroup
 from prunekit.structured.plan import Plan
+from prunekit.structured.rounding import RoundingTable, rounded_width
 
-__all__ = ["allocate", "fill_candidates", "grow", "round_multiple", "valid_round_to", "RoundTo", "AUTO_MULTIPLES",
-           "AUTO_RULE"]
+__all__ = ["allocate", "fill_candidates", "grow", "kept_width", "round_multiple", "valid_round_to", "RoundTo",
+           "AUTO_MULTIPLES", "AUTO_RULE"]
 
 RoundTo = int | Literal["auto"]
 AUTO_MULTIPLES: tuple[tuple[int, int], ...] = ((64, 16), (16, 8))  # (smallest group size, multiple), widest first
 # NOTE: help texts say it
-AUTO_RULE = ", ".join(f"{m} for groups of >= {n} channels" for n, m in AUTO_MULTIPLES) + ", else exact"
+AUTO_RULE = ("a multiple of " + " or ".join(f"{m} (groups of >= {n} channels)" for n, m in AUTO_MULTIPLES)
+             + " only where timing the layers shows it is faster, else exact")
 
 
 def round_multiple(size: int, round_to: RoundTo) -> int:
@@ -56,6 +62,15 @@ def round_multiple(size: int, round_to: RoundTo) -> int:
     if round_to == "auto":
         return next((multiple for least, multiple in AUTO_MULTIPLES if size >= least), 1)
     return int(round_to)
+
+
+def kept_width(group: ChannelGroup, exact: int, round_to: RoundTo, timings: RoundingTable | None = None) -> int:
+    """The width a group keeps for ``exact`` wanted channels: rounded up to ``round_to``, or under
+    ``"auto"`` to its :data:`AUTO_MULTIPLES` step only where ``timings`` says that is faster."""
+    if round_to != "auto":
+        return rounded_width(group.size, exact, int(round_to))
+    rounded = rounded_width(group.size, exact, round_multiple(group.size, "auto"))
+    return rounded if rounded != exact and timings is not None and timings.pays(group.id, exact, rounded) else exact
 
 
 def valid_round_to(value: Any) -> bool:
@@ -76,10 +91,10 @@ def _check(ratio: float, round_to: RoundTo, min_keep: int, max_ratio: float) -> 
         raise ConfigError(f"max_ratio must be in (0, 1]; got {max_ratio}.")
 
 
-def _n_keep(size: int, removed: int, round_to: int, min_keep: int) -> int:
-    keep = max(size - removed, min_keep, 1)
-    keep = min(size, math.ceil(keep / round_to) * round_to)  # round up: never below the target width
-    return keep
+def _n_keep(group: ChannelGroup, removed: int, round_to: RoundTo, min_keep: int,
+            timings: RoundingTable | None) -> int:
+    keep = min(max(group.size - removed, min_keep, 1), group.size)
+    return kept_width(group, keep, round_to, timings)  # NOTE: rounds up: never below the target width
 
 
 def _top(scores: torch.Tensor, k: int) -> tuple[int, ...]:
@@ -94,7 +109,8 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
              layer_ratios: Mapping[str, float] | None = None,
              layer_channels: Mapping[str, int] | None = None,
              meta: Mapping[str, Any] | None = None, normalize: bool = True,
-             weights: Mapping[str, float] | None = None) -> Plan:
+             weights: Mapping[str, float] | None = None, timings: RoundingTable | None = None,
+             widths: Mapping[str, int] | None = None) -> Plan:
     """A Plan keeping the highest-scoring channels of every prunable group.
 
     Args:
@@ -103,7 +119,7 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
         ratio: fraction of channels to remove, in [0, 1).
         scope: ``local`` (same ratio per group) or ``global`` (one ranking for all groups).
         round_to: kept widths are rounded up to a multiple of this (e.g. 8 for hardware); ``"auto"``
-            rounds by :data:`AUTO_RULE` and keeps per-layer overrides exact.
+            rounds by :data:`AUTO_RULE` (asking ``timings``) and keeps per-layer overrides exact.
         min_keep: no group keeps fewer channels.
         max_ratio: no group loses more than this fraction (global scope).
         ignore: module names whose outputs keep every channel (their inputs may still be cut).
@@ -115,6 +131,10 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
         weights: group id -> cost weight (``prunekit.structured.cost``): in local scope the group
             keeps ``(1 - ratio) ** weight`` of its channels (at most ``max_ratio`` removed), in
             global scope its scores are divided by the weight; missing groups weigh 1.
+        timings: under ``round_to="auto"``, says per group and width whether rounding up is faster
+            (:mod:`prunekit.structured.rounding`); None keeps exact widths.
+        widths: group id -> kept width, fixed as given (how :func:`~prunekit.structured.search`
+            pins the groups it rounded); unknown groups are an error.
     """
     _check(ratio, round_to, min_keep, max_ratio)
     if scope not in ("local", "global"):
@@ -123,6 +143,7 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
     ignored = tuple(ignore)
     _check_modules(graph, ignored, "ignore")
     fixed = _overrides(graph, layer_ratios or {}, layer_channels or {})
+    fixed.update(_pinned(graph, widths or {}))
     groups = [g for g in graph.prunable if g.id in scores and not _touches(g, ignored)]
     free = [g for g in groups if g.id not in fixed]
     if scope == "global" and free:
@@ -133,12 +154,21 @@ def allocate(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], ratio: 
         removed = {g.id: min(math.floor(g.size * (1.0 - (1.0 - ratio) ** weights.get(g.id, 1.0))),
                              math.floor(g.size * max_ratio)) for g in free}
     removed.update({g.id: fixed[g.id] for g in groups if g.id in fixed})
-    multiple = {g.id: 1 if round_to == "auto" and g.id in fixed else round_multiple(g.size, round_to)
-                for g in groups}
-    keep = {g.id: _top(scores[g.id], _n_keep(g.size, removed[g.id], multiple[g.id], min_keep))
+    keep = {g.id: _top(scores[g.id], _n_keep(g, removed[g.id], 1 if round_to == "auto" and g.id in fixed
+                                             else round_to, min_keep, timings))
             for g in groups}
     info = {"ratio": ratio, "scope": scope, "round_to": round_to, "min_keep": min_keep, **(meta or {})}
     return Plan(keep=keep, sizes={g.id: g.size for g in groups}, meta=info)
+
+
+def _pinned(graph: DependencyGraph, widths: Mapping[str, int]) -> dict[str, int]:
+    """Group id -> channels removed, from kept widths by group id."""
+    sizes = {g.id: g.size for g in graph.prunable}
+    for group_id, width in widths.items():
+        if group_id not in sizes or not isinstance(width, int) or not 1 <= width <= sizes[group_id]:
+            raise ConfigError(f"widths: '{group_id}' must name a prunable group and keep 1..its size channels; "
+                              f"got {width!r}. Use ids from graph.prunable.")
+    return {group_id: sizes[group_id] - width for group_id, width in widths.items()}
 
 
 def _touches(group: ChannelGroup, modules: tuple[str, ...]) -> bool:
@@ -223,13 +253,15 @@ def fill_candidates(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], 
                     only: str | None = None, round_to: RoundTo = "auto", normalize: bool = True,
                     ignore: Iterable[str] = (), layer_ratios: Mapping[str, float] | None = None,
                     layer_channels: Mapping[str, int] | None = None, weights: Mapping[str, float] | None = None,
-                    costs: Mapping[str, float] | None = None, **_: Any) -> dict[str, tuple[float, int]]:
+                    costs: Mapping[str, float] | None = None, timings: RoundingTable | None = None,
+                    widths: Mapping[str, int] | None = None, **_: Any) -> dict[str, tuple[float, int]]:
     """Group id -> (priority, channels) of the next step that may add channels back to ``plan``:
     the group's best removed channel (score over the group mean when ``normalize``, divided by
     the group's cost weight and by what one of its channels costs in ``costs``, e.g. MACs) and
-    one ``round_to`` step. Per-layer overrides and ignored layers keep their widths; full groups
+    one ``round_to`` step (under ``"auto"``: one channel, or up to the rounded width where ``timings``
+    says that is faster). Per-layer overrides and ignored layers keep their widths; full groups
     have no step."""
-    fixed = set(_overrides(graph, layer_ratios or {}, layer_channels or {}))
+    fixed = set(_overrides(graph, layer_ratios or {}, layer_channels or {})) | set(widths or {})
     ignored = tuple(ignore)
     steps: dict[str, tuple[float, int]] = {}
     for group in graph.prunable:
@@ -242,8 +274,7 @@ def fill_candidates(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], 
         values = scores[gid].float()
         scale = values.mean().clamp_min(1e-12) if normalize else 1.0
         removed = torch.tensor(plan.removed(gid))
-        multiple = round_multiple(group.size, round_to)
-        size = min(group.size, math.ceil((kept + 1) / multiple) * multiple) - kept
+        size = kept_width(group, kept + 1, round_to, timings) - kept
         price = (weights or {}).get(gid, 1.0) * max((costs or {}).get(gid, 1.0), 1e-12)
         steps[gid] = (float(values[removed].max() / scale) / price, size)
     return steps

@@ -22,6 +22,7 @@ from prunekit.config import parse_config
 from prunekit.structured.allocate import valid_round_to
 from prunekit.structured.apply import apply
 from prunekit.structured.plan import Plan
+from prunekit.structured.rounding import LayerTimings, RoundingTable, TimingTable
 from prunekit.structured.target import Target, search
 
 __all__ = ["StructuredPruner", "PrunerOptions"]
@@ -42,7 +43,14 @@ class PrunerOptions(BaseModel):
         "none", description="'latency': cut more where time per MAC is high (layers timed on this "
                             "machine at cost_batch_size; prunekit.structured.cost), so a MACs or "
                             "params target buys more speed")
-    cost_batch_size: int = Field(1, ge=1, description="batch size at which cost='latency' times the layers")
+    cost_batch_size: int = Field(1, ge=1, description="batch size at which cost='latency' (and round_to='auto') "
+                                                      "times the layers")
+    backend: Literal["torch", "torch-fused", "onnxruntime"] = Field(
+        "torch", description="the runtime round_to='auto' times the layers on: a group is rounded up only "
+                             "where that is faster there")
+    timings: str | None = Field(
+        None, description="a JSON rounding table (prunekit.structured.rounding.TimingTable) that round_to='auto' "
+                          "follows instead of timing the layers")
 
 
 def _is_int(lo: int) -> Callable[[Any], bool]:
@@ -74,6 +82,13 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
 }
 
 
+def _rounding_table(model: nn.Module, graph: DependencyGraph, example_inputs: Any,
+                    options: PrunerOptions) -> RoundingTable:
+    if options.timings is not None:
+        return TimingTable.load(options.timings)
+    return LayerTimings(model, graph, example_inputs, backend=options.backend, batch_size=options.cost_batch_size)
+
+
 class StructuredPruner:
     """Remove whole channels until ``target`` is met.
 
@@ -83,7 +98,8 @@ class StructuredPruner:
         importance: how channels are scored, a name from ``prunekit.importance.IMPORTANCE``.
         scope: ``local`` (every group cut alike) or ``global`` (one ranking over all groups).
         round_to: kept widths are rounded up to a multiple of this; ``"auto"`` follows
-            ``allocate.AUTO_RULE`` (multiples of 16 or 8 for fast CPU kernels, small groups exact).
+            ``allocate.AUTO_RULE``: a group is rounded up (to 16 or 8) only where its layers, timed
+            on ``options.backend`` (or read from ``options.timings``), run faster so.
         ignore: module names whose outputs are kept whole (their input channels may still be cut,
             as Torch-Pruning does for a classifier).
         freeze: module names whose channels are never cut, inputs or outputs.
@@ -157,6 +173,8 @@ class StructuredPruner:
         scores = score(graph, model, self.importance, batches=batches, seed=self.seed)
         if self.steps == 1:
             kwargs = self.allocate_kwargs(options)
+            if self.round_to == "auto":
+                kwargs["timings"] = _rounding_table(model, graph, example_inputs, options)
             if options.cost == "latency":
                 from prunekit.structured.cost import latency_weights
 

@@ -14,6 +14,14 @@ a whole channel of the narrowest group, so the bisected plan can land well under
 at 4x: 19.2 % of the MACs for a 25 % target). The best-scoring removed channels are added back, one
 ``round_to`` step of one group at a time, while the target still holds, ranked by score per MAC
 (or per parameter) a channel costs, so cheap channels of an important group come back first.
+
+Under ``round_to="auto"`` with ``timings`` in ``allocate_kwargs`` (a
+:class:`~prunekit.structured.rounding.RoundingTable`) the plan is first found with exact widths;
+then each group whose kept width, rounded up to its step, is measurably faster is pinned at the
+rounded width and the others are searched again around it. Rounding is kept only if that plan
+still lands within :data:`BAND` of a ``macs``/``params`` target (else the half of the roundings that
+cost the most budget is dropped and the rest tried again), so it never costs more than 2 % of the
+budget, and the timings are asked once per group (not at every bisection step).
 """
 
 from __future__ import annotations
@@ -30,10 +38,11 @@ from prunekit.errors import ConfigError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.measure import count_macs, count_params, measure_latency
 from prunekit.measure.latency import interleaved
-from prunekit.structured.allocate import allocate, fill_candidates, grow
+from prunekit.structured.allocate import allocate, fill_candidates, grow, kept_width
 from prunekit.structured.apply import apply
 from prunekit.structured.cost import channel_costs
 from prunekit.structured.plan import Plan
+from prunekit.structured.rounding import RoundingTable
 
 __all__ = ["Target", "search", "KINDS", "macs_fraction"]
 
@@ -42,6 +51,7 @@ Kind = Literal["ratio", "macs", "params", "latency"]
 
 _HIGHEST_RATIO = 1.0 - 1e-6  # NOTE: allocate needs ratio < 1; min_keep decides what is left.
 _STEPS = {"macs": 12, "params": 12, "latency": 6}  # NOTE: latency is measured, so few steps.
+BAND = 0.02  # NOTE: a macs/params plan under "auto" rounding keeps at least (1 - BAND) of the target
 CONFIRM_ROUNDS = 5  # NOTE: interleaved rounds that confirm a latency plan before it is returned.
 
 
@@ -247,6 +257,28 @@ def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.
     """
     kwargs = dict(allocate_kwargs or {})
     meter = _Meter(model, graph, example_inputs, target)
+    timings = kwargs.pop("timings", None) if kwargs.get("round_to", "auto") == "auto" else None
+    plan, achieved = _search(model, graph, scores, target, meter, kwargs, example_inputs, fill)
+    pinned = _faster_rounded(graph, plan, timings) if timings is not None else {}
+    if pinned:
+        price = channel_costs(model, graph, example_inputs, "params" if target.kind == "params" else "macs")
+        exact = {g: len(k) for g, k in plan.keep.items()}
+        # NOTE: cheapest roundings first, so halving the list drops the ones that cost the budget most
+        order = sorted(pinned, key=lambda g: ((pinned[g] - exact[g]) * price.get(g, 0.0), g))
+        while order:
+            rounded = _pinned_search(model, graph, scores, target, meter, {**kwargs, "widths": {
+                g: pinned[g] for g in order}}, example_inputs, fill)
+            if rounded is not None:
+                plan, achieved = rounded
+                break
+            order = order[:len(order) // 2]
+    if verify_result:
+        apply(model, graph, plan, example_inputs=example_inputs, verify_result=True)
+    return plan, achieved
+
+
+def _search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.Tensor], target: Target,
+            meter: _Meter, kwargs: dict[str, Any], example_inputs: Any, fill: bool) -> tuple[Plan, dict[str, Any]]:
     plan_at: Callable[[float], Plan] = lambda r: allocate(graph, scores, r, **kwargs)  # noqa: E731
     if target.kind == "ratio":
         ratio = target.value
@@ -263,10 +295,33 @@ def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.
                             {**kwargs, "costs": costs})
     plan = Plan(keep=plan.keep, sizes=plan.sizes,
                 meta={**plan.meta, "target": target.to_dict(), "filled_channels": added})
-    if verify_result:
-        apply(model, graph, plan, example_inputs=example_inputs, verify_result=True)
     achieved = {"ratio": ratio, "channels_removed": plan.ratio, "filled_channels": added, **meter(plan)}
     return plan, achieved
+
+
+def _pinned_search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.Tensor], target: Target,
+                   meter: _Meter, kwargs: dict[str, Any], example_inputs: Any,
+                   fill: bool) -> tuple[Plan, dict[str, Any]] | None:
+    """The plan with ``kwargs["widths"]`` pinned, or None where those widths cannot meet the target
+    or leave a ``macs``/``params`` plan more than :data:`BAND` under it."""
+    try:
+        plan, achieved = _search(model, graph, scores, target, meter, kwargs, example_inputs, fill)
+    except ConfigError:
+        return None
+    if target.kind in ("macs", "params") and achieved[target.kind] < (1.0 - BAND) * target.value:
+        return None
+    return Plan(keep=plan.keep, sizes=plan.sizes, meta={**plan.meta, "rounded": dict(kwargs["widths"])}), achieved
+
+
+def _faster_rounded(graph: DependencyGraph, plan: Plan, timings: RoundingTable) -> dict[str, int]:
+    """Group id -> rounded width, for the groups of ``plan`` that ``timings`` says run faster rounded up."""
+    pinned = {}
+    for group_id, kept in plan.keep.items():
+        group = graph.group(group_id)
+        width = kept_width(group, len(kept), "auto", timings)
+        if width != len(kept):
+            pinned[group_id] = width
+    return pinned
 
 
 def _fill(plan: Plan, graph: DependencyGraph, scores: Mapping[str, torch.Tensor],

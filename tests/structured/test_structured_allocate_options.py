@@ -11,6 +11,7 @@ from prunekit.graph import DependencyGraph
 from prunekit.importance import score
 from prunekit.structured import allocate, apply
 from prunekit.structured.allocate import round_multiple
+from prunekit.structured.rounding import TimingTable
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +85,12 @@ def test_auto_rounding_follows_the_group_width() -> None:
 def test_auto_rounding_rounds_wide_groups_and_keeps_overrides_exact(cnn) -> None:  # type: ignore[no-untyped-def]
     _, _, graph, scores = cnn
     assert graph.group("fc1.weight:0").size == 64 and graph.group("conv2.weight:0").size < 32
-    plan = allocate(graph, scores, 0.3)  # default "auto"
+    assert len(allocate(graph, scores, 0.3).keep["fc1.weight:0"]) == 45  # "auto" without timings: exact
+    faster = TimingTable({"fc1.weight:0": {45: 2.0, 48: 1.0}})  # NOTE: 48 channels measured faster than 45
+    plan = allocate(graph, scores, 0.3, timings=faster)
     assert len(plan.keep["fc1.weight:0"]) == 48  # 64 - floor(19.2) = 45 kept, rounded up to 48
     conv2 = graph.group("conv2.weight:0").size
     assert len(plan.keep["conv2.weight:0"]) == conv2 - int(conv2 * 0.3)  # narrow: exact
-    exact = allocate(graph, scores, 0.0, layer_channels={"fc1": 3})
+    exact = allocate(graph, scores, 0.0, layer_channels={"fc1": 3}, timings=TimingTable({"fc1.weight:0": {61: 2.0, 64: 1.0}}))
     assert len(exact.keep["fc1.weight:0"]) == 61  # a per-layer count is what the user asked for
     assert len(allocate(graph, scores, 0.0, layer_channels={"fc1": 3}, round_to=8).keep["fc1.weight:0"]) == 64

@@ -1,0 +1,178 @@
+"""open_study / optimize on SQLite: kill-and-resume, exact trial counts, workers, one-line errors.
+
+The objectives are top-level functions of this module so worker processes can import them by name
+(``test_study:hanging``); ``hanging`` blocks the first trial numbered >= 2 until it is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from prunekit.errors import ConfigError
+from prunekit.search.study import open_study, optimize
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+DIR_VAR = "PRUNEKIT_TEST_STUDY_DIR"
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # NOTE: retried_trial_number
+
+
+def quadratic(trial: optuna.Trial) -> float:
+    """A cheap objective."""
+    return trial.suggest_float("x", -1.0, 1.0) ** 2
+
+
+def hanging(trial: optuna.Trial) -> float:
+    """Log the call; the first trial numbered >= 2 writes its pid to ``hang`` and blocks."""
+    folder = Path(os.environ[DIR_VAR])
+    x = trial.suggest_float("x", -1.0, 1.0)
+    with open(folder / "calls.log", "a") as log:
+        log.write(f"{trial.number}\n")
+    if trial.number >= 2:
+        try:
+            fd = os.open(folder / "hang", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        else:
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            time.sleep(120)  # NOTE: killed here
+    time.sleep(0.05)
+    return x * x
+
+
+def _open(root: Path, **kwargs) -> optuna.Study:
+    return open_study("s", kwargs.pop("storage", None), kwargs.pop("directions", ["minimize"]),
+                      optuna.samplers.RandomSampler(seed=0), root=root, heartbeat_interval=1, grace_period=2,
+                      **kwargs)
+
+
+def worker_command(storage: str | None, root: Path, n_trials: int, workers: int) -> list[str]:
+    """A Python process that opens study 's' and runs ``hanging`` on it."""
+    code = ("import optuna, pathlib\n"
+            "from prunekit.search.study import open_study, optimize\n"
+            f"study = open_study('s', {storage!r}, ['minimize'], optuna.samplers.RandomSampler(seed=0), "
+            f"root=pathlib.Path({str(root)!r}), heartbeat_interval=1, grace_period=2)\n"
+            f"optimize(study, 'test_study:hanging', {n_trials}, workers={workers}, seed=0)\n")
+    return [sys.executable, "-c", code]
+
+
+def worker_env(folder: Path) -> dict[str, str]:
+    return {**os.environ, DIR_VAR: str(folder), "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)])}
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 30.0) -> int:
+    """The pid written to ``path`` once it appears (the worker is mid-trial)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return int(path.read_text())
+        if process.poll() is not None:
+            raise AssertionError(f"the worker exited ({process.returncode}) before blocking")
+        time.sleep(0.05)
+    raise AssertionError(f"no worker blocked within {timeout} s")
+
+
+def check_retried_once(study: optuna.Study, n_trials: int, calls: list[int]) -> None:
+    """Exactly ``n_trials`` COMPLETE; the killed trial FAIL and retried once with its parameters."""
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(complete) == n_trials
+    assert len(failed) == 1
+    killed = failed[0]
+    retries = [t for t in complete if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number]
+    assert len(retries) == 1 and retries[0].params == killed.params
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    # NOTE: every trial ran its objective once: the killed one started and never finished.
+    assert sorted(calls) == sorted([t.number for t in complete] + [killed.number])
+    assert all(t.user_attrs.get("surplus") for t in trials if t.state == TrialState.PRUNED)
+
+
+def test_sqlite_kill_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = subprocess.Popen(worker_command(None, tmp_path, 6, 1), env=worker_env(tmp_path),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(tmp_path / "hang", worker)
+        os.kill(worker.pid, signal.SIGKILL)
+    finally:
+        worker.kill()
+        worker.wait()
+    study = _open(tmp_path)
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.RUNNING]
+
+    monkeypatch.setenv(DIR_VAR, str(tmp_path))
+    optimize(study, hanging, 6, seed=0, progress=False)  # NOTE: resumes; waits out the grace period
+    calls = [int(n) for n in (tmp_path / "calls.log").read_text().split()]
+    check_retried_once(study, 6, calls)
+    assert study.get_trials()[2].state == TrialState.FAIL
+
+    optimize(_open(tmp_path), hanging, 6, seed=0, progress=False)  # NOTE: already done: runs nothing
+    assert len((tmp_path / "calls.log").read_text().split()) == len(calls)
+
+
+def test_resume_counts_complete_trials(tmp_path: Path) -> None:
+    optimize(_open(tmp_path), quadratic, 3, seed=0, progress=False)
+    study = _open(tmp_path)
+    optimize(study, "test_study:quadratic", 5, seed=0, progress=False)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE] * 5
+    assert (tmp_path / "study.db").is_file()
+
+
+def test_two_workers_sqlite_exact_count(tmp_path: Path) -> None:
+    study = _open(tmp_path)
+    optimize(study, quadratic, 6, workers=2, seed=0, progress=False)
+    trials = study.get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
+    assert all(t.state == TrialState.COMPLETE or t.user_attrs.get("surplus") for t in trials)
+
+
+@pytest.mark.parametrize("storage, message", [
+    ("mysql://u@localhost/db", "open_study: storage 'mysql://u@localhost/db' uses 'mysql'; expected a "
+                               "postgresql:// or sqlite:/// URL. Pass one, or nothing for SQLite in the output folder."),
+    ("not a url", "open_study: storage 'not a url' is not a database URL"),
+    ("postgresql://u@127.0.0.1:5432", "open_study: storage 'postgresql://u@127.0.0.1:5432' names no database; "
+                                      "expected 'postgresql://user:password@host:5432/database'. Add the database name."),
+])
+def test_bad_storage_url(tmp_path: Path, storage: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _open(tmp_path, storage=storage)
+    assert str(info.value).startswith(message)
+
+
+def test_postgres_not_answering(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^open_study: the PostgreSQL server at postgresql://u:\*\*\*@127.0.0.1:1/db "
+                                          r"does not answer \(.*\)\. Start it .* or leave the storage unset to use "
+                                          r"SQLite in the output folder\.$"):
+        _open(tmp_path, storage="postgresql://u:secret@127.0.0.1:1/db")
+
+
+def test_direction_clash(tmp_path: Path) -> None:
+    _open(tmp_path, directions=["maximize", "minimize"])
+    with pytest.raises(ConfigError) as info:
+        _open(tmp_path, directions=["maximize"])
+    assert str(info.value).startswith("open_study: a study named 's' already exists in sqlite:///")
+    assert str(info.value).endswith("with directions ['maximize', 'minimize'], not ['maximize']. Pick another "
+                                    "name or the same objectives.")
+
+
+def test_objective_must_be_importable(tmp_path: Path) -> None:
+    study = _open(tmp_path)
+    with pytest.raises(ConfigError, match="must be a top-level function"):
+        optimize(study, lambda t: 0.0, 2, seed=0)
+    with pytest.raises(ConfigError, match="no module 'no_such_module' can be imported"):
+        optimize(study, "no_such_module:f", 2, seed=0)
+    with pytest.raises(ConfigError, match="must be 'package.module:function'"):
+        optimize(study, "quadratic", 2, seed=0)
+    assert study.get_trials() == []
