@@ -25,3 +25,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # NOTE: set once, at import, so module-scoped fixtures see it too. Test tensors are tiny: one
 # thread avoids oversubscribing CI's 2 cores (torchrun children and subprocesses set their own).
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Layer timings that round_to='auto' caches go to a folder of this session, never the user's home."""
+    saved = os.environ.get("PRUNEKIT_CACHE_DIR")
+    os.environ["PRUNEKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("prunekit-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("PRUNEKIT_CACHE_DIR", None)
+    else:
+        os.environ["PRUNEKIT_CACHE_DIR"] = saved
