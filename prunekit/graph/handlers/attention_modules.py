@@ -6,8 +6,8 @@ all heads). When pruning makes the inner width ``num_heads * head_dim`` differ f
 width, the refresh returns a :class:`PrunedMultiheadAttention` (or
 :class:`~prunekit.graph.handlers.pruned_swin.PrunedShiftedWindowAttention`) holding the same
 parameters (same state_dict), whose forward keeps the widths apart; ``apply`` puts it in the
-module's place. Classes of torchvision and Hugging Face transformers (``hf_modules``) are registered when their
-modules are already imported: prunekit never imports those libraries.
+module's place. Classes of torchvision, Hugging Face transformers (``hf_modules``) and timm
+(``timm_modules``) are registered when their modules are already imported: prunekit never imports those libraries.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
-from prunekit.graph.handlers import hf_modules
+from prunekit.graph.handlers import hf_modules, timm_modules
 from prunekit.graph.handlers.pruned_swin import PrunedShiftedWindowAttention
 from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS, SPLIT_SIZE_FOLLOWS
 from prunekit.graph.registry import register_refresh
@@ -189,7 +189,7 @@ def register_libraries() -> None:
                 continue
             if refresh is not None:
                 register_refresh(klass)(refresh)
-            if refresh is _refresh_swin_attention or refresh in hf_modules.KEEP_HEADS:
+            if refresh is _refresh_swin_attention or refresh in hf_modules.KEEP_HEADS + timm_modules.KEEP_HEADS:
                 _HEADS_REFRESHED.append(klass)
             if refresh in hf_modules.KEEP_SPLIT:
                 _SPLIT_REFRESHED[klass] = hf_modules.KEEP_SPLIT[refresh]
@@ -248,6 +248,7 @@ _LIBRARIES: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, i
     "torchvision.models.vision_transformer": [("VisionTransformer", _refresh_vision_transformer, None)],
     "torchvision.models.swin_transformer": [("ShiftedWindowAttention", _refresh_swin_attention, None)],
     **hf_modules.TRANSFORMERS,
+    **timm_modules.TIMM,
 }
 
 HEAD_COUNT_FOLLOWS.append(_running_module_refreshes_heads)
