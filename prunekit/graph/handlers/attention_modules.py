@@ -24,7 +24,7 @@ from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 from prunekit.graph.handlers import hf_modules, timm_modules
 from prunekit.graph.handlers.pruned_swin import PrunedShiftedWindowAttention
 from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS, SPLIT_SIZE_FOLLOWS
-from prunekit.graph.registry import register_refresh
+from prunekit.graph.registry import refresh_for, register_refresh
 
 __all__ = ["PrunedMultiheadAttention", "PrunedShiftedWindowAttention", "register_libraries"]
 
@@ -208,7 +208,13 @@ def _running_module_refreshes_heads(ctx: Any) -> bool:
     module stack (``ctx.module``) tells that its refresh will keep the constant right.
     """
     register_libraries()
-    return isinstance(ctx.module, tuple(_HEADS_REFRESHED))
+    if isinstance(ctx.module, tuple(_HEADS_REFRESHED)):
+        return True
+    if ctx.module is not None and hf_modules.is_attention(ctx.module):  # any transformers attention
+        if refresh_for(ctx.module) is None:
+            register_refresh(type(ctx.module))(hf_modules.refresh_attention)
+        return True
+    return False
 
 
 # Module classes whose refresh keeps the size their forward splits a fused projection at, with the
