@@ -206,6 +206,8 @@ def _as_segments(d: Dim, size: int) -> tuple[Segment, ...]:
 def cat(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """Layouts along ``dim`` are concatenated; the other dims are shared."""
     tensors = [t for t in arg(args, kwargs, 0, "tensors", ()) if t.numel() > 0 or t.dim() > 1]
+    if not tensors:  # NOTE: only empty 1-d tensors (no detection passed a score threshold)
+        return ctx.set(out, [None] * out.dim())
     dim = arg(args, kwargs, 1, "dim", 0) % out.dim()
     result: list[Dim] = list(ctx.dims(tensors[0]))
     for t in tensors[1:]:
