@@ -93,7 +93,9 @@ def load_pretrained(folder: Path, record: Mapping[str, Any], model_class: Callab
             super().__init__(config, *args, **kwargs)
             reshape(self)
 
-    Shaped.__name__, Shaped.__qualname__ = klass.__name__, klass.__qualname__
+    # NOTE: transformers finds a class's key renames by its name and treats a class defined outside
+    # its own modules as custom code (no renames): the subclass takes the class's names.
+    Shaped.__name__, Shaped.__qualname__, Shaped.__module__ = klass.__name__, klass.__qualname__, klass.__module__
     try:
         model, info = Shaped.from_pretrained(folder, local_files_only=True, output_loading_info=True)
     except (RuntimeError, ValueError) as exc:  # NOTE: transformers refuses mismatched sizes itself

@@ -75,3 +75,15 @@ def test_a_folder_of_another_shape_is_refused_not_reinitialised(tmp_path: Path) 
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="does not match"):
         prunekit.load(folder)
+
+
+def test_renamed_output_head_loads(tmp_path: Path) -> None:
+    """GPT-NeoX saves its LM head as ``embed_out``: transformers renames it to ``lm_head`` on load,
+    which it does for its own classes only (the reshaping subclass must look like one)."""
+    config = transformers.GPTNeoXConfig(hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                                        num_hidden_layers=2, vocab_size=50, max_position_embeddings=16)
+    torch.manual_seed(0)
+    model, x = transformers.GPTNeoXForCausalLM(config).eval(), torch.randint(1, 50, (2, 5))
+    small = _per_layer(model, x)
+    loaded = prunekit.load(prunekit.save(small, tmp_path / "m"))
+    torch.testing.assert_close(_out(loaded, x), _out(small, x), rtol=1e-4, atol=1e-5)
