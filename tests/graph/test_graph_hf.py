@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+import prunekit
 import prunekit.hf
 from prunekit.graph.handlers.hf_modules import same_head_dims
 from prunekit.structured import StructuredPruner
@@ -106,3 +107,22 @@ def test_t5_heads_read_as_a_constant_are_cut_and_refreshed() -> None:
     with torch.no_grad():
         torch.testing.assert_close(pruned(ids).last_hidden_state, mask(model, graph, plan)(ids).last_hidden_state,
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_a_width_that_sets_a_constant_is_not_written_to_the_config(tmp_path: Path) -> None:
+    """Gemma scales its embeddings by sqrt(hidden_size): a config saying the pruned width would make
+    transformers build another function, so the config keeps the old width (its loader then refuses
+    the folder loudly) and prunekit.load rebuilds the pruned model exactly."""
+    config = transformers.GemmaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                      intermediate_size=128, num_hidden_layers=2, vocab_size=100,
+                                      max_position_embeddings=32)
+    torch.manual_seed(0)
+    model, x = transformers.GemmaForCausalLM(config).eval(), _inputs("gemma")
+    pruned = StructuredPruner({"ratio": 0.5}).fit_transform(model, x)
+    assert pruned.model.embed_tokens.weight.shape[1] == 32 and pruned.config.hidden_size == 64
+    assert pruned.config.prunekit_constants == ["model.embed_tokens.scalar_embed_scale"]
+    assert pruned.config.prunekit_layer_widths["hidden_size"] == [32]
+    folder = prunekit.save(pruned, tmp_path / "g")
+    with pytest.raises(RuntimeError, match="(?i)size|shape"):
+        transformers.GemmaForCausalLM.from_pretrained(folder, local_files_only=True)
+    torch.testing.assert_close(_out(prunekit.load(folder), x), _out(pruned, x), rtol=1e-4, atol=1e-5)

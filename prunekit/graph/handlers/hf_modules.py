@@ -99,6 +99,7 @@ def _refresh_config(model: nn.Module) -> None:
     for module in model.modules():
         if is_attention(module):
             refresh_attention(module)
+    before = {name: getattr(config, name, None) for name in WIDTH_FIELDS}
     _refresh_hidden_size(model, config)  # NOTE: first guesses; the probes below decide
     _registered_widths(model, config)
     _explicit_head_dim(model, config)
@@ -135,6 +136,15 @@ def _refresh_config(model: nn.Module) -> None:
                     per_layer[name] = widths
     for name, value in solved.items():
         setattr(config, name, value)
+    constants = changed_constants(model, config)
+    if constants:  # NOTE: e.g. Gemma's embedding scale sqrt(hidden_size): the widths stay, loudly stale
+        for name, value in before.items():
+            now = getattr(config, name, None)
+            if now != value and type(now) is int and type(value) is int:
+                setattr(config, name, value)
+                per_layer[_fields_name(config, name)] = [now]
+        solved = {}
+        config.prunekit_constants = constants
     table = dict(getattr(config, "prunekit_layer_widths", None) or {})
     for name in solved:
         table.pop(name, None)
@@ -206,6 +216,11 @@ def _alias(config: Any, name: str) -> str:
     return str((getattr(config, "attribute_map", {}) or {}).get(name, name))
 
 
+def _fields_name(config: Any, name: str) -> str:
+    """The name ``_fields`` uses for the field ``name`` stands for."""
+    return next((n for n in _fields(config) if _alias(config, n) == _alias(config, name)), name)
+
+
 def _fields(config: Any) -> list[str]:
     """The width fields this config has as plain ints (an alias and its target both count)."""
     names: dict[str, str] = {}  # NOTE: one name per field, the first of WIDTH_FIELDS
@@ -246,6 +261,31 @@ def _features(model: nn.Module) -> dict[Any, int]:
         for attr, value in vars(module).items():
             if type(value) is int and not attr.startswith("_") and attr != "layer_idx":
                 found[(f"{name}.{attr}" if name else attr, -1)] = value
+    return found
+
+
+def changed_constants(model: nn.Module, config: Any) -> list[str]:
+    """Float constants (module attributes, 0-d buffers) that ``config`` would build differently
+    from ``model``'s: a config that says the pruned widths would then change what the model
+    computes (Gemma scales embeddings by ``sqrt(hidden_size)``), so transformers must not load it."""
+    try:
+        built = _meta_build(model, config)
+    except Exception:
+        return []
+    mine, theirs = _constants(model), _constants(built)
+    return sorted(k for k, v in mine.items() if k in theirs and theirs[k] is not None and v is not None
+                  and abs(theirs[k] - v) > 1e-6 * max(1.0, abs(v)))
+
+
+def _constants(model: nn.Module) -> dict[str, float | None]:
+    found: dict[str, float | None] = {}
+    for name, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if type(value) is float:
+                found[f"{name}.{attr}"] = value
+    for name, buffer in model.named_buffers():
+        if buffer.dim() == 0 and buffer.is_floating_point():
+            found[name] = None if buffer.is_meta else float(buffer)
     return found
 
 
