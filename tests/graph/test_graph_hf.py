@@ -33,6 +33,8 @@ def _configs() -> dict[str, tuple[Any, Any]]:
                                                      intermediate_size=128, num_hidden_layers=2, **small)),
         "opt": (t.OPTForCausalLM, t.OPTConfig(hidden_size=64, num_attention_heads=4, ffn_dim=128, num_hidden_layers=2,
                                               word_embed_proj_dim=64, **small)),
+        "gpt_neox": (t.GPTNeoXForCausalLM, t.GPTNeoXConfig(hidden_size=64, num_attention_heads=4, intermediate_size=128,
+                                                           num_hidden_layers=2, **small)),
     }
 
 
@@ -52,7 +54,7 @@ def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("name", ["distilbert", "vit", "qwen2", "opt"])
+@pytest.mark.parametrize("name", ["distilbert", "vit", "qwen2", "opt", "gpt_neox"])
 def test_config_follows_and_transformers_reloads(name: str, tmp_path: Path) -> None:
     klass, config = _configs()[name]
     torch.manual_seed(0)

@@ -42,12 +42,13 @@ def _int_attr(module: nn.Module, names: tuple[str, ...]) -> str | None:
 
 
 def _rows(module: nn.Module, names: tuple[str, ...]) -> int | None:
-    """Output rows of the first child Linear named in ``names``."""
+    """Output rows of the first child named in ``names`` that holds a Linear-like 2-d weight
+    (``nn.Linear``, I-BERT's ``QuantLinear``; GPT-2's ``Conv1D`` stores it transposed)."""
     for name in names:
         child = module._modules.get(name)
         weight = getattr(child, "weight", None)
-        if isinstance(child, nn.Linear) and isinstance(weight, torch.Tensor):
-            return int(weight.shape[0])
+        if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+            return int(weight.shape[1] if type(child).__name__ == "Conv1D" else weight.shape[0])
     return None
 
 
@@ -136,6 +137,7 @@ def _refresh_config(model: nn.Module) -> None:
                     per_layer[name] = widths
     for name, value in solved.items():
         setattr(config, name, value)
+    _search_heads(model, config, [n for n in probes if n not in solved and n not in per_layer], pruned)
     constants = changed_constants(model, config)
     if constants:  # NOTE: e.g. Gemma's embedding scale sqrt(hidden_size): the widths stay, loudly stale
         for name, value in before.items():
@@ -151,6 +153,30 @@ def _refresh_config(model: nn.Module) -> None:
     table.update(per_layer)
     config.prunekit_layer_widths = table or None
     _refresh_stored_widths(model, config, pruned)
+
+
+_HEADS_FIELDS = ("num_attention_heads", "n_head", "n_heads", "num_heads", "encoder_attention_heads",
+                 "decoder_attention_heads")
+
+
+def _search_heads(model: nn.Module, config: Any, unsolved: list[str], pruned: dict[Any, int]) -> None:
+    """A head count no size or stored int says (GPT-NeoX derives its head size from
+    ``hidden_size / heads`` and stores no head count): the count, at most the old one, whose
+    built model has the pruned shapes and head sizes."""
+    for name in unsolved:
+        if name not in _HEADS_FIELDS:
+            continue
+        value = getattr(config, name)
+        for heads in range(value, 0, -1):
+            setattr(config, name, heads)
+            try:
+                built = _features(_meta_build(model, config))
+            except Exception:  # NOTE: a count its model refuses
+                continue
+            if all(built.get(k) == v for k, v in pruned.items() if k[1] >= 0) and same_head_dims(model, config):
+                break
+        else:
+            setattr(config, name, value)
 
 
 def _head_dims(model: nn.Module) -> dict[str, int]:
