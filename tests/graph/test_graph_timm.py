@@ -64,7 +64,24 @@ def test_pruner_cuts_heads_and_the_attributes_follow() -> None:
 
 def test_a_constant_head_count_outside_the_registered_classes_still_freezes() -> None:
     """A forward that reshapes its output to the input width keeps its heads whole, with the reason."""
-    model = timm.create_model("beit_base_patch16_224", pretrained=False, num_classes=10, img_size=32, depth=1,
+    model = timm.create_model("vit_relpos_small_patch16_224", pretrained=False, num_classes=10, img_size=32, depth=1,
                               embed_dim=64, num_heads=4).eval()
     group = DependencyGraph.trace(model, _x()).group("blocks.0.attn.qkv.weight:0")
     assert not group.prunable and any("head count" in r for r in group.reasons)
+
+
+def test_heads_tied_to_the_input_width_are_cut_with_it() -> None:
+    """PVT-v2's attention reads ``B, N, C = x.shape`` and reshapes its output to ``C``: heads are cut
+    together with the stage width (in units of a head), and ``num_heads`` follows."""
+    torch.manual_seed(0)
+    model = timm.create_model("pvt_v2_b0", pretrained=False, num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, x)
+    heads = next(g for g in graph.groups if ("stages.1.blocks.0.attn.q.weight", 0) in
+                 {(m.tensor, m.axis) for m in g.members})  # one group with the stage's width
+    assert heads.prunable and heads.size == 2  # stage 1: 64 channels, 2 heads of 32
+    assert any(m.tensor == "stages.1.blocks.0.norm1.weight" for m in heads.members)
+    pruned = StructuredPruner({"ratio": 0.5}).fit_transform(model, x)  # verified by apply
+    attn = pruned.stages[1].blocks[0].attn
+    assert attn.num_heads == 1 and attn.q.weight.shape == (32, 32) and attn.head_dim == 32
+    assert pruned(x).shape == (1, 10)

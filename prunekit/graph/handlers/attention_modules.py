@@ -23,7 +23,7 @@ from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from prunekit.graph.handlers import hf_modules, timm_modules
 from prunekit.graph.handlers.pruned_swin import PrunedShiftedWindowAttention
-from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS, SPLIT_SIZE_FOLLOWS
+from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS, SIZE_TIES_KEPT, SPLIT_SIZE_FOLLOWS
 from prunekit.graph.registry import refresh_for, register_refresh
 
 __all__ = ["PrunedMultiheadAttention", "PrunedShiftedWindowAttention", "register_libraries"]
@@ -191,6 +191,8 @@ def register_libraries() -> None:
                 register_refresh(klass)(refresh)
             if refresh is _refresh_swin_attention or refresh in hf_modules.KEEP_HEADS + timm_modules.KEEP_HEADS:
                 _HEADS_REFRESHED.append(klass)
+            if refresh in timm_modules.TIED:
+                _SIZES_TIED.append(klass)
             if refresh in hf_modules.KEEP_SPLIT:
                 _SPLIT_REFRESHED[klass] = hf_modules.KEEP_SPLIT[refresh]
             if widths is not None:
@@ -199,6 +201,13 @@ def register_libraries() -> None:
 
 # Module classes whose refresh keeps the head count their forward reads as a constant.
 _HEADS_REFRESHED: list[type] = [PrunedShiftedWindowAttention]
+# Of those, the classes that also read widths from the input shape: their size ties are kept.
+_SIZES_TIED: list[type] = []
+
+
+def _running_module_reads_sizes(ctx: Any) -> bool:
+    """Whether the innermost module running reads its widths from the input shape (timm's ``C``)."""
+    return isinstance(ctx.module, tuple(_SIZES_TIED))
 
 
 def _running_module_refreshes_heads(ctx: Any) -> bool:
@@ -259,3 +268,4 @@ _LIBRARIES: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, i
 
 HEAD_COUNT_FOLLOWS.append(_running_module_refreshes_heads)
 SPLIT_SIZE_FOLLOWS.append(_running_module_refreshes_split)
+SIZE_TIES_KEPT.append(_running_module_reads_sizes)

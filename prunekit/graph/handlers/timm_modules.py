@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["TIMM", "KEEP_HEADS"]
+__all__ = ["TIMM", "KEEP_HEADS", "TIED"]
 
 
 def _out(layer: Any) -> int:
@@ -44,12 +44,45 @@ def _refresh_attention(module: Any) -> None:
         module.kv_dim = kv_heads * module.head_dim
 
 
+def _head_dim(module: Any) -> int | None:
+    """The stored head size, else the one its per-head scale says (``scale = head_dim ** -0.5``)."""
+    if type(vars(module).get("head_dim")) is int:
+        return int(module.head_dim)
+    scale = vars(module).get("scale")
+    return round(scale ** -2) if type(scale) is float and scale > 0 else None
+
+
+def _refresh_tied_attention(module: Any) -> None:
+    """Attention whose forward reads its widths from the input (``B, N, C = x.shape``, then
+    ``reshape(B, N, 3, self.num_heads, C // self.num_heads)`` and ``reshape(B, N, C)``): the trace
+    ties its heads to the input width, so ``C`` stays ``num_heads * head_dim``; only the stored
+    head count (and inner widths where stored) must follow."""
+    head_dim = _head_dim(module)
+    qkv, q = getattr(module, "qkv", None), getattr(module, "q", None)
+    rows = _out(qkv) // 3 if qkv is not None else (_out(q) if q is not None else None)
+    if head_dim is None or rows is None:
+        return
+    module.num_heads = rows // head_dim
+    for name in ("attn_dim", "all_head_dim", "dim"):
+        if type(vars(module).get(name)) is int:
+            setattr(module, name, rows)
+
+
 _Refresh = Callable[[nn.Module], "nn.Module | None"]
 # module name -> (class name, refresh, config widths) registered once that module is imported
 TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] | None]]] = {
     # ViT, DeiT, DeiT-III, the ViT variants (vit_*, vit_*_reg, ...), EVA's fused-attention ViTs
     "timm.layers.attention": [("Attention", _refresh_attention, None), ("AttentionRope", _refresh_attention, None)],
     "timm.models.visformer": [("Attention", _refresh_attention, None)],
+    **{f"timm.models.{module}": [(name, _refresh_tied_attention, None) for name in names] for module, names in {
+        "beit": ("Attention",), "eva": ("EvaAttention",), "convit": ("MHSA",), "pvt_v2": ("Attention",),
+        "twins": ("LocallyGroupedAttn", "GlobalSubSampleAttn"), "nest": ("Attention",),
+        "vision_transformer_sam": ("Attention",), "davit": ("WindowAttention",),
+        "swin_transformer": ("WindowAttention",), "gcvit": ("WindowAttentionGlobal",),
+        "metaformer": ("Attention",), "nextvit": ("EfficientAttention",), "fastvit": ("Attention",),
+    }.items()},
 }
+# Of those, the ones that read widths from the input: the trace keeps their size ties.
+TIED: tuple[_Refresh, ...] = (_refresh_tied_attention,)
 # Refreshes that keep the head count their forward reads as a constant.
-KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_attention,)
+KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_attention, _refresh_tied_attention)
