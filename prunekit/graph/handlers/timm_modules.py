@@ -62,8 +62,10 @@ def _refresh_tied_attention(module: Any) -> None:
     rows = _out(qkv) // 3 if qkv is not None else (_out(q) if q is not None else None)
     if head_dim is None or rows is None:
         return
-    module.num_heads = rows // head_dim
-    for name in ("attn_dim", "all_head_dim", "dim"):
+    for name in ("num_heads", "heads"):  # NOTE: Hiera calls it heads
+        if type(vars(module).get(name)) is int:
+            setattr(module, name, rows // head_dim)
+    for name in ("attn_dim", "all_head_dim", "dim", "dim_out"):
         if type(vars(module).get(name)) is int:
             setattr(module, name, rows)
 
@@ -80,6 +82,7 @@ TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] |
         "vision_transformer_sam": ("Attention",), "davit": ("WindowAttention",),
         "swin_transformer": ("WindowAttention",), "gcvit": ("WindowAttentionGlobal",),
         "metaformer": ("Attention",), "nextvit": ("EfficientAttention",), "fastvit": ("Attention",),
+        "hiera": ("MaskUnitAttention",),
     }.items()},
 }
 # Of those, the ones that read widths from the input: the trace keeps their size ties.
