@@ -128,3 +128,17 @@ def test_a_width_that_sets_a_constant_is_not_written_to_the_config(tmp_path: Pat
     with pytest.raises(RuntimeError, match="(?i)size|shape"):
         transformers.GemmaForCausalLM.from_pretrained(folder, local_files_only=True)
     torch.testing.assert_close(_out(prunekit.load(folder), x), _out(pruned, x), rtol=1e-4, atol=1e-5)
+
+
+def test_attention_reading_its_width_from_the_input_is_cut_safely() -> None:
+    """FSMT's attention reads ``embed_dim`` from its input's shape and reshapes its output to it: the
+    heads are tied to that width (cut together) instead of breaking the reshape; verified by apply."""
+    config = transformers.FSMTConfig(langs=["en", "de"], src_vocab_size=50, tgt_vocab_size=50, d_model=64,
+                                     encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+                                     decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
+                                     max_position_embeddings=32, dropout=0.0)
+    torch.manual_seed(0)
+    model = transformers.FSMTForConditionalGeneration(config).eval()
+    ids = torch.randint(4, 50, (1, 6), generator=torch.Generator().manual_seed(0))
+    pruned = StructuredPruner({"ratio": 0.5}).fit_transform(model, (ids, torch.ones_like(ids), ids[:, :4]))
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())

@@ -206,8 +206,10 @@ _SIZES_TIED: list[type] = []
 
 
 def _running_module_reads_sizes(ctx: Any) -> bool:
-    """Whether the innermost module running reads its widths from the input shape (timm's ``C``)."""
-    return isinstance(ctx.module, tuple(_SIZES_TIED))
+    """Whether the innermost module running may read its widths from the input shape (timm's ``C``;
+    any transformers attention recognised by structure, FSMT's ``embed_dim = x.size(-1)``)."""
+    return isinstance(ctx.module, tuple(_SIZES_TIED)) or (ctx.module is not None
+                                                          and hf_modules.is_attention(ctx.module))
 
 
 def _running_module_refreshes_heads(ctx: Any) -> bool:

@@ -68,6 +68,9 @@ def refresh_attention(module: nn.Module) -> None:
     head_dim = vars(module)[_int_attr(module, _HEAD_DIM)]  # type: ignore[index]
     rows = _rows(module, _QUERY)
     heads = rows // head_dim if rows is not None else (_rows(module, _FUSED) or 0) // 3 // head_dim
+    old = vars(module)[_int_attr(module, _HEADS)] * head_dim  # type: ignore[index]
+    if type(vars(module).get("embed_dim")) is int and module.embed_dim == old:  # NOTE: read as the inner width
+        module.embed_dim = heads * head_dim  # (InternVL's reshape(B, N, self.embed_dim))
     for name in _HEADS:
         if type(vars(module).get(name)) is int:
             setattr(module, name, heads)
