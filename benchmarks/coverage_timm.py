@@ -120,6 +120,9 @@ def write_table(results: dict[str, dict[str, Any]], names: list[str], command: s
     kept = common.median([r["params_after"] / r["params_before"] for r in passed])
     ideal = common.median([r["ideal_params"] / r["params_before"] for r in passed])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    cut = [r["model"] for r in done if r.get("heads")]
+    whole = [r["model"] for r in done if not r.get("heads") and any("split into several dims" in f
+                                                                   for f in r.get("frozen", []))]
     lines = [
         "# Graph coverage: timm families",
         "",
@@ -134,6 +137,10 @@ def write_table(results: dict[str, dict[str, Any]], names: list[str], command: s
         f"**{len(passed)}/{len(names)} families pass every check** ({len(done)} run, "
         f"{len(names) - len(done)} not run in this pass); median params kept {_p(kept)} "
         f"vs {_p(ideal)} for a per-group cut of half the channels.",
+        "",
+        f"Attention heads cut in {len(cut)} families ({', '.join(cut)}). Channels split into several dims (heads, "
+        f"radix groups) with a count the trace cannot follow, so kept whole, in {len(whole)} ({', '.join(whole)}); "
+        "families in neither list have no such split, or their heads are frozen by another cause in the last column.",
         "",
         "| family | variant | input | status | output | params kept | ideal | MACs kept | heads | frozen groups (why) |",
         "|---|---|---|---|---|---|---|---|---|---|",
