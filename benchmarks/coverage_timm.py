@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="input side where the model takes it")
     parser.add_argument("--table", action="store_true", help="only rewrite the table")
     parser.add_argument("--rerun", action="store_true", help="run families that already have a record")
+    parser.add_argument("--command", default="", help="how the records were made, for the table's header")
     args = parser.parse_args()
     torch.set_num_threads(1)
     found = families()
@@ -173,7 +174,7 @@ def main() -> None:
             record = check(family, found[family], seconds=args.seconds, size=args.size)
             common.save(RESULTS, record)
             print(f"{family:32s} {record['stage']:8s} {record.get('error', '')[:100]}", flush=True)
-    command = "nice -n 15 .venv/bin/python benchmarks/coverage_timm.py " + " ".join(sys.argv[1:])
+    command = args.command or "nice -n 15 .venv/bin/python benchmarks/coverage_timm.py " + " ".join(sys.argv[1:])
     TABLE.write_text(write_table(common.load(RESULTS), names, command.strip()))
 
 
