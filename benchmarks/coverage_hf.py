@@ -52,6 +52,10 @@ SMALL: dict[str, Any] = {
     "num_labels": 10, "num_local_experts": 4, "num_experts": 4, "moe_intermediate_size": 64,
     "shared_expert_intermediate_size": 64, "pad_token_id": 0,
 }
+# Architectures that need a layout field to match 2 layers.
+EXTRA: dict[str, dict[str, Any]] = {
+    "gpt_neo": {"attention_types": [[["global", "local"], 1]], "num_layers": 2},
+}
 TASKS = ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
          "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
          "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "MODEL_MAPPING_NAMES")
@@ -69,7 +73,7 @@ def _config(model_type: str) -> Any:
     default = CONFIG_MAPPING[model_type]()
     if getattr(default, "sub_configs", None):
         raise LookupError("composite config (sub-configs: a multimodal model), not sized by this survey")
-    small = {k: v for k, v in SMALL.items() if type(getattr(default, k, None)) is int}
+    small = {k: v for k, v in SMALL.items() if type(getattr(default, k, None)) is int} | EXTRA.get(model_type, {})
     config = CONFIG_MAPPING[model_type](**small)  # NOTE: built with them, so derived fields agree
     if getattr(config, "head_dim", None) is not None and getattr(config, "hidden_size", None):
         config.head_dim = config.hidden_size // config.num_attention_heads
