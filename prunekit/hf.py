@@ -1,11 +1,13 @@
 """Hugging Face models in the one saved format: the folder is also a ``save_pretrained`` folder.
 
-When every layer keeps the same width, pruning updates the config (``num_attention_heads``,
-``num_key_value_heads``, ``intermediate_size``, ``hidden_size``) and transformers' own
+When every layer keeps the same width, pruning updates the config (every field that records a
+width: ``hidden_size``, heads, ``intermediate_size``, ``d_model``, ...) and transformers' own
 ``from_pretrained`` rebuilds the model. When layers end up with different widths no config field
 can say so; ``prunekit.save`` records the layout against what the saved config builds and
-``prunekit.load`` applies it before loading the weights. Nothing is unpickled; prunekit never
-downloads (``local_files_only``).
+``prunekit.load`` loads through transformers' own ``from_pretrained`` with every module reshaped
+to the recorded widths as it is built, so transformers' key renames and weight conversions (ViT's
+legacy names, Mixtral's fused experts) apply. Nothing is unpickled; prunekit never downloads
+(``local_files_only``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import ConfigError, DataNotFoundError, require
+from prunekit.errors import ConfigError, DataError, DataNotFoundError, require
 from prunekit.io.files import load_json, read_weights
 
-__all__ = ["is_hf", "reference", "write", "build", "read_state"]
+__all__ = ["is_hf", "reference", "write", "build", "read_state", "load_pretrained"]
 
 
 def is_hf(model: nn.Module) -> bool:
@@ -55,14 +57,58 @@ def write(model: nn.Module, folder: Path) -> None:
 def build(folder: Path, record: Mapping[str, Any], model_class: Callable[..., nn.Module] | None = None) -> nn.Module:
     """The model the folder's ``config.json`` builds: ``model_class``, else the recorded class."""
     transformers = require("transformers", feature="loading a Hugging Face model")
+    model_class = _model_class(folder, record, model_class)
+    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+    return _from_config(model_class, config)
+
+
+def _model_class(folder: Path, record: Mapping[str, Any], model_class: Callable[..., nn.Module] | None) -> Any:
+    transformers = require("transformers", feature="loading a Hugging Face model")
     if model_class is None:
         model_class = getattr(transformers, str(record.get("class")), None)
         if model_class is None:
             raise ConfigError(f"load: transformers has no class {record.get('class')!r} (named in "
                               f"'{folder / 'manifest.json'}'). Pass model=, an instance of the class "
                               f"the model was built with.")
-    config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
-    return _from_config(model_class, config)
+    return model_class
+
+
+def load_pretrained(folder: Path, record: Mapping[str, Any], model_class: Callable[..., nn.Module] | None,
+                    reshape: Callable[[nn.Module], Any]) -> nn.Module | None:
+    """The folder's model through transformers' ``from_pretrained``, ``reshape`` applied to it as
+    it is built (before the weights are read), so per-layer widths load with transformers' own key
+    renames and weight conversions. None for a class without ``from_pretrained`` (a plain callable):
+    the caller then loads the raw weights.
+
+    NOTE: a subclass whose ``__init__`` reshapes is handed to ``from_pretrained``; the result gets
+    the real class back (the subclass adds no state). A key missing, unexpected or of another shape
+    is refused, never re-initialised.
+    """
+    klass = _model_class(folder, record, model_class)
+    if not isinstance(klass, type) or not hasattr(klass, "from_pretrained") or not hasattr(klass, "config_class"):
+        return None
+
+    class Shaped(klass):  # type: ignore[misc, valid-type]
+        def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+            super().__init__(config, *args, **kwargs)
+            reshape(self)
+
+    # NOTE: transformers finds a class's key renames by its name and treats a class defined outside
+    # its own modules as custom code (no renames): the subclass takes the class's names.
+    Shaped.__name__, Shaped.__qualname__, Shaped.__module__ = klass.__name__, klass.__qualname__, klass.__module__
+    try:
+        model, info = Shaped.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+    except (RuntimeError, ValueError) as exc:  # NOTE: transformers refuses mismatched sizes itself
+        raise DataError(f"load: '{folder}' does not match the model transformers builds from its config and "
+                        f"the recorded layout: {str(exc).splitlines()[0]}. Load it into the architecture it was "
+                        f"saved from.") from exc
+    problems = {k: sorted(v) if not isinstance(v, list) else v for k, v in info.items()
+                if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if problems:
+        raise DataError(f"load: '{folder}' does not match the model transformers builds from its config "
+                        f"and the recorded layout ({problems}). Load it into the architecture it was saved from.")
+    model.__class__ = klass
+    return model.eval()
 
 
 def read_state(folder: Path) -> dict[str, torch.Tensor]:

@@ -20,8 +20,9 @@ from prunekit.errors import ConfigError, DataError
 __all__ = ["layout_record", "restore_layout", "restore_modules", "restore_tensors", "LAYOUT_KEYS"]
 
 LAYOUT_KEYS = ("tensors", "attributes", "identity", "none")
-# NOTE: module attributes that are state, not architecture; never recorded.
-_SKIPPED_ATTRIBUTES = frozenset({"training"})
+# NOTE: module attributes that are state, not architecture; never recorded (transformers' loader
+# skips initialising a module marked ``_is_hf_initialized``, non-persistent buffers included).
+_SKIPPED_ATTRIBUTES = frozenset({"training", "_is_hf_initialized"})
 _Scalar = (bool, int, float, str, type(None))
 _NOT_RECORDABLE = object()
 

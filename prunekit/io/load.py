@@ -49,6 +49,15 @@ def _base(folder: Path, manifest: Manifest, model: nn.Module | None) -> nn.Modul
     return _build_source(manifest.source)
 
 
+def _hf_pretrained(folder: Path, manifest: Manifest, model: nn.Module | None, reshape: Any) -> nn.Module | None:
+    """A Hugging Face folder (dense weights) through transformers' own loader, reshaped as it is built."""
+    if manifest.hf is None or manifest.of_kind("sparse"):
+        return None
+    from prunekit import hf
+
+    return hf.load_pretrained(folder, manifest.hf, type(model) if model is not None else None, reshape)
+
+
 def _state(folder: Path, manifest: Manifest) -> dict[str, torch.Tensor]:
     stored = manifest.of_kind("sparse")
     if stored:
@@ -81,13 +90,20 @@ def load(folder: str | os.PathLike[str], *, model: nn.Module | None = None) -> n
     path = model_folder(folder)
     manifest = read_manifest(path)
     where = str(path / MANIFEST_FILE)
-    built = _base(path, manifest, model)
-    restore_modules(built, manifest.layout, where=where)
-    for transform in manifest.of_kind("factorise"):
-        restore_factorised(built, transform, where)
-    restore_tensors(built, manifest.layout, where=where)
-    state = _state(path, manifest)
-    load_state(built, state, str(path / WEIGHTS_FILE), tied=_tied_missing(built, state))
+
+    def reshape(built: nn.Module) -> None:
+        restore_modules(built, manifest.layout, where=where)
+        for transform in manifest.of_kind("factorise"):
+            restore_factorised(built, transform, where)
+        restore_tensors(built, manifest.layout, where=where)
+
+    loaded = _hf_pretrained(path, manifest, model, reshape)
+    if loaded is None:
+        built = _base(path, manifest, model)
+        reshape(built)
+        state = _state(path, manifest)
+        load_state(built, state, str(path / WEIGHTS_FILE), tied=_tied_missing(built, state))
+    built = loaded if loaded is not None else built
     built.eval()
     partitions = manifest.of_kind("partition")
     return cut(built, partitions[-1], where) if partitions else built

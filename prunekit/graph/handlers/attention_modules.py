@@ -6,8 +6,8 @@ all heads). When pruning makes the inner width ``num_heads * head_dim`` differ f
 width, the refresh returns a :class:`PrunedMultiheadAttention` (or
 :class:`~prunekit.graph.handlers.pruned_swin.PrunedShiftedWindowAttention`) holding the same
 parameters (same state_dict), whose forward keeps the widths apart; ``apply`` puts it in the
-module's place. Classes of torchvision and Hugging Face transformers (``hf_modules``) are registered when their
-modules are already imported: prunekit never imports those libraries.
+module's place. Classes of torchvision, Hugging Face transformers (``hf_modules``) and timm
+(``timm_modules``) are registered when their modules are already imported: prunekit never imports those libraries.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
-from prunekit.graph.handlers import hf_modules
+from prunekit.graph.handlers import hf_modules, timm_modules
 from prunekit.graph.handlers.pruned_swin import PrunedShiftedWindowAttention
-from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS, SPLIT_SIZE_FOLLOWS
-from prunekit.graph.registry import register_refresh
+from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS, SIZE_TIES_KEPT, SPLIT_SIZE_FOLLOWS
+from prunekit.graph.registry import refresh_for, register_refresh
 
 __all__ = ["PrunedMultiheadAttention", "PrunedShiftedWindowAttention", "register_libraries"]
 
@@ -189,8 +189,10 @@ def register_libraries() -> None:
                 continue
             if refresh is not None:
                 register_refresh(klass)(refresh)
-            if refresh is _refresh_swin_attention or refresh in hf_modules.KEEP_HEADS:
+            if refresh is _refresh_swin_attention or refresh in hf_modules.KEEP_HEADS + timm_modules.KEEP_HEADS:
                 _HEADS_REFRESHED.append(klass)
+            if refresh in timm_modules.TIED:
+                _SIZES_TIED.append(klass)
             if refresh in hf_modules.KEEP_SPLIT:
                 _SPLIT_REFRESHED[klass] = hf_modules.KEEP_SPLIT[refresh]
             if widths is not None:
@@ -199,6 +201,15 @@ def register_libraries() -> None:
 
 # Module classes whose refresh keeps the head count their forward reads as a constant.
 _HEADS_REFRESHED: list[type] = [PrunedShiftedWindowAttention]
+# Of those, the classes that also read widths from the input shape: their size ties are kept.
+_SIZES_TIED: list[type] = []
+
+
+def _running_module_reads_sizes(ctx: Any) -> bool:
+    """Whether the innermost module running may read its widths from the input shape (timm's ``C``;
+    any transformers attention recognised by structure, FSMT's ``embed_dim = x.size(-1)``)."""
+    return isinstance(ctx.module, tuple(_SIZES_TIED)) or (ctx.module is not None
+                                                          and hf_modules.is_attention(ctx.module))
 
 
 def _running_module_refreshes_heads(ctx: Any) -> bool:
@@ -208,7 +219,13 @@ def _running_module_refreshes_heads(ctx: Any) -> bool:
     module stack (``ctx.module``) tells that its refresh will keep the constant right.
     """
     register_libraries()
-    return isinstance(ctx.module, tuple(_HEADS_REFRESHED))
+    if isinstance(ctx.module, tuple(_HEADS_REFRESHED)):
+        return True
+    if ctx.module is not None and hf_modules.is_attention(ctx.module):  # any transformers attention
+        if refresh_for(ctx.module) is None:
+            register_refresh(type(ctx.module))(hf_modules.refresh_attention)
+        return True
+    return False
 
 
 # Module classes whose refresh keeps the size their forward splits a fused projection at, with the
@@ -248,7 +265,9 @@ _LIBRARIES: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, i
     "torchvision.models.vision_transformer": [("VisionTransformer", _refresh_vision_transformer, None)],
     "torchvision.models.swin_transformer": [("ShiftedWindowAttention", _refresh_swin_attention, None)],
     **hf_modules.TRANSFORMERS,
+    **timm_modules.TIMM,
 }
 
 HEAD_COUNT_FOLLOWS.append(_running_module_refreshes_heads)
 SPLIT_SIZE_FOLLOWS.append(_running_module_refreshes_split)
+SIZE_TIES_KEPT.append(_running_module_reads_sizes)

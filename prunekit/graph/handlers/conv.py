@@ -45,7 +45,7 @@ def _conv(ctx, args, kwargs, out, *, transposed: bool) -> None:  # type: ignore[
     result: list[Dim] = [xd[0] if batched else None] + [None] * (out.dim() - 1) if batched else [None] * out.dim()
     in_axis, out_axis = (0, 1) if transposed else (1, 0)
     in_channels = x.shape[c]
-    if not isinstance(wd[0], ParamDim):
+    if not isinstance(wd[0], ParamDim) or not isinstance(wd[1], ParamDim):  # NOTE: e.g. a standardised weight
         if isinstance(xd[c], Tracked):
             ctx.store.freeze(xd[c], f"conv weight is not a parameter in {ctx.where}")
         result[c] = None

@@ -16,42 +16,335 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT"]
+__all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "is_attention", "refresh_attention", "same_head_dims"]
 
 WIDTHS: dict[type, Callable[[nn.Module], dict[str, int]]] = {}  # class -> its config widths
 
+# Config fields that record a width; each is refreshed when the model has it (aliases included).
+WIDTH_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim",
+                "n_head", "n_heads", "num_heads", "n_embd", "n_inner", "dim", "hidden_dim", "ffn_dim", "d_model",
+                "d_ff", "d_kv", "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads",
+                "decoder_attention_heads", "num_decoder_heads", "embed_dim", "word_embed_proj_dim",
+                "moe_intermediate_size", "shared_expert_intermediate_size", "mlp_dim", "ffn_hidden_size",
+                "hidden_sizes", "embedding_size", "projection_dim")
+_HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head")
+_HEAD_DIM = ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim", "attn_head_size")
+_QUERY = ("q_proj", "query", "q_lin", "q", "to_q", "wq")
+_KEY = ("k_proj", "key", "k_lin", "k", "to_k", "wk")
+_FUSED = ("qkv", "query_key_value", "Wqkv", "qkv_proj")
+_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
+_INNER = ("all_head_size", "inner_dim")
+
+
+def _int_attr(module: nn.Module, names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` that ``module`` stores as a plain int."""
+    return next((n for n in names if type(vars(module).get(n)) is int), None)
+
+
+def _rows(module: nn.Module, names: tuple[str, ...]) -> int | None:
+    """Output rows of the first child named in ``names`` that holds a Linear-like 2-d weight
+    (``nn.Linear``, I-BERT's ``QuantLinear``; GPT-2's ``Conv1D`` stores it transposed)."""
+    for name in names:
+        child = module._modules.get(name)
+        weight = getattr(child, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+            return int(weight.shape[1] if type(child).__name__ == "Conv1D" else weight.shape[0])
+    return None
+
+
+def is_attention(module: nn.Module) -> bool:
+    """A transformers attention module by its structure: a stored head count and head size, and a
+    query (or fused q|k|v) Linear whose rows are whole heads."""
+    return (type(module).__module__.startswith("transformers.") and _int_attr(module, _HEADS) is not None
+            and _int_attr(module, _HEAD_DIM) is not None
+            and (_rows(module, _QUERY) is not None or _rows(module, _FUSED) is not None))
+
+
+def refresh_attention(module: nn.Module) -> None:
+    """Head counts (and the inner width where stored) from the sliced projections; the head size stays.
+
+    Whole heads are cut, so ``heads = query rows / head size`` (a third of a fused projection's rows).
+    """
+    head_dim = vars(module)[_int_attr(module, _HEAD_DIM)]  # type: ignore[index]
+    rows = _rows(module, _QUERY)
+    heads = rows // head_dim if rows is not None else (_rows(module, _FUSED) or 0) // 3 // head_dim
+    old = vars(module)[_int_attr(module, _HEADS)] * head_dim  # type: ignore[index]
+    if type(vars(module).get("embed_dim")) is int and module.embed_dim == old:  # NOTE: read as the inner width
+        module.embed_dim = heads * head_dim  # (InternVL's reshape(B, N, self.embed_dim))
+    for name in _HEADS:
+        if type(vars(module).get(name)) is int:
+            setattr(module, name, heads)
+    for name in _INNER:
+        if type(vars(module).get(name)) is int:
+            setattr(module, name, heads * head_dim)
+    key = _rows(module, _KEY)
+    kv = _int_attr(module, _KV_HEADS)
+    if key is not None and kv is not None:
+        setattr(module, kv, key // head_dim)
+    if key is not None and type(vars(module).get("num_key_value_groups")) is int:
+        module.num_key_value_groups = heads // max(key // head_dim, 1)
+
 
 def _refresh_config(model: nn.Module) -> None:
-    """A Hugging Face model's config follows its layers' widths (``num_attention_heads``, ...).
+    """A Hugging Face model's config follows its layers' widths (every field of ``WIDTH_FIELDS``).
 
-    When every layer agrees the config field is set; otherwise the field keeps its old value and
+    Each field is probed on the meta device: a model built with the field doubled shows which
+    tensor sizes and stored int attributes it sets (those set by this field alone, linearly); the
+    pruned model's values there give the field's new value, layer by layer. When every layer
+    agrees the config field is set; otherwise the field keeps its old value and
     ``config.prunekit_layer_widths[field]`` lists the width of each layer (None: not found, or two
-    modules of the layer disagree).
+    modules of the layer disagree). Stored attention widths (head counts) are refreshed first, and
+    when the new config builds the pruned shapes, every stored int attribute takes the value the
+    config builds (``hidden_size`` of a layer, ``embed_dim`` of an attention, ...).
     """
     config = getattr(model, "config", None)
-    layers = getattr(config, "num_hidden_layers", None)
-    if config is None or not layers:
+    if config is None or not hasattr(config, "to_dict"):
         return
-    _refresh_hidden_size(model, config)
+    for module in model.modules():
+        if is_attention(module):
+            refresh_attention(module)
+    before = {name: getattr(config, name, None) for name in WIDTH_FIELDS}
+    _refresh_hidden_size(model, config)  # NOTE: first guesses; the probes below decide
+    _registered_widths(model, config)
+    _explicit_head_dim(model, config)
+    try:
+        base = _features(_meta_build(model, config))
+    except Exception:  # NOTE: a model its own config does not rebuild: leave the config alone
+        return
+    pruned = _features(model)
+    probes = {name: _probe(model, config, name, base) for name in _fields(config)}
+    owners: dict[Any, set[str]] = {}
+    for name, changed in probes.items():
+        for key in changed:
+            owners.setdefault(key, set()).add(_alias(config, name))
+    # NOTE: whole heads are cut, so a head size never changes; a field solved unchanged is known too.
+    unchanged = {_alias(config, n) for n in probes if n in _HEAD_DIM_FIELDS}
+    solved: dict[str, int] = {}
     per_layer: dict[str, list[int | None]] = {}
-    seen: set[tuple[str, int]] = set()
-    for name, module in model.named_modules():
-        widths, layer = WIDTHS.get(type(module)), _layer_of(name)
-        if widths is None or layer is None or layer >= layers:
-            continue
-        for field_name, value in widths(module).items():
-            values = per_layer.setdefault(field_name, [None] * layers)
-            # NOTE: one config field for two modules of a layer (GPT-2's cross-attention heads).
-            values[layer] = value if (field_name, layer) not in seen or values[layer] == value else None
-            seen.add((field_name, layer))
+    for _ in range(3):  # a field solved unchanged can pin another that shares its tensors
+        for name, changed in probes.items():
+            if name in solved or name in per_layer:
+                continue
+            found = _solve(getattr(config, name), changed, owners, unchanged | {_alias(config, name)}, base, pruned)
+            if not found:
+                continue
+            values = set().union(*found.values())
+            if len(values) == 1:
+                solved[name] = values.pop()
+                if solved[name] == getattr(config, name):
+                    unchanged.add(_alias(config, name))
+            else:
+                layers = max(found) + 1
+                widths = [next(iter(found[i])) if len(found.get(i, ())) == 1 else None for i in range(layers)]
+                if any(w not in (None, getattr(config, name)) for w in widths):  # NOTE: else only ambiguous
+                    per_layer[name] = widths
+    for name, value in solved.items():
+        setattr(config, name, value)
+    _search_heads(model, config, [n for n in probes if n not in solved and n not in per_layer], pruned)
+    constants = changed_constants(model, config)
+    if constants:  # NOTE: e.g. Gemma's embedding scale sqrt(hidden_size): the widths stay, loudly stale
+        for name, value in before.items():
+            now = getattr(config, name, None)
+            if now != value and type(now) is int and type(value) is int:
+                setattr(config, name, value)
+                per_layer[_fields_name(config, name)] = [now]
+        solved = {}
+        config.prunekit_constants = constants
     table = dict(getattr(config, "prunekit_layer_widths", None) or {})
-    for field_name, values in per_layer.items():
-        if len(set(values)) == 1 and values[0] is not None:
-            setattr(config, field_name, values[0])
-            table.pop(field_name, None)
-        else:
-            table[field_name] = values
+    for name in solved:
+        table.pop(name, None)
+    table.update(per_layer)
     config.prunekit_layer_widths = table or None
+    _refresh_stored_widths(model, config, pruned)
+
+
+_HEADS_FIELDS = ("num_attention_heads", "n_head", "n_heads", "num_heads", "encoder_attention_heads",
+                 "decoder_attention_heads")
+
+
+def _search_heads(model: nn.Module, config: Any, unsolved: list[str], pruned: dict[Any, int]) -> None:
+    """A head count no size or stored int says (GPT-NeoX derives its head size from
+    ``hidden_size / heads`` and stores no head count): the count, at most the old one, whose
+    built model has the pruned shapes and head sizes."""
+    for name in unsolved:
+        if name not in _HEADS_FIELDS:
+            continue
+        value = getattr(config, name)
+        for heads in range(value, 0, -1):
+            setattr(config, name, heads)
+            try:
+                built = _features(_meta_build(model, config))
+            except Exception:  # NOTE: a count its model refuses
+                continue
+            if all(built.get(k) == v for k, v in pruned.items() if k[1] >= 0) and same_head_dims(model, config):
+                break
+        else:
+            setattr(config, name, value)
+
+
+def _head_dims(model: nn.Module) -> dict[str, int]:
+    """Module name -> the head size stored by each attention module (a query Linear and a head size)."""
+    found: dict[str, int] = {}
+    for name, module in model.named_modules():
+        attr = _int_attr(module, _HEAD_DIM)
+        if attr is not None and (_rows(module, _QUERY) is not None or _rows(module, _FUSED) is not None):
+            found[name] = vars(module)[attr]
+    return found
+
+
+def _explicit_head_dim(model: nn.Module, config: Any) -> None:
+    """A config that derives the head size (``head_dim = None``: ``hidden_size / heads``) gets it
+    written out: pruning keeps each head's size, so heads and width can then be cut apart."""
+    if getattr(config, "head_dim", None) is not None:
+        return
+    sizes = set(_head_dims(model).values())
+    if len(sizes) == 1:
+        config.head_dim = sizes.pop()
+
+
+def _registered_widths(model: nn.Module, config: Any) -> None:
+    """Fields the registered classes report (``WIDTHS``) that every layer agrees on are set, so a
+    field left unset in the config (GPT-2's ``n_inner`` = None) gets its explicit value."""
+    values: dict[str, set[int]] = {}
+    for module in model.modules():
+        widths = WIDTHS.get(type(module))
+        for field_name, value in (widths(module) if widths is not None else {}).items():
+            values.setdefault(field_name, set()).add(int(value))
+    for field_name, found in values.items():
+        if len(found) == 1:
+            setattr(config, field_name, found.pop())
+
+
+_HEAD_DIM_FIELDS = ("head_dim", "d_kv", "attention_head_size", "head_size")
+
+
+def _solve(value: int, changed: dict[Any, int], owners: dict[Any, set[str]], known: set[str],
+           base: dict[Any, int], pruned: dict[Any, int]) -> dict[int, set[int]]:
+    """Layer -> the values of a field (``value`` before pruning) that its features give.
+
+    A feature counts when every other field it depends on is known unchanged; it is taken as
+    linear in the field (a size of 2x the field's value when the field is doubled).
+    """
+    for attributes in (False, True):  # NOTE: tensor sizes first; stored ints only where no size says
+        found: dict[int, set[int]] = {}
+        for key, probed in changed.items():
+            if (key[1] == -1) != attributes or key not in pruned or not owners[key] <= known:
+                continue
+            step, delta = probed - base[key], pruned[key] - base[key]
+            if not step or delta * value % step or value + delta * value // step <= 0:
+                continue
+            layer = _layer_of(key[0])
+            found.setdefault(-1 if layer is None else layer, set()).add(value + delta * value // step)
+        if found:
+            return found
+    return {}
+
+
+def _alias(config: Any, name: str) -> str:
+    """The field ``name`` stands for (GPT-2's ``n_embd`` is ``hidden_size``)."""
+    return str((getattr(config, "attribute_map", {}) or {}).get(name, name))
+
+
+def _fields_name(config: Any, name: str) -> str:
+    """The name ``_fields`` uses for the field ``name`` stands for."""
+    return next((n for n in _fields(config) if _alias(config, n) == _alias(config, name)), name)
+
+
+def _fields(config: Any) -> list[str]:
+    """The width fields this config has as plain ints (an alias and its target both count)."""
+    names: dict[str, str] = {}  # NOTE: one name per field, the first of WIDTH_FIELDS
+    for name in WIDTH_FIELDS:
+        if type(getattr(config, name, None)) is int and getattr(config, name) > 0:
+            names.setdefault(_alias(config, name), name)
+    return list(names.values())
+
+
+def _meta_build(model: nn.Module, config: Any) -> nn.Module:
+    """What ``config`` builds for the model's class, on the meta device (no memory, no init)."""
+    import copy
+
+    with torch.device("meta"):
+        return type(model)(copy.deepcopy(config))
+
+
+def _probe(model: nn.Module, config: Any, name: str, base: dict[Any, int]) -> dict[Any, int]:
+    """The features that change when ``name`` is doubled, with their doubled values."""
+    import copy
+
+    probe = copy.deepcopy(config)
+    try:
+        setattr(probe, name, getattr(config, name) * 2)
+        built = _features(_meta_build(model, probe))
+    except Exception:  # NOTE: a value its model refuses (a head count that must divide a width)
+        return {}
+    return {k: v for k, v in built.items() if k in base and base[k] != v}
+
+
+def _features(model: nn.Module) -> dict[Any, int]:
+    """Every tensor size (name, axis) and stored int attribute (module name, attribute) of ``model``."""
+    found: dict[Any, int] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        for axis, size in enumerate(tensor.shape):
+            found[(name, axis)] = int(size)
+    for name, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if type(value) is int and not attr.startswith("_") and attr != "layer_idx":
+                found[(f"{name}.{attr}" if name else attr, -1)] = value
+    return found
+
+
+def changed_constants(model: nn.Module, config: Any) -> list[str]:
+    """Float constants (module attributes, 0-d buffers) that ``config`` would build differently
+    from ``model``'s: a config that says the pruned widths would then change what the model
+    computes (Gemma scales embeddings by ``sqrt(hidden_size)``), so transformers must not load it."""
+    try:
+        built = _meta_build(model, config)
+    except Exception:
+        return []
+    mine, theirs = _constants(model), _constants(built)
+    return sorted(k for k, v in mine.items() if k in theirs and theirs[k] is not None and v is not None
+                  and abs(theirs[k] - v) > 1e-6 * max(1.0, abs(v)))
+
+
+def _constants(model: nn.Module) -> dict[str, float | None]:
+    found: dict[str, float | None] = {}
+    for name, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if type(value) is float:
+                found[f"{name}.{attr}"] = value
+    for name, buffer in model.named_buffers():
+        if buffer.dim() == 0 and buffer.is_floating_point():
+            found[name] = None if buffer.is_meta else float(buffer)
+    return found
+
+
+def same_head_dims(model: nn.Module, config: Any) -> bool:
+    """Whether ``config`` builds attention modules with ``model``'s head sizes (equal shapes alone
+    do not tell 4 heads of 8 from 2 heads of 16)."""
+    try:
+        built = _head_dims(_meta_build(model, config))
+    except Exception:
+        return False
+    return all(built.get(name, size) == size for name, size in _head_dims(model).items())
+
+
+def _refresh_stored_widths(model: nn.Module, config: Any, pruned: dict[Any, int]) -> None:
+    """When the config builds exactly the pruned shapes, stored int widths take the built values."""
+    try:
+        reference = _features(_meta_build(model, config))
+    except Exception:
+        return
+    shapes = {k: v for k, v in pruned.items() if k[1] >= 0}
+    if any(reference.get(k) != v for k, v in shapes.items()) or not same_head_dims(model, config):
+        return
+    modules = dict(model.named_modules())
+    for (name, axis), value in reference.items():
+        if axis != -1 or pruned.get((name, axis)) in (None, value):
+            continue
+        owner, _, attr = name.rpartition(".")
+        module = modules.get(owner)
+        if module is not None and type(vars(module).get(attr)) is int:
+            setattr(module, attr, value)
 
 
 def _refresh_hidden_size(model: nn.Module, config: Any) -> None:
@@ -59,9 +352,13 @@ def _refresh_hidden_size(model: nn.Module, config: Any) -> None:
     ``n_embd`` through its config's ``attribute_map``).
 
     NOTE: configs with a separate ``embedding_size`` (ALBERT) project embeddings into the stream,
-    so their embedding width says nothing about ``hidden_size``; they are left alone.
+    so their embedding width says nothing about ``hidden_size``; they are left alone. Some models
+    do not implement ``get_input_embeddings`` (they raise): the probes decide for them.
     """
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    try:
+        embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    except NotImplementedError:
+        return
     weight = getattr(embeddings, "weight", None)
     if (not isinstance(weight, torch.Tensor) or weight.dim() != 2 or getattr(config, "embedding_size", None)
             or not isinstance(getattr(config, "hidden_size", None), int)):
@@ -70,10 +367,10 @@ def _refresh_hidden_size(model: nn.Module, config: Any) -> None:
 
 
 def _layer_of(name: str) -> int | None:
-    """The layer index in a module name (``encoder.layer.3.attention.self`` -> 3)."""
+    """The layer index in a module name (``encoder.layer.3.attention.self`` -> 3, T5's ``block.3``)."""
     parts = name.split(".")
     for i, part in enumerate(parts[:-1]):
-        if part in ("layer", "layers", "h", "blocks") and parts[i + 1].isdigit():
+        if part in ("block", "layer", "layers", "h", "blocks") and parts[i + 1].isdigit():
             return int(parts[i + 1])
     return None
 

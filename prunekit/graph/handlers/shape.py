@@ -140,7 +140,8 @@ def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim]) -> None:  # 
     pruned width, so ``y``'s channels there must be ``x``'s channels (or neither is cut)."""
     from prunekit.graph.trace import ChannelInt
 
-    if not ctx.current.endswith(("view", "reshape")) or any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS):
+    if not ctx.current.endswith(("view", "reshape")) or (any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS)
+                                                        and not any(kept(ctx) for kept in SIZE_TIES_KEPT)):
         return  # NOTE: a module whose refresh rewrites its widths (Swin's attention) reads them anew
     sizes = kwargs.get("shape", kwargs.get("size", args[1:]))
     if len(sizes) == 1 and not isinstance(sizes[0], int):
@@ -160,6 +161,10 @@ def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim]) -> None:  # 
 # Callables ``(ctx) -> bool``: True when the module running now (``ctx.module``) keeps its head count
 # up to date itself (a refresh updates the attribute its reshape reads); attention handlers add them.
 HEAD_COUNT_FOLLOWS: list[Callable[[Any], bool]] = []
+# Callables ``(ctx) -> bool``: True when the module running now keeps its head count up to date but
+# still reads a width from a shape (timm's ``reshape(B, N, C)`` with ``C = x.shape[-1]``): the size
+# tie is kept (the inner width and the input width are cut together, in whole heads).
+SIZE_TIES_KEPT: list[Callable[[Any], bool]] = []
 # Callables ``(ctx, pieces) -> bool``: True when the module running now splits a tensor into
 # ``pieces`` equal parts at a stored size its refresh keeps up to date (GPT-2's fused q|k|v).
 SPLIT_SIZE_FOLLOWS: list[Callable[[Any, int], bool]] = []
@@ -271,6 +276,8 @@ def _as_segments(d: Dim, size: int) -> tuple[Segment, ...]:
 def cat(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """Layouts along ``dim`` are concatenated; the other dims are shared."""
     tensors = [t for t in arg(args, kwargs, 0, "tensors", ()) if t.numel() > 0 or t.dim() > 1]
+    if not tensors:  # NOTE: only empty 1-d tensors (no detection passed a score threshold)
+        return ctx.set(out, [None] * out.dim())
     dim = arg(args, kwargs, 1, "dim", 0) % out.dim()
     result: list[Dim] = list(ctx.dims(tensors[0]))
     for t in tensors[1:]:

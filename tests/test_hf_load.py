@@ -1,0 +1,89 @@
+"""prunekit.load of a Hugging Face folder goes through transformers' own from_pretrained with the
+modules reshaped to the saved per-layer widths, so transformers' key renames (ViT's legacy
+``encoder.layer.N.attention.attention.query`` names) and weight conversions (Mixtral's experts) apply."""
+
+from __future__ import annotations
+
+import json
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import prunekit
+from prunekit.errors import DataError
+from prunekit.graph import DependencyGraph
+from prunekit.importance import random
+from prunekit.structured import allocate, apply
+
+transformers = pytest.importorskip("transformers")
+
+
+def _vit() -> tuple[nn.Module, torch.Tensor]:
+    config = transformers.ViTConfig(hidden_size=32, num_attention_heads=4, intermediate_size=64, num_hidden_layers=2,
+                                    image_size=16, patch_size=4, num_labels=3)
+    torch.manual_seed(0)
+    return transformers.ViTForImageClassification(config).eval(), torch.randn(2, 3, 16, 16)
+
+
+def _mixtral() -> tuple[nn.Module, torch.Tensor]:
+    config = transformers.MixtralConfig(hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                                        intermediate_size=64, num_hidden_layers=2, vocab_size=50, num_local_experts=2,
+                                        max_position_embeddings=16)
+    torch.manual_seed(0)
+    return transformers.MixtralForCausalLM(config).eval(), torch.randint(1, 50, (2, 5))
+
+
+def _per_layer(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Heads cut by half in layer 1 only: no config can say it."""
+    graph = DependencyGraph.trace(model, x)
+    heads = [g for g in graph.prunable if any(m.inner > 1 and m.role == "producer" for m in g.members)]
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in heads}, 0.5)
+    first = heads[0]
+    plan = type(plan)(keep={**plan.keep, first.id: tuple(range(first.size))}, sizes=plan.sizes, meta=plan.meta)
+    return apply(model, graph, plan, example_inputs=x).eval()
+
+
+def _out(model: nn.Module, x: torch.Tensor) -> Any:
+    with torch.no_grad():
+        return model.eval()(x).logits
+
+
+@pytest.mark.parametrize("factory", [_vit, _mixtral])
+def test_per_layer_widths_load_through_transformers_renames(factory: Any, tmp_path: Path) -> None:
+    model, x = factory()
+    small = _per_layer(model, x)
+    assert small.config.prunekit_layer_widths
+    folder = prunekit.save(small, tmp_path / "m")
+    loaded = prunekit.load(folder)
+    assert type(loaded) is type(small)
+    torch.testing.assert_close(_out(loaded, x), _out(small, x), rtol=1e-4, atol=1e-5)
+    for (name, a), b in zip(loaded.state_dict().items(), small.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_folder_of_another_shape_is_refused_not_reinitialised(tmp_path: Path) -> None:
+    model, x = _vit()
+    folder = prunekit.save(_per_layer(model, x), tmp_path / "m")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    tensors = manifest["layout"]["tensors"]
+    assert tensors["vit.layers.1.attention.q_proj.weight"]["shape"] == [16, 32]
+    tensors["vit.layers.1.attention.q_proj.weight"]["shape"] = [8, 32]  # a width the file does not hold
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="does not match"):
+        prunekit.load(folder)
+
+
+def test_renamed_output_head_loads(tmp_path: Path) -> None:
+    """GPT-NeoX saves its LM head as ``embed_out``: transformers renames it to ``lm_head`` on load,
+    which it does for its own classes only (the reshaping subclass must look like one)."""
+    config = transformers.GPTNeoXConfig(hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                                        num_hidden_layers=2, vocab_size=50, max_position_embeddings=16)
+    torch.manual_seed(0)
+    model, x = transformers.GPTNeoXForCausalLM(config).eval(), torch.randint(1, 50, (2, 5))
+    small = _per_layer(model, x)
+    loaded = prunekit.load(prunekit.save(small, tmp_path / "m"))
+    torch.testing.assert_close(_out(loaded, x), _out(small, x), rtol=1e-4, atol=1e-5)
