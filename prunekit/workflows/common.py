@@ -12,6 +12,7 @@ import os
 import platform
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from torch.utils.data import TensorDataset
 from prunekit import data as datasets
 from prunekit import models
 from prunekit.data import DataSplits, Loaders
-from prunekit.errors import ConfigError, DataError, PrunekitError
+from prunekit.errors import ConfigError, DataError, MissingDependencyError, PrunekitError
 from prunekit.io import MANIFEST_FILE, MODEL_DIR, WEIGHTS_FILE, read_manifest, save, save_json
 from prunekit.io import model_folder as io_model_folder
 from prunekit.measure import Profile, profile
@@ -140,10 +141,14 @@ def write_run_report(out_dir: str | os.PathLike[str] | None, evidence: dict[str,
     ``report.html`` and ``report.md``; returns the HTML file's path."""
     if out_dir is None or not is_rank_zero():
         return None
-    from prunekit.report import write_report
-
     if evidence is not None:
         save_json(evidence, Path(out_dir) / "evidence.json")
+    try:
+        from prunekit.report import write_report
+    except MissingDependencyError as exc:  # NOTE: the run's results stand; the page needs the extra
+        warnings.warn(f"{exc} (the run's results.json and evidence.json are written; run `prunekit "
+                      f"report {out_dir}` once it is installed).", stacklevel=2)
+        return None
     return str(write_report(out_dir))
 
 
