@@ -197,10 +197,24 @@ class ExportOptions(BaseModel):
     onnx: bool = Field(True, description="also write model.onnx")
 
 
+class SensitivityOptions(BaseModel):
+    """``sensitivity``: the proxy metric after cutting each channel group (each ratio) and each residual
+    block alone; writes ``sensitivity.json`` in the run folder (``prunekit.search.sensitivity``)."""
+
+    model_config = _STRICT
+    ratios: list[float] = Field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)],
+                                description="fractions of each group removed, each in (0, 1)")
+    importance: str = Field("l2", description="which channels go first (a data-free importance)")
+    depth: bool = Field(True, description="also remove each residual block alone")
+    bn_batches: int = Field(2, ge=0, description="training batches that re-estimate BatchNorm")
+    val_samples: int = Field(1024, ge=1, description="validation samples the proxy is computed on")
+
+
 _OPTIONS: dict[str, type[BaseModel]] = {
     "train": TrainOptions, "prune": PruneOptions, "sparsify": SparsifyOptions, "gates": GatesOptions,
     "finetune": FinetuneOptions, "distill": DistillOptions, "decompose": DecomposeStageOptions,
     "evaluate": EvaluateOptions, "export": ExportOptions,
+    "sensitivity": SensitivityOptions,
 }
 STAGE_KINDS: tuple[str, ...] = tuple(_OPTIONS)
 

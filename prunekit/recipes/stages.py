@@ -281,3 +281,19 @@ def export(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
         with without_cache(state.model):
             files["onnx"] = str(export_onnx(state.model.eval(), state.example(), folder / "model.onnx"))
     return {"files": files}
+
+
+@STAGES.register("sensitivity")
+def sensitivity_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
+    """:func:`prunekit.workflows.sensitivity.sensitivity_of`; writes ``sensitivity.json`` in the run folder."""
+    from prunekit.io import save_json
+    from prunekit.search import SENSITIVITY_FILE
+    from prunekit.workflows.sensitivity import sensitivity_of
+
+    o = options
+    found = sensitivity_of(state.model, state.splits, state.task, ratios=o.ratios, importance=o.importance,  # type: ignore[attr-defined]
+                           depth=o.depth, bn_batches=o.bn_batches, val_samples=o.val_samples,  # type: ignore[attr-defined]
+                           progress=state.progress)
+    file = save_json(found, state.out / SENSITIVITY_FILE)
+    return {"file": str(file), "baseline": found["baseline"], "metric_name": found["metric_name"],
+            "groups": len(found["groups"]), "blocks": len(found["blocks"])}
