@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -126,7 +127,7 @@ def _cached(cache_dir: Path | None, key: str) -> dict[str, Any] | None:
 
 def sensitivity(model: nn.Module, example_inputs: Any, proxy: Proxy, *,
                 ratios: Sequence[float] = DEFAULT_RATIOS, importance: str = "l2", depth: bool = True,
-                ignore: Sequence[str] = (), cache_dir: str | Path | None = None,
+                ignore: Sequence[str] = (), cache_dir: str | os.PathLike[str] | None = None,
                 progress: Progress | None = None) -> dict[str, Any]:
     """The proxy metric after removing each ratio of each prunable group alone (and each residual
     block alone with ``depth``); the JSON-able result the module docstring describes.
