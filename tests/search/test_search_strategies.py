@@ -1,0 +1,123 @@
+"""Strategies behind one interface: branch and bound finds the brute-force optimum, every strategy
+is reproducible from its seed and resumable from its state, Pareto fronts and knees are right."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from _models import Residual
+
+from prunekit import tasks
+from prunekit.graph import DependencyGraph
+from prunekit.importance import score
+from prunekit.search import Proxy
+from prunekit.search.cost import Cost
+from prunekit.search.evaluator import Evaluator
+from prunekit.search.pareto import knee, non_dominated
+from prunekit.search.search import search
+from prunekit.search.space import SearchSpace
+
+
+def _tiny() -> tuple:
+    torch.manual_seed(0)
+    model, x = Residual().eval(), torch.randn(1, 3, 8, 8)
+    graph = DependencyGraph.trace(model, x)
+    space = SearchSpace.from_graph(graph, levels=(1.0, 0.75, 0.5, 0.25))
+    return model, x, graph, space
+
+
+def _proxy() -> Proxy:
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 5, (16,), generator=g)) for _ in range(3)]
+    return Proxy(tasks.create("classification"), batches[:2], batches[2:])
+
+
+def _evaluator(metric_of=None) -> Evaluator:
+    model, x, graph, space = _tiny()
+    return Evaluator(space, {}, model=model, graph=graph, scores=score(graph, model, "l2"),
+                     metric=_proxy(), cost=Cost(model, graph, space, x), metric_of=metric_of)
+
+
+def _brute_force(evaluator: Evaluator, limit: float) -> float:
+    space = evaluator.space
+    best = -math.inf
+    for choices in itertools.product(*(d.choices for d in space.dimensions)):
+        config = dict(zip(space.names, choices))
+        if evaluator.costs(config)["macs"] <= limit:
+            best = max(best, evaluator.metric_value(config))
+    return best
+
+
+@pytest.mark.parametrize("monotone", [True, False])
+def test_backtracking_returns_the_brute_force_optimum(monotone: bool) -> None:
+    if monotone:  # NOTE: a metric that never falls as widths grow: the optimistic bound is valid
+        names = _evaluator().space.names
+        evaluator = _evaluator(lambda c: sum(math.log(c[n]) * (i + 1) for i, n in enumerate(names)))
+    else:
+        evaluator = _evaluator()  # the real proxy: not monotone, only the feasibility bound prunes
+    want = _brute_force(_evaluator(evaluator.metric_of), 0.5)
+    result = search(evaluator.space, ["metric", "macs"], {"macs": 0.5}, "backtracking", 1000, seed=0,
+                    evaluator=evaluator, options={"monotone": monotone})
+    assert result.best is not None and result.best.values["metric"] == pytest.approx(want)
+    assert result.best.values["macs"] <= 0.5
+    assert result.evaluations < evaluator.space.cardinality or not monotone
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "random", "rl", "tpe", "nsga2", "gp", "gates"])
+def test_the_same_seed_gives_the_same_result(strategy: str, tmp_path: Path) -> None:
+    runs = []
+    for i in range(2):
+        evaluator = _evaluator()
+        result = search(evaluator.space, ["metric", "macs"], {"macs": 0.6}, strategy, 6, seed=3,
+                        evaluator=evaluator, state_dir=tmp_path / str(i))
+        runs.append([(r.config, r.values) for r in result.records])
+        assert result.evaluations <= 6 and result.records
+        assert all(r.values["macs"] <= 0.6 for r in result.records if r.feasible)
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "random", "rl", "tpe"])
+def test_a_stopped_search_resumes_to_the_same_result(strategy: str, tmp_path: Path) -> None:
+    whole = _evaluator()
+    want = search(whole.space, ["metric", "macs"], {"macs": 0.5}, strategy, 8, seed=1, evaluator=whole)
+    first = _evaluator()
+    search(first.space, ["metric", "macs"], {"macs": 0.5}, strategy, 4, seed=1, evaluator=first, state_dir=tmp_path)
+    assert (tmp_path / f"search-{strategy}-1.json").is_file()
+    second = _evaluator()
+    got = search(second.space, ["metric", "macs"], {"macs": 0.5}, strategy, 8, seed=1, evaluator=second,
+                 state_dir=tmp_path)
+    assert second.evaluations == 8 and len(second.memo) == len(whole.memo)
+    pairs, wanted = [(r.config, r.values) for r in got.records], [(r.config, r.values) for r in want.records]
+    if strategy == "tpe":  # NOTE: the study keeps the trials run; a new sampler's RNG continues differently
+        assert pairs[:4] == wanted[:4] and len(pairs) == len(wanted)
+    else:
+        assert pairs == wanted
+
+
+def test_greedy_meets_the_constraint_by_shrinking() -> None:
+    evaluator = _evaluator()
+    result = search(evaluator.space, ["metric", "macs"], {"macs": 0.4}, "greedy", 60, seed=0, evaluator=evaluator,
+                    options={"steps": 3, "finetune_steps": 0})
+    assert result.best is not None and result.best.values["macs"] <= 0.4
+
+
+def test_pareto_front_and_knee() -> None:
+    points = [{"metric": 0.9, "macs": 1.0}, {"metric": 0.8, "macs": 0.5}, {"metric": 0.7, "macs": 0.6},
+              {"metric": 0.5, "macs": 0.1}, {"metric": 0.8, "macs": 0.5}]
+    directions = {"metric": "max", "macs": "min"}
+    assert non_dominated(points, directions) == [0, 1, 3]
+    assert knee([points[i] for i in (0, 1, 3)], directions) == 1
+
+
+def test_bad_arguments_give_clear_errors() -> None:
+    evaluator = _evaluator()
+    with pytest.raises(ValueError, match="Unknown search strategy 'gredy'. Did you mean 'greedy'"):
+        search(evaluator.space, ["metric"], {}, "gredy", 5, evaluator=evaluator)
+    with pytest.raises(ValueError, match="objectives must include 'metric'"):
+        search(evaluator.space, ["macs"], {}, "greedy", 5, evaluator=evaluator)
+    with pytest.raises(ValueError, match="budget is the number of proxy evaluations"):
+        search(evaluator.space, ["metric"], {}, "greedy", 0, evaluator=evaluator)
