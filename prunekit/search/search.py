@@ -70,7 +70,8 @@ def _check(objectives: Sequence[str], constraints: Mapping[str, float], strategy
     if bad or "metric" not in objectives:
         raise ConfigError(f"search: objectives must include 'metric' and come from {', '.join(OBJECTIVES)}, "
                           f"and constraints from macs, params, latency; got objectives {list(objectives)}, "
-                          f"constraints {dict(constraints)}. Pass e.g. objectives=['metric', 'macs'], constraints={{'macs': 0.25}}.")
+                          f"constraints {dict(constraints)}. Pass e.g. objectives=['metric', 'macs'], "
+                          f"constraints={{'macs': 0.25}}.")
     if strategy not in STRATEGIES:
         strategy_fn(strategy)  # NOTE: raises the "did you mean" error
     if not isinstance(budget, int) or budget < 1:
