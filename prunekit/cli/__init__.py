@@ -20,6 +20,7 @@ from prunekit.cli import (
     profile,
     prune,
     run,
+    search,
     sensitivity,
     sparsify,
     train,
@@ -28,7 +29,7 @@ from prunekit.errors import PrunekitError
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, sensitivity, export, run, listing)
+COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, sensitivity, search, export, run, listing)
 
 
 def build_parser() -> argparse.ArgumentParser:

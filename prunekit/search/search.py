@@ -13,6 +13,7 @@ the same arguments continues from it. Reproducible: the same seed gives the same
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,7 @@ def _check(objectives: Sequence[str], constraints: Mapping[str, float], strategy
 
 
 def search(space: SearchSpace, objectives: Sequence[str], constraints: Mapping[str, float], strategy: str,
-           budget: int, seed: int = 0, *, evaluator: Evaluator, state_dir: str | Path | None = None,
+           budget: int, seed: int = 0, *, evaluator: Evaluator, state_dir: str | os.PathLike[str] | None = None,
            storage: str | None = None, options: Mapping[str, Any] | None = None) -> SearchResult:
     """Search ``space`` with ``strategy`` for at most ``budget`` proxy evaluations.
 
@@ -142,7 +143,7 @@ def _result(evaluator: Evaluator, objectives: tuple[str, ...]) -> SearchResult:
     return SearchResult(records, objectives, front, best, evaluator.evaluations)
 
 
-def write_pareto(result: SearchResult, out_dir: str | Path, chosen: Sequence[Config] = ()) -> Path:
+def write_pareto(result: SearchResult, out_dir: str | os.PathLike[str], chosen: Sequence[Config] = ()) -> Path:
     """``out_dir/pareto.json`` (see :meth:`SearchResult.pareto`)."""
     return save_json(result.pareto(chosen), Path(out_dir) / PARETO_FILE)
 

@@ -121,3 +121,45 @@ def test_bad_arguments_give_clear_errors() -> None:
         search(evaluator.space, ["macs"], {}, "greedy", 5, evaluator=evaluator)
     with pytest.raises(ValueError, match="budget is the number of proxy evaluations"):
         search(evaluator.space, ["metric"], {}, "greedy", 0, evaluator=evaluator)
+
+
+def test_the_search_command_writes_the_front_and_a_loadable_model(tiny_npz: Path, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import prunekit
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "prunekit", "search", "--model", "simple_cnn", "--data", str(tiny_npz),
+            "--target-macs", "0.5", "--trials", "6", "--baseline-epochs", "0", "--finetune-epochs", "0",
+            "--val-samples", "32", "--no-progress", "--no-onnx", "--batch-sizes", "1", "--min-time-s", "0",
+            "--out", str(out)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    front = json.loads((out / "pareto.json").read_text())
+    assert front["objectives"] == ["metric", "macs"] and any(p["chosen"] for p in front["points"])
+    assert all(p["values"]["macs"] <= 0.5 for p in front["points"])
+    assert "best: MACs kept" in done.stdout and "-> fine-tuned accuracy" in done.stdout
+    loaded = prunekit.load(out / "model")
+    assert sum(p.numel() for p in loaded.parameters()) > 0
+    bad = subprocess.run(args[:8] + ["--target-macs", "1.5"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--target-macs: the fraction of the dense macs to keep must be in (0, 1]" in bad.stderr
+
+
+def test_a_recipe_search_stage_feeds_the_next_prune_stage(tiny_npz: Path, tmp_path: Path) -> None:
+    import json
+
+    from prunekit.recipes import parse_recipe, run_recipe
+
+    recipe = {"model": "simple_cnn", "data": str(tiny_npz),
+              "stages": [{"search": {"target": {"macs": 0.5}, "trials": 6, "val_samples": 32}},
+                         {"prune": {"allocation": "search"}}]}
+    results = run_recipe(parse_recipe(recipe), out_dir=tmp_path / "r", progress=False)
+    searched, pruned = (s["summary"] for s in results["stages"])
+    assert json.loads(Path(searched["pareto_file"]).read_text())["points"]
+    best = searched["best"]["config"]
+    assert {k: len(v) for k, v in pruned["plan"]["keep"].items()} == best
+    with pytest.raises(ValueError, match="allocation: search needs a search stage"):
+        run_recipe(parse_recipe({**recipe, "stages": [{"prune": {"allocation": "search"}}]}),
+                   out_dir=tmp_path / "x", progress=False)

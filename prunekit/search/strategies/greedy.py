@@ -38,13 +38,17 @@ def _cut(evaluator: Evaluator, config: Config, name: str, need: float) -> Config
     return candidate
 
 
-def greedy(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any, steps: int = 8,
+def greedy(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any, steps: int | None = None,
            finetune_steps: int = 4) -> None:
-    """NetAdapt-style shrinking (module docstring); ``state`` holds the current configuration."""
+    """NetAdapt-style shrinking (module docstring); ``state`` holds the current configuration.
+    ``steps`` None fits the steps to the budget (each step scores every dimension once)."""
     space = evaluator.space
     config = state.get("config") or space.dense()
     target = next(iter(evaluator.constraints.values()), 0.0)
     shrinkable = [d.name for d in space.dimensions if d.kind in ("width", "block")]
+    if steps is None:
+        per_step = len(shrinkable) + (len(shrinkable) // 2 + 1 if finetune_steps > 0 else 0)
+        steps = max(1, min(8, (evaluator.budget or 8 * per_step) // max(per_step, 1)))
     try:
         current = evaluator(config).values["metric"]
         while not evaluator.cheap_feasible(config):
