@@ -319,7 +319,7 @@ def search_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, An
     state.searched = {"plan": found["plan"].to_dict(), "blocks": list(found["blocks"])}
     result = found["result"]
     file = write_pareto(result, state.out, found["chosen"])
-    return {"pareto_file": str(file), "evaluations": result.evaluations, "best": result.best.to_dict(),
+    return {"pareto_file": str(file), "evaluations": result.evaluations, "best": found["best"].to_dict(),
             "front": len(result.front), "removed_blocks": list(found["blocks"])}
 
 

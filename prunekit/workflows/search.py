@@ -23,7 +23,7 @@ from prunekit.importance import score
 from prunekit.measure import compare
 from prunekit.recover import TrainConfig
 from prunekit.search.cost import Cost
-from prunekit.search.evaluator import Evaluator
+from prunekit.search.evaluator import Evaluator, successive_halving
 from prunekit.search.search import PARETO_FILE, SearchResult, write_pareto
 from prunekit.search.search import search as run_search
 from prunekit.search.space import DEFAULT_LEVELS, SearchSpace, build
@@ -48,7 +48,7 @@ __all__ = ["search", "search_model", "Searched"]
 
 
 class Searched(dict):  # type: ignore[type-arg]
-    """What :func:`search_model` returns: ``result`` (SearchResult), ``chosen`` (configs), ``plan``
+    """What :func:`search_model` returns: ``result`` (SearchResult), ``best`` (Record), ``chosen`` (configs), ``plan``
     (the best config's Plan), ``blocks`` (its removed blocks), ``space``, ``graph``, ``scores``."""
 
 
@@ -88,10 +88,16 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
     if result.best is None:
         raise ConfigError(f"search: no configuration met {dict(constraints)} within {budget} proxy evaluations. "
                           f"Raise --trials, loosen the target, or widen the space (lower --levels).")
+    best = result.best
+    if finetune_steps > 0:  # NOTE: successive halving re-ranks the top candidates with a few fine-tune steps
+        top = sorted((r for r in result.records if r.feasible), key=lambda r: -r.values["metric"])[:4]
+        evaluator.budget = None
+        best = successive_halving(evaluator, [r.config for r in top], rungs=(0, finetune_steps))[0]
+        best = next(r for r in result.records if r.config == best.config)
     knee = result.knee()
-    chosen = [result.best.config] + ([knee.config] if knee is not None and knee.config != result.best.config else [])
-    return Searched(result=result, chosen=chosen, plan=space.plan(result.best.config, scores),
-                    blocks=space.removed_blocks(result.best.config), space=space, graph=graph, scores=scores)
+    chosen = [best.config] + ([knee.config] if knee is not None and knee.config != best.config else [])
+    return Searched(result=result, chosen=chosen, plan=space.plan(best.config, scores), best=best,
+                    blocks=space.removed_blocks(best.config), space=space, graph=graph, scores=scores)
 
 
 def _finetuned(net: nn.Module, found: Searched, config: dict[str, Any], splits: Any, task: Any,

@@ -1,10 +1,12 @@
 """Greedy (NetAdapt, Yang et al. 2018): from the dense model, each step shrinks the one dimension
 whose cut loses the least proxy metric per unit of cost saved, until the constraints hold.
 
-Each step asks every width (or block) dimension for its smallest cut that saves at least
-``1/steps`` of the cost still to shed (NetAdapt's per-step resource reduction), scores those
-candidates with successive halving (BatchNorm only, then a few fine-tune steps for the better
-half), and keeps the best ``(metric lost) / (cost saved)``. ``random_search`` is the baseline
+Each dimension's cut is its smallest step that saves at least the cost still to shed divided by
+the evaluations left (NetAdapt's per-step resource reduction, sized to the budget). Every
+dimension is scored once; then each step re-scores the dimension whose last ``(metric lost) /
+(cost saved)`` was best at the current configuration and takes its cut if it is still the best
+(lazy greedy: the other dimensions' ratios are not re-measured every step), so a step costs one or
+two proxy evaluations instead of one per dimension. ``random_search`` is the baseline
 every strategy is compared with at the same number of proxy evaluations.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from prunekit.search.evaluator import BudgetSpent, Evaluator, successive_halving
+from prunekit.search.evaluator import BudgetSpent, Evaluator
 from prunekit.search.space import Config
 
 __all__ = ["greedy", "random_search"]
@@ -38,31 +40,46 @@ def _cut(evaluator: Evaluator, config: Config, name: str, need: float) -> Config
     return candidate
 
 
-def greedy(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any, steps: int | None = None,
-           finetune_steps: int = 4) -> None:
-    """NetAdapt-style shrinking (module docstring); ``state`` holds the current configuration.
-    ``steps`` None fits the steps to the budget (each step scores every dimension once)."""
+def greedy(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any) -> None:
+    """NetAdapt-style shrinking (module docstring); ``state`` holds the current configuration and
+    each dimension's last measured loss per cost saved."""
     space = evaluator.space
     config = state.get("config") or space.dense()
     target = next(iter(evaluator.constraints.values()), 0.0)
     shrinkable = [d.name for d in space.dimensions if d.kind in ("width", "block")]
-    if steps is None:
-        per_step = len(shrinkable) + (len(shrinkable) // 2 + 1 if finetune_steps > 0 else 0)
-        steps = max(1, min(8, (evaluator.budget or 8 * per_step) // max(per_step, 1)))
+    ratios: dict[str, float] = dict(state.get("ratios", {}))
+    budget = evaluator.budget or 10 * len(shrinkable)
+
+    def need() -> float:
+        left = max(budget - evaluator.evaluations, 1)
+        return max((_cost(evaluator, config) - target) / left, 1e-9)
+
+    def ratio(name: str, current: float) -> tuple[float, Config | None]:
+        candidate = _cut(evaluator, config, name, need())
+        if candidate is None:
+            return float("inf"), None
+        saved = max(_cost(evaluator, config) - _cost(evaluator, candidate), 1e-12)
+        return (current - evaluator(candidate).values["metric"]) / saved, candidate
+
     try:
         current = evaluator(config).values["metric"]
+        for name in shrinkable:
+            if name not in ratios:
+                ratios[name] = ratio(name, current)[0]
+                state.update(config=config, ratios=ratios)
+                save(state)
         while not evaluator.cheap_feasible(config):
-            need = max((_cost(evaluator, config) - target) / max(steps - state.get("step", 0), 1), 1e-9)
-            candidates = [c for n in shrinkable if (c := _cut(evaluator, config, n, need)) is not None]
-            if not candidates:
+            order = sorted((r, i, n) for i, (n, r) in enumerate(ratios.items()) if r != float("inf"))
+            if not order:
                 break
-            rungs = (0, finetune_steps) if finetune_steps > 0 else (0,)
-            ranked = successive_halving(evaluator, candidates, rungs=rungs)
-            base = evaluator(config, ranked[0].fidelity).values["metric"] if rungs[-1] else current
-            saved = {id(r): max(_cost(evaluator, config) - _cost(evaluator, r.config), 1e-12) for r in ranked}
-            best = min(ranked, key=lambda r: ((base - r.values["metric"]) / saved[id(r)], ranked.index(r)))
-            config, current = best.config, best.values["metric"]
-            state.update(config=config, step=state.get("step", 0) + 1)
+            name = order[0][2]
+            fresh, candidate = ratio(name, current)
+            ratios[name] = fresh
+            runner_up = order[1][0] if len(order) > 1 else float("inf")
+            if candidate is not None and fresh <= runner_up:  # NOTE: lazy greedy: stale ratios of others only grow
+                config = candidate
+                current = evaluator(config).values["metric"]
+            state.update(config=config, ratios=ratios)
             save(state)
     except BudgetSpent:
         pass
