@@ -68,3 +68,16 @@ def test_the_latency_table_fills_once_and_is_reused_from_disk(tmp_path: Path) ->
     assert again.entries == entries
     report = table.error([small])
     assert report["rows"][0]["measured_ms"] > 0 and report["mean_relative_error"] >= 0
+
+
+def test_a_factorised_layer_is_built_and_counted_exactly() -> None:
+    torch.manual_seed(0)
+    model, x = Residual().eval(), torch.randn(1, 3, 8, 8)
+    graph = DependencyGraph.trace(model, x)
+    space = SearchSpace.from_graph(graph, levels=(1.0, 0.5), ranks={"head": ["svd:0.25"]})
+    config = {**space.dense(), "rank:head": "svd:0.25"}
+    built = build(model, graph, space, config, score(graph, model, "l2"), example_inputs=x)
+    assert isinstance(built.head, torch.nn.Sequential)
+    got = Cost(model, graph, space, x)(config)
+    assert (got["macs"], got["params"]) == (count_macs(built, x), count_params(built))
+    assert got["params"] < count_params(model)
