@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.search.space import Config, SearchSpace, build
 
@@ -99,7 +100,9 @@ class Evaluator:
         if self.metric_of is not None:
             value = float(self.metric_of(config))
         else:
-            assert self.model is not None and self.graph is not None and self.scores is not None and self.metric
+            if self.model is None or self.graph is None or self.scores is None or self.metric is None:
+                raise ConfigError("Evaluator: scoring a configuration needs model, graph, scores and metric (or "
+                                  "metric_of). Pass them when building the Evaluator.")
             built = build(self.model, self.graph, self.space, config, self.scores)
             value = float(self.metric(built, finetune_steps=fidelity))
         self.memo[key] = value

@@ -117,16 +117,10 @@ def search(space: SearchSpace, objectives: Sequence[str], constraints: Mapping[s
     kwargs = dict(options or {})
     if strategy in ("nsga2", "tpe", "gp"):
         kwargs.update(objectives=tuple(objectives), storage=storage,
-                      root=Path(state_dir) if state_dir is not None else _scratch())
+                      root=Path(state_dir) if state_dir is not None else None)
     strategy_fn(strategy)(evaluator, seed=seed, state=state, save=save, **kwargs)
     save(state)
     return _result(evaluator, tuple(objectives))
-
-
-def _scratch() -> Path:
-    import tempfile
-
-    return Path(tempfile.mkdtemp(prefix="prunekit-search-"))
 
 
 def _result(evaluator: Evaluator, objectives: tuple[str, ...]) -> SearchResult:

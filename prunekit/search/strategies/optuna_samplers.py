@@ -21,14 +21,15 @@ from prunekit.search.evaluator import OBJECTIVES, BudgetSpent, Evaluator, Record
 __all__ = ["nsga2", "tpe", "gp"]
 
 
-def _open_study(name: str, storage: str | None, directions: list[str], sampler: Any, *, root: Path) -> Any:
-    """The study called ``name`` in ``storage`` (None: ``root/<name>.db``, SQLite), created or resumed.
+def _open_study(name: str, storage: str | None, directions: list[str], sampler: Any, *, root: Path | None) -> Any:
+    """The study called ``name`` in ``storage`` (None: ``root/<name>.db``, SQLite; in memory without
+    ``root``), created or resumed.
 
     NOTE: kept to this signature so prunekit.search.study.open_study (workers, heartbeats) can replace it.
     """
     import optuna
 
-    if storage is None:
+    if storage is None and root is not None:
         root.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{(root / f'{name}.db').resolve()}"
     return optuna.create_study(study_name=name, storage=storage, directions=directions,  # type: ignore[arg-type]
@@ -36,7 +37,7 @@ def _open_study(name: str, storage: str | None, directions: list[str], sampler: 
 
 
 def _run(evaluator: Evaluator, sampler: Any, *, objectives: Sequence[str], state: dict[str, Any], save: Any,
-         name: str, storage: str | None, root: Path) -> None:
+         name: str, storage: str | None, root: Path | None) -> None:
     import optuna
 
     directions = ["maximize" if OBJECTIVES[o] == "max" else "minimize" for o in objectives]
@@ -91,9 +92,8 @@ def _strategy(make: Callable[[int], Any], label: str) -> Callable[..., None]:
             objectives: Sequence[str] = ("metric",), storage: str | None = None, root: Path | None = None,
             study_name: str | None = None) -> None:
         require("optuna", pip_name="optuna")
-        run_root = root if root is not None else Path(".")
         _run(evaluator, make(seed), objectives=objectives, state=state, save=save,
-             name=study_name or f"prunekit-{label}-{seed}", storage=storage, root=run_root)
+             name=study_name or f"prunekit-{label}-{seed}", storage=storage, root=root)
     run.__name__ = label
     run.__doc__ = f"Optuna's {label} sampler over the space (module docstring)."
     return run
