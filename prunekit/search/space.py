@@ -155,6 +155,13 @@ class SearchSpace:
     def cuts(self, config: Mapping[str, Any]) -> list[int]:
         return [int(config[d.name]) for d in self.dimensions if d.kind == "cut"]
 
+    def stages(self, config: Mapping[str, Any], layer_costs: Sequence[float]) -> list[float]:
+        """Each pipeline stage's summed cost when ``config``'s cut points split ``layer_costs`` (one
+        per layer, in order; a cut ``i`` ends a stage after layer ``i``): the largest is the
+        pipeline's bottleneck, the number a partition search minimises."""
+        bounds = [0, *(c + 1 for c in self.cuts(config)), len(layer_costs)]
+        return [float(sum(layer_costs[a:b])) for a, b in zip(bounds, bounds[1:])]
+
 
 def build(model: nn.Module, graph: DependencyGraph, space: SearchSpace, config: Mapping[str, Any],
           scores: Mapping[str, torch.Tensor], *, example_inputs: Any = None) -> nn.Module:

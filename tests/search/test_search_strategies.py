@@ -181,3 +181,16 @@ def test_a_recipe_search_stage_feeds_the_next_prune_stage(tiny_npz: Path, tmp_pa
     with pytest.raises(ValueError, match="allocation: search needs a search stage"):
         run_recipe(parse_recipe({**recipe, "stages": [{"prune": {"allocation": "search"}}]}),
                    out_dir=tmp_path / "x", progress=False)
+
+
+def test_backtracking_finds_the_best_balanced_partition_cuts() -> None:
+    model, x, graph, _ = _tiny()
+    costs = [5.0, 1.0, 4.0, 2.0, 2.0, 6.0, 1.0, 3.0]
+    space = SearchSpace.from_graph(graph, groups=(), cuts=(3, len(costs)))
+    valid = [dict(zip(space.names, c)) for c in itertools.product(*(d.choices for d in space.dimensions))]
+    want = min(max(space.stages(c, costs)) for c in valid if space.valid(c))
+    evaluator = Evaluator(space, {}, metric_of=lambda c: -max(space.stages(c, costs)))
+    result = search(space, ["metric"], {}, "backtracking", 1000, evaluator=evaluator, options={"monotone": False})
+    assert result.best is not None and -result.best.values["metric"] == want == 10.0
+    stages = space.stages(result.best.config, costs)
+    assert len(stages) == 3 and sum(stages) == sum(costs) and result.evaluations <= len(valid)
