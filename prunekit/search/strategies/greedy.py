@@ -51,7 +51,8 @@ def greedy(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any)
     budget = evaluator.budget or 10 * len(shrinkable)
 
     def need() -> float:
-        left = max(budget - evaluator.evaluations, 1)
+        # NOTE: about half the lazy re-scorings are taken, so a cut sheds the gap over half the evaluations left
+        left = max((budget - evaluator.evaluations) // 2, 1)
         return max((_cost(evaluator, config) - target) / left, 1e-9)
 
     def ratio(name: str, current: float) -> tuple[float, Config | None]:
@@ -91,8 +92,10 @@ def random_search(evaluator: Evaluator, *, seed: int, state: dict[str, Any], sav
     rng = random.Random(seed)
     if "rng" in state:
         rng.setstate((state["rng"][0], tuple(state["rng"][1]), state["rng"][2]))
+    limit = 20 * (evaluator.budget or 50)  # NOTE: repeated draws are remembered and cost nothing
     try:
-        while True:
+        while state.get("draws", 0) < limit:
+            state["draws"] = state.get("draws", 0) + 1
             for _ in range(1000):
                 config = evaluator.space.sample(rng)
                 if evaluator.cheap_feasible(config):

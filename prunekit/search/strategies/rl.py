@@ -6,7 +6,8 @@ the previous choice's kept fraction, the cost fraction committed so far and the 
 a tiny policy (4 -> 16 -> choices, tanh) samples one choice. Where the remaining budget cannot be
 met even by the smallest remaining choices, the choice is clipped to the largest that still can
 (AMC's action clipping), so every episode is feasible when the space allows. The reward is the
-proxy metric; the policy is trained by REINFORCE with a moving-average baseline (Williams 1992).
+proxy metric; the policy is trained by REINFORCE (Williams 1992) with a moving-average baseline,
+the advantage scaled by the reward's running spread.
 Small enough for a CPU: a few hundred parameters, one proxy evaluation per episode.
 
 The policy's weights, the baseline, the episode count and the sampling generator's state are the
@@ -68,27 +69,33 @@ def _episode(evaluator: Evaluator, policy: nn.Module, generator: torch.Generator
     return config, log_prob
 
 
-def reinforce(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any, lr: float = 0.5,
+def reinforce(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any, lr: float = 0.05,
               decay: float = 0.9) -> None:
     """REINFORCE over episodes until the budget is spent (module docstring)."""
     width = max(len(d.choices) for d in evaluator.space.dimensions)
     policy = _policy(width, seed)
     generator = torch.Generator().manual_seed(seed + 1)
-    baseline = state.get("baseline")
+    baseline, spread = state.get("baseline"), float(state.get("spread", 0.0))
     if "policy" in state:
         policy.load_state_dict({k: torch.tensor(v) for k, v in state["policy"].items()})
         generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
     optimizer = torch.optim.SGD(policy.parameters(), lr=lr)  # NOTE: stateless, so a resume is exact
+    limit = 20 * (evaluator.budget or 50)  # NOTE: a converged policy repeats remembered configs, which cost nothing
     try:
-        while True:
+        while state.get("episodes", 0) < limit:
             config, log_prob = _episode(evaluator, policy, generator)
             record = evaluator(config)
             reward = record.values["metric"] - (evaluator.violation(record.values) if not record.feasible else 0.0)
             baseline = reward if baseline is None else decay * baseline + (1 - decay) * reward
+            spread = decay * spread + (1 - decay) * (reward - baseline) ** 2
+            # NOTE: the advantage in units of the reward's running spread, clipped, so the policy does not
+            # collapse onto one configuration after a few episodes whatever the metric's scale
+            advantage = max(-2.0, min(2.0, (reward - baseline) / (spread ** 0.5 + 1e-6)))
             optimizer.zero_grad()
-            (-(reward - baseline) * log_prob).backward()
+            (-advantage * log_prob).backward()
             optimizer.step()
             state.update(policy={k: v.tolist() for k, v in policy.state_dict().items()}, baseline=baseline,
+                         spread=spread,
                          generator=generator.get_state().tolist(), episodes=state.get("episodes", 0) + 1)
             save(state)
     except BudgetSpent:
