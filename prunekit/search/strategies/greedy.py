@@ -64,9 +64,10 @@ def greedy(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any)
 
     try:
         current = evaluator(config).values["metric"]
+        sweep = budget > 2 * len(shrinkable) + 1  # NOTE: a small budget skips the sweep: all start level
         for name in shrinkable:
             if name not in ratios:
-                ratios[name] = ratio(name, current)[0]
+                ratios[name] = ratio(name, current)[0] if sweep else 0.0
                 state.update(config=config, ratios=ratios)
                 save(state)
         while not evaluator.cheap_feasible(config):
@@ -77,7 +78,9 @@ def greedy(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any)
             fresh, candidate = ratio(name, current)
             ratios[name] = fresh
             runner_up = order[1][0] if len(order) > 1 else float("inf")
-            if candidate is not None and fresh <= runner_up:  # NOTE: lazy greedy: stale ratios of others only grow
+            # NOTE: lazy greedy (stale ratios of others only grow); in the budget's second half every
+            # re-scored cut is taken, so the target is reached before the evaluations run out
+            if candidate is not None and (fresh <= runner_up or 2 * evaluator.evaluations >= budget):
                 config = candidate
                 current = evaluator(config).values["metric"]
             state.update(config=config, ratios=ratios)
