@@ -25,6 +25,8 @@ from prunekit.cli import (
     quantize,
     report,
     run,
+    search,
+    sensitivity,
     sparsify,
     train,
 )
@@ -32,8 +34,8 @@ from prunekit.errors import PrunekitError
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, quantize, export, run, report,
-            listing)
+COMMANDS = (train, evaluate, profile, prune, sparsify, decompose, partition, sensitivity, search, quantize,
+            export, run, report, listing)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -123,9 +123,16 @@ class PruneOptions(BaseModel):
     finetune: TrainConfig | None = Field(None, description="training options of the fine-tuning between "
                                          "and after steps (epochs: finetune_epochs); default: those of "
                                          "the recipe's last train/finetune stage")
+    allocation: Literal["search"] | None = Field(None, description="'search': apply the allocation the "
+                                                 "previous search stage chose (no target or schedule)")
 
     @model_validator(mode="after")
     def _one_way(self) -> PruneOptions:
+        if self.allocation == "search":
+            if self.target is not None or self.schedule is not None:
+                raise ValueError("a prune stage with allocation: search applies the search stage's widths; "
+                                 "remove its 'target' and 'schedule'")
+            return self
         if (self.target is None) == (self.schedule is None):
             raise ValueError("a prune stage needs exactly one of 'target' (with optional 'steps') or "
                              "'schedule' (a list of {target, importance, finetune_epochs}); "
@@ -215,18 +222,56 @@ class QuantizeOptions(BaseModel):
                                                                   "the validation metric drops by at most this")
 
 
+class SensitivityOptions(BaseModel):
+    """``sensitivity``: the proxy metric after cutting each channel group (each ratio) and each residual
+    block alone; writes ``sensitivity.json`` in the run folder (``prunekit.search.sensitivity``)."""
+
+    model_config = _STRICT
+    ratios: list[float] = Field(default_factory=lambda: [round(0.1 * i, 1) for i in range(1, 10)],
+                                description="fractions of each group removed, each in (0, 1)")
+    importance: str = Field("l2", description="which channels go first (a data-free importance)")
+    depth: bool = Field(True, description="also remove each residual block alone")
+    bn_batches: int = Field(2, ge=0, description="training batches that re-estimate BatchNorm")
+    val_samples: int = Field(1024, ge=1, description="validation samples the proxy is computed on")
+
+
+class SearchStageOptions(BaseModel):
+    """``search``: ``prunekit.workflows.search.search_model`` — per-group widths (and blocks) under the
+    target with a strategy; writes ``pareto.json``; a following ``prune: {allocation: search}`` applies it."""
+
+    model_config = _STRICT
+    target: Target = Field(description="the budget, e.g. {macs: 0.25} (a quarter of the dense MACs kept)")
+    strategy: Literal["greedy", "backtracking", "nsga2", "tpe", "gp", "rl", "gates", "random"] = "greedy"
+    trials: int = Field(40, ge=1, description="proxy evaluations (the search's budget)")
+    objectives: list[str] = Field(default_factory=lambda: ["metric", "macs"],
+                                  description="Pareto objectives: metric and any of macs, params, latency")
+    levels: list[float] = Field(default_factory=lambda: [round(1.0 - 0.1 * i, 1) for i in range(10)],
+                                description="kept fractions each group may take")
+    round_to: int = Field(1, ge=1, description="kept widths in steps of this many channels")
+    depth: bool = Field(False, description="also search which residual blocks to remove")
+    bn_batches: int = Field(2, ge=0, description="training batches that re-estimate BatchNorm")
+    val_samples: int = Field(1024, ge=1, description="validation samples the proxy is computed on")
+    finetune_steps: int = Field(0, ge=0, description="fine-tune batches in the proxy's second rung")
+
+    @model_validator(mode="after")
+    def _budget_kind(self) -> SearchStageOptions:
+        if self.target.kind not in ("macs", "params"):
+            raise ValueError(f"a search stage's target is macs or params kept; got {self.target.kind}")
+        return self
+
+
 _OPTIONS: dict[str, type[BaseModel]] = {
     "train": TrainOptions, "prune": PruneOptions, "sparsify": SparsifyOptions, "gates": GatesOptions,
     "finetune": FinetuneOptions, "distill": DistillOptions, "decompose": DecomposeStageOptions,
     "evaluate": EvaluateOptions, "export": ExportOptions, "qat": QatOptions,
-    "quantize": QuantizeOptions,
+    "quantize": QuantizeOptions, "sensitivity": SensitivityOptions, "search": SearchStageOptions,
 }
 STAGE_KINDS: tuple[str, ...] = tuple(_OPTIONS)
 
 
 def _item(kind: str, options: type[BaseModel]) -> type[BaseModel]:
     """A one-key mapping ``{kind: options}`` as a pydantic model (the union member for ``kind``)."""
-    fields = {kind: (options, ... if kind == "gates" else Field(default_factory=options))}
+    fields = {kind: (options, ... if kind in ("gates", "search") else Field(default_factory=options))}
     from pydantic import create_model
 
     return create_model(f"{kind.capitalize()}Stage", __config__=_STRICT, **fields)  # type: ignore[call-overload]

@@ -52,6 +52,7 @@ class RunState:
     task: Any = None  # the Task every stage scores and trains with (None: what the data fits)
     max_eval_batches: int | None = None  # cap on evaluating data other than image DataSplits
     tokenizer: str | None = None  # the folder of the model's tokenizer, copied beside each saved model
+    searched: dict[str, Any] | None = None  # the last search stage's plan and removed blocks, for the next prune
 
     def __post_init__(self) -> None:
         self.task = with_teacher(task_of(self.splits, self.task), self.model)
@@ -172,6 +173,8 @@ def prune(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     from prunekit.workflows.prune import prune_model
 
     o = options
+    if o.allocation == "search":  # type: ignore[attr-defined]
+        return _apply_searched(state, o, seed)
     batches = state.calibration(o.calibration_batches)  # type: ignore[attr-defined]
     common = {"scope": o.scope, "round_to": o.round_to, "ignore": tuple(o.ignore), "seed": seed,  # type: ignore[attr-defined]
               "options": o.options}  # type: ignore[attr-defined]
@@ -316,3 +319,60 @@ def quantize_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, 
     return {"quantize": record, "test": scores,
             "files": {"onnx": str(folder / INT8_FILE), "fp32_onnx": str(folder / FP32_FILE),
                       "model": str(state.save(folder / "model"))}}
+
+
+@STAGES.register("sensitivity")
+def sensitivity_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
+    """:func:`prunekit.workflows.sensitivity.sensitivity_of`; writes ``sensitivity.json`` in the run folder."""
+    from prunekit.io import save_json
+    from prunekit.search import SENSITIVITY_FILE
+    from prunekit.workflows.sensitivity import sensitivity_of
+
+    o = options
+    found = sensitivity_of(state.model, state.splits, state.task, ratios=o.ratios, importance=o.importance,  # type: ignore[attr-defined]
+                           depth=o.depth, bn_batches=o.bn_batches, val_samples=o.val_samples,  # type: ignore[attr-defined]
+                           progress=state.progress)
+    file = save_json(found, state.out / SENSITIVITY_FILE)
+    return {"file": str(file), "baseline": found["baseline"], "metric_name": found["metric_name"],
+            "groups": len(found["groups"]), "blocks": len(found["blocks"])}
+
+
+@STAGES.register("search")
+def search_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
+    """:func:`prunekit.workflows.search.search_model`; writes ``pareto.json`` in the run folder and keeps
+    the chosen allocation for the next ``prune: {allocation: search}`` stage."""
+    from prunekit.search.search import write_pareto
+    from prunekit.workflows.search import search_model
+
+    o = options
+    target = o.target  # type: ignore[attr-defined]
+    found = search_model(state.model, state.splits, state.task, strategy=o.strategy, budget=o.trials,  # type: ignore[attr-defined]
+                         constraints={target.kind: target.value}, objectives=tuple(o.objectives),  # type: ignore[attr-defined]
+                         seed=seed, levels=tuple(o.levels), round_to=o.round_to, depth=o.depth,  # type: ignore[attr-defined]
+                         bn_batches=o.bn_batches, val_samples=o.val_samples,  # type: ignore[attr-defined]
+                         finetune_steps=o.finetune_steps, state_dir=state.out / "search-state")  # type: ignore[attr-defined]
+    state.searched = {"plan": found["plan"].to_dict(), "blocks": list(found["blocks"])}
+    result = found["result"]
+    file = write_pareto(result, state.out, found["chosen"])
+    return {"pareto_file": str(file), "evaluations": result.evaluations, "best": found["best"].to_dict(),
+            "front": len(result.front), "removed_blocks": list(found["blocks"])}
+
+
+def _apply_searched(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
+    """Apply the previous search stage's plan (and block removals), then fine-tune ``finetune_epochs``."""
+    from prunekit.graph import DependencyGraph
+    from prunekit.structured import Plan, apply, remove_blocks
+
+    if state.searched is None:
+        raise ConfigError("prune: allocation: search needs a search stage before it. Add "
+                          "- search: {target: {macs: 0.25}} before this prune stage.")
+    plan = Plan.from_dict(state.searched["plan"])
+    example = state.example()
+    graph = DependencyGraph.trace(state.model, example)
+    model = apply(state.model, graph, plan, example_inputs=example)
+    if state.searched["blocks"]:
+        model = remove_blocks(model, state.searched["blocks"])
+    state.model, state.searched = model, None
+    state.plans.append(plan.to_dict())
+    config = step_config(state, options, options.finetune_epochs, seed)  # type: ignore[attr-defined]
+    return {"plan": plan.to_dict(), "finetune": _fit(state, config, [])}

@@ -1,0 +1,277 @@
+"""Searched allocations against uniform and global L2 and Torch-Pruning; the latency table's error;
+ResNet-50 under an ONNX Runtime latency target; MobileNetV2's Pareto front; sensitivity time.
+Writes sections of benchmarks/RESULTS.md.
+
+Parts (run by hand on a quiet machine; ``--quick`` is a smoke run with tiny settings, its numbers
+mean nothing and nothing is written unless ``--write``):
+    .venv/bin/python benchmarks/search.py --part accuracy     # ResNet-20, VGG-small at 4x fewer MACs, 3 seeds
+    .venv/bin/python benchmarks/search.py --part table        # latency table error, 20 random configs
+    .venv/bin/python benchmarks/search.py --part resnet50     # 2x ORT latency target, table-guided
+    .venv/bin/python benchmarks/search.py --part front        # MobileNetV2 front over MACs, latency, metric
+    .venv/bin/python benchmarks/search.py --part sensitivity  # ResNet-20, all groups x 9 ratios, wall time
+
+accuracy: every row starts from the same trained baseline (runs/baselines/<model>/model.safetensors,
+else trained here for ``--baseline-epochs``), reaches the same MACs budget, and gets the same
+fine-tune (``FINETUNE``) per seed; each strategy gets the same number of proxy evaluations
+(``--trials``), so strategies are compared with each other as well as with the baselines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _results import write_section  # noqa: E402
+
+from prunekit import data, models, tasks  # noqa: E402
+from prunekit.graph import DependencyGraph  # noqa: E402
+from prunekit.importance import score  # noqa: E402
+from prunekit.measure import count_macs, evaluate, measure_latency  # noqa: E402
+from prunekit.recover import TrainConfig, train  # noqa: E402
+from prunekit.search.cost import Cost  # noqa: E402
+from prunekit.search.latency_table import LatencyTable  # noqa: E402
+from prunekit.search.space import SearchSpace, build  # noqa: E402
+
+STRATEGIES = ("greedy", "backtracking", "nsga2", "tpe", "gp", "rl", "gates", "random")
+FINETUNE = TrainConfig(epochs=1, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                       scheduler="cosine", seed=0)
+
+
+def _subset(splits: Any, quick: bool) -> Any:
+    from dataclasses import replace
+
+    from torch.utils.data import TensorDataset
+
+    if not quick:
+        return splits
+    cut = (lambda d, n: TensorDataset(*(t[:n] for t in d.tensors)))  # noqa: E731
+    return replace(splits, train=cut(splits.train, 512), val=cut(splits.val, 128), test=cut(splits.test, 128))
+
+
+def _baseline(name: str, splits: Any, epochs: int, quick: bool) -> nn.Module:
+    path = Path(f"runs/baselines/{name}/model.safetensors")
+    net = models.create(name, num_classes=10, in_channels=1, weights=str(path) if path.is_file() and not quick else None)
+    if not path.is_file() or quick:
+        config = TrainConfig(epochs=epochs, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
+                             weight_decay=5e-4, scheduler="cosine", max_steps_per_epoch=2 if quick else None)
+        train(net, splits, config, progress=False)
+    return net.eval()
+
+
+def _uniform(model: nn.Module, x: torch.Tensor, keep: float, scope: str) -> nn.Module:
+    from prunekit.structured import Target, apply, search
+
+    graph = DependencyGraph.trace(model, x)
+    plan, _ = search(model, graph, score(graph, model, "l2"), Target(macs=keep), example_inputs=x,
+                     allocate_kwargs={"scope": scope, "round_to": 1})
+    return apply(model, graph, plan, example_inputs=x)
+
+
+def _torch_pruning(model: nn.Module, x: torch.Tensor, keep: float) -> nn.Module:
+    import torch_pruning as tp
+
+    dense = count_macs(model, x)
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        m = copy.deepcopy(model)
+        last = [mod for mod in m.modules() if isinstance(mod, nn.Linear)][-1]
+        tp.pruner.MetaPruner(m, x, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=mid,
+                             ignored_layers=[last]).step()
+        if count_macs(m, x) <= keep * dense:
+            best, hi = m, mid
+        else:
+            lo = mid
+    if best is None:
+        raise RuntimeError(f"Torch-Pruning could not reach {keep:.2f} of the MACs")
+    return best
+
+
+def _searched(model: nn.Module, splits: Any, keep: float, strategy: str, trials: int, seed: int,
+              quick: bool) -> tuple[nn.Module, int]:
+    from prunekit.workflows.search import search_model
+
+    found = search_model(model, splits, tasks.create("classification"), strategy=strategy, budget=trials,
+                         constraints={"macs": keep}, seed=seed, val_samples=256 if quick else 1024,
+                         finetune_steps=0 if quick else 8)
+    result = found["result"]
+    return build(model, found["graph"], found["space"], found["best"].config, found["scores"]), result.evaluations
+
+
+def _finetuned(pruned: nn.Module, splits: Any, seeds: tuple[int, ...], quick: bool) -> list[float]:
+    scores = []
+    for seed in seeds:
+        tuned = copy.deepcopy(pruned)
+        config = FINETUNE.model_copy(update={"seed": seed, **({"max_steps_per_epoch": 2} if quick else {})})
+        train(tuned, splits, config, progress=False)
+        scores.append(evaluate(tuned, splits.test).accuracy)
+    return scores
+
+
+def part_accuracy(args: argparse.Namespace) -> list[str]:
+    splits = _subset(data.load("fashion_mnist"), args.quick)
+    seeds = (0,) if args.quick else (0, 1, 2)
+    rows = ["| model | allocation | proxy evaluations | MACs kept | accuracy (mean) | per seed |", "|---|---|---|---|---|---|"]
+    for name in args.models:
+        base = _baseline(name, splits, args.baseline_epochs, args.quick)
+        x = splits.example_input(1)
+        dense = count_macs(base, x)
+        makers: list[tuple[str, Any]] = [("uniform L2", lambda: (_uniform(base, x, args.keep, "local"), 0)),
+                                         ("global L2", lambda: (_uniform(base, x, args.keep, "global"), 0))]
+        if not args.quick:
+            makers.append(("Torch-Pruning uniform", lambda: (_torch_pruning(base, x, args.keep), 0)))
+        for strategy in args.strategies:
+            makers.append((f"search: {strategy}", lambda s=strategy: _searched(base, splits, args.keep, s, args.trials,
+                                                                                 0, args.quick)))
+        for label, make in makers:
+            pruned, evaluations = make()
+            accs = _finetuned(pruned, splits, seeds, args.quick)
+            row = (f"| {name} | {label} | {evaluations or '-'} | {100 * count_macs(pruned, x) / dense:.1f} % | "
+                   f"{100 * statistics.fmean(accs):.2f} % | {', '.join(f'{100 * a:.2f}' for a in accs)} |")
+            print(row, flush=True)
+            rows.append(row)
+    rows += ["", f"Budget: {args.keep:.2f} of the dense MACs kept; fine-tune {FINETUNE.model_dump(exclude_defaults=True)}, "
+             f"seeds {seeds}; every strategy at {args.trials} proxy evaluations (BatchNorm re-estimation on 2x128 "
+             "training images, accuracy on 1024 validation images, 8 fine-tune batches in the second rung)."]
+    return rows
+
+
+def _space(name: str, shape: tuple[int, ...], levels: tuple[float, ...]) -> tuple:
+    model = models.create(name, num_classes=10, in_channels=shape[1]).eval()
+    x = torch.randn(*shape)
+    graph = DependencyGraph.trace(model, x)
+    space = SearchSpace.from_graph(graph, levels=levels, round_to=8 if shape[-1] > 64 else 1)
+    return model, x, graph, space
+
+
+def part_table(args: argparse.Namespace) -> list[str]:
+    rows = ["| model | backend | configurations | mean relative error | max relative error |", "|---|---|---|---|---|"]
+    count = 2 if args.quick else 20
+    shapes = {"resnet50": (1, 3, 32, 32) if args.quick else (1, 3, 224, 224),
+              "mobilenet_v2": (1, 3, 32, 32) if args.quick else (1, 3, 224, 224)}
+    for name, shape in shapes.items():
+        model, x, graph, space = _space(name, shape, (1.0, 0.75, 0.5, 0.25))
+        for backend in ("torch", "onnxruntime"):
+            table = LatencyTable(model, graph, space, x, backend=backend, cache_dir=Path("runs/latency-table"),
+                                 min_time_s=0.0 if args.quick else 0.2)
+            rng = random.Random(0)
+            report = table.error([space.sample(rng) for _ in range(count)])
+            row = (f"| {name} | {backend} | {count} | {100 * report['mean_relative_error']:.1f} % | "
+                   f"{100 * report['max_relative_error']:.1f} % |")
+            print(row, flush=True)
+            rows.append(row)
+    rows += ["", "Predicted (per-layer table + the rest scaled by activations kept) against measured end-to-end "
+             "latency, batch 1, 2 threads, random configurations (kept fractions 1, 0.75, 0.5, 0.25 per group)."]
+    return rows
+
+
+def part_resnet50(args: argparse.Namespace) -> list[str]:
+    from prunekit.search.evaluator import Evaluator
+    from prunekit.search.search import search
+
+    shape = (1, 3, 32, 32) if args.quick else (1, 3, 224, 224)
+    model, x, graph, space = _space("resnet50", shape, tuple(round(1 - 0.05 * i, 2) for i in range(19)))
+    table = LatencyTable(model, graph, space, x, backend="onnxruntime", cache_dir=Path("runs/latency-table"),
+                         min_time_s=0.0 if args.quick else 0.2)
+    dense_ms = table.predict(space.dense())
+    goal = dense_ms / 2
+    cost = Cost(model, graph, space, x)
+    # NOTE: random weights: the metric here is MACs kept, so the search keeps the most work at the latency goal
+    evaluator = Evaluator(space, {}, cost=cost, latency=table.predict, metric_of=lambda c: cost(c)["macs_kept"])
+    result = search(space, ["metric", "latency"], {"latency": goal}, "greedy", 4 if args.quick else 200, 0,
+                    evaluator=evaluator, options={"finetune_steps": 0})
+    best = result.best
+    rows = ["| allocation | MACs kept | predicted ORT ms | measured ORT ms | measured speed-up |", "|---|---|---|---|---|"]
+    dense_measured = table.measure(space.dense())
+    if best is not None:
+        measured = table.measure(best.config)
+        rows.append(f"| table-guided greedy | {100 * best.values['macs']:.1f} % | {best.values['latency']:.2f} | "
+                    f"{measured:.2f} | {dense_measured / measured:.2f}x |")
+    for keep in ((0.5,) if args.quick else (0.6, 0.5, 0.45, 0.4, 0.35)):
+        uniform = _uniform(model, x, keep, "local")
+        ms = measure_latency(uniform, x, backend="onnxruntime", threads=2, min_time_s=0.0 if args.quick else 1.0).median_ms
+        rows.append(f"| uniform L2, {keep:.2f} MACs | {100 * count_macs(uniform, x) / count_macs(model, x):.1f} % | - | "
+                    f"{ms:.2f} | {dense_measured / ms:.2f}x |")
+    rows += ["", f"Goal: half the dense predicted ONNX Runtime latency ({dense_ms:.2f} ms predicted, "
+             f"{dense_measured:.2f} ms measured), batch 1, 2 threads; the uniform rows show what MACs a uniform cut "
+             "keeps at a similar measured latency."]
+    return rows
+
+
+def part_front(args: argparse.Namespace) -> list[str]:
+    from prunekit.workflows.search import search_model
+
+    splits = _subset(data.load("fashion_mnist"), args.quick)
+    base = _baseline("mobilenet_v2", splits, 1 if args.quick else 3, args.quick)
+    found = search_model(base, splits, tasks.create("classification"), strategy="nsga2", budget=args.trials,
+                         constraints={"macs": 1.0}, objectives=("metric", "macs", "latency"),
+                         levels=(1.0, 0.75, 0.5, 0.25), val_samples=256 if args.quick else 1024,
+                         state_dir=Path("runs/search-front"))
+    result = found["result"]
+    rows = ["| point | metric (proxy) | MACs kept | predicted latency ms |", "|---|---|---|---|"]
+    for i in result.front:
+        v = result.records[i].values
+        rows.append(f"| {i} | {v['metric']:.4f} | {100 * v['macs']:.1f} % | {v['latency']:.3f} |")
+    rows += ["", f"NSGA-II, {result.evaluations} proxy evaluations: a front of {len(result.front)} points over the "
+             "proxy metric, MACs and table latency (torch, batch 1, 2 threads)."]
+    return rows
+
+
+def part_sensitivity(args: argparse.Namespace) -> list[str]:
+    from prunekit.workflows.sensitivity import sensitivity_of
+
+    splits = data.load("fashion_mnist")
+    net = models.create("resnet20", num_classes=10, in_channels=1).eval()
+    ratios = (0.5,) if args.quick else tuple(round(0.1 * i, 1) for i in range(1, 10))
+    torch.set_num_threads(2)
+    start = time.perf_counter()
+    found = sensitivity_of(net, splits, tasks.create("classification"), ratios=ratios, cache_dir=None)
+    seconds = time.perf_counter() - start
+    evaluations = len(found["groups"]) * len(ratios) + len(found["blocks"]) + 1
+    return ["| model | groups x ratios | blocks | proxy evaluations | wall time |", "|---|---|---|---|---|",
+            f"| resnet20 | {len(found['groups'])} x {len(ratios)} | {len(found['blocks'])} | {evaluations} | "
+            f"{seconds:.1f} s |", "", "2 threads; proxy: BatchNorm re-estimated on 2x128 training images, accuracy "
+            "on 1024 validation images."]
+
+
+PARTS = {"accuracy": ("Search: searched allocations at 4x fewer MACs", part_accuracy),
+         "table": ("Search: latency look-up table error", part_table),
+         "resnet50": ("Search: ResNet-50 at a 2x ONNX Runtime latency target", part_resnet50),
+         "front": ("Search: MobileNetV2 Pareto front", part_front),
+         "sensitivity": ("Search: sensitivity analysis time", part_sensitivity)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=tuple(PARTS), action="append", help="which parts (default: all)")
+    parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke run, numbers mean nothing")
+    parser.add_argument("--write", action="store_true", help="write the sections even with --quick")
+    parser.add_argument("--models", nargs="+", default=["resnet20", "vgg_small"])
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    parser.add_argument("--trials", type=int, default=None, help="proxy evaluations per strategy (default 60; quick 24)")
+    parser.add_argument("--keep", type=float, default=0.25, help="fraction of the dense MACs kept (default 0.25)")
+    parser.add_argument("--baseline-epochs", type=int, default=10)
+    args = parser.parse_args()
+    args.trials = args.trials or (24 if args.quick else 60)
+    for part in args.part or list(PARTS):
+        title, run = PARTS[part]
+        rows = run(args)
+        command = "benchmarks/search.py --part " + part + (" --quick" if args.quick else "")
+        if not args.quick or args.write:
+            write_section(title, rows, script=command)
+        print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

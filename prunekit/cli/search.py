@@ -1,0 +1,105 @@
+"""`prunekit search`: search per-group widths (and blocks) under a MACs/params/latency target with a
+strategy, write the Pareto front, fine-tune the chosen allocation and compare profiles."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from prunekit.cli import options
+from prunekit.cli.sensitivity import add_proxy_options, ratio_list
+from prunekit.recover import TrainConfig
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from prunekit.search.strategies import STRATEGIES
+
+    parser = subparsers.add_parser(
+        "search", help="search per-layer widths under a target (greedy, backtracking, Optuna, RL, gates)",
+        description="Train a short baseline (or load --weights), search each channel group's kept width "
+                    "(and, with --depth, which residual blocks stay) under the target, scoring candidates "
+                    "by the proxy (metric after BatchNorm re-estimation), fine-tune the best allocation and "
+                    "the Pareto front's knee for real, and print both next to the proxy's prediction. Writes "
+                    "OUT/pareto.json, OUT/results.json and OUT/model/; run it again to resume.",
+    )
+    options.add_model_options(parser, task=True)
+    group = parser.add_argument_group("search")
+    group.add_argument("--strategy", choices=tuple(STRATEGIES), default="greedy",
+                       help="greedy (NetAdapt), backtracking (branch and bound), nsga2, tpe, gp (Optuna), "
+                            "rl (AMC-style REINFORCE), gates (differentiable), random (default: greedy)")
+    group.add_argument("--target-macs", type=float, default=None, metavar="F",
+                       help="fraction of the dense MACs to KEEP, in (0, 1]; 0.25 = 4x fewer MACs")
+    group.add_argument("--target-params", type=float, default=None, metavar="F",
+                       help="fraction of the dense parameters to KEEP, in (0, 1]")
+    group.add_argument("--target-latency-ms", type=float, default=None, metavar="MS",
+                       help="predicted latency (look-up table, --latency-backend) at most this, in ms")
+    group.add_argument("--objectives", default="metric,macs", metavar="A,B",
+                       help="Pareto objectives: metric and any of macs, params, latency (default: metric,macs)")
+    group.add_argument("--trials", type=int, default=40, metavar="N",
+                       help="budget: proxy evaluations, the same for every strategy (default: 40)")
+    group.add_argument("--levels", type=ratio_list, default=None, metavar="F[,F...]",
+                       help="kept fractions each group may take (default: 1.0,0.9,...,0.1)")
+    group.add_argument("--round-to", type=int, default=1, metavar="N",
+                       help="kept widths in steps of N channels (default: 1)")
+    group.add_argument("--depth", action="store_true", help="also search which residual blocks to remove")
+    group.add_argument("--finetune-steps", type=int, default=0, metavar="N",
+                       help="fine-tune batches in the proxy's second rung (successive halving; default: 0)")
+    group.add_argument("--latency-backend", choices=("torch", "onnxruntime"), default=None,
+                       help="time layers for the latency table with this backend (default: torch when "
+                            "latency is an objective)")
+    group.add_argument("--storage", default=None, metavar="URL",
+                       help="Optuna storage for nsga2/tpe/gp (default: SQLite under OUT/search-state)")
+    group.add_argument("--seed", type=int, default=0, metavar="S", help="the search's seed (default: 0)")
+    add_proxy_options(parser)
+    options.add_pipeline_options(parser, finetune_help="of the chosen allocations")
+    options.add_output_options(parser, default="runs/search")
+    options.add_device_option(parser)
+    options.add_eval_options(parser)
+    options.add_profile_options(parser)
+    parser.set_defaults(run=run)
+
+
+def constraints(args: argparse.Namespace) -> dict[str, float]:
+    """The constraints the target options describe."""
+    from prunekit.errors import ConfigError
+
+    found = {k: v for k, v in (("macs", args.target_macs), ("params", args.target_params),
+                               ("latency", args.target_latency_ms)) if v is not None}
+    for key in ("macs", "params"):
+        if key in found and not 0 < found[key] <= 1:
+            raise ConfigError(f"--target-{key}: the fraction of the dense {key} to keep must be in (0, 1]; got "
+                              f"{found[key]}. Pass e.g. 0.25 for 4x fewer.")
+    return found
+
+
+def run(args: argparse.Namespace) -> int:
+    from prunekit.search.space import DEFAULT_LEVELS
+    from prunekit.workflows.search import search
+
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    results = search(args.model, args.data, strategy=args.strategy, constraints=constraints(args),
+                     objectives=objectives, trials=args.trials, seed=args.seed, weights=args.weights,
+                     task=args.task, data_dir=args.data_dir, levels=args.levels or DEFAULT_LEVELS,
+                     round_to=args.round_to, depth=args.depth, bn_batches=args.bn_batches,
+                     val_samples=args.val_samples, finetune_steps=args.finetune_steps,
+                     latency_backend=args.latency_backend, storage=args.storage,
+                     baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
+                     train_config=TrainConfig(), out_dir=args.out, progress=not args.no_progress,
+                     measure=options.measure_from_args(args), device=args.device)
+    print(results["table"])
+    for line in chosen_lines(results):
+        print(line)
+    options.print_written(results, f"Pareto front: {args.out}/pareto.json  model: {args.out}/model/")
+    return 0
+
+
+def chosen_lines(results: dict[str, Any]) -> list[str]:
+    """One line per chosen allocation: the proxy's prediction next to the fine-tuned result."""
+    lines = [f"search: {results['strategy']}, {results['search']['evaluations']} proxy evaluations, "
+             f"{results['evaluated']} configurations, front of {len(results['search']['front'])}"]
+    for row in results["chosen"]:
+        proxy, tuned = row["proxy"], row["finetuned"]
+        metric = "accuracy" if "accuracy" in tuned else next(iter(tuned))
+        lines.append(f"{row['which']}: MACs kept {100 * proxy.get('macs', 1.0):.1f} %, proxy {proxy['metric']:.4f}"
+                     f" -> fine-tuned {metric} {tuned[metric]:.4f}")
+    return lines

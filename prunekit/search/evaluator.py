@@ -1,0 +1,131 @@
+"""Evaluator: a configuration in, its objective values out (cheap costs, and the proxy metric).
+
+Costs (MACs and params kept, :class:`~prunekit.search.cost.Cost`; latency from a
+:class:`~prunekit.search.latency_table.LatencyTable`) are cheap and never counted. The proxy
+metric builds the configuration's model and scores it (:class:`~prunekit.search.proxy.Proxy`),
+at a *fidelity* of so many fine-tune steps (0: BatchNorm re-estimation only); each such call is
+one *proxy evaluation*, the budget every strategy is compared at. Results are remembered by
+configuration and fidelity, so a resumed search replays what it already paid for at no cost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError
+from prunekit.graph import DependencyGraph
+from prunekit.search.space import Config, SearchSpace, build
+
+__all__ = ["Evaluator", "Record", "OBJECTIVES", "BudgetSpent", "key_of", "successive_halving"]
+
+OBJECTIVES = {"metric": "max", "macs": "min", "params": "min", "latency": "min"}
+
+
+class BudgetSpent(Exception):
+    """Raised inside a strategy when the proxy-evaluation budget is used up."""
+
+
+def key_of(config: Mapping[str, Any]) -> str:
+    return json.dumps(dict(config), sort_keys=True)
+
+
+@dataclass
+class Record:
+    """One evaluated configuration: its values (``metric``, ``macs``/``params`` kept fractions,
+    ``latency`` in ms when a table is given), whether it meets the constraints, and its fidelity."""
+
+    config: Config
+    values: dict[str, float]
+    feasible: bool
+    fidelity: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config, "values": self.values, "feasible": self.feasible, "fidelity": self.fidelity}
+
+
+@dataclass
+class Evaluator:
+    """Scores configurations of ``space`` on ``model``; ``metric`` is any ``model -> float`` taking
+    ``finetune_steps=`` (a :class:`~prunekit.search.proxy.Proxy`), or ``metric_of`` maps a
+    configuration directly (tests, synthetic objectives)."""
+
+    space: SearchSpace
+    constraints: Mapping[str, float]
+    model: nn.Module | None = None
+    graph: DependencyGraph | None = None
+    scores: Mapping[str, torch.Tensor] | None = None
+    metric: Callable[..., float] | None = None
+    cost: Callable[[Mapping[str, Any]], Mapping[str, float]] | None = None
+    latency: Callable[[Mapping[str, Any]], float] | None = None
+    metric_of: Callable[[Mapping[str, Any]], float] | None = None
+    budget: int | None = None
+    evaluations: int = 0
+    memo: dict[str, float] = field(default_factory=dict)
+    history: list[Record] = field(default_factory=list)
+
+    def costs(self, config: Mapping[str, Any]) -> dict[str, float]:
+        """The cheap objective values: ``macs`` and ``params`` kept fractions, ``latency`` (ms)."""
+        values: dict[str, float] = {}
+        if self.cost is not None:
+            c = self.cost(config)
+            values.update(macs=float(c["macs_kept"]), params=float(c["params_kept"]))
+        if self.latency is not None:
+            values["latency"] = float(self.latency(config))
+        return values
+
+    def feasible(self, values: Mapping[str, float]) -> bool:
+        return all(values.get(k, 0.0) <= v + 1e-12 for k, v in self.constraints.items())
+
+    def violation(self, values: Mapping[str, float]) -> float:
+        """How far over the constraints (relative), 0 when met."""
+        return sum(max(0.0, values.get(k, 0.0) - v) / max(v, 1e-12) for k, v in self.constraints.items())
+
+    def cheap_feasible(self, config: Mapping[str, Any]) -> bool:
+        return self.feasible(self.costs(config))
+
+    def metric_value(self, config: Mapping[str, Any], fidelity: int = 0) -> float:
+        """The proxy metric (one proxy evaluation unless remembered); raises BudgetSpent when out."""
+        key = f"{fidelity}|{key_of(config)}"
+        if key in self.memo:
+            return self.memo[key]
+        if self.budget is not None and self.evaluations >= self.budget:
+            raise BudgetSpent
+        self.evaluations += 1
+        if self.metric_of is not None:
+            value = float(self.metric_of(config))
+        else:
+            if self.model is None or self.graph is None or self.scores is None or self.metric is None:
+                raise ConfigError("Evaluator: scoring a configuration needs model, graph, scores and metric (or "
+                                  "metric_of). Pass them when building the Evaluator.")
+            built = build(self.model, self.graph, self.space, config, self.scores)
+            value = float(self.metric(built, finetune_steps=fidelity))
+        self.memo[key] = value
+        return value
+
+    def __call__(self, config: Mapping[str, Any], fidelity: int = 0) -> Record:
+        config = self.space.check(config)
+        values = {**self.costs(config), "metric": self.metric_value(config, fidelity)}
+        record = Record(config, values, self.feasible(values), fidelity)
+        self.history.append(record)
+        return record
+
+
+def successive_halving(evaluator: Evaluator, configs: Sequence[Config], *, rungs: Sequence[int] = (0, 4),
+                       eta: int = 2) -> list[Record]:
+    """Score every config at fidelity ``rungs[0]``, keep the best ``1/eta`` (feasible first), score
+    those at the next rung, and so on (Jamieson and Talwalkar 2016). Returns the last rung's
+    records, best first; configs dropped early cost one cheap evaluation each."""
+    survivors = list(configs)
+    records: list[Record] = []
+    for i, fidelity in enumerate(rungs):
+        records = [evaluator(c, fidelity) for c in survivors]
+        records.sort(key=lambda r: (not r.feasible, -r.values["metric"]))
+        if i + 1 < len(rungs):
+            survivors = [r.config for r in records[:max(1, len(records) // eta)]]
+    return records

@@ -1,0 +1,145 @@
+"""Latency from a look-up table: each layer's measured time at each width it is asked at.
+
+A configuration's latency is predicted as the sum, over every ``nn.Conv2d``/``nn.Linear`` layer, of
+that layer's time alone at its pruned widths (a fresh layer of that shape run on an input of the
+shape the layer sees in the model), plus the rest of the model (BatchNorm, activations, pooling,
+residual adds: the measured dense latency minus the dense layers' sum), scaled by the fraction of
+the layers' output activations kept, since those passes move memory in proportion to it (HALP,
+Shen et al. 2022, and NetAdapt, Yang et al. 2018, build such tables). Entries are measured on first
+use on this machine, for one backend (``torch`` eager or ``onnxruntime``), batch size and thread
+count, and cached on disk as JSON keyed by the layer's shape, so a second search pays nothing.
+:meth:`LatencyTable.error` reports how far predictions are from measured end-to-end latency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.graph import DependencyGraph
+from prunekit.io import save_json
+from prunekit.measure import measure_latency
+from prunekit.search.cost import Cost
+from prunekit.search.space import SearchSpace, build
+
+__all__ = ["LatencyTable"]
+
+
+def _input_shapes(model: nn.Module, example_inputs: Any, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            shapes.setdefault(name, tuple(args[0].shape))
+        return hook
+
+    handles = [model.get_submodule(n).register_forward_pre_hook(record(n)) for n in names]
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+class LatencyTable:
+    """Predicted latency (ms) of configurations of ``space``; entries measured lazily and cached.
+
+    Args:
+        backend: ``"torch"`` or ``"onnxruntime"``.
+        batch_size, threads: the protocol every entry and end-to-end measurement uses.
+        cache_dir: where the table is kept between runs (None: in memory only).
+        min_time_s: seconds of timed calls per entry.
+    """
+
+    def __init__(self, model: nn.Module, graph: DependencyGraph, space: SearchSpace, example_inputs: Any, *,
+                 backend: str = "torch", batch_size: int = 1, threads: int = 2,
+                 cache_dir: str | os.PathLike[str] | None = None, min_time_s: float = 0.1,
+                 cost: Cost | None = None) -> None:
+        self.model, self.graph, self.space, self.example_inputs = model, graph, space, example_inputs
+        self.backend, self.batch_size, self.threads, self.min_time_s = backend, batch_size, threads, min_time_s
+        self.cost = cost or Cost(model, graph, space, example_inputs)
+        self.layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+        shapes = _input_shapes(model, example_inputs, list(self.layers))
+        self.layers = {n: m for n, m in self.layers.items() if n in shapes}
+        self.inputs = {n: (batch_size, *shapes[n][1:]) for n in self.layers}
+        machine = f"{platform.machine()}-{platform.processor() or 'cpu'}-{os.cpu_count()}"
+        self.file = (Path(cache_dir) / f"latency-{backend}-b{batch_size}-t{threads}-{machine}.json"
+                     if cache_dir is not None else None)
+        self.entries: dict[str, float] = json.loads(self.file.read_text()) if self.file and self.file.is_file() else {}
+        self._rest: float | None = None
+
+    def _signature(self, name: str, config: Mapping[str, Any]) -> tuple[str, nn.Module, torch.Tensor]:
+        layer = self.layers[name]
+        shape = self.cost.shape(config, f"{name}.weight")
+        spatial = self.inputs[name][2:]
+        if isinstance(layer, nn.Linear):
+            fresh: nn.Module = nn.Linear(shape[1], shape[0], bias=layer.bias is not None)
+            x = torch.randn(*self.inputs[name][:-1], shape[1])
+        else:
+            depthwise = layer.groups > 1 and layer.groups == layer.in_channels
+            groups = shape[0] if depthwise else layer.groups
+            fresh = nn.Conv2d(shape[1] * groups, shape[0], layer.kernel_size, layer.stride,  # type: ignore[arg-type]
+                              layer.padding, layer.dilation, groups, bias=layer.bias is not None)  # type: ignore[arg-type]
+            x = torch.randn(self.batch_size, shape[1] * groups, *spatial)
+        key = f"{fresh!r}|{tuple(x.shape)}"
+        return key, fresh, x
+
+    def layer_ms(self, name: str, config: Mapping[str, Any]) -> float:
+        """One layer's time (ms) at ``config``'s widths, from the table or measured now."""
+        key, fresh, x = self._signature(name, config)
+        if key not in self.entries:
+            stats = measure_latency(fresh.eval(), x, backend=self.backend, batch_size=x.shape[0], threads=self.threads,
+                                    min_time_s=self.min_time_s)
+            self.entries[key] = float(stats.median_ms)
+            if self.file is not None:
+                save_json(self.entries, self.file)
+        return self.entries[key]
+
+    def _volume(self, config: Mapping[str, Any]) -> float:
+        blocks = tuple(b + "." for b in self.space.removed_blocks(config))
+        total = 0.0
+        for name in self.layers:
+            if blocks and (name + ".").startswith(blocks):
+                continue
+            total += self.cost.shape(config, f"{name}.weight")[0]
+        return total
+
+    def measure(self, config: Mapping[str, Any]) -> float:
+        """The measured end-to-end latency (ms) of ``config``'s model."""
+        from prunekit.importance import score
+
+        scores = self.cost.scores if self.cost.scores is not None else score(self.graph, self.model, "l2")
+        built = build(self.model, self.graph, self.space, config, scores)
+        return float(measure_latency(built, self.example_inputs, backend=self.backend, batch_size=self.batch_size,
+                                     threads=self.threads, min_time_s=self.min_time_s * 5).median_ms)
+
+    def predict(self, config: Mapping[str, Any]) -> float:
+        """Predicted latency (ms) of ``config``: the layers' table entries plus the scaled rest."""
+        dense = self.space.dense()
+        if self._rest is None:
+            self._rest = max(self.measure(dense) - sum(self.layer_ms(n, dense) for n in self.layers), 0.0)
+        blocks = tuple(b + "." for b in self.space.removed_blocks(config))
+        layers = sum(self.layer_ms(n, config) for n in self.layers if not (blocks and (n + ".").startswith(blocks)))
+        return layers + self._rest * self._volume(config) / max(self._volume(dense), 1e-9)
+
+    def error(self, configs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Predicted against measured end-to-end latency over ``configs``: mean and max relative error."""
+        rows = [{"predicted_ms": self.predict(c), "measured_ms": self.measure(c)} for c in configs]
+        errors = [abs(r["predicted_ms"] - r["measured_ms"]) / max(r["measured_ms"], 1e-9) for r in rows]
+        return {"mean_relative_error": statistics.fmean(errors) if errors else 0.0,
+                "max_relative_error": max(errors, default=0.0), "rows": rows, "backend": self.backend,
+                "batch_size": self.batch_size, "threads": self.threads}

@@ -1,0 +1,145 @@
+"""One interface over every strategy: ``search(space, objectives, constraints, strategy, budget, seed)``.
+
+The evaluator scores configurations (its budget is the number of proxy evaluations); the strategy
+decides which; the result holds every evaluated configuration, the Pareto front over the
+objectives among the feasible ones, and the best (highest metric) feasible configuration.
+
+Resuming: with ``state_dir`` the strategy's state and the evaluations paid for are kept in
+``state_dir/search-<strategy>-<seed>.json`` (Optuna strategies also keep their study there, as
+SQLite, unless ``storage`` names another), written after every step; calling ``search`` again with
+the same arguments continues from it. Reproducible: the same seed gives the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prunekit.errors import ConfigError
+from prunekit.io import save_json
+from prunekit.search.evaluator import OBJECTIVES, Evaluator, Record, key_of
+from prunekit.search.pareto import knee, non_dominated
+from prunekit.search.space import Config, SearchSpace
+from prunekit.search.strategies import STRATEGIES, strategy as strategy_fn
+
+__all__ = ["search", "SearchResult", "PARETO_FILE"]
+
+PARETO_FILE = "pareto.json"
+
+
+@dataclass
+class SearchResult:
+    """Every evaluated configuration (``records``, last fidelity wins), the indices of the feasible
+    Pareto front over ``objectives``, and the best feasible record (None if none was feasible)."""
+
+    records: list[Record]
+    objectives: tuple[str, ...]
+    front: list[int]
+    best: Record | None
+    evaluations: int
+
+    @property
+    def directions(self) -> dict[str, str]:
+        return {o: OBJECTIVES[o] for o in self.objectives}
+
+    def knee(self) -> Record | None:
+        """The front's balanced point (:func:`prunekit.search.pareto.knee`)."""
+        if not self.front:
+            return None
+        points = [self.records[i].values for i in self.front]
+        return self.records[self.front[knee(points, self.directions)]]
+
+    def pareto(self, chosen: Sequence[Config] = ()) -> dict[str, Any]:
+        """What ``pareto.json`` holds: ``{"objectives", "points": [{"values", "config", "chosen"}]}``."""
+        keys = {key_of(c) for c in chosen}
+        return {"objectives": list(self.objectives),
+                "points": [{"values": self.records[i].values, "config": self.records[i].config,
+                            "chosen": key_of(self.records[i].config) in keys} for i in self.front]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"objectives": list(self.objectives), "evaluations": self.evaluations,
+                "best": self.best.to_dict() if self.best else None, "front": self.front,
+                "records": [r.to_dict() for r in self.records]}
+
+
+def _check(objectives: Sequence[str], constraints: Mapping[str, float], strategy: str, budget: int) -> None:
+    bad = [o for o in [*objectives, *constraints] if o not in OBJECTIVES or o in ("metric",) and o in constraints]
+    if bad or "metric" not in objectives:
+        raise ConfigError(f"search: objectives must include 'metric' and come from {', '.join(OBJECTIVES)}, "
+                          f"and constraints from macs, params, latency; got objectives {list(objectives)}, "
+                          f"constraints {dict(constraints)}. Pass e.g. objectives=['metric', 'macs'], "
+                          f"constraints={{'macs': 0.25}}.")
+    if strategy not in STRATEGIES:
+        strategy_fn(strategy)  # NOTE: raises the "did you mean" error
+    if not isinstance(budget, int) or budget < 1:
+        raise ConfigError(f"search: budget is the number of proxy evaluations, an int >= 1; got {budget!r}. "
+                          f"Pass e.g. 40.")
+
+
+def search(space: SearchSpace, objectives: Sequence[str], constraints: Mapping[str, float], strategy: str,
+           budget: int, seed: int = 0, *, evaluator: Evaluator, state_dir: str | os.PathLike[str] | None = None,
+           storage: str | None = None, options: Mapping[str, Any] | None = None) -> SearchResult:
+    """Search ``space`` with ``strategy`` for at most ``budget`` proxy evaluations.
+
+    Args:
+        space: the dimensions (:class:`~prunekit.search.space.SearchSpace`).
+        objectives: ``metric`` (maximised) and any of ``macs``, ``params`` (kept fractions),
+            ``latency`` (ms), minimised.
+        constraints: objective -> upper bound, e.g. ``{"macs": 0.25}`` (a quarter of the MACs kept).
+        strategy: a name from :data:`~prunekit.search.strategies.STRATEGIES`.
+        budget: proxy evaluations, the same for every strategy.
+        seed: the one source of randomness.
+        evaluator: scores configurations (its ``constraints`` are set from ``constraints``).
+        state_dir: where the resumable state lives (None: not resumable).
+        storage: an Optuna storage URL for the Optuna strategies (None: SQLite under ``state_dir``).
+        options: extra keyword arguments of the strategy (e.g. ``steps`` for greedy).
+    """
+    _check(objectives, constraints, strategy, budget)
+    if space is not evaluator.space:
+        raise ConfigError("search: the evaluator was built for another space. Build it with the same SearchSpace.")
+    evaluator.constraints, evaluator.budget = dict(constraints), budget
+    file = Path(state_dir) / f"search-{strategy}-{seed}.json" if state_dir is not None else None
+    state: dict[str, Any] = json.loads(file.read_text()) if file is not None and file.is_file() else {}
+    evaluator.memo.update(state.pop("memo", {}))
+    evaluator.evaluations = max(evaluator.evaluations, int(state.pop("evaluations", 0)))
+    for row in state.pop("history", []):
+        evaluator.history.append(Record(row["config"], row["values"], row["feasible"], row.get("fidelity", 0)))
+
+    def save(current: dict[str, Any]) -> None:
+        if file is not None:
+            save_json({**current, "memo": evaluator.memo, "evaluations": evaluator.evaluations,
+                       "history": [r.to_dict() for r in evaluator.history]}, file)
+
+    kwargs = dict(options or {})
+    if strategy in ("nsga2", "tpe", "gp"):
+        kwargs.update(objectives=tuple(objectives), storage=storage,
+                      root=Path(state_dir) if state_dir is not None else None)
+    strategy_fn(strategy)(evaluator, seed=seed, state=state, save=save, **kwargs)
+    save(state)
+    return _result(evaluator, tuple(objectives))
+
+
+def _result(evaluator: Evaluator, objectives: tuple[str, ...]) -> SearchResult:
+    latest: dict[str, Record] = {}
+    for record in evaluator.history:  # NOTE: a higher fidelity replaces the cheap score
+        old = latest.get(key_of(record.config))
+        if old is None or record.fidelity >= old.fidelity:
+            latest[key_of(record.config)] = record
+    records = list(latest.values())
+    feasible = [i for i, r in enumerate(records) if r.feasible]
+    directions = {o: OBJECTIVES[o] for o in objectives}
+    front = [feasible[i] for i in non_dominated([records[i].values for i in feasible], directions)]
+    best = max((records[i] for i in feasible), key=lambda r: r.values["metric"], default=None)
+    return SearchResult(records, objectives, front, best, evaluator.evaluations)
+
+
+def write_pareto(result: SearchResult, out_dir: str | os.PathLike[str], chosen: Sequence[Config] = ()) -> Path:
+    """``out_dir/pareto.json`` (see :meth:`SearchResult.pareto`)."""
+    return save_json(result.pareto(chosen), Path(out_dir) / PARETO_FILE)
+
+
+__all__ += ["write_pareto"]

@@ -1,0 +1,122 @@
+"""Optuna strategies: NSGA-II (evolutionary, Deb et al. 2002), TPE (Bergstra et al. 2011) and a
+Gaussian-process sampler (Bayesian optimisation), over the same categorical space.
+
+Every dimension is one categorical parameter; each trial is one configuration scored by the
+evaluator, with the objectives (metric maximised, costs minimised) as the trial's values and the
+constraint excess set on the trial (``trial.set_constraint``, feasible when <= 0). The study
+lives in ``storage`` (an SQLite file under the search's state folder by default), so a killed
+search resumes where it stopped: trials already completed are read back, not re-run. Samplers
+are seeded and trials run one after another, so the same seed gives the same configurations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from prunekit.errors import require
+from prunekit.search.evaluator import OBJECTIVES, BudgetSpent, Evaluator, Record
+
+__all__ = ["nsga2", "tpe", "gp"]
+
+
+def _open_study(name: str, storage: str | None, directions: list[str], sampler: Any, *, root: Path | None) -> Any:
+    """The study called ``name`` in ``storage`` (None: ``root/<name>.db``, SQLite; in memory without
+    ``root``), created or resumed.
+
+    NOTE: kept to this signature so prunekit.search.study.open_study (workers, heartbeats) can replace it.
+    """
+    import optuna
+
+    if storage is None and root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{(root / f'{name}.db').resolve()}"
+    return optuna.create_study(study_name=name, storage=storage, directions=directions,  # type: ignore[arg-type]
+                               sampler=sampler, load_if_exists=True)
+
+
+def _run(evaluator: Evaluator, sampler: Any, *, objectives: Sequence[str], state: dict[str, Any], save: Any,
+         name: str, storage: str | None, root: Path | None) -> None:
+    import optuna
+
+    directions = ["maximize" if OBJECTIVES[o] == "max" else "minimize" for o in objectives]
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = _open_study(name, storage, directions, sampler, root=root)
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if "config" in trial.user_attrs and f"0|{_key(trial.user_attrs['config'])}" not in evaluator.memo:
+                record = Record(trial.user_attrs["config"], trial.user_attrs["values"], trial.user_attrs["feasible"])
+                evaluator.history.append(record)
+                evaluator.memo[f"0|{_key(record.config)}"] = record.values["metric"]
+                evaluator.evaluations += 1
+        space = evaluator.space
+
+        def objective(trial: Any) -> Sequence[float]:
+            config = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in space.dimensions}
+            cuts = sorted(space.cuts(config))
+            config.update({d.name: c for d, c in zip([d for d in space.dimensions if d.kind == "cut"], cuts)})
+            if not space.valid(config):  # NOTE: two equal cut points: not a partition
+                trial.set_constraint("cut_order", 1.0)
+                raise optuna.TrialPruned()
+            record = evaluator(config)
+            trial.set_user_attr("config", record.config)
+            trial.set_user_attr("values", record.values)
+            trial.set_user_attr("feasible", record.feasible)
+            trial.set_constraint("excess", evaluator.violation(record.values))
+            return tuple(record.values[o] for o in objectives)
+
+        limit = evaluator.budget if evaluator.budget is not None else 50
+        tries = 0
+        while evaluator.evaluations < limit and tries < 4 * limit:
+            tries += 1
+            try:
+                study.optimize(objective, n_trials=1, catch=())
+            except BudgetSpent:
+                break
+        state["study"] = name
+        save(state)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _key(config: dict[str, Any]) -> str:
+    from prunekit.search.evaluator import key_of
+
+    return key_of(config)
+
+
+def _strategy(make: Callable[[int], Any], label: str) -> Callable[..., None]:
+    def run(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any,
+            objectives: Sequence[str] = ("metric",), storage: str | None = None, root: Path | None = None,
+            study_name: str | None = None) -> None:
+        require("optuna", pip_name="optuna")
+        _run(evaluator, make(seed), objectives=objectives, state=state, save=save,
+             name=study_name or f"prunekit-{label}-{seed}", storage=storage, root=root)
+    run.__name__ = label
+    run.__doc__ = f"Optuna's {label} sampler over the space (module docstring)."
+    return run
+
+
+def _nsga2(seed: int) -> Any:
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+
+
+def _tpe(seed: int) -> Any:
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
+
+
+def _gp(seed: int) -> Any:
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=6)
+
+
+nsga2 = _strategy(_nsga2, "nsga2")
+tpe = _strategy(_tpe, "tpe")
+gp = _strategy(_gp, "gp")

@@ -1,0 +1,83 @@
+"""Search space, exact cost model and latency table on tiny models."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from _models import DepthwiseSE, Residual
+
+from prunekit.graph import DependencyGraph
+from prunekit.importance import score
+from prunekit.measure import count_macs, count_params
+from prunekit.search.cost import Cost
+from prunekit.search.latency_table import LatencyTable
+from prunekit.search.space import SearchSpace, build, widths
+from prunekit.structured import residual_blocks
+
+
+def test_widths_fall_in_round_to_steps_and_keep_the_dense_width() -> None:
+    assert widths(16, (1.0, 0.5, 0.1)) == (16, 8, 2)
+    assert widths(20, (1.0, 0.5, 0.1), round_to=8) == (20, 16, 8)
+    assert widths(3, (0.1,), min_keep=2) == (3, 2)
+
+
+def test_a_space_from_the_graph_has_one_width_dimension_per_prunable_group() -> None:
+    model, x = Residual(), torch.randn(1, 3, 8, 8)
+    graph = DependencyGraph.trace(model, x)
+    space = SearchSpace.from_graph(graph, levels=(1.0, 0.5), ranks={"a": ["svd:0.5"]}, cuts=(2, 4))
+    assert [d.name for d in space.dimensions if d.kind == "width"] == [g.id for g in graph.prunable]
+    assert space.dimension("rank:a").choices == ("none", "svd:0.5")
+    assert space.valid(space.dense()) and space.dense()["cut:0"] == 1
+    assert not space.valid({**space.dense(), "cut:0": 7})
+    with pytest.raises(ValueError, match="does not fit the search space"):
+        space.check({**space.dense(), graph.prunable[0].id: 5})
+
+
+@pytest.mark.parametrize("factory", [Residual, DepthwiseSE])
+def test_cost_is_exact_against_the_really_pruned_model(factory: type) -> None:
+    torch.manual_seed(0)
+    model = factory().eval()
+    x = torch.randn(1, 3, 8, 8)
+    graph = DependencyGraph.trace(model, x)
+    space = SearchSpace.from_graph(graph, levels=(1.0, 0.7, 0.4, 0.1), blocks=residual_blocks(model, x))
+    cost, scores = Cost(model, graph, space, x), score(graph, model, "l2")
+    assert cost.analytic
+    rng = random.Random(0)
+    for _ in range(6):
+        config = space.sample(rng)
+        pruned = build(model, graph, space, config, scores, example_inputs=x)
+        got = cost(config)
+        assert (got["macs"], got["params"]) == (count_macs(pruned, x), count_params(pruned))
+        for name, param in pruned.named_parameters():
+            assert cost.shape(config, name) == tuple(param.shape)
+
+
+def test_the_latency_table_fills_once_and_is_reused_from_disk(tmp_path: Path) -> None:
+    model, x = Residual().eval(), torch.randn(1, 3, 8, 8)
+    graph = DependencyGraph.trace(model, x)
+    space = SearchSpace.from_graph(graph, levels=(1.0, 0.5))
+    table = LatencyTable(model, graph, space, x, cache_dir=tmp_path, min_time_s=0.0)
+    small = {**space.dense(), **{d.name: d.choices[-1] for d in space.dimensions}}
+    assert table.predict(small) > 0 and table.predict(space.dense()) > 0
+    entries = dict(table.entries)
+    assert len(entries) == 2 * len(table.layers) - 1  # NOTE: the head's input is cut, its output is not
+    again = LatencyTable(model, graph, space, x, cache_dir=tmp_path, min_time_s=0.0)
+    assert again.entries == entries
+    report = table.error([small])
+    assert report["rows"][0]["measured_ms"] > 0 and report["mean_relative_error"] >= 0
+
+
+def test_a_factorised_layer_is_built_and_counted_exactly() -> None:
+    torch.manual_seed(0)
+    model, x = Residual().eval(), torch.randn(1, 3, 8, 8)
+    graph = DependencyGraph.trace(model, x)
+    space = SearchSpace.from_graph(graph, levels=(1.0, 0.5), ranks={"head": ["svd:0.25"]})
+    config = {**space.dense(), "rank:head": "svd:0.25"}
+    built = build(model, graph, space, config, score(graph, model, "l2"), example_inputs=x)
+    assert isinstance(built.head, torch.nn.Sequential)
+    got = Cost(model, graph, space, x)(config)
+    assert (got["macs"], got["params"]) == (count_macs(built, x), count_params(built))
+    assert got["params"] < count_params(model)
