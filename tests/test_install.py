@@ -39,6 +39,7 @@ EXTRA_ONLY = {
     "prunekit.report.plots": "report",
     "prunekit.report.markdown": "report",
     "prunekit.report.write": "report",
+    "prunekit.search.study": "search (an Optuna study in SQLite or PostgreSQL)",
 }
 
 _WITHOUT_EXTRAS = textwrap.dedent("""

@@ -16,6 +16,11 @@ analysis or a search wrote them, ``sensitivity.json`` and ``pareto.json``. Their
      "points": [{"x": 0.42, "y": 0.90, "label": "trial 3"}, ...], "chosen": 0}
 
 ``baseline``, ``x_better``, ``y_better`` and ``label`` may be left out.
+
+The files ``prunekit sensitivity`` and ``prunekit search`` write (:mod:`prunekit.search.sensitivity`:
+``{"metric_name", "baseline", "groups": [{"name", "ratios", "metric"}, ...]}``; :mod:`prunekit.search`:
+``{"objectives": ["metric", "macs", ...], "points": [{"values": {...}, "chosen": bool}, ...]}``) are
+read too, as these shapes: the first non-metric objective is x (lower is better), the metric y.
 """
 
 from __future__ import annotations
@@ -149,7 +154,34 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _from_search_sensitivity(data: Any) -> Any:
+    """``prunekit sensitivity``'s groups list as the ``layers`` mapping (other data unchanged)."""
+    if not (isinstance(data, Mapping) and "layers" not in data and isinstance(data.get("groups"), list)):
+        return data
+    layers = {g.get("name"): {"ratios": g.get("ratios"), "metric": g.get("metric")}
+              for g in data["groups"] if isinstance(g, Mapping)}
+    return {"version": 1, "metric": data.get("metric_name", "metric"), "baseline": data.get("baseline"),
+            "layers": layers}
+
+
+def _from_search_pareto(data: Any) -> Any:
+    """``prunekit search``'s front (``objectives`` + ``values`` per point) as x/y points."""
+    if not (isinstance(data, Mapping) and isinstance(data.get("objectives"), list)
+            and isinstance(data.get("points"), list)):
+        return data
+    others = [o for o in data["objectives"] if o != "metric"]
+    if "metric" not in data["objectives"] or not others:
+        return data
+    x = others[0]
+    points = [{"x": p["values"].get(x), "y": p["values"].get("metric"), "label": f"point {i}"}
+              for i, p in enumerate(data["points"]) if isinstance(p, Mapping) and isinstance(p.get("values"), Mapping)]
+    chosen = next((i for i, p in enumerate(data["points"]) if isinstance(p, Mapping) and p.get("chosen")), None)
+    return {"version": 1, "x": x, "y": "metric", "x_better": "lower", "y_better": "higher", "points": points,
+            "chosen": chosen}
+
+
 def _check_sensitivity(data: Any, file: Path) -> dict[str, Any]:
+    data = _from_search_sensitivity(data)
     fix = f"Write it as the shape in prunekit/report/results.py documents, or remove '{file}'."
     layers = data.get("layers") if isinstance(data, Mapping) else None
     if not isinstance(layers, Mapping) or not layers:
@@ -164,6 +196,7 @@ def _check_sensitivity(data: Any, file: Path) -> dict[str, Any]:
 
 
 def _check_pareto(data: Any, file: Path) -> dict[str, Any]:
+    data = _from_search_pareto(data)
     fix = f"Write it as the shape in prunekit/report/results.py documents, or remove '{file}'."
     points = data.get("points") if isinstance(data, Mapping) else None
     if not isinstance(points, list) or not points:

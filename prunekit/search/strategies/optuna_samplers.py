@@ -22,18 +22,20 @@ __all__ = ["nsga2", "tpe", "gp"]
 
 
 def _open_study(name: str, storage: str | None, directions: list[str], sampler: Any, *, root: Path | None) -> Any:
-    """The study called ``name`` in ``storage`` (None: ``root/<name>.db``, SQLite; in memory without
-    ``root``), created or resumed.
-
-    NOTE: kept to this signature so prunekit.search.study.open_study (workers, heartbeats) can replace it.
-    """
+    """The study called ``name``: in memory without ``storage`` or ``root``; else created or resumed by
+    :func:`prunekit.search.study.open_study` (SQLite ``root/study.db`` or a PostgreSQL URL, with
+    heartbeats, so a killed worker's trial is retried)."""
     import optuna
 
-    if storage is None and root is not None:
+    if storage is None and root is None:
+        return optuna.create_study(study_name=name, directions=directions, sampler=sampler)
+    from prunekit.search.study import open_study
+
+    if root is None:
+        root = Path.cwd()  # NOTE: unused with a storage URL; open_study only puts SQLite files there
+    else:
         root.mkdir(parents=True, exist_ok=True)
-        storage = f"sqlite:///{(root / f'{name}.db').resolve()}"
-    return optuna.create_study(study_name=name, storage=storage, directions=directions,  # type: ignore[arg-type]
-                               sampler=sampler, load_if_exists=True)
+    return open_study(name, storage, directions, sampler, root=root)
 
 
 def _run(evaluator: Evaluator, sampler: Any, *, objectives: Sequence[str], state: dict[str, Any], save: Any,
