@@ -20,7 +20,6 @@ from torch import nn
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import score
-from prunekit.measure import compare
 from prunekit.recover import TrainConfig
 from prunekit.search.cost import Cost
 from prunekit.search.evaluator import Evaluator, successive_halving
@@ -31,9 +30,11 @@ from prunekit.workflows.common import (
     Measure,
     build as build_run,
     capped_splits,
+    compare_models,
     eval_data,
     example_of,
-    finish,
+    evidence_of,
+    finish_with_report,
     has_weights,
     is_rank_zero,
     measure_profile,
@@ -163,13 +164,14 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
     after = measure_profile(best_model, example, f"{model} searched", measure, eval_data(splits), task_obj)
     results.update({"search": {k: v for k, v in result.to_dict().items() if k != "records"},
                     "evaluated": len(result.records), "chosen": reports, "plan": found["plan"].to_dict(),
-                    "removed_blocks": found["blocks"], "before": before.to_dict(), "after": after.to_dict(),
-                    "table": compare(before, after)})
+                    "removed_blocks": found["blocks"], "before": before.to_dict(), "after": after.to_dict()})
+    results["table"], results["latency_control"] = compare_models(net, best_model, before, after, example, measure)
     if out_dir is not None and is_rank_zero():
         results["pareto_file"] = str(write_pareto(result, out_dir, found["chosen"]))
         results["files"] = save_result(best_model, out_dir, model, splits=splits, task=task_obj.name,
                                        transforms=[found["plan"]])
-    return finish(results, out_dir)
+    evidence = evidence_of(net, best_model, splits, task_obj, out_dir, plan=found["plan"], example_inputs=example)
+    return finish_with_report(results, out_dir, evidence)
 
 
 __all__ += ["PARETO_FILE"]

@@ -24,7 +24,8 @@ from prunekit.recover import TrainConfig
 from prunekit.search import SENSITIVITY_FILE, Proxy
 from prunekit.search import sensitivity as run_sensitivity
 from prunekit.search.sensitivity import DEFAULT_RATIOS
-from prunekit.workflows.common import build, example_of, finish, has_weights, is_rank_zero, task_of, with_teacher
+from prunekit.workflows.common import (build, example_of, finish_with_report, has_weights, is_rank_zero, task_of,
+                                       with_teacher)
 from prunekit.workflows.train import train_baseline
 
 __all__ = ["sensitivity", "sensitivity_of", "proxy_for", "default_cache_dir"]
@@ -99,4 +100,4 @@ def sensitivity(model: str, data: str = "fashion_mnist", *, weights: str | None 
     results["sensitivity"] = found
     if out_dir is not None and is_rank_zero():
         results["sensitivity_file"] = str(save_json(found, Path(out_dir) / SENSITIVITY_FILE))
-    return finish(results, out_dir)
+    return finish_with_report(results, out_dir)

@@ -103,6 +103,7 @@ def test_the_command_writes_sensitivity_json(tiny_npz: Path, tmp_path: Path) -> 
     found = json.loads((out / "sensitivity.json").read_text())
     assert found["groups"] and all(g["ratios"] == [0.5] for g in found["groups"])
     assert "accuracy baseline" in done.stdout
+    assert "Sensitivity" in (out / "report.md").read_text()  # NOTE: the run's report draws the curves
 
 
 def test_the_recipe_stage_writes_sensitivity_json(tiny_npz: Path, tmp_path: Path) -> None:

@@ -161,6 +161,9 @@ def test_the_search_command_writes_the_front_and_a_loadable_model(tiny_npz: Path
     assert "best: MACs kept" in done.stdout and "-> fine-tuned accuracy" in done.stdout
     loaded = prunekit.load(out / "model")
     assert sum(p.numel() for p in loaded.parameters()) > 0
+    page = (out / "report.html").read_text()  # NOTE: the run's report draws the front it searched
+    assert 'alt="Scatter' in page or "Pareto" in page, "the search report has no Pareto figure"
+    assert "Pareto" in (out / "report.md").read_text()
     bad = subprocess.run(args[:8] + ["--target-macs", "1.5"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--target-macs: the fraction of the dense macs to keep must be in (0, 1]" in bad.stderr
 
