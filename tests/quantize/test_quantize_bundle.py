@@ -126,9 +126,9 @@ def test_bundle_errors(trained, tmp_path: Path) -> None:
                  "--int8"]) == 2
 
 
-@pytest.mark.slow
 def test_bundle_in_a_fresh_virtual_environment(trained, tmp_path: Path) -> None:
-    """A new venv with only onnxruntime, numpy and Pillow (pip, ~20 s from a local mirror) runs it."""
+    """A new venv with only onnxruntime, numpy and Pillow (pip, ~20 s from this machine's package
+    mirror) runs it; skipped, saying why, where pip cannot install them."""
     images, model, photos = trained
     bundle = tmp_path / "edge"
     assert main(["export", "--model", str(model), "--data", str(images), "--out", str(tmp_path / "o"),
@@ -136,8 +136,10 @@ def test_bundle_in_a_fresh_virtual_environment(trained, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "onnxruntime", "numpy", "Pillow"], check=True,
-                   timeout=600, capture_output=True)
+    installed = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "onnxruntime", "numpy", "Pillow"],
+                               timeout=600, capture_output=True, text=True)
+    if installed.returncode != 0:
+        pytest.skip(f"pip could not install onnxruntime, numpy and Pillow here: {installed.stderr.strip()[-300:]}")
     print(f"fresh venv with onnxruntime, numpy, Pillow: {time.perf_counter() - start:.1f} s")
     frozen = subprocess.run([str(venv / "bin" / "pip"), "freeze"], capture_output=True, text=True, check=True).stdout
     assert "torch" not in frozen and "prunekit" not in frozen
