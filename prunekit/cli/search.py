@@ -65,9 +65,9 @@ def constraints(args: argparse.Namespace) -> dict[str, float]:
 
     found = {k: v for k, v in (("macs", args.target_macs), ("params", args.target_params),
                                ("latency", args.target_latency_ms)) if v is not None}
-    for key in ("macs", "params"):
+    for key, flag in (("macs", "--target-macs"), ("params", "--target-params")):
         if key in found and not 0 < found[key] <= 1:
-            raise ConfigError(f"--target-{key}: the fraction of the dense {key} to keep must be in (0, 1]; got "
+            raise ConfigError(f"{flag}: the fraction of the dense {key} to keep must be in (0, 1]; got "
                               f"{found[key]}. Pass e.g. 0.25 for 4x fewer.")
     return found
 
