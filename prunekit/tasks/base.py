@@ -103,6 +103,12 @@ class BaseTask:
             return tuple(args)
         return tuple(kwargs.values())[:1]
 
+    def keyword_inputs(self, batch: Any) -> dict[str, Any]:
+        """The keyword model inputs of ``batch`` that :meth:`inputs` leaves out (e.g. an attention
+        mask): what an export must also take for the file to compute what the model does."""
+        args, kwargs, _ = self._split(batch)
+        return dict(kwargs) if args else dict(list(kwargs.items())[1:])
+
     def _split(self, batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
         """``(positional inputs, keyword inputs, target)`` of a batch."""
         raise NotImplementedError
