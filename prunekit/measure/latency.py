@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -25,8 +26,8 @@ from prunekit.errors import ConfigError, require
 from prunekit.measure.fuse import fold_batchnorm
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
-__all__ = ["LatencyStats", "measure_latency", "measure_latencies", "measure_onnx_latencies", "PairedLatency",
-           "paired_latency", "interleaved", "LatencyControl", "aa_control", "aa_controls", "BACKENDS",
+__all__ = ["LatencyStats", "measure_latency", "measure_latencies", "measure_onnx_latencies", "ort_session",
+           "PairedLatency", "paired_latency", "interleaved", "LatencyControl", "aa_control", "aa_controls", "BACKENDS",
            "DEFAULT_BACKENDS", "MIN_REPEATS", "MAX_REPEATS", "NOISY"]
 
 BACKENDS = ("torch", "torch-fused", "onnxruntime")
@@ -146,8 +147,9 @@ def _torch_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
     return tuple(results)
 
 
-def _ort_file_session(file: Path, threads: int) -> Any:
-    """An ONNX Runtime session of an ONNX file (CPU, sequential, all graph optimisations)."""
+def ort_session(file: str | os.PathLike[str], threads: int) -> Any:
+    """An ONNX Runtime session of an ONNX file (CPU, sequential, all graph optimisations): the one set of
+    session options every timing and every int8 evaluation runs with."""
     ort = require("onnxruntime", extra="onnx", feature="ONNX Runtime latency")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -165,7 +167,7 @@ def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], threads: in
 
     with tempfile.TemporaryDirectory(prefix="prunekit-latency-") as tmp:
         file = export_onnx(model, inputs, Path(tmp) / "model.onnx", dynamic_batch=True)
-        return _ort_file_session(file, threads)
+        return ort_session(file, threads)
 
 
 def _ort_feed(session: Any, inputs: tuple[torch.Tensor, ...], size: int) -> dict[str, Any]:
@@ -191,7 +193,7 @@ def _onnxruntime_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
 
 def _onnx_file_latencies(file: Path, inputs: tuple[torch.Tensor, ...], batch_sizes: Sequence[int],
                          threads: int, timing: _Timing) -> tuple[LatencyStats, ...]:
-    return _session_latencies(_ort_file_session(file, threads), inputs, batch_sizes, threads, timing)
+    return _session_latencies(ort_session(file, threads), inputs, batch_sizes, threads, timing)
 
 
 def measure_onnx_latencies(path: str | Path, example_inputs: ExampleInput, *, batch_sizes: Sequence[int] = (1,),

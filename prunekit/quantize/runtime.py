@@ -19,22 +19,17 @@ from torch.utils.data import TensorDataset
 
 from prunekit.errors import DataNotFoundError, require
 from prunekit.measure import Metrics, evaluate
+from prunekit.measure.latency import ort_session
 
 __all__ = ["OnnxModel", "evaluate_onnx", "session"]
 
 
 def session(path: str | os.PathLike[str], *, threads: int = 2) -> Any:
     """A CPU ``onnxruntime.InferenceSession`` of ``path`` (sequential, all graph optimisations)."""
-    ort = require("onnxruntime", extra="onnx", feature="ONNX Runtime inference")
+    require("onnxruntime", extra="onnx", feature="ONNX Runtime inference")
     if not Path(path).is_file():
         raise DataNotFoundError(f"ONNX model '{path}' does not exist. Export it first (prunekit export).")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # NOTE: errors only; ORT warns about unused initialisers.
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort_session(path, threads)
 
 
 class OnnxModel(nn.Module):
