@@ -10,9 +10,9 @@ PYTEST_ARGS ?=
 .PHONY: demo test test-slow lint docs data venv size clean bench-deps
 
 demo: $(STAMP) data
-	$(VENV)/bin/prunekit train --model simple_cnn --data fashion-mnist --epochs 2 --out runs/demo
-	$(VENV)/bin/prunekit prune --model simple_cnn --data fashion-mnist --weights runs/demo/model.safetensors --layer-channels conv1=2 --importance l1 --finetune-epochs 1 --out runs/demo/prune-conv1
-	$(VENV)/bin/prunekit prune --model resnet20 --data fashion-mnist --target-macs 0.5 --importance l2 --baseline-epochs 1 --finetune-epochs 1 --out runs/demo/resnet20-half-macs
+	$(VENV)/bin/prunekit train --model simple_cnn --data fashion-mnist --epochs 2 --overwrite --out runs/demo
+	$(VENV)/bin/prunekit prune --model simple_cnn --data fashion-mnist --weights runs/demo/model.safetensors --layer-channels conv1=2 --importance l1 --finetune-epochs 1 --overwrite --out runs/demo/prune-conv1
+	$(VENV)/bin/prunekit prune --model resnet20 --data fashion-mnist --target-macs 0.5 --importance l2 --baseline-epochs 1 --finetune-epochs 1 --overwrite --out runs/demo/resnet20-half-macs
 
 # Lint and types first (seconds), then the documentation site, then the tests.
 test: $(STAMP) lint docs data
