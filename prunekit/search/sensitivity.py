@@ -32,7 +32,7 @@ import json
 import os
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,11 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
-from prunekit.graph.groups import ChannelGroup, tensor_of
+from prunekit.graph.groups import ChannelGroup
 from prunekit.importance import score
 from prunekit.io import save_json
 from prunekit.search.proxy import Proxy
+from prunekit.structured.verify import zeroed
 
 __all__ = ["sensitivity", "masked", "bypassed", "state_hash", "SENSITIVITY_FILE", "DEFAULT_RATIOS"]
 
@@ -81,23 +82,10 @@ def state_hash(*items: Any) -> str:
     return digest.hexdigest()
 
 
-@contextmanager
-def masked(model: nn.Module, group: ChannelGroup, channels: Sequence[int]) -> Iterator[nn.Module]:
+def masked(model: nn.Module, group: ChannelGroup, channels: Sequence[int]) -> AbstractContextManager[nn.Module]:
     """``model`` computing as if ``channels`` of ``group`` were removed: every consumer weight
     reading them is zero inside the block, and exactly restored on exit."""
-    index = torch.tensor(sorted(channels), dtype=torch.long)
-    saved = []
-    with torch.no_grad():
-        try:
-            for member in group.by_role("consumer"):
-                tensor = tensor_of(model, member.tensor)
-                rows = member.indices(index).to(tensor.device)
-                saved.append((tensor, member.axis, rows, tensor.index_select(member.axis, rows)))
-                tensor.index_fill_(member.axis, rows, 0.0)
-            yield model
-        finally:
-            for tensor, axis, rows, values in reversed(saved):
-                tensor.index_copy_(axis, rows, values)
+    return zeroed(model, [(group, channels)])
 
 
 @contextmanager

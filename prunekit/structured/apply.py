@@ -21,7 +21,7 @@ from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import submodule, tensor_of
 from prunekit.graph.registry import refresh_for
 from prunekit.structured.plan import Plan
-from prunekit.structured.verify import VerificationError, verify
+from prunekit.structured.verify import VerificationError, cuts_of, verify, zero_consumers
 
 __all__ = ["apply", "mask", "verify", "VerificationError"]
 
@@ -134,12 +134,5 @@ def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> nn.Module:
 def mask(model: nn.Module, graph: DependencyGraph, plan: Plan) -> nn.Module:
     """A dense copy of ``model`` where every consumer weight reading a removed channel is zero."""
     masked = copy.deepcopy(model)
-    with torch.no_grad():
-        for group_id in plan.sizes:
-            removed = plan.removed(group_id)
-            if not removed:
-                continue
-            channels = torch.tensor(removed, dtype=torch.long)
-            for member in graph.group(group_id).by_role("consumer"):
-                tensor_of(masked, member.tensor).index_fill_(member.axis, member.indices(channels), 0.0)
+    zero_consumers(masked, cuts_of(graph, plan))
     return masked

@@ -13,7 +13,7 @@ layer holding a cut tensor is checked on its own: whenever its input agrees with
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +24,10 @@ from torch.utils._pytree import tree_flatten
 
 from prunekit.errors import PrunekitError
 from prunekit.graph.dependency import DependencyGraph
-from prunekit.graph.groups import submodule, tensor_of
+from prunekit.graph.groups import ChannelGroup, submodule, tensor_of
 from prunekit.structured.plan import Plan
 
-__all__ = ["verify", "VerificationError", "masked_in_place"]
+__all__ = ["verify", "VerificationError", "masked_in_place", "zeroed", "zero_consumers", "restore", "cuts_of"]
 
 
 class VerificationError(PrunekitError, RuntimeError):
@@ -94,32 +94,60 @@ def _cuts(model: nn.Module, graph: DependencyGraph, plan: Plan) -> _Cuts:
     return cuts
 
 
+Saved = list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]]
+
+
+def cuts_of(graph: DependencyGraph, plan: Plan) -> list[tuple[ChannelGroup, Sequence[int]]]:
+    """``(group, removed channels)`` for every group ``plan`` cuts."""
+    return [(graph.group(g), removed) for g in plan.sizes if (removed := plan.removed(g))]
+
+
+def zero_consumers(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Sequence[int]]],
+                   skip: Collection[tuple[str, int]] = frozenset()) -> Saved:
+    """Zero in ``model`` every consumer weight slice reading a cut channel (but the (tensor, axis)
+    pairs in ``skip``): the masked dense model of DESIGN.md's equivalence. Returns what was there,
+    as ``(tensor, axis, index, old values)`` in the order written, for :func:`restore`."""
+    saved: Saved = []
+    with torch.no_grad():
+        for group, channels in cuts:
+            index = torch.tensor(sorted(channels), dtype=torch.long)
+            for member in group.by_role("consumer"):
+                if (member.tensor, member.axis) in skip:
+                    continue
+                t = tensor_of(model, member.tensor)
+                rows = member.indices(index).to(t.device)
+                saved.append((t, member.axis, rows, t.index_select(member.axis, rows)))
+                t.index_fill_(member.axis, rows, 0.0)
+    return saved
+
+
+def restore(saved: Saved) -> None:
+    """Put back what :func:`zero_consumers` overwrote, in reverse order (tied tensors)."""
+    with torch.no_grad():
+        for t, axis, index, old in reversed(saved):
+            t.index_copy_(axis, index, old)
+
+
+@contextmanager
+def zeroed(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Sequence[int]]],
+           skip: Collection[tuple[str, int]] = frozenset()) -> Iterator[nn.Module]:
+    """``model`` computing as if the cut channels were removed, for the duration of the block; the
+    exact old values are put back afterwards (also on error)."""
+    saved: Saved = []
+    try:
+        saved = zero_consumers(model, cuts, skip)
+        yield model
+    finally:
+        restore(saved)
+
+
 @contextmanager
 def masked_in_place(model: nn.Module, graph: DependencyGraph, plan: Plan,
-                    skip: frozenset[tuple[str, int]] | set[tuple[str, int]] = frozenset()) -> Iterator[None]:
-    """Zero, for the duration of the block, every consumer weight slice reading a removed channel
-    (but those in ``skip``: (tensor, axis) masked by zeroing the layer's input instead); the exact
-    old values are put back afterwards (also on error), in reverse order for tied tensors."""
-    saved: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
-    try:
-        with torch.no_grad():
-            for group_id in plan.sizes:
-                removed = plan.removed(group_id)
-                if not removed:
-                    continue
-                channels = torch.tensor(removed, dtype=torch.long)
-                for member in graph.group(group_id).by_role("consumer"):
-                    if (member.tensor, member.axis) in skip:
-                        continue
-                    t = tensor_of(model, member.tensor)
-                    index = member.indices(channels).to(t.device)
-                    saved.append((t, member.axis, index, t.index_select(member.axis, index)))
-                    t.index_fill_(member.axis, index, 0.0)
+                    skip: Collection[tuple[str, int]] = frozenset()) -> Iterator[None]:
+    """:func:`zeroed` for every group ``plan`` cuts (but ``skip``: (tensor, axis) masked by zeroing
+    the layer's input instead)."""
+    with zeroed(model, cuts_of(graph, plan), skip):
         yield
-    finally:
-        with torch.no_grad():
-            for t, axis, index, old in reversed(saved):
-                t.index_copy_(axis, index, old)
 
 
 def _first_tensor(obj: Any) -> torch.Tensor | None:
