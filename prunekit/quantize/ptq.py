@@ -62,9 +62,11 @@ def _quiet() -> Iterator[None]:
 
 
 def strip_metadata(path: str | os.PathLike[str]) -> Path:
-    """Drop the per-node debugging records (the exporter's stack traces and doc strings; about 50 kB on
-    a ResNet-20) from the ONNX file at ``path``, in place: they are not needed to run it. Models with
-    external data files are left alone."""
+    """Drop what the ONNX file at ``path`` carries only for debugging, in place: the exporter's
+    per-node and per-graph records (stack traces, doc strings; about 60 kB on a ResNet-20), the
+    inferred shapes of intermediate tensors (ONNX Runtime infers them again) and opset domains no
+    node uses. Tensor and node names stay, so the file still reads in a viewer. Models with external
+    data files are left alone."""
     onnx = require("onnx", extra="onnx", feature="int8 quantisation")
     path = Path(path)
     model = onnx.load(str(path), load_external_data=False)
@@ -73,6 +75,12 @@ def strip_metadata(path: str | os.PathLike[str]) -> Path:
     for node in model.graph.node:
         del node.metadata_props[:]
         node.doc_string = ""
+    del model.graph.metadata_props[:]
+    del model.graph.value_info[:]
+    used = {node.domain for node in model.graph.node} | {"", "ai.onnx"}
+    kept = [opset for opset in model.opset_import if opset.domain in used or model.functions]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
         handle.write(model.SerializeToString())
     os.replace(handle.name, path)
@@ -147,6 +155,7 @@ def quantize_onnx(source: str | os.PathLike[str], target: str | os.PathLike[str]
             raise PrunekitError(f"quantize: ONNX Runtime could not quantise '{source.name}' "
                                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}). "
                                 f"Try --dynamic, or check that the fp32 file runs in ONNX Runtime.") from exc
+        strip_metadata(file)
         os.replace(file, target)
     return target
 

@@ -107,3 +107,30 @@ def test_fallback_keeps_the_damaging_layer_fp32(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="max_metric_drop must be >= 0"):
         quantize_within(fp32, tmp_path / "bad.onnx", score=score, fp32_metric=1.0, max_metric_drop=-1,
                         calibration=calibration)
+
+
+def test_strip_metadata_drops_debugging_records_and_keeps_outputs(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from prunekit.quantize.ptq import strip_metadata
+
+    model = tiny_cnn()
+    x = torch.randn(3, 1, 8, 8)
+    path = export_onnx(model, x[:1], tmp_path / "fp32.onnx")
+    raw = onnx.load(str(path))
+    onnx.helper.set_model_props(raw, {"labels": "a,b"})
+    raw.graph.metadata_props.add(key="trace", value="x" * 1000)
+    raw.graph.value_info.extend(onnx.shape_inference.infer_shapes(raw).graph.value_info)
+    raw.opset_import.add(domain="com.example.unused", version=1)
+    onnx.save(raw, str(path))
+    before = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
+    size = path.stat().st_size
+    strip_metadata(path)
+    stripped = onnx.load(str(path))
+    assert path.stat().st_size < size - 1000
+    assert not stripped.graph.metadata_props and not stripped.graph.value_info
+    assert "com.example.unused" not in {o.domain for o in stripped.opset_import}
+    assert {p.key: p.value for p in stripped.metadata_props}["labels"] == "a,b"  # the model's own record stays
+    assert [n.name for n in stripped.graph.node] == [n.name for n in raw.graph.node]
+    after = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
+    assert (before == after).all()
