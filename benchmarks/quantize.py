@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import hashlib
 import os
 import platform
 import statistics
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -48,6 +50,7 @@ sys.path.insert(0, str(HERE))
 from _results import write_section  # noqa: E402
 
 from prunekit import data, models  # noqa: E402
+from prunekit.io.files import load_weights, save_weights  # noqa: E402
 from prunekit.measure import count_macs, export_onnx  # noqa: E402
 from prunekit.measure.latency import measure_onnx_latencies  # noqa: E402
 from prunekit.quantize import evaluate_onnx, qat  # noqa: E402
@@ -58,6 +61,8 @@ from prunekit.workflows.quantize import FP32_FILE, INT8_FILE, int8_profiles, qua
 
 THREADS = 2
 SCRIPT = "benchmarks/quantize.py"
+CACHE = Path("runs/bench-cache/quantize")
+QUICK_RUN = False  # NOTE: set by main(); a smoke run caches nothing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,19 +116,41 @@ def _measure(settings: Settings) -> Measure:
     return Measure(batch_sizes=settings.batch_sizes, threads=THREADS, min_time_s=settings.min_time_s)
 
 
+def _cache_file(*key: object) -> Path:
+    """Where a trained model's weights are kept between parts and runs (the parts share baselines;
+    a 10-epoch ResNet-20 takes about 14 minutes here). Keyed by what decides the weights."""
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+    return CACHE / f"{key[0]}-{digest}.safetensors"
+
+
+def _trained(net: nn.Module, file: Path, run: Callable[[nn.Module], object]) -> nn.Module:
+    """``net`` with the weights cached in ``file``, else trained by ``run`` and cached."""
+    if file.is_file():
+        load_weights(net, file)
+        print(f"[cache] {file}", flush=True)
+    else:
+        run(net)
+        if not QUICK_RUN:
+            save_weights(net, file)
+    return net.eval()
+
+
 def _baseline(name: str, splits: data.DataSplits, settings: Settings) -> nn.Module:
     torch.manual_seed(0)
     net = models.create(name, num_classes=splits.num_classes, in_channels=1)
-    train(net, splits, settings.baseline, progress=False)
-    return net.eval()
+    file = _cache_file(name, settings.baseline.model_dump(), "fashion_mnist")
+    return _trained(net, file, lambda m: train(m, splits, settings.baseline, progress=False))
 
 
 def _pruned(net: nn.Module, splits: data.DataSplits, macs: float, tune: TrainConfig | None) -> nn.Module:
     batches = [splits.train.tensors[0][i:i + 64] for i in range(0, 256, 64)]
     small = StructuredPruner({"macs": macs}, importance="l2").fit_transform(net, splits.example_input(1), batches)
-    if tune is not None:
-        train(small, splits, tune, progress=False)
-    return small.eval()
+    if tune is None:
+        return small.eval()
+    widths = [tuple(p.shape) for p in small.parameters()]
+    weights = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in net.parameters())).hexdigest()[:16]
+    file = _cache_file(type(net).__name__.lower() + "-pruned", weights, macs, widths, tune.model_dump())
+    return _trained(small, file, lambda m: train(m, splits, tune, progress=False))
 
 
 # --- (a) Fashion-MNIST CNNs at half the MACs -----------------------------------------------------
@@ -334,6 +361,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny settings, nothing written")
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
+    global QUICK_RUN
+    QUICK_RUN = args.quick
     torch.set_num_threads(THREADS)
     for part in args.only or PARTS:
         print(f"== {part}", flush=True)
