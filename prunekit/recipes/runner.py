@@ -204,6 +204,9 @@ def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *
     for index in range(first):  # NOTE: on resume, prune steps fine-tune as they would have.
         if kinds[index] in TRAINING_KINDS:
             state.train_config = training_config(stage_options(recipe.stages[index]), recipe.seed + index)
+        if kinds[index] == "sparsify":  # NOTE: later training keeps these zeros, resumed or not.
+            layers = results["stages"][index]["summary"].get("layers", [])
+            state.sparse = sorted({*state.sparse, *(layer["name"] for layer in layers)})
     return state, first, results
 
 

@@ -8,7 +8,9 @@ the CLI commands run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ class RunState:
     max_eval_batches: int | None = None  # cap on evaluating data other than image DataSplits
     tokenizer: str | None = None  # the folder of the model's tokenizer, copied beside each saved model
     searched: dict[str, Any] | None = None  # the last search stage's plan and removed blocks, for the next prune
+    sparse: list[str] = field(default_factory=list)  # weights a sparsify stage zeroed: training keeps their zeros
 
     def __post_init__(self) -> None:
         self.task = with_teacher(task_of(self.splits, self.task), self.model)
@@ -96,11 +99,36 @@ def training_config(options: BaseModel, seed: int) -> TrainConfig:
     return TrainConfig(**values)
 
 
+@contextlib.contextmanager
+def holding_zeros(state: RunState) -> Iterator[None]:
+    """While training, keep the zeros of the weights an earlier sparsify stage zeroed (masks on the
+    weights the model still has, taken from their zeros now, so a structured prune in between is
+    fine); the model holds plain zeros again afterwards."""
+    from prunekit.sparsity import masks as masking
+
+    params = dict(state.model.named_parameters())
+    keep = {name: params[name].detach() != 0 for name in state.sparse if name in params}
+    if keep:
+        masking.attach(state.model, keep)
+    try:
+        yield
+    finally:
+        if keep:
+            masking.finalize(state.model)
+
+
+def tune(state: RunState, config: TrainConfig, callbacks: Sequence[Any] = ()) -> Any:
+    """``fine_tune`` of the current model with the run's data, task and device, holding the zeros of
+    an earlier sparsify stage (every training stage and prune step trains through this)."""
+    with holding_zeros(state):
+        return fine_tune(state.model, state.splits, config, progress=state.progress, callbacks=list(callbacks),
+                         device=state.device, task=state.task)
+
+
 def _fit(state: RunState, config: TrainConfig, callbacks: list[Any]) -> dict[str, Any]:
     if config.epochs == 0:
         return {"epochs": 0}
-    result = fine_tune(state.model, state.splits, config, progress=state.progress, callbacks=callbacks,
-                       device=state.device, task=state.task)
+    result = tune(state, config, callbacks)
     return {"epochs": config.epochs, "history": list(result.history), "val": dict(result.val),
             "wall_time_s": result.wall_time_s}
 
@@ -166,6 +194,12 @@ def step_config(state: RunState, options: BaseModel, epochs: int, seed: int) -> 
     return parse_config(TrainConfig, values)
 
 
+def _tune_model(state: RunState, model: nn.Module, config: TrainConfig) -> Any:
+    """:func:`tune` of ``model`` (a prune step's new module) as the run's current model."""
+    state.model = model
+    return tune(state, config)
+
+
 @STAGES.register("prune")
 def prune(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     """``StructuredPruner(...).fit_transform``; a ``schedule`` prunes step by step with fine-tuning."""
@@ -183,8 +217,7 @@ def prune(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
         config = step_config(state, o, o.finetune_epochs, seed)  # type: ignore[attr-defined]
         state.model, plan, achieved, steps = prune_model(
             state.model, state.splits, pruner, finetune_epochs=o.finetune_epochs, task=state.task,  # type: ignore[attr-defined]
-            tune=lambda m: fine_tune(m, state.splits, config, progress=state.progress, device=state.device,
-                                     task=state.task))
+            tune=lambda m: _tune_model(state, m, config))
         state.plans.append(plan.to_dict())
         return {"achieved": achieved, "steps": steps, "finetune_config": config.model_dump()}
     start, records, removed = copy.deepcopy(state.model), [], 0.0
@@ -237,6 +270,7 @@ def sparsify(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
         ignore=tuple(o.ignore), ramp=o.ramp, updates=o.updates,  # type: ignore[attr-defined]
         calibration_batches=o.calibration_batches, finetune=training_config(options, seed),  # type: ignore[attr-defined]
         progress=state.progress, device=state.device, task=state.task)
+    state.sparse = sorted({*state.sparse, *(r.name for r in rows)})
     return {"achieved_sparsity": info["achieved_sparsity"], "target": info["sparsity"],
             "finetune": info["finetune"], "layers": [asdict(r) for r in rows]}
 

@@ -72,3 +72,32 @@ def test_max_eval_batches_caps_every_evaluation_of_a_run(tmp_path: Path, capsys:
     # NOTE: 1 batch of 512 test images: the profiles' accuracies are multiples of 1/512.
     for profile in (results["initial"], results["stages"][0]["profile"]):
         assert profile["accuracy"] * 512 == pytest.approx(round(profile["accuracy"] * 512))
+
+
+@pytest.mark.parametrize("resume", [False, True], ids=["one run", "resumed before the finetune"])
+def test_training_after_sparsify_keeps_the_zeros(tiny_npz: Path, tmp_path: Path, resume: bool) -> None:
+    import torch
+
+    recipe = parse_recipe({"model": "simple_cnn", "data": str(tiny_npz), "stages": [
+        {"train": dict(_TRAIN)},
+        {"sparsify": {"importance": "magnitude", "sparsity": 0.5}},
+        {"prune": {"target": {"ratio": 0.25}}},
+        {"finetune": {**_TRAIN, "lr": 0.5}}]})
+    out = tmp_path / "run"
+    if resume:
+        run_recipe(recipe, out_dir=out, progress=False, stop_after=2)
+    results = run_recipe(recipe, out_dir=out, progress=False, resume=resume)
+    import prunekit
+
+    layers = results["stages"][1]["summary"]["layers"]
+    pruned = dict(prunekit.load(out / "checkpoints" / "stage-03-prune").named_parameters())
+    weights = dict(results["model"].named_parameters())
+    assert layers and all(layer["name"] in weights for layer in layers)
+    for layer in layers:  # the finetune (lr 0.5) moved the weights but kept exactly the zeros it got
+        name = layer["name"]
+        before, after = pruned[name], weights[name]
+        assert (before == 0).float().mean() >= 0.3, name
+        assert torch.equal(before == 0, after == 0), name
+        assert not torch.equal(before, after), name
+    assert not any(isinstance(m, torch.nn.utils.parametrize.ParametrizationList) for m in results["model"].modules())
+    assert results["stages"][3]["summary"]["epochs"] == 1
