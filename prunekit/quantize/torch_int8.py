@@ -1,16 +1,19 @@
 """int8 in PyTorch itself, through torchao: the model stays an ``nn.Module`` that PyTorch runs.
 
-Two schemes, measured on this kind of CPU (x86, AVX-512 VNNI, 1 thread, single niced runs):
+Two schemes, measured on this CPU (x86, AVX-512 VNNI; 1 thread, niced, one run each on a busy
+machine, median ms):
 
 - ``dynamic``: ``quantize_(model, Int8DynamicActivationInt8WeightConfig())``; every ``nn.Linear``
   gets int8 weights (per output channel) and int8 activations quantised per token on each call.
-  Faster than fp32 in eager PyTorch (a 6-block MiniLM-sized FFN stack, 128 tokens: 26 against
-  32 ms) and more so under ``torch.compile`` (7 against 19-21 ms). For transformers.
+  For transformers. A 6-block MiniLM-sized Linear stack (384/1536, 128 tokens): eager 20.6 against
+  28.7 ms fp32 at batch 1 but 289 against 209 at batch 8; under ``torch.compile`` 12.1 against
+  31.6 (batch 1) and 98 against 209 (batch 8). Weights 4x smaller.
 - ``static``: PT2E (``torch.export`` -> ``prepare_pt2e`` with ``X86InductorQuantizer``, min/max
   activation ranges observed on the calibration batches -> ``convert_pt2e``) for conv nets. Eager
-  PyTorch runs its reference quantize/dequantize ops and is slower than fp32 (ResNet-20 at batch 1:
-  4.4 against 2.4 ms), so it is offered only compiled: ``torch.compile`` with inductor's freezing
-  lowers it to oneDNN int8 convolutions (batch 64: 9.5 against 38 ms for compiled fp32).
+  PyTorch runs its reference quantize/dequantize ops, slower than fp32 (ResNet-20 at batch 1: 7.5
+  against 1.8 ms), so it is offered only compiled: ``torch.compile`` with inductor's freezing lowers
+  it to oneDNN int8 convolutions (batch 1: 1.3 against 1.5 ms compiled fp32; batch 64: 13.7
+  against 70 ms compiled and 94 ms eager fp32).
 
 Saving needs no pickle: the fp32 weights are saved as usual and :func:`record` describes the
 quantisation (scheme, and for ``static`` the observed activation ranges, exact in JSON), which
@@ -56,7 +59,7 @@ def check_torch_options(*, dynamic: bool, compile: bool, method: str = "minmax",
                           "ONNX Runtime backend only. Drop it, or pass backend='onnxruntime'.")
     if not dynamic and not compile:
         raise ConfigError("quantize: static int8 in PyTorch eager runs reference quantize/dequantize ops and is "
-                          "slower than fp32 on CPU (ResNet-20: 4.4 against 2.4 ms). Pass compile=True "
+                          "slower than fp32 on CPU (ResNet-20: 7.5 against 1.8 ms). Pass compile=True "
                           "(--compile: torch.compile lowers it to oneDNN int8 kernels), dynamic=True for linear "
                           "layers, or backend='onnxruntime'.")
     if compile and shutil.which("cc") is None and shutil.which("gcc") is None:
@@ -80,10 +83,12 @@ def _dynamic(model: nn.Module) -> nn.Module:
     return model
 
 
-def _observers(prepared: nn.Module) -> dict[str, nn.Module]:
-    """The per-tensor (activation) observers PT2E inserted, by name; weight observers are per channel."""
-    return {name: m for name, m in prepared.named_modules()
-            if isinstance(getattr(m, "min_val", None), torch.Tensor) and m.min_val.dim() == 0}
+def _observers(prepared: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The ``(min_val, max_val)`` buffers of the per-tensor (activation) observers PT2E inserted, by
+    observer name; weight observers are per channel and left out."""
+    found = {name: (getattr(m, "min_val", None), getattr(m, "max_val", None)) for name, m in prepared.named_modules()}
+    return {name: (low, high) for name, (low, high) in found.items()
+            if isinstance(low, torch.Tensor) and isinstance(high, torch.Tensor) and low.dim() == 0}
 
 
 def _prepared(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> nn.Module:
@@ -124,7 +129,7 @@ def _static(model: nn.Module, inputs: tuple[torch.Tensor, ...],
     if not seen:
         raise ConfigError("quantize: the calibration data is empty; static int8 needs batches to observe "
                           "activation ranges. Pass calibration batches, or dynamic=True.")
-    ranges = {name: [float(m.min_val), float(m.max_val)] for name, m in _observers(prepared).items()}
+    ranges = {name: [float(low), float(high)] for name, (low, high) in _observers(prepared).items()}
     return _converted(prepared), ranges
 
 
@@ -184,8 +189,8 @@ def restore(model: nn.Module, record: Mapping[str, Any], where: str = "manifest.
         with torch.no_grad():
             prepared(*example_inputs(record["inputs"]))  # NOTE: the weight observers read the weights.
             for name, (low, high) in ranges.items():
-                observers[name].min_val.fill_(low)
-                observers[name].max_val.fill_(high)
+                observers[name][0].fill_(low)
+                observers[name][1].fill_(high)
         int8 = _converted(prepared)
     else:
         raise PrunekitError(f"{where}: a torch quantize record with scheme {scheme!r}; expected one of "
@@ -195,12 +200,14 @@ def restore(model: nn.Module, record: Mapping[str, Any], where: str = "manifest.
 
 class Compiled(nn.Module):
     """``model`` run by ``torch.compile`` with inductor's freezing (weights folded as constants: the
-    form in which PT2E int8 becomes oneDNN int8 kernels). The setting holds only during the calls."""
+    form in which PT2E int8 becomes oneDNN int8 kernels). The setting holds only during the calls.
+    Shapes are static (one compilation per batch size): with a symbolic batch size inductor's int8
+    convolution fails its own stride check (torch 2.14)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self._compiled = torch.compile(model)
+        self._compiled = torch.compile(model, dynamic=False)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         import torch._inductor.config as inductor
