@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -173,7 +173,8 @@ def quantize_torch(model: nn.Module, example_inputs: torch.Tensor | Sequence[tor
 
 def restore(model: nn.Module, record: Mapping[str, Any], where: str = "manifest.json") -> nn.Module:
     """The int8 module ``record`` (from :func:`quantize_torch`) describes, made from ``model``'s fp32
-    weights: the same module, with the same outputs, as the one that was saved. ``model`` may be reused."""
+    weights: the same module, with the same outputs, as the one that was saved. ``model`` is used up
+    (dynamic converts it in place); pass a fresh one, as ``prunekit.load`` does."""
     scheme = record.get("scheme")
     if scheme == "dynamic":
         int8 = _dynamic(model.eval())
@@ -204,10 +205,13 @@ class Compiled(nn.Module):
     Shapes are static (one compilation per batch size): with a symbolic batch size inductor's int8
     convolution fails its own stride check (torch 2.14)."""
 
+    _compiled: Callable[..., Any]
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self._compiled = torch.compile(model, dynamic=False)
+        # NOTE: kept out of the module tree, so state_dict and parameters list the weights once.
+        self.__dict__["_compiled"] = torch.compile(model, dynamic=False)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         import torch._inductor.config as inductor

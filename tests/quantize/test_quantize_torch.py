@@ -166,3 +166,31 @@ def test_static_compiled_runs_and_matches_eager() -> None:
     with torch.no_grad():
         eager, fast = result.model.model(x), result.model(x)
     assert _relative(fast, eager) < 0.02
+
+
+def test_dynamic_int8_transformer_keeps_its_embeddings() -> None:
+    """A BERT encoder on padded sentences (text data, an embedding task): the workflow's torch int8
+    scores cosine >= 0.98 to fp32 and profiles it in PyTorch."""
+    transformers = pytest.importorskip("transformers")
+    from prunekit import data
+    from prunekit.tasks import Embedding
+    from prunekit.workflows import Measure
+    from prunekit.workflows.quantize import torch_int8, torch_profiles
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=32)
+    model = transformers.BertModel(config).eval()
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randint(0, 128, (4, 12), generator=g), torch.ones(4, 12, dtype=torch.long)) for _ in range(3)]
+    for _, mask in batches:
+        mask[:, 6:] = 0
+    loaders = data.Loaders(name="sentences", train=batches, val=batches, test=batches, task="embedding")
+    task, measure = Embedding(teacher=model), Measure(batch_sizes=(1,), min_time_s=0)
+    int8 = torch_int8(model, loaders, task=task, dynamic=True, measure=measure)
+    assert int8.record["val"]["int8"] >= 0.98 and int8.record["metric"] == "cosine"
+    assert int8.model.encoder.layer[0].intermediate.dense.weight.qdata.dtype == torch.int8
+    profile, = torch_profiles([("model int8", model, int8.model)], loaders, task=task, measure=measure)
+    assert profile.metrics["cosine"] >= 0.98 and profile.latency[0].backend == "torch"
+    with pytest.raises(ConfigError, match="static int8 in PyTorch.*image models.*dynamic=True"):
+        torch_int8(model, loaders, task=task, compile=True)
