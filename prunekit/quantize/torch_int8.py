@@ -33,7 +33,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError, PrunekitError, require
 
-__all__ = ["SCHEMES", "TorchInt8", "quantize_torch", "restore", "compiled", "Compiled", "int8_bytes",
+__all__ = ["SCHEMES", "TorchInt8", "quantize_torch", "restore", "compiled", "Compiled", "eager", "int8_bytes",
            "check_torch_options"]
 
 SCHEMES = ("dynamic", "static")
@@ -225,11 +225,16 @@ def compiled(model: nn.Module) -> Compiled:
     return Compiled(model)
 
 
+def eager(model: nn.Module) -> nn.Module:
+    """The module a :class:`Compiled` runs (``model`` itself otherwise): the same arithmetic, no compiling."""
+    return model.model if isinstance(model, Compiled) else model
+
+
 def int8_bytes(model: nn.Module) -> int:
     """Bytes of the tensors ``model`` computes with, counting a torchao tensor subclass by its inner
     int8 data and scales, and of a PT2E graph only what it reads (its int8 constants, scales and
     biases; ``convert_pt2e`` leaves the unused fp32 weights attached): what an int8 file would take."""
-    inner = model.model if isinstance(model, Compiled) else model
+    inner = eager(model)
     if isinstance(inner, torch.fx.GraphModule):
         attrs = [_attr(inner, str(n.target)) for n in inner.graph.nodes if n.op == "get_attr"]
         found = [t for t in attrs if isinstance(t, torch.Tensor)]

@@ -32,7 +32,7 @@ from prunekit.quantize import evaluate_onnx, quantize_within
 from prunekit.quantize.calibration import feeds
 from prunekit.quantize.ptq import check_method, preprocess, strip_metadata
 from prunekit.quantize.runtime import session
-from prunekit.quantize.torch_int8 import TorchInt8, check_torch_options, compiled, int8_bytes, quantize_torch
+from prunekit.quantize.torch_int8 import TorchInt8, check_torch_options, compiled, eager, int8_bytes, quantize_torch
 from prunekit.workflows.common import (
     Measure,
     build,
@@ -49,8 +49,8 @@ from prunekit.workflows.common import (
 )
 from prunekit.workflows.inputs import without_cache
 
-__all__ = ["quantize", "quantize_model", "torch_int8", "int8_profiles", "torch_profiles", "table", "BACKENDS",
-           "FP32_FILE", "INT8_FILE"]
+__all__ = ["quantize", "quantize_model", "quantize_model_torch", "int8_profiles", "torch_profiles", "table",
+           "BACKENDS", "FP32_FILE", "INT8_FILE"]
 
 FP32_FILE, INT8_FILE = "model.fp32.onnx", "model.onnx"
 BACKENDS = ("onnxruntime", "torch")  # NOTE: who quantises and runs the int8 model
@@ -173,8 +173,9 @@ def calibration_batches_of(splits: Any, count: int, task: Any) -> list[Any]:
     return calibration_batches(splits, count, 64, task=task)
 
 
-def torch_int8(net: nn.Module, splits: Any, *, task: Any, dynamic: bool = False, calibration_batches: int = 8,
-               compile: bool = False, measure: Measure | None = None) -> TorchInt8:
+def quantize_model_torch(net: nn.Module, splits: Any, *, task: Any, dynamic: bool = False,
+                         calibration_batches: int = 8, compile: bool = False,
+                         measure: Measure | None = None) -> TorchInt8:
     """:func:`~prunekit.quantize.torch_int8.quantize_torch` of ``net`` calibrated on the training
     batches; its record carries the fp32 and int8 validation metrics (int8 scored by the eager int8
     module: the compiled one runs the same int8 arithmetic, and compiling every eval shape is slow)."""
@@ -187,9 +188,8 @@ def torch_int8(net: nn.Module, splits: Any, *, task: Any, dynamic: bool = False,
     batches = [] if dynamic else _inputs_only(calibration_batches_of(splits, calibration_batches, task), splits)
     result = quantize_torch(net, example_of(splits, task, 1), dynamic=dynamic, calibration=batches, compile=compile)
     score = _torch_scorer(_selection_data(splits), task, measure)
-    eager = getattr(result.model, "model", result.model)
     record = {**result.record, "calibration_batches": 0 if dynamic else calibration_batches, "metric": task.metric,
-              "val": {"fp32": score(net)[task.metric], "int8": score(eager)[task.metric]}}
+              "val": {"fp32": score(net)[task.metric], "int8": score(eager(result.model))[task.metric]}}
     return TorchInt8(model=result.model, record=record)
 
 
@@ -228,7 +228,7 @@ def torch_profiles(triples: Sequence[tuple[str, nn.Module, nn.Module]], splits: 
     example = example_of(splits, task, 1)
     out = []
     for name, net, runs in triples:
-        metrics = score(getattr(runs, "model", runs))
+        metrics = score(eager(runs))
         timings = measure_latencies(runs, example, backend="torch", batch_sizes=measure.batch_sizes,
                                     threads=measure.threads, min_time_s=measure.min_time_s) if latency else ()
         out.append(Profile(name=name, params=count_params(net), macs=count_macs(net, example),
@@ -261,12 +261,12 @@ def _torch_compared(net: nn.Module, dense: nn.Module | None, splits: Any, *, tas
     model's fp32 and int8 first when ``dense`` is given); fp32 is compiled too when int8 is."""
     options = {"dynamic": dynamic, "calibration_batches": calibration_batches, "compile": compile,
                "measure": measure}
-    int8 = torch_int8(net, splits, task=task, **options)  # type: ignore[arg-type]
+    int8 = quantize_model_torch(net, splits, task=task, **options)  # type: ignore[arg-type]
     run = compiled if compile else (lambda m: m)
     label = "pruned" if dense is not None else "model"
     rows = [(f"{label} fp32", net, run(net)), (f"{label} int8", net, int8.model)]
     if dense is not None:
-        dense_int8 = torch_int8(dense, splits, task=task, **options).model  # type: ignore[arg-type]
+        dense_int8 = quantize_model_torch(dense, splits, task=task, **options).model  # type: ignore[arg-type]
         rows = [("dense fp32", dense, run(dense)), rows[0], ("dense int8", dense, dense_int8), rows[1]]
     return int8.record, torch_profiles(rows, splits, task=task, measure=measure, latency="torch" in measure.backends)
 

@@ -175,7 +175,7 @@ def test_dynamic_int8_transformer_keeps_its_embeddings() -> None:
     from prunekit import data
     from prunekit.tasks import Embedding
     from prunekit.workflows import Measure
-    from prunekit.workflows.quantize import torch_int8, torch_profiles
+    from prunekit.workflows.quantize import quantize_model_torch, torch_profiles
 
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -187,10 +187,10 @@ def test_dynamic_int8_transformer_keeps_its_embeddings() -> None:
         mask[:, 6:] = 0
     loaders = data.Loaders(name="sentences", train=batches, val=batches, test=batches, task="embedding")
     task, measure = Embedding(teacher=model), Measure(batch_sizes=(1,), min_time_s=0)
-    int8 = torch_int8(model, loaders, task=task, dynamic=True, measure=measure)
+    int8 = quantize_model_torch(model, loaders, task=task, dynamic=True, measure=measure)
     assert int8.record["val"]["int8"] >= 0.98 and int8.record["metric"] == "cosine"
     assert int8.model.encoder.layer[0].intermediate.dense.weight.qdata.dtype == torch.int8
     profile, = torch_profiles([("model int8", model, int8.model)], loaders, task=task, measure=measure)
     assert profile.metrics["cosine"] >= 0.98 and profile.latency[0].backend == "torch"
     with pytest.raises(ConfigError, match="static int8 in PyTorch.*image models.*dynamic=True"):
-        torch_int8(model, loaders, task=task, compile=True)
+        quantize_model_torch(model, loaders, task=task, compile=True)
