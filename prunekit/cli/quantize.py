@@ -35,7 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
                        help="one weight scale per output channel (default: on)")
     group.add_argument("--dynamic", action="store_true",
-                       help="dynamic int8 of MatMul/Gemm weights (transformers) instead of static QDQ")
+                       help="dynamic int8 for transformers instead of static: MatMul/Gemm weights (onnxruntime), "
+                            "nn.Linear weights (torch)")
     group.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
                        help="who quantises and runs int8: onnxruntime (an ONNX file) or torch (torchao, a "
                             "PyTorch module; minmax calibration, no --max-metric-drop) (default: onnxruntime)")
