@@ -3,7 +3,9 @@
 The dense source is built from the manifest's spec (or copied from ``model=``; a Hugging Face
 model from the folder's config), reshaped to the recorded layout, its factorised layers replaced
 by their shells, and the weights (dense, or decoded from sparse storage) loaded strictly. A
-partitioned result comes back as :class:`~prunekit.io.stages.Stages`. Every result is in eval mode.
+partitioned result comes back as :class:`~prunekit.io.stages.Stages`; a ``quantize`` record of the
+torch backend is re-applied to the fp32 weights (:func:`prunekit.quantize.torch_int8.restore`), so
+the int8 module comes back. Every result is in eval mode.
 """
 
 from __future__ import annotations
@@ -106,4 +108,11 @@ def load(folder: str | os.PathLike[str], *, model: nn.Module | None = None) -> n
     built = loaded if loaded is not None else built
     built.eval()
     partitions = manifest.of_kind("partition")
-    return cut(built, partitions[-1], where) if partitions else built
+    if partitions:
+        return cut(built, partitions[-1], where)
+    int8 = [t for t in manifest.of_kind("quantize") if t.get("backend") == "torch"]
+    if int8:
+        from prunekit.quantize.torch_int8 import restore
+
+        return restore(built, int8[-1], where)
+    return built

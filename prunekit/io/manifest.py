@@ -5,7 +5,8 @@
 "created": ..., "prunekit": ...}``. Transforms are in the order they were applied; kinds are
 ``prune`` (a Plan), ``depth`` (blocks replaced by nn.Identity), ``factorise`` (layers and ranks),
 ``sparse`` (how the weights are stored), ``partition`` (the cut points of the stages) and
-``quantize`` (an int8 ONNX file made from these weights: method, nodes kept fp32; loading ignores it).
+``quantize`` (backend onnxruntime: an int8 ONNX file made from these weights, method, nodes kept
+fp32, which loading ignores; backend torch: how torchao made the int8 module, which loading re-applies).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """In: a trained (perhaps pruned) model, or its fp32 ONNX file, and calibration batches.
 Out: an int8 ONNX file (ONNX Runtime static QDQ or dynamic quantisation, with the layers that
-lose too much kept in fp32), a quantisation-aware fine-tuned model, and an edge bundle.
+lose too much kept in fp32), an int8 PyTorch module (torchao: dynamic int8 linear layers, or static
+PT2E compiled), a quantisation-aware fine-tuned model, and an edge bundle.
 
 Vocabulary: ``method`` is the calibration algorithm (minmax, entropy, percentile); ``exclude``
 names ONNX nodes kept in fp32; a metric ``drop`` is fp32 metric minus int8 metric for metrics where
@@ -17,10 +18,15 @@ from prunekit.quantize.qat import QATResult as QATResult
 from prunekit.quantize.qat import qat as qat
 from prunekit.quantize.runtime import OnnxModel as OnnxModel
 from prunekit.quantize.runtime import evaluate_onnx as evaluate_onnx
+from prunekit.quantize.torch_int8 import TorchInt8 as TorchInt8
+from prunekit.quantize.torch_int8 import quantize_torch as quantize_torch
+from prunekit.quantize.torch_int8 import restore as restore
 
 __all__ = [
     # post-training int8
     "METHODS", "quantize_onnx", "quantisable_nodes", "Fallback", "quantize_within",
+    # int8 in PyTorch (torchao)
+    "TorchInt8", "quantize_torch", "restore",
     # quantisation-aware fine-tuning
     "QATResult", "qat",
     # running and shipping the ONNX file

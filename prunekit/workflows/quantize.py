@@ -1,10 +1,12 @@
-"""The ``quantize`` workflow: a trained (perhaps pruned) model as an int8 ONNX file, measured.
+"""The ``quantize`` workflow: a trained (perhaps pruned) model as int8, measured against fp32.
 
-The model is exported to fp32 ONNX, quantised by ONNX Runtime (static QDQ calibrated on the
-training batches, or dynamic), with the most damaging layers kept fp32 until the metric is within
-``max_metric_drop`` on the validation split. The profile compares fp32 and int8 (dense fp32, pruned
-fp32, dense int8, pruned int8 when the model is a pruned saved folder), every metric computed by
-running the ONNX files in ONNX Runtime on the task's eval data.
+``backend="onnxruntime"``: the model is exported to fp32 ONNX, quantised by ONNX Runtime (static QDQ
+calibrated on the training batches, or dynamic), with the most damaging layers kept fp32 until the
+metric is within ``max_metric_drop`` on the validation split; every metric is computed by running
+the ONNX files in ONNX Runtime. ``backend="torch"``: torchao makes an int8 ``nn.Module``
+(:mod:`prunekit.quantize.torch_int8`: dynamic int8 linear layers, or static PT2E int8 compiled),
+scored and timed in PyTorch. Either way the profile compares fp32 and int8 (dense fp32, pruned
+fp32, dense int8, pruned int8 when the model is a pruned saved folder) on the task's eval data.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from torch.utils.data import TensorDataset
 
 from prunekit import models
 from prunekit.data import DataSplits
+from prunekit.errors import ConfigError
 from prunekit.io import read_manifest
-from prunekit.measure import Profile, compare, count_macs, count_params, export_onnx
-from prunekit.measure.latency import measure_onnx_latencies
+from prunekit.measure import Profile, compare, count_macs, count_params, evaluate, export_onnx
+from prunekit.measure.latency import measure_latencies, measure_onnx_latencies
 from prunekit.quantize import evaluate_onnx, quantize_within
 from prunekit.quantize.calibration import feeds
 from prunekit.quantize.ptq import check_method, preprocess, strip_metadata
 from prunekit.quantize.runtime import session
+from prunekit.quantize.torch_int8 import TorchInt8, check_torch_options, compiled, eager, int8_bytes, quantize_torch
 from prunekit.workflows.common import (
     Measure,
     build,
@@ -45,9 +49,24 @@ from prunekit.workflows.common import (
 )
 from prunekit.workflows.inputs import without_cache
 
-__all__ = ["quantize", "quantize_model", "int8_profiles", "table", "FP32_FILE", "INT8_FILE"]
+__all__ = ["quantize", "quantize_model", "quantize_model_torch", "int8_profiles", "torch_profiles", "table",
+           "BACKENDS", "FP32_FILE", "INT8_FILE"]
 
 FP32_FILE, INT8_FILE = "model.fp32.onnx", "model.onnx"
+BACKENDS = ("onnxruntime", "torch")  # NOTE: who quantises and runs the int8 model
+
+
+def check_backend(backend: str, *, dynamic: bool, compile: bool, method: str,
+                  max_metric_drop: float | None) -> None:
+    """``backend`` known, and the options it takes (one-line errors naming what to pass instead)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"quantize: unknown backend '{backend}'; expected one of {', '.join(BACKENDS)}. "
+                          f"Pass e.g. backend='onnxruntime'.")
+    if backend == "torch":
+        check_torch_options(dynamic=dynamic, compile=compile, method=method, max_metric_drop=max_metric_drop)
+    elif compile:
+        raise ConfigError("quantize: compile (torch.compile) applies to the torch backend only. Drop it, "
+                          "or pass backend='torch'.")
 
 
 def _inputs_only(batches: Sequence[Any], splits: Any) -> list[Any]:
@@ -63,6 +82,14 @@ def _scorer(data: Any, task: Any, measure: Measure) -> Callable[[Path], dict[str
                                                threads=measure.threads))
     return lambda path: dict(evaluate_onnx(path, data, task=task, max_batches=measure.max_eval_batches,
                                            threads=measure.threads))
+
+
+def _torch_scorer(data: Any, task: Any, measure: Measure) -> Callable[[nn.Module], dict[str, float]]:
+    """Metrics of a PyTorch module on ``data`` (capped as ``measure`` says)."""
+    if isinstance(data, TensorDataset):
+        data = capped(data, measure.max_eval_batches, measure.eval_batch_size)
+        return lambda net: dict(evaluate(net, data, task=task, batch_size=measure.eval_batch_size))
+    return lambda net: dict(evaluate(net, data, task=task, max_batches=measure.max_eval_batches))
 
 
 def _selection_data(splits: Any) -> Any:
@@ -104,7 +131,8 @@ def quantize_model(net: nn.Module, splits: Any, folder: str | os.PathLike[str], 
                                  max_metric_drop=max_metric_drop, calibration=calibration, method=method,
                                  per_channel=per_channel, dynamic=dynamic,
                                  progress=(lambda m: print(f"quantize: {m}")) if step else None)
-    return {"kind": "quantize", "file": INT8_FILE, "format": "onnx-dynamic" if dynamic else "onnx-qdq",
+    return {"kind": "quantize", "backend": "onnxruntime", "file": INT8_FILE,
+            "format": "onnx-dynamic" if dynamic else "onnx-qdq",
             "method": None if dynamic else method, "per_channel": per_channel,
             "activations": "dynamic uint8" if dynamic else "uint8", "weights": "int8",
             "calibration_batches": 0 if dynamic else calibration_batches, "max_metric_drop": max_metric_drop,
@@ -145,9 +173,27 @@ def calibration_batches_of(splits: Any, count: int, task: Any) -> list[Any]:
     return calibration_batches(splits, count, 64, task=task)
 
 
-def _empty_calibration() -> Exception:
-    from prunekit.errors import ConfigError
+def quantize_model_torch(net: nn.Module, splits: Any, *, task: Any, dynamic: bool = False,
+                         calibration_batches: int = 8, compile: bool = False,
+                         measure: Measure | None = None) -> TorchInt8:
+    """:func:`~prunekit.quantize.torch_int8.quantize_torch` of ``net`` calibrated on the training
+    batches; its record carries the fp32 and int8 validation metrics (int8 scored by the eager int8
+    module: the compiled one runs the same int8 arithmetic, and compiling every eval shape is slow)."""
+    measure, task = measure or Measure(), task_of(splits, task)
+    if not dynamic and not isinstance(splits, DataSplits):
+        raise ConfigError("quantize: static int8 in PyTorch (PT2E) is for image models; text models take "
+                          "dynamic=True (--dynamic), or backend='onnxruntime'.")
+    if calibration_batches < 1 and not dynamic:
+        raise _empty_calibration()
+    batches = [] if dynamic else _inputs_only(calibration_batches_of(splits, calibration_batches, task), splits)
+    result = quantize_torch(net, example_of(splits, task, 1), dynamic=dynamic, calibration=batches, compile=compile)
+    score = _torch_scorer(_selection_data(splits), task, measure)
+    record = {**result.record, "calibration_batches": 0 if dynamic else calibration_batches, "metric": task.metric,
+              "val": {"fp32": score(net)[task.metric], "int8": score(eager(result.model))[task.metric]}}
+    return TorchInt8(model=result.model, record=record)
 
+
+def _empty_calibration() -> Exception:
     return ConfigError("quantize: calibration_batches must be >= 1 for static int8 (it observes activation "
                        "ranges on them); got 0. Pass e.g. --calibration-batches 8, or --dynamic.")
 
@@ -172,9 +218,32 @@ def int8_profiles(pairs: Sequence[tuple[str, nn.Module, Path]], splits: Any, *, 
     return out
 
 
-def table(profiles: Sequence[Profile]) -> str:
-    """:func:`~prunekit.measure.compare` of ONNX profiles (their size is the ONNX file's)."""
-    return compare(*profiles).replace("size (safetensors)", "size (ONNX file)  ")
+def torch_profiles(triples: Sequence[tuple[str, nn.Module, nn.Module]], splits: Any, *, task: Any,
+                   measure: Measure, latency: bool = True) -> list[Profile]:
+    """One Profile per ``(name, fp32 model it came from, module PyTorch runs)``: params and MACs of the
+    fp32 model, the bytes of the tensors the module computes with (int8 data and scales for int8),
+    its PyTorch latency per batch size and its metric on the eval data (a compiled module is scored
+    by the eager one inside it)."""
+    score = _torch_scorer(eval_data(splits), task, measure)
+    example = example_of(splits, task, 1)
+    out = []
+    for name, net, runs in triples:
+        metrics = score(eager(runs))
+        timings = measure_latencies(runs, example, backend="torch", batch_sizes=measure.batch_sizes,
+                                    threads=measure.threads, min_time_s=measure.min_time_s) if latency else ()
+        out.append(Profile(name=name, params=count_params(net), macs=count_macs(net, example),
+                           size_bytes=int8_bytes(runs), latency=timings,
+                           input_shape=tuple(getattr(example, "shape", ())),
+                           accuracy=metrics.get("accuracy"), loss=metrics.get("loss"),
+                           metrics={k: v for k, v in metrics.items() if k not in ("accuracy", "loss", "count")}))
+    return out
+
+
+def table(profiles: Sequence[Profile], backend: str = "onnxruntime") -> str:
+    """:func:`~prunekit.measure.compare` of int8 profiles (their size is the ONNX file's, or for the
+    torch backend the bytes of the tensors the module computes with)."""
+    size = "size (ONNX file)  " if backend == "onnxruntime" else "size (tensors)    "
+    return compare(*profiles).replace("size (safetensors)", size)
 
 
 def _dense_source(spec: str) -> nn.Module | None:
@@ -186,43 +255,72 @@ def _dense_source(spec: str) -> nn.Module | None:
     return models.from_source(manifest.source) if changed and manifest.source else None
 
 
+def _torch_compared(net: nn.Module, dense: nn.Module | None, splits: Any, *, task: Any, dynamic: bool,
+                    calibration_batches: int, compile: bool, measure: Measure) -> tuple[dict[str, Any], list[Profile]]:
+    """The torch backend's record of ``net`` and the profiles of fp32 against int8 (with the dense
+    model's fp32 and int8 first when ``dense`` is given); fp32 is compiled too when int8 is."""
+    options = {"dynamic": dynamic, "calibration_batches": calibration_batches, "compile": compile,
+               "measure": measure}
+    int8 = quantize_model_torch(net, splits, task=task, **options)  # type: ignore[arg-type]
+    run = compiled if compile else (lambda m: m)
+    label = "pruned" if dense is not None else "model"
+    rows = [(f"{label} fp32", net, run(net)), (f"{label} int8", net, int8.model)]
+    if dense is not None:
+        dense_int8 = quantize_model_torch(dense, splits, task=task, **options).model  # type: ignore[arg-type]
+        rows = [("dense fp32", dense, run(dense)), rows[0], ("dense int8", dense, dense_int8), rows[1]]
+    return int8.record, torch_profiles(rows, splits, task=task, measure=measure, latency="torch" in measure.backends)
+
+
+def _onnx_compared(net: nn.Module, dense: nn.Module | None, splits: Any, out: Path, dense_dir: Path, *,
+                   task: Any, measure: Measure, progress: bool, **options: Any) -> tuple[dict[str, Any], list[Profile]]:
+    """The onnxruntime backend's record of ``net`` (files in ``out``) and the profiles of fp32 against
+    int8, with the dense model's (files in ``dense_dir``) first when ``dense`` is given."""
+    record = quantize_model(net, splits, out, task=task, measure=measure, progress=progress, **options)
+    label = "pruned" if dense is not None else "model"
+    pairs = [(f"{label} fp32", net, out / FP32_FILE), (f"{label} int8", net, out / INT8_FILE)]
+    if dense is not None:
+        quantize_model(dense, splits, dense_dir, task=task, measure=measure, **options)
+        pairs = [("dense fp32", dense, dense_dir / FP32_FILE), pairs[0],
+                 ("dense int8", dense, dense_dir / INT8_FILE), pairs[1]]
+    return record, int8_profiles(pairs, splits, task=task, measure=measure, latency="onnxruntime" in measure.backends)
+
+
 def quantize(model: str, data: str, *, weights: str | None = None, data_dir: str | None = None,
              method: str = "minmax", calibration_batches: int = 8, per_channel: bool = True,
              dynamic: bool = False, max_metric_drop: float | None = None, task: str | None = None,
-             measure: Measure | None = None, out_dir: str | os.PathLike[str] | None = None,
-             progress: bool = False) -> dict[str, Any]:
+             backend: str = "onnxruntime", compile: bool = False, measure: Measure | None = None,
+             out_dir: str | os.PathLike[str] | None = None, progress: bool = False) -> dict[str, Any]:
     """Quantise ``model`` (a saved folder, or a spec with ``weights``) to int8 and compare it with fp32.
 
-    Writes ``out_dir/model.onnx`` (int8), ``out_dir/model.fp32.onnx``, ``out_dir/model/`` (the fp32
-    weights, whose manifest ends with the ``quantize`` record) and ``results.json``. Without
-    ``out_dir`` the files go to a temporary folder and only the results are returned.
+    ``backend="onnxruntime"`` writes ``out_dir/model.onnx`` (int8) and ``out_dir/model.fp32.onnx``;
+    ``backend="torch"`` makes the int8 module with torchao (``compile``: run it, and the fp32 models it
+    is compared with, through ``torch.compile``). Both write ``out_dir/model/`` (the fp32 weights, whose
+    manifest ends with the ``quantize`` record: ``prunekit.load`` rebuilds the torch int8 module from
+    it) and ``results.json``. Without ``out_dir`` only the results are returned.
     """
     check_method(method)
+    check_backend(backend, dynamic=dynamic, compile=compile, method=method, max_metric_drop=max_metric_drop)
     measure = measure or Measure()
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task)
     scorer = with_teacher(task_of(splits, task), net, model)
     dense = _dense_source(model)
     with tempfile.TemporaryDirectory(prefix="prunekit-quantize-") as scratch:
         out = Path(out_dir) if out_dir is not None else Path(scratch)
-        record = quantize_model(net, splits, out, task=scorer, method=method, calibration_batches=calibration_batches,
-                                per_channel=per_channel, dynamic=dynamic, max_metric_drop=max_metric_drop,
-                                measure=measure, progress=progress)
-        label = "pruned" if dense is not None else "model"
-        pairs = [(f"{label} fp32", net, out / FP32_FILE), (f"{label} int8", net, out / INT8_FILE)]
-        if dense is not None:
-            dense_dir = Path(scratch) / "dense"
-            quantize_model(dense, splits, dense_dir, task=scorer, method=method,
-                           calibration_batches=calibration_batches, per_channel=per_channel, dynamic=dynamic,
-                           max_metric_drop=max_metric_drop, measure=measure)
-            pairs = [("dense fp32", dense, dense_dir / FP32_FILE), pairs[0],
-                     ("dense int8", dense, dense_dir / INT8_FILE), pairs[1]]
-        profiles = int8_profiles(pairs, splits, task=scorer, measure=measure,
-                                 latency="onnxruntime" in measure.backends)
+        if backend == "torch":
+            record, profiles = _torch_compared(net, dense, splits, task=scorer, dynamic=dynamic,
+                                               calibration_batches=calibration_batches, compile=compile,
+                                               measure=measure)
+        else:
+            options = {"method": method, "calibration_batches": calibration_batches, "per_channel": per_channel,
+                       "dynamic": dynamic, "max_metric_drop": max_metric_drop, "measure": measure}
+            record, profiles = _onnx_compared(net, dense, splits, out, Path(scratch) / "dense", task=scorer,
+                                              progress=progress, **options)  # type: ignore[arg-type]
         files: dict[str, str] = {}
         if out_dir is not None:
             files = save_result(copy.deepcopy(net), out, model, splits=splits, task=scorer.name, transforms=[record])
-            files.update(onnx=str(out / INT8_FILE), fp32_onnx=str(out / FP32_FILE))
+            if backend == "onnxruntime":
+                files.update(onnx=str(out / INT8_FILE), fp32_onnx=str(out / FP32_FILE))
     results = {"command": "quantize", "model": model, "data": splits.name, "task": scorer.name,
-               "weights": weights, "quantize": record, "profiles": [p.to_dict() for p in profiles],
-               "table": table(profiles), "files": files}
+               "weights": weights, "backend": backend, "quantize": record,
+               "profiles": [p.to_dict() for p in profiles], "table": table(profiles, backend), "files": files}
     return finish(results, out_dir)
