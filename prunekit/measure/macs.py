@@ -12,15 +12,17 @@ sizes the weight does not hold (batch, output positions, tokens).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from prunekit.errors import ConfigError
@@ -157,28 +159,75 @@ class _TermCounter(FlopCounterMode):
         self.per_weight: dict[str, int] = defaultdict(int)
         self.rest = 0
 
+    def book(self, flops: int, operands: Sequence[Any]) -> None:
+        """Book ``flops`` to the one parameter among ``operands`` read whole, else to the rest."""
+        read = set()
+        for a in operands:
+            if isinstance(a, torch.Tensor) and a.dim() >= 2:
+                known = self.params.get(id(a if a._base is None else a._base))
+                if known is not None and a.numel() == known[1]:
+                    read.add(known)
+        if len(read) == 1 and flops % next(iter(read))[1] == 0:
+            name, numel = read.pop()
+            self.per_weight[name] += flops // numel
+        else:
+            self.rest += flops
+
     def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
         if func_packet in self.flop_registry:
-            flops = self.flop_registry[func_packet](*args, **kwargs, out_val=out)
-            read = set()
-            for a in args:
-                if isinstance(a, torch.Tensor) and a.dim() >= 2:
-                    known = self.params.get(id(a if a._base is None else a._base))
-                    if known is not None and a.numel() == known[1]:
-                        read.add(known)
-            if len(read) == 1 and flops % next(iter(read))[1] == 0:
-                name, numel = read.pop()
-                self.per_weight[name] += flops // numel
-            else:
-                self.rest += flops
+            self.book(self.flop_registry[func_packet](*args, **kwargs, out_val=out), args)
         return super()._count_flops(func_packet, out, args, kwargs)
 
+    def add(self, func_packet: Any, flops: int, operands: Sequence[Any]) -> None:
+        """Count an op that did not run (its result was built from shapes), as ``_count_flops`` would."""
+        self.book(flops, operands)
+        for parent in set(self.mod_tracker.parents):
+            self.flop_counts[parent][func_packet] += flops
 
-def macs_terms(model: nn.Module, example_inputs: ExampleInput) -> MacsTerms:
+
+ShapesOnly = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
+_CONVS = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
+
+
+class _Shortcut(TorchFunctionMode):
+    """Builds results from shapes (``shapes_only``) instead of running ops; convolutions and linear
+    layers so answered are counted with FlopCounterMode's formulas (aten.convolution, aten.mm)."""
+
+    def __init__(self, counter: _TermCounter, shapes_only: ShapesOnly) -> None:
+        super().__init__()
+        self.counter, self.shapes_only = counter, shapes_only
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        nd = _CONVS.get(func)
+        linear = func is torch.nn.functional.linear
+        x = args[0] if args else None
+        weight = args[1] if len(args) > 1 else kwargs.get("weight")
+        if (nd is not None or linear) and not (isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor)
+                                               and x.dim() == (nd + 2 if nd else max(x.dim(), 2))):
+            return func(*args, **kwargs)  # NOTE: unbatched or odd calls: counted as they run
+        out = self.shapes_only(func, args, kwargs)
+        if out is NotImplemented:
+            return func(*args, **kwargs)
+        if nd is not None:
+            assert isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor)
+            flops = 2 * x.shape[0] * weight.numel() * math.prod(out.shape[2:])
+            self.counter.add(torch.ops.aten.convolution, flops, (x, weight))
+        elif linear:
+            assert isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor)
+            flops = 2 * math.prod(x.shape[:-1]) * weight.numel()
+            self.counter.add(torch.ops.aten.mm, flops, (x, weight))
+        return out
+
+
+def macs_terms(model: nn.Module, example_inputs: ExampleInput, *, shapes_only: ShapesOnly | None = None) -> MacsTerms:
     """Count ``model``'s MACs on ``example_inputs`` once, as :class:`MacsTerms` (see there).
 
     Runs like :func:`count_macs` (eval mode, no grad, train/eval mode restored); works on a model
-    on the meta device, where it costs no arithmetic.
+    on the meta device, where it costs no arithmetic. ``shapes_only(func, args, kwargs)`` may
+    return an op's result built from shapes (or ``NotImplemented`` to run it): the meta kernels of
+    activations and norms are slow Python (``prunekit.graph.fastmeta.fast_result`` is one); it is
+    asked only about ops with no MACs, convolutions and linear layers, whose MACs it cannot change.
     """
     inputs = as_inputs(example_inputs)
     params: dict[int, tuple[str, int]] = {}
@@ -195,8 +244,9 @@ def macs_terms(model: nn.Module, example_inputs: ExampleInput) -> MacsTerms:
     hooks = [m.register_forward_pre_hook(record(name)) for name, m in model.named_modules()
              if any(p is not None for p in m._parameters.values())]
     counter = _TermCounter(params)
+    shortcut = _Shortcut(counter, shapes_only) if shapes_only is not None else contextlib.nullcontext()
     try:
-        with counting_mode(model), counter:
+        with counting_mode(model), counter, shortcut:
             model(*inputs)
     finally:
         for h in hooks:

@@ -81,3 +81,14 @@ def test_attention_matmuls_are_the_rest_and_layers_record_their_input_shapes() -
     assert terms.rest_flops // 2 == 2 * 2 * 17 * 17 * 32
     assert terms.inputs["conv_proj"] == (3, 32, 32) and terms.inputs["heads.head"] == (32,)
     assert terms.inputs["encoder.layers.encoder_layer_0.mlp.0"] == (17, 32)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_results_built_from_shapes_count_the_same(name: str) -> None:
+    from prunekit.graph.fastmeta import fast_result
+
+    build, shape = MODELS[name]
+    model, x = build().eval().to("meta"), torch.randn(shape, device="meta")
+    slow, fast = macs_terms(model, x), macs_terms(model, x, shapes_only=fast_result)
+    assert (fast.macs, dict(fast.per_weight), fast.rest_flops, dict(fast.by_module), dict(fast.inputs)) == \
+        (slow.macs, dict(slow.per_weight), slow.rest_flops, dict(slow.by_module), dict(slow.inputs))
