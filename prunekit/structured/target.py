@@ -36,11 +36,12 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.graph.dependency import DependencyGraph
+from prunekit.graph.fastmeta import fast_result
 from prunekit.measure import count_macs, count_params, measure_latency
 from prunekit.measure.latency import interleaved
 from prunekit.measure.macs import MacsTerms, macs_terms
 from prunekit.structured.allocate import allocate, fill_candidates, grow, kept_width
-from prunekit.structured.apply import _removals, apply
+from prunekit.structured.apply import apply
 from prunekit.structured.cost import channel_costs
 from prunekit.structured.plan import Plan
 from prunekit.structured.rounding import RoundingTable
@@ -178,7 +179,7 @@ def dense_terms(model: nn.Module, example_inputs: Any) -> tuple[nn.Module, Any, 
     """The meta-device twin of ``model`` (and its input) with its MACs counted once as
     :class:`~prunekit.measure.macs.MacsTerms`; raises where the forward needs real values."""
     twin, inputs = _meta_twin(model, example_inputs)
-    return twin, inputs, macs_terms(twin, inputs)
+    return twin, inputs, macs_terms(twin, inputs, shapes_only=fast_result)
 
 
 def _canonical_names(model: nn.Module) -> dict[str, str]:
@@ -227,16 +228,23 @@ class _Meter:
 
     def _measure_twin(self, twin: nn.Module) -> dict[str, float]:
         assert self.twin is not None
-        return {"macs": float(count_macs(twin, self.twin[1])), "params": float(count_params(twin))}
+        # NOTE: count_macs's number; shapes_only skips the slow meta kernels of activations and norms
+        macs = macs_terms(twin, self.twin[1], shapes_only=fast_result).macs
+        return {"macs": float(macs), "params": float(count_params(twin))}
 
     def _estimate(self, plan: Plan) -> dict[str, float]:
         """MACs and params of the model pruned by ``plan``, from the dense count's terms."""
         assert self.terms is not None
         shapes = {name: list(shape) for name, shape in self.terms.shapes.items()}
-        for (tensor, axis), removed in _removals(self.graph, plan).items():
-            name = self.canonical.get(tensor)
-            if name is not None:
-                shapes[name][axis] -= len(removed)
+        cut: dict[tuple[str, int, int, int], int] = {}  # NOTE: (parameter, axis, start, inner) -> removed
+        for group_id, kept in plan.keep.items():
+            removed = plan.sizes[group_id] - len(kept)
+            for m in self.graph.group(group_id).members if removed else ():
+                name = self.canonical.get(m.tensor)
+                if name is not None:
+                    cut[(name, m.axis, m.start, m.inner)] = removed * m.inner
+        for (name, axis, _, _), n in cut.items():
+            shapes[name][axis] -= n
         return {"macs": float(self.terms.estimate(shapes)), "params": float(sum(math.prod(s) for s in shapes.values()))}
 
     def _count(self, plan: Plan) -> dict[str, float]:
