@@ -8,7 +8,11 @@ Conventions (the same in Python, YAML and the CLI):
 
 A ratio is allocated directly. The other three are reached by bisection over the ratio: more
 channels removed never means more MACs, params or (up to noise) latency, so the smallest ratio
-that meets the target is found in a few steps, each applying the plan to a copy of the model.
+that meets the target is found in a few steps. MACs and params are counted once, on a meta-device
+twin of the dense model (:func:`dense_terms`); a step's plan is measured from that count's terms
+(:class:`~prunekit.measure.macs.MacsTerms`: each layer's MACs scale with its weight's size), checked
+against a counted forward of the pruned twin whenever it cuts a group no counted plan cut before
+(a model where they disagree is counted at every step); latency is timed on a pruned copy.
 A ``macs``/``params`` plan is then *filled*: widths floored from one shared ratio move in steps of
 a whole channel of the narrowest group, so the bisected plan can land well under the budget (ResNet-20
 at 4x: 19.2 % of the MACs for a 25 % target). The best-scoring removed channels are added back, one
@@ -46,7 +50,7 @@ from prunekit.structured.cost import channel_costs
 from prunekit.structured.plan import Plan
 from prunekit.structured.rounding import RoundingTable
 
-__all__ = ["Target", "search", "KINDS", "macs_fraction"]
+__all__ = ["Target", "search", "KINDS", "macs_fraction", "dense_terms"]
 
 KINDS = ("ratio", "macs", "params", "latency")
 Kind = Literal["ratio", "macs", "params", "latency"]
