@@ -100,7 +100,7 @@ class _AlwaysFaster:
         return True
 
 
-_SLOW = pytest.mark.slow  # NOTE: counting every bisection and fill step of a torchvision model takes minutes
+_SLOW = pytest.mark.slow  # NOTE: counting every bisection and fill step of a torchvision model: ~10 s each
 
 
 @pytest.mark.parametrize(("name", "target"), [
