@@ -3,20 +3,31 @@
 MACs = FLOPs / 2 as ``torch.utils.flop_counter.FlopCounterMode`` counts them: matmuls,
 convolutions and attention; element-wise ops (activations, norms, pooling) count zero.
 This module also holds the small helpers that turn an example input into a batch.
+
+:func:`macs_terms` is the same count split by the parameter each op reads, so that the MACs of the
+model with some parameters made smaller follow without running it again (what a pruning search
+asks at every step): a convolution's or linear layer's MACs are its weight's element count times
+sizes the weight does not hold (batch, output positions, tokens).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from prunekit.errors import ConfigError
 
-__all__ = ["count_macs", "macs_by_module", "as_inputs", "batch_of", "counting_mode"]
+__all__ = ["count_macs", "macs_by_module", "macs_terms", "MacsTerms", "as_inputs", "batch_of", "counting_mode"]
 
 ExampleInput = torch.Tensor | tuple[torch.Tensor, ...]
 
@@ -89,7 +100,10 @@ def macs_by_module(model: nn.Module, example_inputs: ExampleInput) -> dict[str, 
     A parent's count includes its children's. Modules that do no counted work are left out;
     the order is ``named_modules()`` order, so the dict reads as the model's outline.
     """
-    counts = _flop_counts(model, example_inputs)
+    return _by_module(model, _flop_counts(model, example_inputs))
+
+
+def _by_module(model: nn.Module, counts: Mapping[str, Mapping[object, int]]) -> dict[str, int]:
     root = type(model).__name__
     by_name: dict[str, int] = {}
     for key, ops in counts.items():
@@ -99,3 +113,146 @@ def macs_by_module(model: nn.Module, example_inputs: ExampleInput) -> dict[str, 
         by_name[name] = sum(ops.values()) // 2
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     return dict(sorted(by_name.items(), key=lambda item: order.get(item[0], len(order))))
+
+
+@dataclass(frozen=True)
+class MacsTerms:
+    """One counted forward pass of a model, split by the parameter each op reads.
+
+    ``per_weight[name]`` is the FLOPs of the ops that read parameter ``name`` whole (a convolution,
+    a linear layer, ``x @ W.T``) per element of it, ``rest_flops`` those of the others (attention
+    matmuls, ops on two parameters or on a slice of one); ``flops == rest_flops + sum(per_weight[n] *
+    numel(n))``. ``by_module`` is :func:`macs_by_module`'s answer and ``inputs`` the shape (batch dim
+    left out) of the first tensor input of every module holding parameters, from its first call.
+    """
+
+    flops: int
+    per_weight: Mapping[str, int]
+    rest_flops: int
+    shapes: Mapping[str, tuple[int, ...]]  # parameter name -> its shape when counted
+    by_module: Mapping[str, int]
+    inputs: Mapping[str, tuple[int, ...]]
+
+    @property
+    def macs(self) -> int:
+        """:func:`count_macs` of the counted model."""
+        return self.flops // 2
+
+    def estimate(self, shapes: Mapping[str, Sequence[int]]) -> int:
+        """MACs with the parameters named in ``shapes`` resized to them (the others as counted).
+
+        Exact when resizing changes no size of an op other than its weight's (channel pruning:
+        batch, positions and tokens stay); where it does (a linear layer applied across a cut
+        channel axis, attention over cut heads), only a counted forward of the smaller model is.
+        """
+        flops = self.rest_flops + sum(k * math.prod(shapes.get(name, self.shapes[name]))
+                                      for name, k in self.per_weight.items())
+        return flops // 2
+
+
+class _TermCounter(FlopCounterMode):
+    """FlopCounterMode that also books each op's FLOPs to the one parameter it reads whole."""
+
+    def __init__(self, params: Mapping[int, tuple[str, int]]) -> None:
+        super().__init__(display=False, depth=None)
+        self.params = params
+        self.per_weight: dict[str, int] = defaultdict(int)
+        self.rest = 0
+
+    def book(self, flops: int, operands: Sequence[Any]) -> None:
+        """Book ``flops`` to the one parameter among ``operands`` read whole, else to the rest."""
+        read = set()
+        for a in operands:
+            if isinstance(a, torch.Tensor) and a.dim() >= 2:
+                known = self.params.get(id(a if a._base is None else a._base))
+                if known is not None and a.numel() == known[1]:
+                    read.add(known)
+        if len(read) == 1 and flops % next(iter(read))[1] == 0:
+            name, numel = read.pop()
+            self.per_weight[name] += flops // numel
+        else:
+            self.rest += flops
+
+    def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
+        if func_packet in self.flop_registry:
+            self.book(self.flop_registry[func_packet](*args, **kwargs, out_val=out), args)
+        return super()._count_flops(func_packet, out, args, kwargs)
+
+    def add(self, func_packet: Any, flops: int, operands: Sequence[Any]) -> None:
+        """Count an op that did not run (its result was built from shapes), as ``_count_flops`` would."""
+        self.book(flops, operands)
+        for parent in set(self.mod_tracker.parents):
+            self.flop_counts[parent][func_packet] += flops
+
+
+ShapesOnly = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
+_CONVS = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
+
+
+class _Shortcut(TorchFunctionMode):
+    """Builds results from shapes (``shapes_only``) instead of running ops; convolutions and linear
+    layers so answered are counted with FlopCounterMode's formulas (aten.convolution, aten.mm)."""
+
+    def __init__(self, counter: _TermCounter, shapes_only: ShapesOnly) -> None:
+        super().__init__()
+        self.counter, self.shapes_only = counter, shapes_only
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        nd = _CONVS.get(func)
+        linear = func is torch.nn.functional.linear
+        x = args[0] if args else None
+        weight = args[1] if len(args) > 1 else kwargs.get("weight")
+        if (nd is not None or linear) and not (isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor)
+                                               and x.dim() == (nd + 2 if nd else max(x.dim(), 2))):
+            return func(*args, **kwargs)  # NOTE: unbatched or odd calls: counted as they run
+        out = self.shapes_only(func, args, kwargs)
+        if out is NotImplemented:
+            return func(*args, **kwargs)
+        if nd is not None:
+            assert isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor)
+            flops = 2 * x.shape[0] * weight.numel() * math.prod(out.shape[2:])
+            self.counter.add(torch.ops.aten.convolution, flops, (x, weight))
+        elif linear:
+            assert isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor)
+            flops = 2 * math.prod(x.shape[:-1]) * weight.numel()
+            self.counter.add(torch.ops.aten.mm, flops, (x, weight))
+        return out
+
+
+def macs_terms(model: nn.Module, example_inputs: ExampleInput, *, shapes_only: ShapesOnly | None = None) -> MacsTerms:
+    """Count ``model``'s MACs on ``example_inputs`` once, as :class:`MacsTerms` (see there).
+
+    Runs like :func:`count_macs` (eval mode, no grad, train/eval mode restored); works on a model
+    on the meta device, where it costs no arithmetic. ``shapes_only(func, args, kwargs)`` may
+    return an op's result built from shapes (or ``NotImplemented`` to run it): the meta kernels of
+    activations and norms are slow Python (``prunekit.graph.fastmeta.fast_result`` is one); it is
+    asked only about ops with no MACs, convolutions and linear layers, whose MACs it cannot change.
+    """
+    inputs = as_inputs(example_inputs)
+    params: dict[int, tuple[str, int]] = {}
+    for name, p in model.named_parameters():
+        params.setdefault(id(p), (name, p.numel()))
+    seen: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            if name not in seen and args and isinstance(args[0], torch.Tensor):
+                seen[name] = tuple(args[0].shape[1:])
+        return hook
+
+    hooks = [m.register_forward_pre_hook(record(name)) for name, m in model.named_modules()
+             if any(p is not None for p in m._parameters.values())]
+    counter = _TermCounter(params)
+    shortcut = _Shortcut(counter, shapes_only) if shapes_only is not None else contextlib.nullcontext()
+    try:
+        with counting_mode(model), counter, shortcut:
+            model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    counts = counter.get_flop_counts()
+    flops = sum(counts.get("Global", {}).values())
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    return MacsTerms(flops=flops, per_weight=dict(counter.per_weight), rest_flops=counter.rest, shapes=shapes,
+                     by_module=_by_module(model, counts), inputs=seen)

@@ -43,10 +43,10 @@ def _removals(graph: DependencyGraph, plan: Plan) -> dict[tuple[str, int], set[i
         for member in group.members:
             start, inner = member.start, member.inner
             if inner == 1:
-                removals[(member.tensor, member.axis)].update(start + c for c in removed)
+                removals[(member.tensor, member.axis)].update(removed if start == 0 else [start + c for c in removed])
             else:
-                removals[(member.tensor, member.axis)].update(
-                    start + c * inner + o for c in removed for o in range(inner))
+                positions = torch.tensor(removed).mul_(inner).add_(start)[:, None] + torch.arange(inner)
+                removals[(member.tensor, member.axis)].update(positions.flatten().tolist())
     return removals
 def apply(model: nn.Module, graph: DependencyGraph, plan: Plan, *, example_inputs: Any = None,
           verify_result: bool = True, rtol: float = 1e-4, atol: float = 1e-5) -> nn.Module:

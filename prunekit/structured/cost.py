@@ -32,6 +32,7 @@ from the residual streams, whose BatchNorm, ReLU and ``add`` passes run in every
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -73,12 +74,16 @@ def latency_weights(model: nn.Module, graph: DependencyGraph, example_inputs: An
     return weights
 
 
-def channel_costs(model: nn.Module, graph: DependencyGraph, example_inputs: Any, kind: str) -> dict[str, float]:
+def channel_costs(model: nn.Module, graph: DependencyGraph, example_inputs: Any, kind: str,
+                  macs: Mapping[str, int] | None = None) -> dict[str, float]:
     """Group id -> the ``"macs"`` or ``"params"`` one channel of each prunable group accounts for
     in the dense model: every weight that writes or reads the channel contributes its module's MACs
     (or, if it is a parameter, its own size) times the channel's share of that axis. A linear
-    estimate: each count scales with each of a layer's widths, so relative costs hold as the model shrinks."""
-    macs = macs_by_module(model, example_inputs) if kind == "macs" else {}
+    estimate: each count scales with each of a layer's widths, so relative costs hold as the model shrinks.
+    ``macs``: :func:`~prunekit.measure.macs.macs_by_module` of ``model`` where the caller has it (saves a pass)."""
+    if kind == "macs" and macs is None:
+        macs = macs_by_module(model, example_inputs)
+    macs = macs or {}
     parameters = {name for name, _ in model.named_parameters()}  # NOTE: not BatchNorm's running stats
     costs: dict[str, float] = {}
     for group in graph.prunable:

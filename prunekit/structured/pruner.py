@@ -23,7 +23,8 @@ from prunekit.structured.allocate import valid_round_to
 from prunekit.structured.apply import apply
 from prunekit.structured.plan import Plan
 from prunekit.structured.rounding import LayerTimings, RoundingTable, TimingTable
-from prunekit.structured.target import Target, search
+from prunekit.measure.macs import MacsTerms
+from prunekit.structured.target import Target, dense_terms, search
 
 __all__ = ["StructuredPruner", "PrunerOptions"]
 
@@ -83,10 +84,22 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
 
 
 def _rounding_table(model: nn.Module, graph: DependencyGraph, example_inputs: Any,
-                    options: PrunerOptions) -> RoundingTable:
+                    options: PrunerOptions, terms: tuple[nn.Module, Any, MacsTerms] | None) -> RoundingTable:
     if options.timings is not None:
         return TimingTable.load(options.timings)
-    return LayerTimings(model, graph, example_inputs, backend=options.backend, batch_size=options.cost_batch_size)
+    return LayerTimings(model, graph, example_inputs, backend=options.backend, batch_size=options.cost_batch_size,
+                        shapes=terms[2].inputs if terms is not None else None)
+
+
+def _dense_terms(model: nn.Module, example_inputs: Any, target: Target) -> tuple[nn.Module, Any, MacsTerms] | None:
+    """One counted pass on the meta twin, shared by the rounding table (layer shapes) and the
+    search (dense MACs, per-module MACs); None for a latency target or a model that needs real values."""
+    if target.kind == "latency":
+        return None
+    try:
+        return dense_terms(model, example_inputs)
+    except Exception:  # noqa: BLE001  (the search measures the real model instead)
+        return None
 
 
 class StructuredPruner:
@@ -173,15 +186,16 @@ class StructuredPruner:
         scores = score(graph, model, self.importance, batches=batches, seed=self.seed)
         if self.steps == 1:
             kwargs = self.allocate_kwargs(options)
+            terms = _dense_terms(model, example_inputs, target)
             if self.round_to == "auto":
-                kwargs["timings"] = _rounding_table(model, graph, example_inputs, options)
+                kwargs["timings"] = _rounding_table(model, graph, example_inputs, options, terms)
             if options.cost == "latency":
                 from prunekit.structured.cost import latency_weights
 
                 kwargs["weights"] = latency_weights(model, graph, example_inputs, batch_size=options.cost_batch_size)
             # NOTE: transform verifies the model it returns; verifying here too cost a copy and two forwards.
             plan, achieved = search(model, graph, scores, target, example_inputs=example_inputs,
-                                    allocate_kwargs=kwargs, verify_result=False)
+                                    allocate_kwargs=kwargs, verify_result=False, terms=terms)
         else:
             from prunekit.structured.iterative import plan_iteratively
 

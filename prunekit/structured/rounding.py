@@ -153,6 +153,8 @@ class LayerTimings:
         batch_size, threads: how the layers are timed.
         cache: the JSON file readings are kept in (default: ``cache_dir()/rounding.json``); None
             (``cache=False``) keeps them in memory only.
+        shapes: module name -> its input's shape without the batch dim, where the caller has them
+            (``MacsTerms.inputs``); then the model is not run.
     """
 
     model: nn.Module
@@ -162,6 +164,7 @@ class LayerTimings:
     batch_size: int = 1
     threads: int = 2
     cache: Path | bool | None = True
+    shapes: Mapping[str, tuple[int, ...]] | None = None
     _layers: dict[str, tuple[_Layer, ...]] = field(default_factory=dict, init=False, repr=False)
     _readings: dict[str, list[float]] = field(default_factory=dict, init=False, repr=False)
 
@@ -172,7 +175,7 @@ class LayerTimings:
             self.cache = cache_dir() / "rounding.json"
         elif self.cache is False:
             self.cache = None
-        self._layers = _group_layers(self.model, self.graph, self.example_inputs)
+        self._layers = _group_layers(self.model, self.graph, self.example_inputs, self.shapes)
         if isinstance(self.cache, Path) and self.cache.is_file():
             try:
                 self._readings = {k: list(v) for k, v in json.loads(self.cache.read_text()).items()}
@@ -261,9 +264,12 @@ def _block_ms(call: Callable[[], object], block_s: float = 0.003, blocks: int = 
     return statistics.median(readings)
 
 
-def _group_layers(model: nn.Module, graph: DependencyGraph,
-                  example_inputs: ExampleInput) -> dict[str, tuple[_Layer, ...]]:
-    """Group id -> the conv/linear layers writing or reading its channels, with their input shapes."""
+def _group_layers(model: nn.Module, graph: DependencyGraph, example_inputs: ExampleInput,
+                  known: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, tuple[_Layer, ...]]:
+    """Group id -> the conv/linear layers writing or reading its channels, with their input shapes
+    (``known``, else recorded in one forward)."""
+    if known is not None:
+        return {g.id: _layers_of(model, g, known) for g in graph.prunable}
     shapes: dict[str, tuple[int, ...]] = {}
 
     def record(name: str) -> Any:

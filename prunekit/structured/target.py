@@ -8,7 +8,11 @@ Conventions (the same in Python, YAML and the CLI):
 
 A ratio is allocated directly. The other three are reached by bisection over the ratio: more
 channels removed never means more MACs, params or (up to noise) latency, so the smallest ratio
-that meets the target is found in a few steps, each applying the plan to a copy of the model.
+that meets the target is found in a few steps. MACs and params are counted once, on a meta-device
+twin of the dense model (:func:`dense_terms`); a step's plan is measured from that count's terms
+(:class:`~prunekit.measure.macs.MacsTerms`: each layer's MACs scale with its weight's size), checked
+against a counted forward of the pruned twin whenever it cuts a group no counted plan cut before
+(a model where they disagree is counted at every step); latency is timed on a pruned copy.
 A ``macs``/``params`` plan is then *filled*: widths floored from one shared ratio move in steps of
 a whole channel of the narrowest group, so the bisected plan can land well under the budget (ResNet-20
 at 4x: 19.2 % of the MACs for a 25 % target). The best-scoring removed channels are added back, one
@@ -36,15 +40,17 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.graph.dependency import DependencyGraph
+from prunekit.graph.fastmeta import fast_result
 from prunekit.measure import count_macs, count_params, measure_latency
 from prunekit.measure.latency import interleaved
+from prunekit.measure.macs import MacsTerms, macs_terms
 from prunekit.structured.allocate import allocate, fill_candidates, grow, kept_width
 from prunekit.structured.apply import apply
 from prunekit.structured.cost import channel_costs
 from prunekit.structured.plan import Plan
 from prunekit.structured.rounding import RoundingTable
 
-__all__ = ["Target", "search", "KINDS", "macs_fraction"]
+__all__ = ["Target", "search", "KINDS", "macs_fraction", "dense_terms"]
 
 KINDS = ("ratio", "macs", "params", "latency")
 Kind = Literal["ratio", "macs", "params", "latency"]
@@ -173,25 +179,51 @@ def _meta_twin(model: nn.Module, example_inputs: Any) -> tuple[nn.Module, Any]:
     return twin, inputs
 
 
+def dense_terms(model: nn.Module, example_inputs: Any) -> tuple[nn.Module, Any, MacsTerms]:
+    """The meta-device twin of ``model`` (and its input) with its MACs counted once as
+    :class:`~prunekit.measure.macs.MacsTerms`; raises where the forward needs real values."""
+    twin, inputs = _meta_twin(model, example_inputs)
+    return twin, inputs, macs_terms(twin, inputs, shapes_only=fast_result)
+
+
+def _canonical_names(model: nn.Module) -> dict[str, str]:
+    """Every name a parameter goes by (tied ones have several) -> the one ``named_parameters`` gives."""
+    first: dict[int, str] = {}
+    names = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names[name] = first.setdefault(id(p), name)
+    return names
+
+
 class _Meter:
     """Measures (and caches per kept widths) the targeted quantity of a model pruned by a plan.
 
     MACs and params are counted on a meta-device twin of the model when it runs there (the pruned
     twin is sliced without copying data); latency, and models that need real values, use the
-    real model.
+    real model. The dense count is kept split by parameter (:class:`~prunekit.measure.macs.MacsTerms`),
+    which gives a plan's MACs and params from its kept widths alone; a plan cutting a group that no
+    counted plan has cut yet is still counted and compared with that estimate, and after one
+    disagreement (a layer applied across a cut channel axis, attention over cut heads) every plan
+    is counted.
     """
 
-    def __init__(self, model: nn.Module, graph: DependencyGraph, example_inputs: Any, target: Target):
+    def __init__(self, model: nn.Module, graph: DependencyGraph, example_inputs: Any, target: Target,
+                 terms: tuple[nn.Module, Any, MacsTerms] | None = None):
         self.model, self.graph, self.inputs, self.target = model, graph, example_inputs, target
         self.cache: dict[tuple[tuple[str, int], ...], dict[str, float]] = {}
         self.twin: tuple[nn.Module, Any] | None = None
+        self.terms: MacsTerms | None = None
+        self.checked: set[str] = set()  # NOTE: groups cut by a counted plan that agreed with the estimate
+        self.exact = True  # NOTE: False after the estimate once disagreed with a count
         if target.kind != "latency":
             try:
-                self.twin = _meta_twin(model, example_inputs)
-                self.dense = self._measure_twin(self.twin[0])
+                twin, inputs, self.terms = terms if terms is not None else dense_terms(model, example_inputs)
+                self.twin = (twin, inputs)
+                self.canonical = _canonical_names(twin)
+                self.dense = {"macs": float(self.terms.macs), "params": float(count_params(twin))}
                 return
             except Exception:  # noqa: BLE001  (the forward needs real values: measure the real model)
-                self.twin = None
+                self.twin, self.terms = None, None
         self.dense = self._measure(model)
 
     def _measure(self, model: nn.Module, *, latency: bool = True) -> dict[str, float]:
@@ -200,7 +232,38 @@ class _Meter:
 
     def _measure_twin(self, twin: nn.Module) -> dict[str, float]:
         assert self.twin is not None
-        return {"macs": float(count_macs(twin, self.twin[1])), "params": float(count_params(twin))}
+        # NOTE: count_macs's number; shapes_only skips the slow meta kernels of activations and norms
+        macs = macs_terms(twin, self.twin[1], shapes_only=fast_result).macs
+        return {"macs": float(macs), "params": float(count_params(twin))}
+
+    def _estimate(self, plan: Plan) -> dict[str, float]:
+        """MACs and params of the model pruned by ``plan``, from the dense count's terms."""
+        assert self.terms is not None
+        shapes = {name: list(shape) for name, shape in self.terms.shapes.items()}
+        cut: dict[tuple[str, int, int, int], int] = {}  # NOTE: (parameter, axis, start, inner) -> removed
+        for group_id, kept in plan.keep.items():
+            removed = plan.sizes[group_id] - len(kept)
+            for m in self.graph.group(group_id).members if removed else ():
+                name = self.canonical.get(m.tensor)
+                if name is not None:
+                    cut[(name, m.axis, m.start, m.inner)] = removed * m.inner
+        for (name, axis, _, _), n in cut.items():
+            shapes[name][axis] -= n
+        return {"macs": float(self.terms.estimate(shapes)), "params": float(sum(math.prod(s) for s in shapes.values()))}
+
+    def _count(self, plan: Plan) -> dict[str, float]:
+        """The plan's MACs and params from the estimate where that is known to hold, else counted."""
+        assert self.twin is not None
+        cut = {g for g in plan.keep if len(plan.keep[g]) < plan.sizes[g]}
+        estimate = self._estimate(plan) if self.exact else None
+        if estimate is not None and cut <= self.checked:
+            return estimate
+        counted = self._measure_twin(apply(self.twin[0], self.graph, plan, verify_result=False))
+        if estimate == counted:
+            self.checked |= cut
+        else:
+            self.exact = False
+        return counted
 
     def __call__(self, plan: Plan) -> dict[str, float]:
         """Kept fractions (relative to dense) and absolute counts for the model pruned by ``plan``."""
@@ -208,7 +271,7 @@ class _Meter:
         if all(len(k) == plan.sizes[g] for g, k in plan.keep.items()):
             self.cache[key] = self.dense  # NOTE: nothing removed; skip one (costly) measurement.
         if key not in self.cache and self.twin is not None:
-            self.cache[key] = self._measure_twin(apply(self.twin[0], self.graph, plan, verify_result=False))
+            self.cache[key] = self._count(plan)
         if key not in self.cache:
             pruned = apply(self.model, self.graph, plan, example_inputs=self.inputs, verify_result=False)
             self.cache[key] = self._measure(pruned, latency=False)
@@ -240,7 +303,8 @@ class _Meter:
 
 def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.Tensor], target: Target, *,
            allocate_kwargs: Mapping[str, Any] | None = None, example_inputs: Any,
-           verify_result: bool = True, fill: bool = True) -> tuple[Plan, dict[str, Any]]:
+           verify_result: bool = True, fill: bool = True,
+           terms: tuple[nn.Module, Any, MacsTerms] | None = None) -> tuple[Plan, dict[str, Any]]:
     """The plan that meets ``target`` with the fewest channels removed, and what it achieved.
 
     Args:
@@ -250,18 +314,20 @@ def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.
         example_inputs: input for MAC counting, latency and the final verification.
         fill: for ``macs``/``params`` targets, add back the best removed channels while the target
             holds (see the module docstring); False keeps the bisected plan as allocated.
+        terms: :func:`dense_terms` of ``model`` where the caller has it already (else counted here).
 
     Returns ``(plan, achieved)``; ``achieved`` holds the kept fractions ``macs``, ``params`` (and
     ``latency``), their absolute values (``macs_count``...), the allocation ``ratio`` and
     ``channels_removed`` (fraction of the listed channels cut) and ``filled_channels`` (added back).
     """
     kwargs = dict(allocate_kwargs or {})
-    meter = _Meter(model, graph, example_inputs, target)
+    meter = _Meter(model, graph, example_inputs, target, terms)
     timings = kwargs.pop("timings", None) if kwargs.get("round_to", "auto") == "auto" else None
     plan, achieved = _search(model, graph, scores, target, meter, kwargs, example_inputs, fill)
     pinned = _faster_rounded(graph, plan, timings) if timings is not None else {}
     if pinned:
-        price = channel_costs(model, graph, example_inputs, "params" if target.kind == "params" else "macs")
+        price = channel_costs(model, graph, example_inputs, "params" if target.kind == "params" else "macs",
+                              macs=meter.terms.by_module if meter.terms is not None else None)
         exact = {g: len(k) for g, k in plan.keep.items()}
         # NOTE: cheapest roundings first, so halving the list drops the ones that cost the budget most
         order = sorted(pinned, key=lambda g: ((pinned[g] - exact[g]) * price.get(g, 0.0), g))
@@ -290,7 +356,8 @@ def _search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch
     added = 0
     if fill and target.kind in ("macs", "params"):
         twin = meter.twin or (model, example_inputs)  # NOTE: shapes are all the costs need
-        costs = channel_costs(twin[0], graph, twin[1], target.kind)
+        costs = channel_costs(twin[0], graph, twin[1], target.kind,
+                              macs=meter.terms.by_module if meter.terms is not None else None)
         plan, added = _fill(plan, graph, scores, lambda p: meter(p)[target.kind], target.value,
                             {**kwargs, "costs": costs})
     plan = Plan(keep=plan.keep, sizes=plan.sizes,

@@ -71,15 +71,12 @@ def _axes(module: nn.Module) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _cuts(model: nn.Module, graph: DependencyGraph, plan: Plan) -> _Cuts:
+def _cuts(model: nn.Module, cut: Sequence[tuple[ChannelGroup, Sequence[int]]]) -> _Cuts:
     cuts = _Cuts()
     axes: dict[str, tuple[int | None, int | None]] = {}
-    for group_id in plan.sizes:
-        removed = plan.removed(group_id)
-        if not removed:
-            continue
+    for group, removed in cut:
         channels = torch.tensor(removed, dtype=torch.long)
-        for m in graph.group(group_id).members:
+        for m in group.members:
             if m.module not in axes:
                 axes[m.module] = _axes(submodule(model, m.module))
             out_axis, in_axis = axes[m.module]
@@ -176,21 +173,26 @@ class _Record:
 
 
 def _run(model: nn.Module, inputs: tuple[Any, ...], modules: dict[str, int], cuts: _Cuts, *,
-         zero: bool, record: bool) -> tuple[list[torch.Tensor], dict[str, _Record], set[str]]:
+         zero: bool, record: Collection[str], watch: Collection[str] = ()) -> tuple[
+             list[torch.Tensor], dict[str, _Record], set[str]]:
     """One eval-mode forward; with ``zero``, removed output channels of known layers are zeroed;
-    with ``record``, the first tensor input and the output of each of ``modules`` are kept."""
+    the first tensor input and the output of each of ``modules`` named in ``record`` are kept.
+    Returns the outputs, the records, and the layers whose input was zeroed (with ``zero``) or,
+    without, the layers of ``watch`` called on a tensor (so would be)."""
     records: dict[str, _Record] = defaultdict(_Record)
     handles = []
     fired: set[str] = set()  # layers whose input was zeroed (their forward ran)
 
     def hook(name: str, dim: int) -> Any:
         positions = sorted(cuts.out.get(name, ()))
+        index = torch.tensor(positions, dtype=torch.long)
+        keep = name in record
 
         def run(module: nn.Module, args: Any, out: Any) -> Any:
             if zero and positions and isinstance(out, torch.Tensor) and out.dim() > 0 \
                     and out.shape[dim] > positions[-1]:
-                out = out.index_fill(dim, torch.tensor(positions, device=out.device), 0.0)
-            if record:
+                out = out.index_fill(dim, index.to(out.device), 0.0)
+            if keep:
                 x = _first_tensor(args)
                 records[name].inputs.append(None if x is None else x.detach().clone())
                 records[name].outputs.append(out.detach().clone() if isinstance(out, torch.Tensor) else None)
@@ -199,22 +201,37 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], modules: dict[str, int], cut
         return run
 
     def pre_hook(name: str, dim: int, positions: list[int]) -> Any:
+        index = torch.tensor(positions, dtype=torch.long)
+
         def run(module: nn.Module, args: Any) -> Any:
             x = args[0] if args else None
             if not isinstance(x, torch.Tensor) or x.dim() == 0 or x.shape[dim] <= positions[-1]:
                 return None  # NOTE: cannot happen for the layers in cuts.fed (their weight reads this dim)
             fired.add(name)
-            return (x.index_fill(dim, torch.tensor(positions, device=x.device), 0.0), *args[1:])
+            return (x.index_fill(dim, index.to(x.device), 0.0), *args[1:])
+
+        return run
+
+    def seen(name: str) -> Any:
+        def run(module: nn.Module, args: Any) -> None:
+            if args and isinstance(args[0], torch.Tensor) and args[0].dim() > 0:
+                fired.add(name)
 
         return run
 
     for name, dim in modules.items():
+        if not zero and name not in record:
+            continue
         module = submodule(model, name)
         fed = sorted(cuts.inp.get(name, ())) if zero and any(
             t.rpartition(".")[0] == name for t, _ in cuts.fed) else []
         if fed:
             handles.append(module.register_forward_pre_hook(pre_hook(name, dim, fed)))
         handles.append(module.register_forward_hook(hook(name, dim)))
+    if not zero:
+        present = dict(model.named_modules())
+        fired.update(name for name in watch if name not in present)  # NOTE: not known here: the dense run decides
+        handles.extend(present[name].register_forward_pre_hook(seen(name)) for name in watch if name in present)
     was_training = model.training
     model.eval()
     try:
@@ -235,29 +252,34 @@ def verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: Pl
     is left exactly as it was. See the module docstring for what is compared.
     """
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    cut = [graph.group(g) for g in plan.sizes if plan.removed(g)]
-    strict = all(g.exact or g.zero_exact for g in cut)
-    cuts = _cuts(model, graph, plan)
-    names = {m.module for g in cut for m in g.members}
+    removed = cuts_of(graph, plan)
+    strict = all(g.exact or g.zero_exact for g, _ in removed)
+    cuts = _cuts(model, removed)
+    names = {m.module for g, _ in removed for m in g.members}
     modules: dict[str, int] = {}
     for name in names:
         if name:
             dim = _channel_dim(submodule(model, name))
             if dim is not None:
                 modules[name] = dim
-    record = not strict
+    # NOTE: the layers named in graph.mixing are never compared (_check_layers), so never recorded
+    record = set() if strict else set(modules) - set(graph.mixing)
+    fed = {t.rpartition(".")[0] for t, _ in cuts.fed if t.rpartition(".")[0] in modules}
     try:
-        got, pruned_records, _ = _run(pruned, inputs, modules if record else {}, cuts, zero=False, record=record)
+        got, pruned_records, called = _run(pruned, inputs, modules, cuts, zero=False, record=record, watch=fed)
     except Exception as exc:
         raise VerificationError(f"The pruned {type(model).__name__} fails on the example input: "
                                 f"{type(exc).__name__}: {exc}. This is a prunekit bug; please report "
                                 f"it with the model. The original model is unchanged.") from exc
-    with masked_in_place(model, graph, plan, skip=cuts.fed):
+    # NOTE: a layer whose weight is read without calling it (nn.MultiheadAttention's out_proj) cannot
+    # have its input zeroed: its weight is. The pruned run shows which; the dense run confirms it.
+    cuts.fed -= {(t, a) for t, a in cuts.fed if t.rpartition(".")[0] not in called}
+    with zeroed(model, removed, skip=cuts.fed):
         want, dense_records, fired = _run(model, inputs, modules, cuts, zero=True, record=record)
     unfired = {(t, a) for t, a in cuts.fed if t.rpartition(".")[0] not in fired}
-    if unfired:  # a layer whose weight is read without calling it (nn.MultiheadAttention's out_proj)
+    if unfired:
         cuts.fed -= unfired
-        with masked_in_place(model, graph, plan, skip=cuts.fed):
+        with zeroed(model, removed, skip=cuts.fed):
             want, dense_records, _ = _run(model, inputs, modules, cuts, zero=True, record=record)
     _compare_shapes(got, want)
     mismatch = _first_mismatch(got, want, rtol, atol)
