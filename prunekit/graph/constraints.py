@@ -182,7 +182,12 @@ class ConstraintStore:
             return a
         if isinstance(a, ParamDim) and isinstance(b, ParamDim) and a != b and a.size and a.size == b.size:
             return self.param_source(a, b)
-        return a if a is not None else b
+        if a is None or b is None:
+            # NOTE: a parameter axis meeting a plain dim (``dt + self.A.view(1, -1, 1)`` with ``dt``
+            # from a frozen split) gives an activation at fixed positions, not the parameter: a
+            # later matmul must not make the parameter produce channels nobody else cuts.
+            return None
+        return a
 
     def param_source(self, *dims: ParamDim) -> Tracked:
         """Parameter axes that hold the same positions before any channel reaches them

@@ -51,6 +51,7 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     dropped = [d for i, d in enumerate(dims) if x.shape[i] == 1 and isinstance(d, Tracked)]
     for d in dropped:
         ctx.store.freeze(d, f"a 1-channel dim disappears in {ctx.where}")
+    splits: list[tuple[Tracked, int, int]] = []  # (channels split into heads, chunks, head-size dim)
     for src, dst in groups:
         layouts = [dims[i] for i in src]
         if len(src) == 1 and len(dst) == 1:
@@ -58,6 +59,7 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         elif len(dst) == 1 and isinstance(layouts[0], Tracked) and all(d is None for d in layouts[1:]):
             result[dst[0]] = layouts[0].scaled(math.prod(x.shape[i] for i in src[1:]))
         elif len(src) == 1 and isinstance(layouts[0], Tracked):
+            splits.append((layouts[0], math.prod(out.shape[j] for j in dst[:-2]), dst[-1]))
             requested = _requested(args, kwargs, ctx.current, out.dim())
             derived = [requested is not None and requested[j] == -1 for j in dst]
             for j, d in zip(dst, _split_outer(ctx, layouts[0], [out.shape[j] for j in dst], derived)):
@@ -66,7 +68,7 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             for d in layouts:
                 if isinstance(d, Tracked):
                     ctx.store.freeze(d, f"channels mixed with other dims by {ctx.where}")
-    _tie_sizes_read_elsewhere(ctx, args, kwargs, result)
+    _tie_sizes_read_elsewhere(ctx, args, kwargs, result, splits)
     ctx.set(out, result)
 
 
@@ -76,7 +78,7 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     holds that size (``self.nf``, ``self.shape[1]``), the attribute joins the group and ``apply``
     rewrites it; otherwise the channels are frozen with the reason."""
     from prunekit.graph.registry import refresh_for
-    from prunekit.graph.trace import ChannelInt
+    from prunekit.graph.trace import ChannelInt, DerivedInt
 
     if not isinstance(d, (Tracked, ParamDim)) or not ctx.current.endswith(("view", "reshape")):
         return d
@@ -84,7 +86,7 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     if sizes is None or j >= len(sizes):
         return d
     size = sizes[j]
-    if type(size) is not int or size in (-1, 1) or isinstance(size, ChannelInt):
+    if type(size) is not int or size in (-1, 1) or isinstance(size, (ChannelInt, DerivedInt)):
         return d
     module = ctx.module
     if module is not None and refresh_for(module) is not None:
@@ -135,20 +137,37 @@ def _attributes_holding(module: Any, size: int, j: int, ndim: int) -> list[tuple
     return found
 
 
-def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim]) -> None:  # type: ignore[no-untyped-def]
+def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim],  # type: ignore[no-untyped-def]
+                              splits: list[tuple[Tracked, int, int]]) -> None:
     """``y.reshape(B, N, D)`` with ``D`` read from ``x.shape``: at run time ``D`` follows ``x``'s
-    pruned width, so ``y``'s channels there must be ``x``'s channels (or neither is cut)."""
-    from prunekit.graph.trace import ChannelInt
+    pruned width, so ``y``'s channels there must be ``x``'s channels (or neither is cut).
 
-    if not ctx.current.endswith(("view", "reshape")) or (any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS)
-                                                        and not any(kept(ctx) for kept in SIZE_TIES_KEPT)):
-        return  # NOTE: a module whose refresh rewrites its widths (Swin's attention) reads them anew
+    A size computed from a width (``C // self.num_heads``, a :class:`~prunekit.graph.trace.DerivedInt`)
+    changes with it, so it keeps its traced value only if the width does not change: ``x``'s
+    channels are frozen. A size computed from the viewed tensor's own widths (``reshape(B, H_kv * n_rep,
+    ...)``, ShuffleNet's ``view(B, g, C // g, H, W)``) is the view's own business (see ``reshape``).
+    One exception more: in an attention module whose refresh keeps its head count and
+    whose widths are tied to its input (``SIZE_TIES_KEPT``), a head size ``C // num_heads`` of a
+    projection split into heads stays the same when ``x``'s width is cut in whole heads, together with
+    the split channels: ``x``'s channels are tied to those of one chunk (q of a fused q|k|v).
+    """
+    from prunekit.graph.trace import ChannelInt, DerivedInt
+
+    if not ctx.current.endswith(("view", "reshape")):
+        return
+    follows = any(f(ctx) for f in HEAD_COUNT_FOLLOWS)
+    kept = any(k(ctx) for k in SIZE_TIES_KEPT)
     sizes = kwargs.get("shape", kwargs.get("size", args[1:]))
     if len(sizes) == 1 and not isinstance(sizes[0], int):
         sizes = sizes[0]
     if len(sizes) != len(result):
         return
+    own = ctx.dims(args[0])
     for j, size in enumerate(sizes):
+        if isinstance(size, DerivedInt) and not (follows and not kept) and not all(d in own for d in size.layouts):
+            _derived_size(ctx, size, j, result, splits, follows and kept)
+        if follows and not kept:
+            continue  # NOTE: a module whose refresh rewrites its widths (Swin's attention) reads them anew
         if not isinstance(size, ChannelInt) or size.layout == result[j]:
             continue
         if isinstance(result[j], Tracked):
@@ -156,6 +175,25 @@ def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim]) -> None:  # 
         else:
             ctx.store.freeze(size.layout, f"the width of these channels is read from a shape and used "
                                           f"as a size for other data in {ctx.where}")
+
+
+def _derived_size(ctx, size: Any, j: int, result: list[Dim],  # type: ignore[no-untyped-def]
+                  splits: list[tuple[Tracked, int, int]], heads_follow: bool) -> None:
+    """Dim ``j`` of a view is sized by an int computed from widths (see ``_tie_sizes_read_elsewhere``)."""
+    split = next(((layout, chunks) for layout, chunks, at in splits if at == j), None)
+    if heads_follow and split is not None and split[0].size % split[1] == 0:
+        layout, chunks = split
+        first = _slice(layout, 0, layout.size // chunks, ctx)
+        if isinstance(first, Tracked):
+            for source in size.layouts:
+                ctx.store.unify(source, first, ctx.where)
+            return
+    why = (f"a size computed from the width of these channels ({int(size)}) is used to view other data "
+           f"in {ctx.where}; it would change with pruning")
+    for source in size.layouts:
+        ctx.store.freeze(source, why)
+    if isinstance(result[j], Tracked):
+        ctx.store.freeze(result[j], why)
 
 
 # Callables ``(ctx) -> bool``: True when the module running now (``ctx.module``) keeps its head count

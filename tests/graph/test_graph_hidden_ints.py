@@ -1,0 +1,131 @@
+"""Widths that reach the forward as plain ints the trace must follow: sizes computed from a shape
+(``C // self.num_heads``), depthwise ``groups`` stored at ``__init__``, and parameters that meet an
+activation at fixed positions. Each model was pruned wrongly (verification failed) before the fix."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunekit.graph import DependencyGraph
+from prunekit.importance import score
+from prunekit.structured import allocate, apply
+from prunekit.structured.apply import mask
+
+
+class ComputedHeadSize(nn.Module):
+    """Swin-V2-CR / VOLO: ``qkv(x).view(B, N, 3, self.heads, C // self.heads)`` with ``C`` read from
+    ``x``: the head size changes with ``x``'s width, so ``x`` must keep its width."""
+
+    def __init__(self, dim: int = 8, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.inp = nn.Linear(4, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 16), nn.Linear(16, dim)
+        self.out = nn.Linear(dim, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
+        return self.out(self.proj(o) + x + self.fc2(torch.relu(self.fc1(x))))
+
+
+class StoredGroups(nn.Module):
+    """timm's BlurPool2d: a fixed filter buffer per channel, ``groups=self.channels``."""
+
+    def __init__(self, channels: int = 8) -> None:
+        super().__init__()
+        self.channels = channels
+        self.register_buffer("filt", torch.full((channels, 1, 3, 3), 1 / 9))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, [1, 1, 1, 1]), self.filt, stride=2, groups=self.channels)
+
+
+class BlurNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.blur = StoredGroups(8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blur(torch.relu(self.conv(x))))
+
+
+class ParamAtFixedPositions(nn.Module):
+    """EfficientViM's HSM-SSD: ``dt`` comes from a split at constant sizes (frozen), ``A`` is added
+    to it, and the sum is contracted with the tokens: ``A`` does not produce channels of its own."""
+
+    def __init__(self, dim: int = 8, state: int = 6) -> None:
+        super().__init__()
+        self.state = state
+        self.inp = nn.Conv1d(3, dim, 1)
+        self.bcdt = nn.Conv1d(dim, 2 * state, 1)
+        self.A = nn.Parameter(torch.randn(state))
+        self.mix = nn.Conv1d(dim, dim, 1)
+        self.out = nn.Conv1d(dim, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)                                                    # [B, dim, N]
+        b, dt = torch.split(self.bcdt(x), [self.state, self.state], dim=1)  # [B, state, N] each
+        a = (dt + self.A.view(1, -1, 1)).softmax(-1) * b
+        h = x @ a.transpose(-2, -1)                                        # [B, dim, state]
+        y = self.mix(h) @ a                                                # [B, dim, N]
+        return self.out(y)
+
+
+def _prune(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, DependencyGraph, object]:
+    model.eval()
+    graph = DependencyGraph.trace(model, x)
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    assert plan.ratio > 0, graph.summary()
+    pruned = apply(model, graph, plan, example_inputs=x)  # verifies against the masked model
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    return pruned, graph, plan
+
+
+def test_size_computed_from_a_width_freezes_that_width() -> None:
+    torch.manual_seed(0)
+    model, x = ComputedHeadSize(), torch.randn(2, 5, 4)
+    pruned, graph, _ = _prune(model, x)
+    width = next(g for g in graph.groups if "inp.weight" in {m.tensor for m in g.members})
+    assert not width.prunable
+    assert any("size computed from the width" in r for r in width.reasons)
+    assert pruned.inp.out_features == 8 and pruned.fc1.out_features == 8
+
+
+def test_depthwise_groups_stored_at_init_follow_the_cut() -> None:
+    torch.manual_seed(0)
+    model, x = BlurNet(), torch.randn(1, 3, 8, 8)
+    pruned, graph, _ = _prune(model, x)
+    group = next(g for g in graph.groups if "conv.weight" in {m.tensor for m in g.members})
+    assert group.prunable and [a[1] for a in group.size_attributes()] == ["channels"]
+    assert pruned.blur.channels == pruned.conv.out_channels == pruned.blur.filt.shape[0] < 8
+    assert model.blur.channels == 8  # the user's model is unchanged
+
+
+def test_depthwise_groups_held_by_no_attribute_are_frozen() -> None:
+    class Anonymous(StoredGroups):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(x, self.filt, groups=8)
+
+    model = BlurNet()
+    model.blur = Anonymous(8)
+    del model.blur.channels  # the 8 is a literal: nothing apply could rewrite
+    graph = DependencyGraph.trace(model, torch.randn(1, 3, 8, 8))
+    group = next(g for g in graph.groups if "conv.weight" in {m.tensor for m in g.members})
+    assert not group.prunable and any("constant groups=8" in r for r in group.reasons)
+
+
+def test_parameter_meeting_fixed_positions_is_not_a_producer() -> None:
+    torch.manual_seed(0)
+    model, x = ParamAtFixedPositions(), torch.randn(2, 3, 7)
+    pruned, graph, _ = _prune(model, x)
+    assert not any("A" in {m.tensor for m in g.members} for g in graph.groups)
+    assert pruned.A.shape == (6,) and pruned.mix.out_channels < 8
