@@ -49,6 +49,8 @@ def add_bias(ctx, layout: Tracked, bias: Any) -> None:  # type: ignore[no-untype
     bias_dim = ctx.dims(bias)[0]
     if isinstance(bias_dim, ParamDim):
         ctx.store.use(layout, bias_dim.tensor, 0, "producer")
+    elif isinstance(bias_dim, Tracked) and bias.dim() == 1:  # assembled from parameters (shape.cat)
+        ctx.store.unify(layout, bias_dim, ctx.where)
     else:
         ctx.store.freeze(layout, f"bias is not a parameter in {ctx.where}")
 

@@ -323,6 +323,10 @@ def cat(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             if i != dim:
                 result[i] = ctx.store.unify(result[i], d, ctx.where)
     parts = [(ctx.dims(t)[dim], t.shape[dim]) for t in tensors]
+    if out.dim() == 1 and all(isinstance(d, ParamDim) and d.size for d, _ in parts):
+        # NOTE: a vector assembled from parameters (BEiT's qkv bias cat(q_bias, k_bias, v_bias)): each
+        # part is a source the parameter follows, so the vector is sliced wherever it meets channels.
+        parts = [(ctx.store.param_source(d), n) for d, n in parts]
     if any(isinstance(d, Tracked) for d, _ in parts):
         result[dim] = Tracked(tuple(s for d, n in parts for s in _as_segments(d, n)))
     else:
@@ -389,6 +393,9 @@ def getitem(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     channels freeze them (the bounds are constants that would not follow pruning)."""
     x, index = args[0], args[1]
     index = index if isinstance(index, tuple) else (index,)
+    if len(index) == 1 and isinstance(index[0], torch.Tensor) and not index[0].dtype.is_floating_point \
+            and index[0].dtype != torch.bool and isinstance(out, torch.Tensor):
+        return _gather_rows(ctx, x, index[0], out)
     if any(isinstance(i, torch.Tensor) or isinstance(i, (list, bool)) for i in index):
         return ctx.opaque(args, kwargs, out, "advanced (tensor) indexing")
     dims, result, d = ctx.dims(x), [], 0
@@ -414,6 +421,15 @@ def getitem(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             return ctx.opaque(args, kwargs, out, f"index of type {type(i).__name__}")
     result.extend(dims[d:])
     ctx.set(out, result)
+
+
+def _gather_rows(ctx, x: torch.Tensor, index: torch.Tensor, out: torch.Tensor) -> None:  # type: ignore[no-untyped-def]
+    """``table[idx]`` with an integer tensor: rows are picked (dim 0 becomes ``idx``'s dims), the
+    other dims keep their channels or parameter axes (a relative position table's heads column)."""
+    dims = ctx.dims(x)
+    if isinstance(dims[0], Tracked):
+        ctx.store.freeze(dims[0], f"channels picked by an index tensor in {ctx.where}")
+    ctx.set(out, [None] * index.dim() + dims[1:])
 
 
 @register_rule(*resolve("expand", "expand_as", "broadcast_to", "repeat", "tile"))
