@@ -78,3 +78,21 @@ def test_unlisted_timm_attention_is_cut_by_head_exactly(name: str) -> None:
     assert attn.num_heads == HEADS // 2 and model.attn.num_heads == HEADS
     if hasattr(attn, "rel_pos"):
         assert attn.rel_pos.num_heads == HEADS // 2 and attn.rel_pos.bias_shape[-1] == HEADS // 2
+
+
+def test_a_timm_attention_whose_scale_is_not_its_head_size_is_not_taken_for_one() -> None:
+    """EfficientFormer's qkv holds ``key, key, val`` per head (``val = 4 * key``) and its scale is the
+    key size's: rows / heads is not the scale's head size, so the class is not recognised (a refresh
+    would compute a wrong head count) and the pruned model still equals the masked one."""
+    from timm.models.efficientformer import Attention
+
+    torch.manual_seed(0)
+    model = Wrapped(Attention(DIM, key_dim=4, num_heads=HEADS, resolution=4)).eval()
+    x = torch.randn(2, TOKENS, 6, generator=torch.Generator().manual_seed(1))
+    graph = DependencyGraph.trace(model, x)
+    qkv = next(g for g in graph.groups if "attn.qkv.weight" in {m.tensor for m in g.members if m.axis == 0})
+    assert not qkv.prunable and any("head count" in r for r in qkv.reasons)
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    assert pruned.attn.num_heads == HEADS

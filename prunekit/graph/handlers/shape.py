@@ -54,7 +54,12 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     splits: list[tuple[Tracked, int, int]] = []  # (channels split into heads, chunks, head-size dim)
     for src, dst in groups:
         layouts = [dims[i] for i in src]
-        if len(src) == 1 and len(dst) == 1:
+        if len(src) == 1 and len(dst) == 1 and _one_head(ctx, x, out, dst[0], layouts[0]):
+            splits.append((layouts[0], 1, dst[0]))  # type: ignore[arg-type]
+            requested = _requested(args, kwargs, ctx.current, out.dim())
+            derived = [requested is not None and requested[j] == -1 for j in (dst[0] - 1, dst[0])]
+            result[dst[0] - 1:dst[0] + 1] = _split_outer(ctx, layouts[0], [1, out.shape[dst[0]]], derived)  # type: ignore[arg-type]
+        elif len(src) == 1 and len(dst) == 1:
             result[dst[0]] = _stored_size(ctx, args, kwargs, dst[0], layouts[0])
         elif len(dst) == 1 and isinstance(layouts[0], Tracked) and all(d is None for d in layouts[1:]):
             result[dst[0]] = layouts[0].scaled(math.prod(x.shape[i] for i in src[1:]))
@@ -70,6 +75,15 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
                     ctx.store.freeze(d, f"channels mixed with other dims by {ctx.where}")
     _tie_sizes_read_elsewhere(ctx, args, kwargs, result, splits)
     ctx.set(out, result)
+
+
+def _one_head(ctx, x: torch.Tensor, out: torch.Tensor, j: int, d: Dim) -> bool:  # type: ignore[no-untyped-def]
+    """``view(B, N, H, head_dim)`` with one head (H == 1) pairs the channels with the last dim
+    alone; in an attention module whose refresh keeps its head count, that is a split into one
+    head all the same (cutting inside it would change the head size and its scale)."""
+    return (isinstance(d, Tracked) and ctx.current.endswith(("view", "reshape")) and j == out.dim() - 1
+            and j >= 1 and out.shape[j - 1] == 1 and out.dim() > x.dim() and out.shape[j] > 1
+            and any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS))
 
 
 def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-untyped-def]
@@ -89,7 +103,7 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     if type(size) is not int or size in (-1, 1) or isinstance(size, (ChannelInt, DerivedInt)):
         return d
     module = ctx.module
-    if module is not None and refresh_for(module) is not None:
+    if module is not None and refresh_for(module) is not None and not _config_misses(module, size):
         return d  # NOTE: the module's own refresh keeps its sizes (attention classes, Conv1D)
     found = _attributes_holding(module, size, j, len(sizes)) if module is not None else []
     layout = d if isinstance(d, Tracked) else (ctx.store.param_source(d) if d.size else None)
@@ -111,6 +125,19 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     ctx.unknown.append(why)
     ctx.store.freeze(layout, why)
     return layout
+
+
+def _config_misses(module: Any, size: int) -> bool:
+    """A Hugging Face model (its refresh rewrites the config) viewing to a constant that no scalar
+    width field of its config holds: PVT-v2's ``reshape(B, -1, self.config.hidden_sizes[-1])`` reads
+    an entry of a per-stage list, which the config refresh does not rewrite stage by stage."""
+    from prunekit.graph.handlers.hf_modules import WIDTH_FIELDS
+
+    config = vars(module).get("config")
+    if config is None or not hasattr(config, "to_dict"):
+        return False
+    return not any(type(getattr(config, name, None)) is int and getattr(config, name) == size
+                   for name in WIDTH_FIELDS)
 
 
 def size_attribute(module: str, attr: str, index: int | None) -> str:

@@ -98,10 +98,13 @@ def is_attention(module: nn.Module) -> bool:
     if not type(module).__module__.startswith("timm."):
         return False
     count = next((vars(module)[n] for n in ("num_heads", "heads") if type(vars(module).get(n)) is int), None)
-    if count is None or _rows_per_part(module) is None:
+    rows = _rows_per_part(module)
+    if count is None or rows is None or rows % count:
         return False
-    per_head = _per_head(module)
-    return _head_dim(module) is not None or (per_head is not None and per_head.shape[0] == count)
+    head_dim, per_head = _head_dim(module), _per_head(module)
+    if head_dim is not None:  # NOTE: EfficientFormer's scale is its key size, not rows / heads: not ours
+        return rows == count * head_dim
+    return per_head is not None and per_head.shape[0] == count
 
 
 def _refresh_rel_pos(module: Any) -> None:
