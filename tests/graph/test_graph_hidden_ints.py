@@ -129,3 +129,43 @@ def test_parameter_meeting_fixed_positions_is_not_a_producer() -> None:
     pruned, graph, _ = _prune(model, x)
     assert not any("A" in {m.tensor for m in g.members} for g in graph.groups)
     assert pruned.A.shape == (6,) and pruned.mix.out_channels < 8
+
+
+class AssembledHead(nn.Module):
+    """MobileBERT's LM head: ``h @ cat([embedding.weight.t(), dense.weight])``, the embedding tied to
+    the input; the assembled matrix follows the cut of both parameters it is made of."""
+
+    def __init__(self, vocab: int = 12, embed: int = 6, hidden: int = 10) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, embed)
+        self.up = nn.Linear(embed, hidden)
+        self.mlp1, self.mlp2 = nn.Linear(hidden, 16), nn.Linear(16, hidden)
+        self.dense = nn.Linear(vocab, hidden - embed, bias=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.up(self.embedding(ids))
+        h = h + self.mlp2(torch.relu(self.mlp1(h)))
+        return h.matmul(torch.cat([self.embedding.weight.t(), self.dense.weight], dim=0))
+
+
+def test_a_matrix_assembled_from_parameters_follows_their_cut() -> None:
+    """The hidden channels meet the assembled matrix in a contraction (zero-safe, not a plain
+    consumer): the pruned model equals the dense one whose cut hidden channels are zero."""
+    torch.manual_seed(0)
+    model, ids = AssembledHead().eval(), torch.randint(0, 12, (2, 5), generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, ids)
+    hidden = [g for g in graph.groups if ("up.weight", 0) in {(m.tensor, m.axis) for m in g.members}]
+    assert all(g.prunable and g.zero_exact for g in hidden)  # the embedding part and the dense part
+    assert {("dense.weight", 0), ("embedding.weight", 1)} <= {(m.tensor, m.axis) for g in hidden for m in g.members}
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=ids)
+    reference = mask(model, graph, plan)
+    cut = [next(m.start for m in g.members if (m.tensor, m.axis) == ("up.weight", 0)) + i
+           for g in hidden for i in plan.removed(g.id)]
+    with torch.no_grad():  # zero the cut hidden channels where they are made
+        for i in cut:
+            for layer in (reference.up, reference.mlp2):
+                layer.weight[i] = 0
+                layer.bias[i] = 0
+    assert cut and pruned.up.out_features == 10 - len(cut) and pruned.dense.out_features < 4
+    torch.testing.assert_close(pruned(ids), reference(ids), rtol=1e-4, atol=1e-5)

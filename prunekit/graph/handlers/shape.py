@@ -350,9 +350,11 @@ def cat(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             if i != dim:
                 result[i] = ctx.store.unify(result[i], d, ctx.where)
     parts = [(ctx.dims(t)[dim], t.shape[dim]) for t in tensors]
-    if out.dim() == 1 and all(isinstance(d, ParamDim) and d.size for d, _ in parts):
-        # NOTE: a vector assembled from parameters (BEiT's qkv bias cat(q_bias, k_bias, v_bias)): each
-        # part is a source the parameter follows, so the vector is sliced wherever it meets channels.
+    parts = [(d, n) for d, n in parts if n > 0]  # NOTE: an empty part (MobileBERT's 0-row dense) adds nothing
+    if parts and all(isinstance(d, ParamDim) and d.size > 1 for d, _ in parts):
+        # NOTE: a tensor assembled from parameter axes (BEiT's qkv bias cat(q_bias, k_bias, v_bias),
+        # MobileBERT's cat([decoder.weight.t(), dense.weight])): each part is a source the parameter
+        # follows, so the result is sliced wherever it meets channels.
         parts = [(ctx.store.param_source(d), n) for d, n in parts]
     if any(isinstance(d, Tracked) for d, _ in parts):
         result[dim] = Tracked(tuple(s for d, n in parts for s in _as_segments(d, n)))
