@@ -57,6 +57,8 @@ class Context:
     derived: set[int] | None = None  # ids of other tensors computed from the inputs (masks, ids)
     branches: list[str] = field(default_factory=list)  # Python decisions taken on such tensors
     mixing: set[str] = field(default_factory=set)  # modules whose own code mixes channels (norms)
+    heads: dict[int, list[Tracked]] = field(default_factory=dict)  # id(module) -> its head layouts
+    pinned: dict[int, str] = field(default_factory=dict)  # id(module) -> why its head count must stay
 
     @property
     def module(self) -> nn.Module | None:

@@ -74,7 +74,40 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
                 if isinstance(d, Tracked):
                     ctx.store.freeze(d, f"channels mixed with other dims by {ctx.where}")
     _tie_sizes_read_elsewhere(ctx, args, kwargs, result, splits)
+    _head_count_on_fixed_data(ctx, args, kwargs, result)
     ctx.set(out, result)
+
+
+# Module attributes a head refresh rewrites (hf_modules.refresh_attention, timm_modules' refreshes).
+_REWRITTEN = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads", "all_head_size", "inner_dim",
+              "attn_dim", "all_head_dim")
+
+
+def _head_count_on_fixed_data(ctx, args, kwargs, result: list[Dim]) -> None:  # type: ignore[no-untyped-def]
+    """In a module whose refresh rewrites its head count, a view of data that carries no channels
+    to that stored count (ConvBERT's span-conv branch ``reshape(B, -1, self.num_attention_heads, d)``
+    after an op the graph does not follow) would break once the count changes: the module's heads
+    are pinned (frozen, those seen so far and those seen later)."""
+    from prunekit.graph.trace import ChannelInt, DerivedInt
+
+    module = ctx.module
+    if module is None or not ctx.current.endswith(("view", "reshape")) or id(module) in ctx.pinned:
+        return
+    if not any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS) or ctx.tracked(args[0]):
+        return  # NOTE: data with channels has its head dim tracked (a token count may equal the head count)
+    sizes = _raw_sizes(args, kwargs)
+    if sizes is None or len(sizes) != len(result):
+        return
+    stored = {vars(module)[n] for n in _REWRITTEN if type(vars(module).get(n)) is int}
+    for j, size in enumerate(sizes):
+        if (type(size) is int and not isinstance(size, (ChannelInt, DerivedInt)) and size > 1 and size in stored
+                and result[j] is None):
+            why = (f"{ctx.where} views data the graph does not follow to the stored head count or width "
+                   f"{size}; the refresh would change it, so the heads stay whole")
+            ctx.pinned[id(module)] = why
+            for layout in ctx.heads.get(id(module), []):
+                ctx.store.freeze(layout, why)
+            return
 
 
 def _one_head(ctx, x: torch.Tensor, out: torch.Tensor, j: int, d: Dim) -> bool:  # type: ignore[no-untyped-def]
@@ -273,6 +306,10 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
     if heads is None:
         ctx.store.freeze(layout, f"channels split into several dims by {ctx.where}")
         return [None] * len(sizes)
+    if ctx.module is not None:
+        ctx.heads.setdefault(id(ctx.module), []).append(heads)
+        if id(ctx.module) in ctx.pinned:
+            ctx.store.freeze(heads, ctx.pinned[id(ctx.module)])
     if len(sizes) == 2:
         return [heads, None]
     per = sizes[-2]
