@@ -169,3 +169,30 @@ def test_a_matrix_assembled_from_parameters_follows_their_cut() -> None:
                 layer.bias[i] = 0
     assert cut and pruned.up.out_features == 10 - len(cut) and pruned.dense.out_features < 4
     torch.testing.assert_close(pruned(ids), reference(ids), rtol=1e-4, atol=1e-5)
+
+
+class SplitByAnotherWidth(nn.Module):
+    """FocalNet's modulation: ``q, ctx, gates = split(f(x), (C, C, 3))`` with ``C`` read from ``x``."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.inp = nn.Linear(4, dim)
+        self.f = nn.Linear(dim, 2 * dim + 3)
+        self.fc1, self.fc2 = nn.Linear(dim, 16), nn.Linear(16, dim)
+        self.out, self.out2 = nn.Linear(dim, 2), nn.Linear(dim, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        c = x.shape[-1]
+        q, ctx, gates = torch.split(self.f(x), (c, c, 3), -1)
+        y = q * ctx * gates.sum(-1, keepdim=True)
+        return self.out(y) + self.out2(x + self.fc2(torch.relu(self.fc1(x))))
+
+
+def test_split_sizes_read_from_another_tensor_freeze_its_width() -> None:
+    torch.manual_seed(0)
+    model, x = SplitByAnotherWidth(), torch.randn(2, 5, 4)
+    pruned, graph, _ = _prune(model, x)
+    width = next(g for g in graph.groups if ("inp.weight", 0) in {(m.tensor, m.axis) for m in g.members})
+    assert not width.prunable and any("split size of other data" in r for r in width.reasons)
+    assert pruned.inp.out_features == 8 and pruned.fc1.out_features < 16

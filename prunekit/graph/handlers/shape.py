@@ -422,6 +422,7 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     pieces = list(out)
     dims = ctx.dims(x)
     name = ctx.current
+    _split_sizes_read_elsewhere(ctx, args, kwargs, dims)
     dim = arg(args, kwargs, 1 if name.endswith("unbind") else 2, "dim", 0) % x.dim()
     sizes = [p.shape[dim] if p.dim() == x.dim() else 1 for p in pieces]
     layout = dims[dim]
@@ -443,6 +444,22 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         if piece.dim() < x.dim():  # unbind drops the dim
             del piece_dims[dim]
         ctx.set(piece, piece_dims)
+
+
+def _split_sizes_read_elsewhere(ctx, args, kwargs, dims: list[Dim]) -> None:  # type: ignore[no-untyped-def]
+    """``split(y, (C, C, 3))`` with ``C`` read from another tensor's shape (FocalNet's modulation):
+    ``C`` follows that tensor's pruned width while ``y`` is cut apart from it, so that width is frozen
+    (``y``'s own widths are handled by the split itself)."""
+    from prunekit.graph.trace import ChannelInt
+
+    sizes = arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size", kwargs.get("sections")))
+    sizes = sizes if isinstance(sizes, (list, tuple)) else [sizes]
+    for size in sizes:
+        layouts = [size.layout] if isinstance(size, ChannelInt) else list(getattr(size, "layouts", ()))
+        for layout in layouts:
+            if layout not in dims:
+                ctx.store.freeze(layout, f"the width of these channels is read from a shape and used as a split "
+                                         f"size of other data in {ctx.where}")
 
 
 def _slice(layout: Tracked, start: int, length: int, ctx) -> Dim:  # type: ignore[no-untyped-def]
