@@ -196,3 +196,28 @@ def test_split_sizes_read_from_another_tensor_freeze_its_width() -> None:
     width = next(g for g in graph.groups if ("inp.weight", 0) in {(m.tensor, m.axis) for m in g.members})
     assert not width.prunable and any("split size of other data" in r for r in width.reasons)
     assert pruned.inp.out_features == 8 and pruned.fc1.out_features < 16
+
+
+class Experts(nn.Module):
+    """JetMoE's parallel experts: one 3-d parameter ``[experts, out, in]``, ``F.linear(x, w[i])``."""
+
+    def __init__(self, experts: int = 3, dim: int = 6, hidden: int = 8) -> None:
+        super().__init__()
+        self.inp = nn.Linear(4, dim)
+        self.up = nn.Parameter(torch.randn(experts, hidden, dim))
+        self.down = nn.Parameter(torch.randn(experts, dim, hidden))
+        self.out = nn.Linear(dim, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        y = sum(F.linear(torch.relu(F.linear(h, self.up[i])), self.down[i]) for i in range(self.up.shape[0]))
+        return self.out(h + y)
+
+
+def test_an_expert_slice_of_a_3d_parameter_is_cut_on_its_own_axes() -> None:
+    torch.manual_seed(0)
+    model, x = Experts(), torch.randn(2, 5, 4)
+    pruned, graph, _ = _prune(model, x)
+    hidden = next(g for g in graph.groups if ("up", 1) in {(m.tensor, m.axis) for m in g.members})
+    assert {("up", 1), ("down", 2)} <= {(m.tensor, m.axis) for m in hidden.members}
+    assert pruned.up.shape[0] == 3 and pruned.up.shape[1] == pruned.down.shape[2] < 8

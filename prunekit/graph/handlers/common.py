@@ -63,5 +63,5 @@ def source_name(d: Any, where: str) -> str:
 def produce(ctx, layout: Tracked, weight_dim: Any, axis: int, bias: Any) -> None:  # type: ignore[no-untyped-def]
     """Register the producer rows (weight axis and bias) of a new channel source."""
     if isinstance(weight_dim, ParamDim):
-        ctx.store.use(layout, weight_dim.tensor, axis, "producer")
+        ctx.store.use(layout, weight_dim.tensor, axis, "producer", offset=weight_dim.start)
     add_bias(ctx, layout, bias)
