@@ -358,6 +358,7 @@ class ConstraintStore:
         for atom in range(len(spans)):
             first.setdefault(find(atom), atom)
         groups = []
+        taken: set[str] = set()
         for root, atom in first.items():
             src, start, length = spans[atom]
             ms = tuple(sorted(members[root], key=lambda m: (m.role != "producer", not m.tensor.endswith("weight"),
@@ -367,6 +368,11 @@ class ConstraintStore:
                 why.append("no parameter produces these channels")
             producer = next((m for m in ms if m.role == "producer"), None)
             gid = f"{producer.tensor}:{producer.start}" if producer else f"{self.names[src]}:{start}"
+            if gid in taken and producer is not None:  # NOTE: the same parameter produces along two axes
+                gid = f"{producer.tensor}[{producer.axis}]:{producer.start}"  # (NeoMME's embedding projection)
+            while gid in taken:
+                gid += "'"
+            taken.add(gid)
             groups.append(ChannelGroup(gid, length, ms, prunable=not why, exact=root not in mixed,
                                        reasons=tuple(dict.fromkeys(why)), attrs=tuple(sorted(attrs[root])),
                                        zero_exact=root not in unsafe))

@@ -221,3 +221,28 @@ def test_an_expert_slice_of_a_3d_parameter_is_cut_on_its_own_axes() -> None:
     hidden = next(g for g in graph.groups if ("up", 1) in {(m.tensor, m.axis) for m in g.members})
     assert {("up", 1), ("down", 2)} <= {(m.tensor, m.axis) for m in hidden.members}
     assert pruned.up.shape[0] == 3 and pruned.up.shape[1] == pruned.down.shape[2] < 8
+
+
+class TwoAxesProducer(nn.Module):
+    """One parameter produces channels along both axes (NeoMME's embedding projection): its columns
+    are the looked-up embedding's channels, its rows a bias over the vocabulary."""
+
+    def __init__(self, vocab: int = 10, dim: int = 6) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.vec = nn.Parameter(torch.randn(dim, 1))
+        self.mid = nn.Linear(dim, 8)
+        self.out = nn.Linear(8, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.mid(self.emb(ids)))) + (self.emb.weight @ self.vec).squeeze(-1)
+
+
+def test_group_ids_stay_unique_when_a_parameter_produces_along_two_axes() -> None:
+    torch.manual_seed(0)
+    model, ids = TwoAxesProducer(), torch.randint(0, 10, (2, 5), generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, ids)
+    assert len({g.id for g in graph.groups}) == len(graph.groups)
+    assert "emb.weight[0]:0" in {g.id for g in graph.groups}
+    pruned, _, _ = _prune(model, ids)
+    assert pruned.mid.out_features < 8
