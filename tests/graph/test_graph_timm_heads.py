@@ -96,3 +96,29 @@ def test_a_timm_attention_whose_scale_is_not_its_head_size_is_not_taken_for_one(
     pruned = apply(model, graph, plan, example_inputs=x)
     torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
     assert pruned.attn.num_heads == HEADS
+
+
+class WrappedRope(Wrapped):
+    """Gemma4's encoder attention takes RoPE tables; identity ones (cos 1, sin 0) here."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        cos, sin = torch.ones(h.shape[0], h.shape[1], 8), torch.zeros(h.shape[0], h.shape[1], 8)
+        return self.out(h + self.attn(h, cos, sin))
+
+
+def test_gemma4_attention_behind_wrapped_linears_is_cut_by_head() -> None:
+    """Its projections wrap their Linear (``q_proj.linear``); ``num_kv_heads`` follows the cut too."""
+    from timm.models.gemma4_vit import Gemma4Attention
+
+    torch.manual_seed(0)
+    model = WrappedRope(Gemma4Attention(DIM, num_heads=HEADS, head_dim=8)).eval()
+    x = torch.randn(2, TOKENS, 6, generator=torch.Generator().manual_seed(1))
+    graph = DependencyGraph.trace(model, x)
+    heads = next(g for g in graph.groups if ("attn.q_proj.linear.weight", 0) in {(m.tensor, m.axis) for m in g.members})
+    assert heads.prunable and heads.size == HEADS, heads.reasons
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    attn = pruned.attn
+    assert (attn.num_heads, attn.num_kv_heads, attn.num_kv_groups) == (2, 2, 1)

@@ -58,11 +58,18 @@ _PROJECTIONS = (("qkv", 3), ("qk", 2), ("q", 1), ("wq", 1), ("q_proj", 1))
 _PER_HEAD = ("temperature", "logit_scale", "gating_param")
 
 
+def _weighted(layer: Any) -> Any:
+    """``layer``, or the Linear it wraps (Gemma4's ClippableLinear keeps it in ``.linear``)."""
+    if layer is not None and not isinstance(getattr(layer, "weight", None), nn.Parameter):
+        layer = layer._modules.get("linear")
+    return layer if layer is not None and isinstance(getattr(layer, "weight", None), nn.Parameter) else None
+
+
 def _rows_per_part(module: Any) -> int | None:
     """Rows of one of q / k / v in the query projection (the inner width), if it has one."""
     for name, parts in _PROJECTIONS:
-        layer = module._modules.get(name)
-        if layer is not None and isinstance(getattr(layer, "weight", None), nn.Parameter):
+        layer = _weighted(module._modules.get(name))
+        if layer is not None:
             return _out(layer) // parts
     return None
 
@@ -87,6 +94,11 @@ def _refresh_tied_attention(module: Any) -> None:
     for name in ("attn_dim", "all_head_dim", "dim", "dim_out"):
         if type(vars(module).get(name)) is int:
             setattr(module, name, rows)
+    key = _weighted(module._modules.get("k_proj"))
+    if key is not None and head_dim is not None and type(vars(module).get("num_kv_heads")) is int:
+        module.num_kv_heads = _out(key) // head_dim  # NOTE: grouped-query attention (Gemma4's encoder)
+        if type(vars(module).get("num_kv_groups")) is int:
+            module.num_kv_groups = heads // max(module.num_kv_heads, 1)
 
 
 def is_attention(module: nn.Module) -> bool:
