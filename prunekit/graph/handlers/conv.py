@@ -76,7 +76,8 @@ def _stored_groups(ctx, groups: int, layout: Dim) -> None:  # type: ignore[no-un
         ctx.store.use(layout, size_attribute(scope, found[0], None), 0, "passive")
         return
     owner = f"'{scope}'" if scope else "the root module"
-    held = f"held by several attributes of {owner} ({', '.join(found)})" if found else f"which no attribute of {owner} holds"
+    held = (f"held by several attributes of {owner} ({', '.join(found)})" if found
+            else f"which no attribute of {owner} holds")
     ctx.store.freeze(layout, f"depthwise conv with the constant groups={groups}, {held}, in {ctx.where}; "
                              f"it would not follow pruning")
 

@@ -141,7 +141,8 @@ TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] |
     # ViT, DeiT, DeiT-III, the ViT variants (vit_*, vit_*_reg, ...), EVA's fused-attention ViTs
     "timm.layers.attention": [("Attention", _refresh_attention, None), ("AttentionRope", _refresh_attention, None)],
     "timm.models.visformer": [("Attention", _refresh_attention, None)],
-    "timm.layers.pos_embed_rel": [(name, _refresh_rel_pos, None) for name in ("RelPosBias", "RelPosMlp", "RelPosBiasTf")],
+    "timm.layers.pos_embed_rel": [(name, _refresh_rel_pos, None)
+                                  for name in ("RelPosBias", "RelPosMlp", "RelPosBiasTf")],
     **{f"timm.models.{module}": [(name, _refresh_tied_attention, None) for name in names] for module, names in {
         "beit": ("Attention",), "eva": ("EvaAttention",), "convit": ("MHSA",), "pvt_v2": ("Attention",),
         "twins": ("LocallyGroupedAttn", "GlobalSubSampleAttn"), "nest": ("Attention",),
