@@ -476,9 +476,11 @@ def getitem(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     channels freeze them (the bounds are constants that would not follow pruning)."""
     x, index = args[0], args[1]
     index = index if isinstance(index, tuple) else (index,)
-    if len(index) == 1 and isinstance(index[0], torch.Tensor) and not index[0].dtype.is_floating_point \
-            and index[0].dtype != torch.bool and isinstance(out, torch.Tensor):
-        return _gather_rows(ctx, x, index[0], out)
+    tensors = [k for k, i in enumerate(index) if isinstance(i, torch.Tensor)]
+    if (len(tensors) == 1 and isinstance(out, torch.Tensor) and all(i == slice(None) for i in index[:tensors[0]])
+            and not index[tensors[0]].dtype.is_floating_point and index[tensors[0]].dtype != torch.bool
+            and len(index) == tensors[0] + 1):
+        return _gather_rows(ctx, x, tensors[0], index[tensors[0]], out)
     if any(isinstance(i, torch.Tensor) or isinstance(i, (list, bool)) for i in index):
         return ctx.opaque(args, kwargs, out, "advanced (tensor) indexing")
     dims, result, d = ctx.dims(x), [], 0
@@ -506,13 +508,14 @@ def getitem(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     ctx.set(out, result)
 
 
-def _gather_rows(ctx, x: torch.Tensor, index: torch.Tensor, out: torch.Tensor) -> None:  # type: ignore[no-untyped-def]
-    """``table[idx]`` with an integer tensor: rows are picked (dim 0 becomes ``idx``'s dims), the
-    other dims keep their channels or parameter axes (a relative position table's heads column)."""
+def _gather_rows(ctx, x: torch.Tensor, at: int, index: torch.Tensor, out: torch.Tensor) -> None:  # type: ignore[no-untyped-def]
+    """``table[idx]`` / ``table[:, idx]`` with an integer tensor: entries along dim ``at`` are picked
+    (it becomes ``idx``'s dims), the other dims keep their channels or parameter axes (a relative
+    position table's heads: Swin's ``table[index]``, EfficientFormer's ``biases[:, idxs]``)."""
     dims = ctx.dims(x)
-    if isinstance(dims[0], Tracked):
-        ctx.store.freeze(dims[0], f"channels picked by an index tensor in {ctx.where}")
-    ctx.set(out, [None] * index.dim() + dims[1:])
+    if isinstance(dims[at], Tracked):
+        ctx.store.freeze(dims[at], f"channels picked by an index tensor in {ctx.where}")
+    ctx.set(out, dims[:at] + [None] * index.dim() + dims[at + 1:])
 
 
 @register_rule(*resolve("expand", "expand_as", "broadcast_to", "repeat", "tile"))

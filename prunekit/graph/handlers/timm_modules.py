@@ -88,12 +88,14 @@ def _refresh_tied_attention(module: Any) -> None:
     if rows is None or (head_dim is None and per_head is None):
         return
     heads = rows // head_dim if head_dim is not None else int(per_head.shape[0])  # type: ignore[union-attr]
+    old = next((vars(module)[n] for n in ("num_heads", "heads") if type(vars(module).get(n)) is int), heads)
     for name in ("num_heads", "heads"):  # NOTE: Hiera calls it heads
         if type(vars(module).get(name)) is int:
             setattr(module, name, heads)
-    for name in ("attn_dim", "all_head_dim", "dim", "dim_out"):
-        if type(vars(module).get(name)) is int:
-            setattr(module, name, rows)
+    for name in ("attn_dim", "all_head_dim", "dim", "dim_out", "out_dim"):  # per-head widths times the count
+        value = vars(module).get(name)
+        if type(value) is int and old and value % old == 0:
+            setattr(module, name, value // old * heads)  # NOTE: TinyViT's out_dim = val_dim * num_heads
     key = _weighted(module._modules.get("k_proj"))
     if key is not None and head_dim is not None and type(vars(module).get("num_kv_heads")) is int:
         module.num_kv_heads = _out(key) // head_dim  # NOTE: grouped-query attention (Gemma4's encoder)
