@@ -182,7 +182,12 @@ class ConstraintStore:
             return a
         if isinstance(a, ParamDim) and isinstance(b, ParamDim) and a != b and a.size and a.size == b.size:
             return self.param_source(a, b)
-        return a if a is not None else b
+        if a is None or b is None:
+            # NOTE: a parameter axis meeting a plain dim (``dt + self.A.view(1, -1, 1)`` with ``dt``
+            # from a frozen split) gives an activation at fixed positions, not the parameter: a
+            # later matmul must not make the parameter produce channels nobody else cuts.
+            return None
+        return a
 
     def param_source(self, *dims: ParamDim) -> Tracked:
         """Parameter axes that hold the same positions before any channel reaches them
@@ -353,6 +358,7 @@ class ConstraintStore:
         for atom in range(len(spans)):
             first.setdefault(find(atom), atom)
         groups = []
+        taken: set[str] = set()
         for root, atom in first.items():
             src, start, length = spans[atom]
             ms = tuple(sorted(members[root], key=lambda m: (m.role != "producer", not m.tensor.endswith("weight"),
@@ -362,6 +368,11 @@ class ConstraintStore:
                 why.append("no parameter produces these channels")
             producer = next((m for m in ms if m.role == "producer"), None)
             gid = f"{producer.tensor}:{producer.start}" if producer else f"{self.names[src]}:{start}"
+            if gid in taken and producer is not None:  # NOTE: the same parameter produces along two axes
+                gid = f"{producer.tensor}[{producer.axis}]:{producer.start}"  # (NeoMME's embedding projection)
+            while gid in taken:
+                gid += "'"
+            taken.add(gid)
             groups.append(ChannelGroup(gid, length, ms, prunable=not why, exact=root not in mixed,
                                        reasons=tuple(dict.fromkeys(why)), attrs=tuple(sorted(attrs[root])),
                                        zero_exact=root not in unsafe))

@@ -28,7 +28,7 @@ from prunekit.graph.fastmeta import fast_result
 from prunekit.graph.constraints import ConstraintStore, Dim, ParamDim, Tracked
 from prunekit.graph.registry import RULES, refresh_for
 
-__all__ = ["Context", "ChannelInt", "interpret", "func_name"]
+__all__ = ["Context", "ChannelInt", "DerivedInt", "interpret", "func_name"]
 
 
 def func_name(func: Any) -> str:
@@ -57,6 +57,8 @@ class Context:
     derived: set[int] | None = None  # ids of other tensors computed from the inputs (masks, ids)
     branches: list[str] = field(default_factory=list)  # Python decisions taken on such tensors
     mixing: set[str] = field(default_factory=set)  # modules whose own code mixes channels (norms)
+    heads: dict[int, list[Tracked]] = field(default_factory=dict)  # id(module) -> its head layouts
+    pinned: dict[int, str] = field(default_factory=dict)  # id(module) -> why its head count must stay
 
     @property
     def module(self) -> nn.Module | None:
@@ -107,12 +109,57 @@ class Context:
                 self.set(t, [None] * t.dim())
 
 
+class DerivedInt(int):
+    """An int computed from channel counts (``C // self.num_heads``, ``C * 9``), remembering them.
+
+    After pruning it is computed anew from the pruned width, so a view to it does not keep its
+    traced value: the reshape rule ties or freezes the channels it came from (``layouts``).
+    Arithmetic on it gives another DerivedInt; comparing it is not reported (only direct counts are).
+    """
+
+    layouts: tuple[Tracked, ...]
+
+    def __new__(cls, value: int, layouts: tuple[Tracked, ...]) -> DerivedInt:
+        self = super().__new__(cls, value)
+        self.layouts = layouts
+        return self
+
+    __hash__ = int.__hash__
+
+
+def _layouts_of(value: Any) -> tuple[Tracked, ...]:
+    if isinstance(value, ChannelInt):
+        return (value.layout,)
+    return value.layouts if isinstance(value, DerivedInt) else ()
+
+
+def _derives(op: str) -> Any:
+    """``int.<op>`` whose int result remembers the channel counts it came from (a DerivedInt)."""
+    base = getattr(int, op)
+
+    def method(self: int, *other: Any) -> Any:
+        result = base(self, *other)
+        if type(result) is not int:
+            return result  # NOTE: floats (C ** -0.5), NotImplemented, divmod tuples stay as they are
+        return DerivedInt(result, tuple(dict.fromkeys(_layouts_of(self) + sum((_layouts_of(o) for o in other), ()))))
+
+    method.__name__ = op
+    return method
+
+
+_ARITHMETIC = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__floordiv__",
+               "__rfloordiv__", "__mod__", "__rmod__", "__neg__", "__pow__", "__rpow__")
+for _op in _ARITHMETIC:
+    setattr(DerivedInt, _op, _derives(_op))
+
+
 class ChannelInt(int):
     """A size read from a tracked dimension (``B, N, D = x.shape``), remembering whose size it is.
 
     Code that reshapes another tensor to ``D`` ties that tensor's channels to ``x``'s: after
     pruning, ``D`` is read at run time from the pruned ``x``. The reshape rule sees the tag and
-    records the tie (or freezes ``x``'s channels); arithmetic on it gives a plain int. Comparing it
+    records the tie (or freezes ``x``'s channels); arithmetic on it gives a :class:`DerivedInt`,
+    which the reshape rule treats as a width that does not stay what it was traced. Comparing it
     (``if x.shape[1] == 64``) is a Python decision on the channel count that pruning could flip, so
     those channels are frozen and the comparison is reported.
     """
@@ -171,6 +218,10 @@ class ChannelInt(int):
     def __ge__(self, other: Any) -> bool:
         self._decided(">=", other)
         return int.__ge__(self, other)
+
+
+for _op in _ARITHMETIC:
+    setattr(ChannelInt, _op, _derives(_op))
 
 
 def _tag_sizes(ctx: Context, func: Any, args: tuple[Any, ...], out: Any) -> Any:

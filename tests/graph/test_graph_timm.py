@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from prunekit.graph import DependencyGraph
+from prunekit.importance import score
 from prunekit.importance.magnitude import random
 from prunekit.structured import StructuredPruner
 from prunekit.structured.allocate import allocate
@@ -62,12 +63,23 @@ def test_pruner_cuts_heads_and_the_attributes_follow() -> None:
     assert pruned(_x()).shape == (2, 10)
 
 
-def test_a_constant_head_count_outside_the_registered_classes_still_freezes() -> None:
-    """A forward that reshapes its output to the input width keeps its heads whole, with the reason."""
+def test_an_unlisted_timm_attention_class_is_cut_by_head_with_its_relative_position_bias() -> None:
+    """ViT-RelPos's attention is in no list: recognised by its shape (``num_heads``, ``qkv``, ``scale``),
+    its heads are cut with the input width; the RelPosMlp's per-head outputs, ``num_heads`` and
+    ``bias_shape`` follow (its ``view(-1, self.num_heads)`` runs inside the attention's forward)."""
+    torch.manual_seed(0)
     model = timm.create_model("vit_relpos_small_patch16_224", pretrained=False, num_classes=10, img_size=32, depth=1,
                               embed_dim=64, num_heads=4).eval()
-    group = DependencyGraph.trace(model, _x()).group("blocks.0.attn.qkv.weight:0")
-    assert not group.prunable and any("head count" in r for r in group.reasons)
+    graph = DependencyGraph.trace(model, _x())
+    heads = next(g for g in graph.groups if ("blocks.0.attn.qkv.weight", 0) in {(m.tensor, m.axis) for m in g.members})
+    assert heads.prunable and heads.size == 4, heads.reasons
+    assert "blocks.0.attn.rel_pos.mlp.fc2.weight" in {m.tensor for m in heads.members}
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=(_x(),))  # verified (heads meet LayerNorms: inexact)
+    attn = pruned.blocks[0].attn
+    assert attn.num_heads == attn.rel_pos.num_heads == 2 and attn.rel_pos.bias_shape[-1] == 2
+    assert attn.qkv.weight.shape == (96, 32) and model.blocks[0].attn.num_heads == 4
+    assert pruned(_x()).shape == (2, 10)
 
 
 def test_heads_tied_to_the_input_width_are_cut_with_it() -> None:

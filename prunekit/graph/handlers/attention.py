@@ -37,6 +37,9 @@ def _contract(ctx, a: Dim, b: Dim) -> None:  # type: ignore[no-untyped-def]
         ctx.store.use(b, a.tensor, a.axis, "consumer", offset=a.start)
     elif isinstance(a, Tracked) or isinstance(b, Tracked):
         ctx.store.unify(a, b, ctx.where)  # freezes: summed against a fixed-size tensor
+    elif isinstance(a, ParamDim) and isinstance(b, ParamDim) and a.size and a.size == b.size:
+        # NOTE: two parameters multiplied (emb.weight @ vec): one axis, read by the right operand
+        ctx.store.use(ctx.store.param_source(a), b.tensor, b.axis, "consumer", offset=b.start)
 
 
 def _written(ctx, d: Dim, size: int) -> Dim:  # type: ignore[no-untyped-def]

@@ -221,6 +221,12 @@ def _running_module_refreshes_heads(ctx: Any) -> bool:
     register_libraries()
     if isinstance(ctx.module, tuple(_HEADS_REFRESHED)):
         return True
+    if ctx.module is not None and refresh_for(ctx.module) is None and timm_modules.is_attention(ctx.module):
+        klass = type(ctx.module)  # NOTE: any other timm attention class of the usual shape, as if listed
+        register_refresh(klass)(timm_modules.TIED[0])
+        _HEADS_REFRESHED.append(klass)
+        _SIZES_TIED.append(klass)
+        return True
     if ctx.module is not None and hf_modules.is_attention(ctx.module):  # any transformers attention
         if refresh_for(ctx.module) is None:
             register_refresh(type(ctx.module))(hf_modules.refresh_attention)

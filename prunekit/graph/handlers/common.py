@@ -49,6 +49,8 @@ def add_bias(ctx, layout: Tracked, bias: Any) -> None:  # type: ignore[no-untype
     bias_dim = ctx.dims(bias)[0]
     if isinstance(bias_dim, ParamDim):
         ctx.store.use(layout, bias_dim.tensor, 0, "producer")
+    elif isinstance(bias_dim, Tracked) and bias.dim() == 1:  # assembled from parameters (shape.cat)
+        ctx.store.unify(layout, bias_dim, ctx.where)
     else:
         ctx.store.freeze(layout, f"bias is not a parameter in {ctx.where}")
 
@@ -61,5 +63,5 @@ def source_name(d: Any, where: str) -> str:
 def produce(ctx, layout: Tracked, weight_dim: Any, axis: int, bias: Any) -> None:  # type: ignore[no-untyped-def]
     """Register the producer rows (weight axis and bias) of a new channel source."""
     if isinstance(weight_dim, ParamDim):
-        ctx.store.use(layout, weight_dim.tensor, axis, "producer")
+        ctx.store.use(layout, weight_dim.tensor, axis, "producer", offset=weight_dim.start)
     add_bias(ctx, layout, bias)

@@ -22,7 +22,8 @@ from torch import nn
 
 from prunekit.graph.constraints import Dim, ParamDim, Tracked
 from prunekit.graph.handlers.common import add_bias, arg, equal_blocks
-from prunekit.graph.registry import register_refresh, register_rule, resolve
+from prunekit.graph.handlers.shape import size_attribute
+from prunekit.graph.registry import refresh_for, register_refresh, register_rule, resolve
 
 
 @register_rule(*resolve("conv1d", "conv2d", "conv3d"))
@@ -51,9 +52,34 @@ def _conv(ctx, args, kwargs, out, *, transposed: bool) -> None:  # type: ignore[
         result[c] = None
     elif groups > 1 and groups == in_channels:
         result[c] = _depthwise(ctx, xd[c], wd, bias, in_channels, out.shape[c] // groups, transposed)
+        _stored_groups(ctx, groups, result[c] if transposed else xd[c])
     else:
         result[c] = _grouped(ctx, xd[c], wd, bias, groups, out.shape[c], in_axis, out_axis)
     ctx.set(out, result)
+
+
+def _stored_groups(ctx, groups: int, layout: Dim) -> None:  # type: ignore[no-untyped-def]
+    """A depthwise conv called with ``groups`` from a module attribute (timm's BlurPool2d passes
+    ``groups=self.channels``): the attribute must follow the pruned width. With exactly one
+    attribute of the running module holding it, it joins the group (``apply`` rewrites it); else the
+    channels are frozen. ``nn.Conv*`` (own refresh) and widths read from a shape follow already."""
+    from prunekit.graph.trace import ChannelInt
+
+    module = ctx.module
+    if not isinstance(layout, Tracked) or type(groups) is not int or isinstance(groups, ChannelInt):
+        return
+    if module is None or refresh_for(module) is not None:
+        return
+    found = [key for key, value in vars(module).items() if type(value) is int and value == groups]
+    scope = ctx.scope[-1]
+    if len(found) == 1:
+        ctx.store.use(layout, size_attribute(scope, found[0], None), 0, "passive")
+        return
+    owner = f"'{scope}'" if scope else "the root module"
+    held = (f"held by several attributes of {owner} ({', '.join(found)})" if found
+            else f"which no attribute of {owner} holds")
+    ctx.store.freeze(layout, f"depthwise conv with the constant groups={groups}, {held}, in {ctx.where}; "
+                             f"it would not follow pruning")
 
 
 def _grouped(ctx, layout: Dim, wd: list[Dim], bias: Any, groups: int, out_channels: int,  # type: ignore[no-untyped-def]

@@ -138,8 +138,15 @@ def _refresh_config(model: nn.Module) -> None:
                 widths = [next(iter(found[i])) if len(found.get(i, ())) == 1 else None for i in range(layers)]
                 if any(w not in (None, getattr(config, name)) for w in widths):  # NOTE: else only ambiguous
                     per_layer[name] = widths
+    old_values = {name: getattr(config, name) for name in solved}
     for name, value in solved.items():
         setattr(config, name, value)
+    if solved and _structure_changes(model, config):  # NOTE: ConvBERT builds embeddings_project only
+        for name, value in old_values.items():         # while embedding_size != hidden_size
+            if solved[name] != value:
+                per_layer[_fields_name(config, name)] = [solved[name]]
+            setattr(config, name, value)
+        solved = {}
     _search_heads(model, config, [n for n in probes if n not in solved and n not in per_layer], pruned)
     constants = changed_constants(model, config)
     if constants:  # NOTE: e.g. Gemma's embedding scale sqrt(hidden_size): the widths stay, loudly stale
@@ -257,6 +264,16 @@ def _fields(config: Any) -> list[str]:
         if type(getattr(config, name, None)) is int and getattr(config, name) > 0:
             names.setdefault(_alias(config, name), name)
     return list(names.values())
+
+
+def _structure_changes(model: nn.Module, config: Any) -> bool:
+    """Whether ``config`` builds other parameters than the model has (a module built only while two
+    widths differ, and pruning made them equal); then the config keeps its old widths."""
+    try:
+        built = {name for name, _ in _meta_build(model, config).named_parameters()}
+    except Exception:  # NOTE: a config its model refuses is no better
+        return True
+    return built != {name for name, _ in model.named_parameters()}
 
 
 def _meta_build(model: nn.Module, config: Any) -> nn.Module:

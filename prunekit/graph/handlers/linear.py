@@ -18,12 +18,12 @@ def linear(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         return ctx.opaque(args, kwargs, out, "linear weight is not 2-d")
     layout = xd[-1]
     if isinstance(layout, Tracked):
-        if isinstance(wd[1], ParamDim):
-            ctx.store.use(layout, wd[1].tensor, 1, "consumer")
+        if isinstance(wd[1], ParamDim):  # NOTE: its own axis: an expert's weight[i] of a 3-d parameter
+            ctx.store.use(layout, wd[1].tensor, wd[1].axis, "consumer", offset=wd[1].start)
         else:
             ctx.store.freeze(layout, f"linear weight is not a parameter in {ctx.where}")
     new = ctx.store.new_source(out.shape[-1], source_name(wd[0], ctx.where))
-    produce(ctx, new, wd[0], 0, bias)
+    produce(ctx, new, wd[0], wd[0].axis if isinstance(wd[0], ParamDim) else 0, bias)
     ctx.set(out, xd[:-1] + [new])
 
 

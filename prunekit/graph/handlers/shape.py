@@ -51,13 +51,20 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     dropped = [d for i, d in enumerate(dims) if x.shape[i] == 1 and isinstance(d, Tracked)]
     for d in dropped:
         ctx.store.freeze(d, f"a 1-channel dim disappears in {ctx.where}")
+    splits: list[tuple[Tracked, int, int]] = []  # (channels split into heads, chunks, head-size dim)
     for src, dst in groups:
         layouts = [dims[i] for i in src]
-        if len(src) == 1 and len(dst) == 1:
+        if len(src) == 1 and len(dst) == 1 and _one_head(ctx, x, out, dst[0], layouts[0]):
+            splits.append((layouts[0], 1, dst[0]))  # type: ignore[arg-type]
+            requested = _requested(args, kwargs, ctx.current, out.dim())
+            derived = [requested is not None and requested[j] == -1 for j in (dst[0] - 1, dst[0])]
+            result[dst[0] - 1:dst[0] + 1] = _split_outer(ctx, layouts[0], [1, out.shape[dst[0]]], derived)  # type: ignore[arg-type]
+        elif len(src) == 1 and len(dst) == 1:
             result[dst[0]] = _stored_size(ctx, args, kwargs, dst[0], layouts[0])
         elif len(dst) == 1 and isinstance(layouts[0], Tracked) and all(d is None for d in layouts[1:]):
             result[dst[0]] = layouts[0].scaled(math.prod(x.shape[i] for i in src[1:]))
         elif len(src) == 1 and isinstance(layouts[0], Tracked):
+            splits.append((layouts[0], math.prod(out.shape[j] for j in dst[:-2]), dst[-1]))
             requested = _requested(args, kwargs, ctx.current, out.dim())
             derived = [requested is not None and requested[j] == -1 for j in dst]
             for j, d in zip(dst, _split_outer(ctx, layouts[0], [out.shape[j] for j in dst], derived)):
@@ -66,8 +73,50 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             for d in layouts:
                 if isinstance(d, Tracked):
                     ctx.store.freeze(d, f"channels mixed with other dims by {ctx.where}")
-    _tie_sizes_read_elsewhere(ctx, args, kwargs, result)
+    _tie_sizes_read_elsewhere(ctx, args, kwargs, result, splits)
+    _head_count_on_fixed_data(ctx, args, kwargs, result)
     ctx.set(out, result)
+
+
+# Module attributes a head refresh rewrites (hf_modules.refresh_attention, timm_modules' refreshes).
+_REWRITTEN = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads", "all_head_size", "inner_dim",
+              "attn_dim", "all_head_dim")
+
+
+def _head_count_on_fixed_data(ctx, args, kwargs, result: list[Dim]) -> None:  # type: ignore[no-untyped-def]
+    """In a module whose refresh rewrites its head count, a view of data that carries no channels
+    to that stored count (ConvBERT's span-conv branch ``reshape(B, -1, self.num_attention_heads, d)``
+    after an op the graph does not follow) would break once the count changes: the module's heads
+    are pinned (frozen, those seen so far and those seen later)."""
+    from prunekit.graph.trace import ChannelInt, DerivedInt
+
+    module = ctx.module
+    if module is None or not ctx.current.endswith(("view", "reshape")) or id(module) in ctx.pinned:
+        return
+    if not any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS) or ctx.tracked(args[0]):
+        return  # NOTE: data with channels has its head dim tracked (a token count may equal the head count)
+    sizes = _raw_sizes(args, kwargs)
+    if sizes is None or len(sizes) != len(result):
+        return
+    stored = {vars(module)[n] for n in _REWRITTEN if type(vars(module).get(n)) is int}
+    for j, size in enumerate(sizes):
+        if (type(size) is int and not isinstance(size, (ChannelInt, DerivedInt)) and size > 1 and size in stored
+                and result[j] is None):
+            why = (f"{ctx.where} views data the graph does not follow to the stored head count or width "
+                   f"{size}; the refresh would change it, so the heads stay whole")
+            ctx.pinned[id(module)] = why
+            for layout in ctx.heads.get(id(module), []):
+                ctx.store.freeze(layout, why)
+            return
+
+
+def _one_head(ctx, x: torch.Tensor, out: torch.Tensor, j: int, d: Dim) -> bool:  # type: ignore[no-untyped-def]
+    """``view(B, N, H, head_dim)`` with one head (H == 1) pairs the channels with the last dim
+    alone; in an attention module whose refresh keeps its head count, that is a split into one
+    head all the same (cutting inside it would change the head size and its scale)."""
+    return (isinstance(d, Tracked) and ctx.current.endswith(("view", "reshape")) and j == out.dim() - 1
+            and j >= 1 and out.shape[j - 1] == 1 and out.dim() > x.dim() and out.shape[j] > 1
+            and any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS))
 
 
 def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-untyped-def]
@@ -76,7 +125,7 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     holds that size (``self.nf``, ``self.shape[1]``), the attribute joins the group and ``apply``
     rewrites it; otherwise the channels are frozen with the reason."""
     from prunekit.graph.registry import refresh_for
-    from prunekit.graph.trace import ChannelInt
+    from prunekit.graph.trace import ChannelInt, DerivedInt
 
     if not isinstance(d, (Tracked, ParamDim)) or not ctx.current.endswith(("view", "reshape")):
         return d
@@ -84,10 +133,10 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     if sizes is None or j >= len(sizes):
         return d
     size = sizes[j]
-    if type(size) is not int or size in (-1, 1) or isinstance(size, ChannelInt):
+    if type(size) is not int or size in (-1, 1) or isinstance(size, (ChannelInt, DerivedInt)):
         return d
     module = ctx.module
-    if module is not None and refresh_for(module) is not None:
+    if module is not None and refresh_for(module) is not None and not _config_misses(module, size):
         return d  # NOTE: the module's own refresh keeps its sizes (attention classes, Conv1D)
     found = _attributes_holding(module, size, j, len(sizes)) if module is not None else []
     layout = d if isinstance(d, Tracked) else (ctx.store.param_source(d) if d.size else None)
@@ -109,6 +158,19 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     ctx.unknown.append(why)
     ctx.store.freeze(layout, why)
     return layout
+
+
+def _config_misses(module: Any, size: int) -> bool:
+    """A Hugging Face model (its refresh rewrites the config) viewing to a constant that no scalar
+    width field of its config holds: PVT-v2's ``reshape(B, -1, self.config.hidden_sizes[-1])`` reads
+    an entry of a per-stage list, which the config refresh does not rewrite stage by stage."""
+    from prunekit.graph.handlers.hf_modules import WIDTH_FIELDS
+
+    config = vars(module).get("config")
+    if config is None or not hasattr(config, "to_dict"):
+        return False
+    return not any(type(getattr(config, name, None)) is int and getattr(config, name) == size
+                   for name in WIDTH_FIELDS)
 
 
 def size_attribute(module: str, attr: str, index: int | None) -> str:
@@ -135,20 +197,37 @@ def _attributes_holding(module: Any, size: int, j: int, ndim: int) -> list[tuple
     return found
 
 
-def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim]) -> None:  # type: ignore[no-untyped-def]
+def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim],  # type: ignore[no-untyped-def]
+                              splits: list[tuple[Tracked, int, int]]) -> None:
     """``y.reshape(B, N, D)`` with ``D`` read from ``x.shape``: at run time ``D`` follows ``x``'s
-    pruned width, so ``y``'s channels there must be ``x``'s channels (or neither is cut)."""
-    from prunekit.graph.trace import ChannelInt
+    pruned width, so ``y``'s channels there must be ``x``'s channels (or neither is cut).
 
-    if not ctx.current.endswith(("view", "reshape")) or (any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS)
-                                                        and not any(kept(ctx) for kept in SIZE_TIES_KEPT)):
-        return  # NOTE: a module whose refresh rewrites its widths (Swin's attention) reads them anew
+    A size computed from a width (``C // self.num_heads``, a :class:`~prunekit.graph.trace.DerivedInt`)
+    changes with it, so it keeps its traced value only if the width does not change: ``x``'s
+    channels are frozen. A size computed from the viewed tensor's own widths (``reshape(B, H_kv * n_rep,
+    ...)``, ShuffleNet's ``view(B, g, C // g, H, W)``) is the view's own business (see ``reshape``).
+    One exception more: in an attention module whose refresh keeps its head count and
+    whose widths are tied to its input (``SIZE_TIES_KEPT``), a head size ``C // num_heads`` of a
+    projection split into heads stays the same when ``x``'s width is cut in whole heads, together with
+    the split channels: ``x``'s channels are tied to those of one chunk (q of a fused q|k|v).
+    """
+    from prunekit.graph.trace import ChannelInt, DerivedInt
+
+    if not ctx.current.endswith(("view", "reshape")):
+        return
+    follows = any(f(ctx) for f in HEAD_COUNT_FOLLOWS)
+    kept = any(k(ctx) for k in SIZE_TIES_KEPT)
     sizes = kwargs.get("shape", kwargs.get("size", args[1:]))
     if len(sizes) == 1 and not isinstance(sizes[0], int):
         sizes = sizes[0]
     if len(sizes) != len(result):
         return
+    own = ctx.dims(args[0])
     for j, size in enumerate(sizes):
+        if isinstance(size, DerivedInt) and not (follows and not kept) and not all(d in own for d in size.layouts):
+            _derived_size(ctx, size, j, result, splits, follows and kept)
+        if follows and not kept:
+            continue  # NOTE: a module whose refresh rewrites its widths (Swin's attention) reads them anew
         if not isinstance(size, ChannelInt) or size.layout == result[j]:
             continue
         if isinstance(result[j], Tracked):
@@ -156,6 +235,25 @@ def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim]) -> None:  # 
         else:
             ctx.store.freeze(size.layout, f"the width of these channels is read from a shape and used "
                                           f"as a size for other data in {ctx.where}")
+
+
+def _derived_size(ctx, size: Any, j: int, result: list[Dim],  # type: ignore[no-untyped-def]
+                  splits: list[tuple[Tracked, int, int]], heads_follow: bool) -> None:
+    """Dim ``j`` of a view is sized by an int computed from widths (see ``_tie_sizes_read_elsewhere``)."""
+    split = next(((layout, chunks) for layout, chunks, at in splits if at == j), None)
+    if heads_follow and split is not None and split[0].size % split[1] == 0:
+        layout, chunks = split
+        first = _slice(layout, 0, layout.size // chunks, ctx)
+        if isinstance(first, Tracked):
+            for source in size.layouts:
+                ctx.store.unify(source, first, ctx.where)
+            return
+    why = (f"a size computed from the width of these channels ({int(size)}) is used to view other data "
+           f"in {ctx.where}; it would change with pruning")
+    for source in size.layouts:
+        ctx.store.freeze(source, why)
+    if isinstance(result[j], Tracked):
+        ctx.store.freeze(result[j], why)
 
 
 # Callables ``(ctx) -> bool``: True when the module running now (``ctx.module``) keeps its head count
@@ -208,6 +306,10 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
     if heads is None:
         ctx.store.freeze(layout, f"channels split into several dims by {ctx.where}")
         return [None] * len(sizes)
+    if ctx.module is not None:
+        ctx.heads.setdefault(id(ctx.module), []).append(heads)
+        if id(ctx.module) in ctx.pinned:
+            ctx.store.freeze(heads, ctx.pinned[id(ctx.module)])
     if len(sizes) == 2:
         return [heads, None]
     per = sizes[-2]
@@ -285,6 +387,12 @@ def cat(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             if i != dim:
                 result[i] = ctx.store.unify(result[i], d, ctx.where)
     parts = [(ctx.dims(t)[dim], t.shape[dim]) for t in tensors]
+    parts = [(d, n) for d, n in parts if n > 0]  # NOTE: an empty part (MobileBERT's 0-row dense) adds nothing
+    if parts and all(isinstance(d, ParamDim) and d.size > 1 for d, _ in parts):
+        # NOTE: a tensor assembled from parameter axes (BEiT's qkv bias cat(q_bias, k_bias, v_bias),
+        # MobileBERT's cat([decoder.weight.t(), dense.weight])): each part is a source the parameter
+        # follows, so the result is sliced wherever it meets channels.
+        parts = [(ctx.store.param_source(d), n) for d, n in parts]
     if any(isinstance(d, Tracked) for d, _ in parts):
         result[dim] = Tracked(tuple(s for d, n in parts for s in _as_segments(d, n)))
     else:
@@ -314,6 +422,7 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     pieces = list(out)
     dims = ctx.dims(x)
     name = ctx.current
+    _split_sizes_read_elsewhere(ctx, args, kwargs, dims)
     dim = arg(args, kwargs, 1 if name.endswith("unbind") else 2, "dim", 0) % x.dim()
     sizes = [p.shape[dim] if p.dim() == x.dim() else 1 for p in pieces]
     layout = dims[dim]
@@ -337,6 +446,22 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         ctx.set(piece, piece_dims)
 
 
+def _split_sizes_read_elsewhere(ctx, args, kwargs, dims: list[Dim]) -> None:  # type: ignore[no-untyped-def]
+    """``split(y, (C, C, 3))`` with ``C`` read from another tensor's shape (FocalNet's modulation):
+    ``C`` follows that tensor's pruned width while ``y`` is cut apart from it, so that width is frozen
+    (``y``'s own widths are handled by the split itself)."""
+    from prunekit.graph.trace import ChannelInt
+
+    sizes = arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size", kwargs.get("sections")))
+    sizes = sizes if isinstance(sizes, (list, tuple)) else [sizes]
+    for size in sizes:
+        layouts = [size.layout] if isinstance(size, ChannelInt) else list(getattr(size, "layouts", ()))
+        for layout in layouts:
+            if layout not in dims:
+                ctx.store.freeze(layout, f"the width of these channels is read from a shape and used as a split "
+                                         f"size of other data in {ctx.where}")
+
+
 def _slice(layout: Tracked, start: int, length: int, ctx) -> Dim:  # type: ignore[no-untyped-def]
     """Positions ``start .. start+length`` of a layout (whole channels only; else frozen, None)."""
     part = slice_layout(layout, start, length)
@@ -351,6 +476,11 @@ def getitem(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     channels freeze them (the bounds are constants that would not follow pruning)."""
     x, index = args[0], args[1]
     index = index if isinstance(index, tuple) else (index,)
+    tensors = [k for k, i in enumerate(index) if isinstance(i, torch.Tensor)]
+    if (len(tensors) == 1 and isinstance(out, torch.Tensor) and all(i == slice(None) for i in index[:tensors[0]])
+            and not index[tensors[0]].dtype.is_floating_point and index[tensors[0]].dtype != torch.bool
+            and len(index) == tensors[0] + 1):
+        return _gather_rows(ctx, x, tensors[0], index[tensors[0]], out)
     if any(isinstance(i, torch.Tensor) or isinstance(i, (list, bool)) for i in index):
         return ctx.opaque(args, kwargs, out, "advanced (tensor) indexing")
     dims, result, d = ctx.dims(x), [], 0
@@ -376,6 +506,16 @@ def getitem(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             return ctx.opaque(args, kwargs, out, f"index of type {type(i).__name__}")
     result.extend(dims[d:])
     ctx.set(out, result)
+
+
+def _gather_rows(ctx, x: torch.Tensor, at: int, index: torch.Tensor, out: torch.Tensor) -> None:  # type: ignore[no-untyped-def]
+    """``table[idx]`` / ``table[:, idx]`` with an integer tensor: entries along dim ``at`` are picked
+    (it becomes ``idx``'s dims), the other dims keep their channels or parameter axes (a relative
+    position table's heads: Swin's ``table[index]``, EfficientFormer's ``biases[:, idxs]``)."""
+    dims = ctx.dims(x)
+    if isinstance(dims[at], Tracked):
+        ctx.store.freeze(dims[at], f"channels picked by an index tensor in {ctx.where}")
+    ctx.set(out, dims[:at] + [None] * index.dim() + dims[at + 1:])
 
 
 @register_rule(*resolve("expand", "expand_as", "broadcast_to", "repeat", "tile"))

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["TIMM", "KEEP_HEADS", "TIED"]
+__all__ = ["TIMM", "KEEP_HEADS", "TIED", "is_attention"]
 
 
 def _out(layer: Any) -> int:
@@ -52,22 +52,89 @@ def _head_dim(module: Any) -> int | None:
     return round(scale ** -2) if type(scale) is float and scale > 0 else None
 
 
+# Query projections and how many equal parts (q, k, v) their rows hold.
+_PROJECTIONS = (("qkv", 3), ("qk", 2), ("q", 1), ("wq", 1), ("q_proj", 1))
+# Parameters with one entry per head along axis 0 (XCiT's temperature, Swin-V2's logit scale, ConViT's gate).
+_PER_HEAD = ("temperature", "logit_scale", "gating_param")
+
+
+def _weighted(layer: Any) -> Any:
+    """``layer``, or the Linear it wraps (Gemma4's ClippableLinear keeps it in ``.linear``)."""
+    if layer is not None and not isinstance(getattr(layer, "weight", None), nn.Parameter):
+        layer = layer._modules.get("linear")
+    return layer if layer is not None and isinstance(getattr(layer, "weight", None), nn.Parameter) else None
+
+
+def _rows_per_part(module: Any) -> int | None:
+    """Rows of one of q / k / v in the query projection (the inner width), if it has one."""
+    for name, parts in _PROJECTIONS:
+        layer = _weighted(module._modules.get(name))
+        if layer is not None:
+            return _out(layer) // parts
+    return None
+
+
+def _per_head(module: Any) -> nn.Parameter | None:
+    return next((module._parameters[n] for n in _PER_HEAD if module._parameters.get(n) is not None), None)
+
+
 def _refresh_tied_attention(module: Any) -> None:
     """Attention whose forward reads its widths from the input (``B, N, C = x.shape``, then
     ``reshape(B, N, 3, self.num_heads, C // self.num_heads)`` and ``reshape(B, N, C)``): the trace
     ties its heads to the input width, so ``C`` stays ``num_heads * head_dim``; only the stored
-    head count (and inner widths where stored) must follow."""
-    head_dim = _head_dim(module)
-    qkv, q = getattr(module, "qkv", None), getattr(module, "q", None)
-    rows = _out(qkv) // 3 if qkv is not None else (_out(q) if q is not None else None)
-    if head_dim is None or rows is None:
+    head count (and inner widths where stored) must follow: from the projection's rows and the
+    head size, else from a per-head parameter."""
+    head_dim, rows, per_head = _head_dim(module), _rows_per_part(module), _per_head(module)
+    if rows is None or (head_dim is None and per_head is None):
         return
+    heads = rows // head_dim if head_dim is not None else int(per_head.shape[0])  # type: ignore[union-attr]
+    old = next((vars(module)[n] for n in ("num_heads", "heads") if type(vars(module).get(n)) is int), heads)
     for name in ("num_heads", "heads"):  # NOTE: Hiera calls it heads
         if type(vars(module).get(name)) is int:
-            setattr(module, name, rows // head_dim)
-    for name in ("attn_dim", "all_head_dim", "dim", "dim_out"):
-        if type(vars(module).get(name)) is int:
-            setattr(module, name, rows)
+            setattr(module, name, heads)
+    for name in ("attn_dim", "all_head_dim", "dim", "dim_out", "out_dim"):  # per-head widths times the count
+        value = vars(module).get(name)
+        if type(value) is int and old and value % old == 0:
+            setattr(module, name, value // old * heads)  # NOTE: TinyViT's out_dim = val_dim * num_heads
+    key = _weighted(module._modules.get("k_proj"))
+    if key is not None and head_dim is not None and type(vars(module).get("num_kv_heads")) is int:
+        module.num_kv_heads = _out(key) // head_dim  # NOTE: grouped-query attention (Gemma4's encoder)
+        if type(vars(module).get("num_kv_groups")) is int:
+            module.num_kv_groups = heads // max(module.num_kv_heads, 1)
+
+
+def is_attention(module: nn.Module) -> bool:
+    """A timm attention class not listed in ``TIMM`` that ``_refresh_tied_attention`` can keep
+    right: its forward reads a stored head count (``num_heads`` or ``heads``), it projects with a
+    fused ``qkv`` / ``qk`` or a ``q`` layer, and its head size is stored (``head_dim``, or ``scale =
+    head_dim ** -0.5``) or it holds a per-head parameter. Whole heads are cut with the input width,
+    as for the listed classes; apply's verification checks the result by value like any other cut."""
+    if not type(module).__module__.startswith("timm."):
+        return False
+    count = next((vars(module)[n] for n in ("num_heads", "heads") if type(vars(module).get(n)) is int), None)
+    rows = _rows_per_part(module)
+    if count is None or rows is None or rows % count:
+        return False
+    head_dim, per_head = _head_dim(module), _per_head(module)
+    if head_dim is not None:  # NOTE: EfficientFormer's scale is its key size, not rows / heads: not ours
+        return rows == count * head_dim
+    return per_head is not None and per_head.shape[0] == count
+
+
+def _refresh_rel_pos(module: Any) -> None:
+    """timm's relative position biases hold one column per head (a table, or the rows of an MLP's
+    last layer) and record the count in ``num_heads`` and ``bias_shape``; read it back."""
+    table = getattr(module, "relative_position_bias_table", None)
+    if table is not None:
+        heads = int(table.shape[0] if type(module).__name__ == "RelPosBiasTf" else table.shape[1])
+    else:
+        heads = _out(module.mlp.fc2)
+    if type(vars(module).get("num_heads")) is int:
+        module.num_heads = heads
+    shape = vars(module).get("bias_shape")
+    if isinstance(shape, tuple) and shape:
+        at = 0 if type(module).__name__ == "RelPosBiasTf" else len(shape) - 1
+        module.bias_shape = shape[:at] + (heads,) + shape[at + 1:]
 
 
 _Refresh = Callable[[nn.Module], "nn.Module | None"]
@@ -76,6 +143,8 @@ TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] |
     # ViT, DeiT, DeiT-III, the ViT variants (vit_*, vit_*_reg, ...), EVA's fused-attention ViTs
     "timm.layers.attention": [("Attention", _refresh_attention, None), ("AttentionRope", _refresh_attention, None)],
     "timm.models.visformer": [("Attention", _refresh_attention, None)],
+    "timm.layers.pos_embed_rel": [(name, _refresh_rel_pos, None)
+                                  for name in ("RelPosBias", "RelPosMlp", "RelPosBiasTf")],
     **{f"timm.models.{module}": [(name, _refresh_tied_attention, None) for name in names] for module, names in {
         "beit": ("Attention",), "eva": ("EvaAttention",), "convit": ("MHSA",), "pvt_v2": ("Attention",),
         "twins": ("LocallyGroupedAttn", "GlobalSubSampleAttn"), "nest": ("Attention",),

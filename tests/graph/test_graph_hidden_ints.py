@@ -1,0 +1,248 @@
+"""Widths that reach the forward as plain ints the trace must follow: sizes computed from a shape
+(``C // self.num_heads``), depthwise ``groups`` stored at ``__init__``, and parameters that meet an
+activation at fixed positions. Each model was pruned wrongly (verification failed) before the fix."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunekit.graph import DependencyGraph
+from prunekit.importance import score
+from prunekit.structured import allocate, apply
+from prunekit.structured.apply import mask
+
+
+class ComputedHeadSize(nn.Module):
+    """Swin-V2-CR / VOLO: ``qkv(x).view(B, N, 3, self.heads, C // self.heads)`` with ``C`` read from
+    ``x``: the head size changes with ``x``'s width, so ``x`` must keep its width."""
+
+    def __init__(self, dim: int = 8, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.inp = nn.Linear(4, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 16), nn.Linear(16, dim)
+        self.out = nn.Linear(dim, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
+        return self.out(self.proj(o) + x + self.fc2(torch.relu(self.fc1(x))))
+
+
+class StoredGroups(nn.Module):
+    """timm's BlurPool2d: a fixed filter buffer per channel, ``groups=self.channels``."""
+
+    def __init__(self, channels: int = 8) -> None:
+        super().__init__()
+        self.channels = channels
+        self.register_buffer("filt", torch.full((channels, 1, 3, 3), 1 / 9))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, [1, 1, 1, 1]), self.filt, stride=2, groups=self.channels)
+
+
+class BlurNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.blur = StoredGroups(8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blur(torch.relu(self.conv(x))))
+
+
+class ParamAtFixedPositions(nn.Module):
+    """EfficientViM's HSM-SSD: ``dt`` comes from a split at constant sizes (frozen), ``A`` is added
+    to it, and the sum is contracted with the tokens: ``A`` does not produce channels of its own."""
+
+    def __init__(self, dim: int = 8, state: int = 6) -> None:
+        super().__init__()
+        self.state = state
+        self.inp = nn.Conv1d(3, dim, 1)
+        self.bcdt = nn.Conv1d(dim, 2 * state, 1)
+        self.A = nn.Parameter(torch.randn(state))
+        self.mix = nn.Conv1d(dim, dim, 1)
+        self.out = nn.Conv1d(dim, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)                                                    # [B, dim, N]
+        b, dt = torch.split(self.bcdt(x), [self.state, self.state], dim=1)  # [B, state, N] each
+        a = (dt + self.A.view(1, -1, 1)).softmax(-1) * b
+        h = x @ a.transpose(-2, -1)                                        # [B, dim, state]
+        y = self.mix(h) @ a                                                # [B, dim, N]
+        return self.out(y)
+
+
+def _prune(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, DependencyGraph, object]:
+    model.eval()
+    graph = DependencyGraph.trace(model, x)
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    assert plan.ratio > 0, graph.summary()
+    pruned = apply(model, graph, plan, example_inputs=x)  # verifies against the masked model
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    return pruned, graph, plan
+
+
+def test_size_computed_from_a_width_freezes_that_width() -> None:
+    torch.manual_seed(0)
+    model, x = ComputedHeadSize(), torch.randn(2, 5, 4)
+    pruned, graph, _ = _prune(model, x)
+    width = next(g for g in graph.groups if "inp.weight" in {m.tensor for m in g.members})
+    assert not width.prunable
+    assert any("size computed from the width" in r for r in width.reasons)
+    assert pruned.inp.out_features == 8 and pruned.fc1.out_features == 8
+
+
+def test_depthwise_groups_stored_at_init_follow_the_cut() -> None:
+    torch.manual_seed(0)
+    model, x = BlurNet(), torch.randn(1, 3, 8, 8)
+    pruned, graph, _ = _prune(model, x)
+    group = next(g for g in graph.groups if "conv.weight" in {m.tensor for m in g.members})
+    assert group.prunable and [a[1] for a in group.size_attributes()] == ["channels"]
+    assert pruned.blur.channels == pruned.conv.out_channels == pruned.blur.filt.shape[0] < 8
+    assert model.blur.channels == 8  # the user's model is unchanged
+
+
+def test_depthwise_groups_held_by_no_attribute_are_frozen() -> None:
+    class Anonymous(StoredGroups):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(x, self.filt, groups=8)
+
+    model = BlurNet()
+    model.blur = Anonymous(8)
+    del model.blur.channels  # the 8 is a literal: nothing apply could rewrite
+    graph = DependencyGraph.trace(model, torch.randn(1, 3, 8, 8))
+    group = next(g for g in graph.groups if "conv.weight" in {m.tensor for m in g.members})
+    assert not group.prunable and any("constant groups=8" in r for r in group.reasons)
+
+
+def test_parameter_meeting_fixed_positions_is_not_a_producer() -> None:
+    torch.manual_seed(0)
+    model, x = ParamAtFixedPositions(), torch.randn(2, 3, 7)
+    pruned, graph, _ = _prune(model, x)
+    assert not any("A" in {m.tensor for m in g.members} for g in graph.groups)
+    assert pruned.A.shape == (6,) and pruned.mix.out_channels < 8
+
+
+class AssembledHead(nn.Module):
+    """MobileBERT's LM head: ``h @ cat([embedding.weight.t(), dense.weight])``, the embedding tied to
+    the input; the assembled matrix follows the cut of both parameters it is made of."""
+
+    def __init__(self, vocab: int = 12, embed: int = 6, hidden: int = 10) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, embed)
+        self.up = nn.Linear(embed, hidden)
+        self.mlp1, self.mlp2 = nn.Linear(hidden, 16), nn.Linear(16, hidden)
+        self.dense = nn.Linear(vocab, hidden - embed, bias=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.up(self.embedding(ids))
+        h = h + self.mlp2(torch.relu(self.mlp1(h)))
+        return h.matmul(torch.cat([self.embedding.weight.t(), self.dense.weight], dim=0))
+
+
+def test_a_matrix_assembled_from_parameters_follows_their_cut() -> None:
+    """The hidden channels meet the assembled matrix in a contraction (zero-safe, not a plain
+    consumer): the pruned model equals the dense one whose cut hidden channels are zero."""
+    torch.manual_seed(0)
+    model, ids = AssembledHead().eval(), torch.randint(0, 12, (2, 5), generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, ids)
+    hidden = [g for g in graph.groups if ("up.weight", 0) in {(m.tensor, m.axis) for m in g.members}]
+    assert all(g.prunable and g.zero_exact for g in hidden)  # the embedding part and the dense part
+    assert {("dense.weight", 0), ("embedding.weight", 1)} <= {(m.tensor, m.axis) for g in hidden for m in g.members}
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=ids)
+    reference = mask(model, graph, plan)
+    cut = [next(m.start for m in g.members if (m.tensor, m.axis) == ("up.weight", 0)) + i
+           for g in hidden for i in plan.removed(g.id)]
+    with torch.no_grad():  # zero the cut hidden channels where they are made
+        for i in cut:
+            for layer in (reference.up, reference.mlp2):
+                layer.weight[i] = 0
+                layer.bias[i] = 0
+    assert cut and pruned.up.out_features == 10 - len(cut) and pruned.dense.out_features < 4
+    torch.testing.assert_close(pruned(ids), reference(ids), rtol=1e-4, atol=1e-5)
+
+
+class SplitByAnotherWidth(nn.Module):
+    """FocalNet's modulation: ``q, ctx, gates = split(f(x), (C, C, 3))`` with ``C`` read from ``x``."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.inp = nn.Linear(4, dim)
+        self.f = nn.Linear(dim, 2 * dim + 3)
+        self.fc1, self.fc2 = nn.Linear(dim, 16), nn.Linear(16, dim)
+        self.out, self.out2 = nn.Linear(dim, 2), nn.Linear(dim, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        c = x.shape[-1]
+        q, ctx, gates = torch.split(self.f(x), (c, c, 3), -1)
+        y = q * ctx * gates.sum(-1, keepdim=True)
+        return self.out(y) + self.out2(x + self.fc2(torch.relu(self.fc1(x))))
+
+
+def test_split_sizes_read_from_another_tensor_freeze_its_width() -> None:
+    torch.manual_seed(0)
+    model, x = SplitByAnotherWidth(), torch.randn(2, 5, 4)
+    pruned, graph, _ = _prune(model, x)
+    width = next(g for g in graph.groups if ("inp.weight", 0) in {(m.tensor, m.axis) for m in g.members})
+    assert not width.prunable and any("split size of other data" in r for r in width.reasons)
+    assert pruned.inp.out_features == 8 and pruned.fc1.out_features < 16
+
+
+class Experts(nn.Module):
+    """JetMoE's parallel experts: one 3-d parameter ``[experts, out, in]``, ``F.linear(x, w[i])``."""
+
+    def __init__(self, experts: int = 3, dim: int = 6, hidden: int = 8) -> None:
+        super().__init__()
+        self.inp = nn.Linear(4, dim)
+        self.up = nn.Parameter(torch.randn(experts, hidden, dim))
+        self.down = nn.Parameter(torch.randn(experts, dim, hidden))
+        self.out = nn.Linear(dim, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        y = sum(F.linear(torch.relu(F.linear(h, self.up[i])), self.down[i]) for i in range(self.up.shape[0]))
+        return self.out(h + y)
+
+
+def test_an_expert_slice_of_a_3d_parameter_is_cut_on_its_own_axes() -> None:
+    torch.manual_seed(0)
+    model, x = Experts(), torch.randn(2, 5, 4)
+    pruned, graph, _ = _prune(model, x)
+    hidden = next(g for g in graph.groups if ("up", 1) in {(m.tensor, m.axis) for m in g.members})
+    assert {("up", 1), ("down", 2)} <= {(m.tensor, m.axis) for m in hidden.members}
+    assert pruned.up.shape[0] == 3 and pruned.up.shape[1] == pruned.down.shape[2] < 8
+
+
+class TwoAxesProducer(nn.Module):
+    """One parameter produces channels along both axes (NeoMME's embedding projection): its columns
+    are the looked-up embedding's channels, its rows a bias over the vocabulary."""
+
+    def __init__(self, vocab: int = 10, dim: int = 6) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.vec = nn.Parameter(torch.randn(dim, 1))
+        self.mid = nn.Linear(dim, 8)
+        self.out = nn.Linear(8, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.mid(self.emb(ids)))) + (self.emb.weight @ self.vec).squeeze(-1)
+
+
+def test_group_ids_stay_unique_when_a_parameter_produces_along_two_axes() -> None:
+    torch.manual_seed(0)
+    model, ids = TwoAxesProducer(), torch.randint(0, 10, (2, 5), generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, ids)
+    assert len({g.id for g in graph.groups}) == len(graph.groups)
+    assert "emb.weight[0]:0" in {g.id for g in graph.groups}
+    pruned, _, _ = _prune(model, ids)
+    assert pruned.mid.out_features < 8
