@@ -164,6 +164,8 @@ def optimize(study: optuna.Study, objective: Objective | str | Factory, n_trials
         raise ConfigError("optimize: workers > 1 needs a study from prunekit.search.study.open_study (the "
                           "workers reopen its storage); open the study with open_study(...).")
     storage, root = opened
+    if _counts(study)[0] >= n_trials:
+        return  # NOTE: a finished study (a rerun): no process to start
     threads = max(1, _cores() // workers)
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_worker, name=f"prunekit-search-{i}",
@@ -176,6 +178,8 @@ def optimize(study: optuna.Study, objective: Objective | str | Factory, n_trials
         _watch(study, processes, n_trials, progress)
     finally:
         for process in processes:  # NOTE: only after an error here (e.g. Ctrl-C): stop our own workers
+            if process.pid is None:
+                continue
             if process.is_alive():
                 process.terminate()
             process.join()

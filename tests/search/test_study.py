@@ -171,6 +171,10 @@ def test_two_workers_build_their_objective_once_with_cores_over_n_threads(tmp_pa
     assert torch.get_num_threads() == threads
     assert "5/5 trials complete" in capsys.readouterr().err  # NOTE: printed by this (the parent) process
     assert worker_log(tmp_path, 0).is_file() and worker_log(tmp_path, 1).is_file()
+    worker_log(tmp_path, 0).unlink()
+    optimize(_open(tmp_path), Factory("test_study:offset_objective", {"offset": 1.0}), 5, workers=2, seed=0)
+    assert not worker_log(tmp_path, 0).exists()  # NOTE: a finished study starts no worker
+    assert sum(t.state == TrialState.COMPLETE for t in study.get_trials()) == 5
 
 
 def test_a_crashed_worker_is_one_line_naming_it_and_its_log(tmp_path: Path) -> None:
