@@ -48,6 +48,14 @@ FINETUNE = TrainConfig(epochs=1, batch_size=128, lr=0.01, optimizer="sgd", momen
                        scheduler="cosine", seed=0)
 
 
+def _state(name: str, quick: bool) -> Path:
+    """``runs/<name>`` (a resumed search, a latency cache), or a fresh folder for a --quick run, whose
+    tiny baseline's trials must never be resumed by a real run."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=f"prunekit-{name}-")) if quick else Path("runs") / name
+
+
 def _subset(splits: Any, quick: bool) -> Any:
     from dataclasses import replace
 
@@ -177,14 +185,12 @@ def _spearman(a: list[float], b: list[float]) -> float:
 def part_lut(args: argparse.Namespace) -> list[str]:
     """The latency look-up table's error: predicted against measured end-to-end latency of random
     configurations of ResNet-50 and MobileNetV2 (random weights), on PyTorch and ONNX Runtime."""
-    import tempfile
-
     count = 2 if args.quick else args.configs
     # NOTE: --quick checks the code path on small stand-ins (filling ResNet-50's table on ONNX Runtime
     # exports every layer shape: minutes even at 32x32 on a shared 2-core machine)
     shapes = ({"resnet20": (1, 1, 28, 28), "vgg_small": (1, 1, 28, 28)} if args.quick else
               {"resnet50": (1, 3, 224, 224), "mobilenet_v2": (1, 3, 224, 224)})
-    cache = Path(tempfile.mkdtemp(prefix="prunekit-lut-")) if args.quick else Path("runs/latency-table")
+    cache = _state("latency-table", args.quick)
     levels = (1.0, 0.75, 0.5, 0.25)
     # NOTE: 2 threads on a busy 2-core machine time OpenMP waits, not layers (ResNet-20's layers summed
     # to 488 ms at 2 threads against 1.1 ms at 1): --quick uses 1 so even its smoke numbers are sane
@@ -227,7 +233,7 @@ def part_resnet50(args: argparse.Namespace) -> list[str]:
 
     shape = (1, 3, 32, 32) if args.quick else (1, 3, 224, 224)
     model, x, graph, space = _space("resnet50", shape, tuple(round(1 - 0.05 * i, 2) for i in range(19)))
-    table = LatencyTable(model, graph, space, x, backend="onnxruntime", cache_dir=Path("runs/latency-table"),
+    table = LatencyTable(model, graph, space, x, backend="onnxruntime", cache_dir=_state("latency-table", args.quick),
                          min_time_s=0.0 if args.quick else 0.2)
     dense_ms = table.predict(space.dense())
     goal = dense_ms / 2
@@ -262,7 +268,7 @@ def part_front(args: argparse.Namespace) -> list[str]:
     found = search_model(base, splits, tasks.create("classification"), strategy="nsga2", budget=args.trials,
                          constraints={"macs": 1.0}, objectives=("metric", "macs", "latency"),
                          levels=(1.0, 0.75, 0.5, 0.25), val_samples=256 if args.quick else 1024,
-                         state_dir=Path("runs/search-front"))
+                         state_dir=_state("search-front", args.quick))
     result = found["result"]
     rows = ["| point | metric (proxy) | MACs kept | predicted latency ms |", "|---|---|---|---|"]
     for i in result.front:

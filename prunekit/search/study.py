@@ -271,14 +271,14 @@ def _worker(storage: _Storage, name: str, sampler: optuna.samplers.BaseSampler, 
             spec: Objective | str | Factory, n_trials: int, log: str, threads: int) -> None:
     """One spawned worker: output to ``log``, torch on ``threads`` threads, reopen the study,
     reseed its sampler, build the objective and run until the study is done."""
-    import torch
-
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:  # NOTE: this process's own fds 1 and 2; the parent's are untouched
         os.dup2(out.fileno(), 1)
         os.dup2(out.fileno(), 2)
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (lives as long as the process)
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    import torch  # NOTE: imported already with prunekit.search, the package this module is in
+
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

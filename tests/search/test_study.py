@@ -89,8 +89,9 @@ def worker_env(folder: Path) -> dict[str, str]:
     return {**os.environ, DIR_VAR: str(folder), "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)])}
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 30.0) -> int:
-    """The pid written to ``path`` once it appears (the worker is mid-trial)."""
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 90.0) -> int:
+    """The pid written to ``path`` once it appears (the worker is mid-trial); spawned workers import
+    torch first, which takes tens of seconds on a loaded 2-core machine."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists() and path.read_text():
