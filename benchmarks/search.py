@@ -35,6 +35,7 @@ sys.path.insert(0, str(HERE))
 from _results import write_section  # noqa: E402
 
 from prunekit import data, models, tasks  # noqa: E402
+from prunekit.errors import PrunekitError  # noqa: E402
 from prunekit.graph import DependencyGraph  # noqa: E402
 from prunekit.importance import score  # noqa: E402
 from prunekit.measure import count_macs, evaluate, measure_latency  # noqa: E402
@@ -143,7 +144,13 @@ def part_accuracy(args: argparse.Namespace) -> list[str]:
             makers.append((f"search: {strategy}", lambda s=strategy: _searched(base, splits, args.keep, s, args.trials,
                                                                                  0, args.quick)))
         for label, make in makers:
-            pruned, evaluations = make()
+            try:
+                pruned, evaluations = make()
+            except PrunekitError as exc:  # NOTE: a strategy that finds nothing feasible is a row, not a crash
+                row = f"| {name} | {label} | {args.trials} | - | no allocation ({' '.join(str(exc).split())[:90]}) | - |"
+                print(row, flush=True)
+                rows.append(row)
+                continue
             accs = _finetuned(pruned, splits, seeds, args.quick)
             row = (f"| {name} | {label} | {evaluations or '-'} | {100 * count_macs(pruned, x) / dense:.1f} % | "
                    f"{100 * statistics.fmean(accs):.2f} % | {', '.join(f'{100 * a:.2f}' for a in accs)} |")
