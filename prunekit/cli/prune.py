@@ -15,6 +15,8 @@ from prunekit.errors import ConfigError
 from prunekit.recover import TrainConfig
 from prunekit.structured.allocate import AUTO_RULE
 
+# NOTE: prunekit.measure.latency.BACKENDS, spelt out so building the parser imports no torch (a test holds them equal)
+BACKENDS = ("torch", "torch-fused", "onnxruntime")
 _TARGETS = (("ratio", "ratio"), ("target_macs", "macs"), ("target_params", "params"),
             ("target_latency", "latency"))
 
@@ -89,6 +91,9 @@ def _add_pruner_options(parser: argparse.ArgumentParser) -> None:
                             "(default: none)")
     group.add_argument("--cost-batch-size", type=int, default=1, metavar="N",
                        help="batch size at which --cost latency times the layers (default: 1)")
+    group.add_argument("--backend", choices=BACKENDS, default="torch",
+                       help="the runtime --round-to auto times layers on: a group is rounded up only where "
+                            "that is measurably faster there (default: torch)")
     group.add_argument("--steps", type=int, default=1, metavar="K",
                        help="reach the target in K steps, re-scoring (and fine-tuning) between "
                             "steps (default: 1)")
@@ -121,6 +126,8 @@ def stage(args: argparse.Namespace) -> dict[str, Any]:
     extra: dict[str, Any] = {k: v for k, v in layers.items() if v}
     if args.cost != "none":
         extra.update(cost=args.cost, cost_batch_size=args.cost_batch_size)
+    if args.backend != "torch":
+        extra["backend"] = args.backend
     return {"target": target, "importance": args.importance, "scope": args.scope,
             "round_to": args.round_to, "ignore": list(args.ignore), "steps": args.steps,
             "options": extra or None}

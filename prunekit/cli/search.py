@@ -11,7 +11,13 @@ from prunekit.cli.sensitivity import add_proxy_options, ratio_list
 from prunekit.recover import TrainConfig
 
 
+def _workers(text: str) -> int | str:
+    """An int, checked by the workflow (so a bad value is its one-line error); else the text itself."""
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from prunekit.cli.prune import BACKENDS
     from prunekit.search.strategies import STRATEGIES
 
     parser = subparsers.add_parser(
@@ -32,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--target-params", type=float, default=None, metavar="F",
                        help="fraction of the dense parameters to KEEP, in (0, 1]")
     group.add_argument("--target-latency-ms", type=float, default=None, metavar="MS",
-                       help="predicted latency (look-up table, --latency-backend) at most this, in ms")
+                       help="predicted latency (look-up table, --backend) at most this, in ms")
     group.add_argument("--objectives", default="metric,macs", metavar="A,B",
                        help="Pareto objectives: metric and any of macs, params, latency (default: metric,macs)")
     group.add_argument("--trials", type=int, default=40, metavar="N",
@@ -44,11 +50,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--depth", action="store_true", help="also search which residual blocks to remove")
     group.add_argument("--finetune-steps", type=int, default=0, metavar="N",
                        help="fine-tune batches in the proxy's second rung (successive halving; default: 0)")
-    group.add_argument("--latency-backend", choices=("torch", "onnxruntime"), default=None,
-                       help="time layers for the latency table with this backend (default: torch when "
-                            "latency is an objective)")
+    group.add_argument("--backend", choices=BACKENDS, default=None,
+                       help="the runtime the latency look-up table times layers on (default: torch when "
+                            "latency is an objective or constraint)")
     group.add_argument("--storage", default=None, metavar="URL",
-                       help="Optuna storage for nsga2/tpe/gp (default: SQLite under OUT/search-state)")
+                       help="Optuna storage for nsga2/tpe/gp (default: SQLite under OUT/search-state); a "
+                            "postgresql:// URL lets workers on several machines share the study")
+    group.add_argument("--workers", type=_workers, default=1, metavar="N",
+                       help="processes sharing the study of nsga2/tpe/gp, each with cores/N torch threads, "
+                            "until --trials are done in total; logs in OUT/search-state/worker-<i>.log "
+                            "(default: 1, this process)")
     group.add_argument("--seed", type=int, default=0, metavar="S", help="the search's seed (default: 0)")
     add_proxy_options(parser)
     options.add_pipeline_options(parser, finetune_help="of the chosen allocations")
@@ -82,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                      task=args.task, data_dir=args.data_dir, levels=args.levels or DEFAULT_LEVELS,
                      round_to=args.round_to, depth=args.depth, bn_batches=args.bn_batches,
                      val_samples=args.val_samples, finetune_steps=args.finetune_steps,
-                     latency_backend=args.latency_backend, storage=args.storage,
+                     backend=args.backend, storage=args.storage, workers=args.workers,
                      baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
                      train_config=TrainConfig(), out_dir=args.out, progress=not args.no_progress,
                      measure=options.measure_from_args(args), device=args.device)

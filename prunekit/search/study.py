@@ -11,29 +11,34 @@ Every worker records a heartbeat; a trial whose worker stops beating for ``grace
 (``workers=1``) or in ``workers`` spawned processes. A trial is started only while fewer than
 ``n_trials`` are complete or running; a worker that finds the rest already running waits for them
 (their workers may die), so the study ends with exactly ``n_trials`` COMPLETE trials. The objective
-crosses process boundaries by name (``"package.module:function"`` or a top-level function), never
-as a pickled model: each worker builds what it scores.
+crosses process boundaries by name (``"package.module:function"``, a top-level function, or a
+:class:`Factory` that each worker calls once with plain data to build it), never as a pickled
+model: each worker builds what it scores. Workers are spawned (never forked from a process holding
+torch's threads), each runs torch on ``cores // workers`` threads, writes its output to
+``root/worker-<i>.log``, and the parent prints the progress.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import multiprocessing
+import os
 import sys
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.trial import TrialState
 
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, PrunekitError
 
-__all__ = ["open_study", "optimize", "Objective", "SQLITE_FILE"]
+__all__ = ["open_study", "optimize", "Objective", "Factory", "WorkerError", "SQLITE_FILE", "worker_log"]
 
 Objective = Callable[[optuna.Trial], float | Sequence[float]]
 SQLITE_FILE = "study.db"  # NOTE: the default storage, under the search's root folder
@@ -61,7 +66,26 @@ class _Storage:
                 grace_period=self.grace_period, heartbeat_stale_trial_callback=retry)
 
 
-_OPENED: weakref.WeakKeyDictionary[optuna.Study, _Storage] = weakref.WeakKeyDictionary()
+@dataclass(frozen=True)
+class Factory:
+    """An objective each worker builds once: ``function(**arguments)`` returns the
+    :data:`Objective`. ``function`` is ``"package.module:function"``; ``arguments`` are plain JSON
+    data (a model spec, a data path, settings), so what a worker scores is rebuilt there, not sent."""
+
+    function: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+class WorkerError(PrunekitError, RuntimeError):
+    """A search worker process stopped before the study had its trials."""
+
+
+_OPENED: weakref.WeakKeyDictionary[optuna.Study, tuple[_Storage, Path]] = weakref.WeakKeyDictionary()
+
+
+def worker_log(root: str | os.PathLike[str], index: int) -> Path:
+    """Where worker ``index`` of a study opened under ``root`` writes its output."""
+    return Path(root) / f"worker-{index}.log"
 
 
 def open_study(name: str, storage: str | None, directions: list[str], sampler: optuna.samplers.BaseSampler,
@@ -102,56 +126,97 @@ def open_study(name: str, storage: str | None, directions: list[str], sampler: o
     if found != list(directions):
         raise ConfigError(f"open_study: a study named '{name}' already exists in {_safe(url)} with directions "
                           f"{found}, not {list(directions)}. Pick another name or the same objectives.")
-    _OPENED[study] = spec
+    _OPENED[study] = (spec, Path(root).absolute())
     return study
 
 
-def optimize(study: optuna.Study, objective: Objective | str, n_trials: int, *, workers: int = 1,
+def optimize(study: optuna.Study, objective: Objective | str | Factory, n_trials: int, *, workers: int = 1,
              seed: int, progress: bool = True) -> None:
     """Run trials of ``objective`` on ``study`` until ``n_trials`` of them are COMPLETE in total.
 
     Resumable: trials completed by an earlier run count, and a trial whose worker was killed is
     retried. With ``workers > 1`` that many processes (spawned: nothing is inherited but the
     arguments) each reopen the study and run trials; the study must come from :func:`open_study`.
+    Worker ``i`` writes its output to :func:`worker_log` under the study's ``root``; one that stops
+    while trials are missing is a :class:`WorkerError` naming it and its log.
 
     Args:
         objective: ``"package.module:function"`` or a top-level function taking an ``optuna.Trial``
-            and returning the objective value(s); each worker imports it by name.
+            and returning the objective value(s), imported by name in every worker; or a
+            :class:`Factory` each worker calls once to build that function.
         n_trials: how many COMPLETE trials the study should hold when this returns.
-        workers: processes working on the study at once.
+        workers: processes working on the study at once; each runs torch on
+            ``cores // workers`` threads (at least 1).
         seed: worker ``i`` reseeds its copy of the sampler with ``seed + i`` (several workers
             share one history, so their order, and with it the proposals, is not reproducible).
-        progress: print a line per completed trial to stderr.
+        progress: print a line per completed trial to stderr (from this process).
     """
     if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
         raise ConfigError(f"optimize: n_trials must be an int >= 1; got {n_trials!r}. Pass how many "
                           f"completed trials the study should hold, e.g. 20.")
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ConfigError(f"optimize: workers must be an int >= 1; got {workers!r}. Pass e.g. 2.")
+    check_workers(workers, "optimize: workers")
     spec = _objective_spec(objective)
     if workers == 1:
-        _run(study, _resolve(spec) if isinstance(spec, str) else spec, n_trials, progress)
+        _run(study, _build(spec), n_trials, progress)
         return
-    storage = _OPENED.get(study)
-    if storage is None:
+    opened = _OPENED.get(study)
+    if opened is None:
         raise ConfigError("optimize: workers > 1 needs a study from prunekit.search.study.open_study (the "
                           "workers reopen its storage); open the study with open_study(...).")
+    storage, root = opened
+    if _counts(study)[0] >= n_trials:
+        return  # NOTE: a finished study (a rerun): no process to start
+    threads = max(1, _cores() // workers)
     context = multiprocessing.get_context("spawn")
     processes = [context.Process(target=_worker, name=f"prunekit-search-{i}",
-                                 args=(storage, study.study_name, study.sampler, seed + i, spec, n_trials, progress))
+                                 args=(storage, study.study_name, study.sampler, seed + i, spec, n_trials,
+                                       str(worker_log(root, i)), threads))
                  for i in range(workers)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join()
-    failed = [f"{p.name} (exit code {p.exitcode})" for p in processes if p.exitcode != 0]
+    try:
+        for process in processes:
+            process.start()
+        _watch(study, processes, n_trials, progress)
+    finally:
+        for process in processes:  # NOTE: only after an error here (e.g. Ctrl-C): stop our own workers
+            if process.pid is None:
+                continue
+            if process.is_alive():
+                process.terminate()
+            process.join()
+    failed = [i for i, p in enumerate(processes) if p.exitcode != 0]
     complete, _ = _counts(study)
+    stopped = ", ".join(f"worker {i} (exit code {processes[i].exitcode}; log {worker_log(root, i)})" for i in failed)
     if failed and complete < n_trials:
-        raise RuntimeError(f"optimize: {len(failed)} of {workers} search workers stopped ({', '.join(failed)}) "
-                           f"with {complete}/{n_trials} trials complete; see their output above. Rerun to resume.")
+        raise WorkerError(f"optimize: search {stopped} stopped with {complete}/{n_trials} trials of study "
+                          f"'{study.study_name}' complete. Read the log, fix the cause, and rerun to resume.")
     if failed and progress:
-        print(f"search '{study.study_name}': {', '.join(failed)} stopped; the others finished its trials",
+        print(f"search '{study.study_name}': {stopped} stopped; the others finished its trials",
               file=sys.stderr, flush=True)
+
+
+def check_workers(workers: Any, where: str) -> None:
+    """``workers`` must be an int >= 1; ``where`` names the option in the message."""
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"{where} must be an int >= 1 (processes working on one study); got {workers!r}. "
+                          f"Pass e.g. 2, or 1 to search in this process.")
+
+
+def _cores() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+def _watch(study: optuna.Study, processes: Sequence[Any], n_trials: int, progress: bool) -> None:
+    """Wait for the workers; print a line whenever the study has more trials complete."""
+    shown = _counts(study)[0] if progress else 0
+    while any(p.is_alive() for p in processes):
+        for p in processes:
+            p.join(timeout=_POLL_S / len(processes))
+        if progress:
+            done = min(_counts(study)[0], n_trials)
+            if done > shown:
+                shown = done
+                print(f"search '{study.study_name}': {done}/{n_trials} trials complete", file=sys.stderr, flush=True)
 
 
 def _run(study: optuna.Study, objective: Objective, n_trials: int, progress: bool) -> None:
@@ -203,11 +268,25 @@ def _counts(study: optuna.Study) -> tuple[int, int]:
 
 
 def _worker(storage: _Storage, name: str, sampler: optuna.samplers.BaseSampler, seed: int,
-            spec: Objective | str, n_trials: int, progress: bool) -> None:
-    """One spawned worker: reopen the study, reseed its sampler, run until the study is done."""
-    _reseed(sampler, seed)
-    study = optuna.load_study(study_name=name, storage=_connect(storage), sampler=sampler)
-    _run(study, _resolve(spec) if isinstance(spec, str) else spec, n_trials, progress)
+            spec: Objective | str | Factory, n_trials: int, log: str, threads: int) -> None:
+    """One spawned worker: output to ``log``, torch on ``threads`` threads, reopen the study,
+    reseed its sampler, build the objective and run until the study is done."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:  # NOTE: this process's own fds 1 and 2; the parent's are untouched
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (lives as long as the process)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    import torch  # NOTE: imported already with prunekit.search, the package this module is in
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _reseed(sampler, seed)
+        study = optuna.load_study(study_name=name, storage=_connect(storage), sampler=sampler)
+        _run(study, _build(spec), n_trials, progress=True)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _reseed(sampler: optuna.samplers.BaseSampler, seed: int) -> None:
@@ -220,10 +299,19 @@ def _reseed(sampler: optuna.samplers.BaseSampler, seed: int) -> None:
         sampler.reseed_rng()
 
 
-def _objective_spec(objective: Objective | str) -> Objective | str:
+def _objective_spec(objective: Objective | str | Factory) -> Objective | str | Factory:
     """The objective as something a spawned worker can import: checked here, in the parent."""
     if isinstance(objective, str):
         _resolve(objective)
+        return objective
+    if isinstance(objective, Factory):
+        _resolve(objective.function)
+        try:
+            json.dumps(dict(objective.arguments))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"optimize: the arguments of Factory '{objective.function}' must be plain JSON data "
+                              f"({exc}). Pass specs and paths, not models or tensors: each worker builds its own."
+                              ) from None
         return objective
     qualname = getattr(objective, "__qualname__", "")
     if not callable(objective) or "<" in qualname or not getattr(objective, "__module__", None):
@@ -231,6 +319,14 @@ def _objective_spec(objective: Objective | str) -> Objective | str:
                           f"string; got {objective!r}. Lambdas, closures and bound methods cannot be sent to "
                           f"worker processes; define it at module level.")
     return objective
+
+
+def _build(spec: Objective | str | Factory) -> Objective:
+    """The callable objective in this process: imported, or built by its factory."""
+    if isinstance(spec, Factory):
+        factory = cast(Callable[..., Objective], _resolve(spec.function))
+        return factory(**spec.arguments)
+    return _resolve(spec) if isinstance(spec, str) else spec
 
 
 def _resolve(spec: str) -> Objective:

@@ -45,7 +45,7 @@ from prunekit.workflows.common import (
 from prunekit.workflows.sensitivity import proxy_for
 from prunekit.workflows.train import fine_tune, train_baseline, with_epochs
 
-__all__ = ["search", "search_model", "Searched"]
+__all__ = ["search", "search_model", "Searched", "worker_objective", "check_parallel"]
 
 
 class Searched(dict):  # type: ignore[type-arg]
@@ -57,33 +57,31 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
                  constraints: Mapping[str, float], objectives: Sequence[str] = ("metric", "macs"), seed: int = 0,
                  levels: Sequence[float] = DEFAULT_LEVELS, round_to: int = 1, depth: bool = False,
                  importance: str = "l2", bn_batches: int = 2, val_samples: int = 1024, finetune_steps: int = 0,
-                 latency_backend: str | None = None, state_dir: str | os.PathLike[str] | None = None,
-                 storage: str | None = None, options: Mapping[str, Any] | None = None) -> Searched:
+                 backend: str | None = None, state_dir: str | os.PathLike[str] | None = None,
+                 storage: str | None = None, options: Mapping[str, Any] | None = None, workers: int = 1,
+                 rebuild: Mapping[str, Any] | None = None, progress: bool = False) -> Searched:
     """Search ``net``'s widths (and blocks with ``depth``) under ``constraints`` (kept fractions of
-    ``macs``/``params``, ``latency`` in ms) with ``strategy`` at ``budget`` proxy evaluations."""
+    ``macs``/``params``, ``latency`` in ms on ``backend``'s look-up table) with ``strategy`` at
+    ``budget`` proxy evaluations.
+
+    With ``workers > 1`` (Optuna strategies only) that many processes share the study in
+    ``state_dir`` (or ``storage``) until it holds ``budget`` trials; each rebuilds ``net``, the
+    data and the task from ``rebuild`` (the keyword arguments of :func:`worker_objective`'s
+    ``rebuild``: model spec, data, weights file, ...), since a model is never sent to a process.
+    """
     if not constraints:
         raise ConfigError("search needs a constraint: e.g. --target-macs 0.25 (a quarter of the dense MACs "
                           "kept); without one the dense model wins.")
-    example = example_of(splits, task)
-    graph = DependencyGraph.trace(net, example)
-    scores = score(graph, net, importance)
-    blocks: list[str] = []
-    if depth:
-        from prunekit.structured import residual_blocks
-
-        blocks = residual_blocks(net, example)
-    space = SearchSpace.from_graph(graph, levels=levels, round_to=round_to, blocks=blocks)
-    cost = Cost(net, graph, space, example, scores)
-    latency = None
-    if latency_backend is not None or "latency" in objectives or "latency" in constraints:
-        from prunekit.search.latency_table import LatencyTable
-
-        table = LatencyTable(net, graph, space, example, backend=latency_backend or "torch", cost=cost,
-                             cache_dir=Path(state_dir) / "latency" if state_dir is not None else None)
-        latency = table.predict
-    proxy = proxy_for(splits, task, bn_batches=bn_batches, val_samples=val_samples, finetune_steps=finetune_steps)
-    evaluator = Evaluator(space, constraints, model=net, graph=graph, scores=scores, metric=proxy, cost=cost,
-                          latency=latency)
+    settings: dict[str, Any] = {
+        "constraints": dict(constraints), "levels": list(levels), "round_to": round_to, "depth": depth,
+        "importance": importance, "bn_batches": bn_batches, "val_samples": val_samples,
+        "finetune_steps": finetune_steps, "backend": backend, "objectives": list(objectives),
+        "state_dir": str(Path(state_dir).absolute()) if state_dir is not None else None}
+    options = dict(options or {})
+    if workers != 1:
+        options.update(_parallel(strategy, workers, rebuild, settings, storage, progress))
+    evaluator, graph, scores = _evaluator(net, splits, task, **settings)
+    space = evaluator.space
     result = run_search(space, objectives, constraints, strategy, budget, seed, evaluator=evaluator,
                         state_dir=state_dir, storage=storage, options=options)
     if result.best is None:
@@ -99,6 +97,96 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
     chosen = [best.config] + ([knee.config] if knee is not None and knee.config != best.config else [])
     return Searched(result=result, chosen=chosen, plan=space.plan(best.config, scores), best=best,
                     blocks=space.removed_blocks(best.config), space=space, graph=graph, scores=scores)
+
+
+def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[str, float], levels: Sequence[float],
+               round_to: int, depth: bool, importance: str, bn_batches: int, val_samples: int, finetune_steps: int,
+               backend: str | None, objectives: Sequence[str],
+               state_dir: str | None) -> tuple[Evaluator, DependencyGraph, Any]:
+    """The evaluator a search scores with (and the graph and scores its space was built from): the
+    same in this process and in every worker, given the same model and data."""
+    example = example_of(splits, task)
+    graph = DependencyGraph.trace(net, example)
+    scores = score(graph, net, importance)
+    blocks: list[str] = []
+    if depth:
+        from prunekit.structured import residual_blocks
+
+        blocks = residual_blocks(net, example)
+    space = SearchSpace.from_graph(graph, levels=levels, round_to=round_to, blocks=blocks)
+    cost = Cost(net, graph, space, example, scores)
+    latency = None
+    if backend is not None or "latency" in objectives or "latency" in constraints:
+        from prunekit.search.latency_table import LatencyTable
+
+        table = LatencyTable(net, graph, space, example, backend=backend or "torch", cost=cost,
+                             cache_dir=Path(state_dir) / "latency" if state_dir is not None else None)
+        latency = table.predict
+    proxy = proxy_for(splits, task, bn_batches=bn_batches, val_samples=val_samples, finetune_steps=finetune_steps)
+    evaluator = Evaluator(space, constraints, model=net, graph=graph, scores=scores, metric=proxy, cost=cost,
+                          latency=latency)
+    return evaluator, graph, scores
+
+
+def _parallel(strategy: str, workers: int, rebuild: Mapping[str, Any] | None, settings: Mapping[str, Any],
+              storage: str | None, progress: bool) -> dict[str, Any]:
+    """The strategy options that run it in ``workers`` processes (checked here, before any work)."""
+    from prunekit.search.study import Factory
+
+    check_parallel(strategy, workers)
+    if rebuild is None or (settings["state_dir"] is None and storage is None):
+        raise ConfigError(f"search: --workers {workers} needs a folder or database for the shared study and "
+                          f"what each worker rebuilds the model from; pass out_dir (or storage) and use "
+                          f"prunekit.workflows.search.search, or search_model(..., rebuild={{...}}).")
+    arguments = {"rebuild": dict(rebuild), "settings": dict(settings)}
+    return {"workers": workers, "progress": progress,
+            "factory": Factory("prunekit.workflows.search:worker_objective", arguments)}
+
+
+def check_parallel(strategy: str, workers: Any) -> None:
+    """``workers`` is an int >= 1, and more than one only with a strategy whose trials they can share."""
+    from prunekit.search.strategies.optuna_samplers import PARALLEL
+    from prunekit.search.study import check_workers
+
+    check_workers(workers, "search: --workers")
+    if workers > 1 and strategy not in PARALLEL:
+        raise ConfigError(f"search: --workers {workers} needs a strategy whose trials workers can share "
+                          f"({', '.join(PARALLEL)}); got '{strategy}', which runs one step after another. "
+                          f"Pass --strategy tpe (or nsga2, gp), or --workers 1.")
+
+
+def worker_objective(rebuild: Mapping[str, Any], settings: Mapping[str, Any]) -> Any:
+    """What a search worker process runs: the model, data and task rebuilt from ``rebuild``
+    (``model``, ``data``, ``data_dir``, ``weights``, ``task``, ``seed``, ``max_eval_batches``,
+    ``eval_batch_size``), the evaluator from ``settings``, and its Optuna trial objective."""
+    from prunekit.search.strategies.optuna_samplers import trial_objective
+
+    net, splits = build_run(rebuild["model"], rebuild["data"], data_dir=rebuild.get("data_dir"),
+                            weights=rebuild.get("weights"), task=rebuild.get("task"), seed=rebuild.get("seed", 0))
+    measure = Measure(max_eval_batches=rebuild.get("max_eval_batches"),
+                      eval_batch_size=rebuild.get("eval_batch_size", Measure.eval_batch_size))
+    splits = capped_splits(splits, measure)
+    task = with_teacher(task_of(splits, rebuild.get("task")), net, rebuild["model"])
+    evaluator, _, _ = _evaluator(net.cpu().eval(), splits, task, **settings)
+    return trial_objective(evaluator, settings["objectives"])
+
+
+def _rebuild(model: str, data: str, net: nn.Module, state_dir: Path | None, *, weights: str | None,
+             task: str | None, data_dir: str | None, seed: int, measure: Measure,
+             trained: bool) -> dict[str, Any] | None:
+    """What a worker rebuilds this run's model and data from; a baseline trained here is saved
+    first (``state_dir/baseline.safetensors``), so every worker scores the same weights."""
+    if state_dir is None:
+        return None
+    if trained:
+        from prunekit.io import save_weights
+
+        state_dir.mkdir(parents=True, exist_ok=True)
+        weights = str(save_weights(net, state_dir / "baseline.safetensors"))
+    absolute = (lambda p: str(Path(p).absolute()) if p is not None and Path(p).exists() else p)  # noqa: E731
+    return {"model": model, "data": absolute(data), "data_dir": absolute(data_dir), "weights": absolute(weights),
+            "task": task, "seed": seed, "max_eval_batches": measure.max_eval_batches,
+            "eval_batch_size": measure.eval_batch_size}
 
 
 def _finetuned(net: nn.Module, found: Searched, config: dict[str, Any], splits: Any, task: Any,
@@ -124,15 +212,22 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
            weights: str | None = None, task: str | None = None, data_dir: str | None = None,
            levels: Sequence[float] = DEFAULT_LEVELS, round_to: int = 1, depth: bool = False,
            bn_batches: int = 2, val_samples: int = 1024, finetune_steps: int = 0,
-           latency_backend: str | None = None, storage: str | None = None, baseline_epochs: int = 1,
+           backend: str | None = None, storage: str | None = None, workers: int = 1, baseline_epochs: int = 1,
            finetune_epochs: int = 1, train_config: TrainConfig | None = None,
            out_dir: str | os.PathLike[str] | None = None, progress: bool = False, measure: Measure | None = None,
            device: str | torch.device | None = None) -> dict[str, Any]:
     """Baseline (or ``weights``), search, then fine-tune the chosen points for real (the best under
     the constraints, and the front's knee) and report them next to the proxy's prediction; with
     ``out_dir`` writes ``pareto.json``, ``results.json``, the search state (resumable: run the same
-    command again) and the best model as ``model/``."""
+    command again) and the best model as ``model/``. ``backend`` is the runtime the latency
+    look-up table times layers on; ``workers`` processes share an Optuna strategy's study (the
+    SQLite file under ``out_dir`` or ``storage``), each scoring trials until ``trials`` are done.
+    """
     config = train_config or TrainConfig()
+    check_parallel(strategy, workers)
+    if workers > 1 and out_dir is None:
+        raise ConfigError(f"search: --workers {workers} need an output folder (the shared study, the baseline "
+                          f"weights they load and their logs live there); got none. Pass --out DIR (out_dir=...).")
     measure = measure or Measure()
     net, splits = build_run(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed)
     splits = capped_splits(splits, measure)
@@ -145,10 +240,14 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
         results["baseline_training"] = baseline
     net = net.cpu()
     state_dir = Path(out_dir) / "search-state" if out_dir is not None else None
+    rebuild = None if workers == 1 else _rebuild(model, data, net, state_dir, weights=weights, task=task,
+                                                 data_dir=data_dir, seed=config.seed, measure=measure,
+                                                 trained="baseline_training" in results)
     found = search_model(net, splits, task_obj, strategy=strategy, budget=trials, constraints=constraints,
                          objectives=objectives, seed=seed, levels=levels, round_to=round_to, depth=depth,
                          bn_batches=bn_batches, val_samples=val_samples, finetune_steps=finetune_steps,
-                         latency_backend=latency_backend, state_dir=state_dir, storage=storage)
+                         backend=backend, state_dir=state_dir, storage=storage, workers=workers,
+                         rebuild=rebuild, progress=progress)
     result: SearchResult = found["result"]
     tune = with_epochs(config, finetune_epochs)
     example = example_of(splits, task_obj)

@@ -197,3 +197,27 @@ def test_backtracking_finds_the_best_balanced_partition_cuts() -> None:
     assert result.best is not None and -result.best.values["metric"] == want == 10.0
     stages = space.stages(result.best.config, costs)
     assert len(stages) == 3 and sum(stages) == sum(costs) and result.evaluations <= len(valid)
+
+
+@pytest.mark.parametrize("limit, want", [(0.9, 5), (0.61, 3)])
+def test_gates_round_down_where_rounding_up_breaks_the_budget(limit: float, want: int,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import prunekit.gates
+
+    class HardenedToFour:
+        """Gates that keep 4 of a's 6 channels (between the space's choices 5 and 3) and all of b's."""
+
+        def __init__(self, *args, **kwargs) -> None: ...
+        def fit(self, model, example): return self
+        def penalty(self): return torch.zeros(())
+        def step(self) -> None: ...
+        def harden(self, **kwargs):
+            return SimpleNamespace(plan=SimpleNamespace(keep={"a.weight:0": list(range(4)), "b.weight:0": list(range(8))}))
+    monkeypatch.setattr(prunekit.gates, "ChannelGates", HardenedToFour)
+    evaluator = _evaluator()
+    assert evaluator.space.dimension("a.weight:0").choices == (6, 5, 3, 2)
+    result = search(evaluator.space, ["metric", "macs"], {"macs": limit}, "gates", 1, seed=0, evaluator=evaluator)
+    assert result.best is not None and result.best.values["macs"] <= limit
+    assert result.best.config["a.weight:0"] == want  # NOTE: up to 5 where that fits, else down to 3

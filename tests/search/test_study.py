@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -19,7 +20,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from prunekit.errors import ConfigError
-from prunekit.search.study import open_study, optimize
+from prunekit.search.study import Factory, WorkerError, open_study, optimize, worker_log
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -51,6 +52,23 @@ def hanging(trial: optuna.Trial) -> float:
     return x * x
 
 
+def crashing(trial: optuna.Trial) -> float:
+    """Every trial fails: the worker stops with a traceback in its log."""
+    trial.suggest_float("x", -1.0, 1.0)
+    raise RuntimeError("boom in the objective")
+
+
+def offset_objective(offset: float) -> Callable[[optuna.Trial], float]:
+    """A Factory function: built once per worker from plain data; records the worker's torch threads."""
+    import torch
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("threads", torch.get_num_threads())
+        trial.set_user_attr("pid", os.getpid())
+        return offset + trial.suggest_float("x", -1.0, 1.0) ** 2
+    return objective
+
+
 def _open(root: Path, **kwargs) -> optuna.Study:
     return open_study("s", kwargs.pop("storage", None), kwargs.pop("directions", ["minimize"]),
                       optuna.samplers.RandomSampler(seed=0), root=root, heartbeat_interval=1, grace_period=2,
@@ -71,8 +89,9 @@ def worker_env(folder: Path) -> dict[str, str]:
     return {**os.environ, DIR_VAR: str(folder), "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)])}
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 30.0) -> int:
-    """The pid written to ``path`` once it appears (the worker is mid-trial)."""
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 90.0) -> int:
+    """The pid written to ``path`` once it appears (the worker is mid-trial); spawned workers import
+    torch first, which takes tens of seconds on a loaded 2-core machine."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists() and path.read_text():
@@ -136,6 +155,52 @@ def test_two_workers_sqlite_exact_count(tmp_path: Path) -> None:
     trials = study.get_trials()
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
     assert all(t.state == TrialState.COMPLETE or t.user_attrs.get("surplus") for t in trials)
+
+
+def test_two_workers_build_their_objective_once_with_cores_over_n_threads(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    study = _open(tmp_path)
+    optimize(study, Factory("test_study:offset_objective", {"offset": 1.0}), 5, workers=2, seed=0)
+    complete = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(complete) == 5 and all(t.value == pytest.approx(1.0 + t.params["x"] ** 2) for t in complete)
+    cores = len(os.sched_getaffinity(0))
+    assert {t.user_attrs["threads"] for t in complete} == {max(1, cores // 2)}
+    assert os.getpid() not in {t.user_attrs["pid"] for t in complete}  # NOTE: run in the workers
+    assert torch.get_num_threads() == threads
+    assert "5/5 trials complete" in capsys.readouterr().err  # NOTE: printed by this (the parent) process
+    assert worker_log(tmp_path, 0).is_file() and worker_log(tmp_path, 1).is_file()
+    worker_log(tmp_path, 0).unlink()
+    optimize(_open(tmp_path), Factory("test_study:offset_objective", {"offset": 1.0}), 5, workers=2, seed=0)
+    assert not worker_log(tmp_path, 0).exists()  # NOTE: a finished study starts no worker
+    assert sum(t.state == TrialState.COMPLETE for t in study.get_trials()) == 5
+
+
+def test_a_crashed_worker_is_one_line_naming_it_and_its_log(tmp_path: Path) -> None:
+    study = _open(tmp_path)
+    with pytest.raises(WorkerError) as info:
+        optimize(study, crashing, 3, workers=2, seed=0, progress=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"optimize: search worker 0 (exit code 1; log {worker_log(tmp_path, 0)}), worker 1 "
+                              f"(exit code 1; log {worker_log(tmp_path, 1)}) stopped with 0/3 trials of study 's' "
+                              f"complete.")
+    assert message.endswith("Read the log, fix the cause, and rerun to resume.")
+    assert "RuntimeError: boom in the objective" in worker_log(tmp_path, 0).read_text()
+
+
+def test_bad_workers_and_factories_are_refused(tmp_path: Path) -> None:
+    study = _open(tmp_path)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match=r"^optimize: workers must be an int >= 1 \(processes working on one "
+                                              rf"study\); got {bad!r}\. Pass e\.g\. 2, or 1"):
+            optimize(study, quadratic, 2, workers=bad, seed=0)
+    with pytest.raises(ConfigError, match=r"^optimize: the arguments of Factory 'test_study:offset_objective' must "
+                                          r"be plain JSON data"):
+        optimize(study, Factory("test_study:offset_objective", {"offset": object()}), 2, workers=2, seed=0)
+    assert study.get_trials() == []
 
 
 @pytest.mark.parametrize("storage, message", [

@@ -102,7 +102,8 @@ def test_two_workers_one_killed(postgres_url: str, tmp_path: Path) -> None:
         process.kill()
         process.wait()
     assert process.returncode == 0, stderr
-    assert "(exit code -9) stopped; the others finished its trials" in stderr
+    assert f"(exit code -9; log {tmp_path / 'worker-'}" in stderr
+    assert ".log) stopped; the others finished its trials" in stderr
     from prunekit.search.study import open_study
 
     study = open_study("s", postgres_url, ["minimize"], optuna.samplers.RandomSampler(seed=0), root=tmp_path)

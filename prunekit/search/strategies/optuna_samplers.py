@@ -7,6 +7,13 @@ constraint excess set on the trial (``trial.set_constraint``, feasible when <= 0
 lives in ``storage`` (an SQLite file under the search's state folder by default), so a killed
 search resumes where it stopped: trials already completed are read back, not re-run. Samplers
 are seeded and trials run one after another, so the same seed gives the same configurations.
+
+With ``workers > 1`` the trials run in that many processes on the one stored study
+(:func:`prunekit.search.study.optimize`) until it holds ``budget`` COMPLETE trials in total; each
+worker builds its own evaluator from ``factory`` (a :class:`~prunekit.search.study.Factory` whose
+function returns :func:`trial_objective` of that evaluator), and this process then reads the
+trials back as the search's records. The order trials finish in depends on the workers, so a
+parallel search is resumable but not reproducible.
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from prunekit.errors import require
+from prunekit.errors import ConfigError, require
 from prunekit.search.evaluator import OBJECTIVES, BudgetSpent, Evaluator, Record
 
-__all__ = ["nsga2", "tpe", "gp"]
+__all__ = ["nsga2", "tpe", "gp", "trial_objective", "PARALLEL"]
+
+PARALLEL = ("nsga2", "tpe", "gp")  # NOTE: the strategies whose trials several workers can share
 
 
 def _open_study(name: str, storage: str | None, directions: list[str], sampler: Any, *, root: Path | None) -> Any:
@@ -28,7 +37,7 @@ def _open_study(name: str, storage: str | None, directions: list[str], sampler: 
     import optuna
 
     if storage is None and root is None:
-        return optuna.create_study(study_name=name, directions=directions, sampler=sampler)
+        return optuna.create_study(study_name=name, directions=directions, sampler=sampler)  # type: ignore[arg-type]
     from prunekit.search.study import open_study
 
     if root is None:
@@ -38,8 +47,44 @@ def _open_study(name: str, storage: str | None, directions: list[str], sampler: 
     return open_study(name, storage, directions, sampler, root=root)
 
 
+def trial_objective(evaluator: Evaluator, objectives: Sequence[str]) -> Callable[[Any], Sequence[float]]:
+    """The Optuna objective over ``evaluator``'s space: a trial's categorical choices are one
+    configuration, scored by ``evaluator``; the record goes in the trial's user attributes."""
+    import optuna
+
+    space = evaluator.space
+
+    def objective(trial: Any) -> Sequence[float]:
+        config = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in space.dimensions}
+        cuts = sorted(space.cuts(config))
+        config.update({d.name: c for d, c in zip([d for d in space.dimensions if d.kind == "cut"], cuts)})
+        if not space.valid(config):  # NOTE: two equal cut points: not a partition
+            trial.set_constraint("cut_order", 1.0)
+            raise optuna.TrialPruned()
+        record = evaluator(config)
+        trial.set_user_attr("config", record.config)
+        trial.set_user_attr("values", record.values)
+        trial.set_user_attr("feasible", record.feasible)
+        trial.set_constraint("excess", evaluator.violation(record.values))
+        return tuple(record.values[o] for o in objectives)
+    return objective
+
+
+def _read(study: Any, evaluator: Evaluator) -> None:
+    """The study's COMPLETE trials as the evaluator's records (each configuration once)."""
+    import optuna
+
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if "config" in trial.user_attrs and f"0|{_key(trial.user_attrs['config'])}" not in evaluator.memo:
+            record = Record(trial.user_attrs["config"], trial.user_attrs["values"], trial.user_attrs["feasible"])
+            evaluator.history.append(record)
+            evaluator.memo[f"0|{_key(record.config)}"] = record.values["metric"]
+            evaluator.evaluations += 1
+
+
 def _run(evaluator: Evaluator, sampler: Any, *, objectives: Sequence[str], state: dict[str, Any], save: Any,
-         name: str, storage: str | None, root: Path | None) -> None:
+         name: str, storage: str | None, root: Path | None, seed: int, workers: int = 1,
+         factory: Any = None, progress: bool = False) -> None:
     import optuna
 
     directions = ["maximize" if OBJECTIVES[o] == "max" else "minimize" for o in objectives]
@@ -47,36 +92,22 @@ def _run(evaluator: Evaluator, sampler: Any, *, objectives: Sequence[str], state
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = _open_study(name, storage, directions, sampler, root=root)
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            if "config" in trial.user_attrs and f"0|{_key(trial.user_attrs['config'])}" not in evaluator.memo:
-                record = Record(trial.user_attrs["config"], trial.user_attrs["values"], trial.user_attrs["feasible"])
-                evaluator.history.append(record)
-                evaluator.memo[f"0|{_key(record.config)}"] = record.values["metric"]
-                evaluator.evaluations += 1
-        space = evaluator.space
-
-        def objective(trial: Any) -> Sequence[float]:
-            config = {d.name: trial.suggest_categorical(d.name, list(d.choices)) for d in space.dimensions}
-            cuts = sorted(space.cuts(config))
-            config.update({d.name: c for d, c in zip([d for d in space.dimensions if d.kind == "cut"], cuts)})
-            if not space.valid(config):  # NOTE: two equal cut points: not a partition
-                trial.set_constraint("cut_order", 1.0)
-                raise optuna.TrialPruned()
-            record = evaluator(config)
-            trial.set_user_attr("config", record.config)
-            trial.set_user_attr("values", record.values)
-            trial.set_user_attr("feasible", record.feasible)
-            trial.set_constraint("excess", evaluator.violation(record.values))
-            return tuple(record.values[o] for o in objectives)
-
+        _read(study, evaluator)
         limit = evaluator.budget if evaluator.budget is not None else 50
-        tries = 0
-        while evaluator.evaluations < limit and tries < 4 * limit:
-            tries += 1
-            try:
-                study.optimize(objective, n_trials=1, catch=())
-            except BudgetSpent:
-                break
+        if workers > 1:
+            from prunekit.search.study import optimize
+
+            optimize(study, factory, limit, workers=workers, seed=seed, progress=progress)
+            _read(study, evaluator)
+        else:
+            objective = trial_objective(evaluator, objectives)
+            tries = 0
+            while evaluator.evaluations < limit and tries < 4 * limit:
+                tries += 1
+                try:
+                    study.optimize(objective, n_trials=1, catch=())
+                except BudgetSpent:
+                    break
         state["study"] = name
         save(state)
     finally:
@@ -92,10 +123,18 @@ def _key(config: dict[str, Any]) -> str:
 def _strategy(make: Callable[[int], Any], label: str) -> Callable[..., None]:
     def run(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any,
             objectives: Sequence[str] = ("metric",), storage: str | None = None, root: Path | None = None,
-            study_name: str | None = None) -> None:
+            study_name: str | None = None, workers: int = 1, factory: Any = None, progress: bool = False) -> None:
         require("optuna", pip_name="optuna")
+        from prunekit.search.study import Factory, check_workers
+
+        check_workers(workers, f"search ({label}): workers")
+        if workers > 1 and (not isinstance(factory, Factory) or (storage is None and root is None)):
+            raise ConfigError(f"search ({label}): {workers} workers need a stored study (state_dir or storage) and "
+                              f"a prunekit.search.study.Factory that rebuilds the evaluator in each worker; got "
+                              f"factory={factory!r}, storage={storage!r}, state_dir={root!r}. Pass both, or workers=1.")
         _run(evaluator, make(seed), objectives=objectives, state=state, save=save,
-             name=study_name or f"prunekit-{label}-{seed}", storage=storage, root=root)
+             name=study_name or f"prunekit-{label}-{seed}", storage=storage, root=root, seed=seed,
+             workers=workers, factory=factory, progress=progress)
     run.__name__ = label
     run.__doc__ = f"Optuna's {label} sampler over the space (module docstring)."
     return run
