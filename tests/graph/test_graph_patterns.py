@@ -165,19 +165,19 @@ def test_verification_catches_a_wrong_model(monkeypatch: pytest.MonkeyPatch) -> 
     before = {k: v.clone() for k, v in model.state_dict().items()}
     graph = DependencyGraph.trace(model, x)
     plan = allocate(graph, {g.id: l2(g, model) for g in graph.prunable}, 0.5)
-    real_mask = verify_module.masked_in_place
+    real_zeroed = verify_module.zeroed  # NOTE: how verify builds its masked dense reference
 
     @contextlib.contextmanager
-    def wrong_mask(m, g, p, **kwargs):  # type: ignore[no-untyped-def]
-        with real_mask(m, g, p, **kwargs), torch.no_grad():
+    def wrong_mask(m, *args, **kwargs):  # type: ignore[no-untyped-def]
+        with real_zeroed(m, *args, **kwargs), torch.no_grad():
             saved = m.head.bias.clone()
             m.head.bias.add_(1.0)  # the "reference" now disagrees with the pruned model
             try:
-                yield
+                yield m
             finally:
                 m.head.bias.copy_(saved)
 
-    monkeypatch.setattr(verify_module, "masked_in_place", wrong_mask)
+    monkeypatch.setattr(verify_module, "zeroed", wrong_mask)
     with pytest.raises(VerificationError, match="differs from the masked dense model"):
         apply(model, graph, plan, example_inputs=x)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
