@@ -9,26 +9,11 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
 from prunekit.structured import rounding
 from prunekit.structured.pruner import StructuredPruner
 
-X = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-
-
-class TwoConv(nn.Module):
-    """32 and 64 channels; half the MACs keeps 22 and 46 exact, neither a multiple of 8."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(64, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(torch.relu(self.conv2(torch.relu(self.conv1(x))))).flatten(1))
+from _two_conv import X, TwoConv
 
 
 # NOTE: the group whose writer has this many channels gets faster when rounded, on that backend only.
