@@ -211,7 +211,8 @@ class QatOptions(TrainConfig):
 
 
 class QuantizeOptions(BaseModel):
-    """``quantize``: int8 ONNX of the current model by ONNX Runtime (``prunekit quantize``'s options)."""
+    """``quantize``: int8 of the current model, an ONNX file by ONNX Runtime or a PyTorch module by torchao
+    (``prunekit quantize``'s options)."""
 
     model_config = _STRICT
     method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="activation calibration")
@@ -220,6 +221,10 @@ class QuantizeOptions(BaseModel):
     dynamic: bool = Field(False, description="dynamic int8 of MatMul/Gemm (transformers) instead of static QDQ")
     max_metric_drop: float | None = Field(None, ge=0, description="keep the most damaging layers fp32 until "
                                                                   "the validation metric drops by at most this")
+    backend: Literal["onnxruntime", "torch"] = Field("onnxruntime", description="who quantises and runs the int8 "
+                                                     "model: ONNX Runtime (int8 ONNX files) or PyTorch via torchao")
+    compile: bool = Field(False, description="torch backend: run the int8 model through torch.compile (static "
+                                             "int8 needs it)")
 
 
 class SensitivityOptions(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,12 +60,13 @@ class RunState:
     def __post_init__(self) -> None:
         self.task = with_teacher(task_of(self.splits, self.task), self.model)
 
-    def save(self, folder: Path) -> Path:
-        """A checkpoint of the current model (see :mod:`prunekit.recipes.checkpoint`), with the
-        model's tokenizer beside it when it has one."""
+    def save(self, folder: Path, extra: Sequence[Mapping[str, Any]] = ()) -> Path:
+        """A checkpoint of the current model (see :mod:`prunekit.recipes.checkpoint`; ``extra``:
+        further transform records), with the model's tokenizer beside it when it has one."""
         from prunekit.recipes.checkpoint import save_model
 
-        saved = save_model(self.model, self.architecture, folder, factorised=self.factorised, plans=self.plans)
+        saved = save_model(self.model, self.architecture, folder, factorised=self.factorised, plans=self.plans,
+                           extra=extra)
         copy_tokenizer(self.tokenizer, saved)
         return saved
 
@@ -341,18 +342,41 @@ def quantize_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, 
     ``quantize/model.fp32.onnx``, both scored by ONNX Runtime on the test split."""
     from prunekit.quantize import evaluate_onnx
     from prunekit.workflows import Measure
-    from prunekit.workflows.quantize import FP32_FILE, INT8_FILE, quantize_model
+    from prunekit.workflows.quantize import FP32_FILE, INT8_FILE, check_backend, quantize_model
 
-    folder = state.out / "quantize"
-    record = quantize_model(state.model, state.splits, folder, task=state.task,
-                            measure=Measure(max_eval_batches=state.max_eval_batches),
-                            progress=state.progress, **options.model_dump())
+    o = options.model_dump()
+    backend, compile = o.pop("backend"), o.pop("compile")
+    check_backend(backend, dynamic=o["dynamic"], compile=compile, method=o["method"],
+                  max_metric_drop=o["max_metric_drop"])
+    folder, measure = state.out / "quantize", Measure(max_eval_batches=state.max_eval_batches)
+    if backend == "torch":
+        return _quantize_torch(state, folder, measure, dynamic=o["dynamic"],
+                               calibration_batches=o["calibration_batches"], compile=compile)
+    record = quantize_model(state.model, state.splits, folder, task=state.task, measure=measure,
+                            progress=state.progress, **o)
     test = state.eval_split("test")
     scores = {name: dict(evaluate_onnx(folder / file, test, task=state.task, max_batches=state.max_eval_batches))
               for name, file in (("fp32", FP32_FILE), ("int8", INT8_FILE))}
     return {"quantize": record, "test": scores,
             "files": {"onnx": str(folder / INT8_FILE), "fp32_onnx": str(folder / FP32_FILE),
                       "model": str(state.save(folder / "model"))}}
+
+
+def _quantize_torch(state: RunState, folder: Path, measure: Any, *, dynamic: bool, calibration_batches: int,
+                    compile: bool) -> dict[str, Any]:
+    """The ``quantize`` stage with ``backend: torch``: the torchao int8 module scored on the test
+    split and saved as the fp32 weights plus its record (``prunekit.load`` re-applies it)."""
+    from prunekit.measure import evaluate
+    from prunekit.quantize.torch_int8 import eager
+    from prunekit.workflows.quantize import quantize_model_torch
+
+    result = quantize_model_torch(state.model, state.splits, task=state.task, dynamic=dynamic,
+                                  calibration_batches=calibration_batches, compile=compile, measure=measure)
+    test = state.eval_split("test")
+    scores = {name: dict(evaluate(net, test, task=state.task, max_batches=state.max_eval_batches))
+              for name, net in (("fp32", state.model), ("int8", eager(result.model)))}
+    saved = state.save(folder / "model", extra=[result.record])
+    return {"quantize": result.record, "test": scores, "files": {"model": str(saved)}}
 
 
 @STAGES.register("sensitivity")

@@ -101,3 +101,32 @@ def test_training_after_sparsify_keeps_the_zeros(tiny_npz: Path, tmp_path: Path,
         assert not torch.equal(before, after), name
     assert not any(isinstance(m, torch.nn.utils.parametrize.ParametrizationList) for m in results["model"].modules())
     assert results["stages"][3]["summary"]["epochs"] == 1
+
+
+def test_quantize_stage_with_the_torch_backend_saves_an_int8_model_that_loads(tiny_npz: Path, tmp_path: Path) -> None:
+    import torch
+
+    import prunekit
+
+    pytest.importorskip("torchao")
+    recipe = parse_recipe({"model": "simple_cnn", "data": str(tiny_npz), "stages": [
+        {"train": dict(_TRAIN)}, {"quantize": {"backend": "torch", "dynamic": True}}]})
+    results = run_recipe(recipe, out_dir=tmp_path / "run", progress=False)
+    summary = results["stages"][1]["summary"]
+    assert summary["quantize"]["backend"] == "torch" and set(summary["test"]) == {"fp32", "int8"}
+    assert abs(summary["test"]["int8"]["accuracy"] - summary["test"]["fp32"]["accuracy"]) <= 0.05
+    loaded = prunekit.load(summary["files"]["model"])
+    linears = [m for m in loaded.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.qdata.dtype == torch.int8 for m in linears)
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fp32 = results["model"](x)
+        int8 = loaded(x)
+    assert float((int8 - fp32).norm() / fp32.norm()) < 0.05
+
+
+def test_quantize_stage_refuses_torch_options_it_cannot_run(tiny_npz: Path, tmp_path: Path) -> None:
+    recipe = parse_recipe({"model": "simple_cnn", "data": str(tiny_npz), "stages": [
+        {"quantize": {"backend": "torch", "method": "entropy"}}]})
+    with pytest.raises(ConfigError, match="minmax only"):
+        run_recipe(recipe, out_dir=tmp_path / "run", progress=False)
