@@ -27,7 +27,7 @@ from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup, submodule, tensor_of
 from prunekit.structured.plan import Plan
 
-__all__ = ["verify", "VerificationError", "masked_in_place", "zeroed", "zero_consumers", "restore", "cuts_of"]
+__all__ = ["verify", "VerificationError", "zeroed", "zero_consumers", "restore", "cuts_of"]
 
 
 class VerificationError(PrunekitError, RuntimeError):
@@ -136,15 +136,6 @@ def zeroed(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Sequence[int]]],
         yield model
     finally:
         restore(saved)
-
-
-@contextmanager
-def masked_in_place(model: nn.Module, graph: DependencyGraph, plan: Plan,
-                    skip: Collection[tuple[str, int]] = frozenset()) -> Iterator[None]:
-    """:func:`zeroed` for every group ``plan`` cuts (but ``skip``: (tensor, axis) masked by zeroing
-    the layer's input instead)."""
-    with zeroed(model, cuts_of(graph, plan), skip):
-        yield
 
 
 def _first_tensor(obj: Any) -> torch.Tensor | None:
