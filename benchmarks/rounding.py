@@ -12,6 +12,13 @@ Run by hand on a quiet machine (trains the baselines into runs/rounding/ when mi
     .venv/bin/python benchmarks/rounding.py
 Smoke run (tiny budgets, no timing, nothing written to RESULTS.md):
     .venv/bin/python benchmarks/rounding.py --quick
+
+``--part ort`` (no training; random weights decide nothing about latency): the default pruner
+(layers timed in PyTorch) against ``options={"backend": "onnxruntime"}`` (the whole pruned model
+timed under ONNX Runtime, exact widths against rounded, ``prunekit.structured.model_timing``), both
+at half the MACs, timed under ONNX Runtime side by side with the dense model and a second copy of it
+(the A/A row) in interleaved rounds:
+    .venv/bin/python benchmarks/rounding.py --part ort
 """
 
 from __future__ import annotations
@@ -79,14 +86,74 @@ def _baseline(name: str, splits, config: TrainConfig, root: Path) -> nn.Module:
     return model.eval()
 
 
+ORT_MODELS = {"resnet20": (1, 28, 28), "vgg_small": (1, 28, 28), "resnet50": (3, 224, 224),
+              "mobilenet_v2": (3, 224, 224)}
+
+
+def part_ort(names: list[str], quick: bool) -> None:
+    """ONNX Runtime latency of the default cut and of the cut rounded for ONNX Runtime (module docstring)."""
+    batch_sizes = (1,) if quick else (1, 16)
+    rows = ["| model | pruner | MACs kept | kept widths (distinct) | rounding chosen (gain vs exact, A/A) | "
+            + " | ".join(f"ORT b{b} ms | vs dense" for b in batch_sizes) + " |",
+            "|---|---|---|---|---|" + "---|---|" * len(batch_sizes)]
+    for name in names:
+        shape = ORT_MODELS[name]
+        torch.manual_seed(0)
+        dense = (models.create(name, num_classes=10, in_channels=1) if shape[0] == 1 else models.create(name)).eval()
+        x = torch.randn(1, *shape)
+        batches = [torch.randn(8, *shape)]
+        pruned: dict[str, nn.Module] = {"dense": dense, "dense again (A/A)": copy.deepcopy(dense)}
+        notes: dict[str, tuple[str, str, str]] = {}
+        for label, options in (("default (layers timed in torch)", None),
+                               ("backend onnxruntime (whole model timed)", {"backend": "onnxruntime"})):
+            pruner = StructuredPruner({"macs": 0.5}, importance="l2", options=options).fit(dense, x, batches)
+            pruned[label] = pruner.transform(dense)
+            widths = sorted({p.shape[0] for p in pruned[label].parameters() if p.dim() == 4})
+            rounding = pruner.achieved_.get("rounding")
+            chosen = (f"{rounding['chosen']} ({', '.join(f'{k} {100 * g:+.0f} %' for k, g in rounding['gains'].items())}; "
+                      f"A/A {100 * rounding['noise']:.0f} %)") if rounding else \
+                f"{len(pruner.plan_.meta.get('rounded', {}))} groups rounded"
+            notes[label] = (f"{100 * pruner.achieved_['macs']:.1f} %", ", ".join(map(str, widths[:12])), chosen)
+        cells: dict[str, list[str]] = {k: [] for k in pruned}
+        for b in batch_sizes:
+            pair = paired_latency(pruned, x, reference="dense", rounds=3 if quick else 5, backend="onnxruntime",
+                                  batch_size=b, threads=2, min_time_s=0.1 if quick else 1.0)
+            for k in pruned:
+                cells[k].append(f"{pair[k].median_ms:.3f} | {1 / pair[k].ratio:.2f}x")
+        for k in pruned:
+            macs, widths, chosen = notes.get(k, ("100 %", "-", "-"))
+            rows.append(f"| {name} | {k} | {macs} | {widths} | {chosen} | {' | '.join(cells[k])} |")
+            print(rows[-1], flush=True)
+    rows += ["", "`StructuredPruner({'macs': 0.5}, importance='l2')`, random weights (seed 0), with and without "
+             "`options={'backend': 'onnxruntime'}`. Latency: ONNX Runtime, CPU, 2 threads, "
+             "`paired_latency` (interleaved rounds, median; 'vs dense' is the speed-up, the A/A row "
+             "is the dense model timed as a second model: its distance from 1.00x is the noise)."]
+    if quick:
+        print("quick run: nothing written")
+        return
+    write_section("Rounding for ONNX Runtime: layers timed alone vs the whole model", rows,
+                  script="benchmarks/rounding.py")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 seed, a few steps, no latency timing, RESULTS.md untouched")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--part", choices=("accuracy", "ort"), default="accuracy",
+                        help="accuracy: the default against exact widths with fine-tuning (default); "
+                             "ort: ONNX Runtime latency of the default cut and the cut rounded for it")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help=f"accuracy: {', '.join(MODELS)}; ort: {', '.join(ORT_MODELS)} (default: all)")
     parser.add_argument("--root", type=Path, default=Path("runs/rounding"), help="where baselines are kept")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    unknown = sorted(set(args.models or ()) - set(ORT_MODELS if args.part == "ort" else MODELS))
+    if unknown:
+        parser.error(f"--models: unknown for --part {args.part}: {', '.join(unknown)}")
+    if args.part == "ort":
+        part_ort(args.models or (["resnet20"] if args.quick else list(ORT_MODELS)), args.quick)
+        return
+    args.models = args.models or list(MODELS)
     splits = data.load("fashion_mnist")
     seeds = SEEDS[:1] if args.quick else SEEDS
     base_config = BASELINE.model_copy(update={"epochs": 1, "max_steps_per_epoch": 3}) if args.quick else BASELINE

@@ -92,8 +92,9 @@ def _add_pruner_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cost-batch-size", type=int, default=1, metavar="N",
                        help="batch size at which --cost latency times the layers (default: 1)")
     group.add_argument("--backend", choices=BACKENDS, default="torch",
-                       help="the runtime --round-to auto times layers on: a group is rounded up only where "
-                            "that is measurably faster there (default: torch)")
+                       help="the runtime --round-to auto times on: torch times each group's layers, "
+                            "onnxruntime the whole pruned model with exact widths against rounded ones; "
+                            "rounding is kept only where it is measurably faster there (default: torch)")
     group.add_argument("--steps", type=int, default=1, metavar="K",
                        help="reach the target in K steps, re-scoring (and fine-tuning) between "
                             "steps (default: 1)")

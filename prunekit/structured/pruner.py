@@ -22,6 +22,7 @@ from prunekit.config import parse_config
 from prunekit.structured.allocate import valid_round_to
 from prunekit.structured.apply import apply
 from prunekit.structured.plan import Plan
+from prunekit.structured.model_timing import ModelTimings
 from prunekit.structured.rounding import LayerTimings, RoundingTable, TimingTable
 from prunekit.measure.macs import MacsTerms
 from prunekit.structured.target import Target, dense_terms, search
@@ -47,8 +48,10 @@ class PrunerOptions(BaseModel):
     cost_batch_size: int = Field(1, ge=1, description="batch size at which cost='latency' (and round_to='auto') "
                                                       "times the layers")
     backend: Literal["torch", "torch-fused", "onnxruntime"] = Field(
-        "torch", description="the runtime round_to='auto' times the layers on: a group is rounded up only "
-                             "where that is faster there")
+        "torch", description="the runtime round_to='auto' times on: a group is rounded up only where "
+                             "that is faster there (torch: each group's layers timed alone; onnxruntime: the "
+                             "whole pruned model, exact widths against rounded, since its blocked layouts "
+                             "make speed depend on how layers meet)")
     timings: str | None = Field(
         None, description="a JSON rounding table (prunekit.structured.rounding.TimingTable) that round_to='auto' "
                           "follows instead of timing the layers")
@@ -87,6 +90,10 @@ def _rounding_table(model: nn.Module, graph: DependencyGraph, example_inputs: An
                     options: PrunerOptions, terms: tuple[nn.Module, Any, MacsTerms] | None) -> RoundingTable:
     if options.timings is not None:
         return TimingTable.load(options.timings)
+    if options.backend == "onnxruntime":
+        # NOTE: ONNX Runtime's speed depends on how layers meet (blocked layouts), not on layers alone.
+        return ModelTimings(model, graph, example_inputs, backend=options.backend,
+                            batch_size=options.cost_batch_size)
     return LayerTimings(model, graph, example_inputs, backend=options.backend, batch_size=options.cost_batch_size,
                         shapes=terms[2].inputs if terms is not None else None)
 

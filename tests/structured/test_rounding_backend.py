@@ -1,5 +1,6 @@
 """round_to="auto" times layers on the backend the user names (``PrunerOptions.backend``, ``prunekit
-prune --backend``): with a fake timer under which rounding pays for a different group on each
+prune --backend``; ONNX Runtime times the whole model instead, tests/structured/test_rounding_model.py):
+with a fake timer under which rounding pays for a different group on each
 backend, the backend decides which group is rounded, and readings are cached per backend."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from _two_conv import X, TwoConv
 
 
 # NOTE: the group whose writer has this many channels gets faster when rounded, on that backend only.
-FASTER_WHEN_ROUNDED = {"torch": 32, "onnxruntime": 64}
+FASTER_WHEN_ROUNDED = {"torch": 32, "torch-fused": 64}
 
 
 @pytest.fixture
@@ -44,8 +45,8 @@ def _rounded(backend: str) -> dict[str, int]:
 
 def test_the_backend_decides_which_groups_are_rounded(timed: list[str]) -> None:
     assert _rounded("torch") == {"conv1.weight:0": 24}
-    assert _rounded("onnxruntime") == {"conv2.weight:0": 48}
-    assert set(timed) == {"torch", "onnxruntime"}
+    assert _rounded("torch-fused") == {"conv2.weight:0": 48}
+    assert set(timed) == {"torch", "torch-fused"}
 
 
 def test_readings_are_cached_per_backend(timed: list[str], tmp_path: Path) -> None:
@@ -54,8 +55,8 @@ def test_readings_are_cached_per_backend(timed: list[str], tmp_path: Path) -> No
     assert first > 0 and (tmp_path / "cache" / "rounding.json").is_file()
     _rounded("torch")  # NOTE: a second fit on the same backend times nothing
     assert len(timed) == first
-    _rounded("onnxruntime")  # NOTE: another backend is timed afresh
-    assert len(timed) > first and set(timed[first:]) == {"onnxruntime"}
+    _rounded("torch-fused")  # NOTE: another backend is timed afresh
+    assert len(timed) > first and set(timed[first:]) == {"torch-fused"}
 
 
 def test_prune_cli_passes_the_backend_to_the_pruner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,

@@ -1,0 +1,129 @@
+"""Rounding decided on the whole model: for runtimes whose speed depends on how layers meet.
+
+ONNX Runtime's CPU convolutions run in a blocked layout (NCHWc: 16 float32 channels per block on
+AVX-512, 8 on AVX2) only where a convolution's input channels fill whole blocks; elsewhere the graph
+falls back to plain NCHW convolutions with layout reorders around them. Timed one layer at a time
+(:class:`~prunekit.structured.rounding.LayerTimings`), a layer pays those reorders at both ends
+whatever its width, so odd widths look free; in the model they are not: ResNet-20 at half the MACs
+with exact widths (11, 22, 44-48 channels) ran 0.92x of the dense model under ONNX Runtime, the same
+target with widths rounded to 16 ran 1.59x (12 reorders and 9 NCHW convolutions against none;
+``benchmarks/rounding.py --part ort``).
+
+:class:`ModelTimings` therefore times the pruned model itself: the plan with exact widths against the
+same plan with its groups rounded up, each built once (exported once for ONNX Runtime), timed in
+interleaved rounds of exact, rounded and exact again (the A/A control). Rounding is kept only when
+the rounded model is faster beyond the control's spread and :data:`~prunekit.structured.rounding.NOISE_FLOOR`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prunekit.errors import ConfigError
+from prunekit.graph.dependency import DependencyGraph
+from prunekit.measure.latency import BACKENDS, ort_session
+from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
+from prunekit.structured.apply import apply
+from prunekit.structured.plan import Plan
+from prunekit.measure.fuse import fold_batchnorm
+from prunekit.structured.rounding import NOISE_FLOOR, _block_ms
+
+__all__ = ["ModelTimings"]
+
+ROUNDS = 3
+
+
+def _gains(calls: Mapping[str, Callable[[], object]], reference: str) -> tuple[dict[str, float], float]:
+    """Relative time each call saves against ``reference`` (median over :data:`ROUNDS` rounds of the
+    reference, every other call, the reference again), and the median A/A spread of the reference."""
+    gains: dict[str, list[float]] = {n: [] for n in calls if n != reference}
+    spreads = []
+    for _ in range(ROUNDS):
+        first = _block_ms(calls[reference], block_s=0.05, blocks=3)
+        times = {n: _block_ms(calls[n], block_s=0.05, blocks=3) for n in gains}
+        again = _block_ms(calls[reference], block_s=0.05, blocks=3)
+        base = max((first + again) / 2, 1e-9)
+        spreads.append(abs(first - again) / base)
+        for n, t in times.items():
+            gains[n].append((base - t) / base)
+    return {n: statistics.median(g) for n, g in gains.items()}, statistics.median(spreads)
+
+
+@dataclass
+class ModelTimings:
+    """Decides rounding for a whole plan by timing the pruned model on ``backend`` (module docstring).
+
+    ``pays`` (the per-group :class:`~prunekit.structured.rounding.RoundingTable` question) is always
+    False: the search allocates the target once with exact widths and once per rounding rule and asks
+    :meth:`fastest`. ``readings`` holds the last decision: each candidate's relative time saved
+    against exact widths (``gains``), the A/A ``noise`` and the ``chosen`` one.
+    """
+
+    model: nn.Module
+    graph: DependencyGraph
+    example_inputs: ExampleInput
+    backend: str = "onnxruntime"
+    batch_size: int = 1
+    threads: int = 2
+    readings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"ModelTimings: backend must be one of {', '.join(BACKENDS)}; got '{self.backend}'.")
+
+    def pays(self, group_id: str, exact: int, rounded: int) -> bool:
+        """Never decided one group at a time (see the class docstring)."""
+        return False
+
+    def fastest(self, plans: Mapping[str, Plan]) -> str:
+        """The name of the fastest plan of ``plans`` (the first is the exact reference, the others
+        rounded, finest first): a rounded plan wins only when faster than the reference beyond the
+        A/A spread and :data:`~prunekit.structured.rounding.NOISE_FLOOR`, and a coarser one only when
+        also faster than every finer winner beyond that spread."""
+        names = list(plans)
+        if len(names) == 1:
+            return names[0]
+        models = {n: apply(self.model, self.graph, p, verify_result=False).eval() for n, p in plans.items()}
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(self.threads)
+            with tempfile.TemporaryDirectory(prefix="prunekit-rounding-") as tmp:
+                calls = {n: self._call(m, Path(tmp) / f"{i}.onnx") for i, (n, m) in enumerate(models.items())}
+                gains, noise = _gains(calls, names[0])
+        finally:
+            torch.set_num_threads(threads)
+        bar = max(noise, NOISE_FLOOR)
+        chosen = names[0]
+        for name in names[1:]:
+            best = gains.get(chosen, 0.0)
+            if gains[name] > bar and (1.0 - best) / max(1.0 - gains[name], 1e-9) - 1.0 > bar:
+                chosen = name
+        self.readings = {"backend": self.backend, "batch_size": self.batch_size, "threads": self.threads,
+                         "gains": {n: round(g, 4) for n, g in gains.items()}, "noise": round(noise, 4),
+                         "chosen": chosen}
+        return chosen
+
+    def _call(self, model: nn.Module, file: Path) -> Callable[[], object]:
+        inputs = as_inputs(self.example_inputs)
+        if self.backend != "onnxruntime":
+            net = fold_batchnorm(model).model if self.backend == "torch-fused" else model
+            batch = batch_of(inputs, self.batch_size)
+
+            def call() -> object:
+                with torch.inference_mode():
+                    return net(*batch)
+            return call
+        from prunekit.measure.onnx import export_onnx
+
+        session = ort_session(export_onnx(model, inputs, file, dynamic_batch=True), self.threads)
+        names = [i.name for i in session.get_inputs()]
+        feed = {n: x.detach().cpu().numpy() for n, x in zip(names, batch_of(inputs, self.batch_size))}
+        return lambda: session.run(None, feed)

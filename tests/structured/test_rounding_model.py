@@ -1,0 +1,128 @@
+"""round_to="auto" for ONNX Runtime times the whole pruned model (``ModelTimings``): the exact plan
+against the same target allocated with rounded widths. With a fake timer the rounded model is kept
+only when it is faster than exact widths beyond the A/A spread, a coarser rounding only when it beats
+the finer one too, and every candidate meets the MACs target; one real run on ONNX Runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from torch import nn
+
+from prunekit.structured import model_timing
+from prunekit.structured.model_timing import ModelTimings
+from prunekit.structured.plan import Plan
+from prunekit.structured.pruner import StructuredPruner
+
+from _two_conv import X, TwoConv
+
+
+class Chain(nn.Module):
+    """Three convolutions (32, 64, 32 channels) on 8x8: half the MACs is 22/22/46 exact; allocated on
+    multiples of 16 it is 16/16/64 (exactly half), on the auto rule's 8/16 it misses the 2 % band."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        widths = (32, 64, 32)
+        self.convs = nn.ModuleList(nn.Conv2d(i, o, 3, padding=1) for i, o in zip((1, *widths[:-1]), widths))
+        self.fc = nn.Linear(widths[-1], 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+        return self.fc(x.mean((2, 3)))
+
+
+SMALL = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def _widths(pruner: StructuredPruner) -> list[int]:
+    return sorted(len(kept) for kept in pruner.plan_.keep.values())
+
+
+def _fake_timer(monkeypatch: pytest.MonkeyPatch, ms: Callable[[list[int]], float]) -> list[list[int]]:
+    """Time each candidate model as ``ms(its kept widths)``; returns the widths of every model timed."""
+    timed: list[list[int]] = []
+
+    def call(self: ModelTimings, model: torch.nn.Module, file: object) -> Callable[[], object]:
+        widths = sorted(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        timed.append(widths)
+        return lambda: widths
+    monkeypatch.setattr(ModelTimings, "_call", call)
+    monkeypatch.setattr(model_timing, "_block_ms", lambda call, **_: ms(call()))
+    return timed
+
+
+def _fit(model: nn.Module | None = None, x: torch.Tensor = SMALL) -> StructuredPruner:
+    torch.manual_seed(0)
+    return StructuredPruner({"macs": 0.5}, options={"backend": "onnxruntime"}).fit(model or Chain(), x)
+
+
+def test_exact_widths_stay_when_rounding_buys_no_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    timed = _fake_timer(monkeypatch, lambda widths: 1.0)
+    pruner = _fit()
+    exact = StructuredPruner({"macs": 0.5}, round_to=1).fit(Chain(), SMALL)
+    assert _widths(pruner) == _widths(exact) == [22, 22, 46]
+    assert timed == [[22, 22, 46], [16, 16, 64]]  # NOTE: exact and the one rounded plan within the band
+    assert pruner.plan_.meta["rounding"] == "exact" and pruner.achieved_["rounding"]["chosen"] == "exact"
+
+
+def test_rounded_widths_win_when_the_model_is_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_timer(monkeypatch, lambda widths: 1.0 if all(w % 16 == 0 for w in widths) else 2.0)
+    pruner = _fit()
+    assert _widths(pruner) == [16, 16, 64] and pruner.plan_.meta["rounding"] == "16"
+    assert 0.98 * 0.5 <= pruner.achieved_["macs"] <= 0.5
+    assert pruner.achieved_["rounding"]["gains"] == {"16": pytest.approx(0.5)}
+    small = pruner.transform(Chain())  # NOTE: transform verifies pruned == masked dense
+    assert small(SMALL).shape == (1, 10)
+
+
+def test_roundings_that_miss_the_target_are_not_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # NOTE: TwoConv's 32/64 channels on 8/16 steps land at most 0.38 or over 0.5 of the MACs.
+    timed = _fake_timer(monkeypatch, lambda widths: 1.0 if all(w % 8 == 0 for w in widths) else 2.0)
+    pruner = _fit(TwoConv(), X)
+    assert timed == [] and _widths(pruner) == [22, 46] and pruner.plan_.meta["rounding"] == "exact"
+
+
+def _plans(widths: dict[str, list[int]]) -> tuple[ModelTimings, dict[str, Plan]]:
+    model = Chain()
+    graph = StructuredPruner({"ratio": 0.1}, round_to=1).fit(model, SMALL).graph_
+    groups = sorted(graph.prunable, key=lambda g: g.id)
+    plans = {name: Plan(keep={g.id: tuple(range(w)) for g, w in zip(groups, ws)},
+                        sizes={g.id: g.size for g in groups}) for name, ws in widths.items()}
+    return ModelTimings(model, graph, SMALL), plans
+
+
+def test_a_coarser_rounding_must_beat_the_finer_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # NOTE: on multiples of 8 the model is 40 % faster; on multiples of 16 only 1 % more: "auto" stays.
+    def ms(widths: list[int]) -> float:
+        if all(w % 16 == 0 for w in widths):
+            return 0.59
+        return 0.6 if all(w % 8 == 0 for w in widths) else 1.0
+    _fake_timer(monkeypatch, ms)
+    timings, plans = _plans({"exact": [22, 46, 22], "auto": [24, 40, 24], "16": [16, 48, 32]})
+    assert timings.fastest(plans) == "auto"
+    assert timings.readings["gains"] == {"auto": pytest.approx(0.4), "16": pytest.approx(0.41)}
+    _fake_timer(monkeypatch, lambda widths: 0.3 if all(w % 16 == 0 for w in widths) else ms(widths))
+    assert timings.fastest(plans) == "16"
+
+
+def test_a_noisy_machine_keeps_exact_widths(monkeypatch: pytest.MonkeyPatch) -> None:
+    # NOTE: per round: exact 1.0, rounded 0.8, exact again 1.5: a 35 % A/A spread hides a 36 % gain.
+    readings = iter([1.0, 0.8, 1.5] * 10)
+    _fake_timer(monkeypatch, lambda widths: next(readings))
+    timings, plans = _plans({"exact": [22, 46, 22], "auto": [24, 48, 24]})
+    assert timings.fastest(plans) == "exact"
+    assert timings.readings["noise"] == pytest.approx(0.4) and timings.readings["gains"]["auto"] > 0.3
+
+
+def test_the_model_is_timed_on_onnx_runtime_for_real() -> None:
+    pytest.importorskip("onnxruntime")
+    pruner = _fit()
+    readings = pruner.achieved_["rounding"]
+    assert readings["backend"] == "onnxruntime" and readings["chosen"] in ("exact", "auto", "16")
+    assert set(readings["gains"]) and all(-1.0 < g < 1.0 for g in readings["gains"].values())
+    assert 0.98 * 0.5 <= pruner.achieved_["macs"] <= 0.5
