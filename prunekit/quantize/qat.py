@@ -71,16 +71,21 @@ def _weight_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def qat(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...],
-        fit: Callable[[nn.Module], Any]) -> QATResult:
+        fit: Callable[[nn.Module], Any], *, warmup: Callable[[nn.Module], Any] | None = None) -> QATResult:
     """Fine-tune a copy of ``model`` with ``fit`` (e.g. ``lambda m: fine_tune(m, data, config)``)
     under int8 fake quantisation and return it with the trained weights (``model`` is unchanged).
 
     ``fit`` trains the module it is given in place; it may call ``train()``/``eval()`` on it.
+    ``warmup``, where given, first trains the copy in fp32 the same way (delayed quantisation, as
+    NNCF and TF-MOT schedule it): a freshly pruned network, whose BatchNorm statistics and features
+    are off, recovers without the rounding noise, and the observers then see settled ranges.
     """
     work = copy.deepcopy(model)
+    if warmup is not None:
+        warmup(work)
     example = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     try:
-        prepared = _traced(copy.deepcopy(model), example)
+        prepared = _traced(copy.deepcopy(work), example)
     except Exception as exc:  # NOTE: torch.export and the quantizer raise many types.
         note = (f"torch.export could not capture {type(model).__name__} ({type(exc).__name__}); "
                 f"fake-quantised weights only")

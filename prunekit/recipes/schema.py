@@ -207,7 +207,17 @@ class ExportOptions(BaseModel):
 class QatOptions(TrainConfig):
     """``qat``: quantisation-aware fine-tuning for ``epochs`` (TrainConfig's fields): torchao's PT2E
     QAT flow, or fake-quantised weights where the model does not trace; a later ``quantize`` stage
-    writes the int8 file."""
+    writes the int8 file. The first ``fp32_epochs`` of them train in fp32 (delayed quantisation)."""
+
+    fp32_epochs: int = Field(0, ge=0, description="of the epochs, how many train in fp32 before fake "
+                                                  "quantisation starts (a freshly pruned model recovers first)")
+
+    @model_validator(mode="after")
+    def _some_quantised(self) -> QatOptions:
+        if self.fp32_epochs >= self.epochs:
+            raise ValueError(f"fp32_epochs ({self.fp32_epochs}) must be below epochs ({self.epochs}): at least "
+                             f"one epoch trains under fake quantisation. Lower fp32_epochs or raise epochs.")
+        return self
 
 
 class QuantizeOptions(BaseModel):

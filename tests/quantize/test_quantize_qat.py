@@ -71,12 +71,13 @@ def test_recipe_prune_qat_quantize(tmp_path: Path) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"model: simple_cnn\ndata: {images}\nstages:\n"
                       f"  - prune: {{target: {{ratio: 0.5}}}}\n"
-                      f"  - qat: {{epochs: 1, max_steps_per_epoch: 2, lr: 0.001}}\n"
+                      f"  - qat: {{epochs: 2, fp32_epochs: 1, max_steps_per_epoch: 2, lr: 0.001}}\n"
                       f"  - quantize: {{calibration_batches: 2}}\n")
     assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 0
     stages = json.loads((tmp_path / "run" / "results.json").read_text())["stages"]
     assert [s["kind"] for s in stages] == ["prune", "qat", "quantize"]
     assert stages[1]["summary"]["flow"] == "pt2e"
+    assert (stages[1]["summary"]["epochs"], stages[1]["summary"]["fp32_epochs"]) == (2, 1)
     int8 = stages[2]["summary"]["test"]["int8"]
     assert 0.0 <= int8["accuracy"] <= 1.0 and int8["count"] > 0
     assert (tmp_path / "run" / "quantize" / "model.onnx").is_file()
@@ -87,3 +88,34 @@ def test_example_recipe_validates() -> None:
 
     recipe = load_recipe(Path(__file__).parents[2] / "recipes" / "prune_qat_int8.yaml")
     assert [next(iter(type(s).model_fields)) for s in recipe.stages] == ["train", "prune", "qat", "quantize", "evaluate"]
+
+
+def test_warmup_trains_in_fp32_before_fake_quantisation() -> None:
+    # NOTE: warm-up sees plain modules (no fake-quant nodes); fit sees the PT2E graph with observers.
+    data = labelled_by(tiny_cnn(seed=1), 64)
+    seen: list[str] = []
+
+    def warmup(model: nn.Module) -> None:
+        seen.append(type(model).__name__)
+        _fit(data)(model)
+
+    def fit(model: nn.Module) -> list[float]:
+        seen.append("fake-quant" if any("fake_quant" in n or "activation_post_process" in n
+                                        for n, _ in model.named_modules()) else type(model).__name__)
+        return _fit(data)(model)
+
+    model = tiny_cnn()
+    plain = qat(model, data.tensors[0][:1], _fit(data))
+    warmed = qat(model, data.tensors[0][:1], fit, warmup=warmup)
+    assert seen == [type(model).__name__, "fake-quant"]
+    assert warmed.flow == "pt2e"
+    assert not torch.equal(warmed.model.features[0].weight, plain.model.features[0].weight)
+
+
+def test_recipe_qat_fp32_epochs_must_leave_a_quantised_epoch(tmp_path: Path, capsys) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: simple_cnn\ndata: digits\nstages:\n  - qat: {epochs: 2, fp32_epochs: 2}\n")
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "fp32_epochs (2) must be below epochs (2)" in err and "Lower fp32_epochs" in err
+    assert not (tmp_path / "run").exists()
