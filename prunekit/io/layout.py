@@ -255,7 +255,7 @@ def restore_buffers(model: nn.Module, layout: Mapping[str, Any], values: Mapping
             # NOTE: transformers' loader re-creates non-persistent buffers and re-initialises them from
             # the module's own widths unless the module is marked done; the caller restores them again
             # after the weights (every non-persistent buffer of such a module is recorded).
-            module._is_hf_initialized = True
+            module._is_hf_initialized = True  # type: ignore[assignment]
     return model
 
 
