@@ -14,6 +14,7 @@ from prunekit.io.files import save_weights as save_weights
 from prunekit.io.layout import layout_record as layout_record
 from prunekit.io.layout import restore_layout as restore_layout
 from prunekit.io.load import load as load
+from prunekit.io.manifest import BUFFERS_FILE as BUFFERS_FILE
 from prunekit.io.manifest import FORMAT as FORMAT
 from prunekit.io.manifest import MANIFEST_FILE as MANIFEST_FILE
 from prunekit.io.manifest import VERSION as VERSION
@@ -28,7 +29,7 @@ from prunekit.io.stages import Stages as Stages
 __all__ = [
     # the format
     "save", "load", "Manifest", "read_manifest", "model_folder", "Stages",
-    "FORMAT", "VERSION", "MANIFEST_FILE", "WEIGHTS_FILE", "MODEL_DIR",
+    "FORMAT", "VERSION", "MANIFEST_FILE", "WEIGHTS_FILE", "BUFFERS_FILE", "MODEL_DIR",
     # the layout record
     "layout_record", "restore_layout",
     # plain files

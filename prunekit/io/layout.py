@@ -3,12 +3,16 @@
 ``tensors``: every state_dict entry's shape and dtype; ``attributes``: module -> the plain
 attributes (widths, head counts) that differ from the original; ``identity``: blocks replaced by
 ``nn.Identity`` (depth pruning); ``none``: submodules set to ``None`` (e.g. a dropped pooler).
+Written only when a result has them: ``replaced``: module -> the prunekit class that holds it once
+pruned (``PrunedMultiheadAttention``), rebuilt with the class's ``from_module``; ``buffers``: the
+sliced non-persistent buffers (not in the state_dict, so their values are saved beside the weights).
 Modules under an ``opaque`` name (factorised layers) are left to their own transform. Restoring is
 generic: the original is reshaped to the record with empty tensors, and the weights come after.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -17,9 +21,13 @@ from torch import nn
 
 from prunekit.errors import ConfigError, DataError
 
-__all__ = ["layout_record", "restore_layout", "restore_modules", "restore_tensors", "LAYOUT_KEYS"]
+__all__ = ["layout_record", "restore_layout", "restore_modules", "restore_tensors", "restore_buffers",
+           "sliced_buffers", "LAYOUT_KEYS"]
 
 LAYOUT_KEYS = ("tensors", "attributes", "identity", "none")
+# NOTE: the modules prunekit puts in a pruned module's place live in prunekit itself; a record naming
+# a class anywhere else is refused, so loading a manifest never imports code the file chooses.
+_OWN_PACKAGE = "prunekit."
 # NOTE: module attributes that are state, not architecture; never recorded (transformers' loader
 # skips initialising a module marked ``_is_hf_initialized``, non-persistent buffers included).
 _SKIPPED_ATTRIBUTES = frozenset({"training", "_is_hf_initialized"})
@@ -73,6 +81,7 @@ def layout_record(model: nn.Module, original: nn.Module, *, opaque: Collection[s
     originals = dict(original.named_modules())
     attributes: dict[str, dict[str, Any]] = {}
     identity: list[str] = []
+    replaced: dict[str, str] = {}
     for name, module in model.named_modules():
         before = originals.get(name)
         if _under(name, opaque) or _under(name, identity):
@@ -80,7 +89,9 @@ def layout_record(model: nn.Module, original: nn.Module, *, opaque: Collection[s
         if isinstance(module, nn.Identity) and before is not None and not isinstance(before, nn.Identity):
             identity.append(name)
             continue
-        if before is None or type(module) is not type(before):
+        if before is not None and type(module) is not type(before) and _is_replacement(type(module)):
+            replaced[name] = _class_path(type(module))
+        elif before is None or type(module) is not type(before):
             got = "nothing" if before is None else f"a {type(before).__name__}"
             raise ConfigError(
                 f"save: module '{name}' is a {type(module).__name__} but the original architecture "
@@ -90,9 +101,15 @@ def layout_record(model: nn.Module, original: nn.Module, *, opaque: Collection[s
         changed = {k: v for k, v in new.items() if old.get(k, _NOT_RECORDABLE) != v}
         if changed:
             attributes[name] = changed
-    _check_non_persistent(model, original)
-    return {"tensors": tensors, "attributes": attributes, "identity": identity,
-            "none": _dropped(model, original, opaque)}
+    record: dict[str, Any] = {"tensors": tensors, "attributes": attributes, "identity": identity,
+                              "none": _dropped(model, original, opaque)}
+    buffers = _sliced(model, original)
+    # NOTE: only results that have them carry the two keys, so every other manifest stays as it was.
+    if replaced:
+        record["replaced"] = replaced
+    if buffers:
+        record["buffers"] = buffers
+    return record
 
 
 def _dropped(model: nn.Module, original: nn.Module, opaque: Collection[str]) -> list[str]:
@@ -110,15 +127,53 @@ def _dropped(model: nn.Module, original: nn.Module, opaque: Collection[str]) -> 
     return out
 
 
-def _check_non_persistent(model: nn.Module, original: nn.Module) -> None:
-    """Non-persistent buffers are not saved, so one that changed shape cannot be restored."""
-    saved = set(model.state_dict())
+def _is_replacement(klass: type) -> bool:
+    """A prunekit class that takes a pruned module's place and rebuilds from the original's."""
+    return klass.__module__.startswith(_OWN_PACKAGE) and callable(getattr(klass, "from_module", None))
+
+
+def _class_path(klass: type) -> str:
+    return f"{klass.__module__}.{klass.__qualname__}"
+
+
+def _replacement(path: Any, name: str, where: str) -> Any:
+    """The class a ``replaced`` record names: only a prunekit class with ``from_module``."""
+    module_name, _, class_name = str(path).rpartition(".")
+    klass = None
+    if module_name.startswith(_OWN_PACKAGE):
+        try:
+            klass = getattr(importlib.import_module(module_name), class_name, None)
+        except ImportError:
+            klass = None
+    if not isinstance(klass, type) or not issubclass(klass, nn.Module) or not _is_replacement(klass):
+        raise DataError(f"{where}: module '{name}' is recorded as replaced by {path!r}, which is not a "
+                        f"prunekit module class with from_module. Load it with the prunekit that saved "
+                        f"it, or save the model again.")
+    return klass
+
+
+def _sliced(model: nn.Module, original: nn.Module) -> dict[str, dict[str, Any]]:
+    """The non-persistent buffers of every module where one changed shape from the original's.
+
+    They are not in the state_dict, so the architecture rebuilt from the record would bring them
+    back at their old shape; a loader that re-initialises them (transformers) is told the whole
+    module is done, so all of that module's non-persistent buffers are kept.
+    """
     before = dict(original.named_buffers())
-    for name, buffer in model.named_buffers():
-        if name not in saved and name in before and before[name].shape != buffer.shape:
-            raise ConfigError(f"save: non-persistent buffer '{name}' changed shape from "
-                              f"{tuple(before[name].shape)} to {tuple(buffer.shape)}, and such buffers "
-                              f"are not saved. Register it as persistent, or do not prune through it.")
+    out: dict[str, dict[str, Any]] = {}
+    for name, module in model.named_modules():
+        own = {f"{name}.{attr}" if name else attr: module._buffers[attr]
+               for attr in sorted(module._non_persistent_buffers_set) if module._buffers.get(attr) is not None}
+        if any(key in before and before[key].shape != t.shape for key, t in own.items()):
+            out.update({key: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+                        for key, t in own.items() if key not in out})
+    return out
+
+
+def sliced_buffers(model: nn.Module, layout: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The values of the buffers ``layout`` records as sliced (saved beside the weights)."""
+    buffers = dict(model.named_buffers())
+    return {name: buffers[name].detach().to("cpu").contiguous().clone() for name in layout.get("buffers", {})}
 
 
 def module_at(model: nn.Module, name: str, where: str) -> nn.Module:
@@ -131,7 +186,8 @@ def module_at(model: nn.Module, name: str, where: str) -> nn.Module:
 
 
 def restore_modules(model: nn.Module, layout: Mapping[str, Any], *, where: str = "layout") -> nn.Module:
-    """Replace recorded blocks by ``nn.Identity`` or ``None`` and set recorded attributes, in place."""
+    """Replace recorded blocks by ``nn.Identity``, ``None`` or their pruned class, and set recorded
+    attributes, in place."""
     for name in layout["identity"]:
         module_at(model, name, where)  # NOTE: raises the four-part error for a wrong architecture.
         model.set_submodule(name, nn.Identity())
@@ -139,6 +195,9 @@ def restore_modules(model: nn.Module, layout: Mapping[str, Any], *, where: str =
         parent, _, attr = name.rpartition(".")
         module_at(model, name, where)
         setattr(module_at(model, parent, where), attr, None)
+    for name, path in layout.get("replaced", {}).items():
+        klass = _replacement(path, name, where)
+        model.set_submodule(name, klass.from_module(module_at(model, name, where)))
     for name, attributes in layout["attributes"].items():
         module = module_at(model, name, where)
         for attr, value in attributes.items():
@@ -165,6 +224,38 @@ def restore_tensors(model: nn.Module, layout: Mapping[str, Any], *, where: str =
                             f"damaged; re-save the model.")
         if tuple(old.shape) != shape or old.dtype != dtype:
             _replace(owners.get(id(old), []), torch.empty(shape, dtype=dtype, device=old.device), old)
+    return model
+
+
+def restore_buffers(model: nn.Module, layout: Mapping[str, Any], values: Mapping[str, torch.Tensor], *,
+                    where: str = "layout") -> nn.Module:
+    """Put the saved values of the recorded sliced buffers in place (every module sharing one), in place."""
+    recorded = layout.get("buffers", {})
+    if not recorded:
+        return model
+    owners: dict[int, list[tuple[nn.Module, str]]] = {}
+    for module in model.modules():
+        for attr, t in module._buffers.items():
+            if t is not None:
+                owners.setdefault(id(t), []).append((module, attr))
+    current = dict(model.named_buffers())
+    for name, spec in recorded.items():
+        value = values.get(name)
+        if name not in current:
+            raise DataError(f"{where}: buffer '{name}' is recorded but the model has no such buffer. Load it "
+                            f"into the architecture it was saved from.")
+        if value is None or list(value.shape) != list(spec["shape"]) or str(value.dtype) != f"torch.{spec['dtype']}":
+            got = "nothing" if value is None else f"{tuple(value.shape)} {value.dtype}"
+            raise DataError(f"{where}: buffer '{name}' is recorded as {tuple(spec['shape'])} {spec['dtype']} but "
+                            f"the saved buffers hold {got}. The folder is damaged; save the model again.")
+        old = current[name]
+        value = value.to(old.device) if old.device.type != "meta" else value
+        for module, attr in owners.get(id(old), []):
+            module._buffers[attr] = value
+            # NOTE: transformers' loader re-creates non-persistent buffers and re-initialises them from
+            # the module's own widths unless the module is marked done; the caller restores them again
+            # after the weights (every non-persistent buffer of such a module is recorded).
+            module._is_hf_initialized = True  # type: ignore[assignment]
     return model
 
 

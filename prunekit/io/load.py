@@ -1,7 +1,8 @@
 """``prunekit.load``: rebuild any folder :func:`prunekit.save` wrote, without unpickling anything.
 
 The dense source is built from the manifest's spec (or copied from ``model=``; a Hugging Face
-model from the folder's config), reshaped to the recorded layout, its factorised layers replaced
+model from the folder's config), reshaped to the recorded layout (pruned modules in their prunekit
+classes, sliced non-persistent buffers from ``buffers.safetensors``), its factorised layers replaced
 by their shells, and the weights (dense, or decoded from sparse storage) loaded strictly. A
 partitioned result comes back as :class:`~prunekit.io.stages.Stages`; a ``quantize`` record of the
 torch backend is re-applied to the fp32 weights (:func:`prunekit.quantize.torch_int8.restore`), so
@@ -22,8 +23,8 @@ from torch import nn
 from prunekit.errors import ConfigError
 from prunekit.io import sparse as sparse_storage
 from prunekit.io.files import load_state, read_weights
-from prunekit.io.layout import restore_modules, restore_tensors
-from prunekit.io.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest, model_folder, read_manifest
+from prunekit.io.layout import restore_buffers, restore_modules, restore_tensors
+from prunekit.io.manifest import BUFFERS_FILE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, model_folder, read_manifest
 from prunekit.io.stages import cut
 from prunekit.io.transforms import restore_factorised
 
@@ -92,12 +93,14 @@ def load(folder: str | os.PathLike[str], *, model: nn.Module | None = None) -> n
     path = model_folder(folder)
     manifest = read_manifest(path)
     where = str(path / MANIFEST_FILE)
+    buffers = read_weights(path / BUFFERS_FILE)[0] if manifest.layout.get("buffers") else {}
 
     def reshape(built: nn.Module) -> None:
         restore_modules(built, manifest.layout, where=where)
         for transform in manifest.of_kind("factorise"):
             restore_factorised(built, transform, where)
         restore_tensors(built, manifest.layout, where=where)
+        restore_buffers(built, manifest.layout, buffers, where=where)
 
     loaded = _hf_pretrained(path, manifest, model, reshape)
     if loaded is None:
@@ -106,6 +109,8 @@ def load(folder: str | os.PathLike[str], *, model: nn.Module | None = None) -> n
         state = _state(path, manifest)
         load_state(built, state, str(path / WEIGHTS_FILE), tied=_tied_missing(built, state))
     built = loaded if loaded is not None else built
+    # NOTE: again after the weights: a loader may re-initialise non-persistent buffers (transformers does).
+    restore_buffers(built, manifest.layout, buffers, where=where)
     built.eval()
     partitions = manifest.of_kind("partition")
     if partitions:

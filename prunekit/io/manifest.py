@@ -20,10 +20,14 @@ from prunekit.errors import DataError, DataNotFoundError
 from prunekit.io.files import load_json
 from prunekit.io.layout import LAYOUT_KEYS
 
-__all__ = ["Manifest", "read_manifest", "FORMAT", "VERSION", "MANIFEST_FILE", "WEIGHTS_FILE", "KINDS"]
+__all__ = ["Manifest", "read_manifest", "FORMAT", "VERSION", "MANIFEST_FILE", "WEIGHTS_FILE", "BUFFERS_FILE",
+           "KINDS"]
 
 FORMAT, VERSION = "prunekit", 1
 MANIFEST_FILE, WEIGHTS_FILE = "manifest.json", "model.safetensors"
+# NOTE: sliced non-persistent buffers (layout["buffers"]) are kept in a file of their own, so that
+# model.safetensors stays the state_dict (and a Hugging Face folder stays a save_pretrained folder).
+BUFFERS_FILE = "buffers.safetensors"
 KINDS = ("prune", "depth", "factorise", "sparse", "partition", "quantize")
 
 # NOTE: files that name the formats before version 1, and what to do with each.

@@ -23,8 +23,8 @@ from torch import nn
 from prunekit.errors import ConfigError
 from prunekit.io import sparse as sparse_storage
 from prunekit.io.files import as_user_file, clean_stale, fresh_name, require_json, save_json
-from prunekit.io.layout import layout_record
-from prunekit.io.manifest import MANIFEST_FILE, WEIGHTS_FILE, Manifest
+from prunekit.io.layout import layout_record, sliced_buffers
+from prunekit.io.manifest import BUFFERS_FILE, MANIFEST_FILE, WEIGHTS_FILE, Manifest
 from prunekit.io.transforms import check_factorised, factorised_names, note_source_shapes, record
 
 __all__ = ["save", "source_record"]
@@ -132,7 +132,8 @@ def save(model: nn.Module, folder: str | os.PathLike[str], *, source: None | str
         source_rec = {"spec": "hf:.", "kwargs": {}}  # NOTE: the config.json in the folder itself.
     manifest = _manifest(source_rec, records, layout, _metrics(metrics),
                          {"class": type(model).__name__} if is_hf else None)
-    _write_folder(target, lambda tmp: _fill(tmp, model if is_hf else None, entries, manifest))
+    buffers = sliced_buffers(model, layout)
+    _write_folder(target, lambda tmp: _fill(tmp, model if is_hf else None, entries, buffers, manifest))
     return target
 
 
@@ -161,15 +162,18 @@ def _manifest(source: dict[str, Any] | None, records: list[dict[str, Any]], layo
     return manifest
 
 
-def _fill(tmp: Path, hf_model: nn.Module | None, entries: dict[str, torch.Tensor], manifest: dict[str, Any]) -> None:
+def _fill(tmp: Path, hf_model: nn.Module | None, entries: dict[str, torch.Tensor],
+          buffers: dict[str, torch.Tensor], manifest: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
     if hf_model is not None:
         from prunekit import hf
 
         hf.write(hf_model, tmp)
     else:
-        from safetensors.torch import save_file
-
         save_file(entries, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+    if buffers:
+        save_file(buffers, str(tmp / BUFFERS_FILE), metadata={"format": "pt"})
     save_json(manifest, tmp / MANIFEST_FILE)
 
 

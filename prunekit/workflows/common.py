@@ -41,6 +41,7 @@ __all__ = [
     "check_finite",
     "check_fits",
     "check_model_name",
+    "check_not_int8",
     "compare_models",
     "copy_tokenizer",
     "environment",
@@ -344,11 +345,43 @@ def check_model_name(spec: str) -> None:
         models.MODELS.get(spec)
 
 
+def check_not_int8(spec: str) -> None:
+    """Refuse a folder ``prunekit quantize --backend torch`` wrote: it loads as torchao's int8 module,
+    which ``eval`` runs but which cannot be pruned, trained, quantised again, saved or exported."""
+    if not is_saved_folder(spec):
+        return
+    folder = Path(model_folder(spec))
+    if not any(t.get("backend") == "torch" for t in read_manifest(folder).of_kind("quantize")):
+        return
+    made_from = _quantized_from(folder)
+    raise ConfigError(f"--model '{spec}' is an int8 model (prunekit quantize --backend torch wrote it); prunekit "
+                      f"only evaluates such a model (prunekit eval), it cannot prune, train, quantise, profile or "
+                      f"export it. Pass the fp32 folder it was made from{f' ({made_from!r})' if made_from else ''} "
+                      f"as --model instead (quantize --backend torch profiles fp32 against int8).")
+
+
+def _quantized_from(folder: Path) -> str | None:
+    """The --model the quantize run that wrote ``folder`` was given (its results.json), if it says."""
+    import json
+
+    results = folder.parent / "results.json" if folder.name == MODEL_DIR else folder / "results.json"
+    try:
+        made_from = json.loads(results.read_text()).get("model")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return made_from if isinstance(made_from, str) else None
+
+
 def build(model: str, data: str, *, data_dir: str | None = None, weights: str | None = None,
-          task: str | None = None, seed: int = 0) -> tuple[nn.Module, Any]:
+          task: str | None = None, seed: int = 0, int8_ok: bool = False) -> tuple[nn.Module, Any]:
     """Load ``data`` and the model ``model`` names, sized for it (class count and input channels of
-    image data). Text is tokenised with the model's own tokenizer and gives :class:`Loaders`."""
+    image data). Text is tokenised with the model's own tokenizer and gives :class:`Loaders`.
+
+    An int8 folder (``quantize --backend torch``) is refused before the data loads, unless ``int8_ok``
+    (``eval``, which only runs the model)."""
     check_model_name(model)
+    if not int8_ok:
+        check_not_int8(model)
     loaded = datasets.load(data, data_dir=data_dir, seed=seed, tokenizer=tokenizer_of(model),
                            block_size=block_size_for(model))
     asked = task is not None

@@ -31,7 +31,7 @@ def evaluate(model: str, data: str = "fashion_mnist", *, weights: str | None = N
         raise ConfigError(f"eval: 'split' must be one of {', '.join(SPLITS)}; got '{split}'. "
                           f"Pass e.g. --split test.")
     target = check_device(device)
-    net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task)
+    net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, int8_ok=True)
     scorer = with_teacher(task_of(splits, task), net, model)
     if split == "test" and getattr(splits, "test", None) is None:
         split = "val"  # NOTE: a text file is cut into train and val blocks only; val is its held-out text.

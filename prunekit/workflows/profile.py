@@ -12,6 +12,7 @@ from prunekit.models import check_task_fits
 from prunekit.workflows.common import (
     Measure,
     build,
+    check_not_int8,
     eval_data,
     example_of,
     finish,
@@ -41,6 +42,7 @@ def load_with_example(model: str, data: str | None, *, weights: str | None, data
                       command: str = "profile") -> tuple[nn.Module, Any, Any, Any]:
     """``(model, data or None, task, example input)``: built for ``data`` when given, else with an
     example derived from the model (the commands that can run without data share this)."""
+    check_not_int8(model)  # NOTE: measuring (the weights' size) and exporting need fp32 modules.
     if data:
         net, loaded = build(model, data, data_dir=data_dir, weights=weights, task=task)
         scorer = with_teacher(task_of(loaded, task), net, model)

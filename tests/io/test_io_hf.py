@@ -130,3 +130,57 @@ def test_gpt2_round_trip(uniform: bool, tmp_path: Path) -> None:
     assert loaded.lm_head.weight is loaded.transformer.wte.weight
     _same_state(loaded, small)
     torch.testing.assert_close(_out(loaded), _out(small), rtol=1e-4, atol=1e-5)
+
+
+def _pixels() -> torch.Tensor:
+    return torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def _pruned_vision(model: nn.Module) -> nn.Module:
+    from prunekit.importance import score
+
+    torch.manual_seed(0)
+    x = _pixels()
+    graph = DependencyGraph.trace(model.eval(), x)
+    return apply(model, graph, allocate(graph, score(graph, model, "l2"), 0.5), example_inputs=x)
+
+
+def _same_outputs(loaded: nn.Module, small: nn.Module) -> None:
+    with torch.no_grad():
+        got, want = loaded.eval()(_pixels()), small.eval()(_pixels())
+    for key in ("last_hidden_state", "pooler_output"):
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+
+
+def test_siglip_pooling_head_with_pruned_heads_round_trips(tmp_path: Path) -> None:
+    # NOTE: SigLIP's pooling head is an nn.MultiheadAttention; with half its heads cut it becomes
+    # prunekit's PrunedMultiheadAttention, which the layout records and load rebuilds.
+    from prunekit.graph.handlers.attention_modules import PrunedMultiheadAttention
+
+    torch.manual_seed(0)
+    config = transformers.SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                             num_attention_heads=4, image_size=32, patch_size=8)
+    small = _pruned_vision(transformers.SiglipVisionModel(config))
+    assert type(small.head.attention) is PrunedMultiheadAttention and small.head.attention.num_heads == 2
+    loaded = prunekit.load(prunekit.save(small, tmp_path / "s"))
+    assert type(loaded.head.attention) is PrunedMultiheadAttention and loaded.head.attention.num_heads == 2
+    _same_state(loaded, small)
+    _same_outputs(loaded, small)
+
+
+def test_granite_docling_sliced_position_table_round_trips(tmp_path: Path) -> None:
+    # NOTE: the connector's sine-cosine tables are non-persistent buffers of the projected width; cut
+    # with it, they are saved beside the weights (transformers' loader would rebuild them dense).
+    torch.manual_seed(0)
+    config = transformers.GraniteDoclingVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                     num_attention_heads=2, image_size=32, patch_size=4,
+                                                     out_hidden_size=32)
+    small = _pruned_vision(transformers.GraniteDoclingVisionModel(config))
+    assert small.connector.coarse.pos_embed.pos_embed.shape == (4, 16)
+    folder = prunekit.save(small, tmp_path / "g")
+    assert (folder / "buffers.safetensors").is_file()
+    loaded = prunekit.load(folder)
+    for name in ("connector.coarse.pos_embed.pos_embed", "connector.fine.pos_embed.pos_embed"):
+        assert torch.equal(loaded.get_buffer(name), small.get_buffer(name)), name
+    _same_state(loaded, small)
+    _same_outputs(loaded, small)
