@@ -185,9 +185,6 @@ def check(model_type: str, *, seconds: int) -> dict[str, Any]:
 CAUSES = [
     ("is a BigBird", "BigBird swaps its own attention modules in the forward when the sequence is short (the "
                      "model changes itself); prunekit.save refuses the changed class"),
-    ("is a PrunedMultiheadAttention but", "prunekit limit: prunekit.save records widths, not the "
-                                          "PrunedMultiheadAttention that replaces a pruned nn.MultiheadAttention"),
-    ("non-persistent buffer", "prunekit bug: a non-persistent buffer (positional table) is sliced; save refuses it"),
     ("Plan and graph disagree", "prunekit bug: two groups share an id (issue 19 graph class 3, harden-graph)"),
     ("exceeds dimension size", "prunekit bug: MoE expert weights (3-d, experts first) sliced on the wrong axis"),
     ("round trip", "round trip failed (see the round trip column)"),
