@@ -15,6 +15,7 @@ from prunekit._checks import check_entry
 from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph.constraints import ConstraintStore, Tracked
 from prunekit.graph.groups import ChannelGroup
+from prunekit.graph.handlers.attention_modules import register_libraries
 from prunekit.graph.trace import interpret
 
 __all__ = ["DependencyGraph", "keeps_outputs"]
@@ -59,6 +60,9 @@ class DependencyGraph:
         was_training = model.training
         model.eval()
         try:
+            # NOTE: refreshes for library classes (torchvision's ViT, timm, transformers) register on
+            # first use; registered here, the first trace in a process sees them as every later one does.
+            register_libraries()
             ctx, out, store = interpret(model, inputs, example_kwargs or {}, ConstraintStore)
         except PrunekitError:
             raise
