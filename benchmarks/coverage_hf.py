@@ -241,6 +241,7 @@ def write_table(results: dict[str, dict[str, Any]], names: list[str], command: s
     pruned = [r for r in done if "params_after" in r]
     kept = common.median([r["params_after"] / r["params_before"] for r in pruned])
     ideal = common.median([r["ideal_params"] / r["params_before"] for r in pruned])
+    excess = [(r["params_after"] - r["ideal_params"]) / r["params_before"] for r in pruned]
     out_of_scope = [r for r in done if _out_of_scope(r)]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [
@@ -259,7 +260,8 @@ def write_table(results: dict[str, dict[str, Any]], names: list[str], command: s
         f"{len(names) - len(done)} not run in this pass, {len(out_of_scope)} never reached prunekit, listed with "
         f"the reason; {len(passed)}/{len(done) - len(out_of_scope)} of those that did pass); "
         f"median params kept {_p(kept)} vs {_p(ideal)} for a per-group cut of half the channels "
-        f"({len(pruned)} pruned).",
+        f"({len(pruned)} pruned); per architecture, params kept beyond its own ideal: median "
+        f"{_p(common.median(excess))}, within 3 points in {sum(e <= 0.03 for e in excess)} of {len(excess)}.",
         "",
         f"Of those passing: {sum(r.get('round_trip') == 'transformers + prunekit' for r in passed)} load with "
         f"transformers' `from_pretrained` (the config says every width) and prunekit.load, "
