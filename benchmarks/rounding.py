@@ -110,9 +110,13 @@ def part_ort(names: list[str], quick: bool) -> None:
             pruned[label] = pruner.transform(dense)
             widths = sorted({p.shape[0] for p in pruned[label].parameters() if p.dim() == 4})
             rounding = pruner.achieved_.get("rounding")
-            chosen = (f"{rounding['chosen']} ({', '.join(f'{k} {100 * g:+.0f} %' for k, g in rounding['gains'].items())}; "
-                      f"A/A {100 * rounding['noise']:.0f} %)") if rounding else \
-                f"{len(pruner.plan_.meta.get('rounded', {}))} groups rounded"
+            if rounding and "gains" in rounding:
+                chosen = (f"{rounding['chosen']} ({', '.join(f'{k} {100 * g:+.0f} %' for k, g in rounding['gains'].items())}"
+                          f"; A/A {100 * rounding['noise']:.0f} %)")
+            elif rounding:
+                chosen = f"{rounding['chosen']} ({rounding.get('error', 'no rounded plan in the band')})"
+            else:
+                chosen = f"{len(pruner.plan_.meta.get('rounded', {}))} groups rounded"
             notes[label] = (f"{100 * pruner.achieved_['macs']:.1f} %", ", ".join(map(str, widths[:12])), chosen)
         cells: dict[str, list[str]] = {k: [] for k in pruned}
         for b in batch_sizes:

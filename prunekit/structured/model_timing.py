@@ -98,6 +98,11 @@ class ModelTimings:
             with tempfile.TemporaryDirectory(prefix="prunekit-rounding-") as tmp:
                 calls = {n: self._call(m, Path(tmp) / f"{i}.onnx") for i, (n, m) in enumerate(models.items())}
                 gains, noise = _gains(calls, names[0])
+        except Exception as exc:  # noqa: BLE001  (export and runtimes raise many types)
+            # NOTE: a model the backend cannot run keeps exact widths; the reason is recorded, not raised
+            self.readings = {"backend": self.backend, "chosen": names[0],
+                             "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
+            return names[0]
         finally:
             torch.set_num_threads(threads)
         bar = max(noise, NOISE_FLOOR)

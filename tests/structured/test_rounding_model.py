@@ -126,3 +126,12 @@ def test_the_model_is_timed_on_onnx_runtime_for_real() -> None:
     assert readings["backend"] == "onnxruntime" and readings["chosen"] in ("exact", "auto", "16")
     assert set(readings["gains"]) and all(-1.0 < g < 1.0 for g in readings["gains"].values())
     assert 0.98 * 0.5 <= pruner.achieved_["macs"] <= 0.5
+
+
+def test_a_model_the_backend_cannot_run_keeps_exact_widths(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fails(self: ModelTimings, model: torch.nn.Module, file: object) -> Callable[[], object]:
+        raise RuntimeError("the exporter does not know this op")
+    monkeypatch.setattr(ModelTimings, "_call", fails)
+    pruner = _fit()
+    assert _widths(pruner) == [22, 22, 46] and pruner.plan_.meta["rounding"] == "exact"
+    assert pruner.achieved_["rounding"]["error"] == "RuntimeError: the exporter does not know this op"
