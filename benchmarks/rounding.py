@@ -114,7 +114,7 @@ def part_ort(names: list[str], quick: bool) -> None:
                 chosen = (f"{rounding['chosen']} ({', '.join(f'{k} {100 * g:+.0f} %' for k, g in rounding['gains'].items())}"
                           f"; A/A {100 * rounding['noise']:.0f} %)")
             elif rounding:
-                chosen = f"{rounding['chosen']} ({rounding.get('error', 'no rounded plan in the band')})"
+                chosen = f"{rounding['chosen']} ({rounding.get('error') or rounding.get('note')})"
             else:
                 chosen = f"{len(pruner.plan_.meta.get('rounded', {}))} groups rounded"
             notes[label] = (f"{100 * pruner.achieved_['macs']:.1f} %", ", ".join(map(str, widths[:12])), chosen)

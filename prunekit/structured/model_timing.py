@@ -90,6 +90,8 @@ class ModelTimings:
         also faster than every finer winner beyond that spread."""
         names = list(plans)
         if len(names) == 1:
+            self.readings = {"backend": self.backend, "chosen": names[0],
+                             "note": "no rounded plan lands within the target's band"}
             return names[0]
         models = {n: apply(self.model, self.graph, p, verify_result=False).eval() for n, p in plans.items()}
         threads = torch.get_num_threads()

@@ -85,6 +85,7 @@ def test_roundings_that_miss_the_target_are_not_timed(monkeypatch: pytest.Monkey
     timed = _fake_timer(monkeypatch, lambda widths: 1.0 if all(w % 8 == 0 for w in widths) else 2.0)
     pruner = _fit(TwoConv(), X)
     assert timed == [] and _widths(pruner) == [22, 46] and pruner.plan_.meta["rounding"] == "exact"
+    assert pruner.achieved_["rounding"]["note"] == "no rounded plan lands within the target's band"
 
 
 def _plans(widths: dict[str, list[int]]) -> tuple[ModelTimings, dict[str, Plan]]:
