@@ -200,14 +200,29 @@ def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *
     state = RunState(model=net, splits=splits, original=original, architecture=architecture,
                      seed=recipe.seed, out=out, progress=progress,
                      factorised=factorised, device=device, task=recipe.task,
-                     max_eval_batches=max_eval_batches, tokenizer=tokenizer_of(recipe.model.name))
+                     max_eval_batches=max_eval_batches, tokenizer=tokenizer_of(recipe.model.name),
+                     data=recipe.data)
     for index in range(first):  # NOTE: on resume, prune steps fine-tune as they would have.
         if kinds[index] in TRAINING_KINDS:
             state.train_config = training_config(stage_options(recipe.stages[index]), recipe.seed + index)
         if kinds[index] == "sparsify":  # NOTE: later training keeps these zeros, resumed or not.
             layers = results["stages"][index]["summary"].get("layers", [])
             state.sparse = sorted({*state.sparse, *(layer["name"] for layer in layers)})
+        state.searched = _searched_after(kinds[index], recipe.stages[index], results["stages"][index], state.searched)
     return state, first, results
+
+
+def _searched_after(kind: str, stage: Any, record: dict[str, Any],
+                    searched: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a completed stage leaves for the next ``prune: {allocation: search}`` on resume: a search
+    stage its plan and removed blocks (from its summary, so the search is not run again), a prune
+    stage that applied them nothing."""
+    if kind == "search":
+        summary = record["summary"]
+        return {"plan": summary["plan"], "blocks": list(summary["removed_blocks"])}
+    if kind == "prune" and getattr(stage_options(stage), "allocation", None) == "search":
+        return None
+    return searched
 
 
 def _resume_point(out: Path, plain: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -267,12 +267,50 @@ class SearchStageOptions(BaseModel):
     bn_batches: int = Field(2, ge=0, description="training batches that re-estimate BatchNorm")
     val_samples: int = Field(1024, ge=1, description="validation samples the proxy is computed on")
     finetune_steps: int = Field(0, ge=0, description="fine-tune batches in the proxy's second rung")
+    workers: int = Field(1, description="processes sharing one Optuna study (nsga2, tpe, gp); each rebuilds "
+                                        "the current model from OUT/search-state/model/")
+    storage: str | None = Field(None, description="the study's Optuna storage (nsga2, tpe, gp): a postgresql:// "
+                                                  "or sqlite:/// URL; default: OUT/search-state/study.db")
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _whole_workers(cls, value: Any) -> Any:
+        from prunekit.search.study import check_workers
+
+        check_workers(value, "workers")  # NOTE: the CLI's check: no bools, strings or fractions
+        return value
 
     @model_validator(mode="after")
     def _budget_kind(self) -> SearchStageOptions:
         if self.target.kind not in ("macs", "params"):
             raise ValueError(f"a search stage's target is macs or params kept; got {self.target.kind}")
+        from prunekit.search.strategies.optuna_samplers import PARALLEL
+        from prunekit.workflows.search import check_parallel
+
+        check_parallel(self.strategy, self.workers, recipe=True)
+        if self.storage is not None:
+            if self.strategy not in PARALLEL:
+                raise ValueError(f"storage holds an Optuna study, which only {', '.join(PARALLEL)} keep; got "
+                                 f"strategy '{self.strategy}'. Use strategy: tpe (or nsga2, gp), or remove storage.")
+            _check_storage(self.storage)
         return self
+
+
+def _check_storage(url: str) -> None:
+    """A database URL Optuna's studies can live in (sqlite or postgresql), checked before any stage runs."""
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        backend = sqlalchemy.engine.make_url(url).get_backend_name()
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        backend = None
+    if backend not in ("sqlite", "postgresql"):
+        # NOTE: only the scheme of a URL: the rest may hold a password
+        shown = f"a '{url.partition(':')[0]}:' URL" if ":" in url else repr(url)
+        raise ValueError(f"storage must be a postgresql:// or sqlite:/// database URL; got {shown}. Use e.g. "
+                         f"postgresql://user:password@host:5432/database, or remove it for SQLite in "
+                         f"OUT/search-state.")
 
 
 _OPTIONS: dict[str, type[BaseModel]] = {

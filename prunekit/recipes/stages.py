@@ -13,7 +13,7 @@ import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from torch import nn
@@ -31,6 +31,9 @@ from prunekit.workflows.common import (
     with_teacher,
 )
 from prunekit.workflows.train import fine_tune
+
+if TYPE_CHECKING:
+    from prunekit.recipes.schema import DataSpec
 
 __all__ = ["STAGES", "TRAINING_KINDS", "RunState", "step_config", "training_config"]
 
@@ -56,6 +59,7 @@ class RunState:
     tokenizer: str | None = None  # the folder of the model's tokenizer, copied beside each saved model
     searched: dict[str, Any] | None = None  # the last search stage's plan and removed blocks, for the next prune
     sparse: list[str] = field(default_factory=list)  # weights a sparsify stage zeroed: training keeps their zeros
+    data: DataSpec | None = None  # the recipe's DataSpec (name, data_dir): what a search worker loads the data from
 
     def __post_init__(self) -> None:
         self.task = with_teacher(task_of(self.splits, self.task), self.model)
@@ -90,6 +94,7 @@ class RunState:
 
 
 STAGES: Registry[dict[str, Any]] = Registry("recipe stage", list_hint="see prunekit.recipes.schema")
+SEARCH_STATE = "search-state"  # NOTE: under the run's folder: a search's resumable state, study, worker logs
 
 
 def training_config(options: BaseModel, seed: int) -> TrainConfig:
@@ -404,22 +409,47 @@ def sensitivity_stage(state: RunState, options: BaseModel, seed: int) -> dict[st
 @STAGES.register("search")
 def search_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     """:func:`prunekit.workflows.search.search_model`; writes ``pareto.json`` in the run folder and keeps
-    the chosen allocation for the next ``prune: {allocation: search}`` stage."""
+    the chosen allocation for the next ``prune: {allocation: search}`` stage. With ``workers > 1`` the
+    current model is saved to ``OUT/search-state/model/`` first: each worker process rebuilds it
+    (and the recipe's data) from there, since a model is never sent to a process."""
     from prunekit.search.search import write_pareto
     from prunekit.workflows.search import search_model
 
     o = options
     target = o.target  # type: ignore[attr-defined]
+    state_dir = state.out / SEARCH_STATE
+    rebuild = _worker_source(state, state_dir) if o.workers > 1 else None  # type: ignore[attr-defined]
     found = search_model(state.model, state.splits, state.task, strategy=o.strategy, budget=o.trials,  # type: ignore[attr-defined]
                          constraints={target.kind: target.value}, objectives=tuple(o.objectives),  # type: ignore[attr-defined]
                          seed=seed, levels=tuple(o.levels), round_to=o.round_to, depth=o.depth,  # type: ignore[attr-defined]
                          bn_batches=o.bn_batches, val_samples=o.val_samples,  # type: ignore[attr-defined]
-                         finetune_steps=o.finetune_steps, state_dir=state.out / "search-state")  # type: ignore[attr-defined]
+                         finetune_steps=o.finetune_steps, state_dir=state_dir,  # type: ignore[attr-defined]
+                         storage=o.storage, workers=o.workers, rebuild=rebuild,  # type: ignore[attr-defined]
+                         progress=state.progress)
     state.searched = {"plan": found["plan"].to_dict(), "blocks": list(found["blocks"])}
     result = found["result"]
     file = write_pareto(result, state.out, found["chosen"])
     return {"pareto_file": str(file), "evaluations": result.evaluations, "best": found["best"].to_dict(),
-            "front": len(result.front), "removed_blocks": list(found["blocks"])}
+            "front": len(result.front), "removed_blocks": list(found["blocks"]), "plan": state.searched["plan"]}
+
+
+def _worker_source(state: RunState, state_dir: Path) -> dict[str, Any]:
+    """What a search worker rebuilds the run's current model, data and task from (the ``rebuild`` of
+    :func:`prunekit.workflows.search.worker_objective`): the model as it stands (pruned or trained
+    by earlier stages) saved to ``state_dir/model/``, and the recipe's data spec, seed and caps."""
+    from prunekit.workflows import Measure
+
+    if state.data is None:
+        raise ConfigError("search: workers > 1 needs the recipe's data spec on the run state (RunState.data) so "
+                          "each worker can load the data; run the recipe with prunekit.recipes.run_recipe.")
+    folder = state.save(state_dir / "model")
+
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).absolute()) if path is not None and Path(path).exists() else path
+    return {"model": str(folder.absolute()), "data": absolute(state.data.name),
+            "data_dir": absolute(state.data.data_dir), "weights": None, "task": getattr(state.task, "name", None),
+            "seed": state.seed, "max_eval_batches": state.max_eval_batches,
+            "eval_batch_size": Measure.eval_batch_size}
 
 
 def _apply_searched(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:

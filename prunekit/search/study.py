@@ -25,6 +25,7 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 import warnings
 import weakref
@@ -168,8 +169,9 @@ def optimize(study: optuna.Study, objective: Objective | str | Factory, n_trials
         return  # NOTE: a finished study (a rerun): no process to start
     threads = max(1, _cores() // workers)
     context = multiprocessing.get_context("spawn")
+    sampler = _Portable.of(study.sampler)
     processes = [context.Process(target=_worker, name=f"prunekit-search-{i}",
-                                 args=(storage, study.study_name, study.sampler, seed + i, spec, n_trials,
+                                 args=(storage, study.study_name, sampler, seed + i, spec, n_trials,
                                        str(worker_log(root, i)), threads))
                  for i in range(workers)]
     try:
@@ -267,7 +269,30 @@ def _counts(study: optuna.Study) -> tuple[int, int]:
     return complete, len(trials) - complete
 
 
-def _worker(storage: _Storage, name: str, sampler: optuna.samplers.BaseSampler, seed: int,
+@dataclass(frozen=True)
+class _Portable:
+    """A sampler as a spawned worker receives it: its class and attributes without the thread locks
+    a pickle cannot hold (Optuna's NSGA-II keeps one); the worker gives it fresh locks."""
+
+    kind: type
+    state: Mapping[str, Any]
+    locks: tuple[str, ...]
+
+    @classmethod
+    def of(cls, sampler: optuna.samplers.BaseSampler) -> _Portable:
+        lock = type(threading.Lock())
+        locks = tuple(k for k, v in vars(sampler).items() if isinstance(v, lock))
+        return cls(type(sampler), {k: v for k, v in vars(sampler).items() if k not in locks}, locks)
+
+    def build(self) -> optuna.samplers.BaseSampler:
+        sampler = self.kind.__new__(self.kind)
+        vars(sampler).update(self.state)
+        for name in self.locks:
+            setattr(sampler, name, threading.Lock())
+        return cast(optuna.samplers.BaseSampler, sampler)
+
+
+def _worker(storage: _Storage, name: str, portable: _Portable, seed: int,
             spec: Objective | str | Factory, n_trials: int, log: str, threads: int) -> None:
     """One spawned worker: output to ``log``, torch on ``threads`` threads, reopen the study,
     reseed its sampler, build the objective and run until the study is done."""
@@ -282,6 +307,7 @@ def _worker(storage: _Storage, name: str, sampler: optuna.samplers.BaseSampler, 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        sampler = portable.build()
         _reseed(sampler, seed)
         study = optuna.load_study(study_name=name, storage=_connect(storage), sampler=sampler)
         _run(study, _build(spec), n_trials, progress=True)
@@ -291,12 +317,18 @@ def _worker(storage: _Storage, name: str, sampler: optuna.samplers.BaseSampler, 
 
 def _reseed(sampler: optuna.samplers.BaseSampler, seed: int) -> None:
     # NOTE: Optuna's samplers keep their generator in a LazyRandomState; reseed_rng() draws a
-    # fresh random seed, so a seeded one is set where the sampler has that attribute.
+    # fresh random seed, so a seeded one is set where the sampler has that attribute. TPE, NSGA-II
+    # and GP draw their startup trials from an inner RandomSampler with its own generator: reseeded
+    # too, or every worker proposes the same startup configurations.
     rng = getattr(getattr(sampler, "_rng", None), "rng", None)
     if rng is not None and hasattr(rng, "seed"):
         rng.seed(seed)
     else:
         sampler.reseed_rng()
+    for inner in ("_random_sampler", "_independent_sampler"):
+        nested = getattr(sampler, inner, None)
+        if isinstance(nested, optuna.samplers.BaseSampler) and nested is not sampler:
+            _reseed(nested, seed)
 
 
 def _objective_spec(objective: Objective | str | Factory) -> Objective | str | Factory:

@@ -143,16 +143,21 @@ def _parallel(strategy: str, workers: int, rebuild: Mapping[str, Any] | None, se
             "factory": Factory("prunekit.workflows.search:worker_objective", arguments)}
 
 
-def check_parallel(strategy: str, workers: Any) -> None:
-    """``workers`` is an int >= 1, and more than one only with a strategy whose trials they can share."""
+def check_parallel(strategy: str, workers: Any, *, recipe: bool = False) -> None:
+    """``workers`` is an int >= 1, and more than one only with a strategy whose trials they can share;
+    ``recipe``: the messages name the recipe stage's options (``workers: 2``), not the flags."""
     from prunekit.search.strategies.optuna_samplers import PARALLEL
     from prunekit.search.study import check_workers
 
-    check_workers(workers, "search: --workers")
+    def option(name: str, value: Any) -> str:
+        return f"{name}: {value}" if recipe else f"--{name} {value}"
+    where, verb = ("workers", "Use") if recipe else ("search: --workers", "Pass")
+    check_workers(workers, where)
     if workers > 1 and strategy not in PARALLEL:
-        raise ConfigError(f"search: --workers {workers} needs a strategy whose trials workers can share "
-                          f"({', '.join(PARALLEL)}); got '{strategy}', which runs one step after another. "
-                          f"Pass --strategy tpe (or nsga2, gp), or --workers 1.")
+        raise ConfigError(f"{'' if recipe else 'search: '}{option('workers', workers)} needs a strategy whose "
+                          f"trials workers can share ({', '.join(PARALLEL)}); got '{strategy}', which runs one "
+                          f"step after another. {verb} {option('strategy', 'tpe')} (or nsga2, gp), or "
+                          f"{option('workers', 1)}.")
 
 
 def worker_objective(rebuild: Mapping[str, Any], settings: Mapping[str, Any]) -> Any:

@@ -69,6 +69,17 @@ def offset_objective(offset: float) -> Callable[[optuna.Trial], float]:
     return objective
 
 
+def paired(trial: optuna.Trial) -> float:
+    """Propose, then wait (up to 90 s) until two trials have started: each of two workers runs one."""
+    folder = Path(os.environ[DIR_VAR])
+    x = trial.suggest_float("x", -1.0, 1.0)
+    (folder / f"started-{trial.number}").write_text(str(os.getpid()))
+    deadline = time.monotonic() + 90
+    while len(list(folder.glob("started-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return x * x
+
+
 def _open(root: Path, **kwargs) -> optuna.Study:
     return open_study("s", kwargs.pop("storage", None), kwargs.pop("directions", ["minimize"]),
                       optuna.samplers.RandomSampler(seed=0), root=root, heartbeat_interval=1, grace_period=2,
@@ -155,6 +166,20 @@ def test_two_workers_sqlite_exact_count(tmp_path: Path) -> None:
     trials = study.get_trials()
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
     assert all(t.state == TrialState.COMPLETE or t.user_attrs.get("surplus") for t in trials)
+
+
+@pytest.mark.parametrize("sampler", [optuna.samplers.TPESampler, optuna.samplers.NSGAIISampler,
+                                     optuna.samplers.GPSampler])
+def test_workers_draw_different_startup_trials(sampler: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # NOTE: TPE, NSGA-II and GP start from an inner random sampler; a worker reseeding only the outer
+    # one proposed the same first configuration as every other worker (and NSGA-II, holding a thread
+    # lock, could not be sent to a worker at all).
+    monkeypatch.setenv(DIR_VAR, str(tmp_path))
+    study = open_study("s", None, ["minimize"], sampler(seed=0), root=tmp_path, heartbeat_interval=1, grace_period=2)
+    optimize(study, paired, 2, workers=2, seed=0, progress=False)
+    complete = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len({(tmp_path / f"started-{t.number}").read_text() for t in complete}) == 2  # NOTE: one per worker
+    assert len(complete) == 2 and complete[0].params["x"] != complete[1].params["x"]
 
 
 def test_two_workers_build_their_objective_once_with_cores_over_n_threads(tmp_path: Path,
