@@ -230,6 +230,13 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
     """
     config = train_config or TrainConfig()
     check_parallel(strategy, workers)
+    if storage is not None:
+        from prunekit.search.strategies.optuna_samplers import PARALLEL
+
+        if strategy not in PARALLEL:
+            raise ConfigError(f"search: --storage holds an Optuna study, which only {', '.join(PARALLEL)} keep; got "
+                              f"--strategy {strategy}, which would ignore it. Pass --strategy tpe (or nsga2, gp), "
+                              f"or drop --storage.")
     if workers > 1 and out_dir is None:
         raise ConfigError(f"search: --workers {workers} need an output folder (the shared study, the baseline "
                           f"weights they load and their logs live there); got none. Pass --out DIR (out_dir=...).")

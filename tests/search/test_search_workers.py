@@ -85,6 +85,12 @@ def test_bad_workers_values_are_one_line_errors(tiny_npz: Path, tmp_path: Path,
     assert err == ("prunekit search: error: search: --workers 2 needs a strategy whose trials workers can share "
                    "(nsga2, tpe, gp); got 'greedy', which runs one step after another. Pass --strategy tpe (or "
                    "nsga2, gp), or --workers 1.")
+    err = _one_line_error(_args(tiny_npz, tmp_path / "s", "--storage", "sqlite:///x.db", "--strategy", "greedy"),
+                          capsys)
+    assert err == ("prunekit search: error: search: --storage holds an Optuna study, which only nsga2, tpe, gp keep; "
+                   "got --strategy greedy, which would ignore it. Pass --strategy tpe (or nsga2, gp), or drop "
+                   "--storage.")
+    assert not (tmp_path / "s").exists()
 
 
 def test_library_workers_need_an_output_folder() -> None:
