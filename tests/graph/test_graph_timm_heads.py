@@ -130,3 +130,71 @@ def test_gemma4_attention_behind_wrapped_linears_is_cut_by_head() -> None:
     torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
     attn = pruned.attn
     assert (attn.num_heads, attn.num_kv_heads, attn.num_kv_groups) == (2, 2, 1)
+
+
+class WrappedSam(Wrapped):
+    """SAM's attention takes ``[B, H, W, C]`` and adds decomposed relative positions made by einsum
+    (``"bhwc,hkc->bhwk"`` with the heads folded into the batch dim)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x).view(x.shape[0], 4, 4, DIM)
+        return self.out((h + self.attn(h)).flatten(1, 2))
+
+
+class WrappedMvit(Wrapped):
+    """MViT-v2 pools each head over its head size (a conv and a norm per head), adds relative
+    positions by einsum and writes them into ``attn[:, :, 1:, 1:]``; it takes a class token too."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        y, _ = self.attn(h, [4, 4])
+        return self.out(h + y)
+
+
+class WrappedGlobal(Wrapped):
+    """GCViT's global attention projects k|v only; the query comes from a global tensor repeated
+    per window by ``repeat_interleave``."""
+
+    def __init__(self, attn: nn.Module) -> None:
+        super().__init__(attn)
+        self.glob = nn.Linear(6, DIM)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        return self.out(h + self.attn(h, self.glob(x[:1])))
+
+
+def _sam() -> nn.Module:
+    from timm.models.vision_transformer_sam import Attention
+
+    return WrappedSam(Attention(DIM, HEADS, use_rel_pos=True, input_size=(4, 4)))
+
+
+def _mvit() -> nn.Module:
+    from timm.models.mvitv2 import MultiScaleAttention
+
+    return WrappedMvit(MultiScaleAttention(DIM, DIM, (4, 4), num_heads=HEADS, kernel_q=(3, 3), kernel_kv=(3, 3),
+                                           stride_kv=(2, 2)))
+
+
+def _gcvit() -> nn.Module:
+    from timm.models.gcvit import WindowAttentionGlobal
+
+    return WrappedGlobal(WindowAttentionGlobal(DIM, HEADS, (4, 4), use_global=True))
+
+
+@pytest.mark.parametrize(("name", "build", "tokens"), [("sam", _sam, TOKENS), ("mvitv2", _mvit, TOKENS + 1),
+                                                       ("gcvit", _gcvit, TOKENS)])
+def test_einsum_and_repeated_queries_keep_heads_cuttable(name: str, build: Callable[[], nn.Module],
+                                                         tokens: int) -> None:
+    torch.manual_seed(0)
+    model = build().eval()
+    x = torch.randn(2, tokens, 6, generator=torch.Generator().manual_seed(1))
+    graph = DependencyGraph.trace(model, x)
+    heads = [g for g in graph.groups if any(m.tensor.startswith("attn.qkv.weight") and m.role == "producer"
+                                            and m.inner > 1 for m in g.members)]
+    assert heads and heads[0].prunable and heads[0].size == HEADS, [(g.size, g.reasons) for g in heads]
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    assert pruned.attn.num_heads == HEADS // 2 and model.attn.num_heads == HEADS

@@ -61,8 +61,12 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             result[dst[0] - 1:dst[0] + 1] = _split_outer(ctx, layouts[0], [1, out.shape[dst[0]]], derived)  # type: ignore[arg-type]
         elif len(src) == 1 and len(dst) == 1:
             result[dst[0]] = _stored_size(ctx, args, kwargs, dst[0], layouts[0])
-        elif len(dst) == 1 and isinstance(layouts[0], Tracked) and all(d is None for d in layouts[1:]):
-            result[dst[0]] = layouts[0].scaled(math.prod(x.shape[i] for i in src[1:]))
+        elif len(dst) == 1 and (merged := _merged(ctx, layouts, [x.shape[i] for i in src])) is not None:
+            result[dst[0]] = merged
+        elif len(src) == 1 and isinstance(layouts[0], Tracked) and (
+                sub := _unrepeat(layouts[0], math.prod(out.shape[j] for j in dst[:-1]))) is not None \
+                and sub.size == out.shape[dst[-1]]:
+            result[dst[-1]] = sub  # NOTE: heads folded into the batch dim come out again (SAM's view(B, H, N, -1))
         elif len(src) == 1 and isinstance(layouts[0], Tracked):
             splits.append((layouts[0], math.prod(out.shape[j] for j in dst[:-2]), dst[-1]))
             requested = _requested(args, kwargs, ctx.current, out.dim())
@@ -76,6 +80,30 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     _tie_sizes_read_elsewhere(ctx, args, kwargs, result, splits)
     _head_count_on_fixed_data(ctx, args, kwargs, result)
     ctx.set(out, result)
+
+
+def _merged(ctx, layouts: list[Dim], sizes: list[int]) -> Tracked | None:  # type: ignore[no-untyped-def]
+    """Dims merged into one, of which one carries channels: plain dims before it repeat its layout
+    (``reshape(B * H, N, d)`` folds heads into the batch: ``B`` copies of the heads), dims after it
+    widen each channel (``inner``). Channels of their own in the dims after it stay whole (MViT-v2
+    pools each head with a conv over its head size), so the blocks stay aligned. None: not that case."""
+    at = next((i for i, d in enumerate(layouts) if isinstance(d, Tracked)), None)
+    if at is None or any(d is not None for d in layouts[:at]) or any(isinstance(d, ParamDim) for d in layouts):
+        return None
+    for d in layouts[at + 1:]:
+        if isinstance(d, Tracked):
+            ctx.store.freeze(d, f"merged under other channels by {ctx.where}")
+    layout = layouts[at].scaled(math.prod(sizes[at + 1:]))  # type: ignore[union-attr]
+    return Tracked(layout.segments * math.prod(sizes[:at]))
+
+
+def _unrepeat(layout: Tracked, copies: int) -> Tracked | None:
+    """The layout ``layout`` is ``copies`` copies of (see ``_merged``), if it is one."""
+    n = len(layout.segments)
+    if copies <= 1 or n % copies:
+        return None
+    one = layout.segments[:n // copies]
+    return Tracked(one) if one * copies == layout.segments else None
 
 
 # Module attributes a head refresh rewrites (hf_modules.refresh_attention, timm_modules' refreshes).
@@ -529,6 +557,35 @@ def expand(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             result[-k] = dims[-k]
         elif isinstance(dims[-k], Tracked):
             ctx.store.freeze(dims[-k], f"channels repeated by {ctx.where}")
+    ctx.set(out, result)
+
+
+@register_rule(*resolve("repeat_interleave"))
+def repeat_interleave(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """Each position along ``dim`` repeated ``repeats`` times in place: a channel becomes ``repeats``
+    consecutive positions (like a flatten of ``[C, repeats]``), so its consumers see it in blocks.
+    Other dims keep their channels. Per-position repeats (a tensor) or a flattening call (no ``dim``)
+    freeze the channels they move; a count computed from a width would change with pruning."""
+    from prunekit.graph.trace import ChannelInt, DerivedInt
+
+    x = args[0]
+    repeats, dim = arg(args, kwargs, 1, "repeats", None), arg(args, kwargs, 2, "dim", None)
+    if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor) or dim is None:
+        return ctx.opaque(args, kwargs, out, f"{ctx.current} without a dim")
+    dims, d = ctx.dims(x), dim % x.dim()
+    result: list[Dim] = list(dims)
+    if isinstance(repeats, torch.Tensor) and repeats.numel() == 1 and repeats.device.type != "meta":
+        repeats = int(repeats)
+    for source in (repeats.layouts if isinstance(repeats, DerivedInt) else
+                   (repeats.layout,) if isinstance(repeats, ChannelInt) else ()):
+        ctx.store.freeze(source, f"a repeat count computed from the width of these channels in {ctx.where}")
+    layout = dims[d]
+    if isinstance(layout, Tracked) and isinstance(repeats, int):
+        result[d] = layout.scaled(repeats)
+    else:
+        if isinstance(layout, Tracked):
+            ctx.store.freeze(layout, f"channels repeated by per-position counts in {ctx.where}")
+        result[d] = None
     ctx.set(out, result)
 
 

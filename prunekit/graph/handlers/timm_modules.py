@@ -70,6 +70,8 @@ def _rows_per_part(module: Any) -> int | None:
     for name, parts in _PROJECTIONS:
         layer = _weighted(module._modules.get(name))
         if layer is not None:
+            if name == "qkv" and vars(module).get("use_global") is True:
+                parts = 2  # NOTE: GCViT's global attention projects k|v only (q comes from the global query)
             return _out(layer) // parts
     return None
 
