@@ -59,6 +59,7 @@ class Context:
     mixing: set[str] = field(default_factory=set)  # modules whose own code mixes channels (norms)
     heads: dict[int, list[Tracked]] = field(default_factory=dict)  # id(module) -> its head layouts
     pinned: dict[int, str] = field(default_factory=dict)  # id(module) -> why its head count must stay
+    counted: dict[tuple[int, int], Tracked] = field(default_factory=dict)  # (id(module), stored count) -> heads
 
     @property
     def module(self) -> nn.Module | None:

@@ -90,20 +90,13 @@ def test_unlisted_timm_attention_is_cut_by_head_exactly(name: str) -> None:
 
 def test_a_timm_attention_whose_scale_is_not_its_head_size_is_not_taken_for_one() -> None:
     """EfficientFormer's qkv holds ``key, key, val`` per head (``val = 4 * key``) and its scale is the
-    key size's: rows / heads is not the scale's head size, so the class is not recognised (a refresh
-    would compute a wrong head count) and the pruned model still equals the masked one."""
+    key size's: rows / heads is not the scale's head size, so the class is not recognised by shape
+    (the tied refresh would compute a wrong head count); it has a refresh of its own instead."""
     from timm.models.efficientformer import Attention
 
-    torch.manual_seed(0)
-    model = Wrapped(Attention(DIM, key_dim=4, num_heads=HEADS, resolution=4)).eval()
-    x = torch.randn(2, TOKENS, 6, generator=torch.Generator().manual_seed(1))
-    graph = DependencyGraph.trace(model, x)
-    qkv = next(g for g in graph.groups if "attn.qkv.weight" in {m.tensor for m in g.members if m.axis == 0})
-    assert not qkv.prunable and any("head count" in r for r in qkv.reasons)
-    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable}, 0.5)
-    pruned = apply(model, graph, plan, example_inputs=x)
-    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
-    assert pruned.attn.num_heads == HEADS
+    from prunekit.graph.handlers.timm_modules import is_attention
+
+    assert not is_attention(Attention(DIM, key_dim=4, num_heads=HEADS, resolution=4))
 
 
 class WrappedRope(Wrapped):
@@ -198,3 +191,98 @@ def test_einsum_and_repeated_queries_keep_heads_cuttable(name: str, build: Calla
     pruned = apply(model, graph, plan, example_inputs=x)
     torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
     assert pruned.attn.num_heads == HEADS // 2 and model.attn.num_heads == HEADS
+
+
+class Block(nn.Module):
+    """``in -> [x +] attn(x) -> out`` on tokens ``[B, N, C]`` or, with ``image``, on ``[B, C, H, W]``
+    (convolutions in and out); without ``residual`` the attention may change the token count."""
+
+    def __init__(self, attn: nn.Module, dim: int = DIM, image: bool = False, residual: bool = True) -> None:
+        super().__init__()
+        self.residual = residual
+        self.inp = nn.Conv2d(6, dim, 1) if image else nn.Linear(6, dim)
+        self.attn = attn
+        self.out = nn.Conv2d(dim, 3, 1) if image else nn.Linear(dim, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        y = self.attn(h)
+        return self.out(h + y if self.residual else y)
+
+
+def _efficientformer() -> Block:  # qkv rows per head: key, key, val (val = 4 * key); one bias row per head
+    from timm.models.efficientformer import Attention
+
+    return Block(Attention(DIM, key_dim=4, num_heads=HEADS, resolution=4))
+
+
+def _levit() -> Block:
+    from timm.models.levit import Attention
+
+    return Block(Attention(DIM, key_dim=4, num_heads=HEADS, attn_ratio=2, resolution=4))
+
+
+def _levit_down() -> Block:  # q from strided tokens, k|v per head: 16 tokens in, 4 out
+    from timm.models.levit import AttentionDownsample
+
+    return Block(AttentionDownsample(DIM, DIM, key_dim=4, num_heads=HEADS, resolution=4), residual=False)
+
+
+def _efficientformer_v2() -> Block:  # talking heads: 1x1 convs across heads between q.k and v
+    from timm.models.efficientformer_v2 import Attention2d
+
+    return Block(Attention2d(DIM, key_dim=4, num_heads=HEADS, attn_ratio=2, resolution=4), image=True)
+
+
+def _efficientformer_v2_down() -> Block:
+    from timm.models.efficientformer_v2 import Attention2dDownsample
+
+    return Block(Attention2dDownsample(DIM, key_dim=4, num_heads=HEADS, attn_ratio=2, resolution=4), image=True,
+                 residual=False)
+
+
+def _lowformer() -> Block:  # q|k|v interleaved per head in one conv; 240 channels make 4 heads of 30
+    from timm.models.lowformer import ConvAttention
+
+    return Block(ConvAttention(240, att_stride=2, att_kernel=3), dim=240, image=True)
+
+
+def _multi_query() -> Block:  # MobileNetV5: one key and one value head for all query heads
+    from timm.layers import MultiQueryAttention2d
+
+    return Block(MultiQueryAttention2d(DIM, num_heads=HEADS, key_dim=8, value_dim=8), image=True)
+
+
+KEY_VALUE = {"efficientformer": (_efficientformer, "attn.qkv.weight", False),
+             "levit": (_levit, "attn.qkv.linear.weight", False),
+             "levit_down": (_levit_down, "attn.kv.linear.weight", False),
+             "efficientformer_v2": (_efficientformer_v2, "attn.q.conv.weight", True),
+             "efficientformer_v2_down": (_efficientformer_v2_down, "attn.k.conv.weight", True),
+             "lowformer": (_lowformer, "attn.pwise.weight", True),
+             "multi_query": (_multi_query, "attn.query.proj.weight", True)}
+
+
+@pytest.mark.parametrize("name", sorted(KEY_VALUE))
+def test_attention_with_other_key_and_value_sizes_is_cut_by_head(name: str) -> None:
+    """Stored head counts with key and value sizes of their own (``split([key, key, val])``, talking
+    heads, multi-query): the refresh sets the count and the widths stored per head, the key and value
+    sizes stay, and the cached attention biases (filled by an eval forward) are dropped."""
+    build, producer, image = KEY_VALUE[name]
+    torch.manual_seed(0)
+    model = build().eval()
+    shape = (2, 6, 8, 8) if name == "lowformer" else (2, 6, 4, 4) if image else (2, TOKENS, 6)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    model(x)  # NOTE: fills timm's per-device attention-bias cache, as any evaluation before pruning does
+    graph = DependencyGraph.trace(model, x)
+    heads = next(g for g in graph.groups if any(m.tensor == producer and m.axis == 0 for m in g.members))
+    assert heads.prunable and heads.size == HEADS, (heads.size, heads.reasons)
+    if name == "efficientformer_v2":  # q and v heads are one group although talking heads sit between
+        assert {"attn.q.conv.weight", "attn.v.conv.weight"} <= {m.tensor for m in heads.members}
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    attn, old = pruned.attn, model.attn
+    assert attn.num_heads == HEADS // 2 and old.num_heads == HEADS
+    for width in ("key_attn_dim", "val_attn_dim", "dh", "o_proj_inpdim"):
+        if hasattr(old, width):
+            assert getattr(attn, width) == getattr(old, width) // 2, width

@@ -339,12 +339,26 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
         if id(ctx.module) in ctx.pinned:
             ctx.store.freeze(heads, ctx.pinned[id(ctx.module)])
     if len(sizes) == 2:
+        _same_count(ctx, heads, derived[-2])
         return [heads, None]
     per = sizes[-2]
     first = _slice(heads, 0, per, ctx)
     for k in range(1, math.prod(sizes[:-2])):
         ctx.store.unify(first, _slice(heads, k * per, per, ctx), ctx.where)
+    _same_count(ctx, first, derived[-2])
     return [None] * (len(sizes) - 2) + [first, None]
+
+
+def _same_count(ctx, heads: Dim, derived: bool) -> None:  # type: ignore[no-untyped-def]
+    """Projections a module views with the same stored head count hold that many heads each after
+    the refresh, so their heads are cut alike (EfficientFormer-V2's q and v heads, which talking
+    heads keep apart from each other, would otherwise be two groups cut to different counts)."""
+    if derived or ctx.module is None or not isinstance(heads, Tracked):
+        return
+    key = (id(ctx.module), heads.size)
+    known = ctx.counted.setdefault(key, heads)
+    if known is not heads:
+        ctx.store.unify(known, heads, ctx.where)
 
 
 def _heads(ctx, layout: Tracked, head_dim: int) -> Tracked | None:  # type: ignore[no-untyped-def]

@@ -139,12 +139,50 @@ def _refresh_rel_pos(module: Any) -> None:
         module.bias_shape = shape[:at] + (heads,) + shape[at + 1:]
 
 
+# Stored widths that are a per-head size times the head count (LeViT's key_attn_dim / val_attn_dim,
+# EfficientFormer-V2's dh, LowFormer's o_proj_inpdim): the refresh scales them by the new count.
+_HEAD_WIDTHS = ("key_attn_dim", "val_attn_dim", "dh", "o_proj_inpdim")
+
+
+def _refresh_head_widths(heads_of: Callable[[Any], int]) -> Callable[[Any], None]:
+    """A refresh for attention whose forward views its projections with the stored head count and
+    key / value sizes that differ (``split([key_dim, key_dim, val_dim])``, talking heads, one key and
+    value head for all queries): ``num_heads`` from ``heads_of(module)``, the widths in
+    ``_HEAD_WIDTHS`` scaled with it; key and value sizes stay. The attention-bias cache (timm keeps
+    ``attention_biases[:, idxs]`` per device in eval mode) is emptied: it holds the old heads."""
+
+    def refresh(module: Any) -> None:
+        heads, old = heads_of(module), module.num_heads
+        for name in _HEAD_WIDTHS:
+            value = vars(module).get(name)
+            if type(value) is int and old and value % old == 0:
+                setattr(module, name, value // old * heads)
+        module.num_heads = heads
+        if isinstance(vars(module).get("attention_bias_cache"), dict):
+            module.attention_bias_cache = {}
+
+    return refresh
+
+
+# One row of attention biases per head (LeViT, EfficientFormer, EfficientFormer-V2).
+_refresh_biased_attention = _refresh_head_widths(lambda m: int(m.attention_biases.shape[0]))
+# LowFormer: one projection of q|k|v interleaved per head (num_keys * head_dim rows each).
+_refresh_conv_attention = _refresh_head_widths(lambda m: _out(m.pwise) // (m.num_keys * m.head_dim))
+# MobileNetV5's multi-query attention: key_dim query rows per head, one key and value head for all.
+_refresh_multi_query = _refresh_head_widths(lambda m: _out(_weighted(m.query.proj)) // m.key_dim)
+
 _Refresh = Callable[[nn.Module], "nn.Module | None"]
 # module name -> (class name, refresh, config widths) registered once that module is imported
 TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] | None]]] = {
     # ViT, DeiT, DeiT-III, the ViT variants (vit_*, vit_*_reg, ...), EVA's fused-attention ViTs
     "timm.layers.attention": [("Attention", _refresh_attention, None), ("AttentionRope", _refresh_attention, None)],
     "timm.models.visformer": [("Attention", _refresh_attention, None)],
+    "timm.models.efficientformer": [("Attention", _refresh_biased_attention, None)],
+    "timm.models.efficientformer_v2": [(name, _refresh_biased_attention, None)
+                                       for name in ("Attention2d", "Attention2dDownsample")],
+    "timm.models.levit": [(name, _refresh_biased_attention, None) for name in ("Attention", "AttentionDownsample")],
+    "timm.models.lowformer": [("ConvAttention", _refresh_conv_attention, None)],
+    "timm.layers.attention2d": [("MultiQueryAttention2d", _refresh_multi_query, None)],
     "timm.layers.pos_embed_rel": [(name, _refresh_rel_pos, None)
                                   for name in ("RelPosBias", "RelPosMlp", "RelPosBiasTf")],
     **{f"timm.models.{module}": [(name, _refresh_tied_attention, None) for name in names] for module, names in {
@@ -159,4 +197,5 @@ TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] |
 # Of those, the ones that read widths from the input: the trace keeps their size ties.
 TIED: tuple[_Refresh, ...] = (_refresh_tied_attention,)
 # Refreshes that keep the head count their forward reads as a constant.
-KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_attention, _refresh_tied_attention)
+KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_attention, _refresh_tied_attention, _refresh_biased_attention,
+                                    _refresh_conv_attention, _refresh_multi_query)
