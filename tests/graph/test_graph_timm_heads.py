@@ -286,3 +286,39 @@ def test_attention_with_other_key_and_value_sizes_is_cut_by_head(name: str) -> N
     for width in ("key_attn_dim", "val_attn_dim", "dh", "o_proj_inpdim"):
         if hasattr(old, width):
             assert getattr(attn, width) == getattr(old, width) // 2, width
+
+
+class WrappedCoat(Wrapped):
+    """CoaT's factorised attention takes the token grid's size; its class token comes first."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        return self.out(h + self.attn(h, (4, 4)))
+
+
+def test_coat_splits_heads_into_window_runs_that_follow_the_cut() -> None:
+    """CoaT's relative position encoding splits v's heads into runs (heads 0-1 with a 3x3 depthwise
+    conv, heads 2-3 with a 5x5 one) at stored sizes: each run is a group of heads of its own, and the
+    sizes are read back from the convs; a run whose heads are all cut loses its conv."""
+    from timm.models.coat import ConvRelPosEnc, FactorAttnConvRelPosEnc
+
+    from prunekit.structured.plan import Plan
+
+    torch.manual_seed(0)
+    crpe = ConvRelPosEnc(head_chs=DIM // HEADS, num_heads=HEADS, window={3: 2, 5: 2})
+    model = WrappedCoat(FactorAttnConvRelPosEnc(DIM, HEADS, qkv_bias=True, shared_crpe=crpe)).eval()
+    x = torch.randn(2, TOKENS + 1, 6, generator=torch.Generator().manual_seed(1))
+    graph = DependencyGraph.trace(model, x)
+    runs = [next(g for g in graph.groups if (f"attn.crpe.conv_list.{i}.weight", 0) in {(m.tensor, m.axis)
+                                                                                     for m in g.members})
+            for i in range(2)]
+    assert all(r.prunable and r.size == 2 and any(m.tensor == "attn.qkv.weight" for m in r.members) for r in runs)
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    assert pruned.attn.num_heads == 2 and pruned.attn.crpe.head_splits == [1, 1]
+    plan = Plan(keep={runs[0].id: ()}, sizes={g.id: g.size for g in graph.groups})  # the 3x3 run goes
+    pruned = apply(model, graph, plan, example_inputs=x)
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    assert pruned.attn.crpe.head_splits == [2] and len(pruned.attn.crpe.conv_list) == 1
+    assert len(model.attn.crpe.conv_list) == 2 and model.attn.crpe.channel_splits == [16, 16]

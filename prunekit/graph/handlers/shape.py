@@ -291,6 +291,10 @@ HEAD_COUNT_FOLLOWS: list[Callable[[Any], bool]] = []
 # still reads a width from a shape (timm's ``reshape(B, N, C)`` with ``C = x.shape[-1]``): the size
 # tie is kept (the inner width and the input width are cut together, in whole heads).
 SIZE_TIES_KEPT: list[Callable[[Any], bool]] = []
+# Callables ``(ctx) -> bool``: True when the module running now splits a tensor at stored sizes its
+# refresh recomputes from the parts' own parameters (CoaT's ``split(v, self.channel_splits)``, one
+# depthwise conv per part): each part keeps its channels, cut apart from the others.
+SPLIT_SECTIONS_FOLLOW: list[Callable[[Any], bool]] = []
 # Callables ``(ctx, pieces) -> bool``: True when the module running now splits a tensor into
 # ``pieces`` equal parts at a stored size its refresh keeps up to date (GPT-2's fused q|k|v).
 SPLIT_SIZE_FOLLOWS: list[Callable[[Any, int], bool]] = []
@@ -471,10 +475,13 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     equal = len(set(sizes)) == 1
     adaptive = equal and (name.endswith("chunk") or (
         name.rsplit(".", 1)[-1] == "split" and any(follows(ctx, len(pieces)) for follows in SPLIT_SIZE_FOLLOWS)))
+    sections = not adaptive and name.rsplit(".", 1)[-1] == "split" and any(f(ctx) for f in SPLIT_SECTIONS_FOLLOW)
     for k, piece in enumerate(pieces):
         piece_dims = list(dims)
         if isinstance(layout, Tracked):
-            if adaptive:
+            if sections:  # NOTE: parts of their own, at sizes the module's refresh keeps (CoaT's channel_splits)
+                piece_dims[dim] = _slice(layout, sum(sizes[:k]), sizes[k], ctx)
+            elif adaptive:
                 piece_dims[dim] = _slice(layout, k * sizes[0], sizes[0], ctx)
                 if k > 0:
                     ctx.store.unify(_slice(layout, 0, sizes[0], ctx), piece_dims[dim], ctx.where)

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["TIMM", "KEEP_HEADS", "TIED", "is_attention"]
+__all__ = ["TIMM", "KEEP_HEADS", "TIED", "SECTIONS", "is_attention"]
 
 
 def _out(layer: Any) -> int:
@@ -171,6 +171,18 @@ _refresh_conv_attention = _refresh_head_widths(lambda m: _out(m.pwise) // (m.num
 # MobileNetV5's multi-query attention: key_dim query rows per head, one key and value head for all.
 _refresh_multi_query = _refresh_head_widths(lambda m: _out(_weighted(m.query.proj)) // m.key_dim)
 
+def _refresh_conv_rel_pos(module: Any) -> None:
+    """CoaT's convolutional relative position encoding splits v's heads into runs with one
+    depthwise conv each (``split(v, self.channel_splits)``): the runs' sizes are read back from the
+    convs; a run whose heads were all cut loses its conv (a conv of no channels cannot run)."""
+    head_chs = module.channel_splits[0] // module.head_splits[0]
+    kept = [(conv, window) for conv, window in zip(module.conv_list, module.window) if conv.weight.shape[0]]
+    module.conv_list = nn.ModuleList(conv for conv, _ in kept)
+    module.channel_splits = [int(conv.weight.shape[0]) for conv, _ in kept]
+    module.head_splits = [c // head_chs for c in module.channel_splits]
+    module.window = {window: heads for (_, window), heads in zip(kept, module.head_splits)}
+
+
 _Refresh = Callable[[nn.Module], "nn.Module | None"]
 # module name -> (class name, refresh, config widths) registered once that module is imported
 TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] | None]]] = {
@@ -182,6 +194,7 @@ TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] |
                                        for name in ("Attention2d", "Attention2dDownsample")],
     "timm.models.levit": [(name, _refresh_biased_attention, None) for name in ("Attention", "AttentionDownsample")],
     "timm.models.lowformer": [("ConvAttention", _refresh_conv_attention, None)],
+    "timm.models.coat": [("ConvRelPosEnc", _refresh_conv_rel_pos, None)],
     "timm.layers.attention2d": [("MultiQueryAttention2d", _refresh_multi_query, None)],
     "timm.layers.pos_embed_rel": [(name, _refresh_rel_pos, None)
                                   for name in ("RelPosBias", "RelPosMlp", "RelPosBiasTf")],
@@ -196,6 +209,8 @@ TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] |
 }
 # Of those, the ones that read widths from the input: the trace keeps their size ties.
 TIED: tuple[_Refresh, ...] = (_refresh_tied_attention,)
+# Refreshes that keep the sizes their forward splits channels at (shape.SPLIT_SECTIONS_FOLLOW).
+SECTIONS: tuple[_Refresh, ...] = (_refresh_conv_rel_pos,)
 # Refreshes that keep the head count their forward reads as a constant.
 KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_attention, _refresh_tied_attention, _refresh_biased_attention,
                                     _refresh_conv_attention, _refresh_multi_query)
