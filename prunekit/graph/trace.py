@@ -60,6 +60,21 @@ class Context:
     heads: dict[int, list[Tracked]] = field(default_factory=dict)  # id(module) -> its head layouts
     pinned: dict[int, str] = field(default_factory=dict)  # id(module) -> why its head count must stay
     counted: dict[tuple[int, int], Tracked] = field(default_factory=dict)  # (id(module), stored count) -> heads
+    deferred: dict[int, list[tuple[Tracked, Tracked, str]]] = field(default_factory=dict)  # see settle_ties
+    read_back: dict[int, list[tuple[Tracked, Tracked]]] = field(default_factory=dict)  # (width, view dim)
+
+    def settle_ties(self, module: nn.Module) -> None:
+        """When ``module``'s forward ends: tie each width it split into heads by ``C // num_heads``
+        to the first chunk of the split (q of a fused q|k|v), unless a view in the module already
+        sized its output by that width (``reshape(B, N, C)``), which ties the width to the heads in
+        the order the output holds them. NesT puts the head innermost (``permute(0, 2, 3, 4, 1)``:
+        channel ``c * H + h`` is head ``h``): both ties together would contradict each other."""
+        heads = {s.source for layout in self.heads.get(id(module), []) for s in layout.segments}
+        tied = {width for width, view in self.read_back.pop(id(module), []) if any(s.source in heads
+                                                                                  for s in view.segments)}
+        for source, first, where in self.deferred.pop(id(module), []):
+            if source not in tied:
+                self.store.unify(source, first, where)
 
     @property
     def module(self) -> nn.Module | None:
@@ -380,6 +395,7 @@ def _scopes(model: nn.Module, ctx: Context) -> Iterator[None]:
 
     def leave(module: nn.Module, args: Any, output: Any) -> None:  # None: output unchanged
         if threading.get_ident() == thread and len(ctx.scope) > 1:
+            ctx.settle_ties(module)
             ctx.scope.pop()
             ctx.modules.pop()
 

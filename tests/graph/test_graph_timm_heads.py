@@ -322,3 +322,24 @@ def test_coat_splits_heads_into_window_runs_that_follow_the_cut() -> None:
     torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
     assert pruned.attn.crpe.head_splits == [2] and len(pruned.attn.crpe.conv_list) == 1
     assert len(model.attn.crpe.conv_list) == 2 and model.attn.crpe.channel_splits == [16, 16]
+
+
+def test_nest_attention_with_the_head_innermost_is_cut_with_its_width() -> None:
+    """NesT reads its width from the input (``C // num_heads``) and puts the head innermost in its
+    output (``permute(0, 2, 3, 4, 1).reshape(B, T, N, C)``: channel ``c * H + h`` is head ``h``). The
+    width is tied to the heads in that order, so cutting a head cuts every ``H``-th channel of the
+    residual width, and ``C // num_heads`` stays the head size."""
+    from timm.models.nest import Attention
+
+    torch.manual_seed(0)
+    model = Wrapped(Attention(DIM, HEADS, qkv_bias=True)).eval()
+    x = torch.randn(2, 3, TOKENS, 6, generator=torch.Generator().manual_seed(1))  # [B, T blocks, N, C]
+    graph = DependencyGraph.trace(model, x)
+    heads = next(g for g in graph.groups if ("attn.qkv.weight", 0) in {(m.tensor, m.axis) for m in g.members})
+    assert heads.prunable and heads.size == HEADS, heads.reasons
+    width = sorted(m.start for m in heads.members if m.tensor == "inp.weight")
+    assert width == [c * HEADS for c in range(DIM // HEADS)], width  # head h: channels h, h + H, h + 2H, ...
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    assert pruned.attn.num_heads == HEADS // 2 and pruned.inp.out_features == DIM // 2

@@ -260,6 +260,8 @@ def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim],  # type: ign
             continue
         if isinstance(result[j], Tracked):
             ctx.store.unify(size.layout, result[j], ctx.where)
+            if ctx.module is not None:
+                ctx.read_back.setdefault(id(ctx.module), []).append((size.layout, result[j]))
         else:
             ctx.store.freeze(size.layout, f"the width of these channels is read from a shape and used "
                                           f"as a size for other data in {ctx.where}")
@@ -273,8 +275,12 @@ def _derived_size(ctx, size: Any, j: int, result: list[Dim],  # type: ignore[no-
         layout, chunks = split
         first = _slice(layout, 0, layout.size // chunks, ctx)
         if isinstance(first, Tracked):
-            for source in size.layouts:
-                ctx.store.unify(source, first, ctx.where)
+            if ctx.module is None:
+                for source in size.layouts:
+                    ctx.store.unify(source, first, ctx.where)
+            else:  # NOTE: unless the module's output view ties the width another way (see trace.settle_ties)
+                ctx.deferred.setdefault(id(ctx.module), []).extend((source, first, ctx.where)
+                                                                   for source in size.layouts)
             return
     why = (f"a size computed from the width of these channels ({int(size)}) is used to view other data "
            f"in {ctx.where}; it would change with pruning")
