@@ -82,6 +82,9 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     ctx.set(out, result)
 
 
+_MAX_COPIES = 1024  # most copies of a layout a merge makes (see _merged)
+
+
 def _merged(ctx, layouts: list[Dim], sizes: list[int]) -> Tracked | None:  # type: ignore[no-untyped-def]
     """Dims merged into one, of which one carries channels: plain dims before it repeat its layout
     (``reshape(B * H, N, d)`` folds heads into the batch: ``B`` copies of the heads), dims after it
@@ -90,6 +93,8 @@ def _merged(ctx, layouts: list[Dim], sizes: list[int]) -> Tracked | None:  # typ
     at = next((i for i, d in enumerate(layouts) if isinstance(d, Tracked)), None)
     if at is None or any(d is not None for d in layouts[:at]) or any(isinstance(d, ParamDim) for d in layouts):
         return None
+    if math.prod(sizes[:at]) > _MAX_COPIES:
+        return None  # NOTE: a channels-last feature map flattened whole: frozen rather than one member per pixel
     for d in layouts[at + 1:]:
         if isinstance(d, Tracked):
             ctx.store.freeze(d, f"merged under other channels by {ctx.where}")
