@@ -57,3 +57,24 @@ def test_a_merge_of_more_than_1024_copies_freezes_the_channels() -> None:
     graph = DependencyGraph.trace(FlattenAll().eval(), torch.randn(1, 48, 48, 6))
     group = next(g for g in graph.groups if ("inp.weight", 0) in {(m.tensor, m.axis) for m in g.members})
     assert not group.prunable and any("mixed with other dims" in r for r in group.reasons), group.reasons
+
+
+class ConstantMerge(PatchMerge):
+    """The patch merge viewed to a literal width (``reshape(B, H/2, W/2, 32)``, as SegFormer's
+    classifier views to ``config.hidden_sizes[-1]``): the literal would not follow the cut."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.inp(x))
+        B, H, W, C = h.shape
+        h = h.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 2, 4, 5).reshape(B, H // 2, W // 2, 32)
+        return self.out(torch.relu(self.reduce(h))).mean((1, 2))
+
+
+def test_a_merge_to_a_literal_size_freezes_the_channels() -> None:
+    model, x = ConstantMerge().eval(), torch.randn(2, 4, 4, 6)
+    graph = DependencyGraph.trace(model, x)
+    group = next(g for g in graph.groups if ("inp.weight", 0) in {(m.tensor, m.axis) for m in g.members})
+    assert not group.prunable and any("constant size 32" in r for r in group.reasons), group.reasons
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)

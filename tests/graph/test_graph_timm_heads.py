@@ -343,3 +343,23 @@ def test_nest_attention_with_the_head_innermost_is_cut_with_its_width() -> None:
     pruned = apply(model, graph, plan, example_inputs=x)
     torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
     assert pruned.attn.num_heads == HEADS // 2 and pruned.inp.out_features == DIM // 2
+
+
+def test_efficientvit_lite_attention_loses_whole_groups_of_its_grouped_convs() -> None:
+    """EfficientViT's LiteMLA aggregates q, k and v of each head apart (a 1x1 conv with ``groups =
+    3 * heads``): cutting a head removes three whole groups of that conv, and ``groups`` follows."""
+    from timm.models.efficientvit_mit import LiteMLA
+
+    torch.manual_seed(0)
+    model = Block(LiteMLA(DIM, DIM, dim=8), image=True).eval()
+    x = torch.randn(2, 6, 4, 4, generator=torch.Generator().manual_seed(1))
+    graph = DependencyGraph.trace(model, x)
+    heads = next(g for g in graph.groups if ("attn.qkv.conv.weight", 0) in {(m.tensor, m.axis) for m in g.members})
+    assert heads.prunable and heads.size == HEADS, (heads.size, heads.reasons)
+    assert ("attn.aggreg.0.1.weight", 0, 24) in {(m.tensor, m.axis, m.inner) for m in heads.members}
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    grouped = pruned.attn.aggreg[0][1]
+    assert (grouped.groups, grouped.in_channels, grouped.out_channels) == (6, 48, 48)
+    assert model.attn.aggreg[0][1].groups == 12

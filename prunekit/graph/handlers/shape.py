@@ -62,7 +62,7 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         elif len(src) == 1 and len(dst) == 1:
             result[dst[0]] = _stored_size(ctx, args, kwargs, dst[0], layouts[0])
         elif len(dst) == 1 and (merged := _merged(ctx, layouts, [x.shape[i] for i in src])) is not None:
-            result[dst[0]] = merged
+            result[dst[0]] = _stored_size(ctx, args, kwargs, dst[0], merged)  # a constant size must follow too
         elif len(src) == 1 and isinstance(layouts[0], Tracked) and (
                 sub := _unrepeat(layouts[0], math.prod(out.shape[j] for j in dst[:-1]))) is not None \
                 and sub.size == out.shape[dst[-1]]:
@@ -345,7 +345,7 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
         ctx.store.freeze(layout, f"channels split into several dims (heads) by {ctx.where} with a constant "
                                  f"head count (write -1 for it, or register a refresh that updates it)")
         return [None] * len(sizes)
-    heads = _heads(ctx, layout, sizes[-1])
+    heads = heads_of(ctx, layout, sizes[-1])
     if heads is None:
         ctx.store.freeze(layout, f"channels split into several dims by {ctx.where}")
         return [None] * len(sizes)
@@ -376,7 +376,7 @@ def _same_count(ctx, heads: Dim, derived: bool) -> None:  # type: ignore[no-unty
         ctx.store.unify(known, heads, ctx.where)
 
 
-def _heads(ctx, layout: Tracked, head_dim: int) -> Tracked | None:  # type: ignore[no-untyped-def]
+def heads_of(ctx, layout: Tracked, head_dim: int) -> Tracked | None:  # type: ignore[no-untyped-def]
     """``layout`` in units of ``head_dim`` positions (one per head), or None if a head would straddle."""
     segments = []
     for s in layout.segments:

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["TIMM", "KEEP_HEADS", "TIED", "SECTIONS", "is_attention"]
+__all__ = ["TIMM", "KEEP_HEADS", "TIED", "SECTIONS", "GROUPS", "is_attention"]
 
 
 def _out(layer: Any) -> int:
@@ -183,6 +183,18 @@ def _refresh_conv_rel_pos(module: Any) -> None:
     module.window = {window: heads for (_, window), heads in zip(kept, module.head_splits)}
 
 
+def _refresh_lite_mla(module: Any) -> None:
+    """EfficientViT's LiteMLA keeps q, k and v of each head apart in its multi-scale aggregation
+    (a 1x1 conv with ``groups = 3 * heads``; the trace cuts it by whole groups, see
+    ``conv.GROUPS_FOLLOW``): its groups follow the head count, read from the qkv rows. The head
+    count itself is not stored (the forward views with ``-1`` heads of ``self.dim``)."""
+    heads = _out(module.qkv.conv) // (3 * module.dim)
+    for scale in module.aggreg:
+        conv = scale[1]
+        conv.groups = 3 * heads
+        conv.in_channels, conv.out_channels = int(conv.weight.shape[1]) * conv.groups, _out(conv)
+
+
 _Refresh = Callable[[nn.Module], "nn.Module | None"]
 # module name -> (class name, refresh, config widths) registered once that module is imported
 TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] | None]]] = {
@@ -195,6 +207,7 @@ TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] |
     "timm.models.levit": [(name, _refresh_biased_attention, None) for name in ("Attention", "AttentionDownsample")],
     "timm.models.lowformer": [("ConvAttention", _refresh_conv_attention, None)],
     "timm.models.coat": [("ConvRelPosEnc", _refresh_conv_rel_pos, None)],
+    "timm.models.efficientvit_mit": [("LiteMLA", _refresh_lite_mla, None)],
     "timm.layers.attention2d": [("MultiQueryAttention2d", _refresh_multi_query, None)],
     "timm.layers.pos_embed_rel": [(name, _refresh_rel_pos, None)
                                   for name in ("RelPosBias", "RelPosMlp", "RelPosBiasTf")],
@@ -211,6 +224,8 @@ TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] |
 TIED: tuple[_Refresh, ...] = (_refresh_tied_attention,)
 # Refreshes that keep the sizes their forward splits channels at (shape.SPLIT_SECTIONS_FOLLOW).
 SECTIONS: tuple[_Refresh, ...] = (_refresh_conv_rel_pos,)
+# Refreshes that set the groups of the grouped convs inside their module (conv.GROUPS_FOLLOW).
+GROUPS: tuple[_Refresh, ...] = (_refresh_lite_mla,)
 # Refreshes that keep the head count their forward reads as a constant.
 KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_attention, _refresh_tied_attention, _refresh_biased_attention,
                                     _refresh_conv_attention, _refresh_multi_query)
