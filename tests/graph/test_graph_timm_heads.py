@@ -363,3 +363,22 @@ def test_efficientvit_lite_attention_loses_whole_groups_of_its_grouped_convs() -
     grouped = pruned.attn.aggreg[0][1]
     assert (grouped.groups, grouped.in_channels, grouped.out_channels) == (6, 48, 48)
     assert model.attn.aggreg[0][1].groups == 12
+
+
+def test_halo_attention_windows_keys_by_unfold_and_is_cut_by_head() -> None:
+    """ByoaNet's HaloAttn folds heads into the batch, takes overlapping key/value windows with
+    ``Tensor.unfold`` (sliding windows along the spatial dims keep the channels) and views its
+    output to the stored ``dim_out_v``, which the refresh scales with the head count."""
+    from timm.layers.halo_attn import HaloAttn
+
+    torch.manual_seed(0)
+    model = Block(HaloAttn(DIM, num_heads=HEADS, block_size=2, halo_size=1), image=True).eval()
+    x = torch.randn(2, 6, 4, 4, generator=torch.Generator().manual_seed(1))
+    graph = DependencyGraph.trace(model, x)
+    heads = next(g for g in graph.groups if ("attn.q.weight", 0) in {(m.tensor, m.axis) for m in g.members})
+    assert heads.prunable and heads.size == HEADS, (heads.size, heads.reasons)
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    attn = pruned.attn
+    assert (attn.num_heads, attn.dim_out_v, attn.dim_out_qk) == (2, DIM // 2, DIM // 2)

@@ -61,22 +61,22 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             result[dst[0] - 1:dst[0] + 1] = _split_outer(ctx, layouts[0], [1, out.shape[dst[0]]], derived)  # type: ignore[arg-type]
         elif len(src) == 1 and len(dst) == 1:
             result[dst[0]] = _stored_size(ctx, args, kwargs, dst[0], layouts[0])
-        elif len(dst) == 1 and (merged := _merged(ctx, layouts, [x.shape[i] for i in src])) is not None:
-            result[dst[0]] = _stored_size(ctx, args, kwargs, dst[0], merged)  # a constant size must follow too
-        elif len(src) == 1 and isinstance(layouts[0], Tracked) and (
-                sub := _unrepeat(layouts[0], math.prod(out.shape[j] for j in dst[:-1]))) is not None \
-                and sub.size == out.shape[dst[-1]]:
-            result[dst[-1]] = sub  # NOTE: heads folded into the batch dim come out again (SAM's view(B, H, N, -1))
-        elif len(src) == 1 and isinstance(layouts[0], Tracked):
-            splits.append((layouts[0], math.prod(out.shape[j] for j in dst[:-2]), dst[-1]))
-            requested = _requested(args, kwargs, ctx.current, out.dim())
-            derived = [requested is not None and requested[j] == -1 for j in dst]
-            for j, d in zip(dst, _split_outer(ctx, layouts[0], [out.shape[j] for j in dst], derived)):
-                result[j] = d
-        else:
+        elif not isinstance(whole := layouts[0] if len(src) == 1 else
+                            _merged(ctx, layouts, [x.shape[i] for i in src]), Tracked):
             for d in layouts:
                 if isinstance(d, Tracked):
                     ctx.store.freeze(d, f"channels mixed with other dims by {ctx.where}")
+        elif len(dst) == 1:
+            result[dst[0]] = _stored_size(ctx, args, kwargs, dst[0], whole)  # a constant size must follow too
+        elif (sub := _unrepeat(whole, math.prod(out.shape[j] for j in dst[:-1]))) is not None \
+                and sub.size == out.shape[dst[-1]]:
+            result[dst[-1]] = sub  # NOTE: heads folded into the batch dim come out again (SAM's view(B, H, N, -1))
+        else:  # NOTE: split into several dims, after a merge if several (HaloAttn's reshape(B * H, d, ...) of [B, C])
+            splits.append((whole, math.prod(out.shape[j] for j in dst[:-2]), dst[-1]))
+            requested = _requested(args, kwargs, ctx.current, out.dim())
+            derived = [requested is not None and requested[j] == -1 for j in dst]
+            for j, d in zip(dst, _split_outer(ctx, whole, [out.shape[j] for j in dst], derived)):
+                result[j] = d
     _tie_sizes_read_elsewhere(ctx, args, kwargs, result, splits)
     _head_count_on_fixed_data(ctx, args, kwargs, result)
     ctx.set(out, result)
@@ -619,6 +619,19 @@ def repeat_interleave(ctx, args, kwargs, out) -> None:  # type: ignore[no-untype
             ctx.store.freeze(layout, f"channels repeated by per-position counts in {ctx.where}")
         result[d] = None
     ctx.set(out, result)
+
+
+@register_rule(torch.Tensor.unfold)
+def windows(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``x.unfold(dim, size, step)``: sliding windows along ``dim`` (a window index there, the
+    positions within a window as a new last dim); the other dims keep their channels. Windows
+    across channels would overlap them, so those channels are frozen. (``F.unfold`` is im2col.)"""
+    x = args[0]
+    d = arg(args, kwargs, 1, "dimension", 0) % max(x.dim(), 1)
+    dims = ctx.dims(x)
+    if isinstance(dims[d], Tracked):
+        ctx.store.freeze(dims[d], f"sliding windows over channels in {ctx.where}")
+    ctx.set(out, dims[:d] + [None] + dims[d + 1:] + [None])
 
 
 @register_rule(*resolve("roll", "flip", "fliplr", "flipud", "rot90"))

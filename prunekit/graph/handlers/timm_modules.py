@@ -140,8 +140,9 @@ def _refresh_rel_pos(module: Any) -> None:
 
 
 # Stored widths that are a per-head size times the head count (LeViT's key_attn_dim / val_attn_dim,
-# EfficientFormer-V2's dh, LowFormer's o_proj_inpdim): the refresh scales them by the new count.
-_HEAD_WIDTHS = ("key_attn_dim", "val_attn_dim", "dh", "o_proj_inpdim")
+# EfficientFormer-V2's dh, LowFormer's o_proj_inpdim, HaloAttn's dim_out_qk / dim_out_v): the
+# refresh scales them by the new count.
+_HEAD_WIDTHS = ("key_attn_dim", "val_attn_dim", "dh", "o_proj_inpdim", "dim_out_qk", "dim_out_v")
 
 
 def _refresh_head_widths(heads_of: Callable[[Any], int]) -> Callable[[Any], None]:
@@ -170,6 +171,8 @@ _refresh_biased_attention = _refresh_head_widths(lambda m: int(m.attention_biase
 _refresh_conv_attention = _refresh_head_widths(lambda m: _out(m.pwise) // (m.num_keys * m.head_dim))
 # MobileNetV5's multi-query attention: key_dim query rows per head, one key and value head for all.
 _refresh_multi_query = _refresh_head_widths(lambda m: _out(_weighted(m.query.proj)) // m.key_dim)
+# HaloAttn (ByoaNet): q rows per head dim_head_qk, v rows dim_head_v; heads folded into the batch.
+_refresh_halo = _refresh_head_widths(lambda m: _out(m.q) // m.dim_head_qk)
 
 def _refresh_conv_rel_pos(module: Any) -> None:
     """CoaT's convolutional relative position encoding splits v's heads into runs with one
@@ -209,6 +212,7 @@ TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] |
     "timm.models.coat": [("ConvRelPosEnc", _refresh_conv_rel_pos, None)],
     "timm.models.efficientvit_mit": [("LiteMLA", _refresh_lite_mla, None)],
     "timm.layers.attention2d": [("MultiQueryAttention2d", _refresh_multi_query, None)],
+    "timm.layers.halo_attn": [("HaloAttn", _refresh_halo, None)],
     "timm.layers.pos_embed_rel": [(name, _refresh_rel_pos, None)
                                   for name in ("RelPosBias", "RelPosMlp", "RelPosBiasTf")],
     **{f"timm.models.{module}": [(name, _refresh_tied_attention, None) for name in names] for module, names in {
@@ -228,4 +232,4 @@ SECTIONS: tuple[_Refresh, ...] = (_refresh_conv_rel_pos,)
 GROUPS: tuple[_Refresh, ...] = (_refresh_lite_mla,)
 # Refreshes that keep the head count their forward reads as a constant.
 KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_attention, _refresh_tied_attention, _refresh_biased_attention,
-                                    _refresh_conv_attention, _refresh_multi_query)
+                                    _refresh_conv_attention, _refresh_multi_query, _refresh_halo)
