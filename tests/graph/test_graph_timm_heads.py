@@ -382,3 +382,22 @@ def test_halo_attention_windows_keys_by_unfold_and_is_cut_by_head() -> None:
     torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
     attn = pruned.attn
     assert (attn.num_heads, attn.dim_out_v, attn.dim_out_qk) == (2, DIM // 2, DIM // 2)
+
+
+def test_a_one_head_view_by_the_stored_count_keeps_the_head_whole() -> None:
+    """CPUBone's ConvAttention with one head views ``reshape(N, self.num_heads, 3 * head_dim, h * w)``:
+    the size-1 head dim is dropped when dims are matched, yet the projection rows are that one head,
+    so they are not cut one by one (the refresh would compute no head at all)."""
+    from timm.models.cpubone import ConvAttention
+
+    torch.manual_seed(0)
+    model = Block(ConvAttention(DIM, att_stride=2, att_kernel=3), image=True).eval()  # 32 * 1.0 // 30 = 1 head
+    assert model.attn.num_heads == 1
+    x = torch.randn(2, 6, 4, 4, generator=torch.Generator().manual_seed(1))
+    graph = DependencyGraph.trace(model, x)
+    rows = next(g for g in graph.groups if ("attn.pwise.weight", 0) in {(m.tensor, m.axis) for m in g.members})
+    assert rows.size == 1, rows.size  # one unit: the head
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    assert pruned.attn.num_heads == 1 and pruned.attn.pwise.out_channels == 3 * DIM

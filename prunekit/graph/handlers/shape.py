@@ -54,7 +54,7 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     splits: list[tuple[Tracked, int, int]] = []  # (channels split into heads, chunks, head-size dim)
     for src, dst in groups:
         layouts = [dims[i] for i in src]
-        if len(src) == 1 and len(dst) == 1 and _one_head(ctx, x, out, dst[0], layouts[0]):
+        if len(src) == 1 and len(dst) == 1 and _one_head(ctx, x, out, dst[0], layouts[0], _raw_sizes(args, kwargs)):
             splits.append((layouts[0], 1, dst[0]))  # type: ignore[arg-type]
             requested = _requested(args, kwargs, ctx.current, out.dim())
             derived = [requested is not None and requested[j] == -1 for j in (dst[0] - 1, dst[0])]
@@ -143,13 +143,19 @@ def _head_count_on_fixed_data(ctx, args, kwargs, result: list[Dim]) -> None:  # 
             return
 
 
-def _one_head(ctx, x: torch.Tensor, out: torch.Tensor, j: int, d: Dim) -> bool:  # type: ignore[no-untyped-def]
+def _one_head(ctx, x: torch.Tensor, out: torch.Tensor, j: int, d: Dim, sizes: list[Any] | None) -> bool:  # type: ignore[no-untyped-def]
     """``view(B, N, H, head_dim)`` with one head (H == 1) pairs the channels with the last dim
     alone; in an attention module whose refresh keeps its head count, that is a split into one
-    head all the same (cutting inside it would change the head size and its scale)."""
-    return (isinstance(d, Tracked) and ctx.current.endswith(("view", "reshape")) and j == out.dim() - 1
-            and j >= 1 and out.shape[j - 1] == 1 and out.dim() > x.dim() and out.shape[j] > 1
-            and any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS))
+    head all the same (cutting inside it would change the head size and its scale). So is a view
+    whose size before the channels is the module's stored head count of 1 (CPUBone's
+    ``reshape(N, self.num_heads, 3 * head_dim, h * w)``)."""
+    if not (isinstance(d, Tracked) and ctx.current.endswith(("view", "reshape")) and j >= 1
+            and out.shape[j - 1] == 1 and out.shape[j] > 1 and any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS)):
+        return False
+    if j == out.dim() - 1 and out.dim() > x.dim():
+        return True
+    stored = {vars(ctx.module)[n] for n in _REWRITTEN if type(vars(ctx.module).get(n)) is int} if ctx.module else set()
+    return sizes is not None and len(sizes) == out.dim() and type(sizes[j - 1]) is int and 1 in stored
 
 
 def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-untyped-def]

@@ -167,7 +167,7 @@ def _refresh_head_widths(heads_of: Callable[[Any], int]) -> Callable[[Any], None
 
 # One row of attention biases per head (LeViT, EfficientFormer, EfficientFormer-V2).
 _refresh_biased_attention = _refresh_head_widths(lambda m: int(m.attention_biases.shape[0]))
-# LowFormer: one projection of q|k|v interleaved per head (num_keys * head_dim rows each).
+# LowFormer, CPUBone: one projection of q|k|v interleaved per head (num_keys * head_dim rows each).
 _refresh_conv_attention = _refresh_head_widths(lambda m: _out(m.pwise) // (m.num_keys * m.head_dim))
 # MobileNetV5's multi-query attention: key_dim query rows per head, one key and value head for all.
 _refresh_multi_query = _refresh_head_widths(lambda m: _out(_weighted(m.query.proj)) // m.key_dim)
@@ -209,6 +209,7 @@ TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] |
                                        for name in ("Attention2d", "Attention2dDownsample")],
     "timm.models.levit": [(name, _refresh_biased_attention, None) for name in ("Attention", "AttentionDownsample")],
     "timm.models.lowformer": [("ConvAttention", _refresh_conv_attention, None)],
+    "timm.models.cpubone": [("ConvAttention", _refresh_conv_attention, None)],  # LowFormer's, with options
     "timm.models.coat": [("ConvRelPosEnc", _refresh_conv_rel_pos, None)],
     "timm.models.efficientvit_mit": [("LiteMLA", _refresh_lite_mla, None)],
     "timm.layers.attention2d": [("MultiQueryAttention2d", _refresh_multi_query, None)],
