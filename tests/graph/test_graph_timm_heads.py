@@ -401,3 +401,29 @@ def test_a_one_head_view_by_the_stored_count_keeps_the_head_whole() -> None:
     pruned = apply(model, graph, plan, example_inputs=x)
     torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
     assert pruned.attn.num_heads == 1 and pruned.attn.pwise.out_channels == 3 * DIM
+
+
+class WrappedGrid(Wrapped):
+    """PVT-v2's attention takes the token grid's size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        return self.out(h + self.attn(h, (4, 4)))
+
+
+def test_a_batch_of_one_is_not_taken_for_a_one_head_view() -> None:
+    """PVT-v2's one-head attention views its input ``reshape(B, C, H, W)`` for the spatial reduction:
+    with a batch of one, the size-1 dim before the channels is the batch, not a head, so the width
+    stays a group of channels (here frozen by its size tie, as in PVT-v2's first stage), not one
+    head-sized unit (which also froze GLPN's first-stage width in coverage_hf)."""
+    from timm.models.pvt_v2 import Attention
+
+    torch.manual_seed(0)
+    model = WrappedGrid(Attention(DIM, num_heads=1, sr_ratio=2)).eval()
+    x = torch.randn(1, TOKENS, 6, generator=torch.Generator().manual_seed(1))
+    graph = DependencyGraph.trace(model, x)
+    width = next(g for g in graph.groups if ("inp.weight", 0) in {(m.tensor, m.axis) for m in g.members})
+    assert width.size == DIM and not any("disappears" in r for r in width.reasons), (width.size, width.reasons)
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)

@@ -155,7 +155,8 @@ def _one_head(ctx, x: torch.Tensor, out: torch.Tensor, j: int, d: Dim, sizes: li
     if j == out.dim() - 1 and out.dim() > x.dim():
         return True
     stored = {vars(ctx.module)[n] for n in _REWRITTEN if type(vars(ctx.module).get(n)) is int} if ctx.module else set()
-    return sizes is not None and len(sizes) == out.dim() and type(sizes[j - 1]) is int and 1 in stored
+    return (sizes is not None and len(sizes) == out.dim() and type(sizes[j - 1]) is int and 1 in stored
+            and list(out.shape).count(1) > list(x.shape).count(1))  # NOTE: a new dim, not a batch of one
 
 
 def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-untyped-def]
