@@ -99,6 +99,16 @@ CAUSES = [
 ]
 
 
+# Families with attention whose heads are kept whole by the model's own design (not a missing rule).
+HEADS_KEPT = {
+    "efficientvit_msra": "cascaded group attention: head i adds head i-1's output to its input chunk, so "
+                         "removing a head changes what the next one computes",
+    "iformer": "one head (single-head modulation attention)",
+    "shvit": "one head (single-head attention on part of the channels)",
+    "swiftformer": "one head (efficient additive attention)",
+}
+
+
 def _cause(record: dict[str, Any]) -> str:
     return common.cause(record, CAUSES)
 
@@ -123,6 +133,7 @@ def write_table(results: dict[str, dict[str, Any]], names: list[str], command: s
     cut = [r["model"] for r in done if r.get("heads")]
     whole = [r["model"] for r in done if not r.get("heads") and any("split into several dims" in f
                                                                    for f in r.get("frozen", []))]
+    kept_whole = {r["model"]: HEADS_KEPT[r["model"]] for r in done if not r.get("heads") and r["model"] in HEADS_KEPT}
     lines = [
         "# Graph coverage: timm families",
         "",
@@ -138,9 +149,11 @@ def write_table(results: dict[str, dict[str, Any]], names: list[str], command: s
         f"{len(names) - len(done)} not run in this pass); median params kept {_p(kept)} "
         f"vs {_p(ideal)} for a per-group cut of half the channels.",
         "",
-        f"Attention heads cut in {len(cut)} families ({', '.join(cut)}). Channels split into several dims (heads, "
-        f"radix groups) with a count the trace cannot follow, so kept whole, in {len(whole)} ({', '.join(whole)}); "
-        "families in neither list have no such split, or their heads are frozen by another cause in the last column.",
+        f"Attention heads cut in {len(cut)} families ({', '.join(cut)}). Heads kept whole by the model's design in "
+        f"{len(kept_whole)} ({'; '.join(f'{n}: {why}' for n, why in kept_whole.items())}). Channels split into "
+        f"several dims (heads, radix groups) with a count the trace cannot follow, so kept whole, in {len(whole)} "
+        f"({', '.join(whole)}); the variants surveyed of the other families have no attention heads (convolutions, MLPs, "
+        "pooling or state-space mixers).",
         "",
         "| family | variant | input | status | output | params kept | ideal | MACs kept | heads | frozen groups (why) |",
         "|---|---|---|---|---|---|---|---|---|---|",
