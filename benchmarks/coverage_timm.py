@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # NOTE: this checkout's prunekit, not the installed one
 import _coverage_common as common  # noqa: E402
 
 RESULTS = Path("runs/coverage_timm")
@@ -99,6 +100,16 @@ CAUSES = [
 ]
 
 
+# Families with attention whose heads are kept whole by the model's own design (not a missing rule).
+HEADS_KEPT = {
+    "efficientvit_msra": "cascaded group attention: head i adds head i-1's output to its input chunk, so "
+                         "removing a head changes what the next one computes",
+    "iformer": "one head (single-head modulation attention)",
+    "shvit": "one head (single-head attention on part of the channels)",
+    "swiftformer": "one head (efficient additive attention)",
+}
+
+
 def _cause(record: dict[str, Any]) -> str:
     return common.cause(record, CAUSES)
 
@@ -123,6 +134,7 @@ def write_table(results: dict[str, dict[str, Any]], names: list[str], command: s
     cut = [r["model"] for r in done if r.get("heads")]
     whole = [r["model"] for r in done if not r.get("heads") and any("split into several dims" in f
                                                                    for f in r.get("frozen", []))]
+    kept_whole = {r["model"]: HEADS_KEPT[r["model"]] for r in done if not r.get("heads") and r["model"] in HEADS_KEPT}
     lines = [
         "# Graph coverage: timm families",
         "",
@@ -138,9 +150,11 @@ def write_table(results: dict[str, dict[str, Any]], names: list[str], command: s
         f"{len(names) - len(done)} not run in this pass); median params kept {_p(kept)} "
         f"vs {_p(ideal)} for a per-group cut of half the channels.",
         "",
-        f"Attention heads cut in {len(cut)} families ({', '.join(cut)}). Channels split into several dims (heads, "
-        f"radix groups) with a count the trace cannot follow, so kept whole, in {len(whole)} ({', '.join(whole)}); "
-        "families in neither list have no such split, or their heads are frozen by another cause in the last column.",
+        f"Attention heads cut in {len(cut)} families ({', '.join(cut)}). Heads kept whole by the model's design in "
+        f"{len(kept_whole)} ({'; '.join(f'{n}: {why}' for n, why in kept_whole.items())}). Channels split into "
+        f"several dims (heads, radix groups) with a count the trace cannot follow, so kept whole, in {len(whole)} "
+        f"({', '.join(whole)}); the variants surveyed of the other families have no attention heads (convolutions, MLPs, "
+        "pooling or state-space mixers).",
         "",
         "| family | variant | input | status | output | params kept | ideal | MACs kept | heads | frozen groups (why) |",
         "|---|---|---|---|---|---|---|---|---|---|",

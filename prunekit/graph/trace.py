@@ -59,6 +59,22 @@ class Context:
     mixing: set[str] = field(default_factory=set)  # modules whose own code mixes channels (norms)
     heads: dict[int, list[Tracked]] = field(default_factory=dict)  # id(module) -> its head layouts
     pinned: dict[int, str] = field(default_factory=dict)  # id(module) -> why its head count must stay
+    counted: dict[tuple[int, int], Tracked] = field(default_factory=dict)  # (id(module), stored count) -> heads
+    deferred: dict[int, list[tuple[Tracked, Tracked, str]]] = field(default_factory=dict)  # see settle_ties
+    read_back: dict[int, list[tuple[Tracked, Tracked]]] = field(default_factory=dict)  # (width, view dim)
+
+    def settle_ties(self, module: nn.Module) -> None:
+        """When ``module``'s forward ends: tie each width it split into heads by ``C // num_heads``
+        to the first chunk of the split (q of a fused q|k|v), unless a view in the module already
+        sized its output by that width (``reshape(B, N, C)``), which ties the width to the heads in
+        the order the output holds them. NesT puts the head innermost (``permute(0, 2, 3, 4, 1)``:
+        channel ``c * H + h`` is head ``h``): both ties together would contradict each other."""
+        heads = {s.source for layout in self.heads.get(id(module), []) for s in layout.segments}
+        tied = {width for width, view in self.read_back.pop(id(module), []) if any(s.source in heads
+                                                                                  for s in view.segments)}
+        for source, first, where in self.deferred.pop(id(module), []):
+            if source not in tied:
+                self.store.unify(source, first, where)
 
     @property
     def module(self) -> nn.Module | None:
@@ -314,31 +330,46 @@ def _taint(ctx: Context, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any
 def _write(ctx: Context, args: tuple[Any, ...]) -> None:
     """``x[index] = value``: a write at constant channel positions does not follow pruning (it
     would hit other channels), so those channels are frozen; so are the channels of a value written
-    into a tensor whose channels are not tracked."""
+    at such positions. Along a dim indexed whole (``:``), the value's dim (right-aligned to the
+    indexed view, broadcast where it has size 1) holds the same positions as ``x``'s: the two are
+    unified (MViT-v2's ``attn[:, :, 1:, 1:] = attn[...] + rel`` keeps its heads)."""
     x, index, value = args[0], args[1], args[2] if len(args) > 2 else None
     if not isinstance(x, torch.Tensor):
         return
     dims = ctx.dims(x)
     index = index if isinstance(index, tuple) else (index,)
     why = f"in-place write at constant channel positions ({ctx.where})"
+    values = ctx.dims(value) if isinstance(value, torch.Tensor) else []
+    frozen: list[Tracked] = []
     if any(isinstance(i, (torch.Tensor, list, bool)) for i in index):
-        touched = list(range(len(dims)))  # advanced indexing: any dim may be written piecewise
+        frozen = [d for d in dims + values if isinstance(d, Tracked)]  # advanced indexing: any dim, piecewise
     else:
-        touched, d = [], 0
+        view: list[tuple[int | None, bool]] = []  # per dim of x[index]: the dim of x (None: new) and if whole
+        d = 0
         n_real = sum(1 for i in index if i is not None and i is not Ellipsis)
         for i in index:
             if i is Ellipsis:
+                view += [(k, True) for k in range(d, d + x.dim() - n_real)]
                 d += x.dim() - n_real
             elif i is None:
-                continue
+                view.append((None, True))
             else:
-                full = isinstance(i, slice) and i.start in (None, 0) and i.stop is None and i.step in (None, 1)
-                if not full:
-                    touched.append(d)
+                whole = isinstance(i, slice) and i.start in (None, 0) and i.stop is None and i.step in (None, 1)
+                if not whole and d < len(dims) and isinstance(dims[d], Tracked):
+                    frozen.append(dims[d])  # type: ignore[arg-type]
+                if not isinstance(i, int):
+                    view.append((d, whole))
                 d += 1
-    frozen: list[Tracked] = [t for k in touched if k < len(dims) and isinstance(t := dims[k], Tracked)]
-    if isinstance(value, torch.Tensor):
-        frozen += [d for d in ctx.dims(value) if isinstance(d, Tracked)]
+        view += [(k, True) for k in range(d, x.dim())]
+        for k in range(1, len(values) + 1):
+            vd = values[-k]
+            target, whole = view[-k] if k <= len(view) else (None, False)
+            if value.shape[-k] == 1 and (target is None or x.shape[target] != 1):  # type: ignore[union-attr]
+                continue  # NOTE: broadcast: one value for every position
+            if target is not None and whole:
+                ctx.store.unify(dims[target], vd, ctx.where)
+            elif isinstance(vd, Tracked):
+                frozen.append(vd)
     if frozen:
         ctx.unknown.append(f"{ctx.where}: {why}")
         for layout in frozen:
@@ -364,6 +395,7 @@ def _scopes(model: nn.Module, ctx: Context) -> Iterator[None]:
 
     def leave(module: nn.Module, args: Any, output: Any) -> None:  # None: output unchanged
         if threading.get_ident() == thread and len(ctx.scope) > 1:
+            ctx.settle_ties(module)
             ctx.scope.pop()
             ctx.modules.pop()
 

@@ -123,6 +123,8 @@ def scaled_dot_product_attention(ctx, args, kwargs, out) -> None:  # type: ignor
         kv = ctx.store.unify(kd[j], vd[j], ctx.where) if k.shape[j] == v.shape[j] else kd[j]
         if k.shape[j] == q.shape[j]:
             batch[-i] = ctx.store.unify(batch[-i], kv, ctx.where)
+        elif k.shape[j] == 1:
+            continue  # NOTE: one key/value head broadcast to every query head (multi-query attention)
         elif k.shape[j] > 0 and q.shape[j] % k.shape[j] == 0:
             batch[-i] = _heads(ctx, batch[-i], kv, q.shape[j] // k.shape[j])  # GQA (enable_gqa=True)
     scores = batch + [qd[-2], kd[-2]]

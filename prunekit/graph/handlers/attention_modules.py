@@ -22,8 +22,10 @@ from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from prunekit.graph.handlers import hf_modules, timm_modules
+from prunekit.graph.handlers.conv import GROUPS_FOLLOW
 from prunekit.graph.handlers.pruned_swin import PrunedShiftedWindowAttention
-from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS, SIZE_TIES_KEPT, SPLIT_SIZE_FOLLOWS
+from prunekit.graph.handlers.shape import (HEAD_COUNT_FOLLOWS, SIZE_TIES_KEPT, SPLIT_SECTIONS_FOLLOW,
+                                           SPLIT_SIZE_FOLLOWS)
 from prunekit.graph.registry import refresh_for, register_refresh
 
 __all__ = ["PrunedMultiheadAttention", "PrunedShiftedWindowAttention", "register_libraries"]
@@ -193,6 +195,10 @@ def register_libraries() -> None:
                 _HEADS_REFRESHED.append(klass)
             if refresh in timm_modules.TIED:
                 _SIZES_TIED.append(klass)
+            if refresh in timm_modules.SECTIONS:
+                _SECTIONS_REFRESHED.append(klass)
+            if refresh in timm_modules.GROUPS:
+                _GROUPS_REFRESHED.append(klass)
             if refresh in hf_modules.KEEP_SPLIT:
                 _SPLIT_REFRESHED[klass] = hf_modules.KEEP_SPLIT[refresh]
             if widths is not None:
@@ -232,6 +238,26 @@ def _running_module_refreshes_heads(ctx: Any) -> bool:
             register_refresh(type(ctx.module))(hf_modules.refresh_attention)
         return True
     return False
+
+
+# Module classes whose refresh reads back the sizes their forward splits channels at (CoaT's crpe).
+_SECTIONS_REFRESHED: list[type] = []
+
+
+def _running_module_refreshes_sections(ctx: Any) -> bool:
+    """Whether the innermost module running splits channels at sizes its refresh reads back."""
+    register_libraries()
+    return isinstance(ctx.module, tuple(_SECTIONS_REFRESHED))
+
+
+# Module classes whose refresh sets the groups of their grouped convs (EfficientViT's LiteMLA).
+_GROUPS_REFRESHED: list[type] = []
+
+
+def _running_modules_refresh_groups(ctx: Any) -> bool:
+    """Whether a module running now (the conv's parents) sets its grouped convs' groups after a cut."""
+    register_libraries()
+    return any(isinstance(m, tuple(_GROUPS_REFRESHED)) for m in ctx.modules)
 
 
 # Module classes whose refresh keeps the size their forward splits a fused projection at, with the
@@ -276,4 +302,6 @@ _LIBRARIES: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, i
 
 HEAD_COUNT_FOLLOWS.append(_running_module_refreshes_heads)
 SPLIT_SIZE_FOLLOWS.append(_running_module_refreshes_split)
+SPLIT_SECTIONS_FOLLOW.append(_running_module_refreshes_sections)
+GROUPS_FOLLOW.append(_running_modules_refresh_groups)
 SIZE_TIES_KEPT.append(_running_module_reads_sizes)

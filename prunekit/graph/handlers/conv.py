@@ -16,13 +16,14 @@ channel is its own block, so input channel ``c`` and its ``multiplier`` output r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from prunekit.graph.constraints import Dim, ParamDim, Tracked
+from prunekit.graph.constraints import Dim, ParamDim, Segment, Tracked
 from prunekit.graph.handlers.common import add_bias, arg, equal_blocks
-from prunekit.graph.handlers.shape import size_attribute
+from prunekit.graph.handlers.shape import heads_of, size_attribute
 from prunekit.graph.registry import refresh_for, register_refresh, register_rule, resolve
 
 
@@ -53,6 +54,9 @@ def _conv(ctx, args, kwargs, out, *, transposed: bool) -> None:  # type: ignore[
     elif groups > 1 and groups == in_channels:
         result[c] = _depthwise(ctx, xd[c], wd, bias, in_channels, out.shape[c] // groups, transposed)
         _stored_groups(ctx, groups, result[c] if transposed else xd[c])
+    elif (groups > 1 and not transposed and any(follows(ctx) for follows in GROUPS_FOLLOW)
+          and (whole := _whole_groups(ctx, xd[c], wd, bias, groups, out.shape[c])) is not None):
+        result[c] = whole
     else:
         result[c] = _grouped(ctx, xd[c], wd, bias, groups, out.shape[c], in_axis, out_axis)
     ctx.set(out, result)
@@ -97,6 +101,29 @@ def _grouped(ctx, layout: Dim, wd: list[Dim], bias: Any, groups: int, out_channe
     ctx.store.use(new if per_block_in else out_blocks[0], wd[out_axis].tensor, out_axis, "producer")
     add_bias(ctx, new, bias)
     return new
+
+
+# Callables ``(ctx) -> bool``: True when a module running now (a parent of the conv) keeps the
+# ``groups`` of its grouped convs equal to a count the cut changes (EfficientViT's LiteMLA: three
+# groups per head), so those convs lose whole groups instead of narrowing every group.
+GROUPS_FOLLOW: list[Callable[[Any], bool]] = []
+
+
+def _whole_groups(ctx, layout: Dim, wd: list[Dim], bias: Any, groups: int,  # type: ignore[no-untyped-def]
+                  out_channels: int) -> Tracked | None:
+    """Grouped conv cut by whole groups: group ``k`` reads input channels ``k*i ..`` and writes rows
+    ``k*o ..``, so the input in units of ``i`` channels is the output in units of ``o`` rows (the
+    weight's per-group input axis is not cut). None (the usual rule applies) if a group would straddle."""
+    if not isinstance(layout, Tracked):
+        return None
+    units = heads_of(ctx, layout, layout.size // groups)
+    if units is None:
+        return None
+    rows = Tracked(tuple(Segment(s.source, s.start, s.length, s.inner * (out_channels // groups))
+                         for s in units.segments))
+    ctx.store.use(rows, wd[0].tensor, 0, "producer")
+    add_bias(ctx, rows, bias)
+    return rows
 
 
 def _depthwise(ctx, layout: Dim, wd: list[Dim], bias: Any, channels: int, multiplier: int,  # type: ignore[no-untyped-def]

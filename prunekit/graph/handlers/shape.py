@@ -54,28 +54,61 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     splits: list[tuple[Tracked, int, int]] = []  # (channels split into heads, chunks, head-size dim)
     for src, dst in groups:
         layouts = [dims[i] for i in src]
-        if len(src) == 1 and len(dst) == 1 and _one_head(ctx, x, out, dst[0], layouts[0]):
+        if len(src) == 1 and len(dst) == 1 and _one_head(ctx, x, out, dst[0], layouts[0], _raw_sizes(args, kwargs)):
             splits.append((layouts[0], 1, dst[0]))  # type: ignore[arg-type]
             requested = _requested(args, kwargs, ctx.current, out.dim())
             derived = [requested is not None and requested[j] == -1 for j in (dst[0] - 1, dst[0])]
             result[dst[0] - 1:dst[0] + 1] = _split_outer(ctx, layouts[0], [1, out.shape[dst[0]]], derived)  # type: ignore[arg-type]
         elif len(src) == 1 and len(dst) == 1:
             result[dst[0]] = _stored_size(ctx, args, kwargs, dst[0], layouts[0])
-        elif len(dst) == 1 and isinstance(layouts[0], Tracked) and all(d is None for d in layouts[1:]):
-            result[dst[0]] = layouts[0].scaled(math.prod(x.shape[i] for i in src[1:]))
-        elif len(src) == 1 and isinstance(layouts[0], Tracked):
-            splits.append((layouts[0], math.prod(out.shape[j] for j in dst[:-2]), dst[-1]))
-            requested = _requested(args, kwargs, ctx.current, out.dim())
-            derived = [requested is not None and requested[j] == -1 for j in dst]
-            for j, d in zip(dst, _split_outer(ctx, layouts[0], [out.shape[j] for j in dst], derived)):
-                result[j] = d
-        else:
+        elif not isinstance(whole := layouts[0] if len(src) == 1 else
+                            _merged(ctx, layouts, [x.shape[i] for i in src]), Tracked):
             for d in layouts:
                 if isinstance(d, Tracked):
                     ctx.store.freeze(d, f"channels mixed with other dims by {ctx.where}")
+        elif len(dst) == 1:
+            result[dst[0]] = _stored_size(ctx, args, kwargs, dst[0], whole)  # a constant size must follow too
+        elif (sub := _unrepeat(whole, math.prod(out.shape[j] for j in dst[:-1]))) is not None \
+                and sub.size == out.shape[dst[-1]]:
+            result[dst[-1]] = sub  # NOTE: heads folded into the batch dim come out again (SAM's view(B, H, N, -1))
+        else:  # NOTE: split into several dims, after a merge if several (HaloAttn's reshape(B * H, d, ...) of [B, C])
+            splits.append((whole, math.prod(out.shape[j] for j in dst[:-2]), dst[-1]))
+            requested = _requested(args, kwargs, ctx.current, out.dim())
+            derived = [requested is not None and requested[j] == -1 for j in dst]
+            for j, d in zip(dst, _split_outer(ctx, whole, [out.shape[j] for j in dst], derived)):
+                result[j] = d
     _tie_sizes_read_elsewhere(ctx, args, kwargs, result, splits)
     _head_count_on_fixed_data(ctx, args, kwargs, result)
     ctx.set(out, result)
+
+
+_MAX_COPIES = 1024  # most copies of a layout a merge makes (see _merged)
+
+
+def _merged(ctx, layouts: list[Dim], sizes: list[int]) -> Tracked | None:  # type: ignore[no-untyped-def]
+    """Dims merged into one, of which one carries channels: plain dims before it repeat its layout
+    (``reshape(B * H, N, d)`` folds heads into the batch: ``B`` copies of the heads), dims after it
+    widen each channel (``inner``). Channels of their own in the dims after it stay whole (MViT-v2
+    pools each head with a conv over its head size), so the blocks stay aligned. None: not that case."""
+    at = next((i for i, d in enumerate(layouts) if isinstance(d, Tracked)), None)
+    if at is None or any(d is not None for d in layouts[:at]) or any(isinstance(d, ParamDim) for d in layouts):
+        return None
+    if math.prod(sizes[:at]) > _MAX_COPIES:
+        return None  # NOTE: a channels-last feature map flattened whole: frozen rather than one member per pixel
+    for d in layouts[at + 1:]:
+        if isinstance(d, Tracked):
+            ctx.store.freeze(d, f"merged under other channels by {ctx.where}")
+    layout = layouts[at].scaled(math.prod(sizes[at + 1:]))  # type: ignore[union-attr]
+    return Tracked(layout.segments * math.prod(sizes[:at]))
+
+
+def _unrepeat(layout: Tracked, copies: int) -> Tracked | None:
+    """The layout ``layout`` is ``copies`` copies of (see ``_merged``), if it is one."""
+    n = len(layout.segments)
+    if copies <= 1 or n % copies:
+        return None
+    one = layout.segments[:n // copies]
+    return Tracked(one) if one * copies == layout.segments else None
 
 
 # Module attributes a head refresh rewrites (hf_modules.refresh_attention, timm_modules' refreshes).
@@ -110,13 +143,20 @@ def _head_count_on_fixed_data(ctx, args, kwargs, result: list[Dim]) -> None:  # 
             return
 
 
-def _one_head(ctx, x: torch.Tensor, out: torch.Tensor, j: int, d: Dim) -> bool:  # type: ignore[no-untyped-def]
+def _one_head(ctx, x: torch.Tensor, out: torch.Tensor, j: int, d: Dim, sizes: list[Any] | None) -> bool:  # type: ignore[no-untyped-def]
     """``view(B, N, H, head_dim)`` with one head (H == 1) pairs the channels with the last dim
     alone; in an attention module whose refresh keeps its head count, that is a split into one
-    head all the same (cutting inside it would change the head size and its scale)."""
-    return (isinstance(d, Tracked) and ctx.current.endswith(("view", "reshape")) and j == out.dim() - 1
-            and j >= 1 and out.shape[j - 1] == 1 and out.dim() > x.dim() and out.shape[j] > 1
-            and any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS))
+    head all the same (cutting inside it would change the head size and its scale). So is a view
+    whose size before the channels is the module's stored head count of 1 (CPUBone's
+    ``reshape(N, self.num_heads, 3 * head_dim, h * w)``)."""
+    if not (isinstance(d, Tracked) and ctx.current.endswith(("view", "reshape")) and j >= 1
+            and out.shape[j - 1] == 1 and out.shape[j] > 1 and any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS)):
+        return False
+    if j == out.dim() - 1 and out.dim() > x.dim():
+        return True
+    stored = {vars(ctx.module)[n] for n in _REWRITTEN if type(vars(ctx.module).get(n)) is int} if ctx.module else set()
+    return (sizes is not None and len(sizes) == out.dim() and type(sizes[j - 1]) is int and 1 in stored
+            and list(out.shape).count(1) > list(x.shape).count(1))  # NOTE: a new dim, not a batch of one
 
 
 def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-untyped-def]
@@ -232,6 +272,8 @@ def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim],  # type: ign
             continue
         if isinstance(result[j], Tracked):
             ctx.store.unify(size.layout, result[j], ctx.where)
+            if ctx.module is not None:
+                ctx.read_back.setdefault(id(ctx.module), []).append((size.layout, result[j]))
         else:
             ctx.store.freeze(size.layout, f"the width of these channels is read from a shape and used "
                                           f"as a size for other data in {ctx.where}")
@@ -245,8 +287,12 @@ def _derived_size(ctx, size: Any, j: int, result: list[Dim],  # type: ignore[no-
         layout, chunks = split
         first = _slice(layout, 0, layout.size // chunks, ctx)
         if isinstance(first, Tracked):
-            for source in size.layouts:
-                ctx.store.unify(source, first, ctx.where)
+            if ctx.module is None:
+                for source in size.layouts:
+                    ctx.store.unify(source, first, ctx.where)
+            else:  # NOTE: unless the module's output view ties the width another way (see trace.settle_ties)
+                ctx.deferred.setdefault(id(ctx.module), []).extend((source, first, ctx.where)
+                                                                   for source in size.layouts)
             return
     why = (f"a size computed from the width of these channels ({int(size)}) is used to view other data "
            f"in {ctx.where}; it would change with pruning")
@@ -263,6 +309,10 @@ HEAD_COUNT_FOLLOWS: list[Callable[[Any], bool]] = []
 # still reads a width from a shape (timm's ``reshape(B, N, C)`` with ``C = x.shape[-1]``): the size
 # tie is kept (the inner width and the input width are cut together, in whole heads).
 SIZE_TIES_KEPT: list[Callable[[Any], bool]] = []
+# Callables ``(ctx) -> bool``: True when the module running now splits a tensor at stored sizes its
+# refresh recomputes from the parts' own parameters (CoaT's ``split(v, self.channel_splits)``, one
+# depthwise conv per part): each part keeps its channels, cut apart from the others.
+SPLIT_SECTIONS_FOLLOW: list[Callable[[Any], bool]] = []
 # Callables ``(ctx, pieces) -> bool``: True when the module running now splits a tensor into
 # ``pieces`` equal parts at a stored size its refresh keeps up to date (GPT-2's fused q|k|v).
 SPLIT_SIZE_FOLLOWS: list[Callable[[Any, int], bool]] = []
@@ -302,7 +352,7 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
         ctx.store.freeze(layout, f"channels split into several dims (heads) by {ctx.where} with a constant "
                                  f"head count (write -1 for it, or register a refresh that updates it)")
         return [None] * len(sizes)
-    heads = _heads(ctx, layout, sizes[-1])
+    heads = heads_of(ctx, layout, sizes[-1])
     if heads is None:
         ctx.store.freeze(layout, f"channels split into several dims by {ctx.where}")
         return [None] * len(sizes)
@@ -311,15 +361,29 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
         if id(ctx.module) in ctx.pinned:
             ctx.store.freeze(heads, ctx.pinned[id(ctx.module)])
     if len(sizes) == 2:
+        _same_count(ctx, heads, derived[-2])
         return [heads, None]
     per = sizes[-2]
     first = _slice(heads, 0, per, ctx)
     for k in range(1, math.prod(sizes[:-2])):
         ctx.store.unify(first, _slice(heads, k * per, per, ctx), ctx.where)
+    _same_count(ctx, first, derived[-2])
     return [None] * (len(sizes) - 2) + [first, None]
 
 
-def _heads(ctx, layout: Tracked, head_dim: int) -> Tracked | None:  # type: ignore[no-untyped-def]
+def _same_count(ctx, heads: Dim, derived: bool) -> None:  # type: ignore[no-untyped-def]
+    """Projections a module views with the same stored head count hold that many heads each after
+    the refresh, so their heads are cut alike (EfficientFormer-V2's q and v heads, which talking
+    heads keep apart from each other, would otherwise be two groups cut to different counts)."""
+    if derived or ctx.module is None or not isinstance(heads, Tracked):
+        return
+    key = (id(ctx.module), heads.size)
+    known = ctx.counted.setdefault(key, heads)
+    if known is not heads:
+        ctx.store.unify(known, heads, ctx.where)
+
+
+def heads_of(ctx, layout: Tracked, head_dim: int) -> Tracked | None:  # type: ignore[no-untyped-def]
     """``layout`` in units of ``head_dim`` positions (one per head), or None if a head would straddle."""
     segments = []
     for s in layout.segments:
@@ -429,10 +493,13 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     equal = len(set(sizes)) == 1
     adaptive = equal and (name.endswith("chunk") or (
         name.rsplit(".", 1)[-1] == "split" and any(follows(ctx, len(pieces)) for follows in SPLIT_SIZE_FOLLOWS)))
+    sections = not adaptive and name.rsplit(".", 1)[-1] == "split" and any(f(ctx) for f in SPLIT_SECTIONS_FOLLOW)
     for k, piece in enumerate(pieces):
         piece_dims = list(dims)
         if isinstance(layout, Tracked):
-            if adaptive:
+            if sections:  # NOTE: parts of their own, at sizes the module's refresh keeps (CoaT's channel_splits)
+                piece_dims[dim] = _slice(layout, sum(sizes[:k]), sizes[k], ctx)
+            elif adaptive:
                 piece_dims[dim] = _slice(layout, k * sizes[0], sizes[0], ctx)
                 if k > 0:
                     ctx.store.unify(_slice(layout, 0, sizes[0], ctx), piece_dims[dim], ctx.where)
@@ -530,6 +597,48 @@ def expand(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         elif isinstance(dims[-k], Tracked):
             ctx.store.freeze(dims[-k], f"channels repeated by {ctx.where}")
     ctx.set(out, result)
+
+
+@register_rule(*resolve("repeat_interleave"))
+def repeat_interleave(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """Each position along ``dim`` repeated ``repeats`` times in place: a channel becomes ``repeats``
+    consecutive positions (like a flatten of ``[C, repeats]``), so its consumers see it in blocks.
+    Other dims keep their channels. Per-position repeats (a tensor) or a flattening call (no ``dim``)
+    freeze the channels they move; a count computed from a width would change with pruning."""
+    from prunekit.graph.trace import ChannelInt, DerivedInt
+
+    x = args[0]
+    repeats, dim = arg(args, kwargs, 1, "repeats", None), arg(args, kwargs, 2, "dim", None)
+    if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor) or dim is None:
+        return ctx.opaque(args, kwargs, out, f"{ctx.current} without a dim")
+    dims, d = ctx.dims(x), dim % x.dim()
+    result: list[Dim] = list(dims)
+    if isinstance(repeats, torch.Tensor) and repeats.numel() == 1 and repeats.device.type != "meta":
+        repeats = int(repeats)
+    for source in (repeats.layouts if isinstance(repeats, DerivedInt) else
+                   (repeats.layout,) if isinstance(repeats, ChannelInt) else ()):
+        ctx.store.freeze(source, f"a repeat count computed from the width of these channels in {ctx.where}")
+    layout = dims[d]
+    if isinstance(layout, Tracked) and isinstance(repeats, int):
+        result[d] = layout.scaled(repeats)
+    else:
+        if isinstance(layout, Tracked):
+            ctx.store.freeze(layout, f"channels repeated by per-position counts in {ctx.where}")
+        result[d] = None
+    ctx.set(out, result)
+
+
+@register_rule(torch.Tensor.unfold)
+def windows(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``x.unfold(dim, size, step)``: sliding windows along ``dim`` (a window index there, the
+    positions within a window as a new last dim); the other dims keep their channels. Windows
+    across channels would overlap them, so those channels are frozen. (``F.unfold`` is im2col.)"""
+    x = args[0]
+    d = arg(args, kwargs, 1, "dimension", 0) % max(x.dim(), 1)
+    dims = ctx.dims(x)
+    if isinstance(dims[d], Tracked):
+        ctx.store.freeze(dims[d], f"sliding windows over channels in {ctx.where}")
+    ctx.set(out, dims[:d] + [None] + dims[d + 1:] + [None])
 
 
 @register_rule(*resolve("roll", "flip", "fliplr", "flipud", "rot90"))

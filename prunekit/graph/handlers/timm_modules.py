@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["TIMM", "KEEP_HEADS", "TIED", "is_attention"]
+__all__ = ["TIMM", "KEEP_HEADS", "TIED", "SECTIONS", "GROUPS", "is_attention"]
 
 
 def _out(layer: Any) -> int:
@@ -70,6 +70,8 @@ def _rows_per_part(module: Any) -> int | None:
     for name, parts in _PROJECTIONS:
         layer = _weighted(module._modules.get(name))
         if layer is not None:
+            if name == "qkv" and vars(module).get("use_global") is True:
+                parts = 2  # NOTE: GCViT's global attention projects k|v only (q comes from the global query)
             return _out(layer) // parts
     return None
 
@@ -137,12 +139,81 @@ def _refresh_rel_pos(module: Any) -> None:
         module.bias_shape = shape[:at] + (heads,) + shape[at + 1:]
 
 
+# Stored widths that are a per-head size times the head count (LeViT's key_attn_dim / val_attn_dim,
+# EfficientFormer-V2's dh, LowFormer's o_proj_inpdim, HaloAttn's dim_out_qk / dim_out_v): the
+# refresh scales them by the new count.
+_HEAD_WIDTHS = ("key_attn_dim", "val_attn_dim", "dh", "o_proj_inpdim", "dim_out_qk", "dim_out_v")
+
+
+def _refresh_head_widths(heads_of: Callable[[Any], int]) -> Callable[[Any], None]:
+    """A refresh for attention whose forward views its projections with the stored head count and
+    key / value sizes that differ (``split([key_dim, key_dim, val_dim])``, talking heads, one key and
+    value head for all queries): ``num_heads`` from ``heads_of(module)``, the widths in
+    ``_HEAD_WIDTHS`` scaled with it; key and value sizes stay. The attention-bias cache (timm keeps
+    ``attention_biases[:, idxs]`` per device in eval mode) is emptied: it holds the old heads."""
+
+    def refresh(module: Any) -> None:
+        heads, old = heads_of(module), module.num_heads
+        for name in _HEAD_WIDTHS:
+            value = vars(module).get(name)
+            if type(value) is int and old and value % old == 0:
+                setattr(module, name, value // old * heads)
+        module.num_heads = heads
+        if isinstance(vars(module).get("attention_bias_cache"), dict):
+            module.attention_bias_cache = {}
+
+    return refresh
+
+
+# One row of attention biases per head (LeViT, EfficientFormer, EfficientFormer-V2).
+_refresh_biased_attention = _refresh_head_widths(lambda m: int(m.attention_biases.shape[0]))
+# LowFormer, CPUBone: one projection of q|k|v interleaved per head (num_keys * head_dim rows each).
+_refresh_conv_attention = _refresh_head_widths(lambda m: _out(m.pwise) // (m.num_keys * m.head_dim))
+# MobileNetV5's multi-query attention: key_dim query rows per head, one key and value head for all.
+_refresh_multi_query = _refresh_head_widths(lambda m: _out(_weighted(m.query.proj)) // m.key_dim)
+# HaloAttn (ByoaNet): q rows per head dim_head_qk, v rows dim_head_v; heads folded into the batch.
+_refresh_halo = _refresh_head_widths(lambda m: _out(m.q) // m.dim_head_qk)
+
+def _refresh_conv_rel_pos(module: Any) -> None:
+    """CoaT's convolutional relative position encoding splits v's heads into runs with one
+    depthwise conv each (``split(v, self.channel_splits)``): the runs' sizes are read back from the
+    convs; a run whose heads were all cut loses its conv (a conv of no channels cannot run)."""
+    head_chs = module.channel_splits[0] // module.head_splits[0]
+    kept = [(conv, window) for conv, window in zip(module.conv_list, module.window) if conv.weight.shape[0]]
+    module.conv_list = nn.ModuleList(conv for conv, _ in kept)
+    module.channel_splits = [int(conv.weight.shape[0]) for conv, _ in kept]
+    module.head_splits = [c // head_chs for c in module.channel_splits]
+    module.window = {window: heads for (_, window), heads in zip(kept, module.head_splits)}
+
+
+def _refresh_lite_mla(module: Any) -> None:
+    """EfficientViT's LiteMLA keeps q, k and v of each head apart in its multi-scale aggregation
+    (a 1x1 conv with ``groups = 3 * heads``; the trace cuts it by whole groups, see
+    ``conv.GROUPS_FOLLOW``): its groups follow the head count, read from the qkv rows. The head
+    count itself is not stored (the forward views with ``-1`` heads of ``self.dim``)."""
+    heads = _out(module.qkv.conv) // (3 * module.dim)
+    for scale in module.aggreg:
+        conv = scale[1]
+        conv.groups = 3 * heads
+        conv.in_channels, conv.out_channels = int(conv.weight.shape[1]) * conv.groups, _out(conv)
+
+
 _Refresh = Callable[[nn.Module], "nn.Module | None"]
 # module name -> (class name, refresh, config widths) registered once that module is imported
 TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] | None]]] = {
     # ViT, DeiT, DeiT-III, the ViT variants (vit_*, vit_*_reg, ...), EVA's fused-attention ViTs
     "timm.layers.attention": [("Attention", _refresh_attention, None), ("AttentionRope", _refresh_attention, None)],
     "timm.models.visformer": [("Attention", _refresh_attention, None)],
+    "timm.models.efficientformer": [("Attention", _refresh_biased_attention, None)],
+    "timm.models.efficientformer_v2": [(name, _refresh_biased_attention, None)
+                                       for name in ("Attention2d", "Attention2dDownsample")],
+    "timm.models.levit": [(name, _refresh_biased_attention, None) for name in ("Attention", "AttentionDownsample")],
+    "timm.models.lowformer": [("ConvAttention", _refresh_conv_attention, None)],
+    "timm.models.cpubone": [("ConvAttention", _refresh_conv_attention, None)],  # LowFormer's, with options
+    "timm.models.coat": [("ConvRelPosEnc", _refresh_conv_rel_pos, None)],
+    "timm.models.efficientvit_mit": [("LiteMLA", _refresh_lite_mla, None)],
+    "timm.layers.attention2d": [("MultiQueryAttention2d", _refresh_multi_query, None)],
+    "timm.layers.halo_attn": [("HaloAttn", _refresh_halo, None)],
     "timm.layers.pos_embed_rel": [(name, _refresh_rel_pos, None)
                                   for name in ("RelPosBias", "RelPosMlp", "RelPosBiasTf")],
     **{f"timm.models.{module}": [(name, _refresh_tied_attention, None) for name in names] for module, names in {
@@ -156,5 +227,10 @@ TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] |
 }
 # Of those, the ones that read widths from the input: the trace keeps their size ties.
 TIED: tuple[_Refresh, ...] = (_refresh_tied_attention,)
+# Refreshes that keep the sizes their forward splits channels at (shape.SPLIT_SECTIONS_FOLLOW).
+SECTIONS: tuple[_Refresh, ...] = (_refresh_conv_rel_pos,)
+# Refreshes that set the groups of the grouped convs inside their module (conv.GROUPS_FOLLOW).
+GROUPS: tuple[_Refresh, ...] = (_refresh_lite_mla,)
 # Refreshes that keep the head count their forward reads as a constant.
-KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_attention, _refresh_tied_attention)
+KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_attention, _refresh_tied_attention, _refresh_biased_attention,
+                                    _refresh_conv_attention, _refresh_multi_query, _refresh_halo)
