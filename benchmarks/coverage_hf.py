@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # NOTE: this checkout's prunekit, not the installed one
 import _coverage_common as common  # noqa: E402
 
 from prunekit.graph.handlers.hf_modules import same_head_dims  # noqa: E402
