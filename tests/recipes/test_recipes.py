@@ -32,7 +32,8 @@ def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _tiny(recipe: Path, npz: Path) -> dict:
-    """The recipe with tiny data and budget: at most 1 epoch of 2 steps per training stage."""
+    """The recipe with tiny data and budget: at most 1 epoch of 2 steps per training stage (qat: one
+    fp32 and one quantised epoch)."""
     data = yaml.safe_load(recipe.read_text())
     data["data"] = str(npz)
     for stage in data["stages"]:
@@ -41,6 +42,9 @@ def _tiny(recipe: Path, npz: Path) -> dict:
         if "epochs" in options or kind in ("train", "finetune", "distill", "gates"):
             options["epochs"] = min(options.get("epochs", 1), 1)
             options["max_steps_per_epoch"] = 2
+        if "fp32_epochs" in options:  # NOTE: qat: one fp32 epoch at most, and one quantised after it
+            options["fp32_epochs"] = min(options["fp32_epochs"], 1)
+            options["epochs"] = options["fp32_epochs"] + 1
         if "warmup_steps" in options:
             options["warmup_steps"] = 1
         for step in (options.get("schedule") or []) if kind == "prune" else []:
