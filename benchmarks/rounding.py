@@ -46,6 +46,7 @@ from prunekit.measure import count_macs, evaluate  # noqa: E402
 from prunekit.measure.latency import paired_latency  # noqa: E402
 from prunekit.recover import TrainConfig, train  # noqa: E402
 from prunekit.structured.pruner import StructuredPruner  # noqa: E402
+from prunekit.structured.model_timing import describe  # noqa: E402
 from prunekit.structured.rounding import TimingTable  # noqa: E402
 
 MODELS = ("resnet20", "vgg_small")
@@ -110,13 +111,8 @@ def part_ort(names: list[str], quick: bool) -> None:
             pruned[label] = pruner.transform(dense)
             widths = sorted({p.shape[0] for p in pruned[label].parameters() if p.dim() == 4})
             rounding = pruner.achieved_.get("rounding")
-            if rounding and "gains" in rounding:
-                chosen = (f"{rounding['chosen']} ({', '.join(f'{k} {100 * g:+.0f} %' for k, g in rounding['gains'].items())}"
-                          f"; A/A {100 * rounding['noise']:.0f} %)")
-            elif rounding:
-                chosen = f"{rounding['chosen']} ({rounding.get('error') or rounding.get('note')})"
-            else:
-                chosen = f"{len(pruner.plan_.meta.get('rounded', {}))} groups rounded"
+            chosen = (describe(rounding).split(": ", 1)[1] if rounding
+                      else f"{len(pruner.plan_.meta.get('rounded', {}))} groups rounded")
             notes[label] = (f"{100 * pruner.achieved_['macs']:.1f} %", ", ".join(map(str, widths[:12])), chosen)
         cells: dict[str, list[str]] = {k: [] for k in pruned}
         for b in batch_sizes:

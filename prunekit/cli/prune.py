@@ -158,17 +158,8 @@ def _achieved_line(results: dict[str, Any]) -> str:
         got += f", latency kept {100 * achieved['latency']:.1f} %"
     line = f"target: {wanted or 'none'} -> achieved: {got}"
     rounding = achieved.get("rounding")
-    return line if not rounding else f"{line}\n{_rounding_line(rounding)}"
+    if not rounding:
+        return line
+    from prunekit.structured.model_timing import describe
 
-
-_RULES = {"exact": "exact widths", "auto": "multiples of 8 or 16 (the auto rule)", "16": "multiples of 16"}
-
-
-def _rounding_line(rounding: dict[str, Any]) -> str:
-    """How the widths were chosen for the backend (``achieved['rounding']`` of ``ModelTimings``)."""
-    chosen = _RULES.get(rounding["chosen"], rounding["chosen"])
-    if "gains" not in rounding:
-        return f"widths for {rounding['backend']}: {chosen} ({rounding.get('error') or rounding.get('note')})"
-    timed = ", ".join(f"{_RULES.get(k, k)} {100 * g:+.0f} %" for k, g in rounding["gains"].items())
-    return (f"widths for {rounding['backend']}: {chosen}; the whole pruned model timed against exact widths: "
-            f"{timed} time saved (A/A noise {100 * rounding['noise']:.0f} %)")
+    return f"{line}\n{describe(rounding)}"

@@ -5,9 +5,10 @@ AVX-512, 8 on AVX2) only where a convolution's input channels fill whole blocks;
 falls back to plain NCHW convolutions with layout reorders around them. Timed one layer at a time
 (:class:`~prunekit.structured.rounding.LayerTimings`), a layer pays those reorders at both ends
 whatever its width, so odd widths look free; in the model they are not: ResNet-20 at half the MACs
-with exact widths (11, 22, 44-48 channels) ran 0.92x of the dense model under ONNX Runtime, the same
-target with widths rounded to 16 ran 1.59x (12 reorders and 9 NCHW convolutions against none;
-``benchmarks/rounding.py --part ort``).
+with exact widths (11, 22, 44-48 channels) ran 0.71x of the dense model under ONNX Runtime at batch 1,
+the same target on multiples of 16 ran 1.61x (``benchmarks/rounding.py --part ort``). ONNX Runtime's
+per-op profile of the exact-width model (taken by hand, not by a repository command) showed 12 layout
+reorders and 9 plain NCHW convolutions, the dense model's 1 reorder and none.
 
 :class:`ModelTimings` therefore times the pruned model itself: the plan with exact widths against the
 same plan with its groups rounded up, each built once (exported once for ONNX Runtime), timed in
@@ -17,7 +18,6 @@ the rounded model is faster beyond the control's spread and :data:`~prunekit.str
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,27 +34,22 @@ from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 from prunekit.structured.apply import apply
 from prunekit.structured.plan import Plan
 from prunekit.measure.fuse import fold_batchnorm
-from prunekit.structured.rounding import NOISE_FLOOR, _block_ms
+from prunekit.structured.rounding import NOISE_FLOOR, _block_ms, gains_against
 
-__all__ = ["ModelTimings"]
+__all__ = ["ModelTimings", "describe", "RULES"]
 
-ROUNDS = 3
+RULES = {"exact": "exact widths", "auto": "multiples of 8 or 16 (the auto rule)", "16": "multiples of 16"}
 
 
-def _gains(calls: Mapping[str, Callable[[], object]], reference: str) -> tuple[dict[str, float], float]:
-    """Relative time each call saves against ``reference`` (median over :data:`ROUNDS` rounds of the
-    reference, every other call, the reference again), and the median A/A spread of the reference."""
-    gains: dict[str, list[float]] = {n: [] for n in calls if n != reference}
-    spreads = []
-    for _ in range(ROUNDS):
-        first = _block_ms(calls[reference], block_s=0.05, blocks=3)
-        times = {n: _block_ms(calls[n], block_s=0.05, blocks=3) for n in gains}
-        again = _block_ms(calls[reference], block_s=0.05, blocks=3)
-        base = max((first + again) / 2, 1e-9)
-        spreads.append(abs(first - again) / base)
-        for n, t in times.items():
-            gains[n].append((base - t) / base)
-    return {n: statistics.median(g) for n, g in gains.items()}, statistics.median(spreads)
+def describe(readings: Mapping[str, Any]) -> str:
+    """One line for a person: the widths kept for the backend and what each candidate saved, or why
+    exact widths stayed (``ModelTimings.readings``, recorded as ``achieved_["rounding"]``)."""
+    chosen = RULES.get(readings["chosen"], readings["chosen"])
+    if "gains" not in readings:
+        return f"widths for {readings['backend']}: {chosen} ({readings.get('error') or readings.get('note')})"
+    timed = ", ".join(f"{RULES.get(k, k)} {100 * g:+.0f} %" for k, g in readings["gains"].items())
+    return (f"widths for {readings['backend']}: {chosen}; the whole pruned model timed against exact widths: "
+            f"{timed} time saved (A/A noise {100 * readings['noise']:.0f} %)")
 
 
 @dataclass
@@ -99,7 +94,8 @@ class ModelTimings:
             torch.set_num_threads(self.threads)
             with tempfile.TemporaryDirectory(prefix="prunekit-rounding-") as tmp:
                 calls = {n: self._call(m, Path(tmp) / f"{i}.onnx") for i, (n, m) in enumerate(models.items())}
-                gains, noise = _gains(calls, names[0])
+                gains, noise = gains_against(lambda n: _block_ms(calls[n], block_s=0.05, blocks=3), names[0],
+                                             names[1:])
         except Exception as exc:  # noqa: BLE001  (export and runtimes raise many types)
             # NOTE: a model the backend cannot run keeps exact widths; the reason is recorded, not raised
             self.readings = {"backend": self.backend, "chosen": names[0],

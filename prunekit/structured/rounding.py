@@ -26,7 +26,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -225,16 +225,28 @@ class LayerTimings:
             pass  # NOTE: a read-only home only costs re-measuring next time
 
 
-def _compare(ms: Callable[[int], float], exact: int, rounded: int) -> list[float]:
-    """[median relative gain of ``rounded`` over ``exact``, median A/A spread of ``exact``], over
-    :data:`ROUNDS` rounds of exact, rounded, exact again (drift within a round hits both sides)."""
-    gains, spreads = [], []
-    for _ in range(ROUNDS):
-        first, fast, again = ms(exact), ms(rounded), ms(exact)
+def gains_against(ms: Callable[[Any], float], reference: Any, others: Sequence[Any],
+                  rounds: int = ROUNDS) -> tuple[dict[Any, float], float]:
+    """Relative time each of ``others`` saves against ``reference`` (median over ``rounds`` rounds of
+    the reference, every other, the reference again: drift within a round hits both sides), and the
+    median A/A spread of the reference's two readings."""
+    gains: dict[Any, list[float]] = {k: [] for k in others}
+    spreads = []
+    for _ in range(rounds):
+        first = ms(reference)
+        times = {k: ms(k) for k in others}
+        again = ms(reference)
         base = max((first + again) / 2, 1e-9)
-        gains.append((base - fast) / base)
         spreads.append(abs(first - again) / base)
-    return [statistics.median(gains), statistics.median(spreads)]
+        for k, t in times.items():
+            gains[k].append((base - t) / base)
+    return {k: statistics.median(g) for k, g in gains.items()}, statistics.median(spreads)
+
+
+def _compare(ms: Callable[[int], float], exact: int, rounded: int) -> list[float]:
+    """[median relative gain of ``rounded`` over ``exact``, median A/A spread of ``exact``]."""
+    gains, spread = gains_against(ms, exact, [rounded])
+    return [gains[rounded], spread]
 
 
 def _prepared(layer: nn.Module, x: torch.Tensor, batch_size: int, backend: str) -> Callable[[], object]:
