@@ -14,6 +14,7 @@ from prunekit.quantize.fallback import quantize_within as quantize_within
 from prunekit.quantize.ptq import METHODS as METHODS
 from prunekit.quantize.ptq import quantisable_nodes as quantisable_nodes
 from prunekit.quantize.ptq import quantize_onnx as quantize_onnx
+from prunekit.quantize.qat import DelayedQuantisation as DelayedQuantisation
 from prunekit.quantize.qat import QATResult as QATResult
 from prunekit.quantize.qat import qat as qat
 from prunekit.quantize.runtime import OnnxModel as OnnxModel
@@ -28,7 +29,7 @@ __all__ = [
     # int8 in PyTorch (torchao)
     "TorchInt8", "quantize_torch", "restore",
     # quantisation-aware fine-tuning
-    "QATResult", "qat",
+    "DelayedQuantisation", "QATResult", "qat",
     # running and shipping the ONNX file
     "OnnxModel", "evaluate_onnx", "write_bundle",
 ]

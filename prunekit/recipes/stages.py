@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -332,18 +332,15 @@ def qat_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     a later ``quantize`` stage exports the int8 file)."""
     from prunekit.quantize import qat
 
-    total = training_config(options, seed)
+    config = training_config(options, seed)
     fp32_epochs = options.fp32_epochs  # type: ignore[attr-defined]
-    config = total.model_copy(update={"epochs": total.epochs - fp32_epochs})
-
-    def run(config: TrainConfig) -> Callable[[nn.Module], Any]:
-        return lambda m: fine_tune(m, state.splits, config, progress=state.progress, device=state.device,
-                                   task=state.task)
-    warmup = run(total.model_copy(update={"epochs": fp32_epochs})) if fp32_epochs else None
-    result = qat(state.model, state.example(2), run(config), warmup=warmup)
+    result = qat(state.model, state.example(2),
+                 lambda m, callbacks: fine_tune(m, state.splits, config, progress=state.progress, device=state.device,
+                                                task=state.task, callbacks=callbacks),
+                 fp32_epochs=fp32_epochs)
     state.model = result.model
     tuned = result.fit_result
-    return {"flow": result.flow, "note": result.note, "epochs": total.epochs, "fp32_epochs": fp32_epochs,
+    return {"flow": result.flow, "note": result.note, "epochs": config.epochs, "fp32_epochs": fp32_epochs,
             "history": list(tuned.history), "val": dict(tuned.val)}
 
 

@@ -6,27 +6,33 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from _quantize_models import labelled_by, tiny_cnn
 from acceptance._acceptance_fixtures import write_image_folder
 from torch import nn
 
 from prunekit.cli import main
+from prunekit.errors import ConfigError
 from prunekit.quantize import qat
 
 
-def _fit(data: torch.utils.data.TensorDataset, steps: int = 3):
-    def fit(model: nn.Module) -> list[float]:
+def _fit(data: torch.utils.data.TensorDataset, steps: int = 3, epochs: int = 1):
+    """A tiny training loop that calls the callbacks' epoch hook the way prunekit.recover.train does."""
+    def fit(model: nn.Module, callbacks=()) -> list[float]:
         optimiser = torch.optim.SGD(model.parameters(), lr=0.05)
-        model.train()
         losses = []
-        for i in range(steps):
-            x, y = data.tensors[0][i * 16:(i + 1) * 16], data.tensors[1][i * 16:(i + 1) * 16]
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            optimiser.step()
-            optimiser.zero_grad()
-            losses.append(float(loss.detach()))
+        for epoch in range(epochs):
+            model.train()
+            for i in range(steps):
+                x, y = data.tensors[0][i * 16:(i + 1) * 16], data.tensors[1][i * 16:(i + 1) * 16]
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                optimiser.step()
+                optimiser.zero_grad()
+                losses.append(float(loss.detach()))
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, model, {})
         return losses
 
     return fit
@@ -90,26 +96,52 @@ def test_example_recipe_validates() -> None:
     assert [next(iter(type(s).model_fields)) for s in recipe.stages] == ["train", "prune", "qat", "quantize", "evaluate"]
 
 
-def test_warmup_trains_in_fp32_before_fake_quantisation() -> None:
-    # NOTE: warm-up sees plain modules (no fake-quant nodes); fit sees the PT2E graph with observers.
+def _fake_quant_enabled(model: nn.Module) -> set[bool]:
+    return {bool(m.fake_quant_enabled[0]) for m in model.modules() if hasattr(m, "fake_quant_enabled")}
+
+
+def test_fp32_epochs_train_without_fake_quantisation_then_switch_it_on() -> None:
+    # NOTE: one run: epoch 0 trains the PT2E graph as plain fp32 (its outputs are the model's), epoch 1 quantised
     data = labelled_by(tiny_cnn(seed=1), 64)
-    seen: list[str] = []
+    model = tiny_cnn().eval()
+    x = data.tensors[0][:8]
+    seen: list[tuple[set[bool], bool]] = []
 
-    def warmup(model: nn.Module) -> None:
-        seen.append(type(model).__name__)
-        _fit(data)(model)
+    def fit(prepared: nn.Module, callbacks) -> list[float]:
+        prepared.eval()
+        seen.append((_fake_quant_enabled(prepared), torch.allclose(prepared(x), model(x), atol=1e-5)))
+        losses = _fit(data, epochs=2)(prepared, callbacks)
+        seen.append((_fake_quant_enabled(prepared), False))
+        return losses
 
-    def fit(model: nn.Module) -> list[float]:
-        seen.append("fake-quant" if any("fake_quant" in n or "activation_post_process" in n
-                                        for n, _ in model.named_modules()) else type(model).__name__)
-        return _fit(data)(model)
+    delayed = qat(model, x[:1], fit, fp32_epochs=1)
+    assert seen == [({False}, True), ({True}, False)]
+    assert delayed.flow == "pt2e" and len(delayed.fit_result) == 6
+    seen.clear()
+    qat(model, x[:1], fit)  # NOTE: without the delay the very first forward is already quantised
+    assert seen[0] == ({True}, False)
 
-    model = tiny_cnn()
-    plain = qat(model, data.tensors[0][:1], _fit(data))
-    warmed = qat(model, data.tensors[0][:1], fit, warmup=warmup)
-    assert seen == [type(model).__name__, "fake-quant"]
-    assert warmed.flow == "pt2e"
-    assert not torch.equal(warmed.model.features[0].weight, plain.model.features[0].weight)
+
+def test_fp32_epochs_must_leave_a_quantised_epoch() -> None:
+    data = labelled_by(tiny_cnn(seed=1), 64)
+    with pytest.raises(ConfigError, match=r"fp32_epochs=2 is not below the number of epochs fit trained.*lower fp32_epochs"):
+        qat(tiny_cnn(), data.tensors[0][:1], _fit(data, epochs=2), fp32_epochs=2)
+
+
+def test_fallback_delays_the_weight_fake_quantisation_too() -> None:
+    data = labelled_by(tiny_cnn(seed=1), 64)
+    parametrized: list[bool] = []
+
+    def fit(model: nn.Module, callbacks) -> list[float]:
+        watch = type("Watch", (), {"on_epoch_end": lambda self, e, m, _: parametrized.append(
+            nn.utils.parametrize.is_parametrized(m.body.features[0], "weight"))})()
+        return _fit(data, epochs=3)(model, (*callbacks, watch))
+
+    result = qat(_Branchy(), data.tensors[0][:1], fit, fp32_epochs=2)
+    assert result.flow == "weight-fake-quant" and parametrized == [False, True, True]
+    weight = result.model.body.features[0].weight.detach()
+    steps = weight / (weight.abs().flatten(1).amax(1) / 127).reshape(-1, 1, 1, 1)
+    assert torch.allclose(steps, steps.round(), atol=1e-3)
 
 
 def test_recipe_qat_fp32_epochs_must_leave_a_quantised_epoch(tmp_path: Path, capsys) -> None:
