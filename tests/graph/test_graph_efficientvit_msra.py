@@ -1,7 +1,8 @@
 """EfficientViT-MSRA's cascaded group attention (timm ``CascadedGroupAttention``): a module rule
-records the call as a whole, so each head's query/key width and the last head's value width are cut
-(they were frozen by the q|k|v split and the depthwise conv on q), the pruned module holds per-head
-widths, equals the masked dense model, and saves and loads without pickle. The input chunks stay."""
+records the call as a whole, so each head's input chunk (tied to the previous head's values), its
+query/key width and the last head's value width are cut (the q|k|v split and the depthwise conv on q
+froze them, and with them the residual stream); the pruned module holds per-head widths, equals the
+masked dense model, and saves, loads and prunes again without pickle. Whole heads stay."""
 
 from __future__ import annotations
 
@@ -81,23 +82,27 @@ def test_query_key_width_of_every_head_and_the_last_value_width_are_groups() -> 
     last = groups[f"{ATTN}.qkvs.3.conv.weight:{2 * KEY}"]
     assert last.prunable and last.size == 8
     assert (f"{ATTN}.proj.1.conv.weight", 1, 24) in {(m.tensor, m.axis, m.start) for m in last.members}
-    frozen = [g for g in graph.groups if any(r.startswith(f"cascaded group attention in '{ATTN}' reads its "
-                                                          f"input in 4 fixed chunks") for r in g.reasons)]
-    assert len(frozen) == 1 and not frozen[0].prunable and frozen[0].size == 32  # the residual stream
+    for head in range(1, 4):  # chunk i of the input (the residual stream) is head i-1's values
+        chunk = next(g for g in graph.groups if (f"{ATTN}.qkvs.{head}.conv.weight", 1) in {(m.tensor, m.axis)
+                                                                                         for m in g.members})
+        assert chunk.prunable and chunk.size == 8, chunk.reasons
+        members = {(m.tensor, m.axis, m.start) for m in chunk.members}
+        assert {(f"{ATTN}.qkvs.{head - 1}.conv.weight", 0, 2 * KEY),
+                (f"{ATTN}.proj.1.conv.weight", 1, 8 * (head - 1))} <= members
 
 
 def test_pruned_cascaded_attention_equals_the_masked_dense_model() -> None:
     model, pruned, graph, plan, x = _pruned()
     attn = pruned.get_submodule(ATTN)
     assert isinstance(attn, PrunedCascadedGroupAttention)
-    assert attn.key_dims == [KEY // 2] * 4 and attn.val_dims == [8, 8, 8, 4]
-    assert [qkv.conv.weight.shape[0] for qkv in attn.qkvs] == [12, 12, 12, 8]
-    assert attn.proj[1].conv.weight.shape[1] == 28 and model.get_submodule(ATTN).key_dim == KEY
+    assert attn.key_dims == [KEY // 2] * 4 and attn.val_dims == [4] * 4 and attn.chunks == [4] * 4
+    assert [tuple(qkv.conv.weight.shape[:2]) for qkv in attn.qkvs] == [(8, 4)] * 4
+    assert attn.proj[1].conv.weight.shape[1] == 16 and model.get_submodule(ATTN).key_dim == KEY
     with torch.no_grad():
         got, want = pruned(x), _masked_dense(model, graph, plan)(x)
     assert got.shape == (2, 10)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-    assert sum(p.numel() for p in pruned.parameters()) < 0.6 * sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for p in pruned.parameters()) < 0.35 * sum(p.numel() for p in model.parameters())
 
 
 def test_a_wrong_cascade_fails_verification() -> None:
