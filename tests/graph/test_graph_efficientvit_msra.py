@@ -126,3 +126,27 @@ def test_pruned_cascaded_attention_saves_loads_and_prunes_again(tmp_path: Path) 
     graph = DependencyGraph.trace(loaded, x)
     again = apply(loaded, graph, allocate(graph, score(graph, loaded, "l2"), 0.5), example_inputs=x)
     assert again.get_submodule(ATTN).key_dims == [1] * 4 and again(x).shape == (2, 10)
+
+
+def test_bare_cascaded_attention_keeps_its_input_chunks_and_exports() -> None:
+    """The module as the whole model: its input is the model's, so the chunks stay (named); the
+    query/key widths and the last values are cut, the root is replaced, and torch.export works."""
+    from timm.models.efficientvit_msra import CascadedGroupAttention
+
+    torch.manual_seed(0)
+    model = CascadedGroupAttention(16, KEY, num_heads=2, attn_ratio=2, resolution=4, kernels=(3, 3))
+    model.eval()  # NOTE: timm's train() returns None
+    with torch.no_grad():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            if t.is_floating_point():
+                t.uniform_(0.5, 1.5) if name.endswith("running_var") else t.normal_(0.0, 0.5)
+    x = torch.randn(2, 16, 4, 4, generator=torch.Generator().manual_seed(1))
+    graph = DependencyGraph.trace(model, x)
+    chunks = [g for g in graph.groups if any("reads input chunk" in r for r in g.reasons)]
+    assert len(chunks) == 2 and not any(g.prunable for g in chunks)
+    pruned = apply(model, graph, allocate(graph, score(graph, model, "l2"), 0.5), example_inputs=x)
+    assert isinstance(pruned, PrunedCascadedGroupAttention)
+    assert (pruned.chunks, pruned.key_dims, pruned.val_dims) == ([8, 8], [KEY // 2] * 2, [8, 4])
+    exported = torch.export.export(pruned, (x,)).module()
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), pruned(x), rtol=1e-5, atol=1e-6)

@@ -114,6 +114,7 @@ def trace_cascaded_attention(ctx: Any, module: Any, args: tuple[Any, ...]) -> di
     ``i-1``'s values (added to it); one query/key group per head, one value group for the last head;
     ``proj`` is traced on from the concatenated values' layout."""
     where = f"'{ctx.scope[-1]}'" if ctx.scope[-1] else "the root module"
+    prefix = f"{ctx.scope[-1]}." if ctx.scope[-1] else ""
     chunks, keys, vals = _widths(module)
     x = args[0] if args else None
     dims = ctx.dims(x) if isinstance(x, torch.Tensor) and x.dim() == 4 else []
@@ -127,7 +128,7 @@ def trace_cascaded_attention(ctx: Any, module: Any, args: tuple[Any, ...]) -> di
     for i, (qkv, dw) in enumerate(zip(module.qkvs, module.dws)):
         piece = pieces[i]
         if piece is None or (i > 0 and vals[i - 1] != chunks[i]):
-            piece = ctx.store.new_source(chunks[i], f"{ctx.scope[-1]}.qkvs.{i}:input")
+            piece = ctx.store.new_source(chunks[i], f"{prefix}qkvs.{i}:input")
             ctx.store.freeze(piece, f"cascaded group attention in {where} reads input chunk {i} at fixed positions")
         pieces[i] = piece
         name = _name(ctx, qkv.conv.weight)
@@ -135,12 +136,12 @@ def trace_cascaded_attention(ctx: Any, module: Any, args: tuple[Any, ...]) -> di
             ctx.store.use(piece, name, 1, "consumer")
         if i > 0:  # head i-1's values are added to chunk i, position by position
             _rows(ctx, piece, module.qkvs[i - 1], 2 * keys[i - 1], "producer")
-        qk = ctx.store.new_source(keys[i], f"{ctx.scope[-1]}.qkvs.{i}:q|k")
+        qk = ctx.store.new_source(keys[i], f"{prefix}qkvs.{i}:q|k")
         _rows(ctx, qk, qkv, 0, "producer")
         _rows(ctx, qk, qkv, keys[i], "producer")
         _rows(ctx, qk, dw, 0, "producer")
         ctx.store.inexact(qk, f"queries and keys contracted in {where}", zero_safe=True)
-    last = ctx.store.new_source(vals[-1], f"{ctx.scope[-1]}.qkvs.{len(chunks) - 1}:v")
+    last = ctx.store.new_source(vals[-1], f"{prefix}qkvs.{len(chunks) - 1}:v")
     _rows(ctx, last, module.qkvs[-1], 2 * keys[-1], "producer")
     values = Tracked(tuple(s for piece in [*pieces[1:], last] for s in piece.segments))  # type: ignore[union-attr]
     return {id(module.proj): [None, values, None, None]}
