@@ -102,11 +102,17 @@ CAUSES = [
 
 # Families with attention whose heads are kept whole by the model's own design (not a missing rule).
 HEADS_KEPT = {
-    "efficientvit_msra": "cascaded group attention: head i adds head i-1's output to its input chunk, so "
-                         "removing a head changes what the next one computes",
     "iformer": "one head (single-head modulation attention)",
     "shvit": "one head (single-head attention on part of the channels)",
     "swiftformer": "one head (efficient additive attention)",
+}
+# Families whose heads are all kept but each cut in width (its input chunk, query/key and value widths).
+HEADS_THINNED = {
+    "efficientvit_msra": "cascaded group attention, one conv per head (qkvs[i]): no tensor axis spans the heads "
+                         "but the attention biases and proj's columns, and those columns and each head's value rows "
+                         "already belong to the residual stream's groups (head i's output is added to input chunk "
+                         "i+1), so a whole head is not one channel group; every head's input chunk, query/key and "
+                         "value widths are cut instead",
 }
 
 
@@ -135,6 +141,8 @@ def write_table(results: dict[str, dict[str, Any]], names: list[str], command: s
     whole = [r["model"] for r in done if not r.get("heads") and any("split into several dims" in f
                                                                    for f in r.get("frozen", []))]
     kept_whole = {r["model"]: HEADS_KEPT[r["model"]] for r in done if not r.get("heads") and r["model"] in HEADS_KEPT}
+    thinned = {r["model"]: HEADS_THINNED[r["model"]] for r in done
+               if not r.get("heads") and r["model"] in HEADS_THINNED}
     lines = [
         "# Graph coverage: timm families",
         "",
@@ -151,7 +159,8 @@ def write_table(results: dict[str, dict[str, Any]], names: list[str], command: s
         f"vs {_p(ideal)} for a per-group cut of half the channels.",
         "",
         f"Attention heads cut in {len(cut)} families ({', '.join(cut)}). Heads kept whole by the model's design in "
-        f"{len(kept_whole)} ({'; '.join(f'{n}: {why}' for n, why in kept_whole.items())}). Channels split into "
+        f"{len(kept_whole)} ({'; '.join(f'{n}: {why}' for n, why in kept_whole.items())}). Heads all kept but cut in "
+        f"width in {len(thinned)} ({'; '.join(f'{n}: {why}' for n, why in thinned.items())}). Channels split into "
         f"several dims (heads, radix groups) with a count the trace cannot follow, so kept whole, in {len(whole)} "
         f"({', '.join(whole)}); the variants surveyed of the other families have no attention heads (convolutions, MLPs, "
         "pooling or state-space mixers).",

@@ -16,12 +16,20 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["RULES", "REFRESH", "register_rule", "register_refresh", "refresh_for"]
+__all__ = ["RULES", "REFRESH", "MODULE_RULES", "register_rule", "register_refresh", "register_module_rule",
+           "refresh_for", "module_rule_for"]
 
 Rule = Callable[..., None]
 RULES: dict[Any, Rule] = {}
 Refresh = Callable[[nn.Module], "nn.Module | None"]
 REFRESH: dict[type, Refresh] = {}
+# A module rule ``(ctx, module, args) -> {id(child): layouts of its first input}`` records the
+# constraints of a whole module call whose channel structure the per-op rules cannot follow (timm's
+# cascaded group attention: one conv per head, each reading the previous head's output). The ops of
+# that forward run uninterpreted, except inside the children it returns, which are traced again from
+# the given input layouts (the output projection).
+ModuleRule = Callable[..., dict[int, list[Any]]]
+MODULE_RULES: dict[type, ModuleRule] = {}
 
 
 def register_rule(*funcs: Any) -> Callable[[Rule], Rule]:
@@ -46,6 +54,22 @@ def register_refresh(*types: type) -> Callable[[Refresh], Refresh]:
         return fn
 
     return decorator
+
+
+def register_module_rule(*types: type) -> Callable[[ModuleRule], ModuleRule]:
+    """Decorator: ``fn(ctx, module, args)`` records the channel constraints of a call of ``types``."""
+
+    def decorator(fn: ModuleRule) -> ModuleRule:
+        for t in types:
+            MODULE_RULES[t] = fn
+        return fn
+
+    return decorator
+
+
+def module_rule_for(module: nn.Module) -> ModuleRule | None:
+    """The module rule of ``module``'s exact type, if any (a subclass may compute otherwise)."""
+    return MODULE_RULES.get(type(module)) if MODULE_RULES else None
 
 
 def refresh_for(module: nn.Module) -> Refresh | None:

@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_flatten
 from prunekit._clone import clone_module
 from prunekit.graph.fastmeta import fast_result
 from prunekit.graph.constraints import ConstraintStore, Dim, ParamDim, Tracked
-from prunekit.graph.registry import RULES, refresh_for
+from prunekit.graph.registry import RULES, module_rule_for, refresh_for
 
 __all__ = ["Context", "ChannelInt", "DerivedInt", "interpret", "func_name"]
 
@@ -62,6 +62,8 @@ class Context:
     counted: dict[tuple[int, int], Tracked] = field(default_factory=dict)  # (id(module), stored count) -> heads
     deferred: dict[int, list[tuple[Tracked, Tracked, str]]] = field(default_factory=dict)  # see settle_ties
     read_back: dict[int, list[tuple[Tracked, Tracked]]] = field(default_factory=dict)  # (width, view dim)
+    quiet: list[bool] = field(default_factory=list)  # per running module: its ops are left to a module rule
+    resume: dict[int, list[Dim]] = field(default_factory=dict)  # id(child) -> its input layouts (see enter)
 
     def settle_ties(self, module: nn.Module) -> None:
         """When ``module``'s forward ends: tie each width it split into heads by ``C // num_heads``
@@ -280,6 +282,10 @@ class _Recorder(TorchFunctionMode):
         out = fast_result(func, args, kwargs)
         if out is NotImplemented:
             out = func(*args, **kwargs)
+        if ctx.quiet and ctx.quiet[-1]:  # NOTE: inside a module whose rule recorded the whole call
+            if ctx.data is not None:
+                _taint(ctx, func, args, kwargs, [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)])
+            return out
         if func in _WRITES:
             ctx.current = func_name(func)
             _write(ctx, args)
@@ -392,12 +398,14 @@ def _scopes(model: nn.Module, ctx: Context) -> Iterator[None]:
         if threading.get_ident() == thread:
             ctx.scope.append(names.get(id(module), ctx.scope[-1]))
             ctx.modules.append(module)
+            ctx.quiet.append(_quiet(ctx, module, args))
 
     def leave(module: nn.Module, args: Any, output: Any) -> None:  # None: output unchanged
         if threading.get_ident() == thread and len(ctx.scope) > 1:
             ctx.settle_ties(module)
             ctx.scope.pop()
             ctx.modules.pop()
+            ctx.quiet.pop()
 
     handles = [register_module_forward_pre_hook(enter), register_module_forward_hook(leave)]
     try:
@@ -405,6 +413,23 @@ def _scopes(model: nn.Module, ctx: Context) -> Iterator[None]:
     finally:
         for h in handles:
             h.remove()
+
+
+def _quiet(ctx: Context, module: nn.Module, args: Any) -> bool:
+    """Whether the ops of ``module``'s forward run uninterpreted: a module rule (registry) recorded
+    the call, up to the children it named, which are traced again from the input layouts it gave."""
+    layouts = ctx.resume.pop(id(module), None)
+    if layouts is not None:
+        if args and isinstance(args[0], torch.Tensor) and args[0].dim() == len(layouts):
+            ctx.set(args[0], layouts)
+        return False
+    if ctx.quiet and ctx.quiet[-1]:
+        return True
+    rule = module_rule_for(module)
+    if rule is None:
+        return False
+    ctx.resume.update(rule(ctx, module, args))
+    return True
 
 
 def _meta_copy(model: nn.Module) -> nn.Module:

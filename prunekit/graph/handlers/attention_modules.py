@@ -26,7 +26,7 @@ from prunekit.graph.handlers.conv import GROUPS_FOLLOW
 from prunekit.graph.handlers.pruned_swin import PrunedShiftedWindowAttention
 from prunekit.graph.handlers.shape import (HEAD_COUNT_FOLLOWS, SIZE_TIES_KEPT, SPLIT_SECTIONS_FOLLOW,
                                            SPLIT_SIZE_FOLLOWS)
-from prunekit.graph.registry import refresh_for, register_refresh
+from prunekit.graph.registry import refresh_for, register_module_rule, register_refresh
 
 __all__ = ["PrunedMultiheadAttention", "PrunedShiftedWindowAttention", "register_libraries"]
 
@@ -199,6 +199,8 @@ def register_libraries() -> None:
                 _SECTIONS_REFRESHED.append(klass)
             if refresh in timm_modules.GROUPS:
                 _GROUPS_REFRESHED.append(klass)
+            if refresh in timm_modules.WHOLE:
+                register_module_rule(klass)(timm_modules.WHOLE[refresh])
             if refresh in hf_modules.KEEP_SPLIT:
                 _SPLIT_REFRESHED[klass] = hf_modules.KEEP_SPLIT[refresh]
             if widths is not None:

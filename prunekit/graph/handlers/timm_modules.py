@@ -17,7 +17,9 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["TIMM", "KEEP_HEADS", "TIED", "SECTIONS", "GROUPS", "is_attention"]
+from prunekit.graph.handlers.cascaded_attention import refresh_cascaded_attention, trace_cascaded_attention
+
+__all__ = ["TIMM", "KEEP_HEADS", "TIED", "SECTIONS", "GROUPS", "WHOLE", "is_attention"]
 
 
 def _out(layer: Any) -> int:
@@ -212,6 +214,7 @@ TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] |
     "timm.models.cpubone": [("ConvAttention", _refresh_conv_attention, None)],  # LowFormer's, with options
     "timm.models.coat": [("ConvRelPosEnc", _refresh_conv_rel_pos, None)],
     "timm.models.efficientvit_mit": [("LiteMLA", _refresh_lite_mla, None)],
+    "timm.models.efficientvit_msra": [("CascadedGroupAttention", refresh_cascaded_attention, None)],
     "timm.layers.attention2d": [("MultiQueryAttention2d", _refresh_multi_query, None)],
     "timm.layers.halo_attn": [("HaloAttn", _refresh_halo, None)],
     "timm.layers.pos_embed_rel": [(name, _refresh_rel_pos, None)
@@ -231,6 +234,8 @@ TIED: tuple[_Refresh, ...] = (_refresh_tied_attention,)
 SECTIONS: tuple[_Refresh, ...] = (_refresh_conv_rel_pos,)
 # Refreshes that set the groups of the grouped convs inside their module (conv.GROUPS_FOLLOW).
 GROUPS: tuple[_Refresh, ...] = (_refresh_lite_mla,)
+# Refreshes of modules whose whole call a module rule records (registry.MODULE_RULES), with the rule.
+WHOLE: dict[_Refresh, Callable[..., dict[int, list[Any]]]] = {refresh_cascaded_attention: trace_cascaded_attention}
 # Refreshes that keep the head count their forward reads as a constant.
 KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_attention, _refresh_tied_attention, _refresh_biased_attention,
                                     _refresh_conv_attention, _refresh_multi_query, _refresh_halo)
