@@ -10,7 +10,9 @@ mean nothing and nothing is written unless ``--write``):
     .venv/bin/python benchmarks/search.py --part front        # MobileNetV2 front over MACs, latency, metric
     .venv/bin/python benchmarks/search.py --part sensitivity  # ResNet-20, all groups x 9 ratios, wall time
 
-accuracy: every row starts from the same trained baseline (runs/baselines/<model>/model.safetensors,
+accuracy: a finished row is kept in runs/search-accuracy/rows.json (keyed by model, allocation, trials,
+budget and seeds), so an interrupted run resumes; delete the file to measure again. Every row starts
+from the same trained baseline (runs/baselines/<model>/model.safetensors,
 else trained here for ``--baseline-epochs``), reaches the same MACs budget, and gets the same
 fine-tune (``FINETUNE``) per seed; each strategy gets the same number of proxy evaluations
 (``--trials``), so strategies are compared with each other as well as with the baselines.
@@ -128,6 +130,27 @@ def _finetuned(pruned: nn.Module, splits: Any, seeds: tuple[int, ...], quick: bo
     return scores
 
 
+def _rows_file(args: argparse.Namespace) -> Path | None:
+    return None if args.quick else Path("runs/search-accuracy/rows.json")
+
+
+def _rows_done(args: argparse.Namespace) -> dict[str, str]:
+    """Rows an interrupted run of the same settings finished (each takes minutes: 3 fine-tunes)."""
+    import json
+
+    file = _rows_file(args)
+    return json.loads(file.read_text()) if file is not None and file.is_file() else {}
+
+
+def _row_finished(args: argparse.Namespace, key: str, row: str) -> None:
+    import json
+
+    file = _rows_file(args)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps({**_rows_done(args), key: row}, indent=1))
+
+
 def part_accuracy(args: argparse.Namespace) -> list[str]:
     splits = _subset(data.load("fashion_mnist"), args.quick)
     seeds = (0,) if args.quick else (0, 1, 2)
@@ -143,7 +166,13 @@ def part_accuracy(args: argparse.Namespace) -> list[str]:
         for strategy in args.strategies:
             makers.append((f"search: {strategy}", lambda s=strategy: _searched(base, splits, args.keep, s, args.trials,
                                                                                  0, args.quick)))
+        done = _rows_done(args)
         for label, make in makers:
+            key = f"{name} | {label} | {args.trials} | {args.keep} | {seeds}"
+            if key in done:  # NOTE: a restarted run keeps the rows it finished (same settings only)
+                print(done[key], flush=True)
+                rows.append(done[key])
+                continue
             try:
                 pruned, evaluations = make()
             except PrunekitError as exc:  # NOTE: a strategy that finds nothing feasible is a row, not a crash
@@ -156,6 +185,7 @@ def part_accuracy(args: argparse.Namespace) -> list[str]:
                    f"{100 * statistics.fmean(accs):.2f} % | {', '.join(f'{100 * a:.2f}' for a in accs)} |")
             print(row, flush=True)
             rows.append(row)
+            _row_finished(args, key, row)
     rows += ["", f"Budget: {args.keep:.2f} of the dense MACs kept; fine-tune {FINETUNE.model_dump(exclude_defaults=True)}, "
              f"seeds {seeds}; every strategy at {args.trials} proxy evaluations (BatchNorm re-estimation on 2x128 "
              "training images, accuracy on 1024 validation images, 8 fine-tune batches in the second rung)."]
