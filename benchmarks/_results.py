@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,7 +19,8 @@ def write_section(title: str, rows: list[str], *, script: str) -> Path:
     out = HERE / "RESULTS.md"
     text = out.read_text() if out.exists() else "# Benchmark results\n\nEach section is written by the script it names.\n"
     head = f"## {title}"
-    body = "\n".join([head, "", f"Written by `{script}` on {time.strftime('%Y-%m-%d')}.", ""] + rows) + "\n"
+    body = "\n".join([head, "", f"Written by `{script}` at commit {_commit()} on {time.strftime('%Y-%m-%d')}.", ""]
+                     + rows) + "\n"
     if head in text:
         start = text.index(head)
         end = text.find("\n## ", start + len(head))
@@ -30,3 +32,12 @@ def write_section(title: str, rows: list[str], *, script: str) -> Path:
     tmp.write_text(text)
     tmp.replace(out)
     return out
+
+
+def _commit() -> str:
+    """The checkout's short commit, with ``+changes`` when tracked files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=HERE).stdout.strip()
+
+    sha = git("rev-parse", "--short", "HEAD") or "?"
+    return sha + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
