@@ -168,7 +168,10 @@ def _fresh(out: torch.Tensor, module: nn.Module, args: Any) -> bool:
     (a standard layer's output: writing it in place changes nothing else)."""
     try:
         ptr = out.untyped_storage().data_ptr()
-        others = [t for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor)]
+        flat = args if type(args) is tuple else tree_flatten(args)[0]  # NOTE: hooks get a flat tuple
+        others = [t for t in flat if isinstance(t, torch.Tensor)]
+        if len(others) != len(flat):
+            others = [t for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor)]
         others += [t for t in (*module._parameters.values(), *module._buffers.values()) if t is not None]
         return all(t.untyped_storage().data_ptr() != ptr for t in others)
     except (RuntimeError, NotImplementedError):  # NOTE: sparse or other storage-less layouts
