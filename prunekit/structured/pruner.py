@@ -176,11 +176,11 @@ class StructuredPruner:
         (what the plan reaches: kept fractions of MACs and params, the ratio used).
         """
         check_entry(model, example_inputs, "StructuredPruner.fit")
-        self.__dict__.pop("_counts", None)  # NOTE: a count left from an earlier fit
         target, options = self.validate_params()
         batches = list(batches) if batches is not None else None
         graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore), freeze=tuple(self.freeze))
         scores = score(graph, model, self.importance, batches=batches, seed=self.seed)
+        counts: tuple[Any, ...] | None = None  # NOTE: what achieved_ counts when first read
         if self.steps == 1:
             kwargs = self.allocate_kwargs(options)
             terms = DenseCount(model, example_inputs, target)
@@ -196,12 +196,13 @@ class StructuredPruner:
                                     allocate_kwargs=kwargs, verify_result=False, terms=terms,
                                     counted=target.kind != "ratio")
             if "macs" not in achieved:
-                self._counts = (model, graph, plan, target, example_inputs, terms)
+                counts = (model, graph, plan, target, example_inputs, terms)
         else:
             from prunekit.structured.iterative import plan_iteratively
 
             plan, achieved = plan_iteratively(model, example_inputs, self, graph, batches=batches)
         self.graph_, self.scores_, self.plan_, self._achieved = graph, scores, plan, achieved
+        self._counts = counts
         self.example_inputs_ = example_inputs
         return self
 
@@ -214,14 +215,14 @@ class StructuredPruner:
         achieved: dict[str, Any] = self.__dict__.get("_achieved")  # type: ignore[assignment]
         if achieved is None:
             raise AttributeError("achieved_")  # NOTE: __getattr__ turns this into NotFittedError
-        pending = self.__dict__.pop("_counts", None)
+        pending = self.__dict__.get("_counts")
         if pending is not None:
             model, graph, plan, target, example_inputs, terms = pending
             counts = plan_counts(model, graph, plan, target, example_inputs, terms)
             head = ("ratio", "channels_removed", "filled_channels")  # NOTE: the order search gives
             achieved = {**{k: achieved[k] for k in head if k in achieved}, **counts,
                         **{k: v for k, v in achieved.items() if k not in head}}
-            self._achieved = achieved
+            self._achieved, self._counts = achieved, None
         return achieved
 
     def transform(self, model: nn.Module) -> nn.Module:

@@ -12,6 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
+from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import score
 from prunekit.measure import count_macs, count_params
@@ -173,6 +174,15 @@ def test_a_ratio_target_counts_nothing_until_achieved_is_read(monkeypatch: pytes
     assert calls == []  # NOTE: a ratio plan is allocated, not searched: nothing to count
     assert list(pruner.achieved_.items()) == list(eager.items())  # same values, same order
     assert len(calls) == 2 and pruner.achieved_ is pruner.achieved_  # dense and pruned twin, once
+
+
+def test_a_failed_refit_keeps_the_counts_of_the_last_fit() -> None:
+    model, x, *_ = _setup("grouped")
+    pruner = StructuredPruner({"ratio": 0.5}, ignore=["fc"], round_to=8).fit(model, x)
+    pruner.target = {"ratio": 0.5, "macs": 0.5}
+    with pytest.raises(ConfigError, match="exactly one"):
+        pruner.fit(model, x)
+    assert pruner.achieved_["macs"] == pytest.approx(count_macs(pruner.transform(model), x) / count_macs(model, x))
 
 
 def test_the_default_ratio_path_is_the_counted_one(monkeypatch: pytest.MonkeyPatch) -> None:
