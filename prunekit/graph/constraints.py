@@ -283,8 +283,9 @@ class ConstraintStore:
         uses = []
         for u in self._uses:
             root, start, length, f, ok = self._in_units(u.source, u.start, u.length)
-            if ok:
-                uses.append(replace(u, source=root, start=start, length=length, inner=u.inner * f))
+            if ok:  # NOTE: most uses are in root units already; a frozen _Use is shared, not rebuilt
+                same = f == 1 and (root, start, length) == (u.source, u.start, u.length)
+                uses.append(u if same else replace(u, source=root, start=start, length=length, inner=u.inner * f))
             else:
                 frozen.append((root, start, length, f"{u.tensor} reads part of a head"))
         shared_equal, shared_frozen = _shared_positions(uses)

@@ -48,6 +48,8 @@ class Member:
 
     def indices(self, channels: torch.Tensor) -> torch.Tensor:
         """Indices along ``axis`` that hold ``channels`` (a 1-D long tensor of group channels)."""
+        if self.inner == 1:  # NOTE: most members; no offsets tensor to build
+            return channels.long() + self.start  # NOTE: a new tensor, as below
         offsets = torch.arange(self.inner, dtype=torch.long)
         return (self.start + channels[:, None] * self.inner + offsets[None, :]).reshape(-1)
 

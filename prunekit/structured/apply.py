@@ -63,14 +63,18 @@ def apply(model: nn.Module, graph: DependencyGraph, plan: Plan, *, example_input
     # that are cut are never copied first (tied tensors share one id, hence one slice).
     memo: dict[int, Any] = {}
     sliced_ids: set[int] = set()
+    # NOTE: a group's tensors (weight, bias, norm scale and statistics) share one kept index
+    keeps: dict[tuple[int, frozenset[int]], torch.Tensor] = {}
     for name, cuts in by_tensor.items():
         old = tensor_of(model, name)
         new = old.detach()
         for axis, indices in cuts:
-            kept = torch.ones(new.shape[axis], dtype=torch.bool)
-            kept[torch.tensor(sorted(indices), dtype=torch.long)] = False
-            keep = kept.nonzero().squeeze(1).to(new.device)
-            new = new.index_select(axis, keep)
+            key = (new.shape[axis], frozenset(indices))
+            if key not in keeps:
+                kept = torch.ones(new.shape[axis], dtype=torch.bool)
+                kept[torch.tensor(sorted(indices), dtype=torch.long)] = False
+                keeps[key] = kept.nonzero().squeeze(1)
+            new = new.index_select(axis, keeps[key].to(new.device))
         memo[id(old)] = nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new
         sliced_ids.add(id(memo[id(old)]))
     pruned = clone_module(model, memo)

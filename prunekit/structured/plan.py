@@ -31,8 +31,9 @@ class Plan:
 
     def removed(self, group_id: str) -> tuple[int, ...]:
         """Channel indices of ``group_id`` that are cut."""
-        kept = set(self.keep.get(group_id, range(self.sizes.get(group_id, 0))))
-        return tuple(i for i in range(self.sizes.get(group_id, 0)) if i not in kept)
+        size = self.sizes.get(group_id, 0)
+        kept = self.keep.get(group_id)
+        return () if kept is None else tuple(sorted(set(range(size)).difference(kept)))
 
     @property
     def ratio(self) -> float:

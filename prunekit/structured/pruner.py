@@ -24,8 +24,7 @@ from prunekit.structured.apply import apply
 from prunekit.structured.plan import Plan
 from prunekit.structured.model_timing import ModelTimings
 from prunekit.structured.rounding import LayerTimings, RoundingTable, TimingTable
-from prunekit.measure.macs import MacsTerms
-from prunekit.structured.target import Target, dense_terms, search
+from prunekit.structured.target import DenseCount, Target, plan_counts, search
 
 __all__ = ["StructuredPruner", "PrunerOptions"]
 
@@ -87,26 +86,16 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
 
 
 def _rounding_table(model: nn.Module, graph: DependencyGraph, example_inputs: Any,
-                    options: PrunerOptions, terms: tuple[nn.Module, Any, MacsTerms] | None) -> RoundingTable:
+                    options: PrunerOptions, terms: DenseCount) -> RoundingTable:
     if options.timings is not None:
         return TimingTable.load(options.timings)
     if options.backend == "onnxruntime":
         # NOTE: ONNX Runtime's speed depends on how layers meet (blocked layouts), not on layers alone.
         return ModelTimings(model, graph, example_inputs, backend=options.backend,
                             batch_size=options.cost_batch_size)
+    # NOTE: the layer shapes are asked for only when a group's width is not a multiple already
     return LayerTimings(model, graph, example_inputs, backend=options.backend, batch_size=options.cost_batch_size,
-                        shapes=terms[2].inputs if terms is not None else None)
-
-
-def _dense_terms(model: nn.Module, example_inputs: Any, target: Target) -> tuple[nn.Module, Any, MacsTerms] | None:
-    """One counted pass on the meta twin, shared by the rounding table (layer shapes) and the
-    search (dense MACs, per-module MACs); None for a latency target or a model that needs real values."""
-    if target.kind == "latency":
-        return None
-    try:
-        return dense_terms(model, example_inputs)
-    except Exception:  # noqa: BLE001  (the search measures the real model instead)
-        return None
+                        shapes=terms.shapes)
 
 
 class StructuredPruner:
@@ -191,9 +180,10 @@ class StructuredPruner:
         batches = list(batches) if batches is not None else None
         graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore), freeze=tuple(self.freeze))
         scores = score(graph, model, self.importance, batches=batches, seed=self.seed)
+        counts: tuple[Any, ...] | None = None  # NOTE: what achieved_ counts when first read
         if self.steps == 1:
             kwargs = self.allocate_kwargs(options)
-            terms = _dense_terms(model, example_inputs, target)
+            terms = DenseCount(model, example_inputs, target)
             if self.round_to == "auto":
                 kwargs["timings"] = _rounding_table(model, graph, example_inputs, options, terms)
             if options.cost == "latency":
@@ -201,15 +191,39 @@ class StructuredPruner:
 
                 kwargs["weights"] = latency_weights(model, graph, example_inputs, batch_size=options.cost_batch_size)
             # NOTE: transform verifies the model it returns; verifying here too cost a copy and two forwards.
+            # A ratio plan is allocated without counting; its MACs and params are counted when read.
             plan, achieved = search(model, graph, scores, target, example_inputs=example_inputs,
-                                    allocate_kwargs=kwargs, verify_result=False, terms=terms)
+                                    allocate_kwargs=kwargs, verify_result=False, terms=terms,
+                                    counted=target.kind != "ratio")
+            if "macs" not in achieved:
+                counts = (model, graph, plan, target, example_inputs, terms)
         else:
             from prunekit.structured.iterative import plan_iteratively
 
             plan, achieved = plan_iteratively(model, example_inputs, self, graph, batches=batches)
-        self.graph_, self.scores_, self.plan_, self.achieved_ = graph, scores, plan, achieved
+        self.graph_, self.scores_, self.plan_, self._achieved = graph, scores, plan, achieved
+        self._counts = counts
         self.example_inputs_ = example_inputs
         return self
+
+    @property
+    def achieved_(self) -> dict[str, Any]:
+        """What the plan reaches: kept fractions of MACs and params (and their counts), the ratio used.
+
+        For a ``ratio`` target the counts are made on first read, on the shapes-only twin taken at
+        ``fit`` (a model that needs real values is measured as it is then)."""
+        achieved: dict[str, Any] = self.__dict__.get("_achieved")  # type: ignore[assignment]
+        if achieved is None:
+            raise AttributeError("achieved_")  # NOTE: __getattr__ turns this into NotFittedError
+        pending = self.__dict__.get("_counts")
+        if pending is not None:
+            model, graph, plan, target, example_inputs, terms = pending
+            counts = plan_counts(model, graph, plan, target, example_inputs, terms)
+            head = ("ratio", "channels_removed", "filled_channels")  # NOTE: the order search gives
+            achieved = {**{k: achieved[k] for k in head if k in achieved}, **counts,
+                        **{k: v for k, v in achieved.items() if k not in head}}
+            self._achieved, self._counts = achieved, None
+        return achieved
 
     def transform(self, model: nn.Module) -> nn.Module:
         """A new, smaller module with ``plan_`` applied and verified; ``model`` is never changed."""

@@ -154,7 +154,9 @@ class LayerTimings:
         cache: the JSON file readings are kept in (default: ``cache_dir()/rounding.json``); None
             (``cache=False``) keeps them in memory only.
         shapes: module name -> its input's shape without the batch dim, where the caller has them
-            (``MacsTerms.inputs``); then the model is not run.
+            (``MacsTerms.inputs``); then the model is not run. A callable returning them (or None)
+            defers finding the layers to the first rounding that needs a reading: a plan whose
+            widths are already multiples costs nothing.
     """
 
     model: nn.Module
@@ -164,8 +166,8 @@ class LayerTimings:
     batch_size: int = 1
     threads: int = 2
     cache: Path | bool | None = True
-    shapes: Mapping[str, tuple[int, ...]] | None = None
-    _layers: dict[str, tuple[_Layer, ...]] = field(default_factory=dict, init=False, repr=False)
+    shapes: Mapping[str, tuple[int, ...]] | Callable[[], Mapping[str, tuple[int, ...]] | None] | None = None
+    _found: dict[str, tuple[_Layer, ...]] | None = field(default=None, init=False, repr=False)
     _readings: dict[str, list[float]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -175,18 +177,29 @@ class LayerTimings:
             self.cache = cache_dir() / "rounding.json"
         elif self.cache is False:
             self.cache = None
-        self._layers = _group_layers(self.model, self.graph, self.example_inputs, self.shapes)
+        if not callable(self.shapes):
+            self._found = _group_layers(self.model, self.graph, self.example_inputs, self.shapes)
         if isinstance(self.cache, Path) and self.cache.is_file():
             try:
                 self._readings = {k: list(v) for k, v in json.loads(self.cache.read_text()).items()}
             except (json.JSONDecodeError, AttributeError, TypeError):
                 self._readings = {}  # NOTE: a damaged cache is re-measured, never trusted
 
+    @property
+    def _layers(self) -> dict[str, tuple[_Layer, ...]]:
+        """Group id -> its conv/linear layers (found on first use where ``shapes`` is a callable)."""
+        if self._found is None:
+            shapes = self.shapes() if callable(self.shapes) else self.shapes
+            self._found = _group_layers(self.model, self.graph, self.example_inputs, shapes)
+        return self._found
+
     def pays(self, group_id: str, exact: int, rounded: int) -> bool:
         """Time the group's layers at ``exact``, ``rounded`` and ``exact`` again (A/A), in rounds;
         True when rounded is faster by more than the control's spread and :data:`NOISE_FLOOR`."""
+        if exact == rounded:
+            return False
         layers = self._layers.get(group_id, ())
-        if not layers or exact == rounded:
+        if not layers:
             return False
         key = json.dumps([self.backend, self.batch_size, self.threads, torch.__version__, platform.machine(),
                           [layer.key() for layer in layers], exact, rounded])

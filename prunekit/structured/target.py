@@ -51,7 +51,7 @@ from prunekit.structured.plan import Plan
 from prunekit.structured.model_timing import ModelTimings
 from prunekit.structured.rounding import RoundingTable
 
-__all__ = ["Target", "search", "KINDS", "macs_fraction", "dense_terms"]
+__all__ = ["Target", "search", "KINDS", "macs_fraction", "dense_terms", "plan_counts", "DenseCount"]
 
 KINDS = ("ratio", "macs", "params", "latency")
 Kind = Literal["ratio", "macs", "params", "latency"]
@@ -187,6 +187,38 @@ def dense_terms(model: nn.Module, example_inputs: Any) -> tuple[nn.Module, Any, 
     return twin, inputs, macs_terms(twin, inputs, shapes_only=fast_result)
 
 
+class DenseCount:
+    """One counted pass on the meta twin, shared by the rounding table (layer shapes), the search
+    (dense MACs, per-module MACs) and a ratio target's ``achieved_``; None for a latency target or a
+    model that needs real values. The twin (shapes only, no data) is taken from the model as it is
+    at ``fit``; the pass runs on first use, so a ratio target with widths that need no rounding
+    never counts during ``fit``."""
+
+    def __init__(self, model: nn.Module, example_inputs: Any, target: Target) -> None:
+        self.twin: tuple[nn.Module, Any] | None = None
+        if target.kind != "latency":
+            try:
+                self.twin = _meta_twin(model, example_inputs)
+            except Exception:  # noqa: BLE001  (the search measures the real model instead)
+                self.twin = None
+        self.counted = False
+        self.terms: Terms | None = None
+
+    def __call__(self) -> Terms | None:
+        if not self.counted and self.twin is not None:
+            try:
+                self.terms = (*self.twin, macs_terms(*self.twin, shapes_only=fast_result))
+            except Exception:  # noqa: BLE001  (the search measures the real model instead)
+                self.terms = None
+        self.counted = True
+        return self.terms
+
+    def shapes(self) -> Mapping[str, tuple[int, ...]] | None:
+        """Each weighted module's input shape (without the batch dim), from the count."""
+        terms = self()
+        return terms[2].inputs if terms is not None else None
+
+
 def _canonical_names(model: nn.Module) -> dict[str, str]:
     """Every name a parameter goes by (tied ones have several) -> the one ``named_parameters`` gives."""
     first: dict[int, str] = {}
@@ -302,10 +334,14 @@ class _Meter:
         return pair["pruned"].ratio * self.dense["latency"]
 
 
+Terms = tuple[nn.Module, Any, MacsTerms]
+
+
 def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.Tensor], target: Target, *,
            allocate_kwargs: Mapping[str, Any] | None = None, example_inputs: Any,
            verify_result: bool = True, fill: bool = True,
-           terms: tuple[nn.Module, Any, MacsTerms] | None = None) -> tuple[Plan, dict[str, Any]]:
+           terms: Terms | Callable[[], Terms | None] | None = None,
+           counted: bool = True) -> tuple[Plan, dict[str, Any]]:
     """The plan that meets ``target`` with the fewest channels removed, and what it achieved.
 
     Args:
@@ -315,30 +351,39 @@ def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.
         example_inputs: input for MAC counting, latency and the final verification.
         fill: for ``macs``/``params`` targets, add back the best removed channels while the target
             holds (see the module docstring); False keeps the bisected plan as allocated.
-        terms: :func:`dense_terms` of ``model`` where the caller has it already (else counted here).
+        terms: :func:`dense_terms` of ``model`` where the caller has it already (else counted here),
+            or a callable giving it (or None) when first needed.
+        counted: False leaves the MACs and params out of a ``ratio`` target's ``achieved`` (nothing
+            is counted: a ratio plan needs no count); :func:`plan_counts` gives them later.
 
     Returns ``(plan, achieved)``; ``achieved`` holds the kept fractions ``macs``, ``params`` (and
     ``latency``), their absolute values (``macs_count``...), the allocation ``ratio`` and
     ``channels_removed`` (fraction of the listed channels cut) and ``filled_channels`` (added back).
     """
     kwargs = dict(allocate_kwargs or {})
-    meter = _Meter(model, graph, example_inputs, target, terms)
+    if counted or target.kind != "ratio":
+        meter: _Meter | None = _Meter(model, graph, example_inputs, target, _resolve(terms))
+    else:
+        meter = None  # NOTE: a ratio plan is allocated directly; only its achieved counts need the meter
     timings = kwargs.pop("timings", None) if kwargs.get("round_to", "auto") == "auto" else None
     plan, achieved = _search(model, graph, scores, target, meter, kwargs, example_inputs, fill)
     if isinstance(timings, ModelTimings):
+        meter = meter or _Meter(model, graph, example_inputs, target, _resolve(terms))
         plan, achieved = _fastest_rounding(model, graph, scores, target, meter, kwargs, example_inputs, fill,
                                            timings, (plan, achieved))
         pinned = {}
     else:
         pinned = _faster_rounded(graph, plan, timings) if timings is not None else {}
     if pinned:
+        meter = meter or _Meter(model, graph, example_inputs, target, _resolve(terms))
         price = channel_costs(model, graph, example_inputs, "params" if target.kind == "params" else "macs",
                               macs=meter.terms.by_module if meter.terms is not None else None)
         exact = {g: len(k) for g, k in plan.keep.items()}
         # NOTE: cheapest roundings first, so halving the list drops the ones that cost the budget most
         order = sorted(pinned, key=lambda g: ((pinned[g] - exact[g]) * price.get(g, 0.0), g))
+        counter = meter if counted or target.kind != "ratio" else None
         while order:
-            rounded = _pinned_search(model, graph, scores, target, meter, {**kwargs, "widths": {
+            rounded = _pinned_search(model, graph, scores, target, counter, {**kwargs, "widths": {
                 g: pinned[g] for g in order}}, example_inputs, fill)
             if rounded is not None:
                 plan, achieved = rounded
@@ -351,18 +396,34 @@ def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.
     return plan, achieved
 
 
+def _resolve(terms: Terms | Callable[[], Terms | None] | None) -> Terms | None:
+    return terms() if callable(terms) else terms
+
+
+def plan_counts(model: nn.Module, graph: DependencyGraph, plan: Plan, target: Target, example_inputs: Any,
+                terms: Terms | Callable[[], Terms | None] | None = None) -> dict[str, float]:
+    """The kept fractions and absolute counts of MACs and params of ``model`` pruned by ``plan``
+    (what ``search`` puts in ``achieved``; for a ``ratio`` target found with ``counted=False``)."""
+    return _Meter(model, graph, example_inputs, target, _resolve(terms))(plan)
+
+
 def _search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.Tensor], target: Target,
-            meter: _Meter, kwargs: dict[str, Any], example_inputs: Any, fill: bool) -> tuple[Plan, dict[str, Any]]:
+            meter: _Meter | None, kwargs: dict[str, Any], example_inputs: Any,
+            fill: bool) -> tuple[Plan, dict[str, Any]]:
+    """The plan for ``target``; ``meter`` None (a ratio target only) leaves the counts out of ``achieved``."""
     plan_at: Callable[[float], Plan] = lambda r: allocate(graph, scores, r, **kwargs)  # noqa: E731
     if target.kind == "ratio":
         ratio = target.value
     else:
+        assert meter is not None
         ratio = _bisect(plan_at, lambda p: meter(p)[target.kind], target, graph)
     if target.kind == "latency":
+        assert meter is not None
         ratio = _confirm(plan_at, meter, ratio, target.value)
     plan = plan_at(ratio)
     added = 0
     if fill and target.kind in ("macs", "params"):
+        assert meter is not None
         twin = meter.twin or (model, example_inputs)  # NOTE: shapes are all the costs need
         costs = channel_costs(twin[0], graph, twin[1], target.kind,
                               macs=meter.terms.by_module if meter.terms is not None else None)
@@ -370,12 +431,13 @@ def _search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch
                             {**kwargs, "costs": costs})
     plan = Plan(keep=plan.keep, sizes=plan.sizes,
                 meta={**plan.meta, "target": target.to_dict(), "filled_channels": added})
-    achieved = {"ratio": ratio, "channels_removed": plan.ratio, "filled_channels": added, **meter(plan)}
+    achieved = {"ratio": ratio, "channels_removed": plan.ratio, "filled_channels": added,
+                **(meter(plan) if meter is not None else {})}
     return plan, achieved
 
 
 def _pinned_search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.Tensor], target: Target,
-                   meter: _Meter, kwargs: dict[str, Any], example_inputs: Any,
+                   meter: _Meter | None, kwargs: dict[str, Any], example_inputs: Any,
                    fill: bool) -> tuple[Plan, dict[str, Any]] | None:
     """The plan with ``kwargs["widths"]`` pinned, or None where those widths cannot meet the target
     or leave a ``macs``/``params`` plan more than :data:`BAND` under it."""

@@ -77,15 +77,21 @@ def _cuts(model: nn.Module, cut: Sequence[tuple[ChannelGroup, Sequence[int]]]) -
     for group, removed in cut:
         channels = torch.tensor(removed, dtype=torch.long)
         for m in group.members:
-            if m.module not in axes:
-                axes[m.module] = _axes(submodule(model, m.module))
-            out_axis, in_axis = axes[m.module]
+            module = m.module
+            if module not in axes:
+                axes[module] = _axes(submodule(model, module))
+            out_axis, in_axis = axes[module]
             vector = tensor_of(model, m.tensor).dim() == 1  # a bias, a norm's scale or statistics
-            positions = m.indices(channels).tolist()
-            if m.role in ("producer", "passive") and (vector or m.axis == out_axis):
-                cuts.out[m.module].update(positions)
-            if (m.role == "consumer" and m.axis == in_axis) or (m.role == "passive" and vector):
-                cuts.inp[m.module].update(positions)
+            writes = m.role in ("producer", "passive") and (vector or m.axis == out_axis)
+            reads = (m.role == "consumer" and m.axis == in_axis) or (m.role == "passive" and vector)
+            if not (writes or reads):
+                continue
+            # NOTE: one channel, one index (most members): no index tensor to build
+            positions = [m.start + c for c in removed] if m.inner == 1 else m.indices(channels).tolist()
+            if writes:
+                cuts.out[module].update(positions)
+            if reads:
+                cuts.inp[module].update(positions)
                 if m.role == "consumer":
                     cuts.fed.add((m.tensor, m.axis))
     return cuts
@@ -157,6 +163,21 @@ def _drop(t: torch.Tensor, dim: int, positions: set[int]) -> torch.Tensor | None
     return t.index_select(dim, keep.nonzero().squeeze(1).to(t.device))
 
 
+def _fresh(out: torch.Tensor, module: nn.Module, args: Any) -> bool:
+    """True when ``out`` shares no memory with the tensors in ``args`` or the module's own tensors
+    (a standard layer's output: writing it in place changes nothing else)."""
+    try:
+        ptr = out.untyped_storage().data_ptr()
+        flat = args if type(args) is tuple else tree_flatten(args)[0]  # NOTE: hooks get a flat tuple
+        others = [t for t in flat if isinstance(t, torch.Tensor)]
+        if len(others) != len(flat):
+            others = [t for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor)]
+        others += [t for t in (*module._parameters.values(), *module._buffers.values()) if t is not None]
+        return all(t.untyped_storage().data_ptr() != ptr for t in others)
+    except (RuntimeError, NotImplementedError):  # NOTE: sparse or other storage-less layouts
+        return False
+
+
 @dataclass
 class _Record:
     inputs: list[torch.Tensor | None] = field(default_factory=list)
@@ -182,7 +203,12 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], modules: dict[str, int], cut
         def run(module: nn.Module, args: Any, out: Any) -> Any:
             if zero and positions and isinstance(out, torch.Tensor) and out.dim() > 0 \
                     and out.shape[dim] > positions[-1]:
-                out = out.index_fill(dim, index.to(out.device), 0.0)
+                # NOTE: in place (a write of the removed channels, not a copy of the whole output)
+                # unless the output shares memory with what the layer was given or holds
+                if _fresh(out, module, args):
+                    out.index_fill_(dim, index.to(out.device), 0.0)
+                else:
+                    out = out.index_fill(dim, index.to(out.device), 0.0)
             if keep:
                 x = _first_tensor(args)
                 records[name].inputs.append(None if x is None else x.detach().clone())
@@ -210,12 +236,12 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], modules: dict[str, int], cut
 
         return run
 
+    fed_modules = {t.rpartition(".")[0] for t, _ in cuts.fed} if zero else set()
     for name, dim in modules.items():
         if not zero and name not in record:
             continue
         module = submodule(model, name)
-        fed = sorted(cuts.inp.get(name, ())) if zero and any(
-            t.rpartition(".")[0] == name for t, _ in cuts.fed) else []
+        fed = sorted(cuts.inp.get(name, ())) if name in fed_modules else []
         if fed:
             handles.append(module.register_forward_pre_hook(pre_hook(name, dim, fed)))
         handles.append(module.register_forward_hook(hook(name, dim)))

@@ -12,6 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
+from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import score
 from prunekit.measure import count_macs, count_params
@@ -151,3 +152,69 @@ def test_the_rounding_table_reads_the_layer_shapes_of_the_dense_count() -> None:
     _, _, terms = dense_terms(model, x)
     assert LayerTimings(model, graph, x, cache=False, shapes=terms.inputs)._layers == \
         LayerTimings(model, graph, x, cache=False)._layers
+
+
+pruner_module = importlib.import_module("prunekit.structured.pruner")
+
+
+def _count_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every MACs count of the search (the dense twin's and each pruned twin's), recorded."""
+    calls: list[int] = []
+    real = target_module.macs_terms
+    monkeypatch.setattr(target_module, "macs_terms", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_a_ratio_target_counts_nothing_until_achieved_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x, graph, scores = _setup("resnet18")
+    _, eager = search(model, graph, scores, Target(ratio=0.5), example_inputs=x, verify_result=False,
+                      allocate_kwargs={"round_to": 8})
+    calls = _count_passes(monkeypatch)
+    pruner = StructuredPruner({"ratio": 0.5}, ignore=["fc"], round_to=8).fit(model, x)
+    assert calls == []  # NOTE: a ratio plan is allocated, not searched: nothing to count
+    assert list(pruner.achieved_.items()) == list(eager.items())  # same values, same order
+    assert len(calls) == 2 and pruner.achieved_ is pruner.achieved_  # dense and pruned twin, once
+
+
+def test_a_failed_refit_keeps_the_counts_of_the_last_fit() -> None:
+    model, x, *_ = _setup("grouped")
+    pruner = StructuredPruner({"ratio": 0.5}, ignore=["fc"], round_to=8).fit(model, x)
+    pruner.target = {"ratio": 0.5, "macs": 0.5}
+    with pytest.raises(ConfigError, match="exactly one"):
+        pruner.fit(model, x)
+    assert pruner.achieved_["macs"] == pytest.approx(count_macs(pruner.transform(model), x) / count_macs(model, x))
+
+
+def test_the_default_ratio_path_is_the_counted_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # NOTE: round_to="auto" with a table where every rounding pays: the pinned search runs and the
+    # layer shapes are read, as on MobileNetV3 with real timings, but nothing depends on this machine
+    model, x, *_ = _setup("mobilenet_v3_small")
+    monkeypatch.setattr(pruner_module, "LayerTimings", lambda *a, **k: _AlwaysFaster())
+    lazy = StructuredPruner({"ratio": 0.5}, ignore=["classifier.3"])
+    pruned = lazy.fit_transform(model, x)
+    real = pruner_module.search
+    monkeypatch.setattr(pruner_module, "search", lambda *a, **k: real(*a, **{**k, "counted": True}))
+    eager = StructuredPruner({"ratio": 0.5}, ignore=["classifier.3"])
+    again = eager.fit_transform(model, x)
+    assert "rounded" in eager.plan_.meta
+    assert eager.plan_.to_dict() == lazy.plan_.to_dict()
+    assert list(eager.achieved_.items()) == list(lazy.achieved_.items())
+    assert torch.equal(again(x), pruned(x))
+
+
+def test_outputs_are_zeroed_in_place_only_when_they_own_their_memory() -> None:
+    conv, x = nn.Conv2d(3, 4, 1), torch.randn(1, 3, 2, 2)
+
+    class Scale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(3))
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.weight
+
+    assert verify_module._fresh(conv(x), conv, (x,))
+    assert not verify_module._fresh(x, conv, (x,))  # the input itself
+    assert not verify_module._fresh(x[:, :2], conv, (x,))  # a view of it
+    scale = Scale()
+    assert not verify_module._fresh(scale(x), scale, (x,))  # the layer's own parameter
