@@ -47,8 +47,9 @@ from prunekit.search.latency_table import LatencyTable  # noqa: E402
 from prunekit.search.space import SearchSpace, build  # noqa: E402
 
 STRATEGIES = ("greedy", "backtracking", "nsga2", "tpe", "gp", "rl", "gates", "random")
+# NOTE: 150 steps of 128 images (a third of an epoch) per row and seed: the part is 22 rows x 3 seeds
 FINETUNE = TrainConfig(epochs=1, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-                       scheduler="cosine", seed=0)
+                       scheduler="cosine", seed=0, max_steps_per_epoch=150)
 
 
 def _state(name: str, quick: bool) -> Path:
@@ -168,7 +169,7 @@ def part_accuracy(args: argparse.Namespace) -> list[str]:
                                                                                  0, args.quick)))
         done = _rows_done(args)
         for label, make in makers:
-            key = f"{name} | {label} | {args.trials} | {args.keep} | {seeds}"
+            key = f"{name} | {label} | {args.trials} | {args.keep} | {seeds} | {FINETUNE.model_dump(exclude_defaults=True)}"
             if key in done:  # NOTE: a restarted run keeps the rows it finished (same settings only)
                 print(done[key], flush=True)
                 rows.append(done[key])
