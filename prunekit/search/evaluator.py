@@ -53,7 +53,8 @@ class Record:
 class Evaluator:
     """Scores configurations of ``space`` on ``model``; ``metric`` is any ``model -> float`` taking
     ``finetune_steps=`` (a :class:`~prunekit.search.proxy.Proxy`), or ``metric_of`` maps a
-    configuration directly (tests, synthetic objectives)."""
+    configuration directly (tests, synthetic objectives). ``example_inputs`` are needed to score a
+    configuration that factorises layers (a space with rank dimensions)."""
 
     space: SearchSpace
     constraints: Mapping[str, float]
@@ -64,6 +65,7 @@ class Evaluator:
     cost: Callable[[Mapping[str, Any]], Mapping[str, float]] | None = None
     latency: Callable[[Mapping[str, Any]], float] | None = None
     metric_of: Callable[[Mapping[str, Any]], float] | None = None
+    example_inputs: Any = None  # NOTE: what a configuration with ranks is factorised on (its layers' shapes)
     budget: int | None = None
     evaluations: int = 0
     memo: dict[str, float] = field(default_factory=dict)
@@ -103,7 +105,8 @@ class Evaluator:
             if self.model is None or self.graph is None or self.scores is None or self.metric is None:
                 raise ConfigError("Evaluator: scoring a configuration needs model, graph, scores and metric (or "
                                   "metric_of). Pass them when building the Evaluator.")
-            built = build(self.model, self.graph, self.space, config, self.scores)
+            example = self.example_inputs if self.space.ranks(config) else None
+            built = build(self.model, self.graph, self.space, config, self.scores, example_inputs=example)
             value = float(self.metric(built, finetune_steps=fidelity))
         self.memo[key] = value
         return value

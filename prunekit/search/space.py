@@ -152,6 +152,10 @@ class SearchSpace:
         return {d.name.removeprefix("rank:"): config[d.name] for d in self.dimensions
                 if d.kind == "rank" and config[d.name] != "none"}
 
+    def unfactorised(self, config: Mapping[str, Any]) -> Config:
+        """``config`` with every rank dimension at ``"none"``: its widths and blocks alone."""
+        return {n: "none" if d.kind == "rank" else config[n] for n, d in zip(self.names, self.dimensions)}
+
     def cuts(self, config: Mapping[str, Any]) -> list[int]:
         return [int(config[d.name]) for d in self.dimensions if d.kind == "cut"]
 
@@ -171,17 +175,8 @@ def build(model: nn.Module, graph: DependencyGraph, space: SearchSpace, config: 
                    verify_result=example_inputs is not None)
     if blocks := space.removed_blocks(config):
         pruned = remove_blocks(pruned, blocks)
-    for module, choice in space.ranks(config).items():
-        pruned = _factorised(pruned, module, choice, example_inputs)
+    if ranks := space.ranks(config):
+        from prunekit.search.ranks import factorise
+
+        pruned = factorise(pruned, ranks, example_inputs).model
     return pruned
-
-
-def _factorised(model: nn.Module, module: str, choice: str, example_inputs: Any) -> nn.Module:
-    from prunekit.decompose import decompose
-
-    method, _, fraction = choice.partition(":")
-    if example_inputs is None:
-        raise ConfigError(f"Factorising '{module}' needs example_inputs (its shapes). Pass example_inputs.")
-    result = decompose(model, example_inputs=example_inputs, method=method, rank=float(fraction),
-                       include=[module], options={"force": True})
-    return result.model

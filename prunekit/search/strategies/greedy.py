@@ -46,7 +46,7 @@ def greedy(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any)
     space = evaluator.space
     config = state.get("config") or space.dense()
     target = next(iter(evaluator.constraints.values()), 0.0)
-    shrinkable = [d.name for d in space.dimensions if d.kind in ("width", "block")]
+    shrinkable = [d.name for d in space.dimensions if d.kind in ("width", "block", "rank")]
     ratios: dict[str, float] = dict(state.get("ratios", {}))
     budget = evaluator.budget or 10 * len(shrinkable)
 

@@ -1,0 +1,133 @@
+"""Rank dimensions of a search: which layers a search may factorise, at which ``"method:fraction"``
+choices, and applying a configuration's choices to a model.
+
+A layer (``nn.Linear`` / ``nn.Conv2d`` run by the example input) gets a ``rank:<module>`` dimension
+when a method of :data:`prunekit.decompose.METHODS` takes it and some fraction of its full rank (the
+search's ``levels`` below 1) has fewer MACs than the layer itself. Its choices are ``"none"``, then
+``"<method>:<fraction>"`` ordered by MACs falling (at the model's own widths), so a choice further
+along is cheaper, as the strategies assume. A fraction is of the layer's full rank *as built*: when
+widths are searched too, of the pruned layer's (the layer is pruned first, then factorised).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from prunekit.decompose import METHODS, DecomposeResult, decompose
+from prunekit.decompose.calibration import capture_io
+from prunekit.decompose.layers import original_macs
+from prunekit.decompose.rank import RankSpec
+from prunekit.errors import ConfigError
+from prunekit.measure import count_macs
+
+__all__ = ["AUTO", "rank_methods", "rank_choices", "factorise", "parse_choice"]
+
+AUTO = "auto"  # NOTE: decompose's own rule without calibration: svd for Linear and 1x1 conv, tucker for k x k
+
+
+def rank_methods(ranks: Any, where: str = "search: --ranks") -> tuple[str, ...]:
+    """The decomposition methods ``ranks`` asks a search for: ``True`` or ``"auto"``: decompose's
+    rule (svd for Linear and 1x1 conv, tucker for a k x k conv); a list of names (``["svd", "cp"]``):
+    each layer may take any of them; ``False``/``None``/empty: none. Else a ConfigError."""
+    if ranks is None or ranks is False:
+        return ()
+    if ranks is True:
+        return (AUTO,)
+    names = [n.strip() for n in ranks.split(",")] if isinstance(ranks, str) else ranks
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"{where}: expected true or decomposition method names such as svd,tucker; got "
+                          f"{ranks!r}. Pass e.g. --ranks (auto) or --ranks svd,cp.")
+    known = [n for n in METHODS.names() if n != "asvd"]
+    for name in names:
+        if name == "asvd":
+            raise ConfigError(f"{where}: asvd needs calibration batches, which a search's candidates are not "
+                              f"factorised with; got asvd. Use svd.")
+        if name != AUTO and name not in METHODS:
+            raise ConfigError(f"{where}: unknown decomposition method '{name}'; expected {AUTO} or one of "
+                              f"{', '.join(known)}. Pass e.g. --ranks svd,tucker.")
+    return tuple(dict.fromkeys(names))
+
+
+def _method_name(name: str, module: nn.Module) -> str:
+    """The method ``name`` factorises ``module`` with (a 1x1 conv's Tucker-2 or CP is an SVD)."""
+    pointwise = isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)
+    if name == AUTO:
+        return "svd" if isinstance(module, nn.Linear) or pointwise else "tucker"
+    return "svd" if name in ("tucker", "cp") and pointwise else name
+
+
+def rank_choices(model: nn.Module, example_inputs: Any, methods: Sequence[str],
+                 levels: Sequence[float]) -> dict[str, tuple[str, ...]]:
+    """Module -> its ``"method:fraction"`` choices (module docstring), for every layer one of
+    ``methods`` can factorise at a fraction in ``levels`` (below 1) with fewer MACs."""
+    if not methods:
+        return {}
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    seen = capture_io(model, example_inputs, [n for n, _ in layers])
+    fractions = sorted({float(f) for f in levels if f < 1}, reverse=True)
+    found: dict[str, tuple[str, ...]] = {}
+    for name, module in layers:
+        if name not in seen:
+            continue
+        io, _ = seen[name]
+        dense = original_macs(module, io)
+        priced: dict[tuple[str, tuple[int, ...]], tuple[int, str]] = {}
+        for method_name in dict.fromkeys(_method_name(m, module) for m in methods):
+            method = METHODS.create(method_name)
+            if method.supports(module) is not None:
+                continue
+            spectra = method.spectra(module, None)
+            for fraction in fractions:
+                ranks = tuple(method.ranks(module, spectra, RankSpec("fraction", fraction)))
+                macs = method.macs(module, ranks, io)
+                if macs < dense and (method.kind, ranks) not in priced:
+                    priced[(method.kind, ranks)] = (macs, f"{method_name}:{fraction:g}")
+        if priced:
+            found[name] = tuple(c for _, c in sorted(priced.values(), key=lambda p: -p[0]))
+    return found
+
+
+def parse_choice(choice: str) -> tuple[str, float]:
+    """``"svd:0.5"`` -> ``("svd", 0.5)``; a ConfigError for anything else."""
+    method, _, fraction = str(choice).partition(":")
+    try:
+        value = float(fraction)
+    except ValueError:
+        value = -1.0
+    if method not in METHODS or not 0 < value <= 1:
+        raise ConfigError(f"A rank choice is '<method>:<fraction of full rank>' such as 'svd:0.5'; got {choice!r}. "
+                          f"Use a search space's own choices.")
+    return method, value
+
+
+def factorise(model: nn.Module, ranks: Mapping[str, str], example_inputs: Any) -> DecomposeResult:
+    """``model`` (not changed) with each layer of ``ranks`` (module -> ``"method:fraction"``, as
+    :meth:`~prunekit.search.space.SearchSpace.ranks` gives) factorised exactly so, even where that
+    saves no MACs; one :func:`~prunekit.decompose.decompose` call per distinct choice."""
+    if example_inputs is None:
+        raise ConfigError(f"Factorising {', '.join(list(ranks)[:3])} needs example_inputs (their shapes). "
+                          f"Pass example_inputs.")
+    if not ranks:
+        macs = count_macs(model, example_inputs)
+        return DecomposeResult(model, (), (), macs, macs)
+    by_choice: dict[str, list[str]] = {}
+    for module, choice in ranks.items():
+        by_choice.setdefault(choice, []).append(module)
+    records: list[Any] = []
+    current, before = model, None
+    for choice, modules in by_choice.items():
+        method, fraction = parse_choice(choice)
+        result = decompose(current, example_inputs=example_inputs, method=method, rank=fraction, include=modules,
+                           options={"force": True}, inplace=before is not None)
+        missing = sorted(set(modules) - {r.name for r in result.layers})
+        if missing:
+            why = dict(result.skipped).get(missing[0], "not factorised")
+            raise ConfigError(f"Cannot factorise '{missing[0]}' as {choice}: {why}. Search ranks on the model "
+                              f"they were searched for.")
+        current, records = result.model, [*records, *result.layers]
+        before = result.macs_before if before is None else before
+    return DecomposeResult(current, tuple(records), (), int(before or 0), result.macs_after,
+                           notes=(f"searched ranks: {len(records)} layers factorised as the search chose",))
