@@ -11,12 +11,13 @@ widths are searched too, of the pruned layer's (the layer is pruned first, then 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import nn
 
-from prunekit.decompose import METHODS, DecomposeResult, decompose
+from prunekit.decompose import METHODS, DecomposeResult, LayerRecord
 from prunekit.decompose.calibration import capture_io
 from prunekit.decompose.layers import original_macs
 from prunekit.decompose.rank import RankSpec
@@ -106,28 +107,33 @@ def parse_choice(choice: str) -> tuple[str, float]:
 def factorise(model: nn.Module, ranks: Mapping[str, str], example_inputs: Any) -> DecomposeResult:
     """``model`` (not changed) with each layer of ``ranks`` (module -> ``"method:fraction"``, as
     :meth:`~prunekit.search.space.SearchSpace.ranks` gives) factorised exactly so, even where that
-    saves no MACs; one :func:`~prunekit.decompose.decompose` call per distinct choice."""
+    saves no MACs: the method's ranks at that fraction of the layer's full rank, as
+    ``decompose(model, method=..., rank=fraction, include=[layer], options={"force": True})`` gives
+    them, in one pass (a search builds many candidates)."""
     if example_inputs is None:
         raise ConfigError(f"Factorising {', '.join(list(ranks)[:3])} needs example_inputs (their shapes). "
                           f"Pass example_inputs.")
-    if not ranks:
-        macs = count_macs(model, example_inputs)
-        return DecomposeResult(model, (), (), macs, macs)
-    by_choice: dict[str, list[str]] = {}
-    for module, choice in ranks.items():
-        by_choice.setdefault(choice, []).append(module)
-    records: list[Any] = []
-    current, before = model, None
-    for choice, modules in by_choice.items():
-        method, fraction = parse_choice(choice)
-        result = decompose(current, example_inputs=example_inputs, method=method, rank=fraction, include=modules,
-                           options={"force": True}, inplace=before is not None)
-        missing = sorted(set(modules) - {r.name for r in result.layers})
-        if missing:
-            why = dict(result.skipped).get(missing[0], "not factorised")
-            raise ConfigError(f"Cannot factorise '{missing[0]}' as {choice}: {why}. Search ranks on the model "
-                              f"they were searched for.")
-        current, records = result.model, [*records, *result.layers]
-        before = result.macs_before if before is None else before
-    return DecomposeResult(current, tuple(records), (), int(before or 0), result.macs_after,
+    modules = dict(model.named_modules())
+    seen = capture_io(model, example_inputs, [n for n in ranks if n in modules])
+    total = count_macs(model, example_inputs)
+    out = copy.deepcopy(model)
+    records: list[LayerRecord] = []
+    for name, choice in ranks.items():
+        method_name, fraction = parse_choice(choice)
+        module, method = modules.get(name), METHODS.create(method_name)
+        why = "no such layer" if module is None else method.supports(module) or (
+            None if name in seen else "not run by example_inputs")
+        if why is not None or method.needs_calibration:
+            raise ConfigError(f"Cannot factorise '{name}' as {choice}: {why or 'it needs calibration batches'}. "
+                              f"Apply searched ranks to the model they were searched on (after its widths).")
+        io, calls = seen[name]
+        layer_ranks = tuple(int(r) for r in method.ranks(module, method.spectra(module, None),
+                                                         RankSpec("fraction", fraction)))
+        new, error = method.factorize(module, layer_ranks, None)
+        out.set_submodule(name, new)
+        records.append(LayerRecord(name, method.kind, tuple(module.weight.shape), layer_ranks,
+                                   calls * original_macs(module, io), calls * method.macs(module, layer_ranks, io),
+                                   error))
+    after = total - sum(r.macs_before - r.macs_after for r in records)
+    return DecomposeResult(out, tuple(records), (), total, after,
                            notes=(f"searched ranks: {len(records)} layers factorised as the search chose",))
