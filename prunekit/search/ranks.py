@@ -120,10 +120,12 @@ def factorise(model: nn.Module, ranks: Mapping[str, str], example_inputs: Any) -
     records: list[LayerRecord] = []
     for name, choice in ranks.items():
         method_name, fraction = parse_choice(choice)
-        module, method = modules.get(name), METHODS.create(method_name)
-        why = "no such layer" if module is None else method.supports(module) or (
-            None if name in seen else "not run by example_inputs")
-        if why is not None or method.needs_calibration:
+        method, module = METHODS.create(method_name), modules.get(name)
+        if module is None:
+            why: str | None = "no such layer"
+        else:
+            why = method.supports(module) or (None if name in seen else "not run by example_inputs")
+        if module is None or why is not None or method.needs_calibration:
             raise ConfigError(f"Cannot factorise '{name}' as {choice}: {why or 'it needs calibration batches'}. "
                               f"Apply searched ranks to the model they were searched on (after its widths).")
         io, calls = seen[name]

@@ -48,6 +48,12 @@ def test_factorise_gives_what_decompose_gives_layer_by_layer() -> None:
     torch.testing.assert_close(got.model(x), want(x))
     assert got.macs_after == count_macs(got.model, x) and got.macs_before == count_macs(net, x)
     assert isinstance(net.fc1, nn.Linear)  # NOTE: the input model is not changed
+    with pytest.raises(ConfigError, match="Cannot factorise 'fc9' as svd:0.5: no such layer"):
+        factorise(net, {"fc9": "svd:0.5"}, x)
+    with pytest.raises(ConfigError, match="Cannot factorise 'fc1' as tucker:0.5: Linear is not an nn.Conv2d"):
+        factorise(net, {"fc1": "tucker:0.5"}, x)
+    with pytest.raises(ConfigError, match="A rank choice is '<method>:<fraction of full rank>'"):
+        factorise(net, {"fc1": "svd:half"}, x)
 
 
 def test_rank_choices_fall_in_macs_and_only_save() -> None:
