@@ -20,7 +20,10 @@ from prunekit.decompose import decompose
 from prunekit.errors import ConfigError
 from prunekit.measure import count_macs
 from prunekit.recipes import parse_recipe, run_recipe
+from prunekit.recipes.schema import stage_options
+from prunekit.recipes.stages import STAGES, RunState
 from prunekit.search.ranks import factorise, rank_choices
+from prunekit.structured import Plan
 from prunekit.search.space import build
 from prunekit.workflows.common import task_of
 from prunekit.workflows.search import search_model
@@ -152,11 +155,12 @@ def test_a_recipe_applies_searched_widths_then_ranks(tiny_npz: Path, tmp_path: P
 
 def test_bad_decompose_allocations_are_one_line_errors(tiny_npz: Path, tmp_path: Path) -> None:
     decompose_searched = {"decompose": {"allocation": "search"}}
-    with pytest.raises(ValueError, match="decompose: allocation: search needs a search stage with ranks"):
-        run_recipe(parse_recipe({"model": "simple_cnn", "data": str(tiny_npz), "stages": [decompose_searched]}),
-                   out_dir=tmp_path / "a")
-    with pytest.raises(ValueError, match="the one before searched widths only"):
-        run_recipe(parse_recipe(_recipe(tiny_npz, decompose_searched, trials=2)), out_dir=tmp_path / "b")
+    # NOTE: read before any stage runs, with the stage's place in the file
+    with pytest.raises(ConfigError, match=r"stages\[0\]: decompose: allocation: search needs a search stage "
+                                          r"before it. Add - search: \{target: \{macs: 0.25\}, ranks: true\}"):
+        parse_recipe({"model": "simple_cnn", "data": str(tiny_npz), "stages": [decompose_searched]})
+    with pytest.raises(ConfigError, match=r"stages\[0\] searches widths only. Set ranks: true in it."):
+        parse_recipe(_recipe(tiny_npz, decompose_searched))
     with pytest.raises(ValueError, match="remove its 'rank'"):
         parse_recipe(_recipe(tiny_npz, {"decompose": {"allocation": "search", "rank": 0.5}}, ranks=True))
     with pytest.raises(ValueError, match="strategy 'gates' learns widths only"):
@@ -164,9 +168,19 @@ def test_bad_decompose_allocations_are_one_line_errors(tiny_npz: Path, tmp_path:
     with pytest.raises(ValueError, match="widths: false leaves nothing to search"):
         parse_recipe(_recipe(tiny_npz, widths=False))
     # NOTE: widths and ranks searched together: the widths go first (a prune stage), then the ranks
-    forced = _recipe(tiny_npz, decompose_searched, ranks=True, trials=3, target={"macs": 0.3})
-    with pytest.raises(ValueError, match=r"Add - prune: \{allocation: search\} before this decompose stage"):
-        run_recipe(parse_recipe(forced), out_dir=tmp_path / "c")
+    with pytest.raises(ConfigError, match=r"Add - prune: \{allocation: search\} before this decompose stage"):
+        parse_recipe(_recipe(tiny_npz, decompose_searched, ranks=True))
+    # NOTE: and the run itself refuses the same, for a RunState driven without parse_recipe's checks
+    state = RunState(model=models.create("simple_cnn"), splits=data.load(str(tiny_npz)),
+                     original=models.create("simple_cnn"), architecture={"model": "simple_cnn"}, seed=0,
+                     out=tmp_path / "s")
+    stage = parse_recipe(_recipe(tiny_npz, decompose_searched, ranks=True, widths=False)).stages[1]
+    with pytest.raises(ConfigError, match="decompose: allocation: search needs a search stage with ranks"):
+        STAGES.get("decompose").factory(state, stage_options(stage), 0)
+    half = Plan(keep={"g": (0,)}, sizes={"g": 2}).to_dict()
+    state.searched = {"plan": half, "blocks": [], "ranks": {"fc1": "svd:0.5"}}
+    with pytest.raises(ConfigError, match=r"Add - prune: \{allocation: search\} before this decompose stage"):
+        STAGES.get("decompose").factory(state, stage_options(stage), 0)
 
 
 def test_the_search_command_searches_ranks_alone(tiny_npz: Path, tmp_path: Path) -> None:
