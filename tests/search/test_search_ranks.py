@@ -142,11 +142,14 @@ def test_a_recipe_decompose_stage_applies_exactly_the_searched_ranks_and_resumes
 
 def test_a_recipe_applies_searched_widths_then_ranks(tiny_npz: Path, tmp_path: Path) -> None:
     recipe = _recipe(tiny_npz, {"prune": {"allocation": "search"}}, {"decompose": {"allocation": "search"}},
-                     ranks=["svd"], trials=6, levels=[1.0, 0.5])
-    results = run_recipe(parse_recipe(recipe), out_dir=tmp_path / "r")
+                     ranks=["svd"], trials=6, levels=[1.0, 0.5], target={"macs": 0.3})
+    run_recipe(parse_recipe(recipe), out_dir=tmp_path / "r", stop_after=2)
+    results = run_recipe(parse_recipe(recipe), out_dir=tmp_path / "r", resume=True)  # NOTE: the ranks outlive the prune
     searched, pruned, applied = (s["summary"] for s in results["stages"])
     assert {k: len(v) for k, v in pruned["plan"]["keep"].items()} == \
         {k: v for k, v in searched["best"]["config"].items() if not k.startswith("rank:")}
+    plan = pruned["plan"]
+    assert searched["ranks"] and any(len(v) < plan["sizes"][k] for k, v in plan["keep"].items())  # NOTE: both
     assert {r["name"] for r in applied["layers"]} == set(searched["ranks"])
     x = torch.randn(1, 1, 28, 28)
     assert count_macs(results["model"], x) / count_macs(models.create("simple_cnn"), x) == \
