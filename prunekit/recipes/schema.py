@@ -188,14 +188,13 @@ class DecomposeStageOptions(BaseModel):
     calibration_batches: int = Field(8, ge=1, description="training batches for asvd")
     options: dict[str, Any] | None = Field(None, description="DecomposeOptions (force, cp iterations, ...)")
     allocation: Literal["search"] | None = Field(None, description="'search': factorise each layer at the method "
-                                                 "and rank the previous search stage chose (no rank, energy, "
-                                                 "target, method, include or ignore)")
+                                                 "and rank the previous search stage chose (no other option)")
 
     @model_validator(mode="after")
     def _one_way(self) -> DecomposeStageOptions:
         if self.allocation == "search":
-            given = [k for k in ("method", "rank", "energy", "target", "include", "ignore")
-                     if k in self.model_fields_set]
+            given = [k for k in ("method", "rank", "energy", "target", "include", "ignore", "calibration_batches",
+                                 "options") if k in self.model_fields_set]
             if given:
                 raise ValueError(f"a decompose stage with allocation: search applies the search stage's methods "
                                  f"and ranks; remove its {', '.join(repr(k) for k in given)}")

@@ -48,7 +48,7 @@ class Cost:
                  scores: Mapping[str, torch.Tensor] | None = None) -> None:
         self.model, self.graph, self.space, self.example_inputs = model, graph, space, example_inputs
         self.scores = scores
-        self.built: dict[str, dict[str, float]] = {}
+        self._priced: dict[str, dict[str, float]] = {}
         self.dense_macs = count_macs(model, example_inputs)
         self.dense_params = count_params(model)
         by_module = macs_by_module(model, example_inputs)
@@ -101,12 +101,12 @@ class Cost:
         from prunekit.importance import score
 
         key = json.dumps(dict(config), sort_keys=True)
-        if key in self.built:
-            return dict(self.built[key])
+        if key in self._priced:
+            return dict(self._priced[key])
         scores = self.scores if self.scores is not None else score(self.graph, self.model, "l2")
         model = build(self.model, self.graph, self.space, config, scores, example_inputs=self.example_inputs)
-        self.built[key] = self._result(count_macs(model, self.example_inputs), count_params(model))
-        return dict(self.built[key])
+        self._priced[key] = self._result(count_macs(model, self.example_inputs), count_params(model))
+        return dict(self._priced[key])
 
     def _result(self, macs: int, params: int) -> dict[str, float]:
         return {"macs": float(macs), "params": float(params), "macs_kept": macs / max(self.dense_macs, 1),

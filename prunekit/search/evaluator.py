@@ -65,11 +65,11 @@ class Evaluator:
     cost: Callable[[Mapping[str, Any]], Mapping[str, float]] | None = None
     latency: Callable[[Mapping[str, Any]], float] | None = None
     metric_of: Callable[[Mapping[str, Any]], float] | None = None
-    example_inputs: Any = None  # NOTE: what a configuration with ranks is factorised on (its layers' shapes)
     budget: int | None = None
     evaluations: int = 0
     memo: dict[str, float] = field(default_factory=dict)
     history: list[Record] = field(default_factory=list)
+    example_inputs: Any = None  # NOTE: what a configuration with ranks is factorised on (its layers' shapes)
 
     def costs(self, config: Mapping[str, Any]) -> dict[str, float]:
         """The cheap objective values: ``macs`` and ``params`` kept fractions, ``latency`` (ms)."""
