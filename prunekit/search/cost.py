@@ -104,7 +104,9 @@ class Cost:
         if key in self._priced:
             return dict(self._priced[key])
         scores = self.scores if self.scores is not None else score(self.graph, self.model, "l2")
-        model = build(self.model, self.graph, self.space, config, scores, example_inputs=self.example_inputs)
+        # NOTE: factorised layers as uninitialised shells: their shapes are their cost, their weights are not
+        model = build(self.model, self.graph, self.space, config, scores, example_inputs=self.example_inputs,
+                      weights=False)
         self._priced[key] = self._result(count_macs(model, self.example_inputs), count_params(model))
         return dict(self._priced[key])
 

@@ -70,6 +70,7 @@ class Evaluator:
     memo: dict[str, float] = field(default_factory=dict)
     history: list[Record] = field(default_factory=list)
     example_inputs: Any = None  # NOTE: what a configuration with ranks is factorised on (its layers' shapes)
+    factorised: dict[Any, Any] = field(default_factory=dict)  # NOTE: layers factorised so far, reused by build
 
     def costs(self, config: Mapping[str, Any]) -> dict[str, float]:
         """The cheap objective values: ``macs`` and ``params`` kept fractions, ``latency`` (ms)."""
@@ -106,7 +107,8 @@ class Evaluator:
                 raise ConfigError("Evaluator: scoring a configuration needs model, graph, scores and metric (or "
                                   "metric_of). Pass them when building the Evaluator.")
             example = self.example_inputs if self.space.ranks(config) else None
-            built = build(self.model, self.graph, self.space, config, self.scores, example_inputs=example)
+            built = build(self.model, self.graph, self.space, config, self.scores, example_inputs=example,
+                          cache=self.factorised)
             value = float(self.metric(built, finetune_steps=fidelity))
         self.memo[key] = value
         return value

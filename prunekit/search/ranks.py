@@ -19,7 +19,7 @@ from torch import nn
 
 from prunekit.decompose import METHODS, DecomposeResult, LayerRecord
 from prunekit.decompose.calibration import capture_io
-from prunekit.decompose.layers import original_macs
+from prunekit.decompose.layers import KINDS, original_macs, shell
 from prunekit.decompose.rank import RankSpec
 from prunekit.errors import ConfigError
 from prunekit.measure import count_macs
@@ -60,6 +60,15 @@ def _method_name(name: str, module: nn.Module) -> str:
     return "svd" if name in ("tucker", "cp") and pointwise else name
 
 
+def _fraction_ranks(method: Any, module: nn.Module, fraction: float) -> tuple[int, ...]:
+    """The ranks ``method`` gives ``module`` at ``fraction`` of its full rank. A fraction's ranks follow
+    from the weight's shape alone, so they are read off a storage-free (meta) twin: no SVD is paid."""
+    twin = copy.copy(module)
+    twin._parameters = {k: None if p is None else nn.Parameter(p.detach().to("meta"), requires_grad=False)
+                        for k, p in module._parameters.items()}
+    return tuple(int(r) for r in method.ranks(twin, method.spectra(twin, None), RankSpec("fraction", fraction)))
+
+
 def rank_choices(model: nn.Module, example_inputs: Any, methods: Sequence[str],
                  levels: Sequence[float]) -> dict[str, tuple[str, ...]]:
     """Module -> its ``"method:fraction"`` choices (module docstring), for every layer one of
@@ -80,9 +89,8 @@ def rank_choices(model: nn.Module, example_inputs: Any, methods: Sequence[str],
             method = METHODS.create(method_name)
             if method.supports(module) is not None:
                 continue
-            spectra = method.spectra(module, None)
             for fraction in fractions:
-                ranks = tuple(method.ranks(module, spectra, RankSpec("fraction", fraction)))
+                ranks = _fraction_ranks(method, module, fraction)
                 macs = method.macs(module, ranks, io)
                 if macs < dense and (method.kind, ranks) not in priced:
                     priced[(method.kind, ranks)] = (macs, f"{method_name}:{fraction:g}")
@@ -104,12 +112,18 @@ def parse_choice(choice: str) -> tuple[str, float]:
     return method, value
 
 
-def factorise(model: nn.Module, ranks: Mapping[str, str], example_inputs: Any) -> DecomposeResult:
+def factorise(model: nn.Module, ranks: Mapping[str, str], example_inputs: Any, *, weights: bool = True,
+              cache: dict[Any, tuple[nn.Module, float]] | None = None) -> DecomposeResult:
     """``model`` (not changed) with each layer of ``ranks`` (module -> ``"method:fraction"``, as
     :meth:`~prunekit.search.space.SearchSpace.ranks` gives) factorised exactly so, even where that
     saves no MACs: the method's ranks at that fraction of the layer's full rank, as
     ``decompose(model, method=..., rank=fraction, include=[layer], options={"force": True})`` gives
-    them, in one pass (a search builds many candidates)."""
+    them, in one pass (a search builds many candidates). ``weights=False``: the factorised layers are
+    left uninitialised (:func:`prunekit.decompose.layers.shell`, errors NaN), which is all that
+    counting MACs and params needs, without the decompositions' cost (Tucker-2's iterations).
+    ``cache``: factorised layers by (layer, choice, weight shape), reused (copied) when met again;
+    valid only for candidates of one model pruned by one set of scores (an Evaluator's), where a
+    layer's shape says which channels it kept."""
     if example_inputs is None:
         raise ConfigError(f"Factorising {', '.join(list(ranks)[:3])} needs example_inputs (their shapes). "
                           f"Pass example_inputs.")
@@ -129,9 +143,17 @@ def factorise(model: nn.Module, ranks: Mapping[str, str], example_inputs: Any) -
             raise ConfigError(f"Cannot factorise '{name}' as {choice}: {why or 'it needs calibration batches'}. "
                               f"Apply searched ranks to the model they were searched on (after its widths).")
         io, calls = seen[name]
-        layer_ranks = tuple(int(r) for r in method.ranks(module, method.spectra(module, None),
-                                                         RankSpec("fraction", fraction)))
-        new, error = method.factorize(module, layer_ranks, None)
+        layer_ranks = _fraction_ranks(method, module, fraction)
+        key = (name, choice, tuple(module.weight.shape))
+        new: nn.Module
+        if not weights and method.kind in KINDS:
+            new, error = shell(method.kind, module, layer_ranks), float("nan")
+        elif cache is not None and key in cache:
+            new, error = copy.deepcopy(cache[key][0]), cache[key][1]
+        else:
+            new, error = method.factorize(module, layer_ranks, None)
+            if cache is not None:
+                cache[key] = (copy.deepcopy(new), error)
         out.set_submodule(name, new)
         records.append(LayerRecord(name, method.kind, tuple(module.weight.shape), layer_ranks,
                                    calls * original_macs(module, io), calls * method.macs(module, layer_ranks, io),

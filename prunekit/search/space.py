@@ -148,9 +148,12 @@ class SearchSpace:
         return [d.name.removeprefix("block:") for d in self.dimensions if d.kind == "block" and not config[d.name]]
 
     def ranks(self, config: Mapping[str, Any]) -> dict[str, str]:
-        """Module -> ``"method:fraction"`` of every factorised layer of ``config``."""
+        """Module -> ``"method:fraction"`` of every factorised layer of ``config`` (not those inside a
+        block it removes: they are gone)."""
+        gone = tuple(b + "." for b in self.removed_blocks(config))
         return {d.name.removeprefix("rank:"): config[d.name] for d in self.dimensions
-                if d.kind == "rank" and config[d.name] != "none"}
+                if d.kind == "rank" and config[d.name] != "none"
+                and not (d.name.removeprefix("rank:") + ".").startswith(gone or ("\0",))}
 
     def unfactorised(self, config: Mapping[str, Any]) -> Config:
         """``config`` with every rank dimension at ``"none"``: its widths and blocks alone."""
@@ -168,9 +171,12 @@ class SearchSpace:
 
 
 def build(model: nn.Module, graph: DependencyGraph, space: SearchSpace, config: Mapping[str, Any],
-          scores: Mapping[str, torch.Tensor], *, example_inputs: Any = None) -> nn.Module:
+          scores: Mapping[str, torch.Tensor], *, example_inputs: Any = None, weights: bool = True,
+          cache: dict[Any, Any] | None = None) -> nn.Module:
     """A new model with ``config``'s widths, blocks and ranks (``model`` is not changed); with
-    ``example_inputs`` the pruned widths are verified and ranks are factorised with MAC counts."""
+    ``example_inputs`` the pruned widths are verified and ranks are factorised with MAC counts
+    (``weights=False``: as uninitialised layers of the right shapes, for counting only; ``cache``:
+    factorised layers to reuse, see :func:`prunekit.search.ranks.factorise`)."""
     pruned = apply(model, graph, space.plan(config, scores), example_inputs=example_inputs,
                    verify_result=example_inputs is not None)
     if blocks := space.removed_blocks(config):
@@ -178,5 +184,5 @@ def build(model: nn.Module, graph: DependencyGraph, space: SearchSpace, config: 
     if ranks := space.ranks(config):
         from prunekit.search.ranks import factorise
 
-        pruned = factorise(pruned, ranks, example_inputs).model
+        pruned = factorise(pruned, ranks, example_inputs, weights=weights, cache=cache).model
     return pruned

@@ -18,13 +18,13 @@ from torch import nn
 from prunekit import data, models
 from prunekit.decompose import decompose
 from prunekit.errors import ConfigError
-from prunekit.measure import count_macs
+from prunekit.measure import count_macs, count_params
 from prunekit.recipes import parse_recipe, run_recipe
 from prunekit.recipes.schema import stage_options
 from prunekit.recipes.stages import STAGES, RunState
 from prunekit.search.ranks import factorise, rank_choices
 from prunekit.structured import Plan
-from prunekit.search.space import build
+from prunekit.search.space import SearchSpace, build
 from prunekit.workflows.common import task_of
 from prunekit.workflows.search import search_model
 
@@ -57,6 +57,41 @@ def test_factorise_gives_what_decompose_gives_layer_by_layer() -> None:
         factorise(net, {"fc1": "tucker:0.5"}, x)
     with pytest.raises(ConfigError, match="A rank choice is '<method>:<fraction of full rank>'"):
         factorise(net, {"fc1": "svd:half"}, x)
+
+
+def test_shells_price_as_the_factorised_model_and_the_cache_gives_the_same_layers() -> None:
+    torch.manual_seed(0)
+    net, x = models.create("simple_cnn").eval(), torch.randn(2, 1, 28, 28)
+    ranks = {"conv2": "tucker:0.5", "fc1": "svd:0.3"}
+    real = factorise(net, ranks, x)
+    shells = factorise(net, ranks, x, weights=False)
+    assert [(r.name, r.kind, r.ranks, r.macs_after) for r in shells.layers] == \
+        [(r.name, r.kind, r.ranks, r.macs_after) for r in real.layers]
+    assert count_macs(shells.model, x) == count_macs(real.model, x)
+    assert count_params(shells.model) == count_params(real.model)
+    cache: dict[Any, Any] = {}
+    first = factorise(net, ranks, x, cache=cache)
+    assert len(cache) == 2
+    again = factorise(net, ranks, x, cache=cache)
+    assert again.model.fc1 is not first.model.fc1  # NOTE: a copy: training one candidate leaves the cache as it was
+    torch.testing.assert_close(again.model(x), real.model(x))
+
+
+def test_a_removed_block_takes_its_layers_ranks_with_it() -> None:
+    from prunekit.graph import DependencyGraph
+    from prunekit.importance import score
+    from prunekit.structured import residual_blocks
+
+    net, x = models.create("resnet20", in_channels=1).eval(), torch.randn(1, 1, 28, 28)
+    graph = DependencyGraph.trace(net, x)
+    block = residual_blocks(net, x)[1]
+    inside = f"{block}.conv1"
+    space = SearchSpace.from_graph(graph, groups=(), blocks=[block],
+                                   ranks={inside: ["svd:0.5"], "fc": ["svd:0.5"]})
+    config = {f"block:{block}": False, f"rank:{inside}": "svd:0.5", "rank:fc": "svd:0.5"}
+    assert space.ranks(config) == {"fc": "svd:0.5"}
+    built = build(net, graph, space, config, score(graph, net, "l2"), example_inputs=x, weights=False)
+    assert isinstance(built.fc, nn.Sequential) and built(x).shape == (1, 10)
 
 
 def test_rank_choices_fall_in_macs_and_only_save() -> None:
