@@ -1,5 +1,5 @@
-"""`prunekit search`: search per-group widths (and blocks) under a MACs/params/latency target with a
-strategy, write the Pareto front, fine-tune the chosen allocation and compare profiles."""
+"""`prunekit search`: search per-group widths (and blocks, and layers' ranks) under a MACs/params/latency
+target with a strategy, write the Pareto front, fine-tune the chosen allocation and compare profiles."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "search", help="search per-layer widths under a target (greedy, backtracking, Optuna, RL, gates)",
         description="Train a short baseline (or load --weights), search each channel group's kept width "
-                    "(and, with --depth, which residual blocks stay) under the target, scoring candidates "
+                    "(and, with --depth, which residual blocks stay; with --ranks, each layer's low-rank "
+                    "factorisation) under the target, scoring candidates "
                     "by the proxy (metric after BatchNorm re-estimation), fine-tune the best allocation and "
                     "the Pareto front's knee for real, and print both next to the proxy's prediction. Writes "
                     "OUT/pareto.json, OUT/results.json and OUT/model/; run it again to resume.",
@@ -48,6 +49,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--round-to", type=int, default=1, metavar="N",
                        help="kept widths in steps of N channels (default: 1)")
     group.add_argument("--depth", action="store_true", help="also search which residual blocks to remove")
+    group.add_argument("--ranks", nargs="?", const=True, default=False, metavar="METHOD[,METHOD...]",
+                       help="also search each Linear/Conv2d layer's factorisation: none or a method at a fraction "
+                            "of full rank from --levels. Alone: svd for Linear and 1x1 conv, tucker for k x k conv; "
+                            "or the methods to choose from, e.g. svd,cp. The MACs/params target counts the "
+                            "factorised layers as built")
+    group.add_argument("--no-widths", dest="widths", action="store_false",
+                       help="keep every group's width: search only --ranks (or --depth), for models whose "
+                            "widths must not change")
     group.add_argument("--finetune-steps", type=int, default=0, metavar="N",
                        help="fine-tune batches in the proxy's second rung (successive halving; default: 0)")
     group.add_argument("--backend", choices=BACKENDS, default=None,
@@ -91,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     results = search(args.model, args.data, strategy=args.strategy, constraints=constraints(args),
                      objectives=objectives, trials=args.trials, seed=args.seed, weights=args.weights,
                      task=args.task, data_dir=args.data_dir, levels=args.levels or DEFAULT_LEVELS,
-                     round_to=args.round_to, depth=args.depth, bn_batches=args.bn_batches,
+                     round_to=args.round_to, depth=args.depth, ranks=args.ranks, widths=args.widths,
+                     bn_batches=args.bn_batches,
                      val_samples=args.val_samples, finetune_steps=args.finetune_steps,
                      backend=args.backend, storage=args.storage, workers=args.workers,
                      baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
@@ -113,4 +123,6 @@ def chosen_lines(results: dict[str, Any]) -> list[str]:
         metric = "accuracy" if "accuracy" in tuned else next(iter(tuned))
         lines.append(f"{row['which']}: MACs kept {100 * proxy.get('macs', 1.0):.1f} %, proxy {proxy['metric']:.4f}"
                      f" -> fine-tuned {metric} {tuned[metric]:.4f}")
+    if results.get("ranks"):
+        lines.append("ranks: " + ", ".join(f"{layer} {choice}" for layer, choice in results["ranks"].items()))
     return lines

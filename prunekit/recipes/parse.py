@@ -70,6 +70,7 @@ def parse_recipe(data: Any, lines: dict[tuple[Any, ...], int] | None = None, *, 
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise ConfigError(f"{at}: {_dotted(loc)}: {_message(first)}{more}") from None
     _check_names(recipe, lines, source)
+    _check_allocations(recipe, lines, source)
     return recipe
 
 
@@ -113,6 +114,33 @@ def _check_names(recipe: Recipe, lines: dict[tuple[Any, ...], int], source: str)
                 if step.importance is not None:
                     check(("stages", i, kind, "schedule", j, "importance"),
                           lambda s=step: IMPORTANCE.get(s.importance))
+
+
+def _check_allocations(recipe: Recipe, lines: dict[tuple[Any, ...], int], source: str) -> None:
+    """Every ``allocation: search`` has a search stage before it to apply: for ``decompose`` one that
+    searched ranks, and whose widths (and blocks), if it searched them, a ``prune: {allocation:
+    search}`` applied first (its ranks are fractions of the pruned layers' ranks)."""
+    search_at, pruned = None, False
+    for i, stage in enumerate(recipe.stages):
+        kind, options = stage_kind(stage), stage_options(stage)
+        if kind == "search":
+            search_at, pruned = i, False
+        if getattr(options, "allocation", None) != "search":
+            continue
+        if search_at is None:
+            example = "{target: {macs: 0.25}" + (", ranks: true}" if kind == "decompose" else "}")
+            _fail(lines, source, ("stages", i), f"{kind}: allocation: search needs a search stage before it. "
+                  f"Add - search: {example} before this {kind} stage.")
+        searched = stage_options(recipe.stages[search_at])
+        if kind == "prune":
+            pruned = True
+        elif not searched.ranks:  # type: ignore[attr-defined]
+            _fail(lines, source, ("stages", i), f"decompose: allocation: search needs a search stage with ranks "
+                  f"before it; stages[{search_at}] searches widths only. Set ranks: true in it.")
+        elif not pruned and (searched.widths or searched.depth):  # type: ignore[attr-defined]
+            _fail(lines, source, ("stages", i), f"decompose: allocation: search applies ranks searched on the "
+                  f"widths stages[{search_at}] chose; they are not applied yet. Add - prune: {{allocation: "
+                  f"search}} before this decompose stage.")
 
 
 def _fail(lines: dict[tuple[Any, ...], int], source: str, loc: tuple[Any, ...], message: str) -> None:

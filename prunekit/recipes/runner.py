@@ -35,7 +35,7 @@ from prunekit.io import load_json, save_json
 from prunekit.recipes.checkpoint import load_state
 from prunekit.recipes.parse import load_recipe, parse_recipe
 from prunekit.recipes.schema import Recipe, stage_kind, stage_options
-from prunekit.recipes.stages import STAGES, TRAINING_KINDS, RunState, training_config
+from prunekit.recipes.stages import STAGES, TRAINING_KINDS, RunState, searched_after, training_config
 
 __all__ = ["STATE_FILE", "run_recipe"]
 
@@ -214,15 +214,13 @@ def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *
 
 def _searched_after(kind: str, stage: Any, record: dict[str, Any],
                     searched: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What a completed stage leaves for the next ``prune: {allocation: search}`` on resume: a search
-    stage its plan and removed blocks (from its summary, so the search is not run again), a prune
-    stage that applied them nothing."""
+    """What a completed stage leaves for a later ``prune``/``decompose: {allocation: search}`` on
+    resume: a search stage its plan, removed blocks and ranks (from its summary, so the search is not
+    run again); a stage that applied part of them what is left (:func:`~prunekit.recipes.stages.searched_after`)."""
     if kind == "search":
         summary = record["summary"]
-        return {"plan": summary["plan"], "blocks": list(summary["removed_blocks"])}
-    if kind == "prune" and getattr(stage_options(stage), "allocation", None) == "search":
-        return None
-    return searched
+        return {"plan": summary["plan"], "blocks": list(summary["removed_blocks"]), "ranks": summary.get("ranks")}
+    return searched_after(kind, stage_options(stage), searched)
 
 
 def _resume_point(out: Path, plain: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -175,7 +175,8 @@ class SparsifyOptions(TrainConfig):
 
 
 class DecomposeStageOptions(BaseModel):
-    """``decompose``: ``prunekit.decompose.decompose`` (method, and one of rank / energy / target)."""
+    """``decompose``: ``prunekit.decompose.decompose`` (method, and one of rank / energy / target), or
+    ``allocation: search``: the ranks the previous search stage chose (``search: {ranks: true}``)."""
 
     model_config = _STRICT
     method: Literal["auto", "svd", "asvd", "tucker", "cp"] = "auto"
@@ -186,6 +187,18 @@ class DecomposeStageOptions(BaseModel):
     ignore: list[str] = Field(default_factory=list, description="module-name patterns to leave alone")
     calibration_batches: int = Field(8, ge=1, description="training batches for asvd")
     options: dict[str, Any] | None = Field(None, description="DecomposeOptions (force, cp iterations, ...)")
+    allocation: Literal["search"] | None = Field(None, description="'search': factorise each layer at the method "
+                                                 "and rank the previous search stage chose (no other option)")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> DecomposeStageOptions:
+        if self.allocation == "search":
+            given = [k for k in ("method", "rank", "energy", "target", "include", "ignore", "calibration_batches",
+                                 "options") if k in self.model_fields_set]
+            if given:
+                raise ValueError(f"a decompose stage with allocation: search applies the search stage's methods "
+                                 f"and ranks; remove its {', '.join(repr(k) for k in given)}")
+        return self
 
 
 class EvaluateOptions(BaseModel):
@@ -251,8 +264,9 @@ class SensitivityOptions(BaseModel):
 
 
 class SearchStageOptions(BaseModel):
-    """``search``: ``prunekit.workflows.search.search_model`` — per-group widths (and blocks) under the
-    target with a strategy; writes ``pareto.json``; a following ``prune: {allocation: search}`` applies it."""
+    """``search``: ``prunekit.workflows.search.search_model`` — per-group widths (and blocks, and layers'
+    ranks) under the target with a strategy; writes ``pareto.json``; a following ``prune: {allocation:
+    search}`` applies the widths and blocks, a ``decompose: {allocation: search}`` the ranks."""
 
     model_config = _STRICT
     target: Target = Field(description="the budget, e.g. {macs: 0.25} (a quarter of the dense MACs kept)")
@@ -264,6 +278,11 @@ class SearchStageOptions(BaseModel):
                                 description="kept fractions each group may take")
     round_to: int = Field(1, ge=1, description="kept widths in steps of this many channels")
     depth: bool = Field(False, description="also search which residual blocks to remove")
+    ranks: bool | list[str] = Field(False, description="also search each factorisable layer's decomposition: "
+                                    "true (svd for Linear and 1x1 conv, tucker for k x k conv) or method names "
+                                    "([svd, cp]); fractions of full rank from levels")
+    widths: bool = Field(True, description="search the groups' widths (false: every width kept; ranks or "
+                                           "depth alone)")
     bn_batches: int = Field(2, ge=0, description="training batches that re-estimate BatchNorm")
     val_samples: int = Field(1024, ge=1, description="validation samples the proxy is computed on")
     finetune_steps: int = Field(0, ge=0, description="fine-tune batches in the proxy's second rung")
@@ -285,9 +304,11 @@ class SearchStageOptions(BaseModel):
         if self.target.kind not in ("macs", "params"):
             raise ValueError(f"a search stage's target is macs or params kept; got {self.target.kind}")
         from prunekit.search.strategies.optuna_samplers import PARALLEL
-        from prunekit.workflows.search import check_parallel
+        from prunekit.workflows.search import check_dimensions, check_parallel
 
         check_parallel(self.strategy, self.workers, recipe=True)
+        check_dimensions(self.strategy, ranks=self.ranks, widths=self.widths, depth=self.depth,
+                         objectives=self.objectives, constraints={self.target.kind: self.target.value}, recipe=True)
         if self.storage is not None:
             if self.strategy not in PARALLEL:
                 raise ValueError(f"storage holds an Optuna study, which only {', '.join(PARALLEL)} keep; got "

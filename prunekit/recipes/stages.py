@@ -35,7 +35,7 @@ from prunekit.workflows.train import fine_tune
 if TYPE_CHECKING:
     from prunekit.recipes.schema import DataSpec
 
-__all__ = ["STAGES", "TRAINING_KINDS", "RunState", "step_config", "training_config"]
+__all__ = ["STAGES", "TRAINING_KINDS", "RunState", "step_config", "training_config", "searched_after"]
 
 
 @dataclass
@@ -57,7 +57,7 @@ class RunState:
     task: Any = None  # the Task every stage scores and trains with (None: what the data fits)
     max_eval_batches: int | None = None  # cap on evaluating data other than image DataSplits
     tokenizer: str | None = None  # the folder of the model's tokenizer, copied beside each saved model
-    searched: dict[str, Any] | None = None  # the last search stage's plan and removed blocks, for the next prune
+    searched: dict[str, Any] | None = None  # the last search stage's plan, removed blocks and ranks not yet applied
     sparse: list[str] = field(default_factory=list)  # weights a sparsify stage zeroed: training keeps their zeros
     data: DataSpec | None = None  # the recipe's DataSpec (name, data_dir): what a search worker loads the data from
 
@@ -291,6 +291,8 @@ def decompose_stage(state: RunState, options: BaseModel, seed: int) -> dict[str,
     if state.factorised:
         raise ConfigError("a recipe can factorise its model once: a second decompose stage would factorise "
                           "already factorised layers. Merge the two stages into one.")
+    if o.allocation == "search":  # type: ignore[attr-defined]
+        return _factorise_searched(state)
     result = decompose_model(state.model, state.splits, method=o.method, rank=o.rank,  # type: ignore[attr-defined]
                              energy=o.energy, target=o.target, include=o.include,  # type: ignore[attr-defined]
                              ignore=tuple(o.ignore),  # type: ignore[attr-defined]
@@ -419,15 +421,19 @@ def search_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, An
     found = search_model(state.model, state.splits, state.task, strategy=o.strategy, budget=o.trials,  # type: ignore[attr-defined]
                          constraints={target.kind: target.value}, objectives=tuple(o.objectives),  # type: ignore[attr-defined]
                          seed=seed, levels=tuple(o.levels), round_to=o.round_to, depth=o.depth,  # type: ignore[attr-defined]
+                         ranks=o.ranks, widths=o.widths,  # type: ignore[attr-defined]
                          bn_batches=o.bn_batches, val_samples=o.val_samples,  # type: ignore[attr-defined]
                          finetune_steps=o.finetune_steps, state_dir=state_dir,  # type: ignore[attr-defined]
                          storage=o.storage, workers=o.workers, rebuild=rebuild,  # type: ignore[attr-defined]
                          progress=state.progress)
-    state.searched = {"plan": found["plan"].to_dict(), "blocks": list(found["blocks"])}
+    # NOTE: ranks None: none were searched (a later decompose: {allocation: search} has nothing to apply)
+    state.searched = {"plan": found["plan"].to_dict(), "blocks": list(found["blocks"]),
+                      "ranks": dict(found["ranks"]) if o.ranks else None}  # type: ignore[attr-defined]
     result = found["result"]
     file = write_pareto(result, state.out, found["chosen"])
     return {"pareto_file": str(file), "evaluations": result.evaluations, "best": found["best"].to_dict(),
-            "front": len(result.front), "removed_blocks": list(found["blocks"]), "plan": state.searched["plan"]}
+            "front": len(result.front), "removed_blocks": list(found["blocks"]), "plan": state.searched["plan"],
+            "ranks": state.searched["ranks"]}
 
 
 def _worker_source(state: RunState, state_dir: Path) -> dict[str, Any]:
@@ -454,7 +460,7 @@ def _apply_searched(state: RunState, options: BaseModel, seed: int) -> dict[str,
     from prunekit.graph import DependencyGraph
     from prunekit.structured import Plan, apply, remove_blocks
 
-    if state.searched is None:
+    if state.searched is None or "plan" not in state.searched:
         raise ConfigError("prune: allocation: search needs a search stage before it. Add "
                           "- search: {target: {macs: 0.25}} before this prune stage.")
     plan = Plan.from_dict(state.searched["plan"])
@@ -463,7 +469,43 @@ def _apply_searched(state: RunState, options: BaseModel, seed: int) -> dict[str,
     model = apply(state.model, graph, plan, example_inputs=example)
     if state.searched["blocks"]:
         model = remove_blocks(model, state.searched["blocks"])
-    state.model, state.searched = model, None
+    state.model, state.searched = model, searched_after("prune", options, state.searched)
     state.plans.append(plan.to_dict())
     config = step_config(state, options, options.finetune_epochs, seed)  # type: ignore[attr-defined]
     return {"plan": plan.to_dict(), "finetune": _fit(state, config, [])}
+
+
+def searched_after(kind: str, options: BaseModel, searched: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What of a search stage's result is left after a stage of ``kind`` ran: a ``prune: {allocation:
+    search}`` takes the widths and blocks (the ranks stay for a later decompose), a ``decompose:
+    {allocation: search}`` the ranks (nothing is left); any other stage takes nothing."""
+    if searched is None or getattr(options, "allocation", None) != "search":
+        return searched
+    if kind == "prune":
+        return {"ranks": searched["ranks"]} if searched.get("ranks") is not None else None
+    return None if kind == "decompose" else searched
+
+
+def _factorise_searched(state: RunState) -> dict[str, Any]:
+    """Factorise each layer as the previous search stage chose (``"method:fraction"``): the same
+    factorisation its candidates were scored and priced with, after its widths were applied."""
+    from prunekit.search.ranks import factorise
+    from prunekit.structured import Plan
+
+    searched = state.searched
+    if searched is None or searched.get("ranks") is None:
+        raise ConfigError("decompose: allocation: search needs a search stage with ranks before it; "
+                          + ("got none. Add" if searched is None else "the one before searched widths only. Set")
+                          + " - search: {target: {macs: 0.5}, ranks: true} before this decompose stage.")
+    if "plan" in searched:
+        plan = Plan.from_dict(searched["plan"])
+        if plan.ratio > 0 or searched["blocks"]:
+            raise ConfigError("decompose: allocation: search comes after the search's widths are applied (its ranks "
+                              "are fractions of the pruned layers' ranks); got no prune stage in between. Add "
+                              "- prune: {allocation: search} before this decompose stage.")
+    ranks = dict(searched["ranks"])
+    result = factorise(state.model, ranks, state.example())
+    if result.layers:
+        state.factorised = list(result.layers)
+    state.model, state.searched = result.model, None
+    return {**result.to_dict(), "ranks": ranks}

@@ -2,7 +2,8 @@
 strategies (greedy, backtracking, Optuna, RL, gates) and Pareto fronts.
 
 Terms: a *ratio* is the fraction of a group's channels removed; a *configuration* maps each
-dimension of a :class:`SearchSpace` (a group's kept width, a block kept or not) to one choice; the
+dimension of a :class:`SearchSpace` (a group's kept width, a block kept or not, a layer's
+factorisation from :mod:`prunekit.search.ranks`) to one choice; the
 *proxy* is the cheap metric candidates are ranked by (:class:`Proxy`); the *budget* of a search is
 its number of proxy evaluations. The one search interface is
 ``prunekit.search.search.search(space, objectives, constraints, strategy, budget, seed, evaluator=...)``.

@@ -7,11 +7,14 @@ weight has only the one). A parameter's count scales the same way. :class:`Cost`
 for every weight, which group cuts which axis, and then prices a configuration with a few
 multiplications; a removed block's layers count zero. Where the model's MACs are not all in such
 layers (attention's matmuls) or a configuration factorises a layer, the model is built and counted
-with :func:`prunekit.measure.count_macs` instead: the answer is always the exact one.
+with :func:`prunekit.measure.count_macs` instead: the answer is always the exact one (a factorised
+layer counts what its factorised form costs). Built configurations are remembered, so pricing one
+again (a strategy comparing its neighbours) costs nothing.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,6 +48,7 @@ class Cost:
                  scores: Mapping[str, torch.Tensor] | None = None) -> None:
         self.model, self.graph, self.space, self.example_inputs = model, graph, space, example_inputs
         self.scores = scores
+        self._priced: dict[str, dict[str, float]] = {}
         self.dense_macs = count_macs(model, example_inputs)
         self.dense_params = count_params(model)
         by_module = macs_by_module(model, example_inputs)
@@ -96,9 +100,15 @@ class Cost:
     def _built(self, config: Mapping[str, Any]) -> dict[str, float]:
         from prunekit.importance import score
 
+        key = json.dumps(dict(config), sort_keys=True)
+        if key in self._priced:
+            return dict(self._priced[key])
         scores = self.scores if self.scores is not None else score(self.graph, self.model, "l2")
-        model = build(self.model, self.graph, self.space, config, scores, example_inputs=self.example_inputs)
-        return self._result(count_macs(model, self.example_inputs), count_params(model))
+        # NOTE: factorised layers as uninitialised shells: their shapes are their cost, their weights are not
+        model = build(self.model, self.graph, self.space, config, scores, example_inputs=self.example_inputs,
+                      weights=False)
+        self._priced[key] = self._result(count_macs(model, self.example_inputs), count_params(model))
+        return dict(self._priced[key])
 
     def _result(self, macs: int, params: int) -> dict[str, float]:
         return {"macs": float(macs), "params": float(params), "macs_kept": macs / max(self.dense_macs, 1),

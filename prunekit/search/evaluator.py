@@ -53,7 +53,8 @@ class Record:
 class Evaluator:
     """Scores configurations of ``space`` on ``model``; ``metric`` is any ``model -> float`` taking
     ``finetune_steps=`` (a :class:`~prunekit.search.proxy.Proxy`), or ``metric_of`` maps a
-    configuration directly (tests, synthetic objectives)."""
+    configuration directly (tests, synthetic objectives). ``example_inputs`` are needed to score a
+    configuration that factorises layers (a space with rank dimensions)."""
 
     space: SearchSpace
     constraints: Mapping[str, float]
@@ -68,6 +69,8 @@ class Evaluator:
     evaluations: int = 0
     memo: dict[str, float] = field(default_factory=dict)
     history: list[Record] = field(default_factory=list)
+    example_inputs: Any = None  # NOTE: what a configuration with ranks is factorised on (its layers' shapes)
+    factorised: dict[Any, Any] = field(default_factory=dict)  # NOTE: layers factorised so far, reused by build
 
     def costs(self, config: Mapping[str, Any]) -> dict[str, float]:
         """The cheap objective values: ``macs`` and ``params`` kept fractions, ``latency`` (ms)."""
@@ -103,7 +106,9 @@ class Evaluator:
             if self.model is None or self.graph is None or self.scores is None or self.metric is None:
                 raise ConfigError("Evaluator: scoring a configuration needs model, graph, scores and metric (or "
                                   "metric_of). Pass them when building the Evaluator.")
-            built = build(self.model, self.graph, self.space, config, self.scores)
+            example = self.example_inputs if self.space.ranks(config) else None
+            built = build(self.model, self.graph, self.space, config, self.scores, example_inputs=example,
+                          cache=self.factorised)
             value = float(self.metric(built, finetune_steps=fidelity))
         self.memo[key] = value
         return value

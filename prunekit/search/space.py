@@ -148,9 +148,16 @@ class SearchSpace:
         return [d.name.removeprefix("block:") for d in self.dimensions if d.kind == "block" and not config[d.name]]
 
     def ranks(self, config: Mapping[str, Any]) -> dict[str, str]:
-        """Module -> ``"method:fraction"`` of every factorised layer of ``config``."""
+        """Module -> ``"method:fraction"`` of every factorised layer of ``config`` (not those inside a
+        block it removes: they are gone)."""
+        gone = tuple(b + "." for b in self.removed_blocks(config))
         return {d.name.removeprefix("rank:"): config[d.name] for d in self.dimensions
-                if d.kind == "rank" and config[d.name] != "none"}
+                if d.kind == "rank" and config[d.name] != "none"
+                and not (d.name.removeprefix("rank:") + ".").startswith(gone or ("\0",))}
+
+    def unfactorised(self, config: Mapping[str, Any]) -> Config:
+        """``config`` with every rank dimension at ``"none"``: its widths and blocks alone."""
+        return {n: "none" if d.kind == "rank" else config[n] for n, d in zip(self.names, self.dimensions)}
 
     def cuts(self, config: Mapping[str, Any]) -> list[int]:
         return [int(config[d.name]) for d in self.dimensions if d.kind == "cut"]
@@ -164,24 +171,18 @@ class SearchSpace:
 
 
 def build(model: nn.Module, graph: DependencyGraph, space: SearchSpace, config: Mapping[str, Any],
-          scores: Mapping[str, torch.Tensor], *, example_inputs: Any = None) -> nn.Module:
+          scores: Mapping[str, torch.Tensor], *, example_inputs: Any = None, weights: bool = True,
+          cache: dict[Any, Any] | None = None) -> nn.Module:
     """A new model with ``config``'s widths, blocks and ranks (``model`` is not changed); with
-    ``example_inputs`` the pruned widths are verified and ranks are factorised with MAC counts."""
+    ``example_inputs`` the pruned widths are verified and ranks are factorised with MAC counts
+    (``weights=False``: as uninitialised layers of the right shapes, for counting only; ``cache``:
+    factorised layers to reuse, see :func:`prunekit.search.ranks.factorise`)."""
     pruned = apply(model, graph, space.plan(config, scores), example_inputs=example_inputs,
                    verify_result=example_inputs is not None)
     if blocks := space.removed_blocks(config):
         pruned = remove_blocks(pruned, blocks)
-    for module, choice in space.ranks(config).items():
-        pruned = _factorised(pruned, module, choice, example_inputs)
+    if ranks := space.ranks(config):
+        from prunekit.search.ranks import factorise
+
+        pruned = factorise(pruned, ranks, example_inputs, weights=weights, cache=cache).model
     return pruned
-
-
-def _factorised(model: nn.Module, module: str, choice: str, example_inputs: Any) -> nn.Module:
-    from prunekit.decompose import decompose
-
-    method, _, fraction = choice.partition(":")
-    if example_inputs is None:
-        raise ConfigError(f"Factorising '{module}' needs example_inputs (its shapes). Pass example_inputs.")
-    result = decompose(model, example_inputs=example_inputs, method=method, rank=float(fraction),
-                       include=[module], options={"force": True})
-    return result.model

@@ -4,7 +4,14 @@
 :func:`search_model` is the step a recipe's ``search`` stage shares with the command: it builds the
 space from the model's graph, the exact cost model, the proxy and (for latency) the look-up table,
 runs the strategy, and returns the chosen configuration as a :class:`~prunekit.structured.Plan`
-(plus removed blocks) that the next ``prune`` stage applies.
+(plus removed blocks) that the next ``prune`` stage applies, and its ranks (module ->
+``"method:fraction"``) that the next ``decompose`` stage applies.
+
+Widths and ranks: by default a search picks widths only. ``ranks`` adds a rank dimension per
+factorisable layer (:mod:`prunekit.search.ranks`); widths and ranks are then searched together (each
+layer is pruned first, then factorised at a fraction of its pruned full rank), or, with
+``widths=False``, ranks alone: every channel group keeps its width, for models whose widths must
+stay as they are.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from prunekit.search.cost import Cost
 from prunekit.search.evaluator import Evaluator, successive_halving
 from prunekit.search.search import PARETO_FILE, SearchResult, write_pareto
 from prunekit.search.search import search as run_search
+from prunekit.search.ranks import factorise
 from prunekit.search.space import DEFAULT_LEVELS, SearchSpace, build
 from prunekit.workflows.common import (
     Measure,
@@ -45,24 +53,28 @@ from prunekit.workflows.common import (
 from prunekit.workflows.sensitivity import proxy_for
 from prunekit.workflows.train import fine_tune, train_baseline, with_epochs
 
-__all__ = ["search", "search_model", "Searched", "worker_objective", "check_parallel"]
+__all__ = ["search", "search_model", "Searched", "worker_objective", "check_parallel", "check_dimensions"]
 
 
 class Searched(dict):  # type: ignore[type-arg]
     """What :func:`search_model` returns: ``result`` (SearchResult), ``best`` (Record), ``chosen`` (configs), ``plan``
-    (the best config's Plan), ``blocks`` (its removed blocks), ``space``, ``graph``, ``scores``."""
+    (the best config's Plan), ``blocks`` (its removed blocks), ``ranks`` (its factorised layers: module ->
+    ``"method:fraction"``), ``space``, ``graph``, ``scores``."""
 
 
 def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "greedy", budget: int = 40,
                  constraints: Mapping[str, float], objectives: Sequence[str] = ("metric", "macs"), seed: int = 0,
                  levels: Sequence[float] = DEFAULT_LEVELS, round_to: int = 1, depth: bool = False,
-                 importance: str = "l2", bn_batches: int = 2, val_samples: int = 1024, finetune_steps: int = 0,
+                 ranks: bool | str | Sequence[str] = False, widths: bool = True, importance: str = "l2",
+                 bn_batches: int = 2, val_samples: int = 1024, finetune_steps: int = 0,
                  backend: str | None = None, state_dir: str | os.PathLike[str] | None = None,
                  storage: str | None = None, options: Mapping[str, Any] | None = None, workers: int = 1,
                  rebuild: Mapping[str, Any] | None = None, progress: bool = False) -> Searched:
-    """Search ``net``'s widths (and blocks with ``depth``) under ``constraints`` (kept fractions of
-    ``macs``/``params``, ``latency`` in ms on ``backend``'s look-up table) with ``strategy`` at
-    ``budget`` proxy evaluations.
+    """Search ``net``'s widths (and blocks with ``depth``, and factorised layers' ranks with ``ranks``:
+    ``True`` or method names, see :func:`prunekit.search.ranks.rank_methods`; ``widths=False`` keeps
+    every width) under ``constraints`` (kept fractions of ``macs``/``params``, as the built model
+    counts them, ``latency`` in ms on ``backend``'s look-up table) with ``strategy`` at ``budget``
+    proxy evaluations.
 
     With ``workers > 1`` (Optuna strategies only) that many processes share the study in
     ``state_dir`` (or ``storage``) until it holds ``budget`` trials; each rebuilds ``net``, the
@@ -72,8 +84,11 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
     if not constraints:
         raise ConfigError("search needs a constraint: e.g. --target-macs 0.25 (a quarter of the dense MACs "
                           "kept); without one the dense model wins.")
+    methods = check_dimensions(strategy, ranks=ranks, widths=widths, depth=depth, objectives=objectives,
+                               constraints=constraints, backend=backend)
     settings: dict[str, Any] = {
         "constraints": dict(constraints), "levels": list(levels), "round_to": round_to, "depth": depth,
+        "ranks": list(methods), "widths": widths,
         "importance": importance, "bn_batches": bn_batches, "val_samples": val_samples,
         "finetune_steps": finetune_steps, "backend": backend, "objectives": list(objectives),
         "state_dir": str(Path(state_dir).absolute()) if state_dir is not None else None}
@@ -96,13 +111,46 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
     knee = result.knee()
     chosen = [best.config] + ([knee.config] if knee is not None and knee.config != best.config else [])
     return Searched(result=result, chosen=chosen, plan=space.plan(best.config, scores), best=best,
-                    blocks=space.removed_blocks(best.config), space=space, graph=graph, scores=scores)
+                    blocks=space.removed_blocks(best.config), ranks=space.ranks(best.config), space=space,
+                    graph=graph, scores=scores)
+
+
+def check_dimensions(strategy: str, *, ranks: Any, widths: Any, depth: bool, objectives: Sequence[str] = (),
+                     constraints: Mapping[str, float] | None = None, backend: str | None = None,
+                     recipe: bool = False) -> tuple[str, ...]:
+    """The decomposition methods ``ranks`` asks for, once the dimensions asked for make a search
+    this strategy and cost model can run; ``recipe``: the messages name the recipe stage's options."""
+    from prunekit.search.ranks import rank_methods
+
+    def option(name: str, value: Any = None) -> str:
+        if recipe:
+            return f"{name}: {str(value).lower() if isinstance(value, bool) else value}"
+        return f"--{name}" + ("" if value is None or isinstance(value, bool) else f" {value}")
+    where, named = "search", "ranks" if recipe else "--ranks"
+    methods = rank_methods(ranks, f"search: {named}")
+    if not isinstance(widths, bool):
+        raise ConfigError(f"{where}: widths is true (search each group's width) or false (keep every width); "
+                          f"got {widths!r}.")
+    if not widths and not methods and not depth:
+        raise ConfigError(f"{where}: {option('widths', False) if recipe else '--no-widths'} leaves nothing to "
+                          f"search; add {option('ranks', True)} (factorised layers' ranks) or "
+                          f"{option('depth', True)} (residual blocks), or search widths.")
+    if methods and strategy == "gates":
+        raise ConfigError(f"{where}: strategy 'gates' learns widths only, not the ranks {named} asks for. Use "
+                          f"{option('strategy', 'greedy')} (or any other strategy), or drop {named}.")
+    latency = backend is not None or "latency" in objectives or "latency" in dict(constraints or {})
+    if methods and latency:
+        raise ConfigError(f"{where}: the latency look-up table times pruned layers, not factorised ones; got "
+                          f"ranks with latency (objective, target or backend). Use a macs or params target "
+                          f"and objectives with ranks, or drop {named}.")
+    return methods
 
 
 def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[str, float], levels: Sequence[float],
                round_to: int, depth: bool, importance: str, bn_batches: int, val_samples: int, finetune_steps: int,
                backend: str | None, objectives: Sequence[str],
-               state_dir: str | None) -> tuple[Evaluator, DependencyGraph, Any]:
+               state_dir: str | None, ranks: Sequence[str] = (),
+               widths: bool = True) -> tuple[Evaluator, DependencyGraph, Any]:
     """The evaluator a search scores with (and the graph and scores its space was built from): the
     same in this process and in every worker, given the same model and data."""
     example = example_of(splits, task)
@@ -113,7 +161,17 @@ def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[s
         from prunekit.structured import residual_blocks
 
         blocks = residual_blocks(net, example)
-    space = SearchSpace.from_graph(graph, levels=levels, round_to=round_to, blocks=blocks)
+    choices: dict[str, tuple[str, ...]] = {}
+    if ranks:
+        from prunekit.search.ranks import rank_choices
+
+        choices = rank_choices(net, example, ranks, levels)
+        if not choices:
+            raise ConfigError(f"search: no layer of the model can be factorised by {', '.join(ranks)} with fewer "
+                              f"MACs at the levels {list(levels)}; expected nn.Linear/nn.Conv2d layers. Lower the "
+                              f"levels, try other methods, or drop ranks.")
+    space = SearchSpace.from_graph(graph, levels=levels, round_to=round_to, blocks=blocks, ranks=choices,
+                                   groups=None if widths else ())
     cost = Cost(net, graph, space, example, scores)
     latency = None
     if backend is not None or "latency" in objectives or "latency" in constraints:
@@ -124,7 +182,7 @@ def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[s
         latency = table.predict
     proxy = proxy_for(splits, task, bn_batches=bn_batches, val_samples=val_samples, finetune_steps=finetune_steps)
     evaluator = Evaluator(space, constraints, model=net, graph=graph, scores=scores, metric=proxy, cost=cost,
-                          latency=latency)
+                          latency=latency, example_inputs=example)
     return evaluator, graph, scores
 
 
@@ -195,12 +253,18 @@ def _rebuild(model: str, data: str, net: nn.Module, state_dir: Path | None, *, w
 
 
 def _finetuned(net: nn.Module, found: Searched, config: dict[str, Any], splits: Any, task: Any,
-               tune: TrainConfig, device: Any, progress: bool) -> tuple[nn.Module, dict[str, Any]]:
-    model = build(net, found["graph"], found["space"], config, found["scores"], example_inputs=example_of(splits, task))
+               tune: TrainConfig, device: Any, progress: bool) -> tuple[nn.Module, dict[str, Any], Any]:
+    """``config``'s model fine-tuned, its metrics, and its factorised layers (a DecomposeResult, or None)."""
+    space, example = found["space"], example_of(splits, task)
+    model = build(net, found["graph"], space, space.unfactorised(config), found["scores"], example_inputs=example)
+    factorised = None
+    if ranks := space.ranks(config):
+        factorised = factorise(model, ranks, example)
+        model = factorised.model
     if tune.epochs > 0:
         fine_tune(model, splits, tune, progress=progress, device=device, task=task)
     metrics = dict(task.evaluate(model.cpu(), _eval_batches(splits)))
-    return model, metrics
+    return model, metrics, factorised
 
 
 def _eval_batches(splits: Any) -> Any:
@@ -216,7 +280,8 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
            objectives: Sequence[str] = ("metric", "macs"), trials: int = 40, seed: int = 0,
            weights: str | None = None, task: str | None = None, data_dir: str | None = None,
            levels: Sequence[float] = DEFAULT_LEVELS, round_to: int = 1, depth: bool = False,
-           bn_batches: int = 2, val_samples: int = 1024, finetune_steps: int = 0,
+           ranks: bool | str | Sequence[str] = False, widths: bool = True, bn_batches: int = 2,
+           val_samples: int = 1024, finetune_steps: int = 0,
            backend: str | None = None, storage: str | None = None, workers: int = 1, baseline_epochs: int = 1,
            finetune_epochs: int = 1, train_config: TrainConfig | None = None,
            out_dir: str | os.PathLike[str] | None = None, progress: bool = False, measure: Measure | None = None,
@@ -227,9 +292,13 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
     command again) and the best model as ``model/``. ``backend`` is the runtime the latency
     look-up table times layers on; ``workers`` processes share an Optuna strategy's study (the
     SQLite file under ``out_dir`` or ``storage``), each scoring trials until ``trials`` are done.
+    ``ranks`` / ``widths``: as :func:`search_model`'s; the chosen ranks are in the results (``ranks``)
+    and the saved model is factorised as they say.
     """
     config = train_config or TrainConfig()
     check_parallel(strategy, workers)
+    check_dimensions(strategy, ranks=ranks, widths=widths, depth=depth, objectives=objectives,
+                     constraints=constraints, backend=backend)
     if storage is not None:
         from prunekit.search.strategies.optuna_samplers import PARALLEL
 
@@ -257,17 +326,19 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
                                                  trained="baseline_training" in results)
     found = search_model(net, splits, task_obj, strategy=strategy, budget=trials, constraints=constraints,
                          objectives=objectives, seed=seed, levels=levels, round_to=round_to, depth=depth,
-                         bn_batches=bn_batches, val_samples=val_samples, finetune_steps=finetune_steps,
+                         ranks=ranks, widths=widths, bn_batches=bn_batches, val_samples=val_samples,
+                         finetune_steps=finetune_steps,
                          backend=backend, state_dir=state_dir, storage=storage, workers=workers,
                          rebuild=rebuild, progress=progress)
     result: SearchResult = found["result"]
     tune = with_epochs(config, finetune_epochs)
     example = example_of(splits, task_obj)
-    reports, tuned_models = [], []
+    reports, tuned_models, factorised = [], [], []
     for i, chosen in enumerate(found["chosen"]):
         record = next(r for r in result.records if r.config == chosen)
-        tuned, metrics = _finetuned(net, found, chosen, splits, task_obj, tune, device, progress)
+        tuned, metrics, layers = _finetuned(net, found, chosen, splits, task_obj, tune, device, progress)
         tuned_models.append(tuned)
+        factorised.append(layers)
         reports.append({"which": "best" if i == 0 else "knee", "config": chosen, "proxy": record.values,
                         "finetuned": metrics, "finetune_epochs": finetune_epochs})
     best_model = tuned_models[0]
@@ -275,12 +346,15 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
     after = measure_profile(best_model, example, f"{model} searched", measure, eval_data(splits), task_obj)
     results.update({"search": {k: v for k, v in result.to_dict().items() if k != "records"},
                     "evaluated": len(result.records), "chosen": reports, "plan": found["plan"].to_dict(),
-                    "removed_blocks": found["blocks"], "before": before.to_dict(), "after": after.to_dict()})
+                    "removed_blocks": found["blocks"], "ranks": found["ranks"], "before": before.to_dict(),
+                    "after": after.to_dict()})
     results["table"], results["latency_control"] = compare_models(net, best_model, before, after, example, measure)
     if out_dir is not None and is_rank_zero():
         results["pareto_file"] = str(write_pareto(result, out_dir, found["chosen"]))
+        # NOTE: the factorised layers after the plan, in the order build applied them
+        transforms = [found["plan"]] + ([factorised[0]] if factorised[0] is not None else [])
         results["files"] = save_result(best_model, out_dir, model, splits=splits, task=task_obj.name,
-                                       transforms=[found["plan"]])
+                                       transforms=transforms)
     evidence = evidence_of(net, best_model, splits, task_obj, out_dir, plan=found["plan"], example_inputs=example)
     return finish_with_report(results, out_dir, evidence)
 
