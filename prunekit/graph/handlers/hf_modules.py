@@ -443,6 +443,19 @@ def _gpt2_heads(module: Any) -> dict[str, int]:
     return {"num_attention_heads": module.c_attn.weight.shape[1] // _gpt2_parts(module) // module.head_dim}
 
 
+def _refresh_openai_attention(module: Any) -> None:
+    """OpenAI GPT's ``Attention`` splits its fused ``c_attn`` at ``split_size`` like GPT-2 but stores
+    no head size (``x.size(-1) // self.n_head``): the head size is read from the old widths, then
+    ``split_size`` is one third of the sliced rows and ``n_head`` its whole heads."""
+    head_dim = module.split_size // module.n_head
+    module.split_size = module.c_attn.weight.shape[1] // 3
+    module.n_head = module.split_size // head_dim
+
+
+def _openai_parts(module: nn.Module) -> int:
+    return 3
+
+
 # NOTE: a refresh may return a replacement module (a real, importable class) or None.
 _Refresh = Callable[[nn.Module], "nn.Module | None"]
 # module name -> (class name, refresh, config widths) registered once that module is imported
@@ -463,7 +476,12 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
         ("GPT2Attention", _refresh_gpt2_attention, _gpt2_heads),
         ("GPT2MLP", None, lambda m: {"n_inner": m.c_fc.weight.shape[1]}),
         ("GPT2Model", _refresh_gpt2_model, None)],
+    "transformers.models.imagegpt.modeling_imagegpt": [  # GPT-2's attention, copied
+        ("ImageGPTAttention", _refresh_gpt2_attention, _gpt2_heads)],
+    "transformers.models.openai.modeling_openai": [
+        ("Attention", _refresh_openai_attention, lambda m: {"num_attention_heads": m.n_head})],
 }
 # Refreshes that keep the head count a forward reads as a constant, or the size it splits at.
-KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention,)
-KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts}
+KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_attention)
+KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
+                                                          _refresh_openai_attention: _openai_parts}

@@ -54,6 +54,10 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     splits: list[tuple[Tracked, int, int]] = []  # (channels split into heads, chunks, head-size dim)
     for src, dst in groups:
         layouts = [dims[i] for i in src]
+        if len(src) == 1 and len(dst) > 1 and isinstance(layouts[0], ParamDim) and layouts[0].size:
+            # NOTE: a parameter axis split into heads (Dory's ``self.sqk.view(-1, 1, head_dim)``) is
+            # followed as a source the parameter uses: sliced in whole heads if it meets heads.
+            layouts[0] = ctx.store.param_source(layouts[0])
         if len(src) == 1 and len(dst) == 1 and _one_head(ctx, x, out, dst[0], layouts[0], _raw_sizes(args, kwargs)):
             splits.append((layouts[0], 1, dst[0]))  # type: ignore[arg-type]
             requested = _requested(args, kwargs, ctx.current, out.dim())
@@ -587,16 +591,41 @@ def _gather_rows(ctx, x: torch.Tensor, at: int, index: torch.Tensor, out: torch.
 
 @register_rule(*resolve("expand", "expand_as", "broadcast_to", "repeat", "tile"))
 def expand(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
-    """Right-aligned: same-size dims keep their channels; grown dims carry none."""
+    """Right-aligned: same-size dims keep their channels; grown dims carry none, unless their size
+    follows pruning (see ``_broadcast_targets``): then one value per channel is no channel of its own."""
     x = args[0]
     dims = ctx.dims(x)
-    result: list[Dim] = [None] * out.dim()
+    result: list[Dim] = _broadcast_targets(ctx, args, kwargs, out)
     for k in range(1, x.dim() + 1):
         if x.shape[-k] == out.shape[-k]:
             result[-k] = dims[-k]
         elif isinstance(dims[-k], Tracked):
             ctx.store.freeze(dims[-k], f"channels repeated by {ctx.where}")
+        elif x.shape[-k] != 1:
+            result[-k] = None
     ctx.set(out, result)
+
+
+def _broadcast_targets(ctx, args, kwargs, out) -> list[Dim]:  # type: ignore[no-untyped-def]
+    """The layouts a broadcast grows its size-1 dims to, where the size follows pruning: the dims of
+    the tensor given to ``expand_as`` (XLM's ``mask.view(bs, 1, q, k).expand_as(scores)``: the mask
+    is as wide as the heads it is applied to), or a size read from a tracked dim (``x.size(1)``).
+    A constant size stays plain (None)."""
+    from prunekit.graph.trace import ChannelInt
+
+    result: list[Dim] = [None] * out.dim()
+    if ctx.current.endswith(("repeat", "tile")):
+        return result  # NOTE: counts of copies, not target sizes
+    if ctx.current.endswith("expand_as"):
+        other = arg(args, kwargs, 1, "other", None)
+        if isinstance(other, torch.Tensor) and other.dim() == out.dim():
+            result = [d if isinstance(d, Tracked) else None for d in ctx.dims(other)]
+        return result
+    sizes = _raw_sizes(args, kwargs) if not ctx.current.endswith("broadcast_to") else \
+        arg(args, kwargs, 1, "size", None)
+    if isinstance(sizes, (tuple, list, torch.Size)) and len(sizes) == out.dim():
+        result = [s.layout if isinstance(s, ChannelInt) else None for s in sizes]
+    return result
 
 
 @register_rule(*resolve("repeat_interleave"))
@@ -671,5 +700,34 @@ def reorder(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
 @register_rule(*resolve("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "arange",
                         "zeros", "ones", "full", "empty", "tensor", "as_tensor", "linspace", "eye"))
 def create(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
-    """New tensors of an explicit shape: the source tensor (if any) only lends dtype and device."""
-    ctx.set(out, [None] * out.dim())
+    """New tensors of an explicit shape: the source tensor (if any) only lends dtype and device.
+
+    A tensor of one value everywhere (zeros, ones, full, empty) sized by a channel count read from
+    a tracked dim follows that width after pruning, so that dim holds those channels (GPT-NeoX-
+    Japanese's ``torch.zeros(B * heads, q, k)`` that ``baddbmm`` adds to the heads' scores)."""
+    ctx.set(out, _uniform_dims(ctx, args, kwargs, out) if ctx.current.endswith(_UNIFORM) else [None] * out.dim())
+
+
+_UNIFORM = ("zeros", "ones", "full", "empty")  # factories (and new_*) whose values do not depend on the position
+
+
+def _uniform_dims(ctx, args, kwargs, out) -> list[Dim]:  # type: ignore[no-untyped-def]
+    """Per dim of a uniform factory's result: the channels its requested size was read from
+    (a ChannelInt), or ``k`` copies of them (``B * heads``, a DerivedInt of one width), else None."""
+    from prunekit.graph.trace import ChannelInt, DerivedInt
+
+    rest = args[1:] if ctx.current.rpartition(".")[2].startswith("new_") else args
+    sizes = kwargs.get("size", rest[0] if rest and isinstance(rest[0], (tuple, list, torch.Size)) else rest)
+    if ctx.current.endswith("full") and sizes is rest:
+        sizes = ()
+    if not isinstance(sizes, (tuple, list, torch.Size)) or len(sizes) != out.dim():
+        return [None] * out.dim()
+    result: list[Dim] = []
+    for size in sizes:
+        layouts = (size.layout,) if isinstance(size, ChannelInt) else size.layouts if isinstance(size, DerivedInt) else ()
+        layout = layouts[0] if len(layouts) == 1 and isinstance(layouts[0], Tracked) else None
+        if layout is None or int(size) % layout.size or not int(size):
+            result.append(None)
+        else:
+            result.append(Tracked(layout.segments * (int(size) // layout.size)))
+    return result

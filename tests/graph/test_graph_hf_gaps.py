@@ -1,0 +1,196 @@
+"""Attention heads and widths that Hugging Face models hid from the graph (issue 19, coverage gap):
+a mask broadcast to the heads by ``expand_as``, a uniform tensor sized by a head count read from a
+shape, a parameter viewed into heads, a LayerNorm without affine weight whose ``normalized_shape``
+is a module attribute, and GPT-1 / ImageGPT's fused q|k|v split at a stored size. Each kept its
+heads (or width) whole before the fix; now they are cut and the pruned model equals the masked one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunekit.graph import DependencyGraph
+from prunekit.graph.groups import ChannelGroup
+from prunekit.importance import score
+from prunekit.structured import allocate, apply
+from prunekit.structured.apply import mask
+
+
+class _Heads(nn.Module):
+    """Attention of 2 heads of 4 over a width of 8, with the scores handed to ``scores_hook``."""
+
+    def __init__(self, dim: int = 8, heads: int = 2) -> None:
+        super().__init__()
+        self.d = dim // heads
+        self.inp = nn.Linear(3, dim)
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.out = nn.Linear(dim, 2)
+
+    def split(self, t: torch.Tensor) -> torch.Tensor:
+        return t.view(t.shape[0], t.shape[1], -1, self.d).transpose(1, 2)  # [B, H, T, d]
+
+    def scores_hook(self, scores: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return scores
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
+        scores = self.scores_hook(q @ k.transpose(-1, -2) / self.d ** 0.5, q, k)
+        o = (scores.softmax(-1) @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
+        return self.out(self.o(o) + x)
+
+
+class MaskExpandedToScores(_Heads):
+    """XLM / FlauBERT: ``mask.view(B, 1, 1, T).expand_as(scores)`` then ``scores.masked_fill_``;
+    the expanded mask is as wide as the heads it is applied to."""
+
+    def scores_hook(self, scores: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        keep = torch.ones(scores.shape[0], scores.shape[-1], dtype=torch.long)
+        keep[:, -1] = 0
+        m = (keep == 0).view(scores.shape[0], 1, 1, -1).expand_as(scores)
+        return scores.masked_fill_(m, -1e4)
+
+
+class ZerosSizedByHeads(_Heads):
+    """GPT-NeoX-Japanese: ``torch.zeros(B * heads, q, k)`` with ``heads`` read from ``q.size()``,
+    then ``torch.baddbmm(zeros, q, k^T)``."""
+
+    def scores_hook(self, scores: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        b, h, t, d = q.size()
+        base = torch.zeros(b * h, t, k.size(-2), dtype=q.dtype)
+        out = torch.baddbmm(base, q.reshape(b * h, t, d), k.flatten(0, 1).transpose(1, 2), alpha=d ** -0.5)
+        return out.view(b, h, t, -1)
+
+
+class ParameterViewedIntoHeads(_Heads):
+    """Dory: a per-channel query scale viewed into heads, ``q * self.sqk.view(-1, 1, d)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sqk = nn.Parameter(torch.rand(8) + 0.5)
+
+    def scores_hook(self, scores: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        q = q * self.sqk.view(-1, 1, self.d)
+        return q @ k.transpose(-1, -2) / self.d ** 0.5
+
+
+class NoAffineNorm(nn.Module):
+    """OLMo's LayerNorm: no weight, ``F.layer_norm(x, self.normalized_shape, None, None)``."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.normalized_shape = (width,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.normalized_shape, None, None, eps=1e-5)
+
+
+class NoAffineNormNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(3, 8)
+        self.norm = NoAffineNorm(8)
+        self.torch_norm = nn.LayerNorm(8, elementwise_affine=False)
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 8)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        x = x + self.fc2(torch.relu(self.fc1(self.norm(x))))
+        return self.out(self.torch_norm(x))
+
+
+def _prune(model: nn.Module, x: torch.Tensor, *, exact: bool = True) -> tuple[nn.Module, DependencyGraph]:
+    """Pruned at 0.5 with verification; where every cut is exact, the output equals the masked model's."""
+    torch.manual_seed(0)
+    model.eval()
+    graph = DependencyGraph.trace(model, x)
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)  # verifies (by value where a norm mixes)
+    if exact:
+        with torch.no_grad():
+            torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    return pruned, graph
+
+
+def _group_of(graph: DependencyGraph, tensor: str) -> ChannelGroup:
+    return next(g for g in graph.groups if (tensor, 0) in {(m.tensor, m.axis) for m in g.members})
+
+
+@pytest.mark.parametrize("klass", [MaskExpandedToScores, ZerosSizedByHeads, ParameterViewedIntoHeads])
+def test_heads_are_cut_through_a_broadcast_a_sized_tensor_and_a_viewed_parameter(klass: type) -> None:
+    torch.manual_seed(0)
+    model, x = klass(), torch.randn(2, 5, 3)
+    pruned, graph = _prune(model, x)
+    heads = _group_of(graph, "q.weight")
+    assert heads.prunable, heads.reasons
+    assert {m.inner for m in heads.members if m.tensor == "q.weight"} == {4}  # whole heads of 4
+    assert pruned.q.out_features == pruned.k.out_features == pruned.v.out_features == 4
+    if klass is ParameterViewedIntoHeads:
+        assert pruned.sqk.shape == (4,)  # sliced with the heads it scales
+
+
+def test_a_layer_norm_without_weight_shrinks_its_stored_shape() -> None:
+    torch.manual_seed(0)
+    model, x = NoAffineNormNet(), torch.randn(2, 5, 3)
+    pruned, graph = _prune(model, x, exact=False)
+    width = _group_of(graph, "inp.weight")
+    assert width.prunable and not width.exact  # the statistics change: checked by value
+    assert {a[1] for a in width.size_attributes()} == {"normalized_shape"}
+    assert pruned.norm.normalized_shape == pruned.torch_norm.normalized_shape == (pruned.inp.out_features,)
+    assert pruned.inp.out_features < 8 and model.norm.normalized_shape == (8,)  # the user's model is unchanged
+    with torch.no_grad():  # the stored shape is what the forward normalises over: the kept width
+        h = pruned.norm(pruned.inp(x))
+    torch.testing.assert_close(h.mean(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
+
+
+def test_a_stored_norm_shape_held_twice_stays_frozen() -> None:
+    model = NoAffineNormNet()
+    model.norm.other = (8,)  # which attribute the forward reads is unknown
+    graph = DependencyGraph.trace(model.eval(), torch.randn(2, 5, 3))
+    width = _group_of(graph, "inp.weight")
+    assert not width.prunable and any("without affine weight" in r for r in width.reasons)
+
+
+transformers = pytest.importorskip("transformers")
+
+
+def _gpt1_like() -> list[tuple[type, object]]:
+    t = transformers
+    small = {"vocab_size": 50, "n_positions": 16, "n_embd": 32, "n_layer": 2, "n_head": 4}
+    return [(t.OpenAIGPTLMHeadModel, t.OpenAIGPTConfig(**small)),
+            (t.ImageGPTForCausalImageModeling, t.ImageGPTConfig(**small))]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["openai-gpt", "imagegpt"])
+def test_fused_qkv_split_at_a_stored_size_is_cut_in_heads(index: int, tmp_path: Path) -> None:
+    """OpenAI GPT and ImageGPT split ``c_attn`` at ``self.split_size`` (GPT-2's code, copied; GPT-1
+    stores no head size): the heads are cut alike in q, k and v, and the config rebuilds the model."""
+    import prunekit.hf
+
+    klass, config = _gpt1_like()[index]
+    torch.manual_seed(0)
+    model = klass(config).eval()
+    ids = torch.randint(1, 50, (1, 8), generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, ids)
+    qkv = next(g for g in graph.groups if ("transformer.h.0.attn.c_attn.weight", 1) in
+               {(m.tensor, m.axis) for m in g.members})
+    assert qkv.prunable, qkv.reasons
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=(ids,))
+    attn = pruned.transformer.h[0].attn
+    assert attn.c_attn.weight.shape == (16, 48) and attn.split_size == 16
+    assert (attn.n_head if hasattr(attn, "n_head") else attn.num_heads) == 2
+    assert pruned.config.n_head == 2
+    with torch.no_grad():  # (the hidden width passes LayerNorms: apply checked the values it must keep)
+        want = pruned(ids).logits
+    pruned.save_pretrained(tmp_path)
+    theirs = klass.from_pretrained(tmp_path, local_files_only=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(ids).logits, want, rtol=1e-4, atol=1e-5)
+    assert prunekit.hf.reference(pruned).transformer.h[0].attn.c_attn.weight.shape == (16, 48)
