@@ -79,6 +79,57 @@ class ParameterViewedIntoHeads(_Heads):
         return q @ k.transpose(-1, -2) / self.d ** 0.5
 
 
+class FoldedByTheQueryHeads(_Heads):
+    """YOSO: ``k.reshape(B * heads, T, d)`` with ``heads`` read from ``q.size()``, and the mask
+    ``mask.unsqueeze(1).repeat_interleave(heads, dim=1).reshape(B * heads, T).int()``."""
+
+    def scores_hook(self, scores: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        b, h, t, d = q.size()
+        keep = torch.ones(b, t)
+        keep[:, -1] = 0
+        m = keep.unsqueeze(1).repeat_interleave(h, dim=1).reshape(b * h, t).int()
+        s = q.reshape(b * h, t, d) @ k.reshape(b * h, t, d).transpose(1, 2) / d ** 0.5
+        return (s - 1e4 * (1 - m[:, None, :])).view(b, h, t, t)
+
+
+class FoldedByAnotherWidth(nn.Module):
+    """MobileViT's folding: features unfolded to tokens, mixed by a Linear (new channels), folded
+    back with ``reshape(B * C, H, W)``, ``C`` read from the features before the Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.mix = nn.Linear(8, 8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.relu(self.conv(x))
+        b, c, h, w = f.shape
+        tokens = self.mix(f.reshape(b, c, h * w).transpose(1, 2))  # [B, HW, C]
+        folded = tokens.transpose(1, 2).reshape(b * c, h, w)
+        return self.head(folded.view(b, -1, h, w))
+
+
+class CachedDepthwise(nn.Module):
+    """LFM's short conv: a state sized by the width read from the input (``torch.zeros(B, C, 2)``)
+    is written with ``copy_``, and the depthwise weight is viewed ``squeeze(1)`` .. ``unsqueeze(1)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(3, 8)
+        self.conv = nn.Conv1d(8, 8, 3, groups=8)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x).transpose(1, 2)  # [B, C, T]
+        b, c, t = h.shape
+        state = torch.zeros(b, c, 2)
+        state.copy_(h[:, :, :2])
+        weight = self.conv.weight.squeeze(1)
+        y = F.conv1d(torch.cat([state, h], -1), weight.unsqueeze(1), self.conv.bias, groups=c)
+        return self.out(y[:, :, -t:].transpose(1, 2))
+
+
 class NoAffineNorm(nn.Module):
     """OLMo's LayerNorm: no weight, ``F.layer_norm(x, self.normalized_shape, None, None)``."""
 
@@ -133,6 +184,34 @@ def test_heads_are_cut_through_a_broadcast_a_sized_tensor_and_a_viewed_parameter
     assert pruned.q.out_features == pruned.k.out_features == pruned.v.out_features == 4
     if klass is ParameterViewedIntoHeads:
         assert pruned.sqk.shape == (4,)  # sliced with the heads it scales
+
+
+def test_a_view_sized_by_another_tensors_heads_ties_the_two() -> None:
+    torch.manual_seed(0)
+    model, x = FoldedByTheQueryHeads(), torch.randn(2, 5, 3)
+    pruned, graph = _prune(model, x)
+    heads = _group_of(graph, "q.weight")
+    assert heads.prunable and ("k.weight", 0) in {(m.tensor, m.axis) for m in heads.members}  # cut together
+    assert pruned.q.out_features == pruned.k.out_features == 4
+
+
+def test_a_fold_sized_by_another_width_ties_the_two() -> None:
+    torch.manual_seed(0)
+    model, x = FoldedByAnotherWidth(), torch.randn(2, 3, 4, 4)
+    pruned, graph = _prune(model, x)
+    width = _group_of(graph, "conv.weight")
+    assert width.prunable, width.reasons
+    assert ("mix.weight", 0) in {(m.tensor, m.axis) for m in width.members}  # the folded tokens: the same cut
+    assert pruned.conv.out_channels == pruned.mix.out_features == pruned.head.in_channels == 4
+
+
+def test_a_state_sized_by_a_width_and_a_viewed_depthwise_weight_follow_the_cut() -> None:
+    torch.manual_seed(0)
+    model, x = CachedDepthwise(), torch.randn(2, 5, 3)
+    pruned, graph = _prune(model, x)
+    width = _group_of(graph, "inp.weight")
+    assert width.prunable, width.reasons
+    assert pruned.inp.out_features == pruned.conv.out_channels == pruned.conv.groups == 4
 
 
 def test_a_layer_norm_without_weight_shrinks_its_stored_shape() -> None:

@@ -298,12 +298,36 @@ def _derived_size(ctx, size: Any, j: int, result: list[Dim],  # type: ignore[no-
                 ctx.deferred.setdefault(id(ctx.module), []).extend((source, first, ctx.where)
                                                                    for source in size.layouts)
             return
+    if _same_width(ctx, size, result[j]):
+        return
     why = (f"a size computed from the width of these channels ({int(size)}) is used to view other data "
            f"in {ctx.where}; it would change with pruning")
     for source in size.layouts:
         ctx.store.freeze(source, why)
     if isinstance(result[j], Tracked):
         ctx.store.freeze(result[j], why)
+
+
+def _same_width(ctx, size: Any, dim: Dim) -> bool:  # type: ignore[no-untyped-def]
+    """A view's dim sized ``k * width`` (a DerivedInt of one width) that holds ``k`` copies of other
+    channels (``B * heads`` folded into the batch) or each of them ``k`` times (``C * n`` merged
+    with a spatial dim): after pruning the size is ``k`` times the pruned width, which is right
+    exactly when those channels are cut with the width's. Both are unified (YOSO's
+    ``key.reshape(B * num_heads, ...)`` with ``num_heads`` read from the query; MobileViT's folding
+    by the channel count of the unfolded features). False: not that case."""
+    if not isinstance(dim, Tracked) or len(size.layouts) != 1 or not size.layouts[0].size:
+        return False
+    source = size.layouts[0]
+    copies, rest = divmod(int(size), source.size)
+    if rest or not copies:
+        return False
+    one = dim if copies == 1 else _unrepeat(dim, copies)
+    if one is None and all(seg.inner % copies == 0 for seg in dim.segments):
+        one = Tracked(tuple(Segment(seg.source, seg.start, seg.length, seg.inner // copies) for seg in dim.segments))
+    if one is None or one.size != source.size:
+        return False
+    ctx.store.unify(source, one, ctx.where)
+    return True
 
 
 # Callables ``(ctx) -> bool``: True when the module running now (``ctx.module``) keeps its head count
@@ -611,8 +635,6 @@ def _broadcast_targets(ctx, args, kwargs, out) -> list[Dim]:  # type: ignore[no-
     the tensor given to ``expand_as`` (XLM's ``mask.view(bs, 1, q, k).expand_as(scores)``: the mask
     is as wide as the heads it is applied to), or a size read from a tracked dim (``x.size(1)``).
     A constant size stays plain (None)."""
-    from prunekit.graph.trace import ChannelInt
-
     result: list[Dim] = [None] * out.dim()
     if ctx.current.endswith(("repeat", "tile")):
         return result  # NOTE: counts of copies, not target sizes
@@ -624,7 +646,7 @@ def _broadcast_targets(ctx, args, kwargs, out) -> list[Dim]:  # type: ignore[no-
     sizes = _raw_sizes(args, kwargs) if not ctx.current.endswith("broadcast_to") else \
         arg(args, kwargs, 1, "size", None)
     if isinstance(sizes, (tuple, list, torch.Size)) and len(sizes) == out.dim():
-        result = [s.layout if isinstance(s, ChannelInt) else None for s in sizes]
+        result = [sized_by(s) for s in sizes]
     return result
 
 
@@ -644,10 +666,15 @@ def repeat_interleave(ctx, args, kwargs, out) -> None:  # type: ignore[no-untype
     result: list[Dim] = list(dims)
     if isinstance(repeats, torch.Tensor) and repeats.numel() == 1 and repeats.device.type != "meta":
         repeats = int(repeats)
+    layout = dims[d]
+    if layout is None and x.shape[d] == 1 and (grown := sized_by(repeats)) is not None:
+        # NOTE: one position repeated as many times as there are channels is a broadcast to them
+        # (YOSO's ``mask.unsqueeze(1).repeat_interleave(num_heads, dim=1)``, ``num_heads`` read from a shape)
+        result[d] = grown
+        return ctx.set(out, result)
     for source in (repeats.layouts if isinstance(repeats, DerivedInt) else
                    (repeats.layout,) if isinstance(repeats, ChannelInt) else ()):
         ctx.store.freeze(source, f"a repeat count computed from the width of these channels in {ctx.where}")
-    layout = dims[d]
     if isinstance(layout, Tracked) and isinstance(repeats, int):
         result[d] = layout.scaled(repeats)
     else:
@@ -714,20 +741,22 @@ _UNIFORM = ("zeros", "ones", "full", "empty")  # factories (and new_*) whose val
 def _uniform_dims(ctx, args, kwargs, out) -> list[Dim]:  # type: ignore[no-untyped-def]
     """Per dim of a uniform factory's result: the channels its requested size was read from
     (a ChannelInt), or ``k`` copies of them (``B * heads``, a DerivedInt of one width), else None."""
-    from prunekit.graph.trace import ChannelInt, DerivedInt
-
     rest = args[1:] if ctx.current.rpartition(".")[2].startswith("new_") else args
     sizes = kwargs.get("size", rest[0] if rest and isinstance(rest[0], (tuple, list, torch.Size)) else rest)
     if ctx.current.endswith("full") and sizes is rest:
         sizes = ()
     if not isinstance(sizes, (tuple, list, torch.Size)) or len(sizes) != out.dim():
         return [None] * out.dim()
-    result: list[Dim] = []
-    for size in sizes:
-        layouts = (size.layout,) if isinstance(size, ChannelInt) else size.layouts if isinstance(size, DerivedInt) else ()
-        layout = layouts[0] if len(layouts) == 1 and isinstance(layouts[0], Tracked) else None
-        if layout is None or int(size) % layout.size or not int(size):
-            result.append(None)
-        else:
-            result.append(Tracked(layout.segments * (int(size) // layout.size)))
-    return result
+    return [sized_by(size) for size in sizes]
+
+
+def sized_by(size: Any) -> Tracked | None:
+    """The channels a size read from a tracked dim stands for: a ChannelInt's, or ``k`` copies of
+    them for a DerivedInt ``k * width`` of one width (``B * heads``); None for any other size."""
+    from prunekit.graph.trace import ChannelInt, DerivedInt
+
+    layouts = (size.layout,) if isinstance(size, ChannelInt) else size.layouts if isinstance(size, DerivedInt) else ()
+    layout = layouts[0] if len(layouts) == 1 and isinstance(layouts[0], Tracked) else None
+    if layout is None or not layout.size or not int(size) or int(size) % layout.size:
+        return None
+    return Tracked(layout.segments * (int(size) // layout.size))
