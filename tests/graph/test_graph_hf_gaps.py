@@ -130,6 +130,53 @@ class CachedDepthwise(nn.Module):
         return self.out(y[:, :, -t:].transpose(1, 2))
 
 
+class _CheckedEmbed(nn.Module):
+    """PVT's patch embedding: ``if num_channels != self.num_channels: raise ValueError``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.num_channels = channels
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.num_channels:
+            raise ValueError("the channels of the input do not match the configuration")
+        return self.proj(x)
+
+
+class CheckedWidth(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.embed = _CheckedEmbed(8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.embed(torch.relu(self.stem(x)))))
+
+
+class PositionTables(nn.Module):
+    """Sinusoidal position tables (non-persistent buffers) read by position ids: CTRL's
+    ``table[ids, :]`` and XGLM's ``weights.index_select(0, ids).view(B, T, self.weights.shape[-1])``,
+    in a module where two attributes hold the width too (XGLM's ``num_positions``, ``embedding_dim``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 8)
+        self.register_buffer("table", torch.randn(6, 8), persistent=False)
+        self.register_buffer("weights", torch.randn(6, 8), persistent=False)
+        self.num_positions, self.embedding_dim = 8, 8
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        b, t = ids.shape
+        pos = torch.arange(t).unsqueeze(0).expand(b, t)
+        h = self.emb(ids) + self.table[pos, :]
+        h = h + self.weights.index_select(0, pos.reshape(-1)).view(b, t, self.weights.shape[-1])
+        return self.out(h + self.fc2(torch.relu(self.fc1(h))))
+
+
 class NoAffineNorm(nn.Module):
     """OLMo's LayerNorm: no weight, ``F.layer_norm(x, self.normalized_shape, None, None)``."""
 
@@ -212,6 +259,25 @@ def test_a_state_sized_by_a_width_and_a_viewed_depthwise_weight_follow_the_cut()
     width = _group_of(graph, "inp.weight")
     assert width.prunable, width.reasons
     assert pruned.inp.out_features == pruned.conv.out_channels == pruned.conv.groups == 4
+
+
+def test_a_width_checked_against_a_stored_count_rewrites_the_count() -> None:
+    torch.manual_seed(0)
+    model, x = CheckedWidth(), torch.randn(2, 3, 4, 4)
+    pruned, graph = _prune(model, x)
+    width = _group_of(graph, "stem.weight")
+    assert width.prunable, width.reasons
+    assert {a[1] for a in width.size_attributes()} == {"num_channels"}
+    assert pruned.embed.num_channels == pruned.stem.out_channels == 4 and model.embed.num_channels == 8
+
+
+def test_position_tables_read_by_ids_are_sliced_with_the_width() -> None:
+    torch.manual_seed(0)
+    model, ids = PositionTables(), torch.randint(0, 10, (2, 5), generator=torch.Generator().manual_seed(0))
+    pruned, graph = _prune(model, ids)
+    width = next(g for g in graph.groups if ("emb.weight", 1) in {(m.tensor, m.axis) for m in g.members})
+    assert width.prunable, width.reasons
+    assert pruned.table.shape == pruned.weights.shape == (6, 4) and pruned.emb.weight.shape == (10, 4)
 
 
 def test_a_layer_norm_without_weight_shrinks_its_stored_shape() -> None:

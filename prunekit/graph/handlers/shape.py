@@ -169,7 +169,7 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     holds that size (``self.nf``, ``self.shape[1]``), the attribute joins the group and ``apply``
     rewrites it; otherwise the channels are frozen with the reason."""
     from prunekit.graph.registry import refresh_for
-    from prunekit.graph.trace import ChannelInt, DerivedInt
+    from prunekit.graph.trace import ChannelInt, DerivedInt, ParamInt
 
     if not isinstance(d, (Tracked, ParamDim)) or not ctx.current.endswith(("view", "reshape")):
         return d
@@ -177,6 +177,10 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     if sizes is None or j >= len(sizes):
         return d
     size = sizes[j]
+    if isinstance(size, ParamInt):
+        if size.dim.tensor == getattr(d, "tensor", None) and size.dim.axis == getattr(d, "axis", None):
+            return d  # NOTE: read from the viewed parameter's own axis at run time (XGLM's weights.shape[-1])
+        size = int(size)
     if type(size) is not int or size in (-1, 1) or isinstance(size, (ChannelInt, DerivedInt)):
         return d
     module = ctx.module
@@ -574,7 +578,7 @@ def getitem(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     tensors = [k for k, i in enumerate(index) if isinstance(i, torch.Tensor)]
     if (len(tensors) == 1 and isinstance(out, torch.Tensor) and all(i == slice(None) for i in index[:tensors[0]])
             and not index[tensors[0]].dtype.is_floating_point and index[tensors[0]].dtype != torch.bool
-            and len(index) == tensors[0] + 1):
+            and all(i == slice(None) for i in index[tensors[0] + 1:])):  # NOTE: CTRL's ``table[ids, :]``
         return _gather_rows(ctx, x, tensors[0], index[tensors[0]], out)
     if any(isinstance(i, torch.Tensor) or isinstance(i, (list, bool)) for i in index):
         return ctx.opaque(args, kwargs, out, "advanced (tensor) indexing")
@@ -611,6 +615,16 @@ def _gather_rows(ctx, x: torch.Tensor, at: int, index: torch.Tensor, out: torch.
     if isinstance(dims[at], Tracked):
         ctx.store.freeze(dims[at], f"channels picked by an index tensor in {ctx.where}")
     ctx.set(out, dims[:at] + [None] * index.dim() + dims[at + 1:])
+
+
+@register_rule(*resolve("index_select"))
+def index_select(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``table.index_select(dim, idx)``: entries along ``dim`` are picked, the other dims keep their
+    channels or parameter axes (XGLM's sinusoidal table read by position ids)."""
+    x, index = args[0], arg(args, kwargs, 2, "index", None)
+    if not isinstance(x, torch.Tensor) or not isinstance(index, torch.Tensor) or not isinstance(out, torch.Tensor):
+        return ctx.opaque(args, kwargs, out, "unexpected arguments")
+    _gather_rows(ctx, x, arg(args, kwargs, 1, "dim", 0) % max(x.dim(), 1), index.reshape(-1), out)
 
 
 @register_rule(*resolve("expand", "expand_as", "broadcast_to", "repeat", "tile"))
