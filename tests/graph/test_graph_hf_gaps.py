@@ -339,3 +339,36 @@ def test_fused_qkv_split_at_a_stored_size_is_cut_in_heads(index: int, tmp_path: 
     with torch.no_grad():
         torch.testing.assert_close(theirs(ids).logits, want, rtol=1e-4, atol=1e-5)
     assert prunekit.hf.reference(pruned).transformer.h[0].attn.c_attn.weight.shape == (16, 48)
+
+
+def _named_attention() -> dict[str, tuple[type, object, str]]:
+    t = transformers
+    bert_like = {"vocab_size": 50, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64,
+                 "num_hidden_layers": 2, "max_position_embeddings": 16}
+    return {
+        "deberta": (t.DebertaForMaskedLM, t.DebertaConfig(**bert_like), "deberta.encoder.layer.0.attention.self"),
+        "deberta-v2": (t.DebertaV2ForMaskedLM, t.DebertaV2Config(**bert_like),
+                       "deberta.encoder.layer.0.attention.self"),
+        "cpmant": (t.CpmAntForCausalLM, t.CpmAntConfig(vocab_size=128, hidden_size=32, num_attention_heads=4,
+                                                       dim_head=8, dim_ff=64, num_hidden_layers=2,
+                                                       position_bias_num_buckets=32, position_bias_max_distance=64),
+                   "cpmant.encoder.layers.0.self_att.self_attention"),
+    }
+
+
+@pytest.mark.parametrize("name", ["deberta", "deberta-v2", "cpmant"])
+def test_attention_named_in_proj_query_proj_or_project_q_is_cut_in_heads(name: str) -> None:
+    """DeBERTa's fused ``in_proj``, DeBERTa-v2's ``query_proj`` and CPM-Ant's ``project_q`` with
+    ``dim_head`` are attention modules: their stored head count follows the cut."""
+    klass, config, path = _named_attention()[name]
+    torch.manual_seed(0)
+    model = klass(config).eval()
+    ids = torch.randint(1, 50, (1, 8), generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, ids)
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=(ids,))  # verified
+    attn = pruned.get_submodule(path)
+    heads = next(vars(attn)[n] for n in ("num_attention_heads", "num_heads") if n in vars(attn))
+    assert heads == 2
+    with torch.no_grad():
+        assert pruned(ids).logits.shape == model(ids).logits.shape

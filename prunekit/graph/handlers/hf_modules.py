@@ -28,10 +28,10 @@ WIDTH_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_
                 "moe_intermediate_size", "shared_expert_intermediate_size", "mlp_dim", "ffn_hidden_size",
                 "hidden_sizes", "embedding_size", "projection_dim")
 _HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head")
-_HEAD_DIM = ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim", "attn_head_size")
-_QUERY = ("q_proj", "query", "q_lin", "q", "to_q", "wq")
-_KEY = ("k_proj", "key", "k_lin", "k", "to_k", "wk")
-_FUSED = ("qkv", "query_key_value", "Wqkv", "qkv_proj")
+_HEAD_DIM = ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim", "attn_head_size", "dim_head")
+_QUERY = ("q_proj", "query", "q_lin", "q", "to_q", "wq", "query_proj", "project_q")
+_KEY = ("k_proj", "key", "k_lin", "k", "to_k", "wk", "key_proj", "project_k")
+_FUSED = ("qkv", "query_key_value", "Wqkv", "qkv_proj", "in_proj")
 _KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
 _INNER = ("all_head_size", "inner_dim")
 
