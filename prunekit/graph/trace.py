@@ -28,7 +28,7 @@ from prunekit.graph.fastmeta import fast_result
 from prunekit.graph.constraints import ConstraintStore, Dim, ParamDim, Tracked
 from prunekit.graph.registry import RULES, refresh_for
 
-__all__ = ["Context", "ChannelInt", "DerivedInt", "ParamInt", "interpret", "func_name"]
+__all__ = ["Context", "ChannelInt", "DerivedInt", "ParamInt", "ConfigInt", "interpret", "func_name"]
 
 
 def func_name(func: Any) -> str:
@@ -271,6 +271,45 @@ class ParamInt(int):
     __hash__ = int.__hash__
 
 
+class ConfigInt(int):
+    """Entry ``index`` of the per-stage width list ``field`` of a model's config, as the forward
+    reads it during the trace (SegFormer's ``reshape(B, -1, self.config.hidden_sizes[-1])``): a
+    view to it ties the entry to the channels, and ``apply`` rewrites the entry."""
+
+    field: str
+    index: int
+
+    def __new__(cls, value: int, field: str, index: int) -> ConfigInt:
+        self = super().__new__(cls, value)
+        self.field, self.index = field, index
+        return self
+
+    __hash__ = int.__hash__
+
+
+# Config fields that list a width per stage (a Hugging Face config's ``hidden_sizes``).
+STAGE_WIDTHS = ("hidden_sizes",)
+
+
+@contextmanager
+def _tagged_configs(model: nn.Module) -> Iterator[None]:
+    """While the trace runs, the per-stage width lists of the model's configs hold ConfigInts
+    (the old lists are put back afterwards, whatever happens)."""
+    configs = {id(c): c for m in model.modules() if hasattr(c := vars(m).get("config"), "to_dict")}
+    saved: list[tuple[Any, str, Any]] = []
+    try:
+        for config in configs.values():
+            for field_name in STAGE_WIDTHS:
+                value = getattr(config, field_name, None)
+                if type(value) in (list, tuple) and value and all(type(v) is int for v in value):
+                    saved.append((config, field_name, value))
+                    setattr(config, field_name, type(value)(ConfigInt(v, field_name, i) for i, v in enumerate(value)))
+        yield
+    finally:
+        for config, field_name, value in reversed(saved):
+            setattr(config, field_name, value)
+
+
 def _tagged(value: int, d: Dim, ctx: Context) -> int:
     if isinstance(d, Tracked):
         return ChannelInt(value, d, ctx)
@@ -493,6 +532,6 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any],
         given = [t for t in tree_flatten((inputs, kwargs))[0] if isinstance(t, torch.Tensor)]
         ctx.data = {id(t) for t in given if t.is_floating_point()}
         ctx.derived = {id(t) for t in given}
-    with torch.no_grad(), _scopes(model, ctx), _Recorder(ctx):
+    with torch.no_grad(), _tagged_configs(model), _scopes(model, ctx), _Recorder(ctx):
         out = model(*inputs, **kwargs)
     return ctx, out, store

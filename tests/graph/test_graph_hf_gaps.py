@@ -177,6 +177,31 @@ class PositionTables(nn.Module):
         return self.out(h + self.fc2(torch.relu(self.fc1(h))))
 
 
+class _StageConfig:
+    """A config with a width per stage (a Hugging Face vision config's ``hidden_sizes``)."""
+
+    def __init__(self) -> None:
+        self.hidden_sizes = [4, 8]
+
+    def to_dict(self) -> dict[str, object]:
+        return dict(vars(self))
+
+
+class ViewToAStageWidth(nn.Module):
+    """SegFormer / PVT-v2: ``reshape(B, -1, self.config.hidden_sizes[-1])`` in the root module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = _StageConfig()
+        self.stem, self.down = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 8, 1)
+        self.classifier = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.down(torch.relu(self.stem(x)))
+        tokens = h.permute(0, 2, 3, 1).reshape(x.shape[0], -1, self.config.hidden_sizes[-1])
+        return self.classifier(tokens.mean(1))
+
+
 class NoAffineNorm(nn.Module):
     """OLMo's LayerNorm: no weight, ``F.layer_norm(x, self.normalized_shape, None, None)``."""
 
@@ -278,6 +303,16 @@ def test_position_tables_read_by_ids_are_sliced_with_the_width() -> None:
     width = next(g for g in graph.groups if ("emb.weight", 1) in {(m.tensor, m.axis) for m in g.members})
     assert width.prunable, width.reasons
     assert pruned.table.shape == pruned.weights.shape == (6, 4) and pruned.emb.weight.shape == (10, 4)
+
+
+def test_a_view_to_a_per_stage_config_width_rewrites_that_entry() -> None:
+    torch.manual_seed(0)
+    model, x = ViewToAStageWidth(), torch.randn(2, 3, 4, 4)
+    pruned, graph = _prune(model, x)
+    width = _group_of(graph, "down.weight")
+    assert width.prunable, width.reasons
+    assert pruned.config.hidden_sizes[-1] == pruned.down.out_channels == 4  # the entry the forward reads
+    assert model.config.hidden_sizes == [4, 8] and all(type(v) is int for v in model.config.hidden_sizes)
 
 
 def test_a_layer_norm_without_weight_shrinks_its_stored_shape() -> None:

@@ -169,7 +169,7 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     holds that size (``self.nf``, ``self.shape[1]``), the attribute joins the group and ``apply``
     rewrites it; otherwise the channels are frozen with the reason."""
     from prunekit.graph.registry import refresh_for
-    from prunekit.graph.trace import ChannelInt, DerivedInt, ParamInt
+    from prunekit.graph.trace import ChannelInt, ConfigInt, DerivedInt, ParamInt
 
     if not isinstance(d, (Tracked, ParamDim)) or not ctx.current.endswith(("view", "reshape")):
         return d
@@ -177,6 +177,11 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     if sizes is None or j >= len(sizes):
         return d
     size = sizes[j]
+    if isinstance(size, ConfigInt) and isinstance(d, Tracked):
+        # NOTE: the root model holds the config; apply rewrites the entry (the config refresh
+        # does not follow per-stage lists)
+        ctx.store.use(d, size_attribute("", f"config.{size.field}", size.index), 0, "passive")
+        return d
     if isinstance(size, ParamInt):
         if size.dim.tensor == getattr(d, "tensor", None) and size.dim.axis == getattr(d, "axis", None):
             return d  # NOTE: read from the viewed parameter's own axis at run time (XGLM's weights.shape[-1])
