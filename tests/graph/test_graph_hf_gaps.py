@@ -202,6 +202,67 @@ class ViewToAStageWidth(nn.Module):
         return self.classifier(tokens.mean(1))
 
 
+class GroupedExperts(nn.Module):
+    """Mixtral-style experts (transformers' ``grouped_mm_experts_forward``): rows sorted by expert,
+    ``torch._grouped_mm(x, w.transpose(-2, -1), offs)`` with 3-d weights [experts, out, in]."""
+
+    def __init__(self, experts: int = 2, dim: int = 8, inner: int = 16) -> None:
+        super().__init__()
+        self.inp = nn.Linear(3, dim)
+        self.up = nn.Parameter(torch.randn(experts, inner, dim) * 0.3)
+        self.down = nn.Parameter(torch.randn(experts, dim, inner) * 0.3)
+        self.out = nn.Linear(dim, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        offs = torch.tensor([x.shape[0] // 2, x.shape[0]], dtype=torch.int32)
+        a = torch.relu(torch._grouped_mm(h, self.up.transpose(-2, -1), offs=offs))
+        return self.out(h + torch._grouped_mm(a, self.down.transpose(-2, -1), offs=offs))
+
+
+class ExpertsAddedBack(nn.Module):
+    """JetMoE / OpenAI privacy filter: expert outputs added back to their tokens with
+    ``zeros(T, C).index_add(0, token_ids, expert_out)``, ``C`` read from the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(3, 8)
+        self.expert = nn.Linear(8, 8)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)  # [T, C]
+        ids = torch.arange(h.shape[0]).flip(0)
+        y = torch.zeros(h.shape[0], h.shape[1]).index_add(0, ids, self.expert(h[ids]))
+        return self.out(h + y)
+
+
+class _StoredWidthExperts(nn.Module):
+    """JetMoE's ``torch.zeros((B * T, self.input_size)).index_add(0, ids, out)``: the width is an attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.input_size = 8
+        self.expert, self.router = nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        ids = torch.arange(h.shape[0]).flip(0)
+        gate = torch.softmax(self.router(h), -1).type_as(h)  # NOTE: type_as lends a dtype, not positions
+        return torch.zeros((h.shape[0], self.input_size)).index_add(0, ids, self.expert(h[ids]) * gate[:, :1])
+
+
+class StoredWidthExperts(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(3, 8)
+        self.moe = _StoredWidthExperts()
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        return self.out(h + self.moe(h))
+
+
 class NoAffineNorm(nn.Module):
     """OLMo's LayerNorm: no weight, ``F.layer_norm(x, self.normalized_shape, None, None)``."""
 
@@ -313,6 +374,55 @@ def test_a_view_to_a_per_stage_config_width_rewrites_that_entry() -> None:
     assert width.prunable, width.reasons
     assert pruned.config.hidden_sizes[-1] == pruned.down.out_channels == 4  # the entry the forward reads
     assert model.config.hidden_sizes == [4, 8] and all(type(v) is int for v in model.config.hidden_sizes)
+
+
+def test_experts_multiplied_by_grouped_mm_are_cut_for_every_expert() -> None:
+    torch.manual_seed(0)
+    model, x = GroupedExperts(), torch.randn(6, 3)
+    pruned, graph = _prune(model, x)
+    inner = next(g for g in graph.groups if ("up", 1) in {(m.tensor, m.axis) for m in g.members})
+    assert inner.prunable and ("down", 2) in {(m.tensor, m.axis) for m in inner.members}
+    assert pruned.up.shape == (2, 8, 4) and pruned.down.shape == (2, 4, 8)  # experts kept, widths halved
+
+
+def test_outputs_added_back_to_their_rows_keep_their_channels() -> None:
+    torch.manual_seed(0)
+    model, x = ExpertsAddedBack(), torch.randn(6, 3)
+    pruned, graph = _prune(model, x)
+    width = _group_of(graph, "inp.weight")
+    assert width.prunable and ("expert.weight", 0) in {(m.tensor, m.axis) for m in width.members}
+    assert pruned.inp.out_features == pruned.expert.out_features == 4
+
+
+def test_a_uniform_tensor_sized_by_a_stored_width_rewrites_it() -> None:
+    torch.manual_seed(0)
+    model, x = StoredWidthExperts(), torch.randn(6, 3)
+    pruned, graph = _prune(model, x)
+    width = _group_of(graph, "inp.weight")
+    assert width.prunable and ("moe.expert.weight", 0) in {(m.tensor, m.axis) for m in width.members}
+    assert {a[1] for a in width.size_attributes()} == {"input_size"}
+    assert pruned.moe.input_size == pruned.moe.expert.out_features < 8 and model.moe.input_size == 8
+
+
+def _transformers_module(**children: nn.Module) -> nn.Module:
+    """A module that looks like a transformers class (its ``__module__``), with int attributes."""
+    klass = type("Mixer", (nn.Module,), {"__module__": "transformers.models.fake.modeling_fake"})
+    module = klass()
+    for name, child in children.items():
+        module.add_module(name, child)
+    return module
+
+
+def test_a_fused_in_proj_is_attention_only_when_it_holds_q_k_and_v() -> None:
+    """DeBERTa's ``in_proj`` is 3 x heads x head_dim rows; a Mamba-2 mixer's ``in_proj`` (with its own
+    ``num_heads`` and ``head_dim``) is not attention: refreshing its head count broke Falcon-H1."""
+    from prunekit.graph.handlers.hf_modules import is_attention
+
+    deberta = _transformers_module(in_proj=nn.Linear(8, 24))
+    deberta.num_attention_heads, deberta.attention_head_size = 2, 4
+    mamba = _transformers_module(in_proj=nn.Linear(8, 42))
+    mamba.num_heads, mamba.head_dim = 2, 4
+    assert is_attention(deberta) and not is_attention(mamba)
 
 
 def test_a_layer_norm_without_weight_shrinks_its_stored_shape() -> None:

@@ -43,6 +43,8 @@ _CASTS = [getattr(torch.Tensor, n) for n in ("int", "long", "short", "bool", "by
 def elementwise(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """Right-aligned broadcasting: an input dim of the output's size shares its channels."""
     inputs = _tensors((args, kwargs))
+    if ctx.current.rpartition(".")[2] in ("type_as", "to"):
+        inputs = inputs[:1]  # NOTE: the other tensor lends only its dtype and device (JetMoE's router)
     for result in _tensors(out):
         merged: list[Dim] = [_UNSET] * result.dim()
         for t in inputs:

@@ -31,7 +31,8 @@ _HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head")
 _HEAD_DIM = ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim", "attn_head_size", "dim_head")
 _QUERY = ("q_proj", "query", "q_lin", "q", "to_q", "wq", "query_proj", "project_q")
 _KEY = ("k_proj", "key", "k_lin", "k", "to_k", "wk", "key_proj", "project_k")
-_FUSED = ("qkv", "query_key_value", "Wqkv", "qkv_proj", "in_proj")
+_FUSED = ("qkv", "query_key_value", "Wqkv", "qkv_proj")
+_IN_PROJ = ("in_proj",)  # DeBERTa's fused q|k|v; Mamba mixers' in_proj is no attention (checked by size)
 _KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
 _INNER = ("all_head_size", "inner_dim")
 
@@ -55,9 +56,12 @@ def _rows(module: nn.Module, names: tuple[str, ...]) -> int | None:
 def is_attention(module: nn.Module) -> bool:
     """A transformers attention module by its structure: a stored head count and head size, and a
     query (or fused q|k|v) Linear whose rows are whole heads."""
-    return (type(module).__module__.startswith("transformers.") and _int_attr(module, _HEADS) is not None
-            and _int_attr(module, _HEAD_DIM) is not None
-            and (_rows(module, _QUERY) is not None or _rows(module, _FUSED) is not None))
+    heads, head_dim = _int_attr(module, _HEADS), _int_attr(module, _HEAD_DIM)
+    if not type(module).__module__.startswith("transformers.") or heads is None or head_dim is None:
+        return False
+    if _rows(module, _QUERY) is not None or _rows(module, _FUSED) is not None:
+        return True
+    return _rows(module, _IN_PROJ) == 3 * vars(module)[heads] * vars(module)[head_dim]
 
 
 def refresh_attention(module: nn.Module) -> None:
@@ -67,7 +71,8 @@ def refresh_attention(module: nn.Module) -> None:
     """
     head_dim = vars(module)[_int_attr(module, _HEAD_DIM)]  # type: ignore[index]
     rows = _rows(module, _QUERY)
-    heads = rows // head_dim if rows is not None else (_rows(module, _FUSED) or 0) // 3 // head_dim
+    fused = _rows(module, _FUSED) or _rows(module, _IN_PROJ) or 0
+    heads = rows // head_dim if rows is not None else fused // 3 // head_dim
     old = vars(module)[_int_attr(module, _HEADS)] * head_dim  # type: ignore[index]
     if type(vars(module).get("embed_dim")) is int and module.embed_dim == old:  # NOTE: read as the inner width
         module.embed_dim = heads * head_dim  # (InternVL's reshape(B, N, self.embed_dim))

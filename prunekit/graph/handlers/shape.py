@@ -14,7 +14,7 @@ import torch
 
 from prunekit.graph.constraints import FIXED, Dim, ParamDim, Segment, Tracked
 from prunekit.graph.handlers.common import arg, slice_layout
-from prunekit.graph.registry import register_rule, resolve
+from prunekit.graph.registry import refresh_for, register_rule, resolve
 
 
 def _groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
@@ -632,6 +632,22 @@ def index_select(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def
     _gather_rows(ctx, x, arg(args, kwargs, 1, "dim", 0) % max(x.dim(), 1), index.reshape(-1), out)
 
 
+@register_rule(*resolve("index_add", "index_add_"))
+def index_add(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``x.index_add(dim, idx, src)``: rows of ``src`` are added to rows of ``x`` along ``dim`` (MoE
+    outputs scattered back to their tokens); every other dim holds the same positions in both."""
+    x, source = args[0], arg(args, kwargs, 3, "source", None)
+    d = arg(args, kwargs, 1, "dim", 0) % max(x.dim(), 1)
+    if not isinstance(source, torch.Tensor) or source.dim() != x.dim() or not isinstance(out, torch.Tensor):
+        return ctx.opaque(args, kwargs, out, "index_add of another rank")
+    dims, other = ctx.dims(x), ctx.dims(source)
+    for layout in (dims[d], other[d]):
+        if isinstance(layout, Tracked):
+            ctx.store.freeze(layout, f"channels added at indexed positions in {ctx.where}")
+    result = [None if k == d else ctx.store.unify(a, b, ctx.where) for k, (a, b) in enumerate(zip(dims, other))]
+    ctx.set(out, result)
+
+
 @register_rule(*resolve("expand", "expand_as", "broadcast_to", "repeat", "tile"))
 def expand(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """Right-aligned: same-size dims keep their channels; grown dims carry none, unless their size
@@ -766,7 +782,27 @@ def _uniform_dims(ctx, args, kwargs, out) -> list[Dim]:  # type: ignore[no-untyp
         sizes = ()
     if not isinstance(sizes, (tuple, list, torch.Size)) or len(sizes) != out.dim():
         return [None] * out.dim()
-    return [sized_by(size) for size in sizes]
+    last = len(sizes) - 1  # NOTE: only the last dim (channels-last rows) may be a stored width; a token
+    return [sized_by(size) or (_stored_uniform_size(ctx, size, j, len(sizes)) if j == last and j else None)
+            for j, size in enumerate(sizes)]  # count that equals some attribute is not channels
+
+
+def _stored_uniform_size(ctx, size: Any, j: int, ndim: int) -> Tracked | None:  # type: ignore[no-untyped-def]
+    """A uniform tensor sized by the one attribute of the running module that holds ``size``
+    (JetMoE's ``torch.zeros(B * T, self.input_size)`` that the experts' outputs are added into): its
+    positions are channels that whatever meets them decides (a new source without a producer), and
+    the attribute joins their group (``apply`` rewrites it). None: a constant nothing holds."""
+    module = ctx.module
+    if module is None or type(size) is not int or size <= 1 or refresh_for(module) is not None:
+        return None
+    found = _attributes_holding(module, size, j, ndim)
+    if len(found) != 1:
+        return None
+    attr, index = found[0]
+    scope = ctx.scope[-1]
+    layout = ctx.store.new_source(size, f"{scope}.{attr}" if scope else attr)
+    ctx.store.use(layout, size_attribute(scope, attr, index), 0, "passive")
+    return layout
 
 
 def sized_by(size: Any) -> Tracked | None:
