@@ -517,3 +517,25 @@ def test_attention_named_in_proj_query_proj_or_project_q_is_cut_in_heads(name: s
     assert heads == 2
     with torch.no_grad():
         assert pruned(ids).logits.shape == model(ids).logits.shape
+
+
+def test_a_position_bias_sized_by_the_stored_head_count_follows_the_heads(tmp_path: Path) -> None:
+    """T5's cross-attention adds ``torch.zeros((1, self.n_heads, q, k))`` to its scores; the refresh
+    keeps ``n_heads``, so those heads are cut too and transformers rebuilds the model."""
+    t = transformers
+    config = t.T5Config(vocab_size=50, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_layers=1, num_decoder_layers=1)
+    torch.manual_seed(0)
+    model = t.T5ForConditionalGeneration(config).eval()
+    gen = torch.Generator().manual_seed(0)
+    ids, dec = torch.randint(1, 50, (1, 8), generator=gen), torch.randint(1, 50, (1, 5), generator=gen)
+    graph = DependencyGraph.trace(model, (ids, None, dec))
+    cross = _group_of(graph, "decoder.block.0.layer.1.EncDecAttention.q.weight")
+    assert cross.prunable, cross.reasons
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=(ids, None, dec))
+    assert pruned.decoder.block[0].layer[1].EncDecAttention.n_heads == 2
+    pruned.save_pretrained(tmp_path)
+    theirs = t.T5ForConditionalGeneration.from_pretrained(tmp_path, local_files_only=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(ids, decoder_input_ids=dec).logits,
+                                   pruned(ids, decoder_input_ids=dec).logits, rtol=1e-4, atol=1e-5)

@@ -783,8 +783,25 @@ def _uniform_dims(ctx, args, kwargs, out) -> list[Dim]:  # type: ignore[no-untyp
     if not isinstance(sizes, (tuple, list, torch.Size)) or len(sizes) != out.dim():
         return [None] * out.dim()
     last = len(sizes) - 1  # NOTE: only the last dim (channels-last rows) may be a stored width; a token
-    return [sized_by(size) or (_stored_uniform_size(ctx, size, j, len(sizes)) if j == last and j else None)
-            for j, size in enumerate(sizes)]  # count that equals some attribute is not channels
+    return [sized_by(size) or _stored_head_count(ctx, size)  # count that equals some attribute is not channels
+            or (_stored_uniform_size(ctx, size, j, len(sizes)) if j == last and j else None)
+            for j, size in enumerate(sizes)]
+
+
+def _stored_head_count(ctx, size: Any) -> Tracked | None:  # type: ignore[no-untyped-def]
+    """A uniform tensor sized by the head count of an attention module whose refresh keeps that
+    count (T5's cross-attention ``torch.zeros((1, self.n_heads, q, k))`` position bias): the dim
+    follows the heads it meets (a new source without a producer); None otherwise."""
+    module = ctx.module
+    if module is None or type(size) is not int or size <= 1 or not any(f(ctx) for f in HEAD_COUNT_FOLLOWS):
+        return None
+    if not any(type(vars(module).get(n)) is int and vars(module)[n] == size for n in _HEAD_COUNTS):
+        return None
+    scope = ctx.scope[-1]
+    return ctx.store.new_source(size, f"{scope}.heads" if scope else "heads")
+
+
+_HEAD_COUNTS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads")
 
 
 def _stored_uniform_size(ctx, size: Any, j: int, ndim: int) -> Tracked | None:  # type: ignore[no-untyped-def]
