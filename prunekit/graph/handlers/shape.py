@@ -523,8 +523,10 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     pieces = list(out)
     dims = ctx.dims(x)
     name = ctx.current
-    _split_sizes_read_elsewhere(ctx, args, kwargs, dims)
     dim = arg(args, kwargs, 1 if name.endswith("unbind") else 2, "dim", 0) % x.dim()
+    if _sections_sized_by_widths(ctx, args, kwargs, dims, dim, pieces):
+        return None
+    _split_sizes_read_elsewhere(ctx, args, kwargs, dims)
     sizes = [p.shape[dim] if p.dim() == x.dim() else 1 for p in pieces]
     layout = dims[dim]
     equal = len(set(sizes)) == 1
@@ -548,6 +550,31 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         if piece.dim() < x.dim():  # unbind drops the dim
             del piece_dims[dim]
         ctx.set(piece, piece_dims)
+
+
+def _sections_sized_by_widths(ctx, args, kwargs, dims: list[Dim], dim: int,  # type: ignore[no-untyped-def]
+                              pieces: list[torch.Tensor]) -> bool:
+    """``split(y, (C, C, 3))`` with ``C`` read from another tensor's shape (FocalNet's modulation:
+    ``q, ctx, gates = split(proj(x), (x.shape[-1], x.shape[-1], L + 1))``): after pruning, each such
+    section is as wide as that tensor, so its channels are unified with that tensor's; the sections
+    of constant size are frozen, alone. False (nothing done): not that case."""
+    from prunekit.graph.trace import ChannelInt
+
+    requested = arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size", kwargs.get("sections")))
+    layout = dims[dim]
+    if (not isinstance(layout, Tracked) or not isinstance(requested, (list, tuple)) or len(requested) != len(pieces)
+            or not any(isinstance(r, ChannelInt) for r in requested) or ctx.current.endswith("unbind")):
+        return False
+    start = 0
+    for size, piece in zip(requested, pieces):
+        part = _slice(layout, start, int(size), ctx)
+        start += int(size)
+        if isinstance(size, ChannelInt) and isinstance(part, Tracked):
+            ctx.store.unify(size.layout, part, ctx.where)
+        elif isinstance(part, Tracked):
+            ctx.store.freeze(part, f"split at a constant size by {ctx.where}")
+        ctx.set(piece, dims[:dim] + [part] + dims[dim + 1:])
+    return True
 
 
 def _split_sizes_read_elsewhere(ctx, args, kwargs, dims: list[Dim]) -> None:  # type: ignore[no-untyped-def]
