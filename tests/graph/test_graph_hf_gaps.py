@@ -263,6 +263,22 @@ class StoredWidthExperts(nn.Module):
         return self.out(h + self.moe(h))
 
 
+class InterleavedGLU(nn.Module):
+    """GPT-OSS's experts: ``gate, up = gate_up[..., ::2], gate_up[..., 1::2]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(3, 8)
+        self.gate_up, self.down = nn.Linear(8, 32), nn.Linear(16, 8)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        gu = self.gate_up(h)
+        gate, up = gu[..., ::2], gu[..., 1::2]
+        return self.out(h + self.down(F.silu(gate) * up))
+
+
 class NoAffineNorm(nn.Module):
     """OLMo's LayerNorm: no weight, ``F.layer_norm(x, self.normalized_shape, None, None)``."""
 
@@ -402,6 +418,15 @@ def test_a_uniform_tensor_sized_by_a_stored_width_rewrites_it() -> None:
     assert width.prunable and ("moe.expert.weight", 0) in {(m.tensor, m.axis) for m in width.members}
     assert {a[1] for a in width.size_attributes()} == {"input_size"}
     assert pruned.moe.input_size == pruned.moe.expert.out_features < 8 and model.moe.input_size == 8
+
+
+def test_interleaved_gate_and_up_are_cut_in_pairs() -> None:
+    torch.manual_seed(0)
+    model, x = InterleavedGLU(), torch.randn(2, 5, 3)
+    pruned, graph = _prune(model, x)
+    inner = _group_of(graph, "gate_up.weight")
+    assert inner.prunable and {m.inner for m in inner.members if m.tensor == "gate_up.weight"} == {2}
+    assert pruned.gate_up.out_features == 16 and pruned.down.in_features == 8
 
 
 def _transformers_module(**children: nn.Module) -> nn.Module:

@@ -629,14 +629,26 @@ def getitem(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             d += 1
         elif isinstance(i, slice):
             full = i == slice(None) or (i.start in (None, 0) and i.stop is None and i.step in (None, 1))
-            if isinstance(dims[d], Tracked) and not full:
+            strided = None if full else _strided(ctx, dims[d], i, x.shape[d])
+            if isinstance(dims[d], Tracked) and not full and strided is None:
                 ctx.store.freeze(dims[d], f"constant slice of channels in {ctx.where}")
-            result.append(dims[d] if full else None)
+            result.append(dims[d] if full else strided)
             d += 1
         else:
             return ctx.opaque(args, kwargs, out, f"index of type {type(i).__name__}")
     result.extend(dims[d:])
     ctx.set(out, result)
+
+
+def _strided(ctx, layout: Dim, index: slice, size: int) -> Tracked | None:  # type: ignore[no-untyped-def]
+    """``x[..., s::k]`` over channels (GPT-OSS's interleaved ``gate_up[..., ::2]`` and ``[..., 1::2]``):
+    position ``r`` of the result is channel ``r*k + s``, so channels are cut in units of ``k``
+    consecutive ones (every part of a unit goes together) and the result holds one per unit."""
+    k, start = index.step, index.start or 0
+    if (not isinstance(layout, Tracked) or type(k) is not int or k <= 1 or index.stop is not None
+            or not 0 <= start < k or size % k):
+        return None
+    return heads_of(ctx, layout, k)
 
 
 def _gather_rows(ctx, x: torch.Tensor, at: int, index: torch.Tensor, out: torch.Tensor) -> None:  # type: ignore[no-untyped-def]
