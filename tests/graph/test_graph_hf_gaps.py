@@ -279,6 +279,23 @@ class InterleavedGLU(nn.Module):
         return self.out(h + self.down(F.silu(gate) * up))
 
 
+class GateViewedAsHeads(_Heads):
+    """Beam: ``gate = self.g(x).view_as(o) + self.gate_bias[None, None, :, None]``, ``o`` [B, T, H, d]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.g = nn.Linear(8, 8)
+        self.gate_bias = nn.Parameter(torch.randn(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        q, k, v = self.split(self.q(x)), self.split(self.k(x)), self.split(self.v(x))
+        o = ((q @ k.transpose(-1, -2) / self.d ** 0.5).softmax(-1) @ v).transpose(1, 2)  # [B, T, H, d]
+        gate = self.g(x).view_as(o) + self.gate_bias[None, None, :, None]
+        o = (o * torch.sigmoid(gate)).reshape(x.shape[0], x.shape[1], -1)
+        return self.out(self.o(o) + x)
+
+
 class NoAffineNorm(nn.Module):
     """OLMo's LayerNorm: no weight, ``F.layer_norm(x, self.normalized_shape, None, None)``."""
 
@@ -322,7 +339,8 @@ def _group_of(graph: DependencyGraph, tensor: str) -> ChannelGroup:
     return next(g for g in graph.groups if (tensor, 0) in {(m.tensor, m.axis) for m in g.members})
 
 
-@pytest.mark.parametrize("klass", [MaskExpandedToScores, ZerosSizedByHeads, ParameterViewedIntoHeads])
+@pytest.mark.parametrize("klass", [MaskExpandedToScores, ZerosSizedByHeads, ParameterViewedIntoHeads,
+                                   GateViewedAsHeads])
 def test_heads_are_cut_through_a_broadcast_a_sized_tensor_and_a_viewed_parameter(klass: type) -> None:
     torch.manual_seed(0)
     model, x = klass(), torch.randn(2, 5, 3)
@@ -333,6 +351,8 @@ def test_heads_are_cut_through_a_broadcast_a_sized_tensor_and_a_viewed_parameter
     assert pruned.q.out_features == pruned.k.out_features == pruned.v.out_features == 4
     if klass is ParameterViewedIntoHeads:
         assert pruned.sqk.shape == (4,)  # sliced with the heads it scales
+    if klass is GateViewedAsHeads:
+        assert pruned.g.out_features == 4 and pruned.gate_bias.shape == (1,)  # one gate bias per head
 
 
 def test_a_view_sized_by_another_tensors_heads_ties_the_two() -> None:

@@ -60,7 +60,7 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             layouts[0] = ctx.store.param_source(layouts[0])
         if len(src) == 1 and len(dst) == 1 and _one_head(ctx, x, out, dst[0], layouts[0], _raw_sizes(args, kwargs)):
             splits.append((layouts[0], 1, dst[0]))  # type: ignore[arg-type]
-            requested = _requested(args, kwargs, ctx.current, out.dim())
+            requested = _requested(args, kwargs, ctx.current, out.dim(), ctx)
             derived = [requested is not None and requested[j] == -1 for j in (dst[0] - 1, dst[0])]
             result[dst[0] - 1:dst[0] + 1] = _split_outer(ctx, layouts[0], [1, out.shape[dst[0]]], derived)  # type: ignore[arg-type]
         elif len(src) == 1 and len(dst) == 1:
@@ -77,7 +77,7 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             result[dst[-1]] = sub  # NOTE: heads folded into the batch dim come out again (SAM's view(B, H, N, -1))
         else:  # NOTE: split into several dims, after a merge if several (HaloAttn's reshape(B * H, d, ...) of [B, C])
             splits.append((whole, math.prod(out.shape[j] for j in dst[:-2]), dst[-1]))
-            requested = _requested(args, kwargs, ctx.current, out.dim())
+            requested = _requested(args, kwargs, ctx.current, out.dim(), ctx)
             derived = [requested is not None and requested[j] == -1 for j in dst]
             for j, d in zip(dst, _split_outer(ctx, whole, [out.shape[j] for j in dst], derived)):
                 result[j] = d
@@ -355,8 +355,15 @@ SPLIT_SECTIONS_FOLLOW: list[Callable[[Any], bool]] = []
 SPLIT_SIZE_FOLLOWS: list[Callable[[Any, int], bool]] = []
 
 
-def _requested(args: tuple[Any, ...], kwargs: dict[str, Any], func: str, ndim: int) -> list[int] | None:
-    """The sizes a view/reshape was asked for (-1 where derived), one per output dim, if known."""
+def _requested(args: tuple[Any, ...], kwargs: dict[str, Any], func: str, ndim: int,  # type: ignore[no-untyped-def]
+               ctx=None) -> list[int] | None:
+    """The sizes a view/reshape was asked for (-1 where derived), one per output dim, if known.
+
+    ``view_as(other)``: the dims where ``other`` carries channels follow them (Beam's
+    ``gate.view_as(attn_output)``, split into the heads ``attn_output`` has), so they count as derived."""
+    other = arg(args, kwargs, 1, "other", None)
+    if func.endswith(("view_as", "reshape_as")) and ctx is not None and isinstance(other, torch.Tensor):
+        return [-1 if isinstance(d, Tracked) else int(n) for d, n in zip(ctx.dims(other), other.shape)]
     if func.endswith(("view", "reshape")):
         sizes = kwargs.get("shape", kwargs.get("size", args[1:]))
         if len(sizes) == 1 and not isinstance(sizes[0], int):
