@@ -584,3 +584,27 @@ def test_a_position_bias_sized_by_the_stored_head_count_follows_the_heads(tmp_pa
     with torch.no_grad():
         torch.testing.assert_close(theirs(ids, decoder_input_ids=dec).logits,
                                    pruned(ids, decoder_input_ids=dec).logits, rtol=1e-4, atol=1e-5)
+
+
+class SharedProjectionOnZeros(nn.Module):
+    """Zaya's delayed value: ``self.v(x)`` and ``self.v(x.new_zeros(B, 1, 8))`` (Zaya's ``8`` is its
+    ``self.hidden_size``, which the config refresh may not follow): the projection also reads data of
+    a fixed width, so its input columns (the residual) keep their width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.v, self.out = nn.Linear(3, 8), nn.Linear(8, 4), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        start = self.v(h.new_zeros(h.shape[0], 1, 8))
+        return self.out(torch.cat([start, self.v(h)[:, :-1]], dim=1))
+
+
+def test_a_weight_that_also_reads_fixed_width_data_keeps_its_columns() -> None:
+    torch.manual_seed(0)
+    model, x = SharedProjectionOnZeros(), torch.randn(2, 5, 3)
+    pruned, graph = _prune(model, x)  # verified: cutting the columns broke the zeros' matmul
+    width = _group_of(graph, "inp.weight")
+    assert not width.prunable and any("fixed width" in r for r in width.reasons)
+    assert pruned.v.in_features == 8

@@ -23,6 +23,10 @@ def linear(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             ctx.store.use(layout, wd[1].tensor, wd[1].axis, "consumer", offset=wd[1].start)
         else:
             ctx.store.freeze(layout, f"linear weight is not a parameter in {ctx.where}")
+    elif isinstance(wd[1], ParamDim) and wd[1].size > 1:
+        # NOTE: the weight also reads data of a fixed width (Zaya's v_proj_delayed(zeros(B, 1,
+        # self.hidden_size))): its columns must not be cut by another call that reads channels
+        ctx.store.fixed_read(wd[1].tensor, wd[1].axis, f"the weight also reads data of a fixed width in {ctx.where}")
     new = ctx.store.new_source(out.shape[-1], source_name(wd[0], ctx.where))
     produce(ctx, new, wd[0], wd[0].axis if isinstance(wd[0], ParamDim) else 0, bias)
     ctx.set(out, xd[:-1] + [new])
