@@ -54,9 +54,11 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     splits: list[tuple[Tracked, int, int]] = []  # (channels split into heads, chunks, head-size dim)
     for src, dst in groups:
         layouts = [dims[i] for i in src]
-        if len(src) == 1 and len(dst) > 1 and isinstance(layouts[0], ParamDim) and layouts[0].size:
+        if (len(src) == 1 and len(dst) > 1 and isinstance(layouts[0], ParamDim) and layouts[0].size
+                and _heads_follow(ctx, args, kwargs, out.dim(), dst[-2])):
             # NOTE: a parameter axis split into heads (Dory's ``self.sqk.view(-1, 1, head_dim)``) is
             # followed as a source the parameter uses: sliced in whole heads if it meets heads.
+            # (Split at a constant count, it stays a plain dim, as before: RADIO's position table.)
             layouts[0] = ctx.store.param_source(layouts[0])
         if len(src) == 1 and len(dst) == 1 and _one_head(ctx, x, out, dst[0], layouts[0], _raw_sizes(args, kwargs)):
             splits.append((layouts[0], 1, dst[0]))  # type: ignore[arg-type]
@@ -84,6 +86,12 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     _tie_sizes_read_elsewhere(ctx, args, kwargs, result, splits)
     _head_count_on_fixed_data(ctx, args, kwargs, result)
     ctx.set(out, result)
+
+
+def _heads_follow(ctx, args, kwargs, ndim: int, j: int) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the head count at dim ``j`` of a view follows pruning (-1, or a refresh keeps it)."""
+    requested = _requested(args, kwargs, ctx.current, ndim, ctx)
+    return (requested is not None and requested[j] == -1) or any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS)
 
 
 _MAX_COPIES = 1024  # most copies of a layout a merge makes (see _merged)
