@@ -104,6 +104,7 @@ class ConstraintStore:
         self._inexact: list[tuple[int, int, int, str]] = []
         self._zero_safe: set[int] = set()  # indices into _inexact of mixes exact on zeroed channels
         self._alias: dict[int, tuple[int, int]] = {}  # fine source -> (coarse source, factor)
+        self._fixed_reads: dict[tuple[str, int], str] = {}  # (tensor, axis) -> why it must keep its size
 
     # -- building ---------------------------------------------------------------------------
     def new_source(self, size: int, name: str) -> Tracked:
@@ -154,6 +155,11 @@ class ConstraintStore:
     def freeze(self, layout: Tracked, reason: str) -> None:
         """Forbid cutting any channel of ``layout``."""
         self._frozen.extend((s.source, s.start, s.length, reason) for s in layout.segments if s.source != FIXED)
+
+    def fixed_read(self, tensor: str, axis: int, reason: str) -> None:
+        """Axis ``axis`` of ``tensor`` also reads data that carries no channels (a fixed width), so
+        whatever channels use that axis elsewhere must not be cut (a tensor is sliced once)."""
+        self._fixed_reads.setdefault((tensor, axis), reason)
 
     def inexact(self, layout: Tracked, reason: str, *, zero_safe: bool = False) -> None:
         """Mark ``layout``'s channels as mixed by an op (pruning them changes the function).
@@ -289,6 +295,8 @@ class ConstraintStore:
             else:
                 frozen.append((root, start, length, f"{u.tensor} reads part of a head"))
         shared_equal, shared_frozen = _shared_positions(uses)
+        frozen += [(u.source, u.start, u.length, self._fixed_reads[(u.tensor, u.axis)]) for u in uses
+                   if (u.tensor, u.axis) in self._fixed_reads]
         return equal + shared_equal, uses, frozen + shared_frozen, inexact
 
     def _cuts(self, sizes: list[int], equal: list, bounds: list) -> list[list[int]]:  # type: ignore[type-arg]

@@ -28,7 +28,7 @@ from prunekit.graph.fastmeta import fast_result
 from prunekit.graph.constraints import ConstraintStore, Dim, ParamDim, Tracked
 from prunekit.graph.registry import RULES, module_rule_for, refresh_for
 
-__all__ = ["Context", "ChannelInt", "DerivedInt", "interpret", "func_name"]
+__all__ = ["Context", "ChannelInt", "DerivedInt", "ParamInt", "ConfigInt", "interpret", "func_name"]
 
 
 def func_name(func: Any) -> str:
@@ -197,19 +197,35 @@ class ChannelInt(int):
             return
         if ctx.module is not None and refresh_for(ctx.module) is not None:
             return  # NOTE: a module with a refresh keeps the sizes it checks (InstanceNorm's num_features)
+        scope = ctx.scope[-1]
         if isinstance(other, ChannelInt):
             if other.layout == self.layout:
                 return
             layouts = [self.layout, other.layout]
+        elif self._stored(ctx, other, scope):
+            return
         else:
             layouts = [self.layout]
-        scope = ctx.scope[-1]
         place = f"'{scope}'" if scope else "the root module"
         why = (f"Python code compares a channel count ({int(self)} {op} {int(other)}) in {place}; "
                f"the pruned model could take another branch")
         ctx.unknown.append(f"comparison in {place}: {why}")
         for layout in layouts:
             ctx.store.freeze(layout, why)
+
+    def _stored(self, ctx: Context, other: int, scope: str) -> bool:
+        """The width checked against the one attribute of the running module that holds the same
+        value (PVT's ``if num_channels != self.num_channels: raise``): the attribute joins the
+        group (``apply`` rewrites it), so the pruned model decides the same. False: not that case."""
+        from prunekit.graph.handlers.shape import size_attribute
+
+        if ctx.module is None or int(other) != int(self):
+            return False
+        found = [key for key, value in vars(ctx.module).items() if type(value) is int and value == int(other)]
+        if len(found) != 1:
+            return False
+        ctx.store.use(self.layout, size_attribute(scope, found[0], None), 0, "passive")
+        return True
 
     __hash__ = int.__hash__
 
@@ -242,19 +258,80 @@ for _op in _ARITHMETIC:
     setattr(ChannelInt, _op, _derives(_op))
 
 
+class ParamInt(int):
+    """A size read from a parameter's or buffer's own shape (``self.weights.shape[-1]``): after
+    pruning it is read from the sliced tensor, so a view of that tensor's axis to it follows the
+    cut (the reshape rule needs no attribute to rewrite). Arithmetic gives plain ints."""
+
+    dim: ParamDim
+
+    def __new__(cls, value: int, dim: ParamDim) -> ParamInt:
+        self = super().__new__(cls, value)
+        self.dim = dim
+        return self
+
+    __hash__ = int.__hash__
+
+
+class ConfigInt(int):
+    """Entry ``index`` of the per-stage width list ``field`` of a model's config, as the forward
+    reads it during the trace (SegFormer's ``reshape(B, -1, self.config.hidden_sizes[-1])``): a
+    view to it ties the entry to the channels, and ``apply`` rewrites the entry."""
+
+    field: str
+    index: int
+
+    def __new__(cls, value: int, field: str, index: int) -> ConfigInt:
+        self = super().__new__(cls, value)
+        self.field, self.index = field, index
+        return self
+
+    __hash__ = int.__hash__
+
+
+# Config fields that list a width per stage (a Hugging Face config's ``hidden_sizes``).
+STAGE_WIDTHS = ("hidden_sizes",)
+
+
+@contextmanager
+def _tagged_configs(model: nn.Module) -> Iterator[None]:
+    """While the trace runs, the per-stage width lists of the model's configs hold ConfigInts
+    (the old lists are put back afterwards, whatever happens)."""
+    configs = {id(c): c for m in model.modules() if hasattr(c := vars(m).get("config"), "to_dict")}
+    saved: list[tuple[Any, str, Any]] = []
+    try:
+        for config in configs.values():
+            for field_name in STAGE_WIDTHS:
+                value = getattr(config, field_name, None)
+                if type(value) in (list, tuple) and value and all(type(v) is int for v in value):
+                    saved.append((config, field_name, value))
+                    setattr(config, field_name, type(value)(ConfigInt(v, field_name, i) for i, v in enumerate(value)))
+        yield
+    finally:
+        for config, field_name, value in reversed(saved):
+            setattr(config, field_name, value)
+
+
+def _tagged(value: int, d: Dim, ctx: Context) -> int:
+    if isinstance(d, Tracked):
+        return ChannelInt(value, d, ctx)
+    return ParamInt(value, d) if isinstance(d, ParamDim) else value
+
+
 def _tag_sizes(ctx: Context, func: Any, args: tuple[Any, ...], out: Any) -> Any:
-    """``x.shape`` / ``x.size()`` / ``x.size(d)`` with the sizes of tracked dims as ChannelInts."""
+    """``x.shape`` / ``x.size()`` / ``x.size(d)`` with the sizes of tracked dims as ChannelInts
+    (and those of a parameter's own axes as ParamInts)."""
     x = args[0] if args else None
     if not isinstance(x, torch.Tensor) or not (isinstance(out, int) or isinstance(out, torch.Size)):
         return out
     dims = ctx.dims(x)
     if isinstance(out, torch.Size):
-        if len(out) != len(dims) or not any(isinstance(d, Tracked) for d in dims):
+        if len(out) != len(dims) or not any(isinstance(d, (Tracked, ParamDim)) for d in dims):
             return out
-        return torch.Size([ChannelInt(v, d, ctx) if isinstance(d, Tracked) else v for v, d in zip(out, dims)])
+        return torch.Size([_tagged(v, d, ctx) for v, d in zip(out, dims)])
     if func_name(func).rpartition(".")[2] == "size" and len(args) > 1 and isinstance(args[1], int):
         d = dims[args[1]] if -len(dims) <= args[1] < len(dims) else None
-        return ChannelInt(out, d, ctx) if isinstance(d, Tracked) and not isinstance(out, bool) else out
+        return _tagged(out, d, ctx) if not isinstance(out, bool) else out
     return out
 
 
@@ -480,6 +557,6 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any],
         given = [t for t in tree_flatten((inputs, kwargs))[0] if isinstance(t, torch.Tensor)]
         ctx.data = {id(t) for t in given if t.is_floating_point()}
         ctx.derived = {id(t) for t in given}
-    with torch.no_grad(), _scopes(model, ctx), _Recorder(ctx):
+    with torch.no_grad(), _tagged_configs(model), _scopes(model, ctx), _Recorder(ctx):
         out = model(*inputs, **kwargs)
     return ctx, out, store

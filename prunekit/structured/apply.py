@@ -96,8 +96,11 @@ def _shrink_size_attributes(model: nn.Module, graph: DependencyGraph, plan: Plan
         if cut:
             for owner, attr, index, member in graph.group(group_id).size_attributes():
                 removed[(owner, attr, index)] += cut * member.inner
-    for (module_name, attr, index), n in removed.items():
+    for (module_name, path, index), n in removed.items():
+        *parents, attr = path.split(".")  # NOTE: "config.hidden_sizes": an entry of the model's config
         module = submodule(model, module_name)
+        for name in parents:
+            module = getattr(module, name)
         value = getattr(module, attr)
         if index is None:
             setattr(module, attr, value - n)

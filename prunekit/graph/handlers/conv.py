@@ -47,11 +47,15 @@ def _conv(ctx, args, kwargs, out, *, transposed: bool) -> None:  # type: ignore[
     result: list[Dim] = [xd[0] if batched else None] + [None] * (out.dim() - 1) if batched else [None] * out.dim()
     in_axis, out_axis = (0, 1) if transposed else (1, 0)
     in_channels = x.shape[c]
-    if not isinstance(wd[0], ParamDim) or not isinstance(wd[1], ParamDim):  # NOTE: e.g. a standardised weight
+    depthwise = groups > 1 and groups == in_channels
+    # NOTE: a depthwise weight viewed back to [C, 1, k] (LFM's ``weight.squeeze(1)`` .. ``unsqueeze(1)``)
+    # has a new size-1 axis: only its rows are cut
+    per_group = isinstance(wd[1], ParamDim) or (depthwise and weight.shape[1] == 1)
+    if not isinstance(wd[0], ParamDim) or not per_group:  # NOTE: e.g. a standardised weight
         if isinstance(xd[c], Tracked):
             ctx.store.freeze(xd[c], f"conv weight is not a parameter in {ctx.where}")
         result[c] = None
-    elif groups > 1 and groups == in_channels:
+    elif depthwise:
         result[c] = _depthwise(ctx, xd[c], wd, bias, in_channels, out.shape[c] // groups, transposed)
         _stored_groups(ctx, groups, result[c] if transposed else xd[c])
     elif (groups > 1 and not transposed and any(follows(ctx) for follows in GROUPS_FOLLOW)

@@ -24,7 +24,7 @@ _DUNDER = """__add__ __radd__ __iadd__ __sub__ __rsub__ __isub__ __mul__ __rmul_
 __rtruediv__ __itruediv__ __floordiv__ __rfloordiv__ __mod__ __rmod__ __pow__ __rpow__ __ipow__
 __neg__ __pos__ __abs__ __and__ __or__ __xor__ __invert__ __eq__ __ne__ __lt__ __le__ __gt__ __ge__
 __rand__ __ror__ __rxor__ __iand__ __ior__ __ixor__""".split()
-_INPLACE = [f"{n}_" for n in _UNARY + _BINARY if not n.endswith("_")]
+_INPLACE = [f"{n}_" for n in _UNARY + _BINARY if not n.endswith("_")] + ["copy_"]  # x.copy_(y): y's positions
 
 
 _UNSET: Any = object()
@@ -35,10 +35,16 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
     return [t for t in leaves if isinstance(t, torch.Tensor)]
 
 
-@register_rule(*resolve(*_UNARY, *_BINARY, *_DUNDER, *_INPLACE))
+# Tensor methods only: ``torch.int`` and the like are dtypes
+_CASTS = [getattr(torch.Tensor, n) for n in ("int", "long", "short", "bool", "byte", "char")]
+
+
+@register_rule(*resolve(*_UNARY, *_BINARY, *_DUNDER, *_INPLACE), *_CASTS)
 def elementwise(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """Right-aligned broadcasting: an input dim of the output's size shares its channels."""
     inputs = _tensors((args, kwargs))
+    if ctx.current.rpartition(".")[2] in ("type_as", "to"):
+        inputs = inputs[:1]  # NOTE: the other tensor lends only its dtype and device (JetMoE's router)
     for result in _tensors(out):
         merged: list[Dim] = [_UNSET] * result.dim()
         for t in inputs:

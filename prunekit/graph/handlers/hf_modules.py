@@ -28,10 +28,11 @@ WIDTH_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_
                 "moe_intermediate_size", "shared_expert_intermediate_size", "mlp_dim", "ffn_hidden_size",
                 "hidden_sizes", "embedding_size", "projection_dim")
 _HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head")
-_HEAD_DIM = ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim", "attn_head_size")
-_QUERY = ("q_proj", "query", "q_lin", "q", "to_q", "wq")
-_KEY = ("k_proj", "key", "k_lin", "k", "to_k", "wk")
+_HEAD_DIM = ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim", "attn_head_size", "dim_head")
+_QUERY = ("q_proj", "query", "q_lin", "q", "to_q", "wq", "query_proj", "project_q")
+_KEY = ("k_proj", "key", "k_lin", "k", "to_k", "wk", "key_proj", "project_k")
 _FUSED = ("qkv", "query_key_value", "Wqkv", "qkv_proj")
+_IN_PROJ = ("in_proj",)  # DeBERTa's fused q|k|v; Mamba mixers' in_proj is no attention (checked by size)
 _KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
 _INNER = ("all_head_size", "inner_dim")
 
@@ -55,9 +56,12 @@ def _rows(module: nn.Module, names: tuple[str, ...]) -> int | None:
 def is_attention(module: nn.Module) -> bool:
     """A transformers attention module by its structure: a stored head count and head size, and a
     query (or fused q|k|v) Linear whose rows are whole heads."""
-    return (type(module).__module__.startswith("transformers.") and _int_attr(module, _HEADS) is not None
-            and _int_attr(module, _HEAD_DIM) is not None
-            and (_rows(module, _QUERY) is not None or _rows(module, _FUSED) is not None))
+    heads, head_dim = _int_attr(module, _HEADS), _int_attr(module, _HEAD_DIM)
+    if not type(module).__module__.startswith("transformers.") or heads is None or head_dim is None:
+        return False
+    if _rows(module, _QUERY) is not None or _rows(module, _FUSED) is not None:
+        return True
+    return _rows(module, _IN_PROJ) == 3 * vars(module)[heads] * vars(module)[head_dim]
 
 
 def refresh_attention(module: nn.Module) -> None:
@@ -67,7 +71,8 @@ def refresh_attention(module: nn.Module) -> None:
     """
     head_dim = vars(module)[_int_attr(module, _HEAD_DIM)]  # type: ignore[index]
     rows = _rows(module, _QUERY)
-    heads = rows // head_dim if rows is not None else (_rows(module, _FUSED) or 0) // 3 // head_dim
+    fused = _rows(module, _FUSED) or _rows(module, _IN_PROJ) or 0
+    heads = rows // head_dim if rows is not None else fused // 3 // head_dim
     old = vars(module)[_int_attr(module, _HEADS)] * head_dim  # type: ignore[index]
     if type(vars(module).get("embed_dim")) is int and module.embed_dim == old:  # NOTE: read as the inner width
         module.embed_dim = heads * head_dim  # (InternVL's reshape(B, N, self.embed_dim))
@@ -443,6 +448,19 @@ def _gpt2_heads(module: Any) -> dict[str, int]:
     return {"num_attention_heads": module.c_attn.weight.shape[1] // _gpt2_parts(module) // module.head_dim}
 
 
+def _refresh_openai_attention(module: Any) -> None:
+    """OpenAI GPT's ``Attention`` splits its fused ``c_attn`` at ``split_size`` like GPT-2 but stores
+    no head size (``x.size(-1) // self.n_head``): the head size is read from the old widths, then
+    ``split_size`` is one third of the sliced rows and ``n_head`` its whole heads."""
+    head_dim = module.split_size // module.n_head
+    module.split_size = module.c_attn.weight.shape[1] // 3
+    module.n_head = module.split_size // head_dim
+
+
+def _openai_parts(module: nn.Module) -> int:
+    return 3
+
+
 # NOTE: a refresh may return a replacement module (a real, importable class) or None.
 _Refresh = Callable[[nn.Module], "nn.Module | None"]
 # module name -> (class name, refresh, config widths) registered once that module is imported
@@ -463,7 +481,12 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
         ("GPT2Attention", _refresh_gpt2_attention, _gpt2_heads),
         ("GPT2MLP", None, lambda m: {"n_inner": m.c_fc.weight.shape[1]}),
         ("GPT2Model", _refresh_gpt2_model, None)],
+    "transformers.models.imagegpt.modeling_imagegpt": [  # GPT-2's attention, copied
+        ("ImageGPTAttention", _refresh_gpt2_attention, _gpt2_heads)],
+    "transformers.models.openai.modeling_openai": [
+        ("Attention", _refresh_openai_attention, lambda m: {"num_attention_heads": m.n_head})],
 }
 # Refreshes that keep the head count a forward reads as a constant, or the size it splits at.
-KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention,)
-KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts}
+KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_attention)
+KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
+                                                          _refresh_openai_attention: _openai_parts}

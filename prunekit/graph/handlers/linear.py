@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from prunekit.graph.constraints import ParamDim, Tracked
@@ -22,9 +23,33 @@ def linear(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             ctx.store.use(layout, wd[1].tensor, wd[1].axis, "consumer", offset=wd[1].start)
         else:
             ctx.store.freeze(layout, f"linear weight is not a parameter in {ctx.where}")
+    elif isinstance(wd[1], ParamDim) and wd[1].size > 1:
+        # NOTE: the weight also reads data of a fixed width (Zaya's v_proj_delayed(zeros(B, 1,
+        # self.hidden_size))): its columns must not be cut by another call that reads channels
+        ctx.store.fixed_read(wd[1].tensor, wd[1].axis, f"the weight also reads data of a fixed width in {ctx.where}")
     new = ctx.store.new_source(out.shape[-1], source_name(wd[0], ctx.where))
     produce(ctx, new, wd[0], wd[0].axis if isinstance(wd[0], ParamDim) else 0, bias)
     ctx.set(out, xd[:-1] + [new])
+
+
+@register_rule(*resolve("_grouped_mm", "grouped_mm"))
+def grouped_mm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``grouped_mm(x [S, K], w [E, K, N], offs)``: each row of ``x`` is multiplied by one expert's
+    ``w[e]`` (Mixtral-style experts): ``K`` is read through ``w``'s axis 1, ``N`` written by its
+    axis 2, for every expert alike (the expert axis is not cut)."""
+    x, weight = args[0], args[1] if len(args) > 1 else kwargs.get("mat2", kwargs.get("mat_b"))
+    if not isinstance(weight, torch.Tensor) or x.dim() != 2 or weight.dim() != 3 or out.dim() != 2:
+        return ctx.opaque(args, kwargs, out, "grouped_mm other than [S, K] x [E, K, N]")
+    xd, wd = ctx.dims(x), ctx.dims(weight)
+    layout = xd[-1]
+    if isinstance(layout, Tracked):
+        if isinstance(wd[1], ParamDim):
+            ctx.store.use(layout, wd[1].tensor, wd[1].axis, "consumer", offset=wd[1].start)
+        else:
+            ctx.store.freeze(layout, f"grouped_mm weight is not a parameter in {ctx.where}")
+    new = ctx.store.new_source(out.shape[-1], source_name(wd[2], ctx.where))
+    produce(ctx, new, wd[2], wd[2].axis if isinstance(wd[2], ParamDim) else 0, None)
+    ctx.set(out, [xd[0], new])
 
 
 @register_rule(*resolve("embedding"))

@@ -10,10 +10,12 @@ block's statistics (inexact), except when every block is one channel (``num_grou
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from prunekit.graph.constraints import ParamDim, Tracked
 from prunekit.graph.handlers.common import arg, equal_blocks
+from prunekit.graph.handlers.shape import size_attribute
 from prunekit.graph.registry import register_refresh, register_rule, resolve
 
 
@@ -27,8 +29,6 @@ def _scale(ctx, layout, tensor) -> object:  # type: ignore[no-untyped-def]
 @register_rule(*resolve("batch_norm", "instance_norm"))
 def batch_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """F.batch_norm(x, running_mean, running_var, weight, bias, ...); same order for instance_norm."""
-    import torch
-
     x = args[0]
     dims = ctx.dims(x)
     if ctx.current == "torch.batch_norm":  # torch.batch_norm(x, weight, bias, mean, var, ...)
@@ -57,7 +57,13 @@ def layer_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         if not isinstance(layout, Tracked):
             continue
         if weight is None or not isinstance(ctx.dims(weight)[-k], ParamDim):
-            ctx.store.freeze(layout, f"normalized_shape is a constant without affine weight in {ctx.where}")
+            attr = _stored_shape(ctx, shape)
+            if attr is None:
+                ctx.store.freeze(layout, f"normalized_shape is a constant without affine weight in {ctx.where}")
+            else:  # NOTE: apply shrinks the attribute the forward reads (OLMo's self.normalized_shape)
+                ctx.store.use(layout, size_attribute(ctx.scope[-1], attr, None if isinstance(shape, int) else n - k),
+                              0, "passive")
+                ctx.store.inexact(layout, f"LayerNorm statistics over channels in {ctx.where}")
             continue
         ctx.store.inexact(layout, f"LayerNorm statistics over channels in {ctx.where}")
         for t in (weight, bias):
@@ -65,6 +71,16 @@ def layer_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
                 layout = ctx.store.unify(layout, ctx.dims(t)[-k], ctx.where)
         dims[-k] = layout
     ctx.set(out, dims)
+
+
+def _stored_shape(ctx, shape: object) -> str | None:  # type: ignore[no-untyped-def]
+    """The one attribute of the running module that holds ``normalized_shape`` (a norm without an
+    affine weight: ``nn.LayerNorm(C, elementwise_affine=False)``, OLMo's LayerNorm), if any."""
+    if ctx.module is None:
+        return None
+    found = [name for name, value in vars(ctx.module).items()
+             if type(value) in (int, tuple, list, torch.Size) and value == shape and not isinstance(value, bool)]
+    return found[0] if len(found) == 1 else None
 
 
 @register_rule(*resolve("group_norm"))

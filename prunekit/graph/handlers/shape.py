@@ -14,7 +14,7 @@ import torch
 
 from prunekit.graph.constraints import FIXED, Dim, ParamDim, Segment, Tracked
 from prunekit.graph.handlers.common import arg, slice_layout
-from prunekit.graph.registry import register_rule, resolve
+from prunekit.graph.registry import refresh_for, register_rule, resolve
 
 
 def _groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
@@ -54,9 +54,15 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     splits: list[tuple[Tracked, int, int]] = []  # (channels split into heads, chunks, head-size dim)
     for src, dst in groups:
         layouts = [dims[i] for i in src]
+        if (len(src) == 1 and len(dst) > 1 and isinstance(layouts[0], ParamDim) and layouts[0].size
+                and _heads_follow(ctx, args, kwargs, out.dim(), dst[-2])):
+            # NOTE: a parameter axis split into heads (Dory's ``self.sqk.view(-1, 1, head_dim)``) is
+            # followed as a source the parameter uses: sliced in whole heads if it meets heads.
+            # (Split at a constant count, it stays a plain dim, as before: RADIO's position table.)
+            layouts[0] = ctx.store.param_source(layouts[0])
         if len(src) == 1 and len(dst) == 1 and _one_head(ctx, x, out, dst[0], layouts[0], _raw_sizes(args, kwargs)):
             splits.append((layouts[0], 1, dst[0]))  # type: ignore[arg-type]
-            requested = _requested(args, kwargs, ctx.current, out.dim())
+            requested = _requested(args, kwargs, ctx.current, out.dim(), ctx)
             derived = [requested is not None and requested[j] == -1 for j in (dst[0] - 1, dst[0])]
             result[dst[0] - 1:dst[0] + 1] = _split_outer(ctx, layouts[0], [1, out.shape[dst[0]]], derived)  # type: ignore[arg-type]
         elif len(src) == 1 and len(dst) == 1:
@@ -73,13 +79,19 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             result[dst[-1]] = sub  # NOTE: heads folded into the batch dim come out again (SAM's view(B, H, N, -1))
         else:  # NOTE: split into several dims, after a merge if several (HaloAttn's reshape(B * H, d, ...) of [B, C])
             splits.append((whole, math.prod(out.shape[j] for j in dst[:-2]), dst[-1]))
-            requested = _requested(args, kwargs, ctx.current, out.dim())
+            requested = _requested(args, kwargs, ctx.current, out.dim(), ctx)
             derived = [requested is not None and requested[j] == -1 for j in dst]
             for j, d in zip(dst, _split_outer(ctx, whole, [out.shape[j] for j in dst], derived)):
                 result[j] = d
     _tie_sizes_read_elsewhere(ctx, args, kwargs, result, splits)
     _head_count_on_fixed_data(ctx, args, kwargs, result)
     ctx.set(out, result)
+
+
+def _heads_follow(ctx, args, kwargs, ndim: int, j: int) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the head count at dim ``j`` of a view follows pruning (-1, or a refresh keeps it)."""
+    requested = _requested(args, kwargs, ctx.current, ndim, ctx)
+    return (requested is not None and requested[j] == -1) or any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS)
 
 
 _MAX_COPIES = 1024  # most copies of a layout a merge makes (see _merged)
@@ -165,7 +177,7 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     holds that size (``self.nf``, ``self.shape[1]``), the attribute joins the group and ``apply``
     rewrites it; otherwise the channels are frozen with the reason."""
     from prunekit.graph.registry import refresh_for
-    from prunekit.graph.trace import ChannelInt, DerivedInt
+    from prunekit.graph.trace import ChannelInt, ConfigInt, DerivedInt, ParamInt
 
     if not isinstance(d, (Tracked, ParamDim)) or not ctx.current.endswith(("view", "reshape")):
         return d
@@ -173,6 +185,15 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     if sizes is None or j >= len(sizes):
         return d
     size = sizes[j]
+    if isinstance(size, ConfigInt) and isinstance(d, Tracked):
+        # NOTE: the root model holds the config; apply rewrites the entry (the config refresh
+        # does not follow per-stage lists)
+        ctx.store.use(d, size_attribute("", f"config.{size.field}", size.index), 0, "passive")
+        return d
+    if isinstance(size, ParamInt):
+        if size.dim.tensor == getattr(d, "tensor", None) and size.dim.axis == getattr(d, "axis", None):
+            return d  # NOTE: read from the viewed parameter's own axis at run time (XGLM's weights.shape[-1])
+        size = int(size)
     if type(size) is not int or size in (-1, 1) or isinstance(size, (ChannelInt, DerivedInt)):
         return d
     module = ctx.module
@@ -294,12 +315,36 @@ def _derived_size(ctx, size: Any, j: int, result: list[Dim],  # type: ignore[no-
                 ctx.deferred.setdefault(id(ctx.module), []).extend((source, first, ctx.where)
                                                                    for source in size.layouts)
             return
+    if _same_width(ctx, size, result[j]):
+        return
     why = (f"a size computed from the width of these channels ({int(size)}) is used to view other data "
            f"in {ctx.where}; it would change with pruning")
     for source in size.layouts:
         ctx.store.freeze(source, why)
     if isinstance(result[j], Tracked):
         ctx.store.freeze(result[j], why)
+
+
+def _same_width(ctx, size: Any, dim: Dim) -> bool:  # type: ignore[no-untyped-def]
+    """A view's dim sized ``k * width`` (a DerivedInt of one width) that holds ``k`` copies of other
+    channels (``B * heads`` folded into the batch) or each of them ``k`` times (``C * n`` merged
+    with a spatial dim): after pruning the size is ``k`` times the pruned width, which is right
+    exactly when those channels are cut with the width's. Both are unified (YOSO's
+    ``key.reshape(B * num_heads, ...)`` with ``num_heads`` read from the query; MobileViT's folding
+    by the channel count of the unfolded features). False: not that case."""
+    if not isinstance(dim, Tracked) or len(size.layouts) != 1 or not size.layouts[0].size:
+        return False
+    source = size.layouts[0]
+    copies, rest = divmod(int(size), source.size)
+    if rest or not copies:
+        return False
+    one = dim if copies == 1 else _unrepeat(dim, copies)
+    if one is None and all(seg.inner % copies == 0 for seg in dim.segments):
+        one = Tracked(tuple(Segment(seg.source, seg.start, seg.length, seg.inner // copies) for seg in dim.segments))
+    if one is None or one.size != source.size:
+        return False
+    ctx.store.unify(source, one, ctx.where)
+    return True
 
 
 # Callables ``(ctx) -> bool``: True when the module running now (``ctx.module``) keeps its head count
@@ -318,8 +363,15 @@ SPLIT_SECTIONS_FOLLOW: list[Callable[[Any], bool]] = []
 SPLIT_SIZE_FOLLOWS: list[Callable[[Any, int], bool]] = []
 
 
-def _requested(args: tuple[Any, ...], kwargs: dict[str, Any], func: str, ndim: int) -> list[int] | None:
-    """The sizes a view/reshape was asked for (-1 where derived), one per output dim, if known."""
+def _requested(args: tuple[Any, ...], kwargs: dict[str, Any], func: str, ndim: int,  # type: ignore[no-untyped-def]
+               ctx=None) -> list[int] | None:
+    """The sizes a view/reshape was asked for (-1 where derived), one per output dim, if known.
+
+    ``view_as(other)``: the dims where ``other`` carries channels follow them (Beam's
+    ``gate.view_as(attn_output)``, split into the heads ``attn_output`` has), so they count as derived."""
+    other = arg(args, kwargs, 1, "other", None)
+    if func.endswith(("view_as", "reshape_as")) and ctx is not None and isinstance(other, torch.Tensor):
+        return [-1 if isinstance(d, Tracked) else int(n) for d, n in zip(ctx.dims(other), other.shape)]
     if func.endswith(("view", "reshape")):
         sizes = kwargs.get("shape", kwargs.get("size", args[1:]))
         if len(sizes) == 1 and not isinstance(sizes[0], int):
@@ -486,8 +538,10 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     pieces = list(out)
     dims = ctx.dims(x)
     name = ctx.current
-    _split_sizes_read_elsewhere(ctx, args, kwargs, dims)
     dim = arg(args, kwargs, 1 if name.endswith("unbind") else 2, "dim", 0) % x.dim()
+    if _sections_sized_by_widths(ctx, args, kwargs, dims, dim, pieces):
+        return None
+    _split_sizes_read_elsewhere(ctx, args, kwargs, dims)
     sizes = [p.shape[dim] if p.dim() == x.dim() else 1 for p in pieces]
     layout = dims[dim]
     equal = len(set(sizes)) == 1
@@ -511,6 +565,31 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         if piece.dim() < x.dim():  # unbind drops the dim
             del piece_dims[dim]
         ctx.set(piece, piece_dims)
+
+
+def _sections_sized_by_widths(ctx, args, kwargs, dims: list[Dim], dim: int,  # type: ignore[no-untyped-def]
+                              pieces: list[torch.Tensor]) -> bool:
+    """``split(y, (C, C, 3))`` with ``C`` read from another tensor's shape (FocalNet's modulation:
+    ``q, ctx, gates = split(proj(x), (x.shape[-1], x.shape[-1], L + 1))``): after pruning, each such
+    section is as wide as that tensor, so its channels are unified with that tensor's; the sections
+    of constant size are frozen, alone. False (nothing done): not that case."""
+    from prunekit.graph.trace import ChannelInt
+
+    requested = arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size", kwargs.get("sections")))
+    layout = dims[dim]
+    if (not isinstance(layout, Tracked) or not isinstance(requested, (list, tuple)) or len(requested) != len(pieces)
+            or not any(isinstance(r, ChannelInt) for r in requested) or ctx.current.endswith("unbind")):
+        return False
+    start = 0
+    for size, piece in zip(requested, pieces):
+        part = _slice(layout, start, int(size), ctx)
+        start += int(size)
+        if isinstance(size, ChannelInt) and isinstance(part, Tracked):
+            ctx.store.unify(size.layout, part, ctx.where)
+        elif isinstance(part, Tracked):
+            ctx.store.freeze(part, f"split at a constant size by {ctx.where}")
+        ctx.set(piece, dims[:dim] + [part] + dims[dim + 1:])
+    return True
 
 
 def _split_sizes_read_elsewhere(ctx, args, kwargs, dims: list[Dim]) -> None:  # type: ignore[no-untyped-def]
@@ -546,7 +625,7 @@ def getitem(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     tensors = [k for k, i in enumerate(index) if isinstance(i, torch.Tensor)]
     if (len(tensors) == 1 and isinstance(out, torch.Tensor) and all(i == slice(None) for i in index[:tensors[0]])
             and not index[tensors[0]].dtype.is_floating_point and index[tensors[0]].dtype != torch.bool
-            and len(index) == tensors[0] + 1):
+            and all(i == slice(None) for i in index[tensors[0] + 1:])):  # NOTE: CTRL's ``table[ids, :]``
         return _gather_rows(ctx, x, tensors[0], index[tensors[0]], out)
     if any(isinstance(i, torch.Tensor) or isinstance(i, (list, bool)) for i in index):
         return ctx.opaque(args, kwargs, out, "advanced (tensor) indexing")
@@ -565,14 +644,26 @@ def getitem(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             d += 1
         elif isinstance(i, slice):
             full = i == slice(None) or (i.start in (None, 0) and i.stop is None and i.step in (None, 1))
-            if isinstance(dims[d], Tracked) and not full:
+            strided = None if full else _strided(ctx, dims[d], i, x.shape[d])
+            if isinstance(dims[d], Tracked) and not full and strided is None:
                 ctx.store.freeze(dims[d], f"constant slice of channels in {ctx.where}")
-            result.append(dims[d] if full else None)
+            result.append(dims[d] if full else strided)
             d += 1
         else:
             return ctx.opaque(args, kwargs, out, f"index of type {type(i).__name__}")
     result.extend(dims[d:])
     ctx.set(out, result)
+
+
+def _strided(ctx, layout: Dim, index: slice, size: int) -> Tracked | None:  # type: ignore[no-untyped-def]
+    """``x[..., s::k]`` over channels (GPT-OSS's interleaved ``gate_up[..., ::2]`` and ``[..., 1::2]``):
+    position ``r`` of the result is channel ``r*k + s``, so channels are cut in units of ``k``
+    consecutive ones (every part of a unit goes together) and the result holds one per unit."""
+    k, start = index.step, index.start or 0
+    if (not isinstance(layout, Tracked) or type(k) is not int or k <= 1 or index.stop is not None
+            or not 0 <= start < k or size % k):
+        return None
+    return heads_of(ctx, layout, k)
 
 
 def _gather_rows(ctx, x: torch.Tensor, at: int, index: torch.Tensor, out: torch.Tensor) -> None:  # type: ignore[no-untyped-def]
@@ -585,18 +676,67 @@ def _gather_rows(ctx, x: torch.Tensor, at: int, index: torch.Tensor, out: torch.
     ctx.set(out, dims[:at] + [None] * index.dim() + dims[at + 1:])
 
 
+@register_rule(*resolve("index_select"))
+def index_select(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``table.index_select(dim, idx)``: entries along ``dim`` are picked, the other dims keep their
+    channels or parameter axes (XGLM's sinusoidal table read by position ids)."""
+    x, index = args[0], arg(args, kwargs, 2, "index", None)
+    if not isinstance(x, torch.Tensor) or not isinstance(index, torch.Tensor) or not isinstance(out, torch.Tensor):
+        return ctx.opaque(args, kwargs, out, "unexpected arguments")
+    _gather_rows(ctx, x, arg(args, kwargs, 1, "dim", 0) % max(x.dim(), 1), index.reshape(-1), out)
+
+
+@register_rule(*resolve("index_add", "index_add_"))
+def index_add(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``x.index_add(dim, idx, src)``: rows of ``src`` are added to rows of ``x`` along ``dim`` (MoE
+    outputs scattered back to their tokens); every other dim holds the same positions in both."""
+    x, source = args[0], arg(args, kwargs, 3, "source", None)
+    d = arg(args, kwargs, 1, "dim", 0) % max(x.dim(), 1)
+    if not isinstance(source, torch.Tensor) or source.dim() != x.dim() or not isinstance(out, torch.Tensor):
+        return ctx.opaque(args, kwargs, out, "index_add of another rank")
+    dims, other = ctx.dims(x), ctx.dims(source)
+    for layout in (dims[d], other[d]):
+        if isinstance(layout, Tracked):
+            ctx.store.freeze(layout, f"channels added at indexed positions in {ctx.where}")
+    result = [None if k == d else ctx.store.unify(a, b, ctx.where) for k, (a, b) in enumerate(zip(dims, other))]
+    ctx.set(out, result)
+
+
 @register_rule(*resolve("expand", "expand_as", "broadcast_to", "repeat", "tile"))
 def expand(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
-    """Right-aligned: same-size dims keep their channels; grown dims carry none."""
+    """Right-aligned: same-size dims keep their channels; grown dims carry none, unless their size
+    follows pruning (see ``_broadcast_targets``): then one value per channel is no channel of its own."""
     x = args[0]
     dims = ctx.dims(x)
-    result: list[Dim] = [None] * out.dim()
+    result: list[Dim] = _broadcast_targets(ctx, args, kwargs, out)
     for k in range(1, x.dim() + 1):
         if x.shape[-k] == out.shape[-k]:
             result[-k] = dims[-k]
         elif isinstance(dims[-k], Tracked):
             ctx.store.freeze(dims[-k], f"channels repeated by {ctx.where}")
+        elif x.shape[-k] != 1:
+            result[-k] = None
     ctx.set(out, result)
+
+
+def _broadcast_targets(ctx, args, kwargs, out) -> list[Dim]:  # type: ignore[no-untyped-def]
+    """The layouts a broadcast grows its size-1 dims to, where the size follows pruning: the dims of
+    the tensor given to ``expand_as`` (XLM's ``mask.view(bs, 1, q, k).expand_as(scores)``: the mask
+    is as wide as the heads it is applied to), or a size read from a tracked dim (``x.size(1)``).
+    A constant size stays plain (None)."""
+    result: list[Dim] = [None] * out.dim()
+    if ctx.current.endswith(("repeat", "tile")):
+        return result  # NOTE: counts of copies, not target sizes
+    if ctx.current.endswith("expand_as"):
+        other = arg(args, kwargs, 1, "other", None)
+        if isinstance(other, torch.Tensor) and other.dim() == out.dim():
+            result = [d if isinstance(d, Tracked) else None for d in ctx.dims(other)]
+        return result
+    sizes = _raw_sizes(args, kwargs) if not ctx.current.endswith("broadcast_to") else \
+        arg(args, kwargs, 1, "size", None)
+    if isinstance(sizes, (tuple, list, torch.Size)) and len(sizes) == out.dim():
+        result = [sized_by(s) for s in sizes]
+    return result
 
 
 @register_rule(*resolve("repeat_interleave"))
@@ -615,10 +755,15 @@ def repeat_interleave(ctx, args, kwargs, out) -> None:  # type: ignore[no-untype
     result: list[Dim] = list(dims)
     if isinstance(repeats, torch.Tensor) and repeats.numel() == 1 and repeats.device.type != "meta":
         repeats = int(repeats)
+    layout = dims[d]
+    if layout is None and x.shape[d] == 1 and (grown := sized_by(repeats)) is not None:
+        # NOTE: one position repeated as many times as there are channels is a broadcast to them
+        # (YOSO's ``mask.unsqueeze(1).repeat_interleave(num_heads, dim=1)``, ``num_heads`` read from a shape)
+        result[d] = grown
+        return ctx.set(out, result)
     for source in (repeats.layouts if isinstance(repeats, DerivedInt) else
                    (repeats.layout,) if isinstance(repeats, ChannelInt) else ()):
         ctx.store.freeze(source, f"a repeat count computed from the width of these channels in {ctx.where}")
-    layout = dims[d]
     if isinstance(layout, Tracked) and isinstance(repeats, int):
         result[d] = layout.scaled(repeats)
     else:
@@ -671,5 +816,73 @@ def reorder(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
 @register_rule(*resolve("new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "arange",
                         "zeros", "ones", "full", "empty", "tensor", "as_tensor", "linspace", "eye"))
 def create(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
-    """New tensors of an explicit shape: the source tensor (if any) only lends dtype and device."""
-    ctx.set(out, [None] * out.dim())
+    """New tensors of an explicit shape: the source tensor (if any) only lends dtype and device.
+
+    A tensor of one value everywhere (zeros, ones, full, empty) sized by a channel count read from
+    a tracked dim follows that width after pruning, so that dim holds those channels (GPT-NeoX-
+    Japanese's ``torch.zeros(B * heads, q, k)`` that ``baddbmm`` adds to the heads' scores)."""
+    ctx.set(out, _uniform_dims(ctx, args, kwargs, out) if ctx.current.endswith(_UNIFORM) else [None] * out.dim())
+
+
+_UNIFORM = ("zeros", "ones", "full", "empty")  # factories (and new_*) whose values do not depend on the position
+
+
+def _uniform_dims(ctx, args, kwargs, out) -> list[Dim]:  # type: ignore[no-untyped-def]
+    """Per dim of a uniform factory's result: the channels its requested size was read from
+    (a ChannelInt), or ``k`` copies of them (``B * heads``, a DerivedInt of one width), else None."""
+    rest = args[1:] if ctx.current.rpartition(".")[2].startswith("new_") else args
+    sizes = kwargs.get("size", rest[0] if rest and isinstance(rest[0], (tuple, list, torch.Size)) else rest)
+    if ctx.current.endswith("full") and sizes is rest:
+        sizes = ()
+    if not isinstance(sizes, (tuple, list, torch.Size)) or len(sizes) != out.dim():
+        return [None] * out.dim()
+    last = len(sizes) - 1  # NOTE: only the last dim (channels-last rows) may be a stored width; a token
+    return [sized_by(size) or _stored_head_count(ctx, size)  # count that equals some attribute is not channels
+            or (_stored_uniform_size(ctx, size, j, len(sizes)) if j == last and j else None)
+            for j, size in enumerate(sizes)]
+
+
+def _stored_head_count(ctx, size: Any) -> Tracked | None:  # type: ignore[no-untyped-def]
+    """A uniform tensor sized by the head count of an attention module whose refresh keeps that
+    count (T5's cross-attention ``torch.zeros((1, self.n_heads, q, k))`` position bias): the dim
+    follows the heads it meets (a new source without a producer); None otherwise."""
+    module = ctx.module
+    if module is None or type(size) is not int or size <= 1 or not any(f(ctx) for f in HEAD_COUNT_FOLLOWS):
+        return None
+    if not any(type(vars(module).get(n)) is int and vars(module)[n] == size for n in _HEAD_COUNTS):
+        return None
+    scope = ctx.scope[-1]
+    return ctx.store.new_source(size, f"{scope}.heads" if scope else "heads")
+
+
+_HEAD_COUNTS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads")
+
+
+def _stored_uniform_size(ctx, size: Any, j: int, ndim: int) -> Tracked | None:  # type: ignore[no-untyped-def]
+    """A uniform tensor sized by the one attribute of the running module that holds ``size``
+    (JetMoE's ``torch.zeros(B * T, self.input_size)`` that the experts' outputs are added into): its
+    positions are channels that whatever meets them decides (a new source without a producer), and
+    the attribute joins their group (``apply`` rewrites it). None: a constant nothing holds."""
+    module = ctx.module
+    if module is None or type(size) is not int or size <= 1 or refresh_for(module) is not None:
+        return None
+    found = _attributes_holding(module, size, j, ndim)
+    if len(found) != 1:
+        return None
+    attr, index = found[0]
+    scope = ctx.scope[-1]
+    layout = ctx.store.new_source(size, f"{scope}.{attr}" if scope else attr)
+    ctx.store.use(layout, size_attribute(scope, attr, index), 0, "passive")
+    return layout
+
+
+def sized_by(size: Any) -> Tracked | None:
+    """The channels a size read from a tracked dim stands for: a ChannelInt's, or ``k`` copies of
+    them for a DerivedInt ``k * width`` of one width (``B * heads``); None for any other size."""
+    from prunekit.graph.trace import ChannelInt, DerivedInt
+
+    layouts = (size.layout,) if isinstance(size, ChannelInt) else size.layouts if isinstance(size, DerivedInt) else ()
+    layout = layouts[0] if len(layouts) == 1 and isinstance(layouts[0], Tracked) else None
+    if layout is None or not layout.size or not int(size) or int(size) % layout.size:
+        return None
+    return Tracked(layout.segments * (int(size) // layout.size))
