@@ -31,6 +31,7 @@ import argparse
 import copy
 import dataclasses
 import hashlib
+import json
 import os
 import platform
 import statistics
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -214,6 +216,33 @@ def part_cnn(name: str, settings: Settings) -> None:
 
 # --- (b) QAT vs PTQ + fine-tune at a quarter of the MACs --------------------------------------------
 
+def _qat_seed(settings: Settings, seed: int, start: nn.Module, splits: data.DataSplits, measure: Measure,
+              tmp: Path) -> dict[str, Any]:
+    """One seed of both arms, kept on disk (a seed is over half an hour here; seeds can run as
+    separate processes with ``--seed`` and a later run assembles them)."""
+    file = _cache_file("qat-seed", settings.baseline, settings.finetune, seed, "delayed quantisation in one run")
+    if file.with_suffix(".json").is_file() and not QUICK_RUN:
+        print(f"[cache] {file.with_suffix('.json')}", flush=True)
+        return json.loads(file.with_suffix(".json").read_text())
+    config = settings.finetune.model_copy(update={"seed": seed})
+    tuned = copy.deepcopy(start)
+    train(tuned, splits, config, progress=False)
+    quantize_model(tuned.eval(), splits, tmp / f"ptq{seed}", task="classification", measure=measure)
+    ptq = evaluate_onnx(tmp / f"ptq{seed}" / INT8_FILE, splits.test)["accuracy"]
+    # NOTE: delayed quantisation in the same run: the first half of the epochs in fp32, same schedule and data order
+    result = qat(start, splits.example_input(2),
+                 lambda m, callbacks, c=config: train(m, splits, c, progress=False, callbacks=callbacks),
+                 fp32_epochs=config.epochs // 2)
+    quantize_model(result.model, splits, tmp / f"qat{seed}", task="classification", measure=measure)
+    done = {"ptq": ptq, "qat": evaluate_onnx(tmp / f"qat{seed}" / INT8_FILE, splits.test)["accuracy"],
+            "flow": result.flow}
+    if not QUICK_RUN:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.with_suffix(".json").write_text(json.dumps(done))
+    print(f"[qat] seed {seed}: {done}", flush=True)
+    return done
+
+
 def part_qat(settings: Settings) -> None:
     splits = _splits(settings)
     dense = _baseline("resnet20", splits, settings)
@@ -225,18 +254,10 @@ def part_qat(settings: Settings) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         before = evaluate_onnx(export_onnx(start, splits.example_input(1), Path(tmp) / "start.onnx"), splits.test)["accuracy"]
         for seed in settings.seeds:
-            config = settings.finetune.model_copy(update={"seed": seed})
-            tuned = copy.deepcopy(start)
-            train(tuned, splits, config, progress=False)
-            quantize_model(tuned.eval(), splits, Path(tmp) / f"ptq{seed}", task="classification", measure=measure)
-            ptq.append(evaluate_onnx(Path(tmp) / f"ptq{seed}" / INT8_FILE, splits.test)["accuracy"])
-            # NOTE: delayed quantisation in the same run: the first half of the epochs in fp32, same schedule and data order
-            result = qat(start, splits.example_input(2),
-                         lambda m, callbacks, c=config: train(m, splits, c, progress=False, callbacks=callbacks),
-                         fp32_epochs=config.epochs // 2)
-            quantize_model(result.model, splits, Path(tmp) / f"qat{seed}", task="classification", measure=measure)
-            qats.append(evaluate_onnx(Path(tmp) / f"qat{seed}" / INT8_FILE, splits.test)["accuracy"])
-            rows.append(f"| {seed} | {100 * ptq[-1]:.2f} % | {100 * qats[-1]:.2f} % ({result.flow}) | {100 * before:.2f} % |")
+            done = _qat_seed(settings, seed, start, splits, measure, Path(tmp))
+            ptq.append(done["ptq"])
+            qats.append(done["qat"])
+            rows.append(f"| {seed} | {100 * ptq[-1]:.2f} % | {100 * qats[-1]:.2f} % ({done['flow']}) | {100 * before:.2f} % |")
     mean_ptq, mean_qat = statistics.fmean(ptq), statistics.fmean(qats)
     rows += [f"| mean | {100 * mean_ptq:.2f} % | {100 * mean_qat:.2f} % | |", "",
              f"Check: QAT >= PTQ + fine-tune (mean of {len(settings.seeds)} seeds): "
@@ -384,11 +405,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=PARTS, action="append")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny settings, nothing written")
+    parser.add_argument("--seed", type=int, action="append",
+                        help="qat: run only these seeds (each kept on disk; a run without --seed assembles them)")
+    parser.add_argument("--threads", type=int, default=THREADS, help=f"torch threads for training (default {THREADS})")
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
+    if args.seed:
+        settings = dataclasses.replace(settings, seeds=tuple(args.seed), write=False)
     global QUICK_RUN
     QUICK_RUN = args.quick
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     for part in args.only or PARTS:
         print(f"== {part}", flush=True)
         start = time.perf_counter()
