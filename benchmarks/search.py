@@ -174,6 +174,9 @@ def part_accuracy(args: argparse.Namespace) -> list[str]:
                 print(done[key], flush=True)
                 rows.append(done[key])
                 continue
+            if args.finished_only:
+                rows.append(f"| {name} | {label} | - | - | not run yet | - |")
+                continue
             try:
                 pruned, evaluations = make()
             except PrunekitError as exc:  # NOTE: a strategy that finds nothing feasible is a row, not a crash
@@ -351,6 +354,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=None, help="proxy evaluations per strategy (default 60; quick 24)")
     parser.add_argument("--keep", type=float, default=0.25, help="fraction of the dense MACs kept (default 0.25)")
     parser.add_argument("--baseline-epochs", type=int, default=10)
+    parser.add_argument("--finished-only", action="store_true",
+                        help="accuracy: write the rows finished so far (runs/search-accuracy/rows.json), the rest as not run")
     parser.add_argument("--configs", type=int, default=20, help="random configurations for --part lut (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="first seed of the random configurations (lut)")
     parser.add_argument("--threads", type=int, default=None, help="threads the lut part times with (default 2; quick 1)")
