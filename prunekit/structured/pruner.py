@@ -24,7 +24,7 @@ from prunekit.structured.apply import apply
 from prunekit.structured.plan import Plan
 from prunekit.structured.model_timing import ModelTimings
 from prunekit.structured.rounding import LayerTimings, RoundingTable, TimingTable
-from prunekit.structured.target import DenseCount, Target, plan_counts, search
+from prunekit.structured.target import DenseCount, Target, search, with_counts
 
 __all__ = ["StructuredPruner", "PrunerOptions"]
 
@@ -196,7 +196,7 @@ class StructuredPruner:
                                     allocate_kwargs=kwargs, verify_result=False, terms=terms,
                                     counted=target.kind != "ratio")
             if "macs" not in achieved:
-                counts = (model, graph, plan, target, example_inputs, terms)
+                counts = (model, graph, plan, target, example_inputs, terms)  # NOTE: with_counts' arguments
         else:
             from prunekit.structured.iterative import plan_iteratively
 
@@ -217,11 +217,7 @@ class StructuredPruner:
             raise AttributeError("achieved_")  # NOTE: __getattr__ turns this into NotFittedError
         pending = self.__dict__.get("_counts")
         if pending is not None:
-            model, graph, plan, target, example_inputs, terms = pending
-            counts = plan_counts(model, graph, plan, target, example_inputs, terms)
-            head = ("ratio", "channels_removed", "filled_channels")  # NOTE: the order search gives
-            achieved = {**{k: achieved[k] for k in head if k in achieved}, **counts,
-                        **{k: v for k, v in achieved.items() if k not in head}}
+            achieved = with_counts(achieved, *pending)
             self._achieved, self._counts = achieved, None
         return achieved
 

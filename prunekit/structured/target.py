@@ -51,7 +51,7 @@ from prunekit.structured.plan import Plan
 from prunekit.structured.model_timing import ModelTimings
 from prunekit.structured.rounding import RoundingTable
 
-__all__ = ["Target", "search", "KINDS", "macs_fraction", "dense_terms", "plan_counts", "DenseCount"]
+__all__ = ["Target", "search", "KINDS", "macs_fraction", "dense_terms", "with_counts", "DenseCount"]
 
 KINDS = ("ratio", "macs", "params", "latency")
 Kind = Literal["ratio", "macs", "params", "latency"]
@@ -354,36 +354,38 @@ def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.
         terms: :func:`dense_terms` of ``model`` where the caller has it already (else counted here),
             or a callable giving it (or None) when first needed.
         counted: False leaves the MACs and params out of a ``ratio`` target's ``achieved`` (nothing
-            is counted: a ratio plan needs no count); :func:`plan_counts` gives them later.
+            is counted: a ratio plan needs no count); :func:`with_counts` adds them later.
 
     Returns ``(plan, achieved)``; ``achieved`` holds the kept fractions ``macs``, ``params`` (and
     ``latency``), their absolute values (``macs_count``...), the allocation ``ratio`` and
     ``channels_removed`` (fraction of the listed channels cut) and ``filled_channels`` (added back).
     """
     kwargs = dict(allocate_kwargs or {})
-    if counted or target.kind != "ratio":
-        meter: _Meter | None = _Meter(model, graph, example_inputs, target, _resolve(terms))
-    else:
-        meter = None  # NOTE: a ratio plan is allocated directly; only its achieved counts need the meter
+    counted = counted or target.kind != "ratio"  # NOTE: only a ratio plan is allocated without counting
+    meters: list[_Meter] = []
+
+    def meter() -> _Meter:  # NOTE: built once, when something first needs a count
+        if not meters:
+            meters.append(_Meter(model, graph, example_inputs, target, _resolve(terms)))
+        return meters[0]
+
     timings = kwargs.pop("timings", None) if kwargs.get("round_to", "auto") == "auto" else None
-    plan, achieved = _search(model, graph, scores, target, meter, kwargs, example_inputs, fill)
+    plan, achieved = _search(model, graph, scores, target, meter() if counted else None, kwargs, example_inputs, fill)
     if isinstance(timings, ModelTimings):
-        meter = meter or _Meter(model, graph, example_inputs, target, _resolve(terms))
-        plan, achieved = _fastest_rounding(model, graph, scores, target, meter, kwargs, example_inputs, fill,
+        plan, achieved = _fastest_rounding(model, graph, scores, target, meter(), kwargs, example_inputs, fill,
                                            timings, (plan, achieved))
         pinned = {}
     else:
         pinned = _faster_rounded(graph, plan, timings) if timings is not None else {}
     if pinned:
-        meter = meter or _Meter(model, graph, example_inputs, target, _resolve(terms))
+        dense = meter().terms
         price = channel_costs(model, graph, example_inputs, "params" if target.kind == "params" else "macs",
-                              macs=meter.terms.by_module if meter.terms is not None else None)
+                              macs=dense.by_module if dense is not None else None)
         exact = {g: len(k) for g, k in plan.keep.items()}
         # NOTE: cheapest roundings first, so halving the list drops the ones that cost the budget most
         order = sorted(pinned, key=lambda g: ((pinned[g] - exact[g]) * price.get(g, 0.0), g))
-        counter = meter if counted or target.kind != "ratio" else None
         while order:
-            rounded = _pinned_search(model, graph, scores, target, counter, {**kwargs, "widths": {
+            rounded = _pinned_search(model, graph, scores, target, meter() if counted else None, {**kwargs, "widths": {
                 g: pinned[g] for g in order}}, example_inputs, fill)
             if rounded is not None:
                 plan, achieved = rounded
@@ -400,11 +402,13 @@ def _resolve(terms: Terms | Callable[[], Terms | None] | None) -> Terms | None:
     return terms() if callable(terms) else terms
 
 
-def plan_counts(model: nn.Module, graph: DependencyGraph, plan: Plan, target: Target, example_inputs: Any,
-                terms: Terms | Callable[[], Terms | None] | None = None) -> dict[str, float]:
-    """The kept fractions and absolute counts of MACs and params of ``model`` pruned by ``plan``
-    (what ``search`` puts in ``achieved``; for a ``ratio`` target found with ``counted=False``)."""
-    return _Meter(model, graph, example_inputs, target, _resolve(terms))(plan)
+def with_counts(achieved: Mapping[str, Any], model: nn.Module, graph: DependencyGraph, plan: Plan, target: Target,
+                example_inputs: Any, terms: Terms | Callable[[], Terms | None] | None = None) -> dict[str, Any]:
+    """``achieved`` of a ``ratio`` search run with ``counted=False``, with the kept fractions and
+    absolute counts of MACs and params of ``model`` pruned by ``plan`` where ``search`` puts them."""
+    head = {k: achieved[k] for k in ("ratio", "channels_removed", "filled_channels") if k in achieved}
+    counts = _Meter(model, graph, example_inputs, target, _resolve(terms))(plan)
+    return {**head, **counts, **{k: v for k, v in achieved.items() if k not in head}}
 
 
 def _search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.Tensor], target: Target,
