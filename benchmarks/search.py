@@ -50,6 +50,10 @@ STRATEGIES = ("greedy", "backtracking", "nsga2", "tpe", "gp", "rl", "gates", "ra
 # NOTE: 150 steps of 128 images (a third of an epoch) per row and seed: the part is 22 rows x 3 seeds
 FINETUNE = TrainConfig(epochs=1, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
                        scheduler="cosine", seed=0, max_steps_per_epoch=150)
+# NOTE: the finalists' fine-tune rung (the uniform start and the 4 best near the budget, 32 batches each);
+# rows measured with another search protocol are kept in rows.json under their own keys
+RERANK_STEPS = 32
+PROTOCOL = f"start uniform, finalists {RERANK_STEPS} steps"
 
 
 def _state(name: str, quick: bool) -> Path:
@@ -116,7 +120,7 @@ def _searched(model: nn.Module, splits: Any, keep: float, strategy: str, trials:
 
     found = search_model(model, splits, tasks.create("classification"), strategy=strategy, budget=trials,
                          constraints={"macs": keep}, seed=seed, val_samples=256 if quick else 1024,
-                         finetune_steps=0 if quick else 8)
+                         finetune_steps=0 if quick else RERANK_STEPS)
     result = found["result"]
     return build(model, found["graph"], found["space"], found["best"].config, found["scores"]), result.evaluations
 
@@ -170,6 +174,7 @@ def part_accuracy(args: argparse.Namespace) -> list[str]:
         done = _rows_done(args)
         for label, make in makers:
             key = f"{name} | {label} | {args.trials} | {args.keep} | {seeds} | {FINETUNE.model_dump(exclude_defaults=True)}"
+            key += f" | {PROTOCOL}" if label.startswith("search") else ""
             if key in done:  # NOTE: a restarted run keeps the rows it finished (same settings only)
                 print(done[key], flush=True)
                 rows.append(done[key])
@@ -192,7 +197,9 @@ def part_accuracy(args: argparse.Namespace) -> list[str]:
             _row_finished(args, key, row)
     rows += ["", f"Budget: {args.keep:.2f} of the dense MACs kept; fine-tune {FINETUNE.model_dump(exclude_defaults=True)}, "
              f"seeds {seeds}; every strategy at {args.trials} proxy evaluations (BatchNorm re-estimation on 2x128 "
-             "training images, accuracy on 1024 validation images, 8 fine-tune batches in the second rung)."]
+             "training images, accuracy on 1024 validation images); each search first scores the uniform allocation at "
+             f"the budget, then fine-tunes its finalists (the uniform start and the 4 best by the proxy among "
+             f"configurations using at least 90 % of the budget) {RERANK_STEPS} batches each and returns the best."]
     return rows
 
 

@@ -8,6 +8,10 @@ Resuming: with ``state_dir`` the strategy's state and the evaluations paid for a
 ``state_dir/search-<strategy>-<seed>.json`` (Optuna strategies also keep their study there, as
 SQLite, unless ``storage`` names another), written after every step; calling ``search`` again with
 the same arguments continues from it. Reproducible: the same seed gives the same result.
+
+Starting points (``start``, e.g. the uniform allocation at the budget) are scored before the
+strategy runs, inside the budget, so a search never reports a best worse (by its own proxy) than
+the allocation it was meant to improve on; Optuna strategies get them as the study's first trials.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from prunekit.search.pareto import knee, non_dominated
 from prunekit.search.space import Config, SearchSpace
 from prunekit.search.strategies import STRATEGIES, strategy as strategy_fn
 
-__all__ = ["search", "SearchResult", "PARETO_FILE"]
+__all__ = ["search", "SearchResult", "PARETO_FILE", "uniform_start", "finalists_of", "NEAR"]
 
 PARETO_FILE = "pareto.json"
 
@@ -82,7 +86,8 @@ def _check(objectives: Sequence[str], constraints: Mapping[str, float], strategy
 
 def search(space: SearchSpace, objectives: Sequence[str], constraints: Mapping[str, float], strategy: str,
            budget: int, seed: int = 0, *, evaluator: Evaluator, state_dir: str | os.PathLike[str] | None = None,
-           storage: str | None = None, options: Mapping[str, Any] | None = None) -> SearchResult:
+           storage: str | None = None, options: Mapping[str, Any] | None = None,
+           start: Sequence[Config] = ()) -> SearchResult:
     """Search ``space`` with ``strategy`` for at most ``budget`` proxy evaluations.
 
     Args:
@@ -97,6 +102,7 @@ def search(space: SearchSpace, objectives: Sequence[str], constraints: Mapping[s
         state_dir: where the resumable state lives (None: not resumable).
         storage: an Optuna storage URL for the Optuna strategies (None: SQLite under ``state_dir``).
         options: extra keyword arguments of the strategy (e.g. ``steps`` for greedy).
+        start: configurations scored first (within ``budget``), e.g. ``space.uniform(0.5)``.
     """
     _check(objectives, constraints, strategy, budget)
     if space is not evaluator.space:
@@ -114,10 +120,17 @@ def search(space: SearchSpace, objectives: Sequence[str], constraints: Mapping[s
             save_json({**current, "memo": evaluator.memo, "evaluations": evaluator.evaluations,
                        "history": [r.to_dict() for r in evaluator.history]}, file)
 
+    start = [space.check(c) for c in start]
     kwargs = dict(options or {})
-    if strategy in ("nsga2", "tpe", "gp"):
+    if strategy in ("nsga2", "tpe", "gp"):  # NOTE: the study's first trials (scored by whichever worker runs them)
         kwargs.update(objectives=tuple(objectives), storage=storage,
-                      root=Path(state_dir) if state_dir is not None else None)
+                      root=Path(state_dir) if state_dir is not None else None, start=start)
+    else:  # NOTE: never the strategy's last evaluation (gates scores its one result with it)
+        for config in start:
+            if evaluator.budget is not None and evaluator.evaluations + 1 >= evaluator.budget:
+                break
+            evaluator(config)
+        save(state)
     strategy_fn(strategy)(evaluator, seed=seed, state=state, save=save, **kwargs)
     save(state)
     return _result(evaluator, tuple(objectives))
@@ -135,6 +148,44 @@ def _result(evaluator: Evaluator, objectives: tuple[str, ...]) -> SearchResult:
     front = [feasible[i] for i in non_dominated([records[i].values for i in feasible], directions)]
     best = max((records[i] for i in feasible), key=lambda r: r.values["metric"], default=None)
     return SearchResult(records, objectives, front, best, evaluator.evaluations)
+
+
+NEAR = 0.1  # NOTE: a finalist uses at least 90 % of each budget it is held to (see finalists_of)
+FINALISTS = 4
+
+
+def uniform_start(evaluator: Evaluator, steps: int = 30) -> Config | None:
+    """The uniform allocation that meets the evaluator's constraints by cheap costs: every width
+    cut by the same fraction, the largest such fraction (bisection); None without width dimensions
+    or where even the narrowest widths miss the constraints."""
+    space = evaluator.space
+    if not any(d.kind == "width" for d in space.dimensions) or not evaluator.cheap_feasible(space.uniform(0.0)):
+        return None
+    lo, hi = 0.0, 1.0
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if evaluator.cheap_feasible(space.uniform(mid)) else (lo, mid)
+    return space.uniform(lo)
+
+
+def finalists_of(records: Sequence[Record], constraints: Mapping[str, float], start: Sequence[Config] = (),
+                 count: int = FINALISTS) -> list[Record]:
+    """The configurations worth a few fine-tune steps: the starting points and the ``count`` best
+    feasible by the proxy among those using at least ``1 - NEAR`` of each budget (all feasible ones
+    where none does). Without fine-tuning, a pruned model's proxy score is noisy; a configuration far
+    under the budget that tops it is more often noise than a better allocation (ResNet-20 at 4x: GP's
+    best by the proxy kept 5.6 % of the MACs for a 25 % budget and lost 10 points after fine-tuning)."""
+    feasible = sorted((r for r in records if r.feasible), key=lambda r: -r.values["metric"])
+    near = [r for r in feasible
+            if all(r.values.get(k, bound) >= (1 - NEAR) * bound for k, bound in constraints.items())]
+    keys = {key_of(c) for c in start}
+    chosen = [r for r in feasible if key_of(r.config) in keys]
+    for r in near or feasible:
+        if len(chosen) >= len(keys) + count:
+            break
+        if r not in chosen:
+            chosen.append(r)
+    return chosen
 
 
 def write_pareto(result: SearchResult, out_dir: str | os.PathLike[str], chosen: Sequence[Config] = ()) -> Path:

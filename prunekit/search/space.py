@@ -103,6 +103,15 @@ class SearchSpace:
             config[d.name] = d.choices[(i + 1) * len(d.choices) // (len(cuts) + 1)]
         return config
 
+    def uniform(self, fraction: float) -> Config:
+        """The dense configuration with every width cut alike: each group at its narrowest choice that
+        still keeps ``fraction`` of its channels (the uniform allocation a search starts from)."""
+        config = self.dense()
+        for d in self.dimensions:
+            if d.kind == "width":
+                config[d.name] = min((c for c in d.choices if c >= d.size * fraction - 1e-9), default=d.choices[0])
+        return config
+
     @property
     def cardinality(self) -> int:
         """How many configurations there are (cut orderings not excluded)."""

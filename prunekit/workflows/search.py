@@ -30,7 +30,7 @@ from prunekit.importance import score
 from prunekit.recover import TrainConfig
 from prunekit.search.cost import Cost
 from prunekit.search.evaluator import Evaluator, successive_halving
-from prunekit.search.search import PARETO_FILE, SearchResult, write_pareto
+from prunekit.search.search import PARETO_FILE, SearchResult, finalists_of, uniform_start, write_pareto
 from prunekit.search.search import search as run_search
 from prunekit.search.ranks import factorise
 from prunekit.search.space import DEFAULT_LEVELS, SearchSpace, build
@@ -97,16 +97,17 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
         options.update(_parallel(strategy, workers, rebuild, settings, storage, progress))
     evaluator, graph, scores = _evaluator(net, splits, task, **settings)
     space = evaluator.space
+    start = [uniform] if (uniform := uniform_start(evaluator)) is not None else []
     result = run_search(space, objectives, constraints, strategy, budget, seed, evaluator=evaluator,
-                        state_dir=state_dir, storage=storage, options=options)
+                        state_dir=state_dir, storage=storage, options=options, start=start)
     if result.best is None:
         raise ConfigError(f"search: no configuration met {dict(constraints)} within {budget} proxy evaluations. "
                           f"Raise --trials, loosen the target, or widen the space (lower --levels).")
     best = result.best
-    if finetune_steps > 0:  # NOTE: successive halving re-ranks the top candidates with a few fine-tune steps
-        top = sorted((r for r in result.records if r.feasible), key=lambda r: -r.values["metric"])[:4]
+    if finetune_steps > 0:  # NOTE: the finalists re-ranked after a few fine-tune steps each
         evaluator.budget = None
-        best = successive_halving(evaluator, [r.config for r in top], rungs=(0, finetune_steps))[0]
+        finalists = [r.config for r in finalists_of(result.records, constraints, start)]
+        best = successive_halving(evaluator, finalists, rungs=(finetune_steps,))[0]
         best = next(r for r in result.records if r.config == best.config)
     knee = result.knee()
     chosen = [best.config] + ([knee.config] if knee is not None and knee.config != best.config else [])

@@ -24,6 +24,7 @@ from typing import Any
 
 from prunekit.errors import ConfigError, require
 from prunekit.search.evaluator import OBJECTIVES, BudgetSpent, Evaluator, Record
+from prunekit.search.space import Config
 
 __all__ = ["nsga2", "tpe", "gp", "trial_objective", "PARALLEL"]
 
@@ -84,7 +85,7 @@ def _read(study: Any, evaluator: Evaluator) -> None:
 
 def _run(evaluator: Evaluator, sampler: Any, *, objectives: Sequence[str], state: dict[str, Any], save: Any,
          name: str, storage: str | None, root: Path | None, seed: int, workers: int = 1,
-         factory: Any = None, progress: bool = False) -> None:
+         factory: Any = None, progress: bool = False, start: Sequence[Config] = ()) -> None:
     import optuna
 
     directions = ["maximize" if OBJECTIVES[o] == "max" else "minimize" for o in objectives]
@@ -92,6 +93,9 @@ def _run(evaluator: Evaluator, sampler: Any, *, objectives: Sequence[str], state
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = _open_study(name, storage, directions, sampler, root=root)
+        if not study.get_trials(deepcopy=False):  # NOTE: a resumed study has had them already
+            for config in start:
+                study.enqueue_trial(dict(config))
         _read(study, evaluator)
         limit = evaluator.budget if evaluator.budget is not None else 50
         if workers > 1:
@@ -123,7 +127,8 @@ def _key(config: dict[str, Any]) -> str:
 def _strategy(make: Callable[[int], Any], label: str) -> Callable[..., None]:
     def run(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any,
             objectives: Sequence[str] = ("metric",), storage: str | None = None, root: Path | None = None,
-            study_name: str | None = None, workers: int = 1, factory: Any = None, progress: bool = False) -> None:
+            study_name: str | None = None, workers: int = 1, factory: Any = None, progress: bool = False,
+            start: Sequence[Config] = ()) -> None:
         require("optuna", pip_name="optuna")
         from prunekit.search.study import Factory, check_workers
 
@@ -134,7 +139,7 @@ def _strategy(make: Callable[[int], Any], label: str) -> Callable[..., None]:
                               f"factory={factory!r}, storage={storage!r}, state_dir={root!r}. Pass both, or workers=1.")
         _run(evaluator, make(seed), objectives=objectives, state=state, save=save,
              name=study_name or f"prunekit-{label}-{seed}", storage=storage, root=root, seed=seed,
-             workers=workers, factory=factory, progress=progress)
+             workers=workers, factory=factory, progress=progress, start=start)
     run.__name__ = label
     run.__doc__ = f"Optuna's {label} sampler over the space (module docstring)."
     return run
