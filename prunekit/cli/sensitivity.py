@@ -42,6 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--importance", default="l2", metavar="NAME",
                         help="which channels go first: a data-free importance, l2, l1, fpgm (default: l2)")
     parser.add_argument("--no-depth", action="store_true", help="skip removing residual blocks")
+    parser.add_argument("--ranks", nargs="?", const=True, default=False, metavar="METHODS",
+                        help="also factorise each Linear/Conv2d alone at each ratio of its rank removed: svd for "
+                             "Linear and 1x1 convs, tucker for k x k (or the comma-separated METHODS, e.g. svd,cp)")
     add_proxy_options(parser)
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
                         help="where results are cached (default: $PRUNEKIT_CACHE/sensitivity or "
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
                           bn_batches=args.bn_batches, val_samples=args.val_samples,
                           baseline_epochs=args.baseline_epochs, train_config=TrainConfig(),
                           cache_dir=args.cache_dir, out_dir=args.out, progress=not args.no_progress,
-                          device=args.device)
+                          device=args.device, ranks=args.ranks)
     print(table(results["sensitivity"]))
     options.print_written(results, f"sensitivity: {args.out}/sensitivity.json")
     return 0
@@ -77,4 +80,6 @@ def table(found: dict[str, Any]) -> str:
     rows = [f"{found['metric_name']} baseline {found['baseline']:.4f}", head]
     rows += [f"{g['name'][:34]:<34} {g['size']:>5} " + " ".join(f"{m:>6.3f}" for m in g["metric"]) for g in groups]
     rows += [f"block {b['name']:<28} removed: {b['metric']:.3f}" for b in found.get("blocks", [])]
+    rows += [f"rank {r['name'][:22]:<22} {r['method']:>6} " + " ".join(f"{m:>6.3f}" for m in r["metric"])
+             for r in found.get("ranks", [])]
     return "\n".join(rows)

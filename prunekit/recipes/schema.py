@@ -259,6 +259,8 @@ class SensitivityOptions(BaseModel):
                                 description="fractions of each group removed, each in (0, 1)")
     importance: str = Field("l2", description="which channels go first (a data-free importance)")
     depth: bool = Field(True, description="also remove each residual block alone")
+    ranks: bool | list[str] = Field(False, description="also factorise each layer alone at each ratio of its rank "
+                                    "removed: true (svd for Linear and 1x1 convs, tucker for k x k) or method names")
     bn_batches: int = Field(2, ge=0, description="training batches that re-estimate BatchNorm")
     val_samples: int = Field(1024, ge=1, description="validation samples the proxy is computed on")
 

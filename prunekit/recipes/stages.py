@@ -399,10 +399,10 @@ def sensitivity_stage(state: RunState, options: BaseModel, seed: int) -> dict[st
     o = options
     found = sensitivity_of(state.model, state.splits, state.task, ratios=o.ratios, importance=o.importance,  # type: ignore[attr-defined]
                            depth=o.depth, bn_batches=o.bn_batches, val_samples=o.val_samples,  # type: ignore[attr-defined]
-                           progress=state.progress)
+                           ranks=o.ranks, progress=state.progress)  # type: ignore[attr-defined]
     file = save_json(found, state.out / SENSITIVITY_FILE)
     return {"file": str(file), "baseline": found["baseline"], "metric_name": found["metric_name"],
-            "groups": len(found["groups"]), "blocks": len(found["blocks"])}
+            "groups": len(found["groups"]), "blocks": len(found["blocks"]), "ranks": len(found.get("ranks", []))}
 
 
 @STAGES.register("search")

@@ -18,7 +18,8 @@ analysis or a search wrote them, ``sensitivity.json`` and ``pareto.json``. Their
 ``baseline``, ``x_better``, ``y_better`` and ``label`` may be left out.
 
 The files ``prunekit sensitivity`` and ``prunekit search`` write (:mod:`prunekit.search.sensitivity`:
-``{"metric_name", "baseline", "groups": [{"name", "ratios", "metric"}, ...]}``; :mod:`prunekit.search`:
+``{"metric_name", "baseline", "groups": [{"name", "ratios", "metric"}, ...]}``, and ``"ranks"`` curves
+as layers named ``rank <module>``; :mod:`prunekit.search`:
 ``{"objectives": ["metric", "macs", ...], "points": [{"values": {...}, "chosen": bool}, ...]}``) are
 read too, as these shapes: the first non-metric objective is x (lower is better), the metric y.
 """
@@ -160,6 +161,8 @@ def _from_search_sensitivity(data: Any) -> Any:
         return data
     layers = {g.get("name"): {"ratios": g.get("ratios"), "metric": g.get("metric")}
               for g in data["groups"] if isinstance(g, Mapping)}
+    layers.update({f"rank {r.get('name')}": {"ratios": r.get("ratios"), "metric": r.get("metric")}
+                   for r in data.get("ranks") or [] if isinstance(r, Mapping)})  # NOTE: rank removed, one layer
     return {"version": 1, "metric": data.get("metric_name", "metric"), "baseline": data.get("baseline"),
             "layers": layers}
 

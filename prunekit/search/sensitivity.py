@@ -4,12 +4,16 @@ For every prunable group of the :class:`~prunekit.graph.DependencyGraph` and eve
 fraction of the group's channels *removed*, its lowest-importance ones), the group is cut alone and
 the model scored by the :class:`~prunekit.search.proxy.Proxy` (task metric on a fixed validation
 subset after BatchNorm re-estimation). With ``depth=True`` every residual block
-(:func:`prunekit.structured.residual_blocks`) is also removed alone. It tells which layers can
-give up channels (NNI's sensitivity analysis; the first step of AMC and NetAdapt).
+(:func:`prunekit.structured.residual_blocks`) is also removed alone, and with ``ranks`` every
+``nn.Linear``/``nn.Conv2d`` layer is factorised alone at each ratio of its full rank removed (the
+decomposition method by :func:`prunekit.search.ranks.rank_methods`' rule: svd for Linear and 1x1
+convs, Tucker-2 for k x k convs, or the methods named). It tells which layers can give up channels
+or rank (NNI's sensitivity analysis; the first step of AMC and NetAdapt).
 
 It is fast because nothing is sliced or copied: a cut is simulated by zeroing every consumer
 weight that reads a removed channel (DESIGN.md's equivalence: the masked model computes what the
-pruned one does), one group at a time, and those weights are copied back exactly afterwards.
+pruned one does), one group at a time, and those weights are copied back exactly afterwards; a
+factorised layer is swapped in for the one layer and the original put back.
 
 The result is plain JSON, written as ``sensitivity.json`` (:data:`SENSITIVITY_FILE`) in a run
 folder, of this shape::
@@ -18,11 +22,14 @@ folder, of this shape::
      "groups": [{"name": "layer1.0.conv1.weight:0", "size": 16, "modules": [...],
                  "ratios": [0.1, ..., 0.9], "metric": [0.90, ..., 0.31]}, ...],
      "blocks": [{"name": "layer1.0", "metric": 0.88}, ...],
+     "ranks": [{"name": "layer1.0.conv1", "method": "tucker", "ratios": [0.1, ..., 0.9],
+                "ranks": [[15, 15], ...], "metric": [0.91, ..., 0.52]}, ...],
      "settings": {...}, "key": "<cache key>"}
 
 ``name`` is the group id; ``metric[i]`` is the proxy with ``ratios[i]`` of the group removed;
-``baseline`` is the proxy of the unchanged model. Results are cached on disk (``cache_dir``) under
-a hash of the model's weights, the data and the settings.
+``baseline`` is the proxy of the unchanged model; ``ranks`` (only with ``ranks``) holds each layer's
+ranks at each ratio (``ratios[i]`` of its full rank removed) and the proxy then. Results are cached
+on disk (``cache_dir``) under a hash of the model's weights, the data and the settings.
 """
 
 from __future__ import annotations
@@ -116,7 +123,7 @@ def _cached(cache_dir: Path | None, key: str) -> dict[str, Any] | None:
 def sensitivity(model: nn.Module, example_inputs: Any, proxy: Proxy, *,
                 ratios: Sequence[float] = DEFAULT_RATIOS, importance: str = "l2", depth: bool = True,
                 ignore: Sequence[str] = (), cache_dir: str | os.PathLike[str] | None = None,
-                progress: Progress | None = None) -> dict[str, Any]:
+                progress: Progress | None = None, ranks: bool | str | Sequence[str] = False) -> dict[str, Any]:
     """The proxy metric after removing each ratio of each prunable group alone (and each residual
     block alone with ``depth``); the JSON-able result the module docstring describes.
 
@@ -130,9 +137,14 @@ def sensitivity(model: nn.Module, example_inputs: Any, proxy: Proxy, *,
         ignore: module names whose groups are left out.
         cache_dir: where results are cached by a hash of the weights, data and settings (None: no cache).
         progress: called as ``progress(what, done, total)`` after each evaluation.
+        ranks: also factorise each layer alone: True (the auto rule) or method names (``"svd,cp"``).
     """
+    from prunekit.search.ranks import rank_methods
+
     ratios = _check_ratios(ratios)
+    methods = rank_methods(ranks, "sensitivity: ranks")
     settings = {"ratios": list(ratios), "importance": importance, "depth": depth, "ignore": list(ignore),
+                **({"ranks": list(methods)} if methods else {}),
                 "bn_batches": proxy.bn_batches, "finetune_steps": proxy.finetune_steps,
                 "metric": proxy.metric_name}
     key = state_hash(model, list(proxy.calibration[:proxy.bn_batches]), list(proxy.validation), settings)
@@ -142,7 +154,8 @@ def sensitivity(model: nn.Module, example_inputs: Any, proxy: Proxy, *,
     graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(ignore))
     scores = score(graph, model, importance)
     blocks = _blocks(model, example_inputs) if depth else []
-    total = len(graph.prunable) * len(ratios) + len(blocks) + 1
+    layers = _factorisable(model, example_inputs, methods, ignore) if methods else []
+    total = (len(graph.prunable) + len(layers)) * len(ratios) + len(blocks) + 1
     done = 0
 
     def tick(what: str) -> None:
@@ -169,11 +182,65 @@ def sensitivity(model: nn.Module, example_inputs: Any, proxy: Proxy, *,
         with bypassed(model, [name]):
             removed.append({"name": name, "metric": proxy(model)})
         tick(name)
+    factorised = []
+    for name, method_name, method in layers:
+        curve: dict[str, Any] = {"name": name, "method": method_name, "ratios": list(ratios), "ranks": [],
+                                 "metric": []}
+        for ratio in ratios:
+            with _factorised(model, name, method, 1.0 - ratio) as layer_ranks:
+                curve["ranks"].append(list(layer_ranks))
+                curve["metric"].append(proxy(model))
+            tick(name)
+        factorised.append(curve)
     result = {"metric_name": proxy.metric_name, "higher_is_better": proxy.higher_is_better,
               "baseline": baseline, "groups": groups, "blocks": removed, "settings": settings, "key": key}
+    if methods:
+        result["ranks"] = factorised
     if cache is not None:
         save_json(result, cache / f"sensitivity-{key}.json")
     return result
+
+
+def _factorisable(model: nn.Module, example_inputs: Any, methods: Sequence[str],
+                  ignore: Sequence[str]) -> list[tuple[str, str, Any]]:
+    """(module name, method name, method) for every Linear/Conv2d the example input runs, not under ``ignore``, that
+    one of ``methods`` factorises (the first that takes it)."""
+    from prunekit.decompose import METHODS
+    from prunekit.decompose.calibration import capture_io
+    from prunekit.search.ranks import _method_name
+
+    skip = tuple(f"{n}." for n in ignore)
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
+              and n not in ignore and not n.startswith(skip or ("\0",))]
+    seen = capture_io(model, example_inputs, [n for n, _ in layers])
+    found = []
+    for name, module in layers:
+        if name not in seen:
+            continue
+        for wanted in methods:
+            method_name = _method_name(wanted, module)
+            method = METHODS.create(method_name)
+            if method.supports(module) is None:
+                found.append((name, method_name, method))
+                break
+    return found
+
+
+@contextmanager
+def _factorised(model: nn.Module, name: str, method: Any, fraction: float) -> Iterator[tuple[int, ...]]:
+    """``model`` with layer ``name`` factorised by ``method`` at ``fraction`` of its full rank (yields
+    the ranks); the original layer object is put back on exit."""
+    from prunekit.search.ranks import _fraction_ranks
+
+    original = model.get_submodule(name)
+    layer_ranks = _fraction_ranks(method, original, fraction)
+    new, _ = method.factorize(original, layer_ranks, None)
+    new.train(original.training)
+    model.set_submodule(name, new)
+    try:
+        yield layer_ranks
+    finally:
+        model.set_submodule(name, original)
 
 
 def _blocks(model: nn.Module, example_inputs: Any) -> list[str]:

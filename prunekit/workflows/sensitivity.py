@@ -70,11 +70,12 @@ def _printer(enabled: bool) -> Any:
 
 def sensitivity_of(net: nn.Module, splits: Any, task: Any, *, ratios: Sequence[float] = DEFAULT_RATIOS,
                    importance: str = "l2", depth: bool = True, bn_batches: int = 2, val_samples: int = 1024,
-                   cache_dir: str | os.PathLike[str] | None = None, progress: bool = False) -> dict[str, Any]:
+                   cache_dir: str | os.PathLike[str] | None = None, progress: bool = False,
+                   ranks: bool | str | Sequence[str] = False) -> dict[str, Any]:
     """:func:`prunekit.search.sensitivity` of ``net`` on ``splits`` (what the recipe stage shares)."""
     proxy = proxy_for(splits, task, bn_batches=bn_batches, val_samples=val_samples)
     return run_sensitivity(net, example_of(splits, task), proxy, ratios=ratios, importance=importance,
-                           depth=depth, cache_dir=cache_dir, progress=_printer(progress))
+                           depth=depth, cache_dir=cache_dir, progress=_printer(progress), ranks=ranks)
 
 
 def sensitivity(model: str, data: str = "fashion_mnist", *, weights: str | None = None, task: str | None = None,
@@ -82,7 +83,7 @@ def sensitivity(model: str, data: str = "fashion_mnist", *, weights: str | None 
                 depth: bool = True, bn_batches: int = 2, val_samples: int = 1024, baseline_epochs: int = 1,
                 train_config: TrainConfig | None = None, cache_dir: str | os.PathLike[str] | None = None,
                 out_dir: str | os.PathLike[str] | None = None, progress: bool = False,
-                device: str | torch.device | None = None) -> dict[str, Any]:
+                device: str | torch.device | None = None, ranks: bool | str | Sequence[str] = False) -> dict[str, Any]:
     """Baseline (or ``weights``), then the proxy metric per group and ratio (and per residual
     block); with ``out_dir`` writes ``sensitivity.json`` (shape: :mod:`prunekit.search.sensitivity`)
     and ``results.json``. ``cache_dir`` None uses :func:`default_cache_dir`."""
@@ -95,7 +96,7 @@ def sensitivity(model: str, data: str = "fashion_mnist", *, weights: str | None 
         results["baseline_training"] = baseline
     net = net.cpu()
     found = sensitivity_of(net, splits, task_obj, ratios=ratios, importance=importance, depth=depth,
-                           bn_batches=bn_batches, val_samples=val_samples,
+                           bn_batches=bn_batches, val_samples=val_samples, ranks=ranks,
                            cache_dir=cache_dir if cache_dir is not None else default_cache_dir(), progress=progress)
     results["sensitivity"] = found
     if out_dir is not None and is_rank_zero():

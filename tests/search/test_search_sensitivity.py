@@ -96,13 +96,13 @@ def test_bad_ratios_give_a_clear_error() -> None:
 def test_the_command_writes_sensitivity_json(tiny_npz: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "prunekit", "sensitivity", "--model", "simple_cnn", "--data",
-                           str(tiny_npz), "--ratios", "0.5", "--baseline-epochs", "0", "--val-samples", "32",
+                           str(tiny_npz), "--ratios", "0.5", "--baseline-epochs", "0", "--val-samples", "32", "--ranks",
                            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--out", str(out)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     found = json.loads((out / "sensitivity.json").read_text())
     assert found["groups"] and all(g["ratios"] == [0.5] for g in found["groups"])
-    assert "accuracy baseline" in done.stdout
+    assert "accuracy baseline" in done.stdout and "rank fc1" in done.stdout and found["ranks"]
     assert "Sensitivity" in (out / "report.md").read_text()  # NOTE: the run's report draws the curves
 
 
@@ -110,7 +110,39 @@ def test_the_recipe_stage_writes_sensitivity_json(tiny_npz: Path, tmp_path: Path
     from prunekit.recipes import parse_recipe, run_recipe
 
     recipe = {"model": "simple_cnn", "data": str(tiny_npz),
-              "stages": [{"sensitivity": {"ratios": [0.5], "val_samples": 32, "depth": False}}]}
+              "stages": [{"sensitivity": {"ratios": [0.5], "val_samples": 32, "depth": False, "ranks": ["svd"]}}]}
     results = run_recipe(parse_recipe(recipe), out_dir=tmp_path / "r", progress=False)
     summary = results["stages"][0]["summary"]
-    assert json.loads(Path(summary["file"]).read_text())["groups"] and summary["blocks"] == 0
+    found = json.loads(Path(summary["file"]).read_text())
+    assert found["groups"] and summary["blocks"] == 0
+    # simple_cnn: two convs and two linears, each factorised alone by SVD
+    assert summary["ranks"] == 4 and {r["method"] for r in found["ranks"]} == {"svd"}
+
+
+def test_rank_sensitivity_scores_each_layer_factorised_alone_and_restores_it() -> None:
+    from prunekit.search.ranks import factorise
+
+    torch.manual_seed(0)
+    model, x = Residual().eval(), torch.randn(1, 3, 8, 8)
+    before = copy.deepcopy(model)
+    layers_before = dict(model.named_modules())
+    calibration, validation = _data()
+    proxy = Proxy(tasks.create("classification"), calibration, validation, metric="loss")
+    found = sensitivity(model, x, proxy, ratios=(0.5, 0.75), ranks=True, depth=False)
+    assert _same_state(model, before) and dict(model.named_modules()) == layers_before  # NOTE: the same objects
+    convs = {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    assert {r["name"] for r in found["ranks"]} == convs
+    for curve in found["ranks"]:
+        assert curve["ratios"] == [0.5, 0.75] and len(curve["ranks"]) == len(curve["metric"]) == 2
+        for ratio, metric in zip(curve["ratios"], curve["metric"]):
+            # the same layer factorised alone by the search's own factorise, scored by the same proxy
+            alone = factorise(model, {curve["name"]: f"{curve['method']}:{1 - ratio:g}"}, x).model
+            assert metric == pytest.approx(proxy(alone), rel=1e-5)
+    assert "ranks" not in sensitivity(model, x, proxy, ratios=(0.5,), depth=False)
+
+
+def test_rank_sensitivity_names_a_bad_method() -> None:
+    calibration, validation = _data()
+    proxy = Proxy(tasks.create("classification"), calibration, validation)
+    with pytest.raises(ValueError, match="sensitivity: ranks: unknown decomposition method 'svdd'"):
+        sensitivity(Residual(), torch.randn(1, 3, 8, 8), proxy, ratios=[0.5], ranks="svdd")
