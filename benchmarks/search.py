@@ -53,7 +53,7 @@ FINETUNE = TrainConfig(epochs=1, batch_size=128, lr=0.01, optimizer="sgd", momen
 # NOTE: the finalists' fine-tune rung (the uniform start and the 4 best near the budget, 32 batches each);
 # rows measured with another search protocol are kept in rows.json under their own keys
 RERANK_STEPS = 32
-PROTOCOL = f"start uniform, finalists {RERANK_STEPS} steps"
+PROTOCOL = f"start uniform filled, finalists {RERANK_STEPS} steps"
 
 
 def _state(name: str, quick: bool) -> Path:

@@ -45,6 +45,11 @@ def test_uniform_start_is_the_widest_uniform_cut_meeting_the_budget() -> None:
     wider = [c for c in (space.uniform(f / 100) for f in range(1, 101)) if all(
         c[n] >= start[n] for n in space.names if space.dimension(n).kind == "width") and c != start]
     assert wider and not any(evaluator.cheap_feasible(c) for c in wider)
+    # and it is filled up: no single group can take its next wider choice within the budget
+    for d in space.dimensions:
+        if d.kind == "width" and start[d.name] != d.choices[0]:
+            bigger = d.choices[d.choices.index(start[d.name]) - 1]
+            assert not evaluator.cheap_feasible({**start, d.name: bigger})
     evaluator.constraints = {"macs": 1e-6}
     assert uniform_start(evaluator) is None  # NOTE: not even one channel per group fits
 
