@@ -53,7 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="also search each Linear/Conv2d layer's factorisation: none or a method at a fraction "
                             "of full rank from --levels. Alone: svd for Linear and 1x1 conv, tucker for k x k conv; "
                             "or the methods to choose from, e.g. svd,cp. The MACs/params target counts the "
-                            "factorised layers as built")
+                            "factorised layers as built; the latency table times each as the chain of layers it "
+                            "becomes")
     group.add_argument("--no-widths", dest="widths", action="store_false",
                        help="keep every group's width: search only --ranks (or --depth), for models whose "
                             "widths must not change")

@@ -5,9 +5,15 @@ that layer's time alone at its pruned widths (a fresh layer of that shape run on
 shape the layer sees in the model), plus the rest of the model (BatchNorm, activations, pooling,
 residual adds: the measured dense latency minus the dense layers' sum), scaled by the fraction of
 the layers' output activations kept, since those passes move memory in proportion to it (HALP,
-Shen et al. 2022, and NetAdapt, Yang et al. 2018, build such tables). Entries are measured on first
-use on this machine, for one backend (``torch`` eager or ``onnxruntime``), batch size and thread
-count, and cached on disk as JSON keyed by the layer's shape, so a second search pays nothing.
+Shen et al. 2022, and NetAdapt, Yang et al. 2018, build such tables). A layer a configuration
+factorises (a ``rank:<module>`` choice such as ``"svd:0.5"``) is priced as the chain of layers that
+choice builds (:func:`~prunekit.search.ranks.shell_of`, at the layer's pruned widths when widths are
+searched too), timed as one entry at the layer's input shape; a factorised layer's output width is
+the layer's own, so the rest's scale is unchanged. Entries are measured on first use on this
+machine, for one backend (``torch`` eager or ``onnxruntime``), batch size and thread count, and
+cached on disk as JSON keyed by the timed module's architecture (its ``repr``: every layer's
+shape) and input shape, so a second search pays nothing, and an entry is found again by any
+configuration that builds the same layer or chain.
 :meth:`LatencyTable.error` reports how far predictions are from measured end-to-end latency.
 """
 
@@ -28,6 +34,7 @@ from prunekit.graph import DependencyGraph
 from prunekit.io import save_json
 from prunekit.measure import measure_latency
 from prunekit.search.cost import Cost
+from prunekit.search.ranks import shell_of
 from prunekit.search.space import SearchSpace, build
 
 __all__ = ["LatencyTable"]
@@ -95,17 +102,23 @@ class LatencyTable:
             fresh = nn.Conv2d(shape[1] * groups, shape[0], layer.kernel_size, layer.stride,  # type: ignore[arg-type]
                               layer.padding, layer.dilation, groups, bias=layer.bias is not None)  # type: ignore[arg-type]
             x = torch.randn(self.batch_size, shape[1] * groups, *spatial)
-        key = f"{fresh!r}|{tuple(x.shape)}"
+        choice = config.get(f"rank:{name}", "none")
+        if choice != "none":  # NOTE: factorised after pruning, at a fraction of the pruned layer's rank, as build does
+            fresh = shell_of(fresh, choice)
+        key = f"{' '.join(repr(fresh).split())}|{tuple(x.shape)}"
         return key, fresh, x
 
     def layer_ms(self, name: str, config: Mapping[str, Any]) -> float:
-        """One layer's time (ms) at ``config``'s widths, from the table or measured now."""
+        """One layer's time (ms) at ``config``'s widths (as the chain it becomes where ``config``
+        factorises it), from the table or measured now."""
         key, fresh, x = self._signature(name, config)
         if key not in self.entries:
             stats = measure_latency(fresh.eval(), x, backend=self.backend, batch_size=x.shape[0], threads=self.threads,
                                     min_time_s=self.min_time_s)
             self.entries[key] = float(stats.median_ms)
-            if self.file is not None:
+            if self.file is not None:  # NOTE: merged with the file, so workers sharing it keep each other's entries
+                on_disk = json.loads(self.file.read_text()) if self.file.is_file() else {}
+                self.entries = {**on_disk, **self.entries}
                 save_json(self.entries, self.file)
         return self.entries[key]
 
@@ -123,7 +136,9 @@ class LatencyTable:
         from prunekit.importance import score
 
         scores = self.cost.scores if self.cost.scores is not None else score(self.graph, self.model, "l2")
-        built = build(self.model, self.graph, self.space, config, scores)
+        # NOTE: factorised layers as shells: the time of a chain does not depend on its weights' values
+        example = self.example_inputs if self.space.ranks(config) else None
+        built = build(self.model, self.graph, self.space, config, scores, example_inputs=example, weights=False)
         return float(measure_latency(built, self.example_inputs, backend=self.backend, batch_size=self.batch_size,
                                      threads=self.threads, min_time_s=self.min_time_s * 5).median_ms)
 

@@ -24,7 +24,7 @@ from prunekit.decompose.rank import RankSpec
 from prunekit.errors import ConfigError
 from prunekit.measure import count_macs
 
-__all__ = ["AUTO", "rank_methods", "rank_choices", "factorise", "parse_choice"]
+__all__ = ["AUTO", "rank_methods", "rank_choices", "factorise", "parse_choice", "shell_of", "untimed"]
 
 AUTO = "auto"  # NOTE: decompose's own rule without calibration: svd for Linear and 1x1 conv, tucker for k x k
 
@@ -110,6 +110,29 @@ def parse_choice(choice: str) -> tuple[str, float]:
         raise ConfigError(f"A rank choice is '<method>:<fraction of full rank>' such as 'svd:0.5'; got {choice!r}. "
                           f"Use a search space's own choices.")
     return method, value
+
+
+def shell_of(module: nn.Module, choice: str) -> nn.Sequential:
+    """The chain of layers ``choice`` (``"method:fraction"``) replaces ``module`` with, as the
+    uninitialised shell :func:`factorise` builds with ``weights=False`` (the same ranks, from the
+    module's own shape): what a latency table times for a factorised layer, with no decomposition
+    paid. A ConfigError for a method whose layout has no shell or that needs calibration."""
+    method_name, fraction = parse_choice(choice)
+    method = METHODS.create(method_name)
+    why = method.supports(module)
+    if why is None and (method.needs_calibration or method.kind not in KINDS):
+        why = f"method '{method_name}' builds layers of kind '{method.kind}', which have no shell to time"
+    if why is not None:
+        raise ConfigError(f"Cannot build {choice} of a {type(module).__name__} to time it: {why}. Use the "
+                          f"methods svd, tucker or cp, or time the built model (LatencyTable.measure).")
+    return shell(method.kind, module, _fraction_ranks(method, module, fraction))
+
+
+def untimed(methods: Sequence[str]) -> tuple[str, ...]:
+    """Those of ``methods`` (as :func:`rank_methods` gives them) whose factorised layers
+    :func:`shell_of` cannot build, so a latency table cannot time them: a method registered with a
+    layout of its own."""
+    return tuple(m for m in methods if m != AUTO and METHODS.create(m).kind not in KINDS)
 
 
 def factorise(model: nn.Module, ranks: Mapping[str, str], example_inputs: Any, *, weights: bool = True,

@@ -121,7 +121,7 @@ def check_dimensions(strategy: str, *, ranks: Any, widths: Any, depth: bool, obj
                      recipe: bool = False) -> tuple[str, ...]:
     """The decomposition methods ``ranks`` asks for, once the dimensions asked for make a search
     this strategy and cost model can run; ``recipe``: the messages name the recipe stage's options."""
-    from prunekit.search.ranks import rank_methods
+    from prunekit.search.ranks import rank_methods, untimed as untimed_methods
 
     def option(name: str, value: Any = None) -> str:
         if recipe:
@@ -140,10 +140,11 @@ def check_dimensions(strategy: str, *, ranks: Any, widths: Any, depth: bool, obj
         raise ConfigError(f"{where}: strategy 'gates' learns widths only, not the ranks {named} asks for. Use "
                           f"{option('strategy', 'greedy')} (or any other strategy), or drop {named}.")
     latency = backend is not None or "latency" in objectives or "latency" in dict(constraints or {})
-    if methods and latency:
-        raise ConfigError(f"{where}: the latency look-up table times pruned layers, not factorised ones; got "
-                          f"ranks with latency (objective, target or backend). Use a macs or params target "
-                          f"and objectives with ranks, or drop {named}.")
+    if latency and (untimed := untimed_methods(methods)):
+        raise ConfigError(f"{where}: the latency look-up table times factorised layers of the svd, tucker and cp "
+                          f"layouts; {', '.join(untimed)} builds layers of its own, which it cannot time. Use a "
+                          f"macs or params target and objectives with {', '.join(untimed)}, or drop it from "
+                          f"{named}.")
     return methods
 
 

@@ -133,7 +133,6 @@ def test_bad_rank_options_are_one_line_errors(tiny_npz: Path) -> None:
              ({"ranks": "svdd"}, "unknown decomposition method 'svdd'"),
              ({"widths": False}, "--no-widths leaves nothing to search"),
              ({"ranks": True, "strategy": "gates"}, "strategy 'gates' learns widths only"),
-             ({"ranks": True, "constraints": {"latency": 1.0}}, "times pruned layers, not factorised ones"),
              ({"ranks": True, "levels": (1.0,)}, "no layer of the model can be factorised")]
     for kwargs, message in cases:
         with pytest.raises(ConfigError, match=message) as caught:

@@ -118,3 +118,30 @@ def test_the_cli_passes_workers_storage_and_backend_through(tiny_npz: Path, tmp_
     assert (seen["workers"], seen["storage"], seen["backend"], seen["strategy"]) == (3, url, "onnxruntime", "nsga2")
     _one_line_error(_args(tiny_npz, tmp_path / "d"), capsys)
     assert (seen["workers"], seen["backend"]) == (1, None)
+
+
+def test_two_workers_search_ranks_on_one_study(tiny_npz: Path, tmp_path: Path) -> None:
+    from prunekit.workflows.common import build, task_of
+    from prunekit.workflows.search import search_model, worker_objective
+
+    net, splits = build("simple_cnn", str(tiny_npz), seed=0)
+    rebuild = {"model": "simple_cnn", "data": str(tiny_npz), "seed": 0}
+    state = tmp_path / "state"
+    found = search_model(net.eval(), splits, task_of(splits, None), strategy="tpe", budget=4,
+                         constraints={"macs": 0.5}, ranks=True, levels=(1.0, 0.5, 0.25), val_samples=32, workers=2,
+                         rebuild=rebuild, state_dir=state)
+    study = optuna.load_study(study_name="prunekit-tpe-0", storage=f"sqlite:///{state / 'study.db'}")
+    complete = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4 and (state / "worker-1.log").is_file()
+    space = found["space"]
+    ranked = [d.name for d in space.dimensions if d.kind == "rank"]
+    # NOTE: the workers searched the same space, rank dimensions included
+    assert ranked and all(set(t.user_attrs["config"]) == set(space.names) for t in complete)
+    assert found["best"].values["macs"] <= 0.5 and found["ranks"] == space.ranks(found["best"].config)
+    settings: dict[str, Any] = {
+        "constraints": {"macs": 0.5}, "levels": [1.0, 0.5, 0.25], "round_to": 1, "depth": False,
+        "ranks": ["auto"], "widths": True, "importance": "l2", "bn_batches": 2, "val_samples": 32,
+        "finetune_steps": 0, "backend": None, "objectives": ["metric", "macs"], "state_dir": str(state)}
+    objective = worker_objective(rebuild, settings)
+    trial = next(t for t in complete if space.ranks(t.user_attrs["config"]))
+    assert objective(optuna.trial.FixedTrial(trial.params)) == pytest.approx(tuple(trial.values), abs=1e-6)
