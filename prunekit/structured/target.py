@@ -23,15 +23,17 @@ Under ``round_to="auto"`` with ``timings`` in ``allocate_kwargs`` (a
 :class:`~prunekit.structured.rounding.RoundingTable`) the plan is first found with exact widths;
 then each group whose kept width, rounded up to its step, is measurably faster is pinned at the
 rounded width and the others are searched again around it. Rounding is kept only if that plan
-still lands within :data:`BAND` of a ``macs``/``params`` target (else the half of the roundings that
-cost the most budget is dropped and the rest tried again), so it never costs more than 2 % of the
-budget, and the timings are asked once per group (not at every bisection step).
+still lands within :data:`BAND` of a ``macs``/``params`` target and keeps at most :data:`OTHER_BAND`
+more of the *other* count than the exact plan (params for a MACs target, MACs for a params target;
+else the half of the roundings that cost the most budget is dropped and the rest tried again), so
+it never costs more than 2 % of the budget nor buys speed with size, and the timings are asked once
+per group (not at every bisection step).
 
 Under ``round_to="auto"`` with :class:`~prunekit.structured.model_timing.ModelTimings` (ONNX Runtime)
 the target is met once with exact widths and once per rounding rule near that plan
-(:func:`_rounded_near`), and the whole models are timed. A rounded candidate must also keep at most
-:data:`OTHER_BAND` more of the *other* count than the exact plan (params for a MACs target, MACs for
-a params target): its cut and fill respect that ceiling, so rounding for speed never buys it with size.
+(:func:`_rounded_near`), and the whole models are timed. The same two bands hold for every rounded
+candidate: its cut and fill respect the other count's ceiling, so that the fill does not spend the
+leftover budget where a channel is cheap in the target's count and dear in the other.
 """
 
 from __future__ import annotations
@@ -395,11 +397,13 @@ def search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.
         price = channel_costs(model, graph, example_inputs, "params" if target.kind == "params" else "macs",
                               macs=dense.by_module if dense is not None else None)
         exact = {g: len(k) for g, k in plan.keep.items()}
+        other = _OTHER.get(target.kind)
+        ceiling = (1.0 + OTHER_BAND) * achieved[other] if other is not None else math.inf
         # NOTE: cheapest roundings first, so halving the list drops the ones that cost the budget most
         order = sorted(pinned, key=lambda g: ((pinned[g] - exact[g]) * price.get(g, 0.0), g))
         while order:
             rounded = _pinned_search(model, graph, scores, target, meter() if counted else None, {**kwargs, "widths": {
-                g: pinned[g] for g in order}}, example_inputs, fill)
+                g: pinned[g] for g in order}}, example_inputs, fill, ceiling)
             if rounded is not None:
                 plan, achieved = rounded
                 break
@@ -455,14 +459,16 @@ def _search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch
 
 def _pinned_search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch.Tensor], target: Target,
                    meter: _Meter | None, kwargs: dict[str, Any], example_inputs: Any,
-                   fill: bool) -> tuple[Plan, dict[str, Any]] | None:
-    """The plan with ``kwargs["widths"]`` pinned, or None where those widths cannot meet the target
-    or leave a ``macs``/``params`` plan more than :data:`BAND` under it."""
+                   fill: bool, ceiling: float = math.inf) -> tuple[Plan, dict[str, Any]] | None:
+    """The plan with ``kwargs["widths"]`` pinned, or None where those widths cannot meet the target,
+    leave a ``macs``/``params`` plan more than :data:`BAND` under it, or keep more of the other count
+    (params for a MACs target, MACs for a params target) than ``ceiling`` (:data:`OTHER_BAND`)."""
     try:
         plan, achieved = _search(model, graph, scores, target, meter, kwargs, example_inputs, fill)
     except ConfigError:
         return None
-    if target.kind in ("macs", "params") and achieved[target.kind] < (1.0 - BAND) * target.value:
+    if target.kind in ("macs", "params") and (achieved[target.kind] < (1.0 - BAND) * target.value
+                                              or achieved[_OTHER[target.kind]] > ceiling):
         return None
     return Plan(keep=plan.keep, sizes=plan.sizes, meta={**plan.meta, "rounded": dict(kwargs["widths"])}), achieved
 

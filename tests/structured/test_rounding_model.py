@@ -17,6 +17,7 @@ from prunekit.structured.model_timing import ModelTimings
 from prunekit.structured.plan import Plan
 from prunekit.structured.pruner import StructuredPruner
 
+from _funnel import X8, Funnel
 from _two_conv import X, TwoConv
 
 
@@ -138,28 +139,10 @@ def test_a_model_the_backend_cannot_run_keeps_exact_widths(monkeypatch: pytest.M
     assert pruner.achieved_["rounding"]["error"] == "RuntimeError: the exporter does not know this op"
 
 
-class Funnel(nn.Module):
-    """VGG-small's shape on an 8x8 input: two convolutions per stage at 32/64/128 channels on 8x8, 4x4
-    and 2x2 maps. A last-stage channel costs the fewest MACs and the most parameters, so a rounding
-    fill that looks at MACs alone spends the leftover budget there: 0.546 of the params against the
-    exact plan's 0.490 at half the MACs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        widths, self.sizes = (32, 32, 64, 64, 128, 128), (8, 8, 4, 4, 2, 2)
-        self.convs = nn.ModuleList(nn.Conv2d(i, o, 3, padding=1) for i, o in zip((1, *widths[:-1]), widths))
-        self.fc = nn.Linear(widths[-1], 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv, size in zip(self.convs, self.sizes):
-            x = torch.relu(conv(nn.functional.adaptive_max_pool2d(x, size)))
-        return self.fc(x.mean((2, 3)))
-
-
 def test_rounding_for_speed_does_not_buy_it_with_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
     timed = _fake_timer(monkeypatch, lambda widths: 1.0 if all(w % 8 == 0 for w in widths) else 2.0)
-    pruner = _fit(Funnel())
-    exact = StructuredPruner({"macs": 0.5}, round_to=1).fit(Funnel(), SMALL).achieved_
+    pruner = _fit(Funnel(), X8)
+    exact = StructuredPruner({"macs": 0.5}, round_to=1).fit(Funnel(), X8).achieved_
     assert exact["params"] == pytest.approx(0.490, abs=1e-3)
     assert len(timed) == 2 and pruner.plan_.meta["rounding"] == "auto"
     assert 0.98 * 0.5 <= pruner.achieved_["macs"] <= 0.5
