@@ -20,6 +20,7 @@ from prunekit.structured import allocate
 from prunekit.structured.pruner import StructuredPruner
 from prunekit.structured.rounding import LayerTimings, TimingTable
 
+from _funnel import X8, Funnel
 from _two_conv import X, TwoConv
 
 
@@ -146,3 +147,20 @@ def test_roundings_that_miss_the_band_are_dropped_costliest_first() -> None:
     assert plan.meta["rounded"] == {"conv2.weight:0": 48}
     assert len(plan.keep["conv2.weight:0"]) == 48
     assert 0.98 * 0.5 <= achieved["macs"] <= 0.5
+
+
+def test_rounding_does_not_buy_speed_with_the_other_count() -> None:
+    from prunekit.structured.target import OTHER_BAND, Target, search
+
+    model = Funnel()
+    graph = DependencyGraph.trace(model, X8)
+    scores = score(graph, model, "l2")
+    _, exact = search(model, graph, scores, Target(params=0.5), example_inputs=X8, allocate_kwargs={"round_to": 1})
+    plan, achieved = search(model, graph, scores, Target(params=0.5), example_inputs=X8,
+                            allocate_kwargs={"timings": rounding_always_pays(graph)})
+    # NOTE: all three roundings pinned (24/32/48) kept 0.569 of the MACs against exact widths' 0.521;
+    # the costliest two are dropped and convs.1 alone is rounded
+    assert exact["macs"] == pytest.approx(0.521, abs=1e-3)
+    assert achieved["macs"] <= (1 + OTHER_BAND) * exact["macs"]
+    assert 0.98 * 0.5 <= achieved["params"] <= 0.5
+    assert plan.meta["rounded"] == {"convs.1.weight:0": 24}

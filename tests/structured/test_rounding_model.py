@@ -12,11 +12,12 @@ import torch
 
 from torch import nn
 
-from prunekit.structured import model_timing
+from prunekit.structured import model_timing, target
 from prunekit.structured.model_timing import ModelTimings
 from prunekit.structured.plan import Plan
 from prunekit.structured.pruner import StructuredPruner
 
+from _funnel import X8, Funnel
 from _two_conv import X, TwoConv
 
 
@@ -136,3 +137,14 @@ def test_a_model_the_backend_cannot_run_keeps_exact_widths(monkeypatch: pytest.M
     pruner = _fit()
     assert _widths(pruner) == [22, 22, 46] and pruner.plan_.meta["rounding"] == "exact"
     assert pruner.achieved_["rounding"]["error"] == "RuntimeError: the exporter does not know this op"
+
+
+def test_rounding_for_speed_does_not_buy_it_with_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    timed = _fake_timer(monkeypatch, lambda widths: 1.0 if all(w % 8 == 0 for w in widths) else 2.0)
+    pruner = _fit(Funnel(), X8)
+    exact = StructuredPruner({"macs": 0.5}, round_to=1).fit(Funnel(), X8).achieved_
+    assert exact["params"] == pytest.approx(0.490, abs=1e-3)
+    assert len(timed) == 2 and pruner.plan_.meta["rounding"] == "auto"
+    assert 0.98 * 0.5 <= pruner.achieved_["macs"] <= 0.5
+    assert pruner.achieved_["params"] <= (1 + target.OTHER_BAND) * exact["params"]
+    assert _widths(pruner) == [16, 32, 48, 48, 80, 96]  # NOTE: the MACs-only fill kept 96 and 96
