@@ -9,6 +9,7 @@ mean nothing and nothing is written unless ``--write``):
     .venv/bin/python benchmarks/search.py --part resnet50     # 2x ORT latency target, table-guided
     .venv/bin/python benchmarks/search.py --part front        # MobileNetV2 front over MACs, latency, metric
     .venv/bin/python benchmarks/search.py --part sensitivity  # ResNet-20, all groups x 9 ratios, wall time
+    .venv/bin/python benchmarks/search.py --part fidelity     # does the proxy rank configs as fine-tuning does?
 
 accuracy: a finished row is kept in runs/search-accuracy/rows.json (keyed by model, allocation, trials,
 budget and seeds), so an interrupted run resumes; delete the file to measure again. Every row starts
@@ -344,11 +345,66 @@ def part_sensitivity(args: argparse.Namespace) -> list[str]:
             "on 1024 validation images."]
 
 
+def part_fidelity(args: argparse.Namespace) -> list[str]:
+    """The proxy at each fidelity against the accuracy after the benchmark's fine-tune (one seed), on the
+    uniform allocation and random configurations near the 4x budget: whether the proxy ranks
+    configurations as fine-tuning does (Spearman), which is what choosing among them needs."""
+    from prunekit.search.cost import Cost
+    from prunekit.search.space import DEFAULT_LEVELS
+    from prunekit.workflows.sensitivity import proxy_for
+
+    splits = _subset(data.load("fashion_mnist"), args.quick)
+    task = tasks.create("classification")
+    count = 3 if args.quick else args.configs
+    rows = ["| model | configuration | MACs kept | proxy, 0 steps, 1024 val | 32 steps, 1024 val | 32 steps, 5000 val | "
+            "100 steps, 5000 val | fine-tuned test accuracy |", "|---|---|---|---|---|---|---|---|"]
+    settings = [(0, 1024), (32, 1024), (32, 5000), (100, 5000)]
+    proxies = {(steps, n): proxy_for(splits, task, val_samples=256 if args.quick else n, finetune_steps=steps)
+               for steps, n in settings}
+    summary = []
+    for name in args.models:
+        base = _baseline(name, splits, args.baseline_epochs, args.quick)
+        x = splits.example_input(1)
+        graph = DependencyGraph.trace(base, x)
+        scores = score(graph, base, "l2")
+        space = SearchSpace.from_graph(graph, levels=DEFAULT_LEVELS)
+        cost = Cost(base, graph, space, x)
+        rng = random.Random(args.seed)
+        configs = [("uniform (levels)", space.uniform(0.5))]
+        while len(configs) < count:
+            config = space.sample(rng)
+            if args.keep - 0.03 <= cost(config)["macs_kept"] <= args.keep + 0.005:
+                configs.append((f"random {len(configs)}", config))
+        table: list[list[float]] = []
+        for label, config in configs:
+            net = build(base, graph, space, config, scores)
+            values = [proxies[s](net, finetune_steps=s[0]) for s in settings]
+            values.append(_finetuned(net, splits, (0,), args.quick)[0])
+            table.append(values)
+            row = (f"| {name} | {label} | {100 * cost(config)['macs_kept']:.1f} % | "
+                   + " | ".join(f"{100 * v:.2f} %" for v in values) + " |")
+            print(row, flush=True)
+            rows.append(row)
+        final = [t[-1] for t in table]
+        summary.append(f"| {name} | " + " | ".join(f"{_spearman([t[i] for t in table], final):.2f}"
+                                                  for i in range(len(settings))) + " |")
+    rows += ["", "Rank correlation (Spearman) of each proxy with the fine-tuned accuracy over these configurations:", "",
+             "| model | 0 steps, 1024 val | 32 steps, 1024 val | 32 steps, 5000 val | 100 steps, 5000 val |",
+             "|---|---|---|---|---|", *summary, "",
+             f"Configurations: the uniform allocation on the search space's levels (every group at half its width) and "
+             f"random ones from the same space within {args.keep - 0.03:.2f}-{args.keep + 0.005:.3f} of the MACs "
+             f"(seed {args.seed}); proxy: BatchNorm re-estimated on 2x128 training images after that many SGD steps "
+             f"(lr 0.01, momentum 0.9, on 16 cycled training batches), accuracy on that many validation images; "
+             f"fine-tune: {FINETUNE.model_dump(exclude_defaults=True)}, seed 0, test split."]
+    return rows
+
+
 PARTS = {"accuracy": ("Search: searched allocations at 4x fewer MACs", part_accuracy),
          "lut": ("Search: latency look-up table error", part_lut),
          "resnet50": ("Search: ResNet-50 at a 2x ONNX Runtime latency target", part_resnet50),
          "front": ("Search: MobileNetV2 Pareto front", part_front),
-         "sensitivity": ("Search: sensitivity analysis time", part_sensitivity)}
+         "sensitivity": ("Search: sensitivity analysis time", part_sensitivity),
+         "fidelity": ("Search: does the proxy rank configurations as fine-tuning does", part_fidelity)}
 
 
 def main() -> None:
@@ -363,7 +419,8 @@ def main() -> None:
     parser.add_argument("--baseline-epochs", type=int, default=10)
     parser.add_argument("--finished-only", action="store_true",
                         help="accuracy: write the rows finished so far (runs/search-accuracy/rows.json), the rest as not run")
-    parser.add_argument("--configs", type=int, default=20, help="random configurations for --part lut (default 20)")
+    parser.add_argument("--configs", type=int, default=20,
+                        help="random configurations for --part lut (default 20) and --part fidelity (with uniform)")
     parser.add_argument("--seed", type=int, default=0, help="first seed of the random configurations (lut)")
     parser.add_argument("--threads", type=int, default=None, help="threads the lut part times with (default 2; quick 1)")
     args = parser.parse_args()
