@@ -56,6 +56,8 @@ SMALL: dict[str, Any] = {
 # Architectures that need a layout field to match 2 layers.
 EXTRA: dict[str, dict[str, Any]] = {
     "gpt_neo": {"attention_types": [[["global", "local"], 1]], "num_layers": 2},
+    # Zamba ties its shared transformer across hybrid layers: it needs two of them to build.
+    "zamba": {"layers_block_type": ["hybrid", "hybrid"]},
 }
 TASKS = ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
          "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
@@ -75,10 +77,39 @@ def _config(model_type: str) -> Any:
     if getattr(default, "sub_configs", None):
         raise LookupError("composite config (sub-configs: a multimodal model), not sized by this survey")
     small = {k: v for k, v in SMALL.items() if type(getattr(default, k, None)) is int} | EXTRA.get(model_type, {})
-    config = CONFIG_MAPPING[model_type](**small)  # NOTE: built with them, so derived fields agree
+    experts = small.get("num_experts") or small.get("num_local_experts")
+    if experts and type(getattr(default, "num_experts_per_tok", None)) is int and default.num_experts_per_tok > experts:
+        small["num_experts_per_tok"] = 2  # NOTE: routing more experts than the survey's 4 fails (Qwen3-Next: 10)
+    try:
+        config = CONFIG_MAPPING[model_type](**small)  # NOTE: built with them, so derived fields agree
+    except Exception:  # NOTE: a strict config refuses a layout list of the default length; retried below
+        config = None
+    if config is None or set(getattr(config, "layer_types", None) or ()) == {"linear_attention"}:
+        config = CONFIG_MAPPING[model_type](**(small | _hybrid_layout(model_type, default) | EXTRA.get(model_type, {})))
     if getattr(config, "head_dim", None) is not None and getattr(config, "hidden_size", None):
         config.head_dim = config.hidden_size // config.num_attention_heads
     return config
+
+
+def _hybrid_layout(model_type: str, default: Any) -> dict[str, Any]:
+    """Layout fields of a hybrid (Mamba or linear attention + attention) model: layer 0 linear, layer 1 attention.
+
+    For the models whose 2-layer config keeps no attention layer (their default layouts place one every
+    4-8 layers) or a layout list of the default length: transformers' mask code needs one attention layer.
+    """
+    from transformers import CONFIG_MAPPING
+
+    fields = inspect.signature(CONFIG_MAPPING[model_type]).parameters
+    layout: dict[str, Any] = {}
+    if "attn_layer_indices" in fields:
+        layout["attn_layer_indices"] = [1]
+    if "attn_layer_period" in fields and "attn_layer_offset" in fields:
+        layout |= {"attn_layer_period": 2, "attn_layer_offset": 1}
+    for name in ("layer_types", "layers_block_type"):
+        types = vars(default).get(name)  # NOTE: a field, not a property derived from the others
+        if name in fields and isinstance(types, list) and "linear_attention" in types:
+            layout[name] = ["linear_attention", next((t for t in types if t != "linear_attention"), "full_attention")]
+    return layout
 
 
 def _model_class(model_type: str) -> tuple[Any, str]:
