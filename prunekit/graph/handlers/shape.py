@@ -404,6 +404,13 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
         ctx.store.freeze(layout, f"channels split into several dims (heads) by {ctx.where} with a constant "
                                  f"head count (write -1 for it, or register a refresh that updates it)")
         return [None] * len(sizes)
+    if _parts_inside_heads(ctx, sizes):  # NOTE: [H, 3, d]: head h holds its q, k and v (Persimmon, Bloom)
+        heads = heads_of(ctx, layout, sizes[-2] * sizes[-1])
+        if heads is None:
+            ctx.store.freeze(layout, f"channels split into several dims by {ctx.where}")
+            return [None] * len(sizes)
+        _same_count(ctx, heads, derived[-3])
+        return [heads, None, None]
     heads = heads_of(ctx, layout, sizes[-1])
     if heads is None:
         ctx.store.freeze(layout, f"channels split into several dims by {ctx.where}")
@@ -421,6 +428,16 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
         ctx.store.unify(first, _slice(heads, k * per, per, ctx), ctx.where)
     _same_count(ctx, first, derived[-2])
     return [None] * (len(sizes) - 2) + [first, None]
+
+
+def _parts_inside_heads(ctx, sizes: list[int]) -> bool:  # type: ignore[no-untyped-def]
+    """``view(B, N, self.num_heads, 3, d)`` of a fused projection: the stored head count comes first
+    and a literal part count (no attribute of the module holds it) second, so each head is a run of
+    ``3 * d`` channels (its q, k and v) and the part dim carries none: picking a part keeps them."""
+    module = ctx.module
+    if module is None or len(sizes) != 3 or sizes[0] == sizes[1]:
+        return False
+    return bool(_attributes_holding(module, sizes[0], 0, 3)) and not _attributes_holding(module, sizes[1], 1, 3)
 
 
 def _same_count(ctx, heads: Dim, derived: bool) -> None:  # type: ignore[no-untyped-def]
