@@ -1,9 +1,10 @@
 """Hugging Face architectures that kept far more than their ideal or failed their round trip (issue 19,
-the coverage survey's last rows): a fused q|k|v viewed head-first as ``[H, 3, d]`` (Persimmon), a
-strict config whose validator refuses the pruned widths (Bamba's Mamba heads), a Fourier transform
-(FNet), ... Each failed or
-kept its channels whole before the fix; now they are cut, the pruned model equals the masked one
-and the saved folder loads back.
+the coverage survey's last rows): a Fourier transform (FNet), a width stored by a child whose method
+(not forward) the parent calls (JetMoE), ``topk`` over tokens or over an MoE router's experts, a
+fused q|k|v viewed head-first as ``[H, 3, d]`` (Persimmon), a strict config whose validator refuses
+the pruned widths (Bamba's Mamba). Each failed or kept its channels whole (or froze them without
+saying why) before the fix; now they are cut where they can be, the pruned model equals the masked
+one and the saved folder loads back.
 """
 
 from __future__ import annotations
@@ -48,6 +49,75 @@ def test_a_fourier_transform_over_tokens_keeps_the_channels_and_over_channels_fr
         torch.testing.assert_close(pruned(x), mask(tokens, graph, plan)(x), rtol=1e-4, atol=1e-5)
     width = _group_of(DependencyGraph.trace(FourierMixing((1, 2)).eval(), x), "mid.weight")
     assert not width.prunable and "Fourier transform over them" in width.reasons[0]
+
+
+class RowExperts(torch.nn.Module):
+    """JetMoE's mixture of attention: ``reduce`` (a method, not ``forward``) adds each row's output
+    into ``torch.zeros(rows, self.input_size)`` and views it ``(B, T, self.input_size)``."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.input_size = width
+        self.output_linear = torch.nn.Linear(width, width)
+
+    def reduce(self, h: torch.Tensor) -> torch.Tensor:
+        b, t, _ = h.shape
+        rows = h.reshape(b * t, -1)
+        order = torch.arange(b * t - 1, -1, -1)
+        out = torch.zeros(b * t, self.input_size).index_add(0, order, self.output_linear(rows[order]))
+        return out.view(b, t, self.input_size)
+
+
+class CallsAChildsMethod(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.experts, self.out = torch.nn.Linear(3, 8), RowExperts(8), torch.nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        return self.out(h + self.experts.reduce(h))
+
+
+def test_sizes_stored_by_a_child_whose_method_runs_follow_the_cut() -> None:
+    """The zeros and the view read ``self.input_size`` of the experts, whose method the parent's
+    forward calls: that attribute (not one of the parent) joins the width's group and is rewritten."""
+    model = CallsAChildsMethod().eval()
+    x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, x)
+    width = _group_of(graph, "inp.weight")
+    assert width.prunable, width.reasons
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    assert pruned.experts.input_size == 4 and model.experts.input_size == 8
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+
+
+class TopK(torch.nn.Module):
+    """``topk`` along ``dim`` of a Linear's output: over the tokens (dim 1), or over the channels (an
+    MoE router picking its experts)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.inp, self.out = torch.nn.Linear(3, 8), torch.nn.Linear(8 if dim == 1 else 2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.inp(x).topk(2, dim=self.dim).values)
+
+
+def test_topk_over_tokens_keeps_the_channels_and_over_channels_freezes_them() -> None:
+    x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    model = TopK(1).eval()
+    graph = DependencyGraph.trace(model, x)
+    assert _group_of(graph, "inp.weight").prunable
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    assert pruned.out.weight.shape == (2, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    experts = _group_of(DependencyGraph.trace(TopK(-1).eval(), x), "inp.weight")
+    assert not experts.prunable and "channels ranked by" in experts.reasons[0]
 
 
 transformers = pytest.importorskip("transformers")
