@@ -54,6 +54,9 @@ SMALL: dict[str, Any] = {
     "vocab_size": 128, "max_position_embeddings": 64, "n_positions": 64, "image_size": 32, "patch_size": 4,
     "num_labels": 10, "num_local_experts": 4, "num_experts": 4, "moe_intermediate_size": 64,
     "shared_expert_intermediate_size": 64, "pad_token_id": 0,
+    # linear attention: its own head counts and sizes (else 2048-8192 wide next to a width of 64)
+    "linear_num_heads": 4, "linear_head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
+    "linear_key_head_dim": 16, "linear_value_head_dim": 16,
 }
 # Multi-head latent attention (DeepSeek-V2/V3 and kin): its own head sizes and low ranks, small;
 # key/value heads as many as the query heads (the latent is expanded per head).
