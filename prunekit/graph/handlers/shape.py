@@ -430,14 +430,8 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
         ctx.store.freeze(layout, f"channels split into several dims (heads) by {ctx.where} with a constant "
                                  f"head count (write -1 for it, or register a refresh that updates it)")
         return [None] * len(sizes)
-    if _parts_inside_heads(ctx, sizes):  # NOTE: [H, 3, d]: head h holds its q, k and v (Persimmon, Bloom)
-        heads = heads_of(ctx, layout, sizes[-2] * sizes[-1])
-        if heads is None:
-            ctx.store.freeze(layout, f"channels split into several dims by {ctx.where}")
-            return [None] * len(sizes)
-        _same_count(ctx, heads, derived[-3])
-        return [heads, None, None]
-    heads = heads_of(ctx, layout, sizes[-1])
+    inside = _parts_inside_heads(ctx, sizes)  # NOTE: [H, 3, d]: head h holds its q, k and v (Persimmon, Bloom)
+    heads = heads_of(ctx, layout, sizes[-2] * sizes[-1] if inside else sizes[-1])
     if heads is None:
         ctx.store.freeze(layout, f"channels split into several dims by {ctx.where}")
         return [None] * len(sizes)
@@ -445,6 +439,9 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
         ctx.heads.setdefault(id(ctx.module), []).append(heads)
         if id(ctx.module) in ctx.pinned:
             ctx.store.freeze(heads, ctx.pinned[id(ctx.module)])
+    if inside:
+        _same_count(ctx, heads, derived[-3])
+        return [heads, None, None]
     if len(sizes) == 2:
         _same_count(ctx, heads, derived[-2])
         return [heads, None]
