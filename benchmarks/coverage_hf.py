@@ -8,8 +8,10 @@ Run by hand (not in CI); writes benchmarks/COVERAGE_hf.md from the records colle
 
 An architecture is a ``model_type`` of transformers' ``CONFIG_MAPPING``. Its config class is built
 with its defaults and small overrides (2 layers, width 64, 4 heads, MLP 128, vocabulary 128,
-32x32 images; only fields the config has), random init, nothing downloaded. The model class is the
-first task head transformers maps for it (image classification, seq2seq LM, causal LM, masked LM,
+32x32 images; only fields the config has; multi-head latent attention gets small ranks and head
+sizes, a hybrid whose 2 layers would hold no attention layer gets layer 0 linear and layer 1
+attention, and an MoE routes 2 of its 4 experts where its default routes more or none), random
+init, nothing downloaded. The model class is the first task head transformers maps for it (image classification, seq2seq LM, causal LM, masked LM,
 sequence classification, else the base model). Then ``_coverage_common.prune_and_measure`` (ratio
 0.5, output kept, verification, forward, output shape, params/MACs), and two Hugging Face checks:
 *config*: a model built from the pruned model's config has the pruned model's shapes and head
@@ -52,10 +54,19 @@ SMALL: dict[str, Any] = {
     "vocab_size": 128, "max_position_embeddings": 64, "n_positions": 64, "image_size": 32, "patch_size": 4,
     "num_labels": 10, "num_local_experts": 4, "num_experts": 4, "moe_intermediate_size": 64,
     "shared_expert_intermediate_size": 64, "pad_token_id": 0,
+    # linear attention: its own head counts and sizes (else 2048-8192 wide next to a width of 64)
+    "linear_num_heads": 4, "linear_head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
+    "linear_key_head_dim": 16, "linear_value_head_dim": 16,
 }
+# Multi-head latent attention (DeepSeek-V2/V3 and kin): its own head sizes and low ranks, small;
+# key/value heads as many as the query heads (the latent is expanded per head).
+MLA: dict[str, Any] = {"kv_lora_rank": 32, "q_lora_rank": 32, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8,
+                       "v_head_dim": 16}
 # Architectures that need a layout field to match 2 layers.
 EXTRA: dict[str, dict[str, Any]] = {
     "gpt_neo": {"attention_types": [[["global", "local"], 1]], "num_layers": 2},
+    # Zamba ties its shared transformer across hybrid layers: it needs two of them to build.
+    "zamba": {"layers_block_type": ["hybrid", "hybrid"]},
 }
 TASKS = ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
          "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
@@ -75,10 +86,46 @@ def _config(model_type: str) -> Any:
     if getattr(default, "sub_configs", None):
         raise LookupError("composite config (sub-configs: a multimodal model), not sized by this survey")
     small = {k: v for k, v in SMALL.items() if type(getattr(default, k, None)) is int} | EXTRA.get(model_type, {})
-    config = CONFIG_MAPPING[model_type](**small)  # NOTE: built with them, so derived fields agree
-    if getattr(config, "head_dim", None) is not None and getattr(config, "hidden_size", None):
+    if type(getattr(default, "kv_lora_rank", None)) is int:
+        small |= {k: v for k, v in MLA.items() if type(getattr(default, k, None)) is int}
+        small["num_key_value_heads"] = small.get("num_attention_heads", 4)
+    experts = small.get("num_experts") or small.get("num_local_experts")
+    routed = getattr(default, "num_experts_per_tok", 0)
+    if experts and hasattr(default, "num_experts_per_tok") and (routed is None or type(routed) is int and routed > experts):
+        small["num_experts_per_tok"] = 2  # NOTE: routing more experts than the survey's 4 fails (Qwen3-Next: 10),
+                                          # and DeepSeek-V2's default (None) does not run
+    try:
+        config = CONFIG_MAPPING[model_type](**small)  # NOTE: built with them, so derived fields agree
+    except Exception:  # NOTE: a strict config refuses a layout list of the default length; retried below
+        config = None
+    if config is None or set(getattr(config, "layer_types", None) or ()) == {"linear_attention"}:
+        config = CONFIG_MAPPING[model_type](**(small | _hybrid_layout(model_type, default) | EXTRA.get(model_type, {})))
+    if getattr(config, "qk_rope_head_dim", None):
+        config.head_dim = config.qk_rope_head_dim  # NOTE: MLA's head_dim is its rotary part
+    elif getattr(config, "head_dim", None) is not None and getattr(config, "hidden_size", None):
         config.head_dim = config.hidden_size // config.num_attention_heads
     return config
+
+
+def _hybrid_layout(model_type: str, default: Any) -> dict[str, Any]:
+    """Layout fields of a hybrid (Mamba or linear attention + attention) model: layer 0 linear, layer 1 attention.
+
+    For the models whose 2-layer config keeps no attention layer (their default layouts place one every
+    4-8 layers) or a layout list of the default length: transformers' mask code needs one attention layer.
+    """
+    from transformers import CONFIG_MAPPING
+
+    fields = inspect.signature(CONFIG_MAPPING[model_type]).parameters
+    layout: dict[str, Any] = {}
+    if "attn_layer_indices" in fields:
+        layout["attn_layer_indices"] = [1]
+    if "attn_layer_period" in fields and "attn_layer_offset" in fields:
+        layout |= {"attn_layer_period": 2, "attn_layer_offset": 1}
+    for name in ("layer_types", "layers_block_type"):
+        types = vars(default).get(name)  # NOTE: a field, not a property derived from the others
+        if name in fields and isinstance(types, list) and "linear_attention" in types:
+            layout[name] = ["linear_attention", next((t for t in types if t != "linear_attention"), "full_attention")]
+    return layout
 
 
 def _model_class(model_type: str) -> tuple[Any, str]:

@@ -1,4 +1,4 @@
 """Built-in handlers; importing this package registers them (see ``prunekit.graph.registry``)."""
 
-from prunekit.graph.handlers import conv, einsum, elementwise, linear, norm, reduce, shape  # noqa: F401
+from prunekit.graph.handlers import conv, einsum, elementwise, fourier, linear, norm, reduce, shape  # noqa: F401
 from prunekit.graph.handlers import attention  # noqa: F401  (after shape: wraps its getitem)

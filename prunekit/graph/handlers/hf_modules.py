@@ -167,7 +167,31 @@ def _refresh_config(model: nn.Module) -> None:
         table.pop(name, None)
     table.update(per_layer)
     config.prunekit_layer_widths = table or None
+    if not _valid(config):
+        _undo_guesses(config, before)
     _refresh_stored_widths(model, config, pruned)
+
+
+def _valid(config: Any) -> bool:
+    """Whether a strict config (one with ``validate``) accepts its fields: ``save_pretrained`` checks."""
+    try:
+        getattr(config, "validate", lambda: None)()
+    except Exception:  # NOTE: any validator's error: the fields disagree
+        return False
+    return True
+
+
+def _undo_guesses(config: Any, before: dict[str, Any]) -> None:
+    """Fields guessed from the pruned model go back to their values, their new ones listed in
+    ``config.prunekit_layer_widths``: a config that no longer validates could not be saved (Bamba's
+    ``mamba_n_heads`` must divide ``mamba_expand * hidden_size``, and the Mamba width is not cut)."""
+    table = dict(getattr(config, "prunekit_layer_widths", None) or {})
+    for name, value in before.items():
+        now = getattr(config, name, None)
+        if now != value and type(now) is int and type(value) is int:
+            setattr(config, name, value)
+            table[_fields_name(config, name)] = [now]
+    config.prunekit_layer_widths = table or None
 
 
 _HEADS_FIELDS = ("num_attention_heads", "n_head", "n_heads", "num_heads", "encoder_attention_heads",

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from prunekit.graph.constraints import Tracked
+from prunekit.graph.handlers.common import arg
 from prunekit.graph.registry import register_rule, resolve
 
 _SPATIAL = """max_pool1d max_pool2d max_pool3d avg_pool1d avg_pool2d avg_pool3d adaptive_max_pool1d
@@ -95,3 +96,20 @@ def pad(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             ctx.store.freeze(dims[d], f"channels padded by {ctx.where}")
         result[d] = None
     ctx.set(out, result)
+
+
+@register_rule(*resolve("topk", "sort", "argsort", "msort"))
+def ranking(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """Values ranked along ``dim``: the other dims pass through; channels on ``dim`` are frozen, since
+    which ones are chosen depends on every one of them (an MoE router's ``topk`` over its experts)."""
+    x = args[0]
+    default = 0 if ctx.current.endswith("msort") else -1
+    dim = arg(args, kwargs, 2 if ctx.current.endswith("topk") else 1, "dim", default)
+    dims = ctx.dims(x)
+    at = dim % max(x.dim(), 1) if isinstance(dim, int) and x.dim() else None
+    if at is not None and isinstance(dims[at], Tracked):
+        ctx.store.freeze(dims[at], f"channels ranked by {ctx.where}: which are chosen depends on every one")
+    result = [None if i == at else d for i, d in enumerate(dims)]
+    for t in (out if isinstance(out, tuple) else (out,)):
+        if isinstance(t, torch.Tensor):
+            ctx.set(t, result if t.dim() == len(result) else [None] * t.dim())

@@ -7,6 +7,8 @@ at a fixed position (``x[:, :64]``, ``split(x, [64, 32])``, ``repeat``) freezes 
 from __future__ import annotations
 
 import math
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -196,14 +198,13 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
         size = int(size)
     if type(size) is not int or size in (-1, 1) or isinstance(size, (ChannelInt, DerivedInt)):
         return d
-    module = ctx.module
+    module, scope = calling_module(ctx)
     if module is not None and refresh_for(module) is not None and not _config_misses(module, size):
         return d  # NOTE: the module's own refresh keeps its sizes (attention classes, Conv1D)
     found = _attributes_holding(module, size, j, len(sizes)) if module is not None else []
     layout = d if isinstance(d, Tracked) else (ctx.store.param_source(d) if d.size else None)
     if layout is None:
         return d
-    scope = ctx.scope[-1]
     owner = f"'{scope}'" if scope else "the root module"
     if len(found) == 1:
         attr, index = found[0]
@@ -219,6 +220,31 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     ctx.unknown.append(why)
     ctx.store.freeze(layout, why)
     return layout
+
+
+_LIBRARIES = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def calling_module(ctx) -> tuple[Any, str]:  # type: ignore[no-untyped-def]
+    """The module whose code runs the current op, and its name: the running module (``ctx.module``),
+    or a submodule of it whose method other than ``forward`` it called (JetMoE's attention calls
+    ``self.experts.map(x)``, which reads ``self.input_size`` of the experts, not of the attention).
+
+    Read from the innermost Python frame outside torch and prunekit (its ``self``); only the sizes
+    rules ask, so the frames are walked rarely."""
+    module, scope = ctx.module, ctx.scope[-1]
+    if module is None:
+        return None, scope
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARIES):
+        frame = frame.f_back  # type: ignore[assignment]
+    owner = frame.f_locals.get("self") if frame is not None else None
+    if owner is None or owner is module or not isinstance(owner, torch.nn.Module):
+        return module, scope
+    name = next((n for n, m in module.named_modules() if m is owner), None)
+    if name is None:
+        return module, scope
+    return owner, f"{scope}.{name}" if scope else name
 
 
 def _config_misses(module: Any, size: int) -> bool:
@@ -404,7 +430,8 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
         ctx.store.freeze(layout, f"channels split into several dims (heads) by {ctx.where} with a constant "
                                  f"head count (write -1 for it, or register a refresh that updates it)")
         return [None] * len(sizes)
-    heads = heads_of(ctx, layout, sizes[-1])
+    inside = _parts_inside_heads(ctx, sizes)  # NOTE: [H, 3, d]: head h holds its q, k and v (Persimmon, Bloom)
+    heads = heads_of(ctx, layout, sizes[-2] * sizes[-1] if inside else sizes[-1])
     if heads is None:
         ctx.store.freeze(layout, f"channels split into several dims by {ctx.where}")
         return [None] * len(sizes)
@@ -412,6 +439,9 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
         ctx.heads.setdefault(id(ctx.module), []).append(heads)
         if id(ctx.module) in ctx.pinned:
             ctx.store.freeze(heads, ctx.pinned[id(ctx.module)])
+    if inside:
+        _same_count(ctx, heads, derived[-3])
+        return [heads, None, None]
     if len(sizes) == 2:
         _same_count(ctx, heads, derived[-2])
         return [heads, None]
@@ -421,6 +451,16 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
         ctx.store.unify(first, _slice(heads, k * per, per, ctx), ctx.where)
     _same_count(ctx, first, derived[-2])
     return [None] * (len(sizes) - 2) + [first, None]
+
+
+def _parts_inside_heads(ctx, sizes: list[int]) -> bool:  # type: ignore[no-untyped-def]
+    """``view(B, N, self.num_heads, 3, d)`` of a fused projection: the stored head count comes first
+    and a literal part count (no attribute of the module holds it) second, so each head is a run of
+    ``3 * d`` channels (its q, k and v) and the part dim carries none: picking a part keeps them."""
+    module = ctx.module
+    if module is None or len(sizes) != 3 or sizes[0] == sizes[1]:
+        return False
+    return bool(_attributes_holding(module, sizes[0], 0, 3)) and not _attributes_holding(module, sizes[1], 1, 3)
 
 
 def _same_count(ctx, heads: Dim, derived: bool) -> None:  # type: ignore[no-untyped-def]
@@ -863,14 +903,13 @@ def _stored_uniform_size(ctx, size: Any, j: int, ndim: int) -> Tracked | None:  
     (JetMoE's ``torch.zeros(B * T, self.input_size)`` that the experts' outputs are added into): its
     positions are channels that whatever meets them decides (a new source without a producer), and
     the attribute joins their group (``apply`` rewrites it). None: a constant nothing holds."""
-    module = ctx.module
+    module, scope = calling_module(ctx)
     if module is None or type(size) is not int or size <= 1 or refresh_for(module) is not None:
         return None
     found = _attributes_holding(module, size, j, ndim)
     if len(found) != 1:
         return None
     attr, index = found[0]
-    scope = ctx.scope[-1]
     layout = ctx.store.new_source(size, f"{scope}.{attr}" if scope else attr)
     ctx.store.use(layout, size_attribute(scope, attr, index), 0, "passive")
     return layout

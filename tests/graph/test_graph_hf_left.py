@@ -1,0 +1,179 @@
+"""Hugging Face architectures that kept far more than their ideal or failed their round trip (issue 19,
+the coverage survey's last rows): a Fourier transform (FNet), a width stored by a child whose method
+(not forward) the parent calls (JetMoE), ``topk`` over tokens or over an MoE router's experts, a
+fused q|k|v viewed head-first as ``[H, 3, d]`` (Persimmon), a strict config whose validator refuses
+the pruned widths (Bamba's Mamba). Each failed or kept its channels whole (or froze them without
+saying why) before the fix; now they are cut where they can be, the pruned model equals the masked
+one and the saved folder loads back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import prunekit
+from prunekit.graph import DependencyGraph
+from prunekit.importance import score
+from prunekit.structured import allocate, apply
+from prunekit.structured.apply import mask
+
+
+class FourierMixing(torch.nn.Module):
+    """FNet's token mixing: ``fftn(x, dim=dims).real`` between two Linears."""
+
+    def __init__(self, dims: tuple[int, ...]) -> None:
+        super().__init__()
+        self.dims = dims
+        self.inp, self.mid, self.out = torch.nn.Linear(3, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.mid(torch.relu(self.inp(x)))
+        return self.out(torch.fft.fftn(h, dim=self.dims).real)
+
+
+def test_a_fourier_transform_over_tokens_keeps_the_channels_and_over_channels_freezes_them() -> None:
+    """``fftn`` over the tokens (dim 1) mixes positions, not channels: the width is cut and the pruned
+    model equals the masked one. Over the tokens and the width (FNet's dims (1, 2)) every frequency
+    reads every channel: that width is frozen, and the reason says so."""
+    x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    tokens = FourierMixing((1,)).eval()
+    graph = DependencyGraph.trace(tokens, x)
+    assert _group_of(graph, "mid.weight").prunable
+    plan = allocate(graph, score(graph, tokens, "l2"), 0.5)
+    pruned = apply(tokens, graph, plan, example_inputs=x)
+    assert pruned.mid.weight.shape[0] == 4 and pruned.out.weight.shape == (2, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), mask(tokens, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    width = _group_of(DependencyGraph.trace(FourierMixing((1, 2)).eval(), x), "mid.weight")
+    assert not width.prunable and "Fourier transform over them" in width.reasons[0]
+
+
+class RowExperts(torch.nn.Module):
+    """JetMoE's mixture of attention: ``reduce`` (a method, not ``forward``) adds each row's output
+    into ``torch.zeros(rows, self.input_size)`` and views it ``(B, T, self.input_size)``."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.input_size = width
+        self.output_linear = torch.nn.Linear(width, width)
+
+    def reduce(self, h: torch.Tensor) -> torch.Tensor:
+        b, t, _ = h.shape
+        rows = h.reshape(b * t, -1)
+        order = torch.arange(b * t - 1, -1, -1)
+        out = torch.zeros(b * t, self.input_size).index_add(0, order, self.output_linear(rows[order]))
+        return out.view(b, t, self.input_size)
+
+
+class CallsAChildsMethod(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.experts, self.out = torch.nn.Linear(3, 8), RowExperts(8), torch.nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        return self.out(h + self.experts.reduce(h))
+
+
+def test_sizes_stored_by_a_child_whose_method_runs_follow_the_cut() -> None:
+    """The zeros and the view read ``self.input_size`` of the experts, whose method the parent's
+    forward calls: that attribute (not one of the parent) joins the width's group and is rewritten."""
+    model = CallsAChildsMethod().eval()
+    x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, x)
+    width = _group_of(graph, "inp.weight")
+    assert width.prunable, width.reasons
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    assert pruned.experts.input_size == 4 and model.experts.input_size == 8
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+
+
+class TopK(torch.nn.Module):
+    """``topk`` along ``dim`` of a Linear's output: over the tokens (dim 1), or over the channels (an
+    MoE router picking its experts)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.inp, self.out = torch.nn.Linear(3, 8), torch.nn.Linear(8 if dim == 1 else 2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.inp(x).topk(2, dim=self.dim).values)
+
+
+def test_topk_over_tokens_keeps_the_channels_and_over_channels_freezes_them() -> None:
+    x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    model = TopK(1).eval()
+    graph = DependencyGraph.trace(model, x)
+    assert _group_of(graph, "inp.weight").prunable
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    assert pruned.out.weight.shape == (2, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    experts = _group_of(DependencyGraph.trace(TopK(-1).eval(), x), "inp.weight")
+    assert not experts.prunable and "channels ranked by" in experts.reasons[0]
+
+
+transformers = pytest.importorskip("transformers")
+
+IDS = torch.randint(4, 128, (1, 8), generator=torch.Generator().manual_seed(0))
+
+
+def _prune(model: torch.nn.Module, *, exact: bool = False) -> tuple[torch.nn.Module, DependencyGraph]:
+    """Pruned at 0.5 with verification (by value where the hidden width passes a norm); where every
+    cut is exact, the logits equal the masked dense model's."""
+    torch.manual_seed(0)
+    model.eval()
+    graph = DependencyGraph.trace(model, IDS)
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=(IDS,))
+    if exact:
+        with torch.no_grad():
+            torch.testing.assert_close(pruned(IDS).logits, mask(model, graph, plan)(IDS).logits, rtol=1e-4,
+                                       atol=1e-4)
+    return pruned, graph
+
+
+def _group_of(graph: DependencyGraph, tensor: str, axis: int = 0):  # type: ignore[no-untyped-def]
+    return next(g for g in graph.groups if (tensor, axis) in {(m.tensor, m.axis) for m in g.members})
+
+
+def test_fused_qkv_viewed_head_first_is_cut_in_heads(tmp_path: Path) -> None:
+    """Persimmon: ``fused.view(B, N, self.num_heads, 3, d)[..., 0, :]`` picks q, k and v inside each
+    head; the heads dim carries the channels (3 * d per head), the part dim none."""
+    config = transformers.PersimmonConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                          num_attention_heads=4, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = transformers.PersimmonForCausalLM(config).eval()
+    pruned, graph = _prune(model)
+    heads = _group_of(graph, "model.layers.0.self_attn.query_key_value.weight")
+    assert heads.prunable, heads.reasons
+    attn = pruned.model.layers[0].self_attn
+    assert attn.num_heads == 2 and attn.query_key_value.weight.shape[0] == 3 * 2 * attn.head_dim
+    pruned.save_pretrained(tmp_path)  # the config says every width: transformers rebuilds it
+    theirs = transformers.PersimmonForCausalLM.from_pretrained(tmp_path, local_files_only=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(IDS).logits, pruned(IDS).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_a_config_its_validator_refuses_keeps_its_widths_and_lists_the_new_ones(tmp_path: Path) -> None:
+    """Bamba: ``mamba_n_heads`` must divide ``mamba_expand * hidden_size``; the Mamba width is not cut,
+    so a halved ``hidden_size`` is refused by ``save_pretrained``. The config keeps its fields, lists
+    the new widths, and the saved folder loads back through prunekit."""
+    config = transformers.BambaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, attn_layer_indices=[1],
+                                      mamba_n_heads=8, mamba_d_state=16, mamba_chunk_size=8)
+    torch.manual_seed(0)
+    model = transformers.BambaForCausalLM(config).eval()
+    pruned, _ = _prune(model)
+    assert pruned.config.hidden_size == 64 and pruned.config.prunekit_layer_widths["hidden_size"] == [32]
+    pruned.config.validate()
+    folder = prunekit.save(pruned, tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(prunekit.load(folder).eval()(IDS).logits, pruned(IDS).logits, rtol=1e-4, atol=1e-5)
