@@ -20,6 +20,8 @@ from prunekit.search.proxy import Proxy as Proxy
 from prunekit.search.proxy import reestimated_bn as reestimated_bn
 from prunekit.search.search import PARETO_FILE as PARETO_FILE
 from prunekit.search.search import SearchResult as SearchResult
+from prunekit.search.search import finalists_of as finalists_of
+from prunekit.search.search import uniform_start as uniform_start
 from prunekit.search.sensitivity import SENSITIVITY_FILE as SENSITIVITY_FILE
 from prunekit.search.sensitivity import sensitivity as sensitivity
 from prunekit.search.space import SearchSpace as SearchSpace
@@ -28,4 +30,4 @@ from prunekit.search.strategies import STRATEGIES as STRATEGIES
 
 __all__ = ["Proxy", "reestimated_bn", "sensitivity", "SENSITIVITY_FILE", "SearchSpace", "build", "Cost",
            "LatencyTable", "Evaluator", "Record", "successive_halving", "SearchResult", "PARETO_FILE",
-           "non_dominated", "knee", "STRATEGIES"]
+           "non_dominated", "knee", "STRATEGIES", "uniform_start", "finalists_of"]
