@@ -171,6 +171,9 @@ _INTERRUPT_AFTER_FIRST_CHECKPOINT = textwrap.dedent("""
 
     if sys.argv[1] == "interrupt":
         checkpoint.save = save_then_interrupt
+        # NOTE: Ctrl-C as a terminal delivers it: a process started in the background without job
+        # control (`cmd &` in a script, as a CI runner may) inherits SIGINT ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main(sys.argv[2:]))
 """)
 
