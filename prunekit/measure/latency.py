@@ -204,7 +204,8 @@ def measure_onnx_latencies(path: str | Path | bytes, example_inputs: ExampleInpu
     :func:`~prunekit.measure.onnx_layers.layer_onnx`'s), with :func:`measure_latency`'s protocol."""
     _check("onnxruntime", batch_sizes, threads, warmup, repeats, min_time_s)
     timing = _Timing(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
-    return _onnx_file_latencies(path if isinstance(path, bytes) else Path(path), as_inputs(example_inputs), tuple(batch_sizes), threads, timing)
+    model = path if isinstance(path, bytes) else Path(path)
+    return _onnx_file_latencies(model, as_inputs(example_inputs), tuple(batch_sizes), threads, timing)
 
 
 def measure_latencies(model: nn.Module, example_inputs: ExampleInput, *, backend: str = "torch",

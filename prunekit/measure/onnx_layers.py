@@ -51,8 +51,8 @@ def _conv_pads(conv: nn.Conv2d) -> list[int] | None:
         totals = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size, strict=True)]
         begin = [t // 2 for t in totals]
         return [*begin, *(t - b for t, b in zip(totals, begin, strict=True))]
-    ph, pw = conv.padding  # type: ignore[misc]
-    return [int(ph), int(pw), int(ph), int(pw)]
+    ph, pw = (int(p) for p in conv.padding)
+    return [ph, pw, ph, pw]
 
 
 class _Graph:
@@ -82,7 +82,8 @@ class _Graph:
             pads=pads, dilations=list(conv.dilation), group=conv.groups))
         out = [shape[0], conv.out_channels]
         for axis in range(2):
-            size = shape[2 + axis] + pads[axis] + pads[2 + axis] - conv.dilation[axis] * (conv.kernel_size[axis] - 1) - 1
+            reach = conv.dilation[axis] * (conv.kernel_size[axis] - 1) + 1
+            size = shape[2 + axis] + pads[axis] + pads[2 + axis] - reach
             out.append(size // conv.stride[axis] + 1)
         return out if min(out[2:]) > 0 else None
 
@@ -117,16 +118,15 @@ def layer_onnx(module: nn.Module, input_shape: Sequence[int], *, dynamic_batch: 
     layers = _layers(module)
     if not layers:
         return None
-    shape: list[Any] = [int(s) for s in input_shape]
-    first = list(shape)
-    graph, name = _Graph(), "input"
+    first: list[Any] = [int(s) for s in input_shape]
+    shape, graph, name = list(first), _Graph(), "input"
     for i, layer in enumerate(layers):
         out = "output" if i == len(layers) - 1 else f"{i}.output"
-        step = graph.conv if isinstance(layer, nn.Conv2d) else graph.linear
-        shape = step(i, layer, name, out, shape)  # type: ignore[arg-type]
-        if shape is None:
+        step = graph.conv(i, layer, name, out, shape) if isinstance(layer, nn.Conv2d) else (
+            graph.linear(i, layer, name, out, shape) if isinstance(layer, nn.Linear) else None)
+        if step is None:
             return None
-        name = out
+        shape, name = step, out
     if dynamic_batch:
         first[0] = shape[0] = "batch"
     model = helper.make_model(
