@@ -147,9 +147,9 @@ def _torch_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
     return tuple(results)
 
 
-def ort_session(file: str | os.PathLike[str], threads: int) -> Any:
-    """An ONNX Runtime session of an ONNX file (CPU, sequential, all graph optimisations): the one set of
-    session options every timing and every int8 evaluation runs with."""
+def ort_session(file: str | os.PathLike[str] | bytes, threads: int) -> Any:
+    """An ONNX Runtime session of an ONNX file, or of a serialised ONNX model's bytes (CPU, sequential, all
+    graph optimisations): the one set of session options every timing and every int8 evaluation runs with."""
     ort = require("onnxruntime", extra="onnx", feature="ONNX Runtime latency")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -157,7 +157,8 @@ def ort_session(file: str | os.PathLike[str], threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # NOTE: errors only; ORT warns about unused initialisers.
-    return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+    model = file if isinstance(file, bytes) else str(file)
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], threads: int) -> Any:
@@ -191,18 +192,20 @@ def _onnxruntime_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
     return _session_latencies(_ort_session(model, inputs, threads), inputs, batch_sizes, threads, timing)
 
 
-def _onnx_file_latencies(file: Path, inputs: tuple[torch.Tensor, ...], batch_sizes: Sequence[int],
+def _onnx_file_latencies(file: Path | bytes, inputs: tuple[torch.Tensor, ...], batch_sizes: Sequence[int],
                          threads: int, timing: _Timing) -> tuple[LatencyStats, ...]:
     return _session_latencies(ort_session(file, threads), inputs, batch_sizes, threads, timing)
 
 
-def measure_onnx_latencies(path: str | Path, example_inputs: ExampleInput, *, batch_sizes: Sequence[int] = (1,),
-                           threads: int = 2, warmup: int = 3, repeats: int | None = None,
-                           min_time_s: float = 1.0) -> tuple[LatencyStats, ...]:
-    """ONNX Runtime latency of an ONNX file (e.g. an int8 one) with :func:`measure_latency`'s protocol."""
+def measure_onnx_latencies(path: str | Path | bytes, example_inputs: ExampleInput, *,
+                           batch_sizes: Sequence[int] = (1,), threads: int = 2, warmup: int = 3,
+                           repeats: int | None = None, min_time_s: float = 1.0) -> tuple[LatencyStats, ...]:
+    """ONNX Runtime latency of an ONNX file (e.g. an int8 one), or of a serialised ONNX model's bytes (e.g.
+    :func:`~prunekit.measure.onnx_layers.layer_onnx`'s), with :func:`measure_latency`'s protocol."""
     _check("onnxruntime", batch_sizes, threads, warmup, repeats, min_time_s)
     timing = _Timing(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
-    return _onnx_file_latencies(Path(path), as_inputs(example_inputs), tuple(batch_sizes), threads, timing)
+    model = path if isinstance(path, bytes) else Path(path)
+    return _onnx_file_latencies(model, as_inputs(example_inputs), tuple(batch_sizes), threads, timing)
 
 
 def measure_latencies(model: nn.Module, example_inputs: ExampleInput, *, backend: str = "torch",

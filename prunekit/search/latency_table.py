@@ -13,7 +13,9 @@ the layer's own, so the rest's scale is unchanged. Entries are measured on first
 machine, for one backend (``torch`` eager or ``onnxruntime``), batch size and thread count, and
 cached on disk as JSON keyed by the timed module's architecture (its ``repr``: every layer's
 shape) and input shape, so a second search pays nothing, and an entry is found again by any
-configuration that builds the same layer or chain.
+configuration that builds the same layer or chain. On ``onnxruntime`` an entry's ONNX model is built
+directly (:func:`~prunekit.measure.onnx_layers.layer_onnx`) and timed with the same session options and
+protocol as :func:`~prunekit.measure.measure_latency`, which exports; a module it cannot build is exported.
 :meth:`LatencyTable.error` reports how far predictions are from measured end-to-end latency.
 """
 
@@ -32,7 +34,8 @@ from torch import nn
 
 from prunekit.graph import DependencyGraph
 from prunekit.io import save_json
-from prunekit.measure import measure_latency
+from prunekit.measure import layer_onnx, measure_latency
+from prunekit.measure.latency import measure_onnx_latencies
 from prunekit.search.cost import Cost
 from prunekit.search.ranks import shell_of
 from prunekit.search.space import SearchSpace, build
@@ -108,14 +111,22 @@ class LatencyTable:
         key = f"{' '.join(repr(fresh).split())}|{tuple(x.shape)}"
         return key, fresh, x
 
+    def _time(self, fresh: nn.Module, x: torch.Tensor) -> float:
+        """Median ms of one entry; on ONNX Runtime a layer or chain is built as ONNX directly (the exporter
+        rebuilds its operator registry on every call), anything else is exported."""
+        built = layer_onnx(fresh, tuple(x.shape)) if self.backend == "onnxruntime" else None
+        if built is not None:
+            return float(measure_onnx_latencies(built, x, batch_sizes=(x.shape[0],), threads=self.threads,
+                                                min_time_s=self.min_time_s)[0].median_ms)
+        return float(measure_latency(fresh, x, backend=self.backend, batch_size=x.shape[0], threads=self.threads,
+                                     min_time_s=self.min_time_s).median_ms)
+
     def layer_ms(self, name: str, config: Mapping[str, Any]) -> float:
         """One layer's time (ms) at ``config``'s widths (as the chain it becomes where ``config``
         factorises it), from the table or measured now."""
         key, fresh, x = self._signature(name, config)
         if key not in self.entries:
-            stats = measure_latency(fresh.eval(), x, backend=self.backend, batch_size=x.shape[0], threads=self.threads,
-                                    min_time_s=self.min_time_s)
-            self.entries[key] = float(stats.median_ms)
+            self.entries[key] = self._time(fresh.eval(), x)
             if self.file is not None:  # NOTE: merged with the file, so workers sharing it keep each other's entries
                 on_disk = json.loads(self.file.read_text()) if self.file.is_file() else {}
                 self.entries = {**on_disk, **self.entries}
