@@ -45,6 +45,7 @@ from prunekit.measure import count_macs, evaluate, measure_latency  # noqa: E402
 from prunekit.recover import TrainConfig, train  # noqa: E402
 from prunekit.search.cost import Cost  # noqa: E402
 from prunekit.search.latency_table import LatencyTable  # noqa: E402
+from prunekit.search.search import FINALISTS, NEAR  # noqa: E402
 from prunekit.search.space import SearchSpace, build  # noqa: E402
 
 STRATEGIES = ("greedy", "backtracking", "nsga2", "tpe", "gp", "rl", "gates", "random")
@@ -199,8 +200,9 @@ def part_accuracy(args: argparse.Namespace) -> list[str]:
     rows += ["", f"Budget: {args.keep:.2f} of the dense MACs kept; fine-tune {FINETUNE.model_dump(exclude_defaults=True)}, "
              f"seeds {seeds}; every strategy at {args.trials} proxy evaluations (BatchNorm re-estimation on 2x128 "
              "training images, accuracy on 1024 validation images); each search first scores the uniform allocation at "
-             f"the budget, then fine-tunes its finalists (the uniform start and the 4 best by the proxy among "
-             f"configurations using at least 90 % of the budget) {RERANK_STEPS} batches each and returns the best."]
+             f"the budget, then fine-tunes its finalists (the uniform start and the {FINALISTS} best by the proxy among "
+             f"configurations using at least {100 * (1 - NEAR):.0f} % of the budget) {RERANK_STEPS} batches each and "
+             "returns the best."]
     return rows
 
 

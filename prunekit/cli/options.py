@@ -21,6 +21,7 @@ __all__ = [
     "add_eval_options",
     "add_model_options",
     "add_output_options",
+    "add_ranks_option",
     "add_pipeline_options",
     "add_profile_options",
     "backends",
@@ -78,6 +79,12 @@ def add_output_options(parser: argparse.ArgumentParser, default: str | None) -> 
                              + "; a folder holding earlier results is refused unless --overwrite")
     parser.add_argument("--overwrite", action="store_true",
                         help="write into --out even when it holds earlier results (they are replaced)")
+
+
+def add_ranks_option(parser: Any, *, help: str) -> None:
+    """--ranks [METHOD,...]: True alone (svd for Linear and 1x1 conv, tucker for k x k) or the method
+    names as given; False without it (read by :func:`prunekit.search.ranks.rank_methods`)."""
+    parser.add_argument("--ranks", nargs="?", const=True, default=False, metavar="METHOD[,METHOD...]", help=help)
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:

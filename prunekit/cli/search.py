@@ -49,17 +49,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--round-to", type=int, default=1, metavar="N",
                        help="kept widths in steps of N channels (default: 1)")
     group.add_argument("--depth", action="store_true", help="also search which residual blocks to remove")
-    group.add_argument("--ranks", nargs="?", const=True, default=False, metavar="METHOD[,METHOD...]",
-                       help="also search each Linear/Conv2d layer's factorisation: none or a method at a fraction "
-                            "of full rank from --levels. Alone: svd for Linear and 1x1 conv, tucker for k x k conv; "
-                            "or the methods to choose from, e.g. svd,cp. The MACs/params target counts the "
-                            "factorised layers as built; the latency table times each as the chain of layers it "
-                            "becomes")
+    options.add_ranks_option(group, help="also search each Linear/Conv2d layer's factorisation: none or a method at "
+                                         "a fraction of full rank from --levels. Alone: svd for Linear and 1x1 conv, "
+                                         "tucker for k x k conv; or the methods to choose from, e.g. svd,cp. The "
+                                         "MACs/params target counts the factorised layers as built; the latency table "
+                                         "times each as the chain of layers it becomes")
     group.add_argument("--no-widths", dest="widths", action="store_false",
                        help="keep every group's width: search only --ranks (or --depth), for models whose "
                             "widths must not change")
     group.add_argument("--finetune-steps", type=int, default=0, metavar="N",
-                       help="fine-tune batches in the proxy's second rung (successive halving; default: 0)")
+                       help="fine-tune batches each finalist gets (the uniform start and the 4 best near the "
+                            "budget) before the best is chosen (default: 0: the proxy alone)")
     group.add_argument("--backend", choices=BACKENDS, default=None,
                        help="the runtime the latency look-up table times layers on (default: torch when "
                             "latency is an objective or constraint)")

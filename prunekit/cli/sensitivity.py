@@ -42,9 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--importance", default="l2", metavar="NAME",
                         help="which channels go first: a data-free importance, l2, l1, fpgm (default: l2)")
     parser.add_argument("--no-depth", action="store_true", help="skip removing residual blocks")
-    parser.add_argument("--ranks", nargs="?", const=True, default=False, metavar="METHODS",
-                        help="also factorise each Linear/Conv2d alone at each ratio of its rank removed: svd for "
-                             "Linear and 1x1 convs, tucker for k x k (or the comma-separated METHODS, e.g. svd,cp)")
+    options.add_ranks_option(parser, help="also factorise each Linear/Conv2d alone at each ratio of its rank removed: "
+                                          "svd for Linear and 1x1 convs, tucker for k x k (or the methods named, e.g. "
+                                          "svd,cp)")
     add_proxy_options(parser)
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
                         help="where results are cached (default: $PRUNEKIT_CACHE/sensitivity or "

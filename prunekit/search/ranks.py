@@ -24,7 +24,7 @@ from prunekit.decompose.rank import RankSpec
 from prunekit.errors import ConfigError
 from prunekit.measure import count_macs
 
-__all__ = ["AUTO", "rank_methods", "rank_choices", "factorise", "parse_choice", "shell_of", "untimed"]
+__all__ = ["AUTO", "rank_methods", "rank_choices", "run_layers", "factorise", "parse_choice", "shell_of", "untimed"]
 
 AUTO = "auto"  # NOTE: decompose's own rule without calibration: svd for Linear and 1x1 conv, tucker for k x k
 
@@ -69,20 +69,25 @@ def _fraction_ranks(method: Any, module: nn.Module, fraction: float) -> tuple[in
     return tuple(int(r) for r in method.ranks(twin, method.spectra(twin, None), RankSpec("fraction", fraction)))
 
 
+def run_layers(model: nn.Module, example_inputs: Any, ignore: Sequence[str] = ()) -> list[tuple[str, nn.Module, Any]]:
+    """(name, module, LayerIO) of every ``nn.Linear``/``nn.Conv2d`` the example input runs, outside the
+    modules named in ``ignore``: the layers a rank choice can apply to."""
+    skip = tuple(f"{n}." for n in ignore)
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
+              and n not in ignore and not n.startswith(skip or ("\0",))]
+    seen = capture_io(model, example_inputs, [n for n, _ in layers])
+    return [(n, m, seen[n][0]) for n, m in layers if n in seen]
+
+
 def rank_choices(model: nn.Module, example_inputs: Any, methods: Sequence[str],
                  levels: Sequence[float]) -> dict[str, tuple[str, ...]]:
     """Module -> its ``"method:fraction"`` choices (module docstring), for every layer one of
     ``methods`` can factorise at a fraction in ``levels`` (below 1) with fewer MACs."""
     if not methods:
         return {}
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    seen = capture_io(model, example_inputs, [n for n, _ in layers])
     fractions = sorted({float(f) for f in levels if f < 1}, reverse=True)
     found: dict[str, tuple[str, ...]] = {}
-    for name, module in layers:
-        if name not in seen:
-            continue
-        io, _ = seen[name]
+    for name, module, io in run_layers(model, example_inputs):
         dense = original_macs(module, io)
         priced: dict[tuple[str, tuple[int, ...]], tuple[int, str]] = {}
         for method_name in dict.fromkeys(_method_name(m, module) for m in methods):

@@ -30,7 +30,7 @@ from prunekit.search.pareto import knee, non_dominated
 from prunekit.search.space import Config, SearchSpace
 from prunekit.search.strategies import STRATEGIES, strategy as strategy_fn
 
-__all__ = ["search", "SearchResult", "PARETO_FILE", "uniform_start", "finalists_of", "NEAR"]
+__all__ = ["search", "SearchResult", "PARETO_FILE", "uniform_start", "finalists_of", "NEAR", "FINALISTS"]
 
 PARETO_FILE = "pareto.json"
 

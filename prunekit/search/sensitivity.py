@@ -206,17 +206,10 @@ def _factorisable(model: nn.Module, example_inputs: Any, methods: Sequence[str],
     """(module name, method name, method) for every Linear/Conv2d the example input runs, not under ``ignore``, that
     one of ``methods`` factorises (the first that takes it)."""
     from prunekit.decompose import METHODS
-    from prunekit.decompose.calibration import capture_io
-    from prunekit.search.ranks import _method_name
+    from prunekit.search.ranks import _method_name, run_layers
 
-    skip = tuple(f"{n}." for n in ignore)
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
-              and n not in ignore and not n.startswith(skip or ("\0",))]
-    seen = capture_io(model, example_inputs, [n for n, _ in layers])
     found = []
-    for name, module in layers:
-        if name not in seen:
-            continue
+    for name, module, _ in run_layers(model, example_inputs, ignore):
         for wanted in methods:
             method_name = _method_name(wanted, module)
             method = METHODS.create(method_name)
