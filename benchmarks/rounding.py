@@ -8,7 +8,7 @@ rounding always pays). Each row: MACs kept against the target, accuracy after th
 model in interleaved rounds. Acceptance: the default is not below exact widths in accuracy, within
 2 % of the MACs target, and not slower than the old rule.
 
-Run by hand on a quiet machine (trains the baselines into runs/rounding/ when missing):
+Run by hand on a quiet machine (trains the baselines into runs/baselines/ when missing):
     .venv/bin/python benchmarks/rounding.py
 Smoke run (tiny budgets, no timing, nothing written to RESULTS.md):
     .venv/bin/python benchmarks/rounding.py --quick
@@ -52,8 +52,9 @@ from prunekit.structured.rounding import TimingTable  # noqa: E402
 MODELS = ("resnet20", "vgg_small")
 SEEDS = (0, 1, 2)
 SPEEDUPS = (2, 4)
+# NOTE: the same 10-epoch baselines as benchmarks/search.py (runs/baselines), so the tables share them
 BASELINE = TrainConfig(epochs=10, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
-                       nesterov=True, scheduler="cosine")
+                       scheduler="cosine")
 FINETUNE = TrainConfig(epochs=3, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
                        scheduler="cosine")
 
@@ -144,7 +145,8 @@ def main() -> None:
                              "ort: ONNX Runtime latency of the default cut and the cut rounded for it")
     parser.add_argument("--models", nargs="+", default=None,
                         help=f"accuracy: {', '.join(MODELS)}; ort: {', '.join(ORT_MODELS)} (default: all)")
-    parser.add_argument("--root", type=Path, default=Path("runs/rounding"), help="where baselines are kept")
+    parser.add_argument("--root", type=Path, default=Path("runs/baselines"),
+                        help="where baselines are kept (shared with benchmarks/search.py)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     unknown = sorted(set(args.models or ()) - set(ORT_MODELS if args.part == "ort" else MODELS))
