@@ -103,7 +103,8 @@ class LatencyTable:
             depthwise = layer.groups > 1 and layer.groups == layer.in_channels
             groups = shape[0] if depthwise else layer.groups
             fresh = nn.Conv2d(shape[1] * groups, shape[0], layer.kernel_size, layer.stride,  # type: ignore[arg-type]
-                              layer.padding, layer.dilation, groups, bias=layer.bias is not None)  # type: ignore[arg-type]
+                              layer.padding, layer.dilation, groups, bias=layer.bias is not None,  # type: ignore[arg-type]
+                              padding_mode=layer.padding_mode)  # NOTE: reflect/circular pads cost time zeros do not
             x = torch.randn(self.batch_size, shape[1] * groups, *spatial)
         choice = config.get(f"rank:{name}", "none")
         if choice != "none":  # NOTE: factorised after pruning, at a fraction of the pruned layer's rank, as build does

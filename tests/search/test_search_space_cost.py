@@ -70,6 +70,25 @@ def test_the_latency_table_fills_once_and_is_reused_from_disk(tmp_path: Path) ->
     assert report["rows"][0]["measured_ms"] > 0 and report["mean_relative_error"] >= 0
 
 
+def test_a_table_entry_is_timed_with_the_layers_padding_mode(tmp_path: Path) -> None:
+    """A reflect-padded conv is timed as one (its padding is a separate op) and never shares an entry
+    with a zero-padded conv of the same shape."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1, padding_mode="reflect"), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    graph = DependencyGraph.trace(model, x)
+    space = SearchSpace.from_graph(graph, levels=(1.0,))
+    table = LatencyTable(model, graph, space, x, min_time_s=0.0)
+    table.layer_ms("0", space.dense())
+    assert [k for k in table.entries if "reflect" in k]
+    zeros = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), *list(model)[1:]).eval()
+    other = LatencyTable(zeros, DependencyGraph.trace(zeros, x), space, x, min_time_s=0.0)
+    other.layer_ms("0", space.dense())
+    assert not set(other.entries) & set(table.entries)
+
+
 def test_a_factorised_layer_is_built_and_counted_exactly() -> None:
     torch.manual_seed(0)
     model, x = Residual().eval(), torch.randn(1, 3, 8, 8)
