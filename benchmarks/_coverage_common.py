@@ -4,8 +4,9 @@ Each model is traced, scored (l2), cut by half in every prunable group (the mode
 kept: the graph freezes it), applied with verification (pruned == masked dense model, shapes for
 inexact groups), run, and measured (params and MACs). ``ideal`` is what a per-group cut of half the
 channels would keep if no op froze a group: every group the graph found except the model's output
-is halved, counted on the tensors it slices. Each model runs under a time box (SIGALRM) so that one
-slow family cannot stop the survey.
+is halved, counted on the tensors it slices. Each model runs under a time box of CPU seconds
+(SIGPROF) so that one slow family cannot stop the survey, and a loaded machine does not skip models
+that a quiet one would have run.
 """
 
 from __future__ import annotations
@@ -39,18 +40,20 @@ class TimeBox(Exception):
 
 @contextmanager
 def time_box(seconds: int) -> Iterator[None]:
-    """Raise :class:`TimeBox` in the main thread after ``seconds`` (restores the old handler)."""
+    """Raise :class:`TimeBox` in the main thread after ``seconds`` of this process's CPU time (restores
+    the old handler). CPU time, not wall time: on a machine shared with other jobs a model gets the same
+    budget as on a quiet one."""
 
     def alarm(signum: int, frame: Any) -> None:
-        raise TimeBox(f"skipped after {seconds} s (time box)")
+        raise TimeBox(f"skipped after {seconds} CPU s (time box)")
 
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.alarm(seconds)
+    old = signal.signal(signal.SIGPROF, alarm)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
     try:
         yield
     finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old)
 
 
 def tensors(out: Any) -> list[torch.Tensor]:

@@ -334,7 +334,7 @@ def _p(value: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", default=[], help="model types to run")
-    parser.add_argument("--seconds", type=int, default=60, help="time box per architecture")
+    parser.add_argument("--seconds", type=int, default=60, help="time box per architecture, in CPU seconds")
     parser.add_argument("--table", action="store_true", help="only rewrite the table")
     parser.add_argument("--rerun", action="store_true", help="run architectures that already have a record")
     parser.add_argument("--command", default="", help="how the records were made, for the table's header")

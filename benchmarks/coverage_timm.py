@@ -180,7 +180,7 @@ def _p(value: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", default=[], help="families (timm modules) to run")
-    parser.add_argument("--seconds", type=int, default=60, help="time box per family")
+    parser.add_argument("--seconds", type=int, default=60, help="time box per family, in CPU seconds")
     parser.add_argument("--size", type=int, default=64, help="input side where the model takes it")
     parser.add_argument("--table", action="store_true", help="only rewrite the table")
     parser.add_argument("--rerun", action="store_true", help="run families that already have a record")
