@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -75,6 +77,15 @@ def _variants(model: nn.Module, x: torch.Tensor, folder: Path, quick: bool) -> d
     default: dict = {"options": {"timings": str(never)}} if quick else {}  # NOTE: --quick times nothing
     return {"default (auto)": default, "exact widths (round_to=1)": {"round_to": 1},
             "old rule (8/16 always, within the 2 % band)": {"options": {"timings": str(rule)}}}
+
+
+def _fingerprint(model: nn.Module) -> str:
+    """The pruned model's tensors, hashed: two variants that cut the same channels give the same model, whose
+    fine-tune (seeded, deterministic) gives the same accuracy, so it runs once."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode() + str(tuple(tensor.shape)).encode() + tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _baseline(name: str, splits, config: TrainConfig, root: Path) -> nn.Module:
@@ -165,6 +176,11 @@ def main() -> None:
     x = splits.example_input(1)
     rows = ["| model | MACs target | pruner | MACs kept | groups rounded | accuracy (mean of seeds) | per seed "
             "| torch ms (x dense) | onnxruntime ms (x dense) |", "|---|---|---|---|---|---|---|---|---|"]
+    # NOTE: finished rows are kept per commit, so a run stopped part-way resumes where it was
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    record = Path("runs/rounding") / f"rows-{commit}.json"
+    done: dict[str, str] = json.loads(record.read_text()) if record.is_file() and not args.quick else {}
+    tuned_accuracy: dict[str, list[float]] = {}
     for name in args.models:
         dense = _baseline(name, splits, base_config, root)
         dense_macs = count_macs(dense, x)
@@ -172,13 +188,21 @@ def main() -> None:
         rows.append(f"| {name} | dense | - | 100 % | - | {100 * accuracy:.2f} % | - | - | - |")
         for speedup in SPEEDUPS:
             for label, kwargs in _variants(dense, x, root, args.quick).items():
+                key = f"{name}|{speedup}|{label}"
+                if key in done:  # NOTE: a row an interrupted run of this commit finished
+                    print(done[key], flush=True)
+                    rows.append(done[key])
+                    continue
                 pruner = StructuredPruner({"macs": 1 / speedup}, **kwargs).fit(dense, x)
                 pruned = pruner.transform(dense)
-                after = []
-                for seed in seeds:
-                    tuned = copy.deepcopy(pruned)
-                    train(tuned, splits, tune.model_copy(update={"seed": seed}), progress=False)
-                    after.append(evaluate(tuned, splits.test, max_batches=eval_batches).accuracy)
+                same = _fingerprint(pruned)
+                if same not in tuned_accuracy:
+                    tuned_accuracy[same] = []
+                    for seed in seeds:
+                        tuned = copy.deepcopy(pruned)
+                        train(tuned, splits, tune.model_copy(update={"seed": seed}), progress=False)
+                        tuned_accuracy[same].append(evaluate(tuned, splits.test, max_batches=eval_batches).accuracy)
+                after = tuned_accuracy[same]
                 times = ["-", "-"]
                 if not args.quick:
                     for i, backend in enumerate(("torch", "onnxruntime")):
@@ -191,9 +215,15 @@ def main() -> None:
                        f"{', '.join(f'{100 * a:.2f}' for a in after)} | {times[0]} | {times[1]} |")
                 print(row, flush=True)
                 rows.append(row)
+                if not args.quick:
+                    done[key] = row
+                    record.parent.mkdir(parents=True, exist_ok=True)
+                    record.write_text(json.dumps(done, indent=1))
     rows += ["", f"Baselines: {BASELINE.model_dump(exclude_defaults=True)}; fine-tune: "
              f"{FINETUNE.model_dump(exclude_defaults=True)}, seeds {seeds}; importance l2, local scope. "
-             "Latency: batch 1, 2 threads, 5 interleaved rounds with the dense model (ratio in brackets)."]
+             "Latency: batch 1, 2 threads, 5 interleaved rounds with the dense model (ratio in brackets). "
+             "Two pruners that cut the same channels give the same model (compared tensor by tensor): it is "
+             "fine-tuned once and both rows show that result."]
     if args.quick:
         shutil.rmtree(root, ignore_errors=True)
         print("quick run: nothing written")
