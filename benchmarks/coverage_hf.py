@@ -78,13 +78,16 @@ EXTRA: dict[str, dict[str, Any]] = {
     "gpt_neo": {"attention_types": [[["global", "local"], 1]], "num_layers": 2},
     # Zamba ties its shared transformer across hybrid layers: it needs two of them to build.
     "zamba": {"layers_block_type": ["hybrid", "hybrid"]},
+    # VipLLaVA concatenates the hidden states of 5 vision layers (-2 ... -20): 2 of the 2 small ones.
+    "vipllava": {"vision_feature_layers": [-2, -1]},
 }
 # Composite configs only: their width fields beyond SMALL (a vision tower's depth, the projection width
 # CLIP-style models share), and the first special token id (image, video, ...; text ids stay below it).
 COMPOSITE: dict[str, Any] = {"depth": 2, "projection_dim": 64, "vision_layers": 2, "text_layers": 2}
 SPECIAL_TOKENS = 100
 COMPOSITE_TASKS = ("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", "MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES",
-                   "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES")
+                   "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_RETRIEVAL_MAPPING_NAMES",
+                   "MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES")
 TASKS = ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
          "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
          "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "MODEL_MAPPING_NAMES")
@@ -153,7 +156,7 @@ def _composite_config(model_type: str, default: Any) -> Any:
 
     fields = {k: _sub_config(getattr(default, k)) for k in default.sub_configs
               if isinstance(getattr(default, k, None), PretrainedConfig)}
-    fields |= {k: v for k, v in (SMALL | COMPOSITE).items() if type(getattr(default, k, None)) is int}
+    fields |= _int_fields(default, SMALL | COMPOSITE)
     fields |= {name: SPECIAL_TOKENS + i for i, name in enumerate(_special_token_fields(default))}
     return CONFIG_MAPPING[model_type](**(fields | EXTRA.get(model_type, {})))
 
@@ -167,8 +170,8 @@ def _sub_config(sub: Any) -> Any:
     if model_type in CONFIG_MAPPING and CONFIG_MAPPING[model_type] is type(sub):
         small = _config(model_type)
     else:
-        small = type(sub)(**{k: v for k, v in SMALL.items() if type(getattr(sub, k, None)) is int})
-    extra = {k: v for k, v in COMPOSITE.items() if type(getattr(small, k, None)) is int}
+        small = type(sub)(**_int_fields(sub, SMALL))
+    extra = _int_fields(small, COMPOSITE)
     small = type(small)(**(small.to_dict() | extra)) if extra else small  # NOTE: a config rebuilds from its dict
     rope = getattr(small, "rope_parameters", None)
     mrope = "mrope_section" in getattr(type(small), "ignore_keys_at_rope_validation", ()) or (
@@ -182,6 +185,17 @@ def _sub_config(sub: Any) -> Any:
         sections[0] += half - sum(sections)
         small.rope_parameters = rope | {"mrope_section": sections}
     return small
+
+
+def _int_fields(config: Any, table: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``table`` that ``config`` has as integer fields."""
+    def value(name: str) -> Any:
+        try:
+            return getattr(config, name, None)
+        except Exception:  # NOTE: a per-layer field of a heterogeneous config refuses a global read
+            return None
+
+    return {k: v for k, v in table.items() if type(value(k)) is int}
 
 
 def _special_token_fields(config: Any) -> list[str]:
@@ -284,6 +298,8 @@ def _multimodal_inputs(model: Any, config: Any, params: list[str]) -> tuple[Any,
         named |= _patch_grid(vision, channels, size, gen)
     elif "pixel_attention_mask" in params:  # NOTE: Idefics2/3 and kin take images per sample: (1, images, C, H, W)
         named["pixel_values"] = named["pixel_values"][:, None]
+    if "image_sizes" in params:  # NOTE: Mistral3, LLaVA-NeXT and kin read each image's (height, width)
+        named["image_sizes"] = torch.tensor([[size, size]])
     text = torch.randint(4, SPECIAL_TOKENS, (1, 8), generator=gen)
     image_token = getattr(config, "image_token_id", None)
     if image_token is None:
@@ -394,6 +410,8 @@ CAUSES = [
     ("no model class", "transformers maps no model class for this config"),
     ("forward takes none", "forward takes neither pixel_values nor input_ids (audio, time series, ...)"),
     ("before the inputs", "forward takes other inputs (boxes, audio features, ...) before the ids"),
+    ("no get_image_features", "the config names an image token but the model has no get_image_features: the "
+                              "survey cannot count the image tokens its ids must hold"),
 ]
 # A model that fails before tracing failed on the survey's small config, before prunekit touched it.
 BEFORE_PRUNEKIT = "the survey's small config does not build or run this model (needs fields beyond the common ones)"
