@@ -425,7 +425,10 @@ STOCHASTIC = {"vit_mae": "ViT-MAE masks random patches in every forward",
 # Models whose output length follows values (predicted durations): pruning changes the values, so
 # the pruned model's output has another length than the original's, by design of the model.
 VALUE_SHAPED = {"fastspeech2_conformer": "FastSpeech2-Conformer's output length is the sum of the durations "
-                                         "it predicts from values"}
+                                         "it predicts from values",
+                "fastspeech2_conformer_with_hifigan": "FastSpeech2-Conformer's output length (here before its "
+                                                      "HiFi-GAN vocoder) is the sum of the durations it predicts "
+                                                      "from values"}
 
 
 def _cause(record: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
