@@ -298,8 +298,9 @@ def _multimodal_inputs(model: Any, config: Any, params: list[str]) -> tuple[Any,
         named |= _patch_grid(vision, channels, size, gen)
     elif "pixel_attention_mask" in params:  # NOTE: Idefics2/3 and kin take images per sample: (1, images, C, H, W)
         named["pixel_values"] = named["pixel_values"][:, None]
-    if "image_sizes" in params:  # NOTE: Mistral3, LLaVA-NeXT and kin read each image's (height, width)
-        named["image_sizes"] = torch.tensor([[size, size]])
+    features = inspect.signature(getattr(model, "get_image_features", lambda: None)).parameters
+    if "image_sizes" in params and getattr(features.get("image_sizes"), "default", None) is inspect.Parameter.empty:
+        named["image_sizes"] = torch.tensor([[size, size]])  # NOTE: Mistral3 needs each image's (height, width)
     text = torch.randint(4, SPECIAL_TOKENS, (1, 8), generator=gen)
     image_token = getattr(config, "image_token_id", None)
     if image_token is None:
