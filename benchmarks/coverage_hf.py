@@ -17,16 +17,27 @@ sequence classification, else the base model). Then ``_coverage_common.prune_and
 *config*: a model built from the pruned model's config has the pruned model's shapes and head
 sizes (else why not); *round trip*: ``prunekit.save`` (a ``save_pretrained`` folder) then
 transformers' ``from_pretrained`` where the config says every width, and ``prunekit.load``
-always, give the same outputs. Composite configs (several sub-configs:
-multimodal models) are listed with that reason. Each architecture gets a time box (``--seconds``).
+always, give the same outputs. Each architecture gets a time box (``--seconds``).
+
+Composite configs (several sub-configs: multimodal models) have every sub-config sized by the same
+rules (recursively; vision and text share the width 64, and the projection width is 64 too), their
+special tokens (image, video, ...) given ids inside the small vocabulary, and their class taken from
+the image-text-to-text, multimodal LM or zero-shot image classification mappings first. A model that
+reads both pixel values and token ids gets one 32x32 image (per-sample image axis, or flattened
+patches and their grid, where its forward asks for them) and ids holding its image token once per
+image feature its ``get_image_features`` gives. A sub-config that transformers maps to no class runs
+with the class its name gives (``CLIPVisionConfig`` -> ``CLIPVisionModel``); one with none is listed
+as covered by the composite that holds it, where that composite's row passes.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import inspect
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -67,7 +78,16 @@ EXTRA: dict[str, dict[str, Any]] = {
     "gpt_neo": {"attention_types": [[["global", "local"], 1]], "num_layers": 2},
     # Zamba ties its shared transformer across hybrid layers: it needs two of them to build.
     "zamba": {"layers_block_type": ["hybrid", "hybrid"]},
+    # VipLLaVA concatenates the hidden states of 5 vision layers (-2 ... -20): 2 of the 2 small ones.
+    "vipllava": {"vision_feature_layers": [-2, -1]},
 }
+# Composite configs only: their width fields beyond SMALL (a vision tower's depth, the projection width
+# CLIP-style models share), and the first special token id (image, video, ...; text ids stay below it).
+COMPOSITE: dict[str, Any] = {"depth": 2, "projection_dim": 64, "vision_layers": 2, "text_layers": 2}
+SPECIAL_TOKENS = 100
+COMPOSITE_TASKS = ("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", "MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES",
+                   "MODEL_FOR_ZERO_SHOT_IMAGE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_RETRIEVAL_MAPPING_NAMES",
+                   "MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES")
 TASKS = ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
          "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
          "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "MODEL_MAPPING_NAMES")
@@ -84,7 +104,7 @@ def _config(model_type: str) -> Any:
 
     default = CONFIG_MAPPING[model_type]()
     if getattr(default, "sub_configs", None):
-        raise LookupError("composite config (sub-configs: a multimodal model), not sized by this survey")
+        return _composite_config(model_type, default)
     small = {k: v for k, v in SMALL.items() if type(getattr(default, k, None)) is int} | EXTRA.get(model_type, {})
     if type(getattr(default, "kv_lora_rank", None)) is int:
         small |= {k: v for k, v in MLA.items() if type(getattr(default, k, None)) is int}
@@ -128,18 +148,112 @@ def _hybrid_layout(model_type: str, default: Any) -> dict[str, Any]:
     return layout
 
 
+def _composite_config(model_type: str, default: Any) -> Any:
+    """A composite (multimodal) config: every sub-config sized by the same small rules (recursively), the
+    composite's own width fields small too, so that vision and text widths agree where it projects between
+    them, and its special tokens (image, video, ...) given distinct ids inside the small vocabulary."""
+    from transformers import CONFIG_MAPPING, PretrainedConfig
+
+    fields = {k: _sub_config(getattr(default, k)) for k in default.sub_configs
+              if isinstance(getattr(default, k, None), PretrainedConfig)}
+    fields |= _int_fields(default, SMALL | COMPOSITE)
+    fields |= {name: SPECIAL_TOKENS + i for i, name in enumerate(_special_token_fields(default))}
+    return CONFIG_MAPPING[model_type](**(fields | EXTRA.get(model_type, {})))
+
+
+def _sub_config(sub: Any) -> Any:
+    """One sub-config, small: by ``_config`` where transformers maps its model_type to its class, else its
+    class with the small fields it has (then the composite-only fields: depth, projection width)."""
+    from transformers import CONFIG_MAPPING
+
+    model_type = getattr(sub, "model_type", "")
+    if model_type in CONFIG_MAPPING and CONFIG_MAPPING[model_type] is type(sub):
+        small = _config(model_type)
+    else:
+        small = type(sub)(**_int_fields(sub, SMALL))
+    extra = _int_fields(small, COMPOSITE)
+    small = type(small)(**(small.to_dict() | extra)) if extra else small  # NOTE: a config rebuilds from its dict
+    rope = getattr(small, "rope_parameters", None)
+    mrope = "mrope_section" in getattr(type(small), "ignore_keys_at_rope_validation", ()) or (
+        isinstance(rope, dict) and rope.get("mrope_section"))
+    if mrope and isinstance(rope, dict) and getattr(small, "hidden_size", None):
+        # NOTE: M-RoPE splits the rotary half of a head among time, rows and columns (Qwen2-VL's modeling
+        # default [16, 24, 24] where the config names none): scaled to the small head
+        half = (getattr(small, "head_dim", None) or small.hidden_size // small.num_attention_heads) // 2
+        default = rope.get("mrope_section") or [16, 24, 24]
+        sections = [s * half // sum(default) for s in default]
+        sections[0] += half - sum(sections)
+        small.rope_parameters = rope | {"mrope_section": sections}
+    return small
+
+
+def _int_fields(config: Any, table: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``table`` that ``config`` has as integer fields."""
+    def value(name: str) -> Any:
+        try:
+            return getattr(config, name, None)
+        except Exception:  # NOTE: a per-layer field of a heterogeneous config refuses a global read
+            return None
+
+    return {k: v for k, v in table.items() if type(value(k)) is int}
+
+
+def _special_token_fields(config: Any) -> list[str]:
+    """The composite's own special tokens (image, video, begin/end of image, ...), not bos/eos/pad."""
+    return sorted(k for k, v in vars(config).items() if (v is None or type(v) is int)
+                  and k.endswith(("_token_id", "_token_index"))
+                  and k not in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id"))
+
+
+@functools.cache
+def _composites() -> dict[str, str]:
+    """Sub-config model_type -> the first composite model_type whose default config holds it (at any depth)."""
+    from transformers import CONFIG_MAPPING, PretrainedConfig
+
+    def parts(config: Any) -> list[Any]:
+        subs = [getattr(config, k, None) for k in getattr(config, "sub_configs", None) or ()]
+        subs = [s for s in subs if isinstance(s, PretrainedConfig)]
+        return subs + [p for s in subs for p in parts(s)]
+
+    parents: dict[str, str] = {}
+    for model_type in architectures():
+        if not getattr(CONFIG_MAPPING[model_type], "sub_configs", None):
+            continue
+        try:
+            default = CONFIG_MAPPING[model_type]()
+        except Exception:  # NOTE: a composite whose defaults do not build names no parts
+            continue
+        for sub in parts(default):
+            if sub.model_type != model_type:
+                parents.setdefault(sub.model_type, model_type)
+    return parents
+
+
+def _model_class_by_name(config_class: Any) -> Any:
+    """A sub-config's model class by transformers' naming (``CLIPVisionConfig`` -> ``CLIPVisionModel``), or None."""
+    import transformers
+
+    return getattr(transformers, config_class.__name__.removesuffix("Config") + "Model", None)
+
+
 def _model_class(model_type: str) -> tuple[Any, str]:
     import transformers
+    from transformers import CONFIG_MAPPING
     from transformers.models.auto import modeling_auto
 
-    for task in TASKS:
+    composite = bool(getattr(CONFIG_MAPPING[model_type], "sub_configs", None))
+    for task in COMPOSITE_TASKS * composite + TASKS:
         class_name = getattr(modeling_auto, task).get(model_type)
         if isinstance(class_name, (tuple, list)):
             class_name = class_name[0]
         klass = getattr(transformers, class_name, None) if class_name else None
         if klass is not None:
             return klass, task.removeprefix("MODEL_FOR_").removesuffix("_MAPPING_NAMES").lower() or "base"
-    raise LookupError("no model class in transformers' auto mappings")
+    klass = _model_class_by_name(CONFIG_MAPPING[model_type])
+    if klass is not None:
+        return klass, "base"
+    parent = _composites().get(model_type)
+    raise LookupError("no model class in transformers' auto mappings" + (f" (a part of {parent})" if parent else ""))
 
 
 def _inputs(model: Any, config: Any, task: str) -> tuple[Any, ...]:
@@ -147,6 +261,8 @@ def _inputs(model: Any, config: Any, task: str) -> tuple[Any, ...]:
     gen = torch.Generator().manual_seed(0)
     named: dict[str, torch.Tensor] = {}
     params = list(inspect.signature(model.forward).parameters)
+    if "pixel_values" in params and "input_ids" in params:
+        return _multimodal_inputs(model, config, params)
     if "pixel_values" in params and "input_ids" not in params:
         size = getattr(config, "image_size", 32)
         size = size if isinstance(size, int) else 32
@@ -167,6 +283,61 @@ def _inputs(model: Any, config: Any, task: str) -> tuple[Any, ...]:
     if any(t is None for t in inputs):
         raise LookupError(f"forward takes {[p for p, t in zip(params, inputs) if t is None]} before the inputs")
     return inputs
+
+
+def _multimodal_inputs(model: Any, config: Any, params: list[str]) -> tuple[Any, ...]:
+    """Pixel values and token ids for a model that reads both: text ids below the special tokens, and where
+    the config names an image token, that token repeated once per image feature the vision tower gives."""
+    gen = torch.Generator().manual_seed(0)
+    vision = getattr(config, "vision_config", None) or config
+    size = getattr(vision, "image_size", None) or getattr(config, "image_size", 32)
+    size = size if isinstance(size, int) else 32
+    channels = getattr(vision, "num_channels", None) or getattr(vision, "in_channels", None) or 3
+    named: dict[str, torch.Tensor] = {"pixel_values": torch.randn(1, channels, size, size, generator=gen)}
+    if "image_grid_thw" in params:  # NOTE: Qwen2-VL and kin take flattened patches and their grid
+        named |= _patch_grid(vision, channels, size, gen)
+    elif "pixel_attention_mask" in params:  # NOTE: Idefics2/3 and kin take images per sample: (1, images, C, H, W)
+        named["pixel_values"] = named["pixel_values"][:, None]
+    features = inspect.signature(getattr(model, "get_image_features", lambda: None)).parameters
+    if "image_sizes" in params and getattr(features.get("image_sizes"), "default", None) is inspect.Parameter.empty:
+        named["image_sizes"] = torch.tensor([[size, size]])  # NOTE: Mistral3 needs each image's (height, width)
+    text = torch.randint(4, SPECIAL_TOKENS, (1, 8), generator=gen)
+    image_token = getattr(config, "image_token_id", None)
+    if image_token is None:
+        image_token = getattr(config, "image_token_index", None)
+    if isinstance(image_token, int):
+        count = _image_features(model, named)
+        text = torch.cat([text[:, :4], torch.full((1, count), image_token), text[:, 4:]], dim=1)
+    named["input_ids"] = text
+    if "mm_token_type_ids" in params and isinstance(image_token, int):  # NOTE: 1 marks an image token (M-RoPE)
+        named["mm_token_type_ids"] = (text == image_token).int()
+    if "attention_mask" in params:
+        named["attention_mask"] = torch.ones_like(text)
+    last = max(params.index(n) for n in named)
+    return tuple(named.get(p) for p in params[:last + 1])  # NOTE: None between them: that argument's default
+
+
+def _patch_grid(vision: Any, channels: int, size: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Flattened patches of one image and its (frames, rows, columns) grid, as Qwen2-VL's processor gives."""
+    patch = getattr(vision, "patch_size", 4)
+    frames = getattr(vision, "temporal_patch_size", 1) or 1
+    side = size // patch
+    return {"pixel_values": torch.randn(side * side, channels * frames * patch * patch, generator=gen),
+            "image_grid_thw": torch.tensor([[1, side, side]])}
+
+
+def _image_features(model: Any, named: dict[str, torch.Tensor]) -> int:
+    """How many embedding rows the model's image features fill (its ``get_image_features``), so that the
+    ids hold as many image tokens."""
+    get = getattr(model, "get_image_features", None)
+    if get is None:
+        raise LookupError("the config names an image token but the model has no get_image_features")
+    accepts = inspect.signature(get).parameters
+    with torch.no_grad():
+        out = get(**{k: v for k, v in named.items() if k in accepts})
+    pooled = getattr(out, "pooler_output", None)
+    features = common.tensors(pooled if pooled is not None else out)
+    return sum(t.numel() for t in features) // model.get_input_embeddings().embedding_dim
 
 
 def _config_consistent(pruned: Any) -> str:
@@ -240,6 +411,8 @@ CAUSES = [
     ("no model class", "transformers maps no model class for this config"),
     ("forward takes none", "forward takes neither pixel_values nor input_ids (audio, time series, ...)"),
     ("before the inputs", "forward takes other inputs (boxes, audio features, ...) before the ids"),
+    ("no get_image_features", "the config names an image token but the model has no get_image_features: the "
+                              "survey cannot count the image tokens its ids must hold"),
 ]
 # A model that fails before tracing failed on the survey's small config, before prunekit touched it.
 BEFORE_PRUNEKIT = "the survey's small config does not build or run this model (needs fields beyond the common ones)"
@@ -253,11 +426,19 @@ STOCHASTIC = {"vit_mae": "ViT-MAE masks random patches in every forward",
 # Models whose output length follows values (predicted durations): pruning changes the values, so
 # the pruned model's output has another length than the original's, by design of the model.
 VALUE_SHAPED = {"fastspeech2_conformer": "FastSpeech2-Conformer's output length is the sum of the durations "
-                                         "it predicts from values"}
+                                         "it predicts from values",
+                "fastspeech2_conformer_with_hifigan": "FastSpeech2-Conformer's output length (here before its "
+                                                      "HiFi-GAN vocoder) is the sum of the durations it predicts "
+                                                      "from values"}
 
 
-def _cause(record: dict[str, Any]) -> str:
+def _cause(record: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
     error = record.get("error", "")
+    parent = re.search(r"\(a part of (.+)\)", error) if "no model class" in error else None
+    if parent and results.get(parent[1], {}).get("stage") == "done":
+        return f"covered by its composite {parent[1]} (no model class of its own; the {parent[1]} row runs it)"
+    if parent:
+        return f"transformers maps no model class for this config; its composite {parent[1]} does not pass (its row)"
     if record["model"] in STOCHASTIC and ("differs from the masked dense" in error or "output shapes" in error):
         return f"not comparable: {STOCHASTIC[record['model']]}, so verification cannot match values"
     if record["model"] in VALUE_SHAPED and "has shape" in error:
@@ -272,9 +453,9 @@ def _out_of_scope(record: dict[str, Any]) -> bool:
     return record["stage"] == "build"
 
 
-def _row(r: dict[str, Any]) -> str:
+def _row(r: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
     ok = r["stage"] == "done"
-    status = ("ok" + ("" if r.get("exact", True) else " (inexact)")) if ok else f"**{_cause(r)}**"
+    status = ("ok" + ("" if r.get("exact", True) else " (inexact)")) if ok else f"**{_cause(r, results)}**"
     frozen = "; ".join(r.get("frozen", [])) or "—"
     return (f"| {r['model']} | {r.get('variant', '')} | {r.get('input', '—')} | {status} | {r.get('output', '—')} | "
             f"{common.pct(r.get('params_before'), r.get('params_after'))} | "
@@ -322,7 +503,7 @@ def write_table(results: dict[str, dict[str, Any]], names: list[str], command: s
         "round trip | frozen groups (why) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [_row(results[n]) for n in names if n in results]
+    lines += [_row(results[n], results) for n in names if n in results]
     lines += [f"| {n} | | | not run in this pass | | | | | | | | |" for n in names if n not in results]
     return "\n".join(lines) + "\n"
 

@@ -43,10 +43,16 @@ def _from_config(model_class: Callable[..., nn.Module], config: Any) -> nn.Modul
 
 
 def reference(model: nn.Module) -> nn.Module:
-    """What the model's own config builds (on the meta device): the layout is taken against it,
-    so a model pruned the same in every layer records no differences."""
+    """What the model's own config builds once saved and read back (on the meta device): the layout
+    is taken against it, so a model pruned the same in every layer records no differences.
+
+    NOTE: read back, as ``from_pretrained`` reads it: a config may derive a field again from the
+    others (UnlimitedOcr's ``head_dim = hidden_size // num_attention_heads``), so a width it held in
+    memory is lost in the file; against the read-back config the layout records that width.
+    """
+    config = model.config
     with torch.device("meta"):
-        return _from_config(type(model), copy.deepcopy(model.config))
+        return _from_config(type(model), type(config).from_dict(copy.deepcopy(config.to_dict())))
 
 
 def write(model: nn.Module, folder: Path) -> None:

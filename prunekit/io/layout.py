@@ -29,8 +29,10 @@ LAYOUT_KEYS = ("tensors", "attributes", "identity", "none")
 # a class anywhere else is refused, so loading a manifest never imports code the file chooses.
 _OWN_PACKAGE = "prunekit."
 # NOTE: module attributes that are state, not architecture; never recorded (transformers' loader
-# skips initialising a module marked ``_is_hf_initialized``, non-persistent buffers included).
-_SKIPPED_ATTRIBUTES = frozenset({"training", "_is_hf_initialized"})
+# skips initialising a module marked ``_is_hf_initialized``, non-persistent buffers included; a
+# model marked ``_output_capturing_hooks_installed``, set by its first forward that records hidden
+# states, never installs the hooks that collect them).
+_SKIPPED_ATTRIBUTES = frozenset({"training", "_is_hf_initialized", "_output_capturing_hooks_installed"})
 _Scalar = (bool, int, float, str, type(None))
 _NOT_RECORDABLE = object()
 

@@ -184,3 +184,42 @@ def test_granite_docling_sliced_position_table_round_trips(tmp_path: Path) -> No
         assert torch.equal(loaded.get_buffer(name), small.get_buffer(name)), name
     _same_state(loaded, small)
     _same_outputs(loaded, small)
+
+
+def test_hidden_states_of_a_model_run_before_saving_load_back(tmp_path: Path) -> None:
+    # NOTE: transformers marks a model `_output_capturing_hooks_installed` on the first forward that
+    # asks for hidden states; recorded in the layout, it told the loaded model its hooks were in
+    # place, and hidden_states came back empty (LLaVA reads them: an IndexError after loading).
+    torch.manual_seed(0)
+    config = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=4, image_size=32, patch_size=8)
+    small = _pruned_vision(transformers.CLIPVisionModel(config))
+    with torch.no_grad():
+        want = small.eval()(_pixels(), output_hidden_states=True).hidden_states
+    loaded = prunekit.load(prunekit.save(small, tmp_path / "c"))
+    with torch.no_grad():
+        got = loaded(_pixels(), output_hidden_states=True).hidden_states
+    assert len(got) == len(want) == 3
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_config_that_derives_head_dim_again_loads_back(tmp_path: Path) -> None:
+    # NOTE: UnlimitedOcr's text config sets head_dim = hidden_size // num_attention_heads when it is
+    # read; half the heads cut (head_dim kept) is a width the file cannot say. The layout was taken
+    # against the config in memory, so it recorded nothing and the folder did not load back.
+    torch.manual_seed(0)
+    config = transformers.UnlimitedOcrTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                 num_attention_heads=4, num_key_value_heads=4, vocab_size=100,
+                                                 max_position_embeddings=32)
+    model = transformers.UnlimitedOcrTextModel(config).eval()
+    x = _tokens()
+    graph = DependencyGraph.trace(model, x)
+    heads = _heads(graph)
+    assert heads
+    small = apply(model, graph, allocate(graph, {g.id: random(g, model, seed=0) for g in heads}, 0.5),
+                  example_inputs=x).eval()
+    assert small.config.head_dim == 8 and small.config.num_attention_heads == 2
+    loaded = prunekit.load(prunekit.save(small, tmp_path / "u"))
+    _same_state(loaded, small)
+    torch.testing.assert_close(_out(loaded), _out(small), rtol=0, atol=0)
