@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # NOTE: this checkout's prunekit, not the installed one
 import _coverage_common as common  # noqa: E402
+import _hf_signals as signals  # noqa: E402
 
 from prunekit.graph.handlers.hf_modules import same_head_dims  # noqa: E402
 
@@ -69,8 +70,9 @@ EXTRA: dict[str, dict[str, Any]] = {
     "zamba": {"layers_block_type": ["hybrid", "hybrid"]},
 }
 TASKS = ("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
-         "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
-         "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "MODEL_MAPPING_NAMES")
+         "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
+         "MODEL_FOR_MASKED_LM_MAPPING_NAMES", "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+         "MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES", "MODEL_MAPPING_NAMES")
 
 
 def architectures() -> list[str]:
@@ -86,6 +88,7 @@ def _config(model_type: str) -> Any:
     if getattr(default, "sub_configs", None):
         raise LookupError("composite config (sub-configs: a multimodal model), not sized by this survey")
     small = {k: v for k, v in SMALL.items() if type(getattr(default, k, None)) is int} | EXTRA.get(model_type, {})
+    small |= signals.signal_config(default)
     if type(getattr(default, "kv_lora_rank", None)) is int:
         small |= {k: v for k, v in MLA.items() if type(getattr(default, k, None)) is int}
         small["num_key_value_heads"] = small.get("num_attention_heads", 4)
@@ -143,11 +146,14 @@ def _model_class(model_type: str) -> tuple[Any, str]:
 
 
 def _inputs(model: Any, config: Any, task: str) -> tuple[Any, ...]:
-    """Positional inputs by forward parameter name: pixel values, or token ids (and decoder ids)."""
+    """Positional inputs by forward parameter name: a signal (audio, time series: ``_hf_signals``), pixel
+    values, or token ids (and decoder ids); an optional parameter before the last input is None."""
     gen = torch.Generator().manual_seed(0)
     named: dict[str, torch.Tensor] = {}
     params = list(inspect.signature(model.forward).parameters)
-    if "pixel_values" in params and "input_ids" not in params:
+    if signal := signals.signal_inputs(model, config, params, gen):
+        named |= signal
+    elif "pixel_values" in params and "input_ids" not in params:
         size = getattr(config, "image_size", 32)
         size = size if isinstance(size, int) else 32
         named["pixel_values"] = torch.randn(1, getattr(config, "num_channels", 3), size, size, generator=gen)
@@ -164,7 +170,7 @@ def _inputs(model: Any, config: Any, task: str) -> tuple[Any, ...]:
             named[mask] = torch.ones_like(named[ids])
     last = max(params.index(n) for n in named if not n.endswith("attention_mask"))
     inputs = tuple(named.get(p) for p in params[:last + 1])
-    if any(t is None for t in inputs):
+    if any(t is None and not signals.optional(model.forward, p) for p, t in zip(params, inputs)):
         raise LookupError(f"forward takes {[p for p, t in zip(params, inputs) if t is None]} before the inputs")
     return inputs
 
