@@ -2,7 +2,8 @@
 
 Used by coverage_hf.py. Audio (log-mel ``input_features``, raw ``input_values``, spectrograms), time
 series (``past_values`` with their time features and masks, ``future_values``), trajectories
-(Decision Transformer) and the inputs some models take beside the ids (layout boxes, ``inputs``).
+(Decision Transformer), videos (``pixel_values`` of ``num_frames`` frames) and the inputs some models take
+beside the ids (layout boxes, ``inputs``).
 Sizes come from the config (mel bins, the conv feature extractor's strides and kernels, context and
 prediction lengths). Where the config does not say the layout (mel bins first or frames first, one
 channel axis or none), the candidates are tried in order and the first the model runs is kept.
@@ -49,7 +50,9 @@ def signal_inputs(model: Any, config: Any, params: list[str], gen: torch.Generat
 
     Each candidate layout is run once; the first the model accepts is returned (else the last error).
     """
-    if not any(p in params for p in SIGNAL_FIELDS) or "pixel_values" in params and "input_ids" not in params:
+    video = "pixel_values" in params and _int(config, "num_frames")
+    if not video and (not any(p in params for p in SIGNAL_FIELDS) or "pixel_values" in params
+                      and "input_ids" not in params):
         return {}
     error: Exception | None = None
     for named in _candidates(config, params, gen):
@@ -67,7 +70,11 @@ def signal_inputs(model: Any, config: Any, params: list[str], gen: torch.Generat
 def _candidates(config: Any, params: list[str], gen: torch.Generator) -> Iterator[dict[str, Any]]:
     """Candidate inputs, most specific first."""
     get = lambda name, fallback=None: _int(config, name, fallback)  # noqa: E731
-    if "input_features" in params or "audio_mel" in params:
+    if "pixel_values" in params and get("num_frames"):  # a video: frames x channels x height x width
+        size, channels, frames = get("image_size", 32), get("num_channels", 3), get("num_frames")
+        for shape in ((1, frames, channels, size, size), (1, channels, frames, size, size)):
+            yield {"pixel_values": torch.randn(*shape, generator=gen)}
+    elif "input_features" in params or "audio_mel" in params:
         name = "input_features" if "input_features" in params else "audio_mel"
         mel = (get("num_mel_bins") or get("input_feat_size") or get("feature_projection_input_dim")
                or (get("input_feat_per_channel") or 0) * (get("input_channels") or 1) or get("feature_size") or 80)

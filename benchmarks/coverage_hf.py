@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # NOTE: this checkout's prunekit, not the installed one
 import _coverage_common as common  # noqa: E402
+import _hf_configs as configs  # noqa: E402
 import _hf_signals as signals  # noqa: E402
 
 from prunekit.graph.handlers.hf_modules import same_head_dims  # noqa: E402
@@ -88,7 +89,7 @@ def _config(model_type: str) -> Any:
     if getattr(default, "sub_configs", None):
         raise LookupError("composite config (sub-configs: a multimodal model), not sized by this survey")
     small = {k: v for k, v in SMALL.items() if type(getattr(default, k, None)) is int} | EXTRA.get(model_type, {})
-    small |= signals.signal_config(default)
+    small |= signals.signal_config(default) | configs.fit(default, small)
     if type(getattr(default, "kv_lora_rank", None)) is int:
         small |= {k: v for k, v in MLA.items() if type(getattr(default, k, None)) is int}
         small["num_key_value_heads"] = small.get("num_attention_heads", 4)
@@ -103,10 +104,13 @@ def _config(model_type: str) -> Any:
         config = None
     if config is None or set(getattr(config, "layer_types", None) or ()) == {"linear_attention"}:
         config = CONFIG_MAPPING[model_type](**(small | _hybrid_layout(model_type, default) | EXTRA.get(model_type, {})))
-    if getattr(config, "qk_rope_head_dim", None):
-        config.head_dim = config.qk_rope_head_dim  # NOTE: MLA's head_dim is its rotary part
-    elif getattr(config, "head_dim", None) is not None and getattr(config, "hidden_size", None):
-        config.head_dim = config.hidden_size // config.num_attention_heads
+    try:
+        if getattr(config, "qk_rope_head_dim", None):
+            config.head_dim = config.qk_rope_head_dim  # NOTE: MLA's head_dim is its rotary part
+        elif getattr(config, "head_dim", None) is not None and getattr(config, "hidden_size", None):
+            config.head_dim = config.hidden_size // config.num_attention_heads
+    except (RuntimeError, AttributeError):  # NOTE: per-layer head sizes (Gemma 4), or a derived head_dim (Falcon)
+        pass
     return config
 
 
@@ -155,7 +159,7 @@ def _inputs(model: Any, config: Any, task: str) -> tuple[Any, ...]:
         named |= signal
     elif "pixel_values" in params and "input_ids" not in params:
         size = getattr(config, "image_size", 32)
-        size = size if isinstance(size, int) else 32
+        size = size if isinstance(size, int) else size[0] if isinstance(size, (list, tuple)) else 32
         named["pixel_values"] = torch.randn(1, getattr(config, "num_channels", 3), size, size, generator=gen)
     else:
         vocab = min(getattr(config, "vocab_size", 128) or 128, 128)

@@ -1,0 +1,83 @@
+"""Small config fields that must agree with the survey's common ones (used by coverage_hf.py).
+
+The common overrides (width 64, 4 heads, 2 layers) leave some configs inconsistent: a head size or a
+key/value head count left None for the model to derive in ways that need the default width, a
+rotary size above the head size, multimodal rotary sections that must sum to half the head size,
+grouped convs with more groups than channels, and per-stage lists of hierarchical models (heads per
+stage next to a smaller width, widths and depths per stage). Lists keep their length; their values
+are scaled, so the stage layout stays the model's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+HEAD = 16  # the survey's head size: width 64 / 4 heads
+HEAD_LISTS = ("num_heads", "num_attention_heads", "num_attention_heads_per_stage")
+WIDTH_LISTS = ("hidden_sizes", "embed_dim_per_stage", "base_attn_unit_dims")
+DEPTH_LISTS = ("depths", "blocks_per_stage", "num_block_repeats", "n_attn_blocks")
+FIRST_WIDTH = 16  # the first stage's width when a model lists its widths per stage
+
+
+def fit(default: Any, small: dict[str, Any]) -> dict[str, Any]:
+    """Fields to add to ``small`` so that ``default``'s config class builds a consistent small model."""
+    fields = vars(default)
+    out: dict[str, Any] = {}
+    if "num_attention_heads" in small:
+        if "head_dim" in fields and fields["head_dim"] is None:
+            out["head_dim"] = HEAD
+        if "num_key_value_heads" in fields and fields["num_key_value_heads"] is None:
+            out["num_key_value_heads"] = small["num_attention_heads"]
+    if type(fields.get("rotary_dim")) is int and fields["rotary_dim"] > HEAD:
+        out["rotary_dim"] = HEAD // 2
+    rope = fields.get("rope_parameters")
+    reads_sections = "mrope_section" in getattr(type(default), "ignore_keys_at_rope_validation", ())
+    if isinstance(rope, dict) and (isinstance(rope.get("mrope_section"), (list, tuple)) or reads_sections):
+        # NOTE: multimodal rotary sections (time, height, width) split half the rotary size; a model that
+        # reads them with a code default ([16, 24, 24]) gets them written out
+        partial = rope.get("partial_rotary_factor") or fields.get("partial_rotary_factor") or 1.0
+        half = int((small.get("head_dim") or out.get("head_dim") or HEAD) * partial) // 2
+        out["rope_parameters"] = rope | {"mrope_section": _scaled_to_sum(list(rope.get("mrope_section") or [2, 3, 3]),
+                                                                          half)}
+    width = small.get("hidden_size") or small.get("embed_dim")
+    for name in ("upsample_groups", "groups"):
+        if type(fields.get(name)) is int and width and fields[name] > width:
+            out[name] = width
+    out |= _stages(fields, small)
+    return out
+
+
+def _stages(fields: dict[str, Any], small: dict[str, Any]) -> dict[str, Any]:
+    """Per-stage lists: heads scaled with the first stage's width, widths from FIRST_WIDTH, depth 1."""
+    out: dict[str, Any] = {}
+    if not any(_ints(fields.get(n)) for n in HEAD_LISTS + WIDTH_LISTS + DEPTH_LISTS):
+        return out
+    stages = fields.get("num_stages")
+    if type(stages) is int:  # NOTE: ConvNeXt maps num_hidden_layers to num_stages: one per listed stage
+        out |= {name: stages for name in ("num_hidden_layers", "num_stages") if name in small or name == "num_stages"}
+    if fields.get("image_size") is not None and "image_size" in small:
+        out["image_size"] = fields["image_size"]  # NOTE: windows and stage strides need the default resolution
+    scale = None
+    if type(fields.get("embed_dim")) is int and "embed_dim" in small:
+        scale = small["embed_dim"] / fields["embed_dim"]
+    for name in WIDTH_LISTS:
+        if _ints(fields.get(name)):
+            scale = scale or FIRST_WIDTH / fields[name][0]
+            out[name] = type(fields[name])(max(1, round(v * FIRST_WIDTH / fields[name][0])) for v in fields[name])
+    for name in HEAD_LISTS:
+        if _ints(fields.get(name)) and scale:
+            out[name] = type(fields[name])(max(1, round(v * scale)) for v in fields[name])
+    for name in DEPTH_LISTS:
+        if _ints(fields.get(name)):
+            out[name] = type(fields[name])(1 for _ in fields[name])
+    return out
+
+
+def _scaled_to_sum(values: list[int], total: int) -> list[int]:
+    """``values`` scaled to sum to ``total`` (each at least 1; the last takes the rounding)."""
+    scaled = [max(1, v * total // sum(values)) for v in values[:-1]]
+    return [*scaled, max(1, total - sum(scaled))]
+
+
+def _ints(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(type(v) is int for v in value)
