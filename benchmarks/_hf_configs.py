@@ -15,19 +15,73 @@ from typing import Any
 HEAD = 16  # the survey's head size: width 64 / 4 heads
 HEAD_LISTS = ("num_heads", "num_attention_heads", "num_attention_heads_per_stage")
 WIDTH_LISTS = ("hidden_sizes", "embed_dim_per_stage", "base_attn_unit_dims")
-DEPTH_LISTS = ("depths", "blocks_per_stage", "num_block_repeats", "n_attn_blocks")
+DEPTH_LISTS = ("depths", "blocks_per_stage", "num_block_repeats", "n_attn_blocks", "block_sizes")
 FIRST_WIDTH = 16  # the first stage's width when a model lists its widths per stage
 
 
+def field(config: Any, name: str) -> Any:
+    """``config.name``, or None where the config refuses to say it globally (a per-layer field: Gemma 4)."""
+    try:
+        return getattr(config, name, None)
+    except RuntimeError:
+        return None
+
+
 def fit(default: Any, small: dict[str, Any]) -> dict[str, Any]:
-    """Fields to add to ``small`` so that ``default``'s config class builds a consistent small model."""
+    """``small`` made consistent for ``default``'s config class: fields it refuses to set dropped
+    (XLNet's unlimited positions, Falcon's derived head_dim, Funnel's layers), fields added."""
+    small = {k: v for k, v in small.items() if _settable(default, k, v)}
+    return small | _added(default, small)
+
+
+def _settable(default: Any, name: str, value: Any) -> bool:
+    try:
+        type(default)(**{name: value})
+    except (NotImplementedError, AttributeError):
+        return False
+    except Exception:  # NOTE: a field that only agrees with the others is judged with them
+        return True
+    return True
+
+
+def _builds(default: Any, small: dict[str, Any]) -> bool:
+    try:
+        type(default)(**small)
+    except Exception:  # NOTE: only whether it builds
+        return False
+    return True
+
+
+def _added(default: Any, small: dict[str, Any]) -> dict[str, Any]:
     fields = vars(default)
     out: dict[str, Any] = {}
-    if "num_attention_heads" in small:
+    heads, width = small.get("num_attention_heads"), small.get("hidden_size") or small.get("embed_dim")
+    if heads:
         if "head_dim" in fields and fields["head_dim"] is None:
             out["head_dim"] = HEAD
-        if "num_key_value_heads" in fields and fields["num_key_value_heads"] is None:
-            out["num_key_value_heads"] = small["num_attention_heads"]
+        kv = fields.get("num_key_value_heads", 0)
+        if kv is None or kv == fields.get("num_attention_heads") and not _builds(default, small):
+            out["num_key_value_heads"] = heads  # NOTE: multi-head by default; ESMC refuses grouped queries
+        for name, value in fields.items():  # an indexer's or a side attention's heads: within the query heads
+            if type(value) is int and name.endswith(("_num_heads", "_n_heads")) and name not in small and value > heads:
+                out[name] = heads
+    if fields.get("n_routed_experts", 0) is None:  # NOTE: dots1 routes no expert count by default
+        out |= {"n_routed_experts": 4, "n_shared_experts": 1, "num_experts_per_tok": 2}
+    vocab = small.get("vocab_size")
+    for name, value in fields.items():  # a special token id beyond the small vocabulary (a CTC blank)
+        if vocab and type(value) is int and name.endswith("token_id") and value >= vocab and name not in (
+                "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
+            out[name] = vocab - 1
+    positions = small.get("max_position_embeddings")
+    if positions and type(fields.get("context_size")) is int and fields["context_size"] > positions:
+        out["context_size"] = positions
+    if width and type(fields.get("hidden_size")) is int:
+        for name in ("codebook_dim", "adapter_input_size"):  # NOTE: must equal the width (no projection)
+            if fields.get(name) == fields["hidden_size"]:
+                out[name] = width
+    if type(fields.get("expand")) is int and "num_heads" in small and width and not _builds(default, small):
+        out["num_heads"] = width * fields["expand"] // (small.get("head_dim") or HEAD)  # Mamba-2: heads x head
+                                                                                        # size = width x expand
     if type(fields.get("rotary_dim")) is int and fields["rotary_dim"] > HEAD:
         out["rotary_dim"] = HEAD // 2
     rope = fields.get("rope_parameters")
@@ -39,7 +93,6 @@ def fit(default: Any, small: dict[str, Any]) -> dict[str, Any]:
         half = int((small.get("head_dim") or out.get("head_dim") or HEAD) * partial) // 2
         out["rope_parameters"] = rope | {"mrope_section": _scaled_to_sum(list(rope.get("mrope_section") or [2, 3, 3]),
                                                                           half)}
-    width = small.get("hidden_size") or small.get("embed_dim")
     for name in ("upsample_groups", "groups"):
         if type(fields.get(name)) is int and width and fields[name] > width:
             out[name] = width
@@ -52,6 +105,10 @@ def _stages(fields: dict[str, Any], small: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if not any(_ints(fields.get(n)) for n in HEAD_LISTS + WIDTH_LISTS + DEPTH_LISTS):
         return out
+    layers = fields.get("num_hidden_layers")
+    if "num_hidden_layers" in small and any(isinstance(fields.get(n), (list, tuple)) and len(fields[n]) == layers
+                                            for n in WIDTH_LISTS + DEPTH_LISTS + ("patch_sizes",)):
+        out["num_hidden_layers"] = layers  # NOTE: one listed entry per layer (Muse Spark's audio encoder)
     stages = fields.get("num_stages")
     if type(stages) is int:  # NOTE: ConvNeXt maps num_hidden_layers to num_stages: one per listed stage
         out |= {name: stages for name in ("num_hidden_layers", "num_stages") if name in small or name == "num_stages"}

@@ -50,7 +50,7 @@ def signal_inputs(model: Any, config: Any, params: list[str], gen: torch.Generat
 
     Each candidate layout is run once; the first the model accepts is returned (else the last error).
     """
-    video = "pixel_values" in params and _int(config, "num_frames")
+    video = "pixel_values" in params and "inputs" not in params and _int(config, "num_frames")
     if not video and (not any(p in params for p in SIGNAL_FIELDS) or "pixel_values" in params
                       and "input_ids" not in params):
         return {}
@@ -70,7 +70,7 @@ def signal_inputs(model: Any, config: Any, params: list[str], gen: torch.Generat
 def _candidates(config: Any, params: list[str], gen: torch.Generator) -> Iterator[dict[str, Any]]:
     """Candidate inputs, most specific first."""
     get = lambda name, fallback=None: _int(config, name, fallback)  # noqa: E731
-    if "pixel_values" in params and get("num_frames"):  # a video: frames x channels x height x width
+    if "pixel_values" in params and "inputs" not in params and get("num_frames"):  # a video: frames x C x H x W
         size, channels, frames = get("image_size", 32), get("num_channels", 3), get("num_frames")
         for shape in ((1, frames, channels, size, size), (1, channels, frames, size, size)):
             yield {"pixel_values": torch.randn(*shape, generator=gen)}

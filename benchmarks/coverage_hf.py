@@ -88,8 +88,8 @@ def _config(model_type: str) -> Any:
     default = CONFIG_MAPPING[model_type]()
     if getattr(default, "sub_configs", None):
         raise LookupError("composite config (sub-configs: a multimodal model), not sized by this survey")
-    small = {k: v for k, v in SMALL.items() if type(getattr(default, k, None)) is int} | EXTRA.get(model_type, {})
-    small |= signals.signal_config(default) | configs.fit(default, small)
+    small = {k: v for k, v in SMALL.items() if type(configs.field(default, k)) is int} | EXTRA.get(model_type, {})
+    small = configs.fit(default, small | signals.signal_config(default))
     if type(getattr(default, "kv_lora_rank", None)) is int:
         small |= {k: v for k, v in MLA.items() if type(getattr(default, k, None)) is int}
         small["num_key_value_heads"] = small.get("num_attention_heads", 4)
