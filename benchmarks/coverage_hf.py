@@ -266,6 +266,53 @@ VALUE_SHAPED = {"fastspeech2_conformer": "FastSpeech2-Conformer's output length 
                                          "it predicts from values"}
 
 
+# Models the survey's small config or inputs cannot give what they need (found by reading their build
+# error; a record that fails elsewhere, or passes, is not named by these). Not prunekit's limits.
+_PATCHIFIED = ("a vision tower that takes patchified pixels with their grid (grid_thw, position ids, spatial "
+               "shapes), the input a multimodal model's processor makes; not given by this survey")
+SURVEY_LIMITS: dict[str, str] = {
+    "dinat": "needs the natten library (a compiled extension, not installed here)",
+    "layoutlmv2": "needs detectron2 for its visual backbone (not installed here)",
+    "timm_backbone": "a wrapper around a timm backbone named in its config (timm's families: COVERAGE_timm.md)",
+    "xmod": "needs a language chosen (set_default_language) before its forward: per-language adapters, no default",
+    "lxmert": "needs detected-object features and boxes (visual_feats, visual_pos) beside the ids",
+    "vilt": "needs an image beside the ids (a multimodal input)",
+    "seggpt": "needs a prompt image and a prompt mask beside the image",
+    "nougat": "its donut_swin encoder sub-config cannot be built standalone from CONFIG_MAPPING",
+    "mgp-str": "needs a 32x128 (non-square) image; the survey gives square images",
+    "reformer": "its causal LM head needs is_decoder=True and LSH chunks no longer than the input",
+    "recurrent_gemma": "2 layers hold only recurrent blocks (attention every 3rd); transformers' mask code needs "
+                       "an attention layer",
+    "gemma3n_text": "KV-sharing layers: with 2 layers, no layer produces the cache the sharing layers read",
+    "cohere_compass_text": "rotary parameters given per layer type (full / sliding), not written by the small config",
+    "dots3_note_text": "a per-layer config (per_layer_config keyed by fixed layer indices), not sized by this survey",
+    "dots3_note_vision_encoder": "a per-layer config keyed by fixed layer indices up to 41; 2 layers refuse them",
+    "efficientloftr": "its width must equal the last of its per-stage out_features (256), not scaled by the survey",
+    "gemma4_assistant": "its config validation requires hidden_size_per_layer_input 0 beside the small width",
+    "glm5_next_text": "its sparse-attention (DSA) layers need no rotary part, the survey's MLA sizes give 8",
+    "hy_v4_vl_text": "its rotary sections must sum to half the MLA rotary size, not of the head size",
+    "kolibri1_1": "index heads must fit in the query heads of one key head (4 / 2 = 2)",
+    "lw_detr_vit": "its window count (16) must divide the image size; the survey's 32x32 image does not",
+    "layoutlmv3": "its layout embeddings (4 coordinate + 2 shape parts) must add up to the width: 6 parts do not "
+                  "divide the survey's 64",
+    "lilt": "its layout stream's 6 box embeddings must add up to the shrunk width, not sized by this survey",
+    "lfm2_moe": "its conv / attention layout (layer_types) is None by default, derived at full depth",
+    "qwen4_exp_text": "its indexer sizes are None by default (set only in released checkpoints)",
+    "xlstm": "the mLSTM state sizes follow the default width, not the small one (matC shape)",
+    "mimi_decoder": "a codec decoder: takes latents, not a signal or ids",
+    "pocket_tts_audio_tokenizer_decoder": "a codec decoder: takes latents, not a signal or ids",
+    "vibevoice_acoustic_tokenizer_decoder": "a codec decoder: takes latents (hidden_states), not a signal",
+    "vibevoice_acoustic_tokenizer_encoder": "its encoder reads hidden_states of a stage not sized by this survey",
+    "nemotron3_5_transcribe_word_timestamp": "takes the audio encoder's embeddings (inputs_embeds), not a signal",
+    "axk1": "the small MLA sizes give a zero-size head part (view to [-1, 8, 0])",
+    "mistral4": "the small MLA sizes leave its rotary part and key heads apart (4 vs 2)",
+    **{m: _PATCHIFIED for m in ("cosmos3_edge_vision", "glm_image_vision", "hunyuan_vl_vision", "hy_v4_vl_vision",
+                                "inkling2_vision", "kimi_k25_vision", "lfm3_vl_vision", "llava_onevision1_5_vision",
+                                "muse_glimmer_vision", "muse_spark_vision", "ovis2_5_vision", "video_llama_3_vision",
+                                "gemma4_vision", "siglip2_vision_model", "minicpm_ocr_vision", "minicpmv4_7_vision")},
+}
+
+
 def _cause(record: dict[str, Any]) -> str:
     error = record.get("error", "")
     if record["model"] in STOCHASTIC and ("differs from the masked dense" in error or "output shapes" in error):
@@ -273,6 +320,8 @@ def _cause(record: dict[str, Any]) -> str:
     if record["model"] in VALUE_SHAPED and "has shape" in error:
         return (f"not comparable: {VALUE_SHAPED[record['model']]}; any change of the weights changes its output "
                 f"shape, so verification cannot compare it with the original")
+    if record["stage"] == "build" and record["model"] in SURVEY_LIMITS and "time box" not in error:
+        return f"survey limit: {SURVEY_LIMITS[record['model']]}"
     if record["stage"] == "build" and not any(t in record.get("error", "") for t, _ in CAUSES):
         return BEFORE_PRUNEKIT
     return common.cause(record, CAUSES)
