@@ -60,22 +60,21 @@ def _added(default: Any, small: dict[str, Any]) -> dict[str, Any]:
         if "head_dim" in fields and fields["head_dim"] is None:
             out["head_dim"] = HEAD
         kv = fields.get("num_key_value_heads", 0)
-        if kv is None or kv == fields.get("num_attention_heads") and not _builds(default, small):
+        if kv is None or kv == fields.get("num_attention_heads") and not _builds(default, small) \
+                and _builds(default, small | {"num_key_value_heads": heads}):
             out["num_key_value_heads"] = heads  # NOTE: multi-head by default; ESMC refuses grouped queries
-        for name, value in fields.items():  # an indexer's or a side attention's heads: within the query heads
-            if type(value) is int and name.endswith(("_num_heads", "_n_heads")) and name not in small and value > heads:
-                out[name] = heads
     if fields.get("n_routed_experts", 0) is None:  # NOTE: dots1 routes no expert count by default
         out |= {"n_routed_experts": 4, "n_shared_experts": 1, "num_experts_per_tok": 2}
-    vocab = small.get("vocab_size")
+    vocab = None if _builds(default, small) else small.get("vocab_size")
     for name, value in fields.items():  # a special token id beyond the small vocabulary (a CTC blank)
         if vocab and type(value) is int and name.endswith("token_id") and value >= vocab and name not in (
                 "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
             out[name] = vocab - 1
     positions = small.get("max_position_embeddings")
-    if positions and type(fields.get("context_size")) is int and fields["context_size"] > positions:
+    if positions and type(fields.get("context_size")) is int and fields["context_size"] > positions \
+            and not _builds(default, small):
         out["context_size"] = positions
-    if width and type(fields.get("hidden_size")) is int:
+    if width and type(fields.get("hidden_size")) is int and not _builds(default, small):
         for name in ("codebook_dim", "adapter_input_size"):  # NOTE: must equal the width (no projection)
             if fields.get(name) == fields["hidden_size"]:
                 out[name] = width
@@ -101,10 +100,14 @@ def _added(default: Any, small: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stages(fields: dict[str, Any], small: dict[str, Any]) -> dict[str, Any]:
-    """Per-stage lists: heads scaled with the first stage's width, widths from FIRST_WIDTH, depth 1."""
+    """Per-stage lists of a model whose stages the common fields break (heads per stage beside a scaled
+    ``embed_dim``: Swin; a stage count aliased to the layer count: ConvNeXt): heads scaled with the
+    width, widths from FIRST_WIDTH, depth 1, the stage count and the default image size kept."""
     out: dict[str, Any] = {}
-    if not any(_ints(fields.get(n)) for n in HEAD_LISTS + WIDTH_LISTS + DEPTH_LISTS):
-        return out
+    windowed = type(fields.get("embed_dim")) is int and "embed_dim" in small and any(
+        _ints(fields.get(n)) for n in HEAD_LISTS)  # NOTE: Swin and kin: heads per stage next to a scaled width
+    if not windowed and type(fields.get("num_stages")) is not int:
+        return out  # NOTE: other hierarchical models build with the common fields and keep their lists
     layers = fields.get("num_hidden_layers")
     if "num_hidden_layers" in small and any(isinstance(fields.get(n), (list, tuple)) and len(fields[n]) == layers
                                             for n in WIDTH_LISTS + DEPTH_LISTS + ("patch_sizes",)):

@@ -33,7 +33,9 @@ def signal_config(default: Any) -> dict[str, Any]:
     """
     fields = vars(default)
     small: dict[str, Any] = {}
-    if type(fields.get("max_source_positions")) is int:
+    audio = any(type(fields.get(n)) is int for n in ("num_mel_bins", "input_feat_per_channel",
+                                                       "feature_projection_input_dim"))
+    if type(fields.get("max_source_positions")) is int and audio:
         small["max_source_positions"] = FRAMES // 2
     if type(fields.get("max_length")) is int and type(fields.get("num_mel_bins")) is int:
         small["max_length"] = FRAMES
@@ -54,6 +56,8 @@ def signal_inputs(model: Any, config: Any, params: list[str], gen: torch.Generat
     if not video and (not any(p in params for p in SIGNAL_FIELDS) or "pixel_values" in params
                       and "input_ids" not in params):
         return {}
+    if "input_ids" in params and "bbox" not in params:  # NOTE: a text model with extra inputs (Pop2Piano's
+        return {}                                        # input_features) reads its ids
     error: Exception | None = None
     for named in _candidates(config, params, gen):
         try:
