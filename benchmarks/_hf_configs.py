@@ -90,8 +90,9 @@ def _added(default: Any, small: dict[str, Any]) -> dict[str, Any]:
         # reads them with a code default ([16, 24, 24]) gets them written out
         partial = rope.get("partial_rotary_factor") or fields.get("partial_rotary_factor") or 1.0
         half = int((small.get("head_dim") or out.get("head_dim") or HEAD) * partial) // 2
-        out["rope_parameters"] = rope | {"mrope_section": _scaled_to_sum(list(rope.get("mrope_section") or [2, 3, 3]),
-                                                                          half)}
+        if half >= 3:  # NOTE: three sections of at least one; a smaller rotary part (Qwen3.5) keeps its own
+            out["rope_parameters"] = rope | {"mrope_section": _scaled_to_sum(
+                list(rope.get("mrope_section") or [2, 3, 3]), half)}
     for name in ("upsample_groups", "groups"):
         if type(fields.get(name)) is int and width and fields[name] > width:
             out[name] = width

@@ -280,6 +280,7 @@ SURVEY_LIMITS: dict[str, str] = {
     "seggpt": "needs a prompt image and a prompt mask beside the image",
     "nougat": "its donut_swin encoder sub-config cannot be built standalone from CONFIG_MAPPING",
     "mgp-str": "needs a 32x128 (non-square) image; the survey gives square images",
+    "mobilevitv2": "its stages shrink a 32x32 image to 2x2 before a 4x4 unfold: needs its default 256x256 image",
     "reformer": "its causal LM head needs is_decoder=True and LSH chunks no longer than the input",
     "recurrent_gemma": "2 layers hold only recurrent blocks (attention every 3rd); transformers' mask code needs "
                        "an attention layer",
@@ -302,7 +303,8 @@ SURVEY_LIMITS: dict[str, str] = {
     "mimi_decoder": "a codec decoder: takes latents, not a signal or ids",
     "pocket_tts_audio_tokenizer_decoder": "a codec decoder: takes latents, not a signal or ids",
     "vibevoice_acoustic_tokenizer_decoder": "a codec decoder: takes latents (hidden_states), not a signal",
-    "vibevoice_acoustic_tokenizer_encoder": "its encoder reads hidden_states of a stage not sized by this survey",
+    "vibevoice_acoustic_tokenizer_encoder": "its forward names its audio input hidden_states, not read as a signal "
+                                            "by this survey",
     "nemotron3_5_transcribe_word_timestamp": "takes the audio encoder's embeddings (inputs_embeds), not a signal",
     "axk1": "the small MLA sizes give a zero-size head part (view to [-1, 8, 0])",
     "mistral4": "the small MLA sizes leave its rotary part and key heads apart (4 vs 2)",
@@ -322,7 +324,7 @@ def _cause(record: dict[str, Any]) -> str:
                 f"shape, so verification cannot compare it with the original")
     if record["stage"] == "build" and record["model"] in SURVEY_LIMITS and "time box" not in error:
         return f"survey limit: {SURVEY_LIMITS[record['model']]}"
-    if record["stage"] == "build" and not any(t in record.get("error", "") for t, _ in CAUSES):
+    if record["stage"] == "build" and not any(t in record.get("error", "") for t, _ in CAUSES + common.CAUSES):
         return BEFORE_PRUNEKIT
     return common.cause(record, CAUSES)
 
