@@ -280,6 +280,11 @@ SURVEY_LIMITS: dict[str, str] = {
     "seggpt": "needs a prompt image and a prompt mask beside the image",
     "nougat": "its donut_swin encoder sub-config cannot be built standalone from CONFIG_MAPPING",
     "mgp-str": "needs a 32x128 (non-square) image; the survey gives square images",
+    "muse_spark_audio": "its patch sizes, widths and depths are listed per layer (4 entries): 2 layers refuse them",
+    "granite_speech5_encoder": "its input projection reads stacked frames (320 features) the survey does not derive",
+    "fun_asr_nano_encoder": "its input is stacked low-frame-rate features (7 x 80) the survey does not derive",
+    **{m: "a hierarchical model whose per-stage sizes (windows, query strides, position tables) the survey does not "
+          "scale" for m in ("hiera", "levit", "sam2_hiera_det_model", "swin2sr")},
     "mobilevitv2": "its stages shrink a 32x32 image to 2x2 before a 4x4 unfold: needs its default 256x256 image",
     "reformer": "its causal LM head needs is_decoder=True and LSH chunks no longer than the input",
     "recurrent_gemma": "2 layers hold only recurrent blocks (attention every 3rd); transformers' mask code needs "
