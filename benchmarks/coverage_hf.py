@@ -285,6 +285,8 @@ SURVEY_LIMITS: dict[str, str] = {
     "fun_asr_nano_encoder": "its input is stacked low-frame-rate features (7 x 80) the survey does not derive",
     **{m: "a hierarchical model whose per-stage sizes (windows, query strides, position tables) the survey does not "
           "scale" for m in ("hiera", "levit", "sam2_hiera_det_model", "swin2sr")},
+    "efficientnet": "its hidden_dim is the top conv's width, which the survey's MLP size (128) sets while the head's "
+                    "batch norm keeps the default (2560)",
     "mobilevitv2": "its stages shrink a 32x32 image to 2x2 before a 4x4 unfold: needs its default 256x256 image",
     "reformer": "its causal LM head needs is_decoder=True and LSH chunks no longer than the input",
     "recurrent_gemma": "2 layers hold only recurrent blocks (attention every 3rd); transformers' mask code needs "
