@@ -72,6 +72,14 @@ def _under(name: str, roots: Collection[str]) -> bool:
     return any(name == r or name.startswith(r + ".") for r in roots)
 
 
+def _kind(module: nn.Module) -> type:
+    """The module's class; for a parametrized module (``weight_norm``), the class torch made its
+    per-instance ``Parametrized...`` class from, so that two instances of one architecture agree."""
+    from torch.nn.utils import parametrize
+
+    return type(module).__bases__[0] if parametrize.is_parametrized(module) else type(module)
+
+
 def layout_record(model: nn.Module, original: nn.Module, *, opaque: Collection[str] = ()) -> dict[str, Any]:
     """How ``model`` differs in shape from ``original``, its un-pruned architecture, as JSON data.
 
@@ -91,9 +99,9 @@ def layout_record(model: nn.Module, original: nn.Module, *, opaque: Collection[s
         if isinstance(module, nn.Identity) and before is not None and not isinstance(before, nn.Identity):
             identity.append(name)
             continue
-        if before is not None and type(module) is not type(before) and _is_replacement(type(module)):
+        if before is not None and _kind(module) is not _kind(before) and _is_replacement(type(module)):
             replaced[name] = _class_path(type(module))
-        elif before is None or type(module) is not type(before):
+        elif before is None or _kind(module) is not _kind(before):
             got = "nothing" if before is None else f"a {type(before).__name__}"
             raise ConfigError(
                 f"save: module '{name}' is a {type(module).__name__} but the original architecture "

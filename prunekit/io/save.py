@@ -53,9 +53,15 @@ def _check_target(target: Path, overwrite: bool) -> None:
 
 
 def _check_plain(model: nn.Module) -> None:
+    """Refuse prunekit's own parametrizations (sparsity masks, QAT fake-quant): they are not weights yet.
+
+    A model's own parametrization (``weight_norm``, as in wav2vec2's positional conv) is part of its
+    architecture: its tensors are saved as they are, and the rebuilt model has the same parametrization.
+    """
     from torch.nn.utils import parametrize
 
-    named = [n for n, m in model.named_modules() if parametrize.is_parametrized(m)]
+    named = [n for n, m in model.named_modules() if parametrize.is_parametrized(m) and any(
+        type(p).__module__.startswith("prunekit.") for ps in m.parametrizations.values() for p in ps)]
     if named:
         raise ConfigError(f"save: module '{named[0]}' still carries parametrizations (sparsity masks). "
                           f"Finalize the sparsifier first (sparsifier.finalize()), then save.")

@@ -58,6 +58,27 @@ def test_pruned_user_model_round_trip_with_model_argument(pattern: str, tmp_path
     assert all(torch.equal(before[k], v) for k, v in original.state_dict().items())
 
 
+class _WeightNormed(nn.Module):
+    """A conv whose weight is the model's own parametrization (weight_norm, as wav2vec2's positional conv)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.utils.parametrizations.weight_norm(nn.Conv1d(4, 4, 3, padding=1), dim=2)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).mean(-1))
+
+
+def test_a_models_own_parametrization_is_saved_and_loads(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, x = _WeightNormed().eval(), torch.randn(2, 4, 8)
+    folder = prunekit.save(model, tmp_path / "wn", original=_WeightNormed())
+    loaded = prunekit.load(folder, model=_WeightNormed())
+    assert "conv.parametrizations.weight.original0" in loaded.state_dict()
+    assert_same(loaded, model, x)
+
+
 def test_depth_pruned_round_trip_records_identity(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model, x = create("resnet20").eval(), example((2, 1, 28, 28))

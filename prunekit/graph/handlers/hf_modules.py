@@ -108,6 +108,8 @@ def _refresh_config(model: nn.Module) -> None:
     for module in model.modules():
         if is_attention(module):
             refresh_attention(module)
+    if getattr(config, "is_heterogeneous", False):  # NOTE: per-layer fields (Gemma 4, EmbeddingGemma 2) refuse a
+        return                                        # global value; the saved layout records the widths
     before = {name: getattr(config, name, None) for name in WIDTH_FIELDS}
     _refresh_hidden_size(model, config)  # NOTE: first guesses; the probes below decide
     _registered_widths(model, config)
