@@ -236,8 +236,19 @@ def _explicit_head_dim(model: nn.Module, config: Any) -> None:
     if getattr(config, "head_dim", None) is not None:
         return
     sizes = set(_head_dims(model).values())
-    if len(sizes) == 1:
-        config.head_dim = sizes.pop()
+    if len(sizes) != 1:
+        return
+    had = "head_dim" in vars(config)
+    config.head_dim = sizes.pop()
+    try:  # NOTE: a config without the field may validate it against per-stage head lists (Swin:
+        validate = getattr(config, "validate", None)  # head_dim * num_heads == embed_dim), refusing itself
+        if callable(validate):
+            validate()
+    except Exception:
+        if had:
+            config.head_dim = None
+        else:
+            del config.head_dim
 
 
 def _registered_widths(model: nn.Module, config: Any) -> None:
