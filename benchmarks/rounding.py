@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import shutil
 import statistics
@@ -47,6 +46,7 @@ from prunekit.io import load_weights, save_weights  # noqa: E402
 from prunekit.measure import count_macs, evaluate  # noqa: E402
 from prunekit.measure.latency import paired_latency  # noqa: E402
 from prunekit.recover import TrainConfig, train  # noqa: E402
+from prunekit.search.sensitivity import state_hash  # noqa: E402
 from prunekit.structured.pruner import StructuredPruner  # noqa: E402
 from prunekit.structured.model_timing import describe  # noqa: E402
 from prunekit.structured.rounding import TimingTable  # noqa: E402
@@ -70,22 +70,13 @@ def _always(model: nn.Module, x: torch.Tensor) -> TimingTable:
 
 
 def _variants(model: nn.Module, x: torch.Tensor, folder: Path, quick: bool) -> dict[str, dict]:
-    """Pruner keyword arguments per row label."""
+    """Pruner keyword arguments per row label (the timing tables they read are written into ``folder``)."""
     rule, never = folder / "old-rule.json", folder / "no-timing.json"
     rule.write_text(json.dumps(_always(model, x).to_dict()))
     never.write_text(json.dumps(TimingTable({}).to_dict()))
     default: dict = {"options": {"timings": str(never)}} if quick else {}  # NOTE: --quick times nothing
     return {"default (auto)": default, "exact widths (round_to=1)": {"round_to": 1},
             "old rule (8/16 always, within the 2 % band)": {"options": {"timings": str(rule)}}}
-
-
-def _fingerprint(model: nn.Module) -> str:
-    """The pruned model's tensors, hashed: two variants that cut the same channels give the same model, whose
-    fine-tune (seeded, deterministic) gives the same accuracy, so it runs once."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode() + str(tuple(tensor.shape)).encode() + tensor.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _baseline(name: str, splits, config: TrainConfig, root: Path) -> nn.Module:
@@ -179,6 +170,8 @@ def main() -> None:
     # NOTE: finished rows are kept per commit, so a run stopped part-way resumes where it was
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     record = Path("runs/rounding") / f"rows-{commit}.json"
+    if not args.quick:
+        record.parent.mkdir(parents=True, exist_ok=True)
     done: dict[str, str] = json.loads(record.read_text()) if record.is_file() and not args.quick else {}
     tuned_accuracy: dict[str, list[float]] = {}
     for name in args.models:
@@ -187,7 +180,7 @@ def main() -> None:
         accuracy = evaluate(dense, splits.test, max_batches=eval_batches).accuracy
         rows.append(f"| {name} | dense | - | 100 % | - | {100 * accuracy:.2f} % | - | - | - |")
         for speedup in SPEEDUPS:
-            for label, kwargs in _variants(dense, x, root, args.quick).items():
+            for label, kwargs in _variants(dense, x, root if args.quick else record.parent, args.quick).items():
                 key = f"{name}|{speedup}|{label}"
                 if key in done:  # NOTE: a row an interrupted run of this commit finished
                     print(done[key], flush=True)
@@ -195,7 +188,7 @@ def main() -> None:
                     continue
                 pruner = StructuredPruner({"macs": 1 / speedup}, **kwargs).fit(dense, x)
                 pruned = pruner.transform(dense)
-                same = _fingerprint(pruned)
+                same = state_hash(pruned)  # NOTE: two pruners that cut the same channels give one model
                 if same not in tuned_accuracy:
                     tuned_accuracy[same] = []
                     for seed in seeds:
@@ -217,7 +210,6 @@ def main() -> None:
                 rows.append(row)
                 if not args.quick:
                     done[key] = row
-                    record.parent.mkdir(parents=True, exist_ok=True)
                     record.write_text(json.dumps(done, indent=1))
     rows += ["", f"Baselines: {BASELINE.model_dump(exclude_defaults=True)}; fine-tune: "
              f"{FINETUNE.model_dump(exclude_defaults=True)}, seeds {seeds}; importance l2, local scope. "

@@ -77,7 +77,7 @@ def _kind(module: nn.Module) -> type:
     per-instance ``Parametrized...`` class from, so that two instances of one architecture agree."""
     from torch.nn.utils import parametrize
 
-    return type(module).__bases__[0] if parametrize.is_parametrized(module) else type(module)
+    return parametrize.type_before_parametrizations(module)
 
 
 def layout_record(model: nn.Module, original: nn.Module, *, opaque: Collection[str] = ()) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def run_layers(model: nn.Module, example_inputs: Any, ignore: Sequence[str] = ()
     modules named in ``ignore``: the layers a rank choice can apply to."""
     skip = tuple(f"{n}." for n in ignore)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
-              and n not in ignore and not n.startswith(skip or ("\0",))]
+              and n not in ignore and not n.startswith(skip)]
     seen = capture_io(model, example_inputs, [n for n, _ in layers])
     return [(n, m, seen[n][0]) for n, m in layers if n in seen]
 

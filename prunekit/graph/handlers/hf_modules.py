@@ -238,11 +238,10 @@ def _explicit_head_dim(model: nn.Module, config: Any) -> None:
     sizes = set(_head_dims(model).values())
     if len(sizes) != 1:
         return
-    had = "head_dim" in vars(config)
+    had, validate = "head_dim" in vars(config), getattr(config, "validate", None)
     config.head_dim = sizes.pop()
-    try:  # NOTE: a config without the field may validate it against per-stage head lists (Swin:
-        validate = getattr(config, "validate", None)  # head_dim * num_heads == embed_dim), refusing itself
-        if callable(validate):
+    try:  # NOTE: a config without the field may check it against per-stage head lists (Swin:
+        if callable(validate):  # head_dim * num_heads == embed_dim) and so refuse itself
             validate()
     except Exception:
         if had:
