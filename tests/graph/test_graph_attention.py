@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.nn import functional as F
 
 from prunekit.graph import DependencyGraph
 from prunekit.graph.constraints import ConstraintStore
@@ -97,9 +98,34 @@ def test_fused_qkv_view_cuts_q_k_v_alike() -> None:
     assert sorted(m.start for m in heads.members if m.tensor == "qkv.weight") == [0, 16, 32]
 
 
-def test_constant_head_count_freezes_the_heads() -> None:
-    """``reshape(B, N, 3, self.num_heads, d)`` would not follow pruning: the heads are not cut."""
-    graph = DependencyGraph.trace(QKVHeads(constant_heads=True).eval(), sequence(0, 5))
+def test_stored_head_count_follows_pruning_as_the_module_attribute() -> None:
+    """``reshape(B, N, 3, self.heads, self.head_dim)`` in a user's module: the one attribute that holds
+    the head count joins the heads' group, so whole heads are cut and ``apply`` rewrites ``heads``."""
+    model = QKVHeads(constant_heads=True).eval()
+    x = sequence(0, 5)
+    graph = DependencyGraph.trace(model, x)
+    group = graph.group("qkv.weight:0")
+    assert group.prunable and group.size == 4
+    assert [(module, attr) for module, attr, _, _ in group.size_attributes()] == [("", "heads")]
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable}, 0.5, round_to=1)
+    pruned = apply(model, graph, plan, example_inputs=x)  # verified against the masked model
+    assert pruned.heads == 2 and pruned.head_dim == 4 and pruned.qkv.out_features == 3 * 2 * 4
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x))
+
+
+class _LiteralHeads(QKVHeads):
+    """The head count written as a literal: no attribute says what to rewrite."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        b, n, _ = h.shape
+        q, k, v = self.qkv(h).reshape(b, n, 3, 4, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
+        return self.head((h + self.proj(o)).mean(1))
+
+
+def test_literal_head_count_freezes_the_heads() -> None:
+    graph = DependencyGraph.trace(_LiteralHeads().eval(), sequence(0, 5))  # head_dim is 4 too: not a count
     group = graph.group("qkv.weight:0")
     assert not group.prunable and any("constant head count" in r for r in group.reasons)
 

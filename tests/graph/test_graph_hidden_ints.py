@@ -18,9 +18,9 @@ class ComputedHeadSize(nn.Module):
     """Swin-V2-CR / VOLO: ``qkv(x).view(B, N, 3, self.heads, C // self.heads)`` with ``C`` read from
     ``x``: the head size changes with ``x``'s width, so ``x`` must keep its width."""
 
-    def __init__(self, dim: int = 8, heads: int = 2) -> None:
+    def __init__(self, dim: int = 8, heads: int = 2, stored: bool = True) -> None:
         super().__init__()
-        self.heads = heads
+        self.heads = heads if stored else None  # NOTE: not stored: the view's count is a literal below
         self.inp = nn.Linear(4, dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -30,7 +30,8 @@ class ComputedHeadSize(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.inp(x)
         b, n, c = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        heads = self.heads or 2
+        q, k, v = self.qkv(x).view(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
         o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
         return self.out(self.proj(o) + x + self.fc2(torch.relu(self.fc1(x))))
 
@@ -92,12 +93,23 @@ def _prune(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, DependencyGrap
 
 def test_size_computed_from_a_width_freezes_that_width() -> None:
     torch.manual_seed(0)
-    model, x = ComputedHeadSize(), torch.randn(2, 5, 4)
+    model, x = ComputedHeadSize(stored=False), torch.randn(2, 5, 4)
     pruned, graph, _ = _prune(model, x)
     width = next(g for g in graph.groups if "inp.weight" in {m.tensor for m in g.members})
     assert not width.prunable
     assert any("size computed from the width" in r for r in width.reasons)
     assert pruned.inp.out_features == 8 and pruned.fc1.out_features == 8
+
+
+def test_size_computed_from_a_width_with_a_stored_head_count_cuts_whole_heads() -> None:
+    """With ``self.heads`` stored, ``C // self.heads`` stays the head size when ``x``'s width is cut
+    in whole heads together with the heads of q, k and v, and ``apply`` rewrites ``heads``."""
+    torch.manual_seed(0)
+    model, x = ComputedHeadSize(), torch.randn(2, 5, 4)
+    pruned, graph, _ = _prune(model, x)
+    width = next(g for g in graph.groups if "inp.weight" in {m.tensor for m in g.members})
+    assert width.prunable and width.size == 2  # two heads of 4 channels
+    assert pruned.heads == 1 and pruned.inp.out_features == 4 and model.heads == 2
 
 
 def test_depthwise_groups_stored_at_init_follow_the_cut() -> None:

@@ -16,10 +16,11 @@ hardsigmoid hardtanh leaky_relu elu selu celu softplus softsign tanhshrink hards
 threshold reciprocal floor ceil round trunc frac clamp clamp_min clamp_max clip nan_to_num
 dropout dropout1d dropout2d dropout3d alpha_dropout feature_alpha_dropout contiguous clone detach
 to float double half bfloat16 type type_as zeros_like ones_like empty_like full_like rand_like
-randn_like logical_not bitwise_not isnan isinf isfinite requires_grad_ fill_ zero_ cpu cuda""".split()
+randn_like logical_not bitwise_not isnan isinf isfinite requires_grad_ fill_ zero_ cpu cuda conj conj_physical
+resolve_conj resolve_neg positive sgn angle real imag logsigmoid rrelu""".split()
 _BINARY = """add sub subtract mul multiply div divide true_divide floor_divide remainder fmod pow
 float_power maximum minimum fmax fmin atan2 hypot eq ne lt le gt ge where masked_fill lerp addcmul
-addcdiv logical_and logical_or logical_xor bitwise_and bitwise_or bitwise_xor copysign rsub""".split()
+addcdiv logical_and logical_or logical_xor bitwise_and bitwise_or bitwise_xor copysign rsub polar complex""".split()
 _DUNDER = """__add__ __radd__ __iadd__ __sub__ __rsub__ __isub__ __mul__ __rmul__ __imul__ __truediv__
 __rtruediv__ __itruediv__ __floordiv__ __rfloordiv__ __mod__ __rmod__ __pow__ __rpow__ __ipow__
 __neg__ __pos__ __abs__ __and__ __or__ __xor__ __invert__ __eq__ __ne__ __lt__ __le__ __gt__ __ge__

@@ -19,7 +19,10 @@ adaptive_max_pool2d adaptive_max_pool3d adaptive_avg_pool1d adaptive_avg_pool2d 
 lp_pool1d lp_pool2d lp_pool3d fractional_max_pool2d fractional_max_pool3d max_pool1d_with_indices
 max_pool2d_with_indices max_pool3d_with_indices adaptive_max_pool2d_with_indices interpolate
 upsample upsample_nearest upsample_bilinear grid_sample""".split()
-_REDUCE = "mean sum amax amin max min std var norm logsumexp prod nansum nanmean median".split()
+_REDUCE = """mean sum amax amin max min std var logsumexp prod nansum nanmean median std_mean var_mean aminmax all any
+count_nonzero""".split()
+# Norms take the order before the dims: ``x.norm(p, dim, keepdim)``, ``linalg.vector_norm(x, ord, dim, keepdim)``.
+_NORMS = [*resolve("norm"), torch.linalg.vector_norm, torch.linalg.norm, torch.linalg.matrix_norm]
 
 
 @register_rule(*resolve(*_SPATIAL))
@@ -41,9 +44,13 @@ def _spatial_rank(name: str, ndim: int) -> int:
     return max(ndim - 2, 1)  # interpolate / grid_sample: everything after (N, C)
 
 
-def _reduced(args: tuple[Any, ...], kwargs: dict[str, Any], ndim: int) -> tuple[set[int], bool]:
-    dim = kwargs.get("dim", args[1] if len(args) > 1 and not isinstance(args[1], torch.Tensor) else None)
-    keepdim = bool(kwargs.get("keepdim", args[2] if len(args) > 2 and isinstance(args[2], bool) else False))
+def _reduced(args: tuple[Any, ...], kwargs: dict[str, Any], ndim: int, at: int = 1,
+             default: Any = None) -> tuple[set[int], bool]:
+    """The dims reduced and ``keepdim``, with ``dim`` at position ``at`` and ``keepdim`` after it."""
+    given = args[at] if len(args) > at and not isinstance(args[at], torch.Tensor) else default
+    dim = kwargs.get("dim", given)
+    keepdim = bool(kwargs.get("keepdim", args[at + 1] if len(args) > at + 1 and isinstance(args[at + 1], bool)
+                              else False))
     if dim is None:
         return set(range(ndim)), keepdim
     dims = [dim] if isinstance(dim, int) else list(dim)
@@ -71,8 +78,59 @@ def reduction(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             ctx.set(t, kept if t.dim() == len(kept) else [None] * t.dim())
 
 
+@register_rule(*_NORMS)
+def norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """Norms over some dims: a p-norm with p >= 0 gives the pruned value when the removed channels
+    hold zeros (they add nothing), so a norm over channels is inexact but checkable by value."""
+    x = args[0]
+    order = arg(args, kwargs, 1, "ord" if "linalg" in ctx.current else "p", None)
+    default = (-2, -1) if ctx.current.endswith("matrix_norm") else None
+    reduced, keepdim = _reduced(args, kwargs, x.dim(), at=2, default=default)
+    dims = ctx.dims(x)
+    for d in reduced:
+        if isinstance(dims[d], Tracked):
+            ctx.store.inexact(dims[d], f"norm over channels in {ctx.where}",
+                              zero_safe=not (isinstance(order, (int, float)) and order < 0))
+    kept = [None if i in reduced else d for i, d in enumerate(dims)] if keepdim else \
+        [d for i, d in enumerate(dims) if i not in reduced]
+    ctx.set(out, kept if out.dim() == len(kept) else [None] * out.dim())
+
+
+@register_rule(*resolve("argmax", "argmin"))
+def arg_extreme(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """The index of the largest value: over channels it is a channel number, which pruning renumbers,
+    so those channels are frozen; other dims pass through."""
+    x = args[0]
+    dims = ctx.dims(x)
+    reduced, keepdim = _reduced(args, kwargs, x.dim())
+    for d in reduced:
+        if isinstance(dims[d], Tracked):
+            ctx.store.freeze(dims[d], f"a channel index taken by {ctx.where}")
+    kept = [None if i in reduced else d for i, d in enumerate(dims)] if keepdim else \
+        [d for i, d in enumerate(dims) if i not in reduced]
+    ctx.set(out, kept if out.dim() == len(kept) else [None] * out.dim())
+
+
+@register_rule(*resolve("cosine_similarity", "pairwise_distance"))
+def similarity(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """Two same-shaped inputs compared along one dim (cosine: ``dim``=1; distance: the last): their
+    channels are the same positions; over channels the result is inexact (cosine of zeroed channels
+    adds nothing; a distance adds ``eps`` per channel, so it is not checked by value)."""
+    a, b = args[0], arg(args, kwargs, 1, "x2", None)
+    if not isinstance(b, torch.Tensor) or a.shape != b.shape:
+        return ctx.opaque(args, kwargs, out, "inputs of different shapes")
+    cosine = ctx.current.endswith("cosine_similarity")
+    dim = arg(args, kwargs, 2, "dim", 1) % a.dim() if cosine else a.dim() - 1
+    keepdim = False if cosine else bool(arg(args, kwargs, 4, "keepdim", False))
+    dims = [ctx.store.unify(x, y, ctx.where) for x, y in zip(ctx.dims(a), ctx.dims(b))]
+    if isinstance(dims[dim], Tracked):
+        ctx.store.inexact(dims[dim], f"compared along channels by {ctx.where}", zero_safe=cosine)
+    kept = [None if i == dim else d for i, d in enumerate(dims)] if keepdim else dims[:dim] + dims[dim + 1:]
+    ctx.set(out, kept if out.dim() == len(kept) else [None] * out.dim())
+
+
 @register_rule(*resolve("softmax", "log_softmax", "softmin", "normalize", "cumsum", "cumprod",
-                        "local_response_norm"))
+                        "local_response_norm", "logcumsumexp", "gumbel_softmax"))
 def along_dim(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """Same shape out; values along ``dim`` are mixed (inexact when that dim holds channels)."""
     x = args[0]

@@ -83,7 +83,9 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             splits.append((whole, math.prod(out.shape[j] for j in dst[:-2]), dst[-1]))
             requested = _requested(args, kwargs, ctx.current, out.dim(), ctx)
             derived = [requested is not None and requested[j] == -1 for j in dst]
-            for j, d in zip(dst, _split_outer(ctx, whole, [out.shape[j] for j in dst], derived)):
+            raw = _raw_sizes(args, kwargs)
+            raw = [raw[j] for j in dst] if raw is not None and len(raw) == out.dim() else None
+            for j, d in zip(dst, _split_outer(ctx, whole, [out.shape[j] for j in dst], derived, raw)):
                 result[j] = d
     _tie_sizes_read_elsewhere(ctx, args, kwargs, result, splits)
     _head_count_on_fixed_data(ctx, args, kwargs, result)
@@ -412,7 +414,8 @@ def _requested(args: tuple[Any, ...], kwargs: dict[str, Any], func: str, ndim: i
     return sizes if len(sizes) == ndim else None
 
 
-def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) -> list[Dim]:  # type: ignore[no-untyped-def]
+def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  # type: ignore[no-untyped-def]
+                 raw: list[Any] | None = None) -> list[Dim]:
     """Layouts of the dims a channel dim is split into (``view(B, N, H, d)``).
 
     ``[C*f] -> [C, f]`` undoes a flatten (channels stay on the outer dim). Otherwise the last dim is
@@ -420,20 +423,25 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
     the dim before it, and any leading dims index equal chunks, as ``chunk`` does (``[3, H, d]`` of
     a fused qkv projection: head ``h`` of q, k and v is cut together). The head count must follow
     pruning: written as -1 (``derived``), or kept by the module's refresh (``HEAD_COUNT_FOLLOWS``);
-    a constant head count (``reshape(B, N, self.num_heads, d)``) freezes the channels.
+    a constant head count (``reshape(B, N, self.num_heads, d)``) follows only where one attribute of
+    a user module holds it (``_head_count_attribute``); elsewhere it freezes the channels. ``raw``:
+    the sizes as asked for (ints computed from widths are told apart), where known.
     """
     rest: list[Dim] = [None] * (len(sizes) - 1)
     factor = math.prod(sizes[1:])
     if all(s.inner % factor == 0 for s in layout.segments):
         return [Tracked(tuple(Segment(s.source, s.start, s.length, s.inner // factor) for s in layout.segments))] + rest
-    if not derived[-2] and not any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS):
+    if not derived[-2] and not any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS) and not _in_user_module(ctx):
         ctx.store.freeze(layout, f"channels split into several dims (heads) by {ctx.where} with a constant "
-                                 f"head count (write -1 for it, or register a refresh that updates it)")
+                                 f"head count (write -1 for it, keep it in one attribute of the module, or "
+                                 f"register a refresh that updates it)")
         return [None] * len(sizes)
     inside = _parts_inside_heads(ctx, sizes)  # NOTE: [H, 3, d]: head h holds its q, k and v (Persimmon, Bloom)
     heads = heads_of(ctx, layout, sizes[-2] * sizes[-1] if inside else sizes[-1])
     if heads is None:
         ctx.store.freeze(layout, f"channels split into several dims by {ctx.where}")
+        return [None] * len(sizes)
+    if not derived[-3 if inside else -2] and not _user_head_count(ctx, heads, sizes, raw, inside):
         return [None] * len(sizes)
     if ctx.module is not None:
         ctx.heads.setdefault(id(ctx.module), []).append(heads)
@@ -451,6 +459,33 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool]) ->
         ctx.store.unify(first, _slice(heads, k * per, per, ctx), ctx.where)
     _same_count(ctx, first, derived[-2])
     return [None] * (len(sizes) - 2) + [first, None]
+
+
+def _in_user_module(ctx) -> bool:  # type: ignore[no-untyped-def]
+    from prunekit.graph.handlers.user_modules import user_module
+
+    return user_module(ctx) is not None
+
+
+def _user_head_count(ctx, heads: Tracked, sizes: list[int], raw: list[Any] | None,  # type: ignore[no-untyped-def]
+                     inside: bool) -> bool:
+    """In a user's module (see ``user_modules``), the attribute holding a constant head count joins
+    the heads (of one chunk: q of a fused q|k|v), so ``apply`` rewrites it; False (the channels
+    frozen) where no one attribute holds it. True: the count follows (or not a user module)."""
+    from prunekit.graph.handlers.user_modules import head_count_attribute, user_module
+
+    if user_module(ctx) is None:
+        return True
+    at = -3 if inside else -2
+    attr = head_count_attribute(ctx, raw[at] if raw is not None else None)
+    if attr is None:
+        ctx.store.freeze(heads, f"channels split into several dims (heads) by {ctx.where} with a constant head "
+                                f"count that no one attribute of the module holds (write -1 for it, or keep it "
+                                f"in one attribute)")
+        return False
+    chunks = math.prod(sizes[:at])
+    ctx.store.use(heads if inside or chunks == 1 else _slice(heads, 0, sizes[at], ctx) or heads, attr, 0, "passive")
+    return True
 
 
 def _parts_inside_heads(ctx, sizes: list[int]) -> bool:  # type: ignore[no-untyped-def]
@@ -524,6 +559,28 @@ def permute(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     ctx.set(out, [dims[p] for p in perm])
 
 
+@register_rule(torch.Tensor.T.__get__, torch.Tensor.H.__get__)
+def reversed_property(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``x.T`` (and ``x.H``), read as a property: all dims reversed."""
+    dims = ctx.dims(args[0])
+    ctx.set(out, dims[::-1] if out.dim() == len(dims) else [None] * out.dim())
+
+
+@register_rule(torch.Tensor.mT.__get__, torch.Tensor.mH.__get__)
+def matrix_transposed_property(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``x.mT`` (and ``x.mH``), read as a property: the last two dims swapped."""
+    dims = ctx.dims(args[0])
+    if out.dim() != len(dims) or len(dims) < 2:
+        return ctx.opaque(args, kwargs, out, "unexpected output rank")
+    ctx.set(out, dims[:-2] + [dims[-1], dims[-2]])
+
+
+@register_rule(torch.Tensor.real.__get__, torch.Tensor.imag.__get__)
+def part_property(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``z.real`` and ``z.imag``: the same positions, each a real number."""
+    ctx.set(out, ctx.dims(args[0]))
+
+
 def _as_segments(d: Dim, size: int) -> tuple[Segment, ...]:
     if isinstance(d, Tracked):
         return d.segments
@@ -585,7 +642,8 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     sizes = [p.shape[dim] if p.dim() == x.dim() else 1 for p in pieces]
     layout = dims[dim]
     equal = len(set(sizes)) == 1
-    adaptive = equal and (name.endswith("chunk") or (
+    stored = _stored_split_size(ctx, args, kwargs, layout) if equal and len(pieces) > 1 else None
+    adaptive = equal and (name.endswith("chunk") or stored is not None or (
         name.rsplit(".", 1)[-1] == "split" and any(follows(ctx, len(pieces)) for follows in SPLIT_SIZE_FOLLOWS)))
     sections = not adaptive and name.rsplit(".", 1)[-1] == "split" and any(f(ctx) for f in SPLIT_SECTIONS_FOLLOW)
     for k, piece in enumerate(pieces):
@@ -595,6 +653,8 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
                 piece_dims[dim] = _slice(layout, sum(sizes[:k]), sizes[k], ctx)
             elif adaptive:
                 piece_dims[dim] = _slice(layout, k * sizes[0], sizes[0], ctx)
+                if k == 0 and stored is not None and isinstance(piece_dims[dim], Tracked):
+                    ctx.store.use(piece_dims[dim], stored, 0, "passive")
                 if k > 0:
                     ctx.store.unify(_slice(layout, 0, sizes[0], ctx), piece_dims[dim], ctx.where)
             else:
@@ -605,6 +665,64 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         if piece.dim() < x.dim():  # unbind drops the dim
             del piece_dims[dim]
         ctx.set(piece, piece_dims)
+
+
+@register_rule(*resolve("glu"))
+def glu(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``glu(x, dim)`` = first half * sigmoid(second half): channel ``j`` of the result reads channel
+    ``j`` of each half, so the halves are cut alike (as ``chunk(2)``)."""
+    x = args[0]
+    dims = ctx.dims(x)
+    dim = arg(args, kwargs, 1, "dim", -1) % x.dim()
+    layout, half = dims[dim], x.shape[dim] // 2
+    result = list(dims)
+    if isinstance(layout, Tracked):
+        first, second = _slice(layout, 0, half, ctx), _slice(layout, half, half, ctx)
+        if isinstance(first, Tracked) and isinstance(second, Tracked):
+            ctx.store.unify(first, second, ctx.where)
+        result[dim] = first
+    else:
+        result[dim] = None
+    ctx.set(out, result)
+
+
+@register_rule(*resolve("narrow", "select"))
+def narrow(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``x.narrow(dim, start, length)`` and ``x.select(dim, index)``: constant positions along
+    ``dim``, as ``x[:, start:start+length]`` and ``x[:, index]`` (channels there are frozen)."""
+    x = args[0]
+    dims = ctx.dims(x)
+    dim = arg(args, kwargs, 1, "dim", 0) % x.dim()
+    picked = ctx.current.endswith("select")
+    full = not picked and int(arg(args, kwargs, 3, "length", -1)) == x.shape[dim]
+    if isinstance(dims[dim], Tracked) and not full:
+        ctx.store.freeze(dims[dim], f"{'one channel picked' if picked else 'constant slice of channels'} by "
+                                    f"{ctx.where}")
+    result = dims[:dim] + dims[dim + 1:] if picked else dims[:dim] + [dims[dim] if full else None] + dims[dim + 1:]
+    ctx.set(out, result)
+
+
+@register_rule(*resolve("view_as_complex", "view_as_real"))
+def complex_view(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``view_as_complex`` folds a trailing dim of 2 (real, imaginary) into the dtype;
+    ``view_as_real`` unfolds it again (rotary embeddings in complex form); other dims keep their channels."""
+    x = args[0]
+    dims = ctx.dims(x)
+    if ctx.current.endswith("view_as_real"):
+        return ctx.set(out, dims + [None])
+    if isinstance(dims[-1], Tracked):
+        ctx.store.freeze(dims[-1], f"real and imaginary parts of channels folded by {ctx.where}")
+    ctx.set(out, dims[:-1])
+
+
+def _stored_split_size(ctx, args, kwargs, layout: Dim) -> str | None:  # type: ignore[no-untyped-def]
+    """``split(self.n_embd, dim)`` into equal parts in a user's module: the size attribute of the one
+    attribute holding the split size (``apply`` rewrites it to a part's pruned width); else None."""
+    if not isinstance(layout, Tracked) or ctx.current.rsplit(".", 1)[-1] != "split":
+        return None
+    from prunekit.graph.handlers.user_modules import split_size_attribute
+
+    return split_size_attribute(ctx, arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size")))
 
 
 def _sections_sized_by_widths(ctx, args, kwargs, dims: list[Dim], dim: int,  # type: ignore[no-untyped-def]

@@ -1,0 +1,78 @@
+"""A user's own attention module: head counts and split sizes kept as plain module attributes.
+
+Library classes (timm, transformers, torchvision) have refreshes that rewrite their sizes after a
+cut. A user's class has none, but its forward usually reads ``self.n_head`` (nanoGPT's
+``view(B, T, self.n_head, C // self.n_head)``) or ``self.n_embd`` (``split(self.n_embd, dim=2)``).
+When exactly one int attribute holds such a size, it joins the group of the channels it counts and
+``apply`` rewrites it (see ``ChannelGroup.attrs``), so the module is cut like a library one. A size
+no attribute holds, or several hold, stays a constant and freezes the channels, with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS, SIZE_TIES_KEPT, calling_module, size_attribute
+from prunekit.graph.registry import refresh_for
+
+__all__ = ["user_module", "head_count_attribute", "split_size_attribute"]
+
+_LIBRARY_PACKAGES = ("torch.", "torchvision.", "timm.", "transformers.", "prunekit.")
+_NOT_COUNTS = ("dim", "size", "width", "channel", "embd", "embed", "hidden")  # words that say "not a head count"
+
+
+def user_module(ctx: Any) -> tuple[nn.Module, str] | None:
+    """The module whose code runs the current op and its name, if it is a user's class (no refresh
+    of its own, not from a library whose classes prunekit handles)."""
+    module, scope = calling_module(ctx)
+    if module is None or refresh_for(module) is not None or type(module).__module__.startswith(_LIBRARY_PACKAGES):
+        return None
+    return module, scope
+
+
+def _ints(module: nn.Module, value: int) -> list[str]:
+    return [n for n, v in vars(module).items() if type(v) is int and v == value]
+
+
+def _head_counts(module: nn.Module) -> list[str]:
+    return [n for n, v in vars(module).items()
+            if type(v) is int and v > 1 and "head" in n.lower() and not any(w in n.lower() for w in _NOT_COUNTS)]
+
+
+def head_count_attribute(ctx: Any, count: Any) -> str | None:
+    """The size attribute of a user module's stored head count ``count`` (an int the view was given
+    as is): the one int attribute that holds it, or of several, the one named for heads (Meta's
+    Llama keeps ``n_kv_heads`` and ``n_rep`` both 2). None: not a user module, or no such attribute."""
+    found = user_module(ctx)
+    if found is None or type(count) is not int or count <= 1:
+        return None
+    module, scope = found
+    names = [n for n in _ints(module, count) if not any(w in n.lower() for w in _NOT_COUNTS)]
+    if len(names) > 1:
+        names = [n for n in names if "head" in n.lower()]
+    return size_attribute(scope, names[0], None) if len(names) == 1 else None
+
+
+def split_size_attribute(ctx: Any, size: Any) -> str | None:
+    """The size attribute of a user module's stored split size (nanoGPT's ``split(self.n_embd, 2)``):
+    the one int attribute (not a head count) that holds ``size``; None otherwise."""
+    found = user_module(ctx)
+    if found is None or type(size) is not int or size <= 1:
+        return None
+    module, scope = found
+    heads = set(_head_counts(module))
+    names = [n for n in _ints(module, size) if n not in heads]
+    return size_attribute(scope, names[0], None) if len(names) == 1 else None
+
+
+def _keeps_head_count(ctx: Any) -> bool:
+    """A user module holding a head count attribute: its views at that count follow the cut
+    (``shape._split_outer`` joins the attribute to the heads, or freezes a count it does not hold)."""
+    found = user_module(ctx)
+    return found is not None and bool(_head_counts(found[0]))
+
+
+HEAD_COUNT_FOLLOWS.append(_keeps_head_count)
+SIZE_TIES_KEPT.append(_keeps_head_count)

@@ -1,0 +1,268 @@
+"""A user's own modules, written the way people write them: nanoGPT's attention (fused q|k|v split
+at ``self.n_embd``, ``view(B, T, self.n_head, C // self.n_head)``), Meta's Llama attention (stored
+``n_heads``, ``n_kv_heads``, rotary embeddings in complex form), and ops that trade or mix channels
+(``glu``, ``pixel_shuffle``, ``F.unfold``, ``linalg.vector_norm``, ``cosine_similarity``). Each is
+cut, verified against the masked dense model, and its stored sizes follow the cut."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from prunekit.graph import DependencyGraph
+from prunekit.structured import StructuredPruner, allocate, apply
+from prunekit.graph.groups import tensor_of
+from prunekit.importance import score
+from prunekit.structured.apply import mask
+from prunekit.structured.verify import cuts_of
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, block_size: int) -> None:
+        super().__init__()
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
+        self.c_proj = nn.Linear(n_embd, n_embd)
+        self.n_head = n_head
+        self.n_embd = n_embd
+        self.register_buffer("bias", torch.tril(torch.ones(block_size, block_size)).view(1, 1, block_size, block_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))
+        y = F.softmax(att, dim=-1) @ v
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class Block(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, block_size: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd)
+        self.attn = CausalSelfAttention(n_embd, n_head, block_size)
+        self.ln_2 = nn.LayerNorm(n_embd)
+        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class NanoGPT(nn.Module):
+    """Token and position embeddings, blocks, a final norm and an LM head tied to the embedding."""
+
+    def __init__(self, vocab: int = 40, n_embd: int = 32, n_head: int = 4, n_layer: int = 2, block_size: int = 16) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(vocab, n_embd)
+        self.wpe = nn.Embedding(block_size, n_embd)
+        self.h = nn.ModuleList(Block(n_embd, n_head, block_size) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(n_embd)
+        self.lm_head = nn.Linear(n_embd, vocab, bias=False)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(0, idx.size(1), dtype=torch.long, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        for block in self.h:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+def test_nanogpt_is_cut_in_whole_heads_and_its_sizes_follow() -> None:
+    torch.manual_seed(0)
+    model = NanoGPT().eval()
+    idx = torch.randint(0, 40, (2, 12))
+    before = model(idx)
+    pruned = StructuredPruner({"ratio": 0.5}, round_to=1).fit_transform(model, idx)  # verified by apply
+    for block in pruned.h:
+        attn = block.attn
+        assert attn.n_head == 2 and attn.n_embd == attn.c_proj.out_features == 16
+        assert attn.c_attn.out_features == 3 * 16 and block.mlp[0].out_features == 64
+    assert pruned.lm_head.weight is pruned.wte.weight and pruned.wte.weight.shape == (40, 16)
+    assert pruned(torch.randint(0, 40, (1, 7))).shape == (1, 7, 40)  # another length runs too
+    torch.testing.assert_close(model(idx), before)  # the user's model is untouched
+
+
+class MetaAttention(nn.Module):
+    """Meta's Llama attention: stored head counts, GQA by ``repeat_interleave``, complex rotary."""
+
+    def __init__(self, dim: int = 32, n_heads: int = 4, n_kv_heads: int = 2, max_len: int = 16) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+        self.n_rep, self.head_dim = n_heads // n_kv_heads, dim // n_heads
+        self.wq = nn.Linear(dim, n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(dim, n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(n_heads * self.head_dim, dim, bias=False)
+        angles = torch.arange(max_len).float()[:, None] / 10000 ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim)
+        self.register_buffer("freqs_cis", torch.polar(torch.ones_like(angles), angles))
+
+    def _rotate(self, x: torch.Tensor) -> torch.Tensor:
+        xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+        return torch.view_as_real(xc * self.freqs_cis[: x.shape[1]].view(1, x.shape[1], 1, -1)).flatten(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bsz, seqlen, _ = x.shape
+        q = self._rotate(self.wq(x).view(bsz, seqlen, self.n_heads, self.head_dim))
+        k = self._rotate(self.wk(x).view(bsz, seqlen, self.n_kv_heads, self.head_dim))
+        v = self.wv(x).view(bsz, seqlen, self.n_kv_heads, self.head_dim)
+        k, v = (torch.repeat_interleave(t, self.n_rep, dim=2) for t in (k, v))
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+        return self.wo(out.transpose(1, 2).contiguous().view(bsz, seqlen, -1))
+
+
+class MetaLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(40, 32)
+        self.attn = MetaAttention()
+        self.out = nn.Linear(32, 40)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.tok(ids)
+        return self.out(h + self.attn(h))
+
+
+def test_meta_llama_attention_cuts_key_value_heads_with_their_query_heads() -> None:
+    torch.manual_seed(0)
+    model = MetaLM().eval()
+    ids = torch.randint(0, 40, (2, 10))
+    graph = DependencyGraph.trace(model, ids)
+    heads = next(g for g in graph.groups if "attn.wk.weight" in {m.tensor for m in g.members if m.axis == 0})
+    assert heads.prunable and heads.size == 2  # key/value heads, each with its n_rep query heads
+    pruned = StructuredPruner({"ratio": 0.5}, round_to=1).fit_transform(model, ids)
+    assert (pruned.attn.n_heads, pruned.attn.n_kv_heads, pruned.attn.head_dim) == (2, 1, 8)
+    assert pruned.attn.wq.out_features == 16 and pruned.attn.wk.out_features == 8
+
+
+def test_a_head_count_written_as_a_literal_freezes_with_the_reason() -> None:
+    class Literal(CausalSelfAttention):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            B, T, C = x.size()
+            q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+            q, k, v = (t.view(B, T, 2, C // 2).transpose(1, 2) for t in (q, k, v))  # 2: self.n_head is 4
+            y = F.scaled_dot_product_attention(q, k, v)
+            return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+    graph = DependencyGraph.trace(Literal(32, 4, 16).eval(), torch.randn(1, 5, 32))
+    group = next(g for g in graph.groups if g.id.startswith("c_attn.weight"))
+    assert not group.prunable and any("constant head count" in r for r in group.reasons), group.reasons
+
+
+class GRN(nn.Module):
+    """ConvNeXt-V2's response norm with ``torch.linalg.vector_norm`` over the spatial dims."""
+
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        self.a, self.o = nn.Conv2d(3, c, 3, padding=1), nn.Conv2d(c, 4, 1)
+        self.gamma, self.beta = nn.Parameter(torch.randn(1, c, 1, 1)), nn.Parameter(torch.randn(1, c, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        gx = torch.linalg.vector_norm(h, ord=2, dim=(2, 3), keepdim=True)
+        return self.o(self.gamma * (h * gx / (gx.mean(dim=1, keepdim=True) + 1e-6)) + self.beta + h)
+
+
+class PositionalNorm(nn.Module):
+    """``h.norm(2, 1, True)``: the order comes before the dim (it used to be read as the dim)."""
+
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        self.a, self.o = nn.Conv2d(3, c, 3, padding=1), nn.Conv2d(c, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        return self.o(h / (h.norm(2, 1, True) + 1e-6))
+
+
+class GLU(nn.Module):
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        self.a, self.o = nn.Conv1d(3, 2 * c, 3, padding=1), nn.Conv1d(c, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.o(F.glu(self.a(x), dim=1))
+
+
+class Shuffle(nn.Module):
+    """Sub-pixel upsampling and its inverse: channels in blocks of r*r."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.a, self.b, self.o = nn.Conv2d(3, 4 * c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(4 * c, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.o(F.pixel_unshuffle(self.b(F.pixel_shuffle(self.a(x), 2)), 2))
+
+
+class Im2col(nn.Module):
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.a, self.o = nn.Conv2d(3, c, 3, padding=1), nn.Linear(c * 9, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.o(F.unfold(self.a(x), 3, padding=1).transpose(1, 2))
+
+
+class Cosine(nn.Module):
+    def __init__(self, d: int = 16) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, d), nn.Linear(8, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.cosine_similarity(self.a(x), self.b(x), dim=-1)
+
+
+class RawWeights(nn.Module):
+    """Weights as bare parameters, read through the ``.T`` and ``.mT`` properties."""
+
+    def __init__(self, d: int = 16) -> None:
+        super().__init__()
+        self.w1, self.w2 = nn.Parameter(torch.randn(32, d)), nn.Parameter(torch.randn(5, 32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x @ self.w1.T) @ self.w2.mT
+
+
+OPS = {"vector_norm": (GRN, (2, 3, 8, 8)), "norm_positional": (PositionalNorm, (2, 3, 8, 8)),
+       "glu": (GLU, (2, 3, 10)), "pixel_shuffle": (Shuffle, (2, 3, 8, 8)), "unfold": (Im2col, (2, 3, 8, 8)),
+       "cosine_similarity": (Cosine, (2, 8)), "transpose_property": (RawWeights, (2, 16))}
+
+
+INEXACT = {"vector_norm"}  # GRN divides by the mean norm over channels
+
+
+def _masked(model: nn.Module, graph: DependencyGraph, plan) -> nn.Module:  # type: ignore[no-untyped-def]
+    """The masked dense model with the removed channels' producers zeroed too (a cosine or a norm
+    over channels has no consumer weight to zero)."""
+    masked = mask(model, graph, plan)
+    with torch.no_grad():
+        for group, removed in cuts_of(graph, plan):
+            for m in group.by_role("producer"):
+                rows = [m.start + r * m.inner + i for r in removed for i in range(m.inner)]
+                tensor_of(masked, m.tensor).index_fill_(m.axis, torch.tensor(rows), 0.0)
+    return masked
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_ops_that_trade_or_mix_channels_are_cut_and_equal_the_masked_model(name: str) -> None:
+    torch.manual_seed(0)
+    build, shape = OPS[name]
+    model, x = build().eval(), torch.randn(shape)
+    graph = DependencyGraph.trace(model, x)
+    assert graph.prunable and not graph.blocked, graph.summary()
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    assert sum(p.numel() for p in pruned.parameters()) < 0.75 * sum(p.numel() for p in model.parameters())
+    if name in INEXACT:  # a mean over channels divides by their count: checked by shapes and layers
+        assert any(not g.exact and not g.zero_exact for g, _ in cuts_of(graph, plan))
+        assert pruned(x).shape == model(x).shape
+    else:
+        torch.testing.assert_close(pruned(x), _masked(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
