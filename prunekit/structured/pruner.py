@@ -8,6 +8,7 @@ a YAML round trip and rebuilds an equal pruner.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -20,7 +21,8 @@ from prunekit.graph.dependency import DependencyGraph
 from prunekit.importance import score
 from prunekit.config import parse_config
 from prunekit.structured.allocate import valid_round_to
-from prunekit.structured.apply import apply
+from prunekit.structured.apply import VerificationError, apply
+from prunekit.structured.fallback import plan_without_blamed
 from prunekit.structured.plan import Plan
 from prunekit.structured.model_timing import ModelTimings
 from prunekit.structured.rounding import LayerTimings, RoundingTable, TimingTable
@@ -180,31 +182,40 @@ class StructuredPruner:
         batches = list(batches) if batches is not None else None
         graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore), freeze=tuple(self.freeze))
         scores = score(graph, model, self.importance, batches=batches, seed=self.seed)
-        counts: tuple[Any, ...] | None = None  # NOTE: what achieved_ counts when first read
         if self.steps == 1:
-            kwargs = self.allocate_kwargs(options)
-            terms = DenseCount(model, example_inputs, target)
-            if self.round_to == "auto":
-                kwargs["timings"] = _rounding_table(model, graph, example_inputs, options, terms)
-            if options.cost == "latency":
-                from prunekit.structured.cost import latency_weights
-
-                kwargs["weights"] = latency_weights(model, graph, example_inputs, batch_size=options.cost_batch_size)
-            # NOTE: transform verifies the model it returns; verifying here too cost a copy and two forwards.
-            # A ratio plan is allocated without counting; its MACs and params are counted when read.
-            plan, achieved = search(model, graph, scores, target, example_inputs=example_inputs,
-                                    allocate_kwargs=kwargs, verify_result=False, terms=terms,
-                                    counted=target.kind != "ratio")
-            if "macs" not in achieved:
-                counts = (model, graph, plan, target, example_inputs, terms)  # NOTE: with_counts' arguments
+            plan, achieved, counts = self._plan(model, graph, scores, target, options, example_inputs)
         else:
             from prunekit.structured.iterative import plan_iteratively
 
             plan, achieved = plan_iteratively(model, example_inputs, self, graph, batches=batches)
+            counts = None
         self.graph_, self.scores_, self.plan_, self._achieved = graph, scores, plan, achieved
         self._counts = counts
+        self._fitted = (target, options)
         self.example_inputs_ = example_inputs
         return self
+
+    def _plan(self, model: nn.Module, graph: DependencyGraph, scores: Any, target: Target, options: PrunerOptions,
+              example_inputs: Any) -> tuple[Plan, dict[str, Any], tuple[Any, ...] | None]:
+        """The one-step plan meeting ``target`` on ``graph``, what it achieves, and what ``achieved_``
+        counts when first read (None: counted already)."""
+        counts: tuple[Any, ...] | None = None
+        kwargs = self.allocate_kwargs(options)
+        terms = DenseCount(model, example_inputs, target)
+        if self.round_to == "auto":
+            kwargs["timings"] = _rounding_table(model, graph, example_inputs, options, terms)
+        if options.cost == "latency":
+            from prunekit.structured.cost import latency_weights
+
+            kwargs["weights"] = latency_weights(model, graph, example_inputs, batch_size=options.cost_batch_size)
+        # NOTE: transform verifies the model it returns; verifying here too cost a copy and two forwards.
+        # A ratio plan is allocated without counting; its MACs and params are counted when read.
+        plan, achieved = search(model, graph, scores, target, example_inputs=example_inputs,
+                                allocate_kwargs=kwargs, verify_result=False, terms=terms,
+                                counted=target.kind != "ratio")
+        if "macs" not in achieved:
+            counts = (model, graph, plan, target, example_inputs, terms)  # NOTE: with_counts' arguments
+        return plan, achieved, counts
 
     @property
     def achieved_(self) -> dict[str, Any]:
@@ -222,9 +233,33 @@ class StructuredPruner:
         return achieved
 
     def transform(self, model: nn.Module) -> nn.Module:
-        """A new, smaller module with ``plan_`` applied and verified; ``model`` is never changed."""
+        """A new, smaller module with ``plan_`` applied and verified; ``model`` is never changed.
+
+        If verification refuses the cut, the groups to blame are found, kept whole (with a
+        warning that names them) and the target is met with the others (``prunekit.structured.fallback``);
+        ``graph_``, ``plan_`` and ``achieved_`` then describe what was done. Nothing to blame, or
+        too much: the error is raised.
+        """
         plan: Plan = self.plan_
-        return apply(model, self.graph_, plan, example_inputs=self.example_inputs_, verify_result=True)
+        try:
+            return apply(model, self.graph_, plan, example_inputs=self.example_inputs_, verify_result=True)
+        except VerificationError as error:
+            if self.steps != 1:
+                raise
+            target, options = self._fitted
+            found = plan_without_blamed(
+                model, self.graph_, plan, self.example_inputs_, error,
+                lambda graph: self._plan(model, graph, self.scores_, target, options, self.example_inputs_))
+            if found is None:
+                raise
+            graph, (plan, achieved, counts), blamed = found
+            why = str(error).split(". ")[0]
+            warnings.warn(f"StructuredPruner: cutting {', '.join(blamed)} failed verification ({why}); "
+                          f"{'that group is' if len(blamed) == 1 else 'those groups are'} kept whole and the "
+                          f"target is met with the others. Please report the model: prunekit missed a "
+                          f"dependency there.", stacklevel=2)
+            self.graph_, self.plan_, self._achieved, self._counts = graph, plan, achieved, counts
+            return apply(model, graph, plan, example_inputs=self.example_inputs_, verify_result=True)
 
     def fit_transform(self, model: nn.Module, example_inputs: Any,
                       batches: Iterable[Any] | None = None) -> nn.Module:

@@ -156,6 +156,44 @@ def test_a_head_count_written_as_a_literal_freezes_with_the_reason() -> None:
     assert not group.prunable and any("constant head count" in r for r in group.reasons), group.reasons
 
 
+class ConvBN(nn.Module):
+    def __init__(self, a: int, b: int, k: int = 1) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(a, b, k, padding=k // 2, bias=False), nn.BatchNorm2d(b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(self.bn(self.conv(x)))
+
+
+class C2f(nn.Module):
+    """YOLOv8's C2f: ``split((self.c, self.c), 1)``, bottlenecks on the second half, all concatenated."""
+
+    def __init__(self, c1: int = 16, c2: int = 32, n: int = 2) -> None:
+        super().__init__()
+        self.c = c2 // 2
+        self.cv1, self.cv2 = ConvBN(c1, 2 * self.c), ConvBN((2 + n) * self.c, c2)
+        self.m = nn.ModuleList(nn.Sequential(ConvBN(self.c, self.c, 3), ConvBN(self.c, self.c, 3)) for _ in range(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = list(self.cv1(x).split((self.c, self.c), 1))
+        y.extend(m(y[-1]) + y[-1] for m in self.m)
+        return self.cv2(torch.cat(y, 1))
+
+
+def test_yolo_c2f_split_at_a_stored_size_is_cut_and_the_size_follows() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(ConvBN(3, 16, 3), C2f(), nn.Conv2d(32, 5, 1)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    graph = DependencyGraph.trace(model, x)
+    halves = graph.group("1.cv1.conv.weight:0")
+    assert halves.prunable and halves.size == 16  # channel j of both halves together
+    assert [attr for _, attr, _, _ in halves.size_attributes()] == ["c"]
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    assert pruned[1].c == 8 == pruned[1].cv1.conv.out_channels // 2 and model[1].c == 16
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+
+
 class GRN(nn.Module):
     """ConvNeXt-V2's response norm with ``torch.linalg.vector_norm`` over the spatial dims."""
 

@@ -37,7 +37,8 @@ def test_prune_takes_a_tensorboard_flag(tmp_path: Path) -> None:
     log = tmp_path / "tb"
     assert main(["prune", "--model", "simple_cnn", "--data", "fashion-mnist", "--baseline-epochs", "1",
                  "--finetune-epochs", "1", "--max-steps-per-epoch", "2", "--max-eval-batches", "1", "--no-progress",
-                 "--no-onnx", "--batch-sizes", "1", "--ratio", "0.3", "--tensorboard", str(log)]) == 0
+                 "--no-onnx", "--batch-sizes", "1", "--ratio", "0.3", "--tensorboard", str(log),
+                 "--out", str(tmp_path / "out")]) == 0
     # NOTE: the baseline and the fine-tuning are two trainings, so two runs.
     assert sorted(p.name for p in log.iterdir()) == ["run-1", "run-2"]
     assert all("epoch/val_accuracy" in _scalars(log / run) for run in ("run-1", "run-2"))

@@ -424,7 +424,7 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  #
     a fused qkv projection: head ``h`` of q, k and v is cut together). The head count must follow
     pruning: written as -1 (``derived``), or kept by the module's refresh (``HEAD_COUNT_FOLLOWS``);
     a constant head count (``reshape(B, N, self.num_heads, d)``) follows only where one attribute of
-    a user module holds it (``_head_count_attribute``); elsewhere it freezes the channels. ``raw``:
+    a user module holds it (``_user_head_count``); elsewhere it freezes the channels. ``raw``:
     the sizes as asked for (ints computed from widths are told apart), where known.
     """
     rest: list[Dim] = [None] * (len(sizes) - 1)
@@ -462,6 +462,7 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  #
 
 
 def _in_user_module(ctx) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the op runs in a user's own module (see ``user_modules``)."""
     from prunekit.graph.handlers.user_modules import user_module
 
     return user_module(ctx) is not None
@@ -722,7 +723,10 @@ def _stored_split_size(ctx, args, kwargs, layout: Dim) -> str | None:  # type: i
         return None
     from prunekit.graph.handlers.user_modules import split_size_attribute
 
-    return split_size_attribute(ctx, arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size")))
+    size = arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size"))
+    if isinstance(size, (list, tuple)) and size and all(type(s) is int and s == size[0] for s in size):
+        size = size[0]  # NOTE: YOLOv8's C2f: split((self.c, self.c), 1)
+    return split_size_attribute(ctx, size)
 
 
 def _sections_sized_by_widths(ctx, args, kwargs, dims: list[Dim], dim: int,  # type: ignore[no-untyped-def]
