@@ -181,6 +181,11 @@ class StructuredPruner:
         target, options = self.validate_params()
         batches = list(batches) if batches is not None else None
         graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore), freeze=tuple(self.freeze))
+        if not graph.prunable and graph.groups:
+            reasons = list(dict.fromkeys(r for g in graph.groups for r in g.reasons))
+            warnings.warn(f"StructuredPruner: nothing in {type(model).__name__} can be cut ({'; '.join(reasons[:3])}"
+                          f"{'; ...' if len(reasons) > 3 else ''}); the model is returned as it is. "
+                          f"graph_.summary() lists every group and why it is kept.", stacklevel=2)
         scores = score(graph, model, self.importance, batches=batches, seed=self.seed)
         if self.steps == 1:
             plan, achieved, counts = self._plan(model, graph, scores, target, options, example_inputs)

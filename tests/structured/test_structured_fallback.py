@@ -71,3 +71,10 @@ def test_iterative_pruning_falls_back_in_its_steps_too() -> None:
     with pytest.warns(UserWarning, match="failed verification"):
         pruned = StructuredPruner({"ratio": 0.5}, round_to=1, steps=2).fit_transform(Misleading().eval(), _inputs())
     assert pruned.qkv.out_features == 48 and pruned.embed.out_features < 16
+
+
+def test_a_model_with_nothing_to_cut_warns_with_the_reason() -> None:
+    model = nn.Sequential(nn.Linear(4, 3)).eval()
+    with pytest.warns(UserWarning, match=r"nothing in Sequential can be cut \(model output"):
+        pruned = StructuredPruner({"ratio": 0.5}).fit_transform(model, torch.randn(1, 4))
+    assert pruned[0].out_features == 3

@@ -1,0 +1,69 @@
+"""Recurrent layers: the hidden units of ``nn.LSTM``, ``nn.GRU`` and ``nn.RNN`` are one channel group
+across layers and directions; cutting them equals the masked dense model, ``hidden_size`` follows,
+and the pruned model saves and loads without pickle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import prunekit
+from prunekit.graph import DependencyGraph
+from prunekit.importance import score
+from prunekit.structured import allocate, apply
+from prunekit.structured.apply import mask
+
+
+class TextRNN(nn.Module):
+    def __init__(self, kind: str = "lstm", layers: int = 2, bidirectional: bool = True, **extra: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(30, 16)
+        rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[kind]
+        self.rnn = rnn(16, 12, num_layers=layers, batch_first=True, bidirectional=bidirectional, **extra)
+        self.head = nn.Linear(12 * (2 if bidirectional else 1), 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(self.embed(ids))
+        return self.head(out[:, -1])
+
+
+def _ids(batch: int = 2, length: int = 7) -> torch.Tensor:
+    return torch.randint(0, 30, (batch, length), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("kind,layers,bidirectional", [("lstm", 2, True), ("gru", 2, True), ("rnn", 1, False),
+                                                       ("lstm", 1, False)])
+def test_hidden_units_are_cut_in_every_layer_and_direction(kind: str, layers: int, bidirectional: bool) -> None:
+    torch.manual_seed(0)
+    model, ids = TextRNN(kind, layers, bidirectional).eval(), _ids()
+    graph = DependencyGraph.trace(model, ids)
+    hidden = next(g for g in graph.groups if ("rnn.weight_hh_l0", 1) in {(m.tensor, m.axis) for m in g.members})
+    assert hidden.prunable and hidden.size == 12 and hidden.exact
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
+    rows = sorted(m.start for m in hidden.members if m.tensor == "rnn.weight_ih_l0" and m.axis == 0)
+    assert rows == [12 * g for g in range(gates)]
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    pruned = apply(model, graph, plan, example_inputs=ids)  # verified
+    assert pruned.rnn.hidden_size == 6 and pruned.rnn.weight_hh_l0.shape == (gates * 6, 6)
+    assert pruned.rnn.input_size == pruned.embed.embedding_dim == 8
+    torch.testing.assert_close(pruned(ids), mask(model, graph, plan)(ids), rtol=1e-4, atol=1e-5)
+    assert pruned(_ids(3, 4)).shape == (3, 4)  # other batch and length
+
+
+def test_a_pruned_recurrent_model_saves_and_loads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model, ids = TextRNN("gru").eval(), _ids()
+    graph = DependencyGraph.trace(model, ids)
+    pruned = apply(model, graph, allocate(graph, score(graph, model, "l2"), 0.5, round_to=1), example_inputs=ids)
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m", original=model), model=TextRNN("gru"))
+    assert loaded.rnn.hidden_size == 6
+    torch.testing.assert_close(loaded(_ids(3, 5)), pruned(_ids(3, 5)))
+
+
+def test_projected_lstm_is_kept_whole_with_the_reason() -> None:
+    model, ids = TextRNN("lstm", 1, False, proj_size=5).eval(), _ids()
+    model.head = nn.Linear(5, 4)
+    graph = DependencyGraph.trace(model, ids)
+    assert any("proj_size" in b for b in graph.blocked)
+    assert not any(m.tensor.startswith("rnn.") for g in graph.prunable for m in g.members)
