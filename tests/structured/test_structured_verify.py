@@ -8,6 +8,7 @@ cut them anyway, and verification must refuse the result.
 from __future__ import annotations
 
 import copy
+import importlib
 from dataclasses import replace
 
 import pytest
@@ -18,6 +19,8 @@ from prunekit.graph import DependencyGraph
 from prunekit.importance import score
 from prunekit.structured import Plan, allocate, apply
 from prunekit.structured.apply import VerificationError, verify
+
+verify_module = importlib.import_module("prunekit.structured.verify")
 
 
 class WriteAtChannel(nn.Module):
@@ -108,3 +111,43 @@ def test_verification_copies_nothing_and_restores_the_model(monkeypatch: pytest.
     monkeypatch.setattr(copy, "deepcopy", no_copy)
     verify(model, pruned, graph, plan, x)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class _Deep(nn.Module):
+    """A deep float32 MLP: the pruned model sums over fewer channels, so it rounds differently."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*(m for _ in range(6) for m in (nn.Linear(64, 64), nn.Tanh())))
+        self.head = nn.Linear(64, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layers(x))
+
+
+def test_a_difference_that_is_only_float32_rounding_passes_and_the_model_is_restored() -> None:
+    torch.manual_seed(0)
+    model, x = _Deep().eval(), torch.randn(4, 64)
+    model.register_buffer("table", torch.randn(5).half())  # NOTE: mixed dtypes come back as they were
+    before = {k: (v.dtype, v.clone()) for k, v in model.state_dict().items()}
+    graph = DependencyGraph.trace(model, x)
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    pruned = apply(model, graph, plan, verify_result=False)
+    with pytest.raises(VerificationError):  # float32 alone cannot meet a tolerance below its rounding
+        verify_module._verify(model, pruned, graph, plan, (x,), 1e-12, 1e-12)
+    verify(model, pruned, graph, plan, x, rtol=1e-9, atol=1e-12)  # float64 can: no error
+    after = model.state_dict()
+    assert all(after[k].dtype == dtype and torch.equal(after[k], value) for k, (dtype, value) in before.items())
+    assert all(p.dtype == torch.float32 for p in pruned.head.parameters())
+
+
+def test_a_wrong_cut_still_fails_in_float64() -> None:
+    torch.manual_seed(0)
+    model, x = _Deep().eval(), torch.randn(4, 64)
+    graph = DependencyGraph.trace(model, x)
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    pruned = apply(model, graph, plan, verify_result=False)
+    with torch.no_grad():
+        pruned.layers[2].weight[:, 0] += 0.05  # a small wrong value, not rounding
+    with pytest.raises(VerificationError, match="differs from the masked dense model"):
+        verify(model, pruned, graph, plan, x)
