@@ -304,3 +304,41 @@ def test_ops_that_trade_or_mix_channels_are_cut_and_equal_the_masked_model(name:
         assert pruned(x).shape == model(x).shape
     else:
         torch.testing.assert_close(pruned(x), _masked(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+
+
+class LastToken(nn.Module):
+    """A classifier that reads each sequence's last real token with ``gather``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.ff, self.head = nn.Embedding(30, 16), nn.Linear(16, 32), nn.Linear(32, 4)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.ff(self.embed(ids)))
+        index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, h.size(-1))
+        return self.head(h.gather(1, index).squeeze(1))
+
+
+class Bag(nn.Module):
+    """fastText's shape: an ``EmbeddingBag`` averaging each bag of token ids, then an MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bag, self.fc, self.out = nn.EmbeddingBag(50, 16, mode="mean"), nn.Linear(16, 32), nn.Linear(32, 3)
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        return self.out(F.relu(self.fc(self.bag(ids, offsets))))
+
+
+@pytest.mark.parametrize("build,inputs", [
+    (LastToken, lambda: (torch.randint(0, 30, (2, 7)), torch.tensor([7, 4]))),
+    (Bag, lambda: (torch.randint(0, 50, (10,)), torch.tensor([0, 4]))),
+], ids=["gather", "embedding_bag"])
+def test_gather_and_embedding_bag_keep_their_channels(build, inputs) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model, x = build().eval(), inputs()
+    graph = DependencyGraph.trace(model, x)
+    assert len(graph.prunable) == 2 and not graph.blocked, graph.summary()
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    torch.testing.assert_close(pruned(*x), mask(model, graph, plan)(*x), rtol=1e-4, atol=1e-5)

@@ -63,6 +63,22 @@ def embedding(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     ctx.set(out, [None] * indices.dim() + [new])
 
 
+@register_rule(*resolve("embedding_bag"))
+def embedding_bag(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """Each bag's rows are summed (or averaged, or maxed) column by column: the result's last dim
+    carries the table's columns as new channels, as ``embedding``'s does."""
+    weight = arg(args, kwargs, 1, "weight", None)
+    result = out[0] if isinstance(out, tuple) else out
+    wd = ctx.dims(weight)
+    new = ctx.store.new_source(result.shape[-1], source_name(wd[1], ctx.where))
+    if isinstance(wd[1], ParamDim):
+        ctx.store.use(new, wd[1].tensor, 1, "producer")
+    ctx.set(result, [None] * (result.dim() - 1) + [new])
+    for extra in out[1:] if isinstance(out, tuple) else ():
+        if isinstance(extra, torch.Tensor):
+            ctx.set(extra, [None] * extra.dim())
+
+
 @register_refresh(nn.Linear)
 def refresh_linear(module: nn.Module) -> None:
     module.out_features, module.in_features = module.weight.shape

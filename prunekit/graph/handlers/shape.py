@@ -848,6 +848,38 @@ def index_select(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def
     _gather_rows(ctx, x, arg(args, kwargs, 1, "dim", 0) % max(x.dim(), 1), index.reshape(-1), out)
 
 
+@register_rule(*resolve("gather", "take_along_dim"))
+def gather(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``x.gather(dim, idx)``: along ``dim`` entries are picked by ``idx``; elsewhere position ``i``
+    of the result is position ``i`` of ``x`` (a last token picked per row: ``h.gather(1, idx.expand(-1,
+    -1, h.size(-1)))``), so those dims keep ``x``'s channels, tied to ``idx``'s where it follows them.
+    Channels along ``dim`` are picked by number: frozen. An index of a fixed width over channels
+    would not follow the cut: frozen too."""
+    x = args[0]
+    take = ctx.current.endswith("take_along_dim")
+    index = arg(args, kwargs, 1 if take else 2, "indices" if take else "index", None)
+    dim = arg(args, kwargs, 2 if take else 1, "dim", None)
+    if not isinstance(index, torch.Tensor) or dim is None or index.dim() != x.dim() or out.shape != index.shape:
+        return ctx.opaque(args, kwargs, out, "gather of another form")
+    dim %= x.dim()
+    dims, picks = ctx.dims(x), ctx.dims(index)
+    result: list[Dim] = []
+    for d, (layout, pick) in enumerate(zip(dims, picks)):
+        if d == dim:
+            if isinstance(layout, Tracked):
+                ctx.store.freeze(layout, f"channels picked by an index tensor in {ctx.where}")
+            result.append(None)
+        elif isinstance(layout, Tracked) and isinstance(pick, Tracked):
+            result.append(ctx.store.unify(layout, pick, ctx.where))
+        elif isinstance(layout, Tracked):
+            if index.shape[d] != 1 or x.shape[d] == 1:
+                ctx.store.freeze(layout, f"an index of a fixed width reads these channels in {ctx.where}")
+            result.append(None)
+        else:
+            result.append(pick if isinstance(pick, Tracked) else None)
+    ctx.set(out, result)
+
+
 @register_rule(*resolve("index_add", "index_add_"))
 def index_add(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """``x.index_add(dim, idx, src)``: rows of ``src`` are added to rows of ``x`` along ``dim`` (MoE
