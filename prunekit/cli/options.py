@@ -51,10 +51,14 @@ def add_model_options(parser: argparse.ArgumentParser, *, data_required: bool = 
                              "the torch hub cache; nothing is downloaded)")
     data_help = ("dataset: a registered name (fashion-mnist, digits), an .npz file, an image folder "
                  "(one sub-folder per class), a datasets.save_to_disk folder, or a text file (tokenised "
-                 "with the model's own tokenizer)")
+                 "with the model's own tokenizer, or --tokenizer)")
     parser.add_argument("--data", metavar="NAME|PATH", default="fashion-mnist" if data_required else None,
                         help=data_help + (" (default: fashion-mnist)" if data_required else
                                           "; when given, accuracy is measured too"))
+    parser.add_argument("--tokenizer", metavar="FOLDER|bytes", default=None,
+                        help="how a text file is tokenised: a folder holding a saved tokenizer, or 'bytes' "
+                             "(its UTF-8 bytes as token ids, a vocabulary of 256, for a model of your own "
+                             "without a tokenizer) (default: the model's own, from an hf: or saved folder)")
     parser.add_argument("--data-dir", metavar="DIR", default=None,
                         help="folder with the Fashion-MNIST IDX files (default: $PRUNEKIT_DATA, "
                              "else /usr/share/datasets/fashion-mnist from Debian's "

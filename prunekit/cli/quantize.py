@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the workflow (prunekit.workflows.quantize.quantize) and print its table; returns 0."""
     from prunekit.workflows.quantize import quantize
 
-    results = quantize(args.model, args.data, weights=args.weights, data_dir=args.data_dir, task=args.task,
+    results = quantize(args.model, args.data, weights=args.weights, data_dir=args.data_dir,
+                       tokenizer=args.tokenizer, task=args.task,
                        measure=options.measure_from_args(args), out_dir=args.out, backend=args.backend,
                        compile=args.compile, progress=not args.no_progress, **stage(args))  # type: ignore[arg-type]
     record = results["quantize"]

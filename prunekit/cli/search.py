@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     results = search(args.model, args.data, strategy=args.strategy, constraints=constraints(args),
                      objectives=objectives, trials=args.trials, seed=args.seed, weights=args.weights,
-                     task=args.task, data_dir=args.data_dir, levels=args.levels or DEFAULT_LEVELS,
+                     task=args.task, data_dir=args.data_dir,
+                     tokenizer=args.tokenizer, levels=args.levels or DEFAULT_LEVELS,
                      round_to=args.round_to, depth=args.depth, ranks=args.ranks, widths=args.widths,
                      bn_batches=args.bn_batches,
                      val_samples=args.val_samples, finetune_steps=args.finetune_steps,

@@ -103,7 +103,9 @@ def load(spec: str | PathLike[str], *, data_dir: str | PathLike[str] | None = No
     if path.suffix.lower() in TEXT_SUFFIXES and path.is_file():
         if tokenizer is None:
             raise ConfigError(f"'{path}' is a text file; expected a tokenizer to tokenise it (the "
-                              f"model's own); got none. Fix: pass tokenizer=<the model's folder>.")
+                              f"model's own); got none. Fix: pass the folder its tokenizer was saved in "
+                              f"(--tokenizer FOLDER; tokenizer= in Python), or 'bytes' to read the text as "
+                              f"UTF-8 bytes (a vocabulary of 256) for a model of your own.")
         return load_text(path, tokenizer, block_size=block_size, batch_size=batch_size,
                          val_fraction=val_fraction, seed=seed)
     if path.suffix.lower() == ".npz":

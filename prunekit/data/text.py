@@ -20,6 +20,8 @@ from prunekit.data.loaders import Loaders
 from prunekit.errors import ConfigError, DataError, DataNotFoundError, require
 
 __all__ = [
+    "BYTES",
+    "ByteTokenizer",
     "TOKENIZER_FILES",
     "TokenBlocks",
     "load_text",
@@ -49,9 +51,32 @@ class TokenBlocks(Dataset):
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
+BYTES = "bytes"  # the tokenizer name that reads a text as its UTF-8 bytes
+
+
+class ByteTokenizer:
+    """A text's UTF-8 bytes as token ids (a vocabulary of 256): for a language model of your own that
+    has no tokenizer; ``decode`` turns ids back into text."""
+
+    def __len__(self) -> int:
+        return 256
+
+    def __call__(self, lines: Sequence[str], add_special_tokens: bool = False) -> list[list[int]]:
+        return [list(line.encode("utf-8")) for line in lines]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+
+    def __repr__(self) -> str:
+        return "ByteTokenizer()"
+
+
 def load_tokenizer(source: str | os.PathLike[str] | Any) -> Any:
-    """The tokenizer saved in a local folder (``AutoTokenizer``, no download), or ``source`` itself
-    when it already is a tokenizer (anything callable on a list of strings)."""
+    """The tokenizer saved in a local folder (``AutoTokenizer``, no download), a
+    :class:`ByteTokenizer` for ``"bytes"``, or ``source`` itself when it already is a tokenizer
+    (anything callable on a list of strings)."""
+    if isinstance(source, str) and source == BYTES:
+        return ByteTokenizer()
     if not isinstance(source, (str, os.PathLike)):
         if not callable(source):
             raise ConfigError(f"tokenizer must be a folder holding a saved tokenizer or a tokenizer "
@@ -148,7 +173,8 @@ def load_text(path: str | os.PathLike[str], tokenizer: str | os.PathLike[str] | 
 
     Args:
         tokenizer: the folder the model's tokenizer was saved in (``hf:PATH`` models: that
-            folder), or a tokenizer object.
+            folder), ``"bytes"`` (UTF-8 bytes as ids, for a model without a tokenizer), or a
+            tokenizer object.
         block_size: tokens per sample; the leftover tail of the text is dropped.
         val_fraction: share of the blocks held out (the last ones; at least one when > 0).
     Returns:

@@ -2,8 +2,9 @@
 
 What each task needs from the model's output:
 - "classification": logits ``[batch, classes]`` (a tensor, or an output with ``.logits``).
-- "causal_lm": an output with ``.logits`` ``[batch, seq, vocab]`` from a forward that takes
-  ``labels=`` (a Hugging Face ``...ForCausalLM``), whose own loss the task uses.
+- "causal_lm": logits ``[batch, seq, vocab]`` from the token ids: an output with ``.logits`` (a
+  Hugging Face ``...ForCausalLM``, whose own loss the task uses when its forward takes ``labels=``),
+  a tensor, or a tuple whose first element is one (nanoGPT's ``(logits, loss)``).
 - "embedding": a float tensor ``[batch, ...]`` (or ``.last_hidden_state`` / ``.pooler_output``).
 - "custom": anything (the user's loss decides).
 """
@@ -36,11 +37,11 @@ def check_task_fits(model: nn.Module, task: Any, example_inputs: Any) -> None:
         raise ConfigError(f"task {task!r}: expected one of {', '.join(TASK_NAMES)}.")
     if name == "custom":
         return
-    if name == "causal_lm" and "labels" not in _parameters(model):
-        raise ConfigError(f"The task 'causal_lm' does not fit {type(model).__name__}: it needs a model whose "
-                          f"forward takes labels= and returns .logits [batch, seq, vocab] (a Hugging Face "
-                          f"...ForCausalLM, e.g. hf:PATH with task causal_lm); got forward"
-                          f"{_signature(model)}. Pick another task, or a causal LM.")
+    if name == "causal_lm" and isinstance(example_inputs, Mapping) and "input_ids" in example_inputs:
+        # NOTE: as tasks.CausalLM calls it: the ids positional, the mask only where forward names it
+        accepted = _parameters(model)
+        extra = {k: v for k, v in example_inputs.items() if k != "input_ids" and k in accepted}
+        example_inputs = ((example_inputs["input_ids"],), extra)
     output = _run(model, example_inputs, name)
     _CHECKS[name](model, output, _batch_size(example_inputs))
 
@@ -56,10 +57,12 @@ def _check_classification(model: nn.Module, output: Any, batch: int | None) -> N
 
 def _check_causal_lm(model: nn.Module, output: Any, batch: int | None) -> None:
     logits = getattr(output, "logits", None)
-    if not (isinstance(logits, torch.Tensor) and logits.dim() == 3):
-        raise ConfigError(f"The task 'causal_lm' does not fit {type(model).__name__}: it needs an output with "
-                          f".logits [batch, seq, vocab]; got {_describe(output)}. Pick another task, or load "
-                          f"the model with hf:PATH and task causal_lm.")
+    if logits is None:
+        logits = output[0] if isinstance(output, (tuple, list)) and output else output
+    if not (isinstance(logits, torch.Tensor) and logits.is_floating_point() and logits.dim() == 3):
+        raise ConfigError(f"The task 'causal_lm' does not fit {type(model).__name__}: it needs logits [batch, "
+                          f"seq, vocab] from the token ids (a tensor, a tuple that starts with it, or .logits); "
+                          f"got {_describe(output)}. Pick another task, or return the logits from forward.")
 
 
 def _check_embedding(model: nn.Module, output: Any, batch: int | None) -> None:
@@ -84,6 +87,9 @@ def _run(model: nn.Module, example_inputs: Any, task: str) -> Any:
         with torch.no_grad():
             if isinstance(example_inputs, Mapping):
                 return model(**example_inputs)
+            if (isinstance(example_inputs, tuple) and len(example_inputs) == 2
+                    and isinstance(example_inputs[0], tuple) and isinstance(example_inputs[1], Mapping)):
+                return model(*example_inputs[0], **example_inputs[1])  # NOTE: (args, kwargs)
             args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
             return model(*args)
     except Exception as exc:  # NOTE: the model is the user's; any error means the inputs do not fit.
@@ -104,13 +110,6 @@ def _parameters(model: nn.Module) -> set[str]:
         return set(inspect.signature(model.forward).parameters)
     except (TypeError, ValueError):
         return set()
-
-
-def _signature(model: nn.Module) -> str:
-    try:
-        return str(inspect.signature(model.forward))
-    except (TypeError, ValueError):
-        return "(...)"
 
 
 def _describe(value: Any) -> str:

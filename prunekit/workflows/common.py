@@ -373,16 +373,18 @@ def _quantized_from(folder: Path) -> str | None:
 
 
 def build(model: str, data: str, *, data_dir: str | None = None, weights: str | None = None,
-          task: str | None = None, seed: int = 0, int8_ok: bool = False) -> tuple[nn.Module, Any]:
+          task: str | None = None, seed: int = 0, int8_ok: bool = False,
+          tokenizer: str | None = None) -> tuple[nn.Module, Any]:
     """Load ``data`` and the model ``model`` names, sized for it (class count and input channels of
-    image data). Text is tokenised with the model's own tokenizer and gives :class:`Loaders`.
+    image data). Text is tokenised with ``tokenizer`` (a saved tokenizer's folder, or ``"bytes"``),
+    else with the model's own, and gives :class:`Loaders`.
 
     An int8 folder (``quantize --backend torch``) is refused before the data loads, unless ``int8_ok``
     (``eval``, which only runs the model)."""
     check_model_name(model)
     if not int8_ok:
         check_not_int8(model)
-    loaded = datasets.load(data, data_dir=data_dir, seed=seed, tokenizer=tokenizer_of(model),
+    loaded = datasets.load(data, data_dir=data_dir, seed=seed, tokenizer=tokenizer or tokenizer_of(model),
                            block_size=block_size_for(model))
     asked = task is not None
     if task is None:

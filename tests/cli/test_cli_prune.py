@@ -103,3 +103,61 @@ def test_cost_options_become_the_pruner_options() -> None:
     params = stage(args)
     assert params["options"] == {"layer_ratios": {"fc1": 0.5}, "cost": "latency", "cost_batch_size": 16}
     assert StructuredPruner(**params).validate_params()[1].cost == "latency"
+
+
+_OWN_GPT = '''
+import math
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Attention(nn.Module):
+    def __init__(self, n_embd, n_head):
+        super().__init__()
+        self.c_attn, self.c_proj = nn.Linear(n_embd, 3 * n_embd), nn.Linear(n_embd, n_embd)
+        self.n_head, self.n_embd = n_head, n_embd
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class GPT(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(256, 32), nn.Embedding(128, 32)
+        self.ln, self.attn = nn.LayerNorm(32), Attention(32, 4)
+        self.mlp = nn.Sequential(nn.Linear(32, 128), nn.GELU(), nn.Linear(128, 32))
+        self.lm_head = nn.Linear(32, 256, bias=False)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))
+        x = x + self.attn(self.ln(x))
+        return self.lm_head(x + self.mlp(x)), None  # NOTE: nanoGPT's (logits, loss)
+
+
+def build():
+    return GPT()
+'''
+
+
+def test_your_own_language_model_on_a_text_file_with_byte_tokens(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A nanoGPT-shaped model of one's own (no tokenizer) pruned on a text file read as UTF-8 bytes:
+    its heads are cut whole and its stored sizes follow; the saved model loads and runs."""
+    (tmp_path / "own_gpt.py").write_text(_OWN_GPT)
+    (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog.\n" * 80)
+    out = tmp_path / "out"
+    assert main(["prune", "--model", f"{tmp_path / 'own_gpt.py'}:build", "--data", str(tmp_path / "corpus.txt"),
+                 "--tokenizer", "bytes", "--ratio", "0.5", "--baseline-epochs", "1", "--finetune-epochs", "1",
+                 "--max-steps-per-epoch", "2", "--max-eval-batches", "1", "--no-progress", "--no-onnx",
+                 "--batch-sizes", "1", "--out", str(out)]) == 0
+    assert "perplexity" in capsys.readouterr().out
+    pruned = load(out / "model")
+    assert pruned.attn.n_head == 2 and pruned.attn.n_embd == pruned.wte.embedding_dim == 16
+    logits, _ = pruned(torch.randint(0, 256, (1, 9)))
+    assert logits.shape == (1, 9, 256)

@@ -101,3 +101,19 @@ def test_a_tokenizer_object_or_plain_callable(text_file: Path) -> None:
     loaders = data.load_text(text_file, tokenize, block_size=8, val_fraction=0.0)
     assert loaders.val is None and loaders.info["val_blocks"] == 0
     assert loaders.info["tokens"] == len(TEXT.split())
+
+
+def test_bytes_reads_the_text_as_utf8_bytes(text_file: Path) -> None:
+    loaders = data.load(str(text_file), tokenizer="bytes", block_size=8, val_fraction=0.0)
+    assert loaders.info["vocab_size"] == 256 and loaders.task == "causal_lm"
+    assert loaders.info["tokens"] == len(TEXT.encode("utf-8"))
+    first = next(iter(loaders.train.dataset))["input_ids"]
+    assert bytes(first.tolist()) == TEXT.encode("utf-8")[:8]
+    assert loaders.info["tokenizer"].decode(first.tolist()) == TEXT[:8]
+
+
+def test_a_text_file_without_a_tokenizer_names_both_fixes(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(ConfigError, match=r"--tokenizer FOLDER; tokenizer= in Python\), or 'bytes'"):
+        data.load(str(text))

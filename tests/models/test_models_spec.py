@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import subprocess
 import sys
@@ -359,6 +361,26 @@ def test_check_task_fits_names_what_the_task_needs() -> None:
         models.check_task_fits(classifier, "classification", torch.randn(2, 5))
     with pytest.raises(ConfigError, match="expected one of classification, causal_lm"):
         models.check_task_fits(classifier, "regression", x)
+
+
+class _OwnLM(nn.Module):
+    """A language model of one's own: forward(idx) returns logits, or nanoGPT's (logits, loss)."""
+
+    def __init__(self, with_loss: bool = False) -> None:
+        super().__init__()
+        self.embed, self.head, self.with_loss = nn.Embedding(20, 8), nn.Linear(8, 20), with_loss
+
+    def forward(self, idx: torch.Tensor) -> Any:
+        logits = self.head(self.embed(idx))
+        return (logits, None) if self.with_loss else logits
+
+
+def test_causal_lm_fits_a_plain_module_that_returns_logits() -> None:
+    batch = {"input_ids": torch.randint(0, 20, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
+    models.check_task_fits(_OwnLM(), "causal_lm", batch)  # the mask is not passed: forward does not name it
+    models.check_task_fits(_OwnLM(with_loss=True), "causal_lm", batch)
+    with pytest.raises(ConfigError, match=r"'causal_lm' does not fit Sequential: it needs logits \[batch, seq, vocab\]"):
+        models.check_task_fits(nn.Sequential(nn.Embedding(20, 8), nn.Flatten()), "causal_lm", batch)
 
 
 # ---- import cost ------------------------------------------------------------------------------

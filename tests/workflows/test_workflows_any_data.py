@@ -261,8 +261,8 @@ def test_every_command_that_scores_a_model_takes_task(command: str) -> None:
 
 def test_a_task_that_does_not_fit_the_model_fails_before_anything_runs(images: tuple[str, Path]) -> None:
     spec, folder = images
-    with pytest.raises(ConfigError, match=r"The task 'causal_lm' does not fit Net: it needs a model whose "
-                                          r"forward takes labels="):
+    with pytest.raises(ConfigError, match=r"The task 'causal_lm' does not fit Net: it needs logits \[batch, "
+                                          r"seq, vocab\]"):
         sparsify(spec, str(folder), stage={}, task="causal_lm")
     with pytest.raises(ConfigError, match=r"The task 'causal_lm' does not fit Net"):
         profile(spec, str(folder), task="causal_lm")
