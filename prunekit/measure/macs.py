@@ -44,6 +44,17 @@ def as_inputs(example_inputs: ExampleInput) -> tuple[torch.Tensor, ...]:
     return inputs
 
 
+def _forward_inputs(example_inputs: Any) -> tuple[Any, ...]:
+    """The positional arguments to count a forward pass with: as :func:`as_inputs`, except that
+    ``None`` may stand for an input the model does without (an encoder-decoder's ``attention_mask``
+    before its ``decoder_input_ids``)."""
+    if isinstance(example_inputs, tuple) and any(x is None for x in example_inputs) and any(
+            isinstance(x, torch.Tensor) for x in example_inputs):
+        as_inputs(tuple(x for x in example_inputs if x is not None))  # NOTE: the same checks for the rest
+        return example_inputs
+    return as_inputs(example_inputs)
+
+
 def batch_of(inputs: tuple[torch.Tensor, ...], batch_size: int) -> tuple[torch.Tensor, ...]:
     """Each input tiled (repeated) along dim 0, then cut to exactly ``batch_size`` rows.
 
@@ -79,7 +90,7 @@ def counting_mode(model: nn.Module) -> Iterator[None]:
 
 
 def _flop_counts(model: nn.Module, example_inputs: ExampleInput) -> dict[str, dict[object, int]]:
-    inputs = as_inputs(example_inputs)
+    inputs = _forward_inputs(example_inputs)
     with counting_mode(model), FlopCounterMode(display=False, depth=None) as counter:
         model(*inputs)
     return counter.get_flop_counts()
@@ -229,7 +240,7 @@ def macs_terms(model: nn.Module, example_inputs: ExampleInput, *, shapes_only: S
     activations and norms are slow Python (``prunekit.graph.fastmeta.fast_result`` is one); it is
     asked only about ops with no MACs, convolutions and linear layers, whose MACs it cannot change.
     """
-    inputs = as_inputs(example_inputs)
+    inputs = _forward_inputs(example_inputs)
     params: dict[int, tuple[str, int]] = {}
     for name, p in model.named_parameters():
         params.setdefault(id(p), (name, p.numel()))

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from prunekit.measure import count_macs, macs_by_module
-from prunekit.measure.macs import batch_of
+from prunekit.errors import ConfigError
+from prunekit.measure.macs import batch_of, macs_terms
 
 
 def test_simple_cnn_macs_exact(simple_cnn: nn.Module) -> None:
@@ -63,3 +65,23 @@ def test_batch_of_tiles_along_dim0() -> None:
     (tiled,) = batch_of((x,), 5)
     assert tiled.shape == (5, 3)
     assert torch.equal(tiled[4], x[0]) and torch.equal(tiled[3], x[1])
+
+
+class _Seq2Seq(torch.nn.Module):
+    """An encoder-decoder whose second positional input (a mask) may be None."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc, self.dec = torch.nn.Linear(4, 8), torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+        h = self.enc(x) if mask is None else self.enc(x) * mask
+        return self.dec(h + y)
+
+
+def test_none_stands_for_an_input_the_model_does_without() -> None:
+    model, x, y = _Seq2Seq(), torch.randn(2, 4), torch.randn(2, 8)
+    assert count_macs(model, (x, None, y)) == 2 * (4 * 8 + 8 * 3)
+    assert macs_terms(model, (x, None, y)).macs == count_macs(model, (x, None, y))
+    with pytest.raises(ConfigError, match="example_inputs must be a tensor or a non-empty tuple of tensors"):
+        count_macs(model, (None, None))
