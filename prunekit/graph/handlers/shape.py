@@ -6,6 +6,7 @@ at a fixed position (``x[:, :64]``, ``split(x, [64, 32])``, ``repeat``) freezes 
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import sys
@@ -560,14 +561,19 @@ def permute(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     ctx.set(out, [dims[p] for p in perm])
 
 
-@register_rule(torch.Tensor.T.__get__, torch.Tensor.H.__get__)
+def _getters(*names: str) -> list[Any]:
+    """The functions a tensor's property read dispatches as (``x.T`` calls ``Tensor.T.__get__``)."""
+    return [inspect.getattr_static(torch.Tensor, name).__get__ for name in names]
+
+
+@register_rule(*_getters("T", "H"))
 def reversed_property(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """``x.T`` (and ``x.H``), read as a property: all dims reversed."""
     dims = ctx.dims(args[0])
     ctx.set(out, dims[::-1] if out.dim() == len(dims) else [None] * out.dim())
 
 
-@register_rule(torch.Tensor.mT.__get__, torch.Tensor.mH.__get__)
+@register_rule(*_getters("mT", "mH"))
 def matrix_transposed_property(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """``x.mT`` (and ``x.mH``), read as a property: the last two dims swapped."""
     dims = ctx.dims(args[0])
@@ -576,7 +582,7 @@ def matrix_transposed_property(ctx, args, kwargs, out) -> None:  # type: ignore[
     ctx.set(out, dims[:-2] + [dims[-1], dims[-2]])
 
 
-@register_rule(torch.Tensor.real.__get__, torch.Tensor.imag.__get__)
+@register_rule(*_getters("real", "imag"))
 def part_property(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """``z.real`` and ``z.imag``: the same positions, each a real number."""
     ctx.set(out, ctx.dims(args[0]))
