@@ -330,10 +330,27 @@ class Bag(nn.Module):
         return self.out(F.relu(self.fc(self.bag(ids, offsets))))
 
 
+class KeepTokens(nn.Module):
+    """MAE's masking: ``gather(x, 1, ids_keep.unsqueeze(-1).repeat(1, 1, D))`` with ``D`` read from x."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.mlp, self.head = nn.Linear(12, 32), nn.Sequential(nn.Linear(32, 64), nn.GELU(),
+                                                                           nn.Linear(64, 32)), nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        n, length, d = x.shape
+        ids_keep = torch.argsort(torch.arange(length, 0, -1).float().expand(n, length), dim=1)[:, : length // 2]
+        x = torch.gather(x, dim=1, index=ids_keep.unsqueeze(-1).repeat(1, 1, d))
+        return self.head((x + self.mlp(x)).mean(1))
+
+
 @pytest.mark.parametrize("build,inputs", [
+    (KeepTokens, lambda: (torch.randn(2, 8, 12),)),
     (LastToken, lambda: (torch.randint(0, 30, (2, 7)), torch.tensor([7, 4]))),
     (Bag, lambda: (torch.randint(0, 50, (10,)), torch.tensor([0, 4]))),
-], ids=["gather", "embedding_bag"])
+], ids=["repeat_to_gather", "gather", "embedding_bag"])
 def test_gather_and_embedding_bag_keep_their_channels(build, inputs) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     model, x = build().eval(), inputs()
