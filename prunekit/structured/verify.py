@@ -135,14 +135,38 @@ def restore(saved: Saved) -> None:
             t.index_copy_(axis, index, old)
 
 
+def zero_sources(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Sequence[int]]]) -> Saved:
+    """Zero in ``model`` the slices of the cut channels in every producer and passive parameter (a
+    weight's rows, a bias, a norm's scale): the cut channels' activations are then zero wherever
+    a linear map makes them, also in code the verification hooks do not see (XLNet's
+    ``einsum("ibh,hnd->ibnd", h, self.q)`` with raw parameters), so sums and contractions over
+    channels agree with the pruned model. Only cut positions change. Returns the old values."""
+    saved: Saved = []
+    with torch.no_grad():
+        for group, channels in cuts:
+            index = torch.tensor(sorted(channels), dtype=torch.long)
+            for member in (*group.by_role("producer"), *group.by_role("passive")):
+                t = tensor_of(model, member.tensor)
+                if not isinstance(t, nn.Parameter) or not t.is_floating_point():
+                    continue  # NOTE: buffers (running statistics) stay: a zero variance could divide by zero
+                rows = member.indices(index).to(t.device)
+                saved.append((t, member.axis, rows, t.index_select(member.axis, rows)))
+                t.index_fill_(member.axis, rows, 0.0)
+    return saved
+
+
 @contextmanager
 def zeroed(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Sequence[int]]],
-           skip: Collection[tuple[str, int]] = frozenset()) -> Iterator[nn.Module]:
+           skip: Collection[tuple[str, int]] = frozenset(), *, sources: bool = False) -> Iterator[nn.Module]:
     """``model`` computing as if the cut channels were removed, for the duration of the block; the
-    exact old values are put back afterwards (also on error)."""
+    exact old values are put back afterwards (also on error). ``sources``: the cut channels'
+    producers are zeroed too (:func:`zero_sources`)."""
     saved: Saved = []
+    cuts = list(cuts)
     try:
         saved = zero_consumers(model, cuts, skip)
+        if sources:
+            saved += zero_sources(model, cuts)
         yield model
     finally:
         restore(saved)
@@ -354,12 +378,12 @@ def _verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: P
     # NOTE: a layer whose weight is read without calling it (nn.MultiheadAttention's out_proj) cannot
     # have its input zeroed: its weight is. The pruned run shows which; the dense run confirms it.
     cuts.fed -= {(t, a) for t, a in cuts.fed if t.rpartition(".")[0] not in called}
-    with zeroed(model, removed, skip=cuts.fed):
+    with zeroed(model, removed, skip=cuts.fed, sources=True):
         want, dense_records, fired = _run(model, inputs, modules, cuts, zero=True, record=record)
     unfired = {(t, a) for t, a in cuts.fed if t.rpartition(".")[0] not in fired}
     if unfired:
         cuts.fed -= unfired
-        with zeroed(model, removed, skip=cuts.fed):
+        with zeroed(model, removed, skip=cuts.fed, sources=True):
             want, dense_records, _ = _run(model, inputs, modules, cuts, zero=True, record=record)
     _compare_shapes(got, want)
     mismatch = _first_mismatch(got, want, rtol, atol)

@@ -608,3 +608,28 @@ def test_a_weight_that_also_reads_fixed_width_data_keeps_its_columns() -> None:
     width = _group_of(graph, "inp.weight")
     assert not width.prunable and any("fixed width" in r for r in width.reasons)
     assert pruned.v.in_features == 8
+
+
+@pytest.mark.parametrize("arch", [{"multi_query": True}, {"new_decoder_architecture": True, "num_kv_heads": 2}])
+def test_falcon_keeps_its_head_counts_when_only_the_width_is_cut(arch: dict) -> None:
+    """Falcon's one fused projection holds H query and KV key and value heads ((H + 2 KV) heads of
+    rows), not three equal thirds: once its ``x @ weight.T`` is followed, the residual width is cut
+    too, and the head counts must not be read as a third of the rows."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.FalconConfig(vocab_size=50, hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                       **arch)
+    torch.manual_seed(0)
+    model = transformers.FalconForCausalLM(config).eval()
+    ids = torch.randint(0, 50, (1, 8), generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, (ids,))
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=(ids,))  # verified
+    attention = pruned.transformer.h[0].self_attention
+    rows = attention.query_key_value.weight.shape[0]
+    assert rows == (attention.num_heads + 2 * attention.num_kv_heads) * attention.head_dim
+    if arch.get("multi_query"):  # NOTE: one key/value head: the query heads stay whole
+        assert (attention.num_heads, attention.num_kv_heads) == (4, 1)
+    else:  # NOTE: key/value groups are cut whole, each with its query heads
+        assert attention.num_heads == 2 * attention.num_kv_heads
+    assert pruned.transformer.word_embeddings.embedding_dim < 64
+    assert pruned(ids).logits.shape == (1, 8, 50)

@@ -151,3 +151,40 @@ def test_a_wrong_cut_still_fails_in_float64() -> None:
         pruned.layers[2].weight[:, 0] += 0.05  # a small wrong value, not rounding
     with pytest.raises(VerificationError, match="differs from the masked dense model"):
         verify(model, pruned, graph, plan, x)
+
+
+class _RawEinsumAttention(nn.Module):
+    """XLNet's shape: q and k from raw [hidden, heads, head_dim] parameters by einsum, a bias added to
+    q, the scores contracted over head_dim. No layer the hooks know makes q or k."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(6, 8)
+        self.q, self.k, self.v = (nn.Parameter(torch.randn(8, 2, 4)) for _ in range(3))
+        self.r_w_bias = nn.Parameter(torch.randn(2, 4))
+        self.o = nn.Parameter(torch.randn(8, 2, 4))
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)  # [i, b, hidden]
+        q, k, v = (torch.einsum("ibh,hnd->ibnd", h, w) for w in (self.q, self.k, self.v))
+        score = torch.einsum("ibnd,jbnd->bnij", q + self.r_w_bias, k).softmax(-1)
+        out = torch.einsum("ibnd,hnd->ibh", torch.einsum("bnij,jbnd->ibnd", score, v), self.o)
+        return self.head(h + out)
+
+
+def test_a_contraction_of_raw_parameter_projections_is_checked_by_value() -> None:
+    """The reference zeroes the cut head-size slices of q, k and the bias too, so the pruned model's
+    scores (summed over fewer positions) equal the reference's; before, the reference kept them and
+    verification refused a correct cut (XLNet, 6.95e-5 apart)."""
+    torch.manual_seed(0)
+    model, x = _RawEinsumAttention().eval(), torch.randn(5, 2, 6)
+    graph = DependencyGraph.trace(model, x)
+    head_size = next(g for g in graph.groups if ("q", 2) in {(m.tensor, m.axis) for m in g.members})
+    assert head_size.prunable and not head_size.exact and head_size.zero_exact
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    assert plan.removed(head_size.id)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pruned = apply(model, graph, plan, example_inputs=x)  # verified by value
+    assert pruned.q.shape[2] == 2 and pruned(x).shape == (5, 2, 3)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

@@ -72,8 +72,17 @@ def refresh_attention(module: nn.Module) -> None:
     head_dim = vars(module)[_int_attr(module, _HEAD_DIM)]  # type: ignore[index]
     rows = _rows(module, _QUERY)
     fused = _rows(module, _FUSED) or _rows(module, _IN_PROJ) or 0
-    heads = rows // head_dim if rows is not None else fused // 3 // head_dim
-    old = vars(module)[_int_attr(module, _HEADS)] * head_dim  # type: ignore[index]
+    stored = vars(module)[_int_attr(module, _HEADS)]  # type: ignore[index]
+    kv = _int_attr(module, _KV_HEADS)
+    if rows is None and kv is not None and _rows(module, _KEY) is None and stored % vars(module)[kv] == 0:
+        # NOTE: one fused projection of H query and KV key and value heads ((H + 2 KV) rows of heads:
+        # Falcon, Phi-3): key/value groups are cut whole, so H / KV stays
+        per = stored // vars(module)[kv]
+        setattr(module, kv, fused // ((per + 2) * head_dim))
+        heads = per * vars(module)[kv]
+    else:
+        heads = rows // head_dim if rows is not None else fused // 3 // head_dim
+    old = stored * head_dim
     if type(vars(module).get("embed_dim")) is int and module.embed_dim == old:  # NOTE: read as the inner width
         module.embed_dim = heads * head_dim  # (InternVL's reshape(B, N, self.embed_dim))
     for name in _HEADS:
@@ -83,7 +92,6 @@ def refresh_attention(module: nn.Module) -> None:
         if type(vars(module).get(name)) is int:
             setattr(module, name, heads * head_dim)
     key = _rows(module, _KEY)
-    kv = _int_attr(module, _KV_HEADS)
     if key is not None and kv is not None:
         setattr(module, kv, key // head_dim)
     if key is not None and type(vars(module).get("num_key_value_groups")) is int:
