@@ -20,10 +20,10 @@ Torch-Pruning's values (it has no verification), so a cut that runs may still co
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -74,14 +74,12 @@ def run_prunekit(name: str) -> dict[str, Any]:
     want_x, want_y = _call(model, x), _call(model, y)
     record: dict[str, Any] = {"params": _params(model)}
     pruner = StructuredPruner({"ratio": 0.5})
-    start = time.perf_counter()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             pruned = pruner.fit_transform(model, x)
     except Exception as exc:  # noqa: BLE001
         return {**record, "error": f"{type(exc).__name__}: {str(exc)[:120]}"}
-    record["seconds"] = time.perf_counter() - start
     record["fallback"] = [str(w.message)[:160] for w in caught if "failed verification" in str(w.message)]
     record["kept"] = _params(pruned) / record["params"]
     inputs = x if isinstance(x, tuple) else (x,)
@@ -128,8 +126,6 @@ def _one(tool: str, name: str) -> dict[str, Any]:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False)
     except subprocess.TimeoutExpired:
         return {"error": "ran past 600 s"}
-    import json
-
     line = next((line for line in done.stdout.splitlines() if line.startswith("RESULT")), None)
     if line is None:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -96,6 +96,12 @@ class DependencyGraph:
         """Groups that can be cut."""
         return tuple(g for g in self.groups if g.prunable)
 
+    def freezing(self, ids: Iterable[str], why: str) -> DependencyGraph:
+        """This graph with the groups ``ids`` not prunable, ``why`` added to their reasons."""
+        frozen = set(ids)
+        return replace(self, groups=tuple(replace(g, prunable=False, reasons=g.reasons + (why,))
+                                          if g.id in frozen else g for g in self.groups))
+
     def group(self, group_id: str) -> ChannelGroup:
         """The group called ``group_id`` (raises with the known ids if absent)."""
         for g in self.groups:
@@ -148,8 +154,6 @@ def _apply_ignore(groups: tuple[ChannelGroup, ...], ignore: tuple[str, ...], fre
 
             raise ConfigError(f"{option} names modules the model does not have: {unknown}."
                               f"{did_you_mean(unknown[0], modules)} Use names from model.named_modules().")
-    from dataclasses import replace
-
     result = []
     for g in groups:
         if g.prunable:

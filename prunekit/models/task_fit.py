@@ -37,12 +37,8 @@ def check_task_fits(model: nn.Module, task: Any, example_inputs: Any) -> None:
         raise ConfigError(f"task {task!r}: expected one of {', '.join(TASK_NAMES)}.")
     if name == "custom":
         return
-    if name == "causal_lm" and isinstance(example_inputs, Mapping) and "input_ids" in example_inputs:
-        # NOTE: as tasks.CausalLM calls it: the ids positional, the mask only where forward names it
-        accepted = _parameters(model)
-        extra = {k: v for k, v in example_inputs.items() if k != "input_ids" and k in accepted}
-        example_inputs = ((example_inputs["input_ids"],), extra)
-    output = _run(model, example_inputs, name)
+    args, kwargs = _call_parts(model, example_inputs, name)
+    output = _run(model, args, kwargs, name)
     _CHECKS[name](model, output, _batch_size(example_inputs))
 
 
@@ -80,18 +76,25 @@ _CHECKS = {"classification": _check_classification, "causal_lm": _check_causal_l
            "embedding": _check_embedding}
 
 
-def _run(model: nn.Module, example_inputs: Any, task: str) -> Any:
+def _call_parts(model: nn.Module, example_inputs: Any, task: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Positional and keyword arguments to call ``model`` with. A mapping is passed by keyword, except
+    for causal_lm, which calls as ``tasks.CausalLM`` does: the ids positional, the mask only where
+    forward names it (a model of one's own takes ``forward(idx)``)."""
+    if isinstance(example_inputs, Mapping):
+        if task == "causal_lm" and "input_ids" in example_inputs:
+            accepted = _parameters(model)
+            return (example_inputs["input_ids"],), {k: v for k, v in example_inputs.items()
+                                                    if k != "input_ids" and k in accepted}
+        return (), dict(example_inputs)
+    return (example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)), {}
+
+
+def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], task: str) -> Any:
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            if isinstance(example_inputs, Mapping):
-                return model(**example_inputs)
-            if (isinstance(example_inputs, tuple) and len(example_inputs) == 2
-                    and isinstance(example_inputs[0], tuple) and isinstance(example_inputs[1], Mapping)):
-                return model(*example_inputs[0], **example_inputs[1])  # NOTE: (args, kwargs)
-            args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-            return model(*args)
+            return model(*args, **kwargs)
     except Exception as exc:  # NOTE: the model is the user's; any error means the inputs do not fit.
         raise ConfigError(f"The task '{task}' cannot be checked: {type(model).__name__} failed on the example "
                           f"inputs ({type(exc).__name__}: {exc}). Pass inputs the model accepts.") from exc

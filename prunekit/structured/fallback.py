@@ -10,7 +10,6 @@ the groups left. The result is verified like any other; the warning names what w
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from torch import nn
@@ -19,7 +18,7 @@ from prunekit.graph.dependency import DependencyGraph
 from prunekit.structured.apply import VerificationError, apply
 from prunekit.structured.plan import Plan
 
-__all__ = ["blame", "without", "plan_without_blamed"]
+__all__ = ["blame", "cause", "plan_without_blamed"]
 
 T = TypeVar("T")
 MAX_BLAMED = 8  # more failing groups than this: the graph is too far off for a fallback to be honest
@@ -62,12 +61,9 @@ def blame(model: nn.Module, graph: DependencyGraph, plan: Plan, example_inputs: 
     return blamed
 
 
-def without(graph: DependencyGraph, ids: Sequence[str], why: str) -> DependencyGraph:
-    """``graph`` with the groups ``ids`` frozen, ``why`` their reason."""
-    frozen = set(ids)
-    groups = tuple(replace(g, prunable=False, reasons=g.reasons + (why,)) if g.id in frozen else g
-                   for g in graph.groups)
-    return replace(graph, groups=groups)
+def cause(error: VerificationError) -> str:
+    """The error's first sentence: what failed, without the advice that follows."""
+    return str(error).split(". ")[0]
 
 
 def plan_without_blamed(model: nn.Module, graph: DependencyGraph, plan: Plan, example_inputs: Any,
@@ -78,6 +74,5 @@ def plan_without_blamed(model: nn.Module, graph: DependencyGraph, plan: Plan, ex
     blamed = blame(model, graph, plan, example_inputs)
     if not blamed or len(blamed) > MAX_BLAMED:
         return None
-    first = str(error).split(". ")[0]
-    frozen = without(graph, blamed, f"frozen: cutting it failed verification ({first})")
+    frozen = graph.freezing(blamed, f"frozen: cutting it failed verification ({cause(error)})")
     return frozen, replan(frozen), blamed

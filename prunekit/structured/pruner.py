@@ -22,7 +22,7 @@ from prunekit.importance import score
 from prunekit.config import parse_config
 from prunekit.structured.allocate import valid_round_to
 from prunekit.structured.apply import VerificationError, apply
-from prunekit.structured.fallback import plan_without_blamed
+from prunekit.structured.fallback import cause, plan_without_blamed
 from prunekit.structured.plan import Plan
 from prunekit.structured.model_timing import ModelTimings
 from prunekit.structured.rounding import LayerTimings, RoundingTable, TimingTable
@@ -196,7 +196,6 @@ class StructuredPruner:
             counts = None
         self.graph_, self.scores_, self.plan_, self._achieved = graph, scores, plan, achieved
         self._counts = counts
-        self._fitted = (target, options)
         self.example_inputs_ = example_inputs
         return self
 
@@ -251,15 +250,14 @@ class StructuredPruner:
         except VerificationError as error:
             if self.steps != 1:
                 raise
-            target, options = self._fitted
+            target, options = self.validate_params()
             found = plan_without_blamed(
                 model, self.graph_, plan, self.example_inputs_, error,
                 lambda graph: self._plan(model, graph, self.scores_, target, options, self.example_inputs_))
             if found is None:
                 raise
             graph, (plan, achieved, counts), blamed = found
-            why = str(error).split(". ")[0]
-            warnings.warn(f"StructuredPruner: cutting {', '.join(blamed)} failed verification ({why}); "
+            warnings.warn(f"StructuredPruner: cutting {', '.join(blamed)} failed verification ({cause(error)}); "
                           f"{'that group is' if len(blamed) == 1 else 'those groups are'} kept whole and the "
                           f"target is met with the others. Please report the model: prunekit missed a "
                           f"dependency there.", stacklevel=2)

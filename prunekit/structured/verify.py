@@ -13,18 +13,18 @@ layer holding a cut tensor is checked on its own: whenever its input agrees with
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 from prunekit.errors import PrunekitError
 from prunekit.graph.dependency import DependencyGraph
-from prunekit.graph.groups import ChannelGroup, submodule, tensor_of
+from prunekit.graph.groups import ChannelGroup, Member, Role, submodule, tensor_of
 from prunekit.structured.plan import Plan
 
 __all__ = ["verify", "VerificationError", "zeroed", "zero_consumers", "restore", "cuts_of"]
@@ -114,14 +114,21 @@ def zero_consumers(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Sequence
     """Zero in ``model`` every consumer weight slice reading a cut channel (but the (tensor, axis)
     pairs in ``skip``): the masked dense model of DESIGN.md's equivalence. Returns what was there,
     as ``(tensor, axis, index, old values)`` in the order written, for :func:`restore`."""
+    return _zero_members(model, cuts, ("consumer",),
+                         lambda member, t: (member.tensor, member.axis) not in skip)
+
+
+def _zero_members(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Sequence[int]]], roles: Sequence[Role],
+                  chosen: Callable[[Member, torch.Tensor], bool]) -> Saved:
+    """Zero the cut channels' slices of the members of ``roles`` that ``chosen`` accepts; the old values."""
     saved: Saved = []
     with torch.no_grad():
         for group, channels in cuts:
             index = torch.tensor(sorted(channels), dtype=torch.long)
-            for member in group.by_role("consumer"):
-                if (member.tensor, member.axis) in skip:
-                    continue
+            for member in (m for role in roles for m in group.by_role(role)):
                 t = tensor_of(model, member.tensor)
+                if not chosen(member, t):
+                    continue
                 rows = member.indices(index).to(t.device)
                 saved.append((t, member.axis, rows, t.index_select(member.axis, rows)))
                 t.index_fill_(member.axis, rows, 0.0)
@@ -140,19 +147,10 @@ def zero_sources(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Sequence[i
     weight's rows, a bias, a norm's scale): the cut channels' activations are then zero wherever
     a linear map makes them, also in code the verification hooks do not see (XLNet's
     ``einsum("ibh,hnd->ibnd", h, self.q)`` with raw parameters), so sums and contractions over
-    channels agree with the pruned model. Only cut positions change. Returns the old values."""
-    saved: Saved = []
-    with torch.no_grad():
-        for group, channels in cuts:
-            index = torch.tensor(sorted(channels), dtype=torch.long)
-            for member in (*group.by_role("producer"), *group.by_role("passive")):
-                t = tensor_of(model, member.tensor)
-                if not isinstance(t, nn.Parameter) or not t.is_floating_point():
-                    continue  # NOTE: buffers (running statistics) stay: a zero variance could divide by zero
-                rows = member.indices(index).to(t.device)
-                saved.append((t, member.axis, rows, t.index_select(member.axis, rows)))
-                t.index_fill_(member.axis, rows, 0.0)
-    return saved
+    channels agree with the pruned model. Only cut positions change. Returns the old values.
+    Buffers (running statistics) stay: a zero variance could divide by zero."""
+    return _zero_members(model, cuts, ("producer", "passive"),
+                         lambda member, t: isinstance(t, nn.Parameter) and t.is_floating_point())
 
 
 @contextmanager
@@ -318,7 +316,7 @@ def _floating(module: nn.Module) -> list[torch.Tensor]:
 
 def _rounds_in_float32(model: nn.Module, pruned: nn.Module, inputs: tuple[Any, ...]) -> bool:
     """Whether a float64 pass could tell rounding from a wrong cut: float32 (or narrower) tensors,
-    none sharing storage with another (converting one would part them), on the CPU or one device."""
+    none of a model's sharing storage with another (converting one would part them)."""
     tensors = _floating(model) + _floating(pruned) + [t for t in tree_flatten(inputs)[0]
                                                       if isinstance(t, torch.Tensor) and t.is_floating_point()]
     if not tensors or any(t.dtype == torch.float64 for t in tensors):
@@ -348,8 +346,6 @@ def _in_float64(module: nn.Module) -> Iterator[None]:
 
 
 def _to_float64(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
-    from torch.utils._pytree import tree_map
-
     return tree_map(lambda t: t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t, inputs)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit.data.text import BYTES
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import score
@@ -251,7 +252,7 @@ def _rebuild(model: str, data: str, net: nn.Module, state_dir: Path | None, *, w
         weights = str(save_weights(net, state_dir / "baseline.safetensors"))
     absolute = (lambda p: str(Path(p).absolute()) if p is not None and Path(p).exists() else p)  # noqa: E731
     return {"model": model, "data": absolute(data), "data_dir": absolute(data_dir), "weights": absolute(weights),
-            "tokenizer": tokenizer if tokenizer == "bytes" else absolute(tokenizer),
+            "tokenizer": tokenizer if tokenizer == BYTES else absolute(tokenizer),
             "task": task, "seed": seed, "max_eval_batches": measure.max_eval_batches,
             "eval_batch_size": measure.eval_batch_size}
 

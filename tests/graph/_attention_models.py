@@ -45,7 +45,7 @@ class QKVHeads(nn.Module):
     def __init__(self, dim: int = 16, heads: int = 4, constant_heads: bool = False) -> None:
         super().__init__()
         self.heads = heads if constant_heads else -1
-        self.head_dim = dim // heads  # NOTE: the head count is derived (-1): a constant would not follow pruning
+        self.head_dim = dim // heads  # NOTE: the head count is -1 (derived) unless constant_heads stores it
         self.embed = nn.Linear(5, dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)

@@ -57,6 +57,16 @@ def _reduced(args: tuple[Any, ...], kwargs: dict[str, Any], ndim: int, at: int =
     return {d % ndim for d in dims if isinstance(d, int)}, keepdim
 
 
+def _set_reduced(ctx, out: Any, dims: list[Any], reduced: set[int], keepdim: bool) -> None:  # type: ignore[no-untyped-def]
+    """Each tensor of ``out`` gets ``dims`` without the ``reduced`` ones (kept as size 1, carrying
+    no channels, with ``keepdim``); a result of another rank carries none."""
+    kept = [None if i in reduced else d for i, d in enumerate(dims)] if keepdim else \
+        [d for i, d in enumerate(dims) if i not in reduced]
+    for t in (out if isinstance(out, tuple) else (out,)):
+        if isinstance(t, torch.Tensor):
+            ctx.set(t, kept if t.dim() == len(kept) else [None] * t.dim())
+
+
 @register_rule(*resolve(*_REDUCE))
 def reduction(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """Reduced dims disappear (or become 1 with keepdim); reducing over channels is inexact."""
@@ -71,11 +81,7 @@ def reduction(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         if isinstance(dims[d], Tracked):
             ctx.store.inexact(dims[d], f"reduced over by {ctx.where}",
                               zero_safe=ctx.current.endswith(("sum", "nansum")))
-    kept = [None if i in reduced else d for i, d in enumerate(dims)] if keepdim else \
-        [d for i, d in enumerate(dims) if i not in reduced]
-    for t in (out if isinstance(out, tuple) else (out,)):
-        if isinstance(t, torch.Tensor):
-            ctx.set(t, kept if t.dim() == len(kept) else [None] * t.dim())
+    _set_reduced(ctx, out, dims, reduced, keepdim)
 
 
 @register_rule(*_NORMS)
@@ -91,9 +97,7 @@ def norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         if isinstance(dims[d], Tracked):
             ctx.store.inexact(dims[d], f"norm over channels in {ctx.where}",
                               zero_safe=not (isinstance(order, (int, float)) and order < 0))
-    kept = [None if i in reduced else d for i, d in enumerate(dims)] if keepdim else \
-        [d for i, d in enumerate(dims) if i not in reduced]
-    ctx.set(out, kept if out.dim() == len(kept) else [None] * out.dim())
+    _set_reduced(ctx, out, dims, reduced, keepdim)
 
 
 @register_rule(*resolve("argmax", "argmin"))
@@ -106,9 +110,7 @@ def arg_extreme(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     for d in reduced:
         if isinstance(dims[d], Tracked):
             ctx.store.freeze(dims[d], f"a channel index taken by {ctx.where}")
-    kept = [None if i in reduced else d for i, d in enumerate(dims)] if keepdim else \
-        [d for i, d in enumerate(dims) if i not in reduced]
-    ctx.set(out, kept if out.dim() == len(kept) else [None] * out.dim())
+    _set_reduced(ctx, out, dims, reduced, keepdim)
 
 
 @register_rule(*resolve("cosine_similarity", "pairwise_distance"))
@@ -125,8 +127,7 @@ def similarity(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     dims = [ctx.store.unify(x, y, ctx.where) for x, y in zip(ctx.dims(a), ctx.dims(b))]
     if isinstance(dims[dim], Tracked):
         ctx.store.inexact(dims[dim], f"compared along channels by {ctx.where}", zero_safe=cosine)
-    kept = [None if i == dim else d for i, d in enumerate(dims)] if keepdim else dims[:dim] + dims[dim + 1:]
-    ctx.set(out, kept if out.dim() == len(kept) else [None] * out.dim())
+    _set_reduced(ctx, out, dims, {dim}, keepdim)
 
 
 @register_rule(*resolve("softmax", "log_softmax", "softmin", "normalize", "cumsum", "cumprod",

@@ -434,8 +434,7 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  #
         return [Tracked(tuple(Segment(s.source, s.start, s.length, s.inner // factor) for s in layout.segments))] + rest
     if not derived[-2] and not any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS) and not _in_user_module(ctx):
         ctx.store.freeze(layout, f"channels split into several dims (heads) by {ctx.where} with a constant "
-                                 f"head count (write -1 for it, keep it in one attribute of the module, or "
-                                 f"register a refresh that updates it)")
+                                 f"head count (write -1 for it, or register a refresh that updates it)")
         return [None] * len(sizes)
     inside = _parts_inside_heads(ctx, sizes)  # NOTE: [H, 3, d]: head h holds its q, k and v (Persimmon, Bloom)
     heads = heads_of(ctx, layout, sizes[-2] * sizes[-1] if inside else sizes[-1])
@@ -471,23 +470,10 @@ def _in_user_module(ctx) -> bool:  # type: ignore[no-untyped-def]
 
 def _user_head_count(ctx, heads: Tracked, sizes: list[int], raw: list[Any] | None,  # type: ignore[no-untyped-def]
                      inside: bool) -> bool:
-    """In a user's module (see ``user_modules``), the attribute holding a constant head count joins
-    the heads (of one chunk: q of a fused q|k|v), so ``apply`` rewrites it; False (the channels
-    frozen) where no one attribute holds it. True: the count follows (or not a user module)."""
-    from prunekit.graph.handlers.user_modules import head_count_attribute, user_module
+    """True when the heads' count follows the cut (see ``user_modules.join_head_count``)."""
+    from prunekit.graph.handlers.user_modules import join_head_count
 
-    if user_module(ctx) is None:
-        return True
-    at = -3 if inside else -2
-    attr = head_count_attribute(ctx, raw[at] if raw is not None else None)
-    if attr is None:
-        ctx.store.freeze(heads, f"channels split into several dims (heads) by {ctx.where} with a constant head "
-                                f"count that no one attribute of the module holds (write -1 for it, or keep it "
-                                f"in one attribute)")
-        return False
-    chunks = math.prod(sizes[:at])
-    ctx.store.use(heads if inside or chunks == 1 else _slice(heads, 0, sizes[at], ctx) or heads, attr, 0, "passive")
-    return True
+    return join_head_count(ctx, heads, sizes, raw, inside)
 
 
 def _parts_inside_heads(ctx, sizes: list[int]) -> bool:  # type: ignore[no-untyped-def]
@@ -729,10 +715,7 @@ def _stored_split_size(ctx, args, kwargs, layout: Dim) -> str | None:  # type: i
         return None
     from prunekit.graph.handlers.user_modules import split_size_attribute
 
-    size = arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size"))
-    if isinstance(size, (list, tuple)) and size and all(type(s) is int and s == size[0] for s in size):
-        size = size[0]  # NOTE: YOLOv8's C2f: split((self.c, self.c), 1)
-    return split_size_attribute(ctx, size)
+    return split_size_attribute(ctx, arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size")))
 
 
 def _sections_sized_by_widths(ctx, args, kwargs, dims: list[Dim], dim: int,  # type: ignore[no-untyped-def]

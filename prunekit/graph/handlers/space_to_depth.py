@@ -63,9 +63,7 @@ def im2col(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     x = args[0]
     if x.dim() not in (3, 4) or out.dim() != x.dim() - 1:
         return ctx.opaque(args, kwargs, out, "unfold of other than a (N, C, H, W) input")
-    _spread(ctx, x, out, math.prod(_pair(arg(args, kwargs, 1, "kernel_size", 1))), 2)
-    dims = ctx.dims(out)
-    ctx.set(out, dims[:-1] + [None])  # NOTE: the blocks' positions (L), not channels
+    _spread(ctx, x, out, math.prod(_pair(arg(args, kwargs, 1, "kernel_size", 1))), 2)  # NOTE: L carries none
 
 
 @register_rule(torch.nn.functional.fold)
@@ -74,10 +72,4 @@ def col2im(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     x = args[0]
     if x.dim() not in (2, 3) or out.dim() != x.dim() + 1:
         return ctx.opaque(args, kwargs, out, "fold of other than a (N, C*k*k, L) input")
-    factor = math.prod(_pair(arg(args, kwargs, 2, "kernel_size", 1)))
-    dims = ctx.dims(x)
-    layout = dims[-2]
-    units = heads_of(ctx, layout, factor) if isinstance(layout, Tracked) else None
-    if isinstance(layout, Tracked) and units is None:
-        ctx.store.freeze(layout, f"channel blocks of {factor} do not line up with the channels in {ctx.where}")
-    ctx.set(out, dims[:-2] + [units, None, None])
+    _gather(ctx, x, out, math.prod(_pair(arg(args, kwargs, 2, "kernel_size", 1))), 1)

@@ -10,14 +10,17 @@ no attribute holds, or several hold, stays a constant and freezes the channels, 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import nn
 
+from prunekit.graph.constraints import Tracked
+from prunekit.graph.handlers.common import slice_layout
 from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS, SIZE_TIES_KEPT, calling_module, size_attribute
 from prunekit.graph.registry import refresh_for
 
-__all__ = ["user_module", "head_count_attribute", "split_size_attribute"]
+__all__ = ["user_module", "head_count_attribute", "join_head_count", "split_size_attribute"]
 
 _LIBRARY_PACKAGES = ("torch.", "torchvision.", "timm.", "transformers.", "prunekit.")
 _NOT_COUNTS = ("dim", "size", "width", "channel", "embd", "embed", "hidden")  # words that say "not a head count"
@@ -55,9 +58,34 @@ def head_count_attribute(ctx: Any, count: Any) -> str | None:
     return size_attribute(scope, names[0], None) if len(names) == 1 else None
 
 
+def join_head_count(ctx: Any, heads: Tracked, sizes: list[int], raw: list[Any] | None, inside: bool) -> bool:
+    """A view splits channels into ``heads`` at a constant count (``sizes``; ``raw`` as asked for;
+    ``inside``: the count comes before the part dim, ``[H, 3, d]``). In a user's module the attribute
+    holding that count joins the heads (of one chunk: q of a fused q|k|v), so ``apply`` rewrites it;
+    where no one attribute holds it the heads are frozen and False returned. True: not a user module."""
+    if user_module(ctx) is None:
+        return True
+    at = -3 if inside else -2
+    attr = head_count_attribute(ctx, raw[at] if raw is not None else None)
+    if attr is None:
+        ctx.store.freeze(heads, f"channels split into several dims (heads) by {ctx.where} with a constant head "
+                                f"count that no one attribute of the module holds (write -1 for it, or keep it "
+                                f"in one attribute)")
+        return False
+    chunk = heads if inside or math.prod(sizes[:at]) == 1 else slice_layout(heads, 0, sizes[at])
+    if chunk is None:
+        ctx.store.freeze(heads, f"slice cuts through a channel in {ctx.where}")
+        chunk = heads
+    ctx.store.use(chunk, attr, 0, "passive")
+    return True
+
+
 def split_size_attribute(ctx: Any, size: Any) -> str | None:
-    """The size attribute of a user module's stored split size (nanoGPT's ``split(self.n_embd, 2)``):
-    the one int attribute (not a head count) that holds ``size``; None otherwise."""
+    """The size attribute of a user module's stored split size (nanoGPT's ``split(self.n_embd, 2)``,
+    YOLOv8's ``split((self.c, self.c), 1)``): the one int attribute (not a head count) that holds
+    ``size``; None otherwise."""
+    if isinstance(size, (list, tuple)) and size and all(type(s) is int and s == size[0] for s in size):
+        size = size[0]
     found = user_module(ctx)
     if found is None or type(size) is not int or size <= 1:
         return None
