@@ -359,3 +359,23 @@ def test_gather_and_embedding_bag_keep_their_channels(build, inputs) -> None:  #
     plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
     pruned = apply(model, graph, plan, example_inputs=x)
     torch.testing.assert_close(pruned(*x), mask(model, graph, plan)(*x), rtol=1e-4, atol=1e-5)
+
+
+class FirstChannelOnly(nn.Module):
+    """``gather`` with an index one position wide over the channels reads channel 0 only: a channel
+    picked by position, which a cut would shift."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ff, self.head = nn.Linear(4, 16), nn.Linear(1, 3)
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.ff(x)).gather(1, index).squeeze(1))
+
+
+def test_gather_with_an_index_narrower_than_the_channels_freezes_them() -> None:
+    torch.manual_seed(0)
+    model, x, index = FirstChannelOnly().eval(), torch.randn(2, 5, 4), torch.tensor([[[3]], [[1]]])
+    graph = DependencyGraph.trace(model, (x, index))
+    group = graph.group("ff.weight:0")
+    assert not group.prunable and any("index of a fixed width" in r for r in group.reasons)

@@ -860,9 +860,8 @@ def gather(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             result.append(None)
         elif isinstance(layout, Tracked) and isinstance(pick, Tracked):
             result.append(ctx.store.unify(layout, pick, ctx.where))
-        elif isinstance(layout, Tracked):
-            if index.shape[d] != 1 or x.shape[d] == 1:
-                ctx.store.freeze(layout, f"an index of a fixed width reads these channels in {ctx.where}")
+        elif isinstance(layout, Tracked):  # NOTE: the index reads the first positions only; they would shift
+            ctx.store.freeze(layout, f"an index of a fixed width reads these channels in {ctx.where}")
             result.append(None)
         else:
             result.append(pick if isinstance(pick, Tracked) else None)
