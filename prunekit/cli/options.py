@@ -59,6 +59,9 @@ def add_model_options(parser: argparse.ArgumentParser, *, data_required: bool = 
                         help="how a text file is tokenised: a folder holding a saved tokenizer, or 'bytes' "
                              "(its UTF-8 bytes as token ids, a vocabulary of 256, for a model of your own "
                              "without a tokenizer) (default: the model's own, from an hf: or saved folder)")
+    parser.add_argument("--block-size", type=int, default=None, metavar="N",
+                        help="tokens per sample of a text file (default: 128, or the model's position "
+                             "count where its config records a smaller one)")
     parser.add_argument("--data-dir", metavar="DIR", default=None,
                         help="folder with the Fashion-MNIST IDX files (default: $PRUNEKIT_DATA, "
                              "else /usr/share/datasets/fashion-mnist from Debian's "

@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     results = search(args.model, args.data, strategy=args.strategy, constraints=constraints(args),
                      objectives=objectives, trials=args.trials, seed=args.seed, weights=args.weights,
                      task=args.task, data_dir=args.data_dir,
-                     tokenizer=args.tokenizer, levels=args.levels or DEFAULT_LEVELS,
+                     tokenizer=args.tokenizer, block_size=args.block_size, levels=args.levels or DEFAULT_LEVELS,
                      round_to=args.round_to, depth=args.depth, ranks=args.ranks, widths=args.widths,
                      bn_batches=args.bn_batches,
                      val_samples=args.val_samples, finetune_steps=args.finetune_steps,

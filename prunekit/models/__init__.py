@@ -20,7 +20,7 @@ from prunekit.errors import ConfigError
 from prunekit.models.resnet_cifar import ResNetCifar, resnet20, resnet56
 from prunekit.models.small import LeNet5, SimpleCNN, VGGSmall
 from prunekit.models.spec import ModelSpec, from_source, parse_spec, resolve, source_of
-from prunekit.models.task_fit import check_task_fits
+from prunekit.models.task_fit import check_task_fits, context_length
 from prunekit.models.torchvision_names import INPUT_SIZES as _TORCHVISION_INPUT_SIZES
 from prunekit.models.weights import load_state, read_state_dict
 from prunekit.registry import Registry
@@ -33,6 +33,7 @@ __all__ = [
     "SimpleCNN",
     "VGGSmall",
     "check_task_fits",
+    "context_length",
     "create",
     "example_input",
     "from_source",

@@ -20,17 +20,25 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 
-__all__ = ["TASK_NAMES", "check_task_fits"]
+__all__ = ["TASK_NAMES", "check_task_fits", "context_length"]
 
 TASK_NAMES = ("classification", "causal_lm", "embedding", "custom")
 
+# NOTE: the names models give their position count: Hugging Face configs, nanoGPT's GPTConfig
+# (``block_size``), Meta's Llama ModelArgs (``max_seq_len``), open_clip/CLIP (``context_length``).
+_CONTEXT_FIELDS = ("n_positions", "max_position_embeddings", "n_ctx", "block_size", "max_seq_len",
+                   "context_length")
+_CONFIG_HOLDERS = ("config", "params", "args", "cfg")
 
-def check_task_fits(model: nn.Module, task: Any, example_inputs: Any) -> None:
+
+def check_task_fits(model: nn.Module, task: Any, example_inputs: Any, *,
+                    fix: str = "Pass inputs the model accepts.") -> None:
     """Raise ConfigError unless ``model``'s output on ``example_inputs`` is what ``task`` needs.
 
     ``task`` is a task name or a Task (its ``name``); ``example_inputs`` a tensor, a tuple of
     tensors (positional) or a dict (keyword inputs, as HF batches). The model runs once in eval
-    mode under ``no_grad``; its training flag is restored.
+    mode under ``no_grad``; its training flag is restored. ``fix`` ends the error of a model that
+    fails on the inputs (what the caller can change about them).
     """
     name = task if isinstance(task, str) else getattr(task, "name", None)
     if name not in TASK_NAMES:
@@ -38,8 +46,22 @@ def check_task_fits(model: nn.Module, task: Any, example_inputs: Any) -> None:
     if name == "custom":
         return
     args, kwargs = _call_parts(model, example_inputs, name)
-    output = _run(model, args, kwargs, name)
+    output = _run(model, args, kwargs, name, fix)
     _CHECKS[name](model, output, _batch_size(example_inputs))
+
+
+def context_length(model: nn.Module) -> tuple[int, str] | None:
+    """The most positions ``model`` reads, with where that was found (``"config.block_size"``), from
+    the fields models record it in, on the model or its config object; None where none is recorded."""
+    for holder in ("", *_CONFIG_HOLDERS):
+        owner = getattr(model, holder, None) if holder else model
+        if owner is None or isinstance(owner, (torch.Tensor, nn.Module)) and holder:
+            continue
+        for field in _CONTEXT_FIELDS:
+            value = owner.get(field) if isinstance(owner, Mapping) else getattr(owner, field, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value, f"{holder}.{field}" if holder else field
+    return None
 
 
 def _check_classification(model: nn.Module, output: Any, batch: int | None) -> None:
@@ -89,7 +111,7 @@ def _call_parts(model: nn.Module, example_inputs: Any, task: str) -> tuple[tuple
     return (example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)), {}
 
 
-def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], task: str) -> Any:
+def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], task: str, fix: str) -> Any:
     was_training = model.training
     model.eval()
     try:
@@ -97,7 +119,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], task: 
             return model(*args, **kwargs)
     except Exception as exc:  # NOTE: the model is the user's; any error means the inputs do not fit.
         raise ConfigError(f"The task '{task}' cannot be checked: {type(model).__name__} failed on the example "
-                          f"inputs ({type(exc).__name__}: {exc}). Pass inputs the model accepts.") from exc
+                          f"inputs ({type(exc).__name__}: {exc}). {fix}") from exc
     finally:
         model.train(was_training)
 

@@ -374,18 +374,23 @@ def _quantized_from(folder: Path) -> str | None:
 
 def build(model: str, data: str, *, data_dir: str | None = None, weights: str | None = None,
           task: str | None = None, seed: int = 0, int8_ok: bool = False,
-          tokenizer: str | None = None) -> tuple[nn.Module, Any]:
+          tokenizer: str | None = None, block_size: int | None = None) -> tuple[nn.Module, Any]:
     """Load ``data`` and the model ``model`` names, sized for it (class count and input channels of
     image data). Text is tokenised with ``tokenizer`` (a saved tokenizer's folder, or ``"bytes"``),
-    else with the model's own, and gives :class:`Loaders`.
+    else with the model's own, and gives :class:`Loaders` of ``block_size``-token blocks (default:
+    ``TRAIN_BLOCK``, or fewer where the model records fewer positions).
 
     An int8 folder (``quantize --backend torch``) is refused before the data loads, unless ``int8_ok``
     (``eval``, which only runs the model)."""
     check_model_name(model)
     if not int8_ok:
         check_not_int8(model)
-    loaded = datasets.load(data, data_dir=data_dir, seed=seed, tokenizer=tokenizer or tokenizer_of(model),
-                           block_size=block_size_for(model))
+
+    def load_data(size: int) -> DataSplits | Loaders:
+        return datasets.load(data, data_dir=data_dir, seed=seed, tokenizer=tokenizer or tokenizer_of(model),
+                             block_size=size)
+
+    loaded = load_data(block_size or block_size_for(model))
     asked = task is not None
     if task is None:
         task = getattr(loaded, "task", None)
@@ -394,10 +399,29 @@ def build(model: str, data: str, *, data_dir: str | None = None, weights: str | 
     net = load_model(model, weights=weights, task=task, seed=seed, **sizes_of(loaded))
     if isinstance(loaded, DataSplits):
         check_fits(net, loaded, model, data)
+    elif (shorter := _shorter_blocks(net, loaded, block_size)) is not None:
+        loaded = load_data(shorter)
     if asked or not isinstance(loaded, DataSplits):
         # NOTE: a task the user names is checked on image data too: a mismatch fails here, not mid-training.
-        models.check_task_fits(net, task_of(loaded, task), example_of(loaded, task_of(loaded, task)))
+        blocks = loaded.info.get("block_size") if isinstance(loaded, Loaders) else None
+        fix = ("Pass inputs the model accepts." if blocks is None else
+               f"Its text came in blocks of {blocks} tokens: if the model reads fewer positions, pass "
+               f"--block-size N (block_size=N), N at most its position count.")
+        models.check_task_fits(net, task_of(loaded, task), example_of(loaded, task_of(loaded, task)), fix=fix)
     return net, loaded
+
+
+def _shorter_blocks(net: nn.Module, loaded: Loaders, asked: int | None) -> int | None:
+    """The block size text must be cut to for ``net``: its recorded position count where the blocks
+    are longer and no size was asked for; a size asked for that is longer is refused."""
+    blocks, found = loaded.info.get("block_size"), models.context_length(net)
+    if not isinstance(blocks, int) or found is None or found[0] >= blocks:
+        return None
+    limit, where = found
+    if asked is not None:
+        raise ConfigError(f"block_size {asked} is longer than the {limit} positions the model reads "
+                          f"({where}); pass --block-size {limit} or less.")
+    return limit
 
 
 def check_finite(splits: DataSplits, data: str) -> None:

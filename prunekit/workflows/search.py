@@ -228,7 +228,7 @@ def worker_objective(rebuild: Mapping[str, Any], settings: Mapping[str, Any]) ->
     from prunekit.search.strategies.optuna_samplers import trial_objective
 
     net, splits = build_run(rebuild["model"], rebuild["data"], data_dir=rebuild.get("data_dir"),
-                            tokenizer=rebuild.get("tokenizer"),
+                            tokenizer=rebuild.get("tokenizer"), block_size=rebuild.get("block_size"),
                             weights=rebuild.get("weights"), task=rebuild.get("task"), seed=rebuild.get("seed", 0))
     measure = Measure(max_eval_batches=rebuild.get("max_eval_batches"),
                       eval_batch_size=rebuild.get("eval_batch_size", Measure.eval_batch_size))
@@ -240,7 +240,7 @@ def worker_objective(rebuild: Mapping[str, Any], settings: Mapping[str, Any]) ->
 
 def _rebuild(model: str, data: str, net: nn.Module, state_dir: Path | None, *, weights: str | None,
              task: str | None, data_dir: str | None, seed: int, measure: Measure, tokenizer: str | None,
-             trained: bool) -> dict[str, Any] | None:
+             block_size: int | None, trained: bool) -> dict[str, Any] | None:
     """What a worker rebuilds this run's model and data from; a baseline trained here is saved
     first (``state_dir/baseline.safetensors``), so every worker scores the same weights."""
     if state_dir is None:
@@ -252,7 +252,7 @@ def _rebuild(model: str, data: str, net: nn.Module, state_dir: Path | None, *, w
         weights = str(save_weights(net, state_dir / "baseline.safetensors"))
     absolute = (lambda p: str(Path(p).absolute()) if p is not None and Path(p).exists() else p)  # noqa: E731
     return {"model": model, "data": absolute(data), "data_dir": absolute(data_dir), "weights": absolute(weights),
-            "tokenizer": tokenizer if tokenizer == BYTES else absolute(tokenizer),
+            "tokenizer": tokenizer if tokenizer == BYTES else absolute(tokenizer), "block_size": block_size,
             "task": task, "seed": seed, "max_eval_batches": measure.max_eval_batches,
             "eval_batch_size": measure.eval_batch_size}
 
@@ -284,7 +284,7 @@ def _eval_batches(splits: Any) -> Any:
 def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy", constraints: Mapping[str, float],
            objectives: Sequence[str] = ("metric", "macs"), trials: int = 40, seed: int = 0,
            weights: str | None = None, task: str | None = None, data_dir: str | None = None,
-           tokenizer: str | None = None,
+           tokenizer: str | None = None, block_size: int | None = None,
            levels: Sequence[float] = DEFAULT_LEVELS, round_to: int = 1, depth: bool = False,
            ranks: bool | str | Sequence[str] = False, widths: bool = True, bn_batches: int = 2,
            val_samples: int = 1024, finetune_steps: int = 0,
@@ -317,7 +317,7 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
                           f"weights they load and their logs live there); got none. Pass --out DIR (out_dir=...).")
     measure = measure or Measure()
     net, splits = build_run(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed,
-                            tokenizer=tokenizer)
+                            tokenizer=tokenizer, block_size=block_size)
     splits = capped_splits(splits, measure)
     task_obj = with_teacher(task_of(splits, task), net, model)
     results: dict[str, Any] = {"command": "search", "model": model, "data": splits.name, "strategy": strategy,
@@ -330,7 +330,7 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
     state_dir = Path(out_dir) / "search-state" if out_dir is not None else None
     rebuild = None if workers == 1 else _rebuild(model, data, net, state_dir, weights=weights, task=task,
                                                  data_dir=data_dir, seed=config.seed, measure=measure,
-                                                 tokenizer=tokenizer,
+                                                 tokenizer=tokenizer, block_size=block_size,
                                                  trained="baseline_training" in results)
     found = search_model(net, splits, task_obj, strategy=strategy, budget=trials, constraints=constraints,
                          objectives=objectives, seed=seed, levels=levels, round_to=round_to, depth=depth,
