@@ -87,3 +87,30 @@ def test_renamed_output_head_loads(tmp_path: Path) -> None:
     small = _per_layer(model, x)
     loaded = prunekit.load(prunekit.save(small, tmp_path / "m"))
     torch.testing.assert_close(_out(loaded, x), _out(small, x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_sliced_table_that_the_config_would_make_again_is_kept(tmp_path: Path) -> None:
+    """SpeechT5's decoder reads positions from a sinusoidal table (a non-persistent buffer). Its
+    kept columns are not the table a narrower module makes, and the config, which cannot say the
+    encoder's and decoder's widths apart, builds it at the cut shape: the table is saved anyway,
+    and transformers' loader does not make it again (it used to fail on the stale width)."""
+    config = transformers.SpeechT5Config(hidden_size=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                                         decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                         vocab_size=40, conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3),
+                                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                                         speech_decoder_prenet_units=32)
+    torch.manual_seed(0)
+    model = transformers.SpeechT5ForSpeechToText(config).eval()
+    inputs = (torch.randn(1, 800), None, torch.randint(1, 40, (1, 5)))  # NOTE: forward(values, mask, ids)
+    graph = DependencyGraph.trace(model, inputs)
+    table = "speecht5.decoder.prenet.embed_positions.weights"
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable}, 0.5)
+    small = apply(model, graph, plan, example_inputs=inputs).eval()
+    assert dict(small.named_buffers())[table].shape[1] == 16
+    assert prunekit.hf.reference(small).get_buffer(table).shape[1] == 16  # NOTE: same shape, other values
+    folder = prunekit.save(small, tmp_path / "m")
+    assert table in json.loads((folder / "manifest.json").read_text())["layout"]["buffers"]
+    loaded = prunekit.load(folder)
+    assert torch.equal(dict(loaded.named_buffers())[table], dict(small.named_buffers())[table])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(*inputs).logits, small(*inputs).logits, rtol=1e-4, atol=1e-5)

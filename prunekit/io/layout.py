@@ -113,7 +113,7 @@ def layout_record(model: nn.Module, original: nn.Module, *, opaque: Collection[s
             attributes[name] = changed
     record: dict[str, Any] = {"tensors": tensors, "attributes": attributes, "identity": identity,
                               "none": _dropped(model, original, opaque)}
-    buffers = _sliced(model, original)
+    buffers = _sliced(model, original, changed=attributes)
     # NOTE: only results that have them carry the two keys, so every other manifest stays as it was.
     if replaced:
         record["replaced"] = replaced
@@ -162,19 +162,22 @@ def _replacement(path: Any, name: str, where: str) -> Any:
     return klass
 
 
-def _sliced(model: nn.Module, original: nn.Module) -> dict[str, dict[str, Any]]:
-    """The non-persistent buffers of every module where one changed shape from the original's.
+def _sliced(model: nn.Module, original: nn.Module, changed: Collection[str] = ()) -> dict[str, dict[str, Any]]:
+    """The non-persistent buffers of every module where one changed shape from the original's, or
+    whose attributes differ from the original's (``changed``: module names).
 
     They are not in the state_dict, so the architecture rebuilt from the record would bring them
-    back at their old shape; a loader that re-initialises them (transformers) is told the whole
-    module is done, so all of that module's non-persistent buffers are kept.
+    back at their old shape, or derive them again from its attributes (a sinusoidal table of the
+    kept columns is not the table a narrower module makes); a loader that re-initialises them
+    (transformers) is told the whole module is done, so all of that module's non-persistent buffers
+    are kept.
     """
     before = dict(original.named_buffers())
     out: dict[str, dict[str, Any]] = {}
     for name, module in model.named_modules():
         own = {f"{name}.{attr}" if name else attr: module._buffers[attr]
                for attr in sorted(module._non_persistent_buffers_set) if module._buffers.get(attr) is not None}
-        if any(key in before and before[key].shape != t.shape for key, t in own.items()):
+        if name in changed or any(key in before and before[key].shape != t.shape for key, t in own.items()):
             out.update({key: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
                         for key, t in own.items() if key not in out})
     return out
