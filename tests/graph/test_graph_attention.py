@@ -142,6 +142,39 @@ def test_gqa_query_heads_go_with_their_key_value_head() -> None:
     assert inner["layers.0.self_attn.o_proj.weight"] == 2 * d
 
 
+class _KeysFewerThanValues(nn.Module):
+    """Keys with 2 heads, values and queries with 4, through SDPA's ``enable_gqa`` (Nemotron 3's
+    audio encoder, where the config gives the keys ``num_key_value_heads`` and the values not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(16, 16), nn.Linear(16, 8), nn.Linear(16, 16)
+        self.o = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = (p(x).view(b, t, -1, 4).transpose(1, 2) for p in (self.q, self.k, self.v))
+        y = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return self.o(y.transpose(1, 2).reshape(b, t, -1))
+
+
+def test_keys_with_fewer_heads_than_values_cut_every_head_alike() -> None:
+    """Value head i serves query head i and the output projection's columns of head i; a key head
+    serves two query heads. One group holds all four projections (the values' heads used to be a
+    group of their own, cut without the output projection's columns)."""
+    torch.manual_seed(0)
+    model, x = _KeysFewerThanValues().eval(), torch.randn(2, 5, 16)
+    graph = DependencyGraph.trace(model, x)
+    heads = [g for g in graph.prunable if any(m.tensor == "k.weight" for m in g.members)]
+    assert len(heads) == 1 and heads[0].size == 2
+    assert {m.tensor: m.inner for m in heads[0].members if m.axis == 0} == {"k.weight": 4, "q.weight": 8,
+                                                                           "v.weight": 8, "k.bias": 4,
+                                                                           "q.bias": 8, "v.bias": 8}
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)  # NOTE: verified against the masked dense model
+    assert pruned.k.out_features == 4 and pruned.v.out_features == pruned.o.in_features == 8
+
+
 def test_swin_relative_position_bias_follows_heads() -> None:
     graph = DependencyGraph.trace(swin().eval(), image())
     heads = graph.group("features.3.0.attn.qkv.weight:0")

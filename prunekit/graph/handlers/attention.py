@@ -110,7 +110,10 @@ def _heads(ctx, q: Dim, kv: Dim, n_rep: int) -> Dim:  # type: ignore[no-untyped-
 
 @register_rule(*resolve("scaled_dot_product_attention"))
 def scaled_dot_product_attention(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
-    """q (..., Hq, L, E), k (..., Hkv, S, E), v (..., Hkv, S, Ev) -> (..., Hq, L, Ev)."""
+    """q (..., Hq, L, E), k (..., Hk, S, E), v (..., Hv, S, Ev) -> (..., Hq, L, Ev).
+
+    Key and value heads each serve ``Hq / H`` query heads (``enable_gqa``); they may differ in
+    number (a model whose config gives the keys fewer heads than the values)."""
     register_libraries()
     q, k, v = (arg(args, kwargs, i, n, None) for i, n in enumerate(("query", "key", "value")))
     mask = arg(args, kwargs, 3, "attn_mask", None)
@@ -120,13 +123,13 @@ def scaled_dot_product_attention(ctx, args, kwargs, out) -> None:  # type: ignor
     batch: list[Dim] = list(qd[:-2])
     for i in range(1, min(q.dim(), k.dim()) - 1):  # batch dims from the right (heads first)
         j = -i - 2
-        kv = ctx.store.unify(kd[j], vd[j], ctx.where) if k.shape[j] == v.shape[j] else kd[j]
-        if k.shape[j] == q.shape[j]:
-            batch[-i] = ctx.store.unify(batch[-i], kv, ctx.where)
-        elif k.shape[j] == 1:
-            continue  # NOTE: one key/value head broadcast to every query head (multi-query attention)
-        elif k.shape[j] > 0 and q.shape[j] % k.shape[j] == 0:
-            batch[-i] = _heads(ctx, batch[-i], kv, q.shape[j] // k.shape[j])  # GQA (enable_gqa=True)
+        for size, heads in ((k.shape[j], kd[j]), (v.shape[j], vd[j])):
+            if size == q.shape[j]:
+                batch[-i] = ctx.store.unify(batch[-i], heads, ctx.where)
+            elif size == 1:
+                continue  # NOTE: one key/value head broadcast to every query head (multi-query attention)
+            elif size > 0 and q.shape[j] % size == 0:
+                batch[-i] = _heads(ctx, batch[-i], heads, q.shape[j] // size)  # GQA (enable_gqa=True)
     scores = batch + [qd[-2], kd[-2]]
     if isinstance(mask, torch.Tensor) and mask.dim() <= len(scores):
         score_shape = tuple(q.shape[:-1]) + (k.shape[-2],)
