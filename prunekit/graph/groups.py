@@ -100,6 +100,18 @@ class ChannelGroup:
         return tuple(dict.fromkeys(m.module for m in self.members))
 
 
+def joined(a: ChannelGroup, b: ChannelGroup, why: str) -> ChannelGroup:
+    """One group of ``a``'s and ``b``'s members (same size): what code outside the trace requires
+    to be cut alike (``why``). Cut only where both could be; every reason is kept."""
+    if a.size != b.size:
+        raise ValueError(f"cannot join groups of {a.size} and {b.size} channels ({a.id}, {b.id})")
+    prunable = a.prunable and b.prunable
+    reasons = a.reasons + b.reasons + (() if prunable else (why,))
+    return ChannelGroup(id=a.id, size=a.size, members=a.members + b.members, prunable=prunable,
+                        exact=a.exact and b.exact, reasons=tuple(dict.fromkeys(reasons)), attrs=a.attrs + b.attrs,
+                        zero_exact=a.zero_exact and b.zero_exact)
+
+
 def submodule(model: nn.Module, name: str) -> nn.Module:
     """``model.get_submodule(name)`` by direct lookups (get_submodule's checks cost more than the
     slicing on hot paths); a missing name falls back to it for its error message."""

@@ -14,8 +14,10 @@ from torch import nn
 
 import prunekit
 import prunekit.hf
+from prunekit.graph import DependencyGraph
 from prunekit.graph.handlers.hf_modules import same_head_dims
-from prunekit.structured import StructuredPruner
+from prunekit.importance import random
+from prunekit.structured import StructuredPruner, allocate, apply
 
 transformers = pytest.importorskip("transformers")
 
@@ -142,3 +144,35 @@ def test_attention_reading_its_width_from_the_input_is_cut_safely() -> None:
     ids = torch.randint(4, 50, (1, 6), generator=torch.Generator().manual_seed(0))
     pruned = StructuredPruner({"ratio": 0.5}).fit_transform(model, (ids, torch.ones_like(ids), ids[:, :4]))
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+class _Seq2SeqLogits(nn.Module):
+    """An EncoderDecoderModel read for its logits only (so its encoder's width is no output)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, decoder_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, decoder_input_ids=decoder_ids).logits
+
+
+def test_an_encoder_decoder_without_a_projection_keeps_its_two_widths_equal() -> None:
+    """EncoderDecoderModel projects the encoder's output only when the two configs' hidden_size
+    differ, a branch the trace does not see: the two widths are one group, so a cut leaves them
+    equal and the forward takes the same branch (it used to call a projection that does not exist)."""
+    bert = dict(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+    config = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(
+        transformers.BertConfig(**bert), transformers.BertConfig(**bert, is_decoder=True, add_cross_attention=True))
+    torch.manual_seed(0)
+    model = _Seq2SeqLogits(transformers.EncoderDecoderModel(config=config)).eval()
+    x = (torch.randint(1, 40, (1, 7)), torch.randint(1, 40, (1, 5)))
+    graph = DependencyGraph.trace(model, x)
+    width = [g for g in graph.groups if any(m.tensor == "model.encoder.embeddings.word_embeddings.weight"
+                                             and m.axis == 1 for m in g.members)]
+    assert len(width) == 1 and width[0].prunable
+    assert any(m.tensor == "model.decoder.bert.embeddings.word_embeddings.weight" for m in width[0].members)
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)  # NOTE: verified against the masked dense model
+    assert pruned.model.encoder.config.hidden_size == pruned.model.decoder.config.hidden_size == 16
+    assert not hasattr(pruned.model, "enc_to_dec_proj")

@@ -16,7 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "is_attention", "refresh_attention", "same_head_dims"]
+from prunekit.graph.groups import ChannelGroup, joined
+
+__all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "is_attention", "refresh_attention", "same_head_dims",
+           "tied_widths"]
 
 WIDTHS: dict[type, Callable[[nn.Module], dict[str, int]]] = {}  # class -> its config widths
 
@@ -35,6 +38,40 @@ _FUSED = ("qkv", "query_key_value", "Wqkv", "qkv_proj")
 _IN_PROJ = ("in_proj",)  # DeBERTa's fused q|k|v; Mamba mixers' in_proj is no attention (checked by size)
 _KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
 _INNER = ("all_head_size", "inner_dim")
+
+
+def tied_widths(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> tuple[ChannelGroup, ...]:
+    """``groups`` with the encoder's and the decoder's width joined where the forward needs them
+    equal: EncoderDecoderModel (and its speech and vision kin) projects the encoder's output for
+    the decoder only when their configs' ``hidden_size`` differ, a Python decision the trace does
+    not see; with no projection a cut that left them apart would take the branch to a missing layer."""
+    for module in model.modules():
+        config, encoder, decoder = (getattr(module, n, None) for n in ("config", "encoder", "decoder"))
+        if (not (hasattr(config, "encoder") and hasattr(config, "decoder")) or not isinstance(encoder, nn.Module)
+                or not isinstance(decoder, nn.Module) or hasattr(module, "enc_to_dec_proj")
+                or getattr(getattr(decoder, "config", None), "cross_attention_hidden_size", None) is not None):
+            continue
+        a, b = (_width_group(model, part, groups) for part in (encoder, decoder))
+        if a is None or b is None or a is b or a.size != b.size:
+            continue
+        one = joined(a, b, "the encoder's and the decoder's widths must stay equal (the forward compares their "
+                           "configs' hidden_size and has no projection between them)")
+        groups = tuple(one if g is a else g for g in groups if g is not b)
+    return groups
+
+
+def _width_group(model: nn.Module, part: nn.Module, groups: tuple[ChannelGroup, ...]) -> ChannelGroup | None:
+    """The group of ``part``'s width: its input embedding's output channels (a table's columns, a
+    patch projection's rows)."""
+    try:
+        embeddings = part.get_input_embeddings() if hasattr(part, "get_input_embeddings") else None
+    except (NotImplementedError, AttributeError):
+        return None
+    name = next((n for n, m in model.named_modules() if m is embeddings), None)
+    if name is None or not isinstance(getattr(embeddings, "weight", None), torch.Tensor):
+        return None
+    axis = 1 if isinstance(embeddings, nn.Embedding) else 0
+    return next((g for g in groups if any(m.tensor == f"{name}.weight" and m.axis == axis for m in g.members)), None)
 
 
 def _int_attr(module: nn.Module, names: tuple[str, ...]) -> str | None:
