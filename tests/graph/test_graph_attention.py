@@ -175,6 +175,48 @@ def test_keys_with_fewer_heads_than_values_cut_every_head_alike() -> None:
     assert pruned.k.out_features == 4 and pruned.v.out_features == pruned.o.in_features == 8
 
 
+class _FunctionalHeads(nn.Module):
+    """F.multi_head_attention_forward as WavLM calls it: separate q, k, v projections, their biases
+    concatenated in the forward, and a position bias per head (an embedding table's columns) as
+    the mask; ``fixed`` makes that mask a stored constant of 4 heads instead."""
+
+    def __init__(self, fixed: bool = False) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(16, 16) for _ in range(4))
+        self.table = nn.Embedding(9, 4)
+        self.heads, self.fixed = 4, fixed
+        self.register_buffer("constant", torch.ones(4, 6, 6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[0]
+        positions = (torch.arange(t)[:, None] - torch.arange(t)[None, :]).clamp(-4, 4) + 4
+        bias = self.constant if self.fixed else self.table(positions).permute(2, 0, 1)
+        out, _ = F.multi_head_attention_forward(
+            x, x, x, 16, self.heads, torch.empty([0]), torch.cat((self.q.bias, self.k.bias, self.v.bias)),
+            None, None, False, 0.0, self.o.weight, self.o.bias, training=False, attn_mask=bias,
+            use_separate_proj_weight=True, q_proj_weight=self.q.weight, k_proj_weight=self.k.weight,
+            v_proj_weight=self.v.weight)
+        return out
+
+
+def test_functional_attention_ties_concatenated_biases_and_the_per_head_mask_to_its_heads() -> None:
+    """Called outside nn.MultiheadAttention, F.multi_head_attention_forward needs embed_dim rows in
+    each projection, so its heads stay whole; the concatenated q, k, v biases and the position
+    table's columns are in the heads' group (the table's columns went with the width, and a cut of
+    the width broke the mask's shape). A constant mask per head also keeps the heads."""
+    torch.manual_seed(0)
+    model, x = _FunctionalHeads().eval(), torch.randn(6, 1, 16)
+    graph = DependencyGraph.trace(model, x)
+    heads = [g for g in graph.groups if any(m.tensor == "q.weight" and m.axis == 0 for m in g.members)]
+    assert len(heads) == 1 and heads[0].size == 4 and not heads[0].prunable
+    assert any("outside nn.MultiheadAttention" in r for r in heads[0].reasons)
+    assert {("table.weight", 1), ("q.bias", 0), ("k.bias", 0), ("v.bias", 0)} <= {(m.tensor, m.axis)
+                                                                                for m in heads[0].members}
+    fixed = DependencyGraph.trace(_FunctionalHeads(fixed=True).eval(), x)
+    frozen = [g for g in fixed.groups if any(m.tensor == "q.weight" and m.axis == 0 for m in g.members)]
+    assert any("mask per head" in r for r in frozen[0].reasons)
+
+
 def test_swin_relative_position_bias_follows_heads() -> None:
     graph = DependencyGraph.trace(swin().eval(), image())
     heads = graph.group("features.3.0.attn.qkv.weight:0")

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from prunekit.graph.constraints import Dim, ParamDim, Segment, Tracked
 from prunekit.graph.handlers import shape
@@ -167,6 +168,22 @@ def _param(ctx, t: Any) -> str | None:  # type: ignore[no-untyped-def]
     return d.tensor if isinstance(d, ParamDim) else None
 
 
+def _per_head_mask(ctx, mask: Any, query: torch.Tensor, source: Tracked, heads: int) -> None:  # type: ignore[no-untyped-def]
+    """A 3-d ``attn_mask`` of (N * heads, L, S) holds one mask per head: with one sequence in the
+    batch its first dim is the heads (a position bias made from a table's columns, WavLM); else,
+    or where its values are fixed, the heads stay whole."""
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 3 or mask.shape[0] == 1:
+        return
+    batch = query.shape[1] if query.dim() == 3 else 1
+    d = ctx.dims(mask)[0]
+    if batch == 1 and isinstance(d, Tracked):
+        ctx.store.unify(d, Tracked((Segment(source.segments[0].source, 0, heads, 1),)), ctx.where)
+    else:
+        ctx.store.freeze(source, f"a mask per head of a fixed size, or merged with the batch, in {ctx.where}")
+        if isinstance(d, Tracked):
+            ctx.store.freeze(d, f"a mask per head merged with the batch in {ctx.where}")
+
+
 @register_rule(F.multi_head_attention_forward)
 def multi_head_attention(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """The functional behind ``nn.MultiheadAttention``: embed dims in, heads inside, out_proj rows out.
@@ -205,6 +222,10 @@ def multi_head_attention(ctx, args, kwargs, out) -> None:  # type: ignore[no-unt
     if bias is not None:
         for block in range(3):
             ctx.store.use(layout, bias, 0, "producer", offset=block * inner)
+    elif isinstance(a.get("in_proj_bias"), torch.Tensor) and isinstance(ctx.dims(a["in_proj_bias"])[0], Tracked):
+        # NOTE: the q, k, v biases concatenated in the forward (WavLM): each block holds the heads
+        ctx.store.unify(ctx.dims(a["in_proj_bias"])[0], Tracked(layout.segments * 3), ctx.where)
+    _per_head_mask(ctx, a.get("attn_mask"), query, source, heads)
     out_weight = _param(ctx, a["out_proj_weight"])
     if out_weight is not None:
         ctx.store.use(layout, out_weight, 1, "consumer")
@@ -212,6 +233,11 @@ def multi_head_attention(ctx, args, kwargs, out) -> None:  # type: ignore[no-unt
             or a.get("static_k") is not None or a.get("static_v") is not None:
         ctx.store.freeze(source, f"MultiheadAttention with add_bias_kv, add_zero_attn, static k/v or "
                                  f"non-parameter weights in {ctx.where}")
+    if not isinstance(ctx.module, nn.MultiheadAttention):
+        # NOTE: the functional checks that the projections are embed_dim rows; nn.MultiheadAttention
+        # is replaced by PrunedMultiheadAttention when its heads are cut, any other caller is not
+        ctx.store.freeze(source, f"heads of F.multi_head_attention_forward called outside nn.MultiheadAttention "
+                                 f"in {ctx.where}: it needs as many projection rows as the embedding width")
     if a.get("need_weights", True):
         ctx.store.inexact(source, f"attention weights averaged over heads in {ctx.where}")
     attn, weights_out = out
