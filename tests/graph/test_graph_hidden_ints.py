@@ -261,3 +261,30 @@ def test_group_ids_stay_unique_when_a_parameter_produces_along_two_axes() -> Non
     assert "emb.weight[0]:0" in {g.id for g in graph.groups}
     pruned, _, _ = _prune(model, ids)
     assert pruned.mid.out_features < 8
+
+
+class SoftTokens(nn.Module):
+    """Ovis2's visual vocabulary: a softmax over the head's logits picks soft rows of a table (a
+    matmul with it), and its last rows, the indicator tokens, are looked up by index from a stored
+    vocabulary size. The head's outputs are the table's rows, and the indices name positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 12)
+        self.table = nn.Embedding(14, 8)
+        self.vocab = 14
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        soft = torch.cat([self.head(x).softmax(-1), x.new_zeros(*x.shape[:-1], 2)], -1)
+        indicators = self.table(torch.arange(self.vocab - 2, self.vocab))
+        return soft @ self.table.weight + indicators.sum(0)
+
+
+def test_rows_looked_up_by_index_are_not_cut_where_they_are_channels() -> None:
+    """The head's outputs (the table's first 12 rows) stay whole: a cut would shift the indicator
+    rows the stored indices name. Before, the head was cut and the lookup read past the table."""
+    model, x = SoftTokens().eval(), torch.randn(2, 3, 8)
+    graph = DependencyGraph.trace(model, x)
+    rows = next(g for g in graph.groups if any(m.tensor == "head.weight" and m.axis == 0 for m in g.members))
+    assert not rows.prunable and any("rows looked up by index" in r for r in rows.reasons)
+    assert ("table.weight", 0) in {(m.tensor, m.axis) for m in rows.members}

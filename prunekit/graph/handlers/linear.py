@@ -54,9 +54,13 @@ def grouped_mm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
 
 @register_rule(*resolve("embedding"))
 def embedding(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
-    """Looked-up rows carry the embedding's columns as new channels."""
+    """Looked-up rows carry the embedding's columns as new channels. The rows are read by position,
+    so where they are channels elsewhere (Ovis2's visual vocabulary, a softmax over it multiplied
+    with the same table), those stay whole: a cut would shift the rows the indices name."""
     indices, weight = args[0], arg(args, kwargs, 1, "weight", None)
     wd = ctx.dims(weight)
+    if isinstance(wd[0], ParamDim):
+        ctx.store.fixed_read(wd[0].tensor, 0, f"rows looked up by index in {ctx.where}: a cut would shift them")
     new = ctx.store.new_source(out.shape[-1], source_name(wd[1], ctx.where))
     if isinstance(wd[1], ParamDim):
         ctx.store.use(new, wd[1].tensor, 1, "producer")
