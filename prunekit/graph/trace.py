@@ -145,30 +145,50 @@ class DerivedInt(int):
     __hash__ = int.__hash__
 
 
+class DerivedFloat(float):
+    """A float computed from channel counts (``C ** -0.5``, ``1 / C``), remembering them. Data
+    scaled by it changes with the cut width: an op that takes it freezes those channels."""
+
+    layouts: tuple[Tracked, ...]
+
+    def __new__(cls, value: float, layouts: tuple[Tracked, ...]) -> DerivedFloat:
+        self = super().__new__(cls, value)
+        self.layouts = layouts
+        return self
+
+    __hash__ = float.__hash__
+
+
 def _layouts_of(value: Any) -> tuple[Tracked, ...]:
     if isinstance(value, ChannelInt):
         return (value.layout,)
-    return value.layouts if isinstance(value, DerivedInt) else ()
+    return value.layouts if isinstance(value, (DerivedInt, DerivedFloat)) else ()
 
 
-def _derives(op: str) -> Any:
-    """``int.<op>`` whose int result remembers the channel counts it came from (a DerivedInt)."""
-    base = getattr(int, op)
+def _derives(op: str, floating: bool = False) -> Any:
+    """``int.<op>`` (``float.<op>``) whose result remembers the channel counts it came from (a
+    DerivedInt, or a DerivedFloat: ``C ** -0.5``)."""
+    base = getattr(float if floating else int, op)
 
-    def method(self: int, *other: Any) -> Any:
+    def method(self: Any, *other: Any) -> Any:
         result = base(self, *other)
-        if type(result) is not int:
-            return result  # NOTE: floats (C ** -0.5), NotImplemented, divmod tuples stay as they are
-        return DerivedInt(result, tuple(dict.fromkeys(_layouts_of(self) + sum((_layouts_of(o) for o in other), ()))))
+        if result is NotImplemented and not floating and any(type(o) is float for o in other):
+            result = getattr(float, op)(float(self), *other)  # NOTE: C ** -0.5, C * 0.5
+        if type(result) not in (int, float):
+            return result  # NOTE: NotImplemented and divmod tuples stay as they are
+        layouts = tuple(dict.fromkeys(_layouts_of(self) + sum((_layouts_of(o) for o in other), ())))
+        return DerivedInt(result, layouts) if type(result) is int else DerivedFloat(result, layouts)
 
     method.__name__ = op
     return method
 
 
 _ARITHMETIC = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__floordiv__",
-               "__rfloordiv__", "__mod__", "__rmod__", "__neg__", "__pow__", "__rpow__")
+               "__rfloordiv__", "__mod__", "__rmod__", "__neg__", "__pow__", "__rpow__", "__truediv__",
+               "__rtruediv__")
 for _op in _ARITHMETIC:
     setattr(DerivedInt, _op, _derives(_op))
+    setattr(DerivedFloat, _op, _derives(_op, floating=True))
 
 
 class ChannelInt(int):
@@ -374,6 +394,7 @@ class _Recorder(TorchFunctionMode):
         if not tensors_out:
             return _tag_sizes(ctx, func, args, out)  # .size(), .dim(), shape reads
         ctx.current = func_name(func)
+        _scaled_by_width(ctx, args, kwargs)
         handler = RULES.get(func)
         mixes = len(ctx.store._inexact)
         if handler is None:
@@ -383,6 +404,21 @@ class _Recorder(TorchFunctionMode):
         if len(ctx.store._inexact) > mixes:
             ctx.mixing.add(ctx.scope[-1])
         return out
+
+
+def _scaled_by_width(ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Data scaled by a float computed from a channel count (``attn * C ** -0.5`` with ``C`` read
+    from the shape): the pruned model would scale by its own width, so those channels are kept.
+    A module with a refresh keeps its scale (torchvision's Swin attention is replaced by one that does)."""
+    if ctx.module is not None and refresh_for(ctx.module) is not None:
+        return
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, DerivedFloat):
+            scope = ctx.scope[-1]
+            why = (f"a scale computed from the channel count ({float(value):.3g}) in {ctx.current} in "
+                   f"{repr(scope) if scope else 'the root module'}: a cut would change it")
+            for layout in value.layouts:
+                ctx.store.freeze(layout, why)
 
 
 def _taint(ctx: Context, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],

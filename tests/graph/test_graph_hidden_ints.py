@@ -288,3 +288,55 @@ def test_rows_looked_up_by_index_are_not_cut_where_they_are_channels() -> None:
     rows = next(g for g in graph.groups if any(m.tensor == "head.weight" and m.axis == 0 for m in g.members))
     assert not rows.prunable and any("rows looked up by index" in r for r in rows.reasons)
     assert ("table.weight", 0) in {(m.tensor, m.axis) for m in rows.members}
+
+
+class WidthScaledAttention(nn.Module):
+    """A VAE / Vocos attention block: one head over all channels, scaled by ``channels ** -0.5`` read
+    from the query's shape; a cut of q and k would change the scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Conv1d(3, 8, 1)
+        self.q, self.k, self.v, self.out = (nn.Conv1d(8, 8, 1) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        q, k, v = self.q(h), self.k(h), self.v(h)
+        _, channels, _ = q.shape
+        weights = torch.softmax(torch.bmm(q.permute(0, 2, 1), k) * channels ** -0.5, dim=2)
+        return self.out(torch.bmm(v, weights.permute(0, 2, 1)))
+
+
+class CodebookLookup(nn.Module):
+    """A vector quantiser (WavTokenizer): features scored against a codebook buffer, the nearest
+    codes looked up from it and decoded. The codebook's width is summed against the features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("codebook", torch.randn(16, 6))
+        self.decode = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        codes = (x @ self.codebook.t()).argmax(-1)
+        return self.decode(F.embedding(codes, self.codebook))
+
+
+def test_a_scale_computed_from_the_width_keeps_those_channels() -> None:
+    """q and k stay whole: the pruned model would scale its scores by its new width (the cut used
+    to pass the graph and fail verification by 3e-3); v and the input width are still cut."""
+    torch.manual_seed(0)
+    model, x = WidthScaledAttention().eval(), torch.randn(2, 3, 5)
+    graph = DependencyGraph.trace(model, x)
+    qk = next(g for g in graph.groups if any(m.tensor == "q.weight" and m.axis == 0 for m in g.members))
+    assert not qk.prunable and any("scale computed from the channel count" in r for r in qk.reasons)
+    assert {g.modules[0] for g in graph.prunable} >= {"inp", "v"}
+    apply(model, graph, allocate(graph, score(graph, model, "l2"), 0.5), example_inputs=x)  # NOTE: verified
+
+
+def test_a_codebook_summed_against_plain_features_keeps_its_width() -> None:
+    """The codebook's columns meet features whose width is no channel: the decoded width stays
+    whole (it used to be cut on the lookup side only, and the scoring matmul failed)."""
+    model, x = CodebookLookup().eval(), torch.randn(2, 6)
+    graph = DependencyGraph.trace(model, x)
+    width = next(g for g in graph.groups if any(m.tensor == "codebook" and m.axis == 1 for m in g.members))
+    assert not width.prunable and any("summed against a fixed-size tensor" in r for r in width.reasons)

@@ -41,6 +41,11 @@ def _contract(ctx, a: Dim, b: Dim) -> None:  # type: ignore[no-untyped-def]
     elif isinstance(a, ParamDim) and isinstance(b, ParamDim) and a.size and a.size == b.size:
         # NOTE: two parameters multiplied (emb.weight @ vec): one axis, read by the right operand
         ctx.store.use(ctx.store.param_source(a), b.tensor, b.axis, "consumer", offset=b.start)
+    elif (isinstance(a, ParamDim) and b is None) or (isinstance(b, ParamDim) and a is None):
+        # NOTE: a parameter's axis summed against plain data (WavTokenizer's codebook against features
+        # whose width is no channel): that axis keeps every position, wherever else it is read
+        param = a if isinstance(a, ParamDim) else b
+        ctx.store.fixed_read(param.tensor, param.axis, f"summed against a fixed-size tensor in {ctx.where}")
 
 
 def _written(ctx, d: Dim, size: int) -> Dim:  # type: ignore[no-untyped-def]
