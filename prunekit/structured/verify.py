@@ -278,13 +278,23 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], modules: dict[str, int], cut
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _same_draws(model):
             out = model(*inputs)
     finally:
         model.train(was_training)
         for h in handles:
             h.remove()
     return [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)], records, fired
+
+
+@contextmanager
+def _same_draws(model: nn.Module) -> Iterator[None]:
+    """Every verification forward draws the same random numbers (UnivNet makes its noise in the
+    forward), and the caller's random state is as it was afterwards."""
+    devices = sorted({t.device.index or 0 for t in model.parameters() if t.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(0)
+        yield
 
 
 def verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: Plan, example_inputs: Any,

@@ -188,3 +188,28 @@ def test_a_contraction_of_raw_parameter_projections_is_checked_by_value() -> Non
     pruned = apply(model, graph, plan, example_inputs=x)  # verified by value
     assert pruned.q.shape[2] == 2 and pruned(x).shape == (5, 2, 3)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+class _Noisy(nn.Module):
+    """A vocoder's shape: noise drawn in the forward (UnivNet when no noise is passed) goes through
+    layers whose channels are cut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x + torch.randn_like(x))))
+
+
+def test_a_forward_that_draws_noise_is_verified_with_the_same_draws() -> None:
+    """Both verification runs draw the same noise, so a right cut passes (it was refused as a value
+    difference), and the caller's random state is left as it was."""
+    torch.manual_seed(0)
+    model, x = _Noisy().eval(), torch.randn(3, 4)
+    graph = DependencyGraph.trace(model, x)
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    state = torch.random.get_rng_state()
+    pruned = apply(model, graph, plan, example_inputs=x)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert pruned.a.out_features == 4
