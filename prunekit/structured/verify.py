@@ -434,9 +434,11 @@ def _first_mismatch(got: list[torch.Tensor], want: list[torch.Tensor], rtol: flo
 
 def _check_layers(pruned: dict[str, _Record], dense: dict[str, _Record], modules: dict[str, int],
                   cuts: _Cuts, mixing: set[str], rtol: float, atol: float) -> None:
-    """Each layer holding a cut tensor, fed what the reference fed it, must answer the same."""
+    """Each layer holding a cut tensor, fed what the reference fed it, must answer the same. A layer
+    whose own code, or a child it calls, mixes channels is not compared (Inkling's embedding runs
+    an RMSNorm over its output)."""
     for name, dim in modules.items():
-        if name in mixing:
+        if name in mixing or any(m.startswith(f"{name}.") for m in mixing):
             continue
         for x, y, dx, dy in zip(pruned[name].inputs, pruned[name].outputs, dense[name].inputs, dense[name].outputs):
             if x is None or y is None or dx is None or dy is None:

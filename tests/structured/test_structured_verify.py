@@ -213,3 +213,37 @@ def test_a_forward_that_draws_noise_is_verified_with_the_same_draws() -> None:
     pruned = apply(model, graph, plan, example_inputs=x)
     assert torch.equal(torch.random.get_rng_state(), state)
     assert pruned.a.out_features == 4
+
+
+class _NormedEmbedding(nn.Embedding):
+    """Inkling's embedding: an nn.Embedding whose own forward ends in a norm over its width."""
+
+    def __init__(self) -> None:
+        super().__init__(20, 8)
+        self.norm = nn.LayerNorm(8)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.norm(super().forward(ids))
+
+
+class _NormedLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.mlp, self.head = _NormedEmbedding(), nn.Linear(8, 8), nn.Linear(8, 20)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.embed(ids)
+        return self.head(h + self.mlp(h))
+
+
+def test_a_layer_whose_child_mixes_channels_is_not_compared_alone() -> None:
+    """The embedding's output is normalised by its child, which mixes the cut channels: the layer is
+    not compared channel by channel (it was, and every cut of the width was refused)."""
+    torch.manual_seed(0)
+    model, ids = _NormedLM().eval(), torch.randint(0, 20, (2, 5))
+    graph = DependencyGraph.trace(model, ids, ignore=["head"])
+    assert "embed.norm" in graph.mixing
+    width = next(g for g in graph.prunable if any(m.tensor == "embed.weight" for m in g.members))
+    pruned = apply(model, graph, allocate(graph, {width.id: score(graph, model, "l2")[width.id]}, 0.5),
+                   example_inputs=ids)
+    assert pruned.embed.weight.shape == (20, 4) and pruned(ids).shape == (2, 5, 20)
