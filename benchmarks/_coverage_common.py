@@ -82,13 +82,12 @@ def ideal_params(model: nn.Module, graph: DependencyGraph) -> int:
 
 
 def frozen_reasons(graph: DependencyGraph) -> list[str]:
-    """Why groups are not prunable, most common first (model output left out: kept on purpose)."""
+    """Why groups are not prunable, most common first (groups of the model output left out: kept on
+    purpose, whatever else also holds them)."""
     counts: Counter[str] = Counter()
     for g in graph.groups:
-        if not g.prunable and g.size > 1:
-            reason = next((r for r in g.reasons if OUTPUT not in r), None)
-            if reason is not None:
-                counts[_short(reason)] += 1
+        if not g.prunable and g.size > 1 and not any(OUTPUT in r for r in g.reasons):
+            counts[_short(g.reasons[0])] += 1
     return [f"{n}x {r}" for r, n in counts.most_common(3)]
 
 
