@@ -64,7 +64,8 @@ SMALL: dict[str, Any] = {
     "num_decoder_layers": 2,
     "num_attention_heads": 4, "num_heads": 4, "n_head": 4, "n_heads": 4, "encoder_attention_heads": 4,
     "decoder_attention_heads": 4, "num_key_value_heads": 2,
-    "vocab_size": 128, "unpadded_vocab_size": 128, "max_position_embeddings": 64, "n_positions": 64, "image_size": 32, "patch_size": 4,
+    "vocab_size": 128, "unpadded_vocab_size": 128, "max_position_embeddings": 64, "n_positions": 64, "image_size": 32,
+    "patch_size": 4,
     "num_labels": 10, "num_local_experts": 4, "num_experts": 4, "moe_intermediate_size": 64,
     "shared_expert_intermediate_size": 64, "pad_token_id": 0,
     # linear attention: its own head counts and sizes (else 2048-8192 wide next to a width of 64)
@@ -434,11 +435,6 @@ CAUSES = [
 BEFORE_PRUNEKIT = "the survey's small config does not build or run this model (needs fields beyond the common ones)"
 
 
-# Models whose forward draws random numbers: the pruned and the masked dense runs differ by their noise.
-STOCHASTIC = {"vit_mae": "ViT-MAE masks random patches in every forward",
-              "vits": "VITS samples noise in every forward (stochastic duration predictor)"}
-
-
 # Models whose output length follows values (predicted durations): pruning changes the values, so
 # the pruned model's output has another length than the original's, by design of the model.
 VALUE_SHAPED = {"fastspeech2_conformer": "FastSpeech2-Conformer's output length is the sum of the durations "
@@ -511,8 +507,6 @@ def _cause(record: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
         return f"covered by its composite {parent[1]} (no model class of its own; the {parent[1]} row runs it)"
     if parent:
         return f"transformers maps no model class for this config; its composite {parent[1]} does not pass (its row)"
-    if record["model"] in STOCHASTIC and ("differs from the masked dense" in error or "output shapes" in error):
-        return f"not comparable: {STOCHASTIC[record['model']]}, so verification cannot match values"
     if record["model"] in VALUE_SHAPED and "has shape" in error:
         return (f"not comparable: {VALUE_SHAPED[record['model']]}; any change of the weights changes its output "
                 f"shape, so verification cannot compare it with the original")
