@@ -161,3 +161,18 @@ def test_your_own_language_model_on_a_text_file_with_byte_tokens(tmp_path: Path,
     assert pruned.attn.n_head == 2 and pruned.attn.n_embd == pruned.wte.embedding_dim == 16
     logits, _ = pruned(torch.randint(0, 256, (1, 9)))
     assert logits.shape == (1, 9, 256)
+
+
+def test_block_size_fits_text_to_a_model_with_fewer_positions(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A model of one's own with 32 positions and nothing that records them: the default blocks of
+    128 tokens fail with the flag named; --block-size 32 runs."""
+    (tmp_path / "own_gpt.py").write_text(_OWN_GPT.replace("nn.Embedding(128, 32)", "nn.Embedding(32, 32)"))
+    (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog.\n" * 80)
+    args = ["eval", "--model", f"{tmp_path / 'own_gpt.py'}:build", "--data", str(tmp_path / "corpus.txt"),
+            "--tokenizer", "bytes", "--max-eval-batches", "1"]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "blocks of 128 tokens" in err and "--block-size N" in err and len(err.strip().splitlines()) == 1
+    assert main([*args, "--block-size", "32"]) == 0
+    assert "perplexity" in capsys.readouterr().out
