@@ -97,3 +97,27 @@ def test_heads_tied_to_the_input_width_are_cut_with_it() -> None:
     attn = pruned.stages[1].blocks[0].attn
     assert attn.num_heads == 1 and attn.q.weight.shape == (32, 32) and attn.head_dim == 32
     assert pruned(x).shape == (1, 10)
+
+
+class _RmsNormed(nn.Module):
+    """A width normalised by torch's nn.RMSNorm and by timm's RmsNorm and SimpleNorm, which are no
+    nn.LayerNorm but pass their stored normalized_shape to F.rms_norm (Gemma 4's and DeepSeek's ViTs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from timm.layers import RmsNorm, SimpleNorm
+
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 3)
+        self.norms = nn.Sequential(nn.RMSNorm(8), RmsNorm(8), SimpleNorm(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.norms(self.a(x)))
+
+
+def test_rms_norms_follow_the_cut_width() -> None:
+    """Each norm's normalized_shape follows its weight (it stayed 8 against a weight of 4, so the
+    pruned model failed and the width was kept whole by the fallback)."""
+    model, x = _RmsNormed().eval(), torch.randn(2, 4)
+    pruned = StructuredPruner({"ratio": 0.5}).fit_transform(model, x)
+    assert [tuple(n.normalized_shape) for n in pruned.norms] == [(4,)] * 3
+    assert pruned.a.out_features == 4

@@ -131,8 +131,10 @@ def refresh_group_norm(module: nn.Module) -> None:
     module.num_channels = module.weight.shape[0]
 
 
-@register_refresh(nn.LayerNorm)
+@register_refresh(nn.LayerNorm, nn.RMSNorm)
 def refresh_layer_norm(module: nn.Module) -> None:
+    """``normalized_shape`` from the affine weight (LayerNorm, RMSNorm and the library norms that
+    hold the same two attributes: timm's RmsNorm, SimpleNorm)."""
     if module.weight is not None:
         module.normalized_shape = tuple(module.weight.shape)
 

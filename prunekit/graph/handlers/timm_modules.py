@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from prunekit.graph.handlers.cascaded_attention import refresh_cascaded_attention, trace_cascaded_attention
+from prunekit.graph.handlers.norm import refresh_layer_norm
 
 __all__ = ["TIMM", "KEEP_HEADS", "TIED", "SECTIONS", "GROUPS", "WHOLE", "is_attention"]
 
@@ -219,6 +220,10 @@ TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] |
     "timm.layers.halo_attn": [("HaloAttn", _refresh_halo, None)],
     "timm.layers.pos_embed_rel": [(name, _refresh_rel_pos, None)
                                   for name in ("RelPosBias", "RelPosMlp", "RelPosBiasTf")],
+    # NOTE: norms that are no nn.LayerNorm but hold its normalized_shape and weight (Gemma 4's and
+    # DeepSeek's ViTs): the forward passes normalized_shape to F.rms_norm
+    "timm.layers.norm": [(f"{kind}{suffix}", refresh_layer_norm, None) for kind in ("RmsNorm", "SimpleNorm")
+                         for suffix in ("", "Fp32", "2d", "2dFp32")],
     **{f"timm.models.{module}": [(name, _refresh_tied_attention, None) for name in names] for module, names in {
         "beit": ("Attention",), "eva": ("EvaAttention",), "convit": ("MHSA",), "pvt_v2": ("Attention",),
         "twins": ("LocallyGroupedAttn", "GlobalSubSampleAttn"), "nest": ("Attention",),
