@@ -293,7 +293,11 @@ def _same_draws(model: nn.Module) -> Iterator[None]:
     forward), and the caller's random state is as it was afterwards."""
     devices = sorted({t.device.index or 0 for t in model.parameters() if t.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(0)
+        # NOTE: only the generators forked here are seeded (torch.manual_seed would seed every CUDA
+        # device, and queue a seed for one not yet started, outside what fork_rng restores)
+        torch.default_generator.manual_seed(0)
+        for index in devices:
+            torch.cuda.default_generators[index].manual_seed(0)
         yield
 
 
