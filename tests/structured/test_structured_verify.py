@@ -247,3 +247,29 @@ def test_a_layer_whose_child_mixes_channels_is_not_compared_alone() -> None:
     pruned = apply(model, graph, allocate(graph, {width.id: score(graph, model, "l2")[width.id]}, 0.5),
                    example_inputs=ids)
     assert pruned.embed.weight.shape == (20, 4) and pruned(ids).shape == (2, 5, 20)
+
+
+class _RawAndCalled(nn.Module):
+    """A layer called as a module whose weight is also read raw (a tied or shared projection): its
+    rows feed both the layer's output and a sum over them that the hooks do not see."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.a(x))
+        raw = torch.einsum("bi,oi->b", x, self.a.weight)  # NOTE: the same rows, read raw and summed
+        return self.b(h) * raw[:, None]
+
+
+def test_a_weight_read_raw_besides_its_layer_is_zeroed_in_the_reference() -> None:
+    """The reference skips zeroing the rows of a layer whose output hook zeroes them, unless a
+    mismatch says other code read them too: then it zeroes them and compares again, and the right
+    cut passes (without the second reference it was refused)."""
+    torch.manual_seed(0)
+    model, x = _RawAndCalled().eval(), torch.randn(4, 6)
+    graph = DependencyGraph.trace(model, x)
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    assert pruned.a.out_features == 4
