@@ -16,7 +16,7 @@ from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph.constraints import ConstraintStore, Tracked
 from prunekit.graph.groups import ChannelGroup
 from prunekit.graph.handlers.attention_modules import register_libraries
-from prunekit.graph.handlers.hf_modules import tied_widths
+from prunekit.graph.registry import GROUP_TIES
 from prunekit.graph.trace import interpret
 
 __all__ = ["DependencyGraph", "keeps_outputs"]
@@ -80,7 +80,10 @@ class DependencyGraph:
                 for d in ctx.dims(t):
                     if isinstance(d, Tracked):
                         store.freeze(d, "model output (its width is part of the model's interface)")
-        groups = _apply_ignore(tied_widths(model, store.solve()), tuple(ignore), tuple(freeze), model)
+        groups = store.solve()
+        for tie in GROUP_TIES:  # NOTE: library code the trace cannot see (hf_modules.tied_widths)
+            groups = tie(model, groups)
+        groups = _apply_ignore(groups, tuple(ignore), tuple(freeze), model)
         names = tuple(n for n, _ in model.named_parameters()) + tuple(n for n, _ in model.named_buffers())
         branches = tuple(dict.fromkeys(ctx.branches))
         if branches:

@@ -16,8 +16,8 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["RULES", "REFRESH", "MODULE_RULES", "register_rule", "register_refresh", "register_module_rule",
-           "refresh_for", "module_rule_for"]
+__all__ = ["RULES", "REFRESH", "MODULE_RULES", "GROUP_TIES", "register_rule", "register_refresh",
+           "register_module_rule", "register_group_tie", "refresh_for", "module_rule_for"]
 
 Rule = Callable[..., None]
 RULES: dict[Any, Rule] = {}
@@ -30,6 +30,10 @@ REFRESH: dict[type, Refresh] = {}
 # the given input layouts (the output projection).
 ModuleRule = Callable[..., dict[int, list[Any]]]
 MODULE_RULES: dict[type, ModuleRule] = {}
+# A group tie ``(model, groups) -> groups`` joins, after the trace, groups that code the trace cannot
+# see needs cut alike (an encoder-decoder whose forward compares its two widths).
+GroupTie = Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...]]
+GROUP_TIES: list[GroupTie] = []
 
 
 def register_rule(*funcs: Any) -> Callable[[Rule], Rule]:
@@ -65,6 +69,13 @@ def register_module_rule(*types: type) -> Callable[[ModuleRule], ModuleRule]:
         return fn
 
     return decorator
+
+
+def register_group_tie(fn: GroupTie) -> GroupTie:
+    """Decorator: ``fn(model, groups)`` runs on every traced model's groups and returns them, joined
+    where its library's code needs it."""
+    GROUP_TIES.append(fn)
+    return fn
 
 
 def module_rule_for(module: nn.Module) -> ModuleRule | None:

@@ -127,7 +127,18 @@ class Context:
                 self.set(t, [None] * t.dim())
 
 
-class DerivedInt(int):
+class _Derived:
+    """A number computed from channel counts, remembering their layouts (``layouts``)."""
+
+    layouts: tuple[Tracked, ...]
+
+    def __new__(cls, value: Any, layouts: tuple[Tracked, ...]) -> Any:
+        self = super().__new__(cls, value)  # type: ignore[call-arg]
+        self.layouts = layouts
+        return self
+
+
+class DerivedInt(_Derived, int):
     """An int computed from channel counts (``C // self.num_heads``, ``C * 9``), remembering them.
 
     After pruning it is computed anew from the pruned width, so a view to it does not keep its
@@ -135,26 +146,12 @@ class DerivedInt(int):
     Arithmetic on it gives another DerivedInt; comparing it is not reported (only direct counts are).
     """
 
-    layouts: tuple[Tracked, ...]
-
-    def __new__(cls, value: int, layouts: tuple[Tracked, ...]) -> DerivedInt:
-        self = super().__new__(cls, value)
-        self.layouts = layouts
-        return self
-
     __hash__ = int.__hash__
 
 
-class DerivedFloat(float):
+class DerivedFloat(_Derived, float):
     """A float computed from channel counts (``C ** -0.5``, ``1 / C``), remembering them. Data
     scaled by it changes with the cut width: an op that takes it freezes those channels."""
-
-    layouts: tuple[Tracked, ...]
-
-    def __new__(cls, value: float, layouts: tuple[Tracked, ...]) -> DerivedFloat:
-        self = super().__new__(cls, value)
-        self.layouts = layouts
-        return self
 
     __hash__ = float.__hash__
 
@@ -162,7 +159,7 @@ class DerivedFloat(float):
 def _layouts_of(value: Any) -> tuple[Tracked, ...]:
     if isinstance(value, ChannelInt):
         return (value.layout,)
-    return value.layouts if isinstance(value, (DerivedInt, DerivedFloat)) else ()
+    return value.layouts if isinstance(value, _Derived) else ()
 
 
 def _derives(op: str, floating: bool = False) -> Any:

@@ -415,17 +415,20 @@ def _verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: P
     # NOTE: a producer slice of a layer whose output hook zeroes the removed channels need not be
     # zeroed itself; the dense run shows which hooks did, and a layer that did not is redone.
     covered = {(t, a) for t, a in cuts.written if t.rpartition(".")[0] in writers & called}
+
+    def masked(unzeroed: set[str] | None = None) -> tuple[list[torch.Tensor], dict[str, _Record], set[str]]:
+        """The reference run: the dense model with the cut channels masked."""
+        with zeroed(model, removed, skip=cuts.fed, sources=True, sources_skip=covered):
+            return _run(model, inputs, modules, cuts, zero=True, record=record, unzeroed=unzeroed)
+
     unzeroed: set[str] = set()
-    with zeroed(model, removed, skip=cuts.fed, sources=True, sources_skip=covered):
-        want, dense_records, fired = _run(model, inputs, modules, cuts, zero=True, record=record,
-                                          unzeroed=unzeroed)
+    want, dense_records, fired = masked(unzeroed)
     unfired = {(t, a) for t, a in cuts.fed if t.rpartition(".")[0] not in fired}
     uncovered = {(t, a) for t, a in covered if t.rpartition(".")[0] in unzeroed}
     if unfired or uncovered:
         cuts.fed -= unfired
         covered -= uncovered
-        with zeroed(model, removed, skip=cuts.fed, sources=True, sources_skip=covered):
-            want, dense_records, _ = _run(model, inputs, modules, cuts, zero=True, record=record)
+        want, dense_records, _ = masked()
     _compare_shapes(got, want)
 
     def judge(want: list[torch.Tensor], dense_records: dict[str, _Record]) -> None:
@@ -447,8 +450,8 @@ def _verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: P
             raise
         # NOTE: a skipped slice may also be read by code the hooks do not see (a weight used raw as
         # well as through its layer): the reference is made again with every producer zeroed
-        with zeroed(model, removed, skip=cuts.fed, sources=True):
-            want, dense_records, _ = _run(model, inputs, modules, cuts, zero=True, record=record)
+        covered.clear()
+        want, dense_records, _ = masked()
         judge(want, dense_records)
 
 

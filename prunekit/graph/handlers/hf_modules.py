@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from prunekit.graph.groups import ChannelGroup, joined
+from prunekit.graph.registry import register_group_tie
 
 __all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "is_attention", "refresh_attention", "same_head_dims",
            "tied_widths"]
@@ -40,6 +41,7 @@ _KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
 _INNER = ("all_head_size", "inner_dim")
 
 
+@register_group_tie
 def tied_widths(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> tuple[ChannelGroup, ...]:
     """``groups`` with the encoder's and the decoder's width joined where the forward needs them
     equal: EncoderDecoderModel (and its speech and vision kin) projects the encoder's output for
@@ -63,15 +65,21 @@ def tied_widths(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> tuple[Cha
 def _width_group(model: nn.Module, part: nn.Module, groups: tuple[ChannelGroup, ...]) -> ChannelGroup | None:
     """The group of ``part``'s width: its input embedding's output channels (a table's columns, a
     patch projection's rows)."""
-    try:
-        embeddings = part.get_input_embeddings() if hasattr(part, "get_input_embeddings") else None
-    except (NotImplementedError, AttributeError):
-        return None
-    name = next((n for n, m in model.named_modules() if m is embeddings), None)
+    embeddings = _input_embeddings(part)
+    name = next((n for n, m in model.named_modules() if m is embeddings), None) if embeddings is not None else None
     if name is None or not isinstance(getattr(embeddings, "weight", None), torch.Tensor):
         return None
     axis = 1 if isinstance(embeddings, nn.Embedding) else 0
     return next((g for g in groups if any(m.tensor == f"{name}.weight" and m.axis == axis for m in g.members)), None)
+
+
+def _input_embeddings(model: nn.Module) -> nn.Module | None:
+    """``model.get_input_embeddings()``, or None where it has none (some models raise instead)."""
+    try:
+        found = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    except NotImplementedError:
+        return None
+    return found if isinstance(found, nn.Module) else None
 
 
 def _int_attr(module: nn.Module, names: tuple[str, ...]) -> str | None:
@@ -458,11 +466,7 @@ def _refresh_hidden_size(model: nn.Module, config: Any) -> None:
     so their embedding width says nothing about ``hidden_size``; they are left alone. Some models
     do not implement ``get_input_embeddings`` (they raise): the probes decide for them.
     """
-    try:
-        embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    except NotImplementedError:
-        return
-    weight = getattr(embeddings, "weight", None)
+    weight = getattr(_input_embeddings(model), "weight", None)
     if (not isinstance(weight, torch.Tensor) or weight.dim() != 2 or getattr(config, "embedding_size", None)
             or not isinstance(getattr(config, "hidden_size", None), int)):
         return
