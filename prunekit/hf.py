@@ -23,7 +23,7 @@ from torch import nn
 from prunekit.errors import ConfigError, DataError, DataNotFoundError, require
 from prunekit.io.files import load_json, read_weights
 
-__all__ = ["is_hf", "reference", "write", "build", "read_state", "load_pretrained"]
+__all__ = ["is_hf", "reference", "settle_config", "restore_config", "write", "build", "read_state", "load_pretrained"]
 
 
 def is_hf(model: nn.Module) -> bool:
@@ -53,6 +53,63 @@ def reference(model: nn.Module) -> nn.Module:
     config = model.config
     with torch.device("meta"):
         return _from_config(type(model), type(config).from_dict(copy.deepcopy(config.to_dict())))
+
+
+_UNCHANGED = object()
+
+
+def settle_config(model: nn.Module) -> dict[str, Any]:
+    """Write into the model's config the settings the model changed on itself after it was built;
+    returns them (``{"field": new value}``, dotted for a sub-config) so a caller can undo it.
+
+    BigBird switches to full attention on a short sequence and records it only in its modules'
+    ``attention_type``; the stale config rebuilds the old modules, so the saved folder would not load
+    as the model it holds. A setting counts when every module that holds the config and the field
+    differs from what the config builds there, all with one value.
+    """
+    built = dict(reference(model).named_modules())
+    values: dict[tuple[int, str], set[Any]] = {}
+    configs: dict[int, Any] = {}
+    for name, module in model.named_modules():
+        config, before = getattr(module, "config", None), built.get(name)
+        if config is None or before is None or getattr(before, "config", None) is None:
+            continue
+        for field, value in vars(module).items():
+            # NOTE: settings only (str, bool); widths are the pruning's own config refresh, which
+            # knows the field each module's width was built from.
+            if (isinstance(value, (bool, str)) and field in vars(before) and hasattr(config, field)
+                    and getattr(before, field) == getattr(config, field)):
+                configs[id(config)] = config
+                values.setdefault((id(config), field), set()).add(
+                    value if value != getattr(before, field) else _UNCHANGED)
+    changed: dict[str, Any] = {}
+    paths = _config_paths(model.config)
+    for (key, field), seen in values.items():
+        config = configs[key]
+        if len(seen) == 1 and _UNCHANGED not in seen and key in paths:
+            (value,) = seen
+            changed[paths[key] + field] = getattr(config, field)
+            setattr(config, field, value)
+    return changed
+
+
+def _config_paths(config: Any, prefix: str = "") -> dict[int, str]:
+    """id of the config and of each sub-config -> its dotted prefix (``""``, ``"text_config."``)."""
+    out = {id(config): prefix}
+    for key, value in vars(config).items():
+        if hasattr(value, "to_dict") and hasattr(value, "model_type") and id(value) not in out:
+            out.update(_config_paths(value, f"{prefix}{key}."))
+    return out
+
+
+def restore_config(model: nn.Module, changed: Mapping[str, Any]) -> None:
+    """Undo :func:`settle_config` (``changed``: what it returned)."""
+    for path, value in changed.items():
+        holder = model.config
+        *parents, field = path.split(".")
+        for part in parents:
+            holder = getattr(holder, part)
+        setattr(holder, field, value)
 
 
 def write(model: nn.Module, folder: Path) -> None:

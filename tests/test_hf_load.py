@@ -114,3 +114,35 @@ def test_a_sliced_table_that_the_config_would_make_again_is_kept(tmp_path: Path)
     assert torch.equal(dict(loaded.named_buffers())[table], dict(small.named_buffers())[table])
     with torch.no_grad():
         torch.testing.assert_close(loaded(*inputs).logits, small(*inputs).logits, rtol=1e-4, atol=1e-5)
+
+
+def _big_bird() -> tuple[nn.Module, torch.Tensor]:
+    config = transformers.BigBirdConfig(hidden_size=32, num_attention_heads=4, intermediate_size=64, num_hidden_layers=2,
+                                        vocab_size=50, max_position_embeddings=64, block_size=4, num_random_blocks=2)
+    torch.manual_seed(0)
+    return transformers.BigBirdForMaskedLM(config).eval(), torch.randint(1, 50, (1, 8))
+
+
+def test_a_setting_the_model_changed_on_itself_is_saved_in_its_config(tmp_path: Path) -> None:
+    """BigBird swaps its block-sparse attention for full attention on a short sequence and records it
+    only in its modules; the saved config says so, and both loaders build the model it became."""
+    model, x = _big_bird()
+    _out(model, x)  # NOTE: 8 tokens <= (5 + 2 * 2) * 4: the model switches itself to full attention.
+    assert model.bert.attention_type == "original_full" and model.config.attention_type == "block_sparse"
+    folder = prunekit.save(model, tmp_path / "m")
+    assert json.loads((folder / "config.json").read_text())["attention_type"] == "original_full"
+    assert model.config.attention_type == "original_full"
+    long = torch.randint(1, 50, (1, 48))  # NOTE: long enough for block-sparse attention.
+    for loaded in (prunekit.load(folder), transformers.BigBirdForMaskedLM.from_pretrained(folder)):
+        assert type(loaded.bert.encoder.layer[0].attention.self) is type(model.bert.encoder.layer[0].attention.self)
+        torch.testing.assert_close(_out(loaded, long), _out(model, long), rtol=1e-4, atol=1e-5)
+
+
+def test_a_failed_save_leaves_the_config_as_it_was(tmp_path: Path) -> None:
+    model, x = _big_bird()
+    _out(model, x)
+    model.bert.encoder.layer[1].output = nn.Tanh()  # NOTE: a change no record can hold.
+    with pytest.raises(prunekit.errors.ConfigError, match="save: module"):
+        prunekit.save(model, tmp_path / "m")
+    assert model.config.attention_type == "block_sparse"
+    assert not (tmp_path / "m").exists()

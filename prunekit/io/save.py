@@ -126,6 +126,18 @@ def save(model: nn.Module, folder: str | os.PathLike[str], *, source: None | str
         raise ConfigError("save: sparse storage is not a save_pretrained folder; save a Hugging Face "
                           "model with sparse=False (its zeros compress well with any archiver).")
     source_rec = source_record(source)
+    settled = hf.settle_config(model) if is_hf else {}
+    try:
+        return _save(model, target, records, source_rec, original, metrics, is_hf, sparse)
+    except BaseException:
+        hf.restore_config(model, settled)
+        raise
+
+
+def _save(model: nn.Module, target: Path, records: list[dict[str, Any]], source_rec: dict[str, Any] | None,
+          original: nn.Module | None, metrics: Mapping[str, Any] | None, is_hf: bool, sparse: bool) -> Path:
+    from prunekit import hf
+
     reference = hf.reference(model) if is_hf else _reference(model, source_rec, original)
     layout = layout_record(model, reference, opaque=factorised_names(records))
     note_source_shapes(records, reference)
