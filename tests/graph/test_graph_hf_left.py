@@ -177,3 +177,29 @@ def test_a_config_its_validator_refuses_keeps_its_widths_and_lists_the_new_ones(
     folder = prunekit.save(pruned, tmp_path / "m")
     with torch.no_grad():
         torch.testing.assert_close(prunekit.load(folder).eval()(IDS).logits, pruned(IDS).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_a_sparse_attention_indexer_is_cut_in_heads_and_its_config_follows(tmp_path: Path) -> None:
+    """DeepSeek sparse attention (HY-V4): the indexer views ``wq_b`` with its stored ``n_heads`` and
+    weights the heads by ``weights_proj``; both are cut in whole heads and ``index_n_heads`` follows.
+    Its multi-head latent attention builds keys from the query head count, so ``num_key_value_heads``
+    keeps its ratio to it: the config transformers rebuilds stores one key/value group, not 0."""
+    config = transformers.HYV4Config(vocab_size=128, hidden_size=64, intermediate_size=128, moe_intermediate_size=64,
+                                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                                     kv_lora_rank=32, q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8,
+                                     v_head_dim=16, index_n_heads=16, index_head_dim=32, index_topk=4,
+                                     max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    model = transformers.HYV4ForCausalLM(config).eval()
+    pruned, graph = _prune(model)
+    assert _group_of(graph, "model.layers.0.self_attn.indexer.wq_b.weight").prunable
+    indexer = pruned.model.layers[0].self_attn.indexer
+    assert indexer.n_heads == 8 and indexer.wq_b.weight.shape[0] == 8 * 32
+    assert indexer.weights_proj.weight.shape[0] == 8
+    assert pruned.config.index_n_heads == 8
+    assert (pruned.config.num_attention_heads, pruned.config.num_key_value_heads) == (2, 2)
+    pruned.save_pretrained(tmp_path)
+    theirs = transformers.HYV4ForCausalLM.from_pretrained(tmp_path, local_files_only=True).eval()
+    assert theirs.model.layers[0].self_attn.num_key_value_groups == 1
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(IDS).logits, pruned(IDS).logits, rtol=1e-4, atol=1e-5)

@@ -30,10 +30,10 @@ WIDTH_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_
                 "d_ff", "d_kv", "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads",
                 "decoder_attention_heads", "num_decoder_heads", "embed_dim", "word_embed_proj_dim",
                 "moe_intermediate_size", "shared_expert_intermediate_size", "mlp_dim", "ffn_hidden_size",
-                "hidden_sizes", "embedding_size", "projection_dim")
+                "hidden_sizes", "embedding_size", "projection_dim", "q_lora_rank", "kv_lora_rank", "index_n_heads")
 _HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head")
 _HEAD_DIM = ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim", "attn_head_size", "dim_head")
-_QUERY = ("q_proj", "query", "q_lin", "q", "to_q", "wq", "query_proj", "project_q")
+_QUERY = ("q_proj", "query", "q_lin", "q", "to_q", "wq", "query_proj", "project_q", "wq_b")  # wq_b: DSA indexers
 _KEY = ("k_proj", "key", "k_lin", "k", "to_k", "wk", "key_proj", "project_k")
 _FUSED = ("qkv", "query_key_value", "Wqkv", "qkv_proj")
 _IN_PROJ = ("in_proj",)  # DeBERTa's fused q|k|v; Mamba mixers' in_proj is no attention (checked by size)
@@ -198,6 +198,7 @@ def _refresh_config(model: nn.Module) -> None:
                 widths = [next(iter(found[i])) if len(found.get(i, ())) == 1 else None for i in range(layers)]
                 if any(w not in (None, getattr(config, name)) for w in widths):  # NOTE: else only ambiguous
                     per_layer[name] = widths
+    _kv_heads_follow(config, solved, per_layer)
     old_values = {name: getattr(config, name) for name in solved}
     for name, value in solved.items():
         setattr(config, name, value)
@@ -225,6 +226,20 @@ def _refresh_config(model: nn.Module) -> None:
     if not _valid(config):
         _undo_guesses(config, before)
     _refresh_stored_widths(model, config, pruned)
+
+
+def _kv_heads_follow(config: Any, solved: dict[str, int], per_layer: dict[str, Any]) -> None:
+    """A key/value head count no tensor says (multi-head latent attention builds its keys from
+    ``num_attention_heads``, and stores ``num_key_value_groups = heads // kv_heads``) keeps its
+    ratio to the head count, so the config does not build a group count of 0 (HY-V4)."""
+    heads, kv = "num_attention_heads", "num_key_value_heads"
+    old_heads, old_kv = getattr(config, heads, None), getattr(config, kv, None)
+    if (heads not in solved or kv in solved or kv in per_layer or type(old_heads) is not int
+            or type(old_kv) is not int or old_kv <= 0 or old_heads % old_kv):
+        return
+    per_group = old_heads // old_kv
+    if solved[heads] % per_group == 0:
+        solved[kv] = solved[heads] // per_group
 
 
 def _valid(config: Any) -> bool:
