@@ -329,6 +329,35 @@ def _tagged_configs(model: nn.Module) -> Iterator[None]:
             setattr(config, field_name, value)
 
 
+# Width attributes of torch's layers and the weight axis each equals (apply rewrites them from it).
+_LAYER_WIDTHS: tuple[tuple[type, str, int], ...] = (
+    (nn.Linear, "in_features", 1), (nn.Linear, "out_features", 0), (nn.Embedding, "embedding_dim", 1),
+    (nn.modules.conv._ConvNd, "out_channels", 0))
+
+
+@contextmanager
+def _tagged_layer_widths(model: nn.Module, params: dict[int, str]) -> Iterator[None]:
+    """While the trace runs, the width attributes of torch's layers are ParamInts of their weight's
+    axis, so a view sized by one (Ergo's ``reshape(-1, self.linear.in_features)``) is told apart
+    from a literal of the same value (the plain ints are put back afterwards, whatever happens)."""
+    saved: list[tuple[nn.Module, str, int]] = []
+    try:
+        for module in model.modules():
+            weight = vars(module).get("_parameters", {}).get("weight")
+            if weight is None or id(weight) not in params:
+                continue
+            for klass, attr, axis in _LAYER_WIDTHS:
+                value = vars(module).get(attr)
+                if (isinstance(module, klass) and type(value) is int and weight.dim() > axis
+                        and weight.shape[axis] == value):
+                    saved.append((module, attr, value))
+                    setattr(module, attr, ParamInt(value, ParamDim(params[id(weight)], axis, 0, value)))
+        yield
+    finally:
+        for module, attr, value in reversed(saved):
+            setattr(module, attr, value)
+
+
 def _tagged(value: int, d: Dim, ctx: Context) -> int:
     if isinstance(d, Tracked):
         return ChannelInt(value, d, ctx)
@@ -590,6 +619,7 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any],
         given = [t for t in tree_flatten((inputs, kwargs))[0] if isinstance(t, torch.Tensor)]
         ctx.data = {id(t) for t in given if t.is_floating_point()}
         ctx.derived = {id(t) for t in given}
-    with torch.no_grad(), _tagged_configs(model), _scopes(model, ctx), _Recorder(ctx):
+    with torch.no_grad(), _tagged_configs(model), _tagged_layer_widths(model, params), _scopes(model, ctx), \
+            _Recorder(ctx):
         out = model(*inputs, **kwargs)
     return ctx, out, store

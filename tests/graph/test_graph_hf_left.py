@@ -203,3 +203,47 @@ def test_a_sparse_attention_indexer_is_cut_in_heads_and_its_config_follows(tmp_p
     assert theirs.model.layers[0].self_attn.num_key_value_groups == 1
     with torch.no_grad():
         torch.testing.assert_close(theirs(IDS).logits, pruned(IDS).logits, rtol=1e-4, atol=1e-5)
+
+
+class ExpertGate(torch.nn.Module):
+    """Ergo's MoE gate: ``x.reshape(-1, self.linear.in_features)``, a width its child Linear holds."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(width, 3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.reshape(-1, self.linear.in_features)).softmax(-1)
+
+
+class ShapeNormedExperts(torch.nn.Module):
+    """A gate sized by its child, and Ergo's expert norm: ``rms_norm(x, (x.shape[-1],))`` with no
+    weight, then a per-expert scale picked by index."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.gate, self.out = torch.nn.Linear(3, 8), ExpertGate(8), torch.nn.Linear(8, 2)
+        self.scale = torch.nn.Parameter(torch.rand(3, 8) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        expert = self.gate(h).argmax(-1).reshape(h.shape[:-1])
+        normed = torch.nn.functional.rms_norm(h, (h.shape[-1],), eps=1e-6)
+        return self.out(normed * self.scale[expert])
+
+
+def test_a_view_sized_by_a_childs_width_and_a_norm_sized_by_the_shape_follow_the_cut() -> None:
+    """Both sizes change with the cut at run time (the child Linear's ``in_features`` is rewritten
+    from its sliced weight; ``x.shape[-1]`` is read again), so the width is cut, not frozen; the
+    norm over the channels makes the group inexact, judged layer by layer."""
+    model = ShapeNormedExperts().eval()
+    x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, x)
+    width = _group_of(graph, "inp.weight")
+    assert width.prunable, width.reasons
+    assert ("gate.linear.weight", 1) in {(m.tensor, m.axis) for m in width.members}
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    assert pruned.gate.linear.in_features == 4 and pruned.scale.shape == (3, 4)
+    with torch.no_grad():
+        assert pruned(x).shape == (2, 5, 2)

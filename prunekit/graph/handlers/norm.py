@@ -47,6 +47,8 @@ def batch_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
 
 @register_rule(*resolve("layer_norm", "rms_norm"))
 def layer_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    from prunekit.graph.trace import ChannelInt
+
     x, shape = args[0], arg(args, kwargs, 1, "normalized_shape", ())
     weight = arg(args, kwargs, 2, "weight", None)
     bias = arg(args, kwargs, 3, "bias", None) if ctx.current.endswith("layer_norm") else None
@@ -58,7 +60,11 @@ def layer_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             continue
         if weight is None or not isinstance(ctx.dims(weight)[-k], ParamDim):
             attr = _stored_shape(ctx, shape)
-            if attr is None:
+            entry = shape if isinstance(shape, int) else shape[n - k]
+            if isinstance(entry, ChannelInt):  # NOTE: read from a shape at run time (Ergo's
+                ctx.store.unify(layout, entry.layout, ctx.where)  # ``(x.shape[-1],)``): it follows the cut
+                ctx.store.inexact(layout, f"LayerNorm statistics over channels in {ctx.where}")
+            elif attr is None:
                 ctx.store.freeze(layout, f"normalized_shape is a constant without affine weight in {ctx.where}")
             else:  # NOTE: apply shrinks the attribute the forward reads (OLMo's self.normalized_shape)
                 ctx.store.use(layout, size_attribute(ctx.scope[-1], attr, None if isinstance(shape, int) else n - k),

@@ -198,6 +198,9 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     if isinstance(size, ParamInt):
         if size.dim.tensor == getattr(d, "tensor", None) and size.dim.axis == getattr(d, "axis", None):
             return d  # NOTE: read from the viewed parameter's own axis at run time (XGLM's weights.shape[-1])
+        if isinstance(d, Tracked):  # NOTE: sized by another weight's axis (a child Linear's in_features,
+            ctx.store.use(d, size.dim.tensor, size.dim.axis, "passive", offset=size.dim.start)  # Ergo's gate):
+            return d  # the channels are the ones that axis holds, cut alike
         size = int(size)
     if type(size) is not int or size in (-1, 1) or isinstance(size, (ChannelInt, DerivedInt)):
         return d
