@@ -64,6 +64,7 @@ class Context:
     read_back: dict[int, list[tuple[Tracked, Tracked]]] = field(default_factory=dict)  # (width, view dim)
     quiet: list[bool] = field(default_factory=list)  # per running module: its ops are left to a module rule
     resume: dict[int, list[Dim]] = field(default_factory=dict)  # id(child) -> its input layouts (see enter)
+    fills: set[int] = field(default_factory=set)  # ids of tensors holding one value everywhere (zeros_like)
 
     def settle_ties(self, module: nn.Module) -> None:
         """When ``module``'s forward ends: tie each width it split into heads by ``C // num_heads``

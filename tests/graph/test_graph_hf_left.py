@@ -247,3 +247,30 @@ def test_a_view_sized_by_a_childs_width_and_a_norm_sized_by_the_shape_follow_the
     assert pruned.gate.linear.in_features == 4 and pruned.scale.shape == (3, 4)
     with torch.no_grad():
         assert pruned(x).shape == (2, 5, 2)
+
+
+class FilledTypes(torch.nn.Module):
+    """GIT's token types: ``zeros_like(h, dtype=int)[..., 0]``, one channel of a tensor that holds a
+    single value everywhere, looked up in a table and added to the width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.types, self.out = torch.nn.Linear(3, 8), torch.nn.Embedding(2, 8), torch.nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        return self.out(h + self.types(torch.zeros_like(h, dtype=torch.int)[..., 0]))
+
+
+def test_one_channel_of_a_filled_tensor_picks_no_channel() -> None:
+    """The picked position holds the fill value whichever channels are cut, so the width is cut
+    (it used to be frozen as "one channel picked"); the pruned model equals the masked one."""
+    model = FilledTypes().eval()
+    x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, x)
+    assert _group_of(graph, "inp.weight").prunable, _group_of(graph, "inp.weight").reasons
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    assert pruned.types.weight.shape == (2, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)

@@ -29,6 +29,10 @@ _INPLACE = [f"{n}_" for n in _UNARY + _BINARY if not n.endswith("_")] + ["copy_"
 
 
 _UNSET: Any = object()
+# Ops whose result holds one value at every position, and ops that keep that so (casts, copies).
+_FILLS = frozenset({"zeros_like", "ones_like", "full_like"})
+_KEEP_FILL = frozenset({"to", "float", "double", "half", "bfloat16", "type", "type_as", "contiguous", "clone",
+                        "detach", "int", "long", "short", "bool", "byte", "char"})
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
@@ -44,6 +48,9 @@ _CASTS = [getattr(torch.Tensor, n) for n in ("int", "long", "short", "bool", "by
 def elementwise(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """Right-aligned broadcasting: an input dim of the output's size shares its channels."""
     inputs = _tensors((args, kwargs))
+    op = ctx.current.rpartition(".")[2]
+    if isinstance(out, torch.Tensor) and (op in _FILLS or (op in _KEEP_FILL and inputs and id(inputs[0]) in ctx.fills)):
+        ctx.fills.add(id(out))  # NOTE: its channels hold one value: picking one of them picks no channel
     if ctx.current.rpartition(".")[2] in ("type_as", "to"):
         inputs = inputs[:1]  # NOTE: the other tensor lends only its dtype and device (JetMoE's router)
     for result in _tensors(out):

@@ -793,7 +793,7 @@ def getitem(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         elif i is None:
             result.append(None)
         elif isinstance(i, int):
-            if isinstance(dims[d], Tracked):
+            if isinstance(dims[d], Tracked) and id(x) not in ctx.fills:  # NOTE: GIT's zeros_like(h)[..., 0]
                 ctx.store.freeze(dims[d], f"one channel picked by {ctx.where}")
             d += 1
         elif isinstance(i, slice):
