@@ -274,3 +274,50 @@ def test_one_channel_of_a_filled_tensor_picks_no_channel() -> None:
     assert pruned.types.weight.shape == (2, 4)
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+
+
+class OverlappingWindows(torch.nn.Module):
+    """Longformer's chunks: ``as_strided`` redraws the sequence dim as overlapping windows and keeps
+    the channel dim's size and stride."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.out = torch.nn.Conv1d(3, 8, 1), torch.nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        b, c, n = h.shape
+        windows = h.as_strided((b, c, n // 2 - 1, 4), (h.stride(0), h.stride(1), 2, 1))
+        return self.out(windows.mean((2, 3)))
+
+
+def test_as_strided_keeps_the_channels_of_a_dim_it_does_not_redraw() -> None:
+    model = OverlappingWindows().eval()
+    x = torch.randn(2, 3, 12, generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, x)
+    assert _group_of(graph, "inp.weight").prunable, _group_of(graph, "inp.weight").reasons
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    assert pruned.out.weight.shape == (2, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    every_other = EveryOtherChannel().eval()
+    graph = DependencyGraph.trace(every_other, x)
+    redrawn = _group_of(graph, "inp.weight")
+    assert not redrawn.prunable and "channels redrawn by" in redrawn.reasons[0]
+    with torch.no_grad():
+        kept = apply(every_other, graph, allocate(graph, score(graph, every_other, "l2"), 0.5), example_inputs=x)
+        torch.testing.assert_close(kept(x), every_other(x))
+
+
+class EveryOtherChannel(OverlappingWindows):
+    """``as_strided`` that reads every other channel: the channel dim is redrawn, so it is frozen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        b, c, n = h.shape
+        return self.out(h.as_strided((b, c // 2, n), (h.stride(0), 2 * h.stride(1), 1)).mean(2))

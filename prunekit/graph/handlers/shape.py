@@ -1077,3 +1077,24 @@ def sized_by(size: Any) -> Tracked | None:
     if layout is None or not layout.size or not int(size) or int(size) % layout.size:
         return None
     return Tracked(layout.segments * (int(size) // layout.size))
+
+
+@register_rule(*resolve("as_strided"))
+def as_strided(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``x.as_strided(size, stride)``: a dim of ``x`` that carries channels and the one output dim
+    of the same size and stride read the same positions (Longformer's overlapping chunks keep the
+    batch * heads dim and redraw only the sequence dims). Channels redrawn otherwise are frozen."""
+    x = args[0]
+    dims = ctx.dims(x)
+    offset = arg(args, kwargs, 3, "storage_offset", None)  # NOTE: None: x's own offset
+    same_offset = offset is None or int(offset) == x.storage_offset()
+    result: list[Dim] = [None] * out.dim()
+    for j, d in enumerate(dims):
+        if not isinstance(d, Tracked):
+            continue
+        matches = [k for k in range(out.dim()) if out.shape[k] == x.shape[j] and out.stride(k) == x.stride(j)]
+        if same_offset and len(matches) == 1 and result[matches[0]] is None:
+            result[matches[0]] = d
+        else:
+            ctx.store.freeze(d, f"channels redrawn by {ctx.where}")
+    ctx.set(out, result)
