@@ -51,7 +51,7 @@ def elementwise(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     op = ctx.current.rpartition(".")[2]
     if isinstance(out, torch.Tensor) and (op in _FILLS or (op in _KEEP_FILL and inputs and id(inputs[0]) in ctx.fills)):
         ctx.fills.add(id(out))  # NOTE: its channels hold one value: picking one of them picks no channel
-    if ctx.current.rpartition(".")[2] in ("type_as", "to"):
+    if op in ("type_as", "to"):
         inputs = inputs[:1]  # NOTE: the other tensor lends only its dtype and device (JetMoE's router)
     for result in _tensors(out):
         merged: list[Dim] = [_UNSET] * result.dim()
