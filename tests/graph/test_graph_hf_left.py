@@ -265,15 +265,19 @@ class FilledTypes(torch.nn.Module):
 def test_one_channel_of_a_filled_tensor_picks_no_channel() -> None:
     """The picked position holds the fill value whichever channels are cut, so the width is cut
     (it used to be frozen as "one channel picked"); the pruned model equals the masked one."""
-    model = FilledTypes().eval()
-    x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    pruned = _width_cut_exactly(FilledTypes().eval(), torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0)))
+    assert pruned.types.weight.shape == (2, 4)
+
+
+def _width_cut_exactly(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """``inp``'s output channels are a prunable group; cut by half, the model equals the masked one."""
     graph = DependencyGraph.trace(model, x)
     assert _group_of(graph, "inp.weight").prunable, _group_of(graph, "inp.weight").reasons
     plan = allocate(graph, score(graph, model, "l2"), 0.5)
     pruned = apply(model, graph, plan, example_inputs=x)
-    assert pruned.types.weight.shape == (2, 4)
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    return pruned
 
 
 class OverlappingWindows(torch.nn.Module):
@@ -292,15 +296,8 @@ class OverlappingWindows(torch.nn.Module):
 
 
 def test_as_strided_keeps_the_channels_of_a_dim_it_does_not_redraw() -> None:
-    model = OverlappingWindows().eval()
     x = torch.randn(2, 3, 12, generator=torch.Generator().manual_seed(0))
-    graph = DependencyGraph.trace(model, x)
-    assert _group_of(graph, "inp.weight").prunable, _group_of(graph, "inp.weight").reasons
-    plan = allocate(graph, score(graph, model, "l2"), 0.5)
-    pruned = apply(model, graph, plan, example_inputs=x)
-    assert pruned.out.weight.shape == (2, 4)
-    with torch.no_grad():
-        torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    assert _width_cut_exactly(OverlappingWindows().eval(), x).out.weight.shape == (2, 4)
     every_other = EveryOtherChannel().eval()
     graph = DependencyGraph.trace(every_other, x)
     redrawn = _group_of(graph, "inp.weight")
