@@ -2,7 +2,9 @@
 the coverage survey's last rows): a Fourier transform (FNet), a width stored by a child whose method
 (not forward) the parent calls (JetMoE), ``topk`` over tokens or over an MoE router's experts, a
 fused q|k|v viewed head-first as ``[H, 3, d]`` (Persimmon), a strict config whose validator refuses
-the pruned widths (Bamba's Mamba). Each failed or kept its channels whole (or froze them without
+the pruned widths (Bamba's Mamba), a sparse-attention indexer's heads (HY-V4), a view sized by a child
+layer's width and a norm sized by the input's shape (Ergo), one channel of a filled tensor (GIT),
+``as_strided`` windows (Longformer). Each failed or kept its channels whole (or froze them without
 saying why) before the fix; now they are cut where they can be, the pruned model equals the masked
 one and the saved folder loads back.
 """
