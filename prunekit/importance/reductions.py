@@ -4,6 +4,7 @@ A conv or linear weight belongs to two groups: its output rows (producer) and it
 (consumer). Inside :func:`shared_reductions` both sums come from one pass over the weight, reduced
 to an ``[out, in]`` matrix first, instead of one strided reduction per group: half the memory
 traffic, and about 2x faster on ResNet-50 (the scoring step of ``benchmarks/vs_torch_pruning.py``).
+A 2-d weight is reduced in blocks of rows, so no copy of a whole weight is made (see ``_BLOCK``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def shared_reductions() -> Iterator[None]:
         _MEMO.reset(token)
 
 
+_BLOCK = 1 << 18  # elements of a powered block (1 MB of float32)
+
+
 def _powered(t: torch.Tensor, power: int) -> torch.Tensor:
     return t * t if power == 2 else t.abs().pow(power)
 
@@ -47,10 +51,22 @@ def index_powers(tensor: torch.Tensor, axis: int, power: int) -> torch.Tensor:
     key = (id(tensor), tensor._version, power)
     if memo is not None and key in memo:
         return memo[key][axis]
-    # NOTE: [out, in, rest] -> [out, in] is a contiguous reduction; the two 1-D sums are cheap.
-    powered = _powered(t.float().reshape(t.shape[0], t.shape[1], -1), power)
-    matrix = powered.sum(dim=2) if powered.shape[2] > 1 else powered.squeeze(2)
-    sums = (matrix.sum(dim=1), matrix.sum(dim=0))
+    # NOTE: [out, in, rest] -> [out, in] is a contiguous reduction; the two 1-D sums are cheap. No
+    # float32 or powered copy of a whole weight is made: such copies, one per tensor and each freed,
+    # left ResNet-50's process 0.57x of the model larger (freed, but not given back to the system).
+    flat = t.reshape(t.shape[0], t.shape[1], -1)
+    if flat.shape[2] > 1:
+        matrix = torch.linalg.vector_norm(flat, ord=power, dim=2, dtype=torch.float32).pow_(power)
+        sums = (matrix.sum(dim=1), matrix.sum(dim=0))
+    else:  # NOTE: rows in blocks of about 1 MB of float32, one powered block at a time
+        rows = flat.squeeze(2)
+        step = max(1, _BLOCK // max(rows.shape[1], 1))
+        row_sums, col_sums = [], torch.zeros(rows.shape[1], dtype=torch.float32, device=rows.device)
+        for i in range(0, rows.shape[0], step):
+            block = _powered(rows[i:i + step].float(), power)
+            row_sums.append(block.sum(dim=1))
+            col_sums += block.sum(dim=0)
+        sums = (torch.cat(row_sums), col_sums)
     if memo is not None:
         memo[key] = (sums[0], sums[1], tensor)  # NOTE: holding the tensor keeps its id unique.
     return sums[axis]
