@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
+from _allocations import LargestNew
 from prunekit.importance.reductions import index_powers, shared_reductions
 
 
@@ -37,29 +36,12 @@ def test_shared_reductions_reuse_within_the_block_and_see_in_place_changes() -> 
     assert index_powers(w, 1, 2) is not index_powers(w, 1, 2)  # outside: nothing is kept
 
 
-class _LargestNew(TorchDispatchMode):
-    """The most elements of any tensor an op creates in new memory (views and aliases of its
-    inputs, ``detach`` and ``reshape``, are not counted)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.most = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        out = func(*args, **(kwargs or {}))
-        given = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in given:
-                self.most = max(self.most, t.numel())
-        return out
-
-
 @pytest.mark.parametrize("shape", [(300, 2000), (64, 128, 3, 3)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_no_copy_of_a_whole_weight_is_made(shape: tuple[int, ...], dtype: torch.dtype) -> None:
     """Scoring reduces every weight of a model: a float32 or powered copy of each, even freed at
     once, left the process of ResNet-50 0.57x of the model larger (benchmarks/scale.py)."""
     w = torch.randn(shape).to(dtype)
-    with _LargestNew() as seen:
+    with LargestNew() as seen:
         index_powers(w, 0, 2)
     assert seen.most <= w.numel() // 2, seen.most
