@@ -56,22 +56,24 @@ def reference(model: nn.Module) -> nn.Module:
 
 
 _UNCHANGED = object()
+# (config, field, old value) for each setting settle_config wrote, so it can be undone
+Settled = list[tuple[Any, str, Any]]
 
 
-def settle_config(model: nn.Module) -> dict[str, Any]:
-    """Write into the model's config the settings the model changed on itself after it was built;
-    returns them (``{"field": new value}``, dotted for a sub-config) so a caller can undo it.
+def settle_config(model: nn.Module, built: nn.Module) -> Settled:
+    """Write into the model's config the settings the model changed on itself after it was built
+    (``built``: :func:`reference` of the model); returns what it wrote, for :func:`restore_config`.
 
     BigBird switches to full attention on a short sequence and records it only in its modules'
     ``attention_type``; the stale config rebuilds the old modules, so the saved folder would not load
-    as the model it holds. A setting counts when every module that holds the config and the field
-    differs from what the config builds there, all with one value.
+    as the model it holds. A setting (a str or bool) counts when every module that holds the config
+    and the field differs from what the config builds there, all with one value.
     """
-    built = dict(reference(model).named_modules())
+    built_modules = dict(built.named_modules())
     values: dict[tuple[int, str], set[Any]] = {}
     configs: dict[int, Any] = {}
     for name, module in model.named_modules():
-        config, before = getattr(module, "config", None), built.get(name)
+        config, before = getattr(module, "config", None), built_modules.get(name)
         if config is None or before is None or getattr(before, "config", None) is None:
             continue
         for field, value in vars(module).items():
@@ -82,34 +84,29 @@ def settle_config(model: nn.Module) -> dict[str, Any]:
                 configs[id(config)] = config
                 values.setdefault((id(config), field), set()).add(
                     value if value != getattr(before, field) else _UNCHANGED)
-    changed: dict[str, Any] = {}
-    paths = _config_paths(model.config)
+    saved = {id(c) for c in _configs(model.config)}  # NOTE: the configs config.json holds
+    settled: Settled = []
     for (key, field), seen in values.items():
-        config = configs[key]
-        if len(seen) == 1 and _UNCHANGED not in seen and key in paths:
+        if len(seen) == 1 and _UNCHANGED not in seen and key in saved:
             (value,) = seen
-            changed[paths[key] + field] = getattr(config, field)
-            setattr(config, field, value)
-    return changed
+            settled.append((configs[key], field, getattr(configs[key], field)))
+            setattr(configs[key], field, value)
+    return settled
 
 
-def _config_paths(config: Any, prefix: str = "") -> dict[int, str]:
-    """id of the config and of each sub-config -> its dotted prefix (``""``, ``"text_config."``)."""
-    out = {id(config): prefix}
-    for key, value in vars(config).items():
-        if hasattr(value, "to_dict") and hasattr(value, "model_type") and id(value) not in out:
-            out.update(_config_paths(value, f"{prefix}{key}."))
+def _configs(config: Any) -> list[Any]:
+    """``config`` and its sub-configs (``text_config``, ...), recursively."""
+    out = [config]
+    for value in vars(config).values():
+        if hasattr(value, "to_dict") and hasattr(value, "model_type") and value is not config:
+            out += _configs(value)
     return out
 
 
-def restore_config(model: nn.Module, changed: Mapping[str, Any]) -> None:
-    """Undo :func:`settle_config` (``changed``: what it returned)."""
-    for path, value in changed.items():
-        holder = model.config
-        *parents, field = path.split(".")
-        for part in parents:
-            holder = getattr(holder, part)
-        setattr(holder, field, value)
+def restore_config(settled: Settled) -> None:
+    """Undo :func:`settle_config` (``settled``: what it returned)."""
+    for config, field, value in reversed(settled):
+        setattr(config, field, value)
 
 
 def write(model: nn.Module, folder: Path) -> None:

@@ -16,8 +16,9 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["RULES", "REFRESH", "MODULE_RULES", "GROUP_TIES", "register_rule", "register_refresh",
-           "register_module_rule", "register_group_tie", "refresh_for", "module_rule_for"]
+__all__ = ["RULES", "REFRESH", "MODULE_RULES", "GROUP_TIES", "WIDTH_ATTRIBUTES", "register_rule", "register_refresh",
+           "register_module_rule", "register_group_tie", "register_width_attributes", "refresh_for",
+           "module_rule_for"]
 
 Rule = Callable[..., None]
 RULES: dict[Any, Rule] = {}
@@ -34,6 +35,9 @@ MODULE_RULES: dict[type, ModuleRule] = {}
 # see needs cut alike (an encoder-decoder whose forward compares its two widths).
 GroupTie = Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...]]
 GROUP_TIES: list[GroupTie] = []
+# Per layer type, its width attributes and the axis of its weight each equals (``in_features``: 1);
+# the trace tags them with that axis, so a view sized by one follows the cut (refresh rewrites them).
+WIDTH_ATTRIBUTES: dict[type, dict[str, int]] = {}
 
 
 def register_rule(*funcs: Any) -> Callable[[Rule], Rule]:
@@ -76,6 +80,13 @@ def register_group_tie(fn: GroupTie) -> GroupTie:
     where its library's code needs it."""
     GROUP_TIES.append(fn)
     return fn
+
+
+def register_width_attributes(*types: type, **axes: int) -> None:
+    """``types`` (and their subclasses) hold widths in the attributes named in ``axes``, each equal to
+    that axis of the module's ``weight`` (``register_width_attributes(nn.Linear, in_features=1)``)."""
+    for t in types:
+        WIDTH_ATTRIBUTES[t] = dict(axes)
 
 
 def module_rule_for(module: nn.Module) -> ModuleRule | None:

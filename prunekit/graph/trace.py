@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_flatten
 from prunekit._clone import clone_module
 from prunekit.graph.fastmeta import fast_result
 from prunekit.graph.constraints import ConstraintStore, Dim, ParamDim, Tracked
-from prunekit.graph.registry import RULES, module_rule_for, refresh_for
+from prunekit.graph.registry import RULES, WIDTH_ATTRIBUTES, module_rule_for, refresh_for
 
 __all__ = ["Context", "ChannelInt", "DerivedInt", "ParamInt", "ConfigInt", "interpret", "func_name"]
 
@@ -330,27 +330,23 @@ def _tagged_configs(model: nn.Module) -> Iterator[None]:
             setattr(config, field_name, value)
 
 
-# Width attributes of torch's layers and the weight axis each equals (apply rewrites them from it).
-_LAYER_WIDTHS: tuple[tuple[type, str, int], ...] = (
-    (nn.Linear, "in_features", 1), (nn.Linear, "out_features", 0), (nn.Embedding, "embedding_dim", 1),
-    (nn.modules.conv._ConvNd, "out_channels", 0))
-
-
 @contextmanager
 def _tagged_layer_widths(model: nn.Module, params: dict[int, str]) -> Iterator[None]:
-    """While the trace runs, the width attributes of torch's layers are ParamInts of their weight's
-    axis, so a view sized by one (Ergo's ``reshape(-1, self.linear.in_features)``) is told apart
-    from a literal of the same value (the plain ints are put back afterwards, whatever happens)."""
+    """While the trace runs, the width attributes of the layers registered with
+    :func:`~prunekit.graph.registry.register_width_attributes` are ParamInts of their weight's axis,
+    so a view sized by one (Ergo's ``reshape(-1, self.linear.in_features)``) is told apart from a
+    literal of the same value (the plain ints are put back afterwards, whatever happens)."""
     saved: list[tuple[nn.Module, str, int]] = []
     try:
         for module in model.modules():
             weight = vars(module).get("_parameters", {}).get("weight")
             if weight is None or id(weight) not in params:
                 continue
-            for klass, attr, axis in _LAYER_WIDTHS:
+            widths = [(attr, axis) for klass, axes in WIDTH_ATTRIBUTES.items() if isinstance(module, klass)
+                      for attr, axis in axes.items()]
+            for attr, axis in widths:
                 value = vars(module).get(attr)
-                if (isinstance(module, klass) and type(value) is int and weight.dim() > axis
-                        and weight.shape[axis] == value):
+                if type(value) is int and weight.dim() > axis and weight.shape[axis] == value:
                     saved.append((module, attr, value))
                     setattr(module, attr, ParamInt(value, ParamDim(params[id(weight)], axis, 0, value)))
         yield

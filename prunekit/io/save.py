@@ -126,19 +126,19 @@ def save(model: nn.Module, folder: str | os.PathLike[str], *, source: None | str
         raise ConfigError("save: sparse storage is not a save_pretrained folder; save a Hugging Face "
                           "model with sparse=False (its zeros compress well with any archiver).")
     source_rec = source_record(source)
-    settled = hf.settle_config(model) if is_hf else {}
+    reference = hf.reference(model) if is_hf else _reference(model, source_rec, original)
+    settled = hf.settle_config(model, reference) if is_hf else []
     try:
-        return _save(model, target, records, source_rec, original, metrics, is_hf, sparse)
+        if settled:  # NOTE: the config now builds what the model became
+            reference = hf.reference(model)
+        return _save(model, target, records, source_rec, reference, metrics, is_hf, sparse)
     except BaseException:
-        hf.restore_config(model, settled)
+        hf.restore_config(settled)
         raise
 
 
 def _save(model: nn.Module, target: Path, records: list[dict[str, Any]], source_rec: dict[str, Any] | None,
-          original: nn.Module | None, metrics: Mapping[str, Any] | None, is_hf: bool, sparse: bool) -> Path:
-    from prunekit import hf
-
-    reference = hf.reference(model) if is_hf else _reference(model, source_rec, original)
+          reference: nn.Module, metrics: Mapping[str, Any] | None, is_hf: bool, sparse: bool) -> Path:
     layout = layout_record(model, reference, opaque=factorised_names(records))
     note_source_shapes(records, reference)
     if layout["identity"] and not any(r["kind"] == "depth" for r in records):

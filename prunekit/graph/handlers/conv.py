@@ -24,7 +24,7 @@ from torch import nn
 from prunekit.graph.constraints import Dim, ParamDim, Segment, Tracked
 from prunekit.graph.handlers.common import add_bias, arg, equal_blocks
 from prunekit.graph.handlers.shape import heads_of, size_attribute
-from prunekit.graph.registry import refresh_for, register_refresh, register_rule, resolve
+from prunekit.graph.registry import refresh_for, register_refresh, register_rule, register_width_attributes, resolve
 
 
 @register_rule(*resolve("conv1d", "conv2d", "conv3d"))
@@ -141,6 +141,10 @@ def _depthwise(ctx, layout: Dim, wd: list[Dim], bias: Any, channels: int, multip
     ctx.store.use(layout if transposed else scaled, wd[0].tensor, 0, "producer")
     add_bias(ctx, scaled, bias)
     return scaled
+
+
+# NOTE: a transposed conv's weight is [in, out/g]: its out_channels is no axis of it
+register_width_attributes(nn.Conv1d, nn.Conv2d, nn.Conv3d, out_channels=0)
 
 
 @register_refresh(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)

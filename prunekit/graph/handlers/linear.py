@@ -7,7 +7,7 @@ from torch import nn
 
 from prunekit.graph.constraints import ParamDim, Tracked
 from prunekit.graph.handlers.common import arg, produce, source_name
-from prunekit.graph.registry import register_refresh, register_rule, resolve
+from prunekit.graph.registry import register_refresh, register_rule, register_width_attributes, resolve
 
 
 @register_rule(*resolve("linear"))
@@ -86,6 +86,10 @@ def embedding_bag(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-de
 @register_refresh(nn.Linear)
 def refresh_linear(module: nn.Module) -> None:
     module.out_features, module.in_features = module.weight.shape
+
+
+register_width_attributes(nn.Linear, in_features=1, out_features=0)
+register_width_attributes(nn.Embedding, embedding_dim=1)
 
 
 @register_refresh(nn.Embedding, nn.EmbeddingBag)
