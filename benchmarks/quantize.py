@@ -161,7 +161,8 @@ def _pruned(net: nn.Module, splits: data.DataSplits, macs: float, tune: TrainCon
 
 # --- (a) Fashion-MNIST CNNs at half the MACs -----------------------------------------------------
 
-PRUNED = {"pruned": "torch", "pruned for ORT": "onnxruntime"}  # label -> PrunerOptions.backend (round_to auto)
+# NOTE: label -> PrunerOptions.backend (round_to auto)
+PRUNED = {"pruned": "torch", "pruned for ORT": "onnxruntime", "pruned for int8": "onnxruntime-int8"}
 
 
 def part_cnn(name: str, settings: Settings) -> None:
@@ -205,8 +206,9 @@ def part_cnn(name: str, settings: Settings) -> None:
                     + ", ".join(f"batch {b} {v:.2f}x" for b, v in speed.items()) + " (goal >= 3x).")
     rows += ["", f"{name} on Fashion-MNIST. Baseline {settings.baseline.model_dump(exclude_defaults=True)}; pruned "
              "`StructuredPruner({'macs': 0.5}, importance='l2')` with its default widths ('pruned': layers timed in "
-             "PyTorch) and with `options={'backend': 'onnxruntime'}` ('pruned for ORT': the whole model timed under "
-             "ONNX Runtime, exact widths against rounded ones), each then fine-tuned "
+             "PyTorch), with `options={'backend': 'onnxruntime'}` ('pruned for ORT': the whole model timed under "
+             "ONNX Runtime, exact widths against rounded ones) and with `options={'backend': 'onnxruntime-int8'}` "
+             "('pruned for int8': the same, each candidate quantised to static int8 first), each then fine-tuned "
              f"{settings.finetune.model_dump(exclude_defaults=True)}. int8: ONNX Runtime `quantize_static`, QDQ, "
              "uint8 activations / int8 per-channel weights, MinMax on 8 training batches of 64, after "
              "`quant_pre_process` (prunekit.workflows.quantize.quantize_model). Accuracy: the ONNX files run by "

@@ -17,6 +17,8 @@ from prunekit.structured.allocate import AUTO_RULE
 
 # NOTE: prunekit.measure.latency.BACKENDS, spelt out so building the parser imports no torch (a test holds them equal)
 BACKENDS = ("torch", "torch-fused", "onnxruntime")
+# NOTE: prunekit.structured.model_timing.MODEL_BACKENDS: the runtimes widths are chosen for (int8 is timed whole)
+ROUNDING_BACKENDS = (*BACKENDS, "onnxruntime-int8")
 _TARGETS = (("ratio", "ratio"), ("target_macs", "macs"), ("target_params", "params"),
             ("target_latency", "latency"))
 
@@ -91,9 +93,10 @@ def _add_pruner_options(parser: argparse.ArgumentParser) -> None:
                             "(default: none)")
     group.add_argument("--cost-batch-size", type=int, default=1, metavar="N",
                        help="batch size at which --cost latency times the layers (default: 1)")
-    group.add_argument("--backend", choices=BACKENDS, default="torch",
+    group.add_argument("--backend", choices=ROUNDING_BACKENDS, default="torch",
                        help="the runtime --round-to auto times on: torch times each group's layers, "
-                            "onnxruntime the whole pruned model with exact widths against rounded ones; "
+                            "onnxruntime the whole pruned model with exact widths against rounded ones, "
+                            "onnxruntime-int8 the same quantised to static int8 (for `prunekit quantize`); "
                             "rounding is kept only where it is measurably faster there (default: torch)")
     group.add_argument("--steps", type=int, default=1, metavar="K",
                        help="reach the target in K steps, re-scoring (and fine-tuning) between "

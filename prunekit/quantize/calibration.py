@@ -1,5 +1,5 @@
-"""The user's batches as ONNX Runtime's ``CalibrationDataReader``: what static quantisation
-observes to choose each activation's int8 range."""
+"""The user's batches as ONNX Runtime feeds: what static quantisation observes to choose each
+activation's int8 range."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from prunekit.errors import ConfigError
 
-__all__ = ["feeds", "reader"]
+__all__ = ["feeds"]
 
 
 def feeds(batches: Iterable[Any], input_names: Sequence[str],
@@ -31,23 +31,3 @@ def feeds(batches: Iterable[Any], input_names: Sequence[str],
                           "activation ranges. Pass at least one batch (e.g. --calibration-batches 8), or "
                           "use --dynamic.")
     return out
-
-
-def reader(batches: Sequence[dict[str, np.ndarray]]) -> Any:
-    """A rewindable ``onnxruntime.quantization.CalibrationDataReader`` over prepared feeds."""
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class _Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self._next = 0
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            if self._next >= len(batches):
-                return None
-            self._next += 1
-            return batches[self._next - 1]
-
-        def rewind(self) -> None:
-            self._next = 0
-
-    return _Reader()

@@ -14,6 +14,12 @@ reorders and 9 plain NCHW convolutions, the dense model's 1 reorder and none.
 same plan with its groups rounded up, each built once (exported once for ONNX Runtime), timed in
 interleaved rounds of exact, rounded and exact again (the A/A control). Rounding is kept only when
 the rounded model is faster beyond the control's spread and :data:`~prunekit.structured.rounding.NOISE_FLOOR`.
+
+``backend="onnxruntime-int8"`` times each candidate as it will be deployed with ``prunekit quantize``:
+exported, quantised to static int8 (:mod:`prunekit.measure.onnx_int8`) and run by ONNX Runtime. Its
+fast int8 convolutions want other widths than fp32's: on x86 the direct int8 kernel (MLAS's
+symmetric convolution) takes at least 16 output channels and channel counts divisible by 4; other
+layers fall back to a slower im2col path.
 """
 
 from __future__ import annotations
@@ -31,12 +37,15 @@ from prunekit.errors import ConfigError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.measure.latency import BACKENDS, ort_session
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
+from prunekit.measure.onnx_int8 import timing_int8
 from prunekit.structured.apply import apply
 from prunekit.structured.plan import Plan
 from prunekit.measure.fuse import fold_batchnorm
 from prunekit.structured.rounding import NOISE_FLOOR, _block_ms, gains_against
 
-__all__ = ["ModelTimings", "describe", "RULES"]
+__all__ = ["ModelTimings", "describe", "RULES", "MODEL_BACKENDS"]
+
+MODEL_BACKENDS = (*BACKENDS, "onnxruntime-int8")  # NOTE: int8 only here: a quantised model is timed whole
 
 RULES = {"exact": "exact widths", "auto": "multiples of 8 or 16 (the auto rule)", "16": "multiples of 16"}
 
@@ -71,8 +80,9 @@ class ModelTimings:
     readings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"ModelTimings: backend must be one of {', '.join(BACKENDS)}; got '{self.backend}'.")
+        if self.backend not in MODEL_BACKENDS:
+            raise ConfigError(f"ModelTimings: backend must be one of {', '.join(MODEL_BACKENDS)}; "
+                              f"got '{self.backend}'.")
 
     def pays(self, group_id: str, exact: int, rounded: int) -> bool:
         """Never decided one group at a time (see the class docstring)."""
@@ -116,9 +126,9 @@ class ModelTimings:
 
     def _call(self, model: nn.Module, file: Path) -> Callable[[], object]:
         inputs = as_inputs(self.example_inputs)
-        if self.backend != "onnxruntime":
+        batch = batch_of(inputs, self.batch_size)
+        if not self.backend.startswith("onnxruntime"):
             net = fold_batchnorm(model).model if self.backend == "torch-fused" else model
-            batch = batch_of(inputs, self.batch_size)
 
             def call() -> object:
                 with torch.inference_mode():
@@ -126,7 +136,10 @@ class ModelTimings:
             return call
         from prunekit.measure.onnx import export_onnx
 
-        session = ort_session(export_onnx(model, inputs, file, dynamic_batch=True), self.threads)
+        exported = export_onnx(model, inputs, file, dynamic_batch=True)
+        if self.backend == "onnxruntime-int8":
+            exported = timing_int8(exported, batch, file.parent)
+        session = ort_session(exported, self.threads)
         names = [i.name for i in session.get_inputs()]
-        feed = {n: x.detach().cpu().numpy() for n, x in zip(names, batch_of(inputs, self.batch_size))}
+        feed = {n: x.detach().cpu().numpy() for n, x in zip(names, batch)}
         return lambda: session.run(None, feed)

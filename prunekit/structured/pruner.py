@@ -48,11 +48,12 @@ class PrunerOptions(BaseModel):
                             "params target buys more speed")
     cost_batch_size: int = Field(1, ge=1, description="batch size at which cost='latency' (and round_to='auto') "
                                                       "times the layers")
-    backend: Literal["torch", "torch-fused", "onnxruntime"] = Field(
+    backend: Literal["torch", "torch-fused", "onnxruntime", "onnxruntime-int8"] = Field(
         "torch", description="the runtime round_to='auto' times on: a group is rounded up only where "
                              "that is faster there (torch: each group's layers timed alone; onnxruntime: the "
                              "whole pruned model, exact widths against rounded, since its blocked layouts "
-                             "make speed depend on how layers meet)")
+                             "make speed depend on how layers meet; onnxruntime-int8: the same, each "
+                             "candidate quantised to static int8 as prunekit quantize ships it)")
     timings: str | None = Field(
         None, description="a JSON rounding table (prunekit.structured.rounding.TimingTable) that round_to='auto' "
                           "follows instead of timing the layers")
@@ -91,7 +92,7 @@ def _rounding_table(model: nn.Module, graph: DependencyGraph, example_inputs: An
                     options: PrunerOptions, terms: DenseCount) -> RoundingTable:
     if options.timings is not None:
         return TimingTable.load(options.timings)
-    if options.backend == "onnxruntime":
+    if options.backend in ("onnxruntime", "onnxruntime-int8"):
         # NOTE: ONNX Runtime's speed depends on how layers meet (blocked layouts), not on layers alone.
         return ModelTimings(model, graph, example_inputs, backend=options.backend,
                             batch_size=options.cost_batch_size)

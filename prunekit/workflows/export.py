@@ -15,7 +15,7 @@ from prunekit.errors import ConfigError
 from prunekit.measure import count_macs, count_params, export_onnx
 from prunekit.measure.latency import measure_onnx_latencies
 from prunekit.quantize import evaluate_onnx, write_bundle
-from prunekit.quantize.ptq import strip_metadata
+from prunekit.measure.onnx_int8 import strip_metadata
 from prunekit.workflows.common import Measure, capped, eval_data, finish, save_result, source_architecture
 from prunekit.workflows.inputs import default_task, without_cache
 from prunekit.workflows.profile import load_with_example

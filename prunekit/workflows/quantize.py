@@ -30,7 +30,8 @@ from prunekit.measure import Profile, compare, count_macs, count_params, evaluat
 from prunekit.measure.latency import measure_latencies, measure_onnx_latencies
 from prunekit.quantize import evaluate_onnx, quantize_within
 from prunekit.quantize.calibration import feeds
-from prunekit.quantize.ptq import check_method, preprocess, strip_metadata
+from prunekit.measure.onnx_int8 import preprocess, strip_metadata
+from prunekit.quantize.ptq import check_method
 from prunekit.quantize.runtime import session
 from prunekit.quantize.torch_int8 import TorchInt8, check_torch_options, compiled, eager, int8_bytes, quantize_torch
 from prunekit.workflows.common import (

@@ -15,7 +15,7 @@ from prunekit.errors import ConfigError, DataNotFoundError, PrunekitError
 from prunekit.measure import evaluate, export_onnx
 from prunekit.quantize import evaluate_onnx, quantisable_nodes, quantize_onnx, quantize_within
 from prunekit.quantize.calibration import feeds
-from prunekit.quantize.ptq import preprocess
+from prunekit.measure.onnx_int8 import preprocess
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_fallback_keeps_the_damaging_layer_fp32(tmp_path: Path) -> None:
 def test_strip_metadata_drops_debugging_records_and_keeps_outputs(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from prunekit.quantize.ptq import strip_metadata
+    from prunekit.measure.onnx_int8 import strip_metadata
 
     model = tiny_cnn()
     x = torch.randn(3, 1, 8, 8)

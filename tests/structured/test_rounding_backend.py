@@ -63,11 +63,12 @@ def test_prune_cli_passes_the_backend_to_the_pruner(monkeypatch: pytest.MonkeyPa
                                                     capsys: pytest.CaptureFixture) -> None:
     import prunekit.workflows.prune as workflow
     from prunekit.cli import main
-    from prunekit.cli.prune import BACKENDS
+    from prunekit.cli.prune import BACKENDS, ROUNDING_BACKENDS
     from prunekit.errors import ConfigError
     from prunekit.measure.latency import BACKENDS as MEASURED
+    from prunekit.structured.model_timing import MODEL_BACKENDS
 
-    assert BACKENDS == MEASURED
+    assert BACKENDS == MEASURED and ROUNDING_BACKENDS == MODEL_BACKENDS
     stages: list[dict[str, Any]] = []
 
     def fake(model: str, data: str, *, stage: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -78,8 +79,10 @@ def test_prune_cli_passes_the_backend_to_the_pruner(monkeypatch: pytest.MonkeyPa
     base = ["prune", "--model", "simple_cnn", "--target-macs", "0.5"]
     assert main([*base, "--backend", "onnxruntime", "--out", str(tmp_path / "a")]) == 2
     assert main([*base, "--out", str(tmp_path / "b")]) == 2
+    assert main([*base, "--backend", "onnxruntime-int8", "--out", str(tmp_path / "d")]) == 2
     assert stages[0]["options"] == {"backend": "onnxruntime"} and stages[1]["options"] is None
-    assert capsys.readouterr().err.count("prunekit prune: error: stop here") == 2
+    assert stages[2]["options"] == {"backend": "onnxruntime-int8"}
+    assert capsys.readouterr().err.count("prunekit prune: error: stop here") == 3
     with pytest.raises(SystemExit):
         main([*base, "--backend", "tensorrt", "--out", str(tmp_path / "c")])
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err

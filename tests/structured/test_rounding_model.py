@@ -148,3 +148,22 @@ def test_rounding_for_speed_does_not_buy_it_with_parameters(monkeypatch: pytest.
     assert 0.98 * 0.5 <= pruner.achieved_["macs"] <= 0.5
     assert pruner.achieved_["params"] <= (1 + target.OTHER_BAND) * exact["params"]
     assert _widths(pruner) == [16, 32, 48, 48, 80, 96]  # NOTE: the MACs-only fill kept 96 and 96
+
+
+def test_the_int8_backend_times_each_candidate_quantised(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    ops: list[set[str]] = []
+    real = model_timing.ort_session
+
+    def spy(file: object, threads: int) -> object:
+        ops.append({node.op_type for node in onnx.load(str(file)).graph.node})
+        return real(file, threads)  # type: ignore[arg-type]
+    monkeypatch.setattr(model_timing, "ort_session", spy)
+    torch.manual_seed(0)
+    pruner = StructuredPruner({"macs": 0.5}, options={"backend": "onnxruntime-int8"}).fit(Chain(), SMALL)
+    readings = pruner.achieved_["rounding"]
+    assert readings["backend"] == "onnxruntime-int8" and set(readings["gains"]), readings
+    assert len(ops) == 1 + len(readings["gains"])  # NOTE: exact widths and each rounded candidate
+    assert all({"QuantizeLinear", "DequantizeLinear"} <= found and "Conv" in found for found in ops)
+    assert 0.98 * 0.5 <= pruner.achieved_["macs"] <= 0.5
