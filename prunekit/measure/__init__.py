@@ -21,6 +21,8 @@ from prunekit.measure.macs import count_macs as count_macs
 from prunekit.measure.macs import macs_by_module as macs_by_module
 from prunekit.measure.onnx import export_onnx as export_onnx
 from prunekit.measure.onnx_layers import layer_onnx as layer_onnx
+from prunekit.measure.onnx_ops import OpTime as OpTime
+from prunekit.measure.onnx_ops import op_times as op_times
 from prunekit.measure.params import count_nonzero as count_nonzero
 from prunekit.measure.params import count_params as count_params
 from prunekit.measure.profile import Profile as Profile
@@ -36,7 +38,7 @@ __all__ = [
     # the single measurements
     "count_params", "count_nonzero", "count_macs", "macs_by_module", "size_on_disk",
     "compressed_size", "LatencyStats", "measure_latency", "PairedLatency", "paired_latency",
-    "LatencyControl", "aa_controls", "export_onnx", "layer_onnx",
+    "LatencyControl", "aa_controls", "export_onnx", "layer_onnx", "OpTime", "op_times",
     "latency_by_module", "latency_by_call", "input_producers",
     "Folded", "fold_batchnorm",
     # accuracy

@@ -151,14 +151,20 @@ def ort_session(file: str | os.PathLike[str] | bytes, threads: int) -> Any:
     """An ONNX Runtime session of an ONNX file, or of a serialised ONNX model's bytes (CPU, sequential, all
     graph optimisations): the one set of session options every timing and every int8 evaluation runs with."""
     ort = require("onnxruntime", extra="onnx", feature="ONNX Runtime latency")
+    model = file if isinstance(file, bytes) else str(file)
+    return ort.InferenceSession(model, ort_options(threads), providers=["CPUExecutionProvider"])
+
+
+def ort_options(threads: int) -> Any:
+    """The ONNX Runtime session options of :func:`ort_session` (CPU, sequential, all graph optimisations)."""
+    ort = require("onnxruntime", extra="onnx", feature="ONNX Runtime latency")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # NOTE: errors only; ORT warns about unused initialisers.
-    model = file if isinstance(file, bytes) else str(file)
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return options
 
 
 def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], threads: int) -> Any:
