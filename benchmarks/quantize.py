@@ -54,7 +54,7 @@ from _results import write_section  # noqa: E402
 from prunekit import data, models  # noqa: E402
 from prunekit.io.files import load_weights, save_weights  # noqa: E402
 from prunekit.measure import count_macs, export_onnx  # noqa: E402
-from prunekit.measure.latency import measure_onnx_latencies  # noqa: E402
+from prunekit.measure.latency import interleaved_onnx_latencies  # noqa: E402
 from prunekit.quantize import evaluate_onnx, qat  # noqa: E402
 from prunekit.recover import TrainConfig, train  # noqa: E402
 from prunekit.structured import StructuredPruner  # noqa: E402
@@ -213,7 +213,8 @@ def part_cnn(name: str, settings: Settings) -> None:
              f"{settings.finetune.model_dump(exclude_defaults=True)}. int8: ONNX Runtime `quantize_static`, QDQ, "
              "uint8 activations / int8 per-channel weights, MinMax on 8 training batches of 64, after "
              "`quant_pre_process` (prunekit.workflows.quantize.quantize_model). Accuracy: the ONNX files run by "
-             "ONNX Runtime on the test split. Latency: `measure_onnx_latencies`, median, one file after another."]
+             "ONNX Runtime on the test split. Latency: `interleaved_onnx_latencies`, median of the calls of 5 "
+             "interleaved rounds (every file timed in turn in each round, so all share the machine's load alike)."]
     _write(f"int8: {name}, Fashion-MNIST, half the MACs, fp32 vs int8 (ONNX Runtime)", rows, settings)
     _write(f"int8: {name}, where ONNX Runtime spends the time", ops, settings)
 
@@ -322,8 +323,8 @@ def part_resnet50(settings: Settings) -> None:
             quantize_model(net, fake, Path(tmp) / label, task="classification", calibration_batches=2, measure=measure)
         files = {f"{label} {kind}": (net, Path(tmp) / label / f) for kind, f in (("fp32", FP32_FILE), ("int8", INT8_FILE))
                  for label, net in (("dense", dense), ("pruned", pruned))}
-        lat = {k: measure_onnx_latencies(f, images[:1], batch_sizes=batch_sizes, threads=THREADS,
-                                         min_time_s=settings.min_time_s) for k, (_, f) in files.items()}
+        lat = interleaved_onnx_latencies({k: f for k, (_, f) in files.items()}, images[:1], batch_sizes=batch_sizes,
+                                         threads=THREADS, min_time_s=settings.min_time_s)
     base = {s.batch_size: s.median_ms for s in lat["dense fp32"]}
     for key in ("dense fp32", "pruned fp32", "dense int8", "pruned int8"):
         cells = " | ".join(f"{s.median_ms:.2f} | {base[s.batch_size] / s.median_ms:.2f}x" for s in lat[key])
@@ -378,14 +379,12 @@ def part_minilm(settings: Settings) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, net in (("dense", model), ("pruned", pruned)):
             quantize_model(net, loaders, Path(tmp) / label, task=task, dynamic=True, measure=_measure(settings))
-        results = {}
-        for key, file in (("fp32", Path(tmp) / "dense" / FP32_FILE), ("int8 dynamic", Path(tmp) / "dense" / INT8_FILE),
-                          ("pruned fp32", Path(tmp) / "pruned" / FP32_FILE),
-                          ("pruned int8 dynamic", Path(tmp) / "pruned" / INT8_FILE)):
-            cosine = evaluate_onnx(file, batches, task=task)["cosine"]
-            lat = measure_onnx_latencies(file, batches[0], batch_sizes=settings.batch_sizes, threads=THREADS,
-                                         min_time_s=settings.min_time_s)
-            results[key] = (cosine, file.stat().st_size, lat)
+        files = {"fp32": Path(tmp) / "dense" / FP32_FILE, "int8 dynamic": Path(tmp) / "dense" / INT8_FILE,
+                 "pruned fp32": Path(tmp) / "pruned" / FP32_FILE, "pruned int8 dynamic": Path(tmp) / "pruned" / INT8_FILE}
+        lats = interleaved_onnx_latencies(files, batches[0], batch_sizes=settings.batch_sizes, threads=THREADS,
+                                          min_time_s=settings.min_time_s)
+        results = {key: (evaluate_onnx(file, batches, task=task)["cosine"], file.stat().st_size, lats[key])
+                   for key, file in files.items()}
     base = {s.batch_size: s.median_ms for s in results["fp32"][2]}
     for key, (cosine, size, lat) in results.items():
         cells = " | ".join(f"{s.median_ms:.2f} | {base[s.batch_size] / s.median_ms:.2f}x" for s in lat)

@@ -26,7 +26,8 @@ from prunekit.errors import ConfigError, require
 from prunekit.measure.fuse import fold_batchnorm
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
-__all__ = ["LatencyStats", "measure_latency", "measure_latencies", "measure_onnx_latencies", "ort_session",
+__all__ = ["LatencyStats", "measure_latency", "measure_latencies", "measure_onnx_latencies",
+           "interleaved_onnx_latencies", "ort_session", "ort_options",
            "PairedLatency", "paired_latency", "interleaved", "LatencyControl", "aa_control", "aa_controls", "BACKENDS",
            "DEFAULT_BACKENDS", "MIN_REPEATS", "MAX_REPEATS", "NOISY"]
 
@@ -212,6 +213,31 @@ def measure_onnx_latencies(path: str | Path | bytes, example_inputs: ExampleInpu
     timing = _Timing(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
     model = path if isinstance(path, bytes) else Path(path)
     return _onnx_file_latencies(model, as_inputs(example_inputs), tuple(batch_sizes), threads, timing)
+
+
+def interleaved_onnx_latencies(paths: Mapping[str, str | os.PathLike[str]], example_inputs: ExampleInput, *,
+                               batch_sizes: Sequence[int] = (1,), threads: int = 2, rounds: int = 5,
+                               warmup: int = 3, min_time_s: float = 1.0) -> dict[str, tuple[LatencyStats, ...]]:
+    """:func:`measure_onnx_latencies` of several ONNX files (name -> path) in interleaved rounds: each
+    round times every file in turn for ``min_time_s / rounds`` (after ``warmup`` calls) at each batch
+    size, so a slow spell of a shared machine hits every file alike instead of whichever was timed
+    then; each file's statistics pool its calls over the rounds. One session per file, built once."""
+    _check("onnxruntime", batch_sizes, threads, warmup, None, min_time_s)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ConfigError(f"Latency: 'rounds' must be an integer >= 1; got {rounds!r}. Pass e.g. rounds=5.")
+    inputs = as_inputs(example_inputs)
+    sessions = {name: ort_session(Path(path), threads) for name, path in paths.items()}
+    timing = _Timing(warmup=warmup, repeats=None, min_time_s=min_time_s / rounds)
+    stats: dict[str, list[LatencyStats]] = {name: [] for name in sessions}
+    for size in batch_sizes:
+        feeds = {name: _ort_feed(session, inputs, size) for name, session in sessions.items()}
+        calls: dict[str, list[float]] = {name: [] for name in sessions}
+        for _ in range(rounds):
+            for name, session in sessions.items():
+                calls[name] += _time_calls(lambda s=session, f=feeds[name]: s.run(None, f), timing)  # type: ignore[misc]
+        for name in sessions:
+            stats[name].append(_summarise(calls[name], "onnxruntime", size, threads))
+    return {name: tuple(values) for name, values in stats.items()}
 
 
 def measure_latencies(model: nn.Module, example_inputs: ExampleInput, *, backend: str = "torch",

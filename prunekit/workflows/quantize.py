@@ -27,7 +27,7 @@ from prunekit.data import DataSplits
 from prunekit.errors import ConfigError
 from prunekit.io import read_manifest
 from prunekit.measure import Profile, compare, count_macs, count_params, evaluate, export_onnx
-from prunekit.measure.latency import measure_latencies, measure_onnx_latencies
+from prunekit.measure.latency import interleaved_onnx_latencies, measure_latencies
 from prunekit.quantize import evaluate_onnx, quantize_within
 from prunekit.quantize.calibration import feeds
 from prunekit.measure.onnx_int8 import preprocess, strip_metadata
@@ -202,17 +202,19 @@ def _empty_calibration() -> Exception:
 def int8_profiles(pairs: Sequence[tuple[str, nn.Module, Path]], splits: Any, *, task: Any,
                   measure: Measure, latency: bool = True) -> list[Profile]:
     """One Profile per ``(name, PyTorch model it came from, ONNX file)``: params and MACs of the
-    model, the file's size, its ONNX Runtime latency per batch size and its metric on the eval data."""
+    model, the file's size, its ONNX Runtime latency per batch size (the files timed in interleaved
+    rounds, so that they are compared under the same load) and its metric on the eval data."""
     score = _scorer(eval_data(splits), task, measure)
     example = example_of(splits, task, 1)
     onnx_example = onnx_inputs(pairs[0][1], splits, task)[1] if pairs else example
+    timings = interleaved_onnx_latencies({name: file for name, _, file in pairs}, onnx_example,
+                                         batch_sizes=measure.batch_sizes, threads=measure.threads,
+                                         min_time_s=measure.min_time_s) if latency and pairs else {}
     out = []
     for name, net, file in pairs:
         metrics = score(file)
-        timings = measure_onnx_latencies(file, onnx_example, batch_sizes=measure.batch_sizes, threads=measure.threads,
-                                         min_time_s=measure.min_time_s) if latency else ()
         out.append(Profile(name=name, params=count_params(net), macs=count_macs(net, example),
-                           size_bytes=file.stat().st_size, latency=timings,
+                           size_bytes=file.stat().st_size, latency=timings.get(name, ()),
                            input_shape=tuple(getattr(example, "shape", ())),
                            accuracy=metrics.get("accuracy"), loss=metrics.get("loss"),
                            metrics={k: v for k, v in metrics.items() if k not in ("accuracy", "loss", "count")}))

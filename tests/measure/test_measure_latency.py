@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -91,3 +94,28 @@ def test_paired_latency_measures_real_models_and_rejects_bad_arguments() -> None
         paired_latency({"big": big}, torch.randn(1, 256), reference="dense")
     with pytest.raises(ConfigError, match="rounds must be an int >= 1"):
         paired_latency({"big": big}, torch.randn(1, 256), reference="big", rounds=0)
+
+
+def test_onnx_files_are_timed_in_interleaved_rounds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import prunekit.measure.latency as latency
+
+    log: list[str] = []
+
+    class Session:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def get_inputs(self) -> list:
+            return [type("Input", (), {"name": "input"})()]
+
+        def run(self, outputs: object, feed: dict) -> None:
+            log.append(f"{self.name}{feed['input'].shape[0]}")
+    monkeypatch.setattr(latency, "ort_session", lambda path, threads: Session(str(path)[-1]))
+    stats = latency.interleaved_onnx_latencies({"dense": tmp_path / "a", "pruned": tmp_path / "b"}, torch.zeros(1, 3),
+                                               batch_sizes=(1, 4), rounds=3, warmup=1, min_time_s=0.0)
+    # NOTE: per batch size, 3 rounds of (1 warm-up + MIN_REPEATS timed calls) of a, then of b
+    runs = [(name, len(list(calls))) for name, calls in itertools.groupby(log)]
+    assert runs == [(f"{f}{b}", 1 + MIN_REPEATS) for b in (1, 4) for _ in range(3) for f in "ab"]
+    assert [s.batch_size for s in stats["dense"]] == [1, 4] and stats["pruned"][1].repeats == 3 * MIN_REPEATS
+    with pytest.raises(ConfigError, match="'rounds' must be an integer >= 1"):
+        latency.interleaved_onnx_latencies({"a": tmp_path / "a"}, torch.zeros(1, 3), rounds=0)
