@@ -23,7 +23,8 @@ from _two_conv import X, TwoConv
 
 class Chain(nn.Module):
     """Three convolutions (32, 64, 32 channels) on 8x8: half the MACs is 22/22/46 exact; allocated on
-    multiples of 16 it is 16/16/64 (exactly half), on the auto rule's 8/16 it misses the 2 % band."""
+    multiples of 16 it is 16/16/64 (exactly half); on the auto rule's 8/16 the nearest multiples miss
+    the 2 % band, and exchanging whole steps between groups lands it at 8/24/64."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -67,7 +68,7 @@ def test_exact_widths_stay_when_rounding_buys_no_time(monkeypatch: pytest.Monkey
     pruner = _fit()
     exact = StructuredPruner({"macs": 0.5}, round_to=1).fit(Chain(), SMALL)
     assert _widths(pruner) == _widths(exact) == [22, 22, 46]
-    assert timed == [[22, 22, 46], [16, 16, 64]]  # NOTE: exact and the one rounded plan within the band
+    assert timed == [[22, 22, 46], [8, 24, 64], [16, 16, 64]]  # NOTE: exact and the rounded plans in the band
     assert pruner.plan_.meta["rounding"] == "exact" and pruner.achieved_["rounding"]["chosen"] == "exact"
 
 
@@ -76,16 +77,28 @@ def test_rounded_widths_win_when_the_model_is_faster(monkeypatch: pytest.MonkeyP
     pruner = _fit()
     assert _widths(pruner) == [16, 16, 64] and pruner.plan_.meta["rounding"] == "16"
     assert 0.98 * 0.5 <= pruner.achieved_["macs"] <= 0.5
-    assert pruner.achieved_["rounding"]["gains"] == {"16": pytest.approx(0.5)}
+    assert pruner.achieved_["rounding"]["gains"] == {"auto": pytest.approx(0.0), "16": pytest.approx(0.5)}
     small = pruner.transform(Chain())  # NOTE: transform verifies pruned == masked dense
     assert small(SMALL).shape == (1, 10)
 
 
-def test_roundings_that_miss_the_target_are_not_timed(monkeypatch: pytest.MonkeyPatch) -> None:
-    # NOTE: TwoConv's 32/64 channels on 8/16 steps land at most 0.38 or over 0.5 of the MACs.
-    timed = _fake_timer(monkeypatch, lambda widths: 1.0 if all(w % 8 == 0 for w in widths) else 2.0)
+def test_a_rounded_plan_short_of_the_band_is_topped_up_in_one_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    # NOTE: TwoConv's 32/64 channels on 8/16 steps land at most 0.38 or over 0.5 of the MACs: whole
+    # steps stop short, so conv2 (the last conv, read only by the classifier) takes single channels.
+    timed = _fake_timer(monkeypatch, lambda widths: 1.0 if widths[0] % 8 == 0 else 2.0)
     pruner = _fit(TwoConv(), X)
-    assert timed == [] and _widths(pruner) == [22, 46] and pruner.plan_.meta["rounding"] == "exact"
+    assert timed == [[22, 46], [24, 42], [16, 63]]
+    assert _widths(pruner) == [24, 42] and pruner.plan_.meta["rounding"] == "auto"
+    assert pruner.plan_.meta["topped_up"] == "conv2.weight:0"
+    assert 0.98 * 0.5 <= pruner.achieved_["macs"] <= 0.5
+    assert pruner.transform(TwoConv())(X).shape == (1, 10)
+
+
+def test_a_target_rounding_cannot_meet_keeps_exact_widths_untimed(monkeypatch: pytest.MonkeyPatch) -> None:
+    timed = _fake_timer(monkeypatch, lambda widths: 1.0)
+    torch.manual_seed(0)
+    pruner = StructuredPruner({"ratio": 0.3}, options={"backend": "onnxruntime"}).fit(TwoConv(), X)
+    assert timed == [] and pruner.plan_.meta["rounding"] == "exact"
     assert pruner.achieved_["rounding"]["note"] == "no rounded plan lands within the target's band"
 
 
