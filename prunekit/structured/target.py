@@ -73,6 +73,10 @@ BAND = 0.02  # NOTE: a macs/params plan under "auto" rounding keeps at least (1 
 # 54.6 % of the params against the exact plan's 49.1 % at half the MACs, an int8 file 6.6x smaller
 # instead of 7x). The same 2 % as BAND: rounding may move either count by that much, no more.
 OTHER_BAND = BAND
+# NOTE: bounds on the exchanges that bring a rounded plan into the band (DenseNet-121 has 107 groups;
+# trying every one for every exchange took a minute)
+EXCHANGES = 3
+EXCHANGED_GROUPS = 8
 _OTHER = {"macs": "params", "params": "macs"}
 CONFIRM_ROUNDS = 5  # NOTE: interleaved rounds that confirm a latency plan before it is returned.
 
@@ -540,7 +544,10 @@ def _rounded_near(model: nn.Module, graph: DependencyGraph, scores: Mapping[str,
     rounded = sum(len(k) for k in plan.keep.values())
     plan, _ = _fill(plan, graph, scores, kept, target.value, {**kwargs, "costs": costs[kind]})
     if meter(plan)[kind] < (1.0 - BAND) * target.value:
-        plan = _exchanged(plan, graph, scores, kept, target.value, {**kwargs, "costs": costs[kind]}, step)
+        # NOTE: steps move out of the groups dearest in the other count per unit of the target's
+        dear = sorted(step, key=lambda g: (-costs[other].get(g, 0.0) / max(costs[kind].get(g, 0.0), 1e-12), g))
+        plan = _exchanged(plan, graph, scores, kept, target.value, {**kwargs, "costs": costs[kind]},
+                          {g: step[g] for g in dear[:EXCHANGED_GROUPS]})
     if meter(plan)[kind] < (1.0 - BAND) * target.value:
         plan = _topped_up(plan, graph, scores, kept, target.value, kwargs, costs[kind], movable)
     added = sum(len(k) for k in plan.keep.values()) - rounded
@@ -553,13 +560,14 @@ def _rounded_near(model: nn.Module, graph: DependencyGraph, scores: Mapping[str,
 def _exchanged(plan: Plan, graph: DependencyGraph, scores: Mapping[str, torch.Tensor],
                kept: Callable[[Plan], float], goal: float, kwargs: Mapping[str, Any], step: Mapping[str, int]) -> Plan:
     """A rounded plan whose fill stopped short of the band, improved by exchanges of whole steps: one
-    step out of one group, then the fill (by whole steps, that group held) elsewhere; the exchange
-    that keeps the most of the target is taken, while one keeps more. The fill stops where the other
+    step out of one group of ``step`` (group -> its step), then the fill (by whole steps, that group
+    held) elsewhere; the exchange that keeps the most of the target is taken, while one keeps more,
+    at most :data:`EXCHANGES` times (each tries every group: a fill each). The fill stops where the other
     count's ceiling binds (VGG-small's rounded plan at half the MACs reached 0.471 of them with its
     parameters at the ceiling); a step moved from a group dear in that count to one cheap in it goes on."""
     fixed = dict(kwargs.get("widths") or {})
     best, best_kept = plan, kept(plan)
-    for _ in range(2 * len(step)):
+    for _ in range(EXCHANGES):
         found: tuple[Plan, float] | None = None
         for g in sorted(step):
             width = len(best.keep[g]) - step[g]
