@@ -27,7 +27,7 @@ from prunekit.measure.fuse import fold_batchnorm
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
 __all__ = ["LatencyStats", "measure_latency", "measure_latencies", "measure_onnx_latencies",
-           "interleaved_onnx_latencies", "ort_session", "ort_options",
+           "interleaved_onnx_latencies", "ort_session", "ort_options", "ort_feed",
            "PairedLatency", "paired_latency", "interleaved", "LatencyControl", "aa_control", "aa_controls", "BACKENDS",
            "DEFAULT_BACKENDS", "MIN_REPEATS", "MAX_REPEATS", "NOISY"]
 
@@ -178,7 +178,8 @@ def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], threads: in
         return ort_session(file, threads)
 
 
-def _ort_feed(session: Any, inputs: tuple[torch.Tensor, ...], size: int) -> dict[str, Any]:
+def ort_feed(session: Any, inputs: tuple[torch.Tensor, ...], size: int) -> dict[str, Any]:
+    """``{input name: array}`` for an ONNX Runtime session: ``inputs`` repeated to batch ``size``."""
     names = [i.name for i in session.get_inputs()]
     return {n: x.detach().cpu().numpy() for n, x in zip(names, batch_of(inputs, size))}
 
@@ -187,7 +188,7 @@ def _session_latencies(session: Any, inputs: tuple[torch.Tensor, ...], batch_siz
                        threads: int, timing: _Timing) -> tuple[LatencyStats, ...]:
     results = []
     for size in batch_sizes:
-        feed = _ort_feed(session, inputs, size)
+        feed = ort_feed(session, inputs, size)
         times = _time_calls(lambda feed=feed: session.run(None, feed), timing)  # type: ignore[misc]
         results.append(_summarise(times, "onnxruntime", size, threads))
     return tuple(results)
@@ -230,7 +231,7 @@ def interleaved_onnx_latencies(paths: Mapping[str, str | os.PathLike[str]], exam
     timing = _Timing(warmup=warmup, repeats=None, min_time_s=min_time_s / rounds)
     stats: dict[str, list[LatencyStats]] = {name: [] for name in sessions}
     for size in batch_sizes:
-        feeds = {name: _ort_feed(session, inputs, size) for name, session in sessions.items()}
+        feeds = {name: ort_feed(session, inputs, size) for name, session in sessions.items()}
         calls: dict[str, list[float]] = {name: [] for name in sessions}
         for _ in range(rounds):
             for name, session in sessions.items():
@@ -374,7 +375,7 @@ def _reader(backend: str, inputs: tuple[torch.Tensor, ...], batch_size: int, thr
         if id(model) not in sessions:
             sessions[id(model)] = _ort_session(model, inputs, threads)
         session = sessions[id(model)]
-        feed = _ort_feed(session, inputs, batch_size)
+        feed = ort_feed(session, inputs, batch_size)
         times = _time_calls(lambda: session.run(None, feed), timing)
         return _summarise(times, backend, batch_size, threads).median_ms
 

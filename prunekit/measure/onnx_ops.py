@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prunekit.errors import ConfigError, require
-from prunekit.measure.latency import ort_options
-from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
+from prunekit.measure.latency import ort_feed, ort_options
+from prunekit.measure.macs import ExampleInput, as_inputs
 
 __all__ = ["OpTime", "op_times"]
 
@@ -45,8 +45,7 @@ def op_times(path: str | os.PathLike[str], example_inputs: ExampleInput, *, batc
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / "profile")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        names = [i.name for i in session.get_inputs()]
-        feed = {n: x.detach().cpu().numpy() for n, x in zip(names, batch_of(as_inputs(example_inputs), batch_size))}
+        feed = ort_feed(session, as_inputs(example_inputs), batch_size)
         for _ in range(warmup + runs):
             session.run(None, feed)
         events = _kernel_events(Path(session.end_profiling()))

@@ -35,7 +35,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.graph.dependency import DependencyGraph
-from prunekit.measure.latency import BACKENDS, ort_session
+from prunekit.measure.latency import BACKENDS, ort_feed, ort_session
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 from prunekit.measure.onnx_int8 import timing_int8
 from prunekit.structured.apply import apply
@@ -140,6 +140,5 @@ class ModelTimings:
         if self.backend == "onnxruntime-int8":
             exported = timing_int8(exported, batch, file.parent)
         session = ort_session(exported, self.threads)
-        names = [i.name for i in session.get_inputs()]
-        feed = {n: x.detach().cpu().numpy() for n, x in zip(names, batch)}
+        feed = ort_feed(session, inputs, self.batch_size)
         return lambda: session.run(None, feed)

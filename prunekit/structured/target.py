@@ -74,7 +74,7 @@ BAND = 0.02  # NOTE: a macs/params plan under "auto" rounding keeps at least (1 
 # instead of 7x). The same 2 % as BAND: rounding may move either count by that much, no more.
 OTHER_BAND = BAND
 # NOTE: bounds on the exchanges that bring a rounded plan into the band (DenseNet-121 has 107 groups;
-# trying every one for every exchange took a minute)
+# trying every one for every exchange took a minute, by hand)
 EXCHANGES = 3
 EXCHANGED_GROUPS = 8
 _OTHER = {"macs": "params", "params": "macs"}
@@ -542,29 +542,33 @@ def _rounded_near(model: nn.Module, graph: DependencyGraph, scores: Mapping[str,
         return counts[kind] if counts[other] <= ceiling else math.inf
 
     rounded = sum(len(k) for k in plan.keep.values())
+    floor = (1.0 - BAND) * target.value
     plan, _ = _fill(plan, graph, scores, kept, target.value, {**kwargs, "costs": costs[kind]})
-    if meter(plan)[kind] < (1.0 - BAND) * target.value:
+    if meter(plan)[kind] < floor:
         # NOTE: steps move out of the groups dearest in the other count per unit of the target's
         dear = sorted(step, key=lambda g: (-costs[other].get(g, 0.0) / max(costs[kind].get(g, 0.0), 1e-12), g))
-        plan = _exchanged(plan, graph, scores, kept, target.value, {**kwargs, "costs": costs[kind]},
+        plan = _exchanged(plan, graph, scores, kept, (floor, target.value), {**kwargs, "costs": costs[kind]},
                           {g: step[g] for g in dear[:EXCHANGED_GROUPS]})
-    if meter(plan)[kind] < (1.0 - BAND) * target.value:
-        plan = _topped_up(plan, graph, scores, kept, target.value, kwargs, costs[kind], movable)
+    if meter(plan)[kind] < floor:
+        plan = _topped_up(plan, graph, scores, kept, (floor, target.value), kwargs, costs[kind], movable)
     added = sum(len(k) for k in plan.keep.values()) - rounded
     achieved = {"ratio": ratio, "channels_removed": plan.ratio, "filled_channels": added, **meter(plan)}
-    if achieved[kind] < (1.0 - BAND) * target.value or achieved[kind] > target.value:
+    if achieved[kind] < floor or achieved[kind] > target.value:
         return None
     return plan, achieved
 
 
 def _exchanged(plan: Plan, graph: DependencyGraph, scores: Mapping[str, torch.Tensor],
-               kept: Callable[[Plan], float], goal: float, kwargs: Mapping[str, Any], step: Mapping[str, int]) -> Plan:
-    """A rounded plan whose fill stopped short of the band, improved by exchanges of whole steps: one
-    step out of one group of ``step`` (group -> its step), then the fill (by whole steps, that group
-    held) elsewhere; the exchange that keeps the most of the target is taken, while one keeps more,
-    at most :data:`EXCHANGES` times (each tries every group: a fill each). The fill stops where the other
-    count's ceiling binds (VGG-small's rounded plan at half the MACs reached 0.471 of them with its
-    parameters at the ceiling); a step moved from a group dear in that count to one cheap in it goes on."""
+               kept: Callable[[Plan], float], band: tuple[float, float], kwargs: Mapping[str, Any],
+               step: Mapping[str, int]) -> Plan:
+    """A rounded plan whose fill stopped short of ``band`` (the kept fraction's floor and goal), improved
+    by exchanges of whole steps: one step out of one group of ``step`` (group -> its step), then the
+    fill (by whole steps, that group held) elsewhere; the exchange that keeps the most of the target
+    is taken, while one keeps more, at most :data:`EXCHANGES` times (each tries every group: a fill
+    each). The fill stops where the other count's ceiling binds (by hand: VGG-small's rounded plan at
+    half the MACs reached 0.471 of them with its parameters at the ceiling); a step moved from a group
+    dear in that count to one cheap in it goes on."""
+    floor, goal = band
     fixed = dict(kwargs.get("widths") or {})
     best, best_kept = plan, kept(plan)
     for _ in range(EXCHANGES):
@@ -581,26 +585,27 @@ def _exchanged(plan: Plan, graph: DependencyGraph, scores: Mapping[str, torch.Te
         if found is None:
             break
         best, best_kept = found
-        if best_kept >= (1.0 - BAND) * goal:
+        if best_kept >= floor:
             break
     return best
 
 
 def _topped_up(plan: Plan, graph: DependencyGraph, scores: Mapping[str, torch.Tensor],
-               kept: Callable[[Plan], float], goal: float, kwargs: Mapping[str, Any], costs: Mapping[str, float],
-               movable: Iterable[str]) -> Plan:
-    """A rounded plan whose whole steps stop short of the band, grown by single channels in one group
-    only: the first, in the fill's order (best channel per unit of budget), that reaches the band.
-    One width off its multiple costs a runtime far less than all exact widths (VGG-small at half the
-    MACs has six groups; steps of 16 channels there miss a 2 % band more often than not). ``plan``
-    itself where no single group reaches it."""
+               kept: Callable[[Plan], float], band: tuple[float, float], kwargs: Mapping[str, Any],
+               costs: Mapping[str, float], movable: Iterable[str]) -> Plan:
+    """A rounded plan whose whole steps stop short of ``band`` (floor, goal), grown by single channels
+    in one group only: the first, in the fill's order (best channel per unit of budget), that reaches
+    the floor. One width off its multiple puts fewer layers off a runtime's channel blocks than all
+    exact widths. ``plan`` itself where no single group reaches it."""
+    floor, goal = band
     fixed = dict(kwargs.get("widths") or {})
     single = {**kwargs, "round_to": 1, "timings": None, "costs": costs}
     order = fill_candidates(graph, scores, plan, **{**single, "widths": fixed})
-    for g in sorted((g for g in order if g in set(movable)), key=lambda g: (-order[g][0], g)):
+    movable = set(movable)
+    for g in sorted((g for g in order if g in movable), key=lambda g: (-order[g][0], g)):
         others = {h: len(plan.keep[h]) for h in plan.keep if h != g}
         grown, _ = _fill(plan, graph, scores, kept, goal, {**single, "widths": {**others, **fixed}})
-        if kept(grown) >= (1.0 - BAND) * goal:
+        if kept(grown) >= floor:
             return Plan(keep=grown.keep, sizes=grown.sizes, meta={**grown.meta, "topped_up": g})
     return plan
 
