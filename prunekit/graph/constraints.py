@@ -105,6 +105,8 @@ class ConstraintStore:
         self._zero_safe: set[int] = set()  # indices into _inexact of mixes exact on zeroed channels
         self._alias: dict[int, tuple[int, int]] = {}  # fine source -> (coarse source, factor)
         self._fixed_reads: dict[tuple[str, int], str] = {}  # (tensor, axis) -> why it must keep its size
+        self._pieces: dict[int, tuple[int, int]] = {}  # source split in two -> (first, second) part
+        self._parts: set[int] = set()  # the sources made by splitting
 
     # -- building ---------------------------------------------------------------------------
     def new_source(self, size: int, name: str) -> Tracked:
@@ -121,7 +123,7 @@ class ConstraintStore:
         """
         if factor == 1:
             return source
-        if self.sizes[source] % factor:
+        if self.sizes[source] % factor or source in self._pieces:  # NOTE: a split source has units per part
             return None
         known = self._alias.get(source)
         if known is None:
@@ -137,6 +139,89 @@ class ConstraintStore:
             self._alias[mid] = (coarse, f // factor)
             return mid
         return None
+
+    def section(self, layout: Tracked, start: int, length: int) -> Tracked | None:
+        """Positions ``start .. start+length`` of ``layout`` as channels of their own: the sources
+        there are split at the section's ends, so that each part may be seen in units of its own
+        (a fused q|k|v projection sliced apart: query heads grouped for GQA, key heads single).
+        Every constraint on a split source is read on its parts when solving. None (nothing done)
+        where the section cuts a multi-position channel, a source already seen in units, or a part
+        already made (a section of a section: rotary halves of one head's channels)."""
+        if any(seg.source in self._parts for seg in layout.segments):
+            return None
+        position, leaves = 0, []
+        for seg in layout.segments:
+            lo, hi = max(start, position), min(start + length, position + seg.extent)
+            position += seg.extent
+            if lo >= hi:
+                continue
+            if seg.source == FIXED:
+                leaves.append(Segment(FIXED, 0, hi - lo))
+                continue
+            first = seg.start + (lo - (position - seg.extent))
+            if seg.inner != 1 or any(self._leaf(seg.source, p)[0] in self._alias for p in (first, first + hi - lo - 1)):
+                return None
+            self._split_at(seg.source, first)
+            self._split_at(seg.source, first + hi - lo)
+            leaves += [Segment(src, a, n) for src, a, n, _ in self._resolve(seg.source, first, hi - lo)]
+        return Tracked(tuple(leaves))
+
+    def _leaf(self, source: int, position: int) -> tuple[int, int]:
+        """The unsplit source holding ``position`` of ``source``, and the position there."""
+        while source in self._pieces:
+            first, second = self._pieces[source]
+            n = self.sizes[first]
+            source, position = (first, position) if position < n else (second, position - n)
+        return source, position
+
+    def _split_at(self, source: int, position: int) -> None:
+        leaf, at = self._leaf(source, position) if position < self.sizes[source] else (source, 0)
+        if 0 < at < self.sizes[leaf]:
+            name = self.names[leaf]
+            self._pieces[leaf] = (self._new(at, f"{name}[:{at}]"), self._new(self.sizes[leaf] - at, f"{name}[{at}:]"))
+            self._parts.update(self._pieces[leaf])
+
+    def _resolve(self, source: int, start: int, length: int) -> list[tuple[int, int, int, int]]:
+        """A source range as ranges of unsplit sources: (source, start, length, offset in the range)."""
+        if source == FIXED or source not in self._pieces:
+            return [(source, start, length, 0)]
+        first, second = self._pieces[source]
+        n, out = self.sizes[first], []
+        if start < n:
+            out += self._resolve(first, start, min(length, n - start))
+        if start + length > n:
+            lo = max(start, n)
+            out += [(s, a, m, d + lo - start) for s, a, m, d in self._resolve(second, lo - n, start + length - lo)]
+        return out
+
+    def _split_constraints(self) -> None:
+        """Read every constraint on a split source on its parts (``section``)."""
+        if not self._pieces:
+            return
+        r = self._resolve
+        self._uses = [replace(u, source=s, start=a, length=n, offset=u.offset + d * u.inner)
+                      for u in self._uses for s, a, n, d in r(u.source, u.start, u.length)]
+        self._frozen = [(s, a, n, why) for src, st, ln, why in self._frozen for s, a, n, _ in r(src, st, ln)]
+        inexact: list[tuple[int, int, int, str]] = []
+        safe: set[int] = set()
+        for i, (src, st, ln, why) in enumerate(self._inexact):
+            for s, a, n, _ in r(src, st, ln):
+                if i in self._zero_safe:
+                    safe.add(len(inexact))
+                inexact.append((s, a, n, why))
+        self._inexact, self._zero_safe = inexact, safe
+        equal = []
+        for s1, a1, s2, a2, n in self._equal:
+            one, two = list(r(s1, a1, n)), list(r(s2, a2, n))
+            while one and two:
+                (x, xa, xn, _), (y, ya, yn, _) = one.pop(0), two.pop(0)
+                m = min(xn, yn)
+                equal.append((x, xa, y, ya, m))
+                if xn > m:
+                    one.insert(0, (x, xa + m, xn - m, 0))
+                if yn > m:
+                    two.insert(0, (y, ya + m, yn - m, 0))
+        self._equal = equal
 
     def _new(self, size: int, name: str) -> int:
         self.sizes.append(size)
@@ -273,6 +358,7 @@ class ConstraintStore:
 
     def _rewritten(self) -> tuple[list, list, list, list]:  # type: ignore[type-arg]
         """Every constraint in root-source units (heads); what cannot be expressed is frozen."""
+        self._split_constraints()
         self._propagate()
         frozen = [(r, a, n, why) for s, st, ln, why in self._frozen for r, a, n, _, _ in [self._in_units(s, st, ln)]]
         inexact = [(r, a, n, why, i in self._zero_safe) for i, (s, st, ln, why) in enumerate(self._inexact)
@@ -323,7 +409,8 @@ class ConstraintStore:
     def solve(self) -> tuple[ChannelGroup, ...]:
         """Split sources into atoms, union equal atoms, and build one group per class."""
         equal, uses, frozen, inexact = self._rewritten()
-        sizes = [0 if src in self._alias else n for src, n in enumerate(self.sizes)]  # aliased: no atoms
+        sizes = [0 if src in self._alias or src in self._pieces else n  # aliased or split: no atoms
+                 for src, n in enumerate(self.sizes)]
         bounds = [(s, a, n) for s, a, n, *_ in frozen + inexact] + [(u.source, u.start, u.length) for u in uses]
         cuts = self._cuts(sizes, equal, bounds)
         atoms: dict[tuple[int, int], int] = {}  # (source, start) -> atom id

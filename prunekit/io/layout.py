@@ -38,9 +38,12 @@ _NOT_RECORDABLE = object()
 
 
 def _encode(value: Any) -> Any:
-    """A JSON-able form of a width attribute, or ``_NOT_RECORDABLE`` (tuples are tagged)."""
+    """A JSON-able form of a width attribute, or ``_NOT_RECORDABLE`` (tuples are tagged; a prunekit
+    object with ``layout_fields`` and ``from_layout``, a layer's own view of a config, by its fields)."""
     if isinstance(value, _Scalar):
         return value
+    if _is_layout_object(type(value)):
+        return {"object": _class_path(type(value)), "fields": value.layout_fields()}
     if isinstance(value, (tuple, list)):
         items = [_encode(v) for v in value]
         if any(i is _NOT_RECORDABLE for i in items):
@@ -49,7 +52,11 @@ def _encode(value: Any) -> Any:
     return _NOT_RECORDABLE
 
 
-def _decode(value: Any) -> Any:
+def _decode(value: Any, current: Any = None, where: str = "layout") -> Any:
+    """The attribute a recorded value stands for; ``current``: the attribute as built (the config a
+    layer's own view reads everything else from)."""
+    if isinstance(value, dict) and "object" in value:
+        return _layout_class(value["object"], where).from_layout(current, dict(value["fields"]))
     if isinstance(value, dict):
         return tuple(_decode(v) for v in value["tuple"])
     if isinstance(value, list):
@@ -142,6 +149,27 @@ def _is_replacement(klass: type) -> bool:
     return klass.__module__.startswith(_OWN_PACKAGE) and callable(getattr(klass, "from_module", None))
 
 
+def _is_layout_object(klass: type) -> bool:
+    """A prunekit class whose instances a module attribute may hold, recorded by their fields."""
+    return (klass.__module__.startswith(_OWN_PACKAGE) and callable(getattr(klass, "layout_fields", None))
+            and callable(getattr(klass, "from_layout", None)))
+
+
+def _layout_class(path: Any, where: str) -> Any:
+    """The class an ``object`` attribute record names: only a prunekit class with ``from_layout``."""
+    module_name, _, class_name = str(path).rpartition(".")
+    klass = None
+    if module_name.startswith(_OWN_PACKAGE):
+        try:
+            klass = getattr(importlib.import_module(module_name), class_name, None)
+        except ImportError:
+            klass = None
+    if not isinstance(klass, type) or not _is_layout_object(klass):
+        raise DataError(f"{where}: an attribute is recorded as a {path!r}, which is not a prunekit class with "
+                        f"from_layout. Load it with the prunekit that saved it, or save the model again.")
+    return klass
+
+
 def _class_path(klass: type) -> str:
     return f"{klass.__module__}.{klass.__qualname__}"
 
@@ -214,7 +242,7 @@ def restore_modules(model: nn.Module, layout: Mapping[str, Any], *, where: str =
     for name, attributes in layout["attributes"].items():
         module = module_at(model, name, where)
         for attr, value in attributes.items():
-            setattr(module, attr, _decode(value))
+            setattr(module, attr, _decode(value, getattr(module, attr, None), where))
     return model
 
 

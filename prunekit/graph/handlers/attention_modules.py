@@ -195,7 +195,7 @@ def register_libraries() -> None:
                 _HEADS_REFRESHED.append(klass)
             if refresh in timm_modules.TIED:
                 _SIZES_TIED.append(klass)
-            if refresh in timm_modules.SECTIONS:
+            if refresh in timm_modules.SECTIONS + hf_modules.SECTIONS:
                 _SECTIONS_REFRESHED.append(klass)
             if refresh in timm_modules.GROUPS:
                 _GROUPS_REFRESHED.append(klass)

@@ -19,8 +19,8 @@ from torch import nn
 from prunekit.graph.groups import ChannelGroup, joined
 from prunekit.graph.registry import register_group_tie
 
-__all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "is_attention", "refresh_attention", "same_head_dims",
-           "tied_widths"]
+__all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "SECTIONS", "LayerConfig", "is_attention",
+           "refresh_attention", "same_head_dims", "tied_widths"]
 
 WIDTHS: dict[type, Callable[[nn.Module], dict[str, int]]] = {}  # class -> its config widths
 
@@ -518,6 +518,62 @@ def _refresh_llama_layer(module: nn.Module) -> None:
     module.hidden_size = module.input_layernorm.weight.shape[0]  # NOTE: unread by forward, kept true
 
 
+# -- Phi-3 ---------------------------------------------------------------------------------------
+
+class LayerConfig:
+    """A model's config as one layer sees it once pruned: the model's own config, but for the width
+    fields this layer was cut to. For forwards that read a width from the shared config (Phi-3's
+    ``query_pos = self.config.num_attention_heads * self.head_dim``) when layers keep different
+    widths; everything else (the attention implementation, ...) is read from the model's config, so
+    it follows later changes there. Saved in the layout record as its fields (``layout_fields``)."""
+
+    def __init__(self, base: Any, **fields: int) -> None:
+        base = base.__dict__["base"] if isinstance(base, LayerConfig) else base
+        self.__dict__.update(base=base, fields=dict(fields))
+
+    def __getattr__(self, name: str) -> Any:
+        held = self.__dict__
+        if "fields" not in held:  # NOTE: copy/deepcopy look attributes up before __init__ ran
+            raise AttributeError(name)
+        return held["fields"][name] if name in held["fields"] else getattr(held["base"], name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.__dict__["fields"]:
+            self.__dict__["fields"][name] = value
+        else:
+            setattr(self.__dict__["base"], name, value)
+
+    def __repr__(self) -> str:
+        return f"LayerConfig({type(self.__dict__['base']).__name__}, {self.__dict__['fields']})"
+
+    def layout_fields(self) -> dict[str, int]:
+        return dict(self.__dict__["fields"])
+
+    @classmethod
+    def from_layout(cls, base: Any, fields: dict[str, int]) -> LayerConfig:
+        return cls(base, **fields)
+
+
+def _phi3_heads(module: Any) -> dict[str, int]:
+    """Query and key/value heads of a Phi-3 attention from its sliced weights: ``o_proj`` reads the
+    query heads; ``qkv_proj`` holds query, key and value heads (key and value alike)."""
+    head_dim = module.head_dim
+    heads = module.o_proj.weight.shape[1] // head_dim
+    return {"num_attention_heads": heads,
+            "num_key_value_heads": (module.qkv_proj.weight.shape[0] - heads * head_dim) // (2 * head_dim)}
+
+
+def _refresh_phi3_attention(module: Any) -> None:
+    """Phi-3 slices its fused ``qkv_proj`` at ``config.num_attention_heads`` and
+    ``self.num_key_value_heads`` heads: both follow the sliced weights (the config through a
+    :class:`LayerConfig`, since each layer may keep other head counts)."""
+    heads = _phi3_heads(module)
+    module.num_key_value_heads = heads["num_key_value_heads"]
+    module.num_key_value_groups = heads["num_attention_heads"] // max(heads["num_key_value_heads"], 1)
+    if any(getattr(module.config, k) != v for k, v in heads.items()):
+        module.config = LayerConfig(module.config, **heads)
+
+
 # -- GPT-2 ---------------------------------------------------------------------------------------
 
 def _refresh_conv1d(module: nn.Module) -> None:
@@ -585,8 +641,11 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
         ("ImageGPTAttention", _refresh_gpt2_attention, _gpt2_heads)],
     "transformers.models.openai.modeling_openai": [
         ("Attention", _refresh_openai_attention, lambda m: {"num_attention_heads": m.n_head})],
+    "transformers.models.phi3.modeling_phi3": [("Phi3Attention", _refresh_phi3_attention, _phi3_heads)],
 }
 # Refreshes that keep the head count a forward reads as a constant, or the size it splits at.
 KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_attention)
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
+# Refreshes that keep the bounds their forward slices or splits channels at (shape.SPLIT_SECTIONS_FOLLOW).
+SECTIONS: tuple[_Refresh, ...] = (_refresh_phi3_attention,)

@@ -388,7 +388,8 @@ HEAD_COUNT_FOLLOWS: list[Callable[[Any], bool]] = []
 SIZE_TIES_KEPT: list[Callable[[Any], bool]] = []
 # Callables ``(ctx) -> bool``: True when the module running now splits a tensor at stored sizes its
 # refresh recomputes from the parts' own parameters (CoaT's ``split(v, self.channel_splits)``, one
-# depthwise conv per part): each part keeps its channels, cut apart from the others.
+# depthwise conv per part; Phi-3's ``qkv[..., :query_pos]`` slices of its fused q|k|v): each part
+# keeps its channels, cut apart from the others.
 SPLIT_SECTIONS_FOLLOW: list[Callable[[Any], bool]] = []
 # Callables ``(ctx, pieces) -> bool``: True when the module running now splits a tensor into
 # ``pieces`` equal parts at a stored size its refresh keeps up to date (GPT-2's fused q|k|v).
@@ -798,7 +799,8 @@ def getitem(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             d += 1
         elif isinstance(i, slice):
             full = i == slice(None) or (i.start in (None, 0) and i.stop is None and i.step in (None, 1))
-            strided = None if full else _strided(ctx, dims[d], i, x.shape[d])
+            strided = None if full else _strided(ctx, dims[d], i, x.shape[d]) or _section(ctx, dims[d], i,
+                                                                                       x.shape[d])
             if isinstance(dims[d], Tracked) and not full and strided is None:
                 ctx.store.freeze(dims[d], f"constant slice of channels in {ctx.where}")
             result.append(dims[d] if full else strided)
@@ -818,6 +820,15 @@ def _strided(ctx, layout: Dim, index: slice, size: int) -> Tracked | None:  # ty
             or not 0 <= start < k or size % k):
         return None
     return heads_of(ctx, layout, k)
+
+
+def _section(ctx, layout: Dim, index: slice, size: int) -> Dim:  # type: ignore[no-untyped-def]
+    """``x[..., a:b]`` of channels inside a module whose refresh keeps its slice bounds at the parts'
+    pruned widths (``SPLIT_SECTIONS_FOLLOW``: Phi-3's q|k|v): the part's own channels; else None."""
+    if not isinstance(layout, Tracked) or index.step not in (None, 1) or not any(f(ctx) for f in SPLIT_SECTIONS_FOLLOW):
+        return None
+    start, stop, _ = index.indices(size)
+    return ctx.store.section(layout, start, stop - start) if stop > start else None
 
 
 def _gather_rows(ctx, x: torch.Tensor, at: int, index: torch.Tensor, out: torch.Tensor) -> None:  # type: ignore[no-untyped-def]
