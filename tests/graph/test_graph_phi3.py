@@ -90,6 +90,25 @@ def test_heads_pruned_alike_load_with_transformers(tmp_path: Path) -> None:
     torch.testing.assert_close(_logits(ours), _logits(pruned), rtol=1e-4, atol=1e-5)
 
 
+def test_phi4_multimodal_attention_is_cut_like_phi3() -> None:
+    """Phi-4-multimodal's text attention is Phi-3's, copied: the same cut, per layer, equals the
+    masked dense model (each Phi-3 attention swapped for one holding its weights)."""
+    phi4 = pytest.importorskip("transformers.models.phi4_multimodal.modeling_phi4_multimodal")
+    model = phi3()
+    for i, layer in enumerate(model.model.layers):
+        attention = phi4.Phi4MultimodalAttention(model.config, layer_idx=i)
+        attention.load_state_dict(layer.self_attn.state_dict())
+        layer.self_attn = attention.eval()
+    graph = DependencyGraph.trace(model, IDS)
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
+    first = _qkv_groups(graph, 0)[0]
+    plan = type(plan)(keep={**plan.keep, first.id: tuple(range(first.size))}, sizes=plan.sizes, meta=plan.meta)
+    masked = mask(model, graph, plan)
+    pruned = apply(model, graph, plan, example_inputs=IDS)
+    assert [layer.self_attn.config.num_attention_heads for layer in pruned.model.layers] == [4, 2]
+    torch.testing.assert_close(_logits(pruned), _logits(masked), rtol=1e-4, atol=1e-5)
+
+
 class SlicedQKV(nn.Module):
     """A user's attention-free block slicing a fused projection at constant bounds: nothing refreshes
     the bounds, so the projection stays whole."""

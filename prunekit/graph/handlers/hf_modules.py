@@ -642,6 +642,8 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
     "transformers.models.openai.modeling_openai": [
         ("Attention", _refresh_openai_attention, lambda m: {"num_attention_heads": m.n_head})],
     "transformers.models.phi3.modeling_phi3": [("Phi3Attention", _refresh_phi3_attention, _phi3_heads)],
+    "transformers.models.phi4_multimodal.modeling_phi4_multimodal": [  # Phi-3's attention, copied
+        ("Phi4MultimodalAttention", _refresh_phi3_attention, _phi3_heads)],
 }
 # Refreshes that keep the head count a forward reads as a constant, or the size it splits at.
 KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_attention)
