@@ -24,8 +24,8 @@ from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 from prunekit.graph.handlers import hf_modules, timm_modules
 from prunekit.graph.handlers.conv import GROUPS_FOLLOW
 from prunekit.graph.handlers.pruned_swin import PrunedShiftedWindowAttention
-from prunekit.graph.handlers.shape import (HEAD_COUNT_FOLLOWS, SIZE_TIES_KEPT, SPLIT_SECTIONS_FOLLOW,
-                                           SPLIT_SIZE_FOLLOWS)
+from prunekit.graph.handlers.shape import (HEAD_COUNT_FOLLOWS, QUERY_GROUPS_FOLLOW, SIZE_TIES_KEPT,
+                                           SPLIT_SECTIONS_FOLLOW, SPLIT_SIZE_FOLLOWS)
 from prunekit.graph.registry import refresh_for, register_module_rule, register_refresh
 
 __all__ = ["PrunedMultiheadAttention", "PrunedShiftedWindowAttention", "register_libraries"]
@@ -302,7 +302,15 @@ _LIBRARIES: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, i
     **timm_modules.TIMM,
 }
 
+def _running_module_refreshes_query_groups(ctx: Any) -> bool:
+    """Whether the innermost module running keeps ``num_key_value_groups`` up to date (multi-query
+    attention whose query heads are cut)."""
+    register_libraries()
+    return ctx.module is not None and hf_modules.keeps_query_groups(ctx.module)
+
+
 HEAD_COUNT_FOLLOWS.append(_running_module_refreshes_heads)
+QUERY_GROUPS_FOLLOW.append(_running_module_refreshes_query_groups)
 SPLIT_SIZE_FOLLOWS.append(_running_module_refreshes_split)
 SPLIT_SECTIONS_FOLLOW.append(_running_module_refreshes_sections)
 GROUPS_FOLLOW.append(_running_modules_refresh_groups)

@@ -20,7 +20,7 @@ from prunekit.graph.groups import ChannelGroup, joined
 from prunekit.graph.registry import register_group_tie
 
 __all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "SECTIONS", "LayerConfig", "is_attention",
-           "refresh_attention", "same_head_dims", "tied_widths"]
+           "keeps_query_groups", "refresh_attention", "same_head_dims", "tied_widths"]
 
 WIDTHS: dict[type, Callable[[nn.Module], dict[str, int]]] = {}  # class -> its config widths
 
@@ -507,6 +507,23 @@ def _refresh_bert_attention(module: nn.Module) -> None:
 def _refresh_llama_attention(module: nn.Module) -> None:
     heads = module.q_proj.weight.shape[0] // module.head_dim
     module.num_key_value_groups = heads // (module.k_proj.weight.shape[0] // module.head_dim)  # unchanged
+
+
+def keeps_query_groups(module: nn.Module) -> bool:
+    """Whether ``module`` is a transformers attention whose refresh sets ``num_key_value_groups``
+    from its sliced query and key projections; an attention of Llama's layout (``q_proj``,
+    ``k_proj``, ``head_dim``) without a refresh of its own gets Llama's, which does."""
+    from prunekit.graph.registry import refresh_for, register_refresh
+
+    groups = vars(module).get("num_key_value_groups")
+    if not type(module).__module__.startswith("transformers.") or type(groups) is not int:
+        return False
+    refresh = refresh_for(module)
+    if refresh is None and all(isinstance(getattr(module, n, None), nn.Linear) for n in ("q_proj", "k_proj")) \
+            and type(vars(module).get("head_dim")) is int:
+        register_refresh(type(module))(_refresh_llama_attention)
+        refresh = _refresh_llama_attention
+    return refresh in (_refresh_llama_attention, _refresh_phi3_attention, refresh_attention)
 
 
 def _refresh_llama_mlp(module: nn.Module) -> None:

@@ -391,6 +391,9 @@ SIZE_TIES_KEPT: list[Callable[[Any], bool]] = []
 # depthwise conv per part; Phi-3's ``qkv[..., :query_pos]`` slices of its fused q|k|v): each part
 # keeps its channels, cut apart from the others.
 SPLIT_SECTIONS_FOLLOW: list[Callable[[Any], bool]] = []
+# Callables ``(ctx) -> bool``: True when the module running now stores how many query heads share a
+# key/value head (``num_key_value_groups``, ``repeat_kv``'s n_rep) and its refresh keeps that count.
+QUERY_GROUPS_FOLLOW: list[Callable[[Any], bool]] = []
 # Callables ``(ctx, pieces) -> bool``: True when the module running now splits a tensor into
 # ``pieces`` equal parts at a stored size its refresh keeps up to date (GPT-2's fused q|k|v).
 SPLIT_SIZE_FOLLOWS: list[Callable[[Any, int], bool]] = []
@@ -912,7 +915,21 @@ def expand(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             ctx.store.freeze(dims[-k], f"channels repeated by {ctx.where}")
         elif x.shape[-k] != 1:
             result[-k] = None
+        elif result[-k] is None and _one_head_repeated(ctx, out, out.dim() - k):
+            result[-k] = ctx.store.new_source(out.shape[-k], f"one key/value head repeated by {ctx.where}")
     ctx.set(out, result)
+
+
+def _one_head_repeated(ctx, out: torch.Tensor, j: int) -> bool:  # type: ignore[no-untyped-def]
+    """Multi-query attention's ``repeat_kv``: the one key/value head (a size-1 dim before ``j``)
+    expanded to the module's stored count of query heads per key/value head, which its refresh keeps
+    (``QUERY_GROUPS_FOLLOW``). Every query head reads the same key/value data, so the query heads are
+    cut freely (the repeated dim gets channels of its own, unified with the query heads) instead of
+    being frozen against a fixed-size dim."""
+    module = ctx.module
+    if module is None or j < 1 or out.shape[j - 1] != 1:
+        return False
+    return out.shape[j] == vars(module).get("num_key_value_groups") and any(f(ctx) for f in QUERY_GROUPS_FOLLOW)
 
 
 def _broadcast_targets(ctx, args, kwargs, out) -> list[Dim]:  # type: ignore[no-untyped-def]

@@ -1,0 +1,82 @@
+"""Multi-query attention (one key/value head for every query head: Gemma-2B, PaliGemma, CodeGemma,
+any Llama-style config with ``num_key_value_heads=1``): ``repeat_kv`` expands the one head to
+``num_key_value_groups`` copies, a fixed-size dim the query heads met, so no head was ever cut.
+Now the repeated dim follows the query heads (the refresh keeps ``num_key_value_groups``), the
+query heads are cut one by one and the key/value head stays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import prunekit
+from prunekit.graph import DependencyGraph
+from prunekit.importance.magnitude import random
+from prunekit.structured.allocate import allocate
+from prunekit.structured.apply import apply, mask
+
+transformers = pytest.importorskip("transformers")
+
+IDS = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(0))
+
+
+def mqa(kind: str) -> nn.Module:
+    """A random 2-layer causal LM with 4 query heads of 16 and one key/value head."""
+    sizes = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=1, max_position_embeddings=64, attn_implementation="eager")
+    if kind == "phi3":
+        config = transformers.Phi3Config(pad_token_id=0, bos_token_id=1, eos_token_id=2, **sizes)
+    else:
+        config = transformers.AutoConfig.for_model(kind, head_dim=16, **sizes)
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(config).eval()
+
+
+def _logits(model: nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(IDS).logits
+
+
+def _query_heads(graph: DependencyGraph, layer: int):  # type: ignore[no-untyped-def]
+    o_proj = f"model.layers.{layer}.self_attn.o_proj.weight"
+    return next(g for g in graph.groups if any(m.tensor == o_proj and m.axis == 1 for m in g.members))
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "phi3"])
+def test_query_heads_of_multi_query_attention_are_cut_one_by_one(kind: str) -> None:
+    model = mqa(kind)
+    graph = DependencyGraph.trace(model, IDS)
+    heads = _query_heads(graph, 0)
+    assert heads.prunable and heads.size == 4 and all(m.inner == 16 for m in heads.members)
+
+
+@pytest.mark.parametrize("kind", ["llama", "phi3"])
+def test_cut_per_layer_equals_masked_dense_and_round_trips(tmp_path: Path, kind: str) -> None:
+    """Layer 0 keeps its 4 query heads, layer 1 keeps 2; the key/value head stays in both."""
+    model = mqa(kind)
+    graph = DependencyGraph.trace(model, IDS)
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
+    first = _query_heads(graph, 0)
+    plan = type(plan)(keep={**plan.keep, first.id: tuple(range(first.size))}, sizes=plan.sizes, meta=plan.meta)
+    masked = mask(model, graph, plan)
+    pruned = apply(model, graph, plan, example_inputs=IDS)  # verification on
+    attn = [layer.self_attn for layer in pruned.model.layers]
+    assert [a.o_proj.weight.shape[1] // 16 for a in attn] == [4, 2]
+    assert [a.num_key_value_groups for a in attn] == [4, 2]
+    torch.testing.assert_close(_logits(pruned), _logits(masked), rtol=1e-4, atol=1e-5)
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    torch.testing.assert_close(_logits(loaded), _logits(pruned), rtol=1e-4, atol=1e-5)
+
+
+def test_query_heads_cut_alike_load_with_transformers(tmp_path: Path) -> None:
+    """Every layer keeps 2 of its 4 query heads: the config says so and transformers builds it."""
+    model = mqa("llama")
+    graph = DependencyGraph.trace(model, IDS)
+    plan = allocate(graph, {g.id: random(g, model, seed=1) for g in graph.prunable if g.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=IDS)
+    assert pruned.config.num_attention_heads == 2 and pruned.config.num_key_value_heads == 1
+    ours = type(pruned).from_pretrained(prunekit.save(pruned, tmp_path / "m")).eval()
+    torch.testing.assert_close(_logits(ours), _logits(pruned), rtol=1e-4, atol=1e-5)
