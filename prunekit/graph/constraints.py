@@ -145,8 +145,8 @@ class ConstraintStore:
         there are split at the section's ends, so that each part may be seen in units of its own
         (a fused q|k|v projection sliced apart: query heads grouped for GQA, key heads single).
         Every constraint on a split source is read on its parts when solving. None (nothing done)
-        where the section cuts a multi-position channel, a source already seen in units, or a part
-        already made (a section of a section: rotary halves of one head's channels)."""
+        where the section cuts a multi-position channel, a source already seen in units (either side
+        of a ``coarsen``), or a part already made (a section of a section: rotary halves of a head)."""
         if any(seg.source in self._parts for seg in layout.segments):
             return None
         position, leaves = 0, []
@@ -159,8 +159,10 @@ class ConstraintStore:
                 leaves.append(Segment(FIXED, 0, hi - lo))
                 continue
             first = seg.start + (lo - (position - seg.extent))
-            if seg.inner != 1 or any(self._leaf(seg.source, p)[0] in self._alias for p in (first, first + hi - lo - 1)):
-                return None
+            coarse = {c for c, _ in self._alias.values()}
+            leaves_at = [self._leaf(seg.source, p)[0] for p in (first, first + hi - lo - 1)]
+            if seg.inner != 1 or any(leaf in self._alias or leaf in coarse for leaf in leaves_at):
+                return None  # NOTE: a source seen in units (or the units of one) keeps one unit size
             self._split_at(seg.source, first)
             self._split_at(seg.source, first + hi - lo)
             leaves += [Segment(src, a, n) for src, a, n, _ in self._resolve(seg.source, first, hi - lo)]

@@ -627,8 +627,8 @@ def test_falcon_keeps_its_head_counts_when_only_the_width_is_cut(arch: dict) -> 
     attention = pruned.transformer.h[0].self_attention
     rows = attention.query_key_value.weight.shape[0]
     assert rows == (attention.num_heads + 2 * attention.num_kv_heads) * attention.head_dim
-    if arch.get("multi_query"):  # NOTE: one key/value head: the query heads stay whole
-        assert (attention.num_heads, attention.num_kv_heads) == (4, 1)
+    if arch.get("multi_query"):  # NOTE: one key/value head: the query heads are cut one by one, it stays
+        assert (attention.num_heads, attention.num_kv_heads, attention.num_key_value_groups) == (2, 1, 2)
     else:  # NOTE: key/value groups are cut whole, each with its query heads
         assert attention.num_heads == 2 * attention.num_kv_heads
     assert pruned.transformer.word_embeddings.embedding_dim < 64

@@ -80,3 +80,57 @@ def test_query_heads_cut_alike_load_with_transformers(tmp_path: Path) -> None:
     assert pruned.config.num_attention_heads == 2 and pruned.config.num_key_value_heads == 1
     ours = type(pruned).from_pretrained(prunekit.save(pruned, tmp_path / "m")).eval()
     torch.testing.assert_close(_logits(ours), _logits(pruned), rtol=1e-4, atol=1e-5)
+
+
+def falcon(**arch: object) -> nn.Module:
+    """A random 2-layer Falcon (4 query heads of 16) with one fused q|k|v projection."""
+    config = transformers.FalconConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                       attn_implementation="eager", **arch)
+    torch.manual_seed(0)
+    return transformers.FalconForCausalLM(config).eval()
+
+
+def test_falcon_multi_query_heads_cut_per_layer_equal_masked_dense_and_round_trip(tmp_path: Path) -> None:
+    """Falcon-7B's layout: ``query_key_value`` holds 4 query heads and one key and one value head,
+    split at ``self.num_heads``; layer 0 keeps its heads, layer 1 keeps 2."""
+    model = falcon(multi_query=True)
+    graph = DependencyGraph.trace(model, IDS)
+    dense = "transformer.h.{}.self_attention.dense.weight"
+    heads = [next(g for g in graph.groups if any(m.tensor == dense.format(i) and m.axis == 1 for m in g.members))
+             for i in range(2)]
+    assert all(g.prunable and g.size == 4 for g in heads)
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
+    plan = type(plan)(keep={**plan.keep, heads[0].id: tuple(range(4))}, sizes=plan.sizes, meta=plan.meta)
+    masked = mask(model, graph, plan)
+    pruned = apply(model, graph, plan, example_inputs=IDS)  # verification on
+    attn = [block.self_attention for block in pruned.transformer.h]
+    assert [(a.num_heads, a.num_kv_heads, a.num_key_value_groups) for a in attn] == [(4, 1, 4), (2, 1, 2)]
+    assert [a.query_key_value.weight.shape[0] for a in attn] == [96, 64]
+    torch.testing.assert_close(_logits(pruned), _logits(masked), rtol=1e-4, atol=1e-5)
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    torch.testing.assert_close(_logits(loaded), _logits(pruned), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("multi_query", [True, False])
+def test_gpt_bigcode_heads_cut_equal_masked_dense_and_round_trip(tmp_path: Path, multi_query: bool) -> None:
+    """StarCoder's GPT-BigCode: ``c_attn`` split at ``(embed_dim, kv_dim, kv_dim)`` (multi-query) or
+    viewed as ``num_heads`` heads of q|k|v; the query width, head counts and key/value width follow."""
+    config = transformers.GPTBigCodeConfig(vocab_size=128, n_embd=64, n_head=4, n_layer=2, n_positions=64,
+                                           multi_query=multi_query, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = transformers.GPTBigCodeForCausalLM(config).eval()
+    graph = DependencyGraph.trace(model, IDS)
+    c_proj = "transformer.h.{}.attn.c_proj.weight"
+    heads = [next(g for g in graph.groups if any(m.tensor == c_proj.format(i) and m.axis == 1 for m in g.members))
+             for i in range(2)]
+    assert all(g.prunable and g.size == 4 for g in heads)
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
+    plan = type(plan)(keep={**plan.keep, heads[0].id: tuple(range(4))}, sizes=plan.sizes, meta=plan.meta)
+    masked = mask(model, graph, plan)
+    pruned = apply(model, graph, plan, example_inputs=IDS)  # verification on
+    attn = [block.attn for block in pruned.transformer.h]
+    kv = 1 if multi_query else 2
+    assert [(a.num_heads, a.kv_heads, a.embed_dim) for a in attn] == [(4, 1 if multi_query else 4, 64), (2, kv, 32)]
+    torch.testing.assert_close(_logits(pruned), _logits(masked), rtol=1e-4, atol=1e-5)
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    torch.testing.assert_close(_logits(loaded), _logits(pruned), rtol=1e-4, atol=1e-5)

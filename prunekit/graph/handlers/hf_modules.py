@@ -523,7 +523,8 @@ def keeps_query_groups(module: nn.Module) -> bool:
             and type(vars(module).get("head_dim")) is int:
         register_refresh(type(module))(_refresh_llama_attention)
         refresh = _refresh_llama_attention
-    return refresh in (_refresh_llama_attention, _refresh_phi3_attention, refresh_attention)
+    return refresh in (_refresh_llama_attention, _refresh_phi3_attention, _refresh_falcon_attention,
+                       _refresh_bigcode_attention, refresh_attention)
 
 
 def _refresh_llama_mlp(module: nn.Module) -> None:
@@ -589,6 +590,50 @@ def _refresh_phi3_attention(module: Any) -> None:
     module.num_key_value_groups = heads["num_attention_heads"] // max(heads["num_key_value_heads"], 1)
     if any(getattr(module.config, k) != v for k, v in heads.items()):
         module.config = LayerConfig(module.config, **heads)
+
+
+# -- Falcon --------------------------------------------------------------------------------------
+
+def _falcon_heads(module: Any) -> dict[str, int]:
+    """Query and key/value heads of a Falcon attention from its sliced weights: ``dense`` reads the
+    query heads; ``query_key_value`` holds them and as many key as value heads (multi-query: one
+    each; the new decoder architecture: one per group; the classic one: one per query head)."""
+    head_dim = module.head_dim
+    heads = module.dense.weight.shape[1] // head_dim
+    return {"num_attention_heads": heads,
+            "num_kv_heads": (module.query_key_value.weight.shape[0] // head_dim - heads) // 2}
+
+
+def _refresh_falcon_attention(module: Any) -> None:
+    """Falcon splits its fused projection at ``self.num_heads`` heads (multi-query) or views it in
+    ``self.num_kv_heads`` groups: both follow the sliced weights, and so does the count of query heads
+    per key/value head that ``repeat_kv`` expands to."""
+    heads = _falcon_heads(module)
+    module.num_heads, module.num_kv_heads = heads["num_attention_heads"], heads["num_kv_heads"]
+    module.num_key_value_groups = module.num_heads // max(module.num_kv_heads, 1)
+
+
+# -- GPT-BigCode (StarCoder) -------------------------------------------------------------------
+
+def _bigcode_heads(module: Any) -> dict[str, int]:
+    """Query heads of a GPT-BigCode attention from its sliced weights (``c_proj`` reads them)."""
+    return {"num_attention_heads": module.c_proj.weight.shape[1] // module.head_dim}
+
+
+def _refresh_bigcode_attention(module: Any) -> None:
+    """GPT-BigCode splits ``c_attn`` at ``(self.embed_dim, self.kv_dim, self.kv_dim)`` (multi-query)
+    or views it as ``self.num_heads`` heads of q|k|v: the query width, head counts and key/value
+    width follow the sliced weights (``embed_dim`` is read as the query width only)."""
+    head_dim = module.head_dim
+    heads = _bigcode_heads(module)["num_attention_heads"]
+    rows = module.c_attn.weight.shape[0]
+    module.num_heads, module.embed_dim = heads, heads * head_dim
+    if module.multi_query and not module.is_cross_attention:
+        module.kv_dim = (rows - module.embed_dim) // 2
+        module.kv_heads = module.kv_dim // head_dim
+    else:
+        module.kv_heads, module.kv_dim = heads, module.embed_dim
+    module.num_key_value_groups = heads // max(module.kv_heads, 1)
 
 
 # -- GPT-2 ---------------------------------------------------------------------------------------
@@ -659,12 +704,15 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
     "transformers.models.openai.modeling_openai": [
         ("Attention", _refresh_openai_attention, lambda m: {"num_attention_heads": m.n_head})],
     "transformers.models.phi3.modeling_phi3": [("Phi3Attention", _refresh_phi3_attention, _phi3_heads)],
+    "transformers.models.falcon.modeling_falcon": [("FalconAttention", _refresh_falcon_attention, _falcon_heads)],
+    "transformers.models.gpt_bigcode.modeling_gpt_bigcode": [
+        ("GPTBigCodeAttention", _refresh_bigcode_attention, _bigcode_heads)],
     "transformers.models.phi4_multimodal.modeling_phi4_multimodal": [  # Phi-3's attention, copied
         ("Phi4MultimodalAttention", _refresh_phi3_attention, _phi3_heads)],
 }
 # Refreshes that keep the head count a forward reads as a constant, or the size it splits at.
-KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_attention)
+KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_attention, _refresh_bigcode_attention)
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
 # Refreshes that keep the bounds their forward slices or splits channels at (shape.SPLIT_SECTIONS_FOLLOW).
-SECTIONS: tuple[_Refresh, ...] = (_refresh_phi3_attention,)
+SECTIONS: tuple[_Refresh, ...] = (_refresh_phi3_attention, _refresh_falcon_attention, _refresh_bigcode_attention)
