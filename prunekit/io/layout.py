@@ -52,7 +52,7 @@ def _encode(value: Any) -> Any:
     return _NOT_RECORDABLE
 
 
-def _decode(value: Any, current: Any = None, where: str = "layout") -> Any:
+def _decode(value: Any, current: Any = None, where: str = "layout: an attribute") -> Any:
     """The attribute a recorded value stands for; ``current``: the attribute as built (the config a
     layer's own view reads everything else from)."""
     if isinstance(value, dict) and "object" in value:
@@ -165,8 +165,8 @@ def _layout_class(path: Any, where: str) -> Any:
         except ImportError:
             klass = None
     if not isinstance(klass, type) or not _is_layout_object(klass):
-        raise DataError(f"{where}: an attribute is recorded as a {path!r}, which is not a prunekit class with "
-                        f"from_layout. Load it with the prunekit that saved it, or save the model again.")
+        raise DataError(f"{where} is recorded as a {path!r}, which is not a prunekit class with from_layout. "
+                        f"Load it with the prunekit that saved it, or save the model again.")
     return klass
 
 
@@ -242,7 +242,8 @@ def restore_modules(model: nn.Module, layout: Mapping[str, Any], *, where: str =
     for name, attributes in layout["attributes"].items():
         module = module_at(model, name, where)
         for attr, value in attributes.items():
-            setattr(module, attr, _decode(value, getattr(module, attr, None), where))
+            here = f"{where}: attribute '{attr}' of module '{name}'"
+            setattr(module, attr, _decode(value, getattr(module, attr, None), here))
     return model
 
 

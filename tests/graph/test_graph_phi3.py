@@ -7,6 +7,7 @@ result saves and loads."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 import prunekit
+from prunekit.errors import DataError
 from prunekit.graph import DependencyGraph
 from prunekit.graph.constraints import ConstraintStore, Tracked
 from prunekit.importance.magnitude import random
@@ -75,6 +77,27 @@ def test_heads_pruned_per_layer_equal_masked_dense_and_round_trip(tmp_path: Path
     loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
     assert loaded.model.layers[1].self_attn.config.num_attention_heads == 2
     torch.testing.assert_close(_logits(loaded), _logits(pruned), rtol=1e-4, atol=1e-5)
+
+
+def test_a_layer_config_naming_a_class_outside_prunekit_is_refused(tmp_path: Path) -> None:
+    """The layout names the class a layer's own config view is rebuilt with; a manifest naming any
+    class outside prunekit is refused in one line, without importing it."""
+    model = phi3()
+    graph = DependencyGraph.trace(model, IDS)
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
+    first = _qkv_groups(graph, 0)[0]
+    plan = type(plan)(keep={**plan.keep, first.id: tuple(range(first.size))}, sizes=plan.sizes, meta=plan.meta)
+    folder = prunekit.save(apply(model, graph, plan, example_inputs=IDS), tmp_path / "m")
+    record = json.loads((folder / "manifest.json").read_text())
+    view = record["layout"]["attributes"]["model.layers.1.self_attn"]["config"]
+    assert view == {"object": "prunekit.graph.handlers.hf_modules.LayerConfig",
+                    "fields": {"num_attention_heads": 2, "num_key_value_heads": 1}}
+    view["object"] = "subprocess.Popen"
+    (folder / "manifest.json").write_text(json.dumps(record))
+    with pytest.raises(DataError, match=r"manifest.json: attribute 'config' of module 'model.layers.1.self_attn' is "
+                                        r"recorded as a 'subprocess.Popen', which is not a prunekit class with "
+                                        r"from_layout"):
+        prunekit.load(folder)
 
 
 def test_heads_pruned_alike_load_with_transformers(tmp_path: Path) -> None:
