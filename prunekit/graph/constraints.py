@@ -149,6 +149,7 @@ class ConstraintStore:
         of a ``coarsen``), or a part already made (a section of a section: rotary halves of a head)."""
         if any(seg.source in self._parts for seg in layout.segments):
             return None
+        coarse = {c for c, _ in self._alias.values()}
         position, leaves = 0, []
         for seg in layout.segments:
             lo, hi = max(start, position), min(start + length, position + seg.extent)
@@ -159,7 +160,6 @@ class ConstraintStore:
                 leaves.append(Segment(FIXED, 0, hi - lo))
                 continue
             first = seg.start + (lo - (position - seg.extent))
-            coarse = {c for c, _ in self._alias.values()}
             leaves_at = [self._leaf(seg.source, p)[0] for p in (first, first + hi - lo - 1)]
             if seg.inner != 1 or any(leaf in self._alias or leaf in coarse for leaf in leaves_at):
                 return None  # NOTE: a source seen in units (or the units of one) keeps one unit size

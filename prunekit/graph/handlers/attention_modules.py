@@ -302,6 +302,7 @@ _LIBRARIES: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, i
     **timm_modules.TIMM,
 }
 
+
 def _running_module_refreshes_query_groups(ctx: Any) -> bool:
     """Whether the innermost module running keeps ``num_key_value_groups`` up to date (multi-query
     attention whose query heads are cut)."""

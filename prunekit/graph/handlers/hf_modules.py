@@ -536,7 +536,7 @@ def _refresh_llama_layer(module: nn.Module) -> None:
     module.hidden_size = module.input_layernorm.weight.shape[0]  # NOTE: unread by forward, kept true
 
 
-# -- Phi-3 ---------------------------------------------------------------------------------------
+# -- Phi-3, and a layer's own view of the config ------------------------------------------------
 
 class LayerConfig:
     """A model's config as one layer sees it once pruned: the model's own config, but for the width

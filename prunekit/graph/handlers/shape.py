@@ -107,12 +107,14 @@ def _merged(ctx, layouts: list[Dim], sizes: list[int]) -> Tracked | None:  # typ
     (``reshape(B * H, N, d)`` folds heads into the batch: ``B`` copies of the heads), dims after it
     widen each channel (``inner``). Channels of their own in the dims after it stay whole (MViT-v2
     pools each head with a conv over its head size), so the blocks stay aligned. None: not that case."""
+    # NOTE: a dim of one channel before other channels (multi-query attention's one key/value head,
+    # sliced from a fused projection, then repeated for each query head) stays whole; the others lead.
     layouts = list(layouts)
     tracked = [i for i, d in enumerate(layouts) if isinstance(d, Tracked)]
     for i in tracked[:-1]:
-        if sizes[i] == 1:  # NOTE: one channel before others (multi-query attention's one key/value head sliced
-            ctx.store.freeze(layouts[i], f"one channel merged with other channels by {ctx.where}")  # from a fused
-            layouts[i] = None  # projection, repeated for each query head): it stays; the others lead
+        if sizes[i] == 1:
+            ctx.store.freeze(layouts[i], f"one channel merged with other channels by {ctx.where}")  # type: ignore[arg-type]
+            layouts[i] = None
     at = next((i for i, d in enumerate(layouts) if isinstance(d, Tracked)), None)
     if at is None or any(d is not None for d in layouts[:at]) or any(isinstance(d, ParamDim) for d in layouts):
         return None
@@ -656,7 +658,8 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         piece_dims = list(dims)
         if isinstance(layout, Tracked):
             if sections:  # NOTE: parts of their own, at sizes the module's refresh keeps (CoaT's channel_splits,
-                start = sum(sizes[:k])  # GPT-BigCode's q|k|v): sources split there, each part in units of its own
+                # GPT-BigCode's q|k|v): the sources are split there, so each part has units of its own
+                start = sum(sizes[:k])
                 piece_dims[dim] = ctx.store.section(layout, start, sizes[k]) or _slice(layout, start, sizes[k], ctx)
             elif adaptive:
                 piece_dims[dim] = _slice(layout, k * sizes[0], sizes[0], ctx)
