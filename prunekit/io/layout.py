@@ -155,15 +155,20 @@ def _is_layout_object(klass: type) -> bool:
             and callable(getattr(klass, "from_layout", None)))
 
 
+def _own_class(path: Any) -> Any:
+    """What a record's class path names, imported only from prunekit itself (else None)."""
+    module_name, _, class_name = str(path).rpartition(".")
+    if not module_name.startswith(_OWN_PACKAGE):
+        return None
+    try:
+        return getattr(importlib.import_module(module_name), class_name, None)
+    except ImportError:
+        return None
+
+
 def _layout_class(path: Any, where: str) -> Any:
     """The class an ``object`` attribute record names: only a prunekit class with ``from_layout``."""
-    module_name, _, class_name = str(path).rpartition(".")
-    klass = None
-    if module_name.startswith(_OWN_PACKAGE):
-        try:
-            klass = getattr(importlib.import_module(module_name), class_name, None)
-        except ImportError:
-            klass = None
+    klass = _own_class(path)
     if not isinstance(klass, type) or not _is_layout_object(klass):
         raise DataError(f"{where} is recorded as a {path!r}, which is not a prunekit class with from_layout. "
                         f"Load it with the prunekit that saved it, or save the model again.")
@@ -176,13 +181,7 @@ def _class_path(klass: type) -> str:
 
 def _replacement(path: Any, name: str, where: str) -> Any:
     """The class a ``replaced`` record names: only a prunekit class with ``from_module``."""
-    module_name, _, class_name = str(path).rpartition(".")
-    klass = None
-    if module_name.startswith(_OWN_PACKAGE):
-        try:
-            klass = getattr(importlib.import_module(module_name), class_name, None)
-        except ImportError:
-            klass = None
+    klass = _own_class(path)
     if not isinstance(klass, type) or not issubclass(klass, nn.Module) or not _is_replacement(klass):
         raise DataError(f"{where}: module '{name}' is recorded as replaced by {path!r}, which is not a "
                         f"prunekit module class with from_module. Load it with the prunekit that saved "

@@ -90,19 +90,23 @@ def falcon(**arch: object) -> nn.Module:
     return transformers.FalconForCausalLM(config).eval()
 
 
-def test_falcon_multi_query_heads_cut_per_layer_equal_masked_dense_and_round_trip(tmp_path: Path) -> None:
-    """Falcon-7B's layout: ``query_key_value`` holds 4 query heads and one key and one value head,
-    split at ``self.num_heads``; layer 0 keeps its heads, layer 1 keeps 2."""
-    model = falcon(multi_query=True)
+def _first_layer_kept(model: nn.Module, out_proj: str) -> tuple[nn.Module, nn.Module]:
+    """(masked dense, pruned) for half of every group but layer 0's query heads, which are kept; the
+    query heads of both layers (read by ``out_proj`` of each) are 4 prunable channels."""
     graph = DependencyGraph.trace(model, IDS)
-    dense = "transformer.h.{}.self_attention.dense.weight"
-    heads = [next(g for g in graph.groups if any(m.tensor == dense.format(i) and m.axis == 1 for m in g.members))
+    heads = [next(g for g in graph.groups if any(m.tensor == out_proj.format(i) and m.axis == 1 for m in g.members))
              for i in range(2)]
     assert all(g.prunable and g.size == 4 for g in heads)
     plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
     plan = type(plan)(keep={**plan.keep, heads[0].id: tuple(range(4))}, sizes=plan.sizes, meta=plan.meta)
-    masked = mask(model, graph, plan)
-    pruned = apply(model, graph, plan, example_inputs=IDS)  # verification on
+    return mask(model, graph, plan), apply(model, graph, plan, example_inputs=IDS)  # verification on
+
+
+def test_falcon_multi_query_heads_cut_per_layer_equal_masked_dense_and_round_trip(tmp_path: Path) -> None:
+    """Falcon-7B's layout: ``query_key_value`` holds 4 query heads and one key and one value head,
+    split at ``self.num_heads``; layer 0 keeps its heads, layer 1 keeps 2."""
+    model = falcon(multi_query=True)
+    masked, pruned = _first_layer_kept(model, "transformer.h.{}.self_attention.dense.weight")
     attn = [block.self_attention for block in pruned.transformer.h]
     assert [(a.num_heads, a.num_kv_heads, a.num_key_value_groups) for a in attn] == [(4, 1, 4), (2, 1, 2)]
     assert [a.query_key_value.weight.shape[0] for a in attn] == [96, 64]
@@ -119,15 +123,7 @@ def test_gpt_bigcode_heads_cut_equal_masked_dense_and_round_trip(tmp_path: Path,
                                            multi_query=multi_query, attn_implementation="eager")
     torch.manual_seed(0)
     model = transformers.GPTBigCodeForCausalLM(config).eval()
-    graph = DependencyGraph.trace(model, IDS)
-    c_proj = "transformer.h.{}.attn.c_proj.weight"
-    heads = [next(g for g in graph.groups if any(m.tensor == c_proj.format(i) and m.axis == 1 for m in g.members))
-             for i in range(2)]
-    assert all(g.prunable and g.size == 4 for g in heads)
-    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable if g.exact}, 0.5)
-    plan = type(plan)(keep={**plan.keep, heads[0].id: tuple(range(4))}, sizes=plan.sizes, meta=plan.meta)
-    masked = mask(model, graph, plan)
-    pruned = apply(model, graph, plan, example_inputs=IDS)  # verification on
+    masked, pruned = _first_layer_kept(model, "transformer.h.{}.attn.c_proj.weight")
     attn = [block.attn for block in pruned.transformer.h]
     kv = 1 if multi_query else 2
     assert [(a.num_heads, a.kv_heads, a.embed_dim) for a in attn] == [(4, 1 if multi_query else 4, 64), (2, kv, 32)]
