@@ -101,6 +101,26 @@ def test_gpt2_attention_variants_equal_masked_dense(options: dict[str, bool]) ->
     _check_exact(gpt2(**options), 0.5, 1)
 
 
+def test_decision_transformer_heads_are_cut_like_gpt2() -> None:
+    """DecisionTransformer's GPT-2 (its attention a copy of GPT-2's): heads cut, equal masked dense."""
+    config = transformers.DecisionTransformerConfig(state_dim=5, act_dim=3, hidden_size=64, n_head=4, n_layer=2,
+                                                    n_inner=128, max_ep_len=16, n_positions=64)
+    torch.manual_seed(0)
+    model = transformers.DecisionTransformerModel(config).eval()
+    g = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(1, 6, 5, generator=g), torch.randn(1, 6, 3, generator=g), torch.randn(1, 6, 1, generator=g),
+              torch.randn(1, 6, 1, generator=g), torch.arange(6).unsqueeze(0))
+    graph = DependencyGraph.trace(model, inputs)
+    heads = [grp for grp in graph.prunable if any(m.inner == 16 and "c_attn" in m.tensor for m in grp.members)]
+    assert len(heads) == 2 and all(grp.size == 4 for grp in heads)
+    plan = allocate(graph, {grp.id: random(grp, model, seed=0) for grp in graph.prunable if grp.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=inputs)
+    assert [block.attn.num_heads for block in pruned.encoder.h] == [2, 2]
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(*inputs).state_preds, mask(model, graph, plan)(*inputs).state_preds,
+                                   rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.slow
 @settings(max_examples=4, deadline=None)
 @given(ratio=st.floats(0.0, 0.8), seed=st.integers(0, 1000), attn=st.sampled_from(["eager", "sdpa"]))

@@ -701,6 +701,9 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
         ("GPT2Model", _refresh_gpt2_model, None)],
     "transformers.models.imagegpt.modeling_imagegpt": [  # GPT-2's attention, copied
         ("ImageGPTAttention", _refresh_gpt2_attention, _gpt2_heads)],
+    "transformers.models.decision_transformer.modeling_decision_transformer": [  # GPT-2's, copied
+        ("DecisionTransformerGPT2Attention", _refresh_gpt2_attention, _gpt2_heads),
+        ("DecisionTransformerGPT2MLP", None, lambda m: {"n_inner": m.c_fc.weight.shape[1]})],
     "transformers.models.openai.modeling_openai": [
         ("Attention", _refresh_openai_attention, lambda m: {"num_attention_heads": m.n_head})],
     "transformers.models.phi3.modeling_phi3": [("Phi3Attention", _refresh_phi3_attention, _phi3_heads)],
