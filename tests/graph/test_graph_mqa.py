@@ -23,10 +23,10 @@ transformers = pytest.importorskip("transformers")
 IDS = torch.randint(0, 128, (2, 7), generator=torch.Generator().manual_seed(0))
 
 
-def mqa(kind: str) -> nn.Module:
+def mqa(kind: str, attn: str = "eager") -> nn.Module:
     """A random 2-layer causal LM with 4 query heads of 16 and one key/value head."""
     sizes = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=1, max_position_embeddings=64, attn_implementation="eager")
+                 num_key_value_heads=1, max_position_embeddings=64, attn_implementation=attn)
     if kind == "phi3":
         config = transformers.Phi3Config(pad_token_id=0, bos_token_id=1, eos_token_id=2, **sizes)
     else:
@@ -45,9 +45,10 @@ def _query_heads(graph: DependencyGraph, layer: int):  # type: ignore[no-untyped
     return next(g for g in graph.groups if any(m.tensor == o_proj and m.axis == 1 for m in g.members))
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2", "phi3"])
-def test_query_heads_of_multi_query_attention_are_cut_one_by_one(kind: str) -> None:
-    model = mqa(kind)
+@pytest.mark.parametrize(("kind", "attn"), [("llama", "eager"), ("llama", "sdpa"), ("qwen2", "eager"),
+                                             ("phi3", "eager")])
+def test_query_heads_of_multi_query_attention_are_cut_one_by_one(kind: str, attn: str) -> None:
+    model = mqa(kind, attn)
     graph = DependencyGraph.trace(model, IDS)
     heads = _query_heads(graph, 0)
     assert heads.prunable and heads.size == 4 and all(m.inner == 16 for m in heads.members)
