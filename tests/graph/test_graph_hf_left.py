@@ -4,7 +4,7 @@ the coverage survey's last rows): a Fourier transform (FNet), a width stored by 
 fused q|k|v viewed head-first as ``[H, 3, d]`` (Persimmon), a strict config whose validator refuses
 the pruned widths (Bamba's Mamba), a sparse-attention indexer's heads (HY-V4), a view sized by a child
 layer's width and a norm sized by the input's shape (Ergo), one channel of a filled tensor (GIT),
-``as_strided`` windows (Longformer). Each failed or kept its channels whole (or froze them without
+``as_strided`` windows (Longformer), timm's attention copied into TimeSformer. Each failed or kept its channels whole (or froze them without
 saying why) before the fix; now they are cut where they can be, the pruned model equals the masked
 one and the saved folder loads back.
 """
@@ -320,3 +320,23 @@ class EveryOtherChannel(OverlappingWindows):
         h = self.inp(x)
         b, c, n = h.shape
         return self.out(h.as_strided((b, c // 2, n), (h.stride(0), 2 * h.stride(1), 1)).mean(2))
+
+
+def test_timesformer_attention_reads_its_width_from_the_input_and_is_cut_in_heads(tmp_path: Path) -> None:
+    """TimeSformer's attention is timm's, copied: ``reshape(B, N, 3, self.num_heads, C // self.num_heads)``
+    with ``C`` read from the input. Its heads were frozen ("channels split into several dims"); now
+    they are tied to the width as in timm, the stored head count follows, and the folder loads back."""
+    config = transformers.TimesformerConfig(image_size=32, patch_size=8, num_frames=2, hidden_size=64,
+                                            num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                                            num_labels=5)
+    torch.manual_seed(0)
+    model = transformers.TimesformerForVideoClassification(config).eval()
+    video = torch.randn(1, 2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, video)
+    heads = _group_of(graph, "timesformer.encoder.layer.0.attention.attention.qkv.weight")
+    assert heads.prunable and heads.size == 4, heads.reasons
+    pruned = apply(model, graph, allocate(graph, score(graph, model, "l2"), 0.5), example_inputs=video)  # verified
+    assert [layer.attention.attention.num_heads for layer in pruned.timesformer.encoder.layer] == [2, 2]
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(video).logits, pruned(video).logits, rtol=1e-4, atol=1e-5)

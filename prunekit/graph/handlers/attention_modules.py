@@ -300,6 +300,9 @@ _LIBRARIES: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, i
     "torchvision.models.swin_transformer": [("ShiftedWindowAttention", _refresh_swin_attention, None)],
     **hf_modules.TRANSFORMERS,
     **timm_modules.TIMM,
+    # NOTE: timm's attention, copied into transformers (widths read from the input, heads stored)
+    "transformers.models.timesformer.modeling_timesformer": [
+        ("TimesformerSelfAttention", timm_modules.TIED[0], lambda m: {"num_attention_heads": m.num_heads})],
 }
 
 
