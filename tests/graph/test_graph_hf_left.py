@@ -4,7 +4,7 @@ the coverage survey's last rows): a Fourier transform (FNet), a width stored by 
 fused q|k|v viewed head-first as ``[H, 3, d]`` (Persimmon), a strict config whose validator refuses
 the pruned widths (Bamba's Mamba), a sparse-attention indexer's heads (HY-V4), a view sized by a child
 layer's width and a norm sized by the input's shape (Ergo), one channel of a filled tensor (GIT),
-``as_strided`` windows (Longformer), timm's attention copied into TimeSformer. Each failed or kept its channels whole (or froze them without
+``as_strided`` windows (Longformer), timm's attention copied into TimeSformer and Florence-2. Each failed or kept its channels whole (or froze them without
 saying why) before the fix; now they are cut where they can be, the pruned model equals the masked
 one and the saved folder loads back.
 """
@@ -340,3 +340,28 @@ def test_timesformer_attention_reads_its_width_from_the_input_and_is_cut_in_head
     loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
     with torch.no_grad():
         torch.testing.assert_close(loaded(video).logits, pruned(video).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_florence2_vision_tower_is_cut_in_heads_and_groups(tmp_path: Path) -> None:
+    """Florence-2's DaViT vision tower (copied from timm): window attention ``reshape(B, N, 3,
+    self.num_heads, C // self.num_heads)`` and channel attention ``reshape(B, N, 3, self.groups,
+    C // self.groups)``, both with ``C`` read from the input. They froze every stage's width (coverage:
+    69 % of the params kept against 27 %); now heads and groups are cut with the width."""
+    config = transformers.Florence2VisionConfig(embed_dim=(32, 64), num_heads=(2, 4), num_groups=(2, 4), depths=(1, 1),
+                                                patch_size=(7, 3), patch_stride=(4, 2), patch_padding=(3, 1),
+                                                patch_prenorm=(False, True), window_size=4, projection_dim=64)
+    torch.manual_seed(0)
+    model = transformers.Florence2VisionBackbone(config).eval()
+    images = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, images)
+    window = _group_of(graph, "blocks.0.0.spatial_block.window_attn.qkv.weight")  # NOTE: stage 1's width is the
+    channel = _group_of(graph, "blocks.0.0.channel_block.channel_attn.qkv.weight")  # output's: kept
+    assert window.prunable and channel.prunable, (window.reasons, channel.reasons)
+    pruned = apply(model, graph, allocate(graph, score(graph, model, "l2"), 0.5), example_inputs=images)  # verified
+    stage = pruned.blocks[0][0]
+    assert (stage.spatial_block.window_attn.num_heads, stage.channel_block.channel_attn.groups) == (1, 1)
+    assert stage.channel_block.channel_attn.dim == stage.channel_block.channel_attn.qkv.weight.shape[0] // 3 == 16
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images).last_hidden_state, pruned(images).last_hidden_state,
+                                   rtol=1e-4, atol=1e-5)

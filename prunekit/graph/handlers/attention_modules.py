@@ -193,7 +193,7 @@ def register_libraries() -> None:
                 register_refresh(klass)(refresh)
             if refresh is _refresh_swin_attention or refresh in hf_modules.KEEP_HEADS + timm_modules.KEEP_HEADS:
                 _HEADS_REFRESHED.append(klass)
-            if refresh in timm_modules.TIED:
+            if refresh in timm_modules.TIED + hf_modules.TIED:
                 _SIZES_TIED.append(klass)
             if refresh in timm_modules.SECTIONS + hf_modules.SECTIONS:
                 _SECTIONS_REFRESHED.append(klass)
@@ -303,6 +303,9 @@ _LIBRARIES: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, i
     # NOTE: timm's attention, copied into transformers (widths read from the input, heads stored)
     "transformers.models.timesformer.modeling_timesformer": [
         ("TimesformerSelfAttention", timm_modules.TIED[0], lambda m: {"num_attention_heads": m.num_heads})],
+    "transformers.models.florence2.modeling_florence2": [  # DaViT's vision tower, copied from timm
+        ("Florence2VisionWindowAttention", timm_modules.TIED[0], None),
+        ("Florence2VisionChannelAttention", hf_modules.refresh_florence_channel_attention, None)],
 }
 
 

@@ -19,8 +19,9 @@ from torch import nn
 from prunekit.graph.groups import ChannelGroup, joined
 from prunekit.graph.registry import register_group_tie
 
-__all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "SECTIONS", "LayerConfig", "is_attention",
-           "keeps_query_groups", "refresh_attention", "same_head_dims", "tied_widths"]
+__all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "SECTIONS", "TIED", "LayerConfig", "is_attention",
+           "keeps_query_groups", "refresh_attention", "refresh_florence_channel_attention", "same_head_dims",
+           "tied_widths"]
 
 WIDTHS: dict[type, Callable[[nn.Module], dict[str, int]]] = {}  # class -> its config widths
 
@@ -636,6 +637,17 @@ def _refresh_bigcode_attention(module: Any) -> None:
     module.num_key_value_groups = heads // max(module.kv_heads, 1)
 
 
+# -- Florence-2's vision tower (DaViT, copied) ---------------------------------------------------
+
+def refresh_florence_channel_attention(module: Any) -> None:
+    """Florence-2's channel attention views ``qkv(x)`` as ``(3, self.groups, C // self.groups)`` with
+    ``C`` read from the input (tied to the groups, in whole groups): the group count and its stored
+    width follow the sliced rows; the group size is the old width over the old count."""
+    size = module.dim // module.groups
+    module.dim = module.qkv.weight.shape[0] // 3
+    module.groups = module.dim // size
+
+
 # -- GPT-2 ---------------------------------------------------------------------------------------
 
 def _refresh_conv1d(module: nn.Module) -> None:
@@ -714,8 +726,11 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
         ("Phi4MultimodalAttention", _refresh_phi3_attention, _phi3_heads)],
 }
 # Refreshes that keep the head count a forward reads as a constant, or the size it splits at.
-KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_attention, _refresh_bigcode_attention)
+KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_attention, _refresh_bigcode_attention,
+                                    refresh_florence_channel_attention)
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
+# Of those, the ones whose forward reads its width from the input: the trace keeps their size ties.
+TIED: tuple[_Refresh, ...] = (refresh_florence_channel_attention,)
 # Refreshes that keep the bounds their forward slices or splits channels at (shape.SPLIT_SECTIONS_FOLLOW).
 SECTIONS: tuple[_Refresh, ...] = (_refresh_phi3_attention, _refresh_falcon_attention, _refresh_bigcode_attention)
