@@ -4,7 +4,7 @@ the coverage survey's last rows): a Fourier transform (FNet), a width stored by 
 fused q|k|v viewed head-first as ``[H, 3, d]`` (Persimmon), a strict config whose validator refuses
 the pruned widths (Bamba's Mamba), a sparse-attention indexer's heads (HY-V4), a view sized by a child
 layer's width and a norm sized by the input's shape (Ergo), one channel of a filled tensor (GIT),
-``as_strided`` windows (Longformer), timm's attention copied into TimeSformer and Florence-2. Each failed or kept its channels whole (or froze them without
+``as_strided`` windows (Longformer), timm's attention copied into TimeSformer, Florence-2 and ViTDet. Each failed or kept its channels whole (or froze them without
 saying why) before the fix; now they are cut where they can be, the pruned model equals the masked
 one and the saved folder loads back.
 """
@@ -361,6 +361,30 @@ def test_florence2_vision_tower_is_cut_in_heads_and_groups(tmp_path: Path) -> No
     stage = pruned.blocks[0][0]
     assert (stage.spatial_block.window_attn.num_heads, stage.channel_block.channel_attn.groups) == (1, 1)
     assert stage.channel_block.channel_attn.dim == stage.channel_block.channel_attn.qkv.weight.shape[0] // 3 == 16
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images).last_hidden_state, pruned(images).last_hidden_state,
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_vitdet_attention_is_cut_in_heads(tmp_path: Path) -> None:
+    """ViTDet's attention (timm's SAM ViT attention, copied) views ``qkv(x)`` with ``self.num_heads``:
+    its heads were frozen; now the stored count follows, the pruned model equals the masked one."""
+    config = transformers.VitDetConfig(image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=2,
+                                       num_attention_heads=4, mlp_ratio=2, pretrain_image_size=32)
+    torch.manual_seed(0)
+    model = transformers.VitDetModel(config).eval()
+    images = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, images)
+    heads = _group_of(graph, "encoder.layer.0.attention.qkv.weight")
+    assert heads.prunable and heads.size == 4, heads.reasons
+    scores = score(graph, model, "l2")
+    plan = allocate(graph, {g.id: scores[g.id] for g in graph.prunable if g.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=images)  # verified
+    assert [layer.attention.num_heads for layer in pruned.encoder.layer] == [2, 2]
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(images).last_hidden_state, mask(model, graph, plan)(images).last_hidden_state,
+                                   rtol=1e-4, atol=1e-5)
     loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
     with torch.no_grad():
         torch.testing.assert_close(loaded(images).last_hidden_state, pruned(images).last_hidden_state,
