@@ -4,7 +4,7 @@ the coverage survey's last rows): a Fourier transform (FNet), a width stored by 
 fused q|k|v viewed head-first as ``[H, 3, d]`` (Persimmon), a strict config whose validator refuses
 the pruned widths (Bamba's Mamba), a sparse-attention indexer's heads (HY-V4), a view sized by a child
 layer's width and a norm sized by the input's shape (Ergo), one channel of a filled tensor (GIT),
-``as_strided`` windows (Longformer), timm's attention copied into TimeSformer, Florence-2 and ViTDet. Each failed or kept its channels whole (or froze them without
+``as_strided`` windows (Longformer), timm's attention copied into TimeSformer, Florence-2 and ViTDet, CvT's stored head count. Each failed or kept its channels whole (or froze them without
 saying why) before the fix; now they are cut where they can be, the pruned model equals the masked
 one and the saved folder loads back.
 """
@@ -389,3 +389,23 @@ def test_vitdet_attention_is_cut_in_heads(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded(images).last_hidden_state, pruned(images).last_hidden_state,
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_cvt_attention_is_cut_in_heads(tmp_path: Path) -> None:
+    """CvT views each projection as ``(self.num_heads, self.embed_dim // self.num_heads)``: its heads
+    were frozen (coverage: 33 % of the params kept against 27 %); now the count and width follow."""
+    # NOTE: three stages, and stage k at least k + 1 layers deep (CvT indexes its per-layer drop rates by stage)
+    config = transformers.CvtConfig(embed_dim=[16, 32, 64], num_heads=[1, 2, 4], depth=[1, 2, 3],
+                                    mlp_ratio=[2.0, 2.0, 2.0], drop_path_rate=[0.0, 0.0, 0.0], num_labels=5)
+    torch.manual_seed(0)
+    model = transformers.CvtForImageClassification(config).eval()
+    images = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, images)
+    heads = _group_of(graph, "cvt.encoder.stages.2.layers.0.attention.attention.projection_query.weight")
+    assert heads.prunable and heads.size == 4, heads.reasons
+    pruned = apply(model, graph, allocate(graph, score(graph, model, "l2"), 0.5), example_inputs=images)  # verified
+    attention = pruned.cvt.encoder.stages[2].layers[0].attention.attention
+    assert (attention.num_heads, attention.embed_dim) == (2, 32)
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images).logits, pruned(images).logits, rtol=1e-4, atol=1e-5)

@@ -637,6 +637,17 @@ def _refresh_bigcode_attention(module: Any) -> None:
     module.num_key_value_groups = heads // max(module.kv_heads, 1)
 
 
+# -- CvT ------------------------------------------------------------------------------------------
+
+def _refresh_cvt_attention(module: Any) -> None:
+    """CvT views each projection as ``(self.num_heads, self.embed_dim // self.num_heads)``: the head
+    count and the inner width follow the query projection's rows; the head size stays (its score
+    scale, fixed at construction from the old width, too)."""
+    head_dim = module.embed_dim // module.num_heads
+    module.embed_dim = module.projection_query.weight.shape[0]
+    module.num_heads = module.embed_dim // head_dim
+
+
 # -- Florence-2's vision tower (DaViT, copied) ---------------------------------------------------
 
 def refresh_florence_channel_attention(module: Any) -> None:
@@ -720,6 +731,7 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
         ("Attention", _refresh_openai_attention, lambda m: {"num_attention_heads": m.n_head})],
     "transformers.models.phi3.modeling_phi3": [("Phi3Attention", _refresh_phi3_attention, _phi3_heads)],
     "transformers.models.falcon.modeling_falcon": [("FalconAttention", _refresh_falcon_attention, _falcon_heads)],
+    "transformers.models.cvt.modeling_cvt": [("CvtSelfAttention", _refresh_cvt_attention, None)],
     "transformers.models.gpt_bigcode.modeling_gpt_bigcode": [
         ("GPTBigCodeAttention", _refresh_bigcode_attention, _bigcode_heads)],
     "transformers.models.phi4_multimodal.modeling_phi4_multimodal": [  # Phi-3's attention, copied
@@ -727,7 +739,7 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
 }
 # Refreshes that keep the head count a forward reads as a constant, or the size it splits at.
 KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_attention, _refresh_bigcode_attention,
-                                    refresh_florence_channel_attention)
+                                    refresh_florence_channel_attention, _refresh_cvt_attention)
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
 # Of those, the ones whose forward reads its width from the input: the trace keeps their size ties.
