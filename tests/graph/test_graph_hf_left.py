@@ -367,6 +367,15 @@ def test_florence2_vision_tower_is_cut_in_heads_and_groups(tmp_path: Path) -> No
                                    rtol=1e-4, atol=1e-5)
 
 
+def _traced_with_heads(model: torch.nn.Module, projection: str, heads: int):  # type: ignore[no-untyped-def]
+    """(a 32x32 image, the traced graph), checking that ``projection``'s rows form ``heads`` prunable heads."""
+    images = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, images)
+    group = _group_of(graph, projection)
+    assert group.prunable and group.size == heads, group.reasons
+    return images, graph
+
+
 def test_vitdet_attention_is_cut_in_heads(tmp_path: Path) -> None:
     """ViTDet's attention (timm's SAM ViT attention, copied) views ``qkv(x)`` with ``self.num_heads``:
     its heads were frozen; now the stored count follows, the pruned model equals the masked one."""
@@ -374,10 +383,7 @@ def test_vitdet_attention_is_cut_in_heads(tmp_path: Path) -> None:
                                        num_attention_heads=4, mlp_ratio=2, pretrain_image_size=32)
     torch.manual_seed(0)
     model = transformers.VitDetModel(config).eval()
-    images = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    graph = DependencyGraph.trace(model, images)
-    heads = _group_of(graph, "encoder.layer.0.attention.qkv.weight")
-    assert heads.prunable and heads.size == 4, heads.reasons
+    images, graph = _traced_with_heads(model, "encoder.layer.0.attention.qkv.weight", 4)
     scores = score(graph, model, "l2")
     plan = allocate(graph, {g.id: scores[g.id] for g in graph.prunable if g.exact}, 0.5)
     pruned = apply(model, graph, plan, example_inputs=images)  # verified
@@ -399,10 +405,7 @@ def test_cvt_attention_is_cut_in_heads(tmp_path: Path) -> None:
                                     mlp_ratio=[2.0, 2.0, 2.0], drop_path_rate=[0.0, 0.0, 0.0], num_labels=5)
     torch.manual_seed(0)
     model = transformers.CvtForImageClassification(config).eval()
-    images = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    graph = DependencyGraph.trace(model, images)
-    heads = _group_of(graph, "cvt.encoder.stages.2.layers.0.attention.attention.projection_query.weight")
-    assert heads.prunable and heads.size == 4, heads.reasons
+    images, graph = _traced_with_heads(model, "cvt.encoder.stages.2.layers.0.attention.attention.projection_query.weight", 4)
     pruned = apply(model, graph, allocate(graph, score(graph, model, "l2"), 0.5), example_inputs=images)  # verified
     attention = pruned.cvt.encoder.stages[2].layers[0].attention.attention
     assert (attention.num_heads, attention.embed_dim) == (2, 32)
