@@ -4,7 +4,7 @@ the coverage survey's last rows): a Fourier transform (FNet), a width stored by 
 fused q|k|v viewed head-first as ``[H, 3, d]`` (Persimmon), a strict config whose validator refuses
 the pruned widths (Bamba's Mamba), a sparse-attention indexer's heads (HY-V4), a view sized by a child
 layer's width and a norm sized by the input's shape (Ergo), one channel of a filled tensor (GIT),
-``as_strided`` windows (Longformer), timm's attention copied into TimeSformer, Florence-2 and ViTDet, CvT's stored head count. Each failed or kept its channels whole (or froze them without
+``as_strided`` windows (Longformer), timm's attention copied into TimeSformer, Florence-2 and ViTDet, CvT's and SqueezeBERT's stored head counts. Each failed or kept its channels whole (or froze them without
 saying why) before the fix; now they are cut where they can be, the pruned model equals the masked
 one and the saved folder loads back.
 """
@@ -412,3 +412,27 @@ def test_cvt_attention_is_cut_in_heads(tmp_path: Path) -> None:
     loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
     with torch.no_grad():
         torch.testing.assert_close(loaded(images).logits, pruned(images).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_squeezebert_attention_is_cut_in_heads(tmp_path: Path) -> None:
+    """SqueezeBERT's attention (1x1 Conv1d projections, channels first) views them as
+    ``(N, self.num_attention_heads, self.attention_head_size, W)``: its q, k and v were frozen; now
+    whole heads are cut and the stored count follows."""
+    config = transformers.SqueezeBertConfig(vocab_size=128, hidden_size=64, embedding_size=64, intermediate_size=128,
+                                            num_hidden_layers=2, num_attention_heads=4, q_groups=1, k_groups=1,
+                                            v_groups=1, output_groups=1, intermediate_groups=1, post_attention_groups=1)
+    torch.manual_seed(0)
+    model = transformers.SqueezeBertModel(config).eval()
+    graph = DependencyGraph.trace(model, IDS)
+    heads = _group_of(graph, "encoder.layers.0.attention.query.weight")
+    assert heads.prunable and heads.size == 4 and heads.exact, heads.reasons
+    scores = score(graph, model, "l2")
+    plan = allocate(graph, {g.id: scores[g.id] for g in graph.prunable if g.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=IDS)  # verified
+    assert [layer.attention.num_attention_heads for layer in pruned.encoder.layers] == [2, 2]
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(IDS).last_hidden_state, mask(model, graph, plan)(IDS).last_hidden_state,
+                                   rtol=1e-4, atol=1e-5)
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(IDS).last_hidden_state, pruned(IDS).last_hidden_state, rtol=1e-4, atol=1e-5)

@@ -505,6 +505,12 @@ def _refresh_bert_attention(module: nn.Module) -> None:
     module.num_attention_heads = module.all_head_size // module.attention_head_size
 
 
+def _refresh_squeezebert_attention(module: nn.Module) -> None:
+    """SqueezeBERT's attention (1x1 Conv1d projections, channels first) views its projections as
+    ``(N, self.num_attention_heads, self.attention_head_size, W)``: the stored count follows."""
+    _refresh_bert_attention(module)
+
+
 def _refresh_llama_attention(module: nn.Module) -> None:
     heads = module.q_proj.weight.shape[0] // module.head_dim
     module.num_key_value_groups = heads // (module.k_proj.weight.shape[0] // module.head_dim)  # unchanged
@@ -732,6 +738,9 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
     "transformers.models.phi3.modeling_phi3": [("Phi3Attention", _refresh_phi3_attention, _phi3_heads)],
     "transformers.models.falcon.modeling_falcon": [("FalconAttention", _refresh_falcon_attention, _falcon_heads)],
     "transformers.models.cvt.modeling_cvt": [("CvtSelfAttention", _refresh_cvt_attention, None)],
+    "transformers.models.squeezebert.modeling_squeezebert": [
+        ("SqueezeBertSelfAttention", _refresh_squeezebert_attention,
+         lambda m: {"num_attention_heads": m.query.weight.shape[0] // m.attention_head_size})],
     "transformers.models.gpt_bigcode.modeling_gpt_bigcode": [
         ("GPTBigCodeAttention", _refresh_bigcode_attention, _bigcode_heads)],
     "transformers.models.phi4_multimodal.modeling_phi4_multimodal": [  # Phi-3's attention, copied
@@ -739,7 +748,8 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
 }
 # Refreshes that keep the head count a forward reads as a constant, or the size it splits at.
 KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_attention, _refresh_bigcode_attention,
-                                    refresh_florence_channel_attention, _refresh_cvt_attention)
+                                    refresh_florence_channel_attention, _refresh_cvt_attention,
+                                    _refresh_squeezebert_attention)
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
 # Of those, the ones whose forward reads its width from the input: the trace keeps their size ties.
