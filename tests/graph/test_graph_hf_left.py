@@ -376,6 +376,20 @@ def _traced_with_heads(model: torch.nn.Module, projection: str, heads: int):  # 
     return images, graph
 
 
+def _exact_groups_cut(model: torch.nn.Module, graph: DependencyGraph, x: torch.Tensor, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``model`` with half of every exact group cut (L2): equal to the masked dense model, and the
+    same again after prunekit.save and prunekit.load; returns the pruned model."""
+    scores = score(graph, model, "l2")
+    plan = allocate(graph, {g.id: scores[g.id] for g in graph.prunable if g.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)  # verified
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    with torch.no_grad():
+        out = pruned(x).last_hidden_state
+        torch.testing.assert_close(out, mask(model, graph, plan)(x).last_hidden_state, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(loaded(x).last_hidden_state, out, rtol=1e-4, atol=1e-5)
+    return pruned
+
+
 def test_vitdet_attention_is_cut_in_heads(tmp_path: Path) -> None:
     """ViTDet's attention (timm's SAM ViT attention, copied) views ``qkv(x)`` with ``self.num_heads``:
     its heads were frozen; now the stored count follows, the pruned model equals the masked one."""
@@ -384,17 +398,8 @@ def test_vitdet_attention_is_cut_in_heads(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = transformers.VitDetModel(config).eval()
     images, graph = _traced_with_heads(model, "encoder.layer.0.attention.qkv.weight", 4)
-    scores = score(graph, model, "l2")
-    plan = allocate(graph, {g.id: scores[g.id] for g in graph.prunable if g.exact}, 0.5)
-    pruned = apply(model, graph, plan, example_inputs=images)  # verified
+    pruned = _exact_groups_cut(model, graph, images, tmp_path)
     assert [layer.attention.num_heads for layer in pruned.encoder.layer] == [2, 2]
-    with torch.no_grad():
-        torch.testing.assert_close(pruned(images).last_hidden_state, mask(model, graph, plan)(images).last_hidden_state,
-                                   rtol=1e-4, atol=1e-5)
-    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(images).last_hidden_state, pruned(images).last_hidden_state,
-                                   rtol=1e-4, atol=1e-5)
 
 
 def test_cvt_attention_is_cut_in_heads(tmp_path: Path) -> None:
@@ -426,13 +431,5 @@ def test_squeezebert_attention_is_cut_in_heads(tmp_path: Path) -> None:
     graph = DependencyGraph.trace(model, IDS)
     heads = _group_of(graph, "encoder.layers.0.attention.query.weight")
     assert heads.prunable and heads.size == 4 and heads.exact, heads.reasons
-    scores = score(graph, model, "l2")
-    plan = allocate(graph, {g.id: scores[g.id] for g in graph.prunable if g.exact}, 0.5)
-    pruned = apply(model, graph, plan, example_inputs=IDS)  # verified
+    pruned = _exact_groups_cut(model, graph, IDS, tmp_path)
     assert [layer.attention.num_attention_heads for layer in pruned.encoder.layers] == [2, 2]
-    with torch.no_grad():
-        torch.testing.assert_close(pruned(IDS).last_hidden_state, mask(model, graph, plan)(IDS).last_hidden_state,
-                                   rtol=1e-4, atol=1e-5)
-    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(IDS).last_hidden_state, pruned(IDS).last_hidden_state, rtol=1e-4, atol=1e-5)
