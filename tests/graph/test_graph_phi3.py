@@ -17,7 +17,7 @@ from torch import nn
 import prunekit
 from prunekit.errors import DataError
 from prunekit.graph import DependencyGraph
-from prunekit.graph.constraints import ConstraintStore, Tracked
+from prunekit.graph.constraints import ConstraintStore, Segment, Tracked
 from prunekit.importance.magnitude import random
 from prunekit.structured.allocate import allocate
 from prunekit.structured.apply import apply, mask
@@ -161,7 +161,7 @@ def test_a_section_splits_its_source_and_constraints_read_the_parts() -> None:
     assert isinstance(head, Tracked) and isinstance(rest, Tracked)
     other = store.new_source(4, "other")
     store.use(other, "other.weight", 0, "producer")
-    store.unify(Tracked((fused.segments[0].__class__(fused.segments[0].source, 4, 4),)), other, "add")
+    store.unify(Tracked((Segment(fused.segments[0].source, 4, 4),)), other, "add")
     groups = {tuple(sorted((m.tensor, m.start) for m in g.members)) for g in store.solve()}
     assert (("qkv.weight", 0),) in groups
     assert (("other.weight", 0), ("qkv.weight", 4)) in groups

@@ -300,14 +300,6 @@ _LIBRARIES: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, i
     "torchvision.models.swin_transformer": [("ShiftedWindowAttention", _refresh_swin_attention, None)],
     **hf_modules.TRANSFORMERS,
     **timm_modules.TIMM,
-    # NOTE: timm's attention, copied into transformers (widths read from the input, heads stored)
-    "transformers.models.timesformer.modeling_timesformer": [
-        ("TimesformerSelfAttention", timm_modules.TIED[0], lambda m: {"num_attention_heads": m.num_heads})],
-    "transformers.models.vitdet.modeling_vitdet": [  # timm's SAM ViT attention, copied
-        ("VitDetAttention", timm_modules.TIED[0], None)],
-    "transformers.models.florence2.modeling_florence2": [  # DaViT's vision tower, copied from timm
-        ("Florence2VisionWindowAttention", timm_modules.TIED[0], None),
-        ("Florence2VisionChannelAttention", hf_modules.refresh_florence_channel_attention, None)],
 }
 
 

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from prunekit.graph.groups import ChannelGroup, joined
+from prunekit.graph.handlers import timm_modules
 from prunekit.graph.registry import register_group_tie
 
 __all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "SECTIONS", "TIED", "LayerConfig", "is_attention",
-           "keeps_query_groups", "refresh_attention", "refresh_florence_channel_attention", "same_head_dims",
-           "tied_widths"]
+           "keeps_query_groups", "refresh_attention", "same_head_dims", "tied_widths"]
 
 WIDTHS: dict[type, Callable[[nn.Module], dict[str, int]]] = {}  # class -> its config widths
 
@@ -530,8 +530,7 @@ def keeps_query_groups(module: nn.Module) -> bool:
             and type(vars(module).get("head_dim")) is int:
         register_refresh(type(module))(_refresh_llama_attention)
         refresh = _refresh_llama_attention
-    return refresh in (_refresh_llama_attention, _refresh_phi3_attention, _refresh_falcon_attention,
-                       _refresh_bigcode_attention, refresh_attention)
+    return refresh in QUERY_GROUPS_KEPT
 
 
 def _refresh_llama_mlp(module: nn.Module) -> None:
@@ -579,13 +578,17 @@ class LayerConfig:
         return cls(base, **fields)
 
 
+def _fused_heads(out_proj: nn.Module, fused: nn.Module, head_dim: int) -> tuple[int, int]:
+    """(query heads, key/value heads) from sliced weights: ``out_proj`` reads the query heads; the
+    ``fused`` projection holds them and as many key as value heads."""
+    heads = out_proj.weight.shape[1] // head_dim
+    return heads, (fused.weight.shape[0] // head_dim - heads) // 2
+
+
 def _phi3_heads(module: Any) -> dict[str, int]:
-    """Query and key/value heads of a Phi-3 attention from its sliced weights: ``o_proj`` reads the
-    query heads; ``qkv_proj`` holds query, key and value heads (key and value alike)."""
-    head_dim = module.head_dim
-    heads = module.o_proj.weight.shape[1] // head_dim
-    return {"num_attention_heads": heads,
-            "num_key_value_heads": (module.qkv_proj.weight.shape[0] - heads * head_dim) // (2 * head_dim)}
+    """Query and key/value heads of a Phi-3 attention (``o_proj``; fused ``qkv_proj``)."""
+    heads, kv = _fused_heads(module.o_proj, module.qkv_proj, module.head_dim)
+    return {"num_attention_heads": heads, "num_key_value_heads": kv}
 
 
 def _refresh_phi3_attention(module: Any) -> None:
@@ -602,13 +605,11 @@ def _refresh_phi3_attention(module: Any) -> None:
 # -- Falcon --------------------------------------------------------------------------------------
 
 def _falcon_heads(module: Any) -> dict[str, int]:
-    """Query and key/value heads of a Falcon attention from its sliced weights: ``dense`` reads the
-    query heads; ``query_key_value`` holds them and as many key as value heads (multi-query: one
-    each; the new decoder architecture: one per group; the classic one: one per query head)."""
-    head_dim = module.head_dim
-    heads = module.dense.weight.shape[1] // head_dim
-    return {"num_attention_heads": heads,
-            "num_kv_heads": (module.query_key_value.weight.shape[0] // head_dim - heads) // 2}
+    """Query and key/value heads of a Falcon attention (``dense``; fused ``query_key_value``, with one
+    key/value head for multi-query, one per group for the new decoder architecture, one per query
+    head for the classic one)."""
+    heads, kv = _fused_heads(module.dense, module.query_key_value, module.head_dim)
+    return {"num_attention_heads": heads, "num_kv_heads": kv}
 
 
 def _refresh_falcon_attention(module: Any) -> None:
@@ -632,15 +633,12 @@ def _refresh_bigcode_attention(module: Any) -> None:
     or views it as ``self.num_heads`` heads of q|k|v: the query width, head counts and key/value
     width follow the sliced weights (``embed_dim`` is read as the query width only)."""
     head_dim = module.head_dim
-    heads = _bigcode_heads(module)["num_attention_heads"]
-    rows = module.c_attn.weight.shape[0]
+    heads, kv = _fused_heads(module.c_proj, module.c_attn, head_dim)
+    if module.is_cross_attention:  # NOTE: c_attn holds key|value only, its queries come from q_attn
+        kv = heads
     module.num_heads, module.embed_dim = heads, heads * head_dim
-    if module.multi_query and not module.is_cross_attention:
-        module.kv_dim = (rows - module.embed_dim) // 2
-        module.kv_heads = module.kv_dim // head_dim
-    else:
-        module.kv_heads, module.kv_dim = heads, module.embed_dim
-    module.num_key_value_groups = heads // max(module.kv_heads, 1)
+    module.kv_heads, module.kv_dim = kv, kv * head_dim
+    module.num_key_value_groups = heads // max(kv, 1)
 
 
 # -- CvT ------------------------------------------------------------------------------------------
@@ -656,7 +654,7 @@ def _refresh_cvt_attention(module: Any) -> None:
 
 # -- Florence-2's vision tower (DaViT, copied) ---------------------------------------------------
 
-def refresh_florence_channel_attention(module: Any) -> None:
+def _refresh_florence_channel_attention(module: Any) -> None:
     """Florence-2's channel attention views ``qkv(x)`` as ``(3, self.groups, C // self.groups)`` with
     ``C`` read from the input (tied to the groups, in whole groups): the group count and its stored
     width follow the sliced rows; the group size is the old width over the old count."""
@@ -710,6 +708,7 @@ def _openai_parts(module: nn.Module) -> int:
 
 # NOTE: a refresh may return a replacement module (a real, importable class) or None.
 _Refresh = Callable[[nn.Module], "nn.Module | None"]
+_TIMM_ATTENTION = timm_modules.TIED[0]  # timm's attention refresh, for its copies in transformers
 # module name -> (class name, refresh, config widths) registered once that module is imported
 TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] | None]]] = {
     "transformers.modeling_utils": [("PreTrainedModel", _refresh_config, None)],
@@ -743,16 +742,26 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
          lambda m: {"num_attention_heads": m.query.weight.shape[0] // m.attention_head_size})],
     "transformers.models.gpt_bigcode.modeling_gpt_bigcode": [
         ("GPTBigCodeAttention", _refresh_bigcode_attention, _bigcode_heads)],
+    # NOTE: timm's attention, copied: timm's refresh (the stored head count; the width tied to the input's)
+    "transformers.models.timesformer.modeling_timesformer": [
+        ("TimesformerSelfAttention", _TIMM_ATTENTION, lambda m: {"num_attention_heads": m.num_heads})],
+    "transformers.models.vitdet.modeling_vitdet": [("VitDetAttention", _TIMM_ATTENTION, None)],
+    "transformers.models.florence2.modeling_florence2": [  # DaViT's vision tower
+        ("Florence2VisionWindowAttention", _TIMM_ATTENTION, None),
+        ("Florence2VisionChannelAttention", _refresh_florence_channel_attention, None)],
     "transformers.models.phi4_multimodal.modeling_phi4_multimodal": [  # Phi-3's attention, copied
         ("Phi4MultimodalAttention", _refresh_phi3_attention, _phi3_heads)],
 }
 # Refreshes that keep the head count a forward reads as a constant, or the size it splits at.
 KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_attention, _refresh_bigcode_attention,
-                                    refresh_florence_channel_attention, _refresh_cvt_attention,
+                                    _refresh_florence_channel_attention, _refresh_cvt_attention,
                                     _refresh_squeezebert_attention)
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
 # Of those, the ones whose forward reads its width from the input: the trace keeps their size ties.
-TIED: tuple[_Refresh, ...] = (refresh_florence_channel_attention,)
+TIED: tuple[_Refresh, ...] = (_refresh_florence_channel_attention,)
 # Refreshes that keep the bounds their forward slices or splits channels at (shape.SPLIT_SECTIONS_FOLLOW).
 SECTIONS: tuple[_Refresh, ...] = (_refresh_phi3_attention, _refresh_falcon_attention, _refresh_bigcode_attention)
+# Refreshes that set num_key_value_groups from the sliced query and key projections (shape.QUERY_GROUPS_FOLLOW).
+QUERY_GROUPS_KEPT: tuple[_Refresh, ...] = (_refresh_llama_attention, _refresh_phi3_attention, _refresh_falcon_attention,
+                                           _refresh_bigcode_attention, refresh_attention)

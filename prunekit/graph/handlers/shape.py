@@ -113,7 +113,7 @@ def _merged(ctx, layouts: list[Dim], sizes: list[int]) -> Tracked | None:  # typ
     tracked = [i for i, d in enumerate(layouts) if isinstance(d, Tracked)]
     for i in tracked[:-1]:
         if sizes[i] == 1:
-            ctx.store.freeze(layouts[i], f"one channel merged with other channels by {ctx.where}")  # type: ignore[arg-type]
+            ctx.store.freeze(layouts[i], f"one channel merged with other channels by {ctx.where}")
             layouts[i] = None
     at = next((i for i, d in enumerate(layouts) if isinstance(d, Tracked)), None)
     if at is None or any(d is not None for d in layouts[:at]) or any(isinstance(d, ParamDim) for d in layouts):
