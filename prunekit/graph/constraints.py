@@ -144,11 +144,10 @@ class ConstraintStore:
         """Positions ``start .. start+length`` of ``layout`` as channels of their own: the sources
         there are split at the section's ends, so that each part may be seen in units of its own
         (a fused q|k|v projection sliced apart: query heads grouped for GQA, key heads single).
-        Every constraint on a split source is read on its parts when solving. None (nothing done)
-        where the section cuts a multi-position channel, a source already seen in units (either side
-        of a ``coarsen``), or a part already made (a section of a section: rotary halves of a head)."""
-        if any(seg.source in self._parts for seg in layout.segments):
-            return None
+        Every constraint on a split source is read on its parts when solving; a section of a part
+        splits it again (Mamba-2's x | B | C of the conv's share of ``in_proj``). None (nothing done)
+        where the section cuts a multi-position channel or a source already seen in units (either
+        side of a ``coarsen``)."""
         coarse = {c for c, _ in self._alias.values()}
         position, leaves = 0, []
         for seg in layout.segments:

@@ -81,8 +81,11 @@ class Context:
 
     @property
     def module(self) -> nn.Module | None:
-        """The innermost module whose forward is running (None at the top level)."""
-        return self.modules[-1] if self.modules else None
+        """The innermost module whose forward is running (None at the top level), passing over
+        modules that hold nothing of their own (no parameters, buffers, children or attributes:
+        the ``kernels`` library's wrappers of a free function, ``Func``), which run as a call of that
+        function inside the module that called them (Mamba-2's scan reads the mixer's head count)."""
+        return next((m for m in reversed(self.modules) if not _bare(m)), None)
 
     @property
     def where(self) -> str:
@@ -620,3 +623,10 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any],
             _Recorder(ctx):
         out = model(*inputs, **kwargs)
     return ctx, out, store
+
+
+def _bare(module: nn.Module) -> bool:
+    """A module with nothing of its own: it can hold no width, so a size its forward reads is its caller's."""
+    if module._parameters or module._buffers or module._modules:
+        return False
+    return all(k.startswith("_") or k == "training" for k in vars(module))

@@ -31,7 +31,10 @@ WIDTH_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_
                 "d_ff", "d_kv", "encoder_ffn_dim", "decoder_ffn_dim", "encoder_attention_heads",
                 "decoder_attention_heads", "num_decoder_heads", "embed_dim", "word_embed_proj_dim",
                 "moe_intermediate_size", "shared_expert_intermediate_size", "mlp_dim", "ffn_hidden_size",
-                "hidden_sizes", "embedding_size", "projection_dim", "q_lora_rank", "kv_lora_rank", "index_n_heads")
+                "hidden_sizes", "embedding_size", "projection_dim", "q_lora_rank", "kv_lora_rank", "index_n_heads",
+                # state-space mixers (Mamba-2 and the hybrids built on it): heads and B/C groups
+                "n_groups", "mamba_n_heads", "mamba_num_heads", "n_mamba_heads", "mamba_n_groups", "mamba_ngroups",
+                "expand", "mamba_expand", "mamba_d_ssm")
 _HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head")
 _HEAD_DIM = ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim", "attn_head_size", "dim_head")
 _QUERY = ("q_proj", "query", "q_lin", "q", "to_q", "wq", "query_proj", "project_q", "wq_b")  # wq_b: DSA indexers
@@ -706,6 +709,30 @@ def _openai_parts(module: nn.Module) -> int:
     return 3
 
 
+# -- Mamba-2 (and the hybrids that copy its mixer) ----------------------------------------------
+
+def _mamba2_widths(module: Any) -> dict[str, int]:
+    """Heads, groups and inner width of a Mamba-2 mixer from its sliced weights: ``A_log`` holds one
+    value per head, ``out_proj`` reads the heads' channels, and the depthwise conv runs over the
+    heads' channels and the B and C projections of every group."""
+    inner = module.out_proj.weight.shape[1]
+    groups = (module.conv1d.weight.shape[0] - inner) // (2 * module.ssm_state_size)
+    return {"num_heads": module.A_log.shape[0], "intermediate_size": inner, "n_groups": groups}
+
+
+def _refresh_mamba2_mixer(module: Any) -> None:
+    """A Mamba-2 mixer splits ``in_proj``'s rows at ``(intermediate_size, conv_dim, num_heads)``, the
+    conv's channels at ``(intermediate_size, n_groups * state, n_groups * state)`` and views the heads
+    with ``num_heads``/``head_dim``; its gated norm normalises groups of ``group_size`` channels.
+    Each follows the sliced weights (whole heads are cut, so ``head_dim`` stays)."""
+    widths = _mamba2_widths(module)
+    module.num_heads, module.intermediate_size, module.n_groups = (
+        widths["num_heads"], widths["intermediate_size"], widths["n_groups"])
+    module.conv_dim = module.conv1d.weight.shape[0]
+    module.hidden_size = module.in_proj.weight.shape[1]
+    module.norm.group_size = module.intermediate_size // max(module.n_groups, 1)
+
+
 # NOTE: a refresh may return a replacement module (a real, importable class) or None.
 _Refresh = Callable[[nn.Module], "nn.Module | None"]
 _TIMM_ATTENTION = timm_modules.TIED[0]  # timm's attention refresh, for its copies in transformers
@@ -751,17 +778,26 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
         ("Florence2VisionChannelAttention", _refresh_florence_channel_attention, None)],
     "transformers.models.phi4_multimodal.modeling_phi4_multimodal": [  # Phi-3's attention, copied
         ("Phi4MultimodalAttention", _refresh_phi3_attention, _phi3_heads)],
+    # NOTE: Mamba-2's mixer and its copies in the hybrids (attributes alike)
+    "transformers.models.mamba2.modeling_mamba2": [("Mamba2Mixer", _refresh_mamba2_mixer, None)],
+    "transformers.models.bamba.modeling_bamba": [("BambaMixer", _refresh_mamba2_mixer, None)],
+    "transformers.models.nemotron_h.modeling_nemotron_h": [("NemotronHMamba2Mixer", _refresh_mamba2_mixer, None)],
+    "transformers.models.zamba2.modeling_zamba2": [("Zamba2MambaMixer", _refresh_mamba2_mixer, None)],
+    "transformers.models.falcon_h1.modeling_falcon_h1": [("FalconH1Mixer", _refresh_mamba2_mixer, None)],
+    "transformers.models.granitemoehybrid.modeling_granitemoehybrid": [
+        ("GraniteMoeHybridMambaLayer", _refresh_mamba2_mixer, None)],
 }
 # Refreshes that keep the head count a forward reads as a constant, or the size it splits at.
 KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_attention, _refresh_bigcode_attention,
                                     _refresh_florence_channel_attention, _refresh_cvt_attention,
-                                    _refresh_squeezebert_attention)
+                                    _refresh_squeezebert_attention, _refresh_mamba2_mixer)
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
 # Of those, the ones whose forward reads its width from the input: the trace keeps their size ties.
 TIED: tuple[_Refresh, ...] = (_refresh_florence_channel_attention,)
 # Refreshes that keep the bounds their forward slices or splits channels at (shape.SPLIT_SECTIONS_FOLLOW).
-SECTIONS: tuple[_Refresh, ...] = (_refresh_phi3_attention, _refresh_falcon_attention, _refresh_bigcode_attention)
+SECTIONS: tuple[_Refresh, ...] = (_refresh_phi3_attention, _refresh_falcon_attention, _refresh_bigcode_attention,
+                                  _refresh_mamba2_mixer)
 # Refreshes that set num_key_value_groups from the sliced query and key projections (shape.QUERY_GROUPS_FOLLOW).
 QUERY_GROUPS_KEPT: tuple[_Refresh, ...] = (_refresh_llama_attention, _refresh_phi3_attention, _refresh_falcon_attention,
                                            _refresh_bigcode_attention, refresh_attention)

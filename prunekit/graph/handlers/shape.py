@@ -991,6 +991,8 @@ def repeat_interleave(ctx, args, kwargs, out) -> None:  # type: ignore[no-untype
         # (YOSO's ``mask.unsqueeze(1).repeat_interleave(num_heads, dim=1)``, ``num_heads`` read from a shape)
         result[d] = grown
         return ctx.set(out, result)
+    if (heads := _groups_to_heads(ctx, layout, repeats, out.shape[d])) is not None:
+        return ctx.set(out, result[:d] + [heads] + result[d + 1:])
     for source in (repeats.layouts if isinstance(repeats, DerivedInt) else
                    (repeats.layout,) if isinstance(repeats, ChannelInt) else ()):
         ctx.store.freeze(source, f"a repeat count computed from the width of these channels in {ctx.where}")
@@ -1001,6 +1003,27 @@ def repeat_interleave(ctx, args, kwargs, out) -> None:  # type: ignore[no-untype
             ctx.store.freeze(layout, f"channels repeated by per-position counts in {ctx.where}")
         result[d] = None
     ctx.set(out, result)
+
+
+def _groups_to_heads(ctx, groups: Dim, repeats: Any, heads_size: int) -> Tracked | None:  # type: ignore[no-untyped-def]
+    """``x.repeat_interleave(num_heads // num_groups, dim)``: each of ``num_groups`` groups serves as
+    many consecutive heads (Mamba-2's B and C). The count is the ratio of two widths, so it stays
+    what was traced only if they are cut in proportion: the heads are tied to the repeated groups
+    (a cut group takes its heads along). One group serves every head: the heads are cut freely
+    and the count follows them. None (the usual rule applies) for any other count."""
+    from prunekit.graph.trace import DerivedInt
+
+    if not isinstance(groups, Tracked) or not isinstance(repeats, DerivedInt) or len(repeats.layouts) != 2:
+        return None
+    counted, heads = sorted(repeats.layouts, key=lambda layout: layout.size)
+    if counted.size != groups.size or heads.size != heads_size or heads_size != groups.size * int(repeats):
+        return None
+    ctx.store.unify(counted, groups, ctx.where)  # NOTE: C repeated by the count read from B: B and C cut alike
+    if groups.size == 1:
+        return heads
+    repeated = groups.scaled(int(repeats))
+    ctx.store.unify(heads, repeated, ctx.where)
+    return repeated
 
 
 @register_rule(torch.Tensor.unfold)
