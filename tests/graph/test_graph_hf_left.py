@@ -4,9 +4,10 @@ the coverage survey's last rows): a Fourier transform (FNet), a width stored by 
 fused q|k|v viewed head-first as ``[H, 3, d]`` (Persimmon), a strict config whose validator refuses
 the pruned widths (Bamba's Mamba), a sparse-attention indexer's heads (HY-V4), a view sized by a child
 layer's width and a norm sized by the input's shape (Ergo), one channel of a filled tensor (GIT),
-``as_strided`` windows (Longformer), timm's attention copied into TimeSformer, Florence-2 and ViTDet, CvT's and SqueezeBERT's stored head counts. Each failed or kept its channels whole (or froze them without
-saying why) before the fix; now they are cut where they can be, the pruned model equals the masked
-one and the saved folder loads back.
+``as_strided`` windows (Longformer), timm's attention copied into TimeSformer, Florence-2 and
+ViTDet, CvT's and SqueezeBERT's stored head counts, Gemma 4's audio attention. Each failed or kept
+its channels whole (or froze them without saying why) before the fix; now they are cut where they
+can be, the pruned model equals the masked one and the saved folder loads back.
 """
 
 from __future__ import annotations
@@ -433,3 +434,19 @@ def test_squeezebert_attention_is_cut_in_heads(tmp_path: Path) -> None:
     assert heads.prunable and heads.size == 4 and heads.exact, heads.reasons
     pruned = _exact_groups_cut(model, graph, IDS, tmp_path)
     assert [layer.attention.num_attention_heads for layer in pruned.encoder.layers] == [2, 2]
+
+
+def test_gemma4_audio_attention_is_cut_in_heads(tmp_path: Path) -> None:
+    """Gemma 4's chunked audio attention (projections wrapped in clippable linears, relative keys of
+    their own) views q, k, v and the relative keys with ``self.num_heads``: they were frozen; now
+    whole heads are cut across all four and the stored count follows."""
+    config = transformers.Gemma4AudioConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4)
+    torch.manual_seed(0)
+    model = transformers.Gemma4AudioModel(config).eval()
+    features = torch.randn(1, 64, 128, generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, features)
+    heads = _group_of(graph, "layers.0.self_attn.q_proj.linear.weight")
+    assert heads.prunable and heads.size == 4 and heads.exact, heads.reasons
+    assert ("layers.0.self_attn.relative_k_proj.weight", 0) in {(m.tensor, m.axis) for m in heads.members}
+    pruned = _exact_groups_cut(model, graph, features, tmp_path)
+    assert [layer.self_attn.num_heads for layer in pruned.layers] == [2, 2]

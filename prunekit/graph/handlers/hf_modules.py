@@ -709,6 +709,14 @@ def _openai_parts(module: nn.Module) -> int:
     return 3
 
 
+# -- Gemma 4's audio encoder -----------------------------------------------------------------------
+
+def _refresh_gemma4_audio_attention(module: Any) -> None:
+    """Gemma 4's chunked audio attention views q, k, v and its relative keys with ``self.num_heads``
+    (its projections wrapped in clippable linears): the count follows ``relative_k_proj``'s rows."""
+    module.num_heads = module.relative_k_proj.weight.shape[0] // module.head_dim
+
+
 # -- Mamba-2 (and the hybrids that copy its mixer) ----------------------------------------------
 
 def _mamba2_widths(module: Any) -> dict[str, int]:
@@ -778,6 +786,9 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
         ("Florence2VisionChannelAttention", _refresh_florence_channel_attention, None)],
     "transformers.models.phi4_multimodal.modeling_phi4_multimodal": [  # Phi-3's attention, copied
         ("Phi4MultimodalAttention", _refresh_phi3_attention, _phi3_heads)],
+    "transformers.models.gemma4.modeling_gemma4": [
+        ("Gemma4AudioAttention", _refresh_gemma4_audio_attention,
+         lambda m: {"num_attention_heads": m.relative_k_proj.weight.shape[0] // m.head_dim})],
     # NOTE: Mamba-2's mixer and its copies in the hybrids (attributes alike)
     "transformers.models.mamba2.modeling_mamba2": [("Mamba2Mixer", _refresh_mamba2_mixer, None)],
     "transformers.models.bamba.modeling_bamba": [("BambaMixer", _refresh_mamba2_mixer, None)],
@@ -790,7 +801,8 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
 # Refreshes that keep the head count a forward reads as a constant, or the size it splits at.
 KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_attention, _refresh_bigcode_attention,
                                     _refresh_florence_channel_attention, _refresh_cvt_attention,
-                                    _refresh_squeezebert_attention, _refresh_mamba2_mixer)
+                                    _refresh_squeezebert_attention, _refresh_mamba2_mixer,
+                                    _refresh_gemma4_audio_attention)
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
 # Of those, the ones whose forward reads its width from the input: the trace keeps their size ties.
