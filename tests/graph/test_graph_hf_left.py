@@ -5,7 +5,8 @@ fused q|k|v viewed head-first as ``[H, 3, d]`` (Persimmon), a strict config whos
 the pruned widths (Bamba's Mamba), a sparse-attention indexer's heads (HY-V4), a view sized by a child
 layer's width and a norm sized by the input's shape (Ergo), one channel of a filled tensor (GIT),
 ``as_strided`` windows (Longformer), timm's attention copied into TimeSformer, Florence-2 and
-ViTDet, CvT's and SqueezeBERT's stored head counts, Gemma 4's audio attention. Each failed or kept
+ViTDet, CvT's and SqueezeBERT's stored head counts, Gemma 4's audio attention, Funnel's relative
+attention. Each failed or kept
 its channels whole (or froze them without saying why) before the fix; now they are cut where they
 can be, the pruned model equals the masked one and the saved folder loads back.
 """
@@ -450,3 +451,21 @@ def test_gemma4_audio_attention_is_cut_in_heads(tmp_path: Path) -> None:
     assert ("layers.0.self_attn.relative_k_proj.weight", 0) in {(m.tensor, m.axis) for m in heads.members}
     pruned = _exact_groups_cut(model, graph, features, tmp_path)
     assert [layer.self_attn.num_heads for layer in pruned.layers] == [2, 2]
+
+
+def test_funnel_relative_attention_is_cut_in_heads(tmp_path: Path) -> None:
+    """Funnel's relative attention views q, k, v with the shared config's ``n_head`` and merges them
+    back to ``n_head * d_head`` (96 here, no field of the config): its heads were frozen; now whole
+    heads are cut with their per-head
+    biases and positional kernel, and each layer's config view says its own count."""
+    config = transformers.FunnelConfig(vocab_size=128, d_model=64, n_head=4, d_head=24, d_inner=128,
+                                       block_sizes=[1, 1], num_decoder_layers=1)
+    torch.manual_seed(0)
+    model = transformers.FunnelModel(config).eval()
+    graph = DependencyGraph.trace(model, IDS)
+    heads = _group_of(graph, "encoder.blocks.0.0.attention.q_head.weight")
+    assert heads.prunable and heads.size == 4 and heads.exact, heads.reasons
+    members = {(m.tensor.rsplit(".", 1)[-1], m.axis) for m in heads.members}
+    assert {("r_w_bias", 0), ("r_r_bias", 0), ("r_s_bias", 0), ("r_kernel", 1), ("seg_embed", 1)} <= members
+    pruned = _exact_groups_cut(model, graph, IDS, tmp_path)
+    assert [block[0].attention.config.n_head for block in pruned.encoder.blocks] == [2, 2]

@@ -709,6 +709,16 @@ def _openai_parts(module: nn.Module) -> int:
     return 3
 
 
+# -- Funnel Transformer ----------------------------------------------------------------------------
+
+def _refresh_funnel_attention(module: Any) -> None:
+    """Funnel's relative attention views q, k, v with ``self.config.n_head``, the shared config's: the
+    count follows its per-head parameters (``r_w_bias``), through a :class:`LayerConfig` where it differs."""
+    heads = module.r_w_bias.shape[0]
+    if heads != module.config.n_head:
+        module.config = LayerConfig(module.config, n_head=heads)
+
+
 # -- Gemma 4's audio encoder -----------------------------------------------------------------------
 
 def _refresh_gemma4_audio_attention(module: Any) -> None:
@@ -786,6 +796,8 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
         ("Florence2VisionChannelAttention", _refresh_florence_channel_attention, None)],
     "transformers.models.phi4_multimodal.modeling_phi4_multimodal": [  # Phi-3's attention, copied
         ("Phi4MultimodalAttention", _refresh_phi3_attention, _phi3_heads)],
+    "transformers.models.funnel.modeling_funnel": [
+        ("FunnelRelMultiheadAttention", _refresh_funnel_attention, lambda m: {"n_head": m.r_w_bias.shape[0]})],
     "transformers.models.gemma4.modeling_gemma4": [
         ("Gemma4AudioAttention", _refresh_gemma4_audio_attention,
          lambda m: {"num_attention_heads": m.relative_k_proj.weight.shape[0] // m.head_dim})],
@@ -802,7 +814,7 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
 KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_attention, _refresh_bigcode_attention,
                                     _refresh_florence_channel_attention, _refresh_cvt_attention,
                                     _refresh_squeezebert_attention, _refresh_mamba2_mixer,
-                                    _refresh_gemma4_audio_attention)
+                                    _refresh_gemma4_audio_attention, _refresh_funnel_attention)
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
 # Of those, the ones whose forward reads its width from the input: the trace keeps their size ties.

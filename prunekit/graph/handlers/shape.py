@@ -263,15 +263,27 @@ def calling_module(ctx) -> tuple[Any, str]:  # type: ignore[no-untyped-def]
 
 def _config_misses(module: Any, size: int) -> bool:
     """A Hugging Face model (its refresh rewrites the config) viewing to a constant that no scalar
-    width field of its config holds: PVT-v2's ``reshape(B, -1, self.config.hidden_sizes[-1])`` reads
-    an entry of a per-stage list, which the config refresh does not rewrite stage by stage."""
+    width field of its config holds, nor a head count times a head size (Funnel's ``n_head * d_head``
+    read from the config its refresh keeps): PVT-v2's ``reshape(B, -1, self.config.hidden_sizes[-1])``
+    reads an entry of a per-stage list, which the config refresh does not rewrite stage by stage."""
     from prunekit.graph.handlers.hf_modules import WIDTH_FIELDS
 
     config = vars(module).get("config")
     if config is None or not hasattr(config, "to_dict"):
         return False
-    return not any(type(getattr(config, name, None)) is int and getattr(config, name) == size
-                   for name in WIDTH_FIELDS)
+    ints = {name: value for name in (*WIDTH_FIELDS, "d_head") if type(value := _field(config, name)) is int}
+    inner = {ints[h] * ints[d] for h in ("num_attention_heads", "num_heads", "n_head", "n_heads") if h in ints
+             for d in ("head_dim", "d_head", "d_kv") if d in ints}
+    return size not in ints.values() and size not in inner
+
+
+def _field(config: Any, name: str) -> Any:
+    """``config.name``, or None where the config has no such field or refuses a global value (a
+    heterogeneous config's per-layer fields: EmbeddingGemma 2's ``num_key_value_heads``)."""
+    try:
+        return getattr(config, name, None)
+    except Exception:
+        return None
 
 
 def size_attribute(module: str, attr: str, index: int | None) -> str:
