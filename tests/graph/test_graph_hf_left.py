@@ -6,9 +6,9 @@ the pruned widths (Bamba's Mamba), a sparse-attention indexer's heads (HY-V4), a
 layer's width and a norm sized by the input's shape (Ergo), one channel of a filled tensor (GIT),
 ``as_strided`` windows (Longformer), timm's attention copied into TimeSformer, Florence-2 and
 ViTDet, CvT's and SqueezeBERT's stored head counts, Gemma 4's audio attention, Funnel's relative
-attention. Each failed or kept
-its channels whole (or froze them without saying why) before the fix; now they are cut where they
-can be, the pruned model equals the masked one and the saved folder loads back.
+attention, Kimi Delta Attention. Each failed or kept its channels whole (or froze them without
+saying why) before the fix; now they are cut where they can be, the pruned model equals the masked
+one and the saved folder loads back.
 """
 
 from __future__ import annotations
@@ -469,3 +469,31 @@ def test_funnel_relative_attention_is_cut_in_heads(tmp_path: Path) -> None:
     assert {("r_w_bias", 0), ("r_r_bias", 0), ("r_s_bias", 0), ("r_kernel", 1), ("seg_embed", 1)} <= members
     pruned = _exact_groups_cut(model, graph, IDS, tmp_path)
     assert [block[0].attention.config.n_head for block in pruned.encoder.blocks] == [2, 2]
+
+
+def test_kimi_delta_attention_is_cut_in_heads(tmp_path: Path) -> None:
+    """Kimi Delta Attention (Kimi Linear, Bailing's hybrid) runs one depthwise conv over q|k|v, splits
+    it at ``self.qkv_dim`` and views the parts and its forget gate with ``self.num_heads``: all were
+    frozen; now whole heads are cut across q, k, v, the conv, the gates and the decay."""
+    config = transformers.KimiLinearConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, kv_lora_rank=32, qk_rope_head_dim=8, v_head_dim=16, qk_nope_head_dim=8,
+        mlp_layer_types=["dense", "dense"], layer_types=["linear_attention", "full_attention"], linear_head_dim=16,
+        linear_num_heads=4, pad_token_id=0)
+    torch.manual_seed(0)
+    model = transformers.KimiLinearForCausalLM(config).eval()
+    graph = DependencyGraph.trace(model, IDS)
+    heads = _group_of(graph, "model.layers.0.self_attn.b_proj.weight")
+    assert heads.prunable and heads.size == 4 and heads.exact, heads.reasons
+    inner = {(m.tensor.rsplit("self_attn.", 1)[-1], m.axis, m.inner) for m in heads.members}
+    assert {("conv1d.weight", 0, 16), ("forget_gate.A_log", 2, 1), ("o_proj.weight", 1, 16)} <= inner
+    scores = score(graph, model, "l2")
+    plan = allocate(graph, {heads.id: scores[heads.id]}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=IDS)  # verified
+    attention = pruned.model.layers[0].self_attn
+    assert (attention.num_heads, attention.qkv_dim, attention.forget_gate.num_heads) == (2, 32, 2)
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    with torch.no_grad():
+        out = pruned(IDS).logits
+        torch.testing.assert_close(out, mask(model, graph, plan)(IDS).logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(loaded(IDS).logits, out, rtol=1e-4, atol=1e-5)

@@ -719,6 +719,24 @@ def _refresh_funnel_attention(module: Any) -> None:
         module.config = LayerConfig(module.config, n_head=heads)
 
 
+# -- Kimi Delta Attention (Kimi Linear, Bailing hybrid) -------------------------------------------
+
+def _refresh_delta_attention(module: Any) -> None:
+    """Kimi Delta Attention splits its conv's q|k|v channels at ``self.qkv_dim`` and reads its head
+    count from ``b_proj`` (one gate per head): both follow the sliced weights, and so does its
+    forget gate's view."""
+    module.num_heads = module.b_proj.weight.shape[0]
+    module.qkv_dim = module.q_proj.weight.shape[0]
+    module.conv_dim = 3 * module.qkv_dim
+    _refresh_forget_gate(module.forget_gate)
+
+
+def _refresh_forget_gate(module: Any) -> None:
+    """The delta rule's forget gate views its projection with ``self.num_heads`` (one decay per head)."""
+    module.num_heads = module.A_log.numel()
+    module.qkv_dim = module.dt_bias.shape[0]
+
+
 # -- Gemma 4's audio encoder -----------------------------------------------------------------------
 
 def _refresh_gemma4_audio_attention(module: Any) -> None:
@@ -798,6 +816,12 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
         ("Phi4MultimodalAttention", _refresh_phi3_attention, _phi3_heads)],
     "transformers.models.funnel.modeling_funnel": [
         ("FunnelRelMultiheadAttention", _refresh_funnel_attention, lambda m: {"n_head": m.r_w_bias.shape[0]})],
+    "transformers.models.bailing_hybrid.modeling_bailing_hybrid": [
+        ("BailingHybridDeltaAttention", _refresh_delta_attention, None),
+        ("BailingHybridForgetGate", _refresh_forget_gate, None)],
+    "transformers.models.kimi_linear.modeling_kimi_linear": [
+        ("KimiLinearDeltaAttention", _refresh_delta_attention, None),
+        ("KimiLinearForgetGate", _refresh_forget_gate, None)],
     "transformers.models.gemma4.modeling_gemma4": [
         ("Gemma4AudioAttention", _refresh_gemma4_audio_attention,
          lambda m: {"num_attention_heads": m.relative_k_proj.weight.shape[0] // m.head_dim})],
@@ -814,14 +838,15 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
 KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_attention, _refresh_bigcode_attention,
                                     _refresh_florence_channel_attention, _refresh_cvt_attention,
                                     _refresh_squeezebert_attention, _refresh_mamba2_mixer,
-                                    _refresh_gemma4_audio_attention, _refresh_funnel_attention)
+                                    _refresh_gemma4_audio_attention, _refresh_funnel_attention,
+                                    _refresh_delta_attention, _refresh_forget_gate)
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
 # Of those, the ones whose forward reads its width from the input: the trace keeps their size ties.
 TIED: tuple[_Refresh, ...] = (_refresh_florence_channel_attention,)
 # Refreshes that keep the bounds their forward slices or splits channels at (shape.SPLIT_SECTIONS_FOLLOW).
 SECTIONS: tuple[_Refresh, ...] = (_refresh_phi3_attention, _refresh_falcon_attention, _refresh_bigcode_attention,
-                                  _refresh_mamba2_mixer)
+                                  _refresh_mamba2_mixer, _refresh_delta_attention)
 # Refreshes that set num_key_value_groups from the sliced query and key projections (shape.QUERY_GROUPS_FOLLOW).
 QUERY_GROUPS_KEPT: tuple[_Refresh, ...] = (_refresh_llama_attention, _refresh_phi3_attention, _refresh_falcon_attention,
                                            _refresh_bigcode_attention, refresh_attention)
