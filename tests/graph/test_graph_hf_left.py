@@ -6,9 +6,9 @@ the pruned widths (Bamba's Mamba), a sparse-attention indexer's heads (HY-V4), a
 layer's width and a norm sized by the input's shape (Ergo), one channel of a filled tensor (GIT),
 ``as_strided`` windows (Longformer), timm's attention copied into TimeSformer, Florence-2 and
 ViTDet, CvT's and SqueezeBERT's stored head counts, Gemma 4's audio attention, Funnel's relative
-attention, Kimi Delta Attention. Each failed or kept its channels whole (or froze them without
-saying why) before the fix; now they are cut where they can be, the pruned model equals the masked
-one and the saved folder loads back.
+attention, Kimi Delta Attention, MRA's mask repeated per head. Each failed or kept its channels
+whole (or froze them without saying why) before the fix; now they are cut where they can be, the
+pruned model equals the masked one and the saved folder loads back.
 """
 
 from __future__ import annotations
@@ -497,3 +497,19 @@ def test_kimi_delta_attention_is_cut_in_heads(tmp_path: Path) -> None:
         out = pruned(IDS).logits
         torch.testing.assert_close(out, mask(model, graph, plan)(IDS).logits, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(loaded(IDS).logits, out, rtol=1e-4, atol=1e-5)
+
+
+def test_mask_repeated_by_the_stored_head_count_follows_the_heads(tmp_path: Path) -> None:
+    """MRA repeats its token mask once per head (``mask.repeat(1, self.num_attention_heads, 1)``) and
+    folds heads into the batch: the repeated dim was a fixed size the heads met, so they stayed
+    whole. A size-1 dim repeated by the stored head count of a module whose refresh keeps it is
+    those heads; now they are cut and the pruned model equals the masked one."""
+    config = transformers.MraConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                    num_attention_heads=4, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = transformers.MraModel(config).eval()
+    graph = DependencyGraph.trace(model, IDS)
+    heads = _group_of(graph, "encoder.layer.0.attention.self.query.weight")
+    assert heads.prunable and heads.size == 4 and heads.exact, heads.reasons
+    pruned = _exact_groups_cut(model, graph, IDS, tmp_path)
+    assert [layer.attention.self.num_attention_heads for layer in pruned.encoder.layer] == [2, 2]

@@ -962,12 +962,13 @@ def _broadcast_targets(ctx, args, kwargs, out) -> list[Dim]:  # type: ignore[no-
     result: list[Dim] = [None] * out.dim()
     if ctx.current.endswith(("repeat", "tile")):
         # NOTE: counts of copies, not target sizes; but a size-1 dim repeated a width's count of
-        # times is that width (MAE's ids.unsqueeze(-1).repeat(1, 1, D) to gather tokens with)
+        # times is that width (MAE's ids.unsqueeze(-1).repeat(1, 1, D) to gather tokens with), and
+        # repeated by a stored head count the refresh keeps, those heads (MRA's mask, once per head)
         counts = _raw_sizes(args, kwargs)
         x = args[0]
         if counts is not None and len(counts) == out.dim():
             grown = [1] * (out.dim() - x.dim()) + list(x.shape)
-            result = [sized_by(c) if n == 1 else None for c, n in zip(counts, grown)]
+            result = [(sized_by(c) or _stored_head_count(ctx, c)) if n == 1 else None for c, n in zip(counts, grown)]
         return result
     if ctx.current.endswith("expand_as"):
         other = arg(args, kwargs, 1, "other", None)
