@@ -492,6 +492,33 @@ def test_a_stored_norm_shape_held_twice_stays_frozen() -> None:
     assert not width.prunable and any("without affine weight" in r for r in width.reasons)
 
 
+class AdaptiveNorm(nn.Module):
+    """WavTokenizer's adaptive LayerNorm: ``F.layer_norm(x, (self.dim,))``, then a scale and a shift
+    looked up per condition (an int attribute, the shape built around it at each call)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.dim = width
+        self.scale, self.shift = nn.Embedding(2, width), nn.Embedding(2, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        condition = torch.zeros(x.shape[:-1], dtype=torch.long)
+        return F.layer_norm(x, (self.dim,), eps=1e-5) * self.scale(condition) + self.shift(condition)
+
+
+def test_a_layer_norm_over_a_stored_int_shrinks_it() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), AdaptiveNorm(8), nn.Linear(8, 2))
+    x = torch.randn(2, 5, 3)
+    pruned, graph = _prune(model, x, exact=False)
+    width = _group_of(graph, "0.weight")
+    assert width.prunable and not width.exact, width.reasons
+    assert pruned[1].dim == pruned[0].out_features < 8 and model[1].dim == 8
+    with torch.no_grad():
+        h = F.layer_norm(pruned[0](x), (pruned[1].dim,))
+    torch.testing.assert_close(h.mean(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
+
+
 transformers = pytest.importorskip("transformers")
 
 

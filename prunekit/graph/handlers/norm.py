@@ -59,7 +59,7 @@ def layer_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         if not isinstance(layout, Tracked):
             continue
         if weight is None or not isinstance(ctx.dims(weight)[-k], ParamDim):
-            attr = _stored_shape(ctx, shape)
+            attr, whole = _stored_shape(ctx, shape)
             entry = shape if isinstance(shape, int) else shape[n - k]
             if isinstance(entry, ChannelInt):  # NOTE: read from a shape at run time (Ergo's
                 ctx.store.unify(layout, entry.layout, ctx.where)  # ``(x.shape[-1],)``): it follows the cut
@@ -67,8 +67,7 @@ def layer_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             elif attr is None:
                 ctx.store.freeze(layout, f"normalized_shape is a constant without affine weight in {ctx.where}")
             else:  # NOTE: apply shrinks the attribute the forward reads (OLMo's self.normalized_shape)
-                ctx.store.use(layout, size_attribute(ctx.scope[-1], attr, None if isinstance(shape, int) else n - k),
-                              0, "passive")
+                ctx.store.use(layout, size_attribute(ctx.scope[-1], attr, None if whole else n - k), 0, "passive")
                 ctx.store.inexact(layout, f"LayerNorm statistics over channels in {ctx.where}")
             continue
         ctx.store.inexact(layout, f"LayerNorm statistics over channels in {ctx.where}")
@@ -79,14 +78,17 @@ def layer_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     ctx.set(out, dims)
 
 
-def _stored_shape(ctx, shape: object) -> str | None:  # type: ignore[no-untyped-def]
+def _stored_shape(ctx, shape: object) -> tuple[str | None, bool]:  # type: ignore[no-untyped-def]
     """The one attribute of the running module that holds ``normalized_shape`` (a norm without an
-    affine weight: ``nn.LayerNorm(C, elementwise_affine=False)``, OLMo's LayerNorm), if any."""
+    affine weight: ``nn.LayerNorm(C, elementwise_affine=False)``, OLMo's LayerNorm), if any, and
+    whether it is an int (the whole shape, or its one entry: WavTokenizer's ``(self.dim,)``)."""
     if ctx.module is None:
-        return None
-    found = [name for name, value in vars(ctx.module).items()
-             if type(value) in (int, tuple, list, torch.Size) and value == shape and not isinstance(value, bool)]
-    return found[0] if len(found) == 1 else None
+        return None, False
+    single = shape[0] if isinstance(shape, (tuple, list, torch.Size)) and len(shape) == 1 else None
+    found = [(name, type(value) is int) for name, value in vars(ctx.module).items()
+             if (type(value) in (int, tuple, list, torch.Size) and value == shape)
+             or (type(value) is int and single is not None and value == single)]
+    return found[0] if len(found) == 1 else (None, False)
 
 
 @register_rule(*resolve("group_norm"))
