@@ -192,3 +192,34 @@ def test_inexact_plan_still_checks_its_exact_groups() -> None:
     pruned = apply(model, graph, plan, example_inputs=x)
     assert pruned.up.out_features == 8 and pruned.norm.normalized_shape == (4,)
     assert pruned(x).shape == model(x).shape
+
+
+class CausalMix(torch.nn.Module):
+    """Channels on dim 1 of ``[B, C, L, L]`` position scores made causal with ``tril`` (the leading
+    dims pass), or channels on the last two dims of a ``[B, C, C]`` product (zeroed by position)."""
+
+    def __init__(self, channels_last: bool) -> None:
+        super().__init__()
+        self.channels_last = channels_last
+        self.inp, self.out = torch.nn.Conv1d(3, 8, 1), torch.nn.Conv1d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)  # [B, C, L]
+        if self.channels_last:
+            return self.out(torch.tril(h @ h.transpose(1, 2)) @ h)
+        scores = torch.tril(h.unsqueeze(-1) * h.unsqueeze(-2))  # [B, C, L, L]
+        return self.out(scores.sum(-1))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tril_passes_leading_channels_and_freezes_its_own(channels_last: bool) -> None:
+    torch.manual_seed(0)
+    model, x = CausalMix(channels_last).eval(), torch.randn(2, 3, 5)
+    graph = DependencyGraph.trace(model, x)
+    group = next(g for g in graph.groups if any(m.tensor == "inp.weight" and m.axis == 0 for m in g.members))
+    if channels_last:
+        assert not group.prunable and any("diagonal" in r for r in group.reasons)
+        return
+    assert group.prunable and group.exact
+    graph, plan, pruned = _prune(model, x, 0.5)
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)

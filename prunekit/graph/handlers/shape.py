@@ -1039,6 +1039,20 @@ def _groups_to_heads(ctx, groups: Dim, repeats: Any, heads_size: int) -> Tracked
     return repeated
 
 
+@register_rule(*resolve("tril", "triu", "tril_", "triu_"))
+def triangle(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``tril``/``triu`` zero one side of the diagonal of the last two dims (causal masks, segment
+    sums): the leading dims keep their channels; channels on the last two would be zeroed by
+    position, so they are frozen."""
+    x = args[0]
+    dims = list(ctx.dims(x))
+    for k in (-2, -1):
+        if isinstance(dims[k], Tracked):
+            ctx.store.freeze(dims[k], f"channels on a diagonal's side zeroed by position in {ctx.where}")
+            dims[k] = None
+    ctx.set(out, dims)
+
+
 @register_rule(torch.Tensor.unfold)
 def windows(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """``x.unfold(dim, size, step)``: sliding windows along ``dim`` (a window index there, the
