@@ -111,7 +111,8 @@ def _config(model_type: str) -> Any:
         return _composite_config(model_type, default)
     small = {k: v for k, v in SMALL.items() if type(configs.field(default, k)) is int} | EXTRA.get(model_type, {})
     small = configs.fit(default, small | signals.signal_config(default))
-    if type(getattr(default, "kv_lora_rank", None)) is int:
+    mla = type(getattr(default, "kv_lora_rank", None)) is int
+    if mla:
         small |= {k: v for k, v in MLA.items() if type(getattr(default, k, None)) is int}
         small["num_key_value_heads"] = small.get("num_attention_heads", 4)
     experts = small.get("num_experts") or small.get("num_local_experts")
@@ -126,8 +127,9 @@ def _config(model_type: str) -> Any:
     if config is None or set(getattr(config, "layer_types", None) or ()) == {"linear_attention"}:
         config = CONFIG_MAPPING[model_type](**(small | _hybrid_layout(model_type, default) | EXTRA.get(model_type, {})))
     try:
-        if getattr(config, "qk_rope_head_dim", None):
-            config.head_dim = config.qk_rope_head_dim  # NOTE: MLA's head_dim is its rotary part
+        if mla and getattr(config, "qk_rope_head_dim", None):
+            config.head_dim = config.qk_rope_head_dim  # NOTE: MLA's head_dim is its rotary part (DeepSeek-V4's
+                                                       # compressed attention, no kv_lora_rank, is a whole head)
         elif getattr(config, "head_dim", None) is not None and getattr(config, "hidden_size", None):
             config.head_dim = config.hidden_size // config.num_attention_heads
     except (RuntimeError, AttributeError):  # NOTE: per-layer head sizes (Gemma 4), or a derived head_dim (Falcon)
