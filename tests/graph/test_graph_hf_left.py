@@ -392,6 +392,14 @@ def _exact_groups_cut(model: torch.nn.Module, graph: DependencyGraph, x: torch.T
     return pruned
 
 
+def _four_heads(model: torch.nn.Module, x: torch.Tensor, projection: str):  # type: ignore[no-untyped-def]
+    """(the traced graph, the heads group of ``projection``'s rows), checking they are 4 exact prunable heads."""
+    graph = DependencyGraph.trace(model, x)
+    heads = _group_of(graph, projection)
+    assert heads.prunable and heads.size == 4 and heads.exact, heads.reasons
+    return graph, heads
+
+
 def test_vitdet_attention_is_cut_in_heads(tmp_path: Path) -> None:
     """ViTDet's attention (timm's SAM ViT attention, copied) views ``qkv(x)`` with ``self.num_heads``:
     its heads were frozen; now the stored count follows, the pruned model equals the masked one."""
@@ -430,9 +438,7 @@ def test_squeezebert_attention_is_cut_in_heads(tmp_path: Path) -> None:
                                             v_groups=1, output_groups=1, intermediate_groups=1, post_attention_groups=1)
     torch.manual_seed(0)
     model = transformers.SqueezeBertModel(config).eval()
-    graph = DependencyGraph.trace(model, IDS)
-    heads = _group_of(graph, "encoder.layers.0.attention.query.weight")
-    assert heads.prunable and heads.size == 4 and heads.exact, heads.reasons
+    graph, heads = _four_heads(model, IDS, "encoder.layers.0.attention.query.weight")
     pruned = _exact_groups_cut(model, graph, IDS, tmp_path)
     assert [layer.attention.num_attention_heads for layer in pruned.encoder.layers] == [2, 2]
 
@@ -445,9 +451,7 @@ def test_gemma4_audio_attention_is_cut_in_heads(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = transformers.Gemma4AudioModel(config).eval()
     features = torch.randn(1, 64, 128, generator=torch.Generator().manual_seed(0))
-    graph = DependencyGraph.trace(model, features)
-    heads = _group_of(graph, "layers.0.self_attn.q_proj.linear.weight")
-    assert heads.prunable and heads.size == 4 and heads.exact, heads.reasons
+    graph, heads = _four_heads(model, features, "layers.0.self_attn.q_proj.linear.weight")
     assert ("layers.0.self_attn.relative_k_proj.weight", 0) in {(m.tensor, m.axis) for m in heads.members}
     pruned = _exact_groups_cut(model, graph, features, tmp_path)
     assert [layer.self_attn.num_heads for layer in pruned.layers] == [2, 2]
@@ -462,9 +466,7 @@ def test_funnel_relative_attention_is_cut_in_heads(tmp_path: Path) -> None:
                                        block_sizes=[1, 1], num_decoder_layers=1)
     torch.manual_seed(0)
     model = transformers.FunnelModel(config).eval()
-    graph = DependencyGraph.trace(model, IDS)
-    heads = _group_of(graph, "encoder.blocks.0.0.attention.q_head.weight")
-    assert heads.prunable and heads.size == 4 and heads.exact, heads.reasons
+    graph, heads = _four_heads(model, IDS, "encoder.blocks.0.0.attention.q_head.weight")
     members = {(m.tensor.rsplit(".", 1)[-1], m.axis) for m in heads.members}
     assert {("r_w_bias", 0), ("r_r_bias", 0), ("r_s_bias", 0), ("r_kernel", 1), ("seg_embed", 1)} <= members
     pruned = _exact_groups_cut(model, graph, IDS, tmp_path)
@@ -482,9 +484,7 @@ def test_kimi_delta_attention_is_cut_in_heads(tmp_path: Path) -> None:
         linear_num_heads=4, pad_token_id=0)
     torch.manual_seed(0)
     model = transformers.KimiLinearForCausalLM(config).eval()
-    graph = DependencyGraph.trace(model, IDS)
-    heads = _group_of(graph, "model.layers.0.self_attn.b_proj.weight")
-    assert heads.prunable and heads.size == 4 and heads.exact, heads.reasons
+    graph, heads = _four_heads(model, IDS, "model.layers.0.self_attn.b_proj.weight")
     inner = {(m.tensor.rsplit("self_attn.", 1)[-1], m.axis, m.inner) for m in heads.members}
     assert {("conv1d.weight", 0, 16), ("forget_gate.A_log", 2, 1), ("o_proj.weight", 1, 16)} <= inner
     scores = score(graph, model, "l2")
@@ -508,8 +508,6 @@ def test_mask_repeated_by_the_stored_head_count_follows_the_heads(tmp_path: Path
                                     num_attention_heads=4, max_position_embeddings=64)
     torch.manual_seed(0)
     model = transformers.MraModel(config).eval()
-    graph = DependencyGraph.trace(model, IDS)
-    heads = _group_of(graph, "encoder.layer.0.attention.self.query.weight")
-    assert heads.prunable and heads.size == 4 and heads.exact, heads.reasons
+    graph, heads = _four_heads(model, IDS, "encoder.layer.0.attention.self.query.weight")
     pruned = _exact_groups_cut(model, graph, IDS, tmp_path)
     assert [layer.attention.self.num_attention_heads for layer in pruned.encoder.layer] == [2, 2]
