@@ -340,3 +340,34 @@ def test_a_codebook_summed_against_plain_features_keeps_its_width() -> None:
     graph = DependencyGraph.trace(model, x)
     width = next(g for g in graph.groups if any(m.tensor == "codebook" and m.axis == 1 for m in g.members))
     assert not width.prunable and any("summed against a fixed-size tensor" in r for r in width.reasons)
+
+
+class LearnedQuery(nn.Module):
+    """A learned query scored against each position (Inkling 2's block attention residual): the
+    parameter is viewed to ``(-1, C)`` with ``C`` read from the features' shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.out = nn.Linear(3, 8), nn.Linear(8, 2)
+        self.query = nn.Parameter(torch.randn(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        channels = h.shape[-1]
+        weights = torch.softmax(h @ self.query.view(-1, channels).t(), dim=1)  # [B, N, 1] over positions
+        return self.out((weights * h).sum(1))
+
+
+def test_a_parameter_viewed_to_a_width_read_from_a_shape_follows_it() -> None:
+    """The query's axis is the features' channels (it was frozen: a width read from a shape used
+    as a size for other data); the cut slices it with them, verified, and runs."""
+    torch.manual_seed(0)
+    model, x = LearnedQuery().eval(), torch.randn(2, 5, 3)
+    graph = DependencyGraph.trace(model, x)
+    width = next(g for g in graph.groups if any(m.tensor == "inp.weight" and m.axis == 0 for m in g.members))
+    assert width.prunable, width.reasons
+    assert ("query", 0) in {(m.tensor, m.axis) for m in width.members}
+    plan = allocate(graph, score(graph, model, "l2"), 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)  # NOTE: verified
+    assert pruned.query.shape[0] == pruned.inp.out_features < 8
+    assert pruned(x).shape == (2, 2)

@@ -343,6 +343,8 @@ def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim],  # type: ign
             continue  # NOTE: a module whose refresh rewrites its widths (Swin's attention) reads them anew
         if not isinstance(size, ChannelInt) or size.layout == result[j]:
             continue
+        if isinstance(result[j], ParamDim) and result[j].size:  # NOTE: a parameter viewed to a width read
+            result[j] = ctx.store.param_source(result[j])        # from a shape (Inkling2's query) follows it
         if isinstance(result[j], Tracked):
             ctx.store.unify(size.layout, result[j], ctx.where)
             if ctx.module is not None:
