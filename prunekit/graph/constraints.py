@@ -101,6 +101,7 @@ class ConstraintStore:
         self._equal: list[tuple[int, int, int, int, int]] = []
         self._uses: list[_Use] = []
         self._frozen: list[tuple[int, int, int, str]] = []
+        self._kept_unless_mixed: list[tuple[int, int, int, str]] = []  # see scaled_by_width
         self._inexact: list[tuple[int, int, int, str]] = []
         self._zero_safe: set[int] = set()  # indices into _inexact of mixes exact on zeroed channels
         self._alias: dict[int, tuple[int, int]] = {}  # fine source -> (coarse source, factor)
@@ -203,6 +204,8 @@ class ConstraintStore:
         self._uses = [replace(u, source=s, start=a, length=n, offset=u.offset + d * u.inner)
                       for u in self._uses for s, a, n, d in r(u.source, u.start, u.length)]
         self._frozen = [(s, a, n, why) for src, st, ln, why in self._frozen for s, a, n, _ in r(src, st, ln)]
+        self._kept_unless_mixed = [(s, a, n, why) for src, st, ln, why in self._kept_unless_mixed
+                                   for s, a, n, _ in r(src, st, ln)]
         inexact: list[tuple[int, int, int, str]] = []
         safe: set[int] = set()
         for i, (src, st, ln, why) in enumerate(self._inexact):
@@ -241,6 +244,14 @@ class ConstraintStore:
     def freeze(self, layout: Tracked, reason: str) -> None:
         """Forbid cutting any channel of ``layout``."""
         self._frozen.extend((s.source, s.start, s.length, reason) for s in layout.segments if s.source != FIXED)
+
+    def scaled_by_width(self, layout: Tracked, reason: str) -> None:
+        """``layout``'s channels scale data by a number computed from their count (``x * C ** -0.5``):
+        a cut changes that number. Where the cut is otherwise exact, even if only on zeroed channels
+        (a contraction over them), they are kept (frozen with ``reason``); where their values change
+        anyway (norm statistics over them), it is one more such change and they may be cut."""
+        self._kept_unless_mixed.extend((s.source, s.start, s.length, reason) for s in layout.segments
+                                       if s.source != FIXED)
 
     def fixed_read(self, tensor: str, axis: int, reason: str) -> None:
         """Axis ``axis`` of ``tensor`` also reads data that carries no channels (a fixed width), so
@@ -357,11 +368,13 @@ class ConstraintStore:
         lo, hi = start // f, -(-(start + length) // f)
         return root, lo, hi - lo, f, start % f == 0 and length % f == 0
 
-    def _rewritten(self) -> tuple[list, list, list, list]:  # type: ignore[type-arg]
+    def _rewritten(self) -> tuple[list, list, list, list, list]:  # type: ignore[type-arg]
         """Every constraint in root-source units (heads); what cannot be expressed is frozen."""
         self._split_constraints()
         self._propagate()
         frozen = [(r, a, n, why) for s, st, ln, why in self._frozen for r, a, n, _, _ in [self._in_units(s, st, ln)]]
+        unless_mixed = [(r, a, n, why) for s, st, ln, why in self._kept_unless_mixed
+                        for r, a, n, _, _ in [self._in_units(s, st, ln)]]
         inexact = [(r, a, n, why, i in self._zero_safe) for i, (s, st, ln, why) in enumerate(self._inexact)
                    for r, a, n, _, _ in [self._in_units(s, st, ln)]]
         equal = []
@@ -384,7 +397,7 @@ class ConstraintStore:
         shared_equal, shared_frozen = _shared_positions(uses)
         frozen += [(u.source, u.start, u.length, self._fixed_reads[(u.tensor, u.axis)]) for u in uses
                    if (u.tensor, u.axis) in self._fixed_reads]
-        return equal + shared_equal, uses, frozen + shared_frozen, inexact
+        return equal + shared_equal, uses, frozen + shared_frozen, inexact, unless_mixed
 
     def _cuts(self, sizes: list[int], equal: list, bounds: list) -> list[list[int]]:  # type: ignore[type-arg]
         cuts: list[set[int]] = [{0, n} for n in sizes]
@@ -409,10 +422,11 @@ class ConstraintStore:
 
     def solve(self) -> tuple[ChannelGroup, ...]:
         """Split sources into atoms, union equal atoms, and build one group per class."""
-        equal, uses, frozen, inexact = self._rewritten()
+        equal, uses, frozen, inexact, unless_mixed = self._rewritten()
         sizes = [0 if src in self._alias or src in self._pieces else n  # aliased or split: no atoms
                  for src, n in enumerate(self.sizes)]
-        bounds = [(s, a, n) for s, a, n, *_ in frozen + inexact] + [(u.source, u.start, u.length) for u in uses]
+        bounds = [(s, a, n) for s, a, n, *_ in frozen + inexact + unless_mixed]
+        bounds += [(u.source, u.start, u.length) for u in uses]
         cuts = self._cuts(sizes, equal, bounds)
         atoms: dict[tuple[int, int], int] = {}  # (source, start) -> atom id
         spans: list[tuple[int, int, int]] = []  # atom id -> (source, start, length)
@@ -434,9 +448,10 @@ class ConstraintStore:
         for s1, a1, s2, a2, n in equal:
             for i, j in zip(covered(s1, a1, n), covered(s2, a2, n)):
                 parent[find(i)] = find(j)
-        return self._groups(spans, find, covered, uses, frozen, inexact)
+        return self._groups(spans, find, covered, uses, frozen, inexact, unless_mixed)
 
-    def _groups(self, spans, find, covered, uses, frozen, inexact) -> tuple[ChannelGroup, ...]:  # type: ignore[no-untyped-def]
+    def _groups(self, spans, find, covered, uses, frozen, inexact,  # type: ignore[no-untyped-def]
+                unless_mixed) -> tuple[ChannelGroup, ...]:
         members: dict[int, set[Member]] = defaultdict(set)
         attrs: dict[int, set[Member]] = defaultdict(set)  # sizes held by module attributes
         for use in uses:
@@ -451,6 +466,10 @@ class ConstraintStore:
                 reasons[find(atom)].append(reason)
         mixed = {find(a) for src, start, length, _, _ in inexact for a in covered(src, start, length)}
         unsafe = {find(a) for src, start, length, _, safe in inexact if not safe for a in covered(src, start, length)}
+        for src, start, length, reason in unless_mixed:  # NOTE: a mix that is exact on zeroed channels
+            for atom in covered(src, start, length):      # (a contraction) leaves the cut exact: kept
+                if find(atom) not in unsafe:
+                    reasons[find(atom)].append(reason)
         first: dict[int, int] = {}  # class root -> its first atom (groups come out in trace order)
         for atom in range(len(spans)):
             first.setdefault(find(atom), atom)

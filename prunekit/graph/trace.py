@@ -434,7 +434,9 @@ class _Recorder(TorchFunctionMode):
 
 def _scaled_by_width(ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Data scaled by a float computed from a channel count (``attn * C ** -0.5`` with ``C`` read
-    from the shape): the pruned model would scale by its own width, so those channels are kept.
+    from the shape): the pruned model would scale by its own width, so those channels are kept
+    where their cut is otherwise exact (``ConstraintStore.scaled_by_width``; where norm statistics
+    over them change values anyway, they are cut: Inkling 2's block attention over its hidden width).
     A module with a refresh keeps its scale (torchvision's Swin attention is replaced by one that does)."""
     if ctx.module is not None and refresh_for(ctx.module) is not None:
         return
@@ -444,7 +446,7 @@ def _scaled_by_width(ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any]
             why = (f"a scale computed from the channel count ({float(value):.3g}) in {ctx.current} in "
                    f"{repr(scope) if scope else 'the root module'}: a cut would change it")
             for layout in value.layouts:
-                ctx.store.freeze(layout, why)
+                ctx.store.scaled_by_width(layout, why)
 
 
 def _taint(ctx: Context, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -371,3 +371,31 @@ def test_a_parameter_viewed_to_a_width_read_from_a_shape_follows_it() -> None:
     pruned = apply(model, graph, plan, example_inputs=x)  # NOTE: verified
     assert pruned.query.shape[0] == pruned.inp.out_features < 8
     assert pruned(x).shape == (2, 2)
+
+
+class NormedScaledScores(nn.Module):
+    """Position scores over normalised features, scaled by their width read from the shape
+    (``h @ h.T * C ** -0.5`` after a LayerNorm): the norm already changes values when the width is
+    cut, so the scale is one more such change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.norm, self.out = nn.Linear(3, 8), nn.LayerNorm(8), nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.inp(x))
+        channels = h.shape[-1]
+        weights = torch.softmax(h @ h.transpose(1, 2) * channels ** -0.5, dim=-1)
+        return self.out(weights @ h)
+
+
+def test_a_scale_computed_from_a_normalised_width_lets_it_be_cut() -> None:
+    """Unlike the exact attention above, whose q and k stay whole, a width whose values a norm
+    changes anyway is cut (inexact, verified layer by layer)."""
+    torch.manual_seed(0)
+    model, x = NormedScaledScores().eval(), torch.randn(2, 5, 3)
+    graph = DependencyGraph.trace(model, x)
+    width = next(g for g in graph.groups if any(m.tensor == "inp.weight" and m.axis == 0 for m in g.members))
+    assert width.prunable and not width.exact, width.reasons
+    pruned = apply(model, graph, allocate(graph, score(graph, model, "l2"), 0.5), example_inputs=x)  # verified
+    assert pruned.inp.out_features < 8 and pruned(x).shape == (2, 5, 2)
