@@ -6,9 +6,9 @@ the pruned widths (Bamba's Mamba), a sparse-attention indexer's heads (HY-V4), a
 layer's width and a norm sized by the input's shape (Ergo), one channel of a filled tensor (GIT),
 ``as_strided`` windows (Longformer), timm's attention copied into TimeSformer, Florence-2 and
 ViTDet, CvT's and SqueezeBERT's stored head counts, Gemma 4's audio attention, Funnel's relative
-attention, Kimi Delta Attention, MRA's mask repeated per head. Each failed or kept its channels
-whole (or froze them without saying why) before the fix; now they are cut where they can be, the
-pruned model equals the masked one and the saved folder loads back.
+attention, Kimi Delta Attention, MRA's mask repeated per head, Inkling 2's position bias. Each failed
+or kept its channels whole (or froze them without saying why) before the fix; now they are cut where
+they can be, the pruned model equals the masked one and the saved folder loads back.
 """
 
 from __future__ import annotations
@@ -511,3 +511,28 @@ def test_mask_repeated_by_the_stored_head_count_follows_the_heads(tmp_path: Path
     graph, heads = _four_heads(model, IDS, "encoder.layer.0.attention.self.query.weight")
     pruned = _exact_groups_cut(model, graph, IDS, tmp_path)
     assert [layer.attention.self.num_attention_heads for layer in pruned.encoder.layer] == [2, 2]
+
+
+def test_inkling2_relative_position_bias_is_cut_with_the_heads(tmp_path: Path) -> None:
+    """Inkling 2 adds a per-head position bias, computed from the hidden states and viewed with the
+    bias module's ``self.num_heads``, to its scores: the heads met a fixed-size bias and stayed
+    whole. Now the bias follows the heads it is added to, and both are cut."""
+    config = transformers.Inkling2TextConfig(
+        vocab_size=128, unpadded_vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, layer_types=["hybrid_sliding", "hybrid_sliding"],
+        max_position_embeddings=64, moe_intermediate_size=128, n_routed_experts=4, num_experts_per_tok=2)
+    torch.manual_seed(0)
+    model = transformers.Inkling2ForCausalLM(config).eval()
+    graph = DependencyGraph.trace(model, IDS)
+    bias = _group_of(graph, "model.layers.0.self_attn.relative_position_bias.linear.weight")
+    assert bias.prunable, bias.reasons
+    assert any(m.tensor == "model.layers.0.self_attn.q_proj.linear.weight" for m in bias.members)
+    pruned = apply(model, graph, allocate(graph, {bias.id: score(graph, model, "l2")[bias.id]}, 0.5),
+                   example_inputs=IDS)  # verified
+    attention = pruned.model.layers[0].self_attn  # NOTE: its sliding layers have 48 query heads of 128
+    position_bias = attention.relative_position_bias
+    assert position_bias.num_heads == position_bias.norm.scale.shape[0] == attention.o_proj.linear.weight.shape[1] // 128
+    assert position_bias.num_heads < 48
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(IDS).logits, pruned(IDS).logits, rtol=1e-4, atol=1e-5)

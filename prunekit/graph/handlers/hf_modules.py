@@ -745,6 +745,14 @@ def _refresh_gemma4_audio_attention(module: Any) -> None:
     module.num_heads = module.relative_k_proj.weight.shape[0] // module.head_dim
 
 
+# -- Inkling 2 -------------------------------------------------------------------------------------
+
+def _refresh_inkling2_position_bias(module: Any) -> None:
+    """Inkling 2's relative position bias views its projection with ``self.num_heads`` (per-head
+    states, one bias per head added to the scores): the count follows its per-head scale."""
+    module.num_heads = module.norm.scale.shape[0]
+
+
 # -- Mamba-2 (and the hybrids that copy its mixer) ----------------------------------------------
 
 def _mamba2_widths(module: Any) -> dict[str, int]:
@@ -825,6 +833,10 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
     "transformers.models.gemma4.modeling_gemma4": [
         ("Gemma4AudioAttention", _refresh_gemma4_audio_attention,
          lambda m: {"num_attention_heads": m.relative_k_proj.weight.shape[0] // m.head_dim})],
+    "transformers.models.inkling2.modeling_inkling2": [
+        ("Inkling2RelativePositionBias", _refresh_inkling2_position_bias, None)],
+    "transformers.models.inkling2_loop.modeling_inkling2_loop": [
+        ("Inkling2LoopRelativePositionBias", _refresh_inkling2_position_bias, None)],
     # NOTE: Mamba-2's mixer and its copies in the hybrids (attributes alike)
     "transformers.models.mamba2.modeling_mamba2": [("Mamba2Mixer", _refresh_mamba2_mixer, None)],
     "transformers.models.bamba.modeling_bamba": [("BambaMixer", _refresh_mamba2_mixer, None)],
@@ -839,7 +851,7 @@ KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_att
                                     _refresh_florence_channel_attention, _refresh_cvt_attention,
                                     _refresh_squeezebert_attention, _refresh_mamba2_mixer,
                                     _refresh_gemma4_audio_attention, _refresh_funnel_attention,
-                                    _refresh_delta_attention, _refresh_forget_gate)
+                                    _refresh_delta_attention, _refresh_forget_gate, _refresh_inkling2_position_bias)
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
 # Of those, the ones whose forward reads its width from the input: the trace keeps their size ties.
