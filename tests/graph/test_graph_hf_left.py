@@ -6,9 +6,10 @@ the pruned widths (Bamba's Mamba), a sparse-attention indexer's heads (HY-V4), a
 layer's width and a norm sized by the input's shape (Ergo), one channel of a filled tensor (GIT),
 ``as_strided`` windows (Longformer), timm's attention copied into TimeSformer, Florence-2 and
 ViTDet, CvT's and SqueezeBERT's stored head counts, Gemma 4's audio attention, Funnel's relative
-attention, Kimi Delta Attention, MRA's mask repeated per head, Inkling 2's position bias. Each failed
-or kept its channels whole (or froze them without saying why) before the fix; now they are cut where
-they can be, the pruned model equals the masked one and the saved folder loads back.
+attention, Kimi Delta Attention, MRA's mask repeated per head, Inkling 2's position bias, Zaya's
+zero state. Each failed or kept its channels whole (or froze them without saying why) before the fix;
+now they are cut where they can be, the pruned model equals the masked one and the saved folder
+loads back.
 """
 
 from __future__ import annotations
@@ -533,6 +534,28 @@ def test_inkling2_relative_position_bias_is_cut_with_the_heads(tmp_path: Path) -
     position_bias = attention.relative_position_bias
     assert position_bias.num_heads == position_bias.norm.scale.shape[0] == attention.o_proj.linear.weight.shape[1] // 128
     assert position_bias.num_heads < 48
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(IDS).logits, pruned(IDS).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_a_zero_state_sized_by_a_refreshed_module_width_follows_the_cut(tmp_path: Path) -> None:
+    """Zaya's attention projects ``hidden_states.new_zeros(B, 1, self.hidden_size)`` as the previous
+    token's value state: a uniform tensor sized by a stored width of a module with a refresh was
+    fixed, so the whole residual width froze. Its positions are the channels that meet them; the
+    attribute is rewritten with the cut."""
+    config = transformers.ZayaConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     max_position_embeddings=64, moe_intermediate_size=64, num_experts=4,
+                                     layer_types=["hybrid", "hybrid"], head_dim=16)
+    torch.manual_seed(0)
+    model = transformers.ZayaForCausalLM(config).eval()
+    graph = DependencyGraph.trace(model, IDS)
+    width = _group_of(graph, "model.layers.0.self_attn.qkv_proj.v_proj_delayed.weight", axis=1)
+    assert width.prunable, width.reasons
+    plan = allocate(graph, {width.id: score(graph, model, "l2")[width.id]}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=IDS)  # verified
+    attention = pruned.model.layers[0].self_attn.qkv_proj
+    assert attention.hidden_size == attention.v_proj_delayed.in_features < 64
     loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
     with torch.no_grad():
         torch.testing.assert_close(loaded(IDS).logits, pruned(IDS).logits, rtol=1e-4, atol=1e-5)

@@ -17,7 +17,7 @@ import torch
 
 from prunekit.graph.constraints import FIXED, Dim, ParamDim, Segment, Tracked
 from prunekit.graph.handlers.common import arg, slice_layout
-from prunekit.graph.registry import refresh_for, register_rule, resolve
+from prunekit.graph.registry import register_rule, resolve
 
 
 def _groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], list[int]]] | None:
@@ -1142,11 +1142,12 @@ _HEAD_COUNTS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads"
 
 def _stored_uniform_size(ctx, size: Any, j: int, ndim: int) -> Tracked | None:  # type: ignore[no-untyped-def]
     """A uniform tensor sized by the one attribute of the running module that holds ``size``
-    (JetMoE's ``torch.zeros(B * T, self.input_size)`` that the experts' outputs are added into): its
-    positions are channels that whatever meets them decides (a new source without a producer), and
-    the attribute joins their group (``apply`` rewrites it). None: a constant nothing holds."""
+    (JetMoE's ``torch.zeros(B * T, self.input_size)`` that the experts' outputs are added into; Zaya's
+    ``new_zeros(B, 1, self.hidden_size)`` in an attention with a refresh): its positions are channels
+    that whatever meets them decides (a new source without a producer), and the attribute joins
+    their group (``apply`` rewrites it, before any refresh). None: a constant nothing holds."""
     module, scope = calling_module(ctx)
-    if module is None or type(size) is not int or size <= 1 or refresh_for(module) is not None:
+    if module is None or type(size) is not int or size <= 1:
         return None
     found = _attributes_holding(module, size, j, ndim)
     if len(found) != 1:
