@@ -7,9 +7,9 @@ layer's width and a norm sized by the input's shape (Ergo), one channel of a fil
 ``as_strided`` windows (Longformer), timm's attention copied into TimeSformer, Florence-2 and
 ViTDet, CvT's and SqueezeBERT's stored head counts, Gemma 4's audio attention, Funnel's relative
 attention, Kimi Delta Attention, MRA's mask repeated per head, Inkling 2's position bias, Zaya's
-zero state. Each failed or kept its channels whole (or froze them without saying why) before the fix;
-now they are cut where they can be, the pruned model equals the masked one and the saved folder
-loads back.
+zero state, Gated DeltaNet. Each failed or kept its channels whole (or froze them without saying
+why) before the fix; now they are cut where they can be, the pruned model equals the masked one and
+the saved folder loads back.
 """
 
 from __future__ import annotations
@@ -559,3 +559,31 @@ def test_a_zero_state_sized_by_a_refreshed_module_width_follows_the_cut(tmp_path
     loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
     with torch.no_grad():
         torch.testing.assert_close(loaded(IDS).logits, pruned(IDS).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_gated_delta_net_is_cut_in_key_heads_with_their_value_heads(tmp_path: Path) -> None:
+    """Gated DeltaNet (OLMo hybrid, Qwen3.5) splits its conv's q|k|v at stored widths, repeats each
+    key head over its value heads (``repeat_interleave(num_v_heads // num_k_heads)``) and solves a
+    triangular system per head: its heads were frozen. Now a key head is cut with its value heads,
+    gates and decays, and the pruned model equals the masked one."""
+    config = transformers.OlmoHybridConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0,
+        layer_types=["linear_attention", "full_attention"], linear_num_key_heads=2, linear_num_value_heads=4,
+        linear_key_head_dim=16, linear_value_head_dim=16)
+    torch.manual_seed(0)
+    model = transformers.OlmoHybridForCausalLM(config).eval()
+    graph = DependencyGraph.trace(model, IDS)
+    heads = _group_of(graph, "model.layers.0.linear_attn.A_log")
+    assert heads.prunable and heads.size == 2 and heads.exact, heads.reasons
+    inner = {(m.tensor.rsplit("linear_attn.", 1)[-1], m.axis, m.inner) for m in heads.members}
+    assert {("A_log", 0, 2), ("q_proj.weight", 0, 16), ("v_proj.weight", 0, 32), ("o_proj.weight", 1, 32)} <= inner
+    plan = allocate(graph, {heads.id: score(graph, model, "l2")[heads.id]}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=IDS)  # verified
+    attention = pruned.model.layers[0].linear_attn
+    assert (attention.num_k_heads, attention.num_v_heads, attention.key_dim, attention.value_dim) == (1, 2, 16, 32)
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    with torch.no_grad():
+        out = pruned(IDS).logits
+        torch.testing.assert_close(out, mask(model, graph, plan)(IDS).logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(loaded(IDS).logits, out, rtol=1e-4, atol=1e-5)

@@ -737,6 +737,21 @@ def _refresh_forget_gate(module: Any) -> None:
     module.qkv_dim = module.dt_bias.shape[0]
 
 
+# -- Gated DeltaNet (Qwen3.5, OLMo hybrid) ---------------------------------------------------------
+
+def _refresh_gated_delta_net(module: Any) -> None:
+    """Gated DeltaNet splits its conv's q|k|v channels at ``(key_dim, key_dim, value_dim)`` and
+    repeats each key head over ``num_v_heads // num_k_heads`` value heads: the widths and both head
+    counts follow the sliced weights (one ``dt_bias`` per value head; the output projection reads the
+    value heads; the conv runs over all three)."""
+    out = getattr(module, "out_proj", None) or module.o_proj
+    module.num_v_heads = module.dt_bias.shape[0]
+    module.value_dim = out.weight.shape[1]
+    module.conv_dim = module.conv1d.weight.shape[0]
+    module.key_dim = (module.conv_dim - module.value_dim) // 2
+    module.num_k_heads = module.key_dim // module.head_k_dim
+
+
 # -- Gemma 4's audio encoder -----------------------------------------------------------------------
 
 def _refresh_gemma4_audio_attention(module: Any) -> None:
@@ -830,6 +845,11 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
     "transformers.models.kimi_linear.modeling_kimi_linear": [
         ("KimiLinearDeltaAttention", _refresh_delta_attention, None),
         ("KimiLinearForgetGate", _refresh_forget_gate, None)],
+    "transformers.models.qwen3_5.modeling_qwen3_5": [("Qwen3_5GatedDeltaNet", _refresh_gated_delta_net, None)],
+    "transformers.models.qwen3_5_moe.modeling_qwen3_5_moe": [
+        ("Qwen3_5MoeGatedDeltaNet", _refresh_gated_delta_net, None)],
+    "transformers.models.olmo_hybrid.modeling_olmo_hybrid": [
+        ("OlmoHybridGatedDeltaNet", _refresh_gated_delta_net, None)],
     "transformers.models.gemma4.modeling_gemma4": [
         ("Gemma4AudioAttention", _refresh_gemma4_audio_attention,
          lambda m: {"num_attention_heads": m.relative_k_proj.weight.shape[0] // m.head_dim})],
@@ -851,14 +871,15 @@ KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_att
                                     _refresh_florence_channel_attention, _refresh_cvt_attention,
                                     _refresh_squeezebert_attention, _refresh_mamba2_mixer,
                                     _refresh_gemma4_audio_attention, _refresh_funnel_attention,
-                                    _refresh_delta_attention, _refresh_forget_gate, _refresh_inkling2_position_bias)
+                                    _refresh_delta_attention, _refresh_forget_gate, _refresh_inkling2_position_bias,
+                                    _refresh_gated_delta_net)
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
 # Of those, the ones whose forward reads its width from the input: the trace keeps their size ties.
 TIED: tuple[_Refresh, ...] = (_refresh_florence_channel_attention,)
 # Refreshes that keep the bounds their forward slices or splits channels at (shape.SPLIT_SECTIONS_FOLLOW).
 SECTIONS: tuple[_Refresh, ...] = (_refresh_phi3_attention, _refresh_falcon_attention, _refresh_bigcode_attention,
-                                  _refresh_mamba2_mixer, _refresh_delta_attention)
+                                  _refresh_mamba2_mixer, _refresh_delta_attention, _refresh_gated_delta_net)
 # Refreshes that set num_key_value_groups from the sliced query and key projections (shape.QUERY_GROUPS_FOLLOW).
 QUERY_GROUPS_KEPT: tuple[_Refresh, ...] = (_refresh_llama_attention, _refresh_phi3_attention, _refresh_falcon_attention,
                                            _refresh_bigcode_attention, refresh_attention)

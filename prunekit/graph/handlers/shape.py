@@ -1046,13 +1046,34 @@ def triangle(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """``tril``/``triu`` zero one side of the diagonal of the last two dims (causal masks, segment
     sums): the leading dims keep their channels; channels on the last two would be zeroed by
     position, so they are frozen."""
-    x = args[0]
+    ctx.set(out, _matrices(ctx, args[0], f"channels on a diagonal's side zeroed by position in {ctx.where}"))
+
+
+@register_rule(torch.linalg.solve_triangular)
+def solve_triangular(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``solve_triangular(A, B)``: one solve per leading index (Gated DeltaNet's chunks, per head):
+    the leading dims keep their channels (A's and B's meet); channels of the matrices themselves
+    would change the system, so they are frozen."""
+    a, b = args[0], arg(args, kwargs, 1, "B", None)
+    why = f"channels of a triangular system solved by {ctx.where}"
+    dims_a = _matrices(ctx, a, why)
+    dims_b = _matrices(ctx, b, why) if isinstance(b, torch.Tensor) else dims_a
+    lead = out.dim() - 2
+    result: list[Dim] = [None] * out.dim()
+    for j in range(lead):
+        da, db = dims_a[j - lead - 2] if lead - j <= a.dim() - 2 else None, dims_b[j - lead - 2]
+        result[j] = ctx.store.unify(da, db, ctx.where) if da is not None and db is not None else (da or db)
+    ctx.set(out, result)
+
+
+def _matrices(ctx, x: torch.Tensor, why: str) -> list[Dim]:  # type: ignore[no-untyped-def]
+    """``x``'s dims with channels on its last two (the matrices) frozen with ``why``."""
     dims = list(ctx.dims(x))
     for k in (-2, -1):
         if isinstance(dims[k], Tracked):
-            ctx.store.freeze(dims[k], f"channels on a diagonal's side zeroed by position in {ctx.where}")
+            ctx.store.freeze(dims[k], why)
             dims[k] = None
-    ctx.set(out, dims)
+    return dims
 
 
 @register_rule(torch.Tensor.unfold)
