@@ -85,6 +85,19 @@ def _matmul_dims(ctx, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> li
     return batch + rows + cols
 
 
+@register_rule(torch.linalg.solve_triangular)
+def solve_triangular(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``solve_triangular(A, B)``: one solve per batch index (Gated DeltaNet's chunks, per head): the
+    batch dims broadcast as a matmul's do; channels of the matrices themselves would change the
+    system, so they are frozen."""
+    a, b = args[0], arg(args, kwargs, 1, "B", None)
+    why = f"channels of a triangular system solved by {ctx.where}"
+    ad, bd = shape.matrices(ctx, a, why), shape.matrices(ctx, b, why)
+    batch_out = tuple(out.shape[:-2])
+    ctx.set(out, _broadcast(ctx, [tuple(a.shape[:-2]), tuple(b.shape[:-2])], [ad[:-2], bd[:-2]], batch_out)
+            + [None, None])
+
+
 @register_rule(*resolve("matmul", "bmm", "mm", "__matmul__"))
 def matmul(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """Batched matmul: batch dims broadcast like elementwise ops, ``a[-1]`` meets ``b[-2]``."""

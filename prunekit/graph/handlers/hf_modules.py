@@ -20,7 +20,8 @@ from prunekit.graph.groups import ChannelGroup, joined
 from prunekit.graph.handlers import timm_modules
 from prunekit.graph.registry import register_group_tie
 
-__all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "SECTIONS", "TIED", "LayerConfig", "is_attention",
+__all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "SECTIONS", "TIED", "LayerConfig", "config_widths",
+           "is_attention",
            "keeps_query_groups", "refresh_attention", "same_head_dims", "tied_widths"]
 
 WIDTHS: dict[type, Callable[[nn.Module], dict[str, int]]] = {}  # class -> its config widths
@@ -43,6 +44,23 @@ _FUSED = ("qkv", "query_key_value", "Wqkv", "qkv_proj")
 _IN_PROJ = ("in_proj",)  # DeBERTa's fused q|k|v; Mamba mixers' in_proj is no attention (checked by size)
 _KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
 _INNER = ("all_head_size", "inner_dim")
+
+
+def config_widths(config: Any) -> set[int]:
+    """The widths a config holds: its scalar width fields (``WIDTH_FIELDS``) and each head count times
+    a head size (Funnel's ``n_head * d_head``, which its refresh keeps per layer). A heterogeneous
+    config that refuses a global value for a per-layer field (EmbeddingGemma 2) holds none there."""
+    ints = {name: value for name in (*WIDTH_FIELDS, "d_head") if type(value := _field(config, name)) is int}
+    inner = {ints[h] * ints[d] for h in _HEADS if h in ints for d in ("head_dim", "d_head", "d_kv") if d in ints}
+    return set(ints.values()) | inner
+
+
+def _field(config: Any, name: str) -> Any:
+    """``config.name``, or None where the config has no such field or refuses a global value."""
+    try:
+        return getattr(config, name, None)
+    except Exception:
+        return None
 
 
 @register_group_tie
@@ -723,12 +741,11 @@ def _refresh_funnel_attention(module: Any) -> None:
 
 def _refresh_delta_attention(module: Any) -> None:
     """Kimi Delta Attention splits its conv's q|k|v channels at ``self.qkv_dim`` and reads its head
-    count from ``b_proj`` (one gate per head): both follow the sliced weights, and so does its
-    forget gate's view."""
+    count from ``b_proj`` (one gate per head): both follow the sliced weights (its forget gate has a
+    refresh of its own)."""
     module.num_heads = module.b_proj.weight.shape[0]
     module.qkv_dim = module.q_proj.weight.shape[0]
     module.conv_dim = 3 * module.qkv_dim
-    _refresh_forget_gate(module.forget_gate)
 
 
 def _refresh_forget_gate(module: Any) -> None:
@@ -770,24 +787,17 @@ def _refresh_inkling2_position_bias(module: Any) -> None:
 
 # -- Mamba-2 (and the hybrids that copy its mixer) ----------------------------------------------
 
-def _mamba2_widths(module: Any) -> dict[str, int]:
-    """Heads, groups and inner width of a Mamba-2 mixer from its sliced weights: ``A_log`` holds one
-    value per head, ``out_proj`` reads the heads' channels, and the depthwise conv runs over the
-    heads' channels and the B and C projections of every group."""
-    inner = module.out_proj.weight.shape[1]
-    groups = (module.conv1d.weight.shape[0] - inner) // (2 * module.ssm_state_size)
-    return {"num_heads": module.A_log.shape[0], "intermediate_size": inner, "n_groups": groups}
-
-
 def _refresh_mamba2_mixer(module: Any) -> None:
     """A Mamba-2 mixer splits ``in_proj``'s rows at ``(intermediate_size, conv_dim, num_heads)``, the
     conv's channels at ``(intermediate_size, n_groups * state, n_groups * state)`` and views the heads
     with ``num_heads``/``head_dim``; its gated norm normalises groups of ``group_size`` channels.
-    Each follows the sliced weights (whole heads are cut, so ``head_dim`` stays)."""
-    widths = _mamba2_widths(module)
-    module.num_heads, module.intermediate_size, module.n_groups = (
-        widths["num_heads"], widths["intermediate_size"], widths["n_groups"])
+    Each follows the sliced weights: ``A_log`` holds one value per head, ``out_proj`` reads the
+    heads' channels, the depthwise conv runs over them and the B and C rows of every group (whole
+    heads are cut, so ``head_dim`` stays)."""
+    module.num_heads = module.A_log.shape[0]
+    module.intermediate_size = module.out_proj.weight.shape[1]
     module.conv_dim = module.conv1d.weight.shape[0]
+    module.n_groups = (module.conv_dim - module.intermediate_size) // (2 * module.ssm_state_size)
     module.hidden_size = module.in_proj.weight.shape[1]
     module.norm.group_size = module.intermediate_size // max(module.n_groups, 1)
 

@@ -262,28 +262,16 @@ def calling_module(ctx) -> tuple[Any, str]:  # type: ignore[no-untyped-def]
 
 
 def _config_misses(module: Any, size: int) -> bool:
-    """A Hugging Face model (its refresh rewrites the config) viewing to a constant that no scalar
-    width field of its config holds, nor a head count times a head size (Funnel's ``n_head * d_head``
-    read from the config its refresh keeps): PVT-v2's ``reshape(B, -1, self.config.hidden_sizes[-1])``
-    reads an entry of a per-stage list, which the config refresh does not rewrite stage by stage."""
-    from prunekit.graph.handlers.hf_modules import WIDTH_FIELDS
+    """A Hugging Face model (its refresh rewrites the config) viewing to a constant that its config
+    does not hold as a width (``hf_modules.config_widths``): PVT-v2's ``reshape(B, -1,
+    self.config.hidden_sizes[-1])`` reads an entry of a per-stage list, which the config refresh does
+    not rewrite stage by stage."""
+    from prunekit.graph.handlers.hf_modules import config_widths
 
     config = vars(module).get("config")
     if config is None or not hasattr(config, "to_dict"):
         return False
-    ints = {name: value for name in (*WIDTH_FIELDS, "d_head") if type(value := _field(config, name)) is int}
-    inner = {ints[h] * ints[d] for h in ("num_attention_heads", "num_heads", "n_head", "n_heads") if h in ints
-             for d in ("head_dim", "d_head", "d_kv") if d in ints}
-    return size not in ints.values() and size not in inner
-
-
-def _field(config: Any, name: str) -> Any:
-    """``config.name``, or None where the config has no such field or refuses a global value (a
-    heterogeneous config's per-layer fields: EmbeddingGemma 2's ``num_key_value_heads``)."""
-    try:
-        return getattr(config, name, None)
-    except Exception:
-        return None
+    return size not in config_widths(config)
 
 
 def size_attribute(module: str, attr: str, index: int | None) -> str:
@@ -1046,27 +1034,10 @@ def triangle(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """``tril``/``triu`` zero one side of the diagonal of the last two dims (causal masks, segment
     sums): the leading dims keep their channels; channels on the last two would be zeroed by
     position, so they are frozen."""
-    ctx.set(out, _matrices(ctx, args[0], f"channels on a diagonal's side zeroed by position in {ctx.where}"))
+    ctx.set(out, matrices(ctx, args[0], f"channels on a diagonal's side zeroed by position in {ctx.where}"))
 
 
-@register_rule(torch.linalg.solve_triangular)
-def solve_triangular(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
-    """``solve_triangular(A, B)``: one solve per leading index (Gated DeltaNet's chunks, per head):
-    the leading dims keep their channels (A's and B's meet); channels of the matrices themselves
-    would change the system, so they are frozen."""
-    a, b = args[0], arg(args, kwargs, 1, "B", None)
-    why = f"channels of a triangular system solved by {ctx.where}"
-    dims_a = _matrices(ctx, a, why)
-    dims_b = _matrices(ctx, b, why) if isinstance(b, torch.Tensor) else dims_a
-    lead = out.dim() - 2
-    result: list[Dim] = [None] * out.dim()
-    for j in range(lead):
-        da, db = dims_a[j - lead - 2] if lead - j <= a.dim() - 2 else None, dims_b[j - lead - 2]
-        result[j] = ctx.store.unify(da, db, ctx.where) if da is not None and db is not None else (da or db)
-    ctx.set(out, result)
-
-
-def _matrices(ctx, x: torch.Tensor, why: str) -> list[Dim]:  # type: ignore[no-untyped-def]
+def matrices(ctx, x: torch.Tensor, why: str) -> list[Dim]:  # type: ignore[no-untyped-def]
     """``x``'s dims with channels on its last two (the matrices) frozen with ``why``."""
     dims = list(ctx.dims(x))
     for k in (-2, -1):
