@@ -24,8 +24,8 @@ from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 from prunekit.graph.handlers import hf_modules, timm_modules
 from prunekit.graph.handlers.conv import GROUPS_FOLLOW
 from prunekit.graph.handlers.pruned_swin import PrunedShiftedWindowAttention
-from prunekit.graph.handlers.shape import (HEAD_COUNT_FOLLOWS, QUERY_GROUPS_FOLLOW, SIZE_TIES_KEPT,
-                                           SPLIT_SECTIONS_FOLLOW, SPLIT_SIZE_FOLLOWS)
+from prunekit.graph.handlers.shape import (BLOCK_SIZE_FOLLOWS, HEAD_COUNT_FOLLOWS, QUERY_GROUPS_FOLLOW,
+                                           SIZE_TIES_KEPT, SPLIT_SECTIONS_FOLLOW, SPLIT_SIZE_FOLLOWS)
 from prunekit.graph.registry import refresh_for, register_module_rule, register_refresh
 
 __all__ = ["PrunedMultiheadAttention", "PrunedShiftedWindowAttention", "register_libraries"]
@@ -203,6 +203,8 @@ def register_libraries() -> None:
                 register_module_rule(klass)(timm_modules.WHOLE[refresh])
             if refresh in hf_modules.KEEP_SPLIT:
                 _SPLIT_REFRESHED[klass] = hf_modules.KEEP_SPLIT[refresh]
+            if refresh in hf_modules.BLOCKS:
+                _BLOCKS_REFRESHED[klass] = hf_modules.BLOCKS[refresh]
             if widths is not None:
                 hf_modules.WIDTHS[klass] = widths
 
@@ -275,6 +277,19 @@ def _running_module_refreshes_split(ctx: Any, pieces: int) -> bool:
     return parts is not None and parts(ctx.module) == pieces
 
 
+# Module classes whose refresh keeps the block size their forward views a packed width with, with
+# that size (Gemma 4's per-layer inputs: ``hidden_size_per_layer_input``).
+_BLOCKS_REFRESHED: dict[type, Callable[[nn.Module], int]] = {}
+
+
+def _running_module_refreshes_blocks(ctx: Any, size: int) -> bool:
+    """Whether the innermost module running views a packed width in blocks of ``size`` that its
+    refresh keeps (so every block is cut at the same positions)."""
+    register_libraries()
+    block = next((n for klass, n in _BLOCKS_REFRESHED.items() if isinstance(ctx.module, klass)), None)
+    return block is not None and block(ctx.module) == size
+
+
 def _refresh_swin_attention(module: Any) -> nn.Module | None:
     """num_heads from the per-head parameters; a :class:`PrunedShiftedWindowAttention` in the
     module's place once heads and C differ."""
@@ -313,6 +328,7 @@ def _running_module_refreshes_query_groups(ctx: Any) -> bool:
 HEAD_COUNT_FOLLOWS.append(_running_module_refreshes_heads)
 QUERY_GROUPS_FOLLOW.append(_running_module_refreshes_query_groups)
 SPLIT_SIZE_FOLLOWS.append(_running_module_refreshes_split)
+BLOCK_SIZE_FOLLOWS.append(_running_module_refreshes_blocks)
 SPLIT_SECTIONS_FOLLOW.append(_running_module_refreshes_sections)
 GROUPS_FOLLOW.append(_running_modules_refresh_groups)
 SIZE_TIES_KEPT.append(_running_module_reads_sizes)

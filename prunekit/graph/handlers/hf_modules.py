@@ -20,8 +20,8 @@ from prunekit.graph.groups import ChannelGroup, joined
 from prunekit.graph.handlers import timm_modules
 from prunekit.graph.registry import register_group_tie
 
-__all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "SECTIONS", "TIED", "LayerConfig", "config_widths",
-           "is_attention",
+__all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "BLOCKS", "SECTIONS", "TIED", "LayerConfig",
+           "config_widths", "is_attention",
            "keeps_query_groups", "refresh_attention", "same_head_dims", "tied_widths"]
 
 WIDTHS: dict[type, Callable[[nn.Module], dict[str, int]]] = {}  # class -> its config widths
@@ -35,7 +35,9 @@ WIDTH_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_
                 "hidden_sizes", "embedding_size", "projection_dim", "q_lora_rank", "kv_lora_rank", "index_n_heads",
                 # state-space mixers (Mamba-2 and the hybrids built on it): heads and B/C groups
                 "n_groups", "mamba_n_heads", "mamba_num_heads", "n_mamba_heads", "mamba_n_groups", "mamba_ngroups",
-                "expand", "mamba_expand", "mamba_d_ssm")
+                "expand", "mamba_expand", "mamba_d_ssm",
+                # per-layer inputs (Gemma 3n, Gemma 4): one block of features per layer
+                "hidden_size_per_layer_input")
 _HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head")
 _HEAD_DIM = ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim", "attn_head_size", "dim_head")
 _QUERY = ("q_proj", "query", "q_lin", "q", "to_q", "wq", "query_proj", "project_q", "wq_b")  # wq_b: DSA indexers
@@ -802,6 +804,31 @@ def _refresh_mamba2_mixer(module: Any) -> None:
     module.norm.group_size = module.intermediate_size // max(module.n_groups, 1)
 
 
+# -- Per-layer inputs (Gemma 3n, Gemma 4, EmbeddingGemma 2) -------------------------------------
+
+def _refresh_per_layer_inputs(module: Any) -> None:
+    """Per-layer embeddings pack one input of ``hidden_size_per_layer_input`` features per layer into
+    one width, viewed as ``[..., num_layers, hidden_size_per_layer_input]``: the same features of every
+    layer's block are cut (shape.BLOCK_SIZE_FOLLOWS), so the size follows the norm applied to each block.
+    A model (Gemma's text model) refreshes its config too."""
+    norm = getattr(module, "per_layer_projection_norm", None)
+    if norm is not None:
+        module.hidden_size_per_layer_input = norm.weight.shape[0]
+    if hasattr(module, "base_model_prefix"):
+        _refresh_config(module)
+
+
+def _per_layer_input_size(module: Any) -> int:
+    return module.hidden_size_per_layer_input
+
+
+def _refresh_per_layer_gate(module: Any) -> None:
+    """A layer's gate against its per-layer input: its size is the gate's output width."""
+    gate = getattr(module, "per_layer_input_gate", None)
+    if gate is not None:
+        module.hidden_size_per_layer_input = gate.weight.shape[0]
+
+
 # NOTE: a refresh may return a replacement module (a real, importable class) or None.
 _Refresh = Callable[[nn.Module], "nn.Module | None"]
 _TIMM_ATTENTION = timm_modules.TIED[0]  # timm's attention refresh, for its copies in transformers
@@ -862,7 +889,15 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
         ("OlmoHybridGatedDeltaNet", _refresh_gated_delta_net, None)],
     "transformers.models.gemma4.modeling_gemma4": [
         ("Gemma4AudioAttention", _refresh_gemma4_audio_attention,
-         lambda m: {"num_attention_heads": m.relative_k_proj.weight.shape[0] // m.head_dim})],
+         lambda m: {"num_attention_heads": m.relative_k_proj.weight.shape[0] // m.head_dim}),
+        ("Gemma4TextModel", _refresh_per_layer_inputs, None),
+        ("Gemma4TextDecoderLayer", _refresh_per_layer_gate, None)],
+    "transformers.models.gemma3n.modeling_gemma3n": [
+        ("Gemma3nTextModel", _refresh_per_layer_inputs, None),
+        ("Gemma3nTextDecoderLayer", _refresh_per_layer_gate, None)],
+    "transformers.models.embedding_gemma2.modeling_embedding_gemma2": [
+        ("EmbeddingGemma2TextPLE", _refresh_per_layer_inputs, None),
+        ("EmbeddingGemma2TextPLEBlock", _refresh_per_layer_gate, None)],
     "transformers.models.inkling2.modeling_inkling2": [
         ("Inkling2RelativePositionBias", _refresh_inkling2_position_bias, None)],
     "transformers.models.inkling2_loop.modeling_inkling2_loop": [
@@ -885,6 +920,8 @@ KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_att
                                     _refresh_gated_delta_net)
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
+# Refreshes that keep the block size their forward views a packed width with (shape.BLOCK_SIZE_FOLLOWS).
+BLOCKS: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_per_layer_inputs: _per_layer_input_size}
 # Of those, the ones whose forward reads its width from the input: the trace keeps their size ties.
 TIED: tuple[_Refresh, ...] = (_refresh_florence_channel_attention,)
 # Refreshes that keep the bounds their forward slices or splits channels at (shape.SPLIT_SECTIONS_FOLLOW).

@@ -392,6 +392,10 @@ def _same_width(ctx, size: Any, dim: Dim) -> bool:  # type: ignore[no-untyped-de
 # Callables ``(ctx) -> bool``: True when the module running now (``ctx.module``) keeps its head count
 # up to date itself (a refresh updates the attribute its reshape reads); attention handlers add them.
 HEAD_COUNT_FOLLOWS: list[Callable[[Any], bool]] = []
+# Callables ``(ctx, size) -> bool``: True when the module running now splits a packed width into a
+# constant number of equal blocks of ``size`` (``reshape(B, N, num_layers, self.per_layer_dim)``) and its
+# refresh keeps that block size: the blocks are cut alike, at the same positions (see ``_blocks``).
+BLOCK_SIZE_FOLLOWS: list[Callable[[Any, int], bool]] = []
 # Callables ``(ctx) -> bool``: True when the module running now keeps its head count up to date but
 # still reads a width from a shape (timm's ``reshape(B, N, C)`` with ``C = x.shape[-1]``): the size
 # tie is kept (the inner width and the input width are cut together, in whole heads).
@@ -450,6 +454,8 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  #
     if all(s.inner % factor == 0 for s in layout.segments):
         return [Tracked(tuple(Segment(s.source, s.start, s.length, s.inner // factor) for s in layout.segments))] + rest
     if not derived[-2] and not any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS) and not _in_user_module(ctx):
+        if any(follows(ctx, sizes[-1]) for follows in BLOCK_SIZE_FOLLOWS):
+            return _blocks(ctx, layout, sizes)
         ctx.store.freeze(layout, f"channels split into several dims (heads) by {ctx.where} with a constant "
                                  f"head count (write -1 for it, or register a refresh that updates it)")
         return [None] * len(sizes)
@@ -476,6 +482,22 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  #
         ctx.store.unify(first, _slice(heads, k * per, per, ctx), ctx.where)
     _same_count(ctx, first, derived[-2])
     return [None] * (len(sizes) - 2) + [first, None]
+
+
+def _blocks(ctx, layout: Tracked, sizes: list[int]) -> list[Dim]:  # type: ignore[no-untyped-def]
+    """``[L*D] -> [L, D]`` at a constant block count whose block size the module's refresh keeps
+    (``BLOCK_SIZE_FOLLOWS``: Gemma's per-layer inputs, one block of ``D`` features per layer): the
+    same positions of every block are cut, so the blocks stay equal and ``D`` follows the cut."""
+    size = sizes[-1]
+    first = _slice(layout, 0, size, ctx)
+    if not isinstance(first, Tracked):
+        return [None] * len(sizes)
+    for k in range(1, math.prod(sizes[:-1])):
+        block = _slice(layout, k * size, size, ctx)
+        if not isinstance(block, Tracked):
+            return [None] * len(sizes)
+        ctx.store.unify(first, block, ctx.where)
+    return [None] * (len(sizes) - 1) + [first]
 
 
 def _in_user_module(ctx) -> bool:  # type: ignore[no-untyped-def]
