@@ -818,6 +818,18 @@ def _refresh_per_layer_inputs(module: Any) -> None:
         _refresh_config(module)
 
 
+def _refresh_zamba_mixer(module: Any) -> None:
+    """Zamba's mixer views its inner channels per head (``[n_mamba_heads, mamba_head_dim]``) and scans
+    the heads in a Python loop over the stored count: the count stays, the same channels of every head
+    are cut (shape.BLOCK_SIZE_FOLLOWS), and the sizes follow the per-channel skip weights ``D``."""
+    module.mamba_head_dim = module.D.shape[1]
+    module.intermediate_size = module.n_mamba_heads * module.mamba_head_dim
+
+
+def _mamba_head_dim(module: Any) -> int:
+    return module.mamba_head_dim
+
+
 def _per_layer_input_size(module: Any) -> int:
     return module.hidden_size_per_layer_input
 
@@ -895,6 +907,7 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
     "transformers.models.gemma3n.modeling_gemma3n": [
         ("Gemma3nTextModel", _refresh_per_layer_inputs, None),
         ("Gemma3nTextDecoderLayer", _refresh_per_layer_gate, None)],
+    "transformers.models.zamba.modeling_zamba": [("ZambaMambaMixer", _refresh_zamba_mixer, None)],
     "transformers.models.embedding_gemma2.modeling_embedding_gemma2": [
         ("EmbeddingGemma2TextPLE", _refresh_per_layer_inputs, None),
         ("EmbeddingGemma2TextPLEBlock", _refresh_per_layer_gate, None)],
@@ -921,7 +934,8 @@ KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_att
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
 # Refreshes that keep the block size their forward views a packed width with (shape.BLOCK_SIZE_FOLLOWS).
-BLOCKS: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_per_layer_inputs: _per_layer_input_size}
+BLOCKS: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_per_layer_inputs: _per_layer_input_size,
+                                                      _refresh_zamba_mixer: _mamba_head_dim}
 # Of those, the ones whose forward reads its width from the input: the trace keeps their size ties.
 TIED: tuple[_Refresh, ...] = (_refresh_florence_channel_attention,)
 # Refreshes that keep the bounds their forward slices or splits channels at (shape.SPLIT_SECTIONS_FOLLOW).

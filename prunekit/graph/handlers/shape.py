@@ -486,8 +486,9 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  #
 
 def _blocks(ctx, layout: Tracked, sizes: list[int]) -> list[Dim]:  # type: ignore[no-untyped-def]
     """``[L*D] -> [L, D]`` at a constant block count whose block size the module's refresh keeps
-    (``BLOCK_SIZE_FOLLOWS``: Gemma's per-layer inputs, one block of ``D`` features per layer): the
-    same positions of every block are cut, so the blocks stay equal and ``D`` follows the cut."""
+    (``BLOCK_SIZE_FOLLOWS``: Gemma's per-layer inputs, one block of ``D`` features per layer; Zamba's
+    heads, scanned in a loop over the stored count): the same positions of every block are cut, so
+    the blocks stay equal, the count stays and ``D`` follows the cut."""
     size = sizes[-1]
     first = _slice(layout, 0, size, ctx)
     if not isinstance(first, Tracked):
