@@ -7,7 +7,8 @@ layer's width and a norm sized by the input's shape (Ergo), one channel of a fil
 ``as_strided`` windows (Longformer), timm's attention copied into TimeSformer, Florence-2 and
 ViTDet, CvT's and SqueezeBERT's stored head counts, Gemma 4's audio attention, Funnel's relative
 attention, Kimi Delta Attention, MRA's mask repeated per head, Inkling 2's position bias, Zaya's
-zero state, Gated DeltaNet. Each failed or kept its channels whole (or froze them without saying
+zero state, Gated DeltaNet, attention viewed with the shared config's head counts (Moonshine,
+Parakeet). Each failed or kept its channels whole (or froze them without saying
 why) before the fix; now they are cut where they can be, the pruned model equals the masked one and
 the saved folder loads back.
 """
@@ -587,3 +588,47 @@ def test_gated_delta_net_is_cut_in_key_heads_with_their_value_heads(tmp_path: Pa
         out = pruned(IDS).logits
         torch.testing.assert_close(out, mask(model, graph, plan)(IDS).logits, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(loaded(IDS).logits, out, rtol=1e-4, atol=1e-5)
+
+
+def test_moonshine_attention_viewed_with_the_shared_configs_head_count_is_cut_in_heads(tmp_path: Path) -> None:
+    """Moonshine views q, k and v with ``self.config.num_key_value_heads``, the shared config's: its
+    heads were frozen (the model kept 58 % of its parameters at ratio 0.5 against 41 % ideal). Now
+    whole heads are cut in the encoder's and the decoder's self- and cross-attention, and each layer's
+    config view says its own counts."""
+    config = transformers.MoonshineConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
+                                          encoder_num_hidden_layers=2, decoder_num_hidden_layers=2,
+                                          encoder_num_attention_heads=4, decoder_num_attention_heads=4)
+    torch.manual_seed(0)
+    model = transformers.MoonshineModel(config).eval()
+    audio = torch.randn(1, 4096, generator=torch.Generator().manual_seed(0))
+    inputs = (audio, None, IDS[:, :5])
+    graph = DependencyGraph.trace(model, inputs)
+    heads = _group_of(graph, "encoder.layers.0.self_attn.q_proj.weight")
+    assert heads.prunable and heads.size == 4 and heads.exact, heads.reasons
+    scores = score(graph, model, "l2")
+    plan = allocate(graph, {g.id: scores[g.id] for g in graph.prunable if g.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=inputs)  # verified
+    attention = pruned.encoder.layers[0].self_attn
+    assert attention.q_proj.weight.shape[0] == 2 * attention.head_dim
+    assert (attention.config.num_attention_heads, attention.config.num_key_value_heads) == (2, 2)
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    with torch.no_grad():
+        out = pruned(*inputs).last_hidden_state
+        torch.testing.assert_close(out, mask(model, graph, plan)(*inputs).last_hidden_state, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(loaded(*inputs).last_hidden_state, out, rtol=1e-4, atol=1e-5)
+
+
+def test_parakeet_relative_attention_viewed_with_the_shared_configs_head_count_is_cut_in_heads(tmp_path: Path) -> None:
+    """Parakeet's relative attention views its positional keys and per-head biases with the shared
+    config's ``num_attention_heads``: its heads were frozen. Now whole heads are cut with their
+    positional keys and biases, and each layer's config view says its own count."""
+    config = transformers.ParakeetEncoderConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                intermediate_size=128, subsampling_conv_channels=16)
+    torch.manual_seed(0)
+    model = transformers.ParakeetEncoder(config).eval()
+    features = torch.randn(1, 64, 80, generator=torch.Generator().manual_seed(0))
+    graph, heads = _four_heads(model, features, "layers.0.self_attn.q_proj.weight")
+    members = {(m.tensor.rsplit(".", 2)[-2] + "." + m.tensor.rsplit(".", 1)[-1], m.axis) for m in heads.members}
+    assert {("relative_k_proj.weight", 0), ("self_attn.bias_u", 0), ("self_attn.bias_v", 0)} <= members
+    pruned = _exact_groups_cut(model, graph, features, tmp_path)
+    assert [layer.self_attn.config.num_attention_heads for layer in pruned.layers] == [2, 2]

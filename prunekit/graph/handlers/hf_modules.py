@@ -625,6 +625,24 @@ def _refresh_phi3_attention(module: Any) -> None:
         module.config = LayerConfig(module.config, **heads)
 
 
+# -- Attention viewed with the shared config's head counts (Moonshine, Parakeet) -----------------
+
+def _config_view_heads(module: Any) -> dict[str, int]:
+    return {"num_attention_heads": module.q_proj.weight.shape[0] // module.head_dim,
+            "num_key_value_heads": module.k_proj.weight.shape[0] // module.head_dim}
+
+
+def _refresh_config_view_heads(module: Any) -> None:
+    """Moonshine views q, k and v with the shared config's ``num_key_value_heads``; Parakeet (and
+    Nemotron's streaming ASR encoder) views its relative keys and per-head biases with
+    ``num_attention_heads``. The counts follow the sliced projections through a :class:`LayerConfig`
+    (each layer may keep other counts)."""
+    heads = _config_view_heads(module)
+    module.num_key_value_groups = heads["num_attention_heads"] // max(heads["num_key_value_heads"], 1)
+    if any(getattr(module.config, k) != v for k, v in heads.items()):
+        module.config = LayerConfig(module.config, **heads)
+
+
 # -- Falcon --------------------------------------------------------------------------------------
 
 def _falcon_heads(module: Any) -> dict[str, int]:
@@ -871,6 +889,14 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
         ("Attention", _refresh_openai_attention, lambda m: {"num_attention_heads": m.n_head})],
     "transformers.models.phi3.modeling_phi3": [("Phi3Attention", _refresh_phi3_attention, _phi3_heads)],
     "transformers.models.falcon.modeling_falcon": [("FalconAttention", _refresh_falcon_attention, _falcon_heads)],
+    "transformers.models.moonshine.modeling_moonshine": [
+        ("MoonshineAttention", _refresh_config_view_heads, _config_view_heads)],
+    "transformers.models.moonshine_streaming.modeling_moonshine_streaming": [
+        ("MoonshineStreamingAttention", _refresh_config_view_heads, _config_view_heads)],
+    "transformers.models.parakeet.modeling_parakeet": [
+        ("ParakeetEncoderAttention", _refresh_config_view_heads, _config_view_heads)],
+    "transformers.models.nemotron_asr_streaming.modeling_nemotron_asr_streaming": [
+        ("NemotronAsrStreamingEncoderAttention", _refresh_config_view_heads, _config_view_heads)],
     "transformers.models.cvt.modeling_cvt": [("CvtSelfAttention", _refresh_cvt_attention, None)],
     "transformers.models.squeezebert.modeling_squeezebert": [
         ("SqueezeBertSelfAttention", _refresh_squeezebert_attention,
@@ -930,7 +956,7 @@ KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_att
                                     _refresh_squeezebert_attention, _refresh_mamba2_mixer,
                                     _refresh_gemma4_audio_attention, _refresh_funnel_attention,
                                     _refresh_delta_attention, _refresh_forget_gate, _refresh_inkling2_position_bias,
-                                    _refresh_gated_delta_net)
+                                    _refresh_gated_delta_net, _refresh_config_view_heads)
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
 # Refreshes that keep the block size their forward views a packed width with (shape.BLOCK_SIZE_FOLLOWS).
