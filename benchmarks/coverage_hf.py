@@ -71,6 +71,8 @@ SMALL: dict[str, Any] = {
     # linear attention: its own head counts and sizes (else 2048-8192 wide next to a width of 64)
     "linear_num_heads": 4, "linear_head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
     "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+    # conformer encoders (Gemma 3n's audio): their own head count and depth (else 8 heads of 8 and 12 layers)
+    "conf_num_attention_heads": 4, "conf_num_hidden_layers": 2,
 }
 # Multi-head latent attention (DeepSeek-V2/V3 and kin): its own head sizes and low ranks, small;
 # key/value heads as many as the query heads (the latent is expanded per head).

@@ -8,7 +8,7 @@ layer's width and a norm sized by the input's shape (Ergo), one channel of a fil
 ViTDet, CvT's and SqueezeBERT's stored head counts, Gemma 4's audio attention, Funnel's relative
 attention, Kimi Delta Attention, MRA's mask repeated per head, Inkling 2's position bias, Zaya's
 zero state, Gated DeltaNet, attention viewed with the shared config's head counts (Moonshine,
-Parakeet). Each failed or kept its channels whole (or froze them without saying
+Parakeet), Gemma 3n audio's position logits. Each failed or kept its channels whole (or froze them without saying
 why) before the fix; now they are cut where they can be, the pruned model equals the masked one and
 the saved folder loads back.
 """
@@ -632,3 +632,27 @@ def test_parakeet_relative_attention_viewed_with_the_shared_configs_head_count_i
     assert {("relative_k_proj.weight", 0), ("self_attn.bias_u", 0), ("self_attn.bias_v", 0)} <= members
     pruned = _exact_groups_cut(model, graph, features, tmp_path)
     assert [layer.self_attn.config.num_attention_heads for layer in pruned.layers] == [2, 2]
+
+
+def test_gemma3n_audio_relative_position_logits_are_cut_with_the_heads(tmp_path: Path) -> None:
+    """Gemma 3n's audio attention computes its relative position logits in a child that views its
+    projection with its own ``self.num_heads``: the heads were frozen. Now whole heads are cut in
+    q, k, v and the position projection, and both stored counts follow."""
+    config = transformers.Gemma3nAudioConfig(hidden_size=64, conf_num_attention_heads=4, conf_num_hidden_layers=2)
+    torch.manual_seed(0)
+    model = transformers.Gemma3nAudioEncoder(config).eval()
+    features = torch.randn(1, 64, 128, generator=torch.Generator().manual_seed(0))
+    inputs = (features, torch.zeros(1, 64, dtype=torch.bool))
+    graph, heads = _four_heads(model, inputs, "conformer.0.attention.attn.q_proj.weight")
+    assert ("conformer.0.attention.attn.relative_position_embedding.pos_proj.weight", 0) in {
+        (m.tensor, m.axis) for m in heads.members}
+    scores = score(graph, model, "l2")
+    plan = allocate(graph, {g.id: scores[g.id] for g in graph.prunable if g.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=inputs)  # verified
+    attention = pruned.conformer[0].attention.attn
+    assert (attention.num_heads, attention.relative_position_embedding.num_heads) == (2, 2)
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    with torch.no_grad():
+        out = pruned(*inputs).last_hidden_state
+        torch.testing.assert_close(out, mask(model, graph, plan)(*inputs).last_hidden_state, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(loaded(*inputs).last_hidden_state, out, rtol=1e-4, atol=1e-5)

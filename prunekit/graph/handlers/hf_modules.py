@@ -797,6 +797,12 @@ def _refresh_gemma4_audio_attention(module: Any) -> None:
     module.num_heads = module.relative_k_proj.weight.shape[0] // module.head_dim
 
 
+def _refresh_gemma3n_position_embedding(module: Any) -> None:
+    """Gemma 3n's audio attention computes its relative position logits in a child that views its
+    projection with its own ``self.num_heads``: the count follows the projection's rows."""
+    module.num_heads = module.pos_proj.weight.shape[0] // module.head_dim
+
+
 # -- Inkling 2 -------------------------------------------------------------------------------------
 
 def _refresh_inkling2_position_bias(module: Any) -> None:
@@ -931,6 +937,7 @@ TRANSFORMERS: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str,
         ("Gemma4TextModel", _refresh_per_layer_inputs, None),
         ("Gemma4TextDecoderLayer", _refresh_per_layer_gate, None)],
     "transformers.models.gemma3n.modeling_gemma3n": [
+        ("Gemma3nAudioRelativePositionEmbedding", _refresh_gemma3n_position_embedding, None),
         ("Gemma3nTextModel", _refresh_per_layer_inputs, None),
         ("Gemma3nTextDecoderLayer", _refresh_per_layer_gate, None)],
     "transformers.models.zamba.modeling_zamba": [("ZambaMambaMixer", _refresh_zamba_mixer, None)],
@@ -956,7 +963,8 @@ KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_gpt2_attention, _refresh_openai_att
                                     _refresh_squeezebert_attention, _refresh_mamba2_mixer,
                                     _refresh_gemma4_audio_attention, _refresh_funnel_attention,
                                     _refresh_delta_attention, _refresh_forget_gate, _refresh_inkling2_position_bias,
-                                    _refresh_gated_delta_net, _refresh_config_view_heads)
+                                    _refresh_gated_delta_net, _refresh_config_view_heads,
+                                    _refresh_gemma3n_position_embedding)
 KEEP_SPLIT: dict[_Refresh, Callable[[nn.Module], int]] = {_refresh_gpt2_attention: _gpt2_parts,
                                                           _refresh_openai_attention: _openai_parts}
 # Refreshes that keep the block size their forward views a packed width with (shape.BLOCK_SIZE_FOLLOWS).
