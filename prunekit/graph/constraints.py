@@ -24,6 +24,7 @@ resulting atoms, and returns one :class:`~prunekit.graph.groups.ChannelGroup` pe
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from prunekit.graph.groups import ChannelGroup, Member, Role
@@ -108,6 +109,9 @@ class ConstraintStore:
         self._fixed_reads: dict[tuple[str, int], str] = {}  # (tensor, axis) -> why it must keep its size
         self._pieces: dict[int, tuple[int, int]] = {}  # source split in two -> (first, second) part
         self._parts: set[int] = set()  # the sources made by splitting
+        # NOTE: asked before channels that meet a fixed-size tensor are frozen: True when the tensor is
+        # a per-head bias the running layer selects its heads' rows of (see handlers.bias_heads)
+        self.select: Callable[[Tracked], bool] | None = None
 
     # -- building ---------------------------------------------------------------------------
     def new_source(self, size: int, name: str) -> Tracked:
@@ -280,7 +284,7 @@ class ConstraintStore:
         if isinstance(a, Tracked):
             if isinstance(b, ParamDim):
                 self.use(a, b.tensor, b.axis, "passive", offset=b.start)
-            else:
+            elif self.select is None or not self.select(a):
                 self.freeze(a, f"meets a fixed-size tensor in {where}")
             return a
         if isinstance(a, ParamDim) and isinstance(b, ParamDim) and a != b and a.size and a.size == b.size:

@@ -16,9 +16,9 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["RULES", "REFRESH", "MODULE_RULES", "GROUP_TIES", "WIDTH_ATTRIBUTES", "register_rule", "register_refresh",
-           "register_module_rule", "register_group_tie", "register_width_attributes", "refresh_for",
-           "module_rule_for"]
+__all__ = ["RULES", "REFRESH", "MODULE_RULES", "GROUP_TIES", "WIDTH_ATTRIBUTES", "FIXED_SELECTS", "SELECTIONS",
+           "register_rule", "register_refresh", "register_module_rule", "register_group_tie",
+           "register_width_attributes", "refresh_for", "module_rule_for"]
 
 Rule = Callable[..., None]
 RULES: dict[Any, Rule] = {}
@@ -35,6 +35,12 @@ MODULE_RULES: dict[type, ModuleRule] = {}
 # see needs cut alike (an encoder-decoder whose forward compares its two widths).
 GroupTie = Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...]]
 GROUP_TIES: list[GroupTie] = []
+# Callables ``(ctx, layout) -> bool`` asked before channels that meet a fixed-size tensor are frozen:
+# True when they select rows of it instead (a per-head bias built for all heads: handlers.bias_heads).
+FIXED_SELECTS: list[Callable[[Any, Any], bool]] = []
+# Group attributes named ``#...`` record rows a module selects rather than a size: after slicing,
+# ``SELECTIONS[name](module, removed)`` gives the module that drops the ``removed`` rows (or itself).
+SELECTIONS: dict[str, Callable[[nn.Module, list[int]], nn.Module]] = {}
 # Per layer type, its width attributes and the axis of its weight each equals (``in_features``: 1);
 # the trace tags them with that axis, so a view sized by one follows the cut (refresh rewrites them).
 WIDTH_ATTRIBUTES: dict[type, dict[str, int]] = {}

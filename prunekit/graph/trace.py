@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_flatten
 from prunekit._clone import clone_module
 from prunekit.graph.fastmeta import fast_result
 from prunekit.graph.constraints import ConstraintStore, Dim, ParamDim, Tracked
-from prunekit.graph.registry import RULES, WIDTH_ATTRIBUTES, module_rule_for, refresh_for
+from prunekit.graph.registry import FIXED_SELECTS, RULES, WIDTH_ATTRIBUTES, module_rule_for, refresh_for
 
 __all__ = ["Context", "ChannelInt", "DerivedInt", "ParamInt", "ConfigInt", "interpret", "func_name"]
 
@@ -617,6 +617,7 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any],
     params.update({id(t): name for name, t in model.named_buffers(remove_duplicate=True)})
     store = store_factory()
     ctx = Context(store, params)
+    store.select = lambda layout: any(choose(ctx, layout) for choose in FIXED_SELECTS)
     if track_data:
         given = [t for t in tree_flatten((inputs, kwargs))[0] if isinstance(t, torch.Tensor)]
         ctx.data = {id(t) for t in given if t.is_floating_point()}

@@ -19,7 +19,7 @@ from prunekit._clone import clone_module
 from prunekit.errors import ConfigError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import submodule, tensor_of
-from prunekit.graph.registry import refresh_for
+from prunekit.graph.registry import SELECTIONS, refresh_for
 from prunekit.structured.plan import Plan
 from prunekit.structured.verify import VerificationError, cuts_of, verify, zero_consumers
 
@@ -104,13 +104,23 @@ def _kept(tensor: torch.Tensor, kept_along: dict[int, torch.Tensor]) -> torch.Te
 
 
 def _shrink_size_attributes(model: nn.Module, graph: DependencyGraph, plan: Plan) -> None:
-    """Rewrite the module attributes that record a cut width (``self.nf``, ``self.shape[1]``)."""
+    """Rewrite the module attributes that record a cut width (``self.nf``, ``self.shape[1]``); a
+    module that selects rows of a tensor its caller passes (``#`` attributes: ``SELECTIONS``) is put
+    in its place as one that drops the removed rows."""
     removed: dict[tuple[str, str, int | None], int] = defaultdict(int)
+    rows: dict[tuple[str, str], set[int]] = defaultdict(set)
     for group_id in plan.sizes:
-        cut = len(plan.removed(group_id))
+        cut = plan.removed(group_id)
         if cut:
             for owner, attr, index, member in graph.group(group_id).size_attributes():
-                removed[(owner, attr, index)] += cut * member.inner
+                if attr in SELECTIONS:
+                    rows[(owner, attr)].update(member.start + u * member.inner + j
+                                               for u in cut for j in range(member.inner))
+                else:
+                    removed[(owner, attr, index)] += len(cut) * member.inner
+    for (owner, attr), dropped in rows.items():
+        module = submodule(model, owner)
+        _replace(model, module, SELECTIONS[attr](module, sorted(dropped)))
     for (module_name, path, index), n in removed.items():
         *parents, attr = path.split(".")  # NOTE: "config.hidden_sizes": an entry of the model's config
         module = submodule(model, module_name)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from prunekit.graph.groups import ChannelGroup, joined
-from prunekit.graph.handlers import timm_modules
+from prunekit.graph.handlers import bias_heads, timm_modules
 from prunekit.graph.registry import register_group_tie
 
 __all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "BLOCKS", "SECTIONS", "TIED", "LayerConfig",
@@ -242,6 +242,12 @@ def _refresh_config(model: nn.Module) -> None:
                 per_layer[_fields_name(config, name)] = [now]
         solved = {}
         config.prunekit_constants = constants
+    for name in bias_heads.pinned_fields(model):  # NOTE: the head count the model builds its per-head
+        now, old = getattr(config, name, None), before.get(name)  # bias from (ALiBi) stays; layers differ
+        if type(old) is int and now != old:
+            setattr(config, name, old)
+            per_layer[_fields_name(config, name)] = [now]
+            solved = {n: v for n, v in solved.items() if _alias(config, n) != _alias(config, name)}
     table = dict(getattr(config, "prunekit_layer_widths", None) or {})
     for name in solved:
         table.pop(name, None)
