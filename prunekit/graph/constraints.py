@@ -107,6 +107,7 @@ class ConstraintStore:
         self._zero_safe: set[int] = set()  # indices into _inexact of mixes exact on zeroed channels
         self._alias: dict[int, tuple[int, int]] = {}  # fine source -> (coarse source, factor)
         self._fixed_reads: dict[tuple[str, int], str] = {}  # (tensor, axis) -> why it must keep its size
+        self._mixed_reads: dict[tuple[str, int], str] = {}  # (tensor, axis) -> why cutting it mixes the rest
         self._pieces: dict[int, tuple[int, int]] = {}  # source split in two -> (first, second) part
         self._parts: set[int] = set()  # the sources made by splitting
         # NOTE: asked before channels that meet a fixed-size tensor are frozen: True when the tensor is
@@ -262,6 +263,11 @@ class ConstraintStore:
         whatever channels use that axis elsewhere must not be cut (a tensor is sliced once)."""
         self._fixed_reads.setdefault((tensor, axis), reason)
 
+    def mixed_read(self, tensor: str, axis: int, reason: str) -> None:
+        """Axis ``axis`` of ``tensor`` is normalised over where it is used (a weight-normed
+        ``v``'s input columns): whatever channels use it are cut inexactly."""
+        self._mixed_reads.setdefault((tensor, axis), reason)
+
     def inexact(self, layout: Tracked, reason: str, *, zero_safe: bool = False) -> None:
         """Mark ``layout``'s channels as mixed by an op (pruning them changes the function).
 
@@ -401,6 +407,8 @@ class ConstraintStore:
         shared_equal, shared_frozen = _shared_positions(uses)
         frozen += [(u.source, u.start, u.length, self._fixed_reads[(u.tensor, u.axis)]) for u in uses
                    if (u.tensor, u.axis) in self._fixed_reads]
+        inexact += [(u.source, u.start, u.length, self._mixed_reads[(u.tensor, u.axis)], False) for u in uses
+                    if (u.tensor, u.axis) in self._mixed_reads]
         return equal + shared_equal, uses, frozen + shared_frozen, inexact, unless_mixed
 
     def _cuts(self, sizes: list[int], equal: list, bounds: list) -> list[list[int]]:  # type: ignore[type-arg]

@@ -22,9 +22,16 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["Member", "ChannelGroup", "Role", "submodule", "tensor_of"]
+__all__ = ["Member", "ChannelGroup", "Role", "owner", "submodule", "tensor_of"]
 
 Role = Literal["producer", "consumer", "passive"]
+
+
+def owner(tensor: str) -> str:
+    """The module a parameter or buffer belongs to ("" for the root): its parent, or for a
+    parametrized weight (``conv.parametrizations.weight.original1``) the layer it parametrizes."""
+    parts = tensor.split(".")[:-1]
+    return ".".join(parts[:parts.index("parametrizations")] if "parametrizations" in parts else parts)
 
 
 @dataclass(frozen=True, order=True)
@@ -56,7 +63,7 @@ class Member:
     @property
     def module(self) -> str:
         """Fully-qualified name of the module owning the tensor ("" for the root)."""
-        return self.tensor.rpartition(".")[0]
+        return owner(self.tensor)
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_flatten, tree_map
 
 from prunekit.errors import PrunekitError
 from prunekit.graph.dependency import DependencyGraph
-from prunekit.graph.groups import ChannelGroup, Member, Role, submodule, tensor_of
+from prunekit.graph.groups import ChannelGroup, Member, Role, owner, submodule, tensor_of
 from prunekit.structured.plan import Plan
 
 __all__ = ["verify", "VerificationError", "zeroed", "zero_consumers", "restore", "cuts_of"]
@@ -126,10 +127,30 @@ def zero_consumers(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Sequence
                          lambda member, t: (member.tensor, member.axis) not in skip)
 
 
+def _norm_scales(model: nn.Module) -> dict[tuple[str, int], str]:
+    """Weight normalisation's direction ``v`` along its norm axis -> its scale ``g``: a zero row of
+    ``v`` has no direction (0/0), so that row is zeroed through ``g``."""
+    from torch.nn.utils.parametrizations import _WeightNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    found: dict[tuple[str, int], str] = {}
+    for name, module in model.named_modules():
+        at = f"{name}." if name else ""
+        for attr, chain in getattr(module, "parametrizations", {}).items():
+            for p in chain:
+                if isinstance(p, _WeightNorm) and p.dim not in (None, -1):
+                    found[(f"{at}parametrizations.{attr}.original1", p.dim)] = f"{at}parametrizations.{attr}.original0"
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, WeightNorm) and hook.dim not in (None, -1):
+                found[(f"{at}{hook.name}_v", hook.dim)] = f"{at}{hook.name}_g"
+    return found
+
+
 def _zero_members(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Sequence[int]]], roles: Sequence[Role],
                   chosen: Callable[[Member, torch.Tensor], bool]) -> Saved:
     """Zero the cut channels' slices of the members of ``roles`` that ``chosen`` accepts; the old values."""
     saved: Saved = []
+    scales = _norm_scales(model)
     with torch.no_grad():
         for group, channels in cuts:
             index = torch.tensor(sorted(channels), dtype=torch.long)
@@ -137,6 +158,8 @@ def _zero_members(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Sequence[
                 t = tensor_of(model, member.tensor)
                 if not chosen(member, t):
                     continue
+                if (member.tensor, member.axis) in scales:
+                    t = tensor_of(model, scales[(member.tensor, member.axis)])
                 rows = member.indices(index).to(t.device)
                 saved.append((t, member.axis, rows, t.index_select(member.axis, rows)))
                 t.index_fill_(member.axis, rows, 0.0)
@@ -281,7 +304,7 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], modules: dict[str, int], cut
 
         return run
 
-    fed_modules = {t.rpartition(".")[0] for t, _ in cuts.fed} if zero else set()
+    fed_modules = {owner(t) for t, _ in cuts.fed} if zero else set()
     for name, dim in modules.items():
         if not zero and name not in record:
             continue
@@ -399,9 +422,9 @@ def _verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: P
                 modules[name] = dim
     # NOTE: the layers named in graph.mixing are never compared (_check_layers), so never recorded
     record = set() if strict else set(modules) - set(graph.mixing)
-    fed = {t.rpartition(".")[0] for t, _ in cuts.fed if t.rpartition(".")[0] in modules}
-    writers = {name for t, _ in cuts.written if (name := t.rpartition(".")[0]) in modules
-               and type(submodule(model, name)) in _OUTPUT_ZEROED}
+    fed = {owner(t) for t, _ in cuts.fed if owner(t) in modules}
+    writers = {name for t, _ in cuts.written if (name := owner(t)) in modules
+               and parametrize.type_before_parametrizations(submodule(model, name)) in _OUTPUT_ZEROED}
     try:
         got, pruned_records, called = _run(pruned, inputs, modules, cuts, zero=False, record=record,
                                            watch=fed | writers)
@@ -411,10 +434,10 @@ def _verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: P
                                 f"it with the model. The original model is unchanged.") from exc
     # NOTE: a layer whose weight is read without calling it (nn.MultiheadAttention's out_proj) cannot
     # have its input zeroed: its weight is. The pruned run shows which; the dense run confirms it.
-    cuts.fed -= {(t, a) for t, a in cuts.fed if t.rpartition(".")[0] not in called}
+    cuts.fed -= {(t, a) for t, a in cuts.fed if owner(t) not in called}
     # NOTE: a producer slice of a layer whose output hook zeroes the removed channels need not be
     # zeroed itself; the dense run shows which hooks did, and a layer that did not is redone.
-    covered = {(t, a) for t, a in cuts.written if t.rpartition(".")[0] in writers & called}
+    covered = {(t, a) for t, a in cuts.written if owner(t) in writers & called}
 
     def masked(unzeroed: set[str] | None = None) -> tuple[list[torch.Tensor], dict[str, _Record], set[str]]:
         """The reference run: the dense model with the cut channels masked."""
@@ -423,8 +446,8 @@ def _verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: P
 
     unzeroed: set[str] = set()
     want, dense_records, fired = masked(unzeroed)
-    unfired = {(t, a) for t, a in cuts.fed if t.rpartition(".")[0] not in fired}
-    uncovered = {(t, a) for t, a in covered if t.rpartition(".")[0] in unzeroed}
+    unfired = {(t, a) for t, a in cuts.fed if owner(t) not in fired}
+    uncovered = {(t, a) for t, a in covered if owner(t) in unzeroed}
     if unfired or uncovered:
         cuts.fed -= unfired
         covered -= uncovered
