@@ -8,7 +8,8 @@ layer's width and a norm sized by the input's shape (Ergo), one channel of a fil
 ViTDet, CvT's and SqueezeBERT's stored head counts, Gemma 4's audio attention, Funnel's relative
 attention, Kimi Delta Attention, MRA's mask repeated per head, Inkling 2's position bias, Zaya's
 zero state, Gated DeltaNet, attention viewed with the shared config's head counts (Moonshine,
-Parakeet), Gemma 3n audio's position logits. Each failed or kept its channels whole (or froze them without saying
+Parakeet), Gemma 3n audio's position logits, a view to an attention's own heads times head size
+(Idefics2's perceiver). Each failed or kept its channels whole (or froze them without saying
 why) before the fix; now they are cut where they can be, the pruned model equals the masked one and
 the saved folder loads back.
 """
@@ -656,3 +657,23 @@ def test_gemma3n_audio_relative_position_logits_are_cut_with_the_heads(tmp_path:
         out = pruned(*inputs).last_hidden_state
         torch.testing.assert_close(out, mask(model, graph, plan)(*inputs).last_hidden_state, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(loaded(*inputs).last_hidden_state, out, rtol=1e-4, atol=1e-5)
+
+
+def test_a_view_to_the_attentions_own_heads_times_head_size_follows_the_cut(tmp_path: Path) -> None:
+    """Idefics2's perceiver attention merges its heads with ``reshape(B, N, self.num_heads *
+    self.head_dim)``, a product of two stored ints the config holds under other names: it froze the
+    heads. The attention's refresh keeps the head count, so the view follows; heads are cut."""
+    config = transformers.models.idefics2.configuration_idefics2.Idefics2PerceiverConfig(
+        hidden_size=64, resampler_n_latents=4, resampler_depth=1, resampler_n_heads=4, resampler_head_dim=8,
+        num_key_value_heads=4)
+    torch.manual_seed(0)
+    model = transformers.models.idefics2.modeling_idefics2.Idefics2PerceiverResampler(config).eval()
+    context = torch.randn(1, 6, 64, generator=torch.Generator().manual_seed(0))
+    inputs = (context, torch.ones(1, 6, dtype=torch.long))
+    graph, heads = _four_heads(model, inputs, "layers.0.self_attn.q_proj.weight")
+    scores = score(graph, model, "l2")
+    plan = allocate(graph, {g.id: scores[g.id] for g in graph.prunable if g.exact}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=inputs)  # verified
+    assert pruned.layers[0].self_attn.num_heads == 2 and pruned.layers[0].self_attn.o_proj.weight.shape == (64, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(*inputs), mask(model, graph, plan)(*inputs), rtol=1e-4, atol=1e-5)

@@ -21,7 +21,7 @@ from prunekit.graph.handlers import bias_heads, timm_modules
 from prunekit.graph.registry import register_group_tie
 
 __all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "BLOCKS", "SECTIONS", "TIED", "LayerConfig",
-           "config_widths", "is_attention",
+           "config_widths", "inner_width", "is_attention",
            "keeps_query_groups", "refresh_attention", "same_head_dims", "tied_widths"]
 
 WIDTHS: dict[type, Callable[[nn.Module], dict[str, int]]] = {}  # class -> its config widths
@@ -55,6 +55,16 @@ def config_widths(config: Any) -> set[int]:
     ints = {name: value for name in (*WIDTH_FIELDS, "d_head") if type(value := _field(config, name)) is int}
     inner = {ints[h] * ints[d] for h in _HEADS if h in ints for d in ("head_dim", "d_head", "d_kv") if d in ints}
     return set(ints.values()) | inner
+
+
+def inner_width(module: nn.Module) -> int | None:
+    """A transformers attention's heads times its head size, from its own stored ints (Idefics2's
+    perceiver ``reshape(B, N, self.num_heads * self.head_dim)``): its refresh keeps the head count,
+    so a view to that product follows the cut. None for any other module."""
+    if not is_attention(module):
+        return None
+    heads, head_dim = _int_attr(module, _HEADS), _int_attr(module, _HEAD_DIM)
+    return vars(module)[heads] * vars(module)[head_dim] if heads and head_dim else None
 
 
 def _field(config: Any, name: str) -> Any:

@@ -265,11 +265,12 @@ def _config_misses(module: Any, size: int) -> bool:
     """A Hugging Face model (its refresh rewrites the config) viewing to a constant that its config
     does not hold as a width (``hf_modules.config_widths``): PVT-v2's ``reshape(B, -1,
     self.config.hidden_sizes[-1])`` reads an entry of a per-stage list, which the config refresh does
-    not rewrite stage by stage."""
-    from prunekit.graph.handlers.hf_modules import config_widths
+    not rewrite stage by stage. An attention's own heads times head size is no miss (its refresh
+    keeps the count: ``hf_modules.inner_width``)."""
+    from prunekit.graph.handlers.hf_modules import config_widths, inner_width
 
     config = vars(module).get("config")
-    if config is None or not hasattr(config, "to_dict"):
+    if config is None or not hasattr(config, "to_dict") or size == inner_width(module):
         return False
     return size not in config_widths(config)
 
