@@ -381,17 +381,19 @@ def _traced_with_heads(model: torch.nn.Module, projection: str, heads: int):  # 
     return images, graph
 
 
-def _exact_groups_cut(model: torch.nn.Module, graph: DependencyGraph, x: torch.Tensor, tmp_path: Path):  # type: ignore[no-untyped-def]
+def _exact_groups_cut(model: torch.nn.Module, graph: DependencyGraph, x: torch.Tensor | tuple, tmp_path: Path):  # type: ignore[no-untyped-def,type-arg]
     """``model`` with half of every exact group cut (L2): equal to the masked dense model, and the
-    same again after prunekit.save and prunekit.load; returns the pruned model."""
+    same again after prunekit.save and prunekit.load; returns the pruned model. ``x``: the input,
+    or a tuple of the inputs."""
+    inputs = x if isinstance(x, tuple) else (x,)
     scores = score(graph, model, "l2")
     plan = allocate(graph, {g.id: scores[g.id] for g in graph.prunable if g.exact}, 0.5)
-    pruned = apply(model, graph, plan, example_inputs=x)  # verified
+    pruned = apply(model, graph, plan, example_inputs=inputs)  # verified
     loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
     with torch.no_grad():
-        out = pruned(x).last_hidden_state
-        torch.testing.assert_close(out, mask(model, graph, plan)(x).last_hidden_state, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(loaded(x).last_hidden_state, out, rtol=1e-4, atol=1e-5)
+        out = pruned(*inputs).last_hidden_state
+        torch.testing.assert_close(out, mask(model, graph, plan)(*inputs).last_hidden_state, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(loaded(*inputs).last_hidden_state, out, rtol=1e-4, atol=1e-5)
     return pruned
 
 
@@ -603,20 +605,11 @@ def test_moonshine_attention_viewed_with_the_shared_configs_head_count_is_cut_in
     model = transformers.MoonshineModel(config).eval()
     audio = torch.randn(1, 4096, generator=torch.Generator().manual_seed(0))
     inputs = (audio, None, IDS[:, :5])
-    graph = DependencyGraph.trace(model, inputs)
-    heads = _group_of(graph, "encoder.layers.0.self_attn.q_proj.weight")
-    assert heads.prunable and heads.size == 4 and heads.exact, heads.reasons
-    scores = score(graph, model, "l2")
-    plan = allocate(graph, {g.id: scores[g.id] for g in graph.prunable if g.exact}, 0.5)
-    pruned = apply(model, graph, plan, example_inputs=inputs)  # verified
+    graph, heads = _four_heads(model, inputs, "encoder.layers.0.self_attn.q_proj.weight")
+    pruned = _exact_groups_cut(model, graph, inputs, tmp_path)
     attention = pruned.encoder.layers[0].self_attn
     assert attention.q_proj.weight.shape[0] == 2 * attention.head_dim
     assert (attention.config.num_attention_heads, attention.config.num_key_value_heads) == (2, 2)
-    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
-    with torch.no_grad():
-        out = pruned(*inputs).last_hidden_state
-        torch.testing.assert_close(out, mask(model, graph, plan)(*inputs).last_hidden_state, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(loaded(*inputs).last_hidden_state, out, rtol=1e-4, atol=1e-5)
 
 
 def test_parakeet_relative_attention_viewed_with_the_shared_configs_head_count_is_cut_in_heads(tmp_path: Path) -> None:
@@ -647,16 +640,9 @@ def test_gemma3n_audio_relative_position_logits_are_cut_with_the_heads(tmp_path:
     graph, heads = _four_heads(model, inputs, "conformer.0.attention.attn.q_proj.weight")
     assert ("conformer.0.attention.attn.relative_position_embedding.pos_proj.weight", 0) in {
         (m.tensor, m.axis) for m in heads.members}
-    scores = score(graph, model, "l2")
-    plan = allocate(graph, {g.id: scores[g.id] for g in graph.prunable if g.exact}, 0.5)
-    pruned = apply(model, graph, plan, example_inputs=inputs)  # verified
+    pruned = _exact_groups_cut(model, graph, inputs, tmp_path)
     attention = pruned.conformer[0].attention.attn
     assert (attention.num_heads, attention.relative_position_embedding.num_heads) == (2, 2)
-    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
-    with torch.no_grad():
-        out = pruned(*inputs).last_hidden_state
-        torch.testing.assert_close(out, mask(model, graph, plan)(*inputs).last_hidden_state, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(loaded(*inputs).last_hidden_state, out, rtol=1e-4, atol=1e-5)
 
 
 def test_a_view_to_the_attentions_own_heads_times_head_size_follows_the_cut(tmp_path: Path) -> None:
