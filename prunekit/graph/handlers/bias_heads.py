@@ -67,7 +67,8 @@ def select(ctx: Any, layout: Any) -> bool:
     heads = ctx.heads.get(id(module), [])
     if not any(layout.segments == h.segments for h in heads):
         return False
-    ctx.store.use(layout, bias_attribute(ctx.scope[-1]), 0, "passive")
+    at = len(ctx.modules) - 1 - ctx.modules[::-1].index(module)  # NOTE: scope[0] is the root's
+    ctx.store.use(layout, bias_attribute(ctx.scope[at + 1]), 0, "passive")
     return True
 
 
