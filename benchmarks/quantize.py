@@ -180,6 +180,9 @@ def part_cnn(name: str, settings: Settings) -> None:
 
         profiles = {p.name: p for p in int8_profiles(pairs, splits, task=resolve("classification"), measure=measure)}
         ops = _op_rows({name_: file for name_, _, file in pairs if name_ in OPS_OF}, splits, settings)
+        single = interleaved_onnx_latencies({name_: file for name_, _, file in pairs}, splits.example_input(1),
+                                            batch_sizes=settings.batch_sizes, threads=1,
+                                            min_time_s=settings.min_time_s)
     base = profiles["dense fp32"]
     rows = ["| model | MACs kept | params kept | accuracy (ORT) | ONNX file | smaller than dense fp32 | "
             + " | ".join(f"ORT b{b} (ms) | vs dense fp32" for b in settings.batch_sizes) + " |",
@@ -217,6 +220,22 @@ def part_cnn(name: str, settings: Settings) -> None:
              "interleaved rounds (every file timed in turn in each round, so all share the machine's load alike)."]
     _write(f"int8: {name}, Fashion-MNIST, half the MACs, fp32 vs int8 (ONNX Runtime)", rows, settings)
     _write(f"int8: {name}, where ONNX Runtime spends the time", ops, settings)
+    _write(f"int8: {name}, one intra-op thread (ONNX Runtime)", _single_thread_rows(single, settings), settings)
+
+
+def _single_thread_rows(single: dict[str, Any], settings: Settings) -> list[str]:
+    """The same ONNX files timed again with one intra-op thread (a single-core device), interleaved
+    among themselves; each model against dense fp32 at one thread."""
+    base = {s.batch_size: s.median_ms for s in single["dense fp32"]}
+    rows = ["| model | " + " | ".join(f"ORT b{b} (ms), 1 thread | vs dense fp32" for b in settings.batch_sizes) + " |",
+            "|---|" + "---|---|" * len(settings.batch_sizes)]
+    for label, stats in single.items():
+        cells = [f"{s.median_ms:.3f} | {base[s.batch_size] / s.median_ms:.2f}x" for s in stats]
+        rows.append(f"| {label} | {' | '.join(cells)} |")
+    rows += ["", f"The files of the section above, timed with `interleaved_onnx_latencies(..., threads=1)` after "
+             f"it (every file in turn in each of 5 rounds), so dense fp32 and the int8 models share one thread: "
+             f"the ratios a single-core device sees. The section above times them with {THREADS} threads."]
+    return rows
 
 
 OPS_OF = ("dense fp32", "dense int8", "pruned for int8 int8")  # NOTE: the files whose operator profile is shown
