@@ -26,6 +26,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from prunekit.errors import PrunekitError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup, Member, Role, owner, submodule, tensor_of
+from prunekit.graph.handlers.weight_norm import scales as norm_scales
 from prunekit.structured.plan import Plan
 
 __all__ = ["verify", "VerificationError", "zeroed", "zero_consumers", "restore", "cuts_of"]
@@ -127,30 +128,11 @@ def zero_consumers(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Sequence
                          lambda member, t: (member.tensor, member.axis) not in skip)
 
 
-def _norm_scales(model: nn.Module) -> dict[tuple[str, int], str]:
-    """Weight normalisation's direction ``v`` along its norm axis -> its scale ``g``: a zero row of
-    ``v`` has no direction (0/0), so that row is zeroed through ``g``."""
-    from torch.nn.utils.parametrizations import _WeightNorm
-    from torch.nn.utils.weight_norm import WeightNorm
-
-    found: dict[tuple[str, int], str] = {}
-    for name, module in model.named_modules():
-        at = f"{name}." if name else ""
-        for attr, chain in getattr(module, "parametrizations", {}).items():
-            for p in chain:
-                if isinstance(p, _WeightNorm) and p.dim not in (None, -1):
-                    found[(f"{at}parametrizations.{attr}.original1", p.dim)] = f"{at}parametrizations.{attr}.original0"
-        for hook in module._forward_pre_hooks.values():
-            if isinstance(hook, WeightNorm) and hook.dim not in (None, -1):
-                found[(f"{at}{hook.name}_v", hook.dim)] = f"{at}{hook.name}_g"
-    return found
-
-
 def _zero_members(model: nn.Module, cuts: Iterable[tuple[ChannelGroup, Sequence[int]]], roles: Sequence[Role],
                   chosen: Callable[[Member, torch.Tensor], bool]) -> Saved:
     """Zero the cut channels' slices of the members of ``roles`` that ``chosen`` accepts; the old values."""
     saved: Saved = []
-    scales = _norm_scales(model)
+    scales = norm_scales(model)
     with torch.no_grad():
         for group, channels in cuts:
             index = torch.tensor(sorted(channels), dtype=torch.long)

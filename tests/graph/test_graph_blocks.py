@@ -35,7 +35,8 @@ def _group_of(graph: DependencyGraph, tensor: str, axis: int):  # type: ignore[n
 
 def _cut_per_layer_inputs(model: torch.nn.Module, packed: str, axis: int, tmp_path: Path):  # type: ignore[no-untyped-def]
     """Half of the per-layer features cut (L2), verified; the packed tensor's members are the layers'
-    blocks at the same positions. Returns the pruned model and the kept feature indices."""
+    blocks at the same positions, and its kept columns are the same in every block. Returns the
+    pruned model."""
     graph = DependencyGraph.trace(model, IDS)
     group = _group_of(graph, packed, axis)
     assert group.prunable and group.size == D, group.reasons

@@ -405,6 +405,19 @@ def _four_heads(model: torch.nn.Module, x: torch.Tensor, projection: str):  # ty
     return graph, heads
 
 
+def _heads_cut(model: torch.nn.Module, graph: DependencyGraph, heads, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A causal LM with half of the group ``heads`` cut (L2): its logits equal the masked dense
+    model's, and the same again after prunekit.save and prunekit.load; returns the pruned model."""
+    plan = allocate(graph, {heads.id: score(graph, model, "l2")[heads.id]}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=IDS)  # verified
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
+    with torch.no_grad():
+        out = pruned(IDS).logits
+        torch.testing.assert_close(out, mask(model, graph, plan)(IDS).logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(loaded(IDS).logits, out, rtol=1e-4, atol=1e-5)
+    return pruned
+
+
 def test_vitdet_attention_is_cut_in_heads(tmp_path: Path) -> None:
     """ViTDet's attention (timm's SAM ViT attention, copied) views ``qkv(x)`` with ``self.num_heads``:
     its heads were frozen; now the stored count follows, the pruned model equals the masked one."""
@@ -492,16 +505,8 @@ def test_kimi_delta_attention_is_cut_in_heads(tmp_path: Path) -> None:
     graph, heads = _four_heads(model, IDS, "model.layers.0.self_attn.b_proj.weight")
     inner = {(m.tensor.rsplit("self_attn.", 1)[-1], m.axis, m.inner) for m in heads.members}
     assert {("conv1d.weight", 0, 16), ("forget_gate.A_log", 2, 1), ("o_proj.weight", 1, 16)} <= inner
-    scores = score(graph, model, "l2")
-    plan = allocate(graph, {heads.id: scores[heads.id]}, 0.5)
-    pruned = apply(model, graph, plan, example_inputs=IDS)  # verified
-    attention = pruned.model.layers[0].self_attn
+    attention = _heads_cut(model, graph, heads, tmp_path).model.layers[0].self_attn
     assert (attention.num_heads, attention.qkv_dim, attention.forget_gate.num_heads) == (2, 32, 2)
-    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
-    with torch.no_grad():
-        out = pruned(IDS).logits
-        torch.testing.assert_close(out, mask(model, graph, plan)(IDS).logits, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(loaded(IDS).logits, out, rtol=1e-4, atol=1e-5)
 
 
 def test_mask_repeated_by_the_stored_head_count_follows_the_heads(tmp_path: Path) -> None:
@@ -582,15 +587,8 @@ def test_gated_delta_net_is_cut_in_key_heads_with_their_value_heads(tmp_path: Pa
     assert heads.prunable and heads.size == 2 and heads.exact, heads.reasons
     inner = {(m.tensor.rsplit("linear_attn.", 1)[-1], m.axis, m.inner) for m in heads.members}
     assert {("A_log", 0, 2), ("q_proj.weight", 0, 16), ("v_proj.weight", 0, 32), ("o_proj.weight", 1, 32)} <= inner
-    plan = allocate(graph, {heads.id: score(graph, model, "l2")[heads.id]}, 0.5)
-    pruned = apply(model, graph, plan, example_inputs=IDS)  # verified
-    attention = pruned.model.layers[0].linear_attn
+    attention = _heads_cut(model, graph, heads, tmp_path).model.layers[0].linear_attn
     assert (attention.num_k_heads, attention.num_v_heads, attention.key_dim, attention.value_dim) == (1, 2, 16, 32)
-    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m"))
-    with torch.no_grad():
-        out = pruned(IDS).logits
-        torch.testing.assert_close(out, mask(model, graph, plan)(IDS).logits, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(loaded(IDS).logits, out, rtol=1e-4, atol=1e-5)
 
 
 def test_moonshine_attention_viewed_with_the_shared_configs_head_count_is_cut_in_heads(tmp_path: Path) -> None:

@@ -269,12 +269,18 @@ def _running_modules_refresh_groups(ctx: Any) -> bool:
 _SPLIT_REFRESHED: dict[type, Callable[[nn.Module], int]] = {}
 
 
+def _kept_by_refresh(table: dict[type, Callable[[nn.Module], int]], ctx: Any, value: int) -> bool:
+    """Whether the innermost module running is of a class in ``table`` whose refresh keeps ``value``
+    (the number ``table`` gives for it)."""
+    register_libraries()
+    kept = next((n for klass, n in table.items() if isinstance(ctx.module, klass)), None)
+    return kept is not None and kept(ctx.module) == value
+
+
 def _running_module_refreshes_split(ctx: Any, pieces: int) -> bool:
     """Whether the innermost module running in the trace splits into ``pieces`` equal parts at a
     size its refresh keeps (so the parts are cut alike, as ``chunk``'s are)."""
-    register_libraries()
-    parts = next((n for klass, n in _SPLIT_REFRESHED.items() if isinstance(ctx.module, klass)), None)
-    return parts is not None and parts(ctx.module) == pieces
+    return _kept_by_refresh(_SPLIT_REFRESHED, ctx, pieces)
 
 
 # Module classes whose refresh keeps the block size their forward views a packed width with, with
@@ -285,9 +291,7 @@ _BLOCKS_REFRESHED: dict[type, Callable[[nn.Module], int]] = {}
 def _running_module_refreshes_blocks(ctx: Any, size: int) -> bool:
     """Whether the innermost module running views a packed width in blocks of ``size`` that its
     refresh keeps (so every block is cut at the same positions)."""
-    register_libraries()
-    block = next((n for klass, n in _BLOCKS_REFRESHED.items() if isinstance(ctx.module, klass)), None)
-    return block is not None and block(ctx.module) == size
+    return _kept_by_refresh(_BLOCKS_REFRESHED, ctx, size)
 
 
 def _refresh_swin_attention(module: Any) -> nn.Module | None:

@@ -26,19 +26,21 @@ __all__ = ["BiasSpec", "SelectedBiasHeads", "spec_for", "select", "bias_attribut
 @dataclass(frozen=True)
 class BiasSpec:
     """Where a layer's forward takes the bias: argument ``name`` (or positional argument ``index``,
-    from 0, ``self`` not counted), its head axis first, folded with the batch (``[B * H, ...]``) where ``merged``;
-    ``field``: the config field that holds the model's head count."""
+    from 0, ``self`` not counted), its head axis first, folded with the batch (``[B * H, ...]``) where
+    ``merged``; ``heads``: the layer's attribute that holds its head count; ``field``: the config field
+    that holds the model's."""
 
     name: str
     index: int
     merged: bool
+    heads: str
     field: str
 
 
 # module -> class name -> where its forward takes the bias (looked up by name: prunekit never imports them)
 SPECS: dict[str, dict[str, BiasSpec]] = {
-    "transformers.models.bloom.modeling_bloom": {"BloomAttention": BiasSpec("alibi", 2, True, "n_head")},
-    "transformers.models.mpt.modeling_mpt": {"MptAttention": BiasSpec("position_bias", 1, False, "n_heads")},
+    "transformers.models.bloom.modeling_bloom": {"BloomAttention": BiasSpec("alibi", 2, True, "num_heads", "n_head")},
+    "transformers.models.mpt.modeling_mpt": {"MptAttention": BiasSpec("position_bias", 1, False, "n_heads", "n_heads")},
 }
 ATTRIBUTE = "#bias_heads"  # the group attribute that records the heads a layer keeps of the bias
 
@@ -86,10 +88,8 @@ class SelectedBiasHeads(nn.Module):
     def from_module(cls, module: nn.Module, kept: torch.Tensor | None = None) -> nn.Module:
         """``module`` as a layer that keeps the bias rows ``kept`` (default: all its heads, the
         placeholder a loader fills from the saved buffer)."""
-        base = _library_class(type(module))
-        new = _subclass(base).__new__(_subclass(base))
-        new.__dict__.update(module.__dict__)
-        new._buffers = dict(module._buffers)
+        new = _rebuild(_library_class(type(module)), module.__dict__)
+        new._buffers = dict(module._buffers)  # NOTE: its own, so the old module gets no kept_heads
         new._non_persistent_buffers_set = set(module._non_persistent_buffers_set)
         if kept is None:
             kept = torch.arange(_head_count(module))
@@ -145,12 +145,10 @@ def _rebuild(base: type, state: dict[str, Any]) -> nn.Module:
 
 
 def _head_count(module: nn.Module) -> int:
-    """The layer's head count as stored (``num_heads``, ``n_heads``)."""
-    for name in ("num_heads", "n_heads", "n_head", "num_attention_heads"):
-        value = vars(module).get(name)
-        if type(value) is int:
-            return value
-    raise TypeError(f"{type(module).__name__} stores no head count")
+    """The layer's head count, from the attribute its spec names."""
+    spec = spec_for(module)
+    assert spec is not None
+    return int(getattr(module, spec.heads))
 
 
 def pinned_fields(model: nn.Module) -> set[str]:

@@ -617,6 +617,13 @@ class LayerConfig:
         return cls(base, **fields)
 
 
+def _layer_config(module: Any, **fields: int) -> None:
+    """``module.config`` as this layer sees it once pruned: a :class:`LayerConfig` with ``fields``
+    where one differs from the config it reads (each layer may keep other head counts)."""
+    if any(getattr(module.config, k) != v for k, v in fields.items()):
+        module.config = LayerConfig(module.config, **fields)
+
+
 def _fused_heads(out_proj: nn.Module, fused: nn.Module, head_dim: int) -> tuple[int, int]:
     """(query heads, key/value heads) from sliced weights: ``out_proj`` reads the query heads; the
     ``fused`` projection holds them and as many key as value heads."""
@@ -637,8 +644,7 @@ def _refresh_phi3_attention(module: Any) -> None:
     heads = _phi3_heads(module)
     module.num_key_value_heads = heads["num_key_value_heads"]
     module.num_key_value_groups = heads["num_attention_heads"] // max(heads["num_key_value_heads"], 1)
-    if any(getattr(module.config, k) != v for k, v in heads.items()):
-        module.config = LayerConfig(module.config, **heads)
+    _layer_config(module, **heads)
 
 
 # -- Attention viewed with the shared config's head counts (Moonshine, Parakeet) -----------------
@@ -655,8 +661,7 @@ def _refresh_config_view_heads(module: Any) -> None:
     (each layer may keep other counts)."""
     heads = _config_view_heads(module)
     module.num_key_value_groups = heads["num_attention_heads"] // max(heads["num_key_value_heads"], 1)
-    if any(getattr(module.config, k) != v for k, v in heads.items()):
-        module.config = LayerConfig(module.config, **heads)
+    _layer_config(module, **heads)
 
 
 # -- Falcon --------------------------------------------------------------------------------------
@@ -768,9 +773,7 @@ def _openai_parts(module: nn.Module) -> int:
 def _refresh_funnel_attention(module: Any) -> None:
     """Funnel's relative attention views q, k, v with ``self.config.n_head``, the shared config's: the
     count follows its per-head parameters (``r_w_bias``), through a :class:`LayerConfig` where it differs."""
-    heads = module.r_w_bias.shape[0]
-    if heads != module.config.n_head:
-        module.config = LayerConfig(module.config, n_head=heads)
+    _layer_config(module, n_head=module.r_w_bias.shape[0])
 
 
 # -- Kimi Delta Attention (Kimi Linear, Bailing hybrid) -------------------------------------------

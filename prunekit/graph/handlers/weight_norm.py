@@ -5,11 +5,13 @@ The computed weight's axes are ``v``'s, so a conv or linear rule reads it as it 
 Its norm axis ``dim`` (a conv's rows, a transposed conv's input channels) is ``g``'s too: both are
 cut together, exactly (each row's norm is its own). The norm sums over every other axis, so cutting
 one of them rescales all the kept rows: those cuts are inexact (verification checks their values).
+:func:`scales` tells verification which ``g`` zeroes a ``v`` row (a zero ``v`` row is 0/0).
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from prunekit.graph.constraints import ParamDim
 from prunekit.graph.groups import owner
@@ -36,3 +38,22 @@ def weight_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
                                                  f"a cut rescales the kept rows")
             ctx.mixing.add(owner(d.tensor))  # NOTE: the layer's output then differs from the dense one's
     ctx.set(out, vd)
+
+
+def scales(model: nn.Module) -> dict[tuple[str, int], str]:
+    """Each weight-normed ``v`` along its norm axis -> its scale ``g`` (names in ``model``): a zero
+    row of ``v`` has no direction (0/0), so a masked reference zeroes that row through ``g``."""
+    from torch.nn.utils.parametrizations import _WeightNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    found: dict[tuple[str, int], str] = {}
+    for name, module in model.named_modules():
+        at = f"{name}." if name else ""
+        for attr, chain in getattr(module, "parametrizations", {}).items():
+            for p in chain:
+                if isinstance(p, _WeightNorm) and p.dim not in (None, -1):
+                    found[(f"{at}parametrizations.{attr}.original1", p.dim)] = f"{at}parametrizations.{attr}.original0"
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, WeightNorm) and hook.dim not in (None, -1):
+                found[(f"{at}{hook.name}_v", hook.dim)] = f"{at}{hook.name}_g"
+    return found
