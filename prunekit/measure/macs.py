@@ -70,9 +70,23 @@ def batch_of(inputs: tuple[torch.Tensor, ...], batch_size: int) -> tuple[torch.T
     return tuple(out)
 
 
+def _with_grad_if_tracked(run: Callable[[bool], Any]) -> Any:
+    """``run(False)``; where torch's module tracker (which FlopCounterMode uses) fails under no_grad,
+    ``run(True)``: a module given a view of a parameter (a Perceiver's or DETR's learned queries,
+    ``latents.unsqueeze(0).expand(...)``) reports requires_grad there without a grad_fn, and the
+    tracker asserts on it. With grad enabled it has one; the count is the same."""
+    try:
+        return run(False)
+    except AssertionError as error:
+        if "Expected gradient function to be set" not in str(error):
+            raise
+        return run(True)
+
+
 @contextmanager
-def counting_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode, no grad, and attention run as plain matmuls, so the counter sees every MAC."""
+def counting_mode(model: nn.Module, grad: bool = False) -> Iterator[None]:
+    """Eval mode, no grad (unless ``grad``), and attention run as plain matmuls, so the counter sees
+    every MAC."""
     # NOTE: nn.MultiheadAttention / TransformerEncoderLayer take a fused "fast path" in eval under
     # no_grad, and CPU SDPA dispatches to a fused kernel; FlopCounterMode has no formula for
     # either and would count 0 for them (a tiny ViT came out 43% low, nn.TransformerEncoder at 0).
@@ -82,7 +96,7 @@ def counting_mode(model: nn.Module) -> Iterator[None]:
     model.eval()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        with torch.set_grad_enabled(grad), sdpa_kernel(SDPBackend.MATH):
             yield
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
@@ -91,9 +105,13 @@ def counting_mode(model: nn.Module) -> Iterator[None]:
 
 def _flop_counts(model: nn.Module, example_inputs: ExampleInput) -> dict[str, dict[object, int]]:
     inputs = _forward_inputs(example_inputs)
-    with counting_mode(model), FlopCounterMode(display=False, depth=None) as counter:
-        model(*inputs)
-    return counter.get_flop_counts()
+
+    def run(grad: bool) -> dict[str, dict[object, int]]:
+        with counting_mode(model, grad), FlopCounterMode(display=False, depth=None) as counter:
+            model(*inputs)
+        return counter.get_flop_counts()
+
+    return _with_grad_if_tracked(run)
 
 
 def count_macs(model: nn.Module, example_inputs: ExampleInput) -> int:
@@ -254,11 +272,16 @@ def macs_terms(model: nn.Module, example_inputs: ExampleInput, *, shapes_only: S
 
     hooks = [m.register_forward_pre_hook(record(name)) for name, m in model.named_modules()
              if any(p is not None for p in m._parameters.values())]
-    counter = _TermCounter(params)
-    shortcut = _Shortcut(counter, shapes_only) if shapes_only is not None else contextlib.nullcontext()
-    try:
-        with counting_mode(model), counter, shortcut:
+
+    def run(grad: bool) -> _TermCounter:
+        counter = _TermCounter(params)
+        shortcut = _Shortcut(counter, shapes_only) if shapes_only is not None else contextlib.nullcontext()
+        with counting_mode(model, grad), counter, shortcut:
             model(*inputs)
+        return counter
+
+    try:
+        counter = _with_grad_if_tracked(run)
     finally:
         for h in hooks:
             h.remove()

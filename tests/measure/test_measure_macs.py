@@ -50,6 +50,26 @@ def test_attention_is_counted_in_eval() -> None:
     assert torch.backends.mha.get_fastpath_enabled() == fastpath
 
 
+def test_a_learned_query_array_expanded_to_the_batch_is_counted() -> None:
+    # NOTE: a Perceiver's or DETR's learned queries: under no_grad, latents.unsqueeze(0).expand(...)
+    # reports requires_grad without a grad_fn, which failed the counter's module tracker
+    class Latents(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.latents = nn.Parameter(torch.randn(4, 8))
+            self.attend = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            query = self.latents.unsqueeze(0).expand(x.shape[0], -1, -1)
+            return self.attend(query, x, x, need_weights=False)[0]
+
+    model = Latents()
+    expected = 4 * 8 * 8 + 2 * 6 * 8 * 8 + 2 * 4 * 6 * 8 + 4 * 8 * 8  # q; k, v; scores, mix; out
+    assert count_macs(model, torch.randn(1, 6, 8)) == expected
+    assert macs_by_module(model, torch.randn(1, 6, 8))["attend"] == expected
+    assert all(p.requires_grad for p in model.parameters())
+
+
 def test_macs_by_module(simple_cnn: nn.Module) -> None:
     table = macs_by_module(simple_cnn, torch.randn(1, 1, 28, 28))
     assert table[""] == 110_400
