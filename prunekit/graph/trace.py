@@ -62,6 +62,8 @@ class Context:
     counted: dict[tuple[int, int], Tracked] = field(default_factory=dict)  # (id(module), stored count) -> heads
     deferred: dict[int, list[tuple[Tracked, Tracked, str]]] = field(default_factory=dict)  # see settle_ties
     read_back: dict[int, list[tuple[Tracked, Tracked]]] = field(default_factory=dict)  # (width, view dim)
+    # NOTE: a layout split into equal blocks cut alike (shape._blocks) -> (its first block, block count)
+    blocked: dict[Tracked, tuple[Tracked, int]] = field(default_factory=dict)
     quiet: list[bool] = field(default_factory=list)  # per running module: its ops are left to a module rule
     resume: dict[int, list[Dim]] = field(default_factory=dict)  # id(child) -> its input layouts (see enter)
     fills: set[int] = field(default_factory=set)  # ids of tensors holding one value everywhere (zeros_like)

@@ -97,11 +97,61 @@ def test_model_output_and_input_channels_are_never_cut() -> None:
     assert not head.prunable and "model output" in head.reasons[0]
 
 
-def test_channel_shuffle_is_not_assumed_in_place() -> None:
-    graph = DependencyGraph.trace(ChannelShuffle().eval(), example((2, 3, 8, 8)))
+def test_channel_shuffle_cuts_the_same_positions_of_each_half() -> None:
+    # NOTE: view(n, 2, c // 2, h, w).transpose(1, 2): channel d of each half lands next to the other's
+    # d; the pruned model interleaves what it kept, so both halves must keep the same positions
+    model, x = ChannelShuffle().eval(), example((2, 3, 8, 8))
+    graph, plan, pruned = _prune(model, x, 0.5)
     group = graph.group("a.weight:0")
-    assert not group.prunable
-    assert any("split into several dims" in r or "mixed with other dims" in r for r in group.reasons)
+    assert group.prunable and group.size == 4
+    removed = set(plan.removed(group.id))
+    rows = {m.start + c for m in group.members if m.tensor == "a.weight" for c in removed}
+    assert rows == removed | {c + 4 for c in removed}
+    assert pruned.a.out_channels == pruned.b.in_channels == 4
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    other = example((1, 3, 5, 7), seed=1)  # NOTE: c // 2 is read at run time: other sizes run too
+    torch.testing.assert_close(pruned(other), mask(model, graph, plan)(other), rtol=1e-4, atol=1e-5)
+
+
+def test_a_group_norm_written_by_hand_keeps_its_groups_equal() -> None:
+    class HandGroupNorm(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.Conv2d(12, 5, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.a(x)
+            n, c, h, w = y.shape
+            g = y.view(n, 3, -1)
+            g = (g - g.mean(-1, keepdim=True)) / (g.var(-1, keepdim=True) + 1e-5).sqrt()
+            return self.b(torch.relu(g.view(n, c, h, w))).mean((2, 3))
+
+    model, x = HandGroupNorm().eval(), example((2, 3, 6, 6))
+    graph = DependencyGraph.trace(model, x)
+    group = graph.group("a.weight:0")
+    assert group.prunable and group.size == 4 and not group.exact  # NOTE: the statistics mix each group
+    plan = allocate(graph, {g.id: random(g, model, seed=0) for g in graph.prunable}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    assert pruned.a.out_channels == pruned.b.in_channels == 6
+    assert pruned(example((1, 3, 4, 5))).shape == (1, 5)
+
+
+def test_attention_heads_at_a_literal_count_are_not_cut_inside() -> None:
+    # NOTE: tokens-first attention at a literal head count: the head size sets the softmax scale, so
+    # cutting inside every head would change the function; the heads stay frozen
+    class LiteralHeads(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv, self.out = torch.nn.Linear(8, 24), torch.nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, n, _ = x.shape
+            q, k, v = (t.view(b, n, 2, -1).transpose(1, 2) for t in self.qkv(x).chunk(3, -1))
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            return self.out(y.transpose(1, 2).reshape(b, n, -1))
+
+    graph = DependencyGraph.trace(LiteralHeads().eval(), example((1, 5, 8)))
+    assert not graph.group("qkv.weight:0").prunable
 
 
 def test_custom_autograd_flip_freezes_the_channels() -> None:

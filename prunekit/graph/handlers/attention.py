@@ -137,6 +137,10 @@ def scaled_dot_product_attention(ctx, args, kwargs, out) -> None:  # type: ignor
     q, k, v = (arg(args, kwargs, i, n, None) for i, n in enumerate(("query", "key", "value")))
     mask = arg(args, kwargs, 3, "attn_mask", None)
     qd, kd, vd = ctx.dims(q), ctx.dims(k), ctx.dims(v)
+    if isinstance(qd[-1], Tracked) and kwargs.get("scale") is None:
+        # NOTE: the default scale is 1 / sqrt(E), read from the query's size: cut inside the heads, it changes
+        ctx.store.freeze(qd[-1], f"the head size sets the default scale of {ctx.where}; pass scale= to "
+                                 f"cut inside the heads")
     _contract(ctx, qd[-1], kd[-1])
     ctx.store.unify(kd[-2], vd[-2], ctx.where)
     batch: list[Dim] = list(qd[:-2])

@@ -86,7 +86,9 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             derived = [requested is not None and requested[j] == -1 for j in dst]
             raw = _raw_sizes(args, kwargs)
             raw = [raw[j] for j in dst] if raw is not None and len(raw) == out.dim() else None
-            for j, d in zip(dst, _split_outer(ctx, whole, [out.shape[j] for j in dst], derived, raw)):
+            channels_first = src[0] == 1 and dst[0] == 1 and len(dst) == 2 and x.dim() >= 3
+            for j, d in zip(dst, _split_outer(ctx, whole, [out.shape[j] for j in dst], derived, raw,
+                                              channels_first=channels_first)):
                 result[j] = d
     _tie_sizes_read_elsewhere(ctx, args, kwargs, result, splits)
     _head_count_on_fixed_data(ctx, args, kwargs, result)
@@ -330,7 +332,7 @@ def _tie_sizes_read_elsewhere(ctx, args, kwargs, result: list[Dim],  # type: ign
             _derived_size(ctx, size, j, result, splits, follows and kept)
         if follows and not kept:
             continue  # NOTE: a module whose refresh rewrites its widths (Swin's attention) reads them anew
-        if not isinstance(size, ChannelInt) or size.layout == result[j]:
+        if not isinstance(size, ChannelInt) or size.layout == result[j] or _reblocked(ctx, size.layout, result[j]):
             continue
         if isinstance(result[j], ParamDim) and result[j].size:  # NOTE: a parameter viewed to a width read
             result[j] = ctx.store.param_source(result[j])        # from a shape (Inkling2's query) follows it
@@ -358,7 +360,7 @@ def _derived_size(ctx, size: Any, j: int, result: list[Dim],  # type: ignore[no-
                 ctx.deferred.setdefault(id(ctx.module), []).extend((source, first, ctx.where)
                                                                    for source in size.layouts)
             return
-    if _same_width(ctx, size, result[j]):
+    if _same_width(ctx, size, result[j]) or _block_size_of(ctx, size, result[j]):
         return
     why = (f"a size computed from the width of these channels ({int(size)}) is used to view other data "
            f"in {ctx.where}; it would change with pruning")
@@ -366,6 +368,20 @@ def _derived_size(ctx, size: Any, j: int, result: list[Dim],  # type: ignore[no-
         ctx.store.freeze(source, why)
     if isinstance(result[j], Tracked):
         ctx.store.freeze(result[j], why)
+
+
+def _block_size_of(ctx, size: Any, dim: Dim) -> bool:  # type: ignore[no-untyped-def]
+    """``dim`` is the first of equal blocks cut alike (``_blocks``), sized ``C // g`` from the width
+    of other channels as many as the split ones: after pruning the size is right exactly when those
+    channels are cut with the split ones, so they are unified (k viewed with q's head size)."""
+    if not isinstance(dim, Tracked) or len(size.layouts) != 1:
+        return False
+    split = next((layout for layout, (first, count) in ctx.blocked.items() if first == dim), None)
+    source = size.layouts[0]
+    if split is None or source.size != split.size or int(size) != dim.size:
+        return False
+    ctx.store.unify(source, split, ctx.where)
+    return True
 
 
 def _same_width(ctx, size: Any, dim: Dim) -> bool:  # type: ignore[no-untyped-def]
@@ -438,7 +454,7 @@ def _requested(args: tuple[Any, ...], kwargs: dict[str, Any], func: str, ndim: i
 
 
 def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  # type: ignore[no-untyped-def]
-                 raw: list[Any] | None = None) -> list[Dim]:
+                 raw: list[Any] | None = None, *, channels_first: bool = False) -> list[Dim]:
     """Layouts of the dims a channel dim is split into (``view(B, N, H, d)``).
 
     ``[C*f] -> [C, f]`` undoes a flatten (channels stay on the outer dim). Otherwise the last dim is
@@ -454,7 +470,10 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  #
     factor = math.prod(sizes[1:])
     if all(s.inner % factor == 0 for s in layout.segments):
         return [Tracked(tuple(Segment(s.source, s.start, s.length, s.inner // factor) for s in layout.segments))] + rest
-    if not derived[-2] and not any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS) and not _in_user_module(ctx):
+    count_fixed = not derived[-2] and not any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS)
+    if count_fixed and channels_first and _groups_of_derived_size(ctx, layout, sizes, derived, raw):
+        return _blocks(ctx, layout, sizes)
+    if count_fixed and not _in_user_module(ctx):
         if any(follows(ctx, sizes[-1]) for follows in BLOCK_SIZE_FOLLOWS):
             return _blocks(ctx, layout, sizes)
         ctx.store.freeze(layout, f"channels split into several dims (heads) by {ctx.where} with a constant "
@@ -485,6 +504,35 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  #
     return [None] * (len(sizes) - 2) + [first, None]
 
 
+def _groups_of_derived_size(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  # type: ignore[no-untyped-def]
+                            raw: list[Any] | None) -> bool:
+    """``view(B, g, C // g, H, W)`` of conv features (a channel shuffle, a GroupNorm written by hand):
+    a constant count ``g`` of groups whose size is derived from a width (``-1``, or ``C // g`` with
+    ``C`` read from this tensor's shape or one of its size), which no attribute of a user's module holds
+    (a stored head count is cut in whole heads instead). Cut at the same positions of every group,
+    the groups stay equal and their size follows at run time: nothing to rewrite (see ``_blocks``).
+    Only for channels-first features (the channel dim right after the batch dim, spatial dims after
+    it; the caller checks): attention on tokens is cut in whole heads."""
+    from prunekit.graph.trace import DerivedInt
+
+    size = raw[-1] if raw is not None else None
+    # NOTE: a width of the same size read elsewhere (k viewed with q's ``C // g``) is tied to this one
+    # by the view's size rule (``_derived_size``), so it follows the cut alike
+    follows = derived[-1] or (isinstance(size, DerivedInt) and len(size.layouts) == 1
+                              and size.layouts[0].size == layout.size and int(size) * sizes[0] == layout.size)
+    if not follows:
+        return False
+    found = _user_module_of(ctx)
+    return found is None or not _attributes_holding(found, sizes[0], 0, 1)
+
+
+def _user_module_of(ctx) -> Any:  # type: ignore[no-untyped-def]
+    from prunekit.graph.handlers.user_modules import user_module
+
+    found = user_module(ctx)
+    return None if found is None else found[0]
+
+
 def _blocks(ctx, layout: Tracked, sizes: list[int]) -> list[Dim]:  # type: ignore[no-untyped-def]
     """``[L*D] -> [L, D]`` at a constant block count whose block size the module's refresh keeps
     (``BLOCK_SIZE_FOLLOWS``: Gemma's per-layer inputs, one block of ``D`` features per layer; Zamba's
@@ -499,7 +547,19 @@ def _blocks(ctx, layout: Tracked, sizes: list[int]) -> list[Dim]:  # type: ignor
         if not isinstance(block, Tracked):
             return [None] * len(sizes)
         ctx.store.unify(first, block, ctx.where)
+    ctx.blocked[layout] = (first, math.prod(sizes[:-1]))
     return [None] * (len(sizes) - 1) + [first]
+
+
+def _reblocked(ctx, width: Tracked, dim: Dim) -> bool:  # type: ignore[no-untyped-def]
+    """``dim`` holds the channels of ``width``, reordered block by block: ``width`` was split into
+    blocks cut alike (``_blocks``) and their dims merged back, the block dim last (a channel shuffle's
+    ``transpose(1, 2)`` then ``view(B, C, H, W)``). Its pruned size is then ``width``'s, by construction."""
+    found = ctx.blocked.get(width)
+    if found is None or not isinstance(dim, Tracked):
+        return False
+    first, count = found
+    return dim == Tracked(tuple(Segment(s.source, s.start, s.length, s.inner * count) for s in first.segments))
 
 
 def _in_user_module(ctx) -> bool:  # type: ignore[no-untyped-def]
