@@ -138,9 +138,9 @@ def scaled_dot_product_attention(ctx, args, kwargs, out) -> None:  # type: ignor
     mask = arg(args, kwargs, 3, "attn_mask", None)
     qd, kd, vd = ctx.dims(q), ctx.dims(k), ctx.dims(v)
     if isinstance(qd[-1], Tracked) and kwargs.get("scale") is None:
-        # NOTE: the default scale is 1 / sqrt(E), read from the query's size: cut inside the heads, it changes
-        ctx.store.freeze(qd[-1], f"the head size sets the default scale of {ctx.where}; pass scale= to "
-                                 f"cut inside the heads")
+        # NOTE: the default scale is 1 / sqrt(E), read from the query's size: cut inside the heads, it
+        # changes, so the cut changes the function (as a norm's statistics do), zeroed channels or not
+        ctx.store.inexact(qd[-1], f"the head size sets the default scale of {ctx.where}")
     _contract(ctx, qd[-1], kd[-1])
     ctx.store.unify(kd[-2], vd[-2], ctx.where)
     batch: list[Dim] = list(qd[:-2])
@@ -226,6 +226,9 @@ def multi_head_attention(ctx, args, kwargs, out) -> None:  # type: ignore[no-unt
     seen: dict[int, Dim] = {}
     for x, w, name in zip((query, key, value), weights, names):
         d = ctx.dims(x)[-1]
+        if isinstance(d, ParamDim) and d.size == w.shape[-1]:
+            # NOTE: a parameter given as the input (DETR's learned queries): cut with the columns reading it
+            d = ctx.store.param_source(d)
         if id(w) in seen:  # one shared in_proj: q, k and v columns are the same channels
             ctx.store.unify(seen[id(w)], d, ctx.where)
         elif isinstance(d, Tracked):

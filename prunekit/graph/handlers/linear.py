@@ -18,6 +18,10 @@ def linear(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     if weight.dim() != 2:
         return ctx.opaque(args, kwargs, out, "linear weight is not 2-d")
     layout = xd[-1]
+    if isinstance(layout, ParamDim) and layout.size == weight.shape[1]:
+        # NOTE: a parameter read as data (DETR's learned queries, query.weight.unsqueeze(1).repeat(...)):
+        # its axis and the weight's columns hold the same positions, cut alike wherever they meet channels
+        layout = ctx.store.param_source(layout)
     if isinstance(layout, Tracked):
         if isinstance(wd[1], ParamDim):  # NOTE: its own axis: an expert's weight[i] of a 3-d parameter
             ctx.store.use(layout, wd[1].tensor, wd[1].axis, "consumer", offset=wd[1].start)
