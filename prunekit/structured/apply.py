@@ -18,10 +18,11 @@ from torch import nn
 from prunekit._clone import clone_module
 from prunekit.errors import ConfigError
 from prunekit.graph.dependency import DependencyGraph
-from prunekit.graph.groups import submodule, tensor_of
+from prunekit.graph.groups import owner, submodule, tensor_of
+from prunekit.graph.handlers.spectral_norm import normalised_layers
 from prunekit.graph.registry import SELECTIONS, refresh_for
 from prunekit.structured.plan import Plan
-from prunekit.structured.verify import VerificationError, cuts_of, verify, zero_consumers
+from prunekit.structured.verify import VerificationError, cuts_of, verify, zero_consumers, zero_sources
 
 __all__ = ["apply", "mask", "verify", "VerificationError"]
 
@@ -164,7 +165,13 @@ def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> nn.Module:
 
 
 def mask(model: nn.Module, graph: DependencyGraph, plan: Plan) -> nn.Module:
-    """A dense copy of ``model`` where every consumer weight reading a removed channel is zero."""
+    """A dense copy of ``model`` where every consumer weight reading a removed channel is zero (and a
+    spectral-normed weight's removed rows too: its scale reads every row)."""
     masked = copy.deepcopy(model)
-    zero_consumers(masked, cuts_of(graph, plan))
+    cuts = cuts_of(graph, plan)
+    zero_consumers(masked, cuts)
+    normalised = normalised_layers(masked)
+    if normalised:
+        zero_sources(masked, cuts, {(m.tensor, m.axis) for g, _ in cuts for m in g.members
+                                    if owner(m.tensor) not in normalised})
     return masked

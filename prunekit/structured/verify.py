@@ -26,6 +26,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from prunekit.errors import PrunekitError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup, Member, Role, owner, submodule, tensor_of
+from prunekit.graph.handlers.spectral_norm import normalised_layers
 from prunekit.graph.handlers.weight_norm import scales as norm_scales
 from prunekit.structured.plan import Plan
 
@@ -404,8 +405,11 @@ def _verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: P
                 modules[name] = dim
     # NOTE: the layers named in graph.mixing are never compared (_check_layers), so never recorded
     record = set() if strict else set(modules) - set(graph.mixing)
+    # NOTE: a spectral-normed weight's scale reads all of it: its cut slices are zeroed in the weight
+    normalised = normalised_layers(model)
+    cuts.fed -= {(t, a) for t, a in cuts.fed if owner(t) in normalised}
     fed = {owner(t) for t, _ in cuts.fed if owner(t) in modules}
-    writers = {name for t, _ in cuts.written if (name := owner(t)) in modules
+    writers = {name for t, _ in cuts.written if (name := owner(t)) in modules and name not in normalised
                and parametrize.type_before_parametrizations(submodule(model, name)) in _OUTPUT_ZEROED}
     try:
         got, pruned_records, called = _run(pruned, inputs, modules, cuts, zero=False, record=record,
