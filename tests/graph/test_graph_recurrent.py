@@ -67,3 +67,41 @@ def test_projected_lstm_is_kept_whole_with_the_reason() -> None:
     graph = DependencyGraph.trace(model, ids)
     assert any("proj_size" in b for b in graph.blocked)
     assert not any(m.tensor.startswith("rnn.") for g in graph.prunable for m in g.members)
+
+
+class CellLoop(nn.Module):
+    """A cell unrolled by hand over time: the first state made by the cell itself (hx None) or by
+    the user from a stored width, the next ones the previous step's."""
+
+    def __init__(self, kind: str = "lstm", own_state: bool = False) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(30, 16)
+        self.cell = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "rnn": nn.RNNCell}[kind](16, 12)
+        self.kind, self.own_state, self.hidden = kind, own_state, 12
+        self.head = nn.Linear(12, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        state = None
+        if self.own_state:
+            h = x.new_zeros(x.shape[0], self.hidden)
+            state = (h, h.clone()) if self.kind == "lstm" else h
+        for t in range(x.shape[1]):
+            state = self.cell(x[:, t], state)
+        return self.head(state[0] if self.kind == "lstm" else state)
+
+
+@pytest.mark.parametrize("kind,own_state", [("lstm", False), ("lstm", True), ("gru", False), ("rnn", True)])
+def test_cells_in_a_loop_cut_their_hidden_units(kind: str, own_state: bool) -> None:
+    torch.manual_seed(0)
+    model, ids = CellLoop(kind, own_state).eval(), _ids()
+    graph = DependencyGraph.trace(model, ids)
+    hidden = next(g for g in graph.groups if ("cell.weight_hh", 1) in {(m.tensor, m.axis) for m in g.members})
+    assert hidden.prunable and hidden.size == 12 and hidden.exact  # NOTE: before: no rule for lstm_cell
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
+    assert sorted(m.start for m in hidden.members if m.tensor == "cell.weight_ih") == [12 * g for g in range(gates)]
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    pruned = apply(model, graph, plan, example_inputs=ids)  # verified
+    assert pruned.cell.hidden_size == pruned.head.in_features == 6 and pruned.cell.input_size == 8
+    torch.testing.assert_close(pruned(ids), mask(model, graph, plan)(ids), rtol=1e-4, atol=1e-5)
+    assert pruned(_ids(3, 4)).shape == (3, 4)

@@ -1,11 +1,13 @@
-"""Recurrent layers (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``): the hidden units are channels.
+"""Recurrent layers (``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` and their cells): the hidden units are channels.
 
 ``torch.lstm(input, hx, params, has_biases, num_layers, ...)`` (or, packed, ``(data, batch_sizes,
 hx, params, ...)``) holds, per layer and direction, ``w_ih`` [G*H, in], ``w_hh`` [G*H, H] and two
 biases [G*H], for G gates (LSTM 4, GRU 3, RNN 1). Hidden unit ``j`` is written by row ``g*H + j`` of
 each gate and read back by column ``j`` of ``w_hh`` and by the next layer. The module keeps one
 ``hidden_size`` for every layer and direction, so all of them are cut at the same units: one group.
-Removing a unit is exact: the others never read it once its columns are gone.
+Removing a unit is exact: the others never read it once its columns are gone. A cell
+(``torch.lstm_cell(input, hx, w_ih, w_hh, b_ih, b_hh)``) is one layer and one direction of that,
+called once per step by the user's loop; its state carries the units from step to step.
 """
 
 from __future__ import annotations
@@ -74,3 +76,37 @@ def refresh_recurrent(module: nn.Module) -> None:
     module.input_size = module.weight_ih_l0.shape[1]
     module.hidden_size = module.weight_hh_l0.shape[1]
     module._init_flat_weights()
+
+
+_CELLS = {"lstm_cell": 4, "gru_cell": 3, "rnn_tanh_cell": 1, "rnn_relu_cell": 1}
+
+
+@register_rule(*resolve(*_CELLS))
+def recurrent_cell(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """One step of ``nn.LSTMCell`` / ``GRUCell`` / ``RNNCell``: ``(input, hx, w_ih, w_hh[, b_ih,
+    b_hh])``, the gates stacked in the rows as in the layers above; the new state holds the hidden
+    units, and so does a state given in (the previous step's, in a loop over time)."""
+    x, hx, *params = args[:6]
+    names = [ctx.dims(p)[0] if isinstance(p, torch.Tensor) else None for p in params if p is not None]
+    if len(names) < 2 or not all(isinstance(n, ParamDim) for n in names):
+        return ctx.opaque(args, kwargs, out, "recurrent cell weights that are not parameters")
+    gates = _CELLS[ctx.current.rsplit(".", 1)[-1]]
+    size = params[1].shape[1]  # w_hh: [G*H, H]
+    layout = ctx.store.new_source(size, f"{names[0].tensor.rpartition('.')[0] or 'cell'}.hidden")
+    features = ctx.dims(x)[-1]
+    if isinstance(features, Tracked):
+        ctx.store.use(features, names[0].tensor, 1, "consumer")
+    for g in range(gates):
+        for n in names:
+            ctx.store.use(layout, n.tensor, 0, "producer", offset=g * size)
+    ctx.store.use(layout, names[1].tensor, 1, "consumer")
+    for state in out if isinstance(out, tuple) else (out,):  # h' (and c')
+        if isinstance(state, torch.Tensor):
+            ctx.set(state, [None] * (state.dim() - 1) + [layout])
+    _initial_states(ctx, [hx], layout)
+
+
+@register_refresh(nn.RNNCellBase)
+def refresh_recurrent_cell(module: nn.Module) -> None:
+    module.input_size = module.weight_ih.shape[1]
+    module.hidden_size = module.weight_hh.shape[1]
