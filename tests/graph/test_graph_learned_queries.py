@@ -4,6 +4,8 @@ parameter meets later (a residual add), never one without the other."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -89,3 +91,32 @@ def test_a_parameter_read_by_a_linear_layer_is_cut_with_its_columns() -> None:
     pruned = StructuredPruner({"ratio": 0.5}).fit_transform(model, x)
     assert pruned.latents.shape[1] == pruned.mix.in_features == pruned.tokens.out_features == 6
     assert pruned(_example((3, 5, 6))).shape == (3, 2)
+
+
+class RelativeTable(nn.Module):
+    """DeBERTa-v2's relative positions: a table normalised by the encoder's LayerNorm, then read by
+    the same query projection as the hidden states."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 16)
+        self.rel = nn.Embedding(9, 16)
+        self.rel_norm = nn.LayerNorm(16)
+        self.query = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.embed(ids)
+        positions = self.query(self.rel_norm(self.rel.weight))  # (9, 16)
+        scores = self.query(h) @ positions.t()  # (B, N, 9)
+        return self.head(h + scores.softmax(-1) @ positions)[:, 0]
+
+
+def test_a_normalised_parameter_is_cut_with_its_norm() -> None:
+    model = RelativeTable().eval()
+    ids = torch.randint(0, 20, (2, 6), generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NOTE: a group kept whole after verification would warn
+        pruned = StructuredPruner({"ratio": 0.5}).fit_transform(model, ids)
+    assert pruned.rel.weight.shape[1] == pruned.rel_norm.weight.shape[0] == pruned.query.in_features == 8
+    assert pruned(torch.randint(0, 20, (3, 4))).shape == (3, 2)

@@ -56,6 +56,11 @@ def layer_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     n = len(shape) if not isinstance(shape, int) else 1
     for k in range(1, n + 1):
         layout = dims[-k]
+        if isinstance(layout, ParamDim) and layout.size == x.shape[-k] and weight is not None \
+                and isinstance(ctx.dims(weight)[-k], ParamDim):
+            # NOTE: a parameter normalised as data (DeBERTa-v2's relative position table): its axis and
+            # the norm's weight hold the same positions, cut alike wherever they meet channels
+            layout = ctx.store.param_source(layout)
         if not isinstance(layout, Tracked):
             continue
         if weight is None or not isinstance(ctx.dims(weight)[-k], ParamDim):
