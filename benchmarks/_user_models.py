@@ -3,7 +3,9 @@
 Each is a small, plain ``nn.Module`` in the style of a well-known code base or tutorial, with the
 constructs such code uses: stored head counts and split sizes, fused q|k|v, complex rotary
 embeddings, grouped-query attention, recurrent layers, gated units, sub-pixel convolution, bags of
-embeddings, skip connections by concatenation. ``ZOO`` maps a name to (builder, example input,
+embeddings, skip connections by concatenation; and a second set with torch's own transformer layers,
+top-k routing with ``index_add_``, einsum attention, a channel shuffle, two inputs, an edge list and a
+dict output. ``ZOO`` maps a name to (builder, example input,
 another input of other sizes the pruned model must also take).
 """
 
@@ -321,6 +323,373 @@ class FastText(nn.Module):
         return self.fc2(F.relu(self.fc1(self.bag(ids, offsets))))
 
 
+# --- a second set: torch's own transformer layers, routing, einsum, shuffles, two inputs, graphs ---
+
+
+class TorchTransformerClassifier(nn.Module):
+    """torch's own nn.TransformerEncoder, norm_first, batch_first, with a CLS token and learned positions."""
+    def __init__(self, vocab=500, d=64, heads=4, layers=2, classes=5, max_len=64):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.zeros(1, max_len + 1, d))
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        layer = nn.TransformerEncoderLayer(d, heads, dim_feedforward=4 * d, dropout=0.1, batch_first=True,
+                                           norm_first=True, activation="gelu")
+        self.encoder = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(d), enable_nested_tensor=False)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos[:, : ids.shape[1] + 1]
+        return self.head(self.encoder(x)[:, 0])
+
+
+class Seq2Seq(nn.Module):
+    """nn.Transformer encoder-decoder with a causal mask on the target; shared embedding tied to the output."""
+    def __init__(self, vocab=300, d=64, heads=4):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.tf = nn.Transformer(d, heads, 2, 2, 128, dropout=0.0, batch_first=True)
+        self.out = nn.Linear(d, vocab, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, src, tgt):
+        mask = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1])
+        h = self.tf(self.emb(src) * math.sqrt(self.emb.embedding_dim), self.emb(tgt), tgt_mask=mask)
+        return self.out(h)
+
+
+class MoE(nn.Module):
+    """Top-2 mixture of experts, tokens routed with index_add_ (Mixtral-style, written by hand)."""
+    def __init__(self, d=32, hidden=64, experts=4, k=2, classes=6):
+        super().__init__()
+        self.inp = nn.Linear(16, d)
+        self.router = nn.Linear(d, experts, bias=False)
+        self.w1 = nn.ModuleList(nn.Linear(d, hidden, bias=False) for _ in range(experts))
+        self.w2 = nn.ModuleList(nn.Linear(hidden, d, bias=False) for _ in range(experts))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, classes)
+        self.k = k
+
+    def forward(self, x):
+        h = self.inp(x)
+        b, t, d = h.shape
+        flat = h.reshape(-1, d)
+        weights, chosen = torch.topk(F.softmax(self.router(flat), dim=-1), self.k, dim=-1)
+        weights = weights / weights.sum(-1, keepdim=True)
+        out = torch.zeros_like(flat)
+        for e in range(len(self.w1)):
+            rows, slot = torch.where(chosen == e)
+            if rows.numel() == 0:
+                continue
+            y = self.w2[e](F.silu(self.w1[e](flat[rows])))
+            out.index_add_(0, rows, y * weights[rows, slot, None])
+        return self.head(self.norm(flat + out).reshape(b, t, d).mean(1))
+
+
+class EinsumAttention(nn.Module):
+    """Attention written with einsum and a rotary embedding buffer of head_dim."""
+    def __init__(self, d=64, heads=4, classes=3, vocab=200):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.proj = nn.Linear(d, d)
+        self.ff = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.n1, self.n2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.head = nn.Linear(d, classes)
+        self.heads = heads
+        hd = d // heads
+        inv = 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd))
+        t = torch.arange(128).float()
+        freqs = torch.outer(t, inv)
+        self.register_buffer("cos", freqs.cos(), persistent=False)
+        self.register_buffer("sin", freqs.sin(), persistent=False)
+
+    def rope(self, x):
+        n = x.shape[2]
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        c, s = self.cos[:n], self.sin[:n]
+        return torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).flatten(-2)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.n1(x)).chunk(3, dim=-1)
+        q, k, v = (t.view(b, n, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        q, k = self.rope(q), self.rope(k)
+        att = torch.einsum("bhid,bhjd->bhij", q, k) / math.sqrt(q.shape[-1])
+        y = torch.einsum("bhij,bhjd->bhid", att.softmax(-1), v)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, n, d))
+        x = x + self.ff(self.n2(x))
+        return self.head(x.mean(1))
+
+
+class ShuffleBlockNet(nn.Module):
+    """Channel shuffle written by hand (view/transpose), grouped 1x1 convs, SE with adaptive pooling."""
+    def __init__(self, classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 48, 3, 2, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU(inplace=True))
+        self.g1 = nn.Sequential(nn.Conv2d(48, 48, 1, groups=4, bias=False), nn.BatchNorm2d(48), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(48, 48, 3, 1, 1, groups=48, bias=False), nn.BatchNorm2d(48))
+        self.g2 = nn.Sequential(nn.Conv2d(48, 48, 1, groups=4, bias=False), nn.BatchNorm2d(48))
+        self.se1, self.se2 = nn.Conv2d(48, 12, 1), nn.Conv2d(12, 48, 1)
+        self.head = nn.Linear(48, classes)
+
+    @staticmethod
+    def shuffle(x, groups):
+        b, c, h, w = x.shape
+        return x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.g2(self.dw(self.shuffle(self.g1(x), 4)))
+        y = y * torch.sigmoid(self.se2(F.relu(self.se1(F.adaptive_avg_pool2d(y, 1)))))
+        x = F.relu(x + y)
+        return self.head(x.mean((2, 3)))
+
+
+class FiLMNet(nn.Module):
+    """Two inputs: an image and a condition vector; FiLM gamma/beta from one Linear, split with chunk."""
+    def __init__(self, cond=8, classes=4):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 32, 3, padding=1)
+        self.c2 = nn.Conv2d(32, 32, 3, padding=1)
+        self.film = nn.Linear(cond, 64)
+        self.head = nn.Linear(32, classes)
+
+    def forward(self, img, c):
+        h = F.relu(self.c1(img))
+        gamma, beta = self.film(c).chunk(2, dim=1)
+        h = self.c2(h) * gamma[:, :, None, None] + beta[:, :, None, None]
+        return self.head(F.relu(h).flatten(2).mean(-1))
+
+
+class TCN(nn.Module):
+    """Temporal conv net: causal dilated Conv1d with weight norm, F.pad for causality, residual 1x1."""
+    def __init__(self, cin=6, ch=32, classes=5):
+        super().__init__()
+        wn = nn.utils.parametrizations.weight_norm
+        self.c1 = wn(nn.Conv1d(cin, ch, 3, dilation=1))
+        self.c2 = wn(nn.Conv1d(ch, ch, 3, dilation=2))
+        self.c3 = wn(nn.Conv1d(ch, ch, 3, dilation=4))
+        self.down = nn.Conv1d(cin, ch, 1)
+        self.head = nn.Linear(ch, classes)
+
+    def forward(self, x):
+        h = F.relu(self.c1(F.pad(x, (2, 0))))
+        h = F.relu(self.c2(F.pad(h, (4, 0))))
+        h = self.c3(F.pad(h, (8, 0)))
+        return self.head(F.relu(h + self.down(x))[:, :, -1])
+
+
+class GRUAttn(nn.Module):
+    """Bidirectional GRU with additive attention pooling."""
+    def __init__(self, vocab=400, d=32, hidden=48, classes=3):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d, padding_idx=0)
+        self.gru = nn.GRU(d, hidden, batch_first=True, bidirectional=True)
+        self.att = nn.Linear(2 * hidden, 1)
+        self.head = nn.Linear(2 * hidden, classes)
+
+    def forward(self, ids):
+        out, _ = self.gru(self.emb(ids))
+        w = torch.softmax(self.att(torch.tanh(out)).squeeze(-1), dim=1)
+        return self.head((out * w.unsqueeze(-1)).sum(1))
+
+
+class GNN(nn.Module):
+    """Message passing over an edge list with index_add_ (GCN-like, written by hand)."""
+    def __init__(self, fin=12, hidden=32, classes=4):
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(fin, hidden), nn.Linear(hidden, hidden)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x, edges):
+        src, dst = edges
+        h = F.relu(self.l1(x))
+        agg = torch.zeros_like(h).index_add_(0, dst, h[src])
+        h = F.relu(self.l2(h + agg))
+        return self.head(h)
+
+
+class Perceiver(nn.Module):
+    """Learned latent array cross-attending to the input (nn.MultiheadAttention with kdim/vdim)."""
+    def __init__(self, fin=20, d=64, latents=8, classes=4):
+        super().__init__()
+        self.latents = nn.Parameter(torch.randn(latents, d) * 0.02)
+        self.inp = nn.Linear(fin, 48)
+        self.cross = nn.MultiheadAttention(d, 4, kdim=48, vdim=48, batch_first=True)
+        self.ff = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 128), nn.GELU(), nn.Linear(128, d))
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x):
+        kv = self.inp(x)
+        q = self.latents.unsqueeze(0).expand(x.shape[0], -1, -1)
+        h, _ = self.cross(q, kv, kv, need_weights=False)
+        h = h + self.ff(h)
+        return self.head(h.mean(1))
+
+
+class MobileViTish(nn.Module):
+    """Conv features unfolded into patches for a transformer layer and folded back (unfold/fold by reshape)."""
+    def __init__(self, classes=10, d=48, p=2):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.SiLU())
+        self.local = nn.Conv2d(32, d, 1)
+        self.tf = nn.TransformerEncoderLayer(d, 4, 2 * d, dropout=0.0, batch_first=True)
+        self.back = nn.Conv2d(d, 32, 1)
+        self.fuse = nn.Conv2d(64, 64, 3, padding=1)
+        self.head = nn.Linear(64, classes)
+        self.p = p
+
+    def forward(self, x):
+        x = self.conv(x)
+        y = self.local(x)
+        b, c, h, w = y.shape
+        p = self.p
+        y = y.reshape(b, c, h // p, p, w // p, p).permute(0, 3, 5, 2, 4, 1).reshape(b * p * p, (h // p) * (w // p), c)
+        y = self.tf(y)
+        y = y.reshape(b, p, p, h // p, w // p, c).permute(0, 5, 3, 1, 4, 2).reshape(b, c, h, w)
+        y = self.back(y)
+        return self.head(F.silu(self.fuse(torch.cat([x, y], 1))).mean((2, 3)))
+
+
+class DenseHeads(nn.Module):
+    """Multi-task: shared trunk, two heads, dict output."""
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.GroupNorm(8, 32), nn.GELU(),
+                                   nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GroupNorm(8, 64), nn.GELU())
+        self.cls = nn.Linear(64, 7)
+        self.seg = nn.Conv2d(64, 3, 1)
+
+    def forward(self, x):
+        f = self.trunk(x)
+        return {"logits": self.cls(f.mean((2, 3))), "mask": F.interpolate(self.seg(f), scale_factor=2.0)}
+
+
+
+
+class DETRish(nn.Module):
+    """Learned queries repeated over the batch (seq-first nn.Transformer decoder), a class and a box head."""
+    def __init__(self, d=32, queries=5):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU(), nn.Conv2d(16, d, 3, 2, 1))
+        self.query = nn.Embedding(queries, d)
+        self.dec = nn.TransformerDecoder(nn.TransformerDecoderLayer(d, 4, 64, dropout=0.0), 2)
+        self.cls, self.box = nn.Linear(d, 4), nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 4))
+
+    def forward(self, x):
+        f = self.backbone(x).flatten(2).permute(2, 0, 1)  # (HW, B, d)
+        q = self.query.weight.unsqueeze(1).repeat(1, x.shape[0], 1)
+        h = self.dec(q, f)
+        return self.cls(h), self.box(h).sigmoid()
+
+
+class SNDiscriminator(nn.Module):
+    """GAN discriminator with spectral norm (parametrizations) and LeakyReLU."""
+    def __init__(self):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        self.c1, self.c2, self.c3 = sn(nn.Conv2d(3, 32, 4, 2, 1)), sn(nn.Conv2d(32, 64, 4, 2, 1)), sn(nn.Conv2d(64, 1, 4))
+
+    def forward(self, x):
+        return self.c3(F.leaky_relu(self.c2(F.leaky_relu(self.c1(x), 0.2)), 0.2)).flatten(1)
+
+
+class Siamese(nn.Module):
+    """One encoder applied to two inputs; cosine similarity of the embeddings."""
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(1, 16, 3), nn.ReLU(), nn.Conv2d(16, 32, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                 nn.Flatten(), nn.Linear(32, 24))
+
+    def forward(self, a, b):
+        return F.cosine_similarity(self.enc(a), self.enc(b))
+
+
+class SpaceToDepth(nn.Module):
+    """PixelUnshuffle stem, depthwise conv with channel multiplier 2, PixelShuffle back."""
+    def __init__(self):
+        super().__init__()
+        self.down = nn.PixelUnshuffle(2)
+        self.c1 = nn.Conv2d(12, 24, 1)
+        self.dw = nn.Conv2d(24, 48, 3, padding=1, groups=24)
+        self.c2 = nn.Conv2d(48, 12, 1)
+        self.up = nn.PixelShuffle(2)
+
+    def forward(self, x):
+        return self.up(self.c2(F.relu(self.dw(F.relu(self.c1(self.down(x)))))))
+
+
+class Capsules(nn.Module):
+    """Primary capsules: conv channels viewed as (capsules, capsule dim), squashed."""
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 64, 5, 2)
+        self.caps = nn.Conv2d(64, 8 * 16, 3, 2)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        u = self.caps(F.relu(self.conv(x)))
+        b = u.shape[0]
+        u = u.view(b, 8, 16, -1).permute(0, 3, 1, 2).reshape(b, -1, 16)
+        n2 = (u ** 2).sum(-1, keepdim=True)
+        v = n2 / (1 + n2) * u / (n2.sqrt() + 1e-8)
+        return self.head(v.mean(1))
+
+
+class LSTMCellLoop(nn.Module):
+    """nn.LSTMCell unrolled by hand over time, hidden state initialised with zeros of hidden size."""
+    def __init__(self, fin=10, hidden=32, classes=3):
+        super().__init__()
+        self.cell = nn.LSTMCell(fin, hidden)
+        self.hidden = hidden
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        h = x.new_zeros(x.shape[0], self.hidden)
+        c = x.new_zeros(x.shape[0], self.hidden)
+        for t in range(x.shape[1]):
+            h, c = self.cell(x[:, t], (h, c))
+        return self.head(h)
+
+
+class MaskedFill(nn.Module):
+    """Padding mask applied with masked_fill and torch.where over token features."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(100, 32, padding_idx=0)
+        self.ff = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32))
+        self.head = nn.Linear(32, 2)
+
+    def forward(self, ids):
+        pad = (ids == 0).unsqueeze(-1)
+        h = self.ff(self.emb(ids)).masked_fill(pad, 0.0)
+        h = torch.where(pad, torch.zeros_like(h), h)
+        return self.head(h.sum(1) / (~pad).sum(1).clamp_min(1))
+
+
+class Involution(nn.Module):
+    """F.unfold (im2col) with per-pixel kernels generated from the features."""
+    def __init__(self, c=16, k=3, groups=4):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.gen = nn.Conv2d(c, k * k * groups, 1)
+        self.k, self.g = k, groups
+        self.out = nn.Conv2d(c, 5, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b, c, h, w = x.shape
+        kern = self.gen(x).view(b, self.g, self.k * self.k, h, w).unsqueeze(2)
+        patches = F.unfold(x, self.k, padding=self.k // 2).view(b, self.g, c // self.g, self.k * self.k, h, w)
+        return self.out((kern * patches).sum(3).view(b, c, h, w)).mean((2, 3))
+
+
+EDGES = torch.tensor([[0, 1, 2, 3, 4, 5, 1], [1, 2, 3, 4, 5, 0, 3]])  # a small graph's edge list
+
+
 def _ids(high: int, *shape: int) -> torch.Tensor:
     return torch.randint(0, high, shape, generator=torch.Generator().manual_seed(0))
 
@@ -341,4 +710,26 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], Callable[[], Any], Callable[[], An
     "text lstm": (TextLSTM, lambda: _ids(1000, 1, 20), lambda: _ids(1000, 3, 9)),
     "fasttext (EmbeddingBag)": (FastText, lambda: (_ids(5000, 30), torch.tensor([0, 12])),
                                 lambda: (_ids(5000, 11), torch.tensor([0, 3, 7]))),
+    "nn.TransformerEncoder classifier": (TorchTransformerClassifier, lambda: _ids(500, 1, 20), lambda: _ids(500, 3, 11)),
+    "nn.Transformer seq2seq (tied)": (Seq2Seq, lambda: (_ids(300, 1, 12), _ids(300, 1, 9)),
+                                      lambda: (_ids(300, 2, 7), _ids(300, 2, 5))),
+    "MoE top-2 (index_add_)": (MoE, lambda: _image(2, 10, 16), lambda: _image(3, 7, 16)),
+    "einsum attention + RoPE": (EinsumAttention, lambda: _ids(200, 1, 16), lambda: _ids(200, 2, 9)),
+    "channel shuffle + SE": (ShuffleBlockNet, lambda: _image(1, 3, 32, 32), lambda: _image(2, 3, 48, 40)),
+    "FiLM (two inputs)": (FiLMNet, lambda: (_image(1, 3, 16, 16), _image(1, 8)), lambda: (_image(2, 3, 20, 12), _image(2, 8))),
+    "TCN (weight norm, causal pad)": (TCN, lambda: _image(1, 6, 50), lambda: _image(2, 6, 33)),
+    "BiGRU + attention pooling": (GRUAttn, lambda: _ids(400, 1, 15), lambda: _ids(400, 2, 8)),
+    "GNN (index_add_)": (GNN, lambda: (_image(6, 12), EDGES), lambda: (_image(9, 12), EDGES)),
+    "Perceiver (latents, kdim)": (Perceiver, lambda: _image(1, 30, 20), lambda: _image(2, 13, 20)),
+    "MobileViT-ish (patch reshape)": (MobileViTish, lambda: _image(1, 3, 32, 32), lambda: _image(2, 3, 16, 24)),
+    "multi-task dict output": (DenseHeads, lambda: _image(1, 3, 16, 16), lambda: _image(2, 3, 24, 20)),
+    "DETR-style (learned queries)": (DETRish, lambda: _image(1, 3, 32, 32), lambda: _image(2, 3, 24, 40)),
+    "GAN discriminator (spectral norm)": (SNDiscriminator, lambda: _image(1, 3, 16, 16), lambda: _image(2, 3, 16, 16)),
+    "Siamese (one encoder, two inputs)": (Siamese, lambda: (_image(1, 1, 12, 12), _image(1, 1, 12, 12)),
+                                          lambda: (_image(2, 1, 9, 9), _image(2, 1, 9, 9))),
+    "PixelUnshuffle + depthwise x2": (SpaceToDepth, lambda: _image(1, 3, 16, 16), lambda: _image(2, 3, 8, 12)),
+    "capsules (view to capsules)": (Capsules, lambda: _image(1, 1, 28, 28), lambda: _image(2, 1, 28, 28)),
+    "LSTMCell loop": (LSTMCellLoop, lambda: _image(1, 7, 10), lambda: _image(2, 4, 10)),
+    "masked_fill / where": (MaskedFill, lambda: torch.tensor([[5, 7, 0, 0]]), lambda: torch.tensor([[1, 2, 3], [4, 0, 0]])),
+    "involution (unfold)": (Involution, lambda: _image(1, 3, 8, 8), lambda: _image(2, 3, 6, 10)),
 }

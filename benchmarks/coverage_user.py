@@ -5,7 +5,12 @@ Run by hand (not in CI):
     .venv/bin/python benchmarks/coverage_user.py          # writes benchmarks/COVERAGE_user.md
 
 Each model of ``_user_models.ZOO`` (nanoGPT, Meta's Llama code, a tutorial ViT, YOLOv8-style,
-U-Net, ConvNeXt-V2 with GRN, ESPCN, a Conformer, an LSTM and a fastText classifier; random init) is
+U-Net, ConvNeXt-V2 with GRN, ESPCN, a Conformer, an LSTM and a fastText classifier; then torch's own
+nn.TransformerEncoder and nn.Transformer, a top-2 mixture of experts, einsum attention with RoPE, a
+channel shuffle with SE, FiLM on two inputs, a TCN with weight norm, a BiGRU, a message-passing GNN,
+a Perceiver's latents, MobileViT-style patches, a multi-task model with a dict output, DETR-style learned
+queries, a spectral-normed GAN discriminator, a Siamese pair, space-to-depth, capsules, an LSTMCell
+loop, masked_fill, involution; random init) is
 pruned at ratio 0.5 with its outputs kept:
 
 - prunekit: the default path, ``StructuredPruner({"ratio": 0.5}).fit_transform`` (verified against
@@ -39,9 +44,12 @@ TABLE = Path(__file__).parent / "COVERAGE_user.md"
 
 
 def _call(model: nn.Module, x: Any) -> tuple[torch.Tensor, ...]:
+    """The model's output tensors, in order (a tuple, a dict of heads, or one tensor)."""
+    from torch.utils._pytree import tree_flatten
+
     with torch.no_grad():
         out = model(*x) if isinstance(x, tuple) else model(x)
-    return out if isinstance(out, tuple) else (out,)
+    return tuple(t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
 
 
 def _params(model: nn.Module) -> int:
@@ -59,7 +67,7 @@ def _runs(model: nn.Module, x: Any, want: tuple[torch.Tensor, ...]) -> str:
 
 def _outputs(model: nn.Module) -> list[nn.Module]:
     """The layers whose outputs are the model's outputs (the last Linear, an LM head, a conv head)."""
-    names = {"lm_head", "output", "head", "fc", "fc2", "out", "tail", "head4", "head5"}
+    names = {"lm_head", "output", "head", "fc", "fc2", "out", "tail", "head4", "head5", "cls", "seg"}
     found = [m for n, m in model.named_modules() if n.rpartition(".")[2] in names and isinstance(m, (nn.Linear, nn.Conv2d))]
     return found or [[m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]]
 
