@@ -23,7 +23,7 @@ from torch import nn
 from prunekit.graph.constraints import Dim, ParamDim, Segment, Tracked
 from prunekit.graph.handlers import shape
 from prunekit.graph.handlers.attention_modules import register_libraries
-from prunekit.graph.handlers.common import arg
+from prunekit.graph.handlers.common import arg, read_as_data
 from prunekit.graph.registry import register_rule, resolve
 
 
@@ -225,10 +225,7 @@ def multi_head_attention(ctx, args, kwargs, out) -> None:  # type: ignore[no-unt
     # the embedding dims of q, k, v are read by projection columns
     seen: dict[int, Dim] = {}
     for x, w, name in zip((query, key, value), weights, names):
-        d = ctx.dims(x)[-1]
-        if isinstance(d, ParamDim) and d.size == w.shape[-1]:
-            # NOTE: a parameter given as the input (DETR's learned queries): cut with the columns reading it
-            d = ctx.store.param_source(d)
+        d = read_as_data(ctx, ctx.dims(x)[-1], w.shape[-1])  # NOTE: DETR's learned queries
         if id(w) in seen:  # one shared in_proj: q, k and v columns are the same channels
             ctx.store.unify(seen[id(w)], d, ctx.where)
         elif isinstance(d, Tracked):

@@ -14,6 +14,14 @@ def arg(args: tuple[Any, ...], kwargs: dict[str, Any], pos: int, name: str, defa
     return kwargs.get(name, args[pos] if len(args) > pos else default)
 
 
+def read_as_data(ctx, d: Any, size: int) -> Any:  # type: ignore[no-untyped-def]
+    """``d`` as channels where it is the axis of a parameter read as data (DETR's learned queries, a
+    Perceiver's latents, DeBERTa-v2's normalised position table) and holds ``size`` positions: a
+    source the parameter uses, cut with whatever reads it wherever it meets channels
+    (``ConstraintStore.param_source``). Anything else: ``d`` as it is."""
+    return ctx.store.param_source(d) if isinstance(d, ParamDim) and d.size == size else d
+
+
 def slice_layout(layout: Tracked, start: int, length: int) -> Tracked | None:
     """Positions ``start .. start+length`` of ``layout`` (None if that splits a channel)."""
     segments, position = [], 0

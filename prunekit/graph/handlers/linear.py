@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from prunekit.graph.constraints import ParamDim, Tracked
-from prunekit.graph.handlers.common import arg, produce, source_name
+from prunekit.graph.handlers.common import arg, produce, read_as_data, source_name
 from prunekit.graph.registry import register_refresh, register_rule, register_width_attributes, resolve
 
 
@@ -17,11 +17,7 @@ def linear(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     xd, wd = ctx.dims(x), ctx.dims(weight)
     if weight.dim() != 2:
         return ctx.opaque(args, kwargs, out, "linear weight is not 2-d")
-    layout = xd[-1]
-    if isinstance(layout, ParamDim) and layout.size == weight.shape[1]:
-        # NOTE: a parameter read as data (DETR's learned queries, query.weight.unsqueeze(1).repeat(...)):
-        # its axis and the weight's columns hold the same positions, cut alike wherever they meet channels
-        layout = ctx.store.param_source(layout)
+    layout = read_as_data(ctx, xd[-1], weight.shape[1])  # NOTE: query.weight.unsqueeze(1).repeat(...)
     if isinstance(layout, Tracked):
         if isinstance(wd[1], ParamDim):  # NOTE: its own axis: an expert's weight[i] of a 3-d parameter
             ctx.store.use(layout, wd[1].tensor, wd[1].axis, "consumer", offset=wd[1].start)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from prunekit.graph.constraints import ParamDim, Tracked
-from prunekit.graph.handlers.common import arg, equal_blocks
+from prunekit.graph.handlers.common import arg, equal_blocks, read_as_data
 from prunekit.graph.handlers.shape import size_attribute
 from prunekit.graph.registry import register_refresh, register_rule, resolve
 
@@ -56,11 +56,8 @@ def layer_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     n = len(shape) if not isinstance(shape, int) else 1
     for k in range(1, n + 1):
         layout = dims[-k]
-        if isinstance(layout, ParamDim) and layout.size == x.shape[-k] and weight is not None \
-                and isinstance(ctx.dims(weight)[-k], ParamDim):
-            # NOTE: a parameter normalised as data (DeBERTa-v2's relative position table): its axis and
-            # the norm's weight hold the same positions, cut alike wherever they meet channels
-            layout = ctx.store.param_source(layout)
+        if weight is not None and isinstance(ctx.dims(weight)[-k], ParamDim):
+            layout = read_as_data(ctx, layout, x.shape[-k])  # NOTE: DeBERTa-v2's relative position table
         if not isinstance(layout, Tracked):
             continue
         if weight is None or not isinstance(ctx.dims(weight)[-k], ParamDim):

@@ -508,7 +508,7 @@ def _groups_of_derived_size(ctx, layout: Tracked, sizes: list[int], derived: lis
                             raw: list[Any] | None) -> bool:
     """``view(B, g, C // g, H, W)`` of conv features (a channel shuffle, a GroupNorm written by hand):
     a constant count ``g`` of groups whose size is derived from a width (``-1``, or ``C // g`` with
-    ``C`` read from this tensor's shape or one of its size), which no attribute of a user's module holds
+    ``C`` read from this tensor's shape or another of the same size), which no attribute of a user's module holds
     (a stored head count is cut in whole heads instead). Cut at the same positions of every group,
     the groups stay equal and their size follows at run time: nothing to rewrite (see ``_blocks``).
     Only for channels-first features (the channel dim right after the batch dim, spatial dims after
@@ -527,6 +527,7 @@ def _groups_of_derived_size(ctx, layout: Tracked, sizes: list[int], derived: lis
 
 
 def _user_module_of(ctx) -> Any:  # type: ignore[no-untyped-def]
+    """The user's own module the op runs in (see ``user_modules``), or None."""
     from prunekit.graph.handlers.user_modules import user_module
 
     found = user_module(ctx)
@@ -564,9 +565,7 @@ def _reblocked(ctx, width: Tracked, dim: Dim) -> bool:  # type: ignore[no-untype
 
 def _in_user_module(ctx) -> bool:  # type: ignore[no-untyped-def]
     """Whether the op runs in a user's own module (see ``user_modules``)."""
-    from prunekit.graph.handlers.user_modules import user_module
-
-    return user_module(ctx) is not None
+    return _user_module_of(ctx) is not None
 
 
 def _user_head_count(ctx, heads: Tracked, sizes: list[int], raw: list[Any] | None,  # type: ignore[no-untyped-def]
