@@ -105,3 +105,38 @@ def test_cells_in_a_loop_cut_their_hidden_units(kind: str, own_state: bool) -> N
     assert pruned.cell.hidden_size == pruned.head.in_features == 6 and pruned.cell.input_size == 8
     torch.testing.assert_close(pruned(ids), mask(model, graph, plan)(ids), rtol=1e-4, atol=1e-5)
     assert pruned(_ids(3, 4)).shape == (3, 4)
+
+
+class ConvLSTM(nn.Module):
+    """A ConvLSTM written by hand: conv gates chunked into four, the state made as zeros of a stored
+    width in channels-first layout (``new_zeros(B, self.hidden, H, W)``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = 12
+        self.gates = nn.Conv2d(3 + 12, 4 * 12, 3, padding=1)
+        self.head = nn.Conv2d(12, 2, 1)
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        b, steps, _, h, w = clip.shape
+        hs = clip.new_zeros(b, self.hidden, h, w)
+        cs = hs.clone()
+        for t in range(steps):
+            i, f, g, o = self.gates(torch.cat([clip[:, t], hs], 1)).chunk(4, 1)
+            cs = torch.sigmoid(f) * cs + torch.sigmoid(i) * torch.tanh(g)
+            hs = torch.sigmoid(o) * torch.tanh(cs)
+        return self.head(hs)
+
+
+def test_a_conv_lstm_state_of_a_stored_width_follows_the_cut() -> None:
+    # NOTE: before, the zeros' channel dim was fixed data: 'meets a fixed-size tensor in mul' froze it all
+    clip = torch.randn(1, 3, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    model = ConvLSTM().eval()
+    graph = DependencyGraph.trace(model, clip)
+    hidden = next(g for g in graph.groups if ("head.weight", 1) in {(m.tensor, m.axis) for m in g.members})
+    assert hidden.prunable and hidden.size == 12
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    pruned = apply(model, graph, plan, example_inputs=clip)  # verified
+    assert pruned.hidden == pruned.head.in_channels == 6 and pruned.gates.out_channels == 24
+    torch.testing.assert_close(pruned(clip), mask(model, graph, plan)(clip), rtol=1e-4, atol=1e-5)
+    assert pruned(torch.randn(2, 2, 3, 5, 7)).shape == (2, 2, 5, 7)

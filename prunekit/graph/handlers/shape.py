@@ -1193,9 +1193,12 @@ def _uniform_dims(ctx, args, kwargs, out) -> list[Dim]:  # type: ignore[no-untyp
         sizes = ()
     if not isinstance(sizes, (tuple, list, torch.Size)) or len(sizes) != out.dim():
         return [None] * out.dim()
-    last = len(sizes) - 1  # NOTE: only the last dim (channels-last rows) may be a stored width; a token
-    return [sized_by(size) or _stored_head_count(ctx, size)  # count that equals some attribute is not channels
-            or (_stored_uniform_size(ctx, size, j, len(sizes)) if j == last and j else None)
+    # NOTE: only the last dim (channels-last rows) or, of 3 or more dims, dim 1 (channels-first
+    # features: a ConvLSTM's new_zeros(B, self.hidden, H, W)) may be a stored width; a token count
+    # that equals some attribute elsewhere is not channels
+    last = len(sizes) - 1
+    return [sized_by(size) or _stored_head_count(ctx, size)
+            or (_stored_uniform_size(ctx, size, j, len(sizes)) if j and (j == last or (j == 1 and last >= 2)) else None)
             for j, size in enumerate(sizes)]
 
 
