@@ -5,12 +5,14 @@ constructs such code uses: stored head counts and split sizes, fused q|k|v, comp
 embeddings, grouped-query attention, recurrent layers, gated units, sub-pixel convolution, bags of
 embeddings, skip connections by concatenation; and a second set with torch's own transformer layers,
 top-k routing with ``index_add_``, einsum attention, a channel shuffle, two inputs, an edge list and a
-dict output. ``ZOO`` maps a name to (builder, example input,
+dict output; a third with attention gates, a feature pyramid, concatenation in a loop, a ConvLSTM,
+token mixing, weights tied into transposed convs and a predicted feature transform. ``ZOO`` maps a name to (builder, example input,
 another input of other sizes the pruned model must also take).
 """
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Callable
 from typing import Any
@@ -687,6 +689,178 @@ class Involution(nn.Module):
         return self.out((kern * patches).sum(3).view(b, c, h, w)).mean((2, 3))
 
 
+class AttentionGate(nn.Module):
+    """Attention U-Net's gate: a gating signal from the coarse path weighs the skip features."""
+    def __init__(self):
+        super().__init__()
+        self.enc1 = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU())
+        self.enc2 = nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU())
+        self.wg, self.wx, self.psi = nn.Conv2d(32, 8, 1), nn.Conv2d(16, 8, 1), nn.Conv2d(8, 1, 1)
+        self.up = nn.ConvTranspose2d(32, 16, 2, 2)
+        self.dec = nn.Conv2d(32, 16, 3, padding=1)
+        self.out = nn.Conv2d(16, 2, 1)
+
+    def forward(self, x):
+        s = self.enc1(x)
+        g = self.enc2(s)
+        a = torch.sigmoid(self.psi(F.relu(self.wx(s) + F.interpolate(self.wg(g), size=s.shape[-2:]))))
+        return self.out(F.relu(self.dec(torch.cat([s * a, self.up(g)], 1))))
+
+
+class FPNNet(nn.Module):
+    """torchvision.ops.FeaturePyramidNetwork on a small backbone's OrderedDict of stages."""
+    def __init__(self):
+        super().__init__()
+        from torchvision.ops import FeaturePyramidNetwork
+        self.c1 = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU())
+        self.c2 = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU())
+        self.c3 = nn.Sequential(nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU())
+        self.fpn = FeaturePyramidNetwork([16, 32, 64], 24)
+        self.head = nn.Conv2d(24, 5, 1)
+
+    def forward(self, x):
+        a = self.c1(x)
+        b = self.c2(a)
+        c = self.c3(b)
+        feats = self.fpn(collections.OrderedDict([("a", a), ("b", b), ("c", c)]))
+        return [self.head(f) for f in feats.values()]
+
+
+class SEResNet(nn.Module):
+    """A residual block with squeeze-excitation written as y.view(b, c, 1, 1) and expand_as."""
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.c1, self.c2 = nn.Conv2d(32, 32, 3, padding=1), nn.Conv2d(32, 32, 3, padding=1)
+        self.bn1, self.bn2 = nn.BatchNorm2d(32), nn.BatchNorm2d(32)
+        self.fc = nn.Sequential(nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 32), nn.Sigmoid())
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        y = self.bn2(self.c2(F.relu(self.bn1(self.c1(x)))))
+        b, c, _, _ = y.size()
+        w = self.fc(F.adaptive_avg_pool2d(y, 1).view(b, c)).view(b, c, 1, 1)
+        x = F.relu(x + y * w.expand_as(y))
+        return self.head(x.mean((2, 3)))
+
+
+class DenseLoop(nn.Module):
+    """DenseNet growth written as a Python loop of torch.cat."""
+    def __init__(self, growth=8, layers=3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.layers = nn.ModuleList(nn.Sequential(nn.BatchNorm2d(16 + i * growth), nn.ReLU(),
+                                                  nn.Conv2d(16 + i * growth, growth, 3, padding=1)) for i in range(layers))
+        self.head = nn.Linear(16 + layers * growth, 4)
+
+    def forward(self, x):
+        feats = [self.stem(x)]
+        for layer in self.layers:
+            feats.append(layer(torch.cat(feats, 1)))
+        return self.head(torch.cat(feats, 1).mean((2, 3)))
+
+
+class ConvLSTM(nn.Module):
+    """A ConvLSTM cell over a short clip: conv gates chunked into four, hidden state zeros of a stored width."""
+    def __init__(self, cin=3, hidden=16):
+        super().__init__()
+        self.hidden = hidden
+        self.gates = nn.Conv2d(cin + hidden, 4 * hidden, 3, padding=1)
+        self.head = nn.Conv2d(hidden, 2, 1)
+
+    def forward(self, clip):
+        b, t, _, h, w = clip.shape
+        hs = clip.new_zeros(b, self.hidden, h, w)
+        cs = hs.clone()
+        for i in range(t):
+            i_, f, g, o = self.gates(torch.cat([clip[:, i], hs], 1)).chunk(4, 1)
+            cs = torch.sigmoid(f) * cs + torch.sigmoid(i_) * torch.tanh(g)
+            hs = torch.sigmoid(o) * torch.tanh(cs)
+        return self.head(hs)
+
+
+class Mixer(nn.Module):
+    """MLP-Mixer: token mixing over the transposed patch dim, channel mixing over features."""
+    def __init__(self, patches=16, d=32):
+        super().__init__()
+        self.embed = nn.Conv2d(3, d, 4, 4)
+        self.n1, self.n2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.tok = nn.Sequential(nn.Linear(patches, 24), nn.GELU(), nn.Linear(24, patches))
+        self.ch = nn.Sequential(nn.Linear(d, 64), nn.GELU(), nn.Linear(64, d))
+        self.head = nn.Linear(d, 10)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        x = x + self.tok(self.n1(x).transpose(1, 2)).transpose(1, 2)
+        x = x + self.ch(self.n2(x))
+        return self.head(x.mean(1))
+
+
+class TiedAutoencoder(nn.Module):
+    """Decoder reuses the encoder's conv weights through conv_transpose2d."""
+    def __init__(self):
+        super().__init__()
+        self.e1, self.e2 = nn.Conv2d(1, 16, 3, 2, 1), nn.Conv2d(16, 32, 3, 2, 1)
+
+    def forward(self, x):
+        h = F.relu(self.e2(F.relu(self.e1(x))))
+        h = F.relu(F.conv_transpose2d(h, self.e2.weight, stride=2, padding=1, output_padding=1))
+        return torch.sigmoid(F.conv_transpose2d(h, self.e1.weight, stride=2, padding=1, output_padding=1))
+
+
+class PointNet(nn.Module):
+    """PointNet: shared MLPs as Conv1d, a feature transform predicted as a k x k matrix, max pooling."""
+    def __init__(self, k=16, classes=4):
+        super().__init__()
+        self.c1 = nn.Conv1d(3, k, 1)
+        self.t1, self.t2 = nn.Conv1d(k, 32, 1), nn.Linear(32, k * k)
+        self.c2 = nn.Conv1d(k, 64, 1)
+        self.head = nn.Linear(64, classes)
+        self.k = k
+
+    def forward(self, pts):
+        x = F.relu(self.c1(pts))
+        m = self.t2(F.relu(self.t1(x)).max(2)[0]).view(-1, self.k, self.k) + torch.eye(self.k)
+        x = torch.bmm(x.transpose(1, 2), m).transpose(1, 2)
+        return self.head(F.relu(self.c2(x)).max(2)[0])
+
+
+class Res2Net(nn.Module):
+    """Res2Net block: torch.split into scales, hierarchical residual adds, concatenated back."""
+    def __init__(self, width=8, scales=4):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, width * scales, 1)
+        self.convs = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(scales - 1))
+        self.c3 = nn.Conv2d(width * scales, 16, 1)
+        self.width = width
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        parts = torch.split(F.relu(self.c1(x)), self.width, 1)
+        out, prev = [parts[0]], None
+        for i, conv in enumerate(self.convs):
+            sp = parts[i + 1] if prev is None else parts[i + 1] + prev
+            prev = F.relu(conv(sp))
+            out.append(prev)
+        return self.head(self.c3(torch.cat(out, 1)).mean((2, 3)))
+
+
+Out = collections.namedtuple("Out", ["logits", "features"])
+
+
+class NamedOut(nn.Module):
+    """A namedtuple output: logits and the pooled features."""
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU())
+        self.cls = nn.Linear(32, 5)
+
+    def forward(self, x):
+        f = self.body(x).mean((2, 3))
+        return Out(self.cls(f), f)
+
+
 EDGES = torch.tensor([[0, 1, 2, 3, 4, 5, 1], [1, 2, 3, 4, 5, 0, 3]])  # a small graph's edge list
 
 
@@ -732,4 +906,14 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], Callable[[], Any], Callable[[], An
     "LSTMCell loop": (LSTMCellLoop, lambda: _image(1, 7, 10), lambda: _image(2, 4, 10)),
     "masked_fill / where": (MaskedFill, lambda: torch.tensor([[5, 7, 0, 0]]), lambda: torch.tensor([[1, 2, 3], [4, 0, 0]])),
     "involution (unfold)": (Involution, lambda: _image(1, 3, 8, 8), lambda: _image(2, 3, 6, 10)),
+    "attention U-Net gate": (AttentionGate, lambda: _image(1, 3, 16, 16), lambda: _image(2, 3, 24, 24)),
+    "FPN (torchvision.ops)": (FPNNet, lambda: _image(1, 3, 32, 32), lambda: _image(2, 3, 64, 48)),
+    "SE ResNet block (expand_as)": (SEResNet, lambda: _image(1, 3, 16, 16), lambda: _image(2, 3, 12, 20)),
+    "DenseNet loop (cat)": (DenseLoop, lambda: _image(1, 3, 16, 16), lambda: _image(2, 3, 8, 12)),
+    "ConvLSTM": (ConvLSTM, lambda: _image(1, 4, 3, 8, 8), lambda: _image(2, 3, 3, 6, 10)),
+    "MLP-Mixer": (Mixer, lambda: _image(1, 3, 16, 16), lambda: _image(2, 3, 16, 16)),
+    "tied autoencoder": (TiedAutoencoder, lambda: _image(1, 1, 16, 16), lambda: _image(2, 1, 8, 12)),
+    "PointNet (feature transform)": (PointNet, lambda: _image(1, 3, 50), lambda: _image(2, 3, 37)),
+    "Res2Net split": (Res2Net, lambda: _image(1, 3, 8, 8), lambda: _image(2, 3, 10, 6)),
+    "namedtuple output": (NamedOut, lambda: _image(1, 3, 8, 8), lambda: _image(2, 3, 10, 6)),
 }

@@ -10,7 +10,8 @@ nn.TransformerEncoder and nn.Transformer, a top-2 mixture of experts, einsum att
 channel shuffle with SE, FiLM on two inputs, a TCN with weight norm, a BiGRU, a message-passing GNN,
 a Perceiver's latents, MobileViT-style patches, a multi-task model with a dict output, DETR-style learned
 queries, a spectral-normed GAN discriminator, a Siamese pair, space-to-depth, capsules, an LSTMCell
-loop, masked_fill, involution; random init) is
+loop, masked_fill, involution; then an attention U-Net gate, an FPN, SE with expand_as, a DenseNet loop,
+a ConvLSTM, an MLP-Mixer, a tied autoencoder, PointNet, Res2Net, a namedtuple output; random init) is
 pruned at ratio 0.5 with its outputs kept:
 
 - prunekit: the default path, ``StructuredPruner({"ratio": 0.5}).fit_transform`` (verified against
