@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+
+from torch import nn
 
 from prunekit.graph.constraints import FIXED, ParamDim, Segment, Tracked
 
-__all__ = ["arg", "slice_layout", "equal_blocks", "add_bias", "source_name", "produce"]
+__all__ = ["arg", "slice_layout", "equal_blocks", "add_bias", "source_name", "produce", "read_as_data",
+           "parametrizations"]
 
 
 def arg(args: tuple[Any, ...], kwargs: dict[str, Any], pos: int, name: str, default: Any) -> Any:
@@ -73,3 +77,12 @@ def produce(ctx, layout: Tracked, weight_dim: Any, axis: int, bias: Any) -> None
     if isinstance(weight_dim, ParamDim):
         ctx.store.use(layout, weight_dim.tensor, axis, "producer", offset=weight_dim.start)
     add_bias(ctx, layout, bias)
+
+
+def parametrizations(model: nn.Module) -> Iterator[tuple[str, nn.ModuleList]]:
+    """Every parametrized tensor of ``model`` (``torch.nn.utils.parametrize``): the name its
+    parametrizations live under (``conv.parametrizations.weight``) and their chain, a
+    ``ParametrizationList`` holding the ``original`` tensor(s)."""
+    for name, module in model.named_modules():
+        for attr, chain in getattr(module, "parametrizations", {}).items():
+            yield f"{name}.parametrizations.{attr}" if name else f"parametrizations.{attr}", chain

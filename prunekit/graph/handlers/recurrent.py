@@ -44,14 +44,8 @@ def recurrent(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     features = ctx.dims(x)[-1]
     for layer in range(layers):
         for d in range(directions):
-            w_ih, w_hh, *biases = (n.tensor for n in names[(layer * directions + d) * per:][:per])
-            reads = features if layer == 0 else stacked
-            if isinstance(reads, Tracked):
-                ctx.store.use(reads, w_ih, 1, "consumer")
-            for g in range(gates):
-                for tensor in (w_ih, w_hh, *biases):
-                    ctx.store.use(layout, tensor, 0, "producer", offset=g * size)
-            ctx.store.use(layout, w_hh, 1, "consumer")
+            tensors = [n.tensor for n in names[(layer * directions + d) * per:][:per]]
+            _one_layer(ctx, features if layer == 0 else stacked, layout, tensors, gates)
     outputs = out if isinstance(out, tuple) else (out,)
     result = outputs[0]
     ctx.set(result, [None] * (result.dim() - 1) + [stacked])
@@ -59,6 +53,19 @@ def recurrent(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         if isinstance(state, torch.Tensor):
             ctx.set(state, [None] * (state.dim() - 1) + [layout])
     _initial_states(ctx, args[1:at - 1], layout)
+
+
+def _one_layer(ctx, reads, layout: Tracked, tensors: list[str], gates: int) -> None:  # type: ignore[no-untyped-def]
+    """One layer and direction, ``tensors`` = ``[w_ih, w_hh, *biases]``: ``w_ih``'s columns read
+    ``reads`` (if channels), each gate's rows of every tensor write the hidden units ``layout``, and
+    ``w_hh``'s columns read them back."""
+    w_ih, w_hh = tensors[:2]
+    if isinstance(reads, Tracked):
+        ctx.store.use(reads, w_ih, 1, "consumer")
+    for g in range(gates):
+        for tensor in tensors:
+            ctx.store.use(layout, tensor, 0, "producer", offset=g * layout.size)
+    ctx.store.use(layout, w_hh, 1, "consumer")
 
 
 def _initial_states(ctx, states, layout: Tracked) -> None:  # type: ignore[no-untyped-def]
@@ -93,13 +100,7 @@ def recurrent_cell(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-d
     gates = _CELLS[ctx.current.rsplit(".", 1)[-1]]
     size = params[1].shape[1]  # w_hh: [G*H, H]
     layout = ctx.store.new_source(size, f"{names[0].tensor.rpartition('.')[0] or 'cell'}.hidden")
-    features = ctx.dims(x)[-1]
-    if isinstance(features, Tracked):
-        ctx.store.use(features, names[0].tensor, 1, "consumer")
-    for g in range(gates):
-        for n in names:
-            ctx.store.use(layout, n.tensor, 0, "producer", offset=g * size)
-    ctx.store.use(layout, names[1].tensor, 1, "consumer")
+    _one_layer(ctx, ctx.dims(x)[-1], layout, [n.tensor for n in names], gates)
     for state in out if isinstance(out, tuple) else (out,):  # h' (and c')
         if isinstance(state, torch.Tensor):
             ctx.set(state, [None] * (state.dim() - 1) + [layout])

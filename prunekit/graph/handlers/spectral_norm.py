@@ -16,29 +16,26 @@ from dataclasses import replace
 
 from torch import nn
 
-from prunekit.graph.groups import ChannelGroup, Member
+from prunekit.graph.groups import ChannelGroup, Member, owner
+from prunekit.graph.handlers.common import parametrizations
 from prunekit.graph.registry import register_group_tie
 
 __all__ = ["spectral_vectors", "normalised_layers"]
 
 
 def _spectral(model: nn.Module) -> list[tuple[str, str, int, int, int]]:
-    """Per spectral-normed weight of two or more axes: (weight fqn, vectors' prefix, row axis,
-    first column axis, positions per column index of that axis)."""
+    """Per spectral-normed weight of two or more axes (the only parametrization on it): (weight fqn,
+    vectors' prefix, row axis, first column axis, positions per column index of that axis)."""
     from torch.nn.utils.parametrizations import _SpectralNorm
 
     found = []
-    for name, module in model.named_modules():
-        at = f"{name}." if name else ""
-        for attr, chain in getattr(module, "parametrizations", {}).items():
-            for i, p in enumerate(chain):
-                original = getattr(chain, "original", None)  # NOTE: weight norm's are original0, original1
-                if isinstance(p, _SpectralNorm) and len(chain) == 1 and original is not None and original.dim() > 1:
-                    rows = p.dim % original.dim()
-                    others = [a for a in range(original.dim()) if a != rows]
-                    inner = math.prod(original.shape[a] for a in others[1:])
-                    found.append((f"{at}parametrizations.{attr}.original", f"{at}parametrizations.{attr}.{i}",
-                                  rows, others[0], inner))
+    for at, chain in parametrizations(model):
+        original = getattr(chain, "original", None)  # NOTE: weight norm's are original0, original1
+        if len(chain) != 1 or not isinstance(chain[0], _SpectralNorm) or original is None or original.dim() < 2:
+            continue
+        rows = chain[0].dim % original.dim()
+        others = [a for a in range(original.dim()) if a != rows]
+        found.append((f"{at}.original", f"{at}.0", rows, others[0], math.prod(original.shape[a] for a in others[1:])))
     return found
 
 
@@ -68,5 +65,4 @@ def spectral_vectors(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> tupl
 def normalised_layers(model: nn.Module) -> set[str]:
     """Layers whose weight is spectral-normed: ``sigma`` reads the whole weight, so a masked model
     zeroes the cut rows and columns in the weight itself, not in the layer's input or output."""
-    return {weight.split(".parametrizations.")[0] if ".parametrizations." in weight else ""
-            for weight, *_ in _spectral(model)}
+    return {owner(weight) for weight, *_ in _spectral(model)}

@@ -15,7 +15,7 @@ from torch import nn
 
 from prunekit.graph.constraints import ParamDim
 from prunekit.graph.groups import owner
-from prunekit.graph.handlers.common import arg
+from prunekit.graph.handlers.common import arg, parametrizations
 from prunekit.graph.registry import register_rule, resolve
 
 
@@ -47,12 +47,12 @@ def scales(model: nn.Module) -> dict[tuple[str, int], str]:
     from torch.nn.utils.weight_norm import WeightNorm
 
     found: dict[tuple[str, int], str] = {}
+    for at, chain in parametrizations(model):
+        for p in chain:
+            if isinstance(p, _WeightNorm) and p.dim not in (None, -1):
+                found[(f"{at}.original1", p.dim)] = f"{at}.original0"
     for name, module in model.named_modules():
         at = f"{name}." if name else ""
-        for attr, chain in getattr(module, "parametrizations", {}).items():
-            for p in chain:
-                if isinstance(p, _WeightNorm) and p.dim not in (None, -1):
-                    found[(f"{at}parametrizations.{attr}.original1", p.dim)] = f"{at}parametrizations.{attr}.original0"
         for hook in module._forward_pre_hooks.values():
             if isinstance(hook, WeightNorm) and hook.dim not in (None, -1):
                 found[(f"{at}{hook.name}_v", hook.dim)] = f"{at}{hook.name}_g"
