@@ -33,6 +33,8 @@ __all__ = ["Context", "ChannelInt", "DerivedInt", "ParamInt", "ConfigInt", "inte
 
 def func_name(func: Any) -> str:
     """A readable name for a torch function or Tensor method (``torch.Tensor.view``)."""
+    if isinstance(func, (torch._ops.OpOverloadPacket, torch._ops.OpOverload)):
+        return f"torch.ops.{func}"  # NOTE: a library's op (torchvision's deform_conv2d)
     qual = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
     module = getattr(func, "__module__", None) or ""
     if "Tensor" in qual or module.startswith("torch._C") or not module:
@@ -67,6 +69,10 @@ class Context:
     quiet: list[bool] = field(default_factory=list)  # per running module: its ops are left to a module rule
     resume: dict[int, list[Dim]] = field(default_factory=dict)  # id(child) -> its input layouts (see enter)
     fills: set[int] = field(default_factory=set)  # ids of tensors holding one value everywhere (zeros_like)
+    # NOTE: sizes a module keeps in attributes (shape.join_size): the channels each attribute joined,
+    # and the (id(module), value) pairs some op read as a constant that cannot follow a cut
+    sized: dict[str, list[Tracked]] = field(default_factory=dict)
+    fixed_sizes: dict[tuple[int, int], str] = field(default_factory=dict)
 
     def settle_ties(self, module: nn.Module) -> None:
         """When ``module``'s forward ends: tie each width it split into heads by ``C // num_heads``

@@ -83,6 +83,22 @@ def _with_grad_if_tracked(run: Callable[[bool], Any]) -> Any:
         return run(True)
 
 
+def _deform_conv_flops(x: Any, weight: Any, *_: Any, out_shape: Any = None, **__: Any) -> int:
+    """FLOPs of torchvision's deformable conv as of a conv of its weight (the bilinear sampling of
+    its input at the offsets is element-wise work, not counted, as pooling is not)."""
+    return 2 * math.prod(out_shape) * math.prod(weight[1:])
+
+
+def _library_formulas() -> dict[Any, Callable[..., int]]:
+    """FLOP formulas for ops of libraries already loaded that FlopCounterMode does not know
+    (prunekit never imports those libraries)."""
+    import sys
+
+    if "torchvision.ops.deform_conv" not in sys.modules:
+        return {}
+    return {torch.ops.torchvision.deform_conv2d: _deform_conv_flops}
+
+
 @contextmanager
 def counting_mode(model: nn.Module, grad: bool = False) -> Iterator[None]:
     """Eval mode, no grad (unless ``grad``), and attention run as plain matmuls, so the counter sees
@@ -107,7 +123,8 @@ def _flop_counts(model: nn.Module, example_inputs: ExampleInput) -> dict[str, di
     inputs = _forward_inputs(example_inputs)
 
     def run(grad: bool) -> dict[str, dict[object, int]]:
-        with counting_mode(model, grad), FlopCounterMode(display=False, depth=None) as counter:
+        with counting_mode(model, grad), FlopCounterMode(display=False, depth=None,
+                                                                custom_mapping=_library_formulas()) as counter:
             model(*inputs)
         return counter.get_flop_counts()
 
@@ -183,7 +200,7 @@ class _TermCounter(FlopCounterMode):
     """FlopCounterMode that also books each op's FLOPs to the one parameter it reads whole."""
 
     def __init__(self, params: Mapping[int, tuple[str, int]]) -> None:
-        super().__init__(display=False, depth=None)
+        super().__init__(display=False, depth=None, custom_mapping=_library_formulas())
         self.params = params
         self.per_weight: dict[str, int] = defaultdict(int)
         self.rest = 0

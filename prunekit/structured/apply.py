@@ -19,6 +19,7 @@ from prunekit._clone import clone_module
 from prunekit.errors import ConfigError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import owner, submodule, tensor_of
+from prunekit.graph.handlers.parametrized import zero_computed
 from prunekit.graph.handlers.spectral_norm import normalised_layers
 from prunekit.graph.registry import SELECTIONS, refresh_for
 from prunekit.structured.plan import Plan
@@ -166,10 +167,11 @@ def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> nn.Module:
 
 def mask(model: nn.Module, graph: DependencyGraph, plan: Plan) -> nn.Module:
     """A dense copy of ``model`` where every consumer weight reading a removed channel is zero (and a
-    spectral-normed weight's removed rows too: its scale reads every row)."""
+    spectral-normed weight's removed rows too: its scale reads every row; a weight an entrywise
+    parametrization computes is zeroed after it)."""
     masked = copy.deepcopy(model)
     cuts = cuts_of(graph, plan)
-    zero_consumers(masked, cuts)
+    zero_computed(masked, zero_consumers(masked, cuts))
     normalised = normalised_layers(masked)
     if normalised:
         zero_sources(masked, cuts, {(m.tensor, m.axis) for g, _ in cuts for m in g.members

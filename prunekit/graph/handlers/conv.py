@@ -16,6 +16,7 @@ channel is its own block, so input channel ``c`` and its ``multiplier`` output r
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +25,8 @@ from torch import nn
 from prunekit.graph.constraints import Dim, ParamDim, Segment, Tracked
 from prunekit.graph.handlers.common import add_bias, arg, equal_blocks
 from prunekit.graph.handlers.shape import heads_of, size_attribute
-from prunekit.graph.registry import refresh_for, register_refresh, register_rule, register_width_attributes, resolve
+from prunekit.graph.registry import (RULES, refresh_for, register_refresh, register_rule, register_width_attributes,
+                                     resolve)
 
 
 @register_rule(*resolve("conv1d", "conv2d", "conv3d"))
@@ -164,3 +166,37 @@ def refresh_conv(module: nn.Module) -> None:
         module.groups = module.in_channels = w.shape[0] // multiplier
     else:  # weight[out, in/g]
         module.out_channels, module.in_channels = w.shape[0], w.shape[1] * old_groups
+
+
+def deform_conv(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """torchvision's deformable conv (``torchvision.ops.deform_conv2d``, DCNv1/v2): channels flow as
+    in a grouped conv (``n_weight_grps`` groups); the offsets (two per kernel position and offset
+    group) and the modulation mask are coordinates, not channels, so what produces them keeps its
+    width. A bias torchvision makes itself (zeros of the weight's rows) follows the cut."""
+    x, weight, offset, mask, bias = args[:5]
+    groups = int(args[11]) if len(args) > 11 else 1
+    xd, wd = ctx.dims(x), ctx.dims(weight)
+    for t, what in ((offset, "offsets"), (mask, "modulation mask")):
+        d = ctx.dims(t)[1] if t.dim() > 1 else None
+        if isinstance(d, Tracked):
+            ctx.store.freeze(d, f"{what} of a deformable conv (coordinates per kernel position) in {ctx.where}")
+    result: list[Dim] = [xd[0]] + [None] * (out.dim() - 1)
+    if not isinstance(wd[0], ParamDim) or not isinstance(wd[1], ParamDim):
+        if isinstance(xd[1], Tracked):
+            ctx.store.freeze(xd[1], f"deformable conv weight is not a parameter in {ctx.where}")
+    else:
+        given = bias if isinstance(ctx.dims(bias)[0], (ParamDim, Tracked)) else None
+        result[1] = _grouped(ctx, xd[1], wd, given, groups, out.shape[1], 1, 0)
+    ctx.set(out, result)
+
+
+def register_deform_conv() -> None:
+    """Register ``deform_conv`` for torchvision's op once torchvision's ops are loaded (prunekit
+    never imports torchvision)."""
+    if "torchvision.ops.deform_conv" not in sys.modules:
+        return
+    import torch
+
+    packet = getattr(getattr(torch.ops, "torchvision", None), "deform_conv2d", None)
+    if packet is not None and packet not in RULES:
+        register_rule(packet, getattr(packet, "default", None))(deform_conv)

@@ -80,6 +80,10 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         elif (sub := _unrepeat(whole, math.prod(out.shape[j] for j in dst[:-1]))) is not None \
                 and sub.size == out.shape[dst[-1]]:
             result[dst[-1]] = sub  # NOTE: heads folded into the batch dim come out again (SAM's view(B, H, N, -1))
+        elif (x.dim() == 2 and src == [1] and dst[0] == 1 and dst[-1] == out.dim() - 1
+              and (len(dst) >= 3 or not _in_user_module(ctx))
+              and (units := _unflattened(ctx, args, kwargs, whole, [out.shape[j] for j in dst])) is not None):
+            result[dst[0]] = units
         else:  # NOTE: split into several dims, after a merge if several (HaloAttn's reshape(B * H, d, ...) of [B, C])
             splits.append((whole, math.prod(out.shape[j] for j in dst[:-2]), dst[-1]))
             requested = _requested(args, kwargs, ctx.current, out.dim(), ctx)
@@ -93,6 +97,43 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     _tie_sizes_read_elsewhere(ctx, args, kwargs, result, splits)
     _head_count_on_fixed_data(ctx, args, kwargs, result)
     ctx.set(out, result)
+
+
+def _unflattened(ctx, args, kwargs, layout: Tracked, sizes: list[int]) -> Tracked | None:  # type: ignore[no-untyped-def]
+    """``[B, C*h*w] -> [B, C, h, w]`` (a generator's or decoder's ``nn.Unflatten(1, (C, 4, 4))`` or
+    ``view(B, self.c, 7, 7)`` after a Linear): channel ``c`` of the map is a run of ``h*w`` features,
+    so the features are cut in those units. ``C`` must follow: derived (``-1``), or held by exactly one
+    attribute of the running module (one whose sizes are its own: ``_sizes_its_own``), which
+    joins the group (``apply`` rewrites it). None where neither holds (the caller's rules apply) or
+    the layout already comes in whole channels (an undone flatten)."""
+    from prunekit.graph.trace import ChannelInt, DerivedInt
+
+    factor = math.prod(sizes[1:])
+    if factor == 1 or any(s.inner % factor == 0 for s in layout.segments):
+        return None
+    unflatten = ctx.current.endswith("unflatten")
+    raw = list(arg(args, kwargs, 2, "sizes", ())) if unflatten else _raw_sizes(args, kwargs)
+    if raw is None or len(raw) < len(sizes):
+        return None
+    at = 0 if unflatten else len(raw) - len(sizes)
+    count, rest = raw[at], raw[at + 1:at + len(sizes)]
+    if any(r == -1 for r in rest):
+        return None
+    attr, module = None, None
+    if count != -1:
+        if type(count) is not int or isinstance(count, (ChannelInt, DerivedInt)):
+            return None
+        module, scope = calling_module(ctx)
+        if not _sizes_its_own(module):
+            return None
+        found = _attributes_holding(module, count, at, len(raw))
+        if len(found) != 1:
+            return None
+        attr = size_attribute(scope, *found[0])
+    units = heads_of(ctx, layout, factor)
+    if units is not None and attr is not None:
+        join_size(ctx, module, count, attr, units)
+    return units
 
 
 def _heads_follow(ctx, args, kwargs, ndim: int, j: int) -> bool:  # type: ignore[no-untyped-def]
@@ -233,6 +274,7 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     else:
         why = (f"{ctx.where} views to the constant size {size}, which no attribute of {owner} holds; "
                f"it would not follow pruning")
+    fix_size(ctx, module, scope, size, ctx.where)
     ctx.unknown.append(why)
     ctx.store.freeze(layout, why)
     return layout
@@ -280,6 +322,50 @@ def _config_misses(module: Any, size: int) -> bool:
 def size_attribute(module: str, attr: str, index: int | None) -> str:
     """The name under which a size attribute joins a group (see ``ChannelGroup.attrs``)."""
     return f"@{module}|{attr}|{'' if index is None else index}"
+
+
+def join_size(ctx, module: Any, value: int, attr: str, layout: Tracked, offset: int = 0) -> bool:  # type: ignore[no-untyped-def]
+    """Join ``module``'s size attribute ``attr`` (holding ``value``) to ``layout`` so ``apply``
+    rewrites it. The attribute is one number, so every place it sizes is cut alike: a second layout
+    it sizes is unified with the first. Where some op of the module read ``value`` as a constant no
+    cut follows (``fix_size``), the layout is frozen instead and False returned. ``offset``: a
+    second count of the same attribute (it holds the sum of several parts)."""
+    why = ctx.fixed_sizes.get((id(module), value))
+    if why is not None:
+        ctx.store.freeze(layout, why)
+        return False
+    joined = ctx.sized.setdefault(attr, [])
+    if joined and offset == 0 and joined[0].size == layout.size:
+        ctx.store.unify(joined[0], layout, ctx.where)
+    joined.append(layout)
+    ctx.store.use(layout, attr, 0, "passive", offset=offset)
+    return True
+
+
+def fix_size(ctx, module: Any, scope: str, value: Any, why: str) -> None:  # type: ignore[no-untyped-def]
+    """``module`` (named ``scope``) read ``value`` as a constant that will not follow a cut (a split
+    frozen for a size no attribute holds): an attribute of it holding ``value`` must keep it, so the
+    channels such attributes joined are frozen (and any they would join later)."""
+    if module is None or type(value) is not int or value <= 1:
+        return
+    key = (id(module), int(value))
+    if key in ctx.fixed_sizes:
+        return
+    ctx.fixed_sizes[key] = why = (f"a size attribute holding {value} sizes these channels, and {why} reads "
+                                  f"{value} as a constant, so it must stay")
+    for attr, layouts in ctx.sized.items():
+        if attr.startswith(f"@{scope}|") and _holds(module, attr, value):
+            for layout in layouts:
+                ctx.store.freeze(layout, why)
+
+
+def _holds(module: Any, attr: str, value: int) -> bool:
+    """Whether size attribute ``attr`` (``@scope|name|index``) of ``module`` holds ``value``."""
+    _, name, index = attr.split("|")
+    held = vars(module).get(name)
+    if index and isinstance(held, (list, tuple, torch.Size)):
+        held = held[int(index)] if int(index) < len(held) else None
+    return type(held) is int and held == value
 
 
 def _raw_sizes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any] | None:
@@ -739,6 +825,10 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     adaptive = equal and (name.endswith("chunk") or stored is not None or (
         name.rsplit(".", 1)[-1] == "split" and any(follows(ctx, len(pieces)) for follows in SPLIT_SIZE_FOLLOWS)))
     sections = not adaptive and name.rsplit(".", 1)[-1] == "split" and any(f(ctx) for f in SPLIT_SECTIONS_FOLLOW)
+    held = None if adaptive or sections or not isinstance(layout, Tracked) else _held_sizes(ctx, args, kwargs,
+                                                                                             sizes)
+    if held is not None:
+        return _split_at_held_sizes(ctx, layout, dims, dim, pieces, sizes, held)
     for k, piece in enumerate(pieces):
         piece_dims = list(dims)
         if isinstance(layout, Tracked):
@@ -754,6 +844,7 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
                     ctx.store.unify(_slice(layout, 0, sizes[0], ctx), piece_dims[dim], ctx.where)
             else:
                 ctx.store.freeze(layout, f"split at constant sizes by {ctx.where}")
+                _fix_split_sizes(ctx, args, kwargs)
                 piece_dims[dim] = None
         elif isinstance(layout, ParamDim):
             piece_dims[dim] = None
@@ -808,6 +899,81 @@ def complex_view(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def
     if isinstance(dims[-1], Tracked):
         ctx.store.freeze(dims[-1], f"real and imaginary parts of channels folded by {ctx.where}")
     ctx.set(out, dims[:-1])
+
+
+def _held_sizes(ctx, args, kwargs, sizes: list[int]) -> tuple[list[str], bool] | None:  # type: ignore[no-untyped-def]
+    """``split(x, self.splits, 1)`` (MixConv), ``split(x, [self.dim_conv3, self.dim_untouched], 1)``
+    (FasterNet), ``x.split(self.expand_chs // 2, 1)`` (CSPNet): split sizes that attributes of the
+    running module (one whose sizes are its own: ``_sizes_its_own``) hold. Per piece, the size attribute that records
+    its width (see ``ChannelGroup.attrs``): entry ``k`` of a list equal to the sizes, else the one int
+    attribute equal to the piece's size; and whether one attribute holds the sum of the pieces
+    instead (equal pieces of ``expand_chs // 2``). None where a size is held by no attribute or by
+    several (the split is frozen then)."""
+    from prunekit.graph.trace import ChannelInt, DerivedInt
+
+    if ctx.current.rsplit(".", 1)[-1] not in ("split", "split_with_sizes") or len(sizes) < 2:
+        return None
+    requested = arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size", kwargs.get("split_sizes")))
+    asked = list(requested) if isinstance(requested, (list, tuple)) else [requested]
+    if any(type(a) is not int or isinstance(a, (ChannelInt, DerivedInt)) for a in asked):
+        return None  # NOTE: widths read from shapes follow by themselves (other rules)
+    module, scope = calling_module(ctx)
+    if not _sizes_its_own(module) or any((id(module), a) in ctx.fixed_sizes for a in asked):
+        return None
+    ints = {key: v for key, v in vars(module).items() if type(v) is int}
+    if len(asked) == len(sizes):
+        lists = [key for key, v in vars(module).items() if type(v) in (list, tuple) and list(v) == asked]
+        if len(lists) == 1:
+            return [size_attribute(scope, lists[0], k) for k in range(len(sizes))], False
+        names = [[key for key, v in ints.items() if v == size] for size in asked]
+        return ([size_attribute(scope, n[0], None) for n in names], False) if all(len(n) == 1 for n in names) \
+            else None
+    if len(set(sizes)) != 1:
+        return None
+    each = [key for key, v in ints.items() if v == sizes[0]]
+    total = [key for key, v in ints.items() if v == sizes[0] * len(sizes)]
+    if len(each) + len(total) != 1:
+        return None
+    return [size_attribute(scope, (each or total)[0], None)] * len(sizes), bool(total)
+
+
+def _fix_split_sizes(ctx, args, kwargs) -> None:  # type: ignore[no-untyped-def]
+    """A split frozen at constant sizes: each size stays (see ``fix_size``)."""
+    requested = arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size", kwargs.get("split_sizes")))
+    module, scope = calling_module(ctx)
+    for size in requested if isinstance(requested, (list, tuple)) else [requested]:
+        fix_size(ctx, module, scope, size, ctx.where)
+
+
+def _sizes_its_own(module: Any) -> bool:
+    """Whether ``module``'s size attributes may be rewritten alone: it has no refresh of its own (that
+    keeps them), and it is no Hugging Face module (its sizes are its config's, which the config
+    refresh keeps: an attribute rewritten alone would leave the saved config stale)."""
+    from prunekit.graph.registry import refresh_for
+
+    return (module is not None and refresh_for(module) is None
+            and not type(module).__module__.startswith("transformers."))
+
+
+def _split_at_held_sizes(ctx, layout: Tracked, dims: list[Dim], dim: int, pieces: list[torch.Tensor],  # type: ignore[no-untyped-def]
+                         sizes: list[int], held: tuple[list[str], bool]) -> None:
+    """Each piece as channels of its own (sources split at its ends, so pieces are cut apart), its
+    size attribute joined to it so ``apply`` rewrites it. Pieces one attribute sizes (``[self.d,
+    self.d]``) are cut alike, so that one value stays right for each; where it holds their sum, every
+    piece's cut counts in it."""
+    attrs, summed = held
+    module, _ = calling_module(ctx)
+    start, first = 0, None
+    for piece, size, attr in zip(pieces, sizes, attrs):
+        part = ctx.store.section(layout, start, size) or _slice(layout, start, size, ctx)
+        if isinstance(part, Tracked):
+            if summed and first is not None:  # NOTE: equal parts; one more count of the attribute each
+                ctx.store.unify(first, part, ctx.where)
+            value = sum(sizes) if summed else size
+            join_size(ctx, module, value, attr, part, offset=start if summed else 0)
+            first = first or part
+        start += size
+        ctx.set(piece, dims[:dim] + [part] + dims[dim + 1:])
 
 
 def _stored_split_size(ctx, args, kwargs, layout: Dim) -> str | None:  # type: ignore[no-untyped-def]
@@ -896,7 +1062,7 @@ def getitem(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
                 ctx.store.freeze(dims[d], f"one channel picked by {ctx.where}")
             d += 1
         elif isinstance(i, slice):
-            full = i == slice(None) or (i.start in (None, 0) and i.stop is None and i.step in (None, 1))
+            full = _whole(i, x.shape[d])
             strided = None if full else _strided(ctx, dims[d], i, x.shape[d]) or _section(ctx, dims[d], i,
                                                                                        x.shape[d])
             if isinstance(dims[d], Tracked) and not full and strided is None:
@@ -907,6 +1073,15 @@ def getitem(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             return ctx.opaque(args, kwargs, out, f"index of type {type(i).__name__}")
     result.extend(dims[d:])
     ctx.set(out, result)
+
+
+def _whole(index: slice, size: int) -> bool:
+    """``x[:, :n]`` with ``n`` at least the width (GhostNet's ``cat(a, b)[:, :self.oup]`` of exactly
+    ``oup`` channels) selects every channel, and still does once they are cut (fewer, ``n`` kept):
+    an identity, not a constant slice."""
+    start, stop = index.start, index.stop
+    return (index.step in (None, 1) and (start is None or (type(start) is int and (start == 0 or start <= -size)))
+            and (stop is None or (type(stop) is int and stop >= size)))
 
 
 def _strided(ctx, layout: Dim, index: slice, size: int) -> Tracked | None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,241 @@
+"""Sizes a module keeps as attributes and uses in its forward: split sizes (MixConv's ``self.splits``,
+FasterNet's ``[self.dim_conv3, self.dim_untouched]``, CSPNet's ``self.expand_chs // 2``), the channel
+count of ``nn.Unflatten`` after a Linear, and a slice as wide as its input (GhostNet's
+``cat(a, b)[:, :self.oup]``). Each is cut (not frozen), the attribute follows, the pruned model
+equals the masked dense one; a size no one attribute holds still freezes its channels."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import prunekit
+from prunekit.graph import DependencyGraph
+from prunekit.importance import score
+from prunekit.structured import allocate, apply
+from prunekit.structured.apply import mask
+
+
+class MixConv(nn.Module):
+    """Depthwise kernels of three sizes on three parts of the channels, split at a stored list."""
+
+    def __init__(self, splits: tuple[int, ...] = (8, 8, 16)) -> None:
+        super().__init__()
+        self.splits = list(splits)
+        self.pw = nn.Conv2d(3, sum(splits), 1)
+        self.dws = nn.ModuleList(nn.Conv2d(c, c, k, padding=k // 2, groups=c) for c, k in zip(splits, (3, 5, 7)))
+        self.head = nn.Linear(sum(splits), 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.pw(x))
+        x = torch.cat([d(p) for d, p in zip(self.dws, torch.split(x, self.splits, 1))], 1)
+        return self.head(F.relu(x).mean((2, 3)))
+
+
+class PartialConv(nn.Module):
+    """FasterNet's partial conv: a 3x3 conv on the first ``dim_conv3`` channels, the rest untouched."""
+
+    def __init__(self, dim: int = 32, part: int = 8) -> None:
+        super().__init__()
+        self.dim_conv3, self.dim_untouched = part, dim - part
+        self.stem = nn.Conv2d(3, dim, 3, padding=1)
+        self.conv = nn.Conv2d(part, part, 3, padding=1)
+        self.mlp = nn.Sequential(nn.Conv2d(dim, 48, 1), nn.ReLU(), nn.Conv2d(48, dim, 1))
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        a, b = torch.split(x, [self.dim_conv3, self.dim_untouched], dim=1)
+        x = x + self.mlp(torch.cat((self.conv(a), b), 1))
+        return self.head(x.mean((2, 3)))
+
+
+class CrossStage(nn.Module):
+    """CSPNet's stage: an expansion split in two halves at ``self.expand_chs // 2`` (the attribute
+    holds the sum of the parts)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand_chs = 32
+        self.conv_exp = nn.Conv2d(3, 32, 1)
+        self.blocks = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+        self.conv_transition = nn.Conv2d(32, 24, 1)
+        self.head = nn.Linear(24, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xs, xb = F.relu(self.conv_exp(x)).split(self.expand_chs // 2, dim=1)
+        y = F.relu(self.conv_transition(torch.cat([xs, self.blocks(xb)], 1)))
+        return self.head(y.mean((2, 3)))
+
+
+class Ghost(nn.Module):
+    """GhostNet's module: half the outputs from a conv, half from a cheap depthwise conv on them,
+    then ``[:, :self.oup]`` (all of them when ``oup`` is even)."""
+
+    def __init__(self, inp: int, oup: int) -> None:
+        super().__init__()
+        self.oup, init = oup, math.ceil(oup / 2)
+        self.primary = nn.Sequential(nn.Conv2d(inp, init, 1), nn.ReLU())
+        self.cheap = nn.Sequential(nn.Conv2d(init, init, 3, padding=1, groups=init), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.primary(x)
+        return torch.cat([a, self.cheap(a)], 1)[:, :self.oup]
+
+
+class GhostNet(nn.Module):
+    def __init__(self, widths: tuple[int, int] = (24, 16)) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.g1, self.g2 = Ghost(16, widths[0]), Ghost(widths[0], widths[1])
+        self.head = nn.Linear(widths[1], 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.g2(self.g1(F.relu(self.stem(x)))).mean((2, 3)))
+
+
+class Generator(nn.Module):
+    """A DCGAN generator: a Linear, ``nn.Unflatten(1, (32, 4, 4))``, transposed convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 32 * 4 * 4), nn.Unflatten(1, (32, 4, 4)), nn.BatchNorm2d(32), nn.ReLU(),
+                                 nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(16, 3, 4, 2, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+def _image(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+
+def _cut(model: nn.Module, x: torch.Tensor):  # type: ignore[no-untyped-def]
+    """Half of every group (exact widths), verified by ``apply``; the graph, plan and pruned model."""
+    graph = DependencyGraph.trace(model, x)
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+    return graph, plan, pruned
+
+
+def _frozen(graph: DependencyGraph, tensor: str) -> list[str]:
+    return [r for g in graph.groups if tensor in {m.tensor for m in g.members} for r in g.reasons]
+
+
+def test_a_split_at_a_stored_list_cuts_every_part_and_rewrites_the_list() -> None:
+    torch.manual_seed(0)
+    model, x = MixConv().eval(), _image(2, 3, 12, 12)
+    graph, plan, pruned = _cut(model, x)
+    assert not _frozen(graph, "pw.weight")
+    assert pruned.splits == [4, 4, 8] == [d.in_channels for d in pruned.dws]
+    assert pruned(_image(1, 3, 9, 7)).shape == (1, 5)
+
+
+def test_a_split_at_two_stored_ints_cuts_each_part_apart() -> None:
+    torch.manual_seed(0)
+    model, x = PartialConv().eval(), _image(2, 3, 10, 10)
+    graph, _, pruned = _cut(model, x)
+    assert not _frozen(graph, "stem.weight")
+    assert (pruned.dim_conv3, pruned.dim_untouched) == (4, 12)
+    assert pruned.conv.in_channels == 4 and pruned.stem.out_channels == 16
+
+
+def test_equal_parts_of_a_stored_sum_rewrite_the_sum() -> None:
+    torch.manual_seed(0)
+    model, x = CrossStage().eval(), _image(2, 3, 8, 8)
+    graph, _, pruned = _cut(model, x)
+    assert not _frozen(graph, "conv_exp.weight")
+    assert pruned.expand_chs == pruned.conv_exp.out_channels == 16 and pruned.blocks[0].in_channels == 8
+
+
+def test_a_split_size_held_by_two_attributes_is_frozen() -> None:
+    model = PartialConv().eval()
+    model.other = 8  # NOTE: now two attributes hold 8: which one the split reads is unknown
+    graph = DependencyGraph.trace(model, _image(2, 3, 10, 10))
+    assert any(r.startswith("split at constant sizes") for r in _frozen(graph, "stem.weight"))
+
+
+def test_a_slice_as_wide_as_its_input_is_no_cut() -> None:
+    torch.manual_seed(0)
+    model, x = GhostNet().eval(), _image(2, 3, 10, 10)
+    graph, _, pruned = _cut(model, x)
+    assert not _frozen(graph, "g1.primary.0.weight") and not _frozen(graph, "g2.primary.0.weight")
+    assert pruned.g1.primary[0].out_channels == 6 and pruned.head.in_features == 8
+
+
+def test_a_slice_narrower_than_its_input_stays_frozen() -> None:
+    model = GhostNet((24, 15)).eval()  # NOTE: oup 15 of 16 channels: the slice drops one
+    graph = DependencyGraph.trace(model, _image(2, 3, 10, 10))
+    assert any(r.startswith("constant slice of channels") for r in _frozen(graph, "g2.primary.0.weight"))
+
+
+def test_unflatten_after_a_linear_cuts_whole_channels_and_saves(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model, z = Generator().eval(), _image(2, 8)
+    graph, _, pruned = _cut(model, z)
+    group = next(g for g in graph.groups if "net.0.weight" in {m.tensor for m in g.members})
+    assert group.prunable and group.size == 32
+    assert {m.inner for m in group.members if m.tensor == "net.0.weight"} == {16}
+    assert pruned.net[1].unflattened_size == (16, 4, 4) and pruned.net[0].out_features == 256
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "g", original=model), model=Generator())
+    torch.testing.assert_close(loaded(_image(3, 8)), pruned(_image(3, 8)))
+
+
+def test_deformable_conv_cuts_its_channels_and_keeps_its_offsets() -> None:
+    ops = pytest.importorskip("torchvision.ops")
+    from prunekit.measure import count_macs
+
+    class Deform(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+            self.offset = nn.Conv2d(16, 18, 3, padding=1)
+            self.dc = ops.DeformConv2d(16, 24, 3, padding=1)
+            self.head = nn.Conv2d(24, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = F.relu(self.c1(x))
+            return self.head(F.relu(self.dc(h, self.offset(h))))
+
+    torch.manual_seed(0)
+    model, x = Deform().eval(), _image(2, 3, 9, 9)
+    assert count_macs(model, x) == 2 * 81 * (16 * 3 + 18 * 16 + 24 * 16) * 9 + 2 * 81 * 4 * 24
+    graph, _, pruned = _cut(model, x)
+    assert any(r.startswith("offsets of a deformable conv") for r in _frozen(graph, "offset.weight"))
+    assert pruned.dc.weight.shape == (12, 8, 3, 3) and pruned.offset.weight.shape == (18, 8, 3, 3)
+
+
+class PartialAttention(nn.Module):
+    """SHViT's single-head attention on the first ``pdim`` channels: ``split(x, [self.pdim, self.dim -
+    self.pdim])`` (a computed size no attribute holds: frozen), then ``split(qkv, [self.qk_dim,
+    self.qk_dim, self.pdim])``, whose ``pdim`` part must then keep its width too."""
+
+    def __init__(self, dim: int = 32, pdim: int = 8, qk_dim: int = 4) -> None:
+        super().__init__()
+        self.dim, self.pdim, self.qk_dim = dim, pdim, qk_dim
+        self.stem = nn.Conv2d(3, dim, 3, padding=1)
+        self.qkv = nn.Conv2d(pdim, 2 * qk_dim + pdim, 1)
+        self.proj = nn.Conv2d(dim, dim, 1)
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        b, _, h, w = x.shape
+        x1, x2 = torch.split(x, [self.pdim, self.dim - self.pdim], dim=1)
+        q, k, v = torch.split(self.qkv(x1), [self.qk_dim, self.qk_dim, self.pdim], dim=1)
+        attn = (q.flatten(2).transpose(-2, -1) @ k.flatten(2)).softmax(-1)
+        x1 = (v.flatten(2) @ attn.transpose(-2, -1)).reshape(b, self.pdim, h, w)
+        return self.head(self.proj(torch.cat([x1, x2], 1)).mean((2, 3)))
+
+
+def test_a_size_read_as_a_constant_elsewhere_is_not_rewritten() -> None:
+    torch.manual_seed(0)
+    model, x = PartialAttention().eval(), _image(2, 3, 6, 6)
+    graph, _, pruned = _cut(model, x)  # NOTE: verified (rewriting pdim would break the first split)
+    assert any(r.startswith("split at constant sizes") for r in _frozen(graph, "qkv.weight"))
+    assert pruned.pdim == 8 and pruned.qkv.out_channels == 16 and pruned.proj.out_channels == 16
