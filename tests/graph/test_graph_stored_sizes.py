@@ -239,3 +239,27 @@ def test_a_size_read_as_a_constant_elsewhere_is_not_rewritten() -> None:
     graph, _, pruned = _cut(model, x)  # NOTE: verified (rewriting pdim would break the first split)
     assert any(r.startswith("split at constant sizes") for r in _frozen(graph, "qkv.weight"))
     assert pruned.pdim == 8 and pruned.qkv.out_channels == 16 and pruned.proj.out_channels == 16
+
+
+class Narrowed(nn.Module):
+    """``narrow(1, 0, n)`` of all the channels: ``n`` a literal, or read from the tensor's shape."""
+
+    def __init__(self, literal: bool) -> None:
+        super().__init__()
+        self.literal = literal
+        self.c1, self.c2 = nn.Conv2d(3, 32, 3, padding=1), nn.Conv2d(32, 32, 3, padding=1)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.c1(x))
+        h = h.narrow(1, 0, 32 if self.literal else h.shape[1])
+        return self.head(F.relu(self.c2(h)).mean((2, 3)))
+
+
+def test_narrow_to_a_literal_width_is_kept_and_to_the_read_width_is_cut() -> None:
+    torch.manual_seed(0)
+    x = _image(2, 3, 8, 8)
+    graph = DependencyGraph.trace(Narrowed(literal=True).eval(), x)
+    assert any(r.startswith("constant slice of channels") for r in _frozen(graph, "c1.weight"))
+    _, _, pruned = _cut(Narrowed(literal=False).eval(), x)
+    assert pruned.c1.out_channels == 16

@@ -875,12 +875,19 @@ def glu(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
 @register_rule(*resolve("narrow", "select"))
 def narrow(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """``x.narrow(dim, start, length)`` and ``x.select(dim, index)``: constant positions along
-    ``dim``, as ``x[:, start:start+length]`` and ``x[:, index]`` (channels there are frozen)."""
+    ``dim``, as ``x[:, start:start+length]`` and ``x[:, index]`` (channels there are frozen); the
+    whole width read from the tensor's shape is no cut."""
     x = args[0]
     dims = ctx.dims(x)
     dim = arg(args, kwargs, 1, "dim", 0) % x.dim()
+    from prunekit.graph.trace import ChannelInt, ConfigInt, DerivedInt
+
     picked = ctx.current.endswith("select")
-    full = not picked and int(arg(args, kwargs, 3, "length", -1)) == x.shape[dim]
+    length = arg(args, kwargs, 3, "length", -1)
+    # NOTE: the whole width only if the length follows the cut (read from a shape, a config):
+    # narrow(1, 0, 32) of 32 channels fails once they are fewer (narrow does not clip as a slice does)
+    full = (not picked and int(length) == x.shape[dim] and int(arg(args, kwargs, 2, "start", 0)) == 0
+            and isinstance(length, (ChannelInt, ConfigInt, DerivedInt)))
     if isinstance(dims[dim], Tracked) and not full:
         ctx.store.freeze(dims[dim], f"{'one channel picked' if picked else 'constant slice of channels'} by "
                                     f"{ctx.where}")
