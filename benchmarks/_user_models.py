@@ -6,8 +6,11 @@ embeddings, grouped-query attention, recurrent layers, gated units, sub-pixel co
 embeddings, skip connections by concatenation; and a second set with torch's own transformer layers,
 top-k routing with ``index_add_``, einsum attention, a channel shuffle, two inputs, an edge list and a
 dict output; a third with attention gates, a feature pyramid, concatenation in a loop, a ConvLSTM,
-token mixing, weights tied into transposed convs and a predicted feature transform. ``ZOO`` maps a name to (builder, example input,
-another input of other sizes the pruned model must also take).
+token mixing, weights tied into transposed convs and a predicted feature transform; a fourth with a
+text CNN, MBConv, a spatial transformer, a VAE, WaveNet, a deformable conv, Swin written out, a dual
+encoder, DLRM, raw-parameter layers, nn.Unflatten, a temporal shift, GhostNet, MixConv and an
+orthogonal parametrization. ``ZOO`` maps a name to (builder, example input, another input of other
+sizes the pruned model must also take).
 """
 
 from __future__ import annotations
@@ -861,6 +864,287 @@ class NamedOut(nn.Module):
         return Out(self.cls(f), f)
 
 
+class KimCNN(nn.Module):
+    """Kim's sentence CNN: Conv1d of three widths over embeddings, max over time, concatenated."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(500, 32)
+        self.convs = nn.ModuleList(nn.Conv1d(32, 24, k) for k in (3, 4, 5))
+        self.fc = nn.Linear(72, 4)
+
+    def forward(self, x):
+        e = self.emb(x).transpose(1, 2)
+        return self.fc(torch.cat([F.relu(c(e)).max(dim=2)[0] for c in self.convs], 1))
+
+
+class MBConvNet(nn.Module):
+    """EfficientNet's MBConv by hand: expansion, depthwise, SE with 1x1 convs, drop path in training."""
+    class Block(nn.Module):
+        def __init__(self, c=16, e=4, p=0.1):
+            super().__init__()
+            h = c * e
+            self.expand = nn.Sequential(nn.Conv2d(c, h, 1, bias=False), nn.BatchNorm2d(h), nn.Hardswish())
+            self.dw = nn.Sequential(nn.Conv2d(h, h, 3, padding=1, groups=h, bias=False), nn.BatchNorm2d(h), nn.Hardswish())
+            self.se_r, self.se_e = nn.Conv2d(h, 8, 1), nn.Conv2d(8, h, 1)
+            self.proj = nn.Sequential(nn.Conv2d(h, c, 1, bias=False), nn.BatchNorm2d(c))
+            self.p = p
+
+        def forward(self, x):
+            y = self.dw(self.expand(x))
+            y = self.proj(y * torch.sigmoid(self.se_e(F.silu(self.se_r(y.mean((2, 3), keepdim=True))))))
+            if self.training:
+                y = y * (torch.rand(x.shape[0], 1, 1, 1) > self.p) / (1 - self.p)
+            return x + y
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.SiLU())
+        self.blocks = nn.Sequential(MBConvNet.Block(), MBConvNet.Block())
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+class STN(nn.Module):
+    """The spatial transformer tutorial: a localisation net predicts theta; affine_grid, grid_sample."""
+    def __init__(self):
+        super().__init__()
+        self.loc = nn.Sequential(nn.Conv2d(1, 8, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(8, 10, 5), nn.MaxPool2d(2),
+                                 nn.ReLU())
+        self.fc_loc = nn.Sequential(nn.Linear(10 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 6))
+        self.body = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(16, 10))
+
+    def forward(self, x):
+        theta = self.fc_loc(self.loc(x).view(-1, 10 * 4 * 4)).view(-1, 2, 3)
+        return self.body(F.grid_sample(x, F.affine_grid(theta, x.size(), align_corners=False), align_corners=False))
+
+
+class VAE(nn.Module):
+    """A convolutional VAE: mu and log-variance by chunk, a decoder viewing to (self.c, 7, 7)."""
+    def __init__(self, z=16):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(1, 16, 4, 2, 1), nn.ReLU(), nn.Conv2d(16, 32, 4, 2, 1), nn.ReLU(), nn.Flatten())
+        self.fc, self.dec_fc = nn.Linear(32 * 7 * 7, 2 * z), nn.Linear(z, 32 * 7 * 7)
+        self.dec = nn.Sequential(nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(16, 1, 4, 2, 1))
+        self.c = 32
+
+    def forward(self, x):
+        mu, logvar = self.fc(self.enc(x)).chunk(2, dim=1)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+        return torch.sigmoid(self.dec(self.dec_fc(z).view(-1, self.c, 7, 7))), mu, logvar
+
+
+class WaveNet(nn.Module):
+    """WaveNet: dilated causal convs, tanh * sigmoid gates by chunk, residual and skip 1x1 convs."""
+    def __init__(self, c=16, layers=4):
+        super().__init__()
+        self.inp = nn.Conv1d(1, c, 1)
+        self.dil = nn.ModuleList(nn.Conv1d(c, 2 * c, 2, dilation=2 ** i) for i in range(layers))
+        self.res = nn.ModuleList(nn.Conv1d(c, c, 1) for _ in range(layers))
+        self.skip = nn.ModuleList(nn.Conv1d(c, 32, 1) for _ in range(layers))
+        self.out = nn.Conv1d(32, 8, 1)
+
+    def forward(self, x):
+        h, skips = self.inp(x), 0
+        for d, r, k in zip(self.dil, self.res, self.skip):
+            a, b = d(F.pad(h, (d.dilation[0], 0))).chunk(2, 1)
+            z = torch.tanh(a) * torch.sigmoid(b)
+            h, skips = h + r(z), skips + k(z)
+        return self.out(F.relu(skips))
+
+
+class DeformNet(nn.Module):
+    """A deformable conv (torchvision.ops.DeformConv2d, DCNv2 with a modulation mask) fed by offset
+    and mask convs."""
+    def __init__(self):
+        super().__init__()
+        from torchvision.ops import DeformConv2d
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.off, self.msk = nn.Conv2d(16, 18, 3, padding=1), nn.Conv2d(16, 9, 3, padding=1)
+        self.dc = DeformConv2d(16, 32, 3, padding=1)
+        self.head = nn.Conv2d(32, 4, 1)
+
+    def forward(self, x):
+        h = F.relu(self.c1(x))
+        return self.head(F.relu(self.dc(h, self.off(h), torch.sigmoid(self.msk(h)))))
+
+
+class SwinByHand(nn.Module):
+    """Swin blocks written out: torch.roll, window partition views, a relative position bias table."""
+    class Block(nn.Module):
+        def __init__(self, dim=32, heads=4, ws=4, shift=2):
+            super().__init__()
+            self.heads, self.ws, self.shift = heads, ws, shift
+            self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+            self.table = nn.Parameter(torch.randn((2 * ws - 1) ** 2, heads) * 0.02)
+            c = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
+            r = (c[:, :, None] - c[:, None, :]).permute(1, 2, 0) + ws - 1
+            self.register_buffer("index", r[..., 0] * (2 * ws - 1) + r[..., 1])
+            self.mlp = nn.Sequential(nn.Linear(dim, 64), nn.GELU(), nn.Linear(64, dim))
+
+        def forward(self, x):
+            B, H, W, C = x.shape
+            ws, n = self.ws, self.ws * self.ws
+            h = torch.roll(self.norm1(x), (-self.shift, -self.shift), (1, 2))
+            w = h.view(B, H // ws, ws, W // ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, n, C)
+            q, k, v = self.qkv(w).reshape(-1, n, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+            att = (q * (C // self.heads) ** -0.5) @ k.transpose(-2, -1)
+            att = att + self.table[self.index.view(-1)].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+            o = self.proj((att.softmax(-1) @ v).transpose(1, 2).reshape(-1, n, C))
+            o = o.view(B, H // ws, W // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, C)
+            x = x + torch.roll(o, (self.shift, self.shift), (1, 2))
+            return x + self.mlp(self.norm2(x))
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 32, 4, 4)
+        self.blocks = nn.Sequential(SwinByHand.Block(shift=0), SwinByHand.Block())
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.embed(x).permute(0, 2, 3, 1)).mean((1, 2)))
+
+
+class CLIPish(nn.Module):
+    """A CLIP-style dual encoder: image and text projections normalised and compared (img @ txt.T)."""
+    def __init__(self):
+        super().__init__()
+        self.img = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.ReLU(), nn.Conv2d(32, 48, 3, 2, 1), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.tok = nn.Embedding(300, 40)
+        self.txt = nn.Sequential(nn.Linear(40, 64), nn.GELU(), nn.Linear(64, 40))
+        self.img_proj, self.txt_proj = nn.Linear(48, 24, bias=False), nn.Linear(40, 24, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def forward(self, image, text):
+        a = F.normalize(self.img_proj(self.img(image)), dim=-1)
+        b = F.normalize(self.txt_proj(self.txt(self.tok(text)).mean(1)), dim=-1)
+        return self.logit_scale.exp() * a @ b.t()
+
+
+class DLRM(nn.Module):
+    """DLRM: a bottom MLP and EmbeddingBags stacked, pairwise dot products by bmm, a top MLP."""
+    def __init__(self, d=16, tables=3):
+        super().__init__()
+        self.bot = nn.Sequential(nn.Linear(13, 64), nn.ReLU(), nn.Linear(64, d), nn.ReLU())
+        self.embs = nn.ModuleList(nn.EmbeddingBag(100, d, mode="sum") for _ in range(tables))
+        n = tables + 1
+        self.register_buffer("li", torch.tril_indices(n, n, -1)[0])
+        self.register_buffer("lj", torch.tril_indices(n, n, -1)[1])
+        self.top = nn.Sequential(nn.Linear(d + n * (n - 1) // 2, 32), nn.ReLU(), nn.Linear(32, 1))
+
+    def forward(self, dense, sparse):
+        x = self.bot(dense)
+        feats = torch.stack([x] + [e(sparse[:, i:i + 1]) for i, e in enumerate(self.embs)], 1)
+        return self.top(torch.cat([x, torch.bmm(feats, feats.transpose(1, 2))[:, self.li, self.lj]], 1))
+
+
+class RawParams(nn.Module):
+    """Layers written from raw parameters: F.conv2d(x, self.w1), x @ self.W with W stored (in, out)."""
+    def __init__(self):
+        super().__init__()
+        self.w1, self.b1 = nn.Parameter(torch.randn(16, 3, 3, 3) * 0.2), nn.Parameter(torch.zeros(16))
+        self.w2, self.b2 = nn.Parameter(torch.randn(32, 16, 3, 3) * 0.1), nn.Parameter(torch.zeros(32))
+        self.W, self.b = nn.Parameter(torch.randn(32, 20) * 0.1), nn.Parameter(torch.zeros(20))
+        self.V = nn.Parameter(torch.randn(20, 5) * 0.1)
+
+    def forward(self, x):
+        x = F.relu(F.conv2d(x, self.w1, self.b1, padding=1))
+        x = F.relu(F.conv2d(x, self.w2, self.b2, padding=1, stride=2)).mean((2, 3))
+        return F.relu(x @ self.W + self.b) @ self.V
+
+
+class DCGAN(nn.Module):
+    """A DCGAN generator: Linear, nn.Unflatten to a 4x4 map, transposed convs."""
+    def __init__(self, z=16):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(z, 64 * 4 * 4), nn.Unflatten(1, (64, 4, 4)), nn.BatchNorm2d(64), nn.ReLU(),
+                                 nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.BatchNorm2d(32), nn.ReLU(),
+                                 nn.ConvTranspose2d(32, 3, 4, 2, 1), nn.Tanh())
+
+    def forward(self, z):
+        return self.net(z)
+
+
+class TSM(nn.Module):
+    """A temporal shift module: a fold of the channels moves one frame back, another one forward."""
+    def __init__(self, t=4):
+        super().__init__()
+        self.t = t
+        self.c1, self.c2 = nn.Conv2d(3, 32, 3, padding=1), nn.Conv2d(32, 32, 3, padding=1)
+        self.fc = nn.Linear(32, 5)
+
+    def shift(self, x):
+        nt, c, h, w = x.shape
+        x = x.view(nt // self.t, self.t, c, h, w)
+        fold, out = c // 8, torch.zeros_like(x)
+        out[:, :-1, :fold] = x[:, 1:, :fold]
+        out[:, 1:, fold:2 * fold] = x[:, :-1, fold:2 * fold]
+        out[:, :, 2 * fold:] = x[:, :, 2 * fold:]
+        return out.view(nt, c, h, w)
+
+    def forward(self, x):
+        b, t = x.shape[:2]
+        x = F.relu(self.c2(self.shift(F.relu(self.c1(x.flatten(0, 1))))))
+        return self.fc(x.mean((2, 3)).view(b, t, -1).mean(1))
+
+
+class GhostNetByHand(nn.Module):
+    """GhostNet's modules: a primary conv and a cheap depthwise conv concatenated, then [:, :self.oup]."""
+    class Ghost(nn.Module):
+        def __init__(self, inp, oup, ratio=2):
+            super().__init__()
+            self.oup, init = oup, math.ceil(oup / ratio)
+            self.primary = nn.Sequential(nn.Conv2d(inp, init, 1, bias=False), nn.BatchNorm2d(init), nn.ReLU())
+            self.cheap = nn.Sequential(nn.Conv2d(init, init * (ratio - 1), 3, padding=1, groups=init, bias=False),
+                                       nn.BatchNorm2d(init * (ratio - 1)), nn.ReLU())
+
+        def forward(self, x):
+            a = self.primary(x)
+            return torch.cat([a, self.cheap(a)], 1)[:, :self.oup]
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.g1, self.g2 = GhostNetByHand.Ghost(16, 40), GhostNetByHand.Ghost(40, 24)
+        self.head = nn.Linear(24, 10)
+
+    def forward(self, x):
+        return self.head(self.g2(self.g1(F.relu(self.stem(x)))).mean((2, 3)))
+
+
+class MixConvNet(nn.Module):
+    """MixConv: torch.split at a stored list of sizes, one depthwise kernel size per part."""
+    def __init__(self, splits=(16, 8, 8, 8)):
+        super().__init__()
+        self.splits = list(splits)
+        self.pw = nn.Conv2d(3, sum(splits), 1)
+        self.dws = nn.ModuleList(nn.Conv2d(c, c, 2 * i + 3, padding=i + 1, groups=c) for i, c in enumerate(splits))
+        self.head = nn.Linear(sum(splits), 10)
+
+    def forward(self, x):
+        x = F.relu(self.pw(x))
+        return self.head(F.relu(torch.cat([d(p) for d, p in zip(self.dws, torch.split(x, self.splits, 1))], 1)).mean((2, 3)))
+
+
+class OrthogonalRNN(nn.Module):
+    """An RNN-style cell whose recurrent weight is kept orthogonal (torch's orthogonal parametrization)."""
+    def __init__(self, d=24):
+        super().__init__()
+        self.inp = nn.Linear(10, d)
+        self.rec = nn.utils.parametrizations.orthogonal(nn.Linear(d, d, bias=False))
+        self.out = nn.Linear(d, 3)
+
+    def forward(self, x):
+        h = torch.zeros(x.shape[0], self.inp.out_features)
+        for t in range(x.shape[1]):
+            h = torch.tanh(self.inp(x[:, t]) + self.rec(h))
+        return self.out(h)
+
+
 EDGES = torch.tensor([[0, 1, 2, 3, 4, 5, 1], [1, 2, 3, 4, 5, 0, 3]])  # a small graph's edge list
 
 
@@ -916,4 +1200,20 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], Callable[[], Any], Callable[[], An
     "PointNet (feature transform)": (PointNet, lambda: _image(1, 3, 50), lambda: _image(2, 3, 37)),
     "Res2Net split": (Res2Net, lambda: _image(1, 3, 8, 8), lambda: _image(2, 3, 10, 6)),
     "namedtuple output": (NamedOut, lambda: _image(1, 3, 8, 8), lambda: _image(2, 3, 10, 6)),
+    "KimCNN (conv1d, max over time)": (KimCNN, lambda: _ids(500, 1, 20), lambda: _ids(500, 3, 11)),
+    "MBConv by hand (drop path)": (MBConvNet, lambda: _image(1, 3, 16, 16), lambda: _image(2, 3, 20, 12)),
+    "spatial transformer (grid_sample)": (STN, lambda: _image(1, 1, 28, 28), lambda: _image(2, 1, 28, 28)),
+    "VAE (chunk, view to self.c)": (VAE, lambda: _image(1, 1, 28, 28), lambda: _image(2, 1, 28, 28)),
+    "WaveNet (gates, skips)": (WaveNet, lambda: _image(1, 1, 40), lambda: _image(2, 1, 23)),
+    "deformable conv (DCNv2)": (DeformNet, lambda: _image(1, 3, 12, 12), lambda: _image(2, 3, 10, 14)),
+    "Swin by hand (roll, windows)": (SwinByHand, lambda: _image(1, 3, 32, 32), lambda: _image(2, 3, 32, 48)),
+    "CLIP-style dual encoder": (CLIPish, lambda: (_image(2, 3, 16, 16), _ids(300, 2, 7)),
+                                lambda: (_image(3, 3, 16, 16), _ids(300, 4, 5))),
+    "DLRM (dot interaction)": (DLRM, lambda: (_image(2, 13), _ids(100, 2, 3)), lambda: (_image(5, 13), _ids(100, 5, 3))),
+    "raw-parameter layers": (RawParams, lambda: _image(1, 3, 12, 12), lambda: _image(2, 3, 10, 14)),
+    "DCGAN generator (Unflatten)": (DCGAN, lambda: _image(2, 16), lambda: _image(3, 16)),
+    "temporal shift (TSM)": (TSM, lambda: _image(1, 4, 3, 8, 8), lambda: _image(2, 4, 3, 6, 10)),
+    "GhostNet by hand (cat, slice)": (GhostNetByHand, lambda: _image(1, 3, 12, 12), lambda: _image(2, 3, 10, 14)),
+    "MixConv (split at a list)": (MixConvNet, lambda: _image(1, 3, 12, 12), lambda: _image(2, 3, 10, 14)),
+    "orthogonal RNN (parametrization)": (OrthogonalRNN, lambda: _image(2, 6, 10), lambda: _image(3, 4, 10)),
 }

@@ -11,8 +11,10 @@ channel shuffle with SE, FiLM on two inputs, a TCN with weight norm, a BiGRU, a 
 a Perceiver's latents, MobileViT-style patches, a multi-task model with a dict output, DETR-style learned
 queries, a spectral-normed GAN discriminator, a Siamese pair, space-to-depth, capsules, an LSTMCell
 loop, masked_fill, involution; then an attention U-Net gate, an FPN, SE with expand_as, a DenseNet loop,
-a ConvLSTM, an MLP-Mixer, a tied autoencoder, PointNet, Res2Net, a namedtuple output; random init) is
-pruned at ratio 0.5 with its outputs kept:
+a ConvLSTM, an MLP-Mixer, a tied autoencoder, PointNet, Res2Net, a namedtuple output; then a text CNN,
+MBConv, a spatial transformer, a VAE, WaveNet, a deformable conv, Swin written out, a CLIP-style dual
+encoder, DLRM, raw-parameter layers, a DCGAN generator, a temporal shift, GhostNet, MixConv, an
+orthogonal parametrization; random init) is pruned at ratio 0.5 with its outputs kept:
 
 - prunekit: the default path, ``StructuredPruner({"ratio": 0.5}).fit_transform`` (verified against
   the masked model); then the pruned model runs on an input of other sizes, and ``prunekit.save``
@@ -69,8 +71,9 @@ def _runs(model: nn.Module, x: Any, want: tuple[torch.Tensor, ...]) -> str:
 def _outputs(model: nn.Module) -> list[nn.Module]:
     """The layers whose outputs are the model's outputs (the last Linear, an LM head, a conv head)."""
     names = {"lm_head", "output", "head", "fc", "fc2", "out", "tail", "head4", "head5", "cls", "seg"}
-    found = [m for n, m in model.named_modules() if n.rpartition(".")[2] in names and isinstance(m, (nn.Linear, nn.Conv2d))]
-    return found or [[m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]]
+    layers = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)
+    found = [m for n, m in model.named_modules() if n.rpartition(".")[2] in names and isinstance(m, layers)]
+    return found or [[m for m in model.modules() if isinstance(m, layers)][-1]]
 
 
 def run_prunekit(name: str) -> dict[str, Any]:

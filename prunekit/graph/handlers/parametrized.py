@@ -106,8 +106,9 @@ class _Zeroed(nn.Module):
 
 def zero_computed(model: nn.Module, zeroed: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]]) -> None:
     """Where ``zeroed`` (``verify.zero_consumers``' answer) wrote zeros into the original of a
-    parametrization (not a norm: their rules zero what they need), zero the computed weight at the same entries too (softplus(0) is not 0): one
-    more parametrization on ``model``, which must be a copy made for that (``apply.mask``)."""
+    parametrization (not a norm: their rules zero what they need), zero the computed weight at the
+    same entries too (softplus(0) is not 0): one more parametrization on ``model``, which must be a
+    copy made for that (``apply.mask``)."""
     import torch.nn.utils.parametrize as parametrize
 
     layers = {id(chain.original): (model.get_submodule(at.rpartition(".parametrizations.")[0]),
