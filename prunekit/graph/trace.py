@@ -350,7 +350,8 @@ def _tagged_layer_widths(model: nn.Module, params: dict[int, str]) -> Iterator[N
     saved: list[tuple[nn.Module, str, int]] = []
     try:
         for module in model.modules():
-            weight = vars(module).get("_parameters", {}).get("weight")
+            held = vars(module).get("_parameters")  # NOTE: a TorchScript module's is no dict (no .get)
+            weight = held["weight"] if held is not None and "weight" in held else None
             if weight is None or id(weight) not in params:
                 continue
             widths = [(attr, axis) for klass, axes in WIDTH_ATTRIBUTES.items() if isinstance(module, klass)

@@ -24,7 +24,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError, require
 from prunekit.measure.fuse import fold_batchnorm
-from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
+from prunekit.measure.macs import ExampleInput, as_args, as_inputs, batch_of
 
 __all__ = ["LatencyStats", "measure_latency", "measure_latencies", "measure_onnx_latencies",
            "interleaved_onnx_latencies", "ort_session", "ort_options", "ort_feed",
@@ -117,8 +117,16 @@ def _check(backend: str, batch_sizes: Sequence[int], threads: int, warmup: int,
         raise ConfigError(f"Latency: 'min_time_s' must be >= 0 seconds; got {min_time_s!r}.")
 
 
-def _sync_for(inputs: tuple[torch.Tensor, ...]) -> Callable[[], None]:
-    if any(x.is_cuda for x in inputs):
+def _inputs_for(backend: str, example_inputs: ExampleInput) -> tuple[Any, ...]:
+    """The positional inputs: tensors for ONNX Runtime; for PyTorch also dicts, lists and tuples of
+    tensors (``macs.as_args``)."""
+    return as_inputs(example_inputs) if backend == "onnxruntime" else as_args(example_inputs)
+
+
+def _sync_for(inputs: tuple[Any, ...]) -> Callable[[], None]:
+    from torch.utils._pytree import tree_flatten
+
+    if any(isinstance(x, torch.Tensor) and x.is_cuda for x in tree_flatten(inputs)[0]):
         return torch.cuda.synchronize
     return lambda: None
 
@@ -246,7 +254,7 @@ def measure_latencies(model: nn.Module, example_inputs: ExampleInput, *, backend
                       repeats: int | None = None, min_time_s: float = 1.0) -> tuple[LatencyStats, ...]:
     """:func:`measure_latency` at several batch sizes; onnxruntime exports the model only once."""
     _check(backend, batch_sizes, threads, warmup, repeats, min_time_s)
-    inputs = as_inputs(example_inputs)
+    inputs = _inputs_for(backend, example_inputs)
     timing = _Timing(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
     if backend == "onnxruntime":
         return _onnxruntime_latencies(model, inputs, tuple(batch_sizes), threads, timing)
@@ -389,7 +397,7 @@ def aa_control(before: nn.Module, after: nn.Module, example_inputs: ExampleInput
     after/before ratio and, from before's two readings, the noise band it must clear."""
     _check(backend, (batch_size,), threads, warmup, None, min_time_s)
     timing = _Timing(warmup=warmup, repeats=None, min_time_s=min_time_s)
-    read = _reader(backend, as_inputs(example_inputs), batch_size, threads, timing)
+    read = _reader(backend, _inputs_for(backend, example_inputs), batch_size, threads, timing)
     paired = interleaved({"A": before, "B": after, "A2": before}, read, reference="A", rounds=rounds)
     aa = [a2 / a for a, a2 in zip(paired["A"].round_ms, paired["A2"].round_ms, strict=True)]
     noise = max(abs(r - 1) for r in aa) if aa else 0.0

@@ -27,15 +27,37 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prunekit.errors import ConfigError
 
-__all__ = ["count_macs", "macs_by_module", "macs_terms", "MacsTerms", "as_inputs", "batch_of", "counting_mode"]
+__all__ = ["count_macs", "macs_by_module", "macs_terms", "MacsTerms", "as_args", "as_inputs", "batch_of",
+           "counting_mode"]
 
 ExampleInput = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def as_args(example_inputs: Any) -> tuple[Any, ...]:
+    """The positional arguments of ``forward``, each a tensor or a dict, list or tuple holding
+    tensors (a model whose forward takes a batch dict): for the measures that only run the model
+    (MACs, PyTorch latency). Those that need tensors (ONNX) use :func:`as_inputs`."""
+    from torch.utils._pytree import tree_flatten
+
+    args = (example_inputs,) if isinstance(example_inputs, (torch.Tensor, dict)) else tuple(example_inputs)
+    if not any(isinstance(x, (dict, list, tuple)) for x in args):
+        return as_inputs(args)
+    for i, x in enumerate(args):
+        if not any(isinstance(t, torch.Tensor) for t in tree_flatten(x)[0]):
+            raise ConfigError(
+                f"example_inputs[{i}] is a {type(x).__name__} holding no tensor; each positional input must be a "
+                f"tensor or a dict, list or tuple of tensors. Pass e.g. (images,) or ({{'image': images}},).")
+    return args
 
 
 def as_inputs(example_inputs: ExampleInput) -> tuple[torch.Tensor, ...]:
     """The example input as a tuple of tensors (the positional arguments of ``forward``)."""
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     bad = [type(x).__name__ for x in inputs if not isinstance(x, torch.Tensor)]
+    if any(isinstance(x, (dict, list, tuple)) for x in inputs):
+        raise ConfigError(
+            f"this needs tensor inputs (ONNX export and ONNX Runtime take tensors only); example_inputs holds "
+            f"{bad}. Wrap the model in a module whose forward takes the tensors and builds the {bad[0]} it needs.")
     if not inputs or bad:
         raise ConfigError(
             f"example_inputs must be a tensor or a non-empty tuple of tensors; got "
@@ -50,24 +72,26 @@ def _forward_inputs(example_inputs: Any) -> tuple[Any, ...]:
     before its ``decoder_input_ids``)."""
     if isinstance(example_inputs, tuple) and any(x is None for x in example_inputs) and any(
             isinstance(x, torch.Tensor) for x in example_inputs):
-        as_inputs(tuple(x for x in example_inputs if x is not None))  # NOTE: the same checks for the rest
+        as_args(tuple(x for x in example_inputs if x is not None))  # NOTE: the same checks for the rest
         return example_inputs
-    return as_inputs(example_inputs)
+    return as_args(example_inputs)
 
 
-def batch_of(inputs: tuple[torch.Tensor, ...], batch_size: int) -> tuple[torch.Tensor, ...]:
-    """Each input tiled (repeated) along dim 0, then cut to exactly ``batch_size`` rows.
+def batch_of(inputs: tuple[Any, ...], batch_size: int) -> tuple[Any, ...]:
+    """Each input tensor (also those inside a dict, list or tuple input) tiled (repeated) along
+    dim 0, then cut to exactly ``batch_size`` rows.
 
     0-d tensors have no batch dimension and are passed through unchanged.
     """
-    out = []
-    for x in inputs:
-        if x.dim() == 0:
-            out.append(x)
-            continue
+    from torch.utils._pytree import tree_map
+
+    def tiled(x: Any) -> Any:
+        if not isinstance(x, torch.Tensor) or x.dim() == 0:
+            return x
         times = -(-batch_size // max(x.shape[0], 1))
-        out.append(x.repeat(times, *([1] * (x.dim() - 1)))[:batch_size].contiguous())
-    return tuple(out)
+        return x.repeat(times, *([1] * (x.dim() - 1)))[:batch_size].contiguous()
+
+    return tuple(tree_map(tiled, x) for x in inputs)
 
 
 def _with_grad_if_tracked(run: Callable[[bool], Any]) -> Any:
