@@ -72,6 +72,10 @@ class Context:
     # NOTE: sizes a module keeps in attributes (shape.join_size): the channels each attribute joined,
     # and the (id(module), value) pairs some op read as a constant that cannot follow a cut
     sized: dict[str, list[Tracked]] = field(default_factory=dict)
+    # NOTE: widths whose ``C // heads`` sized the head dim of a split they are tied to (shape._derived_size):
+    # that size stays as traced after a cut in whole heads
+    head_sized: list[Tracked] = field(default_factory=list)
+    head_counted: set[int] = field(default_factory=set)  # ids of user modules whose stored head count joined heads
     fixed_sizes: dict[tuple[int, int], str] = field(default_factory=dict)
 
     def settle_ties(self, module: nn.Module) -> None:

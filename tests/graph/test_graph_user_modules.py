@@ -90,6 +90,43 @@ def test_nanogpt_is_cut_in_whole_heads_and_its_sizes_follow() -> None:
     torch.testing.assert_close(model(idx), before)  # the user's model is untouched
 
 
+
+class AlibiBlock(nn.Module):
+    """BLOOM-style attention by hand: heads folded into the batch for ``baddbmm`` with ALiBi slopes,
+    the head size ``C // self.h`` used again there, and the head count kept in ``self.h`` (a name
+    that does not say "head")."""
+
+    def __init__(self, d: int = 32, h: int = 4, vocab: int = 50) -> None:
+        super().__init__()
+        self.h = h
+        self.emb, self.norm = nn.Embedding(vocab, d), nn.LayerNorm(d)
+        self.qkv, self.o = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.register_buffer("slopes", torch.tensor([2 ** (-8 * (i + 1) / h) for i in range(h)]))
+        self.out = nn.Linear(d, vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.emb(ids)
+        B, N, C = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(B, N, 3, self.h, C // self.h).permute(2, 0, 3, 1, 4).reshape(
+            3, B * self.h, N, C // self.h)
+        pos = torch.arange(N)
+        bias = (self.slopes[:, None, None] * (pos[None, None, :] - pos[None, :, None])).repeat(B, 1, 1)
+        att = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=(C // self.h) ** -0.5).softmax(-1)
+        o = torch.bmm(att, v).view(B, self.h, N, -1).transpose(1, 2).reshape(B, N, C)
+        return self.out(x + self.o(o))
+
+
+def test_heads_folded_into_the_batch_with_a_count_named_h_are_cut_whole() -> None:
+    torch.manual_seed(0)
+    model, ids = AlibiBlock().eval(), torch.randint(0, 50, (2, 9))
+    graph = DependencyGraph.trace(model, ids)
+    assert all(g.prunable for g in graph.groups if g.id != "out.weight:0")
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    pruned = apply(model, graph, plan, example_inputs=ids)  # verified
+    assert pruned.h == 2 and pruned.qkv.out_features == 3 * 16 and pruned.emb.embedding_dim == 16
+    assert pruned.slopes.shape == (2,)  # NOTE: the kept heads' slopes
+    assert pruned(torch.randint(0, 50, (3, 5))).shape == (3, 5, 50)
+
 class MetaAttention(nn.Module):
     """Meta's Llama attention: stored head counts, GQA by ``repeat_interleave``, complex rotary."""
 

@@ -75,8 +75,9 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             for d in layouts:
                 if isinstance(d, Tracked):
                     ctx.store.freeze(d, f"channels mixed with other dims by {ctx.where}")
-        elif len(dst) == 1:
-            result[dst[0]] = _stored_size(ctx, args, kwargs, dst[0], whole)  # a constant size must follow too
+        elif len(dst) == 1:  # NOTE: a constant size must follow too; B copies of heads: B * count
+            at = next(k for k, d in enumerate(layouts) if isinstance(d, Tracked))
+            result[dst[0]] = _stored_size(ctx, args, kwargs, dst[0], whole, math.prod(x.shape[i] for i in src[:at]))
         elif (sub := _unrepeat(whole, math.prod(out.shape[j] for j in dst[:-1]))) is not None \
                 and sub.size == out.shape[dst[-1]]:
             result[dst[-1]] = sub  # NOTE: heads folded into the batch dim come out again (SAM's view(B, H, N, -1))
@@ -227,11 +228,13 @@ def _one_head(ctx, x: torch.Tensor, out: torch.Tensor, j: int, d: Dim, sizes: li
             and list(out.shape).count(1) > list(x.shape).count(1))  # NOTE: a new dim, not a batch of one
 
 
-def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-untyped-def]
+def _stored_size(ctx, args, kwargs, j: int, d: Dim, copies: int = 1) -> Dim:  # type: ignore[no-untyped-def]
     """Dim ``j`` of a view keeps the channels (or parameter axis) ``d``; if the size asked for it
     is a constant int, it must follow pruning too. When exactly one attribute of the running module
     holds that size (``self.nf``, ``self.shape[1]``), the attribute joins the group and ``apply``
-    rewrites it; otherwise the channels are frozen with the reason."""
+    rewrites it; otherwise the channels are frozen with the reason. ``copies``: ``d`` is that many
+    copies of its channels (heads folded into the batch, ``reshape(3, B * self.h, N, d)``): the
+    attribute holds the size of one copy (the batch size times it follows at run time)."""
     from prunekit.graph.registry import refresh_for
     from prunekit.graph.trace import ChannelInt, ConfigInt, DerivedInt, ParamInt
 
@@ -258,10 +261,15 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim) -> Dim:  # type: ignore[no-u
     module, scope = calling_module(ctx)
     if module is not None and refresh_for(module) is not None and not _config_misses(module, size):
         return d  # NOTE: the module's own refresh keeps its sizes (attention classes, Conv1D)
-    found = _attributes_holding(module, size, j, len(sizes)) if module is not None else []
     layout = d if isinstance(d, Tracked) else (ctx.store.param_source(d) if d.size else None)
     if layout is None:
         return d
+    if (copies > 1 and size % copies == 0 and module is not None and isinstance(d, Tracked)
+            and (one := _unrepeat(d, copies)) is not None
+            and len(each := _attributes_holding(module, size // copies, j, len(sizes))) == 1):
+        ctx.store.use(one, size_attribute(scope, *each[0]), 0, "passive")  # NOTE: it counts one copy
+        return layout
+    found = _attributes_holding(module, size, j, len(sizes)) if module is not None else []
     owner = f"'{scope}'" if scope else "the root module"
     if len(found) == 1:
         attr, index = found[0]
@@ -439,6 +447,7 @@ def _derived_size(ctx, size: Any, j: int, result: list[Dim],  # type: ignore[no-
         layout, chunks = split
         first = _slice(layout, 0, layout.size // chunks, ctx)
         if isinstance(first, Tracked):
+            ctx.head_sized.extend(size.layouts)
             if ctx.module is None:
                 for source in size.layouts:
                     ctx.store.unify(source, first, ctx.where)
@@ -448,6 +457,8 @@ def _derived_size(ctx, size: Any, j: int, result: list[Dim],  # type: ignore[no-
             return
     if _same_width(ctx, size, result[j]) or _block_size_of(ctx, size, result[j]):
         return
+    if result[j] is None and size.layouts and all(source in ctx.head_sized for source in size.layouts):
+        return  # NOTE: a head size C // heads again (BLOOM-style heads folded into the batch): it stays
     why = (f"a size computed from the width of these channels ({int(size)}) is used to view other data "
            f"in {ctx.where}; it would change with pruning")
     for source in size.layouts:
@@ -1185,9 +1196,12 @@ def expand(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     x = args[0]
     dims = ctx.dims(x)
     result: list[Dim] = _broadcast_targets(ctx, args, kwargs, out)
+    copied = ctx.current.endswith(("repeat", "tile"))
     for k in range(1, x.dim() + 1):
         if x.shape[-k] == out.shape[-k]:
             result[-k] = dims[-k]
+        elif copied and (whole := _copies(ctx, dims[-k], out.shape[-k] // x.shape[-k])) is not None:
+            result[-k] = whole
         elif isinstance(dims[-k], Tracked):
             ctx.store.freeze(dims[-k], f"channels repeated by {ctx.where}")
         elif x.shape[-k] != 1:
@@ -1195,6 +1209,18 @@ def expand(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         elif result[-k] is None and _one_head_repeated(ctx, out, out.dim() - k):
             result[-k] = ctx.store.new_source(out.shape[-k], f"one key/value head repeated by {ctx.where}")
     ctx.set(out, result)
+
+
+def _copies(ctx, d: Dim, copies: int) -> Tracked | None:  # type: ignore[no-untyped-def]
+    """``x.repeat(B, 1, 1)`` of per-head values (ALiBi's slopes for ``B * heads`` folded into the
+    batch): ``copies`` copies of ``d``'s channels, one after the other, as ``reshape(B * H, ...)``
+    lays out heads (``_merged``); a parameter's axis becomes a source it uses (sliced if it meets
+    channels). None: nothing to copy."""
+    if isinstance(d, ParamDim) and d.size:
+        d = ctx.store.param_source(d)
+    if not isinstance(d, Tracked) or copies < 2 or copies > _MAX_COPIES:
+        return None
+    return Tracked(d.segments * copies)
 
 
 def _one_head_repeated(ctx, out: torch.Tensor, j: int) -> bool:  # type: ignore[no-untyped-def]

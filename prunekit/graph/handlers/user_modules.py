@@ -77,6 +77,9 @@ def join_head_count(ctx: Any, heads: Tracked, sizes: list[int], raw: list[Any] |
         ctx.store.freeze(heads, f"slice cuts through a channel in {ctx.where}")
         chunk = heads
     ctx.store.use(chunk, attr, 0, "passive")
+    module = user_module(ctx)
+    if module is not None:  # NOTE: a count named otherwise (``self.h``) is a head count from now on
+        ctx.head_counted.add(id(module[0]))
     return True
 
 
@@ -96,10 +99,11 @@ def split_size_attribute(ctx: Any, size: Any) -> str | None:
 
 
 def _keeps_head_count(ctx: Any) -> bool:
-    """A user module holding a head count attribute: its views at that count follow the cut
-    (``shape._split_outer`` joins the attribute to the heads, or freezes a count it does not hold)."""
+    """A user module holding a head count attribute (named for heads, or one a view at that count
+    joined already: ``self.h``): its views at that count follow the cut (``shape._split_outer`` joins
+    the attribute to the heads, or freezes a count it does not hold)."""
     found = user_module(ctx)
-    return found is not None and bool(_head_counts(found[0]))
+    return found is not None and (bool(_head_counts(found[0])) or id(found[0]) in ctx.head_counted)
 
 
 HEAD_COUNT_FOLLOWS.append(_keeps_head_count)
