@@ -127,6 +127,48 @@ def test_heads_folded_into_the_batch_with_a_count_named_h_are_cut_whole() -> Non
     assert pruned.slopes.shape == (2,)  # NOTE: the kept heads' slopes
     assert pruned(torch.randint(0, 50, (3, 5))).shape == (3, 5, 50)
 
+
+class FairseqAttention(nn.Module):
+    """fairseq's MultiheadAttention: time-first ``[T, B, C]``, ``view(T, B * self.num_heads, head_dim)``."""
+
+    def __init__(self, d: int = 32, h: int = 4) -> None:
+        super().__init__()
+        self.embed_dim, self.num_heads, self.head_dim = d, h, d // h
+        self.scaling = self.head_dim ** -0.5
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tgt_len, bsz, embed_dim = x.size()
+        q = (self.q_proj(x) * self.scaling).contiguous().view(tgt_len, bsz * self.num_heads, self.head_dim)
+        k = self.k_proj(x).contiguous().view(-1, bsz * self.num_heads, self.head_dim)
+        v = self.v_proj(x).contiguous().view(-1, bsz * self.num_heads, self.head_dim)
+        q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
+        attn = torch.bmm(F.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1), v)
+        return self.out_proj(attn.transpose(0, 1).contiguous().view(tgt_len, bsz, embed_dim))
+
+
+class FairseqLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.norm = nn.Embedding(50, 32), nn.LayerNorm(32)
+        self.attn = FairseqAttention()
+        self.out = nn.Linear(32, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.emb(ids).transpose(0, 1)
+        return self.out((x + self.attn(self.norm(x))).transpose(0, 1))
+
+
+def test_fairseq_attention_with_the_batch_merged_into_the_heads_is_cut_whole() -> None:
+    torch.manual_seed(0)
+    model, ids = FairseqLM().eval(), torch.randint(0, 50, (3, 7))
+    graph = DependencyGraph.trace(model, ids)
+    assert all(g.prunable for g in graph.groups if g.id != "out.weight:0")
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    pruned = apply(model, graph, plan, example_inputs=ids)  # verified
+    assert pruned.attn.num_heads == 2 and pruned.attn.q_proj.out_features == 2 * pruned.attn.head_dim == 16
+    assert pruned(torch.randint(0, 50, (2, 5))).shape == (2, 5, 50)
+
 class MetaAttention(nn.Module):
     """Meta's Llama attention: stored head counts, GQA by ``repeat_interleave``, complex rotary."""
 

@@ -78,7 +78,7 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         elif len(dst) == 1:  # NOTE: a constant size must follow too; B copies of heads: B * count
             at = next(k for k, d in enumerate(layouts) if isinstance(d, Tracked))
             result[dst[0]] = _stored_size(ctx, args, kwargs, dst[0], whole, math.prod(x.shape[i] for i in src[:at]))
-        elif (sub := _unrepeat(whole, math.prod(out.shape[j] for j in dst[:-1]))) is not None \
+        elif (sub := unrepeat(whole, math.prod(out.shape[j] for j in dst[:-1]))) is not None \
                 and sub.size == out.shape[dst[-1]]:
             result[dst[-1]] = sub  # NOTE: heads folded into the batch dim come out again (SAM's view(B, H, N, -1))
         elif (x.dim() == 2 and src == [1] and dst[0] == 1 and dst[-1] == out.dim() - 1
@@ -92,7 +92,9 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             raw = _raw_sizes(args, kwargs)
             raw = [raw[j] for j in dst] if raw is not None and len(raw) == out.dim() else None
             channels_first = src[0] == 1 and dst[0] == 1 and len(dst) == 2 and x.dim() >= 3
-            for j, d in zip(dst, _split_outer(ctx, whole, [out.shape[j] for j in dst], derived, raw,
+            at = next(k for k, d in enumerate(layouts) if isinstance(d, Tracked))
+            copies = math.prod(x.shape[i] for i in src[:at])  # NOTE: fairseq's view(T, B * self.num_heads, d)
+            for j, d in zip(dst, _split_outer(ctx, whole, [out.shape[j] for j in dst], derived, raw, copies,
                                               channels_first=channels_first)):
                 result[j] = d
     _tie_sizes_read_elsewhere(ctx, args, kwargs, result, splits)
@@ -171,7 +173,7 @@ def _merged(ctx, layouts: list[Dim], sizes: list[int]) -> Tracked | None:  # typ
     return Tracked(layout.segments * math.prod(sizes[:at]))
 
 
-def _unrepeat(layout: Tracked, copies: int) -> Tracked | None:
+def unrepeat(layout: Tracked, copies: int) -> Tracked | None:
     """The layout ``layout`` is ``copies`` copies of (see ``_merged``), if it is one."""
     n = len(layout.segments)
     if copies <= 1 or n % copies:
@@ -265,7 +267,7 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim, copies: int = 1) -> Dim:  # 
     if layout is None:
         return d
     if (copies > 1 and size % copies == 0 and module is not None and isinstance(d, Tracked)
-            and (one := _unrepeat(d, copies)) is not None
+            and (one := unrepeat(d, copies)) is not None
             and len(each := _attributes_holding(module, size // copies, j, len(sizes))) == 1):
         ctx.store.use(one, size_attribute(scope, *each[0]), 0, "passive")  # NOTE: it counts one copy
         return layout
@@ -494,7 +496,7 @@ def _same_width(ctx, size: Any, dim: Dim) -> bool:  # type: ignore[no-untyped-de
     copies, rest = divmod(int(size), source.size)
     if rest or not copies:
         return False
-    one = dim if copies == 1 else _unrepeat(dim, copies)
+    one = dim if copies == 1 else unrepeat(dim, copies)
     if one is None and all(seg.inner % copies == 0 for seg in dim.segments):
         one = Tracked(tuple(Segment(seg.source, seg.start, seg.length, seg.inner // copies) for seg in dim.segments))
     if one is None or one.size != source.size:
@@ -551,7 +553,7 @@ def _requested(args: tuple[Any, ...], kwargs: dict[str, Any], func: str, ndim: i
 
 
 def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  # type: ignore[no-untyped-def]
-                 raw: list[Any] | None = None, *, channels_first: bool = False) -> list[Dim]:
+                 raw: list[Any] | None = None, copies: int = 1, *, channels_first: bool = False) -> list[Dim]:
     """Layouts of the dims a channel dim is split into (``view(B, N, H, d)``).
 
     ``[C*f] -> [C, f]`` undoes a flatten (channels stay on the outer dim). Otherwise the last dim is
@@ -561,7 +563,8 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  #
     pruning: written as -1 (``derived``), or kept by the module's refresh (``HEAD_COUNT_FOLLOWS``);
     a constant head count (``reshape(B, N, self.num_heads, d)``) follows only where one attribute of
     a user module holds it (``_user_head_count``); elsewhere it freezes the channels. ``raw``:
-    the sizes as asked for (ints computed from widths are told apart), where known.
+    the sizes as asked for (ints computed from widths are told apart), where known. ``copies``: the
+    layout is that many copies of its channels (a batch merged in front: ``B * self.num_heads``).
     """
     rest: list[Dim] = [None] * (len(sizes) - 1)
     factor = math.prod(sizes[1:])
@@ -581,7 +584,7 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  #
     if heads is None:
         ctx.store.freeze(layout, f"channels split into several dims by {ctx.where}")
         return [None] * len(sizes)
-    if not derived[-3 if inside else -2] and not _user_head_count(ctx, heads, sizes, raw, inside):
+    if not derived[-3 if inside else -2] and not _user_head_count(ctx, heads, sizes, raw, inside, copies):
         return [None] * len(sizes)
     if ctx.module is not None:
         ctx.heads.setdefault(id(ctx.module), []).append(heads)
@@ -666,11 +669,11 @@ def _in_user_module(ctx) -> bool:  # type: ignore[no-untyped-def]
 
 
 def _user_head_count(ctx, heads: Tracked, sizes: list[int], raw: list[Any] | None,  # type: ignore[no-untyped-def]
-                     inside: bool) -> bool:
+                     inside: bool, copies: int = 1) -> bool:
     """True when the heads' count follows the cut (see ``user_modules.join_head_count``)."""
     from prunekit.graph.handlers.user_modules import join_head_count
 
-    return join_head_count(ctx, heads, sizes, raw, inside)
+    return join_head_count(ctx, heads, sizes, raw, inside, copies)
 
 
 def _parts_inside_heads(ctx, sizes: list[int]) -> bool:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ from torch import nn
 
 from prunekit.graph.constraints import Tracked
 from prunekit.graph.handlers.common import slice_layout
-from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS, SIZE_TIES_KEPT, calling_module, size_attribute
+from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS, SIZE_TIES_KEPT, calling_module, size_attribute, unrepeat
 from prunekit.graph.registry import refresh_for
 
 __all__ = ["user_module", "head_count_attribute", "join_head_count", "split_size_attribute"]
@@ -58,15 +58,22 @@ def head_count_attribute(ctx: Any, count: Any) -> str | None:
     return size_attribute(scope, names[0], None) if len(names) == 1 else None
 
 
-def join_head_count(ctx: Any, heads: Tracked, sizes: list[int], raw: list[Any] | None, inside: bool) -> bool:
+def join_head_count(ctx: Any, heads: Tracked, sizes: list[int], raw: list[Any] | None, inside: bool,
+                    copies: int = 1) -> bool:
     """A view splits channels into ``heads`` at a constant count (``sizes``; ``raw`` as asked for;
     ``inside``: the count comes before the part dim, ``[H, 3, d]``). In a user's module the attribute
     holding that count joins the heads (of one chunk: q of a fused q|k|v), so ``apply`` rewrites it;
-    where no one attribute holds it the heads are frozen and False returned. True: not a user module."""
+    where no one attribute holds it the heads are frozen and False returned. True: not a user module.
+    ``copies``: ``heads`` is that many copies of the heads (fairseq's ``view(T, B * self.num_heads,
+    d)``): the count asked for is ``copies`` times the stored one, which counts one copy."""
     if user_module(ctx) is None:
         return True
     at = -3 if inside else -2
-    attr = head_count_attribute(ctx, raw[at] if raw is not None else None)
+    count = raw[at] if raw is not None else None
+    if copies > 1 and type(count) is int and count % copies == 0:
+        count //= copies
+        heads = unrepeat(heads, copies) or heads
+    attr = head_count_attribute(ctx, count)
     if attr is None:
         ctx.store.freeze(heads, f"channels split into several dims (heads) by {ctx.where} with a constant head "
                                 f"count that no one attribute of the module holds (write -1 for it, or keep it "
