@@ -169,6 +169,34 @@ def test_fairseq_attention_with_the_batch_merged_into_the_heads_is_cut_whole() -
     assert pruned.attn.num_heads == 2 and pruned.attn.q_proj.out_features == 2 * pruned.attn.head_dim == 16
     assert pruned(torch.randint(0, 50, (2, 5))).shape == (2, 5, 50)
 
+
+class AnnotatedAttention(nn.Module):
+    """The Annotated Transformer's attention: four cloned Linears, ``view(n, -1, self.h, self.d_k)``
+    and back to ``view(n, -1, self.h * self.d_k)`` (a product of two attributes)."""
+
+    def __init__(self, h: int = 4, d_model: int = 32) -> None:
+        super().__init__()
+        self.d_k, self.h = d_model // h, h
+        self.linears = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.size(0)
+        q, k, v = [lin(t).view(n, -1, self.h, self.d_k).transpose(1, 2) for lin, t in zip(self.linears, (x, x, x))]
+        att = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+        y = torch.matmul(att.softmax(-1), v).transpose(1, 2).contiguous().view(n, -1, self.h * self.d_k)
+        return self.linears[-1](y)
+
+
+def test_a_view_to_the_head_count_times_the_head_size_follows_the_cut() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 32), nn.LayerNorm(32), AnnotatedAttention(), nn.Linear(32, 50)).eval()
+    ids = torch.randint(0, 50, (3, 7))
+    graph = DependencyGraph.trace(model, ids)
+    assert all(g.prunable for g in graph.groups if g.id != "3.weight:0")
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    pruned = apply(model, graph, plan, example_inputs=ids)  # verified
+    assert pruned[2].h == 2 and pruned[2].d_k == 8 and pruned[2].linears[0].out_features == 16
+
 class MetaAttention(nn.Module):
     """Meta's Llama attention: stored head counts, GQA by ``repeat_interleave``, complex rotary."""
 

@@ -277,6 +277,8 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim, copies: int = 1) -> Dim:  # 
         attr, index = found[0]
         ctx.store.use(layout, size_attribute(scope, attr, index), 0, "passive")
         return layout
+    if not found and _count_times_size(ctx, module, scope, size, layout, j, len(sizes)):
+        return layout
     if found:
         names = ", ".join(attr if index is None else f"{attr}[{index}]" for attr, index in found)
         why = (f"{ctx.where} views to the constant size {size}, held by several attributes of "
@@ -288,6 +290,24 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim, copies: int = 1) -> Dim:  # 
     ctx.unknown.append(why)
     ctx.store.freeze(layout, why)
     return layout
+
+
+def _count_times_size(ctx, module: Any, scope: str, size: int, layout: Any, j: int, ndim: int) -> bool:  # type: ignore[no-untyped-def]
+    """``view(B, -1, self.h * self.d_k)`` of whole heads (the Annotated Transformer): the size is one
+    attribute (the head count) times another (the head size, which a cut in whole heads keeps), and
+    the layout holds units of exactly that head size. The count's attribute joins the units (``apply``
+    rewrites it); the product follows at run time. False: not that case."""
+    if not _sizes_its_own(module) or not isinstance(layout, Tracked) or not layout.segments:
+        return False
+    inner = layout.segments[0].inner
+    if inner <= 1 or any(s.inner != inner for s in layout.segments) or size % inner or size // inner == inner:
+        return False
+    counts = _attributes_holding(module, size // inner, j, ndim)
+    if len(counts) != 1 or not _attributes_holding(module, inner, j, ndim):
+        return False
+    units = Tracked(tuple(Segment(s.source, s.start, s.length, 1) for s in layout.segments))
+    ctx.store.use(units, size_attribute(scope, *counts[0]), 0, "passive")
+    return True
 
 
 _LIBRARIES = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
