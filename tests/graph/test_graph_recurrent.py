@@ -140,3 +140,49 @@ def test_a_conv_lstm_state_of_a_stored_width_follows_the_cut() -> None:
     assert pruned.hidden == pruned.head.in_channels == 6 and pruned.gates.out_channels == 24
     torch.testing.assert_close(pruned(clip), mask(model, graph, plan)(clip), rtol=1e-4, atol=1e-5)
     assert pruned(torch.randn(2, 2, 3, 5, 7)).shape == (2, 2, 5, 7)
+
+
+class PackedTextRNN(nn.Module):
+    """Variable-length batches as users write them: pack_padded_sequence -> LSTM -> pad_packed_sequence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(30, 16, padding_idx=0)
+        self.rnn = nn.LSTM(16, 12, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(24, 4)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(self.embed(ids), lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True)
+        return self.head(out.sum(1))
+
+
+def test_packed_sequences_are_cut_like_padded_ones() -> None:
+    torch.manual_seed(0)
+    model, inputs = PackedTextRNN().eval(), (_ids(3, 6), torch.tensor([6, 4, 2]))
+    graph = DependencyGraph.trace(model, inputs)
+    assert all(g.prunable for g in graph.groups if g.id != "head.weight:0")
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    pruned = apply(model, graph, plan, example_inputs=inputs)  # verified
+    assert pruned.rnn.hidden_size == 6 and pruned.embed.embedding_dim == 8
+    torch.testing.assert_close(pruned(*inputs), mask(model, graph, plan)(*inputs), rtol=1e-4, atol=1e-5)
+
+
+def test_pad_sequence_keeps_the_features_of_every_sequence() -> None:
+    class Padded(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.head = nn.Linear(5, 16), nn.Linear(16, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.a(x))
+            return self.head(nn.utils.rnn.pad_sequence([h[0, :3], h[1]], batch_first=True).mean(1))
+
+    torch.manual_seed(0)
+    model, x = Padded().eval(), torch.randn(2, 4, 5)
+    graph = DependencyGraph.trace(model, x)
+    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    assert pruned.a.out_features == 8
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)

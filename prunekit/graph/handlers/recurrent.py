@@ -78,6 +78,34 @@ def _initial_states(ctx, states, layout: Tracked) -> None:  # type: ignore[no-un
                     ctx.store.unify(last, layout, ctx.where)
 
 
+@register_rule(*resolve("_pack_padded_sequence"))
+def pack_padded(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``pack_padded_sequence``: ``[B, T, *]`` (or ``[T, B, *]``) -> the steps' rows ``[N, *]`` and
+    the batch sizes; the feature dims keep their channels."""
+    data = out[0] if isinstance(out, tuple) else out
+    ctx.set(data, [None] + ctx.dims(args[0])[2:])
+
+
+@register_rule(*resolve("_pad_packed_sequence"))
+def pad_packed(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``pad_packed_sequence``: the rows ``[N, *]`` back to ``[B, T, *]`` (or ``[T, B, *]``)."""
+    padded = out[0] if isinstance(out, tuple) else out
+    ctx.set(padded, [None, None] + ctx.dims(args[0])[1:])
+
+
+@register_rule(getattr(torch._C._nn, "pad_sequence", None))
+def pad_sequence(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``pad_sequence([L_i, *] ...)`` -> ``[B, T, *]`` (or ``[T, B, *]``): every sequence's feature
+    dims are the same channels."""
+    sequences = [t for t in args[0] if isinstance(t, torch.Tensor)] if isinstance(args[0], (list, tuple)) else []
+    if not sequences:
+        return ctx.opaque(args, kwargs, out, "pad_sequence of no tensors")
+    result = ctx.dims(sequences[0])[1:]
+    for t in sequences[1:]:
+        result = [ctx.store.unify(a, b, ctx.where) for a, b in zip(result, ctx.dims(t)[1:])]
+    ctx.set(out, [None, None] + result)
+
+
 @register_refresh(nn.RNNBase)
 def refresh_recurrent(module: nn.Module) -> None:
     module.input_size = module.weight_ih_l0.shape[1]

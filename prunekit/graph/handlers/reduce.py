@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from prunekit.graph.constraints import Tracked
-from prunekit.graph.handlers.common import arg
+from prunekit.graph.handlers.common import arg, read_as_data
 from prunekit.graph.registry import register_rule, resolve
 
 _SPATIAL = """max_pool1d max_pool2d max_pool3d avg_pool1d avg_pool2d avg_pool3d adaptive_max_pool1d
@@ -128,6 +128,24 @@ def similarity(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     if isinstance(dims[dim], Tracked):
         ctx.store.inexact(dims[dim], f"compared along channels by {ctx.where}", zero_safe=cosine)
     _set_reduced(ctx, out, dims, {dim}, keepdim)
+
+
+@register_rule(*resolve("cdist"))
+def cdist(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``cdist(x1 [*, P, M], x2 [*, R, M])`` -> ``[*, P, R]``: every row of one against every row of
+    the other over the last dim, whose channels are therefore the same positions in both (a VQ-VAE's
+    codebook read as data is cut with the encoder's channels); a distance over zeroed channels is
+    the pruned one (both zero there), so the cut is exact once they are zero."""
+    a, b = args[0], arg(args, kwargs, 1, "x2", None)
+    if not isinstance(b, torch.Tensor) or a.dim() != b.dim() or a.shape[-1] != b.shape[-1]:
+        return ctx.opaque(args, kwargs, out, "cdist of inputs of other shapes")
+    da, db = ctx.dims(a), ctx.dims(b)
+    last = ctx.store.unify(read_as_data(ctx, da[-1], a.shape[-1]), read_as_data(ctx, db[-1], b.shape[-1]), ctx.where)
+    if isinstance(last, Tracked):
+        ctx.store.inexact(last, f"distances over channels in {ctx.where}", zero_safe=True)
+    batch = [ctx.store.unify(x, y, ctx.where) for x, y in zip(da[:-2], db[:-2])]
+    rows = [d if isinstance(d, Tracked) else None for d in (da[-2], db[-2])]
+    ctx.set(out, batch + rows)
 
 
 @register_rule(*resolve("softmax", "log_softmax", "softmin", "normalize", "cumsum", "cumprod",

@@ -627,19 +627,22 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  #
 def _groups_of_derived_size(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  # type: ignore[no-untyped-def]
                             raw: list[Any] | None) -> bool:
     """``view(B, g, C // g, H, W)`` of conv features (a channel shuffle, a GroupNorm written by hand):
-    a constant count ``g`` of groups whose size is derived from a width (``-1``, or ``C // g`` with
-    ``C`` read from this tensor's shape or another of the same size), which no attribute of a user's module holds
+    a constant count ``g`` of groups whose size is derived from a width (``-1``, ``C // g`` with
+    ``C`` read from this tensor's shape or another of the same size, or another tensor's width ``C``:
+    ``reshape(B, 3, C, H * W)`` of a fused q|k|v conv), which no attribute of a user's module holds
     (a stored head count is cut in whole heads instead). Cut at the same positions of every group,
     the groups stay equal and their size follows at run time: nothing to rewrite (see ``_blocks``).
     Only for channels-first features (the channel dim right after the batch dim, spatial dims after
     it; the caller checks): attention on tokens is cut in whole heads."""
-    from prunekit.graph.trace import DerivedInt
+    from prunekit.graph.trace import ChannelInt, DerivedInt
 
     size = raw[-1] if raw is not None else None
     # NOTE: a width of the same size read elsewhere (k viewed with q's ``C // g``) is tied to this one
-    # by the view's size rule (``_derived_size``), so it follows the cut alike
+    # by the view's size rule (``_derived_size``), so it follows the cut alike; so is a width read
+    # from another tensor as the part size (a diffusion U-Net's ``qkv.reshape(B, 3, C, H * W)``)
     follows = derived[-1] or (isinstance(size, DerivedInt) and len(size.layouts) == 1
-                              and size.layouts[0].size == layout.size and int(size) * sizes[0] == layout.size)
+                              and size.layouts[0].size == layout.size and int(size) * sizes[0] == layout.size) or (
+        isinstance(size, ChannelInt) and int(size) * sizes[0] == layout.size)
     if not follows:
         return False
     found = _user_module_of(ctx)
