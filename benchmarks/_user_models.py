@@ -9,7 +9,9 @@ dict output; a third with attention gates, a feature pyramid, concatenation in a
 token mixing, weights tied into transposed convs and a predicted feature transform; a fourth with a
 text CNN, MBConv, a spatial transformer, a VAE, WaveNet, a deformable conv, Swin written out, a dual
 encoder, DLRM, raw-parameter layers, nn.Unflatten, a temporal shift, GhostNet, MixConv and an
-orthogonal parametrization. ``ZOO`` maps a name to (builder, example input, another input of other
+orthogonal parametrization; a fifth with attention written BLOOM-, fairseq- and Annotated-Transformer
+style, packed sequences, a diffusion U-Net, a VQ-VAE, a batch dict input, a TorchScript submodule
+and BiFPN fusion. ``ZOO`` maps a name to (builder, example input, another input of other
 sizes the pruned model must also take).
 """
 
@@ -1145,6 +1147,228 @@ class OrthogonalRNN(nn.Module):
         return self.out(h)
 
 
+class AlibiLM(nn.Module):
+    """ALiBi attention by hand: heads folded into the batch (B * self.h) for baddbmm with per-head slopes."""
+    def __init__(self, d=32, h=4, vocab=200):
+        super().__init__()
+        self.h = h
+        self.emb, self.ln1, self.ln2 = nn.Embedding(vocab, d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.o = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ff = nn.Sequential(nn.Linear(d, 64), nn.GELU(), nn.Linear(64, d))
+        self.register_buffer("slopes", torch.tensor([2 ** (-8 * (i + 1) / h) for i in range(h)]))
+        self.out = nn.Linear(d, vocab)
+
+    def forward(self, t):
+        x = self.emb(t)
+        B, N, D = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, N, 3, self.h, D // self.h).permute(2, 0, 3, 1, 4).reshape(
+            3, B * self.h, N, D // self.h)
+        pos = torch.arange(N)
+        bias = (self.slopes[:, None, None] * (pos[None, None, :] - pos[None, :, None])).repeat(B, 1, 1)
+        att = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=(D // self.h) ** -0.5).softmax(-1)
+        x = x + self.o(torch.bmm(att, v).view(B, self.h, N, -1).transpose(1, 2).reshape(B, N, D))
+        return self.out(x + self.ff(self.ln2(x)))
+
+
+class FairseqLM(nn.Module):
+    """fairseq's MultiheadAttention: time-first [T, B, C], view(T, B * self.num_heads, self.head_dim)."""
+    class Attention(nn.Module):
+        def __init__(self, d=32, h=4):
+            super().__init__()
+            self.embed_dim, self.num_heads, self.head_dim = d, h, d // h
+            self.scaling = self.head_dim ** -0.5
+            self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
+
+        def forward(self, x):
+            tgt_len, bsz, embed_dim = x.size()
+            q = (self.q_proj(x) * self.scaling).contiguous().view(tgt_len, bsz * self.num_heads, self.head_dim)
+            k = self.k_proj(x).contiguous().view(-1, bsz * self.num_heads, self.head_dim)
+            v = self.v_proj(x).contiguous().view(-1, bsz * self.num_heads, self.head_dim)
+            q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
+            attn = torch.bmm(F.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1), v)
+            return self.out_proj(attn.transpose(0, 1).contiguous().view(tgt_len, bsz, embed_dim))
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.ln1, self.ln2 = nn.Embedding(100, 32), nn.LayerNorm(32), nn.LayerNorm(32)
+        self.attn = FairseqLM.Attention()
+        self.fc1, self.fc2, self.out = nn.Linear(32, 64), nn.Linear(64, 32), nn.Linear(32, 100)
+
+    def forward(self, ids):
+        x = self.emb(ids).transpose(0, 1)
+        x = x + self.attn(self.ln1(x))
+        x = x + self.fc2(F.relu(self.fc1(self.ln2(x))))
+        return self.out(x.transpose(0, 1))
+
+
+class AnnotatedEncoder(nn.Module):
+    """The Annotated Transformer: cloned Linears, view(n, -1, self.h, self.d_k), back to self.h * self.d_k,
+    a LayerNorm written with x.std."""
+    class Attention(nn.Module):
+        def __init__(self, h=4, d_model=32):
+            super().__init__()
+            self.d_k, self.h = d_model // h, h
+            self.linears = nn.ModuleList(nn.Linear(d_model, d_model) for _ in range(4))
+
+        def forward(self, query, key, value, mask):
+            n = query.size(0)
+            query, key, value = [lin(x).view(n, -1, self.h, self.d_k).transpose(1, 2)
+                                 for lin, x in zip(self.linears, (query, key, value))]
+            scores = torch.matmul(query, key.transpose(-2, -1)) / math.sqrt(query.size(-1))
+            p = scores.masked_fill(mask.unsqueeze(1) == 0, -1e9).softmax(dim=-1)
+            x = torch.matmul(p, value).transpose(1, 2).contiguous().view(n, -1, self.h * self.d_k)
+            return self.linears[-1](x)
+
+    class LayerNorm(nn.Module):
+        def __init__(self, features, eps=1e-6):
+            super().__init__()
+            self.a_2, self.b_2, self.eps = nn.Parameter(torch.ones(features)), nn.Parameter(torch.zeros(features)), eps
+
+        def forward(self, x):
+            return self.a_2 * (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + self.eps) + self.b_2
+
+    def __init__(self, d=32, layers=2):
+        super().__init__()
+        self.emb, self.d = nn.Embedding(100, d), d
+        self.attn = nn.ModuleList(AnnotatedEncoder.Attention() for _ in range(layers))
+        self.ff = nn.ModuleList(nn.Sequential(nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, d)) for _ in range(layers))
+        self.n1 = nn.ModuleList(AnnotatedEncoder.LayerNorm(d) for _ in range(layers))
+        self.n2 = nn.ModuleList(AnnotatedEncoder.LayerNorm(d) for _ in range(layers))
+        self.out = nn.Linear(d, 5)
+
+    def forward(self, src, mask):
+        x = self.emb(src) * math.sqrt(self.d)
+        for a, f, n1, n2 in zip(self.attn, self.ff, self.n1, self.n2):
+            y = n1(x)
+            x = x + a(y, y, y, mask)
+            x = x + f(n2(x))
+        return self.out(x.mean(1))
+
+
+class PackedLSTM(nn.Module):
+    """Variable-length batches: pack_padded_sequence -> bidirectional LSTM -> last hidden states."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(100, 24, padding_idx=0)
+        self.lstm = nn.LSTM(24, 32, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(64, 3)
+
+    def forward(self, ids, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(self.emb(ids), lengths, batch_first=True, enforce_sorted=False)
+        _, (h, _) = self.lstm(packed)
+        return self.fc(torch.cat([h[-2], h[-1]], 1))
+
+
+class DDPMUNet(nn.Module):
+    """A diffusion U-Net: sinusoidal time embedding added per channel, GroupNorm, an attention block with
+    qkv.reshape(B, 3, C, H * W), a skip concatenation."""
+    class Res(nn.Module):
+        def __init__(self, cin, cout, tdim):
+            super().__init__()
+            self.n1, self.c1, self.emb = nn.GroupNorm(8, cin), nn.Conv2d(cin, cout, 3, padding=1), nn.Linear(tdim, cout)
+            self.n2, self.c2 = nn.GroupNorm(8, cout), nn.Conv2d(cout, cout, 3, padding=1)
+            self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+        def forward(self, x, e):
+            h = self.c1(F.silu(self.n1(x))) + self.emb(F.silu(e))[:, :, None, None]
+            return self.skip(x) + self.c2(F.silu(self.n2(h)))
+
+    class Attn(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.norm, self.qkv, self.proj = nn.GroupNorm(8, c), nn.Conv2d(c, 3 * c, 1), nn.Conv2d(c, c, 1)
+
+        def forward(self, x):
+            B, C, H, W = x.shape
+            q, k, v = self.qkv(self.norm(x)).reshape(B, 3, C, H * W).unbind(1)
+            a = torch.softmax(torch.einsum("bci,bcj->bij", q, k) * C ** -0.5, -1)
+            return x + self.proj(torch.einsum("bij,bcj->bci", a, v).reshape(B, C, H, W))
+
+    def __init__(self, ch=32, tdim=64):
+        super().__init__()
+        self.ch = ch
+        self.temb = nn.Sequential(nn.Linear(ch, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
+        self.inc, self.down = nn.Conv2d(3, ch, 3, padding=1), nn.Conv2d(ch, ch, 3, 2, 1)
+        self.d1, self.d2 = DDPMUNet.Res(ch, ch, tdim), DDPMUNet.Res(ch, 2 * ch, tdim)
+        self.mid, self.up, self.u1 = DDPMUNet.Attn(2 * ch), nn.Upsample(scale_factor=2), DDPMUNet.Res(3 * ch, ch, tdim)
+        self.out = nn.Sequential(nn.GroupNorm(8, ch), nn.SiLU(), nn.Conv2d(ch, 3, 3, padding=1))
+
+    def forward(self, x, t):
+        half = self.ch // 2
+        args = t[:, None].float() * torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)[None]
+        e = self.temb(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
+        h1 = self.d1(self.inc(x), e)
+        h2 = self.mid(self.d2(self.down(h1), e))
+        return self.out(self.u1(torch.cat([self.up(h2), h1], 1), e))
+
+
+class VQVAE(nn.Module):
+    """A VQ-VAE: the nearest codebook entry by cdist and argmin, a straight-through estimator."""
+    def __init__(self, d=16, codes=32):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, d, 3, padding=1))
+        self.codebook = nn.Embedding(codes, d)
+        self.dec = nn.Sequential(nn.Conv2d(d, 32, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(32, 1, 4, 2, 1))
+
+    def forward(self, x):
+        z = self.enc(x)
+        B, D, H, W = z.shape
+        idx = torch.cdist(z.permute(0, 2, 3, 1).reshape(-1, D), self.codebook.weight).argmin(1)
+        zq = self.codebook(idx).view(B, H, W, D).permute(0, 3, 1, 2)
+        return self.dec(z + (zq - z).detach())
+
+
+class DictBatch(nn.Module):
+    """A forward that takes one batch dict: model(batch), batch["image"], batch["meta"]."""
+    def __init__(self):
+        super().__init__()
+        self.img = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.meta, self.head = nn.Linear(4, 16), nn.Linear(48, 3)
+
+    def forward(self, batch):
+        return self.head(torch.cat([self.img(batch["image"]), F.relu(self.meta(batch["meta"]))], 1))
+
+
+class WithScripted(nn.Module):
+    """A block compiled with torch.jit.script inside an eager model."""
+    def __init__(self):
+        super().__init__()
+        import warnings
+        self.a = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            self.b = torch.jit.script(nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU()))
+        self.c = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.head(self.c(self.b(self.a(x))).mean((2, 3)))
+
+
+class BiFPN(nn.Module):
+    """EfficientDet's fast normalised fusion: relu(w) / (sum + eps) weighs resized levels."""
+    def __init__(self, c=24):
+        super().__init__()
+        self.b1, self.b2, self.b3 = nn.Conv2d(3, 16, 3, 2, 1), nn.Conv2d(16, 32, 3, 2, 1), nn.Conv2d(32, 48, 3, 2, 1)
+        self.l1, self.l2, self.l3 = nn.Conv2d(16, c, 1), nn.Conv2d(32, c, 1), nn.Conv2d(48, c, 1)
+        self.w_td, self.w_out = nn.Parameter(torch.ones(2)), nn.Parameter(torch.ones(3))
+        self.td, self.fuse = nn.Conv2d(c, c, 3, padding=1, groups=c), nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.head = nn.Conv2d(c, 6, 1)
+
+    def forward(self, x):
+        p1 = F.relu(self.b1(x))
+        p2 = F.relu(self.b2(p1))
+        p3 = F.relu(self.b3(p2))
+        a, b, c = self.l1(p1), self.l2(p2), self.l3(p3)
+        w = F.relu(self.w_td)
+        w = w / (w.sum() + 1e-4)
+        td = self.td(w[0] * b + w[1] * F.interpolate(c, size=b.shape[-2:], mode="nearest"))
+        w2 = F.relu(self.w_out)
+        w2 = w2 / (w2.sum() + 1e-4)
+        o = self.fuse(w2[0] * a + w2[1] * F.interpolate(td, size=a.shape[-2:]) + w2[2] * F.interpolate(c, size=a.shape[-2:]))
+        return self.head(F.silu(o))
+
+
 EDGES = torch.tensor([[0, 1, 2, 3, 4, 5, 1], [1, 2, 3, 4, 5, 0, 3]])  # a small graph's edge list
 
 
@@ -1216,4 +1440,17 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], Callable[[], Any], Callable[[], An
     "GhostNet by hand (cat, slice)": (GhostNetByHand, lambda: _image(1, 3, 12, 12), lambda: _image(2, 3, 10, 14)),
     "MixConv (split at a list)": (MixConvNet, lambda: _image(1, 3, 12, 12), lambda: _image(2, 3, 10, 14)),
     "orthogonal RNN (parametrization)": (OrthogonalRNN, lambda: _image(2, 6, 10), lambda: _image(3, 4, 10)),
+    "ALiBi attention (B * heads, baddbmm)": (AlibiLM, lambda: _ids(200, 2, 12), lambda: _ids(200, 3, 9)),
+    "fairseq attention (time-first)": (FairseqLM, lambda: _ids(100, 3, 7), lambda: _ids(100, 2, 5)),
+    "Annotated Transformer": (AnnotatedEncoder, lambda: (_ids(100, 3, 7), torch.ones(3, 1, 7)),
+                              lambda: (_ids(100, 2, 5), torch.ones(2, 1, 5))),
+    "packed LSTM (pack_padded_sequence)": (PackedLSTM, lambda: (_ids(100, 3, 6), torch.tensor([6, 4, 2])),
+                                           lambda: (_ids(100, 2, 5), torch.tensor([5, 3]))),
+    "DDPM U-Net (time embedding, attention)": (DDPMUNet, lambda: (_image(2, 3, 16, 16), torch.tensor([3, 500])),
+                                               lambda: (_image(1, 3, 8, 8), torch.tensor([7]))),
+    "VQ-VAE (codebook, cdist)": (VQVAE, lambda: _image(1, 1, 16, 16), lambda: _image(2, 1, 8, 12)),
+    "batch dict input": (DictBatch, lambda: {"image": _image(1, 3, 8, 8), "meta": _image(1, 4)},
+                         lambda: {"image": _image(2, 3, 10, 6), "meta": _image(2, 4)}),
+    "TorchScript submodule": (WithScripted, lambda: _image(1, 3, 12, 12), lambda: _image(2, 3, 10, 14)),
+    "BiFPN (weighted fusion)": (BiFPN, lambda: _image(1, 3, 32, 32), lambda: _image(2, 3, 64, 48)),
 }

@@ -14,7 +14,9 @@ loop, masked_fill, involution; then an attention U-Net gate, an FPN, SE with exp
 a ConvLSTM, an MLP-Mixer, a tied autoencoder, PointNet, Res2Net, a namedtuple output; then a text CNN,
 MBConv, a spatial transformer, a VAE, WaveNet, a deformable conv, Swin written out, a CLIP-style dual
 encoder, DLRM, raw-parameter layers, a DCGAN generator, a temporal shift, GhostNet, MixConv, an
-orthogonal parametrization; random init) is pruned at ratio 0.5 with its outputs kept:
+orthogonal parametrization; then attention written BLOOM-, fairseq- and Annotated-Transformer style,
+packed sequences, a diffusion U-Net, a VQ-VAE, a batch dict input, a TorchScript submodule, BiFPN;
+random init) is pruned at ratio 0.5 with its outputs kept:
 
 - prunekit: the default path, ``StructuredPruner({"ratio": 0.5}).fit_transform`` (verified against
   the masked model); then the pruned model runs on an input of other sizes, and ``prunekit.save``
