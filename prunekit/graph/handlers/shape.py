@@ -866,6 +866,8 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
                                                                                              sizes)
     if held is not None:
         return _split_at_held_sizes(ctx, layout, dims, dim, pieces, sizes, held)
+    if isinstance(layout, Tracked) and not adaptive and not sections:
+        _fix_split_sizes(ctx, args, kwargs)  # NOTE: frozen below at these sizes
     for k, piece in enumerate(pieces):
         piece_dims = list(dims)
         if isinstance(layout, Tracked):
@@ -881,7 +883,6 @@ def split(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
                     ctx.store.unify(_slice(layout, 0, sizes[0], ctx), piece_dims[dim], ctx.where)
             else:
                 ctx.store.freeze(layout, f"split at constant sizes by {ctx.where}")
-                _fix_split_sizes(ctx, args, kwargs)
                 piece_dims[dim] = None
         elif isinstance(layout, ParamDim):
             piece_dims[dim] = None
@@ -914,11 +915,11 @@ def narrow(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """``x.narrow(dim, start, length)`` and ``x.select(dim, index)``: constant positions along
     ``dim``, as ``x[:, start:start+length]`` and ``x[:, index]`` (channels there are frozen); the
     whole width read from the tensor's shape is no cut."""
+    from prunekit.graph.trace import ChannelInt, ConfigInt, DerivedInt
+
     x = args[0]
     dims = ctx.dims(x)
     dim = arg(args, kwargs, 1, "dim", 0) % x.dim()
-    from prunekit.graph.trace import ChannelInt, ConfigInt, DerivedInt
-
     picked = ctx.current.endswith("select")
     length = arg(args, kwargs, 3, "length", -1)
     # NOTE: the whole width only if the length follows the cut (read from a shape, a config):
