@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -116,8 +117,6 @@ def _deform_conv_flops(x: Any, weight: Any, *_: Any, out_shape: Any = None, **__
 def _library_formulas() -> dict[Any, Callable[..., int]]:
     """FLOP formulas for ops of libraries already loaded that FlopCounterMode does not know
     (prunekit never imports those libraries)."""
-    import sys
-
     if "torchvision.ops.deform_conv" not in sys.modules:
         return {}
     return {torch.ops.torchvision.deform_conv2d: _deform_conv_flops}
@@ -147,8 +146,8 @@ def _flop_counts(model: nn.Module, example_inputs: ExampleInput) -> dict[str, di
     inputs = _forward_inputs(example_inputs)
 
     def run(grad: bool) -> dict[str, dict[object, int]]:
-        with counting_mode(model, grad), FlopCounterMode(display=False, depth=None,
-                                                                custom_mapping=_library_formulas()) as counter:
+        counter = FlopCounterMode(display=False, depth=None, custom_mapping=_library_formulas())
+        with counting_mode(model, grad), counter:
             model(*inputs)
         return counter.get_flop_counts()
 

@@ -66,7 +66,8 @@ def join_head_count(ctx: Any, heads: Tracked, sizes: list[int], raw: list[Any] |
     where no one attribute holds it the heads are frozen and False returned. True: not a user module.
     ``copies``: ``heads`` is that many copies of the heads (fairseq's ``view(T, B * self.num_heads,
     d)``): the count asked for is ``copies`` times the stored one, which counts one copy."""
-    if user_module(ctx) is None:
+    found = user_module(ctx)
+    if found is None:
         return True
     at = -3 if inside else -2
     count = raw[at] if raw is not None else None
@@ -84,9 +85,7 @@ def join_head_count(ctx: Any, heads: Tracked, sizes: list[int], raw: list[Any] |
         ctx.store.freeze(heads, f"slice cuts through a channel in {ctx.where}")
         chunk = heads
     ctx.store.use(chunk, attr, 0, "passive")
-    module = user_module(ctx)
-    if module is not None:  # NOTE: a count named otherwise (``self.h``) is a head count from now on
-        ctx.head_counted.add(id(module[0]))
+    ctx.head_counted.add(id(found[0]))  # NOTE: a count named otherwise (``self.h``) is a head count from now on
     return True
 
 
