@@ -116,13 +116,16 @@ class AlibiBlock(nn.Module):
         return self.out(x + self.o(o))
 
 
+def _half_of_every_group(model: nn.Module, ids: torch.Tensor, output: str) -> nn.Module:
+    """Every group but the output's is prunable; half of each is cut (exact widths), verified by apply."""
+    graph = DependencyGraph.trace(model, ids)
+    assert all(g.prunable for g in graph.groups if g.id != output), [g.reasons for g in graph.groups]
+    return apply(model, graph, allocate(graph, score(graph, model, "l2"), 0.5, round_to=1), example_inputs=ids)
+
+
 def test_heads_folded_into_the_batch_with_a_count_named_h_are_cut_whole() -> None:
     torch.manual_seed(0)
-    model, ids = AlibiBlock().eval(), torch.randint(0, 50, (2, 9))
-    graph = DependencyGraph.trace(model, ids)
-    assert all(g.prunable for g in graph.groups if g.id != "out.weight:0")
-    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
-    pruned = apply(model, graph, plan, example_inputs=ids)  # verified
+    pruned = _half_of_every_group(AlibiBlock().eval(), torch.randint(0, 50, (2, 9)), "out.weight:0")
     assert pruned.h == 2 and pruned.qkv.out_features == 3 * 16 and pruned.emb.embedding_dim == 16
     assert pruned.slopes.shape == (2,)  # NOTE: the kept heads' slopes
     assert pruned(torch.randint(0, 50, (3, 5))).shape == (3, 5, 50)
@@ -161,11 +164,7 @@ class FairseqLM(nn.Module):
 
 def test_fairseq_attention_with_the_batch_merged_into_the_heads_is_cut_whole() -> None:
     torch.manual_seed(0)
-    model, ids = FairseqLM().eval(), torch.randint(0, 50, (3, 7))
-    graph = DependencyGraph.trace(model, ids)
-    assert all(g.prunable for g in graph.groups if g.id != "out.weight:0")
-    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
-    pruned = apply(model, graph, plan, example_inputs=ids)  # verified
+    pruned = _half_of_every_group(FairseqLM().eval(), torch.randint(0, 50, (3, 7)), "out.weight:0")
     assert pruned.attn.num_heads == 2 and pruned.attn.q_proj.out_features == 2 * pruned.attn.head_dim == 16
     assert pruned(torch.randint(0, 50, (2, 5))).shape == (2, 5, 50)
 
@@ -190,11 +189,7 @@ class AnnotatedAttention(nn.Module):
 def test_a_view_to_the_head_count_times_the_head_size_follows_the_cut() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(50, 32), nn.LayerNorm(32), AnnotatedAttention(), nn.Linear(32, 50)).eval()
-    ids = torch.randint(0, 50, (3, 7))
-    graph = DependencyGraph.trace(model, ids)
-    assert all(g.prunable for g in graph.groups if g.id != "3.weight:0")
-    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
-    pruned = apply(model, graph, plan, example_inputs=ids)  # verified
+    pruned = _half_of_every_group(model, torch.randint(0, 50, (3, 7)), "3.weight:0")
     assert pruned[2].h == 2 and pruned[2].d_k == 8 and pruned[2].linears[0].out_features == 16
 
 class MetaAttention(nn.Module):
