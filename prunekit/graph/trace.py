@@ -75,6 +75,8 @@ class Context:
     # NOTE: widths whose ``C // heads`` sized the head dim of a split they are tied to (shape._derived_size):
     # that size stays as traced after a cut in whole heads
     head_sized: list[Tracked] = field(default_factory=list)
+    # NOTE: settings objects modules hold (``self.args``), by id: (the object, "scope|attribute" first seen)
+    holders: dict[int, tuple[Any, str]] = field(default_factory=dict)
     head_counted: set[int] = field(default_factory=set)  # ids of user modules whose stored head count joined heads
     fixed_sizes: dict[tuple[int, int], str] = field(default_factory=dict)
 

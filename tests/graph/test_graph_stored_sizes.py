@@ -263,3 +263,62 @@ def test_narrow_to_a_literal_width_is_kept_and_to_the_read_width_is_cut() -> Non
     assert any(r.startswith("constant slice of channels") for r in _frozen(graph, "c1.weight"))
     _, _, pruned = _cut(Narrowed(literal=False).eval(), x)
     assert pruned.c1.out_channels == 16
+
+
+class Args:
+    """A settings object shared by every block (mamba-minimal's ``ModelArgs``)."""
+
+    def __init__(self, d_model: int = 16, expand: int = 2, dt_rank: int = 3, d_state: int = 6) -> None:
+        self.d_model, self.d_inner, self.dt_rank, self.d_state = d_model, expand * d_model, dt_rank, d_state
+
+
+class ScanBlock(nn.Module):
+    """mamba-minimal's split at ``[self.args.d_inner, self.args.d_inner]`` and at ``[self.args.dt_rank,
+    n, n]`` with ``n`` read from a parameter's shape (a plain state-space step stands for the scan)."""
+
+    def __init__(self, args: Args) -> None:
+        super().__init__()
+        self.args = args
+        self.in_proj = nn.Linear(args.d_model, 2 * args.d_inner, bias=False)
+        self.x_proj = nn.Linear(args.d_inner, args.dt_rank + 2 * args.d_state, bias=False)
+        self.dt_proj = nn.Linear(args.dt_rank, args.d_inner)
+        self.A_log = nn.Parameter(torch.randn(args.d_inner, args.d_state) * 0.1)
+        self.out_proj = nn.Linear(args.d_inner, args.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, res = self.in_proj(x).split(split_size=[self.args.d_inner, self.args.d_inner], dim=-1)
+        _, n = self.A_log.shape
+        delta, b, c = self.x_proj(x).split(split_size=[self.args.dt_rank, n, n], dim=-1)
+        delta = F.softplus(self.dt_proj(delta))
+        y = torch.einsum("bld,dn,bln,bln->bld", delta, -torch.exp(self.A_log), b, c) + x
+        return self.out_proj(y * F.silu(res))
+
+
+class ScanLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.args = Args()
+        self.embedding = nn.Embedding(40, 16)
+        self.layers = nn.ModuleList(ScanBlock(self.args) for _ in range(2))
+        self.head = nn.Linear(16, 40)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(ids)
+        for layer in self.layers:
+            x = x + layer(x)
+        return self.head(x)
+
+
+def test_split_sizes_in_a_shared_settings_object_and_a_parameter_shape_follow_the_cut(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model, ids = ScanLM().eval(), torch.randint(0, 40, (2, 5))
+    graph = DependencyGraph.trace(model, ids)  # NOTE: the state dim is contracted: an inexact cut, verified as such
+    pruned = apply(model, graph, allocate(graph, score(graph, model, "l2"), 0.5, round_to=1), example_inputs=ids)
+    assert not _frozen(graph, "layers.0.in_proj.weight") and not _frozen(graph, "layers.0.A_log")
+    assert pruned.args.d_inner == 16 and model.args.d_inner == 32  # NOTE: rewritten once, on the copy
+    assert pruned.layers[1].args is pruned.args and pruned.layers[1].in_proj.out_features == 32
+    assert pruned.layers[0].A_log.shape == (16, 3) and pruned.args.dt_rank == 2  # NOTE: the n parts cut with A_log
+    assert pruned.layers[0].x_proj.out_features == 2 + 2 * 3 == pruned.layers[1].dt_proj.in_features + 6
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m", original=model), model=ScanLM())
+    assert loaded.args.d_inner == 16
+    torch.testing.assert_close(loaded(ids), pruned(ids))

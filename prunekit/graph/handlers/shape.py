@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from prunekit._settings import settings_object
 from prunekit.graph.constraints import FIXED, Dim, ParamDim, Segment, Tracked
 from prunekit.graph.handlers.common import arg, slice_layout
 from prunekit.graph.registry import register_rule, resolve
@@ -392,7 +393,9 @@ def fix_size(ctx, module: Any, scope: str, value: Any, why: str) -> None:  # typ
 def _holds(module: Any, attr: str, value: int) -> bool:
     """Whether size attribute ``attr`` (``@scope|name|index``) of ``module`` holds ``value``."""
     _, name, index = attr.split("|")
-    held = vars(module).get(name)
+    held: Any = module
+    for part in name.split("."):  # NOTE: a settings object's entry (``args.d_inner``)
+        held = vars(held).get(part) if hasattr(held, "__dict__") else None
     if index and isinstance(held, (list, tuple, torch.Size)):
         held = held[int(index)] if int(index) < len(held) else None
     return type(held) is int and held == value
@@ -946,40 +949,57 @@ def complex_view(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def
     ctx.set(out, dims[:-1])
 
 
-def _held_sizes(ctx, args, kwargs, sizes: list[int]) -> tuple[list[str], bool] | None:  # type: ignore[no-untyped-def]
+def _held_sizes(ctx, args, kwargs, sizes: list[int]) -> tuple[list[Any], bool] | None:  # type: ignore[no-untyped-def]
     """``split(x, self.splits, 1)`` (MixConv), ``split(x, [self.dim_conv3, self.dim_untouched], 1)``
-    (FasterNet), ``x.split(self.expand_chs // 2, 1)`` (CSPNet): split sizes that attributes of the
-    running module (one whose sizes are its own: ``_sizes_its_own``) hold. Per piece, the size attribute that records
-    its width (see ``ChannelGroup.attrs``): entry ``k`` of a list equal to the sizes, else the one int
-    attribute equal to the piece's size; and whether one attribute holds the sum of the pieces
-    instead (equal pieces of ``expand_chs // 2``). None where a size is held by no attribute or by
-    several (the split is frozen then)."""
-    from prunekit.graph.trace import ChannelInt, DerivedInt
+    (FasterNet), ``x.split(self.expand_chs // 2, 1)`` (CSPNet), ``split([self.args.d_inner,
+    self.args.d_inner])`` (mamba-minimal's settings object, shared by every block): split sizes that
+    attributes of the running module (one whose sizes are its own: ``_sizes_its_own``) or of a
+    settings object it holds keep. Per piece, the size attribute that records its width (see
+    ``ChannelGroup.attrs``): entry ``k`` of a list equal to the sizes, else the one int attribute
+    equal to the piece's size, or a size read from a parameter's axis (``n`` of ``self.A_log.shape``,
+    a ParamInt: the piece is that axis's channels); and whether one attribute holds the sum of the
+    pieces instead (equal pieces of ``expand_chs // 2``). None where a size is held by no attribute
+    or by several (the split is frozen then)."""
+    from prunekit.graph.trace import ChannelInt, DerivedInt, ParamInt
 
     if ctx.current.rsplit(".", 1)[-1] not in ("split", "split_with_sizes") or len(sizes) < 2:
         return None
     requested = arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size", kwargs.get("split_sizes")))
     asked = list(requested) if isinstance(requested, (list, tuple)) else [requested]
-    if any(type(a) is not int or isinstance(a, (ChannelInt, DerivedInt)) for a in asked):
+    if any(not isinstance(a, int) or isinstance(a, (bool, ChannelInt, DerivedInt)) for a in asked):
         return None  # NOTE: widths read from shapes follow by themselves (other rules)
     module, scope = calling_module(ctx)
     if not _sizes_its_own(module) or any((id(module), a) in ctx.fixed_sizes for a in asked):
         return None
-    ints = {key: v for key, v in vars(module).items() if type(v) is int}
+    ints = _int_attributes(ctx, module, scope)
     if len(asked) == len(sizes):
         lists = [key for key, v in vars(module).items() if type(v) in (list, tuple) and list(v) == asked]
         if len(lists) == 1:
             return [size_attribute(scope, lists[0], k) for k in range(len(sizes))], False
-        names = [[key for key, v in ints.items() if v == size] for size in asked]
-        return ([size_attribute(scope, n[0], None) for n in names], False) if all(len(n) == 1 for n in names) \
-            else None
-    if len(set(sizes)) != 1:
+        names = [[a] if isinstance(a, ParamInt) else [key for key, v in ints.items() if v == a] for a in asked]
+        return ([n[0] for n in names], False) if all(len(n) == 1 for n in names) else None
+    if len(set(sizes)) != 1 or type(asked[0]) is not int:
         return None
     each = [key for key, v in ints.items() if v == sizes[0]]
     total = [key for key, v in ints.items() if v == sizes[0] * len(sizes)]
     if len(each) + len(total) != 1:
         return None
-    return [size_attribute(scope, (each or total)[0], None)] * len(sizes), bool(total)
+    return [(each or total)[0]] * len(sizes), bool(total)
+
+
+def _int_attributes(ctx, module: Any, scope: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Size attribute name (``size_attribute``) -> value, of every int attribute of ``module`` and of
+    the settings objects it holds (a dataclass, a namespace: ``self.args.d_inner``). A settings object
+    shared by several modules is named under the first that used it, so every use is one attribute."""
+    found = {size_attribute(scope, key, None): v for key, v in vars(module).items() if type(v) is int}
+    for key, holder in vars(module).items():
+        if key.startswith("_") or not settings_object(holder):
+            continue
+        at = ctx.holders.setdefault(id(holder), (holder, f"{scope}|{key}"))[1]
+        owner, path = at.split("|")
+        found.update({size_attribute(owner, f"{path}.{name}", None): v for name, v in vars(holder).items()
+                      if type(v) is int and not name.startswith("_")})
+    return found
 
 
 def _fix_split_sizes(ctx, args, kwargs) -> None:  # type: ignore[no-untyped-def]
@@ -1001,17 +1021,27 @@ def _sizes_its_own(module: Any) -> bool:
 
 
 def _split_at_held_sizes(ctx, layout: Tracked, dims: list[Dim], dim: int, pieces: list[torch.Tensor],  # type: ignore[no-untyped-def]
-                         sizes: list[int], held: tuple[list[str], bool]) -> None:
+                         sizes: list[int], held: tuple[list[Any], bool]) -> None:
     """Each piece as channels of its own (sources split at its ends, so pieces are cut apart), its
     size attribute joined to it so ``apply`` rewrites it. Pieces one attribute sizes (``[self.d,
     self.d]``) are cut alike, so that one value stays right for each; where it holds their sum, every
     piece's cut counts in it."""
+    from prunekit.graph.trace import ParamInt
+
     attrs, summed = held
     module, _ = calling_module(ctx)
     start, first = 0, None
+    axes: dict[tuple[str, int], Tracked] = {}
     for piece, size, attr in zip(pieces, sizes, attrs):
         part = ctx.store.section(layout, start, size) or _slice(layout, start, size, ctx)
-        if isinstance(part, Tracked):
+        if isinstance(part, Tracked) and isinstance(attr, ParamInt):  # NOTE: that axis's channels
+            key = (attr.dim.tensor, attr.dim.axis)
+            if key in axes:
+                ctx.store.unify(axes[key], part, ctx.where)
+            else:
+                axes[key] = part
+                ctx.store.use(part, attr.dim.tensor, attr.dim.axis, "passive", offset=attr.dim.start)
+        elif isinstance(part, Tracked):
             if summed and first is not None:  # NOTE: equal parts; one more count of the attribute each
                 ctx.store.unify(first, part, ctx.where)
             value = sum(sizes) if summed else size
