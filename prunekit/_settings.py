@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["settings_object"]
+__all__ = ["settings_object", "dotted_holder"]
 
 
 _NAMESPACES = (SimpleNamespace, argparse.Namespace)
@@ -29,3 +29,13 @@ def settings_object(value: Any) -> bool:
     return (hasattr(value, "__dict__") and not isinstance(value, (nn.Module, torch.Tensor, type))
             and not callable(value) and top not in sys.stdlib_module_names
             and top not in ("torch", "builtins", "transformers", "prunekit") and not hasattr(value, "to_dict"))
+
+
+def dotted_holder(obj: Any, path: str) -> tuple[Any, str]:
+    """The object that holds the last name of ``path`` under ``obj``, and that name:
+    ``dotted_holder(block, "args.d_inner")`` is ``(block.args, "d_inner")``; a plain name is ``obj``'s
+    own (a settings object's field, a config's entry or an attribute, all read and written alike)."""
+    *parents, last = path.split(".")
+    for name in parents:
+        obj = getattr(obj, name)
+    return obj, last

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit._settings import settings_object
+from prunekit._settings import dotted_holder, settings_object
 from prunekit.errors import ConfigError, DataError
 
 __all__ = ["layout_record", "restore_layout", "restore_modules", "restore_tensors", "restore_buffers",
@@ -68,17 +68,16 @@ def _decode(value: Any, current: Any = None, where: str = "layout: an attribute"
 def _attributes(module: nn.Module) -> dict[str, Any]:
     """A module's plain attributes (widths, kernel sizes, flags) in encoded form; the fields of a
     settings object it holds as ``name.field`` (``args.d_inner``)."""
-    out = {}
+    entries: list[tuple[str, Any]] = []
     for name, value in vars(module).items():
         if name in _SKIPPED_ATTRIBUTES:
             continue
-        fields = vars(value).items() if settings_object(value) and not name.startswith("_") else ()
-        for key, item in [(name, value)] if not fields else [(f"{name}.{f}", v) for f, v in fields
-                                                             if not f.startswith("_")]:
-            encoded = _encode(item)
-            if encoded is not _NOT_RECORDABLE:
-                out[key] = encoded
-    return out
+        if settings_object(value) and not name.startswith("_") and vars(value):
+            entries += [(f"{name}.{f}", v) for f, v in vars(value).items() if not f.startswith("_")]
+        else:
+            entries.append((name, value))
+    encoded = {key: _encode(value) for key, value in entries}
+    return {key: value for key, value in encoded.items() if value is not _NOT_RECORDABLE}
 
 
 def _under(name: str, roots: Collection[str]) -> bool:
@@ -248,10 +247,7 @@ def restore_modules(model: nn.Module, layout: Mapping[str, Any], *, where: str =
         module = module_at(model, name, where)
         for attr, value in attributes.items():
             here = f"{where}: attribute '{attr}' of module '{name}'"
-            *parents, last = attr.split(".")  # NOTE: a settings object's field (``args.d_inner``)
-            holder: Any = module
-            for parent in parents:
-                holder = getattr(holder, parent)
+            holder, last = dotted_holder(module, attr)  # NOTE: a settings object's field (``args.d_inner``)
             setattr(holder, last, _decode(value, getattr(holder, last, None), here))
     return model
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from prunekit._clone import clone_module
+from prunekit._settings import dotted_holder
 from prunekit.errors import ConfigError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import owner, submodule, tensor_of
@@ -124,10 +125,8 @@ def _shrink_size_attributes(model: nn.Module, graph: DependencyGraph, plan: Plan
         module = submodule(model, owner)
         _replace(model, module, SELECTIONS[attr](module, sorted(dropped)))
     for (module_name, path, index), n in removed.items():
-        *parents, attr = path.split(".")  # NOTE: "config.hidden_sizes": an entry of the model's config
-        module = submodule(model, module_name)
-        for name in parents:
-            module = getattr(module, name)
+        # NOTE: "config.hidden_sizes": an entry of the model's config; "args.d_inner": a settings object's field
+        module, attr = dotted_holder(submodule(model, module_name), path)
         value = getattr(module, attr)
         if index is None:
             setattr(module, attr, value - n)

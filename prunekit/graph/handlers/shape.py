@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from prunekit._settings import settings_object
+from prunekit._settings import dotted_holder, settings_object
 from prunekit.graph.constraints import FIXED, Dim, ParamDim, Segment, Tracked
 from prunekit.graph.handlers.common import arg, slice_layout
 from prunekit.graph.registry import register_rule, resolve
@@ -393,9 +393,11 @@ def fix_size(ctx, module: Any, scope: str, value: Any, why: str) -> None:  # typ
 def _holds(module: Any, attr: str, value: int) -> bool:
     """Whether size attribute ``attr`` (``@scope|name|index``) of ``module`` holds ``value``."""
     _, name, index = attr.split("|")
-    held: Any = module
-    for part in name.split("."):  # NOTE: a settings object's entry (``args.d_inner``)
-        held = vars(held).get(part) if hasattr(held, "__dict__") else None
+    try:
+        holder, last = dotted_holder(module, name)  # NOTE: a settings object's entry (``args.d_inner``)
+    except AttributeError:
+        return False
+    held = getattr(holder, last, None)
     if index and isinstance(held, (list, tuple, torch.Size)):
         held = held[int(index)] if int(index) < len(held) else None
     return type(held) is int and held == value
@@ -949,6 +951,14 @@ def complex_view(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def
     ctx.set(out, dims[:-1])
 
 
+def _split_sizes_asked(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The sizes a split was asked for, however passed: ``split(x, sizes)``,
+    ``split_size_or_sections=`` (torch.split), ``split_size=`` (Tensor.split), ``split_sizes=``
+    (split_with_sizes), ``sections=`` (tensor_split)."""
+    fallback = next((kwargs[k] for k in ("split_size", "split_sizes", "sections") if k in kwargs), None)
+    return arg(args, kwargs, 1, "split_size_or_sections", fallback)
+
+
 def _held_sizes(ctx, args, kwargs, sizes: list[int]) -> tuple[list[Any], bool] | None:  # type: ignore[no-untyped-def]
     """``split(x, self.splits, 1)`` (MixConv), ``split(x, [self.dim_conv3, self.dim_untouched], 1)``
     (FasterNet), ``x.split(self.expand_chs // 2, 1)`` (CSPNet), ``split([self.args.d_inner,
@@ -964,7 +974,7 @@ def _held_sizes(ctx, args, kwargs, sizes: list[int]) -> tuple[list[Any], bool] |
 
     if ctx.current.rsplit(".", 1)[-1] not in ("split", "split_with_sizes") or len(sizes) < 2:
         return None
-    requested = arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size", kwargs.get("split_sizes")))
+    requested = _split_sizes_asked(args, kwargs)
     asked = list(requested) if isinstance(requested, (list, tuple)) else [requested]
     if any(not isinstance(a, int) or isinstance(a, (bool, ChannelInt, DerivedInt)) for a in asked):
         return None  # NOTE: widths read from shapes follow by themselves (other rules)
@@ -1004,7 +1014,7 @@ def _int_attributes(ctx, module: Any, scope: str) -> dict[str, int]:  # type: ig
 
 def _fix_split_sizes(ctx, args, kwargs) -> None:  # type: ignore[no-untyped-def]
     """A split frozen at constant sizes: each size stays (see ``fix_size``)."""
-    requested = arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size", kwargs.get("split_sizes")))
+    requested = _split_sizes_asked(args, kwargs)
     module, scope = calling_module(ctx)
     for size in requested if isinstance(requested, (list, tuple)) else [requested]:
         fix_size(ctx, module, scope, size, ctx.where)
@@ -1058,7 +1068,7 @@ def _stored_split_size(ctx, args, kwargs, layout: Dim) -> str | None:  # type: i
         return None
     from prunekit.graph.handlers.user_modules import split_size_attribute
 
-    return split_size_attribute(ctx, arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size")))
+    return split_size_attribute(ctx, _split_sizes_asked(args, kwargs))
 
 
 def _sections_sized_by_widths(ctx, args, kwargs, dims: list[Dim], dim: int,  # type: ignore[no-untyped-def]
@@ -1069,7 +1079,7 @@ def _sections_sized_by_widths(ctx, args, kwargs, dims: list[Dim], dim: int,  # t
     of constant size are frozen, alone. False (nothing done): not that case."""
     from prunekit.graph.trace import ChannelInt
 
-    requested = arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size", kwargs.get("sections")))
+    requested = _split_sizes_asked(args, kwargs)
     layout = dims[dim]
     if (not isinstance(layout, Tracked) or not isinstance(requested, (list, tuple)) or len(requested) != len(pieces)
             or not any(isinstance(r, ChannelInt) for r in requested) or ctx.current.endswith("unbind")):
@@ -1092,7 +1102,7 @@ def _split_sizes_read_elsewhere(ctx, args, kwargs, dims: list[Dim]) -> None:  # 
     (``y``'s own widths are handled by the split itself)."""
     from prunekit.graph.trace import ChannelInt
 
-    sizes = arg(args, kwargs, 1, "split_size_or_sections", kwargs.get("split_size", kwargs.get("sections")))
+    sizes = _split_sizes_asked(args, kwargs)
     sizes = sizes if isinstance(sizes, (list, tuple)) else [sizes]
     for size in sizes:
         layouts = [size.layout] if isinstance(size, ChannelInt) else list(getattr(size, "layouts", ()))
