@@ -114,12 +114,29 @@ def _deform_conv_flops(x: Any, weight: Any, *_: Any, out_shape: Any = None, **__
     return 2 * math.prod(out_shape) * math.prod(weight[1:])
 
 
+def _trilinear_flops(i1: Any, i2: Any, i3: Any, expand1: Sequence[int], expand2: Sequence[int],
+                     expand3: Sequence[int], *_: Any, **__: Any) -> int:
+    """FLOPs of ``aten._trilinear`` (what ``nn.Bilinear`` runs): each input is unsqueezed at its
+    ``expand`` dims, the three multiplied over their broadcast shape and summed over some dims, so
+    one multiply-add per element of that shape (``B * out * in1 * in2`` for a bilinear layer)."""
+    shapes = []
+    for shape, expand in ((i1, expand1), (i2, expand2), (i3, expand3)):
+        full = list(shape)
+        for axis in sorted(expand):
+            full.insert(axis, 1)
+        shapes.append(full)
+    if len({len(s) for s in shapes}) != 1:
+        return 0
+    return 2 * math.prod(max(sizes) for sizes in zip(*shapes))
+
+
 def _library_formulas() -> dict[Any, Callable[..., int]]:
-    """FLOP formulas for ops of libraries already loaded that FlopCounterMode does not know
-    (prunekit never imports those libraries)."""
-    if "torchvision.ops.deform_conv" not in sys.modules:
-        return {}
-    return {torch.ops.torchvision.deform_conv2d: _deform_conv_flops}
+    """FLOP formulas for ops FlopCounterMode does not know: torch's own ``_trilinear`` and ops of
+    libraries already loaded (prunekit never imports those libraries)."""
+    formulas: dict[Any, Callable[..., int]] = {torch.ops.aten._trilinear: _trilinear_flops}
+    if "torchvision.ops.deform_conv" in sys.modules:
+        formulas[torch.ops.torchvision.deform_conv2d] = _deform_conv_flops
+    return formulas
 
 
 @contextmanager

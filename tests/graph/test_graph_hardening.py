@@ -122,13 +122,22 @@ def test_output_viewed_with_a_stored_width_refreshes_it() -> None:
 
 
 class Ambiguous(nn.Module):
-    """Two attributes hold the viewed size: which one the view read cannot be proved; frozen."""
+    """Two attributes hold the viewed size, and the view reads it through a local name: which one
+    it read cannot be proved; frozen."""
 
     def __init__(self) -> None:
         super().__init__()
         self.inp = nn.Linear(4, 8)
         self.width, self.other = 8, 8
         self.out = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.width
+        return self.out(self.inp(x).view(-1, size))
+
+
+class WrittenOut(Ambiguous):
+    """The same two attributes, but the view writes ``self.width``: the source says which."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.inp(x).view(-1, self.width))
@@ -138,6 +147,11 @@ def test_ambiguous_stored_width_freezes_with_a_reason() -> None:
     graph = DependencyGraph.trace(Ambiguous().eval(), torch.randn(2, 4))
     (group,) = [g for g in graph.groups if any(m.tensor == "inp.weight" and m.axis == 0 for m in g.members)]
     assert not group.prunable and any("width" in r and "other" in r for r in group.reasons), group.reasons
+
+
+def test_a_stored_width_the_view_writes_out_is_told_apart_by_the_source() -> None:
+    pruned = _prune_and_check(WrittenOut(), torch.randn(2, 4))
+    assert pruned.width == 4 and pruned.other == 8 and pruned.inp.weight.shape == (4, 4)
 
 
 class SharedEmbedding(nn.Module):

@@ -322,3 +322,37 @@ def test_split_sizes_in_a_shared_settings_object_and_a_parameter_shape_follow_th
     loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m", original=model), model=ScanLM())
     assert loaded.args.d_inner == 16
     torch.testing.assert_close(loaded(ids), pruned(ids))
+
+
+class SelectiveKernel(nn.Module):
+    """SKNet: ``M`` branches of ``c`` channels, a softmax over the branches of an attention that one
+    conv makes for all of them, viewed as ``(B, self.M, self.c, 1, 1)``."""
+
+    def __init__(self, c: int = 16, branches: int = 2) -> None:
+        super().__init__()
+        self.M, self.c = branches, c
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.branches = nn.ModuleList(nn.Sequential(nn.Conv2d(c, c, 3, padding=1 + i, dilation=1 + i),
+                                                    nn.BatchNorm2d(c), nn.ReLU()) for i in range(branches))
+        self.squeeze = nn.Sequential(nn.Conv2d(c, 8, 1), nn.ReLU())
+        self.select = nn.Conv2d(8, c * branches, 1)
+        self.head = nn.Linear(c, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        feats = torch.stack([b(x) for b in self.branches], 1)
+        z = self.squeeze(F.adaptive_avg_pool2d(feats.sum(1), 1))
+        a = self.select(z).view(x.size(0), self.M, self.c, 1, 1).softmax(1)
+        return self.head((feats * a).sum(1).mean((2, 3)))
+
+
+def test_blocks_of_a_stored_size_are_cut_alike_and_the_size_follows(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Before, the view froze the branches' channels ("meets a fixed-size tensor"): ``(M, c)`` was
+    taken as ``M`` heads of ``c``. Now each branch's block is cut at the same positions, ``c`` is
+    rewritten and ``M`` stays."""
+    model, x = SelectiveKernel().eval(), _image(2, 3, 8, 8)
+    graph, _, pruned = _cut(model, x)
+    assert not _frozen(graph, "stem.weight") and not _frozen(graph, "select.weight")
+    assert (pruned.M, pruned.c) == (2, 8) and pruned.select.out_channels == 16
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m", original=model), model=SelectiveKernel())
+    torch.testing.assert_close(loaded(x), pruned(x))

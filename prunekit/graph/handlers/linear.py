@@ -52,6 +52,30 @@ def grouped_mm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     ctx.set(out, [xd[0], new])
 
 
+@register_rule(*resolve("bilinear"))
+def bilinear(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """``bilinear(x1 [*, I1], x2 [*, I2], W [O, I1, I2], b [O])``: ``y[o] = x1 W[o] x2 + b[o]``; each
+    input's last dim is read through its own axis of ``W`` (1 and 2), the output written by axis 0
+    and the bias, as a Linear's are. The leading dims of the two inputs are the same positions."""
+    x1, x2 = args[0], arg(args, kwargs, 1, "input2", None)
+    weight, bias = arg(args, kwargs, 2, "weight", None), arg(args, kwargs, 3, "bias", None)
+    if not isinstance(x2, torch.Tensor) or not isinstance(weight, torch.Tensor) or weight.dim() != 3:
+        return ctx.opaque(args, kwargs, out, "bilinear weight is not 3-d")
+    d1, d2, wd = ctx.dims(x1), ctx.dims(x2), ctx.dims(weight)
+    for x, dims, axis in ((x1, d1, 1), (x2, d2, 2)):
+        layout = read_as_data(ctx, dims[-1], x.shape[-1])
+        if not isinstance(layout, Tracked):
+            continue
+        if isinstance(wd[axis], ParamDim):
+            ctx.store.use(layout, wd[axis].tensor, wd[axis].axis, "consumer", offset=wd[axis].start)
+        else:
+            ctx.store.freeze(layout, f"bilinear weight is not a parameter in {ctx.where}")
+    lead = [ctx.store.unify(a, b, ctx.where) for a, b in zip(d1[:-1], d2[:-1])]
+    new = ctx.store.new_source(out.shape[-1], source_name(wd[0], ctx.where))
+    produce(ctx, new, wd[0], wd[0].axis if isinstance(wd[0], ParamDim) else 0, bias)
+    ctx.set(out, lead + [new])
+
+
 @register_rule(*resolve("embedding"))
 def embedding(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     """Looked-up rows carry the embedding's columns as new channels. The rows are read by position,
@@ -89,6 +113,14 @@ def refresh_linear(module: nn.Module) -> None:
 
 
 register_width_attributes(nn.Linear, in_features=1, out_features=0)
+
+
+@register_refresh(nn.Bilinear)
+def refresh_bilinear(module: nn.Module) -> None:
+    module.out_features, module.in1_features, module.in2_features = module.weight.shape
+
+
+register_width_attributes(nn.Bilinear, out_features=0, in1_features=1, in2_features=2)
 register_width_attributes(nn.Embedding, embedding_dim=1)
 
 

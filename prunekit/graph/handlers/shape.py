@@ -130,7 +130,7 @@ def _unflattened(ctx, args, kwargs, layout: Tracked, sizes: list[int]) -> Tracke
         module, scope = calling_module(ctx)
         if not _sizes_its_own(module):
             return None
-        found = _attributes_holding(module, count, at, len(raw))
+        found = _written_holding(module, count, at, len(raw))
         if len(found) != 1:
             return None
         attr = size_attribute(scope, *found[0])
@@ -269,10 +269,12 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim, copies: int = 1) -> Dim:  # 
         return d
     if (copies > 1 and size % copies == 0 and module is not None and isinstance(d, Tracked)
             and (one := unrepeat(d, copies)) is not None
-            and len(each := _attributes_holding(module, size // copies, j, len(sizes))) == 1):
+            and len(each := _written_holding(module, size // copies, j, len(sizes))) == 1):
         ctx.store.use(one, size_attribute(scope, *each[0]), 0, "passive")  # NOTE: it counts one copy
         return layout
-    found = _attributes_holding(module, size, j, len(sizes)) if module is not None else []
+    found = _written_holding(module, size, j, len(sizes)) if module is not None else []
+    if len(found) > 1:  # NOTE: of several, one these very channels joined already (a repeated query count)
+        found = [(a, i) for a, i in found if layout in ctx.sized.get(size_attribute(scope, a, i), ())] or found
     owner = f"'{scope}'" if scope else "the root module"
     if len(found) == 1:
         attr, index = found[0]
@@ -303,7 +305,7 @@ def _count_times_size(ctx, module: Any, scope: str, size: int, layout: Any, j: i
     inner = layout.segments[0].inner
     if inner <= 1 or any(s.inner != inner for s in layout.segments) or size % inner or size // inner == inner:
         return False
-    counts = _attributes_holding(module, size // inner, j, ndim)
+    counts = _written_holding(module, size // inner, j, ndim)
     if len(counts) != 1 or not _attributes_holding(module, inner, j, ndim):
         return False
     units = Tracked(tuple(Segment(s.source, s.start, s.length, 1) for s in layout.segments))
@@ -408,6 +410,30 @@ def _raw_sizes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any] | Non
     if len(sizes) == 1 and not isinstance(sizes[0], int):
         sizes = sizes[0]
     return list(sizes) if isinstance(sizes, (tuple, list, torch.Size)) else None
+
+
+def _written_holding(module: Any, size: int, j: int, ndim: int) -> list[tuple[str, int | None]]:
+    """``_attributes_holding`` for size ``j`` of a view: when several attributes hold it, narrowed
+    by what the calling code's source writes there (``_as_written``)."""
+    found = _attributes_holding(module, size, j, ndim)
+    return _as_written(module, found, j, ndim) if len(found) > 1 else found
+
+
+def _as_written(module: Any, found: list[tuple[str, int | None]], j: int, ndim: int) -> list[tuple[str, int | None]]:
+    """Of several attributes holding a view's size ``j`` (8 heads of 8: ``n_heads`` and ``head_dim``),
+    the one the calling code's source writes there (``self.head_dim``); for a size written as another
+    expression (``self.n_kv * rep``), those the call does not write at its other sizes. All of them
+    when the source does not tell them apart."""
+    from prunekit.graph.handlers.call_source import view_size_attributes
+
+    written = view_size_attributes(module, ndim)
+    if written is None:
+        return found
+    if written[j] is not None:
+        chosen = [(attr, index) for attr, index in found if attr == written[j] and index is None]
+    else:
+        chosen = [(attr, index) for attr, index in found if attr not in written]
+    return chosen or found
 
 
 def _attributes_holding(module: Any, size: int, j: int, ndim: int) -> list[tuple[str, int | None]]:
@@ -598,6 +624,8 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  #
     count_fixed = not derived[-2] and not any(follows(ctx) for follows in HEAD_COUNT_FOLLOWS)
     if count_fixed and channels_first and _groups_of_derived_size(ctx, layout, sizes, derived, raw):
         return _blocks(ctx, layout, sizes)
+    if count_fixed and channels_first and (blocks := _blocks_of_stored_size(ctx, layout, sizes, raw)) is not None:
+        return blocks
     if count_fixed and not _in_user_module(ctx):
         if any(follows(ctx, sizes[-1]) for follows in BLOCK_SIZE_FOLLOWS):
             return _blocks(ctx, layout, sizes)
@@ -652,6 +680,38 @@ def _groups_of_derived_size(ctx, layout: Tracked, sizes: list[int], derived: lis
         return False
     found = _user_module_of(ctx)
     return found is None or not _attributes_holding(found, sizes[0], 0, 1)
+
+
+def _blocks_of_stored_size(ctx, layout: Tracked, sizes: list[int], raw: list[Any] | None) -> list[Dim] | None:  # type: ignore[no-untyped-def]
+    """``view(B, self.M, self.c, 1, 1)`` of conv features in a user's module (SKNet's attention over
+    ``M`` branches of ``c`` channels each): a count that is no head count (not named for heads, no
+    view joined it as one) of blocks whose size one attribute holds. The same positions of every
+    block are cut (``_blocks``), the count stays and the size attribute joins the block's channels
+    (``apply`` rewrites it). None: not that case. Only for channels-first features (the caller checks)."""
+    from prunekit.graph.handlers.call_source import call_attributes
+    from prunekit.graph.handlers.user_modules import is_head_count, user_module
+    from prunekit.graph.trace import ChannelInt, DerivedInt
+
+    found = user_module(ctx)
+    if found is None or raw is None or len(sizes) != 2:
+        return None
+    module, scope = found
+    count, size = raw[-2], raw[-1]
+    if type(size) is not int or isinstance(size, (ChannelInt, DerivedInt)) or size <= 1:
+        return None
+    if isinstance(count, (ChannelInt, DerivedInt)) or is_head_count(ctx, module, count):
+        return None
+    held = [(a, i) for a, i in _attributes_holding(module, size, 0, 1) if i is None]
+    if len(held) > 1:
+        held = [(a, i) for a, i in held if a in call_attributes(module)]
+    if len(held) != 1:
+        return None
+    blocks = _blocks(ctx, layout, sizes)
+    first = blocks[-1]
+    if not isinstance(first, Tracked):
+        return None
+    join_size(ctx, module, size, size_attribute(scope, held[0][0], None), first)
+    return blocks
 
 
 def _user_module_of(ctx) -> Any:  # type: ignore[no-untyped-def]
@@ -1275,6 +1335,10 @@ def expand(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             result[-k] = None
         elif result[-k] is None and _one_head_repeated(ctx, out, out.dim() - k):
             result[-k] = ctx.store.new_source(out.shape[-k], f"one key/value head repeated by {ctx.where}")
+        elif (result[-k] is None and out.dim() - k >= 1 and out.shape[-k - 1] == 1
+              and (queries := _user_key_repeated(ctx, dims[-k - 1] if k < x.dim() else None, out.shape[-k],
+                                                 ctx.current, out.dim() - k, out.dim())) is not None):
+            result[-k] = queries
     ctx.set(out, result)
 
 
@@ -1288,6 +1352,33 @@ def _copies(ctx, d: Dim, copies: int) -> Tracked | None:  # type: ignore[no-unty
     if not isinstance(d, Tracked) or copies < 2 or copies > _MAX_COPIES:
         return None
     return Tracked(d.segments * copies)
+
+
+def _user_key_repeated(ctx, head: Dim, count: int, op: str, j: int, ndim: int = 0) -> Tracked | None:  # type: ignore[no-untyped-def]
+    """Multi-query attention written by hand: a one-head dim (``head``: one unit of head size, or
+    nothing tracked) repeated once per query head, at a count one attribute of the user's module
+    holds (``user_modules.queries_per_key``). Every query head reads the same key/value data, so the
+    repeated dim gets channels of its own (unified with the query heads where they meet) and the
+    attribute joins them (``apply`` rewrites it). None: not that case."""
+    from prunekit.graph.handlers.call_source import expand_size_attribute, repeats_attribute
+    from prunekit.graph.handlers.user_modules import queries_per_key, user_module
+
+    found = user_module(ctx)
+    if found is None or (isinstance(head, Tracked) and sum(s.length for s in head.segments) != 1):
+        return None
+    if op.endswith("repeat_interleave"):
+        written = repeats_attribute(found[0])
+    elif op.endswith("expand"):
+        written = expand_size_attribute(found[0], j, ndim)
+    else:
+        return None
+    attr = queries_per_key(ctx, count, written)
+    if attr is None:
+        return None
+    queries = ctx.store.new_source(count, f"one key/value head repeated by {ctx.where}")
+    if found is None or not join_size(ctx, found[0], count, attr, queries):
+        return None
+    return queries
 
 
 def _one_head_repeated(ctx, out: torch.Tensor, j: int) -> bool:  # type: ignore[no-untyped-def]
@@ -1354,6 +1445,9 @@ def repeat_interleave(ctx, args, kwargs, out) -> None:  # type: ignore[no-untype
         return ctx.set(out, result)
     if (heads := _groups_to_heads(ctx, layout, repeats, out.shape[d])) is not None:
         return ctx.set(out, result[:d] + [heads] + result[d + 1:])
+    queries = _user_key_repeated(ctx, layout, out.shape[d], "repeat_interleave", d) if x.shape[d] == 1 else None
+    if queries is not None:
+        return ctx.set(out, result[:d] + [queries] + result[d + 1:])
     for source in (repeats.layouts if isinstance(repeats, DerivedInt) else
                    (repeats.layout,) if isinstance(repeats, ChannelInt) else ()):
         ctx.store.freeze(source, f"a repeat count computed from the width of these channels in {ctx.where}")

@@ -16,11 +16,13 @@ from typing import Any
 from torch import nn
 
 from prunekit.graph.constraints import Tracked
+from prunekit.graph.handlers.call_source import call_attributes
 from prunekit.graph.handlers.common import slice_layout
 from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS, SIZE_TIES_KEPT, calling_module, size_attribute, unrepeat
 from prunekit.graph.registry import refresh_for
 
-__all__ = ["user_module", "head_count_attribute", "join_head_count", "split_size_attribute"]
+__all__ = ["user_module", "head_count_attribute", "join_head_count", "split_size_attribute", "queries_per_key",
+           "is_head_count"]
 
 _LIBRARY_PACKAGES = ("torch.", "torchvision.", "timm.", "transformers.", "prunekit.")
 _NOT_COUNTS = ("dim", "size", "width", "channel", "embd", "embed", "hidden")  # words that say "not a head count"
@@ -46,13 +48,18 @@ def _head_counts(module: nn.Module) -> list[str]:
 
 def head_count_attribute(ctx: Any, count: Any) -> str | None:
     """The size attribute of a user module's stored head count ``count`` (an int the view was given
-    as is): the one int attribute that holds it, or of several, the one named for heads (Meta's
-    Llama keeps ``n_kv_heads`` and ``n_rep`` both 2). None: not a user module, or no such attribute."""
+    as is): the one int attribute that holds it; of several, the one the view's source writes (Meta's
+    Llama with as many key/value heads as heads keeps ``n_heads`` and ``n_kv_heads`` both 8, and each
+    view reads one), else the one named for heads (``n_kv_heads`` and ``n_rep`` both 2). None: not a
+    user module, or no such attribute."""
     found = user_module(ctx)
     if found is None or type(count) is not int or count <= 1:
         return None
     module, scope = found
     names = [n for n in _ints(module, count) if not any(w in n.lower() for w in _NOT_COUNTS)]
+    if len(names) > 1:
+        written = [n for n in names if n in call_attributes(module)]
+        names = written if len(written) == 1 else names
     if len(names) > 1:
         names = [n for n in names if "head" in n.lower()]
     return size_attribute(scope, names[0], None) if len(names) == 1 else None
@@ -74,6 +81,8 @@ def join_head_count(ctx: Any, heads: Tracked, sizes: list[int], raw: list[Any] |
     if copies > 1 and type(count) is int and count % copies == 0:
         count //= copies
         heads = unrepeat(heads, copies) or heads
+    if sizes[at] == 1 and sum(s.length for s in heads.segments) == 1:
+        return True  # NOTE: one head (multi-query attention's key/value head): no count to rewrite, never cut below one
     attr = head_count_attribute(ctx, count)
     if attr is None:
         ctx.store.freeze(heads, f"channels split into several dims (heads) by {ctx.where} with a constant head "
@@ -101,6 +110,8 @@ def split_size_attribute(ctx: Any, size: Any) -> str | None:
     module, scope = found
     heads = set(_head_counts(module))
     names = [n for n in _ints(module, size) if n not in heads]
+    if len(names) > 1:  # NOTE: of several holding it, the one the call reads (``self.n_embd``)
+        names = [n for n in names if n in call_attributes(module)] or names
     return size_attribute(scope, names[0], None) if len(names) == 1 else None
 
 
@@ -114,3 +125,31 @@ def _keeps_head_count(ctx: Any) -> bool:
 
 HEAD_COUNT_FOLLOWS.append(_keeps_head_count)
 SIZE_TIES_KEPT.append(_keeps_head_count)
+
+
+def queries_per_key(ctx: Any, count: int, written: tuple[bool, str | None]) -> str | None:
+    """Multi-query attention in a user's module: its one key/value head repeated ``count`` times, once
+    per query head (``repeat_interleave(k, self.n_rep, dim=2)``, or ``expand(b, 1, rep, s, d)`` with
+    ``rep = self.n_heads // self.n_kv_heads``). The size attribute that holds that count and follows
+    the query heads: the one the call writes there (``written``: whether the source was read, and
+    the attribute written, if one), else the module's head count (with one key/value head it equals
+    the count). None: not a user module with such an attribute, or the source names another."""
+    found = user_module(ctx)
+    if found is None or type(count) is not int or count <= 1:
+        return None
+    module, scope = found
+    read, name = written
+    if name is not None:
+        return size_attribute(scope, name, None) if vars(module).get(name) == count else None
+    if not read:
+        return None  # NOTE: the count's origin is unknown (no source): a literal would not follow
+    names = [n for n in _head_counts(module) if vars(module)[n] == count]
+    return size_attribute(scope, names[0], None) if len(names) == 1 else None
+
+
+def is_head_count(ctx: Any, module: nn.Module, count: Any) -> bool:
+    """Whether ``count`` is a head count of the user's ``module``: held by an attribute named for
+    heads, or the module's views joined a count as one already (``self.h``)."""
+    if id(module) in ctx.head_counted:
+        return True
+    return type(count) is int and any(vars(module)[n] == count for n in _head_counts(module))
