@@ -257,6 +257,10 @@ class ChannelInt(int):
         if ctx.module is None or int(other) != int(self):
             return False
         found = [key for key, value in vars(ctx.module).items() if type(value) is int and value == int(other)]
+        if len(found) > 1:  # NOTE: of several holding it, the one the comparison reads
+            from prunekit.graph.handlers.call_source import call_attributes
+
+            found = [key for key in found if key in call_attributes(ctx.module)] or found
         if len(found) != 1:
             return False
         ctx.store.use(self.layout, size_attribute(scope, found[0], None), 0, "passive")

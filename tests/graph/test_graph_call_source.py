@@ -197,3 +197,33 @@ def test_bilinear_macs_are_counted() -> None:
     """``aten._trilinear`` had no FLOP formula: the bilinear layer counted 0 MACs."""
     x = (torch.randn(1, 10), torch.randn(1, 6))
     assert count_macs(Bilinear(), x) == 10 * 24 + 6 * 16 + 20 * 24 * 16 + 20 * 2
+
+
+class Ambiguities(nn.Module):
+    """Three more places a number is matched to an attribute, each with a second attribute holding
+    the same number: a check of the width, a depthwise conv's ``groups``, a zeros tensor's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.channels, self.hidden, self.classes = 16, 16, 16
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.blur = nn.Parameter(torch.full((16, 1, 3, 3), 1 / 9))
+        self.proj = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        if x.shape[1] != self.channels:
+            raise ValueError("wrong width")
+        x = F.conv2d(x, self.blur, padding=1, groups=self.channels).mean((2, 3))
+        acc = x.new_zeros(x.shape[0], self.hidden)
+        return self.head(acc + self.proj(x))
+
+
+def test_a_width_check_groups_and_a_zeros_size_read_the_attribute_the_code_names() -> None:
+    model, x = Ambiguities().eval(), torch.randn(2, 3, 6, 6)
+    graph, pruned = _cut(model, x)
+    stem = next(g for g in graph.groups if any(m.tensor == "stem.weight" and m.axis == 0 for m in g.members))
+    proj = next(g for g in graph.groups if any(m.tensor == "proj.weight" and m.axis == 0 for m in g.members))
+    assert stem.prunable and proj.prunable, (stem.reasons, proj.reasons)
+    assert (pruned.channels, pruned.hidden, pruned.classes) == (8, 8, 16)

@@ -32,9 +32,9 @@ def _user_frame() -> FrameType | None:
     return frame
 
 
-def _call_expression(frame: FrameType) -> ast.Call | None:
-    """The call expression the frame is running, parsed from its source (None: no source, or the
-    instruction is not a call that parses on its own)."""
+def _expression(frame: FrameType) -> ast.expr | None:
+    """The expression the frame is running (a call, a comparison), parsed from its source (None: no
+    source, or it does not parse on its own)."""
     positions = inspect.getframeinfo(frame, context=0).positions
     if positions is None or None in (positions.lineno, positions.end_lineno, positions.col_offset,
                                      positions.end_col_offset):
@@ -50,7 +50,7 @@ def _call_expression(frame: FrameType) -> ast.Call | None:
         node = ast.parse(b"".join(chunk).decode(), mode="eval").body
     except (SyntaxError, UnicodeDecodeError, ValueError):
         return None
-    return node if isinstance(node, ast.Call) else None
+    return node
 
 
 def _size_arguments(call: ast.Call, names: tuple[str, ...] = _VIEWS) -> list[ast.expr] | None:
@@ -74,12 +74,18 @@ def _self_attribute(node: ast.expr | None) -> str | None:
     return None
 
 
-def _running_call(module: Any) -> ast.Call | None:
-    """The call the code of ``module`` (its frame's ``self``) is running, parsed; None otherwise."""
+def _running(module: Any) -> ast.expr | None:
+    """The expression the code of ``module`` (its frame's ``self``) is running, parsed; None otherwise."""
     frame = _user_frame()
     if frame is None or frame.f_locals.get("self") is not module:
         return None
-    return _call_expression(frame)
+    return _expression(frame)
+
+
+def _running_call(module: Any) -> ast.Call | None:
+    """The call the code of ``module`` is running, parsed; None otherwise."""
+    node = _running(module)
+    return node if isinstance(node, ast.Call) else None
 
 
 def expand_size_attribute(module: Any, j: int, count: int) -> tuple[bool, str | None]:
@@ -121,15 +127,11 @@ def view_size_attributes(module: Any, count: int | None = None) -> list[str | No
 
 
 def call_attributes(module: Any) -> set[str]:
-    """The names of ``module``'s attributes (``self.<name>``) that the arguments of the call the
-    calling code is running read (``x.split(self.n_embd, dim=2)`` -> ``{"n_embd"}``); empty when the
-    source is not at hand or the frame's ``self`` is not ``module``."""
-    call = _running_call(module)
-    if call is None:
+    """The names of ``module``'s attributes (``self.<name>``) that the expression the calling code
+    is running reads (``x.split(self.n_embd, dim=2)`` -> ``{"n_embd"}``, ``c != self.num_channels``
+    -> ``{"num_channels"}``); empty when the source is not at hand or the frame's ``self`` is not
+    ``module``."""
+    node = _running(module)
+    if node is None:
         return set()
-    found: set[str] = set()
-    for argument in [*call.args, *(k.value for k in call.keywords)]:
-        for node in ast.walk(argument):
-            if (name := _self_attribute(node)) is not None:  # type: ignore[arg-type]
-                found.add(name)
-    return found
+    return {name for child in ast.walk(node) if (name := _self_attribute(child)) is not None}  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from typing import Any
 from torch import nn
 
 from prunekit.graph.constraints import Dim, ParamDim, Segment, Tracked
+from prunekit.graph.handlers.call_source import call_attributes
 from prunekit.graph.handlers.common import add_bias, arg, equal_blocks
 from prunekit.graph.handlers.shape import heads_of, size_attribute
 from prunekit.graph.registry import (RULES, refresh_for, register_refresh, register_rule, register_width_attributes,
@@ -81,6 +82,8 @@ def _stored_groups(ctx, groups: int, layout: Dim) -> None:  # type: ignore[no-un
     if module is None or refresh_for(module) is not None:
         return
     found = [key for key, value in vars(module).items() if type(value) is int and value == groups]
+    if len(found) > 1:  # NOTE: of several holding it, the one the call reads (``groups=self.channels``)
+        found = [key for key in found if key in call_attributes(module)] or found
     scope = ctx.scope[-1]
     if len(found) == 1:
         ctx.store.use(layout, size_attribute(scope, found[0], None), 0, "passive")

@@ -17,6 +17,7 @@ import torch
 
 from prunekit._settings import dotted_holder, settings_object
 from prunekit.graph.constraints import FIXED, Dim, ParamDim, Segment, Tracked
+from prunekit.graph.handlers.call_source import call_attributes
 from prunekit.graph.handlers.common import arg, slice_layout
 from prunekit.graph.registry import register_rule, resolve
 
@@ -688,7 +689,6 @@ def _blocks_of_stored_size(ctx, layout: Tracked, sizes: list[int], raw: list[Any
     view joined it as one) of blocks whose size one attribute holds. The same positions of every
     block are cut (``_blocks``), the count stays and the size attribute joins the block's channels
     (``apply`` rewrites it). None: not that case. Only for channels-first features (the caller checks)."""
-    from prunekit.graph.handlers.call_source import call_attributes
     from prunekit.graph.handlers.user_modules import is_head_count, user_module
     from prunekit.graph.trace import ChannelInt, DerivedInt
 
@@ -1597,6 +1597,8 @@ def _stored_uniform_size(ctx, size: Any, j: int, ndim: int) -> Tracked | None:  
     if module is None or type(size) is not int or size <= 1:
         return None
     found = _attributes_holding(module, size, j, ndim)
+    if len(found) > 1:  # NOTE: of several holding it, the one the call reads (``self.input_size``)
+        found = [(a, i) for a, i in found if a in call_attributes(module)] or found
     if len(found) != 1:
         return None
     attr, index = found[0]
