@@ -22,10 +22,12 @@ _DEFAULT_ROLES: tuple[Role, ...] = ("producer", "consumer", "passive")
 
 
 def rows_of(member: Member, tensor: torch.Tensor, size: int) -> torch.Tensor:
-    """``tensor`` (shaped like the member's tensor) as ``[size, -1]``: row ``j`` holds channel ``j``."""
+    """``tensor`` (shaped like the member's tensor) as ``[size, -1]``: row ``j`` holds channel ``j``
+    (a complex weight's real and imaginary parts side by side)."""
     t = tensor.detach().movedim(member.axis, 0)
     # NOTE: channel j holds indices start + j*inner ... (j+1)*inner - 1: one contiguous run, a view.
-    return t.narrow(0, member.start, size * member.inner).reshape(size, -1).float()
+    rows = t.narrow(0, member.start, size * member.inner).reshape(size, -1)
+    return (torch.view_as_real(rows).reshape(size, -1) if rows.is_complex() else rows).float()
 
 
 def member_rows(member: Member, model: nn.Module, size: int) -> torch.Tensor:

@@ -40,8 +40,11 @@ def _powered(t: torch.Tensor, power: int) -> torch.Tensor:
 
 
 def index_powers(tensor: torch.Tensor, axis: int, power: int) -> torch.Tensor:
-    """``Tensor[tensor.shape[axis]]``: ``sum |w|^power`` over every other axis, in float32."""
+    """``Tensor[tensor.shape[axis]]``: ``sum |w|^power`` over every other axis, in float32 (of the
+    moduli, for a complex weight: a Fourier layer's spectral weights)."""
     t = tensor.detach()
+    if t.is_complex():
+        t = t.abs()
     if t.dim() == 1:
         return _powered(t.float(), power)
     if axis > 1:

@@ -138,7 +138,20 @@ def _loss(out: Any, labels: Any, loss_fn: LossFn | None) -> torch.Tensor:
             "collect: gradients need a loss, but the calibration batches have no labels. "
             "Pass (inputs, labels) batches (cross-entropy is used) or loss_fn=lambda output: ..."
         )
+    if isinstance(labels, torch.Tensor) and labels.is_floating_point():
+        raise ConfigError(
+            f"collect: the default loss is cross-entropy over class indices, but the labels are floating point "
+            f"{tuple(labels.shape)} against an output of {tuple(logits.shape)} (a regression?). Pass "
+            f"loss_fn=(output, labels) -> loss, e.g. torch.nn.functional.mse_loss."
+        )
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+
+def _first_order(weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``w * dL/dw`` per entry, in float32: the loss's first-order change if the entry were zeroed.
+    For a complex weight, ``Re(w * conj(g))`` (torch's gradient of a real loss is the conjugate
+    Wirtinger one), not the real part of ``w * g`` alone."""
+    return (weight * grad.conj()).real.float() if weight.is_complex() else (weight * grad).float()
 
 
 def _param_names(model: nn.Module, groups: Sequence[ChannelGroup]) -> dict[str, str]:
@@ -220,7 +233,7 @@ def collect(model: nn.Module, batches: Iterable[Any], groups: Sequence[ChannelGr
     if seen == 0:
         raise ConfigError("collect: the calibration batches were empty. Pass at least one batch.")
     params = dict(model.named_parameters())
-    weight_grad = {alias: (params[c].detach() * sums.get(c, torch.zeros_like(params[c])) / seen).float()
+    weight_grad = {alias: _first_order(params[c].detach(), sums.get(c, torch.zeros_like(params[c])) / seen)
                    for alias, c in aliases.items()}
     mean, apoz = acts.means()
     return Stats(seen, MappingProxyType(weight_grad), MappingProxyType(mean), MappingProxyType(apoz))

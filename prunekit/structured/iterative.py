@@ -59,12 +59,14 @@ def prune_iteratively(model: nn.Module, example_inputs: Any, target: Target | Ma
                       options: Mapping[str, Any] | None = None,
                       batches: Callable[[nn.Module], Iterable[Any]] | Iterable[Any] | None = None,
                       finetune: FineTune | None = None,
-                      freeze: Iterable[str] = ()) -> tuple[nn.Module, list[dict[str, Any]]]:
+                      freeze: Iterable[str] = (),
+                      loss_fn: Callable[..., Any] | None = None) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Prune ``model`` to ``target`` in ``steps`` steps; returns the final model and one record per step.
 
     ``model`` is not changed (each step applies its plan to a copy). ``finetune(model, step)`` runs
     between steps and returns the model to continue from. ``batches`` is an iterable of calibration
-    batches, or a callable giving them for the current model. Each record holds ``step``, ``goal``
+    batches, or a callable giving them for the current model; ``loss_fn`` the loss of the gradient
+    criteria (default: cross-entropy). Each record holds ``step``, ``goal``
     (kept fraction of dense), ``achieved`` (kept fractions of dense: ``macs``, ``params``, and the
     targeted quantity) and ``plan`` (against that step's model).
     """
@@ -84,7 +86,7 @@ def prune_iteratively(model: nn.Module, example_inputs: Any, target: Target | Ma
                                   round_to=round_to, ignore=ignore, freeze=freeze, seed=seed,
                                   options=_step_options(options, step))
         step_batches = batches(current) if callable(batches) else batches
-        pruned = pruner.fit_transform(current, example_inputs, step_batches)
+        pruned = pruner.fit_transform(current, example_inputs, step_batches, loss_fn)
         achieved = {"macs": count_macs(pruned, example_inputs) / dense["macs"],
                     "params": count_params(pruned) / dense["params"]}
         if target.kind not in achieved:
@@ -114,14 +116,15 @@ def compose(plans: Sequence[Plan]) -> Plan:
 
 
 def plan_iteratively(model: nn.Module, example_inputs: Any, pruner: Any, graph: DependencyGraph, *,
-                     batches: Iterable[Any] | None = None) -> tuple[Plan, dict[str, Any]]:
+                     batches: Iterable[Any] | None = None,
+                     loss_fn: Callable[..., Any] | None = None) -> tuple[Plan, dict[str, Any]]:
     """``StructuredPruner.fit`` for ``steps > 1`` (no fine-tuning): the composed plan and what it achieves."""
     params = pruner.get_params()
     _, records = prune_iteratively(model, example_inputs, params["target"], steps=params["steps"],
                                    importance=params["importance"], scope=params["scope"],
                                    round_to=params["round_to"], ignore=params["ignore"],
                                    seed=params["seed"], options=params["options"], batches=batches,
-                                   freeze=params["freeze"])
+                                   freeze=params["freeze"], loss_fn=loss_fn)
     plan = compose([Plan.from_dict(r["plan"]) for r in records])
     unknown = [g for g in plan.keep if g not in {x.id for x in graph.groups}]
     if unknown:

@@ -19,6 +19,7 @@ from prunekit._checks import check_entry
 from prunekit.errors import ConfigError, NotFittedError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.importance import score
+from prunekit.importance.stats import LossFn
 from prunekit.config import parse_config
 from prunekit.structured.allocate import valid_round_to
 from prunekit.structured.apply import VerificationError, apply
@@ -172,8 +173,10 @@ class StructuredPruner:
                 "meta": {"importance": self.importance, "pruner": self.get_params()}}
 
     def fit(self, model: nn.Module, example_inputs: Any,
-            batches: Iterable[Any] | None = None) -> StructuredPruner:
+            batches: Iterable[Any] | None = None, loss_fn: LossFn | None = None) -> StructuredPruner:
         """Trace ``model``, score its channels and find the plan meeting the target; ``model`` is unchanged.
+        ``batches``: calibration data for the criteria that need it (``(inputs, labels)`` pairs);
+        ``loss_fn``: ``(output, labels) -> loss`` for the gradient criteria (default: cross-entropy).
 
         Sets ``graph_``, ``scores_``, ``plan_`` (against this model's graph) and ``achieved_``
         (what the plan reaches: kept fractions of MACs and params, the ratio used).
@@ -187,13 +190,13 @@ class StructuredPruner:
             warnings.warn(f"StructuredPruner: nothing in {type(model).__name__} can be cut ({'; '.join(reasons[:3])}"
                           f"{'; ...' if len(reasons) > 3 else ''}); the model is returned as it is. "
                           f"graph_.summary() lists every group and why it is kept.", stacklevel=2)
-        scores = score(graph, model, self.importance, batches=batches, seed=self.seed)
+        scores = score(graph, model, self.importance, batches=batches, seed=self.seed, loss_fn=loss_fn)
         if self.steps == 1:
             plan, achieved, counts = self._plan(model, graph, scores, target, options, example_inputs)
         else:
             from prunekit.structured.iterative import plan_iteratively
 
-            plan, achieved = plan_iteratively(model, example_inputs, self, graph, batches=batches)
+            plan, achieved = plan_iteratively(model, example_inputs, self, graph, batches=batches, loss_fn=loss_fn)
             counts = None
         self.graph_, self.scores_, self.plan_, self._achieved = graph, scores, plan, achieved
         self._counts = counts
@@ -266,9 +269,9 @@ class StructuredPruner:
             return apply(model, graph, plan, example_inputs=self.example_inputs_, verify_result=True)
 
     def fit_transform(self, model: nn.Module, example_inputs: Any,
-                      batches: Iterable[Any] | None = None) -> nn.Module:
+                      batches: Iterable[Any] | None = None, loss_fn: LossFn | None = None) -> nn.Module:
         """``fit`` then ``transform`` the same model."""
-        return self.fit(model, example_inputs, batches).transform(model)
+        return self.fit(model, example_inputs, batches, loss_fn).transform(model)
 
     def __getattr__(self, name: str) -> Any:
         # NOTE: only reached for missing attributes; learned ones get the "not fitted" message.
