@@ -7,6 +7,7 @@ cut, verified against the masked dense model, and its stored sizes follow the cu
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -481,3 +482,40 @@ def test_gather_with_an_index_narrower_than_the_channels_freezes_them() -> None:
     graph = DependencyGraph.trace(model, (x, index))
     group = graph.group("ff.weight:0")
     assert not group.prunable and any("index of a fixed width" in r for r in group.reasons)
+
+
+class FunctionalAttention(nn.Module):
+    """``F.multi_head_attention_forward`` called with the module's own packed projection and a
+    stored width to check (a layer written against the functional, not nn.MultiheadAttention)."""
+
+    def __init__(self, d: int = 32, h: int = 4) -> None:
+        super().__init__()
+        self.d, self.h = d, h
+        self.emb = nn.Embedding(40, d)
+        self.in_proj_weight = nn.Parameter(torch.randn(3 * d, d) * 0.1)
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d))
+        self.out_proj = nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, d))
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.emb(ids).transpose(0, 1)
+        y, _ = F.multi_head_attention_forward(x, x, x, self.d, self.h, self.in_proj_weight, self.in_proj_bias,
+                                              None, None, False, 0.0, self.out_proj.weight, self.out_proj.bias,
+                                              training=False, need_weights=False)
+        y = y + self.mlp(y)
+        return self.head(y.mean(0))
+
+
+def test_functional_attention_outside_the_module_keeps_its_width_up_front() -> None:
+    """Its projections must stay ``embed_dim`` rows: before, the width was cut and failed
+    verification (``was expecting embedding dimension of 32, but got 16``), then kept by the fallback."""
+    model, ids = FunctionalAttention().eval(), torch.randint(0, 40, (1, 7))
+    pruner = StructuredPruner({"ratio": 0.5})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NOTE: no "failed verification" fallback
+        pruned = pruner.fit_transform(model, ids)
+    width = next(g for g in pruner.graph_.groups if any(m.tensor == "emb.weight" and m.axis == 1 for m in g.members))
+    assert not width.prunable and any("must stay that many rows" in r for r in width.reasons)
+    assert pruned.mlp[0].out_features == 32 and pruned.emb.embedding_dim == 32
+    assert pruned(torch.randint(0, 40, (2, 5))).shape == (2, 3)
