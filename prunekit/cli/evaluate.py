@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
               f"saved), so expect chance-level numbers. Pass --weights FILE (e.g. from `prunekit train`) "
               f"or --model OUT of an earlier command.")
     results = evaluate(args.model, args.data, weights=args.weights, data_dir=args.data_dir, tokenizer=args.tokenizer,
-                       block_size=args.block_size,
+                       block_size=args.block_size, image_size=args.image_size,
                        split=args.split, batch_size=args.batch_size, max_batches=args.max_eval_batches,
                        device=args.device, out_dir=args.out, task=args.task)
     print(f"{args.model} on {results['data']} [{results['split']}]: {_metrics(results['metrics'])}")

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     measure = options.measure_from_args(args)
     results = export(args.model, args.data, weights=args.weights, data_dir=args.data_dir, tokenizer=args.tokenizer,
-                     block_size=args.block_size,
+                     block_size=args.block_size, image_size=args.image_size,
                      in_channels=args.in_channels, onnx=args.onnx, out_dir=args.out, task=args.task,
                      bundle=args.bundle, int8=args.int8, measure=replace(measure, batch_sizes=(1,)))
     print(f"{args.model}: {results['params']:,} params, {results['macs']:,} MACs")

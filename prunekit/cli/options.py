@@ -27,6 +27,7 @@ __all__ = [
     "backends",
     "claimed",
     "config_from_args",
+    "image_size",
     "int_list",
     "measure_from_args",
     "print_written",
@@ -62,6 +63,9 @@ def add_model_options(parser: argparse.ArgumentParser, *, data_required: bool = 
     parser.add_argument("--block-size", type=int, default=None, metavar="N",
                         help="tokens per sample of a text file (default: 128, or the model's position "
                              "count where its config records a smaller one)")
+    parser.add_argument("--image-size", type=image_size, default=None, metavar="N|HxW",
+                        help="resize every image of an image folder to N x N (or H x W) pixels; needed when "
+                             "its images differ in size (default: their common size)")
     parser.add_argument("--data-dir", metavar="DIR", default=None,
                         help="folder with the Fashion-MNIST IDX files (default: $PRUNEKIT_DATA, "
                              "else /usr/share/datasets/fashion-mnist from Debian's "
@@ -108,6 +112,18 @@ def add_eval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-eval-batches", type=int, default=None, metavar="N",
                         help="evaluate accuracy on only the first N batches of 512 (validation, test "
                              "and profiles; default: the whole split)")
+
+
+def image_size(text: str) -> int | tuple[int, int]:
+    """Parse "32" into 32 and "32x48" into (32, 48) for argparse."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW such as 32 or 32x48; got '{text}'") from None
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or HxW of positive sizes such as 32 or 32x48; got '{text}'")
+    return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
 
 
 def int_list(text: str) -> tuple[int, ...]:

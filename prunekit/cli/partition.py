@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     results = partition(
         args.model, stages=args.stages, balance=args.balance, data=args.data,
         weights=args.weights, data_dir=args.data_dir, tokenizer=args.tokenizer,
-        block_size=args.block_size, in_channels=args.in_channels,
+        block_size=args.block_size, image_size=args.image_size, in_channels=args.in_channels,
         batch_size=args.batch_size, threads=args.threads, tolerance=args.tolerance,
         onnx=args.onnx, pipeline=args.pipeline, n_microbatches=args.microbatches,
         min_time_s=args.min_time_s,

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from prunekit.workflows.profile import profile
 
     _, results = profile(args.model, args.data, weights=args.weights, data_dir=args.data_dir, tokenizer=args.tokenizer,
-                         block_size=args.block_size,
+                         block_size=args.block_size, image_size=args.image_size,
                          in_channels=args.in_channels, measure=options.measure_from_args(args),
                          out_dir=args.out, task=args.task)
     print(results["table"])

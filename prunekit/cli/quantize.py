@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from prunekit.workflows.quantize import quantize
 
     results = quantize(args.model, args.data, weights=args.weights, data_dir=args.data_dir,
-                       tokenizer=args.tokenizer, block_size=args.block_size, task=args.task,
+                       tokenizer=args.tokenizer, block_size=args.block_size, image_size=args.image_size, task=args.task,
                        measure=options.measure_from_args(args), out_dir=args.out, backend=args.backend,
                        compile=args.compile, progress=not args.no_progress, **stage(args))  # type: ignore[arg-type]
     record = results["quantize"]

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from prunekit.workflows.sensitivity import sensitivity
 
     results = sensitivity(args.model, args.data, weights=args.weights, task=args.task, data_dir=args.data_dir,
-                          tokenizer=args.tokenizer, block_size=args.block_size,
+                          tokenizer=args.tokenizer, block_size=args.block_size, image_size=args.image_size,
                           ratios=args.ratios or DEFAULT_RATIOS, importance=args.importance, depth=not args.no_depth,
                           bn_batches=args.bn_batches, val_samples=args.val_samples,
                           baseline_epochs=args.baseline_epochs, train_config=TrainConfig(),

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     results = sparsify(args.model, args.data, stage=stage(args), weights=args.weights,
                        baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
                        train_config=options.config_from_args(args, TrainConfig), data_dir=args.data_dir,
-                       tokenizer=args.tokenizer, block_size=args.block_size,
+                       tokenizer=args.tokenizer, block_size=args.block_size, image_size=args.image_size,
                        out_dir=args.out, progress=not args.no_progress,
                        measure=options.measure_from_args(args), device=args.device, task=args.task)
     print(results["table"])

@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = options.config_from_args(args, TrainConfig)
     results = train(args.model, args.data, config, data_dir=args.data_dir,
-                    tokenizer=args.tokenizer, block_size=args.block_size, weights=args.weights,
+                    tokenizer=args.tokenizer, block_size=args.block_size,
+                    image_size=args.image_size, weights=args.weights,
                     out_dir=args.out, resume=args.resume, progress=not args.no_progress,
                     profile_after=not args.no_profile, measure=options.measure_from_args(args),
                     device=args.device, task=args.task)

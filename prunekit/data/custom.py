@@ -278,8 +278,8 @@ def _target_size(image: Any, files: Sequence[Path], image_size: int | tuple[int,
         if (w, h) != (first_w, first_h):
             raise DataError(
                 f"Image '{file}' is {h}x{w} (HxW), but '{files[0]}' is {first_h}x{first_w}; without "
-                f"image_size all images must share one size. Fix: pass image_size=(H, W) to "
-                f"prunekit.data.load to resize them all, or resize the files to one size for the CLI."
+                f"a size asked for all images must share one. Fix: pass --image-size H[xW] (image_size=(H, W) "
+                f"to prunekit.data.load) to resize them all."
             )
     return first_h, first_w
 

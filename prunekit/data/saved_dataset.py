@@ -131,8 +131,8 @@ def _images(folder: Path, dataset: Any, column: str, label: str, size: tuple[int
     shapes = {p.shape for p in pixels}
     if len(shapes) > 1:
         raise DataError(f"'{folder}': images in '{column}' have several sizes {sorted(shapes)[:3]}; "
-                        f"expected one. Fix: pass image_size=(H, W) to "
-                        f"prunekit.data.load, or resize the images to one size for the CLI.")
+                        f"expected one. Fix: pass --image-size H[xW] (image_size=(H, W) to "
+                        f"prunekit.data.load) to resize them all.")
     x = torch.from_numpy(np.stack(pixels)).float() / 255.0
     x = x.unsqueeze(1) if gray else x.permute(0, 3, 1, 2).contiguous()
     y = torch.tensor([int(v) for v in dataset[label]], dtype=torch.long)

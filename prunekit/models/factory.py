@@ -105,6 +105,7 @@ def _call(module: ModuleType, name: str, *, spec: str, where: str, options: Mapp
         listed = ", ".join(found[:15]) or "none"
         raise UnknownNameError(f"Model spec '{spec}': {where} has no factory '{name}'.{did_you_mean(name, found)} "
                                f"Its callables: {listed}. Expected a function that returns an nn.Module.")
+    options = _taken_sizes(factory, options)
     _check_options(factory, name, spec, options)
     try:
         model = factory(**options)
@@ -117,6 +118,22 @@ def _call(module: ModuleType, name: str, *, spec: str, where: str, options: Mapp
         raise ConfigError(f"Model spec '{spec}': {name}() returned a {type(model).__name__}, not an "
                           f"nn.Module. Make it return the model (e.g. `return MyNet()`).")
     return model
+
+
+_SIZES = ("num_classes", "in_channels")  # sizes prunekit reads from the data, offered to every factory
+
+
+def _taken_sizes(factory: Callable[..., Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` without the data's sizes (``num_classes``, ``in_channels``) that ``factory`` has no
+    parameter for: a user's ``build(num_classes=3)`` is not given ``in_channels`` (whether the model
+    fits the data is checked after it is built). Other options stay, checked as given."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return dict(options)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k not in _SIZES or k in parameters}
 
 
 def _check_options(factory: Callable[..., Any], name: str, spec: str, options: Mapping[str, Any]) -> None:

@@ -273,6 +273,19 @@ def confusion_change(classes: Mapping[str, Any]) -> Figure | None:
                   draw, (4.6, 3.8))
 
 
+def _displayed(image: Any) -> Any:
+    """A [C, H, W] image as imshow takes it: one channel as is (the colour map scales it), three as
+    [H, W, 3] scaled into [0, 1] (normalised inputs reach below 0 and above 1; imshow would clip
+    them, with a warning per image)."""
+    import numpy as np
+
+    pixels = np.asarray(image, dtype=np.float32)
+    if pixels.shape[0] != 3:
+        return pixels[0]
+    low, high = float(pixels.min()), float(pixels.max())
+    return np.moveaxis((pixels - low) / (high - low) if high > low else np.zeros_like(pixels), 0, -1)
+
+
 def attribution_grid(record: Mapping[str, Any]) -> Figure | None:
     """Each fixed image beside its attribution map before and after, with the per-image agreement."""
     images = record.get("images") or []
@@ -284,8 +297,7 @@ def attribution_grid(record: Mapping[str, Any]) -> Figure | None:
         axes = fig.subplots(len(images), 3, squeeze=False)
         for row, (image, b, a, score) in enumerate(zip(images, record["before"], record["after"],
                                                        record["agreement"], strict=True)):
-            picture = image[0] if len(image) != 3 else [list(zip(*px, strict=True)) for px in zip(*image, strict=True)]
-            axes[row][0].imshow(picture, cmap="gray")
+            axes[row][0].imshow(_displayed(image), cmap="gray")
             axes[row][1].imshow(b, cmap="inferno")
             axes[row][2].imshow(a, cmap="inferno")
             axes[row][0].set_title(f"image, class {record['targets'][row]}", fontsize=7)

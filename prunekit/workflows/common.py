@@ -374,9 +374,11 @@ def _quantized_from(folder: Path) -> str | None:
 
 def build(model: str, data: str, *, data_dir: str | None = None, weights: str | None = None,
           task: str | None = None, seed: int = 0, int8_ok: bool = False,
-          tokenizer: str | None = None, block_size: int | None = None) -> tuple[nn.Module, Any]:
+          tokenizer: str | None = None, block_size: int | None = None,
+          image_size: int | tuple[int, int] | None = None) -> tuple[nn.Module, Any]:
     """Load ``data`` and the model ``model`` names, sized for it (class count and input channels of
-    image data). Text is tokenised with ``tokenizer`` (a saved tokenizer's folder, or ``"bytes"``),
+    image data; an image folder's images resized to ``image_size``). Text is tokenised with
+    ``tokenizer`` (a saved tokenizer's folder, or ``"bytes"``),
     else with the model's own, and gives :class:`Loaders` of ``block_size``-token blocks (default:
     ``TRAIN_BLOCK``, or fewer where the model records fewer positions).
 
@@ -388,7 +390,7 @@ def build(model: str, data: str, *, data_dir: str | None = None, weights: str | 
 
     def load_data(size: int) -> DataSplits | Loaders:
         return datasets.load(data, data_dir=data_dir, seed=seed, tokenizer=tokenizer or tokenizer_of(model),
-                             block_size=size)
+                             block_size=size, image_size=image_size)
 
     loaded = load_data(block_size or block_size_for(model))
     asked = task is not None

@@ -19,6 +19,7 @@ SPLITS = ("train", "val", "test")
 
 def evaluate(model: str, data: str = "fashion_mnist", *, weights: str | None = None,
              data_dir: str | None = None, tokenizer: str | None = None, block_size: int | None = None,
+             image_size: int | tuple[int, int] | None = None,
              split: str = "test", batch_size: int = 512,
              max_batches: int | None = None, device: str | torch.device | None = None,
              out_dir: str | os.PathLike[str] | None = None, task: str | None = None) -> dict[str, Any]:
@@ -33,7 +34,7 @@ def evaluate(model: str, data: str = "fashion_mnist", *, weights: str | None = N
                           f"Pass e.g. --split test.")
     target = check_device(device)
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, int8_ok=True,
-                         tokenizer=tokenizer, block_size=block_size)
+                         tokenizer=tokenizer, block_size=block_size, image_size=image_size)
     scorer = with_teacher(task_of(splits, task), net, model)
     if split == "test" and getattr(splits, "test", None) is None:
         split = "val"  # NOTE: a text file is cut into train and val blocks only; val is its held-out text.

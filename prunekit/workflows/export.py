@@ -25,7 +25,8 @@ __all__ = ["export", "bundle_model"]
 
 def export(model: str, data: str | None = None, *, out_dir: str | os.PathLike[str],
            weights: str | None = None, data_dir: str | None = None,
-           tokenizer: str | None = None, block_size: int | None = None, in_channels: int | None = None,
+           tokenizer: str | None = None, block_size: int | None = None,
+           image_size: int | tuple[int, int] | None = None, in_channels: int | None = None,
            onnx: bool = True, task: str | None = None, bundle: str | os.PathLike[str] | None = None,
            int8: bool = False, measure: Measure | None = None) -> dict[str, Any]:
     """Write ``out_dir/model/`` (weights + layout, ``prunekit.load`` reads it) and, with ``onnx``,
@@ -44,7 +45,7 @@ def export(model: str, data: str | None = None, *, out_dir: str | os.PathLike[st
         raise ConfigError("export: --int8 applies to the bundle's model; pass --bundle DIR too (or use "
                           "`prunekit quantize` for an int8 ONNX file with its fp32 comparison).")
     net, loaded, scorer, example = load_with_example(model, data, weights=weights, data_dir=data_dir,
-                                                     tokenizer=tokenizer, block_size=block_size,
+                                                     tokenizer=tokenizer, block_size=block_size, image_size=image_size,
                                                      in_channels=in_channels, task=task, command="export")
     net.eval()
     out = Path(out_dir)

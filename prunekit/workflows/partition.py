@@ -33,10 +33,11 @@ __all__ = ["partition", "render_table"]
 
 def _build(model: str, data: str | None, *, weights: str | None, data_dir: str | None, tokenizer: str | None,
            block_size: int | None, in_channels: int | None, batch_size: int,
-           task: str | None) -> tuple[nn.Module, Any]:
+           task: str | None, image_size: int | tuple[int, int] | None = None) -> tuple[nn.Module, Any]:
     """The model in eval mode and ``batch_size`` example inputs (from the data, else the model)."""
     net, _, _, example = load_with_example(model, data, weights=weights, data_dir=data_dir, tokenizer=tokenizer,
-                                           block_size=block_size, in_channels=in_channels, task=task,
+                                           block_size=block_size,
+                                           image_size=image_size, in_channels=in_channels, task=task,
                                            batch_size=batch_size,
                                            command="partition")
     return net.eval(), example
@@ -172,7 +173,8 @@ def _pipeline(part: Partition, net: nn.Module, inputs: tuple[torch.Tensor, ...],
 
 def partition(model: str, *, stages: int = 2, balance: str = "macs", data: str | None = None,
               weights: str | None = None, data_dir: str | None = None,
-              tokenizer: str | None = None, block_size: int | None = None, in_channels: int | None = None,
+              tokenizer: str | None = None, block_size: int | None = None,
+              image_size: int | tuple[int, int] | None = None, in_channels: int | None = None,
               batch_size: int = 1, threads: int = 2, tolerance: float = 0.05, onnx: bool = True,
               pipeline: bool = False, n_microbatches: int | None = None, min_time_s: float = 1.0,
               out_dir: str | os.PathLike[str] | None = None, progress: bool = False,
@@ -185,6 +187,7 @@ def partition(model: str, *, stages: int = 2, balance: str = "macs", data: str |
     ``pipeline`` also runs the stages as processes (gloo) and compares with the model.
     """
     net, example = _build(model, data, weights=weights, data_dir=data_dir, tokenizer=tokenizer, block_size=block_size,
+                          image_size=image_size,
                           in_channels=in_channels, batch_size=batch_size, task=task)
     with without_cache(net):
         return _partition(net, example, model=model, stages=stages, balance=balance, data=data,

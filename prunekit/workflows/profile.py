@@ -40,13 +40,14 @@ def example_input(model: str, data: Any, in_channels: int | None = None, batch_s
 def load_with_example(model: str, data: str | None, *, weights: str | None, data_dir: str | None,
                       in_channels: int | None, task: str | None, batch_size: int = 1,
                       command: str = "profile", tokenizer: str | None = None,
-                      block_size: int | None = None) -> tuple[nn.Module, Any, Any, Any]:
+                      block_size: int | None = None,
+                      image_size: int | tuple[int, int] | None = None) -> tuple[nn.Module, Any, Any, Any]:
     """``(model, data or None, task, example input)``: built for ``data`` when given, else with an
     example derived from the model (the commands that can run without data share this)."""
     check_not_int8(model)  # NOTE: measuring (the weights' size) and exporting need fp32 modules.
     if data:
         net, loaded = build(model, data, data_dir=data_dir, weights=weights, task=task, tokenizer=tokenizer,
-                            block_size=block_size)
+                            block_size=block_size, image_size=image_size)
         scorer = with_teacher(task_of(loaded, task), net, model)
         return net, loaded, scorer, example_of(loaded, scorer, batch_size)
     asked, task = task is not None, default_task(model, task)
@@ -59,6 +60,7 @@ def load_with_example(model: str, data: str | None, *, weights: str | None, data
 
 def profile(model: str, data: str | None = None, *, weights: str | None = None,
             data_dir: str | None = None, tokenizer: str | None = None, block_size: int | None = None,
+            image_size: int | tuple[int, int] | None = None,
             in_channels: int | None = None,
             measure: Measure | None = None, out_dir: str | os.PathLike[str] | None = None,
             task: str | None = None) -> tuple[Profile, dict[str, Any]]:
@@ -69,7 +71,7 @@ def profile(model: str, data: str | None = None, *, weights: str | None = None,
     """
     measure = measure or Measure()
     net, loaded, scorer, example = load_with_example(model, data, weights=weights, data_dir=data_dir,
-                                                     tokenizer=tokenizer, block_size=block_size,
+                                                     tokenizer=tokenizer, block_size=block_size, image_size=image_size,
                                                      in_channels=in_channels, task=task)
     prof = measure_profile(net, example, model, measure, eval_data(loaded) if loaded is not None else None,
                            scorer)

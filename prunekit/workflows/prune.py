@@ -94,7 +94,7 @@ def precheck(net: nn.Module, example: Any, pruner: StructuredPruner) -> None:
 def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
           weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
           train_config: TrainConfig | None = None, data_dir: str | None = None, tokenizer: str | None = None,
-          block_size: int | None = None,
+          block_size: int | None = None, image_size: int | tuple[int, int] | None = None,
           out_dir: str | os.PathLike[str] | None = None, progress: bool = False,
           measure: Measure | None = None, device: str | torch.device | None = None,
           task: str | None = None) -> dict[str, Any]:
@@ -115,7 +115,7 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
     pruner.validate_params()  # NOTE: a bad option fails before seconds of data loading and training.
     check_device(device)
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed,
-                         tokenizer=tokenizer, block_size=block_size)
+                         tokenizer=tokenizer, block_size=block_size, image_size=image_size)
     splits, task = capped_splits(splits, measure), with_teacher(task_of(splits, task), net, model)
     example = example_of(splits, task)
     check_fits(pruner.importance, splits, task)

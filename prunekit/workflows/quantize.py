@@ -290,6 +290,7 @@ def _onnx_compared(net: nn.Module, dense: nn.Module | None, splits: Any, out: Pa
 
 def quantize(model: str, data: str, *, weights: str | None = None, data_dir: str | None = None,
              tokenizer: str | None = None, block_size: int | None = None,
+             image_size: int | tuple[int, int] | None = None,
              method: str = "minmax", calibration_batches: int = 8, per_channel: bool = True,
              dynamic: bool = False, max_metric_drop: float | None = None, task: str | None = None,
              backend: str = "onnxruntime", compile: bool = False, measure: Measure | None = None,
@@ -306,7 +307,7 @@ def quantize(model: str, data: str, *, weights: str | None = None, data_dir: str
     check_backend(backend, dynamic=dynamic, compile=compile, method=method, max_metric_drop=max_metric_drop)
     measure = measure or Measure()
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, tokenizer=tokenizer,
-                        block_size=block_size)
+                        block_size=block_size, image_size=image_size)
     scorer = with_teacher(task_of(splits, task), net, model)
     dense = _dense_source(model)
     with tempfile.TemporaryDirectory(prefix="prunekit-quantize-") as scratch:

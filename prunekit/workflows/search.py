@@ -284,7 +284,7 @@ def _eval_batches(splits: Any) -> Any:
 def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy", constraints: Mapping[str, float],
            objectives: Sequence[str] = ("metric", "macs"), trials: int = 40, seed: int = 0,
            weights: str | None = None, task: str | None = None, data_dir: str | None = None,
-           tokenizer: str | None = None, block_size: int | None = None,
+           tokenizer: str | None = None, block_size: int | None = None, image_size: int | tuple[int, int] | None = None,
            levels: Sequence[float] = DEFAULT_LEVELS, round_to: int = 1, depth: bool = False,
            ranks: bool | str | Sequence[str] = False, widths: bool = True, bn_batches: int = 2,
            val_samples: int = 1024, finetune_steps: int = 0,
@@ -317,7 +317,7 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
                           f"weights they load and their logs live there); got none. Pass --out DIR (out_dir=...).")
     measure = measure or Measure()
     net, splits = build_run(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed,
-                            tokenizer=tokenizer, block_size=block_size)
+                            tokenizer=tokenizer, block_size=block_size, image_size=image_size)
     splits = capped_splits(splits, measure)
     task_obj = with_teacher(task_of(splits, task), net, model)
     results: dict[str, Any] = {"command": "search", "model": model, "data": splits.name, "strategy": strategy,
@@ -330,7 +330,7 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
     state_dir = Path(out_dir) / "search-state" if out_dir is not None else None
     rebuild = None if workers == 1 else _rebuild(model, data, net, state_dir, weights=weights, task=task,
                                                  data_dir=data_dir, seed=config.seed, measure=measure,
-                                                 tokenizer=tokenizer, block_size=block_size,
+                                                 tokenizer=tokenizer, block_size=block_size, image_size=image_size,
                                                  trained="baseline_training" in results)
     found = search_model(net, splits, task_obj, strategy=strategy, budget=trials, constraints=constraints,
                          objectives=objectives, seed=seed, levels=levels, round_to=round_to, depth=depth,

@@ -81,6 +81,7 @@ def sensitivity_of(net: nn.Module, splits: Any, task: Any, *, ratios: Sequence[f
 def sensitivity(model: str, data: str = "fashion_mnist", *, weights: str | None = None, task: str | None = None,
                 data_dir: str | None = None,
                 tokenizer: str | None = None, block_size: int | None = None,
+                image_size: int | tuple[int, int] | None = None,
                 ratios: Sequence[float] = DEFAULT_RATIOS, importance: str = "l2",
                 depth: bool = True, bn_batches: int = 2, val_samples: int = 1024, baseline_epochs: int = 1,
                 train_config: TrainConfig | None = None, cache_dir: str | os.PathLike[str] | None = None,
@@ -91,7 +92,7 @@ def sensitivity(model: str, data: str = "fashion_mnist", *, weights: str | None 
     and ``results.json``. ``cache_dir`` None uses :func:`default_cache_dir`."""
     config = train_config or TrainConfig()
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed,
-                         tokenizer=tokenizer, block_size=block_size)
+                         tokenizer=tokenizer, block_size=block_size, image_size=image_size)
     task_obj = with_teacher(task_of(splits, task), net, model)
     results: dict[str, Any] = {"command": "sensitivity", "model": model, "data": splits.name, "weights": weights}
     if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=has_weights(model, weights),

@@ -229,6 +229,7 @@ def sparsify(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any
              weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
              train_config: TrainConfig | None = None, data_dir: str | None = None,
              tokenizer: str | None = None, block_size: int | None = None,
+             image_size: int | tuple[int, int] | None = None,
              out_dir: str | os.PathLike[str] | None = None, progress: bool = False,
              measure: Measure | None = None, device: str | torch.device | None = None,
              task: str | None = None) -> dict[str, Any]:
@@ -251,7 +252,7 @@ def sparsify(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any
     _, parsed, target = _sparsifier(**checks, seed=config.seed, finetune_epochs=finetune_epochs)
     check_device(device)  # NOTE: bad options fail before data and training.
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed,
-                         tokenizer=tokenizer, block_size=block_size)
+                         tokenizer=tokenizer, block_size=block_size, image_size=image_size)
     splits, scorer = capped_splits(splits, measure), with_teacher(task_of(splits, task), net, model)
     # NOTE: fail before the baseline trains.
     check_fits(splits, scorer, **{k: options[k] for k in ("importance", "method", "schedule") if k in options})

@@ -73,6 +73,7 @@ def train_baseline(net: nn.Module, splits: Any, config: TrainConfig, epochs: int
 
 def train(model: str, data: str = "fashion_mnist", config: TrainConfig | None = None, *,
           data_dir: str | None = None, tokenizer: str | None = None, block_size: int | None = None,
+          image_size: int | tuple[int, int] | None = None,
           weights: str | None = None,
           out_dir: str | os.PathLike[str] | None = None, resume: bool = False, progress: bool = False,
           profile_after: bool = True, measure: Measure | None = None,
@@ -87,7 +88,7 @@ def train(model: str, data: str = "fashion_mnist", config: TrainConfig | None = 
     measure = measure or Measure()
     check_device(device)
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed,
-                         tokenizer=tokenizer, block_size=block_size)
+                         tokenizer=tokenizer, block_size=block_size, image_size=image_size)
     splits, scorer = capped_splits(splits, measure), with_teacher(task_of(splits, task), net, model)
     result = fine_tune(net, splits, config, out_dir=out_dir, resume=resume, progress=progress,
                        device=device, task=scorer)

@@ -283,3 +283,44 @@ def test_a_text_recipe_resumed_after_any_stage_ends_with_the_same_weights(text: 
     resumed = run_recipe(recipe, out_dir=tmp_path / "parts", progress=False, resume=True)["model"]
     assert whole.state_dict().keys() == resumed.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+
+
+# ---- photos as they come: mixed sizes and modes, a factory that takes only the class count ------
+
+
+def test_photos_of_mixed_sizes_are_resized_by_image_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real photo folders hold images of many sizes (and grey, RGB, RGBA): without --image-size the
+    error names the option; with it they are resized and pruned. The factory takes ``num_classes``
+    only: prunekit does not force ``in_channels`` on it (the model is checked against the data)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i, mode in enumerate(["RGB", "L", "RGBA", "RGB"]):
+            h, w = (int(v) for v in rng.integers(12, 40, 2))
+            pixels = rng.integers(0, 255, (h, w, {"RGB": 3, "L": 1, "RGBA": 4}[mode]), dtype=np.uint8)
+            Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode).save(tmp_path / "photos" / label / f"{i}.png")
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n"
+        "def build(num_classes=5):\n"
+        "    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),\n"
+        "                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))\n")
+    argv = ["prune", "--model", f"{tmp_path / 'net.py'}:build", "--data", str(tmp_path / "photos"),
+            "--ratio", "0.5", *_TUNE, *_QUICK]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2
+    assert "Fix: pass --image-size" in capsys.readouterr().err and not (tmp_path / "a" / "results.json").exists()
+    _run([*argv, "--image-size", "16x20", "--out", str(tmp_path / "b")])
+    results = _results(tmp_path / "b")
+    assert results["after"]["params"] < results["before"]["params"]
+    assert prunekit.load(tmp_path / "b" / "model")(torch.zeros(1, 3, 16, 20)).shape == (1, 2)
+
+
+def test_image_size_option_parses_n_and_h_by_w() -> None:
+    parser = build_parser()
+    base = ["prune", "--model", "simple_cnn"]
+    assert parser.parse_args([*base, "--image-size", "32"]).image_size == 32
+    assert parser.parse_args([*base, "--image-size", "24x40"]).image_size == (24, 40)
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--image-size", "0x3"])
