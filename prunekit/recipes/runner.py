@@ -57,7 +57,7 @@ def _build(recipe: Recipe) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
 
     spec = recipe.model.name
     net, splits = build(spec, recipe.data.name, data_dir=recipe.data.data_dir, weights=recipe.model.weights,
-                        task=recipe.task, seed=recipe.seed)
+                        task=recipe.task, seed=recipe.seed, image_size=recipe.data.image_size)
     if is_saved_folder(spec):
         return net, splits, source_architecture(spec, splits)
     # NOTE: only an hf: spec builds a different class per task; other specs ignore it.

@@ -57,6 +57,8 @@ class DataSpec(BaseModel):
     name: str = Field("fashion_mnist", description="a registered dataset, a .npz file, an image folder, "
                                                    "a datasets.save_to_disk folder or a text file")
     data_dir: str | None = Field(None, description="folder holding the dataset's files")
+    image_size: int | tuple[int, int] | None = Field(
+        None, description="resize every image of an image folder to N x N or [H, W] (the CLI's --image-size)")
 
 
 class Distill(BaseModel):

@@ -450,7 +450,8 @@ def _worker_source(state: RunState, state_dir: Path) -> dict[str, Any]:
     def absolute(path: str | None) -> str | None:
         return str(Path(path).absolute()) if path is not None and Path(path).exists() else path
     return {"model": str(folder.absolute()), "data": absolute(state.data.name),
-            "data_dir": absolute(state.data.data_dir), "weights": None, "task": getattr(state.task, "name", None),
+            "data_dir": absolute(state.data.data_dir), "image_size": state.data.image_size, "weights": None,
+            "task": getattr(state.task, "name", None),
             "seed": state.seed, "max_eval_batches": state.max_eval_batches,
             "eval_batch_size": Measure.eval_batch_size}
 

@@ -221,15 +221,21 @@ def check_parallel(strategy: str, workers: Any, *, recipe: bool = False) -> None
                           f"{option('workers', 1)}.")
 
 
+def _size(value: Any) -> int | tuple[int, int] | None:
+    """An image size sent to a worker as JSON (a list there) as ``build`` takes it."""
+    return (value[0], value[1]) if isinstance(value, list) else value
+
+
 def worker_objective(rebuild: Mapping[str, Any], settings: Mapping[str, Any]) -> Any:
     """What a search worker process runs: the model, data and task rebuilt from ``rebuild``
-    (``model``, ``data``, ``data_dir``, ``weights``, ``task``, ``seed``, ``max_eval_batches``,
+    (``model``, ``data``, ``data_dir``, ``image_size``, ``weights``, ``task``, ``seed``, ``max_eval_batches``,
     ``eval_batch_size``), the evaluator from ``settings``, and its Optuna trial objective."""
     from prunekit.search.strategies.optuna_samplers import trial_objective
 
     net, splits = build_run(rebuild["model"], rebuild["data"], data_dir=rebuild.get("data_dir"),
                             tokenizer=rebuild.get("tokenizer"), block_size=rebuild.get("block_size"),
-                            weights=rebuild.get("weights"), task=rebuild.get("task"), seed=rebuild.get("seed", 0))
+                            image_size=_size(rebuild.get("image_size")), weights=rebuild.get("weights"),
+                            task=rebuild.get("task"), seed=rebuild.get("seed", 0))
     measure = Measure(max_eval_batches=rebuild.get("max_eval_batches"),
                       eval_batch_size=rebuild.get("eval_batch_size", Measure.eval_batch_size))
     splits = capped_splits(splits, measure)
@@ -240,7 +246,8 @@ def worker_objective(rebuild: Mapping[str, Any], settings: Mapping[str, Any]) ->
 
 def _rebuild(model: str, data: str, net: nn.Module, state_dir: Path | None, *, weights: str | None,
              task: str | None, data_dir: str | None, seed: int, measure: Measure, tokenizer: str | None,
-             block_size: int | None, trained: bool) -> dict[str, Any] | None:
+             block_size: int | None, trained: bool,
+             image_size: int | tuple[int, int] | None = None) -> dict[str, Any] | None:
     """What a worker rebuilds this run's model and data from; a baseline trained here is saved
     first (``state_dir/baseline.safetensors``), so every worker scores the same weights."""
     if state_dir is None:
@@ -253,7 +260,7 @@ def _rebuild(model: str, data: str, net: nn.Module, state_dir: Path | None, *, w
     absolute = (lambda p: str(Path(p).absolute()) if p is not None and Path(p).exists() else p)  # noqa: E731
     return {"model": model, "data": absolute(data), "data_dir": absolute(data_dir), "weights": absolute(weights),
             "tokenizer": tokenizer if tokenizer == BYTES else absolute(tokenizer), "block_size": block_size,
-            "task": task, "seed": seed, "max_eval_batches": measure.max_eval_batches,
+            "image_size": image_size, "task": task, "seed": seed, "max_eval_batches": measure.max_eval_batches,
             "eval_batch_size": measure.eval_batch_size}
 
 

@@ -315,6 +315,11 @@ def test_photos_of_mixed_sizes_are_resized_by_image_size(tmp_path: Path, capsys:
     results = _results(tmp_path / "b")
     assert results["after"]["params"] < results["before"]["params"]
     assert prunekit.load(tmp_path / "b" / "model")(torch.zeros(1, 3, 16, 20)).shape == (1, 2)
+    recipe = tmp_path / "recipe.yaml"  # NOTE: a recipe's data takes the size too
+    recipe.write_text(f"model: {tmp_path / 'net.py'}:build\ndata: {{name: {tmp_path / 'photos'}, image_size: [16, 20]}}\n"
+                      "stages:\n  - prune: {target: {ratio: 0.5}, finetune: {epochs: 0}}\n  - evaluate: {}\n")
+    _run(["run", str(recipe), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert prunekit.load(tmp_path / "run" / "model")(torch.zeros(1, 3, 16, 20)).shape == (1, 2)
 
 
 def test_image_size_option_parses_n_and_h_by_w() -> None:
