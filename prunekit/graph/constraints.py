@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, replace
 
 from prunekit.graph.groups import ChannelGroup, Member, Role
@@ -110,6 +111,7 @@ class ConstraintStore:
         self._mixed_reads: dict[tuple[str, int], str] = {}  # (tensor, axis) -> why cutting it mixes the rest
         self._pieces: dict[int, tuple[int, int]] = {}  # source split in two -> (first, second) part
         self._parts: set[int] = set()  # the sources made by splitting
+        self._param_axes: dict[int, tuple[ParamDim, ...]] = {}  # param source -> the parameter axes it joins
         # NOTE: asked before channels that meet a fixed-size tensor are frozen: True when the tensor is
         # a per-head bias the running layer selects its heads' rows of (see handlers.bias_heads)
         self.select: Callable[[Tracked], bool] | None = None
@@ -310,7 +312,26 @@ class ConstraintStore:
         layout = self.new_source(dims[0].size, "+".join(f"{d.tensor}[{d.axis}]" for d in dims))
         for d in dims:
             self.use(layout, d.tensor, d.axis, "passive", offset=d.start)
+        self._param_axes[layout.segments[0].source] = dims
         return layout
+
+    def weight_axes(self, layout: Any) -> tuple[ParamDim, ...] | None:
+        """The parameter axes behind ``layout`` when it is one whole parameter source (a weight
+        computed entrywise from parameters and buffers of its shape: ``self.weight * self.mask``),
+        else None."""
+        if not isinstance(layout, Tracked) or len(layout.segments) != 1:
+            return None
+        seg = layout.segments[0]
+        dims = self._param_axes.get(seg.source)
+        if dims is None or seg.start != 0 or seg.length != self.sizes[seg.source] or seg.inner != 1:
+            return None
+        return dims
+
+    def weight_role(self, layout: Tracked, role: Role) -> None:
+        """The parameter axes behind ``layout`` (see :meth:`weight_axes`) read or write channels as a
+        layer's weight does: they take ``role`` (producer, consumer) as well as being passive."""
+        for d in self.weight_axes(layout) or ():
+            self.use(layout, d.tensor, d.axis, role, offset=d.start)
 
     def _equate(self, a: Tracked, b: Tracked, where: str) -> None:
         pieces_a, pieces_b = list(a.segments), list(b.segments)

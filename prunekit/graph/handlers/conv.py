@@ -54,6 +54,9 @@ def _conv(ctx, args, kwargs, out, *, transposed: bool) -> None:  # type: ignore[
     # NOTE: a depthwise weight viewed back to [C, 1, k] (LFM's ``weight.squeeze(1)`` .. ``unsqueeze(1)``)
     # has a new size-1 axis: only its rows are cut
     per_group = isinstance(wd[1], ParamDim) or (depthwise and weight.shape[1] == 1)
+    if groups == 1 and (computed := _computed_weight(ctx, xd[c], wd, bias, in_axis, out_axis)) is not None:
+        result[c] = computed
+        return ctx.set(out, result)
     if not isinstance(wd[0], ParamDim) or not per_group:  # NOTE: e.g. a standardised weight
         if isinstance(xd[c], Tracked):
             ctx.store.freeze(xd[c], f"conv weight is not a parameter in {ctx.where}")
@@ -67,6 +70,23 @@ def _conv(ctx, args, kwargs, out, *, transposed: bool) -> None:  # type: ignore[
     else:
         result[c] = _grouped(ctx, xd[c], wd, bias, groups, out.shape[c], in_axis, out_axis)
     ctx.set(out, result)
+
+
+def _computed_weight(ctx, layout: Dim, wd: list[Dim], bias: Any, in_axis: int,  # type: ignore[no-untyped-def]
+                     out_axis: int) -> Tracked | None:
+    """A dense conv whose weight is computed entrywise from parameters and buffers of its shape
+    (PixelCNN's ``self.weight * self.mask``): its two channel axes are parameter sources (see
+    ``ConstraintStore.weight_axes``), each naming every tensor behind it. The input channels are
+    the in-axis source's, the output channels the out-axis source's, and the tensors behind them
+    are sliced as a conv weight (and mask) would be. None: not that case."""
+    if ctx.store.weight_axes(wd[in_axis]) is None or ctx.store.weight_axes(wd[out_axis]) is None:
+        return None
+    if isinstance(layout, Tracked):
+        ctx.store.unify(layout, wd[in_axis], ctx.where)
+        ctx.store.weight_role(wd[in_axis], "consumer")
+    ctx.store.weight_role(wd[out_axis], "producer")
+    add_bias(ctx, wd[out_axis], bias)
+    return wd[out_axis]
 
 
 def _stored_groups(ctx, groups: int, layout: Dim) -> None:  # type: ignore[no-untyped-def]
