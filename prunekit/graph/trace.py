@@ -78,6 +78,7 @@ class Context:
     # NOTE: settings objects modules hold (``self.args``), by id: (the object, "scope|attribute" first seen)
     holders: dict[int, tuple[Any, str]] = field(default_factory=dict)
     head_counted: set[int] = field(default_factory=set)  # ids of user modules whose stored head count joined heads
+    head_count_names: dict[int, set[str]] = field(default_factory=dict)  # user module id -> attributes joined as counts
     fixed_sizes: dict[tuple[int, int], str] = field(default_factory=dict)
 
     def settle_ties(self, module: nn.Module) -> None:

@@ -193,6 +193,15 @@ def test_a_view_to_the_head_count_times_the_head_size_follows_the_cut() -> None:
     pruned = _half_of_every_group(model, torch.randint(0, 50, (3, 7)), "3.weight:0")
     assert pruned[2].h == 2 and pruned[2].d_k == 8 and pruned[2].linears[0].out_features == 16
 
+
+def test_as_many_heads_as_their_size_are_told_apart_by_the_source() -> None:
+    """8 heads of 8: ``view(n, -1, self.h, self.d_k)`` holds two 8s, and ``self.h * self.d_k`` is 8
+    times 8. The source says which is the count (before, the heads were frozen as ambiguous)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 64), nn.LayerNorm(64), AnnotatedAttention(8, 64), nn.Linear(64, 50)).eval()
+    pruned = _half_of_every_group(model, torch.randint(0, 50, (3, 7)), "3.weight:0")
+    assert pruned[2].h == 4 and pruned[2].d_k == 8 and pruned[2].linears[0].out_features == 32
+
 class MetaAttention(nn.Module):
     """Meta's Llama attention: stored head counts, GQA by ``repeat_interleave``, complex rotary."""
 

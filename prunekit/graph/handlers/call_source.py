@@ -126,6 +126,18 @@ def view_size_attributes(module: Any, count: int | None = None) -> list[str | No
     return [_self_attribute(node) for node in sizes]
 
 
+def view_size_reads(module: Any, count: int) -> list[set[str]] | None:
+    """For each of the ``count`` sizes of the view or reshape the calling code is running, the
+    names of ``module``'s attributes its expression reads (``B * self.cout`` -> ``{"cout"}``); None
+    when the source does not say (see :func:`view_size_attributes`)."""
+    call = _running_call(module)
+    sizes = _size_arguments(call) if call is not None else None
+    if sizes is None or len(sizes) != count:
+        return None
+    return [{name for child in ast.walk(node) if (name := _self_attribute(child)) is not None}  # type: ignore[arg-type]
+            for node in sizes]
+
+
 def call_attributes(module: Any) -> set[str]:
     """The names of ``module``'s attributes (``self.<name>``) that the expression the calling code
     is running reads (``x.split(self.n_embd, dim=2)`` -> ``{"n_embd"}``, ``c != self.num_channels``

@@ -97,7 +97,7 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             at = next(k for k, d in enumerate(layouts) if isinstance(d, Tracked))
             copies = math.prod(x.shape[i] for i in src[:at])  # NOTE: fairseq's view(T, B * self.num_heads, d)
             for j, d in zip(dst, _split_outer(ctx, whole, [out.shape[j] for j in dst], derived, raw, copies,
-                                              channels_first=channels_first)):
+                                              channels_first=channels_first, at=(dst, out.dim()))):
                 result[j] = d
     _tie_sizes_read_elsewhere(ctx, args, kwargs, result, splits)
     _head_count_on_fixed_data(ctx, args, kwargs, result)
@@ -304,9 +304,12 @@ def _count_times_size(ctx, module: Any, scope: str, size: int, layout: Any, j: i
     if not _sizes_its_own(module) or not isinstance(layout, Tracked) or not layout.segments:
         return False
     inner = layout.segments[0].inner
-    if inner <= 1 or any(s.inner != inner for s in layout.segments) or size % inner or size // inner == inner:
+    if inner <= 1 or any(s.inner != inner for s in layout.segments) or size % inner:
         return False
     counts = _written_holding(module, size // inner, j, ndim)
+    if size // inner == inner:  # NOTE: as many heads as their size (8 of 8): the count a split view joined
+        joined = ctx.head_count_names.get(id(module), set())
+        counts = [(a, i) for a, i in counts if a in joined and i is None]
     if len(counts) != 1 or not _attributes_holding(module, inner, j, ndim):
         return False
     units = Tracked(tuple(Segment(s.source, s.start, s.length, 1) for s in layout.segments))
@@ -425,13 +428,15 @@ def _as_written(module: Any, found: list[tuple[str, int | None]], j: int, ndim: 
     the one the calling code's source writes there (``self.head_dim``); for a size written as another
     expression (``self.n_kv * rep``), those the call does not write at its other sizes. All of them
     when the source does not tell them apart."""
-    from prunekit.graph.handlers.call_source import view_size_attributes
+    from prunekit.graph.handlers.call_source import view_size_attributes, view_size_reads
 
-    written = view_size_attributes(module, ndim)
-    if written is None:
+    written, reads = view_size_attributes(module, ndim), view_size_reads(module, ndim)
+    if written is None or reads is None:
         return found
     if written[j] is not None:
         chosen = [(attr, index) for attr, index in found if attr == written[j] and index is None]
+    elif reads[j]:  # NOTE: an expression reading some of them (``B * self.cout``): one of those
+        chosen = [(attr, index) for attr, index in found if attr in reads[j] and index is None]
     else:
         chosen = [(attr, index) for attr, index in found if attr not in written]
     return chosen or found
@@ -605,7 +610,8 @@ def _requested(args: tuple[Any, ...], kwargs: dict[str, Any], func: str, ndim: i
 
 
 def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  # type: ignore[no-untyped-def]
-                 raw: list[Any] | None = None, copies: int = 1, *, channels_first: bool = False) -> list[Dim]:
+                 raw: list[Any] | None = None, copies: int = 1, *, channels_first: bool = False,
+                 at: tuple[list[int], int] | None = None) -> list[Dim]:
     """Layouts of the dims a channel dim is split into (``view(B, N, H, d)``).
 
     ``[C*f] -> [C, f]`` undoes a flatten (channels stay on the outer dim). Otherwise the last dim is
@@ -617,6 +623,7 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  #
     a user module holds it (``_user_head_count``); elsewhere it freezes the channels. ``raw``:
     the sizes as asked for (ints computed from widths are told apart), where known. ``copies``: the
     layout is that many copies of its channels (a batch merged in front: ``B * self.num_heads``).
+    ``at``: where ``sizes`` sit among the view's sizes (their positions, and how many there are).
     """
     rest: list[Dim] = [None] * (len(sizes) - 1)
     factor = math.prod(sizes[1:])
@@ -638,7 +645,8 @@ def _split_outer(ctx, layout: Tracked, sizes: list[int], derived: list[bool],  #
     if heads is None:
         ctx.store.freeze(layout, f"channels split into several dims by {ctx.where}")
         return [None] * len(sizes)
-    if not derived[-3 if inside else -2] and not _user_head_count(ctx, heads, sizes, raw, inside, copies):
+    count_at = (at[0][-3 if inside else -2], at[1]) if at is not None and len(at[0]) == len(sizes) else None
+    if not derived[-3 if inside else -2] and not _user_head_count(ctx, heads, sizes, raw, inside, copies, count_at):
         return [None] * len(sizes)
     if ctx.module is not None:
         ctx.heads.setdefault(id(ctx.module), []).append(heads)
@@ -757,11 +765,11 @@ def _in_user_module(ctx) -> bool:  # type: ignore[no-untyped-def]
 
 
 def _user_head_count(ctx, heads: Tracked, sizes: list[int], raw: list[Any] | None,  # type: ignore[no-untyped-def]
-                     inside: bool, copies: int = 1) -> bool:
+                     inside: bool, copies: int = 1, count_at: tuple[int, int] | None = None) -> bool:
     """True when the heads' count follows the cut (see ``user_modules.join_head_count``)."""
     from prunekit.graph.handlers.user_modules import join_head_count
 
-    return join_head_count(ctx, heads, sizes, raw, inside, copies)
+    return join_head_count(ctx, heads, sizes, raw, inside, copies, count_at)
 
 
 def _parts_inside_heads(ctx, sizes: list[int]) -> bool:  # type: ignore[no-untyped-def]

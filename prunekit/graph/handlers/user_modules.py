@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from prunekit.graph.constraints import Tracked
-from prunekit.graph.handlers.call_source import call_attributes
+from prunekit.graph.handlers.call_source import call_attributes, view_size_attributes
 from prunekit.graph.handlers.common import slice_layout
 from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS, SIZE_TIES_KEPT, calling_module, size_attribute, unrepeat
 from prunekit.graph.registry import refresh_for
@@ -46,7 +46,7 @@ def _head_counts(module: nn.Module) -> list[str]:
             if type(v) is int and v > 1 and "head" in n.lower() and not any(w in n.lower() for w in _NOT_COUNTS)]
 
 
-def head_count_attribute(ctx: Any, count: Any) -> str | None:
+def head_count_attribute(ctx: Any, count: Any, count_at: tuple[int, int] | None = None) -> str | None:
     """The size attribute of a user module's stored head count ``count`` (an int the view was given
     as is): the one int attribute that holds it; of several, the one the view's source writes (Meta's
     Llama with as many key/value heads as heads keeps ``n_heads`` and ``n_kv_heads`` both 8, and each
@@ -57,6 +57,10 @@ def head_count_attribute(ctx: Any, count: Any) -> str | None:
         return None
     module, scope = found
     names = [n for n in _ints(module, count) if not any(w in n.lower() for w in _NOT_COUNTS)]
+    if len(names) > 1 and count_at is not None:  # NOTE: the one written at the count's place (``self.h``)
+        source = view_size_attributes(module, count_at[1])
+        if source is not None and source[count_at[0]] in names:
+            names = [source[count_at[0]]]  # type: ignore[list-item]
     if len(names) > 1:
         written = [n for n in names if n in call_attributes(module)]
         names = written if len(written) == 1 else names
@@ -66,13 +70,14 @@ def head_count_attribute(ctx: Any, count: Any) -> str | None:
 
 
 def join_head_count(ctx: Any, heads: Tracked, sizes: list[int], raw: list[Any] | None, inside: bool,
-                    copies: int = 1) -> bool:
+                    copies: int = 1, count_at: tuple[int, int] | None = None) -> bool:
     """A view splits channels into ``heads`` at a constant count (``sizes``; ``raw`` as asked for;
     ``inside``: the count comes before the part dim, ``[H, 3, d]``). In a user's module the attribute
     holding that count joins the heads (of one chunk: q of a fused q|k|v), so ``apply`` rewrites it;
     where no one attribute holds it the heads are frozen and False returned. True: not a user module.
     ``copies``: ``heads`` is that many copies of the heads (fairseq's ``view(T, B * self.num_heads,
-    d)``): the count asked for is ``copies`` times the stored one, which counts one copy."""
+    d)``): the count asked for is ``copies`` times the stored one, which counts one copy. ``count_at``:
+    the count's position among the view's sizes, and their number (to read the source there)."""
     found = user_module(ctx)
     if found is None:
         return True
@@ -83,7 +88,7 @@ def join_head_count(ctx: Any, heads: Tracked, sizes: list[int], raw: list[Any] |
         heads = unrepeat(heads, copies) or heads
     if sizes[at] == 1 and sum(s.length for s in heads.segments) == 1:
         return True  # NOTE: one head (multi-query attention's key/value head): no count to rewrite, never cut below one
-    attr = head_count_attribute(ctx, count)
+    attr = head_count_attribute(ctx, count, count_at)
     if attr is None:
         ctx.store.freeze(heads, f"channels split into several dims (heads) by {ctx.where} with a constant head "
                                 f"count that no one attribute of the module holds (write -1 for it, or keep it "
@@ -95,6 +100,7 @@ def join_head_count(ctx: Any, heads: Tracked, sizes: list[int], raw: list[Any] |
         chunk = heads
     ctx.store.use(chunk, attr, 0, "passive")
     ctx.head_counted.add(id(found[0]))  # NOTE: a count named otherwise (``self.h``) is a head count from now on
+    ctx.head_count_names.setdefault(id(found[0]), set()).add(attr.split("|")[1])
     return True
 
 
