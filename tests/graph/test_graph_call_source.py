@@ -227,3 +227,35 @@ def test_a_width_check_groups_and_a_zeros_size_read_the_attribute_the_code_names
     proj = next(g for g in graph.groups if any(m.tensor == "proj.weight" and m.axis == 0 for m in g.members))
     assert stem.prunable and proj.prunable, (stem.reasons, proj.reasons)
     assert (pruned.channels, pruned.hidden, pruned.classes) == (8, 8, 16)
+
+
+class ExpandedGQA(nn.Module):
+    """HF's repeat_kv written inline, no repeat count stored: ``reshape(b, self.n_kv * rep, s, self.hd)``
+    with 8 heads of 8 (the product reads ``n_kv``, which holds 2: the 8 is not ``hd``, written beside it)."""
+
+    def __init__(self, dim: int = 64, n_heads: int = 8, n_kv: int = 2) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv, self.hd = n_heads, n_kv, dim // n_heads
+        self.emb = nn.Embedding(50, dim)
+        self.q, self.k = nn.Linear(dim, dim, bias=False), nn.Linear(dim, n_kv * self.hd, bias=False)
+        self.v, self.o = nn.Linear(dim, n_kv * self.hd, bias=False), nn.Linear(dim, dim, bias=False)
+        self.head = nn.Linear(dim, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.emb(ids)
+        b, s, _ = x.shape
+        q = self.q(x).view(b, s, self.n_heads, self.hd).transpose(1, 2)
+        k = self.k(x).view(b, s, self.n_kv, self.hd).transpose(1, 2)
+        v = self.v(x).view(b, s, self.n_kv, self.hd).transpose(1, 2)
+        rep = self.n_heads // self.n_kv
+        k = k[:, :, None].expand(b, self.n_kv, rep, s, self.hd).reshape(b, self.n_kv * rep, s, self.hd)
+        v = v[:, :, None].expand(b, self.n_kv, rep, s, self.hd).reshape(b, self.n_kv * rep, s, self.hd)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.head(x + self.o(y.transpose(1, 2).reshape(b, s, -1)))
+
+
+def test_a_size_written_as_a_product_of_other_attributes_is_not_the_one_beside_it() -> None:
+    graph, pruned = _cut(ExpandedGQA(), IDS)
+    heads = next(g for g in graph.groups if any(m.tensor == "o.weight" and m.axis == 1 for m in g.members))
+    assert heads.prunable, heads.reasons
+    assert (pruned.n_heads, pruned.n_kv, pruned.hd) == (4, 1, 8)

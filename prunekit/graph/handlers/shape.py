@@ -434,12 +434,11 @@ def _as_written(module: Any, found: list[tuple[str, int | None]], j: int, ndim: 
     if written is None or reads is None:
         return found
     if written[j] is not None:
-        chosen = [(attr, index) for attr, index in found if attr == written[j] and index is None]
-    elif reads[j]:  # NOTE: an expression reading some of them (``B * self.cout``): one of those
-        chosen = [(attr, index) for attr, index in found if attr in reads[j] and index is None]
-    else:
-        chosen = [(attr, index) for attr, index in found if attr not in written]
-    return chosen or found
+        return [(attr, index) for attr, index in found if attr == written[j] and index is None] or found
+    # NOTE: an expression reading some of them (``B * self.cout``): one of those; else those the call
+    # does not write at its other sizes (``self.n_kv * rep`` beside ``self.head_dim``)
+    chosen = [(attr, index) for attr, index in found if attr in reads[j] and index is None]
+    return chosen or [(attr, index) for attr, index in found if attr not in written] or found
 
 
 def _attributes_holding(module: Any, size: int, j: int, ndim: int) -> list[tuple[str, int | None]]:
