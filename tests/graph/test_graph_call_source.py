@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _half_cut import cut_half
 from prunekit.graph import DependencyGraph
 from prunekit.importance import score
 from prunekit.measure import count_macs
@@ -67,22 +68,12 @@ class TinyLM(nn.Module):
         return self.head(x)
 
 
-def _cut(model: nn.Module, x: torch.Tensor):  # type: ignore[no-untyped-def]
-    """Half of every group (exact widths), verified by ``apply``; the graph and the pruned model."""
-    model.eval()
-    graph = DependencyGraph.trace(model, x)
-    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
-    pruned = apply(model, graph, plan, example_inputs=x)
-    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
-    return graph, pruned
-
-
 def _query_heads(graph: DependencyGraph, layer: int):  # type: ignore[no-untyped-def]
     return next(g for g in graph.groups if any(m.tensor == f"attn.{layer}.wo.weight" and m.axis == 1 for m in g.members))
 
 
 def test_as_many_key_value_heads_as_heads_are_cut_with_both_counts_rewritten() -> None:
-    graph, pruned = _cut(TinyLM(n_heads=8, n_kv_heads=8), IDS)
+    graph, pruned = cut_half(TinyLM(n_heads=8, n_kv_heads=8), IDS)
     assert _query_heads(graph, 0).prunable
     attn = pruned.attn[0]
     assert (attn.n_heads, attn.n_kv_heads, attn.n_rep, attn.head_dim) == (4, 4, 1, 8)
@@ -91,7 +82,7 @@ def test_as_many_key_value_heads_as_heads_are_cut_with_both_counts_rewritten() -
 
 def test_as_many_heads_as_head_size_are_cut_through_expand_and_reshape() -> None:
     """8 heads of 8, 2 key/value heads: the reshape's ``self.n_kv_heads * rep`` is not ``head_dim``."""
-    graph, pruned = _cut(TinyLM(n_heads=8, n_kv_heads=2, expand=True), IDS)
+    graph, pruned = cut_half(TinyLM(n_heads=8, n_kv_heads=2, expand=True), IDS)
     assert _query_heads(graph, 0).prunable
     attn = pruned.attn[0]
     assert (attn.n_heads, attn.n_kv_heads, attn.head_dim) == (4, 1, 8)
@@ -100,7 +91,7 @@ def test_as_many_heads_as_head_size_are_cut_through_expand_and_reshape() -> None
 def test_multi_query_attention_by_hand_cuts_query_heads_and_its_repeat_count() -> None:
     """One key/value head repeated ``self.n_rep`` times: the query heads are cut one by one, the
     repeat count follows them, the key/value head stays."""
-    graph, pruned = _cut(TinyLM(n_heads=4, n_kv_heads=1), IDS)
+    graph, pruned = cut_half(TinyLM(n_heads=4, n_kv_heads=1), IDS)
     assert _query_heads(graph, 0).prunable
     attn = pruned.attn[0]
     assert (attn.n_heads, attn.n_kv_heads, attn.n_rep, attn.head_dim) == (2, 1, 2, 16)
@@ -109,7 +100,7 @@ def test_multi_query_attention_by_hand_cuts_query_heads_and_its_repeat_count() -
 
 def test_multi_query_attention_expanded_by_a_local_count_cuts_query_heads() -> None:
     """HF's ``expand(b, 1, rep, s, d)`` with ``rep = self.n_heads // self.n_kv_heads``, 8 heads of 8."""
-    graph, pruned = _cut(TinyLM(n_heads=8, n_kv_heads=1, expand=True), IDS)
+    graph, pruned = cut_half(TinyLM(n_heads=8, n_kv_heads=1, expand=True), IDS)
     assert _query_heads(graph, 0).prunable
     attn = pruned.attn[0]
     assert (attn.n_heads, attn.n_kv_heads, attn.head_dim) == (4, 1, 8)
@@ -222,7 +213,7 @@ class Ambiguities(nn.Module):
 
 def test_a_width_check_groups_and_a_zeros_size_read_the_attribute_the_code_names() -> None:
     model, x = Ambiguities().eval(), torch.randn(2, 3, 6, 6)
-    graph, pruned = _cut(model, x)
+    graph, pruned = cut_half(model, x)
     stem = next(g for g in graph.groups if any(m.tensor == "stem.weight" and m.axis == 0 for m in g.members))
     proj = next(g for g in graph.groups if any(m.tensor == "proj.weight" and m.axis == 0 for m in g.members))
     assert stem.prunable and proj.prunable, (stem.reasons, proj.reasons)
@@ -255,7 +246,7 @@ class ExpandedGQA(nn.Module):
 
 
 def test_a_size_written_as_a_product_of_other_attributes_is_not_the_one_beside_it() -> None:
-    graph, pruned = _cut(ExpandedGQA(), IDS)
+    graph, pruned = cut_half(ExpandedGQA(), IDS)
     heads = next(g for g in graph.groups if any(m.tensor == "o.weight" and m.axis == 1 for m in g.members))
     assert heads.prunable, heads.reasons
     assert (pruned.n_heads, pruned.n_kv, pruned.hd) == (4, 1, 8)

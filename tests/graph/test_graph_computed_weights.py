@@ -13,10 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import prunekit
-from prunekit.graph import DependencyGraph
-from prunekit.importance import score
-from prunekit.structured import allocate, apply
-from prunekit.structured.apply import mask
+from _half_cut import cut_half
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -66,19 +63,10 @@ class MADE(nn.Module):
         return self.out(F.relu(self.l2(F.relu(self.l1(x)))))
 
 
-def _cut(model: nn.Module, x: torch.Tensor) -> tuple[DependencyGraph, nn.Module]:
-    model.eval()
-    graph = DependencyGraph.trace(model, x)
-    plan = allocate(graph, score(graph, model, "l2"), 0.5, round_to=1)
-    pruned = apply(model, graph, plan, example_inputs=x)
-    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
-    return graph, pruned
-
-
 def test_masked_convolution_is_cut_with_its_mask(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model, x = PixelCNN(), torch.randn(2, 1, 8, 8)
-    graph, pruned = _cut(model, x)
+    graph, pruned = cut_half(model, x)
     first = next(g for g in graph.groups if any(m.tensor == "net.0.weight" and m.axis == 0 for m in g.members))
     assert first.prunable and {m.tensor for m in first.members} >= {"net.0.weight", "net.0.mask", "net.2.weight"}
     assert pruned.net[0].weight.shape == pruned.net[0].mask.shape == (8, 1, 5, 5)
@@ -90,7 +78,7 @@ def test_masked_convolution_is_cut_with_its_mask(tmp_path: Path) -> None:
 def test_masked_linear_keeps_the_autoregressive_masks() -> None:
     torch.manual_seed(0)
     model, x = MADE(), torch.randn(3, 6)
-    _, pruned = _cut(model, x)
+    _, pruned = cut_half(model, x)
     assert pruned.l1.mask.shape == pruned.l1.weight.shape == (12, 6) and pruned.out.weight.shape == (6, 12)
     # NOTE: output i still depends on inputs before i only: the kept masks are the old ones' rows/columns
     jac = torch.autograd.functional.jacobian(lambda v: pruned(v[None])[0], torch.randn(6))
