@@ -356,3 +356,33 @@ def test_blocks_of_a_stored_size_are_cut_alike_and_the_size_follows(tmp_path) ->
     assert (pruned.M, pruned.c) == (2, 8) and pruned.select.out_channels == 16
     loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m", original=model), model=SelectiveKernel())
     torch.testing.assert_close(loaded(x), pruned(x))
+
+
+class MemoryAttention(nn.Module):
+    """Transformer-XL's shape: a memory of zeros ``new_zeros(B, self.mem, self.d)`` before the tokens,
+    attention over both, and ``reshape(B, T, self.d)`` of its heads. One attribute sizes two widths
+    (the residual stream and the attention's), so both are cut alike."""
+
+    def __init__(self, d: int = 32, h: int = 4, mem: int = 5) -> None:
+        super().__init__()
+        self.d, self.h, self.mem = d, h, mem
+        self.emb = nn.Embedding(50, d)
+        self.qkv, self.o, self.head = nn.Linear(d, 3 * d), nn.Linear(d, d), nn.Linear(d, 50)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.emb(ids)
+        B, T, _ = x.shape
+        q, k, v = self.qkv(torch.cat([x.new_zeros(B, self.mem, self.d), x], 1)).chunk(3, -1)
+        q, k, v = (t.view(B, -1, self.h, self.d // self.h).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q[:, :, -T:], k, v)
+        return self.head(x + self.o(y.transpose(1, 2).reshape(B, T, self.d)))
+
+
+def test_one_attribute_sizing_two_widths_cuts_them_alike() -> None:
+    """Before, ``self.d`` joined two layouts that did not line up and every channel was kept."""
+    torch.manual_seed(0)
+    model, ids = MemoryAttention().eval(), torch.randint(0, 50, (2, 7))
+    graph, _, pruned = _cut(model, ids)
+    assert not _frozen(graph, "emb.weight") and not _frozen(graph, "o.weight")
+    assert pruned.d == 16 and pruned.emb.embedding_dim == 16 and pruned.o.in_features == 16
+    assert pruned(torch.randint(0, 50, (1, 4))).shape == (1, 4, 50)

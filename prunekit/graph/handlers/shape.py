@@ -279,7 +279,10 @@ def _stored_size(ctx, args, kwargs, j: int, d: Dim, copies: int = 1) -> Dim:  # 
     owner = f"'{scope}'" if scope else "the root module"
     if len(found) == 1:
         attr, index = found[0]
-        ctx.store.use(layout, size_attribute(scope, attr, index), 0, "passive")
+        if isinstance(layout, Tracked) and index is None:  # NOTE: every layout one int sizes is cut alike
+            join_size(ctx, module, size, size_attribute(scope, attr, index), layout)
+        else:
+            ctx.store.use(layout, size_attribute(scope, attr, index), 0, "passive")
         return layout
     if not found and _count_times_size(ctx, module, scope, size, layout, j, len(sizes)):
         return layout
@@ -1610,7 +1613,10 @@ def _stored_uniform_size(ctx, size: Any, j: int, ndim: int) -> Tracked | None:  
         return None
     attr, index = found[0]
     layout = ctx.store.new_source(size, f"{scope}.{attr}" if scope else attr)
-    ctx.store.use(layout, size_attribute(scope, attr, index), 0, "passive")
+    if index is None:
+        join_size(ctx, module, size, size_attribute(scope, attr, index), layout)
+    else:
+        ctx.store.use(layout, size_attribute(scope, attr, index), 0, "passive")
     return layout
 
 
