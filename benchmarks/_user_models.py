@@ -1369,6 +1369,229 @@ class BiFPN(nn.Module):
         return self.head(F.silu(o))
 
 
+class GQAAttn(nn.Module):
+    """HF-style repeat_kv with expand+reshape; n_kv_heads < n_heads; SDPA is_causal."""
+    def __init__(self, dim=64, n_heads=8, n_kv=2):
+        super().__init__()
+        self.n_heads, self.n_kv, self.hd = n_heads, n_kv, dim // n_heads
+        self.q = nn.Linear(dim, n_heads * self.hd, bias=False)
+        self.k = nn.Linear(dim, n_kv * self.hd, bias=False)
+        self.v = nn.Linear(dim, n_kv * self.hd, bias=False)
+        self.o = nn.Linear(n_heads * self.hd, dim, bias=False)
+
+    def forward(self, x):
+        b, s, _ = x.shape
+        q = self.q(x).view(b, s, self.n_heads, self.hd).transpose(1, 2)
+        k = self.k(x).view(b, s, self.n_kv, self.hd).transpose(1, 2)
+        v = self.v(x).view(b, s, self.n_kv, self.hd).transpose(1, 2)
+        rep = self.n_heads // self.n_kv
+        k = k[:, :, None].expand(b, self.n_kv, rep, s, self.hd).reshape(b, self.n_kv * rep, s, self.hd)
+        v = v[:, :, None].expand(b, self.n_kv, rep, s, self.hd).reshape(b, self.n_kv * rep, s, self.hd)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o(y.transpose(1, 2).reshape(b, s, -1))
+
+
+class GQALM(nn.Module):
+    """A Llama-style LM with grouped-query attention written as HF does (expand + reshape), 8 heads of 8."""
+    def __init__(self, n_kv=2):
+        super().__init__()
+        self.emb = nn.Embedding(100, 64)
+        self.blocks = nn.ModuleList()
+        for _ in range(2):
+            self.blocks.append(nn.ModuleDict(dict(n1=nn.LayerNorm(64), attn=GQAAttn(n_kv=n_kv), n2=nn.LayerNorm(64),
+                                                  w12=nn.Linear(64, 256, bias=False), w3=nn.Linear(128, 64, bias=False))))
+        self.head = nn.Linear(64, 100)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        for b in self.blocks:
+            x = x + b["attn"](b["n1"](x))
+            a, g = b["w12"](b["n2"](x)).chunk(2, dim=-1)
+            x = x + b["w3"](F.silu(a) * g)
+        return self.head(x)
+
+
+class MQALM(GQALM):
+    """The same with one key/value head (multi-query attention)."""
+    def __init__(self):
+        super().__init__(n_kv=1)
+
+
+class SKConv(nn.Module):
+    """Selective kernel: M branches, fuse by sum, softmax over branches via view(b, M, C, 1, 1)."""
+    def __init__(self, c=32, M=2):
+        super().__init__()
+        self.M, self.c = M, c
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.branches = nn.ModuleList(nn.Sequential(nn.Conv2d(c, c, 3, padding=1 + i, dilation=1 + i, groups=4),
+                                                    nn.BatchNorm2d(c), nn.ReLU()) for i in range(M))
+        self.fcz = nn.Sequential(nn.Conv2d(c, 16, 1), nn.ReLU())
+        self.fcs = nn.Conv2d(16, c * M, 1)
+        self.fc = nn.Linear(c, 10)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        feats = torch.stack([b(x) for b in self.branches], 1)  # b M c h w
+        u = feats.sum(1)
+        z = self.fcz(F.adaptive_avg_pool2d(u, 1))
+        a = self.fcs(z).view(x.size(0), self.M, self.c, 1, 1).softmax(1)
+        return self.fc((feats * a).sum(1).mean((2, 3)))
+
+
+class BilinearNet(nn.Module):
+    """nn.Bilinear between two encoded inputs."""
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(10, 24), nn.Linear(6, 16)
+        self.bil = nn.Bilinear(24, 16, 20)
+        self.out = nn.Linear(20, 2)
+
+    def forward(self, x, y):
+        return self.out(F.relu(self.bil(F.relu(self.a(x)), F.relu(self.b(y)))))
+
+
+class SpectralConv2d(nn.Module):
+    """A Fourier neural operator's spectral layer: complex weights on the lowest modes of rfft2."""
+    def __init__(self, cin, cout, m1, m2):
+        super().__init__()
+        self.m1, self.m2, self.cout = m1, m2, cout
+        scale = 1 / (cin * cout)
+        self.w1 = nn.Parameter(scale * torch.rand(cin, cout, m1, m2, dtype=torch.cfloat))
+        self.w2 = nn.Parameter(scale * torch.rand(cin, cout, m1, m2, dtype=torch.cfloat))
+
+    def forward(self, x):
+        B = x.shape[0]
+        x_ft = torch.fft.rfft2(x)
+        out_ft = torch.zeros(B, self.cout, x.size(-2), x.size(-1) // 2 + 1, dtype=torch.cfloat)
+        out_ft[:, :, :self.m1, :self.m2] = torch.einsum("bixy,ioxy->boxy", x_ft[:, :, :self.m1, :self.m2], self.w1)
+        out_ft[:, :, -self.m1:, :self.m2] = torch.einsum("bixy,ioxy->boxy", x_ft[:, :, -self.m1:, :self.m2], self.w2)
+        return torch.fft.irfft2(out_ft, s=(x.size(-2), x.size(-1)))
+
+
+class FNO(nn.Module):
+    def __init__(self, width=16):
+        super().__init__()
+        self.p = nn.Linear(3, width)
+        self.convs = nn.ModuleList(SpectralConv2d(width, width, 4, 4) for _ in range(2))
+        self.ws = nn.ModuleList(nn.Conv2d(width, width, 1) for _ in range(2))
+        self.q = nn.Sequential(nn.Linear(width, 32), nn.GELU(), nn.Linear(32, 1))
+
+    def forward(self, x):
+        x = self.p(x).permute(0, 3, 1, 2)
+        for c, w in zip(self.convs, self.ws):
+            x = F.gelu(c(x) + w(x))
+        return self.q(x.permute(0, 2, 3, 1))
+
+
+class CRNN(nn.Module):
+    """OCR: conv features pooled to height 1, squeezed and permuted to a sequence, BiLSTM, per-step logits."""
+    def __init__(self, classes=20):
+        super().__init__()
+        self.cnn = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d((2, 1)),
+                                 nn.Conv2d(32, 48, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d((1, None)))
+        self.rnn = nn.LSTM(48, 32, bidirectional=True)
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        f = self.cnn(x).squeeze(2).permute(2, 0, 1)  # T, B, C
+        y, _ = self.rnn(f)
+        return self.fc(y).log_softmax(-1)
+
+
+class MaskedConv2d(nn.Conv2d):
+    """PixelCNN's masked convolution: F.conv2d(x, self.weight * self.mask)."""
+    def __init__(self, mask_type, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("mask", torch.ones_like(self.weight))
+        _, _, kh, kw = self.weight.shape
+        self.mask[:, :, kh // 2, kw // 2 + (mask_type == "B"):] = 0
+        self.mask[:, :, kh // 2 + 1:] = 0
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding)
+
+
+class PixelCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(MaskedConv2d("A", 1, 32, 7, padding=3), nn.ReLU(),
+                                 MaskedConv2d("B", 32, 32, 3, padding=1), nn.ReLU(),
+                                 MaskedConv2d("B", 32, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 256, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class ModConv(nn.Module):
+    """StyleGAN2's modulated conv: weight scaled per sample, demodulated, grouped conv with groups=B."""
+    def __init__(self, cin, cout, wdim=16):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3))
+        self.affine = nn.Linear(wdim, cin)
+        self.cin, self.cout = cin, cout
+
+    def forward(self, x, w):
+        B, C, H, W = x.shape
+        s = self.affine(w) + 1
+        weight = self.weight[None] * s[:, None, :, None, None]
+        d = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)
+        weight = weight * d[:, :, None, None, None]
+        x = x.reshape(1, B * C, H, W)
+        out = F.conv2d(x, weight.reshape(B * self.cout, C, 3, 3), padding=1, groups=B)
+        return out.reshape(B, self.cout, H, W)
+
+
+class StyleGen(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mapping = nn.Sequential(nn.Linear(16, 16), nn.LeakyReLU(0.2), nn.Linear(16, 16))
+        self.const = nn.Parameter(torch.randn(1, 32, 4, 4))
+        self.c1, self.c2 = ModConv(32, 32), ModConv(32, 16)
+        self.to_rgb = nn.Conv2d(16, 3, 1)
+
+    def forward(self, z):
+        w = self.mapping(z)
+        x = self.const.repeat(z.shape[0], 1, 1, 1)
+        x = F.leaky_relu(self.c1(x, w), 0.2)
+        x = F.interpolate(x, scale_factor=2)
+        x = F.leaky_relu(self.c2(x, w), 0.2)
+        return self.to_rgb(x)
+
+
+class MAB(nn.Module):
+    def __init__(self, d, h):
+        super().__init__()
+        self.h = h
+        self.q, self.k, self.v, self.o = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+
+    def forward(self, X, Y):
+        Q, K, V = self.q(X), self.k(Y), self.v(Y)
+        ds = Q.shape[-1] // self.h
+        Q_, K_, V_ = (torch.cat(t.split(ds, 2), 0) for t in (Q, K, V))
+        A = torch.softmax(Q_.bmm(K_.transpose(1, 2)) / math.sqrt(Q.shape[-1]), 2)
+        out = torch.cat((Q_ + A.bmm(V_)).split(Q.size(0), 0), 2)
+        return out + F.relu(self.o(out))
+
+
+class SetTransformer(nn.Module):
+    """ISAB / PMA from the Set Transformer code: heads split with split(ds, 2) and cat along the batch."""
+    def __init__(self, d=32, h=4):
+        super().__init__()
+        self.inp = nn.Linear(3, d)
+        self.I = nn.Parameter(torch.randn(1, 8, d) * 0.1)
+        self.mab0, self.mab1 = MAB(d, h), MAB(d, h)
+        self.S = nn.Parameter(torch.randn(1, 1, d) * 0.1)
+        self.pma = MAB(d, h)
+        self.out = nn.Linear(d, 2)
+
+    def forward(self, x):
+        x = self.inp(x)
+        Hh = self.mab0(self.I.repeat(x.size(0), 1, 1), x)
+        x = self.mab1(x, Hh)
+        return self.out(self.pma(self.S.repeat(x.size(0), 1, 1), x).squeeze(1))
+
+
 EDGES = torch.tensor([[0, 1, 2, 3, 4, 5, 1], [1, 2, 3, 4, 5, 0, 3]])  # a small graph's edge list
 
 
@@ -1453,4 +1676,17 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], Callable[[], Any], Callable[[], An
                          lambda: {"image": _image(2, 3, 10, 6), "meta": _image(2, 4)}),
     "TorchScript submodule": (WithScripted, lambda: _image(1, 3, 12, 12), lambda: _image(2, 3, 10, 14)),
     "BiFPN (weighted fusion)": (BiFPN, lambda: _image(1, 3, 32, 32), lambda: _image(2, 3, 64, 48)),
+    "Meta's Llama code, kv heads = heads": (lambda: Llama(n_heads=8, n_kv_heads=8), lambda: _ids(256, 1, 32),
+                                            lambda: _ids(256, 2, 17)),
+    "Meta's Llama code, one kv head (MQA)": (lambda: Llama(n_heads=8, n_kv_heads=1), lambda: _ids(256, 1, 32),
+                                             lambda: _ids(256, 2, 17)),
+    "GQA by expand + reshape, 8 heads of 8": (GQALM, lambda: _ids(100, 1, 12), lambda: _ids(100, 2, 7)),
+    "MQA by expand + reshape": (MQALM, lambda: _ids(100, 1, 12), lambda: _ids(100, 2, 7)),
+    "SKNet (view(B, self.M, self.c, 1, 1))": (SKConv, lambda: _image(1, 3, 12, 12), lambda: _image(2, 3, 8, 10)),
+    "nn.Bilinear": (BilinearNet, lambda: (_image(3, 10), _image(3, 6)), lambda: (_image(5, 10), _image(5, 6))),
+    "FNO (complex spectral weights)": (FNO, lambda: _image(1, 16, 16, 3), lambda: _image(2, 12, 20, 3)),
+    "CRNN (conv to BiLSTM)": (CRNN, lambda: _image(1, 1, 16, 40), lambda: _image(2, 1, 16, 24)),
+    "PixelCNN (weight * mask)": (PixelCNN, lambda: _image(1, 1, 8, 8), lambda: _image(2, 1, 6, 10)),
+    "StyleGAN2 modulated conv": (StyleGen, lambda: _image(2, 16), lambda: _image(3, 16)),
+    "Set Transformer (heads by split and cat)": (SetTransformer, lambda: _image(2, 7, 3), lambda: _image(3, 5, 3)),
 }

@@ -16,7 +16,10 @@ MBConv, a spatial transformer, a VAE, WaveNet, a deformable conv, Swin written o
 encoder, DLRM, raw-parameter layers, a DCGAN generator, a temporal shift, GhostNet, MixConv, an
 orthogonal parametrization; then attention written BLOOM-, fairseq- and Annotated-Transformer style,
 packed sequences, a diffusion U-Net, a VQ-VAE, a batch dict input, a TorchScript submodule, BiFPN;
-random init) is pruned at ratio 0.5 with its outputs kept:
+then Meta's Llama code with as many key/value heads as heads and with one, grouped- and multi-query
+attention by expand and reshape with 8 heads of 8, SKNet, nn.Bilinear, a Fourier neural operator, a
+CRNN, PixelCNN's masked convs, StyleGAN2's modulated conv, the Set Transformer; random init) is pruned
+at ratio 0.5 with its outputs kept:
 
 - prunekit: the default path, ``StructuredPruner({"ratio": 0.5}).fit_transform`` (verified against
   the masked model); then the pruned model runs on an input of other sizes, and ``prunekit.save``
