@@ -26,7 +26,7 @@ from prunekit import data as datasets
 from prunekit import models
 from prunekit.data import DataSplits, Loaders
 from prunekit.errors import ConfigError, DataError, MissingDependencyError, PrunekitError
-from prunekit.io import MANIFEST_FILE, MODEL_DIR, WEIGHTS_FILE, read_manifest, save, save_json
+from prunekit.io import MANIFEST_FILE, MODEL_DIR, WEIGHTS_FILE, read_manifest, save, save_json, save_weights
 from prunekit.io import model_folder as io_model_folder
 from prunekit.measure import Profile, profile
 from prunekit.measure.latency import DEFAULT_BACKENDS
@@ -296,33 +296,47 @@ def load_model(spec: str, *, num_classes: int | None = None, in_channels: int | 
 def source_architecture(spec: str, splits: Any = None,
                         in_channels: int | None = None) -> dict[str, Any]:
     """What rebuilding the dense model needs (``prunekit.models.create(**architecture)``): a saved
-    folder's own record, else the registry name sized for the data."""
+    folder's own record (without the dense weights it names), else the registry name sized for the data."""
     if is_saved_folder(spec):
         source = read_manifest(Path(model_folder(spec))).source or {}
-        return {"model": source.get("spec"), **dict(source.get("kwargs") or {})}
+        kwargs = {k: v for k, v in dict(source.get("kwargs") or {}).items() if k != "weights"}
+        return {"model": source.get("spec"), **kwargs}
     if splits is not None:
         return {"model": spec, **sizes_of(splits)}
     return {"model": spec, **({"in_channels": in_channels} if in_channels is not None else {})}
 
 
+BASELINE_FILE = "baseline.safetensors"  # the dense weights a run trained itself, beside its model/
+
+
 def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str, *, splits: Any = None,
                 in_channels: int | None = None, task: str | None = None, transforms: Sequence[Any] = (),
-                sparse: bool = False) -> dict[str, str]:
+                sparse: bool = False, dense: nn.Module | str | None = None) -> dict[str, str]:
     """Save ``net`` as ``out/model/`` (one format: ``prunekit.load`` and ``--model OUT`` read it).
 
     The manifest names the dense source ``spec`` sized for the data (a saved folder passes on its
-    own source and earlier transforms), then ``transforms`` in the order applied.
+    own source and earlier transforms), then ``transforms`` in the order applied. ``dense``: the
+    dense model's trained weights (a file, or the dense module, written as ``out/baseline.safetensors``),
+    recorded in the source, so the comparisons that rebuild the dense model (``quantize``, ``export``)
+    score trained weights; a saved folder with no transforms yet is its own dense weights.
     """
     earlier: list[Any] = []
     if is_saved_folder(spec):
-        manifest = read_manifest(Path(model_folder(spec)))
+        folder = Path(model_folder(spec))
+        manifest = read_manifest(folder)
         source, earlier = manifest.source, list(manifest.transforms)
+        if source and not earlier and "weights" not in source.get("kwargs", {}):
+            # NOTE: a trained dense folder (prunekit train --out): its weights are the source's
+            trained = str((folder / WEIGHTS_FILE).absolute())
+            source = {**source, "kwargs": {**source.get("kwargs", {}), "weights": trained}}
     else:
         sizes = sizes_of(splits)
         if in_channels is not None:
             sizes["in_channels"] = in_channels
+        if isinstance(dense, nn.Module):
+            dense = str(save_weights(dense, Path(out) / BASELINE_FILE))
         # NOTE: only an hf: spec builds a different class per task; other specs ignore it.
-        source = models.source_of(spec, task=task if hf_folder(spec) else None, **sizes)
+        source = models.source_of(spec, task=task if hf_folder(spec) else None, weights=dense, **sizes)
     folder = save(net, Path(out) / MODEL_DIR, source=source, transforms=[*earlier, *transforms],
                   sparse=sparse, overwrite=True)
     copy_tokenizer(tokenizer_of(spec), folder)

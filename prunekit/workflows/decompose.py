@@ -118,5 +118,6 @@ def decompose(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, An
     results["table"], results["latency_control"] = compare_models(net, factorised, before, after, example, measure)
     if out_dir is not None and is_rank_zero():
         results["files"] = save_result(factorised, out_dir, model, splits=splits, task=scorer.name,
-                                       transforms=[result])
+                                       transforms=[result],
+                                       dense=weights if weights is not None else net if baseline else None)
     return finish_with_report(results, out_dir, evidence_of(net, factorised, splits, scorer, out_dir))

@@ -369,7 +369,8 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
         # NOTE: the factorised layers after the plan, in the order build applied them
         transforms = [found["plan"]] + ([factorised[0]] if factorised[0] is not None else [])
         results["files"] = save_result(best_model, out_dir, model, splits=splits, task=task_obj.name,
-                                       transforms=transforms)
+                                       transforms=transforms,
+                                       dense=weights if weights is not None else net if baseline else None)
     evidence = evidence_of(net, best_model, splits, task_obj, out_dir, plan=found["plan"], example_inputs=example)
     return finish_with_report(results, out_dir, evidence)
 

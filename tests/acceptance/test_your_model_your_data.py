@@ -42,7 +42,8 @@ def test_timm_resnet18_on_an_image_folder_pruned_to_half_the_macs(tmp_path: Path
     results = _results(out)
     assert 0.48 <= results["after"]["macs"] / results["before"]["macs"] <= 0.51
     manifest = json.loads((out / "model" / "manifest.json").read_text())
-    assert manifest["source"] == {"spec": "timm:resnet18", "kwargs": {"num_classes": 10, "in_channels": 1}}
+    assert manifest["source"] == {"spec": "timm:resnet18", "kwargs": {"num_classes": 10, "in_channels": 1,
+                                                                      "weights": str(out / "baseline.safetensors")}}
     assert [t["kind"] for t in manifest["transforms"]] == ["prune"]
     capsys.readouterr()
 

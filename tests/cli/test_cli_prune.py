@@ -37,7 +37,8 @@ def test_prune_to_half_the_macs_writes_profiles_and_a_loadable_model(
     assert after["accuracy"] is not None and before["accuracy"] is not None
     assert results["achieved"]["macs"] == pytest.approx(after["macs"] / before["macs"])
     assert results["pruner"]["target"] == {"macs": 0.5} and results["pruner"]["importance"] == "l1"
-    assert sorted(p.name for p in out.iterdir()) == ["evidence.json", "model", "report.html", "report.md", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["baseline.safetensors", "evidence.json", "model", "report.html",
+                                                     "report.md", "results.json"]  # NOTE: the dense weights trained here
     # The saved folder rebuilds the pruned model without pickle, with the fine-tuned weights.
     plan = Plan.from_dict(results["plan"])
     assert results["architecture"] == {"model": "simple_cnn", "num_classes": 10, "in_channels": 1}

@@ -329,3 +329,35 @@ def test_image_size_option_parses_n_and_h_by_w() -> None:
     assert parser.parse_args([*base, "--image-size", "24x40"]).image_size == (24, 40)
     with pytest.raises(SystemExit):
         parser.parse_args([*base, "--image-size", "0x3"])
+
+
+# ---- the dense model a pruned folder records: its trained weights, not a new random init ---------
+
+
+def test_a_pruned_folder_records_the_dense_weights_it_was_cut_from(images: tuple[str, Path], tmp_path: Path) -> None:
+    """quantize and export rebuild the dense model from the pruned folder's manifest to compare with
+    it. Before, the record named only the architecture: 'dense fp32' was a new random init (14 %
+    where the trained model scored 43 %). A baseline trained in the run is kept as
+    baseline.safetensors and named; a trained folder (prunekit train --out) is its own dense weights."""
+    from prunekit.io import read_manifest
+    from prunekit.models import from_source
+
+    spec, folder = images
+    quick = {"baseline_epochs": 1, "finetune_epochs": 0, "out_dir": None,
+             "measure": Measure(batch_sizes=(1,), backends=("torch",), min_time_s=0)}
+    stage = {"target": {"ratio": 0.5}}
+    pruned = prune(spec, str(folder), stage=stage, **{**quick, "out_dir": tmp_path / "a"})
+    source = read_manifest(tmp_path / "a" / "model").source
+    assert source["kwargs"]["weights"] == str((tmp_path / "a" / "baseline.safetensors").absolute())
+    dense = from_source(source).eval()
+    from safetensors.torch import load_file
+
+    baseline = load_file(tmp_path / "a" / "baseline.safetensors")
+    assert baseline and all(torch.equal(dense.state_dict()[k], v) for k, v in baseline.items())
+    assert pruned["before"]["params"] == sum(p.numel() for p in dense.parameters())
+    _run(["train", "--model", spec, "--data", str(folder), "--epochs", "1", "--max-steps-per-epoch", "2",
+          "--no-progress", *_QUICK, "--out", str(tmp_path / "t")])
+    prune(str(tmp_path / "t"), str(folder), stage=stage, **{**quick, "baseline_epochs": 0, "out_dir": tmp_path / "b"})
+    trained = read_manifest(tmp_path / "b" / "model").source["kwargs"]["weights"]
+    assert trained == str((tmp_path / "t" / "model" / "model.safetensors").absolute())
+    assert not (tmp_path / "b" / "baseline.safetensors").exists()
