@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -255,7 +256,17 @@ def _dense_source(spec: str) -> nn.Module | None:
         return None
     manifest = read_manifest(Path(model_folder(spec)))
     changed = any(t["kind"] in ("prune", "depth", "factorise") for t in manifest.transforms)
-    return models.from_source(manifest.source) if changed and manifest.source else None
+    if not changed or not manifest.source:
+        return None
+    weights = manifest.source.get("kwargs", {}).get("weights")
+    if isinstance(weights, str) and weights.endswith(".safetensors") and not Path(weights).is_file():
+        warnings.warn(f"quantize: the dense weights '{spec}' was cut from ({weights}) are not there any more; "
+                      f"the dense rows show the model its source builds without them (untrained, unless the "
+                      f"source loads weights itself). Keep that file to compare with the trained dense model.",
+                      stacklevel=2)
+        kwargs = {k: v for k, v in manifest.source.get("kwargs", {}).items() if k != "weights"}
+        return models.from_source({**manifest.source, "kwargs": kwargs})
+    return models.from_source(manifest.source)
 
 
 def _torch_compared(net: nn.Module, dense: nn.Module | None, splits: Any, *, task: Any, dynamic: bool,

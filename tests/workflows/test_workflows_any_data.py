@@ -355,6 +355,11 @@ def test_a_pruned_folder_records_the_dense_weights_it_was_cut_from(images: tuple
     baseline = load_file(tmp_path / "a" / "baseline.safetensors")
     assert baseline and all(torch.equal(dense.state_dict()[k], v) for k, v in baseline.items())
     assert pruned["before"]["params"] == sum(p.numel() for p in dense.parameters())
+    from prunekit.workflows.quantize import _dense_source
+
+    (tmp_path / "a" / "baseline.safetensors").rename(tmp_path / "moved.safetensors")  # NOTE: the folder alone
+    with pytest.warns(UserWarning, match="dense weights .* are not there any more"):
+        assert _dense_source(str(tmp_path / "a")) is not None
     _run(["train", "--model", spec, "--data", str(folder), "--epochs", "1", "--max-steps-per-epoch", "2",
           "--no-progress", *_QUICK, "--out", str(tmp_path / "t")])
     prune(str(tmp_path / "t"), str(folder), stage=stage, **{**quick, "baseline_epochs": 0, "out_dir": tmp_path / "b"})
