@@ -42,8 +42,8 @@ def _check_markdown_equals_results(folder: Path, before: dict[str, Any], after: 
 
 def test_a_prune_run_writes_its_report_and_the_markdown_numbers_equal_results_json(prune_run: Path) -> None:
     results = json.loads((prune_run / "results.json").read_text())
-    assert sorted(p.name for p in prune_run.iterdir()) == ["evidence.json", "model", "report.html", "report.md",
-                                                           "results.json"]
+    assert sorted(p.name for p in prune_run.iterdir()) == ["baseline.safetensors", "evidence.json", "model",
+                                                           "report.html", "report.md", "results.json"]
     _check_markdown_equals_results(prune_run, results["before"], results["after"])
     page = (prune_run / "report.html").read_text()
     # Self-contained: no address outside the page, every image inline, every image with alt text.
