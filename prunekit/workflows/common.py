@@ -412,7 +412,10 @@ def build(model: str, data: str, *, data_dir: str | None = None, weights: str | 
         task = getattr(loaded, "task", None)
     if isinstance(loaded, DataSplits):
         check_finite(loaded, data)
-    net = load_model(model, weights=weights, task=task, seed=seed, **sizes_of(loaded))
+    # NOTE: labelled arrays and images are scored as classification: an hf: folder must build its
+    # classifier (AutoModelForImageClassification), not the bare AutoModel a task of None picks
+    built_for = task if task is not None or not isinstance(loaded, DataSplits) else "classification"
+    net = load_model(model, weights=weights, task=built_for, seed=seed, **sizes_of(loaded))
     if isinstance(loaded, DataSplits):
         check_fits(net, loaded, model, data)
     elif (shorter := _shorter_blocks(net, loaded, block_size)) is not None:

@@ -366,3 +366,20 @@ def test_a_pruned_folder_records_the_dense_weights_it_was_cut_from(images: tuple
     trained = read_manifest(tmp_path / "b" / "model").source["kwargs"]["weights"]
     assert trained == str((tmp_path / "t" / "model" / "model.safetensors").absolute())
     assert not (tmp_path / "b" / "baseline.safetensors").exists()
+
+
+def test_a_hugging_face_image_classifier_on_an_image_folder_is_built_with_its_head(images: tuple[str, Path],
+                                                                                  tmp_path: Path) -> None:
+    """Before, images gave no task, and hf: built the bare AutoModel: the classifier's weights were
+    dropped and the run failed ("returned BaseModelOutputWithPooling; expected logits")."""
+    transformers = pytest.importorskip("transformers")
+    _, folder = images
+    config = transformers.ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=32, num_hidden_layers=1,
+                                    num_attention_heads=4, intermediate_size=64, num_labels=10)
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
+    results = prune(f"hf:{tmp_path / 'vit'}", str(folder), stage={"target": {"ratio": 0.5}}, baseline_epochs=0,
+                    finetune_epochs=0, measure=Measure(batch_sizes=(1,), backends=("torch",), min_time_s=0),
+                    out_dir=tmp_path / "run")
+    assert results["task"] == "classification" and results["after"]["accuracy"] is not None
+    assert type(prunekit.load(tmp_path / "run" / "model")).__name__ == "ViTForImageClassification"
