@@ -77,8 +77,8 @@ class Context:
     head_sized: list[Tracked] = field(default_factory=list)
     # NOTE: settings objects modules hold (``self.args``), by id: (the object, "scope|attribute" first seen)
     holders: dict[int, tuple[Any, str]] = field(default_factory=dict)
-    head_counted: set[int] = field(default_factory=set)  # ids of user modules whose stored head count joined heads
-    head_count_names: dict[int, set[str]] = field(default_factory=dict)  # user module id -> attributes joined as counts
+    # NOTE: user modules whose stored head count joined heads, by id: the attributes joined as counts
+    head_count_names: dict[int, set[str]] = field(default_factory=dict)
     fixed_sizes: dict[tuple[int, int], str] = field(default_factory=dict)
 
     def settle_ties(self, module: nn.Module) -> None:
@@ -258,10 +258,9 @@ class ChannelInt(int):
         if ctx.module is None or int(other) != int(self):
             return False
         found = [key for key, value in vars(ctx.module).items() if type(value) is int and value == int(other)]
-        if len(found) > 1:  # NOTE: of several holding it, the one the comparison reads
-            from prunekit.graph.handlers.call_source import call_attributes
+        from prunekit.graph.handlers.call_source import read_first
 
-            found = [key for key in found if key in call_attributes(ctx.module)] or found
+        found = read_first(ctx.module, found)  # NOTE: of several holding it, the one the comparison reads
         if len(found) != 1:
             return False
         ctx.store.use(self.layout, size_attribute(scope, found[0], None), 0, "passive")

@@ -44,6 +44,7 @@ __all__ = [
     "check_not_int8",
     "compare_models",
     "copy_tokenizer",
+    "dense_weights",
     "environment",
     "finish",
     "has_weights",
@@ -307,6 +308,13 @@ def source_architecture(spec: str, splits: Any = None,
 
 
 BASELINE_FILE = "baseline.safetensors"  # the dense weights a run trained itself, beside its model/
+
+
+def dense_weights(weights: str | None, net: nn.Module, trained_here: Any) -> nn.Module | str | None:
+    """What a cut model's manifest names as its dense weights (``save_result(dense=...)``): the
+    ``weights`` given, else ``net`` when this run trained it (written as ``BASELINE_FILE``), else
+    nothing (the source builds its own: a saved folder, an ``hf:`` folder)."""
+    return weights if weights is not None else net if trained_here else None
 
 
 def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str, *, splits: Any = None,

@@ -26,6 +26,7 @@ from prunekit.workflows.common import (
     build,
     calibration_batches,
     compare_models,
+    dense_weights,
     capped_splits,
     check_device,
     eval_data,
@@ -119,5 +120,5 @@ def decompose(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, An
     if out_dir is not None and is_rank_zero():
         results["files"] = save_result(factorised, out_dir, model, splits=splits, task=scorer.name,
                                        transforms=[result],
-                                       dense=weights if weights is not None else net if baseline else None)
+                                       dense=dense_weights(weights, net, baseline))
     return finish_with_report(results, out_dir, evidence_of(net, factorised, splits, scorer, out_dir))

@@ -25,6 +25,7 @@ from prunekit.structured import (
 )
 from prunekit.workflows.common import (
     compare_models,
+    dense_weights,
     Measure,
     build,
     calibration_batches,
@@ -140,7 +141,7 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
     results["table"], results["latency_control"] = compare_models(net, pruned, before, after, example, measure)
     if out_dir is not None and is_rank_zero():
         results["files"] = save_result(pruned, out_dir, model, splits=splits, task=task.name, transforms=[plan],
-                                       dense=weights if weights is not None else net if baseline else None)
+                                       dense=dense_weights(weights, net, baseline))
     evidence = evidence_of(net, pruned, splits, task, out_dir, plan=plan, example_inputs=example,
                            scores=getattr(pruner, "scores_", None), ignore=pruner.ignore)
     return finish_with_report(results, out_dir, evidence)

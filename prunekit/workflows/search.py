@@ -40,6 +40,7 @@ from prunekit.workflows.common import (
     build as build_run,
     capped_splits,
     compare_models,
+    dense_weights,
     eval_data,
     example_of,
     evidence_of,
@@ -370,7 +371,7 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
         transforms = [found["plan"]] + ([factorised[0]] if factorised[0] is not None else [])
         results["files"] = save_result(best_model, out_dir, model, splits=splits, task=task_obj.name,
                                        transforms=transforms,
-                                       dense=weights if weights is not None else net if baseline else None)
+                                       dense=dense_weights(weights, net, baseline))
     evidence = evidence_of(net, best_model, splits, task_obj, out_dir, plan=found["plan"], example_inputs=example)
     return finish_with_report(results, out_dir, evidence)
 

@@ -206,7 +206,7 @@ def _per_head_mask(ctx, mask: Any, query: torch.Tensor, source: Tracked, heads: 
             ctx.store.freeze(d, f"a mask per head merged with the batch in {ctx.where}")
 
 
-def _checked_width(ctx, query: Dim) -> None:  # type: ignore[no-untyped-def]
+def _query_width_kept(ctx, query: Dim) -> None:  # type: ignore[no-untyped-def]
     """``F.multi_head_attention_forward`` called by a user's code (OpenAI CLIP's attention pool, a
     hand-written layer) needs projections of exactly ``embed_dim`` rows (``unflatten(-1, (3, E))``,
     square q weights), and its heads stay whole there (see below): the query's width cannot change
@@ -245,7 +245,7 @@ def multi_head_attention(ctx, args, kwargs, out) -> None:  # type: ignore[no-unt
                 ctx.store.use(d, name, 1, "consumer")
         seen.setdefault(id(w), d)
     if not isinstance(ctx.module, nn.MultiheadAttention):
-        _checked_width(ctx, seen.get(id(weights[0])))
+        _query_width_kept(ctx, seen.get(id(weights[0])))
     # the heads: head_dim rows of each q, k, v block, head_dim columns of out_proj
     source = ctx.store.new_source(heads, f"{names[0] or ctx.where}:heads")
     layout = Tracked((Segment(source.segments[0].source, 0, heads, head_dim),))

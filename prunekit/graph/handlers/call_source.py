@@ -14,8 +14,9 @@ import inspect
 import linecache
 import os
 import sys
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 
@@ -24,8 +25,8 @@ _LIBRARIES = (os.path.dirname(torch.__file__), _PRUNEKIT)
 _VIEWS = ("view", "reshape")
 
 
-def _user_frame() -> FrameType | None:
-    """The innermost frame outside torch and prunekit (the code that called the op)."""
+def user_frame() -> FrameType | None:
+    """The innermost frame outside torch and prunekit: the code that called the op being traced."""
     frame = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_LIBRARIES):
         frame = frame.f_back  # type: ignore[assignment]
@@ -53,11 +54,11 @@ def _expression(frame: FrameType) -> ast.expr | None:
     return node
 
 
-def _size_arguments(call: ast.Call, names: tuple[str, ...] = _VIEWS) -> list[ast.expr] | None:
+def _size_arguments(call: ast.Call, ops: tuple[str, ...]) -> list[ast.expr] | None:
     """The size arguments of ``x.view(a, b)``, ``x.view((a, b))`` or ``torch.reshape(x, (a, b))``
-    (of ``x.expand(...)`` too, with ``names``)."""
+    (any method of ``ops`` called so)."""
     func = call.func
-    if not isinstance(func, ast.Attribute) or func.attr not in names or call.keywords:
+    if not isinstance(func, ast.Attribute) or func.attr not in ops or call.keywords:
         return None
     args = list(call.args)
     if isinstance(func.value, ast.Name) and func.value.id == "torch":
@@ -67,16 +68,21 @@ def _size_arguments(call: ast.Call, names: tuple[str, ...] = _VIEWS) -> list[ast
     return None if any(isinstance(a, ast.Starred) for a in args) else args
 
 
-def _self_attribute(node: ast.expr | None) -> str | None:
+def _self_attribute(node: ast.AST | None) -> str | None:
     """``name`` for ``self.name``; None for any other expression."""
     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
         return node.attr
     return None
 
 
+def _reads(node: ast.AST) -> frozenset[str]:
+    """The names of every ``self.<name>`` read inside ``node``."""
+    return frozenset(name for child in ast.walk(node) if (name := _self_attribute(child)) is not None)
+
+
 def _running(module: Any) -> ast.expr | None:
     """The expression the code of ``module`` (its frame's ``self``) is running, parsed; None otherwise."""
-    frame = _user_frame()
+    frame = user_frame()
     if frame is None or frame.f_locals.get("self") is not module:
         return None
     return _expression(frame)
@@ -88,15 +94,23 @@ def _running_call(module: Any) -> ast.Call | None:
     return node if isinstance(node, ast.Call) else None
 
 
-def expand_size_attribute(module: Any, j: int, count: int) -> tuple[bool, str | None]:
-    """Size ``j`` (of ``count``) of the ``x.expand(...)`` the calling code of ``module`` is running:
-    (True, the attribute written there, or None for another expression), or (False, None) when the
-    source does not say."""
+class Size(NamedTuple):
+    """One size argument as written: the attribute it is (``self.head_dim`` -> ``"head_dim"``; None
+    for any other expression) and the attributes its expression reads (``B * self.cout`` -> ``{"cout"}``)."""
+
+    attribute: str | None
+    reads: frozenset[str]
+
+
+def view_sizes(module: Any, count: int | None = None, ops: tuple[str, ...] = _VIEWS) -> list[Size] | None:
+    """The sizes of the view or reshape (or another of ``ops``: ``("expand",)``) that the code of
+    ``module`` is running, as written. None when the source is not at hand, the call is not such a
+    call (of ``count`` sizes, when given), or the frame's ``self`` is not ``module``."""
     call = _running_call(module)
-    sizes = _size_arguments(call, ("expand",)) if call is not None else None
-    if sizes is None or len(sizes) != count:
-        return False, None
-    return True, _self_attribute(sizes[j])
+    sizes = _size_arguments(call, ops) if call is not None else None
+    if sizes is None or (count is not None and len(sizes) != count):
+        return None
+    return [Size(_self_attribute(node), _reads(node)) for node in sizes]
 
 
 def repeats_attribute(module: Any) -> tuple[bool, str | None]:
@@ -114,36 +128,30 @@ def repeats_attribute(module: Any) -> tuple[bool, str | None]:
     return (True, _self_attribute(args[0])) if args else (False, None)
 
 
-def view_size_attributes(module: Any, count: int | None = None) -> list[str | None] | None:
-    """For each size of the view or reshape the calling code is running, the name of ``module``'s
-    attribute written there (``self.head_dim`` -> ``"head_dim"``), or None for any other expression
-    (``-1``, ``self.n_kv * rep``). None when the source is not at hand, the call is not a plain view
-    (of ``count`` sizes, when given), or the frame's ``self`` is not ``module``."""
-    call = _running_call(module)
-    sizes = _size_arguments(call) if call is not None else None
-    if sizes is None or (count is not None and len(sizes) != count):
-        return None
-    return [_self_attribute(node) for node in sizes]
+def expand_attribute(module: Any, j: int, count: int) -> tuple[bool, str | None]:
+    """Size ``j`` (of ``count``) of the ``x.expand(...)`` the calling code of ``module`` is running,
+    as :func:`repeats_attribute` answers."""
+    sizes = view_sizes(module, count, ("expand",))
+    return (True, sizes[j].attribute) if sizes is not None else (False, None)
 
 
-def view_size_reads(module: Any, count: int) -> list[set[str]] | None:
-    """For each of the ``count`` sizes of the view or reshape the calling code is running, the
-    names of ``module``'s attributes its expression reads (``B * self.cout`` -> ``{"cout"}``); None
-    when the source does not say (see :func:`view_size_attributes`)."""
-    call = _running_call(module)
-    sizes = _size_arguments(call) if call is not None else None
-    if sizes is None or len(sizes) != count:
-        return None
-    return [{name for child in ast.walk(node) if (name := _self_attribute(child)) is not None}  # type: ignore[arg-type]
-            for node in sizes]
-
-
-def call_attributes(module: Any) -> set[str]:
+def call_attributes(module: Any) -> frozenset[str]:
     """The names of ``module``'s attributes (``self.<name>``) that the expression the calling code
     is running reads (``x.split(self.n_embd, dim=2)`` -> ``{"n_embd"}``, ``c != self.num_channels``
     -> ``{"num_channels"}``); empty when the source is not at hand or the frame's ``self`` is not
     ``module``."""
     node = _running(module)
-    if node is None:
-        return set()
-    return {name for child in ast.walk(node) if (name := _self_attribute(child)) is not None}  # type: ignore[arg-type]
+    return _reads(node) if node is not None else frozenset()
+
+
+Item = TypeVar("Item")
+
+
+def read_first(module: Any, items: list[Item], name: Callable[[Item], str] = str) -> list[Item]:
+    """Of several ``items`` (attributes holding one number, by ``name``), those the expression the
+    calling code of ``module`` is running reads; all of them when it reads none (or the source is
+    not at hand). One item alone is returned as it is, without reading any source."""
+    if len(items) < 2:
+        return items
+    read = call_attributes(module)
+    return [item for item in items if name(item) in read] or items

@@ -54,6 +54,23 @@ def equal_blocks(ctx, layout: Tracked, groups: int) -> list[Tracked] | None:  # 
     return blocks  # type: ignore[return-value]
 
 
+def computed_weight(ctx, layout: Any, read: Any, written: Any, bias: Any) -> Tracked | None:  # type: ignore[no-untyped-def]
+    """A conv or linear layer whose weight is computed entrywise from parameters and buffers of its
+    shape (PixelCNN's ``self.weight * self.mask``, MADE's ``self.mask * self.weight``): the weight's
+    axes that read (``read``) and write (``written``) channels are parameter sources (see
+    ``ConstraintStore.weight_axes``), each naming every tensor behind it. The input ``layout`` is the
+    read axis's channels, the output the written axis's, and the tensors behind them are sliced as a
+    weight (and its mask) would be. Returns the output's channels; None: not that case."""
+    if ctx.store.weight_axes(read) is None or ctx.store.weight_axes(written) is None:
+        return None
+    if isinstance(layout, Tracked):
+        ctx.store.unify(layout, read, ctx.where)
+        ctx.store.weight_role(read, "consumer")
+    ctx.store.weight_role(written, "producer")
+    add_bias(ctx, written, bias)
+    return written  # type: ignore[no-any-return]
+
+
 def add_bias(ctx, layout: Tracked, bias: Any) -> None:  # type: ignore[no-untyped-def]
     """The bias (if any) holds one entry per output channel."""
     if bias is None:

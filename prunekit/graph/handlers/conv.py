@@ -23,8 +23,8 @@ from typing import Any
 from torch import nn
 
 from prunekit.graph.constraints import Dim, ParamDim, Segment, Tracked
-from prunekit.graph.handlers.call_source import call_attributes
-from prunekit.graph.handlers.common import add_bias, arg, equal_blocks
+from prunekit.graph.handlers.call_source import read_first
+from prunekit.graph.handlers.common import add_bias, arg, computed_weight, equal_blocks
 from prunekit.graph.handlers.shape import heads_of, size_attribute
 from prunekit.graph.registry import (RULES, refresh_for, register_refresh, register_rule, register_width_attributes,
                                      resolve)
@@ -54,7 +54,7 @@ def _conv(ctx, args, kwargs, out, *, transposed: bool) -> None:  # type: ignore[
     # NOTE: a depthwise weight viewed back to [C, 1, k] (LFM's ``weight.squeeze(1)`` .. ``unsqueeze(1)``)
     # has a new size-1 axis: only its rows are cut
     per_group = isinstance(wd[1], ParamDim) or (depthwise and weight.shape[1] == 1)
-    if groups == 1 and (computed := _computed_weight(ctx, xd[c], wd, bias, in_axis, out_axis)) is not None:
+    if groups == 1 and (computed := computed_weight(ctx, xd[c], wd[in_axis], wd[out_axis], bias)) is not None:
         result[c] = computed
         return ctx.set(out, result)
     if not isinstance(wd[0], ParamDim) or not per_group:  # NOTE: e.g. a standardised weight
@@ -72,23 +72,6 @@ def _conv(ctx, args, kwargs, out, *, transposed: bool) -> None:  # type: ignore[
     ctx.set(out, result)
 
 
-def _computed_weight(ctx, layout: Dim, wd: list[Dim], bias: Any, in_axis: int,  # type: ignore[no-untyped-def]
-                     out_axis: int) -> Tracked | None:
-    """A dense conv whose weight is computed entrywise from parameters and buffers of its shape
-    (PixelCNN's ``self.weight * self.mask``): its two channel axes are parameter sources (see
-    ``ConstraintStore.weight_axes``), each naming every tensor behind it. The input channels are
-    the in-axis source's, the output channels the out-axis source's, and the tensors behind them
-    are sliced as a conv weight (and mask) would be. None: not that case."""
-    if ctx.store.weight_axes(wd[in_axis]) is None or ctx.store.weight_axes(wd[out_axis]) is None:
-        return None
-    if isinstance(layout, Tracked):
-        ctx.store.unify(layout, wd[in_axis], ctx.where)
-        ctx.store.weight_role(wd[in_axis], "consumer")
-    ctx.store.weight_role(wd[out_axis], "producer")
-    add_bias(ctx, wd[out_axis], bias)
-    return wd[out_axis]
-
-
 def _stored_groups(ctx, groups: int, layout: Dim) -> None:  # type: ignore[no-untyped-def]
     """A depthwise conv called with ``groups`` from a module attribute (timm's BlurPool2d passes
     ``groups=self.channels``): the attribute must follow the pruned width. With exactly one
@@ -101,9 +84,8 @@ def _stored_groups(ctx, groups: int, layout: Dim) -> None:  # type: ignore[no-un
         return
     if module is None or refresh_for(module) is not None:
         return
-    found = [key for key, value in vars(module).items() if type(value) is int and value == groups]
-    if len(found) > 1:  # NOTE: of several holding it, the one the call reads (``groups=self.channels``)
-        found = [key for key in found if key in call_attributes(module)] or found
+    # NOTE: of several holding it, the one the call reads (``groups=self.channels``)
+    found = read_first(module, [key for key, value in vars(module).items() if type(value) is int and value == groups])
     scope = ctx.scope[-1]
     if len(found) == 1:
         ctx.store.use(layout, size_attribute(scope, found[0], None), 0, "passive")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from prunekit.graph.constraints import ParamDim, Tracked
-from prunekit.graph.handlers.common import add_bias, arg, produce, read_as_data, source_name
+from prunekit.graph.handlers.common import arg, computed_weight, produce, read_as_data, source_name
 from prunekit.graph.registry import register_refresh, register_rule, register_width_attributes, resolve
 
 
@@ -18,14 +18,8 @@ def linear(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     if weight.dim() != 2:
         return ctx.opaque(args, kwargs, out, "linear weight is not 2-d")
     layout = read_as_data(ctx, xd[-1], weight.shape[1])  # NOTE: query.weight.unsqueeze(1).repeat(...)
-    if ctx.store.weight_axes(wd[0]) is not None and ctx.store.weight_axes(wd[1]) is not None:
-        # NOTE: a weight computed entrywise from parameters of its shape (MADE's self.mask * self.weight)
-        if isinstance(layout, Tracked):
-            ctx.store.unify(layout, wd[1], ctx.where)
-            ctx.store.weight_role(wd[1], "consumer")
-        ctx.store.weight_role(wd[0], "producer")
-        add_bias(ctx, wd[0], bias)
-        return ctx.set(out, xd[:-1] + [wd[0]])
+    if (computed := computed_weight(ctx, layout, wd[1], wd[0], bias)) is not None:
+        return ctx.set(out, xd[:-1] + [computed])  # NOTE: MADE's self.mask * self.weight
     if isinstance(layout, Tracked):
         if isinstance(wd[1], ParamDim):  # NOTE: its own axis: an expert's weight[i] of a 3-d parameter
             ctx.store.use(layout, wd[1].tensor, wd[1].axis, "consumer", offset=wd[1].start)

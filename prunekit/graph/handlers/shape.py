@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
-import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 
 from prunekit._settings import dotted_holder, settings_object
 from prunekit.graph.constraints import FIXED, Dim, ParamDim, Segment, Tracked
-from prunekit.graph.handlers.call_source import call_attributes
+from prunekit.graph.handlers.call_source import expand_attribute, read_first, repeats_attribute, user_frame, view_sizes
 from prunekit.graph.handlers.common import arg, slice_layout
 from prunekit.graph.registry import register_rule, resolve
 
@@ -320,9 +319,6 @@ def _count_times_size(ctx, module: Any, scope: str, size: int, layout: Any, j: i
     return True
 
 
-_LIBRARIES = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 def calling_module(ctx) -> tuple[Any, str]:  # type: ignore[no-untyped-def]
     """The module whose code runs the current op, and its name: the running module (``ctx.module``),
     or a submodule of it whose method other than ``forward`` it called (JetMoE's attention calls
@@ -333,9 +329,7 @@ def calling_module(ctx) -> tuple[Any, str]:  # type: ignore[no-untyped-def]
     module, scope = ctx.module, ctx.scope[-1]
     if module is None:
         return None, scope
-    frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARIES):
-        frame = frame.f_back  # type: ignore[assignment]
+    frame = user_frame()
     owner = frame.f_locals.get("self") if frame is not None else None
     if owner is None or owner is module or not isinstance(owner, torch.nn.Module):
         return module, scope
@@ -431,16 +425,15 @@ def _as_written(module: Any, found: list[tuple[str, int | None]], j: int, ndim: 
     the one the calling code's source writes there (``self.head_dim``); for a size written as another
     expression (``self.n_kv * rep``), those the call does not write at its other sizes. All of them
     when the source does not tell them apart."""
-    from prunekit.graph.handlers.call_source import view_size_attributes, view_size_reads
-
-    written, reads = view_size_attributes(module, ndim), view_size_reads(module, ndim)
-    if written is None or reads is None:
+    sizes = view_sizes(module, ndim)
+    if sizes is None:
         return found
-    if written[j] is not None:
-        return [(attr, index) for attr, index in found if attr == written[j] and index is None] or found
+    if sizes[j].attribute is not None:
+        return [(attr, index) for attr, index in found if attr == sizes[j].attribute and index is None] or found
     # NOTE: an expression reading some of them (``B * self.cout``): one of those; else those the call
     # does not write at its other sizes (``self.n_kv * rep`` beside ``self.head_dim``)
-    chosen = [(attr, index) for attr, index in found if attr in reads[j] and index is None]
+    written = {size.attribute for size in sizes}
+    chosen = [(attr, index) for attr, index in found if attr in sizes[j].reads and index is None]
     return chosen or [(attr, index) for attr, index in found if attr not in written] or found
 
 
@@ -711,16 +704,14 @@ def _blocks_of_stored_size(ctx, layout: Tracked, sizes: list[int], raw: list[Any
         return None
     if isinstance(count, (ChannelInt, DerivedInt)) or is_head_count(ctx, module, count):
         return None
-    held = [(a, i) for a, i in _attributes_holding(module, size, 0, 1) if i is None]
-    if len(held) > 1:
-        held = [(a, i) for a, i in held if a in call_attributes(module)]
+    held = read_first(module, [a for a, i in _attributes_holding(module, size, 0, 1) if i is None])
     if len(held) != 1:
         return None
     blocks = _blocks(ctx, layout, sizes)
     first = blocks[-1]
     if not isinstance(first, Tracked):
         return None
-    join_size(ctx, module, size, size_attribute(scope, held[0][0], None), first)
+    join_size(ctx, module, size, size_attribute(scope, held[0], None), first)
     return blocks
 
 
@@ -1345,9 +1336,10 @@ def expand(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
             result[-k] = None
         elif result[-k] is None and _one_head_repeated(ctx, out, out.dim() - k):
             result[-k] = ctx.store.new_source(out.shape[-k], f"one key/value head repeated by {ctx.where}")
-        elif (result[-k] is None and out.dim() - k >= 1 and out.shape[-k - 1] == 1
+        elif (result[-k] is None and ctx.current.endswith("expand") and out.dim() - k >= 1 and out.shape[-k - 1] == 1
               and (queries := _user_key_repeated(ctx, dims[-k - 1] if k < x.dim() else None, out.shape[-k],
-                                                 ctx.current, out.dim() - k, out.dim())) is not None):
+                                                 partial(expand_attribute, j=out.dim() - k, count=out.dim())))
+              is not None):
             result[-k] = queries
     ctx.set(out, result)
 
@@ -1364,31 +1356,24 @@ def _copies(ctx, d: Dim, copies: int) -> Tracked | None:  # type: ignore[no-unty
     return Tracked(d.segments * copies)
 
 
-def _user_key_repeated(ctx, head: Dim, count: int, op: str, j: int, ndim: int = 0) -> Tracked | None:  # type: ignore[no-untyped-def]
+def _user_key_repeated(ctx, head: Dim, count: int,  # type: ignore[no-untyped-def]
+                       written_by: Callable[[Any], tuple[bool, str | None]]) -> Tracked | None:
     """Multi-query attention written by hand: a one-head dim (``head``: one unit of head size, or
     nothing tracked) repeated once per query head, at a count one attribute of the user's module
     holds (``user_modules.queries_per_key``). Every query head reads the same key/value data, so the
     repeated dim gets channels of its own (unified with the query heads where they meet) and the
-    attribute joins them (``apply`` rewrites it). None: not that case."""
-    from prunekit.graph.handlers.call_source import expand_size_attribute, repeats_attribute
+    attribute joins them (``apply`` rewrites it). ``written_by(module)``: how the call writes the
+    count (see ``call_source.repeats_attribute``). None: not that case."""
     from prunekit.graph.handlers.user_modules import queries_per_key, user_module
 
     found = user_module(ctx)
     if found is None or (isinstance(head, Tracked) and sum(s.length for s in head.segments) != 1):
         return None
-    if op.endswith("repeat_interleave"):
-        written = repeats_attribute(found[0])
-    elif op.endswith("expand"):
-        written = expand_size_attribute(found[0], j, ndim)
-    else:
-        return None
-    attr = queries_per_key(ctx, count, written)
+    attr = queries_per_key(ctx, count, written_by(found[0]))
     if attr is None:
         return None
     queries = ctx.store.new_source(count, f"one key/value head repeated by {ctx.where}")
-    if found is None or not join_size(ctx, found[0], count, attr, queries):
-        return None
-    return queries
+    return queries if join_size(ctx, found[0], count, attr, queries) else None
 
 
 def _one_head_repeated(ctx, out: torch.Tensor, j: int) -> bool:  # type: ignore[no-untyped-def]
@@ -1455,7 +1440,7 @@ def repeat_interleave(ctx, args, kwargs, out) -> None:  # type: ignore[no-untype
         return ctx.set(out, result)
     if (heads := _groups_to_heads(ctx, layout, repeats, out.shape[d])) is not None:
         return ctx.set(out, result[:d] + [heads] + result[d + 1:])
-    queries = _user_key_repeated(ctx, layout, out.shape[d], "repeat_interleave", d) if x.shape[d] == 1 else None
+    queries = _user_key_repeated(ctx, layout, out.shape[d], repeats_attribute) if x.shape[d] == 1 else None
     if queries is not None:
         return ctx.set(out, result[:d] + [queries] + result[d + 1:])
     for source in (repeats.layouts if isinstance(repeats, DerivedInt) else
@@ -1606,10 +1591,8 @@ def _stored_uniform_size(ctx, size: Any, j: int, ndim: int) -> Tracked | None:  
     module, scope = calling_module(ctx)
     if module is None or type(size) is not int or size <= 1:
         return None
-    found = _attributes_holding(module, size, j, ndim)
-    if len(found) > 1:  # NOTE: of several holding it, the one the call reads (``self.input_size``)
-        found = [(a, i) for a, i in found if a in call_attributes(module)] or found
-    if len(found) != 1:
+    found = read_first(module, _attributes_holding(module, size, j, ndim), lambda item: item[0])
+    if len(found) != 1:  # NOTE: of several holding it, the one the call reads (``self.input_size``)
         return None
     attr, index = found[0]
     layout = ctx.store.new_source(size, f"{scope}.{attr}" if scope else attr)

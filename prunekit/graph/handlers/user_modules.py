@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from prunekit.graph.constraints import Tracked
-from prunekit.graph.handlers.call_source import call_attributes, view_size_attributes
+from prunekit.graph.handlers.call_source import call_attributes, read_first, view_sizes
 from prunekit.graph.handlers.common import slice_layout
 from prunekit.graph.handlers.shape import HEAD_COUNT_FOLLOWS, SIZE_TIES_KEPT, calling_module, size_attribute, unrepeat
 from prunekit.graph.registry import refresh_for
@@ -58,9 +58,9 @@ def head_count_attribute(ctx: Any, count: Any, count_at: tuple[int, int] | None 
     module, scope = found
     names = [n for n in _ints(module, count) if not any(w in n.lower() for w in _NOT_COUNTS)]
     if len(names) > 1 and count_at is not None:  # NOTE: the one written at the count's place (``self.h``)
-        source = view_size_attributes(module, count_at[1])
-        if source is not None and source[count_at[0]] in names:
-            names = [source[count_at[0]]]  # type: ignore[list-item]
+        sizes = view_sizes(module, count_at[1])
+        if sizes is not None and sizes[count_at[0]].attribute in names:
+            names = [sizes[count_at[0]].attribute]  # type: ignore[list-item]
     if len(names) > 1:
         written = [n for n in names if n in call_attributes(module)]
         names = written if len(written) == 1 else names
@@ -99,7 +99,7 @@ def join_head_count(ctx: Any, heads: Tracked, sizes: list[int], raw: list[Any] |
         ctx.store.freeze(heads, f"slice cuts through a channel in {ctx.where}")
         chunk = heads
     ctx.store.use(chunk, attr, 0, "passive")
-    ctx.head_counted.add(id(found[0]))  # NOTE: a count named otherwise (``self.h``) is a head count from now on
+    # NOTE: a count named otherwise (``self.h``) is a head count from now on
     ctx.head_count_names.setdefault(id(found[0]), set()).add(attr.split("|")[1])
     return True
 
@@ -116,8 +116,7 @@ def split_size_attribute(ctx: Any, size: Any) -> str | None:
     module, scope = found
     heads = set(_head_counts(module))
     names = [n for n in _ints(module, size) if n not in heads]
-    if len(names) > 1:  # NOTE: of several holding it, the one the call reads (``self.n_embd``)
-        names = [n for n in names if n in call_attributes(module)] or names
+    names = read_first(module, names)  # NOTE: of several holding it, the one the call reads (``self.n_embd``)
     return size_attribute(scope, names[0], None) if len(names) == 1 else None
 
 
@@ -126,7 +125,7 @@ def _keeps_head_count(ctx: Any) -> bool:
     joined already: ``self.h``): its views at that count follow the cut (``shape._split_outer`` joins
     the attribute to the heads, or freezes a count it does not hold)."""
     found = user_module(ctx)
-    return found is not None and (bool(_head_counts(found[0])) or id(found[0]) in ctx.head_counted)
+    return found is not None and (bool(_head_counts(found[0])) or id(found[0]) in ctx.head_count_names)
 
 
 HEAD_COUNT_FOLLOWS.append(_keeps_head_count)
@@ -156,6 +155,6 @@ def queries_per_key(ctx: Any, count: int, written: tuple[bool, str | None]) -> s
 def is_head_count(ctx: Any, module: nn.Module, count: Any) -> bool:
     """Whether ``count`` is a head count of the user's ``module``: held by an attribute named for
     heads, or the module's views joined a count as one already (``self.h``)."""
-    if id(module) in ctx.head_counted:
+    if id(module) in ctx.head_count_names:
         return True
     return type(count) is int and any(vars(module)[n] == count for n in _head_counts(module))
