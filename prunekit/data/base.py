@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, TensorDataset
@@ -38,6 +39,25 @@ class DataSplits:
         """The first ``batch_size`` test inputs, for tracing and profiling."""
         return self.test.tensors[0][:batch_size].clone()
 
+    def in_class_order(self, names: Sequence[str]) -> DataSplits | None:
+        """These splits with label ``i`` meaning ``names[i]`` (a model's own label order), or None
+        where ``names`` are not this data's class names (compared without case, ``_`` or ``-``)."""
+        mine = [_label_key(n) for n in self.class_names]
+        theirs = [_label_key(n) for n in names]
+        if not mine or sorted(mine) != sorted(theirs) or len(set(mine)) != len(mine):
+            return None
+        if mine == theirs:
+            return self
+        new_label = torch.tensor([theirs.index(key) for key in mine])
+
+        def relabelled(split: TensorDataset) -> TensorDataset:
+            inputs, labels = split.tensors[0], split.tensors[1]
+            return TensorDataset(inputs, new_label[labels], *split.tensors[2:])
+
+        ordered = tuple(self.class_names[mine.index(key)] for key in theirs)
+        return replace(self, train=relabelled(self.train), val=relabelled(self.val), test=relabelled(self.test),
+                       class_names=ordered)
+
     def loaders(self, batch_size: int = 64, *, seed: int = 0, eval_batch_size: int = 512) -> Loaders:
         """The three splits as DataLoaders of ``(inputs, labels)`` batches (train shuffled by
         ``seed`` and the epoch, see :func:`make_loader`); for code that takes any iterable."""
@@ -47,6 +67,11 @@ class DataSplits:
         return Loaders(name=self.name, train=train, val=val, test=test, task="classification",
                        info={"num_classes": self.num_classes, "input_shape": self.input_shape,
                              "class_names": self.class_names})
+
+
+def _label_key(name: str) -> str:
+    """A class name as label matching compares it: ``"Golden_Retriever"`` is ``"golden retriever"``."""
+    return " ".join(str(name).casefold().replace("_", " ").replace("-", " ").split())
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

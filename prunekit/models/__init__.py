@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError
+from prunekit.models.labels import label_names
 from prunekit.models.resnet_cifar import ResNetCifar, resnet20, resnet56
 from prunekit.models.small import LeNet5, SimpleCNN, VGGSmall
 from prunekit.models.spec import ModelSpec, from_source, parse_spec, resolve, source_of
@@ -38,6 +39,7 @@ __all__ = [
     "example_input",
     "from_source",
     "input_shape",
+    "label_names",
     "load_state",
     "names",
     "parse_spec",

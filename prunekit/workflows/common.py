@@ -425,6 +425,7 @@ def build(model: str, data: str, *, data_dir: str | None = None, weights: str | 
     built_for = task if task is not None or not isinstance(loaded, DataSplits) else "classification"
     net = load_model(model, weights=weights, task=built_for, seed=seed, **sizes_of(loaded))
     if isinstance(loaded, DataSplits):
+        loaded = in_model_order(net, loaded, model, data)
         check_fits(net, loaded, model, data)
     elif (shorter := _shorter_blocks(net, loaded, block_size)) is not None:
         loaded = load_data(shorter)
@@ -467,6 +468,36 @@ def check_finite(splits: DataSplits, data: str) -> None:
 
 def _shape(shape: Sequence[int]) -> str:
     return "x".join(str(int(d)) for d in shape)
+
+
+def in_model_order(net: nn.Module, splits: DataSplits, spec: str, data: str) -> DataSplits:
+    """``splits`` labelled in the order of the classes ``net`` names (a Hugging Face classifier's
+    ``id2label``), so a trained head is scored against its own classes, not sorted folder names.
+
+    Class names that are not the data's are warned about (the outputs are then taken in the data's
+    order); a model that names none gets the data's names (``save_pretrained`` then records them).
+    """
+    names = models.label_names(net)
+    if not splits.class_names:
+        return splits
+    if names is None:
+        config: Any = getattr(net, "config", None)
+        if isinstance(getattr(config, "id2label", None), dict) and len(config.id2label) == splits.num_classes:
+            config.id2label = dict(enumerate(splits.class_names))
+            config.label2id = {name: i for i, name in enumerate(splits.class_names)}
+        return splits
+    ordered = splits.in_class_order(names)
+    if ordered is not None:
+        return ordered
+    warnings.warn(f"model '{spec}' names its outputs {_listed(names)} but data '{data}' has the classes "
+                  f"{_listed(splits.class_names)}: output i is taken as the data's class i. If the model "
+                  f"was trained on these classes, name the data's classes (folders) as the model does.", stacklevel=3)
+    return splits
+
+
+def _listed(names: Sequence[str], most: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in names[:most])
+    return f"({shown}{f', ... {len(names)} in all' if len(names) > most else ''})"
 
 
 def check_fits(net: nn.Module, splits: DataSplits, spec: str, data: str) -> None:

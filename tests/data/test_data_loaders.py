@@ -41,3 +41,24 @@ def test_tensor_batches_slice_in_order() -> None:
     assert list(batches)[2][1].tolist() == [16, 18]  # re-iterable
     with pytest.raises(ConfigError, match="batch_size"):
         data.TensorBatches(dataset, 0)
+
+
+def _named(labels: list[int], names: tuple[str, ...]) -> data.DataSplits:
+    x = torch.arange(len(labels), dtype=torch.float32)[:, None]
+    y = torch.tensor(labels)
+    split = torch.utils.data.TensorDataset(x, y)
+    return data.DataSplits("d", split, split, split, num_classes=len(names), input_shape=(1,), class_names=names)
+
+
+def test_in_class_order_relabels_to_the_names_given() -> None:
+    splits = _named([0, 1, 2, 2], ("Bird", "cat", "golden_retriever"))
+    ordered = splits.in_class_order(["golden-retriever", "BIRD", "Cat"])
+    assert ordered is not None and ordered.class_names == ("golden_retriever", "Bird", "cat")
+    assert ordered.train.tensors[1].tolist() == [1, 2, 0, 0]
+    assert torch.equal(ordered.test.tensors[0], splits.test.tensors[0])
+    assert splits.in_class_order(["bird", "cat", "golden retriever"]) is splits
+
+
+@pytest.mark.parametrize("names", [["bird", "cat"], ["bird", "cat", "dog"], ["bird", "cat", "cat", "x"]])
+def test_in_class_order_is_none_for_other_names(names: list[str]) -> None:
+    assert _named([0, 1, 2], ("bird", "cat", "golden retriever")).in_class_order(names) is None

@@ -383,3 +383,49 @@ def test_a_hugging_face_image_classifier_on_an_image_folder_is_built_with_its_he
                     out_dir=tmp_path / "run")
     assert results["task"] == "classification" and results["after"]["accuracy"] is not None
     assert type(prunekit.load(tmp_path / "run" / "model")).__name__ == "ViTForImageClassification"
+
+
+def _vit(folder: Path, id2label: dict[int, str] | None) -> str:
+    transformers = pytest.importorskip("transformers")
+    labels = {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}} if id2label else {}
+    config = transformers.ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=32, num_hidden_layers=1,
+                                    num_attention_heads=4, intermediate_size=64, num_labels=10, **labels)
+    torch.manual_seed(0)
+    transformers.ViTForImageClassification(config).save_pretrained(folder)
+    return f"hf:{folder}"
+
+
+def test_an_image_classifier_scores_the_data_in_its_own_label_order(images: tuple[str, Path], tmp_path: Path) -> None:
+    """A trained head whose id2label is not in sorted-folder order was scored against the wrong
+    classes: the folder 'class_0' was label 0 while the model's output 0 is 'Class-9'."""
+    from prunekit.workflows.common import build
+
+    spec, folder = images
+    _, plain = build(spec, str(folder))
+    net, ordered = build(_vit(tmp_path / "vit", {i: f"Class-{9 - i}" for i in range(10)}), str(folder))
+    assert ordered.class_names == tuple(f"class_{9 - i}" for i in range(10))
+    for split in ("train", "val", "test"):
+        (x_plain, y_plain), (x, y) = getattr(plain, split).tensors, getattr(ordered, split).tensors
+        assert torch.equal(x, x_plain) and torch.equal(y, 9 - y_plain)
+    assert net.config.id2label[0] == "Class-9"
+
+
+def test_an_image_classifier_with_other_class_names_is_warned_about(images: tuple[str, Path], tmp_path: Path) -> None:
+    from prunekit.workflows.common import build
+
+    spec, folder = images
+    _, plain = build(spec, str(folder))
+    with pytest.warns(UserWarning, match=r"names its outputs \('cat', 'dog'.*but data .* has the classes \('class_0'"):
+        _, kept = build(_vit(tmp_path / "vit", {i: n for i, n in enumerate(
+            ["cat", "dog", "fox", "owl", "ant", "bee", "cow", "pig", "hen", "elk"])}), str(folder))
+    assert torch.equal(kept.test.tensors[1], plain.test.tensors[1])
+
+
+def test_a_classifier_without_class_names_takes_the_data_s(images: tuple[str, Path], tmp_path: Path) -> None:
+    """transformers' placeholders (LABEL_0...) give way to the folder names, which save_pretrained keeps."""
+    from prunekit.workflows.common import build
+
+    _, folder = images
+    net, splits = build(_vit(tmp_path / "vit", None), str(folder))
+    assert net.config.id2label == dict(enumerate(splits.class_names)) and splits.class_names[3] == "class_3"
+    assert net.config.label2id["class_3"] == 3
