@@ -2,7 +2,8 @@
 
 Targets: ``--ratio`` is the fraction of channels *removed*; ``--target-macs``, ``--target-params``
 and ``--target-latency`` are the fraction *kept* of the dense model (``--target-macs 0.5`` = half
-the MACs). The options become the same StructuredPruner stage a recipe would hold.
+the MACs); ``--target-size-mb`` is the most megabytes the saved weights may take. The options
+become the same StructuredPruner stage a recipe would hold.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ BACKENDS = ("torch", "torch-fused", "onnxruntime")
 # NOTE: prunekit.structured.model_timing.MODEL_BACKENDS: the runtimes widths are chosen for (int8 is timed whole)
 ROUNDING_BACKENDS = (*BACKENDS, "onnxruntime-int8")
 _TARGETS = (("ratio", "ratio"), ("target_macs", "macs"), ("target_params", "params"),
-            ("target_latency", "latency"))
+            ("target_latency", "latency"), ("target_size_mb", "size_mb"))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -54,6 +55,9 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--target-latency", type=float, default=None, metavar="F",
                        help="fraction of the dense PyTorch latency to KEEP, in (0, 1] (measured, "
                             "2 threads, at --latency-batch-size)")
+    group.add_argument("--target-size-mb", type=float, default=None, metavar="MB",
+                       help="the most megabytes (10^6 bytes) the saved weights may take, e.g. 5 for a model "
+                            "that fits in 5 MB (fp32; `prunekit quantize` makes it about 4x smaller again)")
     group.add_argument("--latency-batch-size", type=int, default=1, metavar="N",
                        help="batch size at which --target-latency is measured (default: 1)")
 

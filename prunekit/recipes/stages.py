@@ -181,11 +181,13 @@ def _relative(target: Any, state: RunState, start_model: nn.Module, removed_befo
     kind, value = target.kind, target.value
     if kind == "ratio":
         return {"ratio": max(0.0, 1.0 - (1.0 - value) / max(1.0 - removed_before, 1e-9))}
+    if kind == "size_mb":
+        return {"size_mb": value}  # NOTE: absolute, the same for every model
     if kind in ("macs", "params"):
         base = measure(start_model, state.example(), kind)
         now = measure(state.model, state.example(), kind)
         return {kind: min(1.0, value * base / max(now, 1e-9))}
-    raise ConfigError(f"a prune schedule step's target must be ratio, macs or params; got {kind}. "
+    raise ConfigError(f"a prune schedule step's target must be ratio, macs, params or size_mb; got {kind}. "
                       f"Use a single prune stage with target: {{latency: ...}} instead.")
 
 

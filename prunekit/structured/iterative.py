@@ -17,7 +17,7 @@ from torch import nn
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.measure import count_macs, count_params
 from prunekit.structured.plan import Plan
-from prunekit.structured.target import Target, measure
+from prunekit.structured.target import Target, in_params, measure
 
 __all__ = ["prune_iteratively", "plan_iteratively", "compose", "schedule"]
 
@@ -73,7 +73,7 @@ def prune_iteratively(model: nn.Module, example_inputs: Any, target: Target | Ma
     from prunekit.config import parse_config
     from prunekit.structured.pruner import PrunerOptions, StructuredPruner
 
-    target = parse_config(Target, target)
+    target = in_params(parse_config(Target, target), model)
     options = parse_config(PrunerOptions, options or {}).model_dump()
     ignore, freeze = list(ignore), list(freeze)
     dense = {"macs": float(count_macs(model, example_inputs)), "params": float(count_params(model)),

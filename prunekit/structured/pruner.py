@@ -27,7 +27,7 @@ from prunekit.structured.fallback import cause, plan_without_blamed
 from prunekit.structured.plan import Plan
 from prunekit.structured.model_timing import ModelTimings
 from prunekit.structured.rounding import LayerTimings, RoundingTable, TimingTable
-from prunekit.structured.target import DenseCount, Target, search, with_counts
+from prunekit.structured.target import DenseCount, Target, in_params, search, with_counts
 
 __all__ = ["StructuredPruner", "PrunerOptions"]
 
@@ -183,6 +183,7 @@ class StructuredPruner:
         """
         check_entry(model, example_inputs, "StructuredPruner.fit")
         target, options = self.validate_params()
+        target = in_params(target, model)
         batches = list(batches) if batches is not None else None
         graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore), freeze=tuple(self.freeze))
         if not graph.prunable and graph.groups:
@@ -255,6 +256,7 @@ class StructuredPruner:
             if self.steps != 1:
                 raise
             target, options = self.validate_params()
+            target = in_params(target, model)
             found = plan_without_blamed(
                 model, self.graph_, plan, self.example_inputs_, error,
                 lambda graph: self._plan(model, graph, self.scores_, target, options, self.example_inputs_))

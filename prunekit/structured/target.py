@@ -5,6 +5,10 @@ Conventions (the same in Python, YAML and the CLI):
 - ``ratio`` is the fraction of channels *removed* from every prunable group, in [0, 1).
 - ``macs``, ``params`` and ``latency`` are the fraction *kept* relative to the dense model, in
   (0, 1]: ``macs=0.5`` means "half the MACs" (``prunekit prune --target-macs 0.5``).
+- ``size_mb`` is absolute: the most megabytes (10^6 bytes) the saved weights file may take ("fits in
+  5 MB": ``prunekit prune --target-size-mb 5``). It is met as the ``params`` target that leaves room
+  for the buffers and the file's header at their dense size (:func:`in_params`), so it is never exceeded
+  by more than what a model mixing dtypes adds.
 
 A ratio is allocated directly. The other three are reached by bisection over the ratio: more
 channels removed never means more MACs, params or (up to noise) latency, so the smallest ratio
@@ -59,10 +63,10 @@ from prunekit.structured.plan import Plan
 from prunekit.structured.model_timing import ModelTimings
 from prunekit.structured.rounding import RoundingTable
 
-__all__ = ["Target", "search", "KINDS", "macs_fraction", "dense_terms", "with_counts", "DenseCount"]
+__all__ = ["Target", "search", "KINDS", "macs_fraction", "dense_terms", "with_counts", "DenseCount", "in_params"]
 
-KINDS = ("ratio", "macs", "params", "latency")
-Kind = Literal["ratio", "macs", "params", "latency"]
+KINDS = ("ratio", "macs", "params", "latency", "size_mb")
+Kind = Literal["ratio", "macs", "params", "latency", "size_mb"]
 
 _HIGHEST_RATIO = 1.0 - 1e-6  # NOTE: allocate needs ratio < 1; min_keep decides what is left.
 _STEPS = {"macs": 12, "params": 12, "latency": 6}  # NOTE: latency is measured, so few steps.
@@ -90,10 +94,12 @@ _MEANING = {
 
 
 class Target(BaseModel):
-    """How small the pruned model must be: exactly one of ``ratio``, ``macs``, ``params``, ``latency``.
+    """How small the pruned model must be: exactly one of ``ratio``, ``macs``, ``params``, ``latency``,
+    ``size_mb``.
 
-    ``ratio`` is the fraction of channels removed; the others are the fraction kept relative to the
-    dense model. ``batch_size`` is the batch at which latency is measured (PyTorch eager, 2 threads).
+    ``ratio`` is the fraction of channels removed; ``macs``, ``params`` and ``latency`` the fraction
+    kept relative to the dense model; ``size_mb`` the most megabytes (10^6 bytes) of the saved weights.
+    ``batch_size`` is the batch at which latency is measured (PyTorch eager, 2 threads).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -104,12 +110,17 @@ class Target(BaseModel):
                                  description="fraction of the dense parameters to keep, in (0, 1]")
     latency: float | None = Field(None, gt=0, le=1,
                                   description="fraction of the dense latency to keep, in (0, 1]")
+    size_mb: float | None = Field(None, gt=0, description="most megabytes (10^6 bytes) the saved weights may take")
     batch_size: int = Field(1, ge=1, description="batch size at which latency is measured")
 
     @model_validator(mode="before")
     @classmethod
     def _in_range(cls, data: Any) -> Any:
         # NOTE: runs before the field bounds so the message says what the number means.
+        size = data.get("size_mb") if isinstance(data, Mapping) else None
+        if isinstance(size, (int, float)) and not isinstance(size, bool) and not size > 0:
+            raise ValueError(f"Target: 'size_mb' must be a positive number of megabytes; got {size}. Pass the most "
+                             f"the saved weights may take, e.g. 5 for 5 MB.")
         for key, text in _MEANING.items():
             value = data.get(key) if isinstance(data, Mapping) else None
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -125,7 +136,7 @@ class Target(BaseModel):
         given = [k for k in KINDS if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                f"Target: exactly one of ratio, macs, params, latency must be given; got "
+                f"Target: exactly one of ratio, macs, params, latency, size_mb must be given; got "
                 f"{given or 'none'}. Pass e.g. {{macs: 0.5}} (keep half the MACs) or "
                 f"{{ratio: 0.3}} (remove 30 % of the channels).")
         return self
@@ -143,6 +154,42 @@ class Target(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON data with only the fields that were set (``{"macs": 0.5}``)."""
         return self.model_dump(exclude_defaults=True)
+
+
+_HEADER_BYTES_PER_TENSOR = 128  # NOTE: safetensors' JSON entry per tensor (name, dtype, shape, offsets), generously
+
+
+def in_params(target: Target, model: nn.Module) -> Target:
+    """``target`` as a kind the allocation meets: a ``size_mb`` budget becomes the ``params`` fraction
+    that leaves room for ``model``'s buffers and the file's header at their dense size (both shrink, or
+    stay, as channels go); any other target is returned as it is. A budget the model already fits is
+    ``ratio=0`` (nothing cut); one its buffers and header alone exceed is a ConfigError."""
+    if target.kind != "size_mb":
+        return target
+    state = model.state_dict(keep_vars=True)
+    seen: set[tuple[int, int]] = set()
+    param_bytes = other_bytes = 0
+    params = {id(p) for p in model.parameters()}
+    for tensor in state.values():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset()) if tensor.device.type != "meta" \
+            else (id(tensor), 0)
+        if key in seen:
+            continue
+        seen.add(key)
+        nbytes = tensor.numel() * tensor.element_size()
+        if id(tensor) in params:
+            param_bytes += nbytes
+        else:
+            other_bytes += nbytes
+    other_bytes += 8 + _HEADER_BYTES_PER_TENSOR * len(state)
+    budget = target.value * 1e6
+    if budget >= param_bytes + other_bytes:
+        return Target(ratio=0.0)
+    if budget <= other_bytes or param_bytes == 0:
+        raise ConfigError(f"Target(size_mb={target.value:g}): {type(model).__name__}'s buffers and file header alone "
+                          f"take {other_bytes / 1e6:.3g} MB of the {(param_bytes + other_bytes) / 1e6:.3g} MB its "
+                          f"weights file takes; pass a budget above {other_bytes / 1e6:.3g} MB, or a params target.")
+    return Target(params=(budget - other_bytes) / param_bytes)
 
 
 def macs_fraction(target: Any, *, where: str, what: str, example: float) -> float | None:
