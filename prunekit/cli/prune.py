@@ -20,6 +20,7 @@ from prunekit.structured.allocate import AUTO_RULE
 BACKENDS = ("torch", "torch-fused", "onnxruntime")
 # NOTE: prunekit.structured.model_timing.MODEL_BACKENDS: the runtimes widths are chosen for (int8 is timed whole)
 ROUNDING_BACKENDS = (*BACKENDS, "onnxruntime-int8")
+MAX_DROP_TARGET = {"macs": 0.1}  # NOTE: the deepest cut --max-metric-drop tries when no target is named
 _TARGETS = (("ratio", "ratio"), ("target_macs", "macs"), ("target_params", "params"),
             ("target_latency", "latency"), ("target_size_mb", "size_mb"))
 
@@ -58,6 +59,14 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--target-size-mb", type=float, default=None, metavar="MB",
                        help="the most megabytes (10^6 bytes) the saved weights may take, e.g. 5 for a model "
                             "that fits in 5 MB (fp32; `prunekit quantize` makes it about 4x smaller again)")
+    group.add_argument("--max-metric-drop", type=float, default=None, metavar="D",
+                       help="lose at most D of the validation metric after fine-tuning (accuracy: 0.01 is "
+                            "one point): the target becomes the deepest cut allowed, and the deepest of "
+                            "--tries cuts towards it that stays within D is kept; without a target, as deep as "
+                            f"{MAX_DROP_TARGET['macs']:.0%} of the MACs kept")
+    group.add_argument("--tries", type=int, default=5, metavar="N",
+                       help="cuts tried (each pruned and fine-tuned) under --max-metric-drop: the target, "
+                            "then a bisection towards nothing cut (default: 5)")
     group.add_argument("--latency-batch-size", type=int, default=1, metavar="N",
                        help="batch size at which --target-latency is measured (default: 1)")
 
@@ -131,6 +140,8 @@ def stage(args: argparse.Namespace) -> dict[str, Any]:
               "layer_ratios": _pairs(args.layer_ratio, "--layer-ratio", float)}
     if not target and any(layers.values()):
         target = {"ratio": 0.0}  # NOTE: only the named layers are cut.
+    elif not target and args.max_metric_drop is not None:
+        target = dict(MAX_DROP_TARGET)
     extra: dict[str, Any] = {k: v for k, v in layers.items() if v}
     if args.cost != "none":
         extra.update(cost=args.cost, cost_batch_size=args.cost_batch_size)
@@ -149,9 +160,12 @@ def run(args: argparse.Namespace) -> int:
                     train_config=options.config_from_args(args, TrainConfig), data_dir=args.data_dir,
                     tokenizer=args.tokenizer, block_size=args.block_size, image_size=args.image_size,
                     out_dir=args.out, progress=not args.no_progress,
-                    measure=options.measure_from_args(args), device=args.device)
+                    measure=options.measure_from_args(args), device=args.device,
+                    max_metric_drop=args.max_metric_drop, tries=args.tries)
     print(results["table"])
     print(_achieved_line(results))
+    if "metric_budget" in results:
+        print(_budget_line(results["metric_budget"]))
     options.print_written(results, f"pruned model: {args.out}/model/ (prunekit.load and --model read it)")
     return 0
 
@@ -171,3 +185,12 @@ def _achieved_line(results: dict[str, Any]) -> str:
     from prunekit.structured.model_timing import describe
 
     return f"{line}\n{describe(rounding)}"
+
+
+def _budget_line(budget: dict[str, Any]) -> str:
+    tries = budget["tries"]
+    chosen = budget.get("chosen")
+    kept = (f"kept try {chosen + 1} ({tries[chosen]['drop']:+.4g} lost)" if chosen is not None
+            else "none held: the dense model is kept")
+    return (f"metric budget: at most {budget['max_metric_drop']:g} lost on validation (dense {budget['dense']:.4g}); "
+            f"{len(tries)} tr{'y' if len(tries) == 1 else 'ies'}, {kept}")

@@ -13,7 +13,7 @@ import platform
 import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from prunekit.data import DataSplits, Loaders
 from prunekit.errors import ConfigError, DataError, MissingDependencyError, PrunekitError
 from prunekit.io import MANIFEST_FILE, MODEL_DIR, WEIGHTS_FILE, read_manifest, save, save_json, save_weights
 from prunekit.io import model_folder as io_model_folder
-from prunekit.measure import Profile, profile
+from prunekit.measure import Profile, evaluate, profile
 from prunekit.measure.latency import DEFAULT_BACKENDS
 
 __all__ = [
@@ -498,6 +498,20 @@ def in_model_order(net: nn.Module, splits: DataSplits, spec: str, data: str) -> 
 def _listed(names: Sequence[str], most: int = 5) -> str:
     shown = ", ".join(repr(n) for n in names[:most])
     return f"({shown}{f', ... {len(names)} in all' if len(names) > most else ''})"
+
+
+def torch_scorer(data: Any, task: Any, measure: Measure) -> Callable[[nn.Module], dict[str, float]]:
+    """Metrics of a PyTorch module on ``data`` (capped as ``measure`` says)."""
+    if isinstance(data, TensorDataset):
+        data = capped(data, measure.max_eval_batches, measure.eval_batch_size)
+        return lambda net: dict(evaluate(net, data, task=task, batch_size=measure.eval_batch_size))
+    return lambda net: dict(evaluate(net, data, task=task, max_batches=measure.max_eval_batches))
+
+
+def selection_data(splits: Any) -> Any:
+    """Where choices are made (int8 layers kept fp32, the cut within a metric budget): the validation
+    split; the test split only reports."""
+    return getattr(splits, "val", None) if getattr(splits, "val", None) is not None else eval_data(splits)
 
 
 def check_fits(net: nn.Module, splits: DataSplits, spec: str, data: str) -> None:

@@ -8,6 +8,7 @@ between them.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -39,10 +40,13 @@ from prunekit.workflows.common import (
     is_rank_zero,
     measure_profile,
     save_result,
+    selection_data,
     source_architecture,
     task_of,
+    torch_scorer,
     with_teacher,
 )
+from prunekit.workflows.metric_budget import Attempt, prune_within
 from prunekit.workflows.inputs import check_labels
 from prunekit.workflows.train import fine_tune, history, train_baseline, with_epochs
 
@@ -98,7 +102,7 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
           block_size: int | None = None, image_size: int | tuple[int, int] | None = None,
           out_dir: str | os.PathLike[str] | None = None, progress: bool = False,
           measure: Measure | None = None, device: str | torch.device | None = None,
-          task: str | None = None) -> dict[str, Any]:
+          task: str | None = None, max_metric_drop: float | None = None, tries: int = 5) -> dict[str, Any]:
     """Baseline (or ``weights``), profile, prune, fine-tune, profile again, save.
 
     ``stage`` holds the :class:`~prunekit.structured.StructuredPruner` arguments, the keys of a
@@ -109,6 +113,11 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
     ``task`` says what the metric is (classification by default; a text file gives causal_lm).
     With ``out_dir`` it writes ``results.json`` and ``model/`` (weights + manifest: the plan against
     the dense model), which ``prunekit.load`` and ``--model OUT`` read back.
+
+    ``max_metric_drop`` (the metric's units: 0.01 is one accuracy point) makes the target the deepest
+    cut allowed: the result is the deepest of at most ``tries`` cuts towards it whose fine-tuned
+    validation metric is within the budget (:mod:`prunekit.workflows.metric_budget`; every try is
+    in ``results["metric_budget"]``); where none is, the dense model is kept, with a warning.
     """
     config = train_config or TrainConfig()
     measure = measure or Measure()
@@ -128,12 +137,34 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
         results["baseline"] = baseline
     before = measure_profile(net, example, model, measure, eval_data(splits), task)
     finetune = with_epochs(config, finetune_epochs)
-    pruned, plan, achieved, records = prune_model(
-        net, splits, pruner, finetune_epochs=finetune_epochs, task=task,
-        tune=lambda m: fine_tune(m, splits, finetune, progress=progress, device=device, task=task))
-    if finetune_epochs > 0:
-        results["finetune"] = history(fine_tune(pruned, splits, finetune, progress=progress, device=device,
-                                                task=task))
+
+    def attempt(target: Mapping[str, Any], epochs: int = finetune_epochs) -> Attempt:
+        tried = StructuredPruner(**{**pruner.get_params(), "target": dict(target)})
+        model_, plan_, achieved_, steps_ = prune_model(
+            net, splits, tried, finetune_epochs=epochs, task=task,
+            tune=lambda m: fine_tune(m, splits, finetune, progress=progress, device=device, task=task))
+        tuned = history(fine_tune(model_, splits, finetune, progress=progress, device=device, task=task)) \
+            if epochs > 0 else None
+        return Attempt(tried, model_, plan_, achieved_, steps_, tuned)
+
+    if max_metric_drop is None:
+        chosen = attempt(stage["target"])
+    else:
+        score = torch_scorer(selection_data(splits), task, measure)
+        found, results["metric_budget"] = prune_within(
+            net, pruner.validate_params()[0], max_metric_drop=max_metric_drop, tries=tries, attempt=attempt,
+            score=lambda m: score(m)[task.metric], higher_is_better=task.higher_is_better,
+            say=print if progress else None)
+        if found is None:
+            warnings.warn(f"prune: no cut of the {tries} tried kept the validation {task.metric} within "
+                          f"{max_metric_drop:g} of the dense model's; the dense model is kept (results.json "
+                          f"'metric_budget' lists each try). Allow a larger drop, more fine-tuning, or more tries.",
+                          stacklevel=2)
+            found = attempt({"ratio": 0.0}, epochs=0)  # NOTE: the dense model as it is
+        chosen = found
+    pruned, plan, achieved, records = chosen.model, chosen.plan, chosen.achieved, chosen.steps
+    if chosen.tuned is not None:
+        results["finetune"] = chosen.tuned
     after = measure_profile(pruned, example, f"{model} pruned", measure, eval_data(splits), task)
     results.update({"before": before.to_dict(), "after": after.to_dict(), "plan": plan.to_dict(),
                     "architecture": source_architecture(model, splits), "target": dict(stage["target"]),
@@ -143,5 +174,5 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
         results["files"] = save_result(pruned, out_dir, model, splits=splits, task=task.name, transforms=[plan],
                                        dense=dense_weights(weights, net, baseline))
     evidence = evidence_of(net, pruned, splits, task, out_dir, plan=plan, example_inputs=example,
-                           scores=getattr(pruner, "scores_", None), ignore=pruner.ignore)
+                           scores=getattr(chosen.pruner, "scores_", None), ignore=pruner.ignore)
     return finish_with_report(results, out_dir, evidence)

@@ -27,7 +27,7 @@ from prunekit import models
 from prunekit.data import DataSplits
 from prunekit.errors import ConfigError
 from prunekit.io import read_manifest
-from prunekit.measure import Profile, compare, count_macs, count_params, evaluate, export_onnx
+from prunekit.measure import Profile, compare, count_macs, count_params, export_onnx
 from prunekit.measure.latency import interleaved_onnx_latencies, measure_latencies
 from prunekit.quantize import evaluate_onnx, quantize_within
 from prunekit.quantize.calibration import feeds
@@ -46,7 +46,9 @@ from prunekit.workflows.common import (
     is_saved_folder,
     model_folder,
     save_result,
+    selection_data,
     task_of,
+    torch_scorer,
     with_teacher,
 )
 from prunekit.workflows.inputs import without_cache
@@ -86,19 +88,6 @@ def _scorer(data: Any, task: Any, measure: Measure) -> Callable[[Path], dict[str
                                            threads=measure.threads))
 
 
-def _torch_scorer(data: Any, task: Any, measure: Measure) -> Callable[[nn.Module], dict[str, float]]:
-    """Metrics of a PyTorch module on ``data`` (capped as ``measure`` says)."""
-    if isinstance(data, TensorDataset):
-        data = capped(data, measure.max_eval_batches, measure.eval_batch_size)
-        return lambda net: dict(evaluate(net, data, task=task, batch_size=measure.eval_batch_size))
-    return lambda net: dict(evaluate(net, data, task=task, max_batches=measure.max_eval_batches))
-
-
-def _selection_data(splits: Any) -> Any:
-    """Where the fp32 fallback is chosen: the validation split (the test split only reports)."""
-    return getattr(splits, "val", None) if getattr(splits, "val", None) is not None else eval_data(splits)
-
-
 def quantize_model(net: nn.Module, splits: Any, folder: str | os.PathLike[str], *, task: Any,
                    method: str = "minmax", calibration_batches: int = 8, per_channel: bool = True,
                    dynamic: bool = False, max_metric_drop: float | None = None,
@@ -125,7 +114,7 @@ def quantize_model(net: nn.Module, splits: Any, folder: str | os.PathLike[str], 
             batches = _inputs_only(calibration_batches_of(splits, calibration_batches, task), splits)
             ort = session(prepared)
             calibration = feeds(batches, [i.name for i in ort.get_inputs()], [i.type for i in ort.get_inputs()])
-        score = _scorer(_selection_data(splits), task, measure)
+        score = _scorer(selection_data(splits), task, measure)
         metric = task.metric
         fp32_metric = score(fp32)[metric]
         chosen = quantize_within(prepared, folder / INT8_FILE, score=lambda p: score(p)[metric],
@@ -189,7 +178,7 @@ def quantize_model_torch(net: nn.Module, splits: Any, *, task: Any, dynamic: boo
         raise _empty_calibration()
     batches = [] if dynamic else _inputs_only(calibration_batches_of(splits, calibration_batches, task), splits)
     result = quantize_torch(net, example_of(splits, task, 1), dynamic=dynamic, calibration=batches, compile=compile)
-    score = _torch_scorer(_selection_data(splits), task, measure)
+    score = torch_scorer(selection_data(splits), task, measure)
     record = {**result.record, "calibration_batches": 0 if dynamic else calibration_batches, "metric": task.metric,
               "val": {"fp32": score(net)[task.metric], "int8": score(eager(result.model))[task.metric]}}
     return TorchInt8(model=result.model, record=record)
@@ -228,7 +217,7 @@ def torch_profiles(triples: Sequence[tuple[str, nn.Module, nn.Module]], splits: 
     fp32 model, the bytes of the tensors the module computes with (int8 data and scales for int8),
     its PyTorch latency per batch size and its metric on the eval data (a compiled module is scored
     by the eager one inside it)."""
-    score = _torch_scorer(eval_data(splits), task, measure)
+    score = torch_scorer(eval_data(splits), task, measure)
     example = example_of(splits, task, 1)
     out = []
     for name, net, runs in triples:
