@@ -70,7 +70,8 @@ def names(pattern: str = "*") -> list[str]:
 def load(spec: str | PathLike[str], *, data_dir: str | PathLike[str] | None = None,
          val_fraction: float = 0.1, seed: int = 0,
          image_size: int | tuple[int, int] | None = None, tokenizer: object = None,
-         block_size: int = 128, batch_size: int = 8) -> DataSplits | Loaders:
+         block_size: int = 128, batch_size: int = 8,
+         fallback_size: tuple[int, int] | None = None) -> DataSplits | Loaders:
     """Load whatever ``spec`` names: a registered dataset, a ``.npz`` file, an image folder, a
     ``datasets.save_to_disk`` folder, or a text file.
 
@@ -78,7 +79,9 @@ def load(spec: str | PathLike[str], *, data_dir: str | PathLike[str] | None = No
     it (fashion_mnist); ``image_size`` is an error where it cannot apply. Text (a ``.txt`` file, or
     a saved dataset with a text column) needs ``tokenizer`` (the model's folder or a tokenizer)
     and gives :class:`Loaders` of ``block_size``-token blocks in batches of ``batch_size``;
-    everything else gives :class:`DataSplits`.
+    everything else gives :class:`DataSplits`. ``fallback_size`` (the size the model was made for)
+    is what an image folder's images are resized to where they differ in size and no ``image_size``
+    is given.
     """
     text = os.fspath(spec)
     if text in DATASETS:
@@ -99,7 +102,8 @@ def load(spec: str | PathLike[str], *, data_dir: str | PathLike[str] | None = No
                                    batch_size=batch_size, val_fraction=val_fraction, seed=seed,
                                    image_size=image_size)
     if path.is_dir():
-        return load_image_folder(path, image_size=image_size, val_fraction=val_fraction, seed=seed)
+        return load_image_folder(path, image_size=image_size, val_fraction=val_fraction, seed=seed,
+                                 fallback_size=fallback_size)
     if path.suffix.lower() in TEXT_SUFFIXES and path.is_file():
         if tokenizer is None:
             raise ConfigError(f"'{path}' is a text file; expected a tokenizer to tokenise it (the "

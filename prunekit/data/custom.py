@@ -6,6 +6,8 @@ hundred MB). Every split is standardised per channel with the train split's mean
 
 from __future__ import annotations
 
+import warnings
+
 import zipfile
 from collections.abc import Mapping, Sequence
 from os import PathLike
@@ -197,11 +199,13 @@ def _labels(path: Path, key: str, a: np.ndarray) -> torch.Tensor:
 
 def load_image_folder(path: str | PathLike[str], *, image_size: int | tuple[int, int] | None = None,
                       grayscale: bool | None = None, val_fraction: float = 0.1,
-                      test_fraction: float = 0.2, seed: int = 0) -> DataSplits:
+                      test_fraction: float = 0.2, seed: int = 0,
+                      fallback_size: tuple[int, int] | None = None) -> DataSplits:
     """Load ``root/<class>/<image>`` (or ``root/train/<class>/...`` + ``root/test/<class>/...``).
 
     Images are resized to ``image_size`` (an int or ``(h, w)``) when given; otherwise they must all
-    share one size. ``grayscale=None`` picks 1 channel when every image is mode "L", else RGB.
+    share one size, or, where they do not, are resized to ``fallback_size`` (the size the model was
+    made for) with a warning. ``grayscale=None`` picks 1 channel when every image is mode "L", else RGB.
     Everything is decoded into memory: meant for small datasets.
     """
     image = require("PIL.Image", pip_name="pillow", extra="images", feature="Loading an image folder")
@@ -220,7 +224,7 @@ def load_image_folder(path: str | PathLike[str], *, image_size: int | tuple[int,
                         f"(root/<class>/<image>), found {found}. Fix: sort the images into "
                         f"class subfolders.")
     files = [_scan(r, classes) for r in roots]
-    size = _target_size(image, [f for part in files for f, _ in part], image_size)
+    size = _target_size(image, [f for part in files for f, _ in part], image_size, fallback_size)
     gray = grayscale if grayscale is not None else _all_gray(image, files)
     tensors = [_decode(image, part, size, gray) for part in files]
     name = root.name
@@ -265,8 +269,9 @@ def _header(image: Any, file: Path) -> tuple[str, tuple[int, int]]:
 
 
 def _target_size(image: Any, files: Sequence[Path], image_size: int | tuple[int, int] | None,
-                 ) -> tuple[int, int]:
-    """The (h, w) every image ends up with; without ``image_size`` all images must agree."""
+                 fallback: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The (h, w) every image ends up with; without ``image_size`` all images must agree, or be
+    resized to ``fallback`` where it is given."""
     if image_size is not None:
         h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         if h < 1 or w < 1:
@@ -275,6 +280,11 @@ def _target_size(image: Any, files: Sequence[Path], image_size: int | tuple[int,
     first_w, first_h = _header(image, files[0])[1]
     for file in files[1:]:
         w, h = _header(image, file)[1]
+        if (w, h) != (first_w, first_h) and fallback is not None:
+            warnings.warn(f"Images differ in size ('{file}' is {h}x{w}, '{files[0]}' {first_h}x{first_w}): all "
+                          f"are resized to {fallback[0]}x{fallback[1]}, the size the model was made for. Pass "
+                          f"--image-size H[xW] (image_size=) to choose another.", stacklevel=4)
+            return int(fallback[0]), int(fallback[1])
         if (w, h) != (first_w, first_h):
             raise DataError(
                 f"Image '{file}' is {h}x{w} (HxW), but '{files[0]}' is {first_h}x{first_w}; without "

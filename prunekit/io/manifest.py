@@ -2,7 +2,9 @@
 
 ``{"format": "prunekit", "version": 1, "source": {"spec": ..., "kwargs": {...}} | null,
 "transforms": [{"kind": ...}, ...], "layout": {...}, "metrics": {...}, "hf": {"class": ...} | null,
-"created": ..., "prunekit": ...}``. Transforms are in the order they were applied; kinds are
+"data": {"name": ..., "input_shape": [...], "class_names": [...]} | null, "created": ..., "prunekit": ...}``
+(``data``, what the model was made for, is optional: folders written before it read as null).
+Transforms are in the order they were applied; kinds are
 ``prune`` (a Plan), ``depth`` (blocks replaced by nn.Identity), ``factorise`` (layers and ranks),
 ``sparse`` (how the weights are stored), ``partition`` (the cut points of the stages) and
 ``quantize`` (backend onnxruntime: an int8 ONNX file made from these weights, method, nodes kept
@@ -47,6 +49,7 @@ class Manifest:
     layout: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
     hf: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
     created: str = ""
     prunekit: str = ""
 
@@ -58,7 +61,7 @@ class Manifest:
         """The JSON form written to ``manifest.json``."""
         return {"format": FORMAT, "version": VERSION, "source": self.source,
                 "transforms": list(self.transforms), "layout": self.layout, "metrics": self.metrics,
-                "hf": self.hf, "created": self.created, "prunekit": self.prunekit}
+                "hf": self.hf, "data": self.data, "created": self.created, "prunekit": self.prunekit}
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Manifest:
@@ -82,12 +85,16 @@ class Manifest:
                 isinstance(t, dict) and t.get("kind") in KINDS for t in transforms):
             raise DataError(f"'{where}' has a 'transforms' list with an unknown kind (known: "
                             f"{', '.join(KINDS)}). The file is damaged; save the model again.")
+        made_for = data.get("data")
+        if made_for is not None and not isinstance(made_for, dict):
+            raise DataError(f"'{where}': 'data' must be null or an object (name, input_shape, class_names); got "
+                            f"{made_for!r}. Fix the file or save the model again.")
         source = data.get("source")
         if source is not None and not (isinstance(source, dict) and "spec" in source):
             raise DataError(f"'{where}': 'source' must be null or {{\"spec\": ..., \"kwargs\": {{...}}}}; got "
                             f"{source!r}. Fix the file or save the model again.")
         return cls(source=source, transforms=tuple(transforms), layout=layout,
-                   metrics=dict(data.get("metrics") or {}), hf=data.get("hf"),
+                   metrics=dict(data.get("metrics") or {}), hf=data.get("hf"), data=made_for,
                    created=str(data.get("created", "")), prunekit=str(data.get("prunekit", "")))
 
 

@@ -102,7 +102,8 @@ def _weights(model: nn.Module, sparse: bool) -> tuple[dict[str, torch.Tensor], d
 
 def save(model: nn.Module, folder: str | os.PathLike[str], *, source: None | str | Mapping[str, Any] = None,
          original: nn.Module | None = None, transforms: Iterable[Any] = (),
-         metrics: Mapping[str, Any] | None = None, sparse: bool = False, overwrite: bool = False) -> Path:
+         metrics: Mapping[str, Any] | None = None, sparse: bool = False, overwrite: bool = False,
+         data: Mapping[str, Any] | None = None) -> Path:
     """Write ``model`` to ``folder`` (``model.safetensors`` + ``manifest.json``); returns the folder.
 
     Args:
@@ -115,6 +116,8 @@ def save(model: nn.Module, folder: str | os.PathLike[str], *, source: None | str
         metrics: measured numbers to keep beside the model (Profiles become dicts).
         sparse: store the weights as bitmask + non-zero values (loaded dense).
         overwrite: replace a non-empty ``folder``; otherwise such a folder is refused.
+        data: what the model was made for (``name``, ``input_shape``, ``class_names``): images of
+            another size are resized to it, and data naming its classes in another order is relabelled.
     """
     from prunekit import hf
 
@@ -131,14 +134,15 @@ def save(model: nn.Module, folder: str | os.PathLike[str], *, source: None | str
     try:
         if settled:  # NOTE: the config now builds what the model became
             reference = hf.reference(model)
-        return _save(model, target, records, source_rec, reference, metrics, is_hf, sparse)
+        return _save(model, target, records, source_rec, reference, metrics, is_hf, sparse, data)
     except BaseException:
         hf.restore_config(settled)
         raise
 
 
 def _save(model: nn.Module, target: Path, records: list[dict[str, Any]], source_rec: dict[str, Any] | None,
-          reference: nn.Module, metrics: Mapping[str, Any] | None, is_hf: bool, sparse: bool) -> Path:
+          reference: nn.Module, metrics: Mapping[str, Any] | None, is_hf: bool, sparse: bool,
+          data: Mapping[str, Any] | None = None) -> Path:
     layout = layout_record(model, reference, opaque=factorised_names(records))
     note_source_shapes(records, reference)
     if layout["identity"] and not any(r["kind"] == "depth" for r in records):
@@ -149,7 +153,7 @@ def _save(model: nn.Module, target: Path, records: list[dict[str, Any]], source_
     if is_hf and source_rec is None:
         source_rec = {"spec": "hf:.", "kwargs": {}}  # NOTE: the config.json in the folder itself.
     manifest = _manifest(source_rec, records, layout, _metrics(metrics),
-                         {"class": type(model).__name__} if is_hf else None)
+                         {"class": type(model).__name__} if is_hf else None, data)
     buffers = sliced_buffers(model, layout)
     _write_folder(target, lambda tmp: _fill(tmp, model if is_hf else None, entries, buffers, manifest))
     return target
@@ -170,11 +174,13 @@ def _records(model: nn.Module, transforms: Iterable[Any]) -> list[dict[str, Any]
 
 
 def _manifest(source: dict[str, Any] | None, records: list[dict[str, Any]], layout: dict[str, Any],
-              metrics: dict[str, Any], hf_record: dict[str, Any] | None) -> dict[str, Any]:
+              metrics: dict[str, Any], hf_record: dict[str, Any] | None,
+              data: Mapping[str, Any] | None = None) -> dict[str, Any]:
     from prunekit.version import __version__
 
     manifest = Manifest(source=source, transforms=tuple(records), layout=layout, metrics=metrics,
-                        hf=hf_record, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        hf=hf_record, data=dict(data) if data is not None else None,
+                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         prunekit=__version__).to_dict()
     json.dumps(manifest)  # NOTE: fail before writing anything.
     return manifest

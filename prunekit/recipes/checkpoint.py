@@ -28,15 +28,16 @@ def _source(architecture: Mapping[str, Any]) -> dict[str, Any]:
 
 def save_model(model: nn.Module, architecture: Mapping[str, Any], folder: str | os.PathLike[str], *,
                plans: Sequence[Mapping[str, Any]] = (), factorised: Sequence[Any] | None = None,
-               extra: Sequence[Mapping[str, Any]] = ()) -> Path:
+               extra: Sequence[Mapping[str, Any]] = (), data: Mapping[str, Any] | None = None) -> Path:
     """Write ``model`` (replacing an earlier checkpoint in ``folder``); ``plans`` are the applied
     plans' dicts, ``factorised`` the LayerRecords of a decompose stage (they hold each layer's shape),
-    ``extra`` further transform records (a torch int8 ``quantize`` record, re-applied on load)."""
+    ``extra`` further transform records (a torch int8 ``quantize`` record, re-applied on load), ``data``
+    the manifest's record of the data the model was made for."""
     transforms: list[Any] = [{"kind": "prune", "plan": dict(p)} for p in plans]
     if factorised:
         transforms.append(list(factorised))
     transforms.extend(dict(record) for record in extra)
-    return save(model, folder, source=_source(architecture), transforms=transforms, overwrite=True)
+    return save(model, folder, source=_source(architecture), transforms=transforms, overwrite=True, data=data)
 
 
 def load_state(folder: str | os.PathLike[str]) -> tuple[nn.Module, list[Any]]:

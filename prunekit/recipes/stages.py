@@ -25,6 +25,7 @@ from prunekit.registry import Registry
 from prunekit.workflows.common import (
     calibration_batches,
     copy_tokenizer,
+    data_record,
     eval_data,
     example_of,
     task_of,
@@ -70,7 +71,7 @@ class RunState:
         from prunekit.recipes.checkpoint import save_model
 
         saved = save_model(self.model, self.architecture, folder, factorised=self.factorised, plans=self.plans,
-                           extra=extra)
+                           extra=extra, data=data_record(self.splits))
         copy_tokenizer(self.tokenizer, saved)
         return saved
 

@@ -317,6 +317,21 @@ def dense_weights(weights: str | None, net: nn.Module, trained_here: Any) -> nn.
     return weights if weights is not None else net if trained_here else None
 
 
+def data_record(splits: Any) -> dict[str, Any] | None:
+    """What a saved model was made for (the manifest's ``data``): the data's name, one sample's
+    shape and its class names; None for data that is not tensors of one shape (text blocks)."""
+    if not isinstance(splits, DataSplits):
+        return None
+    return {"name": splits.name, "input_shape": list(splits.input_shape), "class_names": list(splits.class_names)}
+
+
+def made_for(spec: str) -> dict[str, Any]:
+    """The manifest's ``data`` record of a saved folder ``spec`` (empty for anything else)."""
+    if not is_saved_folder(spec):
+        return {}
+    return dict(read_manifest(Path(model_folder(spec))).data or {})
+
+
 def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str, *, splits: Any = None,
                 in_channels: int | None = None, task: str | None = None, transforms: Sequence[Any] = (),
                 sparse: bool = False, dense: nn.Module | str | None = None) -> dict[str, str]:
@@ -329,10 +344,12 @@ def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str, *, split
     score trained weights; a saved folder with no transforms yet is its own dense weights.
     """
     earlier: list[Any] = []
+    made_for = data_record(splits)
     if is_saved_folder(spec):
         folder = Path(model_folder(spec))
         manifest = read_manifest(folder)
         source, earlier = manifest.source, list(manifest.transforms)
+        made_for = made_for or manifest.data
         if source and not earlier and "weights" not in source.get("kwargs", {}):
             # NOTE: a trained dense folder (prunekit train --out): its weights are the source's
             trained = str((folder / WEIGHTS_FILE).absolute())
@@ -346,7 +363,7 @@ def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str, *, split
         # NOTE: only an hf: spec builds a different class per task; other specs ignore it.
         source = models.source_of(spec, task=task if hf_folder(spec) else None, weights=dense, **sizes)
     folder = save(net, Path(out) / MODEL_DIR, source=source, transforms=[*earlier, *transforms],
-                  sparse=sparse, overwrite=True)
+                  sparse=sparse, overwrite=True, data=made_for)
     copy_tokenizer(tokenizer_of(spec), folder)
     return {"model": str(folder), "weights": str(folder / WEIGHTS_FILE), "manifest": str(folder / MANIFEST_FILE)}
 
@@ -410,9 +427,11 @@ def build(model: str, data: str, *, data_dir: str | None = None, weights: str | 
     if not int8_ok:
         check_not_int8(model)
 
+    recorded = made_for(model)
+
     def load_data(size: int) -> DataSplits | Loaders:
         return datasets.load(data, data_dir=data_dir, seed=seed, tokenizer=tokenizer or tokenizer_of(model),
-                             block_size=size, image_size=image_size)
+                             block_size=size, image_size=image_size, fallback_size=_image_size_of(model, recorded))
 
     loaded = load_data(block_size or block_size_for(model))
     asked = task is not None
@@ -425,7 +444,7 @@ def build(model: str, data: str, *, data_dir: str | None = None, weights: str | 
     built_for = task if task is not None or not isinstance(loaded, DataSplits) else "classification"
     net = load_model(model, weights=weights, task=built_for, seed=seed, **sizes_of(loaded))
     if isinstance(loaded, DataSplits):
-        loaded = in_model_order(net, loaded, model, data)
+        loaded = in_model_order(net, loaded, model, data, recorded.get("class_names"))
         check_fits(net, loaded, model, data)
     elif (shorter := _shorter_blocks(net, loaded, block_size)) is not None:
         loaded = load_data(shorter)
@@ -470,14 +489,27 @@ def _shape(shape: Sequence[int]) -> str:
     return "x".join(str(int(d)) for d in shape)
 
 
-def in_model_order(net: nn.Module, splits: DataSplits, spec: str, data: str) -> DataSplits:
+def _image_size_of(spec: str, recorded: dict[str, Any]) -> tuple[int, int] | None:
+    """The (h, w) the model ``spec`` was made for: a saved folder's data record, a registry
+    model's input size; None where unknown."""
+    shape = recorded.get("input_shape")
+    if shape is None and spec in models.MODELS:
+        shape = models.input_shape(spec)
+    if isinstance(shape, (list, tuple)) and len(shape) == 3:
+        return int(shape[1]), int(shape[2])
+    return None
+
+
+def in_model_order(net: nn.Module, splits: DataSplits, spec: str, data: str,
+                   recorded: Sequence[str] | None = None) -> DataSplits:
     """``splits`` labelled in the order of the classes ``net`` names (a Hugging Face classifier's
-    ``id2label``), so a trained head is scored against its own classes, not sorted folder names.
+    ``id2label``, else ``recorded``: a saved folder's class names), so a trained head is scored
+    against its own classes, not sorted folder names.
 
     Class names that are not the data's are warned about (the outputs are then taken in the data's
     order); a model that names none gets the data's names (``save_pretrained`` then records them).
     """
-    names = models.label_names(net)
+    names = models.label_names(net) or (tuple(recorded) if recorded else None)
     if not splits.class_names:
         return splits
     if names is None:

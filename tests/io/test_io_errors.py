@@ -68,6 +68,22 @@ def test_foreign_or_damaged_manifest_is_refused(saved) -> None:  # type: ignore[
         prunekit.load(folder)
 
 
+def test_the_data_record_is_optional_and_checked(saved, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``data`` (what the model was made for) came after version 1: a folder without it still loads."""
+    folder, small, x = saved
+    assert prunekit.io.read_manifest(folder).data is None
+    made_for = {"name": "photos", "input_shape": [1, 28, 28], "class_names": ["Cat", "apple"]}
+    again = prunekit.save(small, tmp_path / "b", source=SOURCE, transforms=[], data=made_for)
+    assert prunekit.io.read_manifest(again).data == made_for
+    record = json.loads((folder / "manifest.json").read_text())
+    del record["data"]
+    (folder / "manifest.json").write_text(json.dumps(record))
+    assert_same(prunekit.load(folder), small, x)
+    _edit(folder, data=[1, 28, 28])
+    with pytest.raises(DataError, match=r"'data' must be null or an object \(name, input_shape, class_names\)"):
+        prunekit.load(folder)
+
+
 @pytest.mark.parametrize(("file", "said"), [("plan.json", "an old plan.json folder"),
                                             ("decomposition.json", "an old decomposition.json folder"),
                                             ("config.json", "a Hugging Face folder prunekit did not write")])

@@ -20,6 +20,7 @@ from acceptance._acceptance_fixtures import (
 )
 from prunekit.cli import build_parser, main
 from prunekit.errors import ConfigError
+from prunekit.io import read_manifest
 from prunekit.workflows import Measure
 from prunekit.workflows.common import load_model
 from prunekit.workflows.inputs import EXAMPLE_TOKENS, model_example
@@ -320,6 +321,14 @@ def test_photos_of_mixed_sizes_are_resized_by_image_size(tmp_path: Path, capsys:
                       "stages:\n  - prune: {target: {ratio: 0.5}, finetune: {epochs: 0}}\n  - evaluate: {}\n")
     _run(["run", str(recipe), "--out", str(tmp_path / "run"), "--no-progress"])
     assert prunekit.load(tmp_path / "run" / "model")(torch.zeros(1, 3, 16, 20)).shape == (1, 2)
+    # NOTE: the saved folders remember the size: eval and export need no --image-size again
+    for folder in ("b", "run"):
+        made_for = read_manifest(tmp_path / folder / "model").data
+        assert made_for == {"name": "photos", "input_shape": [3, 16, 20], "class_names": ["cat", "dog"]}
+    with pytest.warns(UserWarning, match=r"resized to 16x20, the size the model was made for"):
+        _run(["eval", "--model", str(tmp_path / "b"), "--data", str(tmp_path / "photos"), "--out",
+              str(tmp_path / "e")])
+    assert _results(tmp_path / "e")["metrics"]["accuracy"] == results["after"]["accuracy"]
 
 
 def test_image_size_option_parses_n_and_h_by_w() -> None:
@@ -429,3 +438,17 @@ def test_a_classifier_without_class_names_takes_the_data_s(images: tuple[str, Pa
     net, splits = build(_vit(tmp_path / "vit", None), str(folder))
     assert net.config.id2label == dict(enumerate(splits.class_names)) and splits.class_names[3] == "class_3"
     assert net.config.label2id["class_3"] == 3
+
+
+def test_a_saved_model_s_class_names_order_the_data(tmp_path: Path) -> None:
+    """A folder trained on 'Cat', 'apple' (sorted: upper case first) scores a folder named 'cat',
+    'apple' (sorted: 'apple' first) in its own order, not the new folder's."""
+    from prunekit.data import DataSplits
+    from prunekit.workflows.common import in_model_order
+
+    x = torch.zeros(3, 1, 2, 2)
+    split = torch.utils.data.TensorDataset(x, torch.tensor([0, 1, 1]))
+    splits = DataSplits("d", split, split, split, num_classes=2, input_shape=(1, 2, 2), class_names=("apple", "cat"))
+    ordered = in_model_order(torch.nn.Linear(4, 2), splits, "runs/a", "./fruit", ["Cat", "apple"])
+    assert ordered.class_names == ("cat", "apple") and ordered.test.tensors[1].tolist() == [1, 0, 0]
+    assert in_model_order(torch.nn.Linear(4, 2), splits, "runs/a", "./fruit", None) is splits
