@@ -8,13 +8,15 @@ calls: a tiny model gets many repeats, ResNet-50 at batch 64 a few. Median and p
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ from prunekit.measure.macs import ExampleInput, as_args, as_inputs, batch_of
 __all__ = ["LatencyStats", "measure_latency", "measure_latencies", "measure_onnx_latencies",
            "interleaved_onnx_latencies", "ort_session", "ort_options", "ort_feed",
            "PairedLatency", "paired_latency", "interleaved", "LatencyControl", "aa_control", "aa_controls", "BACKENDS",
-           "DEFAULT_BACKENDS", "MIN_REPEATS", "MAX_REPEATS", "NOISY"]
+           "DEFAULT_BACKENDS", "MIN_REPEATS", "MAX_REPEATS", "NOISY", "exports_reused",
+           "exports_kept"]
 
 BACKENDS = ("torch", "torch-fused", "onnxruntime")
 DEFAULT_BACKENDS = ("torch", "onnxruntime")  # NOTE: what a profile measures unless asked for more
@@ -176,13 +179,58 @@ def ort_options(threads: int) -> Any:
     return options
 
 
+# NOTE: the ONNX exports kept while exports_reused() is open (None outside): the key says which model
+# in which state on which inputs; the value holds the model too, so that its id cannot be reused.
+_EXPORTS: ContextVar[dict[Any, tuple[nn.Module, bytes]] | None] = ContextVar("prunekit_onnx_exports", default=None)
+# NOTE: only exports made inside exports_kept() are kept (a profile's), so the many candidates a
+# search or a rounding choice times are not all held until the workflow ends.
+_KEEPING: ContextVar[bool] = ContextVar("prunekit_onnx_keeping", default=False)
+
+
+@contextlib.contextmanager
+def exports_reused() -> Iterator[None]:
+    """Within the block, a model timed under ONNX Runtime more than once (its profile, then the A/A
+    control of a before/after table) is exported once: a later timing of the same, unchanged model
+    on inputs of the same shapes reuses the file a profile made (:func:`exports_kept`). An export
+    takes seconds: a prune run's four took 14 s of 20 on a small CNN. A parameter or buffer changed
+    in place, replaced or added since means a new export."""
+    token = _EXPORTS.set({})
+    try:
+        yield
+    finally:
+        _EXPORTS.reset(token)
+
+
+@contextlib.contextmanager
+def exports_kept() -> Iterator[None]:
+    """Inside :func:`exports_reused`, keep the exports made in this block (a profile's) for reuse."""
+    token = _KEEPING.set(True)
+    try:
+        yield
+    finally:
+        _KEEPING.reset(token)
+
+
+def _export_key(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[Any, ...]:
+    state = tuple((name, id(t), t._version, tuple(t.shape), t.dtype)
+                  for name, t in model.state_dict(keep_vars=True).items())
+    return id(model), state, tuple((tuple(x.shape), x.dtype) for x in inputs)
+
+
 def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], threads: int) -> Any:
-    """An ONNX Runtime session of ``model``, exported to a temporary file."""
+    """An ONNX Runtime session of ``model``, exported to a temporary file (or reused, see
+    :func:`exports_reused`)."""
     require("onnxruntime", extra="onnx", feature="ONNX Runtime latency")
     from prunekit.measure.onnx import export_onnx
 
+    kept = _EXPORTS.get()
+    key = _export_key(model, inputs) if kept is not None else None
+    if kept is not None and key in kept:
+        return ort_session(kept[key][1], threads)
     with tempfile.TemporaryDirectory(prefix="prunekit-latency-") as tmp:
         file = export_onnx(model, inputs, Path(tmp) / "model.onnx", dynamic_batch=True)
+        if kept is not None and _KEEPING.get() and len(list(Path(tmp).iterdir())) == 1:  # NOTE: one file
+            kept[key] = (model, file.read_bytes())
         return ort_session(file, threads)
 
 

@@ -7,6 +7,8 @@ a quick try quick; ``finish`` stamps the environment and writes ``results.json``
 
 from __future__ import annotations
 
+import copy
+import functools
 import itertools
 import os
 import platform
@@ -332,7 +334,7 @@ def made_for(spec: str) -> dict[str, Any]:
     return dict(read_manifest(Path(model_folder(spec))).data or {})
 
 
-def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str, *, splits: Any = None,
+def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str | None, *, splits: Any = None,
                 in_channels: int | None = None, task: str | None = None, transforms: Sequence[Any] = (),
                 sparse: bool = False, dense: nn.Module | str | None = None) -> dict[str, str]:
     """Save ``net`` as ``out/model/`` (one format: ``prunekit.load`` and ``--model OUT`` read it).
@@ -341,15 +343,24 @@ def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str, *, split
     own source and earlier transforms), then ``transforms`` in the order applied. ``dense``: the
     dense model's trained weights (a file, or the dense module, written as ``out/baseline.safetensors``),
     recorded in the source, so the comparisons that rebuild the dense model (``quantize``, ``export``)
-    score trained weights; a saved folder with no transforms yet is its own dense weights.
+    score trained weights; a saved folder with no transforms yet is its own dense weights. Without a
+    spec (the user's own module), ``dense`` (the module) is the original ``prunekit.load(..., model=)``
+    takes back.
     """
     earlier: list[Any] = []
-    made_for = data_record(splits)
+    record = data_record(splits)
+    if spec is None:
+        if not isinstance(dense, nn.Module):
+            raise ConfigError("save_result: the user's own module is saved against its dense module; pass dense=.")
+        folder = save(net, Path(out) / MODEL_DIR, original=dense, transforms=list(transforms), sparse=sparse,
+                      overwrite=True, data=record)
+        return {"model": str(folder), "weights": str(folder / WEIGHTS_FILE),
+                "manifest": str(folder / MANIFEST_FILE)}
     if is_saved_folder(spec):
         folder = Path(model_folder(spec))
         manifest = read_manifest(folder)
         source, earlier = manifest.source, list(manifest.transforms)
-        made_for = made_for or manifest.data
+        record = record or manifest.data
         if source and not earlier and "weights" not in source.get("kwargs", {}):
             # NOTE: a trained dense folder (prunekit train --out): its weights are the source's
             trained = str((folder / WEIGHTS_FILE).absolute())
@@ -363,7 +374,7 @@ def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str, *, split
         # NOTE: only an hf: spec builds a different class per task; other specs ignore it.
         source = models.source_of(spec, task=task if hf_folder(spec) else None, weights=dense, **sizes)
     folder = save(net, Path(out) / MODEL_DIR, source=source, transforms=[*earlier, *transforms],
-                  sparse=sparse, overwrite=True, data=made_for)
+                  sparse=sparse, overwrite=True, data=record)
     copy_tokenizer(tokenizer_of(spec), folder)
     return {"model": str(folder), "weights": str(folder / WEIGHTS_FILE), "manifest": str(folder / MANIFEST_FILE)}
 
@@ -411,7 +422,21 @@ def _quantized_from(folder: Path) -> str | None:
     return made_from if isinstance(made_from, str) else None
 
 
-def build(model: str, data: str, *, data_dir: str | None = None, weights: str | None = None,
+Model = str | nn.Module  # NOTE: a spec, or the user's own module (used as it is: trained, sized)
+Data = str | DataSplits | Loaders  # NOTE: a name or path, or the user's data objects
+
+
+def name_of(model: Model) -> str:
+    """How results name ``model``: its spec, or its class for the user's own module."""
+    return model if isinstance(model, str) else type(model).__name__
+
+
+def spec_of(model: Model) -> str | None:
+    """The spec ``model`` is, None for the user's own module (nothing to rebuild it from)."""
+    return model if isinstance(model, str) else None
+
+
+def build(model: Model, data: Data, *, data_dir: str | None = None, weights: str | None = None,
           task: str | None = None, seed: int = 0, int8_ok: bool = False,
           tokenizer: str | None = None, block_size: int | None = None,
           image_size: int | tuple[int, int] | None = None) -> tuple[nn.Module, Any]:
@@ -421,32 +446,45 @@ def build(model: str, data: str, *, data_dir: str | None = None, weights: str | 
     else with the model's own, and gives :class:`Loaders` of ``block_size``-token blocks (default:
     ``TRAIN_BLOCK``, or fewer where the model records fewer positions).
 
+    ``model`` may be the user's own ``nn.Module`` (a copy is used: theirs is never changed) and
+    ``data`` a :class:`DataSplits` or :class:`Loaders` of their DataLoaders; both are checked
+    against each other as specs are.
+
     An int8 folder (``quantize --backend torch``) is refused before the data loads, unless ``int8_ok``
     (``eval``, which only runs the model)."""
-    check_model_name(model)
-    if not int8_ok:
-        check_not_int8(model)
-
-    recorded = made_for(model)
+    spec = _checked_model(model)
+    if spec is not None:
+        check_model_name(spec)
+        if not int8_ok:
+            check_not_int8(spec)
+    recorded = made_for(spec) if spec is not None else {}
+    data_name = _checked_data(data)
 
     def load_data(size: int) -> DataSplits | Loaders:
-        return datasets.load(data, data_dir=data_dir, seed=seed, tokenizer=tokenizer or tokenizer_of(model),
-                             block_size=size, image_size=image_size, fallback_size=_image_size_of(model, recorded))
+        if not isinstance(data, str):
+            return data
+        return datasets.load(data, data_dir=data_dir, seed=seed,
+                             tokenizer=tokenizer or (tokenizer_of(spec) if spec is not None else None),
+                             block_size=size, image_size=image_size, fallback_size=_image_size_of(spec, recorded))
 
-    loaded = load_data(block_size or block_size_for(model))
+    loaded = load_data(block_size or (block_size_for(spec) if spec is not None else TRAIN_BLOCK))
     asked = task is not None
     if task is None:
         task = getattr(loaded, "task", None)
     if isinstance(loaded, DataSplits):
-        check_finite(loaded, data)
+        check_finite(loaded, data_name)
     # NOTE: labelled arrays and images are scored as classification: an hf: folder must build its
     # classifier (AutoModelForImageClassification), not the bare AutoModel a task of None picks
     built_for = task if task is not None or not isinstance(loaded, DataSplits) else "classification"
-    net = load_model(model, weights=weights, task=built_for, seed=seed, **sizes_of(loaded))
+    net: nn.Module
+    if isinstance(model, nn.Module):
+        net = copy.deepcopy(model)
+    else:
+        net = load_model(model, weights=weights, task=built_for, seed=seed, **sizes_of(loaded))
     if isinstance(loaded, DataSplits):
-        loaded = in_model_order(net, loaded, model, data, recorded.get("class_names"))
-        check_fits(net, loaded, model, data)
-    elif (shorter := _shorter_blocks(net, loaded, block_size)) is not None:
+        loaded = in_model_order(net, loaded, name_of(model), data_name, recorded.get("class_names"))
+        check_fits(net, loaded, name_of(model), data_name)
+    elif isinstance(data, str) and (shorter := _shorter_blocks(net, loaded, block_size)) is not None:
         loaded = load_data(shorter)
     if asked or not isinstance(loaded, DataSplits):
         # NOTE: a task the user names is checked on image data too: a mismatch fails here, not mid-training.
@@ -456,6 +494,26 @@ def build(model: str, data: str, *, data_dir: str | None = None, weights: str | 
                f"--block-size N (block_size=N), N at most its position count.")
         models.check_task_fits(net, task_of(loaded, task), example_of(loaded, task_of(loaded, task)), fix=fix)
     return net, loaded
+
+
+def _checked_model(model: Any) -> str | None:
+    if isinstance(model, str):
+        return model
+    if isinstance(model, nn.Module):
+        return None
+    raise ConfigError(f"model must be a spec (a name, a path, hf:FOLDER, file.py:factory, a saved folder) or "
+                      f"an nn.Module; got {type(model).__name__}. Pass e.g. 'resnet20' or your module.")
+
+
+def _checked_data(data: Any) -> str:
+    """``data``'s name; anything but a name, a path, DataSplits or Loaders is a one-line error."""
+    if isinstance(data, str):
+        return data
+    if isinstance(data, (DataSplits, Loaders)):
+        return data.name
+    raise ConfigError(f"data must be a dataset name or path, a prunekit.DataSplits, or prunekit.data.Loaders; got "
+                      f"{type(data).__name__}. Wrap your DataLoaders: Loaders(name='mine', train=train_loader, "
+                      f"val=val_loader, test=test_loader, task='classification').")
 
 
 def _shorter_blocks(net: nn.Module, loaded: Loaders, asked: int | None) -> int | None:
@@ -489,11 +547,11 @@ def _shape(shape: Sequence[int]) -> str:
     return "x".join(str(int(d)) for d in shape)
 
 
-def _image_size_of(spec: str, recorded: dict[str, Any]) -> tuple[int, int] | None:
+def _image_size_of(spec: str | None, recorded: dict[str, Any]) -> tuple[int, int] | None:
     """The (h, w) the model ``spec`` was made for: a saved folder's data record, a registry
     model's input size; None where unknown."""
     shape = recorded.get("input_shape")
-    if shape is None and spec in models.MODELS:
+    if shape is None and spec is not None and spec in models.MODELS:
         shape = models.input_shape(spec)
     if isinstance(shape, (list, tuple)) and len(shape) == 3:
         return int(shape[1]), int(shape[2])
@@ -597,6 +655,19 @@ def capped_splits(splits: Any, measure: Measure) -> Any:
     return replace(splits, val=capped(splits.val, *cap), test=capped(splits.test, *cap))
 
 
+def reusing_exports(workflow: Callable[..., Any]) -> Callable[..., Any]:
+    """``workflow`` run inside :func:`~prunekit.measure.latency.exports_reused`: its before and after
+    profiles and their A/A controls export each model to ONNX once."""
+    from prunekit.measure.latency import exports_reused
+
+    @functools.wraps(workflow)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with exports_reused():
+            return workflow(*args, **kwargs)
+
+    return run
+
+
 def measure_profile(net: nn.Module, example: Any, name: str, measure: Measure,
                     dataset: Any = None, task: Any = None) -> Profile:
     """:func:`prunekit.measure.profile` with ``measure``'s protocol and evaluation cap (on the CPU);
@@ -606,9 +677,12 @@ def measure_profile(net: nn.Module, example: Any, name: str, measure: Measure,
         dataset = capped(dataset, measure.max_eval_batches, measure.eval_batch_size)
     elif dataset is not None:
         max_batches = measure.max_eval_batches
-    return profile(net, example, name=name, batch_sizes=tuple(measure.batch_sizes),
-                   threads=measure.threads, backends=tuple(measure.backends),
-                   min_time_s=measure.min_time_s, dataset=dataset, task=task, max_batches=max_batches)
+    from prunekit.measure.latency import exports_kept
+
+    with exports_kept():  # NOTE: reused by the A/A control of a workflow that is reusing_exports
+        return profile(net, example, name=name, batch_sizes=tuple(measure.batch_sizes),
+                       threads=measure.threads, backends=tuple(measure.backends),
+                       min_time_s=measure.min_time_s, dataset=dataset, task=task, max_batches=max_batches)
 
 
 def compare_models(before_net: nn.Module, after_net: nn.Module, before: Profile, after: Profile, example: Any,

@@ -22,6 +22,7 @@ from prunekit.decompose.lowrank import check_arguments
 from prunekit.recover import TrainConfig
 from prunekit.structured import Target
 from prunekit.workflows.common import (
+    reusing_exports,
     Measure,
     build,
     calibration_batches,
@@ -75,6 +76,7 @@ def calibration_batches_of(splits: Any, count: int, task: Any = None) -> list[An
     return [b[0] for b in batches] if isinstance(splits, DataSplits) else batches
 
 
+@reusing_exports
 def decompose(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
               weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
               train_config: TrainConfig | None = None, data_dir: str | None = None,

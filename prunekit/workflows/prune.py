@@ -25,9 +25,12 @@ from prunekit.structured import (
     prune_iteratively,
 )
 from prunekit.workflows.common import (
+    reusing_exports,
     compare_models,
     dense_weights,
+    Data,
     Measure,
+    Model,
     build,
     calibration_batches,
     capped_splits,
@@ -39,9 +42,11 @@ from prunekit.workflows.common import (
     has_weights,
     is_rank_zero,
     measure_profile,
+    name_of,
     save_result,
     selection_data,
     source_architecture,
+    spec_of,
     task_of,
     torch_scorer,
     with_teacher,
@@ -96,7 +101,8 @@ def precheck(net: nn.Module, example: Any, pruner: StructuredPruner) -> None:
     allocate(graph, {}, 0.0, **{k: v for k, v in pruner.allocate_kwargs().items() if k != "meta"})
 
 
-def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
+@reusing_exports
+def prune(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, Any],
           weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
           train_config: TrainConfig | None = None, data_dir: str | None = None, tokenizer: str | None = None,
           block_size: int | None = None, image_size: int | tuple[int, int] | None = None,
@@ -114,6 +120,11 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
     With ``out_dir`` it writes ``results.json`` and ``model/`` (weights + manifest: the plan against
     the dense model), which ``prunekit.load`` and ``--model OUT`` read back.
 
+    ``model`` may be the user's own trained ``nn.Module`` (never changed; no baseline is trained) and
+    ``data`` a :class:`~prunekit.data.DataSplits` or :class:`~prunekit.data.Loaders` of their
+    DataLoaders: the same run, report included. Its folder loads with ``prunekit.load(out / "model",
+    model=the_dense_module)``.
+
     ``max_metric_drop`` (the metric's units: 0.01 is one accuracy point) makes the target the deepest
     cut allowed: the result is the deepest of at most ``tries`` cuts towards it whose fine-tuned
     validation metric is within the budget (:mod:`prunekit.workflows.metric_budget`; every try is
@@ -126,37 +137,40 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
     check_device(device)
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed,
                          tokenizer=tokenizer, block_size=block_size, image_size=image_size)
-    splits, task = capped_splits(splits, measure), with_teacher(task_of(splits, task), net, model)
-    example = example_of(splits, task)
-    check_fits(pruner.importance, splits, task)
+    spec, name = spec_of(model), name_of(model)
+    scorer: Any = with_teacher(task_of(splits, task), net, spec)
+    splits = capped_splits(splits, measure)
+    example = example_of(splits, scorer)
+    check_fits(pruner.importance, splits, scorer)
     precheck(net, example, pruner)
-    results: dict[str, Any] = {"command": "prune", "model": model, "data": splits.name, "task": task.name,
+    results: dict[str, Any] = {"command": "prune", "model": name, "data": splits.name, "task": scorer.name,
                                "weights": weights, "pruner": pruner.get_params()}
-    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=has_weights(model, weights),
-                                   progress=progress, device=device, task=task)):
+    trained = spec is None or has_weights(spec, weights)  # NOTE: the user's own module comes trained
+    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=trained,
+                                   progress=progress, device=device, task=scorer)):
         results["baseline"] = baseline
-    before = measure_profile(net, example, model, measure, eval_data(splits), task)
+    before = measure_profile(net, example, name, measure, eval_data(splits), scorer)
     finetune = with_epochs(config, finetune_epochs)
 
     def attempt(target: Mapping[str, Any], epochs: int = finetune_epochs) -> Attempt:
         tried = StructuredPruner(**{**pruner.get_params(), "target": dict(target)})
         model_, plan_, achieved_, steps_ = prune_model(
-            net, splits, tried, finetune_epochs=epochs, task=task,
-            tune=lambda m: fine_tune(m, splits, finetune, progress=progress, device=device, task=task))
-        tuned = history(fine_tune(model_, splits, finetune, progress=progress, device=device, task=task)) \
+            net, splits, tried, finetune_epochs=epochs, task=scorer,
+            tune=lambda m: fine_tune(m, splits, finetune, progress=progress, device=device, task=scorer))
+        tuned = history(fine_tune(model_, splits, finetune, progress=progress, device=device, task=scorer)) \
             if epochs > 0 else None
         return Attempt(tried, model_, plan_, achieved_, steps_, tuned)
 
     if max_metric_drop is None:
         chosen = attempt(stage["target"])
     else:
-        score = torch_scorer(selection_data(splits), task, measure)
+        score = torch_scorer(selection_data(splits), scorer, measure)
         found, results["metric_budget"] = prune_within(
             net, pruner.validate_params()[0], max_metric_drop=max_metric_drop, tries=tries, attempt=attempt,
-            score=lambda m: score(m)[task.metric], higher_is_better=task.higher_is_better,
+            score=lambda m: score(m)[scorer.metric], higher_is_better=scorer.higher_is_better,
             say=print if progress else None)
         if found is None:
-            warnings.warn(f"prune: no cut of the {tries} tried kept the validation {task.metric} within "
+            warnings.warn(f"prune: no cut of the {tries} tried kept the validation {scorer.metric} within "
                           f"{max_metric_drop:g} of the dense model's; the dense model is kept (results.json "
                           f"'metric_budget' lists each try). Allow a larger drop, more fine-tuning, or more tries.",
                           stacklevel=2)
@@ -165,14 +179,15 @@ def prune(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
     pruned, plan, achieved, records = chosen.model, chosen.plan, chosen.achieved, chosen.steps
     if chosen.tuned is not None:
         results["finetune"] = chosen.tuned
-    after = measure_profile(pruned, example, f"{model} pruned", measure, eval_data(splits), task)
+    after = measure_profile(pruned, example, f"{name} pruned", measure, eval_data(splits), scorer)
     results.update({"before": before.to_dict(), "after": after.to_dict(), "plan": plan.to_dict(),
-                    "architecture": source_architecture(model, splits), "target": dict(stage["target"]),
+                    "architecture": source_architecture(spec, splits) if spec is not None else None,
+                    "target": dict(stage["target"]),
                     "achieved": achieved, "steps": records})
     results["table"], results["latency_control"] = compare_models(net, pruned, before, after, example, measure)
     if out_dir is not None and is_rank_zero():
-        results["files"] = save_result(pruned, out_dir, model, splits=splits, task=task.name, transforms=[plan],
-                                       dense=dense_weights(weights, net, baseline))
-    evidence = evidence_of(net, pruned, splits, task, out_dir, plan=plan, example_inputs=example,
+        results["files"] = save_result(pruned, out_dir, spec, splits=splits, task=scorer.name, transforms=[plan],
+                                       dense=dense_weights(weights, net, baseline) if spec is not None else net)
+    evidence = evidence_of(net, pruned, splits, scorer, out_dir, plan=plan, example_inputs=example,
                            scores=getattr(chosen.pruner, "scores_", None), ignore=pruner.ignore)
     return finish_with_report(results, out_dir, evidence)

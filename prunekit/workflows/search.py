@@ -36,6 +36,7 @@ from prunekit.search.search import search as run_search
 from prunekit.search.ranks import factorise
 from prunekit.search.space import DEFAULT_LEVELS, SearchSpace, build
 from prunekit.workflows.common import (
+    reusing_exports,
     Measure,
     build as build_run,
     capped_splits,
@@ -289,6 +290,7 @@ def _eval_batches(splits: Any) -> Any:
     return eval_data(splits)
 
 
+@reusing_exports
 def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy", constraints: Mapping[str, float],
            objectives: Sequence[str] = ("metric", "macs"), trials: int = 40, seed: int = 0,
            weights: str | None = None, task: str | None = None, data_dir: str | None = None,
