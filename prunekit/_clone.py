@@ -60,6 +60,12 @@ def _clone(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
             state[key] = kind((n, _tensor(t, memo)) for n, t in value.items())
         elif kind is tuple and all(type(v) in _ATOMS for v in value):
             state[key] = value
+        elif isinstance(value, torch.Tensor) and not value.is_leaf:
+            # NOTE: a tensor computed from parameters, kept as an attribute (torch.nn.utils.prune's
+            # ``weight``, remade by its pre-hook at every forward): deepcopy refuses non-leaf tensors
+            if id(value) not in memo:
+                memo[id(value)] = value.detach().clone()
+            state[key] = memo[id(value)]
         else:
             state[key] = copy.deepcopy(value, memo)
     new.__dict__.update(state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 import torchvision
@@ -74,3 +75,29 @@ def test_modules_with_their_own_copy_protocol_fall_back_to_deepcopy() -> None:
     clone = clone_module(model)
     assert parametrize.is_parametrized(clone[0], "weight")
     torch.testing.assert_close(clone(torch.ones(1, 4)), model(torch.ones(1, 4)))
+
+
+def test_a_model_pruned_by_torch_nn_utils_prune_is_cloned_cut_saved_and_loaded(tmp_path: Path) -> None:
+    """torch.nn.utils.prune keeps ``weight`` as a computed (non-leaf) attribute that deepcopy refuses:
+    prunekit.load(..., model=) and the prune workflow's copy of the user's module crashed on it."""
+    import torch.nn.utils.prune as torch_prune
+
+    import prunekit
+    from prunekit.structured import StructuredPruner
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1),
+                              nn.Flatten(), nn.Linear(8 * 36, 4))
+        torch_prune.l1_unstructured(model[0], "weight", amount=0.3)
+        torch_prune.ln_structured(model[2], "weight", amount=0.25, n=2, dim=0)
+        return model
+
+    model, x = build(), torch.randn(2, 3, 6, 6)
+    assert not model[0].weight.is_leaf
+    twin = clone_module(model)
+    assert torch.equal(twin(x), model(x)) and twin[0].weight_orig is not model[0].weight_orig
+    pruned = StructuredPruner({"ratio": 0.5}, round_to=1).fit_transform(model, x)
+    assert pruned[0].weight_orig.shape[0] == 8 and pruned[0].weight_mask.shape == pruned[0].weight_orig.shape
+    loaded = prunekit.load(prunekit.save(pruned, tmp_path / "m", original=build()), model=build())
+    assert torch.allclose(loaded(x), pruned(x))

@@ -11,7 +11,6 @@ the int8 module comes back. Every result is in eval mode.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit._clone import clone_module
 from prunekit.errors import ConfigError
 from prunekit.io import sparse as sparse_storage
 from prunekit.io.files import load_state, read_weights
@@ -45,7 +45,7 @@ def _base(folder: Path, manifest: Manifest, model: nn.Module | None) -> nn.Modul
 
         return hf.build(folder, manifest.hf, type(model) if model is not None else None)
     if model is not None:
-        return copy.deepcopy(model)
+        return clone_module(model)
     if manifest.source is None:
         raise ConfigError(f"load: '{folder / MANIFEST_FILE}' records no source model. Pass model=, an "
                           f"un-pruned instance of its architecture (prunekit.load(folder, model=net)).")

@@ -7,7 +7,6 @@ a quick try quick; ``finish`` stamps the environment and writes ``results.json``
 
 from __future__ import annotations
 
-import copy
 import functools
 import itertools
 import os
@@ -25,6 +24,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from prunekit import data as datasets
+from prunekit._clone import clone_module
 from prunekit import models
 from prunekit.data import DataSplits, Loaders
 from prunekit.errors import ConfigError, DataError, MissingDependencyError, PrunekitError
@@ -478,7 +478,7 @@ def build(model: Model, data: Data, *, data_dir: str | None = None, weights: str
     built_for = task if task is not None or not isinstance(loaded, DataSplits) else "classification"
     net: nn.Module
     if isinstance(model, nn.Module):
-        net = copy.deepcopy(model)
+        net = clone_module(model)
     else:
         net = load_model(model, weights=weights, task=built_for, seed=seed, **sizes_of(loaded))
     if isinstance(loaded, DataSplits):
