@@ -25,6 +25,23 @@ def _stages_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return f"<h2>Stages</h2><table><tr>{head}</tr>{body}</table>"
 
 
+def _budget_table(budget: Mapping[str, Any]) -> str:
+    """The cuts a metric budget tried (prune --max-metric-drop): what each kept and lost, the one kept."""
+    chosen = budget.get("chosen")
+    rows = []
+    for index, tried in enumerate(budget.get("tries") or ()):
+        mark = "kept" if index == chosen else ("within" if tried.get("within") else "over")
+        target = ", ".join(f"{k} {v:.4g}" for k, v in (tried.get("target") or {}).items() if k != "batch_size")
+        cells = [index + 1, target, *(tried.get(k) for k in ("macs", "params", "metric", "drop")), mark]
+        rows.append(f'<tr class="{mark}">' + "".join(f"<td>{_cell(c)}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{k}</th>" for k in ("try", "target", "MACs kept", "params kept", "validation metric",
+                                             "lost", ""))
+    verdict = (f"try {chosen + 1} kept" if chosen is not None else "none held: the dense model was kept")
+    return (f'<section id="budget"><h2>Metric budget</h2><p>At most {_cell(budget.get("max_metric_drop"))} '
+            f'lost on validation (dense {_cell(budget.get("dense"))}); {verdict}.</p>'
+            f"<table><tr>{head}</tr>{''.join(rows)}</table></section>")
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -87,6 +104,8 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     overview = html.table(rows, names) if rows else ""
     if run.command == "partition" and run.results.get("stages"):
         overview += _stages_table(run.results["stages"])
+    if isinstance(run.results.get("metric_budget"), Mapping):
+        overview += _budget_table(run.results["metric_budget"])
     page = html.page(title, line, overview, drawn, notes)
     target = Path(run_dir) / HTML_FILE
     with atomic_path(target) as tmp:

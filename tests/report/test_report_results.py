@@ -148,3 +148,18 @@ def test_a_train_folder_reports_its_one_profile_and_its_curves(tmp_path: Path) -
     table = _table((tmp_path / "report.md").read_text())
     assert table["params"] == ("-", "1000") and table["accuracy"] == ("-", "0.7")
     assert "3 epochs in 1 phase; last val_accuracy 0.7" in (tmp_path / "report.html").read_text()
+
+
+def test_a_metric_budget_s_tries_are_a_table_with_the_kept_one_marked(tmp_path: Path) -> None:
+    tries = [{"cut": 1.0, "target": {"macs": 0.1}, "metric": 0.81, "drop": 0.05, "within": False, "macs": 0.098,
+              "params": 0.11},
+             {"cut": 0.5, "target": {"macs": 0.55}, "metric": 0.86, "drop": 0.002, "within": True, "macs": 0.54,
+              "params": 0.5}]
+    budget = {"max_metric_drop": 0.01, "dense": 0.862, "tries": tries, "chosen": 1}
+    (tmp_path / "results.json").write_text(json.dumps({"command": "prune", "model": "m", "before": _profile("m", 0.86),
+                                                       "after": _profile("m pruned", 0.86), "metric_budget": budget}))
+    page = write_report(tmp_path).read_text()
+    section = page[page.index('<section id="budget">'):]
+    assert "At most 0.01 lost on validation (dense 0.862); try 2 kept." in section
+    assert '<tr class="over"><td>1</td><td>macs 0.1</td><td>0.098</td>' in section
+    assert '<tr class="kept"><td>2</td><td>macs 0.55</td><td>0.54</td><td>0.5</td><td>0.86</td><td>0.002</td>' in section
