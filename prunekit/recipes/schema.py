@@ -127,6 +127,10 @@ class PruneOptions(BaseModel):
                                          "the recipe's last train/finetune stage")
     allocation: Literal["search"] | None = Field(None, description="'search': apply the allocation the "
                                                  "previous search stage chose (no target or schedule)")
+    max_metric_drop: float | None = Field(None, ge=0, description="lose at most this much of the validation "
+                                          "metric (0.01: one accuracy point): the target is the deepest cut "
+                                          "allowed; each try is fine-tuned finetune_epochs (prune --max-metric-drop)")
+    tries: int = Field(5, ge=1, description="cuts tried under max_metric_drop: the target, then a bisection")
 
     @model_validator(mode="after")
     def _one_way(self) -> PruneOptions:
@@ -135,6 +139,9 @@ class PruneOptions(BaseModel):
                 raise ValueError("a prune stage with allocation: search applies the search stage's widths; "
                                  "remove its 'target' and 'schedule'")
             return self
+        if self.max_metric_drop is not None and self.target is None:
+            raise ValueError("a prune stage with max_metric_drop needs a 'target' (the deepest cut allowed), "
+                             "e.g. target: {macs: 0.25}")
         if (self.target is None) == (self.schedule is None):
             raise ValueError("a prune stage needs exactly one of 'target' (with optional 'steps') or "
                              "'schedule' (a list of {target, importance, finetune_epochs}); "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -221,6 +222,8 @@ def prune(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     batches = state.calibration(o.calibration_batches)  # type: ignore[attr-defined]
     common = {"scope": o.scope, "round_to": o.round_to, "ignore": tuple(o.ignore), "seed": seed,  # type: ignore[attr-defined]
               "options": o.options}  # type: ignore[attr-defined]
+    if o.max_metric_drop is not None:  # type: ignore[attr-defined]
+        return _prune_within(state, o, seed, common)
     if o.schedule is None:  # type: ignore[attr-defined]
         pruner = StructuredPruner(o.target.to_dict(), importance=o.importance, steps=o.steps, **common)  # type: ignore[attr-defined]
         config = step_config(state, o, o.finetune_epochs, seed)  # type: ignore[attr-defined]
@@ -243,6 +246,40 @@ def prune(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
                         "achieved": dict(pruner.achieved_), "finetune": tuned,
                         "finetune_config": config.model_dump() if step.finetune_epochs else None})
     return {"steps": records}
+
+
+def _prune_within(state: RunState, o: Any, seed: int, common: dict[str, Any]) -> dict[str, Any]:
+    """A prune stage under ``max_metric_drop``: the deepest of ``tries`` cuts towards the target whose
+    validation metric, after ``finetune_epochs`` of fine-tuning, holds (:mod:`prunekit.workflows.metric_budget`)."""
+    from prunekit.structured import StructuredPruner
+    from prunekit.workflows import Measure
+    from prunekit.workflows.common import selection_data, torch_scorer
+    from prunekit.workflows.metric_budget import Attempt, prune_within
+    from prunekit.workflows.prune import prune_model
+
+    dense, config = state.model, step_config(state, o, o.finetune_epochs, seed)
+
+    def attempt(target: Mapping[str, Any]) -> Attempt:
+        pruner = StructuredPruner(dict(target), importance=o.importance, steps=o.steps, **common)
+        model, plan, achieved, steps = prune_model(dense, state.splits, pruner, finetune_epochs=o.finetune_epochs,
+                                                   task=state.task, tune=lambda m: _tune_model(state, m, config))
+        state.model = model
+        tuned = _fit(state, config, []) if o.finetune_epochs else None
+        return Attempt(pruner, model, plan, achieved, steps, tuned)
+
+    score = torch_scorer(selection_data(state.splits), state.task, Measure(max_eval_batches=state.max_eval_batches))
+    found, record = prune_within(dense, o.target, max_metric_drop=o.max_metric_drop, tries=o.tries, attempt=attempt,
+                                 score=lambda m: score(m)[state.task.metric],
+                                 higher_is_better=state.task.higher_is_better)
+    if found is None:
+        warnings.warn(f"prune stage: no cut of the {o.tries} tried kept the validation {state.task.metric} within "
+                      f"{o.max_metric_drop:g}; the model goes on uncut (results.json lists each try).", stacklevel=2)
+        state.model = dense
+        return {"metric_budget": record}
+    state.model = found.model
+    state.plans.append(found.plan.to_dict())
+    return {"achieved": found.achieved, "steps": found.steps, "finetune": found.tuned, "metric_budget": record,
+            "finetune_config": config.model_dump()}
 
 
 @STAGES.register("gates")

@@ -130,3 +130,19 @@ def test_quantize_stage_refuses_torch_options_it_cannot_run(tiny_npz: Path, tmp_
         {"quantize": {"backend": "torch", "method": "entropy"}}]})
     with pytest.raises(ConfigError, match="minmax only"):
         run_recipe(recipe, out_dir=tmp_path / "run", progress=False)
+
+
+def test_a_prune_stage_within_a_metric_budget(tiny_npz: Path, tmp_path: Path) -> None:
+    """The stage keeps the deepest cut within the budget; with none allowed, the model goes on uncut."""
+    prune = {"target": {"macs": 0.2}, "round_to": 1, "finetune_epochs": 1, "max_metric_drop": 1.0, "tries": 3,
+             "finetune": {"max_steps_per_epoch": 1}}
+    results = run_recipe(parse_recipe(_recipe(tiny_npz, prune)), out_dir=tmp_path / "a", progress=False)
+    summary = results["stages"][1]["summary"]
+    assert summary["metric_budget"]["chosen"] == 0 and summary["achieved"]["macs"] <= 0.2
+    assert results["stages"][1]["profile"]["macs"] < results["stages"][0]["profile"]["macs"]
+    strict = {**prune, "max_metric_drop": 0.0, "finetune_epochs": 0, "tries": 1}
+    with pytest.warns(UserWarning, match="no cut of the 1 tried kept the validation accuracy within 0"):
+        results = run_recipe(parse_recipe(_recipe(tiny_npz, strict)), out_dir=tmp_path / "b", progress=False)
+    assert results["stages"][1]["profile"]["macs"] == results["stages"][0]["profile"]["macs"]
+    with pytest.raises(ConfigError, match="max_metric_drop needs a 'target'"):
+        parse_recipe(_recipe(tiny_npz, {"schedule": [{"target": {"ratio": 0.2}}], "max_metric_drop": 0.01}))
