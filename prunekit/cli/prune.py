@@ -170,10 +170,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wanted(key: str, value: float) -> str:
+    if key == "size_mb":
+        return f"size at most {value:g} MB"
+    return f"{key} {'removed' if key == 'ratio' else 'kept'} {value}"
+
+
 def _achieved_line(results: dict[str, Any]) -> str:
     achieved, target = results["achieved"], results["target"]
-    wanted = ", ".join(f"{k} {'removed' if k == 'ratio' else 'kept'} {v}" for k, v in target.items()
-                       if k != "batch_size")
+    wanted = ", ".join(_wanted(k, v) for k, v in target.items() if k != "batch_size")
     got = (f"MACs kept {100 * achieved['macs']:.1f} %, params kept {100 * achieved['params']:.1f} %, "
            f"channels removed {100 * achieved['channels_removed']:.1f} %")
     if "latency" in achieved:

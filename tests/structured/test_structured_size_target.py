@@ -51,11 +51,12 @@ def test_a_budget_met_in_steps_fits_too() -> None:
     assert len(records) == 2 and size_on_disk(pruned) <= 0.5e6
 
 
-def test_prune_target_size_mb_on_the_command_line(tmp_path: Path) -> None:
+def test_prune_target_size_mb_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     assert main(["prune", "--model", "simple_cnn", "--target-size-mb", "0.06", "--round-to", "1", "--baseline-epochs",
                  "0", "--finetune-epochs", "0", "--no-progress", "--no-onnx", "--batch-sizes", "1", "--min-time-s", "0",
                  "--max-eval-batches", "1", "--out", str(out)]) == 0
+    assert "target: size at most 0.06 MB -> achieved:" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     assert results["target"] == {"size_mb": 0.06}
     assert results["before"]["size_bytes"] > 0.1e6 and 0.057e6 <= results["after"]["size_bytes"] <= 0.06e6
