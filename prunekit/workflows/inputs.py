@@ -22,7 +22,7 @@ from torch import nn
 from prunekit import models
 from prunekit.data import DataSplits
 from prunekit.errors import ConfigError
-from prunekit.workflows.common import hf_folder, source_architecture
+from prunekit.workflows.common import hf_folder, made_for, source_architecture
 
 __all__ = ["EXAMPLE_TOKENS", "check_labels", "default_task", "model_example", "without_cache"]
 
@@ -46,8 +46,12 @@ def default_task(spec: str, task: str | None) -> str | None:
 
 def model_example(net: nn.Module, spec: str, *, in_channels: int | None = None, batch_size: int = 1,
                   command: str = "profile") -> torch.Tensor:
-    """An input batch for ``net`` without data: the registry model's own shape, a timm model's
-    ``pretrained_cfg`` input size (with its channel count), or token ids for a text model."""
+    """An input batch for ``net`` without data: the shape of the data a saved folder was made for
+    (its manifest's ``data``), the registry model's own shape, a timm model's ``pretrained_cfg`` input
+    size (with its channel count), or token ids for a text model."""
+    recorded = made_for(spec).get("input_shape")
+    if isinstance(recorded, list) and recorded and in_channels is None:
+        return torch.randn(batch_size, *(int(d) for d in recorded), generator=torch.Generator().manual_seed(0))
     architecture = source_architecture(spec, None, in_channels)
     name = architecture.get("model")
     if isinstance(name, str) and name in models.MODELS:

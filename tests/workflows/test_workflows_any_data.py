@@ -246,6 +246,16 @@ def test_a_model_that_does_not_say_its_input_asks_for_data(images: tuple[str, Pa
         profile(spec)
 
 
+def test_a_saved_folder_says_its_input_from_the_data_it_was_made_for(images: tuple[str, Path], tmp_path: Path) -> None:
+    """A folder pruned from a model file on images profiles and exports without --data: its manifest
+    records the input shape (before, the same error as the model file)."""
+    spec, folder = images
+    prune(spec, str(folder), stage={"target": {"ratio": 0.5}}, baseline_epochs=0, finetune_epochs=0,
+          measure=Measure(batch_sizes=(1,), backends=("torch",), min_time_s=0), out_dir=tmp_path / "run")
+    measured, _ = profile(str(tmp_path / "run"), measure=Measure(batch_sizes=(1,), backends=("torch",), min_time_s=0))
+    assert measured.macs > 0 and measured.params < 0.5 * sum(p.numel() for p in load_model(spec).parameters())
+
+
 def test_a_recipe_names_an_unknown_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("model: simple_cnn\ntask: causal_llm\nstages:\n  - evaluate: {}\n")
