@@ -164,6 +164,11 @@ class StructuredPruner:
         options = parse_config(PrunerOptions, self.options or {})
         return target, options
 
+    def _meetable(self, model: nn.Module) -> tuple[Target, PrunerOptions]:
+        """:meth:`validate_params`, with a size budget as the params target it means for ``model``."""
+        target, options = self.validate_params()
+        return in_params(target, model), options
+
     def allocate_kwargs(self, options: PrunerOptions | None = None) -> dict[str, Any]:
         """The keyword arguments this pruner passes to :func:`~prunekit.structured.allocate`."""
         options = options or parse_config(PrunerOptions, self.options or {})
@@ -182,8 +187,7 @@ class StructuredPruner:
         (what the plan reaches: kept fractions of MACs and params, the ratio used).
         """
         check_entry(model, example_inputs, "StructuredPruner.fit")
-        target, options = self.validate_params()
-        target = in_params(target, model)
+        target, options = self._meetable(model)
         batches = list(batches) if batches is not None else None
         graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore), freeze=tuple(self.freeze))
         if not graph.prunable and graph.groups:
@@ -255,8 +259,7 @@ class StructuredPruner:
         except VerificationError as error:
             if self.steps != 1:
                 raise
-            target, options = self.validate_params()
-            target = in_params(target, model)
+            target, options = self._meetable(model)
             found = plan_without_blamed(
                 model, self.graph_, plan, self.example_inputs_, error,
                 lambda graph: self._plan(model, graph, self.scores_, target, options, self.example_inputs_))

@@ -31,7 +31,7 @@ from prunekit.errors import ConfigError, DataError, MissingDependencyError, Prun
 from prunekit.io import MANIFEST_FILE, MODEL_DIR, WEIGHTS_FILE, read_manifest, save, save_json, save_weights
 from prunekit.io import model_folder as io_model_folder
 from prunekit.measure import Profile, evaluate, profile
-from prunekit.measure.latency import DEFAULT_BACKENDS
+from prunekit.measure.latency import DEFAULT_BACKENDS, exports_kept, exports_reused
 
 __all__ = [
     "Measure",
@@ -658,8 +658,6 @@ def capped_splits(splits: Any, measure: Measure) -> Any:
 def reusing_exports(workflow: Callable[..., Any]) -> Callable[..., Any]:
     """``workflow`` run inside :func:`~prunekit.measure.latency.exports_reused`: its before and after
     profiles and their A/A controls export each model to ONNX once."""
-    from prunekit.measure.latency import exports_reused
-
     @functools.wraps(workflow)
     def run(*args: Any, **kwargs: Any) -> Any:
         with exports_reused():
@@ -677,8 +675,6 @@ def measure_profile(net: nn.Module, example: Any, name: str, measure: Measure,
         dataset = capped(dataset, measure.max_eval_batches, measure.eval_batch_size)
     elif dataset is not None:
         max_batches = measure.max_eval_batches
-    from prunekit.measure.latency import exports_kept
-
     with exports_kept():  # NOTE: reused by the A/A control of a workflow that is reusing_exports
         return profile(net, example, name=name, batch_sizes=tuple(measure.batch_sizes),
                        threads=measure.threads, backends=tuple(measure.backends),
