@@ -319,6 +319,23 @@ def dense_weights(weights: str | None, net: nn.Module, trained_here: Any) -> nn.
     return weights if weights is not None else net if trained_here else None
 
 
+def dense_of(spec: str | None, weights: str | None, net: nn.Module, trained_here: Any) -> nn.Module | str | None:
+    """``save_result(dense=...)`` for a run on ``spec``: :func:`dense_weights`; for the user's own
+    module (no spec) ``net`` itself, the dense module ``prunekit.load(..., model=)`` takes back."""
+    return dense_weights(weights, net, trained_here) if spec is not None else net
+
+
+def starts_trained(spec: str | None, weights: str | None) -> bool:
+    """Whether a run's model needs no baseline: the user's own module comes trained, a spec as
+    :func:`has_weights` says."""
+    return spec is None or has_weights(spec, weights)
+
+
+def architecture_of(spec: str | None, splits: Any) -> dict[str, Any] | None:
+    """:func:`source_architecture` of a spec; None for the user's own module (nothing to rebuild it from)."""
+    return source_architecture(spec, splits) if spec is not None else None
+
+
 def data_record(splits: Any) -> dict[str, Any] | None:
     """What a saved model was made for (the manifest's ``data``): the data's name, one sample's
     shape and its class names; None for data that is not tensors of one shape (text blocks)."""

@@ -22,23 +22,27 @@ from prunekit.decompose.lowrank import check_arguments
 from prunekit.recover import TrainConfig
 from prunekit.structured import Target
 from prunekit.workflows.common import (
-    reusing_exports,
+    Data,
     Measure,
+    Model,
+    architecture_of,
     build,
     calibration_batches,
-    compare_models,
-    dense_weights,
     capped_splits,
     check_device,
+    compare_models,
+    dense_of,
     eval_data,
-    example_of,
     evidence_of,
+    example_of,
     finish_with_report,
-    has_weights,
     is_rank_zero,
     measure_profile,
+    name_of,
+    reusing_exports,
     save_result,
-    source_architecture,
+    spec_of,
+    starts_trained,
     task_of,
     with_teacher,
 )
@@ -77,7 +81,7 @@ def calibration_batches_of(splits: Any, count: int, task: Any = None) -> list[An
 
 
 @reusing_exports
-def decompose(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
+def decompose(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, Any],
               weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
               train_config: TrainConfig | None = None, data_dir: str | None = None,
               tokenizer: str | None = None, block_size: int | None = None,
@@ -92,6 +96,10 @@ def decompose(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, An
     ``calibration_batches``). Returns the results dict with the before/after profiles, the
     per-layer records and the comparison ``table``; ``out_dir`` gets ``model/`` too. ``task`` says
     what the metric and loss are (default: what the data fits).
+
+    ``model`` may be the user's own trained ``nn.Module`` (never changed; no baseline is trained) and
+    ``data`` a :class:`~prunekit.data.DataSplits` or :class:`~prunekit.data.Loaders` of their
+    DataLoaders; the folder then loads with ``prunekit.load(out / "model", model=the_dense_module)``.
     """
     options = dict(stage)
     config = train_config or TrainConfig()
@@ -99,28 +107,27 @@ def decompose(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, An
     check_device(device)
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed,
                          tokenizer=tokenizer, block_size=block_size, image_size=image_size)
-    splits, scorer = capped_splits(splits, measure), with_teacher(task_of(splits, task), net, model)
+    spec, name = spec_of(model), name_of(model)
+    splits, scorer = capped_splits(splits, measure), with_teacher(task_of(splits, task), net, spec)
     example = example_of(splits, scorer)
-    results: dict[str, Any] = {"command": "decompose", "model": model, "data": splits.name, "task": scorer.name,
+    results: dict[str, Any] = {"command": "decompose", "model": name, "data": splits.name, "task": scorer.name,
                                "weights": weights, "stage": options}
     _check(net, **options)  # NOTE: a bad rank, method or layer pattern fails before seconds of training.
-    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=has_weights(model, weights),
+    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=starts_trained(spec, weights),
                                    progress=progress, device=device, task=scorer)):
         results["baseline"] = baseline
-    before = measure_profile(net, example, model, measure, eval_data(splits), scorer)
+    before = measure_profile(net, example, name, measure, eval_data(splits), scorer)
     result = decompose_model(net, splits, **options, progress=progress, task=scorer)
     factorised = result.model
     if finetune_epochs > 0:
         results["finetune"] = history(fine_tune(factorised, splits, with_epochs(config, finetune_epochs),
                                                 progress=progress, device=device, task=scorer))
-    after = measure_profile(factorised, example, f"{model} {options.get('method', 'auto')}",
+    after = measure_profile(factorised, example, f"{name} {options.get('method', 'auto')}",
                             measure, eval_data(splits), scorer)
-    architecture = source_architecture(model, splits)
     results.update({"before": before.to_dict(), "after": after.to_dict(), "decomposition": result.to_dict(),
-                    "architecture": architecture, "layers_table": result.table()})
+                    "architecture": architecture_of(spec, splits), "layers_table": result.table()})
     results["table"], results["latency_control"] = compare_models(net, factorised, before, after, example, measure)
     if out_dir is not None and is_rank_zero():
-        results["files"] = save_result(factorised, out_dir, model, splits=splits, task=scorer.name,
-                                       transforms=[result],
-                                       dense=dense_weights(weights, net, baseline))
+        results["files"] = save_result(factorised, out_dir, spec, splits=splits, task=scorer.name,
+                                       transforms=[result], dense=dense_of(spec, weights, net, baseline))
     return finish_with_report(results, out_dir, evidence_of(net, factorised, splits, scorer, out_dir))

@@ -27,7 +27,7 @@ from prunekit.structured import (
 from prunekit.workflows.common import (
     reusing_exports,
     compare_models,
-    dense_weights,
+    architecture_of,
     Data,
     Measure,
     Model,
@@ -39,14 +39,14 @@ from prunekit.workflows.common import (
     check_device,
     evidence_of,
     finish_with_report,
-    has_weights,
+    dense_of,
     is_rank_zero,
     measure_profile,
     name_of,
     save_result,
     selection_data,
-    source_architecture,
     spec_of,
+    starts_trained,
     task_of,
     torch_scorer,
     with_teacher,
@@ -145,8 +145,7 @@ def prune(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, Any
     precheck(net, example, pruner)
     results: dict[str, Any] = {"command": "prune", "model": name, "data": splits.name, "task": scorer.name,
                                "weights": weights, "pruner": pruner.get_params()}
-    trained = spec is None or has_weights(spec, weights)  # NOTE: the user's own module comes trained
-    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=trained,
+    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=starts_trained(spec, weights),
                                    progress=progress, device=device, task=scorer)):
         results["baseline"] = baseline
     before = measure_profile(net, example, name, measure, eval_data(splits), scorer)
@@ -181,13 +180,13 @@ def prune(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, Any
         results["finetune"] = chosen.tuned
     after = measure_profile(pruned, example, f"{name} pruned", measure, eval_data(splits), scorer)
     results.update({"before": before.to_dict(), "after": after.to_dict(), "plan": plan.to_dict(),
-                    "architecture": source_architecture(spec, splits) if spec is not None else None,
+                    "architecture": architecture_of(spec, splits),
                     "target": dict(stage["target"]),
                     "achieved": achieved, "steps": records})
     results["table"], results["latency_control"] = compare_models(net, pruned, before, after, example, measure)
     if out_dir is not None and is_rank_zero():
         results["files"] = save_result(pruned, out_dir, spec, splits=splits, task=scorer.name, transforms=[plan],
-                                       dense=dense_weights(weights, net, baseline) if spec is not None else net)
+                                       dense=dense_of(spec, weights, net, baseline))
     evidence = evidence_of(net, pruned, splits, scorer, out_dir, plan=plan, example_inputs=example,
                            scores=getattr(chosen.pruner, "scores_", None), ignore=pruner.ignore)
     return finish_with_report(results, out_dir, evidence)

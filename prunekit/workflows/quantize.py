@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from prunekit import models
+from prunekit._clone import clone_module
 from prunekit.data import DataSplits
 from prunekit.errors import ConfigError
 from prunekit.io import read_manifest
@@ -36,6 +37,8 @@ from prunekit.quantize.ptq import check_method
 from prunekit.quantize.runtime import session
 from prunekit.quantize.torch_int8 import TorchInt8, check_torch_options, compiled, eager, int8_bytes, quantize_torch
 from prunekit.workflows.common import (
+    Data,
+    Model,
     Measure,
     build,
     calibration_batches,
@@ -45,7 +48,9 @@ from prunekit.workflows.common import (
     finish,
     is_saved_folder,
     model_folder,
+    name_of,
     save_result,
+    spec_of,
     selection_data,
     task_of,
     torch_scorer,
@@ -288,13 +293,14 @@ def _onnx_compared(net: nn.Module, dense: nn.Module | None, splits: Any, out: Pa
     return record, int8_profiles(pairs, splits, task=task, measure=measure, latency="onnxruntime" in measure.backends)
 
 
-def quantize(model: str, data: str, *, weights: str | None = None, data_dir: str | None = None,
+def quantize(model: Model, data: Data, *, weights: str | None = None, data_dir: str | None = None,
              tokenizer: str | None = None, block_size: int | None = None,
              image_size: int | tuple[int, int] | None = None,
              method: str = "minmax", calibration_batches: int = 8, per_channel: bool = True,
              dynamic: bool = False, max_metric_drop: float | None = None, task: str | None = None,
              backend: str = "onnxruntime", compile: bool = False, measure: Measure | None = None,
-             out_dir: str | os.PathLike[str] | None = None, progress: bool = False) -> dict[str, Any]:
+             out_dir: str | os.PathLike[str] | None = None, progress: bool = False,
+             dense: nn.Module | None = None) -> dict[str, Any]:
     """Quantise ``model`` (a saved folder, or a spec with ``weights``) to int8 and compare it with fp32.
 
     ``backend="onnxruntime"`` writes ``out_dir/model.onnx`` (int8) and ``out_dir/model.fp32.onnx``;
@@ -302,14 +308,24 @@ def quantize(model: str, data: str, *, weights: str | None = None, data_dir: str
     is compared with, through ``torch.compile``). Both write ``out_dir/model/`` (the fp32 weights, whose
     manifest ends with the ``quantize`` record: ``prunekit.load`` rebuilds the torch int8 module from
     it) and ``results.json``. Without ``out_dir`` only the results are returned.
+
+    ``model`` may be the user's own trained ``nn.Module`` (never changed) and ``data`` a
+    :class:`~prunekit.data.DataSplits` or :class:`~prunekit.data.Loaders` of their DataLoaders;
+    ``dense``, the dense module theirs was cut from, adds the dense fp32 and int8 rows (a pruned
+    saved folder finds its own). The folder then loads with ``prunekit.load(out / "model", model=the_module)``.
     """
     check_method(method)
     check_backend(backend, dynamic=dynamic, compile=compile, method=method, max_metric_drop=max_metric_drop)
     measure = measure or Measure()
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, tokenizer=tokenizer,
                         block_size=block_size, image_size=image_size)
-    scorer = with_teacher(task_of(splits, task), net, model)
-    dense = _dense_source(model)
+    spec = spec_of(model)
+    scorer = with_teacher(task_of(splits, task), net, spec)
+    if dense is not None and not isinstance(dense, nn.Module):
+        raise ConfigError(f"quantize: dense must be the nn.Module the model was cut from; got "
+                          f"{type(dense).__name__}. Pass your dense module, or leave dense out.")
+    dense = _dense_source(spec) if dense is None and spec is not None else \
+        (None if dense is None else clone_module(dense).eval())
     with tempfile.TemporaryDirectory(prefix="prunekit-quantize-") as scratch:
         out = Path(out_dir) if out_dir is not None else Path(scratch)
         if backend == "torch":
@@ -323,10 +339,11 @@ def quantize(model: str, data: str, *, weights: str | None = None, data_dir: str
                                               progress=progress, **options)  # type: ignore[arg-type]
         files: dict[str, str] = {}
         if out_dir is not None:
-            files = save_result(copy.deepcopy(net), out, model, splits=splits, task=scorer.name, transforms=[record])
+            files = save_result(copy.deepcopy(net), out, spec, splits=splits, task=scorer.name, transforms=[record],
+                                dense=net if spec is None else None)
             if backend == "onnxruntime":
                 files.update(onnx=str(out / INT8_FILE), fp32_onnx=str(out / FP32_FILE))
-    results = {"command": "quantize", "model": model, "data": splits.name, "task": scorer.name,
+    results = {"command": "quantize", "model": name_of(model), "data": splits.name, "task": scorer.name,
                "weights": weights, "backend": backend, "quantize": record,
                "profiles": [p.to_dict() for p in profiles], "table": table(profiles, backend), "files": files}
     return finish(results, out_dir)

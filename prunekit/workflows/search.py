@@ -36,20 +36,24 @@ from prunekit.search.search import search as run_search
 from prunekit.search.ranks import factorise
 from prunekit.search.space import DEFAULT_LEVELS, SearchSpace, build
 from prunekit.workflows.common import (
-    reusing_exports,
+    Data,
     Measure,
+    Model,
     build as build_run,
     capped_splits,
     compare_models,
-    dense_weights,
+    dense_of,
     eval_data,
-    example_of,
     evidence_of,
+    example_of,
     finish_with_report,
-    has_weights,
     is_rank_zero,
     measure_profile,
+    name_of,
+    reusing_exports,
     save_result,
+    spec_of,
+    starts_trained,
     task_of,
     with_teacher,
 )
@@ -291,7 +295,7 @@ def _eval_batches(splits: Any) -> Any:
 
 
 @reusing_exports
-def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy", constraints: Mapping[str, float],
+def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greedy", constraints: Mapping[str, float],
            objectives: Sequence[str] = ("metric", "macs"), trials: int = 40, seed: int = 0,
            weights: str | None = None, task: str | None = None, data_dir: str | None = None,
            tokenizer: str | None = None, block_size: int | None = None, image_size: int | tuple[int, int] | None = None,
@@ -310,9 +314,18 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
     SQLite file under ``out_dir`` or ``storage``), each scoring trials until ``trials`` are done.
     ``ranks`` / ``widths``: as :func:`search_model`'s; the chosen ranks are in the results (``ranks``)
     and the saved model is factorised as they say.
+
+    ``model`` may be the user's own trained ``nn.Module`` (never changed; no baseline is trained) and
+    ``data`` a :class:`~prunekit.data.DataSplits` or :class:`~prunekit.data.Loaders` of their
+    DataLoaders (one worker: other processes rebuild the model from a spec); the folder then loads
+    with ``prunekit.load(out / "model", model=the_dense_module)``.
     """
     config = train_config or TrainConfig()
     check_parallel(strategy, workers)
+    if workers > 1 and not (isinstance(model, str) and isinstance(data, str)):
+        raise ConfigError(f"search: {workers} workers rebuild the model and data from their specs in other "
+                          f"processes; got a {type(model).__name__} and a {type(data).__name__}. Pass workers=1, "
+                          f"or a spec (a saved folder: prunekit.save(model, DIR)) and a dataset name or path.")
     check_dimensions(strategy, ranks=ranks, widths=widths, depth=depth, objectives=objectives,
                      constraints=constraints, backend=backend)
     if storage is not None:
@@ -329,19 +342,21 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
     net, splits = build_run(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed,
                             tokenizer=tokenizer, block_size=block_size, image_size=image_size)
     splits = capped_splits(splits, measure)
-    task_obj = with_teacher(task_of(splits, task), net, model)
-    results: dict[str, Any] = {"command": "search", "model": model, "data": splits.name, "strategy": strategy,
+    spec, name = spec_of(model), name_of(model)
+    task_obj = with_teacher(task_of(splits, task), net, spec)
+    results: dict[str, Any] = {"command": "search", "model": name, "data": splits.name, "strategy": strategy,
                                "constraints": dict(constraints), "objectives": list(objectives), "trials": trials,
                                "seed": seed}
-    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=has_weights(model, weights),
+    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=starts_trained(spec, weights),
                                    progress=progress, device=device, task=task_obj)):
         results["baseline_training"] = baseline
     net = net.cpu()
     state_dir = Path(out_dir) / "search-state" if out_dir is not None else None
-    rebuild = None if workers == 1 else _rebuild(model, data, net, state_dir, weights=weights, task=task,
-                                                 data_dir=data_dir, seed=config.seed, measure=measure,
-                                                 tokenizer=tokenizer, block_size=block_size, image_size=image_size,
-                                                 trained="baseline_training" in results)
+    rebuild = None
+    if spec is not None and workers > 1:
+        rebuild = _rebuild(spec, str(data), net, state_dir, weights=weights, task=task, data_dir=data_dir,
+                           seed=config.seed, measure=measure, tokenizer=tokenizer, block_size=block_size,
+                           image_size=image_size, trained="baseline_training" in results)
     found = search_model(net, splits, task_obj, strategy=strategy, budget=trials, constraints=constraints,
                          objectives=objectives, seed=seed, levels=levels, round_to=round_to, depth=depth,
                          ranks=ranks, widths=widths, bn_batches=bn_batches, val_samples=val_samples,
@@ -360,8 +375,8 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
         reports.append({"which": "best" if i == 0 else "knee", "config": chosen, "proxy": record.values,
                         "finetuned": metrics, "finetune_epochs": finetune_epochs})
     best_model = tuned_models[0]
-    before = measure_profile(net, example, model, measure, eval_data(splits), task_obj)
-    after = measure_profile(best_model, example, f"{model} searched", measure, eval_data(splits), task_obj)
+    before = measure_profile(net, example, name, measure, eval_data(splits), task_obj)
+    after = measure_profile(best_model, example, f"{name} searched", measure, eval_data(splits), task_obj)
     results.update({"search": {k: v for k, v in result.to_dict().items() if k != "records"},
                     "evaluated": len(result.records), "chosen": reports, "plan": found["plan"].to_dict(),
                     "removed_blocks": found["blocks"], "ranks": found["ranks"], "before": before.to_dict(),
@@ -371,9 +386,8 @@ def search(model: str, data: str = "fashion_mnist", *, strategy: str = "greedy",
         results["pareto_file"] = str(write_pareto(result, out_dir, found["chosen"]))
         # NOTE: the factorised layers after the plan, in the order build applied them
         transforms = [found["plan"]] + ([factorised[0]] if factorised[0] is not None else [])
-        results["files"] = save_result(best_model, out_dir, model, splits=splits, task=task_obj.name,
-                                       transforms=transforms,
-                                       dense=dense_weights(weights, net, baseline))
+        results["files"] = save_result(best_model, out_dir, spec, splits=splits, task=task_obj.name,
+                                       transforms=transforms, dense=dense_of(spec, weights, net, baseline))
     evidence = evidence_of(net, best_model, splits, task_obj, out_dir, plan=found["plan"], example_inputs=example)
     return finish_with_report(results, out_dir, evidence)
 

@@ -33,7 +33,10 @@ from prunekit.sparsity.sparsifier import Sparsifier, select_targets
 from prunekit.sparsity.storage import sparse_sizes
 from prunekit.workflows import common
 from prunekit.workflows.common import (
+    Data,
     Measure,
+    Model,
+    architecture_of,
     build,
     capped_splits,
     check_device,
@@ -42,11 +45,12 @@ from prunekit.workflows.common import (
     evidence_of,
     finish_with_report,
     wants_evidence,
-    has_weights,
     is_rank_zero,
     measure_profile,
+    name_of,
     save_result,
-    source_architecture,
+    spec_of,
+    starts_trained,
     task_of,
     with_teacher,
 )
@@ -225,7 +229,7 @@ def sparsify_model(net: nn.Module, splits: Any, *, importance: str = "magnitude"
     return net, rows, info
 
 
-def sparsify(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any],
+def sparsify(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, Any],
              weights: str | None = None, baseline_epochs: int = 1, finetune_epochs: int = 1,
              train_config: TrainConfig | None = None, data_dir: str | None = None,
              tokenizer: str | None = None, block_size: int | None = None,
@@ -244,6 +248,10 @@ def sparsify(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any
     ``results.json`` and ``model/`` (stored sparse, a Hugging Face model as a save_pretrained folder;
     ``prunekit.load`` reads it back dense).
     ``task`` says what the metric and loss are (default: what the data fits).
+
+    ``model`` may be the user's own trained ``nn.Module`` (never changed; no baseline is trained) and
+    ``data`` a :class:`~prunekit.data.DataSplits` or :class:`~prunekit.data.Loaders` of their
+    DataLoaders; the folder then loads with ``prunekit.load(out / "model", model=the_dense_module)``.
     """
     options = dict(stage)
     config = train_config or TrainConfig()
@@ -253,39 +261,41 @@ def sparsify(model: str, data: str = "fashion_mnist", *, stage: Mapping[str, Any
     check_device(device)  # NOTE: bad options fail before data and training.
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed,
                          tokenizer=tokenizer, block_size=block_size, image_size=image_size)
-    splits, scorer = capped_splits(splits, measure), with_teacher(task_of(splits, task), net, model)
+    spec, name = spec_of(model), name_of(model)
+    splits, scorer = capped_splits(splits, measure), with_teacher(task_of(splits, task), net, spec)
     # NOTE: fail before the baseline trains.
     check_fits(splits, scorer, **{k: options[k] for k in ("importance", "method", "schedule") if k in options})
     _check_layers(net, options.get("ignore", ()), parsed)
     example = example_of(splits, scorer)
-    results: dict[str, Any] = {"command": "sparsify", "model": model, "data": splits.name, "task": scorer.name,
+    results: dict[str, Any] = {"command": "sparsify", "model": name, "data": splits.name, "task": scorer.name,
                                "weights": weights, "importance": options.get("importance", "magnitude"),
                                "method": options.get("method"), "sparsity": target, "pattern": str(parsed),
                                "scope": options.get("scope", "layer"),
                                "schedule": options.get("schedule", "one_shot")}
-    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=has_weights(model, weights),
+    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=starts_trained(spec, weights),
                                    progress=progress, device=device, task=scorer)):
         results["baseline"] = baseline
-    before = measure_profile(net, example, model, measure, eval_data(splits), scorer)
+    before = measure_profile(net, example, name, measure, eval_data(splits), scorer)
     dense_nonzero = count_nonzero(net)
-    dense = copy.deepcopy(net) if wants_evidence(splits, scorer, out_dir) else None  # NOTE: for the report
+    # NOTE: for the report, and the module a user's own model's folder is saved against
+    dense = copy.deepcopy(net) if spec is None or wants_evidence(splits, scorer, out_dir) else None
     net, rows, info = sparsify_model(net, splits, **options, finetune=with_epochs(config, finetune_epochs),
                                      progress=progress, device=device, task=scorer)
     if "schedule_steps" in info:
         results["schedule_steps"] = info["schedule_steps"]
     if info["finetune"] is not None:
         results["finetune"] = info["finetune"]
-    after = measure_profile(net, example, f"{model} sparse", measure, eval_data(splits), scorer)
+    after = measure_profile(net, example, f"{name} sparse", measure, eval_data(splits), scorer)
     _record(results, net, rows, before.to_dict(), after.to_dict(), dense_nonzero)
-    results["architecture"] = source_architecture(model, splits)
+    results["architecture"] = architecture_of(spec, splits)
     results["table"] = compare(before, after) + "\n" + _sparse_lines(results)
     if out_dir is not None and is_rank_zero():
         from prunekit import hf
 
         # NOTE: a Hugging Face model stays a save_pretrained folder, so its zeros are stored dense.
         results["stored_dense"] = hf.is_hf(net)
-        results["files"] = save_result(net, out_dir, model, splits=splits, task=scorer.name,
-                                       sparse=not results["stored_dense"])
+        results["files"] = save_result(net, out_dir, spec, splits=splits, task=scorer.name,
+                                       sparse=not results["stored_dense"], dense=dense if spec is None else None)
     evidence = evidence_of(net if dense is None else dense, net, splits, scorer, out_dir)
     return finish_with_report(results, out_dir, evidence)
 

@@ -4,6 +4,7 @@ their module is never changed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,68 @@ def test_the_user_s_module_on_data_splits_within_a_metric_budget(tmp_path: Path)
 def test_other_objects_are_one_line_errors(model: object, data: object, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         prune(model, data, stage={"target": {"macs": 0.5}}, **_QUICK)  # type: ignore[arg-type]
+
+
+def _splits() -> DataSplits:
+    x, y = _tensors()
+    parts = [TensorDataset(x[s], y[s]) for s in (slice(0, 64), slice(64, 80), slice(80, 96))]
+    return DataSplits("mine", *parts, num_classes=4, input_shape=(1, 12, 12), class_names=("a", "b", "c", "d"))
+
+
+def _unchanged(model: nn.Module) -> Callable[[], bool]:
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    return lambda: all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_decompose_sparsify_and_search_take_the_user_s_module(tmp_path: Path) -> None:
+    from prunekit.workflows.decompose import decompose
+    from prunekit.workflows.search import search
+    from prunekit.workflows.sparsify import sparsify
+
+    model, splits, x = _model(), _splits(), _tensors()[0][:2]
+    unchanged = _unchanged(model)
+    runs = {
+        "decompose": lambda out: decompose(model, splits, stage={"method": "svd", "rank": 0.5}, out_dir=out, **_QUICK),
+        "sparsify": lambda out: sparsify(model, splits, stage={"sparsity": 0.5}, out_dir=out, **_QUICK),
+        "search": lambda out: search(model, splits, strategy="random", constraints={"macs": 0.5}, trials=3,
+                                     val_samples=16, out_dir=out, **_QUICK),
+    }
+    for command, run in runs.items():
+        results = run(tmp_path / command)
+        assert unchanged() and "baseline" not in results and "baseline_training" not in results, command
+        assert results["model"] == "Sequential" and results["data"] == "mine", command
+        loaded = prunekit.load(tmp_path / command / "model", model=model).eval()
+        assert loaded(x).shape == (2, 4), command
+        assert sum(p.numel() for p in loaded.parameters()) == results["after"]["params"], command
+        # NOTE: what was saved is what was measured: the same outputs as the run's own model
+        assert results["after"]["accuracy"] == pytest.approx(
+            prunekit.measure.evaluate(loaded, splits.test).accuracy), command
+    assert results["after"]["macs"] <= 0.5 * results["before"]["macs"]
+
+
+def test_a_user_s_module_is_searched_by_one_worker_only(tmp_path: Path) -> None:
+    from prunekit.workflows.search import search
+
+    with pytest.raises(ConfigError, match="2 workers rebuild the model and data from their specs"):
+        search(_model(), _splits(), strategy="tpe", constraints={"macs": 0.5}, workers=2, out_dir=tmp_path)
+
+
+def test_quantize_takes_the_user_s_pruned_module_and_its_dense_one(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from prunekit.structured import StructuredPruner
+    from prunekit.workflows.quantize import quantize
+
+    dense, splits = _model().eval(), _splits()
+    pruned = StructuredPruner({"macs": 0.5}, round_to=1).fit_transform(dense, _tensors()[0][:1])
+    unchanged = _unchanged(pruned)
+    results = quantize(pruned, splits, dense=dense, calibration_batches=1, out_dir=tmp_path / "q",
+                       measure=Measure(batch_sizes=(1,), backends=(), min_time_s=0))
+    assert unchanged() and results["model"] == "Sequential"
+    assert [p["name"] for p in results["profiles"]] == ["dense fp32", "pruned fp32", "dense int8", "pruned int8"]
+    macs = [p["macs"] for p in results["profiles"]]
+    assert macs[0] == macs[2] and macs[1] == macs[3] <= 0.5 * macs[0]
+    assert (tmp_path / "q" / "model.onnx").is_file()
+    loaded = prunekit.load(tmp_path / "q" / "model", model=pruned)
+    assert torch.equal(loaded[0].weight, pruned[0].weight)
+    with pytest.raises(ConfigError, match="dense must be the nn.Module the model was cut from; got str"):
+        quantize(pruned, splits, dense="resnet20", out_dir=tmp_path / "r")  # type: ignore[arg-type]
