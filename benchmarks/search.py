@@ -10,6 +10,7 @@ mean nothing and nothing is written unless ``--write``):
     .venv/bin/python benchmarks/search.py --part front        # MobileNetV2 front over MACs, latency, metric
     .venv/bin/python benchmarks/search.py --part sensitivity  # ResNet-20, all groups x 9 ratios, wall time
     .venv/bin/python benchmarks/search.py --part fidelity     # does the proxy rank configs as fine-tuning does?
+    .venv/bin/python benchmarks/search.py --part measured --models resnet20  # latency: table vs measured models
 
 accuracy: a finished row is kept in runs/search-accuracy/rows.json (keyed by model, allocation, trials,
 budget and seeds), so an interrupted run resumes; delete the file to measure again. Every row starts
@@ -401,12 +402,72 @@ def part_fidelity(args: argparse.Namespace) -> list[str]:
     return rows
 
 
+def part_measured(args: argparse.Namespace) -> list[str]:
+    """Latency priced by the look-up table against each configuration's whole model measured
+    (``latency_model``): a greedy search for a 2x ONNX Runtime speed-up of a trained model at batch 1,
+    each result then measured side by side with the dense model and a uniform cut of the same MACs."""
+    import tempfile
+
+    from prunekit.measure import export_onnx
+    from prunekit.measure.latency import interleaved_onnx_latencies
+    from prunekit.search.space import DEFAULT_LEVELS
+    from prunekit.workflows.search import search_model
+
+    splits = _subset(data.load("fashion_mnist"), args.quick)
+    name, seeds = args.models[0], (0,) if args.quick else (0, 1, 2)
+    base = _baseline(name, splits, args.baseline_epochs, args.quick)
+    x = splits.example_input(1)
+    dense_macs = count_macs(base, x)
+    state = _state(f"search-measured-{name}", args.quick)
+    graph = DependencyGraph.trace(base, x)
+    space = SearchSpace.from_graph(graph, levels=DEFAULT_LEVELS)
+    table = LatencyTable(base, graph, space, x, backend="onnxruntime", cache_dir=state / "table" / "latency")
+    goals = {"table": table.predict(space.dense()) / args.speedup,
+             "measured": table.measure(space.dense()) / args.speedup}
+    built: dict[str, tuple[nn.Module, dict[str, float] | None]] = {"dense": (base, None)}
+    for latency_model, goal in goals.items():
+        started = time.perf_counter()
+        found = search_model(base, splits, tasks.create("classification"), strategy="greedy", budget=args.trials,
+                             constraints={"latency": goal}, objectives=("metric", "latency"), seed=0,
+                             backend="onnxruntime", latency_model=latency_model, val_samples=256 if args.quick else 1024,
+                             finetune_steps=0 if args.quick else RERANK_STEPS, state_dir=state / latency_model)
+        values = {**found["best"].values, "goal": goal, "seconds": time.perf_counter() - started}
+        built[f"greedy, {latency_model}"] = (build(base, found["graph"], found["space"], found["best"].config,
+                                                   found["scores"]), values)
+    kept = count_macs(built["greedy, measured"][0], x) / dense_macs
+    built[f"uniform L2 at {100 * kept:.1f} % of the MACs"] = (_uniform(base, x, kept, "local"), None)
+    folder = Path(tempfile.mkdtemp(prefix="prunekit-measured-"))
+    paths = {label: export_onnx(model.eval(), x, folder / f"{i}.onnx") for i, (label, (model, _)) in enumerate(built.items())}
+    timed = interleaved_onnx_latencies(paths, x, batch_sizes=(1,), threads=2, rounds=5,
+                                       min_time_s=0.2 if args.quick else 3.0)
+    dense_ms = timed["dense"][0].median_ms
+    rows = ["| allocation | goal (its own ms) | search time | MACs kept | proxy | ORT b1 ms, measured | speed-up | "
+            "accuracy (mean) | per seed |", "|---|---|---|---|---|---|---|---|---|"]
+    for label, (model, values) in built.items():
+        accs = _finetuned(model, splits, seeds, args.quick) if label != "dense" else []
+        ms = timed[label][0].median_ms
+        cells = ["-", "-", "-"] if values is None else [f"{values['goal']:.3f}", f"{values['seconds']:.0f} s",
+                                                         f"{values['metric']:.4f}"]
+        mean = f"{100 * statistics.fmean(accs):.2f} %" if accs else "-"
+        rows.append(f"| {label} | {cells[0]} | {cells[1]} | {100 * count_macs(model, x) / dense_macs:.1f} % | "
+                    f"{cells[2]} | {ms:.3f} | {dense_ms / ms:.2f}x | {mean} | "
+                    f"{', '.join(f'{100 * a:.2f}' for a in accs) or '-'} |")
+    rows += ["", f"{name} (trained {args.baseline_epochs} epochs), goal {args.speedup:g}x faster than dense at batch 1 "
+             f"on ONNX Runtime with 2 threads: in the table's own ms (half its prediction of the dense model) for "
+             f"`latency_model='table'`, in measured ms for `'measured'`; greedy, {args.trials} proxy evaluations, "
+             f"finalists fine-tuned {RERANK_STEPS} batches; widths at levels 1.0, 0.9, ..., 0.1 of each group. "
+             f"Latency: every model exported and timed in {5} interleaved rounds. Accuracy: fine-tune "
+             f"{FINETUNE.model_dump(exclude_defaults=True)}, seeds {seeds}, test split."]
+    return rows
+
+
 PARTS = {"accuracy": ("Search: searched allocations at 4x fewer MACs", part_accuracy),
          "lut": ("Search: latency look-up table error", part_lut),
          "resnet50": ("Search: ResNet-50 at a 2x ONNX Runtime latency target", part_resnet50),
          "front": ("Search: MobileNetV2 Pareto front", part_front),
          "sensitivity": ("Search: sensitivity analysis time", part_sensitivity),
-         "fidelity": ("Search: does the proxy rank configurations as fine-tuning does", part_fidelity)}
+         "fidelity": ("Search: does the proxy rank configurations as fine-tuning does", part_fidelity),
+         "measured": ("Search: latency from the table or measured (ONNX Runtime, batch 1)", part_measured)}
 
 
 def main() -> None:
@@ -419,6 +480,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=None, help="proxy evaluations per strategy (default 60; quick 24)")
     parser.add_argument("--keep", type=float, default=0.25, help="fraction of the dense MACs kept (default 0.25)")
     parser.add_argument("--baseline-epochs", type=int, default=10)
+    parser.add_argument("--speedup", type=float, default=2.0, help="measured: the latency goal, x faster than dense")
     parser.add_argument("--finished-only", action="store_true",
                         help="accuracy: write the rows finished so far (runs/search-accuracy/rows.json), the rest as not run")
     parser.add_argument("--configs", type=int, default=20,

@@ -18,6 +18,7 @@ def _workers(text: str) -> int | str:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from prunekit.cli.prune import BACKENDS
+    from prunekit.search.latency_table import LATENCY_MODELS
     from prunekit.search.strategies import STRATEGIES
 
     parser = subparsers.add_parser(
@@ -39,7 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--target-params", type=float, default=None, metavar="F",
                        help="fraction of the dense parameters to KEEP, in (0, 1]")
     group.add_argument("--target-latency-ms", type=float, default=None, metavar="MS",
-                       help="predicted latency (look-up table, --backend) at most this, in ms")
+                       help="latency at most this, in ms, on --backend: predicted by the look-up table, or "
+                            "measured with --latency-model measured")
     group.add_argument("--objectives", default="metric,macs", metavar="A,B",
                        help="Pareto objectives: metric and any of macs, params, latency (default: metric,macs)")
     group.add_argument("--trials", type=int, default=40, metavar="N",
@@ -63,6 +65,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--backend", choices=BACKENDS, default=None,
                        help="the runtime the latency look-up table times layers on (default: torch when "
                             "latency is an objective or constraint)")
+    group.add_argument("--latency-model", choices=LATENCY_MODELS, default="table",
+                       help="how a configuration's latency is priced: table (each layer timed alone once per "
+                            "width, summed; fast) or measured (the whole model timed, once per configuration; "
+                            "right where the table is not: small models at batch 1, ONNX Runtime) (default: table)")
     group.add_argument("--storage", default=None, metavar="URL",
                        help="Optuna storage for nsga2/tpe/gp (default: SQLite under OUT/search-state); a "
                             "postgresql:// URL lets workers on several machines share the study")
@@ -106,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                      round_to=args.round_to, depth=args.depth, ranks=args.ranks, widths=args.widths,
                      bn_batches=args.bn_batches,
                      val_samples=args.val_samples, finetune_steps=args.finetune_steps,
-                     backend=args.backend, storage=args.storage, workers=args.workers,
+                     backend=args.backend, latency_model=args.latency_model, storage=args.storage, workers=args.workers,
                      baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
                      train_config=TrainConfig(), out_dir=args.out, progress=not args.no_progress,
                      measure=options.measure_from_args(args), device=args.device)

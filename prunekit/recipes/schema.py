@@ -297,6 +297,9 @@ class SearchStageOptions(BaseModel):
     bn_batches: int = Field(2, ge=0, description="training batches that re-estimate BatchNorm")
     val_samples: int = Field(1024, ge=1, description="validation samples the proxy is computed on")
     finetune_steps: int = Field(0, ge=0, description="fine-tune batches in the proxy's second rung")
+    latency_model: Literal["table", "measured"] = Field(
+        "table", description="how a latency objective is priced: table (layers timed alone, summed) or "
+                             "measured (each configuration's whole model timed, PyTorch)")
     workers: int = Field(1, description="processes sharing one Optuna study (nsga2, tpe, gp); each rebuilds "
                                         "the current model from OUT/search-state/model/")
     storage: str | None = Field(None, description="the study's Optuna storage (nsga2, tpe, gp): a postgresql:// "
@@ -319,7 +322,8 @@ class SearchStageOptions(BaseModel):
 
         check_parallel(self.strategy, self.workers, recipe=True)
         check_dimensions(self.strategy, ranks=self.ranks, widths=self.widths, depth=self.depth,
-                         objectives=self.objectives, constraints={self.target.kind: self.target.value}, recipe=True)
+                         objectives=self.objectives, constraints={self.target.kind: self.target.value},
+                         latency_model=self.latency_model, recipe=True)
         if self.storage is not None:
             if self.strategy not in PARALLEL:
                 raise ValueError(f"storage holds an Optuna study, which only {', '.join(PARALLEL)} keep; got "

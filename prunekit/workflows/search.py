@@ -30,6 +30,7 @@ from prunekit.graph import DependencyGraph
 from prunekit.importance import score
 from prunekit.recover import TrainConfig
 from prunekit.search.cost import Cost
+from prunekit.search.latency_table import LATENCY_MODELS
 from prunekit.search.evaluator import Evaluator, successive_halving
 from prunekit.search.search import PARETO_FILE, SearchResult, finalists_of, uniform_start, write_pareto
 from prunekit.search.search import search as run_search
@@ -60,7 +61,8 @@ from prunekit.workflows.common import (
 from prunekit.workflows.sensitivity import proxy_for
 from prunekit.workflows.train import fine_tune, train_baseline, with_epochs
 
-__all__ = ["search", "search_model", "Searched", "worker_objective", "check_parallel", "check_dimensions"]
+__all__ = ["LATENCY_MODELS", "search", "search_model", "Searched", "worker_objective", "check_parallel",
+           "check_dimensions"]
 
 
 class Searched(dict):  # type: ignore[type-arg]
@@ -74,14 +76,17 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
                  levels: Sequence[float] = DEFAULT_LEVELS, round_to: int = 1, depth: bool = False,
                  ranks: bool | str | Sequence[str] = False, widths: bool = True, importance: str = "l2",
                  bn_batches: int = 2, val_samples: int = 1024, finetune_steps: int = 0,
-                 backend: str | None = None, state_dir: str | os.PathLike[str] | None = None,
+                 backend: str | None = None, latency_model: str = "table",
+                 state_dir: str | os.PathLike[str] | None = None,
                  storage: str | None = None, options: Mapping[str, Any] | None = None, workers: int = 1,
                  rebuild: Mapping[str, Any] | None = None, progress: bool = False) -> Searched:
     """Search ``net``'s widths (and blocks with ``depth``, and factorised layers' ranks with ``ranks``:
     ``True`` or method names, see :func:`prunekit.search.ranks.rank_methods`; ``widths=False`` keeps
     every width) under ``constraints`` (kept fractions of ``macs``/``params``, as the built model
     counts them, ``latency`` in ms on ``backend``'s look-up table) with ``strategy`` at ``budget``
-    proxy evaluations.
+    proxy evaluations. ``latency_model="measured"`` times each configuration's whole model on
+    ``backend`` instead of summing the table's layers (slower per configuration, and right where the
+    table is not: small models at batch 1, ONNX Runtime's layout changes between layers).
 
     With ``workers > 1`` (Optuna strategies only) that many processes share the study in
     ``state_dir`` (or ``storage``) until it holds ``budget`` trials; each rebuilds ``net``, the
@@ -92,12 +97,13 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
         raise ConfigError("search needs a constraint: e.g. --target-macs 0.25 (a quarter of the dense MACs "
                           "kept); without one the dense model wins.")
     methods = check_dimensions(strategy, ranks=ranks, widths=widths, depth=depth, objectives=objectives,
-                               constraints=constraints, backend=backend)
+                               constraints=constraints, backend=backend, latency_model=latency_model)
     settings: dict[str, Any] = {
         "constraints": dict(constraints), "levels": list(levels), "round_to": round_to, "depth": depth,
         "ranks": list(methods), "widths": widths,
         "importance": importance, "bn_batches": bn_batches, "val_samples": val_samples,
-        "finetune_steps": finetune_steps, "backend": backend, "objectives": list(objectives),
+        "finetune_steps": finetune_steps, "backend": backend, "latency_model": latency_model,
+        "objectives": list(objectives),
         "state_dir": str(Path(state_dir).absolute()) if state_dir is not None else None}
     options = dict(options or {})
     if workers != 1:
@@ -125,7 +131,7 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
 
 def check_dimensions(strategy: str, *, ranks: Any, widths: Any, depth: bool, objectives: Sequence[str] = (),
                      constraints: Mapping[str, float] | None = None, backend: str | None = None,
-                     recipe: bool = False) -> tuple[str, ...]:
+                     latency_model: str = "table", recipe: bool = False) -> tuple[str, ...]:
     """The decomposition methods ``ranks`` asks for, once the dimensions asked for make a search
     this strategy and cost model can run; ``recipe``: the messages name the recipe stage's options."""
     from prunekit.search.ranks import rank_methods, untimed as untimed_methods
@@ -146,8 +152,12 @@ def check_dimensions(strategy: str, *, ranks: Any, widths: Any, depth: bool, obj
     if methods and strategy == "gates":
         raise ConfigError(f"{where}: strategy 'gates' learns widths only, not the ranks {named} asks for. Use "
                           f"{option('strategy', 'greedy')} (or any other strategy), or drop {named}.")
+    if latency_model not in LATENCY_MODELS:
+        raise ConfigError(f"{where}: {option('latency-model' if not recipe else 'latency_model', latency_model)} "
+                          f"is not a latency model; use one of {', '.join(LATENCY_MODELS)} (table: each layer timed "
+                          f"alone, once per width; measured: each configuration's whole model timed).")
     latency = backend is not None or "latency" in objectives or "latency" in dict(constraints or {})
-    if latency and (untimed := untimed_methods(methods)):
+    if latency and latency_model == "table" and (untimed := untimed_methods(methods)):
         raise ConfigError(f"{where}: the latency look-up table times factorised layers of the svd, tucker and cp "
                           f"layouts; {', '.join(untimed)} builds layers of its own, which it cannot time. Use a "
                           f"macs or params target and objectives with {', '.join(untimed)}, or drop it from "
@@ -159,7 +169,7 @@ def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[s
                round_to: int, depth: bool, importance: str, bn_batches: int, val_samples: int, finetune_steps: int,
                backend: str | None, objectives: Sequence[str],
                state_dir: str | None, ranks: Sequence[str] = (),
-               widths: bool = True) -> tuple[Evaluator, DependencyGraph, Any]:
+               widths: bool = True, latency_model: str = "table") -> tuple[Evaluator, DependencyGraph, Any]:
     """The evaluator a search scores with (and the graph and scores its space was built from): the
     same in this process and in every worker, given the same model and data."""
     example = example_of(splits, task)
@@ -188,7 +198,7 @@ def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[s
 
         table = LatencyTable(net, graph, space, example, backend=backend or "torch", cost=cost,
                              cache_dir=Path(state_dir) / "latency" if state_dir is not None else None)
-        latency = table.predict
+        latency = table.measured if latency_model == "measured" else table.predict
     proxy = proxy_for(splits, task, bn_batches=bn_batches, val_samples=val_samples, finetune_steps=finetune_steps)
     evaluator = Evaluator(space, constraints, model=net, graph=graph, scores=scores, metric=proxy, cost=cost,
                           latency=latency, example_inputs=example)
@@ -302,7 +312,8 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
            levels: Sequence[float] = DEFAULT_LEVELS, round_to: int = 1, depth: bool = False,
            ranks: bool | str | Sequence[str] = False, widths: bool = True, bn_batches: int = 2,
            val_samples: int = 1024, finetune_steps: int = 0,
-           backend: str | None = None, storage: str | None = None, workers: int = 1, baseline_epochs: int = 1,
+           backend: str | None = None, latency_model: str = "table", storage: str | None = None, workers: int = 1,
+           baseline_epochs: int = 1,
            finetune_epochs: int = 1, train_config: TrainConfig | None = None,
            out_dir: str | os.PathLike[str] | None = None, progress: bool = False, measure: Measure | None = None,
            device: str | torch.device | None = None) -> dict[str, Any]:
@@ -310,7 +321,8 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
     the constraints, and the front's knee) and report them next to the proxy's prediction; with
     ``out_dir`` writes ``pareto.json``, ``results.json``, the search state (resumable: run the same
     command again) and the best model as ``model/``. ``backend`` is the runtime the latency
-    look-up table times layers on; ``workers`` processes share an Optuna strategy's study (the
+    look-up table times layers on (``latency_model="measured"``: each configuration's whole model is
+    timed there instead); ``workers`` processes share an Optuna strategy's study (the
     SQLite file under ``out_dir`` or ``storage``), each scoring trials until ``trials`` are done.
     ``ranks`` / ``widths``: as :func:`search_model`'s; the chosen ranks are in the results (``ranks``)
     and the saved model is factorised as they say.
@@ -327,7 +339,7 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
                           f"processes; got a {type(model).__name__} and a {type(data).__name__}. Pass workers=1, "
                           f"or a spec (a saved folder: prunekit.save(model, DIR)) and a dataset name or path.")
     check_dimensions(strategy, ranks=ranks, widths=widths, depth=depth, objectives=objectives,
-                     constraints=constraints, backend=backend)
+                     constraints=constraints, backend=backend, latency_model=latency_model)
     if storage is not None:
         from prunekit.search.strategies.optuna_samplers import PARALLEL
 
@@ -346,7 +358,7 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
     task_obj = with_teacher(task_of(splits, task), net, spec)
     results: dict[str, Any] = {"command": "search", "model": name, "data": splits.name, "strategy": strategy,
                                "constraints": dict(constraints), "objectives": list(objectives), "trials": trials,
-                               "seed": seed}
+                               "seed": seed, "latency_model": latency_model}
     if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=starts_trained(spec, weights),
                                    progress=progress, device=device, task=task_obj)):
         results["baseline_training"] = baseline
@@ -361,7 +373,8 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
                          objectives=objectives, seed=seed, levels=levels, round_to=round_to, depth=depth,
                          ranks=ranks, widths=widths, bn_batches=bn_batches, val_samples=val_samples,
                          finetune_steps=finetune_steps,
-                         backend=backend, state_dir=state_dir, storage=storage, workers=workers,
+                         backend=backend, latency_model=latency_model, state_dir=state_dir, storage=storage,
+                         workers=workers,
                          rebuild=rebuild, progress=progress)
     result: SearchResult = found["result"]
     tune = with_epochs(config, finetune_epochs)
