@@ -404,7 +404,7 @@ def part_fidelity(args: argparse.Namespace) -> list[str]:
 
 def part_measured(args: argparse.Namespace) -> list[str]:
     """Latency priced by the look-up table against each configuration's whole model measured
-    (``latency_model``): a greedy search for a 2x ONNX Runtime speed-up of a trained model at batch 1,
+    (``latency_model``): a search (``--latency-strategy``) for a 2x ONNX Runtime speed-up of a trained model at batch 1,
     each result then measured side by side with the dense model and a uniform cut of the same MACs."""
     import tempfile
 
@@ -427,14 +427,15 @@ def part_measured(args: argparse.Namespace) -> list[str]:
     built: dict[str, tuple[nn.Module, dict[str, float] | None]] = {"dense": (base, None)}
     for latency_model, goal in goals.items():
         started = time.perf_counter()
-        found = search_model(base, splits, tasks.create("classification"), strategy="greedy", budget=args.trials,
+        found = search_model(base, splits, tasks.create("classification"), strategy=args.latency_strategy,
+                             budget=args.trials,
                              constraints={"latency": goal}, objectives=("metric", "latency"), seed=0,
                              backend="onnxruntime", latency_model=latency_model, val_samples=256 if args.quick else 1024,
                              finetune_steps=0 if args.quick else RERANK_STEPS, state_dir=state / latency_model)
         values = {**found["best"].values, "goal": goal, "seconds": time.perf_counter() - started}
-        built[f"greedy, {latency_model}"] = (build(base, found["graph"], found["space"], found["best"].config,
+        built[f"{args.latency_strategy}, {latency_model}"] = (build(base, found["graph"], found["space"], found["best"].config,
                                                    found["scores"]), values)
-    kept = count_macs(built["greedy, measured"][0], x) / dense_macs
+    kept = count_macs(built[f"{args.latency_strategy}, measured"][0], x) / dense_macs
     built[f"uniform L2 at {100 * kept:.1f} % of the MACs"] = (_uniform(base, x, kept, "local"), None)
     folder = Path(tempfile.mkdtemp(prefix="prunekit-measured-"))
     paths = {label: export_onnx(model.eval(), x, folder / f"{i}.onnx") for i, (label, (model, _)) in enumerate(built.items())}
@@ -454,7 +455,8 @@ def part_measured(args: argparse.Namespace) -> list[str]:
                     f"{', '.join(f'{100 * a:.2f}' for a in accs) or '-'} |")
     rows += ["", f"{name} (trained {args.baseline_epochs} epochs), goal {args.speedup:g}x faster than dense at batch 1 "
              f"on ONNX Runtime with 2 threads: in the table's own ms (half its prediction of the dense model) for "
-             f"`latency_model='table'`, in measured ms for `'measured'`; greedy, {args.trials} proxy evaluations, "
+             f"`latency_model='table'`, in measured ms for `'measured'`; {args.latency_strategy}, {args.trials} proxy "
+             f"evaluations, "
              f"finalists fine-tuned {RERANK_STEPS} batches; widths at levels 1.0, 0.9, ..., 0.1 of each group. "
              f"Latency: every model exported and timed in {5} interleaved rounds. Accuracy: fine-tune "
              f"{FINETUNE.model_dump(exclude_defaults=True)}, seeds {seeds}, test split."]
@@ -481,6 +483,9 @@ def main() -> None:
     parser.add_argument("--keep", type=float, default=0.25, help="fraction of the dense MACs kept (default 0.25)")
     parser.add_argument("--baseline-epochs", type=int, default=10)
     parser.add_argument("--speedup", type=float, default=2.0, help="measured: the latency goal, x faster than dense")
+    parser.add_argument("--latency-strategy", default="tpe", choices=STRATEGIES,
+                        help="measured: the strategy (default tpe: one whole-model timing per trial; greedy times "
+                             "every candidate step, minutes per step with measured latency)")
     parser.add_argument("--finished-only", action="store_true",
                         help="accuracy: write the rows finished so far (runs/search-accuracy/rows.json), the rest as not run")
     parser.add_argument("--configs", type=int, default=20,

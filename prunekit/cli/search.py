@@ -63,12 +63,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="fine-tune batches each finalist gets (the uniform start and the 4 best near the "
                             "budget) before the best is chosen (default: 0: the proxy alone)")
     group.add_argument("--backend", choices=BACKENDS, default=None,
-                       help="the runtime the latency look-up table times layers on (default: torch when "
+                       help="the runtime latency is timed on (the table's layers, or whole models with --latency-model "
+                            "measured) (default: torch when "
                             "latency is an objective or constraint)")
     group.add_argument("--latency-model", choices=LATENCY_MODELS, default="table",
                        help="how a configuration's latency is priced: table (each layer timed alone once per "
                             "width, summed; fast) or measured (the whole model timed, once per configuration; "
-                            "right where the table is not: small models at batch 1, ONNX Runtime) (default: table)")
+                            "right where the table is not: small models at batch 1, ONNX Runtime; a second or "
+                            "more per configuration, and greedy prices every candidate step: prefer tpe or "
+                            "nsga2) (default: table)")
     group.add_argument("--storage", default=None, metavar="URL",
                        help="Optuna storage for nsga2/tpe/gp (default: SQLite under OUT/search-state); a "
                             "postgresql:// URL lets workers on several machines share the study")
