@@ -71,6 +71,7 @@ class Evaluator:
     history: list[Record] = field(default_factory=list)
     example_inputs: Any = None  # NOTE: what a configuration with ranks is factorised on (its layers' shapes)
     factorised: dict[Any, Any] = field(default_factory=dict)  # NOTE: layers factorised so far, reused by build
+    retime: Callable[[Mapping[str, Any]], float] | None = None  # NOTE: a fresh timing, to check the chosen one
 
     def costs(self, config: Mapping[str, Any]) -> dict[str, float]:
         """The cheap objective values: ``macs`` and ``params`` kept fractions, ``latency`` (ms)."""
