@@ -443,7 +443,8 @@ def part_measured(args: argparse.Namespace) -> list[str]:
     built[f"uniform L2 at {100 * kept:.1f} % of the MACs"] = (_uniform(base, x, kept, "local"), None)
     folder = Path(tempfile.mkdtemp(prefix="prunekit-measured-"))
     paths = {label: export_onnx(model.eval(), x, folder / f"{i}.onnx") for i, (label, (model, _)) in enumerate(built.items())}
-    timed = interleaved_onnx_latencies(paths, x, batch_sizes=(1,), threads=2, rounds=5,
+    rounds = 5
+    timed = interleaved_onnx_latencies(paths, x, batch_sizes=(1,), threads=2, rounds=rounds,
                                        min_time_s=0.2 if args.quick else 3.0)
     dense_ms = timed["dense"][0].median_ms
     rows = ["| allocation | goal (its own ms) | search time | its ms in the search (timed again) | MACs kept | proxy | "
@@ -467,7 +468,7 @@ def part_measured(args: argparse.Namespace) -> list[str]:
              f"finalists fine-tuned {RERANK_STEPS} batches; widths at levels 1.0, 0.9, ..., 0.1 of each group. "
              f"'its ms in the search': the table's prediction, or the measured search's timing of the kept configuration "
              f"with its second timing (the chosen one is timed again before it is kept; where it misses, the next "
-             f"best are). Latency: every model exported and timed in {5} interleaved rounds. Accuracy: fine-tune "
+             f"best are). Latency: every model exported and timed in {rounds} interleaved rounds. Accuracy: fine-tune "
              f"{FINETUNE.model_dump(exclude_defaults=True)}, seeds {seeds}, test split."]
     return rows
 

@@ -41,6 +41,7 @@ from prunekit.io import save_json
 from prunekit.measure import layer_onnx, measure_latency
 from prunekit.measure.latency import measure_onnx_latencies
 from prunekit.search.cost import Cost
+from prunekit.search.evaluator import key_of
 from prunekit.search.ranks import shell_of
 from prunekit.search.space import SearchSpace, build
 
@@ -163,7 +164,7 @@ class LatencyTable:
 
     def measured(self, config: Mapping[str, Any]) -> float:
         """:meth:`measure`, once per configuration (a search asks for the same one many times)."""
-        key = json.dumps(dict(config), sort_keys=True, default=str)
+        key = key_of(config)
         if key not in self._measured:
             self._measured[key] = self.measure(config)
         return self._measured[key]

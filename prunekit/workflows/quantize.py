@@ -321,11 +321,13 @@ def quantize(model: Model, data: Data, *, weights: str | None = None, data_dir: 
                         block_size=block_size, image_size=image_size)
     spec = spec_of(model)
     scorer = with_teacher(task_of(splits, task), net, spec)
-    if dense is not None and not isinstance(dense, nn.Module):
+    if dense is None:
+        dense = _dense_source(spec) if spec is not None else None
+    elif isinstance(dense, nn.Module):
+        dense = clone_module(dense).eval()
+    else:
         raise ConfigError(f"quantize: dense must be the nn.Module the model was cut from; got "
                           f"{type(dense).__name__}. Pass your dense module, or leave dense out.")
-    dense = _dense_source(spec) if dense is None and spec is not None else \
-        (None if dense is None else clone_module(dense).eval())
     with tempfile.TemporaryDirectory(prefix="prunekit-quantize-") as scratch:
         out = Path(out_dir) if out_dir is not None else Path(scratch)
         if backend == "torch":

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,7 @@ from prunekit.workflows.common import (
 from prunekit.workflows.sensitivity import proxy_for
 from prunekit.workflows.train import fine_tune, train_baseline, with_epochs
 
-__all__ = ["LATENCY_MODELS", "search", "search_model", "Searched", "worker_objective", "check_parallel",
-           "check_dimensions"]
+__all__ = ["search", "search_model", "Searched", "worker_objective", "check_parallel", "check_dimensions"]
 
 
 class Searched(dict):  # type: ignore[type-arg]
@@ -126,7 +125,7 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
         best = next(r for r in result.records if r.config == best.config)
     retimed = None
     if evaluator.retime is not None and "latency" in constraints:
-        best, retimed = _retimed(evaluator, result.records, best, constraints["latency"])
+        best, retimed = _retimed(evaluator.retime, result.records, best, constraints["latency"])
     knee = result.knee()
     chosen = [best.config] + ([knee.config] if knee is not None and knee.config != best.config else [])
     return Searched(result=result, chosen=chosen, plan=space.plan(best.config, scores), best=best,
@@ -137,17 +136,16 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
 RETIMES = 3  # NOTE: configurations timed again at most, best first, before the chosen one is kept anyway
 
 
-def _retimed(evaluator: Evaluator, records: Sequence[Record], best: Record,
+def _retimed(retime: Callable[[Mapping[str, Any]], float], records: Sequence[Record], best: Record,
              goal: float) -> tuple[Record, dict[str, Any]]:
     """The configuration to keep once timed again: ``best``, or where its fresh timing misses the
     latency ``goal`` (the search keeps the best of many noisy timings, so the kept one's runs low) the
     next feasible ones by the proxy, up to :data:`RETIMES` in all; the first that holds, else
-    ``best`` with a warning. Returns it with the timings."""
-    assert evaluator.retime is not None
+    ``best`` with a warning (``retime``: a fresh timing of a configuration). Returns it with the timings."""
     others = sorted((r for r in records if r.feasible and r.config != best.config), key=lambda r: -r.values["metric"])
     tried: list[dict[str, Any]] = []
     for record in [best, *others][:RETIMES]:
-        ms = float(evaluator.retime(record.config))
+        ms = float(retime(record.config))
         tried.append({"config": record.config, "searched_ms": record.values.get("latency"), "retimed_ms": ms})
         if ms <= goal:
             return record, {"goal_ms": goal, "tried": tried, "held": True}
