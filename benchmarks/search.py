@@ -49,7 +49,7 @@ from prunekit.search.latency_table import LatencyTable  # noqa: E402
 from prunekit.search.search import FINALISTS, NEAR  # noqa: E402
 from prunekit.search.space import SearchSpace, build  # noqa: E402
 
-STRATEGIES = ("greedy", "backtracking", "nsga2", "tpe", "gp", "rl", "gates", "random")
+STRATEGIES = ("greedy", "backtracking", "nsga2", "tpe", "gp", "rl", "gates", "local", "random")
 # NOTE: 150 steps of 128 images (a third of an epoch) per row and seed: the part is 22 rows x 3 seeds
 FINETUNE = TrainConfig(epochs=1, batch_size=128, lr=0.01, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
                        scheduler="cosine", seed=0, max_steps_per_epoch=150)
@@ -118,11 +118,12 @@ def _torch_pruning(model: nn.Module, x: torch.Tensor, keep: float) -> nn.Module:
 
 
 def _searched(model: nn.Module, splits: Any, keep: float, strategy: str, trials: int, seed: int,
-              quick: bool) -> tuple[nn.Module, int]:
+              quick: bool, proxy_steps: int = 0) -> tuple[nn.Module, int]:
     from prunekit.workflows.search import search_model
 
     found = search_model(model, splits, tasks.create("classification"), strategy=strategy, budget=trials,
                          constraints={"macs": keep}, seed=seed, val_samples=256 if quick else 1024,
+                         proxy_steps=min(proxy_steps, 2) if quick else proxy_steps,
                          finetune_steps=0 if quick else RERANK_STEPS)
     result = found["result"]
     return build(model, found["graph"], found["space"], found["best"].config, found["scores"]), result.evaluations
@@ -167,17 +168,19 @@ def part_accuracy(args: argparse.Namespace) -> list[str]:
         base = _baseline(name, splits, args.baseline_epochs, args.quick)
         x = splits.example_input(1)
         dense = count_macs(base, x)
+        rows.append(f"| {name} | dense baseline | - | 100.0 % | {100 * evaluate(base, splits.test).accuracy:.2f} % | - |")
         makers: list[tuple[str, Any]] = [("uniform L2", lambda: (_uniform(base, x, args.keep, "local"), 0)),
                                          ("global L2", lambda: (_uniform(base, x, args.keep, "global"), 0))]
         if not args.quick:
             makers.append(("Torch-Pruning uniform", lambda: (_torch_pruning(base, x, args.keep), 0)))
         for strategy in args.strategies:
             makers.append((f"search: {strategy}", lambda s=strategy: _searched(base, splits, args.keep, s, args.trials,
-                                                                                 0, args.quick)))
+                                                                                 0, args.quick, args.proxy_steps)))
         done = _rows_done(args)
         for label, make in makers:
             key = f"{name} | {label} | {args.trials} | {args.keep} | {seeds} | {FINETUNE.model_dump(exclude_defaults=True)}"
             key += f" | {PROTOCOL}" if label.startswith("search") else ""
+            key += f", proxy {args.proxy_steps} steps" if label.startswith("search") and args.proxy_steps else ""
             if key in done:  # NOTE: a restarted run keeps the rows it finished (same settings only)
                 print(done[key], flush=True)
                 rows.append(done[key])
@@ -198,12 +201,18 @@ def part_accuracy(args: argparse.Namespace) -> list[str]:
             print(row, flush=True)
             rows.append(row)
             _row_finished(args, key, row)
+    proxy = "training images" + (f" after {args.proxy_steps} SGD steps on 16 cycled training batches of 128"
+                                 if args.proxy_steps else "")
+    if args.proxy_steps >= RERANK_STEPS:
+        last = "returns the best feasible configuration by that proxy."
+    else:
+        last = (f"then fine-tunes its finalists (the uniform start and the {FINALISTS} best by the proxy among "
+                f"configurations using at least {100 * (1 - NEAR):.0f} % of the budget) {RERANK_STEPS} batches each "
+                "and returns the best.")
     rows += ["", f"Budget: {args.keep:.2f} of the dense MACs kept; fine-tune {FINETUNE.model_dump(exclude_defaults=True)}, "
              f"seeds {seeds}; every strategy at {args.trials} proxy evaluations (BatchNorm re-estimation on 2x128 "
-             "training images, accuracy on 1024 validation images); each search first scores the uniform allocation at "
-             f"the budget, then fine-tunes its finalists (the uniform start and the {FINALISTS} best by the proxy among "
-             f"configurations using at least {100 * (1 - NEAR):.0f} % of the budget) {RERANK_STEPS} batches each and "
-             "returns the best."]
+             f"{proxy}, accuracy on 1024 validation images); each search first scores the uniform allocation at "
+             f"the budget, {last}"]
     return rows
 
 
@@ -496,6 +505,9 @@ def main() -> None:
     parser.add_argument("--latency-strategy", default="tpe", choices=STRATEGIES,
                         help="measured: the strategy (default tpe: one whole-model timing per trial; greedy times "
                              "every candidate step, minutes per step with measured latency)")
+    parser.add_argument("--proxy-steps", type=int, default=0,
+                        help="accuracy: fine-tune steps before every proxy evaluation of a search (default 0); the "
+                             "rows go to a section of their own")
     parser.add_argument("--finished-only", action="store_true",
                         help="accuracy: write the rows finished so far (runs/search-accuracy/rows.json), the rest as not run")
     parser.add_argument("--configs", type=int, default=20,
@@ -506,6 +518,8 @@ def main() -> None:
     args.trials = args.trials or (24 if args.quick else 60)
     for part in args.part or list(PARTS):
         title, run = PARTS[part]
+        if part == "accuracy" and args.proxy_steps:
+            title += f", every proxy evaluation after {args.proxy_steps} fine-tune steps"
         rows = run(args)
         command = "benchmarks/search.py --part " + part + (" --quick" if args.quick else "")
         if not args.quick or args.write:

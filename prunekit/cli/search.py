@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from prunekit.search.strategies import STRATEGIES
 
     parser = subparsers.add_parser(
-        "search", help="search per-layer widths under a target (greedy, backtracking, Optuna, RL, gates)",
+        "search", help="search per-layer widths under a target (greedy, backtracking, Optuna, RL, gates, local)",
         description="Train a short baseline (or load --weights), search each channel group's kept width "
                     "(and, with --depth, which residual blocks stay; with --ranks, each layer's low-rank "
                     "factorisation) under the target, scoring candidates "
@@ -34,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group = parser.add_argument_group("search")
     group.add_argument("--strategy", choices=tuple(STRATEGIES), default="greedy",
                        help="greedy (NetAdapt), backtracking (branch and bound), nsga2, tpe, gp (Optuna), "
-                            "rl (AMC-style REINFORCE), gates (differentiable), random (default: greedy)")
+                            "rl (AMC-style REINFORCE), gates (differentiable), local (evolution near the best "
+                            "found, the uniform allocation first), random (default: greedy)")
     group.add_argument("--target-macs", type=float, default=None, metavar="F",
                        help="fraction of the dense MACs to KEEP, in (0, 1]; 0.25 = 4x fewer MACs")
     group.add_argument("--target-params", type=float, default=None, metavar="F",
@@ -59,6 +60,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--no-widths", dest="widths", action="store_false",
                        help="keep every group's width: search only --ranks (or --depth), for models whose "
                             "widths must not change")
+    group.add_argument("--proxy-steps", type=int, default=0, metavar="N",
+                       help="fine-tune batches before every proxy evaluation: dearer, and it ranks allocations "
+                            "near the budget as fine-tuning does (BatchNorm re-estimation alone does not); "
+                            "pairs with --strategy local (default: 0)")
     group.add_argument("--finetune-steps", type=int, default=0, metavar="N",
                        help="fine-tune batches each finalist gets (the uniform start and the 4 best near the "
                             "budget) before the best is chosen (default: 0: the proxy alone)")
@@ -114,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
                      image_size=args.image_size, levels=args.levels or DEFAULT_LEVELS,
                      round_to=args.round_to, depth=args.depth, ranks=args.ranks, widths=args.widths,
                      bn_batches=args.bn_batches,
-                     val_samples=args.val_samples, finetune_steps=args.finetune_steps,
+                     val_samples=args.val_samples, proxy_steps=args.proxy_steps,
+                     finetune_steps=args.finetune_steps,
                      backend=args.backend, latency_model=args.latency_model, storage=args.storage, workers=args.workers,
                      baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
                      train_config=TrainConfig(), out_dir=args.out, progress=not args.no_progress,

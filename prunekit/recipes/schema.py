@@ -281,7 +281,7 @@ class SearchStageOptions(BaseModel):
 
     model_config = _STRICT
     target: Target = Field(description="the budget, e.g. {macs: 0.25} (a quarter of the dense MACs kept)")
-    strategy: Literal["greedy", "backtracking", "nsga2", "tpe", "gp", "rl", "gates", "random"] = "greedy"
+    strategy: Literal["greedy", "backtracking", "nsga2", "tpe", "gp", "rl", "gates", "local", "random"] = "greedy"
     trials: int = Field(40, ge=1, description="proxy evaluations (the search's budget)")
     objectives: list[str] = Field(default_factory=lambda: ["metric", "macs"],
                                   description="Pareto objectives: metric and any of macs, params, latency")
@@ -296,6 +296,8 @@ class SearchStageOptions(BaseModel):
                                            "depth alone)")
     bn_batches: int = Field(2, ge=0, description="training batches that re-estimate BatchNorm")
     val_samples: int = Field(1024, ge=1, description="validation samples the proxy is computed on")
+    proxy_steps: int = Field(0, ge=0, description="fine-tune batches before every proxy evaluation (0: BatchNorm "
+                                                  "re-estimation only)")
     finetune_steps: int = Field(0, ge=0, description="fine-tune batches in the proxy's second rung")
     latency_model: Literal["table", "measured"] = Field(
         "table", description="how a latency objective is priced: table (layers timed alone, summed) or "

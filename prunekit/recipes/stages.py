@@ -463,7 +463,8 @@ def search_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, An
                          seed=seed, levels=tuple(o.levels), round_to=o.round_to, depth=o.depth,  # type: ignore[attr-defined]
                          ranks=o.ranks, widths=o.widths,  # type: ignore[attr-defined]
                          bn_batches=o.bn_batches, val_samples=o.val_samples,  # type: ignore[attr-defined]
-                         finetune_steps=o.finetune_steps, latency_model=o.latency_model,  # type: ignore[attr-defined]
+                         proxy_steps=o.proxy_steps, finetune_steps=o.finetune_steps,  # type: ignore[attr-defined]
+                         latency_model=o.latency_model,  # type: ignore[attr-defined]
                          state_dir=state_dir,
                          storage=o.storage, workers=o.workers, rebuild=rebuild,  # type: ignore[attr-defined]
                          progress=state.progress)

@@ -72,6 +72,7 @@ class Evaluator:
     example_inputs: Any = None  # NOTE: what a configuration with ranks is factorised on (its layers' shapes)
     factorised: dict[Any, Any] = field(default_factory=dict)  # NOTE: layers factorised so far, reused by build
     retime: Callable[[Mapping[str, Any]], float] | None = None  # NOTE: a fresh timing, to check the chosen one
+    fidelity: int = 0  # NOTE: the fine-tune steps of a proxy evaluation unless a call names others
 
     def costs(self, config: Mapping[str, Any]) -> dict[str, float]:
         """The cheap objective values: ``macs`` and ``params`` kept fractions, ``latency`` (ms)."""
@@ -93,8 +94,28 @@ class Evaluator:
     def cheap_feasible(self, config: Mapping[str, Any]) -> bool:
         return self.feasible(self.costs(config))
 
-    def metric_value(self, config: Mapping[str, Any], fidelity: int = 0) -> float:
-        """The proxy metric (one proxy evaluation unless remembered); raises BudgetSpent when out."""
+    def filled(self, config: Mapping[str, Any]) -> Config:
+        """``config`` widened one width choice at a time, the group keeping the smallest fraction
+        first, while the cheap costs meet the constraints: a configuration under the budget is
+        brought up to it (the space's discrete widths rarely land on it by themselves)."""
+        config = dict(config)
+        dims = [d for d in self.space.dimensions if d.kind == "width"]
+        closed: set[str] = set()
+        while True:
+            open_ = [d for d in dims if d.name not in closed and config[d.name] != d.choices[0]]
+            if not open_:
+                return config
+            d = min(open_, key=lambda d: (config[d.name] / d.size, d.name))
+            wider = {**config, d.name: d.choices[d.choices.index(config[d.name]) - 1]}
+            if self.cheap_feasible(wider):
+                config = wider
+            else:
+                closed.add(d.name)
+
+    def metric_value(self, config: Mapping[str, Any], fidelity: int | None = None) -> float:
+        """The proxy metric (one proxy evaluation unless remembered) at ``fidelity`` fine-tune steps
+        (None: the evaluator's own); raises BudgetSpent when out."""
+        fidelity = self.fidelity if fidelity is None else fidelity
         key = f"{fidelity}|{key_of(config)}"
         if key in self.memo:
             return self.memo[key]
@@ -114,8 +135,9 @@ class Evaluator:
         self.memo[key] = value
         return value
 
-    def __call__(self, config: Mapping[str, Any], fidelity: int = 0) -> Record:
+    def __call__(self, config: Mapping[str, Any], fidelity: int | None = None) -> Record:
         config = self.space.check(config)
+        fidelity = self.fidelity if fidelity is None else fidelity
         values = {**self.costs(config), "metric": self.metric_value(config, fidelity)}
         record = Record(config, values, self.feasible(values), fidelity)
         self.history.append(record)

@@ -76,7 +76,7 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
                  constraints: Mapping[str, float], objectives: Sequence[str] = ("metric", "macs"), seed: int = 0,
                  levels: Sequence[float] = DEFAULT_LEVELS, round_to: int = 1, depth: bool = False,
                  ranks: bool | str | Sequence[str] = False, widths: bool = True, importance: str = "l2",
-                 bn_batches: int = 2, val_samples: int = 1024, finetune_steps: int = 0,
+                 bn_batches: int = 2, val_samples: int = 1024, proxy_steps: int = 0, finetune_steps: int = 0,
                  backend: str | None = None, latency_model: str = "table",
                  state_dir: str | os.PathLike[str] | None = None,
                  storage: str | None = None, options: Mapping[str, Any] | None = None, workers: int = 1,
@@ -88,6 +88,9 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
     proxy evaluations. ``latency_model="measured"`` times each configuration's whole model on
     ``backend`` instead of summing the table's layers (slower per configuration, and right where the
     table is not: small models at batch 1, ONNX Runtime's layout changes between layers).
+    ``proxy_steps``: fine-tune steps before every proxy evaluation (0: BatchNorm re-estimation only;
+    dearer per evaluation, and it ranks configurations near the budget as fine-tuning does);
+    ``finetune_steps``: the steps of a last rung that re-ranks the finalists (where above ``proxy_steps``).
 
     With ``workers > 1`` (Optuna strategies only) that many processes share the study in
     ``state_dir`` (or ``storage``) until it holds ``budget`` trials; each rebuilds ``net``, the
@@ -97,13 +100,18 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
     if not constraints:
         raise ConfigError("search needs a constraint: e.g. --target-macs 0.25 (a quarter of the dense MACs "
                           "kept); without one the dense model wins.")
+    for flag, steps in (("--proxy-steps", proxy_steps), ("--finetune-steps", finetune_steps)):
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise ConfigError(f"search: {flag} is a number of fine-tune batches, an int >= 0; got {steps!r}. "
+                              f"Pass e.g. {flag} 32 (0: none).")
     methods = check_dimensions(strategy, ranks=ranks, widths=widths, depth=depth, objectives=objectives,
                                constraints=constraints, backend=backend, latency_model=latency_model)
     settings: dict[str, Any] = {
         "constraints": dict(constraints), "levels": list(levels), "round_to": round_to, "depth": depth,
         "ranks": list(methods), "widths": widths,
         "importance": importance, "bn_batches": bn_batches, "val_samples": val_samples,
-        "finetune_steps": finetune_steps, "backend": backend, "latency_model": latency_model,
+        "proxy_steps": proxy_steps, "finetune_steps": finetune_steps, "backend": backend,
+        "latency_model": latency_model,
         "objectives": list(objectives),
         "state_dir": str(Path(state_dir).absolute()) if state_dir is not None else None}
     options = dict(options or {})
@@ -118,7 +126,7 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
         raise ConfigError(f"search: no configuration met {dict(constraints)} within {budget} proxy evaluations. "
                           f"Raise --trials, loosen the target, or widen the space (lower --levels).")
     best = result.best
-    if finetune_steps > 0:  # NOTE: the finalists re-ranked after a few fine-tune steps each
+    if finetune_steps > proxy_steps:  # NOTE: the finalists re-ranked after a few fine-tune steps each
         evaluator.budget = None
         finalists = [r.config for r in finalists_of(result.records, constraints, start)]
         best = successive_halving(evaluator, finalists, rungs=(finetune_steps,))[0]
@@ -194,10 +202,10 @@ def check_dimensions(strategy: str, *, ranks: Any, widths: Any, depth: bool, obj
 
 
 def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[str, float], levels: Sequence[float],
-               round_to: int, depth: bool, importance: str, bn_batches: int, val_samples: int, finetune_steps: int,
-               backend: str | None, objectives: Sequence[str],
+               round_to: int, depth: bool, importance: str, bn_batches: int, val_samples: int,
+               finetune_steps: int, backend: str | None, objectives: Sequence[str],
                state_dir: str | None, ranks: Sequence[str] = (),
-               widths: bool = True, latency_model: str = "table") -> tuple[Evaluator, DependencyGraph, Any]:
+               widths: bool = True, latency_model: str = "table", proxy_steps: int = 0) -> tuple[Evaluator, DependencyGraph, Any]:
     """The evaluator a search scores with (and the graph and scores its space was built from): the
     same in this process and in every worker, given the same model and data."""
     example = example_of(splits, task)
@@ -227,9 +235,10 @@ def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[s
         table = LatencyTable(net, graph, space, example, backend=backend or "torch", cost=cost,
                              cache_dir=Path(state_dir) / "latency" if state_dir is not None else None)
         latency = table.measured if latency_model == "measured" else table.predict
-    proxy = proxy_for(splits, task, bn_batches=bn_batches, val_samples=val_samples, finetune_steps=finetune_steps)
+    proxy = proxy_for(splits, task, bn_batches=bn_batches, val_samples=val_samples,
+                      finetune_steps=max(proxy_steps, finetune_steps))
     evaluator = Evaluator(space, constraints, model=net, graph=graph, scores=scores, metric=proxy, cost=cost,
-                          latency=latency, example_inputs=example,
+                          latency=latency, example_inputs=example, fidelity=proxy_steps,
                           retime=table.measure if latency is not None and latency_model == "measured" else None)
     return evaluator, graph, scores
 
@@ -340,7 +349,7 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
            tokenizer: str | None = None, block_size: int | None = None, image_size: int | tuple[int, int] | None = None,
            levels: Sequence[float] = DEFAULT_LEVELS, round_to: int = 1, depth: bool = False,
            ranks: bool | str | Sequence[str] = False, widths: bool = True, bn_batches: int = 2,
-           val_samples: int = 1024, finetune_steps: int = 0,
+           val_samples: int = 1024, proxy_steps: int = 0, finetune_steps: int = 0,
            backend: str | None = None, latency_model: str = "table", storage: str | None = None, workers: int = 1,
            baseline_epochs: int = 1,
            finetune_epochs: int = 1, train_config: TrainConfig | None = None,
@@ -401,7 +410,7 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
     found = search_model(net, splits, task_obj, strategy=strategy, budget=trials, constraints=constraints,
                          objectives=objectives, seed=seed, levels=levels, round_to=round_to, depth=depth,
                          ranks=ranks, widths=widths, bn_batches=bn_batches, val_samples=val_samples,
-                         finetune_steps=finetune_steps,
+                         proxy_steps=proxy_steps, finetune_steps=finetune_steps,
                          backend=backend, latency_model=latency_model, state_dir=state_dir, storage=storage,
                          workers=workers,
                          rebuild=rebuild, progress=progress)

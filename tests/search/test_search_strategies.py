@@ -67,7 +67,7 @@ def test_backtracking_returns_the_brute_force_optimum(monotone: bool) -> None:
     assert result.evaluations < evaluator.space.cardinality or not monotone
 
 
-@pytest.mark.parametrize("strategy", ["greedy", "random", "rl", "tpe", "nsga2", "gp", "gates"])
+@pytest.mark.parametrize("strategy", ["greedy", "random", "rl", "tpe", "nsga2", "gp", "gates", "local"])
 def test_the_same_seed_gives_the_same_result(strategy: str, tmp_path: Path) -> None:
     runs = []
     for i in range(2):
@@ -95,7 +95,7 @@ def _killed_after(metric, calls: int):
     return run
 
 
-@pytest.mark.parametrize("strategy", ["greedy", "random", "rl", "tpe"])
+@pytest.mark.parametrize("strategy", ["greedy", "random", "rl", "tpe", "local"])
 def test_a_killed_search_resumes_to_the_same_result(strategy: str, tmp_path: Path) -> None:
     whole = _evaluator()
     want = search(whole.space, ["metric", "macs"], {"macs": 0.5}, strategy, 8, seed=1, evaluator=whole)

@@ -3,7 +3,8 @@ proxy evaluations set), a seed and a JSON-able state (for resuming), and evaluat
 until the budget is spent or it is done; the evaluator's history is the result.
 
 ``greedy`` (NetAdapt), ``backtracking`` (branch and bound), ``nsga2``, ``tpe``, ``gp`` (Optuna),
-``rl`` (AMC-style REINFORCE), ``gates`` (differentiable, via :mod:`prunekit.gates`), ``random``.
+``rl`` (AMC-style REINFORCE), ``gates`` (differentiable, via :mod:`prunekit.gates`), ``local``
+(evolution near the best found, the uniform start first), ``random``.
 """
 
 from __future__ import annotations
@@ -38,5 +39,6 @@ STRATEGIES = {
     "gp": "prunekit.search.strategies.optuna_samplers.gp",
     "rl": "prunekit.search.strategies.rl.reinforce",
     "gates": "prunekit.search.strategies.gates.gates",
+    "local": "prunekit.search.strategies.local.local",
     "random": "prunekit.search.strategies.greedy.random_search",
 }
