@@ -205,7 +205,8 @@ def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[s
                round_to: int, depth: bool, importance: str, bn_batches: int, val_samples: int,
                finetune_steps: int, backend: str | None, objectives: Sequence[str],
                state_dir: str | None, ranks: Sequence[str] = (),
-               widths: bool = True, latency_model: str = "table", proxy_steps: int = 0) -> tuple[Evaluator, DependencyGraph, Any]:
+               widths: bool = True, latency_model: str = "table",
+               proxy_steps: int = 0) -> tuple[Evaluator, DependencyGraph, Any]:
     """The evaluator a search scores with (and the graph and scores its space was built from): the
     same in this process and in every worker, given the same model and data."""
     example = example_of(splits, task)
@@ -396,7 +397,7 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
     task_obj = with_teacher(task_of(splits, task), net, spec)
     results: dict[str, Any] = {"command": "search", "model": name, "data": splits.name, "strategy": strategy,
                                "constraints": dict(constraints), "objectives": list(objectives), "trials": trials,
-                               "seed": seed, "latency_model": latency_model}
+                               "seed": seed, "latency_model": latency_model, "proxy_steps": proxy_steps}
     if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=starts_trained(spec, weights),
                                    progress=progress, device=device, task=task_obj)):
         results["baseline_training"] = baseline
