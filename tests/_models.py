@@ -5,6 +5,8 @@ Importable as ``_models`` from any test: the root conftest puts ``tests/`` on ``
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -194,3 +196,22 @@ CONTRACT_PATTERNS = {name: PATTERNS[name] for name in
 
 def example(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def two_conv_classifier() -> nn.Module:
+    """Two 16-channel convs with BatchNorm and a 3-class head, on 1x8x8 inputs (see ``tiny_splits``)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3)).eval()
+
+
+def tiny_splits(samples: int = 32) -> Any:
+    """Random 1x8x8 images of 3 classes, the same set as train, val and test."""
+    from torch.utils.data import TensorDataset
+
+    from prunekit.data import DataSplits
+
+    g = torch.Generator().manual_seed(0)
+    part = TensorDataset(torch.randn(samples, 1, 8, 8, generator=g), torch.randint(0, 3, (samples,), generator=g))
+    return DataSplits("tiny", part, part, part, num_classes=3, input_shape=(1, 8, 8))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,3 +28,24 @@ def tiny_npz(tmp_path_factory: pytest.TempPathFactory, fashion: tuple[torch.Tens
     np.savez(path, x_train=x[:256].numpy(), y_train=y[:256].numpy(), x_test=x[256:320].numpy(),
              y_test=y[256:320].numpy())
     return path
+
+
+@pytest.fixture
+def search_arguments(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[str]], dict[str, Any]]:
+    """Runs ``prunekit`` with the given arguments and returns the keyword arguments the search
+    command handed to ``prunekit.workflows.search.search`` (which is not run)."""
+    from prunekit.cli import main
+
+    def run(argv: list[str]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+
+        def fake_search(model: Any, data: Any, **kwargs: Any) -> dict[str, Any]:
+            seen.update(kwargs)
+            raise SystemExit(0)
+
+        monkeypatch.setattr("prunekit.workflows.search.search", fake_search)
+        with pytest.raises(SystemExit):
+            main(argv)
+        return seen
+
+    return run

@@ -9,12 +9,10 @@ from typing import Any
 
 import pytest
 import torch
-from _models import Residual
+from _models import Residual, tiny_splits, two_conv_classifier
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from prunekit import tasks
-from prunekit.data import DataSplits
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import score
@@ -96,19 +94,6 @@ def test_local_stops_when_the_space_holds_nothing_new() -> None:
     assert {key_of(r.config) for r in evaluator.history} == {key_of(evaluator.space.dense())}
 
 
-def _net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                         nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3)).eval()
-
-
-def _splits() -> DataSplits:
-    g = torch.Generator().manual_seed(0)
-    part = TensorDataset(torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 3, (64,), generator=g))
-    return DataSplits("tiny", part, part, part, num_classes=3, input_shape=(1, 8, 8))
-
-
 @pytest.mark.parametrize(("proxy_steps", "finetune_steps", "want"), [(3, 0, {3}), (3, 5, {3, 5}), (0, 0, {0})])
 def test_proxy_steps_reach_every_proxy_evaluation(monkeypatch: pytest.MonkeyPatch, proxy_steps: int,
                                                   finetune_steps: int, want: set[int]) -> None:
@@ -120,7 +105,7 @@ def test_proxy_steps_reach_every_proxy_evaluation(monkeypatch: pytest.MonkeyPatc
         return scored(self, model, finetune_steps=finetune_steps)
 
     monkeypatch.setattr(Proxy, "__call__", recording)
-    found = search_model(_net(), _splits(), tasks.create("classification"), strategy="local", budget=5,
+    found = search_model(two_conv_classifier(), tiny_splits(64), tasks.create("classification"), strategy="local", budget=5,
                          constraints={"macs": 0.5}, seed=0, levels=(1.0, 0.75, 0.5, 0.25), val_samples=16,
                          proxy_steps=proxy_steps, finetune_steps=finetune_steps)
     n = found["result"].evaluations
@@ -131,7 +116,7 @@ def test_proxy_steps_reach_every_proxy_evaluation(monkeypatch: pytest.MonkeyPatc
 
 
 def test_proxy_steps_tune_a_copy_and_change_the_score() -> None:
-    net, splits = _net(), _splits()
+    net, splits = two_conv_classifier(), tiny_splits(64)
     batches = [(splits.train.tensors[0][:32], splits.train.tensors[1][:32])]
     proxy = Proxy(tasks.create("classification"), batches, batches, bn_batches=1)
     before = {k: v.clone() for k, v in net.state_dict().items()}
@@ -143,23 +128,15 @@ def test_proxy_steps_tune_a_copy_and_change_the_score() -> None:
 @pytest.mark.parametrize("bad", [-1, 1.5, True])
 def test_wrong_proxy_steps_are_a_one_line_error(bad: Any) -> None:
     with pytest.raises(ConfigError, match=r"--proxy-steps is a number of fine-tune batches, an int >= 0; got "):
-        search_model(_net(), _splits(), tasks.create("classification"), strategy="local", budget=2,
+        search_model(two_conv_classifier(), tiny_splits(64), tasks.create("classification"), strategy="local", budget=2,
                      constraints={"macs": 0.5}, proxy_steps=bad)
 
 
-def test_the_command_and_a_recipe_pass_proxy_steps_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    from prunekit.cli import main
+def test_the_command_and_a_recipe_pass_proxy_steps_on(search_arguments: Any) -> None:
     from prunekit.recipes.schema import SearchStageOptions
 
-    seen: dict[str, Any] = {}
-
-    def fake_search(model: Any, data: Any, **kwargs: Any) -> dict[str, Any]:
-        seen.update(kwargs)
-        raise SystemExit(0)
-
-    monkeypatch.setattr("prunekit.workflows.search.search", fake_search)
-    with pytest.raises(SystemExit):
-        main(["search", "--model", "simple_cnn", "--target-macs", "0.5", "--strategy", "local", "--proxy-steps", "16"])
+    seen = search_arguments(["search", "--model", "simple_cnn", "--target-macs", "0.5", "--strategy", "local",
+                             "--proxy-steps", "16"])
     assert seen["proxy_steps"] == 16 and seen["strategy"] == "local"
     stage = SearchStageOptions.model_validate({"target": {"macs": 0.5}, "strategy": "local", "proxy_steps": 8})
     assert stage.proxy_steps == 8 and stage.strategy == "local"

@@ -6,28 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import torch
-from torch import nn
-from torch.utils.data import TensorDataset
+from _models import tiny_splits, two_conv_classifier
 
 from prunekit import tasks
-from prunekit.data import DataSplits
 from prunekit.errors import ConfigError
 from prunekit.search.latency_table import LatencyTable
 from prunekit.workflows.search import check_dimensions, search_model
-
-
-def _net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                         nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 3)).eval()
-
-
-def _splits() -> DataSplits:
-    g = torch.Generator().manual_seed(0)
-    part = TensorDataset(torch.randn(32, 1, 8, 8, generator=g), torch.randint(0, 3, (32,), generator=g))
-    return DataSplits("tiny", part, part, part, num_classes=3, input_shape=(1, 8, 8))
 
 
 def test_measured_latency_times_each_configuration_once_and_constrains_by_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,7 +24,7 @@ def test_measured_latency_times_each_configuration_once_and_constrains_by_it(mon
 
     monkeypatch.setattr(LatencyTable, "measure", fake_measure)
     monkeypatch.setattr(LatencyTable, "predict", lambda self, config: pytest.fail("the table was asked"))
-    found = search_model(_net(), _splits(), tasks.create("classification"), strategy="random", budget=6,
+    found = search_model(two_conv_classifier(), tiny_splits(), tasks.create("classification"), strategy="random", budget=6,
                          constraints={"latency": 8.0}, objectives=("metric", "latency"), seed=0,
                          levels=(1.0, 0.75, 0.5, 0.25), latency_model="measured", val_samples=16)
     # NOTE: once per configuration however often asked, and the chosen one a second time to check it
@@ -57,19 +41,9 @@ def test_a_wrong_latency_model_is_named() -> None:
         check_dimensions("greedy", ranks=False, widths=True, depth=False, latency_model="guess", recipe=True)
 
 
-def test_the_command_passes_the_latency_model_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    from prunekit.cli import main
-
-    seen: dict[str, Any] = {}
-
-    def fake_search(model: Any, data: Any, **kwargs: Any) -> dict[str, Any]:
-        seen.update(kwargs)
-        raise SystemExit(0)
-
-    monkeypatch.setattr("prunekit.workflows.search.search", fake_search)
-    with pytest.raises(SystemExit):
-        main(["search", "--model", "simple_cnn", "--target-latency-ms", "1", "--latency-model", "measured",
-              "--backend", "onnxruntime"])
+def test_the_command_passes_the_latency_model_on(search_arguments: Any) -> None:
+    seen = search_arguments(["search", "--model", "simple_cnn", "--target-latency-ms", "1", "--latency-model",
+                             "measured", "--backend", "onnxruntime"])
     assert seen["latency_model"] == "measured" and seen["backend"] == "onnxruntime"
 
 
@@ -86,7 +60,7 @@ def _search(monkeypatch: pytest.MonkeyPatch, again: Any) -> Any:
         return first
 
     monkeypatch.setattr(LatencyTable, "measure", fake_measure)
-    return search_model(_net(), _splits(), tasks.create("classification"), strategy="random", budget=8,
+    return search_model(two_conv_classifier(), tiny_splits(), tasks.create("classification"), strategy="random", budget=8,
                         constraints={"latency": 8.0}, objectives=("metric", "latency"), seed=0,
                         levels=(1.0, 0.75, 0.5, 0.25), latency_model="measured", val_samples=16)
 
