@@ -15,7 +15,7 @@ mean nothing and nothing is written unless ``--write``):
 accuracy: a finished row is kept in runs/search-accuracy/rows.json (keyed by model, allocation, trials,
 budget and seeds), so an interrupted run resumes; delete the file to measure again. Every row starts
 from the same trained baseline (runs/baselines/<model>/model.safetensors,
-else trained here for ``--baseline-epochs``), reaches the same MACs budget, and gets the same
+else trained here for ``--baseline-epochs`` and saved there), reaches the same MACs budget, and gets the same
 fine-tune (``FINETUNE``) per seed; each strategy gets the same number of proxy evaluations
 (``--trials``), so strategies are compared with each other as well as with the baselines.
 """
@@ -85,6 +85,13 @@ def _baseline(name: str, splits: Any, epochs: int, quick: bool) -> nn.Module:
         config = TrainConfig(epochs=epochs, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
                              weight_decay=5e-4, scheduler="cosine", max_steps_per_epoch=2 if quick else None)
         train(net, splits, config, progress=False)
+        if not quick:  # NOTE: kept, so every part and every later run starts from the same baseline
+            from safetensors.torch import save_file
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            part = path.with_suffix(".partial")
+            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(part))
+            part.replace(path)
     return net.eval()
 
 
