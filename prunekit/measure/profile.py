@@ -18,7 +18,14 @@ from torch.utils.data import TensorDataset
 
 from prunekit.errors import ConfigError, DataError
 from prunekit.measure.accuracy import evaluate
-from prunekit.measure.latency import BACKENDS, DEFAULT_BACKENDS, LatencyControl, LatencyStats, measure_latencies
+from prunekit.measure.latency import (
+    BACKENDS,
+    DEFAULT_BACKENDS,
+    LatencyControl,
+    LatencyStats,
+    format_ms,
+    measure_latencies,
+)
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of, count_macs
 from prunekit.measure.params import count_params
 from prunekit.measure.size import size_on_disk
@@ -163,10 +170,6 @@ def _bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
-def _ms(x: float) -> str:
-    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:.0f}"
-
-
 def _ratio(first: float, last: float, fewer: str, more: str) -> str:
     """How many times ``last`` is below ``first``, in words ("2.03x smaller", "1.10x larger")."""
     if first <= 0 or last <= 0:
@@ -194,7 +197,7 @@ def _latency_rows(profiles: Sequence[Profile], controls: Sequence[LatencyControl
     for backend, batch, threads in keys:
         found = [next((s for s in p.latency if (s.backend, s.batch_size, s.threads)
                        == (backend, batch, threads)), None) for p in profiles]
-        cells = ["-" if s is None else f"{_ms(s.median_ms)} ms ({_ms(s.p10_ms)}-{_ms(s.p90_ms)})"
+        cells = ["-" if s is None else f"{format_ms(s.median_ms)} ms ({format_ms(s.p10_ms)}-{format_ms(s.p90_ms)})"
                  for s in found]
         label = f"{backend} batch {batch}" + (f", {threads} threads" if show_threads else "")
         control = measured.get((backend, batch, threads))

@@ -112,12 +112,25 @@ def test_latency_ratios_need_the_a_a_control() -> None:
     assert "machine busy: the same model timed twice differed by up to 40 %" in busy
 
 
+
+def test_the_ratio_is_shown_with_the_times_it_was_made_of() -> None:
+    """The first/last cell gives the medians of the interleaved rounds the ratio comes from, so a
+    reader never sets it against the profiles' own medians timed at another moment."""
+    control = LatencyControl("torch", 1, 2, ratio=2.5, noise=0.05, rounds=4, before_ms=0.19, after_ms=0.076)
+    table = compare(*_pair(), controls=(control,))
+    assert "2.50x faster: 0.190 -> 0.076 ms in the same rounds (A/A ±5 %)" in table
+    inside = LatencyControl("torch", 1, 2, ratio=1.02, noise=0.05, rounds=4, before_ms=12.34, after_ms=12.1)
+    assert inside.describe() == "within noise: 12.3 -> 12.1 ms in the same rounds (A/A ±5 %)"
+
+
 def test_aa_control_times_the_same_model_against_itself(simple_cnn: nn.Module) -> None:
     """Smoke only (no timing claims): the same model as "after" gives a ratio whose size is the
     control's own noise, and the reading order interleaves A, B, A'."""
     control = aa_control(simple_cnn, simple_cnn, torch.randn(1, 1, 28, 28), rounds=3, min_time_s=0.0)
     assert (control.backend, control.batch_size, control.rounds) == ("torch", 1, 3)
     assert control.ratio > 0 and control.noise >= 0
+    assert control.before_ms is not None and control.after_ms is not None
+    assert control.before_ms / control.after_ms == pytest.approx(control.ratio)  # NOTE: the same rounds
     order: list[str] = []
     interleaved({"A": "a", "B": "b", "A2": "a2"}, lambda m: order.append(m) or 1.0, reference="A", rounds=2)
     assert order == ["a", "b", "a2", "a", "b", "a2"]
