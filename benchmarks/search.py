@@ -167,10 +167,26 @@ def _row_finished(args: argparse.Namespace, key: str, row: str) -> None:
         file.write_text(json.dumps({**_rows_done(args), key: row}, indent=1))
 
 
+def _widths_kept(args: argparse.Namespace, key: str, model: nn.Module | None = None) -> str | None:
+    """Each conv's output channels of a row's model, in order ("8/8/16/..."): what the allocation
+    chose. Kept in runs/search-accuracy/widths.json when ``model`` is given; read back otherwise."""
+    import json
+
+    file = None if args.quick else Path("runs/search-accuracy/widths.json")
+    known = json.loads(file.read_text()) if file is not None and file.is_file() else {}
+    if model is not None:
+        known[key] = "/".join(str(m.out_channels) for m in model.modules() if isinstance(m, nn.Conv2d))
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(json.dumps(known, indent=1))
+    return known.get(key)
+
+
 def part_accuracy(args: argparse.Namespace) -> list[str]:
     splits = _subset(data.load("fashion_mnist"), args.quick)
     seeds = (0,) if args.quick else (0, 1, 2)
     rows = ["| model | allocation | proxy evaluations | MACs kept | accuracy (mean) | per seed |", "|---|---|---|---|---|---|"]
+    widths: list[str] = []
     for name in args.models:
         base = _baseline(name, splits, args.baseline_epochs, args.quick)
         x = splits.example_input(1)
@@ -191,6 +207,8 @@ def part_accuracy(args: argparse.Namespace) -> list[str]:
             if key in done:  # NOTE: a restarted run keeps the rows it finished (same settings only)
                 print(done[key], flush=True)
                 rows.append(done[key])
+                if (kept := _widths_kept(args, key)) is not None:
+                    widths.append(f"- {name}, {label}: {kept}")
                 continue
             if args.finished_only:
                 rows.append(f"| {name} | {label} | - | - | not run yet | - |")
@@ -202,6 +220,7 @@ def part_accuracy(args: argparse.Namespace) -> list[str]:
                 print(row, flush=True)
                 rows.append(row)
                 continue
+            widths.append(f"- {name}, {label}: {_widths_kept(args, key, pruned)}")
             accs = _finetuned(pruned, splits, seeds, args.quick)
             row = (f"| {name} | {label} | {evaluations or '-'} | {100 * count_macs(pruned, x) / dense:.1f} % | "
                    f"{100 * statistics.fmean(accs):.2f} % | {', '.join(f'{100 * a:.2f}' for a in accs)} |")
@@ -220,6 +239,9 @@ def part_accuracy(args: argparse.Namespace) -> list[str]:
              f"seeds {seeds}; every strategy at {args.trials} proxy evaluations (BatchNorm re-estimation on 2x128 "
              f"{proxy}, accuracy on 1024 validation images); each search first scores the uniform allocation at "
              f"the budget, {last}"]
+    if widths:
+        rows += ["", "Output channels of each convolution, in order (rows measured since the widths were kept):", "",
+                 *widths]
     return rows
 
 
