@@ -16,14 +16,25 @@ from prunekit.measure import count_macs, count_params, export_onnx
 from prunekit.measure.latency import measure_onnx_latencies
 from prunekit.quantize import evaluate_onnx, write_bundle
 from prunekit.measure.onnx_int8 import strip_metadata
-from prunekit.workflows.common import Measure, capped, eval_data, finish, save_result, source_architecture
+from prunekit.workflows.common import (
+    Data,
+    Measure,
+    Model,
+    capped,
+    eval_data,
+    finish,
+    name_of,
+    save_result,
+    source_architecture,
+    spec_of,
+)
 from prunekit.workflows.inputs import default_task, without_cache
 from prunekit.workflows.profile import load_with_example
 
 __all__ = ["export", "bundle_model"]
 
 
-def export(model: str, data: str | None = None, *, out_dir: str | os.PathLike[str],
+def export(model: Model, data: Data | None = None, *, out_dir: str | os.PathLike[str],
            weights: str | None = None, data_dir: str | None = None,
            tokenizer: str | None = None, block_size: int | None = None,
            image_size: int | tuple[int, int] | None = None, in_channels: int | None = None,
@@ -37,6 +48,10 @@ def export(model: str, data: str | None = None, *, out_dir: str | os.PathLike[st
     ``task`` picks the class of an ``hf:`` model (default: what the data or its config says).
     ``bundle``: also write an edge bundle there (:func:`bundle_model`; needs image ``data``), int8
     with ``int8``.
+
+    ``model`` may be the user's own ``nn.Module`` (never changed) with ``data`` a
+    :class:`~prunekit.data.DataSplits`, :class:`~prunekit.data.Loaders` or a dataset name; the
+    folder then loads with ``prunekit.load(out / "model", model=the_module)``.
     """
     if bundle is not None and not data:
         raise ConfigError("export: --bundle needs --data: the bundle's preprocessing (size, mean, std) and "
@@ -49,14 +64,16 @@ def export(model: str, data: str | None = None, *, out_dir: str | os.PathLike[st
                                                      in_channels=in_channels, task=task, command="export")
     net.eval()
     out = Path(out_dir)
-    architecture = source_architecture(model, loaded, in_channels)
+    spec = spec_of(model)
+    architecture = source_architecture(spec, loaded, in_channels) if spec is not None else None
     # NOTE: without data, the saved source keeps only a task that was asked for or read from the config.
-    chosen = scorer.name if loaded is not None else default_task(model, task)
-    files = save_result(net, out, model, splits=loaded, in_channels=in_channels, task=chosen)
+    chosen = scorer.name if loaded is not None or spec is None else default_task(spec, task)
+    files = save_result(net, out, spec, splits=loaded, in_channels=in_channels, task=chosen,
+                        dense=None if spec is not None else net)
     if onnx:
         with without_cache(net):
             files["onnx"] = str(export_onnx(net, example, out / "model.onnx"))
-    results = {"command": "export", "model": model, "data": loaded.name if loaded is not None else None,
+    results = {"command": "export", "model": name_of(model), "data": loaded.name if loaded is not None else None,
                "task": scorer.name, "weights": weights, "architecture": architecture,
                "params": count_params(net), "macs": count_macs(net, example), "files": files}
     if bundle is not None:

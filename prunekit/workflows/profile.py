@@ -9,8 +9,11 @@ from torch import nn
 
 from prunekit.measure import Profile, compare
 from prunekit.models import check_task_fits
+from prunekit.errors import ConfigError
 from prunekit.workflows.common import (
+    Data,
     Measure,
+    Model,
     build,
     check_not_int8,
     eval_data,
@@ -18,6 +21,8 @@ from prunekit.workflows.common import (
     finish,
     load_model,
     measure_profile,
+    name_of,
+    spec_of,
     task_of,
     with_teacher,
 )
@@ -37,19 +42,28 @@ def example_input(model: str, data: Any, in_channels: int | None = None, batch_s
     return model_example(net, model, in_channels=in_channels, batch_size=batch_size, command=command)
 
 
-def load_with_example(model: str, data: str | None, *, weights: str | None, data_dir: str | None,
+def load_with_example(model: Model, data: Data | None, *, weights: str | None, data_dir: str | None,
                       in_channels: int | None, task: str | None, batch_size: int = 1,
                       command: str = "profile", tokenizer: str | None = None,
                       block_size: int | None = None,
                       image_size: int | tuple[int, int] | None = None) -> tuple[nn.Module, Any, Any, Any]:
     """``(model, data or None, task, example input)``: built for ``data`` when given, else with an
-    example derived from the model (the commands that can run without data share this)."""
-    check_not_int8(model)  # NOTE: measuring (the weights' size) and exporting need fp32 modules.
-    if data:
+    example derived from the model (the commands that can run without data share this). The user's
+    own module (a copy is used) needs ``data``: its example input comes from there."""
+    given = data is not None and not (isinstance(data, str) and not data)
+    if not isinstance(model, str):
+        if not given:
+            raise ConfigError(f"{command}: your own {type(model).__name__} needs data, whose first sample is the "
+                              f"example input it runs on; got none. Pass data= a DataSplits, Loaders of your "
+                              f"DataLoaders, or a dataset name.")
+    else:
+        check_not_int8(model)  # NOTE: measuring (the weights' size) and exporting need fp32 modules.
+    if data is not None and given:
         net, loaded = build(model, data, data_dir=data_dir, weights=weights, task=task, tokenizer=tokenizer,
                             block_size=block_size, image_size=image_size)
-        scorer = with_teacher(task_of(loaded, task), net, model)
+        scorer = with_teacher(task_of(loaded, task), net, spec_of(model))
         return net, loaded, scorer, example_of(loaded, scorer, batch_size)
+    assert isinstance(model, str)  # NOTE: the user's module was refused above without data
     asked, task = task is not None, default_task(model, task)
     net = load_model(model, weights=weights, in_channels=in_channels, task=task)
     example = model_example(net, model, in_channels=in_channels, batch_size=batch_size, command=command)
@@ -58,7 +72,7 @@ def load_with_example(model: str, data: str | None, *, weights: str | None, data
     return net, None, task_of(None, task), example
 
 
-def profile(model: str, data: str | None = None, *, weights: str | None = None,
+def profile(model: Model, data: Data | None = None, *, weights: str | None = None,
             data_dir: str | None = None, tokenizer: str | None = None, block_size: int | None = None,
             image_size: int | tuple[int, int] | None = None,
             in_channels: int | None = None,
@@ -66,15 +80,16 @@ def profile(model: str, data: str | None = None, *, weights: str | None = None,
             task: str | None = None) -> tuple[Profile, dict[str, Any]]:
     """Params, MACs, size, latency (and ``task``'s metric when ``data`` is given) of one model.
 
-    Without ``data`` the example input comes from the model (see :func:`example_input`).
+    Without ``data`` the example input comes from the model (see :func:`example_input`); the
+    user's own module needs ``data`` (a DataSplits, Loaders or a name).
     ``measure.max_eval_batches`` caps the evaluation. With ``out_dir``: ``results.json``.
     """
     measure = measure or Measure()
     net, loaded, scorer, example = load_with_example(model, data, weights=weights, data_dir=data_dir,
                                                      tokenizer=tokenizer, block_size=block_size, image_size=image_size,
                                                      in_channels=in_channels, task=task)
-    prof = measure_profile(net, example, model, measure, eval_data(loaded) if loaded is not None else None,
+    prof = measure_profile(net, example, name_of(model), measure, eval_data(loaded) if loaded is not None else None,
                            scorer)
-    results = {"command": "profile", "model": model, "data": loaded.name if loaded is not None else None,
+    results = {"command": "profile", "model": name_of(model), "data": loaded.name if loaded is not None else None,
                "task": scorer.name, "weights": weights, "profile": prof.to_dict(), "table": compare(prof)}
     return prof, finish(results, out_dir)

@@ -132,3 +132,31 @@ def test_quantize_takes_the_user_s_pruned_module_and_its_dense_one(tmp_path: Pat
     assert torch.equal(loaded[0].weight, pruned[0].weight)
     with pytest.raises(ConfigError, match="dense must be the nn.Module the model was cut from; got str"):
         quantize(pruned, splits, dense="resnet20", out_dir=tmp_path / "r")  # type: ignore[arg-type]
+
+
+def test_export_and_profile_take_the_user_s_module(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from prunekit.structured import StructuredPruner
+    from prunekit.workflows.export import export
+    from prunekit.workflows.profile import profile
+
+    dense, splits = _model().eval(), _splits()
+    pruned = StructuredPruner({"macs": 0.5}, round_to=1).fit_transform(dense, _tensors()[0][:1])
+    unchanged = _unchanged(pruned)
+    results = export(pruned, splits, out_dir=tmp_path / "e")
+    assert unchanged() and results["model"] == "Sequential" and results["data"] == "mine"
+    assert results["params"] == sum(p.numel() for p in pruned.parameters())
+    loaded = prunekit.load(tmp_path / "e" / "model", model=pruned).eval()
+    x = _tensors()[0][:3]
+    with torch.no_grad():
+        want = pruned(x)
+    assert torch.equal(loaded(x), want)
+    session = ort.InferenceSession(str(tmp_path / "e" / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]  # NOTE: the batch dim is dynamic
+    assert torch.allclose(torch.from_numpy(got), want, atol=1e-5)
+    found, record = profile(pruned, splits, measure=Measure(batch_sizes=(1,), backends=("torch",), min_time_s=0))
+    assert record["model"] == "Sequential" and found.params == results["params"]
+    assert found.accuracy == pytest.approx(prunekit.measure.evaluate(pruned, splits.test).accuracy)
+    with pytest.raises(ConfigError, match=r"export: your own Sequential needs data, whose first sample is the example"):
+        export(pruned, None, out_dir=tmp_path / "f")
+    assert not (tmp_path / "f").exists()
