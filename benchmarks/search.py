@@ -40,6 +40,7 @@ from _results import write_section  # noqa: E402
 
 from prunekit import data, models, tasks  # noqa: E402
 from prunekit.errors import PrunekitError  # noqa: E402
+from prunekit.io import load_json, save_json, save_weights  # noqa: E402
 from prunekit.graph import DependencyGraph  # noqa: E402
 from prunekit.importance import score  # noqa: E402
 from prunekit.measure import count_macs, evaluate, measure_latency  # noqa: E402
@@ -86,12 +87,7 @@ def _baseline(name: str, splits: Any, epochs: int, quick: bool) -> nn.Module:
                              weight_decay=5e-4, scheduler="cosine", max_steps_per_epoch=2 if quick else None)
         train(net, splits, config, progress=False)
         if not quick:  # NOTE: kept, so every part and every later run starts from the same baseline
-            from safetensors.torch import save_file
-
-            path.parent.mkdir(parents=True, exist_ok=True)
-            part = path.with_suffix(".partial")
-            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(part))
-            part.replace(path)
+            save_weights(net, path)
     return net.eval()
 
 
@@ -167,19 +163,24 @@ def _row_finished(args: argparse.Namespace, key: str, row: str) -> None:
         file.write_text(json.dumps({**_rows_done(args), key: row}, indent=1))
 
 
-def _widths_kept(args: argparse.Namespace, key: str, model: nn.Module | None = None) -> str | None:
-    """Each conv's output channels of a row's model, in order ("8/8/16/..."): what the allocation
-    chose. Kept in runs/search-accuracy/widths.json when ``model`` is given; read back otherwise."""
-    import json
+def _widths_file(args: argparse.Namespace) -> Path | None:
+    """Each row's widths, beside its row (runs/search-accuracy/widths.json)."""
+    file = _rows_file(args)
+    return file.with_name("widths.json") if file is not None else None
 
-    file = None if args.quick else Path("runs/search-accuracy/widths.json")
-    known = json.loads(file.read_text()) if file is not None and file.is_file() else {}
-    if model is not None:
-        known[key] = "/".join(str(m.out_channels) for m in model.modules() if isinstance(m, nn.Conv2d))
-        if file is not None:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            file.write_text(json.dumps(known, indent=1))
-    return known.get(key)
+
+def _widths_done(args: argparse.Namespace) -> dict[str, str]:
+    file = _widths_file(args)
+    return load_json(file) if file is not None and file.is_file() else {}
+
+
+def _widths_finished(args: argparse.Namespace, key: str, model: nn.Module) -> str:
+    """Each conv's output channels of a row's model, in order ("8/8/16/..."): what the allocation
+    chose; kept for ``key``."""
+    widths = "/".join(str(m.out_channels) for m in model.modules() if isinstance(m, nn.Conv2d))
+    if (file := _widths_file(args)) is not None:
+        save_json({**_widths_done(args), key: widths}, file)
+    return widths
 
 
 def part_accuracy(args: argparse.Namespace) -> list[str]:
@@ -207,7 +208,7 @@ def part_accuracy(args: argparse.Namespace) -> list[str]:
             if key in done:  # NOTE: a restarted run keeps the rows it finished (same settings only)
                 print(done[key], flush=True)
                 rows.append(done[key])
-                if (kept := _widths_kept(args, key)) is not None:
+                if (kept := _widths_done(args).get(key)) is not None:
                     widths.append(f"- {name}, {label}: {kept}")
                 continue
             if args.finished_only:
@@ -220,7 +221,7 @@ def part_accuracy(args: argparse.Namespace) -> list[str]:
                 print(row, flush=True)
                 rows.append(row)
                 continue
-            widths.append(f"- {name}, {label}: {_widths_kept(args, key, pruned)}")
+            widths.append(f"- {name}, {label}: {_widths_finished(args, key, pruned)}")
             accs = _finetuned(pruned, splits, seeds, args.quick)
             row = (f"| {name} | {label} | {evaluations or '-'} | {100 * count_macs(pruned, x) / dense:.1f} % | "
                    f"{100 * statistics.fmean(accs):.2f} % | {', '.join(f'{100 * a:.2f}' for a in accs)} |")

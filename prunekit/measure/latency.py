@@ -422,11 +422,13 @@ class LatencyControl:
         when known: "1.85x faster: 0.52 -> 0.28 ms in the same rounds (A/A ±3 %)"."""
         band = f"(A/A ±{100 * self.noise:.0f} %)"
         if self.before_ms is not None and self.after_ms is not None:
-            band = f"{format_ms(self.before_ms)} -> {format_ms(self.after_ms)} ms in the same rounds {band}"
+            band = f": {format_ms(self.before_ms)} -> {format_ms(self.after_ms)} ms in the same rounds {band}"
+        else:
+            band = f" {band}"
         if self.within_noise:
-            return f"within noise: {band}" if self.before_ms is not None else f"within noise {band}"
+            return f"within noise{band}"
         words = f"{self.ratio:.2f}x faster" if self.ratio > 1 else f"{1 / self.ratio:.2f}x slower"
-        return f"{words}: {band}" if self.before_ms is not None else f"{words} {band}"
+        return f"{words}{band}"
 
 
 def format_ms(ms: float) -> str:

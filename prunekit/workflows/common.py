@@ -331,9 +331,9 @@ def starts_trained(spec: str | None, weights: str | None) -> bool:
     return spec is None or has_weights(spec, weights)
 
 
-def architecture_of(spec: str | None, splits: Any) -> dict[str, Any] | None:
+def architecture_of(spec: str | None, splits: Any, in_channels: int | None = None) -> dict[str, Any] | None:
     """:func:`source_architecture` of a spec; None for the user's own module (nothing to rebuild it from)."""
-    return source_architecture(spec, splits) if spec is not None else None
+    return source_architecture(spec, splits, in_channels) if spec is not None else None
 
 
 def data_record(splits: Any) -> dict[str, Any] | None:

@@ -20,12 +20,12 @@ from prunekit.workflows.common import (
     Data,
     Measure,
     Model,
+    architecture_of,
     capped,
     eval_data,
     finish,
     name_of,
     save_result,
-    source_architecture,
     spec_of,
 )
 from prunekit.workflows.inputs import default_task, without_cache
@@ -65,7 +65,7 @@ def export(model: Model, data: Data | None = None, *, out_dir: str | os.PathLike
     net.eval()
     out = Path(out_dir)
     spec = spec_of(model)
-    architecture = source_architecture(spec, loaded, in_channels) if spec is not None else None
+    architecture = architecture_of(spec, loaded, in_channels)
     # NOTE: without data, the saved source keeps only a task that was asked for or read from the config.
     chosen = scorer.name if loaded is not None or spec is None else default_task(spec, task)
     files = save_result(net, out, spec, splits=loaded, in_channels=in_channels, task=chosen,

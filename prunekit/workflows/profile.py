@@ -7,9 +7,9 @@ from typing import Any
 
 from torch import nn
 
+from prunekit.errors import ConfigError
 from prunekit.measure import Profile, compare
 from prunekit.models import check_task_fits
-from prunekit.errors import ConfigError
 from prunekit.workflows.common import (
     Data,
     Measure,
@@ -50,15 +50,14 @@ def load_with_example(model: Model, data: Data | None, *, weights: str | None, d
     """``(model, data or None, task, example input)``: built for ``data`` when given, else with an
     example derived from the model (the commands that can run without data share this). The user's
     own module (a copy is used) needs ``data``: its example input comes from there."""
-    given = data is not None and not (isinstance(data, str) and not data)
-    if not isinstance(model, str):
-        if not given:
-            raise ConfigError(f"{command}: your own {type(model).__name__} needs data, whose first sample is the "
-                              f"example input it runs on; got none. Pass data= a DataSplits, Loaders of your "
-                              f"DataLoaders, or a dataset name.")
-    else:
+    data = None if isinstance(data, str) and not data else data
+    if isinstance(model, str):
         check_not_int8(model)  # NOTE: measuring (the weights' size) and exporting need fp32 modules.
-    if data is not None and given:
+    elif data is None:
+        raise ConfigError(f"{command}: your own {type(model).__name__} needs data, whose first sample is the "
+                          f"example input it runs on; got none. Pass data= a DataSplits, Loaders of your "
+                          f"DataLoaders, or a dataset name.")
+    if data is not None:
         net, loaded = build(model, data, data_dir=data_dir, weights=weights, task=task, tokenizer=tokenizer,
                             block_size=block_size, image_size=image_size)
         scorer = with_teacher(task_of(loaded, task), net, spec_of(model))

@@ -202,11 +202,10 @@ def check_dimensions(strategy: str, *, ranks: Any, widths: Any, depth: bool, obj
 
 
 def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[str, float], levels: Sequence[float],
-               round_to: int, depth: bool, importance: str, bn_batches: int, val_samples: int,
+               round_to: int, depth: bool, importance: str, bn_batches: int, val_samples: int, proxy_steps: int,
                finetune_steps: int, backend: str | None, objectives: Sequence[str],
                state_dir: str | None, ranks: Sequence[str] = (),
-               widths: bool = True, latency_model: str = "table",
-               proxy_steps: int = 0) -> tuple[Evaluator, DependencyGraph, Any]:
+               widths: bool = True, latency_model: str = "table") -> tuple[Evaluator, DependencyGraph, Any]:
     """The evaluator a search scores with (and the graph and scores its space was built from): the
     same in this process and in every worker, given the same model and data."""
     example = example_of(splits, task)

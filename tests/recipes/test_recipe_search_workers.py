@@ -79,7 +79,7 @@ def test_search_workers_score_the_pruned_model_and_feed_the_next_prune(tiny_npz:
     rebuild = {"model": str(out / "checkpoints" / "stage-01-prune"), "data": str(tiny_npz), "seed": 0}
     settings: dict[str, Any] = {
         "constraints": {"macs": 0.6}, "levels": [0.5, 0.25], "round_to": 1, "depth": False, "importance": "l2",
-        "bn_batches": 2, "val_samples": 32, "finetune_steps": 0, "backend": None,
+        "bn_batches": 2, "val_samples": 32, "proxy_steps": 0, "finetune_steps": 0, "backend": None,
         "objectives": ["metric", "macs"], "state_dir": str(state)}
     objective = worker_objective(rebuild, settings)
     for trial in complete[:2]:

@@ -60,8 +60,8 @@ def test_two_workers_complete_exactly_the_budget_on_one_sqlite_study(tiny_npz: P
                "seed": 0}
     settings: dict[str, Any] = {
         "constraints": {"macs": 0.5}, "levels": list(DEFAULT_LEVELS), "round_to": 1, "depth": False,
-        "importance": "l2", "bn_batches": 2, "val_samples": 32, "finetune_steps": 0, "backend": None,
-        "objectives": ["metric", "macs"], "state_dir": str(state)}
+        "importance": "l2", "bn_batches": 2, "val_samples": 32, "proxy_steps": 0, "finetune_steps": 0,
+        "backend": None, "objectives": ["metric", "macs"], "state_dir": str(state)}
     objective = worker_objective(rebuild, settings)
     trial = complete[0]
     assert objective(optuna.trial.FixedTrial(trial.params)) == pytest.approx(tuple(trial.values), abs=1e-6)
@@ -141,7 +141,7 @@ def test_two_workers_search_ranks_on_one_study(tiny_npz: Path, tmp_path: Path) -
     settings: dict[str, Any] = {
         "constraints": {"macs": 0.5}, "levels": [1.0, 0.5, 0.25], "round_to": 1, "depth": False,
         "ranks": ["auto"], "widths": True, "importance": "l2", "bn_batches": 2, "val_samples": 32,
-        "finetune_steps": 0, "backend": None, "objectives": ["metric", "macs"], "state_dir": str(state)}
+        "proxy_steps": 0, "finetune_steps": 0, "backend": None, "objectives": ["metric", "macs"], "state_dir": str(state)}
     objective = worker_objective(rebuild, settings)
     trial = next(t for t in complete if space.ranks(t.user_attrs["config"]))
     assert objective(optuna.trial.FixedTrial(trial.params)) == pytest.approx(tuple(trial.values), abs=1e-6)

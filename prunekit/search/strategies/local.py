@@ -29,12 +29,6 @@ def _parents(evaluator: Evaluator, population: int) -> list[Config]:
     return [r.config for r in feasible[:population]]
 
 
-def _first(evaluator: Evaluator, rng: random.Random) -> Config:
-    """A feasible configuration to start from where none was evaluated: the dense one shrunk at random."""
-    config = evaluator.space.dense()
-    return _repaired(evaluator, config, rng)
-
-
 def _repaired(evaluator: Evaluator, config: Config, rng: random.Random) -> Config:
     """``config`` shrunk one random choice at a time until the cheap costs meet the constraints,
     then filled back up to the budget."""
@@ -71,8 +65,9 @@ def local(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any, 
         while state.get("draws", 0) < limit:
             state["draws"] = state.get("draws", 0) + 1
             parents = _parents(evaluator, population)
+            # NOTE: where nothing feasible was evaluated yet, the dense configuration shrunk at random
             child = (_neighbour(evaluator, rng.choice(parents), rng, moves, reach) if parents
-                     else _first(evaluator, rng))
+                     else _repaired(evaluator, evaluator.space.dense(), rng))
             evaluator(child)  # NOTE: a configuration evaluated before is remembered and costs nothing
             version, internal, gauss = rng.getstate()
             state["rng"] = [version, list(internal), gauss]
