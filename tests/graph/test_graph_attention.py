@@ -366,3 +366,25 @@ def test_pruned_multihead_attention_matches_torch(batch_first: bool, need_weight
     unbatched = q[0] if batch_first else q[:, 0]
     torch.testing.assert_close(ours(unbatched, unbatched, unbatched)[0], reference(unbatched, unbatched, unbatched)[0],
                                rtol=1e-4, atol=1e-5)
+
+
+def test_mha_separate_projections_stay_separate_when_the_cut_makes_widths_equal() -> None:
+    """An attention with kdim = vdim = 8 beside embed_dim 16, cut to an embedding of 8 (as a MACs
+    search's candidates may be): it still holds separate q/k/v_proj_weight, no in_proj_weight, and
+    its forward must use them (it read in_proj_weight and failed with 'NoneType' has no 'split')."""
+    from prunekit.graph.handlers.attention_modules import PrunedMultiheadAttention
+
+    torch.manual_seed(0)
+    module = nn.MultiheadAttention(16, 4, batch_first=True, kdim=8, vdim=8).eval()
+    with torch.no_grad():
+        module.q_proj_weight = nn.Parameter(module.q_proj_weight[:, :8].clone())
+        module.out_proj = type(module.out_proj)(16, 8)
+    cut = PrunedMultiheadAttention.from_module(module).eval()
+    assert cut.embed_dim == cut.kdim == cut.vdim == 8 and cut.in_proj_weight is None
+    fused = PrunedMultiheadAttention(8, 4, batch_first=True, head_dim=4, out_dim=8).eval()
+    with torch.no_grad():
+        fused.in_proj_weight.copy_(torch.cat([module.q_proj_weight, module.k_proj_weight, module.v_proj_weight]))
+        fused.in_proj_bias.copy_(module.in_proj_bias)
+        fused.out_proj.load_state_dict(module.out_proj.state_dict())
+    q, kv = torch.randn(2, 5, 8), torch.randn(2, 7, 8)
+    torch.testing.assert_close(cut(q, kv, kv)[0], fused(q, kv, kv)[0])

@@ -90,6 +90,9 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
                   device="meta", head_dim=module.head_dim, out_dim=module.out_proj.out_features)
         for name, param in module._parameters.items():
             new.register_parameter(name, param)
+        # NOTE: the parameters are the original's: separate projections stay separate even where the
+        # cut makes kdim and vdim equal to embed_dim (the forward reads this flag, as torch's does)
+        new._qkv_same_embed_dim = same
         new.out_proj = module.out_proj
         return new.train(module.training)
 
