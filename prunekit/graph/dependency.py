@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from prunekit._checks import check_entry
+from prunekit._checks import check_entry, positional_inputs
 from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph.constraints import ConstraintStore, Tracked
 from prunekit.graph.groups import ChannelGroup
@@ -57,6 +57,7 @@ class DependencyGraph:
                 touching them is marked not prunable.
         """
         check_entry(model, example_inputs, "DependencyGraph.trace")
+        example_inputs = positional_inputs(model, example_inputs, "DependencyGraph.trace")
         inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
         was_training = model.training
         model.eval()
@@ -71,7 +72,7 @@ class DependencyGraph:
             raise PrunekitError(
                 f"Tracing {type(model).__name__} failed while running it on the example inputs: "
                 f"{type(exc).__name__}: {exc}. Check that the model runs on these inputs "
-                f"(shapes, dtypes, keyword inputs via example_kwargs)."
+                f"(shapes, dtypes; keyword inputs as a dict of forward's argument names)."
             ) from exc
         finally:
             model.train(was_training)

@@ -15,12 +15,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from prunekit._checks import check_entry
+from prunekit._checks import check_entry, positional_inputs
 from prunekit.errors import ConfigError, NotFittedError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.importance import score
 from prunekit.importance.stats import LossFn
-from prunekit.config import parse_config
+from prunekit.config import OneLineErrors, parse_config
 from prunekit.structured.allocate import valid_round_to
 from prunekit.structured.apply import VerificationError, apply
 from prunekit.structured.fallback import cause, plan_without_blamed
@@ -32,7 +32,7 @@ from prunekit.structured.target import DenseCount, Target, in_params, search, wi
 __all__ = ["StructuredPruner", "PrunerOptions"]
 
 
-class PrunerOptions(BaseModel):
+class PrunerOptions(OneLineErrors, BaseModel):
     """Rare options of :class:`StructuredPruner` (the ``options`` key of the recipe stage)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -187,6 +187,7 @@ class StructuredPruner:
         (what the plan reaches: kept fractions of MACs and params, the ratio used).
         """
         check_entry(model, example_inputs, "StructuredPruner.fit")
+        example_inputs = positional_inputs(model, example_inputs, "StructuredPruner.fit")
         target, options = self._meetable(model)
         batches = list(batches) if batches is not None else None
         graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore), freeze=tuple(self.freeze))
@@ -206,6 +207,7 @@ class StructuredPruner:
         self.graph_, self.scores_, self.plan_, self._achieved = graph, scores, plan, achieved
         self._counts = counts
         self.example_inputs_ = example_inputs
+        self._shapes = _shapes(model)
         return self
 
     def _plan(self, model: nn.Module, graph: DependencyGraph, scores: Any, target: Target, options: PrunerOptions,
@@ -254,6 +256,7 @@ class StructuredPruner:
         too much: the error is raised.
         """
         plan: Plan = self.plan_
+        _check_same_model(model, self.__dict__.get("_shapes"))
         try:
             return apply(model, self.graph_, plan, example_inputs=self.example_inputs_, verify_result=True)
         except VerificationError as error:
@@ -284,3 +287,28 @@ class StructuredPruner:
             raise NotFittedError(f"StructuredPruner: '{name}' is not set because this pruner is not "
                                  f"fitted yet. Call pruner.fit(model, example_inputs) first.")
         raise AttributeError(name)
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Every parameter's shape by name: what a plan made for ``model`` slices (buffers are left out:
+    a forward may grow a cache; lazy parameters too: their first forward shapes them)."""
+    from torch.nn.parameter import is_lazy
+
+    return {name: tuple(t.shape) for name, t in model.named_parameters() if not is_lazy(t)}
+
+
+def _check_same_model(model: nn.Module, fitted: dict[str, tuple[int, ...]] | None) -> None:
+    """Refuse, in one line, to transform a model other than the one ``fit`` planned for."""
+    if fitted is None:
+        return
+    mine = _shapes(model)
+    if mine == fitted:
+        return
+    missing = sorted(fitted.keys() - mine.keys())
+    extra = sorted(mine.keys() - fitted.keys())
+    resized = sorted(k for k in fitted.keys() & mine.keys() if fitted[k] != mine[k])
+    what = (f"'{missing[0]}' is missing" if missing else f"'{extra[0]}' is new" if extra else
+            f"'{resized[0]}' has shape {mine[resized[0]]}, not {fitted[resized[0]]}")
+    raise ConfigError(f"StructuredPruner.transform: this {type(model).__name__} is not the model the pruner was "
+                      f"fitted on ({what}). Call fit(model, example_inputs) with this model first, or fit_transform.")
+

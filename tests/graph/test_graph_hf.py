@@ -176,3 +176,38 @@ def test_an_encoder_decoder_without_a_projection_keeps_its_two_widths_equal() ->
     pruned = apply(model, graph, plan, example_inputs=x)  # NOTE: verified against the masked dense model
     assert pruned.model.encoder.config.hidden_size == pruned.model.decoder.config.hidden_size == 16
     assert not hasattr(pruned.model, "enc_to_dec_proj")
+
+
+def test_a_tokenizer_dict_is_passed_to_forward_by_name() -> None:
+    """GPT-2's forward is (input_ids, past_key_values, attention_mask, ...): the dict a tokenizer
+    returns reaches it by name (the tuple (ids, mask) would put the mask in past_key_values)."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=100, n_positions=32, n_embd=64, n_layer=2, n_head=4)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    ids = torch.randint(1, 100, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, :2] = 0  # NOTE: left padding: the mask changes the second row's logits
+    pruner = StructuredPruner({"ratio": 0.5}, ignore=["lm_head"]).fit(model, {"input_ids": ids, "attention_mask": mask})
+    args = pruner.example_inputs_
+    assert args[0] is ids and args[1] is None and args[-1] is mask
+    small = pruner.transform(model)  # NOTE: verified on the masked inputs
+    assert small.config.n_head == 2
+    with torch.no_grad():
+        masked = small(input_ids=ids, attention_mask=mask).logits
+        assert not torch.allclose(masked[1], small(input_ids=ids).logits[1])
+
+
+def test_a_dict_without_a_required_input_is_refused_in_one_line() -> None:
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.b(torch.relu(self.a(x)) * mask)
+
+    with pytest.raises(prunekit.errors.ConfigError, match=r"names \['mask'\] but not 'x', which Masked.forward "
+                                                          r"needs before them. Add 'x' to the dict."):
+        StructuredPruner({"ratio": 0.5}).fit(Masked(), {"mask": torch.ones(1, 1)})
+    small = StructuredPruner({"ratio": 0.5}).fit_transform(Masked(), {"mask": torch.ones(1, 1), "x": torch.randn(1, 4)})
+    assert small.a.out_features == 4

@@ -6,7 +6,9 @@ import pytest
 from pydantic import ValidationError
 
 from prunekit.errors import ConfigError, PrunekitError
+from prunekit.decompose.lowrank import DecomposeOptions
 from prunekit.recover import TrainConfig, config_error, parse_config
+from prunekit.structured import PrunerOptions, Target
 
 
 def test_negative_epochs_says_field_expected_and_got() -> None:
@@ -34,10 +36,25 @@ def test_unknown_field_is_named_with_suggestion() -> None:
 
 def test_config_error_from_validation_error_is_one_line() -> None:
     with pytest.raises(ValidationError) as info:
-        TrainConfig(epochs=-1, lr=-1.0)
+        TrainConfig.model_validate({"epochs": -1, "lr": -1.0})
     error = config_error(info.value, TrainConfig)
     assert isinstance(error, ConfigError)
     assert "\n" not in str(error) and "1 more problem" in str(error)
+
+
+@pytest.mark.parametrize("build, needle", [
+    (lambda: TrainConfig(epochs=-1, lr=-1.0), "TrainConfig: 'epochs' must be >= 0; got -1"),
+    (lambda: TrainConfig(epoch=3), "unknown key 'epoch'"),
+    (lambda: Target(), "exactly one of ratio, macs"),
+    (lambda: Target(macs=2), "'macs' must be a float in (0, 1]; got 2"),
+    (lambda: PrunerOptions(min_keep=-1), "PrunerOptions: 'min_keep'"),
+    (lambda: DecomposeOptions(cp_iterations=0), "DecomposeOptions: 'cp_iterations'"),
+])
+def test_options_built_by_hand_fail_in_one_line(build, needle: str) -> None:  # type: ignore[no-untyped-def]
+    """``Target()``, ``TrainConfig(lr=-1)``, ...: the one-line ConfigError, not pydantic's multi-line error."""
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert needle in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("values, needle", [

@@ -44,6 +44,19 @@ def test_transform_gives_a_smaller_verified_model() -> None:
     assert pruned(x).shape == model(x).shape
 
 
+def test_transform_of_another_model_is_refused_in_one_line() -> None:
+    """The plan indexes the fitted model's tensors: another model gets a message, not an IndexError."""
+    model, x = _cnn()
+    pruner = StructuredPruner({"ratio": 0.5}).fit(model, x)
+    other = torch.nn.Sequential(torch.nn.Linear(3, 3))
+    with pytest.raises(ConfigError, match=r"not the model the pruner was fitted on \('conv1.bias' is missing\)"):
+        pruner.transform(other)
+    wider = models.create("simple_cnn", num_classes=5)
+    with pytest.raises(ConfigError, match=r"has shape \(5,\), not \(10,\)"):
+        pruner.transform(wider)
+    assert pruner.transform(model)(x).shape == model(x).shape
+
+
 def test_transform_is_atomic(monkeypatch: pytest.MonkeyPatch) -> None:
     model, x = _cnn()
     pruner = StructuredPruner({"ratio": 0.5}).fit(model, x)
