@@ -38,7 +38,7 @@ from prunekit.errors import ConfigError, DataError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup, submodule
 from prunekit.measure.latency import BACKENDS, measure_latency
-from prunekit.measure.macs import ExampleInput, as_inputs
+from prunekit.measure.macs import ExampleInput, as_args
 
 __all__ = ["RoundingTable", "TimingTable", "LayerTimings", "NOISE_FLOOR", "cache_dir"]
 
@@ -308,7 +308,7 @@ def _group_layers(model: nn.Module, graph: DependencyGraph, example_inputs: Exam
     try:
         model.eval()
         with torch.no_grad():
-            model(*as_inputs(example_inputs))
+            model(*as_args(example_inputs))
     finally:
         for hook in hooks:
             hook.remove()

@@ -59,3 +59,29 @@ def test_what_needs_tensors_says_so_for_a_dict() -> None:
         as_inputs((_batch(),))
     with pytest.raises(ConfigError, match=r"example_inputs\[0\] is a dict holding no tensor"):
         count_macs(TwoInputs(), ({"image": 1},))
+
+
+class ListOfImages(nn.Module):
+    """A detector-style forward: a list of images, of which a data-dependent selection runs (so a
+    shapes-only count on the meta device cannot run it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 40, 3, padding=1), nn.ReLU(), nn.Conv2d(40, 40, 3, padding=1),
+                                      nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(40, 3)
+
+    def forward(self, images: list[torch.Tensor]) -> torch.Tensor:
+        x = torch.stack(images)
+        return self.head(self.features(x[x.flatten(1).abs().sum(1) > 0]))
+
+
+def test_a_list_input_model_takes_the_default_rounding() -> None:
+    """The default ``round_to="auto"`` reads layer shapes from one PyTorch forward when the meta count
+    cannot run: that forward takes the list as it is (it asked for tensors, as ONNX does, and failed)."""
+    torch.manual_seed(0)
+    model = ListOfImages().eval()
+    images = [torch.randn(3, 8, 8), torch.randn(3, 8, 8)]
+    pruned = StructuredPruner({"ratio": 0.5}).fit_transform(model, (images,))
+    assert pruned.features[0].out_channels in (20, 24, 32)
+    assert pruned(images).shape == (2, 3)
