@@ -205,7 +205,8 @@ def load_image_folder(path: str | PathLike[str], *, image_size: int | tuple[int,
 
     Images are resized to ``image_size`` (an int or ``(h, w)``) when given; otherwise they must all
     share one size, or, where they do not, are resized to ``fallback_size`` (the size the model was
-    made for) with a warning. ``grayscale=None`` picks 1 channel when every image is mode "L", else RGB.
+    made for) with a warning. ``grayscale=None`` picks 1 channel when every image has one (8- or 16-bit
+    grey, float), else RGB; values are scaled to [0, 1] by their bit depth.
     Everything is decoded into memory: meant for small datasets.
     """
     image = require("PIL.Image", pip_name="pillow", extra="images", feature="Loading an image folder")
@@ -294,8 +295,30 @@ def _target_size(image: Any, files: Sequence[Path], image_size: int | tuple[int,
     return first_h, first_w
 
 
+# NOTE: Pillow's single-channel modes: 8-bit, 1-bit, with alpha, 16-bit (PNG, TIFF), 32-bit int and float
+_GRAY_MODES = frozenset({"L", "1", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+# NOTE: integer modes wider than 8 bits hold 16-bit samples (Pillow opens 16-bit PNG and TIFF so)
+_SIXTEEN_BIT = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
 def _all_gray(image: Any, files: Sequence[Sequence[tuple[Path, int]]]) -> bool:
-    return all(_header(image, f)[0] == "L" for part in files for f, _ in part)
+    return all(_header(image, f)[0] in _GRAY_MODES for part in files for f, _ in part)
+
+
+def _gray_pixels(image: Any, im: Any, size: tuple[int, int]) -> np.ndarray:
+    """One image as float32 grey values in [0, 1]: 16-bit samples scaled by 65535 (converting them
+    to 8-bit "L" clips every value above 255 to white), float images as they are."""
+    h, w = size
+    if im.mode in _SIXTEEN_BIT or im.mode == "F":
+        scale = 65535.0 if im.mode in _SIXTEEN_BIT else 1.0
+        im = im.convert("I").convert("F") if im.mode != "F" else im
+        if im.size != (w, h):
+            im = im.resize((w, h), image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.float32) / scale
+    im = im.convert("L")
+    if im.size != (w, h):
+        im = im.resize((w, h), image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.float32) / 255.0
 
 
 def _decode(image: Any, part: Sequence[tuple[Path, int]], size: tuple[int, int], gray: bool) -> Split:
@@ -305,15 +328,18 @@ def _decode(image: Any, part: Sequence[tuple[Path, int]], size: tuple[int, int],
     for file, _ in part:
         try:
             with image.open(file) as im:
-                im = im.convert("L" if gray else "RGB")
+                if gray:
+                    pixels.append(_gray_pixels(image, im, size))
+                    continue
+                im = im.convert("RGB")
                 if im.size != (w, h):
                     im = im.resize((w, h), image.Resampling.BILINEAR)
-                pixels.append(np.asarray(im, dtype=np.uint8))
+                pixels.append(np.asarray(im, dtype=np.float32) / 255.0)
         except (OSError, ValueError) as exc:
             raise DataError(f"Image '{file}': expected a readable image, found {exc}. "
                             f"Fix: re-export the image or delete it.") from None
     if not pixels:
         return torch.zeros(0, 1 if gray else 3, h, w), torch.zeros(0, dtype=torch.long)
-    x = torch.from_numpy(np.stack(pixels)).float() / 255.0
+    x = torch.from_numpy(np.stack(pixels))
     x = x.unsqueeze(1) if gray else x.permute(0, 3, 1, 2).contiguous()
     return x, torch.tensor([label for _, label in part], dtype=torch.long)

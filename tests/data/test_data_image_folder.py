@@ -49,6 +49,27 @@ def test_rgb_auto_and_forced_grey(tmp_path: Path) -> None:
     assert load_image_folder(root).input_shape == (3, 5, 6)
 
 
+def test_sixteen_bit_grey_keeps_its_depth(tmp_path: Path) -> None:
+    """16-bit greyscale PNGs (mode I;16) load as one channel scaled by 65535: converted to 8-bit they
+    were clipped to white above 255 (and loaded as RGB)."""
+    import numpy as np
+
+    levels = ("dim", "mid", "bright")
+    for c, cls in enumerate(levels):
+        for i in range(3):
+            folder = tmp_path / "depth" / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((5, 6), 1000 + 20000 * c + 300 * i, dtype=np.uint16)).save(folder / f"{i}.png")
+    assert Image.open(tmp_path / "depth" / "dim" / "0.png").mode.startswith("I")
+    splits = load_image_folder(tmp_path / "depth", val_fraction=0.0, test_fraction=0.0)
+    assert splits.input_shape == (1, 5, 6)
+    x, y = splits.train.tensors
+    raw = x[:, 0, 0, 0] * splits.std[0] + splits.mean[0]
+    c = [levels.index(splits.class_names[int(label)]) for label in y]  # NOTE: classes sort by name
+    want = torch.tensor([(1000 + 20000 * c[k] + 300 * (k % 3)) / 65535 for k in range(len(y))])
+    torch.testing.assert_close(raw, want, rtol=0, atol=1e-5)
+
+
 def test_train_test_layout(tmp_path: Path) -> None:
     for split, n in (("train", 5), ("test", 2)):
         for c, cls in enumerate(("ant", "bee")):
