@@ -58,6 +58,31 @@ class DataSplits:
         return replace(self, train=relabelled(self.train), val=relabelled(self.val), test=relabelled(self.test),
                        class_names=ordered)
 
+    def standardised_as(self, mean: Sequence[float], std: Sequence[float], pixel_scale: float | None) -> DataSplits:
+        """These inputs standardised as a model was trained to read them (``(raw - mean) / std``, raw
+        = pixel * ``pixel_scale``: the statistics its data had), not with this data's own statistics.
+        Unchanged where they already agree, where the channel counts differ, or where this data's raw
+        values are not comparable (one side decoded from pixels, the other not, or nothing known)."""
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        if not self.mean or len(mean) != len(self.mean) or len(std) != len(self.std):
+            return self
+        if (pixel_scale is None) != (self.pixel_scale is None):
+            return self
+        if (mean, std, pixel_scale) == (self.mean, self.std, self.pixel_scale):
+            return self
+        # NOTE: pixel = (x * s1 + m1) / p1 and x0 = (pixel * p0 - m0) / s0, per channel
+        ratio = (pixel_scale / self.pixel_scale) if pixel_scale is not None and self.pixel_scale else 1.0
+        shape = [1, len(mean)] + [1] * (len(self.input_shape) - 1)
+        m1, s1 = torch.tensor(self.mean).reshape(shape), torch.tensor(self.std).reshape(shape)
+        m0, s0 = torch.tensor(mean).reshape(shape), torch.tensor(std).reshape(shape)
+        scale, shift = s1 * ratio / s0, (m1 * ratio - m0) / s0
+
+        def again(split: TensorDataset) -> TensorDataset:
+            return TensorDataset(torch.addcmul(shift, split.tensors[0], scale), *split.tensors[1:])
+
+        return replace(self, train=again(self.train), val=again(self.val), test=again(self.test),
+                       mean=mean, std=std, pixel_scale=pixel_scale)
+
     def loaders(self, batch_size: int = 64, *, seed: int = 0, eval_batch_size: int = 512) -> Loaders:
         """The three splits as DataLoaders of ``(inputs, labels)`` batches (train shuffled by
         ``seed`` and the epoch, see :func:`make_loader`); for code that takes any iterable."""

@@ -23,12 +23,13 @@ from prunekit.io.manifest import Manifest as Manifest
 from prunekit.io.manifest import MODEL_DIR as MODEL_DIR
 from prunekit.io.manifest import model_folder as model_folder
 from prunekit.io.manifest import read_manifest as read_manifest
+from prunekit.io.save import record_metrics as record_metrics
 from prunekit.io.save import save as save
 from prunekit.io.stages import Stages as Stages
 
 __all__ = [
     # the format
-    "save", "load", "Manifest", "read_manifest", "model_folder", "Stages",
+    "save", "load", "Manifest", "read_manifest", "model_folder", "record_metrics", "Stages",
     "FORMAT", "VERSION", "MANIFEST_FILE", "WEIGHTS_FILE", "BUFFERS_FILE", "MODEL_DIR",
     # the layout record
     "layout_record", "restore_layout",

@@ -2,8 +2,10 @@
 
 ``{"format": "prunekit", "version": 1, "source": {"spec": ..., "kwargs": {...}} | null,
 "transforms": [{"kind": ...}, ...], "layout": {...}, "metrics": {...}, "hf": {"class": ...} | null,
-"data": {"name": ..., "input_shape": [...], "class_names": [...]} | null, "created": ..., "prunekit": ...}``
-(``data``, what the model was made for, is optional: folders written before it read as null).
+"data": {"name": ..., "input_shape": [...], "class_names": [...], "mean": [...], "std": [...],
+"pixel_scale": ...} | null, "created": ..., "prunekit": ...}``
+(``data``, what the model was made for and how its inputs were standardised, is optional: folders
+written before it read as null, and ``mean``/``std``/``pixel_scale`` are absent before this version).
 Transforms are in the order they were applied; kinds are
 ``prune`` (a Plan), ``depth`` (blocks replaced by nn.Identity), ``factorise`` (layers and ranks),
 ``sparse`` (how the weights are stored), ``partition`` (the cut points of the stages) and

@@ -9,6 +9,7 @@ loads. A Hugging Face model's folder is also a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -24,10 +25,10 @@ from prunekit.errors import ConfigError
 from prunekit.io import sparse as sparse_storage
 from prunekit.io.files import as_user_file, clean_stale, fresh_name, require_json, save_json
 from prunekit.io.layout import layout_record, sliced_buffers
-from prunekit.io.manifest import BUFFERS_FILE, MANIFEST_FILE, WEIGHTS_FILE, Manifest
+from prunekit.io.manifest import BUFFERS_FILE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
 from prunekit.io.transforms import check_factorised, factorised_names, note_source_shapes, record
 
-__all__ = ["save", "source_record"]
+__all__ = ["save", "record_metrics", "source_record"]
 
 
 def source_record(source: None | str | Mapping[str, Any]) -> dict[str, Any] | None:
@@ -157,6 +158,15 @@ def _save(model: nn.Module, target: Path, records: list[dict[str, Any]], source_
     buffers = sliced_buffers(model, layout)
     _write_folder(target, lambda tmp: _fill(tmp, model if is_hf else None, entries, buffers, manifest))
     return target
+
+
+def record_metrics(folder: str | os.PathLike[str], metrics: Mapping[str, Any]) -> Path:
+    """Keep ``metrics`` (replacing the earlier ones) in the manifest of the saved ``folder``: for
+    numbers measured after it was written. Only ``manifest.json`` is rewritten, atomically."""
+    path = Path(folder)
+    manifest = dataclasses.replace(read_manifest(path), metrics=_metrics(metrics))
+    save_json(manifest.to_dict(), path / MANIFEST_FILE)
+    return path
 
 
 def _records(model: nn.Module, transforms: Iterable[Any]) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from prunekit._seed import seeded
 from prunekit.errors import ConfigError
-from prunekit.io import load_json, save_json
+from prunekit.io import load_json, read_manifest, save_json
 from prunekit.recipes.checkpoint import load_state
 from prunekit.recipes.parse import load_recipe, parse_recipe
 from prunekit.recipes.schema import Recipe, stage_kind, stage_options
@@ -127,7 +127,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
                                    max_eval_batches=max_eval_batches)
     _check_fits(recipe, state)
     if first == 0:
-        results["initial"] = _profile(state, recipe.model.name, recipe.profile_latency)
+        results["initial"] = state.profile = _profile(state, recipe.model.name, recipe.profile_latency)
     last = len(recipe.stages) if stop_after is None else min(stop_after, len(recipe.stages))
     bar = tqdm(range(first, last), desc="recipe", file=sys.stderr, disable=not progress,
                initial=first, total=len(recipe.stages))
@@ -143,6 +143,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
                   "summary": summary, "seconds": time.perf_counter() - started,
                   "profile": _profile(state, f"after {kind}", recipe.profile_latency)}
         results["stages"].append(record)
+        state.profile = record["profile"]
         if index == teacher_at:
             state.original = copy.deepcopy(state.model).eval()
         state.save(_checkpoint_dir(out, index, kind))
@@ -169,7 +170,8 @@ def _report(state: RunState, out: Path, kinds: list[str], first: int) -> str | N
 
     start = _teacher_stage(kinds) + 1
     parts: dict[str, Any] = {"before_label": "the model before the first compressing stage"}
-    # NOTE: a resumed run does not restore earlier stages' plans, so only a plan made here is its first.
+    # NOTE: the first compressing stage's plan is state.plans[0] (none came before it) and it is
+    # shown only when that stage ran in this process, with the example it was traced on.
     if state.plans and start < len(kinds) and kinds[start] in ("prune", "gates") and first <= start:
         parts.update(plan=Plan.from_dict(state.plans[0]), example_inputs=state.example())
     return write_run_report(out, evidence_of(state.original, state.model, state.splits, state.task, out, **parts))
@@ -190,18 +192,23 @@ def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *
     results: dict[str, Any] = {"command": "run", "recipe": plain, "stages": []}
     first = 0
     factorised: list[Any] = []
+    plans: list[dict[str, Any]] = []
     teacher_at = _teacher_stage(kinds)
     if resume:
         first, results = _resume_point(out, plain)
         if first > 0:
-            net, factorised = load_state(_checkpoint_dir(out, first - 1, kinds[first - 1]))
+            checkpoint = _checkpoint_dir(out, first - 1, kinds[first - 1])
+            net, factorised = load_state(checkpoint)
+            # NOTE: the plans applied so far stay in every later manifest, as in a run never stopped.
+            plans = [t["plan"] for t in read_manifest(checkpoint).of_kind("prune")]
         if 0 <= teacher_at < first:
             original = load_state(_checkpoint_dir(out, teacher_at, kinds[teacher_at]))[0].eval()
     state = RunState(model=net, splits=splits, original=original, architecture=architecture,
-                     seed=recipe.seed, out=out, progress=progress,
+                     seed=recipe.seed, out=out, progress=progress, plans=plans,
                      factorised=factorised, device=device, task=recipe.task,
                      max_eval_batches=max_eval_batches, tokenizer=tokenizer_of(recipe.model.name),
-                     data=recipe.data)
+                     data=recipe.data,
+                     profile=results["stages"][first - 1]["profile"] if first > 0 else results.get("initial"))
     for index in range(first):  # NOTE: on resume, prune steps fine-tune as they would have.
         if kinds[index] in TRAINING_KINDS:
             state.train_config = training_config(stage_options(recipe.stages[index]), recipe.seed + index)

@@ -62,17 +62,23 @@ class RunState:
     searched: dict[str, Any] | None = None  # the last search stage's plan, removed blocks and ranks not yet applied
     sparse: list[str] = field(default_factory=list)  # weights a sparsify stage zeroed: training keeps their zeros
     data: DataSpec | None = None  # the recipe's DataSpec (name, data_dir): what a search worker loads the data from
+    # NOTE: stages that change the model save nothing, so this is the profile of the model every save writes.
+    profile: dict[str, Any] | None = None  # the last measured profile of the model as it stands (the runner's)
 
     def __post_init__(self) -> None:
         self.task = with_teacher(task_of(self.splits, self.task), self.model)
 
     def save(self, folder: Path, extra: Sequence[Mapping[str, Any]] = ()) -> Path:
         """A checkpoint of the current model (see :mod:`prunekit.recipes.checkpoint`; ``extra``:
-        further transform records), with the model's tokenizer beside it when it has one."""
+        further transform records), with its measured profile as the manifest's metrics and the
+        model's tokenizer beside it when it has one."""
+        from prunekit.io import record_metrics
         from prunekit.recipes.checkpoint import save_model
 
         saved = save_model(self.model, self.architecture, folder, factorised=self.factorised, plans=self.plans,
                            extra=extra, data=data_record(self.splits))
+        if self.profile is not None:
+            record_metrics(saved, {"profile": self.profile})
         copy_tokenizer(self.tokenizer, saved)
         return saved
 

@@ -14,7 +14,7 @@ import platform
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -338,10 +338,16 @@ def architecture_of(spec: str | None, splits: Any, in_channels: int | None = Non
 
 def data_record(splits: Any) -> dict[str, Any] | None:
     """What a saved model was made for (the manifest's ``data``): the data's name, one sample's
-    shape and its class names; None for data that is not tensors of one shape (text blocks)."""
+    shape, its class names and how its inputs were standardised (``mean``, ``std``, ``pixel_scale``:
+    other data is standardised alike for this model); None for data that is not tensors of one
+    shape (text blocks)."""
     if not isinstance(splits, DataSplits):
         return None
-    return {"name": splits.name, "input_shape": list(splits.input_shape), "class_names": list(splits.class_names)}
+    record: dict[str, Any] = {"name": splits.name, "input_shape": list(splits.input_shape),
+                              "class_names": list(splits.class_names)}
+    if splits.mean and splits.std:
+        record.update(mean=list(splits.mean), std=list(splits.std), pixel_scale=splits.pixel_scale)
+    return record
 
 
 def made_for(spec: str) -> dict[str, Any]:
@@ -353,8 +359,10 @@ def made_for(spec: str) -> dict[str, Any]:
 
 def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str | None, *, splits: Any = None,
                 in_channels: int | None = None, task: str | None = None, transforms: Sequence[Any] = (),
-                sparse: bool = False, dense: nn.Module | str | None = None) -> dict[str, str]:
-    """Save ``net`` as ``out/model/`` (one format: ``prunekit.load`` and ``--model OUT`` read it).
+                sparse: bool = False, dense: nn.Module | str | None = None,
+                metrics: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Save ``net`` as ``out/model/`` (one format: ``prunekit.load`` and ``--model OUT`` read it),
+    with ``metrics`` (what was measured of it: ``{"profile": ...}``) in its manifest.
 
     The manifest names the dense source ``spec`` sized for the data (a saved folder passes on its
     own source and earlier transforms), then ``transforms`` in the order applied. ``dense``: the
@@ -370,7 +378,7 @@ def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str | None, *
         if not isinstance(dense, nn.Module):
             raise ConfigError("save_result: the user's own module is saved against its dense module; pass dense=.")
         folder = save(net, Path(out) / MODEL_DIR, original=dense, transforms=list(transforms), sparse=sparse,
-                      overwrite=True, data=record)
+                      overwrite=True, data=record, metrics=metrics)
         return {"model": str(folder), "weights": str(folder / WEIGHTS_FILE),
                 "manifest": str(folder / MANIFEST_FILE)}
     if is_saved_folder(spec):
@@ -391,7 +399,7 @@ def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str | None, *
         # NOTE: only an hf: spec builds a different class per task; other specs ignore it.
         source = models.source_of(spec, task=task if hf_folder(spec) else None, weights=dense, **sizes)
     folder = save(net, Path(out) / MODEL_DIR, source=source, transforms=[*earlier, *transforms],
-                  sparse=sparse, overwrite=True, data=record)
+                  sparse=sparse, overwrite=True, data=record, metrics=metrics)
     copy_tokenizer(tokenizer_of(spec), folder)
     return {"model": str(folder), "weights": str(folder / WEIGHTS_FILE), "manifest": str(folder / MANIFEST_FILE)}
 
@@ -499,6 +507,10 @@ def build(model: Model, data: Data, *, data_dir: str | None = None, weights: str
     else:
         net = load_model(model, weights=weights, task=built_for, seed=seed, **sizes_of(loaded))
     if isinstance(loaded, DataSplits):
+        if isinstance(data, str) and recorded.get("mean") and recorded.get("std"):
+            # NOTE: a saved model reads inputs standardised as its training data was, not as this data's
+            # own statistics would standardise them (evaluating on a few images of one class moved them)
+            loaded = loaded.standardised_as(recorded["mean"], recorded["std"], recorded.get("pixel_scale"))
         loaded = in_model_order(net, loaded, name_of(model), data_name, recorded.get("class_names"))
         check_fits(net, loaded, name_of(model), data_name)
     elif isinstance(data, str) and (shorter := _shorter_blocks(net, loaded, block_size)) is not None:

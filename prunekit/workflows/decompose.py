@@ -129,5 +129,6 @@ def decompose(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str,
     results["table"], results["latency_control"] = compare_models(net, factorised, before, after, example, measure)
     if out_dir is not None and is_rank_zero():
         results["files"] = save_result(factorised, out_dir, spec, splits=splits, task=scorer.name,
-                                       transforms=[result], dense=dense_of(spec, weights, net, baseline))
+                                       transforms=[result], dense=dense_of(spec, weights, net, baseline),
+                                       metrics={"profile": results["after"]})
     return finish_with_report(results, out_dir, evidence_of(net, factorised, splits, scorer, out_dir))

@@ -186,7 +186,8 @@ def prune(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, Any
     results["table"], results["latency_control"] = compare_models(net, pruned, before, after, example, measure)
     if out_dir is not None and is_rank_zero():
         results["files"] = save_result(pruned, out_dir, spec, splits=splits, task=scorer.name, transforms=[plan],
-                                       dense=dense_of(spec, weights, net, baseline))
+                                       dense=dense_of(spec, weights, net, baseline),
+                                       metrics={"profile": results["after"]})
     evidence = evidence_of(net, pruned, splits, scorer, out_dir, plan=plan, example_inputs=example,
                            scores=getattr(chosen.pruner, "scores_", None), ignore=pruner.ignore)
     return finish_with_report(results, out_dir, evidence)

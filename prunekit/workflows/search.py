@@ -439,7 +439,8 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
         # NOTE: the factorised layers after the plan, in the order build applied them
         transforms = [found["plan"]] + ([factorised[0]] if factorised[0] is not None else [])
         results["files"] = save_result(best_model, out_dir, spec, splits=splits, task=task_obj.name,
-                                       transforms=transforms, dense=dense_of(spec, weights, net, baseline))
+                                       transforms=transforms, dense=dense_of(spec, weights, net, baseline),
+                                       metrics={"profile": results["after"]})
     evidence = evidence_of(net, best_model, splits, task_obj, out_dir, plan=found["plan"], example_inputs=example)
     return finish_with_report(results, out_dir, evidence)
 

@@ -295,7 +295,8 @@ def sparsify(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, 
         # NOTE: a Hugging Face model stays a save_pretrained folder, so its zeros are stored dense.
         results["stored_dense"] = hf.is_hf(net)
         results["files"] = save_result(net, out_dir, spec, splits=splits, task=scorer.name,
-                                       sparse=not results["stored_dense"], dense=dense if spec is None else None)
+                                       sparse=not results["stored_dense"], dense=dense if spec is None else None,
+                                       metrics={"profile": after.to_dict()})
     evidence = evidence_of(net if dense is None else dense, net, splits, scorer, out_dir)
     return finish_with_report(results, out_dir, evidence)
 

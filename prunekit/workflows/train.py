@@ -102,7 +102,8 @@ def train(model: str, data: str = "fashion_mnist", config: TrainConfig | None = 
     }
     if out_dir is not None and is_rank_zero():
         results["weights"] = str(Path(out_dir) / "model.safetensors")
-        results["files"] = save_result(net, out_dir, model, splits=splits, task=scorer.name)
+        results["files"] = save_result(net, out_dir, model, splits=splits, task=scorer.name,
+                                       metrics={k: results["train"][k] for k in ("val", "test")})
     if profile_after and is_rank_zero():
         prof = measure_profile(net, example_of(splits, scorer), model, measure, eval_data(splits), scorer)
         results["profile"] = prof.to_dict()

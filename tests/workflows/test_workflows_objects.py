@@ -48,6 +48,8 @@ def test_the_user_s_module_and_dataloaders_give_a_whole_run(tmp_path: Path) -> N
     loaded = prunekit.load(tmp_path / "run" / "model", model=model).eval()
     assert sum(p.numel() for p in loaded.parameters()) == results["after"]["params"]
     assert loaded(x[:2]).shape == (2, 4)
+    # NOTE: what was measured of the saved model is kept beside it
+    assert prunekit.io.read_manifest(tmp_path / "run" / "model").metrics == {"profile": results["after"]}
 
 
 def test_the_user_s_module_on_data_splits_within_a_metric_budget(tmp_path: Path) -> None:
@@ -103,6 +105,8 @@ def test_decompose_sparsify_and_search_take_the_user_s_module(tmp_path: Path) ->
         # NOTE: what was saved is what was measured: the same outputs as the run's own model
         assert results["after"]["accuracy"] == pytest.approx(
             prunekit.measure.evaluate(loaded, splits.test).accuracy), command
+        metrics = prunekit.io.read_manifest(tmp_path / command / "model").metrics
+        assert metrics["profile"]["params"] == results["after"]["params"], command
     assert results["after"]["macs"] <= 0.5 * results["before"]["macs"]
 
 
