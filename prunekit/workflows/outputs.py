@@ -4,7 +4,10 @@
 (unless ``overwrite`` or ``resume``), a path that is a file, and a folder that cannot be written,
 all before seconds of training; then it holds ``OUT/.prunekit.lock`` (the owner's pid) so that a
 second run into the same folder is refused. A lock left by a process that no longer runs is taken
-over. A folder the claim created and the run left empty is removed again.
+over. With ``overwrite`` (not ``resume``) it then removes the record of an earlier run there (the
+names in :data:`RUN_RECORDS`; every other file stays), so that nothing of that run, such as its
+``pareto.json``, is read as this run's. A folder the claim created and the run left empty is
+removed again.
 """
 
 from __future__ import annotations
@@ -12,15 +15,22 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from prunekit.errors import OutputError
 from prunekit.io.files import TEMP_PREFIX
 
-__all__ = ["LOCK_FILE", "claim", "check_out"]
+__all__ = ["LOCK_FILE", "RUN_RECORDS", "claim", "check_out"]
 
 LOCK_FILE = ".prunekit.lock"
+# NOTE: what describes a run rather than holds a model: the record, the report and the files it
+# draws, a search's and a recipe's state (spelled out: the modules owning these names sit above or
+# beside this one; tests/workflows checks them). Saved models and weights are never removed: this
+# run's input may be one of them (--model OUT/model), and it replaces the ones it writes itself.
+RUN_RECORDS = frozenset({"results.json", "evidence.json", "report.html", "report.md", "sensitivity.json",
+                         "pareto.json", "search-state", "state.json"})
 
 
 def _ours(name: str) -> bool:
@@ -114,11 +124,29 @@ def claim(out: str | os.PathLike[str], *, command: str, overwrite: bool = False,
         _remove_empty(created)
         raise
     try:
+        if overwrite and not resume:
+            _remove_earlier(path, command)
         yield path
     finally:
         with contextlib.suppress(OSError):
             lock.unlink()
         _remove_empty(created)
+
+
+def _remove_earlier(path: Path, command: str) -> None:
+    """Remove the files and folders of :data:`RUN_RECORDS` in ``path`` (a link, not what it points to)."""
+    for entry in sorted(path.iterdir()):
+        if entry.name not in RUN_RECORDS:
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError as exc:
+            raise OutputError(f"{command}: --overwrite could not remove the earlier result '{entry}' "
+                              f"({exc.strerror}). Remove it yourself or pick a new folder with --out; "
+                              f"nothing was run.") from None
 
 
 def _remove_empty(created: list[Path]) -> None:

@@ -45,7 +45,7 @@ from prunekit.workflows.common import (
     capped,
     eval_data,
     example_of,
-    finish,
+    finish_with_report,
     is_saved_folder,
     model_folder,
     name_of,
@@ -348,4 +348,4 @@ def quantize(model: Model, data: Data, *, weights: str | None = None, data_dir: 
     results = {"command": "quantize", "model": name_of(model), "data": splits.name, "task": scorer.name,
                "weights": weights, "backend": backend, "quantize": record,
                "profiles": [p.to_dict() for p in profiles], "table": table(profiles, backend), "files": files}
-    return finish(results, out_dir)
+    return finish_with_report(results, out_dir)

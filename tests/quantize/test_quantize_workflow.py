@@ -51,6 +51,11 @@ def test_pruned_folder_gives_four_models_and_a_manifest(pruned: tuple[Path, Path
     record = read_manifest(out / "model").transforms[-1]
     assert record["kind"] == "quantize" and record["method"] == "minmax" and record["excluded"] == []
     assert [t["kind"] for t in read_manifest(out / "model").transforms][0] == "prune"
+    # the report, as every command writes it: the pruned model's fp32 against its int8
+    summary = (out / "report.md").read_text()
+    assert (out / "report.html").is_file() and summary.startswith("# prunekit quantize:")
+    assert "| | pruned fp32 | pruned int8 |" in summary
+    assert f"| size (bytes) | {sizes['pruned fp32']} | {sizes['pruned int8']} |" in summary
 
 
 def test_dense_model_fp32_against_int8_with_budget(pruned: tuple[Path, Path], tmp_path: Path) -> None:
