@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator
 
-from prunekit.measure import Profile, per_class_accuracy
+from prunekit.measure import LatencyControl, Profile, per_class_accuracy
 from prunekit.report.results import pareto_front
 
 __all__ = ["Figure", "attribution_grid", "class_accuracy", "confusion_change", "curves", "importance",
@@ -67,8 +67,10 @@ def _ms(x: float) -> str:
     return f"{x:.3g} ms"
 
 
-def latency_boxes(before: Profile | None, after: Profile | None) -> Figure | None:
-    """Box plots of every latency measurement, before and after, per backend and batch size."""
+def latency_boxes(before: Profile | None, after: Profile | None,
+                  controls: Sequence[LatencyControl] = ()) -> Figure | None:
+    """Box plots of every latency measurement, before and after, per backend and batch size; the
+    caption's change is the A/A control's verdict when ``controls`` has one (as the CLI prints it)."""
     pairs = [(label, s) for label, p in (("before", before), ("after", after)) if p is not None for s in p.latency]
     if not pairs:
         return None
@@ -93,9 +95,14 @@ def latency_boxes(before: Profile | None, after: Profile | None) -> Figure | Non
     first = keys[0]
     b = before.latency_for(*first) if before else None
     a = after.latency_for(*first) if after else None
+    control = next((c for c in controls if (c.backend, c.batch_size) == first), None)
     if a and b and a.median_ms > 0 and b.median_ms > 0:
         ratio = b.median_ms / a.median_ms
         change = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+        if control is not None:  # NOTE: the profiles were timed apart; the control's rounds were interleaved
+            change = f"against an A/A control: {control.describe()}"
+            if control.noisy:
+                change += "; the machine was busy, latency ratios are unreliable"
         key = f"median {first[0]} batch {first[1]}: {_ms(b.median_ms)} before, {_ms(a.median_ms)} after ({change})"
     else:
         key = f"{len(pairs)} latency measurements"

@@ -35,7 +35,7 @@ from typing import Any
 
 from prunekit.errors import DataError
 from prunekit.io import load_json
-from prunekit.measure import Profile
+from prunekit.measure import LatencyControl, Profile
 
 __all__ = ["EVIDENCE_FILE", "HTML_FILE", "MARKDOWN_FILE", "PARETO_FILE", "RESULTS_FILE", "SENSITIVITY_FILE",
            "Row", "Run", "load_run", "pareto_front", "summary_rows"]
@@ -75,7 +75,7 @@ class Run:
 
     def profiles(self) -> tuple[Profile | None, Profile | None]:
         """The model's profile before and after (a recipe: its initial profile and its last stage's;
-        train and profile: only "after", the one model they measured)."""
+        quantize: the model's fp32 and int8; train and profile: only "after", the one model they measured)."""
         before, after = self.results.get("before"), self.results.get("after")
         if before is None and after is None:  # NOTE: train and profile measure one model.
             after = self.results.get("profile")
@@ -83,8 +83,18 @@ class Run:
             stages = self.results.get("stages") or []
             before = self.results.get("initial")
             after = stages[-1].get("profile") if stages else None
+        if self.command == "quantize":  # NOTE: the model's fp32 against its int8 (listed after the dense ones)
+            profiles = [p for p in self.results.get("profiles") or [] if isinstance(p, Mapping)]
+            before = next((p for p in reversed(profiles) if str(p.get("name", "")).endswith("fp32")), None)
+            after = next((p for p in reversed(profiles) if str(p.get("name", "")).endswith("int8")), None)
         return (Profile.from_dict(before) if isinstance(before, Mapping) else None,
                 Profile.from_dict(after) if isinstance(after, Mapping) else None)
+
+    def latency_controls(self) -> list[LatencyControl]:
+        """The A/A latency controls the run measured (``results["latency_control"]``): the verdict the
+        command printed on each latency ratio; empty when it measured none."""
+        records = self.results.get("latency_control") or []
+        return [LatencyControl(**r) for r in records if isinstance(r, Mapping)]
 
     def histories(self) -> list[tuple[str, list[dict[str, Any]]]]:
         """Every training history in the run, labelled and in order: baseline, fine-tune, recipe stages."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from prunekit.io import atomic_path
+from prunekit.measure import LatencyControl
 from prunekit.report import html, markdown, plots
 from prunekit.report.plots import Figure
 from prunekit.report.results import HTML_FILE, MARKDOWN_FILE, Run, load_run, summary_rows
@@ -56,7 +57,7 @@ def figures(run: Run) -> list[Figure]:
     classes = {**evidence["classes"], **label} if evidence.get("classes") else None
     widths = evidence.get("widths") or ()
     found = [
-        plots.latency_boxes(before, after),
+        plots.latency_boxes(before, after, run.latency_controls()),
         plots.widths(widths if any(r["before"] != r["after"] for r in widths) else ()),
         plots.sparsity(run.sparsity()),
         plots.ranks(run.ranks()),
@@ -90,6 +91,16 @@ def _summary_line(run: Run) -> str:
     return "; ".join(p for p in parts if p and p != "written") + "."
 
 
+def _latency_notes(controls: Sequence[LatencyControl]) -> list[str]:
+    """The caveat the command printed under its table when the A/A control found the machine busy."""
+    noisy = [c for c in controls if c.noisy]
+    if not noisy:
+        return []
+    worst = max(c.noise for c in noisy)
+    return [f"machine busy: the same model timed twice differed by up to {100 * worst:.0f} %; latency ratios "
+            f"are unreliable, re-measure on an idle machine"]
+
+
 def write_report(run_dir: str | os.PathLike[str]) -> Path:
     """Write ``report.html`` (self-contained) and ``report.md`` into the run folder ``run_dir``;
     returns the HTML file. Reads only the folder's JSON files; fails in one line without results.json."""
@@ -99,7 +110,7 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     names = (before.name if before else "before", after.name if after else "after")
     drawn = figures(run)
     notes = list(dict.fromkeys([*(before.notes if before else ()), *(after.notes if after else ()),
-                                *run.evidence.get("notes", ())]))
+                                *run.evidence.get("notes", ()), *_latency_notes(run.latency_controls())]))
     title, line = _title(run), _summary_line(run)
     overview = html.table(rows, names) if rows else ""
     if run.command == "partition" and run.results.get("stages"):

@@ -163,3 +163,26 @@ def test_a_metric_budget_s_tries_are_a_table_with_the_kept_one_marked(tmp_path: 
     assert "At most 0.01 lost on validation (dense 0.862); try 2 kept." in section
     assert '<tr class="over"><td>1</td><td>macs 0.1</td><td>0.098</td>' in section
     assert '<tr class="kept"><td>2</td><td>macs 0.55</td><td>0.54</td><td>0.5</td><td>0.86</td><td>0.002</td>' in section
+
+
+def test_report_gives_the_latency_controls_verdict_and_caveat(tmp_path: Path) -> None:
+    """The CLI printed "within noise (A/A ±67 %) ... latency ratios are unreliable"; the report says the same."""
+    before, after = _profile("m", 0.9), _profile("s", 0.9)
+    after["latency"][0].update(median_ms=1.05, p10_ms=1.0, p90_ms=1.1)
+    control = {"backend": "torch", "batch_size": 1, "threads": 2, "ratio": 1.18, "noise": 0.67, "rounds": 4,
+               "before_ms": 0.257, "after_ms": 0.217}
+    (tmp_path / "results.json").write_text(json.dumps({"command": "prune", "model": "m", "before": before,
+                                                       "after": after, "latency_control": [control]}))
+    page = write_report(tmp_path).read_text()
+    summary = (tmp_path / "report.md").read_text()
+    for text in (page, summary):
+        assert "1.43x faster" not in text
+        assert "within noise: 0.257 -&gt; 0.217 ms" in text or "within noise: 0.257 -> 0.217 ms" in text
+        assert "differed by up to 67 %; latency ratios are unreliable, re-measure on an idle machine" in text
+    control.update(noise=0.02, ratio=1.43)  # an idle machine: the ratio stands, with its band
+    (tmp_path / "results.json").write_text(json.dumps({"command": "prune", "model": "m", "before": before,
+                                                       "after": after, "latency_control": [control]}))
+    write_report(tmp_path)
+    summary = (tmp_path / "report.md").read_text()
+    assert "(against an A/A control: 1.43x faster: 0.257 -> 0.217 ms in the same rounds (A/A ±2 %))" in summary
+    assert "unreliable" not in summary
