@@ -3,7 +3,8 @@
 Standalone: needs only onnxruntime, numpy and Pillow (no torch, no prunekit). It checks every file
 against the sha256 sums in manifest.json, prepares each image as the training data was prepared
 (mode, size, pixel scale, per-channel mean and std from the manifest), and prints one line per
-image: the file, the label and its probability.
+image: the file, the label and its probability. A file that cannot be read as an image gets one line
+on stderr saying why; the others are still classified, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,22 +50,47 @@ def prepare(path: str, spec: dict) -> np.ndarray:
     return pixels * scale + shift
 
 
+def unreadable(path: str, error: Exception) -> str:
+    """One line saying why ``path`` could not be used as an image, and what to do."""
+    if isinstance(error, FileNotFoundError):
+        why = "no such file; check the path"
+    elif isinstance(error, IsADirectoryError):
+        why = "it is a folder; pass the image files in it"
+    elif isinstance(error, PermissionError):
+        why = "permission denied; make the file readable"
+    elif isinstance(error, UnidentifiedImageError):
+        why = "not an image Pillow can read (damaged, empty or another format); skip it or save it again as PNG or JPEG"
+    else:
+        why = f"{error}; skip it or save it again as PNG or JPEG"
+    return f"predict.py: cannot read '{path}': {why}"
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print("usage: python predict.py IMAGE [IMAGE ...]", file=sys.stderr)
         return 2
     manifest = json.loads((HERE / "manifest.json").read_text())
     verify(manifest)
+    # NOTE: one bad file must not stop the batch: say why on stderr, classify the rest, exit 1.
+    paths, images = [], []
+    for path in argv:
+        try:
+            images.append(prepare(path, manifest))
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            print(unreadable(path, error), file=sys.stderr)
+        else:
+            paths.append(path)
+    if not images:
+        return 1
     session = onnxruntime.InferenceSession(str(HERE / manifest["model"]), providers=["CPUExecutionProvider"])
-    batch = np.stack([prepare(path, manifest) for path in argv])
-    logits = session.run(None, {manifest["input"]["name"]: batch})[0]
+    logits = session.run(None, {manifest["input"]["name"]: np.stack(images)})[0]
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     probabilities = shifted / shifted.sum(axis=1, keepdims=True)
     labels = manifest["labels"]
-    for path, row in zip(argv, probabilities):
+    for path, row in zip(paths, probabilities):
         best = int(row.argmax())
         print(f"{path}\t{labels[best] if best < len(labels) else best}\t{row[best]:.4f}")
-    return 0
+    return 0 if len(paths) == len(argv) else 1
 
 
 if __name__ == "__main__":

@@ -113,6 +113,26 @@ def test_predict_refuses_a_changed_file(trained, tmp_path: Path) -> None:
     assert run.returncode != 0 and "'model.onnx' does not match its sha256" in run.stderr
 
 
+def test_predict_reports_each_unreadable_file_and_classifies_the_rest(trained, tmp_path: Path) -> None:
+    images, model, photos = trained
+    bundle = tmp_path / "edge"
+    assert main(["export", "--model", str(model), "--data", str(images), "--out", str(tmp_path / "o"),
+                 "--bundle", str(bundle), "--no-onnx"]) == 0
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not a png")
+    good = sorted(photos.iterdir())[:2]
+    run = _predict(sys.executable, bundle, [corrupt, good[0], tmp_path / "missing.png", good[1]], "-I")
+    assert run.returncode == 1
+    errors = run.stderr.strip().splitlines()
+    assert errors == [f"predict.py: cannot read '{corrupt}': not an image Pillow can read (damaged, empty or "
+                      "another format); skip it or save it again as PNG or JPEG",
+                      f"predict.py: cannot read '{tmp_path / 'missing.png'}': no such file; check the path"]
+    assert "Traceback" not in run.stderr
+    splits = data.load(str(images))
+    assert [line.split("\t")[0] for line in run.stdout.strip().splitlines()] == [str(f) for f in good]
+    assert _labels(run.stdout, splits) == _reference(load(model), splits, good)
+
+
 def test_bundle_errors(trained, tmp_path: Path) -> None:
     images, model, _ = trained
     (tmp_path / "taken").mkdir()
