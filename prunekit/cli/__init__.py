@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from prunekit.cli import (
     decompose,
@@ -61,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         out = getattr(args, "out", None) if getattr(args, "claim_out", True) else None
-        with options.claimed(args, out):
+        with warnings.catch_warnings(), options.claimed(args, out):
+            if not args.debug:
+                warnings.showwarning = _one_line_warning(args.command)
             return int(args.run(args))
     except PrunekitError as exc:
         if args.debug:
@@ -72,6 +76,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"prunekit {args.command}: interrupted; {_resume_hint(args, argv)}", file=sys.stderr)
         return 130
+
+
+def _one_line_warning(command: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` printing ``prunekit COMMAND: warning: MESSAGE`` on one line, without
+    the file and source line Python adds (``--debug`` keeps Python's format)."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        text = " ".join(str(message).split())
+        print(f"prunekit {command}: warning: {text}", file=sys.stderr if file is None else file)
+
+    return show
 
 
 # NOTE: the file each resumable command's --resume continues from.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from prunekit.cli import options
+from prunekit.cli.render import counted
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -25,11 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _metrics(metrics: dict[str, float]) -> str:
-    """``accuracy 91.20 %  loss 0.2500  (10000 samples)``; other tasks' numbers as they come."""
+def _metrics(metrics: dict[str, float], task: str | None) -> str:
+    """``accuracy 91.20 %  loss 0.2500  (10000 samples)``; other tasks' numbers as they come (a
+    language model's count is of predicted tokens)."""
     parts = [f"{k} {100 * v:.2f} %" if k in ("accuracy", "top5") else f"{k} {v:.4g}"
              for k, v in metrics.items() if k != "count"]
-    count = f"  ({int(metrics['count'])} samples)" if "count" in metrics else ""
+    count = f"  ({counted(int(metrics['count']), task)})" if "count" in metrics else ""
     return "  ".join(parts) + count
 
 
@@ -37,14 +39,15 @@ def run(args: argparse.Namespace) -> int:
     from prunekit.workflows.common import has_weights
     from prunekit.workflows.evaluate import evaluate
 
-    if not has_weights(args.model, args.weights):
-        print(f"note: '{args.model}' has random weights (no --weights, not a folder an earlier command "
-              f"saved), so expect chance-level numbers. Pass --weights FILE (e.g. from `prunekit train`) "
-              f"or --model OUT of an earlier command.")
     results = evaluate(args.model, args.data, weights=args.weights, data_dir=args.data_dir, tokenizer=args.tokenizer,
                        block_size=args.block_size, image_size=args.image_size,
                        split=args.split, batch_size=args.batch_size, max_batches=args.max_eval_batches,
                        device=args.device, out_dir=args.out, task=args.task)
-    print(f"{args.model} on {results['data']} [{results['split']}]: {_metrics(results['metrics'])}")
+    if not has_weights(args.model, args.weights):  # NOTE: after evaluate, so only a model that loaded gets it
+        print(f"note: '{args.model}' has random weights (no --weights, not a folder an earlier command "
+              f"saved), so expect chance-level numbers. Pass --weights FILE (e.g. from `prunekit train`) "
+              f"or --model OUT of an earlier command.")
+    metrics = _metrics(results["metrics"], results.get("task"))
+    print(f"{args.model} on {results['data']} [{results['split']}]: {metrics}")
     options.print_written(results)
     return 0

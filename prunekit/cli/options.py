@@ -30,6 +30,7 @@ __all__ = [
     "image_size",
     "int_list",
     "measure_from_args",
+    "positive_int",
     "print_written",
 ]
 
@@ -126,6 +127,17 @@ def image_size(text: str) -> int | tuple[int, int]:
     return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
 
 
+def positive_int(text: str) -> int:
+    """Parse "2" into 2 for argparse; 0, negative and non-integer counts are refused."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 such as 2; got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 such as 2; got '{text}'")
+    return value
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """Parse "1,64" into (1, 64) for argparse."""
     try:
@@ -141,7 +153,7 @@ def add_profile_options(parser: argparse.ArgumentParser) -> None:
     """--batch-sizes, --threads, --fused, --no-onnx."""
     parser.add_argument("--batch-sizes", type=int_list, default=(1, 64), metavar="N[,N...]",
                         help="batch sizes at which latency is measured (default: 1,64)")
-    parser.add_argument("--threads", type=int, default=2, metavar="N",
+    parser.add_argument("--threads", type=positive_int, default=2, metavar="N",
                         help="intra-op threads for PyTorch and ONNX Runtime (default: 2)")
     parser.add_argument("--fused", action="store_true",
                         help="also measure PyTorch with every Conv/Linear -> BatchNorm pair folded "

@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "(default: 0.05 = 5%%)")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="batch size of the example input and of the latency (default: 1)")
-    parser.add_argument("--threads", type=int, default=2, metavar="N",
+    parser.add_argument("--threads", type=options.positive_int, default=2, metavar="N",
                         help="intra-op threads for latency (default: 2)")
     parser.add_argument("--min-time-s", type=float, default=1.0, metavar="S",
                         help="seconds of timed calls per latency measurement, at least 5 calls "

@@ -63,7 +63,7 @@ def _add_target_options(parser: argparse.ArgumentParser) -> None:
                        help="lose at most D of the validation metric after fine-tuning (accuracy: 0.01 is "
                             "one point): the target becomes the deepest cut allowed, and the deepest of "
                             "--tries cuts towards it that stays within D is kept; without a target, as deep as "
-                            f"{MAX_DROP_TARGET['macs']:.0%} of the MACs kept")
+                            f"{100 * MAX_DROP_TARGET['macs']:g}%% of the MACs kept")
     group.add_argument("--tries", type=int, default=5, metavar="N",
                        help="cuts tried (each pruned and fine-tuned) under --max-metric-drop: the target, "
                             "then a bisection towards nothing cut (default: 5)")
@@ -131,8 +131,46 @@ def _pairs(items: list[str], flag: str, kind: type) -> dict[str, Any]:
     return result
 
 
+_KEPT = {"target_macs": "MACs", "target_params": "parameters", "target_latency": "PyTorch latency"}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_targets(args: argparse.Namespace) -> None:
+    """Refuse a missing or second target and values out of range with the flag named, before any work."""
+    given = [dest for dest, _ in _TARGETS if getattr(args, dest) is not None]
+    example = "Pass e.g. --target-macs 0.5 (keep half the MACs) or --ratio 0.3 (remove 30 % of the channels)."
+    if len(given) > 1:
+        raise ConfigError(f"give exactly one target; got {' and '.join(map(_flag, given))}. {example}")
+    if not given and not (args.layer_channels or args.layer_ratio or args.max_metric_drop is not None):
+        raise ConfigError(f"no target given: pass one of {', '.join(_flag(d) for d, _ in _TARGETS)} (or "
+                          f"--layer-channels/--layer-ratio, or --max-metric-drop). {example}")
+    for dest in given:
+        value = getattr(args, dest)
+        if dest == "ratio" and not 0 <= value < 1:
+            raise ConfigError(f"--ratio is the fraction of each group's channels to remove, in [0, 1); got "
+                              f"{value:g}. Pass e.g. --ratio 0.3.")
+        if dest == "target_size_mb" and not value > 0:
+            raise ConfigError(f"--target-size-mb is the most megabytes the saved weights may take, > 0; got "
+                              f"{value:g}. Pass e.g. --target-size-mb 5.")
+        if dest in _KEPT and not 0 < value <= 1:
+            raise ConfigError(f"{_flag(dest)} is the fraction of the dense {_KEPT[dest]} to keep, in (0, 1]; got "
+                              f"{value:g}. Pass e.g. {_flag(dest)} 0.5 to keep half.")
+    if args.max_metric_drop is not None and not args.max_metric_drop >= 0:
+        raise ConfigError(f"--max-metric-drop is the most of the validation metric to lose, >= 0; got "
+                          f"{args.max_metric_drop:g}. Pass e.g. --max-metric-drop 0.01 (one accuracy point).")
+    for dest in ("tries", "steps", "latency_batch_size", "cost_batch_size"):
+        if getattr(args, dest) < 1:
+            raise ConfigError(f"{_flag(dest)} must be an integer >= 1; got {getattr(args, dest)}. "
+                              f"Pass e.g. {_flag(dest)} 1.")
+
+
 def stage(args: argparse.Namespace) -> dict[str, Any]:
-    """The StructuredPruner parameters (the recipe stage) the options describe."""
+    """The StructuredPruner parameters (the recipe stage) the options describe (checked by
+    :func:`check_targets` first)."""
+    check_targets(args)
     target = {key: getattr(args, dest) for dest, key in _TARGETS if getattr(args, dest) is not None}
     if args.target_latency is not None:
         target["batch_size"] = args.latency_batch_size

@@ -6,7 +6,7 @@ from typing import Any
 
 from prunekit.measure import Profile, compare
 
-__all__ = ["print_profile", "print_training"]
+__all__ = ["counted", "print_profile", "print_training"]
 
 
 def _pct(value: float | None) -> str:
@@ -17,6 +17,11 @@ def _cell(name: str, value: float | None) -> str:
     if value is None:
         return "-"
     return _pct(value).strip() if name.endswith(("accuracy", "top5")) else f"{value:.4f}"
+
+
+def counted(count: int, task: str | None) -> str:
+    """``10000 samples``, or ``1426 predicted tokens`` for a language model (its count is of tokens)."""
+    return f"{count} {'predicted tokens' if task == 'causal_lm' else 'samples'}"
 
 
 def print_training(results: dict[str, Any]) -> None:
@@ -35,7 +40,7 @@ def print_training(results: dict[str, Any]) -> None:
         # NOTE: the headline first: accuracy for a classifier, then the rest as the task reports them.
         names = sorted((k for k in test if k != "count"), key=lambda k: k != "accuracy")
         metrics = "  ".join(f"{k} {_cell(k, test[k])}" for k in names)
-        print(f"test {metrics}  ({test['count']} samples)")
+        print(f"test {metrics}  ({counted(test['count'], results.get('task'))})")
     print(f"wall time {train['wall_time_s']:.1f} s")
 
 

@@ -139,8 +139,10 @@ def chosen_lines(results: dict[str, Any]) -> list[str]:
     for row in results["chosen"]:
         proxy, tuned = row["proxy"], row["finetuned"]
         metric = "accuracy" if "accuracy" in tuned else next(iter(tuned))
+        result = (f"fine-tuned {metric} {tuned[metric]:.4f}" if row.get("finetune_epochs", 1) else
+                  f"{metric} {tuned[metric]:.4f} (not fine-tuned: --finetune-epochs 0)")
         lines.append(f"{row['which']}: MACs kept {100 * proxy.get('macs', 1.0):.1f} %, proxy {proxy['metric']:.4f}"
-                     f" -> fine-tuned {metric} {tuned[metric]:.4f}")
+                     f" -> {result}")
     if results.get("ranks"):
         lines.append("ranks: " + ", ".join(f"{layer} {choice}" for layer, choice in results["ranks"].items()))
     return lines

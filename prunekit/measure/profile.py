@@ -258,8 +258,8 @@ def _control_notes(profiles: Sequence[Profile], controls: Sequence[LatencyContro
     if len(profiles) < 2 or not any(p.latency for p in profiles):
         return []
     if not controls:
-        return ["latency first/last: not shown; the profiles were timed at different moments and no "
-                "A/A control was measured (pass controls=aa_controls(before, after, example))"]
+        return ["latency first/last: not shown; the profiles were timed at different moments, with no "
+                "A/A control to tell a change from the machine's noise"]
     notes = [f"latency first/last: median of {controls[0].rounds} interleaved rounds; 'within noise' when "
              f"the change is no larger than the same model timed twice (A/A)"]
     noisy = [c for c in controls if c.noisy]

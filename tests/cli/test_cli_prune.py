@@ -49,9 +49,9 @@ def test_prune_to_half_the_macs_writes_profiles_and_a_loadable_model(
 
 
 @pytest.mark.parametrize(("argv", "words"), [
-    (["--ratio", "0.3", "--target-macs", "0.5"], "exactly one"),
-    (["--ratio", "1.5"], "'ratio' must be a float in [0, 1); got 1.5. Pass the fraction"),
-    ([], "exactly one"),
+    (["--ratio", "0.3", "--target-macs", "0.5"], "give exactly one target; got --ratio and --target-macs"),
+    (["--ratio", "1.5"], "--ratio is the fraction of each group's channels to remove, in [0, 1); got 1.5. Pass e.g."),
+    ([], "no target given: pass one of --ratio"),
     (["--ratio", "0.3", "--importance", "l3"], "Unknown importance 'l3'"),
     (["--layer-channels", "conv1"], "expected MODULE=N"),
     (["--layer-channels", "conv9=2"], "no module 'conv9'"),
