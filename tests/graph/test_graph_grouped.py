@@ -3,6 +3,8 @@ pruned model equals the masked dense model (or, for GroupNorm's mixed statistics
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -200,8 +202,51 @@ def test_per_channel_group_norm_and_instance_norm_are_exact(ratio: float, seed: 
     torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
 
 
-def test_group_norm_without_weight_and_one_channel_per_group_is_frozen() -> None:
+def test_group_norm_without_weight_and_one_channel_per_group_follows_the_cut() -> None:
+    # NOTE: as with a weight (refresh_group_norm): num_groups follows the width, here from the attribute
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.GroupNorm(4, 4, affine=False), nn.Conv2d(4, 2, 1)).eval()
-    graph = DependencyGraph.trace(model, torch.randn(1, 3, 4, 4))
+    x = torch.randn(2, 3, 4, 4)
+    graph = DependencyGraph.trace(model, x)
     group = graph.group("0.weight:0")
+    assert group.prunable and group.exact
+    plan = allocate(graph, {group.id: random(group, model, seed=0)}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)
+    assert (pruned[1].num_groups, pruned[1].num_channels) == (2, 2)
+    torch.testing.assert_close(pruned(x), mask(model, graph, plan)(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_per_channel_group_norm_at_a_literal_count_is_frozen() -> None:
+    class Literal(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(F.group_norm(self.a(x), 4))  # NOTE: no attribute holds the 4
+
+    graph = DependencyGraph.trace(Literal().eval(), torch.randn(1, 3, 4, 4))
+    group = graph.group("a.weight:0")
     assert not group.prunable and "GroupNorm" in group.reasons[0]
+
+
+@pytest.mark.parametrize("norm", [nn.InstanceNorm1d(8), nn.InstanceNorm2d(8), nn.InstanceNorm3d(8),
+                                  nn.BatchNorm2d(8, affine=False, track_running_stats=False),
+                                  nn.GroupNorm(1, 8, affine=False), nn.GroupNorm(2, 8, affine=False)],
+                         ids=["in1d", "in2d", "in3d", "bn-bare", "gn-1", "gn-2"])
+def test_norms_without_tensors_record_the_cut_width(norm: nn.Module) -> None:
+    # NOTE: no weight or statistics to slice, so no refresh runs: the width attribute joins the group
+    d = 2 if isinstance(norm, (nn.GroupNorm, nn.BatchNorm2d)) else int(type(norm).__name__[-2])
+    conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[d]
+    model = nn.Sequential(conv(3, 8, 1), norm, nn.ReLU(), conv(8, 2, 1)).eval()
+    x = torch.randn(2, 3, *[5] * d, generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, x)
+    group = graph.group("0.weight:0")
+    plan = allocate(graph, {group.id: random(group, model, seed=0)}, 0.5)
+    pruned = apply(model, graph, plan, example_inputs=x)  # verified against the masked model
+    width = vars(pruned[1]).get("num_features", vars(pruned[1]).get("num_channels"))
+    assert pruned[0].out_channels == width == 4
+    if isinstance(norm, nn.GroupNorm):
+        assert pruned[1].num_groups == norm.num_groups and width % norm.num_groups == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NOTE: InstanceNorm warns when num_features differs from its input
+        pruned(x)

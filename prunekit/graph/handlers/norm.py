@@ -15,7 +15,7 @@ from torch import nn
 
 from prunekit.graph.constraints import ParamDim, Tracked
 from prunekit.graph.handlers.common import arg, equal_blocks, read_as_data
-from prunekit.graph.handlers.shape import size_attribute
+from prunekit.graph.handlers.shape import join_size, size_attribute
 from prunekit.graph.registry import register_refresh, register_rule, resolve
 
 
@@ -41,8 +41,22 @@ def batch_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     for t in tensors:
         if t is not None:
             layout = _scale(ctx, layout, t)
+    if all(t is None for t in tensors):  # NOTE: no tensor is sliced, so no refresh runs: the graph rewrites it
+        _stored_width(ctx, "num_features", x.shape[c], layout)
     dims[c] = layout
     ctx.set(out, dims)
+
+
+def _stored_width(ctx, attr: str, width: int, layout: object) -> bool:  # type: ignore[no-untyped-def]
+    """Join the running module's int ``attr`` (when it holds ``width``) to ``layout``, so ``apply``
+    rewrites it: a norm without affine weight or statistics (``nn.InstanceNorm2d(C)``,
+    ``nn.GroupNorm(G, C, affine=False)``) has no tensor from which a refresh could read it back.
+    False: no such attribute (or its channels were frozen)."""
+    module = ctx.module
+    if not isinstance(layout, Tracked) or module is None or type(vars(module).get(attr)) is not int \
+            or vars(module)[attr] != width:
+        return False
+    return join_size(ctx, module, width, size_attribute(ctx.scope[-1], attr, None), layout)
 
 
 @register_rule(*resolve("layer_norm", "rms_norm"))
@@ -102,11 +116,14 @@ def group_norm(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
     if isinstance(layout, Tracked):
         weight, bias = arg(args, kwargs, 2, "weight", None), arg(args, kwargs, 3, "bias", None)
         if num_groups == x.shape[1] and num_groups > 1:  # one channel per block: a per-channel norm
-            if weight is None:  # NOTE: num_groups could not follow the width without a weight to read it from
+            if weight is None and not _stored_width(ctx, "num_groups", num_groups, layout):
+                # NOTE: num_groups could not follow the width without a weight or attribute holding it
                 ctx.store.freeze(layout, f"GroupNorm with one channel per group and no weight in {ctx.where}")
         else:
             equal_blocks(ctx, layout, num_groups)
             ctx.store.inexact(layout, f"GroupNorm statistics over channels in {ctx.where}")
+        if weight is None:
+            _stored_width(ctx, "num_channels", x.shape[1], layout)
         for t in (weight, bias):
             if t is not None:
                 layout = _scale(ctx, layout, t)

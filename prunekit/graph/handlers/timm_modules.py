@@ -12,15 +12,19 @@ imported: prunekit never imports it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
+from prunekit.graph.groups import ChannelGroup, Member, tensor_of
 from prunekit.graph.handlers.cascaded_attention import refresh_cascaded_attention, trace_cascaded_attention
 from prunekit.graph.handlers.norm import refresh_layer_norm
+from prunekit.graph.handlers.shape import size_attribute
+from prunekit.graph.registry import refresh_for, register_group_tie
 
-__all__ = ["TIMM", "KEEP_HEADS", "TIED", "SECTIONS", "GROUPS", "WHOLE", "is_attention"]
+__all__ = ["TIMM", "KEEP_HEADS", "TIED", "SECTIONS", "GROUPS", "WHOLE", "is_attention", "model_widths"]
 
 
 def _out(layer: Any) -> int:
@@ -244,3 +248,78 @@ WHOLE: dict[_Refresh, Callable[..., dict[int, list[Any]]]] = {refresh_cascaded_a
 # Refreshes that keep the head count their forward reads as a constant.
 KEEP_HEADS: tuple[_Refresh, ...] = (_refresh_attention, _refresh_tied_attention, _refresh_biased_attention,
                                     _refresh_conv_attention, _refresh_multi_query, _refresh_halo)
+
+
+
+# Widths timm models and heads store for ``reset_classifier`` / ``head.reset`` (never read by the
+# forward, so the trace does not see them), each the input width of the first or the last layer of the
+# module that reads one: ``in_features`` the head's first, the others its last (the classifier, or
+# MobileNetV3's ``conv_head`` for ``num_features``).
+_READ_FIRST = ("in_features",)
+_READ_LAST = ("num_features", "head_hidden_size", "hidden_size")
+
+
+@register_group_tie
+def model_widths(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> tuple[ChannelGroup, ...]:
+    """``groups`` with the widths timm models and heads store (``num_features``, ``head_hidden_size``,
+    ``embed_dim`` where it equals ``num_features``, a head's ``in_features`` and ``hidden_size``)
+    joined, as size attributes, to the channels of the layer of that module that reads them, so
+    ``apply`` rewrites them and ``reset_classifier`` builds a classifier of the pruned width. A width
+    no layer reads (the model's output once the classifier is ``nn.Identity``: never cut) is left."""
+    found = [(name, module) for name, module in model.named_modules() if _stores_widths(module)]
+    if not found:
+        return groups
+    readers = _readers(model, groups)
+    joined = {m.tensor for g in groups for m in g.attrs}
+    extra: dict[str, list[Member]] = {}
+    for name, module in found:
+        values = {a: v for a in (*_READ_FIRST, *_READ_LAST, "embed_dim") if type(v := vars(module).get(a)) is int}
+        if values.get("embed_dim") != values.get("num_features"):
+            values.pop("embed_dim", None)  # NOTE: a stage width (Swin's first), not the model's
+        if _without_classifier(module) and values.get("num_features") == values.get("head_hidden_size"):
+            continue  # NOTE: the pooled features are the model's output, which keeps its width
+        inside = [r for r in readers if r[0] == name or r[0].startswith(f"{name}.") or not name]
+        for attr, value in values.items():
+            attr_name = size_attribute(name, attr, None)
+            matching = [counts for _, counts, channels in inside if channels == value]
+            if attr_name in joined or not matching:
+                continue
+            for group_id, count in matching[0] if attr in _READ_FIRST else matching[-1]:
+                extra.setdefault(group_id, []).append(Member(attr_name, 0, 0, count, "passive"))
+    return tuple(dataclasses.replace(g, attrs=g.attrs + tuple(extra[g.id])) if g.id in extra else g
+                 for g in groups)
+
+
+def _stores_widths(module: nn.Module) -> bool:
+    """A timm module (no layer: those have refreshes) holding one of the widths ``model_widths`` keeps."""
+    return (type(module).__module__.startswith("timm.") and refresh_for(module) is None
+            and not isinstance(module._parameters.get("weight"), nn.Parameter)
+            and any(type(vars(module).get(a)) is int for a in (*_READ_FIRST, *_READ_LAST)))
+
+
+def _without_classifier(module: nn.Module) -> bool:
+    """Whether ``module`` is a model whose classifier has no weights (``num_classes=0``: nn.Identity)."""
+    try:
+        found = module.get_classifier() if callable(getattr(module, "get_classifier", None)) else None
+    except Exception:
+        return False
+    return isinstance(found, nn.Module) and next(found.parameters(), None) is None
+
+
+def _readers(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> list[tuple[str, tuple[tuple[str, int], ...], int]]:
+    """The axes layers read channels on, in the model's module order: ``(layer name, ((group id,
+    its members on the axis), ...), channels)``. Only axes read whole, one index per channel."""
+    per_axis: dict[tuple[str, int], dict[str, list[Member]]] = {}
+    sizes = {g.id: g.size for g in groups}
+    for g in groups:
+        for m in g.members:
+            if m.role == "consumer":
+                per_axis.setdefault((m.tensor, m.axis), {}).setdefault(g.id, []).append(m)
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    readers = []
+    for (tensor, axis), by_group in per_axis.items():
+        members = [m for ms in by_group.values() for m in ms]
+        channels = sum(sizes[gid] * len(ms) for gid, ms in by_group.items())
+        if all(m.inner == 1 for m in members) and tensor_of(model, tensor).shape[axis] == channels:
+            readers.append((members[0].module, tuple((gid, len(ms)) for gid, ms in by_group.items()), channels))
+    return sorted(readers, key=lambda r: order.get(r[0], -1))
