@@ -23,6 +23,7 @@ from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from prunekit.graph.handlers import hf_modules, timm_modules
 from prunekit.graph.handlers.conv import GROUPS_FOLLOW, register_deform_conv
+from prunekit.graph.handlers.reduce import register_torchvision_pooling
 from prunekit.graph.handlers.pruned_swin import PrunedShiftedWindowAttention
 from prunekit.graph.handlers.shape import (BLOCK_SIZE_FOLLOWS, HEAD_COUNT_FOLLOWS, QUERY_GROUPS_FOLLOW,
                                            SIZE_TIES_KEPT, SPLIT_SECTIONS_FOLLOW, SPLIT_SIZE_FOLLOWS)
@@ -184,6 +185,7 @@ _SEEN: set[str] = set()
 def register_libraries() -> None:
     """Register refreshes for the library classes already imported (prunekit never imports them)."""
     register_deform_conv()
+    register_torchvision_pooling()
     for module_name, classes in _LIBRARIES.items():
         module = sys.modules.get(module_name)
         if module is None or module_name in _SEEN:

@@ -12,13 +12,13 @@ import torch
 
 from prunekit.graph.constraints import Tracked
 from prunekit.graph.handlers.common import arg, read_as_data
-from prunekit.graph.registry import register_rule, resolve
+from prunekit.graph.registry import RULES, register_rule, resolve
 
 _SPATIAL = """max_pool1d max_pool2d max_pool3d avg_pool1d avg_pool2d avg_pool3d adaptive_max_pool1d
 adaptive_max_pool2d adaptive_max_pool3d adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d
 lp_pool1d lp_pool2d lp_pool3d fractional_max_pool2d fractional_max_pool3d max_pool1d_with_indices
 max_pool2d_with_indices max_pool3d_with_indices adaptive_max_pool2d_with_indices interpolate
-upsample upsample_nearest upsample_bilinear grid_sample""".split()
+upsample upsample_nearest upsample_bilinear grid_sample max_unpool1d max_unpool2d max_unpool3d""".split()
 _REDUCE = """mean sum amax amin max min std var logsumexp prod nansum nanmean median std_mean var_mean aminmax all any
 count_nonzero""".split()
 # Norms take the order before the dims: ``x.norm(p, dim, keepdim)``, ``linalg.vector_norm(x, ord, dim, keepdim)``.
@@ -35,6 +35,34 @@ def spatial(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
         if isinstance(t, torch.Tensor):
             keep = min(t.dim(), x.dim()) - _spatial_rank(ctx.current, x.dim())
             ctx.set(t, dims[:keep] + [None] * (t.dim() - keep))
+
+
+def roi_pooling(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
+    """torchvision's ``roi_align`` / ``roi_pool``: (N, C, H, W) features and boxes -> (K, C, h, w),
+    each channel pooled on its own, so channels pass through; the boxes are coordinates (a width
+    they carry is kept whole)."""
+    x, boxes = args[0], args[1]
+    for d in ctx.dims(boxes) if isinstance(boxes, torch.Tensor) else ():
+        if isinstance(d, Tracked):
+            ctx.store.freeze(d, f"read as box coordinates by roi pooling in {ctx.where}")
+    channels = ctx.dims(x)[1]
+    for t in out if isinstance(out, tuple) else (out,):
+        if isinstance(t, torch.Tensor) and t.dim() == 4:
+            ctx.set(t, [None, channels, None, None])
+
+
+def register_torchvision_pooling() -> None:
+    """Register :func:`roi_pooling` for torchvision's ops once torchvision is loaded (prunekit never
+    imports it)."""
+    import sys
+
+    if "torchvision" not in sys.modules:
+        return
+    ops = getattr(torch.ops, "torchvision", None)
+    for name in ("roi_align", "roi_pool"):
+        packet = getattr(ops, name, None)
+        if packet is not None and packet not in RULES:
+            register_rule(packet, getattr(packet, "default", None))(roi_pooling)
 
 
 def _spatial_rank(name: str, ndim: int) -> int:
