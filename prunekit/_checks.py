@@ -18,8 +18,9 @@ __all__ = ["check_entry", "check_example_inputs", "check_model", "positional_inp
 
 def check_model(model: Any, where: str) -> None:
     """Refuse what cannot be traced and pruned: a non-module (a plain function), a TorchScript
-    module (its code is compiled; the tracer cannot follow it and nothing would be cut), and a
-    model whose tensors are on the meta device (no values to score or keep)."""
+    module (its code is compiled; the tracer cannot follow it and nothing would be cut), a lazy
+    module not yet run (no shapes) and a model whose tensors are on the meta device (no values to
+    score or keep)."""
     if isinstance(model, torch.jit.ScriptModule):
         raise ConfigError(f"{where}: the model is a TorchScript module ({type(model).__name__}); prunekit "
                           f"traces eager nn.Modules only, so nothing would be pruned. Pass the Python "
@@ -28,6 +29,13 @@ def check_model(model: Any, where: str) -> None:
         kind = "a plain function" if callable(model) else f"a {type(model).__name__}"
         raise ConfigError(f"{where}: the model is {kind}, not a torch.nn.Module. Pass an nn.Module "
                           f"instance (e.g. wrap the function's weights and code in a Module subclass).")
+    from torch.nn.parameter import is_lazy
+
+    lazy = next((name for name, t in _tensors(model) if is_lazy(t)), None)
+    if lazy is not None:
+        raise ConfigError(f"{where}: '{lazy}' is an uninitialised parameter of a lazy module (nn.LazyConv2d, "
+                          f"nn.LazyLinear, ...): its shape is not known yet. Run the model once on an example "
+                          f"input (model(example)) to initialise it, then prune.")
     meta = next((name for name, t in _tensors(model) if t.is_meta), None)
     if meta is not None:
         raise ConfigError(f"{where}: tensor '{meta}' is on the meta device (no values), so channels "

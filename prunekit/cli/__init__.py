@@ -8,6 +8,7 @@ fix (:class:`~prunekit.errors.PrunekitError`) are caught here, in one place, and
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import warnings
@@ -76,6 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"prunekit {args.command}: interrupted; {_resume_hint(args, argv)}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # NOTE: the reader went away (prunekit models | head): stop quietly, as Python's docs advise,
+        # sending what is left to /dev/null so that the interpreter's final flush raises nothing
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 def _one_line_warning(command: str) -> Callable[..., None]:

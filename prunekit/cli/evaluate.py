@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     options.add_model_options(parser, task=True)
     parser.add_argument("--split", choices=("train", "val", "test"), default="test",
                         help="which split to evaluate (default: test)")
-    parser.add_argument("--batch-size", type=int, default=512, metavar="N",
+    parser.add_argument("--batch-size", type=options.positive_int, default=512, metavar="N",
                         help="evaluation batch size (default: 512)")
     parser.add_argument("--max-eval-batches", type=int, default=None, metavar="N",
                         help="evaluate only the first N batches (default: the whole split)")

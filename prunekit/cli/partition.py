@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tolerance", type=float, default=0.05, metavar="F",
                         help="how far above the best bottleneck a cut may go to cross fewer bytes "
                              "(default: 0.05 = 5%%)")
-    parser.add_argument("--batch-size", type=int, default=1, metavar="N",
+    parser.add_argument("--batch-size", type=options.positive_int, default=1, metavar="N",
                         help="batch size of the example input and of the latency (default: 1)")
     parser.add_argument("--threads", type=options.positive_int, default=2, metavar="N",
                         help="intra-op threads for latency (default: 2)")

@@ -45,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                             "measured with --latency-model measured")
     group.add_argument("--objectives", default="metric,macs", metavar="A,B",
                        help="Pareto objectives: metric and any of macs, params, latency (default: metric,macs)")
-    group.add_argument("--trials", type=int, default=40, metavar="N",
+    group.add_argument("--trials", type=options.positive_int, default=40, metavar="N",
                        help="budget: proxy evaluations, the same for every strategy (default: 40)")
     group.add_argument("--levels", type=ratio_list, default=None, metavar="F[,F...]",
                        help="kept fractions each group may take (default: 1.0,0.9,...,0.1)")

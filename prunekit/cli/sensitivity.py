@@ -24,7 +24,7 @@ def add_proxy_options(parser: argparse.ArgumentParser) -> None:
     """--bn-batches, --val-samples: how the proxy metric is computed (shared with `prunekit search`)."""
     parser.add_argument("--bn-batches", type=int, default=2, metavar="N",
                         help="training batches of 128 that re-estimate BatchNorm statistics (default: 2)")
-    parser.add_argument("--val-samples", type=int, default=1024, metavar="N",
+    parser.add_argument("--val-samples", type=options.positive_int, default=1024, metavar="N",
                         help="validation samples the proxy metric is computed on (default: 1024)")
 
 

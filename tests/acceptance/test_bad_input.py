@@ -321,6 +321,8 @@ API_CASES = [
     ("function", lambda: (lambda x: x * 2), lambda: _X, "the model is a plain function, not a torch.nn.Module",
      "Pass an nn.Module instance"),
     ("meta-device", _on_meta, lambda: _X, "is on the meta device", "model.to_empty(device='cpu')"),
+    ("lazy", lambda: torch.nn.Sequential(torch.nn.LazyConv2d(4, 3), torch.nn.ReLU(), torch.nn.LazyConv2d(2, 3)),
+     lambda: _X, "is an uninitialised parameter of a lazy module", "Run the model once on an example input"),
     ("inputs-list", lambda: create("simple_cnn"), lambda: [_X], "example_inputs is a list of 1",
      "Pass tuple(example_inputs)"),
     ("inputs-none", lambda: create("simple_cnn"), lambda: None, "example_inputs is None", "torch.randn("),
@@ -351,7 +353,10 @@ def test_api_entry_refuses(entry: str, model: Callable[[], Any], inputs: Callabl
 
 
 def _is_meta(net: torch.nn.Module) -> bool:
-    return any(p.is_meta for p in net.parameters())
+    """No values to compare before and after: on the meta device, or lazy and not yet run."""
+    from torch.nn.parameter import is_lazy
+
+    return any(is_lazy(p) or p.is_meta for p in net.parameters())
 
 
 # ---- hints that mislead: each fix names a real flag, a real kind of path, a real command ------------

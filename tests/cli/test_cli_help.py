@@ -29,3 +29,17 @@ def test_help_prints_usage_and_exits_0(command: list[str], capsys: pytest.Captur
     assert exit_info.value.code == 0, captured.err
     assert captured.out.startswith(f"usage: {' '.join(['prunekit', *command])}")
     assert "options:" in captured.out and captured.err == ""
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """``prunekit models | head -1``: the closed pipe ends the command quietly."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-m", "prunekit", "models"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # NOTE: before the listing is printed: every write meets a closed pipe
+    errors = child.stderr.read().decode()
+    child.wait(timeout=120)
+    assert "Traceback" not in errors and "BrokenPipeError" not in errors

@@ -148,6 +148,15 @@ def test_threads_below_one_is_refused(command: str, threads: str, capsys: pytest
         in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command, flag", [("eval", "--batch-size"), ("partition", "--batch-size"),
+                                           ("search", "--trials"), ("sensitivity", "--val-samples")])
+def test_counts_below_one_are_refused(command: str, flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--model", "simple_cnn", flag, "0"])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: expected an integer >= 1 such as 2; got '0'" in capsys.readouterr().err
+
+
 def test_models_lists_timm_names_with_the_prefix(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("timm")
     assert main(["models", "timm:resnet1*"]) == 0
