@@ -113,6 +113,25 @@ def test_t5_heads_read_as_a_constant_are_cut_and_refreshed() -> None:
                                    rtol=1e-4, atol=1e-5)
 
 
+def test_a_sequence_as_long_as_the_head_count_does_not_pin_the_heads(tmp_path: Path) -> None:
+    """T5's decoder views its (4, 4) causal mask to (1, 1, 4, 4) inside the attention: with 4 heads
+    that read as a view of untracked data to the stored head count, and every decoder self-attention
+    kept its heads (and the config its old count, so transformers could not load the folder)."""
+    config = transformers.T5Config(vocab_size=50, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+                                   num_heads=4, decoder_start_token_id=0, dropout_rate=0.0)
+    torch.manual_seed(0)
+    model = transformers.T5ForConditionalGeneration(config).eval()
+    ids = torch.randint(1, 50, (2, 4), generator=torch.Generator().manual_seed(0))  # NOTE: 4 tokens, 4 heads
+    small = StructuredPruner({"ratio": 0.5}, ignore=["lm_head"], round_to=1).fit_transform(model, (ids, None, ids))
+    assert {layer.layer[0].SelfAttention.n_heads for layer in small.decoder.block} == {2}
+    assert small.config.num_heads == 2
+    prunekit.save(small, tmp_path / "t5")
+    again = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "t5").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids, decoder_input_ids=ids).logits,
+                                   small(input_ids=ids, decoder_input_ids=ids).logits)
+
+
 def test_a_width_that_sets_a_constant_is_not_written_to_the_config(tmp_path: Path) -> None:
     """Gemma scales its embeddings by sqrt(hidden_size): a config saying the pruned width would make
     transformers build another function, so the config keeps the old width (its loader then refuses

@@ -99,8 +99,18 @@ def reshape(ctx, args, kwargs, out) -> None:  # type: ignore[no-untyped-def]
                                               channels_first=channels_first, at=(dst, out.dim()))):
                 result[j] = d
     _tie_sizes_read_elsewhere(ctx, args, kwargs, result, splits)
-    _head_count_on_fixed_data(ctx, args, kwargs, result)
+    _head_count_on_fixed_data(ctx, args, kwargs, result, _kept_dims(groups, tuple(x.shape), tuple(out.shape)))
     ctx.set(out, result)
+
+
+def _kept_dims(groups: list[tuple[list[int], list[int]]], before: tuple[int, ...], after: tuple[int, ...]) -> set[int]:
+    """The output dims of a view that are input dims as they were (only dims of size 1 added or
+    dropped around them): ``(4, 4) -> (1, 1, 4, 4)`` keeps both, ``(B, N, H*d) -> (B, N, H, d)`` not the last."""
+    kept: set[int] = set()
+    for src, dst in groups:
+        if [before[i] for i in src if before[i] != 1] == [after[j] for j in dst if after[j] != 1]:
+            kept.update(j for j in dst if after[j] != 1)
+    return kept
 
 
 def _unflattened(ctx, args, kwargs, layout: Tracked, sizes: list[int]) -> Tracked | None:  # type: ignore[no-untyped-def]
@@ -188,11 +198,13 @@ _REWRITTEN = ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads", 
               "attn_dim", "all_head_dim")
 
 
-def _head_count_on_fixed_data(ctx, args, kwargs, result: list[Dim]) -> None:  # type: ignore[no-untyped-def]
+def _head_count_on_fixed_data(ctx, args, kwargs, result: list[Dim], kept: set[int]) -> None:  # type: ignore[no-untyped-def]
     """In a module whose refresh rewrites its head count, a view of data that carries no channels
     to that stored count (ConvBERT's span-conv branch ``reshape(B, -1, self.num_attention_heads, d)``
     after an op the graph does not follow) would break once the count changes: the module's heads
-    are pinned (frozen, those seen so far and those seen later)."""
+    are pinned (frozen, those seen so far and those seen later). Dims the view keeps as they were
+    (``kept``) are not such a count, whatever their size: a (4, 4) causal mask viewed to
+    (1, 1, 4, 4) beside 4 heads is not split into heads."""
     from prunekit.graph.trace import ChannelInt, DerivedInt
 
     module = ctx.module
@@ -206,7 +218,7 @@ def _head_count_on_fixed_data(ctx, args, kwargs, result: list[Dim]) -> None:  # 
     stored = {vars(module)[n] for n in _REWRITTEN if type(vars(module).get(n)) is int}
     for j, size in enumerate(sizes):
         if (type(size) is int and not isinstance(size, (ChannelInt, DerivedInt)) and size > 1 and size in stored
-                and result[j] is None):
+                and result[j] is None and j not in kept):
             why = (f"{ctx.where} views data the graph does not follow to the stored head count or width "
                    f"{size}; the refresh would change it, so the heads stay whole")
             ctx.pinned[id(module)] = why
