@@ -507,10 +507,19 @@ def _write(ctx: Context, args: tuple[Any, ...]) -> None:
     why = f"in-place write at constant channel positions ({ctx.where})"
     values = ctx.dims(value) if isinstance(value, torch.Tensor) else []
     frozen: list[Tracked] = []
-    if any(isinstance(i, (torch.Tensor, list, bool)) for i in index):
+    view: list[tuple[int | None, bool]] = []  # per dim of x[index]: the dim of x (None: new) and if whole
+    rows = index[0] if len(index) == 1 and isinstance(index[0], torch.Tensor) else None
+    if rows is not None and (rows.dtype == torch.bool or not rows.is_floating_point()) and rows.dim() >= 1:
+        # NOTE: x[rows] = value with one index tensor (torchvision's MultiScaleRoIAlign writes each
+        # level's RoIs by row): the dims it indexes are written piecewise, the others whole
+        covered = rows.dim() if rows.dtype == torch.bool else 1
+        frozen = [d for d in dims[:covered] + ctx.dims(rows) if isinstance(d, Tracked)]
+        view = [(None, False)] * (1 if rows.dtype == torch.bool else rows.dim())
+        view += [(k, True) for k in range(covered, x.dim())]
+    elif any(isinstance(i, (torch.Tensor, list, bool)) for i in index):
         frozen = [d for d in dims + values if isinstance(d, Tracked)]  # advanced indexing: any dim, piecewise
+        values = []
     else:
-        view: list[tuple[int | None, bool]] = []  # per dim of x[index]: the dim of x (None: new) and if whole
         d = 0
         n_real = sum(1 for i in index if i is not None and i is not Ellipsis)
         for i in index:
@@ -527,15 +536,15 @@ def _write(ctx: Context, args: tuple[Any, ...]) -> None:
                     view.append((d, whole))
                 d += 1
         view += [(k, True) for k in range(d, x.dim())]
-        for k in range(1, len(values) + 1):
-            vd = values[-k]
-            target, whole = view[-k] if k <= len(view) else (None, False)
-            if value.shape[-k] == 1 and (target is None or x.shape[target] != 1):  # type: ignore[union-attr]
-                continue  # NOTE: broadcast: one value for every position
-            if target is not None and whole:
-                ctx.store.unify(dims[target], vd, ctx.where)
-            elif isinstance(vd, Tracked):
-                frozen.append(vd)
+    for k in range(1, len(values) + 1):
+        vd = values[-k]
+        target, whole = view[-k] if k <= len(view) else (None, False)
+        if value.shape[-k] == 1 and (target is None or x.shape[target] != 1):  # type: ignore[union-attr]
+            continue  # NOTE: broadcast: one value for every position
+        if target is not None and whole:
+            ctx.store.unify(dims[target], vd, ctx.where)
+        elif isinstance(vd, Tracked):
+            frozen.append(vd)
     if frozen:
         ctx.unknown.append(f"{ctx.where}: {why}")
         for layout in frozen:
