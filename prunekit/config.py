@@ -16,7 +16,7 @@ from prunekit.errors import ConfigError, did_you_mean
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
-__all__ = ["OneLineErrors", "config_error", "expected", "literal_choices", "parse_config"]
+__all__ = ["config_error", "expected", "literal_choices", "parse_config"]
 
 ModelT = TypeVar("ModelT", bound="BaseModel")
 
@@ -97,18 +97,4 @@ def parse_config(model: type[ModelT], values: Mapping[str, Any] | ModelT) -> Mod
         return model.model_validate(dict(values))
     except ValidationError as exc:
         raise config_error(exc, model) from None
-
-
-class OneLineErrors:
-    """Mixed into an options model (before ``BaseModel``) that users build by hand (``Target(macs=2)``,
-    ``TrainConfig(lr=-1)``): a bad value fails with the one-line ConfigError of :func:`parse_config`,
-    not pydantic's multi-line ``ValidationError``."""
-
-    def __init__(self, **data: Any) -> None:
-        from pydantic import ValidationError
-
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise config_error(exc, type(self)) from None  # type: ignore[arg-type]
 

@@ -27,12 +27,13 @@ from prunekit.decompose.methods import METHODS, Method
 from prunekit.decompose.rank import RankSpec, Spectrum, rank_spec
 from prunekit.errors import ConfigError, UnknownNameError, did_you_mean
 from prunekit.measure import count_macs
-from prunekit.config import OneLineErrors, parse_config
+from prunekit._options import OneLineErrors
+from prunekit.config import parse_config
 
 __all__ = ["decompose", "check_arguments", "DecomposeOptions", "DecomposeResult", "LayerRecord"]
 
 
-class DecomposeOptions(OneLineErrors, BaseModel):
+class DecomposeOptions(BaseModel, metaclass=OneLineErrors):
     """Rare options of :func:`decompose` (the ``options`` key of a recipe stage)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -11,12 +11,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from prunekit.config import OneLineErrors, config_error, parse_config
+from prunekit._options import OneLineErrors
+from prunekit.config import config_error, parse_config
 
 __all__ = ["TrainConfig", "config_error", "parse_config"]
 
 
-class TrainConfig(OneLineErrors, BaseModel):
+class TrainConfig(BaseModel, metaclass=OneLineErrors):
     """Options of :func:`prunekit.recover.train`; a frozen pydantic model (unknown keys are errors).
 
     The learning rate follows ``scheduler`` per optimizer step: linear warm-up over

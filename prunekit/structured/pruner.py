@@ -20,7 +20,8 @@ from prunekit.errors import ConfigError, NotFittedError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.importance import score
 from prunekit.importance.stats import LossFn
-from prunekit.config import OneLineErrors, parse_config
+from prunekit._options import OneLineErrors
+from prunekit.config import parse_config
 from prunekit.structured.allocate import valid_round_to
 from prunekit.structured.apply import VerificationError, apply
 from prunekit.structured.fallback import cause, plan_without_blamed
@@ -32,7 +33,7 @@ from prunekit.structured.target import DenseCount, Target, in_params, search, wi
 __all__ = ["StructuredPruner", "PrunerOptions"]
 
 
-class PrunerOptions(OneLineErrors, BaseModel):
+class PrunerOptions(BaseModel, metaclass=OneLineErrors):
     """Rare options of :class:`StructuredPruner` (the ``options`` key of the recipe stage)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

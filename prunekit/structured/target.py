@@ -50,7 +50,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from prunekit.config import OneLineErrors
+from prunekit._options import OneLineErrors
 from prunekit.errors import ConfigError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.fastmeta import fast_result
@@ -94,7 +94,7 @@ _MEANING = {
 }
 
 
-class Target(OneLineErrors, BaseModel):
+class Target(BaseModel, metaclass=OneLineErrors):
     """How small the pruned model must be: exactly one of ``ratio``, ``macs``, ``params``, ``latency``,
     ``size_mb``.
 
