@@ -151,7 +151,16 @@ def load_pretrained(folder: Path, record: Mapping[str, Any], model_class: Callab
     class Shaped(klass):  # type: ignore[misc, valid-type]
         def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
             super().__init__(config, *args, **kwargs)
+            kinds = {name: type(m) for name, m in self.named_modules()}
             reshape(self)
+            # NOTE: a model's weight init may read a layer's weight through its parent (GPT-2's scales
+            # attn.c_proj.weight); a factorised layer (an nn.Sequential) has none. Every weight is read
+            # from the folder (a missing key is refused below), so the parent (not the model itself,
+            # whose init also covers its own tensors) is marked initialised.
+            for name, m in self.named_modules():
+                parent = name.rpartition(".")[0]
+                if parent and isinstance(m, nn.Sequential) and kinds.get(name, nn.Sequential) is not nn.Sequential:
+                    self.get_submodule(parent)._is_hf_initialized = True
 
     # NOTE: transformers finds a class's key renames by its name and treats a class defined outside
     # its own modules as custom code (no renames): the subclass takes the class's names.

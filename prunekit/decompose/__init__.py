@@ -1,9 +1,10 @@
 """Decomposition: low-rank factorised layers (SVD, Tucker-2, CP) and partitioning a model into stages.
 
 In: a model, an example input (and, for activation-aware SVD, calibration batches). Out: the same
-model with chosen nn.Linear / nn.Conv2d layers replaced by ``nn.Sequential``s of smaller standard
-layers (:func:`decompose`), which prunekit.save records and prunekit.load rebuilds; or the same model
-split into K sequential stages (:func:`partition`) that run as a pipeline over processes.
+model with chosen nn.Linear / nn.Conv2d (and transformers' Conv1D) layers replaced by
+``nn.Sequential``s of smaller standard layers (:func:`decompose`), which prunekit.save records and
+prunekit.load rebuilds; or the same model split into K sequential stages (:func:`partition`) that
+run as a pipeline over processes.
 *Rank* is the inner width of a factorisation; *energy* is the fraction of squared singular values
 kept; a ``Target(macs=...)`` is the fraction of the model's MACs to keep.
 """

@@ -8,7 +8,8 @@ data-flow order: ``svd``/``asvd`` ``(r,)``, ``tucker2`` ``(r_in, r_out)``, ``cp`
 kind       replacement
 =========  ===================================================================================
 svd        Linear: Linear(in, r) -> Linear(r, out, bias).  Conv2d (groups 1): k x k Conv(C, r)
-           with the original stride/padding/dilation -> 1x1 Conv(r, N, bias)
+           with the original stride/padding/dilation -> 1x1 Conv(r, N, bias).  transformers'
+           Conv1D (x W + b, W stored in x out) as the Linear it computes
 tucker2    1x1 Conv(C, r_in) -> k x k Conv(r_in, r_out) (original geometry) -> 1x1 Conv(r_out, N, bias)
            (Kim et al. 2016)
 cp         1x1 Conv(C, R) -> depthwise kh x 1 Conv -> depthwise 1 x kw Conv -> 1x1 Conv(R, N, bias)
@@ -18,6 +19,7 @@ cp         1x1 Conv(C, R) -> depthwise kh x 1 Conv -> depthwise 1 x kw Conv -> 1
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,7 +28,8 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 
-__all__ = ["LayerIO", "shell", "layer_macs", "original_macs", "copy_bias", "KINDS"]
+__all__ = ["LayerIO", "shell", "layer_macs", "original_macs", "copy_bias", "conv1d_class", "linear_view",
+           "KINDS"]
 
 KINDS = ("svd", "asvd", "tucker2", "cp")
 
@@ -37,6 +40,34 @@ class LayerIO:
 
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
+
+
+def conv1d_class() -> type[nn.Module] | None:
+    """transformers' ``Conv1D`` (GPT-2's Linear that stores its weight in x out), if transformers is loaded.
+
+    NOTE: looked up, not imported: a model holding a Conv1D has imported transformers already.
+    """
+    cls = getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+    return cls if isinstance(cls, type) else None
+
+
+def linear_view(module: nn.Module) -> nn.Module:
+    """``module`` as the nn.Linear it computes, for factorising and shells; other modules as they are.
+
+    transformers' ``Conv1D`` computes ``x W + b`` with W stored in x out: its view is an nn.Linear
+    whose weight is W^T (a view of the same tensor, not a copy) with the same bias.
+    """
+    cls = conv1d_class()
+    if cls is None or not isinstance(module, cls):
+        return module
+    w, b = module.weight, module.bias
+    if not isinstance(w, torch.Tensor) or not isinstance(b, (torch.Tensor, type(None))):
+        return module
+    view = nn.Linear(w.shape[0], w.shape[1], bias=b is not None, device="meta")
+    view.weight = nn.Parameter(w.detach().T, requires_grad=False)
+    if b is not None:
+        view.bias = nn.Parameter(b.detach(), requires_grad=False)
+    return view.train(module.training)
 
 
 def _conv(module: nn.Conv2d, cin: int, cout: int, *, kernel: tuple[int, int] = (1, 1),
@@ -89,8 +120,10 @@ def _cp(module: nn.Conv2d, rank: int) -> nn.Sequential:
 
 
 def shell(kind: str, module: nn.Module, ranks: Sequence[int]) -> nn.Sequential:
-    """The factorised replacement of ``module`` for ``kind`` at ``ranks``, weights not yet set."""
+    """The factorised replacement of ``module`` for ``kind`` at ``ranks``, weights not yet set
+    (transformers' Conv1D is replaced as the nn.Linear it computes)."""
     ranks = tuple(int(r) for r in ranks)
+    module = linear_view(module)
     expected = 2 if kind == "tucker2" else 1
     if kind not in KINDS or len(ranks) != expected or min(ranks, default=0) < 1:
         raise ConfigError(f"shell: kind must be one of {', '.join(KINDS)} with {expected} positive "
@@ -106,7 +139,8 @@ def shell(kind: str, module: nn.Module, ranks: Sequence[int]) -> nn.Sequential:
         if kind == "cp":
             return _cp(module, ranks[0])
     raise ConfigError(f"shell: kind {kind!r} cannot replace a {type(module).__name__}. svd/asvd "
-                      f"replace nn.Linear (svd also nn.Conv2d); tucker2 and cp replace nn.Conv2d.")
+                      f"replace nn.Linear and transformers' Conv1D (svd also nn.Conv2d); tucker2 and cp replace "
+                      f"nn.Conv2d.")
 
 
 def _positions(shape: Sequence[int], channel_axis_size: int) -> int:

@@ -6,6 +6,13 @@ safetensors and exports to ONNX. Ranks follow one rule for the whole model: a fi
 fraction of full rank, the energy kept, EVBMF, or a ``target`` (``Target(macs=...)``: the fraction
 of the model's MACs to keep; one shared level, the energy kept, is bisected until the estimate meets it). A layer whose
 factorised form would not have fewer MACs than the original is left alone and reported.
+
+Candidates are every nn.Linear, every torch conv kind and transformers' Conv1D (as the Linear it
+computes). Only a layer that computes exactly its plain kind's forward of its weight is factorised:
+a subclass with its own ``forward``/``_conv_forward`` (timm's ``Conv2dSame`` pads in its forward,
+``StdConv2d`` standardises its weight), a forward replaced on the instance, forward hooks, a weight
+tied to another parameter, and conv kinds other than nn.Conv2d are listed in ``skipped`` with the
+reason. A parametrized weight (weight_norm, a mask) is factorised as the weight it computes.
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from torch.nn.utils import parametrize
 
 from prunekit.decompose.calibration import capture_io, collect_grams
-from prunekit.decompose.layers import LayerIO, original_macs
+from prunekit.decompose.layers import LayerIO, conv1d_class, linear_view, original_macs
 from prunekit.decompose.methods import METHODS, Method
 from prunekit.decompose.rank import RankSpec, Spectrum, rank_spec
 from prunekit.errors import ConfigError, UnknownNameError, did_you_mean
@@ -30,7 +38,7 @@ from prunekit.measure import count_macs
 from prunekit._options import OneLineErrors
 from prunekit.config import parse_config
 
-__all__ = ["decompose", "check_arguments", "DecomposeOptions", "DecomposeResult", "LayerRecord"]
+__all__ = ["decompose", "check_arguments", "not_plain", "DecomposeOptions", "DecomposeResult", "LayerRecord"]
 
 
 class DecomposeOptions(BaseModel, metaclass=OneLineErrors):
@@ -48,6 +56,8 @@ class DecomposeOptions(BaseModel, metaclass=OneLineErrors):
 @dataclass(frozen=True)
 class LayerRecord:
     """One factorised layer: its name, kind, original weight shape, ranks, MACs and error.
+
+    ``shape`` is the layer's own weight shape (in x out for transformers' Conv1D), as load checks it.
 
     ``error`` is the relative Frobenius error of the reconstructed weight (for ``asvd``, of the
     weight times the whitening factor, i.e. of the layer's outputs on the calibration inputs).
@@ -115,6 +125,7 @@ class _Layer:
     method: Method
     io: LayerIO
     calls: int
+    shape: tuple[int, ...] = ()  # NOTE: the layer's own weight shape; ``module`` may be its Linear view
     spectra: tuple[Spectrum, ...] = ()
     gram: torch.Tensor | None = None
 
@@ -169,16 +180,76 @@ def _check_target(target: Any, rank: Any, energy: Any) -> float | None:
     return macs_fraction(target, where="decompose", what="ranks are chosen", example=0.5)
 
 
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _is_candidate(module: nn.Module) -> bool:
+    """A layer decompose considers: nn.Linear, any torch conv kind, transformers' Conv1D."""
+    conv1d = conv1d_class()
+    return isinstance(module, (nn.Linear, *_CONVS)) or (conv1d is not None and isinstance(module, conv1d))
+
+
+def _plain_methods(module: nn.Module) -> tuple[type, tuple[str, ...]] | None:
+    """The plain class ``module`` is taken as and the methods that must be that class's own."""
+    conv1d = conv1d_class()
+    if isinstance(module, nn.Linear):
+        return nn.Linear, ("forward",)
+    if isinstance(module, nn.Conv2d):
+        return nn.Conv2d, ("forward", "_conv_forward")
+    if conv1d is not None and isinstance(module, conv1d):
+        return conv1d, ("forward",)
+    return None
+
+
+def owners_of(model: nn.Module) -> dict[int, list[str]]:
+    """Every name each parameter is reachable under (a tied parameter has several)."""
+    owners: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(p), []).append(name)
+    return owners
+
+
+def not_plain(module: nn.Module, name: str = "", owners: dict[int, list[str]] | None = None) -> str | None:
+    """Why ``module`` is not a layer whose output a factorised one reproduces, or None when it is.
+
+    It must be an nn.Linear, nn.Conv2d or transformers' Conv1D whose forward (and ``_conv_forward``)
+    is that class's, not replaced on the instance, without forward hooks (its replacement would run
+    neither), and with a weight no other parameter name shares (``owners``: :func:`owners_of` of the
+    model; factorising a tied weight would untie it). A parametrized weight is read as computed.
+    """
+    cls = parametrize.type_before_parametrizations(module)
+    plain = _plain_methods(module)
+    if plain is None:
+        return (f"{cls.__name__}: decompose factorises nn.Linear, nn.Conv2d and transformers' Conv1D "
+                f"only")
+    base, methods = plain
+    for method in methods:
+        if getattr(type(module), method) is not getattr(base, method):
+            return (f"its class {cls.__name__} computes in its own {method}; a factorised "
+                    f"{base.__name__} would not give its outputs")
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and nn.parameter.is_lazy(weight):
+        return "a lazy layer not yet run (its weight has no shape); run the model once before decompose"
+    if "forward" in vars(module):
+        return "its forward is replaced on the instance; a factorised layer would not give its outputs"
+    if module._forward_hooks or module._forward_pre_hooks:
+        return "it has forward hooks, which its factorised replacement would not run"
+    tied = [n for n in (owners or {}).get(id(weight), []) if n != f"{name}.weight"]
+    if tied:
+        return f"its weight is tied to '{tied[0]}' (one shared tensor); factorising it would untie them"
+    return None
+
+
 def _select(model: nn.Module, include: Sequence[str] | None, ignore: Sequence[str]) -> list[tuple[str, nn.Module]]:
-    """Linear and Conv2d layers whose names match ``include`` (all if None) and not ``ignore``."""
+    """Candidate layers (Linear, conv, Conv1D) whose names match ``include`` (all if None) and not ``ignore``."""
     if isinstance(include, str) or isinstance(ignore, str):
         raise ConfigError("decompose: 'include' and 'ignore' are lists of module-name patterns; got a "
                           "bare string. Pass e.g. include=['features.*'].")
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    layers = [(n, m) for n, m in model.named_modules() if _is_candidate(m)]
     names = [n for n, _ in layers]
     for pattern in [*(include or ()), *ignore]:
         if not fnmatch.filter(names, pattern):
-            raise ConfigError(f"decompose: the pattern '{pattern}' matches no nn.Linear/nn.Conv2d layer."
+            raise ConfigError(f"decompose: the pattern '{pattern}' matches no Linear or conv layer."
                               f"{did_you_mean(pattern, names)} Layers are named as in "
                               f"model.named_modules(), e.g. {names[:3]}.")
     return [(n, m) for n, m in layers
@@ -245,7 +316,8 @@ def decompose(model: nn.Module, *, example_inputs: torch.Tensor | tuple[torch.Te
               calibration: Iterable[Any] | None = None, include: Sequence[str] | None = None,
               ignore: Sequence[str] = (), options: DecomposeOptions | dict[str, Any] | None = None,
               inplace: bool = False, progress: bool = False) -> DecomposeResult:
-    """Factorise ``model``'s nn.Linear and nn.Conv2d layers; returns a :class:`DecomposeResult`.
+    """Factorise ``model``'s nn.Linear, nn.Conv2d and transformers' Conv1D layers; returns a
+    :class:`DecomposeResult`. Every other candidate (see the module docstring) is listed in ``skipped``.
 
     Args:
         example_inputs: one input batch (a tensor or a tuple of positional inputs); it gives each
@@ -284,7 +356,7 @@ def decompose(model: nn.Module, *, example_inputs: torch.Tensor | tuple[torch.Te
         ranks = chosen[layer.name]
         new, error = layer.method.factorize(layer.module, ranks, layer.gram)
         replacements[layer.name] = new
-        records.append(LayerRecord(layer.name, layer.method.kind, tuple(layer.module.weight.shape),
+        records.append(LayerRecord(layer.name, layer.method.kind, layer.shape,
                                    tuple(int(r) for r in ranks), layer.before(), layer.after(ranks), error))
     out = model if inplace else copy.deepcopy(model)
     for name, new in replacements.items():
@@ -313,8 +385,11 @@ def _prepare(model: nn.Module, example_inputs: Any, method: str, calibration: li
     """The candidate layers with their method, shapes, Gram matrices and spectra; and the skipped."""
     skipped: list[tuple[str, str]] = []
     resolved: list[tuple[str, nn.Module, Method]] = []
+    owners = owners_of(model)
     for name, module in _select(model, include, ignore):
-        got = _method_for(method, module, calibration is not None, opts)
+        reason = not_plain(module, name, owners)
+        got = reason if reason is not None else _method_for(method, linear_view(module),
+                                                            calibration is not None, opts)
         if isinstance(got, str):
             skipped.append((name, got))
         else:
@@ -332,7 +407,8 @@ def _prepare(model: nn.Module, example_inputs: Any, method: str, calibration: li
         if calls == 0:
             skipped.append((name, "not run by example_inputs"))
             continue
-        layer = _Layer(name, module, m, io, calls, gram=grams.get(name))
-        layer.spectra = m.spectra(module, layer.gram)
+        view = linear_view(module)
+        layer = _Layer(name, view, m, io, calls, tuple(module.weight.shape), gram=grams.get(name))
+        layer.spectra = m.spectra(view, layer.gram)
         layers.append(layer)
     return layers, skipped

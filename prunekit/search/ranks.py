@@ -20,6 +20,7 @@ from torch import nn
 from prunekit.decompose import METHODS, DecomposeResult, LayerRecord
 from prunekit.decompose.calibration import capture_io
 from prunekit.decompose.layers import KINDS, original_macs, shell
+from prunekit.decompose.lowrank import not_plain, owners_of
 from prunekit.decompose.rank import RankSpec
 from prunekit.errors import ConfigError
 from prunekit.measure import count_macs
@@ -71,10 +72,12 @@ def _fraction_ranks(method: Any, module: nn.Module, fraction: float) -> tuple[in
 
 def run_layers(model: nn.Module, example_inputs: Any, ignore: Sequence[str] = ()) -> list[tuple[str, nn.Module, Any]]:
     """(name, module, LayerIO) of every ``nn.Linear``/``nn.Conv2d`` the example input runs, outside the
-    modules named in ``ignore``: the layers a rank choice can apply to."""
+    modules named in ``ignore``: the layers a rank choice can apply to (as ``decompose`` factorises:
+    plain layers only, not a subclass computing in its own forward, such as timm's StdConv2d)."""
     skip = tuple(f"{n}." for n in ignore)
+    owners = owners_of(model)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
-              and n not in ignore and not n.startswith(skip)]
+              and n not in ignore and not n.startswith(skip) and not_plain(m, n, owners) is None]
     seen = capture_io(model, example_inputs, [n for n, _ in layers])
     return [(n, m, seen[n][0]) for n, m in layers if n in seen]
 
