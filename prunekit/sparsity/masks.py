@@ -44,7 +44,7 @@ def split_name(model: nn.Module, name: str) -> tuple[nn.Module, str]:
         module = model.get_submodule(module_name) if module_name else model
     except AttributeError:
         module = None
-    if module is None or not (attr in module._parameters or _mask_of(module, attr) is not None):
+    if module is None or not (attr in module._parameters or parametrize.is_parametrized(module, attr)):
         raise ConfigError(f"'{name}' is not a parameter of {type(model).__name__}. Pass a name "
                           f"from model.named_parameters(), e.g. 'features.0.weight'.")
     return module, attr
@@ -86,9 +86,11 @@ def attach(model: nn.Module, keep: Mapping[str, torch.Tensor]) -> dict[str, Mask
                               f"has {tuple(current.shape)}. Build the mask from this parameter.")
         existing = _mask_of(module, attr)
         if existing is None and parametrize.is_parametrized(module, attr):
-            raise ConfigError(f"'{name}' already carries another parametrization "
-                              f"({module.parametrizations[attr]}); prunekit masks only plain "
-                              f"parameters. Remove it first with torch.nn.utils.parametrize.")
+            kinds = ", ".join(type(p).__name__ for p in module.parametrizations[attr])
+            raise ConfigError(f"'{name}' is computed by a parametrization ({kinds}), so zeros masked into "
+                              f"its stored tensors need not reach the forward; prunekit masks only plain "
+                              f"parameters. Remove it first with torch.nn.utils.parametrize."
+                              f"remove_parametrizations(module, '{attr}').")
         plan.append((module, attr, existing, mask.detach().to(current.device, torch.bool)))
     attached = {}
     with torch.no_grad():

@@ -1,9 +1,12 @@
 """Sparsity patterns: which entries of a weight a score tensor keeps.
 
 A pattern turns per-entry scores (higher = more important) into a boolean keep-mask of the same
-shape. Weights are viewed as a 2-D matrix ``[out, in * k...]``: the reduction dimension of the
-GEMM the layer lowers to, which is the dimension hardware N:M kernels (2:4 on Ampere and later)
-group along. Ties are broken by position so the same scores always give the same mask.
+shape. Weights are viewed as a 2-D matrix ``[out, in]``: the reduction dimension of the GEMM the
+layer lowers to, which is the dimension hardware N:M kernels (2:4 on Ampere and later) group along.
+A convolution weight ``[out, in, *kernel]`` is viewed channels-last, ``[out, *kernel * in]``, so an
+N:M group is M consecutive input channels at one kernel position, as sparse convolution kernels
+(TensorRT, NVIDIA's ASP) need. Ties are broken by position so the same scores always give the
+same mask.
 """
 
 from __future__ import annotations
@@ -72,9 +75,19 @@ class Pattern:
 
 
 def _as_matrix(scores: torch.Tensor) -> torch.Tensor:
+    """``[out, in]`` view; a conv weight ``[out, in, *kernel]`` goes channels-last first."""
     if scores.dim() == 0:
         raise ConfigError("cannot sparsify a scalar parameter")
+    if scores.dim() > 2:
+        scores = scores.movedim(1, -1)
     return scores.reshape(scores.shape[0], -1) if scores.dim() > 1 else scores.reshape(1, -1)
+
+
+def _from_matrix(matrix: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """The inverse of :func:`_as_matrix`: a ``[out, in]`` view back to a weight of ``shape``."""
+    if len(shape) > 2:
+        return matrix.reshape(shape[0], *shape[2:], shape[1]).movedim(-1, 1)
+    return matrix.reshape(shape)
 
 
 def _keep_largest(flat: torch.Tensor, keep: int) -> torch.Tensor:
@@ -123,7 +136,8 @@ def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Keep the ``n`` highest of every ``m`` consecutive entries along the input dimension."""
+    """Keep the ``n`` highest of every ``m`` consecutive entries along the input dimension (for a
+    conv weight ``[out, in, *kernel]``: ``m`` consecutive input channels at each kernel position)."""
     matrix = _as_matrix(scores.detach().float())
     rows, cols = matrix.shape
     if cols % m:
@@ -135,7 +149,7 @@ def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     # Stable ranking inside each group: argsort twice gives every entry its rank.
     order = torch.argsort(groups, dim=-1, descending=True, stable=True)
     rank = torch.argsort(order, dim=-1, stable=True)
-    return (rank < n).reshape(scores.shape)
+    return _from_matrix(rank < n, scores.shape)
 
 
 def block_mask(scores: torch.Tensor, sparsity: float, block: tuple[int, int]) -> torch.Tensor:
@@ -160,7 +174,7 @@ def block_scores(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
 def expand_blocks(kept: torch.Tensor, shape: torch.Size | tuple[int, ...], block: tuple[int, int]) -> torch.Tensor:
     """A per-tile keep-mask ``[out/bh, in/bw]`` blown up to a weight of ``shape``."""
     full = kept.repeat_interleave(block[0], dim=0).repeat_interleave(block[1], dim=1)
-    return full.reshape(shape)
+    return _from_matrix(full, shape)
 
 
 def mask_from_scores(scores: torch.Tensor, sparsity: float | None,
@@ -186,6 +200,12 @@ def check_layer(name: str, shape: tuple[int, ...], pattern: Pattern) -> None:
             f"layer '{name}' {tuple(shape)} has {cols} inputs per output, not a multiple of "
             f"{pattern.m}, so the {pattern} pattern cannot be applied. Leave it out (ignore=['{module}']"
             f" / --ignore {module}) or use pattern 'unstructured'."
+        )
+    if pattern.kind == "nm" and len(shape) > 2 and shape[1] % pattern.m:
+        raise ConfigError(
+            f"layer '{name}' {tuple(shape)} has {shape[1]} input channels, not a multiple of {pattern.m}: the "
+            f"{pattern} pattern groups {pattern.m} consecutive input channels at each kernel position. Leave it "
+            f"out (ignore=['{module}'] / --ignore {module}) or use pattern 'unstructured'."
         )
     if pattern.kind == "block" and (rows % pattern.block[0] or cols % pattern.block[1]):
         raise ConfigError(

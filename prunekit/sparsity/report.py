@@ -8,10 +8,26 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["LayerSparsity", "sparsity_report", "format_report", "total_sparsity", "LAYER_TYPES"]
+__all__ = ["LayerSparsity", "sparsity_report", "format_report", "total_sparsity", "LAYER_TYPES", "own_forward",
+           "tied_names"]
 
 # NOTE: the layers whose weights are sparsified by default (the GEMM-lowered ones).
 LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def own_forward(module: nn.Module) -> str | None:
+    """Why ``module``'s forward may not use its stored ``weight`` as it is: a subclass of a
+    :data:`LAYER_TYPES` layer with its own ``forward`` (timm's ``StdConv2d`` standardises the weight
+    first, so zeros stored there are not zeros the layer uses). None for the plain layers."""
+    for base in LAYER_TYPES:
+        if not isinstance(module, base):
+            continue
+        kind = type(module)
+        if kind.forward is not base.forward or getattr(kind, "_conv_forward", None) is not getattr(
+                base, "_conv_forward", None):
+            return (f"{kind.__name__} has its own forward (not {base.__name__}'s), which may not use the stored "
+                    "weight as it is (e.g. weight standardisation), so zeros there would not be real")
+    return None
 
 
 @dataclass(frozen=True)
@@ -32,6 +48,21 @@ class LayerSparsity:
 def _default_names(model: nn.Module) -> list[str]:
     return [f"{name}.weight" if name else "weight" for name, module in model.named_modules()
             if isinstance(module, LAYER_TYPES)]
+
+
+def tied_names(model: nn.Module, names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """For each parameter in ``names``, its other names in ``model`` outside ``names``: the same
+    tensor under another name (tied weights, e.g. GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``)."""
+    aliases: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(param), []).append(name)
+    ids = {name: key for key, group in aliases.items() for name in group}
+    found = {}
+    for name in names:
+        others = tuple(n for n in aliases.get(ids.get(name, -1), ()) if n != name and n not in names)
+        if others:
+            found[name] = others
+    return found
 
 
 @torch.no_grad()

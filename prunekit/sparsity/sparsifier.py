@@ -22,11 +22,13 @@ from __future__ import annotations
 import fnmatch
 import math
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from tqdm import tqdm
 
 from prunekit.errors import ConfigError, NotFittedError, did_you_mean
@@ -34,7 +36,7 @@ from prunekit.sparsity import masks as masking
 from prunekit.sparsity.importance import IMPORTANCE, Evidence
 from prunekit.sparsity.patterns import (Pattern, _keep_largest, block_scores, check_fraction, check_layer,
                                         expand_blocks, mask_from_scores, sparsity_of)
-from prunekit.sparsity.report import LAYER_TYPES, LayerSparsity, sparsity_report
+from prunekit.sparsity.report import LAYER_TYPES, LayerSparsity, own_forward, sparsity_report, tied_names
 from prunekit.sparsity.schedule import Constant, OneShot, Schedule, make_schedule
 
 __all__ = ["Sparsifier", "select_targets"]
@@ -63,14 +65,20 @@ def _check_selectors(model: nn.Module, selectors: Sequence[Selector], what: str)
                               f"are those of model.named_modules(), e.g. '{names[0] if names else 'fc'}'.")
 
 
-def select_targets(model: nn.Module, include: Sequence[Selector] | None = None,
-                   ignore: Sequence[Selector] = ()) -> list[str]:
-    """Names of the weights to sparsify, in model order.
+def _left_dense(module: nn.Module) -> str | None:
+    """Why a mask on ``module.weight`` would not give zeros its forward uses (None when it would)."""
+    if parametrize.is_parametrized(module, "weight"):
+        kinds = [type(p).__name__ for p in module.parametrizations["weight"] if not isinstance(p, masking.Mask)]
+        if kinds:
+            return (f"its weight is computed by a parametrization ({', '.join(kinds)}), so zeros masked into "
+                    "the stored tensors need not reach the forward (remove it with torch.nn.utils.parametrize."
+                    "remove_parametrizations to sparsify the layer)")
+    return own_forward(module)
 
-    Default (``include=None``): every Linear/Conv weight except the last such layer (the
-    classifier, whose few weights matter most). ``include``/``ignore`` take module names, glob
-    patterns (``"layer1.*"``) or module types (``nn.Linear``); ``ignore`` wins.
-    """
+
+def _targets(model: nn.Module, include: Sequence[Selector] | None,
+             ignore: Sequence[Selector]) -> tuple[list[str], list[str]]:
+    """The weights to sparsify and the selected ones left dense, as ``"name: reason"``."""
     _check_selectors(model, list(include or ()), "include")
     _check_selectors(model, list(ignore), "ignore")
     candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
@@ -80,8 +88,30 @@ def select_targets(model: nn.Module, include: Sequence[Selector] | None = None,
         chosen = [(n, m) for n, m in model.named_modules()
                   if any(_matches(n, m, s) for s in include) and isinstance(
                       getattr(m, "weight", None), torch.Tensor)]
-    return [f"{n}.weight" if n else "weight" for n, m in chosen
-            if not any(_matches(n, m, s) for s in ignore)]
+    targets, skipped = [], []
+    for n, m in chosen:
+        if any(_matches(n, m, s) for s in ignore):
+            continue
+        name, reason = f"{n}.weight" if n else "weight", _left_dense(m)
+        if reason is None:
+            targets.append(name)
+        else:
+            skipped.append(f"{name}: {reason}")
+    return targets, skipped
+
+
+def select_targets(model: nn.Module, include: Sequence[Selector] | None = None,
+                   ignore: Sequence[Selector] = ()) -> list[str]:
+    """Names of the weights to sparsify, in model order.
+
+    Default (``include=None``): every Linear/Conv weight except the last such layer (the
+    classifier, whose few weights matter most). ``include``/``ignore`` take module names, glob
+    patterns (``"layer1.*"``) or module types (``nn.Linear``); ``ignore`` wins. A weight whose
+    forward would not use the zeros (a parametrized weight such as ``weight_norm``, a layer
+    subclass with its own forward such as timm's ``StdConv2d``) is left out; ``Sparsifier.skipped_``
+    lists it with the reason.
+    """
+    return _targets(model, include, ignore)[0]
 
 
 class Sparsifier:
@@ -92,8 +122,9 @@ class Sparsifier:
             (``"global"``) set to zero at the end of the schedule, as a float or a
             ``Target(ratio=...)``. Ignored by N:M patterns, which fix it at ``1 - N/M``; pass None
             there.
-        pattern: ``"unstructured"``, N:M (``"2:4"``, ``"4:8"``, along the input dimension) or
-            blocks (``"1x4"``, ``"4x4"``), see :class:`~prunekit.sparsity.Pattern`.
+        pattern: ``"unstructured"``, N:M (``"2:4"``, ``"4:8"``, along the input dimension: for a
+            conv, consecutive input channels at each kernel position) or blocks (``"1x4"``,
+            ``"4x4"``), see :class:`~prunekit.sparsity.Pattern`.
         importance: how weights are scored, a name in :data:`~prunekit.sparsity.IMPORTANCE`:
             ``magnitude``, ``random``, ``taylor`` or ``movement``.
         scope: ``"layer"`` (same sparsity per weight) or ``"global"`` (one ranking).
@@ -101,6 +132,9 @@ class Sparsifier:
             mapping, or a schedule object; default one-shot at step 0.
         include, ignore: module names, glob patterns or types (see :func:`select_targets`).
         seed: seed of the random importance.
+
+    After :meth:`prepare`, ``targets_`` names the masked weights and ``skipped_`` the selected ones
+    left dense (``"name: reason"``: their forward would not use the zeros).
     """
 
     def __init__(self, sparsity: float | Any | None = 0.5, *, pattern: str | Pattern = "unstructured",
@@ -173,18 +207,26 @@ class Sparsifier:
         so a refusal leaves ``model`` untouched.
         """
         pattern, sparsity, schedule = self.validate_params()
-        targets = select_targets(model, self.include, self.ignore)
+        targets, skipped = _targets(model, self.include, self.ignore)
         if not targets:
+            left = f" Left dense: {'; '.join(skipped)}." if skipped else ""
             raise ConfigError(f"Sparsifier: no weights to sparsify in {type(model).__name__} "
-                              f"(include={self.include!r}, ignore={list(self.ignore)!r}). Widen "
+                              f"(include={self.include!r}, ignore={list(self.ignore)!r}).{left} Widen "
                               f"include, or note the default skips the last Linear/Conv layer.")
         for name in targets:
             check_layer(name, tuple(_weight(model, name).shape), pattern)
+        if skipped:
+            warnings.warn(f"Sparsifier: {len(skipped)} selected weight(s) left dense: {'; '.join(skipped)}",
+                          stacklevel=2)
+        for name, others in tied_names(model, targets).items():
+            warnings.warn(f"Sparsifier: masking '{name}' also zeroes {', '.join(repr(o) for o in others)}: the "
+                          "same tensor (tied weights). Untie them first to keep the other one dense.",
+                          stacklevel=2)
         # NOTE: a weight that already carries a mask keeps it (a second sparsifier continues).
         present = masking.masks(model)
         masking.attach(model, {n: torch.ones_like(_weight(model, n), dtype=torch.bool)
                                for n in targets if n not in present})
-        self.model_, self.targets_ = model, targets
+        self.model_, self.targets_, self.skipped_ = model, targets, tuple(skipped)
         self.pattern_, self.sparsity_, self.schedule_ = pattern, sparsity, schedule
         self.step_: int = -1
         self.needs_gradients_ = bool(IMPORTANCE.get(self.importance).meta.get("needs_gradients"))

@@ -96,7 +96,7 @@ def test_wanda_2_4_holds_its_zeros_through_fine_tuning(tmp_path: Path) -> None:
                      "--ignore", "features.0", "--out", str(out)]) == 0
     _check_run(out, 0.5)
     rebuilt = prunekit.load(out / "model")
-    weight = rebuilt.features[3].weight.reshape(64, -1, 4)
+    weight = rebuilt.features[3].weight.permute(0, 2, 3, 1).reshape(64, -1, 4)  # NOTE: 4 input channels a group
     assert torch.all((weight != 0).sum(-1) == 2)
 
 

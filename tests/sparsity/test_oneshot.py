@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -199,3 +201,116 @@ def test_result_as_dict_is_plain_data() -> None:
     data = result.as_dict()
     assert data["method"] == "wanda" and data["pattern"] == "unstructured" and data["sparsity"] == 0.5
     assert [layer["name"] for layer in data["layers"]] == ["0", "2"]
+
+
+def _t5() -> nn.Module:
+    config = transformers.T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+                                   num_heads=4)
+    torch.manual_seed(5)
+    return transformers.T5ForConditionalGeneration(config).eval()
+
+
+def _zeros(weight: torch.Tensor) -> float:
+    return float((weight == 0).float().mean())
+
+
+def test_encoder_decoder_prunes_both_block_lists_in_the_order_they_run() -> None:
+    model, ids = _t5(), torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    result = one_shot(model, [{"input_ids": ids, "decoder_input_ids": ids[:, :6]}], method="wanda", sparsity=0.5)
+    assert result.blocks == "encoder.block, decoder.block" and result.skipped == ()
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and ".block." in n]
+    assert sum(n.startswith("encoder.") for n in linears) == 12 and len(linears) == 12 + 20
+    assert sorted(r.name for r in result.layers) == sorted(linears)
+    modules = dict(result.model.named_modules())
+    for report in result.layers:  # the reported sparsity is the one the weights hold
+        assert report.sparsity == _zeros(modules[report.name].weight) == pytest.approx(0.5)
+    zeros = sum((modules[n].weight == 0).sum().item() for n in linears)
+    assert result.sparsity == zeros / sum(modules[n].weight.numel() for n in linears)
+
+
+class _HeadFirst(nn.Module):
+    """The output layer ``head`` is declared first; ``proj`` (declared last) feeds it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(16, 4)
+        self.body = nn.Linear(8, 16)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.proj = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.body(x))
+        h, _ = self.attn(h, h, h)
+        return self.head(torch.relu(self.proj(h)).mean(1))
+
+
+def test_the_head_is_the_layer_that_gives_the_output_not_the_last_declared() -> None:
+    torch.manual_seed(6)
+    model, x = _HeadFirst().eval(), torch.randn(4, 5, 8)
+    result = one_shot(model, [x], method="wanda", sparsity=0.5)
+    assert [r.name for r in result.layers] == ["body", "proj"]
+    assert any(s.startswith("head:") and "classifier head" in s for s in result.skipped)
+    assert torch.equal(result.model.head.weight, model.head.weight) and _zeros(result.model.proj.weight) == 0.5
+
+
+def test_magnitude_prunes_a_layer_whose_weight_is_used_without_calling_it() -> None:
+    torch.manual_seed(7)
+    model, x = _HeadFirst().eval(), torch.randn(4, 5, 8)
+    # nn.MultiheadAttention reads out_proj.weight directly, so the layer itself never runs.
+    wanda = one_shot(model, [x], method="wanda", sparsity=0.5)
+    assert "attn.out_proj" not in [r.name for r in wanda.layers]
+    assert any(s.startswith("attn.out_proj: never ran on the calibration data") for s in wanda.skipped)
+    result = one_shot(model, [x], method="magnitude", sparsity=0.5)
+    assert [r.name for r in result.layers] == ["body", "attn.out_proj", "proj"]
+    assert _zeros(result.model.attn.out_proj.weight) == 0.5 and not any("out_proj" in s for s in result.skipped)
+    assert math.isnan(result.layers[1].error) and result.layers[0].error > 0
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+def test_two_four_on_a_conv_groups_input_channels_at_each_kernel_position(method: str) -> None:
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 3), nn.Flatten(),
+                          nn.Linear(8 * 4 * 4, 8), nn.Linear(8, 2))
+    result = one_shot(model, [torch.randn(4, 8, 6, 6)], method=method, pattern="2:4", include=["0", "2", "4"])
+    for name in ("0", "2"):
+        weight = result.model.get_submodule(name).weight  # [out, in, kh, kw]
+        groups = (weight.permute(0, 2, 3, 1).reshape(weight.shape[0], 9, -1, 4) != 0).sum(-1)
+        assert torch.equal(groups, torch.full_like(groups, 2)), name
+    linear = (result.model[4].weight != 0).reshape(8, -1, 4).sum(-1)  # a Linear: along in_features
+    assert torch.equal(linear, torch.full_like(linear, 2))
+    with pytest.raises(ConfigError, match="Conv2d '0' has 3 input channels; an 2:4 pattern groups 4 consecutive "
+                                          "input channels at each kernel position"):
+        one_shot(nn.Sequential(nn.Conv2d(3, 8, 2)), [torch.randn(2, 3, 4, 4)], method=method, pattern="2:4",
+                 include=["0"])
+
+
+def test_conv_error_is_the_relative_change_of_its_output() -> None:
+    torch.manual_seed(9)
+    model, x = nn.Sequential(nn.Conv2d(8, 4, 3, padding=1, bias=False)), torch.randn(3, 8, 5, 5)
+    result = one_shot(model, [x], method="wanda", sparsity=0.5, include=["0"])
+    with torch.no_grad():
+        dense, pruned = model(x), result.model(x)
+    assert result.layers[0].error == pytest.approx(float((dense - pruned).norm() / dense.norm()), rel=1e-4)
+
+
+class _Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(16, 8)
+        self.body = nn.Linear(8, 8)
+        self.out = nn.Linear(8, 16, bias=False)
+        self.out.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.body(self.embed(ids))))
+
+
+def test_pruning_a_tied_weight_warns_and_names_the_other_one() -> None:
+    torch.manual_seed(10)
+    model = _Tied().eval()
+    with pytest.warns(UserWarning, match="pruning 'out' also zeroes 'embed.weight': the same tensor"):
+        result = one_shot(model, [torch.randint(0, 16, (2, 6))], method="magnitude", include=["out"])
+    assert result.layers[0].tied == ("embed.weight",) and list(result.as_dict()["layers"][0]["tied"]) == ["embed.weight"]
+    assert _zeros(result.model.embed.weight) == 0.5
+    untied = one_shot(model, [torch.randint(0, 16, (2, 6))], method="magnitude", include=["body"])
+    assert untied.layers[0].tied == ()

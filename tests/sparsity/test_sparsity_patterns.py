@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _sparsity_models import conv_mlp
+from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.sparsity import Pattern, Sparsifier, block_mask, nm_mask, topk_mask
@@ -15,16 +16,46 @@ def _groups(weight: torch.Tensor, m: int) -> torch.Tensor:
     return weight.reshape(weight.shape[0], -1).reshape(weight.shape[0], -1, m)
 
 
+def _conv_linear() -> nn.Sequential:
+    """conv(8 -> 8, 3x3) -> flatten -> linear(8 -> 16) -> linear(16 -> 4), for 3x3 inputs."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8, 16), nn.Linear(16, 4))
+
+
+def _channel_groups(weight: torch.Tensor, m: int) -> torch.Tensor:
+    """Non-zeros in every group of ``m`` consecutive input channels at each (out, kh, kw)."""
+    return (weight.permute(0, 2, 3, 1).reshape(*weight.shape[:1], *weight.shape[2:], -1, m) != 0).sum(-1)
+
+
 @pytest.mark.parametrize(("spec", "n", "m"), [("2:4", 2, 4), ("4:8", 4, 8), ("1:4", 1, 4)])
 def test_nm_keeps_exactly_n_in_every_group_of_m_along_the_input_dim(spec: str, n: int, m: int) -> None:
-    model = conv_mlp()
+    model = _conv_linear()
     sparsifier = Sparsifier(None, pattern=spec).prepare(model).apply()
-    for name in sparsifier.targets_:
-        weight = model.get_submodule(name.rpartition(".")[0]).weight
-        nonzero = (_groups(weight, m) != 0).sum(-1)
-        assert torch.equal(nonzero, torch.full_like(nonzero, n)), name
+    assert sparsifier.targets_ == ["0.weight", "2.weight"]
+    # A conv groups M consecutive input channels at each kernel position (sparse conv kernels need that).
+    conv = _channel_groups(model[0].weight, m)
+    assert torch.equal(conv, torch.full_like(conv, n))
+    linear = (_groups(model[2].weight, m) != 0).sum(-1)  # a Linear groups along in_features, as before
+    assert torch.equal(linear, torch.full_like(linear, n))
     report = {r.name: r.sparsity for r in sparsifier.sparsity_report()}
-    assert report == {"conv.weight": 1 - n / m, "fc1.weight": 1 - n / m}
+    assert report == {"0.weight": 1 - n / m, "2.weight": 1 - n / m}
+
+
+def test_nm_on_a_conv_needs_input_channels_divisible_by_m() -> None:
+    model = conv_mlp()  # conv has 2 input channels (2 * 2 * 2 = 8 inputs per output)
+    before = model.conv.weight.clone()
+    with pytest.raises(ConfigError, match=r"layer 'conv.weight' \(8, 2, 2, 2\) has 2 input channels, not a "
+                                          r"multiple of 4: the 2:4 pattern groups 4 consecutive input channels"):
+        Sparsifier(None, pattern="2:4").prepare(model)
+    assert torch.equal(model.conv.weight, before) and not masks(model)
+
+
+def test_nm_mask_on_a_conv_weight_groups_input_channels() -> None:
+    scores = torch.arange(2 * 8 * 2 * 2, dtype=torch.float32).reshape(2, 8, 2, 2)
+    kept = nm_mask(scores, 2, 4)
+    # Scores grow with the channel, so channels 2, 3 and 6, 7 win at every kernel position.
+    assert kept[:, [2, 3, 6, 7]].all() and not kept[:, [0, 1, 4, 5]].any()
 
 
 def test_nm_mask_keeps_the_largest_of_each_group() -> None:

@@ -4,7 +4,9 @@ One-shot pruning works block by block: the inputs of the first repeated
 block (``BertEncoder.layer``, GPT-2's ``transformer.h``, Llama's ``model.layers``) are captured
 once for every calibration batch, then each block is calibrated, pruned and re-run on those
 inputs to give the next block's inputs. Only one block's activations are held at a time.
-A model without such a block list is treated as one block whose inputs are the batches.
+An encoder-decoder has two block lists (T5's ``encoder.block`` and ``decoder.block``): each is
+pruned in turn, in the order they run. A model without such a block list is treated as one block
+whose inputs are the batches.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from torch import nn
 from prunekit.errors import ConfigError
 from prunekit.sparsity.oneshot.layers import input_rows, is_supported
 
-__all__ = ["Call", "LayerStats", "as_call", "find_blocks", "capture_block_inputs", "run_call",
-           "collect_stats", "call_order", "carried", "with_carried"]
+__all__ = ["Call", "LayerStats", "as_call", "find_blocks", "block_stacks", "capture_block_inputs", "run_call",
+           "collect_stats", "call_order", "output_layer", "carried", "with_carried"]
 
 
 @dataclass
@@ -126,61 +128,72 @@ def block_output(output: Any) -> torch.Tensor:
     return value
 
 
-def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
-    """The model's repeated blocks: the ModuleList of same-type modules holding the most parameters
-    that contains prunable layers (``encoder.layer``, ``transformer.h``, ``model.layers``)."""
-    best: tuple[tuple[int, int], str, nn.ModuleList] | None = None
+def find_blocks(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
+    """Candidate block lists, largest first: the ModuleLists of same-type modules that contain
+    prunable layers (``encoder.layer``, ``transformer.h``, ``model.layers``), leaving out those
+    nested inside another candidate."""
+    found: list[tuple[tuple[int, int], str, nn.ModuleList]] = []
     for name, module in model.named_modules():
         if not isinstance(module, nn.ModuleList) or len(module) == 0:
             continue
         if len({type(m) for m in module}) != 1 or not any(is_supported(m) for m in module.modules()):
             continue
-        key = (sum(p.numel() for p in module.parameters()), len(module))
-        if best is None or key > best[0]:
-            best = (key, name, module)
-    return None if best is None else (best[1], best[2])
+        found.append(((sum(p.numel() for p in module.parameters()), len(module)), name, module))
+    found.sort(key=lambda item: item[0], reverse=True)
+    outer: list[tuple[str, nn.ModuleList]] = []
+    for _, name, module in found:
+        if not any(not other or name.startswith(f"{other}.") for other, _ in outer):
+            outer.append((name, module))
+    return outer
 
 
 class _Stop(Exception):
     """Raised by a hook to end a forward pass once the first block's inputs are captured."""
 
 
-def _chained(model: nn.Module, blocks: nn.ModuleList, call: Call) -> tuple[bool, Call | None]:
-    """Run ``call`` once and check every block is called once and is fed the previous block's output."""
-    seen: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
-    first: list[Call] = []
+def block_stacks(model: nn.Module, candidates: list[tuple[str, nn.ModuleList]],
+                 call: Call) -> tuple[list[tuple[str, nn.ModuleList]], list[str]]:
+    """Run ``call`` once: the candidates whose blocks form a chain (every block called once, fed the
+    previous block's output), in the order they run, and the names of the others."""
+    seen: list[list[tuple[torch.Tensor | None, torch.Tensor | None]]] = [[] for _ in candidates]
+    order: list[int] = []
 
-    def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        call_ = Call(tuple(args), dict(kwargs))
-        if module is blocks[0] and not first:
-            first.append(call_)
-        try:
-            seen.append((carried(call_), None))
-        except ConfigError:
-            seen.append((None, None))
+    def hooks(index: int) -> tuple[Any, Any]:
+        def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if index not in order:
+                order.append(index)
+            try:
+                seen[index].append((carried(Call(tuple(args), dict(kwargs))), None))
+            except ConfigError:
+                seen[index].append((None, None))
 
-    def post(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        seen[-1] = (seen[-1][0], _block_output(output))
+        def post(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            seen[index][-1] = (seen[index][-1][0], _block_output(output))
+        return pre, post
 
-    handles = [b.register_forward_pre_hook(pre, with_kwargs=True) for b in blocks]
-    handles += [b.register_forward_hook(post, with_kwargs=True) for b in blocks]
+    handles = []
+    for index, (_, blocks) in enumerate(candidates):
+        pre, post = hooks(index)
+        handles += [b.register_forward_pre_hook(pre, with_kwargs=True) for b in blocks]
+        handles += [b.register_forward_hook(post, with_kwargs=True) for b in blocks]
     try:
         run_call(model, call)
     finally:
         for h in handles:
             h.remove()
-    ok = len(seen) == len(blocks) and all(x is not None for x, _ in seen)
-    ok = ok and all(seen[i][0] is seen[i - 1][1] for i in range(1, len(seen)))
-    return ok, (first[0] if first else None)
+
+    def chained(index: int) -> bool:
+        calls, blocks = seen[index], candidates[index][1]
+        return (len(calls) == len(blocks) and all(x is not None for x, _ in calls)
+                and all(calls[i][0] is calls[i - 1][1] for i in range(1, len(calls))))
+
+    stacks = [candidates[i] for i in order if chained(i)]
+    return stacks, [name for i, (name, _) in enumerate(candidates) if i not in order or not chained(i)]
 
 
-def capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calls: list[Call]) -> list[Call] | None:
-    """The first block's arguments for every calibration call, or None when the blocks do not
-    form a chain (block i+1 fed block i's output) and the model must be pruned as one block."""
-    ok, first = _chained(model, blocks, calls[0])
-    if not ok or first is None:
-        return None
-    captured = [first]
+def capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calls: list[Call]) -> list[Call]:
+    """The first block's arguments for every calibration call (each forward stops there)."""
+    captured: list[Call] = []
 
     def stop(module: nn.Module, args: tuple, kwargs: dict) -> None:
         captured.append(Call(tuple(args), dict(kwargs)))
@@ -188,7 +201,7 @@ def capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calls: list[Ca
 
     handle = blocks[0].register_forward_pre_hook(stop, with_kwargs=True)
     try:
-        for call in calls[1:]:
+        for call in calls:
             try:
                 run_call(model, call)
             except _Stop:
@@ -196,6 +209,22 @@ def capture_block_inputs(model: nn.Module, blocks: nn.ModuleList, calls: list[Ca
     finally:
         handle.remove()
     return captured
+
+
+def output_layer(model: nn.Module, layers: dict[nn.Module, str], call: Call) -> str | None:
+    """The name of the last of ``layers`` that a forward pass on ``call`` calls (None if none runs)."""
+    last: list[str] = []
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        last.append(layers[module])
+
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        run_call(model, call)
+    finally:
+        for h in handles:
+            h.remove()
+    return last[-1] if last else None
 
 
 def call_order(block: nn.Module, names: dict[nn.Module, str], call: Call) -> list[list[str]]:
