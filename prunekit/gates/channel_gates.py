@@ -32,7 +32,7 @@ from prunekit.errors import ConfigError, NotFittedError
 from prunekit.gates.hard_concrete import HardConcrete
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup, Member, tensor_of
-from prunekit.measure.macs import macs_by_module
+from prunekit.measure.macs import eval_mode, macs_by_module
 from prunekit.config import parse_config
 from prunekit.structured.apply import apply
 from prunekit.structured.plan import Plan
@@ -131,11 +131,15 @@ class ChannelGates:
 
     def fit(self, model: nn.Module, example_inputs: Any, *, graph: DependencyGraph | None = None) -> ChannelGates:
         """Trace ``model`` (or take its already traced ``graph``), choose the groups, put gates on
-        them and install the hooks; ``example_inputs`` is an input batch, for tracing and MACs."""
+        them and install the hooks; ``example_inputs`` is an input batch, for tracing and MACs.
+        The model only runs in eval mode under ``no_grad``: its weights, buffers (BatchNorm
+        statistics) and every module's train/eval mode are left as they were."""
         target = self.validate_params()
         self.model_, self.example_inputs_, self.target_ = model, example_inputs, target
-        self.graph_ = graph if graph is not None else DependencyGraph.trace(model, example_inputs,
-                                                                            ignore=tuple(self.ignore))
+        if graph is None:
+            with eval_mode(model):  # NOTE: trace restores model.train(mode), switching a frozen submodule
+                graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore))
+        self.graph_ = graph
         self.skipped_: dict[str, str] = {}
         self.groups_: list[ChannelGroup] = self._choose_groups()
         self.gates_ = nn.ModuleDict({_key(g.id): HardConcrete(g.size, init_log_alpha=self.init_log_alpha)
@@ -205,7 +209,7 @@ class ChannelGates:
         handles = [self.model_.get_submodule(n).register_forward_pre_hook(
             lambda module, args, n=n: seen.add(n)) for n in names]
         try:
-            with torch.no_grad():
+            with eval_mode(self.model_), torch.no_grad():  # NOTE: train mode would update BatchNorm statistics
                 _call(self.model_, self.example_inputs_)
         finally:
             for h in handles:

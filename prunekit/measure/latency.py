@@ -24,9 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit._checks import positional_inputs
 from prunekit.errors import ConfigError, require
 from prunekit.measure.fuse import fold_batchnorm
-from prunekit.measure.macs import ExampleInput, as_args, as_inputs, batch_of
+from prunekit.measure.macs import ExampleInput, _forward_inputs, as_inputs, batch_of, eval_mode
 
 __all__ = ["LatencyStats", "measure_latency", "measure_latencies", "measure_onnx_latencies",
            "interleaved_onnx_latencies", "ort_session", "ort_options", "ort_feed",
@@ -122,10 +123,12 @@ def _check(backend: str, batch_sizes: Sequence[int], threads: int, warmup: int,
         raise ConfigError(f"Latency: 'min_time_s' must be >= 0 seconds; got {min_time_s!r}.")
 
 
-def _inputs_for(backend: str, example_inputs: ExampleInput) -> tuple[Any, ...]:
-    """The positional inputs: tensors for ONNX Runtime; for PyTorch also dicts, lists and tuples of
-    tensors (``macs.as_args``)."""
-    return as_inputs(example_inputs) if backend == "onnxruntime" else as_args(example_inputs)
+def _inputs_for(model: nn.Module, backend: str, example_inputs: ExampleInput, where: str) -> tuple[Any, ...]:
+    """The positional inputs (a dict keyed by ``forward``'s parameters passed by name): tensors for
+    ONNX Runtime; for PyTorch also dicts, lists and tuples of tensors (``macs.as_args``), and None
+    for a parameter left at its default."""
+    example_inputs = positional_inputs(model, example_inputs, where)
+    return as_inputs(example_inputs) if backend == "onnxruntime" else _forward_inputs(example_inputs)
 
 
 def _sync_for(inputs: tuple[Any, ...]) -> Callable[[], None]:
@@ -141,12 +144,11 @@ def _torch_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
                      timing: _Timing, backend: str = "torch") -> tuple[LatencyStats, ...]:
     if backend == "torch-fused":
         model = fold_batchnorm(model).model  # NOTE: a copy; the folding is not timed.
-    was_training, old_threads = model.training, torch.get_num_threads()
-    model.eval()
+    old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     sync, results = _sync_for(inputs), []
     try:
-        with torch.inference_mode():
+        with eval_mode(model), torch.inference_mode():
             for size in batch_sizes:
                 batch = batch_of(inputs, size)
 
@@ -157,7 +159,6 @@ def _torch_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
                 results.append(_summarise(_time_calls(call, timing), backend, size, threads))
     finally:
         torch.set_num_threads(old_threads)
-        model.train(was_training)
     return tuple(results)
 
 
@@ -304,7 +305,7 @@ def measure_latencies(model: nn.Module, example_inputs: ExampleInput, *, backend
                       repeats: int | None = None, min_time_s: float = 1.0) -> tuple[LatencyStats, ...]:
     """:func:`measure_latency` at several batch sizes; onnxruntime exports the model only once."""
     _check(backend, batch_sizes, threads, warmup, repeats, min_time_s)
-    inputs = _inputs_for(backend, example_inputs)
+    inputs = _inputs_for(model, backend, example_inputs, "measure_latency")
     timing = _Timing(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
     if backend == "onnxruntime":
         return _onnxruntime_latencies(model, inputs, tuple(batch_sizes), threads, timing)
@@ -321,7 +322,8 @@ def measure_latency(model: nn.Module, example_inputs: ExampleInput, *, backend: 
     as ONNX Runtime folds at load) or "onnxruntime" (exported with :func:`export_onnx`, CPU,
     sequential, all graph optimisations). ``threads`` is the intra-op
     thread count for either; torch's own setting is restored afterwards. ``repeats`` None means
-    adaptive (module docstring). The model's train/eval mode and weights are unchanged.
+    adaptive (module docstring). The model's train/eval mode and weights are unchanged. A dict whose
+    keys name ``forward``'s parameters is passed by name; any other dict is one input (PyTorch only).
 
     On Linux CPUs, glibc's default malloc may hand large tensors (above 32 MB: a ResNet-50's
     activations at batch 16) out by mmap and page-fault them in again on every call, so a wide
@@ -461,7 +463,7 @@ def aa_control(before: nn.Module, after: nn.Module, example_inputs: ExampleInput
     after/before ratio and, from before's two readings, the noise band it must clear."""
     _check(backend, (batch_size,), threads, warmup, None, min_time_s)
     timing = _Timing(warmup=warmup, repeats=None, min_time_s=min_time_s)
-    read = _reader(backend, _inputs_for(backend, example_inputs), batch_size, threads, timing)
+    read = _reader(backend, _inputs_for(before, backend, example_inputs, "aa_control"), batch_size, threads, timing)
     paired = interleaved({"A": before, "B": after, "A2": before}, read, reference="A", rounds=rounds)
     aa = [a2 / a for a, a2 in zip(paired["A"].round_ms, paired["A2"].round_ms, strict=True)]
     noise = max(abs(r - 1) for r in aa) if aa else 0.0

@@ -22,6 +22,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.hooks import RemovableHandle
 
+from prunekit._checks import positional_inputs
 from prunekit.measure.latency import _check, _sync_for
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
@@ -74,7 +75,7 @@ def latency_by_call(model: nn.Module, example_inputs: ExampleInput, *, batch_siz
     each torch function called outside the leaves, keyed ``("<add_>", i)``. The model is left as it
     was (mode, hooks, thread count)."""
     _check("torch", (batch_size,), threads, 0, repeats, 0.0)  # NOTE: measure_latency's own argument rules
-    inputs = batch_of(as_inputs(example_inputs), batch_size)
+    inputs = batch_of(as_inputs(positional_inputs(model, example_inputs, "latency_by_call")), batch_size)
     sync = _sync_for(inputs)
     leaves = _leaves(model)
     started: dict[str, float] = {}
@@ -209,7 +210,7 @@ def input_producers(model: nn.Module, example_inputs: ExampleInput, *, functiona
     try:
         with torch.inference_mode():
             with mode if functional else nullcontext():
-                model(*as_inputs(example_inputs))
+                model(*as_inputs(positional_inputs(model, example_inputs, "input_producers")))
     finally:
         for handle in handles:
             handle.remove()

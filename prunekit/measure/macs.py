@@ -1,7 +1,9 @@
 """Multiply-accumulates of one forward pass, counted by PyTorch's own FLOP counter.
 
 MACs = FLOPs / 2 as ``torch.utils.flop_counter.FlopCounterMode`` counts them: matmuls,
-convolutions and attention; element-wise ops (activations, norms, pooling) count zero.
+convolutions and attention; element-wise ops (activations, norms, pooling) count zero. Recurrent
+layers (``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` and their cells) run fused kernels the counter cannot
+see into (an LSTM on CPU counted 0), so they are counted by formula instead (:func:`recurrent_macs`).
 This module also holds the small helpers that turn an example input into a batch.
 
 :func:`macs_terms` is the same count split by the parameter each op reads, so that the MACs of the
@@ -26,12 +28,14 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from prunekit._checks import positional_inputs
 from prunekit.errors import ConfigError
 
 __all__ = ["count_macs", "macs_by_module", "macs_terms", "MacsTerms", "as_args", "as_inputs", "batch_of",
-           "counting_mode"]
+           "counting_mode", "eval_mode", "recurrent_macs"]
 
-ExampleInput = torch.Tensor | tuple[torch.Tensor, ...]
+# NOTE: a tensor, a tuple of positional inputs, or a dict keyed by forward's parameter names
+ExampleInput = torch.Tensor | tuple[Any, ...] | Mapping[str, Any]
 
 
 def as_args(example_inputs: Any) -> tuple[Any, ...]:
@@ -53,7 +57,18 @@ def as_args(example_inputs: Any) -> tuple[Any, ...]:
 
 def as_inputs(example_inputs: ExampleInput) -> tuple[torch.Tensor, ...]:
     """The example input as a tuple of tensors (the positional arguments of ``forward``)."""
+    if isinstance(example_inputs, Mapping):
+        held = {key: type(value).__name__ for key, value in example_inputs.items()}
+        raise ConfigError(
+            f"this needs tensor inputs (ONNX export and ONNX Runtime take tensors only); example_inputs is a dict "
+            f"{held} whose keys do not all name forward's parameters, so it would be one dict input. Pass the "
+            f"tensors as a tuple in forward's order, or a dict keyed by forward's parameter names.")
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    if any(x is None for x in inputs) and any(isinstance(x, torch.Tensor) for x in inputs):
+        raise ConfigError(
+            f"this needs tensor inputs (ONNX export and ONNX Runtime take tensors only); example_inputs"
+            f"[{next(i for i, x in enumerate(inputs) if x is None)}] "
+            f"is None (a parameter of forward left at its default before a later input). Pass a tensor for it too.")
     bad = [type(x).__name__ for x in inputs if not isinstance(x, torch.Tensor)]
     if any(isinstance(x, (dict, list, tuple)) for x in inputs):
         raise ConfigError(
@@ -140,6 +155,19 @@ def _library_formulas() -> dict[Any, Callable[..., int]]:
 
 
 @contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode within the block; afterwards every module's own train/eval flag as
+    it was (``model.train(was_training)`` would also switch a submodule the user had frozen)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@contextmanager
 def counting_mode(model: nn.Module, grad: bool = False) -> Iterator[None]:
     """Eval mode, no grad (unless ``grad``), and attention run as plain matmuls, so the counter sees
     every MAC."""
@@ -148,23 +176,89 @@ def counting_mode(model: nn.Module, grad: bool = False) -> Iterator[None]:
     # either and would count 0 for them (a tiny ViT came out 43% low, nn.TransformerEncoder at 0).
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    was_training, fastpath = model.training, torch.backends.mha.get_fastpath_enabled()
-    model.eval()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with torch.set_grad_enabled(grad), sdpa_kernel(SDPBackend.MATH):
+        with eval_mode(model), torch.set_grad_enabled(grad), sdpa_kernel(SDPBackend.MATH):
             yield
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-        model.train(was_training)
+
+
+_RECURRENT = (nn.RNNBase, nn.RNNCellBase)
+
+
+def recurrent_macs(module: nn.Module, input: Any) -> list[tuple[torch.Tensor, int]]:
+    """The matmul MACs of one call of a recurrent layer on ``input``, per weight: ``(weight, MACs)``.
+
+    Every (sample, time step) pair multiplies each 2-d weight once, so a weight's MACs are its
+    element count times the steps: per layer and direction ``gates * hidden * (input + hidden)``
+    (``+ proj`` instead of ``+ hidden`` with ``proj_size``, and ``proj * hidden`` for the projection
+    itself), for 4 gates (LSTM), 3 (GRU) or 1 (RNN); counted as a Linear's are. The element-wise gate
+    arithmetic (sigmoids, tanh, products) and the biases count zero, as for any layer. ``input`` is
+    the tensor (batched or not, ``batch_first`` or not) or a PackedSequence (its steps: the sum of
+    ``batch_sizes``); a cell's input is one step per sample."""
+    from torch.nn.utils.rnn import PackedSequence
+
+    if isinstance(input, PackedSequence):
+        steps = int(input.batch_sizes.sum())
+    elif not isinstance(input, torch.Tensor):
+        return []
+    elif isinstance(module, nn.RNNCellBase):
+        steps = input.shape[0] if input.dim() == 2 else 1
+    else:
+        steps = input.shape[0] * input.shape[1] if input.dim() == 3 else input.shape[0]
+    names = getattr(module, "_flat_weights_names", None) or ["weight_ih", "weight_hh"]
+    weights = [w for name in names if isinstance(w := getattr(module, name, None), torch.Tensor) and w.dim() == 2]
+    return [(w, steps * w.numel()) for w in weights]
+
+
+class _Counter(FlopCounterMode):
+    """FlopCounterMode that counts each recurrent layer by :func:`recurrent_macs` instead of the ops it
+    runs (none seen for a fused kernel, the matmuls of a decomposed one: never both)."""
+
+    def __init__(self) -> None:
+        super().__init__(display=False, depth=None, custom_mapping=_library_formulas())
+        self.recurrent = 0  # NOTE: > 0 inside a recurrent layer's forward, whose ops are not counted
+
+    def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
+        if self.recurrent == 0 and func_packet in self.flop_registry:
+            self.add(func_packet, self.flop_registry[func_packet](*args, **kwargs, out_val=out), args)
+        return out
+
+    def add(self, func_packet: Any, flops: int, operands: Sequence[Any]) -> None:
+        """Count ``flops`` of one op for every module now running (and "Global")."""
+        for parent in set(self.mod_tracker.parents):
+            self.flop_counts[parent][func_packet] += flops
+
+    @contextmanager
+    def recurrent_layers(self, model: nn.Module) -> Iterator[None]:
+        """Within the block, count ``model``'s recurrent layers by formula as they are called."""
+        def before(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if self.recurrent == 0:
+                for weight, macs in recurrent_macs(module, args[0] if args else kwargs.get("input")):
+                    self.add(torch.ops.aten.mm, 2 * macs, (weight,))
+            self.recurrent += 1
+
+        def after(module: nn.Module, args: Any, out: Any) -> None:
+            self.recurrent -= 1
+
+        handles = [hook for module in model.modules() if isinstance(module, _RECURRENT)
+                   for hook in (module.register_forward_pre_hook(before, with_kwargs=True),
+                                module.register_forward_hook(after, always_call=True))]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
 
 
 def _flop_counts(model: nn.Module, example_inputs: ExampleInput) -> dict[str, dict[object, int]]:
     inputs = _forward_inputs(example_inputs)
 
     def run(grad: bool) -> dict[str, dict[object, int]]:
-        counter = FlopCounterMode(display=False, depth=None, custom_mapping=_library_formulas())
-        with counting_mode(model, grad), counter:
+        counter = _Counter()
+        with counting_mode(model, grad), counter, counter.recurrent_layers(model):
             model(*inputs)
         return counter.get_flop_counts()
 
@@ -174,9 +268,10 @@ def _flop_counts(model: nn.Module, example_inputs: ExampleInput) -> dict[str, di
 def count_macs(model: nn.Module, example_inputs: ExampleInput) -> int:
     """MACs of one forward pass on ``example_inputs`` (the whole batch it holds).
 
-    The model runs once in eval mode under ``no_grad``; its train/eval mode is restored.
+    The model runs once in eval mode under ``no_grad``; its train/eval mode is restored. A dict
+    whose keys name ``forward``'s parameters is passed by name; any other dict is one input.
     """
-    counts = _flop_counts(model, example_inputs)
+    counts = _flop_counts(model, positional_inputs(model, example_inputs, "count_macs"))
     return sum(counts.get("Global", {}).values()) // 2
 
 
@@ -184,9 +279,10 @@ def macs_by_module(model: nn.Module, example_inputs: ExampleInput) -> dict[str, 
     """MACs per module, keyed by qualified name as in ``named_modules()`` ("" is the whole model).
 
     A parent's count includes its children's. Modules that do no counted work are left out;
-    the order is ``named_modules()`` order, so the dict reads as the model's outline.
+    the order is ``named_modules()`` order, so the dict reads as the model's outline. Inputs as
+    for :func:`count_macs`.
     """
-    return _by_module(model, _flop_counts(model, example_inputs))
+    return _by_module(model, _flop_counts(model, positional_inputs(model, example_inputs, "macs_by_module")))
 
 
 def _by_module(model: nn.Module, counts: Mapping[str, Mapping[object, int]]) -> dict[str, int]:
@@ -236,11 +332,11 @@ class MacsTerms:
         return flops // 2
 
 
-class _TermCounter(FlopCounterMode):
-    """FlopCounterMode that also books each op's FLOPs to the one parameter it reads whole."""
+class _TermCounter(_Counter):
+    """The counter that also books each op's FLOPs to the one parameter it reads whole."""
 
     def __init__(self, params: Mapping[int, tuple[str, int]]) -> None:
-        super().__init__(display=False, depth=None, custom_mapping=_library_formulas())
+        super().__init__()
         self.params = params
         self.per_weight: dict[str, int] = defaultdict(int)
         self.rest = 0
@@ -259,16 +355,10 @@ class _TermCounter(FlopCounterMode):
         else:
             self.rest += flops
 
-    def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
-        if func_packet in self.flop_registry:
-            self.book(self.flop_registry[func_packet](*args, **kwargs, out_val=out), args)
-        return super()._count_flops(func_packet, out, args, kwargs)
-
     def add(self, func_packet: Any, flops: int, operands: Sequence[Any]) -> None:
-        """Count an op that did not run (its result was built from shapes), as ``_count_flops`` would."""
+        """Count and book an op (also one that did not run: its result was built from shapes)."""
         self.book(flops, operands)
-        for parent in set(self.mod_tracker.parents):
-            self.flop_counts[parent][func_packet] += flops
+        super().add(func_packet, flops, operands)
 
 
 ShapesOnly = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
@@ -315,7 +405,7 @@ def macs_terms(model: nn.Module, example_inputs: ExampleInput, *, shapes_only: S
     activations and norms are slow Python (``prunekit.graph.fastmeta.fast_result`` is one); it is
     asked only about ops with no MACs, convolutions and linear layers, whose MACs it cannot change.
     """
-    inputs = _forward_inputs(example_inputs)
+    inputs = _forward_inputs(positional_inputs(model, example_inputs, "macs_terms"))
     params: dict[int, tuple[str, int]] = {}
     for name, p in model.named_parameters():
         params.setdefault(id(p), (name, p.numel()))
@@ -333,7 +423,7 @@ def macs_terms(model: nn.Module, example_inputs: ExampleInput, *, shapes_only: S
     def run(grad: bool) -> _TermCounter:
         counter = _TermCounter(params)
         shortcut = _Shortcut(counter, shapes_only) if shapes_only is not None else contextlib.nullcontext()
-        with counting_mode(model, grad), counter, shortcut:
+        with counting_mode(model, grad), counter, counter.recurrent_layers(model), shortcut:
             model(*inputs)
         return counter
 

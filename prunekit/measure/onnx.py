@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prunekit._checks import positional_inputs
 from prunekit.errors import PrunekitError, require
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
@@ -83,7 +84,7 @@ def export_onnx(model: nn.Module, example_inputs: ExampleInput, path: str | os.P
     """
     require("onnx", extra="onnx", feature="ONNX export")
     require("onnxscript", extra="onnx", feature="ONNX export")
-    inputs = as_inputs(example_inputs)
+    inputs = as_inputs(positional_inputs(model, example_inputs, "export_onnx"))
     if dynamic_batch:
         # NOTE: torch.export specialises dimensions of size 1; exporting at batch 1 can bake the
         # batch into reshapes (a ViT exported at batch 1 then fails at batch 5 in ONNX Runtime).

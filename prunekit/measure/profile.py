@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from prunekit._checks import positional_inputs
 from prunekit.errors import ConfigError, DataError
 from prunekit.measure.accuracy import evaluate
 from prunekit.measure.latency import (
@@ -26,7 +28,7 @@ from prunekit.measure.latency import (
     format_ms,
     measure_latencies,
 )
-from prunekit.measure.macs import ExampleInput, as_inputs, batch_of, count_macs
+from prunekit.measure.macs import ExampleInput, _forward_inputs, as_inputs, batch_of, count_macs
 from prunekit.measure.params import count_params
 from prunekit.measure.size import size_on_disk
 
@@ -104,20 +106,27 @@ def profile(model: nn.Module, example_inputs: ExampleInput, *, name: str = "mode
     onnxruntime failure is recorded in ``notes`` and the other numbers are kept. ``progress`` is
     called with a short message before each step. ``dataset`` (a TensorDataset or any iterable of
     batches) is scored by ``task`` (a Task or name; default classification), on at most
-    ``max_batches`` batches. The model is not changed.
+    ``max_batches`` batches. The model is not changed. A dict whose keys name ``forward``'s
+    parameters is passed by name; any other dict is one input, which ONNX cannot take (noted).
     """
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ConfigError(f"profile: backends must be among {', '.join(BACKENDS)}; got "
                           f"{unknown}. Pass e.g. backends=('torch',).")
     step = progress or (lambda message: None)
-    sample = batch_of(as_inputs(example_inputs), 1)
+    sample = batch_of(_forward_inputs(positional_inputs(model, example_inputs, "profile")), 1)
     step("counting parameters and MACs")
     params, macs = count_params(model), count_macs(model, sample)
     step("measuring size on disk")
     size = size_on_disk(model)
     latency: list[LatencyStats] = []
     notes = [note] if backends and (note := _busy_machine_note()) else []
+    if "onnxruntime" in backends:
+        try:
+            as_inputs(sample)
+        except ConfigError as exc:  # NOTE: a batch dict: PyTorch runs it, ONNX cannot take it
+            backends = tuple(b for b in backends if b != "onnxruntime")
+            notes.append(f"onnxruntime latency not measured: {exc}")
     for backend in backends:
         step(f"measuring {backend} latency at batch sizes {', '.join(map(str, batch_sizes))}")
         try:
@@ -136,8 +145,15 @@ def profile(model: nn.Module, example_inputs: ExampleInput, *, name: str = "mode
         accuracy, loss = metrics.get("accuracy"), metrics.get("loss")
         extra = {k: float(v) for k, v in metrics.items() if k not in ("accuracy", "loss", "count")}
     return Profile(name=name, params=params, macs=macs, size_bytes=size, latency=tuple(latency),
-                   accuracy=accuracy, loss=loss, input_shape=tuple(sample[0].shape),
+                   accuracy=accuracy, loss=loss, input_shape=_first_shape(sample),
                    notes=tuple(notes), metrics=extra)
+
+
+def _first_shape(inputs: tuple[Any, ...]) -> tuple[int, ...]:
+    """The shape of the first tensor among ``inputs`` (also inside a dict, list or tuple input)."""
+    from torch.utils._pytree import tree_flatten
+
+    return next((tuple(x.shape) for x in tree_flatten(inputs)[0] if isinstance(x, torch.Tensor)), ())
 
 
 def _busy_machine_note() -> str | None:
