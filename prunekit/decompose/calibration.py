@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit.decompose.layers import LayerIO
 from prunekit.errors import ConfigError
 from prunekit.measure.macs import as_inputs
@@ -28,7 +29,7 @@ __all__ = ["capture_io", "collect_grams", "run_batch"]
 def _hooked(model: nn.Module, names: Sequence[str], hook: Any) -> Iterator[None]:
     modules = dict(model.named_modules())
     handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: hook(n, i, o)) for n in names]
-    was_training = model.training
+    modes = modes_of(model)
     model.eval()
     try:
         with torch.no_grad():
@@ -36,7 +37,7 @@ def _hooked(model: nn.Module, names: Sequence[str], hook: Any) -> Iterator[None]
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
+        restore_modes(modes)
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit._checks import check_entry, positional_inputs
 from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph.constraints import ConstraintStore, Tracked
@@ -59,7 +60,7 @@ class DependencyGraph:
         check_entry(model, example_inputs, "DependencyGraph.trace")
         example_inputs = positional_inputs(model, example_inputs, "DependencyGraph.trace")
         inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-        was_training = model.training
+        modes = modes_of(model)
         model.eval()
         try:
             # NOTE: refreshes for library classes (torchvision's ViT, timm, transformers) register on
@@ -75,7 +76,7 @@ class DependencyGraph:
                 f"(shapes, dtypes; keyword inputs as a dict of forward's argument names)."
             ) from exc
         finally:
-            model.train(was_training)
+            restore_modes(modes)
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 for d in ctx.dims(t):

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit.data.loaders import TensorBatches
 from prunekit.errors import ConfigError
 from prunekit.tasks.batches import device_of
@@ -28,7 +29,7 @@ def confusion_matrix(model: nn.Module, data: TensorDataset | Iterable[Any], num_
         raise ConfigError(f"confusion_matrix: num_classes must be >= 1; got {num_classes}.")
     batches = TensorBatches(data, batch_size) if isinstance(data, TensorDataset) else data
     counts = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    device, was_training = device_of(model), model.training
+    device, modes = device_of(model), modes_of(model)
     model.eval()
     try:
         with torch.no_grad():
@@ -43,7 +44,7 @@ def confusion_matrix(model: nn.Module, data: TensorDataset | Iterable[Any], num_
                 counts += torch.bincount(labels * num_classes + predicted,
                                          minlength=num_classes ** 2).reshape(num_classes, num_classes)
     finally:
-        model.train(was_training)
+        restore_modes(modes)
     return counts.tolist()
 
 

@@ -22,6 +22,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.hooks import RemovableHandle
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit._checks import positional_inputs
 from prunekit.measure.latency import _check, _sync_for
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
@@ -109,7 +110,7 @@ def latency_by_call(model: nn.Module, example_inputs: ExampleInput, *, batch_siz
     handles = [h for name, module in leaves.items()
                for h in (module.register_forward_pre_hook(before(name)), module.register_forward_hook(after(name)))]
     handles += mode.watch(leaves.values()) if functional else []
-    was_training, old_threads = model.training, torch.get_num_threads()
+    modes, old_threads = modes_of(model), torch.get_num_threads()
     model.eval()
     torch.set_num_threads(threads)
     try:
@@ -125,7 +126,7 @@ def latency_by_call(model: nn.Module, example_inputs: ExampleInput, *, batch_siz
         for handle in handles:
             handle.remove()
         torch.set_num_threads(old_threads)
-        model.train(was_training)
+        restore_modes(modes)
     return {call: statistics.median(values) * 1000.0 for call, values in runs.items()}
 
 
@@ -205,7 +206,7 @@ def input_producers(model: nn.Module, example_inputs: ExampleInput, *, functiona
     handles = [module.register_forward_hook(after(name)) for name, module in leaves.items()]
     handles += [leaves[name].register_forward_pre_hook(before(name)) for name in free]
     handles += mode.watch(leaves.values()) if functional else []
-    was_training = model.training
+    modes = modes_of(model)
     model.eval()
     try:
         with torch.inference_mode():
@@ -214,5 +215,5 @@ def input_producers(model: nn.Module, example_inputs: ExampleInput, *, functiona
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
+        restore_modes(modes)
     return found

@@ -28,6 +28,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from prunekit._modes import eval_mode
 from prunekit._checks import positional_inputs
 from prunekit.errors import ConfigError
 
@@ -152,19 +153,6 @@ def _library_formulas() -> dict[Any, Callable[..., int]]:
     if "torchvision.ops.deform_conv" in sys.modules:
         formulas[torch.ops.torchvision.deform_conv2d] = _deform_conv_flops
     return formulas
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode within the block; afterwards every module's own train/eval flag as
-    it was (``model.train(was_training)`` would also switch a submodule the user had frozen)."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 @contextmanager

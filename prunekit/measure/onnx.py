@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit._checks import positional_inputs
 from prunekit.errors import PrunekitError, require
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
@@ -91,7 +92,7 @@ def export_onnx(model: nn.Module, example_inputs: ExampleInput, path: str | os.P
         inputs = batch_of(inputs, max(2, max((x.shape[0] for x in inputs if x.dim()), default=2)))
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
+    modes = modes_of(model)
     model.eval()
     log = io.StringIO()
     try:
@@ -113,5 +114,5 @@ def export_onnx(model: nn.Module, example_inputs: ExampleInput, path: str | os.P
                     os.replace(extra, target.parent / extra.name)
             os.replace(file, target)
     finally:
-        model.train(was_training)
+        restore_modes(modes)
     return target

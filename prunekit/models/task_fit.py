@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit.errors import ConfigError
 
 __all__ = ["TASK_NAMES", "check_task_fits", "context_length"]
@@ -112,7 +113,7 @@ def _call_parts(model: nn.Module, example_inputs: Any, task: str) -> tuple[tuple
 
 
 def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], task: str, fix: str) -> Any:
-    was_training = model.training
+    modes = modes_of(model)
     model.eval()
     try:
         with torch.no_grad():
@@ -121,7 +122,7 @@ def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], task: 
         raise ConfigError(f"The task '{task}' cannot be checked: {type(model).__name__} failed on the example "
                           f"inputs ({type(exc).__name__}: {exc}). {fix}") from exc
     finally:
-        model.train(was_training)
+        restore_modes(modes)
 
 
 def _batch_size(example_inputs: Any) -> int | None:

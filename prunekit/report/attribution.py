@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit._modes import modes_of, restore_modes
+
 __all__ = ["agreement", "attribute", "compare", "last_conv"]
 
 
@@ -27,7 +29,7 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> 
     mode and weights are unchanged (no ``.grad`` is left on its parameters)."""
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 
-    was_training = model.training
+    modes = modes_of(model)
     model.eval()
     device = next(model.parameters()).device
     images, targets = images.detach().to(device).requires_grad_(True), targets.to(device)
@@ -42,7 +44,7 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> 
             maps = IntegratedGradients(model).attribute(images, target=targets, n_steps=16).abs().sum(1)
             method = "integrated gradients"
     finally:
-        model.train(was_training)
+        restore_modes(modes)
     return maps.detach().cpu(), method
 
 

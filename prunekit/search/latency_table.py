@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit.graph import DependencyGraph
 from prunekit.io import save_json
 from prunekit.measure import layer_onnx, measure_latency
@@ -60,13 +61,13 @@ def _input_shapes(model: nn.Module, example_inputs: Any, names: Sequence[str]) -
 
     handles = [model.get_submodule(n).register_forward_pre_hook(record(n)) for n in names]
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    was_training = model.training
+    modes = modes_of(model)
     model.eval()
     try:
         with torch.no_grad():
             model(*inputs)
     finally:
-        model.train(was_training)
+        restore_modes(modes)
         for h in handles:
             h.remove()
     return shapes

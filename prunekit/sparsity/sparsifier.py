@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm import tqdm
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit.errors import ConfigError, NotFittedError, did_you_mean
 from prunekit.sparsity import masks as masking
 from prunekit.sparsity.importance import IMPORTANCE, Evidence
@@ -278,7 +279,7 @@ class Sparsifier:
         loss_fn = loss_fn or nn.functional.cross_entropy
         params = list(model.parameters())
         saved = [None if p.grad is None else p.grad.clone() for p in params]
-        was_training = model.training
+        modes = modes_of(model)
         model.eval()
         try:
             device = next((p.device for p in params), torch.device("cpu"))
@@ -290,7 +291,7 @@ class Sparsifier:
         finally:
             for p, grad in zip(params, saved):
                 p.grad = grad
-            model.train(was_training)
+            restore_modes(modes)
         return self
 
     def finalize(self) -> nn.Module:

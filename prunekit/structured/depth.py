@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit.errors import ConfigError
 
 __all__ = ["residual_blocks", "block_importance", "remove_blocks", "prune_depth", "DepthRecord"]
@@ -33,13 +34,13 @@ def _as_tuple(example_inputs: Any) -> tuple[Any, ...]:
 
 def _run(model: nn.Module, inputs: tuple[Any, ...]) -> Any:
     """``model(*inputs)`` in eval mode without gradients; the train/eval mode is restored."""
-    was_training = model.training
+    modes = modes_of(model)
     model.eval()
     try:
         with torch.no_grad():
             return model(*inputs)
     finally:
-        model.train(was_training)
+        restore_modes(modes)
 
 
 def _calls(model: nn.Module, inputs: tuple[Any, ...]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -71,7 +72,7 @@ def _is_residual(module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> bool:
     if x.shape != out.shape or x.dtype != out.dtype or not x.is_floating_point():
         return False
     zeros = {n: torch.zeros_like(p) for n, p in module.named_parameters()}
-    was_training = module.training
+    modes = modes_of(module)
     module.eval()
     try:
         with torch.no_grad():
@@ -79,7 +80,7 @@ def _is_residual(module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> bool:
     except Exception:  # NOTE: a module that cannot run alone is not a removable block.
         return False
     finally:
-        module.train(was_training)
+        restore_modes(modes)
     scale = float(x.abs().max())
     # NOTE: relative tolerance: deep activations of a random-init model can be ~1e-6, and a zeroed
     # layer (output 0) must not pass for the identity on them.

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit.errors import ConfigError, DataError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup, submodule
@@ -304,7 +305,7 @@ def _group_layers(model: nn.Module, graph: DependencyGraph, example_inputs: Exam
 
     hooks = [module.register_forward_hook(record(name)) for name, module in model.named_modules()
              if isinstance(module, _LAYERS)]
-    training = model.training
+    modes = modes_of(model)
     try:
         model.eval()
         with torch.no_grad():
@@ -312,7 +313,7 @@ def _group_layers(model: nn.Module, graph: DependencyGraph, example_inputs: Exam
     finally:
         for hook in hooks:
             hook.remove()
-        model.train(training)
+        restore_modes(modes)
     return {g.id: _layers_of(model, g, shapes) for g in graph.prunable}
 
 

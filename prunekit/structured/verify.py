@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_flatten, tree_map
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit.errors import PrunekitError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup, Member, Role, owner, submodule, tensor_of
@@ -300,13 +301,13 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], modules: dict[str, int], cut
         present = dict(model.named_modules())
         fired.update(name for name in watch if name not in present)  # NOTE: not known here: the dense run decides
         handles.extend(present[name].register_forward_pre_hook(seen(name)) for name in watch if name in present)
-    was_training = model.training
+    modes = modes_of(model)
     model.eval()
     try:
         with torch.no_grad(), _same_draws(model):
             out = model(*inputs)
     finally:
-        model.train(was_training)
+        restore_modes(modes)
         for h in handles:
             h.remove()
     if unzeroed is not None:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit.errors import ConfigError
 from prunekit.tasks.batches import device_of, to_device
 
@@ -144,7 +145,7 @@ class BaseTask:
         """Metrics of ``model`` over ``batches`` in eval mode; the model's mode is restored."""
         limited = capped(batches, max_batches, owner=f"{type(self).__name__}.evaluate")
         device = device_of(model)
-        was_training = model.training
+        modes = modes_of(model)
         model.eval()
         totals: dict[str, float] = {}
         try:
@@ -152,7 +153,7 @@ class BaseTask:
                 for key, value in self.batch_sums(model, to_device(batch, device)).items():
                     totals[key] = totals.get(key, 0.0) + float(value)
         finally:
-            model.train(was_training)
+            restore_modes(modes)
         return Metrics(self.summarise(totals))
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit.errors import ConfigError, DataError
 from prunekit.tasks.base import BaseTask, Metrics, capped
 from prunekit.tasks.batches import (
@@ -111,12 +112,12 @@ class Custom(BaseTask):
         ``count``). One pass either way, so a one-shot iterable of batches works too."""
         if self.metric_fn is None:
             return super().evaluate(model, batches, max_batches=max_batches)
-        device, was_training = device_of(model), model.training
+        device, modes = device_of(model), modes_of(model)
         model.eval()
         try:
             value = self.metric_fn(model, _moved(capped(batches, max_batches, owner="Custom"), device))
         finally:
-            model.train(was_training)
+            restore_modes(modes)
         if isinstance(value, Mapping):
             if self.metric not in value:
                 raise DataError(f"Custom: metric_fn returned keys {sorted(value)}; expected "

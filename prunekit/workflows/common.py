@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit import data as datasets
 from prunekit._clone import clone_module
 from prunekit import models
@@ -641,7 +642,7 @@ def check_fits(net: nn.Module, splits: DataSplits, spec: str, data: str) -> None
     expects = ""
     if spec in models.MODELS:
         expects = f" (it is built for {_shape(models.input_shape(spec, in_channels=splits.input_shape[0]))} inputs)"
-    was_training = net.training
+    modes = modes_of(net)
     net.eval()
     try:
         with torch.no_grad():
@@ -655,7 +656,7 @@ def check_fits(net: nn.Module, splits: DataSplits, spec: str, data: str) -> None
                           f"model made for {given} inputs (`prunekit models` lists input sizes) or data "
                           f"of the size the model expects.") from None
     finally:
-        net.train(was_training)
+        restore_modes(modes)
     width = out.shape[-1] if isinstance(out, torch.Tensor) and out.dim() == 2 else None
     if width is not None and width != splits.num_classes:
         raise ConfigError(f"model '{spec}' gives {width} outputs per sample but data '{data}' has "

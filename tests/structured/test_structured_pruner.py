@@ -118,3 +118,17 @@ def test_several_steps_give_one_plan_against_the_dense_model() -> None:
     assert pruner.plan_.meta["steps"] == 2
     assert count_macs(pruned, x) / count_macs(model, x) == pytest.approx(pruner.achieved_["macs"])
     assert pruner.achieved_["macs"] <= 0.5
+
+
+def test_a_submodule_the_user_froze_in_eval_stays_so() -> None:
+    """Fine-tuning with a BatchNorm frozen in eval (model.train(), bn.eval()): pruning ran eval-mode
+    passes and ended with model.train(True), which switched the frozen BatchNorm back to training."""
+    model, x = _cnn()
+    model.train()
+    frozen = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)] or [model.conv1]
+    for m in frozen:
+        m.eval()
+    pruner = StructuredPruner({"ratio": 0.5})
+    small = pruner.fit_transform(model, x)
+    assert model.training and all(not m.training for m in frozen)
+    assert small is not model

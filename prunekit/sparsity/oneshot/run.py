@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit.errors import ConfigError
 from prunekit.registry import Entry
 from prunekit.sparsity.oneshot.calibrate import (
@@ -359,7 +360,7 @@ def one_shot(model: nn.Module, calibration: Iterable[torch.Tensor | Mapping[str,
         raise ConfigError("one_shot: the calibration data is empty; expected at least one batch of model inputs. "
                           "Pass e.g. 128 samples from the training set.")
     job = _Job(entry, float(sparsity), pattern, blocksize, float(percdamp), {} if inplace else None, [], None)
-    was_training = target.training
+    modes = modes_of(target)
     target.eval()
     try:
         reports, blocks = _run(target, calls, include, ignore, job, progress)
@@ -372,7 +373,7 @@ def one_shot(model: nn.Module, calibration: Iterable[torch.Tensor | Mapping[str,
                         module.get_parameter(param_name).copy_(value)
         raise
     finally:
-        target.train(was_training)
+        restore_modes(modes)
     reports = _measured(target, reports)
     total = sum(r.shape[0] * r.shape[1] for r in reports)
     zeros = sum(r.sparsity * r.shape[0] * r.shape[1] for r in reports)
