@@ -334,10 +334,13 @@ def test_photos_of_mixed_sizes_are_resized_by_image_size(tmp_path: Path, capsys:
     # NOTE: the saved folders remember the size: eval and export need no --image-size again
     for folder in ("b", "run"):
         made_for = read_manifest(tmp_path / folder / "model").data
-        assert made_for == {"name": "photos", "input_shape": [3, 16, 20], "class_names": ["cat", "dog"]}
-    with pytest.warns(UserWarning, match=r"resized to 16x20, the size the model was made for"):
-        _run(["eval", "--model", str(tmp_path / "b"), "--data", str(tmp_path / "photos"), "--out",
-              str(tmp_path / "e")])
+        assert {k: made_for[k] for k in ("name", "input_shape", "class_names")} == \
+            {"name": "photos", "input_shape": [3, 16, 20], "class_names": ["cat", "dog"]}
+        assert len(made_for["mean"]) == len(made_for["std"]) == 3 and made_for["pixel_scale"] == 1 / 255
+    capsys.readouterr()
+    _run(["eval", "--model", str(tmp_path / "b"), "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "e")])
+    assert "prunekit eval: warning: " in (err := capsys.readouterr().err)  # NOTE: the CLI's one-line warning
+    assert "resized to 16x20, the size the model was made for" in err
     assert _results(tmp_path / "e")["metrics"]["accuracy"] == results["after"]["accuracy"]
 
 
