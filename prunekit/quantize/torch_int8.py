@@ -4,10 +4,11 @@ Two schemes, measured on this CPU (x86, AVX-512 VNNI; 1 thread, niced, one run e
 machine, median ms):
 
 - ``dynamic``: ``quantize_(model, Int8DynamicActivationInt8WeightConfig())``; every ``nn.Linear``
-  gets int8 weights (per output channel) and int8 activations quantised per token on each call.
-  For transformers. A 6-block MiniLM-sized Linear stack (384/1536, 128 tokens): eager 20.6 against
-  28.7 ms fp32 at batch 1 but 289 against 209 at batch 8; under ``torch.compile`` 12.1 against
-  31.6 (batch 1) and 98 against 209 (batch 8). Weights 4x smaller.
+  (and transformers' ``Conv1D``, GPT-2's, first made the equal ``nn.Linear``) gets int8 weights (per
+  output channel) and int8 activations quantised per token on each call. For transformers. A
+  6-block MiniLM-sized Linear stack (384/1536, 128 tokens): eager 20.6 against 28.7 ms fp32 at
+  batch 1 but 289 against 209 at batch 8; under ``torch.compile`` 12.1 against 31.6 (batch 1) and
+  98 against 209 (batch 8). Weights 4x smaller.
 - ``static``: PT2E (``torch.export`` -> ``prepare_pt2e`` with ``X86InductorQuantizer``, min/max
   activation ranges observed on the calibration batches -> ``convert_pt2e``) for conv nets. Eager
   PyTorch runs its reference quantize/dequantize ops, slower than fp32 (ResNet-20 at batch 1: 7.5
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -49,22 +51,31 @@ class TorchInt8:
 
 
 def check_torch_options(*, dynamic: bool, compile: bool, method: str = "minmax",
-                        max_metric_drop: float | None = None) -> None:
-    """One-line errors for what the torch backend does not do (each names what to use instead)."""
+                        max_metric_drop: float | None = None, recipe: bool = False) -> None:
+    """One-line errors for what the torch backend does not do (each names what to use instead);
+    ``recipe``: the messages name the recipe stage's options (``method: minmax``), not the arguments."""
+
+    def option(name: str, value: Any) -> str:
+        if recipe:
+            return f"{name}: {str(value).lower() if isinstance(value, bool) else value}"
+        return f"{name}={value!r}"
+    head, verb = ("", "use") if recipe else ("quantize: ", "pass")
     if method != "minmax":
-        raise ConfigError(f"quantize: the torch backend calibrates with minmax only; got method '{method}'. "
-                          f"Pass method='minmax', or backend='onnxruntime' for entropy and percentile.")
+        raise ConfigError(f"{head}the torch backend calibrates with minmax only; got method '{method}'. "
+                          f"{verb.capitalize()} {option('method', 'minmax')}, or {option('backend', 'onnxruntime')} "
+                          f"for entropy and percentile.")
     if max_metric_drop is not None:
-        raise ConfigError("quantize: max_metric_drop (layers kept fp32 within a metric budget) works with the "
-                          "ONNX Runtime backend only. Drop it, or pass backend='onnxruntime'.")
+        raise ConfigError(f"{head}max_metric_drop (layers kept fp32 within a metric budget) works with the "
+                          f"ONNX Runtime backend only. Drop it, or {verb} {option('backend', 'onnxruntime')}.")
     if not dynamic and not compile:
-        raise ConfigError("quantize: static int8 in PyTorch eager runs reference quantize/dequantize ops and is "
-                          "slower than fp32 on CPU (ResNet-20: 7.5 against 1.8 ms). Pass compile=True "
-                          "(--compile: torch.compile lowers it to oneDNN int8 kernels), dynamic=True for linear "
-                          "layers, or backend='onnxruntime'.")
+        raise ConfigError(f"{head}static int8 in PyTorch eager runs reference quantize/dequantize ops and is "
+                          f"slower than fp32 on CPU (ResNet-20: 7.5 against 1.8 ms). {verb.capitalize()} "
+                          f"{option('compile', True)} ({'' if recipe else '--compile: '}torch.compile lowers it to "
+                          f"oneDNN int8 kernels), {option('dynamic', True)} for linear layers, or "
+                          f"{option('backend', 'onnxruntime')}.")
     if compile and shutil.which("cc") is None and shutil.which("gcc") is None:
-        raise ConfigError("quantize: torch.compile needs a C compiler (cc or gcc) on PATH and none was found. "
-                          "Install one, drop compile, or pass backend='onnxruntime'.")
+        raise ConfigError(f"{head}torch.compile needs a C compiler (cc or gcc) on PATH and none was found. "
+                          f"Install one, drop compile, or {verb} {option('backend', 'onnxruntime')}.")
 
 
 def _inputs(example: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -75,12 +86,37 @@ def _dynamic(model: nn.Module) -> nn.Module:
     require("torchao", pip_name="torchao", feature=_FEATURE)
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
+    _conv1d_as_linear(model)
     if not any(isinstance(m, nn.Linear) for m in model.modules()):
         raise ConfigError(f"quantize: {type(model).__name__} has no nn.Linear layer for dynamic int8 to quantise. "
                           f"Use static int8 (dynamic=False, compile=True), or backend='onnxruntime'.")
     # NOTE: set_inductor_config=False: torchao would otherwise change inductor's process-wide settings.
     quantize_(model, Int8DynamicActivationInt8WeightConfig(set_inductor_config=False))
     return model
+
+
+def _conv1d_layers(model: nn.Module) -> list[str]:
+    """Names of transformers' ``Conv1D`` layers (GPT-2's attention and MLP: ``x @ W + b`` with ``W``
+    stored (in, out)); none when transformers is not loaded, as then no model holds one."""
+    conv1d = getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+    return [] if conv1d is None else [name for name, m in model.named_modules() if isinstance(m, conv1d)]
+
+
+def _conv1d_as_linear(model: nn.Module) -> None:
+    """Each transformers ``Conv1D`` of ``model`` replaced, in place, by the ``nn.Linear`` computing the
+    same (its weight transposed), so that dynamic int8 quantises it too."""
+    for name in _conv1d_layers(model):
+        conv = model.get_submodule(name)
+        weight: torch.Tensor = conv.weight  # type: ignore[assignment]
+        bias: torch.Tensor | None = conv.bias  # type: ignore[assignment]
+        linear = nn.Linear(weight.shape[0], weight.shape[1], bias=bias is not None, device=weight.device,
+                           dtype=weight.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(weight.t())
+            if bias is not None:
+                linear.bias.copy_(bias)
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent), attr, linear.train(conv.training))
 
 
 def _observers(prepared: nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -162,8 +198,10 @@ def quantize_torch(model: nn.Module, example_inputs: torch.Tensor | Sequence[tor
     record: dict[str, Any] = {"kind": "quantize", "backend": "torch", "scheme": "dynamic" if dynamic else "static",
                               "compile": compile, "weights": "int8 per channel"}
     if dynamic:
+        converted = bool(_conv1d_layers(work))
         int8 = _dynamic(work)
-        record.update(activations="int8 per token, dynamic", layers="nn.Linear")
+        record.update(activations="int8 per token, dynamic",
+                      layers="nn.Linear and transformers Conv1D (as nn.Linear)" if converted else "nn.Linear")
     else:
         int8, ranges = _static(work, inputs, calibration)
         record.update(activations="uint8 per tensor, min/max", method="minmax", inputs=_specs(inputs),

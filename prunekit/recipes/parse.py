@@ -7,6 +7,7 @@ dataset, importance) so a misspelt name fails in a second, not after an hour of 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,11 @@ def _dotted(loc: Sequence[Any]) -> str:
 def _message(error: dict[str, Any]) -> str:
     kind, got = error["type"], error.get("input")
     if kind == "stage_kind":
+        if isinstance(got, dict) and len(got) > 1:
+            what = "stages" if all(key in STAGE_KINDS for key in got) else "keys"
+            items = " and ".join(f"- {key}: ..." for key in got)
+            return (f"one list item holds {len(got)} {what} ({', '.join(map(str, got))}); a stage is one key "
+                    f"naming its kind. Split them into separate list items: {items}")
         name = next(iter(got)) if isinstance(got, dict) and got else got
         return (f"unknown stage {name!r}; a stage is one key naming its kind, one of "
                 f"{', '.join(STAGE_KINDS)}.{did_you_mean(str(name), STAGE_KINDS)}")
@@ -71,6 +77,7 @@ def parse_recipe(data: Any, lines: dict[tuple[Any, ...], int] | None = None, *, 
         raise ConfigError(f"{at}: {_dotted(loc)}: {_message(first)}{more}") from None
     _check_names(recipe, lines, source)
     _check_allocations(recipe, lines, source)
+    _warn_stale(recipe)
     return recipe
 
 
@@ -141,6 +148,29 @@ def _check_allocations(recipe: Recipe, lines: dict[tuple[Any, ...], int], source
             _fail(lines, source, ("stages", i), f"decompose: allocation: search applies ranks searched on the "
                   f"widths stages[{search_at}] chose; they are not applied yet. Add - prune: {{allocation: "
                   f"search}} before this decompose stage.")
+
+
+_WRITES = {"export": "OUT/export", "quantize": "OUT/quantize"}
+_CHANGES = ("prune", "gates", "sparsify", "decompose", "train", "finetune", "distill", "qat")
+
+
+def _warn_stale(recipe: Recipe) -> None:
+    """Warn (the user may want both) where a later stage makes an earlier one's output stale: a file
+    written before the model changes, or a search whose allocation nothing applies."""
+    kinds = [stage_kind(stage) for stage in recipe.stages]
+    for i, kind in enumerate(kinds):
+        if kind in _WRITES:
+            later = next((j for j in range(i + 1, len(kinds)) if kinds[j] in _CHANGES), None)
+            if later is not None:
+                warnings.warn(f"stage {i + 1} ({kind}) writes {_WRITES[kind]} before stage {later + 1} "
+                              f"({kinds[later]}) changes the model: {_WRITES[kind]} holds the model as it was "
+                              f"then", UserWarning, stacklevel=3)
+        if kind == "search" and not any(getattr(stage_options(s), "allocation", None) == "search"
+                                        for s in recipe.stages[i + 1:]):
+            where = "last" if i == len(kinds) - 1 else f"stage {i + 1}"
+            warnings.warn(f"the search stage is {where}: its allocation is applied by no later prune/decompose "
+                          f"stage with allocation: search (its result is in results.json)", UserWarning,
+                          stacklevel=3)
 
 
 def _fail(lines: dict[tuple[Any, ...], int], source: str, loc: tuple[Any, ...], message: str) -> None:

@@ -258,6 +258,14 @@ class QuantizeOptions(BaseModel):
     compile: bool = Field(False, description="torch backend: run the int8 model through torch.compile (static "
                                              "int8 needs it)")
 
+    @model_validator(mode="after")
+    def _backend_takes(self) -> QuantizeOptions:
+        from prunekit.workflows.quantize import check_backend
+
+        check_backend(self.backend, dynamic=self.dynamic, compile=self.compile, method=self.method,
+                      max_metric_drop=self.max_metric_drop, recipe=True)
+        return self
+
 
 class SensitivityOptions(BaseModel):
     """``sensitivity``: the proxy metric after cutting each channel group (each ratio) and each residual

@@ -66,16 +66,19 @@ BACKENDS = ("onnxruntime", "torch")  # NOTE: who quantises and runs the int8 mod
 
 
 def check_backend(backend: str, *, dynamic: bool, compile: bool, method: str,
-                  max_metric_drop: float | None) -> None:
-    """``backend`` known, and the options it takes (one-line errors naming what to pass instead)."""
+                  max_metric_drop: float | None, recipe: bool = False) -> None:
+    """``backend`` known, and the options it takes (one-line errors naming what to pass instead);
+    ``recipe``: the messages name the recipe stage's options (``backend: torch``), not the arguments."""
     if backend not in BACKENDS:
         raise ConfigError(f"quantize: unknown backend '{backend}'; expected one of {', '.join(BACKENDS)}. "
                           f"Pass e.g. backend='onnxruntime'.")
     if backend == "torch":
-        check_torch_options(dynamic=dynamic, compile=compile, method=method, max_metric_drop=max_metric_drop)
+        check_torch_options(dynamic=dynamic, compile=compile, method=method, max_metric_drop=max_metric_drop,
+                            recipe=recipe)
     elif compile:
-        raise ConfigError("quantize: compile (torch.compile) applies to the torch backend only. Drop it, "
-                          "or pass backend='torch'.")
+        raise ConfigError("compile (torch.compile) applies to the torch backend only. Drop it, or use backend: torch."
+                          if recipe else "quantize: compile (torch.compile) applies to the torch backend only. "
+                          "Drop it, or pass backend='torch'.")
 
 
 def _inputs_only(batches: Sequence[Any], splits: Any) -> list[Any]:

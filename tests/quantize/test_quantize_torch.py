@@ -194,3 +194,32 @@ def test_dynamic_int8_transformer_keeps_its_embeddings() -> None:
     assert profile.metrics["cosine"] >= 0.98 and profile.latency[0].backend == "torch"
     with pytest.raises(ConfigError, match="static int8 in PyTorch.*image models.*dynamic=True"):
         quantize_model_torch(model, loaders, task=task, compile=True)
+
+
+def test_dynamic_int8_quantises_gpt2_conv1d_layers_and_loads(tmp_path: Path) -> None:
+    """GPT-2's attention and MLP layers are transformers Conv1D (x @ W + b, W stored (in, out)): they
+    become int8 too, not only lm_head, and a saved folder loads to the same int8 module."""
+    transformers = pytest.importorskip("transformers")
+
+    def gpt2(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        config = transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=32)
+        return transformers.GPT2LMHeadModel(config).eval()
+
+    model, x = gpt2(0), torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x).logits
+        result = quantize_torch(model, x[:1], dynamic=True)
+        out = result.model(x).logits
+    block = result.model.transformer.h[0]
+    for layer in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
+        assert layer.weight.qdata.dtype == torch.int8
+    assert _relative(out, ref) < 0.05
+    assert int8_bytes(result.model) < 0.5 * int8_bytes(model)
+    assert "Conv1D" in result.record["layers"]
+    assert type(model.transformer.h[0].attn.c_attn).__name__ == "Conv1D"  # the input is untouched
+    folder = save(model, tmp_path / "m", original=gpt2(9), transforms=[result.record])
+    loaded = load(folder, model=gpt2(9))
+    assert loaded.transformer.h[1].mlp.c_fc.weight.qdata.dtype == torch.int8
+    with torch.no_grad():
+        assert torch.equal(loaded(x).logits, out)

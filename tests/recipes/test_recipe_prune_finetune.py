@@ -125,11 +125,12 @@ def test_quantize_stage_with_the_torch_backend_saves_an_int8_model_that_loads(ti
     assert float((int8 - fp32).norm() / fp32.norm()) < 0.05
 
 
-def test_quantize_stage_refuses_torch_options_it_cannot_run(tiny_npz: Path, tmp_path: Path) -> None:
-    recipe = parse_recipe({"model": "simple_cnn", "data": str(tiny_npz), "stages": [
-        {"quantize": {"backend": "torch", "method": "entropy"}}]})
-    with pytest.raises(ConfigError, match="minmax only"):
-        run_recipe(recipe, out_dir=tmp_path / "run", progress=False)
+def test_quantize_stage_refuses_torch_options_it_cannot_run() -> None:
+    for options, message in (({"method": "entropy"}, "minmax only"), ({"max_metric_drop": 0.01}, "ONNX Runtime"),
+                             ({"dynamic": False}, "compile: true")):
+        with pytest.raises(ConfigError, match=f"stages\\[0\\]\\.quantize: .*{message}"):
+            parse_recipe({"model": "simple_cnn", "stages": [
+                {"quantize": {"backend": "torch", "dynamic": True, **options}}]})
 
 
 def test_a_prune_stage_within_a_metric_budget(tiny_npz: Path, tmp_path: Path) -> None:

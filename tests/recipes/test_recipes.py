@@ -3,6 +3,8 @@ a broken recipe fails before any work with the file, the line and the field."""
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +104,12 @@ BROKEN = {
                           r":5: stages\[0\]\.prune\.importance: .*'l3'"),
     "round_to 0": ("model: simple_cnn\nstages:\n  - prune:\n      target: {macs: 0.5}\n      round_to: 0\n",
                    r":5: stages\[0\]\.prune\.round_to: must be 'auto' or a whole number >= 1; got 0\. Use 8"),
+    "two stages in one item": ("model: simple_cnn\nstages:\n  - train: {epochs: 1}\n    prune: {target: {ratio: 0.5}}\n",
+                               r":3: stages\[0\]: one list item holds 2 stages \(train, prune\).*Split them"),
+    "torch entropy": ("model: simple_cnn\nstages:\n  - train: {epochs: 1}\n  - quantize: {backend: torch, method: entropy}\n",
+                      r":4: stages\[1\]\.quantize: the torch backend calibrates with minmax only; got method 'entropy'"),
+    "torch max drop": ("model: simple_cnn\nstages:\n  - quantize: {backend: torch, dynamic: true, max_metric_drop: 0.01}\n",
+                       r":3: stages\[0\]\.quantize: max_metric_drop .* ONNX Runtime backend only"),
     "misspelt model": ("model: simple_cn\nstages:\n  - evaluate: {}\n", r":1: model\.name: .*Did you mean 'simple_cnn'"),
 }
 
@@ -114,6 +122,31 @@ def test_broken_recipe_fails_before_any_work(case: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=str(file).replace(".", r"\.") + pattern):
         run_recipe(file, out_dir=tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("stages", "warning"), [
+    ("  - export: {}\n  - prune: {target: {ratio: 0.5}}\n",
+     "stage 1 (export) writes OUT/export before stage 2 (prune) changes the model: OUT/export holds the model "
+     "as it was then"),
+    ("  - quantize: {}\n  - prune: {target: {ratio: 0.5}}\n  - evaluate: {}\n",
+     "stage 1 (quantize) writes OUT/quantize before stage 2 (prune) changes the model"),
+    ("  - train: {epochs: 1}\n  - search: {target: {macs: 0.5}}\n",
+     "the search stage is last: its allocation is applied by no later prune/decompose stage"),
+], ids=["export then prune", "quantize then prune", "search last"])
+def test_a_stage_that_makes_an_earlier_output_stale_is_a_warning(stages: str, warning: str, tmp_path: Path) -> None:
+    file = tmp_path / "r.yaml"
+    file.write_text("model: simple_cnn\nstages:\n" + stages)
+    with pytest.warns(UserWarning, match=re.escape(warning)):
+        load_recipe(file)
+
+
+def test_an_output_written_last_is_no_warning(tmp_path: Path) -> None:
+    file = tmp_path / "r.yaml"
+    file.write_text("model: simple_cnn\nstages:\n  - search: {target: {macs: 0.5}}\n  - prune: {allocation: search}\n"
+                    "  - quantize: {}\n  - evaluate: {}\n  - export: {}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_recipe(file)
 
 
 def test_cli_run_prints_the_table_and_errors_in_one_line(tiny_npz: Path, tmp_path: Path,
