@@ -4,6 +4,9 @@ target with a strategy, write the Pareto front, fine-tune the chosen allocation 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
+from pathlib import Path
 from typing import Any
 
 from prunekit.cli import options
@@ -28,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "factorisation) under the target, scoring candidates "
                     "by the proxy (metric after BatchNorm re-estimation), fine-tune the best allocation and "
                     "the Pareto front's knee for real, and print both next to the proxy's prediction. Writes "
-                    "OUT/pareto.json, OUT/results.json and OUT/model/; run it again to resume.",
+                    "OUT/pareto.json, OUT/results.json and OUT/model/; an interrupted search continues from "
+                    "OUT/search-state/ when run again with --resume.",
     )
     options.add_model_options(parser, task=True)
     group = parser.add_argument_group("search")
@@ -88,6 +92,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_proxy_options(parser)
     options.add_pipeline_options(parser, finetune_help="of the chosen allocations")
     options.add_output_options(parser, default="runs/search")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the search kept in OUT/search-state/ (same options as the interrupted run): "
+                             "its evaluations and Optuna trials count")
     options.add_device_option(parser)
     options.add_eval_options(parser)
     options.add_profile_options(parser)
@@ -108,28 +115,42 @@ def constraints(args: argparse.Namespace) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from prunekit.search.space import DEFAULT_LEVELS
-    from prunekit.workflows.search import search
-
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
-    results = search(args.model, args.data, strategy=args.strategy, constraints=constraints(args),
-                     objectives=objectives, trials=args.trials, seed=args.seed, weights=args.weights,
-                     task=args.task, data_dir=args.data_dir,
-                     tokenizer=args.tokenizer, block_size=args.block_size,
-                     image_size=args.image_size, levels=args.levels or DEFAULT_LEVELS,
-                     round_to=args.round_to, depth=args.depth, ranks=args.ranks, widths=args.widths,
-                     bn_batches=args.bn_batches,
-                     val_samples=args.val_samples, proxy_steps=args.proxy_steps,
-                     finetune_steps=args.finetune_steps,
-                     backend=args.backend, latency_model=args.latency_model, storage=args.storage, workers=args.workers,
-                     baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
-                     train_config=TrainConfig(), out_dir=args.out, progress=not args.no_progress,
-                     measure=options.measure_from_args(args), device=args.device)
+    try:
+        results = _search(args, objectives)
+    except KeyboardInterrupt:
+        state = Path(args.out) / "search-state" if args.out is not None else None
+        if state is None or not state.is_dir():
+            raise
+        again = (f"prunekit {shlex.join(sys.argv[1:] + ([] if '--resume' in sys.argv else ['--resume']))}"
+                 if sys.argv[1:2] == ["search"] else "the same command and --resume")
+        print(f"prunekit search: interrupted; the search state was saved in {state}. Resume with: {again}",
+              file=sys.stderr)
+        return 130
     print(results["table"])
     for line in chosen_lines(results):
         print(line)
     options.print_written(results, f"Pareto front: {args.out}/pareto.json  model: {args.out}/model/")
     return 0
+
+
+def _search(args: argparse.Namespace, objectives: list[str]) -> dict[str, Any]:
+    from prunekit.search.space import DEFAULT_LEVELS
+    from prunekit.workflows.search import search
+
+    return search(args.model, args.data, strategy=args.strategy, constraints=constraints(args),
+                  objectives=objectives, trials=args.trials, seed=args.seed, weights=args.weights,
+                  task=args.task, data_dir=args.data_dir,
+                  tokenizer=args.tokenizer, block_size=args.block_size,
+                  image_size=args.image_size, levels=args.levels or DEFAULT_LEVELS,
+                  round_to=args.round_to, depth=args.depth, ranks=args.ranks, widths=args.widths,
+                  bn_batches=args.bn_batches,
+                  val_samples=args.val_samples, proxy_steps=args.proxy_steps,
+                  finetune_steps=args.finetune_steps,
+                  backend=args.backend, latency_model=args.latency_model, storage=args.storage, workers=args.workers,
+                  baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
+                  train_config=TrainConfig(), out_dir=args.out, progress=not args.no_progress,
+                  measure=options.measure_from_args(args), device=args.device)
 
 
 def chosen_lines(results: dict[str, Any]) -> list[str]:

@@ -77,7 +77,7 @@ def table(found: dict[str, Any]) -> str:
     """One row per group: its size and the metric at each ratio."""
     groups = found["groups"]
     ratios = groups[0]["ratios"] if groups else []
-    head = f"{'group':<34} {'size':>5} " + " ".join(f"{r:>6.1f}" for r in ratios)
+    head = f"{'group':<34} {'size':>5} " + " ".join(f"{r:>6g}" for r in ratios)
     rows = [f"{found['metric_name']} baseline {found['baseline']:.4f}", head]
     rows += [f"{g['name'][:34]:<34} {g['size']:>5} " + " ".join(f"{m:>6.3f}" for m in g["metric"]) for g in groups]
     rows += [f"block {b['name']:<28} removed: {b['metric']:.3f}" for b in found.get("blocks", [])]

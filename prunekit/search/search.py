@@ -58,11 +58,15 @@ class SearchResult:
         return self.records[self.front[knee(points, self.directions)]]
 
     def pareto(self, chosen: Sequence[Config] = ()) -> dict[str, Any]:
-        """What ``pareto.json`` holds: ``{"objectives", "points": [{"values", "config", "chosen"}]}``."""
-        keys = {key_of(c) for c in chosen}
+        """What ``pareto.json`` holds: ``{"objectives", "points": [{"values", "config", "chosen"}]}``: the
+        ``chosen`` configurations first, in their order (the saved one first), then the rest of the front.
+        A chosen one off the front (re-ranked by fine-tuning, or timed again) is listed all the same."""
+        index = {key_of(r.config): i for i, r in enumerate(self.records)}
+        keys = list(dict.fromkeys(key_of(c) for c in chosen if key_of(c) in index))
+        rows = [index[k] for k in keys] + [i for i in self.front if key_of(self.records[i].config) not in keys]
         return {"objectives": list(self.objectives),
                 "points": [{"values": self.records[i].values, "config": self.records[i].config,
-                            "chosen": key_of(self.records[i].config) in keys} for i in self.front]}
+                            "chosen": key_of(self.records[i].config) in keys} for i in rows]}
 
     def to_dict(self) -> dict[str, Any]:
         return {"objectives": list(self.objectives), "evaluations": self.evaluations,
@@ -146,8 +150,15 @@ def _result(evaluator: Evaluator, objectives: tuple[str, ...]) -> SearchResult:
     feasible = [i for i, r in enumerate(records) if r.feasible]
     directions = {o: OBJECTIVES[o] for o in objectives}
     front = [feasible[i] for i in non_dominated([records[i].values for i in feasible], directions)]
-    best = max((records[i] for i in feasible), key=lambda r: r.values["metric"], default=None)
+    best = max((records[i] for i in feasible), key=lambda r: preferred(r.values, directions), default=None)
     return SearchResult(records, objectives, front, best, evaluator.evaluations)
+
+
+def preferred(values: Mapping[str, float], directions: Mapping[str, str]) -> tuple[float, ...]:
+    """A sort key, higher is better: the metric, then each other objective in order (a tie on the metric
+    goes to fewer MACs, say), so the best is always on the front."""
+    order = ["metric", *(o for o in directions if o != "metric")]
+    return tuple(values[o] if directions.get(o, "max") == "max" else -values[o] for o in order)
 
 
 NEAR = 0.1  # NOTE: a finalist uses at least 90 % of each budget it is held to (see finalists_of)

@@ -20,8 +20,10 @@ torch's threads), each runs torch on ``cores // workers`` threads, writes its ou
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
 import multiprocessing
 import os
 import sys
@@ -29,7 +31,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -236,8 +238,9 @@ def _run(study: optuna.Study, objective: Objective, n_trials: int, progress: boo
             time.sleep(_POLL_S)  # NOTE: the rest are running; if their workers die, we retry them
             continue
         before = complete
-        study.optimize(guarded, n_trials=1, callbacks=[stop], catch=(), gc_after_trial=False,
-                       show_progress_bar=False)
+        with quiet_interrupts():
+            study.optimize(guarded, n_trials=1, callbacks=[stop], catch=(), gc_after_trial=False,
+                           show_progress_bar=False)
         if progress:
             done, _ = _counts(study)
             if done > before:
@@ -261,6 +264,42 @@ class _Guarded:
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned("surplus: the study's n_trials were already complete or running")
         return self.objective(trial)
+
+
+class _QuietInterrupt(logging.Filter):
+    """Drops Optuna's two warnings about a trial a KeyboardInterrupt stopped (its traceback, then 'failed
+    with value None'): Ctrl-C is no failure to report, and the command prints one line for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trial: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = record.exc_info[0] if record.exc_info else None
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self.trial = record.getMessage().split(" ")[1]  # NOTE: "Trial <n> failed with parameters: ..."
+            return False
+        if self.trial is not None and record.getMessage().startswith(f"Trial {self.trial} failed with value"):
+            self.trial = None
+            return False
+        return True
+
+
+_QUIET = _QuietInterrupt()
+
+
+@contextlib.contextmanager
+def quiet_interrupts() -> Iterator[None]:
+    """While the body runs, a Ctrl-C in a trial leaves no Optuna traceback (see :class:`_QuietInterrupt`)."""
+    logger = logging.getLogger("optuna.study._optimize")
+    if _QUIET in logger.filters:
+        yield
+        return
+    logger.addFilter(_QUIET)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_QUIET)
 
 
 def _counts(study: optuna.Study) -> tuple[int, int]:
@@ -296,6 +335,7 @@ def _worker(storage: _Storage, name: str, portable: _Portable, seed: int,
             spec: Objective | str | Factory, n_trials: int, log: str, threads: int) -> None:
     """One spawned worker: output to ``log``, torch on ``threads`` threads, reopen the study,
     reseed its sampler, build the objective and run until the study is done."""
+    _die_with_parent()
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:  # NOTE: this process's own fds 1 and 2; the parent's are untouched
         os.dup2(out.fileno(), 1)
@@ -313,6 +353,24 @@ def _worker(storage: _Storage, name: str, portable: _Portable, seed: int,
         _run(study, _build(spec), n_trials, progress=True)
     finally:
         torch.set_num_threads(before)
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel stop this worker when the process that spawned it dies, even by
+    ``kill -9`` (where no ``finally`` of its runs): no worker scores trials on for a search that is gone.
+    Its running trial is failed by the heartbeat and retried when the search is resumed."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # NOTE: 1 is PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)  # NOTE: the parent died before the line above: nobody is left to work for
 
 
 def _reseed(sampler: optuna.samplers.BaseSampler, seed: int) -> None:

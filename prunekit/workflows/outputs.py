@@ -22,7 +22,7 @@ from pathlib import Path
 from prunekit.errors import OutputError
 from prunekit.io.files import TEMP_PREFIX
 
-__all__ = ["LOCK_FILE", "RUN_RECORDS", "claim", "check_out"]
+__all__ = ["LOCK_FILE", "RUN_RECORDS", "RESUMABLE", "claim", "check_out"]
 
 LOCK_FILE = ".prunekit.lock"
 # NOTE: what describes a run rather than holds a model: the record, the report and the files it
@@ -31,6 +31,9 @@ LOCK_FILE = ".prunekit.lock"
 # run's input may be one of them (--model OUT/model), and it replaces the ones it writes itself.
 RUN_RECORDS = frozenset({"results.json", "evidence.json", "report.html", "report.md", "sensitivity.json",
                          "pareto.json", "search-state", "state.json"})
+
+# NOTE: what each command with --resume continues from, in its folder
+RESUMABLE = {"train": "checkpoint.safetensors", "run": "state.json", "search": "search-state"}
 
 
 def _ours(name: str) -> bool:
@@ -50,8 +53,9 @@ def check_out(out: str | os.PathLike[str], *, command: str, overwrite: bool = Fa
         earlier = sorted(p.name for p in path.iterdir() if not _ours(p.name))
         if earlier and not (overwrite or resume):
             shown = ", ".join(earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+            again = ", or --resume to continue the run it holds" if RESUMABLE.get(command) in earlier else ""
             raise OutputError(f"{command}: --out '{path}' already holds results ({shown}). Pass "
-                              f"--overwrite to replace them, or pick a new folder with --out; "
+                              f"--overwrite to replace them, or pick a new folder with --out{again}; "
                               f"nothing was written.")
         if not os.access(path, os.W_OK | os.X_OK):
             raise OutputError(f"{command}: --out '{path}' is not writable by this user. Pass a folder "

@@ -146,3 +146,12 @@ def test_rank_sensitivity_names_a_bad_method() -> None:
     proxy = Proxy(tasks.create("classification"), calibration, validation)
     with pytest.raises(ValueError, match="sensitivity: ranks: unknown decomposition method 'svdd'"):
         sensitivity(Residual(), torch.randn(1, 3, 8, 8), proxy, ratios=[0.5], ranks="svdd")
+
+
+def test_table_heads_each_ratio_as_given() -> None:
+    from prunekit.cli.sensitivity import table
+
+    found = {"metric_name": "accuracy", "baseline": 0.9,
+             "groups": [{"name": "conv1.weight:0", "size": 16, "ratios": [0.25, 0.75], "metric": [0.8, 0.4]}]}
+    head = table(found).splitlines()[1].split()
+    assert head[2:] == ["0.25", "0.75"]

@@ -221,3 +221,24 @@ def test_gates_round_down_where_rounding_up_breaks_the_budget(limit: float, want
     result = search(evaluator.space, ["metric", "macs"], {"macs": limit}, "gates", 1, seed=0, evaluator=evaluator)
     assert result.best is not None and result.best.values["macs"] <= limit
     assert result.best.config["a.weight:0"] == want  # NOTE: up to 5 where that fits, else down to 3
+
+
+def test_a_tie_on_the_metric_goes_to_fewer_macs_and_the_saved_config_leads_pareto() -> None:
+    from types import SimpleNamespace
+
+    from prunekit.search.evaluator import Record
+    from prunekit.search.search import _result
+
+    uniform = Record({"a": 8}, {"metric": 0.1875, "macs": 0.499}, True)  # NOTE: scored first, as the start is
+    smaller = Record({"a": 4}, {"metric": 0.1875, "macs": 0.241}, True)
+    tiny = Record({"a": 2}, {"metric": 0.09375, "macs": 0.211}, True)
+    result = _result(SimpleNamespace(history=[uniform, smaller, tiny], evaluations=3), ("metric", "macs"))
+    assert result.best is smaller and result.best in [result.records[i] for i in result.front]
+    knee_config = result.knee().config
+    points = result.pareto([result.best.config, knee_config])["points"]
+    assert points[0]["config"] == smaller.config and points[0]["chosen"]
+    # NOTE: a saved configuration off the front (re-ranked by fine-tuning) is listed, first and chosen
+    points = result.pareto([uniform.config])["points"]
+    assert points[0]["config"] == uniform.config and points[0]["chosen"]
+    assert [p["config"] for p in points if p["chosen"]] == [uniform.config]
+    assert {key for p in points for key in [tuple(p["config"].items())]} >= {(("a", 4),), (("a", 2),)}

@@ -104,12 +104,15 @@ def _run(evaluator: Evaluator, sampler: Any, *, objectives: Sequence[str], state
             optimize(study, factory, limit, workers=workers, seed=seed, progress=progress)
             _read(study, evaluator)
         else:
+            from prunekit.search.study import quiet_interrupts
+
             objective = trial_objective(evaluator, objectives)
             tries = 0
             while evaluator.evaluations < limit and tries < 4 * limit:
                 tries += 1
                 try:
-                    study.optimize(objective, n_trials=1, catch=())
+                    with quiet_interrupts():
+                        study.optimize(objective, n_trials=1, catch=())
                 except BudgetSpent:
                     break
         state["study"] = name
