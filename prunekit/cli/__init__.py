@@ -97,26 +97,26 @@ def _one_line_warning(command: str) -> Callable[..., None]:
     return show
 
 
-# NOTE: the file each resumable command's --resume continues from.
-_RESUMABLE = {"train": "checkpoint.safetensors", "run": "state.json"}
+# NOTE: what each resumable command's --resume continues from (a file or a folder in OUT), named.
+_RESUMABLE = {"train": ("checkpoint.safetensors", "a checkpoint"), "run": ("state.json", "a checkpoint"),
+              "search": ("search-state", "the search state")}
 
 
 def _resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
     """Where the checkpoint is and the exact command that resumes, or that there is none."""
-    name = _RESUMABLE.get(args.command)
-    if name is None:
+    if args.command not in _RESUMABLE:
         return "nothing was saved; run the command again."
+    name, what = _RESUMABLE[args.command]
     out = args.out if args.command != "run" or args.out else None
     if out is None:
         from prunekit.recipes import load_recipe
 
         out = load_recipe(args.recipe).out or "runs/recipe"
     checkpoint = Path(out) / name
-    if not checkpoint.is_file():
+    if not checkpoint.exists():
         return "no checkpoint was saved yet (one is written after each epoch or stage); run the command again."
     again = argv + ([] if "--resume" in argv else ["--resume"])
-    return f"a checkpoint was saved in {checkpoint}. Resume with: prunekit {shlex.join(again)}"
-
+    return f"{what} was saved in {checkpoint}. Resume with: prunekit {shlex.join(again)}"
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -140,6 +140,9 @@ def _flag(dest: str) -> str:
 
 def check_targets(args: argparse.Namespace) -> None:
     """Refuse a missing or second target and values out of range with the flag named, before any work."""
+    from prunekit.config import parse_config
+    from prunekit.structured import Target
+
     given = [dest for dest, _ in _TARGETS if getattr(args, dest) is not None]
     example = "Pass e.g. --target-macs 0.5 (keep half the MACs) or --ratio 0.3 (remove 30 % of the channels)."
     if len(given) > 1:
@@ -148,16 +151,19 @@ def check_targets(args: argparse.Namespace) -> None:
         raise ConfigError(f"no target given: pass one of {', '.join(_flag(d) for d, _ in _TARGETS)} (or "
                           f"--layer-channels/--layer-ratio, or --max-metric-drop). {example}")
     for dest in given:
-        value = getattr(args, dest)
-        if dest == "ratio" and not 0 <= value < 1:
-            raise ConfigError(f"--ratio is the fraction of each group's channels to remove, in [0, 1); got "
-                              f"{value:g}. Pass e.g. --ratio 0.3.")
-        if dest == "target_size_mb" and not value > 0:
-            raise ConfigError(f"--target-size-mb is the most megabytes the saved weights may take, > 0; got "
-                              f"{value:g}. Pass e.g. --target-size-mb 5.")
-        if dest in _KEPT and not 0 < value <= 1:
+        # NOTE: the range is Target's own; the command only says it in terms of its flag
+        value, key = getattr(args, dest), dict(_TARGETS)[dest]
+        try:
+            parse_config(Target, {key: value})
+        except ConfigError:
+            if dest == "ratio":
+                raise ConfigError(f"--ratio is the fraction of each group's channels to remove, in [0, 1); got "
+                                  f"{value:g}. Pass e.g. --ratio 0.3.") from None
+            if dest == "target_size_mb":
+                raise ConfigError(f"--target-size-mb is the most megabytes the saved weights may take, > 0; got "
+                                  f"{value:g}. Pass e.g. --target-size-mb 5.") from None
             raise ConfigError(f"{_flag(dest)} is the fraction of the dense {_KEPT[dest]} to keep, in (0, 1]; got "
-                              f"{value:g}. Pass e.g. {_flag(dest)} 0.5 to keep half.")
+                              f"{value:g}. Pass e.g. {_flag(dest)} 0.5 to keep half.") from None
     if args.max_metric_drop is not None and not args.max_metric_drop >= 0:
         raise ConfigError(f"--max-metric-drop is the most of the validation metric to lose, >= 0; got "
                           f"{args.max_metric_drop:g}. Pass e.g. --max-metric-drop 0.01 (one accuracy point).")

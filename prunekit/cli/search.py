@@ -4,9 +4,6 @@ target with a strategy, write the Pareto front, fine-tune the chosen allocation 
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
-from pathlib import Path
 from typing import Any
 
 from prunekit.cli import options
@@ -116,17 +113,7 @@ def constraints(args: argparse.Namespace) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
-    try:
-        results = _search(args, objectives)
-    except KeyboardInterrupt:
-        state = Path(args.out) / "search-state" if args.out is not None else None
-        if state is None or not state.is_dir():
-            raise
-        again = (f"prunekit {shlex.join(sys.argv[1:] + ([] if '--resume' in sys.argv else ['--resume']))}"
-                 if sys.argv[1:2] == ["search"] else "the same command and --resume")
-        print(f"prunekit search: interrupted; the search state was saved in {state}. Resume with: {again}",
-              file=sys.stderr)
-        return 130
+    results = _search(args, objectives)
     print(results["table"])
     for line in chosen_lines(results):
         print(line)

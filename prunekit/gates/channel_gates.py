@@ -32,7 +32,8 @@ from prunekit.errors import ConfigError, NotFittedError
 from prunekit.gates.hard_concrete import HardConcrete
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup, Member, tensor_of
-from prunekit.measure.macs import eval_mode, macs_by_module
+from prunekit._modes import eval_mode
+from prunekit.measure.macs import macs_by_module
 from prunekit.config import parse_config
 from prunekit.structured.apply import apply
 from prunekit.structured.plan import Plan

@@ -27,7 +27,8 @@ from torch import nn
 from prunekit._checks import positional_inputs
 from prunekit.errors import ConfigError, require
 from prunekit.measure.fuse import fold_batchnorm
-from prunekit.measure.macs import ExampleInput, _forward_inputs, as_inputs, batch_of, eval_mode
+from prunekit._modes import eval_mode
+from prunekit.measure.macs import ExampleInput, _forward_inputs, as_inputs, batch_of
 
 __all__ = ["LatencyStats", "measure_latency", "measure_latencies", "measure_onnx_latencies",
            "interleaved_onnx_latencies", "ort_session", "ort_options", "ort_feed",

@@ -33,7 +33,7 @@ from prunekit._checks import positional_inputs
 from prunekit.errors import ConfigError
 
 __all__ = ["count_macs", "macs_by_module", "macs_terms", "MacsTerms", "as_args", "as_inputs", "batch_of",
-           "counting_mode", "eval_mode", "recurrent_macs"]
+           "counting_mode", "recurrent_macs"]
 
 # NOTE: a tensor, a tuple of positional inputs, or a dict keyed by forward's parameter names
 ExampleInput = torch.Tensor | tuple[Any, ...] | Mapping[str, Any]

@@ -11,6 +11,8 @@ whose inputs are the batches.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -218,12 +220,10 @@ def output_layer(model: nn.Module, layers: dict[nn.Module, str], call: Call) -> 
     def hook(module: nn.Module, args: tuple, output: Any) -> None:
         last.append(layers[module])
 
-    handles = [m.register_forward_hook(hook) for m in layers]
-    try:
+    with ExitStack() as hooks:  # NOTE: torch's hook handles remove themselves on exit
+        for m in layers:
+            hooks.enter_context(m.register_forward_hook(hook))
         run_call(model, call)
-    finally:
-        for h in handles:
-            h.remove()
     return last[-1] if last else None
 
 
@@ -236,12 +236,10 @@ def call_order(block: nn.Module, names: dict[nn.Module, str], call: Call) -> lis
         if names[module] not in (n for n, _ in order) and args:
             order.append((names[module], id(args[0])))
 
-    handles = [m.register_forward_pre_hook(hook) for m in names]
-    try:
+    with ExitStack() as hooks:
+        for m in names:
+            hooks.enter_context(m.register_forward_pre_hook(hook))
         run_call(block, call)
-    finally:
-        for h in handles:
-            h.remove()
     groups: list[list[str]] = []
     for i, (name, ident) in enumerate(order):
         if i and ident == order[i - 1][1]:
