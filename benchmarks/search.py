@@ -11,6 +11,7 @@ mean nothing and nothing is written unless ``--write``):
     .venv/bin/python benchmarks/search.py --part sensitivity  # ResNet-20, all groups x 9 ratios, wall time
     .venv/bin/python benchmarks/search.py --part fidelity     # does the proxy rank configs as fine-tuning does?
     .venv/bin/python benchmarks/search.py --part measured --models resnet20  # latency: table vs measured models
+    .venv/bin/python benchmarks/search.py --part faster --latency-strategy local --proxy-steps 32  # issue 20's latency goal
 
 accuracy: a finished row is kept in runs/search-accuracy/rows.json (keyed by model, allocation, trials,
 budget and seeds), so an interrupted run resumes; delete the file to measure again. Every row starts
@@ -92,12 +93,17 @@ def _baseline(name: str, splits: Any, epochs: int, quick: bool) -> nn.Module:
 
 
 def _uniform(model: nn.Module, x: torch.Tensor, keep: float, scope: str) -> nn.Module:
+    return _uniform_plan(model, x, keep, scope)[0]
+
+
+def _uniform_plan(model: nn.Module, x: torch.Tensor, keep: float, scope: str) -> tuple[nn.Module, dict[str, int]]:
+    """The uniform (or global) L2 cut at ``keep`` of the MACs, and its kept width per group id."""
     from prunekit.structured import Target, apply, search
 
     graph = DependencyGraph.trace(model, x)
     plan, _ = search(model, graph, score(graph, model, "l2"), Target(macs=keep), example_inputs=x,
                      allocate_kwargs={"scope": scope, "round_to": 1})
-    return apply(model, graph, plan, example_inputs=x)
+    return apply(model, graph, plan, example_inputs=x), {g: len(kept) for g, kept in plan.keep.items()}
 
 
 def _torch_pruning(model: nn.Module, x: torch.Tensor, keep: float) -> nn.Module:
@@ -512,13 +518,100 @@ def part_measured(args: argparse.Namespace) -> list[str]:
     return rows
 
 
+def part_faster(args: argparse.Namespace) -> list[str]:
+    """Issue 20's second goal: equal accuracy at 1.2x lower measured latency than the uniform L2 cut at the
+    same MACs budget. The search (``--latency-strategy``, widths and residual blocks) is held to the budget
+    and to the uniform cut's latency divided by ``--faster``, priced by the PyTorch look-up table at
+    ``--latency-batch``; it keeps the best allocation by the proxy. Every row is then fine-tuned alike and
+    timed side by side (PyTorch and ONNX Runtime, batch 1 and ``--latency-batch``)."""
+    import tempfile
+
+    from prunekit.measure import export_onnx
+    from prunekit.measure.latency import interleaved_onnx_latencies, paired_latency
+    from prunekit.search.space import DEFAULT_LEVELS
+    from prunekit.workflows.search import search_model
+
+    splits = _subset(data.load("fashion_mnist"), args.quick)
+    seeds = (0,) if args.quick else (0, 1, 2)
+    batch, rounds = args.latency_batch, 5
+    rows = [f"| model | allocation | MACs kept | {args.latency_model} ms (b{batch}) | accuracy (mean) | per seed | "
+            f"PyTorch b1 | PyTorch b{batch} | ORT b1 | ORT b{batch} |", "|---|---|---|---|---|---|---|---|---|---|"]
+    notes: list[str] = []
+    for name in args.models:
+        base = _baseline(name, splits, args.baseline_epochs, args.quick)
+        x = splits.example_input(1)
+        dense_macs = count_macs(base, x)
+        # NOTE: one folder per goal: a search resumes from its folder's state, made under that state's constraints
+        state = _state(f"search-faster-{name}-b{batch}-{args.latency_model}-x{args.faster:g}", args.quick)
+        uniform, kept = _uniform_plan(base, x, args.keep, "local")
+        graph = DependencyGraph.trace(base, x)
+        space = SearchSpace.from_graph(graph, levels=DEFAULT_LEVELS)
+        table = LatencyTable(base, graph, space, x, backend="torch", batch_size=batch,
+                             cache_dir=state / "latency")  # NOTE: the folder the search's own table uses
+        priced = table.measure if args.latency_model == "measured" else table.predict
+        uniform_ms = priced({**space.dense(), **kept})
+        goal = uniform_ms / args.faster
+        started = time.perf_counter()
+        found = search_model(base, splits, tasks.create("classification"), strategy=args.latency_strategy,
+                             budget=args.trials, constraints={"macs": args.keep, "latency": goal},
+                             objectives=("metric", "macs", "latency"), seed=0, depth=True, backend="torch",
+                             latency_batch=batch, latency_model=args.latency_model,
+                             val_samples=256 if args.quick else 1024,
+                             proxy_steps=min(args.proxy_steps, 2) if args.quick else args.proxy_steps,
+                             finetune_steps=0 if args.quick else RERANK_STEPS, state_dir=state)
+        seconds = time.perf_counter() - started
+        best = found["best"]
+        searched = build(base, found["graph"], found["space"], best.config, found["scores"])
+        built: dict[str, tuple[nn.Module, float | None]] = {
+            "dense": (base, priced(space.dense())), "uniform L2": (uniform, uniform_ms),
+            f"search: {args.latency_strategy}": (searched, best.values["latency"])}
+        if (start := found.get("start")) is not None:
+            built["uniform at the goal (the search's start)"] = (
+                build(base, found["graph"], found["space"], start, found["scores"]), priced(start))
+        models_ = {label: model.eval() for label, (model, _) in built.items()}
+        torch_ms = {size: paired_latency(models_, x, reference="uniform L2", rounds=rounds, batch_size=size,
+                                         min_time_s=0.2 if args.quick else 1.0) for size in (1, batch)}
+        folder = Path(tempfile.mkdtemp(prefix="prunekit-faster-"))
+        paths = {label: export_onnx(model, x, folder / f"{i}.onnx") for i, (label, model) in enumerate(models_.items())}
+        ort = interleaved_onnx_latencies(paths, x, batch_sizes=(1, batch), threads=2, rounds=rounds,
+                                         min_time_s=0.2 if args.quick else 2.0)
+        for label, (model, predicted) in built.items():
+            accs = _finetuned(model, splits, seeds, args.quick) if label != "dense" else [evaluate(base, splits.test).accuracy]
+            cells = []
+            for size in (1, batch):
+                cells.append(f"{torch_ms[size][label].median_ms:.3f} ms ({1 / torch_ms[size][label].ratio:.2f}x)")
+            for i in range(2):
+                ms, ref = ort[label][i].median_ms, ort["uniform L2"][i].median_ms
+                cells.append(f"{ms:.3f} ms ({ref / ms:.2f}x)")
+            widths = "/".join(str(m.out_channels) for m in model.modules() if isinstance(m, nn.Conv2d))
+            rows.append(f"| {name} | {label} | {100 * count_macs(model, x) / dense_macs:.1f} % | "
+                        f"{predicted:.3f} | {100 * statistics.fmean(accs):.2f} % | "
+                        f"{', '.join(f'{100 * a:.2f}' for a in accs)} | {' | '.join(cells)} |")
+            print(rows[-1], flush=True)
+            notes.append(f"- {name}, {label}: {widths}")
+        removed = found["blocks"]
+        notes.append(f"- {name}: search {seconds:.0f} s, goal {goal:.3f} {args.latency_model} ms (uniform L2 {uniform_ms:.3f} / "
+                     f"{args.faster:g}), blocks removed: {', '.join(removed) or 'none'}")
+    priced_by = "each configuration timed whole" if args.latency_model == "measured" else "the look-up table"
+    rows += ["", f"Budget: {args.keep:.2f} of the dense MACs kept and the uniform L2 cut's latency / {args.faster:g} "
+             f"(PyTorch, batch {batch}, 2 threads, {priced_by}); {args.latency_strategy}, {args.trials} proxy "
+             f"evaluations over widths (levels 1.0, 0.9, ..., 0.1) and residual blocks, "
+             f"{args.proxy_steps} fine-tune steps per proxy evaluation, finalists {RERANK_STEPS} steps. "
+             f"Latency: the models of one network timed side by side in {rounds} interleaved rounds, 2 threads; "
+             f"(x) = how much faster than the uniform L2 cut. Accuracy: fine-tune "
+             f"{FINETUNE.model_dump(exclude_defaults=True)}, seeds {seeds}, test split (the dense row: the baseline).",
+             "", "Output channels of each convolution, in order:", "", *notes]
+    return rows
+
+
 PARTS = {"accuracy": ("Search: searched allocations at 4x fewer MACs", part_accuracy),
          "lut": ("Search: latency look-up table error", part_lut),
          "resnet50": ("Search: ResNet-50 at a 2x ONNX Runtime latency target", part_resnet50),
          "front": ("Search: MobileNetV2 Pareto front", part_front),
          "sensitivity": ("Search: sensitivity analysis time", part_sensitivity),
          "fidelity": ("Search: does the proxy rank configurations as fine-tuning does", part_fidelity),
-         "measured": ("Search: latency from the table or measured (ONNX Runtime, batch 1)", part_measured)}
+         "measured": ("Search: latency from the table or measured (ONNX Runtime, batch 1)", part_measured),
+         "faster": ("Search: equal accuracy at lower latency, 4x fewer MACs", part_faster)}
 
 
 def main() -> None:
@@ -532,6 +625,11 @@ def main() -> None:
     parser.add_argument("--keep", type=float, default=0.25, help="fraction of the dense MACs kept (default 0.25)")
     parser.add_argument("--baseline-epochs", type=int, default=10)
     parser.add_argument("--speedup", type=float, default=2.0, help="measured: the latency goal, x faster than dense")
+    parser.add_argument("--faster", type=float, default=1.25,
+                        help="faster: the latency goal, x faster than the uniform L2 cut by the table (default 1.25)")
+    parser.add_argument("--latency-model", default="table", choices=("table", "measured"),
+                        help="faster: how the search prices latency (default table)")
+    parser.add_argument("--latency-batch", type=int, default=64, help="faster: the batch the table times (default 64)")
     parser.add_argument("--latency-strategy", default="tpe", choices=STRATEGIES,
                         help="measured: the strategy (default tpe: one whole-model timing per trial; greedy times "
                              "every candidate step, minutes per step with measured latency)")
@@ -550,6 +648,8 @@ def main() -> None:
         title, run = PARTS[part]
         if part == "accuracy" and args.proxy_steps:
             title += f", every proxy evaluation after {args.proxy_steps} fine-tune steps"
+        if part == "faster":
+            title += f", PyTorch batch {args.latency_batch}, {args.latency_model} latency, goal {args.faster:g}x"
         rows = run(args)
         command = "benchmarks/search.py --part " + part + (" --quick" if args.quick else "")
         if not args.quick or args.write:

@@ -78,6 +78,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                             "right where the table is not: small models at batch 1, ONNX Runtime; a second or "
                             "more per configuration, and greedy prices every candidate step: prefer tpe or "
                             "nsga2) (default: table)")
+    group.add_argument("--latency-batch", type=options.positive_int, default=1, metavar="N",
+                       help="the batch size latency is timed at: 1 (one request at a time) or a serving batch "
+                            "such as 64 (default: 1)")
     group.add_argument("--storage", default=None, metavar="URL",
                        help="Optuna storage for nsga2/tpe/gp (default: SQLite under OUT/search-state); a "
                             "postgresql:// URL lets workers on several machines share the study")
@@ -134,7 +137,8 @@ def _search(args: argparse.Namespace, objectives: list[str]) -> dict[str, Any]:
                   bn_batches=args.bn_batches,
                   val_samples=args.val_samples, proxy_steps=args.proxy_steps,
                   finetune_steps=args.finetune_steps,
-                  backend=args.backend, latency_model=args.latency_model, storage=args.storage, workers=args.workers,
+                  backend=args.backend, latency_model=args.latency_model,
+                  latency_batch=args.latency_batch, storage=args.storage, workers=args.workers,
                   baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
                   train_config=TrainConfig(), out_dir=args.out, progress=not args.no_progress,
                   measure=options.measure_from_args(args), device=args.device)

@@ -310,6 +310,7 @@ class SearchStageOptions(BaseModel):
     latency_model: Literal["table", "measured"] = Field(
         "table", description="how a latency objective is priced: table (layers timed alone, summed) or "
                              "measured (each configuration's whole model timed, PyTorch)")
+    latency_batch: int = Field(1, ge=1, description="the batch size latency is timed at (1: one request at a time)")
     workers: int = Field(1, description="processes sharing one Optuna study (nsga2, tpe, gp); each rebuilds "
                                         "the current model from OUT/search-state/model/")
     storage: str | None = Field(None, description="the study's Optuna storage (nsga2, tpe, gp): a postgresql:// "
@@ -333,7 +334,7 @@ class SearchStageOptions(BaseModel):
         check_parallel(self.strategy, self.workers, recipe=True)
         check_dimensions(self.strategy, ranks=self.ranks, widths=self.widths, depth=self.depth,
                          objectives=self.objectives, constraints={self.target.kind: self.target.value},
-                         latency_model=self.latency_model, recipe=True)
+                         latency_model=self.latency_model, latency_batch=self.latency_batch, recipe=True)
         if self.storage is not None:
             if self.strategy not in PARALLEL:
                 raise ValueError(f"storage holds an Optuna study, which only {', '.join(PARALLEL)} keep; got "

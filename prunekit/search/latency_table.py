@@ -4,7 +4,8 @@ A configuration's latency is predicted as the sum, over every ``nn.Conv2d``/``nn
 that layer's time alone at its pruned widths (a fresh layer of that shape run on an input of the
 shape the layer sees in the model), plus the rest of the model (BatchNorm, activations, pooling,
 residual adds: the measured dense latency minus the dense layers' sum), scaled by the fraction of
-the layers' output activations kept, since those passes move memory in proportion to it (HALP,
+the layers' output activations kept (each kept channel weighted by its output positions: a channel
+at 28 x 28 moves 16 times what one at 7 x 7 does), since those passes move memory in proportion to it (HALP,
 Shen et al. 2022, and NetAdapt, Yang et al. 2018, build such tables). A layer a configuration
 factorises (a ``rank:<module>`` choice such as ``"svd:0.5"``) is priced as the chain of layers that
 choice builds (:func:`~prunekit.search.ranks.shell_of`, at the layer's pruned widths when widths are
@@ -51,15 +52,23 @@ __all__ = ["LATENCY_MODELS", "LatencyTable"]
 LATENCY_MODELS = ("table", "measured")  # NOTE: how a search prices latency: predict() or measured()
 
 
-def _input_shapes(model: nn.Module, example_inputs: Any, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+def _shapes(model: nn.Module, example_inputs: Any,
+            names: Sequence[str]) -> tuple[dict[str, tuple[int, ...]], dict[str, float]]:
+    """Each layer's input shape, and its output positions per channel and sample (a conv's H x W,
+    a Linear's tokens): what one output channel costs the BatchNorm, activation and pooling passes."""
     shapes: dict[str, tuple[int, ...]] = {}
+    positions: dict[str, float] = {}
 
-    def record(name: str) -> Any:
-        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+    def record(name: str, features_last: bool) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
             shapes.setdefault(name, tuple(args[0].shape))
+            if isinstance(out, torch.Tensor) and out.dim() >= 2:
+                channels = out.shape[-1] if features_last else out.shape[1]
+                positions.setdefault(name, out.numel() / max(1, out.shape[0] * channels))
         return hook
 
-    handles = [model.get_submodule(n).register_forward_pre_hook(record(n)) for n in names]
+    handles = [model.get_submodule(n).register_forward_hook(record(n, isinstance(model.get_submodule(n), nn.Linear)))
+               for n in names]
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     modes = modes_of(model)
     model.eval()
@@ -70,7 +79,7 @@ def _input_shapes(model: nn.Module, example_inputs: Any, names: Sequence[str]) -
         restore_modes(modes)
         for h in handles:
             h.remove()
-    return shapes
+    return shapes, positions
 
 
 class LatencyTable:
@@ -91,7 +100,7 @@ class LatencyTable:
         self.backend, self.batch_size, self.threads, self.min_time_s = backend, batch_size, threads, min_time_s
         self.cost = cost or Cost(model, graph, space, example_inputs)
         self.layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
-        shapes = _input_shapes(model, example_inputs, list(self.layers))
+        shapes, self.positions = _shapes(model, example_inputs, list(self.layers))
         self.layers = {n: m for n, m in self.layers.items() if n in shapes}
         self.inputs = {n: (batch_size, *shapes[n][1:]) for n in self.layers}
         machine = f"{platform.machine()}-{platform.processor() or 'cpu'}-{os.cpu_count()}"
@@ -149,7 +158,7 @@ class LatencyTable:
         for name in self.layers:
             if blocks and (name + ".").startswith(blocks):
                 continue
-            total += self.cost.shape(config, f"{name}.weight")[0]
+            total += self.cost.shape(config, f"{name}.weight")[0] * self.positions.get(name, 1.0)
         return total
 
     def measure(self, config: Mapping[str, Any]) -> float:
@@ -174,7 +183,10 @@ class LatencyTable:
         """Predicted latency (ms) of ``config``: the layers' table entries plus the scaled rest."""
         dense = self.space.dense()
         if self._rest is None:
-            self._rest = max(self.measure(dense) - sum(self.layer_ms(n, dense) for n in self.layers), 0.0)
+            # NOTE: the median of three timings: one slow spell of a shared machine would otherwise price the rest
+            # of every configuration of the search (a 2-core machine gave 36 and 83 ms for the same ResNet-20)
+            whole = statistics.median(self.measure(dense) for _ in range(3))
+            self._rest = max(whole - sum(self.layer_ms(n, dense) for n in self.layers), 0.0)
         blocks = tuple(b + "." for b in self.space.removed_blocks(config))
         layers = sum(self.layer_ms(n, config) for n in self.layers if not (blocks and (n + ".").startswith(blocks)))
         return layers + self._rest * self._volume(config) / max(self._volume(dense), 1e-9)

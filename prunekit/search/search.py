@@ -16,6 +16,7 @@ the allocation it was meant to improve on; Optuna strategies get them as the stu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -114,6 +115,14 @@ def search(space: SearchSpace, objectives: Sequence[str], constraints: Mapping[s
     evaluator.constraints, evaluator.budget = dict(constraints), budget
     file = Path(state_dir) / f"search-{strategy}-{seed}.json" if state_dir is not None else None
     state: dict[str, Any] = json.loads(file.read_text()) if file is not None and file.is_file() else {}
+    settings = _settings(space, objectives, constraints, evaluator)
+    if file is not None and "settings" in state and state["settings"] != settings:
+        changed = [k for k in settings if state["settings"].get(k) != settings[k]]
+        was = "; ".join(f"{k} {state['settings'].get(k)} there, {settings[k]} now" for k in changed if k != "space")
+        raise ConfigError(f"search: the state in {file} was made with other {' and '.join(changed)}"
+                          f"{f' ({was})' if was else ' (search dimensions)'}: its evaluations would be judged by "
+                          f"other rules. Use another folder, or the options of the run that made it.")
+    state.pop("settings", None)
     evaluator.memo.update(state.pop("memo", {}))
     evaluator.evaluations = max(evaluator.evaluations, int(state.pop("evaluations", 0)))
     for row in state.pop("history", []):
@@ -121,7 +130,7 @@ def search(space: SearchSpace, objectives: Sequence[str], constraints: Mapping[s
 
     def save(current: dict[str, Any]) -> None:
         if file is not None:
-            save_json({**current, "memo": evaluator.memo, "evaluations": evaluator.evaluations,
+            save_json({**current, "settings": settings, "memo": evaluator.memo, "evaluations": evaluator.evaluations,
                        "history": [r.to_dict() for r in evaluator.history]}, file)
 
     start = [space.check(c) for c in start]
@@ -138,6 +147,17 @@ def search(space: SearchSpace, objectives: Sequence[str], constraints: Mapping[s
     strategy_fn(strategy)(evaluator, seed=seed, state=state, save=save, **kwargs)
     save(state)
     return _result(evaluator, tuple(objectives))
+
+
+def _settings(space: SearchSpace, objectives: Sequence[str], constraints: Mapping[str, float],
+              evaluator: Evaluator) -> dict[str, Any]:
+    """What a saved state's records depend on (its feasibility flags, its proxy scores' fine-tune
+    steps, the dimensions its configurations choose from); the budget is not among them, so a
+    finished search may be continued with a larger one."""
+    dims = [[d.name, d.kind, list(d.choices)] for d in space.dimensions]
+    return {"constraints": {k: float(v) for k, v in sorted(constraints.items())}, "objectives": list(objectives),
+            "fidelity": evaluator.fidelity,
+            "space": hashlib.sha256(json.dumps(dims, sort_keys=True, default=str).encode()).hexdigest()[:16]}
 
 
 def _result(evaluator: Evaluator, objectives: tuple[str, ...]) -> SearchResult:

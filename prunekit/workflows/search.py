@@ -69,7 +69,8 @@ class Searched(dict):  # type: ignore[type-arg]
     """What :func:`search_model` returns: ``result`` (SearchResult), ``best`` (Record), ``chosen`` (configs), ``plan``
     (the best config's Plan), ``blocks`` (its removed blocks), ``ranks`` (its factorised layers: module ->
     ``"method:fraction"``), ``space``, ``graph``, ``scores``, ``retimed`` (with measured latency under a
-    latency constraint: the chosen configuration's second timing, see :func:`_retimed`; else None)."""
+    latency constraint: the chosen configuration's second timing, see :func:`_retimed`; else None), ``start``
+    (the uniform allocation meeting the constraints that the search started from; None where there is none)."""
 
 
 def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "greedy", budget: int = 40,
@@ -77,7 +78,7 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
                  levels: Sequence[float] = DEFAULT_LEVELS, round_to: int = 1, depth: bool = False,
                  ranks: bool | str | Sequence[str] = False, widths: bool = True, importance: str = "l2",
                  bn_batches: int = 2, val_samples: int = 1024, proxy_steps: int = 0, finetune_steps: int = 0,
-                 backend: str | None = None, latency_model: str = "table",
+                 backend: str | None = None, latency_model: str = "table", latency_batch: int = 1,
                  state_dir: str | os.PathLike[str] | None = None,
                  storage: str | None = None, options: Mapping[str, Any] | None = None, workers: int = 1,
                  rebuild: Mapping[str, Any] | None = None, progress: bool = False) -> Searched:
@@ -91,6 +92,8 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
     ``proxy_steps``: fine-tune steps before every proxy evaluation (0: BatchNorm re-estimation only;
     dearer per evaluation, and it ranks configurations near the budget as fine-tuning does);
     ``finetune_steps``: the steps of a last rung that re-ranks the finalists (where above ``proxy_steps``).
+    ``latency_batch``: the batch size latency is timed at (1: one request at a time; a serving batch
+    such as 64 prices what throughput sees, where narrow layers at high resolution cost more per MAC).
 
     With ``workers > 1`` (Optuna strategies only) that many processes share the study in
     ``state_dir`` (or ``storage``) until it holds ``budget`` trials; each rebuilds ``net``, the
@@ -105,13 +108,14 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
             raise ConfigError(f"search: {flag} is a number of fine-tune batches, an int >= 0; got {steps!r}. "
                               f"Pass e.g. {flag} 32 (0: none).")
     methods = check_dimensions(strategy, ranks=ranks, widths=widths, depth=depth, objectives=objectives,
-                               constraints=constraints, backend=backend, latency_model=latency_model)
+                               constraints=constraints, backend=backend, latency_model=latency_model,
+                               latency_batch=latency_batch)
     settings: dict[str, Any] = {
         "constraints": dict(constraints), "levels": list(levels), "round_to": round_to, "depth": depth,
         "ranks": list(methods), "widths": widths,
         "importance": importance, "bn_batches": bn_batches, "val_samples": val_samples,
         "proxy_steps": proxy_steps, "finetune_steps": finetune_steps, "backend": backend,
-        "latency_model": latency_model,
+        "latency_model": latency_model, "latency_batch": latency_batch,
         "objectives": list(objectives),
         "state_dir": str(Path(state_dir).absolute()) if state_dir is not None else None}
     options = dict(options or {})
@@ -138,7 +142,7 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
     chosen = [best.config] + ([knee.config] if knee is not None and knee.config != best.config else [])
     return Searched(result=result, chosen=chosen, plan=space.plan(best.config, scores), best=best,
                     blocks=space.removed_blocks(best.config), ranks=space.ranks(best.config), space=space,
-                    graph=graph, scores=scores, retimed=retimed)
+                    graph=graph, scores=scores, retimed=retimed, start=uniform)
 
 
 RETIMES = 3  # NOTE: configurations timed again at most, best first, before the chosen one is kept anyway
@@ -167,7 +171,7 @@ def _retimed(retime: Callable[[Mapping[str, Any]], float], records: Sequence[Rec
 
 def check_dimensions(strategy: str, *, ranks: Any, widths: Any, depth: bool, objectives: Sequence[str] = (),
                      constraints: Mapping[str, float] | None = None, backend: str | None = None,
-                     latency_model: str = "table", recipe: bool = False) -> tuple[str, ...]:
+                     latency_model: str = "table", latency_batch: int = 1, recipe: bool = False) -> tuple[str, ...]:
     """The decomposition methods ``ranks`` asks for, once the dimensions asked for make a search
     this strategy and cost model can run; ``recipe``: the messages name the recipe stage's options."""
     from prunekit.search.ranks import rank_methods, untimed as untimed_methods
@@ -192,6 +196,9 @@ def check_dimensions(strategy: str, *, ranks: Any, widths: Any, depth: bool, obj
         raise ConfigError(f"{where}: {option('latency-model' if not recipe else 'latency_model', latency_model)} "
                           f"is not a latency model; use one of {', '.join(LATENCY_MODELS)} (table: each layer timed "
                           f"alone, once per width; measured: each configuration's whole model timed).")
+    if isinstance(latency_batch, bool) or not isinstance(latency_batch, int) or latency_batch < 1:
+        raise ConfigError(f"{where}: {'latency_batch' if recipe else '--latency-batch'} is the batch size latency is "
+                          f"timed at, an int >= 1; got {latency_batch!r}. Pass e.g. 1 (one request) or 64.")
     latency = backend is not None or "latency" in objectives or "latency" in dict(constraints or {})
     if latency and latency_model == "table" and (untimed := untimed_methods(methods)):
         raise ConfigError(f"{where}: the latency look-up table times factorised layers of the svd, tucker and cp "
@@ -205,7 +212,8 @@ def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[s
                round_to: int, depth: bool, importance: str, bn_batches: int, val_samples: int, proxy_steps: int,
                finetune_steps: int, backend: str | None, objectives: Sequence[str],
                state_dir: str | None, ranks: Sequence[str] = (),
-               widths: bool = True, latency_model: str = "table") -> tuple[Evaluator, DependencyGraph, Any]:
+               widths: bool = True, latency_model: str = "table",
+               latency_batch: int = 1) -> tuple[Evaluator, DependencyGraph, Any]:
     """The evaluator a search scores with (and the graph and scores its space was built from): the
     same in this process and in every worker, given the same model and data."""
     example = example_of(splits, task)
@@ -233,6 +241,7 @@ def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[s
         from prunekit.search.latency_table import LatencyTable
 
         table = LatencyTable(net, graph, space, example, backend=backend or "torch", cost=cost,
+                             batch_size=latency_batch,
                              cache_dir=Path(state_dir) / "latency" if state_dir is not None else None)
         latency = table.measured if latency_model == "measured" else table.predict
     proxy = proxy_for(splits, task, bn_batches=bn_batches, val_samples=val_samples,
@@ -350,8 +359,8 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
            levels: Sequence[float] = DEFAULT_LEVELS, round_to: int = 1, depth: bool = False,
            ranks: bool | str | Sequence[str] = False, widths: bool = True, bn_batches: int = 2,
            val_samples: int = 1024, proxy_steps: int = 0, finetune_steps: int = 0,
-           backend: str | None = None, latency_model: str = "table", storage: str | None = None, workers: int = 1,
-           baseline_epochs: int = 1,
+           backend: str | None = None, latency_model: str = "table", latency_batch: int = 1,
+           storage: str | None = None, workers: int = 1, baseline_epochs: int = 1,
            finetune_epochs: int = 1, train_config: TrainConfig | None = None,
            out_dir: str | os.PathLike[str] | None = None, progress: bool = False, measure: Measure | None = None,
            device: str | torch.device | None = None) -> dict[str, Any]:
@@ -360,7 +369,7 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
     ``out_dir`` writes ``pareto.json``, ``results.json``, the search state (resumable: run the same
     command again) and the best model as ``model/``. ``backend`` is the runtime the latency
     look-up table times layers on (``latency_model="measured"``: each configuration's whole model is
-    timed there instead); ``workers`` processes share an Optuna strategy's study (the
+    timed there instead), at batch size ``latency_batch``; ``workers`` processes share an Optuna strategy's study (the
     SQLite file under ``out_dir`` or ``storage``), each scoring trials until ``trials`` are done.
     ``ranks`` / ``widths``: as :func:`search_model`'s; the chosen ranks are in the results (``ranks``)
     and the saved model is factorised as they say.
@@ -377,7 +386,8 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
                           f"processes; got a {type(model).__name__} and a {type(data).__name__}. Pass workers=1, "
                           f"or a spec (a saved folder: prunekit.save(model, DIR)) and a dataset name or path.")
     check_dimensions(strategy, ranks=ranks, widths=widths, depth=depth, objectives=objectives,
-                     constraints=constraints, backend=backend, latency_model=latency_model)
+                     constraints=constraints, backend=backend, latency_model=latency_model,
+                     latency_batch=latency_batch)
     if storage is not None:
         from prunekit.search.strategies.optuna_samplers import PARALLEL
 
@@ -396,7 +406,8 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
     task_obj = with_teacher(task_of(splits, task), net, spec)
     results: dict[str, Any] = {"command": "search", "model": name, "data": splits.name, "strategy": strategy,
                                "constraints": dict(constraints), "objectives": list(objectives), "trials": trials,
-                               "seed": seed, "latency_model": latency_model, "proxy_steps": proxy_steps}
+                               "seed": seed, "latency_model": latency_model, "latency_batch": latency_batch,
+                               "proxy_steps": proxy_steps}
     if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=starts_trained(spec, weights),
                                    progress=progress, device=device, task=task_obj)):
         results["baseline_training"] = baseline
@@ -411,7 +422,8 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
                          objectives=objectives, seed=seed, levels=levels, round_to=round_to, depth=depth,
                          ranks=ranks, widths=widths, bn_batches=bn_batches, val_samples=val_samples,
                          proxy_steps=proxy_steps, finetune_steps=finetune_steps,
-                         backend=backend, latency_model=latency_model, state_dir=state_dir, storage=storage,
+                         backend=backend, latency_model=latency_model, latency_batch=latency_batch,
+                         state_dir=state_dir, storage=storage,
                          workers=workers,
                          rebuild=rebuild, progress=progress)
     result: SearchResult = found["result"]

@@ -52,6 +52,33 @@ def test_an_interrupted_search_resumes_with_resume(tiny_npz: Path, tmp_path: Pat
     assert results["search"]["evaluations"] == 4 and len(fresh) == 2  # NOTE: the first two were kept
 
 
+def test_resuming_with_another_target_is_refused_and_the_state_left_alone(
+        tiny_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    original = Evaluator.metric_value
+    calls: list[int] = []
+
+    def interrupted(self: Evaluator, config: dict, fidelity: int | None = None) -> float:
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return original(self, config, fidelity)
+
+    monkeypatch.setattr(Evaluator, "metric_value", interrupted)
+    out = tmp_path / "run"
+    assert main(_args(tiny_npz, out)) == 130
+    file = out / "search-state" / "search-random-0.json"
+    before = file.read_bytes()
+    capsys.readouterr()
+    # NOTE: the saved records' feasibility was judged against 0.5 of the MACs; a 0.3 budget must not reuse them
+    argv = _args(tiny_npz, out, "--resume")
+    argv[argv.index("--target-macs") + 1] = "0.3"
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert "was made with other constraints (constraints {'macs': 0.5} there, {'macs': 0.3} now)" in err
+    assert file.read_bytes() == before
+
+
 def _interrupted(trial: object) -> float:
     raise KeyboardInterrupt
 

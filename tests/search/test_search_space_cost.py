@@ -100,3 +100,35 @@ def test_a_factorised_layer_is_built_and_counted_exactly() -> None:
     got = Cost(model, graph, space, x)(config)
     assert (got["macs"], got["params"]) == (count_macs(built, x), count_params(built))
     assert got["params"] < count_params(model)
+
+
+def test_the_rest_of_the_model_shrinks_with_the_activations_kept_not_the_channels(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """BatchNorm, activations and pooling move each output channel's H x W values: cutting 8 channels of
+    a 28 x 28 layer saves 16 times what cutting 8 of a 7 x 7 layer does."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(4),
+                                torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 4)).eval()
+    x = torch.randn(1, 1, 28, 28)
+    graph = DependencyGraph.trace(model, x)
+    space = SearchSpace.from_graph(graph, levels=(1.0, 0.5))
+    table = LatencyTable(model, graph, space, x, min_time_s=0.0)
+    monkeypatch.setattr(LatencyTable, "layer_ms", lambda self, name, config: 0.0)  # NOTE: only the rest is priced
+    monkeypatch.setattr(LatencyTable, "measure", lambda self, config: 10.0)
+    first, second = (d.name for d in space.dimensions)
+    big = table.predict({**space.dense(), first: 8})    # the 28 x 28 layer halved
+    small = table.predict({**space.dense(), second: 8})  # the 7 x 7 layer halved
+    total = 16 * 784 + 16 * 49 + 4  # NOTE: the head's 4 outputs at one position
+    assert big == pytest.approx(10.0 * (8 * 784 + 16 * 49 + 4) / total)
+    assert small == pytest.approx(10.0 * (16 * 784 + 8 * 49 + 4) / total)
+
+
+def test_one_slow_timing_of_the_dense_model_does_not_price_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x = Residual().eval(), torch.randn(1, 3, 8, 8)
+    graph = DependencyGraph.trace(model, x)
+    space = SearchSpace.from_graph(graph, levels=(1.0, 0.5))
+    table = LatencyTable(model, graph, space, x, min_time_s=0.0)
+    timings = iter([10.0, 100.0, 12.0])  # NOTE: the second timing hit a slow spell of the machine
+    monkeypatch.setattr(LatencyTable, "layer_ms", lambda self, name, config: 1.0)
+    monkeypatch.setattr(LatencyTable, "measure", lambda self, config: next(timings))
+    assert table.predict(space.dense()) == pytest.approx(12.0)
