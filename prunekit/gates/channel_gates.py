@@ -133,9 +133,12 @@ class ChannelGates:
     def fit(self, model: nn.Module, example_inputs: Any, *, graph: DependencyGraph | None = None) -> ChannelGates:
         """Trace ``model`` (or take its already traced ``graph``), choose the groups, put gates on
         them and install the hooks; ``example_inputs`` is an input batch, for tracing and MACs.
+        Fitting again first removes the hooks of the earlier fit.
         The model only runs in eval mode under ``no_grad``: its weights, buffers (BatchNorm
         statistics) and every module's train/eval mode are left as they were."""
         target = self.validate_params()
+        if self.__dict__.get("_handles"):  # NOTE: fitted before: its hooks would be traced, then left behind for good
+            self.detach()
         self.model_, self.example_inputs_, self.target_ = model, example_inputs, target
         if graph is None:
             with eval_mode(model):  # NOTE: trace restores model.train(mode), switching a frozen submodule

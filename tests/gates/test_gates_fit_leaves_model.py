@@ -45,3 +45,23 @@ def test_fit_takes_a_batch_of_one_on_a_model_in_train_mode() -> None:
     gates = ChannelGates(Target(macs=0.5)).fit(model, torch.randn(1, 3, 8, 8))
     assert gates.groups_ and model.training
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 4)  # NOTE: gated, still trainable
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+
+def test_fitting_again_replaces_the_earlier_hooks() -> None:
+    torch.manual_seed(0)
+    model, x = Squeezed().eval(), torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        plain = model(x)
+    gates = ChannelGates(Target(macs=0.5)).fit(model, x)
+    once = _hooks(model)
+    gates.fit(model, x)  # NOTE: the earlier fit's hooks must neither be traced nor stay behind
+    assert _hooks(model) == once
+    assert [g.id for g in gates.groups_] and gates.graph_ is not None
+    gates.detach()
+    assert _hooks(model) == 0
+    with torch.no_grad():
+        assert torch.equal(model(x), plain)
