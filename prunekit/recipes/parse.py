@@ -165,11 +165,15 @@ def _warn_stale(recipe: Recipe) -> None:
                 warnings.warn(f"stage {i + 1} ({kind}) writes {_WRITES[kind]} before stage {later + 1} "
                               f"({kinds[later]}) changes the model: {_WRITES[kind]} holds the model as it was "
                               f"then", UserWarning, stacklevel=3)
-        if kind == "search" and not any(getattr(stage_options(s), "allocation", None) == "search"
-                                        for s in recipe.stages[i + 1:]):
+        if kind != "search":
+            continue
+        # NOTE: a later search replaces the allocation: only the stages before it can apply this one
+        upto = next((j for j in range(i + 1, len(kinds)) if kinds[j] == "search"), len(kinds))
+        if not any(getattr(stage_options(s), "allocation", None) == "search" for s in recipe.stages[i + 1:upto]):
             where = "last" if i == len(kinds) - 1 else f"stage {i + 1}"
+            then = (f" before stage {upto + 1} (search) replaces it" if upto < len(kinds) else "")
             warnings.warn(f"the search stage is {where}: its allocation is applied by no later prune/decompose "
-                          f"stage with allocation: search (its result is in results.json)", UserWarning,
+                          f"stage with allocation: search{then} (its result is in results.json)", UserWarning,
                           stacklevel=3)
 
 

@@ -132,7 +132,10 @@ def test_broken_recipe_fails_before_any_work(case: str, tmp_path: Path) -> None:
      "stage 1 (quantize) writes OUT/quantize before stage 2 (prune) changes the model"),
     ("  - train: {epochs: 1}\n  - search: {target: {macs: 0.5}}\n",
      "the search stage is last: its allocation is applied by no later prune/decompose stage"),
-], ids=["export then prune", "quantize then prune", "search last"])
+    ("  - search: {target: {macs: 0.5}}\n  - search: {target: {macs: 0.25}}\n  - prune: {allocation: search}\n",
+     "the search stage is stage 1: its allocation is applied by no later prune/decompose stage with allocation: "
+     "search before stage 2 (search) replaces it"),
+], ids=["export then prune", "quantize then prune", "search last", "search replaced by a later search"])
 def test_a_stage_that_makes_an_earlier_output_stale_is_a_warning(stages: str, warning: str, tmp_path: Path) -> None:
     file = tmp_path / "r.yaml"
     file.write_text("model: simple_cnn\nstages:\n" + stages)
