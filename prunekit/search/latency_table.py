@@ -21,7 +21,9 @@ protocol as :func:`~prunekit.measure.measure_latency`, which exports; a module i
 
 Where the table misleads (a small model at batch 1 is bound by per-node overhead; ONNX Runtime
 reorders data between layouts at the ends of a layer timed alone, which the whole model does not),
-:meth:`LatencyTable.measured` times each configuration's whole model instead, once per configuration.
+:meth:`LatencyTable.measured` times each configuration's whole model instead, once per configuration, in
+rounds interleaved with the dense model (its time is its ratio to the dense model's, times the dense
+model's reference time), so a slow spell of a shared machine moves neither.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +44,7 @@ from prunekit._modes import modes_of, restore_modes
 from prunekit.graph import DependencyGraph
 from prunekit.io import save_json
 from prunekit.measure import layer_onnx, measure_latency
-from prunekit.measure.latency import measure_onnx_latencies
+from prunekit.measure.latency import interleaved, interleaved_onnx_latencies, measure_onnx_latencies
 from prunekit.search.cost import Cost
 from prunekit.search.evaluator import key_of
 from prunekit.search.ranks import shell_of
@@ -50,6 +53,7 @@ from prunekit.search.space import SearchSpace, build
 __all__ = ["LATENCY_MODELS", "LatencyTable"]
 
 LATENCY_MODELS = ("table", "measured")  # NOTE: how a search prices latency: predict() or measured()
+ROUNDS = 3  # NOTE: a configuration's whole model is timed in this many rounds interleaved with the dense model
 
 
 def _shapes(model: nn.Module, example_inputs: Any,
@@ -108,6 +112,8 @@ class LatencyTable:
                      if cache_dir is not None else None)
         self.entries: dict[str, float] = json.loads(self.file.read_text()) if self.file and self.file.is_file() else {}
         self._rest: float | None = None
+        self._reference: float | None = None
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
         self._measured: dict[str, float] = {}
 
     def _signature(self, name: str, config: Mapping[str, Any]) -> tuple[str, nn.Module, torch.Tensor]:
@@ -162,15 +168,62 @@ class LatencyTable:
         return total
 
     def measure(self, config: Mapping[str, Any]) -> float:
-        """The measured end-to-end latency (ms) of ``config``'s model."""
+        """The measured end-to-end latency (ms) of ``config``'s model: its time relative to the dense
+        model's, timed in :data:`ROUNDS` interleaved rounds (a slow spell of a shared machine slows
+        both alike), times the dense model's reference time (:meth:`reference_ms`)."""
         from prunekit.importance import score
 
+        if key_of(config) == key_of(self.space.dense()):
+            return self.reference_ms()
         scores = self.cost.scores if self.cost.scores is not None else score(self.graph, self.model, "l2")
         # NOTE: factorised layers as shells: the time of a chain does not depend on its weights' values
         example = self.example_inputs if self.space.ranks(config) else None
         built = build(self.model, self.graph, self.space, config, scores, example_inputs=example, weights=False)
-        return float(measure_latency(built, self.example_inputs, backend=self.backend, batch_size=self.batch_size,
-                                     threads=self.threads, min_time_s=self.min_time_s * 5).median_ms)
+        return self._ratio(built.eval()) * self.reference_ms()
+
+    def reference_ms(self) -> float:
+        """The dense model's time (ms): the median of three timings, taken once (one slow spell
+        would otherwise price every configuration; a 2-core machine gave 36 and 83 ms for one model)."""
+        if self._reference is None:
+            if self.backend == "onnxruntime":  # NOTE: exported once, not once per timing
+                dense = self._dense_onnx()
+                times = [measure_onnx_latencies(dense, self.example_inputs, batch_sizes=(self.batch_size,),
+                                                threads=self.threads, min_time_s=self.min_time_s * 5)[0].median_ms
+                         for _ in range(3)]
+            else:
+                times = [self._time_whole(self.model) for _ in range(3)]
+            self._reference = float(statistics.median(times))
+        return self._reference
+
+    def _dense_onnx(self) -> Path:
+        """The dense model exported once per table, in a folder removed with it."""
+        if self._folder is None:
+            from prunekit.measure import export_onnx
+
+            self._folder = tempfile.TemporaryDirectory(prefix="prunekit-latency-")
+            export_onnx(self.model, self.example_inputs, Path(self._folder.name) / "dense.onnx")
+        return Path(self._folder.name) / "dense.onnx"
+
+    def _time_whole(self, model: nn.Module, min_time_s: float | None = None) -> float:
+        return float(measure_latency(model, self.example_inputs, backend=self.backend, batch_size=self.batch_size,
+                                     threads=self.threads,
+                                     min_time_s=self.min_time_s * 5 if min_time_s is None else min_time_s).median_ms)
+
+    def _ratio(self, built: nn.Module) -> float:
+        """``built``'s time over the dense model's, both timed in the same interleaved rounds."""
+        share = self.min_time_s * 5 / ROUNDS
+        if self.backend != "onnxruntime":
+            paired = interleaved({"dense": self.model, "config": built}, lambda m: self._time_whole(m, share),
+                                 reference="dense", rounds=ROUNDS)
+            return paired["config"].ratio
+        from prunekit.measure import export_onnx
+
+        dense = self._dense_onnx()
+        config = export_onnx(built, self.example_inputs, dense.with_name("config.onnx"))
+        timed = interleaved_onnx_latencies({"dense": dense, "config": config},
+                                           self.example_inputs, batch_sizes=(self.batch_size,),
+                                           threads=self.threads, rounds=ROUNDS, min_time_s=2 * share * ROUNDS)
+        return timed["config"][0].median_ms / timed["dense"][0].median_ms
 
     def measured(self, config: Mapping[str, Any]) -> float:
         """:meth:`measure`, once per configuration (a search asks for the same one many times)."""
@@ -183,10 +236,7 @@ class LatencyTable:
         """Predicted latency (ms) of ``config``: the layers' table entries plus the scaled rest."""
         dense = self.space.dense()
         if self._rest is None:
-            # NOTE: the median of three timings: one slow spell of a shared machine would otherwise price the rest
-            # of every configuration of the search (a 2-core machine gave 36 and 83 ms for the same ResNet-20)
-            whole = statistics.median(self.measure(dense) for _ in range(3))
-            self._rest = max(whole - sum(self.layer_ms(n, dense) for n in self.layers), 0.0)
+            self._rest = max(self.reference_ms() - sum(self.layer_ms(n, dense) for n in self.layers), 0.0)
         blocks = tuple(b + "." for b in self.space.removed_blocks(config))
         layers = sum(self.layer_ms(n, config) for n in self.layers if not (blocks and (n + ".").startswith(blocks)))
         return layers + self._rest * self._volume(config) / max(self._volume(dense), 1e-9)

@@ -114,7 +114,7 @@ def test_the_rest_of_the_model_shrinks_with_the_activations_kept_not_the_channel
     space = SearchSpace.from_graph(graph, levels=(1.0, 0.5))
     table = LatencyTable(model, graph, space, x, min_time_s=0.0)
     monkeypatch.setattr(LatencyTable, "layer_ms", lambda self, name, config: 0.0)  # NOTE: only the rest is priced
-    monkeypatch.setattr(LatencyTable, "measure", lambda self, config: 10.0)
+    monkeypatch.setattr(LatencyTable, "reference_ms", lambda self: 10.0)
     first, second = (d.name for d in space.dimensions)
     big = table.predict({**space.dense(), first: 8})    # the 28 x 28 layer halved
     small = table.predict({**space.dense(), second: 8})  # the 7 x 7 layer halved
@@ -130,5 +130,30 @@ def test_one_slow_timing_of_the_dense_model_does_not_price_the_rest(monkeypatch:
     table = LatencyTable(model, graph, space, x, min_time_s=0.0)
     timings = iter([10.0, 100.0, 12.0])  # NOTE: the second timing hit a slow spell of the machine
     monkeypatch.setattr(LatencyTable, "layer_ms", lambda self, name, config: 1.0)
-    monkeypatch.setattr(LatencyTable, "measure", lambda self, config: next(timings))
+    monkeypatch.setattr(LatencyTable, "_time_whole", lambda self, model, min_time_s=None: next(timings))
     assert table.predict(space.dense()) == pytest.approx(12.0)
+    assert table.measure(space.dense()) == pytest.approx(12.0)
+
+
+def test_a_whole_model_is_timed_against_the_dense_model_in_the_same_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow spell (3x) that slows every model alike does not move a configuration's measured time:
+    it is its ratio to the dense model in the same rounds, times the median of three dense timings."""
+    from types import SimpleNamespace
+
+    model, x = Residual().eval(), torch.randn(1, 3, 8, 8)
+    graph = DependencyGraph.trace(model, x)
+    space = SearchSpace.from_graph(graph, levels=(1.0, 0.5))
+    table = LatencyTable(model, graph, space, x, min_time_s=0.0)
+    spells = iter([3.0, 1.0, 1.0, 1.0, 1.0, 3.0, 3.0, 1.0, 1.0])  # NOTE: 3 reference timings, then 3 rounds of 2
+
+    def fake(net: torch.nn.Module, *args: object, **kwargs: object) -> SimpleNamespace:
+        channels = sum(m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+        return SimpleNamespace(median_ms=float(channels) * next(spells))
+
+    monkeypatch.setattr("prunekit.search.latency_table.measure_latency", fake)
+    small = {**space.dense(), **{d.name: d.choices[-1] for d in space.dimensions}}
+    built = build(model, graph, space, small, score(graph, model, "l2"))
+    dense = float(sum(m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)))
+    kept = float(sum(m.out_channels for m in built.modules() if isinstance(m, torch.nn.Conv2d)))
+    assert kept < dense
+    assert table.measure(small) == pytest.approx(kept)
