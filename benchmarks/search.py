@@ -47,7 +47,7 @@ from prunekit.importance import score  # noqa: E402
 from prunekit.measure import count_macs, evaluate, measure_latency  # noqa: E402
 from prunekit.recover import TrainConfig, train  # noqa: E402
 from prunekit.search.cost import Cost  # noqa: E402
-from prunekit.search.latency_table import LatencyTable  # noqa: E402
+from prunekit.search.latency_table import LATENCY_MODELS, LatencyTable  # noqa: E402
 from prunekit.search.search import FINALISTS, NEAR  # noqa: E402
 from prunekit.search.space import SearchSpace, build  # noqa: E402
 
@@ -180,10 +180,15 @@ def _widths_done(args: argparse.Namespace) -> dict[str, str]:
     return load_json(file) if file is not None and file.is_file() else {}
 
 
+def _conv_widths(model: nn.Module) -> str:
+    """Each conv's output channels, in order: "8/8/16/..."."""
+    return "/".join(str(m.out_channels) for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
 def _widths_finished(args: argparse.Namespace, key: str, model: nn.Module) -> str:
     """Each conv's output channels of a row's model, in order ("8/8/16/..."): what the allocation
     chose; kept for ``key``."""
-    widths = "/".join(str(m.out_channels) for m in model.modules() if isinstance(m, nn.Conv2d))
+    widths = _conv_widths(model)
     if (file := _widths_file(args)) is not None:
         save_json({**_widths_done(args), key: widths}, file)
     return widths
@@ -521,8 +526,8 @@ def part_measured(args: argparse.Namespace) -> list[str]:
 def part_faster(args: argparse.Namespace) -> list[str]:
     """Issue 20's second goal: equal accuracy at 1.2x lower measured latency than the uniform L2 cut at the
     same MACs budget. The search (``--latency-strategy``, widths and residual blocks) is held to the budget
-    and to the uniform cut's latency divided by ``--faster``, priced by the PyTorch look-up table at
-    ``--latency-batch``; it keeps the best allocation by the proxy. Every row is then fine-tuned alike and
+    and to the uniform cut's latency divided by ``--faster``, priced on PyTorch at ``--latency-batch`` by the
+    look-up table or (``--latency-model measured``) whole-model timings; it keeps the best allocation by the proxy. Every row is then fine-tuned alike and
     timed side by side (PyTorch and ONNX Runtime, batch 1 and ``--latency-batch``)."""
     import tempfile
 
@@ -571,10 +576,10 @@ def part_faster(args: argparse.Namespace) -> list[str]:
         models_ = {label: model.eval() for label, (model, _) in built.items()}
         torch_ms = {size: paired_latency(models_, x, reference="uniform L2", rounds=rounds, batch_size=size,
                                          min_time_s=0.2 if args.quick else 1.0) for size in (1, batch)}
-        folder = Path(tempfile.mkdtemp(prefix="prunekit-faster-"))
-        paths = {label: export_onnx(model, x, folder / f"{i}.onnx") for i, (label, model) in enumerate(models_.items())}
-        ort = interleaved_onnx_latencies(paths, x, batch_sizes=(1, batch), threads=2, rounds=rounds,
-                                         min_time_s=0.2 if args.quick else 2.0)
+        with tempfile.TemporaryDirectory(prefix="prunekit-faster-") as tmp:
+            paths = {label: export_onnx(model, x, Path(tmp) / f"{i}.onnx") for i, (label, model) in enumerate(models_.items())}
+            ort = interleaved_onnx_latencies(paths, x, batch_sizes=(1, batch), threads=2, rounds=rounds,
+                                             min_time_s=0.2 if args.quick else 2.0)
         for label, (model, predicted) in built.items():
             accs = _finetuned(model, splits, seeds, args.quick) if label != "dense" else [evaluate(base, splits.test).accuracy]
             cells = []
@@ -583,7 +588,7 @@ def part_faster(args: argparse.Namespace) -> list[str]:
             for i in range(2):
                 ms, ref = ort[label][i].median_ms, ort["uniform L2"][i].median_ms
                 cells.append(f"{ms:.3f} ms ({ref / ms:.2f}x)")
-            widths = "/".join(str(m.out_channels) for m in model.modules() if isinstance(m, nn.Conv2d))
+            widths = _conv_widths(model)
             rows.append(f"| {name} | {label} | {100 * count_macs(model, x) / dense_macs:.1f} % | "
                         f"{predicted:.3f} | {100 * statistics.fmean(accs):.2f} % | "
                         f"{', '.join(f'{100 * a:.2f}' for a in accs)} | {' | '.join(cells)} |")
@@ -626,13 +631,14 @@ def main() -> None:
     parser.add_argument("--baseline-epochs", type=int, default=10)
     parser.add_argument("--speedup", type=float, default=2.0, help="measured: the latency goal, x faster than dense")
     parser.add_argument("--faster", type=float, default=1.25,
-                        help="faster: the latency goal, x faster than the uniform L2 cut by the table (default 1.25)")
-    parser.add_argument("--latency-model", default="table", choices=("table", "measured"),
+                        help="faster: the latency goal, x faster than the uniform L2 cut as the search prices it "
+                             "(default 1.25)")
+    parser.add_argument("--latency-model", default="table", choices=LATENCY_MODELS,
                         help="faster: how the search prices latency (default table)")
     parser.add_argument("--latency-batch", type=int, default=64, help="faster: the batch the table times (default 64)")
     parser.add_argument("--latency-strategy", default="tpe", choices=STRATEGIES,
-                        help="measured: the strategy (default tpe: one whole-model timing per trial; greedy times "
-                             "every candidate step, minutes per step with measured latency)")
+                        help="measured, faster: the strategy (default tpe: one whole-model timing per trial; greedy "
+                             "times every candidate step, minutes per step with measured latency)")
     parser.add_argument("--proxy-steps", type=int, default=0,
                         help="accuracy: fine-tune steps before every proxy evaluation of a search (default 0); the "
                              "rows go to a section of their own")

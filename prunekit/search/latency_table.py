@@ -63,16 +63,15 @@ def _shapes(model: nn.Module, example_inputs: Any,
     shapes: dict[str, tuple[int, ...]] = {}
     positions: dict[str, float] = {}
 
-    def record(name: str, features_last: bool) -> Any:
+    def record(name: str) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
             shapes.setdefault(name, tuple(args[0].shape))
             if isinstance(out, torch.Tensor) and out.dim() >= 2:
-                channels = out.shape[-1] if features_last else out.shape[1]
+                channels = out.shape[-1] if isinstance(module, nn.Linear) else out.shape[1]
                 positions.setdefault(name, out.numel() / max(1, out.shape[0] * channels))
         return hook
 
-    handles = [model.get_submodule(n).register_forward_hook(record(n, isinstance(model.get_submodule(n), nn.Linear)))
-               for n in names]
+    handles = [model.get_submodule(n).register_forward_hook(record(n)) for n in names]
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     modes = modes_of(model)
     model.eval()
@@ -185,15 +184,19 @@ class LatencyTable:
         """The dense model's time (ms): the median of three timings, taken once (one slow spell
         would otherwise price every configuration; a 2-core machine gave 36 and 83 ms for one model)."""
         if self._reference is None:
-            if self.backend == "onnxruntime":  # NOTE: exported once, not once per timing
-                dense = self._dense_onnx()
-                times = [measure_onnx_latencies(dense, self.example_inputs, batch_sizes=(self.batch_size,),
-                                                threads=self.threads, min_time_s=self.min_time_s * 5)[0].median_ms
-                         for _ in range(3)]
-            else:
-                times = [self._time_whole(self.model) for _ in range(3)]
-            self._reference = float(statistics.median(times))
+            self._reference = float(statistics.median(self._time_dense() for _ in range(3)))
         return self._reference
+
+    @property
+    def _whole_s(self) -> float:
+        """Seconds of timed calls for a whole model (five times an entry's: its time varies more)."""
+        return self.min_time_s * 5
+
+    def _time_dense(self) -> float:
+        if self.backend == "onnxruntime":  # NOTE: exported once, not once per timing
+            return float(measure_onnx_latencies(self._dense_onnx(), self.example_inputs, batch_sizes=(self.batch_size,),
+                                                threads=self.threads, min_time_s=self._whole_s)[0].median_ms)
+        return self._time_whole(self.model, self._whole_s)
 
     def _dense_onnx(self) -> Path:
         """The dense model exported once per table, in a folder removed with it."""
@@ -204,17 +207,17 @@ class LatencyTable:
             export_onnx(self.model, self.example_inputs, Path(self._folder.name) / "dense.onnx")
         return Path(self._folder.name) / "dense.onnx"
 
-    def _time_whole(self, model: nn.Module, min_time_s: float | None = None) -> float:
+    def _time_whole(self, model: nn.Module, min_time_s: float) -> float:
         return float(measure_latency(model, self.example_inputs, backend=self.backend, batch_size=self.batch_size,
-                                     threads=self.threads,
-                                     min_time_s=self.min_time_s * 5 if min_time_s is None else min_time_s).median_ms)
+                                     threads=self.threads, min_time_s=min_time_s).median_ms)
 
     def _ratio(self, built: nn.Module) -> float:
-        """``built``'s time over the dense model's, both timed in the same interleaved rounds."""
-        share = self.min_time_s * 5 / ROUNDS
+        """``built``'s time over the dense model's, both timed in the same interleaved rounds (each
+        model :attr:`_whole_s` seconds in all)."""
         if self.backend != "onnxruntime":
-            paired = interleaved({"dense": self.model, "config": built}, lambda m: self._time_whole(m, share),
-                                 reference="dense", rounds=ROUNDS)
+            paired = interleaved({"dense": self.model, "config": built},
+                                 lambda m: self._time_whole(m, self._whole_s / ROUNDS), reference="dense",
+                                 rounds=ROUNDS)
             return paired["config"].ratio
         from prunekit.measure import export_onnx
 
@@ -222,7 +225,7 @@ class LatencyTable:
         config = export_onnx(built, self.example_inputs, dense.with_name("config.onnx"))
         timed = interleaved_onnx_latencies({"dense": dense, "config": config},
                                            self.example_inputs, batch_sizes=(self.batch_size,),
-                                           threads=self.threads, rounds=ROUNDS, min_time_s=2 * share * ROUNDS)
+                                           threads=self.threads, rounds=ROUNDS, min_time_s=self._whole_s)
         return timed["config"][0].median_ms / timed["dense"][0].median_ms
 
     def measured(self, config: Mapping[str, Any]) -> float:

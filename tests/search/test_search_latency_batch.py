@@ -4,10 +4,12 @@ models run at that batch, the command and the recipe stage pass it on, and bad v
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from _models import tiny_splits, two_conv_classifier
+from pydantic import ValidationError
 
 from prunekit import tasks
 from prunekit.errors import ConfigError
@@ -22,8 +24,12 @@ def test_the_table_times_every_entry_at_the_batch_asked_for(monkeypatch: pytest.
         batches.append(int(x.shape[0]))
         return float(x.shape[0])
 
+    def fake_whole(model: Any, example_inputs: Any, **kwargs: Any) -> SimpleNamespace:
+        batches.append(int(kwargs["batch_size"]))  # NOTE: the dense model the table's rest is priced from
+        return SimpleNamespace(median_ms=100.0)
+
     monkeypatch.setattr(LatencyTable, "_time", fake_time)
-    monkeypatch.setattr(LatencyTable, "measure", lambda self, config: (batches.append(self.batch_size), 1.0)[1])
+    monkeypatch.setattr("prunekit.search.latency_table.measure_latency", fake_whole)
     found = search_model(two_conv_classifier(), tiny_splits(), tasks.create("classification"), strategy="random",
                          budget=3, constraints={"macs": 0.5}, objectives=("metric", "macs", "latency"), seed=0,
                          levels=(1.0, 0.5), latency_batch=16, val_samples=16, state_dir=tmp_path)
@@ -53,5 +59,5 @@ def test_the_recipe_stage_takes_a_latency_batch() -> None:
     options = SearchStageOptions.model_validate({"target": {"macs": 0.5}, "objectives": ["metric", "latency"],
                                                  "latency_batch": 32})
     assert options.latency_batch == 32
-    with pytest.raises(Exception, match="latency_batch"):
+    with pytest.raises(ValidationError, match="latency_batch"):
         SearchStageOptions.model_validate({"target": {"macs": 0.5}, "latency_batch": 0})
