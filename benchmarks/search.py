@@ -342,7 +342,7 @@ def part_resnet50(args: argparse.Namespace) -> list[str]:
     cost = Cost(model, graph, space, x)
     # NOTE: random weights: the metric here is MACs kept, so the search keeps the most work at the latency goal
     evaluator = Evaluator(space, {}, cost=cost, latency=table.predict, metric_of=lambda c: cost(c)["macs_kept"])
-    result = search(space, ["metric", "latency"], {"latency": goal}, "greedy", 4 if args.quick else 200, 0,
+    result = search(space, ["metric", "latency"], {"latency_ms": goal}, "greedy", 4 if args.quick else 200, 0,
                     evaluator=evaluator)
     best = result.best
     rows = ["| allocation | MACs kept | predicted ORT ms | measured ORT ms | measured speed-up |", "|---|---|---|---|---|"]
@@ -479,7 +479,7 @@ def part_measured(args: argparse.Namespace) -> list[str]:
         started = time.perf_counter()
         found = search_model(base, splits, tasks.create("classification"), strategy=args.latency_strategy,
                              budget=args.trials,
-                             constraints={"latency": goal}, objectives=("metric", "latency"), seed=0,
+                             constraints={"latency_ms": goal}, objectives=("metric", "latency"), seed=0,
                              backend="onnxruntime", latency_model=latency_model, val_samples=256 if args.quick else 1024,
                              finetune_steps=0 if args.quick else RERANK_STEPS, state_dir=state / latency_model)
         values = {**found["best"].values, "goal": goal, "seconds": time.perf_counter() - started}
@@ -526,9 +526,9 @@ def part_measured(args: argparse.Namespace) -> list[str]:
 def part_faster(args: argparse.Namespace) -> list[str]:
     """Issue 20's second goal: equal accuracy at 1.2x lower measured latency than the uniform L2 cut at the
     same MACs budget. The search (``--latency-strategy``, widths and residual blocks) is held to the budget
-    and to the uniform cut's latency divided by ``--faster``, priced on PyTorch at ``--latency-batch`` by the
+    and to the uniform cut's latency divided by ``--faster``, priced on PyTorch at ``--latency-batch-size`` by the
     look-up table or (``--latency-model measured``) whole-model timings; it keeps the best allocation by the proxy. Every row is then fine-tuned alike and
-    timed side by side (PyTorch and ONNX Runtime, batch 1 and ``--latency-batch``)."""
+    timed side by side (PyTorch and ONNX Runtime, batch 1 and ``--latency-batch-size``)."""
     import tempfile
 
     from prunekit.measure import export_onnx
@@ -538,7 +538,7 @@ def part_faster(args: argparse.Namespace) -> list[str]:
 
     splits = _subset(data.load("fashion_mnist"), args.quick)
     seeds = (0,) if args.quick else (0, 1, 2)
-    batch, rounds = args.latency_batch, 5
+    batch, rounds = args.latency_batch_size, 5
     rows = [f"| model | allocation | MACs kept | {args.latency_model} ms (b{batch}) | accuracy (mean) | per seed | "
             f"PyTorch b1 | PyTorch b{batch} | ORT b1 | ORT b{batch} |", "|---|---|---|---|---|---|---|---|---|---|"]
     notes: list[str] = []
@@ -558,9 +558,9 @@ def part_faster(args: argparse.Namespace) -> list[str]:
         goal = uniform_ms / args.faster
         started = time.perf_counter()
         found = search_model(base, splits, tasks.create("classification"), strategy=args.latency_strategy,
-                             budget=args.trials, constraints={"macs": args.keep, "latency": goal},
+                             budget=args.trials, constraints={"macs": args.keep, "latency_ms": goal},
                              objectives=("metric", "macs", "latency"), seed=0, depth=True, backend="torch",
-                             latency_batch=batch, latency_model=args.latency_model,
+                             latency_batch_size=batch, latency_model=args.latency_model,
                              val_samples=256 if args.quick else 1024,
                              proxy_steps=min(args.proxy_steps, 2) if args.quick else args.proxy_steps,
                              finetune_steps=0 if args.quick else RERANK_STEPS, state_dir=state)
@@ -635,7 +635,8 @@ def main() -> None:
                              "(default 1.25)")
     parser.add_argument("--latency-model", default="table", choices=LATENCY_MODELS,
                         help="faster: how the search prices latency (default table)")
-    parser.add_argument("--latency-batch", type=int, default=64, help="faster: the batch the table times (default 64)")
+    parser.add_argument("--latency-batch-size", "--latency-batch", type=int, default=64,
+                        help="faster: the batch the table times (default 64)")
     parser.add_argument("--latency-strategy", default="tpe", choices=STRATEGIES,
                         help="measured, faster: the strategy (default tpe: one whole-model timing per trial; greedy "
                              "times every candidate step, minutes per step with measured latency)")
@@ -655,7 +656,7 @@ def main() -> None:
         if part == "accuracy" and args.proxy_steps:
             title += f", every proxy evaluation after {args.proxy_steps} fine-tune steps"
         if part == "faster":
-            title += f", PyTorch batch {args.latency_batch}, {args.latency_model} latency, goal {args.faster:g}x"
+            title += f", PyTorch batch {args.latency_batch_size}, {args.latency_model} latency, goal {args.faster:g}x"
         rows = run(args)
         command = "benchmarks/search.py --part " + part + (" --quick" if args.quick else "")
         if not args.quick or args.write:

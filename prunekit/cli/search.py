@@ -41,9 +41,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="fraction of the dense MACs to KEEP, in (0, 1]; 0.25 = 4x fewer MACs")
     group.add_argument("--target-params", type=float, default=None, metavar="F",
                        help="fraction of the dense parameters to KEEP, in (0, 1]")
+    group.add_argument("--target-latency", type=float, default=None, metavar="F",
+                       help="fraction of the dense model's latency to KEEP on --backend at --latency-batch-size, "
+                            "in (0, 1]; 0.5 = twice as fast (predicted by the look-up table, or measured with "
+                            "--latency-model measured)")
     group.add_argument("--target-latency-ms", type=float, default=None, metavar="MS",
-                       help="latency at most this, in ms, on --backend: predicted by the look-up table, or "
-                            "measured with --latency-model measured")
+                       help="latency at most this, in ms, on --backend at --latency-batch-size: predicted by the "
+                            "look-up table, or measured with --latency-model measured")
     group.add_argument("--objectives", default="metric,macs", metavar="A,B",
                        help="Pareto objectives: metric and any of macs, params, latency (default: metric,macs)")
     group.add_argument("--trials", type=options.positive_int, default=40, metavar="N",
@@ -78,7 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                             "right where the table is not: small models at batch 1, ONNX Runtime; a second or "
                             "more per configuration, and greedy prices every candidate step: prefer tpe or "
                             "nsga2) (default: table)")
-    group.add_argument("--latency-batch", type=options.positive_int, default=1, metavar="N",
+    group.add_argument("--latency-batch-size", type=options.positive_int, default=1, metavar="N",
                        help="the batch size latency is timed at: 1 (one request at a time) or a serving batch "
                             "such as 64 (default: 1)")
     group.add_argument("--storage", default=None, metavar="URL",
@@ -103,14 +107,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def constraints(args: argparse.Namespace) -> dict[str, float]:
     """The constraints the target options describe."""
-    from prunekit.errors import ConfigError
+    from prunekit.search.search import check_constraints
 
-    found = {k: v for k, v in (("macs", args.target_macs), ("params", args.target_params),
-                               ("latency", args.target_latency_ms)) if v is not None}
-    for key, flag in (("macs", "--target-macs"), ("params", "--target-params")):
-        if key in found and not 0 < found[key] <= 1:
-            raise ConfigError(f"{flag}: the fraction of the dense {key} to keep must be in (0, 1]; got "
-                              f"{found[key]}. Pass e.g. 0.25 for 4x fewer.")
+    flags = {"macs": "--target-macs", "params": "--target-params", "latency": "--target-latency",
+             "latency_ms": "--target-latency-ms"}
+    found = {key: value for key in flags if (value := getattr(args, f"target_{key}")) is not None}
+    check_constraints(found, flags=flags)
     return found
 
 
@@ -138,7 +140,7 @@ def _search(args: argparse.Namespace, objectives: list[str]) -> dict[str, Any]:
                   val_samples=args.val_samples, proxy_steps=args.proxy_steps,
                   finetune_steps=args.finetune_steps,
                   backend=args.backend, latency_model=args.latency_model,
-                  latency_batch=args.latency_batch, storage=args.storage, workers=args.workers,
+                  latency_batch_size=args.latency_batch_size, storage=args.storage, workers=args.workers,
                   baseline_epochs=args.baseline_epochs, finetune_epochs=args.finetune_epochs,
                   train_config=TrainConfig(), out_dir=args.out, progress=not args.no_progress,
                   measure=options.measure_from_args(args), device=args.device)

@@ -310,7 +310,8 @@ class SearchStageOptions(BaseModel):
     latency_model: Literal["table", "measured"] = Field(
         "table", description="how a latency objective is priced: table (layers timed alone, summed) or "
                              "measured (each configuration's whole model timed, PyTorch)")
-    latency_batch: int = Field(1, ge=1, description="the batch size latency is timed at (1: one request at a time)")
+    latency_batch_size: int = Field(1, ge=1, description="the batch size latency is timed at (1: one request at a "
+                                                         "time); a target's batch_size says it too")
     workers: int = Field(1, description="processes sharing one Optuna study (nsga2, tpe, gp); each rebuilds "
                                         "the current model from OUT/search-state/model/")
     storage: str | None = Field(None, description="the study's Optuna storage (nsga2, tpe, gp): a postgresql:// "
@@ -324,17 +325,26 @@ class SearchStageOptions(BaseModel):
         check_workers(value, "workers")  # NOTE: the CLI's check: no bools, strings or fractions
         return value
 
+    @property
+    def timed_batch(self) -> int:
+        """The batch size latency is timed at: the target's ``batch_size`` where it gives one."""
+        return self.target.batch_size if "batch_size" in self.target.model_fields_set else self.latency_batch_size
+
     @model_validator(mode="after")
     def _budget_kind(self) -> SearchStageOptions:
-        if self.target.kind not in ("macs", "params"):
-            raise ValueError(f"a search stage's target is macs or params kept; got {self.target.kind}")
+        if self.target.kind not in ("macs", "params", "latency"):
+            raise ValueError(f"a search stage's target is macs, params or latency kept; got {self.target.kind}")
+        both = {"batch_size"} <= self.target.model_fields_set and "latency_batch_size" in self.model_fields_set
+        if both and self.target.batch_size != self.latency_batch_size:
+            raise ValueError(f"the target's batch_size ({self.target.batch_size}) and latency_batch_size "
+                             f"({self.latency_batch_size}) both say the batch latency is timed at; give one")
         from prunekit.search.strategies.optuna_samplers import PARALLEL
         from prunekit.workflows.search import check_dimensions, check_parallel
 
         check_parallel(self.strategy, self.workers, recipe=True)
         check_dimensions(self.strategy, ranks=self.ranks, widths=self.widths, depth=self.depth,
                          objectives=self.objectives, constraints={self.target.kind: self.target.value},
-                         latency_model=self.latency_model, latency_batch=self.latency_batch, recipe=True)
+                         latency_model=self.latency_model, latency_batch_size=self.timed_batch, recipe=True)
         if self.storage is not None:
             if self.strategy not in PARALLEL:
                 raise ValueError(f"storage holds an Optuna study, which only {', '.join(PARALLEL)} keep; got "

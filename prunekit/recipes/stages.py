@@ -470,7 +470,7 @@ def search_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, An
                          ranks=o.ranks, widths=o.widths,  # type: ignore[attr-defined]
                          bn_batches=o.bn_batches, val_samples=o.val_samples,  # type: ignore[attr-defined]
                          proxy_steps=o.proxy_steps, finetune_steps=o.finetune_steps,  # type: ignore[attr-defined]
-                         latency_model=o.latency_model, latency_batch=o.latency_batch,  # type: ignore[attr-defined]
+                         latency_model=o.latency_model, latency_batch_size=o.timed_batch,  # type: ignore[attr-defined]
                          state_dir=state_dir,
                          storage=o.storage, workers=o.workers, rebuild=rebuild,  # type: ignore[attr-defined]
                          progress=state.progress)

@@ -22,9 +22,12 @@ from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.search.space import Config, SearchSpace, build
 
-__all__ = ["Evaluator", "Record", "OBJECTIVES", "BudgetSpent", "key_of", "successive_halving"]
+__all__ = ["Evaluator", "Record", "OBJECTIVES", "CONSTRAINTS", "BudgetSpent", "key_of", "successive_halving"]
 
 OBJECTIVES = {"metric": "max", "macs": "min", "params": "min", "latency": "min"}
+# NOTE: budgets as a Target states them: kept fractions of the dense model's macs, params and latency,
+# or the latency in ms; ``latency`` and ``latency_ms`` both bound the ``latency`` value (ms)
+CONSTRAINTS = ("macs", "params", "latency", "latency_ms")
 
 
 class BudgetSpent(Exception):
@@ -73,6 +76,31 @@ class Evaluator:
     factorised: dict[Any, Any] = field(default_factory=dict)  # NOTE: layers factorised so far, reused by build
     retime: Callable[[Mapping[str, Any]], float] | None = None  # NOTE: a fresh timing, to check the chosen one
     fidelity: int = 0  # NOTE: the fine-tune steps of a proxy evaluation unless a call names others
+    _dense_ms: float | None = field(default=None, repr=False)
+
+    @property
+    def limits(self) -> dict[str, float]:
+        """Each constraint as an upper bound on a value of :meth:`costs`: ``macs`` and ``params``
+        kept fractions as given, ``latency`` in ms, from ``latency_ms`` or from ``latency`` (a kept
+        fraction of the dense model's latency, :meth:`dense_ms`)."""
+        limits: dict[str, float] = {}
+        for key, bound in self.constraints.items():
+            if key == "latency_ms":
+                limits["latency"] = float(bound)
+            elif key == "latency":
+                limits["latency"] = float(bound) * self.dense_ms()
+            else:
+                limits[key] = float(bound)
+        return limits
+
+    def dense_ms(self) -> float:
+        """The dense model's latency (ms) as this evaluator prices every configuration, priced once."""
+        if self._dense_ms is None:
+            if self.latency is None:
+                raise ConfigError("Evaluator: a latency constraint needs a latency measure (a LatencyTable's "
+                                  "predict or measured). Pass latency=..., or constrain macs or params.")
+            self._dense_ms = float(self.latency(self.space.dense()))
+        return self._dense_ms
 
     def costs(self, config: Mapping[str, Any]) -> dict[str, float]:
         """The cheap objective values: ``macs`` and ``params`` kept fractions, ``latency`` (ms)."""
@@ -85,11 +113,11 @@ class Evaluator:
         return values
 
     def feasible(self, values: Mapping[str, float]) -> bool:
-        return all(values.get(k, 0.0) <= v + 1e-12 for k, v in self.constraints.items())
+        return all(values.get(k, 0.0) <= v + 1e-12 for k, v in self.limits.items())
 
     def violation(self, values: Mapping[str, float]) -> float:
         """How far over the constraints (relative), 0 when met."""
-        return sum(max(0.0, values.get(k, 0.0) - v) / max(v, 1e-12) for k, v in self.constraints.items())
+        return sum(max(0.0, values.get(k, 0.0) - v) / max(v, 1e-12) for k, v in self.limits.items())
 
     def cheap_feasible(self, config: Mapping[str, Any]) -> bool:
         return self.feasible(self.costs(config))

@@ -28,6 +28,7 @@ model's reference time), so a slow spell of a shared machine moves neither.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -39,6 +40,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
 from prunekit._modes import modes_of, restore_modes
 from prunekit.graph import DependencyGraph
@@ -150,12 +152,15 @@ class LatencyTable:
         factorises it), from the table or measured now."""
         key, fresh, x = self._signature(name, config)
         if key not in self.entries:
-            self.entries[key] = self._time(fresh.eval(), x)
-            if self.file is not None:  # NOTE: merged with the file, so workers sharing it keep each other's entries
-                on_disk = json.loads(self.file.read_text()) if self.file.is_file() else {}
-                self.entries = {**on_disk, **self.entries}
-                save_json(self.entries, self.file)
+            self._keep(key, self._time(fresh.eval(), x))
         return self.entries[key]
+
+    def _keep(self, key: str, ms: float) -> None:
+        self.entries[key] = ms
+        if self.file is not None:  # NOTE: merged with the file, so workers sharing it keep each other's entries
+            on_disk = json.loads(self.file.read_text()) if self.file.is_file() else {}
+            self.entries = {**on_disk, **self.entries}
+            save_json(self.entries, self.file)
 
     def _volume(self, config: Mapping[str, Any]) -> float:
         blocks = tuple(b + "." for b in self.space.removed_blocks(config))
@@ -182,10 +187,20 @@ class LatencyTable:
 
     def reference_ms(self) -> float:
         """The dense model's time (ms): the median of three timings, taken once (one slow spell
-        would otherwise price every configuration; a 2-core machine gave 36 and 83 ms for one model)."""
+        would otherwise price every configuration; a 2-core machine gave 36 and 83 ms for one model)
+        and kept with the entries, so a resumed search (or a worker) prices as the first run did."""
         if self._reference is None:
-            self._reference = float(statistics.median(self._time_dense() for _ in range(3)))
+            key = self._dense_key()
+            if key not in self.entries:
+                self._keep(key, float(statistics.median(self._time_dense() for _ in range(3))))
+            self._reference = self.entries[key]
         return self._reference
+
+    def _dense_key(self) -> str:
+        """The entry of the dense model: its architecture and input shapes at the table's batch size."""
+        shapes = [tuple(t.shape[1:]) for t in tree_flatten(self.example_inputs)[0] if isinstance(t, torch.Tensor)]
+        digest = hashlib.sha256(f"{' '.join(repr(self.model).split())}|{shapes}".encode()).hexdigest()[:16]
+        return f"dense model {type(self.model).__name__} {digest}"
 
     @property
     def _whole_s(self) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,12 +27,13 @@ from typing import Any
 
 from prunekit.errors import ConfigError
 from prunekit.io import save_json
-from prunekit.search.evaluator import OBJECTIVES, Evaluator, Record, key_of
+from prunekit.search.evaluator import CONSTRAINTS, OBJECTIVES, Evaluator, Record, key_of
 from prunekit.search.pareto import knee, non_dominated
 from prunekit.search.space import Config, SearchSpace
 from prunekit.search.strategies import STRATEGIES, strategy as strategy_fn
 
-__all__ = ["search", "SearchResult", "PARETO_FILE", "uniform_start", "finalists_of", "NEAR", "FINALISTS"]
+__all__ = ["search", "check_constraints", "SearchResult", "PARETO_FILE", "uniform_start", "finalists_of", "NEAR",
+           "FINALISTS"]
 
 PARETO_FILE = "pareto.json"
 
@@ -76,17 +78,45 @@ class SearchResult:
 
 
 def _check(objectives: Sequence[str], constraints: Mapping[str, float], strategy: str, budget: int) -> None:
-    bad = [o for o in [*objectives, *constraints] if o not in OBJECTIVES or o in ("metric",) and o in constraints]
+    bad = [o for o in objectives if o not in OBJECTIVES]
     if bad or "metric" not in objectives:
-        raise ConfigError(f"search: objectives must include 'metric' and come from {', '.join(OBJECTIVES)}, "
-                          f"and constraints from macs, params, latency; got objectives {list(objectives)}, "
-                          f"constraints {dict(constraints)}. Pass e.g. objectives=['metric', 'macs'], "
-                          f"constraints={{'macs': 0.25}}.")
+        raise ConfigError(f"search: objectives must include 'metric' and come from {', '.join(OBJECTIVES)}; got "
+                          f"{list(objectives)}. Pass e.g. objectives=['metric', 'macs'].")
+    check_constraints(constraints)
     if strategy not in STRATEGIES:
         strategy_fn(strategy)  # NOTE: raises the "did you mean" error
     if not isinstance(budget, int) or budget < 1:
         raise ConfigError(f"search: budget is the number of proxy evaluations, an int >= 1; got {budget!r}. "
                           f"Pass e.g. 40.")
+
+
+def check_constraints(constraints: Mapping[str, Any], where: str = "search",
+                      flags: Mapping[str, str] | None = None) -> None:
+    """One-line errors for bounds that mean nothing: an unknown name, a kept fraction outside (0, 1],
+    a latency in ms that is not positive, or the latency bounded twice. ``flags``: the command-line
+    flag of each constraint, named in the messages instead of the keyword."""
+    def given(key: str, value: Any) -> str:
+        return f"{flags[key]} {value}" if flags and key in flags else f"{key}={value}"
+
+    if unknown := [c for c in constraints if c not in CONSTRAINTS]:
+        raise ConfigError(f"{where}: constraints come from {', '.join(CONSTRAINTS)}; got "
+                          f"{', '.join(map(str, unknown))}. Pass e.g. {given('macs', 0.25)} (a quarter of the MACs "
+                          f"kept) or {given('latency', 0.5)} (twice as fast as the dense model).")
+    for key, value in constraints.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if key == "latency_ms":
+            if not number or value <= 0:
+                raise ConfigError(f"{where}: {given(key, value)}: the most milliseconds a configuration may take "
+                                  f"must be a number > 0. Pass e.g. {given(key, 5)}, or {given('latency', 0.5)} "
+                                  f"(half the dense model's latency).")
+        elif not number or not 0 < value <= 1:
+            ms = (flags or {}).get("latency_ms", "latency_ms")
+            unit = f" (for milliseconds use {ms})" if key == "latency" else ""
+            raise ConfigError(f"{where}: {given(key, value)}: the fraction of the dense model's {key} to keep must "
+                              f"be in (0, 1]{unit}. Pass e.g. {given(key, 0.5)}.")
+    if "latency" in constraints and "latency_ms" in constraints:
+        raise ConfigError(f"{where}: {given('latency', constraints['latency'])} (a fraction of the dense model's) "
+                          f"and {given('latency_ms', constraints['latency_ms'])} both bound the latency; give one.")
 
 
 def search(space: SearchSpace, objectives: Sequence[str], constraints: Mapping[str, float], strategy: str,
@@ -99,7 +129,9 @@ def search(space: SearchSpace, objectives: Sequence[str], constraints: Mapping[s
         space: the dimensions (:class:`~prunekit.search.space.SearchSpace`).
         objectives: ``metric`` (maximised) and any of ``macs``, ``params`` (kept fractions),
             ``latency`` (ms), minimised.
-        constraints: objective -> upper bound, e.g. ``{"macs": 0.25}`` (a quarter of the MACs kept).
+        constraints: upper bounds, e.g. ``{"macs": 0.25}`` (a quarter of the MACs kept): kept fractions
+            of ``macs``, ``params`` and ``latency`` (the dense model's, as the evaluator prices it), or
+            ``latency_ms`` (see :attr:`Evaluator.limits`).
         strategy: a name from :data:`~prunekit.search.strategies.STRATEGIES`.
         budget: proxy evaluations, the same for every strategy.
         seed: the one source of randomness.

@@ -33,7 +33,9 @@ from prunekit.recover import TrainConfig
 from prunekit.search.cost import Cost
 from prunekit.search.latency_table import LATENCY_MODELS
 from prunekit.search.evaluator import Evaluator, Record, successive_halving
-from prunekit.search.search import PARETO_FILE, SearchResult, finalists_of, uniform_start, write_pareto
+from prunekit.search.search import (
+    PARETO_FILE, SearchResult, check_constraints, finalists_of, uniform_start, write_pareto,
+)
 from prunekit.search.search import search as run_search
 from prunekit.search.ranks import factorise
 from prunekit.search.space import DEFAULT_LEVELS, SearchSpace, build
@@ -78,7 +80,7 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
                  levels: Sequence[float] = DEFAULT_LEVELS, round_to: int = 1, depth: bool = False,
                  ranks: bool | str | Sequence[str] = False, widths: bool = True, importance: str = "l2",
                  bn_batches: int = 2, val_samples: int = 1024, proxy_steps: int = 0, finetune_steps: int = 0,
-                 backend: str | None = None, latency_model: str = "table", latency_batch: int = 1,
+                 backend: str | None = None, latency_model: str = "table", latency_batch_size: int = 1,
                  state_dir: str | os.PathLike[str] | None = None,
                  storage: str | None = None, options: Mapping[str, Any] | None = None, workers: int = 1,
                  rebuild: Mapping[str, Any] | None = None, progress: bool = False) -> Searched:
@@ -92,7 +94,7 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
     ``proxy_steps``: fine-tune steps before every proxy evaluation (0: BatchNorm re-estimation only;
     dearer per evaluation, and it ranks configurations near the budget as fine-tuning does);
     ``finetune_steps``: the steps of a last rung that re-ranks the finalists (where above ``proxy_steps``).
-    ``latency_batch``: the batch size latency is timed at (1: one request at a time; a serving batch
+    ``latency_batch_size``: the batch size latency is timed at (1: one request at a time; a serving batch
     such as 64 prices what throughput sees, where narrow layers at high resolution cost more per MAC).
 
     With ``workers > 1`` (Optuna strategies only) that many processes share the study in
@@ -109,13 +111,13 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
                               f"Pass e.g. {flag} 32 (0: none).")
     methods = check_dimensions(strategy, ranks=ranks, widths=widths, depth=depth, objectives=objectives,
                                constraints=constraints, backend=backend, latency_model=latency_model,
-                               latency_batch=latency_batch)
+                               latency_batch_size=latency_batch_size)
     settings: dict[str, Any] = {
         "constraints": dict(constraints), "levels": list(levels), "round_to": round_to, "depth": depth,
         "ranks": list(methods), "widths": widths,
         "importance": importance, "bn_batches": bn_batches, "val_samples": val_samples,
         "proxy_steps": proxy_steps, "finetune_steps": finetune_steps, "backend": backend,
-        "latency_model": latency_model, "latency_batch": latency_batch,
+        "latency_model": latency_model, "latency_batch_size": latency_batch_size,
         "objectives": list(objectives),
         "state_dir": str(Path(state_dir).absolute()) if state_dir is not None else None}
     options = dict(options or {})
@@ -132,12 +134,12 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
     best = result.best
     if finetune_steps > proxy_steps:  # NOTE: the finalists re-ranked after a few fine-tune steps each
         evaluator.budget = None
-        finalists = [r.config for r in finalists_of(result.records, constraints, start)]
+        finalists = [r.config for r in finalists_of(result.records, evaluator.limits, start)]
         best = successive_halving(evaluator, finalists, rungs=(finetune_steps,))[0]
         best = next(r for r in result.records if r.config == best.config)
     retimed = None
-    if evaluator.retime is not None and "latency" in constraints:
-        best, retimed = _retimed(evaluator.retime, result.records, best, constraints["latency"])
+    if evaluator.retime is not None and "latency" in evaluator.limits:
+        best, retimed = _retimed(evaluator.retime, result.records, best, evaluator.limits["latency"])
     knee = result.knee()
     chosen = [best.config] + ([knee.config] if knee is not None and knee.config != best.config else [])
     return Searched(result=result, chosen=chosen, plan=space.plan(best.config, scores), best=best,
@@ -164,14 +166,15 @@ def _retimed(retime: Callable[[Mapping[str, Any]], float], records: Sequence[Rec
     times = ", ".join(f"{t['retimed_ms']:.3f}" for t in tried)
     warnings.warn(f"search: timed again, none of the {len(tried)} best configurations met the latency goal of "
                   f"{goal:g} ms ({times} ms); the best is kept. The "
-                  f"machine's timings vary: run on an idle machine, or ask for a lower --target-latency-ms.",
+                  f"machine's timings vary: run on an idle machine, or ask for a lower latency target.",
                   stacklevel=3)
     return best, {"goal_ms": goal, "tried": tried, "held": False}
 
 
 def check_dimensions(strategy: str, *, ranks: Any, widths: Any, depth: bool, objectives: Sequence[str] = (),
                      constraints: Mapping[str, float] | None = None, backend: str | None = None,
-                     latency_model: str = "table", latency_batch: int = 1, recipe: bool = False) -> tuple[str, ...]:
+                     latency_model: str = "table", latency_batch_size: int = 1,
+                     recipe: bool = False) -> tuple[str, ...]:
     """The decomposition methods ``ranks`` asks for, once the dimensions asked for make a search
     this strategy and cost model can run; ``recipe``: the messages name the recipe stage's options."""
     from prunekit.search.ranks import rank_methods, untimed as untimed_methods
@@ -196,10 +199,12 @@ def check_dimensions(strategy: str, *, ranks: Any, widths: Any, depth: bool, obj
         raise ConfigError(f"{where}: {option('latency-model' if not recipe else 'latency_model', latency_model)} "
                           f"is not a latency model; use one of {', '.join(LATENCY_MODELS)} (table: each layer timed "
                           f"alone, once per width; measured: each configuration's whole model timed).")
-    if isinstance(latency_batch, bool) or not isinstance(latency_batch, int) or latency_batch < 1:
-        raise ConfigError(f"{where}: {'latency_batch' if recipe else '--latency-batch'} is the batch size latency is "
-                          f"timed at, an int >= 1; got {latency_batch!r}. Pass e.g. 1 (one request) or 64.")
-    latency = backend is not None or "latency" in objectives or "latency" in dict(constraints or {})
+    if isinstance(latency_batch_size, bool) or not isinstance(latency_batch_size, int) or latency_batch_size < 1:
+        raise ConfigError(f"{where}: {'latency_batch_size' if recipe else '--latency-batch-size'} is the batch size "
+                          f"latency is timed at, an int >= 1; got {latency_batch_size!r}. Pass e.g. 1 (one request) "
+                          f"or 64.")
+    check_constraints(dict(constraints or {}), where)
+    latency = _timed(backend, objectives, constraints or {})
     if latency and latency_model == "table" and (untimed := untimed_methods(methods)):
         raise ConfigError(f"{where}: the latency look-up table times factorised layers of the svd, tucker and cp "
                           f"layouts; {', '.join(untimed)} builds layers of its own, which it cannot time. Use a "
@@ -208,12 +213,17 @@ def check_dimensions(strategy: str, *, ranks: Any, widths: Any, depth: bool, obj
     return methods
 
 
+def _timed(backend: str | None, objectives: Sequence[str], constraints: Mapping[str, float]) -> bool:
+    """Whether a search prices latency: a backend named, a latency objective or a latency bound."""
+    return backend is not None or "latency" in objectives or "latency" in constraints or "latency_ms" in constraints
+
+
 def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[str, float], levels: Sequence[float],
                round_to: int, depth: bool, importance: str, bn_batches: int, val_samples: int, proxy_steps: int,
                finetune_steps: int, backend: str | None, objectives: Sequence[str],
                state_dir: str | None, ranks: Sequence[str] = (),
                widths: bool = True, latency_model: str = "table",
-               latency_batch: int = 1) -> tuple[Evaluator, DependencyGraph, Any]:
+               latency_batch_size: int = 1) -> tuple[Evaluator, DependencyGraph, Any]:
     """The evaluator a search scores with (and the graph and scores its space was built from): the
     same in this process and in every worker, given the same model and data."""
     example = example_of(splits, task)
@@ -237,11 +247,11 @@ def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[s
                                    groups=None if widths else ())
     cost = Cost(net, graph, space, example, scores)
     latency = None
-    if backend is not None or "latency" in objectives or "latency" in constraints:
+    if _timed(backend, objectives, constraints):
         from prunekit.search.latency_table import LatencyTable
 
         table = LatencyTable(net, graph, space, example, backend=backend or "torch", cost=cost,
-                             batch_size=latency_batch,
+                             batch_size=latency_batch_size,
                              cache_dir=Path(state_dir) / "latency" if state_dir is not None else None)
         latency = table.measured if latency_model == "measured" else table.predict
     proxy = proxy_for(splits, task, bn_batches=bn_batches, val_samples=val_samples,
@@ -359,7 +369,7 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
            levels: Sequence[float] = DEFAULT_LEVELS, round_to: int = 1, depth: bool = False,
            ranks: bool | str | Sequence[str] = False, widths: bool = True, bn_batches: int = 2,
            val_samples: int = 1024, proxy_steps: int = 0, finetune_steps: int = 0,
-           backend: str | None = None, latency_model: str = "table", latency_batch: int = 1,
+           backend: str | None = None, latency_model: str = "table", latency_batch_size: int = 1,
            storage: str | None = None, workers: int = 1, baseline_epochs: int = 1,
            finetune_epochs: int = 1, train_config: TrainConfig | None = None,
            out_dir: str | os.PathLike[str] | None = None, progress: bool = False, measure: Measure | None = None,
@@ -369,8 +379,9 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
     ``out_dir`` writes ``pareto.json``, ``results.json``, the search state (resumable: run the same
     command again) and the best model as ``model/``. ``backend`` is the runtime the latency
     look-up table times layers on (``latency_model="measured"``: each configuration's whole model is
-    timed there instead), at batch size ``latency_batch``; ``workers`` processes share an Optuna strategy's study (the
-    SQLite file under ``out_dir`` or ``storage``), each scoring trials until ``trials`` are done.
+    timed there instead), at batch size ``latency_batch_size``; ``workers`` processes share an Optuna
+    strategy's study (the SQLite file under ``out_dir`` or ``storage``), each scoring trials until
+    ``trials`` are done.
     ``ranks`` / ``widths``: as :func:`search_model`'s; the chosen ranks are in the results (``ranks``)
     and the saved model is factorised as they say.
 
@@ -387,7 +398,7 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
                           f"or a spec (a saved folder: prunekit.save(model, DIR)) and a dataset name or path.")
     check_dimensions(strategy, ranks=ranks, widths=widths, depth=depth, objectives=objectives,
                      constraints=constraints, backend=backend, latency_model=latency_model,
-                     latency_batch=latency_batch)
+                     latency_batch_size=latency_batch_size)
     if storage is not None:
         from prunekit.search.strategies.optuna_samplers import PARALLEL
 
@@ -406,7 +417,7 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
     task_obj = with_teacher(task_of(splits, task), net, spec)
     results: dict[str, Any] = {"command": "search", "model": name, "data": splits.name, "strategy": strategy,
                                "constraints": dict(constraints), "objectives": list(objectives), "trials": trials,
-                               "seed": seed, "latency_model": latency_model, "latency_batch": latency_batch,
+                               "seed": seed, "latency_model": latency_model, "latency_batch_size": latency_batch_size,
                                "proxy_steps": proxy_steps}
     if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=starts_trained(spec, weights),
                                    progress=progress, device=device, task=task_obj)):
@@ -422,7 +433,7 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
                          objectives=objectives, seed=seed, levels=levels, round_to=round_to, depth=depth,
                          ranks=ranks, widths=widths, bn_batches=bn_batches, val_samples=val_samples,
                          proxy_steps=proxy_steps, finetune_steps=finetune_steps,
-                         backend=backend, latency_model=latency_model, latency_batch=latency_batch,
+                         backend=backend, latency_model=latency_model, latency_batch_size=latency_batch_size,
                          state_dir=state_dir, storage=storage,
                          workers=workers,
                          rebuild=rebuild, progress=progress)

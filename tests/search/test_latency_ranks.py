@@ -97,7 +97,7 @@ def _setup(npz: Path) -> tuple[nn.Module, Any, Any]:
 
 def test_a_rank_search_takes_a_latency_objective_and_target(tiny_npz: Path, tmp_path: Path) -> None:
     net, splits, task = _setup(tiny_npz)
-    found = search_model(net, splits, task, budget=4, constraints={"latency": 1e3, "macs": 0.6}, ranks=True,
+    found = search_model(net, splits, task, budget=4, constraints={"latency_ms": 1e3, "macs": 0.6}, ranks=True,
                          widths=False, objectives=("metric", "latency"), levels=(1.0, 0.5, 0.25), val_samples=32,
                          state_dir=tmp_path)
     records = found["result"].records
@@ -118,7 +118,7 @@ def test_latency_with_a_method_the_table_cannot_build_is_a_one_line_error(tiny_n
     try:
         with pytest.raises(ConfigError, match="search: the latency look-up table times factorised layers of the "
                                               "svd, tucker and cp layouts; mine builds layers of its own") as caught:
-            search_model(net, splits, task, budget=2, constraints={"latency": 1.0}, ranks=["svd", "mine"],
+            search_model(net, splits, task, budget=2, constraints={"latency_ms": 1.0}, ranks=["svd", "mine"],
                          val_samples=32)
         assert "\n" not in str(caught.value)
     finally:

@@ -1,4 +1,4 @@
-"""The batch size a search times latency at (``latency_batch``): the table's entries and the measured
+"""The batch size a search times latency at (``latency_batch_size``): the table's entries and the measured
 models run at that batch, the command and the recipe stage pass it on, and bad values are one-line errors."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_the_table_times_every_entry_at_the_batch_asked_for(monkeypatch: pytest.
     monkeypatch.setattr("prunekit.search.latency_table.measure_latency", fake_whole)
     found = search_model(two_conv_classifier(), tiny_splits(), tasks.create("classification"), strategy="random",
                          budget=3, constraints={"macs": 0.5}, objectives=("metric", "macs", "latency"), seed=0,
-                         levels=(1.0, 0.5), latency_batch=16, val_samples=16, state_dir=tmp_path)
+                         levels=(1.0, 0.5), latency_batch_size=16, val_samples=16, state_dir=tmp_path)
     assert batches and set(batches) == {16}
     assert all(r.values["latency"] > 0 for r in found["result"].records)
     assert [f.name.split("-")[2] for f in (tmp_path / "latency").glob("latency-*.json")] == ["b16"]
@@ -40,24 +40,24 @@ def test_the_table_times_every_entry_at_the_batch_asked_for(monkeypatch: pytest.
 
 @pytest.mark.parametrize("bad", [0, -4, 2.5, True, "64"])
 def test_a_latency_batch_that_is_not_a_positive_int_is_a_one_line_error(bad: Any) -> None:
-    with pytest.raises(ConfigError, match=r"--latency-batch is the batch size latency is timed at, an int >= 1; got ") as info:
-        check_dimensions("greedy", ranks=False, widths=True, depth=False, latency_batch=bad)
+    with pytest.raises(ConfigError, match=r"--latency-batch-size is the batch size latency is timed at, an int >= 1; got ") as info:
+        check_dimensions("greedy", ranks=False, widths=True, depth=False, latency_batch_size=bad)
     assert "\n" not in str(info.value)
-    with pytest.raises(ConfigError, match=r"search: latency_batch is the batch size latency is timed at"):
-        check_dimensions("greedy", ranks=False, widths=True, depth=False, latency_batch=bad, recipe=True)
+    with pytest.raises(ConfigError, match=r"search: latency_batch_size is the batch size latency is timed at"):
+        check_dimensions("greedy", ranks=False, widths=True, depth=False, latency_batch_size=bad, recipe=True)
 
 
 def test_the_command_passes_the_latency_batch_on(search_arguments: Any) -> None:
-    seen = search_arguments(["search", "--model", "simple_cnn", "--target-latency-ms", "1", "--latency-batch", "64"])
-    assert seen["latency_batch"] == 64
-    assert search_arguments(["search", "--model", "simple_cnn", "--target-macs", "0.5"])["latency_batch"] == 1
+    seen = search_arguments(["search", "--model", "simple_cnn", "--target-latency-ms", "1", "--latency-batch-size", "64"])
+    assert seen["latency_batch_size"] == 64
+    assert search_arguments(["search", "--model", "simple_cnn", "--target-macs", "0.5"])["latency_batch_size"] == 1
 
 
 def test_the_recipe_stage_takes_a_latency_batch() -> None:
     from prunekit.recipes.schema import SearchStageOptions
 
     options = SearchStageOptions.model_validate({"target": {"macs": 0.5}, "objectives": ["metric", "latency"],
-                                                 "latency_batch": 32})
-    assert options.latency_batch == 32
-    with pytest.raises(ValidationError, match="latency_batch"):
-        SearchStageOptions.model_validate({"target": {"macs": 0.5}, "latency_batch": 0})
+                                                 "latency_batch_size": 32})
+    assert options.timed_batch == 32
+    with pytest.raises(ValidationError, match="latency_batch_size"):
+        SearchStageOptions.model_validate({"target": {"macs": 0.5}, "latency_batch_size": 0})

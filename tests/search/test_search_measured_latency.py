@@ -25,7 +25,7 @@ def test_measured_latency_times_each_configuration_once_and_constrains_by_it(mon
     monkeypatch.setattr(LatencyTable, "measure", fake_measure)
     monkeypatch.setattr(LatencyTable, "predict", lambda self, config: pytest.fail("the table was asked"))
     found = search_model(two_conv_classifier(), tiny_splits(), tasks.create("classification"), strategy="random", budget=6,
-                         constraints={"latency": 8.0}, objectives=("metric", "latency"), seed=0,
+                         constraints={"latency_ms": 8.0}, objectives=("metric", "latency"), seed=0,
                          levels=(1.0, 0.75, 0.5, 0.25), latency_model="measured", val_samples=16)
     # NOTE: once per configuration however often asked, and the chosen one a second time to check it
     assert timed and len(timed) == len(set(timed)) + 1 and timed[-1] == repr(sorted(found["best"].config.items()))
@@ -61,7 +61,7 @@ def _search(monkeypatch: pytest.MonkeyPatch, again: Any) -> Any:
 
     monkeypatch.setattr(LatencyTable, "measure", fake_measure)
     return search_model(two_conv_classifier(), tiny_splits(), tasks.create("classification"), strategy="random", budget=8,
-                        constraints={"latency": 8.0}, objectives=("metric", "latency"), seed=0,
+                        constraints={"latency_ms": 8.0}, objectives=("metric", "latency"), seed=0,
                         levels=(1.0, 0.75, 0.5, 0.25), latency_model="measured", val_samples=16)
 
 

@@ -63,7 +63,9 @@ def test_the_latency_table_fills_once_and_is_reused_from_disk(tmp_path: Path) ->
     small = {**space.dense(), **{d.name: d.choices[-1] for d in space.dimensions}}
     assert table.predict(small) > 0 and table.predict(space.dense()) > 0
     entries = dict(table.entries)
-    assert len(entries) == 2 * len(table.layers) - 1  # NOTE: the head's input is cut, its output is not
+    # NOTE: the head's input is cut, its output is not; and the dense model's own time
+    assert len(entries) == 2 * len(table.layers) - 1 + 1
+    assert [k for k in entries if k.startswith("dense model Residual ")] != []
     again = LatencyTable(model, graph, space, x, cache_dir=tmp_path, min_time_s=0.0)
     assert again.entries == entries
     report = table.error([small])

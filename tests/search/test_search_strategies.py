@@ -165,7 +165,8 @@ def test_the_search_command_writes_the_front_and_a_loadable_model(tiny_npz: Path
     assert 'alt="Scatter' in page or "Pareto" in page, "the search report has no Pareto figure"
     assert "Pareto" in (out / "report.md").read_text()
     bad = subprocess.run(args[:8] + ["--target-macs", "1.5"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "--target-macs: the fraction of the dense macs to keep must be in (0, 1]" in bad.stderr
+    assert bad.returncode == 2 and ("--target-macs 1.5: the fraction of the dense model's macs to keep must be in "
+                                    "(0, 1]") in bad.stderr
 
 
 def test_a_recipe_search_stage_feeds_the_next_prune_stage(tiny_npz: Path, tmp_path: Path) -> None:

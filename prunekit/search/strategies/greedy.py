@@ -24,7 +24,7 @@ __all__ = ["greedy", "random_search"]
 
 def _cost(evaluator: Evaluator, config: Config) -> float:
     costs = evaluator.costs(config)
-    key = next(iter(evaluator.constraints), "macs")
+    key = next(iter(evaluator.limits), "macs")
     return costs.get(key, costs.get("macs", 0.0))
 
 
@@ -46,7 +46,7 @@ def greedy(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any)
     each dimension's last measured loss per cost saved."""
     space = evaluator.space
     config = state.get("config") or space.dense()
-    target = next(iter(evaluator.constraints.values()), 0.0)
+    target = next(iter(evaluator.limits.values()), 0.0)
     shrinkable = [d.name for d in space.dimensions if d.kind in ("width", "block", "rank")]
     ratios: dict[str, float] = dict(state.get("ratios", {}))
     budget = evaluator.budget or 10 * len(shrinkable)

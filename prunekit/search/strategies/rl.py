@@ -38,7 +38,7 @@ def _policy(width: int, seed: int) -> nn.Module:
 
 def _fraction(evaluator: Evaluator, config: Config) -> float:
     costs = evaluator.costs(config)
-    key = next(iter(evaluator.constraints), "macs")
+    key = next(iter(evaluator.limits), "macs")
     return costs.get(key, 1.0)
 
 
@@ -48,7 +48,7 @@ def _episode(evaluator: Evaluator, policy: nn.Module, generator: torch.Generator
     dims = [d for d in space.dimensions if d.kind in ("width", "block", "rank")]
     config = space.dense()
     smallest = {**config, **{d.name: d.choices[-1] for d in dims}}
-    limit = next(iter(evaluator.constraints.values()), 1.0)
+    limit = next(iter(evaluator.limits.values()), 1.0)
     log_prob = torch.zeros(())
     previous, largest = 1.0, max((d.size for d in dims), default=1) or 1
     for i, d in enumerate(dims):
