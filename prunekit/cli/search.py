@@ -152,10 +152,12 @@ def chosen_lines(results: dict[str, Any]) -> list[str]:
              f"{results['evaluated']} configurations, front of {len(results['search']['front'])}"]
     for row in results["chosen"]:
         proxy, tuned = row["proxy"], row["finetuned"]
-        metric = "accuracy" if "accuracy" in tuned else next(iter(tuned))
+        named = results["search"].get("metric_name")  # NOTE: the proxy's metric, read from the same table
+        metric = named if named in tuned else "accuracy" if "accuracy" in tuned else next(iter(tuned))
         result = (f"fine-tuned {metric} {tuned[metric]:.4f}" if row.get("finetune_epochs", 1) else
                   f"{metric} {tuned[metric]:.4f} (not fine-tuned: --finetune-epochs 0)")
-        lines.append(f"{row['which']}: MACs kept {100 * proxy.get('macs', 1.0):.1f} %, proxy {proxy['metric']:.4f}"
+        lines.append(f"{row['which']}: MACs kept {100 * proxy.get('macs', 1.0):.1f} %, proxy "
+                     f"{named if named in tuned else 'metric'} {proxy['metric']:.4f}"
                      f" -> {result}")
     if results.get("ranks"):
         lines.append("ranks: " + ", ".join(f"{layer} {choice}" for layer, choice in results["ranks"].items()))

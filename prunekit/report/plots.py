@@ -326,7 +326,9 @@ def sensitivity(data: Mapping[str, Any]) -> Figure | None:
     """One curve per layer: the metric after pruning that layer alone, against the ratio removed."""
     layers = data["layers"]
     metric = data.get("metric", "metric")
-    drops = sorted((curve["metric"][-1], name) for name, curve in layers.items())
+    sign = 1.0 if data.get("higher_is_better", True) is not False else -1.0  # NOTE: worst first (MSE: highest)
+    drops = sorted((sign * curve["metric"][-1], curve["metric"][-1], name) for name, curve in layers.items())
+    drops = [(value, name) for _, value, name in drops]
     key = f"most sensitive layer {drops[0][1]} ({metric} {drops[0][0]:.4g} at ratio " \
           f"{layers[drops[0][1]]['ratios'][-1]:.2g})"
 

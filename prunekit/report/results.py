@@ -6,7 +6,7 @@ analysis or a search wrote them, ``sensitivity.json`` and ``pareto.json``. Their
 
 ``sensitivity.json`` (one curve per layer: the metric after pruning that layer alone)::
 
-    {"version": 1, "metric": "accuracy", "baseline": 0.91,
+    {"version": 1, "metric": "accuracy", "baseline": 0.91, "higher_is_better": true,
      "layers": {"conv1": {"ratios": [0.1, 0.3, 0.5], "metric": [0.90, 0.86, 0.70]}, ...}}
 
 ``pareto.json`` (every trial as a point; ``chosen`` indexes ``points``; ``x_better`` and
@@ -15,7 +15,7 @@ analysis or a search wrote them, ``sensitivity.json`` and ``pareto.json``. Their
     {"version": 1, "x": "macs", "y": "accuracy", "x_better": "lower", "y_better": "higher",
      "points": [{"x": 0.42, "y": 0.90, "label": "trial 3"}, ...], "chosen": 0}
 
-``baseline``, ``x_better``, ``y_better`` and ``label`` may be left out.
+``baseline``, ``higher_is_better`` (default true), ``x_better``, ``y_better`` and ``label`` may be left out.
 
 The files ``prunekit sensitivity`` and ``prunekit search`` write (:mod:`prunekit.search.sensitivity`:
 ``{"metric_name", "baseline", "groups": [{"name", "ratios", "metric"}, ...]}``, and ``"ranks"`` curves
@@ -174,7 +174,7 @@ def _from_search_sensitivity(data: Any) -> Any:
     layers.update({f"rank {r.get('name')}": {"ratios": r.get("ratios"), "metric": r.get("metric")}
                    for r in data.get("ranks") or [] if isinstance(r, Mapping)})  # NOTE: rank removed, one layer
     return {"version": 1, "metric": data.get("metric_name", "metric"), "baseline": data.get("baseline"),
-            "layers": layers}
+            "layers": layers, "higher_is_better": data.get("higher_is_better", True)}
 
 
 def _from_search_pareto(data: Any) -> Any:
@@ -189,8 +189,9 @@ def _from_search_pareto(data: Any) -> Any:
     points = [{"x": p["values"].get(x), "y": p["values"].get("metric"), "label": f"point {i}"}
               for i, p in enumerate(data["points"]) if isinstance(p, Mapping) and isinstance(p.get("values"), Mapping)]
     chosen = next((i for i, p in enumerate(data["points"]) if isinstance(p, Mapping) and p.get("chosen")), None)
-    return {"version": 1, "x": x, "y": "metric", "x_better": "lower", "y_better": "higher", "points": points,
-            "chosen": chosen}
+    better = "higher" if data.get("higher_is_better", True) is not False else "lower"
+    return {"version": 1, "x": x, "y": str(data.get("metric_name") or "metric"), "x_better": "lower",
+            "y_better": better, "points": points, "chosen": chosen}
 
 
 def _check_sensitivity(data: Any, file: Path) -> dict[str, Any]:

@@ -77,6 +77,22 @@ class Evaluator:
     retime: Callable[[Mapping[str, Any]], float] | None = None  # NOTE: a fresh timing, to check the chosen one
     fidelity: int = 0  # NOTE: the fine-tune steps of a proxy evaluation unless a call names others
     _dense_ms: float | None = field(default=None, repr=False)
+    higher_is_better: bool | None = None  # NOTE: None: the metric's own (a Proxy's task says; else higher)
+
+    @property
+    def maximise(self) -> bool:
+        """Whether a higher metric is better (accuracy) or a lower one (a loss, MSE, perplexity)."""
+        if self.higher_is_better is not None:
+            return self.higher_is_better
+        return bool(getattr(self.metric, "higher_is_better", True))
+
+    def goodness(self, values: Mapping[str, float]) -> float:
+        """The metric as a number to maximise, whichever way the task's metric points."""
+        return values["metric"] if self.maximise else -values["metric"]
+
+    def directions(self, objectives: Sequence[str]) -> dict[str, str]:
+        """Each objective's direction (``max``/``min``), the metric's as the task says."""
+        return {o: ("max" if self.maximise else "min") if o == "metric" else OBJECTIVES[o] for o in objectives}
 
     @property
     def limits(self) -> dict[str, float]:
@@ -181,7 +197,7 @@ def successive_halving(evaluator: Evaluator, configs: Sequence[Config], *, rungs
     records: list[Record] = []
     for i, fidelity in enumerate(rungs):
         records = [evaluator(c, fidelity) for c in survivors]
-        records.sort(key=lambda r: (not r.feasible, -r.values["metric"]))
+        records.sort(key=lambda r: (not r.feasible, -evaluator.goodness(r.values)))
         if i + 1 < len(rungs):
             survivors = [r.config for r in records[:max(1, len(records) // eta)]]
     return records

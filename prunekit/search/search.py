@@ -48,10 +48,13 @@ class SearchResult:
     front: list[int]
     best: Record | None
     evaluations: int
+    higher_is_better: bool = True  # NOTE: the metric's direction (a loss or MSE: lower is better)
+    metric_name: str = "metric"  # NOTE: what the metric is (accuracy, mse, perplexity), for people reading it
 
     @property
     def directions(self) -> dict[str, str]:
-        return {o: OBJECTIVES[o] for o in self.objectives}
+        return {o: ("max" if self.higher_is_better else "min") if o == "metric" else OBJECTIVES[o]
+                for o in self.objectives}
 
     def knee(self) -> Record | None:
         """The front's balanced point (:func:`prunekit.search.pareto.knee`)."""
@@ -67,12 +70,14 @@ class SearchResult:
         index = {key_of(r.config): i for i, r in enumerate(self.records)}
         keys = list(dict.fromkeys(key_of(c) for c in chosen if key_of(c) in index))
         rows = [index[k] for k in keys] + [i for i in self.front if key_of(self.records[i].config) not in keys]
-        return {"objectives": list(self.objectives),
+        return {"objectives": list(self.objectives), "metric_name": self.metric_name,
+                "higher_is_better": self.higher_is_better,
                 "points": [{"values": self.records[i].values, "config": self.records[i].config,
                             "chosen": key_of(self.records[i].config) in keys} for i in rows]}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"objectives": list(self.objectives), "evaluations": self.evaluations,
+        return {"objectives": list(self.objectives), "metric_name": self.metric_name,
+                "higher_is_better": self.higher_is_better, "evaluations": self.evaluations,
                 "best": self.best.to_dict() if self.best else None, "front": self.front,
                 "records": [r.to_dict() for r in self.records]}
 
@@ -200,10 +205,11 @@ def _result(evaluator: Evaluator, objectives: tuple[str, ...]) -> SearchResult:
             latest[key_of(record.config)] = record
     records = list(latest.values())
     feasible = [i for i, r in enumerate(records) if r.feasible]
-    directions = {o: OBJECTIVES[o] for o in objectives}
+    directions = evaluator.directions(objectives)
     front = [feasible[i] for i in non_dominated([records[i].values for i in feasible], directions)]
     best = max((records[i] for i in feasible), key=lambda r: preferred(r.values, directions), default=None)
-    return SearchResult(records, objectives, front, best, evaluator.evaluations)
+    return SearchResult(records, objectives, front, best, evaluator.evaluations, evaluator.maximise,
+                        str(getattr(evaluator.metric, "metric_name", "metric")))
 
 
 def preferred(values: Mapping[str, float], directions: Mapping[str, str]) -> tuple[float, ...]:
@@ -235,13 +241,14 @@ def uniform_start(evaluator: Evaluator, steps: int = 30) -> Config | None:
 
 
 def finalists_of(records: Sequence[Record], constraints: Mapping[str, float], start: Sequence[Config] = (),
-                 count: int = FINALISTS) -> list[Record]:
+                 count: int = FINALISTS, *, higher_is_better: bool = True) -> list[Record]:
     """The configurations worth a few fine-tune steps: the starting points and the ``count`` best
     feasible by the proxy among those using at least ``1 - NEAR`` of each budget (all feasible ones
     where none does). Without fine-tuning, a pruned model's proxy score is noisy; a configuration far
     under the budget that tops it is more often noise than a better allocation (ResNet-20 at 4x: GP's
     best by the proxy kept 5.6 % of the MACs for a 25 % budget and lost 10 points after fine-tuning)."""
-    feasible = sorted((r for r in records if r.feasible), key=lambda r: -r.values["metric"])
+    sign = -1.0 if higher_is_better else 1.0
+    feasible = sorted((r for r in records if r.feasible), key=lambda r: sign * r.values["metric"])
     near = [r for r in feasible
             if all(r.values.get(k, bound) >= (1 - NEAR) * bound for k, bound in constraints.items())]
     keys = {key_of(c) for c in start}

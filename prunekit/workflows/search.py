@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,12 +134,13 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
     best = result.best
     if finetune_steps > proxy_steps:  # NOTE: the finalists re-ranked after a few fine-tune steps each
         evaluator.budget = None
-        finalists = [r.config for r in finalists_of(result.records, evaluator.limits, start)]
+        finalists = [r.config for r in finalists_of(result.records, evaluator.limits, start,
+                                                     higher_is_better=evaluator.maximise)]
         best = successive_halving(evaluator, finalists, rungs=(finetune_steps,))[0]
         best = next(r for r in result.records if r.config == best.config)
     retimed = None
     if evaluator.retime is not None and "latency" in evaluator.limits:
-        best, retimed = _retimed(evaluator.retime, result.records, best, evaluator.limits["latency"])
+        best, retimed = _retimed(evaluator, result.records, best, evaluator.limits["latency"])
     knee = result.knee()
     chosen = [best.config] + ([knee.config] if knee is not None and knee.config != best.config else [])
     return Searched(result=result, chosen=chosen, plan=space.plan(best.config, scores), best=best,
@@ -150,16 +151,19 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
 RETIMES = 3  # NOTE: configurations timed again at most, best first, before the chosen one is kept anyway
 
 
-def _retimed(retime: Callable[[Mapping[str, Any]], float], records: Sequence[Record], best: Record,
+def _retimed(evaluator: Evaluator, records: Sequence[Record], best: Record,
              goal: float) -> tuple[Record, dict[str, Any]]:
     """The configuration to keep once timed again: ``best``, or where its fresh timing misses the
     latency ``goal`` (the search keeps the best of many noisy timings, so the kept one's runs low) the
     next feasible ones by the proxy, up to :data:`RETIMES` in all; the first that holds, else
-    ``best`` with a warning (``retime``: a fresh timing of a configuration). Returns it with the timings."""
-    others = sorted((r for r in records if r.feasible and r.config != best.config), key=lambda r: -r.values["metric"])
+    ``best`` with a warning (``evaluator.retime``: a fresh timing of a configuration). Returns it
+    with the timings."""
+    assert evaluator.retime is not None
+    others = sorted((r for r in records if r.feasible and r.config != best.config),
+                    key=lambda r: -evaluator.goodness(r.values))
     tried: list[dict[str, Any]] = []
     for record in [best, *others][:RETIMES]:
-        ms = float(retime(record.config))
+        ms = float(evaluator.retime(record.config))
         tried.append({"config": record.config, "searched_ms": record.values.get("latency"), "retimed_ms": ms})
         if ms <= goal:
             return record, {"goal_ms": goal, "tried": tried, "held": True}

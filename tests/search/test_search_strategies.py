@@ -225,15 +225,14 @@ def test_gates_round_down_where_rounding_up_breaks_the_budget(limit: float, want
 
 
 def test_a_tie_on_the_metric_goes_to_fewer_macs_and_the_saved_config_leads_pareto() -> None:
-    from types import SimpleNamespace
-
     from prunekit.search.evaluator import Record
     from prunekit.search.search import _result
 
     uniform = Record({"a": 8}, {"metric": 0.1875, "macs": 0.499}, True)  # NOTE: scored first, as the start is
     smaller = Record({"a": 4}, {"metric": 0.1875, "macs": 0.241}, True)
     tiny = Record({"a": 2}, {"metric": 0.09375, "macs": 0.211}, True)
-    result = _result(SimpleNamespace(history=[uniform, smaller, tiny], evaluations=3), ("metric", "macs"))
+    evaluator = Evaluator(None, {}, history=[uniform, smaller, tiny], evaluations=3)  # type: ignore[arg-type]
+    result = _result(evaluator, ("metric", "macs"))
     assert result.best is smaller and result.best in [result.records[i] for i in result.front]
     knee_config = result.knee().config
     points = result.pareto([result.best.config, knee_config])["points"]

@@ -29,7 +29,7 @@ def backtracking(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save
     evaluator's memory, so only the unexplored part costs proxy evaluations."""
     space = evaluator.space
     dims = list(space.dimensions)
-    best: list[float] = [state.get("best_metric", float("-inf"))]
+    best: list[float] = [state.get("best_metric", float("-inf"))]  # NOTE: as evaluator.goodness (maximised)
 
     def completion(partial: Config, cheapest: bool) -> Config | None:
         config = dict(partial)
@@ -42,7 +42,7 @@ def backtracking(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save
         if depth == len(dims):
             if not space.valid(partial) or not evaluator.cheap_feasible(partial):
                 return
-            value = evaluator(partial).values["metric"]
+            value = evaluator.goodness(evaluator(partial).values)
             if value > best[0]:
                 best[0] = value
                 state.update(best_metric=value, best=partial)
@@ -54,7 +54,7 @@ def backtracking(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save
         if monotone and depth > 0:
             optimistic = completion(partial, cheapest=False)
             if optimistic is not None and space.valid(optimistic) and \
-                    evaluator(optimistic).values["metric"] <= best[0]:
+                    evaluator.goodness(evaluator(optimistic).values) <= best[0]:
                 return
         for choice in dims[depth].choices:
             visit({**partial, dims[depth].name: choice})

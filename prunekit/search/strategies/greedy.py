@@ -61,10 +61,10 @@ def greedy(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any)
         if candidate is None:
             return float("inf"), None
         saved = max(_cost(evaluator, config) - _cost(evaluator, candidate), 1e-12)
-        return (current - evaluator(candidate).values["metric"]) / saved, candidate
+        return (current - evaluator.goodness(evaluator(candidate).values)) / saved, candidate
 
     try:
-        current = evaluator(config).values["metric"]
+        current = evaluator.goodness(evaluator(config).values)
         sweep = budget > 2 * len(shrinkable) + 1  # NOTE: a small budget skips the sweep: all start level
         for name in shrinkable:
             if name not in ratios:
@@ -83,7 +83,7 @@ def greedy(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any)
             # re-scored cut is taken, so the target is reached before the evaluations run out
             if candidate is not None and (fresh <= runner_up or 2 * evaluator.evaluations >= budget):
                 config = candidate
-                current = evaluator(config).values["metric"]
+                current = evaluator.goodness(evaluator(config).values)
             state.update(config=config, ratios=ratios)
             save(state)
     except BudgetSpent:

@@ -25,7 +25,7 @@ __all__ = ["local"]
 def _parents(evaluator: Evaluator, population: int) -> list[Config]:
     """The ``population`` best feasible configurations evaluated so far (the latest score of each)."""
     latest = {key_of(r.config): r for r in evaluator.history}
-    feasible = sorted((r for r in latest.values() if r.feasible), key=lambda r: -r.values["metric"])
+    feasible = sorted((r for r in latest.values() if r.feasible), key=lambda r: -evaluator.goodness(r.values))
     return [r.config for r in feasible[:population]]
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from prunekit.errors import ConfigError, require
-from prunekit.search.evaluator import OBJECTIVES, BudgetSpent, Evaluator, Record
+from prunekit.search.evaluator import BudgetSpent, Evaluator, Record
 from prunekit.search.space import Config
 
 __all__ = ["nsga2", "tpe", "gp", "trial_objective", "PARALLEL"]
@@ -88,7 +88,7 @@ def _run(evaluator: Evaluator, sampler: Any, *, objectives: Sequence[str], state
          factory: Any = None, progress: bool = False, start: Sequence[Config] = ()) -> None:
     import optuna
 
-    directions = ["maximize" if OBJECTIVES[o] == "max" else "minimize" for o in objectives]
+    directions = ["maximize" if d == "max" else "minimize" for d in evaluator.directions(objectives).values()]
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

@@ -85,7 +85,8 @@ def reinforce(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: A
         while state.get("episodes", 0) < limit:
             config, log_prob = _episode(evaluator, policy, generator)
             record = evaluator(config)
-            reward = record.values["metric"] - (evaluator.violation(record.values) if not record.feasible else 0.0)
+            penalty = evaluator.violation(record.values) if not record.feasible else 0.0
+            reward = evaluator.goodness(record.values) - penalty
             baseline = reward if baseline is None else decay * baseline + (1 - decay) * reward
             spread = decay * spread + (1 - decay) * (reward - baseline) ** 2
             # NOTE: the advantage in units of the reward's running spread, clipped, so the policy does not
