@@ -100,10 +100,21 @@ def _kept(tensor: torch.Tensor, kept_along: dict[int, torch.Tensor]) -> torch.Te
     if len(axes) > 1 and axes == list(range(axes[0], axes[0] + len(axes))):
         index: list[Any] = [slice(None)] * axes[0]
         index += [kept_along[a].view(-1, *[1] * (len(axes) - 1 - j)) for j, a in enumerate(axes)]
-        return tensor[tuple(index)]
+        return _laid_out_as(tensor[tuple(index)], tensor)
+    kept = tensor
     for axis in axes:
-        tensor = tensor.index_select(axis, kept_along[axis])
-    return tensor
+        kept = kept.index_select(axis, kept_along[axis])
+    return _laid_out_as(kept, tensor)
+
+
+def _laid_out_as(kept: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """``kept`` in ``original``'s memory format: a gather gives a contiguous tensor, and a weight the
+    user put in channels_last (for its faster kernels) would silently lose it."""
+    for layout in (torch.channels_last, torch.channels_last_3d):
+        if original.dim() == (4 if layout is torch.channels_last else 5) and not original.is_contiguous() \
+                and original.is_contiguous(memory_format=layout):
+            return kept.contiguous(memory_format=layout)
+    return kept
 
 
 def _shrink_size_attributes(model: nn.Module, graph: DependencyGraph, plan: Plan) -> None:

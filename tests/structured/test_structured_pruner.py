@@ -132,3 +132,52 @@ def test_a_submodule_the_user_froze_in_eval_stays_so() -> None:
     small = pruner.fit_transform(model, x)
     assert model.training and all(not m.training for m in frozen)
     assert small is not model
+
+
+class _Stateful(torch.nn.Module):
+    """A forward that writes state in eval mode too: a call counter, an average of its activations
+    (written in place), a last-input record (a buffer rebound to a new tensor) and a quantisation
+    observer (its min/max buffers resized in place on the first call)."""
+
+    def __init__(self) -> None:
+        from torch.ao.quantization import MinMaxObserver
+
+        super().__init__()
+        self.conv, self.head = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.fc, self.observer = torch.nn.Linear(16, 4), MinMaxObserver()
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.register_buffer("average", torch.zeros(()))
+        self.register_buffer("last", torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x))
+        self.calls += 1
+        self.average.mul_(0.9).add_(0.1 * h.detach().mean())
+        self.last = x.detach().flatten()[:1].clone()
+        return self.observer(self.fc(torch.relu(self.head(h)).mean((2, 3))))
+
+
+@pytest.mark.parametrize("target", [{"ratio": 0.5}, {"macs": 0.5}])
+def test_the_users_model_keeps_the_state_its_forward_writes(target: dict) -> None:
+    """Tracing, counting and verification run the user's own model: its buffers (written in place,
+    rebound, or resized in place) are as they were afterwards."""
+    torch.manual_seed(0)
+    model, x = _Stateful().eval(), torch.randn(2, 3, 8, 8)
+    before = {k: (v.clone(), v) for k, v in model.state_dict(keep_vars=True).items()}
+    small = StructuredPruner(target, ignore=["fc"]).fit_transform(model, x)
+    assert small.conv.out_channels < 16
+    after = model.state_dict(keep_vars=True)
+    assert after.keys() == before.keys()
+    for key, (values, tensor) in before.items():
+        assert after[key] is tensor and after[key].shape == values.shape and torch.equal(after[key], values), key
+
+
+def test_weights_in_channels_last_stay_so_and_compute_the_same() -> None:
+    """A user who put the model in channels_last for its kernels keeps that layout in the pruned weights."""
+    model, x = _cnn()
+    plain = StructuredPruner({"ratio": 0.5}).fit_transform(model.eval(), x)
+    fast = StructuredPruner({"ratio": 0.5}).fit_transform(model.to(memory_format=torch.channels_last), x)
+    convs = [m for m in fast.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), plain(x), atol=1e-5)
