@@ -67,11 +67,13 @@ def context_length(model: nn.Module) -> tuple[int, str] | None:
 
 def _check_classification(model: nn.Module, output: Any, batch: int | None) -> None:
     logits = getattr(output, "logits", output)
-    if not (isinstance(logits, torch.Tensor) and logits.is_floating_point() and logits.dim() == 2
+    # NOTE: [batch, classes, ...] too: per-pixel (or per-position) classes, as tasks.Classification scores them
+    if not (isinstance(logits, torch.Tensor) and logits.is_floating_point() and logits.dim() >= 2
             and (batch is None or logits.shape[0] == batch)):
         raise ConfigError(f"The task 'classification' does not fit {type(model).__name__}: it needs logits "
-                          f"[batch, classes] (batch {batch}); got {_describe(logits)}. Pick the task that "
-                          f"matches the model's output (causal_lm, embedding, or custom with your loss).")
+                          f"[batch, classes] or [batch, classes, ...] (batch {batch}); got {_describe(logits)}. "
+                          f"Pick the task that matches the model's output (causal_lm, embedding, or custom with "
+                          f"your loss).")
 
 
 def _check_causal_lm(model: nn.Module, output: Any, batch: int | None) -> None:
