@@ -65,6 +65,17 @@ def _is_int(lo: int) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
 
 
+def _names(value: Iterable[str] | None) -> tuple[str, ...]:
+    """Module names from an ``ignore`` or ``freeze`` argument; None means none (as ``options=None``
+    means the defaults)."""
+    return () if value is None else tuple(value)
+
+
+def _are_names(value: Any) -> bool:
+    return value is None or (isinstance(value, Iterable) and not isinstance(value, str)
+                             and all(isinstance(n, str) for n in value))
+
+
 def _is_importance(value: Any) -> bool:
     from prunekit.importance import IMPORTANCE
 
@@ -81,10 +92,8 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str, str]] = {
               "Use 'local' (same ratio per group) or 'global' (one ranking over all groups)."),
     "round_to": (valid_round_to, "'auto' or an int >= 1",
                  "Pass e.g. 8 to keep widths multiples of 8, 1 for exact widths, or 'auto'."),
-    "ignore": (lambda v: not isinstance(v, str) and all(isinstance(n, str) for n in v),
-               "a list of module names", "Pass e.g. ['conv1'], not a bare string."),
-    "freeze": (lambda v: not isinstance(v, str) and all(isinstance(n, str) for n in v),
-               "a list of module names", "Pass e.g. ['fc'], not a bare string."),
+    "ignore": (_are_names, "a list of module names", "Pass e.g. ['conv1'], not a bare string."),
+    "freeze": (_are_names, "a list of module names", "Pass e.g. ['fc'], not a bare string."),
     "steps": (_is_int(1), "an int >= 1", "Pass the number of pruning steps, e.g. 1."),
     "seed": (_is_int(0), "an int >= 0", "Pass e.g. 0."),
 }
@@ -115,17 +124,18 @@ class StructuredPruner:
             ``allocate.AUTO_RULE``: a group is rounded up (to 16 or 8) only where its layers, timed
             on ``options.backend`` (or read from ``options.timings``), run faster so.
         ignore: module names whose outputs are kept whole (their input channels may still be cut,
-            as Torch-Pruning does for a classifier).
-        freeze: module names whose channels are never cut, inputs or outputs.
+            as Torch-Pruning does for a classifier); None: none.
+        freeze: module names whose channels are never cut, inputs or outputs; None: none.
         steps: prune in this many steps, re-tracing and re-scoring the smaller model each time.
         seed: for random importance.
         options: :class:`PrunerOptions` or its mapping (per-layer ratios/counts, caps).
     """
 
     def __init__(self, target: Target | Mapping[str, Any], *, importance: str = "l2",
-                 scope: str = "local", round_to: int | str = "auto", ignore: Iterable[str] = (),
+                 scope: str = "local", round_to: int | str = "auto", ignore: Iterable[str] | None = (),
                  steps: int = 1, seed: int = 0,
-                 options: PrunerOptions | Mapping[str, Any] | None = None, freeze: Iterable[str] = ()) -> None:
+                 options: PrunerOptions | Mapping[str, Any] | None = None,
+                 freeze: Iterable[str] | None = ()) -> None:
         self.target = target
         self.importance = importance
         self.scope = scope
@@ -141,9 +151,9 @@ class StructuredPruner:
         target = self.target.to_dict() if isinstance(self.target, Target) else dict(self.target)
         options = self.options.model_dump() if isinstance(self.options, PrunerOptions) else self.options
         return {"target": target, "importance": self.importance, "scope": self.scope,
-                "round_to": self.round_to, "ignore": list(self.ignore), "steps": self.steps,
+                "round_to": self.round_to, "ignore": list(_names(self.ignore)), "steps": self.steps,
                 "seed": self.seed, "options": dict(options) if options is not None else None,
-                "freeze": list(self.freeze)}
+                "freeze": list(_names(self.freeze))}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StructuredPruner) and self.get_params() == other.get_params()
@@ -191,7 +201,7 @@ class StructuredPruner:
         example_inputs = positional_inputs(model, example_inputs, "StructuredPruner.fit")
         target, options = self._meetable(model)
         batches = list(batches) if batches is not None else None
-        graph = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore), freeze=tuple(self.freeze))
+        graph = DependencyGraph.trace(model, example_inputs, ignore=_names(self.ignore), freeze=_names(self.freeze))
         if not graph.prunable and graph.groups:
             reasons = list(dict.fromkeys(r for g in graph.groups for r in g.reasons))
             warnings.warn(f"StructuredPruner: nothing in {type(model).__name__} can be cut ({'; '.join(reasons[:3])}"

@@ -97,7 +97,7 @@ def check_fits(importance: Any, splits: Any, task: Any) -> None:
 
 def precheck(net: nn.Module, example: Any, pruner: StructuredPruner) -> None:
     """Fail on a misspelt layer name before the baseline is trained, not after."""
-    graph = DependencyGraph.trace(net, example, ignore=tuple(pruner.ignore))
+    graph = DependencyGraph.trace(net, example, ignore=tuple(pruner.ignore or ()))
     allocate(graph, {}, 0.0, **{k: v for k, v in pruner.allocate_kwargs().items() if k != "meta"})
 
 
@@ -189,5 +189,5 @@ def prune(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, Any
                                        dense=dense_of(spec, weights, net, baseline),
                                        metrics={"profile": results["after"]})
     evidence = evidence_of(net, pruned, splits, scorer, out_dir, plan=plan, example_inputs=example,
-                           scores=getattr(chosen.pruner, "scores_", None), ignore=pruner.ignore)
+                           scores=getattr(chosen.pruner, "scores_", None), ignore=pruner.ignore or ())
     return finish_with_report(results, out_dir, evidence)

@@ -18,7 +18,7 @@ from torch import nn
 
 from prunekit.graph.groups import ChannelGroup, joined
 from prunekit.graph.handlers import bias_heads, timm_modules
-from prunekit.graph.registry import register_group_tie
+from prunekit.graph.registry import refresh_for, register_group_tie, register_refresh
 
 __all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "BLOCKS", "SECTIONS", "TIED", "LayerConfig",
            "config_widths", "inner_width", "is_attention",
@@ -195,6 +195,8 @@ def _refresh_config(model: nn.Module) -> None:
     for module in model.modules():
         if is_attention(module):
             refresh_attention(module)
+        elif _llama_layout(module) and refresh_for(module) not in QUERY_GROUPS_KEPT:
+            _refresh_llama_attention(module)  # NOTE: whichever attention the trace ran (see its docstring)
     if getattr(config, "is_heterogeneous", False):  # NOTE: per-layer fields (Gemma 4, EmbeddingGemma 2) refuse a
         return                                        # global value; the saved layout records the widths
     before = {name: getattr(config, name, None) for name in WIDTH_FIELDS}
@@ -550,23 +552,55 @@ def _refresh_squeezebert_attention(module: nn.Module) -> None:
     _refresh_bert_attention(module)
 
 
+def _llama_layout(module: nn.Module) -> bool:
+    """Whether ``module`` is a transformers attention of Llama's layout: ``q_proj`` and ``k_proj``
+    Linears and a stored int ``head_dim`` and ``num_key_value_groups`` (Gemma's, Mistral's, Qwen2's
+    and most decoders' attention, whatever their class is called)."""
+    return (type(module).__module__.startswith("transformers.")
+            and all(type(vars(module).get(n)) is int for n in ("num_key_value_groups", "head_dim"))
+            and all(isinstance(getattr(module, n, None), nn.Linear) for n in ("q_proj", "k_proj")))
+
+
+def _query_heads(module: nn.Module) -> int | None:
+    """Query heads of an attention of Llama's layout: its query projection's rows over the head size.
+    None where the output projection reads another width (Qwen3-Next's query projection holds a gate
+    per head too; MiMo-V2's values have a head size of their own): no count is then certain."""
+    rows = module.q_proj.weight.shape[0]
+    out = getattr(module, "o_proj", None)
+    if isinstance(out, nn.Linear) and out.weight.shape[1] != rows:
+        return None
+    return int(rows) // module.head_dim
+
+
 def _refresh_llama_attention(module: nn.Module) -> None:
-    heads = module.q_proj.weight.shape[0] // module.head_dim
-    module.num_key_value_groups = heads // (module.k_proj.weight.shape[0] // module.head_dim)  # unchanged
+    """``num_key_value_groups`` (what ``repeat_kv`` expands each key/value head to) and a stored
+    key/value head count from the sliced projections.
+
+    Any attention of Llama's layout gets this, also without a refresh of its own (the config
+    refresh runs it): the count changes only when the one key/value head of multi-query attention
+    serves fewer query heads, which SDPA with ``enable_gqa`` traces without ``repeat_kv``, while
+    eager attention (or SDPA given a padding mask) calls it with the stored count.
+    """
+    heads = _query_heads(module)
+    if heads is None:
+        return
+    kv = module.k_proj.weight.shape[0] // module.head_dim
+    module.num_key_value_groups = heads // max(kv, 1)
+    for name in _KV_HEADS:
+        if type(vars(module).get(name)) is int:
+            setattr(module, name, kv)
 
 
 def keeps_query_groups(module: nn.Module) -> bool:
     """Whether ``module`` is a transformers attention whose refresh sets ``num_key_value_groups``
-    from its sliced query and key projections; an attention of Llama's layout (``q_proj``,
-    ``k_proj``, ``head_dim``) without a refresh of its own gets Llama's, which does."""
-    from prunekit.graph.registry import refresh_for, register_refresh
-
+    from its sliced query and key projections; an attention of Llama's layout without a refresh of
+    its own gets Llama's, which does (or, where its projections leave the query heads uncertain,
+    leaves it to the config refresh)."""
     groups = vars(module).get("num_key_value_groups")
     if not type(module).__module__.startswith("transformers.") or type(groups) is not int:
         return False
     refresh = refresh_for(module)
-    if refresh is None and all(isinstance(getattr(module, n, None), nn.Linear) for n in ("q_proj", "k_proj")) \
-            and type(vars(module).get("head_dim")) is int:
+    if refresh is None and _llama_layout(module):
         register_refresh(type(module))(_refresh_llama_attention)
         refresh = _refresh_llama_attention
     return refresh in QUERY_GROUPS_KEPT
