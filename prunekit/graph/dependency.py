@@ -7,12 +7,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
 from prunekit._modes import modes_of, restore_modes
-from prunekit._checks import check_entry, positional_inputs
+from prunekit._checks import check_entry, positional_inputs, tensors_in
 from prunekit.errors import ConfigError, PrunekitError
 from prunekit.graph.constraints import ConstraintStore, Tracked
 from prunekit.graph.groups import ChannelGroup
@@ -33,7 +31,10 @@ class DependencyGraph:
     values computed from the input (``if x.sum() > 0``): the trace saw one branch only, so pruning
     may break the other (a warning says so when the graph is built). ``mixing`` names the modules
     whose own code mixes channels (a LayerNorm, a channel mean): verification expects their outputs,
-    and only theirs, to differ from the masked dense model's.
+    and only theirs, to differ from the masked dense model's. ``untraced`` names the modules holding
+    weights that never ran in the trace (a route chosen by an argument, a head run only in training):
+    the channels they read are not known, so they may be cut under them (a warning says so; modules
+    named in ``ignore`` or ``freeze`` are left out of it).
     """
 
     groups: tuple[ChannelGroup, ...]
@@ -41,6 +42,7 @@ class DependencyGraph:
     tensors: tuple[str, ...]
     branches: tuple[str, ...] = ()
     mixing: tuple[str, ...] = ()
+    untraced: tuple[str, ...] = ()
 
     @classmethod
     def trace(cls, model: nn.Module, example_inputs: Any, *, example_kwargs: dict[str, Any] | None = None,
@@ -77,15 +79,15 @@ class DependencyGraph:
             ) from exc
         finally:
             restore_modes(modes)
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                for d in ctx.dims(t):
-                    if isinstance(d, Tracked):
-                        store.freeze(d, "model output (its width is part of the model's interface)")
+        for t in tensors_in(out, f"DependencyGraph.trace: {type(model).__name__}'s output"):
+            for d in ctx.dims(t):
+                if isinstance(d, Tracked):
+                    store.freeze(d, "model output (its width is part of the model's interface)")
         groups = store.solve()
         for tie in GROUP_TIES:  # NOTE: library code the trace cannot see (hf_modules.tied_widths)
             groups = tie(model, groups)
-        groups = _apply_ignore(groups, tuple(ignore), tuple(freeze), model)
+        ignore, freeze = tuple(ignore), tuple(freeze)
+        groups = _apply_ignore(groups, ignore, freeze, model)
         names = tuple(n for n, _ in model.named_parameters()) + tuple(n for n, _ in model.named_buffers())
         branches = tuple(dict.fromkeys(ctx.branches))
         if branches:
@@ -94,8 +96,18 @@ class DependencyGraph:
                           f"saw one branch only, so pruning may break the other. Make the decision "
                           f"without tensor values, or check the pruned model on inputs taking each "
                           f"branch (graph.branches lists them).", stacklevel=2)
+        untraced = tuple(name for name in ctx.untraced
+                         if not any(name == n or name.startswith(n + ".") for n in (*ignore, *freeze)))
+        if untraced:
+            shown = ", ".join(f"'{name}'" for name in untraced[:5])
+            more = f" and {len(untraced) - 5} more" if len(untraced) > 5 else ""
+            warnings.warn(f"{type(model).__name__}'s forward never ran {shown}{more} on the example inputs (a "
+                          f"route chosen by an argument, or code run only in training): the channels they read "
+                          f"may be cut under them, and the pruned model then fails there. Pass example inputs "
+                          f"that run them, or freeze=[...] the layers that feed them (ignore=[...] naming them "
+                          f"silences this; graph.untraced lists them).", stacklevel=2)
         return cls(groups=groups, blocked=tuple(dict.fromkeys(ctx.unknown)), tensors=names, branches=branches,
-                   mixing=tuple(sorted(ctx.mixing)))
+                   mixing=tuple(sorted(ctx.mixing)), untraced=untraced)
 
     @property
     def prunable(self) -> tuple[ChannelGroup, ...]:

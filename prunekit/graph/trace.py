@@ -80,6 +80,9 @@ class Context:
     # NOTE: user modules whose stored head count joined heads, by id: the attributes joined as counts
     head_count_names: dict[int, set[str]] = field(default_factory=dict)
     fixed_sizes: dict[tuple[int, int], str] = field(default_factory=dict)
+    called: set[int] = field(default_factory=set)  # ids of the modules whose forward ran
+    read: set[int] = field(default_factory=set)  # ids of the parameters and buffers some op was given
+    untraced: tuple[str, ...] = ()  # see _untraced
 
     def settle_ties(self, module: nn.Module) -> None:
         """When ``module``'s forward ends: tie each width it split into heads by ``C // num_heads``
@@ -424,6 +427,7 @@ class _Recorder(TorchFunctionMode):
         out = fast_result(func, args, kwargs)
         if out is NotImplemented:
             out = func(*args, **kwargs)
+        _note_reads(ctx, args, kwargs)
         if ctx.quiet and ctx.quiet[-1]:  # NOTE: inside a module whose rule recorded the whole call
             if ctx.data is not None:
                 _taint(ctx, func, args, kwargs, [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)])
@@ -449,6 +453,18 @@ class _Recorder(TorchFunctionMode):
         if len(ctx.store._inexact) > mixes:
             ctx.mixing.add(ctx.scope[-1])
         return out
+
+
+def _note_reads(ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Note the parameters and buffers given to an op, also in a list (``torch.cat([w1, w2])``): a
+    module that never runs may still have its weights used by its caller's code (``nn.MultiheadAttention``
+    passes ``out_proj.weight`` to a function without calling ``out_proj``)."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            if id(value) in ctx.params:
+                ctx.read.add(id(value))
+        elif isinstance(value, (list, tuple)):
+            ctx.read.update(id(t) for t in value if isinstance(t, torch.Tensor) and id(t) in ctx.params)
 
 
 def _scaled_by_width(ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -565,6 +581,7 @@ def _scopes(model: nn.Module, ctx: Context) -> Iterator[None]:
 
     def enter(module: nn.Module, args: Any) -> None:  # None: inputs unchanged
         if threading.get_ident() == thread:
+            ctx.called.add(id(module))
             ctx.scope.append(names.get(id(module), ctx.scope[-1]))
             ctx.modules.append(module)
             ctx.quiet.append(_quiet(ctx, module, args))
@@ -653,7 +670,31 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any],
     with torch.no_grad(), _tagged_configs(model), _tagged_layer_widths(model, params), _scopes(model, ctx), \
             _Recorder(ctx):
         out = model(*inputs, **kwargs)
+    ctx.untraced = _untraced(model, ctx)
     return ctx, out, store
+
+
+def _untraced(model: nn.Module, ctx: Context) -> tuple[str, ...]:
+    """The modules holding weights (parameters, or buffers with a channel dim) that never ran during
+    the trace and whose weights no op was given (not even by their caller's own code), each named by
+    its highest ancestor of which nothing ran (``aux``, not ``aux.0``, ``aux.1``). A route chosen by
+    an argument or a head run only in training: the trace could not see which channels they read."""
+    modules = dict(model.named_modules())
+    ran = {name for name, m in modules.items() if id(m) in ctx.called
+           or any(id(t) in ctx.read for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)}
+    # NOTE: the ancestors of a module that ran (a container whose children ran in part)
+    partly = {".".join(name.split(".")[:k]) for name in ran for k in range(name.count(".") + 1)}
+    found = []
+    for name, m in modules.items():
+        holds = any(p is not None for p in m._parameters.values()) or any(
+            b is not None and b.dim() > 0 for b in m._buffers.values())
+        if not name or name in ran or not holds:
+            continue
+        top = name
+        while "." in top and (parent := top.rpartition(".")[0]) not in ran and parent not in partly:
+            top = parent
+        found.append(top)
+    return tuple(dict.fromkeys(found))
 
 
 def _bare(module: nn.Module) -> bool:

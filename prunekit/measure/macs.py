@@ -29,7 +29,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from prunekit._modes import eval_mode
-from prunekit._checks import positional_inputs
+from prunekit._checks import positional_inputs, tensors_in
 from prunekit.errors import ConfigError
 
 __all__ = ["count_macs", "macs_by_module", "macs_terms", "MacsTerms", "as_args", "as_inputs", "batch_of",
@@ -40,19 +40,22 @@ ExampleInput = torch.Tensor | tuple[Any, ...] | Mapping[str, Any]
 
 
 def as_args(example_inputs: Any) -> tuple[Any, ...]:
-    """The positional arguments of ``forward``, each a tensor or a dict, list or tuple holding
-    tensors (a model whose forward takes a batch dict): for the measures that only run the model
-    (MACs, PyTorch latency). Those that need tensors (ONNX) use :func:`as_inputs`."""
-    from torch.utils._pytree import tree_flatten
-
-    args = (example_inputs,) if isinstance(example_inputs, (torch.Tensor, dict)) else tuple(example_inputs)
-    if not any(isinstance(x, (dict, list, tuple)) for x in args):
-        return as_inputs(args)
+    """The positional arguments of ``forward``, as the tracer takes them: a tuple (or list) is the
+    arguments, anything else the one argument (a tensor, a batch dict or dataclass); arguments that
+    are no tensor (a flag, a route key) pass through unchanged. For the measures that only run the
+    model (MACs, PyTorch latency). Those that need tensors (ONNX) use :func:`as_inputs`."""
+    args = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     for i, x in enumerate(args):
-        if not any(isinstance(t, torch.Tensor) for t in tree_flatten(x)[0]):
+        if isinstance(x, (dict, list, tuple)) and not tensors_in(x, f"example_inputs[{i}]"):
             raise ConfigError(
                 f"example_inputs[{i}] is a {type(x).__name__} holding no tensor; each positional input must be a "
                 f"tensor or a dict, list or tuple of tensors. Pass e.g. (images,) or ({{'image': images}},).")
+    if not tensors_in(args, "example_inputs"):
+        held = [type(x).__name__ for x in args]
+        raise ConfigError(
+            f"example_inputs must be a tensor or a non-empty tuple of tensors (beside which flags and other "
+            f"arguments may sit); got {type(example_inputs).__name__}{f' holding {held}' if held else ''}. Pass "
+            f"e.g. torch.randn(1, 3, 224, 224), or (ids, mask) for a model with two inputs.")
     return args
 
 
@@ -64,14 +67,14 @@ def as_inputs(example_inputs: ExampleInput) -> tuple[torch.Tensor, ...]:
             f"this needs tensor inputs (ONNX export and ONNX Runtime take tensors only); example_inputs is a dict "
             f"{held} whose keys do not all name forward's parameters, so it would be one dict input. Pass the "
             f"tensors as a tuple in forward's order, or a dict keyed by forward's parameter names.")
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     if any(x is None for x in inputs) and any(isinstance(x, torch.Tensor) for x in inputs):
         raise ConfigError(
             f"this needs tensor inputs (ONNX export and ONNX Runtime take tensors only); example_inputs"
             f"[{next(i for i, x in enumerate(inputs) if x is None)}] "
             f"is None (a parameter of forward left at its default before a later input). Pass a tensor for it too.")
     bad = [type(x).__name__ for x in inputs if not isinstance(x, torch.Tensor)]
-    if any(isinstance(x, (dict, list, tuple)) for x in inputs):
+    if any(not isinstance(x, torch.Tensor) and tensors_in(x, "example_inputs") for x in inputs):
         raise ConfigError(
             f"this needs tensor inputs (ONNX export and ONNX Runtime take tensors only); example_inputs holds "
             f"{bad}. Wrap the model in a module whose forward takes the tensors and builds the {bad[0]} it needs.")
@@ -84,13 +87,9 @@ def as_inputs(example_inputs: ExampleInput) -> tuple[torch.Tensor, ...]:
 
 
 def _forward_inputs(example_inputs: Any) -> tuple[Any, ...]:
-    """The positional arguments to count a forward pass with: as :func:`as_inputs`, except that
-    ``None`` may stand for an input the model does without (an encoder-decoder's ``attention_mask``
-    before its ``decoder_input_ids``)."""
-    if isinstance(example_inputs, tuple) and any(x is None for x in example_inputs) and any(
-            isinstance(x, torch.Tensor) for x in example_inputs):
-        as_args(tuple(x for x in example_inputs if x is not None))  # NOTE: the same checks for the rest
-        return example_inputs
+    """The positional arguments to count a forward pass with (:func:`as_args`): ``None`` may stand
+    for an input the model does without (an encoder-decoder's ``attention_mask`` before its
+    ``decoder_input_ids``), as any argument that is no tensor may."""
     return as_args(example_inputs)
 
 

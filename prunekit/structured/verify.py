@@ -24,6 +24,7 @@ from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_flatten, tree_map
 
 from prunekit._modes import modes_of, restore_modes
+from prunekit._checks import tensors_in
 from prunekit.errors import PrunekitError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup, Member, Role, owner, submodule, tensor_of
@@ -312,7 +313,8 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], modules: dict[str, int], cut
             h.remove()
     if unzeroed is not None:
         unzeroed.update({name for name in modules if cuts.out.get(name)} - (outs_done - outs_missed))
-    return [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)], records, fired
+    # NOTE: every tensor of the output, also inside a dataclass or a plain object (tensors_in)
+    return tensors_in(out, f"{type(model).__name__}'s output"), records, fired
 
 
 @contextmanager
@@ -466,6 +468,9 @@ def _verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: P
 
 
 def _compare_shapes(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
+    if len(got) != len(want):
+        raise VerificationError(f"The pruned model's output holds {len(got)} tensors, the original's {len(want)}. "
+                                f"The original model is unchanged.")
     for i, (a, b) in enumerate(zip(got, want)):
         if a.shape != b.shape:
             raise VerificationError(f"Output {i} of the pruned model has shape {tuple(a.shape)}, the "
