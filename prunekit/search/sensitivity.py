@@ -29,15 +29,18 @@ folder, of this shape::
 ``name`` is the group id; ``metric[i]`` is the proxy with ``ratios[i]`` of the group removed;
 ``baseline`` is the proxy of the unchanged model; ``ranks`` (only with ``ranks``) holds each layer's
 ranks at each ratio (``ratios[i]`` of its full rank removed) and the proxy then. Results are cached
-on disk (``cache_dir``) under a hash of the model's weights, the data and the settings.
+on disk (``cache_dir``) under a hash of the model's weights, the data, the settings and the task (its
+class, direction, settings and the code of its functions, so an edited ``metric_fn`` is scored anew).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import math
+import types
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -106,6 +109,66 @@ def bypassed(model: nn.Module, names: Sequence[str]) -> Iterator[nn.Module]:
             handle.remove()
 
 
+def _task_key(task: Any) -> dict[str, Any]:
+    """What ``task``'s scores depend on, as plain data for the cache key: its class, direction and
+    attributes, with functions by their code (:func:`_plain`). Without it an edited Custom metric_fn
+    would get the curves cached for the old one, since the settings hold only the metric's name."""
+    kind = type(task)
+    return {"class": f"{kind.__module__}.{kind.__qualname__}",
+            "higher_is_better": bool(getattr(task, "higher_is_better", True)),
+            "attributes": _plain(dict(vars(task)) if hasattr(task, "__dict__") else {}, 0)}
+
+
+def _plain(value: Any, depth: int) -> Any:
+    """``value`` as data :func:`state_hash` digests the same way in every process: numbers and
+    strings as they are, tensors and modules by their values, functions by module, name, bytecode,
+    constants, global names, defaults and closure; anything else by its type (a repr may hold an
+    address). ``depth`` stops a function that refers to itself."""
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor, nn.Module)):
+        return value
+    if depth > 4:
+        return type(value).__qualname__
+    if isinstance(value, dict):
+        return {str(k): _plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, depth + 1) for v in value]
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    if isinstance(value, functools.partial):
+        return {"partial": _plain(value.func, depth + 1), "args": _plain(value.args, depth + 1),
+                "keywords": _plain(value.keywords, depth + 1)}
+    if isinstance(value, types.MethodType):
+        return {"method": _plain(value.__func__, depth + 1), "of": type(value.__self__).__qualname__}
+    if isinstance(value, types.FunctionType):
+        cells = [_cell(c) for c in value.__closure__ or ()]
+        return {"function": f"{value.__module__}.{value.__qualname__}", "code": _code(value.__code__),
+                "defaults": _plain(value.__defaults__, depth + 1), "closure": _plain(cells, depth + 1)}
+    if callable(value) and isinstance(type(value).__call__, types.FunctionType):
+        return {"callable": _plain(type(value).__call__, depth + 1),
+                "attributes": _plain(dict(getattr(value, "__dict__", {})), depth + 1)}
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+def _cell(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # NOTE: a closure variable not yet assigned
+        return None
+
+
+def _code(code: types.CodeType) -> list[Any]:
+    """Bytecode, global names and constants of ``code`` (nested code objects alike; a frozenset's
+    members sorted, since their order changes with the string hash seed)."""
+    def constant(c: Any) -> Any:
+        if isinstance(c, types.CodeType):
+            return _code(c)
+        if isinstance(c, (tuple, frozenset)):
+            items = [constant(x) for x in c]
+            return sorted(items, key=repr) if isinstance(c, frozenset) else items
+        return repr(c)
+    return [code.co_code.hex(), list(code.co_names), [constant(c) for c in code.co_consts]]
+
+
 def _check_ratios(ratios: Sequence[float]) -> tuple[float, ...]:
     bad = [r for r in ratios if not 0.0 < float(r) < 1.0]
     if not ratios or bad:
@@ -135,7 +198,8 @@ def sensitivity(model: nn.Module, example_inputs: Any, proxy: Proxy, *,
         importance: a data-free importance name (``l2``, ``l1``, ``fpgm``, ``bn_scale``).
         depth: also remove each residual block alone.
         ignore: module names whose groups are left out.
-        cache_dir: where results are cached by a hash of the weights, data and settings (None: no cache).
+        cache_dir: where results are cached by a hash of the weights, data, settings and task (None:
+            no cache).
         progress: called as ``progress(what, done, total)`` after each evaluation.
         ranks: also factorise each layer alone: True (the auto rule) or method names (``"svd,cp"``).
     """
@@ -145,9 +209,11 @@ def sensitivity(model: nn.Module, example_inputs: Any, proxy: Proxy, *,
     methods = rank_methods(ranks, "sensitivity: ranks")
     settings = {"ratios": list(ratios), "importance": importance, "depth": depth, "ignore": list(ignore),
                 **({"ranks": list(methods)} if methods else {}),
-                "bn_batches": proxy.bn_batches, "finetune_steps": proxy.finetune_steps,
-                "metric": proxy.metric_name}
-    key = state_hash(model, list(proxy.calibration[:proxy.bn_batches]), list(proxy.validation), settings)
+                "bn_batches": proxy.bn_batches, "finetune_steps": proxy.finetune_steps, "lr": proxy.lr,
+                "metric": proxy.metric_name, "higher_is_better": proxy.higher_is_better,
+                "task": type(proxy.task).__qualname__}
+    key = state_hash(model, list(proxy.calibration[:proxy.bn_batches]), list(proxy.validation), settings,
+                     _task_key(proxy.task))
     cache = Path(cache_dir) if cache_dir is not None else None
     if (hit := _cached(cache, key)) is not None:
         return hit

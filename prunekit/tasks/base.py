@@ -18,10 +18,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from prunekit._modes import modes_of, restore_modes
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, DataError
 from prunekit.tasks.batches import device_of, to_device
 
-__all__ = ["BaseTask", "Metrics", "Task", "capped", "soft_kl"]
+__all__ = ["BaseTask", "Metrics", "Task", "capped", "no_samples", "soft_kl"]
 
 
 class Metrics(dict):  # type: ignore[type-arg]
@@ -88,6 +88,14 @@ def capped(batches: Iterable[Any], max_batches: int | None, *, owner: str) -> It
     return islice(batches, max_batches)
 
 
+def no_samples(owner: str, batches: int) -> DataError:
+    """The error for an evaluation over zero samples: a metric of 0.0 there would pass any budget."""
+    got = "no batches" if batches == 0 else f"{batches} batch(es) with no sample to score"
+    return DataError(f"{owner}: the evaluation data yielded {got}; expected at least one sample. Fix: pass "
+                     f"a non-empty loader (a DataLoader with drop_last=True yields nothing when the split "
+                     f"has fewer samples than batch_size: use drop_last=False or a smaller batch_size).")
+
+
 class BaseTask:
     """Shared machinery of the built-in tasks; subclasses set ``name``, ``metric`` and
     ``higher_is_better`` and implement ``_split``, ``loss_and_outputs``, ``batch_sums`` and
@@ -136,24 +144,30 @@ class BaseTask:
         raise NotImplementedError
 
     def summarise(self, totals: dict[str, float]) -> dict[str, float]:
-        """The metrics from the sums over every batch."""
+        """The metrics from the sums over every batch (``evaluate`` has checked ``count > 0``)."""
         raise NotImplementedError
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable[Any], *,
                  max_batches: int | None = None) -> Metrics:
-        """Metrics of ``model`` over ``batches`` in eval mode; the model's mode is restored."""
-        limited = capped(batches, max_batches, owner=f"{type(self).__name__}.evaluate")
+        """Metrics of ``model`` over ``batches`` in eval mode; the model's mode is restored. No
+        batches, or a ``count`` of 0 samples (tokens), is a DataError."""
+        owner = f"{type(self).__name__}.evaluate"
+        limited = capped(batches, max_batches, owner=owner)
         device = device_of(model)
         modes = modes_of(model)
         model.eval()
         totals: dict[str, float] = {}
+        seen = 0
         try:
             for batch in limited:
+                seen += 1
                 for key, value in self.batch_sums(model, to_device(batch, device)).items():
                     totals[key] = totals.get(key, 0.0) + float(value)
         finally:
             restore_modes(modes)
+        if seen == 0 or totals.get("count", 1.0) <= 0:
+            raise no_samples(owner, seen)
         return Metrics(self.summarise(totals))
 
     def __repr__(self) -> str:

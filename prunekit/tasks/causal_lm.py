@@ -118,7 +118,7 @@ class CausalLM(BaseTask):
     def summarise(self, totals: dict[str, float]) -> dict[str, float]:
         """``loss`` (mean per predicted token), ``perplexity = exp(loss)``, ``count`` (tokens)."""
         count = totals.get("count", 0.0)
-        loss = totals.get("loss", 0.0) / max(count, 1.0)
+        loss = totals.get("loss", 0.0) / count
         perplexity = math.exp(loss) if loss < 700 else math.inf
         return {"loss": loss, "perplexity": perplexity, "count": int(count)}
 

@@ -111,10 +111,9 @@ class Classification(BaseTask):
 
     def summarise(self, totals: dict[str, float]) -> dict[str, float]:
         """``loss`` (mean cross-entropy), ``accuracy`` (top-1), ``top{k}`` and ``count``."""
-        count = totals.get("count", 0.0)
-        n = max(count, 1.0)
+        n = totals["count"]
         return {"loss": totals.get("loss", 0.0) / n, "accuracy": totals.get("correct", 0.0) / n,
-                f"top{self.top_k}": totals.get("correct_k", 0.0) / n, "count": int(count)}
+                f"top{self.top_k}": totals.get("correct_k", 0.0) / n, "count": int(n)}
 
     def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, batch: Any, *,
                      temperature: float) -> torch.Tensor:

@@ -5,10 +5,17 @@
 loss (lower is better). Batches reach the
 functions already on the model's device. ``outputs`` (for distillation) calls the model on the
 batch's inputs unless ``outputs_fn(model, batch)`` is given.
+
+Which items of a batch are the model's inputs (what tracing, profiling, export and calibration run
+the model on): ``inputs_fn(batch)`` when given; else a tuple's items but the last (``(x, y)``,
+``(x1, x2, y)``), or a mapping's first non-label value as the traced input and its other values as
+keywords (Hugging Face ``input_ids`` + ``attention_mask``). Other layouts, such as
+``{"x1", "x2", "target"}`` for ``forward(x1, x2)`` or ``((x1, x2), y, weight)``, need ``inputs_fn``.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -17,7 +24,7 @@ from torch import nn
 
 from prunekit._modes import modes_of, restore_modes
 from prunekit.errors import ConfigError, DataError
-from prunekit.tasks.base import BaseTask, Metrics, capped
+from prunekit.tasks.base import BaseTask, Metrics, capped, no_samples
 from prunekit.tasks.batches import (
     TARGET_KEYS,
     batch_size_of,
@@ -30,8 +37,11 @@ from prunekit.tasks.batches import (
 
 __all__ = ["Custom"]
 
+_NONE = object()  # NOTE: what an exhausted iterator gives ``next`` (a batch may be None-like)
+
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 MetricFn = Callable[[nn.Module, Iterable[Any]], "float | Mapping[str, float]"]
+InputsFn = Callable[[Any], "torch.Tensor | tuple[torch.Tensor, ...]"]
 
 
 class Custom(BaseTask):
@@ -46,14 +56,18 @@ class Custom(BaseTask):
             ``metric_fn``).
         outputs_fn: ``outputs_fn(model, batch)`` -> what distillation compares (default: the
             model's output on the batch's inputs).
+        inputs_fn: ``inputs_fn(batch)`` -> the model's positional inputs, a tensor or a tuple of
+            them, e.g. ``lambda b: (b["x1"], b["x2"])`` (default: see the module docstring).
     """
 
     name = "custom"
 
     def __init__(self, loss_fn: LossFn, metric_fn: MetricFn | None = None, metric: str | None = None,
                  higher_is_better: bool | None = None, *,
-                 outputs_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None) -> None:
-        for label, fn in (("loss_fn", loss_fn), ("metric_fn", metric_fn), ("outputs_fn", outputs_fn)):
+                 outputs_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+                 inputs_fn: InputsFn | None = None) -> None:
+        for label, fn in (("loss_fn", loss_fn), ("metric_fn", metric_fn), ("outputs_fn", outputs_fn),
+                          ("inputs_fn", inputs_fn)):
             if fn is not None and not callable(fn):
                 raise ConfigError(f"Custom: '{label}' must be a function; got {type(fn).__name__}. "
                                   f"Pass e.g. lambda model, batch: ...")
@@ -65,15 +79,30 @@ class Custom(BaseTask):
                               f"need a metric_fn; got none (the metric is then the mean loss). Fix: "
                               f"pass metric_fn(model, batches), or drop metric/higher_is_better.")
         self.loss_fn, self.metric_fn, self.outputs_fn = loss_fn, metric_fn, outputs_fn
+        self.inputs_fn = inputs_fn
         self.metric = metric or ("metric" if metric_fn is not None else "loss")
         self.higher_is_better = (metric_fn is not None) if higher_is_better is None else higher_is_better
 
     def _split(self, batch: Any) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
+        if self.inputs_fn is not None:
+            given = self.inputs_fn(batch)
+            return (tuple(given) if isinstance(given, (tuple, list)) else (given,)), {}, None
         if isinstance(batch, Mapping):
             return (), {k: v for k, v in batch.items() if k not in TARGET_KEYS}, None
         if isinstance(batch, (tuple, list)):
             return (tuple(batch[:-1]) if len(batch) > 1 else tuple(batch)), {}, None
         return (batch,), {}, None
+
+    def inputs(self, batch: Any) -> tuple[Any, ...]:
+        """The positional model inputs of ``batch``, checked to be tensors (tracing runs them)."""
+        found = super().inputs(batch)
+        for i, x in enumerate(found):
+            if not isinstance(x, torch.Tensor):
+                how = "inputs_fn's" if self.inputs_fn is not None else "the batch's (all items but the last)"
+                raise DataError(f"Custom: {how} model input {i} is a {type(x).__name__}; expected tensors. "
+                                f"Fix: pass Custom(..., inputs_fn=lambda batch: ...) returning the model's "
+                                f"inputs, e.g. lambda b: tuple(b[0]) for ((x1, x2), y) batches.")
+        return found
 
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         """``loss_fn(model, batch)``, checked to be a scalar tensor."""
@@ -103,7 +132,7 @@ class Custom(BaseTask):
 
     def summarise(self, totals: dict[str, float]) -> dict[str, float]:
         count = totals.get("count", 0.0)
-        return {"loss": totals.get("loss", 0.0) / max(count, 1.0), "count": int(count)}
+        return {"loss": totals.get("loss", 0.0) / count, "count": int(count)}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable[Any], *,
@@ -112,17 +141,21 @@ class Custom(BaseTask):
         ``count``). One pass either way, so a one-shot iterable of batches works too."""
         if self.metric_fn is None:
             return super().evaluate(model, batches, max_batches=max_batches)
+        limited = iter(capped(batches, max_batches, owner="Custom"))
+        first = next(limited, _NONE)  # NOTE: an empty loader would reach metric_fn as a 0.0 or a 0/0
+        if first is _NONE:
+            raise no_samples("Custom.evaluate", 0)
         device, modes = device_of(model), modes_of(model)
         model.eval()
         try:
-            value = self.metric_fn(model, _moved(capped(batches, max_batches, owner="Custom"), device))
+            value = self.metric_fn(model, _moved(itertools.chain([first], limited), device))
         finally:
             restore_modes(modes)
         if isinstance(value, Mapping):
             if self.metric not in value:
                 raise DataError(f"Custom: metric_fn returned keys {sorted(value)}; expected "
                                 f"'{self.metric}' among them. Fix: return it, or pass metric=<key>.")
-            return Metrics({k: float(v) for k, v in value.items()})
+            return Metrics({k: _number(k, v) for k, v in value.items()})
         try:
             return Metrics({self.metric: float(value)})
         except (TypeError, ValueError):
@@ -131,6 +164,18 @@ class Custom(BaseTask):
 
     def __repr__(self) -> str:
         return f"Custom(metric={self.metric!r}, higher_is_better={self.higher_is_better})"
+
+
+def _number(key: str, value: Any) -> float:
+    """A metric dict's value as a float; a list or a vector tensor is a DataError naming ``key``."""
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        got = (f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor)
+               else f"a {type(value).__name__}")
+        raise DataError(f"Custom: metric_fn returned {got} under '{key}'; expected a number for every key. "
+                        f"Fix: return one number per key, e.g. per-class values under keys of their "
+                        f"own ('{key}_0', ...).") from None
 
 
 def _moved(batches: Iterable[Any], device: torch.device) -> Iterator[Any]:

@@ -144,7 +144,7 @@ class Embedding(BaseTask):
     def summarise(self, totals: dict[str, float]) -> dict[str, float]:
         """``cosine`` (mean over sentences), ``loss = 1 - cosine`` and ``count`` (sentences)."""
         count = totals.get("count", 0.0)
-        cosine = totals.get("cosine", 0.0) / max(count, 1.0)
+        cosine = totals.get("cosine", 0.0) / count
         return {"cosine": cosine, "loss": 1.0 - cosine, "count": int(count)}
 
     def __repr__(self) -> str:

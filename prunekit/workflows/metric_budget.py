@@ -11,13 +11,14 @@ choice is made on the validation split; the test split only reports.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, DataError
 from prunekit.structured import Target
 from prunekit.structured.target import in_params
 
@@ -53,7 +54,8 @@ def prune_within(net: nn.Module, target: Target, *, max_metric_drop: float, trie
                  ) -> tuple[Attempt | None, dict[str, Any]]:
     """The deepest of at most ``tries`` cuts of ``net`` towards ``target`` whose ``score`` (the
     validation metric after fine-tuning) is within ``max_metric_drop`` of ``net``'s, with the record
-    of every try; None where no cut held (the caller keeps the dense model)."""
+    of every try; None where no cut held (the caller keeps the dense model). A NaN dense metric is a
+    DataError: no drop can be measured from it, and every cut would look "over" the budget."""
     if not max_metric_drop >= 0:
         raise ConfigError(f"max_metric_drop must be >= 0, in the metric's units (0.01 is one accuracy point); "
                           f"got {max_metric_drop!r}. Pass e.g. 0.01.")
@@ -61,6 +63,10 @@ def prune_within(net: nn.Module, target: Target, *, max_metric_drop: float, trie
         raise ConfigError(f"tries must be >= 1 (the target is the first); got {tries}. Pass e.g. 5.")
     target = in_params(target, net)  # NOTE: a size budget is bisected as the params fraction it means
     dense = score(net)
+    if math.isnan(dense):
+        raise DataError("metric budget: the dense model's validation metric is NaN; expected a number to "
+                        "measure each cut's drop from. Fix: check the task's metric on the validation split "
+                        "(a metric_fn or loss giving NaN, or NaN inputs), or drop max_metric_drop.")
     best: Attempt | None = None
     record: dict[str, Any] = {"max_metric_drop": max_metric_drop, "dense": dense, "tries": []}
     held, failed = 0.0, 1.0

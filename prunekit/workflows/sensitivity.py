@@ -24,8 +24,8 @@ from prunekit.recover import TrainConfig
 from prunekit.search import SENSITIVITY_FILE, Proxy
 from prunekit.search import sensitivity as run_sensitivity
 from prunekit.search.sensitivity import DEFAULT_RATIOS
-from prunekit.workflows.common import (build, example_of, finish_with_report, has_weights, is_rank_zero, task_of,
-                                       with_teacher)
+from prunekit.workflows.common import (Data, Model, build, example_of, finish_with_report, is_rank_zero, name_of,
+                                       spec_of, starts_trained, task_of, with_teacher)
 from prunekit.workflows.train import train_baseline
 
 __all__ = ["sensitivity", "sensitivity_of", "proxy_for", "default_cache_dir"]
@@ -78,7 +78,7 @@ def sensitivity_of(net: nn.Module, splits: Any, task: Any, *, ratios: Sequence[f
                            depth=depth, cache_dir=cache_dir, progress=_printer(progress), ranks=ranks)
 
 
-def sensitivity(model: str, data: str = "fashion_mnist", *, weights: str | None = None, task: str | None = None,
+def sensitivity(model: Model, data: Data = "fashion_mnist", *, weights: str | None = None, task: Any = None,
                 data_dir: str | None = None,
                 tokenizer: str | None = None, block_size: int | None = None,
                 image_size: int | tuple[int, int] | None = None,
@@ -89,13 +89,16 @@ def sensitivity(model: str, data: str = "fashion_mnist", *, weights: str | None 
                 device: str | torch.device | None = None, ranks: bool | str | Sequence[str] = False) -> dict[str, Any]:
     """Baseline (or ``weights``), then the proxy metric per group and ratio (and per residual
     block); with ``out_dir`` writes ``sensitivity.json`` (shape: :mod:`prunekit.search.sensitivity`)
-    and ``results.json``. ``cache_dir`` None uses :func:`default_cache_dir`."""
+    and ``results.json``. ``cache_dir`` None uses :func:`default_cache_dir`. ``model`` may be the
+    user's own (trained) ``nn.Module``, as in the other workflows: a copy is analysed, with no baseline."""
     config = train_config or TrainConfig()
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, seed=config.seed,
                          tokenizer=tokenizer, block_size=block_size, image_size=image_size)
-    task_obj = with_teacher(task_of(splits, task), net, model)
-    results: dict[str, Any] = {"command": "sensitivity", "model": model, "data": splits.name, "weights": weights}
-    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=has_weights(model, weights),
+    spec = spec_of(model)
+    task_obj = with_teacher(task_of(splits, task), net, spec)
+    results: dict[str, Any] = {"command": "sensitivity", "model": name_of(model), "data": splits.name,
+                               "weights": weights}
+    if (baseline := train_baseline(net, splits, config, baseline_epochs, trained=starts_trained(spec, weights),
                                    progress=progress, device=device, task=task_obj)):
         results["baseline_training"] = baseline
     net = net.cpu()
