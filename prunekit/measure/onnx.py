@@ -1,7 +1,9 @@
 """ONNX export with a dynamic batch dimension, written atomically as one self-contained file.
 
 Uses PyTorch's torch.export-based exporter (``torch.onnx.export(..., dynamo=True)``, with
-onnxscript); the TorchScript exporter is deprecated and warns that it will be removed.
+onnxscript); the TorchScript exporter is deprecated and warns that it will be removed. Where
+torch.export cannot trace a model, the TorchScript exporter's file is used instead (with a warning
+saying so), if it gives the model's outputs in ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -10,19 +12,26 @@ import contextlib
 import io
 import os
 import re
+import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten, treespec_dumps
 
 from prunekit._modes import modes_of, restore_modes
 from prunekit._checks import positional_inputs
 from prunekit.errors import PrunekitError, require
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
-__all__ = ["export_onnx"]
+__all__ = ["OUTPUTS_KEY", "export_onnx"]
+
+# NOTE: the file's metadata entry holding the model output's structure (a tuple, a dict, a Hugging
+# Face output) as pytree JSON; ONNX itself only has a flat list of outputs. Quantisers keep it.
+OUTPUTS_KEY = "prunekit.outputs"
 
 # NOTE: protobuf cannot hold a message over 2 GiB; above this many bytes of weights the
 # exporter writes them to "<name>.onnx.data" beside the model instead.
@@ -33,14 +42,24 @@ def _names(prefix: str, count: int) -> list[str]:
     return [prefix] if count == 1 else [f"{prefix}_{i}" for i in range(count)]
 
 
-def _output_count(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int | None:
+def _outputs_of(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int | None, str]:
+    """(how many output names to give, the output's structure for :data:`OUTPUTS_KEY`): the
+    structure is its pytree ``TreeSpec`` as JSON, "" where a leaf is not a tensor or a container
+    has no serialised name (:class:`~prunekit.quantize.OnnxModel` then refuses several outputs)."""
     with torch.no_grad():
         out = model(*inputs)
+    leaves, spec = tree_flatten(out)
+    structure = ""
+    if all(isinstance(leaf, torch.Tensor) for leaf in leaves):
+        try:
+            structure = treespec_dumps(spec)
+        except (NotImplementedError, TypeError, ValueError):  # NOTE: a container without a name
+            pass
     if isinstance(out, torch.Tensor):
-        return 1
+        return 1, structure
     if isinstance(out, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in out):
-        return len(out)
-    return None  # NOTE: dicts and nested outputs keep the exporter's own names.
+        return len(out), structure
+    return None, structure  # NOTE: dicts and nested outputs keep the exporter's own names.
 
 
 def _weight_bytes(model: nn.Module) -> int:
@@ -49,22 +68,104 @@ def _weight_bytes(model: nn.Module) -> int:
 
 def _run_exporter(model: nn.Module, inputs: tuple[torch.Tensor, ...], file: Path, *,
                   dynamic_batch: bool, opset: int | None, verbose: bool) -> None:
-    outputs = _output_count(model, inputs)
+    outputs, structure = _outputs_of(model, inputs)
     dynamic = None
     if dynamic_batch:
         batch = torch.export.Dim("batch")
         dynamic = tuple({0: batch} if x.dim() > 0 else None for x in inputs)
-    torch.onnx.export(
-        model, inputs, str(file), dynamo=True, dynamic_shapes=dynamic, opset_version=opset,
+    program = torch.onnx.export(
+        model, inputs, None, dynamo=True, dynamic_shapes=dynamic, opset_version=opset,
         input_names=_names("input", len(inputs)),
-        output_names=_names("output", outputs) if outputs else None,
-        external_data=_weight_bytes(model) > _EXTERNAL_DATA_BYTES, verbose=verbose)
+        output_names=_names("output", outputs) if outputs else None, verbose=verbose)
+    assert program is not None  # NOTE: only the TorchScript exporter returns None
+    program.model.metadata_props[OUTPUTS_KEY] = structure
+    program.save(str(file), external_data=_weight_bytes(model) > _EXTERNAL_DATA_BYTES)
+
+
+def _run_legacy_exporter(model: nn.Module, inputs: tuple[torch.Tensor, ...], file: Path, *,
+                         dynamic_batch: bool, opset: int | None) -> float | None:
+    """Export with PyTorch's TorchScript-based exporter (``dynamo=False``), which traces one run
+    instead of ``torch.export``'s symbolic one (a stock ``nn.TransformerEncoder`` with a causal mask
+    exports only so), and return the largest difference of the file's outputs from the model's,
+    at the example's batch size and, with ``dynamic_batch``, at one more. None (nothing to trust)
+    where it fails, disagrees, or the model's own code turned a tensor into a Python value while
+    traced (a branch on the data, baked into the file for every input)."""
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    outputs, structure = _outputs_of(model, inputs)
+    input_names = _names("input", len(inputs))
+    output_names = _names("output", outputs) if outputs else []
+    axes = {name: {0: "batch"} for name, x in zip(input_names, inputs) if x.dim() > 0}
+    axes.update({name: {0: "batch"} for name in output_names})
+    was_logging = torch._C._jit_is_onnx_log_enabled()
+    try:
+        with warnings.catch_warnings(record=True) as caught, _silenced():
+            warnings.simplefilter("always")
+            torch.onnx.export(model, inputs, str(file), dynamo=False, opset_version=opset,
+                              input_names=input_names, output_names=output_names or None,
+                              dynamic_axes=axes if dynamic_batch else None)
+        own = Path(torch.__file__).parent
+        if any(issubclass(w.category, torch.jit.TracerWarning) and own not in Path(w.filename).parents
+               for w in caught):
+            return None
+        proto = onnx.load(str(file))
+        proto.metadata_props.add(key=OUTPUTS_KEY, value=structure)
+        onnx.save(proto, str(file))
+        session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        worst = 0.0
+        sizes = [0, 1] if dynamic_batch else [0]
+        for args in (batch_of(inputs, max(x.shape[0] for x in inputs if x.dim()) + more) for more in sizes):
+            with torch.no_grad():
+                expected = [t.numpy() for t in tree_flatten(model(*args))[0]]
+            got = session.run(None, {i.name: x.numpy() for i, x in zip(session.get_inputs(), args)})
+            if len(got) != len(expected) or any(g.shape != e.shape for g, e in zip(got, expected)):
+                return None
+            for g, e in zip(got, expected):
+                scale = max(1.0, float(np.abs(e).max(initial=0.0)))
+                if not np.allclose(g, e, rtol=1e-3, atol=1e-4 * scale):
+                    return None
+                worst = max(worst, float(np.abs(g - e).max(initial=0.0)))
+        return worst
+    except Exception:  # NOTE: a fallback: its failure leaves the first exporter's error to report.
+        return None
+    finally:
+        torch._C._jit_set_onnx_log_enabled(was_logging)  # NOTE: the exporter turns its C++ log on for good
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """Output to stdout and stderr dropped, at the file descriptors too: the TorchScript exporter's
+    C++ log prints the whole graph there when it fails (the first exporter's error says why)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # NOTE: no such descriptors (an embedded interpreter): Python's streams only
+        saved = []
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in range(1, 1 + len(saved)):
+            os.dup2(null, fd)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for fd, copy in enumerate(saved, start=1):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(null)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    root = exc
+    while root.__cause__ is not None and len(str(root.__cause__).strip()) > 0:
+        root = root.__cause__  # NOTE: the exporter wraps the real cause in generic advice.
+    return root
 
 
 def _failure(model: nn.Module, exc: Exception) -> PrunekitError:
-    root: BaseException = exc
-    while root.__cause__ is not None and len(str(root.__cause__).strip()) > 0:
-        root = root.__cause__  # NOTE: the exporter wraps the real cause in generic advice.
+    root = _root_cause(exc)
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(root)).strip()
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return PrunekitError(
@@ -108,7 +209,14 @@ def export_onnx(model: nn.Module, example_inputs: ExampleInput, path: str | os.P
                     _run_exporter(model, inputs, file, dynamic_batch=dynamic_batch, opset=opset,
                                   verbose=verbose)
             except Exception as exc:  # NOTE: the exporter raises many unrelated types.
-                raise _failure(model, exc) from exc
+                difference = _run_legacy_exporter(model, inputs, file, dynamic_batch=dynamic_batch, opset=opset)
+                if difference is None:
+                    raise _failure(model, exc) from exc
+                warnings.warn(f"export_onnx: torch.export could not trace {type(model).__name__} "
+                              f"({type(_root_cause(exc)).__name__}); exported with PyTorch's TorchScript-based "
+                              f"exporter (torch.onnx.export(..., dynamo=False)) instead, whose file gives the "
+                              f"model's outputs on the example input (largest difference {difference:.1g}).",
+                              stacklevel=2)
             for extra in Path(tmp).iterdir():  # external data first, the model file last
                 if extra != file:
                     os.replace(extra, target.parent / extra.name)

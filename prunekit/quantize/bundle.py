@@ -2,8 +2,9 @@
 
 ``model.onnx`` (fp32 or int8), ``predict.py`` (onnxruntime, numpy and Pillow only) and
 ``manifest.json``: the input's name, shape and dtype, the preprocessing the training data used
-(mode and size, pixel scale, per-channel mean and std), the class labels, the measured metric and
-latency, and the sha256 of every other file, which ``predict.py`` checks before it runs.
+(mode and size, pixel scale of 8- and 16-bit samples, per-channel mean and std), the class labels,
+the measured metric and latency, and the sha256 of every other file, which ``predict.py`` checks
+before it runs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from prunekit.errors import ConfigError
 
-__all__ = ["BUNDLE_FORMAT", "write_bundle", "sha256"]
+__all__ = ["BUNDLE_FORMAT", "check_folder", "write_bundle", "sha256"]
 
 BUNDLE_FORMAT = "prunekit.bundle"
 _SCRIPT = Path(__file__).with_name("predict_script.py")
@@ -34,6 +35,16 @@ def sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def check_folder(folder: str | os.PathLike[str]) -> Path:
+    """``folder`` as a Path if a bundle may be written there (it does not exist, or is an empty folder),
+    else the one-line error; commands call it before any work, so a refusal costs nothing."""
+    target = Path(folder)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ConfigError(f"bundle: '{target}' already exists and is not an empty folder; nothing is "
+                          f"overwritten. Pass a new folder, or delete this one first.")
+    return target
+
+
 def write_bundle(onnx_file: str | os.PathLike[str], folder: str | os.PathLike[str], *, input_name: str,
                  input_shape: Sequence[int], mean: Sequence[float], std: Sequence[float], pixel_scale: float,
                  labels: Sequence[str] = (), precision: str = "fp32",
@@ -43,14 +54,13 @@ def write_bundle(onnx_file: str | os.PathLike[str], folder: str | os.PathLike[st
     Args:
         onnx_file: the model, copied as ``model.onnx``; its first input takes ``[N, C, H, W]`` float32.
         input_shape: ``(C, H, W)`` of one image; 1 channel means greyscale ("L"), 3 RGB.
-        mean, std: per-channel, in units of ``8-bit pixel * pixel_scale``.
+        mean, std: per-channel, in units of ``8-bit pixel * pixel_scale``; a greyscale model's 16-bit
+            images are read on the same [0, 1] scale (``pixel_scale * 255 / 65535``), as prunekit's
+            image-folder loader reads them.
         measured: numbers to record (metric on the eval data, latency), JSON-ready.
     ``folder`` must not exist yet or be empty: nothing is overwritten. It appears only when complete.
     """
-    target = Path(folder)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ConfigError(f"bundle: '{target}' already exists and is not an empty folder; nothing is "
-                          f"overwritten. Pass a new folder, or delete this one first.")
+    target = check_folder(folder)
     channels = int(input_shape[0])
     if len(input_shape) != 3 or channels not in (1, 3) or len(mean) != channels or len(std) != channels:
         raise ConfigError(f"bundle: expected image inputs (C, H, W) with C 1 or 3 and one mean and std per "
@@ -62,8 +72,10 @@ def write_bundle(onnx_file: str | os.PathLike[str], folder: str | os.PathLike[st
                   "layout": "NCHW"},
         "preprocessing": {"mode": "L" if channels == 1 else "RGB", "resize": [int(input_shape[1]), int(input_shape[2])],
                           "resample": "bilinear", "pixel_scale": float(pixel_scale),
+                          "pixel_scale_16bit": float(pixel_scale) * 255 / 65535,
                           "mean": [float(v) for v in mean], "std": [float(v) for v in std],
-                          "formula": "(pixel * pixel_scale - mean) / std, per channel"},
+                          "formula": "(pixel * pixel_scale - mean) / std, per channel; greyscale 16-bit samples "
+                                     "(modes I, I;16) times pixel_scale_16bit, float (F) samples as they are"},
         "labels": list(labels), "measured": dict(measured or {}), "checksums": {},
         "requires": ["onnxruntime", "numpy", "Pillow"],
     }

@@ -2,7 +2,7 @@
 
 Standalone: needs only onnxruntime, numpy and Pillow (no torch, no prunekit). It checks every file
 against the sha256 sums in manifest.json, prepares each image as the training data was prepared
-(mode, size, pixel scale, per-channel mean and std from the manifest), and prints one line per
+(mode, bit depth, size, pixel scale, per-channel mean and std from the manifest), and prints one line per
 image: the file, the label and its probability. A file that cannot be read as an image gets one line
 on stderr saying why; the others are still classified, and the exit status is 1.
 """
@@ -33,21 +33,41 @@ def verify(manifest: dict) -> None:
                      f"expected {expected[:12]}...); the bundle was changed or damaged. Copy it again.")
 
 
+# NOTE: as prunekit's image-folder loader (prunekit/data/custom.py) reads files: Pillow's single-channel
+# modes wider than 8 bits hold 16-bit samples, "F" holds floats taken as they are.
+SIXTEEN_BIT = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def pixels(file: Image.Image, height: int, width: int, channels: int, steps: dict) -> np.ndarray:
+    """One opened image as float32 ``[H, W]`` (greyscale) or ``[H, W, 3]`` (RGB) on the training data's
+    scale, decoded as prunekit's loader decodes it: 8-bit samples times ``pixel_scale``, a greyscale
+    model's 16-bit samples times ``pixel_scale_16bit`` (converting them to 8-bit "L" would clip every
+    value above 255 to white), float images as they are; resized bilinearly at that depth."""
+    deep = channels == 1 and (file.mode in SIXTEEN_BIT or file.mode == "F")
+    if deep:
+        image = file if file.mode == "F" else file.convert("I").convert("F")
+    else:
+        image = file.convert("L" if channels == 1 else "RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    if deep and file.mode == "F":
+        return np.asarray(image, dtype=np.float32)
+    # NOTE: divide as the training pipeline did (samples / 255.0 or / 65535.0 in float32), bit for bit.
+    scale = steps["pixel_scale_16bit"] if deep else steps["pixel_scale"]
+    return np.asarray(image, dtype=np.float32) / np.float32(1.0 / scale)
+
+
 def prepare(path: str, spec: dict) -> np.ndarray:
     """One image as the model's input ``[C, H, W]`` float32."""
     channels, height, width = spec["input"]["shape"][1:]
     steps = spec["preprocessing"]
     with Image.open(path) as file:
-        image = file.convert("L" if channels == 1 else "RGB")
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.BILINEAR)
-    # NOTE: divide as the training pipeline did (8-bit / 255.0 in float32), bit for bit.
-    pixels = np.asarray(image, dtype=np.uint8).astype(np.float32) / np.float32(1.0 / steps["pixel_scale"])
-    pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+        values = pixels(file, height, width, channels, steps)
+    values = values[None] if channels == 1 else values.transpose(2, 0, 1)
     std = np.asarray(steps["std"], dtype=np.float32).reshape(-1, 1, 1)
     scale = np.float32(1.0) / std
     shift = -np.asarray(steps["mean"], dtype=np.float32).reshape(-1, 1, 1) * scale
-    return pixels * scale + shift
+    return values * scale + shift
 
 
 def unreadable(path: str, error: Exception) -> str:

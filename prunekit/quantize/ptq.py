@@ -9,6 +9,7 @@ for transformers' linear layers (MatMul/Gemm), where activations vary too much t
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,12 +89,26 @@ def quantize_onnx(source: str | os.PathLike[str], target: str | os.PathLike[str]
         except PrunekitError:
             raise
         except Exception as exc:  # NOTE: ORT raises many types; name the file and the cause.
-            raise PrunekitError(f"quantize: ONNX Runtime could not quantise '{source.name}' "
-                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}). "
-                                f"Try --dynamic, or check that the fp32 file runs in ONNX Runtime.") from exc
+            raise _failure(source, exc) from exc
         strip_metadata(file)
         os.replace(file, target)
     return target
+
+
+def _failure(source: Path, exc: Exception) -> PrunekitError:
+    """ORT's error in one line, with advice that fits it: its reason whole (an input shape error lists
+    each wrong index on a line of its own), without its status prefix and generic closing advice."""
+    reason = " ".join(str(exc).split())
+    reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : | ?Please fix either the inputs/outputs or the model\.",
+                    "", reason)
+    if re.search(r"(invalid dimensions|invalid rank) for input", reason, flags=re.IGNORECASE):
+        advice = ("The calibration batches do not have the shape the fp32 file takes: pass batches shaped "
+                  "like the model's input (an image folder loaded at the size the model was trained at: "
+                  "--image-size H[xW]).")
+    else:
+        advice = "Try --dynamic, or check that the fp32 file runs in ONNX Runtime."
+    return PrunekitError(f"quantize: ONNX Runtime could not quantise '{source.name}' "
+                         f"({type(exc).__name__}: {reason[:500]}). {advice}")
 
 
 def _all_nodes(path: Path) -> list[str]:

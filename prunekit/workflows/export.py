@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from prunekit.errors import ConfigError
 from prunekit.measure import count_macs, count_params, export_onnx
 from prunekit.measure.latency import measure_onnx_latencies
 from prunekit.quantize import evaluate_onnx, write_bundle
+from prunekit.quantize.bundle import check_folder
 from prunekit.measure.onnx_int8 import strip_metadata
 from prunekit.workflows.common import (
     Data,
@@ -24,6 +26,7 @@ from prunekit.workflows.common import (
     capped,
     eval_data,
     finish,
+    made_for,
     name_of,
     save_result,
     spec_of,
@@ -47,7 +50,9 @@ def export(model: Model, data: Data | None = None, *, out_dir: str | os.PathLike
     the model itself (its input shape, a timm model's input size, token ids of a text model).
     ``task`` picks the class of an ``hf:`` model (default: what the data or its config says).
     ``bundle``: also write an edge bundle there (:func:`bundle_model`; needs image ``data``), int8
-    with ``int8``.
+    with ``int8``; a saved folder's bundle takes images at the size it was trained at (other data is
+    resized to it, with a warning) unless ``image_size`` is given. An existing, non-empty ``bundle``
+    folder is refused before anything is written.
 
     ``model`` may be the user's own ``nn.Module`` (never changed) with ``data`` a
     :class:`~prunekit.data.DataSplits`, :class:`~prunekit.data.Loaders` or a dataset name; the
@@ -59,9 +64,15 @@ def export(model: Model, data: Data | None = None, *, out_dir: str | os.PathLike
     if int8 and bundle is None:
         raise ConfigError("export: --int8 applies to the bundle's model; pass --bundle DIR too (or use "
                           "`prunekit quantize` for an int8 ONNX file with its fp32 comparison).")
-    net, loaded, scorer, example = load_with_example(model, data, weights=weights, data_dir=data_dir,
-                                                     tokenizer=tokenizer, block_size=block_size, image_size=image_size,
-                                                     in_channels=in_channels, task=task, command="export")
+    if bundle is not None:
+        check_folder(bundle)  # NOTE: before any work: a refusal after it left a half-written out_dir
+    options: dict[str, Any] = {"weights": weights, "data_dir": data_dir, "tokenizer": tokenizer,
+                               "block_size": block_size, "in_channels": in_channels, "task": task,
+                               "command": "export"}
+    net, loaded, scorer, example = load_with_example(model, data, image_size=image_size, **options)
+    trained = _trained_size(model, data, loaded) if bundle is not None and image_size is None else None
+    if trained is not None:
+        net, loaded, scorer, example = load_with_example(model, data, image_size=trained, **options)
     net.eval()
     out = Path(out_dir)
     spec = spec_of(model)
@@ -80,6 +91,28 @@ def export(model: Model, data: Data | None = None, *, out_dir: str | os.PathLike
         results["bundle"] = bundle_model(net, loaded, bundle, task=scorer, int8=int8, measure=measure)
         files["bundle"] = str(bundle)
     return finish(results, out)
+
+
+def _trained_size(model: Model, data: Data | None, loaded: Any) -> tuple[int, int] | None:
+    """The (h, w) the saved folder ``model`` was trained at, where the image data ``loaded`` from
+    ``data`` has another size (a bundle reads files at the size the model learnt; said in a warning);
+    None where they agree or nothing is recorded."""
+    spec = spec_of(model)
+    shape = made_for(spec).get("input_shape") if spec is not None else None
+    if not isinstance(loaded, DataSplits) or loaded.pixel_scale is None or not isinstance(shape, list) \
+            or len(shape) != 3:
+        return None  # NOTE: what is not image files is refused by bundle_model, which says why
+    (height, width), given = map(int, shape[1:]), tuple(loaded.input_shape[1:])
+    if given == (height, width):
+        return None
+    if not isinstance(data, str):
+        raise ConfigError(f"export: the data's images are {given[0]}x{given[1]} but '{spec}' was trained on "
+                          f"{height}x{width}; the bundle must read images as the model learnt them. Pass the data "
+                          f"at {height}x{width} (e.g. load_image_folder(path, image_size=({height}, {width}))).")
+    warnings.warn(f"export: '{data}' holds {given[0]}x{given[1]} images but '{spec}' was trained on "
+                  f"{height}x{width}: the bundle takes {height}x{width} images, the data resized to it as "
+                  f"--image-size {height}x{width} would. Pass --image-size to choose another size.", stacklevel=3)
+    return height, width
 
 
 def bundle_model(net: nn.Module, splits: Any, folder: str | os.PathLike[str], *, task: Any, int8: bool = False,

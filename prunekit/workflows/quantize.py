@@ -36,6 +36,7 @@ from prunekit.measure.onnx_int8 import preprocess, strip_metadata
 from prunekit.quantize.ptq import check_method
 from prunekit.quantize.runtime import session
 from prunekit.quantize.torch_int8 import TorchInt8, check_torch_options, compiled, eager, int8_bytes, quantize_torch
+from prunekit.tasks.batches import model_accepts
 from prunekit.workflows.common import (
     Data,
     Model,
@@ -108,7 +109,7 @@ def quantize_model(net: nn.Module, splits: Any, folder: str | os.PathLike[str], 
     check_method(method)
     measure, task = measure or Measure(), task_of(splits, task)
     if calibration_batches < 1 and not dynamic:
-        raise _empty_calibration()
+        raise _empty_calibration(calibration_batches)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     exported, example = onnx_inputs(net, splits, task)
@@ -134,7 +135,7 @@ def quantize_model(net: nn.Module, splits: Any, folder: str | os.PathLike[str], 
             "format": "onnx-dynamic" if dynamic else "onnx-qdq",
             "method": None if dynamic else method, "per_channel": per_channel,
             "activations": "dynamic uint8" if dynamic else "uint8", "weights": "int8",
-            "calibration_batches": 0 if dynamic else calibration_batches, "max_metric_drop": max_metric_drop,
+            "calibration_batches": 0 if dynamic else len(calibration), "max_metric_drop": max_metric_drop,
             "excluded": list(chosen.excluded), "damage": chosen.damage, "metric": metric,
             "val": {"fp32": fp32_metric, "int8": chosen.metric}}
 
@@ -155,7 +156,8 @@ def onnx_inputs(net: nn.Module, splits: Any, task: Any) -> tuple[nn.Module, Any]
     """``(module to export, its example inputs)``: the model and :func:`example_of`'s inputs, plus the
     batches' keyword tensors (a text model's attention mask) where the data carries them. Without
     the mask the file would attend to padding and score padded batches wrongly (measured: cosine
-    0.78 to the PyTorch model on all-MiniLM-L6-v2)."""
+    0.78 to the PyTorch model on all-MiniLM-L6-v2). A model whose forward does not name the keyword
+    is exported without it, as training and scoring call it without it."""
     example = example_of(splits, task, 1)
     if isinstance(splits, DataSplits):
         return net, example
@@ -164,6 +166,8 @@ def onnx_inputs(net: nn.Module, splits: Any, task: Any) -> tuple[nn.Module, Any]
     if len(extra) != 1 or isinstance(example, tuple):
         return net, example  # NOTE: one input plus one keyword tensor is what text models take
     (name, value), = extra.items()
+    if not model_accepts(net, name):
+        return net, example
     return _WithKeyword(net, name), (example, value)
 
 
@@ -183,18 +187,19 @@ def quantize_model_torch(net: nn.Module, splits: Any, *, task: Any, dynamic: boo
         raise ConfigError("quantize: static int8 in PyTorch (PT2E) is for image models; text models take "
                           "dynamic=True (--dynamic), or backend='onnxruntime'.")
     if calibration_batches < 1 and not dynamic:
-        raise _empty_calibration()
+        raise _empty_calibration(calibration_batches)
     batches = [] if dynamic else _inputs_only(calibration_batches_of(splits, calibration_batches, task), splits)
     result = quantize_torch(net, example_of(splits, task, 1), dynamic=dynamic, calibration=batches, compile=compile)
     score = torch_scorer(selection_data(splits), task, measure)
-    record = {**result.record, "calibration_batches": 0 if dynamic else calibration_batches, "metric": task.metric,
+    record = {**result.record, "calibration_batches": len(batches), "metric": task.metric,
               "val": {"fp32": score(net)[task.metric], "int8": score(eager(result.model))[task.metric]}}
     return TorchInt8(model=result.model, record=record)
 
 
-def _empty_calibration() -> Exception:
-    return ConfigError("quantize: calibration_batches must be >= 1 for static int8 (it observes activation "
-                       "ranges on them); got 0. Pass e.g. --calibration-batches 8, or --dynamic.")
+def _empty_calibration(count: int) -> Exception:
+    """The one-line error for ``calibration_batches`` below 1 (``count``, as given)."""
+    return ConfigError(f"quantize: calibration_batches must be >= 1 for static int8 (it observes activation "
+                       f"ranges on them); got {count}. Pass e.g. --calibration-batches 8, or --dynamic.")
 
 
 def int8_profiles(pairs: Sequence[tuple[str, nn.Module, Path]], splits: Any, *, task: Any,
