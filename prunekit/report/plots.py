@@ -327,8 +327,8 @@ def sensitivity(data: Mapping[str, Any]) -> Figure | None:
     layers = data["layers"]
     metric = data.get("metric", "metric")
     sign = 1.0 if data.get("higher_is_better", True) is not False else -1.0  # NOTE: worst first (MSE: highest)
-    drops = sorted((sign * curve["metric"][-1], curve["metric"][-1], name) for name, curve in layers.items())
-    drops = [(value, name) for _, value, name in drops]
+    ranked = sorted((sign * curve["metric"][-1], curve["metric"][-1], name) for name, curve in layers.items())
+    drops = [(value, name) for _, value, name in ranked]
     key = f"most sensitive layer {drops[0][1]} ({metric} {drops[0][0]:.4g} at ratio " \
           f"{layers[drops[0][1]]['ratios'][-1]:.2g})"
 
