@@ -56,7 +56,8 @@ def restore_modes(modes: Modes) -> None:
     with torch.no_grad():
         for module, own, values in modes.buffers:
             now = module._buffers
-            if now.keys() != own.keys() or any(now[k] is not t for k, t in own.items()):
+            # NOTE: a TorchScript module's buffers are a read-only view (new objects on every access)
+            if isinstance(now, dict) and (now.keys() != own.keys() or any(now[k] is not t for k, t in own.items())):
                 now.clear()
                 now.update(own)
             for tensor, version, saved in values:

@@ -85,6 +85,7 @@ class Classification(BaseTask):
         args, kwargs, labels = self._split(to_device(batch, device_of(model)))
         kwargs = model_kwargs(model, kwargs) if kwargs else {}
         logits = logits_of(call_model(model, args, kwargs))
+        _check_fit(logits, labels)
         return logits, labels
 
     def loss_and_outputs(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,3 +125,18 @@ class Classification(BaseTask):
 
     def __repr__(self) -> str:
         return f"Classification(label_smoothing={self.label_smoothing}, top_k={self.top_k})"
+
+
+def _check_fit(logits: torch.Tensor, labels: Any) -> None:
+    """Labels ``[B]`` for logits ``[B, C]``, ``[B, ...]`` for per-position logits ``[B, C, ...]`` (or
+    class probabilities shaped as the logits): anything else is one line here, not cross-entropy's
+    error (a backbone's feature maps scored against image labels)."""
+    if not isinstance(labels, torch.Tensor) or not isinstance(logits, torch.Tensor) or logits.dim() < 2:
+        return
+    if labels.shape == logits.shape[:1] + logits.shape[2:] or (labels.is_floating_point()
+                                                               and labels.shape == logits.shape):
+        return
+    raise DataError(f"Classification: the model's logits {tuple(logits.shape)} do not fit labels "
+                    f"{tuple(labels.shape)}; expected labels [batch] for logits [batch, classes], or [batch, "
+                    f"H, W] for per-pixel logits [batch, classes, H, W]. Give the model a classifier head, or "
+                    f"pick the task its output fits (embedding, or custom with your loss).")

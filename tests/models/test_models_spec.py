@@ -353,8 +353,9 @@ def test_check_task_fits_names_what_the_task_needs() -> None:
     assert classifier.training  # NOTE: the check runs in eval mode and restores the flag.
     models.check_task_fits(classifier, "embedding", (x,))
     models.check_task_fits(nn.Identity(), "custom", "anything")
-    with pytest.raises(ConfigError, match="'classification' does not fit Conv2d: it needs logits .*shape \\(2, 3, 26, 26\\)"):
-        models.check_task_fits(nn.Conv2d(1, 3, 3), "classification", x)
+    with pytest.raises(ConfigError, match="'classification' does not fit Flatten: it needs logits .*shape \\(1568,\\)"):
+        models.check_task_fits(nn.Flatten(0), "classification", x)
+    models.check_task_fits(nn.Conv2d(1, 3, 3), "classification", x)  # NOTE: per-pixel classes [B, C, H, W]
     with pytest.raises(ConfigError, match="'causal_lm' does not fit SimpleCNN"):
         models.check_task_fits(classifier, "causal_lm", x)
     with pytest.raises(ConfigError, match="failed on the example inputs"):

@@ -29,3 +29,16 @@ def test_a_per_pixel_classifier_is_pruned_and_scored(tmp_path: Path) -> None:
     assert "accuracy" in result["table"]
     loaded = prunekit.load(tmp_path / "model", model=model)
     assert loaded[0].out_channels == 8 and loaded(x[:2]).shape == (2, 3, 8, 8)
+
+
+def test_feature_maps_scored_against_image_labels_is_one_line() -> None:
+    import pytest
+
+    from prunekit import tasks
+    from prunekit.errors import DataError
+
+    batch = (torch.randn(4, 1, 8, 8), torch.randint(0, 3, (4,)))
+    with pytest.raises(DataError, match=r"Classification: the model's logits \(4, 3, 8, 8\) do not fit labels "
+                                        r"\(4,\); expected labels \[batch\] for logits \[batch, classes\]") as info:
+        tasks.create("classification").evaluate(nn.Conv2d(1, 3, 3, padding=1), [batch])
+    assert "\n" not in str(info.value)
