@@ -66,9 +66,8 @@ def _weight_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
-def _run_exporter(model: nn.Module, inputs: tuple[torch.Tensor, ...], file: Path, *,
-                  dynamic_batch: bool, opset: int | None, verbose: bool) -> None:
-    outputs, structure = _outputs_of(model, inputs)
+def _run_exporter(model: nn.Module, inputs: tuple[torch.Tensor, ...], file: Path, *, outputs: int | None,
+                  structure: str, dynamic_batch: bool, opset: int | None, verbose: bool) -> None:
     dynamic = None
     if dynamic_batch:
         batch = torch.export.Dim("batch")
@@ -82,19 +81,16 @@ def _run_exporter(model: nn.Module, inputs: tuple[torch.Tensor, ...], file: Path
     program.save(str(file), external_data=_weight_bytes(model) > _EXTERNAL_DATA_BYTES)
 
 
-def _run_legacy_exporter(model: nn.Module, inputs: tuple[torch.Tensor, ...], file: Path, *,
-                         dynamic_batch: bool, opset: int | None) -> float | None:
+def _run_legacy_exporter(model: nn.Module, inputs: tuple[torch.Tensor, ...], file: Path, *, outputs: int | None,
+                         structure: str, dynamic_batch: bool, opset: int | None) -> float | None:
     """Export with PyTorch's TorchScript-based exporter (``dynamo=False``), which traces one run
     instead of ``torch.export``'s symbolic one (a stock ``nn.TransformerEncoder`` with a causal mask
     exports only so), and return the largest difference of the file's outputs from the model's,
     at the example's batch size and, with ``dynamic_batch``, at one more. None (nothing to trust)
     where it fails, disagrees, or the model's own code turned a tensor into a Python value while
     traced (a branch on the data, baked into the file for every input)."""
-    import numpy as np
     import onnx
-    import onnxruntime
 
-    outputs, structure = _outputs_of(model, inputs)
     input_names = _names("input", len(inputs))
     output_names = _names("output", outputs) if outputs else []
     axes = {name: {0: "batch"} for name, x in zip(input_names, inputs) if x.dim() > 0}
@@ -113,25 +109,34 @@ def _run_legacy_exporter(model: nn.Module, inputs: tuple[torch.Tensor, ...], fil
         proto = onnx.load(str(file))
         proto.metadata_props.add(key=OUTPUTS_KEY, value=structure)
         onnx.save(proto, str(file))
-        session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
-        worst = 0.0
-        sizes = [0, 1] if dynamic_batch else [0]
-        for args in (batch_of(inputs, max(x.shape[0] for x in inputs if x.dim()) + more) for more in sizes):
-            with torch.no_grad():
-                expected = [t.numpy() for t in tree_flatten(model(*args))[0]]
-            got = session.run(None, {i.name: x.numpy() for i, x in zip(session.get_inputs(), args)})
-            if len(got) != len(expected) or any(g.shape != e.shape for g, e in zip(got, expected)):
-                return None
-            for g, e in zip(got, expected):
-                scale = max(1.0, float(np.abs(e).max(initial=0.0)))
-                if not np.allclose(g, e, rtol=1e-3, atol=1e-4 * scale):
-                    return None
-                worst = max(worst, float(np.abs(g - e).max(initial=0.0)))
-        return worst
+        return _difference(model, inputs, file, [0, 1] if dynamic_batch else [0])
     except Exception:  # NOTE: a fallback: its failure leaves the first exporter's error to report.
         return None
     finally:
         torch._C._jit_set_onnx_log_enabled(was_logging)  # NOTE: the exporter turns its C++ log on for good
+
+
+def _difference(model: nn.Module, inputs: tuple[torch.Tensor, ...], file: Path, more: list[int]) -> float | None:
+    """The largest difference of ``file``'s outputs in ONNX Runtime from ``model``'s, at the example's
+    batch size plus each of ``more``; None where a count, a shape or a value (beyond float32 rounding)
+    disagrees."""
+    import numpy as np
+
+    from prunekit.measure.latency import ort_session  # NOTE: the session options every int8 evaluation uses
+
+    session, worst = ort_session(file, threads=1), 0.0
+    for args in (batch_of(inputs, max(x.shape[0] for x in inputs if x.dim()) + extra) for extra in more):
+        with torch.no_grad():
+            expected = [t.numpy() for t in tree_flatten(model(*args))[0]]
+        got = session.run(None, {i.name: x.numpy() for i, x in zip(session.get_inputs(), args)})
+        if len(got) != len(expected) or any(g.shape != e.shape for g, e in zip(got, expected)):
+            return None
+        for g, e in zip(got, expected):
+            scale = max(1.0, float(np.abs(e).max(initial=0.0)))
+            if not np.allclose(g, e, rtol=1e-3, atol=1e-4 * scale):
+                return None
+            worst = max(worst, float(np.abs(g - e).max(initial=0.0)))
+    return worst
 
 
 @contextlib.contextmanager
@@ -199,6 +204,7 @@ def export_onnx(model: nn.Module, example_inputs: ExampleInput, path: str | os.P
     try:
         with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
             file = Path(tmp) / target.name
+            found: tuple[int | None, str] | None = None  # NOTE: the output's names and structure, once run
             try:
                 with contextlib.ExitStack() as quiet:
                     if not verbose:
@@ -206,10 +212,13 @@ def export_onnx(model: nn.Module, example_inputs: ExampleInput, path: str | os.P
                         quiet.enter_context(contextlib.redirect_stderr(log))
                         quiet.enter_context(warnings.catch_warnings())
                         warnings.simplefilter("ignore")
-                    _run_exporter(model, inputs, file, dynamic_batch=dynamic_batch, opset=opset,
-                                  verbose=verbose)
+                    found = _outputs_of(model, inputs)
+                    _run_exporter(model, inputs, file, outputs=found[0], structure=found[1],
+                                  dynamic_batch=dynamic_batch, opset=opset, verbose=verbose)
             except Exception as exc:  # NOTE: the exporter raises many unrelated types.
-                difference = _run_legacy_exporter(model, inputs, file, dynamic_batch=dynamic_batch, opset=opset)
+                difference = None if found is None else _run_legacy_exporter(
+                    model, inputs, file, outputs=found[0], structure=found[1], dynamic_batch=dynamic_batch,
+                    opset=opset)
                 if difference is None:
                     raise _failure(model, exc) from exc
                 warnings.warn(f"export_onnx: torch.export could not trace {type(model).__name__} "

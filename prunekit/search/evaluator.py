@@ -22,12 +22,18 @@ from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.search.space import Config, SearchSpace, build
 
-__all__ = ["Evaluator", "Record", "OBJECTIVES", "CONSTRAINTS", "BudgetSpent", "key_of", "successive_halving"]
+__all__ = ["Evaluator", "Record", "OBJECTIVES", "CONSTRAINTS", "BudgetSpent", "directions", "key_of",
+           "successive_halving"]
 
 OBJECTIVES = {"metric": "max", "macs": "min", "params": "min", "latency": "min"}
 # NOTE: budgets as a Target states them: kept fractions of the dense model's macs, params and latency,
 # or the latency in ms; ``latency`` and ``latency_ms`` both bound the ``latency`` value (ms)
 CONSTRAINTS = ("macs", "params", "latency", "latency_ms")
+
+
+def directions(objectives: Sequence[str], higher_is_better: bool = True) -> dict[str, str]:
+    """Each objective's direction (``max``/``min``): the metric's as its task says, the costs' minimised."""
+    return {o: ("max" if higher_is_better else "min") if o == "metric" else OBJECTIVES[o] for o in objectives}
 
 
 class BudgetSpent(Exception):
@@ -91,8 +97,8 @@ class Evaluator:
         return values["metric"] if self.maximise else -values["metric"]
 
     def directions(self, objectives: Sequence[str]) -> dict[str, str]:
-        """Each objective's direction (``max``/``min``), the metric's as the task says."""
-        return {o: ("max" if self.maximise else "min") if o == "metric" else OBJECTIVES[o] for o in objectives}
+        """Each objective's direction (:func:`directions`, the metric's as this evaluator's task says)."""
+        return directions(objectives, self.maximise)
 
     @property
     def limits(self) -> dict[str, float]:

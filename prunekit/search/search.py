@@ -27,7 +27,7 @@ from typing import Any
 
 from prunekit.errors import ConfigError
 from prunekit.io import save_json
-from prunekit.search.evaluator import CONSTRAINTS, OBJECTIVES, Evaluator, Record, key_of
+from prunekit.search.evaluator import CONSTRAINTS, OBJECTIVES, Evaluator, Record, directions, key_of
 from prunekit.search.pareto import knee, non_dominated
 from prunekit.search.space import Config, SearchSpace
 from prunekit.search.strategies import STRATEGIES, strategy as strategy_fn
@@ -53,8 +53,7 @@ class SearchResult:
 
     @property
     def directions(self) -> dict[str, str]:
-        return {o: ("max" if self.higher_is_better else "min") if o == "metric" else OBJECTIVES[o]
-                for o in self.objectives}
+        return directions(self.objectives, self.higher_is_better)
 
     def knee(self) -> Record | None:
         """The front's balanced point (:func:`prunekit.search.pareto.knee`)."""
@@ -205,9 +204,9 @@ def _result(evaluator: Evaluator, objectives: tuple[str, ...]) -> SearchResult:
             latest[key_of(record.config)] = record
     records = list(latest.values())
     feasible = [i for i, r in enumerate(records) if r.feasible]
-    directions = evaluator.directions(objectives)
-    front = [feasible[i] for i in non_dominated([records[i].values for i in feasible], directions)]
-    best = max((records[i] for i in feasible), key=lambda r: preferred(r.values, directions), default=None)
+    ways = evaluator.directions(objectives)
+    front = [feasible[i] for i in non_dominated([records[i].values for i in feasible], ways)]
+    best = max((records[i] for i in feasible), key=lambda r: preferred(r.values, ways), default=None)
     return SearchResult(records, objectives, front, best, evaluator.evaluations, evaluator.maximise,
                         str(getattr(evaluator.metric, "metric_name", "metric")))
 

@@ -210,8 +210,7 @@ def sensitivity(model: nn.Module, example_inputs: Any, proxy: Proxy, *,
     settings = {"ratios": list(ratios), "importance": importance, "depth": depth, "ignore": list(ignore),
                 **({"ranks": list(methods)} if methods else {}),
                 "bn_batches": proxy.bn_batches, "finetune_steps": proxy.finetune_steps, "lr": proxy.lr,
-                "metric": proxy.metric_name, "higher_is_better": proxy.higher_is_better,
-                "task": type(proxy.task).__qualname__}
+                "metric": proxy.metric_name}  # NOTE: the task's class and direction are in the key (_task_key)
     key = state_hash(model, list(proxy.calibration[:proxy.bn_batches]), list(proxy.validation), settings,
                      _task_key(proxy.task))
     cache = Path(cache_dir) if cache_dir is not None else None
