@@ -14,6 +14,7 @@ import contextlib
 import io
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -183,17 +184,23 @@ def _entropy_ranges(source: Path, feeds: Sequence[dict[str, np.ndarray]], folder
 
 
 def static_int8(source: Path, target: Path, feeds: Sequence[dict[str, np.ndarray]], *, method: str = "minmax",
-                per_channel: bool = True, exclude: Sequence[str] = ()) -> Path:
+                per_channel: bool = True, exclude: Sequence[str] = (), ranges: Path | None = None) -> Path:
     """ONNX Runtime's ``quantize_static`` of the (pre-processed) fp32 file ``source`` into ``target``
     in the format of the module docstring; ``feeds`` are ``{input name: array}`` per calibration batch,
     ``method`` one of :data:`METHODS` (entropy on 2048 histogram bins), ``exclude`` node names kept in
-    fp32. ORT's errors propagate."""
+    fp32. ``ranges``: a calibration cache file of ``source`` for ``method``, read if it exists, else
+    written, so that quantising the same file again (other ``exclude``) skips calibration. ORT's
+    errors propagate."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
     with quiet(), tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
-        ranges = _entropy_ranges(source, feeds, Path(tmp)) if method == "entropy" else None
+        if method == "entropy" and (ranges is None or not ranges.is_file()):
+            entropy = _entropy_ranges(source, feeds, Path(tmp))
+            if ranges is not None:
+                shutil.move(entropy, ranges)
+            ranges = ranges or entropy
         cache = {"calibration_cache_path": str(ranges)} if ranges is not None else {}
         quantize_static(str(source), str(target), _reader(feeds), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

@@ -66,19 +66,21 @@ def quantize_within(source: str | os.PathLike[str], target: str | os.PathLike[st
         raise ConfigError(f"quantize: max_metric_drop must be >= 0 (in the metric's units, e.g. 0.01 for one "
                           f"accuracy point); got {max_metric_drop!r}.")
     step = progress or (lambda message: None)
-    options = {"calibration": calibration, "method": method, "per_channel": per_channel, "dynamic": dynamic,
-               "preprocessed": True}
     target = Path(target)
-    step("quantising every layer")
-    quantize_onnx(source, target, **options)  # type: ignore[arg-type]
-    metric = score(target)
-    if max_metric_drop is None or metric_drop(fp32_metric, metric, higher_is_better) <= max_metric_drop:
-        return Fallback(path=target, metric=metric, excluded=())
-    nodes = quantisable_nodes(source, dynamic=dynamic)
-    error = _output_error(Path(source), calibration)
-    base = error(target)
-    damage: dict[str, float] = {}
+    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fallback.", dir=target.parent) as tmp:
+        # NOTE: every trial quantises the same file: its activation ranges are calibrated once.
+        options = {"calibration": calibration, "method": method, "per_channel": per_channel, "dynamic": dynamic,
+                   "preprocessed": True, "ranges": None if dynamic else Path(tmp) / "ranges.json"}
+        step("quantising every layer")
+        quantize_onnx(source, target, **options)  # type: ignore[arg-type]
+        metric = score(target)
+        if max_metric_drop is None or metric_drop(fp32_metric, metric, higher_is_better) <= max_metric_drop:
+            return Fallback(path=target, metric=metric, excluded=())
+        nodes = quantisable_nodes(source, dynamic=dynamic)
+        error = _output_error(Path(source), calibration)
+        base = error(target)
+        damage: dict[str, float] = {}
         trial, kept = Path(tmp) / "trial.onnx", Path(tmp) / "best.onnx"
         for i, node in enumerate(nodes):
             step(f"measuring the damage of node {i + 1}/{len(nodes)}: {node}")
@@ -102,19 +104,21 @@ def quantize_within(source: str | os.PathLike[str], target: str | os.PathLike[st
 
 
 def _output_error(source: Path, calibration: Sequence[dict[str, np.ndarray]]) -> Callable[[Path], float]:
-    """Relative squared error of a file's first output against the fp32 file's, over the batches."""
+    """A file's error against the fp32 file's outputs over the batches: each output's relative squared
+    error, summed over the outputs (so that every output counts, whatever its scale)."""
     from prunekit.quantize.runtime import session
 
     if not calibration:
         raise ConfigError("quantize: measuring each layer's damage needs calibration batches; got none. "
                           "Pass calibration batches (dynamic quantisation uses them only for this).")
     reference = session(source)
-    expected = [reference.run(None, feed)[0] for feed in calibration]
+    expected = [[np.asarray(o, dtype=np.float64) for o in reference.run(None, feed)] for feed in calibration]
+    scale = [max(sum(float((batch[k] ** 2).sum()) for batch in expected), 1e-12) for k in range(len(expected[0]))]
 
     def error(path: Path) -> float:
         run = session(path)
-        got = [run.run(None, feed)[0] for feed in calibration]
-        return float(sum(((g - e) ** 2).sum() for g, e in zip(got, expected))
-                     / max(sum((e ** 2).sum() for e in expected), 1e-12))
+        got = [run.run(None, feed) for feed in calibration]
+        return sum(sum(float(((np.asarray(g[k], dtype=np.float64) - e[k]) ** 2).sum()) for g, e in zip(got, expected))
+                   / scale[k] for k in range(len(scale)))
 
     return error

@@ -47,7 +47,8 @@ def quantisable_nodes(path: str | os.PathLike[str], *, dynamic: bool = False) ->
 def quantize_onnx(source: str | os.PathLike[str], target: str | os.PathLike[str], *,
                   calibration: Sequence[dict[str, np.ndarray]] = (), method: str = "minmax",
                   per_channel: bool = True, dynamic: bool = False,
-                  exclude: Sequence[str] = (), preprocessed: bool = False) -> Path:
+                  exclude: Sequence[str] = (), preprocessed: bool = False,
+                  ranges: str | os.PathLike[str] | None = None) -> Path:
     """Quantise the fp32 ONNX file ``source`` to int8 at ``target`` and return ``target``.
 
     Args:
@@ -58,6 +59,8 @@ def quantize_onnx(source: str | os.PathLike[str], target: str | os.PathLike[str]
         dynamic: ``quantize_dynamic`` of MatMul/Gemm weights instead of static QDQ.
         exclude: node names (:func:`quantisable_nodes` of the pre-processed file) kept in fp32.
         preprocessed: ``source`` already went through :func:`preprocess` (skip it here).
+        ranges: a calibration cache file (static only): read if it exists, else written; pass the
+            same file when quantising the same pre-processed ``source`` again, to calibrate once.
     The file appears only when complete; ``source`` is not changed.
     """
     require("onnxruntime", extra="onnx", feature="int8 quantisation")
@@ -85,7 +88,8 @@ def quantize_onnx(source: str | os.PathLike[str], target: str | os.PathLike[str]
                                      per_channel=per_channel, op_types_to_quantize=list(_DYNAMIC_OPS),
                                      nodes_to_exclude=list(exclude))
             else:
-                static_int8(prepared, file, calibration, method=method, per_channel=per_channel, exclude=exclude)
+                static_int8(prepared, file, calibration, method=method, per_channel=per_channel, exclude=exclude,
+                            ranges=None if ranges is None else Path(ranges))
         except PrunekitError:
             raise
         except Exception as exc:  # NOTE: ORT raises many types; name the file and the cause.

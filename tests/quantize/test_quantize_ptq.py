@@ -136,3 +136,52 @@ def test_strip_metadata_drops_debugging_records_and_keeps_outputs(tmp_path: Path
     assert [n.name for n in stripped.graph.node] == [n.name for n in raw.graph.node]
     after = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
     assert (before == after).all()
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy"])
+def test_fallback_calibrates_once_for_all_its_trials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     method: str) -> None:
+    import sys
+
+    import onnxruntime.quantization.calibrate as calibrate
+
+    ort_quantize = sys.modules["onnxruntime.quantization.quantize"]  # NOTE: the package's name is a function
+
+    model = with_outlier(tiny_cnn())
+    data = labelled_by(model, 256)
+    fp32 = preprocess(export_onnx(model, data.tensors[0][:2], tmp_path / "fp32.onnx"), tmp_path / "prepared.onnx")
+    calibration = feeds([data.tensors[0][:128]], ["input"], ["tensor(float)"])
+    calls = []
+
+    def counted(original):
+        def create(*args, **kwargs):
+            calls.append(1)
+            return original(*args, **kwargs)
+        return create
+
+    monkeypatch.setattr(ort_quantize, "create_calibrator", counted(ort_quantize.create_calibrator))
+    monkeypatch.setattr(calibrate, "create_calibrator", counted(calibrate.create_calibrator))
+    chosen = quantize_within(fp32, tmp_path / "within.onnx", score=lambda p: evaluate_onnx(p, data)["accuracy"],
+                             fp32_metric=1.0, max_metric_drop=0.02, calibration=calibration, method=method)
+    assert chosen.tries > 2 and len(calls) == 1
+    alone = quantize_onnx(fp32, tmp_path / "alone.onnx", calibration=calibration, method=method,
+                          exclude=chosen.excluded, preprocessed=True)
+    assert alone.read_bytes() == (tmp_path / "within.onnx").read_bytes()  # the cached ranges are the same
+
+
+def test_fallback_damage_counts_every_output(tmp_path: Path) -> None:
+    from prunekit.quantize.fallback import _output_error
+
+    class Two(nn.Module):
+        def __init__(self, shift: float) -> None:
+            super().__init__()
+            self.shift = shift
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return x * 1.0, x * 2.0 + self.shift
+
+    x = torch.randn(4, 3)
+    reference = export_onnx(Two(0.0), x, tmp_path / "reference.onnx")
+    error = _output_error(reference, [{onnx.load(str(reference)).graph.input[0].name: x.numpy()}])
+    assert error(reference) == 0.0
+    assert error(export_onnx(Two(0.5), x, tmp_path / "second_output_off.onnx")) > 0.01
