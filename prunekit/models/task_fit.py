@@ -1,7 +1,8 @@
 """Does a task fit a model? One forward pass on example inputs, and a clear error when it does not.
 
 What each task needs from the model's output:
-- "classification": logits ``[batch, classes]`` (a tensor, or an output with ``.logits``).
+- "classification": logits ``[batch, classes]`` (a tensor, an output with ``.logits``, a mapping's
+  ``"logits"`` or a tuple's first element, as the task reads them).
 - "causal_lm": logits ``[batch, seq, vocab]`` from the token ids: an output with ``.logits`` (a
   Hugging Face ``...ForCausalLM``, whose own loss the task uses when its forward takes ``labels=``),
   a tensor, or a tuple whose first element is one (nanoGPT's ``(logits, loss)``).
@@ -66,7 +67,13 @@ def context_length(model: nn.Module) -> tuple[int, str] | None:
 
 
 def _check_classification(model: nn.Module, output: Any, batch: int | None) -> None:
-    logits = getattr(output, "logits", output)
+    # NOTE: where tasks.batches.logits_of finds them (a layer above): .logits, a mapping's "logits",
+    # a tuple's first element
+    logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, Mapping):
+        logits = output.get("logits")
+    if logits is None:
+        logits = output[0] if isinstance(output, (tuple, list)) and output else output
     # NOTE: [batch, classes, ...] too: per-pixel (or per-position) classes, as tasks.Classification scores them
     if not (isinstance(logits, torch.Tensor) and logits.is_floating_point() and logits.dim() >= 2
             and (batch is None or logits.shape[0] == batch)):

@@ -90,6 +90,7 @@ class _Loop:
     progress: bool
     step: int = 0
     generator_states: list[torch.Tensor] = field(default_factory=list)
+    frozen: tuple[nn.Module, ...] = ()
 
 
 def train(model: nn.Module, data: Any, config: TrainConfig | Mapping[str, Any], *,
@@ -213,7 +214,24 @@ def _build_loop(model: nn.Module, source: Source, task: Task, config: TrainConfi
     return _Loop(model=model, wrapped=distributed.wrap(model, context),
                  optimizer=_build_optimizer(trainable, config), source=source, task=task,
                  config=config, context=context, device=device, callbacks=callbacks,
-                 progress=progress and context.is_main)
+                 progress=progress and context.is_main, frozen=_frozen(model))
+
+
+def _frozen(model: nn.Module) -> tuple[nn.Module, ...]:
+    """The submodules the user put in eval mode inside a model in training mode (a frozen
+    BatchNorm, a fixed backbone), outermost only: training keeps them so. A model wholly in eval
+    mode trains wholly (``model.eval()`` before handing it over is habit, not a choice per layer)."""
+    if not model.training:
+        return ()
+    found: list[nn.Module] = []
+    inside: set[int] = set()
+    for module in model.modules():
+        if id(module) in inside:
+            continue
+        if not module.training:
+            found.append(module)
+            inside.update(id(m) for m in module.modules())
+    return tuple(found)
 
 
 def _begin(loop: _Loop) -> None:
@@ -252,8 +270,10 @@ def _train_epoch(loop: _Loop, epoch: int) -> dict[str, float]:
     """One pass over this rank's batches; returns train_loss (and train_accuracy) over all ranks."""
     config, source = loop.config, loop.source
     loop.wrapped.train()
+    for module in loop.frozen:
+        module.eval()
     classifier = loop.task if isinstance(loop.task, Classification) else None
-    totals = torch.zeros(3, dtype=torch.float64)  # summed loss * samples, samples, correct
+    totals = torch.zeros(4, dtype=torch.float64)  # summed loss * samples, samples, correct, labels scored
     batches = epoch_batches(source, epoch, config.seed, loop.context.rank)
     bar = _progress_bar(loop, epoch) if loop.progress else None
     for batch in batches:
@@ -271,8 +291,9 @@ def _train_epoch(loop: _Loop, epoch: int) -> dict[str, float]:
             nn.utils.clip_grad_norm_(loop.model.parameters(), config.grad_clip)
         loop.optimizer.step()
         value, n = loss.item(), batch_size_of(batch)
-        correct = classifier.correct(outputs, batch)[0] if classifier and outputs is not None else 0
-        totals += torch.tensor([value * n, n, correct], dtype=torch.float64)
+        correct, scored = (classifier.correct(outputs, batch) if classifier and outputs is not None
+                           else (0, 0))  # NOTE: per position for per-pixel logits, so not n
+        totals += torch.tensor([value * n, n, correct, scored], dtype=torch.float64)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}", refresh=False)
@@ -284,10 +305,10 @@ def _train_epoch(loop: _Loop, epoch: int) -> dict[str, float]:
     if bar is not None:
         bar.close()
     loop.generator_states = [g.get_state() for g in source.generators]
-    loss_sum, count, correct = distributed.all_reduce_sum(totals, loop.context).tolist()
+    loss_sum, count, correct, scored = distributed.all_reduce_sum(totals, loop.context).tolist()
     row = {"train_loss": loss_sum / max(count, 1)}
     if classifier is not None:
-        row["train_accuracy"] = correct / max(count, 1)
+        row["train_accuracy"] = correct / max(scored, 1)
     return row
 
 

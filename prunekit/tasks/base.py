@@ -90,7 +90,8 @@ def capped(batches: Iterable[Any], max_batches: int | None, *, owner: str) -> It
 
 def no_samples(owner: str, batches: int) -> DataError:
     """The error for an evaluation over zero samples: a metric of 0.0 there would pass any budget."""
-    got = "no batches" if batches == 0 else f"{batches} batch(es) with no sample to score"
+    got = ("no batches" if batches == 0 else
+           f"{batches} batch(es) with no sample to score (empty, all padding, or every label -100: ignored)")
     return DataError(f"{owner}: the evaluation data yielded {got}; expected at least one sample. Fix: pass "
                      f"a non-empty loader (a DataLoader with drop_last=True yields nothing when the split "
                      f"has fewer samples than batch_size: use drop_last=False or a smaller batch_size).")

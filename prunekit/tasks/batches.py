@@ -72,20 +72,55 @@ def model_accepts(model: nn.Module, name: str) -> bool:
 
 def model_kwargs(model: nn.Module, batch: Mapping[str, Any], *, drop: Sequence[str] = TARGET_KEYS,
                  ) -> dict[str, Any]:
-    """The tensors of a mapping batch that ``model``'s forward takes (all, if it has ``**kwargs``)."""
+    """The tensors of a mapping batch that ``model``'s forward takes (all, if it has ``**kwargs``);
+    a batch none of whose tensors it takes, for a forward that needs some, is a one-line error."""
     try:
         params: Mapping[str, inspect.Parameter] = inspect.signature(_forward_of(model)).parameters
     except (TypeError, ValueError):
         params = {}
     open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    return {key: value for key, value in batch.items()
+    kept = {key: value for key, value in batch.items()
             if key not in drop and isinstance(value, torch.Tensor) and (open_ended or key in params)}
+    given = [key for key, value in batch.items() if key not in drop and isinstance(value, torch.Tensor)]
+    required = [name for name, p in params.items() if p.default is p.empty
+                and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    if not kept and given and required:
+        raise DataError(f"The batch's keys {given} name none of {type(model).__name__}.forward's inputs "
+                        f"({', '.join(required)}); a mapping batch reaches the model by keyword. Fix: yield "
+                        f"the inputs under those names, or use tasks.Custom(..., inputs_fn=lambda b: "
+                        f"b[{given[0]!r}]).")
+    return kept
 
 
 def call_model(model: nn.Module, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
                ) -> Any:
-    """``model(*args, **kwargs)``: positional inputs for tuple batches, keywords for mappings."""
-    return model(*args, **(kwargs or {}))
+    """``model(*args, **kwargs)``: positional inputs for tuple batches, keywords for mappings. A call
+    its forward cannot take (a tuple batch with more items before its labels than the forward has
+    inputs) is a one-line error, not Python's."""
+    try:
+        return model(*args, **(kwargs or {}))
+    except TypeError as exc:
+        names = _unbindable(model, args, kwargs or {})
+        if names is None:
+            raise
+        raise DataError(f"{type(model).__name__}.forward({names}) cannot take the batch's inputs "
+                        f"({len(args)} positional{', keywords ' + str(sorted(kwargs)) if kwargs else ''}): "
+                        f"a tuple batch is (inputs..., labels), its last item the labels. Fix: yield "
+                        f"(inputs, labels), or use tasks.Custom(..., inputs_fn=lambda b: ...) to pick the "
+                        f"inputs.") from exc
+
+
+def _unbindable(model: nn.Module, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+    """The forward's parameter names when ``args``/``kwargs`` do not fit its signature, else None."""
+    try:
+        signature = inspect.signature(_forward_of(model))
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        return ", ".join(signature.parameters)
+    return None
 
 
 def logits_of(output: Any, *, what: str = "logits") -> torch.Tensor:

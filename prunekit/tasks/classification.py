@@ -3,6 +3,8 @@
 Batches are ``(inputs..., labels)`` tuples or mappings with ``labels``/``label`` (the other
 tensors go to the model as keywords, e.g. Hugging Face ``pixel_values``). Logits are ``[B, C]``
 (or ``[B, C, ...]`` with labels ``[B, ...]``, e.g. per-pixel classes); the class axis is 1.
+Labels of -100 (cross-entropy's ``ignore_index``: void pixels, padding) count nowhere; float labels
+shaped as the logits are class probabilities (mixup, soft targets), scored against their argmax.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from prunekit.tasks.batches import (
 )
 
 __all__ = ["Classification"]
+
+IGNORE_INDEX = -100  # NOTE: F.cross_entropy's default: such labels add no loss and no count
 
 
 class Classification(BaseTask):
@@ -95,24 +99,29 @@ class Classification(BaseTask):
         return loss, logits
 
     def correct(self, logits: torch.Tensor, batch: Any) -> tuple[int, int]:
-        """(top-1 correct, count) of given logits on ``batch`` (the training loop's accuracy)."""
-        labels = self._split(batch)[2].to(logits.device)
-        return int((logits.detach().argmax(dim=1) == labels).sum()), int(labels.numel())
+        """(top-1 correct, count) of given logits on ``batch`` (the training loop's accuracy): one
+        per sample, or per position for per-position logits; ignored labels count nowhere."""
+        hard, valid = _targets(logits, self._split(batch)[2].to(logits.device))
+        return int(((logits.detach().argmax(dim=1) == hard) & valid).sum()), int(valid.sum())
 
     def batch_sums(self, model: nn.Module, batch: Any) -> dict[str, float]:
         logits, labels = self._forward(model, batch)
+        hard, valid = _targets(logits, labels)
         k = min(self.top_k, logits.shape[1])
         top = logits.topk(k, dim=1).indices
         return {
             "loss": float(F.cross_entropy(logits, labels, reduction="sum")),
-            "correct": float((top.select(1, 0) == labels).sum()),
-            "correct_k": float((top == labels.unsqueeze(1)).any(dim=1).sum()),
-            "count": float(labels.numel()),
+            "correct": float(((top.select(1, 0) == hard) & valid).sum()),
+            "correct_k": float(((top == hard.unsqueeze(1)).any(dim=1) & valid).sum()),
+            "count": float(valid.sum()),
         }
 
     def summarise(self, totals: dict[str, float]) -> dict[str, float]:
         """``loss`` (mean cross-entropy), ``accuracy`` (top-1), ``top{k}`` and ``count``."""
         n = totals["count"]
+        if not n:
+            raise DataError(f"Classification: every label seen is {IGNORE_INDEX} (ignored), so there is "
+                            f"nothing to score. Fix: evaluate on batches with real class labels.")
         return {"loss": totals.get("loss", 0.0) / n, "accuracy": totals.get("correct", 0.0) / n,
                 f"top{self.top_k}": totals.get("correct_k", 0.0) / n, "count": int(n)}
 
@@ -127,14 +136,40 @@ class Classification(BaseTask):
         return f"Classification(label_smoothing={self.label_smoothing}, top_k={self.top_k})"
 
 
+def _targets(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class indices, which of them count) of ``labels``: probabilities' argmax (all count), or
+    the indices themselves with the ignored ones (-100) left out."""
+    if labels.is_floating_point() and labels.shape == logits.shape:
+        hard = labels.argmax(dim=1)
+        return hard, torch.ones_like(hard, dtype=torch.bool)
+    return labels, labels != IGNORE_INDEX
+
+
 def _check_fit(logits: torch.Tensor, labels: Any) -> None:
     """Labels ``[B]`` for logits ``[B, C]``, ``[B, ...]`` for per-position logits ``[B, C, ...]`` (or
     class probabilities shaped as the logits): anything else is one line here, not cross-entropy's
-    error (a backbone's feature maps scored against image labels)."""
+    error (a backbone's feature maps scored against image labels), and never a loss of 0 (one
+    output column, or regression targets read as probabilities)."""
     if not isinstance(labels, torch.Tensor) or not isinstance(logits, torch.Tensor) or logits.dim() < 2:
         return
-    if labels.shape == logits.shape[:1] + logits.shape[2:] or (labels.is_floating_point()
-                                                               and labels.shape == logits.shape):
+    regression = ("For regression, or one logit per sample, use tasks.Custom with your loss, e.g. "
+                  "Custom(lambda model, batch: F.mse_loss(model(batch[0]), batch[1])).")
+    if logits.shape[1] == 1:
+        raise DataError(f"Classification: the model's logits {tuple(logits.shape)} have one class, so "
+                        f"cross-entropy is 0 whatever the weights. {regression}")
+    if labels.is_floating_point() and labels.shape == logits.shape:
+        sums = labels.sum(dim=1)
+        if bool((labels < 0).any() or (labels > 1).any() or not torch.allclose(sums, torch.ones_like(sums),
+                                                                                  atol=1e-3)):
+            raise DataError(f"Classification: float labels shaped like the logits {tuple(logits.shape)} are "
+                            f"read as class probabilities, but these are not (values outside [0, 1] or rows "
+                            f"not summing to 1). For multi-label 0/1 targets use tasks.Custom with "
+                            f"F.binary_cross_entropy_with_logits. {regression}")
+        return
+    if labels.shape == logits.shape[:1] + logits.shape[2:]:
+        if labels.is_floating_point():
+            raise DataError(f"Classification: the labels are {str(labels.dtype).removeprefix('torch.')}; "
+                            f"class labels are whole numbers (labels.long()). {regression}")
         return
     raise DataError(f"Classification: the model's logits {tuple(logits.shape)} do not fit labels "
                     f"{tuple(labels.shape)}; expected labels [batch] for logits [batch, classes], or [batch, "

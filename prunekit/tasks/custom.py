@@ -4,7 +4,9 @@
 ``evaluate`` reports ``metric_fn``'s result; without ``metric_fn`` the headline metric is the mean
 loss (lower is better). Batches reach the
 functions already on the model's device. ``outputs`` (for distillation) calls the model on the
-batch's inputs unless ``outputs_fn(model, batch)`` is given.
+batch's inputs unless ``outputs_fn(model, batch)`` is given; distillation compares the student's and
+the teacher's outputs by mean squared error (right for any output: values, embeddings, logits),
+unless ``distill_fn(student, teacher)`` is given.
 
 Which items of a batch are the model's inputs (what tracing, profiling, export and calibration run
 the model on): ``inputs_fn(batch)`` when given; else a tuple's items but the last (``(x, y)``,
@@ -58,6 +60,9 @@ class Custom(BaseTask):
             model's output on the batch's inputs).
         inputs_fn: ``inputs_fn(batch)`` -> the model's positional inputs, a tensor or a tuple of
             them, e.g. ``lambda b: (b["x1"], b["x2"])`` (default: see the module docstring).
+        distill_fn: ``distill_fn(student_outputs, teacher_outputs)`` -> the scalar distillation
+            loss (default: mean squared error; e.g. ``lambda s, t: soft_kl(s, t, temperature=2.0)``
+            for logits, where the Distiller's temperature does not apply).
     """
 
     name = "custom"
@@ -65,9 +70,10 @@ class Custom(BaseTask):
     def __init__(self, loss_fn: LossFn, metric_fn: MetricFn | None = None, metric: str | None = None,
                  higher_is_better: bool | None = None, *,
                  outputs_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
-                 inputs_fn: InputsFn | None = None) -> None:
+                 inputs_fn: InputsFn | None = None,
+                 distill_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
         for label, fn in (("loss_fn", loss_fn), ("metric_fn", metric_fn), ("outputs_fn", outputs_fn),
-                          ("inputs_fn", inputs_fn)):
+                          ("inputs_fn", inputs_fn), ("distill_fn", distill_fn)):
             if fn is not None and not callable(fn):
                 raise ConfigError(f"Custom: '{label}' must be a function; got {type(fn).__name__}. "
                                   f"Pass e.g. lambda model, batch: ...")
@@ -79,7 +85,7 @@ class Custom(BaseTask):
                               f"need a metric_fn; got none (the metric is then the mean loss). Fix: "
                               f"pass metric_fn(model, batches), or drop metric/higher_is_better.")
         self.loss_fn, self.metric_fn, self.outputs_fn = loss_fn, metric_fn, outputs_fn
-        self.inputs_fn = inputs_fn
+        self.inputs_fn, self.distill_fn = inputs_fn, distill_fn
         self.metric = metric or ("metric" if metric_fn is not None else "loss")
         self.higher_is_better = (metric_fn is not None) if higher_is_better is None else higher_is_better
 
@@ -121,6 +127,19 @@ class Custom(BaseTask):
         args, kwargs, _ = self._split(batch)
         return logits_of(call_model(model, args, model_kwargs(model, kwargs) if kwargs else {}),
                          what="outputs")
+
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, batch: Any, *,
+                     temperature: float) -> torch.Tensor:
+        """``distill_fn(student, teacher)``, else their mean squared error: a softened KL (the
+        classification default) is 0 for a one-column regression output and compares only the
+        differences between a vector's entries."""
+        if self.distill_fn is not None:
+            return self.distill_fn(student, teacher)
+        if student.shape != teacher.shape:
+            raise DataError(f"Custom: the student's outputs {tuple(student.shape)} and the teacher's "
+                            f"{tuple(teacher.shape)} differ in shape, so they cannot be compared. Fix: pass "
+                            f"Custom(..., distill_fn=lambda student, teacher: ...) or outputs_fn.")
+        return torch.nn.functional.mse_loss(student, teacher.to(student.dtype))
 
     def loss_and_outputs(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         """The loss; outputs are None (computed only when a callback asks, by :meth:`outputs`)."""

@@ -15,6 +15,7 @@ from torch import nn
 
 import prunekit
 from prunekit import models
+from prunekit.tasks import Classification
 from prunekit.errors import (
     ConfigError,
     DataError,
@@ -362,6 +363,26 @@ def test_check_task_fits_names_what_the_task_needs() -> None:
         models.check_task_fits(classifier, "classification", torch.randn(2, 5))
     with pytest.raises(ConfigError, match="expected one of classification, causal_lm"):
         models.check_task_fits(classifier, "regression", x)
+
+
+class _TwoHeads(nn.Module):
+    """Logits first in a tuple, or under "logits" in a dict: where tasks.Classification reads them."""
+
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.as_dict, self.body, self.aux = as_dict, nn.Linear(5, 3), nn.Linear(5, 1)
+
+    def forward(self, x: torch.Tensor) -> object:
+        if self.as_dict:
+            return {"aux": self.aux(x), "logits": self.body(x)}
+        return self.body(x), self.aux(x)
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["tuple", "dict"])
+def test_classification_fits_the_outputs_the_task_scores(as_dict: bool) -> None:
+    model, x = _TwoHeads(as_dict), torch.randn(4, 5)
+    models.check_task_fits(model, "classification", x)
+    assert Classification().evaluate(model, [(x, torch.tensor([0, 1, 2, 0]))])["count"] == 4
 
 
 class _OwnLM(nn.Module):

@@ -210,3 +210,30 @@ def test_label_smoothing_goes_to_classification_only() -> None:
     assert train(tiny_net(), quadrant_splits(), config, task="classification").epochs_run == 1
     with pytest.raises(ConfigError, match="label_smoothing=0.1 applies only to classification"):
         train(TinyLM(), _token_loader(), config, task="causal_lm")
+
+
+def test_per_pixel_training_accuracy_is_a_fraction_of_the_pixels() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(32, 2, 6, 6)
+    labels = (x[:, 0] > 0).long()  # a pixel's class is its first channel's sign
+    labels[:, :2] = -100  # void rows: no loss, no count
+    loader = DataLoader(TensorDataset(x, labels), batch_size=8)
+    history = train(nn.Conv2d(2, 2, 1), loader, TrainConfig(epochs=3, lr=0.5)).history
+    assert all(0.0 <= row["train_accuracy"] <= 1.0 for row in history)
+    assert history[-1]["train_accuracy"] > 0.9
+
+
+def test_a_submodule_the_user_froze_stays_in_eval_mode() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 2))
+    model[1].eval()  # a frozen BatchNorm: its statistics are the pretrained ones
+    stats = model[1].running_mean.clone()
+    loader = DataLoader(TensorDataset(torch.randn(32, 3, 8, 8), torch.randint(0, 2, (32,))), batch_size=8)
+    train(model, loader, TrainConfig(epochs=1, lr=0.01))
+    assert not model[1].training and torch.equal(model[1].running_mean, stats)
+    whole = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2)).eval()  # wholly in eval mode: trains wholly
+    before = whole[1].running_mean.clone()
+    train(whole, loader, TrainConfig(epochs=1, lr=0.01))
+    assert not torch.equal(whole[1].running_mean, before)

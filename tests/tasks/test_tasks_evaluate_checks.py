@@ -57,7 +57,7 @@ def test_no_predicted_token_is_a_one_line_error() -> None:
     with pytest.raises(DataError) as caught:
         CausalLM().evaluate(TokenLM(), [{"input_ids": ids, "attention_mask": mask}])  # all padding
     assert str(caught.value) == ("CausalLM.evaluate: the evaluation data yielded 1 batch(es) with no sample to "
-                                 f"score; expected at least one sample. {_FIX}")
+                                 f"score (empty, all padding, or every label -100: ignored); expected at least one sample. {_FIX}")
 
 
 @pytest.mark.parametrize(("value", "got"), [([0.1, 0.2], "a list"), (torch.ones(3), "a tensor of shape (3,)")],
