@@ -159,11 +159,23 @@ def _refresh(model: nn.Module, names: set[str]) -> nn.Module:
     scope |= {""}
     for name in sorted(scope, key=lambda n: (-(n.count(".") + bool(n)), n)):
         module = submodule(model, name)
+        _recompute_hooked_weight(module)
         refresh = refresh_for(module)
         replacement = refresh(module) if refresh is not None else None
         if replacement is not None and replacement is not module:
             model = replacement if not name else _replace(model, module, replacement)
     return model
+
+
+def _recompute_hooked_weight(module: nn.Module) -> None:
+    """The weight an old-style ``torch.nn.utils.weight_norm`` hook computes, from the sliced ``g`` and
+    ``v``: until the next forward it is the dense one, whose shape the refreshes would read."""
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    for hook in module._forward_pre_hooks.values():
+        if isinstance(hook, WeightNorm):
+            with torch.no_grad():
+                setattr(module, hook.name, hook.compute_weight(module))
 
 
 def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> nn.Module:

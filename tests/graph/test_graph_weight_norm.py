@@ -61,6 +61,8 @@ def test_weight_normed_layers_are_cut_exactly_along_the_norm_axis(legacy: bool) 
     plan = allocate(graph, {group.id: score(graph, model, "l2")[group.id]}, 0.5)
     pruned = apply(model, graph, plan, example_inputs=X)  # verified
     assert pruned.b.weight.shape == (4, 8, 3) and pruned.c.weight.shape == (4, 6, 4)
+    # NOTE: the widths the layers record, from the sliced g and v (the hook's weight is stale until a forward)
+    assert (pruned.b.out_channels, pruned.c.in_channels) == (4, 4)
     with torch.no_grad():
         torch.testing.assert_close(pruned(X), mask(model, graph, plan)(X), rtol=1e-4, atol=1e-5)
 
