@@ -33,16 +33,30 @@ def cp_factorization(conv: nn.Conv2d, rank: int, *, iterations: int = 100, tol: 
     with tl.backend_context("pytorch"), warnings.catch_warnings():
         # NOTE: TensorLy warns when R exceeds a mode's size at the SVD start; that is expected.
         warnings.simplefilter("ignore", UserWarning)
-        cp = parafac(kernel, rank, n_iter_max=iterations, init="svd", tol=tol,
-                     random_state=seed, normalize_factors=False)
-        approx = tl.cp_to_tensor(cp)
-    a_out, a_in, a_h, a_w = cp.factors
-    a_out = a_out * cp.weights[None, :]
+        try:
+            cp = parafac(kernel, rank, n_iter_max=iterations, init="svd", tol=tol,
+                         random_state=seed, normalize_factors=True)
+        except ValueError as exc:
+            raise ConfigError(f"cp_conv: TensorLy could not fit rank {rank} to a kernel of shape "
+                              f"{tuple(kernel.shape)} ({' '.join(str(exc).split())[:200]}). Pass a smaller rank, "
+                              f"or method='tucker'.") from exc
+    # NOTE: unit columns and the scale spread evenly over the four factors: ALS leaves them far apart
+    # (1e-8 against 1e+38 seen), which float32 layers cannot hold.
+    spread = cp.weights.abs().clamp_min(0) ** 0.25
+    sign = torch.where(cp.weights < 0, -1.0, 1.0).to(spread)
+    a_out, a_in, a_h, a_w = (f * spread[None, :] for f in cp.factors)
+    a_out = a_out * sign[None, :]
     out = shell("cp", conv, (rank,))
     with torch.no_grad():
         for layer, factor in zip(out, (a_in.T, a_h.T, a_w.T, a_out)):
             layer.weight.copy_(factor.reshape(layer.weight.shape))
+    built = [layer.weight.detach().double().reshape(layer.weight.shape[0], -1) for layer in out]
+    if not all(bool(torch.isfinite(w).all()) for w in built):
+        raise ConfigError(f"cp_conv: the rank-{rank} CP factors of a kernel of shape {tuple(kernel.shape)} do "
+                          f"not fit {conv.weight.dtype} (ALS diverged). Pass a smaller rank, or method='tucker'.")
     copy_bias(out[3], conv)
+    # NOTE: the error of the layers as built (their dtype), not of TensorLy's float64 fit
+    approx = torch.einsum("nr,rc,rh,rw->nchw", built[3], built[0], built[1], built[2])
     return out.train(conv.training), _relative_error(kernel, approx)
 
 

@@ -74,6 +74,24 @@ def test_cp_is_exact_for_a_kernel_of_known_cp_rank() -> None:
     assert _close(cp_conv(conv, 2)(x), conv(x)) > 1e-2  # below the true rank it cannot be exact
 
 
+@pytest.mark.parametrize(("seed", "channels", "rank"), [(0, (8, 16), 200), (48, (4, 32), 48)])
+def test_cp_layers_are_finite_and_report_their_own_error(seed: int, channels: tuple[int, int], rank: int) -> None:
+    """Above the kernel's rank ALS leaves its factors' scales far apart (one overflowed float32 to
+    inf): the layers hold balanced factors, and the error reported is the built layers' own."""
+    from prunekit.decompose.cp import cp_factorization
+
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(*channels, 3, padding=1)
+    out, error = cp_factorization(conv, rank)
+    assert all(bool(torch.isfinite(m.weight).all()) for m in out)
+    w = [m.weight.detach().double().reshape(m.weight.shape[0], -1) for m in out]
+    kernel = conv.weight.detach().double()
+    built = torch.einsum("nr,rc,rh,rw->nchw", w[3], w[0], w[1], w[2])
+    assert error == pytest.approx(float((built - kernel).norm() / kernel.norm()), rel=1e-6)
+    x = torch.randn(2, channels[0], 8, 8)
+    assert _close(out(x), conv(x)) < 1e-2
+
+
 @pytest.mark.parametrize("make", ["linear", "svd_conv", "tucker2"])
 def test_error_falls_as_rank_rises(make: str, linear: nn.Linear, conv: nn.Conv2d) -> None:
     if make == "linear":
@@ -105,6 +123,7 @@ def test_layer_functions_leave_the_layer_unchanged(conv: nn.Conv2d) -> None:
     (lambda: tucker2_conv(nn.Conv2d(4, 6, 3), (5, 2)), "ranks (r_in, r_out) must be within (1..4, 1..6)"),
     (lambda: svd_conv(nn.Conv2d(4, 4, 3, groups=4), 2), "groups=4"),
     (lambda: cp_conv(nn.Conv2d(4, 4, 3), 0), "rank must be an int >= 1"),
+    (lambda: cp_conv(nn.Conv2d(3, 64, 3), 32), "TensorLy could not fit rank 32 to a kernel of shape (64, 3, 3, 3)"),
 ])
 def test_bad_layer_arguments_raise_clear_errors(call, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
