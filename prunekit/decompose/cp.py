@@ -44,13 +44,15 @@ def cp_factorization(conv: nn.Conv2d, rank: int, *, iterations: int = 100, tol: 
     # (1e-8 against 1e+38 seen), which float32 layers cannot hold.
     spread = cp.weights.abs().clamp_min(0) ** 0.25
     sign = torch.where(cp.weights < 0, -1.0, 1.0).to(spread)
-    a_out, a_in, a_h, a_w = (f * spread[None, :] for f in cp.factors)
+    factors: list[torch.Tensor] = [f * spread[None, :] for f in cp.factors]
+    a_out, a_in, a_h, a_w = factors
     a_out = a_out * sign[None, :]
     out = shell("cp", conv, (rank,))
+    weights: list[torch.Tensor] = [layer.weight for layer in out]  # type: ignore[misc]
     with torch.no_grad():
-        for layer, factor in zip(out, (a_in.T, a_h.T, a_w.T, a_out)):
-            layer.weight.copy_(factor.reshape(layer.weight.shape))
-    built = [layer.weight.detach().double().reshape(layer.weight.shape[0], -1) for layer in out]
+        for weight, factor in zip(weights, (a_in.T, a_h.T, a_w.T, a_out)):
+            weight.copy_(factor.reshape(weight.shape))
+    built = [w.detach().double().reshape(w.shape[0], -1) for w in weights]
     if not all(bool(torch.isfinite(w).all()) for w in built):
         raise ConfigError(f"cp_conv: the rank-{rank} CP factors of a kernel of shape {tuple(kernel.shape)} do "
                           f"not fit {conv.weight.dtype} (ALS diverged). Pass a smaller rank, or method='tucker'.")
