@@ -4,8 +4,9 @@ Both run the model in eval mode under ``no_grad`` with forward hooks, remove the
 the train/eval mode afterwards, so the model is left as it was.
 
 Calibration batches may be tensors (``model(x)``), ``(inputs, labels)`` tuples whose inputs are a
-tensor or a tuple of tensors (``model(*inputs)``), or mappings of keyword inputs (``model(**batch)``,
-as a Hugging Face tokenizer returns).
+tensor, a tuple of tensors (``model(*inputs)``) or a mapping of keyword inputs, mappings of keyword
+inputs (``model(**batch)``, as a Hugging Face tokenizer returns), or ``ModelInputs`` (positional and
+keyword inputs without labels, what the workflows' ``calibration_batches`` gives for several inputs).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch import nn
 from prunekit._modes import modes_of, restore_modes
 from prunekit.decompose.layers import LayerIO
 from prunekit.errors import ConfigError
+from prunekit.importance.stats import ModelInputs
 from prunekit.measure.macs import as_inputs
 
 __all__ = ["capture_io", "collect_grams", "run_batch"]
@@ -47,14 +49,17 @@ def _device(model: nn.Module) -> torch.device:
 def run_batch(model: nn.Module, batch: Any) -> Any:
     """Call ``model`` on one calibration batch (see the module docstring for the accepted forms)."""
     device = _device(model)
-    if isinstance(batch, Mapping):
-        return model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
-    if isinstance(batch, torch.Tensor):
-        return model(batch.to(device))
+    move = lambda x: x.to(device) if isinstance(x, torch.Tensor) else x  # noqa: E731
+    if isinstance(batch, ModelInputs):
+        return model(*(move(x) for x in batch), **{k: move(v) for k, v in batch.keywords_for(model).items()})
     if isinstance(batch, (tuple, list)) and batch:
-        inputs = batch[0]
-        inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
-        return model(*(x.to(device) for x in inputs))
+        batch = batch[0]  # NOTE: (inputs, labels): the labels are not needed
+        if isinstance(batch, (tuple, list)):
+            return model(*(move(x) for x in batch))
+    if isinstance(batch, Mapping):
+        return model(**{k: move(v) for k, v in batch.items()})
+    if isinstance(batch, torch.Tensor):
+        return model(move(batch))
     raise ConfigError(f"calibration: each batch must be a tensor, an (inputs, labels) tuple or a dict "
                       f"of keyword inputs; got {type(batch).__name__}. Pass e.g. [x1, x2] or a "
                       f"DataLoader of (x, y).")

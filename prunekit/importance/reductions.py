@@ -40,16 +40,20 @@ def _powered(t: torch.Tensor, power: int) -> torch.Tensor:
 
 
 def index_powers(tensor: torch.Tensor, axis: int, power: int) -> torch.Tensor:
-    """``Tensor[tensor.shape[axis]]``: ``sum |w|^power`` over every other axis, in float32 (of the
-    moduli, for a complex weight: a Fourier layer's spectral weights)."""
+    """``Tensor[tensor.shape[axis]]``: ``sum |w|^power`` over every other axis, as float32 (of the
+    moduli, for a complex weight: a Fourier layer's spectral weights).
+
+    Summed in float32, or in float64 for a float64 weight: torch refuses to sum float64 into
+    float32, and half-precision weights are summed wider than they are stored."""
     t = tensor.detach()
     if t.is_complex():
         t = t.abs()
+    acc = torch.promote_types(t.dtype, torch.float32)
     if t.dim() == 1:
-        return _powered(t.float(), power)
+        return _powered(t.to(acc), power).float()
     if axis > 1:
         others = [d for d in range(t.dim()) if d != axis]
-        return torch.linalg.vector_norm(t.float(), ord=power, dim=others).pow(power)
+        return torch.linalg.vector_norm(t, ord=power, dim=others, dtype=acc).pow(power).float()
     memo = _MEMO.get()
     key = (id(tensor), tensor._version, power)
     if memo is not None and key in memo:
@@ -59,17 +63,17 @@ def index_powers(tensor: torch.Tensor, axis: int, power: int) -> torch.Tensor:
     # left ResNet-50's process 0.57x of the model larger (freed, but not given back to the system).
     flat = t.reshape(t.shape[0], t.shape[1], -1)
     if flat.shape[2] > 1:
-        matrix = torch.linalg.vector_norm(flat, ord=power, dim=2, dtype=torch.float32).pow_(power)
-        sums = (matrix.sum(dim=1), matrix.sum(dim=0))
+        matrix = torch.linalg.vector_norm(flat, ord=power, dim=2, dtype=acc).pow_(power)
+        sums = (matrix.sum(dim=1).float(), matrix.sum(dim=0).float())
     else:  # NOTE: rows in blocks of about 1 MB of float32, one powered block at a time
         rows = flat.squeeze(2)
         step = max(1, _BLOCK // max(rows.shape[1], 1))
-        row_sums, col_sums = [], torch.zeros(rows.shape[1], dtype=torch.float32, device=rows.device)
+        row_sums, col_sums = [], torch.zeros(rows.shape[1], dtype=acc, device=rows.device)
         for i in range(0, rows.shape[0], step):
-            block = _powered(rows[i:i + step].float(), power)
+            block = _powered(rows[i:i + step].to(acc), power)
             row_sums.append(block.sum(dim=1))
             col_sums += block.sum(dim=0)
-        sums = (torch.cat(row_sums), col_sums)
+        sums = (torch.cat(row_sums).float(), col_sums.float())
     if memo is not None:
         memo[key] = (sums[0], sums[1], tensor)  # NOTE: holding the tensor keeps its id unique.
     return sums[axis]

@@ -9,6 +9,7 @@ Importance functions then score from ``Stats`` without running anything.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from torch.func import functional_call
 from prunekit.errors import ConfigError, did_you_mean
 from prunekit.graph.groups import ChannelGroup
 
-__all__ = ["NEEDS", "Stats", "channel_dim", "collect", "missing_batches", "require"]
+__all__ = ["NEEDS", "ModelInputs", "Stats", "channel_dim", "collect", "missing_batches", "require"]
 
 Side = Literal["input", "output"]
 NEEDS = ("activations", "gradients")
@@ -109,10 +110,45 @@ class _Activations:
         return mean, apoz
 
 
-def _split(batch: Any, device: torch.device) -> tuple[tuple[Any, ...], Any]:
-    """A batch -> (positional inputs, labels or None); tensors or (inputs, labels) tuples."""
+class ModelInputs(tuple):  # type: ignore[type-arg]
+    """A calibration batch of model inputs alone, without labels: the tuple of positional inputs,
+    with ``keywords`` (an attention mask) beside them, run as ``model(*batch, **keywords)``.
+
+    A plain tuple batch reads as ``(inputs, labels)``, so ``(x1, x2)`` would run ``model(x1)``; this
+    keeps every input, and still iterates as the positional inputs (what ONNX calibration feeds)."""
+
+    keywords: dict[str, Any]
+
+    def __new__(cls, args: Iterable[Any] = (), keywords: Mapping[str, Any] | None = None) -> ModelInputs:
+        made = super().__new__(cls, args)
+        made.keywords = dict(keywords or {})
+        return made
+
+    def keywords_for(self, model: nn.Module) -> dict[str, Any]:
+        """The keyword inputs ``model``'s forward takes: those it names, or all with ``**kwargs`` (as
+        the tasks call a model on a mapping batch)."""
+        if not self.keywords:
+            return {}
+        try:
+            params = inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):  # NOTE: no readable signature: pass them all
+            return dict(self.keywords)
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return dict(self.keywords)
+        return {k: v for k, v in self.keywords.items() if k in params}
+
+    def __repr__(self) -> str:
+        return f"ModelInputs({tuple(self)!r}, keywords={self.keywords!r})"
+
+
+def _split(batch: Any, model: nn.Module, device: torch.device) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
+    """A batch -> (positional inputs, keyword inputs, labels or None): a tensor, an (inputs, labels)
+    tuple whose inputs are a tensor or a tuple of them, or :class:`ModelInputs`."""
+    kwargs: dict[str, Any] = {}
     if isinstance(batch, torch.Tensor):
         inputs, labels = (batch,), None
+    elif isinstance(batch, ModelInputs):
+        inputs, kwargs, labels = tuple(batch), batch.keywords_for(model), None
     elif isinstance(batch, (tuple, list)) and batch:
         first = batch[0]
         inputs = tuple(first) if isinstance(first, (tuple, list)) else (first,)
@@ -123,28 +159,54 @@ def _split(batch: Any, device: torch.device) -> tuple[tuple[Any, ...], Any]:
             f"{type(batch).__name__}. Wrap your data loader so it yields one of those."
         )
     move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
-    return tuple(move(t) for t in inputs), move(labels)
+    return tuple(move(t) for t in inputs), {k: move(v) for k, v in kwargs.items()}, move(labels)
+
+
+def _logits(out: Any) -> torch.Tensor:
+    """The logits in a model's output: the tensor, ``.logits`` (Hugging Face), a mapping's
+    ``"logits"`` or a tuple's first element."""
+    found = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
+    if found is None and isinstance(out, Mapping):
+        found = out.get("logits")
+    if found is None and isinstance(out, (tuple, list)) and out:
+        found = out[0]
+    if not isinstance(found, torch.Tensor):
+        raise ConfigError(
+            f"collect: the default loss needs logits, but the model returned {type(out).__name__} without a "
+            f"tensor, .logits, ['logits'] or a first element to take them from. Pass loss_fn=(output, labels) -> loss."
+        )
+    return found
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with the class axis 1, as ``tasks.Classification`` scores ``[B, C, ...]`` logits
+    against ``[B, ...]`` labels (per-pixel classes); the last axis where only it fits the labels
+    (``[B, T, V]`` token logits against ``[B, T]`` labels)."""
+    if logits.dim() > 2 and labels.shape == logits.shape[:1] + logits.shape[2:]:
+        return F.cross_entropy(logits, labels)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
 
 def _loss(out: Any, labels: Any, loss_fn: LossFn | None) -> torch.Tensor:
-    """Default: cross-entropy over the last dim of the logits when labels are given."""
-    logits = getattr(out, "logits", out)
-    if isinstance(logits, (tuple, list)):
-        logits = logits[0]
+    """``loss_fn`` of the logits (and labels); default: cross-entropy (see :func:`_cross_entropy`)."""
     if loss_fn is not None:
+        logits = getattr(out, "logits", out)
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
         return loss_fn(logits, labels) if labels is not None else loss_fn(logits)
     if labels is None:
         raise ConfigError(
             "collect: gradients need a loss, but the calibration batches have no labels. "
             "Pass (inputs, labels) batches (cross-entropy is used) or loss_fn=lambda output: ..."
         )
+    logits = _logits(out)
     if isinstance(labels, torch.Tensor) and labels.is_floating_point():
         raise ConfigError(
             f"collect: the default loss is cross-entropy over class indices, but the labels are floating point "
             f"{tuple(labels.shape)} against an output of {tuple(logits.shape)} (a regression?). Pass "
             f"loss_fn=(output, labels) -> loss, e.g. torch.nn.functional.mse_loss."
         )
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    return _cross_entropy(logits, labels)
 
 
 def _first_order(weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -164,12 +226,12 @@ def _param_names(model: nn.Module, groups: Sequence[ChannelGroup]) -> dict[str, 
     return {n: c for n, c in names.items() if n in wanted}
 
 
-def _gradients(model: nn.Module, inputs: tuple[Any, ...], labels: Any, loss_fn: LossFn | None,
-               wanted: Sequence[str]) -> list[torch.Tensor | None]:
+def _gradients(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any], labels: Any,
+               loss_fn: LossFn | None, wanted: Sequence[str]) -> list[torch.Tensor | None]:
     """``∂L/∂p`` for the canonical parameters ``wanted``, never touching the model's ``.grad``."""
     leaves = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()}
     with torch.enable_grad():
-        loss = _loss(functional_call(model, leaves, inputs), labels, loss_fn)
+        loss = _loss(functional_call(model, leaves, inputs, kwargs), labels, loss_fn)
         grads = torch.autograd.grad(loss, [leaves[n] for n in wanted], allow_unused=True)
     return list(grads)
 
@@ -194,7 +256,8 @@ def collect(model: nn.Module, batches: Iterable[Any], groups: Sequence[ChannelGr
     """Run calibration ``batches`` once and gather what data-driven importance functions need for ``groups``.
 
     Args:
-        batches: tensors (inputs only) or ``(inputs, labels)`` tuples; inputs may be a tuple.
+        batches: tensors (inputs only), ``(inputs, labels)`` tuples (inputs may be a tuple), or
+            :class:`ModelInputs` (several inputs, or keyword inputs, without labels).
         groups: the groups to be scored (usually ``graph.prunable``).
         needs: ``"activations"`` (forward hooks) and/or ``"gradients"`` (one backward per batch).
         loss_fn: ``loss_fn(logits, labels)`` (or ``loss_fn(logits)`` without labels); default
@@ -216,14 +279,14 @@ def collect(model: nn.Module, batches: Iterable[Any], groups: Sequence[ChannelGr
     try:
         model.eval()
         for batch in _take(batches, max_batches):
-            inputs, labels = _split(batch, device)
+            inputs, kwargs, labels = _split(batch, model, device)
             if "gradients" in needs:
-                for name, g in zip(wanted, _gradients(model, inputs, labels, loss_fn, wanted)):
+                for name, g in zip(wanted, _gradients(model, inputs, kwargs, labels, loss_fn, wanted)):
                     if g is not None:
                         sums[name] = sums.get(name, 0) + g.detach()
             else:
                 with torch.no_grad():
-                    model(*inputs)
+                    model(*inputs, **kwargs)
             seen += 1
     finally:
         for handle in handles:

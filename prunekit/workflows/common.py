@@ -29,6 +29,7 @@ from prunekit._clone import clone_module
 from prunekit import models
 from prunekit.data import DataSplits, Loaders
 from prunekit.errors import ConfigError, DataError, MissingDependencyError, PrunekitError
+from prunekit.importance.stats import ModelInputs
 from prunekit.io import MANIFEST_FILE, MODEL_DIR, WEIGHTS_FILE, read_manifest, save, save_json, save_weights
 from prunekit.io import model_folder as io_model_folder
 from prunekit.measure import Profile, evaluate, profile
@@ -522,8 +523,48 @@ def build(model: Model, data: Data, *, data_dir: str | None = None, weights: str
         fix = ("Pass inputs the model accepts." if blocks is None else
                f"Its text came in blocks of {blocks} tokens: if the model reads fewer positions, pass "
                f"--block-size N (block_size=N), N at most its position count.")
-        models.check_task_fits(net, task_of(loaded, task), example_of(loaded, task_of(loaded, task)), fix=fix)
+        _check_task_fits(net, loaded, task_of(loaded, task), fix=fix)
     return net, loaded
+
+
+def _check_task_fits(net: nn.Module, data: DataSplits | Loaders, task: Any, *, fix: str) -> None:
+    """``models.check_task_fits`` on :func:`example_of`'s inputs; a model that fails on them but runs
+    once given the keyword inputs its batches also carry (a required attention mask) is told what
+    was left out and how to pass it."""
+    try:
+        models.check_task_fits(net, task, example_of(data, task), fix=fix)
+    except ConfigError:
+        missing, first = _needed_keywords(net, data, task)
+        if not missing:
+            raise
+        tuples = (", or yield (inputs..., labels) tuples so that every input is positional"
+                  if getattr(task, "name", None) in ("classification", "custom") else "")
+        raise ConfigError(f"{type(net).__name__}.forward needs {' and '.join(missing)}, which the batches pass by "
+                          f"keyword, but prunekit traces, profiles and exports a model on the batches' first "
+                          f"input alone ({first}). Give {missing[0]} a default in forward ({missing[0]}=None)"
+                          f"{tuples}.") from None
+
+
+def _needed_keywords(net: nn.Module, data: DataSplits | Loaders, task: Any) -> tuple[list[str], str]:
+    """The keyword inputs of the first training batch without which ``net`` fails on it (none where
+    it fails with them too), and what the batch's first input is called."""
+    if isinstance(data, DataSplits):
+        return [], ""
+    batch = next(iter(data.train))
+    inputs, keywords = task.inputs(batch), {k: v[:1] for k, v in _keyword_inputs(task, batch).items()}
+    if not keywords:
+        return [], ""
+    modes = modes_of(net)
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(*(x[:1] for x in inputs), **keywords)
+    except Exception:  # NOTE: the model is the user's; any error means the inputs still do not fit
+        return [], ""
+    finally:
+        restore_modes(modes)
+    named = [k for k, v in batch.items() if v is inputs[0]] if isinstance(batch, Mapping) else []
+    return list(keywords), named[0] if named else "its positional input"
 
 
 def _checked_model(model: Any) -> str | None:
@@ -732,11 +773,25 @@ def compare_models(before_net: nn.Module, after_net: nn.Module, before: Profile,
 
 
 def calibration_batches(splits: Any, count: int, size: int = 64, task: Any = None) -> list[Any]:
-    """The first ``count`` training batches, for data-driven methods: (inputs, labels) of image data,
-    the model inputs of other data (``task.inputs``)."""
+    """The first ``count`` training batches, for data-driven methods: (inputs, labels) of image data;
+    of other data its model inputs (``task.inputs`` and ``task.keyword_inputs``): the tensor where
+    that is all, else :class:`~prunekit.importance.stats.ModelInputs`, which keeps several inputs
+    and an attention mask together (a plain tuple would read as (inputs, labels))."""
     if not isinstance(splits, DataSplits):
         task = task_of(splits, task)
-        batches = list(itertools.islice(iter(splits.train), count))
-        return [inputs if len(inputs := task.inputs(b)) > 1 else inputs[0] for b in batches]
+        return [_model_inputs(task, b) for b in itertools.islice(iter(splits.train), count)]
     x, y = splits.train.tensors
     return [(x[i:i + size], y[i:i + size]) for i in range(0, min(len(x), count * size), size)]
+
+
+def _keyword_inputs(task: Any, batch: Any) -> dict[str, torch.Tensor]:
+    """The keyword tensors of ``batch`` the task passes beside its positional inputs (a mask)."""
+    keywords = getattr(task, "keyword_inputs", None)
+    found = keywords(batch) if callable(keywords) else {}
+    return {k: v for k, v in found.items() if isinstance(v, torch.Tensor)}
+
+
+def _model_inputs(task: Any, batch: Any) -> Any:
+    """Every model input of ``batch``, without its labels: a tensor, or ModelInputs."""
+    inputs, keywords = task.inputs(batch), _keyword_inputs(task, batch)
+    return inputs[0] if len(inputs) == 1 and not keywords else ModelInputs(inputs, keywords)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from prunekit.errors import ConfigError
+from prunekit.graph import DependencyGraph
 from prunekit.importance import Stats, collect
 
 from _importance_models import build
@@ -75,3 +79,87 @@ def test_gradients_are_taken_in_eval_mode() -> None:
     x, y = batches[0]
     F.cross_entropy(ref(x), y).backward()
     torch.testing.assert_close(stats.weight_grad["head.weight"], ref.head.weight * ref.head.weight.grad)
+
+
+class PerPixel(nn.Module):
+    """Per-pixel classes of 8x8 images: logits [B, 8, 8, 8] (classes == width, so only the class
+    axis tells a right loss from a wrong one), or {"logits": ...} as Hugging Face returns."""
+
+    def __init__(self, as_dict: bool = False) -> None:
+        super().__init__()
+        self.as_dict = as_dict
+        self.c1, self.out = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        logits = self.out(F.relu(self.c1(x)))
+        return {"logits": logits} if self.as_dict else logits
+
+
+def _per_pixel(as_dict: bool = False) -> tuple[nn.Module, DependencyGraph, list[tuple[torch.Tensor, torch.Tensor]]]:
+    torch.manual_seed(0)
+    model, g = PerPixel(as_dict), torch.Generator().manual_seed(0)
+    batches = [(torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 8, (4, 8, 8), generator=g))]
+    return model, DependencyGraph.trace(model, batches[0][0]), batches
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["tensor", "dict"])
+def test_the_default_loss_takes_the_class_axis_of_per_pixel_logits(as_dict: bool) -> None:
+    """As tasks.Classification scores [B, C, H, W] logits against [B, H, W] labels: class axis 1,
+    the logits of a {"logits": ...} output."""
+    model, graph, batches = _per_pixel(as_dict)
+    stats = collect(model, batches, graph.prunable, needs=("gradients",))
+    right = collect(_per_pixel()[0], batches, graph.prunable, needs=("gradients",), loss_fn=F.cross_entropy)
+    for name in right.weight_grad:
+        torch.testing.assert_close(stats.weight_grad[name], right.weight_grad[name])
+
+
+def test_the_default_loss_of_token_logits_takes_the_last_axis() -> None:
+    """[B, T, V] logits against [B, T] labels (a language model's): the vocabulary is the last axis."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(11, 6), nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 11))
+    ids = torch.randint(0, 11, (2, 5), generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.trace(model, ids)
+    stats = collect(model, [(ids, ids)], graph.prunable, needs=("gradients",))
+    right = collect(model, [(ids, ids)], graph.prunable, needs=("gradients",),
+                    loss_fn=lambda out, y: F.cross_entropy(out.reshape(-1, 11), y.reshape(-1)))
+    assert all(torch.equal(stats.weight_grad[k], right.weight_grad[k]) for k in right.weight_grad)
+
+
+def test_an_output_without_logits_asks_for_a_loss() -> None:
+    model, graph, batches = build("mlp")
+    wrapped = nn.Sequential(model, _ToSet())
+    with pytest.raises(ConfigError, match="returned set without a tensor.*Pass loss_fn="):
+        collect(wrapped, batches, graph.prunable, needs=("gradients",))
+
+
+class _ToSet(nn.Module):
+    def forward(self, x: torch.Tensor) -> Any:
+        return {x}
+
+
+class TwoInputs(nn.Module):
+    """``forward(x, extra, *, scale=None)``: fc1 reads ``x``, fc2 reads ``extra``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.head = nn.Linear(8, 10), nn.Linear(4, 6), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor, extra: torch.Tensor, *, scale: torch.Tensor | None = None) -> torch.Tensor:
+        h = torch.cat([F.relu(self.fc1(x)), F.relu(self.fc2(extra))], 1)
+        return self.head(h * (scale if scale is not None else 1.0))
+
+
+def test_model_inputs_reach_the_model_whole() -> None:
+    """Positional inputs without labels, and keyword inputs (those forward names; others are left out)."""
+    from prunekit.importance.stats import ModelInputs
+
+    torch.manual_seed(0)
+    model, g = TwoInputs(), torch.Generator().manual_seed(0)
+    x, extra, scale = torch.randn(4, 8, generator=g), torch.randn(4, 4, generator=g), torch.zeros(4, 1)
+    graph = DependencyGraph.trace(model, (x, extra))
+    batch = ModelInputs((x, extra), {"scale": scale, "token_type_ids": torch.zeros(4)})
+    assert tuple(batch) == (x, extra) and "scale" in repr(batch)  # NOTE: it iterates as the positional inputs
+    stats = collect(model, [batch], graph.prunable, needs=("gradients",), loss_fn=lambda out: out.sum())
+    assert stats.weight_grad["fc1.weight"].abs().sum() == 0  # NOTE: scale=0 reached forward
+    stats = collect(model, [ModelInputs((x, extra))], graph.prunable, needs=("activations",))
+    assert {("fc1", "output"), ("fc2", "output")} <= set(stats.activation_mean)
