@@ -28,6 +28,7 @@ from prunekit import data as datasets
 from prunekit._clone import clone_module
 from prunekit import models
 from prunekit.data import DataSplits, Loaders
+from prunekit.data.text import BYTES, ByteTokenizer
 from prunekit.errors import ConfigError, DataError, MissingDependencyError, PrunekitError
 from prunekit.importance.stats import ModelInputs
 from prunekit.io import MANIFEST_FILE, MODEL_DIR, WEIGHTS_FILE, read_manifest, save, save_json, save_weights
@@ -342,7 +343,10 @@ def data_record(splits: Any) -> dict[str, Any] | None:
     """What a saved model was made for (the manifest's ``data``): the data's name, one sample's
     shape, its class names and how its inputs were standardised (``mean``, ``std``, ``pixel_scale``:
     other data is standardised alike for this model); None for data that is not tensors of one
-    shape (text blocks)."""
+    shape (text blocks) but for text read as UTF-8 bytes (``tokenizer: bytes``: no tokenizer is saved
+    beside the model, so its data is read alike next time without ``--tokenizer bytes``)."""
+    if isinstance(splits, Loaders) and isinstance(splits.info.get("tokenizer"), ByteTokenizer):
+        return {"name": splits.name, "tokenizer": BYTES}
     if not isinstance(splits, DataSplits):
         return None
     record: dict[str, Any] = {"name": splits.name, "input_shape": list(splits.input_shape),
@@ -491,7 +495,8 @@ def build(model: Model, data: Data, *, data_dir: str | None = None, weights: str
         if not isinstance(data, str):
             return data
         return datasets.load(data, data_dir=data_dir, seed=seed,
-                             tokenizer=tokenizer or (tokenizer_of(spec) if spec is not None else None),
+                             tokenizer=tokenizer or (tokenizer_of(spec) if spec is not None else None)
+                             or recorded.get("tokenizer"),
                              block_size=size, image_size=image_size, fallback_size=_image_size_of(spec, recorded))
 
     loaded = load_data(block_size or (block_size_for(spec) if spec is not None else TRAIN_BLOCK))

@@ -162,6 +162,10 @@ def test_your_own_language_model_on_a_text_file_with_byte_tokens(tmp_path: Path,
     assert pruned.attn.n_head == 2 and pruned.attn.n_embd == pruned.wte.embedding_dim == 16
     logits, _ = pruned(torch.randint(0, 256, (1, 9)))
     assert logits.shape == (1, 9, 256)
+    # NOTE: the saved model remembers that its text is read as bytes
+    assert main(["eval", "--model", str(out / "model"), "--data", str(tmp_path / "corpus.txt"),
+                 "--max-eval-batches", "1"]) == 0
+    assert "perplexity" in capsys.readouterr().out
 
 
 def test_block_size_fits_text_to_a_model_with_fewer_positions(tmp_path: Path,
