@@ -68,7 +68,8 @@ def _add_sparsity_options(parser: argparse.ArgumentParser) -> None:
                        help="gradual/iterative: number of mask updates during the ramp (default: 20)")
     group.add_argument("--ignore", action="append", default=[], metavar="MODULE",
                        help="never sparsify this module (repeatable; glob patterns allowed), e.g. "
-                            "--ignore features.0. The classifier is always left dense")
+                            "--ignore features.0. The classifier (the last Linear/Conv the forward "
+                            "calls) is always left dense")
     group.add_argument("--calibration-batches", type=int, default=8, metavar="N",
                        help="batches of 64 training images for wanda/sparsegpt and one-shot "
                             "taylor/movement (default: 8)")

@@ -5,8 +5,10 @@ shape. Weights are viewed as a 2-D matrix ``[out, in]``: the reduction dimension
 layer lowers to, which is the dimension hardware N:M kernels (2:4 on Ampere and later) group along.
 A convolution weight ``[out, in, *kernel]`` is viewed channels-last, ``[out, *kernel * in]``, so an
 N:M group is M consecutive input channels at one kernel position, as sparse convolution kernels
-(TensorRT, NVIDIA's ASP) need. Ties are broken by position so the same scores always give the
-same mask.
+(TensorRT, NVIDIA's ASP) need. A layer that stores its weight otherwise (a transposed conv's
+``[in, out/groups, *kernel]``, Hugging Face's ``Conv1D`` ``[in, out]``) is read through
+:func:`standard_view` first, so its groups too run along its input channels. Ties are broken by
+position so the same scores always give the same mask.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
 from prunekit.errors import ConfigError
 
-__all__ = ["check_fraction", "sparsity_of", "Pattern", "mask_from_scores", "topk_mask", "nm_mask", "block_mask",
-           "block_scores", "expand_blocks", "check_layer"]
+__all__ = ["check_fraction", "sparsity_of", "pattern_sparsity", "Pattern", "mask_from_scores", "topk_mask",
+           "nm_mask", "block_mask", "block_scores", "expand_blocks", "check_layer", "standard_view",
+           "from_standard_view"]
 
 _NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 _BLOCK = re.compile(r"^\s*(\d+)\s*[x×]\s*(\d+)\s*$")
@@ -125,6 +129,48 @@ def sparsity_of(value: Any, *, owner: str) -> Any:
                               f"Target(ratio=0.9) to zero 90 % of the weights.")
         return value.value
     return value
+
+
+def pattern_sparsity(asked: Any, pattern: Pattern, *, owner: str) -> Any:
+    """The sparsity an N:M ``pattern`` fixes (``1 - N/M``), refusing a different ``asked`` one (None
+    takes it); ``asked`` unchanged for the other patterns, which leave it free."""
+    fixed = pattern.fixed_sparsity
+    if fixed is None:
+        return asked
+    if asked is not None and not math.isclose(check_fraction(asked, owner=owner), fixed):
+        raise ConfigError(f"{owner}: the {pattern} pattern zeroes exactly {fixed:g} of the weights, but "
+                          f"sparsity={asked} was asked for. Pass sparsity={fixed:g} (or None) with this pattern.")
+    return fixed
+
+
+def _is_hf_conv1d(module: nn.Module) -> bool:
+    # NOTE: duck-typed so transformers stays an optional dependency; by the class's bases, since a
+    # masked layer's class is parametrize's subclass ("ParametrizedConv1D").
+    return any(kind.__name__ == "Conv1D" for kind in type(module).__mro__) and hasattr(module, "nf")
+
+
+def standard_view(tensor: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """``tensor`` (shaped as ``module.weight``) in the ``[out, in/groups, *kernel]`` order the
+    patterns read: a transposed conv's ``[in, out/groups, *kernel]`` becomes the conv weight it
+    transposes, Hugging Face's ``Conv1D`` ``[in, out]`` is transposed; other layers pass unchanged."""
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        groups, (cin, cout_g, *kernel) = module.groups, tensor.shape
+        return (tensor.reshape(groups, cin // groups, cout_g, *kernel).transpose(1, 2)
+                .reshape(groups * cout_g, cin // groups, *kernel))
+    if _is_hf_conv1d(module) and tensor.dim() == 2:
+        return tensor.t()
+    return tensor
+
+
+def from_standard_view(view: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """The inverse of :func:`standard_view`: back to the layout of ``module.weight``."""
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        groups, (cout, cin_g, *kernel) = module.groups, view.shape
+        return (view.reshape(groups, cout // groups, cin_g, *kernel).transpose(1, 2)
+                .reshape(groups * cin_g, cout // groups, *kernel).contiguous())
+    if _is_hf_conv1d(module) and view.dim() == 2:
+        return view.t().contiguous()
+    return view
 
 
 def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:

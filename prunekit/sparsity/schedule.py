@@ -215,8 +215,9 @@ SCHEDULES.add("gradual", Gradual)
 def make_schedule(spec: str | Schedule | Mapping[str, Any] | None, sparsity: float) -> Schedule:
     """A schedule from a name, a ``{"name": ..., **options}`` mapping, or an instance.
 
-    ``sparsity`` (the sparsifier's target) is passed to a schedule built by name; an instance must
-    already end at it.
+    ``sparsity`` (the sparsifier's target) is passed to a schedule built by name or mapping; a
+    mapping's own ``sparsity`` and an instance's must equal it (refused otherwise, so the two
+    cannot silently disagree).
     """
     if spec is None:
         return OneShot(sparsity)
@@ -228,7 +229,9 @@ def make_schedule(spec: str | Schedule | Mapping[str, Any] | None, sparsity: flo
         if not isinstance(name, str):
             raise ConfigError(f"schedule mapping needs a 'name' ({', '.join(SCHEDULES.names())}); got "
                               f"{spec!r}. Pass e.g. {{'name': 'gradual', 'end': 1000}}.")
-        options.setdefault("sparsity", sparsity)
+        if "sparsity" in options:
+            _check_same(options["sparsity"], sparsity, f"schedule mapping '{name}'")
+        options["sparsity"] = sparsity
         try:
             return SCHEDULES.create(name, **options)
         except TypeError as exc:
@@ -237,8 +240,16 @@ def make_schedule(spec: str | Schedule | Mapping[str, Any] | None, sparsity: flo
     if not all(hasattr(spec, attr) for attr in ("sparsity_at", "is_update", "sparsity")):
         raise ConfigError(f"schedule must be a name, a mapping or an object with sparsity, "
                           f"sparsity_at() and is_update(); got {type(spec).__name__}.")
-    if not math.isclose(float(spec.sparsity), float(sparsity)):
-        raise ConfigError(f"the schedule ends at sparsity {spec.sparsity} but the sparsifier's "
-                          f"sparsity is {sparsity}. Pass the same value to both.")
+    _check_same(spec.sparsity, sparsity, "the schedule")
     return spec
 
+
+def _check_same(given: Any, sparsity: float, what: str) -> None:
+    """Refuse a schedule whose final sparsity ``given`` is not the sparsifier's ``sparsity``."""
+    try:
+        same = math.isclose(float(given), float(sparsity))
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise ConfigError(f"{what} ends at sparsity {given!r} but the sparsifier's sparsity is {sparsity}. "
+                          f"Pass the same value to both, or leave 'sparsity' out of the schedule.")

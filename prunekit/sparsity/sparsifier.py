@@ -3,7 +3,8 @@
 Usage from a plain PyTorch loop (torch.ao's shape)::
 
     sparsifier = Sparsifier(0.9, schedule={"name": "gradual", "end": 3000, "frequency": 100})
-    sparsifier.prepare(model)              # all-ones masks on every Conv/Linear weight but the head
+    sparsifier.prepare(model, example)     # all-ones masks on every Conv/Linear weight but the head
+                                           # (the last one the forward calls on the example inputs)
     for step, (x, y) in enumerate(loader):
         loss = loss_fn(model(x), y); optimizer.zero_grad(); loss.backward(); optimizer.step()
         sparsifier.step(step)              # recomputes the masks when the schedule says so
@@ -24,6 +25,7 @@ import math
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -31,16 +33,17 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm import tqdm
 
-from prunekit._modes import modes_of, restore_modes
+from prunekit._modes import eval_mode, modes_of, restore_modes
 from prunekit.errors import ConfigError, NotFittedError, did_you_mean
 from prunekit.sparsity import masks as masking
 from prunekit.sparsity.importance import IMPORTANCE, Evidence
 from prunekit.sparsity.patterns import (Pattern, _keep_largest, block_scores, check_fraction, check_layer,
-                                        expand_blocks, mask_from_scores, sparsity_of)
+                                        expand_blocks, from_standard_view, mask_from_scores, pattern_sparsity,
+                                        sparsity_of, standard_view)
 from prunekit.sparsity.report import LAYER_TYPES, LayerSparsity, own_forward, sparsity_report, tied_names
 from prunekit.sparsity.schedule import Constant, OneShot, Schedule, make_schedule
 
-__all__ = ["Sparsifier", "select_targets"]
+__all__ = ["Sparsifier", "select_targets", "check_selectors"]
 
 Selector = str | type[nn.Module]
 _STATE_VERSION = 1
@@ -52,16 +55,21 @@ def _matches(name: str, module: nn.Module, selector: Selector) -> bool:
     return fnmatch.fnmatchcase(name, selector) or fnmatch.fnmatchcase(f"{name}.weight", selector)
 
 
-def _check_selectors(model: nn.Module, selectors: Sequence[Selector], what: str) -> None:
+def check_selectors(model: nn.Module, selectors: Sequence[Any], what: str, *, owner: str = "Sparsifier",
+                    matches: Callable[[str, nn.Module, Any], bool] = _matches, types: bool = True) -> None:
+    """Refuse an ``include``/``ignore`` entry of ``owner`` that is not a name or glob pattern (or, with
+    ``types``, a module type) or that ``matches`` no module of ``model``: a misspelt name would
+    otherwise select nothing, and a layer meant to stay dense would be sparsified."""
     names = [n for n, _ in model.named_modules() if n]
     for selector in selectors:
-        if isinstance(selector, type):
+        if types and isinstance(selector, type):
             continue
         if not isinstance(selector, str):
-            raise ConfigError(f"Sparsifier: '{what}' entries must be module names, glob patterns or "
-                              f"module types; got {selector!r}. Pass e.g. ['features.0', 'fc*'].")
-        if not any(_matches(n, m, selector) for n, m in model.named_modules() if n):
-            raise ConfigError(f"Sparsifier: '{what}' entry '{selector}' matches no module of "
+            kinds = "module names, glob patterns or module types" if types else "module names or glob patterns"
+            raise ConfigError(f"{owner}: '{what}' entries must be {kinds}; got {selector!r}. Pass e.g. "
+                              f"['features.0', 'fc*'].")
+        if not any(matches(n, m, selector) for n, m in model.named_modules() if n):
+            raise ConfigError(f"{owner}: '{what}' entry '{selector}' matches no module of "
                               f"{type(model).__name__}.{did_you_mean(selector, names)} Module names "
                               f"are those of model.named_modules(), e.g. '{names[0] if names else 'fc'}'.")
 
@@ -77,21 +85,96 @@ def _left_dense(module: nn.Module) -> str | None:
     return own_forward(module)
 
 
-def _targets(model: nn.Module, include: Sequence[Selector] | None,
-             ignore: Sequence[Selector]) -> tuple[list[str], list[str]]:
-    """The weights to sparsify and the selected ones left dense, as ``"name: reason"``."""
-    _check_selectors(model, list(include or ()), "include")
-    _check_selectors(model, list(ignore), "ignore")
-    candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
-    if include is None:
-        chosen = candidates[:-1]
+def _has_weight(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "weight", None), torch.Tensor)
+
+
+def _no_weight(name: str, module: nn.Module) -> str | None:
+    """Why an included ``module`` cannot be sparsified at all: it holds weights of its own but no
+    ``weight`` (an LSTM's ``weight_ih_l0``, MultiheadAttention's ``in_proj_weight``). None for a layer
+    with a ``weight``, and for a container without weights of its own (its layers are selected by name)."""
+    own = [n for n, _ in module.named_parameters(recurse=False)]
+    if _has_weight(module) or not own:
+        return None
+    hint = (f"; name '{name}.out_proj' to sparsify its output projection"
+            if isinstance(module, nn.MultiheadAttention) else "")
+    return (f"{type(module).__name__} has no 'weight' to mask (its own weights are {', '.join(own)}); the "
+            f"Sparsifier sparsifies a layer's 'weight' (Linear, Conv and other layers that have one){hint}")
+
+
+def _check_named(model: nn.Module, include: Sequence[Selector], ignore: Sequence[Selector]) -> None:
+    """Refuse an ``include`` entry naming modules (a plain name or a type, not a glob) none of which
+    has a ``weight``: an LSTM, a MultiheadAttention, a container, which would be dropped silently."""
+    for selector in include:
+        if isinstance(selector, str) and any(c in selector for c in "*?["):
+            continue
+        named = [(n, m) for n, m in model.named_modules() if _matches(n, m, selector)
+                 and not any(_matches(n, m, s) for s in ignore)]
+        if not named or any(_has_weight(m) for _, m in named):
+            continue
+        name, module = named[0]
+        label = selector.__name__ if isinstance(selector, type) else f"'{selector}'"
+        if (reason := _no_weight(name, module)) is not None:
+            raise ConfigError(f"Sparsifier: include entry {label} selects '{name}', which cannot be sparsified: "
+                              f"{reason}. Drop it from include.")
+        raise ConfigError(f"Sparsifier: include entry {label} selects '{name}', a {type(module).__name__} with no "
+                          f"'weight' of its own, and include does not reach into a module. Pass '{name}.*' to "
+                          f"select the layers in it.")
+
+
+def _forward(model: nn.Module, example_inputs: Any) -> None:
+    if isinstance(example_inputs, Mapping):
+        model(**example_inputs)
+    elif isinstance(example_inputs, (tuple, list)):
+        model(*example_inputs)
     else:
-        chosen = [(n, m) for n, m in model.named_modules()
-                  if any(_matches(n, m, s) for s in include) and isinstance(
-                      getattr(m, "weight", None), torch.Tensor)]
+        model(example_inputs)
+
+
+def _classifier(model: nn.Module, candidates: Sequence[tuple[str, nn.Module]], example_inputs: Any) -> str | None:
+    """The classifier the default leaves dense: the last of ``candidates`` that a forward on
+    ``example_inputs`` calls (the layer giving the output, wherever it is declared). Without
+    ``example_inputs``, or when none of them runs, the last one declared: a head declared before
+    the body is then not found."""
+    if not candidates:
+        return None
+    if example_inputs is not None:
+        names, called = {m: n for n, m in candidates}, []
+        with ExitStack() as hooks, eval_mode(model), torch.no_grad():
+            for module in names:
+                hooks.enter_context(module.register_forward_hook(lambda m, args, out: called.append(names[m])))
+            try:
+                _forward(model, example_inputs)
+            except Exception as error:  # NOTE: the model is the user's; any error means bad inputs
+                first = (str(error).splitlines() or [""])[0]
+                raise ConfigError(f"Sparsifier: {type(model).__name__} failed on example_inputs "
+                                  f"({type(error).__name__}: {first}); pass inputs its forward takes (a Tensor, "
+                                  f"a tuple of positional inputs or a dict of keyword inputs), or none to take "
+                                  f"the last declared Linear/Conv as the classifier.") from error
+        if called:
+            return called[-1]
+    return candidates[-1][0]
+
+
+def _targets(model: nn.Module, include: Sequence[Selector] | None, ignore: Sequence[Selector],
+             example_inputs: Any = None) -> tuple[list[str], list[str]]:
+    """The weights to sparsify and the selected ones left dense, as ``"name: reason"``."""
+    check_selectors(model, list(include or ()), "include")
+    check_selectors(model, list(ignore), "ignore")
+    if include is None:
+        candidates = [(n, m) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
+        head = _classifier(model, candidates, example_inputs)
+        chosen = [(n, m) for n, m in candidates if n != head]
+    else:
+        _check_named(model, include, ignore)
+        chosen = [(n, m) for n, m in model.named_modules() if any(_matches(n, m, s) for s in include)]
     targets, skipped = [], []
     for n, m in chosen:
         if any(_matches(n, m, s) for s in ignore):
+            continue
+        if not _has_weight(m):
+            if (why := _no_weight(n, m)) is not None:
+                skipped.append(f"{n}: {why}")
             continue
         name, reason = f"{n}.weight" if n else "weight", _left_dense(m)
         if reason is None:
@@ -102,17 +185,22 @@ def _targets(model: nn.Module, include: Sequence[Selector] | None,
 
 
 def select_targets(model: nn.Module, include: Sequence[Selector] | None = None,
-                   ignore: Sequence[Selector] = ()) -> list[str]:
+                   ignore: Sequence[Selector] = (), example_inputs: Any = None) -> list[str]:
     """Names of the weights to sparsify, in model order.
 
-    Default (``include=None``): every Linear/Conv weight except the last such layer (the
-    classifier, whose few weights matter most). ``include``/``ignore`` take module names, glob
-    patterns (``"layer1.*"``) or module types (``nn.Linear``); ``ignore`` wins. A weight whose
-    forward would not use the zeros (a parametrized weight such as ``weight_norm``, a layer
-    subclass with its own forward such as timm's ``StdConv2d``) is left out; ``Sparsifier.skipped_``
-    lists it with the reason.
+    Default (``include=None``): every Linear/Conv weight except the classifier (whose few weights
+    matter most): the last such layer the forward calls on ``example_inputs`` (a Tensor, a tuple of
+    positional inputs or a dict of keyword inputs). Without ``example_inputs`` no forward runs and
+    the last layer *declared* is taken, which misses a head declared before the body.
+    ``include``/``ignore`` take module names, glob patterns (``"layer1.*"``) or module types
+    (``nn.Linear``); ``ignore`` wins; a name selects that module only (``"layer1.*"`` its layers).
+    A weight whose forward would not use the zeros (a parametrized weight such as ``weight_norm``, a
+    layer subclass with its own forward such as timm's ``StdConv2d``) and an included layer without a
+    ``weight`` (an LSTM, MultiheadAttention's ``in_proj_weight``) are left out;
+    ``Sparsifier.skipped_`` lists them with the reason. An include entry that names only such
+    modules is refused.
     """
-    return _targets(model, include, ignore)[0]
+    return _targets(model, include, ignore, example_inputs)[0]
 
 
 class Sparsifier:
@@ -124,8 +212,9 @@ class Sparsifier:
             ``Target(ratio=...)``. Ignored by N:M patterns, which fix it at ``1 - N/M``; pass None
             there.
         pattern: ``"unstructured"``, N:M (``"2:4"``, ``"4:8"``, along the input dimension: for a
-            conv, consecutive input channels at each kernel position) or blocks (``"1x4"``,
-            ``"4x4"``), see :class:`~prunekit.sparsity.Pattern`.
+            conv, consecutive input channels at each kernel position; a transposed conv's weight
+            ``[in, out, *k]`` is read as the conv it transposes) or blocks (``"1x4"``, ``"4x4"``),
+            see :class:`~prunekit.sparsity.Pattern`.
         importance: how weights are scored, a name in :data:`~prunekit.sparsity.IMPORTANCE`:
             ``magnitude``, ``random``, ``taylor`` or ``movement``.
         scope: ``"layer"`` (same sparsity per weight) or ``"global"`` (one ranking).
@@ -135,7 +224,8 @@ class Sparsifier:
         seed: seed of the random importance.
 
     After :meth:`prepare`, ``targets_`` names the masked weights and ``skipped_`` the selected ones
-    left dense (``"name: reason"``: their forward would not use the zeros).
+    left dense (``"name: reason"``: their forward would not use the zeros, or they have no
+    ``weight``).
     """
 
     def __init__(self, sparsity: float | Any | None = 0.5, *, pattern: str | Pattern = "unstructured",
@@ -183,13 +273,9 @@ class Sparsifier:
         return pattern, sparsity, schedule
 
     def _resolve_sparsity(self, pattern: Pattern) -> float:
-        fixed, asked = pattern.fixed_sparsity, sparsity_of(self.sparsity, owner="Sparsifier")
-        if fixed is not None:
-            if asked is not None and not math.isclose(float(asked), fixed):
-                raise ConfigError(f"Sparsifier: the {pattern} pattern zeroes exactly {fixed:g} of the "
-                                  f"weights, but sparsity={asked} was asked for. Pass "
-                                  f"sparsity={fixed:g} (or None) with this pattern.")
-            return fixed
+        asked = sparsity_of(self.sparsity, owner="Sparsifier")
+        if pattern.fixed_sparsity is not None:
+            return pattern_sparsity(asked, pattern, owner="Sparsifier")
         fraction = check_fraction(asked, owner="Sparsifier")
         if fraction == 1.0:  # NOTE: like a prune ratio of 1: every weight zero is no model.
             raise ConfigError("Sparsifier: sparsity 1 zeroes every weight, which leaves no model; expected "
@@ -198,8 +284,12 @@ class Sparsifier:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    def prepare(self, model: nn.Module) -> Sparsifier:
+    def prepare(self, model: nn.Module, example_inputs: Any = None) -> Sparsifier:
         """Attach all-ones masks to the targeted weights of ``model`` (in place); returns self.
+
+        ``example_inputs`` (a Tensor, a tuple of positional inputs or a dict of keyword inputs, on
+        the model's device) let the default find the classifier by the forward's call order (one
+        eval-mode pass, no gradients); without them it is the last Linear/Conv declared.
 
         Weights that already carry a prunekit mask keep it, so a new sparsifier continues from
         there (pruned weights stay pruned).
@@ -208,14 +298,15 @@ class Sparsifier:
         so a refusal leaves ``model`` untouched.
         """
         pattern, sparsity, schedule = self.validate_params()
-        targets, skipped = _targets(model, self.include, self.ignore)
+        targets, skipped = _targets(model, self.include, self.ignore, example_inputs)
         if not targets:
             left = f" Left dense: {'; '.join(skipped)}." if skipped else ""
             raise ConfigError(f"Sparsifier: no weights to sparsify in {type(model).__name__} "
                               f"(include={self.include!r}, ignore={list(self.ignore)!r}).{left} Widen "
-                              f"include, or note the default skips the last Linear/Conv layer.")
+                              f"include, or note the default leaves the classifier (the last Linear/Conv "
+                              f"layer) dense.")
         for name in targets:
-            check_layer(name, tuple(_weight(model, name).shape), pattern)
+            check_layer(name, _view_shape(model, name), pattern)
         if skipped:
             warnings.warn(f"Sparsifier: {len(skipped)} selected weight(s) left dense: {'; '.join(skipped)}",
                           stacklevel=2)
@@ -344,6 +435,7 @@ class Sparsifier:
     def _update(self, sparsity: float, step: int) -> None:
         model, importance = self.model_, IMPORTANCE.get(self.importance).factory
         current = masking.masks(model)
+        layers = {name: masking.split_name(model, name)[0] for name in self.targets_}
         scores = {}
         for name in self.targets_:
             weight = _weight(model, name)
@@ -356,14 +448,15 @@ class Sparsifier:
                                   f"for '{name}' {tuple(weight.shape)}; an importance must return one "
                                   f"score per weight.")
             # NOTE: pruned weights stay pruned: masks only grow with the schedule's sparsity.
-            scores[name] = score.masked_fill(~current[name].mask, -math.inf)
+            # The patterns read [out, in, *k]; a transposed conv's [in, out, *k] is turned first.
+            scores[name] = standard_view(score.masked_fill(~current[name].mask, -math.inf), layers[name])
         if self.pattern_.kind == "nm" and sparsity == 0.0:
             new = {n: torch.ones_like(s, dtype=torch.bool) for n, s in scores.items()}
         elif self.scope == "global":
             new = _global_masks(scores, sparsity, self.pattern_)
         else:
             new = {n: mask_from_scores(s, sparsity, self.pattern_) for n, s in scores.items()}
-        masking.attach(model, new)
+        masking.attach(model, {n: from_standard_view(m, layers[n]) for n, m in new.items()})
 
 
 def _is_fixed(schedule: Schedule) -> bool:
@@ -373,6 +466,12 @@ def _is_fixed(schedule: Schedule) -> bool:
 def _weight(model: nn.Module, name: str) -> torch.Tensor:
     module, attr = masking.split_name(model, name)
     return getattr(module, attr)
+
+
+def _view_shape(model: nn.Module, name: str) -> tuple[int, ...]:
+    """The shape the patterns see for weight ``name`` (:func:`~prunekit.sparsity.patterns.standard_view`)."""
+    module, _ = masking.split_name(model, name)
+    return tuple(standard_view(torch.empty(_weight(model, name).shape, device="meta"), module).shape)
 
 
 def _global_masks(scores: Mapping[str, torch.Tensor], sparsity: float,

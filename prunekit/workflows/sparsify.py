@@ -12,12 +12,14 @@ from __future__ import annotations
 import copy
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from prunekit.data import DataSplits
 from prunekit.data.base import make_loader
@@ -127,10 +129,12 @@ def check_fits(splits: Any, task: Any, *, importance: str = "magnitude", method:
 
 
 def _with_importance(net: nn.Module, splits: Any, sparsifier: Sparsifier, finetune: TrainConfig,
-                     calibration: list, *, progress: bool, ramped: bool, device: str | torch.device | None,
-                     task: Any) -> tuple[list[LayerSparsity], dict[str, Any] | None]:
-    """Masks from the Sparsifier, one-shot (then fine-tune under them) or ramped during fine-tuning."""
-    sparsifier.prepare(net)
+                     calibration: list, example: Any, *, progress: bool, ramped: bool,
+                     device: str | torch.device | None, task: Any
+                     ) -> tuple[list[LayerSparsity], dict[str, Any] | None, list[str]]:
+    """Masks from the Sparsifier, one-shot (then fine-tune under them) or ramped during fine-tuning;
+    ``example`` (model inputs) lets it find the classifier by the forward's call order."""
+    sparsifier.prepare(net, example)
     if not ramped:
         if sparsifier.needs_gradients_:
             sparsifier.accumulate(calibration, progress=progress)
@@ -140,31 +144,58 @@ def _with_importance(net: nn.Module, splits: Any, sparsifier: Sparsifier, finetu
         callbacks = [SparsityCallback(sparsifier)] if ramped else []
         tuned = fine_tune(net, splits, finetune, progress=progress, callbacks=callbacks, device=device,
                           task=task)
-    rows = sparsifier.sparsity_report()
+    rows, skipped = sparsifier.sparsity_report(), list(sparsifier.skipped_)
     sparsifier.finalize()
-    return rows, history(tuned) if tuned is not None else None
+    return rows, history(tuned) if tuned is not None else None, skipped
+
+
+def _unheld(net: nn.Module, sparse: nn.Module, names: Sequence[str]) -> list[str]:
+    """Put back ``net``'s dense weights in the layers of ``sparse`` among ``names`` whose weight is
+    computed by a parametrization (weight_norm): masks hold zeros in plain weights only, so fine-tuning
+    would regrow theirs. Returns them as ``"name: reason"``."""
+    left = []
+    with torch.no_grad():
+        for name in names:
+            module = sparse.get_submodule(name)
+            if not parametrize.is_parametrized(module, "weight"):
+                continue
+            dense = dict(net.get_submodule(name).named_parameters())
+            for key, param in module.named_parameters():
+                param.copy_(dense[key])
+            chain: Any = module.parametrizations["weight"]  # NOTE: typed Tensor | Module by nn.Module
+            kinds = ", ".join(type(p).__name__ for p in chain)
+            left.append(f"{name}: its weight is computed by a parametrization ({kinds}), so masks cannot hold its "
+                        "zeros while fine-tuning (remove it with torch.nn.utils.parametrize."
+                        "remove_parametrizations, or fine-tune 0 epochs to keep it pruned)")
+    return left
 
 
 def _with_calibration(net: nn.Module, splits: Any, method: str, sparsity: float, pattern: Pattern,
                       ignore: Sequence[str], finetune: TrainConfig, calibration: list, *, progress: bool,
                       device: str | torch.device | None, task: Any
-                      ) -> tuple[nn.Module, list[LayerSparsity], dict[str, Any] | None]:
-    """Wanda / SparseGPT in one shot, then fine-tuning with their zeros held by masks."""
+                      ) -> tuple[nn.Module, list[LayerSparsity], dict[str, Any] | None, list[str]]:
+    """Wanda / SparseGPT in one shot, then fine-tuning with their zeros held by masks; a pruned layer
+    whose weight a parametrization computes is left dense when fine-tuning follows (with a warning)."""
     from prunekit.sparsity.oneshot import (
         one_shot,  # NOTE: lazy: the one-shot code is optional here.
     )
 
     result = one_shot(net, calibration, method=method, sparsity=sparsity, pattern=pattern,
                       ignore=list(ignore), progress=progress, inplace=False)
-    sparse = result.model
-    names = [f"{layer.name}.weight" for layer in result.layers]
+    sparse, skipped = result.model, list(result.skipped)
+    pruned = [layer.name for layer in result.layers]
     tuned = None
     if finetune.epochs > 0:
+        if left := _unheld(net, sparse, pruned):
+            warnings.warn(f"sparsify: {len(left)} layer(s) left dense: {'; '.join(left)}", stacklevel=3)
+            skipped += left
+            pruned = [n for n in pruned if n not in {s.split(":")[0] for s in left}]
+        names = [f"{n}.weight" for n in pruned]
         masking.attach(sparse, {n: sparse.get_parameter(n).detach() != 0 for n in names})
         tuned = fine_tune(sparse, splits, finetune, progress=progress, device=device, task=task)
         masking.finalize(sparse)
-    rows = sparsity_report(sparse, names)
-    return sparse, rows, history(tuned) if tuned is not None else None
+    rows = sparsity_report(sparse, [f"{n}.weight" for n in pruned])
+    return sparse, rows, history(tuned) if tuned is not None else None, skipped
 
 
 def _sparsifier(*, importance: str = "magnitude", method: str | None = None, sparsity: float | None = 0.5,
@@ -184,9 +215,10 @@ def _sparsifier(*, importance: str = "magnitude", method: str | None = None, spa
     return sparsifier, parsed, target
 
 
-def _check_layers(net: nn.Module, ignore: Sequence[str], pattern: Pattern) -> None:
-    """Every layer to sparsify fits the pattern (fails before any training)."""
-    for name in select_targets(net, None, tuple(ignore)):
+def _check_layers(net: nn.Module, ignore: Sequence[str], pattern: Pattern, example: Any) -> None:
+    """Every layer to sparsify fits the pattern (fails before any training); ``example`` (model inputs)
+    finds the classifier, left dense, by the forward's call order."""
+    for name in select_targets(net, None, tuple(ignore), example):
         check_layer(name, tuple(net.get_parameter(name).shape), pattern)
 
 
@@ -195,14 +227,17 @@ def sparsify_model(net: nn.Module, splits: Any, *, importance: str = "magnitude"
                    pattern: str | Pattern = "unstructured", scope: str = "layer", schedule: str = "one_shot",
                    ignore: Sequence[str] = (), ramp: float = 0.75, updates: int = 20,
                    calibration_batches: int = 8, finetune: TrainConfig | None = None,
-                   progress: bool = False, device: str | torch.device | None = None, task: Any = None
-                   ) -> tuple[nn.Module, list[LayerSparsity], dict[str, Any]]:
+                   progress: bool = False, device: str | torch.device | None = None, task: Any = None,
+                   example_inputs: Any = None) -> tuple[nn.Module, list[LayerSparsity], dict[str, Any]]:
     """Sparsify an in-memory model on ``splits`` (image DataSplits or Loaders) and fine-tune under the
     masks with ``task``'s loss (default: what the data fits) (the recipe stage).
 
+    The classifier, left dense, is the last Linear/Conv the forward calls on ``example_inputs``
+    (default: the data's first input).
     Returns ``(model, per-layer report, info)``: the model holds plain zeros (masks finalized); it is
     ``net`` itself for masks from an ``importance`` and a new module for a calibration ``method``.
-    ``info`` has the target sparsity, the schedule in steps and the fine-tune history.
+    ``info`` has the target sparsity, the schedule in steps, the fine-tune history and the selected
+    layers left dense (``skipped``, ``"name: reason"``).
     """
     finetune = finetune or TrainConfig(epochs=0)
     sparsifier, parsed, target = _sparsifier(
@@ -211,20 +246,23 @@ def sparsify_model(net: nn.Module, splits: Any, *, importance: str = "magnitude"
         finetune_epochs=finetune.epochs)
     task = task_of(splits, task)
     check_fits(splits, task, importance=importance, method=method, schedule=schedule)
-    _check_layers(net, ignore, parsed)
+    example = example_inputs if example_inputs is not None else example_of(splits, task)
+    _check_layers(net, ignore, parsed, example)
     calibration = common.calibration_batches(splits, calibration_batches, task=task)
     info: dict[str, Any] = {"sparsity": target, "pattern": str(parsed), "importance": importance,
                             "method": method}
     if method is not None:
-        net, rows, tuned = _with_calibration(net, splits, method, target, parsed, ignore, finetune,
-                                             calibration, progress=progress, device=device, task=task)
+        net, rows, tuned, skipped = _with_calibration(net, splits, method, target, parsed, ignore, finetune,
+                                                      calibration, progress=progress, device=device, task=task)
     else:
         plan = _schedule(schedule, finetune.epochs * _steps_per_epoch(splits, finetune), ramp, updates)
         sparsifier.schedule = plan
         info["schedule_steps"] = plan
-        rows, tuned = _with_importance(net, splits, sparsifier, finetune, calibration, progress=progress,
-                                       ramped=schedule != "one_shot", device=device, task=task)
+        rows, tuned, skipped = _with_importance(net, splits, sparsifier, finetune, calibration, example,
+                                                progress=progress, ramped=schedule != "one_shot", device=device,
+                                                task=task)
     info["finetune"] = tuned
+    info["skipped"] = skipped
     info["achieved_sparsity"] = total_sparsity(rows)
     return net, rows, info
 
@@ -244,7 +282,8 @@ def sparsify(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, 
     ``ramp``, ``updates``, ``calibration_batches``). ``schedule="gradual"`` (Zhu & Gupta's cubic)
     or ``"iterative"`` ramps the sparsity over the first ``ramp`` fraction of the
     ``finetune_epochs`` in ``updates`` mask updates; ``"one_shot"`` prunes before fine-tuning.
-    Every Conv/Linear weight but the classifier is sparsified, minus ``ignore``. With ``out_dir``:
+    Every Conv/Linear weight but the classifier (the last one the forward calls) is sparsified,
+    minus ``ignore``; ``results["skipped"]`` lists the layers left dense and why. With ``out_dir``:
     ``results.json`` and ``model/`` (stored sparse, a Hugging Face model as a save_pretrained folder;
     ``prunekit.load`` reads it back dense).
     ``task`` says what the metric and loss are (default: what the data fits).
@@ -265,8 +304,8 @@ def sparsify(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, 
     splits, scorer = capped_splits(splits, measure), with_teacher(task_of(splits, task), net, spec)
     # NOTE: fail before the baseline trains.
     check_fits(splits, scorer, **{k: options[k] for k in ("importance", "method", "schedule") if k in options})
-    _check_layers(net, options.get("ignore", ()), parsed)
     example = example_of(splits, scorer)
+    _check_layers(net, options.get("ignore", ()), parsed, example)
     results: dict[str, Any] = {"command": "sparsify", "model": name, "data": splits.name, "task": scorer.name,
                                "weights": weights, "importance": options.get("importance", "magnitude"),
                                "method": options.get("method"), "sparsity": target, "pattern": str(parsed),
@@ -280,7 +319,8 @@ def sparsify(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, 
     # NOTE: for the report, and the module a user's own model's folder is saved against
     dense = copy.deepcopy(net) if spec is None or wants_evidence(splits, scorer, out_dir) else None
     net, rows, info = sparsify_model(net, splits, **options, finetune=with_epochs(config, finetune_epochs),
-                                     progress=progress, device=device, task=scorer)
+                                     progress=progress, device=device, task=scorer, example_inputs=example)
+    results["skipped"] = info["skipped"]
     if "schedule_steps" in info:
         results["schedule_steps"] = info["schedule_steps"]
     if info["finetune"] is not None:

@@ -175,7 +175,7 @@ def test_parallel_module_list_is_not_taken_for_blocks() -> None:
     ({"blocksize": 0}, "'blocksize' must be a positive int"),
     ({"pattern": "2:4", "include": ["odd"]},
      "layer 'odd' has W[out, in] = [4, 6]; an 2:4 pattern needs 'in' divisible by 4"),
-    ({"include": ["nothing*"]}, "no layer to prune matched include=['nothing*']"),
+    ({"include": ["nothing*"]}, "'include' entry 'nothing*' matches no module of Sequential"),
     ({"method": "sparsegpt", "pattern": "1x4"}, "sparsegpt supports 'unstructured' and N:M patterns"),
 ])
 def test_bad_arguments_raise_config_errors(kwargs: dict, message: str) -> None:
@@ -314,3 +314,56 @@ def test_pruning_a_tied_weight_warns_and_names_the_other_one() -> None:
     assert _zeros(result.model.embed.weight) == 0.5
     untied = one_shot(model, [torch.randint(0, 16, (2, 6))], method="magnitude", include=["body"])
     assert untied.layers[0].tied == ()
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.fc(torch.relu(self.conv1(x)).mean((2, 3)))))
+
+
+def test_misspelt_names_and_a_sparsity_the_pattern_cannot_give_are_refused() -> None:
+    model, x = _Net().eval(), torch.randn(4, 8, 6, 6)
+    with pytest.raises(ConfigError, match="one_shot: 'ignore' entry 'conv_1' matches no module of _Net. Did you "
+                                          "mean 'conv1'?"):
+        one_shot(model, [x], method="wanda", ignore=["conv_1"])
+    with pytest.raises(ConfigError, match="one_shot: 'include' entry 'fc2' matches no module"):
+        one_shot(model, [x], method="wanda", include=["fc", "fc2"])
+    with pytest.raises(ConfigError, match="one_shot: the 2:4 pattern zeroes exactly 0.5 of the weights, but "
+                                          "sparsity=0.9 was asked for"):
+        one_shot(model, [x], method="wanda", pattern="2:4", sparsity=0.9)
+    assert one_shot(model, [x], method="wanda", pattern="1:4").sparsity == 0.75  # the pattern's, by default
+    assert one_shot(model, [x], method="wanda", pattern="2:4", sparsity=0.5).sparsity == 0.5
+    assert [r.name for r in one_shot(model, [x], method="wanda", ignore=["conv1"]).layers] == ["fc"]
+    assert [r.name for r in one_shot(model, [x], method="wanda", include=["conv*"]).layers] == ["conv1"]
+
+
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mha = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.fc = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.mha(x, x, x)
+        return self.head(self.fc(h).mean(1))
+
+
+def test_multihead_attention_s_own_in_proj_weight_is_reported_not_silently_dense() -> None:
+    torch.manual_seed(11)
+    model, x = _Attention().eval(), torch.randn(2, 5, 16)
+    note = "mha: MultiheadAttention's own in_proj_weight left dense: one_shot prunes Linear, Conv1D and Conv2d layers"
+    result = one_shot(model, [x], method="magnitude", include=["mha"])
+    assert [r.name for r in result.layers] == ["mha.out_proj"] and result.skipped == (note,)
+    assert torch.equal(result.model.mha.in_proj_weight, model.mha.in_proj_weight)
+    assert note in one_shot(model, [x], method="wanda").skipped  # the default selection says so too
+    assert not any(s.startswith("mha:") for s in one_shot(model, [x], method="wanda", ignore=["mha"]).skipped)
+    with pytest.raises(ConfigError, match="none of the selected layers can be pruned: mha: MultiheadAttention's "
+                                          "own in_proj_weight left dense"):
+        one_shot(model, [x], method="magnitude", include=["mha"], ignore=["mha.out_proj"])

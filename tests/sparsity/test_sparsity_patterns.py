@@ -97,3 +97,29 @@ def test_a_layer_that_cannot_hold_the_pattern_is_named_and_nothing_is_masked() -
     assert masks(model) == {}
     with pytest.raises(ConfigError, match="not a multiple of 3"):
         Sparsifier(None, pattern="1:3", include=["fc1"]).prepare(model)
+
+
+def test_nm_and_blocks_on_a_transposed_conv_run_along_its_input_channels() -> None:
+    torch.manual_seed(0)
+    for groups in (1, 2):  # weight [in=16, out/groups, 2, 2]: dim 0 holds the input channels
+        model = nn.Sequential(nn.ConvTranspose2d(16, 8, 2, stride=2, groups=groups), nn.Conv2d(8, 4, 1))
+        Sparsifier(None, pattern="2:4", include=["0"]).prepare(model).apply()
+        weight = model[0].weight
+        along_in = (weight.permute(1, 2, 3, 0).reshape(-1, 4, 4) != 0).sum(-1)
+        assert torch.equal(along_in, torch.full_like(along_in, 2)), groups
+    model = nn.Sequential(nn.ConvTranspose2d(16, 8, 2), nn.Conv2d(8, 4, 1))
+    Sparsifier(0.5, pattern="1x4", include=["0"]).prepare(model).apply()
+    blocks = (model[0].weight.permute(1, 2, 3, 0).reshape(-1, 4, 4) != 0).sum(-1)
+    assert set(blocks.unique().tolist()) == {0, 4} and float((blocks == 0).float().mean()) == 0.5
+    with pytest.raises(ConfigError, match=r"layer '0.weight' \(8, 6, 2, 2\) has 6 input channels, not a multiple "
+                                          r"of 4"):  # shown as the conv it transposes: [out, in, kh, kw]
+        Sparsifier(None, pattern="2:4", include=["0"]).prepare(nn.Sequential(nn.ConvTranspose2d(6, 8, 2)))
+
+
+def test_nm_on_a_hugging_face_conv1d_runs_along_its_input_dim() -> None:
+    conv1d = pytest.importorskip("transformers.pytorch_utils").Conv1D
+    torch.manual_seed(0)
+    model = nn.Sequential(conv1d(8, 16), nn.Linear(8, 4))  # Conv1D(nf=8, nx=16) stores [in=16, out=8]
+    Sparsifier(None, pattern="2:4", include=["0"]).prepare(model).apply()
+    along_in = (model[0].weight.t().reshape(8, 4, 4) != 0).sum(-1)
+    assert torch.equal(along_in, torch.full_like(along_in, 2))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from torch import nn
 
 from prunekit.errors import ConfigError, UnknownNameError
-from prunekit.sparsity import SCHEDULES, Constant, Gradual, Iterative, OneShot, cubic_sparsity
+from prunekit.sparsity import SCHEDULES, Constant, Gradual, Iterative, OneShot, Sparsifier, cubic_sparsity
+from prunekit.sparsity.masks import masks
 from prunekit.sparsity.schedule import make_schedule
 
 
@@ -66,3 +68,14 @@ def test_schedules_are_built_by_name_or_mapping_with_the_sparsifier_target() -> 
 def test_bad_schedule_options_are_named(build: object, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         build()  # type: ignore[operator]
+
+
+def test_a_schedule_mapping_s_own_sparsity_must_be_the_sparsifier_s() -> None:
+    assert make_schedule({"name": "gradual", "sparsity": 0.9, "end": 4}, 0.9) == Gradual(0.9, end=4)
+    with pytest.raises(ConfigError, match="schedule mapping 'gradual' ends at sparsity 0.5 but the sparsifier's "
+                                          "sparsity is 0.9. Pass the same value to both"):
+        make_schedule({"name": "gradual", "sparsity": 0.5, "end": 4}, 0.9)
+    model = nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 4))
+    with pytest.raises(ConfigError, match="ends at sparsity 0.5 but the sparsifier's sparsity is 0.9"):
+        Sparsifier(0.9, schedule={"name": "gradual", "sparsity": 0.5, "end": 4, "frequency": 1}).prepare(model)
+    assert masks(model) == {}

@@ -177,3 +177,64 @@ def test_bad_arguments_are_refused_before_the_model_changes(kwargs: dict, error:
         Sparsifier(**kwargs).prepare(model)
     assert masks(model) == {}
     assert Sparsifier(**kwargs).get_params()["sparsity"] == kwargs.get("sparsity", 0.5)
+
+
+class _HeadFirst(nn.Module):
+    """The classifier ``head`` is declared first; ``fc`` (declared last) feeds it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(16, 4)
+        self.conv = nn.Conv2d(2, 8, 2)
+        self.fc = nn.Linear(32, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.fc(torch.relu(self.conv(x)).flatten(1))))
+
+
+def test_the_classifier_left_dense_is_the_layer_the_forward_ends_with() -> None:
+    model, (x, _) = _HeadFirst(), batch()
+    assert select_targets(model, example_inputs=x) == ["conv.weight", "fc.weight"]
+    assert select_targets(model, example_inputs=(x,)) == ["conv.weight", "fc.weight"]
+    assert select_targets(model) == ["head.weight", "conv.weight"]  # no forward: the last declared
+    model.train()
+    sparsifier = Sparsifier(0.75).prepare(model, x).apply()
+    assert model.training and sparsifier.targets_ == ["conv.weight", "fc.weight"]
+    assert float((model.head.weight == 0).float().mean()) == 0.0
+    assert float((model.fc.weight == 0).float().mean()) == 0.75
+    with pytest.raises(ConfigError, match="Sparsifier: _HeadFirst failed on example_inputs \\(RuntimeError: "):
+        select_targets(_HeadFirst(), example_inputs=torch.randn(2, 5))
+
+
+class _Recurrent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(8, 8)
+        self.mha = nn.MultiheadAttention(8, 2)
+        self.body = nn.Sequential(nn.Linear(8, 8))
+        self.fc = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 2)
+
+
+def test_included_layers_without_a_weight_are_reported_or_refused() -> None:
+    with pytest.warns(UserWarning, match="Sparsifier: 2 selected weight"):
+        sparsifier = Sparsifier(0.5, include=["*"], ignore=["mha.out_proj"]).prepare(_Recurrent())
+    assert sparsifier.targets_ == ["body.0.weight", "fc.weight", "head.weight"]
+    assert sparsifier.skipped_ == (
+        "rnn: LSTM has no 'weight' to mask (its own weights are weight_ih_l0, weight_hh_l0, bias_ih_l0, "
+        "bias_hh_l0); the Sparsifier sparsifies a layer's 'weight' (Linear, Conv and other layers that have one)",
+        "mha: MultiheadAttention has no 'weight' to mask (its own weights are in_proj_weight, in_proj_bias); the "
+        "Sparsifier sparsifies a layer's 'weight' (Linear, Conv and other layers that have one); name "
+        "'mha.out_proj' to sparsify its output projection")
+    with pytest.raises(ConfigError, match="include entry 'rnn' selects 'rnn', which cannot be sparsified: LSTM has "
+                                          "no 'weight' to mask .*Drop it from include.$"):
+        Sparsifier(0.5, include=["rnn", "fc"]).prepare(_Recurrent())
+    with pytest.raises(ConfigError, match="include entry 'mha' .*name 'mha.out_proj' to sparsify its output"):
+        Sparsifier(0.5, include=["mha"]).prepare(_Recurrent())
+    with pytest.raises(ConfigError, match="include entry LSTM selects 'rnn'"):
+        Sparsifier(0.5, include=[nn.LSTM, nn.Linear]).prepare(_Recurrent())
+    with pytest.raises(ConfigError, match="'body', a Sequential with no 'weight' of its own.*Pass 'body.\\*'"):
+        Sparsifier(0.5, include=["body", "fc"]).prepare(_Recurrent())
+    model = _Recurrent()
+    Sparsifier(0.5, include=["mha.out_proj", "fc"]).prepare(model).apply()
+    assert float((model.mha.out_proj.weight == 0).float().mean()) == 0.5

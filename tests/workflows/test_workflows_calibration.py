@@ -117,3 +117,12 @@ def test_a_required_mask_left_out_of_the_example_is_named() -> None:
         "profiles and exports a model on the batches' first input alone (input_ids). Give attention_mask a "
         "default in forward (attention_mask=None), or yield (inputs..., labels) tuples so that every input "
         "is positional.")
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_calibrated_sparsity_runs_a_model_of_two_inputs(method: str) -> None:
+    from prunekit.workflows.sparsify import sparsify_model
+
+    data, net = _image_and_table(), _seeded(ImageAndTable)
+    sparse, _, _ = sparsify_model(net, data, method=method, sparsity=0.5)
+    assert float((sparse.t2.weight == 0).float().mean()) == pytest.approx(0.5, abs=0.05)  # the table branch ran

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from prunekit.errors import ConfigError
+from prunekit.importance.stats import ModelInputs
 from prunekit.sparsity.oneshot.layers import input_rows, is_supported
 
 __all__ = ["Call", "LayerStats", "as_call", "find_blocks", "block_stacks", "capture_block_inputs", "run_call",
@@ -65,8 +66,12 @@ def as_call(batch: Any, model: nn.Module, device: torch.device) -> Call:
     A Tensor is the positional input; a Mapping is keyword arguments (Hugging Face
     ``input_ids``/``attention_mask``, a tokenizer's ``BatchEncoding``); a tuple or list is what a
     DataLoader yields, ``(inputs, targets, ...)``: only its first element is used, and that element
-    may itself be a Tensor, a Mapping, or a tuple of positional arguments.
+    may itself be a Tensor, a Mapping, or a tuple of positional arguments. A
+    :class:`~prunekit.importance.stats.ModelInputs` (the workflows' batches of several inputs, or
+    with an attention mask) is every positional input and the keywords the forward takes.
     """
+    if isinstance(batch, ModelInputs):
+        return Call(tuple(_to_device(tuple(batch), device)), _to_device(batch.keywords_for(model), device))
     if isinstance(batch, (tuple, list)):
         if not batch:
             raise ConfigError("one_shot: a calibration batch is an empty tuple; expected (inputs, targets) "

@@ -27,8 +27,9 @@ from prunekit.sparsity.oneshot.layers import (
     get_matrix, is_supported, matrix_shape, set_matrix, unsupported_reason,
 )
 from prunekit.sparsity.oneshot.methods import METHODS
-from prunekit.sparsity.patterns import Pattern, sparsity_of
+from prunekit.sparsity.patterns import Pattern, pattern_sparsity, sparsity_of
 from prunekit.sparsity.report import tied_names
+from prunekit.sparsity.sparsifier import check_selectors
 
 __all__ = ["one_shot", "OneShotResult", "LayerReport"]
 
@@ -90,11 +91,30 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) or name.startswith(p.rstrip(".") + ".") for p in patterns)
 
 
+def _own_weights(named: Sequence[tuple[str, nn.Module]], inside: Sequence[str] | None, include: Sequence[str] | None,
+                 ignore: Sequence[str]) -> list[str]:
+    """``"name: reason"`` for each selected module holding weight matrices of its own beside its child
+    layers (MultiheadAttention's ``in_proj_weight``): one_shot leaves those dense, so it says so."""
+    found = []
+    for name, module in named:
+        own = [n for n, p in module.named_parameters(recurse=False) if p.dim() > 1 and "weight" in n]
+        if not own or is_supported(module) or not any(c != "parametrizations" for c, _ in module.named_children()):
+            continue  # NOTE: a leaf without support is reported by _select itself
+        selected = (_matches(name, include) if include is not None
+                    else inside is None or name.startswith(tuple(inside)))
+        if selected and not _matches(name, ignore):
+            found.append(f"{name}: {type(module).__name__}'s own {', '.join(own)} left dense: one_shot prunes "
+                         "Linear, Conv1D and Conv2d layers")
+    return found
+
+
 def _select(model: nn.Module, inside: Sequence[str] | None, include: Sequence[str] | None, ignore: Sequence[str],
             head: str | None, skipped: list[str]) -> dict[str, nn.Module]:
     """The layers to prune: by default every supported layer inside the blocks (or, without blocks,
     every one but ``head``, the classifier); ``include``/``ignore`` filter by name."""
     named = [(n, m) for n, m in model.named_modules() if n and "parametrizations" not in n.split(".")]
+    own = _own_weights(named, inside, include, ignore)
+    skipped += own
     # NOTE: every conv is a candidate, so an unsupported one (transposed, grouped) is reported.
     layer_like = [(n, m) for n, m in named if is_supported(m) or isinstance(m, nn.modules.conv._ConvNd)]
     if include is not None:
@@ -122,7 +142,8 @@ def _select(model: nn.Module, inside: Sequence[str] | None, include: Sequence[st
             skipped.append(f"{name}: {reason}")
     if not layers:
         known = [n for n, m in named if unsupported_reason(m) is None][:12]
-        selected = [s for s in skipped if s.split(":")[0] in {n for n, _ in chosen}]
+        names = {n for n, _ in chosen} | {s.split(":")[0] for s in own}
+        selected = [s for s in skipped if s.split(":")[0] in names]
         if selected:
             raise ConfigError(f"one_shot: none of the selected layers can be pruned: {'; '.join(selected)}. "
                               f"Prunable layers include: {', '.join(known) or 'none'}.")
@@ -305,7 +326,7 @@ def _measured(model: nn.Module, reports: list[LayerReport]) -> list[LayerReport]
 
 
 def one_shot(model: nn.Module, calibration: Iterable[torch.Tensor | Mapping[str, torch.Tensor] | tuple], *,
-             method: str = "wanda", sparsity: float | Any = 0.5, pattern: str | Pattern = "unstructured",
+             method: str = "wanda", sparsity: float | Any | None = None, pattern: str | Pattern = "unstructured",
              include: Sequence[str] | None = None, ignore: Sequence[str] = (), blocksize: int = 128,
              percdamp: float = 0.01, inplace: bool = False, progress: bool = False) -> OneShotResult:
     """Prune ``model`` in one shot from calibration batches: magnitude, Wanda or SparseGPT.
@@ -331,12 +352,14 @@ def one_shot(model: nn.Module, calibration: Iterable[torch.Tensor | Mapping[str,
             prunes the selected layers the calibration pass never calls.
         method: a name in ``METHODS``: "magnitude", "wanda" or "sparsegpt".
         sparsity: fraction of each layer's weights set to zero, in [0, 1) (a float or a
-            ``Target(ratio=...)``); N:M patterns imply it.
+            ``Target(ratio=...)``); default 0.5. N:M patterns fix it at ``1 - N/M`` and refuse
+            another value.
         pattern: "unstructured", N:M such as "2:4" (along the input dim; for a Conv2d, M consecutive
             input channels at each kernel position), or blocks "1x4".
-        include, ignore: name patterns (shell-style; a name also selects what is under it).
-            Default: every Linear/Conv1D/Conv2d inside the blocks, or without blocks every layer but
-            the classifier head (the last Linear the forward calls).
+        include, ignore: name patterns (shell-style; a name also selects what is under it); an
+            entry matching no module is refused. Default: every Linear/Conv1D/Conv2d inside the
+            blocks, or without blocks every layer but the classifier head (the last Linear the
+            forward calls).
         blocksize, percdamp: SparseGPT's column block size and Hessian dampening.
         progress: show a tqdm bar over the blocks.
     """
@@ -345,8 +368,12 @@ def one_shot(model: nn.Module, calibration: Iterable[torch.Tensor | Mapping[str,
     ignore = [ignore] if isinstance(ignore, str) else list(ignore)
     entry = METHODS.get(method)
     pattern = Pattern.parse(pattern)
-    sparsity = sparsity_of(sparsity, owner="one_shot")
+    sparsity = pattern_sparsity(sparsity_of(sparsity, owner="one_shot"), pattern, owner="one_shot")
+    sparsity = 0.5 if sparsity is None else sparsity
     _check_args(sparsity, blocksize, percdamp)
+    for what, names in (("include", include or ()), ("ignore", ignore)):
+        check_selectors(model, list(names), what, owner="one_shot", matches=lambda n, m, s: _matches(n, [s]),
+                        types=False)
     if pattern.kind == "block" and entry.name == "sparsegpt":
         raise ConfigError(f"one_shot: sparsegpt supports 'unstructured' and N:M patterns, not '{pattern}'. "
                           "Use method='wanda' or 'magnitude' for block sparsity.")
