@@ -24,7 +24,7 @@ from prunekit.errors import ConfigError
 from prunekit.importance.stats import ModelInputs
 from prunekit.measure.macs import as_inputs
 
-__all__ = ["capture_io", "collect_grams", "run_batch"]
+__all__ = ["capture_calls", "capture_io", "collect_grams", "run_batch"]
 
 
 @contextmanager
@@ -65,20 +65,31 @@ def run_batch(model: nn.Module, batch: Any) -> Any:
                       f"DataLoader of (x, y).")
 
 
-def capture_io(model: nn.Module, example_inputs: Any, names: Sequence[str]) -> dict[str, tuple[LayerIO, int]]:
-    """For each named layer: the shapes it saw on ``example_inputs`` and how often it was called."""
+def capture_calls(model: nn.Module, example_inputs: Any, names: Sequence[str]) -> dict[str, tuple[LayerIO, ...]]:
+    """For each named layer ``example_inputs`` runs: the shapes of every call, in call order.
+
+    A layer called on several input sizes (a head shared across FPN levels) costs the MACs of each
+    call, so its MACs are summed over these; a layer never called is absent.
+    """
     inputs = as_inputs(example_inputs)
-    seen: dict[str, tuple[LayerIO, int]] = {}
+    seen: dict[str, list[LayerIO]] = {}
 
     def hook(name: str, args: tuple[Any, ...], output: Any) -> None:
-        io = LayerIO(tuple(args[0].shape), tuple(output.shape))
-        calls = seen[name][1] + 1 if name in seen else 1
-        seen[name] = (io, calls)
+        seen.setdefault(name, []).append(LayerIO(tuple(args[0].shape), tuple(output.shape)))
 
     with _hooked(model, names, hook):
         device = _device(model)
         model(*(x.to(device) for x in inputs))
-    return seen
+    return {name: tuple(ios) for name, ios in seen.items()}
+
+
+def capture_io(model: nn.Module, example_inputs: Any, names: Sequence[str]) -> dict[str, tuple[LayerIO, int]]:
+    """For each named layer: the shapes of its last call on ``example_inputs`` and how often it was called.
+
+    NOTE: calls times one call's MACs misprices a layer run on several input sizes; MAC counts
+    should sum over :func:`capture_calls` instead.
+    """
+    return {name: (ios[-1], len(ios)) for name, ios in capture_calls(model, example_inputs, names).items()}
 
 
 def collect_grams(model: nn.Module, batches: Iterable[Any] | None, names: Sequence[str], *,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from prunekit._seed import seeded
 from prunekit.errors import ConfigError
 
 __all__ = ["LayerIO", "shell", "layer_macs", "original_macs", "copy_bias", "conv1d_class", "linear_view",
@@ -129,15 +130,19 @@ def shell(kind: str, module: nn.Module, ranks: Sequence[int]) -> nn.Sequential:
         raise ConfigError(f"shell: kind must be one of {', '.join(KINDS)} with {expected} positive "
                           f"rank(s); got kind {kind!r}, ranks {ranks}. Pass e.g. ('svd', (8,)) or "
                           f"('tucker2', (8, 16)).")
-    if isinstance(module, nn.Linear) and kind in ("svd", "asvd"):
-        return _linear_svd(module, ranks[0])
-    if isinstance(module, nn.Conv2d):
-        if kind == "svd":
-            return _conv_svd(module, ranks[0])
-        if kind == "tucker2":
-            return _tucker2(module, *ranks)
-        if kind == "cp":
-            return _cp(module, ranks[0])
+    weight = getattr(module, "weight", None)
+    # NOTE: nn.Linear/nn.Conv2d initialise their weights from torch's global RNG; a shell's are
+    # overwritten, so they are drawn from a seeded fork and the caller's RNG state is kept.
+    with seeded(0, weight.device if isinstance(weight, torch.Tensor) else None):
+        if isinstance(module, nn.Linear) and kind in ("svd", "asvd"):
+            return _linear_svd(module, ranks[0])
+        if isinstance(module, nn.Conv2d):
+            if kind == "svd":
+                return _conv_svd(module, ranks[0])
+            if kind == "tucker2":
+                return _tucker2(module, *ranks)
+            if kind == "cp":
+                return _cp(module, ranks[0])
     raise ConfigError(f"shell: kind {kind!r} cannot replace a {type(module).__name__}. svd/asvd "
                       f"replace nn.Linear and transformers' Conv1D (svd also nn.Conv2d); tucker2 and cp replace "
                       f"nn.Conv2d.")

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn.utils import parametrize
 
-from prunekit.decompose.calibration import capture_io, collect_grams
+from prunekit.decompose.calibration import capture_calls, collect_grams
 from prunekit.decompose.layers import LayerIO, conv1d_class, linear_view, original_macs
 from prunekit.decompose.methods import METHODS, Method
 from prunekit.decompose.rank import RankSpec, Spectrum, rank_spec
@@ -108,7 +108,7 @@ class DecomposeResult:
         head = ("layer", "kind", "weight shape", "ranks", "MACs before", "MACs after", "rel. error")
         rows = [(r.name, r.kind, "x".join(map(str, r.shape)), ",".join(map(str, r.ranks)),
                  f"{r.macs_before:,}", f"{r.macs_after:,}", f"{r.error:.4f}") for r in self.layers]
-        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+        widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(head)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths)),
                  "  ".join("-" * w for w in widths)]
         lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
@@ -123,17 +123,21 @@ class _Layer:
     name: str
     module: nn.Module
     method: Method
-    io: LayerIO
-    calls: int
+    ios: tuple[LayerIO, ...]  # NOTE: every call's shapes; a layer shared across input sizes has several
     shape: tuple[int, ...] = ()  # NOTE: the layer's own weight shape; ``module`` may be its Linear view
     spectra: tuple[Spectrum, ...] = ()
     gram: torch.Tensor | None = None
 
+    @property
+    def io(self) -> LayerIO:
+        """The call with the most MACs: what a method's ``level_ranks`` (one call's shapes) is given."""
+        return max(self.ios, key=lambda io: original_macs(self.module, io))
+
     def before(self) -> int:
-        return self.calls * original_macs(self.module, self.io)
+        return sum(original_macs(self.module, io) for io in self.ios)
 
     def after(self, ranks: Sequence[int]) -> int:
-        return self.calls * self.method.macs(self.module, ranks, self.io)
+        return sum(self.method.macs(self.module, ranks, io) for io in self.ios)
 
 
 _BUILTIN_CHOICES = ("auto",)
@@ -394,21 +398,21 @@ def _prepare(model: nn.Module, example_inputs: Any, method: str, calibration: li
             skipped.append((name, got))
         else:
             resolved.append((name, module, got))
+    # NOTE: layers the example never calls (nn.MultiheadAttention's out_proj) are dropped before
+    # calibration, which would otherwise find them never run by the batches either.
+    calls = capture_calls(model, example_inputs, [n for n, _, _ in resolved])
+    skipped += [(name, "not run by example_inputs") for name, _, _ in resolved if name not in calls]
+    resolved = [(name, module, m) for name, module, m in resolved if name in calls]
     needs = [name for name, _, m in resolved if m.needs_calibration]
     if needs and not calibration:
         raise ConfigError(f"decompose: method '{method}' needs calibration batches for {len(needs)} "
                           f"layer(s) (e.g. '{needs[0]}') to whiten their inputs; got none. Pass "
                           f"calibration=[batch, ...] (real inputs), or use method='svd'.")
-    ios = capture_io(model, example_inputs, [n for n, _, _ in resolved])
     grams = collect_grams(model, calibration, needs, max_batches=opts.max_batches) if needs else {}
     layers = []
     for name, module, m in resolved:
-        io, calls = ios.get(name, (None, 0))
-        if calls == 0:
-            skipped.append((name, "not run by example_inputs"))
-            continue
         view = linear_view(module)
-        layer = _Layer(name, view, m, io, calls, tuple(module.weight.shape), gram=grams.get(name))
+        layer = _Layer(name, view, m, calls[name], tuple(module.weight.shape), gram=grams.get(name))
         layer.spectra = m.spectra(view, layer.gram)
         layers.append(layer)
     return layers, skipped

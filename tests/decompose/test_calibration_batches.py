@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from prunekit.decompose.calibration import collect_grams, run_batch
+from prunekit.decompose.layers import LayerIO
 from prunekit.importance.stats import ModelInputs
 
 
@@ -41,3 +42,15 @@ def test_model_inputs_pass_the_keywords_forward_names() -> None:
     model = TwoInputs()
     batch = ModelInputs((X,), {"mask": torch.zeros(5, 1), "token_type_ids": torch.zeros(5)})
     assert run_batch(model, batch).abs().sum() == 0
+
+
+def test_capture_calls_records_every_call_s_shapes() -> None:
+    """A layer run on two input sizes: both calls' shapes, in order (MACs are summed over them)."""
+    from prunekit.decompose.calibration import capture_calls, capture_io
+
+    conv, unused = nn.Conv2d(2, 4, 3, padding=1), nn.Linear(2, 2)
+    model = nn.ModuleDict({"conv": conv, "unused": unused})
+    model.forward = lambda x: conv(x).sum() + conv(x[..., ::2, ::2]).sum()  # type: ignore[method-assign]
+    calls = capture_calls(model, torch.zeros(1, 2, 8, 8), ["conv", "unused"])
+    assert calls == {"conv": (LayerIO((1, 2, 8, 8), (1, 4, 8, 8)), LayerIO((1, 2, 4, 4), (1, 4, 4, 4)))}
+    assert capture_io(model, torch.zeros(1, 2, 8, 8), ["conv"]) == {"conv": (calls["conv"][-1], 2)}

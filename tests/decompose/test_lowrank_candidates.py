@@ -156,3 +156,28 @@ def test_gpt2_decomposed_saves_and_loads_with_equal_outputs(tmp_path) -> None:
     loaded = prunekit.load(folder)
     assert isinstance(loaded.transformer.h[0].attn.c_proj, nn.Sequential)
     assert torch.equal(loaded(ids).logits, result.model(ids).logits)
+
+
+class Attention(nn.Module):
+    """nn.MultiheadAttention (whose out_proj it never calls: its forward reads the weight) and an MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.attn = nn.Embedding(64, 32), nn.MultiheadAttention(32, 4, batch_first=True)
+        self.fc, self.fc2, self.head = nn.Linear(32, 64), nn.Linear(64, 32), nn.Linear(32, 5)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.emb(ids)
+        h = h + self.attn(h, h, h)[0]
+        return self.head(self.fc2(torch.relu(self.fc(h))).mean(1))
+
+
+@pytest.mark.parametrize("method", ["svd", "asvd", "auto"])
+def test_a_layer_the_example_never_calls_is_listed_before_calibration(method: str) -> None:
+    """asvd once gathered out_proj's calibration inputs first and failed: 'never run by the calibration batches'."""
+    torch.manual_seed(0)
+    model, ids = Attention().eval(), torch.randint(0, 64, (4, 10), generator=torch.Generator().manual_seed(0))
+    result = decompose(model, example_inputs=ids, method=method, rank=0.5, calibration=[ids], progress=False)
+    assert dict(result.skipped)["attn.out_proj"] == "not run by example_inputs"
+    assert [r.name for r in result.layers] == ["fc", "fc2", "head"]
+    assert {r.kind for r in result.layers} == {"svd" if method == "svd" else "asvd"}

@@ -210,3 +210,55 @@ def test_missing_tensorly_names_the_install_line(net: Net, monkeypatch: pytest.M
     monkeypatch.setitem(sys.modules, "tensorly", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'prunekit\[decompose\]'"):
         decompose(net, example_inputs=X, method="tucker", rank=2, progress=False)
+
+
+class SharedScales(nn.Module):
+    """A conv run at 16x16 and again at 4x4 (a head shared over FPN levels), another at 8x8."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.shared = nn.Conv2d(32, 32, 3, padding=1)
+        self.other = nn.Conv2d(32, 32, 3, padding=1)
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.stem(x))
+        levels = (self.shared(h), self.shared(F.avg_pool2d(h, 4)), self.other(F.avg_pool2d(h, 2)))
+        return self.head(sum(level.mean((2, 3)) for level in levels))
+
+
+@pytest.mark.parametrize("method", ["tucker", "cp"])
+@pytest.mark.parametrize("goal", [0.7, 0.5])
+def test_macs_target_counts_every_call_of_a_layer_run_on_two_input_sizes(method: str, goal: float) -> None:
+    """Calls x the last (smallest) call's MACs once put a 0.7 target at 0.09 and refused 0.5 as unreachable."""
+    torch.manual_seed(0)
+    model, x = SharedScales().eval(), torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    result = decompose(model, example_inputs=x, method=method, target=Target(macs=goal),
+                       options={"cp_iterations": 5}, progress=False)
+    assert "shared" in {r.name for r in result.layers}
+    saved = sum(r.macs_before - r.macs_after for r in result.layers)
+    assert result.macs_after == count_macs(result.model, x) == result.macs_before - saved
+    assert goal - 0.1 < result.macs_kept <= goal
+    assert f"estimated {result.macs_kept:.4f}" in result.notes[0]
+
+
+def test_table_of_a_result_with_no_factorised_layer() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 32), nn.ReLU(), nn.Linear(32, 4))
+    result = decompose(model, example_inputs=torch.zeros(2, 5), method="svd", rank=1.0, progress=False)
+    assert result.layers == ()
+    lines = result.table().splitlines()
+    assert lines[0].split() == ["layer", "kind", "weight", "shape", "ranks", "MACs", "before", "MACs",
+                                "after", "rel.", "error"]
+    assert lines[-1].startswith("0 layers factorised, 2 left alone")
+
+
+@pytest.mark.parametrize("method", ["svd", "asvd", "tucker", "cp"])
+def test_decompose_leaves_the_global_rng_state_as_it_was(net: Net, method: str) -> None:
+    """The factorised layers were built with nn.init, which drew from the caller's RNG."""
+    calibration = [torch.randn(4, 3, 12, 12, generator=torch.Generator().manual_seed(1))]
+    state = torch.random.get_rng_state()
+    result = decompose(net, example_inputs=X, method=method, rank=3, calibration=calibration,
+                       options={"cp_iterations": 5}, progress=False)
+    assert result.layers and torch.equal(torch.random.get_rng_state(), state)

@@ -164,3 +164,15 @@ def test_export_and_profile_take_the_user_s_module(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"export: your own Sequential needs data, whose first sample is the example"):
         export(pruned, None, out_dir=tmp_path / "f")
     assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("method", ["svd", "auto"])
+def test_decompose_leaves_the_user_s_global_rng_state_as_it_was(method: str) -> None:
+    """Building each factorised layer (nn.init) drew from the caller's RNG. (A DataLoader's iterator
+    draws from it too, which is PyTorch's doing: DataSplits are used here.)"""
+    from prunekit.workflows.decompose import decompose
+
+    model, splits = _model(), _splits()
+    state = torch.random.get_rng_state()
+    results = decompose(model, splits, stage={"method": method, "rank": 0.5}, **_QUICK)
+    assert results["decomposition"]["layers"] and torch.equal(torch.random.get_rng_state(), state)
