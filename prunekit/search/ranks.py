@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 from prunekit.decompose import METHODS, DecomposeResult, LayerRecord
-from prunekit.decompose.calibration import capture_io
+from prunekit.decompose.calibration import capture_calls, capture_io
 from prunekit.decompose.layers import KINDS, original_macs, shell
 from prunekit.decompose.lowrank import not_plain, owners_of
 from prunekit.decompose.rank import RankSpec
@@ -159,7 +159,7 @@ def factorise(model: nn.Module, ranks: Mapping[str, str], example_inputs: Any, *
         raise ConfigError(f"Factorising {', '.join(list(ranks)[:3])} needs example_inputs (their shapes). "
                           f"Pass example_inputs.")
     modules = dict(model.named_modules())
-    seen = capture_io(model, example_inputs, [n for n in ranks if n in modules])
+    seen = capture_calls(model, example_inputs, [n for n in ranks if n in modules])
     total = count_macs(model, example_inputs)
     out = copy.deepcopy(model)
     records: list[LayerRecord] = []
@@ -173,7 +173,7 @@ def factorise(model: nn.Module, ranks: Mapping[str, str], example_inputs: Any, *
         if module is None or why is not None or method.needs_calibration:
             raise ConfigError(f"Cannot factorise '{name}' as {choice}: {why or 'it needs calibration batches'}. "
                               f"Apply searched ranks to the model they were searched on (after its widths).")
-        io, calls = seen[name]
+        calls = seen[name]  # NOTE: every call's shapes: a layer run on several input sizes costs each
         layer_ranks = _fraction_ranks(method, module, fraction)
         key = (name, choice, tuple(module.weight.shape))
         new: nn.Module
@@ -187,8 +187,8 @@ def factorise(model: nn.Module, ranks: Mapping[str, str], example_inputs: Any, *
                 cache[key] = (copy.deepcopy(new), error)
         out.set_submodule(name, new)
         records.append(LayerRecord(name, method.kind, tuple(module.weight.shape), layer_ranks,
-                                   calls * original_macs(module, io), calls * method.macs(module, layer_ranks, io),
-                                   error))
+                                   sum(original_macs(module, io) for io in calls),
+                                   sum(method.macs(module, layer_ranks, io) for io in calls), error))
     after = total - sum(r.macs_before - r.macs_after for r in records)
     return DecomposeResult(out, tuple(records), (), total, after,
                            notes=(f"searched ranks: {len(records)} layers factorised as the search chose",))

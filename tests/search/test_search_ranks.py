@@ -239,3 +239,23 @@ def test_the_search_command_searches_ranks_alone(tiny_npz: Path, tmp_path: Path)
     assert {n for n, m in loaded.named_modules() if isinstance(m, nn.Sequential)} == set(results["ranks"])
     bad = subprocess.run(args[:8] + ["--ranks", "asvd"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "asvd needs calibration batches" in bad.stderr
+
+
+class _SharedHead(nn.Module):
+    """One conv run on two feature sizes (a head shared across pyramid levels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(16, 16, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        small = nn.functional.avg_pool2d(x, 4)
+        return self.head(x).mean((2, 3)) + self.head(small).mean((2, 3))
+
+
+def test_factorised_macs_count_every_call_of_a_shared_layer() -> None:
+    torch.manual_seed(0)
+    model, x = _SharedHead().eval(), torch.randn(1, 16, 16, 16)
+    result = factorise(model, {"head": "svd:0.25"}, x)
+    assert result.macs_after == count_macs(result.model, x)
+    assert result.layers[0].macs_before == count_macs(model, x)
