@@ -9,8 +9,10 @@ into the same folder. New files get the user's umask (as ``open`` gives), not th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator, Mapping
@@ -24,9 +26,11 @@ from torch import nn
 from prunekit.errors import ConfigError, DataError, path_error
 
 __all__ = ["atomic_path", "save_weights", "load_weights", "read_weights", "save_json", "load_json",
-           "fresh_name", "umask", "as_user_file", "require_json", "clean_stale", "TEMP_PREFIX"]
+           "fresh_name", "umask", "as_user_file", "require_json", "clean_stale", "checksums", "verify_checksums",
+           "CHECKSUM", "TEMP_PREFIX"]
 
 TEMP_PREFIX = ".prunekit-tmp-"  # every temporary file or folder prunekit writes starts with this
+CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}")  # how a file's checksum is written: "sha256:<hex digest>"
 
 
 def umask() -> int:
@@ -161,6 +165,29 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, strict: bool
     """Load safetensors weights into ``model`` in place; shape mismatches name the tensor."""
     state, _ = read_weights(path)
     return load_state(model, state, str(path), strict=strict)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return "sha256:" + hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def checksums(folder: Path, pattern: str = "*.safetensors") -> dict[str, str]:
+    """``{file name: "sha256:<hex>"}`` of the files in ``folder`` matching ``pattern`` (the tensor files)."""
+    return {p.name: _sha256(p) for p in sorted(folder.glob(pattern)) if p.is_file()}
+
+
+def verify_checksums(folder: Path, recorded: Mapping[str, str], where: str) -> None:
+    """Each file ``recorded`` names must be in ``folder`` with that checksum (a one-line DataError naming
+    the file otherwise): tensors changed after saving are never loaded as the saved model."""
+    for name, expected in recorded.items():
+        file = folder / name
+        if not file.is_file():
+            raise path_error(file, f"a file with the checksum recorded in '{where}'",
+                             "The folder is incomplete; copy it again or save the model again.")
+        if _sha256(file) != expected:
+            raise DataError(f"'{file}' does not match the checksum recorded in '{where}': it was changed or "
+                            f"damaged after prunekit.save wrote it. Restore the file, or save the model again.")
 
 
 def save_json(data: Any, path: str | os.PathLike[str]) -> Path:

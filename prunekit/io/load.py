@@ -2,8 +2,9 @@
 
 The dense source is built from the manifest's spec (or copied from ``model=``; a Hugging Face
 model from the folder's config), reshaped to the recorded layout (pruned modules in their prunekit
-classes, sliced non-persistent buffers from ``buffers.safetensors``), its factorised layers replaced
-by their shells, and the weights (dense, or decoded from sparse storage) loaded strictly. A
+classes, recorded non-persistent buffers from ``buffers.safetensors``, tied and untied as saved),
+its factorised layers replaced by their shells, and the weights (dense, or decoded from sparse
+storage) loaded strictly, then checked against the manifest's checksums. A
 partitioned result comes back as :class:`~prunekit.io.stages.Stages`; a ``quantize`` record of the
 torch backend is re-applied to the fp32 weights (:func:`prunekit.quantize.torch_int8.restore`), so
 the int8 module comes back. Every result is in eval mode.
@@ -20,10 +21,17 @@ import torch
 from torch import nn
 
 from prunekit._clone import clone_module
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, DataError
 from prunekit.io import sparse as sparse_storage
-from prunekit.io.files import load_state, read_weights
-from prunekit.io.layout import restore_buffers, restore_modules, restore_tensors
+from prunekit.io.files import load_state, read_weights, verify_checksums
+from prunekit.io.layout import (
+    restore_attributes,
+    restore_buffers,
+    restore_modules,
+    restore_tensors,
+    restore_ties,
+    ties_as_recorded,
+)
 from prunekit.io.manifest import BUFFERS_FILE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, model_folder, read_manifest
 from prunekit.io.stages import cut
 from prunekit.io.transforms import restore_factorised
@@ -99,7 +107,10 @@ def load(folder: str | os.PathLike[str], *, model: nn.Module | None = None) -> n
         restore_modules(built, manifest.layout, where=where)
         for transform in manifest.of_kind("factorise"):
             restore_factorised(built, transform, where)
+        # NOTE: the shells come back at the widths they were factorised at; pruned after, they are narrower.
+        restore_attributes(built, manifest.layout.get("factorised_attributes", {}), where=where)
         restore_tensors(built, manifest.layout, where=where)
+        restore_ties(built, manifest.layout, where=where)
         restore_buffers(built, manifest.layout, buffers, where=where)
 
     loaded = _hf_pretrained(path, manifest, model, reshape)
@@ -107,10 +118,18 @@ def load(folder: str | os.PathLike[str], *, model: nn.Module | None = None) -> n
         built = _base(path, manifest, model)
         reshape(built)
         state = _state(path, manifest)
+        restore_ties(built, manifest.layout, state, where=where)  # NOTE: a folder without a record of its ties
         load_state(built, state, str(path / WEIGHTS_FILE), tied=_tied_missing(built, state))
     built = loaded if loaded is not None else built
+    if not ties_as_recorded(built, manifest.layout):
+        raise DataError(f"load: the model built from '{where}' ties other tensors than the saved one did "
+                        f"(tied: {manifest.layout['tied']}); its loader re-tied them. Save the model again with "
+                        f"the ties its architecture makes.")
     # NOTE: again after the weights: a loader may re-initialise non-persistent buffers (transformers does).
     restore_buffers(built, manifest.layout, buffers, where=where)
+    # NOTE: after the reads, whose errors say more about a damaged file; this catches changed values.
+    # Folders written before checksums have none.
+    verify_checksums(path, manifest.checksums, where)
     built.eval()
     partitions = manifest.of_kind("partition")
     if partitions:

@@ -3,7 +3,8 @@
 ``{"format": "prunekit", "version": 1, "source": {"spec": ..., "kwargs": {...}} | null,
 "transforms": [{"kind": ...}, ...], "layout": {...}, "metrics": {...}, "hf": {"class": ...} | null,
 "data": {"name": ..., "input_shape": [...], "class_names": [...], "mean": [...], "std": [...],
-"pixel_scale": ...} | null, "created": ..., "prunekit": ...}``
+"pixel_scale": ...} | null, "created": ..., "prunekit": ..., "checksums": {"model.safetensors": "sha256:..."}}``
+(``checksums``: every tensor file's sha256, checked on load; folders written before it have none.)
 (``data``, what the model was made for and how its inputs were standardised, is optional: folders
 written before it read as null, and ``mean``/``std``/``pixel_scale`` are absent before this version).
 Transforms are in the order they were applied; kinds are
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from prunekit.errors import DataError, DataNotFoundError
-from prunekit.io.files import load_json
+from prunekit.io.files import CHECKSUM, load_json
 from prunekit.io.layout import LAYOUT_KEYS
 
 __all__ = ["Manifest", "read_manifest", "FORMAT", "VERSION", "MANIFEST_FILE", "WEIGHTS_FILE", "BUFFERS_FILE",
@@ -54,6 +55,7 @@ class Manifest:
     data: dict[str, Any] | None = None
     created: str = ""
     prunekit: str = ""
+    checksums: dict[str, str] = field(default_factory=dict)
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         """The transforms of one kind, in order."""
@@ -63,7 +65,8 @@ class Manifest:
         """The JSON form written to ``manifest.json``."""
         return {"format": FORMAT, "version": VERSION, "source": self.source,
                 "transforms": list(self.transforms), "layout": self.layout, "metrics": self.metrics,
-                "hf": self.hf, "data": self.data, "created": self.created, "prunekit": self.prunekit}
+                "hf": self.hf, "data": self.data, "created": self.created, "prunekit": self.prunekit,
+                "checksums": self.checksums}
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Manifest:
@@ -83,6 +86,12 @@ class Manifest:
         if not isinstance(layout, dict) or not set(LAYOUT_KEYS) - {"none"} <= set(layout):
             raise DataError(f"'{where}' has no complete 'layout' ({', '.join(LAYOUT_KEYS)}). The file is "
                             f"damaged; save the model again with prunekit.save.")
+        _check_layout(layout, where)
+        checksums = data.get("checksums") or {}
+        if not isinstance(checksums, dict) or not all(
+                _plain_name(k) and isinstance(v, str) and CHECKSUM.fullmatch(v) for k, v in checksums.items()):
+            raise DataError(f"'{where}': 'checksums' must map file names to 'sha256:<hex>'; got {_short(checksums)}. "
+                            f"The file is damaged; save the model again.")
         if not isinstance(transforms, list) or not all(
                 isinstance(t, dict) and t.get("kind") in KINDS for t in transforms):
             raise DataError(f"'{where}' has a 'transforms' list with an unknown kind (known: "
@@ -97,7 +106,57 @@ class Manifest:
                             f"{source!r}. Fix the file or save the model again.")
         return cls(source=source, transforms=tuple(transforms), layout=layout,
                    metrics=dict(data.get("metrics") or {}), hf=data.get("hf"), data=made_for,
-                   created=str(data.get("created", "")), prunekit=str(data.get("prunekit", "")))
+                   created=str(data.get("created", "")), prunekit=str(data.get("prunekit", "")),
+                   checksums=dict(checksums))
+
+
+_NAMES = "a list of module names"
+_TENSORS = "tensor name -> {\"shape\": [...], \"dtype\": ...}"
+_ATTRIBUTES = "module -> {attribute: value}"
+# NOTE: what each layout key must hold (LAYOUT_KEYS always, but ``none`` in folders written before it;
+# the others only where a result has them), checked before anything is built from it.
+_LAYOUT_SHAPES = {"tensors": _TENSORS, "attributes": _ATTRIBUTES, "identity": _NAMES, "none": _NAMES,
+                  "replaced": "module -> class path", "buffers": _TENSORS,
+                  "tied": "a list of groups of two or more tensor names", "factorised_attributes": _ATTRIBUTES}
+
+
+def _check_layout(layout: dict[str, Any], where: str) -> None:
+    """Each layout key holds what :func:`prunekit.io.layout.layout_record` writes (a one-line DataError)."""
+    for key, expected in _LAYOUT_SHAPES.items():
+        if key in layout and not _holds(key, layout[key]):
+            raise DataError(f"'{where}': layout '{key}' must be {expected}; got {_short(layout[key])}. The file "
+                            f"is damaged; save the model again.")
+
+
+def _holds(key: str, value: Any) -> bool:
+    def names(v: Any) -> bool:
+        return isinstance(v, list) and all(isinstance(n, str) and n for n in v)
+
+    def tensor(v: Any) -> bool:
+        return (isinstance(v, dict) and isinstance(v.get("dtype"), str) and isinstance(v.get("shape"), list)
+                and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v["shape"]))
+
+    if key in ("identity", "none"):
+        return names(value)
+    if key == "tied":
+        return isinstance(value, list) and all(names(g) and len(g) > 1 for g in value)
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        return False
+    if key in ("tensors", "buffers"):
+        return all(tensor(v) for v in value.values())
+    if key == "replaced":
+        return all(k and isinstance(v, str) for k, v in value.items())
+    return all(isinstance(v, dict) and all(isinstance(a, str) and a for a in v) for v in value.values())
+
+
+def _plain_name(name: Any) -> bool:
+    """A file name inside the folder (no path, not hidden)."""
+    return isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 MODEL_DIR = "model"  # where every command writes its saved model: OUT/model/

@@ -4,7 +4,9 @@ The folder is written beside its final place (``.prunekit-tmp-<pid>-...``, manif
 renamed in, so a failed save leaves what was there before behind, and a killed one leaves only a
 temporary that the next save into the same place removes; a folder without its manifest never
 loads. A Hugging Face model's folder is also a
-``save_pretrained`` folder (``config.json`` + ``model.safetensors``).
+``save_pretrained`` folder (``config.json`` + ``model.safetensors``). The working directory (or a
+folder above it) is never a target, and state safetensors cannot store (quantised tensors) is
+refused before anything is written.
 """
 
 from __future__ import annotations
@@ -23,29 +25,82 @@ from torch import nn
 
 from prunekit.errors import ConfigError
 from prunekit.io import sparse as sparse_storage
-from prunekit.io.files import as_user_file, clean_stale, fresh_name, require_json, save_json
+from prunekit.io.files import as_user_file, checksums, clean_stale, fresh_name, require_json, save_json
 from prunekit.io.layout import layout_record, sliced_buffers
 from prunekit.io.manifest import BUFFERS_FILE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
-from prunekit.io.transforms import check_factorised, factorised_names, note_source_shapes, record
+from prunekit.io.transforms import (
+    check_factorised,
+    factorised_attributes,
+    factorised_names,
+    note_source_shapes,
+    record,
+)
 
 __all__ = ["save", "record_metrics", "source_record"]
 
 
 def source_record(source: None | str | Mapping[str, Any]) -> dict[str, Any] | None:
-    """``{"spec": ..., "kwargs": {...}}`` from a spec string or such a mapping (``None`` stays)."""
+    """``{"spec": ..., "kwargs": {...}}`` from a spec string or such a mapping (``None`` stays).
+
+    A path in the spec (``my_model.py:build``, ``hf:folder``, a saved folder) and a ``weights`` path
+    are made absolute, as :func:`prunekit.models.source_of` makes them: a relative one would name
+    another file when the folder is loaded from another working directory.
+    """
     if source is None:
         return None
     if isinstance(source, str):
-        return {"spec": source, "kwargs": {}}
+        return {"spec": _absolute_spec(source), "kwargs": {}}
     if isinstance(source, Mapping) and isinstance(source.get("spec"), str):
-        out = {"spec": source["spec"], "kwargs": dict(source.get("kwargs") or {})}
+        kwargs = {k: _absolute_option(k, v) for k, v in dict(source.get("kwargs") or {}).items()}
+        out = {"spec": _absolute_spec(source["spec"]), "kwargs": kwargs}
         require_json(out, f"save: source {out!r}", "Pass plain values as kwargs.")
         return out
     raise ConfigError(f"save: source must be a spec string or {{'spec': ..., 'kwargs': {{...}}}}; got "
                       f"{source!r}. Pass e.g. source={{'spec': 'resnet20', 'kwargs': {{'num_classes': 10}}}}.")
 
 
+# NOTE: the forms of a model spec that name a path, as prunekit.models.parse_spec reads them (the
+# spec is resolved there; io only makes the path in it absolute): ``hf:PATH``, ``file.py:factory``,
+# and a path (a saved folder). ``hf:.`` is the folder's own config.json (a Hugging Face result).
+_HF, _OWN_CONFIG = "hf:", "hf:."
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().absolute())
+
+
+def _looks_like_path(text: str) -> bool:
+    return "/" in text or os.sep in text or text.startswith(("~", "."))
+
+
+def _absolute_spec(spec: str) -> str:
+    """``spec`` with the path it names made absolute (a zoo name, ``timm:`` or a module stays)."""
+    text = spec.strip()
+    if text == _OWN_CONFIG or text.startswith("timm:"):
+        return spec
+    if text.startswith(_HF):
+        rest = text[len(_HF):].strip()
+        return f"{_HF}{_absolute(rest)}" if rest else spec
+    head, sep, tail = text.rpartition(":")
+    if sep and head.endswith(".py") and tail.isidentifier():
+        return f"{_absolute(head)}:{tail}"
+    return _absolute(text) if _looks_like_path(text) else spec
+
+
+def _absolute_option(key: str, value: Any) -> Any:
+    """A ``weights`` path or an ``os.PathLike`` option made absolute (other options as given)."""
+    if isinstance(value, os.PathLike) or (key == "weights" and isinstance(value, str) and (
+            _looks_like_path(value) or value.lower().endswith(_WEIGHT_SUFFIXES) or Path(value).exists())):
+        return _absolute(os.fspath(value))
+    return value
+
+
 def _check_target(target: Path, overwrite: bool) -> None:
+    here = Path.cwd().resolve()
+    if target.resolve() in (here, *here.parents):
+        raise ConfigError(f"save: '{target}' is the current working directory or a folder above it, which a "
+                          f"save would replace whole. Pass a new folder (e.g. 'model'); nothing was written.")
     if target.exists() and not target.is_dir():
         raise ConfigError(f"save: '{target}' is a file, not a folder. Pick a folder path; nothing was written.")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
@@ -66,6 +121,25 @@ def _check_plain(model: nn.Module) -> None:
     if named:
         raise ConfigError(f"save: module '{named[0]}' still carries parametrizations (sparsity masks). "
                           f"Finalize the sparsifier first (sparsifier.finalize()), then save.")
+
+
+def _check_storable(model: nn.Module) -> None:
+    """Refuse state safetensors cannot store (a quantised module's tensors and packed parameters) before
+    anything is written, naming the entry."""
+    from safetensors import torch as safetensors_torch
+
+    table = getattr(safetensors_torch, "_TYPES", None)  # NOTE: its own dtype table, where it has one
+    storable = frozenset(table.values()) if isinstance(table, dict) else None
+    entries = [*model.state_dict().items(), *model.named_buffers(remove_duplicate=False)]
+    for name, value in entries:
+        quantised = not isinstance(value, torch.Tensor) or value.is_quantized
+        if quantised or (storable is not None and value.dtype not in storable):
+            what = f"a {type(value).__name__}, not a tensor" if not isinstance(value, torch.Tensor) else value.dtype
+            fix = ("Save the float model with the quantize result's record in transforms= (loading re-applies "
+                   "int8), or export the quantised model to ONNX" if quantised
+                   else "Convert it to a dtype safetensors stores (model.float()) before saving")
+            raise ConfigError(f"save: '{name}' is {what}, which safetensors cannot store. {fix}; nothing was "
+                              f"written.")
 
 
 def _metrics(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -125,6 +199,7 @@ def save(model: nn.Module, folder: str | os.PathLike[str], *, source: None | str
     target = Path(folder)
     _check_target(target, overwrite)
     records = _records(model, transforms)
+    _check_storable(model)
     is_hf = hf.is_hf(model)
     if is_hf and sparse:
         raise ConfigError("save: sparse storage is not a save_pretrained folder; save a Hugging Face "
@@ -135,7 +210,8 @@ def save(model: nn.Module, folder: str | os.PathLike[str], *, source: None | str
     try:
         if settled:  # NOTE: the config now builds what the model became
             reference = hf.reference(model)
-        return _save(model, target, records, source_rec, reference, metrics, is_hf, sparse, data)
+        return _save(model, target, records, source_rec, reference, metrics, is_hf, sparse, data,
+                     every_buffer=original is not None and not is_hf)
     except BaseException:
         hf.restore_config(settled)
         raise
@@ -143,8 +219,13 @@ def save(model: nn.Module, folder: str | os.PathLike[str], *, source: None | str
 
 def _save(model: nn.Module, target: Path, records: list[dict[str, Any]], source_rec: dict[str, Any] | None,
           reference: nn.Module, metrics: Mapping[str, Any] | None, is_hf: bool, sparse: bool,
-          data: Mapping[str, Any] | None = None) -> Path:
-    layout = layout_record(model, reference, opaque=factorised_names(records))
+          data: Mapping[str, Any] | None = None, every_buffer: bool = False) -> Path:
+    # NOTE: a model saved against original= is loaded into the model= given then, whose non-persistent
+    # buffers hold what its constructor makes, not what this model computes with: all of them are kept.
+    layout = layout_record(model, reference, opaque=factorised_names(records), every_buffer=every_buffer)
+    inside = factorised_attributes(model, reference, records)
+    if inside:
+        layout["factorised_attributes"] = inside
     note_source_shapes(records, reference)
     if layout["identity"] and not any(r["kind"] == "depth" for r in records):
         records.append({"kind": "depth", "blocks": list(layout["identity"])})
@@ -208,7 +289,8 @@ def _fill(tmp: Path, hf_model: nn.Module | None, entries: dict[str, torch.Tensor
         save_file(entries, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
     if buffers:
         save_file(buffers, str(tmp / BUFFERS_FILE), metadata={"format": "pt"})
-    save_json(manifest, tmp / MANIFEST_FILE)
+    # NOTE: every tensor file (a Hugging Face model's shards too), verified on load.
+    save_json({**manifest, "checksums": checksums(tmp)}, tmp / MANIFEST_FILE)
 
 
 def _write_folder(target: Path, fill: Any) -> None:

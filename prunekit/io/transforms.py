@@ -20,7 +20,7 @@ from prunekit.io.files import require_json
 from prunekit.io.manifest import KINDS
 
 __all__ = ["record", "factorised_names", "check_factorised", "note_source_shapes", "restore_factorised",
-           "example_inputs"]
+           "factorised_attributes", "example_inputs"]
 
 _LAYER_FIELDS = ("name", "kind", "ranks", "shape")
 
@@ -82,13 +82,15 @@ def _weight(module: nn.Module, where: str, name: str) -> torch.Tensor:
     return weight
 
 
-def _stand_in(module: nn.Module, shape: Sequence[int], where: str, name: str) -> nn.Module:
-    """``module`` with the weight shape it had when factorised (pruned before, perhaps)."""
+def _stand_in(module: nn.Module, shape: Sequence[int], where: str, name: str,
+              device: torch.device | str | None = None) -> nn.Module:
+    """``module`` with the weight shape it had when factorised (pruned before, perhaps); ``device``:
+    a new one there even when the shape is the same (``"meta"``: only its attributes are read)."""
     w = _weight(module, where, name)
-    if list(w.shape) == list(shape):
+    if list(w.shape) == list(shape) and (device is None or not isinstance(module, (nn.Linear, nn.Conv2d))):
         return module
     bias = getattr(module, "bias", None) is not None
-    make = {"device": w.device, "dtype": w.dtype}
+    make = {"device": w.device if device is None else device, "dtype": w.dtype}
     if isinstance(module, nn.Linear) and len(shape) == 2:
         return nn.utils.skip_init(nn.Linear, shape[1], shape[0], bias=bias, **make)
     if isinstance(module, nn.Conv2d) and len(shape) == 4:
@@ -123,6 +125,39 @@ def restore_factorised(model: nn.Module, transform: Mapping[str, Any], where: st
                             f"was saved from.")
         base = _stand_in(original, layer["shape"], where, layer["name"])
         model.set_submodule(layer["name"], shell(layer["kind"], base, layer["ranks"]))
+
+
+def factorised_attributes(model: nn.Module, reference: nn.Module,
+                          transforms: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The attributes of the modules inside ``model``'s factorised layers that differ from the shells
+    loading rebuilds there (at the widths they were factorised at): a result pruned after it was
+    factorised has narrower ones (``layout["factorised_attributes"]``, set after the shells are built)."""
+    from prunekit.decompose.layers import shell
+    from prunekit.io.layout import changed_attributes, type_of
+
+    names = factorised_names(transforms)
+    if not names:
+        return {}
+    built = dict(reference.named_modules())
+    for layer in (layer for t in transforms if t["kind"] == "factorise" for layer in t["layers"]):
+        name, base = layer["name"], built.get(layer["name"])
+        if base is None:
+            continue
+        made = shell(layer["kind"], _stand_in(base, layer["shape"], "save", name, device="meta"), layer["ranks"])
+        built = {k: m for k, m in built.items() if not _within(k, [name])}
+        built.update({f"{name}.{sub}" if sub else name: m for sub, m in made.named_modules()})
+    out: dict[str, dict[str, Any]] = {}
+    for name, module in model.named_modules():
+        before = built.get(name)
+        if _within(name, names) and before is not None and type_of(module) is type_of(before):
+            changed = changed_attributes(module, before)
+            if changed:
+                out[name] = changed
+    return out
+
+
+def _within(name: str, roots: Sequence[str]) -> bool:
+    return any(name == r or name.startswith(r + ".") for r in roots)
 
 
 def example_inputs(specs: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, ...]:

@@ -3,17 +3,20 @@ half-written or lost folder behind."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
 import stat
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from _io_helpers import assert_same, pruned
 from _models import Residual, example
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 import prunekit
@@ -210,3 +213,73 @@ def test_loaded_stages_are_not_saved_as_a_model(tmp_path: Path) -> None:
     folder = prunekit.save(model, tmp_path / "st", source=SOURCE, transforms=[partition(model, x, 2, repeats=1)])
     with pytest.raises(ConfigError, match="Save the model they were cut from, with transforms="):
         prunekit.save(prunekit.load(folder), tmp_path / "again")
+
+
+def test_changed_weight_values_are_refused_by_their_checksum(saved) -> None:  # type: ignore[no-untyped-def]
+    folder, _, _ = saved
+    file = folder / "model.safetensors"
+    weights = load_file(str(file))
+    weights["fc2.weight"] = weights["fc2.weight"] * 2  # NOTE: same keys, shapes and dtypes: only values differ
+    save_file(weights, str(file), metadata={"format": "pt"})
+    with pytest.raises(DataError, match=r"model\.safetensors' does not match the checksum recorded in .*manifest\.json'") as exc:
+        prunekit.load(folder)
+    _one_line(exc)
+    record = json.loads((folder / "manifest.json").read_text())
+    del record["checksums"]  # NOTE: a folder written before checksums still loads
+    (folder / "manifest.json").write_text(json.dumps(record))
+    assert torch.equal(prunekit.load(folder).fc2.weight, weights["fc2.weight"])
+
+
+def test_the_checksums_are_those_of_the_tensor_files(saved) -> None:  # type: ignore[no-untyped-def]
+    folder, _, _ = saved
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert json.loads((folder / "manifest.json").read_text())["checksums"] == {"model.safetensors": f"sha256:{digest}"}
+
+
+@pytest.mark.parametrize(("where", "value", "said"), [
+    ("attributes", {"conv1": {"forward": 1}}, "attribute 'forward' of module 'conv1' is recorded, but that name is a "
+                                              "method of the module, not a plain attribute"),
+    ("attributes", {"conv1": {"weight": 1}}, "'weight' of module 'conv1' is recorded, but that name is a parameter"),
+    ("attributes", {"conv1": {"__class__": "x"}}, "'__class__' of module 'conv1' is recorded, but that name is a "),
+    ("attributes", {"conv1": {"out_channels": "8"}}, r"'out_channels' of module 'conv1' is recorded as '8' \(str\) but "
+                                                     r"the module holds int values"),
+    ("attributes", {"conv1": {"out_channels": {"eval": 1}}}, "is recorded as {'eval': 1}, which is not an encoded"),
+    ("identity", [""], "layout 'identity' must be a list of module names; got \\[''\\]"),
+    ("tensors", [], "layout 'tensors' must be tensor name -> "),
+    ("tied", [["fc1.weight"]], "layout 'tied' must be a list of groups of two or more tensor names"),
+    ("checksums", {"../../x": "sha256:00"}, "'checksums' must map file names to 'sha256:<hex>'"),
+])
+def test_a_tampered_layout_is_a_one_line_data_error(saved, where: str, value: object, said: str) -> None:  # type: ignore[no-untyped-def]
+    folder, _, _ = saved
+    record = json.loads((folder / "manifest.json").read_text())
+    (record if where == "checksums" else record["layout"])[where] = value
+    (folder / "manifest.json").write_text(json.dumps(record))
+    with pytest.raises(DataError, match=said) as exc:
+        prunekit.load(folder)
+    _one_line(exc)
+
+
+def test_saving_into_the_working_directory_or_above_it_is_refused(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    work = tmp_path / "outer" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    for folder, overwrite in ((".", False), (work, True), ("..", True)):
+        with pytest.raises(ConfigError, match="is the current working directory or a folder above it") as exc:
+            prunekit.save(Residual(), folder, original=Residual(), overwrite=overwrite)
+        _one_line(exc)
+    assert Path.cwd() == work and os.listdir(work) == [] and os.listdir(tmp_path / "outer") == ["work"]
+
+
+def test_quantised_state_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NOTE: torch deprecates its eager quantisation
+        model.register_buffer("q", torch.quantize_per_tensor(torch.randn(3), 0.1, 0, torch.qint8))
+        dynamic = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(4, 4)), {nn.Linear}, dtype=torch.qint8)
+    with pytest.raises(ConfigError, match=r"save: 'q' is torch.qint8, which safetensors cannot store\. .*ONNX") as exc:
+        prunekit.save(model, tmp_path / "q", original=model)
+    _one_line(exc)
+    with pytest.raises(ConfigError, match=r"save: '0._packed_params.dtype' is a dtype, not a tensor"):
+        prunekit.save(dynamic, tmp_path / "q", original=nn.Sequential(nn.Linear(4, 4)))
+    assert not (tmp_path / "q").exists()

@@ -241,3 +241,18 @@ def test_hierarchical_vision_model_with_per_stage_heads_saves_and_loads(tmp_path
     _same_state(loaded, small)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x).logits, small(x).logits, rtol=0, atol=0)
+
+
+def test_a_bf16_llamas_rotary_table_comes_back_bf16(tmp_path: Path) -> None:
+    small = _prune(_llama(), uniform=True).to(torch.bfloat16)
+    inv_freq = small.model.rotary_emb.inv_freq
+    assert inv_freq.dtype == torch.bfloat16  # NOTE: transformers builds it fp32 from the config
+    loaded = prunekit.load(prunekit.save(small, tmp_path / "m"))
+    got = loaded.model.rotary_emb.inv_freq
+    assert got.dtype == torch.bfloat16 and torch.equal(got, inv_freq)
+    _same_state(loaded, small)
+    h, positions = torch.ones(1, 7, 32, dtype=torch.bfloat16), torch.arange(7)[None]
+    for want, have in zip(small.model.rotary_emb(h, positions), loaded.model.rotary_emb(h, positions)):
+        assert torch.equal(have, want)
+    loaded.set_attn_implementation("eager")  # NOTE: a reloaded config picks sdpa, whose bf16 sums differ
+    torch.testing.assert_close(_out(loaded), _out(small), rtol=0, atol=0)

@@ -1,9 +1,13 @@
 """What pruning changes besides widths survives prunekit.save -> prunekit.load: a module replaced
-by its prunekit class (PrunedMultiheadAttention) and a sliced non-persistent buffer."""
+by its prunekit class (PrunedMultiheadAttention, and only the classes a folder may name) and
+non-persistent buffers (sliced, cast to another dtype, or set after construction)."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +160,84 @@ def test_damaged_buffers_are_refused(tmp_path: Path) -> None:
     (folder / "buffers.safetensors").unlink()
     with pytest.raises(DataNotFoundError, match="buffers.safetensors' does not exist"):
         prunekit.load(folder, model=PositionTable())
+
+
+_SCALED = '''import torch
+from torch import nn
+
+
+class Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 3)
+        self.register_buffer("mult", torch.full((8,), 1.1), persistent=False)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x * self.mult)))
+
+
+def build():
+    return Scaled()
+'''
+
+
+def _scaled_spec(tmp_path: Path) -> str:
+    """A file spec of a model with a non-persistent buffer that its constructor fills (not sliced by pruning)."""
+    (tmp_path / "scaled.py").write_text(_SCALED)
+    return f"{tmp_path / 'scaled.py'}:build"
+
+
+def test_an_unsliced_non_persistent_buffer_keeps_its_dtype(tmp_path: Path) -> None:
+    spec = _scaled_spec(tmp_path)
+    torch.manual_seed(0)
+    model = prunekit.models.resolve(spec).to(torch.bfloat16).eval()
+    x = torch.randn(4, 8, dtype=torch.bfloat16)
+    folder = prunekit.save(model, tmp_path / "m", source=spec)
+    loaded = prunekit.load(folder)
+    assert loaded.mult.dtype == torch.bfloat16
+    assert_same(loaded, model, x)
+
+
+@pytest.mark.parametrize("against", ["source", "original"])
+def test_a_non_persistent_buffer_changed_after_construction_keeps_its_value(against: str, tmp_path: Path) -> None:
+    spec = _scaled_spec(tmp_path)
+    torch.manual_seed(0)
+    dense, x = prunekit.models.resolve(spec).eval(), torch.randn(4, 8)
+    dense.mult.fill_(3.0)  # NOTE: on the dense model, so original= holds it too
+    small, plan = pruned(dense, x)
+    if against == "source":
+        folder = prunekit.save(small, tmp_path / "m", source=spec, transforms=[plan])
+        loaded = prunekit.load(folder)
+    else:
+        folder = prunekit.save(small, tmp_path / "m", original=dense, transforms=[plan])
+        loaded = prunekit.load(folder, model=prunekit.models.resolve(spec))
+    assert torch.equal(loaded.mult, small.mult)
+    assert_same(loaded, small, x)
+
+
+def test_a_manifest_naming_a_prunekit_module_never_imports_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, small, _ = _heads_only()
+    folder = prunekit.save(small, tmp_path / "m", original=model)
+    record = _manifest(folder)
+    record["layout"]["replaced"]["attn"] = "prunekit.__main__.Anything"  # NOTE: importing it runs the CLI
+    (folder / "manifest.json").write_text(json.dumps(record))
+    monkeypatch.delitem(sys.modules, "prunekit.__main__", raising=False)
+    monkeypatch.setattr(sys, "argv", ["prunekit", "models"])
+    with pytest.raises(DataError, match=r"module 'attn' is recorded as replaced by 'prunekit.__main__.Anything'"):
+        prunekit.load(folder, model=HeadsAttention())
+    assert "prunekit.__main__" not in sys.modules
+
+
+def test_every_class_a_saved_folder_may_name_is_listed_and_loads() -> None:
+    from prunekit.io.layout import RECORDABLE_CLASSES
+
+    listed = {importlib.import_module(path.rpartition(".")[0]).__dict__[path.rpartition(".")[2]]: path
+              for path in RECORDABLE_CLASSES}
+    for klass in listed:
+        assert callable(getattr(klass, "from_module", None)) or callable(getattr(klass, "from_layout", None))
+    handlers = importlib.import_module("prunekit.graph.handlers")
+    for info in pkgutil.iter_modules(handlers.__path__, "prunekit.graph.handlers."):
+        for klass in vars(importlib.import_module(info.name)).values():
+            recordable = callable(getattr(klass, "from_module", None)) or callable(getattr(klass, "layout_fields", None))
+            if isinstance(klass, type) and klass.__module__ == info.name and recordable:
+                assert klass in listed, f"add {info.name}.{klass.__qualname__} to RECORDABLE_CLASSES"

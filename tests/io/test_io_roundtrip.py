@@ -190,6 +190,129 @@ def test_tied_weights_stay_tied(tmp_path: Path) -> None:
     assert_same(loaded, small, torch.tensor([[1, 2, 3]]))
 
 
+class _TiedLM(nn.Module):
+    """An embedding tied to the output layer at construction, as GPT-2 ties them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.out = nn.Embedding(20, 8), nn.Linear(8, 20, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.emb(ids)))
+
+
+class _TwoLayers(nn.Module):
+    """Two layers of one shape, untied at construction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def _untied() -> nn.Module:
+    """A _TiedLM whose output layer was untied and trained apart from the embedding."""
+    torch.manual_seed(0)
+    model = _TiedLM().eval()
+    model.out.weight = nn.Parameter(model.emb.weight.detach() * 3)
+    return model
+
+
+def test_a_tie_broken_after_construction_comes_back_untied(tmp_path: Path) -> None:
+    model, ids = _untied(), torch.tensor([[1, 2, 3, 4]])
+    folder = prunekit.save(model, tmp_path / "u", original=_TiedLM())
+    loaded = prunekit.load(folder, model=_TiedLM())
+    assert loaded.out.weight is not loaded.emb.weight
+    assert_same(loaded, model, ids)
+    assert _manifest(folder)["layout"]["tied"] == []
+
+
+def test_a_folder_without_a_tie_record_loads_a_broken_tie_untied(tmp_path: Path) -> None:
+    model, ids = _untied(), torch.tensor([[1, 2, 3, 4]])
+    folder = prunekit.save(model, tmp_path / "u", original=_TiedLM())
+    record = _manifest(folder)
+    record["layout"].pop("tied", None)  # NOTE: as a folder written before ties were recorded
+    (folder / "manifest.json").write_text(json.dumps(record))
+    assert_same(prunekit.load(folder, model=_TiedLM()), model, ids)
+
+
+def test_a_tie_made_after_construction_comes_back_tied(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, x = _TwoLayers().eval(), torch.randn(3, 8)
+    model.b.weight = model.a.weight
+    folder = prunekit.save(model, tmp_path / "t", original=_TwoLayers())
+    loaded = prunekit.load(folder, model=_TwoLayers())
+    assert loaded.b.weight is loaded.a.weight and loaded.b.bias is not loaded.a.bias
+    assert_same(loaded, model, x)
+    assert _manifest(folder)["layout"]["tied"] == [["a.weight", "b.weight"]]
+
+
+def test_a_source_file_is_recorded_by_its_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, act in (("a", "ReLU"), ("b", "Tanh")):  # NOTE: same shapes, other outputs
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "my_model.py").write_text(
+            f"from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Linear(4, 8), nn.{act}(), "
+            f"nn.Linear(8, 2))\n")
+    monkeypatch.chdir(tmp_path / "a")
+    torch.manual_seed(0)
+    model, x = prunekit.models.resolve("my_model.py:build").eval(), torch.randn(3, 4)
+    folder = prunekit.save(model, tmp_path / "saved", source="my_model.py:build")
+    monkeypatch.chdir(tmp_path / "b")
+    assert_same(prunekit.load(folder), model, x)
+    assert _manifest(folder)["source"]["spec"] == f"{tmp_path / 'a' / 'my_model.py'}:build"
+
+
+class _Sized(nn.Module):
+    """A layer whose forward reads plain attributes: a list of sizes and an unset limit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.sizes, self.limit = nn.Linear(4, 4), [2, 2], None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x) * (len(self.sizes) + getattr(self, "seen", 0))
+        return y.clamp(max=self.limit) if self.limit is not None else y
+
+
+def test_plain_attributes_changed_in_kind_or_set_later_come_back(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, x = _Sized().eval(), torch.randn(2, 4)
+    model.sizes, model.limit, model.seen = (2, 2, 1), 1, 3  # NOTE: a tuple for a list, an int for None, a new one
+    folder = prunekit.save(model, tmp_path / "s", original=_Sized())
+    loaded = prunekit.load(folder, model=_Sized())
+    assert (loaded.sizes, loaded.limit, loaded.seen) == ((2, 2, 1), 1, 3)
+    assert_same(loaded, model, x)
+
+
+class _Wide(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(6, 16), nn.Linear(16, 16), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def test_factorised_then_pruned_layers_keep_their_widths(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, x = _Wide().eval(), torch.randn(4, 6)
+    result = decompose(model, example_inputs=x, method="svd", rank=4, options={"force": True}, progress=False)
+    assert [r.name for r in result.layers] == ["a", "b", "c"]
+    small, plan = pruned(result.model, x)
+    assert small.b[0].in_features < 16  # NOTE: pruned after factorising, inside the shells
+    prunekit.save(small, tmp_path / "fp", original=model, transforms=[result, plan])
+    loaded = prunekit.load(tmp_path / "fp", model=_Wide())
+    for name, module in small.named_modules():
+        if isinstance(module, nn.Linear):
+            got = loaded.get_submodule(name)
+            assert (got.in_features, got.out_features) == (module.in_features, module.out_features), name
+            assert tuple(got.weight.shape) == (got.out_features, got.in_features), name
+    assert_same(loaded, small, x)
+
+
 def test_a_loaded_result_pruned_again_saves_with_the_earlier_manifest(cnn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     model, x = cnn
     small, plan = pruned(model, x)
