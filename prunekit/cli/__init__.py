@@ -8,6 +8,7 @@ fix (:class:`~prunekit.errors.PrunekitError`) are caught here, in one place, and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -62,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    written = _written(args)
+    before = _entries(written)
     try:
         out = getattr(args, "out", None) if getattr(args, "claim_out", True) else None
         with warnings.catch_warnings(), options.claimed(args, out):
@@ -75,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prunekit {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"prunekit {args.command}: interrupted; {_resume_hint(args, argv)}", file=sys.stderr)
+        left = sorted(set(_entries(written).items()) - set(before.items()))
+        print(f"prunekit {args.command}: interrupted; {_resume_hint(args, argv, [str(p) for p, _ in left])}",
+              file=sys.stderr)
         return 130
     except BrokenPipeError:
         # NOTE: the reader went away (prunekit models | head): stop quietly, as Python's docs advise,
@@ -102,10 +107,40 @@ _RESUMABLE = {"train": ("checkpoint.safetensors", "a checkpoint"), "run": ("stat
               "search": ("search-state", "the search state")}
 
 
-def _resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
-    """Where the checkpoint is and the exact command that resumes, or that there is none."""
+def _written(args: argparse.Namespace) -> list[Path]:
+    """The folders the command writes its files into (--out, and export's --bundle)."""
+    return [Path(p) for p in (getattr(args, "out", None), getattr(args, "bundle", None)) if p is not None]
+
+
+def _entries(folders: list[Path]) -> dict[Path, tuple[int, int]]:
+    """Each entry of ``folders`` (not prunekit's lock or temporaries, which a run removes itself)
+    with its inode and change time: what a run changed there is what differs afterwards."""
+    from prunekit.io.files import TEMP_PREFIX
+    from prunekit.workflows.outputs import LOCK_FILE
+
+    found: dict[Path, tuple[int, int]] = {}
+    for folder in folders:
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name == LOCK_FILE or entry.name.startswith(TEMP_PREFIX):
+                continue
+            with contextlib.suppress(OSError):
+                stat = entry.lstat()
+                found[entry] = (stat.st_ino, stat.st_mtime_ns)
+    return found
+
+
+def _resume_hint(args: argparse.Namespace, argv: list[str], left: list[str]) -> str:
+    """Where the checkpoint is and the exact command that resumes, or what the run left (``left``:
+    the files it wrote or changed) and the command that replaces it, or that nothing was saved."""
+    again = argv + ([] if "--overwrite" in argv else ["--overwrite"])
+    shown = ", ".join(left[:3]) + (", ..." if len(left) > 3 else "")
+    leftover = f"it left {shown} (perhaps incomplete). Replace them by running: prunekit {shlex.join(again)}"
     if args.command not in _RESUMABLE:
-        return "nothing was saved; run the command again."
+        return leftover if left else "nothing was saved; run the command again."
     name, what = _RESUMABLE[args.command]
     out = args.out if args.command != "run" or args.out else None
     if out is None:
@@ -114,7 +149,8 @@ def _resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
         out = load_recipe(args.recipe).out or "runs/recipe"
     checkpoint = Path(out) / name
     if not checkpoint.exists():
-        return "no checkpoint was saved yet (one is written after each epoch or stage); run the command again."
+        return ("no checkpoint was saved yet (one is written after each epoch or stage); "
+                + (leftover if left else "run the command again."))
     again = argv + ([] if "--resume" in argv else ["--resume"])
     return f"{what} was saved in {checkpoint}. Resume with: prunekit {shlex.join(again)}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from prunekit.cli import options
 from prunekit.cli.render import counted
@@ -15,8 +16,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "folder an earlier command saved) on one split of --data.",
     )
     options.add_model_options(parser, task=True)
-    parser.add_argument("--split", choices=("train", "val", "test"), default="test",
-                        help="which split to evaluate (default: test)")
+    parser.add_argument("--split", choices=("train", "val", "test"), default=None,
+                        help="which split to evaluate (default: test; val for a text file, which is cut into "
+                             "train and val blocks only)")
     parser.add_argument("--batch-size", type=options.positive_int, default=512, metavar="N",
                         help="evaluation batch size (default: 512)")
     parser.add_argument("--max-eval-batches", type=int, default=None, metavar="N",
@@ -35,18 +37,33 @@ def _metrics(metrics: dict[str, float], task: str | None) -> str:
     return "  ".join(parts) + count
 
 
+def _is_text_file(data: str) -> bool:
+    """``data`` is what ``prunekit.data.load`` reads as a text file (train and val blocks, no test)."""
+    from prunekit.data import DATASETS, TEXT_SUFFIXES
+
+    return data not in DATASETS and Path(data).suffix.lower() in TEXT_SUFFIXES and Path(data).is_file()
+
+
 def run(args: argparse.Namespace) -> int:
+    from prunekit.errors import ConfigError
     from prunekit.workflows.common import has_weights
     from prunekit.workflows.evaluate import evaluate
 
+    if args.split == "test" and _is_text_file(args.data):
+        raise ConfigError(f"eval: --split test: '{args.data}' is a text file, cut into train and val blocks only, "
+                          f"so it has no test split. Pass --split val (its held-out text), or leave --split out.")
+    split = args.split or "test"
     results = evaluate(args.model, args.data, weights=args.weights, data_dir=args.data_dir, tokenizer=args.tokenizer,
                        block_size=args.block_size, image_size=args.image_size,
-                       split=args.split, batch_size=args.batch_size, max_batches=args.max_eval_batches,
+                       split=split, batch_size=args.batch_size, max_batches=args.max_eval_batches,
                        device=args.device, out_dir=args.out, task=args.task)
     if not has_weights(args.model, args.weights):  # NOTE: after evaluate, so only a model that loaded gets it
         print(f"note: '{args.model}' has random weights (no --weights, not a folder an earlier command "
               f"saved), so expect chance-level numbers. Pass --weights FILE (e.g. from `prunekit train`) "
               f"or --model OUT of an earlier command.")
+    if results["split"] != split:
+        print(f"note: '{args.data}' has no {split} split, so its held-out {results['split']} split was scored "
+              f"(pass --split {results['split']} to ask for it).")
     metrics = _metrics(results["metrics"], results.get("task"))
     print(f"{args.model} on {results['data']} [{results['split']}]: {metrics}")
     options.print_written(results)

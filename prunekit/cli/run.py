@@ -20,7 +20,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="output folder (default: the recipe's 'out', else runs/recipe)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="write into OUT even when it holds earlier results (they are replaced)")
+                        help="write into OUT even when it holds earlier results (they are replaced; an "
+                             "earlier run's checkpoints/, export/ and quantize/ are removed first)")
     parser.add_argument("--resume", action="store_true",
                         help="continue after the last completed stage in OUT (same recipe)")
     parser.add_argument("--check", action="store_true", help="only validate the recipe and list its stages")
@@ -45,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out = args.out or recipe.out or "runs/recipe"
     with options.claimed(args, out):
-        results = run_recipe(recipe, out_dir=out, resume=args.resume, progress=not args.no_progress,
-                             device=args.device, max_eval_batches=args.max_eval_batches)
+        results = run_recipe(recipe, out_dir=out, resume=args.resume, overwrite=args.overwrite,
+                             progress=not args.no_progress, device=args.device,
+                             max_eval_batches=args.max_eval_batches)
     initial = results.get("initial")
     profiles = ([initial] if initial else []) + [record["profile"] for record in results["stages"]]
     metric = _metric(profiles)

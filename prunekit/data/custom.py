@@ -225,6 +225,9 @@ def load_image_folder(path: str | PathLike[str], *, image_size: int | tuple[int,
                         f"(root/<class>/<image>), found {found}. Fix: sort the images into "
                         f"class subfolders.")
     files = [_scan(r, classes) for r in roots]
+    if len(classes) < 2:  # NOTE: one class trains nothing (cross-entropy is 0); say so before the model does
+        raise DataError(f"Image folder '{root}': expected at least 2 class subfolders (root/<class>/<image>), "
+                        f"found only '{classes[0]}'. Fix: add a subfolder of images for each other class.")
     size = _target_size(image, [f for part in files for f, _ in part], image_size, fallback_size)
     gray = grayscale if grayscale is not None else _all_gray(image, files)
     tensors = [_decode(image, part, size, gray) for part in files]

@@ -47,10 +47,16 @@ def _message(error: dict[str, Any]) -> str:
             items = " and ".join(f"- {key}: ..." for key in got)
             return (f"one list item holds {len(got)} {what} ({', '.join(map(str, got))}); a stage is one key "
                     f"naming its kind. Split them into separate list items: {items}")
+        if isinstance(got, str) and got in STAGE_KINDS:
+            return (f"stage '{got}' is a bare name; a stage is one key naming its kind, mapped to its options. "
+                    f"Write it as `- {got}: {{}}` (or `- {got}: {{...}}` with options).")
         name = next(iter(got)) if isinstance(got, dict) and got else got
         return (f"unknown stage {name!r}; a stage is one key naming its kind, one of "
                 f"{', '.join(STAGE_KINDS)}.{did_you_mean(str(name), STAGE_KINDS)}")
     if kind == "extra_forbidden":
+        if len(error["loc"]) == 1:
+            return (f"unknown key; a recipe's keys are {', '.join(Recipe.model_fields)}. Remove it or fix its "
+                    f"spelling.{did_you_mean(str(error['loc'][0]), Recipe.model_fields)}")
         return "unknown key; remove it or fix its spelling (`prunekit run --help` lists the stage options)"
     if kind == "value_error":
         return str(error["msg"]).removeprefix("Value error, ")
@@ -69,7 +75,8 @@ def parse_recipe(data: Any, lines: dict[tuple[Any, ...], int] | None = None, *, 
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        first = errors[0]
+        # NOTE: an unknown key first: a misspelt required key (modle:) is also reported as missing
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc = _field(first["loc"])
         line = where(lines, loc)
         at = f"{source}:{line}" if line else source

@@ -19,8 +19,11 @@ that stage's checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,16 +33,18 @@ import torch
 from tqdm import tqdm
 
 from prunekit._seed import seeded
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, OutputError
 from prunekit.io import load_json, read_manifest, save_json
 from prunekit.recipes.checkpoint import load_state
 from prunekit.recipes.parse import load_recipe, parse_recipe
 from prunekit.recipes.schema import Recipe, stage_kind, stage_options
-from prunekit.recipes.stages import STAGES, TRAINING_KINDS, RunState, searched_after, training_config
+from prunekit.recipes.stages import STAGE_OUTPUTS, STAGES, TRAINING_KINDS, RunState, searched_after, training_config
 
 __all__ = ["STATE_FILE", "run_recipe"]
 
 STATE_FILE = "state.json"
+CHECKPOINTS = "checkpoints"  # NOTE: OUT/checkpoints/stage-NN-KIND/, one saved folder per completed stage
+_CHECKPOINT_NAME = re.compile(r"stage-\d{2,}-[a-z]+")
 COMPRESSING = frozenset({"prune", "gates", "sparsify", "decompose"})
 
 
@@ -101,17 +106,42 @@ def _check_fits(recipe: Recipe, state: RunState) -> None:
 
 
 def _checkpoint_dir(out: Path, index: int, kind: str) -> Path:
-    return out / "checkpoints" / f"stage-{index + 1:02d}-{kind}"
+    return out / CHECKPOINTS / f"stage-{index + 1:02d}-{kind}"
+
+
+def _remove_earlier_run(out: Path, recipe: Recipe) -> None:
+    """Remove what an earlier recipe run left in ``out`` beside the records ``--overwrite`` removes
+    (``prunekit.workflows.outputs``): its stage checkpoints and the ``export/`` and ``quantize/``
+    folders its stages wrote, so that none is read as this run's. Other files stay: the user's own,
+    ``model/`` (replaced at the end) and any folder holding this recipe's model or weights."""
+    inputs = [Path(p).expanduser().absolute() for p in (recipe.model.name, recipe.model.weights) if p]
+    checkpoints = out / CHECKPOINTS
+    stale = [p for p in sorted(checkpoints.iterdir()) if _CHECKPOINT_NAME.fullmatch(p.name) and p.is_dir()
+             ] if checkpoints.is_dir() and not checkpoints.is_symlink() else []
+    stale += [out / name for name, mark in STAGE_OUTPUTS.items() if (out / name / mark).is_file()]
+    for folder in stale:
+        if folder.is_symlink() or any(folder.absolute() in (p, *p.parents) for p in inputs):
+            continue  # NOTE: a link is not ours to follow; a folder this run reads from must stay
+        try:
+            shutil.rmtree(folder)
+        except OSError as exc:
+            raise OutputError(f"run: --overwrite could not remove the earlier run's '{folder}' ({exc.strerror}). "
+                              f"Remove it yourself or pick a new folder with --out.") from None
+    with contextlib.suppress(OSError):
+        checkpoints.rmdir()  # NOTE: only where nothing else is left in it
 
 
 def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.PathLike[str] | None = None,
-               resume: bool = False, progress: bool = False, stop_after: int | None = None,
-               device: str | None = None, max_eval_batches: int | None = None) -> dict[str, Any]:
+               resume: bool = False, overwrite: bool = False, progress: bool = False,
+               stop_after: int | None = None, device: str | None = None,
+               max_eval_batches: int | None = None) -> dict[str, Any]:
     """Execute ``recipe`` (a :class:`Recipe` or a YAML path); returns the results dict.
 
     Args:
         out_dir: where checkpoints and results go (default: the recipe's ``out``, else ``runs/recipe``).
         resume: continue after the last completed stage recorded in ``out_dir/state.json``.
+        overwrite: (without ``resume``) first remove an earlier run's stage checkpoints and the
+            ``export/`` and ``quantize/`` folders its stages wrote (the CLI's ``--overwrite``).
         stop_after: stop after this many stages in total (for tests and partial runs; resumable).
         device: where training stages run (cpu, cuda, ...); the rest runs on the CPU.
         max_eval_batches: evaluate validation and test accuracy (per epoch, per stage and in
@@ -126,6 +156,8 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
     state, first, results = _start(recipe, out, plain, kinds, resume=resume, progress=progress, device=device,
                                    max_eval_batches=max_eval_batches)
     _check_fits(recipe, state)
+    if overwrite and not resume:
+        _remove_earlier_run(out, recipe)
     if first == 0:
         results["initial"] = state.profile = _profile(state, recipe.model.name, recipe.profile_latency)
     last = len(recipe.stages) if stop_after is None else min(stop_after, len(recipe.stages))

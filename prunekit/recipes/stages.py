@@ -37,7 +37,8 @@ from prunekit.workflows.train import fine_tune
 if TYPE_CHECKING:
     from prunekit.recipes.schema import DataSpec
 
-__all__ = ["STAGES", "TRAINING_KINDS", "RunState", "step_config", "training_config", "searched_after"]
+__all__ = ["STAGES", "STAGE_OUTPUTS", "TRAINING_KINDS", "RunState", "step_config", "training_config",
+           "searched_after"]
 
 
 @dataclass
@@ -103,6 +104,9 @@ class RunState:
 
 STAGES: Registry[dict[str, Any]] = Registry("recipe stage", list_hint="see prunekit.recipes.schema")
 SEARCH_STATE = "search-state"  # NOTE: under the run's folder: a search's resumable state, study, worker logs
+EXPORT_DIR, QUANTIZE_DIR = "export", "quantize"  # NOTE: under the run's folder: what those stages write
+# NOTE: each stage output folder and the file in it that marks it as one prunekit wrote
+STAGE_OUTPUTS = {EXPORT_DIR: "manifest.json", QUANTIZE_DIR: "model/manifest.json"}
 
 
 def training_config(options: BaseModel, seed: int) -> TrainConfig:
@@ -366,7 +370,7 @@ def export(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     from prunekit.measure import export_onnx
     from prunekit.workflows.inputs import without_cache
 
-    folder = state.out / "export"
+    folder = state.out / EXPORT_DIR
     files = {"model": str(state.save(folder))}
     if options.onnx:  # type: ignore[attr-defined]
         with without_cache(state.model):
@@ -404,7 +408,7 @@ def quantize_stage(state: RunState, options: BaseModel, seed: int) -> dict[str, 
     backend, compile = o.pop("backend"), o.pop("compile")
     check_backend(backend, dynamic=o["dynamic"], compile=compile, method=o["method"],
                   max_metric_drop=o["max_metric_drop"])
-    folder, measure = state.out / "quantize", Measure(max_eval_batches=state.max_eval_batches)
+    folder, measure = state.out / QUANTIZE_DIR, Measure(max_eval_batches=state.max_eval_batches)
     if backend == "torch":
         return _quantize_torch(state, folder, measure, dynamic=o["dynamic"],
                                calibration_batches=o["calibration_batches"], compile=compile)

@@ -421,7 +421,14 @@ def copy_tokenizer(source: str | None, folder: Path) -> None:
 
 
 def check_model_name(spec: str) -> None:
-    """Fail on a misspelt model name before seconds of data loading (specs are checked on use)."""
+    """Fail on a misspelt model name, or a ``file.py:factory`` whose file is not there, before seconds
+    of data loading (``run --check`` too); other specs are checked on use."""
+    from prunekit.errors import path_error
+
+    head, sep, tail = spec.rpartition(":")
+    if sep and head.endswith(".py") and not Path(head).expanduser().is_file():
+        raise path_error(Path(head).expanduser(), f"a Python file defining {tail}(), as model spec '{spec}' says",
+                         "Check the path (relative paths start at the current folder).")
     if not (is_saved_folder(spec) or ":" in spec or "/" in spec or os.sep in spec):
         models.MODELS.get(spec)
 

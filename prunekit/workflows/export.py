@@ -3,9 +3,12 @@ that ``prunekit.load`` reads, plus an ONNX file for deployment, and optionally a
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ from torch import nn
 
 from prunekit.data import DataSplits
 from prunekit.errors import ConfigError
+from prunekit.io.files import fresh_name
 from prunekit.measure import count_macs, count_params, export_onnx
 from prunekit.measure.latency import measure_onnx_latencies
 from prunekit.quantize import evaluate_onnx, write_bundle
@@ -34,7 +38,7 @@ from prunekit.workflows.common import (
 from prunekit.workflows.inputs import default_task, without_cache
 from prunekit.workflows.profile import load_with_example
 
-__all__ = ["export", "bundle_model"]
+__all__ = ["export", "bundle_model", "staged_output"]
 
 
 def export(model: Model, data: Data | None = None, *, out_dir: str | os.PathLike[str],
@@ -52,7 +56,8 @@ def export(model: Model, data: Data | None = None, *, out_dir: str | os.PathLike
     ``bundle``: also write an edge bundle there (:func:`bundle_model`; needs image ``data``), int8
     with ``int8``; a saved folder's bundle takes images at the size it was trained at (other data is
     resized to it, with a warning) unless ``image_size`` is given. An existing, non-empty ``bundle``
-    folder is refused before anything is written.
+    folder is refused before anything is written. The files appear in ``out_dir`` only once all of
+    them (and the bundle) are written: a run that fails or is interrupted leaves none there.
 
     ``model`` may be the user's own ``nn.Module`` (never changed) with ``data`` a
     :class:`~prunekit.data.DataSplits`, :class:`~prunekit.data.Loaders` or a dataset name; the
@@ -79,18 +84,60 @@ def export(model: Model, data: Data | None = None, *, out_dir: str | os.PathLike
     architecture = architecture_of(spec, loaded, in_channels)
     # NOTE: without data, the saved source keeps only a task that was asked for or read from the config.
     chosen = scorer.name if loaded is not None or spec is None else default_task(spec, task)
-    files = save_result(net, out, spec, splits=loaded, in_channels=in_channels, task=chosen,
-                        dense=None if spec is not None else net)
-    if onnx:
-        with without_cache(net):
-            files["onnx"] = str(export_onnx(net, example, out / "model.onnx"))
-    results = {"command": "export", "model": name_of(model), "data": loaded.name if loaded is not None else None,
-               "task": scorer.name, "weights": weights, "architecture": architecture,
-               "params": count_params(net), "macs": count_macs(net, example), "files": files}
-    if bundle is not None:
-        results["bundle"] = bundle_model(net, loaded, bundle, task=scorer, int8=int8, measure=measure)
-        files["bundle"] = str(bundle)
+    with staged_output(out) as stage:
+        files = save_result(net, stage, spec, splits=loaded, in_channels=in_channels, task=chosen,
+                            dense=None if spec is not None else net)
+        if onnx:
+            with without_cache(net):
+                files["onnx"] = str(export_onnx(net, example, stage / "model.onnx"))
+        files = {key: str(out / Path(path).relative_to(stage)) for key, path in files.items()}
+        results = {"command": "export", "model": name_of(model),
+                   "data": loaded.name if loaded is not None else None, "task": scorer.name, "weights": weights,
+                   "architecture": architecture, "params": count_params(net), "macs": count_macs(net, example),
+                   "files": files}
+        if bundle is not None:
+            results["bundle"] = bundle_model(net, loaded, bundle, task=scorer, int8=int8, measure=measure)
+            files["bundle"] = str(bundle)
     return finish(results, out)
+
+
+@contextlib.contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """A hidden folder in ``out`` to write a command's files into; when the body ends they replace
+    the entries of the same name in ``out`` (renames only), and when it fails or is interrupted
+    (Ctrl-C) they are removed, so that a stopped run leaves nothing half-written in ``out`` for the
+    next run to refuse. A killed run's folder is a temporary that the next write into ``out`` removes."""
+    created = [p for p in (out, *out.absolute().parents) if not p.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    stage = fresh_name(out / "output", "")
+    stage.mkdir()
+    replaced: list[Path] = []
+    try:
+        yield stage
+        for entry in sorted(stage.iterdir()):
+            target = out / entry.name
+            if target.exists() or target.is_symlink():  # NOTE: a folder cannot be renamed onto another
+                replaced.append(target.rename(fresh_name(target, ".old")))
+            entry.rename(target)
+    except BaseException:
+        _remove(stage)
+        for folder in created:  # NOTE: innermost first: the folders this call made, where left empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    finally:
+        for path in (stage, *replaced):
+            _remove(path)
+
+
+def _remove(path: Path) -> None:
+    """Remove the file or folder ``path`` (a link, not what it points to), if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def _trained_size(model: Model, data: Data | None, loaded: Any) -> tuple[int, int] | None:

@@ -11,6 +11,7 @@ fp32, dense int8, pruned int8 when the model is a pruned saved folder) on the ta
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import tempfile
@@ -57,6 +58,7 @@ from prunekit.workflows.common import (
     torch_scorer,
     with_teacher,
 )
+from prunekit.workflows.export import staged_output
 from prunekit.workflows.inputs import without_cache
 
 __all__ = ["quantize", "quantize_model", "quantize_model_torch", "int8_profiles", "torch_profiles", "table",
@@ -315,7 +317,8 @@ def quantize(model: Model, data: Data, *, weights: str | None = None, data_dir: 
     ``backend="torch"`` makes the int8 module with torchao (``compile``: run it, and the fp32 models it
     is compared with, through ``torch.compile``). Both write ``out_dir/model/`` (the fp32 weights, whose
     manifest ends with the ``quantize`` record: ``prunekit.load`` rebuilds the torch int8 module from
-    it) and ``results.json``. Without ``out_dir`` only the results are returned.
+    it) and ``results.json``; the files appear in ``out_dir`` only once all are written, so a run that
+    fails or is interrupted leaves none there. Without ``out_dir`` only the results are returned.
 
     ``model`` may be the user's own trained ``nn.Module`` (never changed) and ``data`` a
     :class:`~prunekit.data.DataSplits` or :class:`~prunekit.data.Loaders` of their DataLoaders;
@@ -336,8 +339,9 @@ def quantize(model: Model, data: Data, *, weights: str | None = None, data_dir: 
     else:
         raise ConfigError(f"quantize: dense must be the nn.Module the model was cut from; got "
                           f"{type(dense).__name__}. Pass your dense module, or leave dense out.")
-    with tempfile.TemporaryDirectory(prefix="prunekit-quantize-") as scratch:
-        out = Path(out_dir) if out_dir is not None else Path(scratch)
+    with tempfile.TemporaryDirectory(prefix="prunekit-quantize-") as scratch, contextlib.ExitStack() as stack:
+        # NOTE: written in a hidden folder, moved into out_dir at the end: a stopped run leaves nothing
+        out = stack.enter_context(staged_output(Path(out_dir))) if out_dir is not None else Path(scratch)
         if backend == "torch":
             record, profiles = _torch_compared(net, dense, splits, task=scorer, dynamic=dynamic,
                                                calibration_batches=calibration_batches, compile=compile,
@@ -353,6 +357,7 @@ def quantize(model: Model, data: Data, *, weights: str | None = None, data_dir: 
                                 dense=net if spec is None else None)
             if backend == "onnxruntime":
                 files.update(onnx=str(out / INT8_FILE), fp32_onnx=str(out / FP32_FILE))
+            files = {key: str(Path(out_dir) / Path(path).relative_to(out)) for key, path in files.items()}
     results = {"command": "quantize", "model": name_of(model), "data": splits.name, "task": scorer.name,
                "weights": weights, "backend": backend, "quantize": record,
                "profiles": [p.to_dict() for p in profiles], "table": table(profiles, backend), "files": files}

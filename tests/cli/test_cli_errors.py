@@ -77,3 +77,31 @@ def test_real_process_exit_code_and_no_traceback() -> None:
     assert proc.returncode == 2
     line = _single_line(proc.stderr)
     assert "lenet5" in line  # the did-you-mean suggestion
+
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["new folder", "folder with the user's files"])
+def test_an_interrupted_command_names_what_it_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str], earlier: bool) -> None:
+    """Ctrl-C after a command wrote part of its results: the message names them (not the files that
+    were there before) and the command that replaces them (a rerun without --overwrite is refused),
+    never "nothing was saved"."""
+    from prunekit.cli import prune
+
+    out = tmp_path / "p"
+    argv = ["prune", "--model", "simple_cnn", "--target-macs", "0.5", "--out", str(out)]
+    if earlier:
+        out.mkdir()
+        (out / "notes.txt").write_text("the user's own, there before")
+        argv.append("--overwrite")
+
+    def stopped(args: object) -> int:
+        (out / "baseline.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prune, "run", stopped)
+    assert main(argv) == 130
+    line = _single_line(capsys.readouterr().err)
+    assert "nothing was saved" not in line and "notes.txt" not in line
+    assert f"it left {out / 'baseline.safetensors'} (perhaps incomplete)" in line
+    assert line.endswith(f"prunekit prune --model simple_cnn --target-macs 0.5 --out {out} --overwrite")

@@ -97,6 +97,21 @@ def test_a_language_model_s_count_is_of_tokens(tmp_path: Path, capsys: pytest.Ca
     assert "samples" not in out
 
 
+def test_a_text_file_has_no_test_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--split test on a text file (train and val blocks only) is an error in one line, before any
+    work; without --split its val blocks are scored, and the output says so."""
+    (tmp_path / "own_lm.py").write_text(_OWN_LM)
+    (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog.\n" * 40)
+    args = ["eval", "--model", f"{tmp_path / 'own_lm.py'}:build", "--data", str(tmp_path / "corpus.txt"),
+            "--tokenizer", "bytes", "--block-size", "32"]
+    assert main([*args, "--split", "test"]) == 2
+    err = _lines(capsys.readouterr().err)
+    assert len(err) == 1 and "has no test split" in err[0] and "--split val" in err[0], err
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "has no test split, so its held-out val split was scored" in out and "[val]" in out, out
+
+
 def test_search_without_fine_tuning_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["search", "--model", "simple_cnn", "--strategy", "random", "--trials", "2", "--target-macs", "0.5",
                  "--baseline-epochs", "0", "--finetune-epochs", "0", "--val-samples", "64", "--bn-batches", "1",

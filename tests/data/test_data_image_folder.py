@@ -129,3 +129,15 @@ def test_folder_errors(tmp_path: Path) -> None:
         load_image_folder(tmp_path / "hollow")
     with pytest.raises(DataError, match="found a file"):
         load_image_folder(tmp_path / "flat" / "a.png")
+
+
+def test_one_class_folder_is_refused_naming_the_class(tmp_path: Path) -> None:
+    """One class subfolder is data no classifier learns from: the loader says so, not the loss."""
+    _png(tmp_path / "one" / "cat" / "0.png", 1)
+    _png(tmp_path / "one" / "cat" / "1.png", 2)
+    with pytest.raises(DataError, match=r"'.*one': expected at least 2 class subfolders .*found only 'cat'"):
+        load_image_folder(tmp_path / "one")
+    _png(tmp_path / "split" / "train" / "cat" / "0.png", 1)
+    _png(tmp_path / "split" / "test" / "cat" / "0.png", 1)
+    with pytest.raises(DataError, match="found only 'cat'"):
+        load_image_folder(tmp_path / "split")

@@ -111,6 +111,12 @@ BROKEN = {
     "torch max drop": ("model: simple_cnn\nstages:\n  - quantize: {backend: torch, dynamic: true, max_metric_drop: 0.01}\n",
                        r":3: stages\[0\]\.quantize: max_metric_drop .* ONNX Runtime backend only"),
     "misspelt model": ("model: simple_cn\nstages:\n  - evaluate: {}\n", r":1: model\.name: .*Did you mean 'simple_cnn'"),
+    "bare stage name": ("model: simple_cnn\nstages:\n  - train\n",
+                        r":3: stages\[0\]: stage 'train' is a bare name.*Write it as `- train: \{\}`"),
+    "misspelt top-level key": ("modle: simple_cnn\nstages:\n  - evaluate: {}\n",
+                               r":1: modle: unknown key; .*Did you mean 'model'\?"),
+    "model file missing": ("model: no_such_file.py:build\nstages:\n  - evaluate: {}\n",
+                           r":1: model\.name: '.*no_such_file\.py' does not exist"),
 }
 
 
