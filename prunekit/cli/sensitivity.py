@@ -78,7 +78,12 @@ def table(found: dict[str, Any]) -> str:
     groups = found["groups"]
     ratios = groups[0]["ratios"] if groups else []
     head = f"{'group':<34} {'size':>5} " + " ".join(f"{r:>6g}" for r in ratios)
-    rows = [f"{found['metric_name']} baseline {found['baseline']:.4f}", head]
+    settings = found.get("settings", {})
+    steps = settings.get("finetune_steps")
+    proxy = (f" (the proxy, as every row: BatchNorm statistics re-estimated on {settings['bn_batches']} batch(es)"
+             f"{f', then {steps} fine-tune step(s)' if steps else ''}; not the model's plain evaluation)"
+             if settings.get("bn_batches") else "")
+    rows = [f"{found['metric_name']} baseline {found['baseline']:.4f}{proxy}", head]
     rows += [f"{g['name'][:34]:<34} {g['size']:>5} " + " ".join(f"{m:>6.3f}" for m in g["metric"]) for g in groups]
     rows += [f"block {b['name']:<28} removed: {b['metric']:.3f}" for b in found.get("blocks", [])]
     rows += [f"rank {r['name'][:22]:<22} {r['method']:>6} " + " ".join(f"{m:>6.3f}" for m in r["metric"])

@@ -155,3 +155,6 @@ def test_table_heads_each_ratio_as_given() -> None:
              "groups": [{"name": "conv1.weight:0", "size": 16, "ratios": [0.25, 0.75], "metric": [0.8, 0.4]}]}
     head = table(found).splitlines()[1].split()
     assert head[2:] == ["0.25", "0.75"]
+    found["settings"] = {"bn_batches": 4, "finetune_steps": 0}
+    assert table(found).splitlines()[0] == ("accuracy baseline 0.9000 (the proxy, as every row: BatchNorm statistics "
+                                            "re-estimated on 4 batch(es); not the model's plain evaluation)")
