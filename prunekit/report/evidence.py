@@ -4,7 +4,8 @@
 scores and labelled test data, and returns JSON-ready parts:
 
 - ``widths``: per Conv/Linear layer, output channels before and after;
-- ``importance``: per group, the channel scores and the kept channels (the cut line lies between);
+- ``importance``: per group, the scores of its units and the kept units (the cut line lies between),
+  with what a unit is: a channel, a block of channels cut together (``channels_per_unit``), or a head;
 - ``classes``: the confusion matrix before and after (classification);
 - ``gallery``: the first convolution's filters and which were removed;
 - ``heads``: a layer x head importance map and the removed heads (attention);
@@ -26,8 +27,8 @@ from prunekit.measure import confusion_matrix
 from prunekit.report import attribution
 from prunekit.structured import Plan
 
-__all__ = ["ATTRIBUTION_IMAGES", "collect", "filter_gallery", "head_map", "importance", "removed_channels",
-           "widths"]
+__all__ = ["ATTRIBUTION_IMAGES", "channels_per_unit", "collect", "filter_gallery", "head_map", "importance",
+           "removed_channels", "widths"]
 
 ATTRIBUTION_IMAGES = 4  # NOTE: the first test images, the same every run, so reports compare.
 _VERSION = 1
@@ -53,13 +54,34 @@ def removed_channels(group: ChannelGroup, plan: Plan) -> list[int]:
     return [c for c in range(group.size) if c not in keep]
 
 
+def channels_per_unit(group: ChannelGroup) -> int:
+    """Channels one unit of ``group`` holds in its first producer weight (as :func:`filter_gallery` maps
+    them, by member indices): 1, or more where a unit is a block (a grouped conv's channel repeated in
+    every group, a head's rows); 1 for a group without a producer."""
+    producers = group.by_role("producer")
+    first = next((m for m in producers if m.tensor.endswith("weight")), producers[0] if producers else None)
+    if first is None:
+        return 1
+    one = torch.zeros(1, dtype=torch.long)
+    return sum(len(m.indices(one)) for m in producers if (m.tensor, m.axis) == (first.tensor, first.axis))
+
+
+def _is_heads(group: ChannelGroup) -> bool:
+    """Whether the group's units are attention heads: a producer slices a weight's rows in blocks."""
+    return any(m.inner > 1 and m.tensor.endswith("weight") for m in group.by_role("producer"))
+
+
 def importance(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], plan: Plan) -> list[dict[str, Any]]:
-    """Per pruned group: its channel scores and kept channels, the groups the plan cut first."""
+    """Per pruned group: its unit scores and kept units, the groups the plan cut first; ``unit`` says
+    whether a unit is a ``channel`` (``channels_per_unit`` of them, so counts are in channels) or a
+    ``head``."""
     rows = []
     for group in graph.groups:
         if group.id in scores and group.id in plan.keep:
             rows.append({"group": group.id, "scores": [float(s) for s in scores[group.id].flatten()],
-                         "kept": sorted(int(c) for c in plan.keep[group.id])})
+                         "kept": sorted(int(c) for c in plan.keep[group.id]),
+                         "unit": "head" if _is_heads(group) else "channel",
+                         "channels_per_unit": channels_per_unit(group)})
     return sorted(rows, key=lambda r: len(r["kept"]) / max(len(r["scores"]), 1))
 
 
@@ -89,12 +111,12 @@ def filter_gallery(model: nn.Module, graph: DependencyGraph, plan: Plan) -> dict
 
 
 def _head_groups(graph: DependencyGraph) -> list[tuple[str, ChannelGroup]]:
-    """Groups whose channels are attention heads: a producer slices a weight's rows in blocks."""
+    """Groups whose channels are attention heads (:func:`_is_heads`), with the module of their first
+    blocked producer."""
     found = []
     for group in graph.groups:
-        member = next((m for m in group.by_role("producer")
-                       if m.inner > 1 and m.tensor.endswith("weight")), None)
-        if member is not None:
+        if _is_heads(group):
+            member = next(m for m in group.by_role("producer") if m.inner > 1 and m.tensor.endswith("weight"))
             found.append((member.module, group))
     return found
 

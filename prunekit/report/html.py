@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.image import imsave
 
+from prunekit.measure import LatencyControl
 from prunekit.report.plots import Figure
 from prunekit.report.results import Row
 
@@ -42,20 +43,29 @@ def _number(value: float | None, unit: str) -> str:
     return f"{value:.4g}" if unit.startswith("ms") or abs(value) >= 1 else f"{value:.4f}"
 
 
-def _change(row: Row) -> str:
+def _change(row: Row, controls: Sequence[LatencyControl] = ()) -> str:
+    """The after/before cell: a latency row's only where the run's A/A control measured it, as its
+    verdict (the two profiles were timed apart; their medians' ratio mixes in the machine's drift)."""
     b, a = row.before, row.after
     if b is None or a is None:
         return "-"
     if row.label in ("accuracy", "top5"):
         return f"{100 * (a - b):+.2f} pp"
+    if row.latency is not None:
+        control = next((c for c in controls if (c.backend, c.batch_size) == row.latency), None)
+        if control is None or control.ratio <= 0:
+            return "-"
+        band = f"(A/A ±{100 * control.noise:.0f} %)"
+        return f"within noise {band}" if control.within_noise else f"{1 / control.ratio:.3f}x {band}"
     return f"{a / b:.3f}x" if b else "-"
 
 
-def table(rows: Sequence[Row], names: tuple[str, str]) -> str:
-    """The before/after table with an after/before column."""
+def table(rows: Sequence[Row], names: tuple[str, str], controls: Sequence[LatencyControl] = ()) -> str:
+    """The before/after table with an after/before column (latency: the A/A ``controls``' verdict)."""
     head = f"<tr><th></th><th>{html.escape(names[0])}</th><th>{html.escape(names[1])}</th><th>after/before</th></tr>"
     body = "".join(f"<tr><td>{html.escape(r.label)}{' (' + html.escape(r.unit) + ')' if r.unit else ''}</td>"
-                   f"<td>{_number(r.before, r.unit)}</td><td>{_number(r.after, r.unit)}</td><td>{_change(r)}</td></tr>"
+                   f"<td>{_number(r.before, r.unit)}</td><td>{_number(r.after, r.unit)}</td>"
+                   f"<td>{_change(r, controls)}</td></tr>"
                    for r in rows)
     return f"<table>{head}{body}</table>"
 
@@ -81,10 +91,10 @@ def filter_gallery(gallery: Mapping[str, Any]) -> Figure:
     count = len(gallery["filters"])
     key = f"{len(removed)} of {count} filters removed" + (f" ({', '.join(map(str, sorted(removed)))})" if removed
                                                            else "")
-    layer = html.escape(gallery["layer"])
+    layer = gallery["layer"]
     return Figure("gallery", "First-layer filters", f"Gallery of the {count} filters of {layer}; {key}.",
                   f"Filters of the first convolution ({layer}), each scaled to its own range; red, faded "
-                  f"and marked &#x2715;: removed. {key}.", f'<div class="tiles">{"".join(tiles)}</div>')
+                  f"and marked \u2715: removed. {key}.", f'<div class="tiles">{"".join(tiles)}</div>')
 
 
 def head_map(heads: Mapping[str, Any]) -> Figure:
@@ -112,13 +122,15 @@ def head_map(heads: Mapping[str, Any]) -> Figure:
     body = f'<table class="heads"><tr><th>layer</th>{top}</tr>{"".join(rows)}</table>'
     return Figure("heads", "Attention heads", f"Table of importance per layer and head; {key}.",
                   f"Importance of each attention head (dark: low, yellow: high); outlined red and marked "
-                  f"&#x2715;: removed. {key}.", body)
+                  f"\u2715: removed. {key}.", body)
 
 
 def _figure(figure: Figure) -> str:
+    """One figure's section; its title, alt text and caption are plain text (names from the run's files
+    in them, e.g. a layer called ``<img src=...>``, stay text)."""
     return (f'<section id="{figure.key}"><h2>{html.escape(figure.title)}</h2><figure role="group" '
-            f'aria-label="{html.escape(figure.alt)}">{figure.body}<figcaption>{figure.caption}</figcaption>'
-            f"</figure></section>")
+            f'aria-label="{html.escape(figure.alt)}">{figure.body}<figcaption>{html.escape(figure.caption)}'
+            f"</figcaption></figure></section>")
 
 
 def page(title: str, summary: str, overview: str, figures: Sequence[Figure], notes: Sequence[str]) -> str:

@@ -3,7 +3,6 @@ exactly, so a diff or a script can check them), and each figure's caption."""
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Sequence
 
@@ -18,8 +17,10 @@ def _raw(value: float | None) -> str:
     return "-" if value is None else repr(value)
 
 
-def _plain(caption: str) -> str:
-    return html.unescape(re.sub(r"<[^>]+>", "", caption))
+def _text(text: str) -> str:
+    """Plain text (a caption, a note) as Markdown shows it: ``<`` and an entity's ``&`` backslash-escaped,
+    so a name like ``<img src=...>`` reads as written instead of becoming HTML in a Markdown viewer."""
+    return re.sub(r"(<|&(?=#?\w+;))", r"\\\1", text)
 
 
 def summary(title: str, line: str, rows: Sequence[Row], names: tuple[str, str], figures: Sequence[Figure],
@@ -31,7 +32,7 @@ def summary(title: str, line: str, rows: Sequence[Row], names: tuple[str, str], 
         out += [f"| {r.label}{f' ({r.unit})' if r.unit else ''} | {_raw(r.before)} | {_raw(r.after)} |" for r in rows]
         out.append("")
     if figures:
-        out += [f"Figures (in {html_name}):", ""] + [f"- **{f.title}**: {_plain(f.caption)}" for f in figures] + [""]
+        out += [f"Figures (in {html_name}):", ""] + [f"- **{f.title}**: {_text(f.caption)}" for f in figures] + [""]
     if notes:
-        out += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+        out += ["Notes:", ""] + [f"- {_text(n)}" for n in notes] + [""]
     return "\n".join(out)

@@ -1,6 +1,7 @@
 """The report's figures, drawn with matplotlib's Agg canvas (no pyplot, no global state) into inline
 PNG data URIs. Each function returns a :class:`Figure` (title, alt text, a caption with the key
-number, and its HTML), or None when the run lacks the data.
+number, and its HTML), or None when the run lacks the data. Titles, alt texts and captions are plain
+text (layer and metric names from the run's files go in as they are): the page escapes them.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ _DPI = 80
 
 @dataclass(frozen=True)
 class Figure:
-    """One figure of the page: its ``body`` is HTML (an ``<img>`` or a small table)."""
+    """One figure of the page: its ``body`` is HTML (an ``<img>`` or a small table); ``title``, ``alt``
+    and ``caption`` are plain text, escaped where the page writes them."""
 
     key: str
     title: str
@@ -70,7 +72,8 @@ def _ms(x: float) -> str:
 def latency_boxes(before: Profile | None, after: Profile | None,
                   controls: Sequence[LatencyControl] = ()) -> Figure | None:
     """Box plots of every latency measurement, before and after, per backend and batch size; the
-    caption's change is the A/A control's verdict when ``controls`` has one (as the CLI prints it)."""
+    caption's change is the A/A control's verdict when ``controls`` has one (as the CLI prints it), and
+    without one no change is claimed (the profiles were timed apart, so their ratio mixes in the drift)."""
     pairs = [(label, s) for label, p in (("before", before), ("after", after)) if p is not None for s in p.latency]
     if not pairs:
         return None
@@ -97,8 +100,7 @@ def latency_boxes(before: Profile | None, after: Profile | None,
     a = after.latency_for(*first) if after else None
     control = next((c for c in controls if (c.backend, c.batch_size) == first), None)
     if a and b and a.median_ms > 0 and b.median_ms > 0:
-        ratio = b.median_ms / a.median_ms
-        change = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+        change = "not measured against noise: the run timed no A/A control, so no speed-up is claimed"
         if control is not None:  # NOTE: the profiles were timed apart; the control's rounds were interleaved
             change = f"against an A/A control: {control.describe()}"
             if control.noisy:
@@ -156,29 +158,78 @@ def sparsity(rows: Sequence[Mapping[str, Any]]) -> Figure | None:
                   _wide(len(rows)))
 
 
+def _rank_bars(row: Mapping[str, Any]) -> list[tuple[str, int, float | None, bool]]:
+    """(label, rank, the rank it is measured against, whether that is a break-even rank) for each rank
+    of one decomposition record: SVD's against the matrix rank min(out, in x kh x kw), Tucker-2's input
+    and output ranks against the input and output channels, CP's against its break-even rank, where its
+    MACs equal the layer's (CP's MACs grow linearly with its rank); None where the kind gives no bound."""
+    name, kind = row["name"], row.get("kind")
+    shape, ranks = list(row.get("shape") or ()), list(row.get("ranks") or ())
+    if not ranks:
+        return []
+    if kind == "tucker2" and len(shape) >= 2 and len(ranks) == 2:
+        return [(f"{name} in", ranks[0], shape[1], False), (f"{name} out", ranks[1], shape[0], False)]
+    if kind == "cp":
+        before, after = row.get("macs_before"), row.get("macs_after")
+        return [(f"{name} (CP)", ranks[0], before * ranks[0] / after if before and after else None, True)]
+    if kind in ("svd", "asvd") and shape:
+        return [(name, ranks[0], min(shape[0], math.prod(shape[1:])) if len(shape) >= 2 else shape[0], False)]
+    return [(name, max(ranks), None, False)]
+
+
 def ranks(rows: Sequence[Mapping[str, Any]]) -> Figure | None:
-    """Bars of each factorised layer's rank against its full rank (the smaller weight side)."""
+    """Bars of each factorised layer's ranks against their full rank (CP: its break-even rank)."""
     if not rows:
         return None
-    full = [min(r["shape"][:2]) if len(r["shape"]) >= 2 else r["shape"][0] for r in rows]
-    kept = [max(r["ranks"]) if r["ranks"] else 0 for r in rows]
-    key = f"{len(rows)} layers factorised, rank kept {sum(kept) / max(sum(full), 1):.0%} of full on average"
+    bars = [bar for r in rows for bar in _rank_bars(r)]
+    parts = [f"{_count(len(rows), 'layer')} factorised"]
+    for even, words in ((False, "rank kept {:.0%} of full on average"),
+                        (True, "CP rank {:.0%} of the break-even rank on average")):
+        pairs = [(kept, bound) for _, kept, bound, e in bars if bound and e == even]
+        if pairs:
+            parts.append(words.format(sum(k for k, _ in pairs) / sum(b for _, b in pairs)))
+    key = "; ".join(parts)
     return _image("ranks", "Per-layer ranks", f"Bar chart of each factorised layer's rank and full rank; {key}.",
-                  f"Rank of each factorised layer (blue) against its full rank (grey). {key}.",
-                  lambda fig: _bars(fig, [r["name"] for r in rows],
-                                    [("full rank", full, BEFORE), ("rank", kept, AFTER)], "rank"),
-                  _wide(len(rows)))
+                  f"Rank of each factorised layer (blue) against its full rank (grey): SVD min(out, in x kh x kw), "
+                  f"Tucker-2 its input and output ranks against the input and output channels, CP the break-even "
+                  f"rank (the rank at which it costs the layer's MACs). {key}.",
+                  lambda fig: _bars(fig, [label for label, *_ in bars],
+                                    [("full rank", [b or 0.0 for _, _, b, _ in bars], BEFORE),
+                                     ("rank", [k for _, k, _, _ in bars], AFTER)], "rank"),
+                  _wide(len(bars)))
+
+
+def _units(row: Mapping[str, Any]) -> tuple[str, int]:
+    """What one importance row's scores count, and the channels in each: ("channel", channels per unit),
+    ("head", 1), or ("unit", 1) for evidence saved before rows said (a unit may then be a block)."""
+    if row.get("unit") == "head":
+        return "head", 1
+    if "channels_per_unit" in row:
+        return "channel", int(row["channels_per_unit"])
+    return "unit", 1
 
 
 def importance(rows: Sequence[Mapping[str, Any]], limit: int = 12) -> Figure | None:
-    """Per group, the channel scores sorted, kept and removed in two colours, with the cut line."""
+    """Per group, the unit scores sorted, kept and removed in two colours, with the cut line; counts are
+    in channels (a unit that cuts a block of channels counts each) or in heads."""
     if not rows:
         return None
     shown = list(rows[:limit])
-    removed = sum(len(r["scores"]) - len(r["kept"]) for r in rows)
-    total = sum(len(r["scores"]) for r in rows)
+    removed: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for row in rows:
+        noun, size = _units(row)
+        removed[noun] = removed.get(noun, 0) + size * (len(row["scores"]) - len(row["kept"]))
+        total[noun] = total.get(noun, 0) + size * len(row["scores"])
     cols = min(4, len(shown))
     lines = math.ceil(len(shown) / cols)
+
+    def title(row: Mapping[str, Any]) -> str:
+        noun, size = _units(row)
+        cut, count = len(row["scores"]) - len(row["kept"]), len(row["scores"])
+        if size == 1:
+            return f"{row['group']} ({cut}/{count} {noun}s cut)"
+        return f"{row['group']} ({size * cut}/{size * count} channels cut, blocks of {size})"
 
     def draw(fig: MplFigure) -> None:
         axes = fig.subplots(lines, cols, squeeze=False).flatten()
@@ -190,17 +241,19 @@ def importance(rows: Sequence[Mapping[str, Any]], limit: int = 12) -> Figure | N
             cut = [row["scores"][c] for c in order if c not in kept]
             if cut:
                 ax.axhline(max(cut), color="black", linestyle="--", linewidth=1)
-            ax.set_title(f"{row['group']} ({len(order) - len(kept)}/{len(order)} cut)", fontsize=7)
+            ax.set_title(title(row), fontsize=7)
             ax.tick_params(labelsize=6)
         for ax in axes[len(shown):]:
             ax.set_visible(False)
 
-    key = f"{removed} of {total} channels removed across {len(rows)} groups"
+    counts = " and ".join(f"{removed[n]} of {total[n]} {n}s" for n in ("channel", "head", "unit") if n in total)
+    key = f"{counts} removed across {_count(len(rows), 'group')}"
     more = f" (the {limit} most cut groups shown)" if len(rows) > limit else ""
-    return _image("importance", "Importance scores", f"Sorted channel importance per group, kept in blue, "
+    return _image("importance", "Importance scores", f"Sorted importance per group, kept in blue, "
                   f"removed in red, dashed cut line; {key}.",
-                  f"Importance of every channel of each group, sorted; red channels were removed and the "
-                  f"dashed line is the highest removed score{more}. {key}.", draw, (2.6 * cols, 2.0 * lines + 0.4))
+                  f"Importance of every unit of each group (a channel, a block of channels cut together, or a "
+                  f"head), sorted; red units were removed and the dashed line is the highest removed "
+                  f"score{more}. {key}.", draw, (2.6 * cols, 2.0 * lines + 0.4))
 
 
 def curves(histories: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> Figure | None:

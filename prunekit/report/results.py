@@ -38,7 +38,7 @@ from prunekit.io import load_json
 from prunekit.measure import LatencyControl, Profile
 
 __all__ = ["EVIDENCE_FILE", "HTML_FILE", "MARKDOWN_FILE", "PARETO_FILE", "RESULTS_FILE", "SENSITIVITY_FILE",
-           "Row", "Run", "load_run", "pareto_front", "summary_rows"]
+           "Row", "Run", "load_run", "pareto_front", "sparse_rows", "summary_rows"]
 
 RESULTS_FILE = "results.json"
 EVIDENCE_FILE = "evidence.json"
@@ -56,6 +56,7 @@ class Row:
     before: float | None
     after: float | None
     unit: str = ""
+    latency: tuple[str, int] | None = None  # NOTE: (backend, batch size) of a latency row, to find its A/A control
 
 
 @dataclass(frozen=True)
@@ -140,13 +141,25 @@ def summary_rows(before: Profile | None, after: Profile | None) -> list[Row]:
         def median(p: Profile, b: str = backend, n: int = batch) -> float | None:
             stats = p.latency_for(b, n)
             return None if stats is None else stats.median_ms
-        rows.append(Row(f"latency {backend} batch {batch}", *pair(median), "ms (median)"))
+        rows.append(Row(f"latency {backend} batch {batch}", *pair(median), "ms (median)", (backend, batch)))
     if any(p.accuracy is not None for p in profiles):
         rows.append(Row("accuracy", *pair(lambda p: p.accuracy)))
     if any(p.loss is not None for p in profiles):
         rows.append(Row("loss", *pair(lambda p: p.loss)))
     for metric in dict.fromkeys(k for p in profiles for k in p.metrics):
         rows.append(Row(metric, *pair(lambda p, m=metric: p.metrics.get(m))))
+    return rows
+
+
+def sparse_rows(results: Mapping[str, Any]) -> list[Row]:
+    """A sparsify run's rows the profiles do not hold: its non-zero parameters and its file in the sparse
+    format against the dense one (a profile's size is the dense file's, the same before and after)."""
+    rows = []
+    nonzero, sizes = results.get("nonzero_params"), results.get("sizes")
+    if isinstance(nonzero, Mapping):
+        rows.append(Row("non-zero params", nonzero.get("before"), nonzero.get("after")))
+    if isinstance(sizes, Mapping) and sizes.get("sparse") is not None:
+        rows.append(Row("size on disk", sizes.get("dense"), sizes.get("sparse"), "bytes, after in sparse format"))
     return rows
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html as html_text
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from prunekit.io import atomic_path
 from prunekit.measure import LatencyControl
 from prunekit.report import html, markdown, plots
 from prunekit.report.plots import Figure
-from prunekit.report.results import HTML_FILE, MARKDOWN_FILE, Run, load_run, summary_rows
+from prunekit.report.results import HTML_FILE, MARKDOWN_FILE, Row, Run, load_run, sparse_rows, summary_rows
 
 __all__ = ["figures", "write_report"]
 
@@ -101,18 +102,57 @@ def _latency_notes(controls: Sequence[LatencyControl]) -> list[str]:
             f"are unreliable, re-measure on an idle machine"]
 
 
+_BUSY = "machine busy when latency was measured"
+
+
+def _one_busy_note(notes: Sequence[str]) -> list[str]:
+    """``notes`` once each, the profiles' "machine busy" load notes (one per profile timed) as one: the
+    highest load's, where the first stood."""
+    busy = [n for n in notes if n.startswith(_BUSY)]
+    if len(busy) < 2:
+        return list(notes)
+
+    def load(note: str) -> float:
+        found = re.search(r"load average ([\d.]+)", note)
+        return float(found.group(1)) if found else 0.0
+
+    worst = max(busy, key=load)
+    first = notes.index(busy[0])
+    return [worst if i == first else n for i, n in enumerate(notes) if i == first or not n.startswith(_BUSY)]
+
+
+def _sparse_notes(results: Mapping[str, Any]) -> list[str]:
+    """What a sparsify run says about its latency and its stored file."""
+    notes = [str(results["latency_note"])] if results.get("latency_note") else []
+    if results.get("stored_dense") and results.get("sizes"):
+        notes.append("the model folder is stored dense (a Hugging Face save_pretrained folder); the sparse-format "
+                     "size is what storing it sparse would take")
+    return notes
+
+
+def _rows(run: Run) -> list[Row]:
+    """The before/after table: the profiles' rows (top5 left out for 5 classes or fewer, where it is
+    always 1) and a sparsify run's non-zero parameters and sparse file size."""
+    rows = summary_rows(*run.profiles()) + sparse_rows(run.results)
+    classes = (run.evidence.get("classes") or {}).get("before")
+    if classes and len(classes) <= 5:
+        rows = [r for r in rows if r.label != "top5"]
+    return rows
+
+
 def write_report(run_dir: str | os.PathLike[str]) -> Path:
     """Write ``report.html`` (self-contained) and ``report.md`` into the run folder ``run_dir``;
     returns the HTML file. Reads only the folder's JSON files; fails in one line without results.json."""
     run = load_run(run_dir)
     before, after = run.profiles()
-    rows = summary_rows(before, after)
+    rows = _rows(run)
     names = (before.name if before else "before", after.name if after else "after")
     drawn = figures(run)
-    notes = list(dict.fromkeys([*(before.notes if before else ()), *(after.notes if after else ()),
-                                *run.evidence.get("notes", ()), *_latency_notes(run.latency_controls())]))
+    notes = _one_busy_note(list(dict.fromkeys([
+        *(before.notes if before else ()), *(after.notes if after else ()), *run.evidence.get("notes", ()),
+        *_latency_notes(run.latency_controls()), *_sparse_notes(run.results)])))
     title, line = _title(run), _summary_line(run)
-    overview = html.table(rows, names) if rows else ""
+    overview = html.table(rows, names, run.latency_controls()) if rows else ""
     if run.command == "partition" and run.results.get("stages"):
         overview += _stages_table(run.results["stages"])
     if isinstance(run.results.get("metric_budget"), Mapping):

@@ -30,5 +30,9 @@ def test_each_command_writes_its_report(tmp_path: Path, capsys: pytest.CaptureFi
     assert (out / "report.md").read_text().startswith(f"# prunekit {argv[0]}: ")
     if argv[0] == "sparsify":
         assert '<section id="widths">' not in page  # NOTE: sparsity keeps every width; no empty chart.
+        # NOTE: sparsify times no A/A control: no speed-up claimed; its sparse file and non-zeros shown.
+        summary = (out / "report.md").read_text()
+        assert "not measured against noise" in summary and "x faster" not in summary and "x slower" not in summary
+        assert "| non-zero params |" in summary and "| size on disk (bytes, after in sparse format) |" in summary
     if argv[0] == "partition":
         assert "<h2>Stages</h2>" in page
