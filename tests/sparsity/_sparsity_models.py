@@ -25,6 +25,19 @@ class ConvMLP(nn.Module):
         return self.fc2(torch.relu(self.fc1(x.flatten(1))))
 
 
+class HeadFirst(nn.Module):
+    """The classifier ``head`` is declared first; ``fc`` (declared last) feeds it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(16, 4)
+        self.conv = nn.Conv2d(2, 8, 2)
+        self.fc = nn.Linear(32, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.fc(torch.relu(self.conv(x)).flatten(1))))
+
+
 def conv_mlp(seed: int = 0) -> ConvMLP:
     """A ConvMLP with weights fixed by ``seed``, leaving the global RNG alone."""
     with torch.random.fork_rng(devices=[]):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from _sparsity_models import batch, conv_mlp
+from _sparsity_models import HeadFirst, batch, conv_mlp
 from torch import nn
 
 from prunekit.errors import ConfigError, NotFittedError, UnknownNameError
@@ -179,21 +179,8 @@ def test_bad_arguments_are_refused_before_the_model_changes(kwargs: dict, error:
     assert Sparsifier(**kwargs).get_params()["sparsity"] == kwargs.get("sparsity", 0.5)
 
 
-class _HeadFirst(nn.Module):
-    """The classifier ``head`` is declared first; ``fc`` (declared last) feeds it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.head = nn.Linear(16, 4)
-        self.conv = nn.Conv2d(2, 8, 2)
-        self.fc = nn.Linear(32, 16)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.fc(torch.relu(self.conv(x)).flatten(1))))
-
-
 def test_the_classifier_left_dense_is_the_layer_the_forward_ends_with() -> None:
-    model, (x, _) = _HeadFirst(), batch()
+    model, (x, _) = HeadFirst(), batch()
     assert select_targets(model, example_inputs=x) == ["conv.weight", "fc.weight"]
     assert select_targets(model, example_inputs=(x,)) == ["conv.weight", "fc.weight"]
     assert select_targets(model) == ["head.weight", "conv.weight"]  # no forward: the last declared
@@ -202,8 +189,8 @@ def test_the_classifier_left_dense_is_the_layer_the_forward_ends_with() -> None:
     assert model.training and sparsifier.targets_ == ["conv.weight", "fc.weight"]
     assert float((model.head.weight == 0).float().mean()) == 0.0
     assert float((model.fc.weight == 0).float().mean()) == 0.75
-    with pytest.raises(ConfigError, match="Sparsifier: _HeadFirst failed on example_inputs \\(RuntimeError: "):
-        select_targets(_HeadFirst(), example_inputs=torch.randn(2, 5))
+    with pytest.raises(ConfigError, match="Sparsifier: HeadFirst failed on example_inputs \\(RuntimeError: "):
+        select_targets(HeadFirst(), example_inputs=torch.randn(2, 5))
 
 
 class _Recurrent(nn.Module):

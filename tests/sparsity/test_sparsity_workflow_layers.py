@@ -5,25 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _sparsity_models import splits
+from _sparsity_models import HeadFirst, splits
 from torch import nn
 from torch.nn.utils import parametrizations
 
 from prunekit.recover import TrainConfig
 from prunekit.workflows.sparsify import sparsify_model
-
-
-class _HeadFirst(nn.Module):
-    """The classifier ``head`` is declared first; ``fc`` (declared last) feeds it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.head = nn.Linear(16, 4)
-        self.conv = nn.Conv2d(2, 8, 2)
-        self.fc = nn.Linear(32, 16)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.fc(torch.relu(self.conv(x)).flatten(1))))
 
 
 class _WeightNormMLP(nn.Module):
@@ -45,7 +32,7 @@ def _zeros(weight: torch.Tensor) -> float:
 
 def test_sparsify_leaves_the_classifier_dense_when_it_is_declared_first() -> None:
     torch.manual_seed(0)
-    net = _HeadFirst()
+    net = HeadFirst()
     head = net.head.weight.detach().clone()
     net, rows, info = sparsify_model(net, splits(n_train=32, n_eval=16), sparsity=0.8)
     assert [r.name for r in rows] == ["conv.weight", "fc.weight"]
