@@ -16,13 +16,14 @@ channel ``j`` removes those indices from every member at once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 
-__all__ = ["Member", "ChannelGroup", "Role", "owner", "submodule", "tensor_of"]
+__all__ = ["Member", "ChannelGroup", "Role", "channels_removed", "owner", "submodule", "tensor_of"]
 
 Role = Literal["producer", "consumer", "passive"]
 
@@ -105,6 +106,28 @@ class ChannelGroup:
     def modules(self) -> tuple[str, ...]:
         """Names of the modules touched by this group, in first-seen order."""
         return tuple(dict.fromkeys(m.module for m in self.members))
+
+    @property
+    def channels_per_unit(self) -> int:
+        """Channels one unit of the group holds in its first producer weight (by member indices): 1,
+        or more where a unit is a block (a grouped conv's channel repeated in every group, a head's
+        rows); 1 for a group without a producer. Counts of units times this are counts of channels."""
+        producers = self.by_role("producer")
+        first = next((m for m in producers if m.tensor.endswith("weight")), producers[0] if producers else None)
+        if first is None:
+            return 1
+        one = torch.zeros(1, dtype=torch.long)
+        return sum(len(m.indices(one)) for m in producers if (m.tensor, m.axis) == (first.tensor, first.axis))
+
+
+def channels_removed(groups: Iterable[ChannelGroup], keep: Mapping[str, tuple[int, ...]],
+                     sizes: Mapping[str, int]) -> float:
+    """A plan's ``keep`` and ``sizes`` (in units) as the fraction of the listed channels cut, counted
+    in channels (``Plan.ratio`` counts units): a head or a block of a grouped conv weighs its channels."""
+    per_unit = {g.id: g.channels_per_unit for g in groups}
+    total = sum(n * per_unit.get(g, 1) for g, n in sizes.items())
+    kept = sum(len(k) * per_unit.get(g, 1) for g, k in keep.items())
+    return 0.0 if total == 0 else 1 - kept / total
 
 
 def joined(a: ChannelGroup, b: ChannelGroup, why: str) -> ChannelGroup:

@@ -27,7 +27,7 @@ from prunekit.measure import confusion_matrix
 from prunekit.report import attribution
 from prunekit.structured import Plan
 
-__all__ = ["ATTRIBUTION_IMAGES", "channels_per_unit", "collect", "filter_gallery", "head_map", "importance",
+__all__ = ["ATTRIBUTION_IMAGES", "collect", "filter_gallery", "head_map", "importance",
            "removed_channels", "widths"]
 
 ATTRIBUTION_IMAGES = 4  # NOTE: the first test images, the same every run, so reports compare.
@@ -54,18 +54,6 @@ def removed_channels(group: ChannelGroup, plan: Plan) -> list[int]:
     return [c for c in range(group.size) if c not in keep]
 
 
-def channels_per_unit(group: ChannelGroup) -> int:
-    """Channels one unit of ``group`` holds in its first producer weight (as :func:`filter_gallery` maps
-    them, by member indices): 1, or more where a unit is a block (a grouped conv's channel repeated in
-    every group, a head's rows); 1 for a group without a producer."""
-    producers = group.by_role("producer")
-    first = next((m for m in producers if m.tensor.endswith("weight")), producers[0] if producers else None)
-    if first is None:
-        return 1
-    one = torch.zeros(1, dtype=torch.long)
-    return sum(len(m.indices(one)) for m in producers if (m.tensor, m.axis) == (first.tensor, first.axis))
-
-
 def _is_heads(group: ChannelGroup) -> bool:
     """Whether the group's units are attention heads: a producer slices a weight's rows in blocks."""
     return any(m.inner > 1 and m.tensor.endswith("weight") for m in group.by_role("producer"))
@@ -81,7 +69,7 @@ def importance(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], plan:
             rows.append({"group": group.id, "scores": [float(s) for s in scores[group.id].flatten()],
                          "kept": sorted(int(c) for c in plan.keep[group.id]),
                          "unit": "head" if _is_heads(group) else "channel",
-                         "channels_per_unit": channels_per_unit(group)})
+                         "channels_per_unit": group.channels_per_unit})
     return sorted(rows, key=lambda r: len(r["kept"]) / max(len(r["scores"]), 1))
 
 

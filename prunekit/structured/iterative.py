@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from prunekit.graph.dependency import DependencyGraph
+from prunekit.graph.groups import channels_removed
 from prunekit.measure import count_macs, count_params
 from prunekit.structured.plan import Plan
 from prunekit.structured.target import Target, in_params, measure
@@ -132,5 +133,6 @@ def plan_iteratively(model: nn.Module, example_inputs: Any, pruner: Any, graph: 
 
         raise PrunekitError(f"Iterative pruning renamed channel groups {unknown[:3]}; the steps cannot "
                             f"be composed into one plan. Use steps=1, or prune_iteratively directly.")
-    achieved = {**records[-1]["achieved"], "channels_removed": plan.ratio, "steps": len(records)}
+    achieved = {**records[-1]["achieved"], "channels_removed": channels_removed(graph.groups, plan.keep, plan.sizes),
+                "steps": len(records)}
     return plan, achieved

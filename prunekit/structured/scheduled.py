@@ -34,7 +34,7 @@ from torch import nn
 
 from prunekit.errors import ConfigError, NotFittedError
 from prunekit.graph.dependency import DependencyGraph
-from prunekit.graph.groups import tensor_of
+from prunekit.graph.groups import channels_removed, tensor_of
 from prunekit.importance.score import score
 from prunekit.config import parse_config
 from prunekit.structured.allocate import allocate
@@ -117,7 +117,8 @@ class ScheduledPruner:
         self._zero = self._masks(self.plan_)
         self.step()
         self.history_.append({"epoch": epoch, "ratio": entry.ratio, "importance": entry.importance,
-                              "channels_removed": self.plan_.ratio})
+                              "channels_removed": channels_removed(self.graph_.groups, self.plan_.keep,
+                                                                   self.plan_.sizes)})
         return self.plan_
 
     def _masks(self, plan: Plan) -> list[tuple[torch.Tensor, int, torch.Tensor]]:

@@ -53,6 +53,7 @@ from torch import nn
 from prunekit._options import OneLineErrors
 from prunekit.errors import ConfigError
 from prunekit.graph.dependency import DependencyGraph
+from prunekit.graph.groups import channels_removed
 from prunekit.graph.fastmeta import fast_result
 from prunekit.measure import count_macs, count_params, measure_latency
 from prunekit.measure.latency import interleaved
@@ -504,8 +505,8 @@ def _search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch
                             {**kwargs, "costs": costs})
     plan = Plan(keep=plan.keep, sizes=plan.sizes,
                 meta={**plan.meta, "target": target.to_dict(), "filled_channels": added})
-    achieved = {"ratio": ratio, "channels_removed": plan.ratio, "filled_channels": added,
-                **(meter(plan) if meter is not None else {})}
+    achieved = {"ratio": ratio, "channels_removed": channels_removed(graph.groups, plan.keep, plan.sizes),
+                "filled_channels": added, **(meter(plan) if meter is not None else {})}
     return plan, achieved
 
 
@@ -600,7 +601,8 @@ def _rounded_near(model: nn.Module, graph: DependencyGraph, scores: Mapping[str,
     if meter(plan)[kind] < floor:
         plan = _topped_up(plan, graph, scores, kept, (floor, target.value), kwargs, costs[kind], movable)
     added = sum(len(k) for k in plan.keep.values()) - rounded
-    achieved = {"ratio": ratio, "channels_removed": plan.ratio, "filled_channels": added, **meter(plan)}
+    achieved = {"ratio": ratio, "channels_removed": channels_removed(graph.groups, plan.keep, plan.sizes),
+                "filled_channels": added, **meter(plan)}
     if achieved[kind] < floor or achieved[kind] > target.value:
         return None
     return plan, achieved

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from prunekit.graph import DependencyGraph
+from prunekit.graph.groups import channels_removed
 from prunekit.recover import TrainConfig
 from prunekit.structured import (
     Plan,
@@ -81,7 +82,8 @@ def prune_model(net: nn.Module, splits: Any, pruner: StructuredPruner, *, finetu
                                         **params, batches=batches, finetune=between)
     plan = compose([Plan.from_dict(r["plan"]) for r in records])
     steps = [{k: r[k] for k in ("step", "goal", "achieved")} for r in records]
-    return pruned, plan, {**records[-1]["achieved"], "channels_removed": plan.ratio}, steps
+    removed = channels_removed(DependencyGraph.trace(net, example).groups, plan.keep, plan.sizes)
+    return pruned, plan, {**records[-1]["achieved"], "channels_removed": removed}, steps
 
 
 def check_fits(importance: Any, splits: Any, task: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from prunekit import models
 from prunekit.errors import ConfigError
@@ -11,7 +12,7 @@ from prunekit.graph import DependencyGraph
 from prunekit.importance import score
 from prunekit.measure import count_macs, count_params
 from prunekit.recover import parse_config
-from prunekit.structured import Target, apply, search
+from prunekit.structured import StructuredPruner, Target, apply, search
 from prunekit.structured.allocate import fill_candidates, grow
 
 
@@ -155,3 +156,30 @@ def test_fill_leaves_per_layer_overrides_and_ignored_modules_alone() -> None:
     assert len(plan.keep[producer["layer1.0.conv1"]]) == 16 - 3
     assert producer["layer2.0.conv1"] not in plan.keep
     assert achieved["macs"] <= 0.4
+
+
+class _GroupedCnn(nn.Module):
+    """conv2 has 4 groups, so conv1's and conv2's channel j are cut with j + 2, j + 4, j + 6 (units
+    of 4 channels); conv3's are cut one by one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, groups=4)
+        self.conv3 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv3(torch.relu(self.conv2(torch.relu(self.conv1(x))))).mean((2, 3)))
+
+
+def test_channels_removed_counts_channels_not_units() -> None:
+    torch.manual_seed(0)
+    model, x = _GroupedCnn().eval(), torch.randn(1, 3, 8, 8)
+    units = {g.id: (g.size, g.channels_per_unit) for g in DependencyGraph.trace(model, x).groups if g.prunable}
+    assert sorted(units.values()) == [(2, 4), (2, 4), (8, 1)]
+    pruner = StructuredPruner({"macs": 0.5}, round_to=1, scope="global")
+    pruned = pruner.fit_transform(model, x)
+    cut = sum(8 - getattr(pruned, name).out_channels for name in ("conv1", "conv2", "conv3"))
+    assert pruner.achieved_["channels_removed"] == pytest.approx(cut / 24)
+    assert pruner.plan_.ratio != pytest.approx(cut / 24)  # the plan's ratio counts units
