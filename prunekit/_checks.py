@@ -22,7 +22,7 @@ from torch.utils._pytree import tree_flatten
 
 from prunekit.errors import ConfigError
 
-__all__ = ["check_entry", "check_example_inputs", "check_model", "positional_inputs", "tensors_in"]
+__all__ = ["check_entry", "check_example_inputs", "check_model", "logits_in", "positional_inputs", "tensors_in"]
 
 
 def check_model(model: Any, where: str) -> None:
@@ -117,6 +117,18 @@ _NO_TENSORS = (type(None), bool, int, float, complex, str, bytes, bytearray, mem
                type(Ellipsis), enum.Enum, type, torch.dtype, torch.device, torch.layout, torch.memory_format,
                torch.Size, nn.Module, types.FunctionType, types.MethodType, types.BuiltinFunctionType,
                types.ModuleType, functools.partial)
+
+
+def logits_in(output: Any) -> torch.Tensor | None:
+    """The logits in a model's output: the tensor itself, ``.logits`` (Hugging Face), a mapping's
+    ``"logits"`` or a tuple's first element; None where none of them is a tensor (each caller says
+    what it needed)."""
+    found = output if isinstance(output, torch.Tensor) else getattr(output, "logits", None)
+    if found is None and isinstance(output, Mapping):
+        found = output.get("logits")
+    if found is None and isinstance(output, (tuple, list)) and output:
+        found = output[0]
+    return found if isinstance(found, torch.Tensor) else None
 
 
 def tensors_in(obj: Any, what: str) -> list[torch.Tensor]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from prunekit.cli import options
 from prunekit.cli.render import counted
@@ -37,25 +36,14 @@ def _metrics(metrics: dict[str, float], task: str | None) -> str:
     return "  ".join(parts) + count
 
 
-def _is_text_file(data: str) -> bool:
-    """``data`` is what ``prunekit.data.load`` reads as a text file (train and val blocks, no test)."""
-    from prunekit.data import DATASETS, TEXT_SUFFIXES
-
-    return data not in DATASETS and Path(data).suffix.lower() in TEXT_SUFFIXES and Path(data).is_file()
-
-
 def run(args: argparse.Namespace) -> int:
-    from prunekit.errors import ConfigError
     from prunekit.workflows.common import has_weights
     from prunekit.workflows.evaluate import evaluate
 
-    if args.split == "test" and _is_text_file(args.data):
-        raise ConfigError(f"eval: --split test: '{args.data}' is a text file, cut into train and val blocks only, "
-                          f"so it has no test split. Pass --split val (its held-out text), or leave --split out.")
     split = args.split or "test"
     results = evaluate(args.model, args.data, weights=args.weights, data_dir=args.data_dir, tokenizer=args.tokenizer,
                        block_size=args.block_size, image_size=args.image_size,
-                       split=split, batch_size=args.batch_size, max_batches=args.max_eval_batches,
+                       split=args.split, batch_size=args.batch_size, max_batches=args.max_eval_batches,
                        device=args.device, out_dir=args.out, task=args.task)
     if not has_weights(args.model, args.weights):  # NOTE: after evaluate, so only a model that loaded gets it
         print(f"note: '{args.model}' has random weights (no --weights, not a folder an earlier command "

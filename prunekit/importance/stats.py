@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from prunekit._checks import logits_in
 from prunekit.errors import ConfigError, did_you_mean
 from prunekit.graph.groups import ChannelGroup
 
@@ -165,12 +166,8 @@ def _split(batch: Any, model: nn.Module, device: torch.device) -> tuple[tuple[An
 def _logits(out: Any) -> torch.Tensor:
     """The logits in a model's output: the tensor, ``.logits`` (Hugging Face), a mapping's
     ``"logits"`` or a tuple's first element."""
-    found = out if isinstance(out, torch.Tensor) else getattr(out, "logits", None)
-    if found is None and isinstance(out, Mapping):
-        found = out.get("logits")
-    if found is None and isinstance(out, (tuple, list)) and out:
-        found = out[0]
-    if not isinstance(found, torch.Tensor):
+    found = logits_in(out)
+    if found is None:
         raise ConfigError(
             f"collect: the default loss needs logits, but the model returned {type(out).__name__} without a "
             f"tensor, .logits, ['logits'] or a first element to take them from. Pass loss_fn=(output, labels) -> loss."

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit._checks import logits_in
 from prunekit._modes import modes_of, restore_modes
 from prunekit.errors import ConfigError
 
@@ -67,13 +68,8 @@ def context_length(model: nn.Module) -> tuple[int, str] | None:
 
 
 def _check_classification(model: nn.Module, output: Any, batch: int | None) -> None:
-    # NOTE: where tasks.batches.logits_of finds them (a layer above): .logits, a mapping's "logits",
-    # a tuple's first element
-    logits = getattr(output, "logits", None)
-    if logits is None and isinstance(output, Mapping):
-        logits = output.get("logits")
-    if logits is None:
-        logits = output[0] if isinstance(output, (tuple, list)) and output else output
+    found = logits_in(output)  # NOTE: where tasks.Classification reads them
+    logits = output if found is None else found
     # NOTE: [batch, classes, ...] too: per-pixel (or per-position) classes, as tasks.Classification scores them
     if not (isinstance(logits, torch.Tensor) and logits.is_floating_point() and logits.dim() >= 2
             and (batch is None or logits.shape[0] == batch)):

@@ -25,7 +25,6 @@ import math
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -122,13 +121,13 @@ def _check_named(model: nn.Module, include: Sequence[Selector], ignore: Sequence
                           f"select the layers in it.")
 
 
-def _forward(model: nn.Module, example_inputs: Any) -> None:
+def _call(example_inputs: Any) -> Any:
+    """``example_inputs`` as a one-shot Call: a dict is keyword inputs, a tuple positional ones."""
+    from prunekit.sparsity.oneshot.calibrate import Call  # NOTE: oneshot imports this module
+
     if isinstance(example_inputs, Mapping):
-        model(**example_inputs)
-    elif isinstance(example_inputs, (tuple, list)):
-        model(*example_inputs)
-    else:
-        model(example_inputs)
+        return Call((), dict(example_inputs))
+    return Call(tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,), {})
 
 
 def _classifier(model: nn.Module, candidates: Sequence[tuple[str, nn.Module]], example_inputs: Any) -> str | None:
@@ -139,20 +138,19 @@ def _classifier(model: nn.Module, candidates: Sequence[tuple[str, nn.Module]], e
     if not candidates:
         return None
     if example_inputs is not None:
-        names, called = {m: n for n, m in candidates}, []
-        with ExitStack() as hooks, eval_mode(model), torch.no_grad():
-            for module in names:
-                hooks.enter_context(module.register_forward_hook(lambda m, args, out: called.append(names[m])))
+        from prunekit.sparsity.oneshot.calibrate import output_layer
+
+        with eval_mode(model):
             try:
-                _forward(model, example_inputs)
+                called = output_layer(model, {m: n for n, m in candidates}, _call(example_inputs))
             except Exception as error:  # NOTE: the model is the user's; any error means bad inputs
                 first = (str(error).splitlines() or [""])[0]
                 raise ConfigError(f"Sparsifier: {type(model).__name__} failed on example_inputs "
                                   f"({type(error).__name__}: {first}); pass inputs its forward takes (a Tensor, "
                                   f"a tuple of positional inputs or a dict of keyword inputs), or none to take "
                                   f"the last declared Linear/Conv as the classifier.") from error
-        if called:
-            return called[-1]
+        if called is not None:
+            return called
     return candidates[-1][0]
 
 

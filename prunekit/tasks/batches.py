@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit._checks import logits_in
 from prunekit.errors import DataError
 
 __all__ = [
@@ -126,14 +127,8 @@ def _unbindable(model: nn.Module, args: Sequence[Any], kwargs: Mapping[str, Any]
 def logits_of(output: Any, *, what: str = "logits") -> torch.Tensor:
     """The logits in a model's output: the tensor itself, ``.logits`` (Hugging Face), a mapping's
     ``"logits"`` or the first element of a tuple."""
-    if isinstance(output, torch.Tensor):
-        return output
-    found = getattr(output, "logits", None)
-    if found is None and isinstance(output, Mapping):
-        found = output.get("logits")
-    if found is None and isinstance(output, (tuple, list)) and output:
-        found = output[0]
-    if not isinstance(found, torch.Tensor):
+    found = logits_in(output)
+    if found is None:
         raise DataError(f"The model returned {type(output).__name__}; expected {what} as a tensor, "
                         f"an output with .logits, or a tuple whose first element is a tensor. Fix: "
                         f"return the {what} from forward, or use tasks.Custom with your own loss_fn.")

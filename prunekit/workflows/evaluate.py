@@ -20,24 +20,26 @@ SPLITS = ("train", "val", "test")
 def evaluate(model: str, data: str = "fashion_mnist", *, weights: str | None = None,
              data_dir: str | None = None, tokenizer: str | None = None, block_size: int | None = None,
              image_size: int | tuple[int, int] | None = None,
-             split: str = "test", batch_size: int = 512,
+             split: str | None = None, batch_size: int = 512,
              max_batches: int | None = None, device: str | torch.device | None = None,
              out_dir: str | os.PathLike[str] | None = None, task: str | None = None) -> dict[str, Any]:
     """``task``'s metrics (default: what the data fits) of ``model`` (with ``weights``) on one split
     of ``data``.
 
+    ``split``: train, val or test; None: test, or val for data without a test split (a text file
+    is cut into train and val blocks only); a split the data lacks when asked for is an error.
     ``max_batches`` evaluates only the first that many batches (of ``batch_size`` for image data; a
     quick look); ``device`` is where the batches run. With ``out_dir``: ``results.json``.
     """
-    if split not in SPLITS:
+    if split is not None and split not in SPLITS:
         raise ConfigError(f"eval: 'split' must be one of {', '.join(SPLITS)}; got '{split}'. "
                           f"Pass e.g. --split test.")
     target = check_device(device)
     net, splits = build(model, data, data_dir=data_dir, weights=weights, task=task, int8_ok=True,
                          tokenizer=tokenizer, block_size=block_size, image_size=image_size)
     scorer = with_teacher(task_of(splits, task), net, model)
-    if split == "test" and getattr(splits, "test", None) is None:
-        split = "val"  # NOTE: a text file is cut into train and val blocks only; val is its held-out text.
+    if split is None:
+        split = "test" if getattr(splits, "test", None) is not None else "val"
     dataset = getattr(splits, split)
     if dataset is None:
         raise ConfigError(f"eval: '{data}' has no {split} split; expected one of the splits it has. "

@@ -3,12 +3,9 @@ that ``prunekit.load`` reads, plus an ONNX file for deployment, and optionally a
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +13,12 @@ from torch import nn
 
 from prunekit.data import DataSplits
 from prunekit.errors import ConfigError
-from prunekit.io.files import fresh_name
 from prunekit.measure import count_macs, count_params, export_onnx
 from prunekit.measure.latency import measure_onnx_latencies
 from prunekit.quantize import evaluate_onnx, write_bundle
 from prunekit.quantize.bundle import check_folder
 from prunekit.measure.onnx_int8 import strip_metadata
+from prunekit.workflows.outputs import staged_output
 from prunekit.workflows.common import (
     Data,
     Measure,
@@ -38,7 +35,7 @@ from prunekit.workflows.common import (
 from prunekit.workflows.inputs import default_task, without_cache
 from prunekit.workflows.profile import load_with_example
 
-__all__ = ["export", "bundle_model", "staged_output"]
+__all__ = ["export", "bundle_model"]
 
 
 def export(model: Model, data: Data | None = None, *, out_dir: str | os.PathLike[str],
@@ -99,45 +96,6 @@ def export(model: Model, data: Data | None = None, *, out_dir: str | os.PathLike
             results["bundle"] = bundle_model(net, loaded, bundle, task=scorer, int8=int8, measure=measure)
             files["bundle"] = str(bundle)
     return finish(results, out)
-
-
-@contextlib.contextmanager
-def staged_output(out: Path) -> Iterator[Path]:
-    """A hidden folder in ``out`` to write a command's files into; when the body ends they replace
-    the entries of the same name in ``out`` (renames only), and when it fails or is interrupted
-    (Ctrl-C) they are removed, so that a stopped run leaves nothing half-written in ``out`` for the
-    next run to refuse. A killed run's folder is a temporary that the next write into ``out`` removes."""
-    created = [p for p in (out, *out.absolute().parents) if not p.exists()]
-    out.mkdir(parents=True, exist_ok=True)
-    stage = fresh_name(out / "output", "")
-    stage.mkdir()
-    replaced: list[Path] = []
-    try:
-        yield stage
-        for entry in sorted(stage.iterdir()):
-            target = out / entry.name
-            if target.exists() or target.is_symlink():  # NOTE: a folder cannot be renamed onto another
-                replaced.append(target.rename(fresh_name(target, ".old")))
-            entry.rename(target)
-    except BaseException:
-        _remove(stage)
-        for folder in created:  # NOTE: innermost first: the folders this call made, where left empty
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-        raise
-    finally:
-        for path in (stage, *replaced):
-            _remove(path)
-
-
-def _remove(path: Path) -> None:
-    """Remove the file or folder ``path`` (a link, not what it points to), if it is there."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 def _trained_size(model: Model, data: Data | None, loaded: Any) -> tuple[int, int] | None:

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from prunekit.errors import OutputError
-from prunekit.io.files import TEMP_PREFIX
+from prunekit.io.files import TEMP_PREFIX, fresh_name
 
-__all__ = ["LOCK_FILE", "RUN_RECORDS", "RESUMABLE", "claim", "check_out"]
+__all__ = ["LOCK_FILE", "RUN_RECORDS", "RESUMABLE", "claim", "check_out", "staged_output"]
 
 LOCK_FILE = ".prunekit.lock"
 # NOTE: what describes a run rather than holds a model: the record, the report and the files it
@@ -160,3 +160,38 @@ def _remove_empty(created: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             return
+
+
+@contextlib.contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """A hidden folder in ``out`` to write a command's files into; when the body ends they replace
+    the entries of the same name in ``out`` (renames only), and when it fails or is interrupted
+    (Ctrl-C) they are removed, so that a stopped run leaves nothing half-written in ``out`` for the
+    next run to refuse. A killed run's folder is a temporary that the next write into ``out`` removes."""
+    created = [p for p in (out, *out.absolute().parents) if not p.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    stage = fresh_name(out / "output", "")
+    stage.mkdir()
+    replaced: list[Path] = []
+    try:
+        yield stage
+        for entry in sorted(stage.iterdir()):
+            target = out / entry.name
+            if target.exists() or target.is_symlink():  # NOTE: a folder cannot be renamed onto another
+                replaced.append(target.rename(fresh_name(target, ".old")))
+            entry.rename(target)
+    except BaseException:
+        _remove(stage)
+        _remove_empty(created)
+        raise
+    finally:
+        for path in (stage, *replaced):
+            _remove(path)
+
+
+def _remove(path: Path) -> None:
+    """Remove the file or folder ``path`` (a link, not what it points to), if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

@@ -58,7 +58,7 @@ from prunekit.workflows.common import (
     torch_scorer,
     with_teacher,
 )
-from prunekit.workflows.export import staged_output
+from prunekit.workflows.outputs import staged_output
 from prunekit.workflows.inputs import without_cache
 
 __all__ = ["quantize", "quantize_model", "quantize_model_torch", "int8_profiles", "torch_profiles", "table",

@@ -98,8 +98,8 @@ def test_a_language_model_s_count_is_of_tokens(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_a_text_file_has_no_test_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--split test on a text file (train and val blocks only) is an error in one line, before any
-    work; without --split its val blocks are scored, and the output says so."""
+    """--split test on a text file (train and val blocks only) is an error in one line; without
+    --split its val blocks are scored, and the output says so."""
     (tmp_path / "own_lm.py").write_text(_OWN_LM)
     (tmp_path / "corpus.txt").write_text("the quick brown fox jumps over the lazy dog.\n" * 40)
     args = ["eval", "--model", f"{tmp_path / 'own_lm.py'}:build", "--data", str(tmp_path / "corpus.txt"),
