@@ -7,6 +7,7 @@ a quick try quick; ``finish`` stamps the environment and writes ``results.json``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
@@ -14,7 +15,7 @@ import platform
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,8 @@ __all__ = [
     "finish_with_report",
     "wants_evidence",
     "write_run_report",
+    "Staged",
+    "staged",
 ]
 
 
@@ -113,14 +116,43 @@ def _version() -> str:
     return __version__
 
 
-def finish(results: dict[str, Any], out_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
-    """Add the environment; with ``out_dir`` (rank 0) write ``results.json`` and record its path."""
+def finish(results: dict[str, Any], out_dir: str | os.PathLike[str] | None, *,
+           shown_in: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Add the environment; with ``out_dir`` (rank 0) write ``results.json`` and record its path
+    (in ``shown_in``, where a staged run's files end up, when given)."""
     results["environment"] = environment()
     if out_dir is not None and is_rank_zero():
         file = Path(out_dir) / "results.json"
-        results["results_file"] = str(file)
+        results["results_file"] = str(Path(shown_in or out_dir) / file.name)
         save_json(results, file)
     return results
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A run's files while it writes them: into ``folder`` (hidden in ``out``), to be moved into
+    ``out`` when the run ends well (:func:`staged`)."""
+
+    folder: Path
+    out: Path
+
+    def final(self, path: str | os.PathLike[str]) -> str:
+        """Where ``path`` (in ``folder``) will be once the run's files are in ``out``."""
+        return str(self.out / Path(path).relative_to(self.folder))
+
+
+@contextlib.contextmanager
+def staged(out_dir: str | os.PathLike[str] | None) -> Iterator[Staged | None]:
+    """Write a run's files into a hidden folder of ``out_dir`` and move them in only when the block
+    ends well (:func:`prunekit.workflows.outputs.staged_output`): a failed or interrupted save or
+    report leaves ``out_dir`` as it was. None (write nothing) without ``out_dir`` or off rank 0."""
+    if out_dir is None or not is_rank_zero():
+        yield None
+        return
+    from prunekit.workflows.outputs import staged_output
+
+    with staged_output(Path(out_dir)) as folder:
+        yield Staged(folder, Path(out_dir))
 
 
 def wants_evidence(splits: Any, task: Any, out_dir: str | os.PathLike[str] | None) -> bool:
@@ -159,12 +191,14 @@ def write_run_report(out_dir: str | os.PathLike[str] | None, evidence: dict[str,
     return str(write_report(out_dir))
 
 
-def finish_with_report(results: dict[str, Any], out_dir: str | os.PathLike[str] | None,
+def finish_with_report(results: dict[str, Any], out_dir: str | os.PathLike[str] | Staged | None,
                        evidence: dict[str, Any] | None = None) -> dict[str, Any]:
-    """:func:`finish`, then :func:`write_run_report` (its path as ``results["report"]``)."""
-    results = finish(results, out_dir)
-    if (report := write_run_report(out_dir, evidence)) is not None:
-        results["report"] = report
+    """:func:`finish`, then :func:`write_run_report` (its path as ``results["report"]``); into a
+    :class:`Staged` run's folder, with the paths where its files end up."""
+    folder, shown = (out_dir.folder, out_dir.out) if isinstance(out_dir, Staged) else (out_dir, None)
+    results = finish(results, folder, shown_in=shown)
+    if (report := write_run_report(folder, evidence)) is not None:
+        results["report"] = out_dir.final(report) if isinstance(out_dir, Staged) else report
     return results
 
 
@@ -363,7 +397,7 @@ def made_for(spec: str) -> dict[str, Any]:
     return dict(read_manifest(Path(model_folder(spec))).data or {})
 
 
-def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str | None, *, splits: Any = None,
+def save_result(net: nn.Module, out: str | os.PathLike[str] | Staged, spec: str | None, *, splits: Any = None,
                 in_channels: int | None = None, task: str | None = None, transforms: Sequence[Any] = (),
                 sparse: bool = False, dense: nn.Module | str | None = None,
                 metrics: Mapping[str, Any] | None = None) -> dict[str, str]:
@@ -376,38 +410,52 @@ def save_result(net: nn.Module, out: str | os.PathLike[str], spec: str | None, *
     recorded in the source, so the comparisons that rebuild the dense model (``quantize``, ``export``)
     score trained weights; a saved folder with no transforms yet is its own dense weights. Without a
     spec (the user's own module), ``dense`` (the module) is the original ``prunekit.load(..., model=)``
-    takes back.
+    takes back. A :class:`Staged` ``out`` is written into its folder, with the paths (returned, and
+    of the dense weights in the manifest) where the files end up.
     """
+    final: Callable[[Path], str] = out.final if isinstance(out, Staged) else str
+    out = out.folder if isinstance(out, Staged) else Path(out)
+    files = _save_result(net, out, final, spec, splits=splits, in_channels=in_channels, task=task,
+                         transforms=transforms, sparse=sparse, dense=dense, metrics=metrics)
+    return {"model": final(files), "weights": final(files / WEIGHTS_FILE), "manifest": final(files / MANIFEST_FILE)}
+
+
+def _save_result(net: nn.Module, out: Path, final: Callable[[Path], str], spec: str | None, *, splits: Any,
+                 in_channels: int | None, task: str | None, transforms: Sequence[Any], sparse: bool,
+                 dense: nn.Module | str | None, metrics: Mapping[str, Any] | None) -> Path:
+    """:func:`save_result`'s work: the model folder written in ``out``."""
     earlier: list[Any] = []
     record = data_record(splits)
     if spec is None:
         if not isinstance(dense, nn.Module):
             raise ConfigError("save_result: the user's own module is saved against its dense module; pass dense=.")
-        folder = save(net, Path(out) / MODEL_DIR, original=dense, transforms=list(transforms), sparse=sparse,
-                      overwrite=True, data=record, metrics=metrics)
-        return {"model": str(folder), "weights": str(folder / WEIGHTS_FILE),
-                "manifest": str(folder / MANIFEST_FILE)}
+        return save(net, out / MODEL_DIR, original=dense, transforms=list(transforms), sparse=sparse,
+                    overwrite=True, data=record, metrics=metrics)
     if is_saved_folder(spec):
         folder = Path(model_folder(spec))
         manifest = read_manifest(folder)
         source, earlier = manifest.source, list(manifest.transforms)
         record = record or manifest.data
         if source and not earlier and "weights" not in source.get("kwargs", {}):
-            # NOTE: a trained dense folder (prunekit train --out): its weights are the source's
+            # NOTE: a trained dense folder (prunekit train --out): its weights are the source's; kept as
+            # BASELINE_FILE where this save replaces that folder (--model OUT --out OUT --overwrite)
             trained = str((folder / WEIGHTS_FILE).absolute())
+            if Path(final(out / MODEL_DIR)).resolve() == folder.resolve():
+                shutil.copyfile(trained, out / BASELINE_FILE)
+                trained = str(Path(final(out / BASELINE_FILE)).absolute())
             source = {**source, "kwargs": {**source.get("kwargs", {}), "weights": trained}}
     else:
         sizes = sizes_of(splits)
         if in_channels is not None:
             sizes["in_channels"] = in_channels
         if isinstance(dense, nn.Module):
-            dense = str(save_weights(dense, Path(out) / BASELINE_FILE))
+            dense = final(save_weights(dense, out / BASELINE_FILE))
         # NOTE: only an hf: spec builds a different class per task; other specs ignore it.
         source = models.source_of(spec, task=task if hf_folder(spec) else None, weights=dense, **sizes)
-    folder = save(net, Path(out) / MODEL_DIR, source=source, transforms=[*earlier, *transforms],
+    folder = save(net, out / MODEL_DIR, source=source, transforms=[*earlier, *transforms],
                   sparse=sparse, overwrite=True, data=record, metrics=metrics)
     copy_tokenizer(tokenizer_of(spec), folder)
-    return {"model": str(folder), "weights": str(folder / WEIGHTS_FILE), "manifest": str(folder / MANIFEST_FILE)}
+    return folder
 
 
 def copy_tokenizer(source: str | None, folder: Path) -> None:

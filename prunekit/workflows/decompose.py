@@ -36,11 +36,11 @@ from prunekit.workflows.common import (
     evidence_of,
     example_of,
     finish_with_report,
-    is_rank_zero,
     measure_profile,
     name_of,
     reusing_exports,
     save_result,
+    staged,
     spec_of,
     starts_trained,
     task_of,
@@ -127,8 +127,9 @@ def decompose(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str,
     results.update({"before": before.to_dict(), "after": after.to_dict(), "decomposition": result.to_dict(),
                     "architecture": architecture_of(spec, splits), "layers_table": result.table()})
     results["table"], results["latency_control"] = compare_models(net, factorised, before, after, example, measure)
-    if out_dir is not None and is_rank_zero():
-        results["files"] = save_result(factorised, out_dir, spec, splits=splits, task=scorer.name,
-                                       transforms=[result], dense=dense_of(spec, weights, net, baseline),
-                                       metrics={"profile": results["after"]})
-    return finish_with_report(results, out_dir, evidence_of(net, factorised, splits, scorer, out_dir))
+    with staged(out_dir) as out:
+        if out is not None:
+            results["files"] = save_result(factorised, out, spec, splits=splits, task=scorer.name,
+                                           transforms=[result], dense=dense_of(spec, weights, net, baseline),
+                                           metrics={"profile": results["after"]})
+        return finish_with_report(results, out, evidence_of(net, factorised, splits, scorer, out_dir))

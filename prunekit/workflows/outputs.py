@@ -6,8 +6,9 @@ all before seconds of training; then it holds ``OUT/.prunekit.lock`` (the owner'
 second run into the same folder is refused. A lock left by a process that no longer runs is taken
 over. With ``overwrite`` (not ``resume``) it then removes the record of an earlier run there (the
 names in :data:`RUN_RECORDS`; every other file stays), so that nothing of that run, such as its
-``pareto.json``, is read as this run's. A folder the claim created and the run left empty is
-removed again.
+``pareto.json``, is read as this run's. For a command that cannot resume, that record is only moved
+aside while the run works and comes back when the run fails or is interrupted: a failed run leaves
+the folder as it found it. A folder the claim created and the run left empty is removed again.
 """
 
 from __future__ import annotations
@@ -127,21 +128,33 @@ def claim(out: str | os.PathLike[str], *, command: str, overwrite: bool = False,
     except BaseException:
         _remove_empty(created)
         raise
+    attic: Path | None = None
     try:
         if overwrite and not resume:
-            _remove_earlier(path, command)
+            if command in RESUMABLE:  # NOTE: its partial state is what --resume continues from
+                _remove_earlier(path, command)
+            else:
+                attic = _set_aside(path, command)
         yield path
+    except BaseException:
+        if attic is not None:
+            _bring_back(attic, path)
+        raise
     finally:
+        if attic is not None:
+            _remove(attic)
         with contextlib.suppress(OSError):
             lock.unlink()
         _remove_empty(created)
 
 
+def _earlier(path: Path) -> list[Path]:
+    return [entry for entry in sorted(path.iterdir()) if entry.name in RUN_RECORDS]
+
+
 def _remove_earlier(path: Path, command: str) -> None:
     """Remove the files and folders of :data:`RUN_RECORDS` in ``path`` (a link, not what it points to)."""
-    for entry in sorted(path.iterdir()):
-        if entry.name not in RUN_RECORDS:
-            continue
+    for entry in _earlier(path):
         try:
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -151,6 +164,39 @@ def _remove_earlier(path: Path, command: str) -> None:
             raise OutputError(f"{command}: --overwrite could not remove the earlier result '{entry}' "
                               f"({exc.strerror}). Remove it yourself or pick a new folder with --out; "
                               f"nothing was run.") from None
+
+
+def _set_aside(path: Path, command: str) -> Path | None:
+    """Move the entries of :data:`RUN_RECORDS` in ``path`` into a hidden folder there (renames
+    only); the folder, or None when there was nothing to move."""
+    earlier = _earlier(path)
+    if not earlier:
+        return None
+    attic = fresh_name(path / "earlier", "")
+    moved: list[Path] = []
+    try:
+        attic.mkdir()
+        for entry in earlier:
+            moved.append(entry.rename(attic / entry.name))
+    except OSError as exc:
+        _bring_back(attic, path)
+        _remove(attic)
+        raise OutputError(f"{command}: --overwrite could not move the earlier results in '{path}' aside "
+                          f"({exc.strerror}). Remove them yourself or pick a new folder with --out; "
+                          f"nothing was run.") from None
+    return attic
+
+
+def _bring_back(attic: Path, path: Path) -> None:
+    """Put what :func:`_set_aside` moved back into ``path``, in place of what the failed run
+    wrote under the same names."""
+    if not attic.is_dir():
+        return
+    for entry in sorted(attic.iterdir()):
+        target = path / entry.name
+        with contextlib.suppress(OSError):
+            _remove(target)
+            entry.rename(target)
 
 
 def _remove_empty(created: list[Path]) -> None:
@@ -172,20 +218,30 @@ def staged_output(out: Path) -> Iterator[Path]:
     out.mkdir(parents=True, exist_ok=True)
     stage = fresh_name(out / "output", "")
     stage.mkdir()
-    replaced: list[Path] = []
     try:
         yield stage
-        for entry in sorted(stage.iterdir()):
-            target = out / entry.name
-            if target.exists() or target.is_symlink():  # NOTE: a folder cannot be renamed onto another
-                replaced.append(target.rename(fresh_name(target, ".old")))
-            entry.rename(target)
     except BaseException:
         _remove(stage)
         _remove_empty(created)
         raise
+    published: list[Path] = []
+    replaced: list[tuple[Path, Path]] = []  # (entry in out, where its old version waits)
+    try:
+        for entry in sorted(stage.iterdir()):
+            target = out / entry.name
+            if target.exists() or target.is_symlink():  # NOTE: a folder cannot be renamed onto another
+                replaced.append((target, target.rename(fresh_name(target, ".old"))))
+            entry.rename(target)
+            published.append(target)
+    except BaseException:  # NOTE: all or nothing: what was renamed in goes, what it replaced comes back
+        for target in published:
+            _remove(target)
+        for target, old in replaced:
+            with contextlib.suppress(OSError):
+                old.rename(target)
+        raise
     finally:
-        for path in (stage, *replaced):
+        for path in (stage, *(old for _, old in replaced)):
             _remove(path)
 
 

@@ -41,10 +41,10 @@ from prunekit.workflows.common import (
     evidence_of,
     finish_with_report,
     dense_of,
-    is_rank_zero,
     measure_profile,
     name_of,
     save_result,
+    staged,
     selection_data,
     spec_of,
     starts_trained,
@@ -186,10 +186,11 @@ def prune(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, Any
                     "target": dict(stage["target"]),
                     "achieved": achieved, "steps": records})
     results["table"], results["latency_control"] = compare_models(net, pruned, before, after, example, measure)
-    if out_dir is not None and is_rank_zero():
-        results["files"] = save_result(pruned, out_dir, spec, splits=splits, task=scorer.name, transforms=[plan],
-                                       dense=dense_of(spec, weights, net, baseline),
-                                       metrics={"profile": results["after"]})
-    evidence = evidence_of(net, pruned, splits, scorer, out_dir, plan=plan, example_inputs=example,
-                           scores=getattr(chosen.pruner, "scores_", None), ignore=pruner.ignore or ())
-    return finish_with_report(results, out_dir, evidence)
+    with staged(out_dir) as out:
+        if out is not None:
+            results["files"] = save_result(pruned, out, spec, splits=splits, task=scorer.name, transforms=[plan],
+                                           dense=dense_of(spec, weights, net, baseline),
+                                           metrics={"profile": results["after"]})
+        evidence = evidence_of(net, pruned, splits, scorer, out_dir, plan=plan, example_inputs=example,
+                               scores=getattr(chosen.pruner, "scores_", None), ignore=pruner.ignore or ())
+        return finish_with_report(results, out, evidence)

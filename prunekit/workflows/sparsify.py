@@ -47,10 +47,10 @@ from prunekit.workflows.common import (
     evidence_of,
     finish_with_report,
     wants_evidence,
-    is_rank_zero,
     measure_profile,
     name_of,
     save_result,
+    staged,
     spec_of,
     starts_trained,
     task_of,
@@ -329,16 +329,17 @@ def sparsify(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, 
     _record(results, net, rows, before.to_dict(), after.to_dict(), dense_nonzero)
     results["architecture"] = architecture_of(spec, splits)
     results["table"] = compare(before, after) + "\n" + _sparse_lines(results)
-    if out_dir is not None and is_rank_zero():
-        from prunekit import hf
+    with staged(out_dir) as out:
+        if out is not None:
+            from prunekit import hf
 
-        # NOTE: a Hugging Face model stays a save_pretrained folder, so its zeros are stored dense.
-        results["stored_dense"] = hf.is_hf(net)
-        results["files"] = save_result(net, out_dir, spec, splits=splits, task=scorer.name,
-                                       sparse=not results["stored_dense"], dense=dense if spec is None else None,
-                                       metrics={"profile": after.to_dict()})
-    evidence = evidence_of(net if dense is None else dense, net, splits, scorer, out_dir)
-    return finish_with_report(results, out_dir, evidence)
+            # NOTE: a Hugging Face model stays a save_pretrained folder, so its zeros are stored dense.
+            results["stored_dense"] = hf.is_hf(net)
+            results["files"] = save_result(net, out, spec, splits=splits, task=scorer.name,
+                                           sparse=not results["stored_dense"], dense=dense if spec is None else None,
+                                           metrics={"profile": after.to_dict()})
+        evidence = evidence_of(net if dense is None else dense, net, splits, scorer, out_dir)
+        return finish_with_report(results, out, evidence)
 
 
 def _record(results: dict[str, Any], net: nn.Module, rows: list[LayerSparsity], before: dict[str, Any],

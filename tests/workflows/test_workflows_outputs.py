@@ -45,12 +45,30 @@ def test_overwrite_removes_only_an_earlier_runs_record(tmp_path: Path, overwrite
     (out / "report.md").unlink()
     (out / "report.md").symlink_to(tmp_path / "elsewhere")  # NOTE: a link goes, not what it points to
     with claim(out, command="prune", overwrite=overwrite, resume=resume):
-        left = sorted(p.name for p in out.iterdir() if p.name != ".prunekit.lock")
+        left = sorted(p.name for p in out.iterdir() if not p.name.startswith((".prunekit.lock", ".prunekit-tmp-")))
     if resume:  # NOTE: a resumed run continues from its state
         assert {"pareto.json", "search-state", "results.json"} <= set(left)
     else:
         assert left == ["model", "notes.txt"]
+        assert sorted(p.name for p in out.iterdir()) == ["model", "notes.txt"]  # NOTE: nothing set aside is left
         assert (out / "notes.txt").read_text() == "mine" and (tmp_path / "elsewhere").is_dir()
+
+
+@pytest.mark.parametrize("command", ["prune", "search"])
+def test_a_failed_overwrite_brings_the_earlier_record_back(tmp_path: Path, command: str) -> None:
+    out = tmp_path / "x"
+    out.mkdir()
+    _earlier_search(out)
+    (out / "results.json").write_text('{"command": "search"}')
+    before = {p.name: p.stat().st_ino for p in out.iterdir()}
+    with pytest.raises(KeyboardInterrupt), claim(out, command=command, overwrite=True):
+        (out / "results.json").write_text("{}")  # NOTE: the failed run's own, half-written
+        raise KeyboardInterrupt
+    if command == "search":  # NOTE: a resumable command's partial state is what --resume continues from
+        assert not (out / "pareto.json").exists()
+    else:
+        assert {p.name: p.stat().st_ino for p in out.iterdir()} == before
+        assert json.loads((out / "results.json").read_text()) == {"command": "search"}
 
 
 def test_prune_overwriting_a_search_folder_reports_only_its_own_run(tmp_path: Path) -> None:
