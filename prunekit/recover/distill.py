@@ -36,7 +36,9 @@ class Distiller:
 
     Args:
         teacher: the original (unpruned) model; a frozen copy in eval mode is kept, so the
-            caller's model is never changed or trained.
+            caller's model is never changed or trained. The copy leaves out the forward hooks
+            prunekit put on the model (e.g. :class:`~prunekit.gates.ChannelGates`' gates): the
+            teacher computes what the model computes without them; the user's own hooks are kept.
         temperature: softening temperature ``T`` (> 0); 4 is the common choice for classifiers.
         alpha: weight of the distillation term in [0, 1]; ``1 - alpha`` weighs the task's loss.
         task: how outputs are read and compared; default: the task ``train`` runs with.
@@ -49,7 +51,7 @@ class Distiller:
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"Distiller: alpha must be in [0, 1] (the weight of the teacher's "
                               f"term); got {alpha}. Use e.g. 0.7.")
-        self.teacher = copy.deepcopy(teacher).eval()
+        self.teacher = _frozen_copy(teacher)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.temperature = float(temperature)
@@ -81,3 +83,38 @@ class Distiller:
     def get_params(self) -> dict[str, Any]:
         """The recipe stage's options (the teacher is the model before pruning)."""
         return {"temperature": self.temperature, "alpha": self.alpha}
+
+
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in eval mode, without the forward hooks prunekit installed on it.
+
+    Training-time hooks such as the gates' reach back to the object that installed them (a gate
+    hook scales by the student's current gate draws), so a copy carrying them would be gated by the
+    student, and fail when the teacher runs before the student has drawn. They are taken off the
+    model for the copy and put back in their order, so the caller's model keeps them.
+    """
+    taken: list[tuple[dict[int, Any], list[tuple[int, Any]]]] = []
+    for module in model.modules():
+        for hooks in (module._forward_pre_hooks, module._forward_hooks):
+            if any(_is_prunekit_hook(hook) for hook in hooks.values()):
+                taken.append((hooks, list(hooks.items())))
+                for key in [k for k, hook in hooks.items() if _is_prunekit_hook(hook)]:
+                    del hooks[key]
+    try:
+        teacher = copy.deepcopy(model)
+    finally:
+        for hooks, items in taken:
+            hooks.clear()
+            hooks.update(items)
+    return teacher.eval()
+
+
+def _is_prunekit_hook(hook: Any) -> bool:
+    """True for a hook defined in prunekit's code (a function, closure, bound method or callable).
+
+    NOTE: prunekit leaves hooks on a model only while training (gates); the hooks it installs to
+    measure or calibrate are removed before it returns. A hook from anywhere else (the user's,
+    torch's weight_norm) is part of what the model computes and stays on the teacher.
+    """
+    owner = getattr(hook, "__module__", None) or type(hook).__module__
+    return isinstance(owner, str) and (owner == "prunekit" or owner.startswith("prunekit."))

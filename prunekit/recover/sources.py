@@ -29,7 +29,7 @@ from torch.utils.data import DistributedSampler
 
 from prunekit.data.base import DataSplits, make_loader
 from prunekit.data.loaders import Loaders, TensorBatches
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, DataError
 from prunekit.recover.config import TrainConfig
 from prunekit.recover.distributed import Context
 
@@ -58,27 +58,38 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 def build_source(data: Any, val: Iterable[Any] | None, config: TrainConfig,
                  context: Context) -> Source:
-    """Turn ``data`` (DataSplits, Loaders or an iterable of batches) into this rank's Source."""
+    """Turn ``data`` (DataSplits, Loaders or an iterable of batches) into this rank's Source.
+
+    Every check on the data is made here, before the model trains: a call that fails on bad data
+    leaves the model as it was. An evaluation iterable without ``len()`` is checked by drawing its
+    first batch, so :func:`~prunekit.recover.train` calls this inside its fork of the RNG.
+    """
     if isinstance(data, DataSplits):
         loader = make_loader(data.train, batch_size=config.batch_size, shuffle=True,
                              seed=config.seed, num_replicas=context.world_size, rank=context.rank)
         held = val if val is not None else _eval_loader(data.val)
         test = _eval_loader(data.test) if len(data.test) else None
-        return Source(loader, held, test, _cap(len(loader), config))
-    test = None
-    if isinstance(data, Loaders):
-        data, val, test = data.train, (val if val is not None else data.val), data.test
-    for label, batches in (("data", data), ("val", val), ("test", test)):
-        _check_reiterable(label, batches, config)
-    shard = None
-    if context.distributed and not has_distributed_sampler(data):
-        shard = (context.rank, context.world_size)
-    steps = _length(data)
-    if steps is not None and shard is not None:
-        steps //= context.world_size  # NOTE: only full rounds, so every rank takes as many steps
-    steps = _cap(steps, config)
-    _check_steps(steps, config, shard is not None)
-    return Source(data, val, test, steps, shard, _generators(data))
+        source = Source(loader, held, test, _cap(len(loader), config))
+        _check_reiterable("val", held, config)
+        _check_steps(source.steps_per_epoch, config, False, len(loader), context.world_size)
+    else:
+        test = None
+        if isinstance(data, Loaders):
+            data, val, test = data.train, (val if val is not None else data.val), data.test
+        for label, batches in (("data", data), ("val", val), ("test", test)):
+            _check_reiterable(label, batches, config)
+        shard = None
+        if context.distributed and not has_distributed_sampler(data):
+            shard = (context.rank, context.world_size)
+        length = steps = _length(data)
+        if steps is not None and shard is not None:
+            steps //= context.world_size  # NOTE: only full rounds, so every rank takes as many steps
+        steps = _cap(steps, config)
+        _check_steps(steps, config, shard is not None, length, context.world_size)
+        source = Source(data, val, test, steps, shard, _generators(data))
+    for label, batches in (("val", source.val), ("test", source.test)):
+        _check_not_empty(label, batches)
+    return source
 
 
 def epoch_batches(source: Source, epoch: int, seed: int, rank: int) -> Iterator[Any]:
@@ -149,20 +160,46 @@ def _cap(steps: int | None, config: TrainConfig) -> int | None:
 
 
 def _check_reiterable(label: str, batches: Any, config: TrainConfig) -> None:
-    if batches is None:
+    """``data`` must be an iterable of batches, ``val``/``test`` one or None; more than one pass
+    over it (epochs, or evaluations) needs a re-iterable one, not an iterator."""
+    if batches is None and label != "data":
         return
     if not isinstance(batches, Iterable):
         raise ConfigError(f"train: '{label}' must be DataSplits, Loaders or an iterable of batches "
                           f"(a DataLoader); got {type(batches).__name__}. Fix: wrap your dataset "
                           f"in torch.utils.data.DataLoader.")
-    if iter(batches) is batches and (config.epochs > 1 or label != "data"):
+    # NOTE: not ``iter(batches) is batches``: a DataLoader's iterator draws a seed from the global RNG
+    # (or advances the loader's generator) and starts its worker processes.
+    if isinstance(batches, Iterator) and (config.epochs > 1 or label != "data"):
         raise ConfigError(f"train: '{label}' is a one-pass iterator ({type(batches).__name__}); "
                           f"expected something that can be iterated every epoch. Fix: pass a "
                           f"DataLoader or a list of batches.")
 
 
-def _check_steps(steps: int | None, config: TrainConfig, sharded: bool) -> None:
-    """Schedules and sharding need the number of steps per epoch; say how to give it."""
+def _check_not_empty(label: str, batches: Iterable[Any] | None) -> None:
+    """Evaluation data without a batch fails only when it is evaluated, after an epoch of training."""
+    if batches is None:
+        return
+    length = _length(batches)
+    if length is None:
+        length = 0 if next(iter(batches), _END) is _END else 1
+    if length == 0:
+        raise DataError(f"train: '{label}' yields no batches; expected at least one to evaluate on. Fix: pass "
+                        f"a non-empty loader (a DataLoader with drop_last=True yields nothing when the data "
+                        f"has fewer samples than batch_size: use drop_last=False or a smaller batch_size).")
+
+
+def _check_steps(steps: int | None, config: TrainConfig, sharded: bool, length: int | None,
+                 world_size: int) -> None:
+    """An epoch needs at least one step, and schedules and sharding need the number of steps per
+    epoch; say how to give it. ``length`` is the data's ``len()`` before sharding and the cap."""
+    if steps == 0:
+        # NOTE: training on nothing would report a train_loss of 0.0 for every epoch.
+        why = (f"{length} batch(es) for {world_size} processes (each takes every {world_size}-th)"
+               if sharded and length else "no batches")
+        raise DataError(f"train: 'data' yields {why}; expected at least one training step per epoch. Fix: "
+                        f"pass a non-empty loader (a DataLoader with drop_last=True yields nothing when the "
+                        f"data has fewer samples than batch_size: use drop_last=False or a smaller batch_size).")
     if steps is not None:
         return
     if config.scheduler != "none" or config.warmup_epochs > 0:

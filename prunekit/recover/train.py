@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, DataError
 from prunekit.io import save_json, save_weights
 from prunekit.measure.accuracy import evaluate
 from prunekit.recover import checkpoint, distributed
@@ -125,8 +125,9 @@ def train(model: nn.Module, data: Any, config: TrainConfig | Mapping[str, Any], 
     callbacks = (*callbacks, log) if log is not None else tuple(callbacks)
     try:
         model.to(target)
-        source = build_source(data, val, config, context)
         with torch.random.fork_rng(devices=_rng_devices(target)):
+            # NOTE: inside the fork: checking the data may start a loader's iterator, which draws a seed.
+            source = build_source(data, val, config, context)
             loop = _build_loop(model, source, scorer, config, context, target, tuple(callbacks),
                                progress)
             _begin(loop)
@@ -211,6 +212,11 @@ def _build_loop(model: nn.Module, source: Source, task: Task, config: TrainConfi
             if p.requires_grad and id(p) not in known:
                 trainable.append(p)
                 known.add(id(p))
+    if not trainable:
+        total = sum(1 for _ in model.parameters())
+        raise ConfigError(f"train: {type(model).__name__} has no parameter to train ({total} parameter(s), "
+                          f"none with requires_grad=True). Fix: pass a model with weights to train, or unfreeze "
+                          f"some (p.requires_grad_(True)).")
     return _Loop(model=model, wrapped=distributed.wrap(model, context),
                  optimizer=_build_optimizer(trainable, config), source=source, task=task,
                  config=config, context=context, device=device, callbacks=callbacks,
@@ -276,7 +282,9 @@ def _train_epoch(loop: _Loop, epoch: int) -> dict[str, float]:
     totals = torch.zeros(4, dtype=torch.float64)  # summed loss * samples, samples, correct, labels scored
     batches = epoch_batches(source, epoch, config.seed, loop.context.rank)
     bar = _progress_bar(loop, epoch) if loop.progress else None
+    seen = 0
     for batch in batches:
+        seen += 1
         batch = to_device(batch, loop.device)
         for group in loop.optimizer.param_groups:
             group["lr"] = learning_rate(config, loop.step, source.steps_per_epoch or 0)
@@ -304,6 +312,9 @@ def _train_epoch(loop: _Loop, epoch: int) -> dict[str, float]:
         loop.step += 1
     if bar is not None:
         bar.close()
+    if seen == 0:  # NOTE: data without len() is found empty only here (build_source checks the rest)
+        raise DataError(f"train: 'data' yielded no batches in epoch {epoch}; expected at least one training "
+                        f"step per epoch. Fix: pass an iterable of batches that yields some every epoch.")
     loop.generator_states = [g.get_state() for g in source.generators]
     loss_sum, count, correct, scored = distributed.all_reduce_sum(totals, loop.context).tolist()
     row = {"train_loss": loss_sum / max(count, 1)}
@@ -386,6 +397,16 @@ def _check_same_run(state: Mapping[str, Any], loop: _Loop, path: Path) -> None:
         raise ConfigError(
             f"train: the config differs from the one in '{path}' in {', '.join(differing)}. Resume "
             f"with the same options, or train into a new out_dir without resume."
+        )
+    scheduler = state.get("scheduler", {})
+    steps = loop.source.steps_per_epoch
+    if "steps_per_epoch" in scheduler and scheduler["steps_per_epoch"] != steps:
+        # NOTE: the learning rate is a function of the step count, so another epoch length shifts it.
+        raise ConfigError(
+            f"train: the data gives {steps} steps per epoch, but the run in '{path}' took "
+            f"{scheduler['steps_per_epoch']}; the learning-rate schedule and the epochs would not line "
+            f"up. Resume with the same data, batch size and number of processes, or train into a new "
+            f"out_dir without resume."
         )
 
 

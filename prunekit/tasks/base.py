@@ -72,6 +72,12 @@ def soft_kl(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float)
     logits alike give the mean per-sample (per-token) divergence. The ``T^2`` keeps the gradient
     scale independent of the temperature (Hinton et al., 2015).
     """
+    if student.shape != teacher.shape:
+        # NOTE: reshaping the teacher with the student's width would mix rows without an error
+        # whenever the sizes happen to divide (a 5-class teacher on a 10-class student at batch 2).
+        raise ConfigError(f"soft_kl: the teacher's outputs have shape {tuple(teacher.shape)} but the student's "
+                          f"{tuple(student.shape)}; distillation compares them entry by entry. Fix: distill "
+                          f"from a teacher with the student's output classes (vocabulary).")
     t = float(temperature)
     width = student.shape[-1]
     log_student = F.log_softmax(student.reshape(-1, width) / t, dim=-1)
