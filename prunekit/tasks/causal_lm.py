@@ -126,7 +126,7 @@ class CausalLM(BaseTask):
                      temperature: float) -> torch.Tensor:
         """KL on softened next-token distributions, mean over real (unpadded) positions."""
         mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
-        if isinstance(mask, torch.Tensor):
+        if isinstance(mask, torch.Tensor) and student.shape == teacher.shape:  # NOTE: else soft_kl says why
             keep = mask.to(student.device).reshape(-1) != 0
             width = student.shape[-1]
             student, teacher = student.reshape(-1, width)[keep], teacher.reshape(-1, width)[keep]

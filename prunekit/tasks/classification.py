@@ -170,6 +170,12 @@ def _check_fit(logits: torch.Tensor, labels: Any) -> None:
         if labels.is_floating_point():
             raise DataError(f"Classification: the labels are {str(labels.dtype).removeprefix('torch.')}; "
                             f"class labels are whole numbers (labels.long()). {regression}")
+        classes = logits.shape[1]
+        outside = ((labels < 0) & (labels != IGNORE_INDEX)) | (labels >= classes)
+        if bool(outside.any()):  # NOTE: cross-entropy's own error is an IndexError (a device assert on CUDA)
+            raise DataError(f"Classification: label {int(labels[outside].flatten()[0])} is outside the model's "
+                            f"{classes} classes (0..{classes - 1}; {IGNORE_INDEX} is ignored). Give the model as "
+                            f"many outputs as the data has classes, or fix the labels.")
         return
     raise DataError(f"Classification: the model's logits {tuple(logits.shape)} do not fit labels "
                     f"{tuple(labels.shape)}; expected labels [batch] for logits [batch, classes], or [batch, "

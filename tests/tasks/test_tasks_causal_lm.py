@@ -80,3 +80,12 @@ def test_distill_loss_ignores_padding() -> None:
     kd = CausalLM().distill_loss(student, teacher, batch, temperature=2.0)
     torch.testing.assert_close(kd, CausalLM().distill_loss(student, changed, batch, temperature=2.0))
     assert float(CausalLM().distill_loss(student, student, batch, temperature=2.0)) == pytest.approx(0, abs=1e-6)
+
+
+def test_distill_loss_refuses_a_teacher_with_another_vocabulary() -> None:
+    from prunekit.errors import ConfigError
+
+    student, teacher = torch.randn(2, 4, 10), torch.randn(2, 4, 5)  # NOTE: 80 entries: teacher rows would pair up
+    batch = {"input_ids": torch.zeros(2, 4, dtype=torch.long), "attention_mask": torch.ones(2, 4, dtype=torch.long)}
+    with pytest.raises(ConfigError, match=r"teacher's outputs have shape \(2, 4, 5\) but the student's \(2, 4, 10\)"):
+        CausalLM().distill_loss(student, teacher, batch, temperature=2.0)

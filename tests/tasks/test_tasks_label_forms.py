@@ -93,3 +93,16 @@ def test_custom_distillation_compares_outputs_by_mean_squared_error() -> None:
         float((student - teacher).abs().mean()))
     with pytest.raises(DataError, match="differ in shape"):
         task.distill_loss(student, teacher[:, :0], None, temperature=2.0)
+
+
+@pytest.mark.parametrize("bad", [3, -1, 7])
+def test_labels_outside_the_classes_are_one_line(bad: int) -> None:
+    model, x, labels = _seg(classes=3)
+    labels[1, 2, 2] = bad
+    labels[0, 0, 0] = -100  # NOTE: ignored, not outside
+    with pytest.raises(DataError, match=rf"label {bad} is outside the model's 3 classes \(0..2; -100 is ignored\)"):
+        Classification().evaluate(model, [(x, labels)])
+    torch.manual_seed(0)
+    head = nn.Linear(5, 4)
+    with pytest.raises(DataError, match="label 4 is outside the model's 4 classes"):
+        Classification().loss(head, (torch.randn(3, 5), torch.tensor([0, 4, 1])))
