@@ -30,7 +30,7 @@ from prunekit._settings import dotted_holder, settings_object
 from prunekit.errors import ConfigError, DataError
 
 __all__ = ["layout_record", "restore_layout", "restore_modules", "restore_attributes", "restore_tensors",
-           "restore_buffers", "restore_ties", "ties_as_recorded", "tie_groups", "changed_attributes",
+           "restore_buffers", "restore_ties", "ties_as_recorded", "tie_groups", "state_once", "changed_attributes",
            "sliced_buffers", "type_of", "LAYOUT_KEYS", "RECORDABLE_CLASSES"]
 
 LAYOUT_KEYS = ("tensors", "attributes", "identity", "none")
@@ -179,6 +179,18 @@ def tie_groups(model: nn.Module) -> list[list[str]]:
     for key, value in model.state_dict(keep_vars=True).items():
         groups.setdefault(id(value), []).append(key)
     return [keys for keys in groups.values() if len(keys) > 1]
+
+
+def state_once(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` with each tensor that several keys share (tied weights) under its first
+    key only: what :func:`prunekit.save` writes (loading ties the others again, as recorded)."""
+    seen: set[int] = set()
+    state: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict(keep_vars=True).items():
+        if id(value) not in seen:  # NOTE: the identity tie_groups groups by
+            seen.add(id(value))
+            state[key] = value.detach()
+    return state
 
 
 def _dropped(model: nn.Module, original: nn.Module, opaque: Collection[str]) -> list[str]:

@@ -26,7 +26,7 @@ from torch import nn
 from prunekit.errors import ConfigError
 from prunekit.io import sparse as sparse_storage
 from prunekit.io.files import as_user_file, checksums, clean_stale, fresh_name, require_json, save_json
-from prunekit.io.layout import layout_record, sliced_buffers
+from prunekit.io.layout import layout_record, sliced_buffers, state_once
 from prunekit.io.manifest import BUFFERS_FILE, MANIFEST_FILE, WEIGHTS_FILE, Manifest, read_manifest
 from prunekit.io.transforms import (
     check_factorised,
@@ -165,7 +165,8 @@ def _reference(model: nn.Module, source: dict[str, Any] | None, original: nn.Mod
 
 
 def _weights(model: nn.Module, sparse: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    # NOTE: a tied tensor once (the layout records the ties, and load makes them again)
+    state = {k: v.to("cpu").contiguous().clone() for k, v in state_once(model).items()}
     if not sparse:
         return state, None
     entries, tensors = sparse_storage.encode(state)

@@ -14,6 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from prunekit.io import save_weights
+from prunekit.io.layout import state_once
 
 __all__ = ["size_on_disk", "compressed_size"]
 
@@ -24,11 +25,12 @@ _LEVEL = 6  # NOTE: zlib's and zip's default level; 9 is much slower for ~1% les
 @contextmanager
 def _saved(model: nn.Module) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="prunekit-size-") as tmp:
-        yield save_weights(model, Path(tmp) / "model.safetensors")
+        yield save_weights(state_once(model), Path(tmp) / "model.safetensors")  # NOTE: tied tensors once, as saved
 
 
 def size_on_disk(model: nn.Module) -> int:
-    """Bytes of ``model.state_dict()`` written as safetensors: ~4 bytes per float32 value + header."""
+    """Bytes of ``model.state_dict()`` written as safetensors (~4 bytes per float32 value + header),
+    each tied tensor once, as :func:`prunekit.save` writes it."""
     with _saved(model) as file:
         return file.stat().st_size
 
