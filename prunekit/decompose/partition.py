@@ -9,6 +9,9 @@ positional inputs. A tensor used two stages later (a long skip connection) is pa
 stage in between: each stage talks only to its neighbours, as a pipeline over processes needs.
 (``torch.fx.passes.split_module`` wires such a tensor straight to the later stage instead, which
 is why the stage graphs are built here from the traced graph's nodes with ``Graph.node_copy``.)
+The last stage returns the model's output as the traced graph does: in the model's structure for
+torch.fx, flat (its tensors in a tuple; one tensor alone) for torch.export, whose structure
+(a dict, a namedtuple, a Hugging Face ModelOutput) :meth:`Partition.run` rebuilds.
 
 Example::
 
@@ -21,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +32,18 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.utils._pytree import TreeSpec, tree_unflatten
 
+from prunekit._checks import positional_inputs
 from prunekit.decompose.partition_cuts import best_cuts
-from prunekit.decompose.partition_graph import GraphCosts, measure_nodes, trace
-from prunekit.errors import ConfigError, DataError
+from prunekit.decompose.partition_graph import GraphCosts, measure_nodes, output_spec, trace
+from prunekit.errors import ConfigError, DataError, OutputError
 from prunekit.io import load_json, load_weights, save_json, save_weights
+from prunekit.io.files import TEMP_PREFIX, clean_stale, fresh_name
 from prunekit.measure.macs import ExampleInput, as_inputs
 
-__all__ = ["Partition", "partition", "load_partition", "build_stages", "BALANCES", "MANIFEST_FILE"]
+__all__ = ["Partition", "partition", "load_partition", "build_stages", "tensor_inputs", "BALANCES",
+           "MANIFEST_FILE"]
 
 BALANCES = ("macs", "latency")
 MANIFEST_FILE = "manifest.json"
@@ -49,19 +57,26 @@ class Partition:
 
     The manifest records, per stage, its node range, input and output tensors (name, shape at
     the example's batch size, dtype, bytes), MACs, latency and balancing cost; and for the whole,
-    the tracing method, the cut positions and every node name in order.
+    the tracing method, the cut positions and every node name in order. ``output_spec`` is the
+    structure of the model's output where the last stage returns it flat (traced by torch.export).
     """
 
     stages: tuple[nn.Module, ...]
     manifest: dict[str, Any]
+    output_spec: TreeSpec | None = None
 
     def run(self, *inputs: torch.Tensor) -> Any:
-        """The stages chained on ``inputs``: equal to the original model's output."""
+        """The stages chained on ``inputs``: equal to the original model's output, in its structure
+        (a dict, a namedtuple or a Hugging Face ModelOutput comes back as one)."""
         values: Any = inputs
         with torch.no_grad():
             for stage in self.stages:
                 values = stage(*_as_tuple(values))
-        return values
+        if self.output_spec is None:
+            return values
+        # NOTE: the stages stay flat (pipeline stages and ONNX files exchange tensors); only the chain
+        # is given the model's structure back.
+        return tree_unflatten(list(_as_tuple(values)), self.output_spec)
 
     def stage_inputs(self, *inputs: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
         """The positional inputs each stage receives when the chain runs on ``inputs``."""
@@ -78,27 +93,83 @@ class Partition:
 
         The ONNX files are exported on inputs of the manifest's shapes with a dynamic batch
         (:func:`prunekit.measure.export_onnx`); :func:`load_partition` reads the rest back.
-        ``progress`` shows a bar over the stages.
+        ``progress`` shows a bar over the stages. All or nothing: the files are written into a
+        hidden folder beside ``folder`` that then replaces it whole, so a failed export leaves
+        ``folder`` as it was and nothing of an earlier save (a stage_2 of 3 stages) stays beside
+        a new one. ``folder`` must be new, empty or an earlier save.
         """
         from tqdm.auto import tqdm
 
         from prunekit.measure.onnx import export_onnx
 
         out = Path(folder)
+        _check_save_target(out)
         manifest = {**self.manifest, "stages": [dict(s) for s in self.manifest["stages"]]}
         feeds = self.stage_inputs(*example_inputs(self.manifest["inputs"])) if onnx else []
-        bar = tqdm(self.stages, desc="saving stages", disable=not progress)
-        for k, stage in enumerate(bar):
-            entry = manifest["stages"][k]
-            entry["weights"] = save_weights(stage, out / f"stage_{k}.safetensors").name
-            if onnx:
-                entry["onnx"] = export_onnx(stage, feeds[k], out / f"stage_{k}.onnx").name
-        save_json(manifest, out / MANIFEST_FILE)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(out.parent)
+        work = fresh_name(out, "")
+        work.mkdir()
+        try:
+            bar = tqdm(self.stages, desc="saving stages", disable=not progress)
+            for k, stage in enumerate(bar):
+                entry = manifest["stages"][k]
+                entry["weights"] = save_weights(stage, work / f"stage_{k}.safetensors").name
+                if onnx:
+                    entry["onnx"] = export_onnx(stage, feeds[k], work / f"stage_{k}.onnx").name
+            save_json(manifest, work / MANIFEST_FILE)
+            _swap_in(work, out)
+        finally:
+            _remove(work)
         return out
 
 
 def _as_tuple(values: Any) -> tuple[Any, ...]:
     return tuple(values) if isinstance(values, (tuple, list)) else (values,)
+
+
+def _check_save_target(out: Path) -> None:
+    """Refuse, before any work, a file and a folder holding other files than an earlier save
+    (the save replaces the folder whole)."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"Partition.save: '{out}' is a file, not a folder. Pass a folder path for the "
+                          f"stages, e.g. '{out.with_suffix('')}-stages'; nothing was written.")
+    if not out.is_dir():
+        return
+    held = sorted(p.name for p in out.iterdir() if not p.name.startswith(TEMP_PREFIX))
+    try:
+        manifest = load_json(out / MANIFEST_FILE) if MANIFEST_FILE in held else None
+    except DataError:  # NOTE: a manifest.json that is no JSON: not an earlier save
+        manifest = None
+    if held and not (isinstance(manifest, dict) and manifest.get("format") == FORMAT):
+        shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+        raise OutputError(f"Partition.save: '{out}' holds files that are not stages saved by Partition.save "
+                          f"({shown}), and the save replaces the folder whole. Pass a new or empty folder; "
+                          f"nothing was written.")
+
+
+def _swap_in(work: Path, out: Path) -> None:
+    """Put the folder ``work`` in the place of ``out`` (renames; an earlier ``out`` is removed after)."""
+    if not out.exists():
+        work.rename(out)
+        return
+    # NOTE: two renames (no portable atomic swap of folders): between them, for an instant, ``out``
+    # is missing and the earlier save sits under a hidden name beside it.
+    old = fresh_name(out, ".old")
+    out.rename(old)
+    try:
+        work.rename(out)
+    except BaseException:
+        old.rename(out)  # NOTE: the earlier save comes back when the new one cannot take its place.
+        raise
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def example_inputs(specs: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, ...]:
@@ -132,13 +203,48 @@ def partition(model: nn.Module, example_inputs: ExampleInput, stages: int, *,
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ConfigError(f"partition: 'repeats' must be an integer >= 1; got {repeats!r}. Pass "
                           f"the number of timed runs per node, e.g. 5.")
-    inputs = as_inputs(example_inputs)
+    inputs = tensor_inputs(model, example_inputs)
     module, traced_by = trace(model, inputs, method=method)
     costs = measure_nodes(module, inputs, traced_by, latency=True, repeats=repeats, threads=threads)
     cuts = best_cuts(costs.costs(balance), costs.cut_bytes, stages, tolerance=tolerance)
     built = build_stages(module, costs, cuts)
     manifest = _manifest(costs, cuts, balance=balance, tolerance=tolerance)
-    return Partition(stages=built, manifest=manifest)
+    return Partition(stages=built, manifest=manifest, output_spec=output_spec(module))
+
+
+def tensor_inputs(model: nn.Module, example_inputs: ExampleInput) -> tuple[torch.Tensor, ...]:
+    """The example input as the tuple of tensors the first stage takes: a tensor, a tuple of
+    tensors, or a dict keyed by ``forward``'s parameter names (a tokenizer's output), as
+    :func:`prunekit.measure.count_macs` takes them."""
+    import inspect
+
+    args = positional_inputs(model, example_inputs, "partition")
+    name = type(model).__name__
+    try:
+        params = list(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):  # NOTE: a forward without a readable signature
+        params = []
+    if isinstance(args, Mapping):
+        unknown = [key for key in args if key not in params]
+        if not args:
+            what = "that is empty"
+        elif unknown and params:
+            what = f"whose key {unknown[0]!r} names no parameter of {name}.forward ({', '.join(params)})"
+        else:
+            what = "that is not keyed by forward's parameter names"
+        raise ConfigError(f"partition: example_inputs is a dict {what}, and the stages take tensors, not one "
+                          f"dict. Key it by forward's parameter names, or pass the tensors as a tuple in "
+                          f"forward's order.")
+    args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
+    bad = next((i for i, x in enumerate(args) if not isinstance(x, torch.Tensor)), None)
+    if bad is not None:
+        which = f"'{params[bad]}'" if bad < len(params) else str(bad)
+        held = "None (its default, left before a later input)" if args[bad] is None \
+            else f"a {type(args[bad]).__name__}"
+        raise ConfigError(f"partition: input {which} of {name}.forward is {held}, but the stages exchange "
+                          f"tensors only. Pass a tensor for every input up to the last one given, or wrap "
+                          f"the model in a module whose forward takes the tensors and builds the rest.")
+    return as_inputs(args)
 
 
 def build_stages(module: fx.GraphModule, costs: GraphCosts, cuts: Sequence[int]) -> tuple[nn.Module, ...]:
@@ -237,5 +343,5 @@ def load_partition(model: nn.Module, folder: str | os.PathLike[str]) -> Partitio
     stages = build_stages(module, costs, manifest["cuts"])
     for k, stage in enumerate(stages):
         load_weights(stage, path / manifest["stages"][k].get("weights", f"stage_{k}.safetensors"))
-    return Partition(stages=stages, manifest=manifest)
+    return Partition(stages=stages, manifest=manifest, output_spec=output_spec(module))
 

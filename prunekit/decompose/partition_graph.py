@@ -5,8 +5,10 @@ the model's own modules (``layer1.0.conv1``), its stages keep the original param
 records no batch size; ``torch.export`` (its ``.module()`` graph, batch dimension dynamic) when
 symbolic tracing fails, e.g. on Python control flow that reads a shape. The graph is then run once
 per repeat under :class:`torch.fx.Interpreter` (:func:`measure_nodes`), which records for every node
-its MACs (``FlopCounterMode``, as :func:`prunekit.measure.count_macs` counts them), its median
-latency and the shape, dtype and bytes of the value it produces.
+its MACs (counted as :func:`prunekit.measure.count_macs` counts them, recurrent layers by formula, so
+the nodes' MACs add up to the model's), its median latency and the shape, dtype and bytes of the
+value it produces. A graph traced by torch.export returns its output flat; :func:`output_spec` is
+the structure (dict, namedtuple, ModelOutput) that rebuilds it.
 
 A *cut after position j* (1 <= j < N, positions of the N compute nodes in topological order) is
 crossed by every value produced at or before j and used after j: for a ResNet block, the block's
@@ -26,18 +28,24 @@ from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._pytree import TreeSpec
 
 from prunekit.errors import ConfigError, PrunekitError
-from prunekit.measure.macs import batch_of, counting_mode
+from prunekit.measure.macs import _Counter, _with_grad_if_tracked, batch_of, counting_mode, recurrent_macs
 
-__all__ = ["NodeInfo", "GraphCosts", "trace", "measure_nodes", "COMPUTE_OPS"]
+__all__ = ["NodeInfo", "GraphCosts", "trace", "measure_nodes", "output_spec", "COMPUTE_OPS"]
 
 COMPUTE_OPS = ("call_module", "call_function", "call_method")
 # NOTE: torch.export's .module() adds a call to this guard module; it returns nothing and checks
 # the input shapes again, which the stages do not need.
 _GUARDS = "_guards_fn"
 _HERE = os.path.dirname(os.path.abspath(__file__))
+# NOTE: what torch.export records a recurrent layer's call as (one op per call; the fused kernels it
+# runs are invisible to FlopCounterMode); node.meta[_LAYER] is the layer, counted by formula as
+# count_macs counts it. _OUT_SPEC in the graph module's meta: the exported program's output structure.
+_RECURRENT_OPS = ("lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell", "rnn_tanh_cell", "rnn_relu_cell")
+_LAYER = "prunekit_recurrent_layer"
+_OUT_SPEC = "prunekit_out_spec"
 
 
 @dataclass(frozen=True)
@@ -147,10 +155,37 @@ def _export(net: nn.Module, inputs: tuple[torch.Tensor, ...]) -> fx.GraphModule:
     for node in list(module.graph.nodes):
         if node.op == "call_module" and node.target == _GUARDS and not node.users:
             module.graph.erase_node(node)
+        elif (layer := _recurrent_layer(net, node)) is not None:
+            node.meta[_LAYER] = layer  # NOTE: the layer shares its weights with the graph; no copy.
     module.graph.lint()
     # NOTE: .module() forbids train()/eval() on what it returns; a plain GraphModule over the same
     # graph and parameters does not.
-    return fx.GraphModule(module, module.graph, class_name=type(net).__name__)
+    traced = fx.GraphModule(module, module.graph, class_name=type(net).__name__)
+    traced.meta[_OUT_SPEC] = program.call_spec.out_spec
+    return traced
+
+
+def _recurrent_layer(net: nn.Module, node: fx.Node) -> nn.Module | None:
+    """The recurrent layer (nn.LSTM, nn.GRUCell, ...) whose call ``node`` of an exported graph is."""
+    packet = getattr(node.target, "overloadpacket", None)
+    if node.op != "call_function" or getattr(packet, "__name__", None) not in _RECURRENT_OPS:
+        return None
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return None
+    path = list(stack.values())[-1][0]  # NOTE: (qualified name, class) of the innermost module
+    try:
+        layer = net.get_submodule(path)
+    except AttributeError:
+        return None
+    return layer if isinstance(layer, (nn.RNNBase, nn.RNNCellBase)) else None
+
+
+def output_spec(module: fx.GraphModule) -> TreeSpec | None:
+    """The structure of the model's output that :func:`trace` recorded for a torch.export graph
+    (whose output is flat); None for a torch.fx graph, whose output node holds the structure."""
+    spec = module.meta.get(_OUT_SPEC)
+    return spec if isinstance(spec, TreeSpec) else None
 
 
 def _describe(value: Any) -> tuple[tuple[int, ...] | None, str | None, int]:
@@ -161,11 +196,12 @@ def _describe(value: Any) -> tuple[tuple[int, ...] | None, str | None, int]:
 
 
 class _Recorder(fx.Interpreter):
-    """Runs the graph, recording per node: FLOPs (one pass) or seconds (each pass), and values."""
+    """Runs the graph, recording per node: FLOPs (one pass, with ``counter``; else seconds, each
+    pass), and values."""
 
-    def __init__(self, module: fx.GraphModule, count_flops: bool) -> None:
+    def __init__(self, module: fx.GraphModule, counter: _Counter | None = None) -> None:
         super().__init__(module)
-        self.count_flops = count_flops
+        self.counter = counter
         self.seconds: dict[str, list[float]] = {}
         self.flops: dict[str, int] = {}
         self.values: dict[str, tuple[tuple[int, ...] | None, str | None, int]] = {}
@@ -173,10 +209,12 @@ class _Recorder(fx.Interpreter):
     def run_node(self, n: fx.Node) -> Any:
         if n.op not in COMPUTE_OPS:
             result = super().run_node(n)
-        elif self.count_flops:
-            with FlopCounterMode(display=False) as counter:
-                result = super().run_node(n)
-            self.flops[n.name] = counter.get_total_flops()
+        elif self.counter is not None:
+            # NOTE: one counter over the whole run (as count_macs runs one); a node's FLOPs are what
+            # the total grew by while it ran.
+            before = self.counter.get_total_flops()
+            result = self._counted(n)
+            self.flops[n.name] = self.counter.get_total_flops() - before
         else:
             start = time.perf_counter()
             result = super().run_node(n)
@@ -185,19 +223,41 @@ class _Recorder(fx.Interpreter):
             self.values[n.name] = _describe(result)
         return result
 
+    def _counted(self, n: fx.Node) -> Any:
+        """Run ``n``; a recurrent layer's call in an exported graph counts by formula, not its ops
+        (what the counter's hooks on the layer do when a torch.fx graph calls the layer itself)."""
+        layer = n.meta.get(_LAYER)
+        assert self.counter is not None
+        if layer is None:
+            return super().run_node(n)
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        for weight, macs in recurrent_macs(layer, args[0] if args else kwargs.get("input")):
+            self.counter.add(torch.ops.aten.mm, 2 * macs, (weight,))
+        self.counter.recurrent += 1
+        try:
+            return super().run_node(n)
+        finally:
+            self.counter.recurrent -= 1
+
 
 def measure_nodes(module: fx.GraphModule, inputs: tuple[torch.Tensor, ...], method: str, *,
                   latency: bool = True, repeats: int = 5, threads: int | None = None) -> GraphCosts:
     """Run ``module`` on ``inputs``: MACs per node, median latency over ``repeats`` runs (after
     one warm-up run; skipped, all 0, when ``latency`` is False) and what crosses every cut."""
+    def count(grad: bool) -> _Recorder:
+        recorder = _Recorder(module, _Counter())
+        assert recorder.counter is not None
+        with counting_mode(module, grad), recorder.counter, recorder.counter.recurrent_layers(module):
+            recorder.run(*inputs)
+        return recorder
+
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
+        counter = _with_grad_if_tracked(count)
         with counting_mode(module):
-            counter = _Recorder(module, count_flops=True)
-            counter.run(*inputs)
-            timer = _Recorder(module, count_flops=False)
+            timer = _Recorder(module)
             for _ in range(1 + repeats if latency else 0):
                 timer.run(*inputs)
     finally:

@@ -11,7 +11,6 @@ per-stage safetensors and ONNX files).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from prunekit.decompose.partition import Partition
+from prunekit._checks import tensors_in
+from prunekit.decompose.partition import Partition, tensor_inputs
 from prunekit.decompose.partition import partition as cut
 from prunekit.measure.latency import measure_latency
-from prunekit.measure.macs import as_inputs, batch_of, count_macs
+from prunekit.measure.macs import batch_of, count_macs
 from prunekit.measure.profile import format_count
 from prunekit.workflows.common import finish_with_report
 from prunekit.workflows.inputs import without_cache
@@ -43,20 +43,10 @@ def _build(model: str, data: str | None, *, weights: str | None, data_dir: str |
     return net.eval(), example
 
 
-def _tensors(output: Any) -> list[torch.Tensor]:
-    """The tensors of a model output: a tensor, a tuple/list, or a mapping (a Hugging Face ModelOutput)."""
-    if isinstance(output, torch.Tensor):
-        return [output]
-    if isinstance(output, Mapping):
-        return [t for value in output.values() for t in _tensors(value)]
-    if isinstance(output, (tuple, list)):
-        return [t for value in output for t in _tensors(value)]
-    return []
-
-
 def _pairs(want: Any, got: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The model's and the stages' output tensors, side by side."""
-    return list(zip(_tensors(want), _tensors(got), strict=True))
+    """The model's and the stages' output tensors, side by side (in the order of the output's
+    structure: a tensor, a tuple, a dict, a Hugging Face ModelOutput, a dataclass)."""
+    return list(zip(tensors_in(want, "the model's output"), tensors_in(got, "the stages' output"), strict=True))
 
 
 def _exactness(part: Partition, net: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
@@ -201,7 +191,7 @@ def _partition(net: nn.Module, example: Any, *, model: str, stages: int, balance
                pipeline: bool, n_microbatches: int | None, min_time_s: float,
                out_dir: str | os.PathLike[str] | None, progress: bool) -> dict[str, Any]:
     """Cut, check, measure and save (the model's key/value cache off)."""
-    inputs = as_inputs(example)
+    inputs = tensor_inputs(net, example)
     part = cut(net, inputs, stages, balance=balance, tolerance=tolerance, threads=threads)
     whole, rows = _measure(part, net, inputs, threads=threads, min_time_s=min_time_s,
                            progress=progress)
