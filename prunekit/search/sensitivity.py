@@ -29,8 +29,10 @@ folder, of this shape::
 ``name`` is the group id; ``metric[i]`` is the proxy with ``ratios[i]`` of the group removed;
 ``baseline`` is the proxy of the unchanged model; ``ranks`` (only with ``ranks``) holds each layer's
 ranks at each ratio (``ratios[i]`` of its full rank removed) and the proxy then. Results are cached
-on disk (``cache_dir``) under a hash of the model's weights, the data, the settings and the task (its
-class, direction, settings and the code of its functions, so an edited ``metric_fn`` is scored anew).
+on disk (``cache_dir``) under a hash of the model's weights, what it computes (:func:`fingerprint`: its
+module tree and its outputs on the first validation batch, so a model with other forward code but the
+same weights is scored anew), the data, the settings and the task (its class, direction, settings and
+the code of its functions, so an edited ``metric_fn`` is scored anew).
 """
 
 from __future__ import annotations
@@ -49,15 +51,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, DataError
 from prunekit.graph import DependencyGraph
 from prunekit.graph.groups import ChannelGroup
 from prunekit.importance import score
 from prunekit.io import save_json
-from prunekit.search.proxy import Proxy
+from prunekit.search.proxy import Proxy, reestimated_bn
 from prunekit.structured.verify import zeroed
 
-__all__ = ["sensitivity", "masked", "bypassed", "state_hash", "SENSITIVITY_FILE", "DEFAULT_RATIOS"]
+__all__ = ["sensitivity", "masked", "bypassed", "state_hash", "fingerprint", "SENSITIVITY_FILE", "DEFAULT_RATIOS"]
 
 SENSITIVITY_FILE = "sensitivity.json"
 DEFAULT_RATIOS = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -90,6 +92,28 @@ def state_hash(*items: Any) -> str:
     for item in items:
         feed(item)
     return digest.hexdigest()
+
+
+def fingerprint(model: nn.Module, proxy: Proxy) -> list[Any]:
+    """What ``model`` computes, as data for the cache key: its module tree (each module's name and
+    qualified class, and the model's repr) and what its forward returns, and the metrics, as ``proxy``
+    scores the first validation batch. The weights alone do not say it: two models built from one file
+    with one weights file may differ in code (an activation picked by an attribute). An output that
+    differs in the last bit (threads, kernels) only misses the cache; a different model never hits it."""
+    tree = [[name, f"{type(m).__module__}.{type(m).__qualname__}"] for name, m in model.named_modules()]
+    outputs: list[Any] = []
+    metrics: Any = None
+    if proxy.validation:
+        handle = model.register_forward_hook(lambda m, args, out: outputs.append(out))
+        try:
+            with reestimated_bn(model, list(proxy.calibration[:proxy.bn_batches]), proxy.task) as ready:
+                outputs.clear()  # NOTE: only the scored forward passes, not the BatchNorm re-estimation's
+                metrics = dict(proxy.task.evaluate(ready, list(proxy.validation[:1])))
+        except DataError:  # NOTE: a first batch with nothing to score (all padding): its outputs still tell
+            metrics = None
+        finally:
+            handle.remove()
+    return [tree, repr(model), outputs, metrics]
 
 
 def masked(model: nn.Module, group: ChannelGroup, channels: Sequence[int]) -> AbstractContextManager[nn.Module]:
@@ -198,8 +222,8 @@ def sensitivity(model: nn.Module, example_inputs: Any, proxy: Proxy, *,
         importance: a data-free importance name (``l2``, ``l1``, ``fpgm``, ``bn_scale``).
         depth: also remove each residual block alone.
         ignore: module names whose groups are left out.
-        cache_dir: where results are cached by a hash of the weights, data, settings and task (None:
-            no cache).
+        cache_dir: where results are cached by a hash of the weights, the model's module tree and outputs
+            (:func:`fingerprint`), data, settings and task (None: no cache).
         progress: called as ``progress(what, done, total)`` after each evaluation.
         ranks: also factorise each layer alone: True (the auto rule) or method names (``"svd,cp"``).
     """
@@ -211,8 +235,8 @@ def sensitivity(model: nn.Module, example_inputs: Any, proxy: Proxy, *,
                 **({"ranks": list(methods)} if methods else {}),
                 "bn_batches": proxy.bn_batches, "finetune_steps": proxy.finetune_steps, "lr": proxy.lr,
                 "metric": proxy.metric_name}  # NOTE: the task's class and direction are in the key (_task_key)
-    key = state_hash(model, list(proxy.calibration[:proxy.bn_batches]), list(proxy.validation), settings,
-                     _task_key(proxy.task))
+    key = state_hash(model, fingerprint(model, proxy), list(proxy.calibration[:proxy.bn_batches]),
+                     list(proxy.validation), settings, _task_key(proxy.task))
     cache = Path(cache_dir) if cache_dir is not None else None
     if (hit := _cached(cache, key)) is not None:
         return hit

@@ -81,7 +81,7 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
                  ranks: bool | str | Sequence[str] = False, widths: bool = True, importance: str = "l2",
                  bn_batches: int = 2, val_samples: int = 1024, proxy_steps: int = 0, finetune_steps: int = 0,
                  backend: str | None = None, latency_model: str = "table", latency_batch_size: int = 1,
-                 state_dir: str | os.PathLike[str] | None = None,
+                 latency_threads: int = 2, state_dir: str | os.PathLike[str] | None = None,
                  storage: str | None = None, options: Mapping[str, Any] | None = None, workers: int = 1,
                  rebuild: Mapping[str, Any] | None = None, progress: bool = False) -> Searched:
     """Search ``net``'s widths (and blocks with ``depth``, and factorised layers' ranks with ``ranks``:
@@ -96,6 +96,7 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
     ``finetune_steps``: the steps of a last rung that re-ranks the finalists (where above ``proxy_steps``).
     ``latency_batch_size``: the batch size latency is timed at (1: one request at a time; a serving batch
     such as 64 prices what throughput sees, where narrow layers at high resolution cost more per MAC).
+    ``latency_threads``: the threads latency is timed with (the run's ``Measure.threads``).
 
     With ``workers > 1`` (Optuna strategies only) that many processes share the study in
     ``state_dir`` (or ``storage``) until it holds ``budget`` trials; each rebuilds ``net``, the
@@ -112,13 +113,16 @@ def search_model(net: nn.Module, splits: Any, task: Any, *, strategy: str = "gre
     methods = check_dimensions(strategy, ranks=ranks, widths=widths, depth=depth, objectives=objectives,
                                constraints=constraints, backend=backend, latency_model=latency_model,
                                latency_batch_size=latency_batch_size)
+    if isinstance(latency_threads, bool) or not isinstance(latency_threads, int) or latency_threads < 1:
+        raise ConfigError(f"search: latency_threads is the number of threads latency is timed with, an int >= 1; "
+                          f"got {latency_threads!r}. Pass e.g. --threads 1.")
     settings: dict[str, Any] = {
         "constraints": dict(constraints), "levels": list(levels), "round_to": round_to, "depth": depth,
         "ranks": list(methods), "widths": widths,
         "importance": importance, "bn_batches": bn_batches, "val_samples": val_samples,
         "proxy_steps": proxy_steps, "finetune_steps": finetune_steps, "backend": backend,
         "latency_model": latency_model, "latency_batch_size": latency_batch_size,
-        "objectives": list(objectives),
+        "latency_threads": latency_threads, "objectives": list(objectives),
         "state_dir": str(Path(state_dir).absolute()) if state_dir is not None else None}
     options = dict(options or {})
     if workers != 1:
@@ -227,7 +231,7 @@ def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[s
                finetune_steps: int, backend: str | None, objectives: Sequence[str],
                state_dir: str | None, ranks: Sequence[str] = (),
                widths: bool = True, latency_model: str = "table",
-               latency_batch_size: int = 1) -> tuple[Evaluator, DependencyGraph, Any]:
+               latency_batch_size: int = 1, latency_threads: int = 2) -> tuple[Evaluator, DependencyGraph, Any]:
     """The evaluator a search scores with (and the graph and scores its space was built from): the
     same in this process and in every worker, given the same model and data."""
     example = example_of(splits, task)
@@ -255,7 +259,7 @@ def _evaluator(net: nn.Module, splits: Any, task: Any, *, constraints: Mapping[s
         from prunekit.search.latency_table import LatencyTable
 
         table = LatencyTable(net, graph, space, example, backend=backend or "torch", cost=cost,
-                             batch_size=latency_batch_size,
+                             batch_size=latency_batch_size, threads=latency_threads,
                              cache_dir=Path(state_dir) / "latency" if state_dir is not None else None)
         latency = table.measured if latency_model == "measured" else table.predict
     proxy = proxy_for(splits, task, bn_batches=bn_batches, val_samples=val_samples,
@@ -438,7 +442,7 @@ def search(model: Model, data: Data = "fashion_mnist", *, strategy: str = "greed
                          ranks=ranks, widths=widths, bn_batches=bn_batches, val_samples=val_samples,
                          proxy_steps=proxy_steps, finetune_steps=finetune_steps,
                          backend=backend, latency_model=latency_model, latency_batch_size=latency_batch_size,
-                         state_dir=state_dir, storage=storage,
+                         latency_threads=measure.threads, state_dir=state_dir, storage=storage,
                          workers=workers,
                          rebuild=rebuild, progress=progress)
     result: SearchResult = found["result"]

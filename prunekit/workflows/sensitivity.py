@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,9 @@ def default_cache_dir() -> Path:
 def proxy_for(splits: Any, task: Any, *, bn_batches: int = 2, val_samples: int = 1024, batch_size: int = 128,
               finetune_steps: int = 0) -> Proxy:
     """The proxy on ``splits``: ``bn_batches`` training batches of ``batch_size`` re-estimate
-    BatchNorm (and fine-tune, with ``finetune_steps``), the first ``val_samples`` validation samples score."""
+    BatchNorm (and fine-tune, with ``finetune_steps``), the first ``val_samples`` validation samples score.
+    With the user's own loaders (:class:`~prunekit.data.Loaders`) the batches are the loaders' own, at
+    their batch size, and the last validation batch is cut to end at ``val_samples``."""
     if bn_batches < 0 or val_samples < 1 or batch_size < 1:
         raise ConfigError(f"proxy: bn_batches must be >= 0, val_samples and batch_size >= 1; got {bn_batches}, "
                           f"{val_samples}, {batch_size}. Pass e.g. --bn-batches 2 --val-samples 1024.")
@@ -54,8 +56,50 @@ def proxy_for(splits: Any, task: Any, *, bn_batches: int = 2, val_samples: int =
         validation = [(vx[i:min(i + 512, n)], vy[i:min(i + 512, n)]) for i in range(0, n, 512)]
     else:
         calibration = list(itertools.islice(iter(splits.train), count))
-        validation = list(itertools.islice(iter(splits.val), max(1, val_samples // batch_size)))
+        validation = _first_samples(splits.val, val_samples)
     return Proxy(task, calibration, validation, bn_batches=bn_batches, finetune_steps=finetune_steps)
+
+
+def _first_samples(loader: Any, samples: int) -> list[Any]:
+    """The batches of ``loader`` holding its first ``samples`` samples, the last one cut short; a batch
+    whose size cannot be read (no tensor in it) counts as the loader's ``batch_size`` (else 1), whole."""
+    batches: list[Any] = []
+    seen = 0
+    for batch in loader:
+        if seen >= samples:
+            break
+        size = _batch_len(batch)
+        if size is None:
+            size = int(getattr(loader, "batch_size", None) or 1)
+        elif seen + size > samples:
+            batch = _head(batch, size, samples - seen)
+        batches.append(batch)
+        seen += size
+    return batches
+
+
+def _batch_len(batch: Any) -> int | None:
+    """The leading size of the first tensor in ``batch`` (a tensor, or tuples, lists and mappings of them)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else None
+    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else ()
+    for item in items:
+        if (size := _batch_len(item)) is not None:
+            return size
+    return None
+
+
+def _head(batch: Any, size: int, n: int) -> Any:
+    """``batch`` with every tensor of leading size ``size`` cut to its first ``n`` rows (the rest as is)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:n] if batch.dim() and batch.shape[0] == size else batch
+    if isinstance(batch, Mapping):
+        return {k: _head(v, size, n) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # NOTE: a named tuple takes its fields by position
+        return type(batch)(*(_head(v, size, n) for v in batch))
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_head(v, size, n) for v in batch)
+    return batch
 
 
 def _printer(enabled: bool) -> Any:

@@ -76,7 +76,7 @@ def _run(scope: dict[str, Any], metric: str, cache: Path, out: Path | None = Non
     """The sensitivity workflow on the user's module; the proxy scores the first validation batch."""
     model, splits = scope["regression"]()
     return sensitivity(model, splits, task=scope["task"](metric), ratios=(0.5,), depth=False, bn_batches=0,
-                       val_samples=16, baseline_epochs=0, cache_dir=cache, out_dir=out)
+                       val_samples=8, baseline_epochs=0, cache_dir=cache, out_dir=out)
 
 
 def test_sensitivity_takes_the_users_module(tmp_path: Path) -> None:

@@ -29,7 +29,19 @@ def backtracking(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save
     evaluator's memory, so only the unexplored part costs proxy evaluations."""
     space = evaluator.space
     dims = list(space.dimensions)
-    best: list[float] = [state.get("best_metric", float("-inf"))]  # NOTE: as evaluator.goodness (maximised)
+    # NOTE: the replay starts from no best, as the first walk did: starting from the saved best would
+    # prune branches the first walk explored before it found that best, so a resumed search would
+    # evaluate other configurations (and may end on another best) than an uninterrupted one
+    best: list[float] = [float("-inf")]  # NOTE: as evaluator.goodness (maximised)
+
+    def scored(config: Config) -> float:
+        """``config``'s goodness; the state is saved after every paid evaluation, so a search killed
+        mid-walk replays it from memory rather than paying for it again."""
+        paid = evaluator.evaluations
+        value = evaluator.goodness(evaluator(config).values)
+        if evaluator.evaluations != paid:
+            save(state)
+        return value
 
     def completion(partial: Config, cheapest: bool) -> Config | None:
         config = dict(partial)
@@ -42,7 +54,7 @@ def backtracking(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save
         if depth == len(dims):
             if not space.valid(partial) or not evaluator.cheap_feasible(partial):
                 return
-            value = evaluator.goodness(evaluator(partial).values)
+            value = scored(partial)
             if value > best[0]:
                 best[0] = value
                 state.update(best_metric=value, best=partial)
@@ -53,8 +65,7 @@ def backtracking(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save
             return
         if monotone and depth > 0:
             optimistic = completion(partial, cheapest=False)
-            if optimistic is not None and space.valid(optimistic) and \
-                    evaluator.goodness(evaluator(optimistic).values) <= best[0]:
+            if optimistic is not None and space.valid(optimistic) and scored(optimistic) <= best[0]:
                 return
         for choice in dims[depth].choices:
             visit({**partial, dims[depth].name: choice})

@@ -66,20 +66,30 @@ def trial_objective(evaluator: Evaluator, objectives: Sequence[str]) -> Callable
         trial.set_user_attr("config", record.config)
         trial.set_user_attr("values", record.values)
         trial.set_user_attr("feasible", record.feasible)
+        trial.set_user_attr("fidelity", record.fidelity)
         trial.set_constraint("excess", evaluator.violation(record.values))
         return tuple(record.values[o] for o in objectives)
     return objective
 
 
 def _read(study: Any, evaluator: Evaluator) -> None:
-    """The study's COMPLETE trials as the evaluator's records (each configuration once)."""
+    """The study's COMPLETE trials as the evaluator's records (each configuration and fidelity once),
+    remembered under the key the evaluator itself uses (``fidelity|config``), so a trial already in
+    its memory (a saved state's) is neither counted again nor scored again."""
     import optuna
 
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if "config" in trial.user_attrs and f"0|{_key(trial.user_attrs['config'])}" not in evaluator.memo:
-            record = Record(trial.user_attrs["config"], trial.user_attrs["values"], trial.user_attrs["feasible"])
+        if "config" not in trial.user_attrs:
+            continue
+        # NOTE: trials stored before the fidelity was kept were scored at the evaluator's own (the
+        # search's settings, checked on resume, include it)
+        fidelity = int(trial.user_attrs.get("fidelity", evaluator.fidelity))
+        key = f"{fidelity}|{_key(trial.user_attrs['config'])}"
+        if key not in evaluator.memo:
+            record = Record(trial.user_attrs["config"], trial.user_attrs["values"], trial.user_attrs["feasible"],
+                            fidelity)
             evaluator.history.append(record)
-            evaluator.memo[f"0|{_key(record.config)}"] = record.values["metric"]
+            evaluator.memo[key] = record.values["metric"]
             evaluator.evaluations += 1
 
 
