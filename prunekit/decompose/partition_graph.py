@@ -31,7 +31,7 @@ from torch import fx, nn
 from torch.utils._pytree import TreeSpec
 
 from prunekit.errors import ConfigError, PrunekitError
-from prunekit.measure.macs import _Counter, _with_grad_if_tracked, batch_of, counting_mode, recurrent_macs
+from prunekit.measure.macs import MacCounter, with_grad_if_tracked, batch_of, counting_mode, recurrent_macs
 
 __all__ = ["NodeInfo", "GraphCosts", "trace", "measure_nodes", "output_spec", "COMPUTE_OPS"]
 
@@ -199,7 +199,7 @@ class _Recorder(fx.Interpreter):
     """Runs the graph, recording per node: FLOPs (one pass, with ``counter``; else seconds, each
     pass), and values."""
 
-    def __init__(self, module: fx.GraphModule, counter: _Counter | None = None) -> None:
+    def __init__(self, module: fx.GraphModule, counter: MacCounter | None = None) -> None:
         super().__init__(module)
         self.counter = counter
         self.seconds: dict[str, list[float]] = {}
@@ -245,7 +245,7 @@ def measure_nodes(module: fx.GraphModule, inputs: tuple[torch.Tensor, ...], meth
     """Run ``module`` on ``inputs``: MACs per node, median latency over ``repeats`` runs (after
     one warm-up run; skipped, all 0, when ``latency`` is False) and what crosses every cut."""
     def count(grad: bool) -> _Recorder:
-        recorder = _Recorder(module, _Counter())
+        recorder = _Recorder(module, MacCounter())
         assert recorder.counter is not None
         with counting_mode(module, grad), recorder.counter, recorder.counter.recurrent_layers(module):
             recorder.run(*inputs)
@@ -255,7 +255,7 @@ def measure_nodes(module: fx.GraphModule, inputs: tuple[torch.Tensor, ...], meth
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        counter = _with_grad_if_tracked(count)
+        counter = with_grad_if_tracked(count)
         with counting_mode(module):
             timer = _Recorder(module)
             for _ in range(1 + repeats if latency else 0):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import math
 import os
 import statistics
@@ -28,7 +29,7 @@ from prunekit._checks import positional_inputs
 from prunekit.errors import ConfigError, require
 from prunekit.measure.fuse import fold_batchnorm
 from prunekit._modes import eval_mode
-from prunekit.measure.macs import ExampleInput, _forward_inputs, as_inputs, batch_of
+from prunekit.measure.macs import ExampleInput, _forward_inputs, as_inputs, batch_of, find_batch
 
 __all__ = ["LatencyStats", "measure_latency", "measure_latencies", "measure_onnx_latencies",
            "interleaved_onnx_latencies", "ort_session", "ort_options", "ort_feed",
@@ -126,10 +127,64 @@ def _check(backend: str, batch_sizes: Sequence[int], threads: int, warmup: int,
 
 def _inputs_for(model: nn.Module, backend: str, example_inputs: ExampleInput, where: str) -> tuple[Any, ...]:
     """The positional inputs (a dict keyed by ``forward``'s parameters passed by name): tensors for
-    ONNX Runtime; for PyTorch also dicts, lists and tuples of tensors (``macs.as_args``), and None
-    for a parameter left at its default."""
+    ONNX Runtime (:func:`_onnx_args`); for PyTorch also dicts, lists and tuples of tensors
+    (``macs.as_args``); for either None for a parameter left at its default."""
     example_inputs = positional_inputs(model, example_inputs, where)
-    return as_inputs(example_inputs) if backend == "onnxruntime" else _forward_inputs(example_inputs)
+    return _onnx_args(example_inputs) if backend == "onnxruntime" else _forward_inputs(example_inputs)
+
+
+def _onnx_args(example_inputs: Any) -> tuple[torch.Tensor | None, ...]:
+    """The positional inputs as ONNX takes them: tensors, and None for a parameter of ``forward`` left at
+    its default before a later input (GPT-2's ``past_key_values`` between ``input_ids`` and
+    ``attention_mask``), which the exported graph fills in (:func:`_without_gaps`). Anything else is
+    refused in one line (:func:`~prunekit.measure.macs.as_inputs`)."""
+    if isinstance(example_inputs, Mapping) or not isinstance(example_inputs, (tuple, list)):
+        return as_inputs(example_inputs)
+    given = tuple(x for x in example_inputs if x is not None)
+    as_inputs(given or tuple(example_inputs))
+    return tuple(example_inputs)
+
+
+def _without_gaps(model: nn.Module, args: tuple[torch.Tensor | None, ...]) -> nn.Module:
+    """``model`` as a module taking only the tensors of ``args``, which calls it with None in the gaps:
+    ONNX inputs are tensors, so a parameter left at its default cannot be one of the graph's inputs."""
+    if all(x is not None for x in args):
+        return model
+    slots = tuple(x is not None for x in args)
+
+    def forward(self: nn.Module, *tensors: torch.Tensor) -> Any:
+        given = iter(tensors)
+        return model(*(next(given) if slot else None for slot in slots))
+
+    # NOTE: one named parameter per tensor: torch.export matches dynamic_shapes to forward's signature,
+    # and a bare *tensors would take them nested (((dims, dims),)), not as export_onnx gives them
+    parameter = inspect.Parameter
+    forward.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [parameter("self", parameter.POSITIONAL_ONLY)]
+        + [parameter(f"input_{i}", parameter.POSITIONAL_ONLY) for i in range(sum(slots))])
+    wrapper = type(type(model).__name__, (nn.Module,), {"forward": forward})()  # NOTE: errors name the model
+    wrapper.model = model  # NOTE: a submodule, so that export sees its weights and sets its mode
+    return wrapper
+
+
+def _batch_for(model: nn.Module, inputs: tuple[Any, ...], batch_sizes: Sequence[int], where: str) -> int | None:
+    """The example's batch size along dim 0 to re-batch ``inputs`` from (:func:`~prunekit.measure.macs.batch_of`):
+    verified on ``model`` (:func:`~prunekit.measure.macs.find_batch`) unless every size asked for is the
+    one all the input tensors already have (the example is timed as given). A ConfigError where the
+    example cannot be re-batched along dim 0 (a sequence-first RNN's dim 0 is time)."""
+    from torch.utils._pytree import tree_flatten
+
+    own = {x.shape[0] for x in tree_flatten(inputs)[0] if isinstance(x, torch.Tensor) and x.dim()}
+    if len(own) <= 1 and set(batch_sizes) <= (own or {1}):
+        return next(iter(own), None)
+    found = find_batch(model, inputs)
+    if found.size is None:
+        asked = next(size for size in batch_sizes if size not in own)
+        given = f" batch_size={min(own)} to time the example as given," if len(own) == 1 else ""
+        raise ConfigError(f"{where}: cannot time batch {asked}: example_inputs cannot be re-batched along dim 0 "
+                          f"({found.reason}). Pass inputs with the batch on dim 0 (e.g. nn.GRU(batch_first=True)),"
+                          f"{given} or an example of the batch size you want.")
+    return found.size
 
 
 def _sync_for(inputs: tuple[Any, ...]) -> Callable[[], None]:
@@ -142,7 +197,7 @@ def _sync_for(inputs: tuple[Any, ...]) -> Callable[[], None]:
 
 def _torch_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
                      batch_sizes: Sequence[int], threads: int,
-                     timing: _Timing, backend: str = "torch") -> tuple[LatencyStats, ...]:
+                     timing: _Timing, backend: str = "torch", batch: int | None = None) -> tuple[LatencyStats, ...]:
     if backend == "torch-fused":
         model = fold_batchnorm(model).model  # NOTE: a copy; the folding is not timed.
     old_threads = torch.get_num_threads()
@@ -151,10 +206,10 @@ def _torch_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
     try:
         with eval_mode(model), torch.inference_mode():
             for size in batch_sizes:
-                batch = batch_of(inputs, size)
+                rows = batch_of(inputs, size, batch)
 
-                def call(batch: tuple[torch.Tensor, ...] = batch) -> None:
-                    model(*batch)
+                def call(rows: tuple[torch.Tensor, ...] = rows) -> None:
+                    model(*rows)
                     sync()
 
                 results.append(_summarise(_time_calls(call, timing), backend, size, threads))
@@ -215,15 +270,20 @@ def exports_kept() -> Iterator[None]:
         _KEEPING.reset(token)
 
 
-def _export_key(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[Any, ...]:
+def _export_key(model: nn.Module, inputs: tuple[torch.Tensor | None, ...]) -> tuple[Any, ...]:
     state = tuple((name, id(t), t._version, tuple(t.shape), t.dtype)
                   for name, t in model.state_dict(keep_vars=True).items())
-    return id(model), state, tuple((tuple(x.shape), x.dtype) for x in inputs)
+    return id(model), state, tuple(None if x is None else (tuple(x.shape), x.dtype) for x in inputs)
 
 
-def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], threads: int) -> Any:
+def _tensors(inputs: tuple[torch.Tensor | None, ...]) -> tuple[torch.Tensor, ...]:
+    """The inputs an ONNX session takes: ``inputs`` without the gaps (:func:`_without_gaps`)."""
+    return tuple(x for x in inputs if x is not None)
+
+
+def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor | None, ...], threads: int) -> Any:
     """An ONNX Runtime session of ``model``, exported to a temporary file (or reused, see
-    :func:`exports_reused`)."""
+    :func:`exports_reused`); its inputs are the tensors of ``inputs`` (:func:`_tensors`)."""
     require("onnxruntime", extra="onnx", feature="ONNX Runtime latency")
     from prunekit.measure.onnx import export_onnx
 
@@ -232,32 +292,35 @@ def _ort_session(model: nn.Module, inputs: tuple[torch.Tensor, ...], threads: in
     if kept is not None and key in kept:
         return ort_session(kept[key][1], threads)
     with tempfile.TemporaryDirectory(prefix="prunekit-latency-") as tmp:
-        file = export_onnx(model, inputs, Path(tmp) / "model.onnx", dynamic_batch=True)
+        file = export_onnx(_without_gaps(model, inputs), _tensors(inputs), Path(tmp) / "model.onnx",
+                           dynamic_batch=True)
         if kept is not None and _KEEPING.get() and len(list(Path(tmp).iterdir())) == 1:  # NOTE: one file
             kept[key] = (model, file.read_bytes())
         return ort_session(file, threads)
 
 
-def ort_feed(session: Any, inputs: tuple[torch.Tensor, ...], size: int) -> dict[str, Any]:
-    """``{input name: array}`` for an ONNX Runtime session: ``inputs`` repeated to batch ``size``."""
+def ort_feed(session: Any, inputs: tuple[torch.Tensor, ...], size: int, batch: int | None = None) -> dict[str, Any]:
+    """``{input name: array}`` for an ONNX Runtime session: ``inputs`` repeated to batch ``size``
+    (:func:`~prunekit.measure.macs.batch_of`, from the example's batch size ``batch``)."""
     names = [i.name for i in session.get_inputs()]
-    return {n: x.detach().cpu().numpy() for n, x in zip(names, batch_of(inputs, size))}
+    return {n: x.detach().cpu().numpy() for n, x in zip(names, batch_of(inputs, size, batch))}
 
 
 def _session_latencies(session: Any, inputs: tuple[torch.Tensor, ...], batch_sizes: Sequence[int],
-                       threads: int, timing: _Timing) -> tuple[LatencyStats, ...]:
+                       threads: int, timing: _Timing, batch: int | None = None) -> tuple[LatencyStats, ...]:
     results = []
     for size in batch_sizes:
-        feed = ort_feed(session, inputs, size)
+        feed = ort_feed(session, inputs, size, batch)
         times = _time_calls(lambda feed=feed: session.run(None, feed), timing)  # type: ignore[misc]
         results.append(_summarise(times, "onnxruntime", size, threads))
     return tuple(results)
 
 
-def _onnxruntime_latencies(model: nn.Module, inputs: tuple[torch.Tensor, ...],
+def _onnxruntime_latencies(model: nn.Module, inputs: tuple[torch.Tensor | None, ...],
                            batch_sizes: Sequence[int], threads: int,
-                           timing: _Timing) -> tuple[LatencyStats, ...]:
-    return _session_latencies(_ort_session(model, inputs, threads), inputs, batch_sizes, threads, timing)
+                           timing: _Timing, batch: int | None) -> tuple[LatencyStats, ...]:
+    session = _ort_session(model, inputs, threads)
+    return _session_latencies(session, _tensors(inputs), batch_sizes, threads, timing, batch)
 
 
 def _onnx_file_latencies(file: Path | bytes, inputs: tuple[torch.Tensor, ...], batch_sizes: Sequence[int],
@@ -305,12 +368,23 @@ def measure_latencies(model: nn.Module, example_inputs: ExampleInput, *, backend
                       batch_sizes: Sequence[int] = (1,), threads: int = 2, warmup: int = 3,
                       repeats: int | None = None, min_time_s: float = 1.0) -> tuple[LatencyStats, ...]:
     """:func:`measure_latency` at several batch sizes; onnxruntime exports the model only once."""
+    return _latencies(model, example_inputs, None, backend=backend, batch_sizes=batch_sizes, threads=threads,
+                      warmup=warmup, repeats=repeats, min_time_s=min_time_s, where="measure_latency")
+
+
+def _latencies(model: nn.Module, example_inputs: ExampleInput, batch: int | None, *, backend: str,
+               batch_sizes: Sequence[int], threads: int, warmup: int, repeats: int | None, min_time_s: float,
+               where: str) -> tuple[LatencyStats, ...]:
+    """:func:`measure_latencies`, re-batching from the example's batch size ``batch`` along dim 0 where
+    the caller has verified it (a profile, :func:`~prunekit.measure.macs.find_batch`); None: found here."""
     _check(backend, batch_sizes, threads, warmup, repeats, min_time_s)
-    inputs = _inputs_for(model, backend, example_inputs, "measure_latency")
+    inputs = _inputs_for(model, backend, example_inputs, where)
+    if batch is None:
+        batch = _batch_for(model, inputs, batch_sizes, where)
     timing = _Timing(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
     if backend == "onnxruntime":
-        return _onnxruntime_latencies(model, inputs, tuple(batch_sizes), threads, timing)
-    return _torch_latencies(model, inputs, tuple(batch_sizes), threads, timing, backend)
+        return _onnxruntime_latencies(model, inputs, tuple(batch_sizes), threads, timing, batch)
+    return _torch_latencies(model, inputs, tuple(batch_sizes), threads, timing, backend, batch)
 
 
 def measure_latency(model: nn.Module, example_inputs: ExampleInput, *, backend: str = "torch",
@@ -318,10 +392,17 @@ def measure_latency(model: nn.Module, example_inputs: ExampleInput, *, backend: 
                     repeats: int | None = None, min_time_s: float = 1.0) -> LatencyStats:
     """Latency of ``model`` on ``example_inputs`` tiled along dim 0 to ``batch_size`` rows.
 
+    An input whose dim 0 is not the example's batch size (a (T, T) attention mask shared by the
+    batch) is passed unchanged. Re-batching is verified first (the model at batch 2 gives each
+    sample's outputs at batch 1, :func:`~prunekit.measure.macs.find_batch`): a ConfigError where it
+    fails (a sequence-first RNN, whose dim 0 is time); a ``batch_size`` equal to the example's own
+    times it as given.
+
     backend: "torch" (eager, ``inference_mode``), "torch-fused" (the same after folding every
     Conv/Linear -> BatchNorm pair, :func:`prunekit.measure.fuse.fold_batchnorm`: the deployed form,
     as ONNX Runtime folds at load) or "onnxruntime" (exported with :func:`export_onnx`, CPU,
-    sequential, all graph optimisations). ``threads`` is the intra-op
+    sequential, all graph optimisations; a parameter left at its default between the inputs, such as
+    GPT-2's ``past_key_values``, is no input of the graph). ``threads`` is the intra-op
     thread count for either; torch's own setting is restored afterwards. ``repeats`` None means
     adaptive (module docstring). The model's train/eval mode and weights are unchanged. A dict whose
     keys name ``forward``'s parameters is passed by name; any other dict is one input (PyTorch only).
@@ -439,18 +520,18 @@ def format_ms(ms: float) -> str:
     return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
 
 
-def _reader(backend: str, inputs: tuple[torch.Tensor, ...], batch_size: int, threads: int,
-            timing: _Timing) -> Callable[[nn.Module], float]:
+def _reader(backend: str, inputs: tuple[Any, ...], batch_size: int, threads: int,
+            timing: _Timing, batch: int | None = None) -> Callable[[nn.Module], float]:
     """Median ms of one reading of a model; ONNX sessions are built once per model."""
     sessions: dict[int, Any] = {}
 
     def read(model: nn.Module) -> float:
         if backend != "onnxruntime":
-            return _torch_latencies(model, inputs, (batch_size,), threads, timing, backend)[0].median_ms
+            return _torch_latencies(model, inputs, (batch_size,), threads, timing, backend, batch)[0].median_ms
         if id(model) not in sessions:
             sessions[id(model)] = _ort_session(model, inputs, threads)
         session = sessions[id(model)]
-        feed = ort_feed(session, inputs, batch_size)
+        feed = ort_feed(session, _tensors(inputs), batch_size, batch)
         times = _time_calls(lambda: session.run(None, feed), timing)
         return _summarise(times, backend, batch_size, threads).median_ms
 
@@ -464,7 +545,9 @@ def aa_control(before: nn.Module, after: nn.Module, example_inputs: ExampleInput
     after/before ratio and, from before's two readings, the noise band it must clear."""
     _check(backend, (batch_size,), threads, warmup, None, min_time_s)
     timing = _Timing(warmup=warmup, repeats=None, min_time_s=min_time_s)
-    read = _reader(backend, _inputs_for(before, backend, example_inputs, "aa_control"), batch_size, threads, timing)
+    inputs = _inputs_for(before, backend, example_inputs, "aa_control")
+    batch = _batch_for(before, inputs, (batch_size,), "aa_control")
+    read = _reader(backend, inputs, batch_size, threads, timing, batch)
     paired = interleaved({"A": before, "B": after, "A2": before}, read, reference="A", rounds=rounds)
     aa = [a2 / a for a, a2 in zip(paired["A"].round_ms, paired["A2"].round_ms, strict=True)]
     noise = max(abs(r - 1) for r in aa) if aa else 0.0

@@ -33,7 +33,8 @@ from prunekit._checks import positional_inputs, tensors_in
 from prunekit.errors import ConfigError
 
 __all__ = ["count_macs", "macs_by_module", "macs_terms", "MacsTerms", "as_args", "as_inputs", "batch_of",
-           "counting_mode", "recurrent_macs"]
+           "Batching", "counting_mode", "find_batch", "leading_size", "recurrent_macs", "MacCounter",
+           "with_grad_if_tracked"]
 
 # NOTE: a tensor, a tuple of positional inputs, or a dict keyed by forward's parameter names
 ExampleInput = torch.Tensor | tuple[Any, ...] | Mapping[str, Any]
@@ -93,16 +94,28 @@ def _forward_inputs(example_inputs: Any) -> tuple[Any, ...]:
     return as_args(example_inputs)
 
 
-def batch_of(inputs: tuple[Any, ...], batch_size: int) -> tuple[Any, ...]:
-    """Each input tensor (also those inside a dict, list or tuple input) tiled (repeated) along
-    dim 0, then cut to exactly ``batch_size`` rows.
+def leading_size(inputs: Any) -> int | None:
+    """Dim 0 of the first input tensor that has one (also inside a dict, list or tuple input): the
+    example's batch size as :func:`batch_of` takes it by default; None where no tensor has a dim."""
+    from torch.utils._pytree import tree_flatten
 
-    0-d tensors have no batch dimension and are passed through unchanged.
+    return next((x.shape[0] for x in tree_flatten(inputs)[0] if isinstance(x, torch.Tensor) and x.dim()), None)
+
+
+def batch_of(inputs: tuple[Any, ...], batch_size: int, batch: int | None = None) -> tuple[Any, ...]:
+    """Each input tensor (also those inside a dict, list or tuple input) whose dim 0 is the example's
+    batch size ``batch`` (default :func:`leading_size`) tiled (repeated) along dim 0, then cut to
+    exactly ``batch_size`` rows.
+
+    Tensors whose dim 0 differs (a (T, T) attention mask shared by the batch) and 0-d tensors have no
+    batch dimension and are passed through unchanged.
     """
     from torch.utils._pytree import tree_map
 
+    rows = leading_size(inputs) if batch is None else batch
+
     def tiled(x: Any) -> Any:
-        if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        if not isinstance(x, torch.Tensor) or x.dim() == 0 or x.shape[0] != rows:
             return x
         times = -(-batch_size // max(x.shape[0], 1))
         return x.repeat(times, *([1] * (x.dim() - 1)))[:batch_size].contiguous()
@@ -110,7 +123,92 @@ def batch_of(inputs: tuple[Any, ...], batch_size: int) -> tuple[Any, ...]:
     return tuple(tree_map(tiled, x) for x in inputs)
 
 
-def _with_grad_if_tracked(run: Callable[[bool], Any]) -> Any:
+@dataclass(frozen=True)
+class Batching:
+    """How an example input takes other batch sizes (:func:`find_batch`): ``size`` is its batch size
+    along dim 0 (inputs whose dim 0 differs are shared by the batch), None where re-batching along
+    dim 0 was not verified; ``reason`` then says why."""
+
+    size: int | None
+    reason: str = ""
+
+
+def find_batch(model: nn.Module, inputs: tuple[Any, ...]) -> Batching:
+    """The example's batch size along dim 0, verified on ``model``: for each leading size of the input
+    tensors in turn, the inputs of that size are cut to their first sample ``a``, a different sample
+    ``b`` is made from it, and the model at batch 2 (``[a, b]``) must give the outputs at batch 1 of
+    ``a`` and of ``b`` (those outputs whose dim 0 follows the batch). A sequence-first RNN's dim 0 is
+    time (steps see the steps before), so it fails; a shared mask passes through unchanged."""
+    from torch.utils._pytree import tree_flatten
+
+    sizes = list(dict.fromkeys(x.shape[0] for x in tree_flatten(inputs)[0]
+                               if isinstance(x, torch.Tensor) and x.dim()))
+    if not sizes:
+        return Batching(None, "no input tensor has a dimension to batch")
+    reasons = []
+    for size in sizes:
+        reason = _rebatch_failure(model, inputs, size)
+        if reason is None:
+            return Batching(size)
+        reasons.append(reason)
+    return Batching(None, reasons[0])
+
+
+def _other_sample(x: torch.Tensor) -> torch.Tensor:
+    """A sample unlike ``x`` of the same shape and kind: floats drawn with ``x``'s mean and spread,
+    integers (token ids) shuffled among ``x``'s own values (so they stay valid), flags unchanged."""
+    generator = torch.Generator().manual_seed(0)  # NOTE: the global random state is left alone
+    if x.is_floating_point():
+        spread = float(x.float().std()) if x.numel() > 1 else 0.0
+        noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+        return x.mean() + noise * (spread if spread > 0 else 1.0)
+    if x.dtype == torch.bool or x.is_complex() or x.numel() < 2:
+        return x
+    order = torch.randperm(x.numel(), generator=generator).to(x.device)
+    return x.reshape(-1)[order].reshape(x.shape)
+
+
+def _rebatch_failure(model: nn.Module, inputs: tuple[Any, ...], size: int) -> str | None:
+    """Why ``inputs`` cannot be re-batched along dim 0 taking ``size`` as their batch size; None if they can."""
+    from torch.utils._pytree import tree_map
+
+    def batched(x: Any) -> bool:
+        return isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == size
+
+    one = tree_map(lambda x: x[:1] if batched(x) else x, inputs)
+    other = tree_map(lambda x: _other_sample(x[:1]) if batched(x) else x, inputs)
+    pair = tree_map(lambda x: torch.cat([x[:1], _other_sample(x[:1])]) if batched(x) else x, inputs)
+    try:
+        with eval_mode(model), torch.no_grad():
+            outputs = [tensors_in(model(*args), "the model's output") for args in (one, other, pair)]
+    except Exception as exc:  # NOTE: the model's own code raises any type on inputs it cannot take
+        first = next((line for line in str(exc).splitlines() if line.strip()), "").strip()
+        return f"the model fails on it re-batched along dim 0 ({type(exc).__name__}: {first[:160]})"
+    if len({len(o) for o in outputs}) != 1:
+        return "the model gives a different number of outputs at batch 2"
+    followed = 0
+    for a, b, both in zip(*outputs):
+        if not (both.dim() and both.shape[0] == 2 and a.shape == b.shape == (1, *both.shape[1:])):
+            continue  # NOTE: an output with no batch dim first (an RNN's (layers, B, H) state)
+        followed += 1
+        if not (_close(both[:1], a) and _close(both[1:], b)):
+            return ("a sample's outputs change with the other samples along dim 0 (dim 0 is not the batch, "
+                    "e.g. the time steps of a sequence-first RNN)")
+    if not followed:
+        return "no output of the model follows the batch size along dim 0"
+    return None
+
+
+def _close(got: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Equal up to the rounding of another batch size's kernels (scaled to ``expected``'s magnitude)."""
+    if not got.is_floating_point():
+        return torch.equal(got, expected)
+    tol = max(1e-3, 16 * torch.finfo(got.dtype).eps)
+    scale = max(1.0, float(expected.detach().abs().nan_to_num(0.0, 0.0, 0.0).max())) if expected.numel() else 1.0
+    return torch.allclose(got.float(), expected.float(), rtol=tol, atol=tol * scale, equal_nan=True)
+
+
+def with_grad_if_tracked(run: Callable[[bool], Any]) -> Any:
     """``run(False)``; where torch's module tracker (which FlopCounterMode uses) fails under no_grad,
     ``run(True)``: a module given a view of a parameter (a Perceiver's or DETR's learned queries,
     ``latents.unsqueeze(0).expand(...)``) reports requires_grad there without a grad_fn, and the
@@ -200,7 +298,7 @@ def recurrent_macs(module: nn.Module, input: Any) -> list[tuple[torch.Tensor, in
     return [(w, steps * w.numel()) for w in weights]
 
 
-class _Counter(FlopCounterMode):
+class MacCounter(FlopCounterMode):
     """FlopCounterMode that counts each recurrent layer by :func:`recurrent_macs` instead of the ops it
     runs (none seen for a fused kernel, the matmuls of a decomposed one: never both)."""
 
@@ -244,12 +342,12 @@ def _flop_counts(model: nn.Module, example_inputs: ExampleInput) -> dict[str, di
     inputs = _forward_inputs(example_inputs)
 
     def run(grad: bool) -> dict[str, dict[object, int]]:
-        counter = _Counter()
+        counter = MacCounter()
         with counting_mode(model, grad), counter, counter.recurrent_layers(model):
             model(*inputs)
         return counter.get_flop_counts()
 
-    return _with_grad_if_tracked(run)
+    return with_grad_if_tracked(run)
 
 
 def count_macs(model: nn.Module, example_inputs: ExampleInput) -> int:
@@ -319,7 +417,7 @@ class MacsTerms:
         return flops // 2
 
 
-class _TermCounter(_Counter):
+class _TermCounter(MacCounter):
     """The counter that also books each op's FLOPs to the one parameter it reads whole."""
 
     def __init__(self, params: Mapping[int, tuple[str, int]]) -> None:
@@ -415,7 +513,7 @@ def macs_terms(model: nn.Module, example_inputs: ExampleInput, *, shapes_only: S
         return counter
 
     try:
-        counter = _with_grad_if_tracked(run)
+        counter = with_grad_if_tracked(run)
     finally:
         for h in hooks:
             h.remove()

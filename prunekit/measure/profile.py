@@ -25,10 +25,11 @@ from prunekit.measure.latency import (
     DEFAULT_BACKENDS,
     LatencyControl,
     LatencyStats,
+    _latencies,
+    _onnx_args,
     format_ms,
-    measure_latencies,
 )
-from prunekit.measure.macs import ExampleInput, _forward_inputs, as_inputs, batch_of, count_macs
+from prunekit.measure.macs import ExampleInput, _forward_inputs, batch_of, count_macs, find_batch, leading_size
 from prunekit.measure.params import count_params
 from prunekit.measure.size import size_on_disk
 
@@ -101,6 +102,11 @@ def profile(model: nn.Module, example_inputs: ExampleInput, *, name: str = "mode
             min_time_s: float = 1.0, progress: Callable[[str], None] | None = None) -> Profile:
     """Measure ``model`` on ``example_inputs`` (batch 1 is enough; it is tiled for larger batches).
 
+    The batch is dim 0, verified on the model first (:func:`~prunekit.measure.macs.find_batch`); an
+    input whose dim 0 differs (a shared attention mask) is passed unchanged. Where the example cannot
+    be re-batched (a sequence-first RNN, whose dim 0 is time), MACs and latency are those of the
+    example as given (latency labelled with its dim 0), and a note says so.
+
     Latency uses :func:`measure_latency`'s protocol for each backend x batch size (add
     "torch-fused" for the BatchNorm-folded deployed form). An
     onnxruntime failure is recorded in ``notes`` and the other numbers are kept. ``progress`` is
@@ -114,25 +120,33 @@ def profile(model: nn.Module, example_inputs: ExampleInput, *, name: str = "mode
         raise ConfigError(f"profile: backends must be among {', '.join(BACKENDS)}; got "
                           f"{unknown}. Pass e.g. backends=('torch',).")
     step = progress or (lambda message: None)
-    sample = batch_of(_forward_inputs(positional_inputs(model, example_inputs, "profile")), 1)
+    inputs = _forward_inputs(positional_inputs(model, example_inputs, "profile"))
+    notes = [note] if backends and (note := _busy_machine_note()) else []
+    step("finding the batch dimension")
+    found = find_batch(model, inputs)
+    if found.size is not None:
+        batch, sample = found.size, batch_of(inputs, 1, found.size)
+    else:  # NOTE: re-batching would change what the example means: measure it as it is
+        batch, sample = leading_size(inputs) or 1, inputs
+        batch_sizes = (batch,)
+        notes.append(_not_rebatched_note(found.reason, _first_shape(inputs), batch))
     step("counting parameters and MACs")
     params, macs = count_params(model), count_macs(model, sample)
     step("measuring size on disk")
     size = size_on_disk(model)
     latency: list[LatencyStats] = []
-    notes = [note] if backends and (note := _busy_machine_note()) else []
     if "onnxruntime" in backends:
         try:
-            as_inputs(sample)
+            _onnx_args(sample)
         except ConfigError as exc:  # NOTE: a batch dict: PyTorch runs it, ONNX cannot take it
             backends = tuple(b for b in backends if b != "onnxruntime")
             notes.append(f"onnxruntime latency not measured: {exc}")
     for backend in backends:
         step(f"measuring {backend} latency at batch sizes {', '.join(map(str, batch_sizes))}")
         try:
-            latency += measure_latencies(model, sample, backend=backend, batch_sizes=batch_sizes,
-                                         threads=threads, warmup=warmup, repeats=repeats,
-                                         min_time_s=min_time_s)
+            latency += _latencies(model, inputs, batch, backend=backend, batch_sizes=batch_sizes,
+                                  threads=threads, warmup=warmup, repeats=repeats, min_time_s=min_time_s,
+                                  where="profile")
         except Exception as exc:  # NOTE: ORT and the exporter raise many types; torch must work.
             if backend == "torch" or isinstance(exc, ConfigError):
                 raise
@@ -154,6 +168,14 @@ def _first_shape(inputs: tuple[Any, ...]) -> tuple[int, ...]:
     from torch.utils._pytree import tree_flatten
 
     return next((tuple(x.shape) for x in tree_flatten(inputs)[0] if isinstance(x, torch.Tensor)), ())
+
+
+def _not_rebatched_note(reason: str, shape: tuple[int, ...], batch: int) -> str:
+    """What a profile measured where the example's batch dimension could not be established, and how to fix it."""
+    shown = "x".join(map(str, shape)) or "-"
+    return (f"batch dimension not established ({reason}): MACs and latency are of the example as given "
+            f"(input {shown}, latency labelled batch {batch}), not per sample, and other batch sizes were not "
+            f"measured; pass inputs with the batch on dim 0 (e.g. nn.GRU(batch_first=True)) to measure them")
 
 
 def _busy_machine_note() -> str | None:

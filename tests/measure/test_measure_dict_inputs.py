@@ -69,6 +69,7 @@ def test_a_batch_dict_is_one_input_and_onnx_names_its_values() -> None:
     assert any(note.startswith("onnxruntime latency not measured: this needs tensor inputs") for note in result.notes)
 
 
-def test_an_input_left_at_its_default_is_named_for_onnx() -> None:
-    with pytest.raises(ConfigError, match=r"example_inputs\[1\] is None"):
-        measure_latency(Named(), _named(), backend="onnxruntime")
+def test_an_input_left_at_its_default_is_no_onnx_input() -> None:
+    # NOTE: forward's `mask` sits between x and y and is left at None: the ONNX file takes x and y only
+    result = measure_latency(Named(), _named(), backend="onnxruntime", min_time_s=0.0)
+    assert result.median_ms > 0
