@@ -17,6 +17,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -187,7 +188,8 @@ def export_onnx(model: nn.Module, example_inputs: ExampleInput, path: str | os.P
     With ``dynamic_batch`` the first dimension of every input and output is named "batch" and
     may take any size. ``opset`` None lets the exporter choose. The model's train/eval mode is
     restored. The file appears only when complete; models over ~1.5 GB also get a
-    ``<name>.data`` file beside it. Needs ``pip install 'prunekit[onnx]'``.
+    ``<name>.data`` file beside it. A Hugging Face model is exported with its key/value cache off
+    (``config.use_cache``: the file returns the logits, not a cache). Needs ``pip install 'prunekit[onnx]'``.
     """
     require("onnx", extra="onnx", feature="ONNX export")
     require("onnxscript", extra="onnx", feature="ONNX export")
@@ -201,7 +203,13 @@ def export_onnx(model: nn.Module, example_inputs: ExampleInput, path: str | os.P
     modes = modes_of(model)
     model.eval()
     log = io.StringIO()
+    # NOTE: a Hugging Face model's key/value cache (a DynamicCache) is no tensor a file can return; off
+    # for the export (also of a model inside a wrapper), the configs' settings restored after
+    cached: list[Any] = list({id(c): c for m in model.modules()
+                              if getattr(c := getattr(m, "config", None), "use_cache", None) is True}.values())
     try:
+        for config in cached:
+            config.use_cache = False
         with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
             file = Path(tmp) / target.name
             found: tuple[int | None, str] | None = None  # NOTE: the output's names and structure, once run
@@ -231,5 +239,7 @@ def export_onnx(model: nn.Module, example_inputs: ExampleInput, path: str | os.P
                     os.replace(extra, target.parent / extra.name)
             os.replace(file, target)
     finally:
+        for config in cached:
+            config.use_cache = True
         restore_modes(modes)
     return target
