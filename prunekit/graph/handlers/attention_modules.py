@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
+from prunekit.errors import DataError
 from prunekit.graph.handlers import hf_modules, timm_modules
 from prunekit.graph.handlers.conv import GROUPS_FOLLOW, register_deform_conv
 from prunekit.graph.handlers.reduce import register_torchvision_pooling
@@ -41,6 +42,12 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
     or the embedding dim are pruned. Supports the options the graph prunes through (masks,
     ``batch_first``, unbatched inputs, ``need_weights``); ``add_bias_kv`` / ``add_zero_attn``
     modules are never pruned by head.
+
+    ``_qkv_same_embed_dim`` is always False: it is the flag ``nn.TransformerEncoderLayer``'s fused
+    path (eval without grad) reads, which would read the weights directly at ``embed_dim`` rows and
+    skip this forward. Whether the projections are packed is ``in_proj_weight is not None``. The
+    nested batch ``nn.TransformerEncoder`` gives its layers then (with a padding mask) is taken, as
+    torch's own fast path takes it.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
@@ -52,10 +59,12 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
         self.embed_dim, self.num_heads, self.dropout, self.batch_first = embed_dim, num_heads, dropout, batch_first
         self.kdim = kdim if kdim is not None else embed_dim
         self.vdim = vdim if vdim is not None else embed_dim
-        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        # NOTE: False keeps torch's fused paths away (see the class docstring); an encoder built from a
+        # layer holding this module turns off its nested-tensor path, as torch's __init__ checks it
+        self._qkv_same_embed_dim = False
         self.head_dim = head_dim if head_dim is not None else embed_dim // num_heads
         inner = num_heads * self.head_dim
-        if self._qkv_same_embed_dim:
+        if self.kdim == embed_dim and self.vdim == embed_dim:
             self.in_proj_weight = nn.Parameter(torch.empty((3 * inner, embed_dim), **factory))
             for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
                 self.register_parameter(name, None)
@@ -77,11 +86,24 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
         self.add_zero_attn = add_zero_attn
         self._reset_parameters()
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle (``torch.load`` of a whole model), with the fused paths kept away as in ``__init__``."""
+        super().__setstate__(state)
+        self._qkv_same_embed_dim = False
+
+    def _reset_parameters(self) -> None:
+        """Initialise the parameters as ``nn.MultiheadAttention`` does, packed or separate as they are."""
+        self._qkv_same_embed_dim = _packed(self)  # NOTE: the flag torch's method reads to choose
+        try:
+            super()._reset_parameters()
+        finally:
+            self._qkv_same_embed_dim = False
+
     @classmethod
     def from_module(cls, module: nn.MultiheadAttention) -> PrunedMultiheadAttention:
         """This class holding ``module``'s parameters and output projection (shared, not copied),
         with its widths read from them (``module.head_dim`` is kept)."""
-        same = module._qkv_same_embed_dim
+        same = _packed(module)
         q_weight = module.in_proj_weight if same else module.q_proj_weight
         heads = q_weight.shape[0] // (3 if same else 1) // module.head_dim
         new = cls(q_weight.shape[1], heads, module.dropout, module.in_proj_bias is not None,
@@ -89,11 +111,10 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
                   kdim=None if same else module.k_proj_weight.shape[1],
                   vdim=None if same else module.v_proj_weight.shape[1], batch_first=module.batch_first,
                   device="meta", head_dim=module.head_dim, out_dim=module.out_proj.out_features)
+        # NOTE: the parameters are the original's: separate projections stay separate even where the
+        # cut makes kdim and vdim equal to embed_dim (the forward reads which ones are set)
         for name, param in module._parameters.items():
             new.register_parameter(name, param)
-        # NOTE: the parameters are the original's: separate projections stay separate even where the
-        # cut makes kdim and vdim equal to embed_dim (the forward reads this flag, as torch's does)
-        new._qkv_same_embed_dim = same
         new.out_proj = module.out_proj
         return new.train(module.training)
 
@@ -101,6 +122,9 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
                 key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
                 attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
                 is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if query.is_nested or key.is_nested or value.is_nested:
+            return self._forward_nested(query, key, value, key_padding_mask, need_weights, attn_mask,
+                                        average_attn_weights, is_causal)
         batched = query.dim() == 3
         if not batched:  # (L, E) -> (1, L, E), batch first
             query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
@@ -111,7 +135,7 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         (n, length, _), source = query.shape, key.shape[1]
         inner = self.num_heads * self.head_dim
-        if self._qkv_same_embed_dim:
+        if self.in_proj_weight is not None:
             wq, wk, wv = self.in_proj_weight.split(inner)
         else:
             wq, wk, wv = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
@@ -142,6 +166,34 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
             o = o.transpose(0, 1)
         return (o if batched else o.squeeze(0)), weights
 
+    def _forward_nested(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        key_padding_mask: torch.Tensor | None, need_weights: bool, attn_mask: torch.Tensor | None,
+                        average_attn_weights: bool, is_causal: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Self-attention over a nested batch (N, L_i, E), as ``nn.TransformerEncoder`` feeds its layers
+        in inference with a padding mask: run padded, the padding as ``key_padding_mask``; nested out.
+
+        NOTE: the padded positions are dropped again, so the encoder pads its output with zeros there,
+        as it does with torch's attention: the pruned model gives what the original gives.
+        """
+        if key is not query or value is not query or key_padding_mask is not None or attn_mask is not None:
+            raise DataError("PrunedMultiheadAttention takes a nested tensor only as self-attention without masks "
+                            "(as nn.TransformerEncoder passes it); pass padded tensors and a key_padding_mask.")
+        lengths = [t.shape[0] for t in query.unbind()]
+        padded = query.to_padded_tensor(0.0)
+        positions = torch.arange(padded.shape[1], device=padded.device)
+        padding = positions >= torch.tensor(lengths, device=padded.device).unsqueeze(1)
+        x = padded if self.batch_first else padded.transpose(0, 1)  # NOTE: a nested batch is batch first
+        out, weights = self.forward(x, x, x, key_padding_mask=padding, need_weights=need_weights,  # NOTE: hooks ran
+                                    average_attn_weights=average_attn_weights, is_causal=is_causal)
+        out = out if self.batch_first else out.transpose(0, 1)
+        return torch.nested.as_nested_tensor([o[:n] for o, n in zip(out, lengths)], layout=torch.strided), weights
+
+
+def _packed(module: nn.MultiheadAttention) -> bool:
+    """Whether ``module`` holds q, k, v as one ``in_proj_weight`` (torch's ``_qkv_same_embed_dim``,
+    which :class:`PrunedMultiheadAttention` keeps False)."""
+    return module.in_proj_weight is not None
+
 
 def _additive_mask(attn_mask: torch.Tensor | None, key_padding_mask: torch.Tensor | None, n: int, heads: int,
                    length: int, source: int, dtype: torch.dtype) -> torch.Tensor | None:
@@ -164,7 +216,7 @@ def _additive_mask(attn_mask: torch.Tensor | None, key_padding_mask: torch.Tenso
 def refresh_multihead_attention(module: Any) -> nn.Module | None:
     """num_heads, embed_dim, kdim, vdim from the sliced weights; head_dim is kept. Returns a
     :class:`PrunedMultiheadAttention` to use in the module's place once the widths differ."""
-    same = module._qkv_same_embed_dim
+    same = _packed(module)
     q_weight = module.in_proj_weight if same else module.q_proj_weight
     inner = q_weight.shape[0] // (3 if same else 1)
     module.num_heads = inner // module.head_dim
@@ -175,6 +227,26 @@ def refresh_multihead_attention(module: Any) -> nn.Module | None:
     if differ and not isinstance(module, PrunedMultiheadAttention):
         return PrunedMultiheadAttention.from_module(module)
     return None
+
+
+@register_refresh(nn.TransformerEncoder)
+def refresh_transformer_encoder(module: Any) -> None:
+    """A :class:`PrunedMultiheadAttention` in the place of each layer's attention cut to an odd number
+    of heads, while the encoder packs padded batches into nested tensors.
+
+    NOTE: ``nn.TransformerEncoder`` decides ``use_nested_tensor`` once, in ``__init__`` (an even head
+    count, among others); its forward then feeds every layer a nested tensor (eval, no grad, a padding
+    mask), which ``nn.MultiheadAttention`` takes only on its fast path, closed to an odd head count.
+    Turning the nested path off instead would change the output at the padded positions (no longer
+    zeros), so the pruned model would not give what the original gives.
+    """
+    if not getattr(module, "use_nested_tensor", False):
+        return
+    for layer in module.layers:
+        attn = getattr(layer, "self_attn", None)
+        if type(attn) is nn.MultiheadAttention and attn.num_heads % 2 and attn.bias_k is None \
+                and not attn.add_zero_attn:
+            layer.self_attn = PrunedMultiheadAttention.from_module(attn)
 
 
 # -- torchvision and Hugging Face classes (registered when their modules are loaded) -------------
