@@ -11,6 +11,8 @@ passes the test too, and removing it is the same as removing each of its blocks.
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -227,16 +229,33 @@ def prune_depth(model: nn.Module, example_inputs: Any, *, n_blocks: int | None =
                           "target (a Target(macs=...) to reach), e.g. n_blocks=2.")
     from prunekit.structured.target import macs_fraction
 
+    # NOTE: a bool is an int to Python (True would remove one block), and 2.5 passed the range check
+    # and removed every block: only a whole number is a count of blocks.
+    if n_blocks is not None and (isinstance(n_blocks, bool) or not isinstance(n_blocks, numbers.Integral)):
+        raise ConfigError(f"prune_depth: n_blocks must be a whole number of blocks to remove; got {n_blocks!r}. "
+                          f"Pass an int, e.g. n_blocks=2.")
+    n_blocks = None if n_blocks is None else int(n_blocks)
     goal = macs_fraction(target, where="prune_depth", what="blocks are removed", example=0.8)
     blocks = residual_blocks(model, example_inputs)
     if n_blocks is not None and not 0 <= n_blocks <= len(blocks):
         raise ConfigError(f"prune_depth: n_blocks must be in [0, {len(blocks)}] (the removable blocks "
                           f"found); got {n_blocks}.")
-    scores = block_importance(model, blocks, example_inputs=example_inputs, batches=batches, metric=metric)
-    order = sorted(blocks, key=lambda n: (scores[n], blocks.index(n)))
     by_module = macs_by_module(model, example_inputs)
     macs_before = by_module.get("", 0)
     target_count = None if goal is None else goal * macs_before
+    least = macs_before - sum(by_module.get(n, 0) for n in blocks)
+    if target_count is not None and least > target_count:
+        # NOTE: checked before scoring: the blocks' MACs alone say it, whatever their order.
+        kept = least / max(macs_before, 1)
+        if not blocks:
+            raise ConfigError(f"prune_depth: Target(macs={goal}) cannot be reached: {type(model).__name__} has no "
+                              f"removable residual blocks (see residual_blocks). Cut channels instead "
+                              f"(StructuredPruner).")
+        raise ConfigError(f"prune_depth: Target(macs={goal}) cannot be reached: removing all {len(blocks)} "
+                          f"residual blocks found keeps {kept:.3f} of the dense MACs. Ask for "
+                          f"macs >= {math.ceil(kept * 1000) / 1000}, or cut channels too (StructuredPruner).")
+    scores = block_importance(model, blocks, example_inputs=example_inputs, batches=batches, metric=metric)
+    order = sorted(blocks, key=lambda n: (scores[n], blocks.index(n)))
     removed: list[str] = []
     macs = macs_before
     for name in order:

@@ -93,6 +93,10 @@ _MEANING = {
     "params": "the fraction of the dense parameters to keep, e.g. 0.5 for half",
     "latency": "the fraction of the dense latency to keep, e.g. 0.5 for twice as fast",
 }
+_MEANING_MORE = {
+    "size_mb": "the most megabytes the saved weights may take, e.g. 5 for 5 MB",
+    "batch_size": "the batch size at which latency is measured, e.g. 1",
+}
 
 
 class Target(BaseModel, metaclass=OneLineErrors):
@@ -119,6 +123,11 @@ class Target(BaseModel, metaclass=OneLineErrors):
     @classmethod
     def _in_range(cls, data: Any) -> Any:
         # NOTE: runs before the field bounds so the message says what the number means.
+        for key in (*KINDS, "batch_size"):
+            value = data.get(key) if isinstance(data, Mapping) else None
+            if isinstance(value, bool):  # NOTE: pydantic takes True as 1.0: macs=True would cut nothing, silently
+                raise ValueError(f"Target: '{key}' must be a number, not a bool; got {value}. Pass "
+                                 f"{_MEANING.get(key, _MEANING_MORE.get(key, ''))}.")
         size = data.get("size_mb") if isinstance(data, Mapping) else None
         if isinstance(size, (int, float)) and not isinstance(size, bool) and not size > 0:
             raise ValueError(f"Target: 'size_mb' must be a positive number of megabytes; got {size}. Pass the most "
@@ -205,9 +214,9 @@ def macs_fraction(target: Any, *, where: str, what: str, example: float) -> floa
         return None
     from prunekit.config import parse_config
 
-    if isinstance(target, (int, float)):
+    if not isinstance(target, (Target, Mapping)):  # NOTE: a number or "macs=0.5" is not a target
         raise ConfigError(f"{where}: 'target' is a Target of kind macs; got {target!r}. Pass e.g. "
-                          f"Target(macs={example}) to keep {example:.0%} of the dense MACs.")
+                          f"Target(macs={example}) or {{'macs': {example}}} to keep {example:.0%} of the dense MACs.")
     parsed = parse_config(Target, target)
     if parsed.kind != "macs":
         raise ConfigError(f"{where}: {what} for a MACs budget; got Target({parsed.kind}={parsed.value}). "
@@ -485,12 +494,13 @@ def _search(model: nn.Module, graph: DependencyGraph, scores: Mapping[str, torch
             meter: _Meter | None, kwargs: dict[str, Any], example_inputs: Any,
             fill: bool) -> tuple[Plan, dict[str, Any]]:
     """The plan for ``target``; ``meter`` None (a ratio target only) leaves the counts out of ``achieved``."""
-    plan_at: Callable[[float], Plan] = lambda r: allocate(graph, scores, r, **kwargs)  # noqa: E731
+    # NOTE: keyword overrides of kwargs let an unreachable target's message try looser options
+    plan_at: Callable[..., Plan] = lambda r, **over: allocate(graph, scores, r, **{**kwargs, **over})  # noqa: E731
     if target.kind == "ratio":
         ratio = target.value
     else:
         assert meter is not None
-        ratio = _bisect(plan_at, lambda p: meter(p)[target.kind], target, graph)
+        ratio = _bisect(plan_at, lambda p: meter(p)[target.kind], target, graph, kwargs)
     if target.kind == "latency":
         assert meter is not None
         ratio = _confirm(plan_at, meter, ratio, target.value)
@@ -719,19 +729,19 @@ def _confirm(plan_at: Callable[[float], Plan], meter: _Meter, ratio: float, goal
     return hi
 
 
-def _bisect(plan_at: Callable[[float], Plan], kept: Callable[[Plan], float], target: Target,
-            graph: DependencyGraph) -> float:
-    """Smallest ratio whose plan keeps at most ``target.value`` (kept fraction is monotone in ratio)."""
+def _bisect(plan_at: Callable[..., Plan], kept: Callable[[Plan], float], target: Target,
+            graph: DependencyGraph, options: Mapping[str, Any] | None = None) -> float:
+    """Smallest ratio whose plan keeps at most ``target.value`` (kept fraction is monotone in ratio).
+
+    ``plan_at(ratio, **overrides)`` allocates with ``options`` (the allocation's keyword arguments)
+    overridden; an unreachable target raises a ConfigError naming what holds the model up
+    (:func:`_unreachable`)."""
     goal = target.value
     if kept(plan_at(0.0)) <= goal:
         return 0.0
     best = kept(plan_at(_HIGHEST_RATIO))
     if best > goal:
-        frozen = len(graph.groups) - len(graph.prunable)
-        raise ConfigError(
-            f"Target {target.kind}={goal} cannot be reached: the smallest model these options allow keeps "
-            f"{best:.3f} of the dense {target.kind} ({len(graph.prunable)} prunable groups, {frozen} "
-            f"fixed). Ask for {target.kind} >= {math.ceil(best * 1000) / 1000}, or ignore fewer layers.")
+        raise ConfigError(_unreachable(plan_at, kept, target, graph, dict(options or {}), best))
     lo, hi = 0.0, _HIGHEST_RATIO
     for _ in range(_STEPS[target.kind]):
         mid = (lo + hi) / 2
@@ -740,3 +750,102 @@ def _bisect(plan_at: Callable[[float], Plan], kept: Callable[[Plan], float], tar
         else:
             lo = mid
     return hi
+
+
+_SMALLER_ROUND_TO = (16, 8, 4, 2, 1)  # NOTE: the round_to values an unreachable target's message may suggest
+
+
+def _unreachable(plan_at: Callable[..., Plan], kept: Callable[[Plan], float], target: Target,
+                 graph: DependencyGraph, options: dict[str, Any], best: float) -> str:
+    """The one-line message of a target no plan meets: what the smallest model keeps, the allocation
+    options that hold it up (round_to, min_keep, max_ratio, per-layer widths: each is loosened at the
+    highest ratio, and named only where that lets more be cut) with the fix that applies, then the
+    layers kept whole (ignored or frozen, else the model's fixed groups) where those do not suffice.
+
+    Measured, not guessed: ``round_to=32`` on groups of 16 and 32 channels keeps every channel, and the
+    old advice ("ask for macs >= 1.0, or ignore fewer layers") meant no pruning, with nothing ignored."""
+    kind, goal = target.kind, target.value
+    sizes = sorted(g.size for g in graph.prunable)
+    causes: list[str] = []
+    fixes: list[str] = []
+    looser: dict[str, Any] = {}
+
+    def at_most(over: Mapping[str, Any]) -> float:
+        return kept(plan_at(_HIGHEST_RATIO, **over))
+
+    round_to, min_keep = options.get("round_to", "auto"), options.get("min_keep", 1)
+    max_ratio = options.get("max_ratio", 0.9)
+    capped = options.get("scope", "local") == "global" or options.get("weights") is not None
+    overrides = {k: None for k in ("layer_ratios", "layer_channels", "widths") if options.get(k)}
+    checks: dict[str, dict[str, Any]] = {"round_to": {"round_to": 1}} if isinstance(round_to, int) and round_to > 1 \
+        else {}
+    if isinstance(min_keep, int) and min_keep > 1:
+        checks["min_keep"] = {"min_keep": 1}
+    if capped and max_ratio < 1.0:
+        checks["max_ratio"] = {"max_ratio": 1.0}
+    if overrides:
+        checks["overrides"] = overrides
+    # NOTE: loosened one at a time, until none lets more be cut: an option may bind only once another
+    # is loosened (global scope's max_ratio keeps 2 of 16 channels, hiding min_keep=2). Latency is noisy.
+    margin = 0.02 if kind == "latency" else 1e-9
+    named: list[str] = []
+    floor, found = best, True
+    while found:
+        found = False
+        for name in (n for n in checks if n not in named):
+            value = at_most({**looser, **checks[name]})
+            if value < floor - margin:
+                looser.update(checks[name])
+                floor, found = value, True
+                named.append(name)
+    rest = [n for n in checks if n not in named]  # NOTE: these may bind only together (min_keep=2 and round_to=2)
+    loosest = {**looser, **{k: v for n in rest for k, v in checks[n].items()}}
+    if rest and (value := at_most(loosest)) < floor - margin:
+        named += [n for n in rest if at_most({**loosest, **{k: options.get(k) for k in checks[n]}}) > value + margin]
+        looser, floor = loosest, value
+    for name in (n for n in checks if n in named):
+        if name == "round_to":
+            full = [s for s in sizes if s <= round_to]  # NOTE: rounded up to round_to, these keep every channel
+            widths = "" if not full else f"{full[0]}" if full[0] == full[-1] else f"{full[0]}-{full[-1]}"
+            causes.append(f"round_to={round_to} rounds every kept width up to a multiple of {round_to}"
+                          + (f", so {len(full)} of the {len(sizes)} prunable groups ({widths} channels) keep all "
+                             f"their channels" if full else ""))
+            others = {k: v for k, v in looser.items() if k != "round_to"}
+            reaches = next((r for r in _SMALLER_ROUND_TO if r < round_to
+                            and at_most({**others, "round_to": r}) <= goal), None)
+            fixes.append(f"pass a smaller round_to, e.g. round_to={reaches}" if reaches is not None
+                         else "pass a smaller round_to (round_to=1 for exact widths)")
+        elif name == "min_keep":
+            causes.append(f"min_keep={min_keep} keeps at least {min_keep} channels in every group")
+            fixes.append("pass a smaller min_keep in options")
+        elif name == "max_ratio":
+            causes.append(f"max_ratio={max_ratio} keeps at least {1.0 - max_ratio:.0%} of every group")
+            fixes.append("pass a larger max_ratio in options (at most 1)")
+        else:
+            causes.append(f"{'/'.join(overrides)} fix the widths of some groups")
+            fixes.append(f"cut those layers more or drop {'/'.join(overrides)}")
+    fixed = [g for g in graph.groups if not g.prunable]
+    held: dict[str, list[str]] = {}  # NOTE: "ignore"/"freeze" -> the layers it keeps whole
+    for reason in dict.fromkeys(r for g in fixed for r in g.reasons):
+        if reason.startswith(("ignored: ", "frozen: ")):
+            option = "ignore" if reason.startswith("ignored") else "freeze"
+            held.setdefault(option, []).append(reason.split(": ", 1)[1].split(" (")[0])
+    if held and floor > goal:
+        layers = [n for names in held.values() for n in names]
+        causes.append(f"{'/'.join(held)} keep{'s' if len(held) == 1 else ''} {len(layers)} "
+                      f"layer{'s' if len(layers) != 1 else ''} whole ({', '.join(layers[:3])}"
+                      f"{', ...' if len(layers) > 3 else ''})")
+        fixes.append(f"{' or '.join(held)} fewer layers")
+    elif floor > goal:
+        whole = {0: "", 1: "the fixed group keeps all its channels and "}.get(
+            len(fixed), f"the {len(fixed)} fixed groups keep all their channels and ")
+        causes.append((f"even with those loosened it keeps {floor:.3f}: " if looser else "")
+                      + f"{whole}every prunable group keeps at least one channel")
+    least = math.ceil(best * 1000) / 1000
+    if least < 1.0:  # NOTE: "macs >= 1.0" would mean no pruning: not a fix
+        fixes.append(f"ask for {kind} >= {least}")
+    head = (f"Target {kind}={goal} cannot be reached: the smallest model these options allow keeps {best:.3f} "
+            f"of the dense {kind} ({len(sizes)} prunable groups, {len(fixed)} fixed)")
+    fix = " Nothing in this model can be cut toward it." if not fixes else \
+        f" Fix: {'; '.join(fixes[:-1])}{'; or ' if len(fixes) > 1 else ''}{fixes[-1]}."
+    return f"{head}: {'; '.join(causes)}.{fix}" if causes else f"{head}.{fix}"

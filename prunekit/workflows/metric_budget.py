@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Integral, Real
 from typing import Any
 
 from torch import nn
@@ -22,7 +23,7 @@ from prunekit.errors import ConfigError, DataError
 from prunekit.structured import Target
 from prunekit.structured.target import in_params
 
-__all__ = ["Attempt", "prune_within", "scaled_target"]
+__all__ = ["Attempt", "check_budget", "prune_within", "scaled_target"]
 
 
 @dataclass
@@ -48,6 +49,19 @@ def scaled_target(target: Target, cut: float) -> dict[str, Any]:
     return scaled
 
 
+def check_budget(max_metric_drop: Any, tries: Any) -> None:
+    """Refuse a malformed metric budget in one line, before any training or profiling: ``max_metric_drop``
+    a number >= 0 (None: no budget), ``tries`` a whole number >= 1. A string ("0.01") or a bool is refused,
+    not converted: it reached the comparison as a raw TypeError, after the dense model was profiled."""
+    if max_metric_drop is not None and (isinstance(max_metric_drop, bool) or not isinstance(max_metric_drop, Real)
+                                        or not float(max_metric_drop) >= 0):
+        raise ConfigError(f"max_metric_drop must be >= 0, a number in the metric's units (0.01 is one accuracy "
+                          f"point); got {max_metric_drop!r}. Pass e.g. max_metric_drop=0.01.")
+    if isinstance(tries, bool) or not isinstance(tries, Integral) or tries < 1:
+        raise ConfigError(f"tries must be >= 1, a whole number (the target is the first); got {tries!r}. "
+                          f"Pass e.g. tries=5.")
+
+
 def prune_within(net: nn.Module, target: Target, *, max_metric_drop: float, tries: int,
                  attempt: Callable[[dict[str, Any]], Attempt], score: Callable[[nn.Module], float],
                  higher_is_better: bool, say: Callable[[str], None] | None = None
@@ -56,11 +70,7 @@ def prune_within(net: nn.Module, target: Target, *, max_metric_drop: float, trie
     validation metric after fine-tuning) is within ``max_metric_drop`` of ``net``'s, with the record
     of every try; None where no cut held (the caller keeps the dense model). A NaN dense metric is a
     DataError: no drop can be measured from it, and every cut would look "over" the budget."""
-    if not max_metric_drop >= 0:
-        raise ConfigError(f"max_metric_drop must be >= 0, in the metric's units (0.01 is one accuracy point); "
-                          f"got {max_metric_drop!r}. Pass e.g. 0.01.")
-    if tries < 1:
-        raise ConfigError(f"tries must be >= 1 (the target is the first); got {tries}. Pass e.g. 5.")
+    check_budget(max_metric_drop, tries)
     target = in_params(target, net)  # NOTE: a size budget is bisected as the params fraction it means
     dense = score(net)
     if math.isnan(dense):

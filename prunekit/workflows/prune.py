@@ -7,6 +7,7 @@ between them.
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunekit.errors import ConfigError, did_you_mean
 from prunekit.graph import DependencyGraph
 from prunekit.graph.groups import channels_removed
 from prunekit.recover import TrainConfig
@@ -25,6 +27,7 @@ from prunekit.structured import (
     compose,
     prune_iteratively,
 )
+from prunekit.structured.target import KINDS
 from prunekit.workflows.common import (
     reusing_exports,
     compare_models,
@@ -52,11 +55,11 @@ from prunekit.workflows.common import (
     torch_scorer,
     with_teacher,
 )
-from prunekit.workflows.metric_budget import Attempt, prune_within
+from prunekit.workflows.metric_budget import Attempt, check_budget, prune_within
 from prunekit.workflows.inputs import check_labels
 from prunekit.workflows.train import fine_tune, history, train_baseline, with_epochs
 
-__all__ = ["check_fits", "precheck", "prune", "prune_model"]
+__all__ = ["check_fits", "check_stage", "precheck", "prune", "prune_model", "STAGE_KEYS"]
 
 Tuner = Callable[[nn.Module], Any]
 
@@ -97,6 +100,35 @@ def check_fits(importance: Any, splits: Any, task: Any) -> None:
                  "Use a data-free importance (l2, l1, fpgm) or one from activations (activation, apoz).")
 
 
+# NOTE: the seed is the run's (train_config.seed), passed to the pruner beside the stage
+STAGE_KEYS = tuple(k for k in inspect.signature(StructuredPruner).parameters if k != "seed")
+_TARGET_KEYS = (*KINDS, "batch_size")
+
+
+def check_stage(stage: Any) -> None:
+    """Refuse, before any data is loaded, a ``stage`` that is not a mapping of :data:`STAGE_KEYS` with a
+    ``target``: a target's own key at the top (``{"macs": 0.5}``) is shown nested where it belongs."""
+    example = "stage={'target': {'macs': 0.5}}"
+    if not isinstance(stage, Mapping):
+        raise ConfigError(f"prune: 'stage' must be a mapping of StructuredPruner's arguments; got "
+                          f"{type(stage).__name__}. Pass e.g. {example}.")
+    unknown = [k for k in stage if k not in STAGE_KEYS]
+    if unknown:
+        budget = {k: stage[k] for k in unknown if k in _TARGET_KEYS}
+        if budget:
+            given = stage.get("target")
+            nested = {"target": {**(dict(given) if isinstance(given, Mapping) else {}), **budget},
+                      **{k: v for k, v in stage.items() if k not in budget and k != "target"}}
+            hint = f" {', '.join(budget)} belong{'s' if len(budget) == 1 else ''} in the target: pass stage={nested!r}."
+        elif "seed" in unknown:
+            hint = " The seed is the run's: pass train_config=TrainConfig(seed=...)."
+        else:
+            hint = did_you_mean(str(unknown[0]), STAGE_KEYS)
+        raise ConfigError(f"prune: stage has unknown keys {unknown}; it takes {', '.join(STAGE_KEYS)}.{hint}")
+    if "target" not in stage:
+        raise ConfigError(f"prune: stage has no 'target' (how small the pruned model must be). Pass e.g. {example}.")
+
+
 def precheck(net: nn.Module, example: Any, pruner: StructuredPruner) -> None:
     """Fail on a misspelt layer name before the baseline is trained, not after."""
     graph = DependencyGraph.trace(net, example, ignore=tuple(pruner.ignore or ()))
@@ -132,6 +164,8 @@ def prune(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, Any
     validation metric is within the budget (:mod:`prunekit.workflows.metric_budget`; every try is
     in ``results["metric_budget"]``); where none is, the dense model is kept, with a warning.
     """
+    check_stage(stage)
+    check_budget(max_metric_drop, tries)  # NOTE: before the seconds of training and profiling it would follow
     config = train_config or TrainConfig()
     measure = measure or Measure()
     pruner = StructuredPruner(**{"scope": "local", **stage}, seed=config.seed)
