@@ -91,8 +91,12 @@ def parse_config(model: type[ModelT], values: Mapping[str, Any] | ModelT) -> Mod
     if isinstance(values, model):
         return values
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{model.__name__}: expected a mapping of options; got "
-                          f"{type(values).__name__}. Pass a dict such as {{'epochs': 2}}.")
+        fields = list(model.model_fields)
+        shown = ", ".join(fields[:4]) + (", ..." if len(fields) > 4 else "")
+        raise ConfigError(f"{model.__name__}: expected a mapping of options; got {type(values).__name__} "
+                          f"{values!r:.60}. Pass a dict of its fields ({shown}), e.g. {{'{fields[0]}': ...}}."
+                          if fields else f"{model.__name__}: expected a mapping of options; got "
+                          f"{type(values).__name__}. Pass a dict.")
     try:
         return model.model_validate(dict(values))
     except ValidationError as exc:

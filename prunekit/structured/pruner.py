@@ -171,6 +171,10 @@ class StructuredPruner:
         if isinstance(self.target, (int, float)):
             raise ConfigError(f"StructuredPruner: 'target' must be a Target or a mapping; got "
                               f"{self.target!r}. Pass e.g. {{'macs': 0.5}} or {{'ratio': {self.target}}}.")
+        if not isinstance(self.target, (Target, Mapping)):
+            raise ConfigError(f"StructuredPruner: 'target' must be a Target or a mapping; got "
+                              f"{type(self.target).__name__} {self.target!r:.60}. Pass e.g. {{'macs': 0.5}} "
+                              f"(keep half the MACs) or Target(ratio=0.3).")
         target = parse_config(Target, self.target)
         options = parse_config(PrunerOptions, self.options or {})
         return target, options

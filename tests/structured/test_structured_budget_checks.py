@@ -123,3 +123,14 @@ def test_check_budget_accepts_numbers() -> None:
     check_budget(None, 5)
     check_budget(0, 1)
     check_budget(0.01, 3)
+
+
+def test_a_target_given_as_a_string_shows_a_target_dict() -> None:
+    from prunekit.recover import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"'target' must be a Target or a mapping; got str 'macs=0.5'\. "
+                                          r"Pass e.g\. \{'macs': 0\.5\}"):
+        StructuredPruner(target="macs=0.5").validate_params()
+    with pytest.raises(ConfigError, match=r"TrainConfig: expected a mapping of options; got str 'x'\. Pass a "
+                                          r"dict of its fields \(epochs, "):
+        parse_config(TrainConfig, "x")
