@@ -305,7 +305,7 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], modules: dict[str, int], cut
     modes = modes_of(model)
     model.eval()
     try:
-        with torch.no_grad(), _same_draws(model):
+        with torch.no_grad(), _same_draws(model), _unfused_attention():
             out = model(*inputs)
     finally:
         restore_modes(modes)
@@ -315,6 +315,20 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], modules: dict[str, int], cut
         unzeroed.update({name for name in modules if cuts.out.get(name)} - (outs_done - outs_missed))
     # NOTE: every tensor of the output, also inside a dataclass or a plain object (tensors_in)
     return tensors_in(out, f"{type(model).__name__}'s output"), records, fired
+
+
+@contextmanager
+def _unfused_attention() -> Iterator[None]:
+    """PyTorch's fused attention paths off for the block (the setting restored after): with them,
+    ``nn.TransformerEncoder`` hands its layers nested tensors that the recording hooks cannot read,
+    and the masked dense model would differ from the pruned one at padded positions only by the path
+    taken. Both models take the regular path, which computes the same function."""
+    fused = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fused)
 
 
 @contextmanager

@@ -144,3 +144,15 @@ def test_heads_cut_encoder_round_trips_and_runs_in_plain_inference(tmp_path: Pat
     with torch.no_grad():
         got = loaded(*x)
     torch.testing.assert_close(_kept(got, loaded, True), want, rtol=1e-4, atol=1e-5)
+
+
+def test_an_embedding_cut_verifies_on_a_padded_example() -> None:
+    """Verification runs both models off torch's fused paths, so the encoder's nested batch (eval,
+    no grad, a padding mask) never reaches its recording hooks; the setting comes back after."""
+    torch.manual_seed(0)
+    model = Encoder().eval()
+    x = _inputs(model, padded=True)
+    small = _cut(model, x, heads=3, embed=12)  # NOTE: was a VerificationError (nested tensors in the hooks)
+    assert torch.backends.mha.get_fastpath_enabled()
+    assert small.enc.layers[0].self_attn.embed_dim == 12
+    _assert_plain_inference_matches(small, x, padded=True)
