@@ -305,7 +305,7 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], modules: dict[str, int], cut
     modes = modes_of(model)
     model.eval()
     try:
-        with torch.no_grad(), _same_draws(model), _unfused_attention():
+        with torch.no_grad(), _same_draws(model), _unfused_attention(model):
             out = model(*inputs)
     finally:
         restore_modes(modes)
@@ -318,11 +318,16 @@ def _run(model: nn.Module, inputs: tuple[Any, ...], modules: dict[str, int], cut
 
 
 @contextmanager
-def _unfused_attention() -> Iterator[None]:
-    """PyTorch's fused attention paths off for the block (the setting restored after): with them,
-    ``nn.TransformerEncoder`` hands its layers nested tensors that the recording hooks cannot read,
-    and the masked dense model would differ from the pruned one at padded positions only by the path
-    taken. Both models take the regular path, which computes the same function."""
+def _unfused_attention(model: nn.Module) -> Iterator[None]:
+    """For a model holding an ``nn.TransformerEncoder`` that packs padded batches into nested tensors,
+    PyTorch's fused attention paths off for the block (the setting restored after): the encoder would
+    hand its layers nested tensors that the recording hooks cannot read, and the masked dense model
+    would differ from the pruned one at padded positions only by the path taken. Both models take the
+    regular path, which computes the same function. Other models keep the fast paths (faster)."""
+    if not any(isinstance(m, nn.TransformerEncoder) and getattr(m, "use_nested_tensor", False)
+               for m in model.modules()):
+        yield
+        return
     fused = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
