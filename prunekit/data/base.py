@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -95,8 +96,11 @@ class DataSplits:
 
 
 def _label_key(name: str) -> str:
-    """A class name as label matching compares it: ``"Golden_Retriever"`` is ``"golden retriever"``."""
-    return " ".join(str(name).casefold().replace("_", " ").replace("-", " ").split())
+    """A class name as label matching compares it: ``"Golden_Retriever"`` is ``"golden retriever"``, and
+    ``"éclair"`` typed (NFC) is ``"éclair"`` from a folder copied through macOS (NFD)."""
+    # NOTE: NFC after casefold too: casefolding can leave a string that is no longer normalised
+    folded = unicodedata.normalize("NFC", unicodedata.normalize("NFC", str(name)).casefold())
+    return " ".join(folded.replace("_", " ").replace("-", " ").split())
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

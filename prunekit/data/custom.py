@@ -6,8 +6,8 @@ hundred MB). Every split is standardised per channel with the train split's mean
 
 from __future__ import annotations
 
+import unicodedata
 import warnings
-
 import zipfile
 from collections.abc import Mapping, Sequence
 from os import PathLike
@@ -27,6 +27,10 @@ Split = tuple[torch.Tensor, torch.Tensor]
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                               ".ppm", ".pgm"})
 _NPZ_LAYOUTS = ("x_train, y_train, x_test, y_test (optionally x_val, y_val)", "x, y (split for you)")
+# NOTE: split folder names an image folder may hold, and the split each one is
+_SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+_FOLDER_LAYOUTS = ("root/<class>/<image> (split for you), or root/train/<class>/<image> with root/val/ "
+                   "(or valid/, validation/) and/or root/test/ beside it, each holding class subfolders")
 
 
 # --- shared by every loader built from arrays ------------------------------------------------
@@ -67,11 +71,31 @@ def assemble(name: str, train: Split, val: Split, test: Split, *, class_names: S
     # NOTE: (x - m) / s as one fused pass: one new tensor per split, however large.
     splits = [TensorDataset(torch.addcmul(shift, x, scale), y.long()) for x, y in (train, val, test)]
     num_classes = 1 + max(int(y.max()) for _, y in (train, val, test) if len(y))
+    _warn_label_gaps(name, torch.cat([y.long() for _, y in (train, val, test)]), num_classes)
     safe = torch.where(s > 1e-8, s, torch.ones_like(s))
     return DataSplits(name=name, train=splits[0], val=splits[1], test=splits[2],
                       num_classes=num_classes, input_shape=tuple(x_train.shape[1:]),
                       class_names=tuple(class_names), mean=tuple(float(v) for v in m.flatten()),
                       std=tuple(float(v) for v in safe.flatten()), pixel_scale=pixel_scale)
+
+
+def _warn_label_gaps(name: str, labels: torch.Tensor, num_classes: int) -> None:
+    """Warn when some of the labels 0..num_classes-1 have no sample: labels counted from 1, or a stray
+    large label, silently add output classes that are never trained (num_classes is max label + 1)."""
+    present = set(labels.unique().tolist())  # NOTE: no tensor of num_classes: a stray label may be huge
+    missing = num_classes - len(present)
+    if not missing:
+        return
+    unused: list[int] = []
+    for label in range(num_classes):
+        if len(unused) == min(missing, 5):
+            break
+        if label not in present:
+            unused.append(label)
+    shown = ", ".join(map(str, unused)) + (f", ... ({missing} in all)" if missing > 5 else "")
+    warnings.warn(f"Labels of '{name}' are not 0..{num_classes - 1} without gaps: no sample has label {shown}; "
+                  f"num_classes is inferred as {num_classes} (largest label + 1). Fix: map the labels to "
+                  f"0..K-1 if those classes are not meant.", stacklevel=3)
 
 
 def from_arrays(x: torch.Tensor, y: torch.Tensor, *, name: str, val_fraction: float = 0.1,
@@ -92,8 +116,10 @@ def load_npz(path: str | PathLike[str], *, val_fraction: float = 0.1, test_fract
 
     Inputs may be ``[N, F]`` features, ``[N, H, W]`` images (a channel axis is added),
     ``[N, C, H, W]``, or ``[N, H, W, C]``. The rule: a 4-D array is channels-last only when its
-    last axis is 1 or 3 and its axis 1 is not (so ``[N, 3, 32, 32]`` and ``[N, 1, 28, 1]`` stay
-    channels-first). uint8 inputs are scaled to [0, 1]. Labels are integer class indices.
+    last axis is 1 to 4 (grey, grey + alpha, RGB, RGBA) and its axis 1 is not (so ``[N, 3, 32, 32]``
+    and ``[N, 1, 28, 1]`` stay channels-first). uint8 inputs are scaled to [0, 1]. Labels are integer
+    class indices; where some of 0..K-1 have no sample (labels from 1, a stray large one) a warning
+    says so.
     """
     path = Path(path)
     arrays = _read_npz(path)
@@ -159,6 +185,11 @@ def _pair(path: Path, arrays: Mapping[str, np.ndarray], x_key: str, y_key: str) 
     return x, y
 
 
+# NOTE: the channel counts of image arrays (grey, grey + alpha, RGB, RGBA): a last axis this small is
+# channels, not a width, unless axis 1 is as small too
+_MAX_CHANNELS_LAST = 4
+
+
 def _inputs(path: Path, key: str, a: np.ndarray) -> torch.Tensor:
     """float32 ``[N, C, H, W]`` or ``[N, F]``, following the layout rule in :func:`load_npz`."""
     if a.ndim == 0 or a.shape[0] == 0 or a.size == 0:
@@ -174,7 +205,7 @@ def _inputs(path: Path, key: str, a: np.ndarray) -> torch.Tensor:
     x = x.float() / 255.0 if a.dtype == np.uint8 else x.float()
     if x.dim() == 3:
         return x.unsqueeze(1)
-    if x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+    if x.dim() == 4 and x.shape[-1] <= _MAX_CHANNELS_LAST < x.shape[1]:
         return x.permute(0, 3, 1, 2).contiguous()
     return x
 
@@ -201,12 +232,15 @@ def load_image_folder(path: str | PathLike[str], *, image_size: int | tuple[int,
                       grayscale: bool | None = None, val_fraction: float = 0.1,
                       test_fraction: float = 0.2, seed: int = 0,
                       fallback_size: tuple[int, int] | None = None) -> DataSplits:
-    """Load ``root/<class>/<image>`` (or ``root/train/<class>/...`` + ``root/test/<class>/...``).
+    """Load ``root/<class>/<image>``, or split folders ``root/train/<class>/...`` with ``root/val/``
+    (or ``valid/``, ``validation/``) and/or ``root/test/`` beside it: a split that has no folder is
+    held out of train (``val_fraction`` or ``test_fraction`` of it); without split folders both are.
 
     Images are resized to ``image_size`` (an int or ``(h, w)``) when given; otherwise they must all
     share one size, or, where they do not, are resized to ``fallback_size`` (the size the model was
     made for) with a warning. ``grayscale=None`` picks 1 channel when every image has one (8- or 16-bit
-    grey, float), else RGB; values are scaled to [0, 1] by their bit depth.
+    grey, float), else RGB; values are scaled to [0, 1] by their bit depth. Class names are compared
+    and sorted in Unicode NFC, so a folder copied through macOS (NFD names) gets the same labels.
     Everything is decoded into memory: meant for small datasets.
     """
     image = require("PIL.Image", pip_name="pillow", extra="images", feature="Loading an image folder")
@@ -216,43 +250,90 @@ def load_image_folder(path: str | PathLike[str], *, image_size: int | tuple[int,
             raise DataNotFoundError(f"Image folder '{root}' does not exist. Fix: check the path.")
         raise DataError(f"'{root}': expected a folder of class subfolders, found a file. "
                         f"Fix: pass the folder that holds one subfolder per class.")
-    has_split = (root / "train").is_dir() and (root / "test").is_dir()
-    roots = [root / "train", root / "test"] if has_split else [root]
-    classes = sorted({d.name for r in roots for d in _visible(r) if d.is_dir()})
+    roots = _split_folders(root) or {"train": root}  # NOTE: a flat folder is all train, split below
+    folders = {split: _class_folders(r) for split, r in roots.items()}
+    classes = sorted({name for found in folders.values() for name in found})
     if not classes:
-        found = "nothing" if not any(_visible(r) for r in roots) else "only files"
-        raise DataError(f"Image folder '{roots[0]}': expected one subfolder per class "
+        first = next(iter(roots.values()))
+        found = "nothing" if not _visible(first) else "only files"
+        raise DataError(f"Image folder '{first}': expected one subfolder per class "
                         f"(root/<class>/<image>), found {found}. Fix: sort the images into "
                         f"class subfolders.")
-    files = [_scan(r, classes) for r in roots]
+    files = {split: _scan(found, classes) for split, found in folders.items()}
     if len(classes) < 2:  # NOTE: one class trains nothing (cross-entropy is 0); say so before the model does
         raise DataError(f"Image folder '{root}': expected at least 2 class subfolders (root/<class>/<image>), "
                         f"found only '{classes[0]}'. Fix: add a subfolder of images for each other class.")
-    size = _target_size(image, [f for part in files for f, _ in part], image_size, fallback_size)
-    gray = grayscale if grayscale is not None else _all_gray(image, files)
-    tensors = [_decode(image, part, size, gray) for part in files]
+    size = _target_size(image, [f for part in files.values() for f, _ in part], image_size, fallback_size)
+    gray = grayscale if grayscale is not None else _all_gray(image, list(files.values()))
+    tensors = {split: _decode(image, part, size, gray) for split, part in files.items()}
     name = root.name
-    if has_split:
-        (x, y), test = tensors
-        keep, held = split_indices(len(x), val_fraction, seed)
-        return assemble(name, (x[keep], y[keep]), (x[held], y[held]), test, class_names=classes,
-                        pixel_scale=1 / 255)
-    x, y = tensors[0]
-    return from_arrays(x, y, name=name, val_fraction=val_fraction, test_fraction=test_fraction,
-                       seed=seed, class_names=classes, pixel_scale=1 / 255)
+    (x, y), val, test = tensors["train"], tensors.get("val"), tensors.get("test")
+    if val is None and test is None:  # NOTE: flat, or train/ alone: val and test are held out of it
+        return from_arrays(x, y, name=name, val_fraction=val_fraction, test_fraction=test_fraction,
+                           seed=seed, class_names=classes, pixel_scale=1 / 255)
+    if val is None or test is None:  # NOTE: the split without a folder is held out of train
+        keep, held = split_indices(len(x), val_fraction if val is None else test_fraction, seed)
+        x, y, cut = x[keep], y[keep], (x[held], y[held])
+        val, test = val or cut, test or cut
+    return assemble(name, (x, y), val, test, class_names=classes, pixel_scale=1 / 255)
 
 
 def _visible(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def _scan(root: Path, classes: Sequence[str]) -> list[tuple[Path, int]]:
-    """(image file, class index) for every image under ``root/<class>/``, in a stable order."""
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+def _split_folders(root: Path) -> dict[str, Path]:
+    """{"train": ..., optionally "val", "test"} where ``root`` holds split folders, else {} (a flat
+    layout). A split folder is one named as a split that holds subfolders: a class folder named
+    ``test`` or ``valid`` holds images, so flat folders with such classes keep working."""
+    dirs = [d for d in _visible(root) if d.is_dir()]
+    splits = [d for d in dirs if d.name in _SPLIT_FOLDERS and any(c.is_dir() for c in _visible(d))]
+    if not splits:
+        return {}
+    expected = f"expected one of these layouts: {_FOLDER_LAYOUTS}"
+    others = [d.name for d in dirs if d not in splits]
+    if others:
+        raise DataError(f"Image folder '{root}' mixes split folders ({', '.join(d.name for d in splits)}) with "
+                        f"other folders ({', '.join(others[:3])}); {expected}. Fix: move the other folders "
+                        f"into the split folders, or out of '{root}'.")
+    out: dict[str, Path] = {}
+    for folder in splits:
+        split = _SPLIT_FOLDERS[folder.name]
+        if split in out:
+            raise DataError(f"Image folder '{root}' has both '{out[split].name}' and '{folder.name}'; "
+                            f"{expected}. Fix: merge them into one {split} folder.")
+        out[split] = folder
+    if "train" not in out:
+        raise DataError(f"Image folder '{root}' has {', '.join(d.name + '/' for d in splits)} but no train/; "
+                        f"{expected}. Fix: add root/train/<class>/<image>, or put the class folders in root.")
+    return out
+
+
+def _class_folders(root: Path) -> dict[str, Path]:
+    """{class name in NFC: its folder} for the class subfolders of ``root``."""
+    out: dict[str, Path] = {}
+    for folder in _visible(root):
+        if not folder.is_dir():
+            continue
+        name = _nfc(folder.name)
+        if name in out:  # NOTE: two spellings of one name (NFC and NFD bytes): one class, or a mix-up
+            raise DataError(f"Image folder '{root}' has two class folders named '{name}' (the same name in "
+                            f"two Unicode forms, NFC and NFD). Fix: merge them into one folder.")
+        out[name] = folder
+    return out
+
+
+def _scan(folders: Mapping[str, Path], classes: Sequence[str]) -> list[tuple[Path, int]]:
+    """(image file, class index) for every image in the class folders ``folders``, in a stable order."""
     out: list[tuple[Path, int]] = []
     for label, cls in enumerate(classes):
-        folder = root / cls
-        if not folder.is_dir():
-            continue  # NOTE: a class may appear only in train/ or only in test/.
+        folder = folders.get(cls)
+        if folder is None:
+            continue  # NOTE: a class may appear in only some of the split folders.
         images = [p for p in _visible(folder) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
         if not images:
             raise DataError(f"Class folder '{folder}': expected image files "
@@ -308,20 +389,20 @@ def _all_gray(image: Any, files: Sequence[Sequence[tuple[Path, int]]]) -> bool:
     return all(_header(image, f)[0] in _GRAY_MODES for part in files for f, _ in part)
 
 
-def _gray_pixels(image: Any, im: Any, size: tuple[int, int]) -> np.ndarray:
-    """One image as float32 grey values in [0, 1]: 16-bit samples scaled by 65535 (converting them
-    to 8-bit "L" clips every value above 255 to white), float images as they are."""
-    h, w = size
-    if im.mode in _SIXTEEN_BIT or im.mode == "F":
-        scale = 65535.0 if im.mode in _SIXTEEN_BIT else 1.0
+def _pixels(image: Any, im: Any, size: tuple[int, int] | None, gray: bool) -> np.ndarray:
+    """One opened image as float32 ``[H, W]`` (``gray``) or ``[H, W, 3]`` in [0, 1], resized bilinearly
+    to ``size`` (h, w) when given: 8-bit samples over 255, 16-bit ones over 65535, float images as they
+    are. A 16-bit or float image is resized at its depth and, for RGB, its grey copied to the 3 channels:
+    converted to 8-bit "L" or "RGB" first, every value above 255 would be clipped to white."""
+    scale = 65535.0 if im.mode in _SIXTEEN_BIT else 1.0 if im.mode == "F" else 255.0
+    if scale != 255.0:
         im = im.convert("I").convert("F") if im.mode != "F" else im
-        if im.size != (w, h):
-            im = im.resize((w, h), image.Resampling.BILINEAR)
-        return np.asarray(im, dtype=np.float32) / scale
-    im = im.convert("L")
-    if im.size != (w, h):
-        im = im.resize((w, h), image.Resampling.BILINEAR)
-    return np.asarray(im, dtype=np.float32) / 255.0
+    else:
+        im = im.convert("L" if gray else "RGB")
+    if size is not None and im.size != (size[1], size[0]):
+        im = im.resize((size[1], size[0]), image.Resampling.BILINEAR)
+    values = np.asarray(im, dtype=np.float32) / scale
+    return values if gray or values.ndim == 3 else np.repeat(values[..., None], 3, axis=2)
 
 
 def _decode(image: Any, part: Sequence[tuple[Path, int]], size: tuple[int, int], gray: bool) -> Split:
@@ -331,13 +412,7 @@ def _decode(image: Any, part: Sequence[tuple[Path, int]], size: tuple[int, int],
     for file, _ in part:
         try:
             with image.open(file) as im:
-                if gray:
-                    pixels.append(_gray_pixels(image, im, size))
-                    continue
-                im = im.convert("RGB")
-                if im.size != (w, h):
-                    im = im.resize((w, h), image.Resampling.BILINEAR)
-                pixels.append(np.asarray(im, dtype=np.float32) / 255.0)
+                pixels.append(_pixels(image, im, size, gray))
         except (OSError, ValueError) as exc:
             raise DataError(f"Image '{file}': expected a readable image, found {exc}. "
                             f"Fix: re-export the image or delete it.") from None

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from prunekit.data.base import DataSplits, split_indices
-from prunekit.data.custom import assemble, from_arrays
+from prunekit.data.custom import _GRAY_MODES, _pixels, assemble, from_arrays
 from prunekit.data.loaders import Loaders
 from prunekit.data.text import load_tokenizer, text_loaders, to_blocks, tokenize_lines
 from prunekit.errors import ConfigError, DataError, path_error, require
@@ -124,16 +124,13 @@ def _images(folder: Path, dataset: Any, column: str, label: str, size: tuple[int
         if not isinstance(im, image.Image):
             raise DataError(f"'{folder}': row {index} of column '{column}' is {type(im).__name__}; "
                             f"expected an image. Fix: cast the column to datasets.Image().")
-        im = im.convert("L" if gray else "RGB")
-        if size is not None and im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]), image.Resampling.BILINEAR)
-        pixels.append(np.asarray(im, dtype=np.uint8))
+        pixels.append(_pixels(image, im, size, gray))  # NOTE: as an image folder's files are decoded
     shapes = {p.shape for p in pixels}
     if len(shapes) > 1:
         raise DataError(f"'{folder}': images in '{column}' have several sizes {sorted(shapes)[:3]}; "
                         f"expected one. Fix: pass --image-size H[xW] (image_size=(H, W) to "
                         f"prunekit.data.load) to resize them all.")
-    x = torch.from_numpy(np.stack(pixels)).float() / 255.0
+    x = torch.from_numpy(np.stack(pixels))
     x = x.unsqueeze(1) if gray else x.permute(0, 3, 1, 2).contiguous()
     y = torch.tensor([int(v) for v in dataset[label]], dtype=torch.long)
     if len(y) and int(y.min()) < 0:
@@ -146,20 +143,23 @@ def _image_splits(folder: Path, splits: dict[str, Any], image: str, label: str, 
                   image_size: int | tuple[int, int] | None, val_fraction: float,
                   test_fraction: float, seed: int) -> DataSplits:
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
-    gray = all(im.mode == "L" for part in splits.values() for im in part[image])
+    gray = all(im.mode in _GRAY_MODES for part in splits.values() for im in part[image])
     parts = {name: _images(folder, part, image, label, size, gray) for name, part in splits.items()}
     feature = splits["train"].features[label]
     names = tuple(getattr(feature, "names", None) or ())
     if len(parts) == 1:
         x, y = parts["train"]
-        return from_arrays(x, y, name=folder.name, val_fraction=val_fraction,
-                           test_fraction=test_fraction, seed=seed, class_names=names)
+        return from_arrays(x, y, name=folder.name, val_fraction=val_fraction, test_fraction=test_fraction,
+                           seed=seed, class_names=names, pixel_scale=1 / 255)
     train = parts["train"]
     if "val" not in parts:
         keep, held = split_indices(len(train[0]), val_fraction, seed)
         train, parts["val"] = (train[0][keep], train[1][keep]), (train[0][held], train[1][held])
     empty = (train[0][:0], train[1][:0])
-    return assemble(folder.name, train, parts["val"], parts.get("test", empty), class_names=names)
+    # NOTE: pixel_scale: the raw values are 8-bit samples / 255, as an image folder's (an edge bundle and
+    # a model's recorded mean/std rely on it)
+    return assemble(folder.name, train, parts["val"], parts.get("test", empty), class_names=names,
+                    pixel_scale=1 / 255)
 
 
 def _ids_of(part: Any, text: str | None, tok: Any) -> list[int]:

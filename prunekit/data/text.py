@@ -124,7 +124,7 @@ def _read(path: Path) -> str:
     if path.is_dir():
         raise DataError(f"'{path}' is a folder; expected a plain text file. Fix: pass the file.")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # NOTE: -sig: a leading BOM (Windows editors) is no text
     except UnicodeDecodeError as exc:
         raise DataError(f"'{path}': expected UTF-8 text, found undecodable bytes ({exc.reason} at "
                         f"byte {exc.start}). Fix: convert it, e.g. iconv -t utf-8.") from None

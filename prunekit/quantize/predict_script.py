@@ -40,10 +40,11 @@ SIXTEEN_BIT = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 def pixels(file: Image.Image, height: int, width: int, channels: int, steps: dict) -> np.ndarray:
     """One opened image as float32 ``[H, W]`` (greyscale) or ``[H, W, 3]`` (RGB) on the training data's
-    scale, decoded as prunekit's loader decodes it: 8-bit samples times ``pixel_scale``, a greyscale
-    model's 16-bit samples times ``pixel_scale_16bit`` (converting them to 8-bit "L" would clip every
-    value above 255 to white), float images as they are; resized bilinearly at that depth."""
-    deep = channels == 1 and (file.mode in SIXTEEN_BIT or file.mode == "F")
+    scale, decoded as prunekit's loader decodes it: 8-bit samples times ``pixel_scale``, 16-bit samples
+    times ``pixel_scale_16bit`` (converting them to 8-bit "L" or "RGB" would clip every value above 255
+    to white), float images as they are; resized bilinearly at that depth, and a 16-bit or float grey
+    image's values copied to the 3 channels of an RGB model."""
+    deep = file.mode in SIXTEEN_BIT or file.mode == "F"
     if deep:
         image = file if file.mode == "F" else file.convert("I").convert("F")
     else:
@@ -51,10 +52,12 @@ def pixels(file: Image.Image, height: int, width: int, channels: int, steps: dic
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR)
     if deep and file.mode == "F":
-        return np.asarray(image, dtype=np.float32)
-    # NOTE: divide as the training pipeline did (samples / 255.0 or / 65535.0 in float32), bit for bit.
-    scale = steps["pixel_scale_16bit"] if deep else steps["pixel_scale"]
-    return np.asarray(image, dtype=np.float32) / np.float32(1.0 / scale)
+        values = np.asarray(image, dtype=np.float32)
+    else:
+        # NOTE: divide as the training pipeline did (samples / 255.0 or / 65535.0 in float32), bit for bit.
+        scale = steps["pixel_scale_16bit"] if deep else steps["pixel_scale"]
+        values = np.asarray(image, dtype=np.float32) / np.float32(1.0 / scale)
+    return values if channels == 1 or values.ndim == 3 else np.repeat(values[..., None], 3, axis=2)
 
 
 def prepare(path: str, spec: dict) -> np.ndarray:
