@@ -54,9 +54,9 @@ def write_bundle(onnx_file: str | os.PathLike[str], folder: str | os.PathLike[st
     Args:
         onnx_file: the model, copied as ``model.onnx``; its first input takes ``[N, C, H, W]`` float32.
         input_shape: ``(C, H, W)`` of one image; 1 channel means greyscale ("L"), 3 RGB.
-        mean, std: per-channel, in units of ``8-bit pixel * pixel_scale``; a greyscale model's 16-bit
-            images are read on the same [0, 1] scale (``pixel_scale * 255 / 65535``), as prunekit's
-            image-folder loader reads them.
+        mean, std: per-channel, in units of ``8-bit pixel * pixel_scale``; 16-bit grey images are
+            read on the same [0, 1] scale (``pixel_scale * 255 / 65535``; for an RGB model in every
+            channel), as prunekit's image-folder loader reads them.
         measured: numbers to record (metric on the eval data, latency), JSON-ready.
     ``folder`` must not exist yet or be empty: nothing is overwritten. It appears only when complete.
     """
