@@ -3,7 +3,8 @@
 ``{"format": "prunekit", "version": 1, "source": {"spec": ..., "kwargs": {...}} | null,
 "transforms": [{"kind": ...}, ...], "layout": {...}, "metrics": {...}, "hf": {"class": ...} | null,
 "data": {"name": ..., "input_shape": [...], "class_names": [...], "mean": [...], "std": [...],
-"pixel_scale": ...} | null, "created": ..., "prunekit": ..., "checksums": {"model.safetensors": "sha256:..."}}``
+"pixel_scale": ..., "split_seed": ...} | null, "created": ..., "prunekit": ...,
+"checksums": {"model.safetensors": "sha256:..."}}``
 (``checksums``: every tensor file's sha256, checked on load; folders written before it have none.)
 (``data``, what the model was made for and how its inputs were standardised, is optional: folders
 written before it read as null, and ``mean``/``std``/``pixel_scale`` are absent before this version).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import math
 import os
 import platform
 import shutil
@@ -45,6 +46,7 @@ __all__ = [
     "capped_splits",
     "check_device",
     "check_finite",
+    "check_split",
     "check_fits",
     "check_model_name",
     "check_not_int8",
@@ -300,16 +302,41 @@ def with_teacher(task: Any, net: nn.Module, spec: str | None = None) -> Any:
 def example_of(data: DataSplits | Loaders, task: Any, batch_size: int = 1) -> Any:
     """The first ``batch_size`` inputs of the data: what tracing and latency run the model on."""
     if isinstance(data, DataSplits):
-        return data.example_input(batch_size)
+        return _example_split(data).tensors[0][:batch_size].clone()
     inputs = task.inputs(next(iter(data.train)))
     return tuple(x[:batch_size] for x in inputs) if len(inputs) > 1 else inputs[0][:batch_size]
 
 
+def _example_split(data: DataSplits) -> TensorDataset:
+    """Where example inputs come from: the test split, else (empty: tiny data, a saved dataset with
+    train and validation only) the first split that holds samples."""
+    return next((split for split in (data.test, data.val, data.train) if len(split)), data.test)
+
+
 def eval_data(data: DataSplits | Loaders) -> Any:
-    """What profiles score the metric on: the test split (a text file's held-out blocks)."""
+    """What profiles score the metric on: the test split, else the validation split (data without
+    test samples; a text file's held-out blocks); image data with neither is a one-line error."""
     if isinstance(data, DataSplits):
+        if not len(data.test):
+            check_split(data, "val", data.name, "scoring the model (it has no test samples)")
+            return data.val
         return data.test
     return data.test if data.test is not None else data.val
+
+
+_MORE_SAMPLES = ("Fix: pass more samples (a file or folder split for you holds out 10 % for val and 20 % for "
+                 "test, rounded), or give that split yourself (an .npz's x_val, y_val / x_test, y_test; a saved "
+                 "dataset's validation / test split).")
+
+
+def check_split(splits: Any, split: str, data: str, needed_for: str, fix: str | None = None) -> None:
+    """Fail in one line when ``split`` of image or array data holds no samples but ``needed_for``
+    uses it (a split nothing uses may be empty); ``fix`` (default: give more samples or the split)."""
+    if not isinstance(splits, DataSplits) or len(getattr(splits, split)):
+        return
+    sizes = ", ".join(f"{len(getattr(splits, name))} {name}" for name in ("train", "val", "test"))
+    raise DataError(f"data '{data}': its {split} split is empty ({sizes} samples); {needed_for} needs it. "
+                    f"{fix or _MORE_SAMPLES}")
 
 
 def sizes_of(data: DataSplits | Loaders | None) -> dict[str, int]:
@@ -373,18 +400,37 @@ def architecture_of(spec: str | None, splits: Any, in_channels: int | None = Non
     return source_architecture(spec, splits, in_channels) if spec is not None else None
 
 
-def data_record(splits: Any) -> dict[str, Any] | None:
+SPLIT_SEED = 0  # the seed every command splits a file or folder into train/val/test with
+
+
+def split_seed_of(recorded: Mapping[str, Any], spec: str | None = None) -> int:
+    """The seed data is split with for a model whose manifest's ``data`` is ``recorded``: its
+    ``split_seed``, else :data:`SPLIT_SEED` (folders written before it was recorded, other specs).
+
+    The split is a property of the data, not of a run: it never follows ``--seed``, so a model is
+    scored later on the very test samples its training run held out."""
+    value = recorded.get("split_seed", SPLIT_SEED)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DataError(f"model '{spec}': its manifest's data record has split_seed {value!r}; expected a whole "
+                        f"number >= 0 (the seed its data was split with). Fix: correct or remove 'split_seed' "
+                        f"in its manifest.json (without it the data is split with seed {SPLIT_SEED}).")
+    return value
+
+
+def data_record(splits: Any, split_seed: int = SPLIT_SEED) -> dict[str, Any] | None:
     """What a saved model was made for (the manifest's ``data``): the data's name, one sample's
-    shape, its class names and how its inputs were standardised (``mean``, ``std``, ``pixel_scale``:
-    other data is standardised alike for this model); None for data that is not tensors of one
-    shape (text blocks) but for text read as UTF-8 bytes (``tokenizer: bytes``: no tokenizer is saved
-    beside the model, so its data is read alike next time without ``--tokenizer bytes``)."""
+    shape, its class names, the seed a file or folder is split into train/val/test with
+    (``split_seed``: later commands split it alike) and how its inputs were standardised (``mean``,
+    ``std``, ``pixel_scale``: other data is standardised alike for this model); None for data that
+    is not tensors of one shape (text blocks) but for text read as UTF-8 bytes (``tokenizer: bytes``:
+    no tokenizer is saved beside the model, so its data is read alike next time without
+    ``--tokenizer bytes``)."""
     if isinstance(splits, Loaders) and isinstance(splits.info.get("tokenizer"), ByteTokenizer):
         return {"name": splits.name, "tokenizer": BYTES}
     if not isinstance(splits, DataSplits):
         return None
     record: dict[str, Any] = {"name": splits.name, "input_shape": list(splits.input_shape),
-                              "class_names": list(splits.class_names)}
+                              "class_names": list(splits.class_names), "split_seed": split_seed}
     if splits.mean and splits.std:
         record.update(mean=list(splits.mean), std=list(splits.std), pixel_scale=splits.pixel_scale)
     return record
@@ -425,7 +471,8 @@ def _save_result(net: nn.Module, out: Path, final: Callable[[Path], str], spec: 
                  dense: nn.Module | str | None, metrics: Mapping[str, Any] | None) -> Path:
     """:func:`save_result`'s work: the model folder written in ``out``."""
     earlier: list[Any] = []
-    record = data_record(splits)
+    # NOTE: a saved folder's data was split (by build) with the seed it records; the new folder records it too
+    record = data_record(splits, split_seed_of(made_for(spec), spec) if spec is not None else SPLIT_SEED)
     if spec is None:
         if not isinstance(dense, nn.Module):
             raise ConfigError("save_result: the user's own module is saved against its dense module; pass dense=.")
@@ -545,21 +592,25 @@ def build(model: Model, data: Data, *, data_dir: str | None = None, weights: str
             check_not_int8(spec)
     recorded = made_for(spec) if spec is not None else {}
     data_name = _checked_data(data)
+    split_seed = split_seed_of(recorded, spec)
 
     def load_data(size: int) -> DataSplits | Loaders:
         if not isinstance(data, str):
             return data
-        return datasets.load(data, data_dir=data_dir, seed=seed,
-                             tokenizer=tokenizer or (tokenizer_of(spec) if spec is not None else None)
-                             or recorded.get("tokenizer"),
-                             block_size=size, image_size=image_size, fallback_size=_image_size_of(spec, recorded))
+        # NOTE: split with the data's split seed, never the run's ``seed``: a run with --seed 5 and a later
+        # eval of its folder must hold out the same test samples (the run's seed only shuffles and inits)
+        loaded = datasets.load(data, data_dir=data_dir, seed=split_seed,
+                               tokenizer=tokenizer or (tokenizer_of(spec) if spec is not None else None)
+                               or recorded.get("tokenizer"),
+                               block_size=size, image_size=image_size, fallback_size=_image_size_of(spec, recorded))
+        return _shuffled_by(loaded, seed)
 
     loaded = load_data(block_size or (block_size_for(spec) if spec is not None else TRAIN_BLOCK))
     asked = task is not None
     if task is None:
         task = getattr(loaded, "task", None)
     if isinstance(loaded, DataSplits):
-        check_finite(loaded, data_name)
+        check_finite(loaded, data_name, source=data if isinstance(data, str) else None)
     # NOTE: labelled arrays and images are scored as classification: an hf: folder must build its
     # classifier (AutoModelForImageClassification), not the bare AutoModel a task of None picks
     built_for = task if task is not None or not isinstance(loaded, DataSplits) else "classification"
@@ -585,6 +636,15 @@ def build(model: Model, data: Data, *, data_dir: str | None = None, weights: str
                f"--block-size N (block_size=N), N at most its position count.")
         _check_task_fits(net, loaded, task_of(loaded, task), fix=fix)
     return net, loaded
+
+
+def _shuffled_by(loaded: DataSplits | Loaders, seed: int) -> DataSplits | Loaders:
+    """``loaded``, its text blocks' training order drawn from the run's ``seed`` (the loader was made
+    with the split seed; the blocks it holds out do not depend on a seed)."""
+    generator = getattr(loaded.train, "generator", None) if isinstance(loaded, Loaders) else None
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(seed)
+    return loaded
 
 
 def _check_task_fits(net: nn.Module, data: DataSplits | Loaders, task: Any, *, fix: str) -> None:
@@ -660,18 +720,63 @@ def _shorter_blocks(net: nn.Module, loaded: Loaders, asked: int | None) -> int |
     return limit
 
 
-def check_finite(splits: DataSplits, data: str) -> None:
-    """Refuse data whose inputs hold NaN or inf (every loss would be NaN), naming the set and count."""
-    for split in ("train", "val", "test"):
-        inputs = getattr(splits, split).tensors[0]
-        if not inputs.is_floating_point():
-            continue
-        bad = (~torch.isfinite(inputs.reshape(len(inputs), -1))).any(1)
-        if bool(bad.any()):
-            first = int(bad.nonzero()[0, 0])
-            raise DataError(f"data '{data}': {int(bad.sum())} of {len(inputs)} samples of the {split} set "
-                            f"hold NaN or inf inputs (the first is sample {first}). Replace them (e.g. "
-                            f"numpy.nan_to_num) or drop those samples, then pass the data again.")
+def check_finite(splits: DataSplits, data: str, source: str | None = None) -> None:
+    """Refuse data whose inputs hold NaN or inf (every loss would be NaN), naming where they are as
+    the user can find them: the rows of a ``.npz`` ``source`` as the file numbers them, else the
+    split and its sample. An empty split holds nothing to refuse."""
+    # NOTE: an empty train split has no statistics (NaN); that is no NaN input
+    spread = len(splits.train) > 0 and not all(math.isfinite(v) for v in (*splits.mean, *splits.std))
+    found = [(split, bad) for split in ("train", "val", "test") if (bad := _non_finite(getattr(splits, split))).any()]
+    if not found and not spread:
+        return
+    fix = "Replace them (e.g. numpy.nan_to_num) or drop those samples, then pass the data again."
+    rows = _npz_non_finite(source) if source is not None else []
+    if rows:
+        key, count, total, first = rows[0]
+        also = "".join(f"; {c} of {t} rows of '{k}' too (the first is row {f})" for k, c, t, f in rows[1:])
+        raise DataError(f"data '{data}': {count} of {total} rows of its array '{key}' hold NaN or inf inputs (the "
+                        f"first is row {first}){also}. {fix}")
+    if spread:
+        # NOTE: the train split's mean and std standardise every split: one NaN there made every sample
+        # NaN, so counting samples now would blame them all
+        raise DataError(f"data '{data}': its train split holds NaN or inf inputs (its per-channel mean or std is "
+                        f"not finite, so no sample can be told apart after standardising; find them with "
+                        f"numpy.isfinite on the raw inputs). {fix}")
+    split, bad = found[0]
+    first = int(bad.nonzero()[0, 0])
+    raise DataError(f"data '{data}': {int(bad.sum())} of {len(bad)} samples of its {split} split hold NaN or inf "
+                    f"inputs (the first is sample {first}, counted within that split in the order it was read). {fix}")
+
+
+def _non_finite(split: TensorDataset) -> torch.Tensor:
+    """Which samples of ``split`` hold a NaN or inf input (none of an empty split, or integer inputs)."""
+    inputs = split.tensors[0]
+    if not inputs.is_floating_point() or not inputs.numel():
+        return torch.zeros(len(inputs), dtype=torch.bool)
+    return ~torch.isfinite(inputs).reshape(len(inputs), -1).all(1)
+
+
+def _npz_non_finite(source: str) -> list[tuple[str, int, int, int]]:
+    """``(array, bad rows, rows, first bad row)`` of each input array of a ``.npz`` file that holds NaN
+    or inf, as the file numbers its rows; empty for anything else (or a file that cannot be read here)."""
+    path = Path(source).expanduser()
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        return []
+    import numpy as np
+
+    found = []
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            for key in (k for k in ("x", "x_train", "x_val", "x_test") if k in arrays.files):
+                values = arrays[key]
+                if values.dtype.kind not in "fc" or not values.size or values.ndim < 1:
+                    continue
+                bad = ~np.isfinite(values.reshape(len(values), -1)).all(1)
+                if bad.any():
+                    found.append((key, int(bad.sum()), len(values), int(bad.nonzero()[0][0])))
+    except (OSError, ValueError):  # NOTE: only a better message is lost; the caller still refuses the data
+        return []
+    return found
 
 
 def _shape(shape: Sequence[int]) -> str:
@@ -732,13 +837,14 @@ def torch_scorer(data: Any, task: Any, measure: Measure) -> Callable[[nn.Module]
 def selection_data(splits: Any) -> Any:
     """Where choices are made (int8 layers kept fp32, the cut within a metric budget): the validation
     split; the test split only reports."""
-    return getattr(splits, "val", None) if getattr(splits, "val", None) is not None else eval_data(splits)
+    val = getattr(splits, "val", None)
+    return val if val is not None and (not isinstance(splits, DataSplits) or len(val)) else eval_data(splits)
 
 
 def check_fits(net: nn.Module, splits: DataSplits, spec: str, data: str) -> None:
     """Run ``net`` once on two samples of ``splits``: an input it cannot take, or an output width
     other than the class count, fails here, naming what the model expects and what the data gives."""
-    x = splits.test.tensors[0][:2].clone()
+    x = _example_split(splits).tensors[0][:2].clone()
     given = _shape(splits.input_shape)
     expects = ""
     if spec in models.MODELS:

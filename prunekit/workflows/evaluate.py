@@ -10,7 +10,15 @@ import torch
 from prunekit.errors import ConfigError
 from prunekit.measure import evaluate as evaluate_split
 from prunekit.data import DataSplits
-from prunekit.workflows.common import build, capped, check_device, finish, task_of, with_teacher
+from prunekit.workflows.common import (
+    build,
+    capped,
+    check_device,
+    check_split,
+    finish,
+    task_of,
+    with_teacher,
+)
 
 __all__ = ["SPLITS", "evaluate"]
 
@@ -39,11 +47,13 @@ def evaluate(model: str, data: str = "fashion_mnist", *, weights: str | None = N
                          tokenizer=tokenizer, block_size=block_size, image_size=image_size)
     scorer = with_teacher(task_of(splits, task), net, model)
     if split is None:
-        split = "test" if getattr(splits, "test", None) is not None else "val"
+        split = "test" if _holds(splits, "test") else "val"
     dataset = getattr(splits, split)
     if dataset is None:
         raise ConfigError(f"eval: '{data}' has no {split} split; expected one of the splits it has. "
                           f"Pass --split val.")
+    others = [name for name in SPLITS if name != split and _holds(splits, name)]
+    check_split(splits, split, data, f"eval --split {split}", fix=f"Pass --split {others[-1]}." if others else None)
     if isinstance(splits, DataSplits):
         dataset, max_batches = capped(dataset, max_batches, batch_size), None
     if target is not None:
@@ -53,3 +63,9 @@ def evaluate(model: str, data: str = "fashion_mnist", *, weights: str | None = N
     results = {"command": "eval", "model": model, "data": splits.name, "split": split, "task": scorer.name,
                "weights": weights, "max_batches": max_batches, "metrics": dict(metrics)}
     return finish(results, out_dir)
+
+
+def _holds(splits: Any, split: str) -> bool:
+    """Whether ``splits`` has ``split`` with samples in it (a text file's loaders: has it at all)."""
+    found = getattr(splits, split, None)
+    return found is not None and (not isinstance(splits, DataSplits) or len(found) > 0)

@@ -26,6 +26,7 @@ from prunekit.workflows.common import (
     architecture_of,
     capped,
     eval_data,
+    example_of,
     finish,
     made_for,
     name_of,
@@ -139,10 +140,10 @@ def bundle_model(net: nn.Module, splits: Any, folder: str | os.PathLike[str], *,
         else:
             record = None
             with without_cache(net):
-                file = strip_metadata(export_onnx(net, splits.example_input(1), Path(tmp) / FP32_FILE))
+                file = strip_metadata(export_onnx(net, example_of(splits, task, 1), Path(tmp) / FP32_FILE))
         test = capped(eval_data(splits), measure.max_eval_batches, measure.eval_batch_size)
         metrics = dict(evaluate_onnx(file, test, task=task, batch_size=measure.eval_batch_size))
-        latency = measure_onnx_latencies(file, splits.example_input(1), batch_sizes=measure.batch_sizes,
+        latency = measure_onnx_latencies(file, example_of(splits, task, 1), batch_sizes=measure.batch_sizes,
                                          threads=measure.threads, min_time_s=measure.min_time_s)
         measured = {"metrics": metrics, "eval_samples": len(test),
                     "latency_ms": {f"batch {s.batch_size}": s.median_ms for s in latency},

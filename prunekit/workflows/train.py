@@ -23,6 +23,7 @@ from prunekit.workflows.common import (
     build,
     capped_splits,
     check_device,
+    check_split,
     eval_data,
     example_of,
     finish,
@@ -46,8 +47,11 @@ def fine_tune(net: nn.Module, splits: Any, config: TrainConfig, *, progress: boo
               out_dir: str | os.PathLike[str] | None = None, resume: bool = False,
               task: Any = None) -> TrainResult:
     """Train ``net`` in place on ``splits`` (DataSplits or Loaders) for ``task`` with ``config`` on
-    ``device``; ``net`` ends on the CPU when it was moved off it."""
+    ``device``; ``net`` ends on the CPU when it was moved off it. Image or array data needs samples in
+    its train and val splits (every epoch is scored on val); an empty test split is skipped."""
     target = check_device(device)
+    for split in ("train", "val"):
+        check_split(splits, split, getattr(splits, "name", "data"), "training")
     try:
         return train_loop(net, splits, config, out_dir=out_dir, resume=resume, progress=progress,
                           callbacks=callbacks, device=target, task=task_of(splits, task))
@@ -95,7 +99,8 @@ def train(model: str, data: str = "fashion_mnist", config: TrainConfig | None = 
     results: dict[str, Any] = {
         "command": "train", "model": model, "data": splits.name, "task": scorer.name,
         "config": config.model_dump(), "train": {
-            "history": list(result.history), "val": dict(result.val),
+            "history": list(result.history),
+            "val": dict(result.val) if result.val is not None else None,
             "test": dict(result.test) if result.test is not None else None,
             "epochs_run": result.epochs_run, "wall_time_s": result.wall_time_s,
         },

@@ -293,10 +293,12 @@ SILENT_CASES = [
     Case("ratio-1", ("prune", "--model", "simple_cnn", "--ratio", "1", "--out", "{root}/o-r1", *QUICK),
          ("ratio",), ("[0, 1)",)),
     Case("nan-inputs", ("train", "--model", "simple_cnn", "--data", "{nan}", "--out", "{root}/o-nan", *TRAIN_QUICK),
-         ("data '{nan}':", "set hold NaN or inf inputs"), ("numpy.nan_to_num", "drop those samples"), ("nan",)),
+         ("data '{nan}':", "3 of 40 rows of its array 'x' hold NaN or inf inputs (the first is row 3)"),
+         ("numpy.nan_to_num", "drop those samples"), ("nan",)),
     Case("inf-inputs", ("prune", "--model", "simple_cnn", "--data", "{inf}", "--ratio", "0.5",
                         "--out", "{root}/o-inf", *QUICK),
-         ("samples of the train set hold NaN or inf inputs",), ("numpy.nan_to_num",), ("inf",)),
+         ("40 of 40 rows of its array 'x' hold NaN or inf inputs (the first is row 0)",), ("numpy.nan_to_num",),
+         ("inf",)),
 ]
 
 
