@@ -5,7 +5,14 @@ channels and zeroes every weight tied to the ones it removes (producer rows, nor
 columns), and ``step()`` re-zeroes them after each optimizer step so training cannot revive them.
 The ratio can rise and the importance can change from one entry to the next. ``finalize()`` then
 removes the masked channels physically; because their consumers read zeros, the smaller model
-computes exactly what the masked one did (the structural engine verifies it).
+computes what the masked one did, exactly where no layer mixes the cut channels with the kept ones
+(the structural engine verifies it). A norm over a cut width is the exception: while training, its
+statistics (LayerNorm's mean and variance, RMSNorm's mean square, GroupNorm's per group) count the
+masked channels' zeros, and once they are cut they do not. With a fraction ``r`` of a norm's width
+cut (a transformer's hidden width), the masked model's norm outputs are about ``1/sqrt(1 - r)`` times
+the smaller model's (for RMSNorm exactly, up to its eps; 1.41 at ``r = 0.5``; LayerNorm's mean shifts
+too), so the outputs differ and the smaller model needs fine-tuning. ``finalize`` measures the
+difference on the example inputs (``output_difference_``) and warns when it is more than rounding.
 
 Plain loop::
 
@@ -18,13 +25,15 @@ Plain loop::
     small = pruner.finalize()
 
 ``__init__`` only stores the arguments; ``fit(model, example_inputs)`` checks them and traces the
-model (``model_``, ``graph_``); ``plan_``, ``epochs_done_`` and ``history_`` follow the schedule.
+model (``model_``, ``graph_``); ``plan_``, ``epochs_done_`` and ``history_`` follow the schedule,
+``output_difference_`` is what ``finalize`` measured.
 It is also a training-loop callback (``on_step_end``/``on_epoch_end``), and
 ``prunekit.integrations.PrunekitTrainerCallback`` adapts it to a Hugging Face ``Trainer``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +41,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from prunekit._checks import tensors_in
+from prunekit._modes import modes_of, restore_modes
 from prunekit.errors import ConfigError, NotFittedError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import channels_removed, tensor_of
@@ -94,6 +105,7 @@ class ScheduledPruner:
         self.epochs_done_ = 0
         self.history_: list[dict[str, Any]] = []
         self._zero: list[tuple[torch.Tensor, int, torch.Tensor]] = []
+        self.output_difference_: float | None = None  # NOTE: measured by finalize
         return self
 
     def __getattr__(self, name: str) -> Any:
@@ -165,9 +177,46 @@ class ScheduledPruner:
 
     # -- the smaller model --------------------------------------------------------------------
     def finalize(self, *, verify_result: bool = True) -> nn.Module:
-        """A new model with the masked channels removed (the trained model itself is unchanged)."""
+        """A new model with the masked channels removed (the trained model itself is unchanged).
+
+        With ``verify_result``, ``output_difference_`` is the largest difference between the masked
+        model's outputs and the new model's on the example inputs (None without), with a warning when it
+        is more than rounding: a norm over a cut width (see the module docstring) makes them differ.
+        """
         if self.plan_ is None:
             raise ConfigError("ScheduledPruner.finalize: no schedule entry has taken effect yet (the first is "
                               f"at the end of epoch {self.entries_[0].epoch}). Call epoch_end() as epochs end.")
-        return apply(self.model_, self.graph_, self.plan_, example_inputs=self.example_inputs_,
-                     verify_result=verify_result)
+        small = apply(self.model_, self.graph_, self.plan_, example_inputs=self.example_inputs_,
+                      verify_result=verify_result)
+        self.output_difference_ = None
+        if verify_result:
+            self.output_difference_, largest = _largest_difference(self.model_, small, self.example_inputs_)
+            if self.output_difference_ > _ROUNDING * max(largest, 1.0):
+                warnings.warn(f"ScheduledPruner.finalize: the smaller model's outputs differ from the masked "
+                              f"model's by up to {self.output_difference_:.3g} (outputs up to {largest:.3g}) on the "
+                              f"example inputs: a norm over a cut width (LayerNorm, RMSNorm, GroupNorm) counted the "
+                              f"masked zeros in its statistics. Fine-tune the smaller model before using it.",
+                              stacklevel=2)
+        return small
+
+
+# NOTE: float32 sums over fewer channels round differently; more than this is a real difference
+_ROUNDING = 1e-4
+
+
+def _largest_difference(masked: nn.Module, small: nn.Module, example_inputs: Any) -> tuple[float, float]:
+    """The largest absolute difference between two models' outputs in eval mode, and the largest
+    absolute output of ``masked`` (the scale the difference is judged against)."""
+    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    modes = [modes_of(masked), modes_of(small)]
+    try:
+        with torch.no_grad():
+            want = tensors_in(masked.eval()(*inputs), "the masked model's output")
+            got = tensors_in(small.eval()(*inputs), "the smaller model's output")
+    finally:
+        for saved in modes:
+            restore_modes(saved)
+    pairs = [(g.double(), w.double()) for g, w in zip(got, want)
+             if g.shape == w.shape and g.is_floating_point() and g.numel()]
+    difference = max((float((g - w).abs().max()) for g, w in pairs), default=0.0)
+    return difference, max((float(w.abs().max()) for _, w in pairs), default=0.0)

@@ -205,7 +205,8 @@ def _refresh_config(model: nn.Module) -> None:
     _explicit_head_dim(model, config)
     try:
         base = _features(_meta_build(model, config))
-    except Exception:  # NOTE: a model its own config does not rebuild: leave the config alone
+    except Exception:  # NOTE: a model its own config does not rebuild (BERT's head count must divide the
+        _undo_guesses(config, before)  # guessed hidden_size): the guesses go back, the layout records the widths
         return
     pruned = _features(model)
     probes = {name: _probe(model, config, name, base) for name in _fields(config)}
