@@ -83,6 +83,7 @@ def stage(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the workflow (prunekit.workflows.decompose.decompose) and print its tables; returns 0."""
+    from prunekit.workflows.common import is_rank_zero
     from prunekit.workflows.decompose import decompose
 
     results = decompose(args.model, args.data, stage=stage(args), weights=args.weights,
@@ -91,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
                         tokenizer=args.tokenizer, block_size=args.block_size, image_size=args.image_size,
                         out_dir=args.out, progress=not args.no_progress,
                         measure=options.measure_from_args(args), device=args.device, task=args.task)
+    if not is_rank_zero():  # NOTE: under torchrun only rank 0 writes, so only it reports
+        return 0
     print(results["layers_table"])
     print(results["table"])
     options.print_written(results, f"factorised model: {args.out}/model/ "

@@ -197,6 +197,7 @@ def stage(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prunekit.workflows.common import is_rank_zero
     from prunekit.workflows.prune import prune
 
     results = prune(args.model, args.data, stage=stage(args), weights=args.weights, task=args.task,
@@ -206,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
                     out_dir=args.out, progress=not args.no_progress,
                     measure=options.measure_from_args(args), device=args.device,
                     max_metric_drop=args.max_metric_drop, tries=args.tries)
+    if not is_rank_zero():  # NOTE: under torchrun only rank 0 writes, so only it reports
+        return 0
     print(results["table"])
     print(_achieved_line(results))
     if "metric_budget" in results:

@@ -86,6 +86,7 @@ def stage(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Parse into the workflow call, run it, print the table."""
+    from prunekit.workflows.common import is_rank_zero
     from prunekit.workflows.sparsify import sparsify
 
     results = sparsify(args.model, args.data, stage=stage(args), weights=args.weights,
@@ -94,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
                        tokenizer=args.tokenizer, block_size=args.block_size, image_size=args.image_size,
                        out_dir=args.out, progress=not args.no_progress,
                        measure=options.measure_from_args(args), device=args.device, task=args.task)
+    if not is_rank_zero():  # NOTE: under torchrun only rank 0 writes, so only it reports
+        return 0
     print(results["table"])
     stored = "a save_pretrained folder" if results.get("stored_dense") else "stored sparse"
     options.print_written(results, f"sparse model: {args.out}/model/ "

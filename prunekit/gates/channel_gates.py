@@ -23,7 +23,7 @@ import copy
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -100,8 +100,10 @@ class ChannelGates:
     Use: ``gates = ChannelGates(Target(macs=0.5)).fit(model, x)``; ``train(model, data, cfg,
     callbacks=[gates])`` (or add ``gates.penalty()`` to your loss and call ``gates.step()`` after
     your optimizer's step); then ``gates.harden().model``. Single process only: under DDP the gate
-    parameters would not be averaged across ranks.
+    parameters would not be averaged across ranks, so ``train`` refuses the gates under torchrun.
     """
+
+    single_process: ClassVar[bool] = True  # NOTE: read by prunekit.train, which refuses it with several ranks
 
     def __init__(self, target: Target | Mapping[str, Any], *, ignore: Iterable[str] = (),
                  init_log_alpha: float = 3.0, warmup_steps: int = 0, round_to: int | str = "auto",

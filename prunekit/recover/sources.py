@@ -14,11 +14,14 @@ epoch. That holds for
 
 Randomness elsewhere (numpy or ``random`` in a dataset's transforms, a streaming source) must be
 a function of the epoch by itself. Under DDP a loader without a ``DistributedSampler`` is sharded
-here: every rank iterates the same sequence and keeps every world_size-th batch.
+here: every rank iterates the same sequence and keeps every world_size-th batch, in whole rounds
+(every rank takes as many steps), so when the number of batches is not a multiple of the world
+size the last few batches of every epoch are never trained on; a warning says how many.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain, islice
@@ -84,6 +87,8 @@ def build_source(data: Any, val: Iterable[Any] | None, config: TrainConfig,
         length = steps = _length(data)
         if steps is not None and shard is not None:
             steps //= context.world_size  # NOTE: only full rounds, so every rank takes as many steps
+            if context.is_main:
+                _warn_dropped(steps, length, config, context.world_size)
         steps = _cap(steps, config)
         _check_steps(steps, config, shard is not None, length, context.world_size)
         source = Source(data, val, test, steps, shard, _generators(data))
@@ -174,6 +179,19 @@ def _check_reiterable(label: str, batches: Any, config: TrainConfig) -> None:
         raise ConfigError(f"train: '{label}' is a one-pass iterator ({type(batches).__name__}); "
                           f"expected something that can be iterated every epoch. Fix: pass a "
                           f"DataLoader or a list of batches.")
+
+
+def _warn_dropped(rounds: int, length: int | None, config: TrainConfig, world_size: int) -> None:
+    """Warn when sharding by whole rounds leaves batches of every epoch untrained (and no
+    ``max_steps_per_epoch`` stops the epoch before them anyway)."""
+    dropped = (length or 0) - rounds * world_size
+    cap = config.max_steps_per_epoch
+    if dropped <= 0 or rounds == 0 or (cap is not None and cap < rounds):
+        return
+    warnings.warn(f"train: the data has {length} batches per epoch and no DistributedSampler, so the {world_size} "
+                  f"processes take its batches in turn and the last {dropped} batch(es) of every epoch, short of a "
+                  f"full round, are never trained on. Fix: give the DataLoader a DistributedSampler, or make the "
+                  f"number of batches a multiple of {world_size}.", stacklevel=4)
 
 
 def _check_not_empty(label: str, batches: Iterable[Any] | None) -> None:

@@ -20,23 +20,26 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
 
+from prunekit._modes import modes_of, restore_modes
 from prunekit.errors import ConfigError, DataError
 from prunekit.io import save_json, save_weights
 from prunekit.measure.accuracy import evaluate
 from prunekit.recover import checkpoint, distributed
 from prunekit.recover.callbacks import Callback
 from prunekit.recover.config import TrainConfig, parse_config
-from prunekit.recover.sources import Source, build_source, epoch_batches
+from prunekit.recover.sources import Source, build_source, epoch_batches, has_distributed_sampler
 from prunekit.recover.tensorboard import TensorBoardLog
-from prunekit.tasks import Classification, Metrics, Task, resolve
+from prunekit.tasks import BaseTask, Classification, Custom, Metrics, Task, resolve
+from prunekit.tasks.base import capped, no_samples
 from prunekit.tasks.batches import batch_size_of, device_of, to_device
 
 __all__ = [
@@ -110,7 +113,12 @@ def train(model: nn.Module, data: Any, config: TrainConfig | Mapping[str, Any], 
             ``train.json`` at the end. ``resume=True`` continues from its checkpoint (same config
             required); the final weights equal those of an uninterrupted run.
         progress: show a progress bar on stderr (rank 0); messages go to ``logging``.
+        callbacks: hooks called by the loop (see :class:`Callback`); one whose class sets
+            ``single_process = True`` (e.g. ChannelGates) is refused under torchrun.
         device: defaults to where the model's parameters are.
+
+    Under torchrun, a ``val``/test loader with a DistributedSampler is evaluated in shares, one
+    per rank, whose sums give the metrics of the whole; one without is evaluated whole on every rank.
     """
     config = parse_config(TrainConfig, config)
     scorer = _task_for(task, config)
@@ -121,6 +129,7 @@ def train(model: nn.Module, data: Any, config: TrainConfig | Mapping[str, Any], 
     started = time.perf_counter()
     target = _resolve_device(model, device)
     context = distributed.setup(target)
+    _check_callbacks(callbacks, context)
     log = TensorBoardLog(config.tensorboard) if config.tensorboard and context.is_main else None
     callbacks = (*callbacks, log) if log is not None else tuple(callbacks)
     try:
@@ -146,6 +155,19 @@ def train(model: nn.Module, data: Any, config: TrainConfig | Mapping[str, Any], 
             log.close()
         distributed.teardown(context)
     return result
+
+
+def _check_callbacks(callbacks: Sequence[Any], context: distributed.Context) -> None:
+    """Refuse, under several processes, a callback whose class says ``single_process = True``."""
+    if not context.distributed:
+        return
+    for callback in callbacks:
+        if getattr(type(callback), "single_process", False):
+            # NOTE: such a callback keeps its own parameters or state that DDP does not average, so the
+            # ranks would drift apart and rank 0 would save only its own version.
+            raise ConfigError(f"train: {type(callback).__name__} works in a single process only, but this run has "
+                              f"{context.world_size} processes (torchrun); its state would differ on every rank. "
+                              f"Fix: run this training with plain python (one process), or drop the callback.")
 
 
 def _task_for(task: Task | str | None, config: TrainConfig) -> Task:
@@ -248,9 +270,88 @@ def _begin(loop: _Loop) -> None:
 
 
 def _validate(loop: _Loop, batches: Iterable[Any] | None) -> Metrics | None:
+    """The task's metrics on ``batches``: on all of them, also when a DistributedSampler gives
+    each rank only its share."""
     if batches is None:
         return None
-    return Metrics(loop.task.evaluate(loop.model, batches, max_batches=loop.config.max_eval_batches))
+    cap = loop.config.max_eval_batches
+    if loop.context.distributed and has_distributed_sampler(batches):
+        return _evaluate_shards(loop.task, loop.model, batches, cap, loop.context)
+    # NOTE: unsharded evaluation data: every rank scores all of it with the same weights (buffers
+    # synced first), so each rank's numbers are already those of the whole.
+    return Metrics(loop.task.evaluate(loop.model, batches, max_batches=cap))
+
+
+def _evaluate_shards(task: Task, model: nn.Module, batches: Iterable[Any], max_batches: int | None,
+                     context: distributed.Context) -> Metrics:
+    """Metrics over every rank's share of a loader that a DistributedSampler splits between ranks.
+
+    A task whose metrics are made from per-batch sums (``batch_sums`` / ``summarise``: the built-in
+    tasks, Custom without a metric_fn) gets the sums of all ranks added before ``summarise``, so
+    every metric is exact, derived ones included (perplexity = exp of the mean loss over all
+    tokens). Any other task is evaluated on each share and its metrics are averaged weighted by
+    the samples scored (``count`` where it reports one): exact for per-sample means only, which a
+    warning says. ``max_batches`` caps each rank's share. NOTE: a DistributedSampler repeats a few
+    samples when the data does not split evenly (unless ``drop_last=True``); they count twice, as
+    in training.
+    """
+    owner = f"{type(task).__name__}.evaluate"
+    if _sums_based(task):
+        shares = distributed.all_gather(_share_sums(task, model, batches, max_batches, owner), context)
+        totals: dict[str, float] = {}
+        for _, sums in shares:
+            for key, value in sums.items():
+                totals[key] = totals.get(key, 0.0) + value
+        seen = sum(n for n, _ in shares)
+        if seen == 0 or totals.get("count", 1.0) <= 0:
+            raise no_samples(owner, seen)
+        return Metrics(task.summarise(totals))
+    if context.is_main:
+        warnings.warn(f"train: under torchrun each rank evaluates its DistributedSampler share with "
+                      f"{owner}, and the metrics are averaged over ranks weighted by samples: exact for "
+                      f"per-sample means only. For exact metrics, pass an evaluation loader without a "
+                      f"DistributedSampler (every rank then scores all of it).", stacklevel=2)
+    counted = [0]
+
+    def counting() -> Iterator[Any]:
+        for batch in batches:
+            counted[0] += batch_size_of(batch)
+            yield batch
+
+    metrics = task.evaluate(model, counting(), max_batches=max_batches)
+    parts = distributed.all_gather((counted[0], dict(metrics)), context)
+    weights = [float(m.get("count", n)) for n, m in parts]
+    total = sum(weights) or 1.0
+    keys = [k for k in parts[0][1] if all(k in m for _, m in parts)]
+    return Metrics({key: (int(sum(float(m[key]) for _, m in parts)) if key == "count" else
+                          sum(w * float(m[key]) for w, (_, m) in zip(weights, parts)) / total)
+                    for key in keys})
+
+
+def _sums_based(task: Task) -> TypeGuard[BaseTask]:
+    """True when ``task.evaluate`` is ``summarise`` of the summed ``batch_sums`` (BaseTask's)."""
+    if isinstance(task, Custom):
+        return task.metric_fn is None
+    return isinstance(task, BaseTask) and getattr(type(task), "evaluate", None) is BaseTask.evaluate
+
+
+@torch.no_grad()
+def _share_sums(task: BaseTask, model: nn.Module, batches: Iterable[Any], max_batches: int | None,
+                owner: str) -> tuple[int, dict[str, float]]:
+    """(batches seen, summed ``batch_sums``) of this rank's share, in eval mode as BaseTask.evaluate
+    does; an empty share is no error here (the whole may still have samples)."""
+    device, modes = device_of(model), modes_of(model)
+    model.eval()
+    totals: dict[str, float] = {}
+    seen = 0
+    try:
+        for batch in capped(batches, max_batches, owner=owner):
+            seen += 1
+            for key, value in task.batch_sums(model, to_device(batch, device)).items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+    finally:
+        restore_modes(modes)
+    return seen, totals
 
 
 def _run_epoch(loop: _Loop, epoch: int) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def main(out: Path, mode: str) -> None:
         result = train(model, splits, config, out_dir=out / "run", progress=False)
     save_weights(model, out / f"rank{rank}.safetensors")
     info = {"rank": rank, "world_size": int(os.environ["WORLD_SIZE"]),
-            "group_destroyed": not dist.is_initialized(), "history": list(result.history), "indices": indices.seen}
+            "group_kept": dist.is_initialized(), "history": list(result.history), "indices": indices.seen}
     (out / f"rank{rank}.json").write_text(json.dumps(info))
 
 
