@@ -108,7 +108,9 @@ class Classification(BaseTask):
         logits, labels = self._forward(model, batch)
         hard, valid = _targets(logits, labels)
         k = min(self.top_k, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
+        # NOTE: a stable sort orders tied logits (frequent in int8 outputs) by class index, as argmax
+        # (the training loop's accuracy) picks the first; topk's order among ties is unspecified
+        top = logits.sort(dim=1, descending=True, stable=True).indices.narrow(1, 0, k)
         return {
             "loss": float(F.cross_entropy(logits, labels, reduction="sum")),
             "correct": float(((top.select(1, 0) == hard) & valid).sum()),

@@ -106,3 +106,14 @@ def test_labels_outside_the_classes_are_one_line(bad: int) -> None:
     head = nn.Linear(5, 4)
     with pytest.raises(DataError, match="label 4 is outside the model's 4 classes"):
         Classification().loss(head, (torch.randn(3, 5), torch.tensor([0, 4, 1])))
+
+
+def test_tied_logits_score_as_argmax_scores_them() -> None:
+    # NOTE: int8 outputs tie often; the evaluation's accuracy must be the training loop's (argmax: first max)
+    logits = torch.zeros(64, 10)
+    logits[:, 3] = logits[:, 7] = 1.0  # two tied maxima in every row
+    labels = torch.full((64,), 3)
+    model = nn.Identity()
+    got = Classification(top_k=1).evaluate(model, [(logits, labels)])
+    assert got["accuracy"] == 1.0 == Classification().correct(logits, (logits, labels))[0] / 64
+    assert Classification(top_k=2).evaluate(model, [(logits, torch.full((64,), 7))])["top2"] == 1.0
