@@ -61,8 +61,11 @@ def stage(args: argparse.Namespace) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the workflow (prunekit.workflows.quantize.quantize) and print its table; returns 0."""
-    from prunekit.workflows.quantize import quantize
+    from prunekit.workflows.quantize import check_backend, quantize
 
+    # NOTE: checked here first so that the errors name the command's options (--method), not the arguments
+    check_backend(args.backend, dynamic=args.dynamic, compile=args.compile, method=args.method,
+                  max_metric_drop=args.max_metric_drop, cli=True)
     results = quantize(args.model, args.data, weights=args.weights, data_dir=args.data_dir,
                        tokenizer=args.tokenizer, block_size=args.block_size, image_size=args.image_size, task=args.task,
                        measure=options.measure_from_args(args), out_dir=args.out, backend=args.backend,
@@ -76,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     kept = ", ".join(record["excluded"]) or "none"
     print(f"{args.model}: int8 ({record['format']}, method {record['method'] or 'dynamic'}); layers kept fp32: {kept}")
+    if record.get("budget_met") is False:
+        val = record["val"]
+        print(f"metric budget NOT met: {record['metric']} {val['int8']:.4g} int8 against {val['fp32']:.4g} fp32 "
+              f"(--max-metric-drop {record['max_metric_drop']:g}); the int8 model below is the best one tried")
     print(results["table"])
     options.print_written(results, f"int8 model: {results['files'].get('onnx', '')}")
     return 0

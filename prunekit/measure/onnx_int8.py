@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from prunekit.errors import require
+from prunekit.io.files import atomic_path
 
 __all__ = ["METHODS", "preprocess", "quiet", "static_int8", "strip_metadata", "timing_int8"]
 
@@ -63,9 +64,8 @@ def strip_metadata(path: str | os.PathLike[str]) -> Path:
     kept = [opset for opset in model.opset_import if opset.domain in used or model.functions]
     del model.opset_import[:]
     model.opset_import.extend(kept)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(model.SerializeToString())
-    os.replace(handle.name, path)
+    with atomic_path(path) as tmp:  # NOTE: the user's umask, not NamedTemporaryFile's 0600
+        tmp.write_bytes(model.SerializeToString())
     return path
 
 

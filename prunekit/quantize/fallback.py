@@ -1,10 +1,16 @@
 """Keep the layers that int8 hurts most in fp32, until the task metric is within a budget.
 
 Quantise everything and score it. If the metric dropped by more than ``max_metric_drop``, measure
-each quantised node's damage on the calibration batches (how much of the int8 model's output error,
-relative to the fp32 outputs, goes away when that node alone stays fp32; a continuous measure, so
-nodes rank even where the metric barely moves), then keep the 1, 2, 4, ... most damaging nodes in
-fp32 until the drop is within the budget (else the best configuration tried).
+the damage of each quantised node and of each quantised activation tensor on the calibration batches
+(how much of the int8 model's output error, relative to the fp32 outputs, goes away when that node,
+or the nodes on both sides of that tensor, stay fp32; a continuous measure, so they rank even where
+the metric barely moves), then keep the 1, 2, 4, ... most damaging of them in fp32 until the drop is
+within the budget (else the best configuration tried, marked ``budget_met=False``).
+
+NOTE: ONNX Runtime's QDQ quantiser quantises a tensor when any node beside it is quantised, so
+keeping one node fp32 leaves the activations it reads and writes int8: damage done by rounding one
+activation (an outlier channel between two layers) shows only when its producer and all its
+consumers stay fp32 together.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from prunekit.errors import ConfigError
+from prunekit.errors import ConfigError, require
 from prunekit.quantize.ptq import quantisable_nodes, quantize_onnx
 
 __all__ = ["Fallback", "quantize_within", "metric_drop"]
@@ -26,15 +33,20 @@ __all__ = ["Fallback", "quantize_within", "metric_drop"]
 
 @dataclass(frozen=True)
 class Fallback:
-    """What :func:`quantize_within` chose: the int8 file, its metric, the nodes kept fp32, and the
-    measured damage of each node (relative output error removed when it alone stays fp32; empty
-    when no node had to be measured)."""
+    """What :func:`quantize_within` chose: the int8 file, its metric, the nodes kept fp32, the
+    measured damage (relative output error removed when it stays fp32) of each node and of each
+    quantised activation tensor (by tensor name; ``tensor_nodes`` names the nodes kept fp32 to keep
+    it fp32), both empty when nothing had to be measured, and whether the metric is within the
+    budget (None: no budget was given)."""
 
     path: Path
     metric: float
     excluded: tuple[str, ...]
     damage: dict[str, float] = field(default_factory=dict)
     tries: int = 1
+    budget_met: bool | None = None
+    tensor_damage: dict[str, float] = field(default_factory=dict)
+    tensor_nodes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def metric_drop(fp32: float, int8: float, higher_is_better: bool) -> float:
@@ -76,31 +88,92 @@ def quantize_within(source: str | os.PathLike[str], target: str | os.PathLike[st
         quantize_onnx(source, target, **options)  # type: ignore[arg-type]
         metric = score(target)
         if max_metric_drop is None or metric_drop(fp32_metric, metric, higher_is_better) <= max_metric_drop:
-            return Fallback(path=target, metric=metric, excluded=())
+            met = None if max_metric_drop is None else True
+            return Fallback(path=target, metric=metric, excluded=(), budget_met=met)
         nodes = quantisable_nodes(source, dynamic=dynamic)
+        # NOTE: dynamic int8 quantises each node's inputs itself, so one node at a time sees all its damage.
+        groups = {} if dynamic else _tensor_groups(Path(source), target, nodes)
+        units = {**{f"node {n}": (n,) for n in nodes}, **{f"tensor {t}": g for t, g in groups.items()}}
         error = _output_error(Path(source), calibration)
         base = error(target)
-        damage: dict[str, float] = {}
+        measured: dict[str, float] = {}
         trial, kept = Path(tmp) / "trial.onnx", Path(tmp) / "best.onnx"
-        for i, node in enumerate(nodes):
-            step(f"measuring the damage of node {i + 1}/{len(nodes)}: {node}")
-            quantize_onnx(source, trial, exclude=[node], **options)  # type: ignore[arg-type]
-            damage[node] = base - error(trial)
-        ranked = sorted(nodes, key=lambda n: -damage[n])
+        for i, (name, unit) in enumerate(units.items()):
+            step(f"measuring the damage of {name} ({i + 1}/{len(units)})")
+            quantize_onnx(source, trial, exclude=list(unit), **options)  # type: ignore[arg-type]
+            measured[name] = base - error(trial)
+        ranked = [units[name] for name in sorted(units, key=lambda name: -measured[name])]
         best: tuple[float, tuple[str, ...]] = (metric, ())
-        tries = 1 + len(nodes)
+        tries = 1 + len(units)
+        order = {name: i for i, name in enumerate(_all_nodes(Path(source)))}
         for k in _doubling(len(ranked)):
-            step(f"keeping the {k} most damaging node(s) in fp32")
-            quantize_onnx(source, trial, exclude=ranked[:k], **options)  # type: ignore[arg-type]
+            excluded = tuple(sorted({n for unit in ranked[:k] for n in unit}, key=order.__getitem__))
+            step(f"keeping the {k} most damaging node(s) or tensor(s) in fp32 ({len(excluded)} nodes)")
+            quantize_onnx(source, trial, exclude=list(excluded), **options)  # type: ignore[arg-type]
             tries, got = tries + 1, score(trial)
             if metric_drop(best[0], got, higher_is_better) < 0:
-                best = (got, tuple(ranked[:k]))
+                best = (got, excluded)
                 shutil.copyfile(trial, kept)
             if metric_drop(fp32_metric, got, higher_is_better) <= max_metric_drop:
                 break
         if best[1]:
             shutil.move(str(kept), target)  # NOTE: same folder, so the int8 file is replaced in one step.
-    return Fallback(path=target, metric=best[0], excluded=best[1], damage=damage, tries=tries)
+    met = metric_drop(fp32_metric, best[0], higher_is_better) <= max_metric_drop
+    return Fallback(path=target, metric=best[0], excluded=best[1], tries=tries, budget_met=met,
+                    damage={n: measured[f"node {n}"] for n in nodes},
+                    tensor_damage={t: measured[f"tensor {t}"] for t in groups}, tensor_nodes=groups)
+
+
+def _all_nodes(path: Path) -> list[str]:
+    onnx = require("onnx", extra="onnx", feature="int8 quantisation")
+    return [n.name for n in onnx.load(str(path), load_external_data=False).graph.node]
+
+
+# NOTE: activations ORT's QDQ quantiser folds into the node before them: their input and output share one range.
+_FOLDED = ("Relu", "Clip")
+
+
+def _tensor_groups(source: Path, quantised: Path, nodes: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """For each activation tensor of the fp32 file ``source`` that the int8 file ``quantised`` rounds
+    (a QuantizeLinear reads it), by name, the nodes that must all stay fp32 for it to stay fp32: its producer
+    and all its consumers (through a folded Relu/Clip, whose input shares its range; the Relu/Clip
+    itself is not quantised once those are fp32, so not named), in graph order;
+    groups that are one of ``nodes`` alone, or repeat another, are left out."""
+    onnx = require("onnx", extra="onnx", feature="int8 quantisation")
+    graph = onnx.load(str(source), load_external_data=False).graph
+    constants = {t.name for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+    order = {n.name: i for i, n in enumerate(graph.node)}
+    rounded = [q.input[0] for q in onnx.load(str(quantised), load_external_data=False).graph.node
+               if q.op_type == "QuantizeLinear" and q.input[0] not in constants]
+    groups: dict[str, tuple[str, ...]] = {}
+    seen = {(n,) for n in nodes}
+    for name in rounded:
+        name = name.removesuffix("_QuantizeLinear_Input") if name not in producer and name not in consumers else name
+        if name not in producer and name not in consumers:
+            continue
+        tensors, todo = set(), [name]
+        while todo:  # NOTE: the tensors that share this range: back through folded activations, forward too
+            tensor = todo.pop()
+            if tensor in tensors:
+                continue
+            tensors.add(tensor)
+            made = producer.get(tensor)
+            if made is not None and made.op_type in _FOLDED:
+                todo.append(made.input[0])
+            todo += [n.output[0] for n in consumers.get(tensor, ()) if n.op_type in _FOLDED]
+        around = [producer[t] for t in tensors if t in producer] + [n for t in tensors for n in consumers.get(t, ())]
+        # NOTE: a folded activation whose input stays fp32 is not quantised: it need not be named.
+        members = {n.name for n in around if n.op_type not in _FOLDED}
+        group = tuple(sorted(members, key=order.__getitem__))
+        if group and group not in seen:
+            seen.add(group)
+            groups[name] = group
+    return groups
 
 
 def _output_error(source: Path, calibration: Sequence[dict[str, np.ndarray]]) -> Callable[[Path], float]:

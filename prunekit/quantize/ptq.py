@@ -80,6 +80,11 @@ def quantize_onnx(source: str | os.PathLike[str], target: str | os.PathLike[str]
         if unknown:
             raise ConfigError(f"quantize: exclude names {unknown}, which are not nodes of '{source.name}'. "
                               f"Pass names from prunekit.quantize.quantisable_nodes of the pre-processed file.")
+        if dynamic and not quantisable_nodes(prepared, dynamic=True):
+            # NOTE: quantize_dynamic would write an fp32 file under an int8 name.
+            raise ConfigError("quantize: the model has no MatMul or Gemm layer with constant weights for dynamic "
+                              "int8 to quantise (ONNX Runtime); nothing would be int8. Use static int8 instead "
+                              "(drop --dynamic; dynamic=False).")
         file = Path(tmp) / target.name
         try:
             if dynamic:

@@ -11,7 +11,10 @@ the trained weights, ready for :func:`prunekit.quantize.quantize_onnx`, whose st
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -123,8 +126,13 @@ def qat(model: nn.Module, example_inputs: torch.Tensor | tuple[torch.Tensor, ...
     """
     work = copy.deepcopy(model)
     example = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    captured = io.StringIO()
     try:
-        prepared = _traced(copy.deepcopy(work), example)
+        # NOTE: a failing torch.export prints the whole traced graph (~100 lines) before raising; the
+        # fallback's one-line note says what happened, so that text is dropped (and kept on success).
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            prepared = _traced(copy.deepcopy(work), example)
+        sys.stderr.write(captured.getvalue())
     except Exception as exc:  # NOTE: torch.export and the quantizer raise many types.
         note = (f"torch.export could not capture {type(model).__name__} ({type(exc).__name__}); "
                 f"fake-quantised weights only")

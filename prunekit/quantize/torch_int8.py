@@ -5,7 +5,8 @@ machine, median ms):
 
 - ``dynamic``: ``quantize_(model, Int8DynamicActivationInt8WeightConfig())``; every ``nn.Linear``
   (and transformers' ``Conv1D``, GPT-2's, first made the equal ``nn.Linear``) gets int8 weights (per
-  output channel) and int8 activations quantised per token on each call. For transformers. A
+  output channel; ``nn.MultiheadAttention``'s projections stay fp32, listed in the record's
+  ``kept_fp32``) and int8 activations quantised per token on each call. For transformers. A
   6-block MiniLM-sized Linear stack (384/1536, 128 tokens): eager 20.6 against 28.7 ms fp32 at
   batch 1 but 289 against 209 at batch 8; under ``torch.compile`` 12.1 against 31.6 (batch 1) and
   98 against 209 (batch 8). Weights 4x smaller.
@@ -51,31 +52,36 @@ class TorchInt8:
 
 
 def check_torch_options(*, dynamic: bool, compile: bool, method: str = "minmax",
-                        max_metric_drop: float | None = None, recipe: bool = False) -> None:
+                        max_metric_drop: float | None = None, recipe: bool = False, cli: bool = False) -> None:
     """One-line errors for what the torch backend does not do (each names what to use instead);
-    ``recipe``: the messages name the recipe stage's options (``method: minmax``), not the arguments."""
+    ``recipe``: the messages name the recipe stage's options (``method: minmax``), ``cli``: the command's
+    options (``--method minmax``), not the arguments."""
 
     def option(name: str, value: Any) -> str:
         if recipe:
             return f"{name}: {str(value).lower() if isinstance(value, bool) else value}"
+        if cli:
+            flag = "--" + name.replace("_", "-")
+            return flag if value is True else f"{flag} {value}"
         return f"{name}={value!r}"
     head, verb = ("", "use") if recipe else ("quantize: ", "pass")
+    drop, compile_name = ("--max-metric-drop", "--compile") if cli else ("max_metric_drop", "compile")
     if method != "minmax":
         raise ConfigError(f"{head}the torch backend calibrates with minmax only; got method '{method}'. "
                           f"{verb.capitalize()} {option('method', 'minmax')}, or {option('backend', 'onnxruntime')} "
                           f"for entropy and percentile.")
     if max_metric_drop is not None:
-        raise ConfigError(f"{head}max_metric_drop (layers kept fp32 within a metric budget) works with the "
+        raise ConfigError(f"{head}{drop} (layers kept fp32 within a metric budget) works with the "
                           f"ONNX Runtime backend only. Drop it, or {verb} {option('backend', 'onnxruntime')}.")
     if not dynamic and not compile:
         raise ConfigError(f"{head}static int8 in PyTorch eager runs reference quantize/dequantize ops and is "
                           f"slower than fp32 on CPU (ResNet-20: 7.5 against 1.8 ms). {verb.capitalize()} "
-                          f"{option('compile', True)} ({'' if recipe else '--compile: '}torch.compile lowers it to "
-                          f"oneDNN int8 kernels), {option('dynamic', True)} for linear layers, or "
+                          f"{option('compile', True)} ({'' if recipe or cli else '--compile: '}torch.compile lowers "
+                          f"it to oneDNN int8 kernels), {option('dynamic', True)} for linear layers, or "
                           f"{option('backend', 'onnxruntime')}.")
     if compile and shutil.which("cc") is None and shutil.which("gcc") is None:
         raise ConfigError(f"{head}torch.compile needs a C compiler (cc or gcc) on PATH and none was found. "
-                          f"Install one, drop compile, or {verb} {option('backend', 'onnxruntime')}.")
+                          f"Install one, drop {compile_name}, or {verb} {option('backend', 'onnxruntime')}.")
 
 
 def _inputs(example: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -93,6 +99,33 @@ def _dynamic(model: nn.Module) -> nn.Module:
     # NOTE: set_inductor_config=False: torchao would otherwise change inductor's process-wide settings.
     quantize_(model, Int8DynamicActivationInt8WeightConfig(set_inductor_config=False))
     return model
+
+
+def _is_int8(weight: Any) -> bool:
+    return isinstance(weight, torch.Tensor) and type(weight) not in (torch.Tensor, nn.Parameter)
+
+
+def _dynamic_layers(model: nn.Module) -> tuple[list[str], dict[str, str]]:
+    """``(names of the layers whose weight dynamic int8 made int8, {linear-like weight left fp32: why})``.
+
+    NOTE: ``nn.MultiheadAttention`` keeps its projections fp32: its forward reads ``in_proj_weight`` (a
+    bare parameter) and ``out_proj.weight`` (a ``NonDynamicallyQuantizableLinear``, which torchao skips
+    on purpose) as plain tensors in ``F.multi_head_attention_forward``, so they are reported, not changed."""
+    quantised = [name for name, m in model.named_modules() if _is_int8(getattr(m, "weight", None))]
+    kept: dict[str, str] = {}
+    for name, m in model.named_modules():
+        where = f"{name}." if name else ""
+        if isinstance(m, nn.MultiheadAttention):
+            for attr in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                if isinstance(getattr(m, attr, None), torch.Tensor):
+                    kept[where + attr] = ("nn.MultiheadAttention's input projection: a bare parameter its "
+                                          "forward reads directly, not an nn.Linear")
+        elif isinstance(m, nn.Linear) and not _is_int8(m.weight):
+            why = ("nn.MultiheadAttention's output projection (NonDynamicallyQuantizableLinear): its forward "
+                   "reads the weight directly" if type(m).__name__ == "NonDynamicallyQuantizableLinear"
+                   else f"{type(m).__name__}, which torchao's dynamic int8 left fp32")
+            kept[where + "weight"] = why
+    return quantised, kept
 
 
 def _conv1d_layers(model: nn.Module) -> list[str]:
@@ -200,8 +233,11 @@ def quantize_torch(model: nn.Module, example_inputs: torch.Tensor | Sequence[tor
     if dynamic:
         converted = bool(_conv1d_layers(work))
         int8 = _dynamic(work)
+        quantised, kept = _dynamic_layers(int8)
+        layers = "nn.Linear and transformers Conv1D (as nn.Linear)" if converted else "nn.Linear"
         record.update(activations="int8 per token, dynamic",
-                      layers="nn.Linear and transformers Conv1D (as nn.Linear)" if converted else "nn.Linear")
+                      layers=layers + (" except the weights in kept_fp32" if kept else ""),
+                      quantised=quantised, kept_fp32=kept)
     else:
         int8, ranges = _static(work, inputs, calibration)
         record.update(activations="uint8 per tensor, min/max", method="minmax", inputs=_specs(inputs),

@@ -122,11 +122,18 @@ def _one_busy_note(notes: Sequence[str]) -> list[str]:
 
 
 def _sparse_notes(results: Mapping[str, Any]) -> list[str]:
-    """What a sparsify run says about its latency and its stored file."""
+    """What a sparsify run says about its latency and its stored file, and a quantize run about a
+    metric budget its int8 model missed."""
     notes = [str(results["latency_note"])] if results.get("latency_note") else []
     if results.get("stored_dense") and results.get("sizes"):
         notes.append("the model folder is stored dense (a Hugging Face save_pretrained folder); the sparse-format "
                      "size is what storing it sparse would take")
+    record = results.get("quantize")
+    if isinstance(record, Mapping) and record.get("budget_met") is False:
+        val: Mapping[str, Any] = record["val"] if isinstance(record.get("val"), Mapping) else {}
+        notes.append(f"int8 misses max_metric_drop {record.get('max_metric_drop')}: the best configuration tried "
+                     f"reached validation {record.get('metric')} {val.get('int8')} against fp32 {val.get('fp32')} "
+                     f"({len(record.get('excluded') or ())} node(s) kept fp32)")
     return notes
 
 

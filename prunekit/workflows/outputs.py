@@ -17,7 +17,7 @@ import contextlib
 import errno
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from prunekit.errors import OutputError
@@ -209,11 +209,15 @@ def _remove_empty(created: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def staged_output(out: Path) -> Iterator[Path]:
+def staged_output(out: Path, outputs: Collection[str] = ()) -> Iterator[Path]:
     """A hidden folder in ``out`` to write a command's files into; when the body ends they replace
     the entries of the same name in ``out`` (renames only), and when it fails or is interrupted
     (Ctrl-C) they are removed, so that a stopped run leaves nothing half-written in ``out`` for the
-    next run to refuse. A killed run's folder is a temporary that the next write into ``out`` removes."""
+    next run to refuse. A killed run's folder is a temporary that the next write into ``out`` removes.
+
+    ``outputs``: every name the command may write; those this run did not write are removed from
+    ``out`` as the files are published (all or nothing with them), so that an earlier run's file
+    (``quantize --overwrite``'s model.onnx, when this run made a PyTorch module) is not read as this run's."""
     created = [p for p in (out, *out.absolute().parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
     stage = fresh_name(out / "output", "")
@@ -227,6 +231,11 @@ def staged_output(out: Path) -> Iterator[Path]:
     published: list[Path] = []
     replaced: list[tuple[Path, Path]] = []  # (entry in out, where its old version waits)
     try:
+        written = {entry.name for entry in stage.iterdir()}
+        for name in sorted(set(outputs) - written):  # NOTE: an earlier run's output this run did not write
+            target = out / name
+            if target.exists() or target.is_symlink():
+                replaced.append((target, target.rename(fresh_name(target, ".old"))))
         for entry in sorted(stage.iterdir()):
             target = out / entry.name
             if target.exists() or target.is_symlink():  # NOTE: a folder cannot be renamed onto another

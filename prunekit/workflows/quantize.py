@@ -66,22 +66,25 @@ __all__ = ["quantize", "quantize_model", "quantize_model_torch", "int8_profiles"
 
 FP32_FILE, INT8_FILE = "model.fp32.onnx", "model.onnx"
 BACKENDS = ("onnxruntime", "torch")  # NOTE: who quantises and runs the int8 model
+_OUTPUTS = frozenset({FP32_FILE, INT8_FILE, "model"})  # NOTE: what either backend may write in out_dir
 
 
 def check_backend(backend: str, *, dynamic: bool, compile: bool, method: str,
-                  max_metric_drop: float | None, recipe: bool = False) -> None:
+                  max_metric_drop: float | None, recipe: bool = False, cli: bool = False) -> None:
     """``backend`` known, and the options it takes (one-line errors naming what to pass instead);
-    ``recipe``: the messages name the recipe stage's options (``backend: torch``), not the arguments."""
+    ``recipe``: the messages name the recipe stage's options (``backend: torch``), ``cli``: the command's
+    (``--backend torch``), not the arguments."""
     if backend not in BACKENDS:
         raise ConfigError(f"quantize: unknown backend '{backend}'; expected one of {', '.join(BACKENDS)}. "
                           f"Pass e.g. backend='onnxruntime'.")
     if backend == "torch":
         check_torch_options(dynamic=dynamic, compile=compile, method=method, max_metric_drop=max_metric_drop,
-                            recipe=recipe)
+                            recipe=recipe, cli=cli)
     elif compile:
         raise ConfigError("compile (torch.compile) applies to the torch backend only. Drop it, or use backend: torch."
-                          if recipe else "quantize: compile (torch.compile) applies to the torch backend only. "
-                          "Drop it, or pass backend='torch'.")
+                          if recipe else "quantize: --compile (torch.compile) applies to the torch backend only. "
+                          "Drop it, or pass --backend torch." if cli else "quantize: compile (torch.compile) "
+                          "applies to the torch backend only. Drop it, or pass backend='torch'.")
 
 
 def _inputs_only(batches: Sequence[Any], splits: Any) -> list[Any]:
@@ -102,9 +105,11 @@ def _scorer(data: Any, task: Any, measure: Measure) -> Callable[[Path], dict[str
 def quantize_model(net: nn.Module, splits: Any, folder: str | os.PathLike[str], *, task: Any,
                    method: str = "minmax", calibration_batches: int = 8, per_channel: bool = True,
                    dynamic: bool = False, max_metric_drop: float | None = None,
-                   measure: Measure | None = None, progress: bool = False) -> dict[str, Any]:
+                   measure: Measure | None = None, progress: bool = False, label: str = "model") -> dict[str, Any]:
     """Write ``folder/model.fp32.onnx`` and ``folder/model.onnx`` (int8) of ``net`` and return the
-    manifest's ``quantize`` record (method, nodes kept fp32, fp32 and int8 validation metrics).
+    manifest's ``quantize`` record (method, nodes kept fp32, fp32 and int8 validation metrics, and
+    ``budget_met``: whether int8 is within ``max_metric_drop``, None without one; a missed budget is
+    also warned about, naming ``label``).
 
     The recipe's ``quantize`` stage and :func:`quantize` share this.
     """
@@ -133,13 +138,25 @@ def quantize_model(net: nn.Module, splits: Any, folder: str | os.PathLike[str], 
                                  max_metric_drop=max_metric_drop, calibration=calibration, method=method,
                                  per_channel=per_channel, dynamic=dynamic,
                                  progress=(lambda m: print(f"quantize: {m}")) if step else None)
+    if chosen.budget_met is False and max_metric_drop is not None:
+        _warn_budget(label, metric, fp32_metric, chosen.metric, max_metric_drop, len(chosen.excluded))
     return {"kind": "quantize", "backend": "onnxruntime", "file": INT8_FILE,
             "format": "onnx-dynamic" if dynamic else "onnx-qdq",
             "method": None if dynamic else method, "per_channel": per_channel,
             "activations": "dynamic uint8" if dynamic else "uint8", "weights": "int8",
             "calibration_batches": 0 if dynamic else len(calibration), "max_metric_drop": max_metric_drop,
             "excluded": list(chosen.excluded), "damage": chosen.damage, "metric": metric,
-            "val": {"fp32": fp32_metric, "int8": chosen.metric}}
+            "tensor_damage": {t: {"nodes": list(chosen.tensor_nodes[t]), "damage": d}
+                              for t, d in chosen.tensor_damage.items()},
+            "budget_met": chosen.budget_met, "val": {"fp32": fp32_metric, "int8": chosen.metric}}
+
+
+def _warn_budget(label: str, metric: str, fp32: float, int8: float, budget: float, excluded: int) -> None:
+    """One line: ``max_metric_drop`` was missed, what the best int8 model tried reached, what to do."""
+    warnings.warn(f"quantize: the {label}'s int8 misses max_metric_drop {budget:g}: the best configuration tried "
+                  f"({excluded} node(s) kept fp32) has validation {metric} {int8:.4g} against fp32 {fp32:.4g} "
+                  f"(a drop of {abs(fp32 - int8):.4g}). Raise the budget, try another --method or more "
+                  f"--calibration-batches, or ship the fp32 model.", stacklevel=3)
 
 
 class _WithKeyword(nn.Module):
@@ -185,17 +202,32 @@ def quantize_model_torch(net: nn.Module, splits: Any, *, task: Any, dynamic: boo
     batches; its record carries the fp32 and int8 validation metrics (int8 scored by the eager int8
     module: the compiled one runs the same int8 arithmetic, and compiling every eval shape is slow)."""
     measure, task = measure or Measure(), task_of(splits, task)
-    if not dynamic and not isinstance(splits, DataSplits):
-        raise ConfigError("quantize: static int8 in PyTorch (PT2E) is for image models; text models take "
-                          "dynamic=True (--dynamic), or backend='onnxruntime'.")
+    example = example_of(splits, task, 1)
+    if not dynamic and not _is_image_batch(example):
+        # NOTE: decided by the inputs, so that the user's own image DataLoaders (Loaders) are taken too
+        raise ConfigError(f"quantize: static int8 in PyTorch (PT2E) is for image models (one float input "
+                          f"shaped N x C x H x W); this data's model inputs are {_described(example)}. Use "
+                          f"dynamic=True (--dynamic) for linear layers, or backend='onnxruntime'.")
     if calibration_batches < 1 and not dynamic:
         raise _empty_calibration(calibration_batches)
     batches = [] if dynamic else _inputs_only(calibration_batches_of(splits, calibration_batches, task), splits)
-    result = quantize_torch(net, example_of(splits, task, 1), dynamic=dynamic, calibration=batches, compile=compile)
+    result = quantize_torch(net, example, dynamic=dynamic, calibration=batches, compile=compile)
     score = torch_scorer(selection_data(splits), task, measure)
     record = {**result.record, "calibration_batches": len(batches), "metric": task.metric,
               "val": {"fp32": score(net)[task.metric], "int8": score(eager(result.model))[task.metric]}}
     return TorchInt8(model=result.model, record=record)
+
+
+def _is_image_batch(inputs: Any) -> bool:
+    """Whether a batch's model inputs are one float tensor shaped like images (N, C, H, W)."""
+    return isinstance(inputs, torch.Tensor) and inputs.is_floating_point() and inputs.dim() == 4
+
+
+def _described(inputs: Any) -> str:
+    """A batch's model inputs in a few words, for an error message."""
+    if isinstance(inputs, torch.Tensor):
+        return f"a {str(inputs.dtype).removeprefix('torch.')} tensor of shape {tuple(inputs.shape)}"
+    return f"{len(inputs)} tensors" if isinstance(inputs, tuple) else type(inputs).__name__
 
 
 def _empty_calibration(count: int) -> Exception:
@@ -297,7 +329,7 @@ def _onnx_compared(net: nn.Module, dense: nn.Module | None, splits: Any, out: Pa
     label = "pruned" if dense is not None else "model"
     pairs = [(f"{label} fp32", net, out / FP32_FILE), (f"{label} int8", net, out / INT8_FILE)]
     if dense is not None:
-        quantize_model(dense, splits, dense_dir, task=task, measure=measure, **options)
+        quantize_model(dense, splits, dense_dir, task=task, measure=measure, label="dense model", **options)
         pairs = [("dense fp32", dense, dense_dir / FP32_FILE), pairs[0],
                  ("dense int8", dense, dense_dir / INT8_FILE), pairs[1]]
     return record, int8_profiles(pairs, splits, task=task, measure=measure, latency="onnxruntime" in measure.backends)
@@ -341,7 +373,8 @@ def quantize(model: Model, data: Data, *, weights: str | None = None, data_dir: 
                           f"{type(dense).__name__}. Pass your dense module, or leave dense out.")
     with tempfile.TemporaryDirectory(prefix="prunekit-quantize-") as scratch, contextlib.ExitStack() as stack:
         # NOTE: written in a hidden folder, moved into out_dir at the end: a stopped run leaves nothing
-        out = stack.enter_context(staged_output(Path(out_dir))) if out_dir is not None else Path(scratch)
+        out = (stack.enter_context(staged_output(Path(out_dir), outputs=_OUTPUTS)) if out_dir is not None
+               else Path(scratch))
         if backend == "torch":
             record, profiles = _torch_compared(net, dense, splits, task=scorer, dynamic=dynamic,
                                                calibration_batches=calibration_batches, compile=compile,

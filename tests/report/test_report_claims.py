@@ -151,3 +151,17 @@ def test_one_busy_note_and_no_top5_for_five_classes_or_fewer(tmp_path: Path) -> 
                         evidence={"version": 1, "widths": [], "classes": {"before": classes, "after": classes}})
     assert summary.count("machine busy") == 1 and busy.format(3.1) in summary
     assert "| top5 " not in summary
+
+
+def test_a_quantize_report_says_the_metric_budget_was_missed(tmp_path: Path) -> None:
+    record = {"kind": "quantize", "budget_met": False, "max_metric_drop": 0.01, "metric": "accuracy",
+              "val": {"fp32": 0.945, "int8": 0.44}, "excluded": ["/fc1/Gemm", "/fc2/Gemm"]}
+    results = {"command": "quantize", "before": _profile("m fp32", 1.0), "after": _profile("m int8", 0.5),
+               "quantize": record}
+    page, summary = _write(tmp_path, results)
+    for text in (page, summary):
+        assert ("int8 misses max_metric_drop 0.01: the best configuration tried reached validation accuracy 0.44 "
+                "against fp32 0.945 (2 node(s) kept fp32)") in text
+    (tmp_path / "met").mkdir()
+    page, _ = _write(tmp_path / "met", {**results, "quantize": {**record, "budget_met": True}})
+    assert "misses max_metric_drop" not in page
