@@ -167,9 +167,11 @@ def test_a_bert_cut_to_a_width_its_head_count_does_not_divide_saves_and_loads(tm
     torch.manual_seed(0)
     model = transformers.BertForSequenceClassification(config).eval()
     ids = torch.randint(0, 64, (1, 8))
-    small = StructuredPruner(Target(ratio=0.4), ignore=["classifier"]).fit_transform(model, ids).eval()
+    # NOTE: exact widths (round_to=1): the default rounding times layers, and may round the cut away
+    small = StructuredPruner(Target(ratio=0.4), ignore=["classifier"], round_to=1).fit_transform(model, ids).eval()
     attention = small.bert.encoder.layer[0].attention.self
-    assert small.bert.embeddings.word_embeddings.weight.shape[1] == 20 and attention.query.out_features == 24
+    hidden, heads = small.bert.embeddings.word_embeddings.weight.shape[1], attention.query.out_features // 8
+    assert hidden % heads != 0, (hidden, heads)  # NOTE: 20 and 3 here: no config BERT builds holds it
     prunekit.save(small, tmp_path / "bert")
     loaded = prunekit.load(tmp_path / "bert").eval()
     with torch.no_grad():
