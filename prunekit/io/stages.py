@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_unflatten
 
 from prunekit.errors import DataError
 
@@ -23,30 +24,34 @@ __all__ = ["Stages", "cut"]
 class Stages(nn.Module):
     """K sequential stages; stage k's outputs are stage k+1's positional inputs."""
 
-    def __init__(self, stages: list[nn.Module], record: Mapping[str, Any]) -> None:
+    def __init__(self, stages: list[nn.Module], record: Mapping[str, Any], output_spec: Any = None) -> None:
         super().__init__()
         self.stages = nn.ModuleList(stages)
         self.record = dict(record)  # the partition transform: cuts, node names, per-stage tensors
+        self.output_spec = output_spec  # NOTE: a torch.export graph's output structure (its stages return it flat)
 
     def forward(self, *inputs: Any) -> Any:
-        """The stages chained on ``inputs``: the saved model's output."""
+        """The stages chained on ``inputs``: the saved model's output, in its structure."""
         values: Any = inputs
         for stage in self.stages:
             values = stage(*(tuple(values) if isinstance(values, (tuple, list)) else (values,)))
-        return values
+        if self.output_spec is None:
+            return values
+        flat = list(values) if isinstance(values, (tuple, list)) else [values]
+        return tree_unflatten(flat, self.output_spec)
 
     def partition(self) -> Any:
         """The stages as a :class:`~prunekit.decompose.Partition` (for ``run_pipeline``)."""
         from prunekit.decompose.partition import FORMAT, VERSION, Partition
 
         manifest = {"format": FORMAT, "version": VERSION, **{k: v for k, v in self.record.items() if k != "kind"}}
-        return Partition(stages=tuple(self.stages), manifest=manifest)
+        return Partition(stages=tuple(self.stages), manifest=manifest, output_spec=self.output_spec)
 
 
 def cut(model: nn.Module, record: Mapping[str, Any], where: str) -> Stages:
     """Retrace ``model`` with the recorded method, check its nodes, and cut at the recorded cuts."""
     from prunekit.decompose.partition import build_stages
-    from prunekit.decompose.partition_graph import measure_nodes, trace
+    from prunekit.decompose.partition_graph import measure_nodes, output_spec, trace
     from prunekit.io.transforms import example_inputs
 
     try:
@@ -65,4 +70,4 @@ def cut(model: nn.Module, record: Mapping[str, Any], where: str) -> Stages:
                         f"{at}: {got[at] if at < len(got) else 'end'} here, "
                         f"{names[at] if at < len(names) else 'end'} recorded). Load it into the "
                         f"architecture the stages were cut from.")
-    return Stages(list(build_stages(module, costs, cuts)), record).eval()
+    return Stages(list(build_stages(module, costs, cuts)), record, output_spec(module)).eval()

@@ -191,3 +191,22 @@ def test_failed_onnx_export_leaves_the_folder_as_it_was(tmp_path: Path, monkeypa
     with pytest.raises(PrunekitError, match="Stage1"):
         part.save(tmp_path / "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stages"]
+
+
+@pytest.mark.parametrize("kind", ["dict", "namedtuple"])
+def test_a_loaded_partition_gives_the_output_structure_back(kind: str, tmp_path: Path) -> None:
+    import prunekit
+    from prunekit.io.stages import Stages
+
+    torch.manual_seed(0)
+    model, x = Structured(kind).eval(), torch.randn(2, 8)
+    part = partition(model, x, 2, repeats=1)
+    folder = prunekit.save(model, tmp_path / "m", original=Structured(kind), transforms=[part])
+    stages = prunekit.load(folder, model=Structured(kind))
+    assert isinstance(stages, Stages)
+    got, want = stages(x), model(x)
+    assert type(got) is type(want)
+    flat_got, spec_got = torch.utils._pytree.tree_flatten(got)
+    flat_want, spec_want = torch.utils._pytree.tree_flatten(want)
+    assert spec_got == spec_want and all(torch.equal(a, b) for a, b in zip(flat_got, flat_want, strict=True))
+    assert type(stages.partition().run(x)) is type(want)
