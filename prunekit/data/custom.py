@@ -117,16 +117,20 @@ def load_npz(path: str | PathLike[str], *, val_fraction: float = 0.1, test_fract
     Inputs may be ``[N, F]`` features, ``[N, H, W]`` images (a channel axis is added),
     ``[N, C, H, W]``, or ``[N, H, W, C]``. The rule: a 4-D array is channels-last only when its
     last axis is 1 to 4 (grey, grey + alpha, RGB, RGBA) and its axis 1 is not (so ``[N, 3, 32, 32]``
-    and ``[N, 1, 28, 1]`` stay channels-first). uint8 inputs are scaled to [0, 1]. Labels are integer
+    and ``[N, 1, 28, 1]`` stay channels-first). uint8 inputs are scaled to [0, 1] (8-bit images record
+    ``pixel_scale`` 1/255, so an edge bundle reads image files alike). Labels are integer
     class indices; where some of 0..K-1 have no sample (labels from 1, a stray large one) a warning
     says so.
     """
     path = Path(path)
     arrays = _read_npz(path)
+    # NOTE: 8-bit images were scaled to [0, 1]: recorded, so an edge bundle reads image files alike
+    images = [arrays[k] for k in ("x", "x_train", "x_val", "x_test") if k in arrays]
+    scale = 1 / 255 if images and all(a.dtype == np.uint8 and a.ndim in (3, 4) for a in images) else None
     if {"x", "y"} <= arrays.keys() and "x_train" not in arrays:
         x, y = _pair(path, arrays, "x", "y")
         return from_arrays(x, y, name=path.stem, val_fraction=val_fraction,
-                           test_fraction=test_fraction, seed=seed)
+                           test_fraction=test_fraction, seed=seed, pixel_scale=scale)
     if not {"x_train", "y_train", "x_test", "y_test"} <= arrays.keys():
         raise DataError(
             f"'{path}' has arrays {sorted(arrays) or 'none'}; expected one of these layouts: "
@@ -145,7 +149,7 @@ def load_npz(path: str | PathLike[str], *, val_fraction: float = 0.1, test_fract
         if len(x) and x.shape[1:] != train[0].shape[1:]:
             raise DataError(f"'{path}': expected '{key}' samples of shape {tuple(train[0].shape[1:])} "
                             f"like x_train, found {tuple(x.shape[1:])}. Fix: store every split alike.")
-    return assemble(path.stem, train, val, test)
+    return assemble(path.stem, train, val, test, pixel_scale=scale)
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:

@@ -86,3 +86,24 @@ def test_a_taken_bundle_folder_is_refused_before_any_work(trained, tmp_path: Pat
                                              f"is overwritten. Pass a new folder, or delete this one first.")
     assert not out.exists()  # NOTE: a refusal after the work left out/model and out/model.onnx behind
     assert [p.name for p in taken.iterdir()] == ["keep.txt"] and (taken / "keep.txt").read_text() == "mine"
+
+
+def test_an_npz_of_8_bit_images_bundles(tmp_path: Path) -> None:
+    from prunekit.data.custom import load_npz
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    np.savez(tmp_path / "grey.npz", x=images, y=np.arange(40) % 10)
+    np.savez(tmp_path / "float.npz", x=images / 255.0, y=np.arange(40) % 10)
+    assert load_npz(tmp_path / "grey.npz").pixel_scale == pytest.approx(1 / 255)
+    assert load_npz(tmp_path / "float.npz").pixel_scale is None  # NOTE: floats are no 8-bit pixels
+    bundle = tmp_path / "bundle"
+    assert main(["export", "--model", "simple_cnn", "--data", str(tmp_path / "grey.npz"), "--bundle", str(bundle),
+                 "--no-onnx", "--out", str(tmp_path / "out")]) == 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["preprocessing"]["pixel_scale"] == pytest.approx(1 / 255)
+    Image.fromarray(images[0]).save(tmp_path / "one.png")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+    run = subprocess.run([sys.executable, "-I", str(bundle / "predict.py"), str(tmp_path / "one.png")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
