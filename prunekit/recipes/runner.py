@@ -216,7 +216,7 @@ def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *
     the built model, or on ``resume`` the last checkpoint (and the teacher and training options
     the stages before it left)."""
     from prunekit.workflows import Measure
-    from prunekit.workflows.common import capped_splits, tokenizer_of
+    from prunekit.workflows.common import capped_splits, made_for, split_seed_of, tokenizer_of
 
     net, splits, architecture = _build(recipe)
     splits = capped_splits(splits, Measure(max_eval_batches=max_eval_batches))
@@ -239,7 +239,7 @@ def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *
                      seed=recipe.seed, out=out, progress=progress, plans=plans,
                      factorised=factorised, device=device, task=recipe.task,
                      max_eval_batches=max_eval_batches, tokenizer=tokenizer_of(recipe.model.name),
-                     data=recipe.data,
+                     data=recipe.data, split_seed=split_seed_of(made_for(recipe.model.name), recipe.model.name),
                      profile=results["stages"][first - 1]["profile"] if first > 0 else results.get("initial"))
     for index in range(first):  # NOTE: on resume, prune steps fine-tune as they would have.
         if kinds[index] in TRAINING_KINDS:

@@ -65,6 +65,7 @@ class RunState:
     data: DataSpec | None = None  # the recipe's DataSpec (name, data_dir): what a search worker loads the data from
     # NOTE: stages that change the model save nothing, so this is the profile of the model every save writes.
     profile: dict[str, Any] | None = None  # the last measured profile of the model as it stands (the runner's)
+    split_seed: int = 0  # the seed the data was split with (a saved folder's own), recorded in every checkpoint
 
     def __post_init__(self) -> None:
         self.task = with_teacher(task_of(self.splits, self.task), self.model)
@@ -77,7 +78,7 @@ class RunState:
         from prunekit.recipes.checkpoint import save_model
 
         saved = save_model(self.model, self.architecture, folder, factorised=self.factorised, plans=self.plans,
-                           extra=extra, data=data_record(self.splits))
+                           extra=extra, data=data_record(self.splits, self.split_seed))
         if self.profile is not None:
             record_metrics(saved, {"profile": self.profile})
         copy_tokenizer(self.tokenizer, saved)

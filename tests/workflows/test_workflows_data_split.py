@@ -194,3 +194,18 @@ def test_nan_inputs_of_data_without_a_file_are_not_blamed_on_every_sample() -> N
                                         r"sample 3, counted within that split"):
         check_finite(_splits(torch.rand(35, 3), test_x), "mine")
     check_finite(_splits(torch.rand(35, 3), torch.rand(0, 3)), "mine")  # NOTE: empty splits hold nothing bad
+
+
+def test_a_recipe_on_a_saved_folder_keeps_its_split_seed(tmp_path: Path, spec: str) -> None:
+    from prunekit.recipes import parse_recipe, run_recipe
+
+    data = _npz(tmp_path / "d.npz", "x,y")
+    train(spec, data, QUICK, out_dir=tmp_path / "run", profile_after=False)
+    manifest_file = tmp_path / "run" / "model" / MANIFEST_FILE
+    manifest = json.loads(manifest_file.read_text())
+    manifest["data"]["split_seed"] = 3
+    manifest_file.write_text(json.dumps(manifest))
+    recipe = {"model": str(tmp_path / "run"), "data": data,
+              "stages": [{"prune": {"target": {"ratio": 0.3}, "finetune_epochs": 0}}]}
+    run_recipe(parse_recipe(recipe), out_dir=tmp_path / "recipe", progress=False)
+    assert read_manifest(tmp_path / "recipe" / "model").data["split_seed"] == 3
