@@ -83,13 +83,20 @@ def test_eval_of_a_run_with_another_seed_scores_its_own_test_samples(tmp_path: P
     assert read_manifest(tmp_path / "run" / "model").data["split_seed"] == 0
 
 
-def test_a_recorded_split_seed_is_honoured_and_passed_on(tmp_path: Path, spec: str) -> None:
+def _trained_with_split_seed(tmp_path: Path, spec: str, seed: int) -> tuple[str, Path, dict]:
+    """``(data, manifest file, manifest)`` of a run trained on an .npz of x, y, its manifest then
+    made to record ``seed`` as the split seed."""
     data = _npz(tmp_path / "d.npz", "x,y")
     train(spec, data, QUICK, out_dir=tmp_path / "run", profile_after=False)
     manifest_file = tmp_path / "run" / "model" / MANIFEST_FILE
     manifest = json.loads(manifest_file.read_text())
-    manifest["data"]["split_seed"] = 3
+    manifest["data"]["split_seed"] = seed
     manifest_file.write_text(json.dumps(manifest))
+    return data, manifest_file, manifest
+
+
+def test_a_recorded_split_seed_is_honoured_and_passed_on(tmp_path: Path, spec: str) -> None:
+    data, manifest_file, manifest = _trained_with_split_seed(tmp_path, spec, 3)
     net, splits = build(str(tmp_path / "run"), data)
     _, _, test = split_three(40, 0.1, 0.2, 3)
     x = torch.from_numpy(np.load(data)["x"])
@@ -199,12 +206,7 @@ def test_nan_inputs_of_data_without_a_file_are_not_blamed_on_every_sample() -> N
 def test_a_recipe_on_a_saved_folder_keeps_its_split_seed(tmp_path: Path, spec: str) -> None:
     from prunekit.recipes import parse_recipe, run_recipe
 
-    data = _npz(tmp_path / "d.npz", "x,y")
-    train(spec, data, QUICK, out_dir=tmp_path / "run", profile_after=False)
-    manifest_file = tmp_path / "run" / "model" / MANIFEST_FILE
-    manifest = json.loads(manifest_file.read_text())
-    manifest["data"]["split_seed"] = 3
-    manifest_file.write_text(json.dumps(manifest))
+    data, _, _ = _trained_with_split_seed(tmp_path, spec, 3)
     recipe = {"model": str(tmp_path / "run"), "data": data,
               "stages": [{"prune": {"target": {"ratio": 0.3}, "finetune_epochs": 0}}]}
     run_recipe(parse_recipe(recipe), out_dir=tmp_path / "recipe", progress=False)
