@@ -24,7 +24,6 @@ Example::
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from prunekit.decompose.partition_cuts import best_cuts
 from prunekit.decompose.partition_graph import GraphCosts, measure_nodes, output_spec, trace
 from prunekit.errors import ConfigError, DataError, OutputError
 from prunekit.io import load_json, load_weights, save_json, save_weights
-from prunekit.io.files import TEMP_PREFIX, clean_stale, fresh_name
+from prunekit.io.files import TEMP_PREFIX, clean_stale, fresh_name, remove_path
 from prunekit.measure.macs import ExampleInput, as_inputs
 
 __all__ = ["Partition", "partition", "load_partition", "build_stages", "tensor_inputs", "BALANCES",
@@ -120,7 +119,7 @@ class Partition:
             save_json(manifest, work / MANIFEST_FILE)
             _swap_in(work, out)
         finally:
-            _remove(work)
+            remove_path(work)
         return out
 
 
@@ -162,14 +161,7 @@ def _swap_in(work: Path, out: Path) -> None:
     except BaseException:
         old.rename(out)  # NOTE: the earlier save comes back when the new one cannot take its place.
         raise
-    _remove(old)
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
+    remove_path(old)
 
 
 def example_inputs(specs: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, ...]:

@@ -27,7 +27,7 @@ from prunekit.errors import ConfigError, DataError, path_error
 
 __all__ = ["atomic_path", "save_weights", "load_weights", "read_weights", "save_json", "load_json",
            "fresh_name", "umask", "as_user_file", "require_json", "clean_stale", "checksums", "verify_checksums",
-           "CHECKSUM", "TEMP_PREFIX"]
+           "remove_path", "CHECKSUM", "TEMP_PREFIX"]
 
 TEMP_PREFIX = ".prunekit-tmp-"  # every temporary file or folder prunekit writes starts with this
 CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}")  # how a file's checksum is written: "sha256:<hex digest>"
@@ -70,6 +70,14 @@ def _owner_alive(name: str) -> bool:
     except (PermissionError, OverflowError):
         return pid > 0
     return True
+
+
+def remove_path(path: Path) -> None:
+    """Remove the file or folder ``path`` (a link, not what it points to), if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def clean_stale(folder: Path) -> list[Path]:

@@ -28,7 +28,7 @@ from prunekit._checks import positional_inputs
 from prunekit.errors import PrunekitError, require
 from prunekit.measure.macs import ExampleInput, as_inputs, batch_of
 
-__all__ = ["OUTPUTS_KEY", "export_onnx"]
+__all__ = ["OUTPUTS_KEY", "export_onnx", "without_cache"]
 
 # NOTE: the file's metadata entry holding the model output's structure (a tuple, a dict, a Hugging
 # Face output) as pytree JSON; ONNX itself only has a flat list of outputs. Quantisers keep it.
@@ -203,14 +203,8 @@ def export_onnx(model: nn.Module, example_inputs: ExampleInput, path: str | os.P
     modes = modes_of(model)
     model.eval()
     log = io.StringIO()
-    # NOTE: a Hugging Face model's key/value cache (a DynamicCache) is no tensor a file can return; off
-    # for the export (also of a model inside a wrapper), the configs' settings restored after
-    cached: list[Any] = list({id(c): c for m in model.modules()
-                              if getattr(c := getattr(m, "config", None), "use_cache", None) is True}.values())
     try:
-        for config in cached:
-            config.use_cache = False
-        with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
+        with without_cache(model), tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
             file = Path(tmp) / target.name
             found: tuple[int | None, str] | None = None  # NOTE: the output's names and structure, once run
             try:
@@ -239,7 +233,21 @@ def export_onnx(model: nn.Module, example_inputs: ExampleInput, path: str | os.P
                     os.replace(extra, target.parent / extra.name)
             os.replace(file, target)
     finally:
-        for config in cached:
-            config.use_cache = True
         restore_modes(modes)
     return target
+
+
+@contextlib.contextmanager
+def without_cache(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` with every Hugging Face config in it (a wrapper's too) keeping no key/value cache: the
+    cache object (a DynamicCache) is no tensor that tracers or an ONNX file can return. The settings
+    are restored after."""
+    cached: list[Any] = list({id(c): c for m in model.modules()
+                              if getattr(c := getattr(m, "config", None), "use_cache", None) is True}.values())
+    try:
+        for config in cached:
+            config.use_cache = False
+        yield model
+    finally:
+        for config in cached:
+            config.use_cache = True

@@ -28,6 +28,7 @@ from prunekit._checks import tensors_in
 from prunekit.errors import PrunekitError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import ChannelGroup, Member, Role, owner, submodule, tensor_of
+from prunekit.graph.handlers.attention_modules import packs_nested_batches
 from prunekit.graph.handlers.spectral_norm import normalised_layers
 from prunekit.graph.handlers.weight_norm import scales as norm_scales
 from prunekit.structured.plan import Plan
@@ -324,8 +325,7 @@ def _unfused_attention(model: nn.Module) -> Iterator[None]:
     hand its layers nested tensors that the recording hooks cannot read, and the masked dense model
     would differ from the pruned one at padded positions only by the path taken. Both models take the
     regular path, which computes the same function. Other models keep the fast paths (faster)."""
-    if not any(isinstance(m, nn.TransformerEncoder) and getattr(m, "use_nested_tensor", False)
-               for m in model.modules()):
+    if not packs_nested_batches(model):
         yield
         return
     fused = torch.backends.mha.get_fastpath_enabled()

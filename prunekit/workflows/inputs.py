@@ -11,8 +11,7 @@ data that has none, before any training.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from torch import nn
 from prunekit import models
 from prunekit.data import DataSplits
 from prunekit.errors import ConfigError
+from prunekit.measure.onnx import without_cache
 from prunekit.workflows.common import hf_folder, made_for, source_architecture
 
 __all__ = ["EXAMPLE_TOKENS", "check_labels", "default_task", "model_example", "without_cache"]
@@ -89,19 +89,3 @@ def check_labels(command: str, importance: str, needs_gradients: bool, data: Any
     raise ConfigError(f"{command}: importance '{importance}' needs gradients of a labelled loss on "
                       f"(inputs, labels) batches, but '{Path(str(name)).name}' gives {task.name} "
                       f"batches without labels. {fix}")
-
-
-@contextmanager
-def without_cache(net: nn.Module) -> Iterator[nn.Module]:
-    """``net`` with a Hugging Face model's key/value cache off (its cache object is no tensor, so
-    tracers and the ONNX exporter cannot follow it); the config's setting is restored after."""
-    config = getattr(net, "config", None)
-    if config is None or not hasattr(config, "use_cache"):
-        yield net
-        return
-    saved = config.use_cache
-    config.use_cache = False
-    try:
-        yield net
-    finally:
-        config.use_cache = saved

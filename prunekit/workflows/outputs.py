@@ -21,7 +21,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 from prunekit.errors import OutputError
-from prunekit.io.files import TEMP_PREFIX, fresh_name
+from prunekit.io.files import TEMP_PREFIX, fresh_name, remove_path
 
 __all__ = ["LOCK_FILE", "RUN_RECORDS", "RESUMABLE", "claim", "check_out", "staged_output"]
 
@@ -142,7 +142,7 @@ def claim(out: str | os.PathLike[str], *, command: str, overwrite: bool = False,
         raise
     finally:
         if attic is not None:
-            _remove(attic)
+            remove_path(attic)
         with contextlib.suppress(OSError):
             lock.unlink()
         _remove_empty(created)
@@ -180,7 +180,7 @@ def _set_aside(path: Path, command: str) -> Path | None:
             moved.append(entry.rename(attic / entry.name))
     except OSError as exc:
         _bring_back(attic, path)
-        _remove(attic)
+        remove_path(attic)
         raise OutputError(f"{command}: --overwrite could not move the earlier results in '{path}' aside "
                           f"({exc.strerror}). Remove them yourself or pick a new folder with --out; "
                           f"nothing was run.") from None
@@ -195,7 +195,7 @@ def _bring_back(attic: Path, path: Path) -> None:
     for entry in sorted(attic.iterdir()):
         target = path / entry.name
         with contextlib.suppress(OSError):
-            _remove(target)
+            remove_path(target)
             entry.rename(target)
 
 
@@ -225,7 +225,7 @@ def staged_output(out: Path, outputs: Collection[str] = ()) -> Iterator[Path]:
     try:
         yield stage
     except BaseException:
-        _remove(stage)
+        remove_path(stage)
         _remove_empty(created)
         raise
     published: list[Path] = []
@@ -244,19 +244,11 @@ def staged_output(out: Path, outputs: Collection[str] = ()) -> Iterator[Path]:
             published.append(target)
     except BaseException:  # NOTE: all or nothing: what was renamed in goes, what it replaced comes back
         for target in published:
-            _remove(target)
+            remove_path(target)
         for target, old in replaced:
             with contextlib.suppress(OSError):
                 old.rename(target)
         raise
     finally:
         for path in (stage, *(old for _, old in replaced)):
-            _remove(path)
-
-
-def _remove(path: Path) -> None:
-    """Remove the file or folder ``path`` (a link, not what it points to), if it is there."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+            remove_path(path)

@@ -30,7 +30,7 @@ from prunekit.graph.handlers.shape import (BLOCK_SIZE_FOLLOWS, HEAD_COUNT_FOLLOW
                                            SIZE_TIES_KEPT, SPLIT_SECTIONS_FOLLOW, SPLIT_SIZE_FOLLOWS)
 from prunekit.graph.registry import refresh_for, register_module_rule, register_refresh
 
-__all__ = ["PrunedMultiheadAttention", "PrunedShiftedWindowAttention", "register_libraries"]
+__all__ = ["PrunedMultiheadAttention", "PrunedShiftedWindowAttention", "register_libraries", "packs_nested_batches"]
 
 
 class PrunedMultiheadAttention(nn.MultiheadAttention):
@@ -227,6 +227,13 @@ def refresh_multihead_attention(module: Any) -> nn.Module | None:
     if differ and not isinstance(module, PrunedMultiheadAttention):
         return PrunedMultiheadAttention.from_module(module)
     return None
+
+
+def packs_nested_batches(model: nn.Module) -> bool:
+    """Whether ``model`` holds an ``nn.TransformerEncoder`` that packs padded batches into nested
+    tensors in inference (its fused path), which forward hooks on its layers' parts cannot read."""
+    return any(isinstance(m, nn.TransformerEncoder) and getattr(m, "use_nested_tensor", False)
+               for m in model.modules())
 
 
 @register_refresh(nn.TransformerEncoder)
