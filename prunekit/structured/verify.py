@@ -8,6 +8,9 @@ groups whose only mixing is such a sum are checked by value like exact ones. Whe
 mixes channels (LayerNorm statistics, a channel mean), the model outputs may differ; then every
 layer holding a cut tensor is checked on its own: whenever its input agrees with the reference's
 (kept channels), its output must agree too. Only the layers named in ``graph.mixing`` may differ.
+A parameter that is all but zero (a residual branch's last norm scale at initialisation, a layer
+scale of 1e-6, a zero head) would hide a wrong cut before it; both models get the same non-zero
+values in its place for the comparison.
 """
 
 from __future__ import annotations
@@ -355,22 +358,91 @@ def verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: Pl
     """Raise :class:`VerificationError` unless ``pruned`` matches the masked dense model by value.
 
     Two forward passes (the pruned model, then ``model`` masked in place and restored); ``model``
-    is left exactly as it was. See the module docstring for what is compared. Values that differ
-    are compared again in float64 (both models converted in place and back, exactly), because a
-    deep float32 model summing over fewer channels rounds differently: only a difference that
-    stays is an error.
+    is left exactly as it was. See the module docstring for what is compared. Parameters that
+    silence what flows through them (:func:`_lifted`) are given the same non-zero values in both
+    models for the comparison. Values that differ are compared again in float64 (both models
+    converted in place and back, exactly), because a deep float32 model summing over fewer channels
+    rounds differently: only a difference that stays is an error. The tolerance is relative to each
+    output's magnitude, however small, where that float64 pass can rule out rounding.
     """
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    try:
-        _verify(model, pruned, graph, plan, inputs, rtol, atol)
-    except ValuesDiffer as error:
-        if not _rounds_in_float32(model, pruned, inputs):
-            raise
+    rounds = _rounds_in_float32(model, pruned, inputs)
+    with _lifted(model, pruned, graph, plan):
         try:
-            with _in_float64(model), _in_float64(pruned):
-                _verify(model, pruned, graph, plan, _to_float64(inputs), rtol, atol)
-        except Exception:
-            raise error from None
+            _verify(model, pruned, graph, plan, inputs, rtol, atol, _FLOOR if rounds else 1.0)
+        except ValuesDiffer as error:
+            if not rounds:
+                raise
+            try:
+                with _in_float64(model), _in_float64(pruned):
+                    _verify(model, pruned, graph, plan, _to_float64(inputs), rtol, atol, _FLOOR)
+            except Exception:
+                raise error from None
+
+
+# NOTE: a parameter no larger than this anywhere (a zero-initialised norm scale closing a residual
+# branch, a layer scale of 1e-6, a gate at zero) hides a wrong cut before it from the outputs
+_VANISHING = 1e-3
+# NOTE: the magnitude below which an output's tolerance stops shrinking with it (float64 rounding
+# of intermediate values near one stays far below atol times this)
+_FLOOR = 1e-6
+
+
+@contextmanager
+def _lifted(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: Plan) -> Iterator[None]:
+    """Both models with every vanishing parameter (but biases, which add and so hide nothing) set to
+    seeded values in [0.5, 1.5] (over the fan-in for a matrix) for the block, the pruned model's copy
+    sliced as ``plan`` slices it; every value is put back exactly afterwards, also on error."""
+    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    lifts = list(_lifts(model, pruned, graph, plan))  # NOTE: all chosen before any changes
+    try:
+        with torch.no_grad():
+            for t, value in lifts:
+                saved.append((t, t.detach().clone()))
+                t.copy_(value)
+        yield
+    finally:
+        with torch.no_grad():
+            for t, old in reversed(saved):
+                t.copy_(old)
+
+
+def _lifts(model: nn.Module, pruned: nn.Module, graph: DependencyGraph,
+           plan: Plan) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(parameter, value)`` pairs for :func:`_lifted`: each vanishing parameter of ``model`` and its
+    namesake in ``pruned``; one whose namesake is missing or not shaped as the plan's slice stays."""
+    theirs = dict(pruned.named_parameters())
+    removed: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for group, channels in cuts_of(graph, plan):
+        index = torch.tensor(channels, dtype=torch.long)
+        for m in group.members:
+            removed[(id(tensor_of(model, m.tensor)), m.axis)].update(m.indices(index).tolist())
+    draws = torch.Generator().manual_seed(0)
+    for name, t in model.named_parameters():
+        other = theirs.get(name)
+        if other is None or "bias" in name.rsplit(".", 1)[-1] or not _vanishing(t) or not _vanishing(other):
+            continue
+        value = torch.rand(t.shape, generator=draws).add_(0.5)
+        if t.numel() > max(t.shape, default=1):  # NOTE: a matrix: an average of its inputs, not a sum
+            value /= t.numel() // t.shape[0]
+        value = value.to(t.device, t.dtype)
+        sliced: torch.Tensor | None = value
+        for axis in range(t.dim()):
+            if sliced is not None:
+                sliced = _drop(sliced, axis, removed.get((id(t), axis), set()))
+        if sliced is None or sliced.shape != other.shape:
+            continue
+        yield t, value
+        yield other, sliced.to(other.device, other.dtype)
+
+
+def _vanishing(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a floating tensor with values, none larger than :data:`_VANISHING`."""
+    if not t.is_floating_point() or t.numel() == 0 or t.device.type == "meta" \
+            or isinstance(t, nn.parameter.UninitializedParameter):
+        return False
+    low, high = torch.aminmax(t.detach())  # NOTE: no copy of the tensor, as abs() would make
+    return max(-float(low), float(high)) <= _VANISHING
 
 
 def _floating(module: nn.Module) -> list[torch.Tensor]:
@@ -413,8 +485,9 @@ def _to_float64(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: Plan, inputs: tuple[Any, ...],
-            rtol: float, atol: float) -> None:
-    """The comparison itself (see :func:`verify`); a value mismatch raises :class:`ValuesDiffer`."""
+            rtol: float, atol: float, floor: float = 1.0) -> None:
+    """The comparison itself (see :func:`verify`); a value mismatch raises :class:`ValuesDiffer`.
+    ``atol`` is relative to each tensor's largest magnitude, taken as at least ``floor``."""
     removed = cuts_of(graph, plan)
     strict = all(g.exact or g.zero_exact for g, _ in removed)
     cuts = _cuts(model, removed)
@@ -463,7 +536,7 @@ def _verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: P
     _compare_shapes(got, want)
 
     def judge(want: list[torch.Tensor], dense_records: dict[str, _Record]) -> None:
-        mismatch = _first_mismatch(got, want, rtol, atol)
+        mismatch = _first_mismatch(got, want, rtol, atol, floor)
         if mismatch is None:
             return
         if strict:
@@ -472,7 +545,7 @@ def _verify(model: nn.Module, pruned: nn.Module, graph: DependencyGraph, plan: P
                 f"The pruned model's output {i} differs from the masked dense model by up to {diff:.3g} "
                 f"(tolerance rtol={rtol}). A channel dependency was missed; the original model is "
                 f"unchanged. Please report this model, or pass freeze=[...] for the module involved.")
-        _check_layers(pruned_records, dense_records, modules, cuts, set(graph.mixing), rtol, atol)
+        _check_layers(pruned_records, dense_records, modules, cuts, set(graph.mixing), rtol, atol, floor)
 
     try:
         judge(want, dense_records)
@@ -496,29 +569,30 @@ def _compare_shapes(got: list[torch.Tensor], want: list[torch.Tensor]) -> None:
                                     f"original {tuple(b.shape)}. The original model is unchanged.")
 
 
-def _close(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float) -> bool:
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float, atol: float, floor: float) -> bool:
     if a.shape != b.shape:
         return False
     if not a.is_floating_point():
         return bool(torch.equal(a, b))
     if torch.finfo(a.dtype).bits <= 16:  # NOTE: bf16/fp16 sums of other lengths round differently
         eps = torch.finfo(a.dtype).eps
-        rtol, atol = max(rtol, 4 * eps), max(atol, 4 * eps)
-    scale = float(b.abs().max().clamp_min(1.0)) if b.numel() else 1.0
+        # NOTE: and a float64 pass of a large half-precision model would take four times its memory
+        rtol, atol, floor = max(rtol, 4 * eps), max(atol, 4 * eps), 1.0
+    scale = float(b.abs().max().clamp_min(floor)) if b.numel() else 1.0
     return bool(torch.allclose(a.float(), b.float(), rtol=rtol, atol=atol * scale))
 
 
-def _first_mismatch(got: list[torch.Tensor], want: list[torch.Tensor], rtol: float,
-                    atol: float) -> tuple[int, float] | None:
+def _first_mismatch(got: list[torch.Tensor], want: list[torch.Tensor], rtol: float, atol: float,
+                    floor: float) -> tuple[int, float] | None:
     for i, (a, b) in enumerate(zip(got, want)):
-        if not _close(a, b, rtol, atol):
+        if not _close(a, b, rtol, atol, floor):
             diff = float((a.float() - b.float()).abs().max()) if a.is_floating_point() else float("nan")
             return i, diff
     return None
 
 
 def _check_layers(pruned: dict[str, _Record], dense: dict[str, _Record], modules: dict[str, int],
-                  cuts: _Cuts, mixing: set[str], rtol: float, atol: float) -> None:
+                  cuts: _Cuts, mixing: set[str], rtol: float, atol: float, floor: float) -> None:
     """Each layer holding a cut tensor, fed what the reference fed it, must answer the same. A layer
     whose own code, or a child it calls, mixes channels is not compared (Inkling's embedding runs
     an RMSNorm over its output)."""
@@ -529,12 +603,12 @@ def _check_layers(pruned: dict[str, _Record], dense: dict[str, _Record], modules
             if x is None or y is None or dx is None or dy is None:
                 continue
             fed = dx if x.is_floating_point() is False else _drop(dx, dim, cuts.inp.get(name, set()))
-            if fed is None or not _close(x, fed, rtol, atol):
+            if fed is None or not _close(x, fed, rtol, atol, floor):
                 continue  # its input already differs (a legitimate mix upstream): not comparable
             expected = _drop(dy, dim, cuts.out.get(name, set()))
             if expected is None or expected.shape != y.shape:
                 continue
-            if not _close(y, expected, rtol, atol):
+            if not _close(y, expected, rtol, atol, floor):
                 diff = float((y.float() - expected.float()).abs().max())
                 raise ValuesDiffer(
                     f"The pruned '{name}' computes other values than the masked dense model from the "
