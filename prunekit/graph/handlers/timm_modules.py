@@ -205,6 +205,66 @@ def _refresh_lite_mla(module: Any) -> None:
         conv.in_channels, conv.out_channels = int(conv.weight.shape[1]) * conv.groups, _out(conv)
 
 
+def _branch_conv(module: nn.Module, paths: tuple[str, ...]) -> Any:
+    """The first conv found at one of ``paths`` under ``module`` (a branch that is absent, None or
+    already fused away is skipped), else None."""
+    for path in paths:
+        found: Any = module
+        for name in path.split("."):
+            found = found._modules.get(name) if isinstance(found, nn.Module) else None
+        if isinstance(found, nn.modules.conv._ConvNd):
+            return found
+    return None
+
+
+def _refresh_reparam(paths: tuple[str, ...], **sizes: str) -> Callable[[Any], None]:
+    """A refresh for a re-parameterisable block (RepVGG, MobileOne, FastViT's): ``reparameterize()``
+    builds its fused conv (and the identity kernel of its skip branch) from the sizes it stores, so
+    each attribute of ``sizes`` is read back from the attribute it names of the block's branch conv
+    (the first of ``paths``). A block with no conv branch but an identity norm (FastViT's RepMixer
+    norm) takes that norm's width; its groups follow only where the block was depthwise."""
+
+    def refresh(module: Any) -> None:
+        conv = _branch_conv(module, paths)
+        values: dict[str, int] = {}
+        if conv is not None:
+            values = {"in_channels": conv.in_channels, "out_channels": conv.out_channels, "groups": conv.groups}
+        elif isinstance(getattr(module, "identity", None), nn.modules.batchnorm._NormBase):
+            width, old_in = int(module.identity.running_mean.shape[0]), vars(module).get("in_chs")
+            depthwise = type(old_in) is int and vars(module).get("groups") == old_in
+            values = {"in_channels": width, "out_channels": width, "groups": width if depthwise else module.groups}
+        for attr, source in sizes.items():
+            if source in values and type(vars(module).get(attr)) is int:
+                setattr(module, attr, int(values[source]))
+        if values:
+            vars(module).pop("id_tensor", None)  # NOTE: a cached identity kernel of the old sizes
+
+    return refresh
+
+
+_IN, _OUT, _GROUPS = "in_channels", "out_channels", "groups"
+_MOBILE_ONE = ("reparam_conv", "conv_kxk.0.conv", "conv_scale.conv")
+# timm's re-parameterisable blocks: their branch convs, and the sizes they store for the fused conv.
+_REPARAM: dict[str, list[tuple[str, _Refresh | None, None]]] = {
+    "timm.models.fastvit": [
+        ("MobileOneBlock", _refresh_reparam(_MOBILE_ONE, in_chs=_IN, out_chs=_OUT, groups=_GROUPS), None),
+        ("ReparamLargeKernelConv", _refresh_reparam(("reparam_conv", "large_conv.conv", "small_conv.conv"),
+                                                    in_chs=_IN, out_chs=_OUT, groups=_GROUPS), None),
+        ("RepMixer", _refresh_reparam(("reparam_conv", *(f"mixer.{p}" for p in _MOBILE_ONE)), dim=_IN), None),
+        ("RepConditionalPosEnc", _refresh_reparam(("reparam_conv", "pos_enc"), dim=_IN, dim_out=_OUT,
+                                                  groups=_GROUPS), None),
+    ],
+    "timm.models.byobnet": [
+        ("MobileOneBlock", _refresh_reparam(_MOBILE_ONE, groups=_GROUPS), None),
+        ("RepVggBlock", _refresh_reparam(("reparam_conv", "conv_kxk.conv", "conv_1x1.conv"), groups=_GROUPS), None),
+    ],
+    "timm.models.lcnetv2": [
+        ("RepDepthwiseSeparable", _refresh_reparam(("dw_conv_list.0.conv", "dw_conv.conv", "dw_conv"), in_chs=_IN),
+         None),
+    ],
+}
+
+
 _Refresh = Callable[[nn.Module], "nn.Module | None"]
 # module name -> (class name, refresh, config widths) registered once that module is imported
 TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] | None]]] = {
@@ -237,6 +297,8 @@ TIMM: dict[str, list[tuple[str, _Refresh | None, Callable[..., dict[str, int]] |
         "hiera": ("MaskUnitAttention",),
     }.items()},
 }
+for _module, _classes in _REPARAM.items():
+    TIMM.setdefault(_module, []).extend(_classes)
 # Of those, the ones that read widths from the input: the trace keeps their size ties.
 TIED: tuple[_Refresh, ...] = (_refresh_tied_attention,)
 # Refreshes that keep the sizes their forward splits channels at (shape.SPLIT_SECTIONS_FOLLOW).
@@ -267,11 +329,18 @@ def model_widths(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> tuple[Ch
     ``apply`` rewrites them and ``reset_classifier`` builds a classifier of the pruned width. A width
     no layer reads (the model's output once the classifier is ``nn.Identity``: never cut) is left."""
     found = [(name, module) for name, module in model.named_modules() if _stores_widths(module)]
-    if not found:
+    stages = _stage_widths(model)
+    if not found and not stages:
         return groups
     readers = _readers(model, groups)
     joined = {m.tensor for g in groups for m in g.attrs}
     extra: dict[str, list[Member]] = {}
+    for index, (stage, width) in enumerate(stages):
+        matching = [counts for layer, counts, channels in readers
+                    if layer.startswith(f"{stage}.") and channels == width]
+        for group_id, count in matching[-1] if matching else ():  # NOTE: the stage's residual stream, read last
+            attr_name = size_attribute("", "embed_dim", index)
+            extra.setdefault(group_id, []).append(Member(attr_name, 0, 0, count, "passive"))
     for name, module in found:
         values = {a: v for a in (*_READ_FIRST, *_READ_LAST, "embed_dim") if type(v := vars(module).get(a)) is int}
         if values.get("embed_dim") != values.get("num_features"):
@@ -288,6 +357,19 @@ def model_widths(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> tuple[Ch
                 extra.setdefault(group_id, []).append(Member(attr_name, 0, 0, count, "passive"))
     return tuple(dataclasses.replace(g, attrs=g.attrs + tuple(extra[g.id])) if g.id in extra else g
                  for g in groups)
+
+
+def _stage_widths(model: nn.Module) -> list[tuple[str, int]]:
+    """A timm model's ``embed_dim`` when it holds one width per stage (LeViT, RepViT): the module
+    of each stage and its width, as its ``feature_info`` names them (empty where they disagree). Each
+    is the width the stage's last layer reading one of that width reads (its residual stream)."""
+    widths, info = vars(model).get("embed_dim"), vars(model).get("feature_info")
+    if not isinstance(widths, (tuple, list)) or not isinstance(info, list) or len(info) != len(widths):
+        return []
+    stages = [(e.get("module"), e.get("num_chs")) if isinstance(e, dict) else (None, None) for e in info]
+    if any(not isinstance(name, str) or not name or width != value for (name, width), value in zip(stages, widths)):
+        return []
+    return stages  # type: ignore[return-value]
 
 
 def _stores_widths(module: nn.Module) -> bool:
@@ -308,7 +390,9 @@ def _without_classifier(module: nn.Module) -> bool:
 
 def _readers(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> list[tuple[str, tuple[tuple[str, int], ...], int]]:
     """The axes layers read channels on, in the model's module order: ``(layer name, ((group id,
-    its members on the axis), ...), channels)``. Only axes read whole, one index per channel."""
+    indices per channel of that group on the axis), ...), channels)``. Only axes read whole; a group
+    may own several indices per channel (heads, a depthwise conv's multiplier: ``inner``), so a width
+    equal to the axis follows its cut by that many per channel removed."""
     per_axis: dict[tuple[str, int], dict[str, list[Member]]] = {}
     sizes = {g.id: g.size for g in groups}
     for g in groups:
@@ -319,7 +403,8 @@ def _readers(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> list[tuple[s
     readers = []
     for (tensor, axis), by_group in per_axis.items():
         members = [m for ms in by_group.values() for m in ms]
-        channels = sum(sizes[gid] * len(ms) for gid, ms in by_group.items())
-        if all(m.inner == 1 for m in members) and tensor_of(model, tensor).shape[axis] == channels:
-            readers.append((members[0].module, tuple((gid, len(ms)) for gid, ms in by_group.items()), channels))
+        per_channel = {gid: sum(m.inner for m in ms) for gid, ms in by_group.items()}
+        channels = sum(sizes[gid] * n for gid, n in per_channel.items())
+        if tensor_of(model, tensor).shape[axis] == channels:
+            readers.append((members[0].module, tuple(per_channel.items()), channels))
     return sorted(readers, key=lambda r: order.get(r[0], -1))
