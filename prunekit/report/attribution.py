@@ -49,9 +49,14 @@ def attribute(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> 
 
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:
-    order = values.argsort()
+    """Ranks from 0 with ties given their average rank, as Spearman's correlation needs (Grad-CAM maps
+    hold many exact zeros: ranking them in index order would make unrelated maps agree)."""
+    ordered, order = values.sort()
+    _, inverse, counts = torch.unique_consecutive(ordered, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).to(values.dtype)
+    average = ends - (counts.to(values.dtype) + 1) / 2  # NOTE: mean of the 0-based ranks end-count .. end-1
     ranks = torch.empty_like(values)
-    ranks[order] = torch.arange(len(values), dtype=values.dtype)
+    ranks[order] = average[inverse]
     return ranks
 
 

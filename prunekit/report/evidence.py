@@ -3,9 +3,10 @@
 :func:`collect` takes the model before and after and, where they apply, the plan, the importance
 scores and labelled test data, and returns JSON-ready parts:
 
-- ``widths``: per Conv/Linear layer, output channels before and after;
+- ``widths``: per Conv/Linear/recurrent layer, output channels (hidden units) before and after;
 - ``importance``: per group, the scores of its units and the kept units (the cut line lies between),
-  with what a unit is: a channel, a block of channels cut together (``channels_per_unit``), or a head;
+  with what a unit is: a channel, a block of channels cut together (``channels_per_unit``), a
+  recurrent layer's hidden unit, or a head;
 - ``classes``: the confusion matrix before and after (classification);
 - ``gallery``: the first convolution's filters and which were removed;
 - ``heads``: a layer x head importance map and the removed heads (attention);
@@ -32,19 +33,33 @@ __all__ = ["ATTRIBUTION_IMAGES", "collect", "filter_gallery", "head_map", "impor
 
 ATTRIBUTION_IMAGES = 4  # NOTE: the first test images, the same every run, so reports compare.
 _VERSION = 1
-_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.RNNBase)
+
+
+def _width(module: nn.Module) -> int | None:
+    """The units a layer outputs (a Conv's channels, a Linear's features, a recurrent layer's hidden
+    units); for an ``nn.Sequential`` that replaced one (a factorised layer), its last layer's; else None."""
+    if isinstance(module, nn.Linear):
+        return int(module.out_features)
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return int(module.out_channels)
+    if isinstance(module, nn.RNNBase):
+        return int(module.hidden_size)
+    if isinstance(module, nn.Sequential) and len(module):
+        return _width(module[-1])
+    return None
 
 
 def widths(before: nn.Module, after: nn.Module) -> list[dict[str, Any]]:
-    """Output channels of every Conv/Linear layer both models hold under the same name and type."""
+    """Output width of every Conv/Linear/recurrent layer of ``before`` that ``after`` still holds under
+    its name, replaced or not: a layer a later stage factorised keeps the width pruning gave it."""
     kept = dict(after.named_modules())
     rows = []
     for name, module in before.named_modules():
-        other = kept.get(name)
-        if isinstance(module, _LAYERS) and type(other) is type(module):
-            size = "out_features" if isinstance(module, nn.Linear) else "out_channels"
-            rows.append({"layer": name, "kind": type(module).__name__,
-                         "before": int(getattr(module, size)), "after": int(getattr(other, size))})
+        width = _width(module) if isinstance(module, _LAYERS) else None
+        other = _width(kept[name]) if name in kept else None
+        if width is not None and other is not None:
+            rows.append({"layer": name, "kind": type(module).__name__, "before": width, "after": other})
     return rows
 
 
@@ -59,17 +74,35 @@ def _is_heads(group: ChannelGroup) -> bool:
     return any(m.inner > 1 and m.tensor.endswith("weight") for m in group.by_role("producer"))
 
 
-def importance(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], plan: Plan) -> list[dict[str, Any]]:
+def _recurrent(model: nn.Module | None) -> set[str]:
+    """Names of ``model``'s recurrent layers (their hidden units write one row per gate)."""
+    if model is None:
+        return set()
+    return {name for name, m in model.named_modules() if isinstance(m, (nn.RNNBase, nn.RNNCellBase))}
+
+
+def _unit(group: ChannelGroup, recurrent: set[str]) -> tuple[str, int]:
+    """What one of the group's units is and the channels it holds: a ``head``, a recurrent layer's
+    ``hidden unit`` (its gate rows are one unit), or a ``channel`` (a block of them where cut together)."""
+    if _is_heads(group):
+        return "head", group.channels_per_unit
+    if any(m.module in recurrent for m in group.by_role("producer")):
+        return "hidden unit", 1
+    return "channel", group.channels_per_unit
+
+
+def importance(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], plan: Plan,
+               model: nn.Module | None = None) -> list[dict[str, Any]]:
     """Per pruned group: its unit scores and kept units, the groups the plan cut first; ``unit`` says
-    whether a unit is a ``channel`` (``channels_per_unit`` of them, so counts are in channels) or a
-    ``head``."""
-    rows = []
+    whether a unit is a ``channel`` (``channels_per_unit`` of them, so counts are in channels), a
+    ``hidden unit`` of a recurrent layer of ``model`` (the traced one) or a ``head``."""
+    rows, recurrent = [], _recurrent(model)
     for group in graph.groups:
         if group.id in scores and group.id in plan.keep:
+            unit, per_unit = _unit(group, recurrent)
             rows.append({"group": group.id, "scores": [float(s) for s in scores[group.id].flatten()],
                          "kept": sorted(int(c) for c in plan.keep[group.id]),
-                         "unit": "head" if _is_heads(group) else "channel",
-                         "channels_per_unit": group.channels_per_unit})
+                         "unit": unit, "channels_per_unit": per_unit})
     return sorted(rows, key=lambda r: len(r["kept"]) / max(len(r["scores"]), 1))
 
 
@@ -160,7 +193,7 @@ def collect(before: nn.Module, after: nn.Module, *, example_inputs: Any = None, 
                                                                                   ignore=tuple(ignore)))
         if graph is not None:
             if scores:
-                evidence["importance"] = importance(graph, scores, plan)
+                evidence["importance"] = importance(graph, scores, plan, before)
             if (gallery := _try(notes, "the filter gallery", lambda: filter_gallery(before, graph, plan))):
                 evidence["gallery"] = gallery
             if (heads := _try(notes, "the head map", lambda: head_map(graph, scores, plan))):

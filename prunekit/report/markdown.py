@@ -26,7 +26,7 @@ def _text(text: str) -> str:
 def summary(title: str, line: str, rows: Sequence[Row], names: tuple[str, str], figures: Sequence[Figure],
             notes: Sequence[str], html_name: str) -> str:
     """Markdown: title, one-line summary, the table (units in the first column), figure captions, notes."""
-    out = [f"# {title}", "", line, ""]
+    out = [f"# {title}", "", *([line, ""] if line else [])]
     if rows:
         out += [f"| | {names[0]} | {names[1]} |", "|:---|---:|---:|"]
         out += [f"| {r.label}{f' ({r.unit})' if r.unit else ''} | {_raw(r.before)} | {_raw(r.after)} |" for r in rows]

@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,9 +45,11 @@ def png(draw: Callable[[MplFigure], None], size: tuple[float, float]) -> str:
     """Draw on a new figure of ``size`` inches and return it as a ``data:image/png;base64`` URI."""
     figure = MplFigure(figsize=size, dpi=_DPI, layout="constrained")
     FigureCanvasAgg(figure)
-    draw(figure)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=_DPI)
+    with warnings.catch_warnings():  # NOTE: a name in a script the font lacks (class names): the caption has it
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        draw(figure)
+        figure.savefig(buffer, format="png", dpi=_DPI)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -138,7 +141,8 @@ def widths(rows: Sequence[Mapping[str, Any]]) -> Figure | None:
     narrowed = sum(r["after"] < r["before"] for r in rows)
     key = f"{narrowed} of {len(rows)} layers narrowed; {total_b} -> {total_a} output channels in all"
     return _image("widths", "Per-layer widths", f"Bar chart of output channels per layer before and after; {key}.",
-                  f"Output channels of each Conv/Linear layer, before (grey) and after (blue). {key}.",
+                  f"Output channels of each Conv/Linear layer (a recurrent layer's: its hidden units), before "
+                  f"(grey) and after (blue). {key}.",
                   lambda fig: _bars(fig, [r["layer"] for r in rows],
                                     [("before", [r["before"] for r in rows], BEFORE),
                                      ("after", [r["after"] for r in rows], AFTER)], "output channels"),
@@ -201,12 +205,16 @@ def ranks(rows: Sequence[Mapping[str, Any]]) -> Figure | None:
 
 def _units(row: Mapping[str, Any]) -> tuple[str, int]:
     """What one importance row's scores count, and the channels in each: ("channel", channels per unit),
-    ("head", 1), or ("unit", 1) for evidence saved before rows said (a unit may then be a block)."""
-    if row.get("unit") == "head":
-        return "head", 1
+    ("head", 1), ("hidden unit", 1), or ("unit", 1) for evidence saved before rows said (a unit may then
+    be a block)."""
+    if row.get("unit") in ("head", "hidden unit"):
+        return str(row["unit"]), 1
     if "channels_per_unit" in row:
         return "channel", int(row["channels_per_unit"])
     return "unit", 1
+
+
+_NOUNS = ("channel", "hidden unit", "head", "unit")
 
 
 def importance(rows: Sequence[Mapping[str, Any]], limit: int = 12) -> Figure | None:
@@ -246,23 +254,35 @@ def importance(rows: Sequence[Mapping[str, Any]], limit: int = 12) -> Figure | N
         for ax in axes[len(shown):]:
             ax.set_visible(False)
 
-    counts = " and ".join(f"{removed[n]} of {total[n]} {n}s" for n in ("channel", "head", "unit") if n in total)
+    counts = " and ".join(f"{removed[n]} of {total[n]} {n}s" for n in _NOUNS if n in total)
     key = f"{counts} removed across {_count(len(rows), 'group')}"
     more = f" (the {limit} most cut groups shown)" if len(rows) > limit else ""
     return _image("importance", "Importance scores", f"Sorted importance per group, kept in blue, "
                   f"removed in red, dashed cut line; {key}.",
-                  f"Importance of every unit of each group (a channel, a block of channels cut together, or a "
-                  f"head), sorted; red units were removed and the dashed line is the highest removed "
-                  f"score{more}. {key}.", draw, (2.6 * cols, 2.0 * lines + 0.4))
+                  f"Importance of every unit of each group (a channel, a block of channels cut together, a "
+                  f"recurrent layer's hidden unit, or a head), sorted; red units were removed and the dashed line "
+                  f"is the highest removed score{more}. {key}.", draw, (2.6 * cols, 2.0 * lines + 0.4))
+
+
+_HEADLINES = ("val_accuracy", "val_perplexity", "val_cosine")
+
+
+def _val_metric(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """The validation metric to draw: a built-in task's headline, else the first other ``val_*`` number
+    the history holds (a custom task's metric: ``val_mse``), since the training loop writes ``val_<metric>``."""
+    held = dict.fromkeys(k for r in rows for k, v in r.items()
+                         if isinstance(k, str) and k.startswith("val_") and k != "val_loss"
+                         and isinstance(v, (int, float)) and not isinstance(v, bool))
+    wanted = [*_HEADLINES, *held]
+    return next((m for m in wanted if m in held), None)
 
 
 def curves(histories: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> Figure | None:
-    """Loss and the headline metric per epoch, phase after phase (baseline, fine-tune, stages)."""
+    """Loss and the task's validation metric per epoch, phase after phase (baseline, fine-tune, stages)."""
     points = [(phase, row) for phase, history in histories for row in history]
     if not points:
         return None
-    metric = next((m for m in ("val_accuracy", "val_perplexity", "val_cosine") if any(m in r for _, r in points)),
-                  None)
+    metric = _val_metric([r for _, r in points])
 
     def draw(fig: MplFigure) -> None:
         left, right = fig.subplots(1, 2)
@@ -287,34 +307,47 @@ def curves(histories: Sequence[tuple[str, Sequence[Mapping[str, Any]]]]) -> Figu
                   f"Training and validation curves of every training phase of the run. {key}.", draw, (8.0, 3.0))
 
 
-def class_accuracy(classes: Mapping[str, Any]) -> Figure | None:
-    """Bars of each class's accuracy before and after."""
+def _class_labels(count: int, names: Sequence[str]) -> list[str]:
+    """The data's class names when there is one per class, else the class indices."""
+    return [str(n) for n in names] if len(names) == count else [str(i) for i in range(count)]
+
+
+def _tick(label: str) -> str:
+    """A class name as matplotlib text: ``$`` escaped, so that a name is never read as mathtext."""
+    return label.replace("$", r"\$")
+
+
+def class_accuracy(classes: Mapping[str, Any], names: Sequence[str] = ()) -> Figure | None:
+    """Bars of each class's accuracy before and after, labelled with the data's class ``names`` where known."""
     before, after = per_class_accuracy(classes["before"]), per_class_accuracy(classes["after"])
     change = [(a - b, i) for i, (b, a) in enumerate(zip(before, after, strict=True)) if a is not None and b is not None]
     if not change:
         return None
+    labels = _class_labels(len(before), names)
     worst, cls = min(change)
-    key = f"class {cls} lost most: {100 * worst:+.1f} pp" if worst < 0 else \
-        f"no class lost accuracy (smallest change: class {cls}, {100 * worst:+.1f} pp)"
-    labels = [str(i) for i in range(len(before))]
+    key = f"class {labels[cls]} lost most: {100 * worst:+.1f} pp" if worst < 0 else \
+        f"no class lost accuracy (smallest change: class {labels[cls]}, {100 * worst:+.1f} pp)"
     return _image("classes", "Per-class accuracy", f"Bar chart of accuracy per class before and after; {key}.",
                   f"Accuracy of each class on the test samples, before{_which(classes)} (grey) and after "
                   f"(blue). {key[0].upper() + key[1:]}.",
-                  lambda fig: _bars(fig, labels, [("before", [b or 0.0 for b in before], BEFORE),
-                                                  ("after", [a or 0.0 for a in after], AFTER)], "accuracy"),
+                  lambda fig: _bars(fig, [_tick(label) for label in labels],
+                                    [("before", [b or 0.0 for b in before], BEFORE),
+                                     ("after", [a or 0.0 for a in after], AFTER)], "accuracy"),
                   _wide(len(labels)))
 
 
-def confusion_change(classes: Mapping[str, Any]) -> Figure | None:
-    """Heat map of confusion-matrix counts after minus before (rows: true class, columns: predicted)."""
+def confusion_change(classes: Mapping[str, Any], names: Sequence[str] = ()) -> Figure | None:
+    """Heat map of confusion-matrix counts after minus before (rows: true class, columns: predicted),
+    labelled with the data's class ``names`` where known."""
     before, after = classes["before"], classes["after"]
     delta = [[a - b for a, b in zip(ra, rb, strict=True)] for ra, rb in zip(after, before, strict=True)]
     n = len(delta)
     if not n:
         return None
+    labels = _class_labels(n, names)
     off = [(delta[i][j], i, j) for i in range(n) for j in range(n) if i != j]
     grown = max(off) if off else (0, 0, 0)
-    key = (f"largest new confusion: class {grown[1]} predicted as {grown[2]} {grown[0]:+d} times"
+    key = (f"largest new confusion: class {labels[grown[1]]} predicted as {labels[grown[2]]} {grown[0]:+d} times"
            if grown[0] > 0 else "no confusion grew")
     span = max(1, max(abs(v) for row in delta for v in row))
 
@@ -323,8 +356,9 @@ def confusion_change(classes: Mapping[str, Any]) -> Figure | None:
         shown = ax.imshow(delta, cmap="RdBu_r", vmin=-span, vmax=span)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
-        ax.set_xticks(range(n))
-        ax.set_yticks(range(n))
+        ticks = [_tick(label) for label in labels]
+        ax.set_xticks(range(n), ticks, rotation=90 if names else 0, fontsize=7)
+        ax.set_yticks(range(n), ticks, fontsize=7)
         fig.colorbar(shown, ax=ax, label="after - before (samples)")
 
     return _image("confusion", "Change in the confusion matrix", f"Heat map of confusion counts after minus "

@@ -28,17 +28,17 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prunekit.errors import DataError
-from prunekit.io import load_json
+from prunekit.io import MANIFEST_FILE, MODEL_DIR, load_json
 from prunekit.measure import LatencyControl, Profile
 
 __all__ = ["EVIDENCE_FILE", "HTML_FILE", "MARKDOWN_FILE", "PARETO_FILE", "RESULTS_FILE", "SENSITIVITY_FILE",
-           "Row", "Run", "load_run", "pareto_front", "sparse_rows", "summary_rows"]
+           "Row", "Run", "load_run", "measured_rows", "pareto_front", "sparse_rows", "summary_rows"]
 
 RESULTS_FILE = "results.json"
 EVIDENCE_FILE = "evidence.json"
@@ -61,13 +61,15 @@ class Row:
 
 @dataclass(frozen=True)
 class Run:
-    """A run folder's JSON files; ``evidence`` is empty when the run saved none."""
+    """A run folder's JSON files; ``evidence`` is empty when the run saved none; ``class_names`` are the
+    data's, as the saved model's manifest records them (empty when it records none)."""
 
     folder: Path
     results: dict[str, Any]
     evidence: dict[str, Any] = field(default_factory=dict)
     sensitivity: dict[str, Any] | None = None
     pareto: dict[str, Any] | None = None
+    class_names: tuple[str, ...] = ()
 
     @property
     def command(self) -> str:
@@ -178,6 +180,36 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _metric_rows(metrics: Any, suffix: str = "") -> list[Row]:
+    """One model's measured numbers as "after" rows (``count``: its samples), ``suffix`` on each label."""
+    if not isinstance(metrics, Mapping):
+        return []
+    rows = [Row(f"{name}{suffix}", None, value) for name, value in metrics.items()
+            if name != "count" and _number(value)]
+    if _number(metrics.get("count")):
+        rows.append(Row(f"samples{suffix}", None, metrics["count"]))
+    return rows
+
+
+def measured_rows(results: Mapping[str, Any]) -> list[Row]:
+    """What an ``eval`` or ``export`` run measured of its one model, as "after" rows: eval's metrics on
+    its split; export's parameters and MACs, and its bundle's metrics and latency (ONNX Runtime)."""
+    if results.get("command") == "eval":
+        return _metric_rows(results.get("metrics"))
+    if results.get("command") != "export":
+        return []
+    rows = [Row(label, None, results[key]) for key, label in (("params", "params"), ("macs", "MACs / sample"))
+            if _number(results.get(key))]
+    bundle = results.get("bundle")
+    if isinstance(bundle, Mapping):
+        where = f" (bundle, {bundle.get('precision', 'fp32')})"
+        rows += _metric_rows(bundle.get("metrics"), where)
+        latency = bundle.get("latency_ms")
+        rows += [Row(f"latency onnxruntime {key}{where}", None, value, "ms (median)")
+                 for key, value in (latency.items() if isinstance(latency, Mapping) else ()) if _number(value)]
+    return rows
+
+
 def _from_search_sensitivity(data: Any) -> Any:
     """``prunekit sensitivity``'s groups list as the ``layers`` mapping (other data unchanged)."""
     if not (isinstance(data, Mapping) and "layers" not in data and isinstance(data.get("groups"), list)):
@@ -239,18 +271,131 @@ def _check_pareto(data: Any, file: Path) -> dict[str, Any]:
     return dict(data)
 
 
+_FIX_RESULTS = "Pass a folder a prunekit command wrote with --out, or run the command again to re-create it."
+_FIX_EVIDENCE = "Run the command again to re-create it, or remove '{file}' to draw the report without it."
+# NOTE: the results.json entries the report reads, and the JSON type each must be when present (not null).
+_RESULT_TYPES: dict[str, type] = {"before": dict, "after": dict, "initial": dict, "profile": dict, "stages": list,
+                                  "profiles": list, "latency_control": list, "train": dict, "baseline": dict,
+                                  "finetune": dict, "decomposition": dict, "layers": list, "metrics": dict,
+                                  "bundle": dict, "metric_budget": dict}
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number", type(None): "null"}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _check_results(data: Any, file: Path) -> dict[str, Any]:
+    """results.json as a :class:`Run` reads it: an object whose entries have their types, and whose
+    profiles, histories and latency controls parse."""
+    if not isinstance(data, dict):
+        raise DataError(f"'{file}' holds {_json_type(data)}, not the object of a run's results. {_FIX_RESULTS}")
+    for key, kind in _RESULT_TYPES.items():
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            raise DataError(f"'{file}': '{key}' must be {_JSON_NAMES[kind]}; got {_json_type(data[key])}. "
+                            f"{_FIX_RESULTS}")
+    run = Run(folder=file.parent, results=data)
+    try:  # NOTE: parsed as the report will read it, so a malformed record fails here in one line
+        run.profiles(), run.latency_controls(), run.histories(), run.ranks()
+    except DataError as exc:  # NOTE: Profile's own message, with the file it came from
+        raise DataError(f"'{file}': {exc}") from None
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"'{file}' holds a malformed record ({type(exc).__name__}: {exc}). {_FIX_RESULTS}") from None
+    return data
+
+
+def _is_matrix(value: Any) -> bool:
+    """A square list of lists of numbers (a confusion matrix)."""
+    return isinstance(value, list) and all(isinstance(row, list) and len(row) == len(value)
+                                           and all(map(_number, row)) for row in value)
+
+
+def _confusions(classes: Any) -> bool:
+    """Whether ``classes`` holds 'before' and 'after' confusion matrices of one size."""
+    if not isinstance(classes, Mapping):
+        return False
+    before: Any = classes.get("before")
+    after: Any = classes.get("after")
+    return _is_matrix(before) and _is_matrix(after) and len(before) == len(after)
+
+
+def _records(value: Any, check: Callable[[Mapping[str, Any]], bool]) -> bool:
+    """Whether ``value`` is a list of objects that each pass ``check``."""
+    return isinstance(value, list) and all(isinstance(r, Mapping) and check(r) for r in value)
+
+
+def _width_row(row: Mapping[str, Any]) -> bool:
+    return _number(row.get("before")) and _number(row.get("after"))
+
+
+def _importance_row(row: Mapping[str, Any]) -> bool:
+    scores, kept = row.get("scores"), row.get("kept")
+    return isinstance(scores, list) and all(map(_number, scores)) and isinstance(kept, list) \
+        and all(isinstance(k, int) for k in kept)
+
+
+_PART_LISTS = {"gallery": ("filters", "removed"), "heads": ("layers", "importance", "removed"),
+               "attribution": ("images", "before", "after", "agreement", "targets")}
+
+
+def _evidence_problem(data: Mapping[str, Any]) -> str | None:
+    """What is wrong with evidence.json's parts (:mod:`prunekit.report.evidence`), or None."""
+    if data.get("widths") is not None and not _records(data["widths"], _width_row):
+        return "'widths' must be a list of objects with numbers 'before' and 'after'"
+    if data.get("importance") is not None and not _records(data["importance"], _importance_row):
+        return "'importance' must be a list of objects with number lists 'scores' and 'kept'"
+    if data.get("classes") is not None and not _confusions(data["classes"]):
+        return "'classes' must hold 'before' and 'after' confusion matrices of the same size (classes x classes)"
+    for key, names in _PART_LISTS.items():
+        part = data.get(key)
+        lists = [part.get(n) for n in names] if isinstance(part, Mapping) else [None]
+        if part is not None and not all(isinstance(v, list) for v in lists):
+            return f"'{key}' must be an object with lists {', '.join(repr(n) for n in names)}"
+    maps = data.get("attribution")
+    if maps is not None and len({len(maps[n]) for n in _PART_LISTS["attribution"]}) != 1:
+        return "'attribution' must hold one entry per image in each of its lists"
+    if maps is not None and not (maps.get("mean_agreement") is None or _number(maps["mean_agreement"])):
+        return "'attribution': 'mean_agreement' must be a number or null"
+    if not isinstance(data.get("notes", []), list):
+        return f"'notes' must be a list; got {_json_type(data['notes'])}"
+    return None
+
+
+def _check_evidence(data: Any, file: Path) -> dict[str, Any]:
+    """evidence.json as the figures read it: an object whose parts have their shapes."""
+    fix = _FIX_EVIDENCE.format(file=file)
+    if not isinstance(data, dict):
+        raise DataError(f"'{file}' holds {_json_type(data)}, not the object of a run's evidence. {fix}")
+    if (problem := _evidence_problem(data)) is not None:
+        raise DataError(f"'{file}': {problem}. {fix}")
+    return data
+
+
+def _class_names(folder: Path) -> tuple[str, ...]:
+    """The data's class names the run's saved model records (its manifest's ``data``), or none."""
+    file = folder / MODEL_DIR / MANIFEST_FILE
+    try:
+        data = load_json(file).get("data") if file.is_file() else None
+    except (DataError, AttributeError):  # NOTE: optional: the model's own loading says what is wrong
+        return ()
+    names = data.get("class_names") if isinstance(data, Mapping) else None
+    return tuple(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else ()
+
+
 def load_run(run_dir: str | os.PathLike[str]) -> Run:
-    """Read a run folder; a folder without ``results.json`` or with a malformed optional file fails
-    in one line."""
+    """Read a run folder; a folder without ``results.json``, or with a malformed one or a malformed
+    optional file, fails in one line naming the file and what is wrong."""
     folder = Path(run_dir)
     if not (folder / RESULTS_FILE).is_file():
         raise DataError(f"'{folder}' holds no {RESULTS_FILE}. Pass a folder a prunekit command wrote "
                         f"with --out (e.g. runs/demo/prune-conv1).")
-    results = load_json(folder / RESULTS_FILE)
-    evidence = load_json(folder / EVIDENCE_FILE) if (folder / EVIDENCE_FILE).is_file() else {}
+    results = _check_results(load_json(folder / RESULTS_FILE), folder / RESULTS_FILE)
+    evidence = _check_evidence(load_json(file), file) if (file := folder / EVIDENCE_FILE).is_file() else {}
     sensitivity = pareto = None
     if (file := folder / SENSITIVITY_FILE).is_file():
         sensitivity = _check_sensitivity(load_json(file), file)
     if (file := folder / PARETO_FILE).is_file():
         pareto = _check_pareto(load_json(file), file)
-    return Run(folder=folder, results=results, evidence=evidence, sensitivity=sensitivity, pareto=pareto)
+    return Run(folder=folder, results=results, evidence=evidence, sensitivity=sensitivity, pareto=pareto,
+               class_names=_class_names(folder))

@@ -13,7 +13,8 @@ from prunekit.io import atomic_path
 from prunekit.measure import LatencyControl
 from prunekit.report import html, markdown, plots
 from prunekit.report.plots import Figure
-from prunekit.report.results import HTML_FILE, MARKDOWN_FILE, Row, Run, load_run, sparse_rows, summary_rows
+from prunekit.report.results import (HTML_FILE, MARKDOWN_FILE, Row, Run, load_run, measured_rows, sparse_rows,
+                                     summary_rows)
 
 __all__ = ["figures", "write_report"]
 
@@ -68,8 +69,8 @@ def figures(run: Run) -> list[Figure]:
         plots.sensitivity(run.sensitivity) if run.sensitivity else None,
         plots.pareto(run.pareto) if run.pareto else None,
         plots.curves(run.histories()),
-        plots.class_accuracy(classes) if classes else None,
-        plots.confusion_change(classes) if classes else None,
+        plots.class_accuracy(classes, run.class_names) if classes else None,
+        plots.confusion_change(classes, run.class_names) if classes else None,
         plots.attribution_grid({**evidence["attribution"], **label}) if evidence.get("attribution") else None,
     ]
     return [f for f in found if f is not None]
@@ -89,7 +90,8 @@ def _summary_line(run: Run) -> str:
              f"target {results['target']}" if results.get("target") else "",
              f"{len(results.get('stages') or [])} stages" if run.command in ("run", "partition") else "",
              f"written {results.get('environment', {}).get('created', '')}".strip()]
-    return "; ".join(p for p in parts if p and p != "written") + "."
+    shown = [p for p in parts if p and p != "written"]
+    return "; ".join(shown) + "." if shown else ""
 
 
 def _latency_notes(controls: Sequence[LatencyControl]) -> list[str]:
@@ -139,12 +141,20 @@ def _sparse_notes(results: Mapping[str, Any]) -> list[str]:
 
 def _rows(run: Run) -> list[Row]:
     """The before/after table: the profiles' rows (top5 left out for 5 classes or fewer, where it is
-    always 1) and a sparsify run's non-zero parameters and sparse file size."""
-    rows = summary_rows(*run.profiles()) + sparse_rows(run.results)
+    always 1), a sparsify run's non-zero parameters and sparse file size, and what an eval or export
+    run measured of its one model."""
+    rows = summary_rows(*run.profiles()) + sparse_rows(run.results) + measured_rows(run.results)
     classes = (run.evidence.get("classes") or {}).get("before")
     if classes and len(classes) <= 5:
         rows = [r for r in rows if r.label != "top5"]
     return rows
+
+
+def _one_model(run: Run) -> str:
+    """The table's column of a run that measured one model without a profile (eval, export)."""
+    if run.command == "eval":
+        return f"{run.results.get('split') or 'eval'} split"
+    return "exported model" if run.command == "export" else "after"
 
 
 def write_report(run_dir: str | os.PathLike[str]) -> Path:
@@ -153,7 +163,7 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     run = load_run(run_dir)
     before, after = run.profiles()
     rows = _rows(run)
-    names = (before.name if before else "before", after.name if after else "after")
+    names = (before.name if before else "before", after.name if after else _one_model(run))
     drawn = figures(run)
     notes = _one_busy_note(list(dict.fromkeys([
         *(before.notes if before else ()), *(after.notes if after else ()), *run.evidence.get("notes", ()),

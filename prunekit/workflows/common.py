@@ -179,18 +179,32 @@ def evidence_of(before: nn.Module, after: nn.Module, splits: Any, task: Any,
 
 def write_run_report(out_dir: str | os.PathLike[str] | None, evidence: dict[str, Any] | None = None) -> str | None:
     """(Rank 0, with ``out_dir``, after results.json) save ``evidence.json`` and write the run's
-    ``report.html`` and ``report.md``; returns the HTML file's path."""
+    ``report.html`` and ``report.md``; returns the HTML file's path. A report that cannot be drawn is
+    a one-line warning saying why and how to redraw it: the run's results and model stand."""
     if out_dir is None or not is_rank_zero():
         return None
     if evidence is not None:
         save_json(evidence, Path(out_dir) / "evidence.json")
+    import shlex
+
+    from prunekit.io.files import TEMP_PREFIX
+
+    folder = Path(out_dir)
+    shown = folder.parent if folder.name.startswith(TEMP_PREFIX) else folder  # NOTE: a staged run's files move up
+    redraw = f"prunekit report {shlex.quote(str(shown))}"
     try:
         from prunekit.report import write_report
+
+        return str(write_report(out_dir))
     except MissingDependencyError as exc:  # NOTE: the run's results stand; the page needs the extra
-        warnings.warn(f"{exc} (the run's results.json and evidence.json are written; run `prunekit "
-                      f"report {out_dir}` once it is installed).", stacklevel=2)
-        return None
-    return str(write_report(out_dir))
+        warnings.warn(f"{exc} (the run's results.json and evidence.json are written; run `{redraw}` once it "
+                      f"is installed).", stacklevel=2)
+    except Exception as exc:  # NOTE: matplotlib, a font or a disk can fail the page; never the run it reports
+        why = " ".join(str(exc).split())
+        why = why if len(why) <= 240 else why[:240] + "..."
+        warnings.warn(f"the report could not be drawn ({type(exc).__name__}: {why}); the run's results and model "
+                      f"are saved. Fix that, then run `{redraw}` to draw it.", stacklevel=2)
+    return None
 
 
 def finish_with_report(results: dict[str, Any], out_dir: str | os.PathLike[str] | Staged | None,
