@@ -10,6 +10,7 @@ plain zeros at the end. :func:`sparsify_model` is the step a recipe's ``sparsify
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import os
 import warnings
@@ -32,7 +33,7 @@ from prunekit.sparsity.importance import IMPORTANCE
 from prunekit.sparsity.patterns import Pattern, check_layer
 from prunekit.sparsity.report import LayerSparsity, sparsity_report, total_sparsity
 from prunekit.sparsity.sparsifier import Sparsifier, select_targets
-from prunekit.sparsity.storage import sparse_sizes
+from prunekit.sparsity.storage import SparseSizes, sparse_sizes
 from prunekit.workflows import common
 from prunekit.workflows.common import (
     Data,
@@ -326,15 +327,18 @@ def sparsify(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, 
     if info["finetune"] is not None:
         results["finetune"] = info["finetune"]
     after = measure_profile(net, example, f"{name} sparse", measure, eval_data(splits), scorer)
-    _record(results, net, rows, before.to_dict(), after.to_dict(), dense_nonzero)
+    from prunekit import hf
+
+    # NOTE: a Hugging Face model stays a save_pretrained folder, so its zeros are stored dense.
+    results["stored_dense"] = hf.is_hf(net)
+    sizes = sparse_sizes(net)
+    if not results["stored_dense"]:  # NOTE: the size row is the file as saved, the sparse format
+        after = dataclasses.replace(after, size_bytes=sizes.sparse)
+    _record(results, net, rows, before.to_dict(), after.to_dict(), dense_nonzero, sizes)
     results["architecture"] = architecture_of(spec, splits)
     results["table"] = compare(before, after) + "\n" + _sparse_lines(results)
     with staged(out_dir) as out:
         if out is not None:
-            from prunekit import hf
-
-            # NOTE: a Hugging Face model stays a save_pretrained folder, so its zeros are stored dense.
-            results["stored_dense"] = hf.is_hf(net)
             results["files"] = save_result(net, out, spec, splits=splits, task=scorer.name,
                                            sparse=not results["stored_dense"], dense=dense if spec is None else None,
                                            metrics={"profile": after.to_dict()})
@@ -343,14 +347,14 @@ def sparsify(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, 
 
 
 def _record(results: dict[str, Any], net: nn.Module, rows: list[LayerSparsity], before: dict[str, Any],
-            after: dict[str, Any], dense_nonzero: int) -> None:
+            after: dict[str, Any], dense_nonzero: int, sizes: SparseSizes) -> None:
     """Add the profiles, per-layer sparsity, non-zero counts and sizes on disk to ``results``."""
     results.update({
         "before": before, "after": after,
         "layers": [asdict(r) | {"sparsity": r.sparsity} for r in rows],
         "achieved_sparsity": total_sparsity(rows),
         "nonzero_params": {"before": dense_nonzero, "after": count_nonzero(net)},
-        "sizes": asdict(sparse_sizes(net)), "latency_note": LATENCY_NOTE,
+        "sizes": asdict(sizes), "latency_note": LATENCY_NOTE,
     })
 
 

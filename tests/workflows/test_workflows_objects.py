@@ -95,8 +95,9 @@ def test_decompose_sparsify_and_search_take_the_user_s_module(tmp_path: Path) ->
         "search": lambda out: search(model, splits, strategy="random", constraints={"macs": 0.5}, trials=3,
                                      val_samples=16, out_dir=out, **_QUICK),
     }
+    done = {}
     for command, run in runs.items():
-        results = run(tmp_path / command)
+        results = done[command] = run(tmp_path / command)
         assert unchanged() and "baseline" not in results and "baseline_training" not in results, command
         assert results["model"] == "Sequential" and results["data"] == "mine", command
         loaded = prunekit.load(tmp_path / command / "model", model=model).eval()
@@ -108,6 +109,9 @@ def test_decompose_sparsify_and_search_take_the_user_s_module(tmp_path: Path) ->
         metrics = prunekit.io.read_manifest(tmp_path / command / "model").metrics
         assert metrics["profile"]["params"] == results["after"]["params"], command
     assert results["after"]["macs"] <= 0.5 * results["before"]["macs"]
+    # NOTE: sparsify's size row is the weights file as saved, in the sparse format
+    sparse = (tmp_path / "sparsify" / "model" / "model.safetensors").stat().st_size
+    assert done["sparsify"]["after"]["size_bytes"] == sparse < done["sparsify"]["before"]["size_bytes"]
 
 
 def test_a_user_s_module_is_searched_by_one_worker_only(tmp_path: Path) -> None:
