@@ -53,9 +53,10 @@ class HardConcrete(nn.Module):
         """The test-time gate values ``clip(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1)``."""
         return (torch.sigmoid(self.log_alpha) * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
 
-    def open_probability(self) -> torch.Tensor:
-        """``P(z > 0)`` per gate, differentiable in ``log_alpha`` (the expected L0 norm per gate)."""
-        return torch.sigmoid(self.log_alpha - self.beta * math.log(-self.gamma / self.zeta))
+    def open_probability(self, shift: float = 0.0) -> torch.Tensor:
+        """``P(z > 0)`` per gate, differentiable in ``log_alpha`` (the expected L0 norm per gate); with
+        ``shift``, as if every ``log_alpha`` were moved by it (how the budget's projection finds its shift)."""
+        return torch.sigmoid(self.log_alpha + shift - self.beta * math.log(-self.gamma / self.zeta))
 
     def extra_repr(self) -> str:
         return f"n={self.log_alpha.numel()}, beta={self.beta:.3f}, gamma={self.gamma}, zeta={self.zeta}"

@@ -3,6 +3,7 @@
 Works with :class:`~prunekit.structured.ScheduledPruner` (structured masks on a schedule) and the
 sparsity ``Sparsifier`` (masks with gradual schedules): ``Trainer(..., callbacks=[
 PrunekitTrainerCallback(pruner)])``. transformers is needed only when the callback is created.
+``ChannelGates`` is refused: ``prunekit.train`` runs them.
 
 Steps and epochs are the Trainer's own (``state.global_step``, ``state.epoch``), so a run resumed
 from a checkpoint continues the schedule where the checkpoint left it, and a partial last epoch
@@ -29,6 +30,12 @@ def PrunekitTrainerCallback(pruner: Any) -> Any:  # noqa: N802  (reads as a clas
     The step runs in ``on_optimizer_step``: after ``optimizer.step()`` and before the Trainer's
     ``zero_grad``, so criteria that read gradients (a Sparsifier's ``taylor``/``movement``) see them.
     """
+    if hasattr(pruner, "harden"):
+        # NOTE: the Trainer's optimizer, gradient clipping and multi-GPU wrappers know nothing of the gates
+        raise ConfigError(f"PrunekitTrainerCallback: {type(pruner).__name__} cannot run in a Hugging Face Trainer "
+                          f"(its gates train outside the Trainer's optimizer, in one process only). Train them with "
+                          f"prunekit.train(model, data, config, callbacks=[gates]) or a recipe's gates stage, then "
+                          f"call gates.harden().")
     transformers = require("transformers", feature="the Hugging Face Trainer callback")
     # NOTE: transformers < 4.42 has no on_optimizer_step; there the step falls back to on_step_end,
     # after zero_grad, which a pruner reading gradients cannot use.

@@ -61,9 +61,10 @@ logger = logging.getLogger(__name__)
 class TrainResult:
     """What :func:`train` measured.
 
-    ``history`` holds one dict per epoch (``epoch``, ``lr``, ``train_loss``, ``train_accuracy`` for
-    classification, and ``val_<metric>`` for each of the task's validation metrics, e.g.
-    ``val_loss``, ``val_accuracy``), including epochs restored from a checkpoint. ``val`` and
+    ``history`` holds one dict per epoch (``epoch``, ``lr``, ``train_loss`` (the task's loss),
+    ``train_accuracy`` for classification, ``train_objective`` (the loss optimised) with callbacks
+    that change it (``on_loss``: a distillation loss, a regulariser), and ``val_<metric>`` for each of the task's validation metrics,
+    e.g. ``val_loss``, ``val_accuracy``), including epochs restored from a checkpoint. ``val`` and
     ``test`` are the task's :class:`~prunekit.tasks.Metrics` of the final model (a dict whose keys
     read as attributes: ``result.test.accuracy``; None without such data). ``epochs_run``
     counts the epochs trained by this call; ``wall_time_s`` is this call's wall time in seconds.
@@ -374,13 +375,15 @@ def _run_epoch(loop: _Loop, epoch: int) -> dict[str, Any]:
 
 
 def _train_epoch(loop: _Loop, epoch: int) -> dict[str, float]:
-    """One pass over this rank's batches; returns train_loss (and train_accuracy) over all ranks."""
+    """One pass over this rank's batches; returns train_loss, the task's loss (and train_accuracy), over
+    all ranks, and train_objective, the loss optimised, where ``on_loss`` callbacks change it."""
     config, source = loop.config, loop.source
     loop.wrapped.train()
     for module in loop.frozen:
         module.eval()
     classifier = loop.task if isinstance(loop.task, Classification) else None
-    totals = torch.zeros(4, dtype=torch.float64)  # summed loss * samples, samples, correct, labels scored
+    adders = [add for add in (getattr(callback, "on_loss", None) for callback in loop.callbacks) if add is not None]
+    totals = torch.zeros(5, dtype=torch.float64)  # summed loss * samples, samples, correct, labels scored, objective * samples
     batches = epoch_batches(source, epoch, config.seed, loop.context.rank)
     bar = _progress_bar(loop, epoch) if loop.progress else None
     seen = 0
@@ -389,20 +392,21 @@ def _train_epoch(loop: _Loop, epoch: int) -> dict[str, float]:
         batch = to_device(batch, loop.device)
         for group in loop.optimizer.param_groups:
             group["lr"] = learning_rate(config, loop.step, source.steps_per_epoch or 0)
-        loss, outputs = _loss_and_outputs(loop.task, loop.wrapped, batch)
-        for callback in loop.callbacks:
-            add_terms = getattr(callback, "on_loss", None)
-            if add_terms is not None:
-                loss = add_terms(loop.step, loop.model, batch, outputs, loss)
+        task_loss, outputs = _loss_and_outputs(loop.task, loop.wrapped, batch)
+        loss = task_loss
+        for add_terms in adders:
+            loss = add_terms(loop.step, loop.model, batch, outputs, loss)
         loop.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:
             nn.utils.clip_grad_norm_(loop.model.parameters(), config.grad_clip)
         loop.optimizer.step()
-        value, n = loss.item(), batch_size_of(batch)
+        # NOTE: the task's loss, not the optimised one: a growing penalty would read as training going wrong
+        value, n = task_loss.item(), batch_size_of(batch)
         correct, scored = (classifier.correct(outputs, batch) if classifier and outputs is not None
                            else (0, 0))  # NOTE: per position for per-pixel logits, so not n
-        totals += torch.tensor([value * n, n, correct, scored], dtype=torch.float64)
+        objective = loss.item() if loss is not task_loss else value
+        totals += torch.tensor([value * n, n, correct, scored, objective * n], dtype=torch.float64)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}", refresh=False)
@@ -417,10 +421,12 @@ def _train_epoch(loop: _Loop, epoch: int) -> dict[str, float]:
         raise DataError(f"train: 'data' yielded no batches in epoch {epoch}; expected at least one training "
                         f"step per epoch. Fix: pass an iterable of batches that yields some every epoch.")
     loop.generator_states = [g.get_state() for g in source.generators]
-    loss_sum, count, correct, scored = distributed.all_reduce_sum(totals, loop.context).tolist()
+    loss_sum, count, correct, scored, objective_sum = distributed.all_reduce_sum(totals, loop.context).tolist()
     row = {"train_loss": loss_sum / max(count, 1)}
     if classifier is not None:
         row["train_accuracy"] = correct / max(scored, 1)
+    if adders:
+        row["train_objective"] = objective_sum / max(count, 1)
     return row
 
 

@@ -41,12 +41,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from prunekit._checks import tensors_in
+from prunekit._checks import check_entry, positional_inputs, tensors_in
 from prunekit._modes import modes_of, restore_modes
 from prunekit.errors import ConfigError, NotFittedError
 from prunekit.graph.dependency import DependencyGraph
 from prunekit.graph.groups import channels_removed, tensor_of
 from prunekit.importance.score import score
+from prunekit.importance.stats import ModelInputs
 from prunekit.config import parse_config
 from prunekit.structured.allocate import allocate
 from prunekit.structured.apply import apply
@@ -95,12 +96,18 @@ class ScheduledPruner:
     def fit(self, model: nn.Module, example_inputs: Any, batches: Sequence[Any] | None = None) -> ScheduledPruner:
         """Trace ``model`` (the one being trained; its weights are zeroed in place from now on).
 
-        ``batches``: calibration batches for data-driven importance (taylor, activation, ...).
+        ``example_inputs``: a tensor, a tuple of positional inputs, or a dict keyed by ``forward``'s
+        parameter names (a tokenizer's output). ``batches``: calibration batches for data-driven
+        importance (taylor, activation, ...), as :func:`~prunekit.importance.collect` takes them; a
+        dict batch (``{"input_ids": ..., "attention_mask": ...}``) runs as ``model(**batch)``.
         """
         self.entries_ = self.validate_params()
+        check_entry(model, example_inputs, "ScheduledPruner.fit")
+        # NOTE: as StructuredPruner does: verification and finalize() pass example inputs positionally
+        example_inputs = positional_inputs(model, example_inputs, "ScheduledPruner.fit")
+        self.batches_ = _calibration(self.entries_, batches)
         self.graph_ = DependencyGraph.trace(model, example_inputs, ignore=tuple(self.ignore))
         self.model_, self.example_inputs_ = model, example_inputs
-        self.batches_ = list(batches) if batches is not None else None
         self.plan_: Plan | None = None
         self.epochs_done_ = 0
         self.history_: list[dict[str, Any]] = []
@@ -202,6 +209,33 @@ class ScheduledPruner:
 
 # NOTE: float32 sums over fewer channels round differently; more than this is a real difference
 _ROUNDING = 1e-4
+
+
+def _calibration(entries: Sequence[ScheduleEntry], batches: Iterable[Any] | None) -> list[Any] | None:
+    """The calibration batches as ``collect`` takes them (a dict batch as :class:`ModelInputs`), checked
+    now against the entries that need data, rather than when the first of them takes effect."""
+    from prunekit.importance import IMPORTANCE
+
+    taken = None if batches is None else [ModelInputs(keywords=b) if isinstance(b, Mapping) else b for b in batches]
+    for entry in entries:
+        needs = tuple(IMPORTANCE.get(entry.importance).meta.get("needs", ()))
+        if not needs:
+            continue
+        if not taken:
+            raise ConfigError(f"ScheduledPruner: the entry at epoch {entry.epoch} ranks by '{entry.importance}', which "
+                              f"needs calibration data; got {'no' if taken is None else 'an empty list of'} batches. "
+                              f"Pass fit(model, example_inputs, batches=[(inputs, labels), ...]).")
+        odd = next((b for b in taken if not isinstance(b, (torch.Tensor, ModelInputs))
+                    and not (isinstance(b, (tuple, list)) and b)), None)
+        if odd is not None:
+            raise ConfigError(f"ScheduledPruner: a calibration batch is a {type(odd).__name__}; expected a tensor, an "
+                              f"(inputs, labels) tuple or a dict of the model's inputs. Pass batches of those.")
+        if "gradients" in needs and any(isinstance(b, ModelInputs) for b in taken):
+            raise ConfigError(f"ScheduledPruner: '{entry.importance}' (epoch {entry.epoch}) needs a loss, hence "
+                              f"labels, but the calibration batches are model inputs alone (dicts). Pass (inputs, "
+                              f"labels) tuples, e.g. [(b['input_ids'], b['labels']) for b in batches], or rank by "
+                              f"'activation'.")
+    return taken
 
 
 def _largest_difference(masked: nn.Module, small: nn.Module, example_inputs: Any) -> tuple[float, float]:

@@ -111,18 +111,17 @@ def _wants_open(gates: ChannelGates) -> torch.Tensor:
     return -0.5 * probs.mean()
 
 
-def test_lagrangian_drives_expected_macs_to_the_target_and_keeps_it_there() -> None:
+def test_the_projection_drives_expected_macs_to_the_target_and_keeps_it_there() -> None:
     net = _net()
     gates = ChannelGates(Target(macs=0.4), warmup_steps=100).fit(net, X)  # the gates' own Adam, lr 0.1
     assert list(gates.parameters()) == []  # nothing joins the model's optimizer
     below = []  # expected MACs minus the budget of the moment
     for _ in range(400):
-        (_wants_open(gates) + gates.penalty()).backward()
+        _wants_open(gates).backward()
         gates.step()
         below.append(float(gates.expected_macs().detach()) - gates.budget())
     # the budget falls to 0.4 by step 100; the expected MACs follow it down without sinking far
-    # below it (the penalty acts on the excess only: the equality form's multiplier, wound up
-    # while the gates lagged, drove them to 0.42 under the budget here), then stay at it
+    # below it (the Lagrangian forms wound up and overshot here), then stay at it
     assert min(below) > -0.25, min(below)
     assert all(-0.06 < gap < 0.03 for gap in below[150:]), (min(below[150:]), max(below[150:]))
 
@@ -134,7 +133,7 @@ def test_gates_can_train_with_the_models_optimizer() -> None:
     optimizer = torch.optim.Adam(params, lr=0.1)
     for _ in range(300):
         optimizer.zero_grad()
-        (_wants_open(gates) + gates.penalty()).backward()
+        _wants_open(gates).backward()
         optimizer.step()
         gates.step()
     assert abs(float(gates.expected_macs().detach()) - 0.4) < 0.06

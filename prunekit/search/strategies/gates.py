@@ -42,7 +42,7 @@ def gates(evaluator: Evaluator, *, seed: int, state: dict[str, Any], save: Any, 
             optimizer = torch.optim.SGD(work.parameters(), lr=lr, momentum=0.9)
             for batch in itertools.islice(itertools.cycle(batches), steps):
                 optimizer.zero_grad(set_to_none=True)
-                (proxy.task.loss(work, batch) + gated.penalty()).backward()  # type: ignore[union-attr]
+                proxy.task.loss(work, batch).backward()  # type: ignore[union-attr]
                 optimizer.step()
                 gated.step()
             plan = gated.harden(verify_result=False).plan
