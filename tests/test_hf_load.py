@@ -40,7 +40,8 @@ def _mixtral() -> tuple[nn.Module, torch.Tensor]:
 def _per_layer(model: nn.Module, x: torch.Tensor) -> nn.Module:
     """Heads cut by half in layer 1 only: no config can say it."""
     graph = DependencyGraph.trace(model, x)
-    heads = [g for g in graph.prunable if any(m.inner > 1 and m.role == "producer" for m in g.members)]
+    heads = [g for g in graph.prunable  # NOTE: an attention projection's group (MoE widths are in blocks too)
+             if "att" in g.id and any(m.inner > 1 and m.role == "producer" for m in g.members)]
     plan = allocate(graph, {g.id: random(g, model, seed=0) for g in heads}, 0.5)
     first = heads[0]
     plan = type(plan)(keep={**plan.keep, first.id: tuple(range(first.size))}, sizes=plan.sizes, meta=plan.meta)

@@ -21,7 +21,7 @@ from prunekit.graph.handlers import bias_heads, timm_modules
 from prunekit.graph.registry import refresh_for, register_group_tie, register_refresh
 
 __all__ = ["TRANSFORMERS", "WIDTHS", "KEEP_HEADS", "KEEP_SPLIT", "BLOCKS", "SECTIONS", "TIED", "LayerConfig",
-           "config_widths", "inner_width", "is_attention",
+           "aligned_experts", "config_widths", "inner_width", "is_attention",
            "keeps_query_groups", "refresh_attention", "same_head_dims", "tied_widths"]
 
 WIDTHS: dict[type, Callable[[nn.Module], dict[str, int]]] = {}  # class -> its config widths
@@ -33,6 +33,7 @@ WIDTH_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_
                 "decoder_attention_heads", "num_decoder_heads", "embed_dim", "word_embed_proj_dim",
                 "moe_intermediate_size", "shared_expert_intermediate_size", "mlp_dim", "ffn_hidden_size",
                 "hidden_sizes", "embedding_size", "projection_dim", "q_lora_rank", "kv_lora_rank", "index_n_heads",
+                "d_inner", "pooler_hidden_size",  # Funnel's FFN width; DeBERTa's pooler
                 # state-space mixers (Mamba-2 and the hybrids built on it): heads and B/C groups
                 "n_groups", "mamba_n_heads", "mamba_num_heads", "n_mamba_heads", "mamba_n_groups", "mamba_ngroups",
                 "expand", "mamba_expand", "mamba_d_ssm",
@@ -94,6 +95,57 @@ def tied_widths(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> tuple[Cha
                            "configs' hidden_size and has no projection between them)")
         groups = tuple(one if g is a else g for g in groups if g is not b)
     return groups
+
+
+GROUPED_MM_ALIGNMENT = 16  # bytes: torch's grouped_mm refuses strides that are not a multiple of this
+
+
+@register_group_tie
+def aligned_experts(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> tuple[ChannelGroup, ...]:
+    """``groups`` with every width that transformers' ``grouped_mm`` experts kernel reads (the
+    non-expert axes of a fused experts module's 3-d weights, Mixtral's and Qwen2-MoE's) cut in blocks of
+    16 bytes of channels (4 float32, 8 bfloat16): the kernel refuses other strides, so a cut width
+    runs with the model's own experts kernel. Every plan, a budget search's candidates included,
+    then keeps whole blocks; a group whose size is no whole number of blocks is kept."""
+    experts = _grouped_experts(model)
+    return tuple(_aligned(g, experts) for g in groups) if experts else groups
+
+
+def _grouped_experts(model: nn.Module) -> dict[str, int]:
+    """Expert weights (fqn) that a transformers experts module runs through ``grouped_mm`` (its config's
+    ``_experts_implementation``) -> the channels one aligned stride holds."""
+    found: dict[str, int] = {}
+    for name, module in model.named_modules():
+        config = vars(module).get("config")
+        if (not type(module).__module__.startswith("transformers.")
+                or type(vars(module).get("is_transposed")) is not bool
+                or getattr(config, "_experts_implementation", None) != "grouped_mm"):
+            continue
+        for attr, weight in module.named_parameters(recurse=False):
+            if weight.dim() == 3:
+                found[f"{name}.{attr}" if name else attr] = max(1, GROUPED_MM_ALIGNMENT // weight.element_size())
+    return found
+
+
+def _aligned(group: ChannelGroup, experts: dict[str, int]) -> ChannelGroup:
+    """``group`` in units of as many channels as make each of its expert-weight members an aligned width."""
+    import dataclasses
+    import math
+
+    factor = 1
+    for m in group.members:
+        align = experts.get(m.tensor)
+        if align is not None and m.axis > 0:  # NOTE: axis 0 counts the experts, which are not cut
+            factor = math.lcm(factor, align // math.gcd(align, m.inner))
+    if factor == 1:
+        return group
+    if group.size % factor:
+        return dataclasses.replace(group, prunable=False, reasons=group.reasons + (
+            f"the grouped_mm experts kernel reads widths in multiples of {factor} channels and the group's "
+            f"{group.size} are not (set experts_implementation='eager' in the config to cut it)",))
+    coarse = lambda members: tuple(dataclasses.replace(m, inner=m.inner * factor) for m in members)  # noqa: E731
+    return dataclasses.replace(group, size=group.size // factor, members=coarse(group.members),
+                               attrs=coarse(group.attrs))
 
 
 def _width_group(model: nn.Module, part: nn.Module, groups: tuple[ChannelGroup, ...]) -> ChannelGroup | None:
@@ -247,13 +299,13 @@ def _refresh_config(model: nn.Module) -> None:
         solved = {}
     _search_heads(model, config, [n for n in probes if n not in solved and n not in per_layer], pruned)
     constants = changed_constants(model, config)
-    if constants:  # NOTE: e.g. Gemma's embedding scale sqrt(hidden_size): the widths stay, loudly stale
-        for name, value in before.items():
-            now = getattr(config, name, None)
-            if now != value and type(now) is int and type(value) is int:
-                setattr(config, name, value)
-                per_layer[_fields_name(config, name)] = [now]
-        solved = {}
+    if constants:  # NOTE: e.g. Gemma's embedding scale sqrt(hidden_size): those widths stay, loudly stale
+        stale = _keep_constants(model, config, before)
+        for name, (_, now) in stale.items():
+            per_layer[name] = [now]
+            solved = {n: v for n, v in solved.items() if _alias(config, n) != _alias(config, name)}
+        if not getattr(config, "prunekit_constants", None):  # NOTE: once: the inner model shares the config
+            _warn_constants(model, {name: old for name, (old, _) in stale.items()}, constants)
         config.prunekit_constants = constants
     for name in bias_heads.pinned_fields(model):  # NOTE: the head count the model builds its per-head
         now, old = getattr(config, name, None), before.get(name)  # bias from (ALiBi) stays; layers differ
@@ -266,9 +318,59 @@ def _refresh_config(model: nn.Module) -> None:
         table.pop(name, None)
     table.update(per_layer)
     config.prunekit_layer_widths = table or None
-    if not _valid(config):
-        _undo_guesses(config, before)
-    _refresh_stored_widths(model, config, pruned)
+    if not _valid(config) or _loads_otherwise(model, config, pruned):
+        _undo_guesses(config, before)  # NOTE: BLOOM's pinned n_head over a solved hidden_size builds 4 heads of 8
+    _refresh_stored_widths(model, config, pruned)  # of the same shapes where its layers keep 2 heads of 16
+
+
+def _keep_constants(model: nn.Module, config: Any, before: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """Put back the changed width fields that ``config`` builds a changed constant from (Gemma's
+    ``hidden_size``, a BART attention's ``scaling`` from ``d_model / heads``), the others (an FFN width)
+    keeping their new values; all of them where no single field is to blame. Returns field -> (old, new)."""
+    changed: dict[str, tuple[int, int]] = {}
+    for name, value in before.items():
+        now = getattr(config, name, None)
+        if now != value and type(now) is int and type(value) is int:
+            changed.setdefault(_fields_name(config, name), (value, now))
+    found = set(changed_constants(model, config))
+    blamed: dict[str, tuple[int, int]] = {}
+    for name, (old, now) in changed.items():
+        setattr(config, name, old)
+        if set(changed_constants(model, config)) < found:
+            blamed[name] = (old, now)
+        setattr(config, name, now)
+    for name, (old, _) in blamed.items():
+        setattr(config, name, old)
+    if not blamed or changed_constants(model, config):
+        blamed = changed
+        for name, (old, _) in changed.items():
+            setattr(config, name, old)
+    return blamed
+
+
+def _loads_otherwise(model: nn.Module, config: Any, pruned: dict[Any, int]) -> bool:
+    """Whether ``config`` builds every tensor of the pruned shapes but computes otherwise (other head
+    sizes, other constants): transformers would load the weights with no complaint into another
+    function, where a config of other shapes makes it refuse them."""
+    try:
+        built = _features(_meta_build(model, config))
+    except Exception:  # NOTE: a config its model refuses loads nothing
+        return False
+    if any(built.get(key) != size for key, size in pruned.items() if key[1] >= 0):
+        return False
+    return not same_head_dims(model, config) or bool(changed_constants(model, config))
+
+
+def _warn_constants(model: nn.Module, stale: dict[str, int], constants: list[str]) -> None:
+    """Say that the config keeps dense widths (``stale``) because the model computes ``constants`` from
+    them, so transformers' own loader refuses the saved folder while prunekit.load rebuilds it."""
+    import warnings
+
+    fields = ", ".join(f"{name}={value}" for name, value in stale.items()) or "its widths"
+    warnings.warn(f"{type(model.config).__name__} keeps the dense {fields} (the pruned widths are in "
+                  f"config.prunekit_layer_widths) because the architecture computes a constant from them "
+                  f"({constants[0]}{', ...' if len(constants) > 1 else ''}); transformers' from_pretrained "
+                  f"will refuse the saved folder. Load it with prunekit.load.", stacklevel=2)
 
 
 def _kv_heads_follow(config: Any, solved: dict[str, int], per_layer: dict[str, Any]) -> None:
