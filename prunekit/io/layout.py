@@ -20,7 +20,9 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import sys
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +33,7 @@ from prunekit.errors import ConfigError, DataError
 
 __all__ = ["layout_record", "restore_layout", "restore_modules", "restore_attributes", "restore_tensors",
            "restore_buffers", "restore_ties", "ties_as_recorded", "tie_groups", "state_once", "changed_attributes",
-           "sliced_buffers", "type_of", "LAYOUT_KEYS", "RECORDABLE_CLASSES"]
+           "sliced_buffers", "type_of", "same_class", "LAYOUT_KEYS", "RECORDABLE_CLASSES"]
 
 LAYOUT_KEYS = ("tensors", "attributes", "identity", "none")
 # NOTE: every class a saved folder may name: the modules pruning puts in a module's place (rebuilt
@@ -116,6 +118,34 @@ def type_of(module: nn.Module) -> type:
     return parametrize.type_before_parametrizations(module)
 
 
+def same_class(a: type, b: type) -> bool:
+    """Whether ``a`` and ``b`` are one class: the same object, or the same qualified name defined in the
+    same source file (a user's ``my_model.py`` imported as ``my_model`` and also run under prunekit's own
+    module name for the spec ``my_model.py:build`` defines its classes twice)."""
+    if a is b:
+        return True
+    file = _source_file(a)
+    return a.__qualname__ == b.__qualname__ and file is not None and file == _source_file(b)
+
+
+def _unrecordable(name: str, module: nn.Module, before: nn.Module | None) -> ConfigError:
+    """The error for a module that is not what the original architecture has at ``name``; two classes
+    of one name are named in full (module and qualified name)."""
+    klass, other = type_of(module), None if before is None else type_of(before)
+    shown = _class_path if other is not None and other.__qualname__ == klass.__qualname__ else _short_name
+    got = "nothing" if other is None else f"a {shown(other)}"
+    where = f"module '{name}'" if name else "the model"
+    return ConfigError(f"save: {where} is a {shown(klass)} but the original architecture has "
+                       f"{got} there. Only pruned widths, blocks replaced by nn.Identity and factorised layers "
+                       f"(transforms=[decompose result]) can be recorded; pass the matching source.")
+
+
+def _source_file(klass: type) -> Path | None:
+    """The resolved file ``klass``'s module was run from (None: no file, e.g. a class typed in a REPL)."""
+    file = getattr(sys.modules.get(klass.__module__), "__file__", None)
+    return Path(file).resolve() if isinstance(file, str) else None
+
+
 def layout_record(model: nn.Module, original: nn.Module, *, opaque: Collection[str] = (),
                   every_buffer: bool = False) -> dict[str, Any]:
     """How ``model`` differs in shape from ``original``, its un-pruned architecture, as JSON data.
@@ -138,17 +168,16 @@ def layout_record(model: nn.Module, original: nn.Module, *, opaque: Collection[s
         if isinstance(module, nn.Identity) and before is not None and not isinstance(before, nn.Identity):
             identity.append(name)
             continue
-        if before is not None and type_of(module) is not type_of(before) and _is_replacement(type(module)):
+        if before is None:
+            raise _unrecordable(name, module, before)
+        retyped = not same_class(type_of(module), type_of(before))
+        if retyped and _is_replacement(type(module)):
             replaced[name] = _class_path(type(module))
-        elif before is not None and type_of(module) is not type_of(before) and _unlisted(type(module)):
+        elif retyped and _unlisted(type(module)):
             raise ConfigError(f"save: module '{name}' is a {_class_path(type(module))}, which saved folders may "
                               f"not name yet. Add it to prunekit.io.layout.RECORDABLE_CLASSES.")
-        elif before is None or type_of(module) is not type_of(before):
-            got = "nothing" if before is None else f"a {type(before).__name__}"
-            raise ConfigError(
-                f"save: module '{name}' is a {type(module).__name__} but the original architecture "
-                f"has {got} there. Only pruned widths, blocks replaced by nn.Identity and factorised "
-                f"layers (transforms=[decompose result]) can be recorded; pass the matching source.")
+        elif retyped:
+            raise _unrecordable(name, module, before)
         changed = changed_attributes(module, before)
         if changed:
             attributes[name] = changed
@@ -248,6 +277,10 @@ def _layout_class(path: Any, where: str) -> Any:
 
 def _class_path(klass: type) -> str:
     return f"{klass.__module__}.{klass.__qualname__}"
+
+
+def _short_name(klass: type) -> str:
+    return klass.__name__
 
 
 def _replacement(path: Any, name: str, where: str) -> Any:

@@ -133,7 +133,7 @@ def factorised_attributes(model: nn.Module, reference: nn.Module,
     loading rebuilds there (at the widths they were factorised at): a result pruned after it was
     factorised has narrower ones (``layout["factorised_attributes"]``, set after the shells are built)."""
     from prunekit.decompose.layers import shell
-    from prunekit.io.layout import changed_attributes, type_of
+    from prunekit.io.layout import changed_attributes, same_class, type_of
 
     names = factorised_names(transforms)
     if not names:
@@ -149,7 +149,7 @@ def factorised_attributes(model: nn.Module, reference: nn.Module,
     out: dict[str, dict[str, Any]] = {}
     for name, module in model.named_modules():
         before = built.get(name)
-        if _within(name, names) and before is not None and type_of(module) is type_of(before):
+        if _within(name, names) and before is not None and same_class(type_of(module), type_of(before)):
             changed = changed_attributes(module, before)
             if changed:
                 out[name] = changed
