@@ -26,6 +26,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +34,21 @@ import torch
 from tqdm import tqdm
 
 from prunekit._seed import seeded
-from prunekit.errors import ConfigError, OutputError
+from prunekit.errors import ConfigError, OutputError, PrunekitError
 from prunekit.io import load_json, read_manifest, save_json
 from prunekit.recipes.checkpoint import load_state
-from prunekit.recipes.parse import load_recipe, parse_recipe
+from prunekit.recipes.loader import Lines, load_yaml, where
+from prunekit.recipes.parse import _dotted, load_recipe, parse_recipe
 from prunekit.recipes.schema import Recipe, stage_kind, stage_options
 from prunekit.recipes.stages import STAGE_OUTPUTS, STAGES, TRAINING_KINDS, RunState, searched_after, training_config
 
-__all__ = ["STATE_FILE", "run_recipe"]
+__all__ = ["STATE_FILE", "check_output", "run_recipe"]
 
 STATE_FILE = "state.json"
 CHECKPOINTS = "checkpoints"  # NOTE: OUT/checkpoints/stage-NN-KIND/, one saved folder per completed stage
 _CHECKPOINT_NAME = re.compile(r"stage-\d{2,}-[a-z]+")
 COMPRESSING = frozenset({"prune", "gates", "sparsify", "decompose"})
+Naming = Callable[[str], contextlib.AbstractContextManager[None]]  # NOTE: a stage's field -> _naming it
 
 
 def _teacher_stage(kinds: list[str]) -> int:
@@ -71,6 +74,40 @@ def _build(recipe: Recipe) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     return net, splits, {"model": source["spec"], **source["kwargs"]}
 
 
+def _earlier_transforms(spec: str) -> list[dict[str, Any]]:
+    """What a saved folder the recipe starts from had applied (its manifest's transforms, less how
+    its weights were stored): every save of the run keeps them first, as ``prunekit prune --model
+    OUT`` does; other specs had none."""
+    from prunekit.workflows.common import is_saved_folder, model_folder
+
+    if not is_saved_folder(spec):
+        return []
+    return [dict(t) for t in read_manifest(Path(model_folder(spec))).transforms if t["kind"] != "sparse"]
+
+
+def _inputs(recipe: Recipe) -> list[tuple[str, Path]]:
+    """The files and folders the recipe reads its model from (as given, resolved): a path spec and the
+    saved folder it stands for, a ``file.py:factory`` spec's file, the weights file."""
+    from prunekit.workflows.common import model_folder
+
+    spec, weights = recipe.model.name, recipe.model.weights
+    head, sep, _ = spec.rpartition(":")
+    given = [spec, model_folder(spec), *([head] if sep and head.endswith(".py") else []),
+             *([weights] if weights else [])]
+    return [(text, Path(text).expanduser().resolve()) for text in given if Path(text).expanduser().exists()]
+
+
+def check_output(recipe: Recipe, out: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, an ``out`` whose ``model/`` (replaced by the finished model) is or
+    holds what the recipe reads its model from: the run would destroy its own input."""
+    final = Path(out) / "model"
+    resolved = final.expanduser().resolve()
+    for given, path in _inputs(recipe):
+        if path == resolved or resolved in path.parents:
+            raise OutputError(f"run: the finished model goes to '{final}', which would replace the recipe's "
+                              f"model input '{given}'. Pick another --out (or out: in the recipe); nothing was run.")
+
+
 def _profile(state: RunState, name: str, latency: bool) -> dict[str, Any]:
     from prunekit.measure import profile
     from prunekit.measure.latency import DEFAULT_BACKENDS
@@ -90,19 +127,84 @@ def _reseed(data: Any, seed: int) -> None:
         generator.manual_seed(seed)
 
 
-def _check_fits(recipe: Recipe, state: RunState) -> None:
-    """Refuse, before any stage trains, a stage whose importance needs labels the data lacks."""
+@contextlib.contextmanager
+def _naming(source: str, lines: Lines, loc: tuple[Any, ...]) -> Iterator[None]:
+    """Re-raise a PrunekitError of the body naming the recipe file, line and field ``loc``, as every
+    recipe error does."""
+    try:
+        yield
+    except PrunekitError as exc:
+        line = where(lines, loc)
+        at = f"{source}:{line}" if line else source
+        raise ConfigError(f"{at}: {_dotted(loc)}: {' '.join(str(exc).split())}") from None
+
+
+def _check_fits(recipe: Recipe, state: RunState, first: int, source: str, lines: Lines) -> None:
+    """Refuse, before any stage trains, what the data or the built model cannot take: an importance
+    needing labels the data lacks, module names the model lacks, layers a sparsify pattern cannot
+    fit. Each error names the recipe file, line and field."""
     from prunekit.workflows.prune import check_fits as prune_fits
     from prunekit.workflows.sparsify import check_fits as sparsify_fits
 
-    for stage in recipe.stages:
-        kind, o = stage_kind(stage), stage_options(stage)
+    for index in range(first, len(recipe.stages)):
+        stage = recipe.stages[index]
+        kind, o, loc = stage_kind(stage), stage_options(stage), ("stages", index, stage_kind(stage))
+        before = [stage_kind(s) for s in recipe.stages[first:index]]
+
+        def at(field: str, loc: tuple[Any, ...] = loc) -> contextlib.AbstractContextManager[None]:
+            return _naming(source, lines, (*loc, field))
+
         if kind == "prune":
             for name in {o.importance, *(s.importance for s in o.schedule or () if s.importance)}:  # type: ignore[attr-defined]
-                prune_fits(name, state.splits, state.task)
+                with at("importance"):
+                    prune_fits(name, state.splits, state.task)
+            if o.allocation is None:  # type: ignore[attr-defined]
+                _check_prune_names(state, o, at)
         elif kind == "sparsify":
-            sparsify_fits(state.splits, state.task, importance=o.importance, method=o.method,  # type: ignore[attr-defined]
-                          schedule=o.schedule)  # type: ignore[attr-defined]
+            with at("importance"):
+                sparsify_fits(state.splits, state.task, importance=o.importance, method=o.method,  # type: ignore[attr-defined]
+                              schedule=o.schedule)  # type: ignore[attr-defined]
+            if "decompose" not in before:  # NOTE: factorising renames and replaces the layers
+                _check_sparsify_layers(state, o, before, at)
+
+
+def _check_prune_names(state: RunState, o: Any, at: Naming) -> None:
+    """A prune stage's ``ignore`` and ``options`` name modules the model has (pruning renames none)."""
+    from prunekit.structured import StructuredPruner
+    from prunekit.workflows.prune import precheck
+
+    common = {"scope": o.scope, "round_to": o.round_to, "ignore": tuple(o.ignore)}
+    if o.ignore:
+        with at("ignore"):
+            precheck(state.model, state.example(), StructuredPruner({"ratio": 0.0}, **common))
+    if o.options:
+        with at("options"):
+            precheck(state.model, state.example(), StructuredPruner({"ratio": 0.0}, **common, options=o.options))
+
+
+def _check_sparsify_layers(state: RunState, o: Any, before: list[str], at: Naming) -> None:
+    """A sparsify stage's ``ignore`` names modules the model has, and each layer it sparsifies fits its
+    pattern: all of them, or after a structural stage the layers whose shape that stage cannot change
+    where the pattern reads it (none after a search, whose allocation may remove blocks)."""
+    from prunekit.graph import DependencyGraph
+    from prunekit.sparsity import Pattern, select_targets
+    from prunekit.sparsity.patterns import check_layer
+
+    example = state.example()
+    with at("ignore"):
+        targets = select_targets(state.model, None, tuple(o.ignore), example)
+    pattern = Pattern.parse(o.pattern)
+    if pattern.kind == "unstructured" or "search" in before:
+        return
+    resizable: set[str] = set()
+    if any(kind in COMPRESSING for kind in before):
+        lowest = 0 if pattern.kind == "block" else 1  # NOTE: N:M reads the input axes, blocks both
+        groups = DependencyGraph.trace(state.model, example).groups
+        resizable = {m.tensor for g in groups if g.prunable for m in g.members if m.axis >= lowest}
+    for name in targets:
+        if name not in resizable:
+            with at("pattern"):
+                check_layer(name, tuple(state.model.get_parameter(name).shape), pattern)
 
 
 def _checkpoint_dir(out: Path, index: int, kind: str) -> Path:
@@ -134,7 +236,8 @@ def _remove_earlier_run(out: Path, recipe: Recipe) -> None:
 def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.PathLike[str] | None = None,
                resume: bool = False, overwrite: bool = False, progress: bool = False,
                stop_after: int | None = None, device: str | None = None,
-               max_eval_batches: int | None = None) -> dict[str, Any]:
+               max_eval_batches: int | None = None, source: str | os.PathLike[str] | None = None
+               ) -> dict[str, Any]:
     """Execute ``recipe`` (a :class:`Recipe` or a YAML path); returns the results dict.
 
     Args:
@@ -146,16 +249,21 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
         device: where training stages run (cpu, cuda, ...); the rest runs on the CPU.
         max_eval_batches: evaluate validation and test accuracy (per epoch, per stage and in
             ``evaluate`` stages) on only the first this many batches of 512.
+        source: the YAML file a :class:`Recipe` was read from, whose lines the checks made once the
+            model is built name (a path ``recipe`` is its own).
     """
     if not isinstance(recipe, Recipe):
+        source = source or recipe
         recipe = load_recipe(recipe)
     out = Path(out_dir or recipe.out or "runs/recipe")
+    check_output(recipe, out)
     plain = recipe.model_dump(mode="json")
     kinds = [stage_kind(stage) for stage in recipe.stages]
     teacher_at = _teacher_stage(kinds)
     state, first, results = _start(recipe, out, plain, kinds, resume=resume, progress=progress, device=device,
                                    max_eval_batches=max_eval_batches)
-    _check_fits(recipe, state)
+    _check_fits(recipe, state, first, str(source) if source is not None else "recipe",
+                load_yaml(source)[1] if source is not None else {})
     if overwrite and not resume:
         _remove_earlier_run(out, recipe)
     if first == 0:
@@ -182,8 +290,9 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, out_dir: str | os.Pat
         save_json(results, out / "results.json")
         save_json({"completed": index + 1, "recipe": plain}, out / STATE_FILE)
     bar.close()
-    if last == len(recipe.stages) and last > first:
-        # NOTE: the finished model also sits where every command puts its result: OUT/model/.
+    if last == len(recipe.stages):
+        # NOTE: the finished model also sits where every command puts its result: OUT/model/ (written
+        # again by a resume after the last stage: a run stopped before it has none, or a partial one).
         state.save(out / "model")
         results["files"] = {"model": str(out / "model")}
         save_json(results, out / "results.json")
@@ -226,17 +335,21 @@ def _start(recipe: Recipe, out: Path, plain: dict[str, Any], kinds: list[str], *
     factorised: list[Any] = []
     plans: list[dict[str, Any]] = []
     teacher_at = _teacher_stage(kinds)
+    earlier = _earlier_transforms(recipe.model.name)
     if resume:
         first, results = _resume_point(out, plain)
         if first > 0:
             checkpoint = _checkpoint_dir(out, first - 1, kinds[first - 1])
             net, factorised = load_state(checkpoint)
-            # NOTE: the plans applied so far stay in every later manifest, as in a run never stopped.
-            plans = [t["plan"] for t in read_manifest(checkpoint).of_kind("prune")]
+            # NOTE: the plans applied so far stay in every later manifest, as in a run never stopped;
+            # the checkpoint lists the input folder's transforms first, which state.earlier holds.
+            own = read_manifest(checkpoint).transforms[len(earlier):]
+            plans = [t["plan"] for t in own if t["kind"] == "prune"]
+            factorised = factorised[sum(len(t["layers"]) for t in earlier if t["kind"] == "factorise"):]
         if 0 <= teacher_at < first:
             original = load_state(_checkpoint_dir(out, teacher_at, kinds[teacher_at]))[0].eval()
     state = RunState(model=net, splits=splits, original=original, architecture=architecture,
-                     seed=recipe.seed, out=out, progress=progress, plans=plans,
+                     seed=recipe.seed, out=out, progress=progress, plans=plans, earlier=earlier,
                      factorised=factorised, device=device, task=recipe.task,
                      max_eval_batches=max_eval_batches, tokenizer=tokenizer_of(recipe.model.name),
                      data=recipe.data, split_seed=split_seed_of(made_for(recipe.model.name), recipe.model.name),

@@ -35,7 +35,7 @@ from prunekit.recover.config import TrainConfig
 from prunekit.structured.allocate import AUTO_RULE, valid_round_to
 from prunekit.structured.target import Target
 
-__all__ = ["Recipe", "ModelSpec", "DataSpec", "STAGE_KINDS", "stage_kind", "stage_options"]
+__all__ = ["Recipe", "ModelSpec", "DataSpec", "STAGE_KINDS", "option_names", "stage_kind", "stage_options"]
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
 
@@ -118,7 +118,7 @@ class PruneOptions(BaseModel):
     round_to: RoundTo = Field("auto", description=_ROUND_TO)
     ignore: list[str] = Field(default_factory=list, description="module names never cut")
     steps: int = Field(1, ge=1, description="reach the target in this many steps")
-    finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning between steps")
+    finetune_epochs: int = Field(0, ge=0, description="epochs of fine-tuning after pruning (and between steps)")
     schedule: list[PruneStep] | None = Field(None, description="explicit steps (instead of target/steps)")
     options: dict[str, Any] | None = Field(None, description="PrunerOptions (layer ratios, caps)")
     calibration_batches: int = Field(4, ge=1, description="training batches for data-driven importance")
@@ -131,6 +131,16 @@ class PruneOptions(BaseModel):
                                           "metric (0.01: one accuracy point): the target is the deepest cut "
                                           "allowed; each try is fine-tuned finetune_epochs (prune --max-metric-drop)")
     tries: int = Field(5, ge=1, description="cuts tried under max_metric_drop: the target, then a bisection")
+
+    @field_validator("options")
+    @classmethod
+    def _pruner_options(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from prunekit.config import parse_config
+        from prunekit.structured.pruner import PrunerOptions
+
+        if value is not None:
+            parse_config(PrunerOptions, value)  # NOTE: StructuredPruner's own rules, checked before any work
+        return value
 
     @model_validator(mode="after")
     def _one_way(self) -> PruneOptions:
@@ -182,6 +192,23 @@ class SparsifyOptions(TrainConfig):
     ignore: list[str] = Field(default_factory=list, description="module names left dense")
     calibration_batches: int = Field(8, ge=1, description="training batches for calibration methods")
 
+    @field_validator("pattern")
+    @classmethod
+    def _known_pattern(cls, value: str) -> str:
+        from prunekit.sparsity import Pattern
+
+        Pattern.parse(value)  # NOTE: the library's parser: its error names what it takes
+        return value
+
+    @model_validator(mode="after")
+    def _sparsifier_takes(self) -> SparsifyOptions:
+        from prunekit.sparsity import Sparsifier
+
+        # NOTE: the Sparsifier's own rules (pattern, sparsity against it, scope), checked before any work
+        Sparsifier(self.sparsity, pattern=self.pattern, importance=self.importance, scope=self.scope
+                   ).validate_params()
+        return self
+
 
 class DecomposeStageOptions(BaseModel):
     """``decompose``: ``prunekit.decompose.decompose`` (method, and one of rank / energy / target), or
@@ -198,6 +225,16 @@ class DecomposeStageOptions(BaseModel):
     options: dict[str, Any] | None = Field(None, description="DecomposeOptions (force, cp iterations, ...)")
     allocation: Literal["search"] | None = Field(None, description="'search': factorise each layer at the method "
                                                  "and rank the previous search stage chose (no other option)")
+
+    @field_validator("options")
+    @classmethod
+    def _decompose_options(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from prunekit.config import parse_config
+        from prunekit.decompose import DecomposeOptions
+
+        if value is not None:
+            parse_config(DecomposeOptions, value)  # NOTE: decompose's own rules, checked before any work
+        return value
 
     @model_validator(mode="after")
     def _one_way(self) -> DecomposeStageOptions:
@@ -449,6 +486,11 @@ class Recipe(BaseModel):
         if isinstance(data.get("stages"), list):
             data["stages"] = [_none_to_empty(s) for s in data["stages"]]
         return data
+
+
+def option_names(kind: str) -> tuple[str, ...]:
+    """The option keys a stage of ``kind`` takes (``prunekit run --help`` lists them)."""
+    return tuple(_OPTIONS[kind].model_fields)
 
 
 def stage_kind(stage: BaseModel) -> str:

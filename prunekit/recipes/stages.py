@@ -66,6 +66,7 @@ class RunState:
     # NOTE: stages that change the model save nothing, so this is the profile of the model every save writes.
     profile: dict[str, Any] | None = None  # the last measured profile of the model as it stands (the runner's)
     split_seed: int = 0  # the seed the data was split with (a saved folder's own), recorded in every checkpoint
+    earlier: list[dict[str, Any]] = field(default_factory=list)  # the transforms of the saved folder it started from
 
     def __post_init__(self) -> None:
         self.task = with_teacher(task_of(self.splits, self.task), self.model)
@@ -77,8 +78,13 @@ class RunState:
         from prunekit.io import record_metrics
         from prunekit.recipes.checkpoint import save_model
 
-        saved = save_model(self.model, self.architecture, folder, factorised=self.factorised, plans=self.plans,
-                           extra=extra, data=data_record(self.splits, self.split_seed))
+        # NOTE: the transforms in the order applied: the input folder's, then this run's plans and
+        # factorised layers (the order save_model keeps), then ``extra``.
+        own: list[Mapping[str, Any]] = [{"kind": "prune", "plan": plan} for plan in self.plans]
+        if self.factorised:
+            own.append({"kind": "factorise", "layers": list(self.factorised)})
+        saved = save_model(self.model, self.architecture, folder, extra=[*self.earlier, *own, *extra],
+                           data=data_record(self.splits, self.split_seed))
         if self.profile is not None:
             record_metrics(saved, {"profile": self.profile})
         copy_tokenizer(self.tokenizer, saved)
@@ -147,7 +153,11 @@ def tune(state: RunState, config: TrainConfig, callbacks: Sequence[Any] = ()) ->
 def _fit(state: RunState, config: TrainConfig, callbacks: list[Any]) -> dict[str, Any]:
     if config.epochs == 0:
         return {"epochs": 0}
-    result = tune(state, config, callbacks)
+    return _fitted(config, tune(state, config, callbacks))
+
+
+def _fitted(config: TrainConfig, result: Any) -> dict[str, Any]:
+    """The summary of one fine-tuning (``result``: what ``fine_tune`` returned) with ``config``."""
     return {"epochs": config.epochs, "history": list(result.history), "val": dict(result.val),
             "wall_time_s": result.wall_time_s}
 
@@ -238,11 +248,12 @@ def prune(state: RunState, options: BaseModel, seed: int) -> dict[str, Any]:
     if o.schedule is None:  # type: ignore[attr-defined]
         pruner = StructuredPruner(o.target.to_dict(), importance=o.importance, steps=o.steps, **common)  # type: ignore[attr-defined]
         config = step_config(state, o, o.finetune_epochs, seed)  # type: ignore[attr-defined]
-        state.model, plan, achieved, steps = prune_model(
+        state.model, plan, achieved, steps, tuned = prune_model(
             state.model, state.splits, pruner, finetune_epochs=o.finetune_epochs, task=state.task,  # type: ignore[attr-defined]
             tune=lambda m: _tune_model(state, m, config))
         state.plans.append(plan.to_dict())
-        return {"achieved": achieved, "steps": steps, "finetune_config": config.model_dump()}
+        return {"achieved": achieved, "steps": steps, "finetune": {"epochs": 0} if tuned is None else
+                _fitted(config, tuned), "finetune_config": config.model_dump()}
     start, records, removed = copy.deepcopy(state.model), [], 0.0
     for i, step in enumerate(o.schedule):  # type: ignore[attr-defined]
         target = _relative(step.target, state, start, removed)
@@ -272,11 +283,11 @@ def _prune_within(state: RunState, o: Any, seed: int, common: dict[str, Any]) ->
 
     def attempt(target: Mapping[str, Any]) -> Attempt:
         pruner = StructuredPruner(dict(target), importance=o.importance, steps=o.steps, **common)
-        model, plan, achieved, steps = prune_model(dense, state.splits, pruner, finetune_epochs=o.finetune_epochs,
-                                                   task=state.task, tune=lambda m: _tune_model(state, m, config))
+        model, plan, achieved, steps, tuned = prune_model(
+            dense, state.splits, pruner, finetune_epochs=o.finetune_epochs, task=state.task,
+            tune=lambda m: _tune_model(state, m, config))
         state.model = model
-        tuned = _fit(state, config, []) if o.finetune_epochs else None
-        return Attempt(pruner, model, plan, achieved, steps, tuned)
+        return Attempt(pruner, model, plan, achieved, steps, None if tuned is None else _fitted(config, tuned))
 
     score = torch_scorer(selection_data(state.splits), state.task, Measure(max_eval_batches=state.max_eval_batches))
     found, record = prune_within(dense, o.target, max_metric_drop=o.max_metric_drop, tries=o.tries, attempt=attempt,

@@ -2,7 +2,7 @@
 
 :func:`prune_model` is the step a recipe's ``prune`` stage shares with the command: a
 :class:`~prunekit.structured.StructuredPruner` applied in one step, or in several with fine-tuning
-between them.
+between them, then fine-tuned after the last.
 """
 
 from __future__ import annotations
@@ -66,14 +66,25 @@ Tuner = Callable[[nn.Module], Any]
 
 def prune_model(net: nn.Module, splits: Any, pruner: StructuredPruner, *, finetune_epochs: int,
                 tune: Tuner | None = None, task: Any = None
-                ) -> tuple[nn.Module, Plan, dict[str, Any], list[dict[str, Any]]]:
-    """Prune ``net`` with ``pruner``; with ``pruner.steps > 1`` and ``finetune_epochs > 0`` call
-    ``tune(model)`` between the steps. Returns ``(pruned model, plan against net, achieved, steps)``."""
+                ) -> tuple[nn.Module, Plan, dict[str, Any], list[dict[str, Any]], Any]:
+    """Prune ``net`` with ``pruner``; with ``finetune_epochs > 0`` call ``tune(model)`` between the
+    steps (``pruner.steps > 1``) and after the last one, as ``prunekit prune --finetune-epochs`` does.
+    Returns ``(pruned model, plan against net, achieved, steps, the last tune's result or None)``."""
     task = task_of(splits, task)
     example, batches = example_of(splits, task), calibration_batches(splits, 4, task=task)
-    if pruner.steps == 1 or finetune_epochs == 0 or tune is None:
+    if pruner.steps > 1 and finetune_epochs > 0 and tune is not None:
+        pruned, plan, achieved, steps = _prune_in_steps(net, example, batches, pruner, tune)
+    else:
         pruned = pruner.fit_transform(net, example, batches)
-        return pruned, pruner.plan_, dict(pruner.achieved_), []
+        plan, achieved, steps = pruner.plan_, dict(pruner.achieved_), []
+    tuned = tune(pruned) if finetune_epochs > 0 and tune is not None else None
+    return pruned, plan, achieved, steps, tuned
+
+
+def _prune_in_steps(net: nn.Module, example: Any, batches: Any, pruner: StructuredPruner, tune: Tuner
+                    ) -> tuple[nn.Module, Plan, dict[str, Any], list[dict[str, Any]]]:
+    """``pruner``'s target in ``pruner.steps`` steps with ``tune(model)`` between them: the pruned
+    model, one plan against ``net``, what was achieved and a record per step."""
     params = pruner.get_params()
 
     def between(model: nn.Module, step: int) -> nn.Module:
@@ -189,12 +200,10 @@ def prune(model: Model, data: Data = "fashion_mnist", *, stage: Mapping[str, Any
 
     def attempt(target: Mapping[str, Any], epochs: int = finetune_epochs) -> Attempt:
         tried = StructuredPruner(**{**pruner.get_params(), "target": dict(target)})
-        model_, plan_, achieved_, steps_ = prune_model(
+        model_, plan_, achieved_, steps_, tuned = prune_model(
             net, splits, tried, finetune_epochs=epochs, task=scorer,
             tune=lambda m: fine_tune(m, splits, finetune, progress=progress, device=device, task=scorer))
-        tuned = history(fine_tune(model_, splits, finetune, progress=progress, device=device, task=scorer)) \
-            if epochs > 0 else None
-        return Attempt(tried, model_, plan_, achieved_, steps_, tuned)
+        return Attempt(tried, model_, plan_, achieved_, steps_, history(tuned) if tuned is not None else None)
 
     if max_metric_drop is None:
         chosen = attempt(stage["target"])
