@@ -243,10 +243,39 @@ def _trilinear_flops(i1: Any, i2: Any, i3: Any, expand1: Sequence[int], expand2:
     return 2 * math.prod(max(sizes) for sizes in zip(*shapes))
 
 
+def _grouped_mm_flops(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor | None = None, *_: Any,
+                      **__: Any) -> int:
+    """FLOPs of ``aten._grouped_mm`` (what transformers' mixture-of-experts layers run): each group
+    multiplies its own slice, so the work is that of one matmul over the rows (or the inner or outer
+    width) the groups cover, ``offs[-1]`` of them; 3-d by 3-d is a batched matmul."""
+    def covered(full: int) -> int:
+        if offs is None or offs.numel() == 0:
+            return full
+        try:
+            return int(offs[-1])
+        except Exception:  # NOTE: a fake or meta tensor has no values (each raises its own type)
+            return full
+
+    if a.dim() == 2 and b.dim() == 3:  # NOTE: rows of a grouped; each row meets one group's matrix
+        return 2 * covered(a.shape[0]) * a.shape[1] * b.shape[2]
+    if a.dim() == 3 and b.dim() == 3:
+        return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+    if a.dim() == 2 and b.dim() == 2:  # NOTE: the inner width grouped: one [M, N] output per group
+        return 2 * a.shape[0] * covered(a.shape[1]) * b.shape[1]
+    if a.dim() == 3 and b.dim() == 2:  # NOTE: columns of b grouped
+        return 2 * a.shape[1] * a.shape[2] * covered(b.shape[1])
+    return 0
+
+
+_grouped_mm_flops._get_raw = True  # type: ignore[attr-defined]  # NOTE: FlopCounterMode then passes offs' values
+
+
 def _library_formulas() -> dict[Any, Callable[..., int]]:
-    """FLOP formulas for ops FlopCounterMode does not know: torch's own ``_trilinear`` and ops of
-    libraries already loaded (prunekit never imports those libraries)."""
+    """FLOP formulas for ops FlopCounterMode does not know: torch's own ``_trilinear`` and
+    ``_grouped_mm``, and ops of libraries already loaded (prunekit never imports those libraries)."""
     formulas: dict[Any, Callable[..., int]] = {torch.ops.aten._trilinear: _trilinear_flops}
+    if hasattr(torch.ops.aten, "_grouped_mm"):
+        formulas[torch.ops.aten._grouped_mm] = _grouped_mm_flops
     if "torchvision.ops.deform_conv" in sys.modules:
         formulas[torch.ops.torchvision.deform_conv2d] = _deform_conv_flops
     return formulas
