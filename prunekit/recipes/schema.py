@@ -108,6 +108,16 @@ RoundTo = Annotated[int | str, PlainValidator(_round_to)]
 _ROUND_TO = f"kept widths rounded up to this multiple; 'auto': {AUTO_RULE}"
 
 
+def _checked_options(options: type[Any], value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``value`` unchanged once ``options`` (the library's own options class) accepts it: a stage's
+    free-form ``options`` are checked by the rules of the step they go to, before any work."""
+    from prunekit.config import parse_config
+
+    if value is not None:
+        parse_config(options, value)
+    return value
+
+
 class PruneOptions(BaseModel):
     """``prune``: StructuredPruner's arguments, or a ``schedule`` of steps (ratio rising, importance switching)."""
 
@@ -135,12 +145,9 @@ class PruneOptions(BaseModel):
     @field_validator("options")
     @classmethod
     def _pruner_options(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        from prunekit.config import parse_config
         from prunekit.structured.pruner import PrunerOptions
 
-        if value is not None:
-            parse_config(PrunerOptions, value)  # NOTE: StructuredPruner's own rules, checked before any work
-        return value
+        return _checked_options(PrunerOptions, value)
 
     @model_validator(mode="after")
     def _one_way(self) -> PruneOptions:
@@ -229,12 +236,9 @@ class DecomposeStageOptions(BaseModel):
     @field_validator("options")
     @classmethod
     def _decompose_options(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        from prunekit.config import parse_config
         from prunekit.decompose import DecomposeOptions
 
-        if value is not None:
-            parse_config(DecomposeOptions, value)  # NOTE: decompose's own rules, checked before any work
-        return value
+        return _checked_options(DecomposeOptions, value)
 
     @model_validator(mode="after")
     def _one_way(self) -> DecomposeStageOptions:
