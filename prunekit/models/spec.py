@@ -12,7 +12,9 @@ A spec is one of (the first form that matches wins):
 
 ``weights=`` is a local ``.safetensors`` file or a ``.pth``/``.pt``/``.bin`` state dict read with
 ``torch.load(weights_only=True)``; nothing is ever downloaded. Options whose value is None are
-dropped (None means "the default"), so a caller can pass every option it has.
+dropped (None means "the default"), so a caller can pass every option it has; a source record's
+own None values (``{"spec": ..., "kwargs": {"weights_backbone": None}}`` given to ``prunekit.save``)
+are the user's words and are passed as written, since a factory's default need not be None.
 """
 
 from __future__ import annotations
@@ -118,14 +120,16 @@ def from_source(record: Mapping[str, Any], *, load_weights: bool = True) -> nn.M
                         f"prunekit.models.source_of writes it. Re-save the model, or fix the manifest.")
     options = dict(record.get("kwargs", {}))
     task, weights = options.pop("task", None), options.pop("weights", None)
+    # NOTE: source_of never records None; a None in the record is the user's (torchvision's
+    # weights_backbone=None means no download, its default means one)
     return _build(record["spec"], task=task, weights=weights if load_weights else None, options=options,
-                  folder_weights=load_weights)
+                  folder_weights=load_weights, keep_none=True)
 
 
 def _build(spec: str | os.PathLike[str], *, task: Any, weights: Any, options: Mapping[str, Any],
-           folder_weights: bool) -> nn.Module:
+           folder_weights: bool, keep_none: bool = False) -> nn.Module:
     parsed = parse_spec(spec)
-    given = {k: v for k, v in options.items() if v is not None}
+    given = dict(options) if keep_none else {k: v for k, v in options.items() if v is not None}
     return _BUILDERS[parsed.kind](parsed, _text(spec), _task_name(task), weights, given, folder_weights)
 
 

@@ -415,3 +415,16 @@ def test_importing_models_loads_no_optional_framework() -> None:
                          check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_source_record_passes_its_own_none_values_to_the_factory(tmp_path: Path) -> None:
+    """torchvision's detection and segmentation builders download a backbone unless given
+    weights_backbone=None: a None the user wrote in the record must reach the factory."""
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n"
+        "def build(width=4, backbone='DEFAULT'):\n"
+        "    if backbone is not None:\n"
+        "        raise RuntimeError('would download ' + backbone)\n"
+        "    return nn.Linear(2, width)\n")
+    record = {"spec": f"{tmp_path / 'net.py'}:build", "kwargs": {"width": 3, "backbone": None}}
+    assert models.from_source(record).out_features == 3
