@@ -133,10 +133,21 @@ class DependencyGraph:
         return tuple(g for g in self.groups if module in g.modules)
 
     def summary(self) -> str:
-        """One line per group: id, size, prunable or why not, and its members."""
+        """One line per group: id, size, prunable or why not, and its members. A prunable group of one
+        unit cannot shrink (any ratio keeps it whole): its line says so, and what made the unit whole."""
         lines = []
         for g in self.groups:
             state = "prunable" if g.prunable else "fixed: " + "; ".join(g.reasons)
+            if g.prunable and g.size == 1 and g.members:
+                first = next((m for m in g.members if m.role == "producer"), g.members[0])
+                slices = [m for m in g.members if (m.tensor, m.axis) == (first.tensor, first.axis)]
+                made = (f"it is cut in {len(slices)} slices of {first.inner} in {first.tensor}[{first.axis}] at once "
+                        f"(a channel repeated in each group of a grouped conv or split, joined with whole blocks of "
+                        f"{first.inner} such as heads)" if len(slices) > 1 and first.inner > 1 else
+                        f"its unit is a block of {first.inner} (heads, or a multiplier)" if first.inner > 1 else
+                        "it holds one channel")
+                state = (f"prunable but cannot shrink: one unit of all {g.channels_per_unit} channels, as {made}; "
+                         f"any ratio keeps it whole")
             exact = "" if g.exact else " (inexact)"
             members = ", ".join(f"{m.tensor}[{m.axis}]" for m in g.members)
             lines.append(f"{g.id:<40} {g.size:>6}  {state}{exact}  <- {members}")

@@ -24,7 +24,7 @@ from prunekit.graph.handlers.norm import refresh_layer_norm
 from prunekit.graph.handlers.shape import size_attribute
 from prunekit.graph.registry import refresh_for, register_group_tie
 
-__all__ = ["TIMM", "KEEP_HEADS", "TIED", "SECTIONS", "GROUPS", "WHOLE", "is_attention", "model_widths"]
+__all__ = ["TIMM", "KEEP_HEADS", "TIED", "SECTIONS", "GROUPS", "WHOLE", "is_attention", "model_widths", "scale_widths"]
 
 
 def _out(layer: Any) -> int:
@@ -329,18 +329,21 @@ def model_widths(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> tuple[Ch
     ``apply`` rewrites them and ``reset_classifier`` builds a classifier of the pruned width. A width
     no layer reads (the model's output once the classifier is ``nn.Identity``: never cut) is left."""
     found = [(name, module) for name, module in model.named_modules() if _stores_widths(module)]
-    stages = _stage_widths(model)
-    if not found and not stages:
+    if not found and not isinstance(vars(model).get("embed_dim"), (tuple, list)):
         return groups
     readers = _readers(model, groups)
     joined = {m.tensor for g in groups for m in g.attrs}
     extra: dict[str, list[Member]] = {}
-    for index, (stage, width) in enumerate(stages):
-        matching = [counts for layer, counts, channels in readers
-                    if layer.startswith(f"{stage}.") and channels == width]
-        for group_id, count in matching[-1] if matching else ():  # NOTE: the stage's residual stream, read last
-            attr_name = size_attribute("", "embed_dim", index)
-            extra.setdefault(group_id, []).append(Member(attr_name, 0, 0, count, "passive"))
+    entries = _entry_widths(model, readers)
+    # NOTE: the model's features concatenate its branches (CrossViT: num_features = sum(embed_dim))
+    summed = [size_attribute("", a, None) for a in _READ_LAST if len(entries) > 1
+              and vars(model).get(a) == sum(w for _, w in entries) and size_attribute("", a, None) not in joined]
+    for index, (entry, width) in enumerate(entries):
+        matching = [counts for layer, counts, channels in readers if _within(layer, entry) and channels == width]
+        for group_id, count in matching[-1] if matching else ():  # NOTE: the entry's residual stream, read last
+            for attr_name in (size_attribute("", "embed_dim", index), *summed):
+                extra.setdefault(group_id, []).append(Member(attr_name, 0, 0, count, "passive"))
+    joined.update(summed)
     for name, module in found:
         values = {a: v for a in (*_READ_FIRST, *_READ_LAST, "embed_dim") if type(v := vars(module).get(a)) is int}
         if values.get("embed_dim") != values.get("num_features"):
@@ -359,12 +362,39 @@ def model_widths(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> tuple[Ch
                  for g in groups)
 
 
-def _stage_widths(model: nn.Module) -> list[tuple[str, int]]:
-    """A timm model's ``embed_dim`` when it holds one width per stage (LeViT, RepViT): the module
-    of each stage and its width, as its ``feature_info`` names them (empty where they disagree). Each
-    is the width the stage's last layer reading one of that width reads (its residual stream)."""
-    widths, info = vars(model).get("embed_dim"), vars(model).get("feature_info")
-    if not isinstance(widths, (tuple, list)) or not isinstance(info, list) or len(info) != len(widths):
+def _entry_widths(model: nn.Module, readers: list[tuple[str, tuple[tuple[str, int], ...], int]]
+                  ) -> list[tuple[str, int]]:
+    """A timm model's ``embed_dim`` when it holds one width per stage or branch: the module that
+    reads each entry and its width (empty where none is found). Per stage (LeViT, RepViT) as its
+    ``feature_info`` names them; else the entries of the last list the model holds whose entry ``i``
+    reads ``embed_dim[i]`` channels (CrossViT's ``head[i]`` / ``norm[i]``: one per branch, which
+    ``reset_classifier`` builds from ``embed_dim[i]``)."""
+    widths = vars(model).get("embed_dim")
+    if not isinstance(widths, (tuple, list)) or not widths or any(type(w) is not int for w in widths):
+        return []
+    stages = _stage_widths(model, list(widths))
+    if stages:
+        return stages
+    for name, child in reversed(list(model.named_children())):
+        if isinstance(child, (nn.ModuleList, nn.Sequential)) and len(child) == len(widths):
+            entries = [(f"{name}.{i}", width) for i, width in enumerate(widths)]
+            if all(any(_within(layer, entry) and channels == width for layer, _, channels in readers)
+                   for entry, width in entries):
+                return entries
+    return []
+
+
+def _within(layer: str, module: str) -> bool:
+    """Whether ``layer`` is ``module`` or one of its submodules."""
+    return layer == module or layer.startswith(f"{module}.")
+
+
+def _stage_widths(model: nn.Module, widths: list[int]) -> list[tuple[str, int]]:
+    """The module of each stage and its width, as the model's ``feature_info`` names them, where it
+    has one entry per width of ``widths`` (empty where they disagree). Each is the width the stage's
+    last layer reading one of that width reads (its residual stream)."""
+    info = vars(model).get("feature_info")
+    if not isinstance(info, list) or len(info) != len(widths):
         return []
     stages = [(e.get("module"), e.get("num_chs")) if isinstance(e, dict) else (None, None) for e in info]
     if any(not isinstance(name, str) or not name or width != value for (name, width), value in zip(stages, widths)):
@@ -408,3 +438,27 @@ def _readers(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> list[tuple[s
         if tensor_of(model, tensor).shape[axis] == channels:
             readers.append((members[0].module, tuple(per_channel.items()), channels))
     return sorted(readers, key=lambda r: order.get(r[0], -1))
+
+
+@register_group_tie
+def scale_widths(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> tuple[ChannelGroup, ...]:
+    """``groups`` with the width of one scale that timm's multi-scale blocks store next to their
+    per-scale convs (EdgeNeXt's ``SplitTransposeBlock.width``; its forward splits by ``chunk``, so the
+    trace never reads it) joined, as a size attribute, to the channels of its first conv's output,
+    so ``apply`` rewrites it with the convs it describes."""
+    extra: dict[str, list[Member]] = {}
+    for name, module in model.named_modules():
+        width, convs = vars(module).get("width"), module._modules.get("convs")
+        if (not type(module).__module__.startswith("timm.") or refresh_for(module) is not None
+                or type(width) is not int or not isinstance(convs, nn.ModuleList) or not len(convs)
+                or not all(isinstance(c, nn.modules.conv._ConvNd) and _out(c) == width for c in convs)):
+            continue
+        weight = f"{name}.convs.0.weight" if name else "convs.0.weight"
+        rows = [(g, m) for g in groups for m in g.members if m.tensor == weight and m.axis == 0]
+        attr = size_attribute(name, "width", None)
+        if sum(g.size * m.inner for g, m in rows) != width or any(attr == a.tensor for g, _ in rows for a in g.attrs):
+            continue
+        for g, m in rows:
+            extra.setdefault(g.id, []).append(Member(attr, 0, 0, m.inner, "passive"))
+    return tuple(dataclasses.replace(g, attrs=g.attrs + tuple(extra[g.id])) if g.id in extra else g
+                 for g in groups)
