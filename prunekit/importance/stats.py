@@ -142,25 +142,47 @@ class ModelInputs(tuple):  # type: ignore[type-arg]
         return f"ModelInputs({tuple(self)!r}, keywords={self.keywords!r})"
 
 
-def _split(batch: Any, model: nn.Module, device: torch.device) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
-    """A batch -> (positional inputs, keyword inputs, labels or None): a tensor, an (inputs, labels)
-    tuple whose inputs are a tensor or a tuple of them, or :class:`ModelInputs`."""
-    kwargs: dict[str, Any] = {}
-    if isinstance(batch, torch.Tensor):
-        inputs, labels = (batch,), None
+def _split(batch: Any, model: nn.Module,
+           device: torch.device) -> tuple[tuple[Any, ...], dict[str, Any], Any, bool]:
+    """A batch -> (positional inputs, keyword inputs, labels or None, whether the labels are the batch's own
+    ``"labels"`` entry). The forms: a tensor; a dict of keyword inputs (a tokenizer's output, run as
+    ``model(**batch)``); an ``(inputs, labels)`` pair whose inputs are a tensor, a tuple of them or such a
+    dict; or :class:`ModelInputs`."""
+    own = isinstance(batch, Mapping)
+    if isinstance(batch, torch.Tensor) or own:
+        (inputs, kwargs), labels = _inputs(batch, model), batch.get("labels") if own else None
     elif isinstance(batch, ModelInputs):
-        inputs, kwargs, labels = tuple(batch), batch.keywords_for(model), None
+        (inputs, kwargs), labels = _inputs(batch, model), None
     elif isinstance(batch, (tuple, list)) and batch:
-        first = batch[0]
-        inputs = tuple(first) if isinstance(first, (tuple, list)) else (first,)
-        labels = batch[1] if len(batch) > 1 else None
+        (inputs, kwargs), labels = _inputs(batch[0], model), batch[1] if len(batch) > 1 else None
     else:
         raise ConfigError(
-            f"collect: a calibration batch must be a tensor or an (inputs, labels) tuple; got "
-            f"{type(batch).__name__}. Wrap your data loader so it yields one of those."
+            f"collect: a calibration batch must be {_FORMS}; got {type(batch).__name__}. "
+            f"Wrap your data loader so it yields one of those."
         )
     move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
-    return tuple(move(t) for t in inputs), {k: move(v) for k, v in kwargs.items()}, move(labels)
+    return tuple(move(t) for t in inputs), {k: move(v) for k, v in kwargs.items()}, move(labels), own
+
+
+_FORMS = ("a tensor, a dict of the model's keyword inputs (run as model(**batch)), an (inputs, labels) "
+          "pair whose inputs are a tensor, a tuple of them or such a dict, or ModelInputs")
+
+
+def _inputs(inputs: Any, model: nn.Module) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The inputs of a batch -> (positional, keyword): a dict is passed by keyword (as far as
+    ``model``'s forward takes them, as :class:`ModelInputs` does), a tuple positionally."""
+    if isinstance(inputs, Mapping):
+        if not inputs or not all(isinstance(k, str) for k in inputs):
+            raise ConfigError(f"collect: a dict calibration batch must map the model's input names to values, "
+                              f"e.g. {{'input_ids': ..., 'attention_mask': ...}}; got keys {list(inputs)[:5]}.")
+        inputs = ModelInputs(keywords=inputs)
+        if not inputs.keywords_for(model):
+            raise ConfigError(f"collect: none of a dict calibration batch's keys {sorted(inputs.keywords)[:5]} "
+                              f"names an input of {type(model).__name__}.forward. Key the dict by forward's "
+                              f"parameter names.")
+    if isinstance(inputs, ModelInputs):
+        return tuple(inputs), inputs.keywords_for(model)
+    return (tuple(inputs), {}) if isinstance(inputs, (tuple, list)) else ((inputs,), {})
 
 
 def _logits(out: Any) -> torch.Tensor:
@@ -184,8 +206,10 @@ def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
 
-def _loss(out: Any, labels: Any, loss_fn: LossFn | None) -> torch.Tensor:
-    """``loss_fn`` of the logits (and labels); default: cross-entropy (see :func:`_cross_entropy`)."""
+def _loss(out: Any, labels: Any, loss_fn: LossFn | None, own: bool = False,
+          passed: bool = False) -> torch.Tensor:
+    """``loss_fn`` of the logits (and labels); default: cross-entropy (see :func:`_cross_entropy`), or for a dict
+    batch's own ``"labels"`` (``own``; ``passed``: the forward took them) the loss the model returned (``.loss``)."""
     if loss_fn is not None:
         logits = getattr(out, "logits", out)
         if isinstance(logits, (tuple, list)):
@@ -193,9 +217,12 @@ def _loss(out: Any, labels: Any, loss_fn: LossFn | None) -> torch.Tensor:
         return loss_fn(logits, labels) if labels is not None else loss_fn(logits)
     if labels is None:
         raise ConfigError(
-            "collect: gradients need a loss, but the calibration batches have no labels. "
-            "Pass (inputs, labels) batches (cross-entropy is used) or loss_fn=lambda output: ..."
+            "collect: gradients need a loss, but the calibration batches have no labels. Pass (inputs, labels) "
+            "pairs (inputs: a tensor, a tuple of them or a dict of keyword inputs; cross-entropy is used), dicts "
+            "holding 'labels' for a model that returns its own .loss (Hugging Face), or loss_fn=lambda output: ..."
         )
+    if own:
+        return _own_loss(out, passed)
     logits = _logits(out)
     if isinstance(labels, torch.Tensor) and labels.is_floating_point():
         raise ConfigError(
@@ -204,6 +231,22 @@ def _loss(out: Any, labels: Any, loss_fn: LossFn | None) -> torch.Tensor:
             f"loss_fn=(output, labels) -> loss, e.g. torch.nn.functional.mse_loss."
         )
     return _cross_entropy(logits, labels)
+
+
+def _own_loss(out: Any, passed: bool) -> torch.Tensor:
+    """The scalar loss a model computed from a dict batch's ``"labels"`` (``out.loss`` or ``out["loss"]``)."""
+    loss = getattr(out, "loss", None)
+    if loss is None and isinstance(out, Mapping):
+        loss = out.get("loss")
+    if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+        return loss.reshape(())
+    why = "returned no scalar .loss" if passed else "does not take 'labels' in its forward"
+    raise ConfigError(
+        f"collect: a dict batch's 'labels' serve as the loss only where the model computes it, but the "
+        f"model {why}. "
+        f"Pass (inputs, labels) pairs, e.g. [({{'input_ids': ..., 'attention_mask': ...}}, labels)] "
+        f"(cross-entropy is used), or loss_fn=(output, labels) -> loss."
+    )
 
 
 def _first_order(weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -224,11 +267,13 @@ def _param_names(model: nn.Module, groups: Sequence[ChannelGroup]) -> dict[str, 
 
 
 def _gradients(model: nn.Module, inputs: tuple[Any, ...], kwargs: dict[str, Any], labels: Any,
-               loss_fn: LossFn | None, wanted: Sequence[str]) -> list[torch.Tensor | None]:
-    """``∂L/∂p`` for the canonical parameters ``wanted``, never touching the model's ``.grad``."""
+               loss_fn: LossFn | None, wanted: Sequence[str], own: bool = False) -> list[torch.Tensor | None]:
+    """``∂L/∂p`` for the canonical parameters ``wanted``, never touching the model's ``.grad``; ``own``:
+    the labels are the dict batch's ``"labels"`` (see :func:`_loss`)."""
     leaves = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()}
     with torch.enable_grad():
-        loss = _loss(functional_call(model, leaves, inputs, kwargs), labels, loss_fn)
+        out = functional_call(model, leaves, inputs, kwargs)
+        loss = _loss(out, labels, loss_fn, own, passed="labels" in kwargs)
         grads = torch.autograd.grad(loss, [leaves[n] for n in wanted], allow_unused=True)
     return list(grads)
 
@@ -253,12 +298,14 @@ def collect(model: nn.Module, batches: Iterable[Any], groups: Sequence[ChannelGr
     """Run calibration ``batches`` once and gather what data-driven importance functions need for ``groups``.
 
     Args:
-        batches: tensors (inputs only), ``(inputs, labels)`` tuples (inputs may be a tuple), or
+        batches: tensors (inputs only), dicts of keyword inputs (a tokenizer's output, run as
+            ``model(**batch)``; a ``"labels"`` entry makes the loss the one the model returns, as a Hugging
+            Face model does), ``(inputs, labels)`` tuples (inputs may be a tuple or such a dict), or
             :class:`ModelInputs` (several inputs, or keyword inputs, without labels).
         groups: the groups to be scored (usually ``graph.prunable``).
         needs: ``"activations"`` (forward hooks) and/or ``"gradients"`` (one backward per batch).
         loss_fn: ``loss_fn(logits, labels)`` (or ``loss_fn(logits)`` without labels); default
-            cross-entropy, which needs labels.
+            cross-entropy, which needs labels (or a dict batch's own ``"labels"`` and the model's ``.loss``).
         max_batches: stop after this many batches.
 
     The model runs in eval mode (no dropout, BN uses its running statistics) so results are
@@ -276,9 +323,9 @@ def collect(model: nn.Module, batches: Iterable[Any], groups: Sequence[ChannelGr
     try:
         model.eval()
         for batch in _take(batches, max_batches):
-            inputs, kwargs, labels = _split(batch, model, device)
+            inputs, kwargs, labels, own = _split(batch, model, device)
             if "gradients" in needs:
-                for name, g in zip(wanted, _gradients(model, inputs, kwargs, labels, loss_fn, wanted)):
+                for name, g in zip(wanted, _gradients(model, inputs, kwargs, labels, loss_fn, wanted, own)):
                     if g is not None:
                         sums[name] = sums.get(name, 0) + g.detach()
             else:

@@ -55,8 +55,8 @@ def test_collect_errors_say_what_to_do() -> None:
         collect(model, [], graph.prunable)
     with pytest.raises(ConfigError, match="Did you mean 'gradients'"):
         collect(model, batches, graph.prunable, needs=("gradient",))
-    with pytest.raises(ConfigError, match="tensor or an .inputs, labels. tuple; got dict"):
-        collect(model, [{"x": batches[0][0]}], graph.prunable)
+    with pytest.raises(ConfigError, match="must be a tensor, a dict of the model's keyword inputs"):
+        collect(model, [3], graph.prunable)
     with pytest.raises(ConfigError, match="max_batches"):
         collect(model, batches, graph.prunable, max_batches=0)
 
