@@ -448,9 +448,10 @@ def scale_widths(model: nn.Module, groups: tuple[ChannelGroup, ...]) -> tuple[Ch
     so ``apply`` rewrites it with the convs it describes."""
     extra: dict[str, list[Member]] = {}
     for name, module in model.named_modules():
+        if not type(module).__module__.startswith("timm.") or refresh_for(module) is not None:
+            continue  # NOTE: before reading _modules: a scripted module's is no dict
         width, convs = vars(module).get("width"), module._modules.get("convs")
-        if (not type(module).__module__.startswith("timm.") or refresh_for(module) is not None
-                or type(width) is not int or not isinstance(convs, nn.ModuleList) or not len(convs)
+        if (type(width) is not int or not isinstance(convs, nn.ModuleList) or not len(convs)
                 or not all(isinstance(c, nn.modules.conv._ConvNd) and _out(c) == width for c in convs)):
             continue
         weight = f"{name}.convs.0.weight" if name else "convs.0.weight"
