@@ -10,13 +10,15 @@ imported: prunekit never imports it.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from prunekit.graph.groups import ChannelGroup, joined
+from prunekit.graph.groups import ChannelGroup, Member, joined
 from prunekit.graph.handlers import bias_heads, timm_modules
 from prunekit.graph.registry import refresh_for, register_group_tie, register_refresh
 
@@ -129,9 +131,6 @@ def _grouped_experts(model: nn.Module) -> dict[str, int]:
 
 def _aligned(group: ChannelGroup, experts: dict[str, int]) -> ChannelGroup:
     """``group`` in units of as many channels as make each of its expert-weight members an aligned width."""
-    import dataclasses
-    import math
-
     factor = 1
     for m in group.members:
         align = experts.get(m.tensor)
@@ -143,9 +142,13 @@ def _aligned(group: ChannelGroup, experts: dict[str, int]) -> ChannelGroup:
         return dataclasses.replace(group, prunable=False, reasons=group.reasons + (
             f"the grouped_mm experts kernel reads widths in multiples of {factor} channels and the group's "
             f"{group.size} are not (set experts_implementation='eager' in the config to cut it)",))
-    coarse = lambda members: tuple(dataclasses.replace(m, inner=m.inner * factor) for m in members)  # noqa: E731
-    return dataclasses.replace(group, size=group.size // factor, members=coarse(group.members),
-                               attrs=coarse(group.attrs))
+    return dataclasses.replace(group, size=group.size // factor, members=_coarser(group.members, factor),
+                               attrs=_coarser(group.attrs, factor))
+
+
+def _coarser(members: tuple[Member, ...], factor: int) -> tuple[Member, ...]:
+    """``members`` in units ``factor`` times as wide (each unit holds ``factor`` of the old ones)."""
+    return tuple(dataclasses.replace(m, inner=m.inner * factor) for m in members)
 
 
 def _width_group(model: nn.Module, part: nn.Module, groups: tuple[ChannelGroup, ...]) -> ChannelGroup | None:
